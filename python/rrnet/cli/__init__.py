@@ -1,0 +1,1 @@
+"""Console scripts. Each module parses arguments and calls one library function."""
