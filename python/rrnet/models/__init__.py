@@ -1,0 +1,32 @@
+"""Networks (RRNet, StarNet and their recurrent variants) and the authors' weights.
+
+Every network is built from a :class:`ModelConfig` alone, takes standardised flux
+``[B, n_pixels]`` and returns ``(mu, var)`` in standardised label units; its
+state_dict keys are the authors' ones, so their ``weight_best.pkl`` files load as is.
+"""
+
+from __future__ import annotations
+
+from rrnet.models.config import MODES, NETS, ModelConfig
+from rrnet.models.heads import GaussianNet, gaussian_nll
+from rrnet.models.rrnet import RRNet
+from rrnet.models.starnet import StarNet
+
+_REGISTRY: dict[str, type[GaussianNet]] = {"rrnet": RRNet, "starnet": StarNet}
+
+
+def build_model(config: ModelConfig) -> GaussianNet:
+    """Build a freshly initialised network (PyTorch default init) from its config."""
+    return _REGISTRY[config.net](config)
+
+
+__all__ = [
+    "MODES",
+    "NETS",
+    "GaussianNet",
+    "ModelConfig",
+    "RRNet",
+    "StarNet",
+    "build_model",
+    "gaussian_nll",
+]
