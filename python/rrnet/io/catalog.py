@@ -1,0 +1,168 @@
+"""Input catalogues (what to preprocess) and output tables, with Polars.
+
+An input catalogue names one spectrum per row: ``filename`` (relative to a data
+directory), ``extname_blue``, ``extname_red`` and the radial velocity ``rv``
+[km/s] (the column name is configurable). ``obsid``, ``ra``, ``dec`` and any
+other columns are carried through to every output unchanged.
+
+Bad values in a row (an empty filename, a non-numeric rv) are *not* errors
+here: they are cast to null and the pipeline gives that row a status. Only a
+catalogue that cannot be used at all (unreadable, missing a required column)
+raises :class:`CatalogError`.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+REQUIRED_COLUMNS: tuple[str, ...] = ("filename", "extname_blue", "extname_red")
+"""Required besides the RV column."""
+
+TABLE_FORMATS: dict[str, str] = {
+    ".csv": "csv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".fits": "fits",
+    ".fit": "fits",
+}
+"""File suffix -> table format understood by :func:`read_table` and :func:`write_table`."""
+
+
+class CatalogError(ValueError):
+    """A catalogue or table that cannot be used at all (the message is one line)."""
+
+
+def table_format(path: str | os.PathLike[str]) -> str:
+    """``"csv"``, ``"parquet"`` or ``"fits"`` from the file suffix; CatalogError otherwise."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in TABLE_FORMATS:
+        known = ", ".join(sorted(TABLE_FORMATS))
+        raise CatalogError(
+            f"unknown table format {suffix or '(no suffix)'!r} of {path}: use {known}"
+        )
+    return TABLE_FORMATS[suffix]
+
+
+def read_table(path: str | os.PathLike[str]) -> pl.DataFrame:
+    """Read a CSV, Parquet or FITS table into a DataFrame (CatalogError if unreadable)."""
+    path = Path(path)
+    fmt = table_format(path)
+    if not path.is_file():
+        raise CatalogError(f"catalogue not found: {path}")
+    try:
+        if fmt == "csv":
+            return pl.read_csv(path, infer_schema_length=10_000)
+        if fmt == "parquet":
+            return pl.read_parquet(path)
+        return _read_fits_table(path)
+    except (pl.exceptions.PolarsError, OSError, ValueError) as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CatalogError(f"cannot read {fmt} table {path}: {first_line}") from exc
+
+
+def _read_fits_table(path: Path) -> pl.DataFrame:
+    import fitsio
+
+    data = fitsio.read(str(path), ext=1)
+    columns = {}
+    for name in data.dtype.names:
+        values = data[name]
+        if values.dtype.kind == "S":
+            values = np.char.rstrip(np.char.decode(values, "ascii"))
+        columns[name] = values.astype(values.dtype.newbyteorder("="))
+    return pl.DataFrame(columns)
+
+
+def validate_catalog(
+    catalog: pl.DataFrame, *, rv_column: str = "rv", reserved: tuple[str, ...] = ()
+) -> pl.DataFrame:
+    """Check the required columns and normalise their types.
+
+    ``filename`` and the extension names become strings (empty -> null), the RV
+    column becomes Float64 (unparsable -> null). Other columns are untouched.
+
+    Raises
+    ------
+    CatalogError
+        A required column is missing, or a column clashes with ``reserved`` (the
+        output columns the pipeline adds).
+    """
+    required = (*REQUIRED_COLUMNS, rv_column)
+    missing = [c for c in required if c not in catalog.columns]
+    if missing:
+        raise CatalogError(
+            f"catalogue lacks required column(s) {', '.join(missing)} "
+            f"(has: {', '.join(catalog.columns) or 'none'})"
+        )
+    clashes = [c for c in catalog.columns if c in reserved]
+    if clashes:
+        raise CatalogError(
+            f"catalogue column(s) {', '.join(clashes)} clash with output columns; rename them"
+        )
+    text = [
+        pl.col(c).cast(pl.Utf8, strict=False).str.strip_chars().replace("", None).alias(c)
+        for c in REQUIRED_COLUMNS
+    ]
+    rv = pl.col(rv_column).cast(pl.Float64, strict=False)
+    if catalog.schema[rv_column] == pl.Utf8:
+        rv = pl.col(rv_column).str.strip_chars().cast(pl.Float64, strict=False)
+    return catalog.with_columns([*text, rv.alias(rv_column)])
+
+
+def read_catalog(
+    path: str | os.PathLike[str], *, rv_column: str = "rv", reserved: tuple[str, ...] = ()
+) -> pl.DataFrame:
+    """:func:`read_table` then :func:`validate_catalog`."""
+    return validate_catalog(read_table(path), rv_column=rv_column, reserved=reserved)
+
+
+def write_table(table: pl.DataFrame, path: str | os.PathLike[str]) -> Path:
+    """Write CSV, Parquet or FITS (by suffix) atomically: a temporary name, then os.replace.
+
+    FITS tables store nulls as NaN (floats), -1 (integers, documented per use)
+    or empty strings, since FITS binary tables have no null.
+    """
+    path = Path(path)
+    fmt = table_format(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        if fmt == "csv":
+            table.write_csv(tmp)
+        elif fmt == "parquet":
+            table.write_parquet(tmp, statistics=False)
+        else:
+            _write_fits_table(table, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def _write_fits_table(table: pl.DataFrame, path: Path) -> None:
+    import fitsio
+
+    names, arrays = [], []
+    for name, dtype in table.schema.items():
+        column = table.get_column(name)
+        if dtype.is_float():
+            values = column.fill_null(float("nan")).to_numpy().astype(np.float64)
+        elif dtype.is_integer():
+            values = column.fill_null(-1).to_numpy()
+        elif dtype == pl.Boolean:
+            values = column.fill_null(False).to_numpy()
+        else:
+            values = np.array(column.cast(pl.Utf8).fill_null("").to_list(), dtype=str)
+            width = max(1, max((len(v.encode()) for v in values), default=1))
+            values = np.char.encode(values, "utf-8").astype(f"S{width}")
+        names.append(name)
+        arrays.append(values)
+    path.unlink(missing_ok=True)  # mkstemp created it; fitsio refuses to clobber silently
+    fitsio.write(str(path), arrays, names=names, clobber=True)
