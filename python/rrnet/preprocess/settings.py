@@ -19,19 +19,25 @@ import numpy as np
 
 from rrnet.grid import BLUE_GRID, RED_GRID
 
+from rrnet.preprocess.reference import (
+    DEFAULT_MAX_ITER,
+    FIT_LOWER_SIGMA,
+    FIT_UPPER_SIGMA,
+    MEDIAN_LOWER_SIGMA,
+    MEDIAN_UPPER_SIGMA,
+    POLY_DEGREE,
+)
+
 PREPROCESS_VERSION: int = 1
 """Bump whenever the flux produced for the same input and settings changes."""
 
 MEDFILT_KERNEL: int = 3
 """Median-filter width [pixels] of the outlier test (scipy semantics, zero padding)."""
 
-POLY_DEGREE: int = 5
-"""Degree of the continuum polynomial (in standardised log10 wavelength)."""
-
-OUTLIER_CLIP: tuple[float, float] = (-4.0, 3.0)
+OUTLIER_CLIP: tuple[float, float] = (-MEDIAN_LOWER_SIGMA, MEDIAN_UPPER_SIGMA)
 """Kept pixels satisfy ``lo * s < m - f < hi * s`` (median-filter test, s = std)."""
 
-CONTINUUM_CLIP: tuple[float, float] = (-4.0, 3.0)
+CONTINUUM_CLIP: tuple[float, float] = (-FIT_LOWER_SIGMA, FIT_UPPER_SIGMA)
 """Kept points satisfy ``lo * g < p - fs < hi * g`` (continuum fit, g = std of residuals)."""
 
 
@@ -50,7 +56,7 @@ class PreprocessSettings:
     """
 
     correct_rv: bool = True
-    max_iter: int = 100
+    max_iter: int = DEFAULT_MAX_ITER
 
     def __post_init__(self) -> None:
         if not isinstance(self.max_iter, int) or self.max_iter < 1:

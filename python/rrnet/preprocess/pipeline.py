@@ -1,0 +1,750 @@
+"""From a catalogue of LAMOST spectra to preprocessed fluxes: the production pipeline.
+
+The catalogue is cut into consecutive batches of catalogue rows (one batch = one
+store shard). Within a batch, rows are grouped by file, so each file is opened
+and decompressed once however many of its spectra the batch names. Files are
+read by a pool of ``workers`` processes (fitsio holds the GIL; processes are
+started with ``spawn``, never ``fork``, because the Rust kernels run a rayon pool
+in this process) while this process runs the Rust kernels. At most a fixed
+number of files is in flight, so memory stays flat however long the catalogue.
+
+Every catalogue row yields exactly one manifest row with a ``status`` and, when
+not ``ok``, a ``reason``. Nothing in a bad row stops the batch.
+
+:func:`iter_preprocessed` streams batches (no files written);
+:func:`preprocess_catalog` writes a resumable store (see :mod:`rrnet.store`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import multiprocessing
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections import deque
+from collections.abc import Callable, Container, Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from rrnet.grid import C_KMS, N_PIX
+from rrnet.io.catalog import read_catalog, validate_catalog, write_table
+from rrnet.io.lamost import LamostReadError, read_arms
+from rrnet.preprocess import Status, normalize_detailed, reason, resample_batch
+from rrnet.preprocess.settings import PreprocessSettings
+from rrnet.store import (
+    KINDS,
+    STORE_FORMAT,
+    STORE_FORMAT_VERSION,
+    Store,
+    StoreError,
+    open_store,
+    read_store_info,
+    shard_name,
+)
+
+KERNEL_STATUS_NAMES: dict[Status, str] = {
+    Status.OK: "ok",
+    Status.NON_FINITE_FLUX: "bad_flux",
+    Status.DEGENERATE_ARM: "degenerate_arm",
+    Status.GRID_OUT_OF_RANGE: "grid_out_of_range",
+    Status.BAD_WAVELENGTH: "bad_wavelength",
+    Status.TOO_FEW_POINTS: "too_few_points",
+    Status.LENGTH_MISMATCH: "bad_columns",
+    Status.NONPOSITIVE_CONTINUUM: "nonpositive_continuum",
+}
+"""Manifest status for each kernel status code."""
+
+COMPUTE_CHUNK = 256
+"""Spectra handed to the Rust kernels per call (bounds the raw arrays held at once)."""
+
+PREFETCH_PER_WORKER = 4
+"""Files read ahead per reader process."""
+
+MANIFEST_SCHEMA: dict[str, pl.DataType] = {
+    "row": pl.Int64,
+    "status": pl.Utf8,
+    "reason": pl.Utf8,
+    "snr_blue": pl.Float64,
+    "snr_red": pl.Float64,
+    "snr_blue_ivar": pl.Float64,
+    "snr_red_ivar": pl.Float64,
+    "n_outliers": pl.Int64,
+    "max_outlier_run": pl.Int64,
+    "continuum_iterations": pl.Int64,
+    "continuum_iterations_blue": pl.Int64,
+    "continuum_iterations_red": pl.Int64,
+    "cap_hit": pl.Boolean,
+    "quality_ok": pl.Boolean,
+    "quality_reason": pl.Utf8,
+    "shard": pl.Int64,
+    "offset": pl.Int64,
+}
+"""Columns the pipeline appends to the catalogue's (``docs/store.md`` explains each)."""
+
+HEADER_COLUMNS: dict[str, pl.DataType] = {
+    "obsid": pl.Int64,
+    "ra": pl.Float64,
+    "dec": pl.Float64,
+    "desig": pl.Utf8,
+}
+"""Taken from the FITS primary header when the catalogue does not have them."""
+
+
+@dataclass(frozen=True)
+class QualityCuts:
+    """The paper's selection, recorded in ``quality_ok`` and never applied destructively.
+
+    A row passes if it preprocessed (status ``ok``), ``min(snr_blue, snr_red) >=
+    min_snr``, ``n_outliers <= max_outliers`` and ``max_outlier_run <=
+    max_outlier_run``. ``snr_*`` are the header SNR of the named extensions (the
+    FLUX/IVAR estimate stands in where a header has none).
+    """
+
+    min_snr: float = 10.0
+    max_outliers: int = 100
+    max_outlier_run: int = 30
+
+
+@dataclass(frozen=True)
+class PreprocessedBatch:
+    """Consecutive catalogue rows, preprocessed.
+
+    Attributes
+    ----------
+    index : int
+        Batch number (catalogue rows ``index * batch_size`` onwards).
+    rows : int64 [n]
+        Catalogue indices (0-based) of the rows.
+    manifest : pl.DataFrame
+        The catalogue rows plus the pipeline columns (:data:`MANIFEST_SCHEMA`).
+    flux : float32 [n, 7200]
+        Continuum-normalised flux, all NaN where status is not ``ok``.
+    resampled : float32 [n, 7200] or None
+        Flux on the grid before normalisation (NaN where resampling failed);
+        None unless requested.
+    """
+
+    index: int
+    rows: np.ndarray
+    manifest: pl.DataFrame
+    flux: np.ndarray
+    resampled: np.ndarray | None
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _read_file(path: str, extnames: list[str]) -> tuple[tuple[str, str] | None, dict, dict]:
+    """Worker task: read the named arms of one file.
+
+    Returns ``(file_error, header, arms)`` of plain values (cheap to pickle):
+    ``file_error`` is ``(status, reason)`` or None, ``arms`` maps extname to
+    ``(loglam, flux, ivar, snr)`` or to ``(status, reason)``.
+    """
+    try:
+        info, arms = read_arms(path, extnames)
+    except LamostReadError as exc:
+        return (exc.status, str(exc)), {}, {}
+    except Exception as exc:  # an unforeseen reader failure must not stop the batch
+        return ("bad_fits", f"unexpected error reading {Path(path).name}: {exc!r}"), {}, {}
+    header = {"obsid": info.obsid, "ra": info.ra, "dec": info.dec, "desig": info.desig}
+    out: dict[str, tuple] = {}
+    for extname, arm in arms.items():
+        if isinstance(arm, LamostReadError):
+            out[extname] = (arm.status, str(arm))
+        else:
+            out[extname] = (arm.loglam, arm.flux, arm.ivar, arm.snr)
+    return None, header, out
+
+
+class _Immediate:
+    """A finished Future look-alike for reading in this process (workers=0)."""
+
+    def __init__(self, value: Any) -> None:
+        self._value = value
+
+    def result(self) -> Any:
+        return self._value
+
+
+@contextmanager
+def _reader(workers: int) -> Iterator[Callable[..., Any]]:
+    """A ``submit(fn, *args)`` running in ``workers`` spawned processes (0: in this one)."""
+    if workers <= 0:
+        yield lambda fn, *args: _Immediate(fn(*args))
+        return
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        try:
+            yield pool.submit
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _ordered_prefetch(
+    submit: Callable[..., Future | _Immediate], jobs: Iterable[Any], depth: int
+) -> Iterator[tuple[Any, Any]]:
+    """Yield ``(job, result)`` in job order with at most ``depth`` jobs in flight."""
+    pending: deque = deque()
+    for job in jobs:
+        pending.append((job, submit(_read_file, *job.args) if job.args else _Immediate(None)))
+        if len(pending) >= depth:
+            done, future = pending.popleft()
+            yield done, future.result()
+    while pending:
+        done, future = pending.popleft()
+        yield done, future.result()
+
+
+# --------------------------------------------------------------------------- planning
+
+
+@dataclass
+class _BatchPlan:
+    index: int
+    start: int
+    stop: int
+    early: dict[int, tuple[str, str]]
+    """Rows that fail before any file is read: row -> (status, reason)."""
+
+
+@dataclass
+class _Job:
+    """One file of one batch (args = (path, extnames)), or the end marker of a batch."""
+
+    plan: _BatchPlan
+    args: tuple | None
+    rows: list[tuple[int, str, str, float]] = field(default_factory=list)
+
+
+def _plan_batch(
+    catalog: pl.DataFrame,
+    index: int,
+    batch_size: int,
+    data_dir: Path,
+    rv_column: str,
+    correct_rv: bool,
+) -> list[_Job]:
+    start = index * batch_size
+    stop = min(start + batch_size, catalog.height)
+    part = catalog.slice(start, stop - start)
+    plan = _BatchPlan(index, start, stop, {})
+    by_file: dict[str, _Job] = {}
+    for offset, (filename, blue, red, rv) in enumerate(
+        zip(
+            part.get_column("filename").to_list(),
+            part.get_column("extname_blue").to_list(),
+            part.get_column("extname_red").to_list(),
+            part.get_column(rv_column).to_list(),
+            strict=True,
+        )
+    ):
+        row = start + offset
+        if filename is None:
+            plan.early[row] = ("missing_file", "filename is empty")
+            continue
+        if blue is None or red is None:
+            which = "extname_blue" if blue is None else "extname_red"
+            plan.early[row] = ("missing_extension", f"{which} is empty")
+            continue
+        if correct_rv and (rv is None or not math.isfinite(rv) or abs(rv) >= C_KMS):
+            plan.early[row] = ("bad_rv", f"{rv_column} is not a usable velocity: {rv!r} km/s")
+            continue
+        path = str(data_dir / filename)
+        job = by_file.setdefault(path, _Job(plan, (path, [])))
+        job.args[1].extend(e for e in (blue, red) if e not in job.args[1])
+        job.rows.append((row, blue, red, float(rv) if correct_rv else 0.0))
+    return [*by_file.values(), _Job(plan, None)]
+
+
+# --------------------------------------------------------------------------- computing
+
+
+class _BatchBuilder:
+    """Collects the arms of one batch, runs the kernels in chunks, assembles the result."""
+
+    def __init__(self, plan: _BatchPlan, settings: PreprocessSettings, keep_resampled: bool):
+        n = plan.stop - plan.start
+        self.plan = plan
+        self.settings = settings
+        self.normalized = np.full((n, N_PIX), np.nan, dtype=np.float32)
+        self.resampled = np.full((n, N_PIX), np.nan, dtype=np.float32) if keep_resampled else None
+        self.columns: dict[str, list] = {
+            name: [None] * n
+            for name in (*MANIFEST_SCHEMA, *(f"_header_{c}" for c in HEADER_COLUMNS))
+        }
+        self.columns["status"] = ["ok"] * n
+        self._pending: list[tuple[int, tuple, tuple, float]] = []
+        for row, (status, why) in plan.early.items():
+            self._fail(row - plan.start, status, why)
+
+    def _fail(self, pos: int, status: str, why: str) -> None:
+        self.columns["status"][pos] = status
+        self.columns["reason"][pos] = why
+
+    def add(self, job: _Job, result: tuple) -> None:
+        file_error, header, arms = result
+        for row, blue, red, rv in job.rows:
+            pos = row - self.plan.start
+            for name, value in header.items():
+                self.columns[f"_header_{name}"][pos] = value
+            if file_error is not None:
+                self._fail(pos, *file_error)
+                continue
+            blue_arm, red_arm = arms[blue], arms[red]
+            self.columns["snr_blue"][pos] = blue_arm[3] if len(blue_arm) == 4 else None
+            self.columns["snr_red"][pos] = red_arm[3] if len(red_arm) == 4 else None
+            bad = next((arm for arm in (blue_arm, red_arm) if len(arm) == 2), None)
+            if bad is not None:
+                self._fail(pos, *bad)
+                continue
+            self._pending.append((pos, blue_arm, red_arm, rv))
+            if len(self._pending) >= COMPUTE_CHUNK:
+                self._compute()
+
+    def _compute(self) -> None:
+        if not self._pending:
+            return
+        pos = np.array([p[0] for p in self._pending])
+        blue = [p[1] for p in self._pending]
+        red = [p[2] for p in self._pending]
+        res = resample_batch(
+            [a[0] for a in blue],
+            [a[1] for a in blue],
+            [a[0] for a in red],
+            [a[1] for a in red],
+            np.array([p[3] for p in self._pending], dtype=np.float64),
+            blue_ivar=[a[2] for a in blue],
+            red_ivar=[a[2] for a in red],
+            correct_rv=self.settings.correct_rv,
+        )
+        self._pending = []
+        if self.resampled is not None:
+            self.resampled[pos] = res.flux
+        ok = res.status == Status.OK
+        for i, p in enumerate(pos):
+            self.columns["snr_blue_ivar"][p] = _finite_or_none(res.snr_blue[i])
+            self.columns["snr_red_ivar"][p] = _finite_or_none(res.snr_red[i])
+            if not ok[i]:
+                self._fail(p, *_kernel_status(res.status[i], "resampling"))
+        if not ok.any():
+            return
+        norm = normalize_detailed(res.flux[ok], max_iter=self.settings.max_iter)
+        self.normalized[pos[ok]] = norm.flux
+        for j, p in enumerate(pos[ok]):
+            iterations = norm.iterations[j]
+            self.columns["n_outliers"][p] = int(norm.n_outliers[j])
+            self.columns["max_outlier_run"][p] = int(norm.max_outlier_run[j])
+            self.columns["continuum_iterations_blue"][p] = int(iterations[0])
+            self.columns["continuum_iterations_red"][p] = int(iterations[1])
+            self.columns["continuum_iterations"][p] = int(iterations.max())
+            self.columns["cap_hit"][p] = bool(norm.cap_hit[j])
+            if norm.status[j] != Status.OK:
+                self._fail(p, *_kernel_status(norm.status[j], "normalisation"))
+                self.normalized[p] = np.nan
+
+    def finish(
+        self, catalog: pl.DataFrame, quality: QualityCuts, header_columns: list[str]
+    ) -> PreprocessedBatch:
+        self._compute()
+        plan = self.plan
+        n = plan.stop - plan.start
+        rows = np.arange(plan.start, plan.stop, dtype=np.int64)
+        self.columns["row"] = rows.tolist()
+        self.columns["shard"] = [plan.index] * n
+        self.columns["offset"] = list(range(n))
+        for name in ("snr_blue", "snr_red"):  # the FLUX/IVAR estimate stands in for a header
+            estimate = self.columns[f"{name}_ivar"]
+            self.columns[name] = [
+                e if h is None else h for h, e in zip(self.columns[name], estimate, strict=True)
+            ]
+        passed, why = _quality(self.columns, quality)
+        self.columns["quality_ok"], self.columns["quality_reason"] = passed, why
+        added = pl.DataFrame(
+            {name: self.columns[name] for name in MANIFEST_SCHEMA}, schema=MANIFEST_SCHEMA
+        )
+        header = pl.DataFrame(
+            {c: self.columns[f"_header_{c}"] for c in header_columns},
+            schema={c: HEADER_COLUMNS[c] for c in header_columns},
+        )
+        manifest = pl.concat(
+            [catalog.slice(plan.start, n), header, added], how="horizontal"
+        ).select(["row", *catalog.columns, *header_columns, *list(MANIFEST_SCHEMA)[1:]])
+        return PreprocessedBatch(plan.index, rows, manifest, self.normalized, self.resampled)
+
+
+def _finite_or_none(value: float) -> float | None:
+    return float(value) if math.isfinite(value) else None
+
+
+def _kernel_status(code: int, stage: str) -> tuple[str, str]:
+    name = next((v for k, v in KERNEL_STATUS_NAMES.items() if k == int(code)), "bad_flux")
+    return name, f"{stage}: {reason(code)}"
+
+
+def _quality(columns: dict[str, list], cuts: QualityCuts) -> tuple[list[bool], list[str | None]]:
+    passed, reasons = [], []
+    for status, snr_b, snr_r, n_out, run in zip(
+        columns["status"],
+        columns["snr_blue"],
+        columns["snr_red"],
+        columns["n_outliers"],
+        columns["max_outlier_run"],
+        strict=True,
+    ):
+        why = []
+        if status != "ok":
+            why.append(f"status {status}")
+        else:
+            snrs = [s for s in (snr_b, snr_r) if s is not None]
+            if len(snrs) < 2:
+                why.append("no S/N")
+            elif min(snrs) < cuts.min_snr:
+                why.append(f"snr {min(snrs):.1f} < {cuts.min_snr:g}")
+            if n_out > cuts.max_outliers:
+                why.append(f"n_outliers {n_out} > {cuts.max_outliers}")
+            if run > cuts.max_outlier_run:
+                why.append(f"max_outlier_run {run} > {cuts.max_outlier_run}")
+        passed.append(not why)
+        reasons.append("; ".join(why) or None)
+    return passed, reasons
+
+
+# --------------------------------------------------------------------------- progress
+
+
+class _Progress:
+    """tqdm on a terminal; otherwise one plain line every ``interval`` seconds."""
+
+    def __init__(self, total: int, initial: int, enabled: bool, interval: float = 30.0):
+        self.total, self.done, self.interval = total, initial, interval
+        self.start = self.last = time.monotonic()
+        self.initial = initial
+        self.bar = None
+        self.enabled = enabled
+        if enabled and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, initial=initial, unit="spectra", dynamic_ncols=True)
+
+    def update(self, n: int) -> None:
+        self.done += n
+        if self.bar is not None:
+            self.bar.update(n)
+            return
+        now = time.monotonic()
+        if self.enabled and (now - self.last >= self.interval or self.done == self.total):
+            self.last = now
+            rate = (self.done - self.initial) / max(now - self.start, 1e-9)
+            eta = (self.total - self.done) / rate if rate > 0 else float("inf")
+            eta_text = time.strftime("%H:%M:%S", time.gmtime(eta)) if math.isfinite(eta) else "?"
+            print(
+                f"rrnet-preprocess: {self.done}/{self.total} spectra "
+                f"({100 * self.done / max(self.total, 1):.1f}%), {rate:.1f} spectra/s, "
+                f"ETA {eta_text}",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def reserved_columns() -> tuple[str, ...]:
+    """Column names the pipeline adds; a catalogue must not already have them."""
+    return tuple(MANIFEST_SCHEMA)
+
+
+def _load_catalog(catalog: pl.DataFrame | str | os.PathLike[str], rv_column: str) -> pl.DataFrame:
+    if isinstance(catalog, pl.DataFrame):
+        return validate_catalog(catalog, rv_column=rv_column, reserved=reserved_columns())
+    return read_catalog(catalog, rv_column=rv_column, reserved=reserved_columns())
+
+
+def default_workers() -> int:
+    """Reader processes: one per core beyond the first (the kernels use this process)."""
+    return max(1, (os.cpu_count() or 2) - 1)
+
+
+def iter_preprocessed(
+    catalog: pl.DataFrame | str | os.PathLike[str],
+    data_dir: str | os.PathLike[str],
+    *,
+    batch_size: int = 1024,
+    workers: int | None = None,
+    rv_column: str = "rv",
+    correct_rv: bool = True,
+    max_iter: int = 100,
+    keep_resampled: bool = False,
+    quality: QualityCuts = QualityCuts(),
+    skip_batches: Container[int] = (),
+    progress: bool = False,
+) -> Iterator[PreprocessedBatch]:
+    """Preprocess a catalogue batch by batch, in catalogue order, without writing files.
+
+    Parameters
+    ----------
+    catalog : DataFrame or path
+        Columns ``filename`` (relative to ``data_dir``), ``extname_blue``,
+        ``extname_red`` and ``rv_column`` [km/s]; others are carried through.
+    batch_size : int
+        Catalogue rows per yielded batch (the last may be shorter).
+    workers : int, optional
+        Reader processes; 0 reads in this process. Default :func:`default_workers`.
+    skip_batches : container of int
+        Batch indices not to compute (used by ``resume``).
+
+    Yields
+    ------
+    PreprocessedBatch
+        One per batch not skipped, every catalogue row of it present.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    settings = PreprocessSettings(correct_rv=correct_rv, max_iter=max_iter)
+    catalog = _load_catalog(catalog, rv_column)
+    data_dir = Path(data_dir)
+    workers = default_workers() if workers is None else workers
+    header_columns = [c for c in HEADER_COLUMNS if c not in catalog.columns]
+    n_batches = -(-catalog.height // batch_size)
+    todo = [i for i in range(n_batches) if i not in skip_batches]
+    initial = catalog.height - sum(min(batch_size, catalog.height - i * batch_size) for i in todo)
+    jobs = (
+        job
+        for i in todo
+        for job in _plan_batch(catalog, i, batch_size, data_dir, rv_column, correct_rv)
+    )
+    bar = _Progress(catalog.height, initial, progress)
+    builder: _BatchBuilder | None = None
+    try:
+        with _reader(workers) as submit:
+            depth = max(2, PREFETCH_PER_WORKER * max(workers, 1))
+            for job, result in _ordered_prefetch(submit, jobs, depth):
+                if builder is None or builder.plan is not job.plan:
+                    builder = _BatchBuilder(job.plan, settings, keep_resampled)
+                if job.args is not None:
+                    builder.add(job, result)
+                    continue
+                batch = builder.finish(catalog, quality, header_columns)
+                builder = None
+                yield batch
+                bar.update(batch.rows.size)
+    finally:
+        bar.close()
+
+
+def preprocess_catalog(
+    catalog: pl.DataFrame | str | os.PathLike[str],
+    data_dir: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    workers: int | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    rv_column: str = "rv",
+    correct_rv: bool = True,
+    max_iter: int = 100,
+    keep_resampled: bool = True,
+    shard_size: int = 4096,
+    quality: QualityCuts = QualityCuts(),
+    progress: bool = True,
+    fsync: bool = True,
+) -> Store:
+    """Preprocess a catalogue into a store directory (see :mod:`rrnet.store`) and open it.
+
+    The store is written shard by shard; each shard's flux files and manifest
+    part are written atomically, the part last, so a run killed at any moment
+    (``kill -9`` included) is continued with ``resume=True``: complete shards
+    are kept, the rest recomputed, and the result is byte-identical to an
+    uninterrupted run.
+
+    Raises
+    ------
+    StoreError
+        ``out`` holds something else, or (with ``resume``) a store written with
+        other settings, shard size or catalogue.
+    """
+    out = Path(out)
+    settings = PreprocessSettings(correct_rv=correct_rv, max_iter=max_iter)
+    catalog = _load_catalog(catalog, rv_column)
+    if shard_size < 1:
+        raise ValueError(f"shard_size must be >= 1, got {shard_size}")
+    if catalog.height == 0:
+        raise StoreError("the catalogue has no rows")
+    kinds = list(KINDS) if keep_resampled else ["normalized"]
+    info = {
+        "format": STORE_FORMAT,
+        "format_version": STORE_FORMAT_VERSION,
+        "n_rows": catalog.height,
+        "shard_size": shard_size,
+        "kinds": kinds,
+        "rv_column": rv_column,
+        "quality_cuts": asdict(quality),
+        "fingerprint": settings.fingerprint(),
+        "complete": False,
+    }
+    done = _prepare_out(out, info, resume=resume, overwrite=overwrite, catalog=catalog)
+    if done is None:  # resuming a finished store
+        return open_store(out)
+    for batch in iter_preprocessed(
+        catalog,
+        data_dir,
+        batch_size=shard_size,
+        workers=workers,
+        rv_column=rv_column,
+        correct_rv=correct_rv,
+        max_iter=max_iter,
+        keep_resampled=keep_resampled,
+        quality=quality,
+        skip_batches=done,
+        progress=progress,
+    ):
+        _write_shard(out, batch, fsync=fsync)
+    _finish_store(out, info, -(-catalog.height // shard_size), fsync=fsync)
+    return open_store(out)
+
+
+def write_selection(store: Store, path: str | os.PathLike[str]) -> int:
+    """Write the catalogue rows that pass the quality cuts (input columns only) to ``path``.
+
+    Returns the number of rows written. The result is a valid input catalogue.
+    """
+    manifest = store.manifest
+    dropped = set(MANIFEST_SCHEMA) | set(store.info.get("header_columns", []))
+    selected = manifest.filter(pl.col("quality_ok")).select(
+        [c for c in manifest.columns if c not in dropped]
+    )
+    write_table(selected, path)
+    return selected.height
+
+
+# --------------------------------------------------------------------------- store writing
+
+
+def _atomic_write(path: Path, write: Callable[[Any], None], *, fsync: bool) -> None:
+    """Write through ``write(file)`` to a temporary name in the same folder, then os.replace."""
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+            if fsync:
+                handle.flush()
+                os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    finally:
+        Path(tmp_name).unlink(missing_ok=True)
+
+
+def _part_path(out: Path, shard: int) -> Path:
+    return out / "parts" / f"manifest-{shard:06d}.parquet"
+
+
+def _write_shard(out: Path, batch: PreprocessedBatch, *, fsync: bool) -> None:
+    for kind, flux in (("normalized", batch.flux), ("resampled", batch.resampled)):
+        if flux is not None:
+            _atomic_write(
+                out / shard_name(kind, batch.index), lambda f, a=flux: np.save(f, a), fsync=fsync
+            )
+    # The part goes last: its presence marks the shard complete.
+    _atomic_write(
+        _part_path(out, batch.index),
+        lambda f: batch.manifest.write_parquet(f, statistics=False),
+        fsync=fsync,
+    )
+
+
+def _write_info(out: Path, info: dict[str, Any], *, fsync: bool = True) -> None:
+    text = json.dumps(info, indent=2, sort_keys=True) + "\n"
+    _atomic_write(out / "store.json", lambda f: f.write(text.encode()), fsync=fsync)
+
+
+def _prepare_out(
+    out: Path, info: dict[str, Any], *, resume: bool, overwrite: bool, catalog: pl.DataFrame
+) -> set[int] | None:
+    """Create or check the store directory; the set of complete shards (None: all done)."""
+    exists = out.exists() and any(out.iterdir())
+    if exists and not resume:
+        if not overwrite:
+            raise StoreError(
+                f"{out} is not empty: pass resume to continue a store or overwrite to replace it"
+            )
+        if not (out / "store.json").is_file():
+            raise StoreError(f"{out} is not empty and not a store; refusing to overwrite it")
+        for name in ("store.json", "manifest.parquet"):
+            (out / name).unlink(missing_ok=True)
+        for name in ("shards", "parts"):
+            shutil.rmtree(out / name, ignore_errors=True)
+        exists = False
+    if not exists:
+        (out / "shards").mkdir(parents=True, exist_ok=True)
+        (out / "parts").mkdir(exist_ok=True)
+        _write_info(out, info)
+        return set()
+    old = read_store_info(out)
+    for key in ("n_rows", "shard_size", "kinds", "rv_column", "quality_cuts"):
+        if old.get(key) != info[key]:
+            raise StoreError(f"cannot resume {out}: {key} was {old.get(key)!r}, now {info[key]!r}")
+    if old["fingerprint"]["hash"] != info["fingerprint"]["hash"]:
+        raise StoreError(
+            f"cannot resume {out}: it was preprocessed with other settings "
+            f"(fingerprint {old['fingerprint']['hash']}, now {info['fingerprint']['hash']})"
+        )
+    if old.get("complete"):
+        return None
+    (out / "shards").mkdir(exist_ok=True)
+    (out / "parts").mkdir(exist_ok=True)
+    done = set()
+    for part in sorted((out / "parts").glob("manifest-*.parquet")):
+        shard = int(part.stem.split("-")[1])
+        if _shard_complete(out, shard, info, catalog):
+            done.add(shard)
+    return done
+
+
+def _shard_complete(out: Path, shard: int, info: dict[str, Any], catalog: pl.DataFrame) -> bool:
+    """A shard counts as done if its part, flux files and catalogue rows all check out."""
+    start = shard * info["shard_size"]
+    n = min(info["shard_size"], info["n_rows"] - start)
+    if n <= 0:
+        return False
+    try:
+        part = pl.read_parquet(_part_path(out, shard))
+        for kind in info["kinds"]:
+            flux = np.load(out / shard_name(kind, shard), mmap_mode="r")
+            if flux.shape != (n, N_PIX) or flux.dtype != np.float32:
+                return False
+    except (OSError, ValueError, pl.exceptions.PolarsError):
+        return False
+    if part.height != n:
+        return False
+    if not part.select(catalog.columns).equals(catalog.slice(start, n)):
+        raise StoreError(
+            f"cannot resume {out}: catalogue rows {start}..{start + n - 1} differ from "
+            "the interrupted run's"
+        )
+    return True
+
+
+def _finish_store(out: Path, info: dict[str, Any], n_shards: int, *, fsync: bool) -> None:
+    parts = [pl.read_parquet(_part_path(out, shard)) for shard in range(n_shards)]
+    manifest = pl.concat(parts, how="vertical")
+    _atomic_write(
+        out / "manifest.parquet", lambda f: manifest.write_parquet(f, statistics=False), fsync=fsync
+    )
+    header_columns = [c for c in HEADER_COLUMNS if c in manifest.columns]
+    _write_info(out, {**info, "complete": True, "header_columns": header_columns}, fsync=fsync)
+    shutil.rmtree(out / "parts", ignore_errors=True)

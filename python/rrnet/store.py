@@ -1,0 +1,177 @@
+"""The preprocessed store: a manifest table plus memory-mappable float32 flux shards.
+
+Layout of a store directory (``docs/store.md`` has the full description)::
+
+    store.json                     format, fingerprint, row count, shard size, kinds
+    manifest.parquet               one row per catalogue row, in catalogue order
+    shards/normalized-000000.npy   float32 [<= shard_size, 7200], standard .npy
+    shards/resampled-000000.npy    (only with keep_resampled)
+
+Catalogue row ``r`` lives in shard ``r // shard_size`` at offset ``r % shard_size``;
+the manifest repeats both as the ``shard`` and ``offset`` columns. Rows that
+failed preprocessing are all-NaN in the shards.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Sequence
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from rrnet.grid import N_PIX
+
+STORE_FORMAT = "rrnet-preprocessed-store"
+STORE_FORMAT_VERSION = 1
+KINDS: tuple[str, ...] = ("normalized", "resampled")
+"""Flux kinds: continuum-normalised (model input) and resampled (before normalisation)."""
+
+
+class StoreError(ValueError):
+    """The directory is not a complete, readable store (message is one line)."""
+
+
+def shard_name(kind: str, shard: int) -> str:
+    """File name of one shard, relative to the store directory."""
+    return f"shards/{kind}-{shard:06d}.npy"
+
+
+def read_store_info(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Parsed ``store.json`` (StoreError if absent or not a store)."""
+    info_path = Path(path) / "store.json"
+    try:
+        info = json.loads(info_path.read_text())
+    except FileNotFoundError:
+        raise StoreError(f"not a store (no store.json): {path}") from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise StoreError(f"unreadable store.json in {path}: {exc}") from exc
+    if info.get("format") != STORE_FORMAT:
+        raise StoreError(f"not an rrnet store: {info_path}")
+    if info.get("format_version") != STORE_FORMAT_VERSION:
+        raise StoreError(
+            f"store format version {info.get('format_version')} is not supported "
+            f"(this rrnet reads version {STORE_FORMAT_VERSION})"
+        )
+    return info
+
+
+class Store:
+    """A complete preprocessed store, opened read-only.
+
+    Use :func:`open_store`. Fluxes are read through memory maps, so opening a
+    store of millions of spectra costs only the manifest.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.info = read_store_info(self.path)
+        if not self.info.get("complete"):
+            raise StoreError(
+                f"store {self.path} is incomplete: rerun rrnet-preprocess with --resume"
+            )
+        self._maps: dict[tuple[str, int], np.ndarray] = {}
+
+    def __repr__(self) -> str:
+        return f"Store({str(self.path)!r}, n_rows={self.n_rows}, kinds={list(self.kinds)})"
+
+    def __len__(self) -> int:
+        return self.n_rows
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.info["n_rows"])
+
+    @property
+    def shard_size(self) -> int:
+        return int(self.info["shard_size"])
+
+    @property
+    def n_shards(self) -> int:
+        return -(-self.n_rows // self.shard_size)
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        """Flux kinds present: ``("normalized", "resampled")`` or ``("normalized",)``."""
+        return tuple(self.info["kinds"])
+
+    @property
+    def fingerprint(self) -> dict[str, Any]:
+        """Preprocessing settings and their short hash (see PreprocessSettings.fingerprint)."""
+        return dict(self.info["fingerprint"])
+
+    @cached_property
+    def manifest(self) -> pl.DataFrame:
+        """One row per catalogue row, in catalogue order (column ``row`` = 0-based index)."""
+        manifest = pl.read_parquet(self.path / "manifest.parquet")
+        if manifest.height != self.n_rows:
+            raise StoreError(
+                f"manifest of {self.path} has {manifest.height} rows, store.json says {self.n_rows}"
+            )
+        return manifest
+
+    def shard(self, shard: int, kind: str = "normalized") -> np.ndarray:
+        """Read-only memory map of one shard, float32 [rows in shard, 7200]."""
+        self._check_kind(kind)
+        key = (kind, shard)
+        if key not in self._maps:
+            if not 0 <= shard < self.n_shards:
+                raise IndexError(f"shard {shard} out of range (store has {self.n_shards})")
+            flux = np.load(self.path / shard_name(kind, shard), mmap_mode="r")
+            expected = (min(self.shard_size, self.n_rows - shard * self.shard_size), N_PIX)
+            if flux.shape != expected or flux.dtype != np.float32:
+                raise StoreError(
+                    f"{shard_name(kind, shard)} has shape {flux.shape} {flux.dtype}, "
+                    f"expected {expected} float32"
+                )
+            self._maps[key] = flux
+        return self._maps[key]
+
+    def read_flux(
+        self, rows: Sequence[int] | np.ndarray | slice, kind: str = "normalized"
+    ) -> np.ndarray:
+        """Fluxes of manifest rows (catalogue indices), float32 [len(rows), 7200], in that order.
+
+        Failed rows are all NaN. Raises IndexError for rows outside the store.
+        """
+        self._check_kind(kind)
+        if isinstance(rows, slice):
+            rows = range(*rows.indices(self.n_rows))
+        rows = np.asarray(rows)
+        if rows.ndim != 1:
+            raise ValueError(f"rows must be 1-D, got shape {rows.shape}")
+        if rows.size and not np.issubdtype(rows.dtype, np.integer):
+            raise TypeError(f"rows must be integers, got {rows.dtype}")
+        rows = rows.astype(np.int64)
+        if rows.size and (rows.min() < 0 or rows.max() >= self.n_rows):
+            raise IndexError(f"rows must lie in [0, {self.n_rows}), got {rows.min()}..{rows.max()}")
+        out = np.empty((rows.size, N_PIX), dtype=np.float32)
+        shards, offsets = np.divmod(rows, self.shard_size)
+        for shard in np.unique(shards):
+            where = np.flatnonzero(shards == shard)
+            out[where] = self.shard(int(shard), kind)[offsets[where]]
+        return out
+
+    def iter_shards(self, kind: str = "normalized") -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Yield ``(rows, flux)`` per shard: catalogue indices and the shard's memory map."""
+        for shard in range(self.n_shards):
+            flux = self.shard(shard, kind)
+            start = shard * self.shard_size
+            yield np.arange(start, start + flux.shape[0], dtype=np.int64), flux
+
+    def _check_kind(self, kind: str) -> None:
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
+        if kind not in self.kinds:
+            raise StoreError(
+                f"store {self.path} has no {kind} flux (it was written without keep_resampled)"
+            )
+
+
+def open_store(path: str | os.PathLike[str]) -> Store:
+    """Open a complete store written by :func:`rrnet.preprocess.pipeline.preprocess_catalog`."""
+    return Store(path)
