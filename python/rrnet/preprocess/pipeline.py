@@ -614,7 +614,8 @@ def preprocess_catalog(
         progress=progress,
     ):
         _write_shard(out, batch, fsync=fsync)
-    _finish_store(out, info, -(-catalog.height // shard_size), fsync=fsync)
+    header_columns = [c for c in HEADER_COLUMNS if c not in catalog.columns]
+    _finish_store(out, info, -(-catalog.height // shard_size), header_columns, fsync=fsync)
     return open_store(out)
 
 
@@ -680,7 +681,7 @@ def _prepare_out(
     if exists and not resume:
         if not overwrite:
             raise StoreError(
-                f"{out} is not empty: pass resume to continue a store or overwrite to replace it"
+                f"{out} is not empty: resume it (--resume) or replace it (--overwrite)"
             )
         if not (out / "store.json").is_file():
             raise StoreError(f"{out} is not empty and not a store; refusing to overwrite it")
@@ -739,12 +740,13 @@ def _shard_complete(out: Path, shard: int, info: dict[str, Any], catalog: pl.Dat
     return True
 
 
-def _finish_store(out: Path, info: dict[str, Any], n_shards: int, *, fsync: bool) -> None:
+def _finish_store(
+    out: Path, info: dict[str, Any], n_shards: int, header_columns: list[str], *, fsync: bool
+) -> None:
     parts = [pl.read_parquet(_part_path(out, shard)) for shard in range(n_shards)]
     manifest = pl.concat(parts, how="vertical")
     _atomic_write(
         out / "manifest.parquet", lambda f: manifest.write_parquet(f, statistics=False), fsync=fsync
     )
-    header_columns = [c for c in HEADER_COLUMNS if c in manifest.columns]
     _write_info(out, {**info, "complete": True, "header_columns": header_columns}, fsync=fsync)
     shutil.rmtree(out / "parts", ignore_errors=True)

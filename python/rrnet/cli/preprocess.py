@@ -1,0 +1,176 @@
+"""``rrnet-preprocess``: LAMOST MRS files named by a catalogue -> a preprocessed store."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from rrnet.io.catalog import CatalogError, table_format
+from rrnet.preprocess.pipeline import (
+    QualityCuts,
+    default_workers,
+    preprocess_catalog,
+    write_selection,
+)
+from rrnet.store import StoreError
+
+PROG = "rrnet-preprocess"
+
+
+class UsageError(Exception):
+    """Unusable command-line arguments (reported as one line, exit status 2)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog=PROG,
+        description=(
+            "Resample and continuum-normalise the LAMOST MRS spectra named by CATALOG into a "
+            "store (manifest.parquet + float32 flux shards). Every catalogue row gets a "
+            "manifest row with a status; bad rows never stop the run."
+        ),
+    )
+    parser.add_argument(
+        "catalog",
+        type=Path,
+        metavar="CATALOG",
+        help="CSV or Parquet with columns filename, extname_blue, extname_red, rv [km/s]",
+    )
+    parser.add_argument(
+        "--data-dir", type=Path, required=True, help="folder the filenames are relative to"
+    )
+    parser.add_argument("--out", type=Path, required=True, help="store directory to write")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help=f"reader processes (0: read in the main process; default {default_workers()})",
+    )
+    parser.add_argument(
+        "--resume", action="store_true", help="continue an interrupted run into the same --out"
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace an existing store at --out"
+    )
+    parser.add_argument(
+        "--rv-column", default="rv", help="catalogue column with the RV in km/s (default rv)"
+    )
+    parser.add_argument(
+        "--no-rv-correction",
+        dest="correct_rv",
+        action="store_false",
+        help="resample the observed-frame wavelengths (no shift to the rest frame)",
+    )
+    parser.add_argument(
+        "--no-keep-resampled",
+        dest="keep_resampled",
+        action="store_false",
+        help="store only the normalised flux, not the resampled one",
+    )
+    parser.add_argument(
+        "--max-iter", type=int, default=100, help="continuum-fit iteration cap per arm"
+    )
+    parser.add_argument(
+        "--shard-size", type=int, default=4096, help="spectra per flux shard (default 4096)"
+    )
+    parser.add_argument(
+        "--select",
+        type=Path,
+        default=None,
+        metavar="OUT",
+        help="also write the rows passing the quality cuts to OUT (.csv or .parquet)",
+    )
+    parser.add_argument("--min-snr", type=float, default=10.0, help="quality cut (default 10)")
+    parser.add_argument(
+        "--max-outliers", type=int, default=100, help="quality cut on outlier pixels (100)"
+    )
+    parser.add_argument(
+        "--max-outlier-run",
+        type=int,
+        default=30,
+        help="quality cut on consecutive outlier pixels (30)",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress output")
+    return parser
+
+
+def _check(args: argparse.Namespace) -> str | None:
+    """A one-line problem with the arguments, or None."""
+    if not args.catalog.is_file():
+        return f"catalogue not found: {args.catalog}"
+    if not args.data_dir.is_dir():
+        return f"--data-dir is not a directory: {args.data_dir}"
+    if args.workers is not None and args.workers < 0:
+        return f"--workers must be >= 0, got {args.workers}"
+    if args.shard_size < 1:
+        return f"--shard-size must be >= 1, got {args.shard_size}"
+    if args.max_iter < 1:
+        return f"--max-iter must be >= 1, got {args.max_iter}"
+    if args.resume and args.overwrite:
+        return "--resume and --overwrite exclude each other"
+    if args.out.exists() and not args.out.is_dir():
+        return f"--out exists and is not a directory: {args.out}"
+    try:
+        table_format(args.catalog)
+        if args.select is not None and table_format(args.select) == "fits":
+            return "--select writes .csv or .parquet"
+    except CatalogError as exc:
+        return str(exc)
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    except SystemExit as exc:  # --help
+        return int(exc.code or 0)
+    problem = _check(args)
+    if problem is not None:
+        print(f"{PROG}: error: {problem}", file=sys.stderr)
+        return 2
+    try:
+        store = preprocess_catalog(
+            args.catalog,
+            args.data_dir,
+            args.out,
+            workers=args.workers,
+            resume=args.resume,
+            overwrite=args.overwrite,
+            rv_column=args.rv_column,
+            correct_rv=args.correct_rv,
+            max_iter=args.max_iter,
+            keep_resampled=args.keep_resampled,
+            shard_size=args.shard_size,
+            quality=QualityCuts(args.min_snr, args.max_outliers, args.max_outlier_run),
+            progress=not args.quiet,
+        )
+    except (CatalogError, StoreError) as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; rerun with --resume to continue", file=sys.stderr)
+        return 130
+    manifest = store.manifest
+    n_ok = manifest.filter(manifest["status"] == "ok").height
+    n_pass = manifest.filter(manifest["quality_ok"]).height
+    summary = f"{PROG}: {store.n_rows} rows -> {args.out}: {n_ok} ok, {n_pass} pass quality cuts"
+    if args.select is not None:
+        write_selection(store, args.select)
+        summary += f"; selection written to {args.select}"
+    if not args.quiet:
+        print(summary, file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
