@@ -1,0 +1,147 @@
+"""Recalibration of the ensemble's predicted uncertainties.
+
+A per-label factor ``s`` scales the predicted 1-sigma errors so that the z-scores
+``(pred - true) / (s * err)`` have unit standard deviation on the VALIDATION split.
+The factor is fitted on validation stars only (never test stars, which would leak
+the test set into the errors), and stored next to the checkpoint as
+``recalibration.json``::
+
+    {"format": "rrnet-recalibration", "version": 1, "split": "valid",
+     "apply": "err_calibrated = err * factors[label]",
+     "factors": {"Teff[K]": 1.08, ...}, "n": {"Teff[K]": 812, ...}, ...}
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from rrnet.evaluation.atomic import write_text
+from rrnet.evaluation.metrics import GAUSS_COVERAGE_1SIGMA, GAUSS_COVERAGE_2SIGMA, label_metrics
+from rrnet.evaluation.sample import TRUE_SUFFIX
+
+RECALIBRATION_FILE = "recalibration.json"
+FORMAT = "rrnet-recalibration"
+VERSION = 1
+
+NEEDS_RECALIBRATION_TOLERANCE: float = 0.1
+"""A label needs recalibration when its z-score std differs from 1 by more than this."""
+
+
+def sigma_scale(pred: np.ndarray, true: np.ndarray, err: np.ndarray) -> tuple[float, int]:
+    """The factor ``std(z)`` (ddof 0) with ``z = (pred - true) / err``, and the count used."""
+    m = label_metrics(pred, true, err)
+    return m.z_std, m.n_z
+
+
+def restrict_to_split(
+    sample: pl.DataFrame, keys: Iterable[object], *, key: str = "star_id"
+) -> pl.DataFrame:
+    """Rows of ``sample`` whose ``key`` is among ``keys`` (e.g. the validation stars)."""
+    values = pl.Series("keys", list(keys)).cast(sample.schema[key])
+    return sample.filter(pl.col(key).is_in(values.implode()))
+
+
+def fit_recalibration(
+    valid_sample: pl.DataFrame, labels: Iterable[str]
+) -> dict[str, dict[str, float | int]]:
+    """Per-label ``{"factor", "n", "coverage_1sigma_before", "coverage_1sigma_after"}``.
+
+    ``valid_sample`` must already be restricted to the validation split (see
+    :func:`restrict_to_split`); labels without usable rows get no entry.
+    """
+    out: dict[str, dict[str, float | int]] = {}
+    for label in labels:
+        pred = valid_sample.get_column(label).cast(pl.Float64).to_numpy()
+        true = valid_sample.get_column(label + TRUE_SUFFIX).cast(pl.Float64).to_numpy()
+        err = valid_sample.get_column(f"{label}_err").cast(pl.Float64).to_numpy()
+        factor, n = sigma_scale(pred, true, err)
+        if n < 2 or not math.isfinite(factor) or factor <= 0:
+            continue
+        before = label_metrics(pred, true, err).coverage_1sigma
+        after = label_metrics(pred, true, err * factor).coverage_1sigma
+        out[label] = {
+            "factor": factor,
+            "n": n,
+            "coverage_1sigma_before": before,
+            "coverage_1sigma_after": after,
+        }
+    return out
+
+
+def write_recalibration(
+    checkpoint_dir: str | os.PathLike[str],
+    fitted: dict[str, dict[str, float | int]],
+    *,
+    source: str = "",
+) -> Path:
+    """Store the fitted factors as ``<checkpoint_dir>/recalibration.json`` (atomically)."""
+    doc = {
+        "format": FORMAT,
+        "version": VERSION,
+        "split": "valid",
+        "method": "factor = std((pred - true) / err) over validation-split rows (ddof 0)",
+        "apply": "err_calibrated = err * factors[label]",
+        "source_catalog": source,
+        "factors": {label: v["factor"] for label, v in fitted.items()},
+        "n": {label: v["n"] for label, v in fitted.items()},
+        "coverage_1sigma_before": {
+            label: v["coverage_1sigma_before"] for label, v in fitted.items()
+        },
+        "coverage_1sigma_after": {label: v["coverage_1sigma_after"] for label, v in fitted.items()},
+    }
+    return write_text(Path(checkpoint_dir) / RECALIBRATION_FILE, json.dumps(doc, indent=2) + "\n")
+
+
+def read_recalibration(checkpoint_dir: str | os.PathLike[str]) -> dict[str, float]:
+    """The per-label factors stored with a checkpoint (ValueError on a foreign file)."""
+    doc = json.loads((Path(checkpoint_dir) / RECALIBRATION_FILE).read_text(encoding="utf-8"))
+    if doc.get("format") != FORMAT or doc.get("version") != VERSION:
+        raise ValueError(f"not a {FORMAT} v{VERSION} file in {checkpoint_dir}")
+    return {str(k): float(v) for k, v in doc["factors"].items()}
+
+
+def apply_recalibration(catalog: pl.DataFrame, factors: dict[str, float]) -> pl.DataFrame:
+    """Multiply each ``<label>_err`` column by its factor (labels absent are left alone)."""
+    return catalog.with_columns(
+        [
+            (pl.col(f"{label}_err") * factor).alias(f"{label}_err")
+            for label, factor in factors.items()
+            if f"{label}_err" in catalog.columns
+        ]
+    )
+
+
+def needs_recalibration(z_std: float, tolerance: float = NEEDS_RECALIBRATION_TOLERANCE) -> bool:
+    """True when the z-score std is off unity by more than ``tolerance``."""
+    return math.isfinite(z_std) and abs(z_std - 1.0) > tolerance
+
+
+def calibration_table(metrics: pl.DataFrame) -> pl.DataFrame:
+    """Per label (all S/N): z mean/std, 1- and 2-sigma coverage and whether to recalibrate.
+
+    ``metrics`` is :func:`rrnet.evaluation.metrics.metrics_table` output. The z std
+    shown here is measured on the evaluated sample; a factor to apply must be fitted
+    on the validation split (:func:`fit_recalibration`), never on test data.
+    """
+    overall = metrics.filter(pl.col("snr_bin") == "all")
+    return overall.select(
+        "label",
+        "n_z",
+        "z_mean",
+        "z_std",
+        "coverage_1sigma",
+        pl.lit(GAUSS_COVERAGE_1SIGMA).alias("expected_1sigma"),
+        "coverage_2sigma",
+        pl.lit(GAUSS_COVERAGE_2SIGMA).alias("expected_2sigma"),
+        (
+            pl.col("z_std").is_finite()
+            & ((pl.col("z_std") - 1.0).abs() > NEEDS_RECALIBRATION_TOLERANCE)
+        ).alias("needs_recalibration"),
+    )

@@ -1,0 +1,139 @@
+"""Accuracy and uncertainty metrics of predicted labels against reference labels.
+
+All statistics are plain NumPy on 1-D arrays so that they can be checked by hand.
+Residuals are ``pred - true``; z-scores are ``(pred - true) / err`` with ``err`` the
+predicted 1-sigma uncertainty. Entries with a non-finite prediction or reference
+value are left out (missing abundances); z-statistics also need ``err > 0``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import polars as pl
+
+SNR_BINS: tuple[tuple[float, float], ...] = (
+    (10.0, 20.0),
+    (20.0, 40.0),
+    (40.0, 60.0),
+    (60.0, 100.0),
+    (100.0, math.inf),
+)
+"""S/N bins of the report, lower edge inclusive, upper exclusive (paper Figs 2, 5, 7)."""
+
+GAUSS_COVERAGE_1SIGMA: float = math.erf(1.0 / math.sqrt(2.0))
+"""Probability of |z| <= 1 for a standard normal (0.6827)."""
+GAUSS_COVERAGE_2SIGMA: float = math.erf(2.0 / math.sqrt(2.0))
+"""Probability of |z| <= 2 for a standard normal (0.9545)."""
+
+MAD_TO_SIGMA: float = 1.482602218505602
+"""1 / Phi^-1(3/4): turns a median absolute deviation into a Gaussian sigma."""
+
+
+def snr_bin_name(lo: float, hi: float) -> str:
+    """Human-readable name of an S/N bin, e.g. ``"10-20"`` or ``">=100"``."""
+    return f">={lo:g}" if math.isinf(hi) else f"{lo:g}-{hi:g}"
+
+
+@dataclass(frozen=True)
+class LabelMetrics:
+    """Summary of one label on one sample (NaN where a statistic is undefined).
+
+    ``scatter`` is the population standard deviation (ddof 0) of the residuals,
+    ``robust_scatter`` 1.4826 x their median absolute deviation from the median,
+    ``sigma_mean`` the mean predicted 1-sigma error, ``coverage_1sigma`` and
+    ``coverage_2sigma`` the fraction of entries with ``|z| <= 1`` and ``<= 2``
+    (0.683 and 0.954 for calibrated Gaussian errors).
+    """
+
+    n: int
+    mae: float
+    bias: float
+    scatter: float
+    robust_scatter: float
+    sigma_mean: float
+    n_z: int
+    z_mean: float
+    z_std: float
+    coverage_1sigma: float
+    coverage_2sigma: float
+
+    def to_dict(self) -> dict[str, float | int]:
+        return asdict(self)
+
+
+def _mean(x: np.ndarray) -> float:
+    return float(np.mean(x)) if x.size else math.nan
+
+
+def _std(x: np.ndarray) -> float:
+    return float(np.std(x)) if x.size else math.nan
+
+
+def label_metrics(
+    pred: np.ndarray, true: np.ndarray, err: np.ndarray | None = None
+) -> LabelMetrics:
+    """MAE (paper eq. 4), bias, scatter and z-score statistics of one label."""
+    pred = np.asarray(pred, dtype=np.float64)
+    true = np.asarray(true, dtype=np.float64)
+    err = np.full_like(pred, np.nan) if err is None else np.asarray(err, dtype=np.float64)
+    if not pred.shape == true.shape == err.shape:
+        raise ValueError(f"shape mismatch: pred {pred.shape}, true {true.shape}, err {err.shape}")
+    ok = np.isfinite(pred) & np.isfinite(true)
+    resid = pred[ok] - true[ok]
+    e = err[ok]
+    good_err = np.isfinite(e) & (e > 0)
+    z = resid[good_err] / e[good_err]
+    med = np.median(resid) if resid.size else math.nan
+    robust = MAD_TO_SIGMA * float(np.median(np.abs(resid - med))) if resid.size else math.nan
+    return LabelMetrics(
+        n=int(resid.size),
+        mae=_mean(np.abs(resid)),
+        bias=_mean(resid),
+        scatter=_std(resid),
+        robust_scatter=robust,
+        sigma_mean=_mean(e[np.isfinite(e)]),
+        n_z=int(z.size),
+        z_mean=_mean(z),
+        z_std=_std(z),
+        coverage_1sigma=_mean((np.abs(z) <= 1.0).astype(np.float64)),
+        coverage_2sigma=_mean((np.abs(z) <= 2.0).astype(np.float64)),
+    )
+
+
+def snr_bin_masks(
+    snr: np.ndarray, bins: tuple[tuple[float, float], ...] = SNR_BINS
+) -> dict[str, np.ndarray]:
+    """Boolean masks ``{"all": ..., "10-20": ..., ...}``; "all" holds every entry."""
+    snr = np.asarray(snr, dtype=np.float64)
+    masks = {"all": np.ones(snr.shape, dtype=bool)}
+    for lo, hi in bins:
+        masks[snr_bin_name(lo, hi)] = (snr >= lo) & (snr < hi)
+    return masks
+
+
+def metrics_table(
+    sample: pl.DataFrame,
+    labels: list[str] | tuple[str, ...],
+    *,
+    snr_column: str = "snr",
+    bins: tuple[tuple[float, float], ...] = SNR_BINS,
+    true_suffix: str = "_true",
+) -> pl.DataFrame:
+    """Long table: one row per (label, S/N bin) with every :class:`LabelMetrics` field.
+
+    ``sample`` holds ``<label>`` (prediction), ``<label>_err`` and ``<label><true_suffix>``
+    for each label, and the S/N column.
+    """
+    masks = snr_bin_masks(sample.get_column(snr_column).to_numpy(), bins)
+    rows = []
+    for label in labels:
+        pred = sample.get_column(label).cast(pl.Float64).to_numpy()
+        true = sample.get_column(label + true_suffix).cast(pl.Float64).to_numpy()
+        err = sample.get_column(f"{label}_err").cast(pl.Float64).to_numpy()
+        for name, mask in masks.items():
+            m = label_metrics(pred[mask], true[mask], err[mask])
+            rows.append({"label": label, "snr_bin": name, **m.to_dict()})
+    return pl.DataFrame(rows, schema_overrides={"n": pl.Int64, "n_z": pl.Int64})

@@ -1,0 +1,108 @@
+"""The evaluation sample: catalogue predictions joined to reference labels.
+
+The catalogue (``rrnet-infer`` output) holds predictions ``<label>`` and errors
+``<label>_err``; the reference table holds true values ``<label>``. They are joined
+on one or more key columns (``star_id`` for labels per star, or ``obsid`` /
+``extname_blue`` / ``extname_red`` for labels per spectrum); true values are
+renamed ``<label>_true``. Only rows with status "ok" (and flag 1, unless
+``all_rows``) count; :class:`SampleCounts` says how many rows each step dropped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import polars as pl
+
+TRUE_SUFFIX = "_true"
+
+
+class SampleError(ValueError):
+    """The catalogue and labels cannot be evaluated together (one-line message)."""
+
+
+@dataclass(frozen=True)
+class SampleCounts:
+    """Rows kept at each step of :func:`build_sample`."""
+
+    catalog_rows: int
+    status_ok: int
+    flag_ok: int
+    with_labels: int
+
+    def to_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+def predicted_labels(catalog: pl.DataFrame, candidates: tuple[str, ...]) -> list[str]:
+    """The labels (in ``candidates`` order) that have both value and ``_err`` columns."""
+    return [c for c in candidates if c in catalog.columns and f"{c}_err" in catalog.columns]
+
+
+def add_snr(catalog: pl.DataFrame, snr: str) -> pl.DataFrame:
+    """Add the ``snr`` column used for binning.
+
+    ``snr`` is a column name, or ``"min"``/``"mean"`` of ``snr_blue`` and ``snr_red``.
+    """
+    if snr in ("min", "mean"):
+        missing = [c for c in ("snr_blue", "snr_red") if c not in catalog.columns]
+        if missing:
+            raise SampleError(f"S/N {snr!r} needs column(s) {', '.join(missing)}")
+        both = [pl.col("snr_blue").cast(pl.Float64), pl.col("snr_red").cast(pl.Float64)]
+        expr = pl.min_horizontal(both) if snr == "min" else pl.mean_horizontal(both)
+        return catalog.with_columns(expr.alias("snr"))
+    if snr not in catalog.columns:
+        raise SampleError(f"catalogue has no S/N column {snr!r}")
+    return catalog.with_columns(pl.col(snr).cast(pl.Float64).alias("snr"))
+
+
+def select_usable(catalog: pl.DataFrame, *, all_rows: bool = False) -> pl.DataFrame:
+    """Rows with status "ok" and, unless ``all_rows``, flag == 1 (columns optional)."""
+    out = catalog
+    if "status" in out.columns:
+        out = out.filter(pl.col("status").cast(pl.Utf8) == "ok")
+    if not all_rows and "flag" in out.columns:
+        out = out.filter(pl.col("flag") == 1)
+    return out
+
+
+def build_sample(
+    catalog: pl.DataFrame,
+    labels_table: pl.DataFrame,
+    labels: list[str] | tuple[str, ...],
+    *,
+    key: tuple[str, ...] = ("star_id",),
+    snr: str = "snr_blue",
+    all_rows: bool = False,
+) -> tuple[pl.DataFrame, SampleCounts]:
+    """Join predictions to reference labels; see the module docstring.
+
+    Returns the sample (catalogue columns, ``snr`` and ``<label>_true``) and the counts.
+    Labels missing from the reference table are an error; reference rows with a
+    duplicated key are an error too (they would silently duplicate predictions).
+    """
+    for name, table in (("catalogue", catalog), ("labels", labels_table)):
+        missing = [k for k in key if k not in table.columns]
+        if missing:
+            raise SampleError(f"{name} has no key column(s) {', '.join(missing)}")
+    absent = [c for c in labels if c not in labels_table.columns]
+    if absent:
+        raise SampleError(f"labels table lacks column(s) {', '.join(absent)}")
+    truth = labels_table.select(
+        [*key, *(pl.col(c).cast(pl.Float64).alias(c + TRUE_SUFFIX) for c in labels)]
+    )
+    if truth.select(key).is_duplicated().any():
+        raise SampleError(f"labels table has duplicated key(s) {', '.join(key)}")
+    status_ok = select_usable(catalog, all_rows=True)
+    flag_ok = select_usable(catalog, all_rows=all_rows)
+    with_snr = add_snr(flag_ok, snr)
+    dtypes = {k: with_snr.schema[k] for k in key}
+    truth = truth.with_columns([pl.col(k).cast(dtypes[k]) for k in key])
+    joined = with_snr.join(truth, on=list(key), how="inner")
+    counts = SampleCounts(
+        catalog_rows=catalog.height,
+        status_ok=status_ok.height,
+        flag_ok=flag_ok.height,
+        with_labels=joined.height,
+    )
+    return joined, counts

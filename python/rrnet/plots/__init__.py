@@ -1,0 +1,1 @@
+"""Figures of the evaluation report, one module per figure family (PNG, matplotlib Agg)."""

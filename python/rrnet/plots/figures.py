@@ -1,0 +1,75 @@
+"""Which figures an evaluation run draws, with their captions (paths relative to the report)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import polars as pl
+
+from rrnet.plots import abundances, history, kiel, repeats, residuals, zscore
+
+if TYPE_CHECKING:
+    from rrnet.evaluation.report import Report
+    from rrnet.evaluation.run import EvalOptions
+
+FIGURE_DIR = "figures"
+
+
+def make_all(
+    opts: EvalOptions,
+    *,
+    joined: pl.DataFrame,
+    usable: pl.DataFrame,
+    labels: list[str],
+    report: Report,
+) -> list[tuple[str, str]]:
+    """Draw every figure the inputs allow; return (relative path, caption) pairs.
+
+    Figures whose inputs are absent (no checkpoint history, no repeats, no store)
+    are skipped with a note in the report.
+    """
+    out = Path(opts.out)
+    figs: list[tuple[str, str]] = []
+
+    def rel(name: str) -> str:
+        return f"{FIGURE_DIR}/{name}"
+
+    residuals.plot_residuals(joined, labels, out / rel("residuals.png"))
+    figs.append((rel("residuals.png"), "Fig. 2a: residuals (prediction − reference) per label."))
+    residuals.plot_sigma_vs_snr(report.metrics, labels, out / rel("sigma_vs_snr.png"))
+    figs.append(
+        (rel("sigma_vs_snr.png"), "Fig. 2b: residual scatter, |bias| and mean predicted σ vs S/N.")
+    )
+    sp = [lb for lb in ("Teff[K]", "Logg", "FeH") if lb in labels]
+    if sp:
+        zscore.plot_zscores(joined, sp, out / rel("zscores.png"))
+        figs.append(
+            (rel("zscores.png"), "Fig. 11: z-scores against reference Teff, log g, [Fe/H].")
+        )
+    zscore.plot_coverage(joined, labels, out / rel("coverage.png"))
+    figs.append((rel("coverage.png"), "Calibration: fraction within k σ, observed vs Gaussian."))
+    if {"Teff[K]", "Logg", "FeH"} <= set(labels):
+        iso = kiel.read_isochrones(opts.isochrones) if opts.isochrones else None
+        kiel.plot_kiel(usable, out / rel("kiel.png"), isochrones=iso)
+        figs.append((rel("kiel.png"), "Fig. 5: Kiel diagram per S/N bin, MIST 7 Gyr isochrones."))
+        if iso is None:
+            report.notes.append("Kiel diagram drawn without isochrones (no --isochrones).")
+        ab = [lb for lb in labels if lb not in ("Teff[K]", "Logg", "FeH")]
+        if ab:
+            for giants, name in ((True, "xfe_giants.png"), (False, "xfe_dwarfs.png")):
+                abundances.plot_xfe(usable, ab, out / rel(name), giants=giants)
+                kind = "giants (log g < 4)" if giants else "dwarfs (log g ≥ 4)"
+                figs.append((rel(name), f"Fig. 6: [X/Fe] vs [Fe/H] densities, {kind}."))
+    if report.repeats is not None and report.repeats.filter(pl.col("n_stars") > 0).height:
+        repeats.plot_repeats(report.repeats, labels, out / rel("repeats.png"))
+        figs.append((rel("repeats.png"), "Fig. 7: predicted σ vs S/N with repeat scatter."))
+    elif report.repeats is not None:
+        report.notes.append("No star has repeat observations: Fig. 7 skipped.")
+    if opts.checkpoint is not None:
+        figs += history.plot_checkpoint_history(opts.checkpoint, out, FIGURE_DIR, report)
+    if opts.checkpoint is not None and opts.store is not None:
+        from rrnet.evaluation.saliency_run import saliency_figures
+
+        figs += saliency_figures(opts, joined, out, FIGURE_DIR, report)
+    return figs

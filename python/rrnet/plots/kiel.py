@@ -1,0 +1,75 @@
+"""Kiel diagram (Teff - log g coloured by [Fe/H]) per S/N bin with MIST isochrones (Fig. 5)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from rrnet.evaluation.metrics import SNR_BINS, snr_bin_masks
+from rrnet.plots.style import new_figure, save_figure
+
+ISOCHRONE_FEH: tuple[str, ...] = ("-0.5", "0", "0.5")
+"""[Fe/H] suffixes of the columns of ``MIST_iso_7Gyr.csv`` (``teff_<feh>``, ``logg_<feh>``)."""
+
+
+def read_isochrones(path: str | os.PathLike[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """``{feh: (teff_K, logg_dex)}`` from the MIST CSV (log10 Teff is converted to K)."""
+    table = pl.read_csv(path)
+    out = {}
+    for feh in ISOCHRONE_FEH:
+        pair = table.select(pl.col(f"teff_{feh}"), pl.col(f"logg_{feh}")).drop_nulls()
+        out[feh] = (10.0 ** pair.to_numpy()[:, 0], pair.to_numpy()[:, 1])
+    return out
+
+
+def plot_kiel(
+    catalog: pl.DataFrame,
+    path: str | os.PathLike[str],
+    *,
+    isochrones: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+    snr_column: str = "snr",
+    feh_range: tuple[float, float] = (-1.0, 0.5),
+) -> Path:
+    """Predicted Teff against log g, coloured by predicted [Fe/H], one panel per S/N bin."""
+    teff = catalog.get_column("Teff[K]").cast(pl.Float64).to_numpy()
+    logg = catalog.get_column("Logg").cast(pl.Float64).to_numpy()
+    feh = catalog.get_column("FeH").cast(pl.Float64).to_numpy()
+    masks = snr_bin_masks(catalog.get_column(snr_column).to_numpy(), SNR_BINS)
+    masks.pop("all")
+    fig, axes = new_figure(len(masks), ncols=len(masks), panel_size=(3.6, 3.6))
+    mappable = None
+    for ax, (name, mask) in zip(axes, masks.items(), strict=True):
+        mappable = ax.scatter(
+            teff[mask],
+            logg[mask],
+            c=feh[mask],
+            s=3,
+            cmap="viridis",
+            vmin=feh_range[0],
+            vmax=feh_range[1],
+            rasterized=True,
+        )
+        for (feh_iso, (t_iso, g_iso)), style in zip(
+            (isochrones or {}).items(), ("--", "-", ":"), strict=False
+        ):
+            ax.plot(
+                t_iso,
+                g_iso,
+                style,
+                color="black",
+                linewidth=1.0,
+                label=f"MIST 7 Gyr [Fe/H] = {feh_iso}",
+            )
+        ax.set_title(f"S/N {name} (N = {int(mask.sum())})")
+        ax.set_xlim(7000, 3500)
+        ax.set_ylim(5.5, 0.0)
+        ax.set_xlabel(r"$T_\mathrm{eff}$ [K]")
+        ax.set_ylabel(r"$\log g$ [dex]")
+    if isochrones:
+        axes[0].legend(fontsize=7, loc="upper left")
+    fig.colorbar(mappable, ax=list(axes), label="[Fe/H] [dex]", shrink=0.9)
+    fig.suptitle("Kiel diagram of the predictions")
+    return save_figure(fig, path)

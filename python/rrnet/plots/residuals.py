@@ -1,0 +1,90 @@
+"""Residual distributions and their dependence on S/N (paper Fig. 2)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from rrnet.evaluation.metrics import label_metrics
+from rrnet.evaluation.sample import TRUE_SUFFIX
+from rrnet.plots.style import axis_label, display_name, new_figure, save_figure, unit
+
+
+def plot_residuals(
+    sample: pl.DataFrame, labels: list[str] | tuple[str, ...], path: str | os.PathLike[str]
+) -> Path:
+    """One histogram of ``pred - true`` per label, annotated with mu_r, sigma_r, mean sigma."""
+    fig, axes = new_figure(len(labels))
+    for ax, label in zip(axes, labels, strict=True):
+        pred = sample.get_column(label).cast(pl.Float64).to_numpy()
+        true = sample.get_column(label + TRUE_SUFFIX).cast(pl.Float64).to_numpy()
+        err = sample.get_column(f"{label}_err").cast(pl.Float64).to_numpy()
+        resid = pred - true
+        resid = resid[np.isfinite(resid)]
+        m = label_metrics(pred, true, err)
+        if resid.size:
+            lo, hi = np.percentile(resid, [0.5, 99.5])
+            span = max(hi - lo, 1e-12)
+            ax.hist(
+                resid,
+                bins=50,
+                range=(lo - 0.05 * span, hi + 0.05 * span),
+                histtype="step",
+                color="black",
+                linewidth=1.2,
+            )
+        ax.axvline(0.0, color="0.6", linewidth=0.8, linestyle=":")
+        u = unit(label)
+        ax.text(
+            0.03,
+            0.97,
+            f"$\\mu_r$ = {m.bias:.3g} {u}\n$\\sigma_r$ = {m.scatter:.3g} {u}\n"
+            f"$\\hat\\sigma_m$ = {m.sigma_mean:.3g} {u}\nN = {m.n}",
+            transform=ax.transAxes,
+            va="top",
+            ha="left",
+            fontsize=8,
+        )
+        ax.set_xlabel(axis_label(label, prefix="Δ "))
+        ax.set_ylabel("spectra")
+        ax.set_title(display_name(label))
+    fig.suptitle("Residuals: prediction − reference")
+    return save_figure(fig, path)
+
+
+def plot_sigma_vs_snr(
+    metrics: pl.DataFrame, labels: list[str] | tuple[str, ...], path: str | os.PathLike[str]
+) -> Path:
+    """Per label and S/N bin: residual scatter, |bias| and mean predicted sigma.
+
+    ``metrics`` is :func:`rrnet.evaluation.metrics.metrics_table` output.
+    """
+    fig, axes = new_figure(len(labels))
+    binned = metrics.filter(pl.col("snr_bin") != "all")
+    for ax, label in zip(axes, labels, strict=True):
+        rows = binned.filter(pl.col("label") == label)
+        names = rows.get_column("snr_bin").to_list()
+        x = np.arange(len(names))
+        ax.plot(
+            x, rows.get_column("scatter").to_numpy(), "o-", color="tab:blue", label="σ of residuals"
+        )
+        ax.plot(
+            x,
+            rows.get_column("sigma_mean").to_numpy(),
+            "s--",
+            color="tab:red",
+            label="mean predicted σ",
+        )
+        ax.plot(
+            x, np.abs(rows.get_column("bias").to_numpy()), "^:", color="tab:green", label="|bias|"
+        )
+        ax.set_xticks(x, names, fontsize=8)
+        ax.set_xlabel("S/N")
+        ax.set_ylabel(f"{display_name(label)} [{unit(label)}]")
+        ax.set_ylim(bottom=0)
+    axes[0].legend(fontsize=7, loc="upper right")
+    fig.suptitle("Accuracy and predicted uncertainty against S/N")
+    return save_figure(fig, path)

@@ -1,0 +1,74 @@
+"""Shared plot conventions: axis names with units, a readable style, atomic PNG saving."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never needs a display
+
+import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
+
+from rrnet.evaluation.atomic import atomic_path
+
+DPI = 110
+"""Pixels per inch of saved PNGs: a 12 x 9 inch figure is 1320 x 990 pixels."""
+
+_ELEMENT = re.compile(r"^([A-Z][a-z]?)H$")
+
+
+def element(label: str) -> str | None:
+    """Chemical symbol of an abundance label (``"MgH"`` -> ``"Mg"``), else None."""
+    match = _ELEMENT.match(label)
+    return match.group(1) if match else None
+
+
+def display_name(label: str) -> str:
+    """Name for a legend or panel title: ``T_eff``, ``log g``, ``[Mg/H]``."""
+    if label == "Teff[K]":
+        return r"$T_\mathrm{eff}$"
+    if label == "Logg":
+        return r"$\log g$"
+    el = element(label)
+    return f"[{el}/H]" if el else label
+
+
+def unit(label: str) -> str:
+    """Unit of a label: K for Teff, dex for log g and abundances."""
+    return "K" if label == "Teff[K]" else "dex"
+
+
+def axis_label(label: str, prefix: str = "") -> str:
+    """Axis label with unit, e.g. ``"Δ T_eff [K]"`` for ``prefix="Δ "``."""
+    return f"{prefix}{display_name(label)} [{unit(label)}]"
+
+
+def new_figure(n_panels: int, ncols: int = 4, panel_size: tuple[float, float] = (3.4, 2.7)):
+    """A figure with a grid of ``n_panels`` axes (unused ones hidden); returns (fig, axes)."""
+    ncols = max(1, min(ncols, n_panels))
+    nrows = -(-n_panels // ncols)
+    fig, axes = plt.subplots(
+        nrows,
+        ncols,
+        figsize=(panel_size[0] * ncols, panel_size[1] * nrows),
+        squeeze=False,
+        layout="constrained",
+    )
+    flat = axes.ravel()
+    for ax in flat[n_panels:]:
+        ax.set_visible(False)
+    return fig, flat[:n_panels]
+
+
+def save_figure(fig: Figure, path: str | os.PathLike[str]) -> Path:
+    """Save as PNG atomically and close the figure (figures are never reused)."""
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=DPI)
+    finally:
+        plt.close(fig)
+    return Path(path)
