@@ -1,0 +1,185 @@
+"""Several checkpoints combined into one set of catalogue labels.
+
+The paper runs two ensembles: SP (Teff, Logg, FeH) and CA (the other 14
+abundances). Each catalogue label comes from exactly one checkpoint: the first
+one, in the order given, that predicts it (later duplicates are ignored and
+logged). Labels no checkpoint predicts stay null. A converted authors' release
+is just another checkpoint.
+
+Per checkpoint this also computes the quality diagnostics that need the model:
+member disagreement, training label range and the out-of-distribution score.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rrnet.inference.columns import SPEC_LABELS
+from rrnet.inference.quality import (
+    DEFAULT_THRESHOLDS,
+    QualityThresholds,
+    member_disagreement,
+    outside_range,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LoadedCheckpoint:
+    """One checkpoint ready to predict, with what the quality bits need from it."""
+
+    path: Path
+    hash: str
+    config: dict[str, Any]
+    ensemble: Any
+    labels: tuple[str, ...]
+    label_lo: np.ndarray
+    label_hi: np.ndarray
+    ood: Any | None
+    """OOD scorer: ``ood(flux) -> score`` per spectrum, or None if the checkpoint has none."""
+    ood_threshold: float | None
+
+    @property
+    def preprocessing(self) -> dict[str, Any] | None:
+        return self.config.get("preprocessing")
+
+    def describe(self) -> dict[str, Any]:
+        """Provenance entry: path, hash, labels."""
+        return {"path": str(self.path), "hash": self.hash, "labels": list(self.labels)}
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Catalogue labels for a batch: values/errors ``[B, 17]`` (NaN = no source) + diagnostics."""
+
+    values: np.ndarray
+    errors: np.ndarray
+    ood_ratio: np.ndarray
+    disagreement: np.ndarray
+    out_of_range: np.ndarray
+    failed: np.ndarray
+
+
+def _label_range(training: dict[str, Any], labels: tuple[str, ...]) -> tuple[np.ndarray, ...]:
+    """Training label min/max per label from ``config["training"]`` (NaN where unknown)."""
+    lo = np.full(len(labels), np.nan)
+    hi = np.full(len(labels), np.nan)
+    ranges = training.get("label_ranges") or training.get("label_range") or {}
+    for i, label in enumerate(labels):
+        entry = ranges.get(label)
+        if isinstance(entry, dict):
+            lo[i], hi[i] = entry.get("min", np.nan), entry.get("max", np.nan)
+        elif entry is not None:
+            lo[i], hi[i] = entry
+    return lo, hi
+
+
+def load_checkpoints(
+    paths: list[str | os.PathLike[str]],
+    *,
+    device: str = "auto",
+    thresholds: QualityThresholds = DEFAULT_THRESHOLDS,
+) -> list[LoadedCheckpoint]:
+    """Load every checkpoint (all members of each on ``device``)."""
+    from rrnet.checkpoint import checkpoint_hash
+    from rrnet.ensemble import Ensemble
+
+    loaded = []
+    for raw in paths:
+        path = Path(raw)
+        config = json.loads((path / "config.json").read_text())
+        ensemble = Ensemble.from_checkpoint(path, device=device)
+        labels = tuple(ensemble.labels)
+        training = config.get("training") or {}
+        lo, hi = _label_range(training, labels)
+        ood, threshold = _ood_for(path, config, thresholds)
+        loaded.append(
+            LoadedCheckpoint(
+                path, checkpoint_hash(path), config, ensemble, labels, lo, hi, ood, threshold
+            )
+        )
+    return loaded
+
+
+def _ood_for(
+    path: Path, config: dict[str, Any], thresholds: QualityThresholds
+) -> tuple[Any | None, float | None]:
+    """The checkpoint's OOD scorer and the threshold at ``thresholds.ood_quantile``."""
+    try:
+        from rrnet import ood
+    except ImportError:
+        return None, None
+    return ood.scorer_for_checkpoint(path, config, quantile=thresholds.ood_quantile)
+
+
+def label_sources(checkpoints: list[LoadedCheckpoint]) -> dict[str, int]:
+    """Catalogue label -> index of the first checkpoint that predicts it."""
+    sources: dict[str, int] = {}
+    for index, checkpoint in enumerate(checkpoints):
+        for label in checkpoint.labels:
+            if label not in SPEC_LABELS:
+                log.warning(
+                    "%s predicts %r, not a catalogue label: ignored", checkpoint.path, label
+                )
+            elif label in sources:
+                log.warning(
+                    "%s and %s both predict %s: using the first",
+                    checkpoints[sources[label]].path,
+                    checkpoint.path,
+                    label,
+                )
+            else:
+                sources[label] = index
+    return sources
+
+
+def predict(
+    checkpoints: list[LoadedCheckpoint],
+    sources: dict[str, int],
+    flux: np.ndarray,
+    thresholds: QualityThresholds,
+) -> Prediction:
+    """Run every checkpoint that provides a label on ``flux`` (float32 ``[B, 7200]``)."""
+    n = flux.shape[0]
+    values = np.full((n, len(SPEC_LABELS)), np.nan, dtype=np.float64)
+    errors = np.full_like(values, np.nan)
+    ood_ratio = np.zeros(n)
+    disagreement = np.zeros(n)
+    out_of_range = np.zeros(n, dtype=bool)
+    failed = np.zeros(n, dtype=bool)
+    for index, checkpoint in enumerate(checkpoints):
+        used = [i for i, label in enumerate(checkpoint.labels) if sources.get(label) == index]
+        if not used:
+            continue
+        result = checkpoint.ensemble.predict(flux, return_members=True)
+        mean, std = _numpy(result.mean)[:, used], _numpy(result.std)[:, used]
+        members_mu = _numpy(result.members_mu)[:, :, used]
+        members_var = _numpy(result.members_var)[:, :, used]
+        bad = ~(np.isfinite(mean).all(axis=1) & np.isfinite(std).all(axis=1))
+        failed |= bad
+        for j, i in enumerate(used):
+            column = SPEC_LABELS.index(checkpoint.labels[i])
+            values[:, column], errors[:, column] = mean[:, j], std[:, j]
+        with np.errstate(invalid="ignore"):
+            disagreement = np.fmax(disagreement, member_disagreement(members_mu, members_var))
+        out_of_range |= outside_range(mean, checkpoint.label_lo[used], checkpoint.label_hi[used])
+        if checkpoint.ood is not None and checkpoint.ood_threshold:
+            ood_ratio = np.fmax(ood_ratio, _numpy(checkpoint.ood(flux)) / checkpoint.ood_threshold)
+    values[failed] = np.nan
+    errors[failed] = np.nan
+    return Prediction(values, errors, ood_ratio, disagreement, out_of_range & ~failed, failed)
+
+
+def _numpy(x: Any) -> np.ndarray:
+    """A numpy float64 array from a numpy array or a (possibly GPU) torch tensor."""
+    if hasattr(x, "detach"):
+        x = x.detach().float().cpu().numpy()
+    return np.asarray(x, dtype=np.float64)

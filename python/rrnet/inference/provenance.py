@@ -1,0 +1,125 @@
+"""Provenance: what produced a catalogue, stored in every output format.
+
+A catalogue number is only citable with the code version, the preprocessing
+settings and the exact model weights behind it, so each catalogue carries them
+(Parquet key-value metadata, FITS header keywords, a JSON sidecar for CSV).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+import rrnet
+
+log = logging.getLogger(__name__)
+
+
+class FingerprintMismatch(ValueError):
+    """A checkpoint was trained on spectra preprocessed with other settings."""
+
+
+def fingerprint_hash(fingerprint: dict[str, Any] | None) -> str | None:
+    """The ``hash`` of a preprocessing fingerprint dict (None for None)."""
+    if fingerprint is None:
+        return None
+    return str(fingerprint.get("hash"))
+
+
+def check_fingerprint(
+    checkpoint: str,
+    checkpoint_fp: dict[str, Any] | None,
+    data_fp: dict[str, Any],
+    *,
+    allow_mismatch: bool = False,
+) -> None:
+    """Refuse a checkpoint whose preprocessing fingerprint differs from the data's.
+
+    A checkpoint without a fingerprint (an imported authors' release) is accepted
+    with a logged warning: its preprocessing is the published one, assumed to be
+    this package's defaults. ``allow_mismatch`` turns the refusal into a warning.
+    """
+    if checkpoint_fp is None:
+        log.warning(
+            "checkpoint %s records no preprocessing fingerprint (imported release?); "
+            "assuming it matches %s",
+            checkpoint,
+            fingerprint_hash(data_fp),
+        )
+        return
+    mine, theirs = fingerprint_hash(data_fp), fingerprint_hash(checkpoint_fp)
+    if mine == theirs:
+        return
+    message = (
+        f"checkpoint {checkpoint} was trained on spectra preprocessed with settings "
+        f"{theirs}, but the input was preprocessed with {mine}: "
+        "re-preprocess with the checkpoint's settings (or pass --allow-fingerprint-mismatch)"
+    )
+    if not allow_mismatch:
+        raise FingerprintMismatch(message)
+    log.warning("%s; continuing because the mismatch is allowed", message)
+
+
+def build_provenance(
+    *,
+    input_name: str,
+    input_kind: str,
+    preprocessing: dict[str, Any],
+    checkpoints: list[dict[str, Any]],
+    label_sources: dict[str, int],
+    thresholds: dict[str, Any],
+    quality_bits: dict[str, int],
+    created: datetime | None = None,
+) -> dict[str, str]:
+    """String key-value provenance (keys prefixed ``rrnet.``), JSON for structured values.
+
+    ``checkpoints`` holds one dict per checkpoint (``path``, ``hash``, ``labels``);
+    ``label_sources`` maps each catalogue label to the index of the checkpoint
+    that provides it.
+    """
+    created = created or datetime.now(UTC)
+    return {
+        "rrnet.version": rrnet.__version__,
+        "rrnet.created": created.isoformat(timespec="seconds"),
+        "rrnet.input": input_name,
+        "rrnet.input_kind": input_kind,
+        "rrnet.preprocessing_hash": str(fingerprint_hash(preprocessing)),
+        "rrnet.preprocessing": json.dumps(preprocessing, sort_keys=True),
+        "rrnet.checkpoint_hashes": ",".join(str(c["hash"]) for c in checkpoints),
+        "rrnet.checkpoints": json.dumps(checkpoints, sort_keys=True),
+        "rrnet.label_sources": json.dumps(label_sources),
+        "rrnet.quality_thresholds": json.dumps(thresholds, sort_keys=True),
+        "rrnet.quality_bits": json.dumps(quality_bits),
+    }
+
+
+FITS_KEYWORDS: dict[str, str] = {
+    "rrnet.version": "RRNETVER",
+    "rrnet.created": "DATE",
+    "rrnet.input": "INPUT",
+    "rrnet.input_kind": "INKIND",
+    "rrnet.preprocessing_hash": "PPHASH",
+    "rrnet.preprocessing": "PPJSON",
+    "rrnet.checkpoint_hashes": "CKHASHES",
+    "rrnet.checkpoints": "CKPTJSON",
+    "rrnet.label_sources": "LABSRC",
+    "rrnet.quality_thresholds": "QTHRESH",
+    "rrnet.quality_bits": "QBITS",
+}
+"""Provenance key -> FITS header keyword (long values use the CONTINUE convention)."""
+
+FITS_COMMENTS: dict[str, str] = {
+    "RRNETVER": "rrnet version that wrote this catalogue",
+    "DATE": "UTC creation time",
+    "INPUT": "input store or catalogue",
+    "INKIND": "store or catalog (preprocessed on the fly)",
+    "PPHASH": "preprocessing settings fingerprint hash",
+    "PPJSON": "preprocessing settings (JSON)",
+    "CKHASHES": "checkpoint hashes, in --model order",
+    "CKPTJSON": "checkpoints: path, hash, labels (JSON)",
+    "LABSRC": "label -> index of the checkpoint providing it",
+    "QTHRESH": "quality_bits thresholds (JSON)",
+    "QBITS": "quality_bits names and values (JSON)",
+}

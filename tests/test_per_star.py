@@ -1,0 +1,108 @@
+"""Per-star combination: inverse-variance means, scatter, chi2 and the variability flag."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import polars as pl
+import pytest
+
+from rrnet.inference.per_star import DEFAULT_CHI2_THRESHOLD, per_star_table
+
+LABELS = ["Teff[K]", "Logg"]
+
+
+def _catalogue(rng: np.random.Generator, n: int = 60) -> pl.DataFrame:
+    stars = rng.integers(0, 12, size=n)
+    return pl.DataFrame(
+        {
+            "star_id": [f"s{s}" for s in stars],
+            "ra": rng.uniform(0, 360, n),
+            "dec": rng.uniform(-10, 60, n),
+            "status": rng.choice(["ok", "ok", "ok", "missing_file"], n).tolist(),
+            "flag": rng.choice([0, 1, 1], n).astype(np.uint8),
+            "Teff[K]": rng.normal(5500, 300, n).astype(np.float32),
+            "Teff[K]_err": rng.uniform(30, 200, n).astype(np.float32),
+            "Logg": rng.normal(4.0, 0.3, n).astype(np.float32),
+            "Logg_err": rng.uniform(0.05, 0.3, n).astype(np.float32),
+        }
+    )
+
+
+def _oracle(rows: list[dict], label: str) -> tuple:
+    good = [
+        r
+        for r in rows
+        if r["status"] == "ok" and r["flag"] == 1 and r[label] is not None and r[f"{label}_err"]
+    ]
+    if not good:
+        return None, None, None, None, 0
+    w = [1.0 / float(r[f"{label}_err"]) ** 2 for r in good]
+    x = [float(r[label]) for r in good]
+    sw = sum(w)
+    mean = sum(wi * xi for wi, xi in zip(w, x, strict=True)) / sw
+    chi2 = sum(wi * (xi - mean) ** 2 for wi, xi in zip(w, x, strict=True))
+    if len(good) < 2:
+        return mean, 1 / math.sqrt(sw), None, None, len(good)
+    return mean, 1 / math.sqrt(sw), math.sqrt(chi2 / sw), chi2 / (len(good) - 1), len(good)
+
+
+def test_matches_a_row_by_row_oracle() -> None:
+    cat = _catalogue(np.random.default_rng(1))
+    table = per_star_table(cat, labels=LABELS)
+    order = list(dict.fromkeys(cat["star_id"].to_list()))
+    assert table["star_id"].to_list() == order
+    for star in table.iter_rows(named=True):
+        rows = [r for r in cat.iter_rows(named=True) if r["star_id"] == star["star_id"]]
+        variable = False
+        for label in LABELS:
+            mean, err, scatter, chi2r, n = _oracle(rows, label)
+            assert star[f"{label}_n"] == n
+            for got, want in [
+                (star[label], mean),
+                (star[f"{label}_err"], err),
+                (star[f"{label}_scatter"], scatter),
+                (star[f"{label}_chi2r"], chi2r),
+            ]:
+                assert (got is None) == (want is None)
+                if want is not None:
+                    assert got == pytest.approx(want, rel=1e-5)
+            variable |= chi2r is not None and chi2r > DEFAULT_CHI2_THRESHOLD
+        assert star["variable"] == int(variable)
+
+
+def test_variable_and_constant_stars() -> None:
+    n = 4
+    cat = pl.DataFrame(
+        {
+            "star_id": ["const"] * n + ["var"] * n,
+            "status": ["ok"] * 2 * n,
+            "flag": [1] * 2 * n,
+            "Teff[K]": [5000.0, 5010.0, 4990.0, 5000.0, 5000.0, 5600.0, 4400.0, 5300.0],
+            "Teff[K]_err": [50.0] * 2 * n,
+            "Logg": [4.0] * 2 * n,
+            "Logg_err": [0.1] * 2 * n,
+        }
+    )
+    table = per_star_table(cat, labels=LABELS)
+    assert table["variable"].to_list() == [0, 1]
+    assert table["n_exp"].to_list() == [n, n]
+    assert table["Teff[K]_err"][0] == pytest.approx(50 / math.sqrt(n))
+
+
+def test_lazy_input_and_unusable_star() -> None:
+    cat = _catalogue(np.random.default_rng(2)).with_columns(
+        pl.when(pl.col("star_id") == "s3").then(pl.lit("bad")).otherwise("status").alias("status")
+    )
+    eager = per_star_table(cat, labels=LABELS)
+    lazy = per_star_table(cat.lazy(), labels=LABELS)
+    assert eager.equals(lazy)
+    s3 = eager.filter(pl.col("star_id") == "s3")
+    assert s3.height == 1
+    assert s3["n_exp"][0] == 0 and s3["Teff[K]"][0] is None
+
+
+def test_missing_star_column_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="star_id"):
+        per_star_table(pl.DataFrame({"status": ["ok"]}), labels=LABELS)
