@@ -150,6 +150,7 @@ def _file_info(path: Path, fits: fitsio.FITS) -> LamostFile:
         raise BadFitsError(
             f"truncated file {path.name}: header N_EXTEN={n_expected} but {len(fits)} HDUs found"
         )
+    _check_size(path, fits)
     return LamostFile(
         path=path,
         obsid=_header_value(header, "OBSID", int),
@@ -159,6 +160,33 @@ def _file_info(path: Path, fits: fitsio.FITS) -> LamostFile:
         filename=_header_value(header, "FILENAME", str),
         extnames=extnames,
     )
+
+
+def _check_size(path: Path, fits: fitsio.FITS) -> None:
+    """Raise BadFitsError if the file ends before its last HDU does.
+
+    cfitsio reads a truncated file up to the cut without complaint. For gzip the
+    uncompressed size is in the stream's last 4 bytes (ISIZE, mod 2**32); a cut
+    stream ends in arbitrary bytes instead, so the sizes disagree.
+    """
+    try:
+        end = int(fits[-1].get_offsets()["data_end"])
+        with open(path, "rb") as handle:
+            gzipped = handle.read(2) == b"\x1f\x8b"
+            if gzipped:
+                handle.seek(-4, os.SEEK_END)
+                size = int.from_bytes(handle.read(4), "little")
+    except (OSError, KeyError) as exc:
+        raise BadFitsError(f"cannot check the size of {path.name}: {exc}") from exc
+    if gzipped and size != end % 2**32:
+        raise BadFitsError(
+            f"truncated or corrupt gzip file {path.name}: "
+            f"its HDUs end at byte {end}, the gzip trailer says {size}"
+        )
+    if not gzipped and path.stat().st_size < end:
+        raise BadFitsError(
+            f"truncated file {path.name}: {path.stat().st_size} bytes, its HDUs end at byte {end}"
+        )
 
 
 def _column(data: np.ndarray, name: str, dtype: type) -> np.ndarray:

@@ -1,0 +1,270 @@
+"""rrnet.io.lamost against the real DR7 file (astropy as the independent reader) and
+broken copies of it made in tmp_path.
+
+``write_lamost_copy`` and ``REAL_FILE`` are reused by the pipeline and CLI tests.
+"""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import Callable
+from pathlib import Path
+
+import fitsio
+import numpy as np
+import pytest
+from astropy.io import fits as afits
+
+from rrnet.io.lamost import (
+    BadColumnsError,
+    BadFitsError,
+    LamostReadError,
+    MissingExtensionError,
+    MissingFileError,
+    read_arm,
+    read_arms,
+    read_lamost,
+)
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+REAL_FILE = SHARED / "data" / "lamost" / "med-58025-HIP9645901_sp02-051.fits.gz"
+EXPOSURES = ("83555758", "83555772", "83555785", "83555799")
+SPECTRA = [("COADD_B", "COADD_R")] + [(f"B-{i}", f"R-{i}") for i in EXPOSURES]
+"""The real file's 5 spectra as (extname_blue, extname_red)."""
+
+HEADER_KEYS = ("FILENAME", "OBSID", "RA", "DEC", "DESIG", "N_EXTEN")
+TABLE_KEYS = ("SNR", "EXPTIME", "LMJM")
+
+
+def _real_content() -> tuple[dict, dict[str, tuple[np.ndarray, dict]]]:
+    with fitsio.FITS(str(REAL_FILE)) as f:
+        primary = f[0].read_header()
+        head = {k: primary[k] for k in HEADER_KEYS}
+        tables = {}
+        for hdu in f[1:]:
+            header = hdu.read_header()
+            tables[hdu.get_extname()] = (
+                hdu.read(),
+                {k: header[k] for k in TABLE_KEYS if k in header},
+            )
+    return head, tables
+
+
+def write_lamost_copy(
+    dst: Path,
+    *,
+    order: list[str] | None = None,
+    drop: tuple[str, ...] = (),
+    edit: dict[str, Callable[[np.ndarray], np.ndarray]] | None = None,
+    compress: bool = False,
+) -> Path:
+    """Rewrite the real file with HDUs reordered/dropped and tables edited.
+
+    ``edit[extname]`` maps the table's structured array to a new one (drop a
+    column, change values, make vector columns...). N_EXTEN is kept consistent.
+    """
+    head, tables = _real_content()
+    names = [n for n in (order or list(tables)) if n not in drop]
+    head["N_EXTEN"] = len(names) + 1
+    plain = dst.with_name(f".plain-{dst.name}.fits") if compress else dst
+    with fitsio.FITS(str(plain), "rw", clobber=True) as f:
+        f.write(None, header=[{"name": k, "value": v} for k, v in head.items()])
+        for name in names:
+            data, header = tables[name]
+            if edit and name in edit:
+                data = edit[name](data)
+            f.write(data, extname=name, header=[{"name": k, "value": v} for k, v in header.items()])
+    if compress:
+        dst.write_bytes(gzip.compress(plain.read_bytes()))
+        plain.unlink()
+    return dst
+
+
+def drop_column(name: str) -> Callable[[np.ndarray], np.ndarray]:
+    def edit(data: np.ndarray) -> np.ndarray:
+        keep = [n for n in data.dtype.names if n != name]
+        out = np.empty(data.size, dtype=[(n, data.dtype[n]) for n in keep])
+        for n in keep:
+            out[n] = data[n]
+        return out
+
+    return edit
+
+
+def as_vector_row(lengths: dict[str, int] | None = None) -> Callable[[np.ndarray], np.ndarray]:
+    """One-row table of vector columns (other DR layouts); ``lengths`` truncates columns."""
+
+    def edit(data: np.ndarray) -> np.ndarray:
+        sizes = {n: (lengths or {}).get(n, data.size) for n in data.dtype.names}
+        out = np.zeros(1, dtype=[(n, data.dtype[n], (sizes[n],)) for n in data.dtype.names])
+        for n in data.dtype.names:
+            out[n][0] = data[n][: sizes[n]]
+        return out
+
+    return edit
+
+
+def set_values(column: str, values: Callable[[np.ndarray], np.ndarray]):
+    def edit(data: np.ndarray) -> np.ndarray:
+        data = data.copy()
+        data[column] = values(data[column])
+        return data
+
+    return edit
+
+
+# --------------------------------------------------------------------------- real file
+
+
+def test_header_information_of_the_real_file():
+    info = read_lamost(REAL_FILE)
+    with afits.open(REAL_FILE) as hdul:
+        primary = hdul[0].header
+        extnames = tuple(h.name for h in hdul[1:])
+    assert info.obsid == primary["OBSID"] == 589002051
+    assert info.ra == pytest.approx(primary["RA"])
+    assert info.dec == pytest.approx(primary["DEC"])
+    assert info.desig == primary["DESIG"]
+    assert info.filename == primary["FILENAME"]
+    assert info.extnames == extnames
+    assert len(info.extnames) == 10
+
+
+@pytest.mark.parametrize(("blue", "red"), SPECTRA)
+def test_arms_match_astropy(blue, red):
+    _, arms = read_arms(REAL_FILE, [blue, red])
+    with afits.open(REAL_FILE) as hdul:
+        for extname in (blue, red):
+            arm, table = arms[extname], hdul[extname]
+            data = table.data
+            np.testing.assert_array_equal(arm.loglam, data["LOGLAM"].astype(np.float64))
+            np.testing.assert_array_equal(arm.flux, data["FLUX"])
+            np.testing.assert_array_equal(arm.ivar, data["IVAR"])
+            mask = "ANDMASK" if extname.startswith("COADD") else "PIXMASK"
+            np.testing.assert_array_equal(arm.mask, data[mask])
+            assert arm.snr == pytest.approx(table.header["SNR"])
+            assert arm.loglam.dtype == np.float64 and arm.flux.dtype == np.float32
+            assert arm.flux.dtype.isnative and arm.ivar.dtype.isnative
+            if extname.startswith("COADD"):
+                np.testing.assert_array_equal(arm.ormask, data["ORMASK"])
+                assert arm.lmjm is None and arm.exptime is None
+            else:
+                assert arm.ormask is None
+                assert arm.lmjm == int(table.header["LMJM"])
+                assert arm.exptime == pytest.approx(table.header["EXPTIME"])
+
+
+def test_pixel_order_is_kept_descending_red_exposures():
+    coadd = read_arm(REAL_FILE, "COADD_R")
+    exposure = read_arm(REAL_FILE, "R-83555758")
+    assert np.all(np.diff(coadd.loglam) > 0)
+    assert np.all(np.diff(exposure.loglam) < 0)
+    # Both arms cover the red grid 6339-6699 A (observed frame).
+    for arm in (coadd, exposure):
+        wave = 10**arm.loglam
+        assert wave.min() < 6339 and wave.max() > 6699
+
+
+def test_any_hdu_order_and_plain_fits_give_the_same_arms(tmp_path):
+    order = list(reversed(read_lamost(REAL_FILE).extnames))
+    shuffled = write_lamost_copy(tmp_path / "shuffled.fits", order=order)
+    gz = write_lamost_copy(tmp_path / "shuffled.fits.gz", order=order, compress=True)
+    assert read_lamost(shuffled).extnames == tuple(order)
+    names = [e for pair in SPECTRA for e in pair]
+    _, want = read_arms(REAL_FILE, names)
+    for path in (shuffled, gz):
+        _, got = read_arms(path, names)
+        for name in names:
+            np.testing.assert_array_equal(got[name].flux, want[name].flux)
+            np.testing.assert_array_equal(got[name].loglam, want[name].loglam)
+            assert got[name].snr == want[name].snr
+
+
+def test_one_row_vector_layout_is_read_like_the_pixel_rows(tmp_path):
+    path = write_lamost_copy(tmp_path / "vector.fits", edit={"COADD_B": as_vector_row()})
+    got, want = read_arm(path, "COADD_B"), read_arm(REAL_FILE, "COADD_B")
+    np.testing.assert_array_equal(got.flux, want.flux)
+    np.testing.assert_array_equal(got.loglam, want.loglam)
+
+
+# --------------------------------------------------------------------------- broken files
+
+
+def _truncated(tmp_path: Path, fraction: float) -> Path:
+    raw = REAL_FILE.read_bytes()
+    path = tmp_path / f"truncated-{fraction}.fits.gz"
+    path.write_bytes(raw[: int(len(raw) * fraction)])
+    return path
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(MissingFileError, match="not found") as err:
+        read_lamost(tmp_path / "absent.fits.gz")
+    assert err.value.status == "missing_file"
+
+
+def test_a_directory_is_not_a_file(tmp_path):
+    with pytest.raises(MissingFileError):
+        read_arms(tmp_path, ["COADD_B"])
+
+
+@pytest.mark.parametrize("content", [b"", b"SIMPLE  = nonsense" * 10, b"\x1f\x8b" + b"x" * 100])
+def test_not_fits(tmp_path, content):
+    path = tmp_path / "junk.fits.gz"
+    path.write_bytes(content)
+    with pytest.raises(BadFitsError) as err:
+        read_arms(path, ["COADD_B"])
+    assert err.value.status == "bad_fits"
+    assert "junk.fits.gz" in str(err.value)
+
+
+@pytest.mark.parametrize("fraction", [0.005, 0.3, 0.6, 0.97])
+def test_truncated_gzip_is_bad_fits_never_silently_partial(tmp_path, fraction):
+    path = _truncated(tmp_path, fraction)
+    # Every requested arm must fail: cfitsio opens a truncated .gz with its first
+    # HDUs only, and the reader must notice (N_EXTEN) instead of reading them.
+    with pytest.raises(BadFitsError):
+        read_arms(path, ["COADD_B", "COADD_R"])
+
+
+def test_truncated_plain_fits(tmp_path):
+    raw = gzip.decompress(REAL_FILE.read_bytes())
+    path = tmp_path / "cut.fits"
+    path.write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(BadFitsError, match="truncated"):
+        read_lamost(path)
+
+
+def test_missing_extension_is_per_arm(tmp_path):
+    path = write_lamost_copy(tmp_path / "no-red.fits", drop=("COADD_R",))
+    info, arms = read_arms(path, ["COADD_B", "COADD_R"])
+    assert info.obsid == 589002051
+    assert not isinstance(arms["COADD_B"], LamostReadError)
+    assert isinstance(arms["COADD_R"], MissingExtensionError)
+    assert arms["COADD_R"].status == "missing_extension"
+    with pytest.raises(MissingExtensionError, match="COADD_R"):
+        read_arm(path, "COADD_R")
+
+
+@pytest.mark.parametrize("column", ["LOGLAM", "FLUX", "IVAR"])
+def test_missing_column(tmp_path, column):
+    path = write_lamost_copy(tmp_path / "cols.fits", edit={"COADD_B": drop_column(column)})
+    with pytest.raises(BadColumnsError, match=column) as err:
+        read_arm(path, "COADD_B")
+    assert err.value.status == "bad_columns"
+
+
+def test_mismatched_column_lengths(tmp_path):
+    edit = {"COADD_B": as_vector_row({"LOGLAM": 3000})}
+    path = write_lamost_copy(tmp_path / "lengths.fits", edit=edit)
+    with pytest.raises(BadColumnsError, match="lengths differ"):
+        read_arm(path, "COADD_B")
+
+
+def test_extension_that_is_not_a_table(tmp_path):
+    path = tmp_path / "image.fits"
+    with fitsio.FITS(str(path), "rw", clobber=True) as f:
+        f.write(None, header=[{"name": "OBSID", "value": 1}])
+        f.write(np.zeros((3, 3), dtype=np.float32), extname="COADD_B")
+    with pytest.raises(BadColumnsError, match="not a table"):
+        read_arm(path, "COADD_B")
