@@ -708,6 +708,9 @@ def _prepare_out(
         return None
     (out / "shards").mkdir(exist_ok=True)
     (out / "parts").mkdir(exist_ok=True)
+    for folder in (out, out / "shards", out / "parts"):  # writes cut short by a kill
+        for stale in folder.glob(".*.tmp"):
+            stale.unlink(missing_ok=True)
     done = set()
     for part in sorted((out / "parts").glob("manifest-*.parquet")):
         shard = int(part.stem.split("-")[1])

@@ -1,0 +1,116 @@
+"""rrnet.io.catalog: reading, validating and atomically writing tables."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import polars as pl
+import pytest
+
+from rrnet.io.catalog import (
+    CatalogError,
+    read_catalog,
+    read_table,
+    table_format,
+    validate_catalog,
+    write_table,
+)
+
+
+def _catalog() -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            "filename": ["a.fits.gz", "b.fits.gz", "c.fits.gz"],
+            "extname_blue": ["COADD_B", "B-1", "B-2"],
+            "extname_red": ["COADD_R", "R-1", "R-2"],
+            "rv": [-20.5, 0.0, 13.25],
+            "obsid": [589002051, 2, 3],
+            "ra": [293.343833, None, 1.5],
+            "teff_ref": [4800.0, 5100.0, math.nan],
+        }
+    )
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet", ".fits"])
+def test_round_trip_keeps_values_and_types(tmp_path, suffix):
+    table = _catalog()
+    path = write_table(table, tmp_path / f"cat{suffix}")
+    back = read_table(path)
+    assert back.columns == table.columns
+    assert back["filename"].to_list() == table["filename"].to_list()
+    assert back["obsid"].to_list() == table["obsid"].to_list()
+    np.testing.assert_array_equal(back["rv"].to_numpy(), table["rv"].to_numpy())
+    # FITS has no null: documented as NaN for floats.
+    ra = back["ra"].to_numpy().astype(float)
+    assert ra[0] == table["ra"][0] and np.isnan(ra[1])
+
+
+def test_validate_normalises_types_and_keeps_bad_values_as_nulls():
+    raw = pl.DataFrame(
+        {
+            "filename": [" a.fits ", "", None, "d.fits"],
+            "extname_blue": ["COADD_B", "B", " ", "B"],
+            "extname_red": ["COADD_R", "R", "R", "R"],
+            "rv": ["-20", "abc", "", " 3.5 "],
+            "extra": [1, 2, 3, 4],
+        }
+    )
+    cat = validate_catalog(raw)
+    assert cat["filename"].to_list() == ["a.fits", None, None, "d.fits"]
+    assert cat["extname_blue"].to_list() == ["COADD_B", "B", None, "B"]
+    assert cat["rv"].dtype == pl.Float64
+    assert cat["rv"].to_list() == [-20.0, None, None, 3.5]
+    assert cat["extra"].to_list() == [1, 2, 3, 4]
+
+
+def test_missing_required_columns_are_named_in_one_line():
+    with pytest.raises(CatalogError) as err:
+        validate_catalog(_catalog().drop("extname_red", "rv"))
+    message = str(err.value)
+    assert "extname_red" in message and "rv" in message and "\n" not in message
+
+
+def test_custom_rv_column():
+    cat = _catalog().rename({"rv": "rv_lasp"})
+    with pytest.raises(CatalogError, match="rv"):
+        validate_catalog(cat)
+    assert validate_catalog(cat, rv_column="rv_lasp")["rv_lasp"].to_list()[0] == -20.5
+
+
+def test_reserved_columns_clash():
+    with pytest.raises(CatalogError, match="status"):
+        validate_catalog(_catalog().with_columns(status=pl.lit("x")), reserved=("status",))
+
+
+def test_unknown_format_and_missing_file(tmp_path):
+    with pytest.raises(CatalogError, match="unknown table format"):
+        table_format(tmp_path / "cat.xlsx")
+    with pytest.raises(CatalogError, match="not found"):
+        read_catalog(tmp_path / "absent.csv")
+
+
+def test_unreadable_file_is_a_catalog_error(tmp_path):
+    path = tmp_path / "broken.parquet"
+    path.write_bytes(b"not parquet at all")
+    with pytest.raises(CatalogError, match="cannot read parquet"):
+        read_table(path)
+
+
+def test_write_is_atomic_and_replaces(tmp_path):
+    path = tmp_path / "out.csv"
+    path.write_text("old content\n")
+    write_table(_catalog(), path)
+    assert read_table(path).height == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.csv"]  # no temporary left
+
+
+def test_failed_write_leaves_the_old_file(tmp_path):
+    path = tmp_path / "out.parquet"
+    write_table(_catalog(), path)
+    before = path.read_bytes()
+    bad = pl.DataFrame({"obj": pl.Series([object()], dtype=pl.Object)})
+    with pytest.raises(Exception):  # noqa: B017 - polars' error type is not our concern here
+        write_table(bad, path)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.parquet"]

@@ -1,0 +1,338 @@
+"""rrnet.preprocess.pipeline: one manifest row per catalogue row, the right status for
+every kind of bad input, files read once, streaming == store, resume == no interruption."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+
+import rrnet.preprocess.pipeline as pipeline
+from rrnet.grid import N_PIX
+from rrnet.preprocess.pipeline import (
+    QualityCuts,
+    iter_preprocessed,
+    preprocess_catalog,
+    write_selection,
+)
+from rrnet.store import StoreError, open_store
+from test_lamost import (
+    EXPOSURES,
+    REAL_FILE,
+    SPECTRA,
+    as_vector_row,
+    drop_column,
+    set_values,
+    write_lamost_copy,
+)
+
+REAL = REAL_FILE.name
+
+
+def _rows(*rows: tuple) -> pl.DataFrame:
+    return pl.DataFrame(
+        rows, schema=["filename", "extname_blue", "extname_red", "rv"], orient="row"
+    )
+
+
+def _real_catalog(repeats: int = 1, rvs: list[float] | None = None) -> pl.DataFrame:
+    rows = [(REAL, b, r, -20.0) for _ in range(repeats) for b, r in SPECTRA]
+    cat = _rows(*rows).with_columns(pl.col("rv").cast(pl.Float64))
+    if rvs is not None:
+        cat = cat.with_columns(rv=pl.Series(rvs[: cat.height], dtype=pl.Float64))
+    return cat.with_columns(star=pl.int_range(pl.len()))
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    """The real file plus one broken variant per failure mode."""
+    d = tmp_path_factory.mktemp("lamost")
+    (d / REAL).symlink_to(REAL_FILE)
+    (d / "junk.fits.gz").write_bytes(b"this is not a FITS file" * 50)
+    raw = REAL_FILE.read_bytes()
+    (d / "truncated.fits.gz").write_bytes(raw[: len(raw) // 2])
+    write_lamost_copy(d / "no-loglam.fits", edit={"COADD_B": drop_column("LOGLAM")})
+    write_lamost_copy(d / "lengths.fits", edit={"COADD_B": as_vector_row({"IVAR": 100})})
+
+    def nan_inside(flux):
+        flux = flux.copy()
+        flux[1500] = np.nan
+        return flux
+
+    write_lamost_copy(d / "nan-flux.fits", edit={"COADD_B": set_values("FLUX", nan_inside)})
+    write_lamost_copy(
+        d / "flat.fits", edit={"COADD_R": set_values("FLUX", lambda f: np.full_like(f, 7.0))}
+    )
+
+    def nan_loglam(loglam):
+        loglam = loglam.copy()
+        loglam[100] = np.nan
+        return loglam
+
+    write_lamost_copy(d / "bad-wave.fits", edit={"COADD_B": set_values("LOGLAM", nan_loglam)})
+    return d
+
+
+BAD_CASES = [
+    # (filename, blue, red, rv, expected status)
+    (REAL, "COADD_B", "COADD_R", "-20", "ok"),
+    ("absent.fits.gz", "COADD_B", "COADD_R", "0", "missing_file"),
+    ("", "COADD_B", "COADD_R", "0", "missing_file"),
+    ("junk.fits.gz", "COADD_B", "COADD_R", "0", "bad_fits"),
+    ("truncated.fits.gz", "COADD_B", "COADD_R", "0", "bad_fits"),
+    (REAL, "B-00000000", "COADD_R", "0", "missing_extension"),
+    (REAL, "COADD_B", None, "0", "missing_extension"),
+    ("no-loglam.fits", "COADD_B", "COADD_R", "0", "bad_columns"),
+    ("lengths.fits", "COADD_B", "COADD_R", "0", "bad_columns"),
+    (REAL, f"B-{EXPOSURES[0]}", f"R-{EXPOSURES[0]}", "-20", "ok"),
+    (REAL, "COADD_B", "COADD_R", "5000", "grid_out_of_range"),
+    (REAL, "COADD_R", "COADD_B", "0", "grid_out_of_range"),
+    (REAL, "COADD_B", "COADD_R", None, "bad_rv"),
+    (REAL, "COADD_B", "COADD_R", "fast", "bad_rv"),
+    (REAL, "COADD_B", "COADD_R", "nan", "bad_rv"),
+    (REAL, "COADD_B", "COADD_R", "400000", "bad_rv"),
+    ("nan-flux.fits", "COADD_B", "COADD_R", "0", "bad_flux"),
+    ("flat.fits", "COADD_B", "COADD_R", "0", "degenerate_arm"),
+    ("bad-wave.fits", "COADD_B", "COADD_R", "0", "bad_wavelength"),
+    (REAL, f"B-{EXPOSURES[3]}", f"R-{EXPOSURES[3]}", "-20", "ok"),
+]
+
+
+def _bad_catalog() -> pl.DataFrame:
+    cat = _rows(*[case[:4] for case in BAD_CASES])
+    return cat.with_columns(tag=pl.Series([f"t{i}" for i in range(cat.height)]))
+
+
+def test_every_row_gets_a_manifest_row_with_the_right_status(data_dir, tmp_path):
+    cat = _bad_catalog()
+    store = preprocess_catalog(cat, data_dir, tmp_path / "store", workers=0, shard_size=6)
+    m = store.manifest
+    assert m.height == cat.height
+    assert m["row"].to_list() == list(range(cat.height))
+    assert m["tag"].to_list() == cat["tag"].to_list()  # carried through, catalogue order
+    assert m["status"].to_list() == [case[4] for case in BAD_CASES]
+    ok = (m["status"] == "ok").to_numpy()
+    assert m["reason"].is_null().to_list() == ok.tolist()
+    assert all(len(r) > 10 for r in m.filter(~pl.Series(ok))["reason"].to_list())
+    flux = store.read_flux(np.arange(cat.height))
+    assert np.isfinite(flux[ok]).all()
+    assert np.isnan(flux[~ok]).all()
+    # Per-spectrum numbers only where normalisation ran.
+    assert m.filter(pl.Series(ok))["n_outliers"].null_count() == 0
+    assert m.filter(pl.col("status") == "missing_file")["n_outliers"].null_count() == 2
+    # A bad row never perturbs its neighbours: the good rows equal a clean run.
+    clean = next(iter_preprocessed(cat.filter(pl.Series(ok)), data_dir, workers=0))
+    np.testing.assert_array_equal(flux[ok], clean.flux)
+
+
+def test_reasons_are_specific(data_dir, tmp_path):
+    store = preprocess_catalog(_bad_catalog(), data_dir, tmp_path / "s", workers=0, shard_size=64)
+    reasons = dict(zip(store.manifest["tag"], store.manifest["reason"], strict=True))
+    assert "absent.fits.gz" in reasons["t1"]
+    assert "filename is empty" in reasons["t2"]
+    assert "B-00000000" in reasons["t5"]
+    assert "LOGLAM" in reasons["t7"]
+    assert "fast" in reasons["t13"] or "None" in reasons["t13"]
+    assert "range" in reasons["t10"]
+
+
+def test_files_are_read_once_per_batch(data_dir, monkeypatch):
+    calls = []
+    real_read = pipeline._read_file
+
+    def counting(path, extnames):
+        calls.append((path, tuple(extnames)))
+        return real_read(path, extnames)
+
+    monkeypatch.setattr(pipeline, "_read_file", counting)
+    cat = _real_catalog(repeats=3)  # 15 rows, one file
+    batches = list(iter_preprocessed(cat, data_dir, workers=0, batch_size=100))
+    assert len(calls) == 1
+    assert sorted(calls[0][1]) == sorted(e for pair in SPECTRA for e in pair)
+    assert batches[0].manifest["status"].to_list() == ["ok"] * 15
+    calls.clear()
+    list(iter_preprocessed(cat, data_dir, workers=0, batch_size=5))
+    assert len(calls) == 3
+
+
+def test_repeated_spectra_give_identical_rows_and_rv_matters(data_dir):
+    cat = _real_catalog(repeats=2)
+    cat = cat.with_columns(rv=pl.Series([-20.0] * 5 + [-20.0, 0, 30, -20.0, -20.0]))
+    (batch,) = iter_preprocessed(cat, data_dir, workers=0, keep_resampled=True)
+    np.testing.assert_array_equal(batch.flux[0], batch.flux[5])
+    np.testing.assert_array_equal(batch.flux[3], batch.flux[8])
+    assert not np.array_equal(batch.resampled[1], batch.resampled[6])
+
+
+def test_streaming_equals_store_and_workers_do_not_change_results(data_dir, tmp_path):
+    cat = _bad_catalog()
+    store = preprocess_catalog(cat, data_dir, tmp_path / "store", workers=0, shard_size=7)
+    streamed = list(iter_preprocessed(cat, data_dir, batch_size=7, workers=1))
+    assert [b.index for b in streamed] == [0, 1, 2]
+    rows = np.concatenate([b.rows for b in streamed])
+    np.testing.assert_array_equal(rows, np.arange(cat.height))
+    np.testing.assert_array_equal(np.concatenate([b.flux for b in streamed]), store.read_flux(rows))
+    manifest = pl.concat([b.manifest for b in streamed])
+    assert manifest.equals(store.manifest)
+    assert not any(p.name.startswith("manifest") for p in tmp_path.iterdir())
+
+
+def test_resampled_flux_is_kept_and_normalisation_failures_keep_it(data_dir, tmp_path):
+    store = preprocess_catalog(_bad_catalog(), data_dir, tmp_path / "s", workers=0)
+    status = store.manifest["status"].to_numpy()
+    resampled = store.read_flux(np.arange(len(status)), kind="resampled")
+    assert np.isfinite(resampled[status == "ok"]).all()
+    # "degenerate_arm" is found by the normalisation: the resampled flux is there.
+    assert np.isfinite(resampled[status == "degenerate_arm"]).all()
+    assert np.isnan(resampled[status == "missing_file"]).all()
+
+
+def test_without_resampled(data_dir, tmp_path):
+    store = preprocess_catalog(
+        _real_catalog(), data_dir, tmp_path / "s", workers=0, keep_resampled=False
+    )
+    assert store.kinds == ("normalized",)
+    assert not list((tmp_path / "s" / "shards").glob("resampled-*"))
+    with pytest.raises(StoreError, match="resampled"):
+        store.read_flux([0], kind="resampled")
+
+
+def test_quality_flags_follow_the_documented_cuts(data_dir, tmp_path):
+    cuts = QualityCuts(min_snr=50.0, max_outliers=140, max_outlier_run=2)
+    store = preprocess_catalog(_real_catalog(), data_dir, tmp_path / "s", workers=0, quality=cuts)
+    m = store.manifest
+    # Independent restatement of the rule on the recorded numbers.
+    expected = (
+        (pl.col("status") == "ok")
+        & (pl.min_horizontal("snr_blue", "snr_red") >= cuts.min_snr)
+        & (pl.col("n_outliers") <= cuts.max_outliers)
+        & (pl.col("max_outlier_run") <= cuts.max_outlier_run)
+    )
+    assert m["quality_ok"].to_list() == m.select(expected).to_series().to_list()
+    # The exposures have header SNR 43-46 in blue: all fail on S/N; the coadd passes it.
+    assert m["snr_blue"][0] == pytest.approx(92.84)
+    for why in m["quality_reason"].to_list()[1:]:
+        assert "snr" in why
+    assert m["quality_reason"].is_null().to_list() == m["quality_ok"].to_list()
+    # The header SNR is what the cut uses; the FLUX/IVAR estimate is recorded too.
+    assert m["snr_blue_ivar"].null_count() == 0
+
+
+def test_selection_is_a_valid_catalogue_of_the_passing_rows(data_dir, tmp_path):
+    cat = _real_catalog()
+    store = preprocess_catalog(
+        cat, data_dir, tmp_path / "s", workers=0, quality=QualityCuts(min_snr=50.0)
+    )
+    n = write_selection(store, tmp_path / "sel.parquet")
+    sel = pl.read_parquet(tmp_path / "sel.parquet")
+    assert n == sel.height == store.manifest["quality_ok"].sum()
+    assert sel.columns == cat.columns
+    assert sel.equals(cat.filter(store.manifest["quality_ok"]))
+
+
+def test_header_columns_fill_in_when_the_catalogue_lacks_them(data_dir):
+    (batch,) = iter_preprocessed(_real_catalog(), data_dir, workers=0)
+    assert batch.manifest["obsid"].to_list() == [589002051] * 5
+    assert batch.manifest["ra"][0] == pytest.approx(293.343833)
+    with_obsid = _real_catalog().with_columns(obsid=pl.lit(7, dtype=pl.Int64))
+    (batch,) = iter_preprocessed(with_obsid, data_dir, workers=0)
+    assert batch.manifest["obsid"].to_list() == [7] * 5  # the catalogue wins
+
+
+def test_no_rv_correction_ignores_the_rv_column(data_dir):
+    cat = _real_catalog().with_columns(rv=pl.lit(None, dtype=pl.Float64))
+    (batch,) = iter_preprocessed(cat, data_dir, workers=0, correct_rv=False)
+    assert batch.manifest["status"].to_list() == ["ok"] * 5
+    zero = _real_catalog().with_columns(rv=pl.lit(0.0))
+    (ref,) = iter_preprocessed(zero, data_dir, workers=0)
+    np.testing.assert_array_equal(batch.flux, ref.flux)
+
+
+def _store_bytes(path):
+    files = sorted(p for p in path.rglob("*") if p.is_file() and p.name != "store.json")
+    return {str(p.relative_to(path)): p.read_bytes() for p in files}
+
+
+def test_resume_after_an_interruption_is_byte_identical(data_dir, tmp_path, monkeypatch):
+    cat = _bad_catalog()
+    full = preprocess_catalog(cat, data_dir, tmp_path / "full", workers=0, shard_size=4)
+    written = []
+    real_write = pipeline._write_shard
+
+    def crash_after_two(out, batch, **kw):
+        if len(written) == 2:
+            raise KeyboardInterrupt
+        written.append(batch.index)
+        real_write(out, batch, **kw)
+
+    monkeypatch.setattr(pipeline, "_write_shard", crash_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        preprocess_catalog(cat, data_dir, tmp_path / "cut", workers=0, shard_size=4)
+    with pytest.raises(StoreError, match="incomplete"):
+        open_store(tmp_path / "cut")
+    monkeypatch.setattr(pipeline, "_write_shard", real_write)
+    recomputed = []
+    monkeypatch.setattr(
+        pipeline,
+        "_write_shard",
+        lambda out, b, **kw: (recomputed.append(b.index), real_write(out, b, **kw)),
+    )
+    resumed = preprocess_catalog(
+        cat, data_dir, tmp_path / "cut", workers=0, shard_size=4, resume=True
+    )
+    assert recomputed == [2, 3, 4]  # complete shards are not redone
+    assert _store_bytes(tmp_path / "cut") == _store_bytes(tmp_path / "full")
+    assert resumed.manifest.equals(full.manifest)
+    assert resumed.info == full.info
+
+
+def test_resume_refuses_other_settings_or_catalogue(data_dir, tmp_path):
+    cat = _real_catalog()
+    out = tmp_path / "s"
+    preprocess_catalog(cat, data_dir, out, workers=0, shard_size=2)
+    with pytest.raises(StoreError, match="not empty"):
+        preprocess_catalog(cat, data_dir, out, workers=0, shard_size=2)
+    with pytest.raises(StoreError, match="settings"):
+        preprocess_catalog(cat, data_dir, out, workers=0, shard_size=2, resume=True, max_iter=5)
+    with pytest.raises(StoreError, match="shard_size"):
+        preprocess_catalog(cat, data_dir, out, workers=0, shard_size=3, resume=True)
+    # Make it incomplete again, then change the catalogue.
+    info = (out / "store.json").read_text().replace('"complete": true', '"complete": false')
+    (out / "store.json").write_text(info)
+    (out / "parts").mkdir()
+    for shard in range(3):
+        part = store_part = out / "parts" / f"manifest-{shard:06d}.parquet"
+        pl.read_parquet(out / "manifest.parquet").slice(2 * shard, 2).write_parquet(store_part)
+        assert part.exists()
+    changed = cat.with_columns(rv=pl.lit(-21.0))
+    with pytest.raises(StoreError, match="catalogue rows"):
+        preprocess_catalog(changed, data_dir, out, workers=0, shard_size=2, resume=True)
+    # With the right catalogue it completes from the kept shards.
+    store = preprocess_catalog(cat, data_dir, out, workers=0, shard_size=2, resume=True)
+    assert store.n_rows == 5
+
+
+def test_overwrite_replaces_a_store_but_never_a_foreign_folder(data_dir, tmp_path):
+    out = tmp_path / "s"
+    preprocess_catalog(_real_catalog(), data_dir, out, workers=0)
+    store = preprocess_catalog(_real_catalog(2), data_dir, out, workers=0, overwrite=True)
+    assert store.n_rows == 10
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "thesis.tex").write_text("precious")
+    with pytest.raises(StoreError, match="not a store"):
+        preprocess_catalog(_real_catalog(), data_dir, foreign, workers=0, overwrite=True)
+    assert (foreign / "thesis.tex").read_text() == "precious"
+
+
+def test_empty_catalogue_and_bad_arguments(data_dir, tmp_path):
+    with pytest.raises(StoreError, match="no rows"):
+        preprocess_catalog(_real_catalog().head(0), data_dir, tmp_path / "s", workers=0)
+    with pytest.raises(ValueError, match="batch_size"):
+        next(iter_preprocessed(_real_catalog(), data_dir, batch_size=0))
+
+
+def test_rows_have_n_pix(data_dir):
+    (batch,) = iter_preprocessed(_real_catalog(), data_dir, workers=0, keep_resampled=True)
+    assert batch.flux.shape == batch.resampled.shape == (5, N_PIX)
+    assert batch.flux.dtype == np.float32
