@@ -44,6 +44,7 @@ class EvalOptions:
     store: Path | None = None
     isochrones: Path | None = None
     saliency_spectra: int = 200
+    figures: bool = True
 
 
 SplitLoader = Callable[[Path], dict[str, list[object]]]
@@ -132,8 +133,9 @@ def evaluate(opts: EvalOptions, *, split_loader: SplitLoader = load_split) -> Re
         recalibration=recal,
         notes=notes,
     )
-    report.figures = figures.make_all(
-        opts, joined=joined, usable=usable, labels=labels, report=report
-    )
+    if opts.figures:
+        report.figures = figures.make_all(
+            opts, joined=joined, usable=usable, labels=labels, report=report
+        )
     write_report(report, opts.out)
     return report

@@ -1,0 +1,118 @@
+"""Recalibration of the predicted errors: fitted on validation stars, never on test stars."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from rrnet.evaluation.calibration import (
+    RECALIBRATION_FILE,
+    apply_recalibration,
+    calibration_table,
+    fit_recalibration,
+    read_recalibration,
+    restrict_to_split,
+    sigma_scale,
+    write_recalibration,
+)
+from rrnet.evaluation.metrics import metrics_table
+from rrnet.evaluation.run import EvalOptions, evaluate
+from rrnet.evaluation.toy import toy_tables
+from rrnet.io import write_table
+
+
+def test_sigma_scale_hand_computed() -> None:
+    # residuals +-2 with err 1: z = +-2, std 2 -> factor 2
+    factor, n = sigma_scale(np.array([2.0, -2, 2, -2]), np.zeros(4), np.ones(4))
+    assert n == 4 and factor == pytest.approx(2.0)
+
+
+def test_fit_recalibration_restores_unit_z_std() -> None:
+    sample = pl.DataFrame(
+        {"FeH": [0.2, -0.2, 0.4, -0.4], "FeH_err": [0.1, 0.1, 0.2, 0.2], "FeH_true": [0.0] * 4}
+    )
+    fitted = fit_recalibration(sample, ["FeH"])["FeH"]
+    assert fitted["factor"] == pytest.approx(2.0)  # z = +-2 everywhere
+    assert fitted["coverage_1sigma_before"] == 0.0
+    assert fitted["coverage_1sigma_after"] == 1.0
+    fixed = apply_recalibration(sample, {"FeH": fitted["factor"]})
+    z = (fixed["FeH"] - fixed["FeH_true"]) / fixed["FeH_err"]
+    assert float(z.std(ddof=0)) == pytest.approx(1.0)
+
+
+def test_recalibration_file_round_trip(tmp_path: Path) -> None:
+    fitted = {"Logg": {"factor": 1.5, "n": 10, "coverage_1sigma_before": 0.5,
+                       "coverage_1sigma_after": 0.68}}  # fmt: skip
+    write_recalibration(tmp_path, fitted, source="cat.parquet")
+    assert read_recalibration(tmp_path) == {"Logg": 1.5}
+    doc = json.loads((tmp_path / RECALIBRATION_FILE).read_text())
+    assert doc["split"] == "valid" and doc["n"] == {"Logg": 10}
+    (tmp_path / RECALIBRATION_FILE).write_text('{"format": "other"}')
+    with pytest.raises(ValueError, match="not a rrnet-recalibration"):
+        read_recalibration(tmp_path)
+
+
+def test_restrict_to_split_keeps_only_listed_stars() -> None:
+    table = pl.DataFrame({"star_id": [1, 2, 2, 3], "x": [0, 1, 2, 3]})
+    assert restrict_to_split(table, [2, 3])["x"].to_list() == [1, 2, 3]
+
+
+def test_calibration_table_flags_miscalibrated_labels() -> None:
+    sample = pl.DataFrame(
+        {
+            "snr": [50.0] * 4,
+            "Logg": [0.1, -0.1, 0.1, -0.1],
+            "Logg_err": [0.1] * 4,  # z = +-1: calibrated
+            "Logg_true": [0.0] * 4,
+            "FeH": [0.3, -0.3, 0.3, -0.3],
+            "FeH_err": [0.1] * 4,  # z = +-3: errors 3x too small
+            "FeH_true": [0.0] * 4,
+        }
+    )
+    table = calibration_table(metrics_table(sample, ["Logg", "FeH"]))
+    flags = dict(zip(table["label"], table["needs_recalibration"], strict=True))
+    assert flags == {"Logg": False, "FeH": True}
+
+
+def _recalibrate(tmp_path: Path, catalog: pl.DataFrame, labels: pl.DataFrame, split) -> dict:
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir(exist_ok=True)
+    write_table(catalog, tmp_path / "cat.parquet")
+    write_table(labels, tmp_path / "labels.parquet")
+    opts = EvalOptions(
+        catalog=tmp_path / "cat.parquet",
+        labels=tmp_path / "labels.parquet",
+        out=tmp_path / "report",
+        checkpoint=ckpt,
+        recalibrate=True,
+        figures=False,
+    )
+    report = evaluate(opts, split_loader=lambda _: split)
+    assert report.counts["in_test_split"] > 0
+    return read_recalibration(ckpt)
+
+
+def test_test_rows_never_influence_the_factor(tmp_path: Path) -> None:
+    catalog, labels = toy_tables(40, seed=3, error_scale=2.0)
+    stars = labels["star_id"].to_list()
+    split = {"train": stars[:20], "valid": stars[20:30], "test": stars[30:]}
+    clean = _recalibrate(tmp_path, catalog, labels, split)
+    assert clean["FeH"] == pytest.approx(2.0, rel=0.3)  # toy errors are 2x too small
+
+    def corrupt(ids: list[int]) -> pl.DataFrame:
+        hit = pl.col("star_id").is_in(ids)
+        return catalog.with_columns(
+            pl.when(hit).then(pl.col("FeH") + 5.0).otherwise(pl.col("FeH")).alias("FeH"),
+            pl.when(hit).then(pl.col("Logg_err") * 100).otherwise(pl.col("Logg_err")),
+        )
+
+    assert _recalibrate(tmp_path, corrupt(split["test"]), labels, split) == clean
+    assert _recalibrate(tmp_path, corrupt(split["train"]), labels, split) == clean
+    # the same corruption on validation stars does change it: the check can fail
+    changed = _recalibrate(tmp_path, corrupt(split["valid"]), labels, split)
+    assert changed["FeH"] > 5 * clean["FeH"]
+    assert changed["Logg"] < clean["Logg"] / 5
