@@ -1,0 +1,260 @@
+"""Write a simulated visit as a genuine LAMOST DR7 MRS ``.fits.gz`` file.
+
+Why copy the real layout key for key: the reader and every downstream tool must be
+exercised on the structure they will meet in DR7 (header-only primary HDU "Information",
+``COADD_B``/``COADD_R`` then ``B-<lmjm>``/``R-<lmjm>`` tables with one row per pixel,
+the red exposures stored with descending LOGLAM). Files carry ``SIMULATE = T`` so they
+can never be mistaken for survey data. Writes are atomic (temporary name, then
+``os.replace``) and byte-for-byte reproducible (fixed gzip time stamp).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import gzip
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import fitsio
+import numpy as np
+
+from rrnet.synth.observe import ARMS, ArmSpectrum, Visit
+
+LOCAL_UTC_OFFSET = dt.timedelta(hours=8)
+"""LAMOST (Xinglong) local time is Beijing time, UTC+8; LMJD/LMJM count local time."""
+MJD_EPOCH = dt.datetime(1858, 11, 17)
+OVERHEAD_S = 210.0
+"""Seconds between the end of one exposure and the start of the next (real file: ~211 s)."""
+
+
+@dataclass(frozen=True)
+class VisitInfo:
+    """The non-spectral facts of one star-visit, written into the headers."""
+
+    obsid: int
+    ra: float
+    """Right ascension [deg]."""
+    dec: float
+    """Declination [deg]."""
+    planid: str
+    spid: int
+    """Spectrograph id, 1-16."""
+    fiberid: int
+    """Fibre id within the spectrograph, 1-250."""
+    start_local: dt.datetime
+    """Local (UTC+8) start of the first exposure."""
+    exptime_s: int
+    mags: tuple[float, float, float]
+    """g, r, i [mag]."""
+    helio_rv_kms: float
+    """Heliocentric correction already applied to the spectra [km/s] (informational)."""
+    seeing_arcsec: float
+    objname: str
+
+    @property
+    def lmjd(self) -> int:
+        """Local modified Julian day of the night (changes at local noon)."""
+        return int(np.floor(_mjd(self.start_local) + 0.5))
+
+    @property
+    def filename(self) -> str:
+        """Real-looking file name, e.g. ``med-58025-HIP9645901_sp02-051.fits.gz``."""
+        return lamost_filename(self.lmjd, self.planid, self.spid, self.fiberid)
+
+    def exposure_start(self, i: int) -> dt.datetime:
+        return self.start_local + dt.timedelta(seconds=i * (self.exptime_s + OVERHEAD_S))
+
+    def lmjm(self, i: int) -> int:
+        """Local modified Julian minute at the start of exposure ``i``."""
+        return int(np.floor(_mjd(self.exposure_start(i)) * 1440.0 + 1e-6))
+
+
+def lamost_filename(lmjd: int, planid: str, spid: int, fiberid: int) -> str:
+    return f"med-{lmjd}-{planid}_sp{spid:02d}-{fiberid:03d}.fits.gz"
+
+
+def designation(ra_deg: float, dec_deg: float) -> str:
+    """LAMOST designation ``LAMOST Jhhmmss.ss+ddmmss.s`` (truncated, like the survey)."""
+    h = (ra_deg % 360.0) / 15.0
+    hh, mm = int(h), int((h * 60) % 60)
+    ss = np.floor(((h * 3600) % 60) * 100) / 100
+    sign = "+" if dec_deg >= 0 else "-"
+    d = abs(dec_deg)
+    dd, dm = int(d), int((d * 60) % 60)
+    ds = np.floor(((d * 3600) % 60) * 10) / 10
+    return f"LAMOST J{hh:02d}{mm:02d}{ss:05.2f}{sign}{dd:02d}{dm:02d}{ds:04.1f}"
+
+
+def _mjd(t: dt.datetime) -> float:
+    return (t - MJD_EPOCH) / dt.timedelta(days=1)
+
+
+def _iso(t: dt.datetime, decimals: bool = False) -> str:
+    return t.strftime("%Y-%m-%dT%H:%M:%S") + (".0" if decimals else "")
+
+
+def _rec(name: str, value: object, comment: str = "") -> dict:
+    return {"name": name, "value": value, "comment": comment}
+
+
+def _section(title: str) -> dict:
+    return {"name": "COMMENT", "value": f"--------{title}"}
+
+
+def _primary_header(info: VisitInfo, n_exposures: int, n_hdu: int) -> list[dict]:
+    """The real file's primary keys, in its order, with simulated values."""
+    beg = info.start_local
+    end = info.exposure_start(n_exposures - 1) + dt.timedelta(seconds=info.exptime_s)
+    mid_utc = beg + (end - beg) / 2 - LOCAL_UTC_OFFSET
+    created = (end + dt.timedelta(days=875)).replace(microsecond=0)
+    g, r, i = info.mags
+    return [
+        _section("FILE INFORMATION"),
+        _rec("FILENAME", info.filename.removesuffix(".gz")),
+        _rec("OBSID", info.obsid, "Unique number ID of this spectrum"),
+        _rec("AUTHOR", "LAMOST Pipeline", "Who compiled the information"),
+        _rec("DATA_V", "LAMOST DR7", "Data release version"),
+        _rec("N_EXTEN", n_hdu, "The extension number"),
+        _rec("EXTNAME", "Information", "The extension name"),
+        _rec("ORIGIN", "NAOC-LAMOST", "Organization responsible for creating this file"),
+        _rec("DATE", _iso(created - LOCAL_UTC_OFFSET), "Time when this HDU is created (UTC)"),
+        _rec("SIMULATE", True, "rrnet-synth synthetic spectrum, not survey data"),
+        _section("TELESCOPE PARAMETERS"),
+        _rec("TELESCOP", "LAMOST", "GuoShouJing Telescope"),
+        _rec("LONGITUD", 117.58, "[deg] Longitude of site"),
+        _rec("LATITUDE", 40.39, "[deg] Latitude of site"),
+        _rec("FOCUS", 19964, "[mm] Telescope focus"),
+        _rec("CAMPRO", "NEWCAM", "Camera program name"),
+        _rec("CAMVER", "v2.0", "Camera program version"),
+        _section("OBSERVATION PARAMETERS"),
+        _rec("DATE-OBS", _iso(mid_utc), "The observation median UTC"),
+        _rec("DATE-BEG", _iso(beg, True), "The observation start local time"),
+        _rec("DATE-END", _iso(end, True), "The observation end local time"),
+        _rec("LMJD", info.lmjd, "Local Modified Julian Day"),
+        _rec("MJD", int(np.floor(_mjd(beg - LOCAL_UTC_OFFSET))), "Modified Julian Day"),
+        _rec("PLANID", info.planid, "Plan ID in use"),
+        _rec("RA", round(info.ra, 6), "[deg] Right ascension of object"),
+        _rec("DEC", round(info.dec, 6), "[deg] Declination of object"),
+        _rec("RA_OBS", round(info.ra, 6), "[deg] Right ascension during observing"),
+        _rec("DEC_OBS", round(info.dec, 6), "[deg] Declination during observing"),
+        _rec("OFFSET", False, "Whether there's a offset during observing"),
+        _rec("OFFSET_V", 0.0, "Offset value in arcsecond"),
+        _rec("DESIG", designation(info.ra, info.dec), "Designation of LAMOST target"),
+        _rec("FIBERID", info.fiberid, "Fiber ID of Object"),
+        _rec("CELL_ID", f"E{info.spid:02d}{info.fiberid % 100:02d}", "Fiber Unit ID"),
+        _rec("OBJNAME", info.objname, "Name of object"),
+        _rec("OBJTYPE", "Star", "Object type from input catalog"),
+        _rec("TSOURCE", "RRNET_SYNTH", "Name of input catalog"),
+        _rec("FIBERTYP", "Obj", "Fiber type of object"),
+        _rec("FIBERMAS", 0, "Bitmask of warning values, 0 means all is well"),
+        _rec("MAGTYPE", "gri", "Magnitude type of object"),
+        _rec("MAG1", round(g, 2), "[mag] Mag1 of object"),
+        _rec("MAG2", round(r, 2), "[mag] Mag2 of object"),
+        _rec("MAG3", round(i, 2), "[mag] Mag3 of object"),
+        *(_rec(f"MAG{k}", 99.0, f"[mag] Mag{k} of object") for k in range(4, 8)),
+        _rec("OBS_TYPE", "OBJ", "The type of target (OBJ, FLAT, ARC or BIAS)"),
+        _rec("OBSCOMM", "Science", "Science or Test"),
+        _rec("RADECSYS", "FK5", "Equatorial coordinate system"),
+        _rec("EQUINOX", 2000.0, "Equinox in years"),
+        _rec("NEXP_B", n_exposures, "Number of valid blue exposures"),
+        _rec("COMBIN_B", True, "Whether the combined data of B band exists"),
+        _rec("NEXP_R", n_exposures, "Number of valid red exposures"),
+        _rec("COMBIN_R", True, "Whether the combined data of R band exists"),
+        _section("SPECTROGRAPH PARAMETERS"),
+        _rec("SPID", info.spid, "Spectrograph ID"),
+        _rec("SLIT_MOD", "x2/3", "Slit mode, x1, x2/3 or x1/2"),
+        _section("WEATHER CONDITION"),
+        _rec("SEEING", round(info.seeing_arcsec, 1), "[arcsec] Seeing during exposure"),
+        _section("DATA REDUCTION PARAMETERS"),
+        _rec("EXTRACT", "aperture", "Extraction method"),
+        _rec("HELIO", True, "Heliocentric correction"),
+        _rec("HELIO_RV", round(info.helio_rv_kms, 4), "[km/s] Heliocentric correction"),
+        _rec("VACUUM", True, "Wavelengths are in vacuum"),
+    ]
+
+
+def _lmjm_lists(lmjms: list[int]) -> list[dict]:
+    """LMJMLIS0, LMJMLIS1, ...: the exposures' LMJM, three per key joined by '-'."""
+    chunks = [lmjms[k : k + 3] for k in range(0, len(lmjms), 3)]
+    return [
+        _rec(f"LMJMLIS{k}", "-".join(str(m) for m in c), "Local Modified Julian Minute list")
+        for k, c in enumerate(chunks)
+    ]
+
+
+def _table(spec: ArmSpectrum, coadd: bool) -> np.ndarray:
+    """One row per pixel, big-endian float32/int16 columns as in the real file."""
+    masks = [("ANDMASK", ">i2"), ("ORMASK", ">i2")] if coadd else [("PIXMASK", ">i2")]
+    table = np.zeros(
+        spec.flux.size, dtype=[("FLUX", ">f4"), ("IVAR", ">f4"), ("LOGLAM", ">f4"), *masks]
+    )
+    table["FLUX"], table["IVAR"], table["LOGLAM"] = spec.flux, spec.ivar, spec.loglam
+    if coadd:
+        table["ANDMASK"] = spec.mask
+        table["ORMASK"] = spec.ormask if spec.ormask is not None else spec.mask
+    else:
+        table["PIXMASK"] = spec.mask
+    return table
+
+
+def write_lamost_file(path: str | os.PathLike[str], info: VisitInfo, visit: Visit) -> Path:
+    """Write ``visit`` as a gzip-compressed LAMOST MRS file at ``path`` (atomically).
+
+    HDU order as in DR7: Information, COADD_B, COADD_R, B-<lmjm>..., R-<lmjm>....
+    Header SNR is the measured median FLUX * sqrt(IVAR), as the LAMOST pipeline reports.
+    """
+    path = Path(path)
+    n_exp = len(visit.exposures)
+    lmjms = [info.lmjm(i) for i in range(n_exp)]
+    end = info.exposure_start(n_exp - 1) + dt.timedelta(seconds=info.exptime_s)
+    mid_utc = info.start_local + (end - info.start_local) / 2 - LOCAL_UTC_OFFSET
+    lamp = _rec("LAMPLIST", "lampsc_med.dat", "Arc lamp emission line list")
+    tmp_fits = path.with_name(f".{path.name}.{os.getpid()}.tmp.fits")
+    tmp_gz = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with fitsio.FITS(str(tmp_fits), "rw", clobber=True) as fits:
+            fits.write(
+                None, header=_primary_header(info, n_exp, 3 + 2 * n_exp), extname="Information"
+            )
+            for arm in ARMS:
+                spec = visit.coadd[arm]
+                header = [
+                    _rec("EXTNAME", f"COADD_{arm}", "The extension name"),
+                    *_lmjm_lists(lmjms),
+                    _rec("DATE-OBS", _iso(mid_utc), "The observation median UTC"),
+                    _rec(
+                        "DATE-BEG", _iso(info.start_local, True), "The observation start local time"
+                    ),
+                    _rec("DATE-END", _iso(end, True), "The observation end local time"),
+                    lamp,
+                    _rec("SNR", round(spec.snr_measured(), 2), "Signal to noise ratio"),
+                ]
+                fits.write(_table(spec, coadd=True), extname=f"COADD_{arm}", header=header)
+            for arm in ARMS:
+                for i, exposure in enumerate(visit.exposures):
+                    spec = exposure[arm]
+                    beg = info.exposure_start(i)
+                    fin = beg + dt.timedelta(seconds=info.exptime_s)
+                    mid = beg + (fin - beg) / 2 - LOCAL_UTC_OFFSET
+                    header = [
+                        _rec("EXTNAME", f"{arm}-{lmjms[i]}", "The extension name"),
+                        _rec("DATE-OBS", _iso(mid), "The observation median UTC"),
+                        _rec("DATE-BEG", _iso(beg, True), "The observation start local time"),
+                        _rec("DATE-END", _iso(fin, True), "The observation end local time"),
+                        _rec("LMJM", str(lmjms[i]), "Local Modified Julian Minute"),
+                        _rec("EXPTIME", info.exptime_s, "[s] Exposure duration time"),
+                        _rec("SNR", round(spec.snr_measured(), 2), "Signal to noise ratio"),
+                        lamp,
+                    ]
+                    fits.write(
+                        _table(spec, coadd=False), extname=f"{arm}-{lmjms[i]}", header=header
+                    )
+        raw = tmp_fits.read_bytes()
+        with open(tmp_gz, "wb") as out:
+            out.write(gzip.compress(raw, compresslevel=1, mtime=0))
+        os.replace(tmp_gz, path)
+    finally:
+        tmp_fits.unlink(missing_ok=True)
+        tmp_gz.unlink(missing_ok=True)
+    return path
