@@ -18,7 +18,6 @@ from typing import Any
 import numpy as np
 
 from rrnet.grid import BLUE_GRID, RED_GRID
-
 from rrnet.preprocess.reference import (
     DEFAULT_MAX_ITER,
     FIT_LOWER_SIGMA,
