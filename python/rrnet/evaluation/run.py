@@ -17,12 +17,8 @@ import polars as pl
 from rrnet.evaluation import calibration, metrics, repeats, sample
 from rrnet.evaluation.report import Report, write_report
 from rrnet.io import read_table
+from rrnet.labels import ALL_LABELS
 
-ALL_LABELS: tuple[str, ...] = (
-    "Teff[K]", "Logg", "CH", "NH", "OH", "MgH", "AlH", "SiH", "SH", "KH",
-    "CaH", "TiH", "CrH", "MnH", "FeH", "NiH", "CuH",
-)  # fmt: skip
-SP_LABELS: tuple[str, ...] = ("Teff[K]", "Logg", "FeH")
 SPLITS: tuple[str, ...] = ("test", "valid", "train", "all")
 
 

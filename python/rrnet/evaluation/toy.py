@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from rrnet.evaluation.run import ALL_LABELS
+from rrnet.labels import ALL_LABELS
 
 SIGMA_AT_SNR20: dict[str, float] = {"Teff[K]": 100.0, "Logg": 0.15}
 """Toy 1-sigma errors at S/N 20; abundances use 0.08 dex. Errors scale as 20 / S/N."""

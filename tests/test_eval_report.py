@@ -1,0 +1,118 @@
+"""The rrnet-eval command: report directory, index.html, metrics.json, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from rrnet.cli.eval import main
+from rrnet.evaluation.metrics import label_metrics
+from rrnet.evaluation.report import markdown_table, pivot
+from rrnet.evaluation.toy import toy_tables
+from rrnet.io import write_table
+from rrnet.labels import ALL_LABELS
+
+ISOCHRONES = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "MIST_iso_7Gyr.csv"
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """One full run with a checkpoint (split + history) and every figure."""
+    root = tmp_path_factory.mktemp("eval")
+    catalog, labels = toy_tables(40, seed=5)
+    write_table(catalog, root / "cat.parquet")
+    write_table(labels, root / "labels.csv")
+    ckpt = root / "ckpt"
+    ckpt.mkdir()
+    stars = labels["star_id"].to_numpy()
+    split = np.where(stars < 24, "train", np.where(stars < 30, "valid", "test"))
+    pl.DataFrame({"star_id": stars, "split": split}).write_parquet(ckpt / "split.parquet")
+    history = [
+        {"epoch": e, "member": m, "train_loss": 1.0 / e, "valid_loss": 0.8 / e + 0.01 * m}
+        for e in range(1, 4)
+        for m in range(2)
+    ]
+    pl.DataFrame(history).write_parquet(ckpt / "history.parquet")
+    args = ["--catalog", str(root / "cat.parquet"), "--labels", str(root / "labels.csv")]
+    args += ["--out", str(root / "report"), "--checkpoint", str(ckpt), "--recalibrate"]
+    args += ["--isochrones", str(ISOCHRONES)]
+    assert main(args) == 0
+    return {"root": root, "report": root / "report", "ckpt": ckpt}
+
+
+def test_index_html_shows_every_figure_by_relative_path(run) -> None:
+    page = (run["report"] / "index.html").read_text()
+    images = re.findall(r'<img src="([^"]+)"', page)
+    names = {Path(i).name for i in images}
+    expected = {"residuals.png", "sigma_vs_snr.png", "zscores.png", "coverage.png", "kiel.png"}
+    expected |= {"xfe_giants.png", "xfe_dwarfs.png", "repeats.png", "loss_curves.png"}
+    assert expected <= names
+    for rel in images:
+        assert not Path(rel).is_absolute()
+        assert (run["report"] / rel).stat().st_size > 5_000
+    assert "<table>" in page and "Calibration" in page
+
+
+def test_metrics_json_matches_an_independent_computation(run) -> None:
+    doc = json.loads((run["report"] / "metrics.json").read_text())
+    catalog, labels = toy_tables(40, seed=5)
+    test = catalog.filter((pl.col("flag") == 1) & (pl.col("star_id") >= 30))
+    truth = labels["Logg"].to_numpy()[test["star_id"].to_numpy()]
+    expected = label_metrics(test["Logg"].to_numpy(), truth, test["Logg_err"].to_numpy())
+    row = next(r for r in doc["metrics"] if r["label"] == "Logg" and r["snr_bin"] == "all")
+    assert row["n"] == expected.n == doc["counts"]["in_test_split"]
+    assert row["mae"] == pytest.approx(expected.mae)
+    assert row["z_std"] == pytest.approx(expected.z_std)
+    factors = doc["recalibration"]["factors"]
+    assert set(factors) == set(ALL_LABELS) and all(0.5 < f < 2.0 for f in factors.values())
+    assert (run["ckpt"] / "recalibration.json").is_file()
+    assert "NaN" not in (run["report"] / "metrics.json").read_text()
+
+
+def test_markdown_has_the_tables(run) -> None:
+    text = (run["report"] / "metrics.md").read_text()
+    for heading in ("MAE per S/N bin", "Calibration", "Repeat observations", "Recalibration"):
+        assert heading in text
+
+
+def test_pivot_and_markdown_table() -> None:
+    long = pl.DataFrame(
+        {"label": ["a", "a", "b", "b"], "snr_bin": ["all", "10-20"] * 2, "mae": [1.0, 2, 3, None]}
+    )
+    wide = pivot(long, "mae")
+    assert wide.columns == ["label", "all", "10-20"]
+    assert markdown_table(wide).splitlines() == [
+        "| label | all | 10-20 |",
+        "|---|---|---|",
+        "| a | 1 | 2 |",
+        "| b | 3 | – |",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--catalog", "nope.parquet"], "not found"),
+        (["--catalog", "cat.txt"], "unknown table format"),
+        (["--recalibrate"], "needs --checkpoint"),
+        (["--min-exposures", "1"], "must be >= 2"),
+        (["--split", "dev"], "invalid choice"),
+        (["--key", "gaia_id"], "key column"),
+    ],
+)
+def test_unusable_arguments_exit_2_with_one_line(run, capsys, extra, message) -> None:
+    root = run["root"]
+    args = ["--catalog", str(root / "cat.parquet"), "--labels", str(root / "labels.csv")]
+    args += ["--out", str(root / "r2"), "--no-figures"]
+    if extra[0] == "--catalog":
+        args[1] = str(root / extra[1])
+        extra = []
+    assert main(args + extra) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("rrnet-eval: error: ") and message in err
+    assert err.count("\n") == 1

@@ -1,0 +1,108 @@
+"""Every figure is drawn from a tiny catalogue without error as a PNG of sensible size."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from rrnet.evaluation.metrics import metrics_table
+from rrnet.evaluation.repeats import per_star, repeat_table
+from rrnet.evaluation.sample import build_sample
+from rrnet.evaluation.toy import toy_tables
+from rrnet.plots import abundances, comparison, history, kiel, repeats, residuals, saliency, zscore
+
+ISOCHRONES = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "MIST_iso_7Gyr.csv"
+ALL = ("Teff[K]", "Logg", "CH", "MgH", "FeH", "CuH")
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    """(width, height) from the PNG signature and IHDR chunk."""
+    head = path.read_bytes()[:24]
+    assert head[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    return struct.unpack(">II", head[16:24])
+
+
+def assert_sensible_png(path: Path) -> None:
+    width, height = png_size(path)
+    assert 300 <= width <= 6000 and 200 <= height <= 8000, (width, height)
+    assert path.stat().st_size > 5_000
+
+
+@pytest.fixture(scope="module")
+def tiny() -> tuple[pl.DataFrame, pl.DataFrame]:
+    catalog, labels = toy_tables(25, seed=2)
+    joined, _ = build_sample(catalog, labels, list(ALL), snr="snr_blue")
+    return catalog.with_columns(pl.col("snr_blue").alias("snr")), joined
+
+
+def test_residual_and_sigma_vs_snr(tmp_path: Path, tiny) -> None:
+    _, joined = tiny
+    assert_sensible_png(residuals.plot_residuals(joined, ALL, tmp_path / "r.png"))
+    table = metrics_table(joined, ALL)
+    assert_sensible_png(residuals.plot_sigma_vs_snr(table, ALL, tmp_path / "s.png"))
+
+
+def test_zscores_and_coverage(tmp_path: Path, tiny) -> None:
+    _, joined = tiny
+    assert_sensible_png(zscore.plot_zscores(joined, ["Teff[K]", "Logg", "FeH"], tmp_path / "z.png"))
+    assert_sensible_png(zscore.plot_coverage(joined, ALL, tmp_path / "c.png"))
+
+
+def test_kiel_with_isochrones(tmp_path: Path, tiny) -> None:
+    catalog, _ = tiny
+    iso = kiel.read_isochrones(ISOCHRONES)
+    assert set(iso) == {"-0.5", "0", "0.5"}
+    teff, logg = iso["0"]
+    # first CSV row: teff_0 = 3.501075126 (log10 K), logg_0 = 5.08930516
+    assert teff[0] == pytest.approx(10**3.501075126) and logg[0] == pytest.approx(5.08930516)
+    assert_sensible_png(kiel.plot_kiel(catalog, tmp_path / "k.png", isochrones=iso))
+
+
+def test_xfe_giants_and_dwarfs_including_an_empty_class(tmp_path: Path, tiny) -> None:
+    catalog, _ = tiny
+    ab = ["CH", "MgH", "CuH"]
+    for giants in (True, False):
+        path = abundances.plot_xfe(catalog, ab, tmp_path / f"x{giants}.png", giants=giants)
+        assert_sensible_png(path)
+    dwarfs_only = catalog.with_columns(pl.lit(4.5).alias("Logg"))
+    assert_sensible_png(abundances.plot_xfe(dwarfs_only, ab, tmp_path / "e.png", giants=True))
+
+
+def test_repeats_figure(tmp_path: Path, tiny) -> None:
+    catalog, _ = tiny
+    table = repeat_table(per_star(catalog, ALL), ALL)
+    assert table.filter(pl.col("n_stars") > 0).height > 0
+    assert_sensible_png(repeats.plot_repeats(table, ALL, tmp_path / "rep.png"))
+
+
+def test_loss_curves(tmp_path: Path) -> None:
+    rows = [
+        {"group": g, "member": m, "epoch": e, "train_loss": 2.0 / e + m * 0.01,
+         "valid_loss": 1.5 / e}
+        for g in ("SP", "CA") for m in range(3) for e in range(1, 6)
+    ]  # fmt: skip
+    assert_sensible_png(history.plot_history(pl.DataFrame(rows), tmp_path / "h.png"))
+
+
+def test_saliency_figure(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    sal = {"cool": rng.normal(size=(3, 7200)), "hot": rng.normal(size=(3, 7200))}
+    path = saliency.plot_saliency(
+        sal, ["Teff[K]", "Logg", "FeH"], tmp_path / "sal.png", counts={"cool": 5, "hot": 7}
+    )
+    assert_sensible_png(path)
+
+
+def test_comparison_bars(tmp_path: Path) -> None:
+    table = pl.DataFrame(
+        {
+            "model": ["RRNet", "ResNet", "StarNet"],
+            "Teff[K]": [50.0, 55, 70],
+            "FeH": [0.03, 0.04, 0.05],
+        }
+    )
+    assert_sensible_png(comparison.plot_mae_bars(table, tmp_path / "bars.png"))
