@@ -1,0 +1,274 @@
+"""The ensemble checkpoint: a directory of JSON and safetensors, no pickle anywhere.
+
+Layout (``format_version`` 1)::
+
+    config.json                {"format": "rrnet-checkpoint", "format_version": 1,
+                                "model": ModelConfig, "labels": [...], "n_members": M,
+                                "preprocessing": {...} | null, "training": {...},
+                                "versions": {...}}
+    normalization.safetensors  flux_mean [P], flux_std [P], label_mean [L], label_std [L]
+    member-{i}.safetensors     one state_dict per member (the authors' key names)
+
+A checkpoint holds M members of one architecture and one label set; the config alone
+rebuilds the networks (:func:`rrnet.models.build_model`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import shutil
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import safetensors
+import safetensors.torch
+import torch
+
+from rrnet.models.config import ModelConfig
+from rrnet.models.keys import StateDictMismatch, check_state_dict
+from rrnet.models.normalization import Normalization
+
+__all__ = [
+    "Checkpoint",
+    "CheckpointError",
+    "StateDictMismatch",
+    "checkpoint_hash",
+    "load_checkpoint",
+    "read_checkpoint_config",
+    "save_checkpoint",
+]
+
+FORMAT = "rrnet-checkpoint"
+FORMAT_VERSION = 1
+CONFIG_FILE = "config.json"
+NORMALIZATION_FILE = "normalization.safetensors"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint directory is missing, incomplete or inconsistent."""
+
+
+def member_file(index: int) -> str:
+    """File name of member ``index`` (0-based)."""
+    return f"member-{index}.safetensors"
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A loaded checkpoint: everything needed to rebuild and run the ensemble."""
+
+    path: Path
+    model_config: ModelConfig
+    labels: tuple[str, ...]
+    normalization: Normalization
+    member_state_dicts: list[dict[str, torch.Tensor]] = field(repr=False)
+    preprocessing: dict[str, Any] | None
+    training: dict[str, Any]
+    versions: dict[str, str]
+
+    @property
+    def n_members(self) -> int:
+        return len(self.member_state_dicts)
+
+
+def software_versions() -> dict[str, str]:
+    """Versions recorded in every checkpoint (provenance of the weights)."""
+    from rrnet import __version__
+
+    return {
+        "rrnet": __version__,
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "safetensors": safetensors.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def _is_checkpoint_dir(path: Path) -> bool:
+    try:
+        return json.loads((path / CONFIG_FILE).read_text()).get("format") == FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def save_checkpoint(
+    path: str | Path,
+    *,
+    model_config: ModelConfig,
+    labels: Sequence[str],
+    member_state_dicts: Sequence[Mapping[str, torch.Tensor]],
+    flux_mean: np.ndarray,
+    flux_std: np.ndarray,
+    label_mean: np.ndarray,
+    label_std: np.ndarray,
+    preprocessing: dict[str, Any] | None = None,
+    training: dict[str, Any] | None = None,
+) -> Path:
+    """Write a checkpoint directory atomically and return its path.
+
+    The files are written to a temporary sibling directory which then replaces
+    ``path``; an existing checkpoint there is swapped out and removed only after the
+    new one is in place. A directory that is not an rrnet checkpoint (and not empty)
+    is never overwritten.
+
+    Raises
+    ------
+    CheckpointError
+        If labels, statistics and configuration disagree, or ``path`` holds other data.
+    rrnet.models.keys.StateDictMismatch
+        If a member's state_dict does not fit ``model_config`` (names the keys).
+    """
+    path = Path(path)
+    labels = [str(name) for name in labels]
+    if len(labels) != model_config.num_labels:
+        raise CheckpointError(
+            f"{len(labels)} labels given but the model predicts {model_config.num_labels}"
+        )
+    if len(set(labels)) != len(labels):
+        raise CheckpointError(f"duplicate label names: {labels}")
+    if not member_state_dicts:
+        raise CheckpointError("a checkpoint needs at least one member")
+    norm = Normalization(flux_mean, flux_std, label_mean, label_std)
+    if norm.flux_mean.shape != (model_config.n_pixels,):
+        raise CheckpointError(
+            f"flux_mean has shape {norm.flux_mean.shape}, expected ({model_config.n_pixels},)"
+        )
+    if norm.label_mean.shape != (len(labels),):
+        raise CheckpointError(
+            f"label_mean has shape {norm.label_mean.shape}, expected ({len(labels)},)"
+        )
+    for i, sd in enumerate(member_state_dicts):
+        check_state_dict(sd, model_config, source=f"member {i}")
+    if path.exists() and not (
+        path.is_dir() and (_is_checkpoint_dir(path) or not any(path.iterdir()))
+    ):
+        raise CheckpointError(f"{path} exists and is not an rrnet checkpoint; not overwriting it")
+
+    config = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "model": model_config.to_dict(),
+        "labels": labels,
+        "n_members": len(member_state_dicts),
+        "preprocessing": preprocessing,
+        "training": training or {},
+        "versions": software_versions(),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+        safetensors.torch.save_file(
+            {
+                "flux_mean": torch.from_numpy(norm.flux_mean),
+                "flux_std": torch.from_numpy(norm.flux_std),
+                "label_mean": torch.from_numpy(norm.label_mean),
+                "label_std": torch.from_numpy(norm.label_std),
+            },
+            str(tmp / NORMALIZATION_FILE),
+        )
+        for i, sd in enumerate(member_state_dicts):
+            tensors = {key: value.detach().cpu().contiguous().clone() for key, value in sd.items()}
+            safetensors.torch.save_file(tensors, str(tmp / member_file(i)))
+        _replace_dir(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def _replace_dir(new: Path, target: Path) -> None:
+    """Move ``new`` to ``target``; an old ``target`` is kept until the move succeeded."""
+    if not target.exists():
+        os.replace(new, target)
+        return
+    old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
+    os.replace(target, old)
+    try:
+        os.replace(new, target)
+    except BaseException:
+        os.replace(old, target)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def read_checkpoint_config(path: str | Path) -> dict[str, Any]:
+    """The parsed ``config.json`` of a checkpoint (cheap: no weights are read)."""
+    path = Path(path)
+    config_path = path / CONFIG_FILE
+    if not config_path.is_file():
+        raise CheckpointError(f"{path} is not an rrnet checkpoint (no {CONFIG_FILE})")
+    try:
+        config = json.loads(config_path.read_text())
+    except ValueError as err:
+        raise CheckpointError(f"{config_path}: invalid JSON ({err})") from err
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        raise CheckpointError(f"{config_path}: not an rrnet checkpoint (format != {FORMAT!r})")
+    if config.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{config_path}: format_version {config.get('format_version')!r} is not supported "
+            f"(this rrnet reads {FORMAT_VERSION})"
+        )
+    return config
+
+
+def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu") -> Checkpoint:
+    """Load a checkpoint written by :func:`save_checkpoint`; every member is validated."""
+    path = Path(path)
+    config = read_checkpoint_config(path)
+    try:
+        model_config = ModelConfig.from_dict(config["model"])
+        labels = tuple(str(name) for name in config["labels"])
+        n_members = int(config["n_members"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise CheckpointError(f"{path / CONFIG_FILE}: malformed ({err})") from err
+    try:
+        stats = safetensors.torch.load_file(str(path / NORMALIZATION_FILE))
+        norm = Normalization(**{k: stats[k].numpy() for k in Normalization.__dataclass_fields__})
+    except (OSError, KeyError, ValueError) as err:
+        raise CheckpointError(f"{path / NORMALIZATION_FILE}: unreadable ({err})") from err
+    if len(labels) != model_config.num_labels or norm.label_mean.shape != (len(labels),):
+        raise CheckpointError(f"{path}: labels, label statistics and model disagree")
+    members = []
+    for i in range(n_members):
+        file = path / member_file(i)
+        if not file.is_file():
+            raise CheckpointError(f"{path}: member file {file.name} is missing")
+        sd = safetensors.torch.load_file(str(file), device=str(device))
+        check_state_dict(sd, model_config, source=str(file))
+        members.append(sd)
+    return Checkpoint(
+        path=path,
+        model_config=model_config,
+        labels=labels,
+        normalization=norm,
+        member_state_dicts=members,
+        preprocessing=config.get("preprocessing"),
+        training=config.get("training") or {},
+        versions=config.get("versions") or {},
+    )
+
+
+def checkpoint_hash(path: str | Path) -> str:
+    """SHA-256 (hex) over the checkpoint's files, names included: identifies the weights."""
+    path = Path(path)
+    config = read_checkpoint_config(path)
+    names = [CONFIG_FILE, NORMALIZATION_FILE] + [
+        member_file(i) for i in range(int(config["n_members"]))
+    ]
+    digest = hashlib.sha256()
+    for name in names:
+        file_digest = hashlib.sha256()
+        with open(path / name, "rb") as fh:
+            for block in iter(lambda fh=fh: fh.read(1 << 20), b""):
+                file_digest.update(block)
+        digest.update(name.encode() + b"\0" + file_digest.digest())
+    return digest.hexdigest()

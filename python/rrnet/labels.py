@@ -1,0 +1,133 @@
+"""Label names, groups and units, and a safe reader for the authors' ``label_config.pkl``."""
+
+from __future__ import annotations
+
+import io
+import pickle
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+#: Stellar parameters predicted by the SP models, in the authors' order.
+SP_LABELS: tuple[str, ...] = ("Teff[K]", "Logg", "FeH")
+#: Abundances [X/H] predicted by the CA models, in the authors' order.
+CA_LABELS: tuple[str, ...] = (
+    "CH", "NH", "OH", "MgH", "AlH", "SiH", "SH", "KH", "CaH", "TiH", "CrH", "MnH", "NiH", "CuH",
+)  # fmt: skip
+#: All 17 catalogue labels in catalogue (paper Table 3) order.
+ALL_LABELS: tuple[str, ...] = (
+    "Teff[K]", "Logg", "CH", "NH", "OH", "MgH", "AlH", "SiH", "SH", "KH", "CaH", "TiH", "CrH",
+    "MnH", "FeH", "NiH", "CuH",
+)  # fmt: skip
+#: The authors' two model groups.
+GROUPS: dict[str, tuple[str, ...]] = {"SP": SP_LABELS, "CA": CA_LABELS}
+
+#: Physical unit of every label.
+UNITS: dict[str, str] = {"Teff[K]": "K", "Logg": "dex (cgs)"} | {
+    name: "dex" for name in ALL_LABELS if name not in ("Teff[K]", "Logg")
+}
+
+#: Keys a valid label_config must hold.
+LABEL_CONFIG_KEYS: tuple[str, ...] = (
+    "label_list",
+    "label_mean",
+    "label_std",
+    "flux_mean",
+    "flux_std",
+)
+
+
+class UnsafePickleError(pickle.UnpicklingError):
+    """A pickle asked for a global that a plain dict of lists and arrays never needs."""
+
+
+# Exactly what NumPy's ndarray/dtype/scalar pickling references, for NumPy 1.x and 2.x.
+_ALLOWED_GLOBALS: frozenset[tuple[str, str]] = frozenset(
+    {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("collections", "OrderedDict"),
+        ("builtins", "dict"),
+        ("builtins", "list"),
+        ("builtins", "tuple"),
+        ("builtins", "set"),
+        ("builtins", "frozenset"),
+        ("builtins", "bytearray"),
+        ("builtins", "complex"),
+    }
+)
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    """Unpickler that resolves only the globals in ``_ALLOWED_GLOBALS``.
+
+    Anything else (``os.system``, ``builtins.eval``, ``subprocess.Popen`` ...) raises
+    before it can be called, so a malicious file is refused, never executed.
+    """
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _ALLOWED_GLOBALS:
+            return super().find_class(module, name)
+        raise UnsafePickleError(
+            f"refusing to load global {module}.{name}: label_config.pkl may only contain "
+            "plain dicts, lists, strings, numbers and NumPy arrays"
+        )
+
+
+def safe_unpickle(data: bytes) -> Any:
+    """Unpickle ``data`` allowing only builtins containers and NumPy arrays/scalars."""
+    return _RestrictedUnpickler(io.BytesIO(data)).load()
+
+
+def read_label_config(path: str | Path) -> dict[str, Any]:
+    """Read the authors' ``label_config.pkl`` safely.
+
+    Returns
+    -------
+    dict
+        ``label_list`` (list of str), ``label_mean``/``label_std`` (float64 arrays, one
+        entry per label) and ``flux_mean``/``flux_std`` (float32 arrays, one per pixel).
+
+    Raises
+    ------
+    UnsafePickleError
+        If the file references anything but NumPy arrays and builtin containers.
+    ValueError
+        If a required key is missing or the array lengths disagree.
+    """
+    data = safe_unpickle(Path(path).read_bytes())
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a dict, got {type(data).__name__}")
+    missing = [key for key in LABEL_CONFIG_KEYS if key not in data]
+    if missing:
+        raise ValueError(f"{path}: missing key(s) {', '.join(missing)}")
+    out = dict(data)
+    out["label_list"] = [str(name) for name in data["label_list"]]
+    for key in ("label_mean", "label_std"):
+        out[key] = np.asarray(data[key], dtype=np.float64)
+        if out[key].shape != (len(out["label_list"]),):
+            raise ValueError(
+                f"{path}: {key} has shape {out[key].shape}, expected ({len(out['label_list'])},)"
+            )
+    for key in ("flux_mean", "flux_std"):
+        out[key] = np.asarray(data[key], dtype=np.float32)
+    if out["flux_mean"].shape != out["flux_std"].shape or out["flux_mean"].ndim != 1:
+        raise ValueError(
+            f"{path}: flux_mean {out['flux_mean'].shape} and flux_std {out['flux_std'].shape} "
+            "must be equal-length vectors"
+        )
+    return out
+
+
+def label_indices(label_list: Sequence[str], names: Sequence[str]) -> list[int]:
+    """Positions of ``names`` in ``label_list``; a missing name is an error that names it."""
+    missing = [name for name in names if name not in label_list]
+    if missing:
+        raise KeyError(f"label(s) not in label_list: {', '.join(missing)}")
+    return [list(label_list).index(name) for name in names]
