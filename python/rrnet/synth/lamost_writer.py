@@ -86,6 +86,25 @@ def designation(ra_deg: float, dec_deg: float) -> str:
     return f"LAMOST J{hh:02d}{mm:02d}{ss:05.2f}{sign}{dd:02d}{dm:02d}{ds:04.1f}"
 
 
+_EQ_TO_GAL = np.array(
+    [
+        [-0.0548755604162154, -0.8734370902348850, -0.4838350155487132],
+        [0.4941094278755837, -0.4448296299600112, 0.7469822444972189],
+        [-0.8676661490190047, -0.1980763734312015, 0.4559837761750669],
+    ]
+)
+"""J2000 equatorial -> galactic rotation (Hipparcos definition)."""
+
+
+def galactic(ra_deg: float, dec_deg: float) -> tuple[float, float]:
+    """Galactic longitude and latitude [deg] of an equatorial J2000 position [deg]."""
+    ra, dec = np.radians(ra_deg), np.radians(dec_deg)
+    x, y, z = _EQ_TO_GAL @ np.array(
+        [np.cos(dec) * np.cos(ra), np.cos(dec) * np.sin(ra), np.sin(dec)]
+    )
+    return float(np.degrees(np.arctan2(y, x)) % 360.0), float(np.degrees(np.arcsin(z)))
+
+
 def _mjd(t: dt.datetime) -> float:
     return (t - MJD_EPOCH) / dt.timedelta(days=1)
 
@@ -109,6 +128,7 @@ def _primary_header(info: VisitInfo, n_exposures: int, n_hdu: int) -> list[dict]
     mid_utc = beg + (end - beg) / 2 - LOCAL_UTC_OFFSET
     created = (end + dt.timedelta(days=875)).replace(microsecond=0)
     g, r, i = info.mags
+    gl, gb = galactic(info.ra, info.dec)
     return [
         _section("FILE INFORMATION"),
         _rec("FILENAME", info.filename.removesuffix(".gz")),
@@ -140,12 +160,22 @@ def _primary_header(info: VisitInfo, n_exposures: int, n_hdu: int) -> list[dict]
         _rec("DEC_OBS", round(info.dec, 6), "[deg] Declination during observing"),
         _rec("OFFSET", False, "Whether there's a offset during observing"),
         _rec("OFFSET_V", 0.0, "Offset value in arcsecond"),
+        _rec("GL", round(gl, 6), "[deg] Galactic longitude of object"),
+        _rec("GB", round(gb, 6), "[deg] Galactic latitude of object"),
         _rec("DESIG", designation(info.ra, info.dec), "Designation of LAMOST target"),
         _rec("FIBERID", info.fiberid, "Fiber ID of Object"),
-        _rec("CELL_ID", f"E{info.spid:02d}{info.fiberid % 100:02d}", "Fiber Unit ID"),
+        _rec(
+            "CELL_ID",
+            f"E{info.spid:02d}{info.fiberid % 100:02d}",
+            "Fiber Unit ID on the focal plane",
+        ),
+        _rec("X_VALUE", 0.0, "[mm] X coordinate of object on the focal plane"),
+        _rec("Y_VALUE", 0.0, "[mm] Y coordinate of object on the focal plane"),
         _rec("OBJNAME", info.objname, "Name of object"),
         _rec("OBJTYPE", "Star", "Object type from input catalog"),
         _rec("TSOURCE", "RRNET_SYNTH", "Name of input catalog"),
+        _rec("TCOMMENT", "", "Target information"),
+        _rec("TFROM", "", "Target catalog"),
         _rec("FIBERTYP", "Obj", "Fiber type of object"),
         _rec("FIBERMAS", 0, "Bitmask of warning values, 0 means all is well"),
         _rec("MAGTYPE", "gri", "Magnitude type of object"),
@@ -157,17 +187,34 @@ def _primary_header(info: VisitInfo, n_exposures: int, n_hdu: int) -> list[dict]
         _rec("OBSCOMM", "Science", "Science or Test"),
         _rec("RADECSYS", "FK5", "Equatorial coordinate system"),
         _rec("EQUINOX", 2000.0, "Equinox in years"),
+        _rec("SKYLIST", "skylines.dat", "Sky emission line list"),
         _rec("NEXP_B", n_exposures, "Number of valid blue exposures"),
         _rec("COMBIN_B", True, "Whether the combined data of B band exists"),
         _rec("NEXP_R", n_exposures, "Number of valid red exposures"),
         _rec("COMBIN_R", True, "Whether the combined data of R band exists"),
+        _rec("SCAMEAN", 20.0, "[ADU] Mean level of scatter light"),
         _section("SPECTROGRAPH PARAMETERS"),
         _rec("SPID", info.spid, "Spectrograph ID"),
+        _rec("SPRA", round(info.ra, 7), "[deg] Average RA of this spectrograph"),
+        _rec("SPDEC", round(info.dec, 7), "[deg] Average DEC of this spectrograph"),
         _rec("SLIT_MOD", "x2/3", "Slit mode, x1, x2/3 or x1/2"),
         _section("WEATHER CONDITION"),
         _rec("SEEING", round(info.seeing_arcsec, 1), "[arcsec] Seeing during exposure"),
+        _rec("MOONPHA", 0.0, "[day] Moon phase for a 29.53 days period"),
+        _rec("TEMP_AIR", 10.0, "[deg] Temperature outside dome"),
+        _rec("TEMP_FP", 10.0, "[degree celsius] Temprature of the focalplane"),
+        _rec("DEWPOINT", -8.0, "[deg]"),
+        _rec("DUST", "", "Reservation"),
+        _rec("HUMIDITY", 30.0, ""),
+        _rec("WINDD", 0.0, "[deg] Wind direction"),
+        _rec("WINDS", 2.0, "[m/s] Wind speed"),
+        _rec("SKYLEVEL", "", "Reservation"),
         _section("DATA REDUCTION PARAMETERS"),
         _rec("EXTRACT", "aperture", "Extraction method"),
+        _rec("SFLATTEN", True, "Super flat has been applied"),
+        _rec("PCASKYSB", True, "PCA sky-subtraction has been applied"),
+        _rec("NSKIES", 20, "Sky fiber number"),
+        _rec("SKYCHI2", 1.0, "Mean chi^2 of sky-subtraction"),
         _rec("HELIO", True, "Heliocentric correction"),
         _rec("HELIO_RV", round(info.helio_rv_kms, 4), "[km/s] Heliocentric correction"),
         _rec("VACUUM", True, "Wavelengths are in vacuum"),
