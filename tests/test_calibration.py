@@ -87,7 +87,7 @@ def _recalibrate(tmp_path: Path, catalog: pl.DataFrame, labels: pl.DataFrame, sp
         catalog=tmp_path / "cat.parquet",
         labels=tmp_path / "labels.parquet",
         out=tmp_path / "report",
-        checkpoint=ckpt,
+        checkpoints=(ckpt,),
         recalibrate=True,
         figures=False,
     )

@@ -50,7 +50,7 @@ def test_index_html_shows_every_figure_by_relative_path(run) -> None:
     images = re.findall(r'<img src="([^"]+)"', page)
     names = {Path(i).name for i in images}
     expected = {"residuals.png", "sigma_vs_snr.png", "zscores.png", "coverage.png", "kiel.png"}
-    expected |= {"xfe_giants.png", "xfe_dwarfs.png", "repeats.png", "loss_curves.png"}
+    expected |= {"xfe_giants.png", "xfe_dwarfs.png", "repeats.png", "loss_curves-ckpt.png"}
     assert expected <= names
     for rel in images:
         assert not Path(rel).is_absolute()

@@ -55,7 +55,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--repeat-key", default="star_id", help="column grouping repeat exposures")
     p.add_argument("--min-exposures", type=int, default=2, help="exposures per repeat star")
-    p.add_argument("--checkpoint", type=Path, help="ensemble checkpoint dir (split, history)")
+    p.add_argument(
+        "--checkpoint",
+        type=Path,
+        action="append",
+        default=[],
+        help="ensemble checkpoint dir (split, history, models); repeat for SP and CA",
+    )
     p.add_argument(
         "--split",
         choices=("test", "valid", "train", "all"),
@@ -89,11 +95,12 @@ def _check(args: argparse.Namespace) -> str | None:
             return f"--{name} not found: {path}"
     if args.out.exists() and not args.out.is_dir():
         return f"--out exists and is not a directory: {args.out}"
-    if args.checkpoint is not None and not args.checkpoint.is_dir():
-        return f"--checkpoint is not a directory: {args.checkpoint}"
-    if args.recalibrate and args.checkpoint is None:
+    for ckpt in args.checkpoint:
+        if not ckpt.is_dir():
+            return f"--checkpoint is not a directory: {ckpt}"
+    if args.recalibrate and not args.checkpoint:
         return "--recalibrate needs --checkpoint (the validation split is stored there)"
-    if args.store is not None and args.checkpoint is None:
+    if args.store is not None and not args.checkpoint:
         return "--store (saliency maps) needs --checkpoint (the models)"
     if args.store is not None and not args.store.is_dir():
         return f"--store is not a directory: {args.store}"
@@ -109,8 +116,10 @@ def _check(args: argparse.Namespace) -> str | None:
 
 
 def _main_eval(argv: list[str]) -> int:
+    from rrnet.checkpoint import CheckpointError
     from rrnet.evaluation.run import EvalOptions, evaluate
     from rrnet.evaluation.sample import SampleError
+    from rrnet.store import StoreError
 
     try:
         args = build_parser().parse_args(argv)
@@ -132,7 +141,7 @@ def _main_eval(argv: list[str]) -> int:
         all_rows=args.all_rows,
         repeat_key=args.repeat_key,
         min_exposures=args.min_exposures,
-        checkpoint=args.checkpoint,
+        checkpoints=tuple(args.checkpoint),
         split=args.split,
         recalibrate=args.recalibrate,
         store=args.store,
@@ -142,7 +151,7 @@ def _main_eval(argv: list[str]) -> int:
     )
     try:
         report = evaluate(opts)
-    except (CatalogError, SampleError) as exc:
+    except (CatalogError, SampleError, CheckpointError, StoreError, FileNotFoundError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
     n = report.counts.get("with_labels", 0)

@@ -8,11 +8,10 @@ The report directory holds ``metrics.json``, ``metrics.md``, ``index.html`` and
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-
-import polars as pl
 
 from rrnet.evaluation import calibration, metrics, repeats, sample
 from rrnet.evaluation.report import Report, write_report
@@ -24,7 +23,11 @@ SPLITS: tuple[str, ...] = ("test", "valid", "train", "all")
 
 @dataclass(frozen=True)
 class EvalOptions:
-    """Inputs of :func:`evaluate` (the CLI maps its flags one to one onto these)."""
+    """Inputs of :func:`evaluate` (the CLI maps its flags one to one onto these).
+
+    ``checkpoints`` are ensemble checkpoint directories (typically SP and CA); they
+    must share one split by star, which selects the evaluated stars (``split``).
+    """
 
     catalog: Path
     labels: Path
@@ -34,7 +37,7 @@ class EvalOptions:
     all_rows: bool = False
     repeat_key: str = "star_id"
     min_exposures: int = 2
-    checkpoint: Path | None = None
+    checkpoints: tuple[Path, ...] = ()
     split: str = "test"
     recalibrate: bool = False
     store: Path | None = None
@@ -44,6 +47,8 @@ class EvalOptions:
 
 
 SplitLoader = Callable[[Path], dict[str, list[object]]]
+SPLIT_KEY = "star_id"
+"""Checkpoint splits are by star, keyed by this column."""
 
 
 def load_split(checkpoint: Path) -> dict[str, list[object]]:
@@ -53,8 +58,22 @@ def load_split(checkpoint: Path) -> dict[str, list[object]]:
     return split_keys(checkpoint)
 
 
-def _restrict(table: pl.DataFrame, keys: list[object], key: str) -> pl.DataFrame:
-    return calibration.restrict_to_split(table, keys, key=key)
+def checkpoint_labels(checkpoint: Path, labels: list[str]) -> list[str]:
+    """The labels (of ``labels``) that a checkpoint predicts; all if it has no config.json."""
+    config = Path(checkpoint) / "config.json"
+    if not config.is_file():
+        return labels
+    own = set(json.loads(config.read_text(encoding="utf-8")).get("labels", labels))
+    return [lb for lb in labels if lb in own]
+
+
+def _common_split(opts: EvalOptions, loader: SplitLoader) -> dict[str, list[object]]:
+    splits = [loader(c) for c in opts.checkpoints]
+    first = {k: sorted(map(str, v)) for k, v in splits[0].items()}
+    for ckpt, other in zip(opts.checkpoints[1:], splits[1:], strict=True):
+        if {k: sorted(map(str, v)) for k, v in other.items()} != first:
+            raise sample.SampleError(f"{ckpt} has another split than {opts.checkpoints[0]}")
+    return splits[0]
 
 
 def evaluate(opts: EvalOptions, *, split_loader: SplitLoader = load_split) -> Report:
@@ -63,8 +82,8 @@ def evaluate(opts: EvalOptions, *, split_loader: SplitLoader = load_split) -> Re
 
     if opts.split not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {opts.split!r}")
-    if opts.recalibrate and opts.checkpoint is None:
-        raise ValueError("--recalibrate needs --checkpoint (the validation split lives there)")
+    if opts.recalibrate and not opts.checkpoints:
+        raise ValueError("recalibrate needs a checkpoint (the validation split lives there)")
     catalog = read_table(opts.catalog)
     labels_table = read_table(opts.labels)
     labels = [
@@ -77,7 +96,7 @@ def evaluate(opts: EvalOptions, *, split_loader: SplitLoader = load_split) -> Re
     joined, counts = sample.build_sample(
         catalog, labels_table, labels, key=opts.key, snr=opts.snr, all_rows=opts.all_rows
     )
-    count_dict = counts.to_dict()
+    count_dict: dict[str, int] = counts.to_dict()
     usable = sample.add_snr(sample.select_usable(catalog, all_rows=opts.all_rows), opts.snr)
     inputs: dict[str, object] = {
         "catalog": str(opts.catalog),
@@ -88,23 +107,25 @@ def evaluate(opts: EvalOptions, *, split_loader: SplitLoader = load_split) -> Re
     }
     notes: list[str] = []
     recal = None
-    if opts.checkpoint is not None:
-        split = split_loader(opts.checkpoint)
-        split_key = "star_id"
+    if opts.checkpoints:
+        if SPLIT_KEY not in joined.columns:
+            raise sample.SampleError(f"a checkpoint split needs a {SPLIT_KEY!r} column")
+        split = _common_split(opts, split_loader)
         if opts.recalibrate:
-            valid = _restrict(joined, split["valid"], split_key)
-            fitted = calibration.fit_recalibration(valid, labels)
-            path = calibration.write_recalibration(
-                opts.checkpoint, fitted, source=str(opts.catalog)
-            )
-            recal = {"path": str(path), "factors": {k: v["factor"] for k, v in fitted.items()}}
+            valid = calibration.restrict_to_split(joined, split["valid"], key=SPLIT_KEY)
+            recal = {"factors": {}, "files": []}
+            for ckpt in opts.checkpoints:
+                fitted = calibration.fit_recalibration(valid, checkpoint_labels(ckpt, labels))
+                path = calibration.write_recalibration(ckpt, fitted, source=str(opts.catalog))
+                recal["factors"].update({k: v["factor"] for k, v in fitted.items()})
+                recal["files"].append(str(path))
             count_dict["valid_rows_for_recalibration"] = valid.height
         if opts.split != "all":
-            joined = _restrict(joined, split[opts.split], split_key)
-            if opts.repeat_key in usable.columns:
-                usable = _restrict(usable, split[opts.split], split_key)
+            joined = calibration.restrict_to_split(joined, split[opts.split], key=SPLIT_KEY)
+            if SPLIT_KEY in usable.columns:
+                usable = calibration.restrict_to_split(usable, split[opts.split], key=SPLIT_KEY)
         count_dict[f"in_{opts.split}_split"] = joined.height
-        inputs["checkpoint"] = str(opts.checkpoint)
+        inputs["checkpoints"] = ", ".join(map(str, opts.checkpoints))
         inputs["split"] = opts.split
     if joined.height == 0:
         raise sample.SampleError("no catalogue row matches the reference labels")

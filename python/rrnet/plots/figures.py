@@ -66,10 +66,11 @@ def make_all(
         figs.append((rel("repeats.png"), "Fig. 7: predicted σ vs S/N with repeat scatter."))
     elif report.repeats is not None:
         report.notes.append("No star has repeat observations: Fig. 7 skipped.")
-    if opts.checkpoint is not None:
-        figs += history.plot_checkpoint_history(opts.checkpoint, out, FIGURE_DIR, report)
-    if opts.checkpoint is not None and opts.store is not None:
+    for ckpt in opts.checkpoints:
+        figs += history.plot_checkpoint_history(ckpt, out, FIGURE_DIR, report)
+    if opts.checkpoints and opts.store is not None:
         from rrnet.evaluation.saliency_run import saliency_figures
 
-        figs += saliency_figures(opts, joined, out, FIGURE_DIR, report)
+        for ckpt in opts.checkpoints:
+            figs += saliency_figures(ckpt, opts, joined, out, FIGURE_DIR, report)
     return figs

@@ -65,6 +65,7 @@ def plot_checkpoint_history(
     if not source.is_file():
         report.notes.append(f"No {HISTORY_FILE} in the checkpoint: Fig. 10 skipped.")
         return []
-    rel = f"{figure_dir}/loss_curves.png"
+    name = Path(checkpoint).resolve().name
+    rel = f"{figure_dir}/loss_curves-{name}.png"
     plot_history(pl.read_parquet(source), out / rel)
-    return [(rel, "Fig. 10: training and validation loss of the ensemble members.")]
+    return [(rel, f"Fig. 10: training and validation loss of the members of {name}.")]
