@@ -1,0 +1,164 @@
+"""Which store rows train the networks, with which labels: the join and the row filters.
+
+Rules (issue 6): rows whose preprocessing failed (``status != "ok"``) are always
+excluded, rows failing the paper's quality cuts (``quality_ok`` false) by default; the
+labels table is joined on a key column (each key at most once in it); a missing label
+(NaN/null) is masked out of the loss, and a row is dropped only when *all* its labels
+are missing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+RV_LABEL = "rv"
+"""Name of the extra predicted label of the RRNet-ur variant (km/s, from the manifest)."""
+
+# The label groups of the paper (SPEC section 4); rrnet.labels is the reference.
+_ALL = (
+    "Teff[K]", "Logg", "CH", "NH", "OH", "MgH", "AlH", "SiH", "SH", "KH", "CaH", "TiH",
+    "CrH", "MnH", "FeH", "NiH", "CuH",
+)  # fmt: skip
+_SP = ("Teff[K]", "Logg", "FeH")
+
+
+def label_groups() -> dict[str, tuple[str, ...]]:
+    """``{"SP": ..., "CA": ..., "all": ...}`` (from :mod:`rrnet.labels` when present)."""
+    try:
+        from rrnet.labels import ALL_LABELS, CA_LABELS, SP_LABELS
+    except ImportError:  # the labels module is optional for this module
+        ALL_LABELS, SP_LABELS = _ALL, _SP
+        CA_LABELS = tuple(x for x in _ALL if x not in _SP)
+    return {"SP": tuple(SP_LABELS), "CA": tuple(CA_LABELS), "all": tuple(ALL_LABELS)}
+
+
+def resolve_labels(group: str | Sequence[str]) -> list[str]:
+    """Label names for a group name (SP, CA, all) or a comma list / sequence of names."""
+    groups = label_groups()
+    if isinstance(group, str):
+        if group in groups:
+            return list(groups[group])
+        names = [g.strip() for g in group.split(",") if g.strip()]
+    else:
+        names = [str(g) for g in group]
+    if not names:
+        raise ValueError("no labels to fit")
+    if len(set(names)) != len(names):
+        raise ValueError(f"duplicate label names in {names}")
+    return names
+
+
+@dataclass
+class TrainingRows:
+    """The usable rows: manifest row numbers, labels ``[n, L]`` (NaN = missing), star ids."""
+
+    rows: np.ndarray
+    labels: np.ndarray
+    label_names: list[str]
+    star_ids: np.ndarray
+    id_columns: dict[str, np.ndarray]
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+def _require(frame: pl.DataFrame, columns: Sequence[str], what: str) -> None:
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise ValueError(
+            f"{what} has no column(s) {', '.join(missing)} (it has: {', '.join(frame.columns)})"
+        )
+
+
+def select_rows(
+    manifest: pl.DataFrame,
+    labels_table: pl.DataFrame,
+    label_names: Sequence[str],
+    *,
+    key: Sequence[str] = ("star_id",),
+    star_column: str = "star_id",
+    include_flagged: bool = False,
+    predict_rv: bool = False,
+    rv_column: str = "rv",
+) -> TrainingRows:
+    """Join ``labels_table`` to the store ``manifest`` on ``key`` and apply the row rules.
+
+    With ``predict_rv`` (RRNet-ur) the label ``rv`` is appended, taken from the
+    manifest's ``rv_column``.
+    """
+    key = list(key)
+    names = list(label_names)
+    fitted = [n for n in names if not (predict_rv and n == RV_LABEL)]
+    if predict_rv and RV_LABEL not in names:
+        names.append(RV_LABEL)
+    _require(manifest, [*key, "row", "status"], "the store manifest")
+    _require(labels_table, [*key, *fitted], "the labels table")
+    if predict_rv:
+        _require(manifest, [rv_column], "the store manifest")
+    dup = labels_table.select(key).is_duplicated()
+    if dup.any():
+        example = labels_table.filter(dup).select(key).row(0)
+        raise ValueError(
+            f"the labels table has {int(dup.sum())} rows with a repeated key {example}"
+        )
+    counts = {"manifest_rows": manifest.height}
+    ok = manifest.filter(pl.col("status") == "ok")
+    counts["failed_preprocessing"] = manifest.height - ok.height
+    if "quality_ok" in ok.columns and not include_flagged:
+        kept = ok.filter(pl.col("quality_ok").fill_null(False))
+        counts["quality_flagged"] = ok.height - kept.height
+        ok = kept
+    else:
+        counts["quality_flagged"] = 0
+    right = labels_table.select(
+        [*key, *[pl.col(n).cast(pl.Float64, strict=False).alias(f"__label__{n}") for n in fitted]]
+    )
+    for k in key:  # join keys of different integer/string types would silently miss
+        if ok.schema[k] != right.schema[k]:
+            right = right.with_columns(pl.col(k).cast(ok.schema[k], strict=False))
+    joined = ok.join(right, on=key, how="inner", maintain_order="left")
+    counts["without_labels"] = ok.height - joined.height
+    if predict_rv:
+        joined = joined.with_columns(
+            pl.col(rv_column).cast(pl.Float64, strict=False).alias(f"__label__{RV_LABEL}")
+        )
+    label_cols = [f"__label__{n}" for n in names]
+    values = joined.select(label_cols).to_numpy().astype(np.float64)
+    values[~np.isfinite(values)] = np.nan
+    has_any = ~np.all(np.isnan(values), axis=1)
+    counts["all_labels_missing"] = int((~has_any).sum())
+    joined = joined.filter(pl.Series(has_any))
+    values = values[has_any]
+    if star_column not in joined.columns:
+        raise ValueError(f"no star id column {star_column!r} in the manifest or labels table")
+    stars = joined.get_column(star_column)
+    if stars.null_count():
+        raise ValueError(f"{stars.null_count()} usable rows have no {star_column!r}")
+    counts["used"] = joined.height
+    if joined.height == 0:
+        raise ValueError(f"no usable rows: {counts}")
+    ids = {c: joined.get_column(c).to_numpy() for c in _ID_COLUMNS if c in joined.columns}
+    return TrainingRows(
+        rows=joined.get_column("row").to_numpy().astype(np.int64),
+        labels=values,
+        label_names=names,
+        star_ids=stars.to_numpy(),
+        id_columns=ids,
+        counts=counts,
+    )
+
+
+_ID_COLUMNS = ("obsid", "star_id", "filename", "extname_blue", "extname_red", "snr_blue", "snr_red")
+
+
+def describe_counts(counts: dict[str, Any]) -> str:
+    """One log line about how many rows were used and why others were not."""
+    return (
+        f"{counts['used']} of {counts['manifest_rows']} store rows used "
+        f"({counts['failed_preprocessing']} failed preprocessing, "
+        f"{counts['quality_flagged']} quality-flagged, {counts['without_labels']} without "
+        f"labels, {counts['all_labels_missing']} with every label missing)"
+    )

@@ -1,0 +1,139 @@
+"""Writing the checkpoint directory during training: every file atomically.
+
+Each file is written under a temporary name in the same directory and renamed into
+place, so a kill leaves either the old or the new version, never half a file. The
+checkpoint layout is the one of ``rrnet.checkpoint`` (config.json,
+normalization.safetensors, member-{i}.safetensors); training adds history.parquet,
+loss_curve.png, split.parquet, test_predictions.parquet and, while it runs,
+train_state.pt (everything needed to resume).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rrnet.models import ModelConfig
+from rrnet.models.normalization import Normalization
+
+STATE_FILE = "train_state.pt"
+HISTORY_FILE = "history.parquet"
+LOSS_CURVE_FILE = "loss_curve.png"
+SPLIT_FILE = "split.parquet"
+TEST_PREDICTIONS_FILE = "test_predictions.parquet"
+STAGING_DIR = ".staging"
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary file in the same directory + rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; checkpoints are shared read-only
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_path(path: Path) -> Path:
+    """A temporary sibling path; the caller writes it and then ``os.replace``-s it."""
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+def write_checkpoint(
+    out: Path,
+    *,
+    model_config: ModelConfig,
+    labels: Sequence[str],
+    member_state_dicts: Sequence[Mapping[str, torch.Tensor]],
+    normalization: Normalization,
+    preprocessing: dict[str, Any] | None,
+    training: dict[str, Any],
+) -> None:
+    """The inference-loadable part of the checkpoint, via :func:`rrnet.checkpoint.save_checkpoint`.
+
+    ``save_checkpoint`` replaces a whole directory, which would delete the training
+    files beside it; so it writes a staging directory inside ``out`` whose files are
+    then renamed into ``out`` one by one, members first and config.json last.
+    """
+    from rrnet.checkpoint import CONFIG_FILE, save_checkpoint
+
+    staging = out / STAGING_DIR
+    save_checkpoint(
+        staging,
+        model_config=model_config,
+        labels=labels,
+        member_state_dicts=member_state_dicts,
+        flux_mean=normalization.flux_mean,
+        flux_std=normalization.flux_std,
+        label_mean=normalization.label_mean,
+        label_std=normalization.label_std,
+        preprocessing=preprocessing,
+        training=training,
+    )
+    names = sorted(p.name for p in staging.iterdir() if p.name != CONFIG_FILE)
+    for name in [*names, CONFIG_FILE]:
+        os.replace(staging / name, out / name)
+    staging.rmdir()
+
+
+def write_parquet(path: Path, columns: Mapping[str, Any]) -> None:
+    """Atomic Parquet file from a dict of equal-length columns (Polars)."""
+    import polars as pl
+
+    tmp = atomic_path(path)
+    try:
+        pl.DataFrame(dict(columns)).write_parquet(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_history(out: Path, rows: Sequence[Mapping[str, Any]]) -> None:
+    """history.parquet (one row per epoch and member) and the loss-curve PNG (Fig. 10)."""
+    import polars as pl
+
+    from rrnet.plots.history import plot_history
+
+    frame = pl.DataFrame(list(rows))
+    tmp = atomic_path(out / HISTORY_FILE)
+    try:
+        frame.write_parquet(tmp)
+        os.replace(tmp, out / HISTORY_FILE)
+    finally:
+        tmp.unlink(missing_ok=True)
+    plot_history(frame, out / LOSS_CURVE_FILE)  # written atomically by rrnet.plots
+
+
+def save_state(out: Path, state: dict[str, Any]) -> None:
+    """train_state.pt, loadable with ``torch.load(weights_only=True)``."""
+    tmp = atomic_path(out / STATE_FILE)
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, out / STATE_FILE)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def load_state(out: Path) -> dict[str, Any]:
+    """Inverse of :func:`save_state` (safe loader: tensors and plain containers only)."""
+    return torch.load(out / STATE_FILE, map_location="cpu", weights_only=True)
+
+
+def read_config(out: Path) -> dict[str, Any] | None:
+    """config.json of a checkpoint directory, or None if there is none."""
+    try:
+        return json.loads((out / "config.json").read_text())
+    except FileNotFoundError:
+        return None
