@@ -22,8 +22,6 @@ from typing import Literal
 
 import fitsio
 import numpy as np
-import scipy.ndimage
-import scipy.optimize
 from numpy.polynomial import chebyshev
 
 from rrnet.grid import BLUE_GRID, C_KMS, RED_GRID
@@ -319,8 +317,26 @@ def broaden(
     lo, hi = ln_range[0] - 8.0 * sigma_ln, ln_range[1] + 8.0 * sigma_ln
     ln_fine = lo + step * np.arange(int(np.ceil((hi - lo) / step)) + 1)
     fine = np.interp(ln_fine, ln_src, flux, left=1.0, right=1.0)
-    fine = scipy.ndimage.gaussian_filter1d(fine, sigma_ln / step, mode="nearest", truncate=6.0)
-    return ln_fine, fine
+    return ln_fine, _gaussian_smooth(fine, sigma_ln / step)
+
+
+def _gaussian_smooth(values: np.ndarray, sigma_px: float, truncate: float = 6.0) -> np.ndarray:
+    """Convolution with a normalised Gaussian of ``sigma_px`` pixels (edges held constant)."""
+    half = int(np.ceil(truncate * sigma_px))
+    x = np.arange(-half, half + 1, dtype=np.float64)
+    kernel = np.exp(-0.5 * (x / sigma_px) ** 2)
+    padded = np.pad(values, half, mode="edge")
+    return np.convolve(padded, kernel / kernel.sum(), mode="valid")
+
+
+def _bisect_increasing(func, lo: float, hi: float, tol: float = 1e-7) -> float:
+    """Root of an increasing function on [lo, hi] by bisection (robust, no derivative)."""
+    if not func(lo) < 0 < func(hi):
+        raise ValueError("target S/N cannot be reached with this spectrum")
+    while hi - lo > tol:
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if func(mid) < 0 else (lo, mid)
+    return 0.5 * (lo + hi)
 
 
 def _doppler_sample(ln_fine: np.ndarray, fine: np.ndarray, loglam: np.ndarray, rv_kms: float):
@@ -500,9 +516,7 @@ def _realise_arm(visit: Visit, arm: str, plan: _ArmPlan, target_snr: float, rng,
     if not target_snr > 0:
         raise ValueError(f"target S/N must be positive, got {target_snr}")
     level = np.exp(
-        scipy.optimize.brentq(
-            lambda ln_a: plan.coadd_snr(np.exp(ln_a), use) - target_snr, -20.0, 30.0, xtol=1e-6
-        )
+        _bisect_increasing(lambda ln_a: plan.coadd_snr(np.exp(ln_a), use) - target_snr, -20, 30)
     )
     lo, hi, t, inside = plan.interp
     wsum = np.zeros(t.size)
