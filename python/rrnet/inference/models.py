@@ -12,7 +12,6 @@ member disagreement, training label range and the out-of-distribution score.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import dataclass
@@ -89,13 +88,13 @@ def load_checkpoints(
     thresholds: QualityThresholds = DEFAULT_THRESHOLDS,
 ) -> list[LoadedCheckpoint]:
     """Load every checkpoint (all members of each on ``device``)."""
-    from rrnet.checkpoint import checkpoint_hash
+    from rrnet.checkpoint import checkpoint_hash, read_checkpoint_config
     from rrnet.ensemble import Ensemble
 
     loaded = []
     for raw in paths:
         path = Path(raw)
-        config = json.loads((path / "config.json").read_text())
+        config = read_checkpoint_config(path)
         ensemble = Ensemble.from_checkpoint(path, device=device)
         labels = tuple(ensemble.labels)
         training = config.get("training") or {}
@@ -151,7 +150,7 @@ def predict(
     n = flux.shape[0]
     values = np.full((n, len(SPEC_LABELS)), np.nan, dtype=np.float64)
     errors = np.full_like(values, np.nan)
-    ood_ratio = np.zeros(n)
+    ood_ratio = np.full(n, np.nan)
     disagreement = np.zeros(n)
     out_of_range = np.zeros(n, dtype=bool)
     failed = np.zeros(n, dtype=bool)

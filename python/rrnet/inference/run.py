@@ -390,7 +390,7 @@ def run_inference(
         raise InferError("--batch-size and --chunk-rows must be positive")
     for path in models:
         if not (Path(path) / "config.json").is_file():
-            raise InferError(f"not a checkpoint (no config.json): {path}")
+            raise InferError(f"not an rrnet checkpoint (no config.json): {path}")
     if store is not None:
         source: _StoreInput | _CatalogInput = _StoreInput(store)
     else:

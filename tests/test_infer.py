@@ -1,0 +1,341 @@
+"""rrnet-infer: catalogue values equal a direct ensemble call; schema; bad rows kept;
+checkpoints combined; fingerprints checked; formats agree; per-star table; CLI errors."""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from rrnet.checkpoint import save_checkpoint
+from rrnet.ensemble import Ensemble
+from rrnet.inference import InferError, QualityBit, infer, read_catalogue, run_inference
+from rrnet.inference.per_star import per_star_table
+from rrnet.inference.provenance import FingerprintMismatch
+from rrnet.labels import ALL_LABELS, CA_LABELS, SP_LABELS
+from rrnet.models import ModelConfig, build_model
+from rrnet.preprocess.pipeline import preprocess_catalog
+from rrnet.store import open_store
+
+REPO = Path(__file__).resolve().parents[1]
+REAL_FILE = REPO.parent / "shared" / "data" / "lamost" / "med-58025-HIP9645901_sp02-051.fits.gz"
+EXPOSURE_IDS = ("83555758", "83555772", "83555785", "83555799")
+
+# The paper's Table 3 (SPEC section 5), written out here as the independent oracle.
+SPEC5 = [
+    *("obsid", "filename", "ra", "dec", "extname_blue", "extname_red", "snr_blue", "snr_red"),
+    *("Teff[K]", "Teff[K]_err", "Logg", "Logg_err", "CH", "CH_err", "NH", "NH_err"),
+    *("OH", "OH_err", "MgH", "MgH_err", "AlH", "AlH_err", "SiH", "SiH_err", "SH", "SH_err"),
+    *("KH", "KH_err", "CaH", "CaH_err", "TiH", "TiH_err", "CrH", "CrH_err", "MnH", "MnH_err"),
+    *("FeH", "FeH_err", "NiH", "NiH_err", "CuH", "CuH_err", "flag"),
+]
+
+TINY = dict(net="rrnet", mode="raw", channels=(2,), hidden=(8, 8))
+
+
+def input_catalogue() -> pl.DataFrame:
+    """Good spectra of the real file plus rows that must fail, each with a star id."""
+    name = REAL_FILE.name
+    rows = [(name, "COADD_B", "COADD_R", 10.0, "HIP96459")]
+    rows += [(name, f"B-{i}", f"R-{i}", 10.0 + k, "HIP96459") for k, i in enumerate(EXPOSURE_IDS)]
+    rows += [
+        ("missing.fits.gz", "COADD_B", "COADD_R", 0.0, "ghost"),
+        (name, "B-1", "R-1", 0.0, "ghost"),
+        (name, "COADD_B", "COADD_R", None, "other"),
+        (name, "COADD_B", "COADD_R", -25.0, "other"),
+    ]
+    schema = ["filename", "extname_blue", "extname_red", "rv", "star_id"]
+    return pl.DataFrame(rows, schema=schema, orient="row")
+
+
+def make_checkpoint(
+    path: Path,
+    labels: tuple[str, ...],
+    *,
+    members: int,
+    seed: int,
+    preprocessing: dict | None,
+    training: dict | None = None,
+) -> Path:
+    """Random-weight checkpoint; label scaling puts outputs near physical values."""
+    torch.manual_seed(seed)
+    config = ModelConfig(num_labels=len(labels), **TINY)
+    sds = [build_model(config).state_dict() for _ in range(members)]
+    rng = np.random.default_rng(seed)
+    mean = np.array(
+        [5000.0 if lab == "Teff[K]" else 4.0 if lab == "Logg" else 0.0 for lab in labels]
+    )
+    std = np.array([500.0 if lab == "Teff[K]" else 0.3 for lab in labels])
+    return save_checkpoint(
+        path,
+        model_config=config,
+        labels=labels,
+        member_state_dicts=sds,
+        flux_mean=rng.uniform(0.9, 1.1, 7200).astype(np.float32),
+        flux_std=rng.uniform(0.05, 0.2, 7200).astype(np.float32),
+        label_mean=mean,
+        label_std=std,
+        preprocessing=preprocessing,
+        training=training,
+    )
+
+
+def build_world(root: Path) -> dict:
+    """A store of the input catalogue (shards of 3 rows) and SP/CA checkpoints."""
+    store = preprocess_catalog(
+        input_catalogue(), REAL_FILE.parent, root / "store", workers=0, shard_size=3,
+        progress=False,
+    )  # fmt: skip
+    fp = store.fingerprint
+    sp = make_checkpoint(root / "SP", SP_LABELS, members=3, seed=1, preprocessing=fp)
+    ca = make_checkpoint(root / "CA", CA_LABELS, members=2, seed=2, preprocessing=fp)
+    return {"root": root, "store": store.path, "sp": sp, "ca": ca, "fp": fp}
+
+
+@pytest.fixture(scope="session")
+def world(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    return build_world(tmp_path_factory.mktemp("infer"))
+
+
+@pytest.fixture(scope="session")
+def catalogue(world: dict) -> pl.DataFrame:
+    out = world["root"] / "base" / "cat.parquet"
+    return infer([world["sp"], world["ca"]], store=world["store"], out=out, device="cpu")
+
+
+def test_columns_order_and_dtypes(catalogue: pl.DataFrame) -> None:
+    assert tuple(SPEC5[8:-1:2]) == ALL_LABELS
+    assert catalogue.columns[: len(SPEC5)] == SPEC5
+    assert catalogue.columns[len(SPEC5) : len(SPEC5) + 3] == ["status", "reason", "quality_bits"]
+    assert "star_id" in catalogue.columns
+    schema = catalogue.schema
+    assert schema["obsid"] == pl.Int64
+    assert schema["flag"] == pl.UInt8 and schema["quality_bits"] == pl.Int32
+    for name in SPEC5[8:-1]:
+        assert schema[name] == pl.Float32, name
+    for name in ("filename", "extname_blue", "extname_red", "status", "reason"):
+        assert schema[name] == pl.Utf8
+
+
+def test_every_row_kept_in_input_order(world: dict, catalogue: pl.DataFrame) -> None:
+    cat = input_catalogue()
+    assert catalogue.height == cat.height
+    assert catalogue["row"].to_list() == list(range(cat.height))
+    for column in ("filename", "extname_blue", "extname_red", "star_id"):
+        assert catalogue[column].to_list() == cat[column].to_list()
+    manifest = open_store(world["store"]).manifest
+    assert catalogue["status"].to_list() == manifest["status"].to_list()
+    good = catalogue["status"] == "ok"
+    assert good.sum() == 6
+    bad = catalogue.filter(~good)
+    assert bad["status"].to_list() == ["missing_file", "missing_extension", "bad_rv"]
+    assert all(len(r) > 5 for r in bad["reason"].to_list())
+    for label in ALL_LABELS:
+        assert bad[label].null_count() == bad.height
+        assert catalogue.filter(good)[label].null_count() == 0
+    assert (bad["flag"] == 0).all()
+    assert ((bad["quality_bits"] & int(QualityBit.PREPROCESS_FAILED)) != 0).all()
+    assert catalogue.filter(good)["obsid"].null_count() == 0
+
+
+def test_values_equal_direct_ensemble_call(world: dict, catalogue: pl.DataFrame) -> None:
+    store = open_store(world["store"])
+    rows = np.flatnonzero((catalogue["status"] == "ok").to_numpy())
+    flux = store.read_flux(rows)
+    for path, labels in ((world["sp"], SP_LABELS), (world["ca"], CA_LABELS)):
+        direct = Ensemble.from_checkpoint(path, device="cpu").predict(flux)
+        mean, std = np.asarray(direct.mean), np.asarray(direct.std)
+        for j, label in enumerate(labels):
+            got = catalogue[label].to_numpy()[rows]
+            err = catalogue[f"{label}_err"].to_numpy()[rows]
+            np.testing.assert_allclose(got, mean[:, j], rtol=1e-5, atol=1e-5 * abs(mean).max())
+            np.testing.assert_allclose(err, std[:, j], rtol=1e-4, atol=1e-6)
+
+
+def test_flag_is_quality_bits_zero_and_snr_bit(catalogue: pl.DataFrame) -> None:
+    assert (catalogue["flag"] == (catalogue["quality_bits"] == 0).cast(pl.UInt8)).all()
+    low = (catalogue["snr_blue"] < 10) | (catalogue["snr_red"] < 10)
+    has_bit = (catalogue["quality_bits"] & int(QualityBit.LOW_SNR)) != 0
+    assert (has_bit.filter(low.fill_null(True))).all()
+    assert (~has_bit.filter(~low.fill_null(True))).all()
+
+
+def test_provenance(world: dict) -> None:
+    from rrnet.checkpoint import checkpoint_hash
+
+    out = world["root"] / "prov" / "cat.parquet"
+    infer([world["sp"], world["ca"]], store=world["store"], out=out, device="cpu")
+    meta = pl.read_parquet_metadata(out)
+    assert meta["rrnet.checkpoint_hashes"] == ",".join(
+        checkpoint_hash(p) for p in (world["sp"], world["ca"])
+    )
+    assert meta["rrnet.preprocessing_hash"] == world["fp"]["hash"]
+    assert meta["rrnet.input"] == str(world["store"])
+    sources = json.loads(meta["rrnet.label_sources"])
+    assert {k for k, v in sources.items() if v == 0} == set(SP_LABELS)
+    assert {k for k, v in sources.items() if v == 1} == set(CA_LABELS)
+    import rrnet
+
+    assert meta["rrnet.version"] == rrnet.__version__
+    assert not (out.parent / "cat.parquet.parts").exists()
+
+
+def test_formats_agree(world: dict, catalogue: pl.DataFrame) -> None:
+    tables = {}
+    for fmt in ("csv", "fits"):
+        out = world["root"] / "fmt" / f"cat.{fmt}"
+        run_inference(
+            models=[world["sp"], world["ca"]], store=world["store"], out=out, device="cpu"
+        )
+        tables[fmt], provenance = read_catalogue(out)
+        assert provenance["rrnet.checkpoint_hashes"].count(",") == 1
+    for fmt, table in tables.items():
+        assert table.columns == catalogue.columns, fmt
+        assert table.schema == catalogue.schema, fmt
+        assert table.equals(catalogue), fmt
+
+
+def test_missing_labels_are_null_and_first_checkpoint_wins(world: dict) -> None:
+    only_sp = infer(world["sp"], store=world["store"], device="cpu")
+    assert only_sp.columns[: len(SPEC5)] == SPEC5
+    for label in CA_LABELS:
+        assert only_sp[label].null_count() == only_sp.height
+    assert only_sp["FeH"].null_count() == 3
+    # A second checkpoint predicting Teff, Logg, FeH too: the first given wins.
+    other = make_checkpoint(
+        world["root"] / "SP2", SP_LABELS, members=2, seed=9, preprocessing=world["fp"]
+    )
+    first = infer([world["sp"], other], store=world["store"], device="cpu")
+    second = infer([other, world["sp"]], store=world["store"], device="cpu")
+    assert first.select(SP_LABELS).equals(only_sp.select(SP_LABELS))
+    assert not second.select(SP_LABELS).equals(first.select(SP_LABELS))
+
+
+def test_training_range_and_ood_bits(world: dict) -> None:
+    training = {
+        "label_ranges": {lab: {"min": -1e9, "max": -1e8, "n": 10} for lab in SP_LABELS},
+        "ood": {
+            "score": "mean_squared_z",
+            "n_spectra": 10,
+            "quantiles": {"0.5": 1e-9, "1.0": 2e-9},
+        },
+    }
+    path = make_checkpoint(
+        world["root"] / "SP_tight", SP_LABELS, members=3, seed=1, preprocessing=world["fp"],
+        training=training,
+    )  # fmt: skip
+    table = infer(path, store=world["store"], device="cpu")
+    ok = table.filter(pl.col("status") == "ok")
+    bits = ok["quality_bits"]
+    assert ((bits & int(QualityBit.LABEL_OUT_OF_RANGE)) != 0).all()
+    assert ((bits & int(QualityBit.OUT_OF_DISTRIBUTION)) != 0).all()
+    assert (ok["ood_score"] > 1).all()
+    assert (ok["flag"] == 0).all()
+    assert all("label outside the training range" in r for r in ok["reason"].to_list())
+    loose = infer(world["sp"], store=world["store"], device="cpu")
+    assert loose["ood_score"].null_count() == loose.height  # no OOD reference stored
+    assert ((loose["quality_bits"] & int(QualityBit.LABEL_OUT_OF_RANGE)) == 0).all()
+
+
+def test_fingerprint_mismatch_refused(world: dict, caplog: pytest.LogCaptureFixture) -> None:
+    wrong = dict(world["fp"], hash="0000000000000000", max_iter=7)
+    bad = make_checkpoint(
+        world["root"] / "bad_fp", SP_LABELS, members=1, seed=3, preprocessing=wrong
+    )
+    with pytest.raises(FingerprintMismatch, match="preprocessed with settings 0000000000000000"):
+        infer(bad, store=world["store"], device="cpu")
+    table = infer(bad, store=world["store"], device="cpu", allow_fingerprint_mismatch=True)
+    assert table.height == input_catalogue().height
+    imported = make_checkpoint(
+        world["root"] / "null_fp", SP_LABELS, members=1, seed=3, preprocessing=None
+    )
+    with caplog.at_level(logging.WARNING):
+        table = infer(imported, store=world["store"], device="cpu")
+    assert "records no preprocessing fingerprint" in caplog.text
+    assert table["Teff[K]"].null_count() == 3
+
+
+def test_per_star_table(world: dict, catalogue: pl.DataFrame) -> None:
+    out = world["root"] / "star" / "cat.parquet"
+    run_inference(
+        models=[world["sp"], world["ca"]], store=world["store"], out=out, device="cpu",
+        per_star=True,
+    )  # fmt: skip
+    stars, provenance = read_catalogue(out.with_name("cat.per_star.parquet"))
+    assert stars.equals(per_star_table(catalogue))
+    assert stars["star_id"].to_list() == ["HIP96459", "ghost", "other"]
+    assert provenance["rrnet.input"] == str(world["store"])
+
+
+def test_on_the_fly_equals_store(world: dict, catalogue: pl.DataFrame) -> None:
+    csv = world["root"] / "input.csv"
+    input_catalogue().write_csv(csv)
+    table = infer(
+        [world["sp"], world["ca"]], catalog=csv, data_dir=REAL_FILE.parent, chunk_rows=4,
+        workers=0, device="cpu",
+    )  # fmt: skip
+    exact = [c for c in [*SPEC5, "status", "quality_bits"] if c not in ALL_LABELS]
+    exact = [c for c in exact if not c.endswith("_err")]
+    assert table.select(exact).equals(catalogue.select(exact))
+    # Another chunking means other batch shapes: equal to float32 round-off.
+    for label in ALL_LABELS:
+        for column in (label, f"{label}_err"):
+            assert table[column].is_null().equals(catalogue[column].is_null())
+            np.testing.assert_allclose(
+                table[column].to_numpy(), catalogue[column].to_numpy(), rtol=2e-6, atol=1e-7
+            )
+
+
+def test_refuses_to_clobber_and_bad_arguments(world: dict, tmp_path: Path) -> None:
+    out = tmp_path / "cat.parquet"
+    run_inference(models=[world["sp"]], store=world["store"], out=out, device="cpu")
+    with pytest.raises(InferError, match="--resume"):
+        run_inference(models=[world["sp"]], store=world["store"], out=out, device="cpu")
+    run_inference(models=[world["sp"]], store=world["store"], out=out, device="cpu", overwrite=True)
+    with pytest.raises(InferError, match="not an rrnet checkpoint"):
+        run_inference(models=[tmp_path], store=world["store"], out=tmp_path / "x.parquet")
+    with pytest.raises(InferError, match="star_id2"):
+        run_inference(
+            models=[world["sp"]], store=world["store"], out=tmp_path / "y.parquet",
+            per_star=True, star_column="star_id2",
+        )  # fmt: skip
+
+
+def cli(*args: str | Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "rrnet.cli.infer", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_cli_errors_are_one_line(world: dict, tmp_path: Path) -> None:
+    cases = [
+        ["--store", tmp_path / "nostore", "--model", world["sp"], "--out", tmp_path / "a.parquet"],
+        ["--store", world["store"], "--model", tmp_path, "--out", tmp_path / "b.parquet"],
+        ["--store", world["store"], "--out", tmp_path / "c.parquet"],
+        ["--catalog", tmp_path / "none.csv", "--model", world["sp"], "--out", tmp_path / "d.csv"],
+    ]
+    for args in cases:
+        result = cli(*args, "--device", "cpu")
+        assert result.returncode == 2, result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("rrnet-infer: error: "), result.stderr
+
+
+def test_cli_writes_fits_with_progress_lines(world: dict, tmp_path: Path) -> None:
+    out = tmp_path / "cat.fits"
+    result = cli("--store", world["store"], "--model", world["sp"], "--model", world["ca"],
+                 "--out", out, "--device", "cpu")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "spectra/s" in result.stderr
+    table, _ = read_catalogue(out)
+    assert table.height == input_catalogue().height
