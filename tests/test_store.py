@@ -156,3 +156,18 @@ def test_fingerprint_depends_on_the_grid_values(monkeypatch):
     shifted[1800] += 1e-6  # same start, step and size: only the exact values differ
     monkeypatch.setattr(settings, "BLUE_GRID", shifted)
     assert PreprocessSettings().fingerprint()["hash"] != base
+
+
+def test_fingerprint_constants_are_what_the_kernels_implement():
+    from rrnet.preprocess import kernels, reference
+    from rrnet.preprocess import settings as st
+
+    assert st.POLY_DEGREE == reference.POLY_DEGREE
+    assert st.OUTLIER_CLIP == (-reference.MEDIAN_LOWER_SIGMA, reference.MEDIAN_UPPER_SIGMA)
+    assert st.CONTINUUM_CLIP == (-reference.FIT_LOWER_SIGMA, reference.FIT_UPPER_SIGMA)
+    assert st.DEFAULT_MAX_ITER == reference.DEFAULT_MAX_ITER == kernels.DEFAULT_MAX_ITER
+    # The median filter is 3 wide: a lone spike is removed, a 2-pixel plateau is not.
+    spike = np.zeros(9)
+    spike[4] = 1.0
+    assert reference.medfilt3(spike).max() == 0.0
+    assert st.MEDFILT_KERNEL == 3

@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers",
         type=int,
         default=None,
-        help=f"reader processes (0: read in the main process; default {default_workers()})",
+        help=f"reader threads (0: read in the main thread; default {default_workers()})",
     )
     parser.add_argument(
         "--resume", action="store_true", help="continue an interrupted run into the same --out"

@@ -16,7 +16,10 @@ per-row status the preprocessing pipeline records (``missing_file``,
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+import tempfile
+import zlib
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +31,9 @@ REQUIRED_COLUMNS: tuple[str, ...] = ("FLUX", "IVAR", "LOGLAM")
 
 MASK_COLUMNS: tuple[str, ...] = ("ANDMASK", "PIXMASK", "ORMASK")
 """Mask columns, first present wins for :attr:`Arm.mask` (coadds: ANDMASK, exposures: PIXMASK)."""
+
+
+GZIP_MAGIC = b"\x1f\x8b"
 
 
 class LamostReadError(Exception):
@@ -104,12 +110,56 @@ class Arm:
         return int(self.flux.size)
 
 
-def _header_value(header: fitsio.FITSHDR, key: str, kind: type) -> object | None:
-    """Header keyword converted to ``kind``, or None when absent or unparsable."""
-    if key not in header:
-        return None
-    value = header[key]
-    if value is None or (isinstance(value, str) and not value.strip()):
+PRIMARY_KEYS = frozenset({"OBSID", "RA", "DEC", "DESIG", "FILENAME", "N_EXTEN"})
+ARM_KEYS = frozenset({"SNR", "LMJM", "EXPTIME"})
+
+
+def _parse_cards(block: bytes, keys: frozenset[str]) -> dict[str, object]:
+    """Values of the keywords ``keys`` in one FITS header (80-byte cards up to END).
+
+    Parsing the few cards we need directly is much faster than building a
+    fitsio header object, which dominated reading a file. Values are str
+    (quotes removed, '' unescaped), bool, int or float; anything else is None.
+    """
+    values: dict[str, object] = {}
+    for i in range(0, len(block) - 79, 80):
+        key = block[i : i + 8].decode("ascii", errors="replace").strip()
+        if key == "END":
+            break
+        if key in keys and block[i + 8 : i + 10] == b"= ":
+            values[key] = _card_value(block[i + 10 : i + 80].decode("ascii", errors="replace"))
+    return values
+
+
+def _card_value(field: str) -> object:
+    field = field.strip()
+    if field.startswith("'"):
+        text, i = [], 1
+        while i < len(field):
+            if field[i] == "'":
+                if field[i + 1 : i + 2] == "'":
+                    text.append("'")
+                    i += 2
+                    continue
+                break
+            text.append(field[i])
+            i += 1
+        return "".join(text).rstrip()
+    token = field.split("/", 1)[0].strip()
+    if token in ("T", "F"):
+        return token == "T"
+    for kind in (int, float):
+        try:
+            return kind(token.replace("D", "E") if kind is float else token)
+        except ValueError:
+            pass
+    return None
+
+
+def _typed(values: dict[str, object], key: str, kind: type) -> object | None:
+    """A header value converted to ``kind``; None when absent, blank or unparsable."""
+    value = values.get(key)
+    if value is None or isinstance(value, bool) or (isinstance(value, str) and not value.strip()):
         return None
     try:
         return kind(value.strip() if isinstance(value, str) else value)
@@ -117,18 +167,72 @@ def _header_value(header: fitsio.FITSHDR, key: str, kind: type) -> object | None
         return None
 
 
-def _open(path: str | os.PathLike[str]) -> fitsio.FITS:
+class _Opened:
+    """An open MRS file: the fitsio handle plus the uncompressed bytes (for header cards)."""
+
+    def __init__(self, path: Path, fits: fitsio.FITS, content: bytes) -> None:
+        self.path, self.fits, self.content = path, fits, content
+
+    def header(self, hdu: int, keys: frozenset[str]) -> dict[str, object]:
+        offsets = self.fits[hdu].get_offsets()
+        return _parse_cards(self.content[offsets["header_start"] : offsets["data_start"]], keys)
+
+
+def _gunzip(raw: bytes, name: str) -> bytes:
+    """Decompress all gzip members; BadFitsError when cut short or corrupt.
+
+    Done here rather than by cfitsio: zlib checks the CRC and length (cfitsio
+    silently accepts a truncated stream), releases the GIL so reader threads run
+    in parallel, and is about twice as fast.
+    """
+    parts = []
+    while raw:
+        inflater = zlib.decompressobj(wbits=31)
+        try:
+            parts.append(inflater.decompress(raw))
+        except zlib.error as exc:
+            raise BadFitsError(f"corrupt gzip file {name}: {exc}") from exc
+        if not inflater.eof:
+            raise BadFitsError(f"truncated gzip file {name}: the compressed stream is cut short")
+        raw = inflater.unused_data
+        if not raw.strip(b"\0"):  # trailing zero padding is allowed
+            break
+    return b"".join(parts)
+
+
+@contextmanager
+def _open(path: str | os.PathLike[str]) -> Iterator[_Opened]:
     path = Path(path)
     if not path.is_file():
         raise MissingFileError(f"file not found: {path}")
-    if not os.access(path, os.R_OK):
-        raise MissingFileError(f"file not readable: {path}")
     try:
-        return fitsio.FITS(str(path))
+        content = path.read_bytes()
     except OSError as exc:
-        raise BadFitsError(
-            f"not a readable FITS file: {path.name}: {_fitsio_message(exc)}"
-        ) from exc
+        raise MissingFileError(f"file not readable: {path}: {exc.strerror}") from exc
+    if content[:2] == GZIP_MAGIC:
+        content = _gunzip(content, path.name)
+        # fitsio opens files by name: hand it a scratch copy, unlinked once open
+        # (cfitsio keeps its descriptor), so a killed process leaves nothing behind.
+        fd, scratch = tempfile.mkstemp(prefix="rrnet-", suffix=".fits")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(content)
+            fits = _fitsio_open(scratch, path.name)
+        finally:
+            os.unlink(scratch)
+    else:
+        fits = _fitsio_open(str(path), path.name)
+    try:
+        yield _Opened(path, fits, content)
+    finally:
+        fits.close()
+
+
+def _fitsio_open(filename: str, name: str) -> fitsio.FITS:
+    try:
+        return fitsio.FITS(filename)
+    except OSError as exc:
+        raise BadFitsError(f"not a readable FITS file: {name}: {_fitsio_message(exc)}") from exc
 
 
 def _fitsio_message(exc: BaseException) -> str:
@@ -137,56 +241,34 @@ def _fitsio_message(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
-def _file_info(path: Path, fits: fitsio.FITS) -> LamostFile:
+def _file_info(opened: _Opened) -> LamostFile:
+    path, fits = opened.path, opened.fits
     try:
-        header = fits[0].read_header()
+        header = opened.header(0, PRIMARY_KEYS)
         extnames = tuple(str(hdu.get_extname()) for hdu in fits[1:])
-    except OSError as exc:
+        end = int(fits[-1].get_offsets()["data_end"])
+    except (OSError, KeyError) as exc:
         raise BadFitsError(f"cannot read headers of {path.name}: {_fitsio_message(exc)}") from exc
-    # cfitsio silently opens a truncated .gz file with its first HDUs only; the
-    # LAMOST primary header says how many HDUs there should be.
-    n_expected = _header_value(header, "N_EXTEN", int)
+    # cfitsio reads a file cut short up to the cut without complaint.
+    if len(opened.content) < end:
+        raise BadFitsError(
+            f"truncated file {path.name}: {len(opened.content)} bytes (uncompressed), "
+            f"its HDUs end at byte {end}"
+        )
+    n_expected = _typed(header, "N_EXTEN", int)
     if n_expected is not None and len(fits) < n_expected:
         raise BadFitsError(
             f"truncated file {path.name}: header N_EXTEN={n_expected} but {len(fits)} HDUs found"
         )
-    _check_size(path, fits)
     return LamostFile(
         path=path,
-        obsid=_header_value(header, "OBSID", int),
-        ra=_header_value(header, "RA", float),
-        dec=_header_value(header, "DEC", float),
-        desig=_header_value(header, "DESIG", str),
-        filename=_header_value(header, "FILENAME", str),
+        obsid=_typed(header, "OBSID", int),
+        ra=_typed(header, "RA", float),
+        dec=_typed(header, "DEC", float),
+        desig=_typed(header, "DESIG", str),
+        filename=_typed(header, "FILENAME", str),
         extnames=extnames,
     )
-
-
-def _check_size(path: Path, fits: fitsio.FITS) -> None:
-    """Raise BadFitsError if the file ends before its last HDU does.
-
-    cfitsio reads a truncated file up to the cut without complaint. For gzip the
-    uncompressed size is in the stream's last 4 bytes (ISIZE, mod 2**32); a cut
-    stream ends in arbitrary bytes instead, so the sizes disagree.
-    """
-    try:
-        end = int(fits[-1].get_offsets()["data_end"])
-        with open(path, "rb") as handle:
-            gzipped = handle.read(2) == b"\x1f\x8b"
-            if gzipped:
-                handle.seek(-4, os.SEEK_END)
-                size = int.from_bytes(handle.read(4), "little")
-    except (OSError, KeyError) as exc:
-        raise BadFitsError(f"cannot check the size of {path.name}: {exc}") from exc
-    if gzipped and size != end % 2**32:
-        raise BadFitsError(
-            f"truncated or corrupt gzip file {path.name}: "
-            f"its HDUs end at byte {end}, the gzip trailer says {size}"
-        )
-    if not gzipped and path.stat().st_size < end:
-        raise BadFitsError(
-            f"truncated file {path.name}: {path.stat().st_size} bytes, its HDUs end at byte {end}"
-        )
 
 
 def _column(data: np.ndarray, name: str, dtype: type) -> np.ndarray:
@@ -194,12 +276,13 @@ def _column(data: np.ndarray, name: str, dtype: type) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(data[name]).reshape(-1), dtype=dtype)
 
 
-def _read_arm(path: Path, fits: fitsio.FITS, extname: str) -> Arm:
+def _read_arm(opened: _Opened, extname: str) -> Arm:
+    path, fits = opened.path, opened.fits
     if extname not in fits:
         raise MissingExtensionError(f"extension {extname!r} not in {path.name}")
     hdu = fits[extname]
     try:
-        header = hdu.read_header()
+        header = opened.header(hdu.get_extnum(), ARM_KEYS)
         if hdu.get_exttype() not in ("BINARY_TBL", "ASCII_TBL"):
             raise BadColumnsError(f"extension {extname!r} of {path.name} is not a table")
         colnames = [c.upper() for c in hdu.get_colnames()]
@@ -208,22 +291,23 @@ def _read_arm(path: Path, fits: fitsio.FITS, extname: str) -> Arm:
             raise BadColumnsError(
                 f"extension {extname!r} of {path.name} lacks column(s) {', '.join(missing)}"
             )
-        wanted = list(REQUIRED_COLUMNS) + [c for c in MASK_COLUMNS if c in colnames]
-        data = hdu.read(columns=wanted)
+        # Reading the whole (small) table is ~30x faster in fitsio than a column subset.
+        data = hdu.read()
     except OSError as exc:
         raise BadFitsError(
             f"cannot read extension {extname!r} of {path.name} "
             f"(truncated or corrupt): {_fitsio_message(exc)}"
         ) from exc
-    loglam = _column(data, "LOGLAM", np.float64)
-    flux = _column(data, "FLUX", np.float32)
-    ivar = _column(data, "IVAR", np.float32)
+    names = {n.upper(): n for n in data.dtype.names}
+    loglam = _column(data, names["LOGLAM"], np.float64)
+    flux = _column(data, names["FLUX"], np.float32)
+    ivar = _column(data, names["IVAR"], np.float32)
     if not (loglam.size == flux.size == ivar.size):
         raise BadColumnsError(
             f"extension {extname!r} of {path.name}: column lengths differ "
             f"(LOGLAM {loglam.size}, FLUX {flux.size}, IVAR {ivar.size})"
         )
-    masks = {c: _column(data, c, np.int32) for c in MASK_COLUMNS if c in wanted}
+    masks = {c: _column(data, names[c], np.int32) for c in MASK_COLUMNS if c in names}
     for name, values in masks.items():
         if values.size != flux.size:
             raise BadColumnsError(
@@ -238,9 +322,9 @@ def _read_arm(path: Path, fits: fitsio.FITS, extname: str) -> Arm:
         ivar=ivar,
         mask=primary_mask,
         ormask=masks.get("ORMASK"),
-        snr=_header_value(header, "SNR", float),
-        lmjm=_header_value(header, "LMJM", int),
-        exptime=_header_value(header, "EXPTIME", float),
+        snr=_typed(header, "SNR", float),
+        lmjm=_typed(header, "LMJM", int),
+        exptime=_typed(header, "EXPTIME", float),
     )
 
 
@@ -252,9 +336,8 @@ def read_lamost(path: str | os.PathLike[str]) -> LamostFile:
     LamostReadError
         ``MissingFileError`` or ``BadFitsError`` (not FITS, truncated).
     """
-    path = Path(path)
-    with _open(path) as fits:
-        return _file_info(path, fits)
+    with _open(path) as opened:
+        return _file_info(opened)
 
 
 def read_arm(path: str | os.PathLike[str], extname: str) -> Arm:
@@ -265,10 +348,9 @@ def read_arm(path: str | os.PathLike[str], extname: str) -> Arm:
     LamostReadError
         With ``status`` missing_file, bad_fits, missing_extension or bad_columns.
     """
-    path = Path(path)
-    with _open(path) as fits:
-        _file_info(path, fits)
-        return _read_arm(path, fits, extname)
+    with _open(path) as opened:
+        _file_info(opened)
+        return _read_arm(opened, extname)
 
 
 def read_arms(
@@ -284,13 +366,12 @@ def read_arms(
     LamostReadError
         When the file as a whole is unusable (missing, not FITS, truncated).
     """
-    path = Path(path)
-    with _open(path) as fits:
-        info = _file_info(path, fits)
+    with _open(path) as opened:
+        info = _file_info(opened)
         arms: dict[str, Arm | LamostReadError] = {}
         for extname in dict.fromkeys(extnames):
             try:
-                arms[extname] = _read_arm(path, fits, extname)
+                arms[extname] = _read_arm(opened, extname)
             except LamostReadError as exc:
                 arms[extname] = exc
         return info, arms

@@ -3,9 +3,8 @@
 The catalogue is cut into consecutive batches of catalogue rows (one batch = one
 store shard). Within a batch, rows are grouped by file, so each file is opened
 and decompressed once however many of its spectra the batch names. Files are
-read by a pool of ``workers`` processes (fitsio holds the GIL; processes are
-started with ``spawn``, never ``fork``, because the Rust kernels run a rayon pool
-in this process) while this process runs the Rust kernels. At most a fixed
+read by ``workers`` threads (decompression and I/O release the GIL) while the
+calling thread runs the Rust kernels (which release it too). At most a fixed
 number of files is in flight, so memory stays flat however long the catalogue.
 
 Every catalogue row yields exactly one manifest row with a ``status`` and, when
@@ -19,7 +18,6 @@ from __future__ import annotations
 
 import json
 import math
-import multiprocessing
 import os
 import shutil
 import sys
@@ -27,7 +25,7 @@ import tempfile
 import time
 from collections import deque
 from collections.abc import Callable, Container, Iterable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -68,7 +66,7 @@ COMPUTE_CHUNK = 256
 """Spectra handed to the Rust kernels per call (bounds the raw arrays held at once)."""
 
 PREFETCH_PER_WORKER = 4
-"""Files read ahead per reader process."""
+"""Files read ahead per reader thread."""
 
 MANIFEST_SCHEMA: dict[str, pl.DataType] = {
     "row": pl.Int64,
@@ -145,9 +143,9 @@ class PreprocessedBatch:
 
 
 def _read_file(path: str, extnames: list[str]) -> tuple[tuple[str, str] | None, dict, dict]:
-    """Worker task: read the named arms of one file.
+    """Reader task: read the named arms of one file.
 
-    Returns ``(file_error, header, arms)`` of plain values (cheap to pickle):
+    Returns ``(file_error, header, arms)`` of plain values:
     ``file_error`` is ``(status, reason)`` or None, ``arms`` maps extname to
     ``(loglam, flux, ivar, snr)`` or to ``(status, reason)``.
     """
@@ -179,12 +177,16 @@ class _Immediate:
 
 @contextmanager
 def _reader(workers: int) -> Iterator[Callable[..., Any]]:
-    """A ``submit(fn, *args)`` running in ``workers`` spawned processes (0: in this one)."""
+    """A ``submit(fn, *args)`` running on ``workers`` threads (0: synchronously).
+
+    Threads suffice: decompression (zlib) and file reads release the GIL, and so
+    do the Rust kernels running meanwhile in the calling thread. No process is
+    forked, so the kernels' rayon pool is never copied into a child.
+    """
     if workers <= 0:
         yield lambda fn, *args: _Immediate(fn(*args))
         return
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rrnet-read") as pool:
         try:
             yield pool.submit
         finally:
@@ -476,8 +478,8 @@ def _load_catalog(catalog: pl.DataFrame | str | os.PathLike[str], rv_column: str
 
 
 def default_workers() -> int:
-    """Reader processes: one per core beyond the first (the kernels use this process)."""
-    return max(1, (os.cpu_count() or 2) - 1)
+    """Reader threads: one per core (they mostly wait on zlib and I/O, outside the GIL)."""
+    return max(1, os.cpu_count() or 1)
 
 
 def iter_preprocessed(
@@ -504,7 +506,7 @@ def iter_preprocessed(
     batch_size : int
         Catalogue rows per yielded batch (the last may be shorter).
     workers : int, optional
-        Reader processes; 0 reads in this process. Default :func:`default_workers`.
+        Reader threads; 0 reads in the calling thread. Default :func:`default_workers`.
     skip_batches : container of int
         Batch indices not to compute (used by ``resume``).
 

@@ -18,25 +18,25 @@ from typing import Any
 import numpy as np
 
 from rrnet.grid import BLUE_GRID, RED_GRID
-from rrnet.preprocess.reference import (
-    DEFAULT_MAX_ITER,
-    FIT_LOWER_SIGMA,
-    FIT_UPPER_SIGMA,
-    MEDIAN_LOWER_SIGMA,
-    MEDIAN_UPPER_SIGMA,
-    POLY_DEGREE,
-)
 
 PREPROCESS_VERSION: int = 1
 """Bump whenever the flux produced for the same input and settings changes."""
 
+# The constants below restate what the kernels implement (importing the NumPy reference
+# here would pull scipy.signal into every CLI start); tests/test_store.py checks they agree.
 MEDFILT_KERNEL: int = 3
 """Median-filter width [pixels] of the outlier test (scipy semantics, zero padding)."""
 
-OUTLIER_CLIP: tuple[float, float] = (-MEDIAN_LOWER_SIGMA, MEDIAN_UPPER_SIGMA)
+POLY_DEGREE: int = 5
+"""Degree of the continuum polynomial (in standardised log10 wavelength)."""
+
+DEFAULT_MAX_ITER: int = 100
+"""Default cap on continuum-fit iterations per arm."""
+
+OUTLIER_CLIP: tuple[float, float] = (-4.0, 3.0)
 """Kept pixels satisfy ``lo * s < m - f < hi * s`` (median-filter test, s = std)."""
 
-CONTINUUM_CLIP: tuple[float, float] = (-FIT_LOWER_SIGMA, FIT_UPPER_SIGMA)
+CONTINUUM_CLIP: tuple[float, float] = (-4.0, 3.0)
 """Kept points satisfy ``lo * g < p - fs < hi * g`` (continuum fit, g = std of residuals)."""
 
 
