@@ -412,3 +412,46 @@ def test_same_rng_same_visit_and_bad_arguments():
             n_exposures=1,
             rng=np.random.default_rng(0),
         )
+
+
+def test_windowed_source_like_the_library():
+    """A source covering only the RRNet grids +- 10 A (two windows, as the reference library
+    ships) observes cleanly: bare continuum outside and in the gap, lines inside."""
+    wave_all, flux_all = source_spectrum()
+    keep = ((wave_all > 4958) & (wave_all < 5338)) | ((wave_all > 6329) & (wave_all < 6709))
+    visit = observe(
+        wave_all[keep],
+        flux_all[keep],
+        rv_kms=60.0,
+        snr={"B": 50, "R": 50},
+        n_exposures=1,
+        rng=np.random.default_rng(10),
+        settings=CLEAN,
+    )
+    full = observe(
+        wave_all,
+        flux_all,
+        rv_kms=60.0,
+        snr={"B": 50, "R": 50},
+        n_exposures=1,
+        rng=np.random.default_rng(10),
+        settings=CLEAN,
+    )
+    for arm, (lo, hi) in (("B", (4958, 5338)), ("R", (6329, 6709))):
+        spec = visit.exposures[0][arm]
+        rest = rv_correct(spec.loglam, 60.0)
+        outside = (rest < lo - 3) | (rest > hi + 3)
+        np.testing.assert_allclose(norm(spec)[outside], 1.0, atol=1e-12)
+        inside = (rest > lo + 3) & (rest < hi - 3)
+        np.testing.assert_allclose(norm(spec)[inside], norm(full.exposures[0][arm])[inside])
+        assert norm(spec)[inside].min() < 0.95
+    with pytest.raises(ValueError, match="must cover"):
+        narrow = (wave_all > 4970) & (wave_all < 6700)
+        observe(
+            wave_all[narrow],
+            flux_all[narrow],
+            rv_kms=0.0,
+            snr={"B": 50, "R": 50},
+            n_exposures=1,
+            rng=np.random.default_rng(10),
+        )

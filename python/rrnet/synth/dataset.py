@@ -108,7 +108,8 @@ def library_source(library: object, name: str = "library") -> Source:
         wavelength=np.asarray(library.wavelength, np.float64),
         labels=library.labels,
         spectrum=lambda i: np.asarray(flux[i]),
-        resolution=getattr(library, "resolution", None),
+        resolution=getattr(library, "resolution", None)
+        or (getattr(library, "meta", None) or {}).get("resolution"),
         name=name,
     )
 

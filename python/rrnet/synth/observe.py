@@ -317,6 +317,10 @@ def broaden(
     lo, hi = ln_range[0] - 8.0 * sigma_ln, ln_range[1] + 8.0 * sigma_ln
     ln_fine = lo + step * np.arange(int(np.ceil((hi - lo) / step)) + 1)
     fine = np.interp(ln_fine, ln_src, flux, left=1.0, right=1.0)
+    # gaps in the source (e.g. between two synthesised windows) are continuum too
+    gap = np.flatnonzero(np.diff(ln_src) > 50.0 * src_step)
+    for g in gap:
+        fine[(ln_fine > ln_src[g]) & (ln_fine < ln_src[g + 1])] = 1.0
     return ln_fine, _gaussian_smooth(fine, sigma_ln / step)
 
 
@@ -337,6 +341,26 @@ def _bisect_increasing(func, lo: float, hi: float, tol: float = 1e-7) -> float:
         mid = 0.5 * (lo + hi)
         lo, hi = (mid, hi) if func(mid) < 0 else (lo, mid)
     return 0.5 * (lo + hi)
+
+
+def check_coverage(wavelength: np.ndarray, margin_ln: float) -> None:
+    """Raise ValueError unless the rest-frame source is finite and covers both RRNet grids
+    with ``margin_ln`` (in ln wavelength) to spare: outside its coverage the observed
+    spectrum is bare continuum, which is harmless only outside the RRNet grids."""
+    wave = np.asarray(wavelength, np.float64)
+    if wave.ndim != 1 or wave.size < 2 or not np.all(np.isfinite(wave)):
+        raise ValueError("source wavelengths must be a finite 1-D array")
+    ordered = np.sort(wave)
+    step = np.median(np.diff(ordered))
+    for arm, (lo, hi) in RRNET_WINDOWS.items():
+        need_lo, need_hi = lo * np.exp(-margin_ln), hi * np.exp(margin_ln)
+        inside = ordered[(ordered >= need_lo) & (ordered <= need_hi)]
+        edges = np.concatenate([[need_lo], inside, [need_hi]])
+        if inside.size == 0 or np.max(np.diff(edges)) > 50.0 * step:
+            raise ValueError(
+                f"source spectrum must cover {need_lo:.1f}-{need_hi:.1f} A (vacuum, rest) "
+                f"for the RRNet {arm} grid"
+            )
 
 
 def _doppler_sample(ln_fine: np.ndarray, fine: np.ndarray, loglam: np.ndarray, rv_kms: float):
@@ -469,6 +493,7 @@ def observe(
     if settings.medium == "air":
         wavelength = air_to_vacuum(wavelength)
     sigma_ln = _lsf_sigma_ln(settings.resolution, settings.source_resolution)
+    check_coverage(wavelength, 6.0 / (FWHM_PER_SIGMA * settings.resolution))
     jitter = rng.normal(0.0, settings.rv_jitter_kms, n_exposures) if settings.rv_jitter_kms else 0
     exposure_rv = list(np.full(n_exposures, float(rv_kms)) + jitter)
     visit = Visit(rv_kms=float(rv_kms), exposure_rv_kms=[float(v) for v in exposure_rv],
