@@ -1,0 +1,189 @@
+"""rrnet-preprocess end to end: the real file against the original method's path, argument
+errors, --select, progress lines, and kill -9 + --resume giving an identical store."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import polars as pl
+import pytest
+from astropy.io import fits as afits
+from scipy.interpolate import interp1d
+
+from rrnet.cli.preprocess import main
+from rrnet.grid import BLUE_GRID, C_KMS, RED_GRID
+from rrnet.preprocess import reference
+from rrnet.store import open_store
+from test_lamost import REAL_FILE, SPECTRA
+
+
+def original_path(blue: str, red: str, rv: float) -> tuple[np.ndarray, np.ndarray]:
+    """The original method: astropy read, RV shift, scipy interp1d, the reference normalisation."""
+    arms = []
+    with afits.open(REAL_FILE) as hdul:
+        for extname, grid in ((blue, BLUE_GRID), (red, RED_GRID)):
+            data = hdul[extname].data
+            wave = 10 ** data["LOGLAM"].astype(np.float64) / (1 + rv / C_KMS)
+            arms.append(interp1d(wave, data["FLUX"].astype(np.float64))(grid))
+    resampled = np.concatenate(arms).astype(np.float32)[None]
+    return resampled[0], reference.normalize(resampled)[0]
+
+
+@pytest.fixture
+def real_catalog(tmp_path):
+    rows = [(REAL_FILE.name, b, r, -20.0, 1000 + i) for i, (b, r) in enumerate(SPECTRA)]
+    path = tmp_path / "catalog.csv"
+    pl.DataFrame(
+        rows, schema=["filename", "extname_blue", "extname_red", "rv", "obsid"], orient="row"
+    ).write_csv(path)
+    return path
+
+
+def test_real_spectra_match_the_original_method(real_catalog, tmp_path):
+    out = tmp_path / "store"
+    args = [str(real_catalog), "--data-dir", str(REAL_FILE.parent), "--out", str(out)]
+    assert main([*args, "--quiet"]) == 0
+    store = open_store(out)
+    assert store.manifest["status"].to_list() == ["ok"] * 5
+    assert store.manifest["obsid"].to_list() == [1000, 1001, 1002, 1003, 1004]
+    normalized = store.read_flux(range(5))
+    resampled = store.read_flux(range(5), kind="resampled")
+    for i, (blue, red) in enumerate(SPECTRA):
+        want_resampled, want_normalized = original_path(blue, red, -20.0)
+        np.testing.assert_allclose(resampled[i], want_resampled, rtol=1e-5)
+        assert np.median(np.abs(normalized[i] - want_normalized)) <= 1e-4
+        # The header S/N of the named extensions is recorded.
+        with afits.open(REAL_FILE) as hdul:
+            assert store.manifest["snr_blue"][i] == pytest.approx(hdul[blue].header["SNR"])
+            assert store.manifest["snr_red"][i] == pytest.approx(hdul[red].header["SNR"])
+
+
+def _one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert err[0].startswith("rrnet-preprocess: error: ")
+    return err[0]
+
+
+def test_missing_required_columns_exit_2_with_one_line(tmp_path, capsys):
+    path = tmp_path / "cat.csv"
+    pl.DataFrame({"filename": ["x.fits"], "rv": [1.0]}).write_csv(path)
+    code = main([str(path), "--data-dir", str(tmp_path), "--out", str(tmp_path / "s")])
+    assert code == 2
+    line = _one_error_line(capsys)
+    assert "extname_blue" in line and "extname_red" in line
+    assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        (["--workers", "-1"], "--workers"),
+        (["--shard-size", "0"], "--shard-size"),
+        (["--bogus"], "unrecognized"),
+        (["--resume", "--overwrite"], "exclude"),
+        (["--select", "sel.txt"], "unknown table format"),
+    ],
+)
+def test_unusable_arguments_exit_2_with_one_line(real_catalog, tmp_path, capsys, extra, needle):
+    args = [str(real_catalog), "--data-dir", str(tmp_path), "--out", str(tmp_path / "s")]
+    assert main([*args, *extra]) == 2
+    assert needle in _one_error_line(capsys)
+
+
+def test_missing_catalogue_or_data_dir(real_catalog, tmp_path, capsys):
+    assert main([str(tmp_path / "no.csv"), "--data-dir", ".", "--out", str(tmp_path / "s")]) == 2
+    assert "catalogue not found" in _one_error_line(capsys)
+    args = [str(real_catalog), "--data-dir", str(tmp_path / "nowhere"), "--out", "s"]
+    assert main(args) == 2
+    assert "--data-dir" in _one_error_line(capsys)
+
+
+def test_existing_store_needs_resume_or_overwrite(real_catalog, tmp_path, capsys):
+    args = [str(real_catalog), "--data-dir", str(REAL_FILE.parent), "--out", str(tmp_path / "s")]
+    assert main([*args, "--quiet"]) == 0
+    assert main([*args, "--quiet"]) == 2
+    assert "--resume" in _one_error_line(capsys)
+    assert main([*args, "--quiet", "--resume"]) == 0
+    assert main([*args, "--quiet", "--overwrite", "--no-rv-correction"]) == 0
+    assert open_store(tmp_path / "s").fingerprint["correct_rv"] is False
+
+
+def test_select_writes_the_passing_rows_as_a_catalogue(real_catalog, tmp_path):
+    out, sel = tmp_path / "s", tmp_path / "selected.csv"
+    args = [str(real_catalog), "--data-dir", str(REAL_FILE.parent), "--out", str(out)]
+    cuts = ["--min-snr", "50", "--max-outliers", "1000"]
+    assert main([*args, "--quiet", *cuts, "--select", str(sel)]) == 0
+    manifest = open_store(out).manifest
+    selected = pl.read_csv(sel)
+    assert selected.columns == pl.read_csv(real_catalog).columns
+    assert selected["obsid"].to_list() == manifest.filter("quality_ok")["obsid"].to_list()
+    assert 0 < selected.height < 5  # the coadd passes S/N >= 50, the exposures do not
+    # The selection is a valid input catalogue.
+    again = [str(sel), "--data-dir", str(REAL_FILE.parent), "--out", str(tmp_path / "s2")]
+    assert main([*again, "--quiet"]) == 0
+    assert open_store(tmp_path / "s2").n_rows == selected.height
+
+
+def test_plain_progress_line_when_not_a_terminal(real_catalog, tmp_path, capsys):
+    args = [str(real_catalog), "--data-dir", str(REAL_FILE.parent), "--out", str(tmp_path / "s")]
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "5/5 spectra (100.0%)" in err and "spectra/s" in err and "ETA" in err
+    assert "\r" not in err  # no progress bar redraws in a log file
+
+
+def _big_catalog(tmp_path, n_rows: int) -> tuple:
+    """``n_rows`` rows over 20 file names (links to the real file) with varied RV."""
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(20):
+        (data / f"spec-{i:02d}.fits.gz").symlink_to(REAL_FILE)
+    rows = [
+        (f"spec-{(i // 5) % 20:02d}.fits.gz", *SPECTRA[i % 5], float(30 * np.sin(i)))
+        for i in range(n_rows)
+    ]
+    path = tmp_path / "catalog.parquet"
+    pl.DataFrame(
+        rows, schema=["filename", "extname_blue", "extname_red", "rv"], orient="row"
+    ).write_parquet(path)
+    return path, data
+
+
+def _files(path):
+    return {
+        str(p.relative_to(path)): p.read_bytes()
+        for p in sorted(path.rglob("*"))
+        if p.is_file() and p.name != "store.json"
+    }
+
+
+def test_kill_9_then_resume_gives_the_uninterrupted_store(tmp_path):
+    catalog, data = _big_catalog(tmp_path, 300)
+    common = [str(catalog), "--data-dir", str(data), "--shard-size", "5", "--quiet"]
+    assert main([*common, "--out", str(tmp_path / "full")]) == 0
+
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "rrnet.cli.preprocess", *common, "--out", str(out)]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        if len(list((out / "parts").glob("manifest-*.parquet"))) >= 3:
+            break
+        time.sleep(0.005)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    proc.stderr.close()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert not (out / "manifest.parquet").exists()
+    n_done = len(list((out / "parts").glob("manifest-*.parquet")))
+    assert 3 <= n_done < 60
+
+    assert main([*common, "--out", str(out), "--resume"]) == 0
+    assert _files(out) == _files(tmp_path / "full")
+    assert not list(out.rglob("*.tmp"))
