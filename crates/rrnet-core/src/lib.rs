@@ -1,1 +1,22 @@
-pub fn hello() -> u32 { 1 }
+//! Preprocessing kernels for RRNet on LAMOST medium-resolution spectra.
+//!
+//! Pure Rust, no Python: RV correction ([`rv`]), linear resampling onto the fixed
+//! grids ([`resample`], [`grid`]), continuum normalisation ([`continuum`]) with
+//! outlier statistics ([`outliers`]), S/N estimates ([`snr`]) and rayon batch
+//! entry points ([`batch`]). Errors are values ([`error::KernelError`]); no code
+//! path panics on bad data.
+
+// The SPEC writes its tests as NOT (a < b and ...): a NaN must fail them, so the
+// negated comparisons are deliberate.
+#![allow(clippy::neg_cmp_op_on_partial_ord)]
+
+pub mod batch;
+pub mod continuum;
+pub mod error;
+pub mod grid;
+pub mod outliers;
+pub mod resample;
+pub mod rv;
+pub mod snr;
+
+pub use error::{KernelError, Status};

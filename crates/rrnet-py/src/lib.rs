@@ -1,3 +1,346 @@
+//! `rrnet._core`: thin PyO3 bindings of `rrnet-core` (numpy in, numpy out, no logic).
+//!
+//! Arrays are borrowed, not copied: they must be C-contiguous with the exact
+//! dtype (the Python gateway `rrnet.preprocess` converts and checks). Batch calls
+//! release the GIL through [`run_detached`]; callers must not mutate the input
+//! arrays while a call runs.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::{Arc, Mutex};
+
+use numpy::ndarray::Array2;
+use numpy::{
+    IntoPyArray, PyArray1, PyArray2, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods,
+};
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
+use rayon::{ThreadPool, ThreadPoolBuilder};
+use rrnet_core::batch::{self, ArmBatch, NormalizeStats, Ragged, ResampleStats};
+use rrnet_core::grid::{Arm, N_PIX};
+use rrnet_core::{KernelError, Status};
+
+pyo3::import_exception!(rrnet.preprocess.status, PreprocessError);
+
+/// Rows per GIL-free chunk; Ctrl-C is checked between chunks.
+const ROWS_PER_CHUNK: usize = 4096;
+
+fn to_pyerr(err: KernelError) -> PyErr {
+    match err {
+        KernelError::InvalidArgument(msg) => PyValueError::new_err(msg),
+        other => PreprocessError::new_err((other.to_string(), other.status() as u8)),
+    }
+}
+
+/// Thread count: the `threads` argument, else `RRNET_NUM_THREADS`, else all cores (0).
+fn thread_count(threads: Option<usize>) -> PyResult<usize> {
+    if let Some(n) = threads {
+        return Ok(n);
+    }
+    match std::env::var("RRNET_NUM_THREADS") {
+        Ok(v) => v.trim().parse::<usize>().map_err(|_| {
+            PyValueError::new_err(format!("RRNET_NUM_THREADS must be an integer, got {v:?}"))
+        }),
+        Err(_) => Ok(0),
+    }
+}
+
+/// A cached rayon pool per thread count (0 = rayon's default: all cores).
+fn pool(threads: Option<usize>) -> PyResult<Arc<ThreadPool>> {
+    static POOLS: Mutex<Option<HashMap<usize, Arc<ThreadPool>>>> = Mutex::new(None);
+    let n = thread_count(threads)?;
+    let mut guard = POOLS
+        .lock()
+        .map_err(|_| PyValueError::new_err("thread pool cache poisoned"))?;
+    let pools = guard.get_or_insert_with(HashMap::new);
+    if let Some(p) = pools.get(&n) {
+        return Ok(p.clone());
+    }
+    let p = ThreadPoolBuilder::new()
+        .num_threads(n)
+        .build()
+        .map(Arc::new)
+        .map_err(|e| PyValueError::new_err(format!("cannot start {n} threads: {e}")))?;
+    pools.insert(n, p.clone());
+    Ok(p)
+}
+
+/// The one place that releases the GIL: run `work` on row chunks of `0..n_rows`
+/// inside the chosen rayon pool, converting errors and honouring Ctrl-C between chunks.
+fn run_detached<F>(
+    py: Python<'_>,
+    threads: Option<usize>,
+    n_rows: usize,
+    mut work: F,
+) -> PyResult<()>
+where
+    F: FnMut(Range<usize>) -> Result<(), KernelError> + Send,
+{
+    let pool = pool(threads)?;
+    let mut start = 0;
+    while start < n_rows {
+        let end = (start + ROWS_PER_CHUNK).min(n_rows);
+        py.detach(|| pool.install(|| work(start..end)))
+            .map_err(to_pyerr)?;
+        py.check_signals()?;
+        start = end;
+    }
+    Ok(())
+}
+
+/// Status codes and names, in code order.
+#[pyfunction]
+fn status_codes() -> Vec<(u8, &'static str)> {
+    Status::ALL
+        .iter()
+        .map(|&(s, name)| (s as u8, name))
+        .collect()
+}
+
+/// The fixed grid of `arm` ("blue" or "red") in Angstrom.
+#[pyfunction]
+fn grid<'py>(py: Python<'py>, arm: &str) -> PyResult<Bound<'py, PyArray1<f64>>> {
+    let arm = match arm {
+        "blue" => Arm::Blue,
+        "red" => Arm::Red,
+        other => {
+            return Err(PyValueError::new_err(format!(
+                "arm must be 'blue' or 'red', got {other:?}"
+            )))
+        }
+    };
+    Ok(PyArray1::from_slice(py, arm.grid()))
+}
+
+#[pyfunction]
+fn rv_correct<'py>(
+    py: Python<'py>,
+    loglam: PyReadonlyArray1<'py, f64>,
+    rv_kms: f64,
+) -> PyResult<Bound<'py, PyArray1<f64>>> {
+    Ok(rrnet_core::rv::rv_correct(loglam.as_slice()?, rv_kms).into_pyarray(py))
+}
+
+#[pyfunction]
+fn resample<'py>(
+    py: Python<'py>,
+    wave: PyReadonlyArray1<'py, f64>,
+    flux: PyReadonlyArray1<'py, f32>,
+    grid: PyReadonlyArray1<'py, f64>,
+) -> PyResult<Bound<'py, PyArray1<f32>>> {
+    let grid = grid.as_slice()?;
+    let mut out = vec![0.0f32; grid.len()];
+    rrnet_core::resample::resample_into(wave.as_slice()?, flux.as_slice()?, grid, &mut out)
+        .map_err(to_pyerr)?;
+    Ok(out.into_pyarray(py))
+}
+
+#[pyfunction]
+fn snr_ivar(
+    wave: PyReadonlyArray1<'_, f64>,
+    flux: PyReadonlyArray1<'_, f32>,
+    ivar: PyReadonlyArray1<'_, f32>,
+    lo: f64,
+    hi: f64,
+) -> PyResult<f64> {
+    let (wave, flux, ivar) = (wave.as_slice()?, flux.as_slice()?, ivar.as_slice()?);
+    rrnet_core::snr::snr_ivar(wave, flux, ivar, lo, hi, &mut Vec::new()).map_err(to_pyerr)
+}
+
+type NormalizeOut<'py> = (
+    Bound<'py, PyArray2<f32>>,
+    Bound<'py, PyArray2<u32>>,
+    Bound<'py, PyArray1<bool>>,
+    Bound<'py, PyArray1<u32>>,
+    Bound<'py, PyArray1<u32>>,
+    Bound<'py, PyArray1<u8>>,
+);
+
+/// Normalise float32 `[n, 7200]`; returns (flux, iterations, cap_hit, n_outliers,
+/// max_outlier_run, status).
+#[pyfunction]
+#[pyo3(signature = (flux, max_iter, threads=None))]
+fn normalize_batch<'py>(
+    py: Python<'py>,
+    flux: PyReadonlyArray2<'py, f32>,
+    max_iter: u32,
+    threads: Option<usize>,
+) -> PyResult<NormalizeOut<'py>> {
+    let n = flux.shape()[0];
+    let input = flux.as_slice()?;
+    let mut out = vec![0.0f32; input.len()];
+    let mut stats = vec![NormalizeStats::default(); n];
+    if input.len() != n * N_PIX {
+        return Err(PyValueError::new_err(format!(
+            "flux must have shape (n, {N_PIX})"
+        )));
+    }
+    let (out_ref, stats_ref) = (&mut out, &mut stats);
+    run_detached(py, threads, n, |rows| {
+        let px = rows.start * N_PIX..rows.end * N_PIX;
+        batch::normalize_batch(
+            &input[px.clone()],
+            &mut out_ref[px],
+            &mut stats_ref[rows],
+            max_iter,
+        )
+    })?;
+    let shape_err = |e: numpy::ndarray::ShapeError| PyValueError::new_err(e.to_string());
+    let iterations: Vec<u32> = stats.iter().flat_map(|s| s.iterations).collect();
+    Ok((
+        Array2::from_shape_vec((n, N_PIX), out)
+            .map_err(shape_err)?
+            .into_pyarray(py),
+        Array2::from_shape_vec((n, 2), iterations)
+            .map_err(shape_err)?
+            .into_pyarray(py),
+        stats
+            .iter()
+            .map(|s| s.cap_hit)
+            .collect::<Vec<_>>()
+            .into_pyarray(py),
+        stats
+            .iter()
+            .map(|s| s.outliers.count)
+            .collect::<Vec<_>>()
+            .into_pyarray(py),
+        stats
+            .iter()
+            .map(|s| s.outliers.max_run)
+            .collect::<Vec<_>>()
+            .into_pyarray(py),
+        stats
+            .iter()
+            .map(|s| s.status as u8)
+            .collect::<Vec<_>>()
+            .into_pyarray(py),
+    ))
+}
+
+type ResampleOut<'py> = (
+    Bound<'py, PyArray2<f32>>,
+    Bound<'py, PyArray1<u8>>,
+    Bound<'py, PyArray1<f64>>,
+    Bound<'py, PyArray1<f64>>,
+);
+
+/// One arm's ragged inputs from Python: (loglam f64, loglam offsets, flux f32, flux
+/// offsets, ivar f32 or None, ivar offsets or None). Each array has its own offsets
+/// so a per-spectrum length mismatch becomes a status, not a misalignment.
+type ArmTuple<'py> = (
+    PyReadonlyArray1<'py, f64>,
+    PyReadonlyArray1<'py, i64>,
+    PyReadonlyArray1<'py, f32>,
+    PyReadonlyArray1<'py, i64>,
+    Option<PyReadonlyArray1<'py, f32>>,
+    Option<PyReadonlyArray1<'py, i64>>,
+);
+
+/// One arm's ragged inputs as borrowed slices: (values, offsets) per array.
+struct ArmArgs<'a> {
+    loglam: (&'a [f64], &'a [i64]),
+    flux: (&'a [f32], &'a [i64]),
+    ivar: Option<(&'a [f32], &'a [i64])>,
+}
+
+impl<'a> ArmArgs<'a> {
+    fn borrow(arm: &'a ArmTuple<'_>) -> PyResult<Self> {
+        let ivar = match (&arm.4, &arm.5) {
+            (Some(v), Some(o)) => Some((v.as_slice()?, o.as_slice()?)),
+            (None, None) => None,
+            _ => return Err(PyValueError::new_err("ivar and its offsets go together")),
+        };
+        Ok(ArmArgs {
+            loglam: (arm.0.as_slice()?, arm.1.as_slice()?),
+            flux: (arm.2.as_slice()?, arm.3.as_slice()?),
+            ivar,
+        })
+    }
+
+    fn rows(&self, rows: Range<usize>) -> Result<ArmBatch<'a>, KernelError> {
+        fn sub<'b, T>(
+            (values, offsets): (&'b [T], &'b [i64]),
+            rows: &Range<usize>,
+        ) -> Result<Ragged<'b, T>, KernelError> {
+            let off = offsets.get(rows.start..=rows.end).ok_or_else(|| {
+                KernelError::InvalidArgument("offsets must have n + 1 entries".into())
+            })?;
+            Ragged::new(values, off)
+        }
+        Ok(ArmBatch {
+            loglam: sub(self.loglam, &rows)?,
+            flux: sub(self.flux, &rows)?,
+            ivar: self.ivar.map(|v| sub(v, &rows)).transpose()?,
+        })
+    }
+}
+
+/// Resample a ragged batch; returns (flux [n, 7200], status, snr_blue, snr_red).
+#[pyfunction]
+#[pyo3(signature = (blue, red, rv_kms, correct_rv=true, threads=None))]
+fn resample_batch<'py>(
+    py: Python<'py>,
+    blue: ArmTuple<'py>,
+    red: ArmTuple<'py>,
+    rv_kms: PyReadonlyArray1<'py, f64>,
+    correct_rv: bool,
+    threads: Option<usize>,
+) -> PyResult<ResampleOut<'py>> {
+    let arms = [ArmArgs::borrow(&blue)?, ArmArgs::borrow(&red)?];
+    let rv = rv_kms.as_slice()?;
+    let n = rv.len();
+    for arm in &arms {
+        arm.rows(0..n).map_err(to_pyerr)?; // validate once, before any work
+    }
+    let mut out = vec![0.0f32; n * N_PIX];
+    let mut stats = vec![ResampleStats::default(); n];
+    let (out_ref, stats_ref, arms_ref) = (&mut out, &mut stats, &arms);
+    run_detached(py, threads, n, |rows| {
+        let chunk = [
+            arms_ref[0].rows(rows.clone())?,
+            arms_ref[1].rows(rows.clone())?,
+        ];
+        let px = rows.start * N_PIX..rows.end * N_PIX;
+        batch::resample_batch(
+            &chunk,
+            &rv[rows.clone()],
+            correct_rv,
+            &mut out_ref[px],
+            &mut stats_ref[rows],
+        )
+    })?;
+    let flux = Array2::from_shape_vec((n, N_PIX), out)
+        .map_err(|e| PyValueError::new_err(e.to_string()))?;
+    Ok((
+        flux.into_pyarray(py),
+        stats
+            .iter()
+            .map(|s| s.status as u8)
+            .collect::<Vec<_>>()
+            .into_pyarray(py),
+        stats
+            .iter()
+            .map(|s| s.snr[0])
+            .collect::<Vec<_>>()
+            .into_pyarray(py),
+        stats
+            .iter()
+            .map(|s| s.snr[1])
+            .collect::<Vec<_>>()
+            .into_pyarray(py),
+    ))
+}
+
 #[pymodule]
-fn _core(_m: &Bound<'_, PyModule>) -> PyResult<()> { Ok(()) }
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("N_PIX", N_PIX)?;
+    m.add("DEFAULT_MAX_ITER", rrnet_core::continuum::DEFAULT_MAX_ITER)?;
+    m.add_function(wrap_pyfunction!(status_codes, m)?)?;
+    m.add_function(wrap_pyfunction!(grid, m)?)?;
+    m.add_function(wrap_pyfunction!(rv_correct, m)?)?;
+    m.add_function(wrap_pyfunction!(resample, m)?)?;
+    m.add_function(wrap_pyfunction!(snr_ivar, m)?)?;
+    m.add_function(wrap_pyfunction!(normalize_batch, m)?)?;
+    m.add_function(wrap_pyfunction!(resample_batch, m)?)?;
+    Ok(())
+}

@@ -5,7 +5,7 @@ GIL released); :mod:`rrnet.preprocess.reference` has the same names in pure
 NumPy/SciPy and is the oracle the tests compare against.
 """
 
-from rrnet.preprocess.reference import (
+from rrnet.preprocess.kernels import (
     normalize,
     normalize_detailed,
     resample,

@@ -154,18 +154,22 @@ def resample_batch(
     snr = np.full((2, n), np.nan)
     for i in range(n):
         rv_i = rv[i] if correct_rv else 0.0
-        try:
-            for a, ((ll, fl, iv), grid) in enumerate(zip(arms, (BLUE_GRID, RED_GRID), strict=True)):
+        for a, ((ll, fl, iv), grid) in enumerate(zip(arms, (BLUE_GRID, RED_GRID), strict=True)):
+            if iv is not None and iv[i].size == fl[i].size == ll[i].size:
+                # S/N is measured whether or not resampling succeeds.
+                snr[a, i] = snr_ivar(ll[i], fl[i], iv[i], rv_i, grid)
+            if status[i] != Status.OK:
+                continue
+            try:
                 if iv is not None and iv[i].size != fl[i].size:
                     raise PreprocessError("ivar and flux differ in length", Status.LENGTH_MISMATCH)
                 row = resample(rv_correct(ll[i], rv_i), fl[i], grid)
                 if not np.all(np.isfinite(row)):
                     raise PreprocessError("non-finite flux on the grid", Status.NON_FINITE_FLUX)
                 out[i, a * N_PIX_ARM : (a + 1) * N_PIX_ARM] = row
-                if iv is not None:
-                    snr[a, i] = snr_ivar(ll[i], fl[i], iv[i], rv_i, grid)
-        except PreprocessError as err:
-            status[i] = err.status
+            except PreprocessError as err:
+                status[i] = err.status
+        if status[i] != Status.OK:
             out[i] = np.nan
     return ResampleResult(flux=out, status=status, snr_blue=snr[0], snr_red=snr[1])
 

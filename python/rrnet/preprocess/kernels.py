@@ -1,0 +1,188 @@
+"""Python gateway to the Rust kernels in ``rrnet._core``.
+
+Each function checks and converts its arguments (dtype, contiguity, shape) so
+the Rust side can borrow them without copying, then calls one ``_core``
+function. Inputs already float32/float64 and C-contiguous are not copied. Batch
+calls release the GIL and run on a rayon pool of ``threads`` threads (default:
+``RRNET_NUM_THREADS``, else all cores); do not mutate their inputs meanwhile.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from rrnet import _core
+from rrnet.grid import BLUE_GRID, N_PIX, RED_GRID
+from rrnet.preprocess.ragged import to_ragged
+from rrnet.preprocess.results import NormalizeResult, ResampleResult
+
+DEFAULT_MAX_ITER: int = _core.DEFAULT_MAX_ITER
+
+Ragged = Sequence[np.ndarray] | np.ndarray
+
+
+def _f64(a: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(a, dtype=np.float64)
+
+
+def _f32(a: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(a, dtype=np.float32)
+
+
+def _vector(a: np.ndarray, name: str, convert) -> np.ndarray:
+    a = convert(a)
+    if a.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {a.shape}")
+    return a
+
+
+def _threads(threads: int | None) -> int | None:
+    if threads is not None and (int(threads) != threads or threads < 1):
+        raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
+    return None if threads is None else int(threads)
+
+
+def rv_correct(loglam: np.ndarray, rv_kms: float) -> np.ndarray:
+    """Rest-frame wavelength [Angstrom] = ``10**loglam / (1 + rv/c)``, float64.
+
+    ``loglam`` is log10 of the observed wavelength in Angstrom, ``rv_kms`` in km/s.
+    """
+    return _core.rv_correct(_vector(loglam, "loglam", _f64), float(rv_kms))
+
+
+def resample(wave: np.ndarray, flux: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """Linear interpolation of ``flux`` at ascending ``grid`` (numpy.interp semantics), float32.
+
+    ``wave`` [Angstrom] may ascend or descend. Raises PreprocessError (a
+    ValueError with a ``status``) if the grid leaves the observed range or the
+    wavelengths are non-finite, non-monotonic or fewer than 2.
+    """
+    return _core.resample(
+        _vector(wave, "wave", _f64), _vector(flux, "flux", _f32), _vector(grid, "grid", _f64)
+    )
+
+
+def resample_spectrum(
+    loglam_blue: np.ndarray,
+    flux_blue: np.ndarray,
+    loglam_red: np.ndarray,
+    flux_red: np.ndarray,
+    rv_kms: float,
+    correct_rv: bool = True,
+) -> np.ndarray:
+    """One spectrum on the fixed grids: float32 [7200], blue then red.
+
+    Raises PreprocessError for unusable input; use :func:`resample_batch` to get
+    a status instead.
+    """
+    rv = float(rv_kms) if correct_rv else 0.0
+    blue = resample(rv_correct(loglam_blue, rv), flux_blue, BLUE_GRID)
+    red = resample(rv_correct(loglam_red, rv), flux_red, RED_GRID)
+    return np.concatenate([blue, red])
+
+
+def snr_ivar(
+    loglam: np.ndarray, flux: np.ndarray, ivar: np.ndarray, rv_kms: float, grid: np.ndarray
+) -> float:
+    """Median per-pixel S/N ``flux * sqrt(ivar)`` over pixels inside ``grid``'s window.
+
+    Pixels count if their RV-corrected wavelength is in ``[grid[0], grid[-1]]``
+    and flux and ``ivar > 0`` are finite; NaN if none does.
+    """
+    wave = rv_correct(loglam, rv_kms)
+    return _core.snr_ivar(
+        wave,
+        _vector(flux, "flux", _f32),
+        _vector(ivar, "ivar", _f32),
+        float(grid[0]),
+        float(grid[-1]),
+    )
+
+
+def resample_batch(
+    blue_loglam: Ragged,
+    blue_flux: Ragged,
+    red_loglam: Ragged,
+    red_flux: Ragged,
+    rv_kms: np.ndarray | float,
+    *,
+    blue_ivar: Ragged | None = None,
+    red_ivar: Ragged | None = None,
+    blue_offsets: np.ndarray | None = None,
+    red_offsets: np.ndarray | None = None,
+    correct_rv: bool = True,
+    threads: int | None = None,
+) -> ResampleResult:
+    """Resample many spectra onto the fixed grids in parallel (GIL released).
+
+    Each arm's inputs are ragged: sequences of 1-D arrays (``*_offsets=None``) or
+    flat arrays plus ``n + 1`` int64 offsets (see :mod:`rrnet.preprocess.ragged`).
+    ``rv_kms`` is one velocity per spectrum (or a scalar for all). Bad spectra get
+    a status and an all-NaN row; S/N per arm (from ivar, if given) is measured
+    regardless.
+    """
+    arms = []
+    for loglam, flux, ivar, offsets in (
+        (blue_loglam, blue_flux, blue_ivar, blue_offsets),
+        (red_loglam, red_flux, red_ivar, red_offsets),
+    ):
+        ivar_pair = (None, None) if ivar is None else to_ragged(ivar, offsets, np.float32)
+        arms.append(
+            (
+                *to_ragged(loglam, offsets, np.float64),
+                *to_ragged(flux, offsets, np.float32),
+                *ivar_pair,
+            )
+        )
+    counts = [off.size - 1 for arm in arms for off in arm[1::2] if off is not None]
+    n = counts[0]
+    if any(c != n for c in counts):
+        raise ValueError(f"every input must hold the same number of spectra, got {counts}")
+    rv = np.ascontiguousarray(np.broadcast_to(np.asarray(rv_kms, dtype=np.float64), (n,)))
+    flux, status, snr_blue, snr_red = _core.resample_batch(
+        arms[0], arms[1], rv, correct_rv=bool(correct_rv), threads=_threads(threads)
+    )
+    return ResampleResult(flux=flux, status=status, snr_blue=snr_blue, snr_red=snr_red)
+
+
+def normalize_detailed(
+    flux: np.ndarray, max_iter: int = DEFAULT_MAX_ITER, *, threads: int | None = None
+) -> NormalizeResult:
+    """Continuum-normalise float32 [n, 7200] fluxes (blue then red) with diagnostics.
+
+    Never raises for bad data: such rows get a status and NaN flux. Raises
+    TypeError/ValueError for a wrong dtype, shape or ``max_iter``.
+    """
+    flux = np.asarray(flux)
+    if flux.dtype != np.float32:
+        raise TypeError(f"flux must be float32, got {flux.dtype} (convert with .astype)")
+    if flux.ndim != 2 or flux.shape[1] != N_PIX:
+        raise ValueError(f"flux must have shape (n, {N_PIX}), got {flux.shape}")
+    if int(max_iter) != max_iter or max_iter < 1:
+        raise ValueError(f"max_iter must be a positive integer, got {max_iter!r}")
+    out, iterations, cap_hit, n_outliers, max_run, status = _core.normalize_batch(
+        np.ascontiguousarray(flux), int(max_iter), threads=_threads(threads)
+    )
+    return NormalizeResult(out, iterations, cap_hit, n_outliers, max_run, status)
+
+
+def normalize(
+    flux: np.ndarray, max_iter: int = DEFAULT_MAX_ITER, *, threads: int | None = None
+) -> np.ndarray:
+    """Continuum-normalised float32 [n, 7200]; rows that fail are all NaN."""
+    return normalize_detailed(flux, max_iter, threads=threads).flux
+
+
+__all__ = [
+    "BLUE_GRID",
+    "RED_GRID",
+    "normalize",
+    "normalize_detailed",
+    "resample",
+    "resample_batch",
+    "resample_spectrum",
+    "rv_correct",
+    "snr_ivar",
+]
