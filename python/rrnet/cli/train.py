@@ -1,0 +1,138 @@
+"""``rrnet-train``: train an RRNet ensemble from a preprocessed store and reference labels."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from rrnet.training.settings import TrainSettings
+
+PROG = "rrnet-train"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but usage errors are one line: ``rrnet-train: error: ...`` and exit 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        print(f"{PROG}: error: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = TrainSettings()
+    p = _Parser(
+        prog=PROG,
+        description="Train M networks together (deep ensemble) with the paper's recipe.",
+    )
+    p.add_argument("--store", required=True, help="preprocessed store (rrnet-preprocess)")
+    p.add_argument("--labels", required=True, help="labels table (CSV, Parquet or FITS)")
+    p.add_argument("--out", required=True, help="checkpoint directory to create")
+    p.add_argument(
+        "--group",
+        default="SP",
+        help="labels to fit: SP, CA, all, or a comma list of label columns (default SP)",
+    )
+    p.add_argument("--members", type=int, default=d.members, help="ensemble size M (6)")
+    p.add_argument("--arch", default="rrnet", choices=("rrnet", "resnet", "starnet", "starnet-r"))
+    p.add_argument("--mode", choices=("post-RNN", "pre-RNN", "raw"), help="RNN placement")
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate (5e-4)")
+    p.add_argument("--lr-step", type=int, default=d.lr_step, help="StepLR step in epochs (10)")
+    p.add_argument("--lr-gamma", type=float, default=d.lr_gamma, help="StepLR factor (0.1)")
+    p.add_argument(
+        "--augment-from", type=int, default=d.augment_from,
+        help="first 1-based epoch with noise augmentation, 0 = never (6)",
+    )  # fmt: skip
+    p.add_argument("--noise-fraction", type=float, default=d.noise_fraction)
+    p.add_argument("--noise-sigma", type=float, default=d.noise_sigma)
+    p.add_argument(
+        "--rv-shift", type=float, default=d.rv_shift_kms, metavar="KMS",
+        help="RRNet-cp: random Doppler shifts up to +-KMS km/s during augmentation (0 = off)",
+    )  # fmt: skip
+    p.add_argument(
+        "--predict-rv", action="store_true",
+        help="RRNet-ur: predict the manifest's rv as an extra label",
+    )  # fmt: skip
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--split-seed", type=int, help="seed of the star split (default --seed)")
+    p.add_argument("--key", default="star_id", help="join column(s), comma separated")
+    p.add_argument("--star-column", default="star_id", help="column the split groups by")
+    p.add_argument(
+        "--include-flagged", action="store_true",
+        help="keep rows failing the quality cuts (quality_ok false)",
+    )  # fmt: skip
+    p.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:N")
+    p.add_argument("--no-amp", action="store_true", help="no bfloat16 autocast on CUDA")
+    p.add_argument("--no-compile", action="store_true", help="no torch.compile on CUDA")
+    p.add_argument("--ram-limit-gb", type=float, default=d.ram_limit_gb)
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    p.add_argument(
+        "--keep-state", action="store_true",
+        help="keep train_state.pt (optimizer state) after the last epoch",
+    )  # fmt: skip
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        settings = TrainSettings(
+            members=args.members,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            lr_step=args.lr_step,
+            lr_gamma=args.lr_gamma,
+            augment_from=args.augment_from,
+            noise_fraction=args.noise_fraction,
+            noise_sigma=args.noise_sigma,
+            rv_shift_kms=args.rv_shift,
+            seed=args.seed,
+            device=args.device,
+            amp=not args.no_amp,
+            compile=not args.no_compile,
+            ram_limit_gb=args.ram_limit_gb,
+        )
+    except ValueError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+
+    from rrnet.training.api import train_ensemble
+    from rrnet.training.loop import CheckpointComplete
+
+    try:
+        out = train_ensemble(
+            args.store,
+            args.labels,
+            args.out,
+            labels_to_fit=args.group,
+            arch=args.arch,
+            mode=args.mode,
+            settings=settings,
+            key=[k.strip() for k in args.key.split(",") if k.strip()],
+            star_column=args.star_column,
+            include_flagged=args.include_flagged,
+            predict_rv=args.predict_rv,
+            split_seed=args.split_seed,
+            resume=args.resume,
+            keep_state=args.keep_state,
+            progress=not args.quiet,
+        )
+    except CheckpointComplete as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return 0
+    except (ValueError, FileExistsError, FileNotFoundError, FloatingPointError) as exc:
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"{PROG}: error: {message}", file=sys.stderr)
+        return 2
+    if not args.quiet:
+        print(f"{PROG}: checkpoint written to {out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
