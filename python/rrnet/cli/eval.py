@@ -159,12 +159,113 @@ def _main_eval(argv: list[str]) -> int:
     return 0
 
 
+def build_compare_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog=f"{PROG} compare",
+        description=(
+            "Train RRNet, ResNet, StarNet, StarNet-R and the N_r / N_s variants with one "
+            "recipe on one split of a preprocessed reference set; write MAE tables "
+            "(comparison.md, mae_test.parquet, mae_valid.parquet) and bar charts."
+        ),
+    )
+    p.add_argument("--store", type=Path, required=True, help="preprocessed store")
+    p.add_argument("--labels", type=Path, required=True, help="reference labels table")
+    p.add_argument("--out", type=Path, required=True, help="output directory")
+    p.add_argument("--key", default="star_id", help="column joining store and labels")
+    p.add_argument("--group", choices=("SP", "CA", "all"), default="SP", help="labels to fit")
+    p.add_argument(
+        "--variants",
+        default="all",
+        help="comma-separated names (RRNet,ResNet,StarNet,StarNet-R,N_r=1..4,N_s=5,20,40,60) "
+        "or 'all', 'architectures', 'ablation'",
+    )
+    p.add_argument("--members", type=int, default=2, help="ensemble members (paper 6)")
+    p.add_argument("--epochs", type=int, default=8, help="epochs (paper 30)")
+    p.add_argument("--lr-step", type=int, default=4, help="StepLR step (paper 10)")
+    p.add_argument("--augment-from", type=int, default=3, help="first noisy epoch (paper 6)")
+    p.add_argument("--max-stars", type=int, default=1500, help="random subset of stars")
+    p.add_argument("--seed", type=int, default=0, help="split, subset and init seed")
+    return p
+
+
+def _select_variants(spec: str, n_labels: int):
+    from rrnet.compare import ablation_variants, architecture_variants
+
+    arch, abl = architecture_variants(n_labels), ablation_variants(n_labels)
+    if spec in ("all", "architectures", "ablation"):
+        return {"all": arch + abl, "architectures": arch, "ablation": abl}[spec]
+    by_name = {v.name: v for v in arch + abl}
+    wanted = [n.strip() for n in spec.split(",") if n.strip()]
+    unknown = [n for n in wanted if n not in by_name]
+    if unknown or not wanted:
+        raise UsageError(f"unknown variant(s) {', '.join(unknown) or repr(spec)}")
+    return [by_name[n] for n in wanted]
+
+
+def _main_compare(argv: list[str]) -> int:
+    from rrnet.labels import ALL_LABELS, CA_LABELS, SP_LABELS
+
+    try:
+        args = build_compare_parser().parse_args(argv)
+        names = {"SP": SP_LABELS, "CA": CA_LABELS, "all": ALL_LABELS}[args.group]
+        variants = _select_variants(args.variants, len(names))
+        for flag in ("members", "epochs", "lr_step", "augment_from", "max_stars"):
+            if getattr(args, flag) < 1:
+                raise UsageError(f"--{flag.replace('_', '-')} must be >= 1")
+        if not args.store.is_dir():
+            raise UsageError(f"--store is not a directory: {args.store}")
+        if not args.labels.is_file():
+            raise UsageError(f"--labels not found: {args.labels}")
+    except UsageError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    except SystemExit as exc:  # --help
+        return int(exc.code or 0)
+    from rrnet.compare import load_reference_set, run_comparison
+    from rrnet.store import StoreError
+    from rrnet.training import TrainSettings, split_by_star
+
+    try:
+        flux, labels, stars = load_reference_set(
+            args.store, args.labels, names, key=args.key, max_stars=args.max_stars, seed=args.seed
+        )
+    except (CatalogError, StoreError, pl_errors()) as exc:
+        print(f"{PROG}: error: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 2
+    settings = TrainSettings(
+        members=args.members,
+        epochs=args.epochs,
+        lr_step=args.lr_step,
+        augment_from=args.augment_from,
+        seed=args.seed,
+        device="auto",
+        compile=False,
+    )
+    split = split_by_star(stars, seed=args.seed)
+    run_comparison(
+        flux,
+        labels,
+        split,
+        names,
+        args.out,
+        settings=settings,
+        variants=variants,
+        log=lambda msg: print(msg, file=sys.stderr),
+    )
+    print(f"{PROG}: comparison written to {args.out / 'comparison.md'}", file=sys.stderr)
+    return 0
+
+
+def pl_errors() -> type[Exception]:
+    import polars as pl
+
+    return pl.exceptions.PolarsError
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] == "compare":
-        from rrnet.cli.compare import main as compare_main
-
-        return compare_main(argv[1:])
+        return _main_compare(argv[1:])
     return _main_eval(argv)
 
 

@@ -1,0 +1,64 @@
+"""Smoke test of the comparison driver on a tiny toy set (results are reported, not asserted)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from rrnet.cli.eval import main
+from rrnet.compare import ablation_variants, architecture_variants, run_comparison
+from rrnet.training import TrainSettings, split_by_star, train_arrays
+from rrnet.training.toy import toy_spectra
+
+NAMES = ["Teff[K]", "Logg", "FeH"]
+
+
+def test_variants_are_the_papers() -> None:
+    arch = {v.name: v.config for v in architecture_variants(3)}
+    assert (arch["RRNet"].net, arch["RRNet"].mode, arch["RRNet"].n_subbands) == (
+        "rrnet", "post-RNN", 40)  # fmt: skip
+    assert arch["ResNet"].mode == "raw" and arch["StarNet"].net == "starnet"
+    assert arch["StarNet-R"].mode == "post-RNN"
+    abl = {v.name: v.config for v in ablation_variants(3)}
+    assert [len(abl[f"N_r={r}"].channels) for r in (1, 2, 3, 4)] == [1, 2, 3, 4]
+    assert [abl[f"N_s={s}"].n_subbands for s in (5, 20, 40, 60)] == [5, 20, 40, 60]
+    assert abl["N_r=3"] == abl["N_s=40"] == arch["RRNet"]
+
+
+@pytest.mark.slow
+def test_comparison_runs_and_trains_each_network_once(tmp_path: Path) -> None:
+    flux, labels = toy_spectra(24, seed=1)
+    split = split_by_star(np.arange(24), seed=0)
+    calls = []
+
+    def counting_train(*args, **kwargs):
+        calls.append(kwargs["model_config"])
+        return train_arrays(*args, **kwargs)
+
+    settings = TrainSettings(members=1, epochs=1, batch_size=16, device="cpu", compile=False,
+                             amp=False)  # fmt: skip
+    wanted = {"RRNet", "StarNet", "N_r=3"}
+    variants = [v for v in architecture_variants(3) + ablation_variants(3) if v.name in wanted]
+    tables = run_comparison(
+        flux, labels, split, NAMES, tmp_path, settings=settings, variants=variants,
+        train=counting_train, log=lambda _: None,
+    )  # fmt: skip
+    assert len(calls) == 2  # N_r=3 is RRNet
+    assert tables["test"]["model"].to_list() == ["RRNet", "StarNet", "N_r=3"]
+    for name in ("comparison.png", "ablation.png", "comparison.md", "results.json"):
+        assert (tmp_path / name).stat().st_size > 100
+    # the reported test MAE is the one of the saved test predictions
+    pred = pl.read_parquet(tmp_path / "checkpoints" / "StarNet" / "test_predictions.parquet")
+    mae = (pred["Logg"] - pred["Logg_true"]).abs().mean()
+    starnet = tables["test"].filter(pl.col("model") == "StarNet")
+    assert abs(starnet["Logg"][0] - mae) < 1e-6
+
+
+def test_compare_cli_rejects_unknown_variants(tmp_path: Path, capsys) -> None:
+    args = ["compare", "--store", str(tmp_path), "--labels", "x.csv", "--out", str(tmp_path)]
+    assert main([*args, "--variants", "RRNet,LeNet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("rrnet-eval: error: unknown variant(s) LeNet") and err.count("\n") == 1
