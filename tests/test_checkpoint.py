@@ -1,0 +1,141 @@
+"""The pickle-free checkpoint directory: round trip, atomic overwrite, validation, hash."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import safetensors.torch
+import torch
+
+from rrnet.checkpoint import (
+    CheckpointError,
+    checkpoint_hash,
+    load_checkpoint,
+    member_file,
+    save_checkpoint,
+)
+from rrnet.models import ModelConfig, StateDictMismatch, build_model
+
+CONFIG = ModelConfig(channels=(2, 4), n_pixels=160, n_subbands=4, hidden=(8, 8), num_labels=2)
+
+
+def _members(n: int, seed: int = 0) -> list[dict[str, torch.Tensor]]:
+    torch.manual_seed(seed)
+    return [build_model(CONFIG).state_dict() for _ in range(n)]
+
+
+def _save(path, members, **extra):
+    rng = np.random.default_rng(0)
+    kwargs = {
+        "model_config": CONFIG,
+        "labels": ["Teff[K]", "Logg"],
+        "member_state_dicts": members,
+        "flux_mean": rng.normal(size=160).astype(np.float32),
+        "flux_std": rng.uniform(0.5, 1, 160).astype(np.float32),
+        "label_mean": np.array([5000.0, 3.0]),
+        "label_std": np.array([500.0, 1.0]),
+    }
+    kwargs.update(extra)
+    return save_checkpoint(path, **kwargs), kwargs
+
+
+def test_roundtrip(tmp_path) -> None:
+    members = _members(3)
+    path, kwargs = _save(tmp_path / "ck", members, training={"epochs": 30})
+    ckpt = load_checkpoint(path)
+    assert ckpt.model_config == CONFIG
+    assert ckpt.labels == ("Teff[K]", "Logg")
+    assert ckpt.n_members == 3
+    assert ckpt.training == {"epochs": 30}
+    assert ckpt.preprocessing is None
+    for key in ("flux_mean", "flux_std", "label_mean", "label_std"):
+        np.testing.assert_array_equal(getattr(ckpt.normalization, key), kwargs[key])
+    for got, want in zip(ckpt.member_state_dicts, members, strict=True):
+        assert got.keys() == want.keys()
+        for key in want:
+            torch.testing.assert_close(got[key], want[key], rtol=0, atol=0)
+    config = json.loads((path / "config.json").read_text())
+    assert config["format"] == "rrnet-checkpoint" and config["format_version"] == 1
+    assert config["n_members"] == 3 and config["model"] == CONFIG.to_dict()
+    assert {"rrnet", "torch"} <= set(config["versions"])
+    assert sorted(p.name for p in path.iterdir()) == sorted(
+        ["config.json", "normalization.safetensors"] + [member_file(i) for i in range(3)]
+    )
+
+
+def test_overwrite_is_atomic_and_leaves_no_temporaries(tmp_path) -> None:
+    path, _ = _save(tmp_path / "ck", _members(2, seed=1))
+    new = _members(1, seed=2)
+    _save(path, new)
+    ckpt = load_checkpoint(path)
+    assert ckpt.n_members == 1
+    torch.testing.assert_close(ckpt.member_state_dicts[0]["mu.weight"], new[0]["mu.weight"])
+    assert [p.name for p in tmp_path.iterdir()] == ["ck"]
+
+
+def test_failed_save_keeps_the_old_checkpoint(tmp_path) -> None:
+    path, _ = _save(tmp_path / "ck", _members(2))
+    before = checkpoint_hash(path)
+    bad = _members(1)
+    bad[0]["fc2.0.weight"] = torch.zeros(3, 3)
+    with pytest.raises(StateDictMismatch, match=r"fc2\.0\.weight"):
+        _save(path, bad)
+    assert checkpoint_hash(path) == before
+    assert [p.name for p in tmp_path.iterdir()] == ["ck"]
+
+
+def test_refuses_to_overwrite_other_directories(tmp_path) -> None:
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "thesis.tex").write_text("precious")
+    with pytest.raises(CheckpointError, match="not an rrnet checkpoint"):
+        _save(tmp_path / "data", _members(1))
+    assert (tmp_path / "data" / "thesis.tex").read_text() == "precious"
+
+
+@pytest.mark.parametrize(
+    ("extra", "match"),
+    [
+        ({"labels": ["Teff[K]"]}, "1 labels"),
+        ({"labels": ["a", "a"]}, "duplicate"),
+        ({"label_mean": np.zeros(3), "label_std": np.ones(3)}, "label_mean"),
+        ({"flux_mean": np.zeros(10), "flux_std": np.ones(10)}, "flux_mean"),
+        ({"member_state_dicts": []}, "at least one member"),
+    ],
+)
+def test_inconsistent_inputs_rejected(tmp_path, extra, match) -> None:
+    with pytest.raises(CheckpointError, match=match):
+        _save(tmp_path / "ck", _members(1), **extra)
+
+
+def test_hash_identifies_content(tmp_path) -> None:
+    members = _members(2)
+    a, _ = _save(tmp_path / "a", members)
+    b, _ = _save(tmp_path / "b", members)
+    assert checkpoint_hash(a) == checkpoint_hash(b)
+    assert len(checkpoint_hash(a)) == 64
+    members[1] = {k: v.clone() for k, v in members[1].items()}
+    members[1]["mu.bias"][0] += 1e-3
+    c, _ = _save(tmp_path / "c", members)
+    assert checkpoint_hash(c) != checkpoint_hash(a)
+
+
+def test_load_errors_are_clear(tmp_path) -> None:
+    with pytest.raises(CheckpointError, match=r"no config\.json"):
+        load_checkpoint(tmp_path)
+    path, _ = _save(tmp_path / "ck", _members(2))
+    (path / member_file(1)).unlink()
+    with pytest.raises(CheckpointError, match=r"member-1\.safetensors"):
+        load_checkpoint(path)
+    path, _ = _save(tmp_path / "ck2", _members(1))
+    state = _members(1)[0]
+    state["rnn.weight_hh_l0"] = torch.zeros(2, 2)
+    safetensors.torch.save_file(state, str(path / member_file(0)))
+    with pytest.raises(StateDictMismatch, match=r"rnn\.weight_hh_l0"):
+        load_checkpoint(path)
+    config = json.loads((path / "config.json").read_text())
+    config["format_version"] = 99
+    (path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="format_version"):
+        load_checkpoint(path)
