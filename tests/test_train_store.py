@@ -1,0 +1,175 @@
+"""Training from a store + labels table through ``rrnet-train``: joins, filters, split, files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from rrnet.cli.train import main
+from rrnet.store import open_store
+from rrnet.training.toy import toy_spectra
+
+torch.set_num_threads(1)
+
+N = 90
+
+
+def _write_store(path: Path, flux: np.ndarray, manifest: pl.DataFrame) -> None:
+    """A store directory in the documented layout (rrnet.store), written by hand."""
+    (path / "shards").mkdir(parents=True)
+    np.save(path / "shards" / "normalized-000000.npy", flux.astype(np.float32))
+    manifest.write_parquet(path / "manifest.parquet")
+    info = {
+        "format": "rrnet-preprocessed-store",
+        "format_version": 1,
+        "complete": True,
+        "n_rows": flux.shape[0],
+        "shard_size": flux.shape[0],
+        "kinds": ["normalized"],
+        "fingerprint": {"hash": "toy0123456789abc", "correct_rv": True},
+    }
+    (path / "store.json").write_text(json.dumps(info))
+
+
+@pytest.fixture(scope="module")
+def store_and_labels(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("store")
+    flux, labels = toy_spectra(N, n_pixels=7200, n_lines=40, seed=4)
+    star = np.array([f"S{i // 3:03d}" for i in range(N)])  # three spectra per star
+    status = np.where(np.arange(N) % 17 == 5, "resample failed", "ok")
+    flux[status != "ok"] = np.nan
+    quality = np.arange(N) % 13 != 7
+    manifest = pl.DataFrame(
+        {
+            "row": np.arange(N),
+            "obsid": 1000 + np.arange(N),
+            "star_id": star,
+            "rv": np.linspace(-30, 30, N),
+            "status": status,
+            "quality_ok": quality,
+        }
+    )
+    _write_store(root / "store", flux, manifest)
+    # Labels per star; one star has none, one has all missing, [Fe/H] partly missing.
+    stars = np.unique(star)
+    first = np.array([np.flatnonzero(star == s)[0] for s in stars])
+    table = pl.DataFrame(
+        {
+            "star_id": stars,
+            "Teff[K]": labels[first, 0],
+            "Logg": labels[first, 1],
+            "FeH": np.where(np.arange(stars.size) % 4 == 0, np.nan, labels[first, 2]),
+        }
+    )
+    table = table.filter(pl.col("star_id") != "S001").with_columns(
+        pl.when(pl.col("star_id") == "S002").then(None).otherwise(pl.col(c)).alias(c)
+        for c in ("Teff[K]", "Logg", "FeH")
+    )
+    table.write_csv(root / "labels.csv")
+    return root, manifest
+
+
+ARGS = ["--arch", "resnet", "--members", "2", "--epochs", "2", "--batch-size", "16", "--quiet"]
+
+
+def test_cli_trains_from_a_store_with_the_row_rules(store_and_labels, monkeypatch) -> None:
+    root, manifest = store_and_labels
+    # a cheap network: the CLI builds the paper's ResNet; shrink it through the library
+    from rrnet.training import api
+
+    small = api.model_config_for
+    monkeypatch.setattr(
+        api,
+        "model_config_for",
+        lambda arch, mode, num_labels: small(
+            arch, mode, num_labels, channels=(2, 2, 2, 2), hidden=(16, 8)
+        ),
+    )
+    out = root / "ckpt"
+    code = main(["--store", str(root / "store"), "--labels", str(root / "labels.csv"),
+                 "--out", str(out), *ARGS])  # fmt: skip
+    assert code == 0
+    split = pl.read_parquet(out / "split.parquet")
+    used = set(split.get_column("row").to_list())
+    m = manifest
+    assert not used & set(m.filter(pl.col("status") != "ok").get_column("row").to_list())
+    assert not used & set(m.filter(~pl.col("quality_ok")).get_column("row").to_list())
+    no_labels = m.filter(pl.col("star_id").is_in(["S001", "S002"])).get_column("row").to_list()
+    assert not used & set(no_labels)
+    expected = m.filter(
+        (pl.col("status") == "ok")
+        & pl.col("quality_ok")
+        & ~pl.col("star_id").is_in(["S001", "S002"])
+    )
+    assert used == set(expected.get_column("row").to_list())  # partly missing labels are kept
+    per_star = split.group_by("star_id").agg(pl.col("split").n_unique())
+    assert per_star.get_column("split").max() == 1
+    config = json.loads((out / "config.json").read_text())
+    training = config["training"]
+    assert config["preprocessing"]["hash"] == "toy0123456789abc"
+    assert training["variant"] == "c"
+    assert training["data"]["row_counts"]["used"] == len(used)
+    assert set(training["label_ranges"]) == {"Teff[K]", "Logg", "FeH"}
+    pred = pl.read_parquet(out / "test_predictions.parquet")
+    test_rows = split.filter(pl.col("split") == "test").get_column("row").to_list()
+    assert sorted(pred.get_column("row").to_list()) == sorted(test_rows)
+    assert {"obsid", "star_id", "Teff[K]", "Teff[K]_err", "Teff[K]_true"} <= set(pred.columns)
+    assert (out / "loss_curve.png").stat().st_size > 1000
+    # RRNet-ur: rv becomes a fourth label, taken from the manifest
+    out_ur = root / "ckpt-ur"
+    assert main(["--store", str(root / "store"), "--labels", str(root / "labels.csv"),
+                 "--out", str(out_ur), "--predict-rv", *ARGS]) == 0  # fmt: skip
+    config = json.loads((out_ur / "config.json").read_text())
+    assert config["labels"] == ["Teff[K]", "Logg", "FeH", "rv"]
+    assert config["training"]["variant"] == "c-r"
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--epochs", "0"], "epochs must be >= 1"),
+        (["--group", "Teff[K],Nope"], "no column(s) Nope"),
+        (["--key", "obsid_missing"], "no column(s) obsid_missing"),
+    ],
+)
+def test_cli_bad_arguments_exit_2_with_one_line(
+    store_and_labels, tmp_path: Path, capsys, extra: list[str], message: str
+) -> None:
+    root, _ = store_and_labels
+    argv = ["--store", str(root / "store"), "--labels", str(root / "labels.csv"),
+            "--out", str(tmp_path / "x"), "--quiet", *extra]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("rrnet-train: error: ") and message in err[0]
+
+
+def test_cli_missing_store_is_one_line_error(tmp_path: Path, capsys) -> None:
+    code = main(["--store", str(tmp_path / "nope"), "--labels", str(tmp_path / "l.csv"),
+                 "--out", str(tmp_path / "o"), "--quiet"])  # fmt: skip
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("rrnet-train: error: ")
+
+
+def test_cli_usage_error_exits_2_with_one_line(tmp_path: Path, capsys) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["--store", "s", "--labels", "l", "--out", "o", "--arch", "transformer"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "rrnet-train: error: " in err[0] and "invalid choice" in err[0]
+
+
+def test_store_rows_are_the_store_fluxes(store_and_labels) -> None:
+    """The lazily read flux (data larger than the RAM limit) equals read_flux."""
+    from rrnet.training.api import _StoreRows
+
+    root, _ = store_and_labels
+    store = open_store(root / "store")
+    rows = np.array([3, 0, 8])
+    view = _StoreRows(store, rows)
+    np.testing.assert_array_equal(view[np.array([2, 0])], store.read_flux(rows[[2, 0]]))
