@@ -11,22 +11,16 @@ from rrnet.synth.dataset import make_dataset
 PROG = "rrnet-synth"
 
 
-def _range(kind: type, name: str):
-    """Parse ``LO-HI`` or a single value into an inclusive (lo, hi) pair."""
-
-    def parse(text: str) -> tuple:
-        parts = text.split("-") if kind is int else [text]
-        try:
-            values = tuple(kind(p) for p in parts)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must look like 2 or 1-4, got {text!r}")
-        if len(values) == 1:
-            values = values * 2
-        if len(values) != 2:
-            raise argparse.ArgumentTypeError(f"{name} must look like 2 or 1-4, got {text!r}")
-        return values
-
-    return parse
+def _exposure_range(text: str) -> tuple[int, int]:
+    """Parse ``N`` or ``LOW-HIGH`` into an inclusive (low, high) pair."""
+    parts = text.split("-")
+    try:
+        values = tuple(int(p) for p in parts)
+    except ValueError:
+        values = ()
+    if len(values) not in (1, 2):
+        raise argparse.ArgumentTypeError(f"must look like 2 or 1-4, got {text!r}")
+    return (values[0], values[-1])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--exposures",
-        type=_range(int, "--exposures"),
+        type=_exposure_range,
         default=(1, 4),
         help="single exposures per visit, N or LOW-HIGH (default: 1-4)",
     )
@@ -83,11 +77,17 @@ def main(argv: list[str] | None = None) -> int:
     if not 0 < low <= high:
         return fail(f"--snr-range needs 0 < LOW <= HIGH, got {low:g} {high:g}")
     if not 1 <= args.exposures[0] <= args.exposures[1]:
-        return fail(f"--exposures needs 1 <= LOW <= HIGH, got {args.exposures}")
+        lo_exp, hi_exp = args.exposures
+        return fail(f"--exposures needs 1 <= LOW <= HIGH, got {lo_exp}-{hi_exp}")
     if args.workers is not None and args.workers < 1:
         return fail(f"--workers must be >= 1, got {args.workers}")
-    if not args.quiet:
-        logging.basicConfig(level=logging.INFO, format="%(message)s")
+    log = logging.getLogger("rrnet.synth")
+    handler = logging.StreamHandler(sys.stderr)  # progress/resume lines go to our stderr
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    saved = log.level, log.propagate
+    log.addHandler(handler)
+    log.setLevel(logging.WARNING if args.quiet else logging.INFO)
+    log.propagate = False
     try:
         paths = make_dataset(
             args.stars,
@@ -101,6 +101,10 @@ def main(argv: list[str] | None = None) -> int:
         )
     except (ValueError, OSError, ImportError) as exc:
         return fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(saved[0])
+        log.propagate = saved[1]
     if not args.quiet:
         print(
             f"{PROG}: {paths.n_visits} visits in {paths.data_dir}, catalogue {paths.catalogue}"
