@@ -545,6 +545,7 @@ def iter_preprocessed(
                 builder = None
                 yield batch
                 bar.update(batch.rows.size)
+                del batch  # let the consumer free it before the next batch is built
     finally:
         bar.close()
 
@@ -616,6 +617,7 @@ def preprocess_catalog(
         progress=progress,
     ):
         _write_shard(out, batch, fsync=fsync)
+        del batch  # only one shard in memory at a time
     header_columns = [c for c in HEADER_COLUMNS if c not in catalog.columns]
     _finish_store(out, info, -(-catalog.height // shard_size), header_columns, fsync=fsync)
     return open_store(out)
