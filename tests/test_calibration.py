@@ -91,7 +91,7 @@ def _recalibrate(tmp_path: Path, catalog: pl.DataFrame, labels: pl.DataFrame, sp
         recalibrate=True,
         figures=False,
     )
-    report = evaluate(opts, split_loader=lambda _: split)
+    report = evaluate(opts, split_loader=lambda _: ("star_id", split))
     assert report.counts["in_test_split"] > 0
     return read_recalibration(ckpt)
 
@@ -116,3 +116,17 @@ def test_test_rows_never_influence_the_factor(tmp_path: Path) -> None:
     changed = _recalibrate(tmp_path, corrupt(split["valid"]), labels, split)
     assert changed["FeH"] > 5 * clean["FeH"]
     assert changed["Logg"] < clean["Logg"] / 5
+
+
+def test_split_keys_reads_the_training_split_file(tmp_path: Path) -> None:
+    from rrnet.evaluation.checkpoint import split_keys
+
+    pl.DataFrame(
+        {"row": [0, 1, 2, 3], "gaia": [7, 7, 8, 9], "split": ["train", "train", "valid", "test"]}
+    ).write_parquet(tmp_path / "split.parquet")
+    (tmp_path / "config.json").write_text(
+        json.dumps({"training": {"data": {"star_column": "gaia"}}})
+    )
+    column, split = split_keys(tmp_path)
+    assert column == "gaia"
+    assert split == {"train": [7], "valid": [8], "test": [9]}

@@ -46,13 +46,12 @@ class EvalOptions:
     figures: bool = True
 
 
-SplitLoader = Callable[[Path], dict[str, list[object]]]
-SPLIT_KEY = "star_id"
-"""Checkpoint splits are by star, keyed by this column."""
+SplitLoader = Callable[[Path], tuple[str, dict[str, list[object]]]]
+"""checkpoint -> (star column, star ids per split)."""
 
 
-def load_split(checkpoint: Path) -> dict[str, list[object]]:
-    """Star ids per split (``train``/``valid``/``test``) saved in a checkpoint."""
+def load_split(checkpoint: Path) -> tuple[str, dict[str, list[object]]]:
+    """Star column and star ids per split (``train``/``valid``/``test``) of a checkpoint."""
     from rrnet.evaluation.checkpoint import split_keys
 
     return split_keys(checkpoint)
@@ -67,11 +66,14 @@ def checkpoint_labels(checkpoint: Path, labels: list[str]) -> list[str]:
     return [lb for lb in labels if lb in own]
 
 
-def _common_split(opts: EvalOptions, loader: SplitLoader) -> dict[str, list[object]]:
+def _common_split(opts: EvalOptions, loader: SplitLoader) -> tuple[str, dict[str, list[object]]]:
     splits = [loader(c) for c in opts.checkpoints]
-    first = {k: sorted(map(str, v)) for k, v in splits[0].items()}
+
+    def canonical(item: tuple[str, dict[str, list[object]]]):
+        return item[0], {k: sorted(map(str, v)) for k, v in item[1].items()}
+
     for ckpt, other in zip(opts.checkpoints[1:], splits[1:], strict=True):
-        if {k: sorted(map(str, v)) for k, v in other.items()} != first:
+        if canonical(other) != canonical(splits[0]):
             raise sample.SampleError(f"{ckpt} has another split than {opts.checkpoints[0]}")
     return splits[0]
 
@@ -108,11 +110,11 @@ def evaluate(opts: EvalOptions, *, split_loader: SplitLoader = load_split) -> Re
     notes: list[str] = []
     recal = None
     if opts.checkpoints:
-        if SPLIT_KEY not in joined.columns:
-            raise sample.SampleError(f"a checkpoint split needs a {SPLIT_KEY!r} column")
-        split = _common_split(opts, split_loader)
+        split_key, split = _common_split(opts, split_loader)
+        if split_key not in joined.columns:
+            raise sample.SampleError(f"the checkpoint split needs a {split_key!r} column")
         if opts.recalibrate:
-            valid = calibration.restrict_to_split(joined, split["valid"], key=SPLIT_KEY)
+            valid = calibration.restrict_to_split(joined, split["valid"], key=split_key)
             recal = {"factors": {}, "files": []}
             for ckpt in opts.checkpoints:
                 fitted = calibration.fit_recalibration(valid, checkpoint_labels(ckpt, labels))
@@ -121,9 +123,9 @@ def evaluate(opts: EvalOptions, *, split_loader: SplitLoader = load_split) -> Re
                 recal["files"].append(str(path))
             count_dict["valid_rows_for_recalibration"] = valid.height
         if opts.split != "all":
-            joined = calibration.restrict_to_split(joined, split[opts.split], key=SPLIT_KEY)
-            if SPLIT_KEY in usable.columns:
-                usable = calibration.restrict_to_split(usable, split[opts.split], key=SPLIT_KEY)
+            joined = calibration.restrict_to_split(joined, split[opts.split], key=split_key)
+            if split_key in usable.columns:
+                usable = calibration.restrict_to_split(usable, split[opts.split], key=split_key)
         count_dict[f"in_{opts.split}_split"] = joined.height
         inputs["checkpoints"] = ", ".join(map(str, opts.checkpoints))
         inputs["split"] = opts.split
