@@ -56,17 +56,16 @@ pub fn normalize_spectrum(
     for arm in Arm::BOTH {
         let span = arm as usize * N_PIX_ARM..(arm as usize + 1) * N_PIX_ARM;
         let basis = ArmBasis::for_arm(arm);
-        match normalize_arm(
+        let (report, result) = normalize_arm(
             &flux[span.clone()],
             basis,
             max_iter,
             scratch,
             &mut out[span],
-        ) {
-            Ok(report) => reports[arm as usize] = report,
-            Err(err) => {
-                first_error.get_or_insert(err.status());
-            }
+        );
+        reports[arm as usize] = report;
+        if let Err(err) = result {
+            first_error.get_or_insert(err.status());
         }
     }
     stats.iterations = reports.map(|r| r.iterations);

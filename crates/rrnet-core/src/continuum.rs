@@ -200,33 +200,42 @@ pub struct ArmReport {
 
 /// Normalise one arm's resampled flux into `out` (SPEC 2.3).
 ///
-/// On error the report so far is lost and `out` is unspecified; the batch layer
-/// writes NaN rows. `max_iter` must be at least 1.
+/// Returns the diagnostics gathered so far even on error (a degenerate arm still
+/// reports its outliers); on error `out` is unspecified and the batch layer writes
+/// NaN rows. `max_iter` must be at least 1.
 pub fn normalize_arm(
     flux: &[f32],
     basis: &ArmBasis,
     max_iter: u32,
     scratch: &mut ArmScratch,
     out: &mut [f32],
-) -> Result<ArmReport, KernelError> {
+) -> (ArmReport, Result<(), KernelError>) {
+    let mut report = ArmReport::default();
     let n = basis.len();
     if flux.len() != n || out.len() != n {
-        return Err(KernelError::InvalidArgument(format!(
-            "arm flux and output must have {n} pixels, got {} and {}",
-            flux.len(),
-            out.len()
-        )));
+        return (
+            report,
+            Err(KernelError::InvalidArgument(format!(
+                "arm flux and output must have {n} pixels, got {} and {}",
+                flux.len(),
+                out.len()
+            ))),
+        );
     }
     if max_iter == 0 {
-        return Err(KernelError::InvalidArgument("max_iter must be >= 1".into()));
+        let err = KernelError::InvalidArgument("max_iter must be >= 1".into());
+        return (report, Err(err));
     }
     scratch.resize(n);
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU supports AVX2, checked just above.
-        return unsafe { normalize_arm_avx2(flux, basis, max_iter, scratch, out) };
+        let result =
+            unsafe { normalize_arm_avx2(flux, basis, max_iter, scratch, out, &mut report) };
+        return (report, result);
     }
-    normalize_arm_impl(flux, basis, max_iter, scratch, out)
+    let result = normalize_arm_impl(flux, basis, max_iter, scratch, out, &mut report);
+    (report, result)
 }
 
 /// [`normalize_arm_impl`] compiled for AVX2: wider vectors, the same arithmetic (no
@@ -239,8 +248,9 @@ fn normalize_arm_avx2(
     max_iter: u32,
     scratch: &mut ArmScratch,
     out: &mut [f32],
-) -> Result<ArmReport, KernelError> {
-    normalize_arm_impl(flux, basis, max_iter, scratch, out)
+    report: &mut ArmReport,
+) -> Result<(), KernelError> {
+    normalize_arm_impl(flux, basis, max_iter, scratch, out, report)
 }
 
 /// The algorithm of [`normalize_arm`] on validated lengths (`scratch` sized to `n`).
@@ -251,7 +261,8 @@ fn normalize_arm_impl(
     max_iter: u32,
     scratch: &mut ArmScratch,
     out: &mut [f32],
-) -> Result<ArmReport, KernelError> {
+    report: &mut ArmReport,
+) -> Result<(), KernelError> {
     let n = basis.len();
     if !flux.iter().fold(true, |ok, v| ok & v.is_finite()) {
         return Err(KernelError::NonFiniteFlux);
@@ -264,10 +275,7 @@ fn normalize_arm_impl(
         outside,
     } = scratch;
     f.iter_mut().zip(flux).for_each(|(a, &b)| *a = f64::from(b));
-    let mut report = ArmReport {
-        outliers: median_replace(f, m, outside),
-        ..ArmReport::default()
-    };
+    report.outliers = median_replace(f, m, outside);
 
     let (f_mean, f_std) = mean_std(f);
     if !(f_std > 0.0 && f_std.is_finite()) {
@@ -349,7 +357,7 @@ fn normalize_arm_impl(
     if !(min_continuum > 0.0) {
         return Err(KernelError::NonPositiveContinuum);
     }
-    Ok(report)
+    Ok(())
 }
 
 /// Median test of SPEC 2.3.1: replace outlier pixels of `f` by the 3-point median.
@@ -468,7 +476,9 @@ mod tests {
     fn run(flux: &[f32]) -> Result<(Vec<f32>, ArmReport), KernelError> {
         let mut out = vec![0.0f32; flux.len()];
         let basis = ArmBasis::for_arm(Arm::Blue);
-        let report = normalize_arm(flux, basis, 100, &mut ArmScratch::default(), &mut out)?;
+        let (report, result) =
+            normalize_arm(flux, basis, 100, &mut ArmScratch::default(), &mut out);
+        result?;
         Ok((out, report))
     }
 

@@ -23,11 +23,12 @@ def to_ragged(
     otherwise it is already the flat values array (no copy if dtype and layout fit).
     """
     if offsets is None:
-        parts = [np.asarray(a, dtype=dtype).ravel() for a in arrays]
-        lengths = np.array([p.size for p in parts], dtype=np.int64)
-        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-        values = np.concatenate(parts) if parts else np.empty(0, dtype=dtype)
-        return np.ascontiguousarray(values, dtype=dtype), offsets
+        parts = [np.ravel(a) for a in arrays]
+        offsets = np.zeros(len(parts) + 1, dtype=np.int64)
+        np.cumsum([p.size for p in parts], out=offsets[1:])
+        # One pass converts dtype and byte order (FITS is big-endian) while concatenating.
+        values = np.concatenate(parts, dtype=dtype) if parts else np.empty(0, dtype=dtype)
+        return values, offsets
     values = np.ascontiguousarray(arrays, dtype=dtype)
     offsets = np.ascontiguousarray(offsets, dtype=np.int64)
     check_offsets(values.size, offsets)

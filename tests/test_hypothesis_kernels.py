@@ -1,0 +1,148 @@
+"""Property tests: Rust kernels vs the NumPy reference on generated spectra.
+
+Agreement is required to 1e-5 relative, with identical iteration counts and
+outlier statistics, except where the reference reports a threshold tie (a
+clipping decision within ``TIE`` sigma of its bound, which roundoff may flip);
+then only the statuses must agree.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import rrnet.preprocess as fast
+from rrnet.grid import BLUE_GRID, C_KMS, N_PIX_ARM, RED_GRID
+from rrnet.preprocess import PreprocessError, Status
+from rrnet.preprocess import reference as ref
+
+TIE = 1e-9
+SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@st.composite
+def arm_flux(draw, grid: np.ndarray) -> np.ndarray:
+    """One arm: a continuum of some shape, absorption lines, noise and defects."""
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    t = (grid - grid.mean()) / (grid[-1] - grid[0])  # -0.5 .. 0.5
+    level = draw(st.floats(1e-2, 1e5))
+    shape = draw(st.sampled_from(["poly", "exp", "planck", "sine", "flat"]))
+    if shape == "poly":
+        coef = rng.uniform(-0.6, 0.6, 4)
+        cont = 1 + coef[0] * t + coef[1] * t**2 + coef[2] * t**3 + coef[3] * t**5
+    elif shape == "exp":
+        cont = np.exp(rng.uniform(-2, 2) * t)
+    elif shape == "planck":
+        temp_k = rng.uniform(3000, 30000)
+        lam_m = grid * 1e-10
+        cont = 1 / (lam_m**5 * np.expm1(1.4388e-2 / (lam_m * temp_k)))
+        cont /= cont.mean()
+    elif shape == "sine":
+        cont = 1 + 0.2 * np.sin(rng.uniform(1, 40) * t + rng.uniform(0, 6))
+    else:
+        cont = np.ones_like(t)
+    flux = level * cont
+    for _ in range(draw(st.integers(0, 60))):  # absorption lines
+        centre, sigma = rng.uniform(grid[0], grid[-1]), rng.uniform(0.05, 2.0)
+        flux *= 1 - rng.uniform(0, 0.9) * np.exp(-0.5 * ((grid - centre) / sigma) ** 2)
+    snr = draw(st.floats(3, 1000))
+    flux += rng.normal(0, level / snr, grid.size)
+    for _ in range(draw(st.integers(0, 20))):  # cosmic-ray spikes
+        i = rng.integers(0, grid.size)
+        flux[i : i + rng.integers(1, 4)] += level * rng.uniform(1, 50)
+    for _ in range(draw(st.integers(0, 3))):  # dead pixels
+        i = rng.integers(0, grid.size)
+        flux[i : i + rng.integers(1, 40)] = 0.0
+    for _ in range(draw(st.integers(0, 2))):  # flat segments
+        i = rng.integers(0, grid.size)
+        flux[i : i + rng.integers(10, 300)] = flux[i]
+    return flux.astype(np.float32)
+
+
+@st.composite
+def spectra(draw) -> np.ndarray:
+    return np.concatenate([draw(arm_flux(BLUE_GRID)), draw(arm_flux(RED_GRID))])[None]
+
+
+def _assert_same_normalization(flux: np.ndarray, max_iter: int) -> None:
+    want = ref.normalize_detailed(flux, max_iter)
+    got = fast.normalize_detailed(flux, max_iter)
+    np.testing.assert_array_equal(got.status, want.status)
+    if want.min_margin[0] < TIE:
+        return  # a documented threshold tie: decisions may legitimately differ
+    np.testing.assert_array_equal(got.iterations, want.iterations)
+    np.testing.assert_array_equal(got.cap_hit, want.cap_hit)
+    np.testing.assert_array_equal(got.n_outliers, want.n_outliers)
+    np.testing.assert_array_equal(got.max_outlier_run, want.max_outlier_run)
+    np.testing.assert_allclose(got.flux, want.flux, rtol=1e-5, atol=1e-7)
+
+
+@SETTINGS
+@given(spectra())
+def test_normalize_matches_reference(flux):
+    _assert_same_normalization(flux, 100)
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(spectra(), st.integers(1, 4))
+def test_normalize_with_small_cap_matches_reference(flux, max_iter):
+    _assert_same_normalization(flux, max_iter)
+
+
+@st.composite
+def observed_arm(draw, grid: np.ndarray):
+    """(loglam, flux, rv_kms) of an arm whose RV-corrected range covers ``grid``."""
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    rv = draw(st.floats(-3000, 3000))
+    shift = 1 + rv / C_KMS
+    lo = grid[0] * shift - draw(st.floats(0.01, 40))
+    hi = grid[-1] * shift + draw(st.floats(0.01, 40))
+    n = draw(st.integers(2, 6000))
+    inner = np.sort(rng.uniform(lo, hi, n))
+    dtype = draw(st.sampled_from([np.float64, np.float32]))  # LAMOST LOGLAM is float32
+    loglam = np.unique(np.log10(np.concatenate([[lo], inner, [hi]])).astype(dtype))
+    flux = rng.normal(100, 30, loglam.size).astype(np.float32)
+    if draw(st.booleans()):
+        loglam, flux = loglam[::-1].copy(), flux[::-1].copy()
+    return loglam, flux, rv
+
+
+@SETTINGS
+@given(observed_arm(BLUE_GRID), st.sampled_from([BLUE_GRID, RED_GRID]))
+def test_resample_matches_reference(arm, grid):
+    loglam, flux, rv = arm
+    np.testing.assert_allclose(fast.rv_correct(loglam, rv), ref.rv_correct(loglam, rv), rtol=1e-15)
+    wave = ref.rv_correct(loglam, rv)
+    try:
+        want = ref.resample(wave, flux, grid)
+    except PreprocessError as err:  # the red grid is out of range of a blue arm
+        assert err.status == Status.GRID_OUT_OF_RANGE
+        try:
+            fast.resample(wave, flux, grid)
+        except PreprocessError as fast_err:
+            assert fast_err.status == err.status
+        else:
+            raise AssertionError("Rust resampled where the reference refused") from None
+        return
+    got = fast.resample(wave, flux, grid)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+@SETTINGS
+@given(observed_arm(BLUE_GRID), observed_arm(RED_GRID), st.integers(0, 5))
+def test_resample_batch_matches_reference(blue, red, n_nan):
+    loglam_b, flux_b, rv = blue
+    loglam_r, flux_r, _ = red
+    flux_b = flux_b.copy()
+    flux_b[np.random.default_rng(n_nan).integers(0, flux_b.size, n_nan)] = np.nan
+    # The red arm was generated for its own RV: apply the blue one and it may not cover.
+    args = ([loglam_b], [flux_b], [loglam_r], [flux_r], [rv])
+    ivar = {"blue_ivar": [np.ones_like(flux_b)], "red_ivar": [np.full_like(flux_r, 4.0)]}
+    got = fast.resample_batch(*args, **ivar)
+    want = ref.resample_batch(*args, **ivar)
+    np.testing.assert_array_equal(got.status, want.status)
+    np.testing.assert_allclose(got.flux, want.flux, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got.snr_blue, want.snr_blue, rtol=1e-12)
+    np.testing.assert_allclose(got.snr_red, want.snr_red, rtol=1e-12)
+    assert got.flux[:, :N_PIX_ARM].shape == (1, N_PIX_ARM)
