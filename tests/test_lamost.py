@@ -7,6 +7,7 @@ broken copies of it made in tmp_path.
 from __future__ import annotations
 
 import gzip
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,6 +15,8 @@ import fitsio
 import numpy as np
 import pytest
 from astropy.io import fits as afits
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rrnet.io.lamost import (
     BadColumnsError,
@@ -21,6 +24,7 @@ from rrnet.io.lamost import (
     LamostReadError,
     MissingExtensionError,
     MissingFileError,
+    _parse_cards,
     read_arm,
     read_arms,
     read_lamost,
@@ -268,3 +272,52 @@ def test_extension_that_is_not_a_table(tmp_path):
         f.write(np.zeros((3, 3), dtype=np.float32), extname="COADD_B")
     with pytest.raises(BadColumnsError, match="not a table"):
         read_arm(path, "COADD_B")
+
+
+# --------------------------------------------------------------------------- header cards
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.one_of(
+        st.integers(min_value=-(10**15), max_value=10**15),
+        st.floats(allow_nan=False, allow_infinity=False, width=64),
+        st.booleans(),
+        st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=20),
+    )
+)
+def test_header_cards_parse_like_astropy(value):
+    card = afits.Card("KEY", value, "a comment / with a slash")
+    block = (str(card) + "END".ljust(80)).encode("ascii")
+    parsed = _parse_cards(block, frozenset({"KEY"}))["KEY"]
+    expected = afits.Card.fromstring(str(card)).value
+    if isinstance(expected, str):
+        assert parsed == expected.rstrip()
+    else:
+        assert type(parsed) is type(expected)
+        assert parsed == expected
+
+
+def test_reading_leaves_no_scratch_files(tmp_path, monkeypatch):
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    read_arms(REAL_FILE, ["COADD_B", "XX"])
+    with pytest.raises(BadFitsError):
+        read_arms(_truncated(tmp_path, 0.5), ["COADD_B"])
+    bad = tmp_path / "bad.fits.gz"
+    bad.write_bytes(gzip.compress(b"not fits" * 400))
+    with pytest.raises(BadFitsError):
+        read_arms(bad, ["COADD_B"])
+    assert list(scratch.iterdir()) == []
+
+
+def test_quoted_strings_and_blank_values():
+    cards = [
+        afits.Card("DESIG", "O'Brien's star", "quotes are doubled"),
+        afits.Card("EMPTY", "", "blank"),
+        afits.Card("LMJM", "83555758"),
+    ]
+    block = "".join(str(c) for c in cards).encode() + b"END".ljust(80)
+    values = _parse_cards(block, frozenset({"DESIG", "EMPTY", "LMJM"}))
+    assert values == {"DESIG": "O'Brien's star", "EMPTY": "", "LMJM": "83555758"}
