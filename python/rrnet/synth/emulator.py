@@ -137,9 +137,9 @@ def train(
     feats = to_features(labels)
     fmin, fmax = feats[train_idx].min(axis=0), feats[train_idx].max(axis=0)
     fmax = np.where(fmax > fmin, fmax, fmin + 1.0)
+    # The valid domain is the library's label prior (held-out stars are drawn from it too).
     bounds = {
-        n: (float(labels[train_idx, i].min()), float(labels[train_idx, i].max()))
-        for i, n in enumerate(LABEL_NAMES)
+        n: (float(labels[:, i].min()), float(labels[:, i].max())) for i, n in enumerate(LABEL_NAMES)
     }
     emu = Emulator(
         PayneNet(len(LABEL_NAMES), n_hidden, flux.shape[1]),
