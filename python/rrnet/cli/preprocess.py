@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+import polars as pl
+
 from rrnet.io.catalog import CatalogError, table_format
 from rrnet.preprocess.pipeline import (
     QualityCuts,
@@ -160,9 +162,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted; rerun with --resume to continue", file=sys.stderr)
         return 130
-    manifest = store.manifest
-    n_ok = manifest.filter(manifest["status"] == "ok").height
-    n_pass = manifest.filter(manifest["quality_ok"]).height
+    counts = (
+        pl.scan_parquet(store.path / "manifest.parquet")
+        .select(n_ok=(pl.col("status") == "ok").sum(), n_pass=pl.col("quality_ok").sum())
+        .collect()
+    )
+    n_ok, n_pass = counts["n_ok"][0], counts["n_pass"][0]
     summary = f"{PROG}: {store.n_rows} rows -> {args.out}: {n_ok} ok, {n_pass} pass quality cuts"
     if args.select is not None:
         write_selection(store, args.select)

@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+import pyarrow.parquet as pq
 
 from rrnet.grid import C_KMS, N_PIX
 from rrnet.io.catalog import read_catalog, validate_catalog, write_table
@@ -628,11 +629,10 @@ def write_selection(store: Store, path: str | os.PathLike[str]) -> int:
 
     Returns the number of rows written. The result is a valid input catalogue.
     """
-    manifest = store.manifest
+    manifest = pl.scan_parquet(store.path / "manifest.parquet")
     dropped = set(MANIFEST_SCHEMA) | set(store.info.get("header_columns", []))
-    selected = manifest.filter(pl.col("quality_ok")).select(
-        [c for c in manifest.columns if c not in dropped]
-    )
+    columns = [c for c in manifest.collect_schema().names() if c not in dropped]
+    selected = manifest.filter(pl.col("quality_ok")).select(columns).collect()
     write_table(selected, path)
     return selected.height
 
@@ -750,10 +750,17 @@ def _shard_complete(out: Path, shard: int, info: dict[str, Any], catalog: pl.Dat
 def _finish_store(
     out: Path, info: dict[str, Any], n_shards: int, header_columns: list[str], *, fsync: bool
 ) -> None:
-    parts = [pl.read_parquet(_part_path(out, shard)) for shard in range(n_shards)]
-    manifest = pl.concat(parts, how="vertical")
-    _atomic_write(
-        out / "manifest.parquet", lambda f: manifest.write_parquet(f, statistics=False), fsync=fsync
-    )
+    """Concatenate the manifest parts into manifest.parquet, one part in memory at a time."""
+
+    def write(handle: Any) -> None:
+        writer = None
+        for shard in range(n_shards):
+            part = pq.read_table(_part_path(out, shard))
+            if writer is None:
+                writer = pq.ParquetWriter(handle, part.schema, write_statistics=False)
+            writer.write_table(part)
+        writer.close()
+
+    _atomic_write(out / "manifest.parquet", write, fsync=fsync)
     _write_info(out, {**info, "complete": True, "header_columns": header_columns}, fsync=fsync)
     shutil.rmtree(out / "parts", ignore_errors=True)
