@@ -265,7 +265,8 @@ def _plan_batch(
             continue
         path = str(data_dir / filename)
         job = by_file.setdefault(path, _Job(plan, (path, [])))
-        job.args[1].extend(e for e in (blue, red) if e not in job.args[1])
+        extnames = job.args[1]
+        extnames.extend(e for e in dict.fromkeys((blue, red)) if e not in extnames)
         job.rows.append((row, blue, red, float(rv) if correct_rv else 0.0))
     return [*by_file.values(), _Job(plan, None)]
 
