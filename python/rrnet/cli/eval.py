@@ -75,7 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
         "CHECKPOINT/recalibration.json",
     )
     p.add_argument("--store", type=Path, help="preprocessed store, for the saliency maps")
-    p.add_argument("--isochrones", type=Path, help="MIST isochrone CSV for the Kiel diagram")
+    p.add_argument(
+        "--isochrones",
+        type=Path,
+        help="MIST isochrone CSV for the Kiel diagram (default: the shipped MIST 7 Gyr set)",
+    )
     p.add_argument(
         "--saliency-spectra", type=int, default=200, help="spectra per Teff class (paper 1000)"
     )

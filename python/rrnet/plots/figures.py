@@ -50,11 +50,9 @@ def make_all(
     zscore.plot_coverage(joined, labels, out / rel("coverage.png"))
     figs.append((rel("coverage.png"), "Calibration: fraction within k σ, observed vs Gaussian."))
     if {"Teff[K]", "Logg", "FeH"} <= set(labels):
-        iso = kiel.read_isochrones(opts.isochrones) if opts.isochrones else None
+        iso = kiel.read_isochrones(opts.isochrones or kiel.DEFAULT_ISOCHRONES)
         kiel.plot_kiel(usable, out / rel("kiel.png"), isochrones=iso)
         figs.append((rel("kiel.png"), "Fig. 5: Kiel diagram per S/N bin, MIST 7 Gyr isochrones."))
-        if iso is None:
-            report.notes.append("Kiel diagram drawn without isochrones (no --isochrones).")
         ab = [lb for lb in labels if lb not in ("Teff[K]", "Logg", "FeH")]
         if ab:
             for giants, name in ((True, "xfe_giants.png"), (False, "xfe_dwarfs.png")):

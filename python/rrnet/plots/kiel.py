@@ -15,7 +15,13 @@ ISOCHRONE_FEH: tuple[str, ...] = ("-0.5", "0", "0.5")
 """[Fe/H] suffixes of the columns of ``MIST_iso_7Gyr.csv`` (``teff_<feh>``, ``logg_<feh>``)."""
 
 
-def read_isochrones(path: str | os.PathLike[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+DEFAULT_ISOCHRONES = Path(__file__).resolve().parents[1] / "data" / "MIST_iso_7Gyr.csv"
+"""MIST 7 Gyr isochrones at [Fe/H] = -0.5, 0, +0.5, shipped with the package."""
+
+
+def read_isochrones(
+    path: str | os.PathLike[str] = DEFAULT_ISOCHRONES,
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """``{feh: (teff_K, logg_dex)}`` from the MIST CSV (log10 Teff is converted to K)."""
     table = pl.read_csv(path)
     out = {}
