@@ -33,7 +33,6 @@ from typing import Any
 
 import numpy as np
 import polars as pl
-import pyarrow.parquet as pq
 
 from rrnet.grid import C_KMS, N_PIX
 from rrnet.io.catalog import read_catalog, validate_catalog, write_table
@@ -752,6 +751,7 @@ def _finish_store(
     out: Path, info: dict[str, Any], n_shards: int, header_columns: list[str], *, fsync: bool
 ) -> None:
     """Concatenate the manifest parts into manifest.parquet, one part in memory at a time."""
+    import pyarrow.parquet as pq  # only needed here; keeps streaming users light
 
     def write(handle: Any) -> None:
         writer = None
