@@ -360,6 +360,8 @@ def make_dataset(
         object with ``.wavelength``, ``.flux`` and ``.labels`` (vacuum rest frame).
     workers
         Processes (spawned); None: all cores when there are 16+ visits to do, else 1.
+        Spawned workers re-import the calling script: call from under
+        ``if __name__ == "__main__":`` (the CLI does).
     """
     lo, hi = (float(s) for s in snr_range)
     if not (0 < lo <= hi and math.isfinite(hi)):
