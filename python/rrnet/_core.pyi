@@ -1,0 +1,52 @@
+"""Type stub of the compiled Rust module ``rrnet._core`` (use :mod:`rrnet.preprocess`)."""
+
+import numpy as np
+import numpy.typing as npt
+
+N_PIX: int
+DEFAULT_MAX_ITER: int
+
+_ArmTuple = tuple[
+    npt.NDArray[np.float64],  # loglam, flat
+    npt.NDArray[np.int64],  # its offsets (n + 1)
+    npt.NDArray[np.float32],  # flux, flat
+    npt.NDArray[np.int64],
+    npt.NDArray[np.float32] | None,  # ivar, flat
+    npt.NDArray[np.int64] | None,
+]
+
+def status_codes() -> list[tuple[int, str]]: ...
+def grid(arm: str) -> npt.NDArray[np.float64]: ...
+def rv_correct(loglam: npt.NDArray[np.float64], rv_kms: float) -> npt.NDArray[np.float64]: ...
+def resample(
+    wave: npt.NDArray[np.float64], flux: npt.NDArray[np.float32], grid: npt.NDArray[np.float64]
+) -> npt.NDArray[np.float32]: ...
+def snr_ivar(
+    wave: npt.NDArray[np.float64],
+    flux: npt.NDArray[np.float32],
+    ivar: npt.NDArray[np.float32],
+    lo: float,
+    hi: float,
+) -> float: ...
+def normalize_batch(
+    flux: npt.NDArray[np.float32], max_iter: int, threads: int | None = None
+) -> tuple[
+    npt.NDArray[np.float32],  # flux [n, 7200]
+    npt.NDArray[np.uint32],  # iterations [n, 2]
+    npt.NDArray[np.bool_],  # cap_hit [n]
+    npt.NDArray[np.uint32],  # n_outliers [n]
+    npt.NDArray[np.uint32],  # max_outlier_run [n]
+    npt.NDArray[np.uint8],  # status [n]
+]: ...
+def resample_batch(
+    blue: _ArmTuple,
+    red: _ArmTuple,
+    rv_kms: npt.NDArray[np.float64],
+    correct_rv: bool = True,
+    threads: int | None = None,
+) -> tuple[
+    npt.NDArray[np.float32],  # flux [n, 7200]
+    npt.NDArray[np.uint8],  # status [n]
+    npt.NDArray[np.float64],  # snr_blue [n]
+    npt.NDArray[np.float64],  # snr_red [n]
+]: ...
