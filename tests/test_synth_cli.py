@@ -44,7 +44,7 @@ def test_argparse_errors_return_2(capsys):
 
 
 def test_unknown_source_is_an_error(capsys, tmp_path, monkeypatch):
-    def refuse(source, seed=0):
+    def refuse(source, seed=0, n_stars=0):
         raise ImportError("cannot import name 'load_library' from 'rrnet.synth'")
 
     monkeypatch.setattr(dataset_module, "resolve_source", refuse)
@@ -54,7 +54,9 @@ def test_unknown_source_is_an_error(capsys, tmp_path, monkeypatch):
 
 
 def test_run_writes_files_and_resumes(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(dataset_module, "resolve_source", lambda source, seed=0: analytic_source())
+    monkeypatch.setattr(
+        dataset_module, "resolve_source", lambda source, seed=0, n_stars=0: analytic_source()
+    )
     out = tmp_path / "demo"
     argv = ["--stars", "3", "--out", str(out), "--exposures", "2", "--seed", "4", "--workers", "1"]
     assert main(argv) == 0

@@ -13,7 +13,7 @@ import pytest
 from rrnet.grid import BLUE_GRID, RED_GRID
 from rrnet.io.lamost import read_arms
 from rrnet.preprocess import normalize, normalize_detailed, resample_spectrum, snr_ivar
-from rrnet.synth.dataset import LABELS, make_dataset
+from rrnet.synth.dataset import LABELS, emulator_source, make_dataset
 
 LINES = np.concatenate([np.arange(4961.0, 5336.0, 3.3), np.arange(6331.0, 6707.0, 4.1)])
 
@@ -216,3 +216,33 @@ def test_real_layout_paths(dataset):
     assert dataset.catalogue == Path(dataset.root) / "catalogue.csv"
     names = [p.name for p in dataset.data_dir.iterdir()]
     assert all(n.startswith("med-") and n.endswith(".fits.gz") for n in names)
+
+
+class FakeEmulator:
+    """Emulator-shaped: ``.wavelength`` and ``.spectrum(mapping)``; refuses Teff > 6000 K."""
+
+    def __init__(self) -> None:
+        self.wavelength = library().wavelength
+
+    def spectrum(self, labels):
+        if labels["Teff[K]"] > 6000:
+            raise ValueError("labels outside the emulator's training range: ['Teff[K]']")
+        depth = 0.2 + 0.1 * labels["FeH"]
+        return 1.0 - depth * np.exp(-0.5 * ((self.wavelength % 3.3 - 1.65) / 0.12) ** 2)
+
+
+def test_emulator_source_visits_row_k_and_survives_refusals(tmp_path):
+    labels = pl.DataFrame(
+        {
+            "star_id": ["e0", "e1", "e2"],
+            **{c: [0.1, 0.2, 0.3] for c in LABELS},
+            "Teff[K]": [5000.0, 6500.0, 5500.0],
+        }
+    )
+    src = emulator_source(FakeEmulator(), labels)
+    paths = make_dataset(3, tmp_path, seed=2, source=src, workers=1, progress=False)
+    assert paths.n_visits == 2 and paths.n_failed == 1  # e1 is refused, the batch goes on
+    truth = pl.read_csv(paths.truth).filter(pl.col("kind") == "coadd")
+    assert truth["star_id"].to_list() == ["e0", "e2"]  # visit k observes row k
+    got = pl.read_csv(paths.labels).sort("star_id")
+    np.testing.assert_allclose(got["FeH"], [0.1, 0.3])

@@ -99,6 +99,8 @@ class Source:
     resolution: float | None = None
     """Resolving power the spectra already have (None: unbroadened)."""
     name: str = "custom"
+    independent: bool = False
+    """Rows are independent random stars: visit k observes row k (no permutation)."""
 
 
 def library_source(library: object, name: str = "library") -> Source:
@@ -127,12 +129,14 @@ def emulator_source(emulator: object, labels: pl.DataFrame, name: str = "emulato
         spectrum=spectrum,
         resolution=getattr(emulator, "resolution", None),
         name=name,
+        independent=True,
     )
 
 
-def resolve_source(source: Source | str | object | None, seed: int = 0) -> Source:
-    """``None``/"library": the reference library; "emulator": the emulator at library labels
-    perturbed by 10 % of each label's spread; a :class:`Source`; or a library-like object."""
+def resolve_source(source: Source | str | object | None, seed: int = 0, n_stars: int = 0) -> Source:
+    """``None``/"library": the shipped reference library; "emulator": the emulator at
+    ``n_stars`` label sets drawn from the library's label prior (stream ``seed``); a
+    :class:`Source`; or any library-like object."""
     if isinstance(source, Source):
         return source
     if source is None or source == "library":
@@ -140,17 +144,11 @@ def resolve_source(source: Source | str | object | None, seed: int = 0) -> Sourc
 
         return library_source(load_library())
     if source == "emulator":
-        from rrnet.synth import load_emulator, load_library
+        from rrnet.synth import load_emulator
+        from rrnet.synth.library import draw_labels
 
-        labels = load_library().labels
-        rng = np.random.default_rng([seed, 1 << 20])
-        cols = [c for c in LABELS if c in labels.columns]
-        jitter = {c: rng.normal(0.0, 0.1 * labels[c].std(), labels.height) for c in cols}
-        labels = labels.with_columns(
-            [pl.col(c) + pl.Series(jitter[c]) for c in cols],
-            star_id=pl.format("emu-{}", pl.int_range(pl.len()).cast(pl.String).str.zfill(6)),
-        )
-        return emulator_source(load_emulator(), labels)
+        rows = [{"star_id": f"emu-{i:06d}", **draw_labels(i, seed)} for i in range(max(n_stars, 1))]
+        return emulator_source(load_emulator(), pl.DataFrame(rows))
     if isinstance(source, str):
         raise ValueError(f"unknown source {source!r} (expected 'library' or 'emulator')")
     return library_source(source, name=type(source).__name__)
@@ -281,11 +279,14 @@ def _write_json(path: Path, obj: object) -> None:
 # --- the data set ------------------------------------------------------------------------------
 
 
-def _star_rows(n_lib: int, n_visits: int, seed: int) -> np.ndarray:
-    """Library rows to observe: successive random permutations, so every prefix is stable
-    (asking for more visits later keeps the first ones) and stars repeat only after the
-    whole library has been used (repeat visits of the same star)."""
+def _star_rows(src: Source, n_visits: int, seed: int) -> np.ndarray:
+    """Source rows to observe. Independent rows (emulator draws): visit k is row k. A library:
+    successive random permutations, so every prefix is stable (asking for more visits later
+    keeps the first ones) and stars repeat only after the whole library has been used."""
+    if src.independent:
+        return np.arange(n_visits)
     rng = np.random.default_rng([seed, 1 << 21])
+    n_lib = src.labels.height
     rows = [rng.permutation(n_lib) for _ in range(math.ceil(n_visits / n_lib))]
     return np.concatenate(rows)[:n_visits] if rows else np.zeros(0, np.int64)
 
@@ -371,7 +372,7 @@ def make_dataset(
         raise ValueError(f"exposures must satisfy 1 <= low <= high, got {exposures}")
     if n_stars < 0:
         raise ValueError(f"n_stars must be >= 0, got {n_stars}")
-    src = resolve_source(source, seed)
+    src = resolve_source(source, seed, n_stars)
     settings = settings or ObservationSettings(source_resolution=src.resolution)
     out = Path(out_dir)
     data_dir, parts_dir = out / "data", out / ".parts"
@@ -384,12 +385,12 @@ def make_dataset(
             "snr_range": [lo, hi],
             "exposures": [e_lo, e_hi],
             "source": src.name,
-            "n_source_stars": src.labels.height,
+            "n_source_stars": None if src.independent else src.labels.height,
             "settings": asdict(settings),
         },
     )
     star_ids = src.labels["star_id"].cast(pl.String).to_list()
-    rows = _star_rows(src.labels.height, n_stars, seed)
+    rows = _star_rows(src, n_stars, seed)
     todo = [k for k in range(n_stars) if not (parts_dir / f"visit-{k:06d}.json").exists()]
     if len(todo) < n_stars:
         log.info(
@@ -408,7 +409,7 @@ def make_dataset(
                 data_dir=str(data_dir),
                 parts_dir=str(parts_dir),
                 settings=settings,
-                flux=np.asarray(src.spectrum(int(rows[k])), np.float32),
+                flux=_source_flux(src, int(rows[k])),
             )
 
     if workers is None:
@@ -436,6 +437,15 @@ def make_dataset(
     finally:
         bar.close()
     return _write_tables(out, data_dir, parts_dir, n_stars, src)
+
+
+def _source_flux(src: Source, row: int) -> np.ndarray:
+    """The source spectrum of ``row``; NaN (a failed visit, not a crash) if it cannot be made."""
+    try:
+        return np.asarray(src.spectrum(row), np.float32)
+    except (ValueError, KeyError, IndexError) as exc:
+        log.warning("rrnet-synth: no spectrum for source row %d: %s", row, exc)
+        return np.full(src.wavelength.size, np.nan, np.float32)
 
 
 def _collect(done: set[Future], bar: _Progress) -> None:
