@@ -39,7 +39,8 @@ catalog = pl.DataFrame({
 start = time.perf_counter()
 store = preprocess_catalog(catalog, data_dir, out, keep_resampled=False, progress=False)
 seconds = time.perf_counter() - start
-ok = int((store.manifest["status"] == "ok").sum())
+manifest = pl.scan_parquet(store.path / "manifest.parquet")  # not loaded whole
+ok = int(manifest.select((pl.col("status") == "ok").sum()).collect().item())
 peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 print(json.dumps({"rows": n_rows, "ok": ok, "seconds": seconds, "peak_rss_mib": peak_mib}))
 """
