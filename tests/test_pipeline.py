@@ -9,6 +9,7 @@ import pytest
 
 import rrnet.preprocess.pipeline as pipeline
 from rrnet.grid import N_PIX
+from rrnet.io.catalog import CatalogError
 from rrnet.preprocess.pipeline import (
     QualityCuts,
     iter_preprocessed,
@@ -246,6 +247,11 @@ def test_no_rv_correction_ignores_the_rv_column(data_dir):
     zero = _real_catalog().with_columns(rv=pl.lit(0.0))
     (ref,) = iter_preprocessed(zero, data_dir, workers=0)
     np.testing.assert_array_equal(batch.flux, ref.flux)
+    # Without RV correction the catalogue needs no RV column at all.
+    (no_rv,) = iter_preprocessed(cat.drop("rv"), data_dir, workers=0, correct_rv=False)
+    np.testing.assert_array_equal(no_rv.flux, ref.flux)
+    with pytest.raises(CatalogError, match="rv"):
+        next(iter_preprocessed(cat.drop("rv"), data_dir, workers=0))
 
 
 def _store_bytes(path):

@@ -79,12 +79,17 @@ def _read_fits_table(path: Path) -> pl.DataFrame:
 
 
 def validate_catalog(
-    catalog: pl.DataFrame, *, rv_column: str = "rv", reserved: tuple[str, ...] = ()
+    catalog: pl.DataFrame,
+    *,
+    rv_column: str = "rv",
+    require_rv: bool = True,
+    reserved: tuple[str, ...] = (),
 ) -> pl.DataFrame:
     """Check the required columns and normalise their types.
 
     ``filename`` and the extension names become strings (empty -> null), the RV
     column becomes Float64 (unparsable -> null). Other columns are untouched.
+    With ``require_rv=False`` (no RV correction) the RV column may be absent.
 
     Raises
     ------
@@ -92,7 +97,7 @@ def validate_catalog(
         A required column is missing, or a column clashes with ``reserved`` (the
         output columns the pipeline adds).
     """
-    required = (*REQUIRED_COLUMNS, rv_column)
+    required = (*REQUIRED_COLUMNS, rv_column) if require_rv else REQUIRED_COLUMNS
     missing = [c for c in required if c not in catalog.columns]
     if missing:
         raise CatalogError(
@@ -108,6 +113,8 @@ def validate_catalog(
         pl.col(c).cast(pl.Utf8, strict=False).str.strip_chars().replace("", None).alias(c)
         for c in REQUIRED_COLUMNS
     ]
+    if rv_column not in catalog.columns:  # allowed only without RV correction
+        return catalog.with_columns(text)
     rv = pl.col(rv_column).cast(pl.Float64, strict=False)
     if catalog.schema[rv_column] == pl.Utf8:
         rv = pl.col(rv_column).str.strip_chars().cast(pl.Float64, strict=False)
@@ -115,10 +122,16 @@ def validate_catalog(
 
 
 def read_catalog(
-    path: str | os.PathLike[str], *, rv_column: str = "rv", reserved: tuple[str, ...] = ()
+    path: str | os.PathLike[str],
+    *,
+    rv_column: str = "rv",
+    require_rv: bool = True,
+    reserved: tuple[str, ...] = (),
 ) -> pl.DataFrame:
     """:func:`read_table` then :func:`validate_catalog`."""
-    return validate_catalog(read_table(path), rv_column=rv_column, reserved=reserved)
+    return validate_catalog(
+        read_table(path), rv_column=rv_column, require_rv=require_rv, reserved=reserved
+    )
 
 
 def write_table(table: pl.DataFrame, path: str | os.PathLike[str]) -> Path:

@@ -247,7 +247,7 @@ def _plan_batch(
             part.get_column("filename").to_list(),
             part.get_column("extname_blue").to_list(),
             part.get_column("extname_red").to_list(),
-            part.get_column(rv_column).to_list(),
+            part.get_column(rv_column).to_list() if correct_rv else [None] * part.height,
             strict=True,
         )
     ):
@@ -472,10 +472,13 @@ def reserved_columns() -> tuple[str, ...]:
     return tuple(MANIFEST_SCHEMA)
 
 
-def _load_catalog(catalog: pl.DataFrame | str | os.PathLike[str], rv_column: str) -> pl.DataFrame:
+def _load_catalog(
+    catalog: pl.DataFrame | str | os.PathLike[str], rv_column: str, correct_rv: bool
+) -> pl.DataFrame:
+    options = {"rv_column": rv_column, "require_rv": correct_rv, "reserved": reserved_columns()}
     if isinstance(catalog, pl.DataFrame):
-        return validate_catalog(catalog, rv_column=rv_column, reserved=reserved_columns())
-    return read_catalog(catalog, rv_column=rv_column, reserved=reserved_columns())
+        return validate_catalog(catalog, **options)
+    return read_catalog(catalog, **options)
 
 
 def default_workers() -> int:
@@ -519,7 +522,7 @@ def iter_preprocessed(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     settings = PreprocessSettings(correct_rv=correct_rv, max_iter=max_iter)
-    catalog = _load_catalog(catalog, rv_column)
+    catalog = _load_catalog(catalog, rv_column, correct_rv)
     data_dir = Path(data_dir)
     workers = default_workers() if workers is None else workers
     header_columns = [c for c in HEADER_COLUMNS if c not in catalog.columns]
@@ -584,7 +587,7 @@ def preprocess_catalog(
     """
     out = Path(out)
     settings = PreprocessSettings(correct_rv=correct_rv, max_iter=max_iter)
-    catalog = _load_catalog(catalog, rv_column)
+    catalog = _load_catalog(catalog, rv_column, correct_rv)
     if shard_size < 1:
         raise ValueError(f"shard_size must be >= 1, got {shard_size}")
     if catalog.height == 0:
