@@ -323,18 +323,20 @@ def test_cli_errors_are_one_line(world: dict, tmp_path: Path) -> None:
         ["--store", world["store"], "--model", tmp_path, "--out", tmp_path / "b.parquet"],
         ["--store", world["store"], "--out", tmp_path / "c.parquet"],
         ["--catalog", tmp_path / "none.csv", "--model", world["sp"], "--out", tmp_path / "d.csv"],
+        ["--store", world["store"], "--model", world["sp"], "--device", "warp-drive", "--out", "e"],
     ]
     for args in cases:
-        result = cli(*args, "--device", "cpu")
+        result = cli(*args)
         assert result.returncode == 2, result.stderr
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("rrnet-infer: error: "), result.stderr
 
 
+@pytest.mark.slow
 def test_cli_writes_fits_with_progress_lines(world: dict, tmp_path: Path) -> None:
     out = tmp_path / "cat.fits"
     result = cli("--store", world["store"], "--model", world["sp"], "--model", world["ca"],
-                 "--out", out, "--device", "cpu")  # fmt: skip
+                 "--out", out, "--device", "cpu", "--batch-size", "4")  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "spectra/s" in result.stderr
     table, _ = read_catalogue(out)

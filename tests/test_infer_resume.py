@@ -82,14 +82,17 @@ def _cli(*args: str | Path) -> list[str]:
     return [sys.executable, "-m", "rrnet.cli.infer", *map(str, args), "--device", "cpu"]
 
 
+@pytest.mark.slow
 def test_kill_9_then_resume_equals_uninterrupted(world: dict, tmp_path: Path) -> None:
     catalog = tmp_path / "input.csv"
-    pl.concat([input_catalogue()] * 3).write_csv(catalog)
+    pl.concat([input_catalogue()] * 2).write_csv(catalog)
+    models = [world["sp"], world["ca"]]
+    full = run_inference(
+        models=models, catalog=catalog, data_dir=REAL_FILE.parent, chunk_rows=1, workers=0,
+        out=tmp_path / "full.fits", device="cpu",
+    )  # fmt: skip
     common = ["--catalog", catalog, "--data-dir", REAL_FILE.parent, "--chunk-rows", "1",
-              "--workers", "0", "--model", world["sp"], "--model", world["ca"]]  # fmt: skip
-    full = tmp_path / "full.fits"
-    subprocess.run(_cli(*common, "--out", full), check=True, capture_output=True, timeout=300)
-
+              "--workers", "0", "--model", models[0], "--model", models[1]]  # fmt: skip
     out = tmp_path / "cut.fits"
     parts = parts_dir(out)
     proc = subprocess.Popen(_cli(*common, "--out", out), stderr=subprocess.DEVNULL)
@@ -99,7 +102,7 @@ def test_kill_9_then_resume_equals_uninterrupted(world: dict, tmp_path: Path) ->
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     n_done = len(list(parts.glob("part-*.parquet")))
-    assert not out.exists() and 3 <= n_done < 27, "the run was not interrupted mid-way"
+    assert not out.exists() and 3 <= n_done < 18, "the run was not interrupted mid-way"
 
     result = subprocess.run(
         _cli(*common, "--out", out, "--resume"), capture_output=True, text=True, timeout=300
@@ -107,8 +110,8 @@ def test_kill_9_then_resume_equals_uninterrupted(world: dict, tmp_path: Path) ->
     assert result.returncode == 0, result.stderr
     got, got_prov = read_catalogue(out)
     want, want_prov = read_catalogue(full)
+    assert got.height == 18
     assert got.equals(want)
-    assert got.height == 27
     for key in want_prov:
         if key != "rrnet.created":
             assert got_prov[key] == want_prov[key], key

@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", required=True, help="output catalogue path")
     p.add_argument("--format", choices=FORMATS, help="output format (default: from suffix)")
-    p.add_argument("--batch-size", type=int, default=256, help="spectra per model call")
+    p.add_argument("--batch-size", type=int, help="spectra per forward call (default: per device)")
     p.add_argument(
         "--chunk-rows",
         type=int,

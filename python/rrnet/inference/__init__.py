@@ -35,7 +35,7 @@ def infer(
     data_dir: PathLike | None = None,
     out: PathLike | None = None,
     format: str | None = None,
-    batch_size: int = 256,
+    batch_size: int | None = None,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     device: str = "auto",
     resume: bool = False,
@@ -62,7 +62,9 @@ def infer(
         Also write the catalogue here (Parquet, CSV or FITS by ``format`` or
         suffix); without it the run happens in a temporary directory.
     batch_size
-        Spectra per model call (all members at once).
+        Spectra per forward call, all members at once (default: the ensemble's
+        choice for the device, e.g. 32 on CPU, 4096 on a GPU). A whole chunk is
+        handed to each checkpoint at once.
     chunk_rows
         Catalogue rows per part file when preprocessing on the fly (a store's
         shards fix its chunks); ``resume`` needs the same value.

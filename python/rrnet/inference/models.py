@@ -145,8 +145,12 @@ def predict(
     sources: dict[str, int],
     flux: np.ndarray,
     thresholds: QualityThresholds,
+    batch_size: int | None = None,
 ) -> Prediction:
-    """Run every checkpoint that provides a label on ``flux`` (float32 ``[B, 7200]``)."""
+    """Run every checkpoint that provides a label on ``flux`` (float32 ``[B, 7200]``).
+
+    ``batch_size`` is the spectra per forward call (None: the ensemble's device default).
+    """
     n = flux.shape[0]
     values = np.full((n, len(SPEC_LABELS)), np.nan, dtype=np.float64)
     errors = np.full_like(values, np.nan)
@@ -158,7 +162,7 @@ def predict(
         used = [i for i, label in enumerate(checkpoint.labels) if sources.get(label) == index]
         if not used:
             continue
-        result = checkpoint.ensemble.predict(flux, return_members=True)
+        result = checkpoint.ensemble.predict(flux, batch_size=batch_size, return_members=True)
         mean, std = _numpy(result.mean)[:, used], _numpy(result.std)[:, used]
         members_mu = _numpy(result.members_mu)[:, :, used]
         members_var = _numpy(result.members_var)[:, :, used]

@@ -98,6 +98,9 @@ class _StoreInput:
             start = shard * self.chunk_rows
             part = manifest.slice(start, self.chunk_rows)
             yield Chunk(shard, part, self.store.shard(shard))
+            # Store.shard keeps every memory map open; resident pages of mapped files
+            # count in RSS, so drop the map of a finished shard to keep memory flat.
+            getattr(self.store, "_maps", {}).pop(("normalized", shard), None)
 
 
 class _CatalogInput:
@@ -181,7 +184,7 @@ def catalogue_chunk(
     checkpoints: list[LoadedCheckpoint],
     sources: dict[str, int],
     thresholds: QualityThresholds,
-    batch_size: int,
+    batch_size: int | None,
     carried: Sequence[str],
 ) -> pl.DataFrame:
     """The catalogue rows of one chunk (one per manifest row, in order)."""
@@ -194,19 +197,17 @@ def catalogue_chunk(
     ood_ratio, disagreement = np.full(n, np.nan), np.full(n, np.nan)
     out_of_range, failed = np.zeros(n, bool), np.zeros(n, bool)
     ok = np.flatnonzero(status == "ok")
-    for start in range(0, ok.size, batch_size):
-        where = ok[start : start + batch_size]
-        flux = np.asarray(chunk.flux[where], dtype=np.float32)
+    flux = np.asarray(chunk.flux[ok], dtype=np.float32) if ok.size else None
+    if flux is not None:
         finite = np.isfinite(flux).all(axis=1)
-        for i in where[~finite]:
+        for i in ok[~finite]:
             status[i], reason[i] = "bad_flux", "preprocessed flux is not finite"
-        where, flux = where[finite], flux[finite]
-        if where.size == 0:
-            continue
-        result = predict(checkpoints, sources, flux, thresholds)
-        values[where], errors[where] = result.values, result.errors
-        ood_ratio[where], disagreement[where] = result.ood_ratio, result.disagreement
-        out_of_range[where], failed[where] = result.out_of_range, result.failed
+        ok, flux = ok[finite], flux[finite]
+    if ok.size:
+        result = predict(checkpoints, sources, flux, thresholds, batch_size)
+        values[ok], errors[ok] = result.values, result.errors
+        ood_ratio[ok], disagreement[ok] = result.ood_ratio, result.disagreement
+        out_of_range[ok], failed[ok] = result.out_of_range, result.failed
     for i in np.flatnonzero(failed):
         status[i], reason[i] = "inference_failed", "a model returned a non-finite value"
     preprocess_ok = np.isin(status, ["ok", "inference_failed"])
@@ -362,7 +363,7 @@ def run_inference(
     catalog: str | os.PathLike[str] | pl.DataFrame | None = None,
     data_dir: str | os.PathLike[str] | None = None,
     fmt: str | None = None,
-    batch_size: int = 256,
+    batch_size: int | None = None,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     device: str = "auto",
     resume: bool = False,
@@ -386,8 +387,9 @@ def run_inference(
         raise InferError("give at least one --model checkpoint")
     if (store is None) == (catalog is None):
         raise InferError("give either --store or --catalog (with --data-dir), not both")
-    if batch_size < 1 or chunk_rows < 1:
+    if (batch_size is not None and batch_size < 1) or chunk_rows < 1:
         raise InferError("--batch-size and --chunk-rows must be positive")
+    _check_device(device)
     for path in models:
         if not (Path(path) / "config.json").is_file():
             raise InferError(f"not an rrnet checkpoint (no config.json): {path}")
@@ -458,6 +460,19 @@ def run_inference(
             write_catalogue(table, per_star_out or per_star_path(out), fmt, provenance)
         shutil.rmtree(work, ignore_errors=True)
     return out
+
+
+def _check_device(device: str) -> None:
+    import torch
+
+    from rrnet.ensemble import resolve_device
+
+    try:
+        resolved = resolve_device(device)
+    except RuntimeError as exc:
+        raise InferError(f"unknown device {device!r}: {exc}") from exc
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise InferError(f"device {device!r} requested but no CUDA GPU is available")
 
 
 def _carried(manifest: pl.DataFrame) -> list[str]:
