@@ -19,7 +19,7 @@ use std::sync::OnceLock;
 
 use crate::error::KernelError;
 use crate::grid::Arm;
-use crate::outliers::{OutlierStats, RunCounter};
+use crate::outliers::{is_bad_pixel, OutlierStats, RunCounter};
 
 /// Coefficients of a degree-5 polynomial.
 pub const N_COEF: usize = 6;
@@ -360,39 +360,39 @@ fn normalize_arm_impl(
     Ok(())
 }
 
-/// Median test of SPEC 2.3.1: replace outlier pixels of `f` by the 3-point median.
+/// Median test of SPEC 2.3.1: replace the pixels it rejects by the 3-point median,
+/// and count the *outlier* (bad) pixels among them (see [`crate::outliers`]).
 ///
-/// A branch-free pass counts outliers per block of [`BLOCK`] pixels; only blocks
-/// with outliers are revisited to replace them and track runs.
+/// A branch-free pass counts candidates per block of [`BLOCK`] pixels; only blocks
+/// with candidates are revisited to replace them and track runs.
 #[inline(always)]
 fn median_replace(f: &mut [f64], m: &mut [f64], outside: &mut [u32]) -> OutlierStats {
     medfilt3(f, m);
     let (_, s) = residual_mean_std(m, f);
-    let mut counter = RunCounter::default();
-    if !(s > 0.0) {
-        return counter.finish(); // d == 0 everywhere: replacing would change nothing
-    }
+    // With s == 0, d == 0 everywhere: replacing would change nothing.
+    let test = s > 0.0;
     let (lower, upper) = (-MEDIAN_LOWER_SIGMA * s, MEDIAN_UPPER_SIGMA * s);
-    let is_bad = |fi: f64, mi: f64| {
+    let is_replaced = |fi: f64, mi: f64| {
         let d = mi - fi;
-        !(d < upper && d > lower)
+        test && !(d < upper && d > lower)
     };
+    let is_outlier = |fi: f64, mi: f64| is_bad_pixel(fi, mi - fi, lower, test);
     for ((fb, mb), count) in f.chunks(BLOCK).zip(m.chunks(BLOCK)).zip(outside.iter_mut()) {
         *count = fb
             .iter()
             .zip(mb)
-            .map(|(&fi, &mi)| u32::from(is_bad(fi, mi)))
+            .map(|(&fi, &mi)| u32::from(is_replaced(fi, mi) | (fi <= 0.0)))
             .sum();
     }
+    let mut counter = RunCounter::default();
     for ((fb, mb), &count) in f.chunks_mut(BLOCK).zip(m.chunks(BLOCK)).zip(outside.iter()) {
         if count == 0 {
             counter.push(false); // a clean block ends any run
             continue;
         }
         for (fi, &mi) in fb.iter_mut().zip(mb) {
-            let bad = is_bad(*fi, mi);
-            counter.push(bad);
-            if bad {
+            counter.push(is_outlier(*fi, mi));
+            if is_replaced(*fi, mi) {
                 *fi = mi;
             }
         }
@@ -532,6 +532,21 @@ mod tests {
         assert_eq!(report.outliers.count, 2);
         assert_eq!(report.outliers.max_run, 1);
         assert!((out[1000] - 1.0).abs() < 0.05);
+    }
+
+    #[test]
+    fn dips_are_replaced_but_dead_pixels_only_are_outliers() {
+        let mut flux = vec![10.0f32; Arm::Blue.grid().len()];
+        for (i, v) in flux.iter_mut().enumerate() {
+            *v += (i as f32 * 0.37).sin() * 0.1;
+        }
+        flux[500] = 5.0; // a one-pixel dip: replaced, but not a bad pixel
+        for v in &mut flux[1000..1012] {
+            *v = 0.0; // a dead segment: 12 bad pixels in a row
+        }
+        let (_, report) = run(&flux).unwrap();
+        assert_eq!(report.outliers.count, 12);
+        assert_eq!(report.outliers.max_run, 12);
     }
 
     #[test]

@@ -201,10 +201,16 @@ def _normalize_arm(flux: np.ndarray, x: np.ndarray, max_iter: int) -> dict:
     s = d.std()
     if s > 0:
         keep = (d < MEDIAN_UPPER_SIGMA * s) & (d > -MEDIAN_LOWER_SIGMA * s)
-        bad = ~keep
-        f[bad] = m[bad]
-        result["n_outliers"] = int(bad.sum())
-        result["max_run"] = _longest_run(bad)
+        spike = d <= -MEDIAN_LOWER_SIGMA * s
+    else:
+        keep = np.ones_like(f, dtype=bool)
+        spike = np.zeros_like(f, dtype=bool)
+    # Outliers (bad pixels): positive spikes of the median test, and dead pixels.
+    bad_pixel = spike | (f <= 0)
+    result["n_outliers"] = int(bad_pixel.sum())
+    result["max_run"] = _longest_run(bad_pixel)
+    if s > 0:
+        f[~keep] = m[~keep]
         margin = np.minimum(np.abs(d - MEDIAN_UPPER_SIGMA * s), np.abs(d + MEDIAN_LOWER_SIGMA * s))
         result["margin"] = float(margin.min() / s)
     # With s == 0 every d is 0, so m == f: the original's replacement changes nothing.
