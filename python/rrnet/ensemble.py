@@ -83,7 +83,7 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
 def default_batch_size(device: torch.device) -> int:
     """Spectra per forward call: small on CPU (feature maps stay in cache), large on GPU."""
-    return 4096 if device.type == "cuda" else 32
+    return 4096 if device.type == "cuda" else 16
 
 
 class Ensemble:
