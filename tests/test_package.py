@@ -1,0 +1,32 @@
+"""The package's top level: light to import, and every advertised entry point resolves."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+import rrnet
+
+
+def test_import_is_light() -> None:
+    code = "import sys, rrnet; print('torch' in sys.modules, 'polars' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]
+
+
+@pytest.mark.parametrize("name", [n for n in rrnet.__all__ if n != "__version__"])
+def test_lazy_entry_points_resolve(name: str) -> None:
+    assert callable(getattr(rrnet, name))
+
+
+def test_unknown_attribute_is_an_attribute_error() -> None:
+    with pytest.raises(AttributeError, match="no_such_thing"):
+        _ = rrnet.no_such_thing
+
+
+def test_version_matches_metadata() -> None:
+    from importlib.metadata import version
+
+    assert rrnet.__version__ == version("rrnet")
