@@ -21,11 +21,11 @@ $(VENV)/.created:
 	touch $@
 
 $(VENV)/.deps: $(VENV)/.created pyproject.toml
-	$(UV) pip install -q --python $(PY) -r pyproject.toml --extra dev
+	$(UV) pip install -q --python $(PY) -r pyproject.toml --extra dev --extra cluster
 	touch $@
 
 build: $(VENV)/.deps ## build the Rust extension (release) into the editable install
-	$(VENV)/bin/maturin develop --release --uv -E dev -q
+	$(VENV)/bin/maturin develop --release --uv -E dev,cluster -q
 
 venv: build ## create .venv with uv (idempotent), install rrnet editable with dev extras
 
