@@ -135,9 +135,41 @@ def measured(*args: str | Path) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def main() -> None:
+def _fingerprint() -> dict:
+    from rrnet.preprocess.settings import PreprocessSettings
+
+    return PreprocessSettings().fingerprint()
+
+
+def throughput(a: argparse.Namespace, root: Path, small_cat: Path, data: Path) -> None:
+    """Preprocessing alone, inference alone (store) and both (--catalog), same rows."""
     from rrnet.labels import CA_LABELS, SP_LABELS
     from rrnet.preprocess.pipeline import iter_preprocessed, preprocess_catalog
+
+    t0 = time.perf_counter()
+    n = sum(b.rows.size for b in iter_preprocessed(small_cat, data, batch_size=256))
+    pre = n / (time.perf_counter() - t0)
+    store = preprocess_catalog(small_cat, data, root / "store", progress=False)
+    fp = store.fingerprint
+    sp = make_checkpoint(root / "SP", SP_LABELS, 6, tiny=False, fp=fp)
+    ca = make_checkpoint(root / "CA", CA_LABELS, 6, tiny=False, fp=fp)
+    r_store = measured("--store", store.path, "--model", sp, "--model", ca,
+                       "--out", root / "s.parquet")  # fmt: skip
+    r_cat = measured("--catalog", small_cat, "--data", data, "--model", sp, "--model", ca,
+                     "--out", root / "c.parquet")  # fmt: skip
+    inf = r_store["rows"] / r_store["seconds"]
+    e2e = r_cat["rows"] / r_cat["seconds"]
+    print(f"\n## throughput, {a.rows} spectra, 12-member SP+CA RRNet (post-RNN, paper size)")
+    print(f"preprocessing only (iter_preprocessed):      {pre:8.1f} spectra/s")
+    print(f"inference only (--store, 12 models):         {inf:8.1f} spectra/s "
+          f"= {12 * inf:.0f} spectrum-model evaluations/s")  # fmt: skip
+    print(f"end to end (--catalog, .fits.gz -> parquet): {e2e:8.1f} spectra/s")
+    print(f"ratio end-to-end / min(stage rates):         {e2e / min(pre, inf):8.2f}")
+
+
+def main() -> None:
+    from rrnet.labels import SP_LABELS
+    from rrnet.preprocess.pipeline import preprocess_catalog
 
     p = argparse.ArgumentParser()
     p.add_argument("--rows", type=int, default=500, help="rows for the throughput figures")
@@ -145,6 +177,7 @@ def main() -> None:
     p.add_argument("--small", type=int, default=20 * 1024, help="small store rows (k*4096)")
     p.add_argument("--catalog-big", type=int, default=10_000)
     p.add_argument("--catalog-small", type=int, default=2_000)
+    p.add_argument("--skip-throughput", action="store_true", help="memory figures only")
     a = p.parse_args()
     root = Path(tempfile.mkdtemp(prefix="bench-infer-"))
     try:
@@ -154,25 +187,9 @@ def main() -> None:
         catalog, data = make_data(root, max(a.rows, SHARD))
         small_cat = root / "throughput.csv"
         pl.read_csv(catalog).head(a.rows).write_csv(small_cat)
-        t0 = time.perf_counter()
-        n = sum(b.rows.size for b in iter_preprocessed(small_cat, data, batch_size=256))
-        pre = n / (time.perf_counter() - t0)
-        store = preprocess_catalog(small_cat, data, root / "store", progress=False)
-        fp = store.fingerprint
-        sp = make_checkpoint(root / "SP", SP_LABELS, 6, tiny=False, fp=fp)
-        ca = make_checkpoint(root / "CA", CA_LABELS, 6, tiny=False, fp=fp)
-        r_store = measured("--store", store.path, "--model", sp, "--model", ca,
-                           "--out", root / "s.parquet")  # fmt: skip
-        r_cat = measured("--catalog", small_cat, "--data", data, "--model", sp, "--model", ca,
-                         "--out", root / "c.parquet")  # fmt: skip
-        inf = r_store["rows"] / r_store["seconds"]
-        e2e = r_cat["rows"] / r_cat["seconds"]
-        print(f"\n## throughput, {a.rows} spectra, 12-member SP+CA RRNet (post-RNN, paper size)")
-        print(f"preprocessing only (iter_preprocessed):      {pre:8.1f} spectra/s")
-        print(f"inference only (--store, 12 models):         {inf:8.1f} spectra/s "
-              f"= {12 * inf:.0f} spectrum-model evaluations/s")  # fmt: skip
-        print(f"end to end (--catalog, .fits.gz -> parquet): {e2e:8.1f} spectra/s")
-        print(f"ratio end-to-end / min(stage rates):         {e2e / min(pre, inf):8.2f}")
+        fp = _fingerprint()
+        if not a.skip_throughput:
+            throughput(a, root, small_cat, data)
         # --- memory: rows x10 --------------------------------------------------------
         base = preprocess_catalog(catalog, data, root / "base", shard_size=SHARD, progress=False)
         base_rows = base.n_rows

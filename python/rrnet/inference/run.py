@@ -477,5 +477,5 @@ def _check_device(device: str) -> None:
 
 def _carried(manifest: pl.DataFrame) -> list[str]:
     """Input catalogue columns carried to the output (those not already in it)."""
-    skip = set(schema()) | _pipeline_columns() | {"rv"}
+    skip = set(schema()) | _pipeline_columns()
     return [c for c in manifest.columns if c not in skip]
