@@ -145,14 +145,15 @@ def test_linelist_selection_and_molecule_conversion(tmp_path):
     atoms.write_text(
         "'  26.000            '    1         3\n'Fe I  '\n"
         "  5232.940  2.940 -0.060   -7.500    9.0  1.0E+08 'p' 'd'   0.0    1.0 'strong'\n"
-        "  5233.000  5.000 -4.000   -7.500    9.0  1.0E+08 'p' 'd'   0.0    1.0 'weak'\n"
+        "  5233.000  5.000 -6.000   -7.500    9.0  1.0E+08 'p' 'd'   0.0    1.0 'weak'\n"
         "  7000.000  2.000 -1.000   -7.500    9.0  1.0E+08 'p' 'd'   0.0    1.0 'outside'\n"
         "'  14.000            '    2         1\n'Si II '\n"
-        "  6347.109  8.121  0.182   -7.690    4.0  1.2E+09 's' 'p'   0.0    1.0 'ion'\n"
+        "  6347.109  8.121 -4.000   -7.690    4.0  1.2E+09 's' 'p'   0.0    1.0 'ion'\n"
     )
     blocks = ll.select_atomic(ll.read_turbospectrum(atoms), [(5000, 5400), (6300, 6700)], -13)
     kept = [row.split()[0] for b in blocks for row in b.lines]
-    # weak: -4 + 7.45 - 11 - 1.26 * 5 = -13.85 (dropped); Si II kept thanks to the ion term
+    # weak: -6 + 7.45 - 11 - 0.775 * 5 = -13.4 (dropped); the Si II line (-13.8 as a neutral)
+    # is kept thanks to the +3 of the ion term
     assert kept == ["5232.940", "6347.109"]
     out = tmp_path / "out.list"
     assert ll.write_turbospectrum(blocks, out) == 2
