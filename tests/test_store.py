@@ -171,3 +171,11 @@ def test_fingerprint_constants_are_what_the_kernels_implement():
     spike[4] = 1.0
     assert reference.medfilt3(spike).max() == 0.0
     assert st.MEDFILT_KERNEL == 3
+
+
+def test_release_closes_a_shard_map_and_reading_reopens_it(store):
+    first = store.shard(0)
+    store.release(0)
+    again = store.shard(0)
+    assert again is not first
+    np.testing.assert_array_equal(np.asarray(again), np.asarray(first))

@@ -131,6 +131,15 @@ class Store:
             self._maps[key] = flux
         return self._maps[key]
 
+    def release(self, shard: int, kind: str | None = None) -> None:
+        """Close the cached memory map(s) of one shard.
+
+        Mapped pages that were read count in the process's RSS; a long streaming pass
+        releases each shard when done so memory stays flat however large the store.
+        """
+        for k in (kind,) if kind else self.kinds:
+            self._maps.pop((k, shard), None)
+
     def read_flux(
         self, rows: Sequence[int] | np.ndarray | slice, kind: str = "normalized"
     ) -> np.ndarray:

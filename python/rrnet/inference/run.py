@@ -98,9 +98,7 @@ class _StoreInput:
             start = shard * self.chunk_rows
             part = manifest.slice(start, self.chunk_rows)
             yield Chunk(shard, part, self.store.shard(shard))
-            # Store.shard keeps every memory map open; resident pages of mapped files
-            # count in RSS, so drop the map of a finished shard to keep memory flat.
-            getattr(self.store, "_maps", {}).pop(("normalized", shard), None)
+            self.store.release(shard)
 
 
 class _CatalogInput:
