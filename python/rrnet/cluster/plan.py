@@ -1,0 +1,85 @@
+"""Shards of whole files: the unit of work, retry and resume of a cluster run.
+
+A shard is a range of consecutive catalogue rows. Its end is moved forward to
+where ``filename`` changes, so the rows of one file listed together are never
+split (each file is opened by one task). Boundaries depend only on the
+catalogue and ``shard_size``, so a rerun plans the same shards; the plan is
+written once into the run directory and checked on resume.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from rrnet.inference.writers import atomic_target
+
+PLAN_FORMAT = "rrnet-run-plan"
+
+
+class PlanError(ValueError):
+    """The run directory belongs to another run (one-line message)."""
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Catalogue rows ``start`` (inclusive) to ``stop`` (exclusive)."""
+
+    index: int
+    start: int
+    stop: int
+
+    @property
+    def rows(self) -> int:
+        return self.stop - self.start
+
+
+def plan_shards(catalog: pl.DataFrame, shard_size: int) -> list[Shard]:
+    """Cut ``catalog`` into shards of about ``shard_size`` rows, never inside a run of one file."""
+    if shard_size < 1:
+        raise ValueError(f"shard_size must be >= 1, got {shard_size}")
+    names = catalog.get_column("filename").cast(pl.Utf8).fill_null("")
+    # Row i starts a new file run when its filename differs from row i-1's.
+    starts = (names != names.shift(1)).fill_null(True).arg_true().to_list()
+    run_starts = [*starts, catalog.height]
+    shards: list[Shard] = []
+    begin = 0
+    for boundary in run_starts[1:]:
+        if boundary - begin >= shard_size or boundary == catalog.height:
+            shards.append(Shard(len(shards), begin, boundary))
+            begin = boundary
+    return shards
+
+
+def part_name(index: int) -> str:
+    """File name of a shard's part (``shard-000123.parquet``)."""
+    return f"shard-{index:06d}.parquet"
+
+
+def write_plan(path: Path, shards: list[Shard], identity: dict[str, Any]) -> None:
+    """Write the plan once (atomically); on resume, refuse a plan of another run."""
+    plan = {"format": PLAN_FORMAT, "run": identity, "shards": [asdict(s) for s in shards]}
+    if path.exists():
+        try:
+            old = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            old = None
+        if old != plan:
+            raise PlanError(
+                f"cannot resume: {path} was written by a run with other inputs, models or "
+                "settings (use --overwrite to start again)"
+            )
+        return
+    with atomic_target(path) as tmp:
+        tmp.write_text(json.dumps(plan, indent=1, sort_keys=True))
+
+
+def read_plan(path: str | os.PathLike[str]) -> list[Shard]:
+    """The shards of a written plan."""
+    plan = json.loads(Path(path).read_text())
+    return [Shard(**s) for s in plan["shards"]]

@@ -1,0 +1,215 @@
+"""rrnet-run on a 2-worker LocalCluster against the single-machine ``rrnet.infer`` oracle:
+equal row for row; a killed worker still gives every row exactly once; a finished rerun
+does nothing; a shard that keeps failing is reported and resumed; an all-bad shard is
+reported with reasons; shards never split a file; CLI errors are one line."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from rrnet.cli.run import main
+from rrnet.cluster import plan_shards, report_path, run_cluster, run_dir
+from rrnet.cluster.task import FAULT_ENV, FAULT_RAISE_ENV
+from rrnet.inference import infer
+from rrnet.labels import CA_LABELS, SP_LABELS
+from rrnet.preprocess.settings import PreprocessSettings
+from test_infer import EXPOSURE_IDS, REAL_FILE, make_checkpoint
+
+pytest.importorskip("distributed")
+
+N_FILES = 48
+SHARD = 40
+# Torch CPU kernels round differently for different batch shapes; one spectrum per forward
+# call makes both sides bit-identical whatever the shard boundaries.
+BATCH = 1
+
+
+def catalogue(data_dir: Path) -> pl.DataFrame:
+    """N_FILES copies of the real file (5 spectra each, varied rv) and a run of bad files."""
+    rows = []
+    for k in range(N_FILES):
+        name = f"med-{k:03d}.fits.gz"
+        shutil.copy(REAL_FILE, data_dir / name)
+        arms = [("COADD_B", "COADD_R")] + [(f"B-{i}", f"R-{i}") for i in EXPOSURE_IDS]
+        rows += [(name, b, r, -40.0 + 3.0 * k + 5.0 * j) for j, (b, r) in enumerate(arms)]
+    (data_dir / "corrupt.fits.gz").write_bytes(b"not a FITS file")
+    bad = [("gone.fits.gz", "COADD_B", "COADD_R", 0.0)] * 39 + [("corrupt.fits.gz", "B", "R", 0)]
+    middle = 2 * SHARD  # a shard start; the SHARD bad rows fill that shard exactly
+    rows = rows[:middle] + bad + rows[middle:]
+    columns = ["filename", "extname_blue", "extname_red", "rv"]
+    return pl.DataFrame(rows, schema=columns, orient="row")
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    root = tmp_path_factory.mktemp("cluster")
+    data = root / "data"
+    data.mkdir()
+    catalogue(data).write_parquet(root / "cat.parquet")
+    fp = PreprocessSettings().fingerprint()
+    sp = make_checkpoint(root / "SP", SP_LABELS, members=2, seed=1, preprocessing=fp)
+    ca = make_checkpoint(root / "CA", CA_LABELS, members=2, seed=2, preprocessing=fp)
+    world = {"root": root, "data": data, "cat": root / "cat.parquet", "models": [sp, ca]}
+    oracle = root / "oracle.parquet"
+    world["oracle"] = infer(world["models"], catalog=world["cat"], data_dir=data, out=oracle,
+                            device="cpu", batch_size=BATCH)  # fmt: skip
+    world["oracle_meta"] = pl.read_parquet_metadata(oracle)
+    return world
+
+
+@pytest.fixture(scope="module")
+def client():
+    from distributed import Client, LocalCluster
+
+    cluster = LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
+    )
+    with cluster, Client(cluster) as c:
+        yield c
+
+
+def run(world: dict, client, out: Path, **kwargs) -> dict:
+    options = dict(shard_size=SHARD, device="cpu", batch_size=BATCH) | kwargs
+    return run_cluster(world["models"], world["cat"], world["data"], out, client=client, **options)
+
+
+@pytest.fixture(scope="module")
+def finished(world: dict, client, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("finished") / "cat.parquet"
+    return out, run(world, client, out)
+
+
+def test_shards_are_whole_files_in_order(world: dict) -> None:
+    cat = pl.read_parquet(world["cat"])
+    shards = plan_shards(cat, SHARD)
+    assert shards[0].start == 0 and shards[-1].stop == cat.height
+    assert all(a.stop == b.start for a, b in itertools.pairwise(shards))
+    names = cat["filename"].to_list()
+    for shard in shards[1:]:
+        assert names[shard.start] != names[shard.start - 1]  # never inside a file's run
+    assert all(s.rows >= SHARD for s in shards[:-1])
+    assert plan_shards(cat, SHARD) == shards
+    assert len(plan_shards(cat, 10**6)) == 1
+
+
+def test_equals_single_machine_row_for_row(world: dict, finished: tuple[Path, dict]) -> None:
+    out, report = finished
+    got, oracle = pl.read_parquet(out), world["oracle"]
+    assert oracle.height == N_FILES * 5 + SHARD and (oracle["status"] == "ok").sum() == N_FILES * 5
+    assert got.schema == oracle.schema
+    assert got.equals(oracle)
+    meta, expected = pl.read_parquet_metadata(out), world["oracle_meta"]
+    assert {k: v for k, v in meta.items() if "created" not in k} == {
+        k: v for k, v in expected.items() if "created" not in k
+    }
+    assert report["complete"] and report["rows_in"] == report["rows_out"] == oracle.height
+    assert report["rows_by_status"] == dict(oracle["status"].value_counts().iter_rows())
+    assert report["shards_computed"] == report["shards"] == len(plan_shards(oracle, SHARD))
+    assert report["shards_retried"] == 0 and report["failed_shards"] == []
+    assert json.loads(report_path(out).read_text()) == report
+    assert not (run_dir(out) / "parts").exists()
+
+
+def test_rerun_of_a_finished_run_does_nothing(world: dict, client, finished) -> None:
+    out, report = finished
+    stamp = out.stat().st_mtime_ns, report_path(out).stat().st_mtime_ns
+    again = run(world, client, out, resume=True)
+    assert again["shards_computed"] == 0 and again["shards_skipped"] == report["shards"]
+    assert (out.stat().st_mtime_ns, report_path(out).stat().st_mtime_ns) == stamp
+    with pytest.raises(ValueError, match="--resume"):
+        run(world, client, out)
+
+
+def test_all_bad_shard_is_reported_with_reasons(world: dict, finished) -> None:
+    _, report = finished
+    [bad] = report["shards_without_ok_rows"]
+    assert (bad["shard"], bad["start"], bad["stop"]) == (2, 2 * SHARD, 3 * SHARD)
+    reasons = world["oracle"][2 * SHARD : 3 * SHARD]["reason"].value_counts().iter_rows()
+    assert bad["reasons"] == dict(reasons)
+    assert any("gone.fits.gz" in r for r in bad["reasons"])
+    assert any("corrupt.fits.gz" in r for r in bad["reasons"])
+
+
+def test_killed_worker_costs_one_retry_and_no_row(world, client, tmp_path, monkeypatch) -> None:
+    marker = tmp_path / "killed"
+    monkeypatch.setenv(FAULT_ENV, str(marker))
+    out = tmp_path / "cat.parquet"
+    report = run(world, client, out)
+    assert marker.exists()  # a worker really died (os._exit) inside a shard
+    assert report["complete"] and report["shards_retried"] == 1
+    assert report["attempts"] == report["shards"] + 1
+    got = pl.read_parquet(out)
+    assert got["row"].to_list() == list(range(world["oracle"].height))  # each row once
+    assert got.equals(world["oracle"])
+
+
+def test_failing_shard_is_reported_then_resumed(world, client, tmp_path, monkeypatch) -> None:
+    out = tmp_path / "cat.fits"
+    monkeypatch.setenv(FAULT_RAISE_ENV, "1")
+    report = run(world, client, out, retries=1)
+    assert not report["complete"]
+    [failed] = report["failed_shards"]
+    assert failed["shard"] == 1 and "injected fault in shard 1" in failed["error"]
+    assert report["attempts"] == report["shards"] + 1  # one retry of the failing shard
+    from rrnet.inference import read_catalogue
+
+    got, _ = read_catalogue(out)
+    oracle = world["oracle"]
+    assert got["row"].to_list() == list(range(oracle.height))
+    lost = np.arange(oracle.height)
+    lost = (lost >= failed["start"]) & (lost < failed["stop"])
+    assert set(got.filter(lost)["status"]) == {"shard_failed"}
+    assert all("injected fault" in r for r in got.filter(lost)["reason"])
+    assert got.filter(~lost)["status"].to_list() == oracle.filter(~lost)["status"].to_list()
+    assert report["rows_by_status"]["shard_failed"] == failed["stop"] - failed["start"]
+
+    monkeypatch.delenv(FAULT_RAISE_ENV)
+    resumed = run(world, client, out, resume=True)
+    assert resumed["complete"] and resumed["shards_computed"] == 1
+    got, _ = read_catalogue(out)
+    assert got.select(oracle.columns).equals(oracle)
+
+
+def _cli_error(capsys, *args: str) -> str:
+    with pytest.raises(SystemExit) as exc:
+        code = main(list(args))
+        raise SystemExit(code)
+    assert exc.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("rrnet-run: error: ")
+    return lines[0]
+
+
+def test_cli_errors_are_one_line(world: dict, tmp_path: Path, capsys) -> None:
+    base = [str(world["cat"]), "--data-dir", str(world["data"]), "--out", str(tmp_path / "o.pq")]
+    models = ["--model", *map(str, world["models"])]
+    assert "no config.json" in _cli_error(capsys, *base, "--model", str(tmp_path))
+    assert "--model" in _cli_error(capsys, *base)
+    assert "shard" in _cli_error(capsys, *base, *models, "--shard-size", "0")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[cluster]\nqueues = 'x'\n")
+    assert "queues" in _cli_error(capsys, *base, *models, "--config", str(bad))
+    assert "directory" in _cli_error(capsys, base[0], "--data-dir", str(tmp_path / "no"),
+                                     *base[3:], *models)  # fmt: skip
+
+
+def test_cli_dry_run_prints_the_slurm_job(tmp_path: Path, capsys) -> None:
+    config = tmp_path / "cluster.toml"
+    config.write_text(
+        '[cluster]\nkind = "slurm"\nqueue = "gpu"\naccount = "astro"\ncores = 16\n'
+        'memory = "64GiB"\nwalltime = "02:00:00"\ngpus_per_job = 2\n'
+        'job_script_prologue = ["module load cuda"]\n'
+    )
+    args = ["cat.csv", "--data-dir", ".", "--model", "m", "--out", "o.pq"]
+    assert main([*args, "--config", str(config), "--account", "other", "--dry-run"]) == 0
+    script = capsys.readouterr().out
+    for line in ("#SBATCH -p gpu", "#SBATCH -A other", "--gres=gpu:2", "-t 02:00:00"):
+        assert line in script
+    assert "module load cuda" in script and "--nworkers 2" in script
