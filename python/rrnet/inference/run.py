@@ -17,8 +17,6 @@ import logging
 import math
 import os
 import shutil
-import sys
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +42,7 @@ from rrnet.inference.writers import (
     write_catalogue,
     write_part,
 )
+from rrnet.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -267,40 +266,6 @@ def catalogue_chunk(
 # ----------------------------------------------------------------------------- progress
 
 
-class _Progress:
-    """tqdm with spectra/s on a terminal; otherwise a plain log line every ``interval`` s."""
-
-    def __init__(self, total: int, initial: int, enabled: bool, interval: float = 30.0) -> None:
-        self.total, self.done, self.initial, self.interval = total, initial, initial, interval
-        self.start = self.last = time.monotonic()
-        self.enabled = enabled
-        self.bar = None
-        if enabled and sys.stderr.isatty():
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=total, initial=initial, unit="spectra", dynamic_ncols=True)
-
-    def update(self, n: int) -> None:
-        self.done += n
-        if self.bar is not None:
-            self.bar.update(n)
-            return
-        now = time.monotonic()
-        if self.enabled and (now - self.last >= self.interval or self.done == self.total):
-            self.last = now
-            rate = (self.done - self.initial) / max(now - self.start, 1e-9)
-            print(
-                f"rrnet-infer: {self.done}/{self.total} spectra "
-                f"({100 * self.done / max(self.total, 1):.1f}%), {rate:.1f} spectra/s",
-                file=sys.stderr,
-                flush=True,
-            )
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
 # ----------------------------------------------------------------------------- the run
 
 
@@ -438,7 +403,7 @@ def run_inference(
     if done is not None:
         n_chunks = math.ceil(source.n_rows / source.chunk_rows)
         finished = sum(min(source.chunk_rows, source.n_rows - i * source.chunk_rows) for i in done)
-        bar = _Progress(source.n_rows, finished, progress)
+        bar = Progress(source.n_rows, initial=finished, enabled=progress, prefix="rrnet-infer")
         carried: list[str] | None = None
         try:
             for chunk in source.chunks(done):

@@ -20,9 +20,7 @@ import json
 import math
 import os
 import shutil
-import sys
 import tempfile
-import time
 from collections import deque
 from collections.abc import Callable, Container, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -39,6 +37,7 @@ from rrnet.io.catalog import read_catalog, validate_catalog, write_table
 from rrnet.io.lamost import LamostReadError, read_arms
 from rrnet.preprocess import Status, normalize_detailed, reason, resample_batch
 from rrnet.preprocess.settings import PreprocessSettings
+from rrnet.progress import Progress
 from rrnet.store import (
     KINDS,
     STORE_FORMAT,
@@ -426,44 +425,6 @@ def _quality(columns: dict[str, list], cuts: QualityCuts) -> tuple[list[bool], l
 # --------------------------------------------------------------------------- progress
 
 
-class _Progress:
-    """tqdm on a terminal; otherwise one plain line every ``interval`` seconds."""
-
-    def __init__(self, total: int, initial: int, enabled: bool, interval: float = 30.0):
-        self.total, self.done, self.interval = total, initial, interval
-        self.start = self.last = time.monotonic()
-        self.initial = initial
-        self.bar = None
-        self.enabled = enabled
-        if enabled and sys.stderr.isatty():
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=total, initial=initial, unit="spectra", dynamic_ncols=True)
-
-    def update(self, n: int) -> None:
-        self.done += n
-        if self.bar is not None:
-            self.bar.update(n)
-            return
-        now = time.monotonic()
-        if self.enabled and (now - self.last >= self.interval or self.done == self.total):
-            self.last = now
-            rate = (self.done - self.initial) / max(now - self.start, 1e-9)
-            eta = (self.total - self.done) / rate if rate > 0 else float("inf")
-            eta_text = time.strftime("%H:%M:%S", time.gmtime(eta)) if math.isfinite(eta) else "?"
-            print(
-                f"rrnet-preprocess: {self.done}/{self.total} spectra "
-                f"({100 * self.done / max(self.total, 1):.1f}%), {rate:.1f} spectra/s, "
-                f"ETA {eta_text}",
-                file=sys.stderr,
-                flush=True,
-            )
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
 # --------------------------------------------------------------------------- public API
 
 
@@ -534,7 +495,7 @@ def iter_preprocessed(
         for i in todo
         for job in _plan_batch(catalog, i, batch_size, data_dir, rv_column, correct_rv)
     )
-    bar = _Progress(catalog.height, initial, progress)
+    bar = Progress(catalog.height, initial=initial, enabled=progress, prefix="rrnet-preprocess")
     builder: _BatchBuilder | None = None
     try:
         with _reader(workers) as submit:

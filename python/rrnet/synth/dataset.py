@@ -23,8 +23,6 @@ import json
 import logging
 import math
 import os
-import sys
-import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
@@ -34,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from rrnet.progress import Progress
 from rrnet.synth.lamost_writer import VisitInfo, write_lamost_file
 from rrnet.synth.observe import ObservationSettings, observe
 
@@ -291,33 +290,6 @@ def _star_rows(src: Source, n_visits: int, seed: int) -> np.ndarray:
     return np.concatenate(rows)[:n_visits] if rows else np.zeros(0, np.int64)
 
 
-class _Progress:
-    """tqdm on a terminal, otherwise a log line every ``every_s`` seconds."""
-
-    def __init__(self, total: int, enabled: bool, every_s: float = 10.0) -> None:
-        self.total, self.done, self.every_s = total, 0, every_s
-        self.t0 = self.last = time.monotonic()
-        self.bar = None
-        if enabled and sys.stderr.isatty():
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=total, unit="star", desc="rrnet-synth")
-        self.enabled = enabled
-
-    def update(self, n: int = 1) -> None:
-        self.done += n
-        if self.bar is not None:
-            self.bar.update(n)
-        elif self.enabled and time.monotonic() - self.last >= self.every_s:
-            self.last = time.monotonic()
-            rate = self.done / max(self.last - self.t0, 1e-9)
-            log.info("rrnet-synth: %d/%d visits (%.1f/s)", self.done, self.total, rate)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
 def _check_config(out_dir: Path, config: dict) -> None:
     path = out_dir / "synth.json"
     if path.exists():
@@ -414,7 +386,7 @@ def make_dataset(
 
     if workers is None:
         workers = (os.cpu_count() or 1) if len(todo) >= 16 else 1
-    bar = _Progress(len(todo), progress)
+    bar = Progress(len(todo), enabled=progress, prefix="rrnet-synth", unit="visits", interval=10.0)
     try:
         if workers <= 1:
             for task in tasks():
@@ -448,7 +420,7 @@ def _source_flux(src: Source, row: int) -> np.ndarray:
         return np.full(src.wavelength.size, np.nan, np.float32)
 
 
-def _collect(done: set[Future], bar: _Progress) -> None:
+def _collect(done: set[Future], bar: Progress) -> None:
     for future in done:
         future.result()  # re-raise a worker's unexpected error
         bar.update()

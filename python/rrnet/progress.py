@@ -1,0 +1,76 @@
+"""Progress of long runs: a tqdm bar on a terminal, plain log lines otherwise.
+
+Survey runs go to batch logs as often as to terminals, where a bar is noise; a
+line every ``interval`` seconds (and one at the end) with the rate and ETA is
+what an operator greps for. One class serves every command.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+
+
+class Progress:
+    """Count finished items of a run of ``total`` (``initial`` already done when resuming).
+
+    Parameters
+    ----------
+    total, initial
+        Items in the whole run, and items done before this process started.
+    enabled
+        False silences it (library calls, tests).
+    prefix
+        Command name that starts each log line, e.g. ``"rrnet-preprocess"``.
+    unit
+        What is counted, plural (``"spectra"``, ``"visits"``).
+    interval
+        Seconds between log lines when stderr is not a terminal.
+    """
+
+    def __init__(
+        self,
+        total: int,
+        *,
+        initial: int = 0,
+        enabled: bool = True,
+        prefix: str = "rrnet",
+        unit: str = "spectra",
+        interval: float = 30.0,
+    ) -> None:
+        self.total, self.initial, self.done = total, initial, initial
+        self.prefix, self.unit, self.interval = prefix, unit, interval
+        self.enabled = enabled
+        self.start = self.last = time.monotonic()
+        self.bar = None
+        if enabled and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, initial=initial, unit=unit, dynamic_ncols=True)
+
+    def update(self, n: int = 1) -> None:
+        self.done += n
+        if self.bar is not None:
+            self.bar.update(n)
+            return
+        now = time.monotonic()
+        if self.enabled and (now - self.last >= self.interval or self.done == self.total):
+            self.last = now
+            print(self.line(now), file=sys.stderr, flush=True)
+
+    def line(self, now: float | None = None) -> str:
+        """The log line: done/total, percentage, rate and ETA."""
+        now = time.monotonic() if now is None else now
+        rate = (self.done - self.initial) / max(now - self.start, 1e-9)
+        eta = (self.total - self.done) / rate if rate > 0 else math.inf
+        eta_text = time.strftime("%H:%M:%S", time.gmtime(eta)) if math.isfinite(eta) else "?"
+        percent = 100 * self.done / max(self.total, 1)
+        return (
+            f"{self.prefix}: {self.done}/{self.total} {self.unit} ({percent:.1f}%), "
+            f"{rate:.1f} {self.unit}/s, ETA {eta_text}"
+        )
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
