@@ -10,25 +10,9 @@ from dataclasses import dataclass
 
 import polars as pl
 
-SPEC_LABELS: tuple[str, ...] = (
-    "Teff[K]",
-    "Logg",
-    "CH",
-    "NH",
-    "OH",
-    "MgH",
-    "AlH",
-    "SiH",
-    "SH",
-    "KH",
-    "CaH",
-    "TiH",
-    "CrH",
-    "MnH",
-    "FeH",
-    "NiH",
-    "CuH",
-)
+from rrnet.labels import ALL_LABELS
+
+SPEC_LABELS: tuple[str, ...] = ALL_LABELS
 """Labels in catalogue order (SPEC section 5): Teff, log g, then the 15 [X/H]."""
 
 ID_COLUMNS: tuple[str, ...] = (

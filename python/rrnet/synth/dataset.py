@@ -32,29 +32,14 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from rrnet.labels import ALL_LABELS
 from rrnet.progress import Progress
 from rrnet.synth.lamost_writer import VisitInfo, write_lamost_file
 from rrnet.synth.observe import ObservationSettings, observe
 
 log = logging.getLogger("rrnet.synth")
 
-ABUNDANCES: tuple[str, ...] = (
-    "CH",
-    "NH",
-    "OH",
-    "MgH",
-    "AlH",
-    "SiH",
-    "SH",
-    "KH",
-    "CaH",
-    "TiH",
-    "CrH",
-    "MnH",
-    "FeH",
-    "NiH",
-    "CuH",
-)
+ABUNDANCES: tuple[str, ...] = ALL_LABELS[2:]
 LABELS: tuple[str, ...] = ("Teff[K]", "Logg", *ABUNDANCES, "vmic")
 """Label columns carried from the source into labels.csv (SPEC names; vmic in km/s)."""
 

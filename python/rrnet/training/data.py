@@ -16,25 +16,15 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from rrnet.labels import ALL_LABELS, GROUPS
+
 RV_LABEL = "rv"
 """Name of the extra predicted label of the RRNet-ur variant (km/s, from the manifest)."""
 
-# The label groups of the paper (SPEC section 4); rrnet.labels is the reference.
-_ALL = (
-    "Teff[K]", "Logg", "CH", "NH", "OH", "MgH", "AlH", "SiH", "SH", "KH", "CaH", "TiH",
-    "CrH", "MnH", "FeH", "NiH", "CuH",
-)  # fmt: skip
-_SP = ("Teff[K]", "Logg", "FeH")
-
 
 def label_groups() -> dict[str, tuple[str, ...]]:
-    """``{"SP": ..., "CA": ..., "all": ...}`` (from :mod:`rrnet.labels` when present)."""
-    try:
-        from rrnet.labels import ALL_LABELS, CA_LABELS, SP_LABELS
-    except ImportError:  # the labels module is optional for this module
-        ALL_LABELS, SP_LABELS = _ALL, _SP
-        CA_LABELS = tuple(x for x in _ALL if x not in _SP)
-    return {"SP": tuple(SP_LABELS), "CA": tuple(CA_LABELS), "all": tuple(ALL_LABELS)}
+    """``{"SP": ..., "CA": ..., "all": ...}``: the paper's groups (SPEC section 4)."""
+    return {**GROUPS, "all": ALL_LABELS}
 
 
 def resolve_labels(group: str | Sequence[str]) -> list[str]:
