@@ -77,6 +77,10 @@ def load_settings(path: str | os.PathLike[str] | None, **overrides: Any) -> Clus
     settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
     if settings.jobs < 1 or settings.processes < 1 or settings.cores < 1:
         raise ClusterConfigError("jobs, processes and cores must be positive")
+    if settings.kind not in ("local", *BATCH_KINDS) and ":" not in settings.kind:
+        raise ClusterConfigError(
+            f"unknown cluster {settings.kind!r}: use local, slurm, pbs, sge or a scheduler address"
+        )
     if settings.gpus_per_job < 0:
         raise ClusterConfigError("gpus_per_job must be >= 0")
     return settings
