@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from rrnet.evaluation.atomic import write_text
+from rrnet.atomic import write_text
 from rrnet.evaluation.report import markdown_table
 from rrnet.models import ModelConfig
 from rrnet.plots.comparison import plot_mae_bars

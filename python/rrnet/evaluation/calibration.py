@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from rrnet.evaluation.atomic import write_text
+from rrnet.atomic import write_text
 from rrnet.evaluation.metrics import GAUSS_COVERAGE_1SIGMA, GAUSS_COVERAGE_2SIGMA, label_metrics
 from rrnet.evaluation.sample import TRUE_SUFFIX
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import polars as pl
 
-from rrnet.evaluation.atomic import write_text
+from rrnet.atomic import write_text
 
 
 @dataclass

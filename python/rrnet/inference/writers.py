@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import fitsio
 import numpy as np
 import polars as pl
 
+from rrnet.atomic import atomic_path
 from rrnet.inference.columns import COLUMNS_BY_NAME
 from rrnet.inference.provenance import FITS_COMMENTS, FITS_KEYWORDS
 
@@ -55,22 +55,9 @@ def sidecar_path(path: str | os.PathLike[str]) -> Path:
     return path.with_name(path.name + ".json")
 
 
-@contextmanager
-def atomic_target(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success fsync and rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(name)
-    tmp.unlink()
-    try:
-        yield tmp
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+def atomic_target(path: str | os.PathLike[str]) -> AbstractContextManager[Path]:
+    """:func:`rrnet.atomic.atomic_path` with fsync: catalogue parts must survive a crash."""
+    return atomic_path(path, fsync=True)
 
 
 def write_part(frame: pl.DataFrame, path: str | os.PathLike[str]) -> None:

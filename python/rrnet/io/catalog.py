@@ -14,11 +14,12 @@ raises :class:`CatalogError`.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import polars as pl
+
+from rrnet.atomic import atomic_path
 
 REQUIRED_COLUMNS: tuple[str, ...] = ("filename", "extname_blue", "extname_red")
 """Required besides the RV column."""
@@ -142,20 +143,13 @@ def write_table(table: pl.DataFrame, path: str | os.PathLike[str]) -> Path:
     """
     path = Path(path)
     fmt = table_format(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    with atomic_path(path) as tmp:
         if fmt == "csv":
             table.write_csv(tmp)
         elif fmt == "parquet":
             table.write_parquet(tmp, statistics=False)
         else:
             _write_fits_table(table, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 

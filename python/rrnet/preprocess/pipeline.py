@@ -20,7 +20,6 @@ import json
 import math
 import os
 import shutil
-import tempfile
 from collections import deque
 from collections.abc import Callable, Container, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -32,6 +31,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from rrnet.atomic import atomic_path
 from rrnet.grid import C_KMS, N_PIX
 from rrnet.io.catalog import read_catalog, validate_catalog, write_table
 from rrnet.io.lamost import LamostReadError, read_arms
@@ -605,17 +605,9 @@ def write_selection(store: Store, path: str | os.PathLike[str]) -> int:
 
 
 def _atomic_write(path: Path, write: Callable[[Any], None], *, fsync: bool) -> None:
-    """Write through ``write(file)`` to a temporary name in the same folder, then os.replace."""
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-            if fsync:
-                handle.flush()
-                os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    finally:
-        Path(tmp_name).unlink(missing_ok=True)
+    """Write through ``write(file)`` atomically (see :mod:`rrnet.atomic`)."""
+    with atomic_path(path, fsync=fsync) as tmp, open(tmp, "wb") as handle:
+        write(handle)
 
 
 def _part_path(out: Path, shard: int) -> Path:

@@ -32,6 +32,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from rrnet.atomic import write_text
+from rrnet.io.catalog import write_table
 from rrnet.labels import ALL_LABELS
 from rrnet.progress import Progress
 from rrnet.synth.lamost_writer import VisitInfo, write_lamost_file
@@ -255,9 +257,7 @@ def simulate_visit(task: VisitTask, wavelength: np.ndarray | None = None) -> dic
 
 
 def _write_json(path: Path, obj: object) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj))
-    os.replace(tmp, path)
+    write_text(path, json.dumps(obj))
 
 
 # --- the data set ------------------------------------------------------------------------------
@@ -461,10 +461,7 @@ def _write_tables(out: Path, data_dir: Path, parts_dir: Path, n: int, src: Sourc
     paths = {}
     for name, table in (("catalogue", catalogue), ("labels", labels), ("truth", truth)):
         for ext in ("csv", "parquet"):
-            path = out / f"{name}.{ext}"
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            table.write_csv(tmp) if ext == "csv" else table.write_parquet(tmp)
-            os.replace(tmp, path)
+            write_table(table, out / f"{name}.{ext}")
         paths[name] = out / f"{name}.csv"
     return DatasetPaths(
         root=out,

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from rrnet.atomic import atomic_path
 from rrnet.models import ModelConfig
 from rrnet.models.normalization import Normalization
 
@@ -27,11 +28,6 @@ LOSS_CURVE_FILE = "loss_curve.png"
 SPLIT_FILE = "split.parquet"
 TEST_PREDICTIONS_FILE = "test_predictions.parquet"
 STAGING_DIR = ".staging"
-
-
-def atomic_path(path: Path) -> Path:
-    """A temporary sibling path; the caller writes it and then ``os.replace``-s it."""
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
 
 
 def write_checkpoint(
@@ -75,12 +71,8 @@ def write_parquet(path: Path, columns: Mapping[str, Any]) -> None:
     """Atomic Parquet file from a dict of equal-length columns (Polars)."""
     import polars as pl
 
-    tmp = atomic_path(path)
-    try:
+    with atomic_path(path) as tmp:
         pl.DataFrame(dict(columns)).write_parquet(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def write_history(out: Path, rows: Sequence[Mapping[str, Any]]) -> None:
@@ -90,23 +82,15 @@ def write_history(out: Path, rows: Sequence[Mapping[str, Any]]) -> None:
     from rrnet.plots.history import plot_history
 
     frame = pl.DataFrame(list(rows))
-    tmp = atomic_path(out / HISTORY_FILE)
-    try:
+    with atomic_path(out / HISTORY_FILE) as tmp:
         frame.write_parquet(tmp)
-        os.replace(tmp, out / HISTORY_FILE)
-    finally:
-        tmp.unlink(missing_ok=True)
     plot_history(frame, out / LOSS_CURVE_FILE)  # written atomically by rrnet.plots
 
 
 def save_state(out: Path, state: dict[str, Any]) -> None:
     """train_state.pt, loadable with ``torch.load(weights_only=True)``."""
-    tmp = atomic_path(out / STATE_FILE)
-    try:
+    with atomic_path(out / STATE_FILE) as tmp:
         torch.save(state, tmp)
-        os.replace(tmp, out / STATE_FILE)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def load_state(out: Path) -> dict[str, Any]:

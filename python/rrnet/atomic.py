@@ -1,0 +1,51 @@
+"""Atomic file writes: a temporary name in the target directory, then ``os.replace``.
+
+Every output of rrnet is written this way, so a reader (a resumed run, a browser
+opening index.html, a survey pipeline polling for a catalogue) never sees a
+half-written file, and a run killed mid-write leaves the previous version in place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str], *, fsync: bool = False) -> Iterator[Path]:
+    """Yield a fresh temporary path beside ``path``; rename it onto ``path`` on success.
+
+    The temporary path does not exist when yielded (writers such as fitsio refuse to
+    overwrite). With ``fsync`` the data reach the disk before the rename, so that a
+    machine crash cannot leave a renamed but empty file (what resumable runs need).
+    On an exception the temporary file is removed and ``path`` is left untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
+    tmp.unlink()
+    try:
+        yield tmp
+        if fsync:
+            with open(tmp, "rb") as handle:
+                os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_bytes(path: str | os.PathLike[str], data: bytes, *, fsync: bool = False) -> Path:
+    """Write bytes atomically and return the path."""
+    with atomic_path(path, fsync=fsync) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def write_text(path: str | os.PathLike[str], text: str, *, fsync: bool = False) -> Path:
+    """Write UTF-8 text atomically and return the path."""
+    return write_bytes(path, text.encode("utf-8"), fsync=fsync)
