@@ -1,9 +1,18 @@
-"""A Payne-style emulator of the reference library: labels -> normalised spectrum in ~ms.
+"""An emulator of the reference library: labels -> normalised spectrum in ~ms.
 
-As in The Payne (Ting et al. 2019), a small fully connected network maps labels scaled to
-[-0.5, 0.5] onto the whole normalised spectrum. Abundances enter as [X/Fe] (and [Fe/H]),
-which decorrelates them from metallicity. Weights ship as safetensors (float16) plus a JSON
-file with the label scaling and the measured held-out accuracy.
+The network is The Payne's (Ting et al. 2019: labels scaled to [-0.5, 0.5], two hidden
+LeakyReLU layers, the whole spectrum as output) with a polynomial skip path, because the
+library has hundreds, not tens of thousands, of stars:
+
+    flux = W_poly . phi(x) + b + MLP(x)
+
+phi holds the terms up to third order in the main labels (Teff, log g, [Fe/H], vmic; cubic
+terms only with Teff or log g) and, for each other abundance [X/Fe], the linear term and
+its products with Teff and log g (a Cannon-like model, 73 terms). W_poly is fitted in closed
+form (ridge); the MLP (zero-initialised output) is then trained on what is left, with early
+stopping on a validation part of the training stars. Abundances enter as [X/Fe], which
+decorrelates them from metallicity. Weights ship as safetensors (float16) plus a JSON file
+with the label scaling and the measured held-out accuracy.
 
 Train with ``python -m rrnet.synth.emulator --train`` (a few minutes on one core).
 """
@@ -40,21 +49,58 @@ def to_features(labels: np.ndarray) -> np.ndarray:
     return x
 
 
-class PayneNet(nn.Module):
-    """labels -> hidden -> hidden -> spectrum, LeakyReLU as in The Payne."""
+MAIN = ("Teff[K]", "Logg", "FeH", "vmic")
+# Which main labels multiply each [X/Fe] in phi; chosen on validation stars when training.
+CROSS_CANDIDATES = ((), ("Teff[K]",), ("Teff[K]", "Logg"))
 
-    def __init__(self, n_labels: int, n_hidden: int, n_pixels: int):
+
+def poly_terms(n_labels: int, cross: tuple[str, ...]) -> list[tuple[int, ...]]:
+    """Index tuples of the polynomial terms in phi (feature indices in LABEL_NAMES order).
+
+    ``cross``: the main labels whose products with each [X/Fe] are included.
+    """
+    main = [LABEL_NAMES.index(n) for n in MAIN]
+    crossed = [LABEL_NAMES.index(n) for n in cross]
+    others = [i for i in range(n_labels) if i not in main]
+    terms: list[tuple[int, ...]] = [(i,) for i in main]
+    terms += [(main[a], main[b]) for a in range(4) for b in range(a, 4)]
+    terms += [
+        (main[a], main[b], main[c]) for a in range(2) for b in range(a, 4) for c in range(b, 4)
+    ]
+    terms += [(o,) for o in others] + [(o, t) for o in others for t in crossed]
+    return terms
+
+
+class PayneNet(nn.Module):
+    """Polynomial skip path + Payne MLP: scaled labels [n, 18] -> flux [n, n_pixels]."""
+
+    def __init__(self, n_labels: int, n_hidden: int, n_pixels: int, cross: tuple[str, ...]):
         super().__init__()
-        self.net = nn.Sequential(
+        self.cross = tuple(cross)
+        self.terms = poly_terms(n_labels, self.cross)
+        self.poly = nn.Linear(len(self.terms), n_pixels)
+        self.mlp = nn.Sequential(
             nn.Linear(n_labels, n_hidden),
             nn.LeakyReLU(0.01),
             nn.Linear(n_hidden, n_hidden),
             nn.LeakyReLU(0.01),
             nn.Linear(n_hidden, n_pixels),
         )
+        nn.init.zeros_(self.mlp[-1].weight)
+        nn.init.zeros_(self.mlp[-1].bias)
+
+    def phi(self, x: torch.Tensor) -> torch.Tensor:
+        """The polynomial features of scaled labels."""
+        cols = []
+        for term in self.terms:
+            col = x[:, term[0]]
+            for i in term[1:]:
+                col = col * x[:, i]
+            cols.append(col)
+        return torch.stack(cols, dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        return self.poly(self.phi(x)) + self.mlp(x)
 
 
 @dataclass
@@ -91,7 +137,11 @@ class Emulator:
         return self.spectra(np.asarray(labels)[None, :], check=check)[0]
 
     def _scale(self, features: np.ndarray) -> np.ndarray:
-        return (features - self.feature_min) / (self.feature_max - self.feature_min) - 0.5
+        return self._scale_with(features, self.feature_min, self.feature_max)
+
+    @staticmethod
+    def _scale_with(features: np.ndarray, fmin: np.ndarray, fmax: np.ndarray) -> np.ndarray:
+        return (features - fmin) / (fmax - fmin) - 0.5
 
 
 def load_emulator(weights: Path = WEIGHTS_FILE, config: Path = CONFIG_FILE) -> Emulator:
@@ -99,7 +149,9 @@ def load_emulator(weights: Path = WEIGHTS_FILE, config: Path = CONFIG_FILE) -> E
     cfg = json.loads(Path(config).read_text())
     state = {k: v.float() for k, v in load_file(str(weights)).items()}
     wavelength = state.pop("wavelength").double().numpy()
-    model = PayneNet(len(cfg["label_names"]), cfg["n_hidden"], wavelength.size)
+    model = PayneNet(
+        len(cfg["label_names"]), cfg["n_hidden"], wavelength.size, tuple(cfg["accuracy"]["cross"])
+    )
     model.load_state_dict(state)
     model.eval()
     return Emulator(
@@ -122,14 +174,23 @@ def split(n: int, holdout: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 def train(
     library: Library,
-    n_hidden: int = 256,
-    steps: int = 6000,
+    n_hidden: int = 64,
+    steps: int = 3000,
     lr: float = 1e-3,
+    ridge: tuple[float, ...] = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2),
     holdout: float = 0.1,
     seed: int = 0,
     log_every: int = 500,
 ) -> tuple[Emulator, dict]:
-    """Fit the network on the library (minus a held-out set) and measure its accuracy."""
+    """Fit on the library minus a held-out set, measure accuracy on that set.
+
+    A tenth of the training stars is kept for validation; on the other nine tenths:
+    1. ridge least squares for the polynomial path; the [X/Fe] cross terms (one of
+       ``CROSS_CANDIDATES``) and the penalty (one of ``ridge``, times n) picked by
+       validation L1;
+    2. Adam on the MLP (L1 loss on the residual), keeping the step with the lowest
+       validation L1; if the MLP never helps it stays zero.
+    """
     torch.manual_seed(seed)
     labels = library.labels.select(LABEL_NAMES).to_numpy()
     flux = library.flux.astype(np.float32)
@@ -141,35 +202,71 @@ def train(
     bounds = {
         n: (float(labels[:, i].min()), float(labels[:, i].max())) for i, n in enumerate(LABEL_NAMES)
     }
-    emu = Emulator(
-        PayneNet(len(LABEL_NAMES), n_hidden, flux.shape[1]),
-        library.wavelength,
-        LABEL_NAMES,
-        fmin,
-        fmax,
-        bounds,
-        {},
-    )
-    x = torch.from_numpy(emu._scale(feats[train_idx]).astype(np.float32))
-    y = torch.from_numpy(flux[train_idx])
-    opt = torch.optim.Adam(emu.model.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
-    batch = min(128, len(x))
     t0 = time.time()
-    emu.model.train()
-    for step in range(steps):
-        idx = torch.randint(0, len(x), (batch,))
-        loss = torch.mean(torch.abs(emu.model(x[idx]) - y[idx]))
+    fit_idx, val_idx = split(len(train_idx), 0.1, seed + 1)
+    fit, val = torch.from_numpy(fit_idx), torch.from_numpy(val_idx)
+    x = torch.from_numpy(Emulator._scale_with(feats[train_idx], fmin, fmax).astype(np.float32))
+    y = torch.from_numpy(flux[train_idx])
+    best_poly = (np.inf, None, None, None)  # validation L1, model, cross, ridge
+    with torch.no_grad():
+        for cross in CROSS_CANDIDATES:
+            model = PayneNet(len(LABEL_NAMES), n_hidden, flux.shape[1], cross)
+            phi = model.phi(x).double()
+            design = torch.cat([phi, torch.ones(len(phi), 1, dtype=torch.float64)], dim=1)
+            for r in ridge:
+                coef = _ridge(design[fit], y[fit].double(), r)
+                score = float(torch.mean(torch.abs(design[val] @ coef - y[val])))
+                if score < best_poly[0]:
+                    model.poly.weight.copy_(coef[:-1].T.float())
+                    model.poly.bias.copy_(coef[-1].float())
+                    best_poly = (score, model, cross, r)
+    _, model, best_cross, best_ridge = best_poly
+    emu = Emulator(model, library.wavelength, LABEL_NAMES, fmin, fmax, bounds, {})
+    opt = torch.optim.Adam(model.mlp.parameters(), lr=lr)
+    batch = min(128, len(fit_idx))
+    best = (float(_l1(model, x[val], y[val])), 0, _mlp_state(model))
+    model.train()
+    for step in range(1, steps + 1):
+        idx = torch.from_numpy(
+            fit_idx[np.random.default_rng([seed, step]).integers(0, len(fit_idx), batch)]
+        )
+        loss = torch.mean(torch.abs(model(x[idx]) - y[idx]))
         opt.zero_grad()
         loss.backward()
         opt.step()
-        sched.step()
-        if log_every and step % log_every == 0:
-            print(f"step {step}: train L1 {loss.item():.5f} ({time.time() - t0:.0f} s)", flush=True)
-    emu.model.eval()
+        if step % 50 == 0:
+            val_l1 = float(_l1(model, x[val], y[val]))
+            if val_l1 < best[0]:
+                best = (val_l1, step, _mlp_state(model))
+            if log_every and step % log_every == 0:
+                msg = f"step {step}: fit L1 {loss.item():.5f}, validation L1 {val_l1:.5f}"
+                print(f"{msg} ({time.time() - t0:.0f} s)", flush=True)
+    model.mlp.load_state_dict(best[2])
+    model.eval()
     emu.accuracy = accuracy(emu, labels[test_idx], flux[test_idx], flux[train_idx])
-    emu.accuracy.update(n_train=len(train_idx), n_test=len(test_idx), train_s=time.time() - t0)
+    emu.accuracy.update(
+        n_train=len(train_idx),
+        n_test=len(test_idx),
+        train_s=time.time() - t0,
+        best_step=best[1],
+        ridge=best_ridge,
+        cross=list(best_cross),
+    )
     return emu, emu.accuracy
+
+
+def _ridge(design: torch.Tensor, y: torch.Tensor, penalty: float) -> torch.Tensor:
+    gram = design.T @ design + penalty * len(design) * torch.eye(design.shape[1]).double()
+    return torch.linalg.solve(gram, design.T @ y)
+
+
+def _l1(model: PayneNet, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return torch.mean(torch.abs(model(x) - y))
+
+
+def _mlp_state(model: PayneNet) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.mlp.state_dict().items()}
 
 
 def accuracy(emu: Emulator, labels: np.ndarray, flux: np.ndarray, train_flux: np.ndarray) -> dict:
@@ -192,7 +289,7 @@ def save(emu: Emulator, weights: Path = WEIGHTS_FILE, config: Path = CONFIG_FILE
     state = {k: v.detach().half().contiguous() for k, v in emu.model.state_dict().items()}
     state["wavelength"] = torch.from_numpy(emu.wavelength.astype(np.float64))
     save_file(state, str(weights))
-    n_hidden = emu.model.net[0].out_features
+    n_hidden = emu.model.mlp[0].out_features
     cfg = {
         "label_names": list(emu.label_names),
         "n_hidden": n_hidden,
@@ -201,6 +298,7 @@ def save(emu: Emulator, weights: Path = WEIGHTS_FILE, config: Path = CONFIG_FILE
         "bounds": {k: list(v) for k, v in emu.bounds.items()},
         "accuracy": emu.accuracy,
         "features": "Teff, logg, [Fe/H], [X/Fe] for the other 14 X, vmic; scaled to [-0.5, 0.5]",
+        "architecture": "polynomial skip path (poly_terms) + MLP 18-H-H-n_wave, LeakyReLU",
     }
     Path(config).write_text(json.dumps(cfg, indent=1) + "\n")
 
@@ -209,8 +307,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m rrnet.synth.emulator", description=__doc__)
     parser.add_argument("--train", action="store_true", required=True)
     parser.add_argument("--library", type=Path, default=None)
-    parser.add_argument("--hidden", type=int, default=256)
-    parser.add_argument("--steps", type=int, default=6000)
+    parser.add_argument("--hidden", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
