@@ -39,6 +39,10 @@ pub struct ArmBasis {
     q: [Vec<f64>; N_COEF],
     /// `R^-1`: monomial coefficients `c = R^-1 a` from basis coefficients `a`.
     r_inv: [[f64; N_COEF]; N_COEF],
+    /// Per block of [`BLOCK`] points: upper bounds of `|xs|^j` over the block.
+    xpow_max: Vec<[f64; N_COEF]>,
+    /// Per block: its centre `x0` and upper bounds of `|xs - x0|^j` over the block.
+    centre: Vec<(f64, [f64; N_COEF])>,
 }
 
 impl ArmBasis {
@@ -75,10 +79,36 @@ impl ArmBasis {
             v.iter_mut().for_each(|vi| *vi /= norm);
             q[j] = v;
         }
+        // Upper bounds of |xs|^j per block, with room for the roundoff of powi.
+        let xpow_max = xs
+            .chunks(BLOCK)
+            .map(|xb| {
+                std::array::from_fn(|j| {
+                    let m = xb.iter().fold(0.0f64, |m, x| m.max(x.abs().powi(j as i32)));
+                    m * (1.0 + 1e-12)
+                })
+            })
+            .collect();
+        let centre = xs
+            .chunks(BLOCK)
+            .map(|xb| {
+                let lo = xb.iter().fold(f64::INFINITY, |m, &x| m.min(x));
+                let hi = xb.iter().fold(f64::NEG_INFINITY, |m, &x| m.max(x));
+                let x0 = 0.5 * (lo + hi);
+                let h = xb.iter().fold(0.0f64, |m, &x| m.max((x - x0).abs()));
+                let h = h * (1.0 + 1e-12) + 1e-300;
+                (
+                    x0,
+                    std::array::from_fn(|j| h.powi(j as i32) * (1.0 + 1e-12)),
+                )
+            })
+            .collect();
         Ok(ArmBasis {
             xs,
             q,
             r_inv: invert_upper(&r),
+            xpow_max,
+            centre,
         })
     }
 
@@ -98,12 +128,6 @@ impl ArmBasis {
 
     pub fn is_empty(&self) -> bool {
         self.xs.is_empty()
-    }
-
-    /// Least-squares coefficients `a = Q^T fs`.
-    #[inline(always)]
-    fn project(&self, fs: &[f64]) -> [f64; N_COEF] {
-        std::array::from_fn(|j| dot(&self.q[j], fs))
     }
 
     /// Monomial coefficients (ascending powers of `xs`) of the fit `Q a`.
@@ -135,37 +159,66 @@ fn invert_upper(r: &[[f64; N_COEF]; N_COEF]) -> [[f64; N_COEF]; N_COEF] {
 /// Points per block of the outside-point counts (the update pass skips clean blocks).
 const BLOCK: usize = 64;
 
-/// One pass of the clipping loop: `p = poly(c, xs)` (Horner) into `p`; per block of
-/// [`BLOCK`] points, the number with NOT (`lower < p - fs < upper`) into `outside`.
-/// Returns the total.
+/// `p = poly(c, x)` by Horner's rule: the single expression every fit value uses.
 #[inline(always)]
-fn fit_pass(
+fn horner(c: &[f64; N_COEF], x: f64) -> f64 {
+    ((((c[5] * x + c[4]) * x + c[3]) * x + c[2]) * x + c[1]) * x + c[0]
+}
+
+/// Evaluate one block of the clipping loop: `p = poly(c, xs)` (Horner) into `p`;
+/// returns the number of points with NOT (`lower < p - fs < upper`) and the
+/// smallest and largest residual `p - fs` of the block.
+#[inline(always)]
+fn eval_block(
     xs: &[f64],
     fs: &[f64],
     c: &[f64; N_COEF],
     lower: f64,
     upper: f64,
     p: &mut [f64],
-    outside: &mut [u32],
-) -> u32 {
-    let mut total = 0;
-    let blocks = p
-        .chunks_mut(BLOCK)
-        .zip(xs.chunks(BLOCK))
-        .zip(fs.chunks(BLOCK));
-    for (((pb, xb), fb), count) in blocks.zip(outside.iter_mut()) {
-        let mut n_out = 0u64; // 64-bit lanes match the f64 compare masks
-        for ((pi, &x), &f) in pb.iter_mut().zip(xb).zip(fb) {
-            let v = ((((c[5] * x + c[4]) * x + c[3]) * x + c[2]) * x + c[1]) * x + c[0];
-            *pi = v;
-            let r = v - f;
-            n_out += u64::from(!(r > lower && r < upper));
-        }
-        *count = n_out as u32; // at most BLOCK
-        total += n_out as u32;
+) -> (u32, f64, f64) {
+    let n = p.len().min(xs.len()).min(fs.len()).min(BLOCK);
+    let (p, xs, fs) = (&mut p[..n], &xs[..n], &fs[..n]);
+    let mut n_out = 0u64; // 64-bit lanes match the f64 compare masks
+    let mut res = [0.0f64; BLOCK];
+    for (((pi, &x), &f), ri) in p.iter_mut().zip(xs).zip(fs).zip(res.iter_mut()) {
+        let v = horner(c, x);
+        *pi = v;
+        let r = v - f;
+        *ri = r;
+        n_out += u64::from(!(r > lower && r < upper));
     }
-    total
+    // Smallest and largest residual by a tree (independent lanes, no long chain);
+    // a short block is padded with its first residual.
+    let first = res[0];
+    res[n..].iter_mut().for_each(|r| *r = first);
+    let (mut lo, mut hi) = (res, res);
+    let mut w = BLOCK / 2;
+    while w > 0 {
+        for i in 0..w {
+            lo[i] = if lo[i + w] < lo[i] { lo[i + w] } else { lo[i] };
+            hi[i] = if hi[i + w] > hi[i] { hi[i + w] } else { hi[i] };
+        }
+        w /= 2;
+    }
+    (n_out as u32, lo[0], hi[0]) // at most BLOCK
 }
+
+/// Mask of the points of a block with NOT (`lower < p - fs < upper`), bit `i` for point `i`.
+#[inline(always)]
+fn outside_mask(p: &[f64], fs: &[f64], lower: f64, upper: f64) -> u64 {
+    let mut mask = 0u64;
+    for (i, (&pi, &f)) in p.iter().zip(fs).enumerate() {
+        let r = pi - f;
+        mask |= u64::from(!(r > lower && r < upper)) << i;
+    }
+    mask
+}
+
+/// Relative tolerance of the block bounds: far above the roundoff of a Horner
+/// evaluation of degree 5 (about 1e-15 of `sum |c_j| |x|^j`), far below any margin
+/// that matters.
+const BOUND_TOL: f64 = 1e-12;
 
 /// Working buffers of one arm, reused across spectra (one per thread).
 #[derive(Debug, Clone, Default)]
@@ -174,8 +227,14 @@ pub struct ArmScratch {
     m: Vec<f64>,
     fs: Vec<f64>,
     p: Vec<f64>,
-    /// Outside-point count per block of [`BLOCK`] points.
-    outside: Vec<u32>,
+    /// Per block of [`BLOCK`] points: outside-point (or replaced-pixel) mask.
+    mask: Vec<u64>,
+    /// Per block: smallest and largest residual `p - fs` at its last evaluation.
+    r_lo: Vec<f64>,
+    r_hi: Vec<f64>,
+    /// Per block: bound on how far any residual may have moved since (infinite:
+    /// the block must be evaluated).
+    slack: Vec<f64>,
 }
 
 impl ArmScratch {
@@ -183,7 +242,11 @@ impl ArmScratch {
         for buf in [&mut self.f, &mut self.m, &mut self.fs, &mut self.p] {
             buf.resize(n, 0.0);
         }
-        self.outside.resize(n.div_ceil(BLOCK), 0);
+        let nb = n.div_ceil(BLOCK);
+        self.mask.resize(nb, 0);
+        for buf in [&mut self.r_lo, &mut self.r_hi, &mut self.slack] {
+            buf.resize(nb, 0.0);
+        }
     }
 }
 
@@ -254,6 +317,13 @@ fn normalize_arm_avx2(
 }
 
 /// The algorithm of [`normalize_arm`] on validated lengths (`scratch` sized to `n`).
+///
+/// The clipping loop evaluates the fit block by block, and skips a block when it
+/// can prove that none of its points is outside the bounds: each block keeps the
+/// range of its residuals at its last evaluation and a bound on how far they may
+/// have moved since (`sum_j |c_j - c'_j| max |xs|^j` per iteration, plus roundoff
+/// with a wide margin). The decisions are exactly those of a full pass; `p` is
+/// evaluated everywhere once, at the end, with the last coefficients.
 #[inline(always)]
 fn normalize_arm_impl(
     flux: &[f32],
@@ -264,34 +334,44 @@ fn normalize_arm_impl(
     report: &mut ArmReport,
 ) -> Result<(), KernelError> {
     let n = basis.len();
-    if !flux.iter().fold(true, |ok, v| ok & v.is_finite()) {
-        return Err(KernelError::NonFiniteFlux);
-    }
     let ArmScratch {
         f,
         m,
         fs,
         p,
-        outside,
+        mask,
+        r_lo,
+        r_hi,
+        slack,
     } = scratch;
-    f.iter_mut().zip(flux).for_each(|(a, &b)| *a = f64::from(b));
-    report.outliers = median_replace(f, m, outside);
+    let mut finite = true;
+    for (a, &b) in f.iter_mut().zip(flux) {
+        finite &= b.is_finite();
+        *a = f64::from(b);
+    }
+    if !finite {
+        return Err(KernelError::NonFiniteFlux);
+    }
+    // The replaced flux goes to `p` (free until the loop), then becomes `f`.
+    let (outliers, f_mean) = median_replace(f, m, p, mask);
+    report.outliers = outliers;
+    std::mem::swap(f, p);
 
-    let (f_mean, f_std) = mean_std(f);
+    let f_std = (sum_pairs(f, f, |v, _| (v - f_mean) * (v - f_mean)) / n as f64).sqrt();
     if !(f_std > 0.0 && f_std.is_finite()) {
         return Err(KernelError::DegenerateArm);
     }
-    fs.iter_mut()
-        .zip(f.iter())
-        .for_each(|(s, &v)| *s = (v - f_mean) / f_std);
+    // fs = (f - mean f) / std f, a = Q^T fs and |fs|^2 in one pass.
+    let (mut a, mut fs_sq) = standardize_project(f, f_mean, f_std, &basis.q, fs);
 
     // The residual r = p - fs of a least-squares fit with an intercept has mean 0
     // and is orthogonal to p, so std(r)^2 = (|fs|^2 - |a|^2) / n: O(1) per iteration
     // once |fs|^2 is tracked. Where that difference loses too many digits to
     // cancellation (near-exact fits) std(r) is computed directly.
-    let mut a = basis.project(fs);
-    let mut fs_sq = dot(fs, fs);
+    let xs = &basis.xs[..];
     let n_f = n as f64;
+    slack.fill(f64::INFINITY);
+    let mut c = [0.0f64; N_COEF];
     for iteration in 1..=max_iter {
         report.iterations = iteration;
         let a_sq: f64 = a.iter().map(|v| v * v).sum();
@@ -300,104 +380,239 @@ fn normalize_arm_impl(
         } else {
             f64::NAN // computed below from p
         };
-        let c = basis.monomial(&a);
+        let c_prev = c;
+        c = basis.monomial(&a);
+        if iteration > 1 {
+            widen_slack(&c_prev, &c, basis, slack);
+        }
         let g = if g.is_nan() {
-            fit_pass(
-                &basis.xs,
-                fs,
-                &c,
-                f64::NEG_INFINITY,
-                f64::INFINITY,
-                p,
-                outside,
-            );
+            // Every block, fit values only: the bounds are not known yet.
+            let (inf, blocks) = (f64::INFINITY, p.chunks_mut(BLOCK).enumerate());
+            for (b, pb) in blocks {
+                let span = b * BLOCK..b * BLOCK + pb.len();
+                let (_, lo, hi) = eval_block(&xs[span.clone()], &fs[span], &c, -inf, inf, pb);
+                (r_lo[b], r_hi[b]) = (lo, hi);
+                slack[b] = eval_slack(&c, &basis.xpow_max[b], lo, hi);
+            }
             residual_mean_std(p, fs).1
         } else {
             g
         };
         if !(g > 0.0) {
-            fit_pass(
-                &basis.xs,
-                fs,
-                &c,
-                f64::NEG_INFINITY,
-                f64::INFINITY,
-                p,
-                outside,
-            );
             break; // exact fit: no point can be outside
         }
         let (lower, upper) = (-FIT_LOWER_SIGMA * g, FIT_UPPER_SIGMA * g);
-        if fit_pass(&basis.xs, fs, &c, lower, upper, p, outside) == 0 {
+        let tol = BOUND_TOL * (upper - lower);
+        let mut total = 0;
+        for (b, pb) in p.chunks_mut(BLOCK).enumerate() {
+            if r_hi[b] + slack[b] + tol < upper && r_lo[b] - slack[b] - tol > lower {
+                mask[b] = 0; // provably no point outside
+                continue;
+            }
+            let span = b * BLOCK..b * BLOCK + pb.len();
+            let fb = &fs[span.clone()];
+            let (count, lo, hi) = eval_block(&xs[span], fb, &c, lower, upper, pb);
+            (r_lo[b], r_hi[b]) = (lo, hi);
+            slack[b] = eval_slack(&c, &basis.xpow_max[b], lo, hi);
+            mask[b] = if count > 0 {
+                outside_mask(pb, fb, lower, upper)
+            } else {
+                0
+            };
+            total += count;
+        }
+        if total == 0 {
             break;
         }
         if iteration == max_iter {
             report.cap_hit = true;
             break;
         }
-        let dirty = outside.iter().enumerate().filter(|(_, &count)| count > 0);
-        for k in dirty.flat_map(|(b, _)| b * BLOCK..((b + 1) * BLOCK).min(n)) {
-            let delta = p[k] - fs[k];
-            if !(delta > lower && delta < upper) {
-                fs_sq += p[k] * p[k] - fs[k] * fs[k];
-                fs[k] = p[k];
-                a.iter_mut()
-                    .zip(basis.row(k))
-                    .for_each(|(aj, qj)| *aj += qj * delta);
+        for (b, &block_mask) in mask.iter().enumerate() {
+            if block_mask == 0 {
+                continue;
             }
+            let mut bits = block_mask;
+            while bits != 0 {
+                let k = b * BLOCK + bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                let delta = p[k] - fs[k];
+                if !(delta > lower && delta < upper) {
+                    fs_sq += p[k] * p[k] - fs[k] * fs[k];
+                    fs[k] = p[k];
+                    a.iter_mut()
+                        .zip(basis.row(k))
+                        .for_each(|(aj, qj)| *aj += qj * delta);
+                }
+            }
+            slack[b] = f64::INFINITY; // fs changed: evaluate again
         }
     }
 
-    let mut min_continuum = f64::INFINITY;
-    for ((o, &v), &pv) in out.iter_mut().zip(f.iter()).zip(p.iter()) {
-        let continuum = pv * f_std + f_mean;
-        min_continuum = min_continuum.min(continuum);
-        *o = (v / continuum) as f32;
+    // Output with the fit of the last iteration: p = poly(c, xs) everywhere.
+    let mut mins = [f64::INFINITY; 4];
+    let continuum = |x: f64| horner(&c, x) * f_std + f_mean;
+    // (array::from_fn is not always inlined here: plain lane loops instead)
+    let mut oc = out.chunks_exact_mut(4);
+    let (mut fc, mut xc) = (f.chunks_exact(4), xs.chunks_exact(4));
+    for ((o, fv), x) in (&mut oc).zip(&mut fc).zip(&mut xc) {
+        let mut cont = [0.0f64; 4];
+        for l in 0..4 {
+            cont[l] = continuum(x[l]);
+        }
+        for l in 0..4 {
+            mins[l] = if cont[l] < mins[l] { cont[l] } else { mins[l] };
+            o[l] = (fv[l] / cont[l]) as f32;
+        }
     }
+    let rest = oc
+        .into_remainder()
+        .iter_mut()
+        .zip(fc.remainder())
+        .zip(xc.remainder());
+    for (l, ((o, &fv), &x)) in rest.enumerate() {
+        let cont = continuum(x);
+        mins[l] = if cont < mins[l] { cont } else { mins[l] };
+        *o = (fv / cont) as f32;
+    }
+    let min_continuum = mins[0].min(mins[1]).min(mins[2].min(mins[3]));
     if !(min_continuum > 0.0) {
         return Err(KernelError::NonPositiveContinuum);
     }
     Ok(())
 }
 
-/// Median test of SPEC 2.3.1: replace the pixels it rejects by the 3-point median,
-/// and count the *outlier* (bad) pixels among them (see [`crate::outliers`]).
-///
-/// A branch-free pass counts candidates per block of [`BLOCK`] pixels; only blocks
-/// with candidates are revisited to replace them and track runs.
+/// Bound on how far the residuals of a block evaluated with `c` may be from their
+/// exact values: roundoff of Horner's rule and of `p - fs`, with a wide margin.
 #[inline(always)]
-fn median_replace(f: &mut [f64], m: &mut [f64], outside: &mut [u32]) -> OutlierStats {
+fn eval_slack(c: &[f64; N_COEF], xpow_max: &[f64; N_COEF], lo: f64, hi: f64) -> f64 {
+    let size: f64 = c.iter().zip(xpow_max).map(|(cj, xj)| cj.abs() * xj).sum();
+    BOUND_TOL * (size + lo.abs().max(hi.abs()))
+}
+
+/// Add to each block's slack how far its residuals may move when the coefficients
+/// go from `c_prev` to `c` (fs unchanged). The change of the fit is the polynomial
+/// with coefficients `c - c_prev`; re-expanded about the block's centre `x0` (Taylor
+/// shift) its size on the block is at most `sum_j |d_j| h^j` (`h` the half width).
+/// Added: the roundoff of that shift and of evaluating with `c`, with a wide margin.
+#[inline(always)]
+fn widen_slack(c_prev: &[f64; N_COEF], c: &[f64; N_COEF], basis: &ArmBasis, slack: &mut [f64]) {
+    let dc: [f64; N_COEF] = std::array::from_fn(|j| c[j] - c_prev[j]);
+    let blocks = basis.xpow_max.iter().zip(&basis.centre);
+    for (s, (xm, (x0, hpow))) in slack.iter_mut().zip(blocks) {
+        let mut d = dc;
+        for k in 0..N_COEF - 1 {
+            for i in (k..N_COEF - 1).rev() {
+                d[i] += x0 * d[i + 1];
+            }
+        }
+        let (mut move_bound, mut size) = (0.0, 0.0);
+        for j in 0..N_COEF {
+            move_bound += d[j].abs() * hpow[j];
+            size += (c[j].abs() + dc[j].abs()) * xm[j];
+        }
+        *s += (move_bound + BOUND_TOL * size) * (1.0 + BOUND_TOL);
+    }
+}
+
+/// `fs = (f - mean) / std` into `fs`; returns `a = Q^T fs` and `|fs|^2`, each summed
+/// exactly as [`dot`] sums it (four interleaved accumulators), in one pass.
+#[inline(always)]
+fn standardize_project(
+    f: &[f64],
+    mean: f64,
+    std: f64,
+    q: &[Vec<f64>; N_COEF],
+    fs: &mut [f64],
+) -> ([f64; N_COEF], f64) {
+    let n = q.iter().fold(f.len().min(fs.len()), |n, c| n.min(c.len()));
+    let (f, fs) = (&f[..n], &mut fs[..n]);
+    let q: [&[f64]; N_COEF] = std::array::from_fn(|j| &q[j][..n]);
+    let mut acc = [[0.0f64; 4]; N_COEF];
+    let mut sq = [0.0f64; 4];
+    let n4 = n - n % 4;
+    for i in (0..n4).step_by(4) {
+        let fc: &[f64; 4] = f[i..i + 4].try_into().unwrap_or(&[0.0; 4]);
+        let fsc: &mut [f64; 4] = match (&mut fs[i..i + 4]).try_into() {
+            Ok(c) => c,
+            Err(_) => continue,
+        };
+        for l in 0..4 {
+            let v = (fc[l] - mean) / std;
+            fsc[l] = v;
+            sq[l] += v * v;
+        }
+        for j in 0..N_COEF {
+            let qc: &[f64; 4] = q[j][i..i + 4].try_into().unwrap_or(&[0.0; 4]);
+            for l in 0..4 {
+                acc[j][l] += qc[l] * fsc[l];
+            }
+        }
+    }
+    for i in n4..n {
+        let l = i - n4;
+        let v = (f[i] - mean) / std;
+        fs[i] = v;
+        sq[l] += v * v;
+        for j in 0..N_COEF {
+            acc[j][l] += q[j][i] * v;
+        }
+    }
+    let total = |s: [f64; 4]| (s[0] + s[1]) + (s[2] + s[3]);
+    (acc.map(total), total(sq))
+}
+
+/// Median test of SPEC 2.3.1: the pixels it rejects replaced by the 3-point median
+/// into `f_new` (`f` keeps the input), and the *outlier* (bad) pixels among them
+/// counted (see [`crate::outliers`]). Returns the counts and the mean of `f_new`
+/// (summed as [`mean_std`] sums).
+///
+/// One branch-free pass replaces, sums and counts bad pixels per block of [`BLOCK`];
+/// only blocks with bad pixels are revisited to track runs.
+#[inline(always)]
+fn median_replace(
+    f: &[f64],
+    m: &mut [f64],
+    f_new: &mut [f64],
+    counts: &mut [u64],
+) -> (OutlierStats, f64) {
     medfilt3(f, m);
     let (_, s) = residual_mean_std(m, f);
     // With s == 0, d == 0 everywhere: replacing would change nothing.
     let test = s > 0.0;
     let (lower, upper) = (-MEDIAN_LOWER_SIGMA * s, MEDIAN_UPPER_SIGMA * s);
-    let is_replaced = |fi: f64, mi: f64| {
-        let d = mi - fi;
-        test && !(d < upper && d > lower)
-    };
-    let is_outlier = |fi: f64, mi: f64| is_bad_pixel(fi, mi - fi, lower, test);
-    for ((fb, mb), count) in f.chunks(BLOCK).zip(m.chunks(BLOCK)).zip(outside.iter_mut()) {
-        *count = fb
-            .iter()
-            .zip(mb)
-            .map(|(&fi, &mi)| u32::from(is_replaced(fi, mi) | (fi <= 0.0)))
-            .sum();
+    let mut acc = [0.0f64; 4];
+    let blocks = f
+        .chunks(BLOCK)
+        .zip(m.chunks(BLOCK))
+        .zip(f_new.chunks_mut(BLOCK));
+    for (((fb, mb), nb), count) in blocks.zip(counts.iter_mut()) {
+        let mut bad = [0u64; 4];
+        // BLOCK is a multiple of 4: lane l is lane i % 4 of sum_pairs.
+        for ((fc, mc), nc) in fb.chunks(4).zip(mb.chunks(4)).zip(nb.chunks_mut(4)) {
+            for (l, ((&fi, &mi), ni)) in fc.iter().zip(mc).zip(nc).enumerate() {
+                let d = mi - fi;
+                bad[l] += u64::from(is_bad_pixel(fi, d, lower, test));
+                let replaced = test && !(d < upper && d > lower);
+                let v = if replaced { mi } else { fi };
+                *ni = v;
+                acc[l] += v;
+            }
+        }
+        *count = bad[0] + bad[1] + bad[2] + bad[3];
     }
     let mut counter = RunCounter::default();
-    for ((fb, mb), &count) in f.chunks_mut(BLOCK).zip(m.chunks(BLOCK)).zip(outside.iter()) {
+    for ((fb, mb), &count) in f.chunks(BLOCK).zip(m.chunks(BLOCK)).zip(counts.iter()) {
         if count == 0 {
             counter.push(false); // a clean block ends any run
             continue;
         }
-        for (fi, &mi) in fb.iter_mut().zip(mb) {
-            counter.push(is_outlier(*fi, mi));
-            if is_replaced(*fi, mi) {
-                *fi = mi;
-            }
+        for (&fi, &mi) in fb.iter().zip(mb) {
+            counter.push(is_bad_pixel(fi, mi - fi, lower, test));
         }
     }
-    counter.finish()
+    let mean = ((acc[0] + acc[1]) + (acc[2] + acc[3])) / f.len() as f64;
+    (counter.finish(), mean)
 }
 
 /// `scipy.signal.medfilt(f, 3)`: 3-point running median, zero beyond both ends.
