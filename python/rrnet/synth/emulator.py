@@ -147,8 +147,9 @@ class Emulator:
 def load_emulator(weights: Path = WEIGHTS_FILE, config: Path = CONFIG_FILE) -> Emulator:
     """Load the shipped emulator (CPU, float32)."""
     cfg = json.loads(Path(config).read_text())
-    state = {k: v.float() for k, v in load_file(str(weights)).items()}
-    wavelength = state.pop("wavelength").double().numpy()
+    state = load_file(str(weights))
+    wavelength = state.pop("wavelength").numpy().astype(np.float64)  # stored as float64
+    state = {k: v.float() for k, v in state.items()}
     model = PayneNet(
         len(cfg["label_names"]), cfg["n_hidden"], wavelength.size, tuple(cfg["accuracy"]["cross"])
     )
