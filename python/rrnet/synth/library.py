@@ -23,9 +23,14 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
+
+if TYPE_CHECKING:  # the synthesis modules are only needed to build, not to load
+    from rrnet.synth.marcs import MarcsGrid
+    from rrnet.synth.turbospectrum import Installation
 
 DATA_DIR = Path(__file__).parent / "data"
 LIBRARY_FILE = DATA_DIR / "library.npz"
@@ -142,7 +147,9 @@ def synthesis_windows_air() -> list[tuple[float, float, bool]]:
     return [(b0 - 2, b1 + 2, False), (r0 - 2, h0, False), (h0, h1, True), (h1, r1 + 2, False)]
 
 
-def prepare_linelists(sources: Sources, out: Path, atomic_cut: float, molecular_cut: float):
+def prepare_linelists(
+    sources: Sources, out: Path, atomic_cut: float, molecular_cut: float
+) -> tuple[list[Path], dict[str, int]]:
     """Write the windowed atomic list and the converted molecular list once per build."""
     from rrnet.synth import linelists as ll
 
@@ -158,7 +165,14 @@ def prepare_linelists(sources: Sources, out: Path, atomic_cut: float, molecular_
     return [out / "atoms.list", out / "molecules.list"], {"atomic": n_atoms, "molecular": n_mol}
 
 
-def synthesize_star(labels, grid, install, linelists, step, workdir):
+def synthesize_star(
+    labels: dict[str, float],
+    grid: MarcsGrid,
+    install: Installation,
+    linelists: list[Path],
+    step: float,
+    workdir: Path,
+) -> tuple[np.ndarray, np.ndarray]:
     """Turbospectrum spectrum of one star: (vacuum wavelength [A], normalised flux)."""
     from rrnet.synth import turbospectrum as ts
 
