@@ -43,6 +43,8 @@ pub struct ArmBasis {
     xpow_max: Vec<[f64; N_COEF]>,
     /// Per block: its centre `x0` and upper bounds of `|xs - x0|^j` over the block.
     centre: Vec<(f64, [f64; N_COEF])>,
+    /// `Q` by groups of 4 points: `q4[g][j][l] = Q[4 g + l, j]` (the projection pass).
+    q4: Vec<[[f64; 4]; N_COEF]>,
 }
 
 impl ArmBasis {
@@ -103,12 +105,16 @@ impl ArmBasis {
                 )
             })
             .collect();
+        let q4 = (0..xs.len() / 4)
+            .map(|g| std::array::from_fn(|j| std::array::from_fn(|l| q[j][4 * g + l])))
+            .collect();
         Ok(ArmBasis {
             xs,
             q,
             r_inv: invert_upper(&r),
             xpow_max,
             centre,
+            q4,
         })
     }
 
@@ -158,6 +164,10 @@ fn invert_upper(r: &[[f64; N_COEF]; N_COEF]) -> [[f64; N_COEF]; N_COEF] {
 
 /// Points per block of the outside-point counts (the update pass skips clean blocks).
 const BLOCK: usize = 64;
+const _: () = assert!(
+    BLOCK <= 64 && BLOCK.is_multiple_of(4),
+    "block masks are u64, lanes of 4"
+);
 
 /// `p = poly(c, x)` by Horner's rule: the single expression every fit value uses.
 #[inline(always)]
@@ -344,12 +354,14 @@ fn normalize_arm_impl(
         r_hi,
         slack,
     } = scratch;
-    let mut finite = true;
+    // Non-finite f32: all exponent bits set (an integer test, so that it vectorises).
+    const EXP: u32 = 0x7f80_0000;
+    let mut non_finite = 0u32;
     for (a, &b) in f.iter_mut().zip(flux) {
-        finite &= b.is_finite();
+        non_finite |= u32::from(b.to_bits() & EXP == EXP);
         *a = f64::from(b);
     }
-    if !finite {
+    if non_finite != 0 {
         return Err(KernelError::NonFiniteFlux);
     }
     // The replaced flux goes to `p` (free until the loop), then becomes `f`.
@@ -362,7 +374,7 @@ fn normalize_arm_impl(
         return Err(KernelError::DegenerateArm);
     }
     // fs = (f - mean f) / std f, a = Q^T fs and |fs|^2 in one pass.
-    let (mut a, mut fs_sq) = standardize_project(f, f_mean, f_std, &basis.q, fs);
+    let (mut a, mut fs_sq) = standardize_project(f, f_mean, f_std, basis, fs);
 
     // The residual r = p - fs of a least-squares fit with an intercept has mean 0
     // and is orthogonal to p, so std(r)^2 = (|fs|^2 - |a|^2) / n: O(1) per iteration
@@ -522,40 +534,36 @@ fn standardize_project(
     f: &[f64],
     mean: f64,
     std: f64,
-    q: &[Vec<f64>; N_COEF],
+    basis: &ArmBasis,
     fs: &mut [f64],
 ) -> ([f64; N_COEF], f64) {
-    let n = q.iter().fold(f.len().min(fs.len()), |n, c| n.min(c.len()));
-    let (f, fs) = (&f[..n], &mut fs[..n]);
-    let q: [&[f64]; N_COEF] = std::array::from_fn(|j| &q[j][..n]);
     let mut acc = [[0.0f64; 4]; N_COEF];
     let mut sq = [0.0f64; 4];
-    let n4 = n - n % 4;
-    for i in (0..n4).step_by(4) {
-        let fc: &[f64; 4] = f[i..i + 4].try_into().unwrap_or(&[0.0; 4]);
-        let fsc: &mut [f64; 4] = match (&mut fs[i..i + 4]).try_into() {
-            Ok(c) => c,
-            Err(_) => continue,
-        };
+    let n4 = f.len().min(fs.len()) / 4 * 4;
+    let (mut sc, mut fc) = (fs.chunks_exact_mut(4), f.chunks_exact(4));
+    for ((s, x), qg) in (&mut sc).zip(&mut fc).zip(&basis.q4) {
+        let mut v = [0.0f64; 4];
         for l in 0..4 {
-            let v = (fc[l] - mean) / std;
-            fsc[l] = v;
-            sq[l] += v * v;
+            v[l] = (x[l] - mean) / std;
         }
-        for j in 0..N_COEF {
-            let qc: &[f64; 4] = q[j][i..i + 4].try_into().unwrap_or(&[0.0; 4]);
+        s.copy_from_slice(&v);
+        for l in 0..4 {
+            sq[l] += v[l] * v[l];
+        }
+        for (acc_j, q_j) in acc.iter_mut().zip(qg) {
             for l in 0..4 {
-                acc[j][l] += qc[l] * fsc[l];
+                acc_j[l] += q_j[l] * v[l];
             }
         }
     }
-    for i in n4..n {
-        let l = i - n4;
-        let v = (f[i] - mean) / std;
-        fs[i] = v;
+    // The last n % 4 points (none on the fixed grids).
+    let rest = sc.into_remainder().iter_mut().zip(fc.remainder());
+    for (l, (s, &x)) in rest.enumerate() {
+        let v = (x - mean) / std;
+        *s = v;
         sq[l] += v * v;
-        for j in 0..N_COEF {
-            acc[j][l] += q[j][i] * v;
+        for (acc_j, q_j) in acc.iter_mut().zip(&basis.q) {
+            acc_j[l] += q_j.get(n4 + l).copied().unwrap_or(0.0) * v;
         }
     }
     let total = |s: [f64; 4]| (s[0] + s[1]) + (s[2] + s[3]);
@@ -582,6 +590,14 @@ fn median_replace(
     let test = s > 0.0;
     let (lower, upper) = (-MEDIAN_LOWER_SIGMA * s, MEDIAN_UPPER_SIGMA * s);
     let mut acc = [0.0f64; 4];
+    let mut pixel = |l: usize, fi: f64, mi: f64, ni: &mut f64, bad: &mut [u64; 4]| {
+        let d = mi - fi;
+        bad[l] += u64::from(is_bad_pixel(fi, d, lower, test));
+        let replaced = test && !(d < upper && d > lower);
+        let v = if replaced { mi } else { fi };
+        *ni = v;
+        acc[l] += v;
+    };
     let blocks = f
         .chunks(BLOCK)
         .zip(m.chunks(BLOCK))
@@ -589,15 +605,20 @@ fn median_replace(
     for (((fb, mb), nb), count) in blocks.zip(counts.iter_mut()) {
         let mut bad = [0u64; 4];
         // BLOCK is a multiple of 4: lane l is lane i % 4 of sum_pairs.
-        for ((fc, mc), nc) in fb.chunks(4).zip(mb.chunks(4)).zip(nb.chunks_mut(4)) {
-            for (l, ((&fi, &mi), ni)) in fc.iter().zip(mc).zip(nc).enumerate() {
-                let d = mi - fi;
-                bad[l] += u64::from(is_bad_pixel(fi, d, lower, test));
-                let replaced = test && !(d < upper && d > lower);
-                let v = if replaced { mi } else { fi };
-                *ni = v;
-                acc[l] += v;
+        let (fc, mc, mut nc) = (
+            fb.chunks_exact(4),
+            mb.chunks_exact(4),
+            nb.chunks_exact_mut(4),
+        );
+        let (fr, mr) = (fc.remainder(), mc.remainder());
+        for ((fc, mc), nc) in fc.zip(mc).zip(&mut nc) {
+            for l in 0..4 {
+                pixel(l, fc[l], mc[l], &mut nc[l], &mut bad);
             }
+        }
+        let rest = fr.iter().zip(mr).zip(nc.into_remainder());
+        for (l, ((&fi, &mi), ni)) in rest.enumerate() {
+            pixel(l, fi, mi, ni, &mut bad);
         }
         *count = bad[0] + bad[1] + bad[2] + bad[3];
     }
