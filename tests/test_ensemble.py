@@ -9,6 +9,8 @@ import torch
 from _rrnet_helpers import FIXTURES
 from rrnet.ensemble import Ensemble, ensemble_moments, standardize_flux
 from rrnet.models import MODES, ModelConfig, Normalization, build_model
+from rrnet.models.grouped import GroupedMembers
+from rrnet.models.stacked import StackedMembers
 
 torch.set_num_threads(2)
 SMALL = {"channels": (2, 4), "n_pixels": 160, "hidden": (8, 8)}
@@ -106,6 +108,36 @@ def test_every_architecture_batched_equals_loop(net: str, mode: str) -> None:
     norm = ens.normalization
     np.testing.assert_allclose(pred.members_mu, mu * norm.label_std + norm.label_mean, atol=1e-5)
     np.testing.assert_allclose(pred.members_var, var * norm.label_std**2, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("impl", [GroupedMembers, StackedMembers])
+@pytest.mark.parametrize(
+    ("net", "mode", "kwargs"),
+    [
+        *(("rrnet", mode, SMALL) for mode in MODES),
+        *(("starnet", mode, {"n_pixels": 160, "hidden": (8, 8)}) for mode in MODES),
+        # identity shortcuts (equal widths), also on the shared input of block 0
+        ("rrnet", "post-RNN", {**SMALL, "channels": (1, 2, 2)}),
+        ("rrnet", "raw", {**SMALL, "channels": (2, 2, 4)}),
+    ],
+)
+def test_batched_implementations_equal_each_member(
+    impl: type, net: str, mode: str, kwargs: dict
+) -> None:
+    """Both batched networks (CPU: grouped convolutions; GPU: stacked matmuls) vs the loop."""
+    subbands = 4 if mode != "raw" else None
+    config = ModelConfig(net=net, mode=mode, num_labels=2, n_subbands=subbands, **kwargs)
+    torch.manual_seed(7)
+    models = [build_model(config).eval() for _ in range(3)]
+    extra = {"conv_batch": 2} if impl is GroupedMembers else {}  # 5 spectra: 3 conv chunks
+    batched = impl(config, [m.state_dict() for m in models], **extra).eval()
+    x = torch.randn(5, config.n_pixels)
+    with torch.no_grad():
+        mu, var = batched(x)
+        for i, model in enumerate(models):
+            ref_mu, ref_var = model(x)
+            torch.testing.assert_close(mu[i], ref_mu, atol=1e-5, rtol=0)
+            torch.testing.assert_close(var[i], ref_var, atol=1e-5, rtol=0)
 
 
 def test_ensemble_moments_analytic_and_numpy() -> None:
