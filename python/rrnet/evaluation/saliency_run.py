@@ -35,7 +35,7 @@ def store_rows(joined: pl.DataFrame, manifest: pl.DataFrame) -> pl.DataFrame:
         if all(c in joined.columns and c in manifest.columns for c in ids):
             index = manifest.select([*ids, "row"]).unique(subset=list(ids), keep="first")
             index = index.with_columns([pl.col(c).cast(joined.schema[c]) for c in ids])
-            return joined.join(index, on=list(ids), how="inner")
+            return joined.join(index, on=list(ids), how="inner", maintain_order="left")
     raise ValueError("catalogue and store share no id columns (filename/extnames or obsid)")
 
 

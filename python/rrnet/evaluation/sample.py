@@ -98,7 +98,7 @@ def build_sample(
     with_snr = add_snr(flag_ok, snr)
     dtypes = {k: with_snr.schema[k] for k in key}
     truth = truth.with_columns([pl.col(k).cast(dtypes[k]) for k in key])
-    joined = with_snr.join(truth, on=list(key), how="inner")
+    joined = with_snr.join(truth, on=list(key), how="inner", maintain_order="left")
     counts = SampleCounts(
         catalog_rows=catalog.height,
         status_ok=status_ok.height,
