@@ -30,3 +30,24 @@ def test_version_matches_metadata() -> None:
     from importlib.metadata import version
 
     assert rrnet.__version__ == version("rrnet")
+
+
+@pytest.mark.parametrize(
+    ("module", "prog"),
+    [
+        ("preprocess", "rrnet-preprocess"),
+        ("train", "rrnet-train"),
+        ("infer", "rrnet-infer"),
+        ("synth", "rrnet-synth"),
+        ("eval", "rrnet-eval"),
+        ("import_original", "rrnet-import-original"),
+        ("run", "rrnet-run"),
+    ],
+)
+def test_every_command_reports_an_unknown_option_in_one_line(module, prog, capsys) -> None:
+    from importlib import import_module
+
+    main = import_module(f"rrnet.cli.{module}").main
+    assert main(["--no-such-option"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"{prog}: error: ")

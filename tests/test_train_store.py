@@ -157,9 +157,7 @@ def test_cli_missing_store_is_one_line_error(tmp_path: Path, capsys) -> None:
 
 
 def test_cli_usage_error_exits_2_with_one_line(tmp_path: Path, capsys) -> None:
-    with pytest.raises(SystemExit) as exc:
-        main(["--store", "s", "--labels", "l", "--out", "o", "--arch", "transformer"])
-    assert exc.value.code == 2
+    assert main(["--store", "s", "--labels", "l", "--out", "o", "--arch", "transformer"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "rrnet-train: error: " in err[0] and "invalid choice" in err[0]
 

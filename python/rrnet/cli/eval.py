@@ -11,22 +11,14 @@ import argparse
 import sys
 from pathlib import Path
 
+from rrnet.cli._args import OneLineParser, UsageError
 from rrnet.io.catalog import CatalogError, table_format
 
 PROG = "rrnet-eval"
 
 
-class UsageError(Exception):
-    """Unusable command-line arguments (reported as one line, exit status 2)."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise UsageError(message)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(
+    p = OneLineParser(
         prog=PROG,
         description=(
             "Evaluate a rrnet-infer catalogue against reference labels: MAE, bias, scatter, "
@@ -164,7 +156,7 @@ def _main_eval(argv: list[str]) -> int:
 
 
 def build_compare_parser() -> argparse.ArgumentParser:
-    p = _Parser(
+    p = OneLineParser(
         prog=f"{PROG} compare",
         description=(
             "Train RRNet, ResNet, StarNet, StarNet-R and the N_r / N_s variants with one "

@@ -7,22 +7,13 @@ import pickle
 import sys
 from pathlib import Path
 
+from rrnet.cli._args import OneLineParser, UsageError
+
 PROG = "rrnet-import-original"
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse that reports unusable arguments as one line and exit status 2."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise _UsageError(message)
-
-
-class _UsageError(Exception):
-    pass
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = OneLineParser(
         prog=PROG,
         description=(
             "Convert the authors' RRNet release (SP0..SPn/ and CA0..CAn/ folders holding "
@@ -59,10 +50,10 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
         label_config = args.label_config or args.model_dir / "label_config.pkl"
         if not args.model_dir.is_dir():
-            raise _UsageError(f"model directory {args.model_dir} does not exist")
+            raise UsageError(f"model directory {args.model_dir} does not exist")
         if not label_config.is_file():
-            raise _UsageError(f"label config {label_config} does not exist")
-    except _UsageError as err:
+            raise UsageError(f"label config {label_config} does not exist")
+    except UsageError as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
         return 2
     try:

@@ -7,6 +7,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from rrnet.cli._args import OneLineParser, UsageError, usage_error
 from rrnet.inference.provenance import FingerprintMismatch
 from rrnet.inference.quality import QualityThresholds
 from rrnet.inference.run import DEFAULT_CHUNK_ROWS, InferError, run_inference
@@ -15,15 +16,9 @@ from rrnet.inference.writers import FORMATS
 PROG = "rrnet-infer"
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit 2
-        print(f"{PROG}: error: {message}", file=sys.stderr)
-        raise SystemExit(2)
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface (also used to document it)."""
-    p = _Parser(prog=PROG, description=__doc__)
+    p = OneLineParser(prog=PROG, description=__doc__)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--store", help="preprocessed store (rrnet-preprocess output)")
     src.add_argument(
@@ -66,7 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status (2 for unusable arguments)."""
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except UsageError as exc:
+        return usage_error(PROG, exc)
     logging.basicConfig(level=logging.INFO, format=f"{PROG}: %(message)s")
     thresholds = QualityThresholds(
         min_snr=args.min_snr,

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import polars as pl
 
+from rrnet.cli._args import OneLineParser, UsageError
 from rrnet.io.catalog import CatalogError, table_format
 from rrnet.preprocess.pipeline import (
     QualityCuts,
@@ -20,17 +21,8 @@ from rrnet.store import StoreError
 PROG = "rrnet-preprocess"
 
 
-class UsageError(Exception):
-    """Unusable command-line arguments (reported as one line, exit status 2)."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise UsageError(message)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = OneLineParser(
         prog=PROG,
         description=(
             "Resample and continuum-normalise the LAMOST MRS spectra named by CATALOG into a "

@@ -7,23 +7,18 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from rrnet.cli._args import OneLineParser, UsageError, usage_error
 from rrnet.inference.quality import QualityThresholds
 from rrnet.inference.writers import FORMATS
 
 PROG = "rrnet-run"
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit 2
-        print(f"{PROG}: error: {message}", file=sys.stderr)
-        raise SystemExit(2)
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface (also used to document it)."""
     from rrnet.cluster.run import DEFAULT_SHARD_SIZE
 
-    p = _Parser(prog=PROG, description=__doc__)
+    p = OneLineParser(prog=PROG, description=__doc__)
     p.add_argument("catalog", help="input catalogue (CSV/Parquet/FITS)")
     p.add_argument("--data-dir", required=True, help="directory the filenames are relative to")
     p.add_argument(
@@ -70,7 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status (2 for unusable arguments)."""
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except UsageError as exc:
+        return usage_error(PROG, exc)
     logging.basicConfig(level=logging.WARNING, format=f"{PROG}: %(message)s")
     try:
         from rrnet.cluster.config import ClusterConfigError, job_script, load_settings

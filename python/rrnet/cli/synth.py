@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 
+from rrnet.cli._args import OneLineParser, UsageError, usage_error
 from rrnet.synth.dataset import make_dataset
 
 PROG = "rrnet-synth"
@@ -24,7 +25,7 @@ def _exposure_range(text: str) -> tuple[int, int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog=PROG,
         description=(
             "Simulate LAMOST DR7 MRS observations of library stars: one .fits.gz file per "
@@ -64,8 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
-    except SystemExit as exc:  # argparse already printed usage and its message
-        return int(exc.code or 0)
+    except UsageError as exc:
+        return usage_error(PROG, exc)
 
     def fail(message: str) -> int:
         print(f"{PROG}: error: {message}", file=sys.stderr)

@@ -6,22 +6,15 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from rrnet.cli._args import OneLineParser, UsageError, usage_error
 from rrnet.training.settings import TrainSettings
 
 PROG = "rrnet-train"
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse, but usage errors are one line: ``rrnet-train: error: ...`` and exit 2."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        print(f"{PROG}: error: {message}", file=sys.stderr)
-        raise SystemExit(2)
-
-
 def build_parser() -> argparse.ArgumentParser:
     d = TrainSettings()
-    p = _Parser(
+    p = OneLineParser(
         prog=PROG,
         description="Train M networks together (deep ensemble) with the paper's recipe.",
     )
@@ -78,7 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status."""
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except UsageError as exc:
+        return usage_error(PROG, exc)
     try:
         settings = TrainSettings(
             members=args.members,
