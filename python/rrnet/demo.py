@@ -16,8 +16,8 @@ import sys
 import time
 from pathlib import Path
 
-DEFAULT_STARS = 250
-DEFAULT_EPOCHS = 10
+DEFAULT_STARS = 400
+DEFAULT_EPOCHS = 15
 DEFAULT_MEMBERS = 2
 
 
