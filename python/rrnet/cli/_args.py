@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from rrnet.inference.quality import QualityThresholds
+
 
 class UsageError(Exception):
     """Unusable command-line arguments (reported as one line, exit status 2)."""
@@ -26,3 +28,26 @@ def usage_error(prog: str, message: object) -> int:
     text = " ".join(str(message).split())
     print(f"{prog}: error: {text}", file=sys.stderr)
     return 2
+
+
+def add_quality_arguments(parser: argparse.ArgumentParser) -> None:
+    """The catalogue-quality options shared by rrnet-infer and rrnet-run."""
+    parser.add_argument(
+        "--allow-fingerprint-mismatch",
+        action="store_true",
+        help="use checkpoints trained on differently preprocessed spectra",
+    )
+    parser.add_argument("--min-snr", type=float, default=QualityThresholds.min_snr)
+    parser.add_argument("--ood-quantile", type=float, default=QualityThresholds.ood_quantile)
+    parser.add_argument(
+        "--max-disagreement", type=float, default=QualityThresholds.max_disagreement
+    )
+
+
+def quality_thresholds(args: argparse.Namespace) -> QualityThresholds:
+    """The thresholds given by :func:`add_quality_arguments`' options."""
+    return QualityThresholds(
+        min_snr=args.min_snr,
+        ood_quantile=args.ood_quantile,
+        max_disagreement=args.max_disagreement,
+    )

@@ -7,9 +7,14 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from rrnet.cli._args import OneLineParser, UsageError, usage_error
+from rrnet.cli._args import (
+    OneLineParser,
+    UsageError,
+    add_quality_arguments,
+    quality_thresholds,
+    usage_error,
+)
 from rrnet.inference.provenance import FingerprintMismatch
-from rrnet.inference.quality import QualityThresholds
 from rrnet.inference.run import DEFAULT_CHUNK_ROWS, InferError, run_inference
 from rrnet.inference.writers import FORMATS
 
@@ -47,14 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--per-star", action="store_true", help="also write a per-star table")
     p.add_argument("--star-column", default="star_id", help="star id column for --per-star")
     p.add_argument("--per-star-out", help="per-star table path (default: <out>.per_star.<ext>)")
-    p.add_argument(
-        "--allow-fingerprint-mismatch",
-        action="store_true",
-        help="use checkpoints trained on differently preprocessed spectra",
-    )
-    p.add_argument("--min-snr", type=float, default=QualityThresholds.min_snr)
-    p.add_argument("--ood-quantile", type=float, default=QualityThresholds.ood_quantile)
-    p.add_argument("--max-disagreement", type=float, default=QualityThresholds.max_disagreement)
+    add_quality_arguments(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar or log lines")
     return p
 
@@ -66,11 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         return usage_error(PROG, exc)
     logging.basicConfig(level=logging.INFO, format=f"{PROG}: %(message)s")
-    thresholds = QualityThresholds(
-        min_snr=args.min_snr,
-        ood_quantile=args.ood_quantile,
-        max_disagreement=args.max_disagreement,
-    )
+    thresholds = quality_thresholds(args)
     try:
         path = run_inference(
             models=args.model,

@@ -7,8 +7,13 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from rrnet.cli._args import OneLineParser, UsageError, usage_error
-from rrnet.inference.quality import QualityThresholds
+from rrnet.cli._args import (
+    OneLineParser,
+    UsageError,
+    add_quality_arguments,
+    quality_thresholds,
+    usage_error,
+)
 from rrnet.inference.writers import FORMATS
 
 PROG = "rrnet-run"
@@ -50,14 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-rv-correction", action="store_true", help="do not shift by rv")
     p.add_argument("--resume", action="store_true", help="continue a run; skip finished shards")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
-    p.add_argument(
-        "--allow-fingerprint-mismatch",
-        action="store_true",
-        help="use checkpoints trained on differently preprocessed spectra",
-    )
-    p.add_argument("--min-snr", type=float, default=QualityThresholds.min_snr)
-    p.add_argument("--ood-quantile", type=float, default=QualityThresholds.ood_quantile)
-    p.add_argument("--max-disagreement", type=float, default=QualityThresholds.max_disagreement)
+    add_quality_arguments(p)
     p.add_argument("--dry-run", action="store_true", help="print the batch job script and stop")
     p.add_argument("--quiet", action="store_true", help="no summary line")
     return p
@@ -104,11 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             device=args.device,
             resume=args.resume,
             overwrite=args.overwrite,
-            thresholds=QualityThresholds(
-                min_snr=args.min_snr,
-                ood_quantile=args.ood_quantile,
-                max_disagreement=args.max_disagreement,
-            ),
+            thresholds=quality_thresholds(args),
             preprocess={"rv_column": args.rv_column, "correct_rv": not args.no_rv_correction},
             retries=args.retries,
             progress=not args.quiet,
