@@ -31,9 +31,23 @@ class GaussianNet(nn.Module):
         self.mu = nn.Linear(h2, n)
         self.sigma = nn.Sequential(nn.Linear(h2, n), nn.Softplus())
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Flattened features ``[B, F]`` from standardised flux ``[B, n_pixels]``."""
+    def convolve(self, x: torch.Tensor) -> torch.Tensor:
+        """The convolutional stack: ``[B, 1, L]`` -> ``[B, C, L']`` (after its last activation)."""
         raise NotImplementedError
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Flattened features ``[B, F]`` from standardised flux ``[B, n_pixels]``.
+
+        The recurrent module (``self.rnn``, SPEC 3) runs on the flux before the
+        convolutions in ``pre-RNN`` mode, on the channel-last features after them in
+        ``post-RNN`` mode, and not at all in ``raw`` mode.
+        """
+        if self.config.mode == "pre-RNN":
+            x = self.rnn(x)
+        h = self.convolve(x.unsqueeze(1))
+        if self.config.mode == "post-RNN":
+            return self.rnn(h.permute(0, 2, 1).flatten(1))
+        return h.flatten(1)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Return ``(mu, var)``, each ``[B, num_labels]``, in standardised label units."""

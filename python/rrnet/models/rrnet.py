@@ -60,10 +60,5 @@ class RRNet(GaussianNet):
             self.rnn = SubbandRNN(config.n_subbands, config.subband_size)
         self.build_head(config.conv_features)
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        if self.config.mode == "pre-RNN":
-            x = self.rnn(x)
-        h = torch.relu(self.ResBlock_list(x.unsqueeze(1)))
-        if self.config.mode == "post-RNN":
-            return self.rnn(h.permute(0, 2, 1).flatten(1))
-        return h.flatten(1)
+    def convolve(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.ResBlock_list(x))

@@ -32,10 +32,5 @@ class StarNet(GaussianNet):
             self.rnn = SubbandRNN(config.n_subbands, config.subband_size)
         self.build_head(config.conv_features)
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        if self.config.mode == "pre-RNN":
-            x = self.rnn(x)
-        h = self.conv2(self.conv1(x.unsqueeze(1)))
-        if self.config.mode == "post-RNN":
-            return self.rnn(h.permute(0, 2, 1).flatten(1))
-        return h.flatten(1)
+    def convolve(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv2(self.conv1(x))
