@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from rrnet.cli._args import OneLineParser, UsageError
+from rrnet.cli._args import OneLineParser, UsageError, usage_error
 from rrnet.io.catalog import CatalogError, table_format
 
 PROG = "rrnet-eval"
@@ -120,14 +120,12 @@ def _main_eval(argv: list[str]) -> int:
     try:
         args = build_parser().parse_args(argv)
     except UsageError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 2
+        return usage_error(PROG, exc)
     except SystemExit as exc:  # --help
         return int(exc.code or 0)
     problem = _check(args)
     if problem is not None:
-        print(f"{PROG}: error: {problem}", file=sys.stderr)
-        return 2
+        return usage_error(PROG, problem)
     opts = EvalOptions(
         catalog=args.catalog,
         labels=args.labels,
@@ -148,8 +146,7 @@ def _main_eval(argv: list[str]) -> int:
     try:
         report = evaluate(opts)
     except (CatalogError, SampleError, CheckpointError, StoreError, FileNotFoundError) as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 2
+        return usage_error(PROG, exc)
     n = report.counts.get("with_labels", 0)
     print(f"{PROG}: {n} spectra evaluated -> {args.out / 'index.html'}", file=sys.stderr)
     return 0
@@ -213,8 +210,7 @@ def _main_compare(argv: list[str]) -> int:
         if not args.labels.is_file():
             raise UsageError(f"--labels not found: {args.labels}")
     except UsageError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 2
+        return usage_error(PROG, exc)
     except SystemExit as exc:  # --help
         return int(exc.code or 0)
     from rrnet.compare import load_reference_set, run_comparison
@@ -226,8 +222,7 @@ def _main_compare(argv: list[str]) -> int:
             args.store, args.labels, names, key=args.key, max_stars=args.max_stars, seed=args.seed
         )
     except (CatalogError, StoreError, pl_errors()) as exc:
-        print(f"{PROG}: error: {str(exc).splitlines()[0]}", file=sys.stderr)
-        return 2
+        return usage_error(PROG, str(exc).splitlines()[0])
     settings = TrainSettings(
         members=args.members,
         epochs=args.epochs,

@@ -7,7 +7,7 @@ import pickle
 import sys
 from pathlib import Path
 
-from rrnet.cli._args import OneLineParser, UsageError
+from rrnet.cli._args import OneLineParser, UsageError, usage_error
 
 PROG = "rrnet-import-original"
 
@@ -54,8 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         if not label_config.is_file():
             raise UsageError(f"label config {label_config} does not exist")
     except UsageError as err:
-        print(f"{PROG}: error: {err}", file=sys.stderr)
-        return 2
+        return usage_error(PROG, err)
     try:
         groups = load_original_ensemble(
             args.model_dir, label_config, args.out, net=args.net, mode=args.mode

@@ -88,8 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     except (InferError, FingerprintMismatch) as exc:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(f"{PROG}: error: {message}", file=sys.stderr)
-        return 2
+        return usage_error(PROG, message)
     print(f"{PROG}: wrote {path}", file=sys.stderr)
     return 0
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import polars as pl
 
-from rrnet.cli._args import OneLineParser, UsageError
+from rrnet.cli._args import OneLineParser, UsageError, usage_error
 from rrnet.io.catalog import CatalogError, table_format
 from rrnet.preprocess.pipeline import (
     QualityCuts,
@@ -124,14 +124,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
     except UsageError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 2
+        return usage_error(PROG, exc)
     except SystemExit as exc:  # --help
         return int(exc.code or 0)
     problem = _check(args)
     if problem is not None:
-        print(f"{PROG}: error: {problem}", file=sys.stderr)
-        return 2
+        return usage_error(PROG, problem)
     try:
         store = preprocess_catalog(
             args.catalog,
@@ -149,8 +147,7 @@ def main(argv: list[str] | None = None) -> int:
             progress=not args.quiet,
         )
     except (CatalogError, StoreError) as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 2
+        return usage_error(PROG, exc)
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted; rerun with --resume to continue", file=sys.stderr)
         return 130

@@ -109,8 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     except (RunError, ClusterConfigError) as exc:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(f"{PROG}: error: {message}", file=sys.stderr)
-        return 2
+        return usage_error(PROG, message)
     return 0 if report["complete"] else 1
 
 

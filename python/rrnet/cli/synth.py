@@ -68,20 +68,16 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         return usage_error(PROG, exc)
 
-    def fail(message: str) -> int:
-        print(f"{PROG}: error: {message}", file=sys.stderr)
-        return 2
-
     if args.stars < 1:
-        return fail(f"--stars must be >= 1, got {args.stars}")
+        return usage_error(PROG, f"--stars must be >= 1, got {args.stars}")
     low, high = args.snr_range
     if not 0 < low <= high:
-        return fail(f"--snr-range needs 0 < LOW <= HIGH, got {low:g} {high:g}")
+        return usage_error(PROG, f"--snr-range needs 0 < LOW <= HIGH, got {low:g} {high:g}")
     if not 1 <= args.exposures[0] <= args.exposures[1]:
         lo_exp, hi_exp = args.exposures
-        return fail(f"--exposures needs 1 <= LOW <= HIGH, got {lo_exp}-{hi_exp}")
+        return usage_error(PROG, f"--exposures needs 1 <= LOW <= HIGH, got {lo_exp}-{hi_exp}")
     if args.workers is not None and args.workers < 1:
-        return fail(f"--workers must be >= 1, got {args.workers}")
+        return usage_error(PROG, f"--workers must be >= 1, got {args.workers}")
     log = logging.getLogger("rrnet.synth")
     handler = logging.StreamHandler(sys.stderr)  # progress/resume lines go to our stderr
     handler.setFormatter(logging.Formatter("%(message)s"))
@@ -101,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
             progress=not args.quiet,
         )
     except (ValueError, OSError, ImportError) as exc:
-        return fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        return usage_error(PROG, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
     finally:
         log.removeHandler(handler)
         log.setLevel(saved[0])

@@ -94,8 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             ram_limit_gb=args.ram_limit_gb,
         )
     except ValueError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 2
+        return usage_error(PROG, exc)
 
     from rrnet.training.api import train_ensemble
     from rrnet.training.loop import CheckpointComplete
@@ -123,8 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     except (ValueError, FileExistsError, FileNotFoundError, FloatingPointError) as exc:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(f"{PROG}: error: {message}", file=sys.stderr)
-        return 2
+        return usage_error(PROG, message)
     if not args.quiet:
         print(f"{PROG}: checkpoint written to {out}", file=sys.stderr)
     return 0
