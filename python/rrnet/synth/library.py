@@ -191,9 +191,19 @@ def synthesize_star(
 
 
 def run_synthesis(
-    build: Path, n: int, seed: int, step: float, atomic_cut: float, molecular_cut: float
+    build: Path,
+    n: int,
+    seed: int,
+    step: float,
+    atomic_cut: float,
+    molecular_cut: float,
+    part: tuple[int, int] = (0, 1),
 ) -> None:
-    """Synthesise stars 0..n-1 that have no output yet (resumable, one file per star)."""
+    """Synthesise stars 0..n-1 that have no output yet (resumable, one file per star).
+
+    ``part=(k, m)`` keeps only stars with ``star_id % m == k``, so that m processes can
+    share one build directory without doing the same star twice.
+    """
     from rrnet.synth import marcs
     from rrnet.synth.turbospectrum import Installation
 
@@ -211,7 +221,8 @@ def run_synthesis(
     (build / "settings.json").write_text(json.dumps(settings, indent=1))
     grid = marcs.MarcsGrid(sources.marcs)
     install = Installation.from_source_tree(sources.turbospectrum)
-    for star_id in range(n):
+    k, m = part
+    for star_id in range(k, n, m):
         path = stars / f"star_{star_id:06d}.npz"
         if path.exists() or path.with_suffix(".failed").exists():
             continue
@@ -310,6 +321,17 @@ def package(build: Path, dest: Path, step: float, resolution: float) -> int:
     return len(files)
 
 
+def _part(text: str) -> tuple[int, int]:
+    """Parse ``K/M`` (0 <= K < M) for ``--part``."""
+    try:
+        k, m = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected K/M, got {text!r}") from None
+    if not 0 <= k < m:
+        raise argparse.ArgumentTypeError(f"need 0 <= K < M, got {text!r}")
+    return k, m
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m rrnet.synth.library",
@@ -323,6 +345,13 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--step", type=float, default=0.03, help="synthesis step, A")
     s.add_argument("--atomic-cut", type=float, default=-13.0)
     s.add_argument("--molecular-cut", type=float, default=-7.0)
+    s.add_argument(
+        "--part",
+        type=_part,
+        default=(0, 1),
+        metavar="K/M",
+        help="only stars with star_id %% M == K (run M processes side by side)",
+    )
     p = sub.add_parser("package", help="broaden, resample and write the shipped library")
     p.add_argument("--dest", type=Path, default=LIBRARY_FILE)
     p.add_argument("--step", type=float, default=0.05, help="output step, A")
@@ -331,7 +360,15 @@ def main(argv: list[str] | None = None) -> None:
         sp.add_argument("--build", type=Path, default=DEFAULT_BUILD)
     args = parser.parse_args(argv)
     if args.command == "synth":
-        run_synthesis(args.build, args.n, args.seed, args.step, args.atomic_cut, args.molecular_cut)
+        run_synthesis(
+            args.build,
+            args.n,
+            args.seed,
+            args.step,
+            args.atomic_cut,
+            args.molecular_cut,
+            args.part,
+        )
     else:
         n = package(args.build, args.dest, args.step, args.resolution)
         print(f"packaged {n} stars into {args.dest}")
