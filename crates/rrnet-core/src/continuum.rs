@@ -13,7 +13,15 @@
 //! with `a = Q^T fs`. Clipping changes `fs` at few points `k`, so `a` is updated
 //! incrementally, `a += Q[k, :] * (p_k - fs_k)`, instead of refitting; `p` is
 //! evaluated by Horner's rule from the monomial coefficients `R^-1 a` in one fused
-//! pass that also counts the points outside the bounds.
+//! pass that also tracks the range of the residuals.
+//!
+//! The projection `a = Q^T fs` is made from the moments `sum xs^j fs` as
+//! `a = R^-T V^T fs` (the powers computed on the fly, no pass over `Q`); means and
+//! standard deviations are one-pass (shifted) sums fused into the passes that need
+//! them. Results agree with the two-pass, `Q`-based arithmetic of the NumPy
+//! reference to roundoff (about 1e-15 relative); only a threshold tie can flip a
+//! decision, and the reference reports its margins so that tests can see ties.
+//! On x86-64 with AVX2 and FMA the polynomial is evaluated with fused multiply-adds.
 
 use std::sync::OnceLock;
 
@@ -39,12 +47,10 @@ pub struct ArmBasis {
     q: [Vec<f64>; N_COEF],
     /// `R^-1`: monomial coefficients `c = R^-1 a` from basis coefficients `a`.
     r_inv: [[f64; N_COEF]; N_COEF],
-    /// Per block of [`BLOCK`] points: upper bounds of `|xs|^j` over the block.
-    xpow_max: Vec<[f64; N_COEF]>,
-    /// Per block: its centre `x0` and upper bounds of `|xs - x0|^j` over the block.
-    centre: Vec<(f64, [f64; N_COEF])>,
-    /// `Q` by groups of 4 points: `q4[g][j][l] = Q[4 g + l, j]` (the projection pass).
-    q4: Vec<[[f64; 4]; N_COEF]>,
+    /// Upper bounds of `|xs|^j` over the grid.
+    xpow_max: [f64; N_COEF],
+    /// `qmax[j][b]`: upper bound of `|Q[k, j]|` over the points `k` of block `b`.
+    qmax: [Vec<f64>; N_COEF],
 }
 
 impl ArmBasis {
@@ -81,40 +87,23 @@ impl ArmBasis {
             v.iter_mut().for_each(|vi| *vi /= norm);
             q[j] = v;
         }
-        // Upper bounds of |xs|^j per block, with room for the roundoff of powi.
-        let xpow_max = xs
-            .chunks(BLOCK)
-            .map(|xb| {
-                std::array::from_fn(|j| {
-                    let m = xb.iter().fold(0.0f64, |m, x| m.max(x.abs().powi(j as i32)));
-                    m * (1.0 + 1e-12)
-                })
-            })
-            .collect();
-        let centre = xs
-            .chunks(BLOCK)
-            .map(|xb| {
-                let lo = xb.iter().fold(f64::INFINITY, |m, &x| m.min(x));
-                let hi = xb.iter().fold(f64::NEG_INFINITY, |m, &x| m.max(x));
-                let x0 = 0.5 * (lo + hi);
-                let h = xb.iter().fold(0.0f64, |m, &x| m.max((x - x0).abs()));
-                let h = h * (1.0 + 1e-12) + 1e-300;
-                (
-                    x0,
-                    std::array::from_fn(|j| h.powi(j as i32) * (1.0 + 1e-12)),
-                )
-            })
-            .collect();
-        let q4 = (0..xs.len() / 4)
-            .map(|g| std::array::from_fn(|j| std::array::from_fn(|l| q[j][4 * g + l])))
-            .collect();
+        // Upper bounds of |xs|^j, with room for the roundoff of powi.
+        let xpow_max = std::array::from_fn(|j| {
+            let m = xs.iter().fold(0.0f64, |m, x| m.max(x.abs().powi(j as i32)));
+            m * (1.0 + 1e-12)
+        });
+        // Q and R^-1 agree with each other to roundoff (~1e-15): the margin covers it.
+        let qmax = q.clone().map(|qj| {
+            qj.chunks(BLOCK)
+                .map(|qb| qb.iter().fold(0.0f64, |m, v| m.max(v.abs())) * (1.0 + 1e-9) + 1e-12)
+                .collect()
+        });
         Ok(ArmBasis {
             xs,
             q,
             r_inv: invert_upper(&r),
             xpow_max,
-            centre,
-            q4,
+            qmax,
         })
     }
 
@@ -134,6 +123,17 @@ impl ArmBasis {
 
     pub fn is_empty(&self) -> bool {
         self.xs.is_empty()
+    }
+
+    /// Bound on `sum_j |c_j| max|xs|^j` for `c = R^-1 a` however the products in
+    /// [`Self::monomial`] cancel: the scale of the roundoff of evaluating the fit.
+    #[inline(always)]
+    fn size(&self, a: &[f64; N_COEF]) -> f64 {
+        let mut size = 0.0;
+        for (r_row, xp) in self.r_inv.iter().zip(&self.xpow_max) {
+            size += xp * r_row.iter().zip(a).map(|(r, a)| (r * a).abs()).sum::<f64>();
+        }
+        size
     }
 
     /// Monomial coefficients (ascending powers of `xs`) of the fit `Q a`.
@@ -169,40 +169,42 @@ const _: () = assert!(
     "block masks are u64, lanes of 4"
 );
 
-/// `p = poly(c, x)` by Horner's rule: the single expression every fit value uses.
+/// `p = poly(c, x)` by Horner's rule: the single expression every fit value uses
+/// (with fused multiply-adds where the CPU has them, `FMA`).
 #[inline(always)]
-fn horner(c: &[f64; N_COEF], x: f64) -> f64 {
-    ((((c[5] * x + c[4]) * x + c[3]) * x + c[2]) * x + c[1]) * x + c[0]
+fn horner<const FMA: bool>(c: &[f64; N_COEF], x: f64) -> f64 {
+    if FMA {
+        let p = c[5].mul_add(x, c[4]).mul_add(x, c[3]).mul_add(x, c[2]);
+        p.mul_add(x, c[1]).mul_add(x, c[0])
+    } else {
+        ((((c[5] * x + c[4]) * x + c[3]) * x + c[2]) * x + c[1]) * x + c[0]
+    }
 }
 
-/// Evaluate one block of the clipping loop: `p = poly(c, xs)` (Horner) into `p`;
-/// returns the number of points with NOT (`lower < p - fs < upper`) and the
-/// smallest and largest residual `p - fs` of the block.
+/// Residuals `poly(c, xs) - fs` of one block of the clipping loop into `res`, and
+/// their smallest and largest value.
 #[inline(always)]
-fn eval_block(
+fn block_residuals<const FMA: bool>(
     xs: &[f64],
     fs: &[f64],
     c: &[f64; N_COEF],
-    lower: f64,
-    upper: f64,
-    p: &mut [f64],
-) -> (u32, f64, f64) {
-    let n = p.len().min(xs.len()).min(fs.len()).min(BLOCK);
-    let (p, xs, fs) = (&mut p[..n], &xs[..n], &fs[..n]);
-    let mut n_out = 0u64; // 64-bit lanes match the f64 compare masks
-    let mut res = [0.0f64; BLOCK];
-    for (((pi, &x), &f), ri) in p.iter_mut().zip(xs).zip(fs).zip(res.iter_mut()) {
-        let v = horner(c, x);
-        *pi = v;
-        let r = v - f;
-        *ri = r;
-        n_out += u64::from(!(r > lower && r < upper));
+    res: &mut [f64; BLOCK],
+) -> (f64, f64) {
+    let n = xs.len().min(fs.len()).min(BLOCK);
+    for ((ri, &x), &f) in res[..n].iter_mut().zip(&xs[..n]).zip(&fs[..n]) {
+        *ri = horner::<FMA>(c, x) - f;
     }
     // Smallest and largest residual by a tree (independent lanes, no long chain);
     // a short block is padded with its first residual.
     let first = res[0];
     res[n..].iter_mut().for_each(|r| *r = first);
-    let (mut lo, mut hi) = (res, res);
+    range(res)
+}
+
+/// Smallest and largest of 64 values, by a tree (independent lanes, no long chain).
+#[inline(always)]
+fn range(values: &[f64; BLOCK]) -> (f64, f64) {
+    let (mut lo, mut hi) = (*values, *values);
     let mut w = BLOCK / 2;
     while w > 0 {
         for i in 0..w {
@@ -211,18 +213,31 @@ fn eval_block(
         }
         w /= 2;
     }
-    (n_out as u32, lo[0], hi[0]) // at most BLOCK
+    (lo[0], hi[0])
 }
 
-/// Mask of the points of a block with NOT (`lower < p - fs < upper`), bit `i` for point `i`.
+/// Points of a block with NOT (`lower < r < upper`), bit `i` for point `i`, and the
+/// range of the residuals once those points are replaced by the fit (residual 0).
 #[inline(always)]
-fn outside_mask(p: &[f64], fs: &[f64], lower: f64, upper: f64) -> u64 {
+fn clip_block(res: &[f64; BLOCK], n: usize, lower: f64, upper: f64) -> (u64, f64, f64) {
     let mut mask = 0u64;
-    for (i, (&pi, &f)) in p.iter().zip(fs).enumerate() {
-        let r = pi - f;
-        mask |= u64::from(!(r > lower && r < upper)) << i;
+    let mut kept = [0.0f64; BLOCK];
+    for (i, (&r, k)) in res.iter().zip(kept.iter_mut()).enumerate() {
+        let outside = !(r > lower && r < upper) && i < n;
+        mask |= u64::from(outside) << i;
+        *k = if outside { 0.0 } else { r };
     }
-    mask
+    let (lo, hi) = range(&kept);
+    (mask, lo, hi)
+}
+
+/// Population std of the residuals `poly(c, xs) - fs` (two passes).
+#[inline(always)]
+fn residual_std<const FMA: bool>(xs: &[f64], fs: &[f64], c: &[f64; N_COEF]) -> f64 {
+    let n = xs.len().min(fs.len()) as f64;
+    let r = |x: f64, f: f64| horner::<FMA>(c, x) - f;
+    let mean = sum_pairs(xs, fs, r) / n;
+    (sum_pairs(xs, fs, |x, f| (r(x, f) - mean) * (r(x, f) - mean)) / n).sqrt()
 }
 
 /// Relative tolerance of the block bounds: far above the roundoff of a Horner
@@ -301,20 +316,21 @@ pub fn normalize_arm(
     }
     scratch.resize(n);
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU supports AVX2, checked just above.
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU supports AVX2 and FMA, checked just above.
         let result =
             unsafe { normalize_arm_avx2(flux, basis, max_iter, scratch, out, &mut report) };
         return (report, result);
     }
-    let result = normalize_arm_impl(flux, basis, max_iter, scratch, out, &mut report);
+    let result = normalize_arm_impl::<false>(flux, basis, max_iter, scratch, out, &mut report);
     (report, result)
 }
 
-/// [`normalize_arm_impl`] compiled for AVX2: wider vectors, the same arithmetic (no
-/// FMA contraction, fixed summation order), so results do not depend on the CPU.
+/// [`normalize_arm_impl`] compiled for AVX2 with fused multiply-adds: wider vectors
+/// and one rounding per multiply-add (results differ from the portable build by
+/// roundoff only).
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
+#[target_feature(enable = "avx2,fma")]
 fn normalize_arm_avx2(
     flux: &[f32],
     basis: &ArmBasis,
@@ -323,7 +339,7 @@ fn normalize_arm_avx2(
     out: &mut [f32],
     report: &mut ArmReport,
 ) -> Result<(), KernelError> {
-    normalize_arm_impl(flux, basis, max_iter, scratch, out, report)
+    normalize_arm_impl::<true>(flux, basis, max_iter, scratch, out, report)
 }
 
 /// The algorithm of [`normalize_arm`] on validated lengths (`scratch` sized to `n`).
@@ -335,7 +351,7 @@ fn normalize_arm_avx2(
 /// with a wide margin). The decisions are exactly those of a full pass; `p` is
 /// evaluated everywhere once, at the end, with the last coefficients.
 #[inline(always)]
-fn normalize_arm_impl(
+fn normalize_arm_impl<const FMA: bool>(
     flux: &[f32],
     basis: &ArmBasis,
     max_iter: u32,
@@ -354,27 +370,19 @@ fn normalize_arm_impl(
         r_hi,
         slack,
     } = scratch;
-    // Non-finite f32: all exponent bits set (an integer test, so that it vectorises).
-    const EXP: u32 = 0x7f80_0000;
-    let mut non_finite = 0u32;
-    for (a, &b) in f.iter_mut().zip(flux) {
-        non_finite |= u32::from(b.to_bits() & EXP == EXP);
-        *a = f64::from(b);
-    }
-    if non_finite != 0 {
+    let first = median_pass(flux, f, m);
+    if first.non_finite {
         return Err(KernelError::NonFiniteFlux);
     }
-    // The replaced flux goes to `p` (free until the loop), then becomes `f`.
-    let (outliers, f_mean) = median_replace(f, m, p, mask);
+    // The replaced flux goes to `p` (a spare buffer), then becomes `f`.
+    let (outliers, f_mean, f_std) = median_replace(f, m, p, mask, &first);
     report.outliers = outliers;
     std::mem::swap(f, p);
-
-    let f_std = (sum_pairs(f, f, |v, _| (v - f_mean) * (v - f_mean)) / n as f64).sqrt();
-    if !(f_std > 0.0 && f_std.is_finite()) {
+    if !is_spread(f_mean, f_std) {
         return Err(KernelError::DegenerateArm);
     }
     // fs = (f - mean f) / std f, a = Q^T fs and |fs|^2 in one pass.
-    let (mut a, mut fs_sq) = standardize_project(f, f_mean, f_std, basis, fs);
+    let (mut a, mut fs_sq) = standardize_project::<FMA>(f, f_mean, f_std, basis, fs);
 
     // The residual r = p - fs of a least-squares fit with an intercept has mean 0
     // and is orthogonal to p, so std(r)^2 = (|fs|^2 - |a|^2) / n: O(1) per iteration
@@ -383,30 +391,23 @@ fn normalize_arm_impl(
     let xs = &basis.xs[..];
     let n_f = n as f64;
     slack.fill(f64::INFINITY);
-    let mut c = [0.0f64; N_COEF];
+    let (mut c, mut a_prev, mut size_prev) = ([0.0f64; N_COEF], a, 0.0);
     for iteration in 1..=max_iter {
         report.iterations = iteration;
         let a_sq: f64 = a.iter().map(|v| v * v).sum();
         let g = if fs_sq - a_sq > 1e-6 * fs_sq {
             ((fs_sq - a_sq) / n_f).sqrt()
         } else {
-            f64::NAN // computed below from p
+            f64::NAN // computed below from the residuals
         };
-        let c_prev = c;
         c = basis.monomial(&a);
+        let size = basis.size(&a);
         if iteration > 1 {
-            widen_slack(&c_prev, &c, basis, slack);
+            widen_slack(&a_prev, &a, BOUND_TOL * (size + size_prev), basis, slack);
         }
+        (a_prev, size_prev) = (a, size);
         let g = if g.is_nan() {
-            // Every block, fit values only: the bounds are not known yet.
-            let (inf, blocks) = (f64::INFINITY, p.chunks_mut(BLOCK).enumerate());
-            for (b, pb) in blocks {
-                let span = b * BLOCK..b * BLOCK + pb.len();
-                let (_, lo, hi) = eval_block(&xs[span.clone()], &fs[span], &c, -inf, inf, pb);
-                (r_lo[b], r_hi[b]) = (lo, hi);
-                slack[b] = eval_slack(&c, &basis.xpow_max[b], lo, hi);
-            }
-            residual_mean_std(p, fs).1
+            residual_std::<FMA>(xs, fs, &c) // near-exact fit: directly
         } else {
             g
         };
@@ -416,22 +417,22 @@ fn normalize_arm_impl(
         let (lower, upper) = (-FIT_LOWER_SIGMA * g, FIT_UPPER_SIGMA * g);
         let tol = BOUND_TOL * (upper - lower);
         let mut total = 0;
-        for (b, pb) in p.chunks_mut(BLOCK).enumerate() {
+        let mut res = [0.0f64; BLOCK];
+        for (b, (xb, fb)) in xs.chunks(BLOCK).zip(fs.chunks(BLOCK)).enumerate() {
             if r_hi[b] + slack[b] + tol < upper && r_lo[b] - slack[b] - tol > lower {
                 mask[b] = 0; // provably no point outside
                 continue;
             }
-            let span = b * BLOCK..b * BLOCK + pb.len();
-            let fb = &fs[span.clone()];
-            let (count, lo, hi) = eval_block(&xs[span], fb, &c, lower, upper, pb);
+            let (mut lo, mut hi) = block_residuals::<FMA>(xb, fb, &c, &mut res);
+            mask[b] = 0;
+            if !(lo > lower && hi < upper) {
+                // The points outside get fs = p below (residual 0): keep the range
+                // of what the block will hold, so it need not be evaluated again.
+                (mask[b], lo, hi) = clip_block(&res, xb.len(), lower, upper);
+            }
             (r_lo[b], r_hi[b]) = (lo, hi);
-            slack[b] = eval_slack(&c, &basis.xpow_max[b], lo, hi);
-            mask[b] = if count > 0 {
-                outside_mask(pb, fb, lower, upper)
-            } else {
-                0
-            };
-            total += count;
+            slack[b] = BOUND_TOL * (size + lo.abs().max(hi.abs()));
+            total += mask[b].count_ones();
         }
         if total == 0 {
             break;
@@ -448,22 +449,21 @@ fn normalize_arm_impl(
             while bits != 0 {
                 let k = b * BLOCK + bits.trailing_zeros() as usize;
                 bits &= bits - 1;
-                let delta = p[k] - fs[k];
-                if !(delta > lower && delta < upper) {
-                    fs_sq += p[k] * p[k] - fs[k] * fs[k];
-                    fs[k] = p[k];
-                    a.iter_mut()
-                        .zip(basis.row(k))
-                        .for_each(|(aj, qj)| *aj += qj * delta);
-                }
+                // Outside (the mask's own arithmetic): fs = p there.
+                let pk = horner::<FMA>(&c, xs[k]);
+                let delta = pk - fs[k];
+                fs_sq += pk * pk - fs[k] * fs[k];
+                fs[k] = pk;
+                a.iter_mut()
+                    .zip(basis.row(k))
+                    .for_each(|(aj, qj)| *aj += qj * delta);
             }
-            slack[b] = f64::INFINITY; // fs changed: evaluate again
         }
     }
 
     // Output with the fit of the last iteration: p = poly(c, xs) everywhere.
     let mut mins = [f64::INFINITY; 4];
-    let continuum = |x: f64| horner(&c, x) * f_std + f_mean;
+    let continuum = |x: f64| horner::<FMA>(&c, x) * f_std + f_mean;
     // (array::from_fn is not always inlined here: plain lane loops instead)
     let mut oc = out.chunks_exact_mut(4);
     let (mut fc, mut xc) = (f.chunks_exact(4), xs.chunks_exact(4));
@@ -494,109 +494,207 @@ fn normalize_arm_impl(
     Ok(())
 }
 
-/// Bound on how far the residuals of a block evaluated with `c` may be from their
-/// exact values: roundoff of Horner's rule and of `p - fs`, with a wide margin.
+/// Add to each block's slack how far its residuals may move when the basis
+/// coefficients go from `a_prev` to `a` (fs unchanged): the fit changes by
+/// `sum_j (a_j - a_prev_j) Q[:, j]`, at most `sum_j |a_j - a_prev_j| max|Q[:, j]|` on
+/// the block; plus `round`, the roundoff of evaluating both fits (Horner's rule on
+/// `R^-1 a`, and `p - fs`, with a wide margin). A block's slack starts, at its
+/// evaluation, as the roundoff of that evaluation.
 #[inline(always)]
-fn eval_slack(c: &[f64; N_COEF], xpow_max: &[f64; N_COEF], lo: f64, hi: f64) -> f64 {
-    let size: f64 = c.iter().zip(xpow_max).map(|(cj, xj)| cj.abs() * xj).sum();
-    BOUND_TOL * (size + lo.abs().max(hi.abs()))
-}
-
-/// Add to each block's slack how far its residuals may move when the coefficients
-/// go from `c_prev` to `c` (fs unchanged). The change of the fit is the polynomial
-/// with coefficients `c - c_prev`; re-expanded about the block's centre `x0` (Taylor
-/// shift) its size on the block is at most `sum_j |d_j| h^j` (`h` the half width).
-/// Added: the roundoff of that shift and of evaluating with `c`, with a wide margin.
-#[inline(always)]
-fn widen_slack(c_prev: &[f64; N_COEF], c: &[f64; N_COEF], basis: &ArmBasis, slack: &mut [f64]) {
-    let dc: [f64; N_COEF] = std::array::from_fn(|j| c[j] - c_prev[j]);
-    let blocks = basis.xpow_max.iter().zip(&basis.centre);
-    for (s, (xm, (x0, hpow))) in slack.iter_mut().zip(blocks) {
-        let mut d = dc;
-        for k in 0..N_COEF - 1 {
-            for i in (k..N_COEF - 1).rev() {
-                d[i] += x0 * d[i + 1];
-            }
-        }
-        let (mut move_bound, mut size) = (0.0, 0.0);
+fn widen_slack(
+    a_prev: &[f64; N_COEF],
+    a: &[f64; N_COEF],
+    round: f64,
+    basis: &ArmBasis,
+    slack: &mut [f64],
+) {
+    let da: [f64; N_COEF] = std::array::from_fn(|j| (a[j] - a_prev[j]).abs() * (1.0 + 1e-12));
+    let q = &basis.qmax;
+    let n = slack.len();
+    let qs = q.each_ref().map(|qj| &qj[..n]);
+    for (b, s) in slack.iter_mut().enumerate() {
+        let mut bound = round;
         for j in 0..N_COEF {
-            move_bound += d[j].abs() * hpow[j];
-            size += (c[j].abs() + dc[j].abs()) * xm[j];
+            bound += da[j] * qs[j][b];
         }
-        *s += (move_bound + BOUND_TOL * size) * (1.0 + BOUND_TOL);
+        *s += bound;
     }
 }
 
-/// `fs = (f - mean) / std` into `fs`; returns `a = Q^T fs` and `|fs|^2`, each summed
-/// exactly as [`dot`] sums it (four interleaved accumulators), in one pass.
+/// `fs = (f - mean) / std` into `fs`; returns `a = Q^T fs` and `|fs|^2` in one pass.
+///
+/// `a = R^-T m` from the moments `m_j = sum xs^j fs` (powers formed on the fly, so the
+/// pass reads only `f` and `xs`).
 #[inline(always)]
-fn standardize_project(
+fn standardize_project<const FMA: bool>(
     f: &[f64],
     mean: f64,
     std: f64,
     basis: &ArmBasis,
     fs: &mut [f64],
 ) -> ([f64; N_COEF], f64) {
+    let inv_std = 1.0 / std;
+    let madd = |a: f64, b: f64, c: f64| if FMA { a.mul_add(b, c) } else { a * b + c };
     let mut acc = [[0.0f64; 4]; N_COEF];
     let mut sq = [0.0f64; 4];
-    let n4 = f.len().min(fs.len()) / 4 * 4;
-    let (mut sc, mut fc) = (fs.chunks_exact_mut(4), f.chunks_exact(4));
-    for ((s, x), qg) in (&mut sc).zip(&mut fc).zip(&basis.q4) {
+    let xs = &basis.xs[..];
+    let n = f.len().min(fs.len()).min(xs.len());
+    let n4 = n / 4 * 4;
+    let (mut sc, mut fc, mut xc) = (
+        fs[..n4].chunks_exact_mut(4),
+        f[..n4].chunks_exact(4),
+        xs[..n4].chunks_exact(4),
+    );
+    for ((s, fv), x) in (&mut sc).zip(&mut fc).zip(&mut xc) {
         let mut v = [0.0f64; 4];
+        let mut pw = [[0.0f64; 4]; N_COEF];
         for l in 0..4 {
-            v[l] = (x[l] - mean) / std;
+            v[l] = (fv[l] - mean) * inv_std;
+            let x2 = x[l] * x[l];
+            let x4 = x2 * x2;
+            pw[0][l] = 1.0;
+            pw[1][l] = x[l];
+            pw[2][l] = x2;
+            pw[3][l] = x2 * x[l];
+            pw[4][l] = x4;
+            pw[5][l] = x4 * x[l];
         }
         s.copy_from_slice(&v);
         for l in 0..4 {
-            sq[l] += v[l] * v[l];
+            sq[l] = madd(v[l], v[l], sq[l]);
         }
-        for (acc_j, q_j) in acc.iter_mut().zip(qg) {
+        for (acc_j, pw_j) in acc.iter_mut().zip(&pw) {
             for l in 0..4 {
-                acc_j[l] += q_j[l] * v[l];
+                acc_j[l] = madd(pw_j[l], v[l], acc_j[l]);
             }
         }
     }
-    // The last n % 4 points (none on the fixed grids).
-    let rest = sc.into_remainder().iter_mut().zip(fc.remainder());
-    for (l, (s, &x)) in rest.enumerate() {
-        let v = (x - mean) / std;
-        *s = v;
-        sq[l] += v * v;
-        for (acc_j, q_j) in acc.iter_mut().zip(&basis.q) {
-            acc_j[l] += q_j.get(n4 + l).copied().unwrap_or(0.0) * v;
+    for k in n4..n {
+        let l = k - n4;
+        let v = (f[k] - mean) * inv_std;
+        fs[k] = v;
+        sq[l] = madd(v, v, sq[l]);
+        let mut pj = 1.0;
+        for acc_j in acc.iter_mut() {
+            acc_j[l] = madd(pj, v, acc_j[l]);
+            pj *= xs[k];
         }
     }
     let total = |s: [f64; 4]| (s[0] + s[1]) + (s[2] + s[3]);
-    (acc.map(total), total(sq))
+    let moments = acc.map(total);
+    // a_i = sum_j (R^-1)_{j i} m_j; R^-1 is upper triangular.
+    let a = std::array::from_fn(|i| (0..=i).map(|j| basis.r_inv[j][i] * moments[j]).sum());
+    (a, total(sq))
+}
+
+/// Whether an arm's (median-replaced) flux varies: a standard deviation that is
+/// zero, or below 1e-10 of the mean (roundoff of a constant; any real variation of
+/// float32 data is far larger), leaves nothing to fit.
+#[inline(always)]
+pub fn is_spread(mean: f64, std: f64) -> bool {
+    std > 1e-10 * mean.abs() && std > 0.0 && std.is_finite()
+}
+
+/// What the first pass over an arm learns.
+struct FirstPass {
+    non_finite: bool,
+    /// Mean of the input flux (the shift of the later one-pass sums).
+    f_mean: f64,
+    /// Population std of `d = m - f`.
+    d_std: f64,
+}
+
+/// First pass: `f` = the flux as f64, `m = medfilt(flux, 3)` (zero padding; the
+/// median of float32 values is one of them, so it is taken before widening), and
+/// the sums for the mean of `f` and the std of `d = m - f`.
+#[inline(always)]
+fn median_pass(flux: &[f32], f: &mut [f64], m: &mut [f64]) -> FirstPass {
+    let n = flux.len().min(f.len()).min(m.len());
+    assert!(n >= 2, "arms have at least N_COEF pixels");
+    let (flux, f, m) = (&flux[..n], &mut f[..n], &mut m[..n]);
+    // Non-finite f32: all exponent bits set (an integer test, so that it vectorises).
+    const EXP: u32 = 0x7f80_0000;
+    let mut bad = 0u32;
+    for (fi, &b) in f.iter_mut().zip(flux) {
+        bad |= u32::from(b.to_bits() & EXP == EXP);
+        *fi = f64::from(b);
+    }
+    m[0] = f64::from(median3_f32(0.0, flux[0], flux[1]));
+    m[n - 1] = f64::from(median3_f32(flux[n - 2], flux[n - 1], 0.0));
+    let triples = flux.iter().zip(&flux[1..]).zip(&flux[2..]);
+    for (mi, ((&a, &b), &c)) in m[1..n - 1].iter_mut().zip(triples) {
+        *mi = f64::from(median3_f32(a, b, c));
+    }
+    let mut sums = [[0.0f64; 4]; 3];
+    let (mut fc, mut mc) = (f.chunks_exact(4), m.chunks_exact(4));
+    for (fv, mv) in (&mut fc).zip(&mut mc) {
+        for l in 0..4 {
+            let d = mv[l] - fv[l];
+            sums[0][l] += fv[l];
+            sums[1][l] += d;
+            sums[2][l] += d * d;
+        }
+    }
+    for (l, (&fv, &mv)) in fc.remainder().iter().zip(mc.remainder()).enumerate() {
+        let d = mv - fv;
+        sums[0][l] += fv;
+        sums[1][l] += d;
+        sums[2][l] += d * d;
+    }
+    let [s_f, s_d, s_dd] = sums.map(|s| (s[0] + s[1]) + (s[2] + s[3]));
+    let n_f = n as f64;
+    let d_mean = s_d / n_f;
+    // One pass suffices: |mean d| is not large against std d (medians sit inside the data).
+    let d_var = (s_dd / n_f - d_mean * d_mean).max(0.0);
+    FirstPass {
+        non_finite: bad != 0,
+        f_mean: s_f / n_f,
+        d_std: d_var.sqrt(),
+    }
+}
+
+/// Median of three finite values.
+#[inline(always)]
+fn median3_f32(a: f32, b: f32, c: f32) -> f32 {
+    let (lo, hi) = if a < b { (a, b) } else { (b, a) };
+    let t = if hi < c { hi } else { c };
+    if lo > t {
+        lo
+    } else {
+        t
+    }
 }
 
 /// Median test of SPEC 2.3.1: the pixels it rejects replaced by the 3-point median
 /// into `f_new` (`f` keeps the input), and the *outlier* (bad) pixels among them
-/// counted (see [`crate::outliers`]). Returns the counts and the mean of `f_new`
-/// (summed as [`mean_std`] sums).
+/// counted (see [`crate::outliers`]). Returns the counts and the mean and population
+/// std of `f_new` (one pass, shifted by the input's mean against cancellation).
 ///
 /// One branch-free pass replaces, sums and counts bad pixels per block of [`BLOCK`];
 /// only blocks with bad pixels are revisited to track runs.
 #[inline(always)]
 fn median_replace(
     f: &[f64],
-    m: &mut [f64],
+    m: &[f64],
     f_new: &mut [f64],
     counts: &mut [u64],
-) -> (OutlierStats, f64) {
-    medfilt3(f, m);
-    let (_, s) = residual_mean_std(m, f);
+    first: &FirstPass,
+) -> (OutlierStats, f64, f64) {
+    let s = first.d_std;
     // With s == 0, d == 0 everywhere: replacing would change nothing.
     let test = s > 0.0;
     let (lower, upper) = (-MEDIAN_LOWER_SIGMA * s, MEDIAN_UPPER_SIGMA * s);
-    let mut acc = [0.0f64; 4];
+    let shift = first.f_mean;
+    let (mut acc, mut acc2) = ([0.0f64; 4], [0.0f64; 4]);
     let mut pixel = |l: usize, fi: f64, mi: f64, ni: &mut f64, bad: &mut [u64; 4]| {
         let d = mi - fi;
         bad[l] += u64::from(is_bad_pixel(fi, d, lower, test));
         let replaced = test && !(d < upper && d > lower);
         let v = if replaced { mi } else { fi };
         *ni = v;
-        acc[l] += v;
+        let t = v - shift;
+        acc[l] += t;
+        acc2[l] += t * t;
     };
     let blocks = f
         .chunks(BLOCK)
@@ -604,7 +702,6 @@ fn median_replace(
         .zip(f_new.chunks_mut(BLOCK));
     for (((fb, mb), nb), count) in blocks.zip(counts.iter_mut()) {
         let mut bad = [0u64; 4];
-        // BLOCK is a multiple of 4: lane l is lane i % 4 of sum_pairs.
         let (fc, mc, mut nc) = (
             fb.chunks_exact(4),
             mb.chunks_exact(4),
@@ -632,31 +729,11 @@ fn median_replace(
             counter.push(is_bad_pixel(fi, mi - fi, lower, test));
         }
     }
-    let mean = ((acc[0] + acc[1]) + (acc[2] + acc[3])) / f.len() as f64;
-    (counter.finish(), mean)
-}
-
-/// `scipy.signal.medfilt(f, 3)`: 3-point running median, zero beyond both ends.
-/// `m` must be as long as `f`.
-#[inline(always)]
-pub fn medfilt3(f: &[f64], m: &mut [f64]) {
-    let n = f.len().min(m.len());
-    match n {
-        0 => {}
-        1 => m[0] = median3(0.0, f[0], 0.0),
-        _ => {
-            m[0] = median3(0.0, f[0], f[1]);
-            for (mi, w) in m[1..n - 1].iter_mut().zip(f.windows(3)) {
-                *mi = median3(w[0], w[1], w[2]);
-            }
-            m[n - 1] = median3(f[n - 2], f[n - 1], 0.0);
-        }
-    }
-}
-
-#[inline]
-fn median3(a: f64, b: f64, c: f64) -> f64 {
-    a.min(b).max(a.max(b).min(c))
+    let total = |s: [f64; 4]| (s[0] + s[1]) + (s[2] + s[3]);
+    let n = f.len() as f64;
+    let dev = total(acc) / n;
+    let var = (total(acc2) / n - dev * dev).max(0.0);
+    (counter.finish(), shift + dev, var.sqrt())
 }
 
 #[inline(always)]
@@ -693,18 +770,6 @@ pub fn mean_std(x: &[f64]) -> (f64, f64) {
     (mean, var.sqrt())
 }
 
-/// Mean and population std of `a - b` without storing the difference.
-#[inline(always)]
-fn residual_mean_std(a: &[f64], b: &[f64]) -> (f64, f64) {
-    let n = a.len() as f64;
-    let mean = sum_pairs(a, b, |x, y| x - y) / n;
-    let var = sum_pairs(a, b, |x, y| {
-        let d = x - y - mean;
-        d * d
-    }) / n;
-    (mean, var.sqrt())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -719,11 +784,21 @@ mod tests {
     }
 
     #[test]
-    fn medfilt3_zero_pads() {
-        let f = [5.0, 1.0, 9.0, 2.0];
-        let mut m = [0.0; 4];
-        medfilt3(&f, &mut m);
-        assert_eq!(m, [1.0, 5.0, 2.0, 2.0]);
+    fn median_pass_zero_pads_and_counts() {
+        let flux = [5.0f32, 1.0, 9.0, 2.0, -3.0, 4.0, 4.0];
+        let (mut f, mut m) = ([0.0; 7], [0.0; 7]);
+        let first = median_pass(&flux, &mut f, &mut m);
+        assert_eq!(m, [1.0, 5.0, 2.0, 2.0, 2.0, 4.0, 4.0]);
+        assert_eq!(f, flux.map(f64::from));
+        assert!(!first.non_finite);
+        let d: Vec<f64> = m.iter().zip(&f).map(|(m, f)| m - f).collect();
+        let mean = d.iter().sum::<f64>() / 7.0;
+        let var = d.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / 7.0;
+        assert!((first.d_std - var.sqrt()).abs() < 1e-12);
+        assert!((first.f_mean - 22.0 / 7.0).abs() < 1e-12);
+        let mut inf = flux;
+        inf[6] = f32::INFINITY;
+        assert!(median_pass(&inf, &mut f, &mut m).non_finite);
     }
 
     #[test]

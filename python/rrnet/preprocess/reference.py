@@ -217,7 +217,8 @@ def _normalize_arm(flux: np.ndarray, x: np.ndarray, max_iter: int) -> dict:
 
     # 2.3.2: standardise.
     f_mean, f_std = f.mean(), f.std()
-    if not (f_std > 0 and np.isfinite(f_std)):
+    # Constant (to roundoff: below 1e-10 of the mean) flux leaves nothing to fit.
+    if not (f_std > 1e-10 * abs(f_mean) and f_std > 0 and np.isfinite(f_std)):
         return {**result, "status": Status.DEGENERATE_ARM}
     fs = (f - f_mean) / f_std
     xs = (x - x.mean()) / x.std()
