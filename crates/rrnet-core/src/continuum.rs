@@ -248,10 +248,12 @@ const BOUND_TOL: f64 = 1e-12;
 /// Working buffers of one arm, reused across spectra (one per thread).
 #[derive(Debug, Clone, Default)]
 pub struct ArmScratch {
+    /// The flux after the median test.
     f: Vec<f64>,
+    /// Its 3-point median.
     m: Vec<f64>,
+    /// `f - shift`, clipped in place by the fit loop.
     fs: Vec<f64>,
-    p: Vec<f64>,
     /// Per block of [`BLOCK`] points: outside-point (or replaced-pixel) mask.
     mask: Vec<u64>,
     /// Per block: smallest and largest residual `p - fs` at its last evaluation.
@@ -264,7 +266,7 @@ pub struct ArmScratch {
 
 impl ArmScratch {
     fn resize(&mut self, n: usize) {
-        for buf in [&mut self.f, &mut self.m, &mut self.fs, &mut self.p] {
+        for buf in [&mut self.f, &mut self.m, &mut self.fs] {
             buf.resize(n, 0.0);
         }
         let nb = n.div_ceil(BLOCK);
@@ -364,25 +366,27 @@ fn normalize_arm_impl<const FMA: bool>(
         f,
         m,
         fs,
-        p,
         mask,
         r_lo,
         r_hi,
         slack,
     } = scratch;
-    let first = median_pass(flux, f, m);
+    let first = median_pass(flux, m);
     if first.non_finite {
         return Err(KernelError::NonFiniteFlux);
     }
-    // The replaced flux goes to `p` (a spare buffer), then becomes `f`.
-    let (outliers, f_mean, f_std) = median_replace(f, m, p, mask, &first);
-    report.outliers = outliers;
-    std::mem::swap(f, p);
-    if !is_spread(f_mean, f_std) {
+    // SPEC 2.3.2 standardises f before the fit. The fit is linear and the clipping
+    // decisions compare residuals with multiples of their own std, so both are the
+    // same on `f - shift` without the division: the loop works on fs = f - shift
+    // (shift = the input's mean, against cancellation) and the continuum is
+    // `p + shift`. The median test's pass also yields a = Q^T fs and |fs|^2.
+    let shift = first.f_mean;
+    let replaced = median_replace::<FMA>(flux, m, basis, shift, first.d_std, f, fs);
+    report.outliers = replaced.outliers;
+    if !is_spread(replaced.mean, replaced.std) {
         return Err(KernelError::DegenerateArm);
     }
-    // fs = (f - mean f) / std f, a = Q^T fs and |fs|^2 in one pass.
-    let (mut a, mut fs_sq) = standardize_project::<FMA>(f, f_mean, f_std, basis, fs);
+    let (mut a, mut fs_sq) = (replaced.a, replaced.fs_sq);
 
     // The residual r = p - fs of a least-squares fit with an intercept has mean 0
     // and is orthogonal to p, so std(r)^2 = (|fs|^2 - |a|^2) / n: O(1) per iteration
@@ -463,7 +467,7 @@ fn normalize_arm_impl<const FMA: bool>(
 
     // Output with the fit of the last iteration: p = poly(c, xs) everywhere.
     let mut mins = [f64::INFINITY; 4];
-    let continuum = |x: f64| horner::<FMA>(&c, x) * f_std + f_mean;
+    let continuum = |x: f64| horner::<FMA>(&c, x) + shift;
     // (array::from_fn is not always inlined here: plain lane loops instead)
     let mut oc = out.chunks_exact_mut(4);
     let (mut fc, mut xc) = (f.chunks_exact(4), xs.chunks_exact(4));
@@ -521,72 +525,6 @@ fn widen_slack(
     }
 }
 
-/// `fs = (f - mean) / std` into `fs`; returns `a = Q^T fs` and `|fs|^2` in one pass.
-///
-/// `a = R^-T m` from the moments `m_j = sum xs^j fs` (powers formed on the fly, so the
-/// pass reads only `f` and `xs`).
-#[inline(always)]
-fn standardize_project<const FMA: bool>(
-    f: &[f64],
-    mean: f64,
-    std: f64,
-    basis: &ArmBasis,
-    fs: &mut [f64],
-) -> ([f64; N_COEF], f64) {
-    let inv_std = 1.0 / std;
-    let madd = |a: f64, b: f64, c: f64| if FMA { a.mul_add(b, c) } else { a * b + c };
-    let mut acc = [[0.0f64; 4]; N_COEF];
-    let mut sq = [0.0f64; 4];
-    let xs = &basis.xs[..];
-    let n = f.len().min(fs.len()).min(xs.len());
-    let n4 = n / 4 * 4;
-    let (mut sc, mut fc, mut xc) = (
-        fs[..n4].chunks_exact_mut(4),
-        f[..n4].chunks_exact(4),
-        xs[..n4].chunks_exact(4),
-    );
-    for ((s, fv), x) in (&mut sc).zip(&mut fc).zip(&mut xc) {
-        let mut v = [0.0f64; 4];
-        let mut pw = [[0.0f64; 4]; N_COEF];
-        for l in 0..4 {
-            v[l] = (fv[l] - mean) * inv_std;
-            let x2 = x[l] * x[l];
-            let x4 = x2 * x2;
-            pw[0][l] = 1.0;
-            pw[1][l] = x[l];
-            pw[2][l] = x2;
-            pw[3][l] = x2 * x[l];
-            pw[4][l] = x4;
-            pw[5][l] = x4 * x[l];
-        }
-        s.copy_from_slice(&v);
-        for l in 0..4 {
-            sq[l] = madd(v[l], v[l], sq[l]);
-        }
-        for (acc_j, pw_j) in acc.iter_mut().zip(&pw) {
-            for l in 0..4 {
-                acc_j[l] = madd(pw_j[l], v[l], acc_j[l]);
-            }
-        }
-    }
-    for k in n4..n {
-        let l = k - n4;
-        let v = (f[k] - mean) * inv_std;
-        fs[k] = v;
-        sq[l] = madd(v, v, sq[l]);
-        let mut pj = 1.0;
-        for acc_j in acc.iter_mut() {
-            acc_j[l] = madd(pj, v, acc_j[l]);
-            pj *= xs[k];
-        }
-    }
-    let total = |s: [f64; 4]| (s[0] + s[1]) + (s[2] + s[3]);
-    let moments = acc.map(total);
-    // a_i = sum_j (R^-1)_{j i} m_j; R^-1 is upper triangular.
-    let a = std::array::from_fn(|i| (0..=i).map(|j| basis.r_inv[j][i] * moments[j]).sum());
-    (a, total(sq))
-}
-
 /// Whether an arm's (median-replaced) flux varies: a standard deviation that is
 /// zero, or below 1e-10 of the mean (roundoff of a constant; any real variation of
 /// float32 data is far larger), leaves nothing to fit.
@@ -604,42 +542,55 @@ struct FirstPass {
     d_std: f64,
 }
 
-/// First pass: `f` = the flux as f64, `m = medfilt(flux, 3)` (zero padding; the
-/// median of float32 values is one of them, so it is taken before widening), and
-/// the sums for the mean of `f` and the std of `d = m - f`.
+/// First pass: `m = medfilt(flux, 3)` (zero padding; the median of float32 values
+/// is one of them, so it is taken before widening), whether any value is not
+/// finite, and the sums for the mean of the flux and the std of `d = m - f`.
 #[inline(always)]
-fn median_pass(flux: &[f32], f: &mut [f64], m: &mut [f64]) -> FirstPass {
-    let n = flux.len().min(f.len()).min(m.len());
+fn median_pass(flux: &[f32], m: &mut [f64]) -> FirstPass {
+    let n = flux.len().min(m.len());
     assert!(n >= 2, "arms have at least N_COEF pixels");
-    let (flux, f, m) = (&flux[..n], &mut f[..n], &mut m[..n]);
+    let (flux, m) = (&flux[..n], &mut m[..n]);
     // Non-finite f32: all exponent bits set (an integer test, so that it vectorises).
     const EXP: u32 = 0x7f80_0000;
-    let mut bad = 0u32;
-    for (fi, &b) in f.iter_mut().zip(flux) {
-        bad |= u32::from(b.to_bits() & EXP == EXP);
-        *fi = f64::from(b);
-    }
-    m[0] = f64::from(median3_f32(0.0, flux[0], flux[1]));
-    m[n - 1] = f64::from(median3_f32(flux[n - 2], flux[n - 1], 0.0));
-    let triples = flux.iter().zip(&flux[1..]).zip(&flux[2..]);
-    for (mi, ((&a, &b), &c)) in m[1..n - 1].iter_mut().zip(triples) {
-        *mi = f64::from(median3_f32(a, b, c));
-    }
+    let is_bad = |v: f32| u32::from(v.to_bits() & EXP == EXP);
+    let mut bad = is_bad(flux[0]) | is_bad(flux[n - 1]);
     let mut sums = [[0.0f64; 4]; 3];
-    let (mut fc, mut mc) = (f.chunks_exact(4), m.chunks_exact(4));
-    for (fv, mv) in (&mut fc).zip(&mut mc) {
-        for l in 0..4 {
-            let d = mv[l] - fv[l];
-            sums[0][l] += fv[l];
-            sums[1][l] += d;
-            sums[2][l] += d * d;
-        }
-    }
-    for (l, (&fv, &mv)) in fc.remainder().iter().zip(mc.remainder()).enumerate() {
+    let mut add = |l: usize, fv: f64, mv: f64| {
         let d = mv - fv;
         sums[0][l] += fv;
         sums[1][l] += d;
         sums[2][l] += d * d;
+    };
+    m[0] = f64::from(median3_f32(0.0, flux[0], flux[1]));
+    m[n - 1] = f64::from(median3_f32(flux[n - 2], flux[n - 1], 0.0));
+    add(0, f64::from(flux[0]), m[0]);
+    add(1, f64::from(flux[n - 1]), m[n - 1]);
+    let (mut pc, mut cc, mut nc) = (
+        flux[..n - 2].chunks_exact(4),
+        flux[1..n - 1].chunks_exact(4),
+        flux[2..].chunks_exact(4),
+    );
+    let mut mc = m[1..n - 1].chunks_exact_mut(4);
+    for (((a, b), c), mo) in (&mut pc).zip(&mut cc).zip(&mut nc).zip(&mut mc) {
+        let mut mv = [0.0f64; 4];
+        for l in 0..4 {
+            bad |= is_bad(b[l]);
+            mv[l] = f64::from(median3_f32(a[l], b[l], c[l]));
+        }
+        mo.copy_from_slice(&mv);
+        for l in 0..4 {
+            add(l, f64::from(b[l]), mv[l]);
+        }
+    }
+    let rest = pc
+        .remainder()
+        .iter()
+        .zip(cc.remainder())
+        .zip(nc.remainder());
+    for (l, (((&a, &b), &c), mo)) in rest.zip(mc.into_remainder()).enumerate() {
+        bad |= is_bad(b);
+        *mo = f64::from(median3_f32(a, b, c));
+        add(l, f64::from(b), *mo);
     }
     let [s_f, s_d, s_dd] = sums.map(|s| (s[0] + s[1]) + (s[2] + s[3]));
     let n_f = n as f64;
@@ -665,75 +616,137 @@ fn median3_f32(a: f32, b: f32, c: f32) -> f32 {
     }
 }
 
-/// Median test of SPEC 2.3.1: the pixels it rejects replaced by the 3-point median
-/// into `f_new` (`f` keeps the input), and the *outlier* (bad) pixels among them
-/// counted (see [`crate::outliers`]). Returns the counts and the mean and population
-/// std of `f_new` (one pass, shifted by the input's mean against cancellation).
+/// What the median test's pass yields.
+struct Replaced {
+    outliers: OutlierStats,
+    /// Mean and population std of the replaced flux.
+    mean: f64,
+    std: f64,
+    /// `a = Q^T fs` and `|fs|^2` for `fs = f - shift`.
+    a: [f64; N_COEF],
+    fs_sq: f64,
+}
+
+/// Four-lane sums of `u^2` and `x^j u` (the moments of the projection; `j = 0`: the sum).
+#[derive(Default)]
+struct Sums {
+    sum_sq: [f64; 4],
+    moments: [[f64; 4]; N_COEF],
+}
+
+impl Sums {
+    /// Add four points (a lane each).
+    #[allow(clippy::needless_range_loop)] // lanes: the form the vectoriser needs
+    #[inline(always)]
+    fn add<const FMA: bool>(&mut self, x: &[f64], u: &[f64]) {
+        let madd = |a: f64, b: f64, c: f64| if FMA { a.mul_add(b, c) } else { a * b + c };
+        let mut pw = [[0.0f64; 4]; N_COEF];
+        for l in 0..4 {
+            let x2 = x[l] * x[l];
+            let x4 = x2 * x2;
+            pw[0][l] = 1.0;
+            pw[1][l] = x[l];
+            pw[2][l] = x2;
+            pw[3][l] = x2 * x[l];
+            pw[4][l] = x4;
+            pw[5][l] = x4 * x[l];
+        }
+        for l in 0..4 {
+            self.sum_sq[l] = madd(u[l], u[l], self.sum_sq[l]);
+        }
+        for (mom, pw_j) in self.moments.iter_mut().zip(&pw) {
+            for l in 0..4 {
+                mom[l] = madd(pw_j[l], u[l], mom[l]);
+            }
+        }
+    }
+}
+
+/// Median test of SPEC 2.3.1 (`s` = std of `d = m - f`): the pixels it rejects
+/// replaced by the 3-point median, giving `f`, and `fs = f - shift`; the *outlier*
+/// (bad) pixels among them counted (see [`crate::outliers`]); the sums of `fs`,
+/// `fs^2` and the moments `sum xs^j fs`, whence `a = Q^T fs = R^-T V^T fs`.
 ///
-/// One branch-free pass replaces, sums and counts bad pixels per block of [`BLOCK`];
-/// only blocks with bad pixels are revisited to track runs.
+/// One branch-free pass per block of [`BLOCK`]; only blocks with bad pixels are
+/// revisited to track runs.
+#[allow(clippy::too_many_arguments)] // one pass, many outputs
 #[inline(always)]
-fn median_replace(
-    f: &[f64],
+fn median_replace<const FMA: bool>(
+    flux: &[f32],
     m: &[f64],
-    f_new: &mut [f64],
-    counts: &mut [u64],
-    first: &FirstPass,
-) -> (OutlierStats, f64, f64) {
-    let s = first.d_std;
+    basis: &ArmBasis,
+    shift: f64,
+    s: f64,
+    f: &mut [f64],
+    fs: &mut [f64],
+) -> Replaced {
+    let n = flux.len();
+    let (m, xs) = (&m[..n], &basis.xs[..n]);
+    let (f, fs) = (&mut f[..n], &mut fs[..n]);
     // With s == 0, d == 0 everywhere: replacing would change nothing.
     let test = s > 0.0;
     let (lower, upper) = (-MEDIAN_LOWER_SIGMA * s, MEDIAN_UPPER_SIGMA * s);
-    let shift = first.f_mean;
-    let (mut acc, mut acc2) = ([0.0f64; 4], [0.0f64; 4]);
-    let mut pixel = |l: usize, fi: f64, mi: f64, ni: &mut f64, bad: &mut [u64; 4]| {
-        let d = mi - fi;
-        bad[l] += u64::from(is_bad_pixel(fi, d, lower, test));
-        let replaced = test && !(d < upper && d > lower);
-        let v = if replaced { mi } else { fi };
-        *ni = v;
-        let t = v - shift;
-        acc[l] += t;
-        acc2[l] += t * t;
-    };
-    let blocks = f
+    let mut acc = Sums::default();
+    let blocks = flux
         .chunks(BLOCK)
         .zip(m.chunks(BLOCK))
-        .zip(f_new.chunks_mut(BLOCK));
-    for (((fb, mb), nb), count) in blocks.zip(counts.iter_mut()) {
-        let mut bad = [0u64; 4];
-        let (fc, mc, mut nc) = (
-            fb.chunks_exact(4),
-            mb.chunks_exact(4),
-            nb.chunks_exact_mut(4),
-        );
-        let (fr, mr) = (fc.remainder(), mc.remainder());
-        for ((fc, mc), nc) in fc.zip(mc).zip(&mut nc) {
-            for l in 0..4 {
-                pixel(l, fc[l], mc[l], &mut nc[l], &mut bad);
-            }
-        }
-        let rest = fr.iter().zip(mr).zip(nc.into_remainder());
-        for (l, ((&fi, &mi), ni)) in rest.enumerate() {
-            pixel(l, fi, mi, ni, &mut bad);
-        }
-        *count = bad[0] + bad[1] + bad[2] + bad[3];
-    }
+        .zip(xs.chunks(BLOCK))
+        .zip(f.chunks_mut(BLOCK).zip(fs.chunks_mut(BLOCK)));
     let mut counter = RunCounter::default();
-    for ((fb, mb), &count) in f.chunks(BLOCK).zip(m.chunks(BLOCK)).zip(counts.iter()) {
-        if count == 0 {
-            counter.push(false); // a clean block ends any run
-            continue;
+    for (((fb, mb), xb), (ob, ub)) in blocks {
+        let mut bad = 0u64;
+        let (mut fc, mut mc) = (fb.chunks_exact(4), mb.chunks_exact(4));
+        let (mut oc, mut uc) = (ob.chunks_exact_mut(4), ub.chunks_exact_mut(4));
+        let quads = (&mut fc).zip(&mut mc).zip((&mut oc).zip(&mut uc));
+        for (k, ((fv, mv), (o, u))) in quads.enumerate() {
+            let mut bits = 0u64;
+            for l in 0..4 {
+                let fi = f64::from(fv[l]);
+                let d = mv[l] - fi;
+                bits |= u64::from(is_bad_pixel(fi, d, lower, test)) << l;
+                let replaced = test & !(d < upper && d > lower);
+                o[l] = if replaced { mv[l] } else { fi };
+                u[l] = o[l] - shift;
+            }
+            bad |= bits << (4 * k);
         }
-        for (&fi, &mi) in fb.iter().zip(mb) {
-            counter.push(is_bad_pixel(fi, mi - fi, lower, test));
+        let rest = fc.remainder().iter().zip(mc.remainder());
+        let rest_out = oc.into_remainder().iter_mut().zip(uc.into_remainder());
+        let start = fb.len() / 4 * 4;
+        for (i, ((&fv, &mv), (o, u))) in rest.zip(rest_out).enumerate() {
+            let fi = f64::from(fv);
+            let d = mv - fi;
+            bad |= u64::from(is_bad_pixel(fi, d, lower, test)) << (start + i);
+            let replaced = test & !(d < upper && d > lower);
+            *o = if replaced { mv } else { fi };
+            *u = *o - shift;
+        }
+        counter.push_block(bad, fb.len());
+        let (mut xc, mut uc) = (xb.chunks_exact(4), ub.chunks_exact(4));
+        for (x, u) in (&mut xc).zip(&mut uc) {
+            acc.add::<FMA>(x, u);
+        }
+        for (l, (&x, &u)) in xc.remainder().iter().zip(uc.remainder()).enumerate() {
+            let (mut xl, mut ul) = ([0.0; 4], [0.0; 4]);
+            (xl[l], ul[l]) = (x, u);
+            acc.add::<FMA>(&xl, &ul); // zero lanes add nothing
         }
     }
     let total = |s: [f64; 4]| (s[0] + s[1]) + (s[2] + s[3]);
-    let n = f.len() as f64;
-    let dev = total(acc) / n;
-    let var = (total(acc2) / n - dev * dev).max(0.0);
-    (counter.finish(), shift + dev, var.sqrt())
+    let n_f = n as f64;
+    let dev = total(acc.moments[0]) / n_f; // x^0 u
+    let fs_sq = total(acc.sum_sq);
+    let var = (fs_sq / n_f - dev * dev).max(0.0);
+    let moments = acc.moments.map(total);
+    // a_i = sum_j (R^-1)_{j i} m_j; R^-1 is upper triangular.
+    let a = std::array::from_fn(|i| (0..=i).map(|j| basis.r_inv[j][i] * moments[j]).sum());
+    Replaced {
+        outliers: counter.finish(),
+        mean: shift + dev,
+        std: var.sqrt(),
+        a,
+        fs_sq,
+    }
 }
 
 #[inline(always)]
@@ -786,19 +799,20 @@ mod tests {
     #[test]
     fn median_pass_zero_pads_and_counts() {
         let flux = [5.0f32, 1.0, 9.0, 2.0, -3.0, 4.0, 4.0];
-        let (mut f, mut m) = ([0.0; 7], [0.0; 7]);
-        let first = median_pass(&flux, &mut f, &mut m);
+        let mut m = [0.0; 7];
+        let first = median_pass(&flux, &mut m);
         assert_eq!(m, [1.0, 5.0, 2.0, 2.0, 2.0, 4.0, 4.0]);
-        assert_eq!(f, flux.map(f64::from));
         assert!(!first.non_finite);
-        let d: Vec<f64> = m.iter().zip(&f).map(|(m, f)| m - f).collect();
+        let d: Vec<f64> = m.iter().zip(flux).map(|(m, f)| m - f64::from(f)).collect();
         let mean = d.iter().sum::<f64>() / 7.0;
         let var = d.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / 7.0;
         assert!((first.d_std - var.sqrt()).abs() < 1e-12);
         assert!((first.f_mean - 22.0 / 7.0).abs() < 1e-12);
-        let mut inf = flux;
-        inf[6] = f32::INFINITY;
-        assert!(median_pass(&inf, &mut f, &mut m).non_finite);
+        for at in [0, 3, 6] {
+            let mut inf = flux;
+            inf[at] = f32::INFINITY;
+            assert!(median_pass(&inf, &mut m).non_finite);
+        }
     }
 
     #[test]
