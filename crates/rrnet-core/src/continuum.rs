@@ -627,6 +627,72 @@ struct Replaced {
     fs_sq: f64,
 }
 
+/// The median test on one block (at most 64 pixels): `o` = the flux with the
+/// rejected pixels replaced by their median `m`, `u = o - shift`; returns the bit
+/// mask of the bad pixels. The bounds are infinite when the test does not apply.
+#[inline(always)]
+fn replace_block(
+    flux: &[f32],
+    m: &[f64],
+    o: &mut [f64],
+    u: &mut [f64],
+    lower: f64,
+    upper: f64,
+    shift: f64,
+) -> u64 {
+    let mut bad = 0u64;
+    let pixels = flux.iter().zip(m).zip(o.iter_mut().zip(u.iter_mut()));
+    for (i, ((&fv, &mv), (oi, ui))) in pixels.enumerate() {
+        let fi = f64::from(fv);
+        let d = mv - fi;
+        bad |= u64::from(is_bad_pixel(fi, d, lower)) << i;
+        *oi = if (d >= upper) | (d <= lower) { mv } else { fi };
+        *ui = *oi - shift;
+    }
+    bad
+}
+
+/// [`replace_block`] with AVX2 vectors (the compiler does not vectorise the masks).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn replace_block_avx2(
+    flux: &[f32],
+    m: &[f64],
+    o: &mut [f64],
+    u: &mut [f64],
+    lower: f64,
+    upper: f64,
+    shift: f64,
+) -> u64 {
+    use std::arch::x86_64::*;
+    let n = flux.len().min(m.len()).min(o.len()).min(u.len()).min(64);
+    let n4 = n / 4 * 4;
+    let (lo, up, sh) = (
+        _mm256_set1_pd(lower),
+        _mm256_set1_pd(upper),
+        _mm256_set1_pd(shift),
+    );
+    let zero = _mm256_setzero_pd();
+    let mut bad = 0u64;
+    for i in (0..n4).step_by(4) {
+        // SAFETY: i + 4 <= n4 <= the length of every slice.
+        unsafe {
+            let fi = _mm256_cvtps_pd(_mm_loadu_ps(flux.as_ptr().add(i)));
+            let mv = _mm256_loadu_pd(m.as_ptr().add(i));
+            let d = _mm256_sub_pd(mv, fi);
+            let below = _mm256_cmp_pd::<_CMP_LE_OQ>(d, lo);
+            let above = _mm256_cmp_pd::<_CMP_GE_OQ>(d, up);
+            let dead = _mm256_cmp_pd::<_CMP_LE_OQ>(fi, zero);
+            bad |= (_mm256_movemask_pd(_mm256_or_pd(below, dead)) as u64) << i;
+            let oi = _mm256_blendv_pd(fi, mv, _mm256_or_pd(below, above));
+            _mm256_storeu_pd(o.as_mut_ptr().add(i), oi);
+            _mm256_storeu_pd(u.as_mut_ptr().add(i), _mm256_sub_pd(oi, sh));
+        }
+    }
+    let (o, u) = (&mut o[n4..n], &mut u[n4..n]);
+    bad | replace_block(&flux[n4..n], &m[n4..n], o, u, lower, upper, shift) << n4
+}
+
 /// Four-lane sums of `u^2` and `x^j u` (the moments of the projection; `j = 0`: the sum).
 #[derive(Default)]
 struct Sums {
@@ -683,9 +749,14 @@ fn median_replace<const FMA: bool>(
     let n = flux.len();
     let (m, xs) = (&m[..n], &basis.xs[..n]);
     let (f, fs) = (&mut f[..n], &mut fs[..n]);
-    // With s == 0, d == 0 everywhere: replacing would change nothing.
+    // With s == 0, d == 0 everywhere: replacing would change nothing, and no pixel
+    // is a spike (infinite bounds say both; d is finite).
     let test = s > 0.0;
-    let (lower, upper) = (-MEDIAN_LOWER_SIGMA * s, MEDIAN_UPPER_SIGMA * s);
+    let (lower, upper) = if test {
+        (-MEDIAN_LOWER_SIGMA * s, MEDIAN_UPPER_SIGMA * s)
+    } else {
+        (f64::NEG_INFINITY, f64::INFINITY)
+    };
     let mut acc = Sums::default();
     let blocks = flux
         .chunks(BLOCK)
@@ -694,33 +765,17 @@ fn median_replace<const FMA: bool>(
         .zip(f.chunks_mut(BLOCK).zip(fs.chunks_mut(BLOCK)));
     let mut counter = RunCounter::default();
     for (((fb, mb), xb), (ob, ub)) in blocks {
-        let mut bad = 0u64;
-        let (mut fc, mut mc) = (fb.chunks_exact(4), mb.chunks_exact(4));
-        let (mut oc, mut uc) = (ob.chunks_exact_mut(4), ub.chunks_exact_mut(4));
-        let quads = (&mut fc).zip(&mut mc).zip((&mut oc).zip(&mut uc));
-        for (k, ((fv, mv), (o, u))) in quads.enumerate() {
-            let mut bits = 0u64;
-            for l in 0..4 {
-                let fi = f64::from(fv[l]);
-                let d = mv[l] - fi;
-                bits |= u64::from(is_bad_pixel(fi, d, lower, test)) << l;
-                let replaced = test & !(d < upper && d > lower);
-                o[l] = if replaced { mv[l] } else { fi };
-                u[l] = o[l] - shift;
+        let bad = if FMA {
+            // SAFETY: FMA = true only in the AVX2+FMA build, on a CPU that has both.
+            #[cfg(target_arch = "x86_64")]
+            unsafe {
+                replace_block_avx2(fb, mb, ob, ub, lower, upper, shift)
             }
-            bad |= bits << (4 * k);
-        }
-        let rest = fc.remainder().iter().zip(mc.remainder());
-        let rest_out = oc.into_remainder().iter_mut().zip(uc.into_remainder());
-        let start = fb.len() / 4 * 4;
-        for (i, ((&fv, &mv), (o, u))) in rest.zip(rest_out).enumerate() {
-            let fi = f64::from(fv);
-            let d = mv - fi;
-            bad |= u64::from(is_bad_pixel(fi, d, lower, test)) << (start + i);
-            let replaced = test & !(d < upper && d > lower);
-            *o = if replaced { mv } else { fi };
-            *u = *o - shift;
-        }
+            #[cfg(not(target_arch = "x86_64"))]
+            replace_block(fb, mb, ob, ub, lower, upper, shift)
+        } else {
+            replace_block(fb, mb, ob, ub, lower, upper, shift)
+        };
         counter.push_block(bad, fb.len());
         let (mut xc, mut uc) = (xb.chunks_exact(4), ub.chunks_exact(4));
         for (x, u) in (&mut xc).zip(&mut uc) {

@@ -12,10 +12,11 @@
 //! on the real LAMOST file at S/N 90), so those are not counted as bad pixels.
 
 /// Whether a pixel of flux `f` with median residual `d = m - f` is a bad pixel,
-/// given the test's lower bound `lower = -4 s` and whether the test applies (`s > 0`).
+/// given the test's lower bound `lower = -4 s` (minus infinity where the test does
+/// not apply, `s = 0`). The AVX2 path of `continuum` computes the same two tests.
 #[inline(always)]
-pub fn is_bad_pixel(f: f64, d: f64, lower: f64, test: bool) -> bool {
-    (f <= 0.0) | (test & (d <= lower)) // no short-circuit: branch-free
+pub fn is_bad_pixel(f: f64, d: f64, lower: f64) -> bool {
+    (f <= 0.0) | (d <= lower) // no short-circuit: branch-free
 }
 
 /// Counts over one arm (or, combined, one spectrum).
