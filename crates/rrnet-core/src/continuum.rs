@@ -201,6 +201,52 @@ fn block_residuals<const FMA: bool>(
     range(res)
 }
 
+/// [`block_residuals`] with AVX2 vectors: Horner's rule with fused multiply-adds
+/// (as `horner::<true>`), the range kept in two vector accumulators.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn block_residuals_avx2(
+    xs: &[f64],
+    fs: &[f64],
+    c: &[f64; N_COEF],
+    res: &mut [f64; BLOCK],
+) -> (f64, f64) {
+    use std::arch::x86_64::*;
+    let n = xs.len().min(fs.len()).min(BLOCK);
+    if !n.is_multiple_of(4) {
+        return block_residuals::<true>(xs, fs, c, res);
+    }
+    let cv = c.map(|cj| _mm256_set1_pd(cj));
+    let mut lo = _mm256_set1_pd(f64::INFINITY);
+    let mut hi = _mm256_set1_pd(f64::NEG_INFINITY);
+    for i in (0..n).step_by(4) {
+        // SAFETY: i + 4 <= n <= the length of every slice.
+        unsafe {
+            let x = _mm256_loadu_pd(xs.as_ptr().add(i));
+            let mut p = _mm256_fmadd_pd(cv[5], x, cv[4]);
+            p = _mm256_fmadd_pd(p, x, cv[3]);
+            p = _mm256_fmadd_pd(p, x, cv[2]);
+            p = _mm256_fmadd_pd(p, x, cv[1]);
+            p = _mm256_fmadd_pd(p, x, cv[0]);
+            let r = _mm256_sub_pd(p, _mm256_loadu_pd(fs.as_ptr().add(i)));
+            _mm256_storeu_pd(res.as_mut_ptr().add(i), r);
+            lo = _mm256_min_pd(lo, r);
+            hi = _mm256_max_pd(hi, r);
+        }
+    }
+    res[n..].iter_mut().for_each(|r| *r = 0.0); // never read: clip_block masks them
+    let (mut l, mut h) = ([0.0f64; 4], [0.0f64; 4]);
+    // SAFETY: 4 f64 each.
+    unsafe {
+        _mm256_storeu_pd(l.as_mut_ptr(), lo);
+        _mm256_storeu_pd(h.as_mut_ptr(), hi);
+    }
+    (
+        l[0].min(l[1]).min(l[2].min(l[3])),
+        h[0].max(h[1]).max(h[2].max(h[3])),
+    )
+}
+
 /// Smallest and largest of 64 values, by a tree (independent lanes, no long chain).
 #[inline(always)]
 fn range(values: &[f64; BLOCK]) -> (f64, f64) {
@@ -427,7 +473,17 @@ fn normalize_arm_impl<const FMA: bool>(
                 mask[b] = 0; // provably no point outside
                 continue;
             }
-            let (mut lo, mut hi) = block_residuals::<FMA>(xb, fb, &c, &mut res);
+            let (mut lo, mut hi) = if FMA {
+                // SAFETY: FMA = true only in the AVX2+FMA build, on a CPU that has both.
+                #[cfg(target_arch = "x86_64")]
+                unsafe {
+                    block_residuals_avx2(xb, fb, &c, &mut res)
+                }
+                #[cfg(not(target_arch = "x86_64"))]
+                block_residuals::<FMA>(xb, fb, &c, &mut res)
+            } else {
+                block_residuals::<FMA>(xb, fb, &c, &mut res)
+            };
             mask[b] = 0;
             if !(lo > lower && hi < upper) {
                 // The points outside get fs = p below (residual 0): keep the range
