@@ -684,17 +684,18 @@ struct Replaced {
 }
 
 /// The median test on one block (at most 64 pixels): `o` = the flux with the
-/// rejected pixels replaced by their median `m`, `u = o - shift`; returns the bit
-/// mask of the bad pixels. The bounds are infinite when the test does not apply.
+/// rejected pixels replaced by their median `m`, `u = o - shift`, added to `acc`;
+/// returns the bit mask of the bad pixels. `bounds` = (lower, upper, shift); the
+/// bounds are infinite when the test does not apply.
 #[inline(always)]
-fn replace_block(
+fn replace_block<const FMA: bool>(
     flux: &[f32],
     m: &[f64],
+    xs: &[f64],
     o: &mut [f64],
     u: &mut [f64],
-    lower: f64,
-    upper: f64,
-    shift: f64,
+    (lower, upper, shift): (f64, f64, f64),
+    acc: &mut Sums,
 ) -> u64 {
     let mut bad = 0u64;
     let pixels = flux.iter().zip(m).zip(o.iter_mut().zip(u.iter_mut()));
@@ -705,6 +706,7 @@ fn replace_block(
         *oi = if (d >= upper) | (d <= lower) { mv } else { fi };
         *ui = *oi - shift;
     }
+    acc.add_block::<FMA>(xs, u);
     bad
 }
 
@@ -714,14 +716,20 @@ fn replace_block(
 fn replace_block_avx2(
     flux: &[f32],
     m: &[f64],
+    xs: &[f64],
     o: &mut [f64],
     u: &mut [f64],
-    lower: f64,
-    upper: f64,
-    shift: f64,
+    (lower, upper, shift): (f64, f64, f64),
+    acc: &mut Sums,
 ) -> u64 {
     use std::arch::x86_64::*;
-    let n = flux.len().min(m.len()).min(o.len()).min(u.len()).min(64);
+    let n = flux
+        .len()
+        .min(m.len())
+        .min(xs.len())
+        .min(o.len())
+        .min(u.len())
+        .min(64);
     let n4 = n / 4 * 4;
     let (lo, up, sh) = (
         _mm256_set1_pd(lower),
@@ -729,9 +737,13 @@ fn replace_block_avx2(
         _mm256_set1_pd(shift),
     );
     let zero = _mm256_setzero_pd();
+    // SAFETY (all loads and stores): i + 4 <= n4 <= the length of every slice; the
+    // accumulators are [f64; 4].
+    let load = |v: &[f64; 4]| unsafe { _mm256_loadu_pd(v.as_ptr()) };
+    let mut mom = acc.moments.each_ref().map(load);
+    let mut sq = load(&acc.sum_sq);
     let mut bad = 0u64;
     for i in (0..n4).step_by(4) {
-        // SAFETY: i + 4 <= n4 <= the length of every slice.
         unsafe {
             let fi = _mm256_cvtps_pd(_mm_loadu_ps(flux.as_ptr().add(i)));
             let mv = _mm256_loadu_pd(m.as_ptr().add(i));
@@ -741,12 +753,29 @@ fn replace_block_avx2(
             let dead = _mm256_cmp_pd::<_CMP_LE_OQ>(fi, zero);
             bad |= (_mm256_movemask_pd(_mm256_or_pd(below, dead)) as u64) << i;
             let oi = _mm256_blendv_pd(fi, mv, _mm256_or_pd(below, above));
+            let ui = _mm256_sub_pd(oi, sh);
             _mm256_storeu_pd(o.as_mut_ptr().add(i), oi);
-            _mm256_storeu_pd(u.as_mut_ptr().add(i), _mm256_sub_pd(oi, sh));
+            _mm256_storeu_pd(u.as_mut_ptr().add(i), ui);
+            // Moments sum x^j u and sum u^2.
+            let x = _mm256_loadu_pd(xs.as_ptr().add(i));
+            let x2 = _mm256_mul_pd(x, x);
+            let x4 = _mm256_mul_pd(x2, x2);
+            let powers = [x, x2, _mm256_mul_pd(x2, x), x4, _mm256_mul_pd(x4, x)];
+            mom[0] = _mm256_add_pd(mom[0], ui);
+            for (mj, pj) in mom[1..].iter_mut().zip(powers) {
+                *mj = _mm256_fmadd_pd(pj, ui, *mj);
+            }
+            sq = _mm256_fmadd_pd(ui, ui, sq);
         }
     }
+    for (dst, v) in acc.moments.iter_mut().zip(mom) {
+        unsafe { _mm256_storeu_pd(dst.as_mut_ptr(), v) };
+    }
+    unsafe { _mm256_storeu_pd(acc.sum_sq.as_mut_ptr(), sq) };
     let (o, u) = (&mut o[n4..n], &mut u[n4..n]);
-    bad | replace_block(&flux[n4..n], &m[n4..n], o, u, lower, upper, shift) << n4
+    let tail = (&flux[n4..n], &m[n4..n], &xs[n4..n]);
+    let bounds = (lower, upper, shift);
+    bad | replace_block::<true>(tail.0, tail.1, tail.2, o, u, bounds, acc) << n4
 }
 
 /// Four-lane sums of `u^2` and `x^j u` (the moments of the projection; `j = 0`: the sum).
@@ -757,6 +786,20 @@ struct Sums {
 }
 
 impl Sums {
+    /// Add the points of a block.
+    #[inline(always)]
+    fn add_block<const FMA: bool>(&mut self, xs: &[f64], u: &[f64]) {
+        let (mut xc, mut uc) = (xs.chunks_exact(4), u.chunks_exact(4));
+        for (x, u) in (&mut xc).zip(&mut uc) {
+            self.add::<FMA>(x, u);
+        }
+        for (l, (&x, &u)) in xc.remainder().iter().zip(uc.remainder()).enumerate() {
+            let (mut xl, mut ul) = ([0.0; 4], [0.0; 4]);
+            (xl[l], ul[l]) = (x, u);
+            self.add::<FMA>(&xl, &ul); // zero lanes add nothing
+        }
+    }
+
     /// Add four points (a lane each).
     #[allow(clippy::needless_range_loop)] // lanes: the form the vectoriser needs
     #[inline(always)]
@@ -825,23 +868,14 @@ fn median_replace<const FMA: bool>(
             // SAFETY: FMA = true only in the AVX2+FMA build, on a CPU that has both.
             #[cfg(target_arch = "x86_64")]
             unsafe {
-                replace_block_avx2(fb, mb, ob, ub, lower, upper, shift)
+                replace_block_avx2(fb, mb, xb, ob, ub, (lower, upper, shift), &mut acc)
             }
             #[cfg(not(target_arch = "x86_64"))]
-            replace_block(fb, mb, ob, ub, lower, upper, shift)
+            replace_block::<FMA>(fb, mb, xb, ob, ub, (lower, upper, shift), &mut acc)
         } else {
-            replace_block(fb, mb, ob, ub, lower, upper, shift)
+            replace_block::<FMA>(fb, mb, xb, ob, ub, (lower, upper, shift), &mut acc)
         };
         counter.push_block(bad, fb.len());
-        let (mut xc, mut uc) = (xb.chunks_exact(4), ub.chunks_exact(4));
-        for (x, u) in (&mut xc).zip(&mut uc) {
-            acc.add::<FMA>(x, u);
-        }
-        for (l, (&x, &u)) in xc.remainder().iter().zip(uc.remainder()).enumerate() {
-            let (mut xl, mut ul) = ([0.0; 4], [0.0; 4]);
-            (xl[l], ul[l]) = (x, u);
-            acc.add::<FMA>(&xl, &ul); // zero lanes add nothing
-        }
     }
     let total = |s: [f64; 4]| (s[0] + s[1]) + (s[2] + s[3]);
     let n_f = n as f64;
@@ -983,6 +1017,41 @@ mod tests {
         let (_, report) = run(&flux).unwrap();
         assert_eq!(report.outliers.count, 12);
         assert_eq!(report.outliers.max_run, 12);
+    }
+
+    #[test]
+    fn portable_build_agrees_with_the_dispatched_one() {
+        // normalize_arm dispatches to AVX2+FMA where the CPU has it; the portable
+        // path (other CPUs) must make the same decisions and agree to roundoff.
+        let grid = Arm::Red.grid();
+        let mut state = 12345u64;
+        let flux: Vec<f32> = grid
+            .iter()
+            .enumerate()
+            .map(|(i, w)| {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let noise = ((state >> 11) as f64 / (1u64 << 53) as f64 - 0.5) * 0.02;
+                let line = 0.4 * (-((w - 6563.0) / 1.5).powi(2)).exp();
+                let spike = if i % 997 == 5 { 3.0 } else { 0.0 };
+                ((1.0 + 1e-3 * (w - 6500.0)) * (1.0 - line + noise + spike)) as f32
+            })
+            .collect();
+        let basis = ArmBasis::for_arm(Arm::Red);
+        let (mut portable, mut dispatched) = (vec![0.0f32; flux.len()], vec![0.0f32; flux.len()]);
+        let mut report = ArmReport::default();
+        let mut scratch = ArmScratch::default();
+        scratch.resize(flux.len());
+        normalize_arm_impl::<false>(&flux, basis, 100, &mut scratch, &mut portable, &mut report)
+            .unwrap();
+        let (fast, result) = normalize_arm(&flux, basis, 100, &mut scratch, &mut dispatched);
+        result.unwrap();
+        assert_eq!(report, fast);
+        assert!(report.iterations > 2 && report.outliers.count >= 3);
+        for (a, b) in portable.iter().zip(&dispatched) {
+            assert!((a - b).abs() <= 1e-6 * a.abs(), "{a} {b}");
+        }
     }
 
     #[test]
