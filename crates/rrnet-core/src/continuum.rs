@@ -201,50 +201,83 @@ fn block_residuals<const FMA: bool>(
     range(res)
 }
 
-/// [`block_residuals`] with AVX2 vectors: Horner's rule with fused multiply-adds
-/// (as `horner::<true>`), the range kept in two vector accumulators.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn block_residuals_avx2(
+/// Evaluate one block of the clipping loop: the bit mask of its points with NOT
+/// (`lower < r < upper`), `r = poly(c, xs) - fs`, and the range of the residuals
+/// the block will hold once those points are replaced by the fit (residual 0), so
+/// that it need not be evaluated again.
+#[inline(always)]
+fn eval_block<const FMA: bool>(
     xs: &[f64],
     fs: &[f64],
     c: &[f64; N_COEF],
-    res: &mut [f64; BLOCK],
-) -> (f64, f64) {
+    lower: f64,
+    upper: f64,
+) -> (u64, f64, f64) {
+    let mut res = [0.0f64; BLOCK];
+    let (lo, hi) = block_residuals::<FMA>(xs, fs, c, &mut res);
+    if lo > lower && hi < upper {
+        (0, lo, hi)
+    } else {
+        clip_block(&res, xs.len().min(fs.len()), lower, upper)
+    }
+}
+
+/// [`eval_block`] with AVX2 vectors: Horner's rule with fused multiply-adds (as
+/// `horner::<true>`), masks by movemask, the range in vector accumulators.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn eval_block_avx2(
+    xs: &[f64],
+    fs: &[f64],
+    c: &[f64; N_COEF],
+    lower: f64,
+    upper: f64,
+) -> (u64, f64, f64) {
     use std::arch::x86_64::*;
     let n = xs.len().min(fs.len()).min(BLOCK);
     if !n.is_multiple_of(4) {
-        return block_residuals::<true>(xs, fs, c, res);
+        return eval_block::<true>(xs, fs, c, lower, upper);
     }
     let cv = c.map(|cj| _mm256_set1_pd(cj));
+    let (lo_b, up_b) = (_mm256_set1_pd(lower), _mm256_set1_pd(upper));
     let mut lo = _mm256_set1_pd(f64::INFINITY);
     let mut hi = _mm256_set1_pd(f64::NEG_INFINITY);
+    let mut mask = 0u64;
     for i in (0..n).step_by(4) {
-        // SAFETY: i + 4 <= n <= the length of every slice.
-        unsafe {
-            let x = _mm256_loadu_pd(xs.as_ptr().add(i));
-            let mut p = _mm256_fmadd_pd(cv[5], x, cv[4]);
-            p = _mm256_fmadd_pd(p, x, cv[3]);
-            p = _mm256_fmadd_pd(p, x, cv[2]);
-            p = _mm256_fmadd_pd(p, x, cv[1]);
-            p = _mm256_fmadd_pd(p, x, cv[0]);
-            let r = _mm256_sub_pd(p, _mm256_loadu_pd(fs.as_ptr().add(i)));
-            _mm256_storeu_pd(res.as_mut_ptr().add(i), r);
-            lo = _mm256_min_pd(lo, r);
-            hi = _mm256_max_pd(hi, r);
-        }
+        // SAFETY: i + 4 <= n <= the length of both slices.
+        let (x, f) = unsafe {
+            (
+                _mm256_loadu_pd(xs.as_ptr().add(i)),
+                _mm256_loadu_pd(fs.as_ptr().add(i)),
+            )
+        };
+        let mut p = _mm256_fmadd_pd(cv[5], x, cv[4]);
+        p = _mm256_fmadd_pd(p, x, cv[3]);
+        p = _mm256_fmadd_pd(p, x, cv[2]);
+        p = _mm256_fmadd_pd(p, x, cv[1]);
+        p = _mm256_fmadd_pd(p, x, cv[0]);
+        let r = _mm256_sub_pd(p, f);
+        // NOT (r > lower and r < upper), true for NaN as in the scalar test.
+        let outside = _mm256_or_pd(
+            _mm256_cmp_pd::<_CMP_NGT_UQ>(r, lo_b),
+            _mm256_cmp_pd::<_CMP_NLT_UQ>(r, up_b),
+        );
+        mask |= (_mm256_movemask_pd(outside) as u64) << i;
+        let kept = _mm256_andnot_pd(outside, r); // 0 where the point is replaced
+        lo = _mm256_min_pd(lo, kept);
+        hi = _mm256_max_pd(hi, kept);
     }
-    res[n..].iter_mut().for_each(|r| *r = 0.0); // never read: clip_block masks them
     let (mut l, mut h) = ([0.0f64; 4], [0.0f64; 4]);
     // SAFETY: 4 f64 each.
     unsafe {
         _mm256_storeu_pd(l.as_mut_ptr(), lo);
         _mm256_storeu_pd(h.as_mut_ptr(), hi);
     }
-    (
+    let range = (
         l[0].min(l[1]).min(l[2].min(l[3])),
         h[0].max(h[1]).max(h[2].max(h[3])),
-    )
+    );
+    (mask, range.0, range.1)
 }
 
 /// Smallest and largest of 64 values, by a tree (independent lanes, no long chain).
@@ -417,7 +450,7 @@ fn normalize_arm_impl<const FMA: bool>(
         r_hi,
         slack,
     } = scratch;
-    let first = median_pass(flux, m);
+    let first = median_pass::<FMA>(flux, m);
     if first.non_finite {
         return Err(KernelError::NonFiniteFlux);
     }
@@ -467,29 +500,23 @@ fn normalize_arm_impl<const FMA: bool>(
         let (lower, upper) = (-FIT_LOWER_SIGMA * g, FIT_UPPER_SIGMA * g);
         let tol = BOUND_TOL * (upper - lower);
         let mut total = 0;
-        let mut res = [0.0f64; BLOCK];
         for (b, (xb, fb)) in xs.chunks(BLOCK).zip(fs.chunks(BLOCK)).enumerate() {
             if r_hi[b] + slack[b] + tol < upper && r_lo[b] - slack[b] - tol > lower {
                 mask[b] = 0; // provably no point outside
                 continue;
             }
-            let (mut lo, mut hi) = if FMA {
+            let (lo, hi);
+            (mask[b], lo, hi) = if FMA {
                 // SAFETY: FMA = true only in the AVX2+FMA build, on a CPU that has both.
                 #[cfg(target_arch = "x86_64")]
                 unsafe {
-                    block_residuals_avx2(xb, fb, &c, &mut res)
+                    eval_block_avx2(xb, fb, &c, lower, upper)
                 }
                 #[cfg(not(target_arch = "x86_64"))]
-                block_residuals::<FMA>(xb, fb, &c, &mut res)
+                eval_block::<FMA>(xb, fb, &c, lower, upper)
             } else {
-                block_residuals::<FMA>(xb, fb, &c, &mut res)
+                eval_block::<FMA>(xb, fb, &c, lower, upper)
             };
-            mask[b] = 0;
-            if !(lo > lower && hi < upper) {
-                // The points outside get fs = p below (residual 0): keep the range
-                // of what the block will hold, so it need not be evaluated again.
-                (mask[b], lo, hi) = clip_block(&res, xb.len(), lower, upper);
-            }
             (r_lo[b], r_hi[b]) = (lo, hi);
             slack[b] = BOUND_TOL * (size + lo.abs().max(hi.abs()));
             total += mask[b].count_ones();
@@ -602,51 +629,27 @@ struct FirstPass {
 /// is one of them, so it is taken before widening), whether any value is not
 /// finite, and the sums for the mean of the flux and the std of `d = m - f`.
 #[inline(always)]
-fn median_pass(flux: &[f32], m: &mut [f64]) -> FirstPass {
+fn median_pass<const FMA: bool>(flux: &[f32], m: &mut [f64]) -> FirstPass {
     let n = flux.len().min(m.len());
     assert!(n >= 2, "arms have at least N_COEF pixels");
     let (flux, m) = (&flux[..n], &mut m[..n]);
-    // Non-finite f32: all exponent bits set (an integer test, so that it vectorises).
-    const EXP: u32 = 0x7f80_0000;
-    let is_bad = |v: f32| u32::from(v.to_bits() & EXP == EXP);
-    let mut bad = is_bad(flux[0]) | is_bad(flux[n - 1]);
     let mut sums = [[0.0f64; 4]; 3];
-    let mut add = |l: usize, fv: f64, mv: f64| {
-        let d = mv - fv;
-        sums[0][l] += fv;
-        sums[1][l] += d;
-        sums[2][l] += d * d;
-    };
+    let mut bad = is_non_finite(flux[0]) | is_non_finite(flux[n - 1]);
     m[0] = f64::from(median3_f32(0.0, flux[0], flux[1]));
     m[n - 1] = f64::from(median3_f32(flux[n - 2], flux[n - 1], 0.0));
-    add(0, f64::from(flux[0]), m[0]);
-    add(1, f64::from(flux[n - 1]), m[n - 1]);
-    let (mut pc, mut cc, mut nc) = (
-        flux[..n - 2].chunks_exact(4),
-        flux[1..n - 1].chunks_exact(4),
-        flux[2..].chunks_exact(4),
-    );
-    let mut mc = m[1..n - 1].chunks_exact_mut(4);
-    for (((a, b), c), mo) in (&mut pc).zip(&mut cc).zip(&mut nc).zip(&mut mc) {
-        let mut mv = [0.0f64; 4];
-        for l in 0..4 {
-            bad |= is_bad(b[l]);
-            mv[l] = f64::from(median3_f32(a[l], b[l], c[l]));
-        }
-        mo.copy_from_slice(&mv);
-        for l in 0..4 {
-            add(l, f64::from(b[l]), mv[l]);
-        }
+    add_median_sums(&mut sums, 0, f64::from(flux[0]), m[0]);
+    add_median_sums(&mut sums, 1, f64::from(flux[n - 1]), m[n - 1]);
+    // Interior points 1..n-1; the AVX2 build takes them 8 at a time first.
+    let mut start = 1;
+    #[cfg(target_arch = "x86_64")]
+    if FMA {
+        // SAFETY: FMA = true only in the AVX2+FMA build, on a CPU that has both.
+        start = unsafe { median_interior_avx2(flux, m, &mut sums, &mut bad) };
     }
-    let rest = pc
-        .remainder()
-        .iter()
-        .zip(cc.remainder())
-        .zip(nc.remainder());
-    for (l, (((&a, &b), &c), mo)) in rest.zip(mc.into_remainder()).enumerate() {
-        bad |= is_bad(b);
-        *mo = f64::from(median3_f32(a, b, c));
-        add(l, f64::from(b), *mo);
+    for i in start..n - 1 {
+        bad |= is_non_finite(flux[i]);
+        m[i] = f64::from(median3_f32(flux[i - 1], flux[i], flux[i + 1]));
+        add_median_sums(&mut sums, i % 4, f64::from(flux[i]), m[i]);
     }
     let [s_f, s_d, s_dd] = sums.map(|s| (s[0] + s[1]) + (s[2] + s[3]));
     let n_f = n as f64;
@@ -658,6 +661,74 @@ fn median_pass(flux: &[f32], m: &mut [f64]) -> FirstPass {
         f_mean: s_f / n_f,
         d_std: d_var.sqrt(),
     }
+}
+
+/// Non-finite f32: all exponent bits set (an integer test).
+#[inline(always)]
+fn is_non_finite(v: f32) -> u32 {
+    const EXP: u32 = 0x7f80_0000;
+    u32::from(v.to_bits() & EXP == EXP)
+}
+
+/// Add a pixel (flux `f`, median `m`) to lane `l` of the sums of `f`, `d`, `d^2`.
+#[inline(always)]
+fn add_median_sums(sums: &mut [[f64; 4]; 3], l: usize, f: f64, m: f64) {
+    let d = m - f;
+    sums[0][l] += f;
+    sums[1][l] += d;
+    sums[2][l] += d * d;
+}
+
+/// The interior points `1..1 + 8 k` of [`median_pass`] with AVX2 vectors (the
+/// median of 8 float32 at once); returns where the scalar loop goes on.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn median_interior_avx2(
+    flux: &[f32],
+    m: &mut [f64],
+    sums: &mut [[f64; 4]; 3],
+    bad: &mut u32,
+) -> usize {
+    use std::arch::x86_64::*;
+    let n = flux.len().min(m.len());
+    let end = 1 + n.saturating_sub(2) / 8 * 8; // exclusive; i + 8 < n for every group
+    let exp = _mm256_set1_epi32(0x7f80_0000);
+    // SAFETY (all loads and stores): for i < end, i - 1 >= 0 and i + 9 <= end + 1 <= n.
+    let load = |v: &[f64; 4]| unsafe { _mm256_loadu_pd(v.as_ptr()) };
+    let mut acc = sums.each_ref().map(load);
+    let mut not_finite = 0;
+    for i in (1..end).step_by(8) {
+        unsafe {
+            let a = _mm256_loadu_ps(flux.as_ptr().add(i - 1));
+            let b = _mm256_loadu_ps(flux.as_ptr().add(i));
+            let c = _mm256_loadu_ps(flux.as_ptr().add(i + 1));
+            let bits = _mm256_and_si256(_mm256_castps_si256(b), exp);
+            not_finite |= _mm256_movemask_epi8(_mm256_cmpeq_epi32(bits, exp));
+            let med = _mm256_max_ps(_mm256_min_ps(a, b), _mm256_min_ps(_mm256_max_ps(a, b), c));
+            for (half, (fv, mv)) in [
+                (_mm256_castps256_ps128(b), _mm256_castps256_ps128(med)),
+                (
+                    _mm256_extractf128_ps::<1>(b),
+                    _mm256_extractf128_ps::<1>(med),
+                ),
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                let (f, mm) = (_mm256_cvtps_pd(fv), _mm256_cvtps_pd(mv));
+                _mm256_storeu_pd(m.as_mut_ptr().add(i + 4 * half), mm);
+                let d = _mm256_sub_pd(mm, f);
+                acc[0] = _mm256_add_pd(acc[0], f);
+                acc[1] = _mm256_add_pd(acc[1], d);
+                acc[2] = _mm256_fmadd_pd(d, d, acc[2]);
+            }
+        }
+    }
+    for (dst, v) in sums.iter_mut().zip(acc) {
+        unsafe { _mm256_storeu_pd(dst.as_mut_ptr(), v) };
+    }
+    *bad |= u32::from(not_finite != 0);
+    end
 }
 
 /// Median of three finite values.
@@ -945,7 +1016,7 @@ mod tests {
     fn median_pass_zero_pads_and_counts() {
         let flux = [5.0f32, 1.0, 9.0, 2.0, -3.0, 4.0, 4.0];
         let mut m = [0.0; 7];
-        let first = median_pass(&flux, &mut m);
+        let first = median_pass::<false>(&flux, &mut m);
         assert_eq!(m, [1.0, 5.0, 2.0, 2.0, 2.0, 4.0, 4.0]);
         assert!(!first.non_finite);
         let d: Vec<f64> = m.iter().zip(flux).map(|(m, f)| m - f64::from(f)).collect();
@@ -956,7 +1027,7 @@ mod tests {
         for at in [0, 3, 6] {
             let mut inf = flux;
             inf[at] = f32::INFINITY;
-            assert!(median_pass(&inf, &mut m).non_finite);
+            assert!(median_pass::<false>(&inf, &mut m).non_finite);
         }
     }
 
