@@ -8,20 +8,18 @@
 //!    until none is outside or `max_iter` fits were made.
 //! 4. Output `f / (p * std f + mean f)`.
 //!
-//! Speed: the grid is fixed, so an orthonormal basis `Q` (n x 6, `V = Q R` for the
-//! Vandermonde matrix `V` of `xs`) is computed once per arm; the fit is `p = Q a`
-//! with `a = Q^T fs`. Clipping changes `fs` at few points `k`, so `a` is updated
-//! incrementally, `a += Q[k, :] * (p_k - fs_k)`, instead of refitting; `p` is
-//! evaluated by Horner's rule from the monomial coefficients `R^-1 a` in one fused
-//! pass that also tracks the range of the residuals.
-//!
-//! The projection `a = Q^T fs` is made from the moments `sum xs^j fs` as
-//! `a = R^-T V^T fs` (the powers computed on the fly, no pass over `Q`); means and
-//! standard deviations are one-pass (shifted) sums fused into the passes that need
-//! them. Results agree with the two-pass, `Q`-based arithmetic of the NumPy
-//! reference to roundoff (about 1e-15 relative); only a threshold tie can flip a
-//! decision, and the reference reports its margins so that tests can see ties.
-//! On x86-64 with AVX2 and FMA the polynomial is evaluated with fused multiply-adds.
+//! Speed (docs/preprocessing.md, "How the Rust fit is fast"): the grid is fixed, so
+//! an orthonormal basis `Q` (n x 6, `V = Q R` for the Vandermonde matrix `V` of
+//! `xs`) is computed once per arm; the fit is `p = Q a`. The loop works on
+//! `fs = f - shift` instead of the standardised flux (the same decisions; the
+//! continuum is `p + shift`), `a = R^-T V^T fs` comes from moments accumulated in
+//! the median test's pass, clipping updates `a` incrementally (`a += Q[k, :] *
+//! (p_k - fs_k)`), and blocks of 64 points that provably have no point outside
+//! the bounds are skipped. Means and standard deviations are one-pass (shifted)
+//! sums. On x86-64 with AVX2 and FMA the passes and the block evaluation use AVX2
+//! vectors and fused multiply-adds; elsewhere the portable code runs. Results agree
+//! with the NumPy reference to roundoff; only a threshold tie can flip a decision,
+//! and the reference reports its margins so that tests can see ties.
 
 use std::sync::OnceLock;
 
@@ -428,9 +426,9 @@ fn normalize_arm_avx2(
 /// The clipping loop evaluates the fit block by block, and skips a block when it
 /// can prove that none of its points is outside the bounds: each block keeps the
 /// range of its residuals at its last evaluation and a bound on how far they may
-/// have moved since (`sum_j |c_j - c'_j| max |xs|^j` per iteration, plus roundoff
-/// with a wide margin). The decisions are exactly those of a full pass; `p` is
-/// evaluated everywhere once, at the end, with the last coefficients.
+/// have moved since (`sum_j |a_j - a'_j| max |Q[:, j]|` per iteration, plus
+/// roundoff with a wide margin). The decisions are exactly those of a full pass;
+/// `p` is evaluated everywhere once, at the end, with the last coefficients.
 #[inline(always)]
 fn normalize_arm_impl<const FMA: bool>(
     flux: &[f32],
