@@ -55,6 +55,21 @@ def test_comparison_runs_and_trains_each_network_once(tmp_path: Path) -> None:
     mae = (pred["Logg"] - pred["Logg_true"]).abs().mean()
     starnet = tables["test"].filter(pl.col("model") == "StarNet")
     assert abs(starnet["Logg"][0] - mae) < 1e-6
+    # Started again (as after a kill), finished networks are not trained again...
+    again = run_comparison(
+        flux, labels, split, NAMES, tmp_path, settings=settings, variants=variants,
+        train=counting_train, log=lambda _: None,
+    )  # fmt: skip
+    assert len(calls) == 2
+    assert again["test"].equals(tables["test"]) and again["valid"].equals(tables["valid"])
+    # ...but other settings make them stale.
+    other = TrainSettings(members=1, epochs=2, batch_size=16, device="cpu", compile=False,
+                          amp=False)  # fmt: skip
+    run_comparison(
+        flux, labels, split, NAMES, tmp_path, settings=other, variants=variants[:1],
+        train=counting_train, log=lambda _: None,
+    )  # fmt: skip
+    assert len(calls) == 3
 
 
 def test_compare_cli_rejects_unknown_variants(tmp_path: Path, capsys) -> None:

@@ -6,11 +6,17 @@ MAE per label gives the architecture comparison (RRNet, ResNet, StarNet, StarNet
 validation-set MAE the N_r / N_s ablation, as in the paper. The training function is
 a parameter (default :func:`rrnet.training.train_arrays`), so the driver can be run
 with any trainer that returns per-member state_dicts and normalisation statistics.
+
+A run takes about an hour on 2 cores, so each finished network's MAE rows are kept in
+``OUT/done/<network>.json`` and the tables are rewritten after every network: a run
+killed and started again with the same arguments trains only what is missing (the
+network in progress at the kill starts afresh).
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -121,34 +127,79 @@ def run_comparison(
         variants or [*architecture_variants(len(names)), *ablation_variants(len(names))]
     )
     rows: dict[str, list[dict[str, Any]]] = {"test": [], "valid": []}
-    trained: dict[ModelConfig, tuple[Any, float]] = {}
-    for variant in variants:
+    done: dict[ModelConfig, dict[str, Any]] = {}  # N_r=3 / N_s=40 / RRNet: one network
+    for i, variant in enumerate(variants, 1):
         config = replace(variant.config, num_labels=len(names), n_pixels=flux.shape[1])
-        if config not in trained:  # N_r=3 / N_s=40 / RRNet are the same network
-            log(f"compare: training {variant.name} ({config.net}, {config.mode})")
-            t0 = time.perf_counter()
-            result = train(
-                flux,
-                labels,
-                split,
-                label_names=names,
-                model_config=config,
-                settings=settings,
-                out=out / "checkpoints" / variant.name.replace("=", ""),
-                progress=False,
-            )
-            trained[config] = (result, time.perf_counter() - t0)
-        result, seconds = trained[config]
-        test = mae(np.asarray(result.test_mean), labels[split.test])
-        valid = mae(ensemble_mean(result, config, names, flux[split.valid]), labels[split.valid])
-        for key, values in (("test", test), ("valid", valid)):
+        if config not in done:
+            done[config] = _train_or_resume(
+                variant, config, flux, labels, split, names, out, settings, train, log,
+                f"{i}/{len(variants)}",
+            )  # fmt: skip
+        for key in ("test", "valid"):
             row = {"model": variant.name, "experiment": variant.experiment}
-            row |= {n: float(v) for n, v in zip(names, values, strict=True)}
-            row["train_s"] = seconds
+            row |= {n: done[config][key][n] for n in names}
+            row["train_s"] = done[config]["train_s"]
             rows[key].append(row)
-    tables = {k: pl.DataFrame(v) for k, v in rows.items()}
-    _write_outputs(out, tables, names, settings, len(flux), split)
+        tables = {k: pl.DataFrame(v) for k, v in rows.items()}
+        _write_outputs(out, tables, names, settings, len(flux), split)
     return tables
+
+
+def _train_or_resume(
+    variant: Variant,
+    config: ModelConfig,
+    flux: np.ndarray,
+    labels: np.ndarray,
+    split: Any,
+    names: list[str],
+    out: Path,
+    settings: Any,
+    train: TrainFn,
+    log: Callable[[str], None],
+    position: str,
+) -> dict[str, Any]:
+    """Test and valid MAE (by label) and training seconds of one network: read from
+    ``out/done`` when an earlier run with the same network, labels, settings and
+    spectra finished it, else trained now and recorded there."""
+    fingerprint = {
+        "config": json.dumps(config.to_dict(), sort_keys=True),
+        "labels": names,
+        "settings": {k: str(v) for k, v in vars(settings).items()},
+        "spectra": [int(flux.shape[0]), len(split.train), len(split.valid), len(split.test)],
+    }
+    record = out / "done" / f"{variant.name.replace('=', '')}.json"
+    if record.exists():
+        saved = json.loads(record.read_text())
+        if saved.get("fingerprint") == fingerprint:
+            log(f"compare: {position} {variant.name} already trained ({record})")
+            return saved
+    log(f"compare: {position} training {variant.name} ({config.net}, {config.mode})")
+    checkpoint = out / "checkpoints" / variant.name.replace("=", "")
+    shutil.rmtree(checkpoint, ignore_errors=True)  # unfinished or stale: start afresh
+    t0 = time.perf_counter()
+    result = train(
+        flux,
+        labels,
+        split,
+        label_names=names,
+        model_config=config,
+        settings=settings,
+        out=checkpoint,
+        progress=False,
+    )
+    seconds = time.perf_counter() - t0
+    test = mae(np.asarray(result.test_mean), labels[split.test])
+    valid = mae(ensemble_mean(result, config, names, flux[split.valid]), labels[split.valid])
+    saved = {
+        "fingerprint": fingerprint,
+        "test": {n: float(v) for n, v in zip(names, test, strict=True)},
+        "valid": {n: float(v) for n, v in zip(names, valid, strict=True)},
+        "train_s": seconds,
+    }
+    record.parent.mkdir(parents=True, exist_ok=True)
+    write_text(record, json.dumps(saved, indent=1) + "\n")
+    log(f"compare: {variant.name} trained in {seconds:.0f} s")
+    return saved
 
 
 def _write_outputs(out: Path, tables, names, settings, n_spectra: int, split) -> None:
