@@ -77,3 +77,6 @@ def test_compare_cli_rejects_unknown_variants(tmp_path: Path, capsys) -> None:
     assert main([*args, "--variants", "RRNet,LeNet"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("rrnet-eval: error: unknown variant(s) LeNet") and err.count("\n") == 1
+    assert main([*args, "--batch-size", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("rrnet-eval: error: --batch-size must be >= 1") and err.count("\n") == 1

@@ -175,6 +175,12 @@ def build_compare_parser() -> argparse.ArgumentParser:
     p.add_argument("--members", type=int, default=2, help="ensemble members (paper 6)")
     p.add_argument("--epochs", type=int, default=8, help="epochs (paper 30)")
     p.add_argument("--lr-step", type=int, default=4, help="StepLR step (paper 10)")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=256,
+        help="batch size (paper 256; a few thousand spectra want ~32 for enough steps)",
+    )
     p.add_argument("--augment-from", type=int, default=3, help="first noisy epoch (paper 6)")
     p.add_argument("--max-stars", type=int, default=1500, help="random subset of stars")
     p.add_argument("--seed", type=int, default=0, help="split, subset and init seed")
@@ -202,7 +208,7 @@ def _main_compare(argv: list[str]) -> int:
         args = build_compare_parser().parse_args(argv)
         names = {"SP": SP_LABELS, "CA": CA_LABELS, "all": ALL_LABELS}[args.group]
         variants = _select_variants(args.variants, len(names))
-        for flag in ("members", "epochs", "lr_step", "augment_from", "max_stars"):
+        for flag in ("members", "epochs", "lr_step", "batch_size", "augment_from", "max_stars"):
             if getattr(args, flag) < 1:
                 raise UsageError(f"--{flag.replace('_', '-')} must be >= 1")
         if not args.store.is_dir():
@@ -227,6 +233,7 @@ def _main_compare(argv: list[str]) -> int:
         members=args.members,
         epochs=args.epochs,
         lr_step=args.lr_step,
+        batch_size=args.batch_size,
         augment_from=args.augment_from,
         seed=args.seed,
         device="auto",
