@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from rrnet.atomic import atomic_path, write_text
+from rrnet.atomic import atomic_path, read_json, write_text
 
 
 def test_success_replaces_and_leaves_no_temporary(tmp_path) -> None:
@@ -27,3 +29,14 @@ def test_failure_keeps_the_previous_version(tmp_path) -> None:
         raise RuntimeError("killed mid-write")
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]
+
+
+def test_read_json_is_none_unless_a_readable_document(tmp_path: Path) -> None:
+    path = tmp_path / "run.json"
+    assert read_json(path) is None  # missing
+    path.write_text('{"a": [1, 2')  # truncated
+    assert read_json(path) is None
+    path.write_bytes(b"\xff\xfe\x00")  # not UTF-8
+    assert read_json(path) is None
+    write_text(path, '{"a": [1, 2]}')
+    assert read_json(path) == {"a": [1, 2]}

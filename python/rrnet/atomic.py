@@ -8,10 +8,12 @@ half-written file, and a run killed mid-write leaves the previous version in pla
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 
 @contextlib.contextmanager
@@ -49,3 +51,15 @@ def write_bytes(path: str | os.PathLike[str], data: bytes, *, fsync: bool = Fals
 def write_text(path: str | os.PathLike[str], text: str, *, fsync: bool = False) -> Path:
     """Write UTF-8 text atomically and return the path."""
     return write_bytes(path, text.encode("utf-8"), fsync=fsync)
+
+
+def read_json(path: str | os.PathLike[str]) -> Any:
+    """The JSON document at ``path``, or None where there is none that can be read.
+
+    What a resumable run checks its earlier record with (a missing, unreadable or
+    foreign file is never the same run).
+    """
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from rrnet.atomic import write_text
+from rrnet.atomic import read_json, write_text
 from rrnet.evaluation.report import markdown_table
 from rrnet.models import ModelConfig
 from rrnet.plots.comparison import plot_mae_bars
@@ -168,11 +168,10 @@ def _train_or_resume(
         "spectra": [int(flux.shape[0]), len(split.train), len(split.valid), len(split.test)],
     }
     record = out / "done" / f"{variant.name.replace('=', '')}.json"
-    if record.exists():
-        saved = json.loads(record.read_text())
-        if saved.get("fingerprint") == fingerprint:
-            log(f"compare: {position} {variant.name} already trained ({record})")
-            return saved
+    saved = read_json(record)
+    if isinstance(saved, dict) and saved.get("fingerprint") == fingerprint:
+        log(f"compare: {position} {variant.name} already trained ({record})")
+        return saved
     log(f"compare: {position} training {variant.name} ({config.net}, {config.mode})")
     checkpoint = out / "checkpoints" / variant.name.replace("=", "")
     shutil.rmtree(checkpoint, ignore_errors=True)  # unfinished or stale: start afresh

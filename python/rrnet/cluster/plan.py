@@ -17,6 +17,7 @@ from typing import Any
 
 import polars as pl
 
+from rrnet.atomic import read_json
 from rrnet.inference.writers import atomic_target
 
 PLAN_FORMAT = "rrnet-run-plan"
@@ -65,11 +66,7 @@ def write_plan(path: Path, shards: list[Shard], identity: dict[str, Any]) -> Non
     """Write the plan once (atomically); on resume, refuse a plan of another run."""
     plan = {"format": PLAN_FORMAT, "run": identity, "shards": [asdict(s) for s in shards]}
     if path.exists():
-        try:
-            old = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
-            old = None
-        if old != plan:
+        if read_json(path) != plan:
             raise PlanError(
                 f"cannot resume: {path} was written by a run with other inputs, models or "
                 "settings (use --overwrite to start again)"

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from rrnet.atomic import read_json, write_text
 from rrnet.inference import quality
 from rrnet.inference.columns import CATALOGUE_COLUMNS, SPEC_LABELS, schema
 from rrnet.inference.models import (
@@ -297,13 +298,9 @@ def _prepare(out: Path, run: dict[str, Any], resume: bool, overwrite: bool) -> s
         out.unlink(missing_ok=True)
     if not work.exists():
         work.mkdir(parents=True)
-        (work / "run.json").write_text(json.dumps(run, indent=1, sort_keys=True))
+        write_text(work / "run.json", json.dumps(run, indent=1, sort_keys=True))
         return set()
-    try:
-        old = json.loads((work / "run.json").read_text())
-    except (OSError, json.JSONDecodeError):
-        old = None
-    if old != run:
+    if read_json(work / "run.json") != run:
         raise InferError(
             f"cannot resume {out}: {work} was written by a run with other inputs, models "
             "or settings (use --overwrite to start again)"
