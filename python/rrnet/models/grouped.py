@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rrnet.models.config import STARNET_POOL, ModelConfig
-from rrnet.models.stacked import StateDict, _stack
+from rrnet.models.stacked import StateDict, _head, _register_head, _register_rnn, _stack
 from rrnet.models.stacked import _rnn as _rnn_out_of_place
 
 
@@ -99,10 +99,7 @@ class GroupedMembers(nn.Module):
         self.conv_batch = conv_batch
         sds = state_dicts
         if config.mode != "raw":
-            self.register_buffer("rnn_w_ih", _stack(sds, "rnn.weight_ih_l0"))
-            self.register_buffer("rnn_w_hh", _stack(sds, "rnn.weight_hh_l0"))
-            bias = _stack(sds, "rnn.bias_ih_l0") + _stack(sds, "rnn.bias_hh_l0")
-            self.register_buffer("rnn_b", bias.unsqueeze(1))
+            _register_rnn(self, sds)
         if config.net == "rrnet":
             widths = (1, *config.channels)
             for i in range(len(config.channels)):
@@ -124,14 +121,7 @@ class GroupedMembers(nn.Module):
             self.register_buffer("conv2_w", _grouped(sds, "conv2.0"))
             self.register_buffer("conv2_b", _stack(sds, "conv2.0.bias").flatten())
         # Features reach the head in the networks' own flatten order, [C, T] or [T, C].
-        self.register_buffer("fc1_w", _stack(sds, "fc1.0.weight").transpose(1, 2).contiguous())
-        self.register_buffer("fc1_b", _stack(sds, "fc1.0.bias").unsqueeze(1))
-        self.register_buffer("fc2_w", _stack(sds, "fc2.0.weight").transpose(1, 2).contiguous())
-        self.register_buffer("fc2_b", _stack(sds, "fc2.0.bias").unsqueeze(1))
-        out_w = torch.cat((_stack(sds, "mu.weight"), _stack(sds, "sigma.0.weight")), dim=1)
-        out_b = torch.cat((_stack(sds, "mu.bias"), _stack(sds, "sigma.0.bias")), dim=1)
-        self.register_buffer("out_w", out_w.transpose(1, 2).contiguous())
-        self.register_buffer("out_b", out_b.unsqueeze(1))
+        _register_head(self, sds, _stack(sds, "fc1.0.weight"))
 
     # Forward -------------------------------------------------------------------------
     def _recurrent(self, x: torch.Tensor) -> torch.Tensor:
@@ -188,8 +178,4 @@ class GroupedMembers(nn.Module):
             self._features_into(flat[:, i : i + step], h[i : i + step])
         if cfg.mode == "post-RNN":
             flat = self._recurrent(flat)
-        h1 = torch.relu(torch.baddbmm(self.fc1_b, flat, self.fc1_w))
-        h2 = torch.relu(torch.baddbmm(self.fc2_b, h1, self.fc2_w))
-        out = torch.baddbmm(self.out_b, h2, self.out_w)
-        n = cfg.num_labels
-        return out[..., :n], F.softplus(out[..., n:])
+        return _head(self, flat)

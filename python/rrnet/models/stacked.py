@@ -54,6 +54,42 @@ def _conv(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, k: int) -> torch.Te
     return y.view(w.shape[0], bsz, t, w.shape[-1])
 
 
+def _register_rnn(module: nn.Module, state_dicts: Sequence[StateDict]) -> None:
+    """The members' sub-band RNN as buffers ``rnn_w_ih``, ``rnn_w_hh`` and ``rnn_b``
+    (both biases summed, ``[M, 1, H]``)."""
+    module.register_buffer("rnn_w_ih", _stack(state_dicts, "rnn.weight_ih_l0"))
+    module.register_buffer("rnn_w_hh", _stack(state_dicts, "rnn.weight_hh_l0"))
+    bias = _stack(state_dicts, "rnn.bias_ih_l0") + _stack(state_dicts, "rnn.bias_hh_l0")
+    module.register_buffer("rnn_b", bias.unsqueeze(1))
+
+
+def _register_head(
+    module: nn.Module, state_dicts: Sequence[StateDict], fc1_weight: torch.Tensor
+) -> None:
+    """The members' head as batched-matmul buffers: fc1 (``fc1_weight`` ``[M, H1, F]``,
+    its columns already in the module's feature order), fc2, and mu and sigma as one
+    output layer."""
+    sds = state_dicts
+    module.register_buffer("fc1_w", fc1_weight.transpose(1, 2).contiguous())
+    module.register_buffer("fc1_b", _stack(sds, "fc1.0.bias").unsqueeze(1))
+    module.register_buffer("fc2_w", _stack(sds, "fc2.0.weight").transpose(1, 2).contiguous())
+    module.register_buffer("fc2_b", _stack(sds, "fc2.0.bias").unsqueeze(1))
+    out_w = torch.cat((_stack(sds, "mu.weight"), _stack(sds, "sigma.0.weight")), dim=1)
+    out_b = torch.cat((_stack(sds, "mu.bias"), _stack(sds, "sigma.0.bias")), dim=1)
+    module.register_buffer("out_w", out_w.transpose(1, 2).contiguous())
+    module.register_buffer("out_b", out_b.unsqueeze(1))
+
+
+def _head(module: nn.Module, flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Features ``[M, B, F]`` -> ``(mu, var)``, each ``[M, B, L]``, through the buffers of
+    :func:`_register_head`."""
+    h1 = torch.relu(torch.baddbmm(module.fc1_b, flat, module.fc1_w))
+    h2 = torch.relu(torch.baddbmm(module.fc2_b, h1, module.fc2_w))
+    out = torch.baddbmm(module.out_b, h2, module.out_w)
+    n = module.config.num_labels
+    return out[..., :n], F.softplus(out[..., n:])
+
+
 def _rnn(
     seq: torch.Tensor, w_ih: torch.Tensor, w_hh: torch.Tensor, bias: torch.Tensor
 ) -> torch.Tensor:
@@ -91,7 +127,7 @@ class StackedMembers(nn.Module):
         self._convs: list[tuple[str, int]] = []  # (buffer prefix, kernel size)
         sds = state_dicts
         if config.mode != "raw":
-            self._add_rnn(sds)
+            _register_rnn(self, sds)
         if config.net == "rrnet":
             widths = (1, *config.channels)
             for i in range(len(config.channels)):
@@ -111,12 +147,6 @@ class StackedMembers(nn.Module):
         self.register_buffer(f"{name}_w", w)
         self.register_buffer(f"{name}_b", b)
 
-    def _add_rnn(self, sds: Sequence[StateDict]) -> None:
-        self.register_buffer("rnn_w_ih", _stack(sds, "rnn.weight_ih_l0"))
-        self.register_buffer("rnn_w_hh", _stack(sds, "rnn.weight_hh_l0"))
-        bias = _stack(sds, "rnn.bias_ih_l0") + _stack(sds, "rnn.bias_hh_l0")
-        self.register_buffer("rnn_b", bias.unsqueeze(1))
-
     def _add_head(self, sds: Sequence[StateDict]) -> None:
         cfg = self.config
         w1 = _stack(sds, "fc1.0.weight")  # [M, H1, F]
@@ -125,14 +155,7 @@ class StackedMembers(nn.Module):
             m, h1, _ = w1.shape
             w1 = w1.view(m, h1, cfg.conv_channels, cfg.conv_length).transpose(2, 3)
             w1 = w1.reshape(m, h1, cfg.conv_features)
-        self.register_buffer("fc1_w", w1.transpose(1, 2).contiguous())
-        self.register_buffer("fc1_b", _stack(sds, "fc1.0.bias").unsqueeze(1))
-        self.register_buffer("fc2_w", _stack(sds, "fc2.0.weight").transpose(1, 2).contiguous())
-        self.register_buffer("fc2_b", _stack(sds, "fc2.0.bias").unsqueeze(1))
-        out_w = torch.cat((_stack(sds, "mu.weight"), _stack(sds, "sigma.0.weight")), dim=1)
-        out_b = torch.cat((_stack(sds, "mu.bias"), _stack(sds, "sigma.0.bias")), dim=1)
-        self.register_buffer("out_w", out_w.transpose(1, 2).contiguous())
-        self.register_buffer("out_b", out_b.unsqueeze(1))
+        _register_head(self, sds, w1)
 
     # Forward -------------------------------------------------------------------------
     def _c(self, name: str, x: torch.Tensor, k: int = 3) -> torch.Tensor:
@@ -172,8 +195,4 @@ class StackedMembers(nn.Module):
         flat = feats.reshape(m, bsz, -1)  # [T, C] order == the networks' permute(0, 2, 1)
         if cfg.mode == "post-RNN":
             flat = self._recurrent(flat)
-        h1 = torch.relu(torch.baddbmm(self.fc1_b, flat, self.fc1_w))
-        h2 = torch.relu(torch.baddbmm(self.fc2_b, h1, self.fc2_w))
-        out = torch.baddbmm(self.out_b, h2, self.out_w)
-        n = cfg.num_labels
-        return out[..., :n], F.softplus(out[..., n:])
+        return _head(self, flat)
