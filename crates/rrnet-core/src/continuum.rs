@@ -638,12 +638,15 @@ fn median_pass<const FMA: bool>(flux: &[f32], m: &mut [f64]) -> FirstPass {
     add_median_sums(&mut sums, 0, f64::from(flux[0]), m[0]);
     add_median_sums(&mut sums, 1, f64::from(flux[n - 1]), m[n - 1]);
     // Interior points 1..n-1; the AVX2 build takes them 8 at a time first.
-    let mut start = 1;
     #[cfg(target_arch = "x86_64")]
-    if FMA {
+    let start = if FMA {
         // SAFETY: FMA = true only in the AVX2+FMA build, on a CPU that has both.
-        start = unsafe { median_interior_avx2(flux, m, &mut sums, &mut bad) };
-    }
+        unsafe { median_interior_avx2(flux, m, &mut sums, &mut bad) }
+    } else {
+        1
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let start = 1;
     for i in start..n - 1 {
         bad |= is_non_finite(flux[i]);
         m[i] = f64::from(median3_f32(flux[i - 1], flux[i], flux[i + 1]));
