@@ -2,7 +2,7 @@
 
 Baseline (measured in the same run): the original's way, i.e. each member as its own
 eager ``nn.Module``, one after the other, over batches of 128 spectra. Candidate:
-:class:`rrnet.ensemble.Ensemble` (all members in one call; on CPU the grouped-convolution
+:class:`rrnet.models.ensemble.Ensemble` (all members in one call; on CPU the grouped-convolution
 network of :mod:`rrnet.models.grouped`). Both include the clip + standardisation of the
 flux. Runs alternate so that a busy machine slows both alike; the median of the repeats
 is reported, in wall-clock time and in process CPU time (less sensitive to other jobs).
@@ -23,8 +23,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "python"))
 
-from rrnet.ensemble import Ensemble, ensemble_moments
 from rrnet.models import ModelConfig, Normalization, build_model
+from rrnet.models.ensemble import Ensemble, ensemble_moments
 
 
 def main() -> int:
@@ -77,7 +77,7 @@ def main() -> int:
         f"  ({cpu_ms['loop']:.2f} CPU-ms/spectrum)"
     )
     print(
-        f"  batched ensemble (rrnet.ensemble):   {rate['batched']:8.1f} spectra/s"
+        f"  batched ensemble (rrnet.models.ensemble):   {rate['batched']:8.1f} spectra/s"
         f"  ({cpu_ms['batched']:.2f} CPU-ms/spectrum)"
     )
     print(f"  ratio batched / loop: {rate['batched'] / rate['loop']:.2f}x  (target >= 3x)")

@@ -57,8 +57,8 @@ def make_data(root: Path, n_rows: int) -> tuple[Path, Path]:
 
 
 def make_checkpoint(path: Path, labels: tuple[str, ...], members: int, tiny: bool, fp: dict):
-    from rrnet.checkpoint import save_checkpoint
     from rrnet.models import ModelConfig, build_model
+    from rrnet.models.checkpoint import save_checkpoint
 
     torch.manual_seed(len(labels))
     kw = dict(mode="raw", channels=(2,), hidden=(8, 8)) if tiny else {}

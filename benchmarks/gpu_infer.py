@@ -30,9 +30,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "python"))
 
-from rrnet.ensemble import Ensemble, ensemble_moments
 from rrnet.labels import CA_LABELS, SP_LABELS
 from rrnet.models import ModelConfig, Normalization, build_model
+from rrnet.models.ensemble import Ensemble, ensemble_moments
 
 
 def _sync(device: torch.device) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from rrnet.atomic import atomic_path, read_json, write_text
+from rrnet.utils.atomic import atomic_path, read_json, write_text
 
 
 def test_success_replaces_and_leaves_no_temporary(tmp_path) -> None:

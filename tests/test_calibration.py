@@ -19,8 +19,8 @@ from rrnet.evaluation.calibration import (
     sigma_scale,
     write_recalibration,
 )
+from rrnet.evaluation.evaluate import EvalOptions, evaluate
 from rrnet.evaluation.metrics import metrics_table
-from rrnet.evaluation.run import EvalOptions, evaluate
 from rrnet.evaluation.toy import toy_tables
 from rrnet.io import write_table
 
@@ -119,7 +119,7 @@ def test_test_rows_never_influence_the_factor(tmp_path: Path) -> None:
 
 
 def test_split_keys_reads_the_training_split_file(tmp_path: Path) -> None:
-    from rrnet.evaluation.checkpoint import split_keys
+    from rrnet.models.checkpoint import split_keys
 
     pl.DataFrame(
         {"row": [0, 1, 2, 3], "gaia": [7, 7, 8, 9], "split": ["train", "train", "valid", "test"]}

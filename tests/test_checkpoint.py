@@ -9,14 +9,14 @@ import pytest
 import safetensors.torch
 import torch
 
-from rrnet.checkpoint import (
+from rrnet.models import ModelConfig, StateDictMismatch, build_model
+from rrnet.models.checkpoint import (
     CheckpointError,
     checkpoint_hash,
     load_checkpoint,
     member_file,
     save_checkpoint,
 )
-from rrnet.models import ModelConfig, StateDictMismatch, build_model
 
 CONFIG = ModelConfig(channels=(2, 4), n_pixels=160, n_subbands=4, hidden=(8, 8), num_labels=2)
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from _rrnet_helpers import FIXTURES
-from rrnet.ensemble import Ensemble, ensemble_moments, standardize_flux
 from rrnet.models import MODES, ModelConfig, Normalization, build_model
+from rrnet.models.ensemble import Ensemble, ensemble_moments, standardize_flux
 from rrnet.models.grouped import GroupedMembers
 from rrnet.models.stacked import StackedMembers
 

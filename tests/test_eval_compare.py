@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 
 from rrnet.cli.eval import main
-from rrnet.compare import ablation_variants, architecture_variants, run_comparison
+from rrnet.evaluation.compare import ablation_variants, architecture_variants, run_comparison
 from rrnet.training import TrainSettings, split_by_star, train_arrays
 from rrnet.training.toy import toy_spectra
 

@@ -14,13 +14,13 @@ import polars as pl
 import pytest
 import torch
 
-from rrnet.checkpoint import save_checkpoint
-from rrnet.ensemble import Ensemble
 from rrnet.inference import InferError, QualityBit, infer, read_catalogue, run_inference
 from rrnet.inference.per_star import per_star_table
 from rrnet.inference.provenance import FingerprintMismatch
 from rrnet.labels import ALL_LABELS, CA_LABELS, SP_LABELS
 from rrnet.models import ModelConfig, build_model
+from rrnet.models.checkpoint import save_checkpoint
+from rrnet.models.ensemble import Ensemble
 from rrnet.preprocess.pipeline import preprocess_catalog
 from rrnet.store import open_store
 
@@ -168,7 +168,7 @@ def test_flag_is_quality_bits_zero_and_snr_bit(catalogue: pl.DataFrame) -> None:
 
 
 def test_provenance(world: dict) -> None:
-    from rrnet.checkpoint import checkpoint_hash
+    from rrnet.models.checkpoint import checkpoint_hash
 
     out = world["root"] / "prov" / "cat.parquet"
     infer([world["sp"], world["ca"]], store=world["store"], out=out, device="cpu")

@@ -13,9 +13,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-import rrnet.inference.run as run_module
+import rrnet.inference.streaming as run_module
 from rrnet.inference import InferError, read_catalogue, run_inference
-from rrnet.inference.run import parts_dir
+from rrnet.inference.streaming import parts_dir
 from test_infer import REAL_FILE, build_world, input_catalogue
 
 

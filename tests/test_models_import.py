@@ -12,9 +12,9 @@ import torch
 
 from _rrnet_helpers import FIXTURES, LABEL_CONFIG
 from rrnet.cli.import_original import main
-from rrnet.ensemble import Ensemble
 from rrnet.labels import CA_LABELS, SP_LABELS
 from rrnet.models import ModelConfig, build_model, load_original, load_original_ensemble
+from rrnet.models.ensemble import Ensemble
 
 torch.set_num_threads(2)
 FIXTURE_SP = FIXTURES / "RRNet_post-RNN_3.weight_best.pkl"

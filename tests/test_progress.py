@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from rrnet.progress import Progress
+from rrnet.utils.progress import Progress
 
 
 def test_plain_lines_at_the_interval_and_at_the_end(capsys) -> None:

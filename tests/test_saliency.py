@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from rrnet.evaluation.saliency import average_gradient, ensemble_forward, select_by_teff
 from rrnet.plots.saliency import air_to_vacuum
-from rrnet.saliency import average_gradient, ensemble_forward, select_by_teff
 
 
 def _known_pixels(x: torch.Tensor) -> torch.Tensor:

@@ -10,11 +10,11 @@ import polars as pl
 import pytest
 import torch
 
-from rrnet.checkpoint import load_checkpoint, save_checkpoint
 from rrnet.cli.eval import main
-from rrnet.evaluation.saliency_run import compute_saliency, store_rows
+from rrnet.evaluation.saliency_figures import compute_saliency, store_rows
 from rrnet.io import write_table
 from rrnet.models import ModelConfig, build_model
+from rrnet.models.checkpoint import load_checkpoint, save_checkpoint
 from rrnet.store import STORE_FORMAT, STORE_FORMAT_VERSION
 
 SP = ("Teff[K]", "Logg", "FeH")

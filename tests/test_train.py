@@ -11,9 +11,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from rrnet.ensemble import Ensemble
 from rrnet.models import ModelConfig, build_model
-from rrnet.ood import ood_score, scorer_for_checkpoint
+from rrnet.models.ensemble import Ensemble
+from rrnet.models.ood import ood_score, scorer_for_checkpoint
 from rrnet.training import CheckpointComplete, TrainSettings, split_by_star, train_arrays
 from rrnet.training.toy import TOY_LABELS, toy_spectra
 

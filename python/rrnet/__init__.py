@@ -20,7 +20,7 @@ _LAZY = {
     "preprocess_catalog": "rrnet.preprocess.pipeline",
     "train_ensemble": "rrnet.training.api",
     "infer": "rrnet.inference",
-    "Ensemble": "rrnet.ensemble",
+    "Ensemble": "rrnet.models.ensemble",
     "load_original": "rrnet.models",
     "load_original_ensemble": "rrnet.models",
 }

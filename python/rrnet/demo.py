@@ -41,7 +41,7 @@ def run_demo(
     fresh: bool = False,
 ) -> dict[str, Path]:
     """Run synth -> preprocess -> train -> infer -> eval under ``out``; return the outputs."""
-    from rrnet.evaluation.run import EvalOptions, evaluate
+    from rrnet.evaluation.evaluate import EvalOptions, evaluate
     from rrnet.inference import infer
     from rrnet.preprocess.pipeline import preprocess_catalog
     from rrnet.synth.dataset import make_dataset

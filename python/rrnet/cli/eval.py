@@ -112,9 +112,9 @@ def _check(args: argparse.Namespace) -> str | None:
 
 
 def _main_eval(argv: list[str]) -> int:
-    from rrnet.checkpoint import CheckpointError
-    from rrnet.evaluation.run import EvalOptions, evaluate
+    from rrnet.evaluation.evaluate import EvalOptions, evaluate
     from rrnet.evaluation.sample import SampleError
+    from rrnet.models.checkpoint import CheckpointError
     from rrnet.store import StoreError
 
     try:
@@ -188,7 +188,7 @@ def build_compare_parser() -> argparse.ArgumentParser:
 
 
 def _select_variants(spec: str, n_labels: int):
-    from rrnet.compare import ablation_variants, architecture_variants
+    from rrnet.evaluation.compare import ablation_variants, architecture_variants
 
     arch, abl = architecture_variants(n_labels), ablation_variants(n_labels)
     if spec in ("all", "architectures", "ablation"):
@@ -219,7 +219,7 @@ def _main_compare(argv: list[str]) -> int:
         return usage_error(PROG, exc)
     except SystemExit as exc:  # --help
         return int(exc.code or 0)
-    from rrnet.compare import load_reference_set, run_comparison
+    from rrnet.evaluation.compare import load_reference_set, run_comparison
     from rrnet.store import StoreError
     from rrnet.training import TrainSettings, split_by_star
 

@@ -15,7 +15,7 @@ from rrnet.cli._args import (
     usage_error,
 )
 from rrnet.inference.provenance import FingerprintMismatch
-from rrnet.inference.run import DEFAULT_CHUNK_ROWS, InferError, run_inference
+from rrnet.inference.streaming import DEFAULT_CHUNK_ROWS, InferError, run_inference
 from rrnet.inference.writers import FORMATS
 
 PROG = "rrnet-infer"

@@ -21,7 +21,7 @@ PROG = "rrnet-run"
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface (also used to document it)."""
-    from rrnet.cluster.run import DEFAULT_SHARD_SIZE
+    from rrnet.cluster.driver import DEFAULT_SHARD_SIZE
 
     p = OneLineParser(prog=PROG, description=__doc__)
     p.add_argument("catalog", help="input catalogue (CSV/Parquet/FITS)")
@@ -70,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format=f"{PROG}: %(message)s")
     try:
         from rrnet.cluster.config import ClusterConfigError, job_script, load_settings
-        from rrnet.cluster.run import RunError, run_cluster
+        from rrnet.cluster.driver import RunError, run_cluster
     except ImportError as exc:  # dask is an optional extra
         print(f"{PROG}: error: {exc}; install rrnet[cluster]", file=sys.stderr)
         return 2

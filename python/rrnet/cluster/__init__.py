@@ -10,8 +10,8 @@ Importing this package does not import Dask; running does.
 from __future__ import annotations
 
 from rrnet.cluster.config import ClusterConfigError, ClusterSettings, connect, load_settings
+from rrnet.cluster.driver import DEFAULT_SHARD_SIZE, RunError, report_path, run_cluster, run_dir
 from rrnet.cluster.plan import Shard, plan_shards
-from rrnet.cluster.run import DEFAULT_SHARD_SIZE, RunError, report_path, run_cluster, run_dir
 
 __all__ = [
     "DEFAULT_SHARD_SIZE",

@@ -17,8 +17,8 @@ from typing import Any
 
 import polars as pl
 
-from rrnet.atomic import read_json
 from rrnet.inference.writers import atomic_target
+from rrnet.utils.atomic import read_json
 
 PLAN_FORMAT = "rrnet-run-plan"
 

@@ -99,7 +99,7 @@ def _note_attempt(job: ShardJob) -> None:
 
 def run_shard(job: ShardJob) -> dict[str, Any]:
     """Compute one shard's catalogue rows into its part file; return counts and timings."""
-    from rrnet.inference.run import Chunk, catalogue_chunk
+    from rrnet.inference.streaming import Chunk, catalogue_chunk
     from rrnet.inference.writers import write_part
     from rrnet.preprocess.pipeline import iter_preprocessed
 

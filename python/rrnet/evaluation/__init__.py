@@ -3,7 +3,8 @@
 Modules: ``sample`` (join and row selection), ``metrics`` (MAE, bias, scatter,
 z-scores per S/N bin), ``calibration`` (coverage and validation-only recalibration),
 ``repeats`` (predicted sigma vs scatter of repeat observations), ``report``
-(JSON, Markdown, index.html) and ``run`` (the whole evaluation).
+(JSON, Markdown, index.html), ``figures`` (which figures a report shows),
+``compare`` (the architecture comparison) and ``evaluate`` (the whole evaluation).
 """
 
 from rrnet.evaluation.calibration import (

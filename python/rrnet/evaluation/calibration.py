@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from rrnet.atomic import write_text
 from rrnet.evaluation.metrics import GAUSS_COVERAGE_1SIGMA, GAUSS_COVERAGE_2SIGMA, label_metrics
 from rrnet.evaluation.sample import TRUE_SUFFIX
+from rrnet.utils.atomic import write_text
 
 RECALIBRATION_FILE = "recalibration.json"
 FORMAT = "rrnet-recalibration"

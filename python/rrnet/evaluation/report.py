@@ -16,7 +16,7 @@ from typing import Any
 
 import polars as pl
 
-from rrnet.atomic import write_text
+from rrnet.utils.atomic import write_text
 
 
 @dataclass

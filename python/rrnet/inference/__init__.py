@@ -21,7 +21,7 @@ from rrnet.inference.columns import CATALOGUE_COLUMNS, SPEC_COLUMNS, SPEC_LABELS
 from rrnet.inference.per_star import per_star_table
 from rrnet.inference.provenance import FingerprintMismatch
 from rrnet.inference.quality import DEFAULT_THRESHOLDS, QualityBit, QualityThresholds
-from rrnet.inference.run import DEFAULT_CHUNK_ROWS, InferError, run_inference
+from rrnet.inference.streaming import DEFAULT_CHUNK_ROWS, InferError, run_inference
 from rrnet.inference.writers import read_catalogue
 
 PathLike = str | os.PathLike[str]

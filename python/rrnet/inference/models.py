@@ -88,8 +88,8 @@ def load_checkpoints(
     thresholds: QualityThresholds = DEFAULT_THRESHOLDS,
 ) -> list[LoadedCheckpoint]:
     """Load every checkpoint (all members of each on ``device``)."""
-    from rrnet.checkpoint import checkpoint_hash, read_checkpoint_config
-    from rrnet.ensemble import Ensemble
+    from rrnet.models.checkpoint import checkpoint_hash, read_checkpoint_config
+    from rrnet.models.ensemble import Ensemble
 
     loaded = []
     for raw in paths:
@@ -113,7 +113,7 @@ def _ood_for(
 ) -> tuple[Any | None, float | None]:
     """The checkpoint's OOD scorer and the threshold at ``thresholds.ood_quantile``."""
     try:
-        from rrnet import ood
+        from rrnet.models import ood
     except ImportError:
         return None, None
     return ood.scorer_for_checkpoint(path, config, quantile=thresholds.ood_quantile)

@@ -19,9 +19,9 @@ import fitsio
 import numpy as np
 import polars as pl
 
-from rrnet.atomic import atomic_path
 from rrnet.inference.columns import COLUMNS_BY_NAME
 from rrnet.inference.provenance import FITS_COMMENTS, FITS_KEYWORDS
+from rrnet.utils.atomic import atomic_path
 
 FORMATS: tuple[str, ...] = ("parquet", "csv", "fits")
 SUFFIXES: dict[str, str] = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv"}
@@ -56,7 +56,7 @@ def sidecar_path(path: str | os.PathLike[str]) -> Path:
 
 
 def atomic_target(path: str | os.PathLike[str]) -> AbstractContextManager[Path]:
-    """:func:`rrnet.atomic.atomic_path` with fsync: catalogue parts must survive a crash."""
+    """:func:`rrnet.utils.atomic.atomic_path` with fsync: catalogue parts must survive a crash."""
     return atomic_path(path, fsync=True)
 
 

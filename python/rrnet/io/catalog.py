@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from rrnet.atomic import atomic_path
+from rrnet.utils.atomic import atomic_path
 
 REQUIRED_COLUMNS: tuple[str, ...] = ("filename", "extname_blue", "extname_red")
 """Required besides the RV column."""

@@ -17,16 +17,9 @@ from rrnet.models.original import (
     load_original,
     load_original_ensemble,
 )
+from rrnet.models.registry import build_model
 from rrnet.models.rrnet import RRNet
 from rrnet.models.starnet import StarNet
-
-_REGISTRY: dict[str, type[GaussianNet]] = {"rrnet": RRNet, "starnet": StarNet}
-
-
-def build_model(config: ModelConfig) -> GaussianNet:
-    """Build a freshly initialised network (PyTorch default init) from its config."""
-    return _REGISTRY[config.net](config)
-
 
 __all__ = [
     "FLUX_CLIP",

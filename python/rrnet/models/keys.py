@@ -7,6 +7,7 @@ from collections.abc import Mapping
 import torch
 
 from rrnet.models.config import ModelConfig
+from rrnet.models.registry import build_model
 
 
 class StateDictMismatch(ValueError):
@@ -15,7 +16,6 @@ class StateDictMismatch(ValueError):
 
 def expected_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
     """Key -> shape of the state_dict of ``build_model(config)`` (built on the meta device)."""
-    from rrnet.models import build_model  # local: models/__init__ imports this module
 
     with torch.device("meta"):
         model = build_model(config)

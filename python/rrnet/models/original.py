@@ -2,7 +2,7 @@
 
 Their files are ``torch.save(state_dict)`` pickles; they are read with
 ``torch.load(weights_only=True)`` only, and converted once into this project's
-pickle-free checkpoint format (:mod:`rrnet.checkpoint`).
+pickle-free checkpoint format (:mod:`rrnet.models.checkpoint`).
 """
 
 from __future__ import annotations
@@ -111,7 +111,7 @@ def load_original(
     rrnet.models.keys.StateDictMismatch
         Naming every missing, unexpected or mis-shaped key.
     """
-    from rrnet.models import build_model
+    from rrnet.models.registry import build_model
 
     state_dict = read_original_state_dict(path)
     config = infer_config(
@@ -202,7 +202,7 @@ def load_original_ensemble(
     dict
         Group name -> :class:`ImportedGroup` (with ``checkpoint`` set when written).
     """
-    from rrnet.checkpoint import save_checkpoint
+    from rrnet.models.checkpoint import save_checkpoint
 
     model_dir = Path(model_dir)
     if label_config is None:

@@ -4,17 +4,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
 
 from rrnet.plots.style import new_figure, save_figure
 
-if TYPE_CHECKING:
-    from rrnet.evaluation.report import Report
-
-HISTORY_FILE = "history.parquet"
 LOSS_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("train_loss", "training", "tab:blue"),
     ("valid_loss", "validation", "tab:orange"),
@@ -55,17 +50,3 @@ def plot_history(history: pl.DataFrame, path: str | os.PathLike[str]) -> Path:
         ax.legend(fontsize=8)
     fig.suptitle("Training and validation loss; band = 1σ range of the members")
     return save_figure(fig, path)
-
-
-def plot_checkpoint_history(
-    checkpoint: Path, out: Path, figure_dir: str, report: Report
-) -> list[tuple[str, str]]:
-    """Fig. 10 from ``<checkpoint>/history.parquet`` if present, else a note."""
-    source = Path(checkpoint) / HISTORY_FILE
-    if not source.is_file():
-        report.notes.append(f"No {HISTORY_FILE} in the checkpoint: Fig. 10 skipped.")
-        return []
-    name = Path(checkpoint).resolve().name
-    rel = f"{figure_dir}/loss_curves-{name}.png"
-    plot_history(pl.read_parquet(source), out / rel)
-    return [(rel, f"Fig. 10: training and validation loss of the members of {name}.")]

@@ -13,7 +13,7 @@ matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
-from rrnet.atomic import atomic_path
+from rrnet.utils.atomic import atomic_path
 
 DPI = 110
 """Pixels per inch of saved PNGs: a 12 x 9 inch figure is 1320 x 990 pixels."""

@@ -31,13 +31,11 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from rrnet.atomic import atomic_path
 from rrnet.grid import C_KMS, N_PIX
 from rrnet.io.catalog import read_catalog, validate_catalog, write_table
 from rrnet.io.lamost import LamostReadError, read_arms
 from rrnet.preprocess import Status, normalize_detailed, reason, resample_batch
 from rrnet.preprocess.settings import PreprocessSettings
-from rrnet.progress import Progress
 from rrnet.store import (
     KINDS,
     STORE_FORMAT,
@@ -48,6 +46,8 @@ from rrnet.store import (
     read_store_info,
     shard_name,
 )
+from rrnet.utils.atomic import atomic_path
+from rrnet.utils.progress import Progress
 
 KERNEL_STATUS_NAMES: dict[Status, str] = {
     Status.OK: "ok",
@@ -605,7 +605,7 @@ def write_selection(store: Store, path: str | os.PathLike[str]) -> int:
 
 
 def _atomic_write(path: Path, write: Callable[[Any], None], *, fsync: bool) -> None:
-    """Write through ``write(file)`` atomically (see :mod:`rrnet.atomic`)."""
+    """Write through ``write(file)`` atomically (see :mod:`rrnet.utils.atomic`)."""
     with atomic_path(path, fsync=fsync) as tmp, open(tmp, "wb") as handle:
         write(handle)
 

@@ -32,12 +32,12 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from rrnet.atomic import write_text
 from rrnet.io.catalog import write_table
 from rrnet.labels import ALL_LABELS
-from rrnet.progress import Progress
 from rrnet.synth.lamost_writer import VisitInfo, write_lamost_file
 from rrnet.synth.observe import ObservationSettings, observe
+from rrnet.utils.atomic import write_text
+from rrnet.utils.progress import Progress
 
 log = logging.getLogger("rrnet.synth")
 

@@ -9,7 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from rrnet.models import ModelConfig
+from rrnet.models.checkpoint import SPLIT_FILE
+from rrnet.models.config import ModelConfig
 from rrnet.training import files
 from rrnet.training.data import RV_LABEL, describe_counts, resolve_labels, select_rows
 from rrnet.training.loop import _log_default, train_arrays
@@ -119,12 +120,12 @@ def train_ensemble(
             "seed": seed,
             "fractions": list(split_fractions),
             "by": star_column,
-            "file": files.SPLIT_FILE,
+            "file": SPLIT_FILE,
         },
         "variant": _variant(fingerprint, predict_rv, settings),
     }
     out = Path(out)
-    if not (resume and (out / files.SPLIT_FILE).exists()):
+    if not (resume and (out / SPLIT_FILE).exists()):
         _write_split(out, selected, split, star_column, check_empty=not resume)
     test_columns = {"row": selected.rows, **selected.id_columns}
     train_arrays(
@@ -168,7 +169,7 @@ def _write_split(
     out.mkdir(parents=True, exist_ok=True)
     which = split.labels(selected.rows.size)
     files.write_parquet(
-        out / files.SPLIT_FILE,
+        out / SPLIT_FILE,
         {"row": selected.rows, star_column: selected.star_ids, "split": which.astype(str)},
     )
 

@@ -2,7 +2,7 @@
 
 Each file is written under a temporary name in the same directory and renamed into
 place, so a kill leaves either the old or the new version, never half a file. The
-checkpoint layout is the one of ``rrnet.checkpoint`` (config.json,
+checkpoint layout is the one of ``rrnet.models.checkpoint`` (config.json,
 normalization.safetensors, member-{i}.safetensors); training adds history.parquet,
 loss_curve.png, split.parquet, test_predictions.parquet and, while it runs,
 train_state.pt (everything needed to resume).
@@ -18,14 +18,13 @@ from typing import Any
 
 import torch
 
-from rrnet.atomic import atomic_path
-from rrnet.models import ModelConfig
+from rrnet.models.checkpoint import CONFIG_FILE, HISTORY_FILE, save_checkpoint
+from rrnet.models.config import ModelConfig
 from rrnet.models.normalization import Normalization
+from rrnet.utils.atomic import atomic_path
 
 STATE_FILE = "train_state.pt"
-HISTORY_FILE = "history.parquet"
 LOSS_CURVE_FILE = "loss_curve.png"
-SPLIT_FILE = "split.parquet"
 TEST_PREDICTIONS_FILE = "test_predictions.parquet"
 STAGING_DIR = ".staging"
 
@@ -40,14 +39,12 @@ def write_checkpoint(
     preprocessing: dict[str, Any] | None,
     training: dict[str, Any],
 ) -> None:
-    """The inference-loadable part of the checkpoint, via :func:`rrnet.checkpoint.save_checkpoint`.
+    """The inference-loadable part of the checkpoint (``models.checkpoint.save_checkpoint``).
 
     ``save_checkpoint`` replaces a whole directory, which would delete the training
     files beside it; so it writes a staging directory inside ``out`` whose files are
     then renamed into ``out`` one by one, members first and config.json last.
     """
-    from rrnet.checkpoint import CONFIG_FILE, save_checkpoint
-
     staging = out / STAGING_DIR
     save_checkpoint(
         staging,

@@ -27,10 +27,12 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from rrnet.ensemble import ensemble_moments
-from rrnet.models import ModelConfig, gaussian_nll
+from rrnet.models.checkpoint import SPLIT_FILE
+from rrnet.models.config import ModelConfig
+from rrnet.models.ensemble import ensemble_moments
+from rrnet.models.heads import gaussian_nll
 from rrnet.models.normalization import Normalization, standardize_flux
-from rrnet.ood import ood_score, reference_dict
+from rrnet.models.ood import ood_score, reference_dict
 from rrnet.training import files
 from rrnet.training.augment import add_pixel_noise, doppler_shift, random_velocities
 from rrnet.training.settings import TrainSettings
@@ -616,7 +618,7 @@ def _resume_state(out_dir: Path | None, identity: dict[str, Any]) -> dict[str, A
 def _prepare_new(out_dir: Path) -> None:
     """Refuse to train into a directory that already holds a checkpoint or other files
     (the split file that :func:`rrnet.training.api.train_ensemble` writes first aside)."""
-    if out_dir.exists() and any(p.name != files.SPLIT_FILE for p in out_dir.iterdir()):
+    if out_dir.exists() and any(p.name != SPLIT_FILE for p in out_dir.iterdir()):
         raise FileExistsError(
             f"{out_dir} exists and is not empty; use resume to continue it or choose another --out"
         )

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from rrnet.ood import CLIP_HIGH, CLIP_LOW
+from rrnet.models.ood import CLIP_HIGH, CLIP_LOW
 
 MIN_FLUX_STD = 1e-3
 """Floor of the per-pixel flux standard deviation (a pixel constant over the training

@@ -24,8 +24,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from rrnet.models import ModelConfig, build_model, gaussian_nll
+from rrnet.models.config import ModelConfig
+from rrnet.models.heads import gaussian_nll
 from rrnet.models.recurrent import SubbandRNN
+from rrnet.models.registry import build_model
 
 
 class _UnrolledRNN(SubbandRNN):

@@ -15,16 +15,21 @@ from typing import TYPE_CHECKING
 import numpy as np
 import polars as pl
 
-from rrnet.checkpoint import load_checkpoint
-from rrnet.models import build_model
+from rrnet.evaluation.options import EvalOptions
+from rrnet.evaluation.saliency import (
+    TEFF_CLASSES_K,
+    average_gradient,
+    ensemble_forward,
+    select_by_teff,
+)
+from rrnet.models.checkpoint import load_checkpoint
 from rrnet.models.normalization import FLUX_CLIP
+from rrnet.models.registry import build_model
 from rrnet.plots.saliency import plot_saliency
-from rrnet.saliency import TEFF_CLASSES_K, average_gradient, ensemble_forward, select_by_teff
 from rrnet.store import open_store
 
 if TYPE_CHECKING:
     from rrnet.evaluation.report import Report
-    from rrnet.evaluation.run import EvalOptions
 
 ID_COLUMNS: tuple[tuple[str, ...], ...] = (("filename", "extname_blue", "extname_red"), ("obsid",))
 

@@ -26,10 +26,10 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from rrnet.atomic import read_json, write_text
 from rrnet.evaluation.report import markdown_table
-from rrnet.models import ModelConfig
+from rrnet.models.config import ModelConfig
 from rrnet.plots.comparison import plot_mae_bars
+from rrnet.utils.atomic import read_json, write_text
 
 ABLATION_CHANNELS: tuple[int, ...] = (4, 8, 16, 32)
 """Residual-block widths; N_r blocks use the first N_r (N_r = 3 is the paper's 4, 8, 16)."""
@@ -88,7 +88,7 @@ a result with ``state_dicts``, ``normalization`` (flux/label mean/std) and ``tes
 
 def ensemble_mean(result: Any, config: ModelConfig, labels: Sequence[str], flux: np.ndarray):
     """Ensemble mean prediction [N, L] of a training result on ``flux`` (physical units)."""
-    from rrnet.ensemble import Ensemble
+    from rrnet.models.ensemble import Ensemble
     from rrnet.models.normalization import Normalization
 
     norm = Normalization(**{k: np.asarray(v) for k, v in vars(result.normalization).items()})

@@ -7,11 +7,13 @@ from typing import TYPE_CHECKING
 
 import polars as pl
 
+from rrnet.evaluation.options import EvalOptions
+from rrnet.evaluation.saliency_figures import saliency_figures
+from rrnet.models.checkpoint import HISTORY_FILE
 from rrnet.plots import abundances, history, kiel, repeats, residuals, zscore
 
 if TYPE_CHECKING:
     from rrnet.evaluation.report import Report
-    from rrnet.evaluation.run import EvalOptions
 
 FIGURE_DIR = "figures"
 
@@ -65,10 +67,22 @@ def make_all(
     elif report.repeats is not None:
         report.notes.append("No star has repeat observations: Fig. 7 skipped.")
     for ckpt in opts.checkpoints:
-        figs += history.plot_checkpoint_history(ckpt, out, FIGURE_DIR, report)
+        figs += checkpoint_history(ckpt, out, FIGURE_DIR, report)
     if opts.checkpoints and opts.store is not None:
-        from rrnet.evaluation.saliency_run import saliency_figures
-
         for ckpt in opts.checkpoints:
             figs += saliency_figures(ckpt, opts, joined, out, FIGURE_DIR, report)
     return figs
+
+
+def checkpoint_history(
+    checkpoint: Path, out: Path, figure_dir: str, report: Report
+) -> list[tuple[str, str]]:
+    """Fig. 10 from ``<checkpoint>/history.parquet`` if present, else a note."""
+    source = Path(checkpoint) / HISTORY_FILE
+    if not source.is_file():
+        report.notes.append(f"No {HISTORY_FILE} in the checkpoint: Fig. 10 skipped.")
+        return []
+    name = Path(checkpoint).resolve().name
+    rel = f"{figure_dir}/loss_curves-{name}.png"
+    history.plot_history(pl.read_parquet(source), out / rel)
+    return [(rel, f"Fig. 10: training and validation loss of the members of {name}.")]

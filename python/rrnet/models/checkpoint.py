@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import polars as pl
 import safetensors
 import safetensors.torch
 import torch
@@ -43,12 +44,19 @@ __all__ = [
     "load_checkpoint",
     "read_checkpoint_config",
     "save_checkpoint",
+    "split_keys",
+    "star_column",
 ]
 
 FORMAT = "rrnet-checkpoint"
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
 NORMALIZATION_FILE = "normalization.safetensors"
+HISTORY_FILE = "history.parquet"
+"""Per-epoch losses of every member, written by training."""
+SPLIT_FILE = "split.parquet"
+"""Training's split by star: columns ``row``, the star column, ``split``."""
+DEFAULT_STAR_COLUMN = "star_id"
 
 
 class CheckpointError(ValueError):
@@ -272,3 +280,29 @@ def checkpoint_hash(path: str | Path) -> str:
                 file_digest.update(block)
         digest.update(name.encode() + b"\0" + file_digest.digest())
     return digest.hexdigest()
+
+
+def star_column(checkpoint: str | os.PathLike[str]) -> str:
+    """The column the checkpoint's split is keyed by."""
+    config = Path(checkpoint) / "config.json"
+    if not config.is_file():
+        return DEFAULT_STAR_COLUMN
+    training = json.loads(config.read_text(encoding="utf-8")).get("training") or {}
+    data, split = training.get("data") or {}, training.get("split") or {}
+    return str(data.get("star_column") or split.get("by") or DEFAULT_STAR_COLUMN)
+
+
+def split_keys(checkpoint: str | os.PathLike[str]) -> tuple[str, dict[str, list[object]]]:
+    """``(star column, {"train": [...], "valid": [...], "test": [...]})`` of a checkpoint."""
+    path = Path(checkpoint) / SPLIT_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"no {SPLIT_FILE} in checkpoint {checkpoint}")
+    column = star_column(checkpoint)
+    table = pl.read_parquet(path)
+    missing = [c for c in (column, "split") if c not in table.columns]
+    if missing:
+        raise ValueError(f"{path} lacks column(s) {', '.join(missing)}")
+    return column, {
+        name: table.filter(pl.col("split") == name).get_column(column).unique().to_list()
+        for name in ("train", "valid", "test")
+    }

@@ -17,10 +17,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from rrnet.models import ModelConfig, build_model
+from rrnet.models.config import ModelConfig
 from rrnet.models.grouped import GroupedMembers
 from rrnet.models.keys import check_state_dict
 from rrnet.models.normalization import FLUX_CLIP, Normalization, standardize_flux
+from rrnet.models.registry import build_model
 from rrnet.models.stacked import StackedMembers
 
 __all__ = [
@@ -169,8 +170,8 @@ class Ensemble:
         compile: bool | str = False,
         amp: bool = False,
     ) -> Ensemble:
-        """Load an rrnet checkpoint directory (see :mod:`rrnet.checkpoint`)."""
-        from rrnet.checkpoint import load_checkpoint
+        """Load an rrnet checkpoint directory (see :mod:`rrnet.models.checkpoint`)."""
+        from rrnet.models.checkpoint import load_checkpoint
 
         ckpt = load_checkpoint(path)
         return cls(

@@ -10,41 +10,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
-from rrnet.evaluation import calibration, metrics, repeats, sample
+from rrnet.evaluation import calibration, figures, metrics, repeats, sample
+from rrnet.evaluation.options import SPLITS, EvalOptions
 from rrnet.evaluation.report import Report, write_report
 from rrnet.io import read_table
 from rrnet.labels import ALL_LABELS
-
-SPLITS: tuple[str, ...] = ("test", "valid", "train", "all")
-
-
-@dataclass(frozen=True)
-class EvalOptions:
-    """Inputs of :func:`evaluate` (the CLI maps its flags one to one onto these).
-
-    ``checkpoints`` are ensemble checkpoint directories (typically SP and CA); they
-    must share one split by star, which selects the evaluated stars (``split``).
-    """
-
-    catalog: Path
-    labels: Path
-    out: Path
-    key: tuple[str, ...] = ("star_id",)
-    snr: str = "snr_blue"
-    all_rows: bool = False
-    repeat_key: str = "star_id"
-    min_exposures: int = 2
-    checkpoints: tuple[Path, ...] = ()
-    split: str = "test"
-    recalibrate: bool = False
-    store: Path | None = None
-    isochrones: Path | None = None
-    saliency_spectra: int = 200
-    figures: bool = True
-
+from rrnet.models.checkpoint import split_keys
 
 SplitLoader = Callable[[Path], tuple[str, dict[str, list[object]]]]
 """checkpoint -> (star column, star ids per split)."""
@@ -52,8 +25,6 @@ SplitLoader = Callable[[Path], tuple[str, dict[str, list[object]]]]
 
 def load_split(checkpoint: Path) -> tuple[str, dict[str, list[object]]]:
     """Star column and star ids per split (``train``/``valid``/``test``) of a checkpoint."""
-    from rrnet.evaluation.checkpoint import split_keys
-
     return split_keys(checkpoint)
 
 
@@ -80,8 +51,6 @@ def _common_split(opts: EvalOptions, loader: SplitLoader) -> tuple[str, dict[str
 
 def evaluate(opts: EvalOptions, *, split_loader: SplitLoader = load_split) -> Report:
     """Run the whole evaluation and write the report; returns the :class:`Report`."""
-    from rrnet.plots import figures
-
     if opts.split not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {opts.split!r}")
     if opts.recalibrate and not opts.checkpoints:

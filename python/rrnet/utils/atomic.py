@@ -53,6 +53,11 @@ def write_text(path: str | os.PathLike[str], text: str, *, fsync: bool = False) 
     return write_bytes(path, text.encode("utf-8"), fsync=fsync)
 
 
+def write_json(path: str | os.PathLike[str], data: Any, *, fsync: bool = False) -> Path:
+    """Write ``data`` as indented JSON atomically and return the path (see :func:`read_json`)."""
+    return write_text(path, json.dumps(data, indent=1, sort_keys=True) + "\n", fsync=fsync)
+
+
 def read_json(path: str | os.PathLike[str]) -> Any:
     """The JSON document at ``path``, or None where there is none that can be read.
 

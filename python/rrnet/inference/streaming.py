@@ -25,7 +25,6 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from rrnet.atomic import read_json, write_text
 from rrnet.inference import quality
 from rrnet.inference.columns import CATALOGUE_COLUMNS, SPEC_LABELS, schema
 from rrnet.inference.models import (
@@ -43,7 +42,8 @@ from rrnet.inference.writers import (
     write_catalogue,
     write_part,
 )
-from rrnet.progress import Progress
+from rrnet.utils.atomic import read_json, write_text
+from rrnet.utils.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -425,7 +425,7 @@ def run_inference(
 def _check_device(device: str) -> None:
     import torch
 
-    from rrnet.ensemble import resolve_device
+    from rrnet.models.ensemble import resolve_device
 
     try:
         resolved = resolve_device(device)

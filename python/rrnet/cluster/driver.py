@@ -99,7 +99,7 @@ def _failed_frame(
     shard: Shard, table: pl.DataFrame, error: str, carried: Sequence[str]
 ) -> pl.DataFrame:
     """Rows of a shard that kept failing: status ``shard_failed``, the error as reason."""
-    from rrnet.inference.run import Chunk, catalogue_chunk
+    from rrnet.inference.streaming import Chunk, catalogue_chunk
     from rrnet.preprocess.pipeline import HEADER_COLUMNS
 
     manifest = table.slice(shard.start, shard.rows)
