@@ -16,7 +16,7 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "io": ("preprocess", "models", "training", "inference", "evaluation", "plots", "cli"),
     "models": ("training", "inference", "evaluation", "plots", "cli", "cluster"),
     "preprocess": ("models", "training", "inference", "evaluation", "plots", "cli", "cluster"),
-    "plots": ("training", "inference", "cli", "cluster"),
+    "plots": ("training", "inference", "evaluation", "cli", "cluster"),
     "training": ("inference", "evaluation", "cli", "cluster"),
     "inference": ("training", "evaluation", "cli"),
     "cluster": ("training", "evaluation", "cli"),

@@ -9,7 +9,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from rrnet.evaluation.metrics import metrics_table
+from rrnet.evaluation.metrics import metrics_table, snr_bin_masks
 from rrnet.evaluation.repeats import per_star, repeat_table
 from rrnet.evaluation.sample import build_sample
 from rrnet.evaluation.toy import toy_tables
@@ -41,8 +41,8 @@ def tiny() -> tuple[pl.DataFrame, pl.DataFrame]:
 
 def test_residual_and_sigma_vs_snr(tmp_path: Path, tiny) -> None:
     _, joined = tiny
-    assert_sensible_png(residuals.plot_residuals(joined, ALL, tmp_path / "r.png"))
     table = metrics_table(joined, ALL)
+    assert_sensible_png(residuals.plot_residuals(joined, ALL, tmp_path / "r.png", metrics=table))
     assert_sensible_png(residuals.plot_sigma_vs_snr(table, ALL, tmp_path / "s.png"))
 
 
@@ -59,7 +59,9 @@ def test_kiel_with_isochrones(tmp_path: Path, tiny) -> None:
     teff, logg = iso["0"]
     # first CSV row: teff_0 = 3.501075126 (log10 K), logg_0 = 5.08930516
     assert teff[0] == pytest.approx(10**3.501075126) and logg[0] == pytest.approx(5.08930516)
-    assert_sensible_png(kiel.plot_kiel(catalog, tmp_path / "k.png", isochrones=iso))
+    panels = snr_bin_masks(catalog.get_column("snr").to_numpy())
+    panels.pop("all")
+    assert_sensible_png(kiel.plot_kiel(catalog, tmp_path / "k.png", panels=panels, isochrones=iso))
 
 
 def test_xfe_giants_and_dwarfs_including_an_empty_class(tmp_path: Path, tiny) -> None:

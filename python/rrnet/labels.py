@@ -29,6 +29,9 @@ UNITS: dict[str, str] = {"Teff[K]": "K", "Logg": "dex (cgs)"} | {
     name: "dex" for name in ALL_LABELS if name not in ("Teff[K]", "Logg")
 }
 
+#: Suffix of the reference-label columns (``<label>_true``) of an evaluation sample.
+TRUE_SUFFIX: str = "_true"
+
 #: Keys a valid label_config must hold.
 LABEL_CONFIG_KEYS: tuple[str, ...] = (
     "label_list",

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import polars as pl
 
+from rrnet.evaluation.metrics import SNR_BINS, snr_bin_masks
 from rrnet.evaluation.options import EvalOptions
 from rrnet.evaluation.saliency_figures import saliency_figures
 from rrnet.models.checkpoint import HISTORY_FILE
@@ -37,7 +38,7 @@ def make_all(
     def rel(name: str) -> str:
         return f"{FIGURE_DIR}/{name}"
 
-    residuals.plot_residuals(joined, labels, out / rel("residuals.png"))
+    residuals.plot_residuals(joined, labels, out / rel("residuals.png"), metrics=report.metrics)
     figs.append((rel("residuals.png"), "Fig. 2a: residuals (prediction − reference) per label."))
     residuals.plot_sigma_vs_snr(report.metrics, labels, out / rel("sigma_vs_snr.png"))
     figs.append(
@@ -53,7 +54,9 @@ def make_all(
     figs.append((rel("coverage.png"), "Calibration: fraction within k σ, observed vs Gaussian."))
     if {"Teff[K]", "Logg", "FeH"} <= set(labels):
         iso = kiel.read_isochrones(opts.isochrones or kiel.DEFAULT_ISOCHRONES)
-        kiel.plot_kiel(usable, out / rel("kiel.png"), isochrones=iso)
+        panels = snr_bin_masks(usable.get_column("snr").to_numpy(), SNR_BINS)
+        panels.pop("all")
+        kiel.plot_kiel(usable, out / rel("kiel.png"), panels=panels, isochrones=iso)
         figs.append((rel("kiel.png"), "Fig. 5: Kiel diagram per S/N bin, MIST 7 Gyr isochrones."))
         ab = [lb for lb in labels if lb not in ("Teff[K]", "Logg", "FeH")]
         if ab:

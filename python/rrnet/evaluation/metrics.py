@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import polars as pl
 
+from rrnet.labels import TRUE_SUFFIX
+
 SNR_BINS: tuple[tuple[float, float], ...] = (
     (10.0, 20.0),
     (20.0, 40.0),
@@ -120,7 +122,7 @@ def metrics_table(
     *,
     snr_column: str = "snr",
     bins: tuple[tuple[float, float], ...] = SNR_BINS,
-    true_suffix: str = "_true",
+    true_suffix: str = TRUE_SUFFIX,
 ) -> pl.DataFrame:
     """Long table: one row per (label, S/N bin) with every :class:`LabelMetrics` field.
 

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 
 import polars as pl
 
-TRUE_SUFFIX = "_true"
+from rrnet.labels import TRUE_SUFFIX
 
 
 class SampleError(ValueError):

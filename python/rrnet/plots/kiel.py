@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
-from rrnet.evaluation.metrics import SNR_BINS, snr_bin_masks
 from rrnet.plots.style import new_figure, save_figure
 
 ISOCHRONE_FEH: tuple[str, ...] = ("-0.5", "0", "0.5")
@@ -35,16 +35,19 @@ def plot_kiel(
     catalog: pl.DataFrame,
     path: str | os.PathLike[str],
     *,
+    panels: Mapping[str, np.ndarray],
     isochrones: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
-    snr_column: str = "snr",
     feh_range: tuple[float, float] = (-1.0, 0.5),
 ) -> Path:
-    """Predicted Teff against log g, coloured by predicted [Fe/H], one panel per S/N bin."""
+    """Predicted Teff against log g, coloured by predicted [Fe/H], one panel per S/N bin.
+
+    ``panels`` maps each panel's title (an S/N bin's name) to a boolean row mask of
+    ``catalog``; the evaluation chooses the bins (``rrnet.evaluation.metrics``).
+    """
     teff = catalog.get_column("Teff[K]").cast(pl.Float64).to_numpy()
     logg = catalog.get_column("Logg").cast(pl.Float64).to_numpy()
     feh = catalog.get_column("FeH").cast(pl.Float64).to_numpy()
-    masks = snr_bin_masks(catalog.get_column(snr_column).to_numpy(), SNR_BINS)
-    masks.pop("all")
+    masks = dict(panels)
     fig, axes = new_figure(len(masks), ncols=len(masks), panel_size=(3.6, 3.6))
     mappable = None
     for ax, (name, mask) in zip(axes, masks.items(), strict=True):

@@ -8,23 +8,31 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from rrnet.evaluation.metrics import label_metrics
-from rrnet.evaluation.sample import TRUE_SUFFIX
+from rrnet.labels import TRUE_SUFFIX
 from rrnet.plots.style import axis_label, display_name, new_figure, save_figure, unit
 
 
 def plot_residuals(
-    sample: pl.DataFrame, labels: list[str] | tuple[str, ...], path: str | os.PathLike[str]
+    sample: pl.DataFrame,
+    labels: list[str] | tuple[str, ...],
+    path: str | os.PathLike[str],
+    *,
+    metrics: pl.DataFrame,
 ) -> Path:
-    """One histogram of ``pred - true`` per label, annotated with mu_r, sigma_r, mean sigma."""
+    """One histogram of ``pred - true`` per label, annotated with mu_r, sigma_r, mean sigma.
+
+    The annotations are the ``snr_bin == "all"`` rows of ``metrics``
+    (:func:`rrnet.evaluation.metrics.metrics_table` of the same ``sample``): the
+    evaluation computes the statistics, the figure only shows them.
+    """
+    overall = metrics.filter(pl.col("snr_bin") == "all")
     fig, axes = new_figure(len(labels))
     for ax, label in zip(axes, labels, strict=True):
         pred = sample.get_column(label).cast(pl.Float64).to_numpy()
         true = sample.get_column(label + TRUE_SUFFIX).cast(pl.Float64).to_numpy()
-        err = sample.get_column(f"{label}_err").cast(pl.Float64).to_numpy()
         resid = pred - true
         resid = resid[np.isfinite(resid)]
-        m = label_metrics(pred, true, err)
+        m = overall.filter(pl.col("label") == label).row(0, named=True)
         if resid.size:
             lo, hi = np.percentile(resid, [0.5, 99.5])
             span = max(hi - lo, 1e-12)
@@ -41,8 +49,8 @@ def plot_residuals(
         ax.text(
             0.03,
             0.97,
-            f"$\\mu_r$ = {m.bias:.3g} {u}\n$\\sigma_r$ = {m.scatter:.3g} {u}\n"
-            f"$\\hat\\sigma_m$ = {m.sigma_mean:.3g} {u}\nN = {m.n}",
+            f"$\\mu_r$ = {m['bias']:.3g} {u}\n$\\sigma_r$ = {m['scatter']:.3g} {u}\n"
+            f"$\\hat\\sigma_m$ = {m['sigma_mean']:.3g} {u}\nN = {m['n']}",
             transform=ax.transAxes,
             va="top",
             ha="left",

@@ -11,7 +11,7 @@ import polars as pl
 from matplotlib import colormaps
 from scipy.special import erf
 
-from rrnet.evaluation.sample import TRUE_SUFFIX
+from rrnet.labels import TRUE_SUFFIX
 from rrnet.plots.style import axis_label, display_name, new_figure, save_figure
 
 AXES_LABELS: tuple[str, ...] = ("Teff[K]", "Logg", "FeH")
