@@ -8,6 +8,11 @@
 s/vs a loop over members, SPEC eq\. 3,/vs a member loop, SPEC eq. 3,/
 # "SPEC eq. 3": the ensemble combination, paper eq. 3, described in method §4.
 s/\<SPEC eq\. ?3\>/method §4, paper eq. 3/g
+# The file itself, wherever it was said to be.
+s/(\.\.\/shared\/|shared\/)?\<SPEC\.md\>/docs\/method.md/g
+# Other spellings of a section or equation, should new code use them.
+s/\<SPEC (§ ?|sec(t|tion)?\. ?)([0-9])/method §\3/g
+s/\<SPEC (equation|eq) ?3\>/method §4, paper eq. 3/g
 # "SPEC sections 3-4" -> "method §3-4"
 s/\<SPEC sections ([0-9]+)/method §\1/g
 # "SPEC section 2" -> "method §2"
