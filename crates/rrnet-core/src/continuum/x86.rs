@@ -210,3 +210,142 @@ fn median_interior(flux: &[f32], m: &mut [f64], sums: &mut MedianSums, bad: &mut
     *bad |= u32::from(not_finite != 0);
     end
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::continuum::N_COEF;
+
+    /// Uniform values in `[lo, hi)` from a fixed-seed LCG.
+    fn uniform(state: &mut u64, n: usize, lo: f64, hi: f64) -> Vec<f64> {
+        (0..n)
+            .map(|_| {
+                *state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                lo + (hi - lo) * ((*state >> 11) as f64 / (1u64 << 53) as f64)
+            })
+            .collect()
+    }
+
+    fn has_avx2_fma() -> bool {
+        is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
+    }
+
+    #[test]
+    fn vector_block_evaluation_matches_the_scalar_fma_one() {
+        if !has_avx2_fma() {
+            return; // nothing to compare on this CPU
+        }
+        let mut state = 1u64;
+        for trial in 0..400 {
+            // Full blocks, short ones (scalar tail) and lengths not a multiple of 4.
+            let n = [BLOCK, 60, 37, 4][trial % 4];
+            let xs = uniform(&mut state, n, -1.8, 1.8);
+            let fs = uniform(&mut state, n, -2.0, 2.0);
+            let c: [f64; N_COEF] = uniform(&mut state, N_COEF, -1.0, 1.0).try_into().unwrap();
+            let width = [0.5, 2.0, 50.0][trial % 3]; // many, some or no points outside
+            let fit = Fit {
+                c,
+                lower: -4.0 / 3.0 * width,
+                upper: width,
+            };
+            // SAFETY: the CPU has AVX2 and FMA (checked above).
+            let vector = unsafe { eval_block(&xs, &fs, &fit) };
+            let scalar = blocks::eval_block::<true>(&xs, &fs, &fit);
+            if n == BLOCK {
+                assert_eq!(vector, scalar, "trial {trial}");
+            } else {
+                // The scalar code pads a short block with its first residual, kept in
+                // its range even when that point is outside: a wider (still valid)
+                // range. The masks agree; the vector range lies inside it.
+                assert_eq!(vector.0, scalar.0, "trial {trial}");
+                assert!(
+                    vector.1 >= scalar.1 && vector.2 <= scalar.2,
+                    "trial {trial}"
+                );
+                if scalar.0 & 1 == 0 {
+                    assert_eq!(vector, scalar, "trial {trial}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn vector_median_replacement_matches_the_scalar_fma_one() {
+        if !has_avx2_fma() {
+            return;
+        }
+        let mut state = 2u64;
+        for trial in 0..200 {
+            let n = [BLOCK, 61, 6][trial % 3];
+            let mut flux: Vec<f32> = uniform(&mut state, n, -0.5, 20.0)
+                .iter()
+                .map(|&v| v as f32)
+                .collect();
+            flux[trial % n] = 0.0; // a dead pixel
+            let m = uniform(&mut state, n, 0.0, 20.0);
+            let xs = uniform(&mut state, n, -1.8, 1.8);
+            let test = MedianTest {
+                lower: -4.0,
+                upper: 3.0,
+                shift: 9.5,
+            };
+            let run = |vector: bool| {
+                let (mut o, mut u, mut acc) = (vec![0.0; n], vec![0.0; n], Sums::default());
+                let block = MedianBlock {
+                    flux: &flux,
+                    m: &m,
+                    xs: &xs,
+                    o: &mut o,
+                    u: &mut u,
+                };
+                let bad = if vector {
+                    // SAFETY: the CPU has AVX2 and FMA (checked above).
+                    unsafe { replace_block(block, &test, &mut acc) }
+                } else {
+                    median::replace_block::<true>(block, &test, &mut acc)
+                };
+                (bad, o, u, acc.sum_sq, acc.moments)
+            };
+            assert_eq!(run(true), run(false), "trial {trial}");
+        }
+    }
+
+    #[test]
+    fn vector_median_pass_matches_the_portable_one() {
+        if !has_avx2_fma() {
+            return;
+        }
+        let mut state = 3u64;
+        for n in [6, 7, 9, 10, 17, 100, 3001] {
+            let mut flux: Vec<f32> = uniform(&mut state, n, 0.0, 10.0)
+                .iter()
+                .map(|&v| v as f32)
+                .collect();
+            let (mut m_vec, mut m_port) = (vec![0.0; n], vec![0.0; n]);
+            // SAFETY: the CPU has AVX2 and FMA (checked above).
+            let vector = unsafe { median_pass_avx2(&flux, &mut m_vec) };
+            let portable = median::median_pass::<false>(&flux, &mut m_port);
+            assert_eq!(m_vec, m_port, "n = {n}");
+            assert!(!vector.non_finite && !portable.non_finite);
+            // The sums differ by the roundoff of fused multiply-adds only.
+            assert!((vector.f_mean - portable.f_mean).abs() <= 1e-12 * portable.f_mean.abs());
+            assert!((vector.d_std - portable.d_std).abs() <= 1e-12 * portable.d_std);
+            // A non-finite pixel anywhere (vector part, scalar tail, ends) is seen.
+            for at in [0, n / 2, n - 2, n - 1] {
+                let keep = flux[at];
+                flux[at] = f32::INFINITY;
+                // SAFETY: as above.
+                assert!(unsafe { median_pass_avx2(&flux, &mut m_vec) }.non_finite);
+                flux[at] = keep;
+            }
+        }
+    }
+
+    /// [`median::median_pass`] of the AVX2 build, compiled with its features.
+    #[target_feature(enable = "avx2,fma")]
+    fn median_pass_avx2(flux: &[f32], m: &mut [f64]) -> median::FirstPass {
+        median::median_pass::<true>(flux, m)
+    }
+}
