@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use numpy::ndarray::Array2;
 use numpy::{
-    IntoPyArray, PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2,
+    Element, IntoPyArray, PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2,
     PyUntypedArrayMethods,
 };
 use pyo3::exceptions::PyValueError;
@@ -94,6 +94,16 @@ where
 /// the page faults of a plain allocation (measured: ~15 us per spectrum less CPU).
 fn output_rows(py: Python<'_>, n: usize) -> Bound<'_, PyArray2<f32>> {
     PyArray2::zeros(py, [n, N_PIX], false)
+}
+
+/// One field of every per-spectrum statistic as a 1-d numpy array (the one
+/// conversion of the batch calls' statistics).
+fn column<'py, S, T: Element>(
+    py: Python<'py>,
+    stats: &[S],
+    field: impl Fn(&S) -> T,
+) -> Bound<'py, PyArray1<T>> {
+    stats.iter().map(field).collect::<Vec<T>>().into_pyarray(py)
 }
 
 /// Status codes and names, in code order.
@@ -194,33 +204,16 @@ fn normalize_batch<'py>(
             max_iter,
         )
     })?;
-    let shape_err = |e: numpy::ndarray::ShapeError| PyValueError::new_err(e.to_string());
     let iterations: Vec<u32> = stats.iter().flat_map(|s| s.iterations).collect();
     Ok((
         out,
         Array2::from_shape_vec((n, 2), iterations)
-            .map_err(shape_err)?
+            .map_err(|e| PyValueError::new_err(e.to_string()))?
             .into_pyarray(py),
-        stats
-            .iter()
-            .map(|s| s.cap_hit)
-            .collect::<Vec<_>>()
-            .into_pyarray(py),
-        stats
-            .iter()
-            .map(|s| s.outliers.count)
-            .collect::<Vec<_>>()
-            .into_pyarray(py),
-        stats
-            .iter()
-            .map(|s| s.outliers.max_run)
-            .collect::<Vec<_>>()
-            .into_pyarray(py),
-        stats
-            .iter()
-            .map(|s| s.status as u8)
-            .collect::<Vec<_>>()
-            .into_pyarray(py),
+        column(py, &stats, |s| s.cap_hit),
+        column(py, &stats, |s| s.outliers.count),
+        column(py, &stats, |s| s.outliers.max_run),
+        column(py, &stats, |s| s.status as u8),
     ))
 }
 
@@ -319,21 +312,9 @@ fn resample_batch<'py>(
     })?;
     Ok((
         out,
-        stats
-            .iter()
-            .map(|s| s.status as u8)
-            .collect::<Vec<_>>()
-            .into_pyarray(py),
-        stats
-            .iter()
-            .map(|s| s.snr[0])
-            .collect::<Vec<_>>()
-            .into_pyarray(py),
-        stats
-            .iter()
-            .map(|s| s.snr[1])
-            .collect::<Vec<_>>()
-            .into_pyarray(py),
+        column(py, &stats, |s| s.status as u8),
+        column(py, &stats, |s| s.snr[0]),
+        column(py, &stats, |s| s.snr[1]),
     ))
 }
 
