@@ -3,6 +3,18 @@
 import numpy as np
 import numpy.typing as npt
 
+__all__ = [
+    "DEFAULT_MAX_ITER",
+    "N_PIX",
+    "grid",
+    "normalize_batch",
+    "resample",
+    "resample_batch",
+    "rv_correct",
+    "snr_ivar",
+    "status_codes",
+]
+
 N_PIX: int
 DEFAULT_MAX_ITER: int
 
