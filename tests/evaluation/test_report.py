@@ -10,6 +10,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from helpers import ISOCHRONES, needs_shared
 from rrnet.cli.eval import main
 from rrnet.evaluation.metrics import label_metrics
 from rrnet.evaluation.report import markdown_table, pivot
@@ -17,7 +18,7 @@ from rrnet.evaluation.toy import toy_tables
 from rrnet.io import write_table
 from rrnet.labels import ALL_LABELS
 
-ISOCHRONES = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "MIST_iso_7Gyr.csv"
+pytestmark = needs_shared
 
 
 @pytest.fixture(scope="module")
