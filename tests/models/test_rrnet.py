@@ -21,8 +21,6 @@ from rrnet.models import (
     load_original,
 )
 
-pytestmark = needs_shared
-
 torch.set_num_threads(2)
 CASES = json.loads((FIXTURES / "cases.json").read_text()) if FIXTURES.is_dir() else {}
 ALL_ARCHS = [(net, mode) for net in ("RRNet", "StarNet") for mode in MODES]
@@ -36,6 +34,7 @@ def fixture_input() -> torch.Tensor:
     return torch.from_numpy(np.load(FIXTURES / "input.npy"))
 
 
+@needs_shared
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_load_original_reproduces_fixture(case: str, fixture_input: torch.Tensor) -> None:
     info = CASES[case]
@@ -49,6 +48,7 @@ def test_load_original_reproduces_fixture(case: str, fixture_input: torch.Tensor
     np.testing.assert_allclose(var.numpy(), np.load(FIXTURES / f"{case}.var.npy"), atol=1e-5)
 
 
+@needs_shared
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_state_dict_layout_equals_authors(case: str) -> None:
     info = CASES[case]
@@ -126,6 +126,7 @@ def test_mismatched_keys_are_named(tmp_path) -> None:
         assert key in message
 
 
+@needs_shared
 def test_wrong_label_count_is_named() -> None:
     with pytest.raises(StateDictMismatch, match=r"mu\.weight"):
         load_original(FIXTURES / "RRNet_post-RNN_3.weight_best.pkl", "RRNet", "post-RNN", 14)
