@@ -101,6 +101,7 @@ def test_shards_are_whole_files_in_order(world: dict) -> None:
     assert len(plan_shards(cat, 10**6)) == 1
 
 
+@pytest.mark.slow
 def test_equals_single_machine_row_for_row(world: dict, finished: tuple[Path, dict]) -> None:
     out, report = finished
     got, oracle = pl.read_parquet(out), world["oracle"]
@@ -139,6 +140,7 @@ def test_all_bad_shard_is_reported_with_reasons(world: dict, finished) -> None:
     assert any("corrupt.fits.gz" in r for r in bad["reasons"])
 
 
+@pytest.mark.slow
 def test_killed_worker_costs_one_retry_and_no_row(world, client, tmp_path, monkeypatch) -> None:
     marker = tmp_path / "killed"
     monkeypatch.setenv(FAULT_ENV, str(marker))
@@ -152,6 +154,7 @@ def test_killed_worker_costs_one_retry_and_no_row(world, client, tmp_path, monke
     assert got.equals(world["oracle"])
 
 
+@pytest.mark.slow
 def test_failing_shard_is_reported_then_resumed(world, client, tmp_path, monkeypatch) -> None:
     out = tmp_path / "cat.fits"
     monkeypatch.setenv(FAULT_RAISE_ENV, "1")

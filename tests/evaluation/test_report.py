@@ -46,6 +46,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"root": root, "report": root / "report", "ckpt": ckpt}
 
 
+@pytest.mark.slow
 def test_index_html_shows_every_figure_by_relative_path(run) -> None:
     page = (run["report"] / "index.html").read_text()
     images = re.findall(r'<img src="([^"]+)"', page)
@@ -59,6 +60,7 @@ def test_index_html_shows_every_figure_by_relative_path(run) -> None:
     assert "<table>" in page and "Calibration" in page
 
 
+@pytest.mark.slow
 def test_metrics_json_matches_an_independent_computation(run) -> None:
     doc = json.loads((run["report"] / "metrics.json").read_text())
     catalog, labels = toy_tables(40, seed=5)
@@ -75,6 +77,7 @@ def test_metrics_json_matches_an_independent_computation(run) -> None:
     assert "NaN" not in (run["report"] / "metrics.json").read_text()
 
 
+@pytest.mark.slow
 def test_markdown_has_the_tables(run) -> None:
     text = (run["report"] / "metrics.md").read_text()
     for heading in ("MAE per S/N bin", "Calibration", "Repeat observations", "Recalibration"):
@@ -95,6 +98,7 @@ def test_pivot_and_markdown_table() -> None:
     ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("extra", "message"),
     [

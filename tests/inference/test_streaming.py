@@ -252,6 +252,7 @@ def cli(*args: str | Path) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_cli_errors_are_one_line(world: dict, tmp_path: Path) -> None:
     cases = [
         ["--store", tmp_path / "nostore", "--model", world["sp"], "--out", tmp_path / "a.parquet"],
