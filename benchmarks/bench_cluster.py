@@ -38,9 +38,9 @@ EXPOSURES = ("83555758", "83555772", "83555785", "83555799")
 
 
 def world(root: Path, rows: int) -> tuple[Path, Path, list[Path]]:
+    from helpers import make_checkpoint
     from rrnet.labels import CA_LABELS, SP_LABELS
     from rrnet.preprocess.settings import PreprocessSettings
-    from test_infer import make_checkpoint
 
     data = root / "data"
     data.mkdir()

@@ -8,7 +8,7 @@ import pickle
 import numpy as np
 import pytest
 
-from _rrnet_helpers import LABEL_CONFIG
+from helpers import LABEL_CONFIG, needs_shared
 from rrnet.labels import (
     ALL_LABELS,
     CA_LABELS,
@@ -29,6 +29,7 @@ def test_groups_partition_the_catalogue_labels() -> None:
     assert UNITS["Teff[K]"] == "K"
 
 
+@needs_shared
 def test_reads_the_published_label_config_like_pickle() -> None:
     # The shared file is trusted: a plain pickle.load is the oracle here.
     with open(LABEL_CONFIG, "rb") as fh:

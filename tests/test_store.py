@@ -10,11 +10,13 @@ import numpy as np
 import polars as pl
 import pytest
 
+from helpers import REAL_FILE, SPECTRA, needs_shared
 from rrnet.grid import N_PIX
 from rrnet.preprocess.pipeline import preprocess_catalog
 from rrnet.preprocess.settings import PreprocessSettings
 from rrnet.store import StoreError, open_store, shard_name
-from test_lamost import REAL_FILE, SPECTRA
+
+pytestmark = needs_shared
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,7 @@
 
 A batch never raises for bad data: each spectrum gets a status code (uint8) and,
 through :func:`reason`, a human-readable reason. The codes are also defined in
-``crates/rrnet-core/src/error.rs``; ``tests/test_kernels.py`` checks that both
+``crates/rrnet-core/src/error.rs``; ``tests/preprocess/test_kernels.py`` checks that both
 lists agree.
 """
 

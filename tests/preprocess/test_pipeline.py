@@ -8,6 +8,16 @@ import polars as pl
 import pytest
 
 import rrnet.preprocess.pipeline as pipeline
+from helpers import (
+    EXPOSURES,
+    REAL_FILE,
+    SPECTRA,
+    as_vector_row,
+    drop_column,
+    needs_shared,
+    set_values,
+    write_lamost_copy,
+)
 from rrnet.grid import N_PIX
 from rrnet.io.catalog import CatalogError
 from rrnet.preprocess.pipeline import (
@@ -17,15 +27,8 @@ from rrnet.preprocess.pipeline import (
     write_selection,
 )
 from rrnet.store import StoreError, open_store
-from test_lamost import (
-    EXPOSURES,
-    REAL_FILE,
-    SPECTRA,
-    as_vector_row,
-    drop_column,
-    set_values,
-    write_lamost_copy,
-)
+
+pytestmark = needs_shared
 
 REAL = REAL_FILE.name
 

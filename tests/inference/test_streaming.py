@@ -12,21 +12,17 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-import torch
 
+from helpers import REAL_FILE, build_world, input_catalogue, make_checkpoint, needs_shared
 from rrnet.inference import InferError, QualityBit, infer, read_catalogue, run_inference
 from rrnet.inference.per_star import per_star_table
 from rrnet.inference.provenance import FingerprintMismatch
 from rrnet.labels import ALL_LABELS, CA_LABELS, SP_LABELS
-from rrnet.models import ModelConfig, build_model
-from rrnet.models.checkpoint import save_checkpoint
 from rrnet.models.ensemble import Ensemble
-from rrnet.preprocess.pipeline import preprocess_catalog
 from rrnet.store import open_store
 
-REPO = Path(__file__).resolve().parents[1]
-REAL_FILE = REPO.parent / "shared" / "data" / "lamost" / "med-58025-HIP9645901_sp02-051.fits.gz"
-EXPOSURE_IDS = ("83555758", "83555772", "83555785", "83555799")
+pytestmark = needs_shared
+
 
 # The paper's Table 3 (SPEC section 5), written out here as the independent oracle.
 SPEC5 = [
@@ -36,67 +32,6 @@ SPEC5 = [
     *("KH", "KH_err", "CaH", "CaH_err", "TiH", "TiH_err", "CrH", "CrH_err", "MnH", "MnH_err"),
     *("FeH", "FeH_err", "NiH", "NiH_err", "CuH", "CuH_err", "flag"),
 ]
-
-TINY = dict(net="rrnet", mode="raw", channels=(2,), hidden=(8, 8))
-
-
-def input_catalogue() -> pl.DataFrame:
-    """Good spectra of the real file plus rows that must fail, each with a star id."""
-    name = REAL_FILE.name
-    rows = [(name, "COADD_B", "COADD_R", 10.0, "HIP96459")]
-    rows += [(name, f"B-{i}", f"R-{i}", 10.0 + k, "HIP96459") for k, i in enumerate(EXPOSURE_IDS)]
-    rows += [
-        ("missing.fits.gz", "COADD_B", "COADD_R", 0.0, "ghost"),
-        (name, "B-1", "R-1", 0.0, "ghost"),
-        (name, "COADD_B", "COADD_R", None, "other"),
-        (name, "COADD_B", "COADD_R", -25.0, "other"),
-    ]
-    schema = ["filename", "extname_blue", "extname_red", "rv", "star_id"]
-    return pl.DataFrame(rows, schema=schema, orient="row")
-
-
-def make_checkpoint(
-    path: Path,
-    labels: tuple[str, ...],
-    *,
-    members: int,
-    seed: int,
-    preprocessing: dict | None,
-    training: dict | None = None,
-) -> Path:
-    """Random-weight checkpoint; label scaling puts outputs near physical values."""
-    torch.manual_seed(seed)
-    config = ModelConfig(num_labels=len(labels), **TINY)
-    sds = [build_model(config).state_dict() for _ in range(members)]
-    rng = np.random.default_rng(seed)
-    mean = np.array(
-        [5000.0 if lab == "Teff[K]" else 4.0 if lab == "Logg" else 0.0 for lab in labels]
-    )
-    std = np.array([500.0 if lab == "Teff[K]" else 0.3 for lab in labels])
-    return save_checkpoint(
-        path,
-        model_config=config,
-        labels=labels,
-        member_state_dicts=sds,
-        flux_mean=rng.uniform(0.9, 1.1, 7200).astype(np.float32),
-        flux_std=rng.uniform(0.05, 0.2, 7200).astype(np.float32),
-        label_mean=mean,
-        label_std=std,
-        preprocessing=preprocessing,
-        training=training,
-    )
-
-
-def build_world(root: Path) -> dict:
-    """A store of the input catalogue (shards of 3 rows) and SP/CA checkpoints."""
-    store = preprocess_catalog(
-        input_catalogue(), REAL_FILE.parent, root / "store", workers=0, shard_size=3,
-        progress=False,
-    )  # fmt: skip
-    fp = store.fingerprint
-    sp = make_checkpoint(root / "SP", SP_LABELS, members=3, seed=1, preprocessing=fp)
-    ca = make_checkpoint(root / "CA", CA_LABELS, members=2, seed=2, preprocessing=fp)
-    return {"root": root, "store": store.path, "sp": sp, "ca": ca, "fp": fp}
 
 
 @pytest.fixture(scope="session")
@@ -317,6 +252,7 @@ def cli(*args: str | Path) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_cli_errors_are_one_line(world: dict, tmp_path: Path) -> None:
     cases = [
         ["--store", tmp_path / "nostore", "--model", world["sp"], "--out", tmp_path / "a.parquet"],

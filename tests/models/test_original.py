@@ -10,11 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from _rrnet_helpers import FIXTURES, LABEL_CONFIG
+from helpers import FIXTURES, LABEL_CONFIG, needs_shared
 from rrnet.cli.import_original import main
 from rrnet.labels import CA_LABELS, SP_LABELS
 from rrnet.models import ModelConfig, build_model, load_original, load_original_ensemble
 from rrnet.models.ensemble import Ensemble
+
+pytestmark = needs_shared
 
 torch.set_num_threads(2)
 FIXTURE_SP = FIXTURES / "RRNet_post-RNN_3.weight_best.pkl"

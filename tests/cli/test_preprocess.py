@@ -15,11 +15,13 @@ import pytest
 from astropy.io import fits as afits
 from scipy.interpolate import interp1d
 
+from helpers import REAL_FILE, SPECTRA, needs_shared
 from rrnet.cli.preprocess import main
 from rrnet.grid import BLUE_GRID, C_KMS, RED_GRID
 from rrnet.preprocess import reference
 from rrnet.store import open_store
-from test_lamost import REAL_FILE, SPECTRA
+
+pytestmark = needs_shared
 
 
 def original_path(blue: str, red: str, rv: float) -> tuple[np.ndarray, np.ndarray]:

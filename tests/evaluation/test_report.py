@@ -10,6 +10,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from helpers import ISOCHRONES, needs_shared
 from rrnet.cli.eval import main
 from rrnet.evaluation.metrics import label_metrics
 from rrnet.evaluation.report import markdown_table, pivot
@@ -17,7 +18,7 @@ from rrnet.evaluation.toy import toy_tables
 from rrnet.io import write_table
 from rrnet.labels import ALL_LABELS
 
-ISOCHRONES = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "MIST_iso_7Gyr.csv"
+pytestmark = needs_shared
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +46,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"root": root, "report": root / "report", "ckpt": ckpt}
 
 
+@pytest.mark.slow
 def test_index_html_shows_every_figure_by_relative_path(run) -> None:
     page = (run["report"] / "index.html").read_text()
     images = re.findall(r'<img src="([^"]+)"', page)
@@ -58,6 +60,7 @@ def test_index_html_shows_every_figure_by_relative_path(run) -> None:
     assert "<table>" in page and "Calibration" in page
 
 
+@pytest.mark.slow
 def test_metrics_json_matches_an_independent_computation(run) -> None:
     doc = json.loads((run["report"] / "metrics.json").read_text())
     catalog, labels = toy_tables(40, seed=5)
@@ -74,6 +77,7 @@ def test_metrics_json_matches_an_independent_computation(run) -> None:
     assert "NaN" not in (run["report"] / "metrics.json").read_text()
 
 
+@pytest.mark.slow
 def test_markdown_has_the_tables(run) -> None:
     text = (run["report"] / "metrics.md").read_text()
     for heading in ("MAE per S/N bin", "Calibration", "Repeat observations", "Recalibration"):
@@ -94,6 +98,7 @@ def test_pivot_and_markdown_table() -> None:
     ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("extra", "message"),
     [

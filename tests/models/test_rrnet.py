@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from _rrnet_helpers import FIXTURES, authors_forward
+from helpers import FIXTURES, authors_forward, needs_shared
 from rrnet.models import (
     MODES,
     ModelConfig,
@@ -22,7 +22,7 @@ from rrnet.models import (
 )
 
 torch.set_num_threads(2)
-CASES = json.loads((FIXTURES / "cases.json").read_text())
+CASES = json.loads((FIXTURES / "cases.json").read_text()) if FIXTURES.is_dir() else {}
 ALL_ARCHS = [(net, mode) for net in ("RRNet", "StarNet") for mode in MODES]
 # Every architecture once, SP (3) and CA (14) label counts alternating, to keep the suite fast.
 ARCHS_LABELS = [(net, mode, (3, 14)[i % 2]) for i, (net, mode) in enumerate(ALL_ARCHS)]
@@ -34,6 +34,7 @@ def fixture_input() -> torch.Tensor:
     return torch.from_numpy(np.load(FIXTURES / "input.npy"))
 
 
+@needs_shared
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_load_original_reproduces_fixture(case: str, fixture_input: torch.Tensor) -> None:
     info = CASES[case]
@@ -47,6 +48,7 @@ def test_load_original_reproduces_fixture(case: str, fixture_input: torch.Tensor
     np.testing.assert_allclose(var.numpy(), np.load(FIXTURES / f"{case}.var.npy"), atol=1e-5)
 
 
+@needs_shared
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_state_dict_layout_equals_authors(case: str) -> None:
     info = CASES[case]
@@ -124,6 +126,7 @@ def test_mismatched_keys_are_named(tmp_path) -> None:
         assert key in message
 
 
+@needs_shared
 def test_wrong_label_count_is_named() -> None:
     with pytest.raises(StateDictMismatch, match=r"mu\.weight"):
         load_original(FIXTURES / "RRNet_post-RNN_3.weight_best.pkl", "RRNet", "post-RNN", 14)

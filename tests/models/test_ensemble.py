@@ -6,11 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from _rrnet_helpers import FIXTURES
+from helpers import FIXTURES, needs_shared
 from rrnet.models import MODES, ModelConfig, Normalization, build_model
 from rrnet.models.ensemble import Ensemble, ensemble_moments, standardize_flux
 from rrnet.models.grouped import GroupedMembers
 from rrnet.models.stacked import StackedMembers
+
+pytestmark = needs_shared
 
 torch.set_num_threads(2)
 SMALL = {"channels": (2, 4), "n_pixels": 160, "hidden": (8, 8)}

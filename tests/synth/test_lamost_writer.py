@@ -4,20 +4,16 @@ from __future__ import annotations
 
 import datetime as dt
 import gzip
-from pathlib import Path
 
 import fitsio
 import numpy as np
 import pytest
 
+from helpers import REAL_FILE as REAL
 from rrnet.io.lamost import read_arms, read_lamost
 from rrnet.synth.lamost_writer import VisitInfo, designation, galactic, write_lamost_file
 from rrnet.synth.observe import ObservationSettings, observe
 
-REAL = (
-    Path(__file__).resolve().parents[1].parent
-    / "shared/data/lamost/med-58025-HIP9645901_sp02-051.fits.gz"
-)
 needs_real = pytest.mark.skipif(not REAL.exists(), reason="real LAMOST file not available")
 
 # The real file's visit: its start time, exposure time and position.

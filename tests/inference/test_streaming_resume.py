@@ -14,9 +14,11 @@ import polars as pl
 import pytest
 
 import rrnet.inference.streaming as run_module
+from helpers import REAL_FILE, build_world, input_catalogue, needs_shared
 from rrnet.inference import InferError, read_catalogue, run_inference
 from rrnet.inference.streaming import parts_dir
-from test_infer import REAL_FILE, build_world, input_catalogue
+
+pytestmark = needs_shared
 
 
 @pytest.fixture(scope="module")

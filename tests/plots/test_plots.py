@@ -9,13 +9,13 @@ import numpy as np
 import polars as pl
 import pytest
 
+from helpers import ISOCHRONES, needs_shared
 from rrnet.evaluation.metrics import metrics_table, snr_bin_masks
 from rrnet.evaluation.repeats import per_star, repeat_table
 from rrnet.evaluation.sample import build_sample
 from rrnet.evaluation.toy import toy_tables
 from rrnet.plots import abundances, comparison, history, kiel, repeats, residuals, saliency, zscore
 
-ISOCHRONES = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "MIST_iso_7Gyr.csv"
 ALL = ("Teff[K]", "Logg", "CH", "MgH", "FeH", "CuH")
 
 
@@ -52,6 +52,7 @@ def test_zscores_and_coverage(tmp_path: Path, tiny) -> None:
     assert_sensible_png(zscore.plot_coverage(joined, ALL, tmp_path / "c.png"))
 
 
+@needs_shared
 def test_kiel_with_isochrones(tmp_path: Path, tiny) -> None:
     catalog, _ = tiny
     iso = kiel.read_isochrones(ISOCHRONES)

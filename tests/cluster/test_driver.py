@@ -14,13 +14,15 @@ import numpy as np
 import polars as pl
 import pytest
 
+from helpers import EXPOSURES, REAL_FILE, make_checkpoint, needs_shared
 from rrnet.cli.run import main
 from rrnet.cluster import plan_shards, report_path, run_cluster, run_dir
 from rrnet.cluster.task import FAULT_ENV, FAULT_RAISE_ENV
 from rrnet.inference import infer
 from rrnet.labels import CA_LABELS, SP_LABELS
 from rrnet.preprocess.settings import PreprocessSettings
-from test_infer import EXPOSURE_IDS, REAL_FILE, make_checkpoint
+
+pytestmark = needs_shared
 
 pytest.importorskip("distributed")
 
@@ -37,7 +39,7 @@ def catalogue(data_dir: Path) -> pl.DataFrame:
     for k in range(N_FILES):
         name = f"med-{k:03d}.fits.gz"
         shutil.copy(REAL_FILE, data_dir / name)
-        arms = [("COADD_B", "COADD_R")] + [(f"B-{i}", f"R-{i}") for i in EXPOSURE_IDS]
+        arms = [("COADD_B", "COADD_R")] + [(f"B-{i}", f"R-{i}") for i in EXPOSURES]
         rows += [(name, b, r, -40.0 + 3.0 * k + 5.0 * j) for j, (b, r) in enumerate(arms)]
     (data_dir / "corrupt.fits.gz").write_bytes(b"not a FITS file")
     bad = [("gone.fits.gz", "COADD_B", "COADD_R", 0.0)] * 39 + [("corrupt.fits.gz", "B", "R", 0)]
@@ -99,6 +101,7 @@ def test_shards_are_whole_files_in_order(world: dict) -> None:
     assert len(plan_shards(cat, 10**6)) == 1
 
 
+@pytest.mark.slow
 def test_equals_single_machine_row_for_row(world: dict, finished: tuple[Path, dict]) -> None:
     out, report = finished
     got, oracle = pl.read_parquet(out), world["oracle"]
@@ -137,6 +140,7 @@ def test_all_bad_shard_is_reported_with_reasons(world: dict, finished) -> None:
     assert any("corrupt.fits.gz" in r for r in bad["reasons"])
 
 
+@pytest.mark.slow
 def test_killed_worker_costs_one_retry_and_no_row(world, client, tmp_path, monkeypatch) -> None:
     marker = tmp_path / "killed"
     monkeypatch.setenv(FAULT_ENV, str(marker))
@@ -150,6 +154,7 @@ def test_killed_worker_costs_one_retry_and_no_row(world, client, tmp_path, monke
     assert got.equals(world["oracle"])
 
 
+@pytest.mark.slow
 def test_failing_shard_is_reported_then_resumed(world, client, tmp_path, monkeypatch) -> None:
     out = tmp_path / "cat.fits"
     monkeypatch.setenv(FAULT_RAISE_ENV, "1")

@@ -4,12 +4,12 @@ wavelengths, and analytic Gaussian-line spectra whose convolution is known in cl
 from __future__ import annotations
 
 import functools
-from pathlib import Path
 
 import fitsio
 import numpy as np
 import pytest
 
+from helpers import REAL_FILE as REAL
 from rrnet.grid import BLUE_GRID, C_KMS, RED_GRID
 from rrnet.preprocess import resample, rv_correct
 from rrnet.synth.observe import (
@@ -25,10 +25,6 @@ from rrnet.synth.observe import (
     vacuum_to_air,
 )
 
-REAL = (
-    Path(__file__).resolve().parents[1].parent
-    / "shared/data/lamost/med-58025-HIP9645901_sp02-051.fits.gz"
-)
 needs_real = pytest.mark.skipif(not REAL.exists(), reason="real LAMOST file not available")
 
 SIGMA_LINE = 0.06  # Angstrom, intrinsic Gaussian width of the analytic lines

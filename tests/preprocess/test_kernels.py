@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import fitsio
 import numpy as np
 import pytest
 
 import rrnet.preprocess as fast
+from helpers import REAL_FILE, SPECTRA, needs_shared
 from rrnet import _core
 from rrnet.grid import BLUE_GRID, N_PIX, N_PIX_ARM, RED_GRID
 from rrnet.preprocess import PreprocessError, Status
 from rrnet.preprocess import reference as ref
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-LAMOST_FILE = SHARED / "data" / "lamost" / "med-58025-HIP9645901_sp02-051.fits.gz"
-EXPOSURES = (83555758, 83555772, 83555785, 83555799)
-PAIRS = [("COADD_B", "COADD_R")] + [(f"B-{i}", f"R-{i}") for i in EXPOSURES]
+pytestmark = needs_shared
+
 RV_KMS = -20.0
 TIE = 1e-9  # reference margins below this are threshold ties roundoff may flip
 
@@ -25,9 +22,9 @@ TIE = 1e-9  # reference margins below this are threshold ties roundoff may flip
 @pytest.fixture(scope="module")
 def real_arms() -> list[tuple[np.ndarray, ...]]:
     """(loglam_b, flux_b, ivar_b, loglam_r, flux_r, ivar_r) for the 5 spectra of the file."""
-    with fitsio.FITS(str(LAMOST_FILE)) as fits:
+    with fitsio.FITS(str(REAL_FILE)) as fits:
         out = []
-        for blue, red in PAIRS:
+        for blue, red in SPECTRA:
             b, r = fits[blue].read(), fits[red].read()
             out.append(tuple(t[c] for t in (b, r) for c in ("LOGLAM", "FLUX", "IVAR")))
     return out

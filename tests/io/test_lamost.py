@@ -1,14 +1,13 @@
 """rrnet.io.lamost against the real DR7 file (astropy as the independent reader) and
 broken copies of it made in tmp_path.
 
-``write_lamost_copy`` and ``REAL_FILE`` are reused by the pipeline and CLI tests.
+``write_lamost_copy`` and its editors live in ``helpers``, shared with the pipeline and CLI tests.
 """
 
 from __future__ import annotations
 
 import gzip
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 import fitsio
@@ -18,6 +17,14 @@ from astropy.io import fits as afits
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from helpers import (
+    REAL_FILE,
+    SPECTRA,
+    as_vector_row,
+    drop_column,
+    needs_shared,
+    write_lamost_copy,
+)
 from rrnet.io.lamost import (
     BadColumnsError,
     BadFitsError,
@@ -30,91 +37,7 @@ from rrnet.io.lamost import (
     read_lamost,
 )
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-REAL_FILE = SHARED / "data" / "lamost" / "med-58025-HIP9645901_sp02-051.fits.gz"
-EXPOSURES = ("83555758", "83555772", "83555785", "83555799")
-SPECTRA = [("COADD_B", "COADD_R")] + [(f"B-{i}", f"R-{i}") for i in EXPOSURES]
-"""The real file's 5 spectra as (extname_blue, extname_red)."""
-
-HEADER_KEYS = ("FILENAME", "OBSID", "RA", "DEC", "DESIG", "N_EXTEN")
-TABLE_KEYS = ("SNR", "EXPTIME", "LMJM")
-
-
-def _real_content() -> tuple[dict, dict[str, tuple[np.ndarray, dict]]]:
-    with fitsio.FITS(str(REAL_FILE)) as f:
-        primary = f[0].read_header()
-        head = {k: primary[k] for k in HEADER_KEYS}
-        tables = {}
-        for hdu in f[1:]:
-            header = hdu.read_header()
-            tables[hdu.get_extname()] = (
-                hdu.read(),
-                {k: header[k] for k in TABLE_KEYS if k in header},
-            )
-    return head, tables
-
-
-def write_lamost_copy(
-    dst: Path,
-    *,
-    order: list[str] | None = None,
-    drop: tuple[str, ...] = (),
-    edit: dict[str, Callable[[np.ndarray], np.ndarray]] | None = None,
-    compress: bool = False,
-) -> Path:
-    """Rewrite the real file with HDUs reordered/dropped and tables edited.
-
-    ``edit[extname]`` maps the table's structured array to a new one (drop a
-    column, change values, make vector columns...). N_EXTEN is kept consistent.
-    """
-    head, tables = _real_content()
-    names = [n for n in (order or list(tables)) if n not in drop]
-    head["N_EXTEN"] = len(names) + 1
-    plain = dst.with_name(f".plain-{dst.name}.fits") if compress else dst
-    with fitsio.FITS(str(plain), "rw", clobber=True) as f:
-        f.write(None, header=[{"name": k, "value": v} for k, v in head.items()])
-        for name in names:
-            data, header = tables[name]
-            if edit and name in edit:
-                data = edit[name](data)
-            f.write(data, extname=name, header=[{"name": k, "value": v} for k, v in header.items()])
-    if compress:
-        dst.write_bytes(gzip.compress(plain.read_bytes()))
-        plain.unlink()
-    return dst
-
-
-def drop_column(name: str) -> Callable[[np.ndarray], np.ndarray]:
-    def edit(data: np.ndarray) -> np.ndarray:
-        keep = [n for n in data.dtype.names if n != name]
-        out = np.empty(data.size, dtype=[(n, data.dtype[n]) for n in keep])
-        for n in keep:
-            out[n] = data[n]
-        return out
-
-    return edit
-
-
-def as_vector_row(lengths: dict[str, int] | None = None) -> Callable[[np.ndarray], np.ndarray]:
-    """One-row table of vector columns (other DR layouts); ``lengths`` truncates columns."""
-
-    def edit(data: np.ndarray) -> np.ndarray:
-        sizes = {n: (lengths or {}).get(n, data.size) for n in data.dtype.names}
-        out = np.zeros(1, dtype=[(n, data.dtype[n], (sizes[n],)) for n in data.dtype.names])
-        for n in data.dtype.names:
-            out[n][0] = data[n][: sizes[n]]
-        return out
-
-    return edit
-
-
-def set_values(column: str, values: Callable[[np.ndarray], np.ndarray]):
-    def edit(data: np.ndarray) -> np.ndarray:
-        data = data.copy()
-        data[column] = values(data[column])
-        return data
-
-    return edit
+pytestmark = needs_shared
 
 
 # --------------------------------------------------------------------------- real file

@@ -1,0 +1,237 @@
+"""Constants and plain helpers shared by several test modules (not a test module).
+
+The one spelling of the project's shared data lives here (``SHARED``): ``../shared``
+beside the checkout, or ``$RRNET_SHARED``. See ``conftest.py`` for the rule on what goes
+where. Import as ``from helpers import ...`` (``tests/`` is on pytest's ``pythonpath``).
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import fitsio
+import numpy as np
+import polars as pl
+import pytest
+import torch
+import torch.nn.functional as F
+
+from rrnet.labels import CA_LABELS, SP_LABELS
+from rrnet.models import ModelConfig, build_model
+from rrnet.models.checkpoint import save_checkpoint
+from rrnet.preprocess.pipeline import preprocess_catalog
+
+# ------------------------------------------------------------------ the shared data
+TESTS = Path(__file__).resolve().parent
+SHARED = Path(os.environ.get("RRNET_SHARED") or TESTS.parent.parent / "shared").resolve()
+"""The project's shared data: ``../shared`` beside the checkout, or ``$RRNET_SHARED``."""
+FIXTURES = SHARED / "fixtures" / "original_rrnet"
+LABEL_CONFIG = SHARED / "data" / "label_config.pkl"
+ISOCHRONES = SHARED / "data" / "MIST_iso_7Gyr.csv"
+REAL_FILE = SHARED / "data" / "lamost" / "med-58025-HIP9645901_sp02-051.fits.gz"
+EXPOSURES = ("83555758", "83555772", "83555785", "83555799")
+SPECTRA = [("COADD_B", "COADD_R")] + [(f"B-{i}", f"R-{i}") for i in EXPOSURES]
+"""The real file's 5 spectra as (extname_blue, extname_red)."""
+
+needs_shared = pytest.mark.skipif(
+    not SHARED.is_dir(),
+    reason=f"needs the project's shared data, not found at {SHARED} (set RRNET_SHARED)",
+)
+"""Mark for tests (or ``pytestmark`` of modules) that read files under ``SHARED``."""
+
+
+# ------------------------------------------------------ the authors' networks (oracle)
+def authors_forward(
+    sd: dict[str, torch.Tensor], net: str, mode: str, x: torch.Tensor, pre_steps: int = 20
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Literal functional transcription of the authors' RRNet.py / StarNet.py forward (eval).
+
+    An independent oracle: plain F.conv1d / nn.RNN on the raw state_dict, with the
+    authors' hard-coded reshapes (pre-RNN ``view(-1, 20, 360)``, post-RNN
+    ``permute(0, 2, 1).reshape(B, -1, 360)``).
+    """
+
+    def rnn(seq: torch.Tensor) -> torch.Tensor:
+        size = sd["rnn.weight_ih_l0"].shape[1]
+        layer = torch.nn.RNN(size, size, batch_first=True)
+        layer.load_state_dict({k[4:]: v for k, v in sd.items() if k.startswith("rnn.")})
+        return layer(seq)[0]
+
+    b = x.shape[0]
+    if mode == "pre-RNN":
+        x = rnn(x.view(-1, pre_steps, 7200 // pre_steps))
+    h = x.reshape(-1, 1, 7200)
+    if net == "RRNet":
+        i = 0
+        while f"ResBlock_list.{i}.0.ResBlock.0.weight" in sd:
+            p = f"ResBlock_list.{i}.0."
+            y = F.conv1d(h, sd[p + "ResBlock.0.weight"], sd[p + "ResBlock.0.bias"], padding=1)
+            y = F.conv1d(
+                y.relu(), sd[p + "ResBlock.2.weight"], sd[p + "ResBlock.2.bias"], padding=1
+            )
+            if p + "downsample.0.weight" in sd:
+                y = y + F.conv1d(h, sd[p + "downsample.0.weight"], sd[p + "downsample.0.bias"])
+            else:
+                y = y + h
+            h = F.avg_pool1d(y, 2)
+            i += 1
+        h = h.relu()
+    else:
+        h = F.conv1d(h, sd["conv1.0.weight"], sd["conv1.0.bias"], padding=1).relu()
+        h = F.conv1d(h, sd["conv2.0.weight"], sd["conv2.0.bias"], padding=1).relu()
+        h = F.max_pool1d(h, 4)
+    if mode == "post-RNN":
+        h = rnn(h.permute(0, 2, 1).reshape(b, -1, 360))
+    h = F.linear(h.flatten(1), sd["fc1.0.weight"], sd["fc1.0.bias"]).relu()
+    h = F.linear(h, sd["fc2.0.weight"], sd["fc2.0.bias"]).relu()
+    mu = F.linear(h, sd["mu.weight"], sd["mu.bias"])
+    var = F.softplus(F.linear(h, sd["sigma.0.weight"], sd["sigma.0.bias"]))
+    return mu, var
+
+
+# ------------------------------------------ edited copies of the real LAMOST file
+HEADER_KEYS = ("FILENAME", "OBSID", "RA", "DEC", "DESIG", "N_EXTEN")
+TABLE_KEYS = ("SNR", "EXPTIME", "LMJM")
+
+
+def _real_content() -> tuple[dict, dict[str, tuple[np.ndarray, dict]]]:
+    with fitsio.FITS(str(REAL_FILE)) as f:
+        primary = f[0].read_header()
+        head = {k: primary[k] for k in HEADER_KEYS}
+        tables = {}
+        for hdu in f[1:]:
+            header = hdu.read_header()
+            tables[hdu.get_extname()] = (
+                hdu.read(),
+                {k: header[k] for k in TABLE_KEYS if k in header},
+            )
+    return head, tables
+
+
+def write_lamost_copy(
+    dst: Path,
+    *,
+    order: list[str] | None = None,
+    drop: tuple[str, ...] = (),
+    edit: dict[str, Callable[[np.ndarray], np.ndarray]] | None = None,
+    compress: bool = False,
+) -> Path:
+    """Rewrite the real file with HDUs reordered/dropped and tables edited.
+
+    ``edit[extname]`` maps the table's structured array to a new one (drop a
+    column, change values, make vector columns...). N_EXTEN is kept consistent.
+    """
+    head, tables = _real_content()
+    names = [n for n in (order or list(tables)) if n not in drop]
+    head["N_EXTEN"] = len(names) + 1
+    plain = dst.with_name(f".plain-{dst.name}.fits") if compress else dst
+    with fitsio.FITS(str(plain), "rw", clobber=True) as f:
+        f.write(None, header=[{"name": k, "value": v} for k, v in head.items()])
+        for name in names:
+            data, header = tables[name]
+            if edit and name in edit:
+                data = edit[name](data)
+            f.write(data, extname=name, header=[{"name": k, "value": v} for k, v in header.items()])
+    if compress:
+        dst.write_bytes(gzip.compress(plain.read_bytes()))
+        plain.unlink()
+    return dst
+
+
+def drop_column(name: str) -> Callable[[np.ndarray], np.ndarray]:
+    def edit(data: np.ndarray) -> np.ndarray:
+        keep = [n for n in data.dtype.names if n != name]
+        out = np.empty(data.size, dtype=[(n, data.dtype[n]) for n in keep])
+        for n in keep:
+            out[n] = data[n]
+        return out
+
+    return edit
+
+
+def as_vector_row(lengths: dict[str, int] | None = None) -> Callable[[np.ndarray], np.ndarray]:
+    """One-row table of vector columns (other DR layouts); ``lengths`` truncates columns."""
+
+    def edit(data: np.ndarray) -> np.ndarray:
+        sizes = {n: (lengths or {}).get(n, data.size) for n in data.dtype.names}
+        out = np.zeros(1, dtype=[(n, data.dtype[n], (sizes[n],)) for n in data.dtype.names])
+        for n in data.dtype.names:
+            out[n][0] = data[n][: sizes[n]]
+        return out
+
+    return edit
+
+
+def set_values(column: str, values: Callable[[np.ndarray], np.ndarray]):
+    def edit(data: np.ndarray) -> np.ndarray:
+        data = data.copy()
+        data[column] = values(data[column])
+        return data
+
+    return edit
+
+
+# ------------------------------------------- an inference world (store + checkpoints)
+TINY = dict(net="rrnet", mode="raw", channels=(2,), hidden=(8, 8))
+
+
+def input_catalogue() -> pl.DataFrame:
+    """Good spectra of the real file plus rows that must fail, each with a star id."""
+    name = REAL_FILE.name
+    rows = [(name, "COADD_B", "COADD_R", 10.0, "HIP96459")]
+    rows += [(name, f"B-{i}", f"R-{i}", 10.0 + k, "HIP96459") for k, i in enumerate(EXPOSURES)]
+    rows += [
+        ("missing.fits.gz", "COADD_B", "COADD_R", 0.0, "ghost"),
+        (name, "B-1", "R-1", 0.0, "ghost"),
+        (name, "COADD_B", "COADD_R", None, "other"),
+        (name, "COADD_B", "COADD_R", -25.0, "other"),
+    ]
+    schema = ["filename", "extname_blue", "extname_red", "rv", "star_id"]
+    return pl.DataFrame(rows, schema=schema, orient="row")
+
+
+def make_checkpoint(
+    path: Path,
+    labels: tuple[str, ...],
+    *,
+    members: int,
+    seed: int,
+    preprocessing: dict | None,
+    training: dict | None = None,
+) -> Path:
+    """Random-weight checkpoint; label scaling puts outputs near physical values."""
+    torch.manual_seed(seed)
+    config = ModelConfig(num_labels=len(labels), **TINY)
+    sds = [build_model(config).state_dict() for _ in range(members)]
+    rng = np.random.default_rng(seed)
+    mean = np.array(
+        [5000.0 if lab == "Teff[K]" else 4.0 if lab == "Logg" else 0.0 for lab in labels]
+    )
+    std = np.array([500.0 if lab == "Teff[K]" else 0.3 for lab in labels])
+    return save_checkpoint(
+        path,
+        model_config=config,
+        labels=labels,
+        member_state_dicts=sds,
+        flux_mean=rng.uniform(0.9, 1.1, 7200).astype(np.float32),
+        flux_std=rng.uniform(0.05, 0.2, 7200).astype(np.float32),
+        label_mean=mean,
+        label_std=std,
+        preprocessing=preprocessing,
+        training=training,
+    )
+
+
+def build_world(root: Path) -> dict:
+    """A store of the input catalogue (shards of 3 rows) and SP/CA checkpoints."""
+    store = preprocess_catalog(
+        input_catalogue(), REAL_FILE.parent, root / "store", workers=0, shard_size=3,
+        progress=False,
+    )  # fmt: skip
+    fp = store.fingerprint
+    sp = make_checkpoint(root / "SP", SP_LABELS, members=3, seed=1, preprocessing=fp)
+    ca = make_checkpoint(root / "CA", CA_LABELS, members=2, seed=2, preprocessing=fp)
+    return {"root": root, "store": store.path, "sp": sp, "ca": ca, "fp": fp}
