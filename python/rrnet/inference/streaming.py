@@ -28,6 +28,7 @@ from rrnet.inference import quality
 from rrnet.inference.columns import CATALOGUE_COLUMNS, SPEC_LABELS, schema
 from rrnet.inference.models import (
     LoadedCheckpoint,
+    Prediction,
     label_sources,
     predict,
 )
@@ -186,18 +187,13 @@ def _column(manifest: pl.DataFrame, name: str, dtype: pl.DataType) -> pl.Series:
     return pl.Series(name, [None] * manifest.height, dtype=dtype)
 
 
-@dataclass
-class _Predictions:
-    """Per-row outcome of a chunk's forward passes (NaN / False where not predicted)."""
+@dataclass(frozen=True)
+class _Rows:
+    """A chunk's rows after prediction: status, reason and labels (NaN where none)."""
 
     status: np.ndarray
     reason: list[Any]
-    values: np.ndarray
-    errors: np.ndarray
-    ood_ratio: np.ndarray
-    disagreement: np.ndarray
-    out_of_range: np.ndarray
-    failed: np.ndarray
+    labels: Prediction
 
 
 def _predict_rows(
@@ -206,15 +202,14 @@ def _predict_rows(
     sources: dict[str, int],
     thresholds: QualityThresholds,
     batch_size: int | None,
-) -> _Predictions:
+) -> _Rows:
     """Predict the rows preprocessed ``ok`` with finite flux; mark the others' status."""
     manifest = chunk.manifest
     n = manifest.height
     status = np.array(_column(manifest, "status", pl.Utf8).fill_null("unknown").to_list(), object)
+    reason = _column(manifest, "reason", pl.Utf8).to_list()
     values = np.full((n, len(SPEC_LABELS)), np.nan)
-    rows = _Predictions(
-        status=status,
-        reason=_column(manifest, "reason", pl.Utf8).to_list(),
+    labels = Prediction(
         values=values,
         errors=np.full_like(values, np.nan),
         ood_ratio=np.full(n, np.nan),
@@ -227,21 +222,18 @@ def _predict_rows(
     if flux is not None:
         finite = np.isfinite(flux).all(axis=1)
         for i in ok[~finite]:
-            rows.status[i], rows.reason[i] = "bad_flux", "preprocessed flux is not finite"
+            status[i], reason[i] = "bad_flux", "preprocessed flux is not finite"
         ok, flux = ok[finite], flux[finite]
     if ok.size:
         result = predict(checkpoints, sources, flux, thresholds, batch_size)
-        rows.values[ok], rows.errors[ok] = result.values, result.errors
-        rows.ood_ratio[ok], rows.disagreement[ok] = result.ood_ratio, result.disagreement
-        rows.out_of_range[ok], rows.failed[ok] = result.out_of_range, result.failed
-    for i in np.flatnonzero(rows.failed):
-        rows.status[i], rows.reason[i] = "inference_failed", "a model returned a non-finite value"
-    return rows
+        for name in ("values", "errors", "ood_ratio", "disagreement", "out_of_range", "failed"):
+            getattr(labels, name)[ok] = getattr(result, name)
+    for i in np.flatnonzero(labels.failed):
+        status[i], reason[i] = "inference_failed", "a model returned a non-finite value"
+    return _Rows(status, reason, labels)
 
 
-def _quality(
-    manifest: pl.DataFrame, rows: _Predictions, thresholds: QualityThresholds
-) -> np.ndarray:
+def _quality(manifest: pl.DataFrame, rows: _Rows, thresholds: QualityThresholds) -> np.ndarray:
     """The rows' quality bits; ``ok`` rows get their reason (``ok`` or the bits, spelled)."""
     bits = quality.quality_bits(
         preprocess_ok=np.isin(rows.status, ["ok", "inference_failed"]),
@@ -250,10 +242,10 @@ def _quality(
         n_outliers=_column(manifest, "n_outliers", pl.Int32).fill_null(0).to_numpy(),
         max_outlier_run=_column(manifest, "max_outlier_run", pl.Int32).fill_null(0).to_numpy(),
         cap_hit=_column(manifest, "cap_hit", pl.Boolean).fill_null(False).to_numpy(),
-        ood_ratio=rows.ood_ratio,
-        disagreement=rows.disagreement,
-        out_of_range=rows.out_of_range,
-        inference_failed=rows.failed,
+        ood_ratio=rows.labels.ood_ratio,
+        disagreement=rows.labels.disagreement,
+        out_of_range=rows.labels.out_of_range,
+        inference_failed=rows.labels.failed,
         thresholds=thresholds,
     )
     for i in np.flatnonzero(rows.status == "ok"):
@@ -262,7 +254,7 @@ def _quality(
 
 
 def _catalogue_frame(
-    manifest: pl.DataFrame, rows: _Predictions, bits: np.ndarray, carried: Sequence[str]
+    manifest: pl.DataFrame, rows: _Rows, bits: np.ndarray, carried: Sequence[str]
 ) -> pl.DataFrame:
     """The catalogue's columns (schema order and types) followed by the carried ones."""
     data: dict[str, Any] = {
@@ -276,7 +268,7 @@ def _catalogue_frame(
         "snr_red": _column(manifest, "snr_red", pl.Float64).to_numpy().astype(np.float64),
     }
     for j, label in enumerate(SPEC_LABELS):
-        data[label], data[f"{label}_err"] = rows.values[:, j], rows.errors[:, j]
+        data[label], data[f"{label}_err"] = rows.labels.values[:, j], rows.labels.errors[:, j]
     data |= {
         "flag": quality.flag(bits),
         "status": rows.status.tolist(),
@@ -286,8 +278,8 @@ def _catalogue_frame(
         "n_outliers": _column(manifest, "n_outliers", pl.Int32),
         "max_outlier_run": _column(manifest, "max_outlier_run", pl.Int32),
         "cap_hit": _column(manifest, "cap_hit", pl.Boolean),
-        "ood_score": rows.ood_ratio,
-        "disagreement": rows.disagreement,
+        "ood_score": rows.labels.ood_ratio,
+        "disagreement": rows.labels.disagreement,
     }
     frame = pl.DataFrame(data).with_columns(
         [
