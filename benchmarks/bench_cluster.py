@@ -72,7 +72,7 @@ def on_cluster(workers: int, runs: list[tuple[str, dict]]) -> dict[str, dict]:
     )
     with cluster, Client(cluster) as client:
         for name, options in runs:
-            reports[name] = run_cluster(client=client, device="cpu", **options)
+            reports[name] = run_cluster(client=client, **options)
     return reports
 
 
@@ -82,7 +82,7 @@ def main() -> None:
     p.add_argument("--shard-size", type=int, default=40)
     p.add_argument("--overhead-shards", type=int, default=150)
     a = p.parse_args()
-    from rrnet.inference import infer
+    from rrnet.inference import InferOptions, infer
 
     with tempfile.TemporaryDirectory(prefix="bench-cluster-") as tmp:
         root = Path(tmp)
@@ -97,14 +97,15 @@ def main() -> None:
             }
         ).write_parquet(bad)
         began = time.perf_counter()
-        infer(models, catalog=cat, data_dir=data, device="cpu", workers=1)
+        options = InferOptions(models, device="cpu")
+        infer(options, catalog=cat, data_dir=data, workers=1)
         single = time.perf_counter() - began
         results: dict[str, object] = {
             "rows": a.rows,
             "shard_size": a.shard_size,
             "single_machine_spectra_per_s": round(a.rows / single, 1),
         }
-        common = dict(models=models, data_dir=data, shard_size=a.shard_size)
+        common = dict(models=options, data_dir=data, shard_size=a.shard_size)
         for workers in (1, 2):
             # The first run loads torch and the models in each worker (a once-per-worker
             # cost, reported as model_load_seconds_max); the second is the steady state.

@@ -102,16 +102,15 @@ def synthetic_store(base: Path, out: Path, n_rows: int) -> Path:
 
 def child(args: argparse.Namespace) -> None:
     """One measured run in this (fresh) process; prints a JSON line."""
-    from rrnet.inference import run_inference
+    from rrnet.inference import InferOptions, run_inference
 
     torch.set_num_threads(int(os.environ.get("RRNET_NUM_THREADS", os.cpu_count() or 1)))
     t0 = time.perf_counter()
-    kwargs = (
+    inputs = (
         dict(store=args.store) if args.store else dict(catalog=args.catalog, data_dir=args.data)
     )
-    if args.workers is not None:
-        kwargs["workers"] = args.workers
-    out = run_inference(models=args.model, out=args.out, device="cpu", overwrite=True, **kwargs)
+    options = InferOptions(args.model, device="cpu", overwrite=True, workers=args.workers)
+    out = run_inference(options, out=args.out, **inputs)
     seconds = time.perf_counter() - t0
     n = pl.scan_parquet(out).select(pl.len()).collect().item()
     peak = _vm_hwm_mib()  # ru_maxrss would carry the parent's peak across fork + exec

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "python"))
 import numpy as np
 import torch
 
-from rrnet.models import ModelConfig, build_model, gaussian_nll
+from rrnet.models import FLUX_CLIP, ModelConfig, build_model, gaussian_nll
 from rrnet.training import TrainSettings, split_by_star, train_arrays
 from rrnet.training.augment import add_pixel_noise
 from rrnet.training.toy import TOY_LABELS, toy_spectra
@@ -30,8 +30,8 @@ from rrnet.training.toy import TOY_LABELS, toy_spectra
 
 def sequential(flux, labels, rows, config, settings) -> float:
     """Seconds for ``members`` separate one-epoch runs of a plain model (baseline)."""
-    mean = torch.from_numpy(np.clip(flux[rows], -0.5, 2.5).mean(0))
-    std = torch.from_numpy(np.clip(flux[rows], -0.5, 2.5).std(0)).clamp(min=1e-3)
+    mean = torch.from_numpy(np.clip(flux[rows], *FLUX_CLIP).mean(0))
+    std = torch.from_numpy(np.clip(flux[rows], *FLUX_CLIP).std(0)).clamp(min=1e-3)
     y_all = torch.from_numpy(((labels - labels.mean(0)) / labels.std(0)).astype(np.float32))
     x_all = torch.from_numpy(flux)
     t0 = time.perf_counter()
@@ -43,7 +43,7 @@ def sequential(flux, labels, rows, config, settings) -> float:
         order = np.random.default_rng(m).permutation(rows)
         for b in range(0, order.size, settings.batch_size):
             idx = torch.from_numpy(order[b : b + settings.batch_size])
-            x = (x_all[idx].clamp(-0.5, 2.5) - mean) / std
+            x = (x_all[idx].clamp(*FLUX_CLIP) - mean) / std
             x = add_pixel_noise(x, settings.noise_fraction, settings.noise_sigma, gen)
             loss = gaussian_nll(*model(x), y_all[idx])
             opt.zero_grad()

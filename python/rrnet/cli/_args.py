@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
+from rrnet.inference.options import InferOptions
 from rrnet.inference.quality import QualityThresholds
 
 
@@ -30,8 +32,24 @@ def usage_error(prog: str, message: object) -> int:
     return 2
 
 
-def add_quality_arguments(parser: argparse.ArgumentParser) -> None:
-    """The catalogue-quality options shared by rrnet-infer and rrnet-run."""
+def error_line(exc: BaseException) -> str:
+    """The first line of an error's message (its type's name when it has none)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def add_output_arguments(parser: argparse.ArgumentParser, *, resume_help: str) -> None:
+    """The output and model-running options shared by rrnet-infer and rrnet-run."""
+    from rrnet.inference.writers import FORMATS
+
+    parser.add_argument("--out", required=True, help="output catalogue path")
+    parser.add_argument("--format", choices=FORMATS, help="output format (default: from suffix)")
+    parser.add_argument(
+        "--batch-size", type=int, help="spectra per forward call (default: per device)"
+    )
+    parser.add_argument("--device", default="auto", help="auto (GPU if present), cpu, cuda, cuda:1")
+    parser.add_argument("--resume", action="store_true", help=resume_help)
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
     parser.add_argument(
         "--allow-fingerprint-mismatch",
         action="store_true",
@@ -44,10 +62,21 @@ def add_quality_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def quality_thresholds(args: argparse.Namespace) -> QualityThresholds:
-    """The thresholds given by :func:`add_quality_arguments`' options."""
-    return QualityThresholds(
+def infer_options(args: argparse.Namespace, **extra: Any) -> InferOptions:
+    """The :class:`InferOptions` of :func:`add_output_arguments`' options (plus ``extra``)."""
+    thresholds = QualityThresholds(
         min_snr=args.min_snr,
         ood_quantile=args.ood_quantile,
         max_disagreement=args.max_disagreement,
+    )
+    return InferOptions(
+        models=args.model,
+        fmt=args.format,
+        batch_size=args.batch_size,
+        device=args.device,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        thresholds=thresholds,
+        allow_fingerprint_mismatch=args.allow_fingerprint_mismatch,
+        **extra,
     )

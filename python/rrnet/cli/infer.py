@@ -10,13 +10,14 @@ from collections.abc import Sequence
 from rrnet.cli._args import (
     OneLineParser,
     UsageError,
-    add_quality_arguments,
-    quality_thresholds,
+    add_output_arguments,
+    error_line,
+    infer_options,
     usage_error,
 )
+from rrnet.inference.options import DEFAULT_CHUNK_ROWS, InferError
 from rrnet.inference.provenance import FingerprintMismatch
-from rrnet.inference.streaming import DEFAULT_CHUNK_ROWS, InferError, run_inference
-from rrnet.inference.writers import FORMATS
+from rrnet.inference.streaming import run_inference
 
 PROG = "rrnet-infer"
 
@@ -36,23 +37,17 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         help="checkpoint directory; repeat for several (the first predicting a label wins)",
     )
-    p.add_argument("--out", required=True, help="output catalogue path")
-    p.add_argument("--format", choices=FORMATS, help="output format (default: from suffix)")
-    p.add_argument("--batch-size", type=int, help="spectra per forward call (default: per device)")
+    add_output_arguments(p, resume_help="continue an interrupted run")
     p.add_argument(
         "--chunk-rows",
         type=int,
         default=DEFAULT_CHUNK_ROWS,
         help="catalogue rows per part file with --catalog (a store uses its shards)",
     )
-    p.add_argument("--device", default="auto", help="auto (GPU if present), cpu, cuda, cuda:1")
     p.add_argument("--workers", type=int, help="reader processes with --catalog")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted run")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.add_argument("--per-star", action="store_true", help="also write a per-star table")
     p.add_argument("--star-column", default="star_id", help="star id column for --per-star")
     p.add_argument("--per-star-out", help="per-star table path (default: <out>.per_star.<ext>)")
-    add_quality_arguments(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar or log lines")
     return p
 
@@ -64,31 +59,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         return usage_error(PROG, exc)
     logging.basicConfig(level=logging.INFO, format=f"{PROG}: %(message)s")
-    thresholds = quality_thresholds(args)
+    options = infer_options(
+        args,
+        chunk_rows=args.chunk_rows,
+        workers=args.workers,
+        per_star=args.per_star,
+        star_column=args.star_column,
+        per_star_out=args.per_star_out,
+        progress=not args.no_progress,
+    )
+    inputs = {"store": args.store, "catalog": args.catalog, "data_dir": args.data_dir}
     try:
-        path = run_inference(
-            models=args.model,
-            out=args.out,
-            store=args.store,
-            catalog=args.catalog,
-            data_dir=args.data_dir,
-            fmt=args.format,
-            batch_size=args.batch_size,
-            chunk_rows=args.chunk_rows,
-            device=args.device,
-            resume=args.resume,
-            overwrite=args.overwrite,
-            per_star=args.per_star,
-            star_column=args.star_column,
-            per_star_out=args.per_star_out,
-            thresholds=thresholds,
-            allow_fingerprint_mismatch=args.allow_fingerprint_mismatch,
-            workers=args.workers,
-            progress=not args.no_progress,
-        )
+        path = run_inference(options, out=args.out, **inputs)
     except (InferError, FingerprintMismatch) as exc:
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return usage_error(PROG, message)
+        return usage_error(PROG, error_line(exc))
     print(f"{PROG}: wrote {path}", file=sys.stderr)
     return 0
 

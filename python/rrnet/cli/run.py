@@ -7,14 +7,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from rrnet.cli._args import (
-    OneLineParser,
-    UsageError,
-    add_quality_arguments,
-    quality_thresholds,
-    usage_error,
-)
-from rrnet.inference.writers import FORMATS
+from rrnet.cli import _args
 
 PROG = "rrnet-run"
 
@@ -23,7 +16,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The command-line interface (also used to document it)."""
     from rrnet.cluster.driver import DEFAULT_SHARD_SIZE
 
-    p = OneLineParser(prog=PROG, description=__doc__)
+    p = _args.OneLineParser(prog=PROG, description=__doc__)
     p.add_argument("catalog", help="input catalogue (CSV/Parquet/FITS)")
     p.add_argument("--data-dir", required=True, help="directory the filenames are relative to")
     p.add_argument(
@@ -33,8 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         help="checkpoint directories (the first predicting a label wins)",
     )
-    p.add_argument("--out", required=True, help="output catalogue path")
-    p.add_argument("--format", choices=FORMATS, help="output format (default: from suffix)")
+    _args.add_output_arguments(p, resume_help="continue a run; skip finished shards")
     p.add_argument(
         "--cluster", help="local, slurm, pbs, sge or a scheduler address (default: config, local)"
     )
@@ -49,13 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpus-per-job", type=int, help="GPUs per job (one worker process each)")
     p.add_argument("--shard-size", type=int, default=DEFAULT_SHARD_SIZE, help="rows per shard")
     p.add_argument("--retries", type=int, default=2, help="retries of a failing shard task")
-    p.add_argument("--batch-size", type=int, help="spectra per forward call (default: per device)")
-    p.add_argument("--device", default="auto", help="auto (GPU if present), cpu, cuda")
     p.add_argument("--rv-column", default="rv", help="radial velocity column [km/s]")
     p.add_argument("--no-rv-correction", action="store_true", help="do not shift by rv")
-    p.add_argument("--resume", action="store_true", help="continue a run; skip finished shards")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
-    add_quality_arguments(p)
     p.add_argument("--dry-run", action="store_true", help="print the batch job script and stop")
     p.add_argument("--quiet", action="store_true", help="no summary line")
     return p
@@ -65,8 +52,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status (2 for unusable arguments)."""
     try:
         args = build_parser().parse_args(argv)
-    except UsageError as exc:
-        return usage_error(PROG, exc)
+    except _args.UsageError as exc:
+        return _args.usage_error(PROG, exc)
     logging.basicConfig(level=logging.WARNING, format=f"{PROG}: %(message)s")
     try:
         from rrnet.cluster.config import ClusterConfigError, job_script, load_settings
@@ -90,26 +77,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.dry_run:
             print(job_script(settings))
             return 0
+        preprocess = {"rv_column": args.rv_column, "correct_rv": not args.no_rv_correction}
+        options = _args.infer_options(args, preprocess=preprocess, progress=not args.quiet)
         report = run_cluster(
-            args.model,
+            options,
             args.catalog,
             args.data_dir,
             args.out,
             settings=settings,
             shard_size=args.shard_size,
-            fmt=args.format,
-            batch_size=args.batch_size,
-            device=args.device,
-            resume=args.resume,
-            overwrite=args.overwrite,
-            thresholds=quality_thresholds(args),
-            preprocess={"rv_column": args.rv_column, "correct_rv": not args.no_rv_correction},
             retries=args.retries,
-            progress=not args.quiet,
         )
     except (RunError, ClusterConfigError) as exc:
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return usage_error(PROG, message)
+        return _args.usage_error(PROG, _args.error_line(exc))
     return 0 if report["complete"] else 1
 
 

@@ -16,14 +16,13 @@ output.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import shutil
 import sys
 import time
-from collections.abc import Sequence
-from dataclasses import replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +32,15 @@ import polars as pl
 from rrnet.cluster.config import ClusterSettings, connect
 from rrnet.cluster.plan import PlanError, Shard, part_name, plan_shards, write_plan
 from rrnet.cluster.task import FAULT_ENV, FAULT_RAISE_ENV, ShardJob, run_shard
-from rrnet.inference.quality import DEFAULT_THRESHOLDS, QualityBit, QualityThresholds
+from rrnet.inference.options import (
+    InferError,
+    InferOptions,
+    PathLike,
+    check_options,
+    load_checked,
+)
+from rrnet.inference.quality import DEFAULT_THRESHOLDS, QualityBit
+from rrnet.utils.atomic import read_json, write_json
 
 log = logging.getLogger(__name__)
 
@@ -137,72 +144,52 @@ def _prepare(out: Path, resume: bool, overwrite: bool) -> None:
     report_path(out).unlink(missing_ok=True)
 
 
-def run_cluster(
-    models: Sequence[str | os.PathLike[str]],
-    catalog: str | os.PathLike[str] | pl.DataFrame,
-    data_dir: str | os.PathLike[str],
-    out: str | os.PathLike[str],
-    *,
-    client: Any = None,
-    settings: ClusterSettings | None = None,
-    shard_size: int = DEFAULT_SHARD_SIZE,
-    fmt: str | None = None,
-    batch_size: int | None = None,
-    device: str = "auto",
-    resume: bool = False,
-    overwrite: bool = False,
-    thresholds: QualityThresholds = DEFAULT_THRESHOLDS,
-    preprocess: dict[str, Any] | None = None,
-    retries: int = 2,
-    shards_per_worker: int = 2,
-    allow_fingerprint_mismatch: bool = False,
-    progress: bool = False,
-) -> dict[str, Any]:
-    """Write the catalogue of ``catalog`` to ``out`` using a Dask cluster; return the report.
+@dataclass(frozen=True)
+class _Run:
+    """A checked cluster run: its input table, checkpoints, shards and files."""
 
-    Give a connected ``distributed.Client`` as ``client``, or ``settings`` to start
-    (and stop) a cluster; neither starts a two-process LocalCluster. The output
-    equals :func:`rrnet.inference.infer` on the same inputs, row for row.
-    """
-    from rrnet.inference.models import load_checkpoints
-    from rrnet.inference.provenance import FingerprintMismatch, check_fingerprint
-    from rrnet.inference.writers import resolve_format, write_part
+    options: InferOptions
+    out: Path
+    fmt: str
+    table: pl.DataFrame
+    name: str
+    data_dir: str
+    fingerprint: dict[str, Any]
+    checkpoints: list[Any]
+    shards: list[Shard]
+
+    @property
+    def work(self) -> Path:
+        return run_dir(self.out)
+
+    @property
+    def parts(self) -> Path:
+        return self.work / "parts"
+
+    def attempts(self, index: int) -> Path:
+        """The file each attempt of shard ``index`` appends a line to."""
+        return self.work / "attempts" / f"shard-{index:06d}.txt"
+
+
+def _checked_run(
+    options: InferOptions, catalog: Any, data_dir: PathLike, out: Path, shard_size: int
+) -> _Run:
+    """Check the options and inputs, load the checkpoints, write (or check) the plan."""
+    from rrnet.inference.provenance import FingerprintMismatch
     from rrnet.preprocess.settings import PreprocessSettings
 
-    began = time.perf_counter()
-    out = Path(out)
-    preprocess = dict(preprocess or {})
+    preprocess = dict(options.preprocess)
     try:
-        fmt = resolve_format(out, fmt)
-    except ValueError as exc:
-        raise RunError(str(exc)) from exc
-    if not models:
-        raise RunError("give at least one --model checkpoint")
-    if shard_size < 1 or retries < 0 or shards_per_worker < 1:
-        raise RunError("--shard-size and shards per worker must be positive, retries >= 0")
-    if batch_size is not None and batch_size < 1:
-        raise RunError("--batch-size must be positive")
-    for path in models:
-        if not (Path(path) / "config.json").is_file():
-            raise RunError(f"not an rrnet checkpoint (no config.json): {path}")
-    if not Path(data_dir).is_dir():
-        raise RunError(f"data directory not found: {data_dir}")
-    table, name = _load_catalog(catalog, preprocess)
-    settings_fp = {k: v for k, v in preprocess.items() if k in ("correct_rv", "max_iter")}
-    fingerprint = PreprocessSettings(**settings_fp).fingerprint()
-    try:
-        checkpoints = load_checkpoints(list(models), device="cpu", thresholds=thresholds)
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
-        raise RunError(f"cannot load checkpoint: {exc}") from exc
-    try:
-        for checkpoint in checkpoints:
-            check_fingerprint(
-                str(checkpoint.path),
-                checkpoint.preprocessing,
-                fingerprint,
-                allow_mismatch=allow_fingerprint_mismatch,
-            )
-    except FingerprintMismatch as exc:
+        fmt = check_options(options, out)
+        if options.per_star:
+            raise InferError("rrnet-run does not write per-star tables (use rrnet-infer)")
+        if not Path(data_dir).is_dir():
+            raise InferError(f"data directory not found: {data_dir}")
+        table, name = _load_catalog(catalog, preprocess)
+        settings_fp = {k: v for k, v in preprocess.items() if k in ("correct_rv", "max_iter")}
+        fingerprint = PreprocessSettings(**settings_fp).fingerprint()
+        checkpoints = load_checked(options, fingerprint, device="cpu")
+    except (InferError, FingerprintMismatch) as exc:
         raise RunError(str(exc).strip().splitlines()[0]) from exc
     identity = {
         "catalog": name,
@@ -211,94 +198,156 @@ def run_cluster(
         "fingerprint": fingerprint["hash"],
         "checkpoints": [c.hash for c in checkpoints],
         "shard_size": shard_size,
-        "thresholds": thresholds.to_dict(),
+        "thresholds": options.thresholds.to_dict(),
         "preprocess": preprocess,
     }
-    _prepare(out, resume, overwrite)
-    work = run_dir(out)
+    _prepare(out, options.resume, options.overwrite)
     shards = plan_shards(table, shard_size)
     try:
-        write_plan(work / "plan.json", shards, identity)
+        write_plan(run_dir(out) / "plan.json", shards, identity)
     except PlanError as exc:
         raise RunError(str(exc)) from exc
-    previous = _read_report(out)
-    if resume and out.exists() and previous.get("complete"):
-        return {**previous, "shards_computed": 0, "shards_skipped": len(shards), "rerun": True}
+    data = os.path.abspath(data_dir)
+    return _Run(options, out, fmt, table, name, data, fingerprint, checkpoints, shards)
 
-    parts = work / "parts"
-    done = {s.index for s in shards if _readable(parts / part_name(s.index))}
-    todo = [s for s in shards if s.index not in done]
-    carried = _carried(table)
+
+def _job_factory(run: _Run, settings: ClusterSettings | None) -> Callable[[Shard], ShardJob]:
+    """What a worker needs to compute a shard (its attempts file is started afresh)."""
+    options = run.options
     base = ShardJob(
         index=-1,
         start=0,
-        catalog=table.clear(),
-        data_dir=os.path.abspath(data_dir),
+        catalog=run.table.clear(),
+        data_dir=run.data_dir,
         part="",
         attempts="",
-        models=tuple(os.path.abspath(p) for p in models),
-        hashes=tuple(c.hash for c in checkpoints),
-        carried=carried,
-        device=device,
-        batch_size=batch_size,
+        models=tuple(os.path.abspath(p) for p in options.models),
+        hashes=tuple(c.hash for c in run.checkpoints),
+        carried=_carried(run.table),
+        device=options.device,
+        batch_size=options.batch_size,
         reader_threads=(settings or ClusterSettings()).threads,
-        thresholds=thresholds,
-        preprocess=preprocess,
+        thresholds=options.thresholds,
+        preprocess=dict(options.preprocess),
         fault_marker=os.environ.get(FAULT_ENV) or None,
         fault_raise=int(os.environ[FAULT_RAISE_ENV]) if os.environ.get(FAULT_RAISE_ENV) else None,
     )
 
     def job(shard: Shard) -> ShardJob:
-        attempts = work / "attempts" / f"shard-{shard.index:06d}.txt"
+        attempts = run.attempts(shard.index)
         attempts.unlink(missing_ok=True)
         return replace(
             base,
             index=shard.index,
             start=shard.start,
-            catalog=table.slice(shard.start, shard.rows),
-            part=str(parts / part_name(shard.index)),
+            catalog=run.table.slice(shard.start, shard.rows),
+            part=str(run.parts / part_name(shard.index)),
             attempts=str(attempts),
         )
 
-    results: list[dict[str, Any]] = []
-    failures: dict[int, str] = {}
-    n_workers = 0
+    return job
+
+
+@dataclass
+class _Outcome:
+    """What the shard tasks of this call returned or raised."""
+
+    results: list[dict[str, Any]] = field(default_factory=list)
+    failures: dict[int, str] = field(default_factory=dict)
+    workers: int = 0
+
+
+def _compute_shards(
+    run: _Run,
+    todo: list[Shard],
+    client: Any,
+    settings: ClusterSettings | None,
+    retries: int,
+    shards_per_worker: int,
+) -> _Outcome:
+    """Run the shards of ``todo`` on the cluster; failed shards get a failed part file."""
+    from rrnet.inference.writers import write_part
+
+    outcome = _Outcome()
+    job = _job_factory(run, settings)
     if todo:
+        args = (todo, job, retries, shards_per_worker, outcome.results, outcome.failures)
         if client is not None:
-            n_workers = _execute(client, todo, job, retries, shards_per_worker, results, failures)
+            outcome.workers = _execute(client, *args)
         else:
             with connect(settings or ClusterSettings()) as own:
-                n_workers = _execute(own, todo, job, retries, shards_per_worker, results, failures)
-    for index, error in failures.items():
-        failed = _failed_frame(shards[index], table, error, carried)
-        write_part(failed, parts / f"failed-{index:06d}.parquet")
+                outcome.workers = _execute(own, *args)
+    carried = _carried(run.table)
+    for index, error in outcome.failures.items():
+        failed = _failed_frame(run.shards[index], run.table, error, carried)
+        write_part(failed, run.parts / f"failed-{index:06d}.parquet")
+    return outcome
 
-    report = _merge_and_report(
-        out, fmt, shards, parts, table.height, checkpoints, fingerprint, thresholds, name
-    )
+
+def _run_statistics(
+    run: _Run, todo: list[Shard], done: set[int], outcome: _Outcome, wall: float
+) -> dict[str, Any]:
+    """The report's counts and timings of this call (shards, attempts, throughput)."""
+    results, failures = outcome.results, outcome.failures
     computed = sum(r["rows"] for r in results)
-    wall = time.perf_counter() - began
-    attempts = {s.index: _count_lines(work / "attempts" / f"shard-{s.index:06d}.txt") for s in todo}
-    report |= {
+    attempts = {s.index: _count_lines(run.attempts(s.index)) for s in todo}
+    return {
         "complete": not failures,
-        "shards": len(shards),
+        "shards": len(run.shards),
         "shards_computed": len(results),
         "shards_skipped": len(done),
         "shards_retried": sum(1 for n in attempts.values() if n > 1),
         "attempts": sum(attempts.values()),
-        "failed_shards": [{**_span(shards[i]), "error": failures[i]} for i in sorted(failures)],
-        "workers": n_workers,
+        "failed_shards": [{**_span(run.shards[i]), "error": failures[i]} for i in sorted(failures)],
+        "workers": outcome.workers,
         "wall_s": round(wall, 3),
         "rows_computed": computed,
         "spectra_per_s": round(computed / wall, 3) if wall > 0 else None,
         "task_seconds_mean": _mean([r["seconds"] for r in results]),
         "model_load_seconds_max": max((r["model_seconds"] for r in results), default=None),
     }
-    _write_json(report_path(out), report)
-    if not failures:
-        shutil.rmtree(parts, ignore_errors=True)
-        shutil.rmtree(work / "attempts", ignore_errors=True)
-    if progress:
+
+
+def run_cluster(
+    models: InferOptions | PathLike | Sequence[PathLike],
+    catalog: PathLike | pl.DataFrame,
+    data_dir: PathLike,
+    out: PathLike,
+    *,
+    client: Any = None,
+    settings: ClusterSettings | None = None,
+    shard_size: int = DEFAULT_SHARD_SIZE,
+    retries: int = 2,
+    shards_per_worker: int = 2,
+    **overrides: Any,
+) -> dict[str, Any]:
+    """Write the catalogue of ``catalog`` to ``out`` using a Dask cluster; return the report.
+
+    ``models`` is an :class:`~rrnet.inference.options.InferOptions` or checkpoint
+    paths; ``overrides`` are its fields (``per_star`` is not supported). Give a
+    connected ``distributed.Client`` as ``client``, or ``settings`` to start (and
+    stop) a cluster; neither starts a two-process LocalCluster. The output equals
+    :func:`rrnet.inference.infer` on the same inputs, row for row.
+    """
+    began = time.perf_counter()
+    options = InferOptions.of(models, **overrides)
+    out = Path(out)
+    if shard_size < 1 or retries < 0 or shards_per_worker < 1:
+        raise RunError("--shard-size and shards per worker must be positive, retries >= 0")
+    run = _checked_run(options, catalog, data_dir, out, shard_size)
+    previous = read_json(report_path(out))
+    if options.resume and out.exists() and isinstance(previous, dict) and previous.get("complete"):
+        return {**previous, "shards_computed": 0, "shards_skipped": len(run.shards), "rerun": True}
+    done = {s.index for s in run.shards if _readable(run.parts / part_name(s.index))}
+    todo = [s for s in run.shards if s.index not in done]
+    outcome = _compute_shards(run, todo, client, settings, retries, shards_per_worker)
+    report = _merge_and_report(run)
+    report |= _run_statistics(run, todo, done, outcome, time.perf_counter() - began)
+    write_json(report_path(out), report)
+    if not outcome.failures:
+        shutil.rmtree(run.parts, ignore_errors=True)
+        shutil.rmtree(run.work / "attempts", ignore_errors=True)
+    if options.progress:
         print(_summary(report), file=sys.stderr, flush=True)
     return report
 
@@ -351,17 +400,7 @@ def _execute(
     return seen
 
 
-def _merge_and_report(
-    out: Path,
-    fmt: str,
-    shards: list[Shard],
-    parts: Path,
-    rows_in: int,
-    checkpoints: list[Any],
-    fingerprint: dict[str, Any],
-    thresholds: QualityThresholds,
-    name: str,
-) -> dict[str, Any]:
+def _merge_and_report(run: _Run) -> dict[str, Any]:
     """Merge parts (real, else failed) in shard order into ``out``; counts per status."""
     from rrnet.inference.columns import schema
     from rrnet.inference.models import label_sources
@@ -371,10 +410,10 @@ def _merge_and_report(
     files = []
     by_status: dict[str, int] = {}
     no_ok = []
-    for shard in shards:
-        path = parts / part_name(shard.index)
+    for shard in run.shards:
+        path = run.parts / part_name(shard.index)
         if not path.exists():
-            path = parts / f"failed-{shard.index:06d}.parquet"
+            path = run.parts / f"failed-{shard.index:06d}.parquet"
         files.append(path)
         frame = pl.read_parquet(path, columns=["status", "reason"])
         for status, count in frame["status"].value_counts().iter_rows():
@@ -383,19 +422,19 @@ def _merge_and_report(
             reasons = frame["reason"].value_counts(sort=True).head(5).iter_rows()
             no_ok.append({**_span(shard), "reasons": {r: n for r, n in reasons}})
     provenance = build_provenance(
-        input_name=Path(name).name,
+        input_name=Path(run.name).name,
         input_kind="catalog",
-        preprocessing=fingerprint,
-        checkpoints=[c.describe() for c in checkpoints],
-        label_sources=label_sources(checkpoints),
-        thresholds=thresholds.to_dict(),
+        preprocessing=run.fingerprint,
+        checkpoints=[c.describe() for c in run.checkpoints],
+        label_sources=label_sources(run.checkpoints),
+        thresholds=run.options.thresholds.to_dict(),
         quality_bits={bit.name: int(bit) for bit in QualityBit},
     )
-    merge_parts(files, out, fmt, provenance, schema=schema())
+    merge_parts(files, run.out, run.fmt, provenance, schema=schema())
     return {
         "format": REPORT_FORMAT,
-        "out": str(out),
-        "rows_in": rows_in,
+        "out": str(run.out),
+        "rows_in": run.table.height,
         "rows_out": sum(by_status.values()),
         "rows_by_status": dict(sorted(by_status.items())),
         "shards_without_ok_rows": no_ok,
@@ -415,20 +454,6 @@ def _count_lines(path: Path) -> int:
 
 def _mean(values: list[float]) -> float | None:
     return round(sum(values) / len(values), 4) if values else None
-
-
-def _read_report(out: Path) -> dict[str, Any]:
-    try:
-        return json.loads(report_path(out).read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    from rrnet.inference.writers import atomic_target
-
-    with atomic_target(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
 
 
 def _summary(report: dict[str, Any]) -> str:

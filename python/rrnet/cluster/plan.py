@@ -9,7 +9,6 @@ written once into the run directory and checked on resume.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -17,8 +16,7 @@ from typing import Any
 
 import polars as pl
 
-from rrnet.inference.writers import atomic_target
-from rrnet.utils.atomic import read_json
+from rrnet.utils.atomic import read_json, write_json
 
 PLAN_FORMAT = "rrnet-run-plan"
 
@@ -72,11 +70,12 @@ def write_plan(path: Path, shards: list[Shard], identity: dict[str, Any]) -> Non
                 "settings (use --overwrite to start again)"
             )
         return
-    with atomic_target(path) as tmp:
-        tmp.write_text(json.dumps(plan, indent=1, sort_keys=True))
+    write_json(path, plan)
 
 
 def read_plan(path: str | os.PathLike[str]) -> list[Shard]:
     """The shards of a written plan."""
-    plan = json.loads(Path(path).read_text())
+    plan = read_json(path)
+    if not isinstance(plan, dict) or plan.get("format") != PLAN_FORMAT:
+        raise PlanError(f"not a readable run plan: {path}")
     return [Shard(**s) for s in plan["shards"]]

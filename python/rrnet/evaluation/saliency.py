@@ -14,6 +14,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
+from rrnet.models.normalization import FLUX_CLIP
+
 Forward = Callable[[torch.Tensor], torch.Tensor]
 
 TEFF_CLASSES_K: dict[str, tuple[float, float]] = {
@@ -58,7 +60,7 @@ def ensemble_forward(
     flux_std: np.ndarray,
     label_mean: np.ndarray,
     label_std: np.ndarray,
-    clip: tuple[float, float] = (-0.5, 2.5),
+    clip: tuple[float, float] = FLUX_CLIP,
 ) -> Forward:
     """Differentiable ensemble mean in physical label units, from normalised flux.
 

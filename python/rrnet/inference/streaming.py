@@ -12,7 +12,6 @@ an uninterrupted one. The parts are merged in input order into the final file
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import math
 import os
@@ -29,32 +28,43 @@ from rrnet.inference import quality
 from rrnet.inference.columns import CATALOGUE_COLUMNS, SPEC_LABELS, schema
 from rrnet.inference.models import (
     LoadedCheckpoint,
+    Prediction,
     label_sources,
-    load_checkpoints,
     predict,
 )
+from rrnet.inference.options import (
+    DEFAULT_CHUNK_ROWS,
+    InferError,
+    InferOptions,
+    PathLike,
+    check_options,
+    load_checked,
+)
 from rrnet.inference.per_star import per_star_table
-from rrnet.inference.provenance import build_provenance, check_fingerprint
-from rrnet.inference.quality import DEFAULT_THRESHOLDS, QualityThresholds
+from rrnet.inference.provenance import build_provenance
+from rrnet.inference.quality import QualityThresholds
 from rrnet.inference.writers import (
     merge_parts,
-    resolve_format,
     write_catalogue,
     write_part,
 )
-from rrnet.utils.atomic import read_json, write_text
+from rrnet.utils.atomic import read_json, write_json
 from rrnet.utils.progress import Progress
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CHUNK_ROWS: int = 4096
-"""Catalogue rows per part file when preprocessing on the fly."""
-
 RUN_FORMAT = "rrnet-infer-run"
 
-
-class InferError(ValueError):
-    """Unusable arguments or an inconsistent output directory (one-line message)."""
+__all__ = [
+    "DEFAULT_CHUNK_ROWS",
+    "Chunk",
+    "InferError",
+    "InferOptions",
+    "catalogue_chunk",
+    "parts_dir",
+    "per_star_path",
+    "run_inference",
+]
 
 
 @dataclass(frozen=True)
@@ -177,23 +187,36 @@ def _column(manifest: pl.DataFrame, name: str, dtype: pl.DataType) -> pl.Series:
     return pl.Series(name, [None] * manifest.height, dtype=dtype)
 
 
-def catalogue_chunk(
+@dataclass(frozen=True)
+class _Rows:
+    """A chunk's rows after prediction: status, reason and labels (NaN where none)."""
+
+    status: np.ndarray
+    reason: list[Any]
+    labels: Prediction
+
+
+def _predict_rows(
     chunk: Chunk,
     checkpoints: list[LoadedCheckpoint],
     sources: dict[str, int],
     thresholds: QualityThresholds,
     batch_size: int | None,
-    carried: Sequence[str],
-) -> pl.DataFrame:
-    """The catalogue rows of one chunk (one per manifest row, in order)."""
+) -> _Rows:
+    """Predict the rows preprocessed ``ok`` with finite flux; mark the others' status."""
     manifest = chunk.manifest
     n = manifest.height
     status = np.array(_column(manifest, "status", pl.Utf8).fill_null("unknown").to_list(), object)
     reason = _column(manifest, "reason", pl.Utf8).to_list()
     values = np.full((n, len(SPEC_LABELS)), np.nan)
-    errors = np.full_like(values, np.nan)
-    ood_ratio, disagreement = np.full(n, np.nan), np.full(n, np.nan)
-    out_of_range, failed = np.zeros(n, bool), np.zeros(n, bool)
+    labels = Prediction(
+        values=values,
+        errors=np.full_like(values, np.nan),
+        ood_ratio=np.full(n, np.nan),
+        disagreement=np.full(n, np.nan),
+        out_of_range=np.zeros(n, bool),
+        failed=np.zeros(n, bool),
+    )
     ok = np.flatnonzero(status == "ok")
     flux = np.asarray(chunk.flux[ok], dtype=np.float32) if ok.size else None
     if flux is not None:
@@ -203,32 +226,37 @@ def catalogue_chunk(
         ok, flux = ok[finite], flux[finite]
     if ok.size:
         result = predict(checkpoints, sources, flux, thresholds, batch_size)
-        values[ok], errors[ok] = result.values, result.errors
-        ood_ratio[ok], disagreement[ok] = result.ood_ratio, result.disagreement
-        out_of_range[ok], failed[ok] = result.out_of_range, result.failed
-    for i in np.flatnonzero(failed):
+        for name in ("values", "errors", "ood_ratio", "disagreement", "out_of_range", "failed"):
+            getattr(labels, name)[ok] = getattr(result, name)
+    for i in np.flatnonzero(labels.failed):
         status[i], reason[i] = "inference_failed", "a model returned a non-finite value"
-    preprocess_ok = np.isin(status, ["ok", "inference_failed"])
-    snr_blue = _column(manifest, "snr_blue", pl.Float64).to_numpy().astype(np.float64)
-    snr_red = _column(manifest, "snr_red", pl.Float64).to_numpy().astype(np.float64)
-    n_outliers = _column(manifest, "n_outliers", pl.Int32)
-    max_run = _column(manifest, "max_outlier_run", pl.Int32)
-    cap_hit = _column(manifest, "cap_hit", pl.Boolean)
+    return _Rows(status, reason, labels)
+
+
+def _quality(manifest: pl.DataFrame, rows: _Rows, thresholds: QualityThresholds) -> np.ndarray:
+    """The rows' quality bits; ``ok`` rows get their reason (``ok`` or the bits, spelled)."""
     bits = quality.quality_bits(
-        preprocess_ok=preprocess_ok,
-        snr_blue=snr_blue,
-        snr_red=snr_red,
-        n_outliers=n_outliers.fill_null(0).to_numpy(),
-        max_outlier_run=max_run.fill_null(0).to_numpy(),
-        cap_hit=cap_hit.fill_null(False).to_numpy(),
-        ood_ratio=ood_ratio,
-        disagreement=disagreement,
-        out_of_range=out_of_range,
-        inference_failed=failed,
+        preprocess_ok=np.isin(rows.status, ["ok", "inference_failed"]),
+        snr_blue=_column(manifest, "snr_blue", pl.Float64).to_numpy().astype(np.float64),
+        snr_red=_column(manifest, "snr_red", pl.Float64).to_numpy().astype(np.float64),
+        n_outliers=_column(manifest, "n_outliers", pl.Int32).fill_null(0).to_numpy(),
+        max_outlier_run=_column(manifest, "max_outlier_run", pl.Int32).fill_null(0).to_numpy(),
+        cap_hit=_column(manifest, "cap_hit", pl.Boolean).fill_null(False).to_numpy(),
+        ood_ratio=rows.labels.ood_ratio,
+        disagreement=rows.labels.disagreement,
+        out_of_range=rows.labels.out_of_range,
+        inference_failed=rows.labels.failed,
         thresholds=thresholds,
     )
-    for i in np.flatnonzero(status == "ok"):
-        reason[i] = "ok" if bits[i] == 0 else "not recommended: " + quality.describe(bits[i])
+    for i in np.flatnonzero(rows.status == "ok"):
+        rows.reason[i] = "ok" if bits[i] == 0 else "not recommended: " + quality.describe(bits[i])
+    return bits
+
+
+def _catalogue_frame(
+    manifest: pl.DataFrame, rows: _Rows, bits: np.ndarray, carried: Sequence[str]
+) -> pl.DataFrame:
+    """The catalogue's columns (schema order and types) followed by the carried ones."""
     data: dict[str, Any] = {
         "obsid": _column(manifest, "obsid", pl.Int64),
         "filename": _column(manifest, "filename", pl.Utf8),
@@ -236,22 +264,22 @@ def catalogue_chunk(
         "dec": _column(manifest, "dec", pl.Float64),
         "extname_blue": _column(manifest, "extname_blue", pl.Utf8),
         "extname_red": _column(manifest, "extname_red", pl.Utf8),
-        "snr_blue": snr_blue,
-        "snr_red": snr_red,
+        "snr_blue": _column(manifest, "snr_blue", pl.Float64).to_numpy().astype(np.float64),
+        "snr_red": _column(manifest, "snr_red", pl.Float64).to_numpy().astype(np.float64),
     }
     for j, label in enumerate(SPEC_LABELS):
-        data[label], data[f"{label}_err"] = values[:, j], errors[:, j]
+        data[label], data[f"{label}_err"] = rows.labels.values[:, j], rows.labels.errors[:, j]
     data |= {
         "flag": quality.flag(bits),
-        "status": status.tolist(),
-        "reason": reason,
+        "status": rows.status.tolist(),
+        "reason": rows.reason,
         "quality_bits": bits,
         "row": _column(manifest, "row", pl.Int64),
-        "n_outliers": n_outliers,
-        "max_outlier_run": max_run,
-        "cap_hit": cap_hit,
-        "ood_score": ood_ratio,
-        "disagreement": disagreement,
+        "n_outliers": _column(manifest, "n_outliers", pl.Int32),
+        "max_outlier_run": _column(manifest, "max_outlier_run", pl.Int32),
+        "cap_hit": _column(manifest, "cap_hit", pl.Boolean),
+        "ood_score": rows.labels.ood_ratio,
+        "disagreement": rows.labels.disagreement,
     }
     frame = pl.DataFrame(data).with_columns(
         [
@@ -264,7 +292,18 @@ def catalogue_chunk(
     return pl.concat([frame, manifest.select(carried)], how="horizontal")
 
 
-# ----------------------------------------------------------------------------- progress
+def catalogue_chunk(
+    chunk: Chunk,
+    checkpoints: list[LoadedCheckpoint],
+    sources: dict[str, int],
+    thresholds: QualityThresholds,
+    batch_size: int | None,
+    carried: Sequence[str],
+) -> pl.DataFrame:
+    """The catalogue rows of one chunk (one per manifest row, in order)."""
+    rows = _predict_rows(chunk, checkpoints, sources, thresholds, batch_size)
+    bits = _quality(chunk.manifest, rows, thresholds)
+    return _catalogue_frame(chunk.manifest, rows, bits, carried)
 
 
 # ----------------------------------------------------------------------------- the run
@@ -298,7 +337,7 @@ def _prepare(out: Path, run: dict[str, Any], resume: bool, overwrite: bool) -> s
         out.unlink(missing_ok=True)
     if not work.exists():
         work.mkdir(parents=True)
-        write_text(work / "run.json", json.dumps(run, indent=1, sort_keys=True))
+        write_json(work / "run.json", run)
         return set()
     if read_json(work / "run.json") != run:
         raise InferError(
@@ -315,70 +354,49 @@ def _prepare(out: Path, run: dict[str, Any], resume: bool, overwrite: bool) -> s
     return done
 
 
-def run_inference(
-    *,
-    models: Sequence[str | os.PathLike[str]],
-    out: str | os.PathLike[str],
-    store: str | os.PathLike[str] | None = None,
-    catalog: str | os.PathLike[str] | pl.DataFrame | None = None,
-    data_dir: str | os.PathLike[str] | None = None,
-    fmt: str | None = None,
-    batch_size: int | None = None,
-    chunk_rows: int = DEFAULT_CHUNK_ROWS,
-    device: str = "auto",
-    resume: bool = False,
-    overwrite: bool = False,
-    per_star: bool = False,
-    star_column: str = "star_id",
-    per_star_out: str | os.PathLike[str] | None = None,
-    thresholds: QualityThresholds = DEFAULT_THRESHOLDS,
-    allow_fingerprint_mismatch: bool = False,
-    workers: int | None = None,
-    preprocess: dict[str, Any] | None = None,
-    progress: bool = False,
-) -> Path:
-    """Write the catalogue of ``store`` (or of ``catalog`` + ``data_dir``) to ``out``.
+@dataclass(frozen=True)
+class _Plan:
+    """A checked run: its input, loaded checkpoints, provenance and identity record."""
 
-    Returns the catalogue path. See :func:`rrnet.inference.infer` for the parameters.
-    """
-    out = Path(out)
-    fmt = resolve_format(out, fmt)
-    if not models:
-        raise InferError("give at least one --model checkpoint")
-    if (store is None) == (catalog is None):
-        raise InferError("give either --store or --catalog (with --data-dir), not both")
-    if (batch_size is not None and batch_size < 1) or chunk_rows < 1:
-        raise InferError("--batch-size and --chunk-rows must be positive")
-    _check_device(device)
-    for path in models:
-        if not (Path(path) / "config.json").is_file():
-            raise InferError(f"not an rrnet checkpoint (no config.json): {path}")
+    source: _StoreInput | _CatalogInput
+    checkpoints: list[LoadedCheckpoint]
+    sources: dict[str, int]
+    provenance: dict[str, Any]
+    run: dict[str, Any]
+
+
+def _open_source(
+    options: InferOptions,
+    store: str | os.PathLike[str] | None,
+    catalog: str | os.PathLike[str] | pl.DataFrame | None,
+    data_dir: str | os.PathLike[str] | None,
+) -> _StoreInput | _CatalogInput:
+    """The input of the run (a store or a catalogue), checked for a per-star column."""
     if store is not None:
         source: _StoreInput | _CatalogInput = _StoreInput(store)
+        columns = source.store.manifest.columns
     else:
         if data_dir is None:
             raise InferError("--catalog needs --data-dir")
-        source = _CatalogInput(catalog, data_dir, chunk_rows, workers, preprocess or {})
-    if per_star and store is not None and star_column not in source.store.manifest.columns:
-        raise InferError(f"--per-star needs a {star_column!r} column in the input catalogue")
-    if per_star and catalog is not None and star_column not in source.table.columns:
-        raise InferError(f"--per-star needs a {star_column!r} column in the input catalogue")
-
-    try:
-        checkpoints = load_checkpoints(list(models), device=device, thresholds=thresholds)
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
-        raise InferError(f"cannot load checkpoint: {exc}") from exc
-    for checkpoint in checkpoints:
-        check_fingerprint(
-            str(checkpoint.path),
-            checkpoint.preprocessing,
-            source.fingerprint,
-            allow_mismatch=allow_fingerprint_mismatch,
+        source = _CatalogInput(
+            catalog, data_dir, options.chunk_rows, options.workers, dict(options.preprocess)
         )
+        columns = source.table.columns
+    if options.per_star and options.star_column not in columns:
+        raise InferError(
+            f"--per-star needs a {options.star_column!r} column in the input catalogue"
+        )
+    return source
+
+
+def _plan(options: InferOptions, source: _StoreInput | _CatalogInput) -> _Plan:
+    """Load and check the checkpoints; the provenance and the record a resume must match."""
+    checkpoints = load_checked(options, source.fingerprint, options.device)
     sources = label_sources(checkpoints)
     missing = [label for label in SPEC_LABELS if label not in sources]
     if missing:
         log.warning("no checkpoint predicts %s: those columns stay null", ", ".join(missing))
+    thresholds = options.thresholds
     provenance = build_provenance(
         input_name=Path(source.name).name if source.kind == "catalog" else source.name,
         input_kind=source.kind,
@@ -395,30 +413,73 @@ def run_inference(
         "checkpoints": [c.hash for c in checkpoints],
         "thresholds": thresholds.to_dict(),
     }
-    done = _prepare(out, run, resume, overwrite)
-    work = parts_dir(out)
+    return _Plan(source, checkpoints, sources, provenance, run)
+
+
+def _compute_parts(plan: _Plan, options: InferOptions, work: Path, done: set[int]) -> None:
+    """Write the part file of every chunk not in ``done`` (each atomically)."""
+    source = plan.source
+    finished = sum(min(source.chunk_rows, source.n_rows - i * source.chunk_rows) for i in done)
+    bar = Progress(source.n_rows, initial=finished, enabled=options.progress, prefix="rrnet-infer")
+    carried: list[str] | None = None
+    try:
+        for chunk in source.chunks(done):
+            if carried is None:
+                carried = _carried(chunk.manifest)
+            frame = catalogue_chunk(
+                chunk,
+                plan.checkpoints,
+                plan.sources,
+                options.thresholds,
+                options.batch_size,
+                carried,
+            )
+            write_part(frame, _part_path(work, chunk.index))
+            bar.update(frame.height)
+    finally:
+        bar.close()
+
+
+def _merge(plan: _Plan, options: InferOptions, out: Path, fmt: str, work: Path) -> None:
+    """Merge the parts in input order into ``out`` (and the per-star table); drop them."""
+    n_chunks = math.ceil(plan.source.n_rows / plan.source.chunk_rows)
+    parts = [_part_path(work, i) for i in range(n_chunks)]
+    merge_parts(parts, out, fmt, plan.provenance, schema=schema())
+    if options.per_star:
+        table = per_star_table(pl.scan_parquet(parts), star_column=options.star_column)
+        target = options.per_star_out or per_star_path(out)
+        write_catalogue(table, target, fmt, plan.provenance)
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def run_inference(
+    models: InferOptions | PathLike | Sequence[PathLike],
+    *,
+    out: PathLike,
+    store: PathLike | None = None,
+    catalog: PathLike | pl.DataFrame | None = None,
+    data_dir: PathLike | None = None,
+    **settings: Any,
+) -> Path:
+    """Write the catalogue of ``store`` (or of ``catalog`` + ``data_dir``) to ``out``.
+
+    ``models`` is an :class:`InferOptions` or checkpoint paths; ``settings`` are
+    :class:`InferOptions` fields (replacing those of given options). Returns the
+    catalogue path. See :func:`rrnet.inference.infer` for the parameters.
+    """
+    options = InferOptions.of(models, **settings)
+    out = Path(out)
+    fmt = check_options(options, out)
+    if (store is None) == (catalog is None):
+        raise InferError("give either --store or --catalog (with --data-dir), not both")
+    _check_device(options.device)
+    source = _open_source(options, store, catalog, data_dir)
+    plan = _plan(options, source)
+    done = _prepare(out, plan.run, options.resume, options.overwrite)
     if done is not None:
-        n_chunks = math.ceil(source.n_rows / source.chunk_rows)
-        finished = sum(min(source.chunk_rows, source.n_rows - i * source.chunk_rows) for i in done)
-        bar = Progress(source.n_rows, initial=finished, enabled=progress, prefix="rrnet-infer")
-        carried: list[str] | None = None
-        try:
-            for chunk in source.chunks(done):
-                if carried is None:
-                    carried = _carried(chunk.manifest)
-                frame = catalogue_chunk(
-                    chunk, checkpoints, sources, thresholds, batch_size, carried
-                )
-                write_part(frame, _part_path(work, chunk.index))
-                bar.update(frame.height)
-        finally:
-            bar.close()
-        parts = [_part_path(work, i) for i in range(n_chunks)]
-        merge_parts(parts, out, fmt, provenance, schema=schema())
-        if per_star:
-            table = per_star_table(pl.scan_parquet(parts), star_column=star_column)
-            write_catalogue(table, per_star_out or per_star_path(out), fmt, provenance)
-        shutil.rmtree(work, ignore_errors=True)
+        work = parts_dir(out)
+        _compute_parts(plan, options, work, done)
+        _merge(plan, options, out, fmt, work)
     return out
 
 

@@ -13,8 +13,8 @@ population standard deviation). Training stores the score's quantiles on the
 training split in ``config.json`` (``training.ood.quantiles``); inference divides a
 spectrum's score by the quantile it chooses (default 0.99) and flags ratios above 1.
 
-This module imports only NumPy and the standard library so that both training and
-inference (and scripts on bare GPU machines) can use it.
+The clip range is the model input's, :data:`rrnet.models.normalization.FLUX_CLIP`
+(one constant, so the score always sees what the networks see).
 """
 
 from __future__ import annotations
@@ -27,10 +27,12 @@ from typing import Any
 
 import numpy as np
 
+from rrnet.models.normalization import FLUX_CLIP
+
 SCORE_NAME = "mean_squared_z"
 """Identifier of the score definition stored in checkpoints (change it if the formula changes)."""
-CLIP_LOW, CLIP_HIGH = -0.5, 2.5
-"""The model input's clipping range of the normalised flux (SPEC section 3)."""
+CLIP_LOW, CLIP_HIGH = FLUX_CLIP
+"""The model input's clipping range of the normalised flux (SPEC section 3), unpacked."""
 QUANTILE_LEVELS: tuple[float, ...] = (0.5, 0.9, 0.95, 0.99, 0.995, 0.999, 1.0)
 """Levels stored in checkpoints; other levels are interpolated linearly between them."""
 
@@ -50,7 +52,7 @@ def ood_score(flux: np.ndarray, flux_mean: np.ndarray, flux_std: np.ndarray) -> 
         raise ValueError(
             f"flux has {flux.shape[1]} pixels, normalisation has {mean.size} and {std.size}"
         )
-    z = (np.clip(flux, CLIP_LOW, CLIP_HIGH) - mean) / std
+    z = (np.clip(flux, *FLUX_CLIP) - mean) / std
     score = np.mean(z * z, axis=1)
     score[~np.all(np.isfinite(flux), axis=1)] = np.nan
     return score[0:1] if single else score

@@ -1,0 +1,121 @@
+"""What a catalogue run is asked to do, shared by ``infer``, ``run_inference`` and ``run_cluster``.
+
+One frozen :class:`InferOptions` replaces the parameter lists the three entry points
+used to copy; :func:`check_options` and :func:`load_checked` are the checks they
+all make (checkpoints present and loadable, sizes positive, preprocessing fingerprints
+matching), written once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rrnet.inference.quality import DEFAULT_THRESHOLDS, QualityThresholds
+
+PathLike = str | os.PathLike[str]
+
+DEFAULT_CHUNK_ROWS: int = 4096
+"""Catalogue rows per part file when preprocessing on the fly."""
+
+
+class InferError(ValueError):
+    """Unusable arguments or an inconsistent output directory (one-line message)."""
+
+
+@dataclass(frozen=True)
+class InferOptions:
+    """Models, settings and output choices of one catalogue run (not its input or output).
+
+    ``models``: checkpoint directories (one path or several; the first predicting a
+    label wins). ``fmt``: output format (default: from the suffix). ``batch_size``:
+    spectra per forward call (default: the ensemble's choice for the device).
+    ``chunk_rows``: catalogue rows per part file when preprocessing on the fly
+    (``resume`` needs the same value). ``per_star``/``star_column``/``per_star_out``:
+    also write a per-star table. ``preprocess``: on-the-fly preprocessing options of
+    :func:`rrnet.preprocess.pipeline.iter_preprocessed` (``rv_column``, ``correct_rv``,
+    ``max_iter``).
+    """
+
+    models: tuple[PathLike, ...]
+    fmt: str | None = None
+    batch_size: int | None = None
+    chunk_rows: int = DEFAULT_CHUNK_ROWS
+    device: str = "auto"
+    resume: bool = False
+    overwrite: bool = False
+    per_star: bool = False
+    star_column: str = "star_id"
+    per_star_out: PathLike | None = None
+    thresholds: QualityThresholds = DEFAULT_THRESHOLDS
+    allow_fingerprint_mismatch: bool = False
+    workers: int | None = None
+    preprocess: Mapping[str, Any] = field(default_factory=dict)
+    progress: bool = False
+
+    def __post_init__(self) -> None:
+        models = self.models
+        paths = (models,) if isinstance(models, str | os.PathLike) else tuple(models)
+        object.__setattr__(self, "models", paths)
+        object.__setattr__(self, "preprocess", dict(self.preprocess or {}))
+
+    @classmethod
+    def of(
+        cls, models: InferOptions | PathLike | Sequence[PathLike], **settings: Any
+    ) -> InferOptions:
+        """``models`` if already options (with ``settings`` replaced), else new options.
+
+        The keyword convenience of the entry points: ``infer(paths, device="cpu")``
+        and ``infer(InferOptions(paths), device="cpu")`` are the same run.
+        """
+        if isinstance(models, InferOptions):
+            return dataclasses.replace(models, **settings)
+        return cls(models=models, **settings)  # type: ignore[arg-type]
+
+
+def check_options(options: InferOptions, out: PathLike) -> str:
+    """Refuse unusable options before any work; return the resolved output format."""
+    from rrnet.inference.writers import resolve_format
+
+    try:
+        fmt = resolve_format(out, options.fmt)
+    except ValueError as exc:
+        raise InferError(str(exc)) from exc
+    if not options.models:
+        raise InferError("give at least one --model checkpoint")
+    if (options.batch_size is not None and options.batch_size < 1) or options.chunk_rows < 1:
+        raise InferError("--batch-size and --chunk-rows must be positive")
+    for path in options.models:
+        if not (Path(path) / "config.json").is_file():
+            raise InferError(f"not an rrnet checkpoint (no config.json): {path}")
+    return fmt
+
+
+def load_checked(options: InferOptions, fingerprint: dict[str, Any], device: str) -> list[Any]:
+    """The checkpoints on ``device``, each checked against the input's preprocessing.
+
+    A checkpoint that cannot be read is an :class:`InferError`; one trained on
+    differently preprocessed spectra raises
+    :class:`~rrnet.inference.provenance.FingerprintMismatch` unless allowed.
+    """
+    from rrnet.inference.models import load_checkpoints
+    from rrnet.inference.provenance import check_fingerprint
+
+    try:
+        checkpoints = load_checkpoints(
+            list(options.models), device=device, thresholds=options.thresholds
+        )
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise InferError(f"cannot load checkpoint: {exc}") from exc
+    for checkpoint in checkpoints:
+        check_fingerprint(
+            str(checkpoint.path),
+            checkpoint.preprocessing,
+            fingerprint,
+            allow_mismatch=options.allow_fingerprint_mismatch,
+        )
+    return checkpoints
