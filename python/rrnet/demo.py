@@ -75,13 +75,7 @@ def run_demo(
     if (checkpoint / "config.json").exists() and not (checkpoint / "train_state.pt").exists():
         print(f"   reusing the finished checkpoint {checkpoint}")
     else:
-        options = TrainOptions(
-            labels_to_fit="all",
-            settings=settings,
-            resume=checkpoint.exists(),
-            keep_state=False,
-            progress=tty,
-        )
+        options = TrainOptions("all", settings=settings, resume=checkpoint.exists(), progress=tty)
         train_ensemble(
             store,
             data.labels,
