@@ -46,7 +46,7 @@ def run_demo(
     from rrnet.preprocess.pipeline import preprocess_catalog
     from rrnet.synth.dataset import make_dataset
     from rrnet.training.api import train_ensemble
-    from rrnet.training.settings import TrainSettings
+    from rrnet.training.settings import TrainOptions, TrainSettings
 
     if fresh and out.exists():
         shutil.rmtree(out)
@@ -75,15 +75,12 @@ def run_demo(
     if (checkpoint / "config.json").exists() and not (checkpoint / "train_state.pt").exists():
         print(f"   reusing the finished checkpoint {checkpoint}")
     else:
+        options = TrainOptions("all", settings=settings, resume=checkpoint.exists(), progress=tty)
         train_ensemble(
             store,
             data.labels,
             checkpoint,
-            labels_to_fit="all",
-            settings=settings,
-            resume=checkpoint.exists(),
-            keep_state=False,
-            progress=tty,
+            options,
             log=lambda line: print(f"   {line}", flush=True),
         )
     _done(t)

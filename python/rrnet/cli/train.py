@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from rrnet.cli._args import OneLineParser, UsageError, usage_error
-from rrnet.training.settings import TrainSettings
+from rrnet.training.settings import TrainOptions, TrainSettings
 
 PROG = "rrnet-train"
 
@@ -69,6 +69,34 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# Options whose argparse name is the field name (the others are mapped in main).
+_SAME_SETTINGS = (
+    "members", "epochs", "batch_size", "lr", "lr_step", "lr_gamma", "augment_from",
+    "noise_fraction", "noise_sigma", "seed", "device", "ram_limit_gb",
+)  # fmt: skip
+_SAME_OPTIONS = (
+    "arch", "mode", "star_column", "include_flagged", "predict_rv", "split_seed",
+    "resume", "keep_state",
+)  # fmt: skip
+
+
+def _options(args: argparse.Namespace) -> TrainOptions:
+    """TrainOptions (with its TrainSettings) from the parsed command line."""
+    settings = TrainSettings(
+        **{name: getattr(args, name) for name in _SAME_SETTINGS},
+        rv_shift_kms=args.rv_shift,
+        amp=not args.no_amp,
+        compile=not args.no_compile,
+    )
+    return TrainOptions(
+        **{name: getattr(args, name) for name in _SAME_OPTIONS},
+        labels_to_fit=args.group,
+        settings=settings,
+        key=tuple(k.strip() for k in args.key.split(",") if k.strip()),
+        progress=not args.quiet,
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status."""
     try:
@@ -76,23 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         return usage_error(PROG, exc)
     try:
-        settings = TrainSettings(
-            members=args.members,
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            lr_step=args.lr_step,
-            lr_gamma=args.lr_gamma,
-            augment_from=args.augment_from,
-            noise_fraction=args.noise_fraction,
-            noise_sigma=args.noise_sigma,
-            rv_shift_kms=args.rv_shift,
-            seed=args.seed,
-            device=args.device,
-            amp=not args.no_amp,
-            compile=not args.no_compile,
-            ram_limit_gb=args.ram_limit_gb,
-        )
+        options = _options(args)
     except ValueError as exc:
         return usage_error(PROG, exc)
 
@@ -100,23 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from rrnet.training.loop import CheckpointComplete
 
     try:
-        out = train_ensemble(
-            args.store,
-            args.labels,
-            args.out,
-            labels_to_fit=args.group,
-            arch=args.arch,
-            mode=args.mode,
-            settings=settings,
-            key=[k.strip() for k in args.key.split(",") if k.strip()],
-            star_column=args.star_column,
-            include_flagged=args.include_flagged,
-            predict_rv=args.predict_rv,
-            split_seed=args.split_seed,
-            resume=args.resume,
-            keep_state=args.keep_state,
-            progress=not args.quiet,
-        )
+        out = train_ensemble(args.store, args.labels, args.out, options)
     except CheckpointComplete as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 0

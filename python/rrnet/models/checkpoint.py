@@ -135,25 +135,9 @@ def save_checkpoint(
     """
     path = Path(path)
     labels = [str(name) for name in labels]
-    if len(labels) != model_config.num_labels:
-        raise CheckpointError(
-            f"{len(labels)} labels given but the model predicts {model_config.num_labels}"
-        )
-    if len(set(labels)) != len(labels):
-        raise CheckpointError(f"duplicate label names: {labels}")
-    if not member_state_dicts:
-        raise CheckpointError("a checkpoint needs at least one member")
-    norm = Normalization(flux_mean, flux_std, label_mean, label_std)
-    if norm.flux_mean.shape != (model_config.n_pixels,):
-        raise CheckpointError(
-            f"flux_mean has shape {norm.flux_mean.shape}, expected ({model_config.n_pixels},)"
-        )
-    if norm.label_mean.shape != (len(labels),):
-        raise CheckpointError(
-            f"label_mean has shape {norm.label_mean.shape}, expected ({len(labels)},)"
-        )
-    for i, sd in enumerate(member_state_dicts):
-        check_state_dict(sd, model_config, source=f"member {i}")
+    norm = _checked_contents(
+        model_config, labels, member_state_dicts, (flux_mean, flux_std, label_mean, label_std)
+    )
     if path.exists() and not (
         path.is_dir() and (_is_checkpoint_dir(path) or not any(path.iterdir()))
     ):
@@ -173,24 +157,64 @@ def save_checkpoint(
     tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
-        (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
-        safetensors.torch.save_file(
-            {
-                "flux_mean": torch.from_numpy(norm.flux_mean),
-                "flux_std": torch.from_numpy(norm.flux_std),
-                "label_mean": torch.from_numpy(norm.label_mean),
-                "label_std": torch.from_numpy(norm.label_std),
-            },
-            str(tmp / NORMALIZATION_FILE),
-        )
-        for i, sd in enumerate(member_state_dicts):
-            tensors = {key: value.detach().cpu().contiguous().clone() for key, value in sd.items()}
-            safetensors.torch.save_file(tensors, str(tmp / member_file(i)))
+        _write_files(tmp, config, norm, member_state_dicts)
         _replace_dir(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return path
+
+
+def _checked_contents(
+    model_config: ModelConfig,
+    labels: list[str],
+    member_state_dicts: Sequence[Mapping[str, torch.Tensor]],
+    statistics: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+) -> Normalization:
+    """The normalisation of ``statistics``; refuses a checkpoint whose labels, statistics
+    and members disagree with the config."""
+    if len(labels) != model_config.num_labels:
+        raise CheckpointError(
+            f"{len(labels)} labels given but the model predicts {model_config.num_labels}"
+        )
+    if len(set(labels)) != len(labels):
+        raise CheckpointError(f"duplicate label names: {labels}")
+    if not member_state_dicts:
+        raise CheckpointError("a checkpoint needs at least one member")
+    norm = Normalization(*statistics)
+    if norm.flux_mean.shape != (model_config.n_pixels,):
+        raise CheckpointError(
+            f"flux_mean has shape {norm.flux_mean.shape}, expected ({model_config.n_pixels},)"
+        )
+    if norm.label_mean.shape != (len(labels),):
+        raise CheckpointError(
+            f"label_mean has shape {norm.label_mean.shape}, expected ({len(labels)},)"
+        )
+    for i, sd in enumerate(member_state_dicts):
+        check_state_dict(sd, model_config, source=f"member {i}")
+    return norm
+
+
+def _write_files(
+    tmp: Path,
+    config: dict[str, Any],
+    norm: Normalization,
+    member_state_dicts: Sequence[Mapping[str, torch.Tensor]],
+) -> None:
+    """config.json, the normalisation and one safetensors file per member, into ``tmp``."""
+    (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+    safetensors.torch.save_file(
+        {
+            "flux_mean": torch.from_numpy(norm.flux_mean),
+            "flux_std": torch.from_numpy(norm.flux_std),
+            "label_mean": torch.from_numpy(norm.label_mean),
+            "label_std": torch.from_numpy(norm.label_std),
+        },
+        str(tmp / NORMALIZATION_FILE),
+    )
+    for i, sd in enumerate(member_state_dicts):
+        tensors = {key: value.detach().cpu().contiguous().clone() for key, value in sd.items()}
+        safetensors.torch.save_file(tensors, str(tmp / member_file(i)))
 
 
 def _replace_dir(new: Path, target: Path) -> None:

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from rrnet.models.config import ModelConfig
+from rrnet.models.device import resolve_device
 from rrnet.models.grouped import GroupedMembers
 from rrnet.models.keys import check_state_dict
 from rrnet.models.normalization import FLUX_CLIP, Normalization, standardize_flux
@@ -75,13 +76,6 @@ class EnsemblePrediction:
     @property
     def var(self) -> np.ndarray:
         return self.std**2
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` -> the first CUDA GPU if there is one, else the CPU."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def default_batch_size(device: torch.device) -> int:

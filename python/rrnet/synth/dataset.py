@@ -321,14 +321,7 @@ def make_dataset(
         Spawned workers re-import the calling script: call from under
         ``if __name__ == "__main__":`` (the CLI does).
     """
-    lo, hi = (float(s) for s in snr_range)
-    if not (0 < lo <= hi and math.isfinite(hi)):
-        raise ValueError(f"snr_range must satisfy 0 < low <= high, got {snr_range}")
-    e_lo, e_hi = (int(e) for e in exposures)
-    if not 1 <= e_lo <= e_hi:
-        raise ValueError(f"exposures must satisfy 1 <= low <= high, got {exposures}")
-    if n_stars < 0:
-        raise ValueError(f"n_stars must be >= 0, got {n_stars}")
+    (lo, hi), (e_lo, e_hi) = _check_ranges(n_stars, snr_range, exposures)
     src = resolve_source(source, seed, n_stars)
     settings = settings or ObservationSettings(source_resolution=src.resolution)
     out = Path(out_dir)
@@ -371,21 +364,44 @@ def make_dataset(
 
     if workers is None:
         workers = (os.cpu_count() or 1) if len(todo) >= 16 else 1
-    bar = Progress(len(todo), enabled=progress, prefix="rrnet-synth", unit="visits", interval=10.0)
+    _run_visits(tasks(), len(todo), workers, progress, src.wavelength)
+    return _write_tables(out, data_dir, parts_dir, n_stars, src)
+
+
+def _check_ranges(
+    n_stars: int, snr_range: tuple[float, float], exposures: tuple[int, int]
+) -> tuple[tuple[float, float], tuple[int, int]]:
+    """The S/N and exposure-count ranges as numbers, refused early when they are empty."""
+    lo, hi = (float(s) for s in snr_range)
+    if not (0 < lo <= hi and math.isfinite(hi)):
+        raise ValueError(f"snr_range must satisfy 0 < low <= high, got {snr_range}")
+    e_lo, e_hi = (int(e) for e in exposures)
+    if not 1 <= e_lo <= e_hi:
+        raise ValueError(f"exposures must satisfy 1 <= low <= high, got {exposures}")
+    if n_stars < 0:
+        raise ValueError(f"n_stars must be >= 0, got {n_stars}")
+    return (lo, hi), (e_lo, e_hi)
+
+
+def _run_visits(
+    tasks: Iterator[VisitTask], n: int, workers: int, progress: bool, wavelength: np.ndarray
+) -> None:
+    """Simulate every task, in this process or in ``workers`` spawned ones."""
+    bar = Progress(n, enabled=progress, prefix="rrnet-synth", unit="visits", interval=10.0)
     try:
         if workers <= 1:
-            for task in tasks():
-                simulate_visit(task, src.wavelength)
+            for task in tasks:
+                simulate_visit(task, wavelength)
                 bar.update()
         else:
             with ProcessPoolExecutor(
                 workers,
                 mp_context=get_context("spawn"),
                 initializer=_init_worker,
-                initargs=(src.wavelength,),
+                initargs=(wavelength,),
             ) as pool:
                 pending: set = set()
-                for task in tasks():  # bounded queue: spectra are not all held in memory
+                for task in tasks:  # bounded queue: spectra are not all held in memory
                     pending.add(pool.submit(simulate_visit, task))
                     if len(pending) >= 4 * workers:
                         done, pending = wait(pending, return_when=FIRST_COMPLETED)
@@ -393,7 +409,6 @@ def make_dataset(
                 _collect(wait(pending).done, bar)
     finally:
         bar.close()
-    return _write_tables(out, data_dir, parts_dir, n_stars, src)
 
 
 def _source_flux(src: Source, row: int) -> np.ndarray:

@@ -7,12 +7,13 @@
 from __future__ import annotations
 
 from rrnet.training.loop import CheckpointComplete, TrainResult, train_arrays
-from rrnet.training.settings import TrainSettings
+from rrnet.training.settings import TrainOptions, TrainSettings
 from rrnet.training.split import Split, split_by_star
 
 __all__ = [
     "CheckpointComplete",
     "Split",
+    "TrainOptions",
     "TrainResult",
     "TrainSettings",
     "split_by_star",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +14,8 @@ from rrnet.models.config import ModelConfig
 from rrnet.training import files
 from rrnet.training.data import RV_LABEL, describe_counts, resolve_labels, select_rows
 from rrnet.training.loop import _log_default, train_arrays
-from rrnet.training.settings import TrainSettings
-from rrnet.training.split import DEFAULT_FRACTIONS, split_by_star
+from rrnet.training.settings import TrainOptions, TrainSettings
+from rrnet.training.split import split_by_star
 
 ARCHITECTURES: dict[str, tuple[str, str]] = {
     "rrnet": ("rrnet", "post-RNN"),
@@ -51,25 +51,11 @@ def train_ensemble(
     store: str | os.PathLike[str] | Any,
     labels: str | os.PathLike[str] | Any,
     out: str | os.PathLike[str],
+    options: TrainOptions | None = None,
     *,
-    labels_to_fit: str | Sequence[str] = "SP",
-    arch: str = "rrnet",
-    mode: str | None = None,
-    model_config: ModelConfig | None = None,
-    settings: TrainSettings | None = None,
-    key: Sequence[str] = ("star_id",),
-    star_column: str = "star_id",
-    include_flagged: bool = False,
-    predict_rv: bool = False,
-    split_seed: int | None = None,
-    split_fractions: tuple[float, float, float] = DEFAULT_FRACTIONS,
-    resume: bool = False,
-    keep_state: bool = False,
-    progress: bool = True,
     log: Callable[[str], None] | None = None,
-    stop_after_epoch: int | None = None,
 ) -> Path:
-    """Train ``settings.members`` networks on ``store`` rows labelled by ``labels``.
+    """Train ``options.settings.members`` networks on ``store`` rows labelled by ``labels``.
 
     ``store`` is a store path or an opened :class:`rrnet.store.Store`; ``labels`` a
     CSV/Parquet/FITS path or a Polars DataFrame with the ``key`` column(s) and one column
@@ -81,53 +67,36 @@ def train_ensemble(
     from rrnet.io.catalog import read_table
     from rrnet.store import open_store
 
-    settings = settings or TrainSettings()
-    log = log or _log_default(progress)
+    opts = options or TrainOptions()
+    settings = opts.settings
+    log = log or _log_default(opts.progress)
     store = open_store(store) if isinstance(store, str | os.PathLike) else store
     table = labels if isinstance(labels, pl.DataFrame) else read_table(labels)
-    names = resolve_labels(labels_to_fit)
     selected = select_rows(
         store.manifest,
         table,
-        names,
-        key=key,
-        star_column=star_column,
-        include_flagged=include_flagged,
-        predict_rv=predict_rv,
+        resolve_labels(opts.labels_to_fit),
+        key=opts.key,
+        star_column=opts.star_column,
+        include_flagged=opts.include_flagged,
+        predict_rv=opts.predict_rv,
     )
     log(describe_counts(selected.counts))
     names = selected.label_names
-    config = model_config or model_config_for(arch, mode, num_labels=len(names))
+    config = opts.model_config or model_config_for(opts.arch, opts.mode, num_labels=len(names))
     if config.num_labels != len(names):
         raise ValueError(f"model_config has {config.num_labels} outputs for {len(names)} labels")
-    seed = settings.seed if split_seed is None else split_seed
-    split = split_by_star(selected.star_ids, fractions=split_fractions, seed=seed)
+    seed = settings.seed if opts.split_seed is None else opts.split_seed
+    split = split_by_star(selected.star_ids, fractions=opts.split_fractions, seed=seed)
 
     fits = selected.rows.size * config.n_pixels * 4 <= settings.ram_limit_gb * 2**30
     flux = store.read_flux(selected.rows) if fits else _StoreRows(store, selected.rows)
     log(f"training flux {'read into memory' if fits else 'read from the store per batch'}")
     fingerprint = dict(store.fingerprint)
-    extra = {
-        "data": {
-            "store": str(store.path),
-            "labels": str(labels) if not isinstance(labels, pl.DataFrame) else None,
-            "key": list(key),
-            "star_column": star_column,
-            "include_flagged": include_flagged,
-            "row_counts": selected.counts,
-        },
-        "split": {
-            "seed": seed,
-            "fractions": list(split_fractions),
-            "by": star_column,
-            "file": SPLIT_FILE,
-        },
-        "variant": _variant(fingerprint, predict_rv, settings),
-    }
+    labels_path = str(labels) if not isinstance(labels, pl.DataFrame) else None
     out = Path(out)
-    if not (resume and (out / SPLIT_FILE).exists()):
-        _write_split(out, selected, split, star_column, check_empty=not resume)
-    test_columns = {"row": selected.rows, **selected.id_columns}
+    if not (opts.resume and (out / SPLIT_FILE).exists()):
+        _write_split(out, selected, split, opts.star_column, check_empty=not opts.resume)
     train_arrays(
         flux,
         selected.labels,
@@ -136,16 +105,44 @@ def train_ensemble(
         model_config=config,
         settings=settings,
         out=out,
-        resume=resume,
-        keep_state=keep_state,
-        progress=progress,
-        extra_training=extra,
+        resume=opts.resume,
+        keep_state=opts.keep_state,
+        progress=opts.progress,
+        extra_training=_extra_training(opts, store, labels_path, selected, seed, fingerprint),
         preprocessing=fingerprint,
-        test_columns=test_columns,
-        stop_after_epoch=stop_after_epoch,
+        test_columns={"row": selected.rows, **selected.id_columns},
+        stop_after_epoch=opts.stop_after_epoch,
         log=log,
     )
     return out
+
+
+def _extra_training(
+    opts: TrainOptions,
+    store: Any,
+    labels_path: str | None,
+    selected: Any,
+    seed: int,
+    fingerprint: dict[str, Any],
+) -> dict[str, Any]:
+    """config.json "training" entries that record where the data and split came from."""
+    return {
+        "data": {
+            "store": str(store.path),
+            "labels": labels_path,
+            "key": list(opts.key),
+            "star_column": opts.star_column,
+            "include_flagged": opts.include_flagged,
+            "row_counts": selected.counts,
+        },
+        "split": {
+            "seed": seed,
+            "fractions": list(opts.split_fractions),
+            "by": opts.star_column,
+            "file": SPLIT_FILE,
+        },
+        "variant": _variant(fingerprint, opts.predict_rv, opts.settings),
+    }
 
 
 def _variant(fingerprint: dict[str, Any], predict_rv: bool, settings: TrainSettings) -> str:
@@ -174,4 +171,4 @@ def _write_split(
     )
 
 
-__all__ = ["ARCHITECTURES", "RV_LABEL", "model_config_for", "train_ensemble"]
+__all__ = ["ARCHITECTURES", "RV_LABEL", "TrainOptions", "model_config_for", "train_ensemble"]

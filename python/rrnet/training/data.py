@@ -84,32 +84,10 @@ def select_rows(
     fitted = [n for n in names if not (predict_rv and n == RV_LABEL)]
     if predict_rv and RV_LABEL not in names:
         names.append(RV_LABEL)
-    _require(manifest, [*key, "row", "status"], "the store manifest")
-    _require(labels_table, [*key, *fitted], "the labels table")
-    if predict_rv:
-        _require(manifest, [rv_column], "the store manifest")
-    dup = labels_table.select(key).is_duplicated()
-    if dup.any():
-        example = labels_table.filter(dup).select(key).row(0)
-        raise ValueError(
-            f"the labels table has {int(dup.sum())} rows with a repeated key {example}"
-        )
+    _check_tables(manifest, labels_table, key, fitted, rv_column if predict_rv else None)
     counts = {"manifest_rows": manifest.height}
-    ok = manifest.filter(pl.col("status") == "ok")
-    counts["failed_preprocessing"] = manifest.height - ok.height
-    if "quality_ok" in ok.columns and not include_flagged:
-        kept = ok.filter(pl.col("quality_ok").fill_null(False))
-        counts["quality_flagged"] = ok.height - kept.height
-        ok = kept
-    else:
-        counts["quality_flagged"] = 0
-    right = labels_table.select(
-        [*key, *[pl.col(n).cast(pl.Float64, strict=False).alias(f"__label__{n}") for n in fitted]]
-    )
-    for k in key:  # join keys of different integer/string types would silently miss
-        if ok.schema[k] != right.schema[k]:
-            right = right.with_columns(pl.col(k).cast(ok.schema[k], strict=False))
-    joined = ok.join(right, on=key, how="inner", maintain_order="left")
+    ok = _usable_rows(manifest, include_flagged, counts)
+    joined = _join_labels(ok, labels_table, key, fitted)
     counts["without_labels"] = ok.height - joined.height
     if predict_rv:
         joined = joined.with_columns(
@@ -139,6 +117,55 @@ def select_rows(
         id_columns=ids,
         counts=counts,
     )
+
+
+def _check_tables(
+    manifest: pl.DataFrame,
+    labels_table: pl.DataFrame,
+    key: list[str],
+    fitted: list[str],
+    rv_column: str | None,
+) -> None:
+    """Refuse tables that lack the needed columns or repeat a key in the labels."""
+    _require(manifest, [*key, "row", "status"], "the store manifest")
+    _require(labels_table, [*key, *fitted], "the labels table")
+    if rv_column is not None:
+        _require(manifest, [rv_column], "the store manifest")
+    dup = labels_table.select(key).is_duplicated()
+    if dup.any():
+        example = labels_table.filter(dup).select(key).row(0)
+        raise ValueError(
+            f"the labels table has {int(dup.sum())} rows with a repeated key {example}"
+        )
+
+
+def _usable_rows(
+    manifest: pl.DataFrame, include_flagged: bool, counts: dict[str, Any]
+) -> pl.DataFrame:
+    """Manifest rows that preprocessed fine (and pass the quality cuts unless
+    ``include_flagged``); the exclusions are counted into ``counts``."""
+    ok = manifest.filter(pl.col("status") == "ok")
+    counts["failed_preprocessing"] = manifest.height - ok.height
+    if "quality_ok" in ok.columns and not include_flagged:
+        kept = ok.filter(pl.col("quality_ok").fill_null(False))
+        counts["quality_flagged"] = ok.height - kept.height
+        ok = kept
+    else:
+        counts["quality_flagged"] = 0
+    return ok
+
+
+def _join_labels(
+    ok: pl.DataFrame, labels_table: pl.DataFrame, key: list[str], fitted: list[str]
+) -> pl.DataFrame:
+    """``ok`` rows with their labels as float ``__label__<name>`` columns (inner join)."""
+    right = labels_table.select(
+        [*key, *[pl.col(n).cast(pl.Float64, strict=False).alias(f"__label__{n}") for n in fitted]]
+    )
+    for k in key:  # join keys of different integer/string types would silently miss
+        if ok.schema[k] != right.schema[k]:
+            right = right.with_columns(pl.col(k).cast(ok.schema[k], strict=False))
+    return ok.join(right, on=key, how="inner", maintain_order="left")
 
 
 _ID_COLUMNS = ("obsid", "star_id", "filename", "extname_blue", "extname_red", "snr_blue", "snr_red")

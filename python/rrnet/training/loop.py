@@ -29,6 +29,7 @@ import torch
 
 from rrnet.models.checkpoint import SPLIT_FILE
 from rrnet.models.config import ModelConfig
+from rrnet.models.device import resolve_device
 from rrnet.models.ensemble import ensemble_moments
 from rrnet.models.heads import gaussian_nll
 from rrnet.models.normalization import Normalization, standardize_flux
@@ -83,16 +84,6 @@ def derive_seed(seed: int, *tags: int) -> int:
     """A 63-bit seed for one purpose (see module docstring), from the run's seed."""
     state = np.random.SeedSequence([seed, *tags]).generate_state(2, dtype=np.uint32)
     return int(state[0]) << 31 ^ int(state[1])
-
-
-def resolve_device(device: str) -> torch.device:
-    """``"auto"`` -> CUDA if available, else CPU; other strings as torch understands them."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available")
-    return dev
 
 
 def member_order(train_rows: np.ndarray, seed: int, epoch: int, members: int) -> np.ndarray:
@@ -258,21 +249,101 @@ def train_arrays(
     stop_after_epoch
         Return after this epoch as if killed (tests of ``resume``).
     """
-    settings = settings or TrainSettings()
-    names = list(label_names)
-    labels = np.asarray(labels, dtype=np.float64)
+    t_start = time.perf_counter()
+    run = _start_run(
+        flux,
+        np.asarray(labels, dtype=np.float64),
+        split,
+        names=list(label_names),
+        model_config=model_config,
+        settings=settings or TrainSettings(),
+        out_dir=Path(out) if out is not None else None,
+        resume=resume,
+        progress=progress,
+        log=log or _log_default(progress),
+        extra_training=extra_training,
+        preprocessing=preprocessing,
+    )
+    run.t_start = t_start
+    step_fn = run.stack.loss_fn()
+    if run.settings.compile and run.device.type == "cuda":
+        step_fn = torch.compile(step_fn)
+    for epoch in range(run.done + 1, run.settings.epochs + 1):
+        t0 = time.perf_counter()
+        lr = run.scheduler.get_last_lr()[0]
+        train_loss = _train_epoch(run, epoch, step_fn)
+        train_time = time.perf_counter() - t0
+        valid_loss, mae = _validate_keep_best(run, epoch)
+        _record_epoch(run, epoch, lr, train_loss, valid_loss, mae, train_time, t0)
+        run.training_info = _training_dict(run, epoch)
+        if run.out_dir is not None:
+            _save_epoch(run, epoch)
+        if stop_after_epoch is not None and stop_after_epoch <= epoch < run.settings.epochs:
+            return _result(run, None, completed=False)
+    return _finish(run, keep_state, test_columns)
+
+
+@dataclass
+class _Run:
+    """Everything one training run carries from epoch to epoch (resumable state and
+    what is fixed for the run), so that its steps are small functions of it."""
+
+    flux: FluxRows
+    labels: np.ndarray
+    split: Split
+    names: list[str]
+    model_config: ModelConfig
+    settings: TrainSettings
+    out_dir: Path | None
+    progress: bool
+    log: Callable[[str], None]
+    extra_training: Mapping[str, Any] | None
+    preprocessing: Mapping[str, Any] | None
+    device: torch.device
+    amp: bool
+    identity: dict[str, Any]
+    norm: Normalization
+    ood: dict[str, Any]
+    ranges: dict[str, Any]
+    inputs: _Inputs
+    y_all: torch.Tensor
+    init_seeds: list[int]
+    stack: MemberStack
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.StepLR
+    best_params: dict[str, torch.Tensor]
+    best_loss: torch.Tensor
+    best_epoch: torch.Tensor
+    history: list[dict[str, Any]] = field(default_factory=list)
+    done: int = 0
+    training_info: dict[str, Any] = field(default_factory=dict)
+    t_start: float = 0.0
+
+    @property
+    def members(self) -> int:
+        return self.settings.members
+
+
+def _start_run(
+    flux: FluxRows,
+    labels: np.ndarray,
+    split: Split,
+    *,
+    names: list[str],
+    model_config: ModelConfig,
+    settings: TrainSettings,
+    out_dir: Path | None,
+    resume: bool,
+    **rest: Any,
+) -> _Run:
+    """Check the inputs, then start a fresh run or restore the one saved in ``out_dir``
+    (``rest``: progress, log, extra_training, preprocessing, kept on the run)."""
     _check_inputs(flux, labels, split, names)
     if model_config.num_labels != len(names):
         raise ValueError(f"model has {model_config.num_labels} outputs for {len(names)} labels")
     if flux.shape[1] != model_config.n_pixels:
         raise ValueError(f"flux has {flux.shape[1]} pixels, model expects {model_config.n_pixels}")
-    out_dir = Path(out) if out is not None else None
-    log = log or _log_default(progress)
     device = resolve_device(settings.device)
-    amp = settings.amp and device.type == "cuda"
-    m_count = settings.members
-    t_start = time.perf_counter()
-
     identity = {
         "format": STATE_FORMAT,
         "version": STATE_VERSION,
@@ -284,226 +355,238 @@ def train_arrays(
     state = _resume_state(out_dir, identity) if resume else None
     if state is None and out_dir is not None:
         _prepare_new(out_dir)
-
-    # Statistics on the training split only (or as saved, when resuming).
     if state is None:
-        reader = flux.__getitem__
-        flux_mean, flux_std = flux_statistics(reader, split.train, model_config.n_pixels)
-        label_mean, label_std = label_statistics(labels[split.train], names)
-        norm = Normalization(flux_mean, flux_std, label_mean, label_std)
-        ood = reference_dict(
-            np.concatenate(
-                [
-                    ood_score(reader(split.train[s : s + 4096]), flux_mean, flux_std)
-                    for s in range(0, split.train.size, 4096)
-                ]
-            )
-        )
+        norm, ood = _fresh_statistics(flux, labels, split, names, model_config.n_pixels)
     else:
         norm = Normalization(**{k: v.numpy() for k, v in state["normalization"].items()})
         ood = state["ood"]
-    ranges = label_ranges(labels[split.train], names)
-
     inputs = _Inputs(flux, norm, device, settings)
     y_all = torch.as_tensor((labels - norm.label_mean) / norm.label_std, dtype=torch.float32)
     y_all = y_all.to(device)
-    init_seeds = [derive_seed(settings.seed, _INIT, m) for m in range(m_count)]
+    init_seeds = [derive_seed(settings.seed, _INIT, m) for m in range(settings.members)]
     stack = MemberStack(model_config, init_seeds, device)
     optimizer = torch.optim.Adam(stack.parameters(), lr=settings.lr)
-    scheduler = torch.optim.lr_scheduler.StepLR(
-        optimizer, step_size=settings.lr_step, gamma=settings.lr_gamma
+    run = _Run(
+        flux=flux,
+        labels=labels,
+        split=split,
+        names=names,
+        model_config=model_config,
+        settings=settings,
+        out_dir=out_dir,
+        device=device,
+        amp=settings.amp and device.type == "cuda",
+        identity=identity,
+        norm=norm,
+        ood=ood,
+        ranges=label_ranges(labels[split.train], names),
+        inputs=inputs,
+        y_all=y_all,
+        init_seeds=init_seeds,
+        stack=stack,
+        optimizer=optimizer,
+        scheduler=torch.optim.lr_scheduler.StepLR(
+            optimizer, step_size=settings.lr_step, gamma=settings.lr_gamma
+        ),
+        best_params=stack.stacked_state(),
+        best_loss=torch.full((settings.members,), math.inf, dtype=torch.float64),
+        best_epoch=torch.zeros(settings.members, dtype=torch.int64),
+        **rest,
     )
-    best_params = stack.stacked_state()
-    best_loss = torch.full((m_count,), math.inf, dtype=torch.float64)
-    best_epoch = torch.zeros(m_count, dtype=torch.int64)
-    history: list[dict[str, Any]] = []
-    done = 0
     if state is not None:
-        stack.load_stacked_state(state["params"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        best_params = {k: v.to(device) for k, v in state["best_params"].items()}
-        best_loss, best_epoch = state["best_loss"], state["best_epoch"]
-        history, done = list(state["history"]), int(state["epoch"])
-        log(f"resuming after epoch {done} of {settings.epochs}")
+        _restore(run, state)
+    return run
 
-    loss_fn = stack.loss_fn()
-    step_fn = loss_fn
-    if settings.compile and device.type == "cuda":
-        step_fn = torch.compile(loss_fn)
-    y_valid = y_all[split.valid].cpu()
-    n_train = split.train.size
-    n_batches = math.ceil(n_train / settings.batch_size)
-    training_info: dict[str, Any] = {}
 
-    for epoch in range(done + 1, settings.epochs + 1):
-        t0 = time.perf_counter()
-        lr = scheduler.get_last_lr()[0]
-        torch.manual_seed(derive_seed(settings.seed, _DROPOUT, epoch))
-        gen = torch.Generator(device=device)
-        gen.manual_seed(derive_seed(settings.seed, _AUGMENT, epoch))
-        augment = settings.augments(epoch)
-        order = member_order(split.train, settings.seed, epoch, m_count)
-        loss_sum = torch.zeros(m_count, dtype=torch.float64, device=device)
-        bar = _progress(n_batches, f"epoch {epoch}/{settings.epochs}", progress)
-        for b in range(n_batches):
-            idx = order[:, b * settings.batch_size : (b + 1) * settings.batch_size]
-            x = inputs.raw(idx)
-            if augment and settings.rv_shift_kms > 0:
-                v = random_velocities(idx.shape, settings.rv_shift_kms, gen, device)
-                x = doppler_shift(x, v)
-            x = inputs.standardise(x)
-            if augment:
-                x = add_pixel_noise(x, settings.noise_fraction, settings.noise_sigma, gen)
-            y = y_all[torch.from_numpy(idx).to(device)]
-            with _autocast(device, amp):
-                losses = step_fn(x, y)
-            optimizer.zero_grad(set_to_none=True)
-            losses.sum().backward()
-            optimizer.step()
-            loss_sum += losses.detach().double() * idx.shape[1]
-            if bar is not None:
-                bar.update(1)
-        if bar is not None:
-            bar.close()
-        scheduler.step()
-        train_loss = (loss_sum / n_train).cpu()
-        if not torch.isfinite(train_loss).all():
-            bad = torch.flatnonzero(~torch.isfinite(train_loss)).tolist()
-            raise FloatingPointError(
-                f"non-finite training loss in epoch {epoch} for member(s) {bad}; "
-                "lower the learning rate or check the labels for extreme values"
-            )
-        train_time = time.perf_counter() - t0
-
-        mu, var = _predict(stack, inputs, split.valid, settings.eval_batch_size, amp)
-        valid_loss = torch.stack(
-            [gaussian_nll(mu[m], var[m], y_valid).double() for m in range(m_count)]
+def _fresh_statistics(
+    flux: FluxRows, labels: np.ndarray, split: Split, names: list[str], n_pixels: int
+) -> tuple[Normalization, dict[str, Any]]:
+    """Normalisation and OOD reference from the training split only."""
+    reader = flux.__getitem__
+    flux_mean, flux_std = flux_statistics(reader, split.train, n_pixels)
+    label_mean, label_std = label_statistics(labels[split.train], names)
+    norm = Normalization(flux_mean, flux_std, label_mean, label_std)
+    ood = reference_dict(
+        np.concatenate(
+            [
+                ood_score(reader(split.train[s : s + 4096]), flux_mean, flux_std)
+                for s in range(0, split.train.size, 4096)
+            ]
         )
-        mae = _mae(mu, y_valid, norm)
-        improved = valid_loss < best_loss
-        best_loss = torch.where(improved, valid_loss, best_loss)
-        best_epoch = torch.where(improved, torch.full_like(best_epoch, epoch), best_epoch)
-        sel = improved.to(device)
-        for k, v in stack.params.items():
-            keep = sel.view(-1, *([1] * (v.ndim - 1)))
-            best_params[k] = torch.where(keep, v.detach(), best_params[k])
-        epoch_time = time.perf_counter() - t0
-        for m in range(m_count):
-            row = {
-                "epoch": epoch,
-                "member": m,
-                "train_loss": float(train_loss[m]),
-                "valid_loss": float(valid_loss[m]),
-                "lr": float(lr),
-                "augmented": bool(augment),
-                "train_time_s": train_time,
-                "epoch_time_s": epoch_time,
-                "spectra_per_s": m_count * n_train / train_time,
-            }
-            row.update({f"mae_{name}": float(mae[m, j]) for j, name in enumerate(names)})
-            history.append(row)
-        log(
-            f"epoch {epoch}/{settings.epochs}: train loss {train_loss.mean():.4f}"
-            f" ± {train_loss.std(correction=0):.4f}, valid loss {valid_loss.mean():.4f}"
-            f" ± {valid_loss.std(correction=0):.4f}, lr {lr:.2g}, {epoch_time:.1f} s"
-            f" ({m_count * n_train / train_time:.0f} spectra/s)"
-        )
-        training_info = _training_dict(
-            settings, init_seeds, epoch, best_epoch, best_loss, ranges, ood, split, extra_training
-        )
-        if out_dir is not None:
-            best_states = _member_states(best_params, stack)
-            files.write_checkpoint(
-                out_dir,
-                model_config=model_config,
-                labels=names,
-                member_state_dicts=best_states,
-                normalization=norm,
-                preprocessing=dict(preprocessing) if preprocessing else None,
-                training=training_info,
-            )
-            files.write_history(out_dir, history)
-            files.save_state(
-                out_dir,
-                {
-                    **identity,
-                    "epoch": epoch,
-                    "params": {k: v.cpu() for k, v in stack.stacked_state().items()},
-                    "best_params": {k: v.cpu() for k, v in best_params.items()},
-                    "best_loss": best_loss,
-                    "best_epoch": best_epoch,
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "history": history,
-                    "normalization": _norm_tensors(norm),
-                    "ood": ood,
-                },
-            )
-        if stop_after_epoch is not None and stop_after_epoch <= epoch < settings.epochs:
-            return _result(
-                names,
-                norm,
-                best_params,
-                stack,
-                best_epoch,
-                best_loss,
-                history,
-                None,
-                ood,
-                training_info,
-                False,
-                out_dir,
-            )
-
-    # Test-split predictions of the best members.
-    stack.load_stacked_state(best_params)
-    if not training_info:  # resumed a run whose epochs were all done
-        training_info = _training_dict(
-            settings,
-            init_seeds,
-            settings.epochs,
-            best_epoch,
-            best_loss,
-            ranges,
-            ood,
-            split,
-            extra_training,
-        )
-    mu, var = _predict(stack, inputs, split.test, settings.eval_batch_size, amp)
-    mean, total = ensemble_moments(mu.double(), var.double())
-    test_mean = mean.numpy() * norm.label_std + norm.label_mean
-    test_std = np.sqrt(total.numpy()) * norm.label_std
-    training_info["status"] = "complete"
-    training_info["wall_time_s"] = time.perf_counter() - t_start
-    if out_dir is not None:
-        files.write_checkpoint(
-            out_dir,
-            model_config=model_config,
-            labels=names,
-            member_state_dicts=_member_states(best_params, stack),
-            normalization=norm,
-            preprocessing=dict(preprocessing) if preprocessing else None,
-            training=training_info,
-        )
-        _write_test_predictions(out_dir, split, labels, names, test_mean, test_std, test_columns)
-        if not keep_state:
-            (out_dir / files.STATE_FILE).unlink(missing_ok=True)
-    result = _result(
-        names,
-        norm,
-        best_params,
-        stack,
-        best_epoch,
-        best_loss,
-        history,
-        (test_mean, test_std),
-        ood,
-        training_info,
-        True,
-        out_dir,
     )
-    result.timing["wall_s"] = time.perf_counter() - t_start
+    return norm, ood
+
+
+def _restore(run: _Run, state: dict[str, Any]) -> None:
+    """Load the parameters, optimizer and bookkeeping saved after epoch ``state["epoch"]``."""
+    run.stack.load_stacked_state(state["params"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
+    run.best_params = {k: v.to(run.device) for k, v in state["best_params"].items()}
+    run.best_loss, run.best_epoch = state["best_loss"], state["best_epoch"]
+    run.history, run.done = list(state["history"]), int(state["epoch"])
+    run.log(f"resuming after epoch {run.done} of {run.settings.epochs}")
+
+
+def _train_epoch(run: _Run, epoch: int, step_fn: Callable[..., torch.Tensor]) -> torch.Tensor:
+    """One pass of every member over its own order of the training rows; returns each
+    member's mean training loss (float64, CPU). Steps the learning-rate schedule."""
+    settings, device, inputs = run.settings, run.device, run.inputs
+    torch.manual_seed(derive_seed(settings.seed, _DROPOUT, epoch))
+    gen = torch.Generator(device=device)
+    gen.manual_seed(derive_seed(settings.seed, _AUGMENT, epoch))
+    augment = settings.augments(epoch)
+    order = member_order(run.split.train, settings.seed, epoch, run.members)
+    loss_sum = torch.zeros(run.members, dtype=torch.float64, device=device)
+    n_train = run.split.train.size
+    n_batches = math.ceil(n_train / settings.batch_size)
+    bar = _progress(n_batches, f"epoch {epoch}/{settings.epochs}", run.progress)
+    for b in range(n_batches):
+        idx = order[:, b * settings.batch_size : (b + 1) * settings.batch_size]
+        x = inputs.raw(idx)
+        if augment and settings.rv_shift_kms > 0:
+            v = random_velocities(idx.shape, settings.rv_shift_kms, gen, device)
+            x = doppler_shift(x, v)
+        x = inputs.standardise(x)
+        if augment:
+            x = add_pixel_noise(x, settings.noise_fraction, settings.noise_sigma, gen)
+        y = run.y_all[torch.from_numpy(idx).to(device)]
+        with _autocast(device, run.amp):
+            losses = step_fn(x, y)
+        run.optimizer.zero_grad(set_to_none=True)
+        losses.sum().backward()
+        run.optimizer.step()
+        loss_sum += losses.detach().double() * idx.shape[1]
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    run.scheduler.step()
+    train_loss = (loss_sum / n_train).cpu()
+    if not torch.isfinite(train_loss).all():
+        bad = torch.flatnonzero(~torch.isfinite(train_loss)).tolist()
+        raise FloatingPointError(
+            f"non-finite training loss in epoch {epoch} for member(s) {bad}; "
+            "lower the learning rate or check the labels for extreme values"
+        )
+    return train_loss
+
+
+def _validate_keep_best(run: _Run, epoch: int) -> tuple[torch.Tensor, np.ndarray]:
+    """Validation loss and MAE of every member; members that improved keep these
+    parameters as their best."""
+    y_valid = run.y_all[run.split.valid].cpu()
+    mu, var = _predict(
+        run.stack, run.inputs, run.split.valid, run.settings.eval_batch_size, run.amp
+    )
+    valid_loss = torch.stack(
+        [gaussian_nll(mu[m], var[m], y_valid).double() for m in range(run.members)]
+    )
+    mae = _mae(mu, y_valid, run.norm)
+    improved = valid_loss < run.best_loss
+    run.best_loss = torch.where(improved, valid_loss, run.best_loss)
+    run.best_epoch = torch.where(improved, torch.full_like(run.best_epoch, epoch), run.best_epoch)
+    sel = improved.to(run.device)
+    for k, v in run.stack.params.items():
+        keep = sel.view(-1, *([1] * (v.ndim - 1)))
+        run.best_params[k] = torch.where(keep, v.detach(), run.best_params[k])
+    return valid_loss, mae
+
+
+def _record_epoch(
+    run: _Run,
+    epoch: int,
+    lr: float,
+    train_loss: torch.Tensor,
+    valid_loss: torch.Tensor,
+    mae: np.ndarray,
+    train_time: float,
+    t0: float,
+) -> None:
+    """Append the epoch's per-member history rows and log one line."""
+    epoch_time = time.perf_counter() - t0
+    m_count, n_train = run.members, run.split.train.size
+    for m in range(m_count):
+        row = {
+            "epoch": epoch,
+            "member": m,
+            "train_loss": float(train_loss[m]),
+            "valid_loss": float(valid_loss[m]),
+            "lr": float(lr),
+            "augmented": bool(run.settings.augments(epoch)),
+            "train_time_s": train_time,
+            "epoch_time_s": epoch_time,
+            "spectra_per_s": m_count * n_train / train_time,
+        }
+        row.update({f"mae_{name}": float(mae[m, j]) for j, name in enumerate(run.names)})
+        run.history.append(row)
+    run.log(
+        f"epoch {epoch}/{run.settings.epochs}: train loss {train_loss.mean():.4f}"
+        f" ± {train_loss.std(correction=0):.4f}, valid loss {valid_loss.mean():.4f}"
+        f" ± {valid_loss.std(correction=0):.4f}, lr {lr:.2g}, {epoch_time:.1f} s"
+        f" ({m_count * n_train / train_time:.0f} spectra/s)"
+    )
+
+
+def _write_best(run: _Run) -> None:
+    """The checkpoint directory's model files: the best members so far."""
+    assert run.out_dir is not None
+    files.write_checkpoint(
+        run.out_dir,
+        model_config=run.model_config,
+        labels=run.names,
+        member_state_dicts=_member_states(run.best_params, run.stack),
+        normalization=run.norm,
+        preprocessing=dict(run.preprocessing) if run.preprocessing else None,
+        training=run.training_info,
+    )
+
+
+def _save_epoch(run: _Run, epoch: int) -> None:
+    """Checkpoint, history and the resumable state after ``epoch``."""
+    assert run.out_dir is not None
+    _write_best(run)
+    files.write_history(run.out_dir, run.history)
+    files.save_state(
+        run.out_dir,
+        {
+            **run.identity,
+            "epoch": epoch,
+            "params": {k: v.cpu() for k, v in run.stack.stacked_state().items()},
+            "best_params": {k: v.cpu() for k, v in run.best_params.items()},
+            "best_loss": run.best_loss,
+            "best_epoch": run.best_epoch,
+            "optimizer": run.optimizer.state_dict(),
+            "scheduler": run.scheduler.state_dict(),
+            "history": run.history,
+            "normalization": _norm_tensors(run.norm),
+            "ood": run.ood,
+        },
+    )
+
+
+def _finish(
+    run: _Run, keep_state: bool, test_columns: Mapping[str, np.ndarray] | None
+) -> TrainResult:
+    """Test-split predictions of the best members; the final checkpoint."""
+    run.stack.load_stacked_state(run.best_params)
+    if not run.training_info:  # resumed a run whose epochs were all done
+        run.training_info = _training_dict(run, run.settings.epochs)
+    mu, var = _predict(run.stack, run.inputs, run.split.test, run.settings.eval_batch_size, run.amp)
+    mean, total = ensemble_moments(mu.double(), var.double())
+    test_mean = mean.numpy() * run.norm.label_std + run.norm.label_mean
+    test_std = np.sqrt(total.numpy()) * run.norm.label_std
+    run.training_info["status"] = "complete"
+    run.training_info["wall_time_s"] = time.perf_counter() - run.t_start
+    if run.out_dir is not None:
+        _write_best(run)
+        _write_test_predictions(
+            run.out_dir, run.split, run.labels, run.names, test_mean, test_std, test_columns
+        )
+        if not keep_state:
+            (run.out_dir / files.STATE_FILE).unlink(missing_ok=True)
+    result = _result(run, (test_mean, test_std), completed=True)
+    result.timing["wall_s"] = time.perf_counter() - run.t_start
     return result
 
 
@@ -531,27 +614,18 @@ def _member_states(
     return out
 
 
-def _training_dict(
-    settings: TrainSettings,
-    init_seeds: list[int],
-    epoch: int,
-    best_epoch: torch.Tensor,
-    best_loss: torch.Tensor,
-    ranges: dict[str, Any],
-    ood: dict[str, Any],
-    split: Split,
-    extra: Mapping[str, Any] | None,
-) -> dict[str, Any]:
+def _training_dict(run: _Run, epoch: int) -> dict[str, Any]:
     """The ``training`` entry of config.json."""
+    split, extra = run.split, run.extra_training
     return {
         "status": "running",
         "epochs_done": epoch,
-        "settings": settings.to_dict(),
-        "init_seeds": init_seeds,
-        "best_epoch": [int(e) for e in best_epoch],
-        "best_valid_loss": [float(v) for v in best_loss],
-        "label_ranges": ranges,
-        "ood": ood,
+        "settings": run.settings.to_dict(),
+        "init_seeds": run.init_seeds,
+        "best_epoch": [int(e) for e in run.best_epoch],
+        "best_valid_loss": [float(v) for v in run.best_loss],
+        "label_ranges": run.ranges,
+        "ood": run.ood,
         "split_counts": {
             "train": int(split.train.size),
             "valid": int(split.valid.size),
@@ -563,34 +637,24 @@ def _training_dict(
 
 
 def _result(
-    names,
-    norm,
-    best_params,
-    stack,
-    best_epoch,
-    best_loss,
-    history,
-    test,
-    ood,
-    training,
-    completed,
-    out_dir,
+    run: _Run, test: tuple[np.ndarray, np.ndarray] | None, *, completed: bool
 ) -> TrainResult:
-    n_labels = len(names)
+    """The run's :class:`TrainResult` (empty test predictions when stopped early)."""
+    n_labels = len(run.names)
     test_mean, test_std = test if test is not None else (np.empty((0, n_labels)),) * 2
     return TrainResult(
-        label_names=names,
-        normalization=norm,
-        state_dicts=_member_states(best_params, stack),
-        best_epoch=[int(e) for e in best_epoch],
-        best_valid_loss=[float(v) for v in best_loss],
-        history=history,
+        label_names=run.names,
+        normalization=run.norm,
+        state_dicts=_member_states(run.best_params, run.stack),
+        best_epoch=[int(e) for e in run.best_epoch],
+        best_valid_loss=[float(v) for v in run.best_loss],
+        history=run.history,
         test_mean=test_mean,
         test_std=test_std,
-        ood=ood,
-        training=training,
+        ood=run.ood,
+        training=run.training_info,
         completed=completed,
-        out=out_dir,
+        out=run.out_dir,
     )
 
 

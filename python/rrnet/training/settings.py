@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+
+from rrnet.models.config import ModelConfig, reject_unknown_fields
+from rrnet.training.split import DEFAULT_FRACTIONS
 
 # Settings that change how a run executes but not its result (on one device).
 RUNTIME_FIELDS: frozenset[str] = frozenset({"device", "eval_batch_size", "ram_limit_gb"})
@@ -93,12 +96,57 @@ class TrainSettings:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainSettings:
         """Inverse of :meth:`to_dict`; unknown keys are an error."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown TrainSettings fields: {', '.join(unknown)}")
+        reject_unknown_fields(cls, data)
         return cls(**data)
 
     def result_dict(self) -> dict[str, Any]:
         """The settings that determine the result (compared when resuming)."""
         return {k: v for k, v in self.to_dict().items() if k not in RUNTIME_FIELDS}
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """What :func:`rrnet.training.api.train_ensemble` trains, on which rows, and how the
+    run is driven. The rule between the two dataclasses here: :class:`TrainSettings` is
+    the recipe (stored in the checkpoint, compared on resume); everything else a caller
+    chooses (labels, network, data selection, split, run control) is a TrainOptions field.
+
+    Parameters
+    ----------
+    labels_to_fit
+        "SP", "CA", "all", or label column names.
+    arch, mode, model_config
+        A paper model name and RNN placement, or an explicit ModelConfig (wins).
+    settings
+        The training recipe.
+    key, star_column, include_flagged, predict_rv
+        Join column(s) of the labels table, the column the split groups by, whether to
+        keep rows failing the quality cuts, and RRNet-ur's extra rv label.
+    split_seed, split_fractions
+        Seed (default ``settings.seed``) and train/valid/test fractions of the split.
+    resume, keep_state, progress, stop_after_epoch
+        Run control (see :func:`rrnet.training.train_arrays`).
+    """
+
+    labels_to_fit: str | tuple[str, ...] = "SP"
+    arch: str = "rrnet"
+    mode: str | None = None
+    model_config: ModelConfig | None = None
+    settings: TrainSettings = field(default_factory=TrainSettings)
+    key: tuple[str, ...] = ("star_id",)
+    star_column: str = "star_id"
+    include_flagged: bool = False
+    predict_rv: bool = False
+    split_seed: int | None = None
+    split_fractions: tuple[float, float, float] = DEFAULT_FRACTIONS
+    resume: bool = False
+    keep_state: bool = False
+    progress: bool = True
+    stop_after_epoch: int | None = None
+
+    def __post_init__(self) -> None:
+        # Sequences given as lists are stored as tuples (the dataclass is frozen).
+        if not isinstance(self.labels_to_fit, str):
+            object.__setattr__(self, "labels_to_fit", tuple(self.labels_to_fit))
+        object.__setattr__(self, "key", tuple(self.key))
+        object.__setattr__(self, "split_fractions", tuple(self.split_fractions))
