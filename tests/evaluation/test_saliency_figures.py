@@ -98,7 +98,7 @@ def test_saliency_equals_finite_differences(setup) -> None:
     norm = {k: torch.tensor(v, dtype=torch.float64) for k, v in vars(ckpt.normalization).items()}
 
     def predict(x: torch.Tensor) -> np.ndarray:
-        """SPEC sections 3-4 in float64: clip, standardise, mean of mu, de-standardise."""
+        """Method §3-4 in float64: clip, standardise, mean of mu, de-standardise."""
         xs = (x.clamp(-0.5, 2.5) - norm["flux_mean"]) / norm["flux_std"]
         with torch.no_grad():
             mu = torch.stack([m(xs)[0] for m in models]).mean(dim=0)

@@ -24,7 +24,7 @@ from rrnet.store import open_store
 pytestmark = needs_shared
 
 
-# The paper's Table 3 (SPEC section 5), written out here as the independent oracle.
+# The paper's Table 3 (method §5), written out here as the independent oracle.
 SPEC5 = [
     *("obsid", "filename", "ra", "dec", "extname_blue", "extname_red", "snr_blue", "snr_red"),
     *("Teff[K]", "Teff[K]_err", "Logg", "Logg_err", "CH", "CH_err", "NH", "NH_err"),

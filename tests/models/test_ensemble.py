@@ -1,4 +1,4 @@
-"""Batched ensemble inference: vs a loop over members, SPEC eq. 3, input handling, AMP."""
+"""Batched ensemble inference: vs a member loop, method §4, paper eq. 3, input handling, AMP."""
 
 from __future__ import annotations
 
@@ -76,7 +76,7 @@ def test_predict_is_eq3_of_the_loop_in_physical_units(fixture_ensemble: Ensemble
     pred = fixture_ensemble.predict(flux, batch_size=4, return_members=True)
     mu, var = _loop(fixture_ensemble, flux)
     norm = fixture_ensemble.normalization
-    # SPEC eq. 3 written out in NumPy, then de-standardised.
+    # Method §4, paper eq. 3 written out in NumPy, then de-standardised.
     mean = mu.mean(0)
     total = (var + mu**2).mean(0) - mean**2
     np.testing.assert_allclose(pred.mean, mean * norm.label_std + norm.label_mean, atol=1e-4)

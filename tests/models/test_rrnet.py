@@ -95,7 +95,7 @@ def test_load_original_matches_authors_code_every_architecture(
 
 
 def test_spec_pre_rnn_layout_also_loads(tmp_path) -> None:
-    """SPEC's pre-RNN reading (40 x 180) is inferred from the file as well."""
+    """Method §3's pre-RNN reading (40 x 180) is inferred from the file as well."""
     state = build_model(ModelConfig(mode="pre-RNN")).state_dict()
     assert tuple(state["rnn.weight_ih_l0"].shape) == (180, 180)
     torch.save(state, tmp_path / "w.pkl")

@@ -81,7 +81,7 @@ def test_tables(dataset):
     assert truth.height == coadds.height + coadds["n_exposures"].sum()
     assert set(coadds["n_exposures"]) <= {1, 2, 3}
     assert cat.select("filename", "extname_blue").n_unique() == cat.height
-    # labels come from the library rows the visits observed, under SPEC names
+    # labels come from the library rows the visits observed, under method §5 names
     lib = library().labels
     assert {"star_id", "Teff[K]", "Logg", "FeH", "CuH", "vmic", "rv_true[km/s]"} <= set(
         labels.columns

@@ -79,7 +79,7 @@ def test_best_epoch_members_are_saved_and_reload_identically(trained) -> None:
         rows = hist.filter(pl.col("member") == m)
         best = rows.sort("valid_loss").row(0, named=True)
         assert config["training"]["best_epoch"][m] == best["epoch"]
-    # Independent oracle: each member as a plain network, combined by SPEC eq. 3.
+    # Independent oracle: each member as a plain network, combined by method §4, paper eq. 3.
     pred = pl.read_parquet(out / "test_predictions.parquet")
     norm = load_file(str(out / "normalization.safetensors"))
     x = torch.from_numpy(flux[split.test]).clamp(-0.5, 2.5)

@@ -6,7 +6,7 @@
 //! entry points ([`batch`]). Errors are values ([`error::KernelError`]); no code
 //! path panics on bad data.
 
-// The SPEC writes its tests as NOT (a < b and ...): a NaN must fail them, so the
+// Method §2.3 writes its tests as NOT (a < b and ...): a NaN must fail them, so the
 // negated comparisons are deliberate.
 #![allow(clippy::neg_cmp_op_on_partial_ord)]
 

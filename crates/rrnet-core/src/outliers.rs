@@ -2,7 +2,7 @@
 //! (more than 100 outliers, or more than 30 consecutive ones, rejects a spectrum).
 //!
 //! With `m = medfilt(f, 3)`, `d = m - f` and `s = std(d)` from the median test of
-//! SPEC 2.3.1, an *outlier pixel* of the resampled flux `f` is
+//! method §2.3.1, an *outlier pixel* of the resampled flux `f` is
 //! - a positive spike: `d <= -4 s` (the upper side of that test; cosmic rays,
 //!   hot pixels), counted only when `s > 0`; or
 //! - a dead pixel: `f <= 0` (bad columns, gaps, zeroed pixels).

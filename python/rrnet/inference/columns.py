@@ -1,6 +1,6 @@
 """The catalogue schema: column names, order, dtypes, units and descriptions.
 
-One place defines the LAMOST-RRNet catalogue (SPEC section 5, the paper's Table 3)
+One place defines the LAMOST-RRNet catalogue (method §5, the paper's Table 3)
 so that every writer (Parquet, CSV, FITS), the documentation and the tests agree.
 """
 
@@ -13,7 +13,7 @@ import polars as pl
 from rrnet.labels import ALL_LABELS
 
 SPEC_LABELS: tuple[str, ...] = ALL_LABELS
-"""Labels in catalogue order (SPEC section 5): Teff, log g, then the 15 [X/H]."""
+"""Labels in catalogue order (method §5): Teff, log g, then the 15 [X/H]."""
 
 ID_COLUMNS: tuple[str, ...] = (
     "obsid",
@@ -71,7 +71,7 @@ SPEC_COLUMNS: tuple[Column, ...] = (
     *_label_columns(),
     Column("flag", pl.UInt8, "", "1 = recommended (quality_bits == 0), 0 = not recommended"),
 )
-"""SPEC section 5 (paper Table 3), in order."""
+"""Method §5 (paper Table 3), in order."""
 
 STATUS_COLUMNS: tuple[Column, ...] = (
     Column("status", pl.Utf8, "", "'ok', or why the row has no labels (preprocessing code)"),

@@ -27,7 +27,7 @@ def canonical_net(net: str) -> str:
 
 
 def _default_subbands(net: str, mode: str) -> int:
-    """Sub-band count N_s used when the configuration leaves it open (SPEC section 3)."""
+    """Sub-band count N_s used when the configuration leaves it open (method §3)."""
     if net == "starnet":
         return 20 if mode == "pre-RNN" else 80
     return 40
@@ -51,7 +51,7 @@ class ModelConfig:
         RRNet residual-block output channels; one block per entry (N_r = len).
         Ignored for StarNet.
     n_subbands
-        N_s: number of sub-bands (RNN time steps). ``None`` picks the SPEC default
+        N_s: number of sub-bands (RNN time steps). ``None`` picks the method §3 default
         (RRNet 40; StarNet-R 80 post, 20 pre).
     hidden
         Widths of the two fully connected layers of the Gaussian head.

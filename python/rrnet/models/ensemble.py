@@ -1,4 +1,4 @@
-"""Deep-ensemble inference: all members in one batched call, SPEC eq. 3 combination.
+"""Deep-ensemble inference: all members in one batched call, method §4, paper eq. 3 combination.
 
 >>> ens = Ensemble.from_checkpoint("models/SP")            # doctest: +SKIP
 >>> pred = ens.predict(flux)   # continuum-normalised flux, float32 [B, 7200]
@@ -40,7 +40,7 @@ T = TypeVar("T", np.ndarray, torch.Tensor)
 
 
 def ensemble_moments(mu: T, var: T) -> tuple[T, T]:
-    """Mean and variance of the equal-weight Gaussian mixture (SPEC eq. 3).
+    """Mean and variance of the equal-weight Gaussian mixture (method §4, paper eq. 3).
 
     ``mean = mean_i mu_i``, ``var = mean_i (var_i + mu_i^2) - mean^2`` over the member
     axis 0, clamped at 0 against round-off. Works on NumPy arrays and tensors.
@@ -62,7 +62,7 @@ class EnsemblePrediction:
     labels
         Label names, one per column.
     mean, std
-        ``[B, L]`` ensemble mean and 1-sigma (square root of SPEC eq. 3).
+        ``[B, L]`` ensemble mean and 1-sigma (square root of method §4, paper eq. 3).
     members_mu, members_var
         ``[M, B, L]`` per-member means and variances, when requested.
     """
@@ -263,7 +263,7 @@ class Ensemble:
 
         The flux is clipped to [-0.5, 2.5] and standardised with the training
         statistics (as the authors' code), run through all members at once, combined
-        with SPEC eq. 3 and de-standardised (variances scale by ``label_std**2``).
+        with method §4, paper eq. 3 and de-standardised (variances scale by ``label_std**2``).
         Rows containing NaN give NaN outputs.
         """
         flux_t = torch.as_tensor(np.asarray(flux) if not isinstance(flux, torch.Tensor) else flux)

@@ -38,7 +38,7 @@ class GaussianNet(nn.Module):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Flattened features ``[B, F]`` from standardised flux ``[B, n_pixels]``.
 
-        The recurrent module (``self.rnn``, SPEC 3) runs on the flux before the
+        The recurrent module (``self.rnn``, method §3) runs on the flux before the
         convolutions in ``pre-RNN`` mode, on the channel-last features after them in
         ``post-RNN`` mode, and not at all in ``raw`` mode.
         """

@@ -32,7 +32,7 @@ from rrnet.models.normalization import FLUX_CLIP
 SCORE_NAME = "mean_squared_z"
 """Identifier of the score definition stored in checkpoints (change it if the formula changes)."""
 CLIP_LOW, CLIP_HIGH = FLUX_CLIP
-"""The model input's clipping range of the normalised flux (SPEC section 3), unpacked."""
+"""The model input's clipping range of the normalised flux (method §3), unpacked."""
 QUANTILE_LEVELS: tuple[float, ...] = (0.5, 0.9, 0.95, 0.99, 0.995, 0.999, 1.0)
 """Levels stored in checkpoints; other levels are interpolated linearly between them."""
 

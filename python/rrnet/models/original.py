@@ -1,4 +1,4 @@
-"""Import of the authors' published weights (``weight_best.pkl`` files, SPEC section 3).
+"""Import of the authors' published weights (``weight_best.pkl`` files, method §3).
 
 Their files are ``torch.save(state_dict)`` pickles; they are read with
 ``torch.load(weights_only=True)`` only, and converted once into this project's
@@ -54,7 +54,7 @@ def infer_config(
     ``net``, ``mode`` and ``num_labels`` are the caller's claim (checked afterwards);
     RRNet channel widths and the sub-band count are read from the file when not given.
     The authors' pre-RNN code cuts the input into 20 sub-bands of 360 pixels, while
-    SPEC describes 40 of 180; reading the RNN size from the file loads either.
+    method §3 describes 40 of 180; reading the RNN size from the file loads either.
     """
     net = canonical_net(net)
     if net == "rrnet" and channels is None:
@@ -94,7 +94,7 @@ def load_original(
     Parameters
     ----------
     path
-        The ``torch.save``d state_dict (authors' key names, SPEC section 3).
+        The ``torch.save``d state_dict (authors' key names, method §3).
     net, mode, num_labels
         Architecture ("RRNet"/"StarNet"; "post-RNN", "pre-RNN" or "raw") and label count
         (3 for SP, 14 for CA).

@@ -1,6 +1,6 @@
 """Pure NumPy/SciPy reference of every preprocessing kernel: the oracle for the Rust path.
 
-Written for clarity, not speed: it follows SPEC section 2 line by line (the
+Written for clarity, not speed: it follows method §2 line by line (the
 original RRNet code), plus the documented additions (iteration cap, outlier
 statistics, status codes). ``docs/preprocessing.md`` describes the algorithm.
 """
@@ -87,7 +87,7 @@ def resample_spectrum(
     rv_kms: float,
     correct_rv: bool = True,
 ) -> np.ndarray:
-    """One spectrum on the fixed grids: float32 [7200], blue then red (SPEC 2.1-2.2, 2.4)."""
+    """One spectrum on the fixed grids: float32 [7200], blue then red (method §2.1-2.2, 2.4)."""
     rv = float(rv_kms) if correct_rv else 0.0
     blue = resample(rv_correct(loglam_blue, rv), flux_blue, BLUE_GRID)
     red = resample(rv_correct(loglam_red, rv), flux_red, RED_GRID)
@@ -189,7 +189,7 @@ def _longest_run(mask: np.ndarray) -> int:
 
 
 def _normalize_arm(flux: np.ndarray, x: np.ndarray, max_iter: int) -> dict:
-    """Normalise one arm (SPEC 2.3); returns flux, status and diagnostics."""
+    """Normalise one arm (method §2.3); returns flux, status and diagnostics."""
     f = flux.astype(np.float64)
     result = {"iterations": 0, "cap_hit": False, "n_outliers": 0, "max_run": 0, "margin": np.inf}
     if not np.all(np.isfinite(f)):

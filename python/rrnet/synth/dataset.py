@@ -43,7 +43,7 @@ log = logging.getLogger("rrnet.synth")
 
 ABUNDANCES: tuple[str, ...] = ALL_LABELS[2:]
 LABELS: tuple[str, ...] = ("Teff[K]", "Logg", *ABUNDANCES, "vmic")
-"""Label columns carried from the source into labels.csv (SPEC names; vmic in km/s)."""
+"""Label columns carried from the source into labels.csv (method §5 names; vmic in km/s)."""
 
 RV_RANGE_KMS: tuple[float, float] = (-150.0, 150.0)
 """Per-star true RV, uniform [km/s]. +-150 km/s moves a rest wavelength by 0.05 %, far

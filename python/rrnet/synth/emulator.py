@@ -40,7 +40,7 @@ CONFIG_FILE = DATA_DIR / "emulator.json"
 
 
 def to_features(labels: np.ndarray) -> np.ndarray:
-    """SPEC labels [n, 18] -> network features: [X/H] -> [X/Fe] for all X except Fe."""
+    """Method §5 labels [n, 18] -> network features: [X/H] -> [X/Fe] for all X except Fe."""
     x = np.array(labels, dtype=np.float64, copy=True)
     fe = LABEL_NAMES.index("FeH")
     for i, name in enumerate(LABEL_NAMES):
@@ -105,7 +105,7 @@ class PayneNet(nn.Module):
 
 @dataclass
 class Emulator:
-    """Fast synthetic spectra for any labels inside ``bounds`` (SPEC names, vacuum grid)."""
+    """Fast synthetic spectra for any labels inside ``bounds`` (method §5 names, vacuum grid)."""
 
     model: PayneNet
     wavelength: np.ndarray

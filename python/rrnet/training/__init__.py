@@ -1,4 +1,4 @@
-"""Training RRNet ensembles (SPEC section 4): all members at once, resumable.
+"""Training RRNet ensembles (method §4): all members at once, resumable.
 
 :func:`train_ensemble` trains from a preprocessed store and a labels table;
 :func:`train_arrays` is the same loop on in-memory arrays.

@@ -23,7 +23,7 @@ RV_LABEL = "rv"
 
 
 def label_groups() -> dict[str, tuple[str, ...]]:
-    """``{"SP": ..., "CA": ..., "all": ...}``: the paper's groups (SPEC section 4)."""
+    """``{"SP": ..., "CA": ..., "all": ...}``: the paper's groups (method §4)."""
     return {**GROUPS, "all": ALL_LABELS}
 
 

@@ -15,7 +15,7 @@ RUNTIME_FIELDS: frozenset[str] = frozenset({"device", "eval_batch_size", "ram_li
 
 @dataclass(frozen=True)
 class TrainSettings:
-    """How an ensemble is trained (SPEC section 4).
+    """How an ensemble is trained (method §4).
 
     Epochs are numbered from 1, as in the paper: with ``augment_from=6`` the noise
     augmentation is applied in epochs 6, 7, ... (the first five epochs are clean).

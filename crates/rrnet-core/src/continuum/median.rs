@@ -1,4 +1,4 @@
-//! The median test of SPEC 2.3.1 in two passes: the 3-point median and the sums for
+//! The median test of method §2.3.1 in two passes: the 3-point median and the sums for
 //! its threshold ([`median_pass`]), then the replacement of the rejected pixels with
 //! the moments of the first fit ([`median_replace`]).
 
@@ -193,7 +193,7 @@ impl Sums {
     }
 }
 
-/// Median test of SPEC 2.3.1 (`s` = std of `d = m - f`): the pixels it rejects
+/// Median test of method §2.3.1 (`s` = std of `d = m - f`): the pixels it rejects
 /// replaced by the 3-point median, giving `f`, and `fs = f - shift`; the *outlier*
 /// (bad) pixels among them counted (see [`crate::outliers`]); the sums of `fs`,
 /// `fs^2` and the moments `sum xs^j fs`, whence `a = Q^T fs = R^-T V^T fs`.

@@ -1,4 +1,4 @@
-//! Continuum normalisation of one arm, exactly as SPEC 2.3 (the original RRNet code).
+//! Continuum normalisation of one arm, exactly as method §2.3 (the original RRNet code).
 //!
 //! 1. Median test: `m = medfilt(f, 3)` (zero padding), `d = m - f`, `s = std(d)`;
 //!    pixels with NOT (`d < 3 s` and `d > -4 s`) get `f = m` in place.
@@ -128,7 +128,7 @@ pub struct ArmReport {
     pub outliers: OutlierStats,
 }
 
-/// Normalise one arm's resampled flux into `out` (SPEC 2.3).
+/// Normalise one arm's resampled flux into `out` (method §2.3).
 ///
 /// Returns the diagnostics gathered so far even on error (a degenerate arm still
 /// reports its outliers); on error `out` is unspecified and the batch layer writes
@@ -216,7 +216,7 @@ where
     if first.non_finite {
         return Err(KernelError::NonFiniteFlux);
     }
-    // SPEC 2.3.2 standardises f before the fit. The fit is linear and the clipping
+    // Method §2.3.2 standardises f before the fit. The fit is linear and the clipping
     // decisions compare residuals with multiples of their own std, so both are the
     // same on `f - shift` without the division: the loop works on fs = f - shift
     // (shift = the input's mean, against cancellation) and the continuum is
