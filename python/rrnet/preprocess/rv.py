@@ -43,7 +43,7 @@ TEMPLATE_LABELS = tuple(
         (5700, 3.9),
         (5800, 4.4),
         (6300, 4.2),
-    )  # fmt: skip
+    )
     for feh in (-1.0, 0.0)
 )
 """(Teff, logg, [Fe/H]) targets; the nearest library star of each is a template."""
@@ -255,9 +255,12 @@ def measure_reference(
     flux, ivar = _rows(flux, "flux"), _rows(ivar, "ivar")
     n = flux.shape[0]
     out = RvMeasurement(
-        np.full((n, 3), np.nan), np.full((n, 3), np.nan), np.full((n, 3), np.nan),
-        np.ones((n, 3), np.uint8), np.full(n, -1, np.int32),
-    )  # fmt: skip
+        np.full((n, 3), np.nan),
+        np.full((n, 3), np.nan),
+        np.full((n, 3), np.nan),
+        np.ones((n, 3), np.uint8),
+        np.full(n, -1, np.int32),
+    )
     mean_t = t.flux.mean(axis=0, dtype=np.float32)
     for i in range(n):
         _measure_row(flux[i], ivar[i], t, mean_t, (window_kms, coarse_kms, fine_kms), out, i)
