@@ -143,11 +143,45 @@ def prepare(
         raw = np.interp(grid, wave, flux)
         var = np.interp(grid, wave, np.where(ivar > 0, 1.0 / np.maximum(ivar, 1e-30), np.inf))
         sl = slice(k * N_PIX_ARM, (k + 1) * N_PIX_ARM)
-        cont = raw / normalised[sl]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            cont = raw / normalised[sl]
         iv = np.where(np.isfinite(var) & (var > 0), cont**2 / var, 0.0)
         iv[(grid < wave[0]) | (grid > wave[-1]) | ~np.isfinite(iv)] = 0.0
         out[sl] = iv
     return np.nan_to_num(normalised.astype(np.float32), nan=1.0), out
+
+
+ArmArrays = tuple[np.ndarray, np.ndarray, np.ndarray]
+"""(loglam, flux, ivar) of one raw arm, file pixel order."""
+
+
+def measure_spectra(
+    spectra: list[tuple[ArmArrays, ArmArrays]],
+    templates: Templates | None = None,
+    *,
+    window_kms: float = 600.0,
+    threads: int | None = None,
+) -> RvMeasurement:
+    """Measure RVs of raw (blue, red) arms: resample unshifted, normalise, IVAR, fit."""
+    from rrnet.preprocess.kernels import normalize, resample_batch
+
+    blue = [b for b, _ in spectra]
+    red = [r for _, r in spectra]
+    res = resample_batch(
+        [np.asarray(b[0], np.float64) for b in blue],
+        [np.asarray(b[1], np.float32) for b in blue],
+        [np.asarray(r[0], np.float64) for r in red],
+        [np.asarray(r[1], np.float32) for r in red],
+        0.0,
+        correct_rv=False,
+        threads=threads,
+    )
+    norm = normalize(res.flux, threads=threads)
+    flux = np.empty_like(norm)
+    ivar = np.empty_like(norm)
+    for i, (b, r) in enumerate(spectra):
+        flux[i], ivar[i] = prepare([b, r], norm[i])
+    return measure(flux, ivar, templates, window_kms=window_kms, threads=threads)
 
 
 # --------------------------------------------------------------------------------------
@@ -302,5 +336,13 @@ def _measure_row(flux, ivar, t: Templates, mean_t, settings, out: RvMeasurement,
         out.rv[i, a["k"]], out.err[i, a["k"]], out.chi2_red[i, a["k"]], out.status[i, a["k"]] = res
 
 
-__all__ = ["RV_STATUS", "RvMeasurement", "Templates", "default_templates", "measure",
-           "measure_reference", "prepare"]  # fmt: skip
+__all__ = [
+    "RV_STATUS",
+    "RvMeasurement",
+    "Templates",
+    "default_templates",
+    "measure",
+    "measure_reference",
+    "measure_spectra",
+    "prepare",
+]
