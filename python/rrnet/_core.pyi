@@ -57,7 +57,7 @@ def rv_measure_batch(
     ln0: tuple[float, float],
     dln: float,
     window_kms: float = 600.0,
-    coarse_kms: float = 10.0,
+    coarse_kms: float = 15.0,
     fine_kms: float = 3.0,
     threads: int | None = None,
 ) -> tuple[

@@ -16,6 +16,8 @@
 //!    the sub-step minimum and the curvature `b`; `err = sqrt(max(1, chi2_red) / b)`.
 //!    Blue, red and combined (summed chi2) are each located this way.
 
+use std::sync::OnceLock;
+
 use rayon::prelude::*;
 
 use crate::grid::{Arm, C_KMS, N_PIX, N_PIX_ARM};
@@ -53,7 +55,7 @@ pub const MIN_DELTA_CHI2: f64 = 25.0;
 /// Most downhill steps of the fine walk.
 const MAX_WALK: usize = 64;
 /// Every how many pixels the template choice uses.
-const TEMPLATE_STRIDE: usize = 4;
+const TEMPLATE_STRIDE: usize = 8;
 
 /// Search settings.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -70,7 +72,7 @@ impl Default for RvSettings {
     fn default() -> Self {
         RvSettings {
             window_kms: 600.0,
-            coarse_kms: 10.0,
+            coarse_kms: 15.0,
             fine_kms: 3.0,
         }
     }
@@ -170,7 +172,7 @@ fn velocity_of(shift: f64) -> f64 {
 
 /// The usable pixels of one arm of a row, or the status saying why there are too few.
 fn arm_data(flux: &[f32], ivar: &[f32], arm: Arm, t: &Templates) -> Result<ArmData, RvStatus> {
-    let grid = arm.grid();
+    let grid = ln_grid(arm);
     let ln0 = t.ln0[arm as usize];
     let mut a = ArmData {
         pos: Vec::with_capacity(N_PIX_ARM),
@@ -180,7 +182,7 @@ fn arm_data(flux: &[f32], ivar: &[f32], arm: Arm, t: &Templates) -> Result<ArmDa
     for ((&f, &iv), &lam) in flux.iter().zip(ivar).zip(grid) {
         let (f, iv) = (f as f64, iv as f64);
         if f.is_finite() && iv.is_finite() && iv > 0.0 {
-            a.pos.push((lam.ln() - ln0) / t.dln);
+            a.pos.push((lam - ln0) / t.dln);
             a.d.push(f - 1.0);
             a.w.push(iv);
         }
@@ -196,6 +198,13 @@ fn arm_data(flux: &[f32], ivar: &[f32], arm: Arm, t: &Templates) -> Result<ArmDa
         return Err(RvStatus::Flat);
     }
     Ok(a)
+}
+
+/// ln(wavelength) of the fixed grid of `arm`, computed once.
+fn ln_grid(arm: Arm) -> &'static [f64] {
+    static LN: OnceLock<[Vec<f64>; 2]> = OnceLock::new();
+    let ln = LN.get_or_init(|| Arm::BOTH.map(|a| a.grid().iter().map(|x| x.ln()).collect()));
+    &ln[arm as usize]
 }
 
 /// Template minus one at fractional sample `p` (linear interpolation, 0 outside).

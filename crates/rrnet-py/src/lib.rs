@@ -350,7 +350,7 @@ type RvOut<'py> = (
 /// `[m, 2, len]` (ln wavelength `ln0[arm] + j * dln`); returns (rv, err, chi2_red,
 /// status) each `[n, 3]` (blue, red, combined) and the best template `[n]`.
 #[pyfunction]
-#[pyo3(signature = (flux, ivar, templates, ln0, dln, window_kms=600.0, coarse_kms=10.0, fine_kms=3.0, threads=None))]
+#[pyo3(signature = (flux, ivar, templates, ln0, dln, window_kms=600.0, coarse_kms=15.0, fine_kms=3.0, threads=None))]
 #[allow(clippy::too_many_arguments)]
 fn rv_measure_batch<'py>(
     py: Python<'py>,
