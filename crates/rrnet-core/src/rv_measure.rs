@@ -56,6 +56,8 @@ pub const MIN_DELTA_CHI2: f64 = 25.0;
 const MAX_WALK: usize = 64;
 /// Every how many pixels the template choice uses.
 const TEMPLATE_STRIDE: usize = 8;
+/// Pixels per block of the template choice.
+const BLOCK: usize = 64;
 
 /// Search settings.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -223,10 +225,13 @@ fn line_at(row: &[f32], p: f64) -> f64 {
     }
 }
 
-/// Profiled chi2 of `a + s * t` and the chi2 of the flat model, over `stride`-th pixels.
+/// Profiled chi2 of `a + s * t` and the chi2 of the flat model, over every
+/// `stride`-th block of [`BLOCK`] pixels.
 fn chi2_fit(a: &ArmData, row: &[f32], shift_samples: f64, stride: usize) -> (f64, f64) {
     let (mut sw, mut sd, mut st, mut stt, mut sdt, mut sdd) = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
-    for i in (0..a.pos.len()).step_by(stride.max(1)) {
+    // every `stride`-th block of BLOCK pixels: contiguous reads of the template
+    let blocks = (0..a.pos.len()).step_by(BLOCK * stride.max(1));
+    for i in blocks.flat_map(|b| b..(b + BLOCK).min(a.pos.len())) {
         let t = line_at(row, a.pos[i] - shift_samples);
         let (w, d) = (a.w[i], a.d[i]);
         let wt = w * t;
