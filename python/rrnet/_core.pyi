@@ -62,3 +62,21 @@ def resample_batch(
     npt.NDArray[np.float64],  # snr_blue [n]
     npt.NDArray[np.float64],  # snr_red [n]
 ]: ...
+def rv_measure_batch(
+    flux: npt.NDArray[np.float32],
+    ivar: npt.NDArray[np.float32],
+    templates: npt.NDArray[np.float32],
+    ln0: tuple[float, float],
+    dln: float,
+    window_kms: float = 600.0,
+    coarse_kms: float = 15.0,
+    fine_kms: float = 3.0,
+    threads: int | None = None,
+) -> tuple[
+    npt.NDArray[np.float64],  # rv [n, 3] (blue, red, combined) km/s
+    npt.NDArray[np.float64],  # err [n, 3] km/s
+    npt.NDArray[np.float64],  # chi2_red [n, 3]
+    npt.NDArray[np.uint8],  # status [n, 3]
+    npt.NDArray[np.int32],  # best template [n]
+]: ...
+def rv_status_codes() -> list[tuple[int, str]]: ...

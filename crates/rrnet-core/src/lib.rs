@@ -17,6 +17,7 @@ pub mod grid;
 pub mod outliers;
 pub mod resample;
 pub mod rv;
+pub mod rv_measure;
 pub mod snr;
 
 pub use error::{KernelError, Status};

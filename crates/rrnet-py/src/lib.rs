@@ -12,13 +12,14 @@ use std::sync::{Arc, Mutex};
 use numpy::ndarray::Array2;
 use numpy::{
     Element, IntoPyArray, PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2,
-    PyUntypedArrayMethods,
+    PyReadonlyArray3, PyUntypedArrayMethods,
 };
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use rayon::{ThreadPool, ThreadPoolBuilder};
 use rrnet_core::batch::{self, ArmBatch, NormalizeStats, Ragged, ResampleStats};
 use rrnet_core::grid::{Arm, N_PIX};
+use rrnet_core::rv_measure::{self, RvResult, RvSettings, RvStatus, RvValue, Templates};
 use rrnet_core::{KernelError, Status};
 
 pyo3::import_exception!(rrnet.preprocess.status, PreprocessError);
@@ -318,6 +319,91 @@ fn resample_batch<'py>(
     ))
 }
 
+type RvOut<'py> = (
+    Bound<'py, PyArray2<f64>>,
+    Bound<'py, PyArray2<f64>>,
+    Bound<'py, PyArray2<f64>>,
+    Bound<'py, PyArray2<u8>>,
+    Bound<'py, PyArray1<i32>>,
+);
+
+/// Measure RVs of normalised observed-frame rows `[n, 7200]` against templates
+/// `[m, 2, len]` (ln wavelength `ln0[arm] + j * dln`); returns (rv, err, chi2_red,
+/// status) each `[n, 3]` (blue, red, combined) and the best template `[n]`.
+#[pyfunction]
+#[pyo3(signature = (flux, ivar, templates, ln0, dln, window_kms=600.0, coarse_kms=15.0, fine_kms=3.0, threads=None))]
+#[allow(clippy::too_many_arguments)]
+fn rv_measure_batch<'py>(
+    py: Python<'py>,
+    flux: PyReadonlyArray2<'py, f32>,
+    ivar: PyReadonlyArray2<'py, f32>,
+    templates: PyReadonlyArray3<'py, f32>,
+    ln0: (f64, f64),
+    dln: f64,
+    window_kms: f64,
+    coarse_kms: f64,
+    fine_kms: f64,
+    threads: Option<usize>,
+) -> PyResult<RvOut<'py>> {
+    let n = flux.shape()[0];
+    let (flux, ivar) = (flux.as_slice()?, ivar.as_slice()?);
+    if flux.len() != n * N_PIX || ivar.len() != flux.len() {
+        return Err(PyValueError::new_err(format!(
+            "flux and ivar must have shape (n, {N_PIX})"
+        )));
+    }
+    let shape = templates.shape();
+    if shape[1] != 2 {
+        return Err(PyValueError::new_err(
+            "templates must have shape (m, 2, len)",
+        ));
+    }
+    let t = Templates::new(templates.as_slice()?, shape[0], [ln0.0, ln0.1], dln)
+        .map_err(PyValueError::new_err)?;
+    let s = RvSettings {
+        window_kms,
+        coarse_kms,
+        fine_kms,
+    };
+    let mut out = vec![RvResult::default(); n];
+    let out_ref = &mut out;
+    run_detached(py, threads, n, |rows| {
+        let px = rows.start * N_PIX..rows.end * N_PIX;
+        rv_measure::measure_batch(&flux[px.clone()], &ivar[px], &t, &s, &mut out_ref[rows])
+            .map_err(KernelError::InvalidArgument)
+    })?;
+    let shape_err = |e: numpy::ndarray::ShapeError| PyValueError::new_err(e.to_string());
+    let field = |f: fn(&RvValue) -> f64| -> PyResult<Array2<f64>> {
+        let v = out.iter().flat_map(|r| r.values.iter().map(f)).collect();
+        Array2::from_shape_vec((n, 3), v).map_err(shape_err)
+    };
+    let status = out
+        .iter()
+        .flat_map(|r| r.values.iter().map(|v| v.status as u8))
+        .collect();
+    Ok((
+        field(|v| v.rv)?.into_pyarray(py),
+        field(|v| v.err)?.into_pyarray(py),
+        field(|v| v.chi2_red)?.into_pyarray(py),
+        Array2::from_shape_vec((n, 3), status)
+            .map_err(shape_err)?
+            .into_pyarray(py),
+        out.iter()
+            .map(|r| r.template)
+            .collect::<Vec<_>>()
+            .into_pyarray(py),
+    ))
+}
+
+/// RV status codes and names, in code order.
+#[pyfunction]
+fn rv_status_codes() -> Vec<(u8, &'static str)> {
+    RvStatus::ALL
+        .iter()
+        .map(|&(s, name)| (s as u8, name))
+        .collect()
+}
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("N_PIX", N_PIX)?;
@@ -329,5 +415,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(snr_ivar, m)?)?;
     m.add_function(wrap_pyfunction!(normalize_batch, m)?)?;
     m.add_function(wrap_pyfunction!(resample_batch, m)?)?;
+    m.add_function(wrap_pyfunction!(rv_measure_batch, m)?)?;
+    m.add_function(wrap_pyfunction!(rv_status_codes, m)?)?;
     Ok(())
 }

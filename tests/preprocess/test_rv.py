@@ -1,0 +1,116 @@
+"""RV measurement (issue 16): recovery of injected RVs, statuses, Rust vs NumPy reference."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from rrnet.grid import BLUE_GRID, C_KMS, N_PIX, N_PIX_ARM, RED_GRID
+from rrnet.preprocess import rv
+
+SETTINGS = settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+NAMES = {v: k for k, v in rv.RV_STATUS.items()}
+
+
+@pytest.fixture(scope="module")
+def templates() -> rv.Templates:
+    """Three of the default templates (cool giant, solar dwarf, hot dwarf): fast enough."""
+    t = rv.default_templates()
+    pick = [1, 11, 13]
+    return dataclasses.replace(t, flux=np.ascontiguousarray(t.flux[pick]), labels=t.labels[pick])
+
+
+def shifted(t: rv.Templates, m: int, v: float, snr: float, seed: int):
+    """Template ``m`` observed at velocity ``v`` on the fixed grids, with white noise."""
+    rng = np.random.default_rng(seed)
+    arms = []
+    for k, grid in enumerate((BLUE_GRID, RED_GRID)):
+        p = (np.log(grid) - np.log1p(v / C_KMS) - t.ln0[k]) / t.dln
+        arms.append(1.0 + rv._line_at(t.flux[m, k], p))
+    flux = np.concatenate(arms) + rng.normal(0.0, 1.0 / snr, N_PIX)
+    return flux.astype(np.float32)[None], np.full((1, N_PIX), snr**2, np.float32)
+
+
+def test_templates_are_built_once_and_span_the_labels():
+    t = rv.default_templates()
+    assert t is rv.default_templates()
+    assert t.flux.shape[:2] == (len(rv.TEMPLATE_LABELS), 2)
+    assert t.labels[:, 0].min() < 4600 and t.labels[:, 0].max() > 6000
+    assert np.all(t.flux > 0) and np.all(t.flux < 1.2)
+    assert t.flux.min() < 0.6  # broadened lines are still there
+
+
+@SETTINGS
+@given(
+    v=st.floats(-550, 550),
+    m=st.integers(0, 2),
+    snr=st.floats(20, 300),
+    seed=st.integers(0, 2**31),
+)
+def test_shifted_template_is_recovered(templates, v, m, snr, seed):
+    flux, ivar = shifted(templates, m, v, snr, seed)
+    res = rv.measure(flux, ivar, templates)
+    assert (res.status == 0).all()
+    assert res.template[0] == m
+    for k in range(3):
+        assert abs(res.rv[0, k] - v) < 5 * res.err[0, k] + 0.05
+        assert 0 < res.err[0, k] < 2.0
+
+
+@st.composite
+def damaged(draw, t: rv.Templates):
+    """A shifted template with masked runs, NaNs, a flat arm or an extreme RV."""
+    v = draw(st.one_of(st.floats(-550, 550), st.floats(-5000, 5000)))
+    flux, ivar = shifted(
+        t, draw(st.integers(0, 2)), v, draw(st.floats(2, 200)), draw(st.integers(0, 99))
+    )
+    rng = np.random.default_rng(draw(st.integers(0, 2**31)))
+    for _ in range(draw(st.integers(0, 4))):
+        a = int(rng.integers(0, N_PIX))
+        ivar[0, a : a + int(rng.integers(1, 4000))] = 0.0
+    if draw(st.booleans()):
+        flux[0, rng.integers(0, N_PIX, 20)] = np.nan
+    if draw(st.booleans()):
+        k = draw(st.integers(0, 1))
+        flux[0, k * N_PIX_ARM : (k + 1) * N_PIX_ARM] = draw(st.floats(0, 2))
+    return flux, ivar, v
+
+
+@SETTINGS
+@given(data=st.data())
+def test_damaged_spectra_get_a_status_and_rust_equals_reference(templates, data):
+    flux, ivar, _ = data.draw(damaged(templates))
+    fast = rv.measure(flux, ivar, templates)
+    ref = rv.measure_reference(flux, ivar, templates)
+    assert set(np.unique(fast.status)) <= set(rv.RV_STATUS)
+    np.testing.assert_array_equal(fast.status, ref.status)
+    np.testing.assert_array_equal(fast.template, ref.template)
+    np.testing.assert_allclose(fast.rv, ref.rv, atol=1e-3, equal_nan=True)
+    np.testing.assert_allclose(fast.err, ref.err, rtol=1e-4, equal_nan=True)
+    ok = fast.status == 0
+    assert np.all(np.abs(fast.rv[ok]) <= 600) and np.all(fast.err[ok] > 0)
+    assert np.all(np.isnan(fast.rv[~ok]))
+
+
+def test_flat_masked_and_out_of_window(templates):
+    flux, ivar = shifted(templates, 1, 40.0, 100, 0)
+    flux[0, :N_PIX_ARM] = 1.0
+    res = rv.measure(flux, ivar, templates)
+    assert res.status[0, 0] == NAMES["FLAT"] and res.status[0, 1] == res.status[0, 2] == 0
+    assert abs(res.rv[0, 2] - 40.0) < 1.0
+    ivar[0, N_PIX_ARM:] = 0.0
+    res = rv.measure(flux, ivar, templates)
+    assert list(res.status[0]) == [NAMES["FLAT"], NAMES["MASKED"], NAMES["FLAT"]]
+    flux, ivar = shifted(templates, 1, 615.0, 100, 0)
+    assert rv.measure(flux, ivar, templates).status[0, 2] == NAMES["WINDOW_EDGE"]
+
+
+def test_bad_shapes_raise_value_error(templates):
+    with pytest.raises(ValueError, match="shape"):
+        rv.measure(np.ones((2, 10)), np.ones((2, 10)), templates)
+    with pytest.raises(ValueError, match="differ"):
+        rv.measure(np.ones((2, N_PIX)), np.ones((1, N_PIX)), templates)
