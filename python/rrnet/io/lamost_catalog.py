@@ -508,7 +508,7 @@ def join_rv(scanned: pl.DataFrame, rv_table: pl.DataFrame | None) -> pl.DataFram
     def keyed(t: pl.DataFrame) -> pl.DataFrame:
         return t.with_columns(
             pl.col("filename").str.split("/").list.last().alias("_base"),
-            pl.when(pl.col("coadd")).then(None).otherwise(pl.col("lmjm")).alias("_key_lmjm"),
+            pl.when(pl.col("coadd")).then(-1).otherwise(pl.col("lmjm")).alias("_key_lmjm"),
         )
 
     table = scanned.drop("rv", "rv_err", "rv_source")
