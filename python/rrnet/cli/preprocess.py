@@ -177,10 +177,10 @@ def main(argv: list[str] | None = None) -> int:
     n_ok = int((manifest.get_column("status") == "ok").sum())
     n_pass = int(manifest.get_column("quality_ok").sum())
     if n_ok == 0:
-        example = manifest.get_column("reason").drop_nulls().head(1).to_list() or ["no reason"]
+        status, n, example = status_summary(manifest, column="status")[0]
         print(
             f"{PROG}: error: none of {store.n_rows} rows could be preprocessed "
-            f"(e.g. {example[0]}); store at {args.out}",
+            f"({n} {status}, e.g. {example}); store at {args.out}",
             file=sys.stderr,
         )
         return 1
