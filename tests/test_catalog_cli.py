@@ -83,6 +83,7 @@ def test_synth_official_catalogue_gives_the_synth_rows(synth, tmp_path, capsys):
     want = pl.read_csv(synth.catalogue)
     cols = ["filename", "extname_blue", "extname_red", "obsid"]
     assert got.select(cols).equals(want.select(cols))  # every spectrum, in input order
+    assert got["gp_id"].to_list() == want["star_id"].to_list()
     ok = got["catalog_status"] == "ok"
     np.testing.assert_array_equal(got.filter(ok)["rv"], want.filter(ok)["rv"])
     assert set(got["catalog_status"]) <= {"ok", "no_rv"}

@@ -87,6 +87,7 @@ def test_file_name_and_extensions_are_those_of_the_real_file():
     assert out["catalog_status"].to_list() == ["ok"] * 5
     assert out["obsid"].to_list() == [h["OBSID"]] * 5
     assert out["designation"][0] == h["DESIG"]
+    assert out["gp_id"].to_list() == ["123"] * 5
 
 
 @pytest.mark.parametrize(("spectra", "want"), [("coadd", SPECTRA[:1]), ("exposures", SPECTRA[1:])])

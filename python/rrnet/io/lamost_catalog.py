@@ -110,6 +110,7 @@ OUTPUT_COLUMNS: tuple[str, ...] = (
     "catalog_status",
     "catalog_reason",
     "obsid",
+    "gp_id",
     "designation",
     "ra",
     "dec",
@@ -225,7 +226,8 @@ def _normalise(table: pl.DataFrame, cols: dict[str, str]) -> pl.DataFrame:
         _text(cols["band"]).str.to_uppercase().str.slice(0, 1).alias("band"),
         _truthy(cols["coadd"]).alias("coadd"),
     ]
-    for field, dtype in (("designation", pl.Utf8), ("ra", pl.Float64), ("dec", pl.Float64)):
+    fields = (("gp_id", pl.Utf8), ("designation", pl.Utf8), ("ra", pl.Float64), ("dec", pl.Float64))
+    for field, dtype in fields:
         if field in cols:
             expr = _text(cols[field]) if dtype == pl.Utf8 else _number(cols[field], dtype)
         else:
@@ -297,6 +299,7 @@ def _aggregations(n_rv: int) -> list[pl.Expr]:
     aggs = [
         pl.col("_row").min(),
         pl.col("obsid").drop_nulls().first(),
+        pl.col("gp_id").drop_nulls().first(),
         pl.col("designation").drop_nulls().first(),
         pl.col("ra").drop_nulls().first(),
         pl.col("dec").drop_nulls().first(),
