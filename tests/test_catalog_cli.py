@@ -101,6 +101,8 @@ def test_synth_official_catalogue_gives_the_synth_rows(synth, tmp_path, capsys):
     coadd = tmp_path / "coadd.csv"
     assert main(["--quiet", "from-lamost", str(lamost), "--out", str(coadd)]) == 0
     assert pl.read_csv(coadd)["extname_blue"].unique().to_list() == ["COADD_B"]
+    assert main(["from-lamost", str(lamost), "--out", str(coadd), "--quiet"]) == 0
+    assert capsys.readouterr().err == ""
 
 
 def test_scan_finds_every_synthesised_spectrum(synth, tmp_path):

@@ -68,7 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="TABLE",
         help="LAMOST's MRS catalogue, or any table with obsid and rv [km/s]",
     )
-    parser.add_argument("--quiet", action="store_true", help="no summary on success")
+    for p in (parser, lamost, scan):  # before or after the command
+        default = False if p is parser else argparse.SUPPRESS
+        p.add_argument("--quiet", action="store_true", default=default, help="no summary")
     return parser
 
 
