@@ -7,9 +7,11 @@ where. Import as ``from helpers import ...`` (``tests/`` is on pytest's ``python
 
 from __future__ import annotations
 
+import functools
 import gzip
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import fitsio
@@ -23,6 +25,7 @@ from rrnet.labels import CA_LABELS, SP_LABELS
 from rrnet.models import ModelConfig, build_model
 from rrnet.models.checkpoint import save_checkpoint
 from rrnet.preprocess.pipeline import preprocess_catalog
+from rrnet.synth.dataset import LABELS
 
 # ------------------------------------------------------------------ the shared data
 TESTS = Path(__file__).resolve().parent
@@ -235,3 +238,79 @@ def build_world(root: Path) -> dict:
     sp = make_checkpoint(root / "SP", SP_LABELS, members=3, seed=1, preprocessing=fp)
     ca = make_checkpoint(root / "CA", CA_LABELS, members=2, seed=2, preprocessing=fp)
     return {"root": root, "store": store.path, "sp": sp, "ca": ca, "fp": fp}
+
+
+# --- official LAMOST MRS catalogue rows for the real file
+
+RV_COLUMNS = [f"rv_{f}{v}" for f in ("b", "r", "br", "lasp") for v in (0, 1)]
+
+
+def real_header() -> dict:
+    return dict(fitsio.read_header(str(REAL_FILE), ext=0))
+
+
+def official_row(band: str, lmjm: str | None, *, rv: float = -20.5, **over) -> dict:
+    """One band of one spectrum of the real file, as the MRS general catalogue has it."""
+    h = real_header()
+    row = {
+        "obsid": h["OBSID"],
+        "gp_id": 123,
+        "designation": h["DESIG"],
+        "lmjd": h["LMJD"],
+        "mjd": h["MJD"],
+        "planid": h["PLANID"],
+        "spid": h["SPID"],
+        "fiberid": h["FIBERID"],
+        "lmjm": int(lmjm) if lmjm else int(EXPOSURES[0]),
+        "band": band,
+        "coadd": 0 if lmjm else 1,
+        "ra": h["RA"],
+        "dec": h["DEC"],
+        "snr": 50.0,
+    }
+    for c in RV_COLUMNS:
+        row[c] = rv + (0.3 if c.endswith("0") else 0.0)
+        row[f"{c}_err"] = 0.8
+    row |= {"rv_b_flag": 0, "rv_r_flag": 0, "rv_br_flag": 0}
+    return row | over
+
+
+def official_catalogue(**per_spectrum) -> pl.DataFrame:
+    """The real file's 5 spectra, R before B for exposures (the order must not matter)."""
+    rows = [official_row("B", None, rv=-20.0), official_row("R", None, rv=-20.0)]
+    for i, lmjm in enumerate(EXPOSURES):
+        over = per_spectrum.get(lmjm, {})
+        rows.append(official_row("R", lmjm, rv=-21.0 - i, **over))
+        rows.append(official_row("B", lmjm, rv=-21.0 - i, **over))
+    return pl.DataFrame(rows)
+
+
+# --- an analytic spectral library (Gaussian lines) for synthesis tests
+
+LINES = np.concatenate([np.arange(4961.0, 5336.0, 3.3), np.arange(6331.0, 6707.0, 4.1)])
+
+
+@dataclass
+class AnalyticLibrary:
+    """Library-shaped object: Gaussian lines, two windows (RRNet +- 10 A) like the real one."""
+
+    labels: pl.DataFrame
+    wavelength: np.ndarray
+    flux: np.ndarray
+
+
+@functools.cache
+def library(n: int = 6) -> AnalyticLibrary:
+    wave = np.concatenate([np.arange(4958.0, 5338.0, 0.02), np.arange(6329.0, 6709.0, 0.02)])
+    rng = np.random.default_rng(0)
+    flux = np.ones((n, wave.size), np.float32)
+    for i in range(n):
+        depth = rng.uniform(0.1, 0.6, LINES.size)
+        for c, d in zip(LINES, depth, strict=True):
+            near = np.abs(wave - c) < 1.0
+            flux[i, near] -= d * np.exp(-0.5 * ((wave[near] - c) / 0.12) ** 2)
+    labels = {c: rng.normal(size=n) for c in LABELS}
+    labels["Teff[K]"] = rng.uniform(4000, 6500, n)
+    return AnalyticLibrary(
+        pl.DataFrame({"star_id": [f"lib-{i:03d}" for i in range(n)], **labels}), wave, flux
+    )

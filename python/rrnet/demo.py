@@ -45,6 +45,7 @@ def run_demo(
     from rrnet.inference import infer
     from rrnet.preprocess.pipeline import preprocess_catalog
     from rrnet.synth.dataset import make_dataset
+    from rrnet.synth.lamost_writer import LAMOST_CATALOGUE_NAME
     from rrnet.training.api import train_ensemble
     from rrnet.training.settings import TrainOptions, TrainSettings
 
@@ -56,11 +57,13 @@ def run_demo(
     t = _step(f"1/5 rrnet-synth: {stars} star-visits of synthetic LAMOST MRS files")
     data = make_dataset(stars, out / "data", seed=seed, progress=tty)
     print(f"   catalogue {data.catalogue}  ({data.n_visits} visits, {data.n_failed} failed)")
+    catalogue_in = _official_catalogue(data.root, out)
+    print(f"   rrnet-catalog from-lamost {data.root / LAMOST_CATALOGUE_NAME} -> {catalogue_in}")
     _done(t)
 
     t = _step("2/5 rrnet-preprocess: RV correction, resampling, continuum normalisation")
     store = preprocess_catalog(
-        data.catalogue, data.data_dir, out / "store", resume=True, progress=tty
+        catalogue_in, data.data_dir, out / "store", resume=True, progress=tty
     )
     manifest = store.manifest
     n_ok = int((manifest["status"] == "ok").sum())
@@ -113,6 +116,19 @@ def run_demo(
         "store": out / "store",
         "data": data.root,
     }
+
+
+def _official_catalogue(root: Path, out: Path) -> Path:
+    """The real path: LAMOST's official layout -> ``rrnet-catalog from-lamost`` -> rows.
+
+    LAMOST's ``gp_id`` (one id per star) is the demo's ``star_id`` that labels join on.
+    """
+    from rrnet.io.catalog import write_table
+    from rrnet.io.lamost_catalog import from_lamost
+    from rrnet.synth.lamost_writer import LAMOST_CATALOGUE_NAME
+
+    rows = from_lamost(root / LAMOST_CATALOGUE_NAME, spectra="all")
+    return write_table(rows.rename({"gp_id": "star_id"}), out / "rrnet_catalogue.parquet")
 
 
 def main(argv: list[str] | None = None) -> int:

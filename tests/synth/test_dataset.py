@@ -2,46 +2,17 @@
 
 from __future__ import annotations
 
-import functools
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pytest
 
+from helpers import AnalyticLibrary, library
 from rrnet.grid import BLUE_GRID, RED_GRID
 from rrnet.io.lamost import read_arms
 from rrnet.preprocess import normalize, normalize_detailed, resample_spectrum, snr_ivar
 from rrnet.synth.dataset import LABELS, emulator_source, make_dataset
-
-LINES = np.concatenate([np.arange(4961.0, 5336.0, 3.3), np.arange(6331.0, 6707.0, 4.1)])
-
-
-@dataclass
-class AnalyticLibrary:
-    """Library-shaped object: Gaussian lines, two windows (RRNet +- 10 A) like the real one."""
-
-    labels: pl.DataFrame
-    wavelength: np.ndarray
-    flux: np.ndarray
-
-
-@functools.cache
-def library(n: int = 6) -> AnalyticLibrary:
-    wave = np.concatenate([np.arange(4958.0, 5338.0, 0.02), np.arange(6329.0, 6709.0, 0.02)])
-    rng = np.random.default_rng(0)
-    flux = np.ones((n, wave.size), np.float32)
-    for i in range(n):
-        depth = rng.uniform(0.1, 0.6, LINES.size)
-        for c, d in zip(LINES, depth, strict=True):
-            near = np.abs(wave - c) < 1.0
-            flux[i, near] -= d * np.exp(-0.5 * ((wave[near] - c) / 0.12) ** 2)
-    labels = {c: rng.normal(size=n) for c in LABELS}
-    labels["Teff[K]"] = rng.uniform(4000, 6500, n)
-    return AnalyticLibrary(
-        pl.DataFrame({"star_id": [f"lib-{i:03d}" for i in range(n)], **labels}), wave, flux
-    )
 
 
 @pytest.fixture(scope="module")

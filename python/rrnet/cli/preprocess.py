@@ -9,7 +9,9 @@ from pathlib import Path
 import polars as pl
 
 from rrnet.cli._args import OneLineParser, UsageError, usage_error
-from rrnet.io.catalog import CatalogError, table_format
+from rrnet.io.catalog import CatalogError, read_table, table_format
+from rrnet.io.lamost_catalog import status_summary
+from rrnet.io.locate import locate_files
 from rrnet.preprocess.pipeline import (
     QualityCuts,
     default_workers,
@@ -37,7 +39,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="CSV or Parquet with columns filename, extname_blue, extname_red, rv [km/s]",
     )
     parser.add_argument(
-        "--data-dir", type=Path, required=True, help="folder the filenames are relative to"
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="folder the filenames are relative to (default: the catalogue's folder)",
+    )
+    parser.add_argument(
+        "--find-files",
+        action="store_true",
+        help="also find each file by its name anywhere under --data-dir (one index, built once)",
     )
     parser.add_argument("--out", type=Path, required=True, help="store directory to write")
     parser.add_argument(
@@ -98,6 +108,8 @@ def _check(args: argparse.Namespace) -> str | None:
     """A one-line problem with the arguments, or None."""
     if not args.catalog.is_file():
         return f"catalogue not found: {args.catalog}"
+    if args.data_dir is None:
+        args.data_dir = args.catalog.parent
     if not args.data_dir.is_dir():
         return f"--data-dir is not a directory: {args.data_dir}"
     if args.workers is not None and args.workers < 0:
@@ -131,8 +143,16 @@ def main(argv: list[str] | None = None) -> int:
     if problem is not None:
         return usage_error(PROG, problem)
     try:
+        catalog = args.catalog
+        if args.find_files:
+            catalog, moved = locate_files(read_table(args.catalog), args.data_dir)
+            if not args.quiet and moved:
+                print(
+                    f"{PROG}: {moved} file(s) found in sub-folders of {args.data_dir}",
+                    file=sys.stderr,
+                )
         store = preprocess_catalog(
-            args.catalog,
+            catalog,
             args.data_dir,
             args.out,
             workers=args.workers,
@@ -151,18 +171,30 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted; rerun with --resume to continue", file=sys.stderr)
         return 130
-    counts = (
-        pl.scan_parquet(store.path / "manifest.parquet")
-        .select(n_ok=(pl.col("status") == "ok").sum(), n_pass=pl.col("quality_ok").sum())
-        .collect()
+    manifest = pl.read_parquet(
+        store.path / "manifest.parquet", columns=["status", "reason", "quality_ok"]
     )
-    n_ok, n_pass = counts["n_ok"][0], counts["n_pass"][0]
+    n_ok = int((manifest.get_column("status") == "ok").sum())
+    n_pass = int(manifest.get_column("quality_ok").sum())
+    if n_ok == 0:
+        status, n, example = status_summary(manifest, column="status")[0]
+        print(
+            f"{PROG}: error: none of {store.n_rows} rows could be preprocessed "
+            f"({n} {status}, e.g. {example}); store at {args.out}",
+            file=sys.stderr,
+        )
+        return 1
     summary = f"{PROG}: {store.n_rows} rows -> {args.out}: {n_ok} ok, {n_pass} pass quality cuts"
     if args.select is not None:
         write_selection(store, args.select)
         summary += f"; selection written to {args.select}"
     if not args.quiet:
         print(summary, file=sys.stderr)
+        for status, n, example in status_summary(manifest, column="status"):
+            if status != "ok":
+                print(
+                    f"  {status}: {n}" + (f" (e.g. {example})" if example else ""), file=sys.stderr
+                )
     return 0
 
 

@@ -34,7 +34,12 @@ import polars as pl
 
 from rrnet.io.catalog import write_table
 from rrnet.labels import ALL_LABELS
-from rrnet.synth.lamost_writer import VisitInfo, write_lamost_file
+from rrnet.synth.lamost_writer import (
+    LAMOST_CATALOGUE_NAME,
+    VisitInfo,
+    write_lamost_catalogue,
+    write_lamost_file,
+)
 from rrnet.synth.observe import ObservationSettings, observe
 from rrnet.utils.atomic import write_text
 from rrnet.utils.progress import Progress
@@ -478,6 +483,7 @@ def _write_tables(out: Path, data_dir: Path, parts_dir: Path, n: int, src: Sourc
         for ext in ("csv", "parquet"):
             write_table(table, out / f"{name}.{ext}")
         paths[name] = out / f"{name}.csv"
+    write_lamost_catalogue(spectra.iter_rows(named=True), out / LAMOST_CATALOGUE_NAME)
     return DatasetPaths(
         root=out,
         catalogue=paths["catalogue"],

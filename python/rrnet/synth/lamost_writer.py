@@ -13,13 +13,17 @@ from __future__ import annotations
 import datetime as dt
 import gzip
 import os
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import fitsio
 import numpy as np
+import polars as pl
 
 from rrnet.synth.observe import ARMS, ArmSpectrum, Visit
+from rrnet.utils.atomic import atomic_path
 
 LOCAL_UTC_OFFSET = dt.timedelta(hours=8)
 """LAMOST (Xinglong) local time is Beijing time, UTC+8; LMJD/LMJM count local time."""
@@ -304,4 +308,85 @@ def write_lamost_file(path: str | os.PathLike[str], info: VisitInfo, visit: Visi
     finally:
         tmp_fits.unlink(missing_ok=True)
         tmp_gz.unlink(missing_ok=True)
+    return path
+
+
+# --- LAMOST's MRS general catalogue ------------------------------------------------------------
+
+LAMOST_CATALOGUE_NAME = "lamost_mrs.csv"
+"""File name of the data set's catalogue in LAMOST's official layout."""
+RV_MISSING_FRACTION = 0.03
+"""Share of spectra whose RVs are all -9999 (not measured), as in the survey's catalogue."""
+RV_ZERO_POINT_KMS = 0.3
+"""Offset between the raw (``*0``) and zero-point-corrected (``*1``) RV columns [km/s]."""
+_RV_FAMILIES = ("b", "r", "br")
+
+
+def _official_rows(row: dict, lmjm_coadd: int, missing: bool) -> list[dict]:
+    """The B and R rows of one spectrum in the MRS general catalogue's columns."""
+    m = re.match(r"^med-(\d+)-(.+)_sp(\d+)-(\d+)\.fits\.gz$", row["filename"])
+    if m is None:
+        raise ValueError(f"not a LAMOST file name: {row['filename']}")
+    coadd = row["kind"] == "coadd"
+    lmjm = lmjm_coadd if coadd else int(row["extname_blue"].split("-", 1)[1])
+    rv1 = -9999.0 if missing else row["rv"]
+    rv0 = -9999.0 if missing else row["rv"] + RV_ZERO_POINT_KMS
+    err = -9999.0 if missing else 1.0
+    rvs: dict[str, object] = {}
+    for fam in (*_RV_FAMILIES, "lasp"):
+        rvs |= {f"rv_{fam}0": rv0, f"rv_{fam}0_err": err, f"rv_{fam}1": rv1, f"rv_{fam}1_err": err}
+        if fam != "lasp":
+            rvs[f"rv_{fam}_flag"] = 0
+    out = []
+    for band, snr in (("B", row["snr_blue_true"]), ("R", row["snr_red_true"])):
+        out.append(
+            {
+                "obsid": row["obsid"],
+                "gp_id": row["star_id"],
+                "designation": designation(row["ra"], row["dec"]),
+                "lmjd": int(m[1]),
+                "mjd": int(m[1]) - 1,
+                "planid": m[2],
+                "spid": int(m[3]),
+                "fiberid": int(m[4]),
+                "lmjm": lmjm,
+                "band": band,
+                "coadd": int(coadd),
+                "ra": row["ra"],
+                "dec": row["dec"],
+                "snr": round(float(snr), 2),
+                **rvs,
+            }
+        )
+    return out
+
+
+def write_lamost_catalogue(
+    spectra: Iterable[dict], path: str | os.PathLike[str], *, seed: int = 0
+) -> Path:
+    """Write the data set's spectra as LAMOST's MRS general catalogue (CSV, official columns).
+
+    One row per band per spectrum (coadd and each exposure), in the order given.
+    ``spectra`` are the data set's per-spectrum records (``filename``, ``extname_blue``,
+    ``kind``, ``rv``, ``obsid``, ``ra``, ``dec``, ``star_id``, ``snr_*_true``). A
+    :data:`RV_MISSING_FRACTION` of spectra get -9999 in every RV column; the others
+    carry the data set's catalogue RV in the corrected (``*1``) columns and that value
+    plus :data:`RV_ZERO_POINT_KMS` in the raw (``*0``) ones. The coadd rows' ``lmjm``
+    is that of the file's first exposure.
+    """
+    spectra = list(spectra)
+    first: dict[str, int] = {}
+    for row in spectra:
+        if row["kind"] != "coadd":
+            lmjm = int(row["extname_blue"].split("-", 1)[1])
+            first[row["filename"]] = min(first.get(row["filename"], lmjm), lmjm)
+    missing = np.random.default_rng([seed, 9999]).random(len(spectra)) < RV_MISSING_FRACTION
+    rows = [
+        r
+        for row, miss in zip(spectra, missing, strict=True)
+        for r in _official_rows(row, first.get(row["filename"], -9999), bool(miss))
+    ]
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        pl.DataFrame(rows, infer_schema_length=None).write_csv(tmp)
     return path

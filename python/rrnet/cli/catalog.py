@@ -1,0 +1,149 @@
+"""``rrnet-catalog``: an rrnet input catalogue from LAMOST's own catalogue or files.
+
+``from-lamost`` pairs the blue and red rows of LAMOST's MRS general catalogue;
+``scan`` builds the rows from the files' headers. Both write a table that
+``rrnet-preprocess`` reads as it is, and end with a summary of the rows' statuses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import polars as pl
+
+from rrnet.cli._args import OneLineParser, UsageError, usage_error
+from rrnet.io.catalog import CatalogError, table_format, write_table
+from rrnet.io.lamost_catalog import (
+    RV_PRIORITY,
+    SPECTRA_CHOICES,
+    from_lamost,
+    join_rv,
+    read_lamost_table,
+    scan_folder,
+    status_summary,
+)
+
+PROG = "rrnet-catalog"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(
+        prog=PROG,
+        description="Build rrnet's input catalogue from LAMOST's MRS catalogue or files.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="{from-lamost,scan}")
+    lamost = sub.add_parser(
+        "from-lamost",
+        help="pair the B and R rows of LAMOST's MRS general catalogue",
+        description="One rrnet row per spectrum of LAMOST's MRS general catalogue "
+        "(CSV, CSV.gz, FITS or Parquet; one row per band per exposure or coadd).",
+    )
+    lamost.add_argument("catalogue", type=Path, metavar="CATALOGUE")
+    lamost.add_argument("--out", type=Path, required=True, help="rrnet catalogue to write")
+    lamost.add_argument(
+        "--spectra",
+        choices=SPECTRA_CHOICES,
+        default="coadd",
+        help="coadds only (default), single exposures only, or both",
+    )
+    lamost.add_argument(
+        "--rv",
+        default=",".join(RV_PRIORITY),
+        metavar="COLUMN[,COLUMN...]",
+        help=f"RV columns in order of preference (default {','.join(RV_PRIORITY)})",
+    )
+    scan = sub.add_parser(
+        "scan",
+        help="build the catalogue from the files' headers",
+        description="One row per coadd pair and per exposure pair of every MRS file under DIR.",
+    )
+    scan.add_argument("folder", type=Path, metavar="DIR")
+    scan.add_argument("--out", type=Path, required=True, help="rrnet catalogue to write")
+    scan.add_argument(
+        "--rv-from",
+        type=Path,
+        default=None,
+        metavar="TABLE",
+        help="LAMOST's MRS catalogue, or any table with obsid and rv [km/s]",
+    )
+    for p in (parser, lamost, scan):  # before or after the command
+        default = False if p is parser else argparse.SUPPRESS
+        p.add_argument("--quiet", action="store_true", default=default, help="no summary")
+    return parser
+
+
+def _check(args: argparse.Namespace) -> str | None:
+    """A one-line problem with the arguments, or None."""
+    if args.command is None:
+        return "give a command: from-lamost or scan"
+    try:
+        table_format(args.out)
+    except CatalogError as exc:
+        return str(exc)
+    if args.command == "from-lamost":
+        if not args.catalogue.is_file():
+            return f"catalogue not found: {args.catalogue}"
+        if not [c for c in args.rv.split(",") if c.strip()]:
+            return "--rv names no column"
+    else:
+        if not args.folder.is_dir():
+            return f"not a directory: {args.folder}"
+        if args.rv_from is not None and not args.rv_from.is_file():
+            return f"--rv-from table not found: {args.rv_from}"
+    return None
+
+
+def _build(args: argparse.Namespace) -> pl.DataFrame:
+    if args.command == "from-lamost":
+        rv = tuple(c.strip().lower() for c in args.rv.split(",") if c.strip())
+        return from_lamost(args.catalogue, spectra=args.spectra, rv_columns=rv)
+    rv_table = read_lamost_table(args.rv_from) if args.rv_from is not None else None
+    return join_rv(scan_folder(args.folder), rv_table)
+
+
+def summary_lines(table: pl.DataFrame, out: Path) -> list[str]:
+    """``N rows -> OUT`` then one line per status: count and one example reason."""
+    lines = [f"{PROG}: {table.height} rows -> {out}"]
+    for status, n, example in status_summary(table):
+        lines.append(f"  {status}: {n}" + (f" (e.g. {example})" if example else ""))
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as exc:
+        return usage_error(PROG, exc)
+    except SystemExit as exc:  # --help
+        return int(exc.code or 0)
+    problem = _check(args)
+    if problem is not None:
+        return usage_error(PROG, problem)
+    try:
+        table = _build(args)
+    except CatalogError as exc:
+        return usage_error(PROG, exc)
+    if table.height == 0:
+        what = "files under " + str(args.folder) if args.command == "scan" else "rows"
+        print(f"{PROG}: error: no spectra found ({what}); nothing written", file=sys.stderr)
+        return 1
+    write_table(table, args.out)
+    n_ok = int((table.get_column("catalog_status") == "ok").sum())
+    if n_ok == 0:
+        _, _, example = status_summary(table)[0]
+        print(
+            f"{PROG}: error: no usable row among {table.height} (e.g. {example}); "
+            f"written to {args.out} for inspection",
+            file=sys.stderr,
+        )
+        return 1
+    if not args.quiet:
+        print("\n".join(summary_lines(table, args.out)), file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

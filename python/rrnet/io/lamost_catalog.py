@@ -1,0 +1,557 @@
+"""LAMOST's MRS general catalogue (one row per band per exposure or coadd) -> rrnet rows.
+
+LAMOST distributes the MRS general catalogue of each data release (DR7 to DR11) as
+CSV (often gzipped, ``|`` or ``,`` separated), FITS or Parquet. One row describes
+one band (``B`` or ``R``) of one single exposure or of the coadd of a target's
+exposures. rrnet wants one row per spectrum: a file, a blue and a red extension
+and one RV. :func:`pair_bands` builds those rows:
+
+- the file is ``med-{lmjd:05d}-{planid}_sp{spid:02d}-{fiberid:03d}.fits.gz``
+  (:func:`lamost_filename`, as the survey names it on disk);
+- the extensions are ``COADD_B``/``COADD_R`` for coadds and ``B-{lmjm}``/``R-{lmjm}``
+  for exposures (:func:`extension_name`), as in the files' headers;
+- the RV is the first usable column of :data:`RV_PRIORITY` (``docs/lamost.md`` says
+  why): -9999 (LAMOST's "not measured"), null, NaN and a non-zero ``_flag`` count as
+  missing; ``rv_source`` records the column used.
+
+Nothing is dropped: a spectrum with one band only, several rows for the same band,
+unusable identifiers or no usable RV is kept as a row with ``catalog_status`` and
+``catalog_reason`` (the names ``status``/``reason`` belong to the store manifest).
+Output order is input order (of each spectrum's first row).
+
+Release differences are data, not code: :data:`COLUMN_ALIASES` lists every
+accepted spelling of each field; a catalogue lacking a required field is refused
+with one line naming the missing columns.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import re
+from pathlib import Path
+
+import polars as pl
+
+from rrnet.io.catalog import CatalogError, _read_fits_table
+from rrnet.io.lamost import LamostReadError, read_lamost
+
+MISSING_VALUE: float = -9999.0
+"""LAMOST's value for a quantity that was not measured."""
+
+COLUMN_ALIASES: dict[str, tuple[str, ...]] = {
+    # field: accepted column names, first present wins (compared in lower case)
+    "obsid": ("obsid",),
+    "lmjd": ("lmjd",),
+    "planid": ("planid",),
+    "spid": ("spid",),
+    "fiberid": ("fiberid",),
+    "lmjm": ("lmjm",),
+    "band": ("band",),
+    "coadd": ("coadd",),
+    "designation": ("designation", "desig"),
+    "ra": ("ra", "ra_obs"),
+    "dec": ("dec", "dec_obs"),
+    "mjd": ("mjd",),
+    "gp_id": ("gp_id",),
+    "mobsid": ("mobsid",),
+    "snr": ("snr",),
+}
+"""The one table of release-specific column names (DR7 to DR11 MRS general catalogues)."""
+
+REQUIRED_FIELDS: tuple[str, ...] = (
+    "obsid",
+    "lmjd",
+    "planid",
+    "spid",
+    "fiberid",
+    "lmjm",
+    "band",
+    "coadd",
+)
+"""Fields without which a row cannot be turned into a file and extension name."""
+
+RV_PRIORITY: tuple[str, ...] = (
+    "rv_br1",
+    "rv_br0",
+    "rv_lasp1",
+    "rv_lasp0",
+    "rv_b1",
+    "rv_r1",
+    "rv_b0",
+    "rv_r0",
+)
+"""Default RV columns, best first: the zero-point-corrected blue+red cross-correlation RV
+(Zhang et al. 2021), its uncorrected value, the LASP pipeline RV (corrected, raw), then
+the single-band values."""
+
+RV_FLAG: dict[str, str] = {
+    "rv_br1": "rv_br_flag",
+    "rv_br0": "rv_br_flag",
+    "rv_b1": "rv_b_flag",
+    "rv_b0": "rv_b_flag",
+    "rv_r1": "rv_r_flag",
+    "rv_r0": "rv_r_flag",
+    "rv_lasp1": "rv_lasp_flag",
+    "rv_lasp0": "rv_lasp_flag",
+}
+"""Quality flag of each RV column (0: good); a flag column absent from a release is ignored."""
+
+SPECTRA_CHOICES: tuple[str, ...] = ("coadd", "exposures", "all")
+
+OUTPUT_COLUMNS: tuple[str, ...] = (
+    "filename",
+    "extname_blue",
+    "extname_red",
+    "rv",
+    "rv_err",
+    "rv_source",
+    "catalog_status",
+    "catalog_reason",
+    "obsid",
+    "gp_id",
+    "designation",
+    "ra",
+    "dec",
+    "lmjd",
+    "planid",
+    "spid",
+    "fiberid",
+    "lmjm",
+    "coadd",
+    "snr_b",
+    "snr_r",
+)
+"""Columns of an rrnet catalogue built from LAMOST's, in order."""
+
+
+def lamost_filename(lmjd: int, planid: str, spid: int, fiberid: int) -> str:
+    """The survey's name of one fibre's file, e.g. ``med-58025-HIP9645901_sp02-051.fits.gz``."""
+    return f"med-{lmjd:05d}-{planid}_sp{spid:02d}-{fiberid:03d}.fits.gz"
+
+
+def extension_name(band: str, coadd: bool, lmjm: int | None) -> str:
+    """``COADD_B``/``COADD_R`` for coadds, ``B-{lmjm}``/``R-{lmjm}`` for exposures."""
+    return f"COADD_{band}" if coadd else f"{band}-{lmjm}"
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def read_lamost_table(path: str | os.PathLike[str]) -> pl.DataFrame:
+    """Read a catalogue as LAMOST distributes it (CSV, CSV.gz, FITS, Parquet); lower-case names.
+
+    CSV columns are read as text (cast later, so ``-9999`` and blanks never break type
+    inference); the separator (``|``, ``,`` or tab) is taken from the header line.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CatalogError(f"catalogue not found: {path}")
+    name = path.name.lower()
+    try:
+        if name.endswith((".csv", ".csv.gz", ".txt", ".txt.gz")):
+            table = _read_csv(path)
+        elif name.endswith((".fits", ".fit", ".fits.gz")):
+            table = _read_fits_table(path)
+        elif name.endswith((".parquet", ".pq")):
+            table = pl.read_parquet(path)
+        else:
+            raise CatalogError(
+                f"unknown table format of {path}: use .csv, .csv.gz, .fits, .fits.gz or .parquet"
+            )
+    except CatalogError:
+        raise
+    except (pl.exceptions.PolarsError, OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CatalogError(f"cannot read {path}: {first}") from exc
+    return table.rename({c: c.strip().lower() for c in table.columns})
+
+
+def _read_csv(path: Path) -> pl.DataFrame:
+    raw = path.read_bytes()
+    if raw[:2] == b"\x1f\x8b":
+        raw = gzip.decompress(raw)
+    header = raw.split(b"\n", 1)[0].decode("utf-8", "replace")
+    sep = max(("|", ",", "\t"), key=header.count)
+    return pl.read_csv(io.BytesIO(raw), separator=sep, infer_schema=False)
+
+
+# --------------------------------------------------------------------------- pairing
+
+
+def resolve_columns(table: pl.DataFrame, rv_columns: tuple[str, ...]) -> dict[str, str]:
+    """Field -> column of ``table`` (:data:`COLUMN_ALIASES`); CatalogError names what is missing."""
+    present = set(table.columns)
+    found = {}
+    for field, aliases in COLUMN_ALIASES.items():
+        hit = next((a for a in aliases if a in present), None)
+        if hit is not None:
+            found[field] = hit
+    missing = [COLUMN_ALIASES[f][0] for f in REQUIRED_FIELDS if f not in found]
+    if not any(c in present for c in rv_columns):
+        missing.append(" or ".join(rv_columns))
+    if missing:
+        raise CatalogError(
+            f"not a LAMOST MRS general catalogue: missing column(s) {', '.join(missing)}"
+        )
+    return found
+
+
+def _text(name: str) -> pl.Expr:
+    return pl.col(name).cast(pl.Utf8, strict=False).str.strip_chars().replace("", None)
+
+
+def _number(name: str, dtype: pl.DataType) -> pl.Expr:
+    value = _text(name).cast(pl.Float64, strict=False)
+    value = pl.when(value == MISSING_VALUE).then(None).otherwise(value)
+    return value.cast(dtype, strict=False) if dtype != pl.Float64 else value
+
+
+def _truthy(name: str) -> pl.Expr:
+    text = _text(name).str.to_lowercase()
+    return text.is_in(["1", "t", "true", "y", "yes", "1.0"]).fill_null(False)
+
+
+def _normalise(table: pl.DataFrame, cols: dict[str, str]) -> pl.DataFrame:
+    """The fields rrnet needs, typed, plus ``_row`` (input position)."""
+    exprs = [
+        pl.int_range(pl.len(), dtype=pl.Int64).alias("_row"),
+        _number(cols["obsid"], pl.Int64).alias("obsid"),
+        _number(cols["lmjd"], pl.Int64).alias("lmjd"),
+        _text(cols["planid"]).alias("planid"),
+        _number(cols["spid"], pl.Int64).alias("spid"),
+        _number(cols["fiberid"], pl.Int64).alias("fiberid"),
+        _number(cols["lmjm"], pl.Int64).alias("lmjm"),
+        _text(cols["band"]).str.to_uppercase().str.slice(0, 1).alias("band"),
+        _truthy(cols["coadd"]).alias("coadd"),
+    ]
+    fields = (("gp_id", pl.Utf8), ("designation", pl.Utf8), ("ra", pl.Float64), ("dec", pl.Float64))
+    for field, dtype in fields:
+        if field in cols:
+            expr = _text(cols[field]) if dtype == pl.Utf8 else _number(cols[field], dtype)
+        else:
+            expr = pl.lit(None, dtype)
+        exprs.append(expr.alias(field))
+    snr = _number(cols["snr"], pl.Float64) if "snr" in cols else pl.lit(None, pl.Float64)
+    exprs.append(snr.alias("snr"))
+    return table.select(exprs)
+
+
+def _usable(table: pl.DataFrame, column: str) -> pl.Expr:
+    """True where ``column`` holds a real velocity: not null, finite, not -9999, flag 0."""
+    value = _number(column, pl.Float64)
+    ok = value.is_not_null() & value.is_finite() & (value.abs() < 3.0e5)
+    flag = RV_FLAG.get(column)
+    if flag is not None and flag in table.columns:
+        ok = ok & _number(flag, pl.Float64).fill_null(0.0).eq(0.0)
+    return ok.fill_null(False)
+
+
+def pair_bands(
+    table: pl.DataFrame,
+    *,
+    spectra: str = "coadd",
+    rv_columns: tuple[str, ...] = RV_PRIORITY,
+) -> pl.DataFrame:
+    """One rrnet row per spectrum (blue + red of one exposure or coadd), in input order.
+
+    Parameters
+    ----------
+    table : DataFrame
+        LAMOST's MRS general catalogue, lower-case column names (:func:`read_lamost_table`).
+    spectra : {"coadd", "exposures", "all"}
+        Which spectra become rows.
+    rv_columns : tuple of str
+        RV columns in order of preference; columns the catalogue lacks are skipped.
+
+    Returns
+    -------
+    DataFrame with :data:`OUTPUT_COLUMNS`.
+    """
+    if spectra not in SPECTRA_CHOICES:
+        raise ValueError(f"spectra must be one of {SPECTRA_CHOICES}, got {spectra!r}")
+    cols = resolve_columns(table, rv_columns)
+    rv_present = [c for c in rv_columns if c in table.columns]
+    base = _normalise(table, cols)
+    rv_parts = []
+    for i, c in enumerate(rv_present):
+        ok = _usable(table, c)
+        rv_parts.append(pl.when(ok).then(_number(c, pl.Float64)).alias(f"_rv{i}"))
+        err = f"{c}_err"
+        err_expr = _number(err, pl.Float64) if err in table.columns else pl.lit(None, pl.Float64)
+        rv_parts.append(pl.when(ok).then(err_expr).alias(f"_err{i}"))
+    base = pl.concat([base, table.select(rv_parts)], how="horizontal")
+    if spectra != "all":
+        base = base.filter(pl.col("coadd") == (spectra == "coadd"))
+    base = base.with_columns(
+        pl.when(pl.col("coadd")).then(None).otherwise(pl.col("lmjm")).alias("_key_lmjm"),
+        (pl.col("band") != "B").alias("_not_blue"),
+    ).sort(["_not_blue", "_row"])  # blue rows first: their values win within a spectrum
+    grouped = base.group_by(
+        ["lmjd", "planid", "spid", "fiberid", "coadd", "_key_lmjm"], maintain_order=True
+    ).agg(_aggregations(len(rv_present)))
+    return _finish(grouped.sort("_row"), rv_present)
+
+
+def _aggregations(n_rv: int) -> list[pl.Expr]:
+    blue, red = pl.col("band") == "B", pl.col("band") == "R"
+    aggs = [
+        pl.col("_row").min(),
+        pl.col("obsid").drop_nulls().first(),
+        pl.col("gp_id").drop_nulls().first(),
+        pl.col("designation").drop_nulls().first(),
+        pl.col("ra").drop_nulls().first(),
+        pl.col("dec").drop_nulls().first(),
+        pl.col("lmjm").drop_nulls().first(),
+        blue.sum().alias("_n_blue"),
+        red.sum().alias("_n_red"),
+        (~(blue | red)).sum().alias("_n_other"),
+        pl.col("snr").filter(blue).first().alias("snr_b"),
+        pl.col("snr").filter(red).first().alias("snr_r"),
+    ]
+    for i in range(n_rv):
+        aggs.append(pl.col(f"_rv{i}").drop_nulls().first())
+        aggs.append(pl.col(f"_err{i}").filter(pl.col(f"_rv{i}").is_not_null()).first())
+    return aggs
+
+
+def _finish(grouped: pl.DataFrame, rv_present: list[str]) -> pl.DataFrame:
+    """File and extension names, the chosen RV and each spectrum's status."""
+    lmjm = pl.col("lmjm").cast(pl.Utf8)
+    ids_ok = pl.all_horizontal(
+        pl.col(c).is_not_null() for c in ("lmjd", "planid", "spid", "fiberid")
+    ) & (pl.col("coadd") | pl.col("lmjm").is_not_null())
+    filename = pl.format(
+        "med-{}-{}_sp{}-{}.fits.gz",
+        pl.col("lmjd").cast(pl.Utf8).str.zfill(5),
+        pl.col("planid"),
+        pl.col("spid").cast(pl.Utf8).str.zfill(2),
+        pl.col("fiberid").cast(pl.Utf8).str.zfill(3),
+    )
+
+    def ext(band: str, count: str) -> pl.Expr:
+        name = pl.when(pl.col("coadd")).then(pl.lit(f"COADD_{band}")).otherwise(f"{band}-" + lmjm)
+        return pl.when(pl.col(count) > 0).then(name)
+
+    rv = pl.coalesce([pl.col(f"_rv{i}") for i in range(len(rv_present))] or [pl.lit(None)])
+    source = pl.coalesce(
+        [pl.when(pl.col(f"_rv{i}").is_not_null()).then(pl.lit(c)) for i, c in enumerate(rv_present)]
+        or [pl.lit(None, pl.Utf8)]
+    )
+    err = pl.coalesce(
+        [
+            pl.when(pl.col(f"_rv{i}").is_not_null()).then(pl.col(f"_err{i}"))
+            for i in range(len(rv_present))
+        ]
+        or [pl.lit(None, pl.Float64)]
+    )
+    out = grouped.with_columns(
+        pl.when(ids_ok).then(filename).alias("filename"),
+        ext("B", "_n_blue").alias("extname_blue"),
+        ext("R", "_n_red").alias("extname_red"),
+        rv.cast(pl.Float64).alias("rv"),
+        err.cast(pl.Float64).alias("rv_err"),
+        source.cast(pl.Utf8).alias("rv_source"),
+    )
+    return out.with_columns(_status(ids_ok, rv_present)).select(OUTPUT_COLUMNS)
+
+
+def _status(ids_ok: pl.Expr, rv_present: list[str]) -> list[pl.Expr]:
+    """``catalog_status`` and ``catalog_reason``, the first problem found."""
+    tried = ", ".join(rv_present) or "(none present)"
+    spectrum = (
+        pl.when(pl.col("coadd"))
+        .then(pl.lit("coadd"))
+        .otherwise(pl.format("exposure LMJM {}", pl.col("lmjm")))
+    )
+    cases = [
+        (~ids_ok, "bad_ids", pl.lit("lmjd, planid, spid, fiberid or lmjm is missing")),
+        (
+            pl.col("_n_blue") == 0,
+            "single_band",
+            pl.format("{} has no blue (B) row in the catalogue", spectrum),
+        ),
+        (
+            pl.col("_n_red") == 0,
+            "single_band",
+            pl.format("{} has no red (R) row in the catalogue", spectrum),
+        ),
+        (
+            (pl.col("_n_blue") > 1) | (pl.col("_n_red") > 1),
+            "duplicate",
+            pl.format("{} has several rows for one band", spectrum),
+        ),
+        (
+            pl.col("rv").is_null(),
+            "no_rv",
+            pl.lit(f"no usable RV in {tried} (-9999, null or flagged)"),
+        ),
+    ]
+    status: pl.Expr = pl.lit("ok")
+    reason: pl.Expr = pl.lit(None, pl.Utf8)
+    for cond, name, why in reversed(cases):
+        status = pl.when(cond).then(pl.lit(name)).otherwise(status)
+        reason = pl.when(cond).then(why).otherwise(reason)
+    return [status.alias("catalog_status"), reason.alias("catalog_reason")]
+
+
+def from_lamost(
+    path: str | os.PathLike[str],
+    *,
+    spectra: str = "coadd",
+    rv_columns: tuple[str, ...] = RV_PRIORITY,
+) -> pl.DataFrame:
+    """:func:`read_lamost_table` then :func:`pair_bands`."""
+    return pair_bands(read_lamost_table(path), spectra=spectra, rv_columns=rv_columns)
+
+
+def status_summary(
+    table: pl.DataFrame, column: str = "catalog_status"
+) -> list[tuple[str, int, str | None]]:
+    """``(status, count, one example reason)`` per status, ``ok`` first then by count."""
+    reason = "catalog_reason" if column == "catalog_status" else "reason"
+    counts = (
+        table.group_by(column)
+        .agg(pl.len().alias("n"), pl.col(reason).drop_nulls().first().alias("example"))
+        .with_columns((pl.col(column) != "ok").alias("_not_ok"))
+        .sort(["_not_ok", "n", column], descending=[False, True, False])
+    )
+    return [(s, int(n), e) for s, n, e in counts.select(column, "n", "example").iter_rows()]
+
+
+# --------------------------------------------------------------------------- scanning files
+
+FILE_PATTERN = re.compile(r"^med-(\d+)-(.+)_sp(\d+)-(\d+)\.fits(\.gz)?$")
+"""The survey's file names (parsed back into lmjd, planid, spid, fiberid)."""
+
+
+def _file_pairs(path: Path, rel: str) -> list[dict]:
+    """Rows of one file: its coadd pair and each exposure pair found in its extension names."""
+    try:
+        info = read_lamost(path)
+    except LamostReadError as exc:
+        return [{"filename": rel, "catalog_status": exc.status, "catalog_reason": str(exc)}]
+    match = FILE_PATTERN.match(path.name)
+    ids = {}
+    if match:
+        ids = {"lmjd": int(match[1]), "planid": match[2], "spid": int(match[3])}
+        ids["fiberid"] = int(match[4])
+    spectra: dict[tuple[bool, int | None], dict[str, str]] = {}
+    for extname in info.extnames:
+        m = re.fullmatch(r"COADD_([BR])|([BR])-(\d+)", extname)
+        if m is None:
+            continue
+        key = (True, None) if m[1] else (False, int(m[3]))
+        spectra.setdefault(key, {})[m[1] or m[2]] = extname
+    rows = []
+    for (coadd, lmjm), bands in spectra.items():
+        rows.append(
+            {
+                "filename": rel,
+                "extname_blue": bands.get("B"),
+                "extname_red": bands.get("R"),
+                "obsid": info.obsid,
+                "designation": info.desig,
+                "ra": info.ra,
+                "dec": info.dec,
+                **ids,
+                "lmjm": lmjm,
+                "coadd": coadd,
+            }
+        )
+    return rows
+
+
+def scan_folder(root: str | os.PathLike[str]) -> pl.DataFrame:
+    """One row per spectrum (coadd pair, each exposure pair) of every MRS file under ``root``.
+
+    Files are visited in sorted path order; ``filename`` is relative to ``root``.
+    RV columns are empty (see :func:`join_rv`); unreadable files and spectra with one
+    band only are kept as status rows.
+    """
+    root = Path(root)
+    rows = []
+    for path in sorted(p for p in root.rglob("*") if _is_spectrum_file(p)):
+        rows.extend(_file_pairs(path, path.relative_to(root).as_posix()))
+    schema = {c: _SCAN_SCHEMA.get(c, pl.Utf8) for c in OUTPUT_COLUMNS}
+    table = pl.DataFrame(rows, schema={c: schema[c] for c in schema if c in _SCAN_INPUT})
+    for c in OUTPUT_COLUMNS:
+        if c not in table.columns:
+            table = table.with_columns(pl.lit(None, schema[c]).alias(c))
+    return table.select(OUTPUT_COLUMNS)
+
+
+def _is_spectrum_file(path: Path) -> bool:
+    return path.is_file() and path.name.lower().endswith((".fits", ".fits.gz"))
+
+
+_SCAN_SCHEMA: dict[str, pl.DataType] = {
+    "rv": pl.Float64, "rv_err": pl.Float64, "obsid": pl.Int64, "ra": pl.Float64,
+    "dec": pl.Float64, "lmjd": pl.Int64, "spid": pl.Int64, "fiberid": pl.Int64,
+    "lmjm": pl.Int64, "coadd": pl.Boolean, "snr_b": pl.Float64, "snr_r": pl.Float64,
+}  # fmt: skip
+_SCAN_INPUT = frozenset(
+    {
+        *("filename", "extname_blue", "extname_red", "obsid", "designation", "ra", "dec"),
+        *("lmjd", "planid", "spid", "fiberid", "lmjm", "coadd", "catalog_status", "catalog_reason"),
+    }
+)
+
+
+def join_rv(scanned: pl.DataFrame, rv_table: pl.DataFrame | None) -> pl.DataFrame:
+    """Fill ``rv``/``rv_err``/``rv_source`` of scanned rows and set each row's status.
+
+    ``rv_table`` is either LAMOST's MRS general catalogue (matched per spectrum: file
+    name, coadd or LMJM; RV by :data:`RV_PRIORITY`) or any table with ``obsid`` and
+    ``rv`` [km/s] (optional ``rv_err``), matched by ``obsid``.
+    """
+    key = ["_base", "coadd", "_key_lmjm"]
+
+    def keyed(t: pl.DataFrame) -> pl.DataFrame:
+        return t.with_columns(
+            pl.col("filename").str.split("/").list.last().alias("_base"),
+            pl.when(pl.col("coadd")).then(-1).otherwise(pl.col("lmjm")).alias("_key_lmjm"),
+        )
+
+    table = scanned.drop("rv", "rv_err", "rv_source")
+    if rv_table is None:
+        joined = table.with_columns(
+            pl.lit(None, pl.Float64).alias("rv"),
+            pl.lit(None, pl.Float64).alias("rv_err"),
+            pl.lit(None, pl.Utf8).alias("rv_source"),
+        )
+        why = "no RV: give --rv-from TABLE (rrnet does not measure RVs yet)"
+    elif "obsid" in rv_table.columns and "rv" in rv_table.columns:
+        rvs = rv_table.select(
+            pl.col("obsid").cast(pl.Int64, strict=False),
+            _number("rv", pl.Float64).alias("rv"),
+            (_number("rv_err", pl.Float64) if "rv_err" in rv_table.columns else pl.lit(None))
+            .cast(pl.Float64)
+            .alias("rv_err"),
+            pl.lit("rv").alias("rv_source"),
+        ).unique("obsid", keep="first", maintain_order=True)
+        joined = table.join(rvs, on="obsid", how="left", maintain_order="left")
+        why = "no usable RV for this obsid in the --rv-from table"
+    else:
+        pairs = keyed(pair_bands(rv_table, spectra="all")).select(*key, "rv", "rv_err", "rv_source")
+        pairs = pairs.unique(key, keep="first", maintain_order=True)
+        joined = (
+            keyed(table).join(pairs, on=key, how="left", maintain_order="left").drop(key[0], key[2])
+        )
+        why = "no usable RV for this spectrum in the --rv-from catalogue"
+    single = pl.col("extname_blue").is_null() | pl.col("extname_red").is_null()
+    status = (
+        pl.when(pl.col("catalog_status").is_not_null()).then(pl.col("catalog_status"))
+        .when(single).then(pl.lit("single_band"))
+        .when(pl.col("rv").is_null()).then(pl.lit("no_rv"))
+        .otherwise(pl.lit("ok"))
+    )  # fmt: skip
+    reason = (
+        pl.when(pl.col("catalog_status").is_not_null()).then(pl.col("catalog_reason"))
+        .when(single).then(pl.format("only one band in {}", pl.col("filename")))
+        .when(pl.col("rv").is_null()).then(pl.lit(why))
+    )  # fmt: skip
+    return joined.with_columns(
+        status.alias("catalog_status"), reason.alias("catalog_reason")
+    ).select(OUTPUT_COLUMNS)

@@ -1,0 +1,168 @@
+"""rrnet-catalog end to end: official-layout catalogues (hand-made for the real file and
+written by rrnet-synth) -> rrnet rows -> rrnet-preprocess; scan of synthesised files;
+summaries, one-line errors and exit codes."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import polars as pl
+import pytest
+
+from helpers import REAL_FILE, SPECTRA, library, official_catalogue
+from rrnet.cli.catalog import main
+from rrnet.cli.preprocess import main as preprocess_main
+from rrnet.store import open_store
+from rrnet.synth.dataset import make_dataset
+from rrnet.synth.lamost_writer import LAMOST_CATALOGUE_NAME, RV_MISSING_FRACTION
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory):
+    out = tmp_path_factory.mktemp("synth")
+    return make_dataset(
+        24,
+        out,
+        snr_range=(15, 120),
+        exposures=(1, 3),
+        seed=5,
+        source=library(),
+        workers=1,
+        progress=False,
+    )
+
+
+def _err_lines(capsys) -> list[str]:
+    return capsys.readouterr().err.strip().splitlines()
+
+
+def test_real_file_official_catalogue_to_store(tmp_path, capsys):
+    """Official layout -> rrnet-catalog -> rrnet-preprocess, file found in a sub-folder."""
+    (tmp_path / "medfits" / "20170928").mkdir(parents=True)
+    shutil.copy(REAL_FILE, tmp_path / "medfits" / "20170928" / REAL_FILE.name)
+    lamost = tmp_path / "mrs.csv"
+    official_catalogue().write_csv(lamost, separator="|")
+    rr = tmp_path / "rrnet.csv"
+    assert main(["from-lamost", str(lamost), "--out", str(rr), "--spectra", "all"]) == 0
+    err = _err_lines(capsys)
+    assert err[0] == f"rrnet-catalog: 5 rows -> {rr}" and err[1] == "  ok: 5"
+    table = pl.read_csv(rr)
+    assert list(zip(table["extname_blue"], table["extname_red"], strict=True)) == SPECTRA
+    store_dir = tmp_path / "store"
+    args = [str(rr), "--data-dir", str(tmp_path / "medfits"), "--out", str(store_dir)]
+    # without --find-files the file is not where the catalogue says: a one-line failure
+    assert preprocess_main([*args, "--quiet"]) == 1
+    assert "missing" in _err_lines(capsys)[-1]
+    assert preprocess_main([*args, "--find-files", "--overwrite", "--quiet"]) == 0
+    manifest = open_store(store_dir).manifest
+    assert manifest["status"].to_list() == ["ok"] * 5
+    assert manifest["rv"].to_list() == [-20.0, -21.0, -22.0, -23.0, -24.0]
+    assert manifest["rv_source"].to_list() == ["rv_br1"] * 5
+
+
+def test_data_dir_defaults_to_the_catalogues_folder(tmp_path, capsys):
+    shutil.copy(REAL_FILE, tmp_path / REAL_FILE.name)
+    lamost = tmp_path / "mrs.parquet"
+    official_catalogue().write_parquet(lamost)
+    rr = tmp_path / "rrnet.parquet"
+    assert main(["--quiet", "from-lamost", str(lamost), "--out", str(rr)]) == 0
+    assert preprocess_main([str(rr), "--out", str(tmp_path / "s"), "--quiet"]) == 0
+    manifest = open_store(tmp_path / "s").manifest
+    assert manifest["status"].to_list() == ["ok"]
+    assert manifest["extname_blue"].to_list() == ["COADD_B"]
+
+
+def test_synth_official_catalogue_gives_the_synth_rows(synth, tmp_path, capsys):
+    lamost = synth.root / LAMOST_CATALOGUE_NAME
+    rr = tmp_path / "rr.parquet"
+    assert main(["from-lamost", str(lamost), "--out", str(rr), "--spectra", "all"]) == 0
+    got = pl.read_parquet(rr)
+    want = pl.read_csv(synth.catalogue)
+    cols = ["filename", "extname_blue", "extname_red", "obsid"]
+    assert got.select(cols).equals(want.select(cols))  # every spectrum, in input order
+    assert got["gp_id"].to_list() == want["star_id"].to_list()
+    ok = got["catalog_status"] == "ok"
+    np.testing.assert_array_equal(got.filter(ok)["rv"], want.filter(ok)["rv"])
+    assert set(got["catalog_status"]) <= {"ok", "no_rv"}
+    n_missing = int((~ok).sum())
+    assert n_missing <= max(3, 4 * RV_MISSING_FRACTION * got.height)
+    assert got.filter(~ok)["rv"].null_count() == n_missing
+    # the raw file of the official catalogue has one B and one R row per spectrum
+    raw = pl.read_csv(lamost)
+    assert raw.height == 2 * want.height
+    assert raw.filter(pl.col("rv_br1") == -9999).height == 2 * n_missing
+    err = _err_lines(capsys)
+    assert f"  ok: {int(ok.sum())}" in err
+    if n_missing:
+        assert any(line.startswith(f"  no_rv: {n_missing} (e.g. no usable RV") for line in err)
+    coadd = tmp_path / "coadd.csv"
+    assert main(["--quiet", "from-lamost", str(lamost), "--out", str(coadd)]) == 0
+    assert pl.read_csv(coadd)["extname_blue"].unique().to_list() == ["COADD_B"]
+    assert main(["from-lamost", str(lamost), "--out", str(coadd), "--quiet"]) == 0
+    assert capsys.readouterr().err == ""
+
+
+def test_scan_finds_every_synthesised_spectrum(synth, tmp_path):
+    rr = tmp_path / "scan.csv"
+    lamost = synth.root / LAMOST_CATALOGUE_NAME
+    assert (
+        main(["--quiet", "scan", str(synth.data_dir), "--out", str(rr), "--rv-from", str(lamost)])
+        == 0
+    )
+    got = pl.read_csv(rr)
+    want = pl.read_csv(synth.catalogue)
+    key = ["filename", "extname_blue", "extname_red"]
+    assert got.select(key).sort(key).equals(want.select(key).sort(key))
+    merged = got.join(want.select(*key, pl.col("rv").alias("rv_want")), on=key)
+    ok = merged.filter(pl.col("catalog_status") == "ok")
+    np.testing.assert_array_equal(ok["rv"], ok["rv_want"])
+    by_obsid = tmp_path / "rv.csv"
+    want.select("obsid", "rv").unique("obsid").write_csv(by_obsid)
+    assert (
+        main(["--quiet", "scan", str(synth.data_dir), "--out", str(rr), "--rv-from", str(by_obsid)])
+        == 0
+    )
+    assert (pl.read_csv(rr)["catalog_status"] == "ok").all()
+
+
+def test_unknown_schema_is_one_line_exit_2(tmp_path, capsys):
+    path = tmp_path / "other.csv"
+    pl.DataFrame({"obsid": [1], "ra": [1.0], "rv": [3.0]}).write_csv(path)
+    assert main(["from-lamost", str(path), "--out", str(tmp_path / "o.csv")]) == 2
+    err = _err_lines(capsys)
+    assert len(err) == 1
+    assert err[0].startswith("rrnet-catalog: error: not a LAMOST MRS general catalogue")
+    assert "lmjd" in err[0] and "band" in err[0] and "rv_br1" in err[0]
+    assert not (tmp_path / "o.csv").exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        ([], "give a command"),
+        (["bogus"], "invalid choice"),
+        (["from-lamost", "nowhere.csv", "--out", "o.csv"], "catalogue not found"),
+        (["scan", "nowhere", "--out", "o.csv"], "not a directory"),
+        (["scan", ".", "--out", "o.txt"], "unknown table format"),
+        (["from-lamost", "x.csv"], "--out"),
+    ],
+)
+def test_bad_arguments_are_one_line_exit_2(argv, needle, capsys):
+    assert main(argv) == 2
+    err = _err_lines(capsys)
+    assert len(err) == 1 and err[0].startswith("rrnet-catalog: error: ") and needle in err[0]
+
+
+def test_no_usable_row_is_one_line_and_non_zero(tmp_path, capsys):
+    lamost = tmp_path / "mrs.csv"
+    official_catalogue().with_columns(rv_br1=pl.lit(-9999.0), rv_br0=pl.lit(-9999.0)).write_csv(
+        lamost
+    )
+    rr = tmp_path / "rr.csv"
+    assert main(["from-lamost", str(lamost), "--out", str(rr), "--rv", "rv_br1,rv_br0"]) == 1
+    err = _err_lines(capsys)
+    assert len(err) == 1 and "no usable row among 1" in err[0] and "-9999" in err[0]
+    (tmp_path / "empty").mkdir()
+    assert main(["scan", str(tmp_path / "empty"), "--out", str(tmp_path / "s.csv")]) == 1
+    assert "no spectra found" in _err_lines(capsys)[0]

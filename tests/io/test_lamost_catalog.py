@@ -1,0 +1,210 @@
+"""LAMOST's MRS general catalogue -> rrnet rows: pairing, names, RV priority, status rows.
+
+The oracle for names is the real file itself (its primary header's LMJD, PLANID, SPID,
+FIBERID and its extension names, read with fitsio); the catalogues are written by hand
+in the official layout, one row per band per exposure or coadd.
+"""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import fitsio
+import numpy as np
+import polars as pl
+import pytest
+
+from helpers import (
+    EXPOSURES,
+    REAL_FILE,
+    RV_COLUMNS,
+    SPECTRA,
+    official_catalogue,
+    official_row,
+    real_header,
+)
+from rrnet.io.catalog import CatalogError
+from rrnet.io.lamost_catalog import (
+    RV_PRIORITY,
+    from_lamost,
+    join_rv,
+    lamost_filename,
+    pair_bands,
+    read_lamost_table,
+    scan_folder,
+)
+from rrnet.io.locate import index_files, locate_files
+
+
+def test_file_name_and_extensions_are_those_of_the_real_file():
+    h = real_header()
+    assert lamost_filename(h["LMJD"], h["PLANID"], h["SPID"], h["FIBERID"]) == REAL_FILE.name
+    out = pair_bands(official_catalogue(), spectra="all")
+    assert out["filename"].to_list() == [REAL_FILE.name] * 5
+    pairs = list(zip(out["extname_blue"], out["extname_red"], strict=True))
+    assert pairs == SPECTRA
+    with fitsio.FITS(str(REAL_FILE)) as f:
+        names = {hdu.get_extname() for hdu in f}
+    assert {e for pair in pairs for e in pair} <= names
+    assert out["rv"].to_list() == [-20.0, -21.0, -22.0, -23.0, -24.0]
+    assert out["rv_source"].to_list() == ["rv_br1"] * 5
+    assert out["rv_err"].to_list() == [0.8] * 5
+    assert out["catalog_status"].to_list() == ["ok"] * 5
+    assert out["obsid"].to_list() == [h["OBSID"]] * 5
+    assert out["designation"][0] == h["DESIG"]
+    assert out["gp_id"].to_list() == ["123"] * 5
+
+
+@pytest.mark.parametrize(("spectra", "want"), [("coadd", SPECTRA[:1]), ("exposures", SPECTRA[1:])])
+def test_spectra_choice(spectra, want):
+    out = pair_bands(official_catalogue(), spectra=spectra)
+    assert list(zip(out["extname_blue"], out["extname_red"], strict=True)) == want
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".csv.gz", ".fits", ".parquet"])
+def test_every_distributed_format_reads_the_same(tmp_path, suffix):
+    table = official_catalogue()
+    path = tmp_path / f"mrs{suffix}"
+    if suffix == ".parquet":
+        table.write_parquet(path)
+    elif suffix == ".fits":
+        arrays = [
+            np.array(table[c].to_list(), dtype="S40" if table[c].dtype == pl.Utf8 else None)
+            for c in table.columns
+        ]
+        fitsio.write(str(path), arrays, names=[c.upper() for c in table.columns])
+    else:
+        text = table.write_csv(separator="|").encode()  # LAMOST's CSV files use '|'
+        path.write_bytes(gzip.compress(text) if suffix.endswith(".gz") else text)
+    out = from_lamost(path, spectra="all")
+    assert out.select("filename", "extname_blue", "extname_red", "rv").equals(
+        pair_bands(table, spectra="all").select("filename", "extname_blue", "extname_red", "rv")
+    )
+
+
+def test_missing_flagged_and_null_rvs_fall_back_then_become_status_rows():
+    e = EXPOSURES
+    table = official_catalogue(
+        **{
+            e[0]: {"rv_br1": -9999.0},  # -> rv_br0
+            e[1]: {"rv_br_flag": 1},  # both rv_br* flagged -> rv_lasp1
+            e[2]: {c: -9999.0 for c in RV_COLUMNS},  # nothing usable
+            e[3]: {c: None for c in RV_COLUMNS},
+        }
+    )
+    out = pair_bands(table, spectra="all")
+    assert out["rv_source"].to_list() == ["rv_br1", "rv_br0", "rv_lasp1", None, None]
+    assert out["rv"].to_list()[:3] == [-20.0, pytest.approx(-21.0 + 0.3), -22.0]
+    assert out["catalog_status"].to_list() == ["ok", "ok", "ok", "no_rv", "no_rv"]
+    assert "-9999" in out["catalog_reason"][3]
+    assert out["filename"].null_count() == 0  # kept, with names, never dropped
+
+
+def test_rv_option_sets_the_priority():
+    out = pair_bands(official_catalogue(), spectra="coadd", rv_columns=("rv_b0", "rv_br1"))
+    assert out["rv_source"].to_list() == ["rv_b0"]
+    assert out["rv"][0] == pytest.approx(-19.7)
+
+
+def test_single_band_spectra_are_kept_in_input_order():
+    table = official_catalogue()
+    # drop the blue row of the second exposure and the red row of the coadd
+    keep = ~(
+        ((pl.col("band") == "B") & (pl.col("lmjm") == int(EXPOSURES[1])) & (pl.col("coadd") == 0))
+        | ((pl.col("band") == "R") & (pl.col("coadd") == 1))
+    )
+    out = pair_bands(table.filter(keep), spectra="all")
+    assert out["catalog_status"].to_list() == ["single_band", "ok", "single_band", "ok", "ok"]
+    assert out["extname_red"][0] is None and out["extname_blue"][0] == "COADD_B"
+    assert out["extname_blue"][2] is None and out["extname_red"][2] == f"R-{EXPOSURES[1]}"
+    assert "no red" in out["catalog_reason"][0] and "no blue" in out["catalog_reason"][2]
+
+
+def test_input_order_is_kept_across_files():
+    rows = []
+    for fiber in (7, 3, 250, 1):
+        rows += [official_row(b, None, fiberid=fiber, rv=float(fiber)) for b in "RB"]
+    out = pair_bands(pl.DataFrame(rows))
+    assert out["fiberid"].to_list() == [7, 3, 250, 1]
+    assert out["rv"].to_list() == [7.0, 3.0, 250.0, 1.0]
+    assert out["filename"][2].endswith("_sp02-250.fits.gz")
+
+
+def test_unknown_schema_is_refused_in_one_line():
+    table = official_catalogue().drop("band", "lmjm", *RV_COLUMNS)
+    with pytest.raises(CatalogError) as info:
+        pair_bands(table)
+    message = str(info.value)
+    assert "\n" not in message
+    assert "band" in message and "lmjm" in message and "rv_br1" in message
+    assert "obsid" not in message.split("missing column(s)")[1].split(",")[0]
+
+
+def test_upper_case_columns_and_text_values(tmp_path):
+    table = official_catalogue()
+    table = table.rename({c: c.upper() for c in table.columns}).with_columns(
+        pl.col("COADD").cast(pl.Utf8).replace({"1": "T", "0": "F"})
+    )
+    path = tmp_path / "mrs.csv"
+    table.write_csv(path)
+    out = from_lamost(path, spectra="all")
+    assert list(zip(out["extname_blue"], out["extname_red"], strict=True)) == SPECTRA
+
+
+def test_scan_finds_every_spectrum_of_the_real_file(tmp_path):
+    (tmp_path / "night" / "plan").mkdir(parents=True)
+    (tmp_path / "night" / "plan" / REAL_FILE.name).write_bytes(REAL_FILE.read_bytes())
+    (tmp_path / "notes.txt").write_text("not a spectrum")
+    scanned = scan_folder(tmp_path)
+    assert scanned["filename"].to_list() == [f"night/plan/{REAL_FILE.name}"] * 5
+    assert list(zip(scanned["extname_blue"], scanned["extname_red"], strict=True)) == SPECTRA
+    h = real_header()
+    assert scanned["obsid"].unique().to_list() == [h["OBSID"]]
+    assert scanned["lmjm"].to_list() == [None, *map(int, EXPOSURES)]
+    assert scanned["planid"].unique().to_list() == [h["PLANID"]]
+    by_obsid = join_rv(scanned, pl.DataFrame({"obsid": [h["OBSID"]], "rv": [-7.5]}))
+    assert by_obsid["rv"].to_list() == [-7.5] * 5
+    assert by_obsid["catalog_status"].to_list() == ["ok"] * 5
+    official = join_rv(scanned, official_catalogue())
+    assert official["rv"].to_list() == [-20.0, -21.0, -22.0, -23.0, -24.0]
+    assert join_rv(scanned, None)["catalog_status"].to_list() == ["no_rv"] * 5
+
+
+def test_scan_keeps_an_unreadable_file_as_a_status_row(tmp_path):
+    (tmp_path / "med-58025-X_sp01-001.fits.gz").write_bytes(b"not fits at all")
+    out = join_rv(scan_folder(tmp_path), None)
+    assert out["catalog_status"].to_list() == ["bad_fits"]
+
+
+def test_index_is_built_once_and_finds_names_without_gz(tmp_path, monkeypatch):
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    (tmp_path / "a" / "b" / "x.fits.gz").write_bytes(b"")
+    (tmp_path / "y.fits.gz").write_bytes(b"")
+    assert index_files(tmp_path) == {"x.fits.gz": "a/b/x.fits.gz", "y.fits.gz": "y.fits.gz"}
+    import rrnet.io.locate as locate
+
+    calls = []
+    real_walk = locate.os.walk
+    monkeypatch.setattr(locate.os, "walk", lambda *a: calls.append(a) or real_walk(*a))
+    catalog = pl.DataFrame({"filename": ["x.fits", "y.fits.gz", "other/x.fits.gz", "z.fits"] * 50})
+    located, changed = locate_files(catalog, tmp_path)
+    assert len(calls) == 1
+    assert located["filename"].to_list()[:4] == [
+        "a/b/x.fits.gz",
+        "y.fits.gz",
+        "a/b/x.fits.gz",
+        "z.fits",
+    ]
+    assert changed == 100
+
+
+def test_default_priority_is_documented():
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "lamost.md").read_text()
+    assert " > ".join(f"`{c}`" for c in RV_PRIORITY) in doc
+
+
+def test_read_lamost_table_lowercases_and_sniffs_the_separator(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("OBSID\tBAND\n1\tB\n")
+    assert read_lamost_table(path).columns == ["obsid", "band"]
