@@ -17,6 +17,7 @@ from rrnet.cli._args import (
 from rrnet.inference.provenance import FingerprintMismatch
 from rrnet.inference.streaming import DEFAULT_CHUNK_ROWS, InferError, run_inference
 from rrnet.inference.writers import FORMATS
+from rrnet.labels import COLUMN_STYLES, DEFAULT_COLUMN_STYLE
 
 PROG = "rrnet-infer"
 
@@ -38,6 +39,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", required=True, help="output catalogue path")
     p.add_argument("--format", choices=FORMATS, help="output format (default: from suffix)")
+    p.add_argument(
+        "--column-style",
+        choices=COLUMN_STYLES,
+        default=DEFAULT_COLUMN_STYLE,
+        help="column names: identifier (teff, fe_h; default) or paper (Teff[K], FeH)",
+    )
     p.add_argument("--batch-size", type=int, help="spectra per forward call (default: per device)")
     p.add_argument(
         "--chunk-rows",
@@ -73,6 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             catalog=args.catalog,
             data_dir=args.data_dir,
             fmt=args.format,
+            column_style=args.column_style,
             batch_size=args.batch_size,
             chunk_rows=args.chunk_rows,
             device=args.device,

@@ -15,6 +15,7 @@ from rrnet.cli._args import (
     usage_error,
 )
 from rrnet.inference.writers import FORMATS
+from rrnet.labels import COLUMN_STYLES, DEFAULT_COLUMN_STYLE
 
 PROG = "rrnet-run"
 
@@ -35,6 +36,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", required=True, help="output catalogue path")
     p.add_argument("--format", choices=FORMATS, help="output format (default: from suffix)")
+    p.add_argument(
+        "--column-style",
+        choices=COLUMN_STYLES,
+        default=DEFAULT_COLUMN_STYLE,
+        help="column names: identifier (teff, fe_h; default) or paper (Teff[K], FeH)",
+    )
     p.add_argument(
         "--cluster", help="local, slurm, pbs, sge or a scheduler address (default: config, local)"
     )
@@ -98,6 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             settings=settings,
             shard_size=args.shard_size,
             fmt=args.format,
+            column_style=args.column_style,
             batch_size=args.batch_size,
             device=args.device,
             resume=args.resume,

@@ -157,6 +157,7 @@ def run_cluster(
     shards_per_worker: int = 2,
     allow_fingerprint_mismatch: bool = False,
     progress: bool = False,
+    column_style: str = "identifier",
 ) -> dict[str, Any]:
     """Write the catalogue of ``catalog`` to ``out`` using a Dask cluster; return the report.
 
@@ -274,7 +275,16 @@ def run_cluster(
         write_part(failed, parts / f"failed-{index:06d}.parquet")
 
     report = _merge_and_report(
-        out, fmt, shards, parts, table.height, checkpoints, fingerprint, thresholds, name
+        out,
+        fmt,
+        shards,
+        parts,
+        table.height,
+        checkpoints,
+        fingerprint,
+        thresholds,
+        name,
+        column_style=column_style,
     )
     computed = sum(r["rows"] for r in results)
     wall = time.perf_counter() - began
@@ -361,6 +371,8 @@ def _merge_and_report(
     fingerprint: dict[str, Any],
     thresholds: QualityThresholds,
     name: str,
+    *,
+    column_style: str = "identifier",
 ) -> dict[str, Any]:
     """Merge parts (real, else failed) in shard order into ``out``; counts per status."""
     from rrnet.inference.columns import schema
@@ -391,7 +403,7 @@ def _merge_and_report(
         thresholds=thresholds.to_dict(),
         quality_bits={bit.name: int(bit) for bit in QualityBit},
     )
-    merge_parts(files, out, fmt, provenance, schema=schema())
+    merge_parts(files, out, fmt, provenance, schema=schema(), column_style=column_style)
     return {
         "format": REPORT_FORMAT,
         "out": str(out),

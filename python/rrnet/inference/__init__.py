@@ -23,6 +23,7 @@ from rrnet.inference.provenance import FingerprintMismatch
 from rrnet.inference.quality import DEFAULT_THRESHOLDS, QualityBit, QualityThresholds
 from rrnet.inference.streaming import DEFAULT_CHUNK_ROWS, InferError, run_inference
 from rrnet.inference.writers import read_catalogue
+from rrnet.labels import DEFAULT_COLUMN_STYLE
 
 PathLike = str | os.PathLike[str]
 
@@ -47,6 +48,7 @@ def infer(
     workers: int | None = None,
     preprocess: dict[str, Any] | None = None,
     progress: bool = False,
+    column_style: str = DEFAULT_COLUMN_STYLE,
 ) -> pl.DataFrame:
     """Predict the catalogue of a preprocessed ``store`` or of a raw ``catalog``.
 
@@ -59,8 +61,8 @@ def infer(
         A store written by ``rrnet-preprocess``; or give ``catalog`` (path or
         DataFrame) and ``data_dir`` to preprocess on the fly.
     out
-        Also write the catalogue here (Parquet, CSV or FITS by ``format`` or
-        suffix); without it the run happens in a temporary directory.
+        Also write the catalogue here (Parquet, FITS, VOTable, ECSV or CSV by
+        ``format`` or suffix); without it the run happens in a temporary directory.
     batch_size
         Spectra per forward call, all members at once (default: the ensemble's
         choice for the device, e.g. 32 on CPU, 4096 on a GPU). A whole chunk is
@@ -78,6 +80,9 @@ def infer(
         Cuts behind ``flag`` and ``quality_bits``.
     allow_fingerprint_mismatch
         Use checkpoints trained on differently preprocessed spectra (not advised).
+    column_style
+        Column names of the catalogue (and of the returned table): ``"identifier"``
+        (``teff``, ``fe_h``, ...) or ``"paper"`` (Table 3's ``Teff[K]``, ``FeH``, ...).
     preprocess
         On-the-fly preprocessing options of
         :func:`rrnet.preprocess.pipeline.iter_preprocessed` (``rv_column``,
@@ -107,10 +112,11 @@ def infer(
         workers=workers,
         preprocess=preprocess,
         progress=progress,
+        column_style=column_style,
     )
     if out is not None:
         path = run_inference(out=out, **options)
-        return read_catalogue(path, options["fmt"])[0]
+        return read_catalogue(path, options["fmt"], column_style=column_style)[0]
     with tempfile.TemporaryDirectory(prefix="rrnet-infer-") as tmp:
         path = run_inference(out=Path(tmp) / "catalogue.parquet", **{**options, "fmt": None})
         return pl.read_parquet(path)

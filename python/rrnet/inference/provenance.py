@@ -82,7 +82,7 @@ def build_provenance(
     created = created or datetime.now(UTC)
     return {
         "rrnet.version": rrnet.__version__,
-        "rrnet.created": created.isoformat(timespec="seconds"),
+        "rrnet.created": created.astimezone(UTC).replace(tzinfo=None).isoformat("T", "seconds"),
         "rrnet.input": input_name,
         "rrnet.input_kind": input_kind,
         "rrnet.preprocessing_hash": str(fingerprint_hash(preprocessing)),

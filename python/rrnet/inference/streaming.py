@@ -42,6 +42,7 @@ from rrnet.inference.writers import (
     write_catalogue,
     write_part,
 )
+from rrnet.labels import COLUMN_STYLES, DEFAULT_COLUMN_STYLE
 from rrnet.utils.atomic import read_json, write_text
 from rrnet.utils.progress import Progress
 
@@ -336,6 +337,7 @@ def run_inference(
     workers: int | None = None,
     preprocess: dict[str, Any] | None = None,
     progress: bool = False,
+    column_style: str = DEFAULT_COLUMN_STYLE,
 ) -> Path:
     """Write the catalogue of ``store`` (or of ``catalog`` + ``data_dir``) to ``out``.
 
@@ -350,6 +352,8 @@ def run_inference(
     if (batch_size is not None and batch_size < 1) or chunk_rows < 1:
         raise InferError("--batch-size and --chunk-rows must be positive")
     _check_device(device)
+    if column_style not in COLUMN_STYLES:
+        raise InferError(f"--column-style must be one of {', '.join(COLUMN_STYLES)}")
     for path in models:
         if not (Path(path) / "config.json").is_file():
             raise InferError(f"not an rrnet checkpoint (no config.json): {path}")
@@ -414,10 +418,14 @@ def run_inference(
         finally:
             bar.close()
         parts = [_part_path(work, i) for i in range(n_chunks)]
-        merge_parts(parts, out, fmt, provenance, schema=schema())
-        if per_star:
-            table = per_star_table(pl.scan_parquet(parts), star_column=star_column)
-            write_catalogue(table, per_star_out or per_star_path(out), fmt, provenance)
+        try:
+            merge_parts(parts, out, fmt, provenance, schema=schema(), column_style=column_style)
+            if per_star:
+                table = per_star_table(pl.scan_parquet(parts), star_column=star_column)
+                per_star_file = per_star_out or per_star_path(out)
+                write_catalogue(table, per_star_file, fmt, provenance, column_style=column_style)
+        except ValueError as exc:  # e.g. a carried column clashing with a styled name
+            raise InferError(str(exc)) from exc
         shutil.rmtree(work, ignore_errors=True)
     return out
 
