@@ -43,6 +43,8 @@ SUFFIXES |= {".fits": "fits", ".fit": "fits", ".ecsv": "ecsv"}
 SUFFIXES |= {".vot": "votable", ".votable": "votable", ".xml": "votable"}
 FITS_INT_NULL: int = -1
 """TNULL of signed integer (and boolean, stored as int16) FITS columns."""
+FITS_BYTE_NULL: int = 255
+"""TNULL of unsigned byte columns (``flag`` is never null in a catalogue; ``variable`` neither)."""
 FITS_EXTNAME: str = "CATALOGUE"
 VOTABLE_VERSION: str = "1.3"
 """VOTable 1.3 spells units the CDS way, which has ``dex`` (``[-]``); 1.4's VOUnit has not."""
@@ -205,13 +207,16 @@ def _write_astropy(
             table.write(tmp, format="ascii.ecsv", delimiter=",", overwrite=True)
         return
     from astropy.io.votable import writeto
+    from astropy.io.votable.exceptions import W03
     from astropy.io.votable.tree import Info, Resource, TableElement, VOTableFile
 
     table = to_astropy(frame, info, cds_units=True)
     votable = VOTableFile(version=VOTABLE_VERSION)
     resource = Resource()
     votable.resources.append(resource)
-    element = TableElement.from_table(votable, table)
+    with warnings.catch_warnings():  # paper names ('Teff[K]') get XML IDs 'Teff_K_'
+        warnings.simplefilter("ignore", W03)
+        element = TableElement.from_table(votable, table)
     element.name = "rrnet_catalogue"
     element.description = "LAMOST-RRNet stellar labels (rrnet); provenance in the INFO elements"
     for key, value in provenance.items():
@@ -261,8 +266,8 @@ def _write_fits(
             unit = f"[{column.unit}] " if column.unit and not units[i - 1] else ""
             hdu.write_key(f"TTYPE{i}", name, comment=(unit + column.description)[:47])
             hdu.write_key(f"TCOMM{i}", column.description)
-            if _fits_int_null(schema[name]):
-                hdu.write_key(f"TNULL{i}", FITS_INT_NULL)
+            if _fits_null(schema[name]) is not None:
+                hdu.write_key(f"TNULL{i}", _fits_null(schema[name]))
         for key, value in provenance.items():
             keyword = FITS_KEYWORDS.get(key)
             if keyword:
@@ -294,8 +299,11 @@ def _astropy_fits_comments(schema: pl.Schema, info: dict[str, ColumnInfo]) -> li
     return lines[lines.index(begin) :] if begin in lines else []
 
 
-def _fits_int_null(dtype: pl.DataType) -> bool:
-    return dtype == pl.Boolean or (dtype.is_integer() and dtype.is_signed_integer())
+def _fits_null(dtype: pl.DataType) -> int | None:
+    """TNULL of an integer FITS column: -1 if signed (booleans too), 255 for bytes."""
+    if dtype == pl.Boolean or (dtype.is_integer() and dtype.is_signed_integer()):
+        return FITS_INT_NULL
+    return FITS_BYTE_NULL if dtype == pl.UInt8 else None
 
 
 def _fits_array(frame: pl.DataFrame, schema: pl.Schema, widths: dict[str, int]) -> np.ndarray:
@@ -307,7 +315,7 @@ def _fits_array(frame: pl.DataFrame, schema: pl.Schema, widths: dict[str, int]) 
         elif dtype == pl.Boolean:
             array = column.cast(pl.Int16).fill_null(FITS_INT_NULL).to_numpy()
         elif dtype.is_integer():
-            fill = FITS_INT_NULL if dtype.is_signed_integer() else 0
+            fill = _fits_null(dtype) or 0
             array = column.fill_null(fill).to_numpy()
         else:
             strings = column.cast(pl.Utf8).fill_null("").to_list()
@@ -381,7 +389,7 @@ def _read_astropy(path: Path, fmt: str) -> tuple[pl.DataFrame, dict[str, str]]:
 def _read_fits(path: Path) -> tuple[pl.DataFrame, dict[str, str]]:
     data, header = fitsio.read(str(path), ext=FITS_EXTNAME, header=True)
     columns = {}
-    for name in data.dtype.names:
+    for i, name in enumerate(data.dtype.names, start=1):
         values = data[name]
         if values.dtype.kind in "US":
             series = pl.Series(name, values.astype(str)).str.strip_chars_end().replace("", None)
@@ -389,8 +397,8 @@ def _read_fits(path: Path) -> tuple[pl.DataFrame, dict[str, str]]:
             series = pl.Series(name, values.astype(values.dtype.newbyteorder("=")))
             if values.dtype.kind == "f":
                 series = series.fill_nan(None)
-            elif values.dtype.kind == "i":
-                series = pl.when(series == FITS_INT_NULL).then(None).otherwise(series)
+            elif f"TNULL{i}" in header:
+                series = pl.when(series == header[f"TNULL{i}"]).then(None).otherwise(series)
                 series = pl.select(series.alias(name)).to_series()
         columns[name] = series
     by_keyword = {v: k for k, v in FITS_KEYWORDS.items()}
