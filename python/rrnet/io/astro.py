@@ -109,3 +109,15 @@ def from_astropy(table) -> pl.DataFrame:
             ).to_series()
         columns.append(series)
     return pl.DataFrame(columns)
+
+
+def read_astropy_table(path, fmt: str) -> pl.DataFrame:
+    """An ECSV or VOTable file (by ``fmt``) read by astropy, as a Polars DataFrame.
+
+    VOTable columns keep their ``name`` (not their XML ``ID``).
+    """
+    from astropy.table import Table
+
+    if fmt == "ecsv":
+        return from_astropy(Table.read(path, format="ascii.ecsv"))
+    return from_astropy(Table.read(path, format="votable", use_names_over_ids=True))
