@@ -220,3 +220,21 @@ def test_stilts_expressions_on_identifier_names(tmp_path: Path, fmt: str) -> Non
     teff, feh = table["Teff[K]"], table["FeH"]
     want = ((teff > 4000) & (feh < 5000)).fill_null(False).sum()
     assert len(lines) - 1 == want
+
+
+def docs_column_table() -> str:
+    """The column table of docs/catalogue.md, from the code (regenerate it from here)."""
+    rows = [
+        "| name (default) | `--column-style paper` | dtype | unit | UCD | description |",
+        "|---|---|---|---|---|---|",
+    ]
+    for c in CATALOGUE_COLUMNS:
+        ident = styled_name(c.name, "identifier")
+        cells = [f"`{ident}`", f"`{c.name}`", str(c.dtype), c.unit or "-", c.ucd or "-"]
+        rows.append("| " + " | ".join([*cells, c.description]) + " |")
+    return "\n".join(rows) + "\n"
+
+
+def test_docs_column_table_matches_the_code() -> None:
+    docs = Path(__file__).resolve().parents[1] / "docs" / "catalogue.md"
+    assert docs_column_table() in docs.read_text(encoding="utf-8")
