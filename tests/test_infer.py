@@ -364,3 +364,19 @@ def test_cli_writes_fits_with_progress_lines(world: dict, tmp_path: Path) -> Non
     assert "spectra/s" in result.stderr
     table, _ = read_catalogue(out)
     assert table.height == input_catalogue().height
+
+
+def test_cli_column_style_paper_votable(world: dict, tmp_path: Path, catalogue) -> None:
+    from astropy.io.votable import parse
+
+    from rrnet.cli.infer import main
+
+    out = tmp_path / "cat.vot"
+    args = ["--store", str(world["store"]), "--model", str(world["sp"]), "--model"]
+    args += [str(world["ca"]), "--out", str(out), "--device", "cpu", "--no-progress"]
+    assert main([*args, "--column-style", "paper"]) == 0
+    names = [field.name for field in parse(str(out)).get_first_table().fields]
+    assert names == catalogue.columns  # Table 3's names and order
+    table, _ = read_catalogue(out)
+    assert table.equals(catalogue)
+    assert main([*args, "--column-style", "vo", "--overwrite"]) == 2
