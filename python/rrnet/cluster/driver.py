@@ -34,6 +34,7 @@ from rrnet.cluster.config import ClusterSettings, connect
 from rrnet.cluster.plan import PlanError, Shard, part_name, plan_shards, write_plan
 from rrnet.cluster.task import FAULT_ENV, FAULT_RAISE_ENV, ShardJob, run_shard
 from rrnet.inference.quality import DEFAULT_THRESHOLDS, QualityBit, QualityThresholds
+from rrnet.labels import COLUMN_STYLES, DEFAULT_COLUMN_STYLE
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +158,7 @@ def run_cluster(
     shards_per_worker: int = 2,
     allow_fingerprint_mismatch: bool = False,
     progress: bool = False,
-    column_style: str = "identifier",
+    column_style: str = DEFAULT_COLUMN_STYLE,
 ) -> dict[str, Any]:
     """Write the catalogue of ``catalog`` to ``out`` using a Dask cluster; return the report.
 
@@ -179,6 +180,8 @@ def run_cluster(
         raise RunError(str(exc)) from exc
     if not models:
         raise RunError("give at least one --model checkpoint")
+    if column_style not in COLUMN_STYLES:
+        raise RunError(f"--column-style must be one of {', '.join(COLUMN_STYLES)}")
     if shard_size < 1 or retries < 0 or shards_per_worker < 1:
         raise RunError("--shard-size and shards per worker must be positive, retries >= 0")
     if batch_size is not None and batch_size < 1:
@@ -274,18 +277,21 @@ def run_cluster(
         failed = _failed_frame(shards[index], table, error, carried)
         write_part(failed, parts / f"failed-{index:06d}.parquet")
 
-    report = _merge_and_report(
-        out,
-        fmt,
-        shards,
-        parts,
-        table.height,
-        checkpoints,
-        fingerprint,
-        thresholds,
-        name,
-        column_style=column_style,
-    )
+    try:
+        report = _merge_and_report(
+            out,
+            fmt,
+            shards,
+            parts,
+            table.height,
+            checkpoints,
+            fingerprint,
+            thresholds,
+            name,
+            column_style=column_style,
+        )
+    except ValueError as exc:  # e.g. a carried column clashing with a styled name
+        raise RunError(str(exc)) from exc
     computed = sum(r["rows"] for r in results)
     wall = time.perf_counter() - began
     attempts = {s.index: _count_lines(work / "attempts" / f"shard-{s.index:06d}.txt") for s in todo}
@@ -372,7 +378,7 @@ def _merge_and_report(
     thresholds: QualityThresholds,
     name: str,
     *,
-    column_style: str = "identifier",
+    column_style: str = DEFAULT_COLUMN_STYLE,
 ) -> dict[str, Any]:
     """Merge parts (real, else failed) in shard order into ``out``; counts per status."""
     from rrnet.inference.columns import schema
