@@ -2,7 +2,9 @@
 
 A catalogue number is only citable with the code version, the preprocessing
 settings and the exact model weights behind it, so each catalogue carries them
-(Parquet key-value metadata, FITS header keywords, a JSON sidecar for CSV).
+(Parquet key-value metadata, FITS header keywords, VOTable INFO elements, the
+ECSV header, a JSON sidecar for CSV). ``rrnet.created`` is UTC without an offset,
+the form FITS ``DATE`` requires.
 """
 
 from __future__ import annotations
