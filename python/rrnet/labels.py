@@ -21,6 +21,20 @@ ALL_LABELS: tuple[str, ...] = (
     "Teff[K]", "Logg", "CH", "NH", "OH", "MgH", "AlH", "SiH", "SH", "KH", "CaH", "TiH", "CrH",
     "MnH", "FeH", "NiH", "CuH",
 )  # fmt: skip
+#: Identifier-safe catalogue name of every label (the default ``--column-style``), in the
+#: style of LAMOST's and the Virtual Observatory's catalogues: usable unquoted in
+#: TOPCAT/STILTS expressions, SQL/ADQL and as Python attributes. The one table of names:
+#: catalogue writers apply it, readers (``rrnet-eval``) undo it.
+IDENTIFIER_NAMES: dict[str, str] = {
+    "Teff[K]": "teff", "Logg": "logg", "CH": "c_h", "NH": "n_h", "OH": "o_h", "MgH": "mg_h",
+    "AlH": "al_h", "SiH": "si_h", "SH": "s_h", "KH": "k_h", "CaH": "ca_h", "TiH": "ti_h",
+    "CrH": "cr_h", "MnH": "mn_h", "FeH": "fe_h", "NiH": "ni_h", "CuH": "cu_h",
+}  # fmt: skip
+#: Catalogue column-name styles: ``identifier`` (default) or ``paper`` (Table 3's names).
+COLUMN_STYLES: tuple[str, ...] = ("identifier", "paper")
+DEFAULT_COLUMN_STYLE: str = "identifier"
+#: Suffixes of the columns derived from a label (catalogue, per-star table, evaluation).
+LABEL_SUFFIXES: tuple[str, ...] = ("", "_err", "_scatter", "_chi2r", "_n", "_true")
 #: The authors' two model groups.
 GROUPS: dict[str, tuple[str, ...]] = {"SP": SP_LABELS, "CA": CA_LABELS}
 
@@ -134,3 +148,60 @@ def label_indices(label_list: Sequence[str], names: Sequence[str]) -> list[int]:
     if missing:
         raise KeyError(f"label(s) not in label_list: {', '.join(missing)}")
     return [list(label_list).index(name) for name in names]
+
+
+def _split_label(name: str, table: dict[str, str]) -> tuple[str, str] | None:
+    """``(label, suffix)`` when ``name`` is a key of ``table`` plus a known suffix."""
+    for suffix in LABEL_SUFFIXES:
+        stem = name[: len(name) - len(suffix)] if suffix else name
+        if name.endswith(suffix) and stem in table:
+            return stem, suffix
+    return None
+
+
+def check_column_style(style: str) -> str:
+    """``style`` if it is one of :data:`COLUMN_STYLES` (ValueError naming them otherwise)."""
+    if style not in COLUMN_STYLES:
+        raise ValueError(
+            f"unknown column style {style!r}; expected one of {', '.join(COLUMN_STYLES)}"
+        )
+    return style
+
+
+def styled_name(name: str, style: str) -> str:
+    """The catalogue name of internal column ``name`` (paper label names) in ``style``."""
+    check_column_style(style)
+    split = _split_label(name, IDENTIFIER_NAMES) if style == "identifier" else None
+    return IDENTIFIER_NAMES[split[0]] + split[1] if split else name
+
+
+def internal_name(name: str) -> str:
+    """Undo :func:`styled_name`: a column name of either style -> the internal (paper) name."""
+    split = _split_label(name, _PAPER_NAMES)
+    return _PAPER_NAMES[split[0]] + split[1] if split else name
+
+
+_PAPER_NAMES: dict[str, str] = {v: k for k, v in IDENTIFIER_NAMES.items()}
+
+
+def styled_columns(names: Sequence[str], style: str) -> dict[str, str]:
+    """Internal -> styled name of every column; ValueError when two columns would clash.
+
+    A carried input column already named like a styled label (say ``teff``) clashes.
+    """
+    mapping = {name: styled_name(name, style) for name in names}
+    seen: dict[str, str] = {}
+    for old, new in mapping.items():
+        if new in seen:
+            raise ValueError(
+                f"columns {seen[new]!r} and {old!r} would both be named {new!r} with "
+                f"--column-style {style}: rename the input column or use another column style"
+            )
+        seen[new] = old
+    return mapping
+
+
+def internal_columns(names: Sequence[str]) -> dict[str, str]:
+    """Styled -> internal name of the columns that :func:`internal_name` renames."""
+    out = {name: internal_name(name) for name in names}
+    return {k: v for k, v in out.items() if k != v and v not in names}

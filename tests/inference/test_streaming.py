@@ -17,7 +17,7 @@ from helpers import REAL_FILE, build_world, input_catalogue, make_checkpoint, ne
 from rrnet.inference import InferError, QualityBit, infer, read_catalogue, run_inference
 from rrnet.inference.per_star import per_star_table
 from rrnet.inference.provenance import FingerprintMismatch
-from rrnet.labels import ALL_LABELS, CA_LABELS, SP_LABELS
+from rrnet.labels import ALL_LABELS, CA_LABELS, SP_LABELS, styled_name
 from rrnet.models.ensemble import Ensemble
 from rrnet.store import open_store
 
@@ -42,7 +42,13 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict:
 @pytest.fixture(scope="session")
 def catalogue(world: dict) -> pl.DataFrame:
     out = world["root"] / "base" / "cat.parquet"
-    return infer([world["sp"], world["ca"]], store=world["store"], out=out, device="cpu")
+    return infer(
+        [world["sp"], world["ca"]],
+        store=world["store"],
+        out=out,
+        device="cpu",
+        column_style="paper",
+    )
 
 
 def test_columns_order_and_dtypes(catalogue: pl.DataFrame) -> None:
@@ -57,6 +63,17 @@ def test_columns_order_and_dtypes(catalogue: pl.DataFrame) -> None:
         assert schema[name] == pl.Float32, name
     for name in ("filename", "extname_blue", "extname_red", "status", "reason"):
         assert schema[name] == pl.Utf8
+
+
+def test_default_column_names_are_identifiers(world: dict, catalogue: pl.DataFrame) -> None:
+    # The default style renames only the label columns, keeping order and values.
+    default = infer([world["sp"], world["ca"]], store=world["store"], device="cpu")
+    want = [styled_name(c, "identifier") for c in catalogue.columns]
+    assert default.columns == want
+    assert default.columns[8:12] == ["teff", "teff_err", "logg", "logg_err"]
+    assert "fe_h" in default.columns and "cu_h_err" in default.columns
+    assert all(c.isidentifier() for c in default.columns)
+    assert default.rename(dict(zip(want, catalogue.columns, strict=True))).equals(catalogue)
 
 
 def test_every_row_kept_in_input_order(world: dict, catalogue: pl.DataFrame) -> None:
@@ -106,7 +123,13 @@ def test_provenance(world: dict) -> None:
     from rrnet.models.checkpoint import checkpoint_hash
 
     out = world["root"] / "prov" / "cat.parquet"
-    infer([world["sp"], world["ca"]], store=world["store"], out=out, device="cpu")
+    infer(
+        [world["sp"], world["ca"]],
+        store=world["store"],
+        out=out,
+        device="cpu",
+        column_style="paper",
+    )
     meta = pl.read_parquet_metadata(out)
     assert meta["rrnet.checkpoint_hashes"] == ",".join(
         checkpoint_hash(p) for p in (world["sp"], world["ca"])
@@ -138,7 +161,7 @@ def test_formats_agree(world: dict, catalogue: pl.DataFrame) -> None:
 
 
 def test_missing_labels_are_null_and_first_checkpoint_wins(world: dict) -> None:
-    only_sp = infer(world["sp"], store=world["store"], device="cpu")
+    only_sp = infer(world["sp"], store=world["store"], device="cpu", column_style="paper")
     assert only_sp.columns[: len(SPEC5)] == SPEC5
     for label in CA_LABELS:
         assert only_sp[label].null_count() == only_sp.height
@@ -147,8 +170,8 @@ def test_missing_labels_are_null_and_first_checkpoint_wins(world: dict) -> None:
     other = make_checkpoint(
         world["root"] / "SP2", SP_LABELS, members=2, seed=9, preprocessing=world["fp"]
     )
-    first = infer([world["sp"], other], store=world["store"], device="cpu")
-    second = infer([other, world["sp"]], store=world["store"], device="cpu")
+    first = infer([world["sp"], other], store=world["store"], device="cpu", column_style="paper")
+    second = infer([other, world["sp"]], store=world["store"], device="cpu", column_style="paper")
     assert first.select(SP_LABELS).equals(only_sp.select(SP_LABELS))
     assert not second.select(SP_LABELS).equals(first.select(SP_LABELS))
 
@@ -166,7 +189,7 @@ def test_training_range_and_ood_bits(world: dict) -> None:
         world["root"] / "SP_tight", SP_LABELS, members=3, seed=1, preprocessing=world["fp"],
         training=training,
     )  # fmt: skip
-    table = infer(path, store=world["store"], device="cpu")
+    table = infer(path, store=world["store"], device="cpu", column_style="paper")
     ok = table.filter(pl.col("status") == "ok")
     bits = ok["quality_bits"]
     assert ((bits & int(QualityBit.LABEL_OUT_OF_RANGE)) != 0).all()
@@ -174,7 +197,7 @@ def test_training_range_and_ood_bits(world: dict) -> None:
     assert (ok["ood_score"] > 1).all()
     assert (ok["flag"] == 0).all()
     assert all("label outside the training range" in r for r in ok["reason"].to_list())
-    loose = infer(world["sp"], store=world["store"], device="cpu")
+    loose = infer(world["sp"], store=world["store"], device="cpu", column_style="paper")
     assert loose["ood_score"].null_count() == loose.height  # no OOD reference stored
     assert ((loose["quality_bits"] & int(QualityBit.LABEL_OUT_OF_RANGE)) == 0).all()
 
@@ -192,7 +215,7 @@ def test_fingerprint_mismatch_refused(world: dict, caplog: pytest.LogCaptureFixt
         world["root"] / "null_fp", SP_LABELS, members=1, seed=3, preprocessing=None
     )
     with caplog.at_level(logging.WARNING):
-        table = infer(imported, store=world["store"], device="cpu")
+        table = infer(imported, store=world["store"], device="cpu", column_style="paper")
     assert "records no preprocessing fingerprint" in caplog.text
     assert table["Teff[K]"].null_count() == 3
 
@@ -214,7 +237,7 @@ def test_on_the_fly_equals_store(world: dict, catalogue: pl.DataFrame) -> None:
     input_catalogue().write_csv(csv)
     table = infer(
         [world["sp"], world["ca"]], catalog=csv, data_dir=REAL_FILE.parent, chunk_rows=4,
-        workers=0, device="cpu",
+        workers=0, device="cpu", column_style="paper",
     )  # fmt: skip
     exact = [c for c in [*SPEC5, "status", "quality_bits"] if c not in ALL_LABELS]
     exact = [c for c in exact if not c.endswith("_err")]
@@ -277,3 +300,19 @@ def test_cli_writes_fits_with_progress_lines(world: dict, tmp_path: Path) -> Non
     assert "spectra/s" in result.stderr
     table, _ = read_catalogue(out)
     assert table.height == input_catalogue().height
+
+
+def test_cli_column_style_paper_votable(world: dict, tmp_path: Path, catalogue) -> None:
+    from astropy.io.votable import parse
+
+    from rrnet.cli.infer import main
+
+    out = tmp_path / "cat.vot"
+    args = ["--store", str(world["store"]), "--model", str(world["sp"]), "--model"]
+    args += [str(world["ca"]), "--out", str(out), "--device", "cpu", "--no-progress"]
+    assert main([*args, "--column-style", "paper"]) == 0
+    names = [field.name for field in parse(str(out)).get_first_table().fields]
+    assert names == catalogue.columns  # Table 3's names and order
+    table, _ = read_catalogue(out)
+    assert table.equals(catalogue)
+    assert main([*args, "--column-style", "vo", "--overwrite"]) == 2

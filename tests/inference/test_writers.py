@@ -21,7 +21,7 @@ from rrnet.inference.writers import (
 
 PROVENANCE = {
     "rrnet.version": "9.9.9",
-    "rrnet.created": "2024-01-01T00:00:00+00:00",
+    "rrnet.created": "2024-01-01T00:00:00",
     "rrnet.input": "some/store/with/a/rather/long/path/" + "x" * 80,
     "rrnet.checkpoint_hashes": "abc,def",
 }
@@ -68,13 +68,17 @@ def test_merged_parts_round_trip(tmp_path: Path, fmt: str) -> None:
 
 
 def test_fits_header_has_units_descriptions_and_provenance(tmp_path: Path) -> None:
-    out = write_catalogue(_table(4, 3), tmp_path / "cat.fits", "fits", PROVENANCE)
+    out = write_catalogue(
+        _table(4, 3), tmp_path / "cat.fits", "fits", PROVENANCE, column_style="paper"
+    )
     header = fitsio.read_header(str(out), ext=FITS_EXTNAME)
     names = [header[f"TTYPE{i}"] for i in range(1, header["TFIELDS"] + 1)]
     assert names[: len(CATALOGUE_COLUMNS)] == [c.name for c in CATALOGUE_COLUMNS]
     index = {name: i + 1 for i, name in enumerate(names)}
     assert header[f"TUNIT{index['Teff[K]']}"] == "K"
-    assert header[f"TUNIT{index['FeH_err']}"] == "dex"
+    # FITS has no spelling of dex: no TUNIT, the unit leads the TTYPE comment instead
+    assert f"TUNIT{index['FeH_err']}" not in header
+    assert header.get_comment(f"TTYPE{index['FeH_err']}").startswith("[dex] ")
     assert header[f"TUNIT{index['ra']}"] == "deg"
     assert header[f"TCOMM{index['quality_bits']}"].startswith("bitmask of reasons for flag = 0")
     assert header["RRNETVER"] == "9.9.9"
@@ -84,7 +88,9 @@ def test_fits_header_has_units_descriptions_and_provenance(tmp_path: Path) -> No
 def test_csv_sidecar_lists_units(tmp_path: Path) -> None:
     import json
 
-    out = write_catalogue(_table(3, 4), tmp_path / "cat.csv", "csv", PROVENANCE)
+    out = write_catalogue(
+        _table(3, 4), tmp_path / "cat.csv", "csv", PROVENANCE, column_style="paper"
+    )
     side = json.loads(sidecar_path(out).read_text())
     units = {c["name"]: c["unit"] for c in side["columns"]}
     assert all(units[label] in ("K", "dex") for label in SPEC_LABELS)
@@ -92,7 +98,7 @@ def test_csv_sidecar_lists_units(tmp_path: Path) -> None:
 
 
 def test_empty_catalogue(tmp_path: Path) -> None:
-    for fmt in ("parquet", "csv", "fits"):
+    for fmt in ("parquet", "csv", "fits", "ecsv", "votable"):
         out = merge_parts([], tmp_path / f"empty.{fmt}", fmt, PROVENANCE, schema=schema())
         back, _ = read_catalogue(out)
         assert back.height == 0

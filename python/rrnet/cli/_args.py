@@ -12,6 +12,7 @@ from typing import Any
 
 from rrnet.inference.options import InferOptions
 from rrnet.inference.quality import QualityThresholds
+from rrnet.labels import COLUMN_STYLES, DEFAULT_COLUMN_STYLE
 
 
 class UsageError(Exception):
@@ -44,6 +45,12 @@ def add_output_arguments(parser: argparse.ArgumentParser, *, resume_help: str) -
 
     parser.add_argument("--out", required=True, help="output catalogue path")
     parser.add_argument("--format", choices=FORMATS, help="output format (default: from suffix)")
+    parser.add_argument(
+        "--column-style",
+        choices=COLUMN_STYLES,
+        default=DEFAULT_COLUMN_STYLE,
+        help="column names: identifier (teff, fe_h; default) or paper (Teff[K], FeH)",
+    )
     parser.add_argument(
         "--batch-size", type=int, help="spectra per forward call (default: per device)"
     )
@@ -78,5 +85,6 @@ def infer_options(args: argparse.Namespace, **extra: Any) -> InferOptions:
         overwrite=args.overwrite,
         thresholds=thresholds,
         allow_fingerprint_mismatch=args.allow_fingerprint_mismatch,
+        column_style=args.column_style,
         **extra,
     )

@@ -430,7 +430,17 @@ def _merge_and_report(run: _Run) -> dict[str, Any]:
         thresholds=run.options.thresholds.to_dict(),
         quality_bits={bit.name: int(bit) for bit in QualityBit},
     )
-    merge_parts(files, run.out, run.fmt, provenance, schema=schema())
+    try:
+        merge_parts(
+            files,
+            run.out,
+            run.fmt,
+            provenance,
+            schema=schema(),
+            column_style=run.options.column_style,
+        )
+    except ValueError as exc:  # e.g. a carried column clashing with a styled name
+        raise RunError(str(exc)) from exc
     return {
         "format": REPORT_FORMAT,
         "out": str(run.out),

@@ -16,7 +16,7 @@ from rrnet.evaluation import calibration, figures, metrics, repeats, sample
 from rrnet.evaluation.options import SPLITS, EvalOptions
 from rrnet.evaluation.report import Report, write_report
 from rrnet.io import read_table
-from rrnet.labels import ALL_LABELS
+from rrnet.labels import ALL_LABELS, internal_columns
 from rrnet.models.checkpoint import split_keys
 
 SplitLoader = Callable[[Path], tuple[str, dict[str, list[object]]]]
@@ -55,8 +55,11 @@ def evaluate(opts: EvalOptions, *, split_loader: SplitLoader = load_split) -> Re
         raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {opts.split!r}")
     if opts.recalibrate and not opts.checkpoints:
         raise ValueError("recalibrate needs a checkpoint (the validation split lives there)")
+    # Either column style (teff or Teff[K]) maps back to the internal label names.
     catalog = read_table(opts.catalog)
+    catalog = catalog.rename(internal_columns(catalog.columns))
     labels_table = read_table(opts.labels)
+    labels_table = labels_table.rename(internal_columns(labels_table.columns))
     labels = [
         lb for lb in sample.predicted_labels(catalog, ALL_LABELS) if lb in labels_table.columns
     ]

@@ -71,7 +71,7 @@ def infer(
     inputs: dict[str, Any] = {"store": store, "catalog": catalog, "data_dir": data_dir}
     if out is not None:
         path = run_inference(options, out=out, **inputs)
-        return read_catalogue(path, options.fmt)[0]
+        return read_catalogue(path, options.fmt, column_style=options.column_style)[0]
     with tempfile.TemporaryDirectory(prefix="rrnet-infer-") as tmp:
         path = run_inference(options, out=Path(tmp) / "catalogue.parquet", fmt=None, **inputs)
         return pl.read_parquet(path)

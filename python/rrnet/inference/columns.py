@@ -1,7 +1,9 @@
 """The catalogue schema: column names, order, dtypes, units and descriptions.
 
 One place defines the LAMOST-RRNet catalogue (method §5, the paper's Table 3)
-so that every writer (Parquet, CSV, FITS), the documentation and the tests agree.
+so that every writer (Parquet, FITS, VOTable, ECSV, CSV), the documentation and the
+tests agree. Columns carry the internal (paper) label names; the names a catalogue
+file uses come from :data:`rrnet.labels.IDENTIFIER_NAMES` (``--column-style``).
 """
 
 from __future__ import annotations
@@ -28,16 +30,29 @@ ID_COLUMNS: tuple[str, ...] = (
 
 @dataclass(frozen=True)
 class Column:
-    """One catalogue column: Polars dtype, physical unit (FITS TUNIT) and description."""
+    """One catalogue column (internal name): Polars dtype, unit, description and UCD.
+
+    ``unit`` is an astropy/VOUnit string (``K``, ``deg``, ``dex``; ``""``: none) and
+    ``ucd`` the IVOA Unified Content Descriptor the VOTable carries.
+    """
 
     name: str
     dtype: pl.DataType
     unit: str
     description: str
+    ucd: str = ""
 
 
 def _label_unit(label: str) -> str:
     return "K" if label == "Teff[K]" else "dex"
+
+
+def _label_ucd(label: str) -> str:
+    if label == "Teff[K]":
+        return "phys.temperature.effective"
+    if label == "Logg":
+        return "phys.gravity"
+    return "phys.abund.Fe" if label == "FeH" else "phys.abund"
 
 
 def _label_text(label: str) -> str:
@@ -51,45 +66,104 @@ def _label_text(label: str) -> str:
 def _label_columns() -> list[Column]:
     out = []
     for label in SPEC_LABELS:
-        unit, text = _label_unit(label), _label_text(label)
-        out.append(Column(label, pl.Float32, unit, f"RRNet ensemble mean {text}"))
+        unit, text, ucd = _label_unit(label), _label_text(label), _label_ucd(label)
+        out.append(Column(label, pl.Float32, unit, f"RRNet ensemble mean {text}", ucd))
         out.append(
-            Column(f"{label}_err", pl.Float32, unit, f"1-sigma ensemble uncertainty of {label}")
+            Column(
+                f"{label}_err",
+                pl.Float32,
+                unit,
+                f"1-sigma ensemble uncertainty of the {text}",
+                f"stat.error;{ucd}",
+            )
         )
     return out
 
 
 SPEC_COLUMNS: tuple[Column, ...] = (
-    Column("obsid", pl.Int64, "", "LAMOST observation id"),
-    Column("filename", pl.Utf8, "", "spectrum file name, relative to the data directory"),
-    Column("ra", pl.Float64, "deg", "right ascension (J2000)"),
-    Column("dec", pl.Float64, "deg", "declination (J2000)"),
-    Column("extname_blue", pl.Utf8, "", "FITS extension of the blue arm"),
-    Column("extname_red", pl.Utf8, "", "FITS extension of the red arm"),
-    Column("snr_blue", pl.Float32, "", "median S/N per pixel of the blue arm (flux*sqrt(ivar))"),
-    Column("snr_red", pl.Float32, "", "median S/N per pixel of the red arm (flux*sqrt(ivar))"),
+    Column("obsid", pl.Int64, "", "LAMOST observation id", "meta.id;meta.main"),
+    Column(
+        "filename",
+        pl.Utf8,
+        "",
+        "spectrum file name, relative to the data directory",
+        "meta.id;meta.file",
+    ),
+    Column("ra", pl.Float64, "deg", "right ascension (J2000)", "pos.eq.ra;meta.main"),
+    Column("dec", pl.Float64, "deg", "declination (J2000)", "pos.eq.dec;meta.main"),
+    Column("extname_blue", pl.Utf8, "", "FITS extension of the blue arm", "meta.id.part"),
+    Column("extname_red", pl.Utf8, "", "FITS extension of the red arm", "meta.id.part"),
+    Column(
+        "snr_blue",
+        pl.Float32,
+        "",
+        "median S/N per pixel of the blue arm (flux*sqrt(ivar))",
+        "stat.snr",
+    ),
+    Column(
+        "snr_red",
+        pl.Float32,
+        "",
+        "median S/N per pixel of the red arm (flux*sqrt(ivar))",
+        "stat.snr",
+    ),
     *_label_columns(),
-    Column("flag", pl.UInt8, "", "1 = recommended (quality_bits == 0), 0 = not recommended"),
+    Column(
+        "flag",
+        pl.UInt8,
+        "",
+        "1 = recommended (quality_bits == 0), 0 = not recommended",
+        "meta.code.qual",
+    ),
 )
 """Method §5 (paper Table 3), in order."""
 
 STATUS_COLUMNS: tuple[Column, ...] = (
-    Column("status", pl.Utf8, "", "'ok', or why the row has no labels (preprocessing code)"),
-    Column("reason", pl.Utf8, "", "human-readable reason for status (and quality_bits)"),
-    Column("quality_bits", pl.Int32, "", "bitmask of reasons for flag = 0 (docs/catalogue.md)"),
+    Column(
+        "status",
+        pl.Utf8,
+        "",
+        "'ok', or why the row has no labels (preprocessing code)",
+        "meta.code.status",
+    ),
+    Column(
+        "reason", pl.Utf8, "", "human-readable reason for status (and quality_bits)", "meta.note"
+    ),
+    Column(
+        "quality_bits",
+        pl.Int32,
+        "",
+        "bitmask of reasons for flag = 0 (docs/catalogue.md)",
+        "meta.code.qual",
+    ),
 )
 
 DIAGNOSTIC_COLUMNS: tuple[Column, ...] = (
-    Column("row", pl.Int64, "", "0-based row index in the input catalogue"),
-    Column("n_outliers", pl.Int32, "", "pixels replaced by the median-filter outlier test"),
-    Column("max_outlier_run", pl.Int32, "", "longest run of consecutive outlier pixels"),
-    Column("cap_hit", pl.Boolean, "", "continuum fit stopped at its iteration cap"),
-    Column("ood_score", pl.Float32, "", "out-of-distribution score / its training threshold"),
+    Column("row", pl.Int64, "", "0-based row index in the input catalogue", "meta.record"),
+    Column(
+        "n_outliers",
+        pl.Int32,
+        "",
+        "pixels replaced by the median-filter outlier test",
+        "meta.number",
+    ),
+    Column(
+        "max_outlier_run", pl.Int32, "", "longest run of consecutive outlier pixels", "meta.number"
+    ),
+    Column("cap_hit", pl.Boolean, "", "continuum fit stopped at its iteration cap", "meta.code"),
+    Column(
+        "ood_score",
+        pl.Float32,
+        "",
+        "out-of-distribution score / its training threshold",
+        "stat.value",
+    ),
     Column(
         "disagreement",
         pl.Float32,
         "",
         "max over labels of member-mean spread / mean predicted member sigma",
+        "stat.value",
     ),
 )
 """Per-row diagnostics after the quality columns (see docs/catalogue.md)."""
@@ -98,6 +172,37 @@ CATALOGUE_COLUMNS: tuple[Column, ...] = SPEC_COLUMNS + STATUS_COLUMNS + DIAGNOST
 """Every fixed column, in order; carried catalogue columns (e.g. star_id) follow."""
 
 COLUMNS_BY_NAME: dict[str, Column] = {c.name: c for c in CATALOGUE_COLUMNS}
+
+PER_STAR_COLUMNS: tuple[Column, ...] = (
+    Column(
+        "n_exp", pl.Int32, "", "exposures used (status ok, and flag 1 by default)", "meta.number"
+    ),
+    Column(
+        "variable", pl.UInt8, "", "1 = Teff or log g varies beyond the errors", "meta.code;src.var"
+    ),
+)
+"""Per-star table columns besides the catalogue's (:mod:`rrnet.inference.per_star`)."""
+
+
+def column_meta(name: str) -> Column | None:
+    """Unit, description and UCD of an internal column name, per-star columns included.
+
+    None for carried input columns (e.g. ``star_id``), which rrnet knows nothing about.
+    """
+    known = COLUMNS_BY_NAME.get(name) or next((c for c in PER_STAR_COLUMNS if c.name == name), None)
+    if known is not None:
+        return known
+    for label in SPEC_LABELS:
+        value = COLUMNS_BY_NAME[label]
+        if name == f"{label}_scatter":
+            text = f"weighted scatter of {label} between a star's exposures"
+            return Column(name, pl.Float32, value.unit, text, f"stat.stdev;{value.ucd}")
+        if name == f"{label}_chi2r":
+            text = f"reduced chi-square of {label} between a star's exposures"
+            return Column(name, pl.Float32, "", text, "stat.fit.chi2")
+        if name == f"{label}_n":
+            return Column(name, pl.Int32, "", f"exposures combined for {label}", "meta.number")
+    return None
 
 
 def schema() -> dict[str, pl.DataType]:

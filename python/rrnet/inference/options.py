@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from rrnet.inference.quality import DEFAULT_THRESHOLDS, QualityThresholds
+from rrnet.labels import COLUMN_STYLES, DEFAULT_COLUMN_STYLE
 
 PathLike = str | os.PathLike[str]
 
@@ -38,7 +39,8 @@ class InferOptions:
     (``resume`` needs the same value). ``per_star``/``star_column``/``per_star_out``:
     also write a per-star table. ``preprocess``: on-the-fly preprocessing options of
     :func:`rrnet.preprocess.pipeline.iter_preprocessed` (``rv_column``, ``correct_rv``,
-    ``max_iter``).
+    ``max_iter``). ``column_style``: catalogue column names, ``"identifier"``
+    (``teff``, ``fe_h``, ...) or ``"paper"`` (Table 3's ``Teff[K]``, ``FeH``, ...).
     """
 
     models: tuple[PathLike, ...]
@@ -56,6 +58,7 @@ class InferOptions:
     workers: int | None = None
     preprocess: Mapping[str, Any] = field(default_factory=dict)
     progress: bool = False
+    column_style: str = DEFAULT_COLUMN_STYLE
 
     def __post_init__(self) -> None:
         models = self.models
@@ -89,6 +92,8 @@ def check_options(options: InferOptions, out: PathLike) -> str:
         raise InferError("give at least one --model checkpoint")
     if (options.batch_size is not None and options.batch_size < 1) or options.chunk_rows < 1:
         raise InferError("--batch-size and --chunk-rows must be positive")
+    if options.column_style not in COLUMN_STYLES:
+        raise InferError(f"--column-style must be one of {', '.join(COLUMN_STYLES)}")
     for path in options.models:
         if not (Path(path) / "config.json").is_file():
             raise InferError(f"not an rrnet checkpoint (no config.json): {path}")

@@ -2,7 +2,9 @@
 
 A catalogue number is only citable with the code version, the preprocessing
 settings and the exact model weights behind it, so each catalogue carries them
-(Parquet key-value metadata, FITS header keywords, a JSON sidecar for CSV).
+(Parquet key-value metadata, FITS header keywords, VOTable INFO elements, the
+ECSV header, a JSON sidecar for CSV). ``rrnet.created`` is UTC without an offset,
+the form FITS ``DATE`` requires.
 """
 
 from __future__ import annotations
@@ -82,7 +84,7 @@ def build_provenance(
     created = created or datetime.now(UTC)
     return {
         "rrnet.version": rrnet.__version__,
-        "rrnet.created": created.isoformat(timespec="seconds"),
+        "rrnet.created": created.astimezone(UTC).replace(tzinfo=None).isoformat("T", "seconds"),
         "rrnet.input": input_name,
         "rrnet.input_kind": input_kind,
         "rrnet.preprocessing_hash": str(fingerprint_hash(preprocessing)),

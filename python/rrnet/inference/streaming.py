@@ -444,11 +444,15 @@ def _merge(plan: _Plan, options: InferOptions, out: Path, fmt: str, work: Path) 
     """Merge the parts in input order into ``out`` (and the per-star table); drop them."""
     n_chunks = math.ceil(plan.source.n_rows / plan.source.chunk_rows)
     parts = [_part_path(work, i) for i in range(n_chunks)]
-    merge_parts(parts, out, fmt, plan.provenance, schema=schema())
-    if options.per_star:
-        table = per_star_table(pl.scan_parquet(parts), star_column=options.star_column)
-        target = options.per_star_out or per_star_path(out)
-        write_catalogue(table, target, fmt, plan.provenance)
+    style = options.column_style
+    try:
+        merge_parts(parts, out, fmt, plan.provenance, schema=schema(), column_style=style)
+        if options.per_star:
+            table = per_star_table(pl.scan_parquet(parts), star_column=options.star_column)
+            target = options.per_star_out or per_star_path(out)
+            write_catalogue(table, target, fmt, plan.provenance, column_style=style)
+    except ValueError as exc:  # e.g. a carried column clashing with a styled name
+        raise InferError(str(exc)) from exc
     shutil.rmtree(work, ignore_errors=True)
 
 

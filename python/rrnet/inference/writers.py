@@ -1,43 +1,64 @@
-"""Catalogue writers (Parquet, CSV, FITS) and the matching reader.
+"""Catalogue writers (Parquet, FITS, VOTable, ECSV, CSV) and the matching reader.
 
 Everything is written under a temporary name and renamed into place, so a
 catalogue file either is complete or does not exist. Part files are merged with
 bounded memory: Parquet and CSV through Polars' streaming sinks, FITS by
-appending one part at a time to the table HDU. FITS text columns are ASCII:
-other characters are written as ``?`` (LAMOST identifiers are ASCII).
+appending one part at a time to the table HDU; VOTable and ECSV are written by
+astropy from the whole table in memory. FITS text columns are ASCII: other
+characters are written as ``?`` (LAMOST identifiers are ASCII).
+
+Every format describes itself: units, descriptions and (VOTable, Parquet) UCDs
+per column, and the provenance. Parquet carries pyarrow field metadata and
+astropy's own ``table_meta_yaml``; FITS carries TUNIT (FITS-standard units),
+TCOMM and astropy's serialized-column comments (``dex`` has no FITS spelling,
+so astropy learns it there). Column names follow ``column_style``
+(:data:`rrnet.labels.COLUMN_STYLES`): internal (paper) names are renamed on
+writing and renamed back on reading.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
+from datetime import UTC, datetime
 from pathlib import Path
 
 import fitsio
 import numpy as np
 import polars as pl
 
-from rrnet.inference.columns import COLUMNS_BY_NAME
+from rrnet.inference.columns import COLUMNS_BY_NAME, column_meta
 from rrnet.inference.provenance import FITS_COMMENTS, FITS_KEYWORDS
+from rrnet.io.astro import ColumnInfo, fits_unit, from_astropy, to_astropy
+from rrnet.labels import DEFAULT_COLUMN_STYLE, internal_columns, styled_columns
 from rrnet.utils.atomic import atomic_path
 
-FORMATS: tuple[str, ...] = ("parquet", "csv", "fits")
+FORMATS: tuple[str, ...] = ("parquet", "fits", "votable", "ecsv", "csv")
 SUFFIXES: dict[str, str] = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv"}
-SUFFIXES |= {".fits": "fits", ".fit": "fits"}
+SUFFIXES |= {".fits": "fits", ".fit": "fits", ".ecsv": "ecsv"}
+SUFFIXES |= {".vot": "votable", ".votable": "votable", ".xml": "votable"}
 FITS_INT_NULL: int = -1
 """TNULL of signed integer (and boolean, stored as int16) FITS columns."""
+FITS_BYTE_NULL: int = 255
+"""TNULL of unsigned byte columns (``flag`` is never null in a catalogue; ``variable`` neither)."""
 FITS_EXTNAME: str = "CATALOGUE"
+VOTABLE_VERSION: str = "1.3"
+"""VOTable 1.3 spells units the CDS way, which has ``dex`` (``[-]``); 1.4's VOUnit has not."""
 
-ColumnMeta = Callable[[str], tuple[str, str]]
-"""Column name -> (unit, description)."""
+ColumnMeta = Callable[[str], ColumnInfo]
+"""Internal column name -> unit, description, UCD."""
 
 
-def catalogue_meta(name: str) -> tuple[str, str]:
-    """Unit and description of a catalogue column ('' for carried input columns)."""
-    column = COLUMNS_BY_NAME.get(name)
-    return (column.unit, column.description) if column else ("", "input catalogue column")
+def catalogue_meta(name: str) -> ColumnInfo:
+    """Unit, description and UCD of a catalogue column (none for carried input columns)."""
+    column = column_meta(name)
+    if column is None:
+        return ColumnInfo(description="input catalogue column")
+    return ColumnInfo(column.unit, column.description, column.ucd)
 
 
 def resolve_format(path: str | os.PathLike[str], fmt: str | None = None) -> str:
@@ -74,11 +95,13 @@ def merge_parts(
     *,
     schema: dict[str, pl.DataType],
     meta: ColumnMeta = catalogue_meta,
+    column_style: str = DEFAULT_COLUMN_STYLE,
 ) -> Path:
-    """Concatenate part files in order into one catalogue (bounded memory)."""
+    """Concatenate part files in order into one catalogue (bounded memory but VOTable/ECSV)."""
     frames = [pl.scan_parquet(p) for p in parts] or [pl.LazyFrame(schema=schema)]
     lazy = pl.concat(frames, how="vertical")
-    return _write(lazy, Path(out), fmt, provenance, meta, parts=[Path(p) for p in parts])
+    paths = [Path(p) for p in parts]
+    return _write(lazy, Path(out), fmt, provenance, meta, column_style, parts=paths)
 
 
 def write_catalogue(
@@ -88,9 +111,10 @@ def write_catalogue(
     provenance: dict[str, str],
     *,
     meta: ColumnMeta = catalogue_meta,
+    column_style: str = DEFAULT_COLUMN_STYLE,
 ) -> Path:
     """Write an in-memory table (e.g. the per-star table) in ``fmt`` with provenance."""
-    return _write(frame.lazy(), Path(out), fmt, provenance, meta, frame=frame)
+    return _write(frame.lazy(), Path(out), fmt, provenance, meta, column_style, frame=frame)
 
 
 def _write(
@@ -99,32 +123,115 @@ def _write(
     fmt: str,
     provenance: dict[str, str],
     meta: ColumnMeta,
+    column_style: str,
     *,
     parts: list[Path] | None = None,
     frame: pl.DataFrame | None = None,
 ) -> Path:
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
+    names = lazy.collect_schema().names()
+    renames = styled_columns(names, column_style)
+    info = {renames[n]: meta(n) for n in names}
+    lazy = lazy.rename(renames)
+    if parts is not None:
+        chunks: Iterator[pl.DataFrame] = (pl.read_parquet(p).rename(renames) for p in parts)
+    else:
+        chunks = iter([frame.rename(renames)] if frame is not None else [])
     if fmt == "parquet":
+        schema = _arrow_schema(lazy, info, provenance)
         with atomic_target(out) as tmp:
-            lazy.sink_parquet(tmp, metadata=provenance, statistics=False)
+            lazy.sink_parquet(
+                tmp, metadata=dict(_decoded(schema.metadata)), arrow_schema=schema, statistics=False
+            )
     elif fmt == "csv":
         columns = [
-            {"name": n, "unit": meta(n)[0], "description": meta(n)[1]}
-            for n in lazy.collect_schema().names()
+            {"name": n, "unit": i.unit, "description": i.description} for n, i in info.items()
         ]
         with atomic_target(sidecar_path(out)) as tmp:
             tmp.write_text(json.dumps({"provenance": provenance, "columns": columns}, indent=1))
         with atomic_target(out) as tmp:
             lazy.sink_csv(tmp)
     elif fmt == "fits":
-        if parts is not None:
-            chunks: Iterator[pl.DataFrame] = (pl.read_parquet(p) for p in parts)
-        else:
-            chunks = iter([frame] if frame is not None else [])
         with atomic_target(out) as tmp:
-            _write_fits(lazy, chunks, tmp, provenance, meta)
+            _write_fits(lazy, chunks, tmp, provenance, info)
     else:
-        raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
+        _write_astropy(lazy.collect(), out, fmt, provenance, info)
     return out
+
+
+def _decoded(metadata: dict[bytes, bytes] | None) -> Iterator[tuple[str, str]]:
+    for key, value in (metadata or {}).items():
+        yield key.decode(), value.decode()
+
+
+def _arrow_schema(lazy: pl.LazyFrame, info: dict[str, ColumnInfo], provenance: dict[str, str]):
+    """The Parquet schema: field metadata (unit, description, ucd) and table metadata.
+
+    The table metadata holds the provenance, astropy's ``table_meta_yaml`` (astropy
+    reads units and descriptions from it) and its ``table::len::<name>`` string widths,
+    which spare astropy from measuring strings (it cannot measure a null).
+    """
+    import pyarrow as pa
+    from astropy.table import meta as astropy_meta
+
+    polars_schema = lazy.collect_schema()
+    empty = pl.DataFrame(schema=polars_schema)
+    fields = []
+    for field in empty.to_arrow().schema:
+        column = info[field.name]
+        items = {"unit": column.unit, "description": column.description, "ucd": column.ucd}
+        fields.append(field.with_metadata({k: v for k, v in items.items() if v}))
+    header = to_astropy(empty, info, provenance)
+    metadata = dict(provenance)
+    metadata["table_meta_yaml"] = "\n".join(astropy_meta.get_yaml_from_table(header))
+    text = [n for n, t in polars_schema.items() if t == pl.Utf8]
+    if text:
+        lengths = lazy.select(pl.col(text).str.len_chars().max()).collect().row(0)
+        for name, length in zip(text, lengths, strict=True):
+            metadata[f"table::len::{name}"] = str(max(1, int(length or 0)))
+    return pa.schema(fields, metadata=metadata)
+
+
+def _write_astropy(
+    frame: pl.DataFrame,
+    out: Path,
+    fmt: str,
+    provenance: dict[str, str],
+    info: dict[str, ColumnInfo],
+) -> None:
+    """VOTable (astropy.io.votable, BINARY2, INFO provenance) or ECSV (astropy's writer)."""
+    if fmt == "ecsv":
+        table = to_astropy(frame, info, provenance)
+        with atomic_target(out) as tmp:
+            table.write(tmp, format="ascii.ecsv", delimiter=",", overwrite=True)
+        return
+    from astropy.io.votable import writeto
+    from astropy.io.votable.exceptions import W03
+    from astropy.io.votable.tree import Info, Resource, TableElement, VOTableFile
+
+    table = to_astropy(frame, info, cds_units=True)
+    votable = VOTableFile(version=VOTABLE_VERSION)
+    resource = Resource()
+    votable.resources.append(resource)
+    with warnings.catch_warnings():  # paper names ('Teff[K]') get XML IDs 'Teff_K_'
+        warnings.simplefilter("ignore", W03)
+        element = TableElement.from_table(votable, table)
+    element.name = "rrnet_catalogue"
+    element.description = "LAMOST-RRNet stellar labels (rrnet); provenance in the INFO elements"
+    for key, value in provenance.items():
+        element.infos.append(Info(name=key, value=value))
+    resource.tables.append(element)
+    with atomic_target(out) as tmp:
+        writeto(votable, str(tmp), tabledata_format="tabledata")
+
+
+def fits_date(value: str) -> str:
+    """An ISO time as FITS DATE wants it: UTC, ``YYYY-MM-DDThh:mm:ss``, no offset."""
+    moment = datetime.fromisoformat(value)
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC).replace(tzinfo=None)
+    return moment.isoformat(timespec="seconds")
 
 
 def _write_fits(
@@ -132,41 +239,71 @@ def _write_fits(
     chunks: Iterator[pl.DataFrame],
     path: Path,
     provenance: dict[str, str],
-    meta: ColumnMeta,
+    info: dict[str, ColumnInfo],
 ) -> None:
     schema = lazy.collect_schema()
     text = [n for n, t in schema.items() if t in (pl.Utf8, pl.Categorical)]
     lengths = lazy.select(pl.col(text).cast(pl.Utf8).str.len_chars().max()).collect()
     widths = {n: max(1, int(lengths[n][0] or 0)) for n in text}
     names = list(schema.names())
+    units = [fits_unit(info[n].unit) for n in names]
     with fitsio.FITS(str(path), "rw", clobber=True) as fits:
         first = True
         for chunk in chunks:
             data = _fits_array(chunk, schema, widths)
             if first:
-                units = [meta(n)[0] for n in names]
                 fits.write(data, units=units, extname=FITS_EXTNAME)
                 first = False
             else:
                 fits[-1].append(data)
         if first:  # no rows at all
             data = _fits_array(pl.DataFrame(schema=schema), schema, widths)
-            fits.write(data, units=[meta(n)[0] for n in names], extname=FITS_EXTNAME)
+            fits.write(data, units=units, extname=FITS_EXTNAME)
         hdu = fits[-1]
+        hdu.write_key("LONGSTRN", "OGIP 1.0", comment="long strings use the CONTINUE convention")
         for i, name in enumerate(names, start=1):
-            description = meta(name)[1]
-            hdu.write_key(f"TTYPE{i}", name, comment=description[:47])
-            hdu.write_key(f"TCOMM{i}", description)
-            if _fits_int_null(schema[name]):
-                hdu.write_key(f"TNULL{i}", FITS_INT_NULL)
+            column = info[name]
+            unit = f"[{column.unit}] " if column.unit and not units[i - 1] else ""
+            hdu.write_key(f"TTYPE{i}", name, comment=(unit + column.description)[:47])
+            hdu.write_key(f"TCOMM{i}", column.description)
+            if _fits_null(schema[name]) is not None:
+                hdu.write_key(f"TNULL{i}", _fits_null(schema[name]))
         for key, value in provenance.items():
             keyword = FITS_KEYWORDS.get(key)
             if keyword:
+                value = fits_date(value) if keyword == "DATE" else value
                 hdu.write_key(keyword, value, comment=FITS_COMMENTS.get(keyword, ""))
+        for line in _astropy_fits_comments(schema, info):
+            hdu.write_comment(line)
 
 
-def _fits_int_null(dtype: pl.DataType) -> bool:
-    return dtype == pl.Boolean or (dtype.is_integer() and dtype.is_signed_integer())
+def _astropy_fits_comments(schema: pl.Schema, info: dict[str, ColumnInfo]) -> list[str]:
+    """astropy's serialized-column COMMENT block for this table (units, descriptions).
+
+    astropy writes units FITS cannot spell (``dex``) only there, and reads them back
+    from there without a warning; other readers see TUNIT, TCOMM and TTYPE comments.
+    """
+    from astropy.io import fits
+    from astropy.table import QTable
+
+    table = QTable(to_astropy(pl.DataFrame(schema=schema), info))
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*could not be saved in native FITS format")
+        table.write(buffer, format="fits")
+    buffer.seek(0)
+    with fits.open(buffer) as hdus:
+        header = hdus[1].header
+    lines = [str(card.value) for card in header.cards if card.keyword == "COMMENT"]
+    begin = "--BEGIN-ASTROPY-SERIALIZED-COLUMNS--"
+    return lines[lines.index(begin) :] if begin in lines else []
+
+
+def _fits_null(dtype: pl.DataType) -> int | None:
+    """TNULL of an integer FITS column: -1 if signed (booleans too), 255 for bytes."""
+    if dtype == pl.Boolean or (dtype.is_integer() and dtype.is_signed_integer()):
+        return FITS_INT_NULL
+    return FITS_BYTE_NULL if dtype == pl.UInt8 else None
 
 
 def _fits_array(frame: pl.DataFrame, schema: pl.Schema, widths: dict[str, int]) -> np.ndarray:
@@ -178,7 +315,7 @@ def _fits_array(frame: pl.DataFrame, schema: pl.Schema, widths: dict[str, int]) 
         elif dtype == pl.Boolean:
             array = column.cast(pl.Int16).fill_null(FITS_INT_NULL).to_numpy()
         elif dtype.is_integer():
-            fill = FITS_INT_NULL if dtype.is_signed_integer() else 0
+            fill = _fits_null(dtype) or 0
             array = column.fill_null(fill).to_numpy()
         else:
             strings = column.cast(pl.Utf8).fill_null("").to_list()
@@ -193,11 +330,13 @@ def _fits_array(frame: pl.DataFrame, schema: pl.Schema, widths: dict[str, int]) 
 
 
 def read_catalogue(
-    path: str | os.PathLike[str], fmt: str | None = None
+    path: str | os.PathLike[str], fmt: str | None = None, *, column_style: str | None = None
 ) -> tuple[pl.DataFrame, dict[str, str]]:
     """Read a catalogue written here back as ``(table, provenance)``, catalogue dtypes restored.
 
-    FITS nulls (NaN floats, TNULL integers, empty strings) become nulls again.
+    Column names come back as the internal (paper) names whatever style the file
+    uses, or renamed to ``column_style`` when given. FITS, VOTable and ECSV nulls
+    (NaN floats, TNULL integers, empty strings, masked entries) become nulls again.
     """
     path = Path(path)
     fmt = resolve_format(path, fmt)
@@ -205,22 +344,52 @@ def read_catalogue(
         provenance = {
             k: v for k, v in pl.read_parquet_metadata(path).items() if k.startswith("rrnet.")
         }
-        return pl.read_parquet(path), provenance
-    if fmt == "csv":
-        sidecar = json.loads(sidecar_path(path).read_text())
+        table = pl.read_parquet(path)
+    elif fmt == "csv":
+        provenance = json.loads(sidecar_path(path).read_text())["provenance"]
+        renames = internal_columns(pl.read_csv(path, n_rows=0).columns)
         overrides = {
-            n: COLUMNS_BY_NAME[n].dtype
+            n: COLUMNS_BY_NAME[renames.get(n, n)].dtype
             for n in pl.read_csv(path, n_rows=0).columns
-            if n in COLUMNS_BY_NAME
+            if renames.get(n, n) in COLUMNS_BY_NAME
         }
-        return pl.read_csv(path, schema_overrides=overrides), sidecar["provenance"]
-    return _read_fits(path)
+        table = pl.read_csv(path, schema_overrides=overrides)
+    elif fmt == "fits":
+        table, provenance = _read_fits(path)
+    else:
+        table, provenance = _read_astropy(path, fmt)
+    table = table.rename(internal_columns(table.columns))
+    table = table.with_columns(
+        [
+            pl.col(n).cast(COLUMNS_BY_NAME[n].dtype)
+            for n in table.columns
+            if n in COLUMNS_BY_NAME and table.schema[n] != COLUMNS_BY_NAME[n].dtype
+        ]
+    )
+    if column_style is not None:
+        table = table.rename(styled_columns(table.columns, column_style))
+    return table, provenance
+
+
+def _read_astropy(path: Path, fmt: str) -> tuple[pl.DataFrame, dict[str, str]]:
+    from astropy.table import Table
+
+    if fmt == "ecsv":
+        table = Table.read(path, format="ascii.ecsv")
+        return from_astropy(table), {k: str(v) for k, v in table.meta.items()}
+    from astropy.io.votable import parse
+
+    element = parse(str(path)).get_first_table()
+    provenance = {info.name: str(info.value) for info in element.infos}
+    frame = from_astropy(element.to_table(use_names_over_ids=True))
+    text = [n for n, t in frame.schema.items() if t == pl.Utf8]  # VOTable text has no null
+    return frame.with_columns(pl.col(text).replace("", None)), provenance
 
 
 def _read_fits(path: Path) -> tuple[pl.DataFrame, dict[str, str]]:
     data, header = fitsio.read(str(path), ext=FITS_EXTNAME, header=True)
     columns = {}
-    for name in data.dtype.names:
+    for i, name in enumerate(data.dtype.names, start=1):
         values = data[name]
         if values.dtype.kind in "US":
             series = pl.Series(name, values.astype(str)).str.strip_chars_end().replace("", None)
@@ -228,12 +397,9 @@ def _read_fits(path: Path) -> tuple[pl.DataFrame, dict[str, str]]:
             series = pl.Series(name, values.astype(values.dtype.newbyteorder("=")))
             if values.dtype.kind == "f":
                 series = series.fill_nan(None)
-            elif values.dtype.kind == "i":
-                series = pl.when(series == FITS_INT_NULL).then(None).otherwise(series)
+            elif f"TNULL{i}" in header:
+                series = pl.when(series == header[f"TNULL{i}"]).then(None).otherwise(series)
                 series = pl.select(series.alias(name)).to_series()
-        known = COLUMNS_BY_NAME.get(name)
-        if known is not None:
-            series = series.cast(known.dtype)
         columns[name] = series
     by_keyword = {v: k for k, v in FITS_KEYWORDS.items()}
     provenance = {by_keyword[k]: str(header[k]) for k in by_keyword if k in header}

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from rrnet.io.astro import read_astropy_table
 from rrnet.utils.atomic import atomic_path
 
 REQUIRED_COLUMNS: tuple[str, ...] = ("filename", "extname_blue", "extname_red")
@@ -30,6 +31,9 @@ TABLE_FORMATS: dict[str, str] = {
     ".pq": "parquet",
     ".fits": "fits",
     ".fit": "fits",
+    ".ecsv": "ecsv",
+    ".vot": "votable",
+    ".votable": "votable",
 }
 """File suffix -> table format understood by :func:`read_table` and :func:`write_table`."""
 
@@ -39,7 +43,10 @@ class CatalogError(ValueError):
 
 
 def table_format(path: str | os.PathLike[str]) -> str:
-    """``"csv"``, ``"parquet"`` or ``"fits"`` from the file suffix; CatalogError otherwise."""
+    """``"csv"``, ``"parquet"``, ``"fits"``, ``"ecsv"`` or ``"votable"`` from the suffix.
+
+    CatalogError for any other suffix.
+    """
     suffix = Path(path).suffix.lower()
     if suffix not in TABLE_FORMATS:
         known = ", ".join(sorted(TABLE_FORMATS))
@@ -50,7 +57,7 @@ def table_format(path: str | os.PathLike[str]) -> str:
 
 
 def read_table(path: str | os.PathLike[str]) -> pl.DataFrame:
-    """Read a CSV, Parquet or FITS table into a DataFrame (CatalogError if unreadable)."""
+    """Read a CSV, Parquet, FITS, ECSV or VOTable table (CatalogError if unreadable)."""
     path = Path(path)
     fmt = table_format(path)
     if not path.is_file():
@@ -60,6 +67,8 @@ def read_table(path: str | os.PathLike[str]) -> pl.DataFrame:
             return pl.read_csv(path, infer_schema_length=10_000)
         if fmt == "parquet":
             return pl.read_parquet(path)
+        if fmt in ("ecsv", "votable"):
+            return read_astropy_table(path, fmt)
         return _read_fits_table(path)
     except (pl.exceptions.PolarsError, OSError, ValueError) as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -148,8 +157,10 @@ def write_table(table: pl.DataFrame, path: str | os.PathLike[str]) -> Path:
             table.write_csv(tmp)
         elif fmt == "parquet":
             table.write_parquet(tmp, statistics=False)
-        else:
+        elif fmt == "fits":
             _write_fits_table(table, tmp)
+        else:
+            raise CatalogError(f"write_table writes CSV, Parquet or FITS, not {fmt}: {path}")
     return path
 
 

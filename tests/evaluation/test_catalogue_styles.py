@@ -1,0 +1,33 @@
+"""rrnet-eval reads catalogues in either column style and in every catalogue format."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from rrnet.cli.eval import main
+from rrnet.evaluation.toy import toy_tables
+from rrnet.inference.writers import write_catalogue
+from rrnet.io import write_table
+
+pytest.importorskip("astropy")
+
+
+def _metrics(root: Path, catalogue: Path, name: str) -> dict:
+    args = ["--catalog", str(catalogue), "--labels", str(root / "labels.csv")]
+    assert main([*args, "--out", str(root / name), "--no-figures"]) == 0
+    return json.loads((root / name / "metrics.json").read_text())["metrics"]
+
+
+def test_identifier_ecsv_and_votable_give_the_paper_parquet_metrics(tmp_path: Path) -> None:
+    catalog, labels = toy_tables(30, seed=2)
+    write_table(labels, tmp_path / "labels.csv")
+    write_table(catalog, tmp_path / "paper.parquet")
+    want = _metrics(tmp_path, tmp_path / "paper.parquet", "paper")
+    assert want  # the toy catalogue has labels to evaluate
+    for fmt, suffix in (("ecsv", "ecsv"), ("votable", "vot"), ("fits", "fits")):
+        path = write_catalogue(catalog, tmp_path / f"ident.{suffix}", fmt, {})
+        got = _metrics(tmp_path, path, fmt)
+        assert got == want, fmt
