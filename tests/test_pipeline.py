@@ -139,13 +139,13 @@ def test_reasons_are_specific(data_dir, tmp_path):
 
 def test_files_are_read_once_per_batch(data_dir, monkeypatch):
     calls = []
-    real_read = pipeline._read_file
+    real_read = pipeline._read_files
 
-    def counting(path, extnames):
-        calls.append((path, tuple(extnames)))
-        return real_read(path, extnames)
+    def counting(files, *args):
+        calls.extend((path, tuple(extnames)) for path, extnames in files)
+        return real_read(files, *args)
 
-    monkeypatch.setattr(pipeline, "_read_file", counting)
+    monkeypatch.setattr(pipeline, "_read_files", counting)
     cat = _real_catalog(repeats=3)  # 15 rows, one file
     batches = list(iter_preprocessed(cat, data_dir, workers=0, batch_size=100))
     assert len(calls) == 1
