@@ -342,3 +342,38 @@ def test_rows_have_n_pix(data_dir):
     (batch,) = iter_preprocessed(_real_catalog(), data_dir, workers=0, keep_resampled=True)
     assert batch.flux.shape == batch.resampled.shape == (5, N_PIX)
     assert batch.flux.dtype == np.float32
+
+
+def test_rust_reader_store_equals_the_fitsio_store(data_dir, tmp_path):
+    real = _real_catalog(repeats=2).drop("star").with_columns(pl.col("rv").cast(pl.Utf8))
+    cat = pl.concat([_bad_catalog().drop("tag"), real])
+    stores = {
+        reader: preprocess_catalog(
+            cat,
+            data_dir,
+            tmp_path / reader,
+            reader=reader,
+            workers=2,
+            shard_size=16,
+            progress=False,
+            fsync=False,
+        )
+        for reader in ("auto", "fitsio")
+    }
+    fast, ref = stores["auto"], stores["fitsio"]
+    drop = ["reason"]  # wording may differ; the status may not
+    assert fast.manifest.drop(drop).equals(ref.manifest.drop(drop))
+    rows = np.arange(cat.height)
+    for kind in ("normalized", "resampled"):
+        np.testing.assert_array_equal(
+            fast.read_flux(rows, kind=kind), ref.read_flux(rows, kind=kind)
+        )
+    assert (fast.manifest["status"] == "ok").sum() >= 10
+
+
+def test_bounded_inflation_is_a_row_status(data_dir):
+    cat = _real_catalog()
+    (batch,) = iter_preprocessed(cat, data_dir, workers=0, max_inflated=100_000)
+    assert batch.manifest["status"].to_list() == ["too_large"] * cat.height
+    with pytest.raises(ValueError, match="reader"):
+        next(iter_preprocessed(cat, data_dir, reader="astropy"))
