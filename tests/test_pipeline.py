@@ -152,8 +152,19 @@ def test_files_are_read_once_per_batch(data_dir, monkeypatch):
     assert sorted(calls[0][1]) == sorted(e for pair in SPECTRA for e in pair)
     assert batches[0].manifest["status"].to_list() == ["ok"] * 15
     calls.clear()
-    list(iter_preprocessed(cat, data_dir, workers=0, batch_size=5))
-    assert len(calls) == 3
+    # Issue 20: a file straddling batches is read once too (it was once per batch).
+    small = list(iter_preprocessed(cat, data_dir, workers=0, batch_size=4))
+    assert len(calls) == 1
+    per_batch = ["shard", "offset"]
+    assert (
+        pl.concat([b.manifest for b in small])
+        .drop(per_batch)
+        .equals(batches[0].manifest.drop(per_batch))
+    )
+    np.testing.assert_array_equal(np.concatenate([b.flux for b in small]), batches[0].flux)
+    calls.clear()
+    list(iter_preprocessed(cat, data_dir, workers=0, batch_size=5, reader="fitsio"))
+    assert len(calls) == 1
 
 
 def test_repeated_spectra_give_identical_rows_and_rv_matters(data_dir):

@@ -222,27 +222,68 @@ def _ordered_prefetch(
     group: int,
 ) -> Iterator[tuple[Any, Any]]:
     """Yield ``(job, result)`` in job order; jobs are read ``group`` at a time
-    (one ``read(args_list)`` call each) with at most ``depth`` groups in flight."""
+    (one ``read(args_list)`` call each) with at most ``depth`` groups in flight.
+
+    A file job whose path and arms were asked for by one of the last
+    ``RECENT_FILES`` reads is not read again: it gets that read's result."""
     pending: deque = deque()
+    asked: dict[str, set[str]] = {}  # path -> arms, of recent submitted reads
+    done: dict[str, tuple] = {}  # path -> result, of recent finished reads
+    reuse: set[int] = set()  # id() of jobs answered from `done`
 
     def results(chunk: list, future: Future | _Immediate) -> Iterator[tuple[Any, Any]]:
         values = iter(future.result())
         for job in chunk:
-            yield job, (next(values) if job.args else None)
+            if job.args is None:
+                yield job, None
+            elif id(job) in reuse:
+                reuse.discard(id(job))
+                yield job, (*done[job.args[0]][:3], None)  # fallback already reported
+            else:
+                result = next(values)
+                done.pop(job.args[0], None)  # re-inserted: most recent last
+                done[job.args[0]] = result
+                _trim(done, 2 * RECENT_FILES)
+                yield job, result
+
+    def flush(chunk: list) -> None:
+        to_read = []
+        for job in chunk:
+            if job.args is None:
+                continue
+            path, extnames = job.args
+            if set(extnames) <= asked.get(path, set()):
+                reuse.add(id(job))
+                continue
+            asked.pop(path, None)  # re-inserted: most recent last
+            asked[path] = set(extnames)
+            _trim(asked, RECENT_FILES)
+            to_read.append(job.args)
+        pending.append((chunk, submit(read, to_read) if to_read else _Immediate([])))
 
     chunk: list = []
     for job in jobs:
         chunk.append(job)
         if len(chunk) < group:
             continue
-        pending.append((chunk, submit(read, [j.args for j in chunk if j.args])))
+        flush(chunk)
         chunk = []
         if len(pending) >= depth:
             yield from results(*pending.popleft())
     if chunk:
-        pending.append((chunk, submit(read, [j.args for j in chunk if j.args])))
+        flush(chunk)
     while pending:
         yield from results(*pending.popleft())
+
+
+RECENT_FILES = 64
+"""Reads remembered for reuse by :func:`_ordered_prefetch` (files straddling batches)."""
+
+
+def _trim(recent: dict, size: int) -> None:
+    """Drop the oldest entries beyond ``size`` (dicts keep insertion order)."""
+    while len(recent) > size:
+        del recent[next(iter(recent))]
 
 
 # --------------------------------------------------------------------------- planning
@@ -304,7 +345,29 @@ def _plan_batch(
         extnames = job.args[1]
         extnames.extend(e for e in dict.fromkeys((blue, red)) if e not in extnames)
         job.rows.append((row, blue, red, float(rv) if correct_rv else 0.0))
+    if by_file and stop < catalog.height:
+        _add_lookahead(catalog, stop, data_dir, by_file)
     return [*by_file.values(), _Job(plan, None)]
+
+
+LOOKAHEAD_ROWS = 256
+"""Rows of the next batch checked for the file the batch ends with."""
+
+
+def _add_lookahead(catalog: pl.DataFrame, stop: int, data_dir: Path, by_file: dict) -> None:
+    """Ask the batch's last file also for the arms the next batch's leading rows
+    want from it, so a file straddling two batches is read once (see
+    :func:`_ordered_prefetch`)."""
+    last_name = catalog.get_column("filename")[stop - 1]
+    last = None if last_name is None else str(data_dir / last_name)
+    if last not in by_file:
+        return
+    extnames = by_file[last].args[1]
+    nxt = catalog.slice(stop, LOOKAHEAD_ROWS).select("filename", "extname_blue", "extname_red")
+    for filename, blue, red in nxt.iter_rows():
+        if filename is None or str(data_dir / filename) != last:
+            break
+        extnames.extend(e for e in (blue, red) if e is not None and e not in extnames)
 
 
 # --------------------------------------------------------------------------- computing
