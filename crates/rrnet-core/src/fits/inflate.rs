@@ -88,6 +88,9 @@ fn only_padding(rest: &[u8]) -> bool {
 /// member) and grown by doubling only when a member needs more, never beyond
 /// `max_size`: a gzip bomb is refused after at most `max_size` bytes of work.
 pub fn gunzip(raw: &[u8], max_size: usize) -> Result<Vec<u8>, InflateError> {
+    let too_large = InflateError::TooLarge { limit: max_size };
+    // One byte over the limit proves a file too large.
+    let cap = max_size.saturating_add(1);
     let mut dec = Decompressor::new()?;
     let first_guess = trailer_size(raw).unwrap_or(0).max(4096);
     let mut out: Vec<u8> = Vec::new();
@@ -95,7 +98,7 @@ pub fn gunzip(raw: &[u8], max_size: usize) -> Result<Vec<u8>, InflateError> {
     while pos < raw.len() {
         let input = &raw[pos..];
         let start = out.len();
-        let mut room = first_guess.min(max_size.saturating_sub(start)).max(1);
+        let mut room = first_guess.clamp(1, cap.saturating_sub(start).max(1));
         loop {
             out.resize(start + room, 0);
             match dec.member(input, &mut out[start..]) {
@@ -104,12 +107,13 @@ pub fn gunzip(raw: &[u8], max_size: usize) -> Result<Vec<u8>, InflateError> {
                     pos += read;
                     break;
                 }
-                Ok(None) if start + room >= max_size => {
-                    return Err(InflateError::TooLarge { limit: max_size })
-                }
-                Ok(None) => room = room.saturating_mul(2).min(max_size - start),
+                Ok(None) if start + room >= cap => return Err(too_large),
+                Ok(None) => room = room.saturating_mul(2).min(cap.saturating_sub(start)),
                 Err(()) => return Err(InflateError::Corrupt),
             }
+        }
+        if out.len() > max_size {
+            return Err(too_large);
         }
         if only_padding(&raw[pos..]) {
             break;
@@ -164,6 +168,11 @@ mod tests {
             Err(InflateError::TooLarge { limit: 999_999 })
         );
         assert_eq!(gunzip(&raw, 1_000_000).unwrap().len(), 1_000_000);
+        // Several members, the limit reached between them.
+        let two = [raw.clone(), raw.clone()].concat();
+        assert!(gunzip(&two, 1_500_000).is_err());
+        assert_eq!(gunzip(&two, 2_000_000).unwrap().len(), 2_000_000);
+        assert!(gunzip(&two, 0).is_err());
         let mut bad = raw.clone();
         let n = bad.len();
         bad[n - 6] ^= 0xff; // CRC
