@@ -80,3 +80,34 @@ def rv_measure_batch(
     npt.NDArray[np.int32],  # best template [n]
 ]: ...
 def rv_status_codes() -> list[tuple[int, str]]: ...
+
+DEFAULT_MAX_INFLATED: int
+
+_ArmRead = tuple[
+    str,  # status: "ok", "missing_extension", "bad_columns"
+    str,  # reason ("" when ok)
+    list[tuple[str, str]],  # (keyword, raw value field) of the requested arm keys
+    npt.NDArray[np.float64] | None,  # loglam
+    npt.NDArray[np.float32] | None,  # flux
+    npt.NDArray[np.float32] | None,  # ivar
+    npt.NDArray[np.int32] | None,  # mask (ANDMASK, else PIXMASK)
+    npt.NDArray[np.int32] | None,  # ormask
+]
+
+def read_lamost_batch(
+    paths: list[str],
+    extnames: list[list[str]],
+    primary_keys: list[str],
+    arm_keys: list[str],
+    max_inflated: int,
+    threads: int | None = None,
+) -> list[
+    tuple[
+        str,  # status: "ok", "missing_file", "bad_fits", "too_large" or "unsupported"
+        str,  # reason
+        list[tuple[str, str]],  # primary-header (keyword, raw value field)
+        list[str | None],  # EXTNAME of HDUs 1..
+        int,  # number of HDUs
+        list[_ArmRead],  # one per requested extname, in order
+    ]
+]: ...

@@ -90,6 +90,9 @@ def test_missing_required_columns_exit_2_with_one_line(tmp_path, capsys):
         (["--bogus"], "unrecognized"),
         (["--resume", "--overwrite"], "exclude"),
         (["--select", "sel.txt"], "unknown table format"),
+        (["--max-inflated-mb", "0"], "--max-inflated-mb"),
+        (["--max-inflated-mb", "nan"], "--max-inflated-mb"),
+        (["--reader", "astropy"], "--reader"),
     ],
 )
 def test_unusable_arguments_exit_2_with_one_line(real_catalog, tmp_path, capsys, extra, needle):
@@ -189,3 +192,16 @@ def test_kill_9_then_resume_gives_the_uninterrupted_store(tmp_path):
     assert main([*common, "--out", str(out), "--resume"]) == 0
     assert _files(out) == _files(tmp_path / "full")
     assert not list(out.rglob("*.tmp"))
+
+
+def test_reader_option_and_inflation_limit(real_catalog, tmp_path):
+    args = [str(real_catalog), "--data-dir", str(REAL_FILE.parent), "--quiet"]
+    assert main([*args, "--out", str(tmp_path / "rust")]) == 0
+    assert main([*args, "--out", str(tmp_path / "ref"), "--reader", "fitsio"]) == 0
+    rust, ref = open_store(tmp_path / "rust"), open_store(tmp_path / "ref")
+    assert rust.manifest.drop("reason").equals(ref.manifest.drop("reason"))
+    rows = range(rust.n_rows)
+    np.testing.assert_array_equal(rust.read_flux(rows), ref.read_flux(rows))
+    assert main([*args, "--out", str(tmp_path / "small"), "--max-inflated-mb", "0.1"]) == 0
+    statuses = set(open_store(tmp_path / "small").manifest["status"])
+    assert statuses == {"too_large"}

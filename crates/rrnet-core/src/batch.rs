@@ -12,7 +12,7 @@ use crate::error::{KernelError, Status};
 use crate::grid::{Arm, N_PIX, N_PIX_ARM};
 use crate::outliers::OutlierStats;
 use crate::resample::resample_into;
-use crate::rv::rv_correct_into;
+use crate::rv::rv_correct_incremental_into;
 use crate::snr::snr_ivar;
 
 /// Diagnostics of one normalised spectrum.
@@ -197,7 +197,7 @@ fn resample_arm(
         return (Err(err), f64::NAN);
     }
     scratch.wave.resize(loglam.len(), 0.0);
-    rv_correct_into(loglam, rv_kms, &mut scratch.wave);
+    rv_correct_incremental_into(loglam, rv_kms, &mut scratch.wave);
     let grid = arm.grid();
     let snr = match batch.ivar {
         Some(ivar) => snr_ivar(

@@ -13,6 +13,7 @@
 pub mod batch;
 pub mod continuum;
 pub mod error;
+pub mod fits;
 pub mod grid;
 pub mod outliers;
 pub mod resample;

@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::ops::Range;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use numpy::ndarray::Array2;
@@ -18,6 +19,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use rayon::{ThreadPool, ThreadPoolBuilder};
 use rrnet_core::batch::{self, ArmBatch, NormalizeStats, Ragged, ResampleStats};
+use rrnet_core::fits::lamost::{self, ArmData, FileData, ReadFailure, ReadOptions};
 use rrnet_core::grid::{Arm, N_PIX};
 use rrnet_core::rv_measure::{self, RvResult, RvSettings, RvStatus, RvValue, Templates};
 use rrnet_core::{KernelError, Status};
@@ -404,6 +406,99 @@ fn rv_status_codes() -> Vec<(u8, &'static str)> {
         .collect()
 }
 
+/// One arm as returned to Python: (status, reason, cards, loglam, flux, ivar, mask, ormask).
+type ArmOut<'py> = (
+    &'static str,
+    String,
+    Vec<(String, String)>,
+    Option<Bound<'py, PyArray1<f64>>>,
+    Option<Bound<'py, PyArray1<f32>>>,
+    Option<Bound<'py, PyArray1<f32>>>,
+    Option<Bound<'py, PyArray1<i32>>>,
+    Option<Bound<'py, PyArray1<i32>>>,
+);
+
+/// One file as returned to Python: (status, reason, primary cards, extnames, n_hdus, arms).
+type FileOut<'py> = (
+    &'static str,
+    String,
+    Vec<(String, String)>,
+    Vec<Option<String>>,
+    usize,
+    Vec<ArmOut<'py>>,
+);
+
+fn arm_out(py: Python<'_>, arm: Result<ArmData, ReadFailure>) -> ArmOut<'_> {
+    match arm {
+        Ok(a) => (
+            "ok",
+            String::new(),
+            a.cards,
+            Some(a.loglam.into_pyarray(py)),
+            Some(a.flux.into_pyarray(py)),
+            Some(a.ivar.into_pyarray(py)),
+            a.mask.map(|m| m.into_pyarray(py)),
+            a.ormask.map(|m| m.into_pyarray(py)),
+        ),
+        Err(e) => (
+            e.status.name(),
+            e.reason,
+            vec![],
+            None,
+            None,
+            None,
+            None,
+            None,
+        ),
+    }
+}
+
+fn file_out(py: Python<'_>, file: Result<FileData, ReadFailure>) -> FileOut<'_> {
+    match file {
+        Ok(f) => {
+            let arms = f.arms.into_iter().map(|a| arm_out(py, a)).collect();
+            ("ok", String::new(), f.primary, f.extnames, f.n_hdus, arms)
+        }
+        Err(e) => (e.status.name(), e.reason, vec![], vec![], 0, vec![]),
+    }
+}
+
+/// Read LAMOST MRS files in memory, one rayon task per file (GIL released).
+/// Status "unsupported" means: read that file with cfitsio instead.
+#[pyfunction]
+#[pyo3(signature = (paths, extnames, primary_keys, arm_keys, max_inflated, threads=None))]
+fn read_lamost_batch(
+    py: Python<'_>,
+    paths: Vec<PathBuf>,
+    extnames: Vec<Vec<String>>,
+    primary_keys: Vec<String>,
+    arm_keys: Vec<String>,
+    max_inflated: usize,
+    threads: Option<usize>,
+) -> PyResult<Vec<FileOut<'_>>> {
+    if paths.len() != extnames.len() {
+        return Err(PyValueError::new_err(
+            "paths and extnames must have the same length",
+        ));
+    }
+    let opts = ReadOptions {
+        max_inflated,
+        primary_keys,
+        arm_keys,
+    };
+    let files: Vec<_> = paths
+        .iter()
+        .zip(&extnames)
+        .map(|(p, e)| (p.as_path(), e.as_slice()))
+        .collect();
+    let mut results = Vec::with_capacity(files.len());
+    run_detached(py, threads, files.len(), |rows| {
+        results.extend(lamost::read_files(&files[rows], &opts));
+        Ok(())
+    })?;
+    Ok(results.into_iter().map(|f| file_out(py, f)).collect())
+}
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("N_PIX", N_PIX)?;
@@ -417,5 +512,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(resample_batch, m)?)?;
     m.add_function(wrap_pyfunction!(rv_measure_batch, m)?)?;
     m.add_function(wrap_pyfunction!(rv_status_codes, m)?)?;
+    m.add_function(wrap_pyfunction!(read_lamost_batch, m)?)?;
+    m.add("DEFAULT_MAX_INFLATED", lamost::DEFAULT_MAX_INFLATED)?;
     Ok(())
 }

@@ -10,6 +10,7 @@ import polars as pl
 
 from rrnet.cli._args import OneLineParser, UsageError, usage_error
 from rrnet.io.catalog import CatalogError, read_table, table_format
+from rrnet.io.lamost import DEFAULT_MAX_INFLATED
 from rrnet.io.lamost_catalog import status_summary
 from rrnet.io.locate import locate_files
 from rrnet.preprocess.pipeline import (
@@ -100,6 +101,20 @@ def build_parser() -> argparse.ArgumentParser:
         default=30,
         help="quality cut on consecutive outlier pixels (30)",
     )
+    parser.add_argument(
+        "--reader",
+        choices=("auto", "fitsio"),
+        default="auto",
+        help="FITS reader: auto (Rust, in memory; fitsio for what it does not support; "
+        "default) or fitsio (the reference reader only)",
+    )
+    parser.add_argument(
+        "--max-inflated-mb",
+        type=float,
+        default=DEFAULT_MAX_INFLATED / 2**20,
+        help="refuse .fits.gz files inflating beyond this many MiB with status too_large "
+        f"(default {DEFAULT_MAX_INFLATED // 2**20})",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress output")
     return parser
 
@@ -114,6 +129,8 @@ def _check(args: argparse.Namespace) -> str | None:
         return f"--data-dir is not a directory: {args.data_dir}"
     if args.workers is not None and args.workers < 0:
         return f"--workers must be >= 0, got {args.workers}"
+    if not (args.max_inflated_mb * 2**20 >= 1):  # also refuses nan
+        return f"--max-inflated-mb must be positive, got {args.max_inflated_mb}"
     if args.shard_size < 1:
         return f"--shard-size must be >= 1, got {args.shard_size}"
     if args.max_iter < 1:
@@ -165,6 +182,8 @@ def main(argv: list[str] | None = None) -> int:
             shard_size=args.shard_size,
             quality=QualityCuts(args.min_snr, args.max_outliers, args.max_outlier_run),
             progress=not args.quiet,
+            reader=args.reader,
+            max_inflated=int(min(args.max_inflated_mb * 2**20, 2**62)),
         )
     except (CatalogError, StoreError) as exc:
         return usage_error(PROG, exc)

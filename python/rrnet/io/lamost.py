@@ -10,7 +10,10 @@ real DR7 files are *descending*, and the kernels handle either order.
 
 Every failure raises a :class:`LamostReadError` subclass whose ``status`` is the
 per-row status the preprocessing pipeline records (``missing_file``,
-``bad_fits``, ``missing_extension``, ``bad_columns``).
+``bad_fits``, ``too_large``, ``missing_extension``, ``bad_columns``).
+
+This module is the reference reader (cfitsio through fitsio);
+:mod:`rrnet.io.lamost_fast` reads the same files in Rust and falls back to it.
 """
 
 from __future__ import annotations
@@ -35,6 +38,10 @@ MASK_COLUMNS: tuple[str, ...] = ("ANDMASK", "PIXMASK", "ORMASK")
 
 GZIP_MAGIC = b"\x1f\x8b"
 
+DEFAULT_MAX_INFLATED = 256 << 20
+"""Largest inflated size [bytes] of a ``.fits.gz`` file (a MRS file is ~2 MB): a
+gzip bomb is refused with status ``too_large`` after at most this much work."""
+
 
 class LamostReadError(Exception):
     """A spectrum could not be read; ``status`` is the pipeline's per-row status."""
@@ -52,6 +59,12 @@ class BadFitsError(LamostReadError):
     """The file is not FITS, is truncated, or its structure cannot be parsed."""
 
     status = "bad_fits"
+
+
+class TooLargeError(LamostReadError):
+    """The gzip file inflates beyond the configured maximum size."""
+
+    status = "too_large"
 
 
 class MissingExtensionError(LamostReadError):
@@ -178,20 +191,24 @@ class _Opened:
         return _parse_cards(self.content[offsets["header_start"] : offsets["data_start"]], keys)
 
 
-def _gunzip(raw: bytes, name: str) -> bytes:
-    """Decompress all gzip members; BadFitsError when cut short or corrupt.
+def _gunzip(raw: bytes, name: str, max_size: int = DEFAULT_MAX_INFLATED) -> bytes:
+    """Decompress all gzip members; BadFitsError when cut short or corrupt,
+    TooLargeError beyond ``max_size`` bytes in all.
 
     Done here rather than by cfitsio: zlib checks the CRC and length (cfitsio
     silently accepts a truncated stream), releases the GIL so reader threads run
     in parallel, and is about twice as fast.
     """
-    parts = []
+    parts, size = [], 0
     while raw:
         inflater = zlib.decompressobj(wbits=31)
         try:
-            parts.append(inflater.decompress(raw))
+            parts.append(inflater.decompress(raw, max_size - size + 1))
         except zlib.error as exc:
             raise BadFitsError(f"corrupt gzip file {name}: {exc}") from exc
+        size += len(parts[-1])
+        if size > max_size:
+            raise TooLargeError(f"{name} inflates to more than the limit of {max_size} bytes")
         if not inflater.eof:
             raise BadFitsError(f"truncated gzip file {name}: the compressed stream is cut short")
         raw = inflater.unused_data
@@ -201,7 +218,9 @@ def _gunzip(raw: bytes, name: str) -> bytes:
 
 
 @contextmanager
-def _open(path: str | os.PathLike[str]) -> Iterator[_Opened]:
+def _open(
+    path: str | os.PathLike[str], max_inflated: int = DEFAULT_MAX_INFLATED
+) -> Iterator[_Opened]:
     path = Path(path)
     if not path.is_file():
         raise MissingFileError(f"file not found: {path}")
@@ -210,7 +229,7 @@ def _open(path: str | os.PathLike[str]) -> Iterator[_Opened]:
     except OSError as exc:
         raise MissingFileError(f"file not readable: {path}: {exc.strerror}") from exc
     if content[:2] == GZIP_MAGIC:
-        content = _gunzip(content, path.name)
+        content = _gunzip(content, path.name, max_inflated)
         # fitsio opens files by name: hand it a scratch copy, unlinked once open
         # (cfitsio keeps its descriptor), so a killed process leaves nothing behind.
         fd, scratch = tempfile.mkstemp(prefix="rrnet-", suffix=".fits")
@@ -255,10 +274,20 @@ def _file_info(opened: _Opened) -> LamostFile:
             f"truncated file {path.name}: {len(opened.content)} bytes (uncompressed), "
             f"its HDUs end at byte {end}"
         )
+    return file_info(path, header, extnames, len(fits))
+
+
+def file_info(
+    path: Path, header: dict[str, object], extnames: tuple[str, ...], n_hdus: int
+) -> LamostFile:
+    """The file's :class:`LamostFile` from its primary-header values (shared by both readers).
+
+    Raises BadFitsError when the file has fewer HDUs than its N_EXTEN says.
+    """
     n_expected = _typed(header, "N_EXTEN", int)
-    if n_expected is not None and len(fits) < n_expected:
+    if n_expected is not None and n_hdus < n_expected:
         raise BadFitsError(
-            f"truncated file {path.name}: header N_EXTEN={n_expected} but {len(fits)} HDUs found"
+            f"truncated file {path.name}: header N_EXTEN={n_expected} but {n_hdus} HDUs found"
         )
     return LamostFile(
         path=path,
@@ -315,13 +344,26 @@ def _read_arm(opened: _Opened, extname: str) -> Arm:
                 f"FLUX {flux.size}"
             )
     primary_mask = masks.get("ANDMASK", masks.get("PIXMASK"))
+    return make_arm(extname, header, loglam, flux, ivar, primary_mask, masks.get("ORMASK"))
+
+
+def make_arm(
+    extname: str,
+    header: dict[str, object],
+    loglam: np.ndarray,
+    flux: np.ndarray,
+    ivar: np.ndarray,
+    mask: np.ndarray | None,
+    ormask: np.ndarray | None,
+) -> Arm:
+    """An :class:`Arm` from its columns and header values (shared by both readers)."""
     return Arm(
         extname=extname,
         loglam=loglam,
         flux=flux,
         ivar=ivar,
-        mask=primary_mask,
-        ormask=masks.get("ORMASK"),
+        mask=mask,
+        ormask=ormask,
         snr=_typed(header, "SNR", float),
         lmjm=_typed(header, "LMJM", int),
         exptime=_typed(header, "EXPTIME", float),
@@ -354,7 +396,10 @@ def read_arm(path: str | os.PathLike[str], extname: str) -> Arm:
 
 
 def read_arms(
-    path: str | os.PathLike[str], extnames: Iterable[str]
+    path: str | os.PathLike[str],
+    extnames: Iterable[str],
+    *,
+    max_inflated: int = DEFAULT_MAX_INFLATED,
 ) -> tuple[LamostFile, dict[str, Arm | LamostReadError]]:
     """Open a file once and read several arms; per-arm failures are returned, not raised.
 
@@ -364,9 +409,10 @@ def read_arms(
     Raises
     ------
     LamostReadError
-        When the file as a whole is unusable (missing, not FITS, truncated).
+        When the file as a whole is unusable (missing, not FITS, truncated,
+        inflating beyond ``max_inflated`` bytes).
     """
-    with _open(path) as opened:
+    with _open(path, max_inflated) as opened:
         info = _file_info(opened)
         arms: dict[str, Arm | LamostReadError] = {}
         for extname in dict.fromkeys(extnames):

@@ -2,10 +2,13 @@
 
 The catalogue is cut into consecutive batches of catalogue rows (one batch = one
 store shard). Within a batch, rows are grouped by file, so each file is opened
-and decompressed once however many of its spectra the batch names. Files are
-read by ``workers`` threads (decompression and I/O release the GIL) while the
-calling thread runs the Rust kernels (which release it too). At most a fixed
-number of files is in flight, so memory stays flat however long the catalogue.
+and decompressed once however many of its spectra the batch names. By default
+files are read in Rust (:mod:`rrnet.io.lamost_fast`: in-memory libdeflate, one
+rayon task per file on ``workers`` threads, fitsio for what it does not support)
+in groups of :data:`FILES_PER_READ`; ``reader="fitsio"`` reads each file with
+fitsio on ``workers`` threads. Either way the calling thread meanwhile runs the
+Rust kernels (GIL released). At most a fixed number of files is in flight, so
+memory stays flat however long the catalogue.
 
 Every catalogue row yields exactly one manifest row with a ``status`` and, when
 not ``ok``, a ``reason``. Nothing in a bad row stops the batch.
@@ -17,6 +20,7 @@ not ``ok``, a ``reason``. Nothing in a bad row stops the batch.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import shutil
@@ -33,7 +37,8 @@ import polars as pl
 
 from rrnet.grid import C_KMS, N_PIX
 from rrnet.io.catalog import read_catalog, validate_catalog, write_table
-from rrnet.io.lamost import LamostReadError, read_arms
+from rrnet.io.lamost import DEFAULT_MAX_INFLATED
+from rrnet.io.lamost_fast import READERS, FileRead, Reader, read_many
 from rrnet.preprocess import Status, normalize_detailed, reason, resample_batch
 from rrnet.preprocess.settings import PreprocessSettings
 from rrnet.store import (
@@ -48,6 +53,8 @@ from rrnet.store import (
 )
 from rrnet.utils.atomic import atomic_path
 from rrnet.utils.progress import Progress
+
+log = logging.getLogger(__name__)
 
 KERNEL_STATUS_NAMES: dict[Status, str] = {
     Status.OK: "ok",
@@ -65,7 +72,10 @@ COMPUTE_CHUNK = 256
 """Spectra handed to the Rust kernels per call (bounds the raw arrays held at once)."""
 
 PREFETCH_PER_WORKER = 4
-"""Files read ahead per reader thread."""
+"""Files read ahead per reader thread (fitsio reader)."""
+
+FILES_PER_READ = 32
+"""Files per call of the Rust reader (one rayon task each); two calls are in flight."""
 
 MANIFEST_SCHEMA: dict[str, pl.DataType] = {
     "row": pl.Int64,
@@ -129,6 +139,8 @@ class PreprocessedBatch:
     resampled : float32 [n, 7200] or None
         Flux on the grid before normalisation (NaN where resampling failed);
         None unless requested.
+    fallbacks : list of (path, reason)
+        Files the Rust reader left to fitsio, and why.
     """
 
     index: int
@@ -136,32 +148,42 @@ class PreprocessedBatch:
     manifest: pl.DataFrame
     flux: np.ndarray
     resampled: np.ndarray | None
+    fallbacks: list[tuple[str, str]] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------- reading
 
 
-def _read_file(path: str, extnames: list[str]) -> tuple[tuple[str, str] | None, dict, dict]:
-    """Reader task: read the named arms of one file.
+def _plain(read: FileRead) -> tuple[tuple[str, str] | None, dict, dict, str | None]:
+    """One file's outcome as plain values: ``(file_error, header, arms, fallback)``.
 
-    Returns ``(file_error, header, arms)`` of plain values:
     ``file_error`` is ``(status, reason)`` or None, ``arms`` maps extname to
-    ``(loglam, flux, ivar, snr)`` or to ``(status, reason)``.
+    ``(loglam, flux, ivar, snr)`` or to ``(status, reason)``, ``fallback`` is
+    why fitsio read the file (None: it was not a fallback).
     """
-    try:
-        info, arms = read_arms(path, extnames)
-    except LamostReadError as exc:
-        return (exc.status, str(exc)), {}, {}
-    except Exception as exc:  # an unforeseen reader failure must not stop the batch
-        return ("bad_fits", f"unexpected error reading {Path(path).name}: {exc!r}"), {}, {}
+    if read.error is not None:
+        return (read.error.status, str(read.error)), {}, {}, read.fallback
+    info = read.info
     header = {"obsid": info.obsid, "ra": info.ra, "dec": info.dec, "desig": info.desig}
     out: dict[str, tuple] = {}
-    for extname, arm in arms.items():
-        if isinstance(arm, LamostReadError):
+    for extname, arm in read.arms.items():
+        if isinstance(arm, Exception):
             out[extname] = (arm.status, str(arm))
         else:
             out[extname] = (arm.loglam, arm.flux, arm.ivar, arm.snr)
-    return None, header, out
+    return None, header, out, read.fallback
+
+
+def _read_files(
+    files: list[tuple[str, list[str]]], reader: Reader, max_inflated: int, threads: int | None
+) -> list[tuple]:
+    """Reader task: read the named arms of several files (see :func:`_plain`)."""
+    try:
+        reads = read_many(files, reader=reader, max_inflated=max_inflated, threads=threads)
+    except Exception as exc:  # an unforeseen reader failure must not stop the batch
+        why = f"unexpected error reading files: {exc!r}"
+        return [(("bad_fits", why), {}, {}, None) for _ in files]
+    return [_plain(read) for read in reads]
 
 
 class _Immediate:
@@ -193,18 +215,75 @@ def _reader(workers: int) -> Iterator[Callable[..., Any]]:
 
 
 def _ordered_prefetch(
-    submit: Callable[..., Future | _Immediate], jobs: Iterable[Any], depth: int
+    submit: Callable[..., Future | _Immediate],
+    read: Callable[[list], list],
+    jobs: Iterable[Any],
+    depth: int,
+    group: int,
 ) -> Iterator[tuple[Any, Any]]:
-    """Yield ``(job, result)`` in job order with at most ``depth`` jobs in flight."""
+    """Yield ``(job, result)`` in job order; jobs are read ``group`` at a time
+    (one ``read(args_list)`` call each) with at most ``depth`` groups in flight.
+
+    A file job whose path and arms were asked for by one of the last
+    ``RECENT_FILES`` reads is not read again: it gets that read's result."""
     pending: deque = deque()
+    asked: dict[str, set[str]] = {}  # path -> arms, of recent submitted reads
+    done: dict[str, tuple] = {}  # path -> result, of recent finished reads
+    reuse: set[int] = set()  # id() of jobs answered from `done`
+
+    def results(chunk: list, future: Future | _Immediate) -> Iterator[tuple[Any, Any]]:
+        values = iter(future.result())
+        for job in chunk:
+            if job.args is None:
+                yield job, None
+            elif id(job) in reuse:
+                reuse.discard(id(job))
+                yield job, (*done[job.args[0]][:3], None)  # fallback already reported
+            else:
+                result = next(values)
+                done.pop(job.args[0], None)  # re-inserted: most recent last
+                done[job.args[0]] = result
+                _trim(done, 2 * RECENT_FILES)
+                yield job, result
+
+    def flush(chunk: list) -> None:
+        to_read = []
+        for job in chunk:
+            if job.args is None:
+                continue
+            path, extnames = job.args
+            if set(extnames) <= asked.get(path, set()):
+                reuse.add(id(job))
+                continue
+            asked.pop(path, None)  # re-inserted: most recent last
+            asked[path] = set(extnames)
+            _trim(asked, RECENT_FILES)
+            to_read.append(job.args)
+        pending.append((chunk, submit(read, to_read) if to_read else _Immediate([])))
+
+    chunk: list = []
     for job in jobs:
-        pending.append((job, submit(_read_file, *job.args) if job.args else _Immediate(None)))
+        chunk.append(job)
+        if len(chunk) < group:
+            continue
+        flush(chunk)
+        chunk = []
         if len(pending) >= depth:
-            done, future = pending.popleft()
-            yield done, future.result()
+            yield from results(*pending.popleft())
+    if chunk:
+        flush(chunk)
     while pending:
-        done, future = pending.popleft()
-        yield done, future.result()
+        yield from results(*pending.popleft())
+
+
+RECENT_FILES = 64
+"""Reads remembered for reuse by :func:`_ordered_prefetch` (files straddling batches)."""
+
+
+def _trim(recent: dict, size: int) -> None:
+    """Drop the oldest entries beyond ``size`` (dicts keep insertion order)."""
+    while len(recent) > size:
+        del recent[next(iter(recent))]
 
 
 # --------------------------------------------------------------------------- planning
@@ -266,7 +345,29 @@ def _plan_batch(
         extnames = job.args[1]
         extnames.extend(e for e in dict.fromkeys((blue, red)) if e not in extnames)
         job.rows.append((row, blue, red, float(rv) if correct_rv else 0.0))
+    if by_file and stop < catalog.height:
+        _add_lookahead(catalog, stop, data_dir, by_file)
     return [*by_file.values(), _Job(plan, None)]
+
+
+LOOKAHEAD_ROWS = 256
+"""Rows of the next batch checked for the file the batch ends with."""
+
+
+def _add_lookahead(catalog: pl.DataFrame, stop: int, data_dir: Path, by_file: dict) -> None:
+    """Ask the batch's last file also for the arms the next batch's leading rows
+    want from it, so a file straddling two batches is read once (see
+    :func:`_ordered_prefetch`)."""
+    last_name = catalog.get_column("filename")[stop - 1]
+    last = None if last_name is None else str(data_dir / last_name)
+    if last not in by_file:
+        return
+    extnames = by_file[last].args[1]
+    nxt = catalog.slice(stop, LOOKAHEAD_ROWS).select("filename", "extname_blue", "extname_red")
+    for filename, blue, red in nxt.iter_rows():
+        if filename is None or str(data_dir / filename) != last:
+            break
+        extnames.extend(e for e in (blue, red) if e is not None and e not in extnames)
 
 
 # --------------------------------------------------------------------------- computing
@@ -287,6 +388,7 @@ class _BatchBuilder:
         }
         self.columns["status"] = ["ok"] * n
         self._pending: list[tuple[int, tuple, tuple, float]] = []
+        self.fallbacks: list[tuple[str, str]] = []
         for row, (status, why) in plan.early.items():
             self._fail(row - plan.start, status, why)
 
@@ -295,7 +397,10 @@ class _BatchBuilder:
         self.columns["reason"][pos] = why
 
     def add(self, job: _Job, result: tuple) -> None:
-        file_error, header, arms = result
+        file_error, header, arms, fallback = result
+        if fallback is not None:
+            self.fallbacks.append((job.args[0], fallback))
+            log.warning("read %s with fitsio: %s", job.args[0], fallback)
         for row, blue, red, rv in job.rows:
             pos = row - self.plan.start
             for name, value in header.items():
@@ -382,7 +487,9 @@ class _BatchBuilder:
         manifest = pl.concat(
             [catalog.slice(plan.start, n), header, added], how="horizontal"
         ).select(["row", *catalog.columns, *header_columns, *list(MANIFEST_SCHEMA)[1:]])
-        return PreprocessedBatch(plan.index, rows, manifest, self.normalized, self.resampled)
+        return PreprocessedBatch(
+            plan.index, rows, manifest, self.normalized, self.resampled, self.fallbacks
+        )
 
 
 def _finite_or_none(value: float) -> float | None:
@@ -447,6 +554,25 @@ def default_workers() -> int:
     return max(1, os.cpu_count() or 1)
 
 
+def _read_plan(workers: int, reader: Reader, max_inflated: int) -> tuple[int, int, int, Callable]:
+    """(Python reader threads, groups in flight, files per group, read function)."""
+    if reader not in READERS:
+        raise ValueError(f"reader must be one of {READERS}, got {reader!r}")
+    if max_inflated < 1:
+        raise ValueError(f"max_inflated must be >= 1 byte, got {max_inflated}")
+    if reader == "fitsio":  # one file per task, as many tasks as threads
+        depth = max(2, PREFETCH_PER_WORKER * max(workers, 1))
+        return workers, depth, 1, lambda args: _read_files(args, reader, max_inflated, None)
+    # Rust: one Python thread hands groups to a rayon pool of `workers` threads.
+    threads = max(workers, 1)
+    return (
+        min(workers, 1),
+        2,
+        FILES_PER_READ,
+        (lambda args: _read_files(args, reader, max_inflated, threads)),
+    )
+
+
 def iter_preprocessed(
     catalog: pl.DataFrame | str | os.PathLike[str],
     data_dir: str | os.PathLike[str],
@@ -460,6 +586,8 @@ def iter_preprocessed(
     quality: QualityCuts = QualityCuts(),
     skip_batches: Container[int] = (),
     progress: bool = False,
+    reader: Reader = "auto",
+    max_inflated: int = DEFAULT_MAX_INFLATED,
 ) -> Iterator[PreprocessedBatch]:
     """Preprocess a catalogue batch by batch, in catalogue order, without writing files.
 
@@ -474,6 +602,11 @@ def iter_preprocessed(
         Reader threads; 0 reads in the calling thread. Default :func:`default_workers`.
     skip_batches : container of int
         Batch indices not to compute (used by ``resume``).
+    reader : {"auto", "fitsio", "rust"}
+        ``auto`` (default): the Rust reader, fitsio for the files it does not
+        support; ``fitsio``: the reference reader only.
+    max_inflated : int
+        Largest inflated size of a ``.fits.gz`` file [bytes]; beyond: ``too_large``.
 
     Yields
     ------
@@ -486,6 +619,7 @@ def iter_preprocessed(
     catalog = _load_catalog(catalog, rv_column, correct_rv)
     data_dir = Path(data_dir)
     workers = default_workers() if workers is None else workers
+    threads, depth, group, read = _read_plan(workers, reader, max_inflated)
     header_columns = [c for c in HEADER_COLUMNS if c not in catalog.columns]
     n_batches = -(-catalog.height // batch_size)
     todo = [i for i in range(n_batches) if i not in skip_batches]
@@ -498,9 +632,8 @@ def iter_preprocessed(
     bar = Progress(catalog.height, initial=initial, enabled=progress, prefix="rrnet-preprocess")
     builder: _BatchBuilder | None = None
     try:
-        with _reader(workers) as submit:
-            depth = max(2, PREFETCH_PER_WORKER * max(workers, 1))
-            for job, result in _ordered_prefetch(submit, jobs, depth):
+        with _reader(threads) as submit:
+            for job, result in _ordered_prefetch(submit, read, jobs, depth, group):
                 if builder is None or builder.plan is not job.plan:
                     builder = _BatchBuilder(job.plan, settings, keep_resampled)
                 if job.args is not None:
@@ -531,6 +664,8 @@ def preprocess_catalog(
     quality: QualityCuts = QualityCuts(),
     progress: bool = True,
     fsync: bool = True,
+    reader: Reader = "auto",
+    max_inflated: int = DEFAULT_MAX_INFLATED,
 ) -> Store:
     """Preprocess a catalogue into a store directory (see :mod:`rrnet.store`) and open it.
 
@@ -538,7 +673,8 @@ def preprocess_catalog(
     part are written atomically, the part last, so a run killed at any moment
     (``kill -9`` included) is continued with ``resume=True``: complete shards
     are kept, the rest recomputed, and the result is byte-identical to an
-    uninterrupted run.
+    uninterrupted run. ``reader`` and ``max_inflated`` are those of
+    :func:`iter_preprocessed`.
 
     Raises
     ------
@@ -580,6 +716,8 @@ def preprocess_catalog(
         quality=quality,
         skip_batches=done,
         progress=progress,
+        reader=reader,
+        max_inflated=max_inflated,
     ):
         _write_shard(out, batch, fsync=fsync)
         del batch  # only one shard in memory at a time

@@ -1,0 +1,236 @@
+//! FITS headers (80-byte cards in 2880-byte blocks) and the HDU layout of a file.
+//!
+//! Only what a LAMOST MRS file needs: the mandatory structural keywords, a
+//! value lookup that mirrors the Python reader's card parser, and the walk
+//! over HDUs. Anything outside that subset is [`Unsupported`] so the caller
+//! can hand the file to cfitsio instead of guessing.
+
+use super::Unsupported;
+
+/// FITS block size in bytes.
+pub const BLOCK: usize = 2880;
+/// Card size in bytes.
+pub const CARD: usize = 80;
+
+/// One header-data unit of an in-memory file.
+#[derive(Debug, Clone)]
+pub struct Hdu<'a> {
+    /// Header cards up to and including END.
+    pub header: &'a [u8],
+    /// The data bytes (without the block padding).
+    pub data: &'a [u8],
+}
+
+/// The 8-character keyword of a card, trimmed as Python's `str.strip` does.
+fn card_key(card: &[u8]) -> &[u8] {
+    let is_space = |b: &u8| b.is_ascii_whitespace() || (0x1c..=0x1f).contains(b) || *b == 0x0b;
+    let key = &card[..8.min(card.len())];
+    let start = key.iter().position(|b| !is_space(b)).unwrap_or(key.len());
+    let end = key
+        .iter()
+        .rposition(|b| !is_space(b))
+        .map_or(start, |e| e + 1);
+    &key[start..end]
+}
+
+impl<'a> Hdu<'a> {
+    /// Cards before END.
+    pub fn cards(&self) -> impl Iterator<Item = &'a [u8]> {
+        self.header
+            .chunks_exact(CARD)
+            .take_while(|card| card_key(card) != b"END")
+    }
+
+    /// The value field (bytes 10..80) of the last card `key = ...`, as the
+    /// Python reader takes it (a card without "= " in columns 9-10 has no value).
+    pub fn value(&self, key: &str) -> Option<&'a [u8]> {
+        self.cards()
+            .filter(|card| card_key(card) == key.as_bytes() && &card[8..10] == b"= ")
+            .last()
+            .map(|card| &card[10..])
+    }
+
+    /// An integer keyword (the token before any comment); None if absent or not an integer.
+    pub fn int(&self, key: &str) -> Option<i64> {
+        let field = self.value(key)?;
+        let token = field.split(|&b| b == b'/').next()?;
+        std::str::from_utf8(token).ok()?.trim().parse().ok()
+    }
+
+    /// A string keyword, quotes removed, '' unescaped, trailing blanks dropped.
+    pub fn string(&self, key: &str) -> Option<String> {
+        let field = std::str::from_utf8(self.value(key)?).ok()?.trim();
+        let inner = field.strip_prefix('\'')?;
+        let mut text = String::new();
+        let mut chars = inner.chars().peekable();
+        while let Some(c) = chars.next() {
+            if c == '\'' {
+                if chars.peek() == Some(&'\'') {
+                    chars.next();
+                    text.push('\'');
+                    continue;
+                }
+                break;
+            }
+            text.push(c);
+        }
+        Some(text.trim_end().to_string())
+    }
+
+    /// The first card's keyword (SIMPLE or XTENSION).
+    fn first_key(&self) -> &'a [u8] {
+        self.header.get(..8).map_or(&[][..], card_key)
+    }
+}
+
+/// The value field as Python's `bytes.decode("ascii", errors="replace")` gives it.
+pub fn ascii_lossy(field: &[u8]) -> String {
+    field
+        .iter()
+        .map(|&b| {
+            if b.is_ascii() {
+                char::from(b)
+            } else {
+                '\u{fffd}'
+            }
+        })
+        .collect()
+}
+
+/// Bytes of a header starting at `start`: up to and including the END card.
+fn header_at(content: &[u8], start: usize) -> Result<&[u8], Unsupported> {
+    let mut pos = start;
+    while pos + CARD <= content.len() {
+        if card_key(&content[pos..pos + CARD]) == b"END" {
+            return Ok(&content[start..pos + CARD]);
+        }
+        pos += CARD;
+    }
+    Err(Unsupported(format!(
+        "header at byte {start} has no END card before the end of the file"
+    )))
+}
+
+fn round_up(n: usize) -> Option<usize> {
+    n.checked_add(BLOCK - 1).map(|m| m / BLOCK * BLOCK)
+}
+
+/// Data size in bytes from BITPIX, NAXISn, PCOUNT and GCOUNT.
+fn data_size(hdu: &Hdu<'_>, primary: bool) -> Result<usize, Unsupported> {
+    let bad = |what: &str| Unsupported(format!("structural keyword {what} missing or invalid"));
+    let bitpix = hdu.int("BITPIX").ok_or_else(|| bad("BITPIX"))?;
+    if ![8, 16, 32, 64, -32, -64].contains(&bitpix) {
+        return Err(bad("BITPIX"));
+    }
+    let naxis = hdu.int("NAXIS").ok_or_else(|| bad("NAXIS"))?;
+    if !(0..=999).contains(&naxis) {
+        return Err(bad("NAXIS"));
+    }
+    if primary && hdu.value("GROUPS").is_some() {
+        return Err(Unsupported("random-groups primary HDU".into()));
+    }
+    if naxis == 0 {
+        return Ok(0);
+    }
+    let mut pixels: usize = 1;
+    for i in 1..=naxis {
+        let n = hdu.int(&format!("NAXIS{i}")).ok_or_else(|| bad("NAXISn"))?;
+        let n = usize::try_from(n).map_err(|_| bad("NAXISn"))?;
+        pixels = pixels.checked_mul(n).ok_or_else(|| bad("NAXISn"))?;
+    }
+    let pcount = usize::try_from(hdu.int("PCOUNT").unwrap_or(0)).map_err(|_| bad("PCOUNT"))?;
+    let gcount = usize::try_from(hdu.int("GCOUNT").unwrap_or(1)).map_err(|_| bad("GCOUNT"))?;
+    let bytes = bitpix.unsigned_abs() as usize / 8;
+    pixels
+        .checked_add(pcount)
+        .and_then(|n| n.checked_mul(gcount))
+        .and_then(|n| n.checked_mul(bytes))
+        .ok_or_else(|| bad("NAXISn/PCOUNT/GCOUNT"))
+}
+
+/// Every HDU of an uncompressed FITS file, which must end exactly after the
+/// last HDU's padded data (a cut or trailing bytes are left to cfitsio).
+pub fn hdus(content: &[u8]) -> Result<Vec<Hdu<'_>>, Unsupported> {
+    let mut list = Vec::new();
+    let mut pos = 0usize;
+    while pos < content.len() {
+        let header = header_at(content, pos)?;
+        let hdu = Hdu { header, data: &[] };
+        let primary = list.is_empty();
+        let expected: &[u8] = if primary { b"SIMPLE" } else { b"XTENSION" };
+        if hdu.first_key() != expected {
+            return Err(Unsupported(format!(
+                "HDU at byte {pos} does not start with {}",
+                String::from_utf8_lossy(expected)
+            )));
+        }
+        let data_start = round_up(pos + header.len()).ok_or_else(|| overflow(pos))?;
+        let size = data_size(&hdu, primary)?;
+        let data_end = data_start.checked_add(size).ok_or_else(|| overflow(pos))?;
+        let next = round_up(data_end).ok_or_else(|| overflow(pos))?;
+        if next > content.len() {
+            return Err(Unsupported(format!(
+                "file cut short: {} bytes, HDU {} ends at byte {next}",
+                content.len(),
+                list.len()
+            )));
+        }
+        list.push(Hdu {
+            header,
+            data: &content[data_start..data_end],
+        });
+        pos = next;
+    }
+    if list.is_empty() {
+        return Err(Unsupported("empty file".into()));
+    }
+    Ok(list)
+}
+
+fn overflow(pos: usize) -> Unsupported {
+    Unsupported(format!("HDU at byte {pos}: sizes overflow"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(cards: &[&str]) -> Vec<u8> {
+        let mut h: Vec<u8> = cards
+            .iter()
+            .chain(std::iter::once(&"END"))
+            .flat_map(|c| format!("{c:<80}").into_bytes())
+            .collect();
+        h.resize(h.len().div_ceil(BLOCK) * BLOCK, b' ');
+        h
+    }
+
+    #[test]
+    fn walks_primary_and_table() {
+        let mut file = header(&[
+            "SIMPLE  =                    T",
+            "BITPIX  =                    8",
+            "NAXIS   =                    0",
+            "OBSID   =            123 / id",
+            "DESIG   = 'J01''s  '",
+        ]);
+        file.extend(header(&[
+            "XTENSION= 'BINTABLE'",
+            "BITPIX  =                    8",
+            "NAXIS   =                    2",
+            "NAXIS1  =                    4",
+            "NAXIS2  =                    3",
+            "PCOUNT  =                    0",
+            "GCOUNT  =                    1",
+        ]));
+        file.extend(vec![1u8; 12]);
+        file.resize(file.len().div_ceil(BLOCK) * BLOCK, 0);
+        let list = hdus(&file).unwrap();
+        assert_eq!(list.len(), 2);
+        assert_eq!(list[1].data, &[1u8; 12]);
+        assert_eq!(list[0].int("OBSID"), Some(123));
+        assert_eq!(list[0].string("DESIG").as_deref(), Some("J01's"));
+        assert!(hdus(&file[..file.len() - 1]).is_err());
+        assert!(hdus(&file[..100]).is_err());
+    }
+}

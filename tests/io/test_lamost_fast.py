@@ -1,0 +1,186 @@
+"""The Rust reader (rrnet.io.lamost_fast) against the reference reader (fitsio):
+identical arrays or identical status for every HDU of the real file and of
+synthesised and damaged copies; files outside its subset fall back to fitsio."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import fitsio
+import numpy as np
+import pytest
+
+from helpers import (
+    REAL_FILE,
+    as_vector_row,
+    drop_column,
+    set_values,
+    write_lamost_copy,
+)
+from rrnet.io.lamost import LamostReadError, read_lamost
+from rrnet.io.lamost_fast import FileRead, read_many
+
+ALL_EXTNAMES = list(read_lamost(REAL_FILE).extnames)
+ASKED = [*ALL_EXTNAMES, "B-00000000"]  # every HDU plus one that is not there
+
+
+def _bits(a: np.ndarray | None) -> bytes | None:
+    return None if a is None else a.dtype.str.encode() + a.tobytes()
+
+
+def _same(fast: FileRead, ref: FileRead) -> None:
+    """Identical outcome: same error class and status, or bit-identical arms."""
+    if ref.error is not None or fast.error is not None:
+        assert type(fast.error) is type(ref.error), (fast.error, ref.error)
+        return
+    assert fast.info == ref.info
+    assert list(fast.arms) == list(ref.arms)
+    for name, want in ref.arms.items():
+        got = fast.arms[name]
+        if isinstance(want, LamostReadError) or isinstance(got, LamostReadError):
+            assert type(got) is type(want), (name, got, want)
+            continue
+        for column in ("loglam", "flux", "ivar", "mask", "ormask"):
+            assert _bits(getattr(got, column)) == _bits(getattr(want, column)), (name, column)
+        assert (got.snr, got.lmjm, got.exptime) == (want.snr, want.lmjm, want.exptime)
+
+
+def _compare(path: Path, names: list[str] = ASKED, **options) -> FileRead:
+    (fast,) = read_many([(path, names)], reader="auto", **options)
+    (ref,) = read_many([(path, names)], reader="fitsio", **options)
+    _same(fast, ref)
+    return fast
+
+
+def _reverse_table(data: np.ndarray) -> np.ndarray:
+    return data[::-1].copy()
+
+
+def test_real_file_every_hdu_gz_and_plain(tmp_path):
+    plain = tmp_path / "plain.fits"
+    plain.write_bytes(gzip.decompress(REAL_FILE.read_bytes()))
+    for path in (REAL_FILE, plain):
+        fast = _compare(path)
+        assert fast.fallback is None and fast.error is None
+        assert sum(not isinstance(a, LamostReadError) for a in fast.arms.values()) == 10
+
+
+SUPPORTED = {
+    "reordered": {"order": list(reversed(ALL_EXTNAMES))},
+    "descending-coadd": {"edit": {"COADD_B": _reverse_table, "COADD_R": _reverse_table}},
+    "ascending-exposure": {"edit": {f"R-{e}": _reverse_table for e in ("83555758",)}},
+    "vector-row": {"edit": {"COADD_B": as_vector_row(), "R-83555758": as_vector_row()}},
+    "loglam-float64": {"edit": {"COADD_B": set_values("LOGLAM", lambda x: x)}},
+    "no-loglam": {"edit": {"COADD_B": drop_column("LOGLAM")}},
+    "no-flux": {"edit": {"COADD_R": drop_column("FLUX")}},
+    "no-ivar": {"edit": {"B-83555758": drop_column("IVAR")}},
+    "no-mask": {"edit": {"COADD_B": drop_column("ANDMASK")}},
+    "lengths": {"edit": {"COADD_B": as_vector_row({"IVAR": 100})}},
+    "mask-length": {"edit": {"COADD_B": as_vector_row({"ORMASK": 10})}},
+    "dropped-hdu": {"drop": ("COADD_R",)},
+    "nan-values": {"edit": {"COADD_B": set_values("FLUX", lambda f: np.where(f > 0, f, np.nan))}},
+}
+
+
+@pytest.mark.parametrize("compress", [True, False])
+@pytest.mark.parametrize("case", sorted(SUPPORTED))
+def test_synthesised_files_identical_without_fallback(tmp_path, case, compress):
+    path = tmp_path / f"{case}.fits{'.gz' if compress else ''}"
+    write_lamost_copy(path, compress=compress, **SUPPORTED[case])
+    fast = _compare(path)
+    assert fast.fallback is None
+
+
+def test_float64_loglam_column_is_read_exactly(tmp_path):
+    def widen(data: np.ndarray) -> np.ndarray:
+        dtype = [(n, np.float64 if n == "LOGLAM" else data.dtype[n]) for n in data.dtype.names]
+        out = np.empty(data.size, dtype=dtype)
+        for n in data.dtype.names:
+            out[n] = data[n] + (1e-9 if n == "LOGLAM" else 0)
+        return out
+
+    path = write_lamost_copy(tmp_path / "d.fits", edit={"COADD_B": widen})
+    fast = _compare(path)
+    assert fast.fallback is None
+    assert fast.arms["COADD_B"].loglam.dtype == np.float64
+
+
+def _damaged(tmp_path: Path) -> dict[str, Path]:
+    raw = REAL_FILE.read_bytes()
+    plain = gzip.decompress(raw)
+    files = {
+        "junk": b"this is not a FITS file" * 50,
+        "empty": b"",
+        "gzip-junk": b"\x1f\x8b" + b"x" * 100,
+        "plain-half": plain[: len(plain) // 2],
+        "plain-block-short": plain[:-2880],
+        "plain-trailing": plain + b"\0" * 100,
+        "crc": raw[:-8] + bytes([raw[-8] ^ 0xFF]) + raw[-7:],
+        "two-members": raw + raw,
+        "zero-padding": raw + b"\0" * 512,
+        "trailing-garbage": raw + b"garbage",
+        "not-fits-gz": gzip.compress(b"not fits" * 400),
+    }
+    for fraction in (0.005, 0.3, 0.6, 0.97, 0.9999):
+        files[f"cut-{fraction}"] = raw[: int(len(raw) * fraction)]
+    paths = {}
+    for name, content in files.items():
+        paths[name] = tmp_path / f"{name}.fits.gz"
+        paths[name].write_bytes(content)
+    return paths
+
+
+def test_damaged_files_give_the_same_status(tmp_path):
+    for name, path in _damaged(tmp_path).items():
+        fast = _compare(path)
+        assert fast.error is not None or name in ("zero-padding", "plain-trailing"), name
+
+
+def test_missing_file_and_directory(tmp_path):
+    _compare(tmp_path / "absent.fits.gz")
+    _compare(tmp_path)
+
+
+def test_image_extension_and_scaled_column_fall_back_or_agree(tmp_path):
+    image = tmp_path / "image.fits"
+    with fitsio.FITS(str(image), "rw", clobber=True) as f:
+        f.write(None, header=[{"name": "OBSID", "value": 1}])
+        f.write(np.zeros((3, 3), dtype=np.float32), extname="COADD_B")
+    assert isinstance(_compare(image, ["COADD_B"]).arms["COADD_B"], LamostReadError)
+    scaled = tmp_path / "scaled.fits"
+    data = np.zeros(5, dtype=[("FLUX", "i2"), ("IVAR", "f4"), ("LOGLAM", "f4")])
+    data["LOGLAM"] = np.linspace(3.7, 3.71, 5)
+    with fitsio.FITS(str(scaled), "rw", clobber=True) as f:
+        f.write(None, header=[{"name": "OBSID", "value": 1}])
+        f.write(data, extname="COADD_B", header=[{"name": "TZERO1", "value": 10.0}])
+    fast = _compare(scaled, ["COADD_B"])
+    assert fast.fallback is not None and "scaled" in fast.fallback
+
+
+def test_inflated_size_is_bounded_with_the_same_status(tmp_path):
+    bomb = tmp_path / "bomb.fits.gz"
+    bomb.write_bytes(gzip.compress(b"\0" * 20_000_000))
+    fast = _compare(bomb, max_inflated=1_000_000)
+    assert fast.error is not None and fast.error.status == "too_large"
+    small = _compare(REAL_FILE, max_inflated=100_000)
+    assert small.error.status == "too_large"
+    assert _compare(REAL_FILE, max_inflated=len(gzip.decompress(REAL_FILE.read_bytes()))).info
+
+
+def test_rust_only_reader_marks_unsupported_files_bad(tmp_path):
+    path = tmp_path / "trailing.fits"
+    path.write_bytes(gzip.decompress(REAL_FILE.read_bytes()) + b"x")
+    (fast,) = read_many([(path, ["COADD_B"])], reader="rust")
+    assert fast.error is not None and "unsupported" in str(fast.error)
+    (auto,) = read_many([(path, ["COADD_B"])], reader="auto")
+    assert auto.fallback is not None
+
+
+def test_many_files_in_parallel_keep_order(tmp_path):
+    paths = [REAL_FILE, tmp_path / "absent.fits.gz"] * 20
+    names = [["COADD_B", "COADD_R"], ["COADD_B"]] * 20
+    reads = read_many(list(zip(paths, names, strict=True)), threads=2)
+    assert [r.error is None for r in reads] == [True, False] * 20
+    with pytest.raises(ValueError, match="reader"):
+        read_many([], reader="astropy")
