@@ -202,6 +202,7 @@ def test_reader_option_and_inflation_limit(real_catalog, tmp_path):
     assert rust.manifest.drop("reason").equals(ref.manifest.drop("reason"))
     rows = range(rust.n_rows)
     np.testing.assert_array_equal(rust.read_flux(rows), ref.read_flux(rows))
-    assert main([*args, "--out", str(tmp_path / "small"), "--max-inflated-mb", "0.1"]) == 0
+    # every row refused: the store is still written, and the run says so with exit 1
+    assert main([*args, "--out", str(tmp_path / "small"), "--max-inflated-mb", "0.1"]) == 1
     statuses = set(open_store(tmp_path / "small").manifest["status"])
     assert statuses == {"too_large"}
