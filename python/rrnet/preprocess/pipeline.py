@@ -47,6 +47,7 @@ from rrnet.store import (
     shard_name,
 )
 from rrnet.utils.atomic import atomic_path
+from rrnet.utils.lock import LOCK_NAME, output_lock
 from rrnet.utils.progress import Progress
 
 KERNEL_STATUS_NAMES: dict[Status, str] = {
@@ -565,9 +566,39 @@ def preprocess_catalog(
         "fingerprint": settings.fingerprint(),
         "complete": False,
     }
+    if out.exists() and not out.is_dir():
+        raise StoreError(f"{out} exists and is not a directory; refusing to write a store there")
+    with output_lock(out, directory=True, what="store"):
+        _write_store(
+            out, catalog, data_dir, info, resume=resume, overwrite=overwrite, workers=workers,
+            rv_column=rv_column, correct_rv=correct_rv, max_iter=max_iter,
+            keep_resampled=keep_resampled, quality=quality, progress=progress, fsync=fsync,
+        )  # fmt: skip
+    return open_store(out)
+
+
+def _write_store(
+    out: Path,
+    catalog: pl.DataFrame,
+    data_dir: str | os.PathLike[str],
+    info: dict[str, Any],
+    *,
+    resume: bool,
+    overwrite: bool,
+    workers: int | None,
+    rv_column: str,
+    correct_rv: bool,
+    max_iter: int,
+    keep_resampled: bool,
+    quality: QualityCuts,
+    progress: bool,
+    fsync: bool,
+) -> None:
+    """The body of :func:`preprocess_catalog`, run while holding the store's lock."""
+    shard_size = info["shard_size"]
     done = _prepare_out(out, info, resume=resume, overwrite=overwrite, catalog=catalog)
-    if done is None:  # resuming a finished store
-        return open_store(out)
+    if done is None:  # resuming a finished store made from the same inputs
+        return
     for batch in iter_preprocessed(
         catalog,
         data_dir,
@@ -585,7 +616,6 @@ def preprocess_catalog(
         del batch  # only one shard in memory at a time
     header_columns = [c for c in HEADER_COLUMNS if c not in catalog.columns]
     _finish_store(out, info, -(-catalog.height // shard_size), header_columns, fsync=fsync)
-    return open_store(out)
 
 
 def write_selection(store: Store, path: str | os.PathLike[str]) -> int:
@@ -637,18 +667,13 @@ def _prepare_out(
     out: Path, info: dict[str, Any], *, resume: bool, overwrite: bool, catalog: pl.DataFrame
 ) -> set[int] | None:
     """Create or check the store directory; the set of complete shards (None: all done)."""
-    exists = out.exists() and any(out.iterdir())
+    exists = out.exists() and any(p.name != LOCK_NAME for p in out.iterdir())
     if exists and not resume:
         if not overwrite:
             raise StoreError(
                 f"{out} is not empty: resume it (--resume) or replace it (--overwrite)"
             )
-        if not (out / "store.json").is_file():
-            raise StoreError(f"{out} is not empty and not a store; refusing to overwrite it")
-        for name in ("store.json", "manifest.parquet"):
-            (out / name).unlink(missing_ok=True)
-        for name in ("shards", "parts"):
-            shutil.rmtree(out / name, ignore_errors=True)
+        _remove_store(out)
         exists = False
     if not exists:
         (out / "shards").mkdir(parents=True, exist_ok=True)
@@ -665,6 +690,7 @@ def _prepare_out(
             f"(fingerprint {old['fingerprint']['hash']}, now {info['fingerprint']['hash']})"
         )
     if old.get("complete"):
+        _check_finished_catalog(out, catalog)
         return None
     (out / "shards").mkdir(exist_ok=True)
     (out / "parts").mkdir(exist_ok=True)
@@ -677,6 +703,54 @@ def _prepare_out(
         if _shard_complete(out, shard, info, catalog):
             done.add(shard)
     return done
+
+
+def _check_finished_catalog(out: Path, catalog: pl.DataFrame) -> None:
+    """A finished store is reused only for the catalogue it was made from."""
+    try:
+        manifest = pl.scan_parquet(out / "manifest.parquet")
+        names = manifest.collect_schema().names()
+        same = all(c in names for c in catalog.columns) and (
+            manifest.select(catalog.columns).collect().equals(catalog)
+        )
+    except (OSError, pl.exceptions.PolarsError) as exc:
+        raise StoreError(f"cannot resume {out}: its manifest is unreadable ({exc})") from exc
+    if not same:
+        raise StoreError(
+            f"cannot resume {out}: it was made from another catalogue "
+            "(use --overwrite to replace it, or another --out)"
+        )
+
+
+def _remove_store(out: Path) -> None:
+    """Delete what rrnet wrote in ``out`` (the files its store.json lists) and nothing else.
+
+    A folder without rrnet's format marker is refused, and so is any listed name
+    that is not a regular file (a device node or a link is never removed).
+    """
+    if not (out / "store.json").is_file():
+        raise StoreError(f"{out} is not empty and not a store; refusing to overwrite it")
+    try:
+        old = read_store_info(out)
+        n_shards = -(-int(old["n_rows"]) // int(old["shard_size"]))
+        kinds = [k for k in old["kinds"] if k in KINDS]
+    except (StoreError, KeyError, TypeError, ValueError, ZeroDivisionError) as exc:
+        raise StoreError(
+            f"{out} has a store.json that is not rrnet's; refusing to overwrite it"
+        ) from exc
+    listed = [out / "manifest.parquet"]
+    listed += [out / shard_name(k, i) for k in kinds for i in range(n_shards)]
+    listed += [_part_path(out, i) for i in range(n_shards)]
+    listed += [p for d in (out, out / "shards", out / "parts") for p in d.glob(".*.tmp")]
+    for path in [*listed, out / "store.json"]:
+        if path.is_symlink() or (path.exists() and not path.is_file()):
+            raise StoreError(f"{path} is not a regular file; refusing to overwrite {out}")
+    for path in listed:
+        path.unlink(missing_ok=True)
+    (out / "store.json").unlink()  # the marker goes last: a cut-short removal is resumable
+    for folder in (out / "parts", out / "shards"):
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
 
 
 def _shard_complete(out: Path, shard: int, info: dict[str, Any], catalog: pl.DataFrame) -> bool:
