@@ -32,6 +32,27 @@ def usage_error(prog: str, message: object) -> int:
     return 2
 
 
+def run_failure(prog: str, message: object) -> int:
+    """Print ``prog: error: message`` on one line to stderr; return the exit status 1.
+
+    For runs that started and could not finish (the output is locked, the disk is
+    full or read-only): finished work is kept and ``--resume`` continues.
+    """
+    text = " ".join(str(message).split())
+    print(f"{prog}: error: {text}", file=sys.stderr)
+    return 1
+
+
+def environment_message(exc: OSError) -> str:
+    """One line for a fault of the machine: what failed, where, and what to do."""
+    where = f" ({exc.filename})" if exc.filename else ""
+    what = exc.strerror or error_line(exc)
+    return (
+        f"{what}{where}: the run stopped; finished work is kept, "
+        "fix the cause and rerun with --resume"
+    )
+
+
 def error_line(exc: BaseException) -> str:
     """The first line of an error's message (its type's name when it has none)."""
     text = str(exc).strip()

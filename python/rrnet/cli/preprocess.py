@@ -8,7 +8,13 @@ from pathlib import Path
 
 import polars as pl
 
-from rrnet.cli._args import OneLineParser, UsageError, usage_error
+from rrnet.cli._args import (
+    OneLineParser,
+    UsageError,
+    environment_message,
+    run_failure,
+    usage_error,
+)
 from rrnet.io.catalog import CatalogError, table_format
 from rrnet.preprocess.pipeline import (
     QualityCuts,
@@ -17,6 +23,7 @@ from rrnet.preprocess.pipeline import (
     write_selection,
 )
 from rrnet.store import StoreError
+from rrnet.utils.lock import LockError
 
 PROG = "rrnet-preprocess"
 
@@ -148,6 +155,10 @@ def main(argv: list[str] | None = None) -> int:
         )
     except (CatalogError, StoreError) as exc:
         return usage_error(PROG, exc)
+    except LockError as exc:
+        return run_failure(PROG, exc)
+    except OSError as exc:  # the machine (disk full, read-only, I/O error), not the data
+        return run_failure(PROG, environment_message(exc))
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted; rerun with --resume to continue", file=sys.stderr)
         return 130

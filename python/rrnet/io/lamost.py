@@ -15,6 +15,7 @@ per-row status the preprocessing pipeline records (``missing_file``,
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 import zlib
@@ -34,6 +35,20 @@ MASK_COLUMNS: tuple[str, ...] = ("ANDMASK", "PIXMASK", "ORMASK")
 
 
 GZIP_MAGIC = b"\x1f\x8b"
+
+ENVIRONMENT_ERRNOS: frozenset[int] = frozenset(
+    {errno.ENOSPC, errno.EROFS, errno.EIO, errno.EDQUOT, errno.ENOMEM, errno.EMFILE, errno.ENFILE}
+)
+"""Errors of the machine, not of a file: they stop a run and are never a row's status."""
+
+
+def is_environment_fault(exc: BaseException) -> bool:
+    """Whether an error is a fault of the machine (disk full, read-only, I/O, no memory)."""
+    return isinstance(exc, MemoryError) or (
+        isinstance(exc, OSError)
+        and not isinstance(exc, LamostReadError)
+        and exc.errno in ENVIRONMENT_ERRNOS
+    )
 
 
 class LamostReadError(Exception):
@@ -208,11 +223,15 @@ def _open(path: str | os.PathLike[str]) -> Iterator[_Opened]:
     try:
         content = path.read_bytes()
     except OSError as exc:
+        if is_environment_fault(exc):  # the disk, not the file: stop the run
+            raise
         raise MissingFileError(f"file not readable: {path}: {exc.strerror}") from exc
     if content[:2] == GZIP_MAGIC:
         content = _gunzip(content, path.name)
         # fitsio opens files by name: hand it a scratch copy, unlinked once open
         # (cfitsio keeps its descriptor), so a killed process leaves nothing behind.
+        # Any failure of the scratch folder (full, read-only, no permission) is the
+        # machine's: it propagates as OSError and is never a property of the file.
         fd, scratch = tempfile.mkstemp(prefix="rrnet-", suffix=".fits")
         try:
             with os.fdopen(fd, "wb") as handle:

@@ -153,6 +153,8 @@ def _read_file(path: str, extnames: list[str]) -> tuple[tuple[str, str] | None, 
         info, arms = read_arms(path, extnames)
     except LamostReadError as exc:
         return (exc.status, str(exc)), {}, {}
+    except (OSError, MemoryError):  # the machine (disk, TMPDIR, memory): stop the run
+        raise
     except Exception as exc:  # an unforeseen reader failure must not stop the batch
         return ("bad_fits", f"unexpected error reading {Path(path).name}: {exc!r}"), {}, {}
     header = {"obsid": info.obsid, "ra": info.ra, "dec": info.dec, "desig": info.desig}
