@@ -74,9 +74,9 @@ def test_record_of_a_live_process_without_flock_is_respected(tmp_path: Path) -> 
     try:
         record = {"pid": sleeper.pid, "host": socket.gethostname(), "started": "x"}
         lock_path(out, directory=False).write_text(json.dumps(record))
-        with pytest.raises(LockError, match=f"pid {sleeper.pid}"):
-            with output_lock(out, directory=False):
-                pass
+        refused = pytest.raises(LockError, match=f"pid {sleeper.pid}")
+        with refused, output_lock(out, directory=False):
+            pass
     finally:
         sleeper.kill()
         sleeper.wait()
