@@ -7,7 +7,9 @@ line that names the command and the problem is what an operator needs.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from rrnet.inference.options import InferOptions
@@ -51,6 +53,35 @@ def environment_message(exc: OSError) -> str:
         f"{what}{where}: the run stopped; finished work is kept, "
         "fix the cause and rerun with --resume"
     )
+
+
+def run_errors(prog: str, run: Callable[[], int], usage: tuple[type, ...] = ()) -> int:
+    """Run a command's body; any way it ends becomes an exit status and at most one line.
+
+    ``usage`` errors (bad input: arguments, catalogue, store, checkpoint) exit 2;
+    a held lock, a fault of the machine (disk full, read-only, I/O) or any other
+    failure exit 1; Ctrl-C exits 130. Finished work is kept in every case and the
+    line says what to do. ``RRNET_DEBUG=1`` re-raises (the traceback) for developers.
+    """
+    from rrnet.utils.lock import LockError
+
+    try:
+        return run()
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted; rerun with --resume to continue", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if os.environ.get("RRNET_DEBUG"):
+            raise
+        if usage and isinstance(exc, usage):
+            return usage_error(prog, error_line(exc))
+        if isinstance(exc, LockError):
+            return run_failure(prog, exc)
+        if isinstance(exc, OSError):
+            return run_failure(prog, environment_message(exc))
+        return run_failure(
+            prog, f"unexpected {type(exc).__name__}: {error_line(exc)} (RRNET_DEBUG=1 shows where)"
+        )
 
 
 def error_line(exc: BaseException) -> str:

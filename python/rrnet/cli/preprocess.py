@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from rrnet.preprocess.pipeline import (
     preprocess_catalog,
     write_selection,
 )
+from rrnet.preprocess.settings import MAX_ITER_LIMIT
 from rrnet.store import StoreError
 from rrnet.utils.lock import LockError
 
@@ -97,6 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=30,
         help="quality cut on consecutive outlier pixels (30)",
     )
+    parser.add_argument(
+        "--allow-outside-data-dir",
+        action="store_true",
+        help="read files named outside --data-dir (absolute or ../); refused by default "
+        "with status outside_data_dir",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress output")
     return parser
 
@@ -111,8 +119,13 @@ def _check(args: argparse.Namespace) -> str | None:
         return f"--workers must be >= 0, got {args.workers}"
     if args.shard_size < 1:
         return f"--shard-size must be >= 1, got {args.shard_size}"
-    if args.max_iter < 1:
-        return f"--max-iter must be >= 1, got {args.max_iter}"
+    if not 1 <= args.max_iter <= MAX_ITER_LIMIT:
+        return f"--max-iter must lie in 1..{MAX_ITER_LIMIT}, got {args.max_iter}"
+    if not math.isfinite(args.min_snr):
+        return f"--min-snr must be a finite number, got {args.min_snr}"
+    for name in ("max_outliers", "max_outlier_run"):
+        if getattr(args, name) < 0:
+            return f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}"
     if args.resume and args.overwrite:
         return "--resume and --overwrite exclude each other"
     if args.out.exists() and not args.out.is_dir():
@@ -152,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
             shard_size=args.shard_size,
             quality=QualityCuts(args.min_snr, args.max_outliers, args.max_outlier_run),
             progress=not args.quiet,
+            allow_outside_data_dir=args.allow_outside_data_dir,
         )
     except (CatalogError, StoreError) as exc:
         return usage_error(PROG, exc)

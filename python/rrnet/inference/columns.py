@@ -66,8 +66,18 @@ SPEC_COLUMNS: tuple[Column, ...] = (
     Column("dec", pl.Float64, "deg", "declination (J2000)"),
     Column("extname_blue", pl.Utf8, "", "FITS extension of the blue arm"),
     Column("extname_red", pl.Utf8, "", "FITS extension of the red arm"),
-    Column("snr_blue", pl.Float32, "", "median S/N per pixel of the blue arm (flux*sqrt(ivar))"),
-    Column("snr_red", pl.Float32, "", "median S/N per pixel of the red arm (flux*sqrt(ivar))"),
+    Column(
+        "snr_blue",
+        pl.Float32,
+        "",
+        "S/N of the blue arm: header SNR, else median flux*sqrt(ivar); null if IVAR unusable",
+    ),
+    Column(
+        "snr_red",
+        pl.Float32,
+        "",
+        "S/N of the red arm: header SNR, else median flux*sqrt(ivar); null if IVAR unusable",
+    ),
     *_label_columns(),
     Column("flag", pl.UInt8, "", "1 = recommended (quality_bits == 0), 0 = not recommended"),
 )

@@ -27,6 +27,8 @@ from pathlib import Path
 import fitsio
 import numpy as np
 
+from rrnet.io.values import convert
+
 REQUIRED_COLUMNS: tuple[str, ...] = ("FLUX", "IVAR", "LOGLAM")
 """Columns every arm table must have."""
 
@@ -96,6 +98,8 @@ class LamostFile:
     """FILENAME keyword (the original, uncompressed name)."""
     extnames: tuple[str, ...]
     """Extension names of all table HDUs, in file order."""
+    notes: tuple[str, ...] = ()
+    """Header values that could not be converted (each recorded as null), one line each."""
 
 
 @dataclass(frozen=True)
@@ -119,6 +123,8 @@ class Arm:
     """Header LMJM (local modified Julian minute) of a single exposure."""
     exptime: float | None
     """Header EXPTIME [s] of a single exposure."""
+    notes: tuple[str, ...] = ()
+    """Header values of this arm that could not be converted (recorded as null)."""
 
     @property
     def n_pix(self) -> int:
@@ -171,15 +177,21 @@ def _card_value(field: str) -> object:
     return None
 
 
-def _typed(values: dict[str, object], key: str, kind: type) -> object | None:
-    """A header value converted to ``kind``; None when absent, blank or unparsable."""
-    value = values.get(key)
-    if value is None or isinstance(value, bool) or (isinstance(value, str) and not value.strip()):
-        return None
-    try:
-        return kind(value.strip() if isinstance(value, str) else value)
-    except (TypeError, ValueError):
-        return None
+_KINDS = {int: "int64", float: "float64", str: "str"}
+
+
+def _typed(
+    values: dict[str, object], key: str, kind: type, notes: list[str] | None = None
+) -> object | None:
+    """A header value converted to ``kind`` by :func:`rrnet.io.values.convert`.
+
+    None when absent, blank or unconvertible; the reason for an unconvertible
+    value is appended to ``notes`` (one bad card never stops a file or a run).
+    """
+    value, why = convert(values.get(key), _KINDS[kind], key)  # type: ignore[arg-type]
+    if why is not None and notes is not None:
+        notes.append(f"header {why}: recorded as null")
+    return value
 
 
 class _Opened:
@@ -219,6 +231,10 @@ def _gunzip(raw: bytes, name: str) -> bytes:
 def _open(path: str | os.PathLike[str]) -> Iterator[_Opened]:
     path = Path(path)
     if not path.is_file():
+        if path.is_dir():
+            raise MissingFileError(f"{path} is a directory, not a spectrum file")
+        if path.exists():
+            raise MissingFileError(f"{path} is not a regular file (device, socket or pipe)")
         raise MissingFileError(f"file not found: {path}")
     try:
         content = path.read_bytes()
@@ -275,18 +291,22 @@ def _file_info(opened: _Opened) -> LamostFile:
             f"its HDUs end at byte {end}"
         )
     n_expected = _typed(header, "N_EXTEN", int)
+    if n_expected is not None and n_expected < 0:
+        n_expected = None
     if n_expected is not None and len(fits) < n_expected:
         raise BadFitsError(
             f"truncated file {path.name}: header N_EXTEN={n_expected} but {len(fits)} HDUs found"
         )
+    notes: list[str] = []
     return LamostFile(
         path=path,
-        obsid=_typed(header, "OBSID", int),
-        ra=_typed(header, "RA", float),
-        dec=_typed(header, "DEC", float),
-        desig=_typed(header, "DESIG", str),
-        filename=_typed(header, "FILENAME", str),
+        obsid=_typed(header, "OBSID", int, notes),
+        ra=_typed(header, "RA", float, notes),
+        dec=_typed(header, "DEC", float, notes),
+        desig=_typed(header, "DESIG", str, notes),
+        filename=_typed(header, "FILENAME", str, notes),
         extnames=extnames,
+        notes=tuple(notes),
     )
 
 
@@ -334,6 +354,7 @@ def _read_arm(opened: _Opened, extname: str) -> Arm:
                 f"FLUX {flux.size}"
             )
     primary_mask = masks.get("ANDMASK", masks.get("PIXMASK"))
+    notes: list[str] = []
     return Arm(
         extname=extname,
         loglam=loglam,
@@ -341,9 +362,10 @@ def _read_arm(opened: _Opened, extname: str) -> Arm:
         ivar=ivar,
         mask=primary_mask,
         ormask=masks.get("ORMASK"),
-        snr=_typed(header, "SNR", float),
-        lmjm=_typed(header, "LMJM", int),
-        exptime=_typed(header, "EXPTIME", float),
+        snr=_typed(header, "SNR", float, notes),
+        lmjm=_typed(header, "LMJM", int, notes),
+        exptime=_typed(header, "EXPTIME", float, notes),
+        notes=tuple(f"{extname} {n}" for n in notes),
     )
 
 

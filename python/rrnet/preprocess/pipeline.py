@@ -97,6 +97,9 @@ HEADER_COLUMNS: dict[str, pl.DataType] = {
 }
 """Taken from the FITS primary header when the catalogue does not have them."""
 
+NOTES_KEY = "_notes"
+"""Key of a reader result's header dict holding the unconvertible-value notes per HDU."""
+
 
 @dataclass(frozen=True)
 class QualityCuts:
@@ -104,8 +107,9 @@ class QualityCuts:
 
     A row passes if it preprocessed (status ``ok``), ``min(snr_blue, snr_red) >=
     min_snr``, ``n_outliers <= max_outliers`` and ``max_outlier_run <=
-    max_outlier_run``. ``snr_*`` are the header SNR of the named extensions (the
-    FLUX/IVAR estimate stands in where a header has none).
+    max_outlier_run``. ``snr_*`` follow :func:`snr_rule`: the header SNR of the
+    named extensions, the FLUX/IVAR estimate where a header has no finite one, and
+    null (failing the cut) when the arm's IVAR has no usable pixel.
     """
 
     min_snr: float = 10.0
@@ -158,13 +162,15 @@ def _read_file(path: str, extnames: list[str]) -> tuple[tuple[str, str] | None, 
     except Exception as exc:  # an unforeseen reader failure must not stop the batch
         return ("bad_fits", f"unexpected error reading {Path(path).name}: {exc!r}"), {}, {}
     header = {"obsid": info.obsid, "ra": info.ra, "dec": info.dec, "desig": info.desig}
+    notes: dict[str, tuple[str, ...]] = {"": info.notes}
     out: dict[str, tuple] = {}
     for extname, arm in arms.items():
         if isinstance(arm, LamostReadError):
             out[extname] = (arm.status, str(arm))
         else:
             out[extname] = (arm.loglam, arm.flux, arm.ivar, arm.snr)
-    return None, header, out
+            notes[extname] = arm.notes
+    return None, {**header, NOTES_KEY: notes}, out
 
 
 class _Immediate:
@@ -238,6 +244,7 @@ def _plan_batch(
     data_dir: Path,
     rv_column: str,
     correct_rv: bool,
+    allow_outside: bool = False,
 ) -> list[_Job]:
     start = index * batch_size
     stop = min(start + batch_size, catalog.height)
@@ -264,12 +271,36 @@ def _plan_batch(
         if correct_rv and (rv is None or not math.isfinite(rv) or abs(rv) >= C_KMS):
             plan.early[row] = ("bad_rv", f"{rv_column} is not a usable velocity: {rv!r} km/s")
             continue
-        path = str(data_dir / filename)
+        path = data_path(data_dir, filename, allow_outside)
+        if path is None:
+            plan.early[row] = (
+                "outside_data_dir",
+                f"{filename!r} lies outside the data directory (allow_outside_data_dir to read it)",
+            )
+            continue
         job = by_file.setdefault(path, _Job(plan, (path, [])))
         extnames = job.args[1]
         extnames.extend(e for e in dict.fromkeys((blue, red)) if e not in extnames)
         job.rows.append((row, blue, red, float(rv) if correct_rv else 0.0))
     return [*by_file.values(), _Job(plan, None)]
+
+
+def data_path(data_dir: Path, filename: str, allow_outside: bool = False) -> str | None:
+    """The file a catalogue row names, or None when it lies outside ``data_dir``.
+
+    A shared pipeline reads only below its data directory: an absolute name or
+    one climbing out with ``..`` is refused (status ``outside_data_dir``) unless
+    ``allow_outside``. The test is on the names (symbolic links inside the data
+    directory are followed as usual).
+    """
+    path = os.path.normpath(os.path.join(data_dir, filename))
+    if allow_outside:
+        return path
+    root = os.path.normpath(os.path.abspath(data_dir))
+    inside = os.path.normpath(os.path.abspath(path))
+    if inside != root and inside.startswith(root.rstrip(os.sep) + os.sep):
+        return path
+    return None
 
 
 # --------------------------------------------------------------------------- computing
@@ -299,10 +330,14 @@ class _BatchBuilder:
 
     def add(self, job: _Job, result: tuple) -> None:
         file_error, header, arms = result
+        notes = header.get(NOTES_KEY, {})
         for row, blue, red, rv in job.rows:
             pos = row - self.plan.start
-            for name, value in header.items():
-                self.columns[f"_header_{name}"][pos] = value
+            for name in HEADER_COLUMNS:
+                self.columns[f"_header_{name}"][pos] = header.get(name)
+            why = [n for key in ("", blue, red) for n in notes.get(key, ())]
+            if why:  # unconvertible header values: null, and said so on the row
+                self.columns["reason"][pos] = "; ".join(why)
             if file_error is not None:
                 self._fail(pos, *file_error)
                 continue
@@ -368,10 +403,10 @@ class _BatchBuilder:
         self.columns["row"] = rows.tolist()
         self.columns["shard"] = [plan.index] * n
         self.columns["offset"] = list(range(n))
-        for name in ("snr_blue", "snr_red"):  # the FLUX/IVAR estimate stands in for a header
+        for name in ("snr_blue", "snr_red"):
             estimate = self.columns[f"{name}_ivar"]
             self.columns[name] = [
-                e if h is None else h for h, e in zip(self.columns[name], estimate, strict=True)
+                snr_rule(h, e) for h, e in zip(self.columns[name], estimate, strict=True)
             ]
         passed, why = _quality(self.columns, quality)
         self.columns["quality_ok"], self.columns["quality_reason"] = passed, why
@@ -386,6 +421,22 @@ class _BatchBuilder:
             [catalog.slice(plan.start, n), header, added], how="horizontal"
         ).select(["row", *catalog.columns, *header_columns, *list(MANIFEST_SCHEMA)[1:]])
         return PreprocessedBatch(plan.index, rows, manifest, self.normalized, self.resampled)
+
+
+def snr_rule(header: float | None, estimate: float | None) -> float | None:
+    """The S/N of one arm that the quality cut uses (the one documented rule).
+
+    ``estimate`` is the FLUX/IVAR estimate (median ``FLUX*sqrt(IVAR)`` over pixels
+    with finite positive IVAR); None when the arm has no such pixel. An arm whose
+    IVAR is all zero, negative or NaN cannot be trusted whatever its header says:
+    None. Otherwise the header SNR when it is a finite number >= 0, else the
+    estimate. None fails the cut ("no usable S/N") and sets LOW_SNR downstream.
+    """
+    if estimate is None:
+        return None
+    if header is not None and math.isfinite(header) and header >= 0:
+        return float(header)
+    return estimate
 
 
 def _finite_or_none(value: float) -> float | None:
@@ -413,7 +464,7 @@ def _quality(columns: dict[str, list], cuts: QualityCuts) -> tuple[list[bool], l
         else:
             snrs = [s for s in (snr_b, snr_r) if s is not None]
             if len(snrs) < 2:
-                why.append("no S/N")
+                why.append("no usable S/N (IVAR all zero, negative or NaN)")
             elif min(snrs) < cuts.min_snr:
                 why.append(f"snr {min(snrs):.1f} < {cuts.min_snr:g}")
             if n_out > cuts.max_outliers:
@@ -463,6 +514,7 @@ def iter_preprocessed(
     quality: QualityCuts = QualityCuts(),
     skip_batches: Container[int] = (),
     progress: bool = False,
+    allow_outside_data_dir: bool = False,
 ) -> Iterator[PreprocessedBatch]:
     """Preprocess a catalogue batch by batch, in catalogue order, without writing files.
 
@@ -477,6 +529,9 @@ def iter_preprocessed(
         Reader threads; 0 reads in the calling thread. Default :func:`default_workers`.
     skip_batches : container of int
         Batch indices not to compute (used by ``resume``).
+    allow_outside_data_dir : bool
+        Read files named outside ``data_dir`` (absolute or ``..``); by default such
+        rows get status ``outside_data_dir`` (see :func:`data_path`).
 
     Yields
     ------
@@ -496,7 +551,9 @@ def iter_preprocessed(
     jobs = (
         job
         for i in todo
-        for job in _plan_batch(catalog, i, batch_size, data_dir, rv_column, correct_rv)
+        for job in _plan_batch(
+            catalog, i, batch_size, data_dir, rv_column, correct_rv, allow_outside_data_dir
+        )
     )
     bar = Progress(catalog.height, initial=initial, enabled=progress, prefix="rrnet-preprocess")
     builder: _BatchBuilder | None = None
@@ -534,6 +591,7 @@ def preprocess_catalog(
     quality: QualityCuts = QualityCuts(),
     progress: bool = True,
     fsync: bool = True,
+    allow_outside_data_dir: bool = False,
 ) -> Store:
     """Preprocess a catalogue into a store directory (see :mod:`rrnet.store`) and open it.
 
@@ -575,6 +633,7 @@ def preprocess_catalog(
             out, catalog, data_dir, info, resume=resume, overwrite=overwrite, workers=workers,
             rv_column=rv_column, correct_rv=correct_rv, max_iter=max_iter,
             keep_resampled=keep_resampled, quality=quality, progress=progress, fsync=fsync,
+            allow_outside=allow_outside_data_dir,
         )  # fmt: skip
     return open_store(out)
 
@@ -595,6 +654,7 @@ def _write_store(
     quality: QualityCuts,
     progress: bool,
     fsync: bool,
+    allow_outside: bool,
 ) -> None:
     """The body of :func:`preprocess_catalog`, run while holding the store's lock."""
     shard_size = info["shard_size"]
@@ -613,6 +673,7 @@ def _write_store(
         quality=quality,
         skip_batches=done,
         progress=progress,
+        allow_outside_data_dir=allow_outside,
     ):
         _write_shard(out, batch, fsync=fsync)
         del batch  # only one shard in memory at a time
