@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 
 from helpers import REAL_FILE, build_world, input_catalogue, needs_shared
-from rrnet.inference import read_catalogue, run_inference
+from rrnet.inference import run_inference
 from rrnet.inference.streaming import carried_columns, carried_name
 
 pytestmark = needs_shared
@@ -41,7 +41,7 @@ def test_clashing_and_unconvertible_columns_are_carried_unchanged(world, tmp_pat
             models=[world["sp"]], catalog=catalog, data_dir=REAL_FILE.parent, out=out,
             device="cpu", chunk_rows=4, workers=0,
         )  # fmt: skip
-    result = read_catalogue(out)
+    result = pl.read_parquet(out)
     assert result.height == catalog.height
     for name in ("flag", "ood_score", "Teff[K]", "obsid", "ra"):
         assert result[f"input_{name}"].to_list() == catalog[name].to_list(), name

@@ -38,6 +38,7 @@ def test_resume_of_a_finished_catalogue_checks_models_and_store(world, tmp_path,
     assert _cli(world, out, store=store) == 0
     before = out.read_bytes()
     assert record_path(out).is_file()
+    capsys.readouterr()
     assert _cli(world, out, "--resume", model="ca", store=store) == 2  # other models
     err = capsys.readouterr().err
     assert "cannot resume" in err and err.count("\n") == 1
@@ -82,6 +83,7 @@ def test_overwrite_refuses_what_rrnet_did_not_write(world, tmp_path, capsys):
     out = tmp_path / "cat.parquet"
     assert _cli(world, out) == 0
     assert _cli(world, out, "--overwrite") == 0  # our own output is replaced
+    capsys.readouterr()
 
 
 def test_failed_start_leaves_no_parts_folder(world, tmp_path, monkeypatch, capsys):

@@ -550,7 +550,7 @@ def run_inference(
             work = parts_dir(out)
             try:
                 _compute_parts(plan, options, work, done)
-            except BaseException:
+            except Exception:  # not Ctrl-C: that run is told to --resume, and can
                 _drop_if_empty(work)
                 raise
             _merge(plan, options, out, fmt, work)
