@@ -174,11 +174,11 @@ def damage_checkpoints(good: Path, root: Path) -> dict[str, Path]:
         cases[name] = path
         return path
 
-    (copy("member_garbage") / "member-000.safetensors").write_bytes(b"\x00garbage" * 100)
-    member = copy("member_truncated") / "member-000.safetensors"
+    (copy("member_garbage") / "member-0.safetensors").write_bytes(b"\x00garbage" * 100)
+    member = copy("member_truncated") / "member-0.safetensors"
     member.write_bytes(member.read_bytes()[:300])
-    (copy("member_missing") / "member-000.safetensors").unlink()
-    (copy("member_pickle") / "member-000.safetensors").write_bytes(b"\x80\x04\x95" + bytes(64))
+    (copy("member_missing") / "member-0.safetensors").unlink()
+    (copy("member_pickle") / "member-0.safetensors").write_bytes(b"\x80\x04\x95" + bytes(64))
     for name, edit in {
         "config_members_text": lambda c: c.update(n_members="three"),
         "config_members_huge": lambda c: c.update(n_members=10**21),
@@ -293,6 +293,7 @@ def main() -> int:
     for case, module, cargs, expected in command_cases(work, store, model, catalog, data):
         outcome = cli(case, module, *cargs)
         outcomes.append(outcome)
+        print(f"  ... {case}: exit {outcome.rc}", file=sys.stderr, flush=True)
         if outcome.rc != expected:
             wrong.append(f"{case}: exit {outcome.rc}, expected {expected}")
         if outcome.rc and outcome.lines != 1:
