@@ -53,7 +53,7 @@ CHECKPOINTS = {
 STORES = {
     "shard missing": ("shards/normalized-000000.npy", lambda p: p.unlink()),
     "shard truncated": (
-        "shards/normalized-000001.npy",
+        "shards/normalized-000000.npy",
         lambda p: p.write_bytes(p.read_bytes()[:900]),
     ),
     "manifest broken": ("manifest.parquet", lambda p: p.write_bytes(b"PAR1 broken")),
