@@ -66,14 +66,39 @@ class Outcome:
 
 
 def cli(name: str, module: str, *args: object) -> Outcome:
-    proc = subprocess.run(
-        [sys.executable, "-m", f"rrnet.cli.{module}", *map(str, args)],
-        capture_output=True,
-        text=True,
-        env=ENV,
-        timeout=600,
-    )
-    return Outcome(name, proc.returncode, proc.stderr)
+    """Run ``rrnet-<module>`` in this process (``--subprocess``: in a fresh one).
+
+    In this process an exception escaping ``main`` is what a traceback would be.
+    """
+    argv = [str(a) for a in args]
+    if SUBPROCESS:
+        proc = subprocess.run(
+            [sys.executable, "-m", f"rrnet.cli.{module}", *argv],
+            capture_output=True,
+            text=True,
+            env=ENV,
+            timeout=600,
+        )
+        return Outcome(name, proc.returncode, proc.stderr)
+    import importlib
+    import io
+    import traceback
+    from contextlib import redirect_stderr
+
+    main = importlib.import_module(f"rrnet.cli.{module}").main
+    buffer = io.StringIO()
+    with redirect_stderr(buffer):
+        try:
+            rc = int(main(argv) or 0)
+        except SystemExit as exc:
+            rc = int(exc.code or 0)
+        except BaseException:
+            traceback.print_exc()
+            rc = 1
+    return Outcome(name, rc, buffer.getvalue())
+
+
+SUBPROCESS = False
 
 
 # ----------------------------------------------------------------------- the row corpus
@@ -268,7 +293,12 @@ def command_cases(work: Path, store: Path, model: Path, catalog: Path, data: Pat
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keep", type=Path, help="work in this folder and keep it")
+    parser.add_argument(
+        "--subprocess", action="store_true", help="run every command in a fresh process"
+    )
     args = parser.parse_args()
+    global SUBPROCESS
+    SUBPROCESS = args.subprocess
     work = args.keep or Path(tempfile.mkdtemp(prefix="rrnet-faults-"))
     work.mkdir(parents=True, exist_ok=True)
     data = work / "data"

@@ -544,6 +544,7 @@ def run_inference(
     _check_device(options.device)
     source = _open_source(options, store, catalog, data_dir)
     plan = _plan(options, source)
+    _check_target(out)  # before the lock file is made beside it
     with output_lock(out, directory=False, what="catalogue"):
         done = _prepare(out, plan.run, options.resume, options.overwrite)
         if done is not None:
