@@ -14,6 +14,7 @@ failed preprocessing are all-NaN in the shards.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from collections.abc import Iterator, Sequence
@@ -107,7 +108,15 @@ class Store:
     @cached_property
     def manifest(self) -> pl.DataFrame:
         """One row per catalogue row, in catalogue order (column ``row`` = 0-based index)."""
-        manifest = pl.read_parquet(self.path / "manifest.parquet")
+        try:
+            manifest = pl.read_parquet(self.path / "manifest.parquet")
+        except (OSError, pl.exceptions.PolarsError) as exc:
+            if isinstance(exc, OSError) and exc.errno not in (None, errno.ENOENT):
+                raise  # the machine (I/O error), not the store
+            raise StoreError(
+                f"corrupt store {self.path}: manifest.parquet is missing or unreadable "
+                f"({' '.join(str(exc).split())[:200]}); rerun rrnet-preprocess"
+            ) from exc
         if manifest.height != self.n_rows:
             raise StoreError(
                 f"manifest of {self.path} has {manifest.height} rows, store.json says {self.n_rows}"
@@ -121,7 +130,15 @@ class Store:
         if key not in self._maps:
             if not 0 <= shard < self.n_shards:
                 raise IndexError(f"shard {shard} out of range (store has {self.n_shards})")
-            flux = np.load(self.path / shard_name(kind, shard), mmap_mode="r")
+            try:
+                flux = np.load(self.path / shard_name(kind, shard), mmap_mode="r")
+            except (OSError, ValueError, EOFError) as exc:
+                if isinstance(exc, OSError) and exc.errno not in (None, errno.ENOENT):
+                    raise  # the machine (I/O error), not the store
+                raise StoreError(
+                    f"corrupt store {self.path}: {shard_name(kind, shard)} is missing or "
+                    f"truncated ({' '.join(str(exc).split())}); rerun rrnet-preprocess"
+                ) from exc
             expected = (min(self.shard_size, self.n_rows - shard * self.shard_size), N_PIX)
             if flux.shape != expected or flux.dtype != np.float32:
                 raise StoreError(

@@ -7,7 +7,9 @@ line that names the command and the problem is what an operator needs.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from rrnet.inference.options import InferOptions
@@ -31,6 +33,56 @@ def usage_error(prog: str, message: object) -> int:
     text = " ".join(str(message).split())
     print(f"{prog}: error: {text}", file=sys.stderr)
     return 2
+
+
+def run_failure(prog: str, message: object) -> int:
+    """Print ``prog: error: message`` on one line to stderr; return the exit status 1.
+
+    For runs that started and could not finish (the output is locked, the disk is
+    full or read-only): finished work is kept and ``--resume`` continues.
+    """
+    text = " ".join(str(message).split())
+    print(f"{prog}: error: {text}", file=sys.stderr)
+    return 1
+
+
+def environment_message(exc: OSError) -> str:
+    """One line for a fault of the machine: what failed, where, and what to do."""
+    where = f" ({exc.filename})" if exc.filename else ""
+    what = exc.strerror or error_line(exc)
+    return (
+        f"{what}{where}: the run stopped; finished work is kept, "
+        "fix the cause and rerun with --resume"
+    )
+
+
+def run_errors(prog: str, run: Callable[[], int], usage: tuple[type, ...] = ()) -> int:
+    """Run a command's body; any way it ends becomes an exit status and at most one line.
+
+    ``usage`` errors (bad input: arguments, catalogue, store, checkpoint) exit 2;
+    a held lock, a fault of the machine (disk full, read-only, I/O) or any other
+    failure exit 1; Ctrl-C exits 130. Finished work is kept in every case and the
+    line says what to do. ``RRNET_DEBUG=1`` re-raises (the traceback) for developers.
+    """
+    from rrnet.utils.lock import LockError
+
+    try:
+        return run()
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted; rerun with --resume to continue", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if os.environ.get("RRNET_DEBUG"):
+            raise
+        if usage and isinstance(exc, usage):
+            return usage_error(prog, error_line(exc))
+        if isinstance(exc, LockError):
+            return run_failure(prog, exc)
+        if isinstance(exc, OSError):
+            return run_failure(prog, environment_message(exc))
+        return run_failure(
+            prog, f"unexpected {type(exc).__name__}: {error_line(exc)} (RRNET_DEBUG=1 shows where)"
+        )
 
 
 def error_line(exc: BaseException) -> str:

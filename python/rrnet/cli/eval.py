@@ -11,8 +11,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from rrnet.cli._args import OneLineParser, UsageError, usage_error
+from rrnet.cli._args import OneLineParser, UsageError, run_errors, usage_error
 from rrnet.io.catalog import CatalogError, table_format
+from rrnet.utils.lock import output_lock
 
 PROG = "rrnet-eval"
 
@@ -143,13 +144,16 @@ def _main_eval(argv: list[str]) -> int:
         saliency_spectra=args.saliency_spectra,
         figures=not args.no_figures,
     )
-    try:
-        report = evaluate(opts)
-    except (CatalogError, SampleError, CheckpointError, StoreError, FileNotFoundError) as exc:
-        return usage_error(PROG, exc)
-    n = report.counts.get("with_labels", 0)
-    print(f"{PROG}: {n} spectra evaluated -> {args.out / 'index.html'}", file=sys.stderr)
-    return 0
+
+    def run() -> int:
+        with output_lock(args.out, directory=True, what="report"):
+            report = evaluate(opts)
+        n = report.counts.get("with_labels", 0)
+        print(f"{PROG}: {n} spectra evaluated -> {args.out / 'index.html'}", file=sys.stderr)
+        return 0
+
+    usage = (CatalogError, SampleError, CheckpointError, StoreError, FileNotFoundError)
+    return run_errors(PROG, run, usage=usage)
 
 
 def build_compare_parser() -> argparse.ArgumentParser:
@@ -240,18 +244,23 @@ def _main_compare(argv: list[str]) -> int:
         compile=False,
     )
     split = split_by_star(stars, seed=args.seed)
-    run_comparison(
-        flux,
-        labels,
-        split,
-        names,
-        args.out,
-        settings=settings,
-        variants=variants,
-        log=lambda msg: print(msg, file=sys.stderr),
-    )
-    print(f"{PROG}: comparison written to {args.out / 'comparison.md'}", file=sys.stderr)
-    return 0
+
+    def run() -> int:
+        with output_lock(args.out, directory=True, what="report"):
+            run_comparison(
+                flux,
+                labels,
+                split,
+                names,
+                args.out,
+                settings=settings,
+                variants=variants,
+                log=lambda msg: print(msg, file=sys.stderr),
+            )
+        print(f"{PROG}: comparison written to {args.out / 'comparison.md'}", file=sys.stderr)
+        return 0
+
+    return run_errors(PROG, run, usage=(CatalogError, StoreError))
 
 
 def pl_errors() -> type[Exception]:

@@ -11,13 +11,14 @@ from rrnet.cli._args import (
     OneLineParser,
     UsageError,
     add_output_arguments,
-    error_line,
     infer_options,
+    run_errors,
     usage_error,
 )
 from rrnet.inference.options import DEFAULT_CHUNK_ROWS, InferError
 from rrnet.inference.provenance import FingerprintMismatch
 from rrnet.inference.streaming import run_inference
+from rrnet.store import StoreError
 
 PROG = "rrnet-infer"
 
@@ -59,22 +60,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         return usage_error(PROG, exc)
     logging.basicConfig(level=logging.INFO, format=f"{PROG}: %(message)s")
-    options = infer_options(
-        args,
-        chunk_rows=args.chunk_rows,
-        workers=args.workers,
-        per_star=args.per_star,
-        star_column=args.star_column,
-        per_star_out=args.per_star_out,
-        progress=not args.no_progress,
-    )
     inputs = {"store": args.store, "catalog": args.catalog, "data_dir": args.data_dir}
-    try:
+
+    def run() -> int:
+        options = infer_options(
+            args,
+            chunk_rows=args.chunk_rows,
+            workers=args.workers,
+            per_star=args.per_star,
+            star_column=args.star_column,
+            per_star_out=args.per_star_out,
+            progress=not args.no_progress,
+        )
         path = run_inference(options, out=args.out, **inputs)
-    except (InferError, FingerprintMismatch) as exc:
-        return usage_error(PROG, error_line(exc))
-    print(f"{PROG}: wrote {path}", file=sys.stderr)
-    return 0
+        print(f"{PROG}: wrote {path}", file=sys.stderr)
+        return 0
+
+    return run_errors(PROG, run, usage=(InferError, FingerprintMismatch, StoreError))
 
 
 if __name__ == "__main__":

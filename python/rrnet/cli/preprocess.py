@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
 import polars as pl
 
-from rrnet.cli._args import OneLineParser, UsageError, usage_error
+from rrnet.cli._args import (
+    OneLineParser,
+    UsageError,
+    environment_message,
+    run_failure,
+    usage_error,
+)
 from rrnet.io.catalog import CatalogError, read_table, table_format
 from rrnet.io.lamost import DEFAULT_MAX_INFLATED
 from rrnet.io.lamost_catalog import status_summary
@@ -19,7 +26,9 @@ from rrnet.preprocess.pipeline import (
     preprocess_catalog,
     write_selection,
 )
+from rrnet.preprocess.settings import MAX_ITER_LIMIT
 from rrnet.store import StoreError
+from rrnet.utils.lock import LockError
 
 PROG = "rrnet-preprocess"
 
@@ -115,6 +124,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="refuse .fits.gz files inflating beyond this many MiB with status too_large "
         f"(default {DEFAULT_MAX_INFLATED // 2**20})",
     )
+    parser.add_argument(
+        "--allow-outside-data-dir",
+        action="store_true",
+        help="read files named outside --data-dir (absolute or ../); refused by default "
+        "with status outside_data_dir",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress output")
     return parser
 
@@ -133,8 +148,13 @@ def _check(args: argparse.Namespace) -> str | None:
         return f"--max-inflated-mb must be positive, got {args.max_inflated_mb}"
     if args.shard_size < 1:
         return f"--shard-size must be >= 1, got {args.shard_size}"
-    if args.max_iter < 1:
-        return f"--max-iter must be >= 1, got {args.max_iter}"
+    if not 1 <= args.max_iter <= MAX_ITER_LIMIT:
+        return f"--max-iter must lie in 1..{MAX_ITER_LIMIT}, got {args.max_iter}"
+    if not math.isfinite(args.min_snr):
+        return f"--min-snr must be a finite number, got {args.min_snr}"
+    for name in ("max_outliers", "max_outlier_run"):
+        if getattr(args, name) < 0:
+            return f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}"
     if args.resume and args.overwrite:
         return "--resume and --overwrite exclude each other"
     if args.out.exists() and not args.out.is_dir():
@@ -184,9 +204,14 @@ def main(argv: list[str] | None = None) -> int:
             progress=not args.quiet,
             reader=args.reader,
             max_inflated=int(min(args.max_inflated_mb * 2**20, 2**62)),
+            allow_outside_data_dir=args.allow_outside_data_dir,
         )
     except (CatalogError, StoreError) as exc:
         return usage_error(PROG, exc)
+    except LockError as exc:
+        return run_failure(PROG, exc)
+    except OSError as exc:  # the machine (disk full, read-only, I/O error), not the data
+        return run_failure(PROG, environment_message(exc))
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted; rerun with --resume to continue", file=sys.stderr)
         return 130

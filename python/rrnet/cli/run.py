@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from rrnet.cli import _args
 
@@ -61,35 +62,40 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ImportError as exc:  # dask is an optional extra
         print(f"{PROG}: error: {exc}; install rrnet[cluster]", file=sys.stderr)
         return 2
-    try:
-        settings = load_settings(
-            args.config,
-            kind=args.cluster,
-            jobs=args.jobs,
-            processes=args.processes,
-            cores=args.cores,
-            memory=args.memory,
-            walltime=args.walltime,
-            queue=args.queue,
-            account=args.account,
-            gpus_per_job=args.gpus_per_job,
-        )
-        if args.dry_run:
-            print(job_script(settings))
-            return 0
-        preprocess = {"rv_column": args.rv_column, "correct_rv": not args.no_rv_correction}
-        options = _args.infer_options(args, preprocess=preprocess, progress=not args.quiet)
-        report = run_cluster(
-            options,
-            args.catalog,
-            args.data_dir,
-            args.out,
-            settings=settings,
-            shard_size=args.shard_size,
-            retries=args.retries,
-        )
-    except (RunError, ClusterConfigError) as exc:
-        return _args.usage_error(PROG, _args.error_line(exc))
+    return _args.run_errors(
+        PROG, lambda: _run(args, job_script, load_settings, run_cluster),
+        usage=(RunError, ClusterConfigError),
+    )  # fmt: skip
+
+
+def _run(args: argparse.Namespace, job_script: Any, load_settings: Any, run_cluster: Any) -> int:
+    """The command's body (errors become one line in :func:`main`)."""
+    settings = load_settings(
+        args.config,
+        kind=args.cluster,
+        jobs=args.jobs,
+        processes=args.processes,
+        cores=args.cores,
+        memory=args.memory,
+        walltime=args.walltime,
+        queue=args.queue,
+        account=args.account,
+        gpus_per_job=args.gpus_per_job,
+    )
+    if args.dry_run:
+        print(job_script(settings))
+        return 0
+    preprocess = {"rv_column": args.rv_column, "correct_rv": not args.no_rv_correction}
+    options = _args.infer_options(args, preprocess=preprocess, progress=not args.quiet)
+    report = run_cluster(
+        options,
+        args.catalog,
+        args.data_dir,
+        args.out,
+        settings=settings,
+        shard_size=args.shard_size,
+        retries=args.retries,
+    )
     return 0 if report["complete"] else 1
 
 

@@ -6,8 +6,15 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from rrnet.cli._args import OneLineParser, UsageError, usage_error
+from rrnet.cli._args import (
+    OneLineParser,
+    UsageError,
+    environment_message,
+    run_failure,
+    usage_error,
+)
 from rrnet.training.settings import TrainOptions, TrainSettings
+from rrnet.utils.lock import LockError, output_lock
 
 PROG = "rrnet-train"
 
@@ -112,13 +119,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     from rrnet.training.loop import CheckpointComplete
 
     try:
-        out = train_ensemble(args.store, args.labels, args.out, options)
+        with output_lock(args.out, directory=False, what="checkpoint"):
+            out = train_ensemble(args.store, args.labels, args.out, options)
     except CheckpointComplete as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 0
     except (ValueError, FileExistsError, FileNotFoundError, FloatingPointError) as exc:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         return usage_error(PROG, message)
+    except LockError as exc:
+        return run_failure(PROG, exc)
+    except OSError as exc:  # the machine (disk full, read-only), not the inputs
+        return run_failure(PROG, environment_message(exc))
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; rerun with --resume to continue", file=sys.stderr)
+        return 130
     if not args.quiet:
         print(f"{PROG}: checkpoint written to {out}", file=sys.stderr)
     return 0

@@ -41,6 +41,7 @@ from rrnet.inference.options import (
 )
 from rrnet.inference.quality import DEFAULT_THRESHOLDS, QualityBit
 from rrnet.utils.atomic import read_json, write_json
+from rrnet.utils.lock import output_lock
 
 log = logging.getLogger(__name__)
 
@@ -94,12 +95,12 @@ def _rows_hash(table: pl.DataFrame) -> str:
 
 def _carried(table: pl.DataFrame) -> tuple[str, ...]:
     """Input columns carried to the output, as the single-machine run carries them."""
-    from rrnet.inference.columns import schema
-    from rrnet.preprocess.pipeline import HEADER_COLUMNS, reserved_columns
+    from rrnet.inference.streaming import carried_columns
+    from rrnet.preprocess.pipeline import HEADER_COLUMNS
 
-    skip = set(schema()) | set(reserved_columns())
-    names = [*table.columns, *(c for c in HEADER_COLUMNS if c not in table.columns)]
-    return tuple(c for c in names if c not in skip)
+    names = dict(table.schema)
+    names |= {c: dtype for c, dtype in HEADER_COLUMNS.items() if c not in names}
+    return tuple(carried_columns(names))
 
 
 def _failed_frame(
@@ -139,6 +140,12 @@ def _prepare(out: Path, resume: bool, overwrite: bool) -> None:
         return
     if not overwrite:
         raise RunError(f"{out} exists: pass --resume to continue it or --overwrite")
+    if out.exists() and (out.is_symlink() or not out.is_file()):
+        raise RunError(f"{out} is not a regular file; refusing to overwrite it")
+    if out.exists() and read_json(report_path(out)) is None and not (work / "plan.json").is_file():
+        raise RunError(f"{out} was not written by rrnet-run (no run record); refusing to overwrite")
+    if work.exists() and not (work / "plan.json").is_file():
+        raise RunError(f"{work} is not an rrnet-run folder (no plan.json); refusing to remove it")
     shutil.rmtree(work, ignore_errors=True)
     out.unlink(missing_ok=True)
     report_path(out).unlink(missing_ok=True)
@@ -334,6 +341,26 @@ def run_cluster(
     out = Path(out)
     if shard_size < 1 or retries < 0 or shards_per_worker < 1:
         raise RunError("--shard-size and shards per worker must be positive, retries >= 0")
+    with output_lock(out, directory=False, what="catalogue"):
+        return _run_locked(
+            options, catalog, data_dir, out, client, settings, shard_size, retries,
+            shards_per_worker, began,
+        )  # fmt: skip
+
+
+def _run_locked(
+    options: InferOptions,
+    catalog: PathLike | pl.DataFrame,
+    data_dir: PathLike,
+    out: Path,
+    client: Any,
+    settings: ClusterSettings | None,
+    shard_size: int,
+    retries: int,
+    shards_per_worker: int,
+    began: float,
+) -> dict[str, Any]:
+    """The body of :func:`run_cluster`, run while holding the output's lock."""
     run = _checked_run(options, catalog, data_dir, out, shard_size)
     previous = read_json(report_path(out))
     if options.resume and out.exists() and isinstance(previous, dict) and previous.get("complete"):

@@ -9,6 +9,8 @@ matching), written once.
 from __future__ import annotations
 
 import dataclasses
+import errno
+import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -17,11 +19,15 @@ from typing import Any
 
 from rrnet.inference.quality import DEFAULT_THRESHOLDS, QualityThresholds
 from rrnet.labels import COLUMN_STYLES, DEFAULT_COLUMN_STYLE
+from rrnet.preprocess.settings import MAX_ITER_LIMIT
 
 PathLike = str | os.PathLike[str]
 
 DEFAULT_CHUNK_ROWS: int = 4096
 """Catalogue rows per part file when preprocessing on the fly."""
+
+
+_ENVIRONMENT_ERRNOS = frozenset({errno.ENOSPC, errno.EROFS, errno.EIO, errno.ENOMEM})
 
 
 class InferError(ValueError):
@@ -94,6 +100,14 @@ def check_options(options: InferOptions, out: PathLike) -> str:
         raise InferError("--batch-size and --chunk-rows must be positive")
     if options.column_style not in COLUMN_STYLES:
         raise InferError(f"--column-style must be one of {', '.join(COLUMN_STYLES)}")
+    if options.workers is not None and options.workers < 0:
+        raise InferError(f"--workers must be >= 0, got {options.workers}")
+    for name, value in options.thresholds.to_dict().items():
+        if isinstance(value, float | int) and not math.isfinite(value):
+            raise InferError(f"--{name.replace('_', '-')} must be a finite number, got {value}")
+    max_iter = options.preprocess.get("max_iter")
+    if max_iter is not None and not 1 <= max_iter <= MAX_ITER_LIMIT:
+        raise InferError(f"--max-iter must lie in 1..{MAX_ITER_LIMIT}, got {max_iter}")
     for path in options.models:
         if not (Path(path) / "config.json").is_file():
             raise InferError(f"not an rrnet checkpoint (no config.json): {path}")
@@ -114,8 +128,11 @@ def load_checked(options: InferOptions, fingerprint: dict[str, Any], device: str
         checkpoints = load_checkpoints(
             list(options.models), device=device, thresholds=options.thresholds
         )
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
-        raise InferError(f"cannot load checkpoint: {exc}") from exc
+    except Exception as exc:  # damaged member files, malformed config.json, foreign formats
+        if isinstance(exc, OSError) and exc.errno in _ENVIRONMENT_ERRNOS:
+            raise  # the machine, not the checkpoint
+        text = " ".join(str(exc).split()) or type(exc).__name__
+        raise InferError(f"cannot load checkpoint: {type(exc).__name__}: {text}") from exc
     for checkpoint in checkpoints:
         check_fingerprint(
             str(checkpoint.path),

@@ -49,6 +49,7 @@ from rrnet.inference.writers import (
     write_part,
 )
 from rrnet.utils.atomic import read_json, write_json
+from rrnet.utils.lock import output_lock
 from rrnet.utils.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -60,9 +61,12 @@ __all__ = [
     "Chunk",
     "InferError",
     "InferOptions",
+    "carried_columns",
+    "carried_name",
     "catalogue_chunk",
     "parts_dir",
     "per_star_path",
+    "record_path",
     "run_inference",
 ]
 
@@ -98,7 +102,16 @@ class _StoreInput:
         self.fingerprint = self.store.fingerprint
 
     def identity(self) -> dict[str, Any]:
-        return {"store": os.path.abspath(self.name), "fingerprint": self.fingerprint["hash"]}
+        digest = hashlib.sha256()  # another store written at the same path is another input
+        with open(self.store.path / "manifest.parquet", "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        return {
+            "store": os.path.abspath(self.name),
+            "fingerprint": self.fingerprint["hash"],
+            "n_rows": self.n_rows,
+            "manifest_hash": digest.hexdigest()[:16],
+        }
 
     def chunks(self, skip: set[int]) -> Iterator[Chunk]:
         manifest = self.store.manifest
@@ -133,6 +146,8 @@ class _CatalogInput:
             raise InferError(str(exc)) from exc
         if not Path(data_dir).is_dir():
             raise InferError(f"data directory not found: {data_dir}")
+        if table.height == 0:  # the answer rrnet-preprocess gives
+            raise InferError("the catalogue has no rows")
         self.table = table
         self.name = "<DataFrame>" if isinstance(catalog, pl.DataFrame) else str(catalog)
         self.data_dir = data_dir
@@ -289,7 +304,8 @@ def _catalogue_frame(
         ]
         + [pl.col(c.name).cast(c.dtype) for c in CATALOGUE_COLUMNS if not c.dtype.is_float()]
     )
-    return pl.concat([frame, manifest.select(carried)], how="horizontal")
+    extra = manifest.select([pl.col(c).alias(carried_name(c)) for c in carried])
+    return pl.concat([frame, extra], how="horizontal")
 
 
 def catalogue_chunk(
@@ -325,25 +341,73 @@ def _part_path(work: Path, index: int) -> Path:
     return work / f"part-{index:06d}.parquet"
 
 
+def record_path(out: str | os.PathLike[str]) -> Path:
+    """The record of a finished catalogue (``.NAME.rrnet.json`` beside it).
+
+    It is rrnet's format marker for the output (``--overwrite`` removes only files
+    that a record lists) and what ``--resume`` checks a finished output against.
+    """
+    out = Path(out)
+    return out.with_name(f".{out.name}.rrnet.json")
+
+
+def _refuse_resume(out: Path, where: Path) -> InferError:
+    return InferError(
+        f"cannot resume {out}: {where} was written by a run with other inputs, models "
+        "or settings (use --overwrite to start again)"
+    )
+
+
+def _check_target(path: Path) -> None:
+    if path.exists() and (path.is_symlink() or not path.is_file()):
+        raise InferError(f"{path} exists and is not a regular file; refusing to write there")
+
+
+def _remove_previous(out: Path, work: Path) -> None:
+    """``--overwrite``: delete what an earlier rrnet run wrote there, and nothing else."""
+    record = read_json(record_path(out))
+    listed = record.get("files", []) if isinstance(record, dict) else []
+    foreign = not isinstance(record, dict) or record.get("format") != RUN_FORMAT
+    if out.exists() and foreign and read_json(work / "run.json") is None:
+        raise InferError(
+            f"{out} was not written by rrnet-infer (no record {record_path(out).name}); "
+            "refusing to overwrite it"
+        )
+    for name in listed:
+        _check_target(Path(name))
+    if work.exists():
+        if work.is_symlink() or not work.is_dir():
+            raise InferError(f"{work} is not rrnet's parts folder; refusing to remove it")
+        for child in work.iterdir():
+            is_part = child.name == "run.json" or child.name.startswith(("part-", ".part-"))
+            if not is_part or not child.is_file():
+                raise InferError(f"{work} holds {child.name}, not rrnet's; refusing to remove it")
+        shutil.rmtree(work)
+    for name in listed:
+        Path(name).unlink(missing_ok=True)
+    out.unlink(missing_ok=True)
+    record_path(out).unlink(missing_ok=True)
+
+
 def _prepare(out: Path, run: dict[str, Any], resume: bool, overwrite: bool) -> set[int] | None:
     """Create or check the parts directory; the finished part indices (None: output done)."""
     work = parts_dir(out)
+    _check_target(out)
     if resume and out.exists() and not work.exists():
+        record = read_json(record_path(out))
+        if not isinstance(record, dict) or record.get("run") != run:
+            raise _refuse_resume(out, record_path(out) if record else out)
         return None
     if not resume and (out.exists() or work.exists()):
         if not overwrite:
             raise InferError(f"{out} exists: pass --resume to continue it or --overwrite")
-        shutil.rmtree(work, ignore_errors=True)
-        out.unlink(missing_ok=True)
+        _remove_previous(out, work)
     if not work.exists():
         work.mkdir(parents=True)
         write_json(work / "run.json", run)
         return set()
     if read_json(work / "run.json") != run:
-        raise InferError(
-            f"cannot resume {out}: {work} was written by a run with other inputs, models "
-            "or settings (use --overwrite to start again)"
-        )
+        raise _refuse_resume(out, work)
     done = set()
     for part in work.glob("part-*.parquet"):
         try:
@@ -445,14 +509,19 @@ def _merge(plan: _Plan, options: InferOptions, out: Path, fmt: str, work: Path) 
     n_chunks = math.ceil(plan.source.n_rows / plan.source.chunk_rows)
     parts = [_part_path(work, i) for i in range(n_chunks)]
     style = options.column_style
+    files = [os.path.abspath(out)]
     try:
         merge_parts(parts, out, fmt, plan.provenance, schema=schema(), column_style=style)
         if options.per_star:
             table = per_star_table(pl.scan_parquet(parts), star_column=options.star_column)
-            target = options.per_star_out or per_star_path(out)
+            target = Path(options.per_star_out or per_star_path(out))
+            _check_target(target)
             write_catalogue(table, target, fmt, plan.provenance, column_style=style)
+            files.append(os.path.abspath(target))
     except ValueError as exc:  # e.g. a carried column clashing with a styled name
         raise InferError(str(exc)) from exc
+    record = {"format": RUN_FORMAT, "run": plan.run, "files": files}
+    write_json(record_path(out), record, fsync=True)
     shutil.rmtree(work, ignore_errors=True)
 
 
@@ -479,12 +548,27 @@ def run_inference(
     _check_device(options.device)
     source = _open_source(options, store, catalog, data_dir)
     plan = _plan(options, source)
-    done = _prepare(out, plan.run, options.resume, options.overwrite)
-    if done is not None:
-        work = parts_dir(out)
-        _compute_parts(plan, options, work, done)
-        _merge(plan, options, out, fmt, work)
+    _check_target(out)  # before the lock file is made beside it
+    with output_lock(out, directory=False, what="catalogue"):
+        done = _prepare(out, plan.run, options.resume, options.overwrite)
+        if done is not None:
+            work = parts_dir(out)
+            try:
+                _compute_parts(plan, options, work, done)
+            except Exception:  # not Ctrl-C: that run is told to --resume, and can
+                _drop_if_empty(work)
+                raise
+            _merge(plan, options, out, fmt, work)
     return out
+
+
+def _drop_if_empty(work: Path) -> None:
+    """A run that failed before its first part leaves no parts folder behind."""
+    try:
+        if work.is_dir() and not any(work.glob("part-*.parquet")):
+            shutil.rmtree(work)
+    except OSError:
+        pass
 
 
 def _check_device(device: str) -> None:
@@ -500,7 +584,61 @@ def _check_device(device: str) -> None:
         raise InferError(f"device {device!r} requested but no CUDA GPU is available")
 
 
+CARRIED_PREFIX = "input_"
+"""Prefix of an input column carried under another name because the output has its name."""
+
+_TAKEN_OVER: dict[str, tuple[str, ...]] = {
+    "obsid": ("integer",),
+    "ra": ("integer", "float"),
+    "dec": ("integer", "float"),
+    "filename": ("string",),
+    "extname_blue": ("string",),
+    "extname_red": ("string",),
+}
+"""Input columns the catalogue takes over as its own, when of a type it keeps unchanged."""
+
+
+def _family(dtype: pl.DataType) -> str:
+    if dtype.is_integer():
+        return "integer"
+    if dtype.is_float():
+        return "float"
+    return "string" if dtype == pl.Utf8 else "other"
+
+
+def carried_columns(schema_in: dict[str, pl.DataType]) -> list[str]:
+    """Input columns carried to the output unchanged (see :func:`carried_name`).
+
+    Every input column is kept with its values: one the catalogue also writes
+    (``flag``, ``ood_score``, ``Teff[K]``...) is carried as ``input_<name>``, and
+    so is an ``obsid``/``ra``/``dec`` the catalogue could not take over without
+    changing it (text such as a sexagesimal ``ra``). Only the columns the
+    preprocessing adds (``status``, ``snr_blue``...) are not carried.
+    """
+    skip = _pipeline_columns()
+    carried = []
+    for name, dtype in schema_in.items():
+        if name in skip:
+            continue
+        if name in _TAKEN_OVER and _family(dtype) in _TAKEN_OVER[name]:
+            continue
+        carried.append(name)
+    return carried
+
+
+def carried_name(name: str) -> str:
+    """The output name of a carried input column (prefixed where the output has the name)."""
+    return CARRIED_PREFIX + name if name in schema() else name
+
+
 def _carried(manifest: pl.DataFrame) -> list[str]:
-    """Input catalogue columns carried to the output (those not already in it)."""
-    skip = set(schema()) | _pipeline_columns()
-    return [c for c in manifest.columns if c not in skip]
+    """Input catalogue columns carried to the output; renamed ones are said once."""
+    carried = carried_columns(dict(manifest.schema))
+    renamed = [c for c in carried if carried_name(c) != c]
+    if renamed:
+        log.warning(
+            "input column(s) %s carried as %s (the catalogue has columns of those names)",
+            ", ".join(renamed),
+            ", ".join(carried_name(c) for c in renamed),
+        )
+    return carried

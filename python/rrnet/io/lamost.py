@@ -18,6 +18,7 @@ This module is the reference reader (cfitsio through fitsio);
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 import zlib
@@ -28,6 +29,8 @@ from pathlib import Path
 
 import fitsio
 import numpy as np
+
+from rrnet.io.values import convert
 
 REQUIRED_COLUMNS: tuple[str, ...] = ("FLUX", "IVAR", "LOGLAM")
 """Columns every arm table must have."""
@@ -41,6 +44,19 @@ GZIP_MAGIC = b"\x1f\x8b"
 DEFAULT_MAX_INFLATED = 256 << 20
 """Largest inflated size [bytes] of a ``.fits.gz`` file (a MRS file is ~2 MB): a
 gzip bomb is refused with status ``too_large`` after at most this much work."""
+ENVIRONMENT_ERRNOS: frozenset[int] = frozenset(
+    {errno.ENOSPC, errno.EROFS, errno.EIO, errno.EDQUOT, errno.ENOMEM, errno.EMFILE, errno.ENFILE}
+)
+"""Errors of the machine, not of a file: they stop a run and are never a row's status."""
+
+
+def is_environment_fault(exc: BaseException) -> bool:
+    """Whether an error is a fault of the machine (disk full, read-only, I/O, no memory)."""
+    return isinstance(exc, MemoryError) or (
+        isinstance(exc, OSError)
+        and not isinstance(exc, LamostReadError)
+        and exc.errno in ENVIRONMENT_ERRNOS
+    )
 
 
 class LamostReadError(Exception):
@@ -94,6 +110,8 @@ class LamostFile:
     """FILENAME keyword (the original, uncompressed name)."""
     extnames: tuple[str, ...]
     """Extension names of all table HDUs, in file order."""
+    notes: tuple[str, ...] = ()
+    """Header values that could not be converted (each recorded as null), one line each."""
 
 
 @dataclass(frozen=True)
@@ -117,6 +135,8 @@ class Arm:
     """Header LMJM (local modified Julian minute) of a single exposure."""
     exptime: float | None
     """Header EXPTIME [s] of a single exposure."""
+    notes: tuple[str, ...] = ()
+    """Header values of this arm that could not be converted (recorded as null)."""
 
     @property
     def n_pix(self) -> int:
@@ -169,15 +189,21 @@ def _card_value(field: str) -> object:
     return None
 
 
-def _typed(values: dict[str, object], key: str, kind: type) -> object | None:
-    """A header value converted to ``kind``; None when absent, blank or unparsable."""
-    value = values.get(key)
-    if value is None or isinstance(value, bool) or (isinstance(value, str) and not value.strip()):
-        return None
-    try:
-        return kind(value.strip() if isinstance(value, str) else value)
-    except (TypeError, ValueError):
-        return None
+_KINDS = {int: "int64", float: "float64", str: "str"}
+
+
+def _typed(
+    values: dict[str, object], key: str, kind: type, notes: list[str] | None = None
+) -> object | None:
+    """A header value converted to ``kind`` by :func:`rrnet.io.values.convert`.
+
+    None when absent, blank or unconvertible; the reason for an unconvertible
+    value is appended to ``notes`` (one bad card never stops a file or a run).
+    """
+    value, why = convert(values.get(key), _KINDS[kind], key)  # type: ignore[arg-type]
+    if why is not None and notes is not None:
+        notes.append(f"header {why}: recorded as null")
+    return value
 
 
 class _Opened:
@@ -223,15 +249,23 @@ def _open(
 ) -> Iterator[_Opened]:
     path = Path(path)
     if not path.is_file():
+        if path.is_dir():
+            raise MissingFileError(f"{path} is a directory, not a spectrum file")
+        if path.exists():
+            raise MissingFileError(f"{path} is not a regular file (device, socket or pipe)")
         raise MissingFileError(f"file not found: {path}")
     try:
         content = path.read_bytes()
     except OSError as exc:
+        if is_environment_fault(exc):  # the disk, not the file: stop the run
+            raise
         raise MissingFileError(f"file not readable: {path}: {exc.strerror}") from exc
     if content[:2] == GZIP_MAGIC:
         content = _gunzip(content, path.name, max_inflated)
         # fitsio opens files by name: hand it a scratch copy, unlinked once open
         # (cfitsio keeps its descriptor), so a killed process leaves nothing behind.
+        # Any failure of the scratch folder (full, read-only, no permission) is the
+        # machine's: it propagates as OSError and is never a property of the file.
         fd, scratch = tempfile.mkstemp(prefix="rrnet-", suffix=".fits")
         try:
             with os.fdopen(fd, "wb") as handle:
@@ -285,18 +319,22 @@ def file_info(
     Raises BadFitsError when the file has fewer HDUs than its N_EXTEN says.
     """
     n_expected = _typed(header, "N_EXTEN", int)
+    if n_expected is not None and n_expected < 0:
+        n_expected = None
     if n_expected is not None and n_hdus < n_expected:
         raise BadFitsError(
             f"truncated file {path.name}: header N_EXTEN={n_expected} but {n_hdus} HDUs found"
         )
+    notes: list[str] = []
     return LamostFile(
         path=path,
-        obsid=_typed(header, "OBSID", int),
-        ra=_typed(header, "RA", float),
-        dec=_typed(header, "DEC", float),
-        desig=_typed(header, "DESIG", str),
-        filename=_typed(header, "FILENAME", str),
+        obsid=_typed(header, "OBSID", int, notes),
+        ra=_typed(header, "RA", float, notes),
+        dec=_typed(header, "DEC", float, notes),
+        desig=_typed(header, "DESIG", str, notes),
+        filename=_typed(header, "FILENAME", str, notes),
         extnames=extnames,
+        notes=tuple(notes),
     )
 
 
@@ -357,6 +395,7 @@ def make_arm(
     ormask: np.ndarray | None,
 ) -> Arm:
     """An :class:`Arm` from its columns and header values (shared by both readers)."""
+    notes: list[str] = []
     return Arm(
         extname=extname,
         loglam=loglam,
@@ -364,9 +403,10 @@ def make_arm(
         ivar=ivar,
         mask=mask,
         ormask=ormask,
-        snr=_typed(header, "SNR", float),
-        lmjm=_typed(header, "LMJM", int),
-        exptime=_typed(header, "EXPTIME", float),
+        snr=_typed(header, "SNR", float, notes),
+        lmjm=_typed(header, "LMJM", int, notes),
+        exptime=_typed(header, "EXPTIME", float, notes),
+        notes=tuple(f"{extname} {n}" for n in notes),
     )
 
 

@@ -12,6 +12,7 @@ instead; :attr:`FileRead.fallback` records why.
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ from rrnet.io.lamost import (
     TooLargeError,
     _card_value,
     file_info,
+    is_environment_fault,
     make_arm,
     read_arms,
 )
@@ -73,6 +75,8 @@ def _cards(pairs: Iterable[tuple[str, str]]) -> dict[str, object]:
 
 def _from_rust(path: Path, extnames: list[str], result: tuple) -> FileRead:
     status, why, primary, names, n_hdus, arms = result
+    if status == "environment":  # the machine, not the file: stop the run
+        raise OSError(errno.EIO, why)
     if status != "ok":
         return FileRead(path, error=_ERRORS.get(status, BadFitsError)(why))
     try:
@@ -102,6 +106,8 @@ def _from_fitsio(
     except LamostReadError as exc:
         return FileRead(path, error=exc, fallback=fallback)
     except Exception as exc:  # cfitsio errors outside OSError (FITSFormatError): one file only
+        if is_environment_fault(exc):  # the machine (disk, TMPDIR, memory): stop the run
+            raise
         error = BadFitsError(f"unexpected error reading {path.name}: {exc!r}")
         return FileRead(path, error=error, fallback=fallback)
     return FileRead(path, info=info, arms=arms, fallback=fallback)

@@ -15,6 +15,7 @@ rebuilds the networks (:func:`rrnet.models.build_model`).
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -232,6 +233,17 @@ def _replace_dir(new: Path, target: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split())[:300] or type(err).__name__
+
+
+def _environment_fault(err: BaseException) -> bool:
+    """Disk or memory faults are the machine's, never the checkpoint's."""
+    return isinstance(err, MemoryError) or (
+        isinstance(err, OSError) and err.errno in (errno.EIO, errno.ENOMEM, errno.ENOSPC)
+    )
+
+
 def read_checkpoint_config(path: str | Path) -> dict[str, Any]:
     """The parsed ``config.json`` of a checkpoint (cheap: no weights are read)."""
     path = Path(path)
@@ -260,13 +272,19 @@ def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu") -> 
         model_config = ModelConfig.from_dict(config["model"])
         labels = tuple(str(name) for name in config["labels"])
         n_members = int(config["n_members"])
-    except (KeyError, TypeError, ValueError) as err:
-        raise CheckpointError(f"{path / CONFIG_FILE}: malformed ({err})") from err
+        if not 0 < n_members <= 1000:
+            raise ValueError(f"n_members {n_members} is not in 1..1000")
+    except (KeyError, TypeError, ValueError, OverflowError, AttributeError) as err:
+        raise CheckpointError(f"{path / CONFIG_FILE}: malformed ({_one_line(err)})") from err
     try:
         stats = safetensors.torch.load_file(str(path / NORMALIZATION_FILE))
         norm = Normalization(**{k: stats[k].numpy() for k in Normalization.__dataclass_fields__})
-    except (OSError, KeyError, ValueError) as err:
-        raise CheckpointError(f"{path / NORMALIZATION_FILE}: unreadable ({err})") from err
+    except Exception as err:  # SafetensorError (damaged file) is a plain Exception
+        if _environment_fault(err):
+            raise
+        raise CheckpointError(
+            f"{path / NORMALIZATION_FILE}: unreadable ({_one_line(err)})"
+        ) from err
     if len(labels) != model_config.num_labels or norm.label_mean.shape != (len(labels),):
         raise CheckpointError(f"{path}: labels, label statistics and model disagree")
     members = []
@@ -274,7 +292,14 @@ def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu") -> 
         file = path / member_file(i)
         if not file.is_file():
             raise CheckpointError(f"{path}: member file {file.name} is missing")
-        sd = safetensors.torch.load_file(str(file), device=str(device))
+        try:
+            sd = safetensors.torch.load_file(str(file), device=str(device))
+        except Exception as err:  # damaged or not safetensors at all
+            if _environment_fault(err):
+                raise
+            raise CheckpointError(
+                f"{file}: not a readable safetensors file ({_one_line(err)})"
+            ) from err
         check_state_dict(sd, model_config, source=str(file))
         members.append(sd)
     return Checkpoint(
@@ -293,9 +318,11 @@ def checkpoint_hash(path: str | Path) -> str:
     """SHA-256 (hex) over the checkpoint's files, names included: identifies the weights."""
     path = Path(path)
     config = read_checkpoint_config(path)
-    names = [CONFIG_FILE, NORMALIZATION_FILE] + [
-        member_file(i) for i in range(int(config["n_members"]))
-    ]
+    try:
+        n_members = int(config["n_members"])
+    except (KeyError, TypeError, ValueError, OverflowError) as err:
+        raise CheckpointError(f"{path / CONFIG_FILE}: malformed n_members ({err})") from err
+    names = [CONFIG_FILE, NORMALIZATION_FILE] + [member_file(i) for i in range(n_members)]
     digest = hashlib.sha256()
     for name in names:
         file_digest = hashlib.sha256()

@@ -37,7 +37,7 @@ import polars as pl
 
 from rrnet.grid import C_KMS, N_PIX
 from rrnet.io.catalog import read_catalog, validate_catalog, write_table
-from rrnet.io.lamost import DEFAULT_MAX_INFLATED
+from rrnet.io.lamost import DEFAULT_MAX_INFLATED, is_environment_fault
 from rrnet.io.lamost_fast import READERS, FileRead, Reader, read_many
 from rrnet.preprocess import Status, normalize_detailed, reason, resample_batch
 from rrnet.preprocess.settings import PreprocessSettings
@@ -52,6 +52,7 @@ from rrnet.store import (
     shard_name,
 )
 from rrnet.utils.atomic import atomic_path
+from rrnet.utils.lock import LOCK_NAME, output_lock
 from rrnet.utils.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -106,6 +107,9 @@ HEADER_COLUMNS: dict[str, pl.DataType] = {
 }
 """Taken from the FITS primary header when the catalogue does not have them."""
 
+NOTES_KEY = "_notes"
+"""Key of a reader result's header dict holding the unconvertible-value notes per HDU."""
+
 
 @dataclass(frozen=True)
 class QualityCuts:
@@ -113,8 +117,9 @@ class QualityCuts:
 
     A row passes if it preprocessed (status ``ok``), ``min(snr_blue, snr_red) >=
     min_snr``, ``n_outliers <= max_outliers`` and ``max_outlier_run <=
-    max_outlier_run``. ``snr_*`` are the header SNR of the named extensions (the
-    FLUX/IVAR estimate stands in where a header has none).
+    max_outlier_run``. ``snr_*`` follow :func:`snr_rule`: the header SNR of the
+    named extensions, the FLUX/IVAR estimate where a header has no finite one, and
+    null (failing the cut) when the arm's IVAR has no usable pixel.
     """
 
     min_snr: float = 10.0
@@ -165,13 +170,15 @@ def _plain(read: FileRead) -> tuple[tuple[str, str] | None, dict, dict, str | No
         return (read.error.status, str(read.error)), {}, {}, read.fallback
     info = read.info
     header = {"obsid": info.obsid, "ra": info.ra, "dec": info.dec, "desig": info.desig}
+    notes: dict[str, tuple[str, ...]] = {"": info.notes}
     out: dict[str, tuple] = {}
     for extname, arm in read.arms.items():
         if isinstance(arm, Exception):
             out[extname] = (arm.status, str(arm))
         else:
             out[extname] = (arm.loglam, arm.flux, arm.ivar, arm.snr)
-    return None, header, out, read.fallback
+            notes[extname] = arm.notes
+    return None, {**header, NOTES_KEY: notes}, out, read.fallback
 
 
 def _read_files(
@@ -181,6 +188,8 @@ def _read_files(
     try:
         reads = read_many(files, reader=reader, max_inflated=max_inflated, threads=threads)
     except Exception as exc:  # an unforeseen reader failure must not stop the batch
+        if is_environment_fault(exc):  # the machine (disk, TMPDIR, memory): stop the run
+            raise
         why = f"unexpected error reading files: {exc!r}"
         return [(("bad_fits", why), {}, {}, None) for _ in files]
     return [_plain(read) for read in reads]
@@ -314,6 +323,7 @@ def _plan_batch(
     data_dir: Path,
     rv_column: str,
     correct_rv: bool,
+    allow_outside: bool = False,
 ) -> list[_Job]:
     start = index * batch_size
     stop = min(start + batch_size, catalog.height)
@@ -340,7 +350,13 @@ def _plan_batch(
         if correct_rv and (rv is None or not math.isfinite(rv) or abs(rv) >= C_KMS):
             plan.early[row] = ("bad_rv", f"{rv_column} is not a usable velocity: {rv!r} km/s")
             continue
-        path = str(data_dir / filename)
+        path = data_path(data_dir, filename, allow_outside)
+        if path is None:
+            plan.early[row] = (
+                "outside_data_dir",
+                f"{filename!r} lies outside the data directory (allow_outside_data_dir to read it)",
+            )
+            continue
         job = by_file.setdefault(path, _Job(plan, (path, [])))
         extnames = job.args[1]
         extnames.extend(e for e in dict.fromkeys((blue, red)) if e not in extnames)
@@ -359,15 +375,33 @@ def _add_lookahead(catalog: pl.DataFrame, stop: int, data_dir: Path, by_file: di
     want from it, so a file straddling two batches is read once (see
     :func:`_ordered_prefetch`)."""
     last_name = catalog.get_column("filename")[stop - 1]
-    last = None if last_name is None else str(data_dir / last_name)
+    last = None if last_name is None else data_path(data_dir, last_name, True)
     if last not in by_file:
         return
     extnames = by_file[last].args[1]
     nxt = catalog.slice(stop, LOOKAHEAD_ROWS).select("filename", "extname_blue", "extname_red")
     for filename, blue, red in nxt.iter_rows():
-        if filename is None or str(data_dir / filename) != last:
+        if filename is None or data_path(data_dir, filename, True) != last:
             break
         extnames.extend(e for e in (blue, red) if e is not None and e not in extnames)
+
+
+def data_path(data_dir: Path, filename: str, allow_outside: bool = False) -> str | None:
+    """The file a catalogue row names, or None when it lies outside ``data_dir``.
+
+    A shared pipeline reads only below its data directory: an absolute name or
+    one climbing out with ``..`` is refused (status ``outside_data_dir``) unless
+    ``allow_outside``. The test is on the names (symbolic links inside the data
+    directory are followed as usual).
+    """
+    path = os.path.normpath(os.path.join(data_dir, filename))
+    if allow_outside:
+        return path
+    root = os.path.normpath(os.path.abspath(data_dir))
+    inside = os.path.normpath(os.path.abspath(path))
+    if inside != root and inside.startswith(root.rstrip(os.sep) + os.sep):
+        return path
+    return None
 
 
 # --------------------------------------------------------------------------- computing
@@ -401,10 +435,14 @@ class _BatchBuilder:
         if fallback is not None:
             self.fallbacks.append((job.args[0], fallback))
             log.warning("read %s with fitsio: %s", job.args[0], fallback)
+        notes = header.get(NOTES_KEY, {})
         for row, blue, red, rv in job.rows:
             pos = row - self.plan.start
-            for name, value in header.items():
-                self.columns[f"_header_{name}"][pos] = value
+            for name in HEADER_COLUMNS:
+                self.columns[f"_header_{name}"][pos] = header.get(name)
+            why = [n for key in ("", blue, red) for n in notes.get(key, ())]
+            if why:  # unconvertible header values: null, and said so on the row
+                self.columns["reason"][pos] = "; ".join(why)
             if file_error is not None:
                 self._fail(pos, *file_error)
                 continue
@@ -470,10 +508,10 @@ class _BatchBuilder:
         self.columns["row"] = rows.tolist()
         self.columns["shard"] = [plan.index] * n
         self.columns["offset"] = list(range(n))
-        for name in ("snr_blue", "snr_red"):  # the FLUX/IVAR estimate stands in for a header
+        for name in ("snr_blue", "snr_red"):
             estimate = self.columns[f"{name}_ivar"]
             self.columns[name] = [
-                e if h is None else h for h, e in zip(self.columns[name], estimate, strict=True)
+                snr_rule(h, e) for h, e in zip(self.columns[name], estimate, strict=True)
             ]
         passed, why = _quality(self.columns, quality)
         self.columns["quality_ok"], self.columns["quality_reason"] = passed, why
@@ -490,6 +528,22 @@ class _BatchBuilder:
         return PreprocessedBatch(
             plan.index, rows, manifest, self.normalized, self.resampled, self.fallbacks
         )
+
+
+def snr_rule(header: float | None, estimate: float | None) -> float | None:
+    """The S/N of one arm that the quality cut uses (the one documented rule).
+
+    ``estimate`` is the FLUX/IVAR estimate (median ``FLUX*sqrt(IVAR)`` over pixels
+    with finite positive IVAR); None when the arm has no such pixel. An arm whose
+    IVAR is all zero, negative or NaN cannot be trusted whatever its header says:
+    None. Otherwise the header SNR when it is a finite number >= 0, else the
+    estimate. None fails the cut ("no usable S/N") and sets LOW_SNR downstream.
+    """
+    if estimate is None:
+        return None
+    if header is not None and math.isfinite(header) and header >= 0:
+        return float(header)
+    return estimate
 
 
 def _finite_or_none(value: float) -> float | None:
@@ -517,7 +571,7 @@ def _quality(columns: dict[str, list], cuts: QualityCuts) -> tuple[list[bool], l
         else:
             snrs = [s for s in (snr_b, snr_r) if s is not None]
             if len(snrs) < 2:
-                why.append("no S/N")
+                why.append("no usable S/N (IVAR all zero, negative or NaN)")
             elif min(snrs) < cuts.min_snr:
                 why.append(f"snr {min(snrs):.1f} < {cuts.min_snr:g}")
             if n_out > cuts.max_outliers:
@@ -588,6 +642,7 @@ def iter_preprocessed(
     progress: bool = False,
     reader: Reader = "auto",
     max_inflated: int = DEFAULT_MAX_INFLATED,
+    allow_outside_data_dir: bool = False,
 ) -> Iterator[PreprocessedBatch]:
     """Preprocess a catalogue batch by batch, in catalogue order, without writing files.
 
@@ -607,6 +662,9 @@ def iter_preprocessed(
         support; ``fitsio``: the reference reader only.
     max_inflated : int
         Largest inflated size of a ``.fits.gz`` file [bytes]; beyond: ``too_large``.
+    allow_outside_data_dir : bool
+        Read files named outside ``data_dir`` (absolute or ``..``); by default such
+        rows get status ``outside_data_dir`` (see :func:`data_path`).
 
     Yields
     ------
@@ -627,7 +685,9 @@ def iter_preprocessed(
     jobs = (
         job
         for i in todo
-        for job in _plan_batch(catalog, i, batch_size, data_dir, rv_column, correct_rv)
+        for job in _plan_batch(
+            catalog, i, batch_size, data_dir, rv_column, correct_rv, allow_outside_data_dir
+        )
     )
     bar = Progress(catalog.height, initial=initial, enabled=progress, prefix="rrnet-preprocess")
     builder: _BatchBuilder | None = None
@@ -666,6 +726,7 @@ def preprocess_catalog(
     fsync: bool = True,
     reader: Reader = "auto",
     max_inflated: int = DEFAULT_MAX_INFLATED,
+    allow_outside_data_dir: bool = False,
 ) -> Store:
     """Preprocess a catalogue into a store directory (see :mod:`rrnet.store`) and open it.
 
@@ -701,9 +762,43 @@ def preprocess_catalog(
         "fingerprint": settings.fingerprint(),
         "complete": False,
     }
+    if out.exists() and not out.is_dir():
+        raise StoreError(f"{out} exists and is not a directory; refusing to write a store there")
+    with output_lock(out, directory=True, what="store"):
+        _write_store(
+            out, catalog, data_dir, info, resume=resume, overwrite=overwrite, workers=workers,
+            rv_column=rv_column, correct_rv=correct_rv, max_iter=max_iter,
+            keep_resampled=keep_resampled, quality=quality, progress=progress, fsync=fsync,
+            allow_outside=allow_outside_data_dir, reader=reader, max_inflated=max_inflated,
+        )  # fmt: skip
+    return open_store(out)
+
+
+def _write_store(
+    out: Path,
+    catalog: pl.DataFrame,
+    data_dir: str | os.PathLike[str],
+    info: dict[str, Any],
+    *,
+    resume: bool,
+    overwrite: bool,
+    workers: int | None,
+    rv_column: str,
+    correct_rv: bool,
+    max_iter: int,
+    keep_resampled: bool,
+    quality: QualityCuts,
+    progress: bool,
+    fsync: bool,
+    allow_outside: bool,
+    reader: Reader,
+    max_inflated: int,
+) -> None:
+    """The body of :func:`preprocess_catalog`, run while holding the store's lock."""
+    shard_size = info["shard_size"]
     done = _prepare_out(out, info, resume=resume, overwrite=overwrite, catalog=catalog)
-    if done is None:  # resuming a finished store
-        return open_store(out)
+    if done is None:  # resuming a finished store made from the same inputs
+        return
     for batch in iter_preprocessed(
         catalog,
         data_dir,
@@ -718,12 +813,12 @@ def preprocess_catalog(
         progress=progress,
         reader=reader,
         max_inflated=max_inflated,
+        allow_outside_data_dir=allow_outside,
     ):
         _write_shard(out, batch, fsync=fsync)
         del batch  # only one shard in memory at a time
     header_columns = [c for c in HEADER_COLUMNS if c not in catalog.columns]
     _finish_store(out, info, -(-catalog.height // shard_size), header_columns, fsync=fsync)
-    return open_store(out)
 
 
 def write_selection(store: Store, path: str | os.PathLike[str]) -> int:
@@ -775,18 +870,13 @@ def _prepare_out(
     out: Path, info: dict[str, Any], *, resume: bool, overwrite: bool, catalog: pl.DataFrame
 ) -> set[int] | None:
     """Create or check the store directory; the set of complete shards (None: all done)."""
-    exists = out.exists() and any(out.iterdir())
+    exists = out.exists() and any(p.name != LOCK_NAME for p in out.iterdir())
     if exists and not resume:
         if not overwrite:
             raise StoreError(
                 f"{out} is not empty: resume it (--resume) or replace it (--overwrite)"
             )
-        if not (out / "store.json").is_file():
-            raise StoreError(f"{out} is not empty and not a store; refusing to overwrite it")
-        for name in ("store.json", "manifest.parquet"):
-            (out / name).unlink(missing_ok=True)
-        for name in ("shards", "parts"):
-            shutil.rmtree(out / name, ignore_errors=True)
+        _remove_store(out)
         exists = False
     if not exists:
         (out / "shards").mkdir(parents=True, exist_ok=True)
@@ -803,6 +893,7 @@ def _prepare_out(
             f"(fingerprint {old['fingerprint']['hash']}, now {info['fingerprint']['hash']})"
         )
     if old.get("complete"):
+        _check_finished_catalog(out, catalog)
         return None
     (out / "shards").mkdir(exist_ok=True)
     (out / "parts").mkdir(exist_ok=True)
@@ -815,6 +906,54 @@ def _prepare_out(
         if _shard_complete(out, shard, info, catalog):
             done.add(shard)
     return done
+
+
+def _check_finished_catalog(out: Path, catalog: pl.DataFrame) -> None:
+    """A finished store is reused only for the catalogue it was made from."""
+    try:
+        manifest = pl.scan_parquet(out / "manifest.parquet")
+        names = manifest.collect_schema().names()
+        same = all(c in names for c in catalog.columns) and (
+            manifest.select(catalog.columns).collect().equals(catalog)
+        )
+    except (OSError, pl.exceptions.PolarsError) as exc:
+        raise StoreError(f"cannot resume {out}: its manifest is unreadable ({exc})") from exc
+    if not same:
+        raise StoreError(
+            f"cannot resume {out}: it was made from another catalogue "
+            "(use --overwrite to replace it, or another --out)"
+        )
+
+
+def _remove_store(out: Path) -> None:
+    """Delete what rrnet wrote in ``out`` (the files its store.json lists) and nothing else.
+
+    A folder without rrnet's format marker is refused, and so is any listed name
+    that is not a regular file (a device node or a link is never removed).
+    """
+    if not (out / "store.json").is_file():
+        raise StoreError(f"{out} is not empty and not a store; refusing to overwrite it")
+    try:
+        old = read_store_info(out)
+        n_shards = -(-int(old["n_rows"]) // int(old["shard_size"]))
+        kinds = [k for k in old["kinds"] if k in KINDS]
+    except (StoreError, KeyError, TypeError, ValueError, ZeroDivisionError) as exc:
+        raise StoreError(
+            f"{out} has a store.json that is not rrnet's; refusing to overwrite it"
+        ) from exc
+    listed = [out / "manifest.parquet"]
+    listed += [out / shard_name(k, i) for k in kinds for i in range(n_shards)]
+    listed += [_part_path(out, i) for i in range(n_shards)]
+    listed += [p for d in (out, out / "shards", out / "parts") for p in d.glob(".*.tmp")]
+    for path in [*listed, out / "store.json"]:
+        if path.is_symlink() or (path.exists() and not path.is_file()):
+            raise StoreError(f"{path} is not a regular file; refusing to overwrite {out}")
+    for path in listed:
+        path.unlink(missing_ok=True)
+    (out / "store.json").unlink()  # the marker goes last: a cut-short removal is resumable
+    for folder in (out / "parts", out / "shards"):
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
 
 
 def _shard_complete(out: Path, shard: int, info: dict[str, Any], catalog: pl.DataFrame) -> bool:

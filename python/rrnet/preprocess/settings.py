@@ -39,6 +39,9 @@ OUTLIER_CLIP: tuple[float, float] = (-4.0, 3.0)
 CONTINUUM_CLIP: tuple[float, float] = (-4.0, 3.0)
 """Kept points satisfy ``lo * g < p - fs < hi * g`` (continuum fit, g = std of residuals)."""
 
+MAX_ITER_LIMIT: int = 100_000
+"""Largest continuum-fit iteration cap accepted (the fit converges in tens)."""
+
 
 @dataclass(frozen=True)
 class PreprocessSettings:

@@ -28,6 +28,9 @@ pub enum ReadStatus {
     BadColumns,
     /// Outside the supported subset: read this file with cfitsio instead.
     Unsupported,
+    /// A fault of the machine (I/O error, no memory, too many open files), not of
+    /// the file: the caller stops the run instead of recording a row status.
+    Environment,
 }
 
 impl ReadStatus {
@@ -40,6 +43,7 @@ impl ReadStatus {
             ReadStatus::MissingExtension => "missing_extension",
             ReadStatus::BadColumns => "bad_columns",
             ReadStatus::Unsupported => "unsupported",
+            ReadStatus::Environment => "environment",
         }
     }
 }
@@ -102,14 +106,27 @@ fn cards(hdu: &Hdu<'_>, keys: &[String]) -> Cards {
         .collect()
 }
 
+/// EIO, ENOMEM, ENFILE, EMFILE: errors of the machine rather than of one file (the
+/// Python side's `rrnet.io.lamost.ENVIRONMENT_ERRNOS` for reads).
+fn is_environment_fault(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(5 | 12 | 23 | 24))
+        || e.kind() == std::io::ErrorKind::OutOfMemory
+}
+
 /// The file's bytes, inflated when gzip; statuses as the Python reader's.
 fn load(path: &Path, name: &str, max_inflated: usize) -> Result<Vec<u8>, ReadFailure> {
     let missing = |why: String| ReadFailure::new(ReadStatus::MissingFile, why);
     if !path.is_file() {
         return Err(missing(format!("file not found: {}", path.display())));
     }
-    let raw = std::fs::read(path)
-        .map_err(|e| missing(format!("file not readable: {}: {e}", path.display())))?;
+    let raw = std::fs::read(path).map_err(|e| {
+        let why = format!("file not readable: {}: {e}", path.display());
+        if is_environment_fault(&e) {
+            ReadFailure::new(ReadStatus::Environment, why)
+        } else {
+            missing(why)
+        }
+    })?;
     if raw.get(..2) != Some(&GZIP_MAGIC[..]) {
         return Ok(raw);
     }

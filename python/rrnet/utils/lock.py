@@ -1,0 +1,154 @@
+"""One writer per output: an exclusive lock held for the whole run.
+
+Two processes writing the same store, catalogue, run folder, checkpoint folder or
+report (a job array sharing ``--out``, a second ``--resume`` by mistake) would
+interleave their files and leave an output marked complete whose rows point at
+another spectrum's flux. Every rrnet command therefore takes :func:`output_lock`
+on its output before it writes anything.
+
+The lock is ``flock(LOCK_EX | LOCK_NB)`` on a small lock file (inside a directory
+output, beside a file output) that records who holds it: pid, host and start time.
+The kernel drops an flock when its process dies (``kill -9`` included), so a lock
+file left by a dead process is simply taken over; the recorded holder is only
+what the refusal message names. Where the file system ignores flock (some NFS
+mounts), the record still detects a live holder on the same host: a lock file
+naming a running pid of this host that is not ours is refused, one naming a pid
+that no longer runs is stale and is taken over.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import errno
+import fcntl
+import json
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+LOCK_NAME = ".rrnet.lock"
+"""Name of the lock file inside a directory output."""
+
+
+class LockError(RuntimeError):
+    """Another process holds the output (one-line message naming the holder)."""
+
+
+def lock_path(out: str | os.PathLike[str], *, directory: bool) -> Path:
+    """The lock file of an output: inside a directory, beside a file (``.NAME.lock``)."""
+    out = Path(out)
+    if directory:
+        return out / LOCK_NAME
+    return out.with_name(f".{out.name}.lock")
+
+
+def _holder_text(record: dict) -> str:
+    if not record:
+        return "another process"
+    return (
+        f"pid {record.get('pid', '?')} on {record.get('host', '?')} "
+        f"since {record.get('started', '?')}"
+    )
+
+
+def _read_record(path: Path) -> dict:
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether a process of this host runs with this pid."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def _live_foreign_holder(record: dict) -> bool:
+    """A record naming another live process of this host (flock-less file systems)."""
+    pid = record.get("pid")
+    if record.get("host") != socket.gethostname() or not isinstance(pid, int):
+        return False
+    return pid != os.getpid() and _pid_alive(pid)
+
+
+def _acquire(path: Path, out: object, what: str) -> int:
+    """Open and flock the lock file; its descriptor. Retries if it was unlinked meanwhile."""
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise
+            raise LockError(
+                f"{what} {out} is in use by {_holder_text(_read_record(path))}: "
+                "wait for it to finish (only one process may write an output)"
+            ) from None
+        try:
+            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            return fd
+        os.close(fd)  # the holder released (and removed) it between our open and flock
+
+
+@contextlib.contextmanager
+def output_lock(
+    out: str | os.PathLike[str], *, directory: bool, what: str = "output"
+) -> Iterator[Path]:
+    """Hold the exclusive lock of ``out`` for the ``with`` block; LockError if taken.
+
+    ``directory``: the output is a directory (created if missing, lock inside it)
+    or a file (lock beside it; its parent folder must exist or is created). The
+    lock file is removed on release; a directory this call created is removed too
+    when the block fails and leaves it empty (a failed start leaves nothing).
+    """
+    path = lock_path(out, directory=directory)
+    created = [] if path.parent.exists() else [path.parent]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = _acquire(path, out, what)
+    except BaseException:
+        _remove_empty(created)
+        raise
+    record = _read_record(path)
+    if _live_foreign_holder(record):  # a file system without flock: trust the record
+        os.close(fd)
+        raise LockError(
+            f"{what} {out} is in use by {_holder_text(record)}: "
+            "wait for it to finish (only one process may write an output)"
+        )
+    failed = True
+    try:
+        mine = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (json.dumps(mine) + "\n").encode(), 0)
+        yield path
+        failed = False
+    finally:
+        with contextlib.suppress(OSError):
+            path.unlink()  # before closing: a waiting opener retries on the new file
+        os.close(fd)
+        if failed:
+            _remove_empty(created)
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    for folder in folders:
+        with contextlib.suppress(OSError):
+            folder.rmdir()

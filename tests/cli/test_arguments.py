@@ -1,0 +1,70 @@
+"""Arguments that make no sense are refused with one line and exit status 2, before any
+work and without leaving anything behind."""
+
+from __future__ import annotations
+
+import pytest
+
+from rrnet.cli import infer, preprocess
+
+PREPROCESS_BAD = [
+    ("--max-iter", str(10**21)),
+    ("--max-iter", "1e21"),
+    ("--max-iter", "0"),
+    ("--min-snr", "nan"),
+    ("--min-snr", "inf"),
+    ("--max-outliers", "-5"),
+    ("--max-outlier-run", "-1"),
+    ("--workers", "-3"),
+    ("--shard-size", "0"),
+]
+
+
+@pytest.mark.parametrize(("flag", "value"), PREPROCESS_BAD)
+def test_preprocess_refuses(tmp_path, capsys, flag, value):
+    catalog = tmp_path / "cat.csv"
+    catalog.write_text("filename,extname_blue,extname_red,rv\nx.fits,B,R,0\n")
+    out = tmp_path / "store"
+    args = [str(catalog), "--data-dir", str(tmp_path), "--out", str(out), flag, value]
+    assert preprocess.main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("rrnet-preprocess: error:")
+    assert not out.exists()
+
+
+INFER_BAD = [
+    ("--min-snr", "nan"),
+    ("--ood-quantile", "nan"),
+    ("--max-disagreement", "inf"),
+    ("--workers", "-3"),
+    ("--batch-size", "-1"),
+    ("--chunk-rows", "0"),
+]
+
+
+@pytest.mark.parametrize(("flag", "value"), INFER_BAD)
+def test_infer_refuses(tmp_path, capsys, flag, value):
+    catalog = tmp_path / "cat.csv"
+    catalog.write_text("filename,extname_blue,extname_red,rv\nx.fits,B,R,0\n")
+    out = tmp_path / "cat.parquet"
+    args = ["--catalog", str(catalog), "--data-dir", str(tmp_path), "--model", str(tmp_path)]
+    assert infer.main([*args, "--out", str(out), "--no-progress", flag, value]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("rrnet-infer: error:")
+    assert not out.exists() and not (tmp_path / "cat.parquet.parts").exists()
+
+
+def test_header_only_catalogue_same_answer(tmp_path, capsys):
+    catalog = tmp_path / "cat.csv"
+    catalog.write_text("filename,extname_blue,extname_red,rv\n")
+    args = [str(catalog), "--data-dir", str(tmp_path), "--out", str(tmp_path / "s")]
+    assert preprocess.main(args) == 2
+    pre = capsys.readouterr().err.split("error: ", 1)[1]
+    from helpers import make_checkpoint
+
+    model = make_checkpoint(tmp_path / "SP", ("Teff[K]",), members=1, seed=0, preprocessing=None)
+    args = ["--catalog", str(catalog), "--data-dir", str(tmp_path), "--model", str(model)]
+    assert infer.main([*args, "--out", str(tmp_path / "c.parquet"), "--device", "cpu"]) == 2
+    inf = capsys.readouterr().err.split("error: ", 1)[1]
+    assert pre == inf
+    assert not (tmp_path / "s").exists() and not (tmp_path / "c.parquet.parts").exists()

@@ -1,0 +1,140 @@
+"""rrnet-infer: --resume checks the inputs even when the output is finished, --overwrite
+deletes only what rrnet wrote, one process per output, and a failed start leaves nothing."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import polars as pl
+import pytest
+
+import rrnet.inference.streaming as run_module
+from helpers import REAL_FILE, build_world, needs_shared
+from rrnet.cli.infer import main
+from rrnet.inference import InferError, run_inference
+from rrnet.inference.streaming import parts_dir, record_path
+from rrnet.preprocess.pipeline import preprocess_catalog
+
+pytestmark = needs_shared
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    return build_world(tmp_path_factory.mktemp("checks"))
+
+
+def _cli(world, out, *extra, model="sp", store=None):
+    args = ["--store", str(store or world["store"]), "--model", str(world[model])]
+    return main([*args, "--out", str(out), "--device", "cpu", "--no-progress", *extra])
+
+
+def test_resume_of_a_finished_catalogue_checks_models_and_store(world, tmp_path, capsys):
+    store = tmp_path / "store"
+    shutil.copytree(world["store"], store)
+    out = tmp_path / "cat.parquet"
+    assert _cli(world, out, store=store) == 0
+    before = out.read_bytes()
+    assert record_path(out).is_file()
+    capsys.readouterr()
+    assert _cli(world, out, "--resume", model="ca", store=store) == 2  # other models
+    err = capsys.readouterr().err
+    assert "cannot resume" in err and err.count("\n") == 1
+    # the same store path, preprocessed again from another catalogue (fewer rows)
+    table = pl.read_parquet(store / "manifest.parquet")
+    table = table.select("filename", "extname_blue", "extname_red", "rv", "star_id").head(4)
+    preprocess_catalog(
+        table, REAL_FILE.parent, store, workers=0, shard_size=3, progress=False, overwrite=True
+    )
+    assert _cli(world, out, "--resume", store=store) == 2
+    assert "cannot resume" in capsys.readouterr().err
+    assert out.read_bytes() == before
+    assert _cli(world, out, "--resume") != 0  # another path is another input too
+
+
+def test_resume_of_a_finished_output_without_record_is_refused(world, tmp_path):
+    out = tmp_path / "cat.parquet"
+    run_inference(models=[world["sp"]], store=world["store"], out=out, device="cpu")
+    before = out.read_bytes()
+    run_inference(models=[world["sp"]], store=world["store"], out=out, device="cpu", resume=True)
+    assert out.read_bytes() == before  # its own inputs: reused as is
+    record_path(out).unlink()
+    with pytest.raises(InferError, match="cannot resume"):
+        run_inference(models=[world["sp"]], store=world["store"], out=out, resume=True)
+
+
+def test_overwrite_refuses_what_rrnet_did_not_write(world, tmp_path, capsys):
+    foreign = tmp_path / "precious.parquet"
+    foreign.write_text("not ours")
+    assert _cli(world, foreign, "--overwrite") == 2
+    assert "not written by rrnet-infer" in capsys.readouterr().err
+    assert foreign.read_text() == "not ours"
+    folder = tmp_path / "dir.parquet"
+    folder.mkdir()
+    assert _cli(world, folder, "--overwrite") == 2
+    assert "not a regular file" in capsys.readouterr().err
+    assert folder.is_dir()
+    link = tmp_path / "null.parquet"
+    link.symlink_to("/dev/null")
+    assert _cli(world, link, "--overwrite") == 2
+    assert link.is_symlink()
+    out = tmp_path / "cat.parquet"
+    assert _cli(world, out) == 0
+    assert _cli(world, out, "--overwrite") == 0  # our own output is replaced
+    capsys.readouterr()
+
+
+def test_failed_start_leaves_no_parts_folder(world, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "cat.parquet"
+
+    def boom(*args, **kwargs):
+        raise OSError(28, "No space left on device", str(parts_dir(out)))
+
+    monkeypatch.setattr(run_module, "write_part", boom)
+    assert _cli(world, out) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "No space left" in err and "--resume" in err
+    assert not parts_dir(out).exists() and not out.exists()
+    monkeypatch.undo()
+    assert _cli(world, out) == 0  # the rerun is not told the output "exists"
+
+
+def test_ctrl_c_is_one_line_and_130(world, tmp_path, monkeypatch, capsys):
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(run_module, "catalogue_chunk", interrupt)
+    assert _cli(world, tmp_path / "cat.parquet") == 130
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--resume" in err
+
+
+HOLD = textwrap.dedent(
+    """
+    import sys, time
+    from rrnet.utils.lock import output_lock
+    with output_lock(sys.argv[1], directory=False, what="catalogue"):
+        print("held", flush=True)
+        time.sleep(60)
+    """
+)
+
+
+def test_second_writer_fails_at_once_naming_the_holder(world, tmp_path, capsys):
+    out = tmp_path / "cat.parquet"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(out)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert _cli(world, out, "--resume") == 1
+        err = capsys.readouterr().err
+        assert f"pid {holder.pid}" in err and err.count("\n") == 1
+        assert not parts_dir(out).exists()
+    finally:
+        holder.kill()
+        holder.wait()
+        holder.stdout.close()
+    shutil.rmtree(tmp_path, ignore_errors=True)

@@ -1,0 +1,91 @@
+"""Faults of the machine are not faults of the data: a full, read-only or forbidden scratch
+folder or output disk stops the run with one line (exit 1), keeps finished shards, is never
+recorded as a row's status, and --resume then finishes the same store."""
+
+from __future__ import annotations
+
+import errno
+import tempfile
+
+import numpy as np
+import polars as pl
+import pytest
+
+from helpers import REAL_FILE, needs_shared
+from rrnet.cli.preprocess import main
+from rrnet.preprocess import pipeline
+from rrnet.preprocess.pipeline import preprocess_catalog
+from rrnet.store import open_store
+
+pytestmark = needs_shared
+
+FAULTS = [errno.ENOSPC, errno.EROFS, errno.EIO, errno.EACCES]
+
+
+def _catalog(path, n=4):
+    rows = [(REAL_FILE.name, "COADD_B", "COADD_R", -20.0 + i) for i in range(n)]
+    pl.DataFrame(
+        rows, schema=["filename", "extname_blue", "extname_red", "rv"], orient="row"
+    ).write_csv(path)
+    return path
+
+
+def _failing_after(monkeypatch, target, attr, n_ok, code):
+    real = getattr(target, attr)
+    calls = {"n": 0}
+
+    def fake(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] > n_ok:
+            raise OSError(code, "injected " + errno.errorcode[code], "/scratch/rrnet-x.fits")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(target, attr, fake)
+
+
+@pytest.mark.parametrize("code", FAULTS)
+@pytest.mark.parametrize("workers", [0, 2])
+def test_scratch_fault_stops_the_run_and_resume_finishes(
+    tmp_path, monkeypatch, capsys, code, workers
+):
+    catalog = _catalog(tmp_path / "cat.csv")
+    args = [str(catalog), "--data-dir", str(REAL_FILE.parent), "--quiet", "--shard-size", "2"]
+    args += ["--workers", str(workers)]
+    with monkeypatch.context() as m:
+        _failing_after(m, tempfile, "mkstemp", 1, code)  # the second file read fails
+        assert main([*args, "--out", str(tmp_path / "s")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--resume" in err and "Traceback" not in err
+    assert not (tmp_path / "s" / "manifest.parquet").exists()  # not marked complete
+    assert main([*args, "--out", str(tmp_path / "s"), "--resume"]) == 0
+    assert main([*args, "--out", str(tmp_path / "ref")]) == 0
+    store, ref = open_store(tmp_path / "s"), open_store(tmp_path / "ref")
+    assert store.manifest["status"].to_list() == ["ok"] * 4
+    assert store.manifest.equals(ref.manifest)
+    np.testing.assert_array_equal(store.read_flux(range(4)), ref.read_flux(range(4)))
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EROFS])
+def test_output_disk_fault_keeps_finished_shards(tmp_path, monkeypatch, code):
+    catalog = _catalog(tmp_path / "cat.csv")
+    out = tmp_path / "s"
+    with monkeypatch.context() as m:
+        _failing_after(m, np, "save", 2, code)  # first shard (2 kinds) written, then full
+        with pytest.raises(OSError):
+            preprocess_catalog(
+                catalog, REAL_FILE.parent, out, workers=0, shard_size=2, progress=False
+            )
+    assert (out / "parts" / "manifest-000000.parquet").is_file()
+    assert not list(out.rglob(".*.tmp"))
+    done = pipeline._prepare_out(
+        out,
+        {**pipeline.read_store_info(out)},
+        resume=True,
+        overwrite=False,
+        catalog=pipeline._load_catalog(catalog, "rv", True),
+    )
+    assert done == {0}
+    preprocess_catalog(
+        catalog, REAL_FILE.parent, out, workers=0, shard_size=2, progress=False, resume=True
+    )
+    assert open_store(out).manifest["status"].to_list() == ["ok"] * 4

@@ -1,0 +1,101 @@
+"""A store has one writer, is resumed only from its own inputs, and --overwrite deletes
+only what rrnet wrote."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import polars as pl
+import pytest
+
+from helpers import REAL_FILE, needs_shared
+from rrnet.cli.preprocess import main
+from rrnet.preprocess.pipeline import preprocess_catalog
+from rrnet.store import StoreError
+
+pytestmark = needs_shared
+
+
+def _catalog(path, rvs=(-20.0,)):
+    rows = [(REAL_FILE.name, "COADD_B", "COADD_R", rv) for rv in rvs]
+    pl.DataFrame(
+        rows, schema=["filename", "extname_blue", "extname_red", "rv"], orient="row"
+    ).write_csv(path)
+    return path
+
+
+def _args(catalog, out, *extra):
+    return [str(catalog), "--data-dir", str(REAL_FILE.parent), "--out", str(out), "--quiet", *extra]
+
+
+def test_resume_of_a_finished_store_checks_the_catalogue(tmp_path, capsys):
+    out = tmp_path / "store"
+    assert main(_args(_catalog(tmp_path / "a.csv", (-20.0,)), out)) == 0
+    other = _catalog(tmp_path / "b.csv", (15.0,))  # same length, other values
+    assert main(_args(other, out, "--resume")) == 2
+    err = capsys.readouterr().err
+    assert "another catalogue" in err and err.count("\n") == 1
+    assert main(_args(tmp_path / "a.csv", out, "--resume")) == 0  # its own: reused
+
+
+def test_overwrite_keeps_foreign_files_and_refuses_foreign_folders(tmp_path, capsys):
+    catalog = _catalog(tmp_path / "a.csv")
+    fake = tmp_path / "fake"
+    fake.mkdir()
+    (fake / "store.json").write_text('{"mine": 1}')
+    (fake / "manifest.parquet").write_text("precious")
+    (fake / "shards").mkdir()
+    (fake / "shards" / "x.npy").write_text("precious")
+    assert main(_args(catalog, fake, "--overwrite")) == 2
+    assert "not rrnet's" in capsys.readouterr().err
+    assert (fake / "store.json").read_text() == '{"mine": 1}'
+    assert (fake / "manifest.parquet").read_text() == "precious"
+    assert (fake / "shards" / "x.npy").read_text() == "precious"
+
+    out = tmp_path / "store"
+    assert main(_args(catalog, out)) == 0
+    (out / "notes.txt").write_text("mine")
+    (out / "shards" / "keep.npy").write_text("mine")
+    assert main(_args(catalog, out, "--overwrite")) == 0
+    assert (out / "notes.txt").read_text() == "mine"
+    assert (out / "shards" / "keep.npy").read_text() == "mine"
+
+
+def test_device_node_as_out_is_refused(tmp_path, capsys):
+    catalog = _catalog(tmp_path / "a.csv")
+    assert main(_args(catalog, "/dev/null", "--overwrite")) == 2
+    assert "not a directory" in capsys.readouterr().err
+    with pytest.raises(StoreError, match="not a directory"):
+        preprocess_catalog(catalog, REAL_FILE.parent, os.devnull, overwrite=True, progress=False)
+
+
+HOLD = textwrap.dedent(
+    """
+    import sys, time
+    from rrnet.utils.lock import output_lock
+    with output_lock(sys.argv[1], directory=True, what="store"):
+        print("held", flush=True)
+        time.sleep(60)
+    """
+)
+
+
+def test_second_writer_of_a_store_fails_at_once(tmp_path, capsys):
+    catalog = _catalog(tmp_path / "a.csv")
+    out = tmp_path / "store"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(out)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert main(_args(catalog, out, "--resume")) == 1
+        err = capsys.readouterr().err
+        assert f"pid {holder.pid}" in err and err.count("\n") == 1
+        assert not (out / "store.json").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+        holder.stdout.close()

@@ -1,0 +1,100 @@
+"""One writer per output: the lock of rrnet.utils.lock, across real processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from rrnet.utils.lock import LockError, lock_path, output_lock
+
+HOLD = textwrap.dedent(
+    """
+    import sys, time
+    from rrnet.utils.lock import output_lock
+    with output_lock(sys.argv[1], directory=sys.argv[2] == "dir"):
+        print("held", flush=True)
+        time.sleep(60)
+    """
+)
+
+
+def _holder(out: Path, kind: str) -> subprocess.Popen:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(out), kind], stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    proc.kill()
+    proc.wait()
+    if proc.stdout is not None:
+        proc.stdout.close()
+
+
+@pytest.mark.parametrize("kind", ["dir", "file"])
+def test_second_process_is_refused_naming_the_holder(tmp_path: Path, kind: str) -> None:
+    out = tmp_path / ("store" if kind == "dir" else "cat.parquet")
+    proc = _holder(out, kind)
+    try:
+        with pytest.raises(LockError) as info, output_lock(out, directory=kind == "dir"):
+            pass
+        message = str(info.value)
+        assert "\n" not in message
+        assert f"pid {proc.pid}" in message and socket.gethostname() in message
+        assert "since 20" in message
+    finally:
+        _stop(proc)
+
+
+def test_lock_of_a_killed_process_is_taken_over(tmp_path: Path) -> None:
+    out = tmp_path / "store"
+    proc = _holder(out, "dir")
+    _stop(proc)  # kill -9: no cleanup ran, the lock file and its record remain
+    assert json.loads(lock_path(out, directory=True).read_text())["pid"] == proc.pid
+    with output_lock(out, directory=True) as path:
+        assert json.loads(path.read_text())["pid"] == os.getpid()
+    assert not lock_path(out, directory=True).exists()
+
+
+def test_record_of_a_live_process_without_flock_is_respected(tmp_path: Path) -> None:
+    """A file system that ignores flock: the record of a live pid of this host still wins."""
+    out = tmp_path / "cat.csv"
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        record = {"pid": sleeper.pid, "host": socket.gethostname(), "started": "x"}
+        lock_path(out, directory=False).write_text(json.dumps(record))
+        refused = pytest.raises(LockError, match=f"pid {sleeper.pid}")
+        with refused, output_lock(out, directory=False):
+            pass
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    with output_lock(out, directory=False):  # dead now: stale, taken over
+        pass
+
+
+def test_failed_start_leaves_no_directory(tmp_path: Path) -> None:
+    out = tmp_path / "new" / "store"
+    with pytest.raises(RuntimeError), output_lock(out, directory=True):
+        raise RuntimeError("start failed")
+    assert not out.exists()
+
+
+def test_released_lock_can_be_taken_again_quickly(tmp_path: Path) -> None:
+    out = tmp_path / "report"
+    for _ in range(3):
+        start = time.monotonic()
+        with output_lock(out, directory=True):
+            pass
+        assert time.monotonic() - start < 1
