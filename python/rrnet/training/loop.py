@@ -364,7 +364,8 @@ def _start_run(
     y_all = torch.as_tensor((labels - norm.label_mean) / norm.label_std, dtype=torch.float32)
     y_all = y_all.to(device)
     init_seeds = [derive_seed(settings.seed, _INIT, m) for m in range(settings.members)]
-    stack = MemberStack(model_config, init_seeds, device)
+    formulation = settings.resolved_formulation(device.type)
+    stack = MemberStack(model_config, init_seeds, device, formulation)
     optimizer = torch.optim.Adam(stack.parameters(), lr=settings.lr)
     run = _Run(
         flux=flux,
