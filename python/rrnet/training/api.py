@@ -13,6 +13,7 @@ from rrnet.models.checkpoint import SPLIT_FILE
 from rrnet.models.config import ModelConfig
 from rrnet.training import files
 from rrnet.training.data import RV_LABEL, describe_counts, resolve_labels, select_rows
+from rrnet.training.finetune import load_initialization
 from rrnet.training.loop import _log_default, train_arrays
 from rrnet.training.settings import TrainOptions, TrainSettings
 from rrnet.training.split import split_by_star
@@ -83,7 +84,15 @@ def train_ensemble(
     )
     log(describe_counts(selected.counts))
     names = selected.label_names
-    config = opts.model_config or model_config_for(opts.arch, opts.mode, num_labels=len(names))
+    init = None
+    if opts.init is not None:
+        init, config = load_initialization(
+            opts.init, names, freeze=opts.freeze, label_norm=opts.label_norm
+        )
+        log(f"starting every member from {opts.init} ({init.provenance['label_normalization']}"
+            f" label normalisation{', new output layer' if init.new_head else ''})")  # fmt: skip
+    else:
+        config = opts.model_config or model_config_for(opts.arch, opts.mode, num_labels=len(names))
     if config.num_labels != len(names):
         raise ValueError(f"model_config has {config.num_labels} outputs for {len(names)} labels")
     seed = settings.seed if opts.split_seed is None else opts.split_seed
@@ -113,6 +122,7 @@ def train_ensemble(
         test_columns={"row": selected.rows, **selected.id_columns},
         stop_after_epoch=opts.stop_after_epoch,
         log=log,
+        init=init,
     )
     return out
 

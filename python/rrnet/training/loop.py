@@ -36,6 +36,7 @@ from rrnet.models.normalization import Normalization, standardize_flux
 from rrnet.models.ood import ood_score, reference_dict
 from rrnet.training import files
 from rrnet.training.augment import add_pixel_noise, doppler_shift, random_velocities
+from rrnet.training.finetune import Initialization
 from rrnet.training.settings import TrainSettings
 from rrnet.training.split import Split
 from rrnet.training.stats import flux_statistics, label_ranges, label_statistics
@@ -223,6 +224,7 @@ def train_arrays(
     test_columns: Mapping[str, np.ndarray] | None = None,
     stop_after_epoch: int | None = None,
     log: Callable[[str], None] | None = None,
+    init: Initialization | None = None,
 ) -> TrainResult:
     """Train ``settings.members`` networks together on ``flux``/``labels``.
 
@@ -248,8 +250,13 @@ def train_arrays(
         per-row columns (e.g. obsid, star_id) copied into test_predictions.parquet.
     stop_after_epoch
         Return after this epoch as if killed (tests of ``resume``).
+    init
+        Fine-tuning: start every member from a checkpoint (see
+        :func:`rrnet.training.finetune.load_initialization`); recorded in config.json.
     """
     t_start = time.perf_counter()
+    if init is not None:
+        extra_training = {**(extra_training or {}), "init": init.provenance}
     run = _start_run(
         flux,
         np.asarray(labels, dtype=np.float64),
@@ -259,6 +266,7 @@ def train_arrays(
         settings=settings or TrainSettings(),
         out_dir=Path(out) if out is not None else None,
         resume=resume,
+        init=init,
         progress=progress,
         log=log or _log_default(progress),
         extra_training=extra_training,
@@ -334,6 +342,7 @@ def _start_run(
     settings: TrainSettings,
     out_dir: Path | None,
     resume: bool,
+    init: Initialization | None = None,
     **rest: Any,
 ) -> _Run:
     """Check the inputs, then start a fresh run or restore the one saved in ``out_dir``
@@ -351,12 +360,13 @@ def _start_run(
         "model": model_config.to_dict(),
         "labels": names,
         "split": split_digest(split),
+        "init": init.provenance if init is not None else None,
     }
     state = _resume_state(out_dir, identity) if resume else None
     if state is None and out_dir is not None:
         _prepare_new(out_dir)
     if state is None:
-        norm, ood = _fresh_statistics(flux, labels, split, names, model_config.n_pixels)
+        norm, ood = _fresh_statistics(flux, labels, split, names, model_config.n_pixels, init)
     else:
         norm = Normalization(**{k: v.numpy() for k, v in state["normalization"].items()})
         ood = state["ood"]
@@ -366,7 +376,9 @@ def _start_run(
     init_seeds = [derive_seed(settings.seed, _INIT, m) for m in range(settings.members)]
     formulation = settings.resolved_formulation(device.type)
     stack = MemberStack(model_config, init_seeds, device, formulation)
-    optimizer = torch.optim.Adam(stack.parameters(), lr=settings.lr)
+    if init is not None:
+        _start_from(stack, init, norm, fresh=state is None)
+    optimizer = torch.optim.Adam([p for p in stack.parameters() if p.requires_grad], lr=settings.lr)
     run = _Run(
         flux=flux,
         labels=labels,
@@ -400,13 +412,22 @@ def _start_run(
 
 
 def _fresh_statistics(
-    flux: FluxRows, labels: np.ndarray, split: Split, names: list[str], n_pixels: int
+    flux: FluxRows,
+    labels: np.ndarray,
+    split: Split,
+    names: list[str],
+    n_pixels: int,
+    init: Initialization | None = None,
 ) -> tuple[Normalization, dict[str, Any]]:
-    """Normalisation and OOD reference from the training split only."""
+    """Normalisation and OOD reference from the training split only (fine-tuning keeps
+    the checkpoint's flux statistics, and its label ones if so chosen)."""
     reader = flux.__getitem__
     flux_mean, flux_std = flux_statistics(reader, split.train, n_pixels)
     label_mean, label_std = label_statistics(labels[split.train], names)
     norm = Normalization(flux_mean, flux_std, label_mean, label_std)
+    if init is not None:
+        norm = init.normalization_for(norm)
+        flux_mean, flux_std = norm.flux_mean, norm.flux_std
     ood = reference_dict(
         np.concatenate(
             [
@@ -416,6 +437,17 @@ def _fresh_statistics(
         )
     )
     return norm, ood
+
+
+def _start_from(stack: MemberStack, init: Initialization, norm: Normalization, fresh: bool) -> None:
+    """Fine-tuning: load the checkpoint's members into ``stack`` (``fresh`` run only; a
+    resumed one restores its own parameters) and freeze the chosen groups."""
+    if fresh:
+        starts = [init.member_state(m, stack.state_dict(m), norm) for m in range(stack.n_members)]
+        stack.load_stacked_state({k: torch.stack([sd[k] for sd in starts]) for k in stack.params})
+    for name, value in stack.params.items():
+        if init.frozen(name):
+            value.requires_grad_(False)
 
 
 def _restore(run: _Run, state: dict[str, Any]) -> None:

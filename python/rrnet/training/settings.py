@@ -139,6 +139,11 @@ class TrainOptions:
         Seed (default ``settings.seed``) and train/valid/test fractions of the split.
     resume, keep_state, progress, stop_after_epoch
         Run control (see :func:`rrnet.training.train_arrays`).
+    init, freeze, label_norm
+        Fine-tuning: the checkpoint every member starts from (its architecture wins over
+        ``arch``/``mode``), the parameter groups kept fixed (conv, rnn, head, out), and
+        the label normalisation (auto, checkpoint, data); see
+        :mod:`rrnet.training.finetune`.
     """
 
     labels_to_fit: str | tuple[str, ...] = "SP"
@@ -156,8 +161,12 @@ class TrainOptions:
     keep_state: bool = False
     progress: bool = True
     stop_after_epoch: int | None = None
+    init: str | None = None
+    freeze: tuple[str, ...] = ()
+    label_norm: str = "auto"
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "freeze", tuple(self.freeze))
         # Sequences given as lists are stored as tuples (the dataclass is frozen).
         if not isinstance(self.labels_to_fit, str):
             object.__setattr__(self, "labels_to_fit", tuple(self.labels_to_fit))
