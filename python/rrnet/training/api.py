@@ -7,8 +7,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from rrnet.models.checkpoint import SPLIT_FILE
 from rrnet.models.config import ModelConfig
 from rrnet.training import files
@@ -17,6 +15,7 @@ from rrnet.training.finetune import load_initialization
 from rrnet.training.loop import _log_default, train_arrays
 from rrnet.training.settings import TrainOptions, TrainSettings
 from rrnet.training.split import split_by_star
+from rrnet.training.stream import StreamedRows
 
 ARCHITECTURES: dict[str, tuple[str, str]] = {
     "rrnet": ("rrnet", "post-RNN"),
@@ -25,17 +24,6 @@ ARCHITECTURES: dict[str, tuple[str, str]] = {
     "starnet-r": ("starnet", "post-RNN"),
 }
 """The paper's model names -> (net, default mode)."""
-
-
-class _StoreRows:
-    """Row-indexable view of selected store rows, read from the shards on demand."""
-
-    def __init__(self, store: Any, rows: np.ndarray) -> None:
-        self.store, self.rows = store, rows
-        self.shape = (rows.size, 7200)
-
-    def __getitem__(self, idx: np.ndarray) -> np.ndarray:
-        return self.store.read_flux(self.rows[np.asarray(idx)])
 
 
 def model_config_for(
@@ -99,8 +87,8 @@ def train_ensemble(
     split = split_by_star(selected.star_ids, fractions=opts.split_fractions, seed=seed)
 
     fits = selected.rows.size * config.n_pixels * 4 <= settings.ram_limit_gb * 2**30
-    flux = store.read_flux(selected.rows) if fits else _StoreRows(store, selected.rows)
-    log(f"training flux {'read into memory' if fits else 'read from the store per batch'}")
+    flux = store.read_flux(selected.rows) if fits else StreamedRows(store, selected.rows)
+    log(f"training flux {'read into memory' if fits else 'streamed from the store shards'}")
     fingerprint = dict(store.fingerprint)
     labels_path = str(labels) if not isinstance(labels, pl.DataFrame) else None
     out = Path(out)

@@ -40,6 +40,7 @@ from rrnet.training.finetune import Initialization
 from rrnet.training.settings import TrainSettings
 from rrnet.training.split import Split
 from rrnet.training.stats import flux_statistics, label_ranges, label_statistics
+from rrnet.training.stream import streamed_order
 from rrnet.training.vectorize import MemberStack
 
 STATE_FORMAT = "rrnet-train-state"
@@ -469,7 +470,7 @@ def _train_epoch(run: _Run, epoch: int, step_fn: Callable[..., torch.Tensor]) ->
     gen = torch.Generator(device=device)
     gen.manual_seed(derive_seed(settings.seed, _AUGMENT, epoch))
     augment = settings.augments(epoch)
-    order = member_order(run.split.train, settings.seed, epoch, run.members)
+    order = _epoch_order(run, epoch)
     loss_sum = torch.zeros(run.members, dtype=torch.float64, device=device)
     n_train = run.split.train.size
     n_batches = math.ceil(n_train / settings.batch_size)
@@ -503,6 +504,26 @@ def _train_epoch(run: _Run, epoch: int, step_fn: Callable[..., torch.Tensor]) ->
             "lower the learning rate or check the labels for extreme values"
         )
     return train_loss
+
+
+def _epoch_order(run: _Run, epoch: int) -> np.ndarray:
+    """``[M, n_train]`` orders: :func:`member_order` for in-memory flux, the by-shard
+    :func:`~rrnet.training.stream.streamed_order` for flux streamed from a store."""
+    flux, train, seed = run.flux, run.split.train, run.settings.seed
+    if run.inputs.table is not None or not hasattr(flux, "shard_of"):
+        return member_order(train, seed, epoch, run.members)
+    shards = flux.shard_of(train)
+    return np.stack(
+        [
+            streamed_order(
+                train,
+                shards,
+                np.random.default_rng(derive_seed(seed, _ORDER, epoch, m)),
+                flux.buffer,
+            )
+            for m in range(run.members)
+        ]
+    )
 
 
 def _validate_keep_best(run: _Run, epoch: int) -> tuple[torch.Tensor, np.ndarray]:
