@@ -133,3 +133,14 @@ def test_bad_fine_tuning_requests_are_refused(pretrained: Path) -> None:
         load_initialization(pretrained, ["Logg"], label_norm="checkpoint")
     with pytest.raises(ValueError, match="output layer"):
         load_initialization(pretrained, ["Logg"], freeze=["out"])
+
+
+def test_cli_refuses_bad_freeze_requests(capsys: pytest.CaptureFixture[str]) -> None:
+    from rrnet.cli.train import main
+
+    base = ["--store", "s", "--labels", "l", "--out", "o"]
+    assert main([*base, "--freeze", "conv"]) == 2
+    assert "--freeze needs --init" in capsys.readouterr().err
+    assert main([*base, "--init", "ckpt", "--freeze", "conv,gills"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "gills" in err[0]
