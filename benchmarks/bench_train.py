@@ -3,14 +3,17 @@
 Both sides train the paper's RRNet (post-RNN, 7200 pixels) for one epoch with the
 same batch size, Adam and noise augmentation; only the training pass is timed
 (validation excluded). The baseline is the plain per-model loop of the authors' code,
-run once per member. Prints epochs/s and spectra/s of both and their ratio.
+run once per member. Both formulations of the vectorised training (grouped
+convolutions, vmap) and the baseline run interleaved at each thread count; prints
+spectra/s of each and the ratios vectorised / sequential at 1 and 2 threads.
 
-    .venv/bin/python benchmarks/bench_train.py [--n 512] [--members 6] [--threads 2]
+    .venv/bin/python benchmarks/bench_train.py [--n 512] [--members 6] [--threads 1,2]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -52,50 +55,57 @@ def sequential(flux, labels, rows, config, settings) -> float:
     return time.perf_counter() - t0
 
 
+def _vectorised(flux, labels, split, config, settings) -> float:
+    """Seconds of the training pass of one epoch of ``train_arrays`` (validation excluded)."""
+    result = train_arrays(flux, labels, split, label_names=TOY_LABELS, model_config=config,
+                          settings=settings, progress=False)  # fmt: skip
+    return result.history[0]["train_time_s"]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--n", type=int, default=512, help="training spectra")
     p.add_argument("--members", type=int, default=6)
     p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", default="1,2", help="comma list of intra-op thread counts")
+    p.add_argument("--repeats", type=int, default=1, help="interleaved repeats (best kept)")
     args = p.parse_args()
-    torch.set_num_threads(args.threads)
     n_total = int(args.n / 0.7) + 8
     flux, labels = toy_spectra(n_total, seed=0)
     split = split_by_star(np.arange(n_total), seed=0)
     split = type(split)(split.train[: args.n], split.valid[:16], split.test[:0])
     config = ModelConfig(num_labels=3)
-    settings = TrainSettings(
+    base = TrainSettings(
         members=args.members, epochs=1, batch_size=args.batch_size, augment_from=1,
         device="cpu",
     )  # fmt: skip
-    # warm-up both paths (allocator, lazy init) on a few batches
+    load_before = os.getloadavg()[0]
+    # warm-up every path (allocator, lazy init) on a few batches
     small = type(split)(split.train[:32], split.valid[:8], split.test[:0])
-    warm = TrainSettings(members=args.members, epochs=1, batch_size=16, device="cpu")
-    train_arrays(flux, labels, small, label_names=TOY_LABELS, model_config=config,
-                 settings=warm, progress=False)  # fmt: skip
+    for form in ("grouped", "vmap"):
+        warm = TrainSettings(members=args.members, epochs=1, batch_size=16, device="cpu",
+                             formulation=form)  # fmt: skip
+        _vectorised(flux, labels, small, config, warm)
     sequential(flux, labels, split.train[:32], config, TrainSettings(members=1, batch_size=16))
-
-    result = train_arrays(flux, labels, split, label_names=TOY_LABELS, model_config=config,
-                          settings=settings, progress=False)  # fmt: skip
-    t_vec = result.history[0]["train_time_s"]
-    t_seq = sequential(flux, labels, split.train, config, settings)
     n_spec = args.members * split.train.size
-    report = {
-        "device": "cpu",
-        "threads": args.threads,
-        "load_average_1min": os.getloadavg()[0],
-        "members": args.members,
-        "train_spectra": int(split.train.size),
-        "batch_size": args.batch_size,
-        "vectorised_s": round(t_vec, 3),
-        "sequential_s": round(t_seq, 3),
-        "vectorised_epochs_per_s": round(1 / t_vec, 4),
-        "sequential_epochs_per_s": round(1 / t_seq, 4),
-        "vectorised_spectra_per_s": round(n_spec / t_vec, 1),
-        "sequential_spectra_per_s": round(n_spec / t_seq, 1),
-        "speedup_vectorised_over_sequential": round(t_seq / t_vec, 3),
-    }
+    report: dict = {"device": "cpu", "load_average_1min_before": load_before,
+                    "members": args.members, "train_spectra": int(split.train.size),
+                    "batch_size": args.batch_size, "cpu_count": os.cpu_count()}  # fmt: skip
+    for threads in [int(t) for t in args.threads.split(",")]:
+        torch.set_num_threads(threads)
+        times: dict[str, list[float]] = {"grouped": [], "vmap": [], "sequential": []}
+        for _ in range(args.repeats):  # interleaved, so that load changes hit all alike
+            for form in ("grouped", "vmap"):
+                settings = dataclasses.replace(base, formulation=form)
+                times[form].append(_vectorised(flux, labels, split, config, settings))
+            times["sequential"].append(sequential(flux, labels, split.train, config, base))
+        best = {k: min(v) for k, v in times.items()}
+        report[f"threads_{threads}"] = {
+            **{f"{k}_spectra_per_s": round(n_spec / t, 1) for k, t in best.items()},
+            "speedup_grouped_over_sequential": round(best["sequential"] / best["grouped"], 3),
+            "speedup_vmap_over_sequential": round(best["sequential"] / best["vmap"], 3),
+        }
+    report["load_average_1min_after"] = os.getloadavg()[0]
     print(json.dumps(report, indent=2))
 
 

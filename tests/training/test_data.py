@@ -164,10 +164,10 @@ def test_cli_usage_error_exits_2_with_one_line(tmp_path: Path, capsys) -> None:
 
 def test_store_rows_are_the_store_fluxes(store_and_labels) -> None:
     """The lazily read flux (data larger than the RAM limit) equals read_flux."""
-    from rrnet.training.api import _StoreRows
+    from rrnet.training.stream import StreamedRows
 
     root, _ = store_and_labels
     store = open_store(root / "store")
     rows = np.array([3, 0, 8])
-    view = _StoreRows(store, rows)
+    view = StreamedRows(store, rows)
     np.testing.assert_array_equal(view[np.array([2, 0])], store.read_flux(rows[[2, 0]]))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -27,10 +29,11 @@ def _members(config: ModelConfig, seeds: list[int]) -> list[torch.nn.Module]:
     return out
 
 
+@pytest.mark.parametrize("formulation", ["vmap", "grouped"])
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda c: f"{c.net}-{c.mode}")
-def test_stacked_forward_equals_each_member(config: ModelConfig) -> None:
+def test_stacked_forward_equals_each_member(config: ModelConfig, formulation: str) -> None:
     seeds = [3, 11, 29]
-    stack = MemberStack(config, seeds)
+    stack = MemberStack(config, seeds, formulation=formulation)
     models = [m.eval() for m in _members(config, seeds)]
     x = torch.randn(3, 5, config.n_pixels)
     with torch.no_grad():
@@ -48,11 +51,15 @@ def test_stacked_forward_equals_each_member(config: ModelConfig) -> None:
             torch.testing.assert_close(sd[k], v, atol=0, rtol=0)
 
 
-def test_adam_steps_on_stack_equal_separate_adams() -> None:
-    """Sum of member losses + Adam on stacked tensors == M independent Adam runs."""
-    config = ModelConfig(net="rrnet", mode="post-RNN", n_pixels=320, n_subbands=8, dropout=0.0)
+@pytest.mark.parametrize("formulation", ["vmap", "grouped"])
+@pytest.mark.parametrize("config", CONFIGS[:1], ids=lambda c: c.net)
+def test_adam_steps_on_stack_equal_separate_adams(config: ModelConfig, formulation: str) -> None:
+    """Sum of member losses + Adam on stacked tensors == M independent Adam runs (the
+    grouped formulation folds the pooling into the convolutions: its gradients are the
+    same function's, evaluated in another order)."""
+    config = dataclasses.replace(config, dropout=0.0)
     seeds = [1, 2]
-    stack = MemberStack(config, seeds)
+    stack = MemberStack(config, seeds, formulation=formulation)
     opt = torch.optim.Adam(stack.parameters(), lr=1e-3)
     models = _members(config, seeds)
     opts = [torch.optim.Adam(m.parameters(), lr=1e-3) for m in models]
@@ -77,12 +84,24 @@ def test_adam_steps_on_stack_equal_separate_adams() -> None:
             torch.testing.assert_close(sd[k], v, atol=2e-5, rtol=0)
 
 
-def test_dropout_differs_between_members_in_training_mode() -> None:
+@pytest.mark.parametrize("formulation", ["vmap", "grouped"])
+def test_dropout_differs_between_members_in_training_mode(formulation: str) -> None:
     config = ModelConfig(net="rrnet", mode="raw", n_pixels=320, dropout=0.5)
-    stack = MemberStack(config, [5, 5])  # identical weights: only dropout can differ
+    # identical weights: only dropout can differ
+    stack = MemberStack(config, [5, 5], formulation=formulation)
     x = torch.randn(4, config.n_pixels)
     with torch.no_grad():
         mu_eval, _ = stack.forward(x, train=False)
         mu_train, _ = stack.forward(x, train=True)
     torch.testing.assert_close(mu_eval[0], mu_eval[1])
     assert not torch.allclose(mu_train[0], mu_train[1])
+
+
+def test_grouped_is_the_cpu_default() -> None:
+    from rrnet.training import TrainSettings
+
+    assert TrainSettings().resolved_formulation("cpu") == "grouped"
+    assert TrainSettings().resolved_formulation("cuda") == "vmap"
+    assert TrainSettings(formulation="vmap").resolved_formulation("cpu") == "vmap"
+    with pytest.raises(ValueError, match="formulation"):
+        TrainSettings(formulation="loop")

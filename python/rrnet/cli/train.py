@@ -72,6 +72,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--keep-state", action="store_true",
         help="keep train_state.pt (optimizer state) after the last epoch",
     )  # fmt: skip
+    p.add_argument(
+        "--init", metavar="CKPT",
+        help="fine-tune: start every member from this checkpoint (ours or imported)",
+    )  # fmt: skip
+    p.add_argument(
+        "--freeze", default="",
+        help="with --init: comma list of parameter groups kept fixed (conv, rnn, head, out)",
+    )  # fmt: skip
+    p.add_argument(
+        "--label-norm", choices=("auto", "checkpoint", "data"), default="auto",
+        help="with --init: label normalisation kept from the checkpoint or recomputed "
+        "(auto: checkpoint for the same labels, data for a new label set)",
+    )  # fmt: skip
+    p.add_argument(
+        "--formulation", choices=("auto", "grouped", "vmap"), default=d.formulation,
+        help="how the members train together (auto: grouped on CPU, vmap on GPU)",
+    )  # fmt: skip
     p.add_argument("--quiet", action="store_true", help="no progress output")
     return p
 
@@ -79,11 +96,11 @@ def build_parser() -> argparse.ArgumentParser:
 # Options whose argparse name is the field name (the others are mapped in main).
 _SAME_SETTINGS = (
     "members", "epochs", "batch_size", "lr", "lr_step", "lr_gamma", "augment_from",
-    "noise_fraction", "noise_sigma", "seed", "device", "ram_limit_gb",
+    "noise_fraction", "noise_sigma", "seed", "device", "ram_limit_gb", "formulation",
 )  # fmt: skip
 _SAME_OPTIONS = (
     "arch", "mode", "star_column", "include_flagged", "predict_rv", "split_seed",
-    "resume", "keep_state",
+    "resume", "keep_state", "init", "label_norm",
 )  # fmt: skip
 
 
@@ -101,7 +118,23 @@ def _options(args: argparse.Namespace) -> TrainOptions:
         settings=settings,
         key=tuple(k.strip() for k in args.key.split(",") if k.strip()),
         progress=not args.quiet,
+        freeze=_freeze_groups(args.freeze, args.init),
     )
+
+
+def _freeze_groups(text: str, init: str | None) -> tuple[str, ...]:
+    """``--freeze`` as group names, checked (it needs ``--init``)."""
+    from rrnet.training.finetune import FREEZE_GROUPS
+
+    groups = tuple(g.strip() for g in text.split(",") if g.strip())
+    if groups and init is None:
+        raise ValueError("--freeze needs --init (a checkpoint to start from)")
+    unknown = [g for g in groups if g not in FREEZE_GROUPS]
+    if unknown:
+        raise ValueError(
+            f"unknown --freeze group(s) {', '.join(unknown)}; expected {', '.join(FREEZE_GROUPS)}"
+        )
+    return groups
 
 
 def main(argv: Sequence[str] | None = None) -> int:

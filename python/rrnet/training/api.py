@@ -7,15 +7,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from rrnet.models.checkpoint import SPLIT_FILE
 from rrnet.models.config import ModelConfig
 from rrnet.training import files
 from rrnet.training.data import RV_LABEL, describe_counts, resolve_labels, select_rows
+from rrnet.training.finetune import load_initialization
 from rrnet.training.loop import _log_default, train_arrays
 from rrnet.training.settings import TrainOptions, TrainSettings
 from rrnet.training.split import split_by_star
+from rrnet.training.stream import StreamedRows
 
 ARCHITECTURES: dict[str, tuple[str, str]] = {
     "rrnet": ("rrnet", "post-RNN"),
@@ -24,17 +24,6 @@ ARCHITECTURES: dict[str, tuple[str, str]] = {
     "starnet-r": ("starnet", "post-RNN"),
 }
 """The paper's model names -> (net, default mode)."""
-
-
-class _StoreRows:
-    """Row-indexable view of selected store rows, read from the shards on demand."""
-
-    def __init__(self, store: Any, rows: np.ndarray) -> None:
-        self.store, self.rows = store, rows
-        self.shape = (rows.size, 7200)
-
-    def __getitem__(self, idx: np.ndarray) -> np.ndarray:
-        return self.store.read_flux(self.rows[np.asarray(idx)])
 
 
 def model_config_for(
@@ -83,15 +72,23 @@ def train_ensemble(
     )
     log(describe_counts(selected.counts))
     names = selected.label_names
-    config = opts.model_config or model_config_for(opts.arch, opts.mode, num_labels=len(names))
+    init = None
+    if opts.init is not None:
+        init, config = load_initialization(
+            opts.init, names, freeze=opts.freeze, label_norm=opts.label_norm
+        )
+        log(f"starting every member from {opts.init} ({init.provenance['label_normalization']}"
+            f" label normalisation{', new output layer' if init.new_head else ''})")  # fmt: skip
+    else:
+        config = opts.model_config or model_config_for(opts.arch, opts.mode, num_labels=len(names))
     if config.num_labels != len(names):
         raise ValueError(f"model_config has {config.num_labels} outputs for {len(names)} labels")
     seed = settings.seed if opts.split_seed is None else opts.split_seed
     split = split_by_star(selected.star_ids, fractions=opts.split_fractions, seed=seed)
 
     fits = selected.rows.size * config.n_pixels * 4 <= settings.ram_limit_gb * 2**30
-    flux = store.read_flux(selected.rows) if fits else _StoreRows(store, selected.rows)
-    log(f"training flux {'read into memory' if fits else 'read from the store per batch'}")
+    flux = store.read_flux(selected.rows) if fits else StreamedRows(store, selected.rows)
+    log(f"training flux {'read into memory' if fits else 'streamed from the store shards'}")
     fingerprint = dict(store.fingerprint)
     labels_path = str(labels) if not isinstance(labels, pl.DataFrame) else None
     out = Path(out)
@@ -113,6 +110,7 @@ def train_ensemble(
         test_columns={"row": selected.rows, **selected.id_columns},
         stop_after_epoch=opts.stop_after_epoch,
         log=log,
+        init=init,
     )
     return out
 

@@ -36,9 +36,11 @@ from rrnet.models.normalization import Normalization, standardize_flux
 from rrnet.models.ood import ood_score, reference_dict
 from rrnet.training import files
 from rrnet.training.augment import add_pixel_noise, doppler_shift, random_velocities
+from rrnet.training.finetune import Initialization
 from rrnet.training.settings import TrainSettings
 from rrnet.training.split import Split
 from rrnet.training.stats import flux_statistics, label_ranges, label_statistics
+from rrnet.training.stream import streamed_order
 from rrnet.training.vectorize import MemberStack
 
 STATE_FORMAT = "rrnet-train-state"
@@ -223,6 +225,7 @@ def train_arrays(
     test_columns: Mapping[str, np.ndarray] | None = None,
     stop_after_epoch: int | None = None,
     log: Callable[[str], None] | None = None,
+    init: Initialization | None = None,
 ) -> TrainResult:
     """Train ``settings.members`` networks together on ``flux``/``labels``.
 
@@ -248,8 +251,13 @@ def train_arrays(
         per-row columns (e.g. obsid, star_id) copied into test_predictions.parquet.
     stop_after_epoch
         Return after this epoch as if killed (tests of ``resume``).
+    init
+        Fine-tuning: start every member from a checkpoint (see
+        :func:`rrnet.training.finetune.load_initialization`); recorded in config.json.
     """
     t_start = time.perf_counter()
+    if init is not None:
+        extra_training = {**(extra_training or {}), "init": init.provenance}
     run = _start_run(
         flux,
         np.asarray(labels, dtype=np.float64),
@@ -259,6 +267,7 @@ def train_arrays(
         settings=settings or TrainSettings(),
         out_dir=Path(out) if out is not None else None,
         resume=resume,
+        init=init,
         progress=progress,
         log=log or _log_default(progress),
         extra_training=extra_training,
@@ -334,6 +343,7 @@ def _start_run(
     settings: TrainSettings,
     out_dir: Path | None,
     resume: bool,
+    init: Initialization | None = None,
     **rest: Any,
 ) -> _Run:
     """Check the inputs, then start a fresh run or restore the one saved in ``out_dir``
@@ -351,12 +361,13 @@ def _start_run(
         "model": model_config.to_dict(),
         "labels": names,
         "split": split_digest(split),
+        "init": init.provenance if init is not None else None,
     }
     state = _resume_state(out_dir, identity) if resume else None
     if state is None and out_dir is not None:
         _prepare_new(out_dir)
     if state is None:
-        norm, ood = _fresh_statistics(flux, labels, split, names, model_config.n_pixels)
+        norm, ood = _fresh_statistics(flux, labels, split, names, model_config.n_pixels, init)
     else:
         norm = Normalization(**{k: v.numpy() for k, v in state["normalization"].items()})
         ood = state["ood"]
@@ -364,8 +375,11 @@ def _start_run(
     y_all = torch.as_tensor((labels - norm.label_mean) / norm.label_std, dtype=torch.float32)
     y_all = y_all.to(device)
     init_seeds = [derive_seed(settings.seed, _INIT, m) for m in range(settings.members)]
-    stack = MemberStack(model_config, init_seeds, device)
-    optimizer = torch.optim.Adam(stack.parameters(), lr=settings.lr)
+    formulation = settings.resolved_formulation(device.type)
+    stack = MemberStack(model_config, init_seeds, device, formulation)
+    if init is not None:
+        _start_from(stack, init, norm, fresh=state is None)
+    optimizer = torch.optim.Adam([p for p in stack.parameters() if p.requires_grad], lr=settings.lr)
     run = _Run(
         flux=flux,
         labels=labels,
@@ -399,13 +413,22 @@ def _start_run(
 
 
 def _fresh_statistics(
-    flux: FluxRows, labels: np.ndarray, split: Split, names: list[str], n_pixels: int
+    flux: FluxRows,
+    labels: np.ndarray,
+    split: Split,
+    names: list[str],
+    n_pixels: int,
+    init: Initialization | None = None,
 ) -> tuple[Normalization, dict[str, Any]]:
-    """Normalisation and OOD reference from the training split only."""
+    """Normalisation and OOD reference from the training split only (fine-tuning keeps
+    the checkpoint's flux statistics, and its label ones if so chosen)."""
     reader = flux.__getitem__
     flux_mean, flux_std = flux_statistics(reader, split.train, n_pixels)
     label_mean, label_std = label_statistics(labels[split.train], names)
     norm = Normalization(flux_mean, flux_std, label_mean, label_std)
+    if init is not None:
+        norm = init.normalization_for(norm)
+        flux_mean, flux_std = norm.flux_mean, norm.flux_std
     ood = reference_dict(
         np.concatenate(
             [
@@ -415,6 +438,17 @@ def _fresh_statistics(
         )
     )
     return norm, ood
+
+
+def _start_from(stack: MemberStack, init: Initialization, norm: Normalization, fresh: bool) -> None:
+    """Fine-tuning: load the checkpoint's members into ``stack`` (``fresh`` run only; a
+    resumed one restores its own parameters) and freeze the chosen groups."""
+    if fresh:
+        starts = [init.member_state(m, stack.state_dict(m), norm) for m in range(stack.n_members)]
+        stack.load_stacked_state({k: torch.stack([sd[k] for sd in starts]) for k in stack.params})
+    for name, value in stack.params.items():
+        if init.frozen(name):
+            value.requires_grad_(False)
 
 
 def _restore(run: _Run, state: dict[str, Any]) -> None:
@@ -436,7 +470,7 @@ def _train_epoch(run: _Run, epoch: int, step_fn: Callable[..., torch.Tensor]) ->
     gen = torch.Generator(device=device)
     gen.manual_seed(derive_seed(settings.seed, _AUGMENT, epoch))
     augment = settings.augments(epoch)
-    order = member_order(run.split.train, settings.seed, epoch, run.members)
+    order = _epoch_order(run, epoch)
     loss_sum = torch.zeros(run.members, dtype=torch.float64, device=device)
     n_train = run.split.train.size
     n_batches = math.ceil(n_train / settings.batch_size)
@@ -470,6 +504,26 @@ def _train_epoch(run: _Run, epoch: int, step_fn: Callable[..., torch.Tensor]) ->
             "lower the learning rate or check the labels for extreme values"
         )
     return train_loss
+
+
+def _epoch_order(run: _Run, epoch: int) -> np.ndarray:
+    """``[M, n_train]`` orders: :func:`member_order` for in-memory flux, the by-shard
+    :func:`~rrnet.training.stream.streamed_order` for flux streamed from a store."""
+    flux, train, seed = run.flux, run.split.train, run.settings.seed
+    if run.inputs.table is not None or not hasattr(flux, "shard_of"):
+        return member_order(train, seed, epoch, run.members)
+    shards = flux.shard_of(train)
+    return np.stack(
+        [
+            streamed_order(
+                train,
+                shards,
+                np.random.default_rng(derive_seed(seed, _ORDER, epoch, m)),
+                flux.buffer,
+            )
+            for m in range(run.members)
+        ]
+    )
 
 
 def _validate_keep_best(run: _Run, epoch: int) -> tuple[torch.Tensor, np.ndarray]:

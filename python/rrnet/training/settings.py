@@ -48,6 +48,10 @@ class TrainSettings:
     ram_limit_gb
         Training flux is read into memory if it fits in this many GiB, else it is read
         from the store batch by batch.
+    formulation
+        How the members train together: "auto" ("grouped" convolutions on a CPU,
+        "vmap" on a GPU, the faster one on each), "grouped" or "vmap". They compute the
+        same function; only the dropout masks drawn (hence the bits) differ.
     """
 
     members: int = 6
@@ -66,6 +70,7 @@ class TrainSettings:
     compile: bool = True
     eval_batch_size: int = 1024
     ram_limit_gb: float = 8.0
+    formulation: str = "auto"
 
     def __post_init__(self) -> None:
         positive = ("members", "epochs", "batch_size", "lr_step", "eval_batch_size")
@@ -82,8 +87,16 @@ class TrainSettings:
             raise ValueError(f"noise_fraction must lie in [0, 1], got {self.noise_fraction}")
         if self.noise_sigma < 0 or self.rv_shift_kms < 0:
             raise ValueError("noise_sigma and rv_shift_kms must be >= 0")
+        if self.formulation not in ("auto", "grouped", "vmap"):
+            raise ValueError(f"formulation must be auto, grouped or vmap, got {self.formulation!r}")
         if self.ram_limit_gb < 0:
             raise ValueError(f"ram_limit_gb must be >= 0, got {self.ram_limit_gb}")
+
+    def resolved_formulation(self, device_type: str) -> str:
+        """The formulation used on a device of this type ("cpu", "cuda", ...)."""
+        if self.formulation != "auto":
+            return self.formulation
+        return "grouped" if device_type == "cpu" else "vmap"
 
     def augments(self, epoch: int) -> bool:
         """Whether the (1-based) ``epoch`` uses augmentation."""
@@ -126,6 +139,11 @@ class TrainOptions:
         Seed (default ``settings.seed``) and train/valid/test fractions of the split.
     resume, keep_state, progress, stop_after_epoch
         Run control (see :func:`rrnet.training.train_arrays`).
+    init, freeze, label_norm
+        Fine-tuning: the checkpoint every member starts from (its architecture wins over
+        ``arch``/``mode``), the parameter groups kept fixed (conv, rnn, head, out), and
+        the label normalisation (auto, checkpoint, data); see
+        :mod:`rrnet.training.finetune`.
     """
 
     labels_to_fit: str | tuple[str, ...] = "SP"
@@ -143,8 +161,12 @@ class TrainOptions:
     keep_state: bool = False
     progress: bool = True
     stop_after_epoch: int | None = None
+    init: str | None = None
+    freeze: tuple[str, ...] = ()
+    label_norm: str = "auto"
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "freeze", tuple(self.freeze))
         # Sequences given as lists are stored as tuples (the dataclass is frozen).
         if not isinstance(self.labels_to_fit, str):
             object.__setattr__(self, "labels_to_fit", tuple(self.labels_to_fit))

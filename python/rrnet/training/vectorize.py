@@ -28,6 +28,11 @@ from rrnet.models.config import ModelConfig
 from rrnet.models.heads import gaussian_nll
 from rrnet.models.recurrent import SubbandRNN
 from rrnet.models.registry import build_model
+from rrnet.training.grouped import grouped_forward
+
+FORMULATIONS = ("vmap", "grouped")
+"""How the members run together: ``vmap`` over one functional network (fastest on a
+GPU), or ``grouped`` convolutions with members as channel groups (fastest on a CPU)."""
 
 
 class _UnrolledRNN(SubbandRNN):
@@ -99,15 +104,23 @@ class MemberStack:
     """The parameters of M networks stacked on a leading axis, and their joint forward.
 
     Member ``m`` is initialised exactly as ``torch.manual_seed(init_seeds[m]);
-    build_model(config)`` would be.
+    build_model(config)`` would be. ``formulation`` (see :data:`FORMULATIONS`) changes
+    only the speed and the dropout masks drawn, never the function computed.
     """
 
     def __init__(
-        self, config: ModelConfig, init_seeds: list[int], device: torch.device | str = "cpu"
+        self,
+        config: ModelConfig,
+        init_seeds: list[int],
+        device: torch.device | str = "cpu",
+        formulation: str = "vmap",
     ) -> None:
         if not init_seeds:
             raise ValueError("an ensemble needs at least one member")
+        if formulation not in FORMULATIONS:
+            raise ValueError(f"unknown formulation {formulation!r}; expected one of {FORMULATIONS}")
         self.config = config
+        self.formulation = formulation
         self.n_members = len(init_seeds)
         models = []
         for s in init_seeds:
@@ -126,6 +139,9 @@ class MemberStack:
     def forward(self, x: torch.Tensor, *, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """``(mu, var)`` ``[M, B, L]`` for input ``[M, B, P]`` (own batch per member) or
         ``[B, P]`` (one batch shared by all members). ``train`` switches dropout on."""
+        if self.formulation == "grouped":
+            dropout = self.config.dropout if train else 0.0
+            return grouped_forward(self.config, self.params, x, dropout=dropout)
         self._base.train(train)
         x_dim = 0 if x.ndim == 3 else None
         fn = vmap(self._call, in_dims=(0, 0, x_dim), randomness="different")
@@ -134,6 +150,14 @@ class MemberStack:
     def loss_fn(self) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
         """``f(x [M,B,P], y [M,B,L]) -> [M]`` member training losses (Gaussian NLL,
         NaN labels masked), in train mode; wrap it in ``torch.compile`` if wanted."""
+        if self.formulation == "grouped":
+
+            def grouped_loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+                mu, var = grouped_forward(self.config, self.params, x, dropout=self.config.dropout)
+                mu, var = mu.float(), var.float()
+                return torch.stack([gaussian_nll(mu[m], var[m], y[m]) for m in range(len(y))])
+
+            return grouped_loss
 
         def member_loss(params: dict, buffers: dict, x: torch.Tensor, y: torch.Tensor):
             mu, var = self._call(params, buffers, x)

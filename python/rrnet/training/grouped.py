@@ -1,0 +1,116 @@
+"""Training forward of M stacked members as grouped convolutions (the CPU formulation).
+
+The same layout as inference's :mod:`rrnet.models.grouped`, written on the stacked
+*parameters* (``[M, ...]`` tensors with the networks' own key names) so that autograd
+differentiates through it: each convolution is one ``conv1d`` with ``groups=M`` over a
+``[B, M*C, T]`` map (the first one, on a shared input, an ordinary one), every residual
+block's AvgPool1d(2) is folded into the convolutions before it (a linear identity, so
+gradients are those of the plain network), the RNN and the head are batched matrix
+products over the member axis, and dropout draws an independent mask per member.
+oneDNN's grouped convolution kernels, forward and backward, do far more work per call
+than M small convolutions or vmap's matmul rewrite, which is what makes training M
+members together faster than one after another on a CPU.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+import torch.nn.functional as F
+
+from rrnet.models.config import STARNET_POOL, ModelConfig
+from rrnet.models.grouped import _pool_folded_k3
+from rrnet.models.stacked import _rnn
+
+Params = Mapping[str, torch.Tensor]
+
+
+def _gw(params: Params, prefix: str) -> torch.Tensor:
+    """Stacked conv weight ``[M, C_out, C_in, k]`` as a grouped one ``[M*C_out, C_in, k]``."""
+    w = params[f"{prefix}.weight"]
+    return w.reshape(-1, *w.shape[2:])
+
+
+def _gb(params: Params, prefix: str) -> torch.Tensor:
+    return params[f"{prefix}.bias"].reshape(-1)
+
+
+def _recurrent(config: ModelConfig, params: Params, x: torch.Tensor) -> torch.Tensor:
+    """``[G, B, N] -> [M, B, N]`` through each member's sub-band tanh RNN."""
+    g, bsz, n = x.shape
+    seq = x.reshape(g, bsz, config.n_subbands, n // config.n_subbands)
+    bias = (params["rnn.bias_ih_l0"] + params["rnn.bias_hh_l0"]).unsqueeze(1)
+    out = _rnn(seq, params["rnn.weight_ih_l0"], params["rnn.weight_hh_l0"], bias)
+    return out.reshape(-1, bsz, n)
+
+
+def _rrnet_maps(config: ModelConfig, params: Params, x: torch.Tensor, m: int) -> torch.Tensor:
+    """Residual blocks (pool folded) on ``[B, G, P]`` -> ``[B, M*C, T]``."""
+    widths = (1, *config.channels)
+    for i, c_in in enumerate(widths[:-1]):
+        base = f"ResBlock_list.{i}.0"
+        groups = x.shape[1] // c_in  # 1 for a shared input, else M
+        r = F.relu(
+            F.conv1d(x, _gw(params, f"{base}.ResBlock.0"), _gb(params, f"{base}.ResBlock.0"),
+                     padding=1, groups=groups)
+        )  # fmt: skip
+        w2 = _pool_folded_k3(_gw(params, f"{base}.ResBlock.2"))
+        bias = params[f"{base}.ResBlock.2.bias"]
+        if c_in != widths[i + 1]:
+            ds = _gw(params, f"{base}.downsample.0")
+            bias = bias + params[f"{base}.downsample.0.bias"]
+            shortcut = F.conv1d(x, 0.5 * torch.cat((ds, ds), dim=-1), stride=2, groups=groups)
+        else:
+            shortcut = F.avg_pool1d(x, 2)
+            if shortcut.shape[1] != w2.shape[0]:
+                shortcut = shortcut.repeat(1, m, 1)
+        x = F.conv1d(r, w2, bias.reshape(-1), stride=2, padding=1, groups=m) + shortcut
+    return F.relu(x)
+
+
+def _starnet_maps(params: Params, x: torch.Tensor, m: int) -> torch.Tensor:
+    h = F.relu(F.conv1d(x, _gw(params, "conv1.0"), _gb(params, "conv1.0"), padding=1,
+                        groups=x.shape[1]))  # fmt: skip
+    h = F.conv1d(h, _gw(params, "conv2.0"), _gb(params, "conv2.0"), padding=1, groups=m)
+    return F.relu(F.max_pool1d(h, STARNET_POOL))
+
+
+def _head(
+    config: ModelConfig, params: Params, flat: torch.Tensor, dropout: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Features ``[M, B, F]`` -> ``(mu, var)`` ``[M, B, L]``; dropout after fc1 and fc2."""
+    h = torch.baddbmm(params["fc1.0.bias"].unsqueeze(1), flat,
+                      params["fc1.0.weight"].transpose(1, 2))  # fmt: skip
+    h = F.dropout(F.relu(h), dropout, training=dropout > 0)
+    h = torch.baddbmm(params["fc2.0.bias"].unsqueeze(1), h, params["fc2.0.weight"].transpose(1, 2))
+    h = F.dropout(F.relu(h), dropout, training=dropout > 0)
+    w = torch.cat((params["mu.weight"], params["sigma.0.weight"]), dim=1)
+    b = torch.cat((params["mu.bias"], params["sigma.0.bias"]), dim=1)
+    out = torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
+    n = config.num_labels
+    return out[..., :n], F.softplus(out[..., n:])
+
+
+def grouped_forward(
+    config: ModelConfig, params: Params, x: torch.Tensor, *, dropout: float = 0.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(mu, var)`` ``[M, B, L]`` of the stacked members ``params`` for standardised flux
+    ``[M, B, P]`` (each member its own batch) or ``[B, P]`` (shared); ``dropout`` is the
+    probability applied in the head (0 = eval mode)."""
+    m = next(iter(params.values())).shape[0]
+    h = x if x.ndim == 3 else x.unsqueeze(0)  # [G, B, P]
+    if config.mode == "pre-RNN":
+        h = _recurrent(config, params, h)
+    h = h.transpose(0, 1)  # [B, G, P]: members as channels
+    if config.net == "rrnet":
+        maps = _rrnet_maps(config, params, h, m)
+    else:
+        maps = _starnet_maps(params, h, m)
+    bsz, c, t = maps.shape[0], config.conv_channels, config.conv_length
+    maps = maps.view(bsz, m, c, t)
+    if config.mode == "post-RNN":  # the networks' permute(0, 2, 1): [T, C] order
+        flat = _recurrent(config, params, maps.permute(1, 0, 3, 2).reshape(m, bsz, t * c))
+    else:
+        flat = maps.transpose(0, 1).reshape(m, bsz, c * t)
+    return _head(config, params, flat, dropout)

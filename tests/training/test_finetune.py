@@ -1,0 +1,146 @@
+"""Fine-tuning from a checkpoint: faster to a given validation loss than from scratch,
+new heads, frozen groups, explicit label normalisation recorded in the provenance."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from rrnet.models import ModelConfig
+from rrnet.training import TrainSettings, split_by_star, train_arrays
+from rrnet.training.finetune import load_initialization
+from rrnet.training.toy import TOY_LABELS, toy_spectra
+
+torch.set_num_threads(1)
+
+N_PIX = 320
+CONFIG = ModelConfig(net="rrnet", mode="post-RNN", n_pixels=N_PIX, n_subbands=8)
+SETTINGS = TrainSettings(members=2, epochs=4, batch_size=32, lr=1e-3, augment_from=0)
+
+
+def _part(cool: bool, n: int, seed: int):
+    """Toy spectra from one part of label space: Teff below or above 5250 K."""
+    flux, labels = toy_spectra(3 * n, n_pixels=N_PIX, n_lines=25, snr=80, seed=seed)
+    keep = np.flatnonzero((labels[:, 0] < 5250) == cool)[:n]
+    return flux[keep], labels[keep], split_by_star(np.arange(keep.size), seed=0)
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An ensemble trained on cool stars only."""
+    flux, labels, split = _part(True, 400, seed=3)
+    out = tmp_path_factory.mktemp("ft") / "cool"
+    settings = TrainSettings(members=2, epochs=6, batch_size=32, lr=1e-3, augment_from=0)
+    train_arrays(flux, labels, split, label_names=TOY_LABELS, model_config=CONFIG,
+                 settings=settings, out=out, progress=False)  # fmt: skip
+    return out
+
+
+def _curve(result) -> list[float]:
+    return [
+        float(np.mean([h["valid_loss"] for h in result.history if h["epoch"] == e]))
+        for e in range(1, SETTINGS.epochs + 1)
+    ]
+
+
+def test_fine_tuning_reaches_the_loss_in_fewer_epochs(pretrained: Path, tmp_path: Path) -> None:
+    flux, labels, split = _part(False, 250, seed=4)  # hot stars: another part of label space
+    scratch = train_arrays(flux, labels, split, label_names=TOY_LABELS, model_config=CONFIG,
+                           settings=SETTINGS, progress=False)  # fmt: skip
+    init, config = load_initialization(pretrained, TOY_LABELS, label_norm="data")
+    tuned = train_arrays(
+        flux,
+        labels,
+        split,
+        label_names=TOY_LABELS,
+        model_config=config,
+        settings=SETTINGS,
+        out=tmp_path / "hot",
+        progress=False,
+        init=init,
+    )
+    target = _curve(scratch)[-1]  # what scratch training reaches in its last epoch
+    first = next(e for e, loss in enumerate(_curve(tuned), start=1) if loss <= target)
+    assert first < SETTINGS.epochs, (_curve(tuned), _curve(scratch))
+    # the checkpoint's flux statistics are kept, the label ones recomputed; recorded
+    assert np.array_equal(tuned.normalization.flux_mean, load_file(
+        str(pretrained / "normalization.safetensors"))["flux_mean"].numpy())  # fmt: skip
+    train_rows = labels[split.train]
+    assert np.allclose(tuned.normalization.label_mean, train_rows.mean(0))
+    prov = json.loads((tmp_path / "hot" / "config.json").read_text())["training"]["init"]
+    assert prov["label_normalization"] == "data" and prov["flux_normalization"] == "checkpoint"
+    assert prov["checkpoint"] == str(pretrained.resolve()) and prov["new_head"] is False
+
+
+def test_data_label_norm_rescales_the_mu_layer_exactly(pretrained: Path) -> None:
+    """Same labels, new normalisation: the starting network predicts the same physical
+    values (mu in physical units unchanged)."""
+    from rrnet.models.normalization import Normalization
+
+    init, _ = load_initialization(pretrained, TOY_LABELS, label_norm="data")
+    old = init.normalization
+    fresh = Normalization(old.flux_mean, old.flux_std, old.label_mean + 300.0, old.label_std * 2)
+    norm = init.normalization_for(fresh)
+    sd = init.member_state(0, {}, norm)
+    h = torch.randn(5, sd["mu.weight"].shape[1])
+    old_sd = init.state_dicts[0]
+    before = (h @ old_sd["mu.weight"].T + old_sd["mu.bias"]).double().numpy()
+    after = (h @ sd["mu.weight"].T + sd["mu.bias"]).double().numpy()
+    phys_before = before * old.label_std + old.label_mean
+    phys_after = after * norm.label_std + norm.label_mean
+    np.testing.assert_allclose(phys_after, phys_before, rtol=1e-5, atol=1e-3)
+
+
+def test_new_label_set_and_frozen_groups(pretrained: Path, tmp_path: Path) -> None:
+    flux, labels, split = _part(False, 120, seed=5)
+    names = ["Logg", "FeH"]
+    init, config = load_initialization(pretrained, names, freeze=["conv", "rnn"])
+    assert init.new_head and config.num_labels == 2
+    settings = TrainSettings(members=3, epochs=1, batch_size=32, lr=1e-3, augment_from=0)
+    result = train_arrays(
+        flux,
+        labels[:, 1:],
+        split,
+        label_names=names,
+        model_config=config,
+        settings=settings,
+        out=tmp_path / "new",
+        progress=False,
+        init=init,
+    )
+    for m, sd in enumerate(result.state_dicts):
+        start = init.state_dicts[m % 2]
+        for k, v in sd.items():
+            if k.startswith(("ResBlock_list.", "rnn.")):  # frozen: exactly the checkpoint's
+                torch.testing.assert_close(v, start[k], atol=0, rtol=0)
+            elif k.startswith("fc1."):
+                assert not torch.equal(v, start[k])
+        assert sd["mu.weight"].shape == (2, config.hidden[1])
+    prov = result.training["init"]
+    assert prov["new_head"] and prov["freeze"] == ["conv", "rnn"]
+    assert prov["label_normalization"] == "data"
+
+
+def test_bad_fine_tuning_requests_are_refused(pretrained: Path) -> None:
+    with pytest.raises(ValueError, match="freeze"):
+        load_initialization(pretrained, TOY_LABELS, freeze=["everything"])
+    with pytest.raises(ValueError, match="normalisation cannot be kept"):
+        load_initialization(pretrained, ["Logg"], label_norm="checkpoint")
+    with pytest.raises(ValueError, match="output layer"):
+        load_initialization(pretrained, ["Logg"], freeze=["out"])
+
+
+def test_cli_refuses_bad_freeze_requests(capsys: pytest.CaptureFixture[str]) -> None:
+    from rrnet.cli.train import main
+
+    base = ["--store", "s", "--labels", "l", "--out", "o"]
+    assert main([*base, "--freeze", "conv"]) == 2
+    assert "--freeze needs --init" in capsys.readouterr().err
+    assert main([*base, "--init", "ckpt", "--freeze", "conv,gills"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "gills" in err[0]
