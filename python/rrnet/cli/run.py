@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -39,12 +40,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--queue", help="partition / queue")
     p.add_argument("--account", help="account / project to charge")
     p.add_argument("--gpus-per-job", type=int, help="GPUs per job (one worker process each)")
+    p.add_argument(
+        "--worker-wait",
+        type=float,
+        help="seconds with no live worker before the run stops (default 900)",
+    )
     p.add_argument("--shard-size", type=int, default=DEFAULT_SHARD_SIZE, help="rows per shard")
     p.add_argument("--retries", type=int, default=2, help="retries of a failing shard task")
     p.add_argument("--rv-column", default="rv", help="radial velocity column [km/s]")
     p.add_argument("--no-rv-correction", action="store_true", help="do not shift by rv")
     p.add_argument("--dry-run", action="store_true", help="print the batch job script and stop")
-    p.add_argument("--quiet", action="store_true", help="no summary line")
+    p.add_argument("--quiet", action="store_true", help="no progress and summary lines")
+    p.add_argument("--verbose", action="store_true", help="show Dask's own log messages")
     return p
 
 
@@ -55,9 +62,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _args.UsageError as exc:
         return _args.usage_error(PROG, exc)
     logging.basicConfig(level=logging.WARNING, format=f"{PROG}: %(message)s")
+    _quiet_dask(args.verbose)
     try:
         from rrnet.cluster.config import ClusterConfigError, job_script, load_settings
-        from rrnet.cluster.driver import RunError, run_cluster
+        from rrnet.cluster.driver import RunError, RunStopped, run_cluster
     except ImportError as exc:  # dask is an optional extra
         print(f"{PROG}: error: {exc}; install rrnet[cluster]", file=sys.stderr)
         return 2
@@ -73,6 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             queue=args.queue,
             account=args.account,
             gpus_per_job=args.gpus_per_job,
+            worker_wait=args.worker_wait,
         )
         if args.dry_run:
             print(job_script(settings))
@@ -90,7 +99,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     except (RunError, ClusterConfigError) as exc:
         return _args.usage_error(PROG, _args.error_line(exc))
+    except RunStopped as exc:
+        print(f"{PROG}: stopped: {exc}", file=sys.stderr)
+        return exc.exit_status
+    except KeyboardInterrupt:  # before or after the shards (no worker jobs then)
+        print(f"{PROG}: interrupted; rerun the same command with --resume", file=sys.stderr)
+        return 130
     return 0 if report["complete"] else 1
+
+
+def _quiet_dask(verbose: bool) -> None:
+    """Dask's INFO/WARNING chatter (and its tracebacks) only with ``--verbose``."""
+    level = logging.INFO if verbose else logging.CRITICAL
+    for name in ("distributed", "dask_jobqueue", "tornado", "asyncio"):
+        logging.getLogger(name).setLevel(level)
+    if not verbose:  # read when distributed is imported (by the driver and the workers)
+        os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "error")
 
 
 if __name__ == "__main__":
