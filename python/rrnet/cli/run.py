@@ -110,11 +110,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _quiet_dask(verbose: bool) -> None:
     """Dask's INFO/WARNING chatter (and its tracebacks) only with ``--verbose``."""
-    level = logging.INFO if verbose else logging.CRITICAL
+    if verbose:
+        return
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "error")  # for the worker jobs
+    try:  # importing distributed sets its loggers' levels: silence them after that
+        import distributed  # noqa: F401
+    except ImportError:
+        return
     for name in ("distributed", "dask_jobqueue", "tornado", "asyncio"):
-        logging.getLogger(name).setLevel(level)
-    if not verbose:  # read when distributed is imported (by the driver and the workers)
-        os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "error")
+        logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 if __name__ == "__main__":

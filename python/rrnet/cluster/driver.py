@@ -369,14 +369,16 @@ def run_cluster(
     out = Path(out)
     if shard_size < 1 or retries < 0 or shards_per_worker < 1:
         raise RunError("--shard-size and shards per worker must be positive, retries >= 0")
-    if client is None and settings is not None and settings.kind in BATCH_KINDS:
+    previous = read_json(report_path(out))
+    finished = options.resume and out.exists() and isinstance(previous, dict)
+    finished = finished and bool(previous.get("complete"))
+    if client is None and settings is not None and settings.kind in BATCH_KINDS and not finished:
         try:  # a job the scheduler refuses ends the run now, before any file is written
             check_submission(settings.kind, job_script(settings))
         except ClusterConfigError as exc:
             raise RunError(str(exc)) from exc
     run = _checked_run(options, catalog, data_dir, out, shard_size)
-    previous = read_json(report_path(out))
-    if options.resume and out.exists() and isinstance(previous, dict) and previous.get("complete"):
+    if finished:
         return _rerun_report(run, previous, time.perf_counter() - began)
     done = {s.index for s in run.shards if _readable(run.parts / part_name(s.index))}
     todo = [s for s in run.shards if s.index not in done]
@@ -487,8 +489,9 @@ def _execute(client: Any, keeper: Keeper, loop: _Loop) -> int:
         with suppress(TimeoutError):
             wait(list(running), timeout=POLL_SECONDS, return_when="FIRST_COMPLETED")
         for future in [f for f in running if f.done()]:
+            if not _collect(future, running[future], loop.outcome):
+                continue  # its result was on a lost worker: Dask computes it again
             shard = running.pop(future)
-            _collect(future, shard, loop.outcome)
             future.release()
             finished += 1
             loop.progress.note = f", {finished}/{loop.shards} shards"
@@ -498,14 +501,21 @@ def _execute(client: Any, keeper: Keeper, loop: _Loop) -> int:
     return seen
 
 
-def _collect(future: Any, shard: Shard, outcome: _Outcome) -> None:
-    """A finished shard's result, or its error (any task failure is reported, not fatal)."""
+def _collect(future: Any, shard: Shard, outcome: _Outcome) -> bool:
+    """Record a finished shard's result or error (a task failure is reported, not fatal).
+
+    False when the result cannot be fetched in time: the worker that held it is gone
+    and Dask recomputes the task. Never blocking here keeps the keeper running.
+    """
     try:
-        outcome.results.append(future.result())
+        outcome.results.append(future.result(timeout=5 * POLL_SECONDS))
+    except TimeoutError:
+        return False
     except Exception as exc:
         text = str(exc).strip().splitlines()
         outcome.failures[shard.index] = f"{type(exc).__name__}: {text[0] if text else ''}".strip()
         log.warning("shard %d failed: %s", shard.index, outcome.failures[shard.index])
+    return True
 
 
 def _merge_and_report(run: _Run) -> dict[str, Any]:

@@ -99,7 +99,7 @@ class Keeper:
     def __init__(self, client: Any, settings: ClusterSettings, poll: float = 3.0) -> None:
         self.client, self.settings, self.poll = client, settings, poll
         cluster = getattr(client, "cluster", None)
-        self.cluster = cluster if settings.kind in BATCH_KINDS else None
+        self.cluster: Any = cluster if settings.kind in BATCH_KINDS else None
         self.last_alive = self.last_poll = time.monotonic()
         self.resubmitted = 0
         self.job_ids: set[str] = set()
