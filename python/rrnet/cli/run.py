@@ -117,7 +117,9 @@ def _quiet_dask(verbose: bool) -> None:
         import distributed  # noqa: F401
     except ImportError:
         return
-    for name in ("distributed", "dask_jobqueue", "tornado", "asyncio"):
+    prefixes = ("distributed", "dask_jobqueue", "tornado", "asyncio")
+    names = [n for n in logging.root.manager.loggerDict if n.startswith(prefixes)]
+    for name in {*prefixes, *names}:  # children like distributed.client have own levels
         logging.getLogger(name).setLevel(logging.CRITICAL)
 
 

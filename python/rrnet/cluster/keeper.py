@@ -105,6 +105,7 @@ class Keeper:
         self.job_ids: set[str] = set()
         self.lost: list[str] = []
         self.unsubmitted: dict[str, float] = {}
+        self.names: set[str] = set()
 
     def alive(self) -> int:
         """Workers connected to the scheduler now."""
@@ -155,9 +156,15 @@ class Keeper:
             )
         self.resubmitted += 1
         log.warning("worker job %s lost (%s): submitting a replacement", name, reason)
-        self.cluster.worker_spec.pop(name, None)
-        self.cluster.workers.pop(name, None)
-        self.cluster.scale(jobs=self.settings.jobs)
+        cluster = self.cluster
+        cluster.worker_spec.pop(name, None)
+        cluster.workers.pop(name, None)
+        # A fresh name: dask-jobqueue would reuse the lost one, and its delayed clean-up
+        # of the lost worker (lost-worker-timeout) would then cancel the replacement.
+        self.names |= {name, *cluster.worker_spec}
+        while cluster._new_worker_name(cluster._i) in self.names:
+            cluster._i += 1
+        cluster.scale(jobs=self.settings.jobs)
 
     def cancel_all(self) -> None:
         """Cancel every worker job this run submitted (after the cluster's own close)."""
