@@ -42,9 +42,6 @@ class Interrupted(BaseException):
 @contextmanager
 def interruptible() -> Iterator[None]:
     """Raise :class:`Interrupted` on SIGINT/SIGTERM (once) inside the block."""
-    # Importing dask-jobqueue installs a SIGINT handler that exits 0: import, then override.
-    with suppress(ImportError):
-        import dask_jobqueue.runner  # noqa: F401
     fired: list[int] = []
 
     def handler(signum: int, _frame: Any) -> None:
@@ -53,7 +50,13 @@ def interruptible() -> Iterator[None]:
             raise Interrupted(signum)
 
     try:
-        previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+        previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+        # Importing dask-jobqueue installs a SIGINT handler that exits 0: import it now,
+        # override it, and put back what was there before (not its handler) at the end.
+        with suppress(ImportError):
+            import dask_jobqueue.runner  # noqa: F401
+        for sig in previous:
+            signal.signal(sig, handler)
     except ValueError:  # not the main thread: leave signals alone
         yield
         return
@@ -61,7 +64,7 @@ def interruptible() -> Iterator[None]:
         yield
     finally:
         for sig, old in previous.items():
-            signal.signal(sig, old)
+            signal.signal(sig, signal.SIG_DFL if old is None else old)
 
 
 def slurm_states(job_ids: list[str]) -> dict[str, str]:
