@@ -126,7 +126,10 @@ def test_rerun_of_a_finished_run_does_nothing(world: dict, client, finished) -> 
     stamp = out.stat().st_mtime_ns, report_path(out).stat().st_mtime_ns
     again = run(world, client, out, resume=True)
     assert again["shards_computed"] == 0 and again["shards_skipped"] == report["shards"]
-    assert (out.stat().st_mtime_ns, report_path(out).stat().st_mtime_ns) == stamp
+    assert out.stat().st_mtime_ns == stamp[0]  # the output is not rewritten
+    # issue 23: the report is rewritten on every run, and says this one computed nothing
+    assert report_path(out).stat().st_mtime_ns != stamp[1]
+    assert json.loads(report_path(out).read_text()) == again and again["rerun"]
     with pytest.raises(ValueError, match="--resume"):
         run(world, client, out)
 

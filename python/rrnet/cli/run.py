@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -40,12 +41,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--queue", help="partition / queue")
     p.add_argument("--account", help="account / project to charge")
     p.add_argument("--gpus-per-job", type=int, help="GPUs per job (one worker process each)")
+    p.add_argument(
+        "--worker-wait",
+        type=float,
+        help="seconds with no live worker before the run stops (default 900)",
+    )
     p.add_argument("--shard-size", type=int, default=DEFAULT_SHARD_SIZE, help="rows per shard")
     p.add_argument("--retries", type=int, default=2, help="retries of a failing shard task")
     p.add_argument("--rv-column", default="rv", help="radial velocity column [km/s]")
     p.add_argument("--no-rv-correction", action="store_true", help="do not shift by rv")
     p.add_argument("--dry-run", action="store_true", help="print the batch job script and stop")
-    p.add_argument("--quiet", action="store_true", help="no summary line")
+    p.add_argument("--quiet", action="store_true", help="no progress and summary lines")
+    p.add_argument("--verbose", action="store_true", help="show Dask's own log messages")
     return p
 
 
@@ -56,6 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _args.UsageError as exc:
         return _args.usage_error(PROG, exc)
     logging.basicConfig(level=logging.WARNING, format=f"{PROG}: %(message)s")
+    _quiet_dask(args.verbose)
     try:
         from rrnet.cluster.config import ClusterConfigError, job_script, load_settings
         from rrnet.cluster.driver import RunError, run_cluster
@@ -70,6 +78,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace, job_script: Any, load_settings: Any, run_cluster: Any) -> int:
     """The command's body (errors become one line in :func:`main`)."""
+    from rrnet.cluster.driver import RunStopped  # dask is importable: main checked
+
     settings = load_settings(
         args.config,
         kind=args.cluster,
@@ -81,22 +91,42 @@ def _run(args: argparse.Namespace, job_script: Any, load_settings: Any, run_clus
         queue=args.queue,
         account=args.account,
         gpus_per_job=args.gpus_per_job,
+        worker_wait=args.worker_wait,
     )
     if args.dry_run:
         print(job_script(settings))
         return 0
     preprocess = {"rv_column": args.rv_column, "correct_rv": not args.no_rv_correction}
     options = _args.infer_options(args, preprocess=preprocess, progress=not args.quiet)
-    report = run_cluster(
-        options,
-        args.catalog,
-        args.data_dir,
-        args.out,
-        settings=settings,
-        shard_size=args.shard_size,
-        retries=args.retries,
-    )
+    try:
+        report = run_cluster(
+            options,
+            args.catalog,
+            args.data_dir,
+            args.out,
+            settings=settings,
+            shard_size=args.shard_size,
+            retries=args.retries,
+        )
+    except RunStopped as exc:  # interrupted or no worker left: finished shards are kept
+        print(f"{PROG}: stopped: {exc}", file=sys.stderr)
+        return exc.exit_status
     return 0 if report["complete"] else 1
+
+
+def _quiet_dask(verbose: bool) -> None:
+    """Dask's INFO/WARNING chatter (and its tracebacks) only with ``--verbose``."""
+    if verbose:
+        return
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "error")  # for the worker jobs
+    try:  # importing distributed sets its loggers' levels: silence them after that
+        import distributed  # noqa: F401
+    except ImportError:
+        return
+    prefixes = ("distributed", "dask_jobqueue", "tornado", "asyncio")
+    names = [n for n in logging.root.manager.loggerDict if n.startswith(prefixes)]
+    for name in {*prefixes, *names}:  # children like distributed.client have own levels
+        logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 if __name__ == "__main__":

@@ -31,8 +31,9 @@ class ClusterSettings:
     kind: str = "local"
     jobs: int = 1
     """Batch jobs to start (``local``: ignored)."""
-    processes: int = 2
-    """Worker processes per job (per machine for ``local``); one per GPU when GPUs are used."""
+    processes: int | None = None
+    """Worker processes per job (per machine for ``local``); default one per core asked
+    for, one per GPU when GPUs are used. More processes than cores is refused."""
     cores: int = 2
     """Cores per job; each worker process gets ``cores // processes`` threads for reading."""
     memory: str = "8GiB"
@@ -50,11 +51,26 @@ class ClusterSettings:
     """Shell lines run before the worker starts, e.g. ``module load cuda``."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Other dask-jobqueue keyword arguments, passed through unchanged."""
+    worker_wait: float = 900.0
+    """Seconds without any live worker (jobs pending, lost, refused) before the run stops."""
+    resubmits: int | None = None
+    """Lost worker jobs replaced in one run (default ``2 * jobs + 2``)."""
+
+    @property
+    def worker_processes(self) -> int:
+        """Worker processes per job: one per GPU, else as set, else one per core."""
+        if self.gpus_per_job:
+            return self.gpus_per_job
+        return self.processes or self.cores
 
     @property
     def threads(self) -> int:
         """Reader threads per worker process."""
-        return max(1, self.cores // max(1, self.processes))
+        return max(1, self.cores // self.worker_processes)
+
+    @property
+    def max_resubmits(self) -> int:
+        return 2 * self.jobs + 2 if self.resubmits is None else self.resubmits
 
 
 def load_settings(path: str | os.PathLike[str] | None, **overrides: Any) -> ClusterSettings:
@@ -75,8 +91,15 @@ def load_settings(path: str | os.PathLike[str] | None, **overrides: Any) -> Clus
             values[key] = tuple(values[key])
     settings = replace(ClusterSettings(), **values)
     settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
-    if settings.jobs < 1 or settings.processes < 1 or settings.cores < 1:
+    if min(settings.jobs, settings.cores, settings.processes or 1) < 1 or settings.processes == 0:
         raise ClusterConfigError("jobs, processes and cores must be positive")
+    if settings.worker_wait <= 0 or settings.max_resubmits < 0:
+        raise ClusterConfigError("worker_wait must be positive and resubmits >= 0")
+    if settings.kind in BATCH_KINDS and settings.worker_processes > settings.cores:
+        raise ClusterConfigError(
+            f"{settings.worker_processes} worker processes per job on {settings.cores} cores "
+            "oversubscribe the job: ask for more --cores or fewer --processes"
+        )
     if settings.kind not in ("local", *BATCH_KINDS) and ":" not in settings.kind:
         raise ClusterConfigError(
             f"unknown cluster {settings.kind!r}: use local, slurm, pbs, sge or a scheduler address"
@@ -95,9 +118,8 @@ def _jobqueue_cluster(settings: ClusterSettings, *, any_dashboard_port: bool = F
         "sge": dask_jobqueue.SGECluster,
     }
     directives = list(settings.job_extra_directives)
-    processes = settings.processes
+    processes = settings.worker_processes  # one per GPU with GPUs
     if settings.gpus_per_job:
-        processes = settings.gpus_per_job  # one worker process per GPU
         directives.append(
             f"--gres=gpu:{settings.gpus_per_job}"
             if settings.kind == "slurm"
@@ -122,8 +144,44 @@ def _jobqueue_cluster(settings: ClusterSettings, *, any_dashboard_port: bool = F
         options["scheduler_options"] = {"dashboard_address": ":0"}  # any free port
     options.update(settings.extra)
     cluster = classes[settings.kind](**options)
-    cluster.scale(jobs=settings.jobs)
+    if settings.jobs:
+        try:
+            check_submission(settings.kind, cluster.job_script())
+        except BaseException:
+            cluster.close()
+            raise
+        cluster.scale(jobs=settings.jobs)
     return cluster
+
+
+def check_submission(kind: str, script: str, timeout: float = 60.0) -> None:
+    """Refuse, in one line, a worker job the scheduler would reject (SLURM: ``--test-only``).
+
+    A refused submission inside dask-jobqueue only logs a traceback and leaves the
+    driver waiting for workers that never come, so the script is tried first. PBS and
+    SGE have no dry submission: their refusals surface as no live worker instead.
+    """
+    import subprocess
+    import tempfile
+
+    if kind != "slurm":
+        return
+    with tempfile.NamedTemporaryFile("w", suffix=".sh", prefix="rrnet-check-") as file:
+        file.write(script)
+        file.flush()
+        try:
+            done = subprocess.run(
+                ["sbatch", "--test-only", file.name],
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise ClusterConfigError(f"cannot submit SLURM jobs: sbatch: {exc}") from exc
+    if done.returncode != 0:
+        lines = [ln.strip() for ln in done.stderr.splitlines() if ln.strip()]
+        reason = lines[0] if lines else f"sbatch exited with {done.returncode}"
+        raise ClusterConfigError(f"SLURM refuses the worker job: {reason}")
 
 
 def make_cluster(settings: ClusterSettings) -> Any:
@@ -136,7 +194,7 @@ def make_cluster(settings: ClusterSettings) -> Any:
         from distributed import LocalCluster
 
         return LocalCluster(
-            n_workers=settings.processes,
+            n_workers=settings.worker_processes,
             threads_per_worker=1,
             processes=True,
             memory_limit=settings.memory,

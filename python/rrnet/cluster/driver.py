@@ -22,6 +22,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext, suppress
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,15 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from rrnet.cluster.config import ClusterSettings, connect
+from rrnet.cluster.config import (
+    BATCH_KINDS,
+    ClusterConfigError,
+    ClusterSettings,
+    check_submission,
+    connect,
+    job_script,
+)
+from rrnet.cluster.keeper import Interrupted, Keeper, RunAborted
 from rrnet.cluster.plan import PlanError, Shard, part_name, plan_shards, write_plan
 from rrnet.cluster.task import FAULT_ENV, FAULT_RAISE_ENV, ShardJob, run_shard
 from rrnet.inference.options import (
@@ -42,6 +51,7 @@ from rrnet.inference.options import (
 from rrnet.inference.quality import DEFAULT_THRESHOLDS, QualityBit
 from rrnet.utils.atomic import read_json, write_json
 from rrnet.utils.lock import output_lock
+from rrnet.utils.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +64,17 @@ FAILED_STATUS = "shard_failed"
 
 class RunError(ValueError):
     """Unusable arguments or an output that belongs to another run (one-line message)."""
+
+
+class RunStopped(RuntimeError):
+    """The run stopped before its end (signal, no workers); finished shards are kept.
+
+    ``exit_status`` is 128 + the signal number for a signal, else 1.
+    """
+
+    def __init__(self, message: str, exit_status: int) -> None:
+        super().__init__(message)
+        self.exit_status = exit_status
 
 
 def run_dir(out: str | os.PathLike[str]) -> Path:
@@ -72,7 +93,7 @@ def _load_catalog(catalog: Any, preprocess: dict[str, Any]) -> tuple[pl.DataFram
     from rrnet.io.catalog import CatalogError, read_table, validate_catalog
     from rrnet.preprocess.pipeline import reserved_columns
 
-    name = "<DataFrame>" if isinstance(catalog, pl.DataFrame) else str(catalog)
+    name = "<DataFrame>" if isinstance(catalog, pl.DataFrame) else os.path.realpath(catalog)
     try:
         table = catalog if isinstance(catalog, pl.DataFrame) else read_table(catalog)
         table = validate_catalog(
@@ -201,7 +222,7 @@ def _checked_run(
     identity = {
         "catalog": name,
         "rows_hash": _rows_hash(table),
-        "data_dir": os.path.abspath(data_dir),
+        "data_dir": os.path.realpath(data_dir),
         "fingerprint": fingerprint["hash"],
         "checkpoints": [c.hash for c in checkpoints],
         "shard_size": shard_size,
@@ -214,7 +235,7 @@ def _checked_run(
         write_plan(run_dir(out) / "plan.json", shards, identity)
     except PlanError as exc:
         raise RunError(str(exc)) from exc
-    data = os.path.abspath(data_dir)
+    data = os.path.realpath(data_dir)
     return _Run(options, out, fmt, table, name, data, fingerprint, checkpoints, shards)
 
 
@@ -228,7 +249,7 @@ def _job_factory(run: _Run, settings: ClusterSettings | None) -> Callable[[Shard
         data_dir=run.data_dir,
         part="",
         attempts="",
-        models=tuple(os.path.abspath(p) for p in options.models),
+        models=tuple(os.path.realpath(p) for p in options.models),
         hashes=tuple(c.hash for c in run.checkpoints),
         carried=_carried(run.table),
         device=options.device,
@@ -276,14 +297,28 @@ def _compute_shards(
     from rrnet.inference.writers import write_part
 
     outcome = _Outcome()
+    settings = settings or ClusterSettings()
     job = _job_factory(run, settings)
-    if todo:
-        args = (todo, job, retries, shards_per_worker, outcome.results, outcome.failures)
-        if client is not None:
-            outcome.workers = _execute(client, *args)
-        else:
-            with connect(settings or ClusterSettings()) as own:
-                outcome.workers = _execute(own, *args)
+    progress = Progress(
+        run.table.height,
+        initial=run.table.height - sum(s.rows for s in todo),
+        enabled=run.options.progress,
+        prefix="rrnet-run",
+    )
+    progress.note = f", {len(run.shards) - len(todo)}/{len(run.shards)} shards"
+    loop = _Loop(todo, job, retries, shards_per_worker, outcome, progress, len(run.shards))
+    if todo and client is not None:
+        outcome.workers = _execute(client, Keeper(client, settings), loop)
+    elif todo:
+        keeper = None
+        try:
+            with connect(settings) as own:
+                keeper = Keeper(own, settings)
+                outcome.workers = _execute(own, keeper, loop)
+        finally:
+            if keeper is not None:
+                keeper.cancel_all()
+    progress.close()
     carried = _carried(run.table)
     for index, error in outcome.failures.items():
         failed = _failed_frame(run.shards[index], run.table, error, carried)
@@ -361,13 +396,26 @@ def _run_locked(
     began: float,
 ) -> dict[str, Any]:
     """The body of :func:`run_cluster`, run while holding the output's lock."""
-    run = _checked_run(options, catalog, data_dir, out, shard_size)
     previous = read_json(report_path(out))
-    if options.resume and out.exists() and isinstance(previous, dict) and previous.get("complete"):
-        return {**previous, "shards_computed": 0, "shards_skipped": len(run.shards), "rerun": True}
+    finished = options.resume and out.exists() and isinstance(previous, dict)
+    finished = finished and bool(previous.get("complete"))
+    if client is None and settings is not None and settings.kind in BATCH_KINDS and not finished:
+        try:  # a job the scheduler refuses ends the run now, before any file is written
+            check_submission(settings.kind, job_script(settings))
+        except ClusterConfigError as exc:
+            raise RunError(str(exc)) from exc
+    run = _checked_run(options, catalog, data_dir, out, shard_size)
+    if finished:
+        return _rerun_report(run, previous, time.perf_counter() - began)
     done = {s.index for s in run.shards if _readable(run.parts / part_name(s.index))}
     todo = [s for s in run.shards if s.index not in done]
-    outcome = _compute_shards(run, todo, client, settings, retries, shards_per_worker)
+    try:
+        with _interruptible(client):
+            outcome = _compute_shards(run, todo, client, settings, retries, shards_per_worker)
+    except Interrupted as exc:
+        raise RunStopped(_stopped(run, f"interrupted by {exc}"), 128 + exc.signum) from None
+    except RunAborted as exc:
+        raise RunStopped(_stopped(run, str(exc)), 1) from None
     report = _merge_and_report(run)
     report |= _run_statistics(run, todo, done, outcome, time.perf_counter() - began)
     write_json(report_path(out), report)
@@ -379,52 +427,122 @@ def _run_locked(
     return report
 
 
-def _execute(
-    client: Any,
-    todo: list[Shard],
-    job: Any,
-    retries: int,
-    shards_per_worker: int,
-    results: list[dict[str, Any]],
-    failures: dict[int, str],
-) -> int:
-    """Run ``todo`` with a bounded number of futures in flight; return the most workers seen."""
-    from distributed import as_completed
+def _interruptible(client: Any) -> Any:
+    """SIGINT/SIGTERM raise :class:`Interrupted` while the driver owns the cluster."""
+    from rrnet.cluster.keeper import interruptible
 
-    pending = iter(todo)
+    return interruptible() if client is None else nullcontext()
+
+
+def _stopped(run: _Run, cause: str) -> str:
+    """The one line of a run that stopped early: why, what is kept, how to go on."""
+    kept = sum(1 for s in run.shards if _readable(run.parts / part_name(s.index)))
+    return (
+        f"{cause}; {kept}/{len(run.shards)} shards finished are kept in {run.parts}: "
+        "rerun the same command with --resume to continue"
+    )
+
+
+def _rerun_report(run: _Run, previous: dict[str, Any], wall: float) -> dict[str, Any]:
+    """A finished run resumed again: nothing computed, the report rewritten to say so."""
+    report = {
+        **previous,
+        "shards_computed": 0,
+        "shards_skipped": len(run.shards),
+        "shards_retried": 0,
+        "attempts": 0,
+        "workers": 0,
+        "wall_s": round(wall, 3),
+        "rows_computed": 0,
+        "spectra_per_s": None,
+        "task_seconds_mean": None,
+        "model_load_seconds_max": None,
+        "rerun": True,
+    }
+    write_json(report_path(run.out), report)
+    if run.options.progress:
+        print(_summary(report), file=sys.stderr, flush=True)
+    return report
+
+
+@dataclass
+class _Loop:
+    """The shards of one call and what the driver loop needs to run them."""
+
+    todo: list[Shard]
+    job: Callable[[Shard], ShardJob]
+    retries: int
+    shards_per_worker: int
+    outcome: _Outcome
+    progress: Progress
+    shards: int
+
+
+POLL_SECONDS = 1.0
+"""How often the driver loop looks at the workers while waiting for shards."""
+
+
+def _execute(client: Any, keeper: Keeper, loop: _Loop) -> int:
+    """Run ``loop.todo`` with a bounded number of futures in flight; return the most workers.
+
+    The loop wakes every ``POLL_SECONDS`` so that the keeper can replace lost worker
+    jobs and stop the run when no worker can come (never waiting forever).
+    """
+    from distributed import wait
+
+    pending = iter(loop.todo)
     running: dict[Any, Shard] = {}
     seen = 1
-    completed = as_completed()
+    finished = loop.shards - len(loop.todo)
 
     def fill() -> None:
         nonlocal seen
-        seen = max(seen, len(client.scheduler_info(n_workers=-1)["workers"]))
-        while len(running) < seen * shards_per_worker:
+        seen = max(seen, keeper.alive())
+        while len(running) < seen * loop.shards_per_worker:
             shard = next(pending, None)
             if shard is None:
                 return
             future = client.submit(
                 run_shard,
-                job(shard),
+                loop.job(shard),
                 key=f"rrnet-shard-{shard.index:06d}-{time.time_ns()}",
-                retries=retries,
+                retries=loop.retries,
                 pure=False,
             )
             running[future] = shard
-            completed.add(future)
 
     fill()
-    for future in completed:
-        shard = running.pop(future)
-        try:
-            results.append(future.result())
-        except Exception as exc:  # any task failure is reported, not fatal
-            text = str(exc).strip().splitlines()
-            failures[shard.index] = f"{type(exc).__name__}: {text[0] if text else ''}".strip()
-            log.warning("shard %d failed: %s", shard.index, failures[shard.index])
-        future.release()
+    while running:
+        with suppress(TimeoutError):
+            wait(list(running), timeout=POLL_SECONDS, return_when="FIRST_COMPLETED")
+        for future in [f for f in running if f.done()]:
+            if not _collect(future, running[future], loop.outcome):
+                continue  # its result was on a lost worker: Dask computes it again
+            shard = running.pop(future)
+            future.release()
+            finished += 1
+            loop.progress.note = f", {finished}/{loop.shards} shards"
+            loop.progress.update(shard.rows)
+        keeper.check()
         fill()
     return seen
+
+
+def _collect(future: Any, shard: Shard, outcome: _Outcome) -> bool:
+    """Record a finished shard's result or error (a task failure is reported, not fatal).
+
+    False when the result cannot be fetched in time: the worker that held it is gone
+    and Dask recomputes the task. Never blocking here keeps the keeper running.
+    """
+    try:
+        outcome.results.append(future.result(timeout=5 * POLL_SECONDS))
+    except TimeoutError:
+        return False
+    except Exception as exc:
+        text = str(exc).strip().splitlines()
+        outcome.failures[shard.index] = f"{type(exc).__name__}: {text[0] if text else ''}".strip()
+        log.warning("shard %d failed: %s", shard.index, outcome.failures[shard.index])
+    return True
 
 
 def _merge_and_report(run: _Run) -> dict[str, Any]:

@@ -64,10 +64,13 @@ def write_plan(path: Path, shards: list[Shard], identity: dict[str, Any]) -> Non
     """Write the plan once (atomically); on resume, refuse a plan of another run."""
     plan = {"format": PLAN_FORMAT, "run": identity, "shards": [asdict(s) for s in shards]}
     if path.exists():
-        if read_json(path) != plan:
+        old = read_json(path)
+        if old != plan:
+            before = old.get("run", {}) if isinstance(old, dict) else {}
+            keys = sorted(k for k in {*identity, *before} if before.get(k) != identity.get(k))
             raise PlanError(
-                f"cannot resume: {path} was written by a run with other inputs, models or "
-                "settings (use --overwrite to start again)"
+                f"cannot resume: {path} was written by a run with other "
+                f"{', '.join(keys) or 'shards'} (--overwrite starts again, dropping its parts)"
             )
         return
     write_json(path, plan)

@@ -42,6 +42,8 @@ class Progress:
         self.total, self.initial, self.done = total, initial, initial
         self.prefix, self.unit, self.interval = prefix, unit, interval
         self.enabled = enabled
+        self.note = ""
+        """Appended to each line, e.g. ``", 3/10 shards"``."""
         self.start = self.last = time.monotonic()
         self.bar = None
         if enabled and sys.stderr.isatty():
@@ -52,6 +54,8 @@ class Progress:
     def update(self, n: int = 1) -> None:
         self.done += n
         if self.bar is not None:
+            if self.note:
+                self.bar.set_postfix_str(self.note.lstrip(", "), refresh=False)
             self.bar.update(n)
             return
         now = time.monotonic()
@@ -68,7 +72,7 @@ class Progress:
         percent = 100 * self.done / max(self.total, 1)
         return (
             f"{self.prefix}: {self.done}/{self.total} {self.unit} ({percent:.1f}%), "
-            f"{rate:.1f} {self.unit}/s, ETA {eta_text}"
+            f"{rate:.1f} {self.unit}/s, ETA {eta_text}{self.note}"
         )
 
     def close(self) -> None:
