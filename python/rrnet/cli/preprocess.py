@@ -18,6 +18,7 @@ from rrnet.preprocess.pipeline import (
     preprocess_catalog,
     write_selection,
 )
+from rrnet.preprocess.rv_policy import RV_MODES
 from rrnet.store import StoreError
 
 PROG = "rrnet-preprocess"
@@ -64,6 +65,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--rv-column", default="rv", help="catalogue column with the RV in km/s (default rv)"
+    )
+    parser.add_argument(
+        "--rv",
+        dest="rv_mode",
+        choices=RV_MODES,
+        default="auto",
+        help="RV that shifts each spectrum to rest: the catalogue's, the measured one, or "
+        "auto (default: the catalogue's when usable, else measured; both are compared)",
     )
     parser.add_argument(
         "--no-rv-correction",
@@ -160,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
             overwrite=args.overwrite,
             rv_column=args.rv_column,
             correct_rv=args.correct_rv,
+            rv_mode=args.rv_mode,
             max_iter=args.max_iter,
             keep_resampled=args.keep_resampled,
             shard_size=args.shard_size,
