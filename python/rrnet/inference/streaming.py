@@ -247,6 +247,7 @@ def _quality(manifest: pl.DataFrame, rows: _Rows, thresholds: QualityThresholds)
         out_of_range=rows.labels.out_of_range,
         inference_failed=rows.labels.failed,
         thresholds=thresholds,
+        rv_disagree=_column(manifest, "rv_disagree", pl.Boolean).fill_null(False).to_numpy(),
     )
     for i in np.flatnonzero(rows.status == "ok"):
         rows.reason[i] = "ok" if bits[i] == 0 else "not recommended: " + quality.describe(bits[i])
