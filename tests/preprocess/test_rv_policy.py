@@ -166,3 +166,23 @@ def test_bad_rv_mode_is_a_one_line_usage_error(official, capsys):
     assert preprocess_main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--rv" in err[0]
+
+
+def test_scan_without_rv_table_is_usable_and_measured(official, capsys):
+    root, _, data_dir, truth = official
+    rr = root / "scan.csv"
+    assert catalog_main(["scan", str(data_dir), "--out", str(rr)]) == 0
+    err = capsys.readouterr().err
+    assert "no_rv" in err and "rrnet-preprocess measures it" in err
+    scanned = pl.read_csv(rr)
+    assert scanned["catalog_status"].unique().to_list() == ["no_rv"]
+    assert scanned["rv"].null_count() == scanned.height
+    out = root / "store-scan"
+    args = [str(rr), "--data-dir", str(data_dir), "--out", str(out), "--quiet"]
+    assert preprocess_main(args) == 0
+    m = open_store(out).manifest.join(truth, on=KEY, how="left")
+    assert m.height == truth.height
+    assert m["status"].to_list() == ["ok"] * m.height
+    assert m["rv_used_source"].to_list() == ["measured"] * m.height
+    z = ((m["rv_used"] - m["rv_true"]) / m["rv_measured_err"]).abs()
+    assert z.median() < 1.0 and (z < 5.0).all(), z.to_list()
