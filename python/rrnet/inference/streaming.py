@@ -152,6 +152,7 @@ class _CatalogInput:
             "rows_hash": digest.hexdigest()[:16],
             "data_dir": os.path.abspath(self.data_dir),
             "fingerprint": self.fingerprint["hash"],
+            "rv_mode": self.preprocess.get("rv_mode", "catalog"),
         }
 
     def chunks(self, skip: set[int]) -> Iterator[Chunk]:
