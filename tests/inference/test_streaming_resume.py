@@ -91,7 +91,7 @@ def test_kill_9_then_resume_equals_uninterrupted(world: dict, tmp_path: Path) ->
     models = [world["sp"], world["ca"]]
     full = run_inference(
         models=models, catalog=catalog, data_dir=REAL_FILE.parent, chunk_rows=1, workers=0,
-        out=tmp_path / "full.fits", device="cpu",
+        out=tmp_path / "full.fits", device="cpu", preprocess={"rv_mode": "auto"},
     )  # fmt: skip
     common = ["--catalog", catalog, "--data-dir", REAL_FILE.parent, "--chunk-rows", "1",
               "--workers", "0", "--model", models[0], "--model", models[1]]  # fmt: skip

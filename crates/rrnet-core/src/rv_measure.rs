@@ -225,22 +225,70 @@ fn line_at(row: &[f32], p: f64) -> f64 {
     }
 }
 
-/// Profiled chi2 of `a + s * t` and the chi2 of the flat model, over every
-/// `stride`-th block of [`BLOCK`] pixels.
-fn chi2_fit(a: &ArmData, row: &[f32], shift_samples: f64, stride: usize) -> (f64, f64) {
-    let (mut sw, mut sd, mut st, mut stt, mut sdt, mut sdd) = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
-    // every `stride`-th block of BLOCK pixels: contiguous reads of the template
-    let blocks = (0..a.pos.len()).step_by(BLOCK * stride.max(1));
-    for i in blocks.flat_map(|b| b..(b + BLOCK).min(a.pos.len())) {
-        let t = line_at(row, a.pos[i] - shift_samples);
+/// The pixels of every `stride`-th block of [`BLOCK`] (in order).
+fn selected(n: usize, stride: usize) -> impl Iterator<Item = usize> {
+    (0..n)
+        .step_by(BLOCK * stride.max(1))
+        .flat_map(move |b| b..(b + BLOCK).min(n))
+}
+
+/// Template-independent sums over the selected pixels: `(sum w, sum w d, sum w d^2)`.
+fn data_sums(a: &ArmData, stride: usize) -> (f64, f64, f64) {
+    let (mut sw, mut sd, mut sdd) = (0.0, 0.0, 0.0);
+    for i in selected(a.pos.len(), stride) {
         let (w, d) = (a.w[i], a.d[i]);
-        let wt = w * t;
         sw += w;
         sd += w * d;
+        sdd += w * d * d;
+    }
+    (sw, sd, sdd)
+}
+
+/// Where the selected pixels fall on a template row at one shift: `(pixel, sample, fraction)`
+/// of the pixels inside the row (outside it the template minus one is 0 and adds nothing).
+/// Computed once per shift and shared by every template (why: the template choice
+/// evaluated the same positions for each of its templates).
+fn interp_at(a: &ArmData, len: usize, shift_samples: f64, stride: usize) -> Vec<(u32, u32, f64)> {
+    let mut out = Vec::with_capacity(a.pos.len() / stride.max(1) + BLOCK);
+    let mut push = |i: usize, p: f64| {
+        if p >= 0.0 {
+            let j = p as usize;
+            if j + 1 < len {
+                out.push((i as u32, j as u32, p - j as f64));
+            }
+        }
+    };
+    if stride <= 1 {
+        // every pixel: a plain loop (the block iterator does not vectorise)
+        for (i, &x) in a.pos.iter().enumerate() {
+            push(i, x - shift_samples);
+        }
+    } else {
+        for i in selected(a.pos.len(), stride) {
+            push(i, a.pos[i] - shift_samples);
+        }
+    }
+    out
+}
+
+/// Profiled chi2 of `a + s * t` and the chi2 of the flat model from the data sums and
+/// the interpolation of one template row (same sums, in the same order, as a direct
+/// per-pixel evaluation with [`line_at`]).
+fn chi2_from(
+    a: &ArmData,
+    sums: (f64, f64, f64),
+    at: &[(u32, u32, f64)],
+    row: &[f32],
+) -> (f64, f64) {
+    let (sw, sd, sdd) = sums;
+    let (mut st, mut stt, mut sdt) = (0.0, 0.0, 0.0);
+    for &(i, j, f) in at {
+        let (i, j) = (i as usize, j as usize);
+        let t = (row[j] as f64) * (1.0 - f) + (row[j + 1] as f64) * f - 1.0;
+        let wt = a.w[i] * t;
         st += wt;
         stt += wt * t;
-        sdt += wt * d;
-        sdd += w * d * d;
+        sdt += wt * a.d[i];
     }
     let var_d = sdd - sd * sd / sw;
     let cov_tt = stt - st * st / sw;
@@ -333,6 +381,7 @@ fn coarse_search(
 struct Scan<'a> {
     arms: &'a [&'a ArmData],
     rows: &'a [&'a [f32]],
+    sums: Vec<(f64, f64, f64)>,
     v0: f64,
     t: &'a Templates<'a>,
     s: &'a RvSettings,
@@ -352,7 +401,9 @@ impl Scan<'_> {
                 Some(c) => c,
                 None => {
                     let v = self.v0 + k as f64 * self.s.fine_kms;
-                    let c = chi2_fit(self.arms[i], self.rows[i], shift_of(v) / self.t.dln, 1);
+                    let row = self.rows[i];
+                    let at = interp_at(self.arms[i], row.len(), shift_of(v) / self.t.dln, 1);
+                    let c = chi2_from(self.arms[i], self.sums[i], &at, row);
                     self.cache.push((k, i, c));
                     c
                 }
@@ -462,11 +513,19 @@ pub fn measure_one(
         return res;
     }
     let sh = shift_of(v0) / t.dln;
+    let choice: Vec<_> = good
+        .iter()
+        .map(|(a, _)| {
+            let at = interp_at(a, t.len, sh, TEMPLATE_STRIDE);
+            (data_sums(a, TEMPLATE_STRIDE), at)
+        })
+        .collect();
     let best = (0..t.n)
         .map(|m| {
             let c: f64 = good
                 .iter()
-                .map(|(a, arm)| chi2_fit(a, t.row(m, *arm), sh, TEMPLATE_STRIDE).0)
+                .zip(&choice)
+                .map(|((a, arm), (sums, at))| chi2_from(a, *sums, at, t.row(m, *arm)).0)
                 .sum();
             (m, c)
         })
@@ -480,6 +539,7 @@ pub fn measure_one(
     let mut scan = Scan {
         arms: &arms,
         rows: &rows,
+        sums: arms.iter().map(|a| data_sums(a, 1)).collect(),
         v0,
         t,
         s,

@@ -1,7 +1,8 @@
 """``rrnet-catalog``: an rrnet input catalogue from LAMOST's own catalogue or files.
 
 ``from-lamost`` pairs the blue and red rows of LAMOST's MRS general catalogue;
-``scan`` builds the rows from the files' headers. Both write a table that
+``scan`` builds the rows from the files' headers (RVs from ``--rv-from``, or left empty
+with status ``no_rv`` for ``rrnet-preprocess --rv auto`` to measure). Both write a table that
 ``rrnet-preprocess`` reads as it is, and end with a summary of the rows' statuses.
 """
 
@@ -66,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         default=None,
         metavar="TABLE",
-        help="LAMOST's MRS catalogue, or any table with obsid and rv [km/s]",
+        help="LAMOST's MRS catalogue, or any table with obsid and rv [km/s] (without it "
+        "rv is empty and rrnet-preprocess --rv auto measures it)",
     )
     for p in (parser, lamost, scan):  # before or after the command
         default = False if p is parser else argparse.SUPPRESS
@@ -103,6 +105,12 @@ def _build(args: argparse.Namespace) -> pl.DataFrame:
     return join_rv(scan_folder(args.folder), rv_table)
 
 
+def _usable(args: argparse.Namespace) -> list[str]:
+    """Statuses that rrnet-preprocess can use: a scanned row without an RV is measured
+    (``--rv auto``); a catalogue without any usable RV is still refused (exit 1)."""
+    return ["ok", "no_rv"] if args.command == "scan" else ["ok"]
+
+
 def summary_lines(table: pl.DataFrame, out: Path) -> list[str]:
     """``N rows -> OUT`` then one line per status: count and one example reason."""
     lines = [f"{PROG}: {table.height} rows -> {out}"]
@@ -131,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{PROG}: error: no spectra found ({what}); nothing written", file=sys.stderr)
         return 1
     write_table(table, args.out)
-    n_ok = int((table.get_column("catalog_status") == "ok").sum())
+    n_ok = int(table.get_column("catalog_status").is_in(_usable(args)).sum())
     if n_ok == 0:
         _, _, example = status_summary(table)[0]
         print(

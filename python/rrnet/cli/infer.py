@@ -18,6 +18,7 @@ from rrnet.cli._args import (
 from rrnet.inference.options import DEFAULT_CHUNK_ROWS, InferError
 from rrnet.inference.provenance import FingerprintMismatch
 from rrnet.inference.streaming import run_inference
+from rrnet.preprocess.rv_policy import RV_MODES
 from rrnet.store import StoreError
 
 PROG = "rrnet-infer"
@@ -46,6 +47,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="catalogue rows per part file with --catalog (a store uses its shards)",
     )
     p.add_argument("--workers", type=int, help="reader processes with --catalog")
+    p.add_argument(
+        "--rv",
+        dest="rv_mode",
+        choices=RV_MODES,
+        default="auto",
+        help="with --catalog: the catalogue's RV, the measured one, or auto (default: "
+        "the catalogue's when usable, else measured)",
+    )
     p.add_argument("--per-star", action="store_true", help="also write a per-star table")
     p.add_argument("--star-column", default="star_id", help="star id column for --per-star")
     p.add_argument("--per-star-out", help="per-star table path (default: <out>.per_star.<ext>)")
@@ -71,6 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             star_column=args.star_column,
             per_star_out=args.per_star_out,
             progress=not args.no_progress,
+            preprocess={"rv_mode": args.rv_mode} if args.catalog else {},
         )
         path = run_inference(options, out=args.out, **inputs)
         print(f"{PROG}: wrote {path}", file=sys.stderr)

@@ -26,6 +26,7 @@ from rrnet.preprocess.pipeline import (
     preprocess_catalog,
     write_selection,
 )
+from rrnet.preprocess.rv_policy import RV_MODES
 from rrnet.preprocess.settings import MAX_ITER_LIMIT
 from rrnet.store import StoreError
 from rrnet.utils.lock import LockError
@@ -74,6 +75,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--rv-column", default="rv", help="catalogue column with the RV in km/s (default rv)"
+    )
+    parser.add_argument(
+        "--rv",
+        dest="rv_mode",
+        choices=RV_MODES,
+        default="auto",
+        help="RV that shifts each spectrum to rest: the catalogue's, the measured one, or "
+        "auto (default: the catalogue's when usable, else measured; both are compared)",
     )
     parser.add_argument(
         "--no-rv-correction",
@@ -197,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
             overwrite=args.overwrite,
             rv_column=args.rv_column,
             correct_rv=args.correct_rv,
+            rv_mode=args.rv_mode,
             max_iter=args.max_iter,
             keep_resampled=args.keep_resampled,
             shard_size=args.shard_size,

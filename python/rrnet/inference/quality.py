@@ -36,6 +36,10 @@ class QualityBit(IntFlag):
     """Some predicted label lies outside the checkpoint's training label range."""
     INFERENCE_FAILED = 128
     """A model returned a non-finite value for this spectrum: no labels."""
+    RV_DISAGREE = 256
+    """The catalogue RV and the RV measured by preprocessing differ beyond their errors
+    plus a floor (``rv_disagree`` of the manifest, :mod:`rrnet.preprocess.rv_policy`):
+    a binary, or a wrong catalogue RV (the spectrum was shifted by the catalogue's)."""
 
 
 BIT_TEXT: dict[QualityBit, str] = {
@@ -47,6 +51,7 @@ BIT_TEXT: dict[QualityBit, str] = {
     QualityBit.MEMBERS_DISAGREE: "ensemble members disagree",
     QualityBit.LABEL_OUT_OF_RANGE: "label outside the training range",
     QualityBit.INFERENCE_FAILED: "model output not finite",
+    QualityBit.RV_DISAGREE: "catalogue and measured RV disagree",
 }
 
 
@@ -82,11 +87,13 @@ def quality_bits(
     out_of_range: np.ndarray,
     inference_failed: np.ndarray,
     thresholds: QualityThresholds,
+    rv_disagree: np.ndarray | None = None,
 ) -> np.ndarray:
     """int32 bitmask per row. NaN diagnostics never set a bit except S/N (unknown = low).
 
     ``ood_ratio`` is the OOD score divided by its training quantile (> 1 is out of
-    distribution); ``disagreement`` is :func:`member_disagreement`.
+    distribution); ``disagreement`` is :func:`member_disagreement`; ``rv_disagree`` is the
+    manifest's flag (None: not measured, no bit).
     """
     t = thresholds
     bits = np.zeros(np.asarray(preprocess_ok).shape, dtype=np.int32)
@@ -108,6 +115,8 @@ def quality_bits(
         set_bit(np.asarray(disagreement) > t.max_disagreement, QualityBit.MEMBERS_DISAGREE)
         set_bit(out_of_range, QualityBit.LABEL_OUT_OF_RANGE)
         set_bit(inference_failed, QualityBit.INFERENCE_FAILED)
+        if rv_disagree is not None:
+            set_bit(rv_disagree, QualityBit.RV_DISAGREE)
     return bits
 
 

@@ -167,6 +167,7 @@ class _CatalogInput:
             "rows_hash": digest.hexdigest()[:16],
             "data_dir": os.path.abspath(self.data_dir),
             "fingerprint": self.fingerprint["hash"],
+            "rv_mode": self.preprocess.get("rv_mode", "catalog"),
         }
 
     def chunks(self, skip: set[int]) -> Iterator[Chunk]:
@@ -262,6 +263,7 @@ def _quality(manifest: pl.DataFrame, rows: _Rows, thresholds: QualityThresholds)
         out_of_range=rows.labels.out_of_range,
         inference_failed=rows.labels.failed,
         thresholds=thresholds,
+        rv_disagree=_column(manifest, "rv_disagree", pl.Boolean).fill_null(False).to_numpy(),
     )
     for i in np.flatnonzero(rows.status == "ok"):
         rows.reason[i] = "ok" if bits[i] == 0 else "not recommended: " + quality.describe(bits[i])

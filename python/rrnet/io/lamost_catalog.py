@@ -499,12 +499,21 @@ _SCAN_INPUT = frozenset(
 )
 
 
+NO_RV_SCAN_REASON = (
+    "no RV in the files: rrnet-preprocess measures it (--rv auto, the default), "
+    "or give --rv-from TABLE"
+)
+"""``catalog_reason`` of scanned rows without an RV table (status ``no_rv``)."""
+
+
 def join_rv(scanned: pl.DataFrame, rv_table: pl.DataFrame | None) -> pl.DataFrame:
     """Fill ``rv``/``rv_err``/``rv_source`` of scanned rows and set each row's status.
 
     ``rv_table`` is either LAMOST's MRS general catalogue (matched per spectrum: file
     name, coadd or LMJM; RV by :data:`RV_PRIORITY`) or any table with ``obsid`` and
-    ``rv`` [km/s] (optional ``rv_err``), matched by ``obsid``.
+    ``rv`` [km/s] (optional ``rv_err``), matched by ``obsid``. Without a table every
+    readable two-band row is ``no_rv``, which ``rrnet-preprocess --rv auto`` (its default)
+    resolves by measuring the RV from the spectrum.
     """
     key = ["_base", "coadd", "_key_lmjm"]
 
@@ -521,7 +530,7 @@ def join_rv(scanned: pl.DataFrame, rv_table: pl.DataFrame | None) -> pl.DataFram
             pl.lit(None, pl.Float64).alias("rv_err"),
             pl.lit(None, pl.Utf8).alias("rv_source"),
         )
-        why = "no RV: give --rv-from TABLE (rrnet does not measure RVs yet)"
+        why = NO_RV_SCAN_REASON
     elif "obsid" in rv_table.columns and "rv" in rv_table.columns:
         rvs = rv_table.select(
             pl.col("obsid").cast(pl.Int64, strict=False),

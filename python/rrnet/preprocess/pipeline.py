@@ -35,11 +35,11 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from rrnet.grid import C_KMS, N_PIX
+from rrnet.grid import N_PIX
 from rrnet.io.catalog import read_catalog, validate_catalog, write_table
 from rrnet.io.lamost import DEFAULT_MAX_INFLATED, is_environment_fault
 from rrnet.io.lamost_fast import READERS, FileRead, Reader, read_many
-from rrnet.preprocess import Status, normalize_detailed, reason, resample_batch
+from rrnet.preprocess import Status, normalize_detailed, reason, resample_batch, rv_policy
 from rrnet.preprocess.settings import PreprocessSettings
 from rrnet.store import (
     KINDS,
@@ -92,6 +92,12 @@ MANIFEST_SCHEMA: dict[str, pl.DataType] = {
     "continuum_iterations_blue": pl.Int64,
     "continuum_iterations_red": pl.Int64,
     "cap_hit": pl.Boolean,
+    "rv_measured": pl.Float64,
+    "rv_measured_err": pl.Float64,
+    "rv_measured_status": pl.Utf8,
+    "rv_used": pl.Float64,
+    "rv_used_source": pl.Utf8,
+    "rv_disagree": pl.Boolean,
     "quality_ok": pl.Boolean,
     "quality_reason": pl.Utf8,
     "shard": pl.Int64,
@@ -324,6 +330,7 @@ def _plan_batch(
     rv_column: str,
     correct_rv: bool,
     allow_outside: bool = False,
+    rv_mode: str = "catalog",
 ) -> list[_Job]:
     start = index * batch_size
     stop = min(start + batch_size, catalog.height)
@@ -335,7 +342,9 @@ def _plan_batch(
             part.get_column("filename").to_list(),
             part.get_column("extname_blue").to_list(),
             part.get_column("extname_red").to_list(),
-            part.get_column(rv_column).to_list() if correct_rv else [None] * part.height,
+            part.get_column(rv_column).to_list()
+            if correct_rv and rv_column in part.columns
+            else [None] * part.height,
             strict=True,
         )
     ):
@@ -347,7 +356,7 @@ def _plan_batch(
             which = "extname_blue" if blue is None else "extname_red"
             plan.early[row] = ("missing_extension", f"{which} is empty")
             continue
-        if correct_rv and (rv is None or not math.isfinite(rv) or abs(rv) >= C_KMS):
+        if correct_rv and rv_mode == "catalog" and not rv_policy.usable(rv):
             plan.early[row] = ("bad_rv", f"{rv_column} is not a usable velocity: {rv!r} km/s")
             continue
         path = data_path(data_dir, filename, allow_outside)
@@ -360,7 +369,8 @@ def _plan_batch(
         job = by_file.setdefault(path, _Job(plan, (path, [])))
         extnames = job.args[1]
         extnames.extend(e for e in dict.fromkeys((blue, red)) if e not in extnames)
-        job.rows.append((row, blue, red, float(rv) if correct_rv else 0.0))
+        rv = (float(rv) if rv is not None else math.nan) if correct_rv else 0.0
+        job.rows.append((row, blue, red, rv))
     if by_file and stop < catalog.height:
         _add_lookahead(catalog, stop, data_dir, by_file)
     return [*by_file.values(), _Job(plan, None)]
@@ -410,10 +420,18 @@ def data_path(data_dir: Path, filename: str, allow_outside: bool = False) -> str
 class _BatchBuilder:
     """Collects the arms of one batch, runs the kernels in chunks, assembles the result."""
 
-    def __init__(self, plan: _BatchPlan, settings: PreprocessSettings, keep_resampled: bool):
+    def __init__(
+        self,
+        plan: _BatchPlan,
+        settings: PreprocessSettings,
+        keep_resampled: bool,
+        rv_errors: tuple[str, np.ndarray] | None = None,
+    ):
         n = plan.stop - plan.start
         self.plan = plan
         self.settings = settings
+        self.rv_errors = rv_errors
+        """``(rv_mode, catalogue RV error of every catalogue row)``; None: no RV decision."""
         self.normalized = np.full((n, N_PIX), np.nan, dtype=np.float32)
         self.resampled = np.full((n, N_PIX), np.nan, dtype=np.float32) if keep_resampled else None
         self.columns: dict[str, list] = {
@@ -457,7 +475,35 @@ class _BatchBuilder:
             if len(self._pending) >= COMPUTE_CHUNK:
                 self._compute()
 
+    def _decide_rv(self) -> None:
+        """Measure the pending spectra's RVs, choose each one's RV, drop those without."""
+        mode, errors = self.rv_errors
+        pending = self._pending
+        pos = np.array([p[0] for p in pending])
+        got = rv_policy.resolve(
+            mode,
+            [(p[1][:3], p[2][:3]) for p in pending],
+            np.array([p[3] for p in pending], dtype=np.float64),
+            errors[pos + self.plan.start],
+        )
+        d = got.decision
+        self._pending = []
+        for i, (p, blue, red, rv) in enumerate(pending):
+            self.columns["rv_measured"][p] = _finite_or_none(got.measured[i])
+            self.columns["rv_measured_err"][p] = _finite_or_none(got.measured_err[i])
+            self.columns["rv_measured_status"][p] = got.status[i]
+            self.columns["rv_used"][p] = _finite_or_none(d.used[i])
+            self.columns["rv_used_source"][p] = d.source[i]
+            self.columns["rv_disagree"][p] = bool(d.disagree[i])
+            if d.source[i] == "none":
+                why = f"no usable RV (catalogue {rv!r} km/s, measurement {got.status[i]})"
+                self._fail(p, "bad_rv", f"{mode} RV: {why}")
+            else:
+                self._pending.append((p, blue, red, float(d.used[i])))
+
     def _compute(self) -> None:
+        if self.rv_errors is not None and self._pending:
+            self._decide_rv()
         if not self._pending:
             return
         pos = np.array([p[0] for p in self._pending])
@@ -595,12 +641,29 @@ def reserved_columns() -> tuple[str, ...]:
 
 
 def _load_catalog(
-    catalog: pl.DataFrame | str | os.PathLike[str], rv_column: str, correct_rv: bool
+    catalog: pl.DataFrame | str | os.PathLike[str],
+    rv_column: str,
+    correct_rv: bool,
+    rv_mode: str = "catalog",
 ) -> pl.DataFrame:
-    options = {"rv_column": rv_column, "require_rv": correct_rv, "reserved": reserved_columns()}
+    require_rv = correct_rv and rv_policy.check_mode(rv_mode) == "catalog"
+    options = {"rv_column": rv_column, "require_rv": require_rv, "reserved": reserved_columns()}
     if isinstance(catalog, pl.DataFrame):
         return validate_catalog(catalog, **options)
     return read_catalog(catalog, **options)
+
+
+def _rv_errors(
+    catalog: pl.DataFrame, rv_column: str, correct_rv: bool, rv_mode: str
+) -> tuple[str, np.ndarray] | None:
+    """What :class:`_BatchBuilder` needs to choose RVs (None without RV correction)."""
+    if not correct_rv:
+        return None
+    column = rv_policy.error_column(rv_column, catalog.columns)
+    if column is None:
+        return rv_mode, np.full(catalog.height, np.nan)
+    err = catalog.get_column(column).cast(pl.Float64, strict=False).fill_null(np.nan)
+    return rv_mode, err.to_numpy().astype(np.float64)
 
 
 def default_workers() -> int:
@@ -635,6 +698,7 @@ def iter_preprocessed(
     workers: int | None = None,
     rv_column: str = "rv",
     correct_rv: bool = True,
+    rv_mode: str = "catalog",
     max_iter: int = 100,
     keep_resampled: bool = False,
     quality: QualityCuts = QualityCuts(),
@@ -655,6 +719,9 @@ def iter_preprocessed(
         Catalogue rows per yielded batch (the last may be shorter).
     workers : int, optional
         Reader threads; 0 reads in the calling thread. Default :func:`default_workers`.
+    rv_mode : str
+        ``catalog``, ``measure`` or ``auto`` (:mod:`rrnet.preprocess.rv_policy`): which
+        RV shifts each spectrum; ``auto`` measures rows whose catalogue RV is missing.
     skip_batches : container of int
         Batch indices not to compute (used by ``resume``).
     reader : {"auto", "fitsio", "rust"}
@@ -674,7 +741,8 @@ def iter_preprocessed(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     settings = PreprocessSettings(correct_rv=correct_rv, max_iter=max_iter)
-    catalog = _load_catalog(catalog, rv_column, correct_rv)
+    catalog = _load_catalog(catalog, rv_column, correct_rv, rv_mode)
+    rv_errors = _rv_errors(catalog, rv_column, correct_rv, rv_mode)
     data_dir = Path(data_dir)
     workers = default_workers() if workers is None else workers
     threads, depth, group, read = _read_plan(workers, reader, max_inflated)
@@ -686,7 +754,7 @@ def iter_preprocessed(
         job
         for i in todo
         for job in _plan_batch(
-            catalog, i, batch_size, data_dir, rv_column, correct_rv, allow_outside_data_dir
+            catalog, i, batch_size, data_dir, rv_column, correct_rv, allow_outside_data_dir, rv_mode
         )
     )
     bar = Progress(catalog.height, initial=initial, enabled=progress, prefix="rrnet-preprocess")
@@ -695,7 +763,7 @@ def iter_preprocessed(
         with _reader(threads) as submit:
             for job, result in _ordered_prefetch(submit, read, jobs, depth, group):
                 if builder is None or builder.plan is not job.plan:
-                    builder = _BatchBuilder(job.plan, settings, keep_resampled)
+                    builder = _BatchBuilder(job.plan, settings, keep_resampled, rv_errors)
                 if job.args is not None:
                     builder.add(job, result)
                     continue
@@ -718,6 +786,7 @@ def preprocess_catalog(
     overwrite: bool = False,
     rv_column: str = "rv",
     correct_rv: bool = True,
+    rv_mode: str = "catalog",
     max_iter: int = 100,
     keep_resampled: bool = True,
     shard_size: int = 4096,
@@ -745,7 +814,7 @@ def preprocess_catalog(
     """
     out = Path(out)
     settings = PreprocessSettings(correct_rv=correct_rv, max_iter=max_iter)
-    catalog = _load_catalog(catalog, rv_column, correct_rv)
+    catalog = _load_catalog(catalog, rv_column, correct_rv, rv_mode)
     if shard_size < 1:
         raise ValueError(f"shard_size must be >= 1, got {shard_size}")
     if catalog.height == 0:
@@ -758,6 +827,7 @@ def preprocess_catalog(
         "shard_size": shard_size,
         "kinds": kinds,
         "rv_column": rv_column,
+        "rv_mode": rv_mode,
         "quality_cuts": asdict(quality),
         "fingerprint": settings.fingerprint(),
         "complete": False,
@@ -770,6 +840,7 @@ def preprocess_catalog(
             rv_column=rv_column, correct_rv=correct_rv, max_iter=max_iter,
             keep_resampled=keep_resampled, quality=quality, progress=progress, fsync=fsync,
             allow_outside=allow_outside_data_dir, reader=reader, max_inflated=max_inflated,
+            rv_mode=rv_mode,
         )  # fmt: skip
     return open_store(out)
 
@@ -793,6 +864,7 @@ def _write_store(
     allow_outside: bool,
     reader: Reader,
     max_inflated: int,
+    rv_mode: str,
 ) -> None:
     """The body of :func:`preprocess_catalog`, run while holding the store's lock."""
     shard_size = info["shard_size"]
@@ -806,6 +878,7 @@ def _write_store(
         workers=workers,
         rv_column=rv_column,
         correct_rv=correct_rv,
+        rv_mode=rv_mode,
         max_iter=max_iter,
         keep_resampled=keep_resampled,
         quality=quality,
@@ -887,6 +960,8 @@ def _prepare_out(
     for key in ("n_rows", "shard_size", "kinds", "rv_column", "quality_cuts"):
         if old.get(key) != info[key]:
             raise StoreError(f"cannot resume {out}: {key} was {old.get(key)!r}, now {info[key]!r}")
+    if old.get("rv_mode", "catalog") != info["rv_mode"]:  # stores before issue 16: catalog
+        raise StoreError(f"cannot resume {out}: --rv was {old.get('rv_mode', 'catalog')!r}")
     if old["fingerprint"]["hash"] != info["fingerprint"]["hash"]:
         raise StoreError(
             f"cannot resume {out}: it was preprocessed with other settings "
