@@ -67,7 +67,7 @@ def test_index_html_embeds_every_figure_and_reads_headline_first(run) -> None:
     assert "<table>" not in page[page.index('id="contents"') : page.index("<details")]
     assert "[C/H] [dex]" in page and "T_eff [K]" in page and "CH<" not in page
     assert re.search(r"errors too (small|large) by ×\d\.\d|errors calibrated", page)
-    assert "Fig. 11" not in page and "members of" not in page
+    assert "<figcaption>Fig." not in page and "members of" not in page  # captions in words
     assert not re.search(r">-?\d+\.\d{5,}<", page)  # no 0.0001477 in any cell
 
 
