@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from rrnet.cli._args import (
     OneLineParser,
@@ -15,7 +16,7 @@ from rrnet.cli._args import (
     infer_options,
     usage_error,
 )
-from rrnet.inference.options import DEFAULT_CHUNK_ROWS, InferError
+from rrnet.inference.options import DEFAULT_CHUNK_ROWS, InferError, InferOptions
 from rrnet.inference.provenance import FingerprintMismatch
 from rrnet.inference.streaming import run_inference
 
@@ -52,6 +53,18 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _summary(path: Path, options: InferOptions) -> str:
+    """The end-of-run lines: counts, flag reasons, failures and where the outputs are."""
+    from rrnet.inference.streaming import per_star_path
+    from rrnet.inference.summary import format_summary, summarize_file
+
+    summary = summarize_file(path)
+    summary.outputs = {"catalogue": path}
+    if options.per_star:
+        summary.outputs["per-star table"] = Path(options.per_star_out or per_star_path(path))
+    return format_summary(summary, PROG)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status (2 for unusable arguments)."""
     try:
@@ -73,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         path = run_inference(options, out=args.out, **inputs)
     except (InferError, FingerprintMismatch) as exc:
         return usage_error(PROG, error_line(exc))
-    print(f"{PROG}: wrote {path}", file=sys.stderr)
+    print(_summary(path, options), file=sys.stderr)
     return 0
 
 

@@ -70,6 +70,16 @@ def summarize(table: pl.DataFrame | pl.LazyFrame) -> RunSummary:
     return out
 
 
+def summarize_file(path: str | Path) -> RunSummary:
+    """:func:`summarize` of a written catalogue (Parquet is scanned, other formats read)."""
+    path = Path(path)
+    if path.suffix.lower() in (".parquet", ".pq"):
+        return summarize(pl.scan_parquet(path))
+    from rrnet.io import read_table
+
+    return summarize(read_table(path))
+
+
 def format_summary(summary: RunSummary, prog: str, *, top: int = 5) -> str:
     """The end-of-run lines: counts, top flag reasons, failures with an example, outputs."""
     pct = (lambda n: f" ({n / summary.rows:.0%})") if summary.rows else (lambda n: "")
