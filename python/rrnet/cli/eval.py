@@ -113,11 +113,6 @@ def _check(args: argparse.Namespace) -> str | None:
 
 
 def _main_eval(argv: list[str]) -> int:
-    from rrnet.evaluation.evaluate import EvalOptions, evaluate
-    from rrnet.evaluation.sample import SampleError
-    from rrnet.models.checkpoint import CheckpointError
-    from rrnet.store import StoreError
-
     try:
         args = build_parser().parse_args(argv)
     except UsageError as exc:
@@ -127,6 +122,12 @@ def _main_eval(argv: list[str]) -> int:
     problem = _check(args)
     if problem is not None:
         return usage_error(PROG, problem)
+    # heavy modules (polars, matplotlib, torch) only after parsing: --help stays fast
+    from rrnet.evaluation.evaluate import EvalOptions, evaluate
+    from rrnet.evaluation.sample import SampleError
+    from rrnet.models.checkpoint import CheckpointError
+    from rrnet.store import StoreError
+
     opts = EvalOptions(
         catalog=args.catalog,
         labels=args.labels,

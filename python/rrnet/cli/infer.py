@@ -25,11 +25,16 @@ PROG = "rrnet-infer"
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface (also used to document it)."""
-    p = OneLineParser(prog=PROG, description=__doc__)
+    p = OneLineParser(
+        prog=PROG,
+        description="Write the LAMOST-RRNet catalogue (17 labels, calibrated errors, flag, "
+        "quality_bits) of a preprocessed store, or of a catalogue of raw spectra preprocessed "
+        "on the fly. Progress shows spectra/s and the ETA; the run ends with a summary.",
+    )
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--store", help="preprocessed store (rrnet-preprocess output)")
     src.add_argument(
-        "--catalog", help="input catalogue (CSV/Parquet/FITS) to preprocess on the fly"
+        "--catalog", help="input catalogue (CSV, Parquet or FITS) to preprocess on the fly"
     )
     p.add_argument("--data-dir", help="directory the catalogue's filenames are relative to")
     p.add_argument(
@@ -45,7 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_CHUNK_ROWS,
         help="catalogue rows per part file with --catalog (a store uses its shards)",
     )
-    p.add_argument("--workers", type=int, help="reader processes with --catalog")
+    p.add_argument(
+        "--workers",
+        type=int,
+        help="with --catalog: reader threads, as rrnet-preprocess --workers "
+        "(0: read in the main thread; default one per core)",
+    )
     p.add_argument("--per-star", action="store_true", help="also write a per-star table")
     p.add_argument("--star-column", default="star_id", help="star id column for --per-star")
     p.add_argument("--per-star-out", help="per-star table path (default: <out>.per_star.<ext>)")

@@ -29,12 +29,19 @@ def build_parser() -> argparse.ArgumentParser:
             "store (manifest.parquet + float32 flux shards). Every catalogue row gets a "
             "manifest row with a status; bad rows never stop the run."
         ),
+        epilog=(
+            "Disk: a store takes about 57.6 kB per spectrum (7200 float32 pixels of "
+            "normalised flux plus 7200 of resampled flux), e.g. about 320 GB for the 5.6 "
+            "million spectra of DR7; with --no-keep-resampled (only what training and "
+            "inference read) half, 28.8 kB per spectrum (160 GB for DR7)."
+        ),
     )
     parser.add_argument(
         "catalog",
         type=Path,
         metavar="CATALOG",
-        help="CSV or Parquet with columns filename, extname_blue, extname_red, rv [km/s]",
+        help="input catalogue (CSV, Parquet or FITS) with columns filename, extname_blue, "
+        "extname_red, rv [km/s]",
     )
     parser.add_argument(
         "--data-dir", type=Path, required=True, help="folder the filenames are relative to"
@@ -44,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers",
         type=int,
         default=None,
-        help=f"reader threads (0: read in the main thread; default {default_workers()})",
+        help=f"reader threads (0: read in the main thread; default one per core, here "
+        f"{default_workers()})",
     )
     parser.add_argument(
         "--resume", action="store_true", help="continue an interrupted run into the same --out"
@@ -65,7 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-keep-resampled",
         dest="keep_resampled",
         action="store_false",
-        help="store only the normalised flux, not the resampled one",
+        help="store only the normalised flux, not the resampled one (halves the store: "
+        "28.8 instead of 57.6 kB per spectrum)",
     )
     parser.add_argument(
         "--max-iter", type=int, default=100, help="continuum-fit iteration cap per arm"
