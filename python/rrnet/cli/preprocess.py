@@ -128,6 +128,24 @@ def _check(args: argparse.Namespace) -> str | None:
     return None
 
 
+def _summary(path: Path, selection: Path | None) -> str:
+    """The end-of-run lines: rows in, ok, passing the cuts, failures by status, outputs."""
+    from rrnet.inference.summary import format_summary, summarize
+
+    manifest = pl.scan_parquet(path / "manifest.parquet")
+    summary = summarize(manifest)
+    passing = manifest.select(pl.col("quality_ok").sum()).collect().item()
+    size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    summary.outputs = {"store": path}
+    if selection is not None:
+        summary.outputs["selection"] = selection
+    text = format_summary(summary, PROG).splitlines()
+    text[0] += f", {passing:,} pass the quality cuts"
+    per = f", {size / max(summary.rows, 1) / 1e3:.1f} kB per row" if summary.rows else ""
+    text.append(f"  disk: {size / 1e6:,.1f} MB{per}")
+    return "\n".join(text)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
@@ -160,18 +178,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted; rerun with --resume to continue", file=sys.stderr)
         return 130
-    counts = (
-        pl.scan_parquet(store.path / "manifest.parquet")
-        .select(n_ok=(pl.col("status") == "ok").sum(), n_pass=pl.col("quality_ok").sum())
-        .collect()
-    )
-    n_ok, n_pass = counts["n_ok"][0], counts["n_pass"][0]
-    summary = f"{PROG}: {store.n_rows} rows -> {args.out}: {n_ok} ok, {n_pass} pass quality cuts"
     if args.select is not None:
         write_selection(store, args.select)
-        summary += f"; selection written to {args.select}"
     if not args.quiet:
-        print(summary, file=sys.stderr)
+        print(_summary(store.path, args.select), file=sys.stderr)
     return 0
 
 
