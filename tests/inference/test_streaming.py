@@ -186,6 +186,8 @@ def test_fingerprint_mismatch_refused(world: dict, caplog: pytest.LogCaptureFixt
     )
     with pytest.raises(FingerprintMismatch, match="preprocessed with settings 0000000000000000"):
         infer(bad, store=world["store"], device="cpu")
+    with pytest.raises(FingerprintMismatch, match=r"differ in max_iter: checkpoint 7, input \d+"):
+        infer(bad, store=world["store"], device="cpu")  # names the setting, not just hashes
     table = infer(bad, store=world["store"], device="cpu", allow_fingerprint_mismatch=True)
     assert table.height == input_catalogue().height
     imported = make_checkpoint(
