@@ -39,3 +39,16 @@ def test_table_rows_round_in_their_own_unit() -> None:
     text = table_html(table)
     assert "<td>T_eff [K]</td><td>85</td>" in text
     assert "<td>[C/H] [dex]</td><td>0</td>" in text
+
+
+def test_headline_lines_say_accuracy_calibration_and_worries() -> None:
+    from rrnet.evaluation.report import Report, headline_lines
+
+    row = {"label": "Teff[K]", "snr_bin": "all", "n": 50, "mae": 85.4, "bias": 60.2}
+    row |= {"scatter": 100.0, "z_std": 1.8}
+    report = Report("t", {}, {"with_labels": 50}, pl.DataFrame([row]), pl.DataFrame())
+    lines = headline_lines(report)
+    assert lines[0] == "T_eff: MAE 85 K, bias 60 K, scatter 100 K; errors too small by ×1.8"
+    assert "check: Only 50 spectra have reference labels: the statistics are rough." in lines
+    assert "check: T_eff: errors too small by ×1.8." in lines
+    assert "check: T_eff is biased by 60 K (0.6 × its scatter)." in lines

@@ -149,8 +149,12 @@ def _main_eval(argv: list[str]) -> int:
         report = evaluate(opts)
     except (CatalogError, SampleError, CheckpointError, StoreError, FileNotFoundError) as exc:
         return usage_error(PROG, exc)
+    from rrnet.evaluation.report import headline_lines
+
     n = report.counts.get("with_labels", 0)
     print(f"{PROG}: {n} spectra evaluated -> {args.out / 'index.html'}", file=sys.stderr)
+    for line in headline_lines(report):
+        print(f"  {line}", file=sys.stderr)
     return 0
 
 

@@ -135,15 +135,7 @@ def to_json(report: Report) -> str:
 
 def to_markdown(report: Report) -> str:
     parts = [f"# {report.title}", ""]
-    overall = _overall(report)
-    for label in [lb for lb in HEADLINE_LABELS if lb in overall]:
-        r, unit = overall[label], DISPLAY_UNITS.get(label, "")
-        parts.append(
-            f"- **{display_name(label)}**: MAE {with_unit(r['mae'], unit)}, bias "
-            f"{with_unit(r['bias'], unit)}, scatter {with_unit(r['scatter'], unit)}; "
-            f"{calibration_words(r['z_std'])}"
-        )
-    parts += [f"- check: {w}" for w in worries(report)] + [""]
+    parts += [f"- {line}" for line in headline_lines(report)] + [""]
     parts += [f"- {k}: `{v}`" for k, v in report.inputs.items()]
     parts += ["", *(f"> {n}" for n in report.notes), ""]
     for heading, table in _sections(report):
@@ -225,6 +217,20 @@ def worries(report: Report) -> list[str]:
                 f"({abs(bias) / scatter:.1f} × its scatter)."
             )
     return out
+
+
+def headline_lines(report: Report) -> list[str]:
+    """The headline as plain lines (Markdown report, end-of-run summary of rrnet-eval)."""
+    overall = _overall(report)
+    lines = []
+    for label in [lb for lb in HEADLINE_LABELS if lb in overall]:
+        r, unit = overall[label], DISPLAY_UNITS.get(label, "")
+        lines.append(
+            f"{display_name(label)}: MAE {with_unit(r['mae'], unit)}, bias "
+            f"{with_unit(r['bias'], unit)}, scatter {with_unit(r['scatter'], unit)}; "
+            f"{calibration_words(r['z_std'])}"
+        )
+    return lines + [f"check: {w}" for w in worries(report)]
 
 
 def headline_html(report: Report) -> str:
