@@ -51,3 +51,17 @@ def test_every_command_reports_an_unknown_option_in_one_line(module, prog, capsy
     assert main(["--no-such-option"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"{prog}: error: ")
+
+
+def test_dir_lists_the_entry_points() -> None:
+    names = dir(rrnet)
+    for name in ("open_store", "infer", "Ensemble", "preprocess_catalog", "train_ensemble"):
+        assert name in names
+    for name in ("read_catalogue", "evaluate", "overview"):
+        assert name in names and callable(getattr(rrnet, name))
+
+
+def test_return_types_are_documented() -> None:
+    doc = rrnet.__doc__ or ""
+    assert "read_catalogue(path) -> (polars.DataFrame, dict)" in doc
+    assert "infer(" in doc and "-> polars.DataFrame" in doc

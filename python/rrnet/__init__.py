@@ -1,7 +1,20 @@
 """rrnet: RRNet stellar labels from LAMOST medium-resolution spectra.
 
 The top level stays light (``import rrnet`` loads neither torch nor polars); the
-entry points below are imported on first use.
+entry points below are imported on first use, yet ``dir(rrnet)`` and tab completion
+list them. What each returns:
+
+- ``preprocess_catalog(catalog, data_dir, out, ...) -> Store``: spectra -> a store.
+- ``open_store(path) -> Store``: a store's manifest and memory-mapped flux.
+- ``train_ensemble(...)``: an ensemble checkpoint directory from a store and labels.
+- ``infer(models, store=..., out=...) -> polars.DataFrame``: the catalogue (also
+  written to ``out`` when given).
+- ``read_catalogue(path) -> (polars.DataFrame, dict)``: a written catalogue and its
+  provenance (a pair: ``table, provenance = rrnet.read_catalogue(path)``).
+- ``Ensemble``: the members of a checkpoint, ``Ensemble.from_checkpoint(dir).predict(flux)``.
+- ``evaluate(EvalOptions(...)) -> Report``, ``overview(catalog, out) -> RunSummary``:
+  the evaluation report and the catalogue overview pages.
+- ``load_original`` / ``load_original_ensemble``: the authors' released weights.
 """
 
 from __future__ import annotations
@@ -20,12 +33,21 @@ _LAZY = {
     "preprocess_catalog": "rrnet.preprocess.pipeline",
     "train_ensemble": "rrnet.training.api",
     "infer": "rrnet.inference",
+    "read_catalogue": "rrnet.inference",
+    "evaluate": "rrnet.evaluation.evaluate",
+    "EvalOptions": "rrnet.evaluation.options",
+    "overview": "rrnet.evaluation.overview",
     "Ensemble": "rrnet.models.ensemble",
     "load_original": "rrnet.models",
     "load_original_ensemble": "rrnet.models",
 }
 
 __all__ = ["__version__", *_LAZY]
+
+
+def __dir__() -> list[str]:
+    """Module attributes plus the lazy entry points (for dir() and tab completion)."""
+    return sorted(set(globals()) | set(__all__))
 
 
 def __getattr__(name: str) -> Any:

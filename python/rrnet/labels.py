@@ -43,6 +43,23 @@ UNITS: dict[str, str] = {"Teff[K]": "K", "Logg": "dex (cgs)"} | {
     name: "dex" for name in ALL_LABELS if name not in ("Teff[K]", "Logg")
 }
 
+#: Plain-text names for people (tables, captions), keyed by the internal label name.
+DISPLAY_NAMES: dict[str, str] = {"Teff[K]": "T_eff", "Logg": "log g"} | {
+    name: f"[{name[:-1]}/H]" for name in ALL_LABELS if name not in ("Teff[K]", "Logg")
+}
+
+#: Unit shown after a display name: K for T_eff, dex otherwise.
+DISPLAY_UNITS: dict[str, str] = {name: "K" if name == "Teff[K]" else "dex" for name in ALL_LABELS}
+
+
+def display_name(label: str, *, with_unit: bool = False) -> str:
+    """``"[C/H]"`` or, with the unit, ``"[C/H] [dex]"``; unknown names come back unchanged."""
+    name = DISPLAY_NAMES.get(label, label)
+    if with_unit and label in DISPLAY_UNITS:
+        return f"{name} [{DISPLAY_UNITS[label]}]"
+    return name
+
+
 #: Suffix of the reference-label columns (``<label>_true``) of an evaluation sample.
 TRUE_SUFFIX: str = "_true"
 

@@ -141,6 +141,9 @@ def test_plain_progress_line_when_not_a_terminal(real_catalog, tmp_path, capsys)
     err = capsys.readouterr().err
     assert "5/5 spectra (100.0%)" in err and "spectra/s" in err and "ETA" in err
     assert "\r" not in err  # no progress bar redraws in a log file
+    # the run ends with a summary: counts, where the store is and what it takes on disk
+    assert "rrnet-preprocess: 5 rows in, 5 ok (100%)" in err and "pass the quality cuts" in err
+    assert f"store: {tmp_path / 's'}" in err and "kB per row" in err
 
 
 def _big_catalog(tmp_path, n_rows: int) -> tuple:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from pathlib import Path
@@ -47,17 +48,27 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 @pytest.mark.slow
-def test_index_html_shows_every_figure_by_relative_path(run) -> None:
+def test_index_html_embeds_every_figure_and_reads_headline_first(run) -> None:
     page = (run["report"] / "index.html").read_text()
-    images = re.findall(r'<img src="([^"]+)"', page)
-    names = {Path(i).name for i in images}
+    images = re.findall(r'<img src="(data:image/png;base64,[^"]+)"[^>]*data-file="([^"]+)"', page)
+    names = {Path(rel).name for _, rel in images}
     expected = {"residuals.png", "sigma_vs_snr.png", "zscores.png", "coverage.png", "kiel.png"}
     expected |= {"xfe_giants.png", "xfe_dwarfs.png", "repeats.png", "loss_curves-ckpt.png"}
     assert expected <= names
-    for rel in images:
+    for uri, rel in images:
         assert not Path(rel).is_absolute()
-        assert (run["report"] / rel).stat().st_size > 5_000
+        embedded = base64.b64decode(uri.split(",", 1)[1])
+        assert embedded == (run["report"] / rel).read_bytes()  # the file on disk, embedded
     assert "<table>" in page and "Calibration" in page
+    assert 'src="figures/' not in page  # self-contained: no relative image path left
+    # headline first, then contents, key figures, and only then the (collapsed) tables
+    assert page.index('id="headline"') < page.index('id="contents"') < page.index("<figure>")
+    assert page.index("<figure>") < page.index("<details")
+    assert "<table>" not in page[page.index('id="contents"') : page.index("<details")]
+    assert "[C/H] [dex]" in page and "T_eff [K]" in page and "CH<" not in page
+    assert re.search(r"errors too (small|large) by ×\d\.\d|errors calibrated", page)
+    assert "<figcaption>Fig." not in page and "members of" not in page  # captions in words
+    assert not re.search(r">-?\d+\.\d{5,}<", page)  # no 0.0001477 in any cell
 
 
 @pytest.mark.slow

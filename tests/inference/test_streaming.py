@@ -209,6 +209,8 @@ def test_fingerprint_mismatch_refused(world: dict, caplog: pytest.LogCaptureFixt
     )
     with pytest.raises(FingerprintMismatch, match="preprocessed with settings 0000000000000000"):
         infer(bad, store=world["store"], device="cpu")
+    with pytest.raises(FingerprintMismatch, match=r"differ in max_iter: checkpoint 7, input \d+"):
+        infer(bad, store=world["store"], device="cpu")  # names the setting, not just hashes
     table = infer(bad, store=world["store"], device="cpu", allow_fingerprint_mismatch=True)
     assert table.height == input_catalogue().height
     imported = make_checkpoint(
@@ -298,6 +300,7 @@ def test_cli_writes_fits_with_progress_lines(world: dict, tmp_path: Path) -> Non
                  "--out", out, "--device", "cpu", "--batch-size", "4")  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "spectra/s" in result.stderr
+    assert "rows in" in result.stderr and f"catalogue: {out}" in result.stderr  # the summary
     table, _ = read_catalogue(out)
     assert table.height == input_catalogue().height
 
@@ -316,3 +319,30 @@ def test_cli_column_style_paper_votable(world: dict, tmp_path: Path, catalogue) 
     table, _ = read_catalogue(out)
     assert table.equals(catalogue)
     assert main([*args, "--column-style", "vo", "--overwrite"]) == 2
+
+
+def test_progress_counts_spectra_as_they_are_done(world: dict, tmp_path: Path, monkeypatch) -> None:
+    """The bar moves within a chunk (slices of spectra), not once per 4,096-row shard."""
+    from rrnet.inference import streaming
+
+    updates: list[int] = []
+
+    class Recorder:
+        def __init__(self, total: int, **_: object) -> None:
+            self.total = total
+
+        def update(self, n: int = 1) -> None:
+            updates.append(n)
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(streaming, "Progress", Recorder)
+    monkeypatch.setattr(streaming, "FIRST_SLICE", 2)
+    monkeypatch.setattr(streaming, "SLICE_SECONDS", 0.0)  # never grow: slices of 2
+    out = tmp_path / "p.parquet"
+    run_inference(models=[world["sp"]], store=world["store"], out=out, device="cpu")
+    n = open_store(world["store"]).n_rows
+    ok = pl.read_parquet(out).filter(pl.col("status") == "ok").height
+    assert sum(updates) == n
+    assert len(updates) >= ok // 2 and max(updates) <= max(2, n - ok)

@@ -31,3 +31,30 @@ def test_disabled_is_silent(capsys) -> None:
     bar = Progress(2, enabled=False, interval=0.0)
     bar.update(2)
     assert capsys.readouterr().err == ""
+
+
+class FakeClock:
+    """Seconds that only move when the test says so."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_one_line_every_interval_with_a_fake_clock(capsys) -> None:
+    clock = FakeClock()
+    bar = Progress(1000, enabled=True, prefix="rrnet-x", interval=10.0, clock=clock)
+    lines = []
+    for _ in range(100):  # 100 updates of 5 spectra, one every 0.5 s: 50 s in all
+        clock.now += 0.5
+        bar.update(5)
+        lines += [ln for ln in capsys.readouterr().err.splitlines() if ln]
+    assert len(lines) == 5  # at 10, 20, 30, 40 and 50 s
+    assert lines[0].startswith("rrnet-x: 100/1000 spectra (10.0%), 10.0 spectra/s, ETA 00:01:30")
+    assert lines[-1].startswith("rrnet-x: 500/1000 spectra (50.0%)")
+
+
+def test_default_interval_is_short_enough_to_see_progress() -> None:
+    assert Progress(1, enabled=False).interval <= 10.0

@@ -114,10 +114,25 @@ def add_output_arguments(parser: argparse.ArgumentParser, *, resume_help: str) -
         action="store_true",
         help="use checkpoints trained on differently preprocessed spectra",
     )
-    parser.add_argument("--min-snr", type=float, default=QualityThresholds.min_snr)
-    parser.add_argument("--ood-quantile", type=float, default=QualityThresholds.ood_quantile)
     parser.add_argument(
-        "--max-disagreement", type=float, default=QualityThresholds.max_disagreement
+        "--min-snr",
+        type=float,
+        default=QualityThresholds.min_snr,
+        help="flag rows whose blue or red S/N is below this (default %(default)g)",
+    )
+    parser.add_argument(
+        "--ood-quantile",
+        type=float,
+        default=QualityThresholds.ood_quantile,
+        help="flag spectra whose out-of-distribution score exceeds this quantile of the "
+        "training split's scores (default %(default)g)",
+    )
+    parser.add_argument(
+        "--max-disagreement",
+        type=float,
+        default=QualityThresholds.max_disagreement,
+        help="flag rows where the spread of the ensemble members' means exceeds this many "
+        "times their mean predicted sigma (default %(default)g)",
     )
 
 

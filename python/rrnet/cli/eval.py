@@ -24,8 +24,9 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Evaluate a rrnet-infer catalogue against reference labels: MAE, bias, scatter, "
             "z-scores and 1-/2-sigma coverage per S/N bin, repeat-observation scatter, the "
-            "paper's figures, and a static index.html. Subcommand: 'compare' (model "
-            f"comparison and ablation; '{PROG} compare --help')."
+            "paper's figures, and one self-contained index.html. Subcommands: 'overview' "
+            f"(a catalogue without reference labels; '{PROG} overview --help') and "
+            f"'compare' (model comparison and ablation; '{PROG} compare --help')."
         ),
     )
     p.add_argument("--catalog", type=Path, required=True, help="rrnet-infer output table")
@@ -113,11 +114,6 @@ def _check(args: argparse.Namespace) -> str | None:
 
 
 def _main_eval(argv: list[str]) -> int:
-    from rrnet.evaluation.evaluate import EvalOptions, evaluate
-    from rrnet.evaluation.sample import SampleError
-    from rrnet.models.checkpoint import CheckpointError
-    from rrnet.store import StoreError
-
     try:
         args = build_parser().parse_args(argv)
     except UsageError as exc:
@@ -127,6 +123,12 @@ def _main_eval(argv: list[str]) -> int:
     problem = _check(args)
     if problem is not None:
         return usage_error(PROG, problem)
+    # heavy modules (polars, matplotlib, torch) only after parsing: --help stays fast
+    from rrnet.evaluation.evaluate import EvalOptions, evaluate
+    from rrnet.evaluation.sample import SampleError
+    from rrnet.models.checkpoint import CheckpointError
+    from rrnet.store import StoreError
+
     opts = EvalOptions(
         catalog=args.catalog,
         labels=args.labels,
@@ -145,11 +147,15 @@ def _main_eval(argv: list[str]) -> int:
         figures=not args.no_figures,
     )
 
+    from rrnet.evaluation.report import headline_lines
+
     def run() -> int:
         with output_lock(args.out, directory=True, what="report"):
             report = evaluate(opts)
         n = report.counts.get("with_labels", 0)
         print(f"{PROG}: {n} spectra evaluated -> {args.out / 'index.html'}", file=sys.stderr)
+        for line in headline_lines(report):
+            print(f"  {line}", file=sys.stderr)
         return 0
 
     usage = (CatalogError, SampleError, CheckpointError, StoreError, FileNotFoundError)
@@ -263,6 +269,61 @@ def _main_compare(argv: list[str]) -> int:
     return run_errors(PROG, run, usage=(CatalogError, StoreError))
 
 
+def build_overview_parser() -> argparse.ArgumentParser:
+    p = OneLineParser(
+        prog=f"{PROG} overview",
+        description=(
+            "A one-page overview of a catalogue without reference labels: counts and flags "
+            "by reason, the Kiel diagram and [X/Fe]-[Fe/H] of the recommended rows, "
+            "predicted sigma against S/N and the distribution of every label. Writes "
+            "OUT/index.html (self-contained: images embedded), summary.json and figures/."
+        ),
+    )
+    p.add_argument(
+        "catalog",
+        type=Path,
+        metavar="CATALOG",
+        help="rrnet-infer catalogue (CSV, Parquet, FITS, VOTable or ECSV)",
+    )
+    p.add_argument("--out", type=Path, required=True, help="overview directory (created)")
+    p.add_argument(
+        "--snr",
+        default="snr_blue",
+        help="S/N for the panels: a column name, or 'min'/'mean' of snr_blue and snr_red "
+        "(default snr_blue)",
+    )
+    p.add_argument(
+        "--isochrones",
+        type=Path,
+        help="MIST isochrone CSV for the Kiel diagram (default: the shipped MIST 7 Gyr set)",
+    )
+    return p
+
+
+def _main_overview(argv: list[str]) -> int:
+    try:
+        args = build_overview_parser().parse_args(argv)
+        table_format(args.catalog)
+        if not args.catalog.is_file():
+            raise UsageError(f"catalogue not found: {args.catalog}")
+        if args.out.exists() and not args.out.is_dir():
+            raise UsageError(f"--out exists and is not a directory: {args.out}")
+    except (UsageError, CatalogError) as exc:
+        return usage_error(PROG, exc)
+    except SystemExit as exc:  # --help
+        return int(exc.code or 0)
+    from rrnet.evaluation.overview import overview
+    from rrnet.evaluation.sample import SampleError
+    from rrnet.inference.summary import format_summary
+
+    try:
+        summary = overview(args.catalog, args.out, snr=args.snr, isochrones=args.isochrones)
+    except (CatalogError, SampleError, ValueError, FileNotFoundError) as exc:
+        return usage_error(PROG, str(exc).splitlines()[0])
+    print(format_summary(summary, f"{PROG} overview"), file=sys.stderr)
+    return 0
+
+
 def pl_errors() -> type[Exception]:
     import polars as pl
 
@@ -273,6 +334,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] == "compare":
         return _main_compare(argv[1:])
+    if argv and argv[0] == "overview":
+        return _main_overview(argv[1:])
     return _main_eval(argv)
 
 

@@ -43,8 +43,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status (2 for unusable arguments, 1 for bad input)."""
-    from rrnet.models.original import load_original_ensemble
-
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -55,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
             raise UsageError(f"label config {label_config} does not exist")
     except UsageError as err:
         return usage_error(PROG, err)
+    from rrnet.models.original import load_original_ensemble  # torch: only after parsing
+
     try:
         groups = load_original_ensemble(
             args.model_dir, label_config, args.out, net=args.net, mode=args.mode

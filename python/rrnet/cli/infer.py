@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from rrnet.cli._args import (
     OneLineParser,
@@ -15,7 +16,7 @@ from rrnet.cli._args import (
     run_errors,
     usage_error,
 )
-from rrnet.inference.options import DEFAULT_CHUNK_ROWS, InferError
+from rrnet.inference.options import DEFAULT_CHUNK_ROWS, InferError, InferOptions
 from rrnet.inference.provenance import FingerprintMismatch
 from rrnet.inference.streaming import run_inference
 from rrnet.preprocess.rv_policy import RV_MODES
@@ -26,11 +27,16 @@ PROG = "rrnet-infer"
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface (also used to document it)."""
-    p = OneLineParser(prog=PROG, description=__doc__)
+    p = OneLineParser(
+        prog=PROG,
+        description="Write the LAMOST-RRNet catalogue (17 labels, calibrated errors, flag, "
+        "quality_bits) of a preprocessed store, or of a catalogue of raw spectra preprocessed "
+        "on the fly. Progress shows spectra/s and the ETA; the run ends with a summary.",
+    )
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--store", help="preprocessed store (rrnet-preprocess output)")
     src.add_argument(
-        "--catalog", help="input catalogue (CSV/Parquet/FITS) to preprocess on the fly"
+        "--catalog", help="input catalogue (CSV, Parquet or FITS) to preprocess on the fly"
     )
     p.add_argument("--data-dir", help="directory the catalogue's filenames are relative to")
     p.add_argument(
@@ -46,7 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_CHUNK_ROWS,
         help="catalogue rows per part file with --catalog (a store uses its shards)",
     )
-    p.add_argument("--workers", type=int, help="reader processes with --catalog")
+    p.add_argument(
+        "--workers",
+        type=int,
+        help="with --catalog: reader threads, as rrnet-preprocess --workers "
+        "(0: read in the main thread; default one per core)",
+    )
     p.add_argument(
         "--rv",
         dest="rv_mode",
@@ -60,6 +71,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--per-star-out", help="per-star table path (default: <out>.per_star.<ext>)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar or log lines")
     return p
+
+
+def _summary(path: Path, options: InferOptions) -> str:
+    """The end-of-run lines: counts, flag reasons, failures and where the outputs are."""
+    from rrnet.inference.streaming import per_star_path
+    from rrnet.inference.summary import format_summary, summarize_file
+
+    summary = summarize_file(path)
+    summary.outputs = {"catalogue": path}
+    if options.per_star:
+        summary.outputs["per-star table"] = Path(options.per_star_out or per_star_path(path))
+    return format_summary(summary, PROG)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -83,7 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             preprocess={"rv_mode": args.rv_mode} if args.catalog else {},
         )
         path = run_inference(options, out=args.out, **inputs)
-        print(f"{PROG}: wrote {path}", file=sys.stderr)
+        print(_summary(path, options), file=sys.stderr)
         return 0
 
     return run_errors(PROG, run, usage=(InferError, FingerprintMismatch, StoreError))

@@ -18,8 +18,13 @@ def build_parser() -> argparse.ArgumentParser:
     """The command-line interface (also used to document it)."""
     from rrnet.cluster.driver import DEFAULT_SHARD_SIZE
 
-    p = _args.OneLineParser(prog=PROG, description=__doc__)
-    p.add_argument("catalog", help="input catalogue (CSV/Parquet/FITS)")
+    p = _args.OneLineParser(
+        prog=PROG,
+        description="Write the LAMOST-RRNet catalogue of a whole survey on a Dask cluster "
+        "(docs/cluster.md): shards of the input catalogue are preprocessed and inferred on "
+        "the workers and merged in input order.",
+    )
+    p.add_argument("catalog", help="input catalogue (CSV, Parquet or FITS)")
     p.add_argument("--data-dir", required=True, help="directory the filenames are relative to")
     p.add_argument(
         "--model",

@@ -56,7 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
         default="library",
         help="rest-frame spectra: the reference library (default) or its emulator",
     )
-    parser.add_argument("--workers", type=int, default=None, help="processes (default: cores)")
+    parser.add_argument(
+        "--workers", type=int, default=None, help="simulation processes (default: one per core)"
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress output")
     return parser
 

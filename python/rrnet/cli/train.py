@@ -34,10 +34,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="labels to fit: SP, CA, all, or a comma list of label columns (default SP)",
     )
     p.add_argument("--members", type=int, default=d.members, help="ensemble size M (6)")
-    p.add_argument("--arch", default="rrnet", choices=("rrnet", "resnet", "starnet", "starnet-r"))
+    p.add_argument(
+        "--arch",
+        default="rrnet",
+        choices=("rrnet", "resnet", "starnet", "starnet-r"),
+        help="network (default rrnet)",
+    )
     p.add_argument("--mode", choices=("post-RNN", "pre-RNN", "raw"), help="RNN placement")
-    p.add_argument("--epochs", type=int, default=d.epochs)
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--epochs", type=int, default=d.epochs, help="epochs (%(default)s)")
+    p.add_argument(
+        "--batch-size", type=int, default=d.batch_size, help="spectra per step (%(default)s)"
+    )
     p.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate (5e-4)")
     p.add_argument("--lr-step", type=int, default=d.lr_step, help="StepLR step in epochs (10)")
     p.add_argument("--lr-gamma", type=float, default=d.lr_gamma, help="StepLR factor (0.1)")
@@ -45,8 +52,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--augment-from", type=int, default=d.augment_from,
         help="first 1-based epoch with noise augmentation, 0 = never (6)",
     )  # fmt: skip
-    p.add_argument("--noise-fraction", type=float, default=d.noise_fraction)
-    p.add_argument("--noise-sigma", type=float, default=d.noise_sigma)
+    p.add_argument(
+        "--noise-fraction", type=float, default=d.noise_fraction,
+        help="augmentation: fraction of pixels that get noise (%(default)s)",
+    )  # fmt: skip
+    p.add_argument(
+        "--noise-sigma", type=float, default=d.noise_sigma,
+        help="augmentation: sigma of that noise in standardised flux units (%(default)s)",
+    )  # fmt: skip
     p.add_argument(
         "--rv-shift", type=float, default=d.rv_shift_kms, metavar="KMS",
         help="RRNet-cp: random Doppler shifts up to +-KMS km/s during augmentation (0 = off)",
@@ -55,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--predict-rv", action="store_true",
         help="RRNet-ur: predict the manifest's rv as an extra label",
     )  # fmt: skip
-    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--seed", type=int, default=d.seed, help="initialisation seed (%(default)s)")
     p.add_argument("--split-seed", type=int, help="seed of the star split (default --seed)")
     p.add_argument("--key", default="star_id", help="join column(s), comma separated")
     p.add_argument("--star-column", default="star_id", help="column the split groups by")
@@ -66,7 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:N")
     p.add_argument("--no-amp", action="store_true", help="no bfloat16 autocast on CUDA")
     p.add_argument("--no-compile", action="store_true", help="no torch.compile on CUDA")
-    p.add_argument("--ram-limit-gb", type=float, default=d.ram_limit_gb)
+    p.add_argument(
+        "--ram-limit-gb", type=float, default=d.ram_limit_gb,
+        help="read the training flux into memory if it fits in this many GiB, else batch "
+        "by batch from the store (%(default)s)",
+    )  # fmt: skip
     p.add_argument("--resume", action="store_true", help="continue an interrupted run")
     p.add_argument(
         "--keep-state", action="store_true",

@@ -39,36 +39,74 @@ def make_all(
         return f"{FIGURE_DIR}/{name}"
 
     residuals.plot_residuals(joined, labels, out / rel("residuals.png"), metrics=report.metrics)
-    figs.append((rel("residuals.png"), "Fig. 2a: residuals (prediction − reference) per label."))
+    figs.append(
+        (
+            rel("residuals.png"),
+            "Prediction minus reference label against the reference value, one panel per "
+            "label, with MAE, bias and scatter in each panel (paper Fig. 2a).",
+        )
+    )
     residuals.plot_sigma_vs_snr(report.metrics, labels, out / rel("sigma_vs_snr.png"))
     figs.append(
-        (rel("sigma_vs_snr.png"), "Fig. 2b: residual scatter, |bias| and mean predicted σ vs S/N.")
+        (
+            rel("sigma_vs_snr.png"),
+            "How the errors shrink with S/N: the scatter and |bias| of the residuals "
+            "and the mean predicted σ in each S/N bin (paper Fig. 2b).",
+        )
     )
     sp = [lb for lb in ("Teff[K]", "Logg", "FeH") if lb in labels]
     if sp:
         zscore.plot_zscores(joined, sp, out / rel("zscores.png"))
         figs.append(
-            (rel("zscores.png"), "Fig. 11: z-scores against reference Teff, log g, [Fe/H].")
+            (
+                rel("zscores.png"),
+                "z-scores (residual / predicted σ) against the reference T_eff, log g and "
+                "[Fe/H]: a calibrated label scatters within ±1 in 68 % of the stars "
+                "(paper Fig. 11).",
+            )
         )
     zscore.plot_coverage(joined, labels, out / rel("coverage.png"))
-    figs.append((rel("coverage.png"), "Calibration: fraction within k σ, observed vs Gaussian."))
+    figs.append(
+        (
+            rel("coverage.png"),
+            "Calibration: the fraction of stars within k predicted σ of the "
+            "reference, observed against the Gaussian expectation; below the line means "
+            "errors too small.",
+        )
+    )
     if {"Teff[K]", "Logg", "FeH"} <= set(labels):
         iso = kiel.read_isochrones(opts.isochrones or kiel.DEFAULT_ISOCHRONES)
         panels = snr_bin_masks(usable.get_column("snr").to_numpy(), SNR_BINS)
         panels.pop("all")
         kiel.plot_kiel(usable, out / rel("kiel.png"), panels=panels, isochrones=iso)
-        figs.append((rel("kiel.png"), "Fig. 5: Kiel diagram per S/N bin, MIST 7 Gyr isochrones."))
+        figs.append(
+            (
+                rel("kiel.png"),
+                "Kiel diagram (T_eff against log g, coloured by [Fe/H]) of the "
+                "recommended rows in each S/N bin, with MIST 7 Gyr isochrones (paper Fig. 5).",
+            )
+        )
         ab = [lb for lb in labels if lb not in ("Teff[K]", "Logg", "FeH")]
         if ab:
             for giants, name in ((True, "xfe_giants.png"), (False, "xfe_dwarfs.png")):
                 abundances.plot_xfe(usable, ab, out / rel(name), giants=giants)
                 kind = "giants (log g < 4)" if giants else "dwarfs (log g ≥ 4)"
-                figs.append((rel(name), f"Fig. 6: [X/Fe] vs [Fe/H] densities, {kind}."))
+                figs.append(
+                    (rel(name), f"Density of [X/Fe] against [Fe/H] for {kind} (paper Fig. 6).")
+                )
     if report.repeats is not None and report.repeats.filter(pl.col("n_stars") > 0).height:
         repeats.plot_repeats(report.repeats, labels, out / rel("repeats.png"))
-        figs.append((rel("repeats.png"), "Fig. 7: predicted σ vs S/N with repeat scatter."))
+        figs.append(
+            (
+                rel("repeats.png"),
+                "Predicted σ against S/N compared with the scatter between "
+                "repeat observations of the same star (paper Fig. 7).",
+            )
+        )
     elif report.repeats is not None:
-        report.notes.append("No star has repeat observations: Fig. 7 skipped.")
+        report.notes.append(
+            "No star has repeat observations: the repeat-scatter figure is skipped."
+        )
     for ckpt in opts.checkpoints:
         figs += checkpoint_history(ckpt, out, FIGURE_DIR, report)
     if opts.checkpoints and opts.store is not None:
@@ -83,9 +121,15 @@ def checkpoint_history(
     """Fig. 10 from ``<checkpoint>/history.parquet`` if present, else a note."""
     source = Path(checkpoint) / HISTORY_FILE
     if not source.is_file():
-        report.notes.append(f"No {HISTORY_FILE} in the checkpoint: Fig. 10 skipped.")
+        report.notes.append(f"No {HISTORY_FILE} in the checkpoint: the loss curves are skipped.")
         return []
     name = Path(checkpoint).resolve().name
     rel = f"{figure_dir}/loss_curves-{name}.png"
     history.plot_history(pl.read_parquet(source), out / rel)
-    return [(rel, f"Fig. 10: training and validation loss of the members of {name}.")]
+    return [
+        (
+            rel,
+            f"Training and validation loss per epoch of each ensemble model in "
+            f"checkpoint {name} (paper Fig. 10).",
+        )
+    ]

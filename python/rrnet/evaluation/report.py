@@ -1,7 +1,9 @@
-"""The evaluation report: metrics.json, metrics.md and a static index.html.
+"""The evaluation report: metrics.json, metrics.md and a self-contained index.html.
 
-index.html uses relative image paths only, so the report directory can be copied
-or opened from disk (file://) and still shows every figure.
+index.html reads top down as a person needs it: a headline (sample, accuracy and
+calibration of T_eff, log g and [Fe/H] in words, what to check), a table of
+contents, the key figures, then the detail tables folded away. Its images are
+embedded, so the one file can be mailed and still shows every figure.
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ from typing import Any
 
 import polars as pl
 
+from rrnet.evaluation.calibration import NEEDS_RECALIBRATION_TOLERANCE, needs_recalibration
+from rrnet.evaluation.page import Page, Section, figure_html, render, table_html, with_unit
+from rrnet.labels import DISPLAY_UNITS, display_name
 from rrnet.utils.atomic import write_text
 
 
@@ -130,6 +135,7 @@ def to_json(report: Report) -> str:
 
 def to_markdown(report: Report) -> str:
     parts = [f"# {report.title}", ""]
+    parts += [f"- {line}" for line in headline_lines(report)] + [""]
     parts += [f"- {k}: `{v}`" for k, v in report.inputs.items()]
     parts += ["", *(f"> {n}" for n in report.notes), ""]
     for heading, table in _sections(report):
@@ -140,40 +146,211 @@ def to_markdown(report: Report) -> str:
     return "\n".join(parts)
 
 
-_CSS = (
-    "body{font-family:sans-serif;max-width:1400px;margin:auto;padding:1em;color:#222}"
-    "table{border-collapse:collapse;margin:0.5em 0 1.5em;font-size:0.85em}"
-    "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}"
-    "th{background:#eee}td:first-child{text-align:left}"
-    "figure{margin:1em 0}img{max-width:100%;border:1px solid #ddd}"
-    "figcaption{font-size:0.9em;color:#555}.note{background:#ffd;padding:0.3em}"
+KEY_FIGURES: tuple[tuple[str, str], ...] = (
+    ("residuals", "Residuals against the reference labels"),
+    ("kiel", "Kiel diagram"),
+    ("sigma_vs_snr", "Errors against S/N"),
+    ("coverage", "Calibration of the predicted errors"),
 )
+"""Figures shown right after the headline (file stem, section title), in this order."""
+
+HEADLINE_LABELS: tuple[str, ...] = ("Teff[K]", "Logg", "FeH")
 
 
-def to_html(report: Report) -> str:
-    esc = html.escape
-    parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>{esc(report.title)}</title><style>{_CSS}</style></head><body>",
-        f"<h1>{esc(report.title)}</h1><ul>",
-        *(f"<li>{esc(k)}: <code>{esc(str(v))}</code></li>" for k, v in report.inputs.items()),
-        "</ul>",
-        *(f'<p class="note">{esc(n)}</p>' for n in report.notes),
-        '<p>Tables: <a href="metrics.json">metrics.json</a>, '
-        '<a href="metrics.md">metrics.md</a></p>',
-    ]
-    for heading, table in _sections(report):
-        parts += [f"<h2>{esc(heading)}</h2>", html_table(table)]
-    if report.figures:
-        parts.append("<h2>Figures</h2>")
-    for rel, caption in report.figures:
-        parts.append(
-            f'<figure><a href="{esc(rel)}"><img src="{esc(rel)}" alt="{esc(caption)}"></a>'
-            f"<figcaption>{esc(caption)}</figcaption></figure>"
+def calibration_words(z_std: float, tolerance: float = NEEDS_RECALIBRATION_TOLERANCE) -> str:
+    """What the z-score spread says, in words: ``"errors too small by ×1.8"``.
+
+    ``z = (pred - ref) / err``: a spread above 1 means the residuals are larger than
+    the predicted errors (errors too small), below 1 that the errors are too large.
+    """
+    if z_std is None or not math.isfinite(z_std) or z_std <= 0:
+        return "not measurable"
+    if z_std > 1 + tolerance:
+        return f"errors too small by ×{z_std:.1f}"
+    if z_std < 1 - tolerance:
+        return f"errors too large by ×{1 / z_std:.1f}"
+    return f"errors calibrated (z spread {z_std:.2f})"
+
+
+def _overall(report: Report) -> dict[str, dict[str, Any]]:
+    rows = report.metrics.filter(pl.col("snr_bin") == "all").to_dicts()
+    return {r["label"]: r for r in rows}
+
+
+def worries(report: Report) -> list[str]:
+    """Short sentences on what a reader should check first (empty when nothing stands out)."""
+    out: list[str] = []
+    counts = report.counts
+    n = counts.get("with_labels", 0)
+    if 0 < n < 100:
+        out.append(f"Only {n} spectra have reference labels: the statistics are rough.")
+    total, ok, flag = (
+        counts.get("catalog_rows", 0),
+        counts.get("status_ok", 0),
+        counts.get("flag_ok"),
+    )
+    if total and ok / total < 0.9:
+        out.append(
+            f"{total - ok:,} of {total:,} catalogue rows ({1 - ok / total:.0%}) have no labels."
         )
-    parts.append("</body></html>")
-    return "\n".join(parts) + "\n"
+    if ok and flag is not None and flag / ok < 0.5:
+        out.append(f"Only {flag / ok:.0%} of the rows with labels are recommended (flag 1).")
+    overall = _overall(report)
+    off = [lb for lb, r in overall.items() if needs_recalibration(r["z_std"])]
+    for label in [lb for lb in off if lb in HEADLINE_LABELS]:
+        words = calibration_words(overall[label]["z_std"])
+        out.append(f"{display_name(label)}: {words}.")
+    rest = [display_name(lb) for lb in off if lb not in HEADLINE_LABELS]
+    if rest:
+        out.append(f"Errors off by more than 10 % for {len(rest)} abundances: {', '.join(rest)}.")
+    if off and not report.recalibration:
+        out.append("Fit error factors on the validation split: rrnet-eval --recalibrate.")
+    elif off and report.recalibration:
+        files = ", ".join(report.recalibration.get("files", []))
+        out.append(f"Error factors fitted on the validation split were written to {files}.")
+    for label, r in overall.items():
+        bias, scatter = r["bias"], r["scatter"]
+        if r["n"] >= 10 and math.isfinite(bias) and scatter > 0 and abs(bias) > 0.5 * scatter:
+            unit = DISPLAY_UNITS.get(label, "")
+            out.append(
+                f"{display_name(label)} is biased by {with_unit(bias, unit)} "
+                f"({abs(bias) / scatter:.1f} × its scatter)."
+            )
+    return out
+
+
+def headline_lines(report: Report) -> list[str]:
+    """The headline as plain lines (Markdown report, end-of-run summary of rrnet-eval)."""
+    overall = _overall(report)
+    lines = []
+    for label in [lb for lb in HEADLINE_LABELS if lb in overall]:
+        r, unit = overall[label], DISPLAY_UNITS.get(label, "")
+        lines.append(
+            f"{display_name(label)}: MAE {with_unit(r['mae'], unit)}, bias "
+            f"{with_unit(r['bias'], unit)}, scatter {with_unit(r['scatter'], unit)}; "
+            f"{calibration_words(r['z_std'])}"
+        )
+    return lines + [f"check: {w}" for w in worries(report)]
+
+
+def headline_html(report: Report) -> str:
+    """Sample sizes, the main labels' accuracy and calibration, and what to worry about."""
+    c = report.counts
+    parts = [
+        f"{c.get('catalog_rows', 0):,} catalogue rows",
+        f"{c.get('status_ok', 0):,} with labels",
+        f"{c.get('flag_ok', 0):,} counted (flag 1)" if "flag_ok" in c else "",
+        f"{c.get('with_labels', 0):,} with reference labels",
+    ]
+    split = report.inputs.get("split")
+    if split and f"in_{split}_split" in c:
+        parts.append(f"{c[f'in_{split}_split']:,} in the {split} split (evaluated)")
+    sample = "Sample: " + ", ".join(p for p in parts if p) + "."
+    overall = _overall(report)
+    head = "<tr><th></th><th>N</th><th>MAE</th><th>bias</th><th>scatter</th><th>mean σ</th>"
+    head += "<th>calibration</th></tr>"
+    rows = []
+    for label in [lb for lb in HEADLINE_LABELS if lb in overall]:
+        r, unit = overall[label], DISPLAY_UNITS.get(label, "")
+        verdict = calibration_words(r["z_std"])
+        cls = "bad" if needs_recalibration(r["z_std"]) else "ok"
+        cells = [with_unit(r[k], unit) for k in ("mae", "bias", "scatter", "sigma_mean")]
+        rows.append(
+            f"<tr><td>{html.escape(display_name(label))}</td><td>{r['n']:,}</td>"
+            + "".join(f"<td>{html.escape(x)}</td>" for x in cells)
+            + f'<td class="{cls}">{html.escape(verdict)}</td></tr>'
+        )
+    table = f"<table>{head}{''.join(rows)}</table>" if rows else ""
+    items = worries(report)
+    worry = (
+        '<div class="worry"><b>What to check</b><ul>'
+        + "".join(f"<li>{html.escape(w)}</li>" for w in items)
+        + "</ul></div>"
+        if items
+        else '<p class="ok">Nothing stands out: sample, bias and calibration look sound.</p>'
+    )
+    return f"<p>{html.escape(sample)}</p>{table}{worry}"
+
+
+_PRETTY = {
+    "n": "N",
+    "mae": "MAE",
+    "bias": "bias",
+    "scatter": "scatter",
+    "robust_scatter": "robust scatter",
+    "sigma_mean": "mean σ",
+    "n_z": "N (z)",
+    "z_mean": "z mean",
+    "z_std": "z spread",
+    "coverage_1sigma": "within 1σ",
+    "coverage_2sigma": "within 2σ",
+    "expected_1sigma": "expected 1σ",
+    "expected_2sigma": "expected 2σ",
+}
+_STEPS = {
+    "catalog_rows": "catalogue rows",
+    "status_ok": "with labels (status ok)",
+    "flag_ok": "counted (flag 1 unless --all-rows)",
+    "with_labels": "with reference labels",
+    "valid_rows_for_recalibration": "validation rows used for the error factors",
+    "stars_with_repeats": "stars with repeat observations",
+}
+_UNITLESS = {"z mean": "", "z spread": ""} | {
+    k: "%" for k in ("within 1σ", "within 2σ", "expected 1σ", "expected 2σ")
+}
+
+
+def _detail_sections(report: Report) -> list[Section]:
+    """The tables, collapsed, with display names, units per row and rounded values."""
+    out = []
+    for heading, table in _sections(report):
+        units = {}
+        if heading == "Sample":
+            steps = [_STEPS.get(k, k.replace("_", " ")) for k in table.get_column("step")]
+            table = table.with_columns(pl.Series("step", steps))
+        elif "z-score" in heading or "σ_obs" in heading:
+            units = {c: "" for c in table.columns}
+        if "needs_recalibration" in table.columns:
+            table = table.with_columns(
+                pl.col("z_std")
+                .map_elements(calibration_words, return_dtype=pl.Utf8)
+                .alias("verdict")
+            ).drop("needs_recalibration")
+        if "factor" in table.columns:
+            units = {"factor": ""}
+        table = table.rename({k: v for k, v in _PRETTY.items() if k in table.columns})
+        body = table_html(table, units=units | _UNITLESS)
+        out.append(Section(f"Table: {heading}", body, collapsed=True))
+    return out
+
+
+def html_page(report: Report, root: Path) -> Page:
+    """The report as a :class:`Page`; ``root`` is where the figures' relative paths start."""
+    page = Page(report.title, headline_html(report))
+    by_stem = {Path(rel).stem: (rel, cap) for rel, cap in report.figures}
+    for stem, title in KEY_FIGURES:
+        if stem in by_stem:
+            rel, cap = by_stem.pop(stem)
+            page.sections.append(Section(title, figure_html(root / rel, cap, source=rel)))
+    if by_stem:
+        body = "".join(figure_html(root / r, c, source=r) for r, c in by_stem.values())
+        page.sections.append(Section("More figures", body))
+    page.sections += _detail_sections(report)
+    inputs = "".join(
+        f"<li>{html.escape(k)}: <code>{html.escape(str(v))}</code></li>"
+        for k, v in report.inputs.items()
+    )
+    notes = "".join(f'<p class="note">{html.escape(n)}</p>' for n in report.notes)
+    files = '<p class="note">Machine-readable: metrics.json, metrics.md (beside this page).</p>'
+    page.sections.append(
+        Section("Inputs and notes", f"<ul>{inputs}</ul>{notes}{files}", collapsed=True)
+    )
+    return page
+
+
+def to_html(report: Report, root: str | os.PathLike[str] = ".") -> str:
+    """One self-contained page: every figure is embedded, so the file can be mailed."""
+    return render(html_page(report, Path(root)))
 
 
 def write_report(report: Report, out_dir: str | os.PathLike[str]) -> dict[str, Path]:
@@ -182,5 +359,5 @@ def write_report(report: Report, out_dir: str | os.PathLike[str]) -> dict[str, P
     return {
         "json": write_text(out / "metrics.json", to_json(report)),
         "markdown": write_text(out / "metrics.md", to_markdown(report)),
-        "html": write_text(out / "index.html", to_html(report)),
+        "html": write_text(out / "index.html", to_html(report, out)),
     }

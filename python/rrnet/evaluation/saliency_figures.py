@@ -115,4 +115,8 @@ def saliency_figures(
         counts=counts,
         title=f"Average ∂output/∂flux, {name}",
     )
-    return [(rel, f"Fig. 4: average partial derivatives of the outputs of {name}.")]
+    caption = (
+        f"Which wavelengths drive the labels of checkpoint {name}: the average gradient "
+        "of each label with respect to the flux (paper Fig. 4)."
+    )
+    return [(rel, caption)]

@@ -30,6 +30,23 @@ def fingerprint_hash(fingerprint: dict[str, Any] | None) -> str | None:
     return str(fingerprint.get("hash"))
 
 
+def fingerprint_diff(checkpoint_fp: dict[str, Any], data_fp: dict[str, Any]) -> list[str]:
+    """The settings that differ, e.g. ``"correct_rv: checkpoint True, input False"``.
+
+    Identical descriptions with different hashes differ in the grid values themselves.
+    """
+    keys = sorted((set(checkpoint_fp) | set(data_fp)) - {"hash"})
+    missing = "(not recorded)"
+    out = [
+        f"{k}: checkpoint {checkpoint_fp.get(k, missing)}, input {data_fp.get(k, missing)}"
+        for k in keys
+        if checkpoint_fp.get(k, missing) != data_fp.get(k, missing)
+    ]
+    if not out and checkpoint_fp.get("hash") != data_fp.get("hash"):
+        out.append("the wavelength grid values (same description, different hash)")
+    return out
+
+
 def check_fingerprint(
     checkpoint: str,
     checkpoint_fp: dict[str, Any] | None,
@@ -54,10 +71,12 @@ def check_fingerprint(
     mine, theirs = fingerprint_hash(data_fp), fingerprint_hash(checkpoint_fp)
     if mine == theirs:
         return
+    differs = fingerprint_diff(checkpoint_fp, data_fp)
+    what = "; ".join(differs) if differs else "unknown settings"
     message = (
         f"checkpoint {checkpoint} was trained on spectra preprocessed with settings "
-        f"{theirs}, but the input was preprocessed with {mine}: "
-        "re-preprocess with the checkpoint's settings (or pass --allow-fingerprint-mismatch)"
+        f"{theirs}, the input with {mine}; they differ in {what}. Re-preprocess with the "
+        "checkpoint's settings (or pass --allow-fingerprint-mismatch)"
     )
     if not allow_mismatch:
         raise FingerprintMismatch(message)

@@ -9,14 +9,16 @@ calls release the GIL and run on a rayon pool of ``threads`` threads (default:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
 
 from rrnet import _core
-from rrnet.grid import BLUE_GRID, N_PIX, RED_GRID
+from rrnet.grid import BLUE_GRID, C_KMS, N_PIX, RED_GRID
 from rrnet.preprocess.ragged import to_ragged
 from rrnet.preprocess.results import NormalizeResult, ResampleResult
+from rrnet.preprocess.status import PreprocessError, Status
 
 DEFAULT_MAX_ITER: int = _core.DEFAULT_MAX_ITER
 
@@ -64,6 +66,40 @@ def resample(wave: np.ndarray, flux: np.ndarray, grid: np.ndarray) -> np.ndarray
     )
 
 
+def rv_hint(rv_kms: float) -> str:
+    """Why an RV may push the grid off the spectrum: m/s for km/s, or a placeholder."""
+    if not math.isfinite(rv_kms):
+        return "the RV is not a number"
+    if rv_kms <= -999 and float(rv_kms).is_integer():
+        return f"the RV {rv_kms:g} looks like a placeholder for 'no RV' (e.g. -9999)"
+    if abs(rv_kms) > 1000:
+        return f"the RV {rv_kms:g} km/s looks like m/s (stars move < 1000 km/s)"
+    return ""
+
+
+def range_detail(
+    loglam_blue: np.ndarray, loglam_red: np.ndarray, rv_kms: float, correct_rv: bool = True
+) -> str:
+    """Which arm's grid leaves its observed range, both ranges, and an RV hint if any."""
+    rv = float(rv_kms) if correct_rv else 0.0
+    parts = []
+    for arm, loglam, grid in (("blue", loglam_blue, BLUE_GRID), ("red", loglam_red, RED_GRID)):
+        finite = np.asarray(loglam, dtype=np.float64)
+        finite = finite[np.isfinite(finite)]
+        if finite.size < 2:
+            parts.append(f"{arm} arm: fewer than 2 finite wavelengths")
+            continue
+        wave = 10.0**finite / (1.0 + rv / C_KMS)
+        lo, hi = float(wave.min()), float(wave.max())
+        if grid[0] < lo or grid[-1] > hi:
+            parts.append(
+                f"{arm} arm: grid {grid[0]:.1f}-{grid[-1]:.1f} A, observed (RV-corrected) "
+                f"{lo:.1f}-{hi:.1f} A"
+            )
+    hint = rv_hint(rv) if correct_rv else ""
+    return "; ".join(parts + ([hint] if hint else []))
+
+
 def resample_spectrum(
     loglam_blue: np.ndarray,
     flux_blue: np.ndarray,
@@ -78,8 +114,14 @@ def resample_spectrum(
     a status instead.
     """
     rv = float(rv_kms) if correct_rv else 0.0
-    blue = resample(rv_correct(loglam_blue, rv), flux_blue, BLUE_GRID)
-    red = resample(rv_correct(loglam_red, rv), flux_red, RED_GRID)
+    try:
+        blue = resample(rv_correct(loglam_blue, rv), flux_blue, BLUE_GRID)
+        red = resample(rv_correct(loglam_red, rv), flux_red, RED_GRID)
+    except PreprocessError as exc:
+        detail = range_detail(loglam_blue, loglam_red, rv_kms, correct_rv)
+        if getattr(exc, "status", None) != Status.GRID_OUT_OF_RANGE or not detail:
+            raise
+        raise PreprocessError(f"{exc} ({detail})", exc.status) from exc
     return np.concatenate([blue, red])
 
 

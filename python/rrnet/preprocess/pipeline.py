@@ -40,6 +40,7 @@ from rrnet.io.catalog import read_catalog, validate_catalog, write_table
 from rrnet.io.lamost import DEFAULT_MAX_INFLATED, is_environment_fault
 from rrnet.io.lamost_fast import READERS, FileRead, Reader, read_many
 from rrnet.preprocess import Status, normalize_detailed, reason, resample_batch, rv_policy
+from rrnet.preprocess.kernels import range_detail
 from rrnet.preprocess.settings import PreprocessSettings
 from rrnet.store import (
     KINDS,
@@ -519,7 +520,7 @@ class _BatchBuilder:
             red_ivar=[a[2] for a in red],
             correct_rv=self.settings.correct_rv,
         )
-        self._pending = []
+        pending, self._pending = self._pending, []
         if self.resampled is not None:
             self.resampled[pos] = res.flux
         ok = res.status == Status.OK
@@ -527,7 +528,12 @@ class _BatchBuilder:
             self.columns["snr_blue_ivar"][p] = _finite_or_none(res.snr_blue[i])
             self.columns["snr_red_ivar"][p] = _finite_or_none(res.snr_red[i])
             if not ok[i]:
-                self._fail(p, *_kernel_status(res.status[i], "resampling"))
+                status, why = _kernel_status(res.status[i], "resampling")
+                if res.status[i] == Status.GRID_OUT_OF_RANGE:
+                    _, b, r, rv = pending[i][:4]
+                    detail = range_detail(b[0], r[0], rv, self.settings.correct_rv)
+                    why = f"{why} ({detail})" if detail else why
+                self._fail(p, status, why)
         if not ok.any():
             return
         norm = normalize_detailed(res.flux[ok], max_iter=self.settings.max_iter)

@@ -1,0 +1,80 @@
+"""Figures of a catalogue without reference labels: predicted σ against S/N, label histograms."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from rrnet.plots.style import display_name, new_figure, save_figure, unit
+
+
+def _column(catalog: pl.DataFrame, name: str) -> np.ndarray:
+    return catalog.get_column(name).cast(pl.Float64).to_numpy()
+
+
+def plot_sigma_vs_snr_catalogue(
+    catalog: pl.DataFrame,
+    labels: list[str] | tuple[str, ...],
+    path: str | os.PathLike[str],
+    *,
+    snr: str = "snr",
+) -> Path:
+    """Per label: predicted σ of every row against S/N (log axes) and its running median."""
+    fig, axes = new_figure(len(labels), ncols=5, panel_size=(3.0, 2.5))
+    s = _column(catalog, snr)
+    for ax, label in zip(axes, labels, strict=True):
+        err = _column(catalog, f"{label}_err")
+        ok = np.isfinite(s) & np.isfinite(err) & (s > 0) & (err > 0)
+        ax.scatter(s[ok], err[ok], s=2, alpha=0.3, color="tab:blue", rasterized=True)
+        if ok.sum() >= 20:
+            edges = np.quantile(s[ok], np.linspace(0, 1, 11))
+            centre, median = [], []
+            for lo, hi in itertools.pairwise(edges):
+                sel = ok & (s >= lo) & (s <= hi)
+                if sel.any():
+                    centre.append(np.median(s[sel]))
+                    median.append(np.median(err[sel]))
+            ax.plot(centre, median, "o-", color="tab:red", markersize=3, label="median")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("S/N")
+        ax.set_ylabel(f"σ {display_name(label)} [{unit(label)}]")
+    fig.suptitle("Predicted uncertainty against S/N")
+    return save_figure(fig, path)
+
+
+def plot_distributions(
+    catalog: pl.DataFrame,
+    labels: list[str] | tuple[str, ...],
+    path: str | os.PathLike[str],
+    *,
+    recommended: np.ndarray | None = None,
+) -> Path:
+    """Histogram of every label; recommended rows (flag 1) drawn over all rows with labels."""
+    fig, axes = new_figure(len(labels), ncols=5, panel_size=(3.0, 2.3))
+    for ax, label in zip(axes, labels, strict=True):
+        x = _column(catalog, label)
+        finite = np.isfinite(x)
+        if finite.sum() < 2:
+            ax.text(0.5, 0.5, "no values", transform=ax.transAxes, ha="center")
+        else:
+            lo, hi = np.percentile(x[finite], [0.5, 99.5])
+            bins = np.linspace(lo, hi if hi > lo else lo + 1.0, 50)
+            ax.hist(x[finite], bins=bins, color="lightgrey", label="all with labels")
+            if recommended is not None:
+                ax.hist(
+                    x[finite & recommended],
+                    bins=bins,
+                    histtype="step",
+                    color="tab:blue",
+                    label="recommended",
+                )
+        ax.set_xlabel(f"{display_name(label)} [{unit(label)}]")
+        ax.set_ylabel("spectra")
+    axes[0].legend(fontsize=7)
+    fig.suptitle("Distribution of every label")
+    return save_figure(fig, path)

@@ -1,0 +1,54 @@
+"""The people-facing page helpers: rounding, calibration in words, display names."""
+
+from __future__ import annotations
+
+import polars as pl
+
+from rrnet.evaluation.page import fmt_number, table_html, with_unit
+from rrnet.evaluation.report import calibration_words
+from rrnet.labels import ALL_LABELS, DISPLAY_NAMES, display_name
+
+
+def test_rounding_for_people() -> None:
+    assert fmt_number(0.0001477, "dex") == "0"
+    assert fmt_number(0.04512, "dex") == "0.045"
+    assert fmt_number(85.4, "K") == "85"
+    assert with_unit(0.6827, "%") == "68 %"
+    assert fmt_number(12345) == "12,345"
+    assert fmt_number(float("nan")) == "–"
+    assert fmt_number(1.2345) == "1.23"
+
+
+def test_calibration_in_words() -> None:
+    assert calibration_words(1.8) == "errors too small by ×1.8"
+    assert calibration_words(0.5) == "errors too large by ×2.0"
+    assert calibration_words(1.04).startswith("errors calibrated")
+    assert calibration_words(float("nan")) == "not measurable"
+
+
+def test_display_names_cover_every_label_with_units() -> None:
+    assert set(DISPLAY_NAMES) == set(ALL_LABELS)
+    assert display_name("CH", with_unit=True) == "[C/H] [dex]"
+    assert display_name("Teff[K]", with_unit=True) == "T_eff [K]"
+    assert display_name("FeH") == "[Fe/H]"
+    assert display_name("teff") == "teff"  # unknown names pass through
+
+
+def test_table_rows_round_in_their_own_unit() -> None:
+    table = pl.DataFrame({"label": ["Teff[K]", "CH"], "all": [85.37, 0.0001477]})
+    text = table_html(table)
+    assert "<td>T_eff [K]</td><td>85</td>" in text
+    assert "<td>[C/H] [dex]</td><td>0</td>" in text
+
+
+def test_headline_lines_say_accuracy_calibration_and_worries() -> None:
+    from rrnet.evaluation.report import Report, headline_lines
+
+    row = {"label": "Teff[K]", "snr_bin": "all", "n": 50, "mae": 85.4, "bias": 60.2}
+    row |= {"scatter": 100.0, "z_std": 1.8}
+    report = Report("t", {}, {"with_labels": 50}, pl.DataFrame([row]), pl.DataFrame())
+    lines = headline_lines(report)
+    assert lines[0] == "T_eff: MAE 85 K, bias 60 K, scatter 100 K; errors too small by ×1.8"
+    assert "check: Only 50 spectra have reference labels: the statistics are rough." in lines
+    assert "check: T_eff: errors too small by ×1.8." in lines
+    assert "check: T_eff is biased by 60 K (0.6 × its scatter)." in lines
