@@ -202,7 +202,7 @@ def _text(name: str) -> pl.Expr:
     return pl.col(name).cast(pl.Utf8, strict=False).str.strip_chars().replace("", None)
 
 
-def _number(name: str, dtype: pl.DataType) -> pl.Expr:
+def _number(name: str, dtype: pl.DataType | type[pl.DataType]) -> pl.Expr:
     value = _text(name).cast(pl.Float64, strict=False)
     value = pl.when(value == MISSING_VALUE).then(None).otherwise(value)
     return value.cast(dtype, strict=False) if dtype != pl.Float64 else value
@@ -486,7 +486,7 @@ def _is_spectrum_file(path: Path) -> bool:
     return path.is_file() and path.name.lower().endswith((".fits", ".fits.gz"))
 
 
-_SCAN_SCHEMA: dict[str, pl.DataType] = {
+_SCAN_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
     "rv": pl.Float64, "rv_err": pl.Float64, "obsid": pl.Int64, "ra": pl.Float64,
     "dec": pl.Float64, "lmjd": pl.Int64, "spid": pl.Int64, "fiberid": pl.Int64,
     "lmjm": pl.Int64, "coadd": pl.Boolean, "snr_b": pl.Float64, "snr_r": pl.Float64,

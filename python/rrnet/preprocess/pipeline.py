@@ -79,7 +79,7 @@ PREFETCH_PER_WORKER = 4
 FILES_PER_READ = 32
 """Files per call of the Rust reader (one rayon task each); two calls are in flight."""
 
-MANIFEST_SCHEMA: dict[str, pl.DataType] = {
+MANIFEST_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
     "row": pl.Int64,
     "status": pl.Utf8,
     "reason": pl.Utf8,
@@ -106,7 +106,7 @@ MANIFEST_SCHEMA: dict[str, pl.DataType] = {
 }
 """Columns the pipeline appends to the catalogue's (``docs/store.md`` explains each)."""
 
-HEADER_COLUMNS: dict[str, pl.DataType] = {
+HEADER_COLUMNS: dict[str, pl.DataType | type[pl.DataType]] = {
     "obsid": pl.Int64,
     "ra": pl.Float64,
     "dec": pl.Float64,
@@ -176,6 +176,7 @@ def _plain(read: FileRead) -> tuple[tuple[str, str] | None, dict, dict, str | No
     if read.error is not None:
         return (read.error.status, str(read.error)), {}, {}, read.fallback
     info = read.info
+    assert info is not None  # a read without an error has the file's information
     header = {"obsid": info.obsid, "ra": info.ra, "dec": info.dec, "desig": info.desig}
     notes: dict[str, tuple[str, ...]] = {"": info.notes}
     out: dict[str, tuple] = {}
@@ -368,6 +369,7 @@ def _plan_batch(
             )
             continue
         job = by_file.setdefault(path, _Job(plan, (path, [])))
+        assert job.args is not None  # a file job (the batch's end marker has none)
         extnames = job.args[1]
         extnames.extend(e for e in dict.fromkeys((blue, red)) if e not in extnames)
         rv = (float(rv) if rv is not None else math.nan) if correct_rv else 0.0
@@ -451,6 +453,7 @@ class _BatchBuilder:
 
     def add(self, job: _Job, result: tuple) -> None:
         file_error, header, arms, fallback = result
+        assert job.args is not None  # a file job (the batch's end marker has none)
         if fallback is not None:
             self.fallbacks.append((job.args[0], fallback))
             log.warning("read %s with fitsio: %s", job.args[0], fallback)
@@ -478,6 +481,7 @@ class _BatchBuilder:
 
     def _decide_rv(self) -> None:
         """Measure the pending spectra's RVs, choose each one's RV, drop those without."""
+        assert self.rv_errors is not None  # only called when RVs are decided here
         mode, errors = self.rv_errors
         pending = self._pending
         pos = np.array([p[0] for p in pending])
