@@ -54,3 +54,28 @@ def test_outside_refused_by_default_and_allowed_by_flag(tmp_path):
     shutil.rmtree(tmp_path / "data")
     manifest = _run(tmp_path, names, "--overwrite", "--allow-outside-data-dir")
     assert manifest["status"].to_list()[:3] == ["ok", "ok", "ok"]
+
+
+def test_rrnet_infer_catalog_follows_the_same_rule(tmp_path):
+    """rrnet-infer --catalog refuses a file outside --data-dir unless the flag allows it."""
+    from helpers import SP_LABELS, make_checkpoint
+    from rrnet.cli.infer import main as infer_main
+    from rrnet.inference import read_catalogue
+
+    data = tmp_path / "data"
+    data.mkdir()
+    catalog = tmp_path / "cat.csv"
+    pl.DataFrame(
+        [(str(REAL_FILE), "COADD_B", "COADD_R", -20.0)],
+        schema=["filename", "extname_blue", "extname_red", "rv"],
+        orient="row",
+    ).write_csv(catalog)
+    model = make_checkpoint(tmp_path / "SP", SP_LABELS, members=1, seed=1, preprocessing=None)
+    args = ["--catalog", str(catalog), "--data-dir", str(data), "--model", str(model)]
+    args += ["--device", "cpu", "--no-progress", "--rv", "catalog"]
+    out = tmp_path / "refused.parquet"
+    infer_main([*args, "--out", str(out)])  # every row refused: exit status per issue 15
+    assert read_catalogue(out)[0]["status"].to_list() == ["outside_data_dir"]
+    out = tmp_path / "allowed.parquet"
+    assert infer_main([*args, "--out", str(out), "--allow-outside-data-dir"]) == 0
+    assert read_catalogue(out)[0]["status"].to_list() == ["ok"]

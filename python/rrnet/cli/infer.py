@@ -66,6 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --catalog: the catalogue's RV, the measured one, or auto (default: "
         "the catalogue's when usable, else measured)",
     )
+    p.add_argument(
+        "--allow-outside-data-dir",
+        action="store_true",
+        help="with --catalog: read files named outside --data-dir (absolute or ../); "
+        "refused by default with status outside_data_dir",
+    )
     p.add_argument("--per-star", action="store_true", help="also write a per-star table")
     p.add_argument("--star-column", default="star_id", help="star id column for --per-star")
     p.add_argument("--per-star-out", help="per-star table path (default: <out>.per_star.<ext>)")
@@ -83,6 +89,13 @@ def _summary(path: Path, options: InferOptions) -> str:
     if options.per_star:
         summary.outputs["per-star table"] = Path(options.per_star_out or per_star_path(path))
     return format_summary(summary, PROG)
+
+
+def _preprocess_options(args: argparse.Namespace) -> dict[str, object]:
+    """On-the-fly preprocessing options (``--catalog`` only)."""
+    if not args.catalog:
+        return {}
+    return {"rv_mode": args.rv_mode, "allow_outside_data_dir": args.allow_outside_data_dir}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -103,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             star_column=args.star_column,
             per_star_out=args.per_star_out,
             progress=not args.no_progress,
-            preprocess={"rv_mode": args.rv_mode} if args.catalog else {},
+            preprocess=_preprocess_options(args),
         )
         path = run_inference(options, out=args.out, **inputs)
         print(_summary(path, options), file=sys.stderr)

@@ -116,6 +116,10 @@ fn is_environment_fault(e: &std::io::Error) -> bool {
 /// The file's bytes, inflated when gzip; statuses as the Python reader's.
 fn load(path: &Path, name: &str, max_inflated: usize) -> Result<Vec<u8>, ReadFailure> {
     let missing = |why: String| ReadFailure::new(ReadStatus::MissingFile, why);
+    if path.is_dir() {
+        let why = format!("{} is a directory, not a spectrum file", path.display());
+        return Err(missing(why));
+    }
     if !path.is_file() {
         return Err(missing(format!("file not found: {}", path.display())));
     }
