@@ -48,6 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--per-star", action="store_true", help="also write a per-star table")
     p.add_argument("--star-column", default="star_id", help="star id column for --per-star")
     p.add_argument("--per-star-out", help="per-star table path (default: <out>.per_star.<ext>)")
+    p.add_argument(
+        "--raw-errors",
+        action="store_true",
+        help="quote paper eq. 3 errors, without the checkpoint's S/N-dependent calibration",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar or log lines")
     return p
 
@@ -67,6 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         star_column=args.star_column,
         per_star_out=args.per_star_out,
         progress=not args.no_progress,
+        calibrate=not args.raw_errors,
     )
     inputs = {"store": args.store, "catalog": args.catalog, "data_dir": args.data_dir}
     try:

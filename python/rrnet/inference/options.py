@@ -38,7 +38,8 @@ class InferOptions:
     (``resume`` needs the same value). ``per_star``/``star_column``/``per_star_out``:
     also write a per-star table. ``preprocess``: on-the-fly preprocessing options of
     :func:`rrnet.preprocess.pipeline.iter_preprocessed` (``rv_column``, ``correct_rv``,
-    ``max_iter``).
+    ``max_iter``). ``calibrate``: scale the errors by each checkpoint's
+    ``calibration.json`` (False: paper eq. 3 errors, uncalibrated).
     """
 
     models: tuple[PathLike, ...]
@@ -56,6 +57,7 @@ class InferOptions:
     workers: int | None = None
     preprocess: Mapping[str, Any] = field(default_factory=dict)
     progress: bool = False
+    calibrate: bool = True
 
     def __post_init__(self) -> None:
         models = self.models

@@ -48,6 +48,7 @@ from rrnet.inference.writers import (
     write_catalogue,
     write_part,
 )
+from rrnet.models.calibration import calibration_snr
 from rrnet.utils.atomic import read_json, write_json
 from rrnet.utils.progress import Progress
 
@@ -202,8 +203,12 @@ def _predict_rows(
     sources: dict[str, int],
     thresholds: QualityThresholds,
     batch_size: int | None,
+    calibrate: bool = True,
 ) -> _Rows:
-    """Predict the rows preprocessed ``ok`` with finite flux; mark the others' status."""
+    """Predict the rows preprocessed ``ok`` with finite flux; mark the others' status.
+
+    ``calibrate``: scale errors by each checkpoint's stored calibration (at the row's S/N).
+    """
     manifest = chunk.manifest
     n = manifest.height
     status = np.array(_column(manifest, "status", pl.Utf8).fill_null("unknown").to_list(), object)
@@ -225,7 +230,13 @@ def _predict_rows(
             status[i], reason[i] = "bad_flux", "preprocessed flux is not finite"
         ok, flux = ok[finite], flux[finite]
     if ok.size:
-        result = predict(checkpoints, sources, flux, thresholds, batch_size)
+        snr = None
+        if calibrate:
+            snr = calibration_snr(
+                _column(manifest, "snr_blue", pl.Float64).to_numpy()[ok],
+                _column(manifest, "snr_red", pl.Float64).to_numpy()[ok],
+            )
+        result = predict(checkpoints, sources, flux, thresholds, batch_size, snr)
         for name in ("values", "errors", "ood_ratio", "disagreement", "out_of_range", "failed"):
             getattr(labels, name)[ok] = getattr(result, name)
     for i in np.flatnonzero(labels.failed):
@@ -299,9 +310,10 @@ def catalogue_chunk(
     thresholds: QualityThresholds,
     batch_size: int | None,
     carried: Sequence[str],
+    calibrate: bool = True,
 ) -> pl.DataFrame:
     """The catalogue rows of one chunk (one per manifest row, in order)."""
-    rows = _predict_rows(chunk, checkpoints, sources, thresholds, batch_size)
+    rows = _predict_rows(chunk, checkpoints, sources, thresholds, batch_size, calibrate)
     bits = _quality(chunk.manifest, rows, thresholds)
     return _catalogue_frame(chunk.manifest, rows, bits, carried)
 
@@ -401,7 +413,9 @@ def _plan(options: InferOptions, source: _StoreInput | _CatalogInput) -> _Plan:
         input_name=Path(source.name).name if source.kind == "catalog" else source.name,
         input_kind=source.kind,
         preprocessing=source.fingerprint,
-        checkpoints=[c.describe() for c in checkpoints],
+        checkpoints=[
+            {**c.describe(), "errors": _error_kind(c, options.calibrate)} for c in checkpoints
+        ],
         label_sources=sources,
         thresholds=thresholds.to_dict(),
         quality_bits={bit.name: int(bit) for bit in quality.QualityBit},
@@ -414,6 +428,13 @@ def _plan(options: InferOptions, source: _StoreInput | _CatalogInput) -> _Plan:
         "thresholds": thresholds.to_dict(),
     }
     return _Plan(source, checkpoints, sources, provenance, run)
+
+
+def _error_kind(checkpoint: LoadedCheckpoint, calibrate: bool) -> str:
+    """Provenance of the quoted errors: calibrated, or paper eq. 3 as they come."""
+    if calibrate and checkpoint.calibration:
+        return "calibrated (calibration.json, S/N-dependent, fitted on the validation split)"
+    return "raw (paper eq. 3, uncalibrated)"
 
 
 def _compute_parts(plan: _Plan, options: InferOptions, work: Path, done: set[int]) -> None:
@@ -433,6 +454,7 @@ def _compute_parts(plan: _Plan, options: InferOptions, work: Path, done: set[int
                 options.thresholds,
                 options.batch_size,
                 carried,
+                options.calibrate,
             )
             write_part(frame, _part_path(work, chunk.index))
             bar.update(frame.height)

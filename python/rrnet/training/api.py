@@ -9,9 +9,11 @@ from typing import Any
 
 import numpy as np
 
+from rrnet.models.calibration import calibration_snr
 from rrnet.models.checkpoint import SPLIT_FILE
 from rrnet.models.config import ModelConfig
 from rrnet.training import files
+from rrnet.training.calibrate import calibrate_checkpoint
 from rrnet.training.data import RV_LABEL, describe_counts, resolve_labels, select_rows
 from rrnet.training.loop import _log_default, train_arrays
 from rrnet.training.settings import TrainOptions, TrainSettings
@@ -97,7 +99,7 @@ def train_ensemble(
     out = Path(out)
     if not (opts.resume and (out / SPLIT_FILE).exists()):
         _write_split(out, selected, split, opts.star_column, check_empty=not opts.resume)
-    train_arrays(
+    result = train_arrays(
         flux,
         selected.labels,
         split,
@@ -114,7 +116,28 @@ def train_ensemble(
         stop_after_epoch=opts.stop_after_epoch,
         log=log,
     )
+    if result.completed:
+        calibrate_checkpoint(
+            out,
+            flux,
+            selected.labels,
+            split.valid,
+            _snr(store, selected.rows),
+            device=settings.device,
+            log=log,
+        )
     return out
+
+
+def _snr(store: Any, rows: np.ndarray) -> np.ndarray:
+    """The calibration's S/N (header snr_blue, else snr_red) of store ``rows``."""
+    manifest = store.manifest
+    columns = [
+        manifest.get_column(c).cast(float).to_numpy()[rows] if c in manifest.columns else None
+        for c in ("snr_blue", "snr_red")
+    ]
+    blue = columns[0] if columns[0] is not None else np.full(rows.size, np.nan)
+    return calibration_snr(blue, columns[1])
 
 
 def _extra_training(
