@@ -277,3 +277,39 @@ def test_cli_writes_fits_with_progress_lines(world: dict, tmp_path: Path) -> Non
     assert "spectra/s" in result.stderr
     table, _ = read_catalogue(out)
     assert table.height == input_catalogue().height
+
+
+def _column_ci(data, name: str) -> np.ndarray:
+    (match,) = [c for c in data.columns.names if c.upper() == name]
+    return np.asarray(data[match], dtype=np.float64).ravel()
+
+
+def test_snr_and_outlier_columns_hold_what_they_describe(catalogue: pl.DataFrame) -> None:
+    """snr_blue/snr_red are the header SNR (read here with astropy); n_outliers and
+    max_outlier_run are the bad pixels counted by the NumPy reference on the
+    resampled flux (issue 17, item 4)."""
+    from astropy.io import fits
+
+    from rrnet.inference.columns import COLUMNS_BY_NAME
+    from rrnet.preprocess import reference
+
+    assert "header keyword SNR" in COLUMNS_BY_NAME["snr_blue"].description
+    assert "bad pixels" in COLUMNS_BY_NAME["n_outliers"].description
+    rv = input_catalogue()["rv"]
+    ok = catalogue.filter(pl.col("status") == "ok")
+    assert ok.height >= 3
+    with fits.open(REAL_FILE) as hdul:
+        for row in ok.iter_rows(named=True):
+            blue, red = hdul[row["extname_blue"]], hdul[row["extname_red"]]
+            assert row["snr_blue"] == pytest.approx(float(blue.header["SNR"]), rel=1e-6)
+            assert row["snr_red"] == pytest.approx(float(red.header["SNR"]), rel=1e-6)
+            flux = reference.resample_spectrum(
+                _column_ci(blue.data, "LOGLAM"),
+                _column_ci(blue.data, "FLUX"),
+                _column_ci(red.data, "LOGLAM"),
+                _column_ci(red.data, "FLUX"),
+                rv[row["row"]],
+            )
+            ref = reference.normalize_detailed(flux[None].astype(np.float32))
+            assert row["n_outliers"] == int(ref.n_outliers[0])
+            assert row["max_outlier_run"] == int(ref.max_outlier_run[0])

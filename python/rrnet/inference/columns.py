@@ -54,7 +54,12 @@ def _label_columns() -> list[Column]:
         unit, text = _label_unit(label), _label_text(label)
         out.append(Column(label, pl.Float32, unit, f"RRNet ensemble mean {text}"))
         out.append(
-            Column(f"{label}_err", pl.Float32, unit, f"1-sigma ensemble uncertainty of {label}")
+            Column(
+                f"{label}_err",
+                pl.Float32,
+                unit,
+                f"1-sigma uncertainty of {label}: ensemble (eq. 3) x S/N calibration",
+            )
         )
     return out
 
@@ -66,8 +71,18 @@ SPEC_COLUMNS: tuple[Column, ...] = (
     Column("dec", pl.Float64, "deg", "declination (J2000)"),
     Column("extname_blue", pl.Utf8, "", "FITS extension of the blue arm"),
     Column("extname_red", pl.Utf8, "", "FITS extension of the red arm"),
-    Column("snr_blue", pl.Float32, "", "median S/N per pixel of the blue arm (flux*sqrt(ivar))"),
-    Column("snr_red", pl.Float32, "", "median S/N per pixel of the red arm (flux*sqrt(ivar))"),
+    Column(
+        "snr_blue",
+        pl.Float32,
+        "",
+        "S/N of the blue arm: header keyword SNR (median flux*sqrt(ivar) if the header has none)",
+    ),
+    Column(
+        "snr_red",
+        pl.Float32,
+        "",
+        "S/N of the red arm: header keyword SNR (median flux*sqrt(ivar) if the header has none)",
+    ),
     *_label_columns(),
     Column("flag", pl.UInt8, "", "1 = recommended (quality_bits == 0), 0 = not recommended"),
 )
@@ -81,8 +96,13 @@ STATUS_COLUMNS: tuple[Column, ...] = (
 
 DIAGNOSTIC_COLUMNS: tuple[Column, ...] = (
     Column("row", pl.Int64, "", "0-based row index in the input catalogue"),
-    Column("n_outliers", pl.Int32, "", "pixels replaced by the median-filter outlier test"),
-    Column("max_outlier_run", pl.Int32, "", "longest run of consecutive outlier pixels"),
+    Column(
+        "n_outliers",
+        pl.Int32,
+        "",
+        "bad pixels of the resampled flux: upward spikes (median-filter test) and flux <= 0",
+    ),
+    Column("max_outlier_run", pl.Int32, "", "longest run of consecutive bad pixels (per arm)"),
     Column("cap_hit", pl.Boolean, "", "continuum fit stopped at its iteration cap"),
     Column("ood_score", pl.Float32, "", "out-of-distribution score / its training threshold"),
     Column(

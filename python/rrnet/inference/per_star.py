@@ -7,6 +7,14 @@ deviation ``sqrt(sum(w (x - mean)**2) / sum(w))`` and the reduced chi-square
 ``sum(w (x - mean)**2) / (n - 1)`` compares it with the errors: a star is flagged
 ``variable`` when that exceeds ``chi2_threshold`` for one of ``variability_labels``
 (binaries and pulsators change Teff and log g between exposures).
+
+Only independent spectra are combined. A LAMOST MRS file holds a coadd (extensions
+``COADD_B``/``COADD_R``) made from the single exposures beside it (``B-<id>``/
+``R-<id>``); combining both would count the same photons twice. The rule, per star
+and file: the usable single exposures of that file are combined, and its coadd is
+used only when the file has no usable single exposure. Spectra from different files
+(other nights, plates) are independent. Without ``filename``/``extname_blue``
+columns every row counts as independent.
 """
 
 from __future__ import annotations
@@ -20,6 +28,17 @@ from rrnet.inference.columns import SPEC_LABELS
 DEFAULT_VARIABILITY_LABELS: tuple[str, ...] = ("Teff[K]", "Logg")
 DEFAULT_CHI2_THRESHOLD: float = 4.0
 """Reduced chi-square above which a star is ``variable`` (p ~ 0.05 at 1 dof, ~0.007 at 3)."""
+
+
+COADD_PREFIX = "COADD"
+"""Extension names of coadded spectra start with this (``COADD_B``, ``COADD_R``)."""
+
+
+def _repeats_exposures(usable: pl.Expr, star_column: str) -> pl.Expr:
+    """True for a coadd row whose file also has a usable single exposure of the star."""
+    coadd = pl.col("extname_blue").fill_null("").str.starts_with(COADD_PREFIX)
+    exposure_in_file = (usable & ~coadd).any().over([star_column, "filename"])
+    return coadd & exposure_in_file
 
 
 def per_star_table(
@@ -37,7 +56,8 @@ def per_star_table(
     Polars' streaming engine, so memory grows with the number of stars only.
 
     Exposures used: ``status == 'ok'`` (and ``flag == 1`` with ``only_recommended``)
-    with a finite value and a positive finite error; every star id of the input
+    with a finite value and a positive finite error, independent ones only (module
+    docstring: a file's coadd only when none of its exposures is usable); every star id of the input
     appears, with ``n_exp = 0`` and null labels when none is usable.
 
     Columns: ``star_column``, ``n_exp``, ``ra``, ``dec`` (of the first exposure), per
@@ -55,6 +75,10 @@ def per_star_table(
     if only_recommended:
         usable = usable & (pl.col("flag") == 1)
     frame = lazy.with_row_index("_order").filter(pl.col(star_column).is_not_null())
+    if {"filename", "extname_blue"} <= set(names):
+        usable = usable & ~_repeats_exposures(usable, star_column)
+    frame = frame.with_columns(usable.alias("_usable"))
+    usable = pl.col("_usable")
     aggs: list[pl.Expr] = [
         pl.col("_order").min().alias("_order"),
         usable.sum().cast(pl.Int32).alias("n_exp"),
