@@ -37,6 +37,26 @@ def checkpoint_labels(checkpoint: Path, labels: list[str]) -> list[str]:
     return [lb for lb in labels if lb in own]
 
 
+def _before_after(opts: EvalOptions, joined: object, labels: list[str]) -> object | None:
+    """Calibration before/after per S/N bin from the checkpoints' calibration.json."""
+    from rrnet.inference.writers import read_catalogue
+    from rrnet.models.calibration import read_calibration
+
+    params: dict[str, dict[str, float]] = {}
+    for ckpt in opts.checkpoints:
+        for label, p in (read_calibration(ckpt) or {}).items():
+            params.setdefault(label, p)
+    if not params:
+        return None
+    try:
+        provenance = read_catalogue(opts.catalog)[1]
+    except (OSError, ValueError, KeyError):
+        provenance = {}
+    calibrated = calibration.catalogue_errors_calibrated(provenance)
+    table = calibration.before_after_table(joined, labels, params, calibrated=calibrated)
+    return table if table.height else None
+
+
 def _common_split(opts: EvalOptions, loader: SplitLoader) -> tuple[str, dict[str, list[object]]]:
     splits = [loader(c) for c in opts.checkpoints]
 
@@ -102,6 +122,7 @@ def evaluate(opts: EvalOptions, *, split_loader: SplitLoader = load_split) -> Re
         raise sample.SampleError("no catalogue row matches the reference labels")
     table = metrics.metrics_table(joined, labels)
     calib = calibration.calibration_table(table)
+    by_snr = _before_after(opts, joined, labels)
     rep = None
     if opts.repeat_key in usable.columns:
         stars = repeats.per_star(
@@ -119,6 +140,7 @@ def evaluate(opts: EvalOptions, *, split_loader: SplitLoader = load_split) -> Re
         calibration=calib,
         repeats=rep,
         recalibration=recal,
+        calibration_by_snr=by_snr,
         notes=notes,
     )
     if opts.figures:
