@@ -313,3 +313,34 @@ def test_snr_and_outlier_columns_hold_what_they_describe(catalogue: pl.DataFrame
             ref = reference.normalize_detailed(flux[None].astype(np.float32))
             assert row["n_outliers"] == int(ref.n_outliers[0])
             assert row["max_outlier_run"] == int(ref.max_outlier_run[0])
+
+
+def test_synthetic_domain_checkpoint_on_other_spectra_warns_and_sets_a_bit(
+    world: dict, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 17: a checkpoint trained on rrnet-synth labels, applied to a store other
+    than its training store, warns once at the start and sets SYNTHETIC_DOMAIN."""
+    domain = {"labels": "synthetic", "source": "rrnet-synth", "store": str(tmp_path / "synth")}
+    ckpt = make_checkpoint(
+        tmp_path / "syn", SP_LABELS, members=2, seed=3, preprocessing=world["fp"],
+        training={"domain": domain},
+    )  # fmt: skip
+    with caplog.at_level(logging.WARNING):
+        table = infer(ckpt, store=world["store"], device="cpu")
+    assert any("synthesised spectra" in r.getMessage() for r in caplog.records)
+    ok = table.filter(pl.col("status") == "ok")
+    assert ok.height > 0
+    assert ((ok["quality_bits"] & int(QualityBit.SYNTHETIC_DOMAIN)) != 0).all()
+    assert (ok["flag"] == 0).all()
+    _, provenance = read_catalogue(
+        run_inference(models=[ckpt], store=world["store"], out=tmp_path / "c.parquet",
+                      device="cpu") or tmp_path / "c.parquet"
+    )  # fmt: skip
+    assert json.loads(provenance["rrnet.checkpoints"])[0]["domain"] == domain
+    domain_own = {**domain, "store": str(world["store"])}
+    own = make_checkpoint(
+        tmp_path / "own", SP_LABELS, members=2, seed=3, preprocessing=world["fp"],
+        training={"domain": domain_own},
+    )  # fmt: skip
+    table = infer(own, store=world["store"], device="cpu")
+    assert ((table["quality_bits"] & int(QualityBit.SYNTHETIC_DOMAIN)) == 0).all()

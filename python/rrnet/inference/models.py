@@ -60,6 +60,7 @@ class LoadedCheckpoint:
             "hash": self.hash,
             "labels": list(self.labels),
             "calibrated_labels": sorted(self.calibration or {}),
+            "domain": (self.config.get("training") or {}).get("domain"),
         }
 
 

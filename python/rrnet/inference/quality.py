@@ -36,6 +36,9 @@ class QualityBit(IntFlag):
     """Some predicted label lies outside the checkpoint's training label range."""
     INFERENCE_FAILED = 128
     """A model returned a non-finite value for this spectrum: no labels."""
+    SYNTHETIC_DOMAIN = 256
+    """A checkpoint trained on synthesised spectra (rrnet-synth labels) was applied to
+    spectra other than its own training store: its errors were never tested there."""
 
 
 BIT_TEXT: dict[QualityBit, str] = {
@@ -47,6 +50,7 @@ BIT_TEXT: dict[QualityBit, str] = {
     QualityBit.MEMBERS_DISAGREE: "ensemble members disagree",
     QualityBit.LABEL_OUT_OF_RANGE: "label outside the training range",
     QualityBit.INFERENCE_FAILED: "model output not finite",
+    QualityBit.SYNTHETIC_DOMAIN: "model trained on synthetic spectra only",
 }
 
 
@@ -82,6 +86,7 @@ def quality_bits(
     out_of_range: np.ndarray,
     inference_failed: np.ndarray,
     thresholds: QualityThresholds,
+    synthetic_domain: bool = False,
 ) -> np.ndarray:
     """int32 bitmask per row. NaN diagnostics never set a bit except S/N (unknown = low).
 
@@ -108,6 +113,8 @@ def quality_bits(
         set_bit(np.asarray(disagreement) > t.max_disagreement, QualityBit.MEMBERS_DISAGREE)
         set_bit(out_of_range, QualityBit.LABEL_OUT_OF_RANGE)
         set_bit(inference_failed, QualityBit.INFERENCE_FAILED)
+    if synthetic_domain:
+        set_bit(np.asarray(preprocess_ok, dtype=bool), QualityBit.SYNTHETIC_DOMAIN)
     return bits
 
 

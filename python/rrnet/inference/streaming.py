@@ -244,7 +244,12 @@ def _predict_rows(
     return _Rows(status, reason, labels)
 
 
-def _quality(manifest: pl.DataFrame, rows: _Rows, thresholds: QualityThresholds) -> np.ndarray:
+def _quality(
+    manifest: pl.DataFrame,
+    rows: _Rows,
+    thresholds: QualityThresholds,
+    synthetic_domain: bool = False,
+) -> np.ndarray:
     """The rows' quality bits; ``ok`` rows get their reason (``ok`` or the bits, spelled)."""
     bits = quality.quality_bits(
         preprocess_ok=np.isin(rows.status, ["ok", "inference_failed"]),
@@ -258,6 +263,7 @@ def _quality(manifest: pl.DataFrame, rows: _Rows, thresholds: QualityThresholds)
         out_of_range=rows.labels.out_of_range,
         inference_failed=rows.labels.failed,
         thresholds=thresholds,
+        synthetic_domain=synthetic_domain,
     )
     for i in np.flatnonzero(rows.status == "ok"):
         rows.reason[i] = "ok" if bits[i] == 0 else "not recommended: " + quality.describe(bits[i])
@@ -311,10 +317,11 @@ def catalogue_chunk(
     batch_size: int | None,
     carried: Sequence[str],
     calibrate: bool = True,
+    synthetic_domain: bool = False,
 ) -> pl.DataFrame:
     """The catalogue rows of one chunk (one per manifest row, in order)."""
     rows = _predict_rows(chunk, checkpoints, sources, thresholds, batch_size, calibrate)
-    bits = _quality(chunk.manifest, rows, thresholds)
+    bits = _quality(chunk.manifest, rows, thresholds, synthetic_domain)
     return _catalogue_frame(chunk.manifest, rows, bits, carried)
 
 
@@ -375,6 +382,7 @@ class _Plan:
     sources: dict[str, int]
     provenance: dict[str, Any]
     run: dict[str, Any]
+    synthetic_domain: bool = False
 
 
 def _open_source(
@@ -427,7 +435,38 @@ def _plan(options: InferOptions, source: _StoreInput | _CatalogInput) -> _Plan:
         "checkpoints": [c.hash for c in checkpoints],
         "thresholds": thresholds.to_dict(),
     }
-    return _Plan(source, checkpoints, sources, provenance, run)
+    return _Plan(
+        source, checkpoints, sources, provenance, run, _synthetic_domain(source, checkpoints)
+    )
+
+
+def _synthetic_domain(source: _StoreInput | _CatalogInput, checkpoints: list[Any]) -> bool:
+    """True (and a warning) when a checkpoint trained on synthesised spectra is applied
+    to anything but its own training store (docs/catalogue.md, quality bit 256)."""
+    foreign = False
+    for checkpoint in checkpoints:
+        domain = (checkpoint.config.get("training") or {}).get("domain") or {}
+        if domain.get("labels") != "synthetic":
+            continue
+        own = domain.get("store")
+        same = source.kind == "store" and own is not None and _same_path(source.name, own)
+        if not same:
+            foreign = True
+            log.warning(
+                "checkpoint %s was trained on synthesised spectra (%s) only; applied to %s its "
+                "labels and errors are untested: every row gets quality bit SYNTHETIC_DOMAIN",
+                checkpoint.path,
+                domain.get("source"),
+                source.name,
+            )
+    return foreign
+
+
+def _same_path(a: str, b: str) -> bool:
+    try:
+        return Path(a).resolve() == Path(b).resolve()
+    except OSError:
+        return False
 
 
 def _error_kind(checkpoint: LoadedCheckpoint, calibrate: bool) -> str:
@@ -455,6 +494,7 @@ def _compute_parts(plan: _Plan, options: InferOptions, work: Path, done: set[int
                 options.batch_size,
                 carried,
                 options.calibrate,
+                plan.synthetic_domain,
             )
             write_part(frame, _part_path(work, chunk.index))
             bar.update(frame.height)

@@ -165,6 +165,21 @@ def _extra_training(
             "file": SPLIT_FILE,
         },
         "variant": _variant(fingerprint, opts.predict_rv, opts.settings),
+        "domain": _domain(store, labels_path, selected),
+    }
+
+
+def _domain(store: Any, labels_path: str | None, selected: Any) -> dict[str, Any]:
+    """What the checkpoint was trained on (repeated in catalogue provenance): synthetic
+    labels when the labels table sits beside rrnet-synth's ``synth.json``."""
+    synthetic = labels_path is not None and (Path(labels_path).parent / "synth.json").is_file()
+    snr = _snr(store, selected.rows)
+    return {
+        "labels": "synthetic" if synthetic else "observed",
+        "source": "rrnet-synth" if synthetic else labels_path,
+        "store": str(store.path),
+        "snr_range": [float(np.min(snr)), float(np.max(snr))] if snr.size else None,
+        "label_ranges": "see training.label_ranges (training split)",
     }
 
 
