@@ -132,3 +132,35 @@ def test_coadd_is_not_combined_with_its_own_exposures() -> None:
     assert a["Teff[K]"] == pytest.approx(float((w * x).sum() / w.sum()), rel=1e-6)
     assert a["Teff[K]_err"] == pytest.approx(float(1 / np.sqrt(w.sum())), rel=1e-6)
     assert table.row(1, named=True)["n_exp"] == 1
+
+
+def test_floor_splits_error_into_noise_and_shared_part_on_repeats() -> None:
+    """Synthesised repeats with known truth: each star has a model error b ~ N(0, s)
+    shared by its exposures plus independent noise ~ N(0, n_i); quoted errors are
+    sqrt(n_i^2 + s^2). With the floor s the per-star chi2r averages ~1 and the
+    combined error covers the truth (z std ~1); treating everything as noise gives
+    chi2r << 1 and z std > 1 (issue 17, item 3)."""
+    rng = np.random.default_rng(11)
+    n_star, n_exp, s = 3000, 4, 50.0
+    truth = rng.uniform(4000, 6500, n_star)
+    bias = rng.normal(0.0, s, n_star)
+    noise = rng.uniform(20.0, 120.0, (n_star, n_exp))
+    x = truth[:, None] + bias[:, None] + rng.normal(0.0, noise)
+    cat = pl.DataFrame(
+        {
+            "star_id": np.repeat(np.arange(n_star), n_exp),
+            "status": "ok",
+            "flag": np.ones(n_star * n_exp, np.uint8),
+            "Teff[K]": x.ravel(),
+            "Teff[K]_err": np.sqrt(noise**2 + s**2).ravel(),
+        }
+    )
+    kw = {"labels": ["Teff[K]"], "variability_labels": ["Teff[K]"]}
+    split = per_star_table(cat, floor={"Teff[K]": s}, **kw)
+    naive = per_star_table(cat, **kw)
+    z_split = (split["Teff[K]"].to_numpy() - truth) / split["Teff[K]_err"].to_numpy()
+    z_naive = (naive["Teff[K]"].to_numpy() - truth) / naive["Teff[K]_err"].to_numpy()
+    assert split["Teff[K]_chi2r"].mean() == pytest.approx(1.0, abs=0.05)
+    assert np.std(z_split) == pytest.approx(1.0, abs=0.05)
+    assert naive["Teff[K]_chi2r"].mean() < 0.8
+    assert np.std(z_naive) > 1.3
