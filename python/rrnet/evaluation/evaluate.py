@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from rrnet.evaluation import calibration, figures, metrics, repeats, sample
 from rrnet.evaluation.options import SPLITS, EvalOptions
@@ -37,7 +38,7 @@ def checkpoint_labels(checkpoint: Path, labels: list[str]) -> list[str]:
     return [lb for lb in labels if lb in own]
 
 
-def _before_after(opts: EvalOptions, joined: object, labels: list[str]) -> object | None:
+def _before_after(opts: EvalOptions, joined: Any, labels: list[str]) -> Any:
     """Calibration before/after per S/N bin from the checkpoints' calibration.json."""
     from rrnet.inference.writers import read_catalogue
     from rrnet.models.calibration import read_calibration
