@@ -53,14 +53,20 @@ class LoadedCheckpoint:
     def preprocessing(self) -> dict[str, Any] | None:
         return self.config.get("preprocessing")
 
-    def describe(self) -> dict[str, Any]:
-        """Provenance entry: path, hash, labels."""
+    def describe(self, calibrate: bool = True) -> dict[str, Any]:
+        """Provenance entry: path, hash, labels, domain and which errors are quoted
+        (``calibrate``: whether the run applies calibration.json)."""
+        if calibrate and self.calibration:
+            errors = "calibrated (calibration.json, S/N-dependent, fitted on the validation split)"
+        else:
+            errors = "raw (paper eq. 3, uncalibrated)"
         return {
             "path": str(self.path),
             "hash": self.hash,
             "labels": list(self.labels),
             "calibrated_labels": sorted(self.calibration or {}),
             "domain": (self.config.get("training") or {}).get("domain"),
+            "errors": errors,
         }
 
 

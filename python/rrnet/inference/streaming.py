@@ -421,9 +421,7 @@ def _plan(options: InferOptions, source: _StoreInput | _CatalogInput) -> _Plan:
         input_name=Path(source.name).name if source.kind == "catalog" else source.name,
         input_kind=source.kind,
         preprocessing=source.fingerprint,
-        checkpoints=[
-            {**c.describe(), "errors": _error_kind(c, options.calibrate)} for c in checkpoints
-        ],
+        checkpoints=[c.describe(calibrate=options.calibrate) for c in checkpoints],
         label_sources=sources,
         thresholds=thresholds.to_dict(),
         quality_bits={bit.name: int(bit) for bit in quality.QualityBit},
@@ -467,13 +465,6 @@ def _same_path(a: str, b: str) -> bool:
         return Path(a).resolve() == Path(b).resolve()
     except OSError:
         return False
-
-
-def _error_kind(checkpoint: LoadedCheckpoint, calibrate: bool) -> str:
-    """Provenance of the quoted errors: calibrated, or paper eq. 3 as they come."""
-    if calibrate and checkpoint.calibration:
-        return "calibrated (calibration.json, S/N-dependent, fitted on the validation split)"
-    return "raw (paper eq. 3, uncalibrated)"
 
 
 def _compute_parts(plan: _Plan, options: InferOptions, work: Path, done: set[int]) -> None:
