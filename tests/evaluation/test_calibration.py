@@ -130,3 +130,33 @@ def test_split_keys_reads_the_training_split_file(tmp_path: Path) -> None:
     column, split = split_keys(tmp_path)
     assert column == "gaia"
     assert split == {"train": [7], "valid": [8], "test": [9]}
+
+
+def test_before_after_per_snr_bin_undoes_and_applies_the_stored_scale() -> None:
+    """Errors 2x too large before, unit z after; works from either kind of catalogue."""
+    from rrnet.evaluation.calibration import before_after_table, catalogue_errors_calibrated
+
+    rng = np.random.default_rng(7)
+    n = 4000
+    snr = rng.uniform(10, 150, n)
+    err_raw = rng.uniform(0.05, 0.2, n)
+    params = {"FeH": {"a": float(np.log(0.5)), "b": 0.0}}
+    true = rng.normal(0, 0.3, n)
+    pred = true + rng.normal(0.0, 0.5 * err_raw)
+    raw = pl.DataFrame(
+        {"FeH": pred, "FeH_true": true, "FeH_err": err_raw, "snr_blue": snr, "snr_red": snr,
+         "snr": snr}
+    )  # fmt: skip
+    cal = raw.with_columns(pl.col("FeH_err") * 0.5)
+    t_raw = before_after_table(raw, ["FeH"], params, calibrated=False)
+    t_cal = before_after_table(cal, ["FeH"], params, calibrated=True)
+    for t in (t_raw, t_cal):
+        rows = t.filter(pl.col("n_z") > 100)
+        assert rows.height >= 5
+        np.testing.assert_allclose(rows["z_std_raw"].to_numpy(), 0.5, atol=0.05)
+        np.testing.assert_allclose(rows["z_std_calibrated"].to_numpy(), 1.0, atol=0.1)
+        np.testing.assert_allclose(rows["coverage_1sigma_calibrated"].to_numpy(), 0.683, atol=0.06)
+    np.testing.assert_allclose(t_raw["z_std_raw"].to_numpy(), t_cal["z_std_raw"].to_numpy())
+    entry = [{"errors": "calibrated (calibration.json, ...)"}]
+    assert catalogue_errors_calibrated({"rrnet.checkpoints": json.dumps(entry)})
+    assert not catalogue_errors_calibrated({"rrnet.checkpoints": json.dumps([{"path": "x"}])})

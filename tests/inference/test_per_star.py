@@ -106,3 +106,61 @@ def test_lazy_input_and_unusable_star() -> None:
 def test_missing_star_column_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="star_id"):
         per_star_table(pl.DataFrame({"status": ["ok"]}), labels=LABELS)
+
+
+def test_coadd_is_not_combined_with_its_own_exposures() -> None:
+    """A file's coadd repeats its exposures' photons: only the exposures count; a file
+    whose exposures are all unusable contributes its coadd (issue 17, item 3)."""
+    rows = [  # star, file, blue extension, flag, Teff, err
+        ("a", "f1", "COADD_B", 1, 5000.0, 10.0),
+        ("a", "f1", "B-1", 1, 5100.0, 20.0),
+        ("a", "f1", "B-2", 1, 5200.0, 20.0),
+        ("a", "f2", "COADD_B", 1, 5300.0, 15.0),
+        ("a", "f2", "B-3", 0, 9999.0, 20.0),
+        ("b", "f3", "COADD_B", 1, 6000.0, 50.0),
+    ]
+    cat = pl.DataFrame(
+        rows, schema=["star_id", "filename", "extname_blue", "flag", "Teff[K]", "Teff[K]_err"],
+        orient="row",
+    ).with_columns(status=pl.lit("ok"), flag=pl.col("flag").cast(pl.UInt8))  # fmt: skip
+    table = per_star_table(cat, labels=["Teff[K]"], variability_labels=["Teff[K]"])
+    a = table.row(0, named=True)
+    used = [(5100.0, 20.0), (5200.0, 20.0), (5300.0, 15.0)]  # f1's exposures + f2's coadd
+    w = np.array([1 / e**2 for _, e in used])
+    x = np.array([v for v, _ in used])
+    assert a["n_exp"] == 3 and a["Teff[K]_n"] == 3
+    assert a["Teff[K]"] == pytest.approx(float((w * x).sum() / w.sum()), rel=1e-6)
+    assert a["Teff[K]_err"] == pytest.approx(float(1 / np.sqrt(w.sum())), rel=1e-6)
+    assert table.row(1, named=True)["n_exp"] == 1
+
+
+def test_floor_splits_error_into_noise_and_shared_part_on_repeats() -> None:
+    """Synthesised repeats with known truth: each star has a model error b ~ N(0, s)
+    shared by its exposures plus independent noise ~ N(0, n_i); quoted errors are
+    sqrt(n_i^2 + s^2). With the floor s the per-star chi2r averages ~1 and the
+    combined error covers the truth (z std ~1); treating everything as noise gives
+    chi2r << 1 and z std > 1 (issue 17, item 3)."""
+    rng = np.random.default_rng(11)
+    n_star, n_exp, s = 3000, 4, 50.0
+    truth = rng.uniform(4000, 6500, n_star)
+    bias = rng.normal(0.0, s, n_star)
+    noise = rng.uniform(20.0, 120.0, (n_star, n_exp))
+    x = truth[:, None] + bias[:, None] + rng.normal(0.0, noise)
+    cat = pl.DataFrame(
+        {
+            "star_id": np.repeat(np.arange(n_star), n_exp),
+            "status": "ok",
+            "flag": np.ones(n_star * n_exp, np.uint8),
+            "Teff[K]": x.ravel(),
+            "Teff[K]_err": np.sqrt(noise**2 + s**2).ravel(),
+        }
+    )
+    kw = {"labels": ["Teff[K]"], "variability_labels": ["Teff[K]"]}
+    split = per_star_table(cat, floor={"Teff[K]": s}, **kw)
+    naive = per_star_table(cat, **kw)
+    z_split = (split["Teff[K]"].to_numpy() - truth) / split["Teff[K]_err"].to_numpy()
+    z_naive = (naive["Teff[K]"].to_numpy() - truth) / naive["Teff[K]_err"].to_numpy()
+    assert split["Teff[K]_chi2r"].mean() == pytest.approx(1.0, abs=0.05)
+    assert np.std(z_split) == pytest.approx(1.0, abs=0.05)
+    assert naive["Teff[K]_chi2r"].mean() < 0.8
+    assert np.std(z_naive) > 1.3

@@ -346,3 +346,70 @@ def test_progress_counts_spectra_as_they_are_done(world: dict, tmp_path: Path, m
     ok = pl.read_parquet(out).filter(pl.col("status") == "ok").height
     assert sum(updates) == n
     assert len(updates) >= ok // 2 and max(updates) <= max(2, n - ok)
+
+
+def _column_ci(data, name: str) -> np.ndarray:
+    (match,) = [c for c in data.columns.names if c.upper() == name]
+    return np.asarray(data[match], dtype=np.float64).ravel()
+
+
+def test_snr_and_outlier_columns_hold_what_they_describe(catalogue: pl.DataFrame) -> None:
+    """snr_blue/snr_red are the header SNR (read here with astropy); n_outliers and
+    max_outlier_run are the bad pixels counted by the NumPy reference on the
+    resampled flux (issue 17, item 4)."""
+    from astropy.io import fits
+
+    from rrnet.inference.columns import COLUMNS_BY_NAME
+    from rrnet.preprocess import reference
+
+    assert "header keyword SNR" in COLUMNS_BY_NAME["snr_blue"].description
+    assert "bad pixels" in COLUMNS_BY_NAME["n_outliers"].description
+    rv = input_catalogue()["rv"]
+    ok = catalogue.filter(pl.col("status") == "ok")
+    assert ok.height >= 3
+    with fits.open(REAL_FILE) as hdul:
+        for row in ok.iter_rows(named=True):
+            blue, red = hdul[row["extname_blue"]], hdul[row["extname_red"]]
+            assert row["snr_blue"] == pytest.approx(float(blue.header["SNR"]), rel=1e-6)
+            assert row["snr_red"] == pytest.approx(float(red.header["SNR"]), rel=1e-6)
+            flux = reference.resample_spectrum(
+                _column_ci(blue.data, "LOGLAM"),
+                _column_ci(blue.data, "FLUX"),
+                _column_ci(red.data, "LOGLAM"),
+                _column_ci(red.data, "FLUX"),
+                rv[row["row"]],
+            )
+            ref = reference.normalize_detailed(flux[None].astype(np.float32))
+            assert row["n_outliers"] == int(ref.n_outliers[0])
+            assert row["max_outlier_run"] == int(ref.max_outlier_run[0])
+
+
+def test_synthetic_domain_checkpoint_on_other_spectra_warns_and_sets_a_bit(
+    world: dict, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 17: a checkpoint trained on rrnet-synth labels, applied to a store other
+    than its training store, warns once at the start and sets SYNTHETIC_DOMAIN."""
+    domain = {"labels": "synthetic", "source": "rrnet-synth", "store": str(tmp_path / "synth")}
+    ckpt = make_checkpoint(
+        tmp_path / "syn", SP_LABELS, members=2, seed=3, preprocessing=world["fp"],
+        training={"domain": domain},
+    )  # fmt: skip
+    with caplog.at_level(logging.WARNING):
+        table = infer(ckpt, store=world["store"], device="cpu")
+    assert any("synthesised spectra" in r.getMessage() for r in caplog.records)
+    ok = table.filter(pl.col("status") == "ok")
+    assert ok.height > 0
+    assert ((ok["quality_bits"] & int(QualityBit.SYNTHETIC_DOMAIN)) != 0).all()
+    assert (ok["flag"] == 0).all()
+    _, provenance = read_catalogue(
+        run_inference(models=[ckpt], store=world["store"], out=tmp_path / "c.parquet",
+                      device="cpu") or tmp_path / "c.parquet"
+    )  # fmt: skip
+    assert json.loads(provenance["rrnet.checkpoints"])[0]["domain"] == domain
+    domain_own = {**domain, "store": str(world["store"])}
+    own = make_checkpoint(
+        tmp_path / "own", SP_LABELS, members=2, seed=3, preprocessing=world["fp"],
+        training={"domain": domain_own},
+    )  # fmt: skip
+    table = infer(own, store=world["store"], device="cpu")
+    assert ((table["quality_bits"] & int(QualityBit.SYNTHETIC_DOMAIN)) == 0).all()

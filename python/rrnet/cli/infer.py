@@ -75,6 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--per-star", action="store_true", help="also write a per-star table")
     p.add_argument("--star-column", default="star_id", help="star id column for --per-star")
     p.add_argument("--per-star-out", help="per-star table path (default: <out>.per_star.<ext>)")
+    p.add_argument(
+        "--raw-errors",
+        action="store_true",
+        help="quote paper eq. 3 errors, without the checkpoint's S/N-dependent calibration",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar or log lines")
     return p
 
@@ -117,6 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             per_star_out=args.per_star_out,
             progress=not args.no_progress,
             preprocess=_preprocess_options(args),
+            calibrate=not args.raw_errors,
         )
         path = run_inference(options, out=args.out, **inputs)
         print(_summary(path, options), file=sys.stderr)

@@ -145,3 +145,66 @@ def calibration_table(metrics: pl.DataFrame) -> pl.DataFrame:
             & ((pl.col("z_std") - 1.0).abs() > NEEDS_RECALIBRATION_TOLERANCE)
         ).alias("needs_recalibration"),
     )
+
+
+def catalogue_errors_calibrated(provenance: dict[str, str]) -> bool:
+    """Whether a catalogue's ``_err`` columns carry the checkpoints' calibration
+    (``rrnet.checkpoints`` entries with ``"errors": "calibrated ..."``)."""
+    try:
+        entries = json.loads(provenance.get("rrnet.checkpoints", "[]"))
+    except ValueError:
+        return False
+    return any(str(e.get("errors", "")).startswith("calibrated") for e in entries)
+
+
+def before_after_table(
+    sample: pl.DataFrame,
+    labels: Iterable[str],
+    params: dict[str, dict[str, float]],
+    *,
+    calibrated: bool,
+) -> pl.DataFrame:
+    """Per label and S/N bin: z std and 1-sigma coverage with raw (paper eq. 3) and with
+    calibrated errors. ``params`` are the checkpoints' calibrations (label -> a, b);
+    ``calibrated`` says which of the two the sample's ``_err`` columns hold."""
+    from rrnet.evaluation.metrics import metrics_table
+    from rrnet.models.calibration import calibration_snr, scale
+
+    labels = [label for label in labels if label in params]
+    if not labels or not {"snr_blue", "snr_red"} <= set(sample.columns):
+        return pl.DataFrame()
+    snr = calibration_snr(
+        sample.get_column("snr_blue").cast(pl.Float64).to_numpy(),
+        sample.get_column("snr_red").cast(pl.Float64).to_numpy(),
+    )
+    factors = {label: scale(params[label], snr) for label in labels}
+    sign = -1.0 if calibrated else 1.0
+
+    def scaled(power: float) -> pl.DataFrame:
+        return sample.with_columns(
+            [
+                (pl.col(f"{label}_err").cast(pl.Float64) * factors[label] ** power).alias(
+                    f"{label}_err"
+                )
+                for label in labels
+            ]
+        )
+
+    before = metrics_table(scaled(sign if calibrated else 0.0), labels)
+    after = metrics_table(scaled(0.0 if calibrated else sign), labels)
+    keep = ["label", "snr_bin", "n_z"]
+    return before.select(
+        *keep,
+        pl.col("z_std").alias("z_std_raw"),
+        pl.col("coverage_1sigma").alias("coverage_1sigma_raw"),
+    ).join(
+        after.select(
+            "label",
+            "snr_bin",
+            pl.col("z_std").alias("z_std_calibrated"),
+            pl.col("coverage_1sigma").alias("coverage_1sigma_calibrated"),
+        ),
+        on=["label", "snr_bin"],
+        how="left",
+        maintain_order="left",
+    )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from rrnet.evaluation import calibration, figures, metrics, repeats, sample
 from rrnet.evaluation.options import SPLITS, EvalOptions
@@ -35,6 +36,26 @@ def checkpoint_labels(checkpoint: Path, labels: list[str]) -> list[str]:
         return labels
     own = set(json.loads(config.read_text(encoding="utf-8")).get("labels", labels))
     return [lb for lb in labels if lb in own]
+
+
+def _before_after(opts: EvalOptions, joined: Any, labels: list[str]) -> Any:
+    """Calibration before/after per S/N bin from the checkpoints' calibration.json."""
+    from rrnet.inference.writers import read_catalogue
+    from rrnet.models.calibration import read_calibration
+
+    params: dict[str, dict[str, float]] = {}
+    for ckpt in opts.checkpoints:
+        for label, p in (read_calibration(ckpt) or {}).items():
+            params.setdefault(label, p)
+    if not params:
+        return None
+    try:
+        provenance = read_catalogue(opts.catalog)[1]
+    except (OSError, ValueError, KeyError):
+        provenance = {}
+    calibrated = calibration.catalogue_errors_calibrated(provenance)
+    table = calibration.before_after_table(joined, labels, params, calibrated=calibrated)
+    return table if table.height else None
 
 
 def _common_split(opts: EvalOptions, loader: SplitLoader) -> tuple[str, dict[str, list[object]]]:
@@ -105,6 +126,7 @@ def evaluate(opts: EvalOptions, *, split_loader: SplitLoader = load_split) -> Re
         raise sample.SampleError("no catalogue row matches the reference labels")
     table = metrics.metrics_table(joined, labels)
     calib = calibration.calibration_table(table)
+    by_snr = _before_after(opts, joined, labels)
     rep = None
     if opts.repeat_key in usable.columns:
         stars = repeats.per_star(
@@ -122,6 +144,7 @@ def evaluate(opts: EvalOptions, *, split_loader: SplitLoader = load_split) -> Re
         calibration=calib,
         repeats=rep,
         recalibration=recal,
+        calibration_by_snr=by_snr,
         notes=notes,
     )
     if opts.figures:

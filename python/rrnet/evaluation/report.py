@@ -35,6 +35,8 @@ class Report:
     calibration: pl.DataFrame
     repeats: pl.DataFrame | None = None
     recalibration: dict[str, Any] | None = None
+    calibration_by_snr: pl.DataFrame | None = None
+    """z std and coverage per S/N bin with raw (eq. 3) and calibrated errors."""
     figures: list[tuple[str, str]] = field(default_factory=list)
     """(relative PNG path, caption) pairs."""
     notes: list[str] = field(default_factory=list)
@@ -102,6 +104,15 @@ def _sections(report: Report) -> list[tuple[str, pl.DataFrame]]:
         ("z-score std per S/N bin (1 if calibrated)", pivot(report.metrics, "z_std")),
         ("Calibration of the predicted uncertainties", report.calibration),
     ]
+    if report.calibration_by_snr is not None and report.calibration_by_snr.height:
+        by_snr = report.calibration_by_snr
+        for column, title in (
+            ("z_std_raw", "z-score std per S/N bin BEFORE calibration (paper eq. 3 errors)"),
+            ("z_std_calibrated", "z-score std per S/N bin AFTER calibration (calibration.json)"),
+            ("coverage_1sigma_raw", "1-sigma coverage per S/N bin BEFORE calibration"),
+            ("coverage_1sigma_calibrated", "1-sigma coverage per S/N bin AFTER calibration"),
+        ):
+            out.append((title, pivot(by_snr, column)))
     if report.repeats is not None and report.repeats.height:
         out.append(
             ("Repeat observations: σ_obs / σ_pred per S/N bin", pivot(report.repeats, "ratio"))
@@ -127,6 +138,9 @@ def to_json(report: Report) -> str:
         "calibration": report.calibration.to_dicts(),
         "repeats": None if report.repeats is None else report.repeats.to_dicts(),
         "recalibration": report.recalibration,
+        "calibration_by_snr": None
+        if report.calibration_by_snr is None
+        else report.calibration_by_snr.to_dicts(),
         "figures": [{"path": p, "caption": c} for p, c in report.figures],
         "notes": report.notes,
     }

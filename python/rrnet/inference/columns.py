@@ -73,7 +73,7 @@ def _label_columns() -> list[Column]:
                 f"{label}_err",
                 pl.Float32,
                 unit,
-                f"1-sigma ensemble uncertainty of the {text}",
+                f"1-sigma uncertainty of the {text}: ensemble (eq. 3) x S/N calibration",
                 f"stat.error;{ucd}",
             )
         )
@@ -97,14 +97,14 @@ SPEC_COLUMNS: tuple[Column, ...] = (
         "snr_blue",
         pl.Float32,
         "",
-        "S/N of the blue arm: header SNR, else median flux*sqrt(ivar); null if IVAR unusable",
+        "S/N of the blue arm: header keyword SNR, else median flux*sqrt(ivar); null if neither",
         "stat.snr",
     ),
     Column(
         "snr_red",
         pl.Float32,
         "",
-        "S/N of the red arm: header SNR, else median flux*sqrt(ivar); null if IVAR unusable",
+        "S/N of the red arm: header keyword SNR, else median flux*sqrt(ivar); null if neither",
         "stat.snr",
     ),
     *_label_columns(),
@@ -144,11 +144,15 @@ DIAGNOSTIC_COLUMNS: tuple[Column, ...] = (
         "n_outliers",
         pl.Int32,
         "",
-        "pixels replaced by the median-filter outlier test",
+        "bad pixels of the resampled flux: upward spikes (median-filter test) and flux <= 0",
         "meta.number",
     ),
     Column(
-        "max_outlier_run", pl.Int32, "", "longest run of consecutive outlier pixels", "meta.number"
+        "max_outlier_run",
+        pl.Int32,
+        "",
+        "longest run of consecutive bad pixels (per arm)",
+        "meta.number",
     ),
     Column("cap_hit", pl.Boolean, "", "continuum fit stopped at its iteration cap", "meta.code"),
     Column(

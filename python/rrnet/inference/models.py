@@ -27,6 +27,7 @@ from rrnet.inference.quality import (
     member_disagreement,
     outside_range,
 )
+from rrnet.models.calibration import apply_calibration
 
 log = logging.getLogger(__name__)
 
@@ -45,14 +46,28 @@ class LoadedCheckpoint:
     ood: Any | None
     """OOD scorer: ``ood(flux) -> score`` per spectrum, or None if the checkpoint has none."""
     ood_threshold: float | None
+    calibration: dict[str, dict[str, float]] | None = None
+    """Per-label error calibration (``calibration.json``), None if the checkpoint has none."""
 
     @property
     def preprocessing(self) -> dict[str, Any] | None:
         return self.config.get("preprocessing")
 
-    def describe(self) -> dict[str, Any]:
-        """Provenance entry: path, hash, labels."""
-        return {"path": str(self.path), "hash": self.hash, "labels": list(self.labels)}
+    def describe(self, calibrate: bool = True) -> dict[str, Any]:
+        """Provenance entry: path, hash, labels, domain and which errors are quoted
+        (``calibrate``: whether the run applies calibration.json)."""
+        if calibrate and self.calibration:
+            errors = "calibrated (calibration.json, S/N-dependent, fitted on the validation split)"
+        else:
+            errors = "raw (paper eq. 3, uncalibrated)"
+        return {
+            "path": str(self.path),
+            "hash": self.hash,
+            "labels": list(self.labels),
+            "calibrated_labels": sorted(self.calibration or {}),
+            "domain": (self.config.get("training") or {}).get("domain"),
+            "errors": errors,
+        }
 
 
 @dataclass(frozen=True)
@@ -88,6 +103,7 @@ def load_checkpoints(
     thresholds: QualityThresholds = DEFAULT_THRESHOLDS,
 ) -> list[LoadedCheckpoint]:
     """Load every checkpoint (all members of each on ``device``)."""
+    from rrnet.models.calibration import read_calibration
     from rrnet.models.checkpoint import checkpoint_hash, read_checkpoint_config
     from rrnet.models.ensemble import Ensemble
 
@@ -102,7 +118,16 @@ def load_checkpoints(
         ood, threshold = _ood_for(path, config, thresholds)
         loaded.append(
             LoadedCheckpoint(
-                path, checkpoint_hash(path), config, ensemble, labels, lo, hi, ood, threshold
+                path,
+                checkpoint_hash(path),
+                config,
+                ensemble,
+                labels,
+                lo,
+                hi,
+                ood,
+                threshold,
+                read_calibration(path),
             )
         )
     return loaded
@@ -146,10 +171,13 @@ def predict(
     flux: np.ndarray,
     thresholds: QualityThresholds,
     batch_size: int | None = None,
+    snr: np.ndarray | None = None,
 ) -> Prediction:
     """Run every checkpoint that provides a label on ``flux`` (float32 ``[B, 7200]``).
 
     ``batch_size`` is the spectra per forward call (None: the ensemble's device default).
+    ``snr`` (``[B]``, :func:`rrnet.models.calibration.calibration_snr`): when given, each
+    checkpoint's stored calibration scales its errors; None keeps paper eq. 3 errors.
     """
     n = flux.shape[0]
     values = np.full((n, len(SPEC_LABELS)), np.nan, dtype=np.float64)
@@ -166,6 +194,9 @@ def predict(
         mean, std = _numpy(result.mean)[:, used], _numpy(result.std)[:, used]
         members_mu = _numpy(result.members_mu)[:, :, used]
         members_var = _numpy(result.members_var)[:, :, used]
+        if snr is not None and checkpoint.calibration:
+            names = [checkpoint.labels[i] for i in used]
+            std = apply_calibration(std, names, checkpoint.calibration, snr)
         bad = ~(np.isfinite(mean).all(axis=1) & np.isfinite(std).all(axis=1))
         failed |= bad
         for j, i in enumerate(used):

@@ -47,6 +47,8 @@ class InferOptions:
     :func:`rrnet.preprocess.pipeline.iter_preprocessed` (``rv_column``, ``correct_rv``,
     ``max_iter``). ``column_style``: catalogue column names, ``"identifier"``
     (``teff``, ``fe_h``, ...) or ``"paper"`` (Table 3's ``Teff[K]``, ``FeH``, ...).
+    ``max_iter``). ``calibrate``: scale the errors by each checkpoint's
+    ``calibration.json`` (False: paper eq. 3 errors, uncalibrated).
     """
 
     models: tuple[PathLike, ...]
@@ -65,6 +67,7 @@ class InferOptions:
     preprocess: Mapping[str, Any] = field(default_factory=dict)
     progress: bool = False
     column_style: str = DEFAULT_COLUMN_STYLE
+    calibrate: bool = True
 
     def __post_init__(self) -> None:
         models = self.models

@@ -7,11 +7,19 @@ deviation ``sqrt(sum(w (x - mean)**2) / sum(w))`` and the reduced chi-square
 ``sum(w (x - mean)**2) / (n - 1)`` compares it with the errors: a star is flagged
 ``variable`` when that exceeds ``chi2_threshold`` for one of ``variability_labels``
 (binaries and pulsators change Teff and log g between exposures).
+
+Only independent spectra are combined. A LAMOST MRS file holds a coadd (extensions
+``COADD_B``/``COADD_R``) made from the single exposures beside it (``B-<id>``/
+``R-<id>``); combining both would count the same photons twice. The rule, per star
+and file: the usable single exposures of that file are combined, and its coadd is
+used only when the file has no usable single exposure. Spectra from different files
+(other nights, plates) are independent. Without ``filename``/``extname_blue``
+columns every row counts as independent.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import polars as pl
 
@@ -22,6 +30,19 @@ DEFAULT_CHI2_THRESHOLD: float = 4.0
 """Reduced chi-square above which a star is ``variable`` (p ~ 0.05 at 1 dof, ~0.007 at 3)."""
 
 
+MIN_NOISE_FRACTION = 0.1
+"""With a ``floor``, an exposure's noise part is at least this fraction of its error."""
+COADD_PREFIX = "COADD"
+"""Extension names of coadded spectra start with this (``COADD_B``, ``COADD_R``)."""
+
+
+def _repeats_exposures(usable: pl.Expr, star_column: str) -> pl.Expr:
+    """True for a coadd row whose file also has a usable single exposure of the star."""
+    coadd = pl.col("extname_blue").fill_null("").str.starts_with(COADD_PREFIX)
+    exposure_in_file = (usable & ~coadd).any().over([star_column, "filename"])
+    return coadd & exposure_in_file
+
+
 def per_star_table(
     catalogue: pl.DataFrame | pl.LazyFrame,
     *,
@@ -30,6 +51,7 @@ def per_star_table(
     only_recommended: bool = True,
     variability_labels: Sequence[str] = DEFAULT_VARIABILITY_LABELS,
     chi2_threshold: float = DEFAULT_CHI2_THRESHOLD,
+    floor: Mapping[str, float] | None = None,
 ) -> pl.DataFrame:
     """One row per star (first-appearance order) from a per-exposure catalogue.
 
@@ -37,8 +59,15 @@ def per_star_table(
     Polars' streaming engine, so memory grows with the number of stars only.
 
     Exposures used: ``status == 'ok'`` (and ``flag == 1`` with ``only_recommended``)
-    with a finite value and a positive finite error; every star id of the input
+    with a finite value and a positive finite error, independent ones only (module
+    docstring: a file's coadd only when none of its exposures is usable); every star id of the input
     appears, with ``n_exp = 0`` and null labels when none is usable.
+
+    ``floor`` (label -> sigma, optional): the part of each exposure's error that
+    does not average down (model error shared by all exposures of a star). Then
+    ``noise_i^2 = err_i^2 - floor^2`` (at least ``(0.1 err_i)^2``) weights the mean
+    and the chi-square, and ``L_err = sqrt(1 / sum(1 / noise_i^2) + floor^2)``;
+    without it the whole error is treated as noise (the old behaviour).
 
     Columns: ``star_column``, ``n_exp``, ``ra``, ``dec`` (of the first exposure), per
     label ``L``, ``L_err``, ``L_scatter``, ``L_chi2r``, ``L_n``, then ``variable``
@@ -55,6 +84,10 @@ def per_star_table(
     if only_recommended:
         usable = usable & (pl.col("flag") == 1)
     frame = lazy.with_row_index("_order").filter(pl.col(star_column).is_not_null())
+    if {"filename", "extname_blue"} <= set(names):
+        usable = usable & ~_repeats_exposures(usable, star_column)
+    frame = frame.with_columns(usable.alias("_usable"))
+    usable = pl.col("_usable")
     aggs: list[pl.Expr] = [
         pl.col("_order").min().alias("_order"),
         usable.sum().cast(pl.Int32).alias("n_exp"),
@@ -64,13 +97,15 @@ def per_star_table(
     for label in labels:
         x, err = pl.col(label).cast(pl.Float64), pl.col(f"{label}_err").cast(pl.Float64)
         good = usable & x.is_finite() & err.is_finite() & (err > 0)
-        w = pl.when(good).then(1.0 / err**2).otherwise(0.0)
+        s2 = float((floor or {}).get(label, 0.0)) ** 2
+        noise2 = pl.max_horizontal(err**2 - s2, (MIN_NOISE_FRACTION * err) ** 2)
+        w = pl.when(good).then(1.0 / noise2).otherwise(0.0)
         sw = w.sum()
         mean = (w * pl.when(good).then(x).otherwise(0.0)).sum() / sw
         n = good.sum()
         aggs += [
             pl.when(n > 0).then(mean).alias(label),
-            pl.when(n > 0).then(1.0 / sw.sqrt()).alias(f"{label}_err"),
+            pl.when(n > 0).then((1.0 / sw + s2).sqrt()).alias(f"{label}_err"),
             n.cast(pl.Int32).alias(f"{label}_n"),
         ]
         resid2 = w * (pl.when(good).then(x).otherwise(0.0) - mean) ** 2

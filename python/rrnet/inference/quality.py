@@ -40,6 +40,9 @@ class QualityBit(IntFlag):
     """The catalogue RV and the RV measured by preprocessing differ beyond their errors
     plus a floor (``rv_disagree`` of the manifest, :mod:`rrnet.preprocess.rv_policy`):
     a binary, or a wrong catalogue RV (the spectrum was shifted by the catalogue's)."""
+    SYNTHETIC_DOMAIN = 512
+    """A checkpoint trained on synthesised spectra (rrnet-synth labels) was applied to
+    spectra other than its own training store: its errors were never tested there."""
 
 
 BIT_TEXT: dict[QualityBit, str] = {
@@ -52,6 +55,7 @@ BIT_TEXT: dict[QualityBit, str] = {
     QualityBit.LABEL_OUT_OF_RANGE: "label outside the training range",
     QualityBit.INFERENCE_FAILED: "model output not finite",
     QualityBit.RV_DISAGREE: "catalogue and measured RV disagree",
+    QualityBit.SYNTHETIC_DOMAIN: "model trained on synthetic spectra only",
 }
 
 
@@ -88,6 +92,7 @@ def quality_bits(
     inference_failed: np.ndarray,
     thresholds: QualityThresholds,
     rv_disagree: np.ndarray | None = None,
+    synthetic_domain: bool = False,
 ) -> np.ndarray:
     """int32 bitmask per row. NaN diagnostics never set a bit except S/N (unknown = low).
 
@@ -117,6 +122,8 @@ def quality_bits(
         set_bit(inference_failed, QualityBit.INFERENCE_FAILED)
         if rv_disagree is not None:
             set_bit(rv_disagree, QualityBit.RV_DISAGREE)
+    if synthetic_domain:
+        set_bit(np.asarray(preprocess_ok, dtype=bool), QualityBit.SYNTHETIC_DOMAIN)
     return bits
 
 

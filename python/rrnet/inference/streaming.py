@@ -49,6 +49,7 @@ from rrnet.inference.writers import (
     write_catalogue,
     write_part,
 )
+from rrnet.models.calibration import calibration_snr
 from rrnet.utils.atomic import read_json, write_json
 from rrnet.utils.lock import output_lock
 from rrnet.utils.progress import Progress
@@ -220,11 +221,13 @@ def _predict_rows(
     thresholds: QualityThresholds,
     batch_size: int | None,
     on_rows: Callable[[int], None] | None = None,
+    calibrate: bool = True,
 ) -> _Rows:
     """Predict the rows preprocessed ``ok`` with finite flux; mark the others' status.
 
     ``on_rows(n)`` is called as rows finish (every slice of about a second), so that a
     progress bar moves within a chunk instead of jumping by a whole shard.
+    ``calibrate``: scale errors by each checkpoint's stored calibration (at the row's S/N).
     """
     manifest = chunk.manifest
     n = manifest.height
@@ -246,8 +249,15 @@ def _predict_rows(
         for i in ok[~finite]:
             status[i], reason[i] = "bad_flux", "preprocessed flux is not finite"
         ok, flux = ok[finite], flux[finite]
+    snr = None
+    if calibrate and ok.size:
+        snr = calibration_snr(
+            _column(manifest, "snr_blue", pl.Float64).to_numpy()[ok],
+            _column(manifest, "snr_red", pl.Float64).to_numpy()[ok],
+        )
     start = 0
-    for rows, result in _predict_slices(checkpoints, sources, flux, thresholds, batch_size):
+    slices = _predict_slices(checkpoints, sources, flux, thresholds, batch_size, snr)
+    for rows, result in slices:
         index = ok[start : start + rows]
         for name in ("values", "errors", "ood_ratio", "disagreement", "out_of_range", "failed"):
             getattr(labels, name)[index] = getattr(result, name)
@@ -261,7 +271,12 @@ def _predict_rows(
     return _Rows(status, reason, labels)
 
 
-def _quality(manifest: pl.DataFrame, rows: _Rows, thresholds: QualityThresholds) -> np.ndarray:
+def _quality(
+    manifest: pl.DataFrame,
+    rows: _Rows,
+    thresholds: QualityThresholds,
+    synthetic_domain: bool = False,
+) -> np.ndarray:
     """The rows' quality bits; ``ok`` rows get their reason (``ok`` or the bits, spelled)."""
     bits = quality.quality_bits(
         preprocess_ok=np.isin(rows.status, ["ok", "inference_failed"]),
@@ -276,6 +291,7 @@ def _quality(manifest: pl.DataFrame, rows: _Rows, thresholds: QualityThresholds)
         inference_failed=rows.labels.failed,
         thresholds=thresholds,
         rv_disagree=_column(manifest, "rv_disagree", pl.Boolean).fill_null(False).to_numpy(),
+        synthetic_domain=synthetic_domain,
     )
     for i in np.flatnonzero(rows.status == "ok"):
         rows.reason[i] = "ok" if bits[i] == 0 else "not recommended: " + quality.describe(bits[i])
@@ -334,6 +350,7 @@ def _predict_slices(
     flux: np.ndarray | None,
     thresholds: QualityThresholds,
     batch_size: int | None,
+    snr: np.ndarray | None = None,
 ) -> Iterator[tuple[int, Prediction]]:
     """Predict ``flux`` in slices sized to take about :data:`SLICE_SECONDS` each.
 
@@ -346,7 +363,8 @@ def _predict_slices(
     while start < len(flux):
         t0 = time.perf_counter()
         part = flux[start : start + size]
-        yield len(part), predict(checkpoints, sources, part, thresholds, batch_size)
+        part_snr = None if snr is None else snr[start : start + size]
+        yield len(part), predict(checkpoints, sources, part, thresholds, batch_size, part_snr)
         start += len(part)
         if time.perf_counter() - t0 < SLICE_SECONDS / 2:
             size = min(2 * size, 65_536)
@@ -360,10 +378,12 @@ def catalogue_chunk(
     batch_size: int | None,
     carried: Sequence[str],
     on_rows: Callable[[int], None] | None = None,
+    calibrate: bool = True,
+    synthetic_domain: bool = False,
 ) -> pl.DataFrame:
     """The catalogue rows of one chunk (one per manifest row, in order)."""
-    rows = _predict_rows(chunk, checkpoints, sources, thresholds, batch_size, on_rows)
-    bits = _quality(chunk.manifest, rows, thresholds)
+    rows = _predict_rows(chunk, checkpoints, sources, thresholds, batch_size, on_rows, calibrate)
+    bits = _quality(chunk.manifest, rows, thresholds, synthetic_domain)
     return _catalogue_frame(chunk.manifest, rows, bits, carried)
 
 
@@ -472,6 +492,7 @@ class _Plan:
     sources: dict[str, int]
     provenance: dict[str, Any]
     run: dict[str, Any]
+    synthetic_domain: bool = False
 
 
 def _open_source(
@@ -510,7 +531,7 @@ def _plan(options: InferOptions, source: _StoreInput | _CatalogInput) -> _Plan:
         input_name=Path(source.name).name if source.kind == "catalog" else source.name,
         input_kind=source.kind,
         preprocessing=source.fingerprint,
-        checkpoints=[c.describe() for c in checkpoints],
+        checkpoints=[c.describe(calibrate=options.calibrate) for c in checkpoints],
         label_sources=sources,
         thresholds=thresholds.to_dict(),
         quality_bits={bit.name: int(bit) for bit in quality.QualityBit},
@@ -522,7 +543,38 @@ def _plan(options: InferOptions, source: _StoreInput | _CatalogInput) -> _Plan:
         "checkpoints": [c.hash for c in checkpoints],
         "thresholds": thresholds.to_dict(),
     }
-    return _Plan(source, checkpoints, sources, provenance, run)
+    return _Plan(
+        source, checkpoints, sources, provenance, run, _synthetic_domain(source, checkpoints)
+    )
+
+
+def _synthetic_domain(source: _StoreInput | _CatalogInput, checkpoints: list[Any]) -> bool:
+    """True (and a warning) when a checkpoint trained on synthesised spectra is applied
+    to anything but its own training store (docs/catalogue.md, quality bit 256)."""
+    foreign = False
+    for checkpoint in checkpoints:
+        domain = (checkpoint.config.get("training") or {}).get("domain") or {}
+        if domain.get("labels") != "synthetic":
+            continue
+        own = domain.get("store")
+        same = source.kind == "store" and own is not None and _same_path(source.name, own)
+        if not same:
+            foreign = True
+            log.warning(
+                "checkpoint %s was trained on synthesised spectra (%s) only; applied to %s its "
+                "labels and errors are untested: every row gets quality bit SYNTHETIC_DOMAIN",
+                checkpoint.path,
+                domain.get("source"),
+                source.name,
+            )
+    return foreign
+
+
+def _same_path(a: str, b: str) -> bool:
+    try:
+        return Path(a).resolve() == Path(b).resolve()
+    except OSError:
+        return False
 
 
 def _compute_parts(plan: _Plan, options: InferOptions, work: Path, done: set[int]) -> None:
@@ -543,6 +595,8 @@ def _compute_parts(plan: _Plan, options: InferOptions, work: Path, done: set[int
                 options.batch_size,
                 carried,
                 on_rows=bar.update,
+                calibrate=options.calibrate,
+                synthetic_domain=plan.synthetic_domain,
             )
             write_part(frame, _part_path(work, chunk.index))
     finally:

@@ -33,6 +33,7 @@ import safetensors
 import safetensors.torch
 import torch
 
+from rrnet.models.calibration import CALIBRATION_FILE
 from rrnet.models.config import ModelConfig
 from rrnet.models.keys import StateDictMismatch, check_state_dict
 from rrnet.models.normalization import Normalization
@@ -323,6 +324,8 @@ def checkpoint_hash(path: str | Path) -> str:
     except (KeyError, TypeError, ValueError, OverflowError) as err:
         raise CheckpointError(f"{path / CONFIG_FILE}: malformed n_members ({err})") from err
     names = [CONFIG_FILE, NORMALIZATION_FILE] + [member_file(i) for i in range(n_members)]
+    if (path / CALIBRATION_FILE).is_file():  # the errors it quotes are part of its identity
+        names.append(CALIBRATION_FILE)
     digest = hashlib.sha256()
     for name in names:
         file_digest = hashlib.sha256()

@@ -7,9 +7,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from rrnet.models.calibration import calibration_snr
 from rrnet.models.checkpoint import SPLIT_FILE
 from rrnet.models.config import ModelConfig
 from rrnet.training import files
+from rrnet.training.calibrate import calibrate_checkpoint
 from rrnet.training.data import RV_LABEL, describe_counts, resolve_labels, select_rows
 from rrnet.training.finetune import load_initialization
 from rrnet.training.loop import _log_default, train_arrays
@@ -94,7 +98,7 @@ def train_ensemble(
     out = Path(out)
     if not (opts.resume and (out / SPLIT_FILE).exists()):
         _write_split(out, selected, split, opts.star_column, check_empty=not opts.resume)
-    train_arrays(
+    result = train_arrays(
         flux,
         selected.labels,
         split,
@@ -112,7 +116,28 @@ def train_ensemble(
         log=log,
         init=init,
     )
+    if result.completed:
+        calibrate_checkpoint(
+            out,
+            flux,
+            selected.labels,
+            split.valid,
+            _snr(store, selected.rows),
+            device=settings.device,
+            log=log,
+        )
     return out
+
+
+def _snr(store: Any, rows: np.ndarray) -> np.ndarray:
+    """The calibration's S/N (header snr_blue, else snr_red) of store ``rows``."""
+    manifest = store.manifest
+    columns = [
+        manifest.get_column(c).cast(float).to_numpy()[rows] if c in manifest.columns else None
+        for c in ("snr_blue", "snr_red")
+    ]
+    blue = columns[0] if columns[0] is not None else np.full(rows.size, np.nan)
+    return calibration_snr(blue, columns[1])
 
 
 def _extra_training(
@@ -140,6 +165,21 @@ def _extra_training(
             "file": SPLIT_FILE,
         },
         "variant": _variant(fingerprint, opts.predict_rv, opts.settings),
+        "domain": _domain(store, labels_path, selected),
+    }
+
+
+def _domain(store: Any, labels_path: str | None, selected: Any) -> dict[str, Any]:
+    """What the checkpoint was trained on (repeated in catalogue provenance): synthetic
+    labels when the labels table sits beside rrnet-synth's ``synth.json``."""
+    synthetic = labels_path is not None and (Path(labels_path).parent / "synth.json").is_file()
+    snr = _snr(store, selected.rows)
+    return {
+        "labels": "synthetic" if synthetic else "observed",
+        "source": "rrnet-synth" if synthetic else labels_path,
+        "store": str(store.path),
+        "snr_range": [float(np.min(snr)), float(np.max(snr))] if snr.size else None,
+        "label_ranges": "see training.label_ranges (training split)",
     }
 
 

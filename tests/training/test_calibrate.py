@@ -1,0 +1,126 @@
+"""Error calibration fitted after training on the validation split (issue 17, item 1)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from rrnet.inference.columns import SPEC_LABELS
+from rrnet.inference.models import label_sources, load_checkpoints, predict
+from rrnet.inference.quality import DEFAULT_THRESHOLDS
+from rrnet.models import ModelConfig
+from rrnet.models.calibration import (
+    CALIBRATION_FILE,
+    fit_calibration,
+    fit_scale,
+    read_calibration,
+    scale,
+)
+from rrnet.models.checkpoint import checkpoint_hash
+from rrnet.models.ensemble import Ensemble
+from rrnet.training import TrainSettings, split_by_star, train_arrays
+from rrnet.training.calibrate import calibrate_checkpoint
+from rrnet.training.toy import TOY_LABELS, toy_spectra
+
+torch.set_num_threads(1)
+
+N_PIX = 320
+CONFIG = ModelConfig(net="rrnet", mode="post-RNN", n_pixels=N_PIX, n_subbands=8)
+
+
+def test_fit_scale_recovers_a_known_snr_law() -> None:
+    """Residuals drawn with sigma = err * 0.5 * (snr/30)^0.3: the fit finds a, b."""
+    rng = np.random.default_rng(3)
+    snr = rng.uniform(8, 150, 20000)
+    err = rng.uniform(0.5, 2.0, snr.size)
+    true_sigma = err * 0.5 * (snr / 30.0) ** 0.3
+    resid = rng.normal(0.0, true_sigma)
+    a, b = fit_scale(resid, err, snr)
+    assert a == pytest.approx(np.log(0.5), abs=0.02)
+    assert b == pytest.approx(0.3, abs=0.02)
+    z = resid / (err * scale({"a": a, "b": b}, snr))
+    for lo, hi in ((8, 20), (20, 40), (40, 60), (60, 100), (100, 150)):
+        sel = (snr >= lo) & (snr < hi)
+        assert np.std(z[sel]) == pytest.approx(1.0, abs=0.05)
+
+
+def test_constant_factor_equals_rms_z_without_snr_spread() -> None:
+    rng = np.random.default_rng(4)
+    resid, err = rng.normal(0, 2.0, 500), np.full(500, 4.0)
+    a, b = fit_scale(resid, err, np.full(500, 50.0))
+    assert b == 0.0
+    assert np.exp(a) == pytest.approx(np.sqrt(np.mean((resid / err) ** 2)), rel=1e-9)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory):
+    """A small toy ensemble at two noise levels (S/N 15 and 80), calibrated on valid."""
+    f1, l1 = toy_spectra(200, n_pixels=N_PIX, n_lines=25, snr=15, seed=1)
+    f2, l2 = toy_spectra(200, n_pixels=N_PIX, n_lines=25, snr=80, seed=2)
+    flux, labels = np.concatenate([f1, f2]), np.concatenate([l1, l2])
+    snr = np.r_[np.full(200, 15.0), np.full(200, 80.0)]
+    split = split_by_star(np.arange(flux.shape[0]), seed=0)
+    out = tmp_path_factory.mktemp("ckpt") / "sp"
+    settings = TrainSettings(members=2, epochs=2, batch_size=32, lr=1e-3, device="cpu")
+    train_arrays(
+        flux, labels, split, label_names=TOY_LABELS, model_config=CONFIG,
+        settings=settings, out=out, progress=False,
+    )  # fmt: skip
+    doc = calibrate_checkpoint(out, flux, labels, split.valid, snr, device="cpu")
+    return flux, labels, snr, split, out, doc
+
+
+def test_calibration_is_stored_and_makes_validation_z_unit(trained) -> None:
+    flux, labels, snr, split, out, doc = trained
+    assert doc is not None and (out / CALIBRATION_FILE).is_file()
+    params = read_calibration(out)
+    assert set(params) == set(TOY_LABELS)
+    # Independent recomputation: the ensemble's eq. 3 errors on valid rows, scaled.
+    pred = Ensemble.from_checkpoint(out, device="cpu").predict(flux[split.valid])
+    mean, std = np.asarray(pred.mean), np.asarray(pred.std)
+    for j, label in enumerate(TOY_LABELS):
+        z = (mean[:, j] - labels[split.valid, j]) / (
+            std[:, j] * scale(params[label], snr[split.valid])
+        )
+        assert np.sqrt(np.mean(z**2)) == pytest.approx(1.0, abs=0.02)
+        assert doc["labels"][label]["z_std_after"] == pytest.approx(
+            np.sqrt(np.mean(z**2)), rel=1e-6
+        )
+
+
+def test_calibration_never_reads_test_rows(trained, tmp_path: Path) -> None:
+    """Scrambling test-row labels (and flux) leaves the fitted calibration unchanged."""
+    flux, labels, snr, split, out, doc = trained
+    labels2, flux2 = labels.copy(), flux.copy()
+    labels2[split.test] = labels2[split.test][::-1] + 1000.0
+    flux2[split.test] = 0.0
+    again = calibrate_checkpoint(out, flux2, labels2, split.valid, snr, device="cpu")
+    assert again == doc
+    other = fit_calibration(
+        np.zeros((4, 1)), np.ones((4, 1)), np.ones((4, 1)), np.full(4, 30.0), ["x"]
+    )
+    assert other["labels"]["x"]["a"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_inference_applies_the_calibration_by_default(trained) -> None:
+    flux, _labels, snr, split, out, _doc = trained
+    (loaded,) = load_checkpoints([out], device="cpu")
+    assert loaded.calibration is not None
+    sources = label_sources([loaded])
+    rows = split.test[:20]
+    raw = predict([loaded], sources, flux[rows], DEFAULT_THRESHOLDS)
+    cal = predict([loaded], sources, flux[rows], DEFAULT_THRESHOLDS, snr=snr[rows])
+    for label in TOY_LABELS:
+        if label not in SPEC_LABELS:
+            continue
+        j = SPEC_LABELS.index(label)
+        factor = scale(loaded.calibration[label], snr[rows])
+        np.testing.assert_allclose(cal.errors[:, j], raw.errors[:, j] * factor, rtol=1e-9)
+        np.testing.assert_array_equal(cal.values[:, j], raw.values[:, j])
+    assert loaded.describe()["calibrated_labels"] == sorted(TOY_LABELS)
+    before = checkpoint_hash(out)
+    (out / CALIBRATION_FILE).write_text((out / CALIBRATION_FILE).read_text() + " ")
+    assert checkpoint_hash(out) != before
