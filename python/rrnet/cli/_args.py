@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from rrnet.inference.options import InferOptions
@@ -33,6 +33,22 @@ def usage_error(prog: str, message: object) -> int:
     text = " ".join(str(message).split())
     print(f"{prog}: error: {text}", file=sys.stderr)
     return 2
+
+
+def parse_or_status(
+    parser: argparse.ArgumentParser, argv: Sequence[str] | None, prog: str
+) -> argparse.Namespace | int:
+    """The parsed arguments, or the exit status when parsing ends the command.
+
+    A usage error is one line and status 2; ``--help`` (argparse's SystemExit)
+    returns its status instead of raising, so ``main`` returns in both cases.
+    """
+    try:
+        return parser.parse_args(argv)
+    except UsageError as exc:
+        return usage_error(prog, exc)
+    except SystemExit as exc:  # --help
+        return int(exc.code or 0)
 
 
 def run_failure(prog: str, message: object) -> int:

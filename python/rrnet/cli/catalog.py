@@ -14,7 +14,7 @@ from pathlib import Path
 
 import polars as pl
 
-from rrnet.cli._args import OneLineParser, UsageError, usage_error
+from rrnet.cli._args import OneLineParser, parse_or_status, usage_error
 from rrnet.io.catalog import CatalogError, table_format, write_table
 from rrnet.io.lamost_catalog import (
     RV_PRIORITY,
@@ -120,13 +120,9 @@ def summary_lines(table: pl.DataFrame, out: Path) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except UsageError as exc:
-        return usage_error(PROG, exc)
-    except SystemExit as exc:  # --help
-        return int(exc.code or 0)
+    args = parse_or_status(build_parser(), argv, PROG)
+    if isinstance(args, int):
+        return args
     problem = _check(args)
     if problem is not None:
         return usage_error(PROG, problem)

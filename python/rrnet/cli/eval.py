@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from rrnet.cli._args import OneLineParser, UsageError, run_errors, usage_error
+from rrnet.cli._args import OneLineParser, UsageError, parse_or_status, run_errors, usage_error
 from rrnet.io.catalog import CatalogError, table_format
 from rrnet.utils.lock import output_lock
 
@@ -114,12 +114,9 @@ def _check(args: argparse.Namespace) -> str | None:
 
 
 def _main_eval(argv: list[str]) -> int:
-    try:
-        args = build_parser().parse_args(argv)
-    except UsageError as exc:
-        return usage_error(PROG, exc)
-    except SystemExit as exc:  # --help
-        return int(exc.code or 0)
+    args = parse_or_status(build_parser(), argv, PROG)
+    if isinstance(args, int):
+        return args
     problem = _check(args)
     if problem is not None:
         return usage_error(PROG, problem)

@@ -11,8 +11,8 @@ import polars as pl
 
 from rrnet.cli._args import (
     OneLineParser,
-    UsageError,
     environment_message,
+    parse_or_status,
     run_failure,
     usage_error,
 )
@@ -205,13 +205,9 @@ def _summary(path: Path, selection: Path | None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except UsageError as exc:
-        return usage_error(PROG, exc)
-    except SystemExit as exc:  # --help
-        return int(exc.code or 0)
+    args = parse_or_status(build_parser(), argv, PROG)
+    if isinstance(args, int):
+        return args
     problem = _check(args)
     if problem is not None:
         return usage_error(PROG, problem)
