@@ -29,6 +29,7 @@ import pytest
 import rrnet
 from helpers import REAL_FILE, SPECTRA, make_checkpoint, needs_shared
 from rrnet.cluster.config import ClusterConfigError, load_settings
+from rrnet.cluster.task import SHARD_HOLD_ENV
 from rrnet.labels import SP_LABELS
 from rrnet.preprocess.settings import PreprocessSettings
 
@@ -82,7 +83,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict:
 class Run:
     """One ``rrnet-run`` process on SLURM, started in the world's directory."""
 
-    def __init__(self, world: dict, out: str, *extra: str, catalog: str = "cat.csv") -> None:
+    def __init__(
+        self, world: dict, out: str, *extra: str, catalog: str = "cat.csv", hold: float = 0
+    ) -> None:
         self.root, self.out = world["root"], world["root"] / out
         self.name = f"rrnet-test-{uuid.uuid4().hex[:8]}"  # the worker jobs' name
         config = self.root / f"{self.name}.toml"
@@ -95,6 +98,7 @@ class Run:
         source = str(Path(rrnet.__file__).resolve().parents[1])
         env["PYTHONPATH"] = os.pathsep.join([source, *filter(None, [env.get("PYTHONPATH")])])
         env.pop("DASK_LOGGING__DISTRIBUTED", None)
+        env[SHARD_HOLD_ENV] = str(hold)  # seconds per shard: time to interrupt the run
         self.began = time.monotonic()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "rrnet.cli.run", *args],
@@ -169,7 +173,7 @@ def test_equals_infer_and_resume_of_finished_run_rewrites_report(world: dict) ->
 @needs_shared
 @needs_slurm
 def test_cancelled_worker_job_is_replaced(world: dict) -> None:
-    run = Run(world, "cancelled.parquet")
+    run = Run(world, "cancelled.parquet", hold=3)
     run.wait(lambda: run.parts())  # the worker is up and has finished a shard
     job = run.jobs("RUNNING")[0].split()[0]
     subprocess.run(["scancel", job], check=True)
@@ -202,7 +206,7 @@ def test_refused_submission_is_one_line_exit_2(world: dict, flags: list[str], me
 @needs_shared
 @needs_slurm
 def test_sigint_keeps_parts_and_resume_with_other_spelling(world: dict) -> None:
-    run = Run(world, "interrupted.parquet")
+    run = Run(world, "interrupted.parquet", hold=3)
     run.wait(lambda: run.parts())
     run.proc.send_signal(signal.SIGINT)
     status, err = run.finish(timeout=90)
@@ -221,7 +225,7 @@ def test_sigint_keeps_parts_and_resume_with_other_spelling(world: dict) -> None:
 @needs_shared
 @needs_slurm
 def test_sigterm_exits_143_and_cancels_jobs(world: dict) -> None:
-    run = Run(world, "terminated.parquet")
+    run = Run(world, "terminated.parquet", hold=3)
     run.wait(lambda: run.jobs(), timeout=120)
     time.sleep(1)
     run.proc.send_signal(signal.SIGTERM)

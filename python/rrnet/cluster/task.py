@@ -51,6 +51,10 @@ class ShardJob:
     fault_raise: int | None = None
 
 
+SHARD_HOLD_ENV = "RRNET_TEST_SHARD_HOLD_S"
+"""Seconds each shard waits before its work (0: none); for tests of interruptions only."""
+
+
 def worker_device(device: str) -> str:
     """``auto`` with several GPUs: one GPU per worker process, from the worker name's index."""
     import torch
@@ -105,6 +109,9 @@ def run_shard(job: ShardJob) -> dict[str, Any]:
 
     began = time.perf_counter()
     _note_attempt(job)
+    hold = float(os.environ.get(SHARD_HOLD_ENV) or 0)
+    if hold > 0:  # tests hold each shard, so that a run can be stopped half-way through
+        time.sleep(hold)
     checkpoints, sources = cached_models(job)
     loaded = time.perf_counter()
     frames = []
