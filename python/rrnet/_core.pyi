@@ -4,13 +4,17 @@ import numpy as np
 import numpy.typing as npt
 
 __all__ = [
+    "DEFAULT_MAX_INFLATED",
     "DEFAULT_MAX_ITER",
     "N_PIX",
     "grid",
     "normalize_batch",
+    "read_lamost_batch",
     "resample",
     "resample_batch",
     "rv_correct",
+    "rv_measure_batch",
+    "rv_status_codes",
     "snr_ivar",
     "status_codes",
 ]
