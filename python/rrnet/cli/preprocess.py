@@ -6,6 +6,7 @@ import argparse
 import math
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import polars as pl
 
@@ -18,7 +19,6 @@ from rrnet.cli._args import (
 )
 from rrnet.io.catalog import CatalogError, read_table, table_format
 from rrnet.io.lamost import DEFAULT_MAX_INFLATED
-from rrnet.io.lamost_catalog import status_summary
 from rrnet.io.locate import locate_files
 from rrnet.preprocess.pipeline import (
     QualityCuts,
@@ -30,6 +30,9 @@ from rrnet.preprocess.rv_policy import RV_MODES
 from rrnet.preprocess.settings import MAX_ITER_LIMIT
 from rrnet.store import StoreError
 from rrnet.utils.lock import LockError
+
+if TYPE_CHECKING:
+    from rrnet.inference.summary import RunSummary
 
 PROG = "rrnet-preprocess"
 
@@ -186,13 +189,12 @@ def _check(args: argparse.Namespace) -> str | None:
     return None
 
 
-def _summary(path: Path, selection: Path | None) -> str:
+def _summary(path: Path, selection: Path | None, summary: RunSummary) -> str:
     """The end-of-run lines: rows in, ok, passing the cuts, failures by status, outputs."""
-    from rrnet.inference.summary import format_summary, summarize
+    from rrnet.inference.summary import format_summary
 
-    manifest = pl.scan_parquet(path / "manifest.parquet")
-    summary = summarize(manifest)
-    passing = manifest.select(pl.col("quality_ok").sum()).collect().item()
+    passing = pl.scan_parquet(path / "manifest.parquet").select(pl.col("quality_ok").sum())
+    passing = passing.collect().item()
     size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
     summary.outputs = {"store": path}
     if selection is not None:
@@ -248,20 +250,21 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted; rerun with --resume to continue", file=sys.stderr)
         return 130
-    manifest = pl.read_parquet(store.path / "manifest.parquet", columns=["status", "reason"])
-    n_ok = int((manifest.get_column("status") == "ok").sum())
-    if n_ok == 0:
-        status, n, example = status_summary(manifest, column="status")[0]
+    from rrnet.inference.summary import summarize  # after parsing: keeps --help fast
+
+    summary = summarize(pl.scan_parquet(store.path / "manifest.parquet"))
+    if summary.ok == 0:
+        status, (n, example) = next(iter(summary.failed.items()))
         print(
             f"{PROG}: error: none of {store.n_rows} rows could be preprocessed "
-            f"({n} {status}, e.g. {example}); store at {args.out}",
+            f"({n} {status}" + (f", e.g. {example}" if example else "") + f"); store at {args.out}",
             file=sys.stderr,
         )
         return 1
     if args.select is not None:
         write_selection(store, args.select)
     if not args.quiet:
-        print(_summary(store.path, args.select), file=sys.stderr)
+        print(_summary(store.path, args.select, summary), file=sys.stderr)
     return 0
 
 
