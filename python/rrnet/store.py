@@ -1,15 +1,20 @@
-"""The preprocessed store: a manifest table plus memory-mappable float32 flux shards.
+"""The preprocessed store: a manifest table plus memory-mappable float32 (or float16) flux shards.
 
 Layout of a store directory (``docs/store.md`` has the full description)::
 
     store.json                     format, fingerprint, row count, shard size, kinds
     manifest.parquet               one row per catalogue row, in catalogue order
     shards/normalized-000000.npy   float32 [<= shard_size, 7200], standard .npy
+                                   (float16 in a store written with dtype="float16")
     shards/resampled-000000.npy    (only with keep_resampled)
 
 Catalogue row ``r`` lives in shard ``r // shard_size`` at offset ``r % shard_size``;
 the manifest repeats both as the ``shard`` and ``offset`` columns. Rows that
 failed preprocessing are all-NaN in the shards.
+
+A float16 store (``store.json`` ``"dtype": "float16"``) halves the disk; its
+readers upcast to float32 (:meth:`Store.read_flux`). A shard holding a finite value
+beyond float16's range (|x| > 65504) is kept as float32 (:func:`storage_array`).
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ STORE_FORMAT = "rrnet-preprocessed-store"
 STORE_FORMAT_VERSION = 1
 KINDS: tuple[str, ...] = ("normalized", "resampled")
 """Flux kinds: continuum-normalised (model input) and resampled (before normalisation)."""
+STORE_DTYPES: tuple[str, ...] = ("float32", "float16")
+"""Storage types of the flux shards (``store.json`` ``dtype``; float32 when absent)."""
 
 
 class StoreError(ValueError):
@@ -40,6 +47,27 @@ class StoreError(ValueError):
 def shard_name(kind: str, shard: int) -> str:
     """File name of one shard, relative to the store directory."""
     return f"shards/{kind}-{shard:06d}.npy"
+
+
+def storage_array(flux: np.ndarray, dtype: str) -> np.ndarray:
+    """``flux`` as written to a shard of a ``dtype`` store.
+
+    float16 keeps 11 significant bits (rounding error <= 2**-11 = 4.9e-4 relative,
+    <= 4.9e-4 absolute for a normalised flux below 2) and reaches 65504. A shard with
+    a finite value beyond that range (a resampled flux in counts, or a normalised flux
+    over a near-zero continuum) is kept float32 whole, so no value becomes infinite;
+    readers accept both.
+    """
+    if dtype not in STORE_DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(STORE_DTYPES)}, got {dtype!r}")
+    flux = np.asarray(flux, dtype=np.float32)
+    if dtype == "float32":
+        return flux
+    with np.errstate(over="ignore"):  # an overflow is detected below
+        half = flux.astype(np.float16)
+    if np.count_nonzero(np.isinf(half)) != np.count_nonzero(np.isinf(flux)):
+        return flux  # a finite value would overflow: this shard stays float32
+    return half
 
 
 def read_store_info(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -101,6 +129,11 @@ class Store:
         return tuple(self.info["kinds"])
 
     @property
+    def dtype(self) -> str:
+        """Storage type of the flux shards: ``float32`` or ``float16`` (read as float32)."""
+        return str(self.info.get("dtype", "float32"))
+
+    @property
     def fingerprint(self) -> dict[str, Any]:
         """Preprocessing settings and their short hash (see PreprocessSettings.fingerprint)."""
         return dict(self.info["fingerprint"])
@@ -124,7 +157,11 @@ class Store:
         return manifest
 
     def shard(self, shard: int, kind: str = "normalized") -> np.ndarray:
-        """Read-only memory map of one shard, float32 [rows in shard, 7200]."""
+        """Read-only memory map of one shard, [rows in shard, 7200].
+
+        float32, or float16 in a float16 store (where a shard of out-of-range values
+        is float32); :meth:`read_flux` always returns float32.
+        """
         self._check_kind(kind)
         key = (kind, shard)
         if key not in self._maps:
@@ -140,10 +177,11 @@ class Store:
                     f"truncated ({' '.join(str(exc).split())}); rerun rrnet-preprocess"
                 ) from exc
             expected = (min(self.shard_size, self.n_rows - shard * self.shard_size), N_PIX)
-            if flux.shape != expected or flux.dtype != np.float32:
+            allowed = {np.dtype(np.float32), np.dtype(self.dtype)}
+            if flux.shape != expected or flux.dtype not in allowed:
                 raise StoreError(
                     f"{shard_name(kind, shard)} has shape {flux.shape} {flux.dtype}, "
-                    f"expected {expected} float32"
+                    f"expected {expected} {self.dtype}"
                 )
             self._maps[key] = flux
         return self._maps[key]
@@ -162,7 +200,8 @@ class Store:
     ) -> np.ndarray:
         """Fluxes of manifest rows (catalogue indices), float32 [len(rows), 7200], in that order.
 
-        Failed rows are all NaN. Raises IndexError for rows outside the store.
+        Failed rows are all NaN; a float16 store's values are upcast (exactly).
+        Raises IndexError for rows outside the store.
         """
         self._check_kind(kind)
         if isinstance(rows, slice):
@@ -183,7 +222,8 @@ class Store:
         return out
 
     def iter_shards(self, kind: str = "normalized") -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Yield ``(rows, flux)`` per shard: catalogue indices and the shard's memory map."""
+        """Yield ``(rows, flux)`` per shard: catalogue indices and the shard's memory map
+        (of the store's dtype, see :meth:`shard`)."""
         for shard in range(self.n_shards):
             flux = self.shard(shard, kind)
             start = shard * self.shard_size

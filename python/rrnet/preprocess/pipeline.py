@@ -44,6 +44,7 @@ from rrnet.preprocess.kernels import range_detail
 from rrnet.preprocess.settings import PreprocessSettings
 from rrnet.store import (
     KINDS,
+    STORE_DTYPES,
     STORE_FORMAT,
     STORE_FORMAT_VERSION,
     Store,
@@ -51,6 +52,7 @@ from rrnet.store import (
     open_store,
     read_store_info,
     shard_name,
+    storage_array,
 )
 from rrnet.utils.atomic import atomic_path
 from rrnet.utils.lock import LOCK_NAME, output_lock
@@ -806,6 +808,7 @@ def preprocess_catalog(
     reader: Reader = "auto",
     max_inflated: int = DEFAULT_MAX_INFLATED,
     allow_outside_data_dir: bool = False,
+    dtype: str = "float32",
 ) -> Store:
     """Preprocess a catalogue into a store directory (see :mod:`rrnet.store`) and open it.
 
@@ -814,7 +817,9 @@ def preprocess_catalog(
     (``kill -9`` included) is continued with ``resume=True``: complete shards
     are kept, the rest recomputed, and the result is byte-identical to an
     uninterrupted run. ``reader`` and ``max_inflated`` are those of
-    :func:`iter_preprocessed`.
+    :func:`iter_preprocessed`. ``dtype="float16"`` stores the flux shards in half
+    precision (half the disk; read back as float32; a shard with a value beyond
+    float16's range stays float32, see :func:`rrnet.store.storage_array`).
 
     Raises
     ------
@@ -827,6 +832,8 @@ def preprocess_catalog(
     catalog = _load_catalog(catalog, rv_column, correct_rv, rv_mode)
     if shard_size < 1:
         raise ValueError(f"shard_size must be >= 1, got {shard_size}")
+    if dtype not in STORE_DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(STORE_DTYPES)}, got {dtype!r}")
     if catalog.height == 0:
         raise StoreError("the catalogue has no rows")
     kinds = list(KINDS) if keep_resampled else ["normalized"]
@@ -836,6 +843,7 @@ def preprocess_catalog(
         "n_rows": catalog.height,
         "shard_size": shard_size,
         "kinds": kinds,
+        "dtype": dtype,
         "rv_column": rv_column,
         "rv_mode": rv_mode,
         "quality_cuts": asdict(quality),
@@ -898,7 +906,7 @@ def _write_store(
         max_inflated=max_inflated,
         allow_outside_data_dir=allow_outside,
     ):
-        _write_shard(out, batch, fsync=fsync)
+        _write_shard(out, batch, fsync=fsync, dtype=info["dtype"])
         del batch  # only one shard in memory at a time
     header_columns = [c for c in HEADER_COLUMNS if c not in catalog.columns]
     _finish_store(out, info, -(-catalog.height // shard_size), header_columns, fsync=fsync)
@@ -930,11 +938,14 @@ def _part_path(out: Path, shard: int) -> Path:
     return out / "parts" / f"manifest-{shard:06d}.parquet"
 
 
-def _write_shard(out: Path, batch: PreprocessedBatch, *, fsync: bool) -> None:
+def _write_shard(
+    out: Path, batch: PreprocessedBatch, *, fsync: bool, dtype: str = "float32"
+) -> None:
     for kind, flux in (("normalized", batch.flux), ("resampled", batch.resampled)):
         if flux is not None:
+            stored = storage_array(flux, dtype)
             _atomic_write(
-                out / shard_name(kind, batch.index), lambda f, a=flux: np.save(f, a), fsync=fsync
+                out / shard_name(kind, batch.index), lambda f, a=stored: np.save(f, a), fsync=fsync
             )
     # The part goes last: its presence marks the shard complete.
     _atomic_write(
@@ -972,6 +983,11 @@ def _prepare_out(
             raise StoreError(f"cannot resume {out}: {key} was {old.get(key)!r}, now {info[key]!r}")
     if old.get("rv_mode", "catalog") != info["rv_mode"]:  # stores before issue 16: catalog
         raise StoreError(f"cannot resume {out}: --rv was {old.get('rv_mode', 'catalog')!r}")
+    if old.get("dtype", "float32") != info["dtype"]:  # stores before issue 20: float32
+        raise StoreError(
+            f"cannot resume {out}: its flux is stored as {old.get('dtype', 'float32')}, "
+            f"now {info['dtype']} (--store-dtype)"
+        )
     if old["fingerprint"]["hash"] != info["fingerprint"]["hash"]:
         raise StoreError(
             f"cannot resume {out}: it was preprocessed with other settings "
@@ -1051,7 +1067,8 @@ def _shard_complete(out: Path, shard: int, info: dict[str, Any], catalog: pl.Dat
         part = pl.read_parquet(_part_path(out, shard))
         for kind in info["kinds"]:
             flux = np.load(out / shard_name(kind, shard), mmap_mode="r")
-            if flux.shape != (n, N_PIX) or flux.dtype != np.float32:
+            allowed = {np.dtype(np.float32), np.dtype(info.get("dtype", "float32"))}
+            if flux.shape != (n, N_PIX) or flux.dtype not in allowed:
                 return False
     except (OSError, ValueError, pl.exceptions.PolarsError):
         return False
