@@ -6,7 +6,8 @@ Each chunk becomes one part file, written atomically into ``<out>.parts/``
 beside the output; ``resume`` keeps finished parts and computes the rest, so a
 run killed at any moment (``kill -9`` included) ends with the same catalogue as
 an uninterrupted one. The parts are merged in input order into the final file
-(atomically), then removed. Memory is bounded by one chunk.
+(atomically), then removed. Memory is bounded by one chunk (two with a catalogue:
+the next chunk is preprocessed while the model predicts this one).
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,6 +53,7 @@ from rrnet.inference.writers import (
 )
 from rrnet.models.calibration import calibration_snr
 from rrnet.utils.atomic import read_json, write_json
+from rrnet.utils.background import ahead
 from rrnet.utils.lock import output_lock
 from rrnet.utils.progress import Progress
 
@@ -115,7 +118,7 @@ class _StoreInput:
             "manifest_hash": digest.hexdigest()[:16],
         }
 
-    def chunks(self, skip: set[int]) -> Iterator[Chunk]:
+    def chunks(self, skip: set[int]) -> Generator[Chunk, None, None]:
         manifest = self.store.manifest
         for shard in range(self.store.n_shards):
             if shard in skip:
@@ -172,11 +175,13 @@ class _CatalogInput:
             "rv_mode": self.preprocess.get("rv_mode", "catalog"),
         }
 
-    def chunks(self, skip: set[int]) -> Iterator[Chunk]:
+    def chunks(self, skip: set[int]) -> Generator[Chunk, None, None]:
+        """The chunks, each preprocessed on a thread while the previous one is predicted
+        (:func:`rrnet.utils.background.ahead`: same chunks, same order, two in memory)."""
         from rrnet.io.catalog import CatalogError
         from rrnet.preprocess.pipeline import iter_preprocessed
 
-        try:
+        def preprocessed() -> Iterator[Chunk]:
             for batch in iter_preprocessed(
                 self.table,
                 self.data_dir,
@@ -186,6 +191,9 @@ class _CatalogInput:
                 **self.preprocess,
             ):
                 yield Chunk(batch.index, batch.manifest, batch.flux)
+
+        try:
+            yield from ahead(preprocessed, name="rrnet-preprocess")
         except CatalogError as exc:
             raise InferError(str(exc)) from exc
 
@@ -584,21 +592,22 @@ def _compute_parts(plan: _Plan, options: InferOptions, work: Path, done: set[int
     bar = Progress(source.n_rows, initial=finished, enabled=options.progress, prefix="rrnet-infer")
     carried: list[str] | None = None
     try:
-        for chunk in source.chunks(done):
-            if carried is None:
-                carried = _carried(chunk.manifest)
-            frame = catalogue_chunk(
-                chunk,
-                plan.checkpoints,
-                plan.sources,
-                options.thresholds,
-                options.batch_size,
-                carried,
-                on_rows=bar.update,
-                calibrate=options.calibrate,
-                synthetic_domain=plan.synthetic_domain,
-            )
-            write_part(frame, _part_path(work, chunk.index))
+        with closing(source.chunks(done)) as chunks:  # an error here stops a producer thread
+            for chunk in chunks:
+                if carried is None:
+                    carried = _carried(chunk.manifest)
+                frame = catalogue_chunk(
+                    chunk,
+                    plan.checkpoints,
+                    plan.sources,
+                    options.thresholds,
+                    options.batch_size,
+                    carried,
+                    on_rows=bar.update,
+                    calibrate=options.calibrate,
+                    synthetic_domain=plan.synthetic_domain,
+                )
+                write_part(frame, _part_path(work, chunk.index))
     finally:
         bar.close()
 

@@ -1,0 +1,154 @@
+"""``rrnet-infer --catalog`` against inference alone from a store (issue 20).
+
+Target: preprocessing on the fly loses no more than 10 % to the inference stage
+alone, i.e. (b) / (a) <= 1.10 with, on the same spectra and checkpoint,
+
+(a) ``run_inference(store=...)`` from a preprocessed store (normalised flux only), and
+(b) ``run_inference(catalog=..., data_dir=...)`` from ``.fits.gz`` files,
+
+both timed in this process after a warm-up, alternating, best of ``--repeats`` (wall
+and CPU seconds: on a shared machine the CPU time is the steadier figure). Also
+timed: preprocessing alone (``iter_preprocessed``) and (b) with the chunks preprocessed
+in the consuming thread (``--catalog`` before the overlap: preprocessing, then
+inference, chunk after chunk), so the gain of the overlap is measured in the same run.
+Input: copies (symlinks) of the real LAMOST file, 5 spectra each, as
+``bench_infer_e2e.py`` builds them. The two catalogues are checked to agree.
+Run: ``python benchmarks/bench_infer_catalog.py [--rows 2048 --chunk-rows 512]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import torch
+
+from bench_infer_e2e import make_checkpoint, make_data
+
+
+@contextmanager
+def serial_chunks():
+    """``--catalog`` as before the overlap: each chunk preprocessed in the consumer."""
+    from rrnet.inference import streaming
+
+    saved = streaming.ahead
+    streaming.ahead = lambda make, name="": make()
+    try:
+        yield
+    finally:
+        streaming.ahead = saved
+
+
+def timed(fn) -> tuple[float, float]:
+    """Wall and CPU seconds (all threads of this process) of ``fn()``."""
+    t0, c0 = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - t0, time.process_time() - c0
+
+
+def agree(a: pl.DataFrame, b: pl.DataFrame) -> float:
+    """Largest relative difference of the label columns; the rest must be equal."""
+    from rrnet.labels import ALL_LABELS
+
+    floats = [c for c in a.columns if any(c.startswith(x) for x in ALL_LABELS)]
+    rest = [c for c in a.columns if c not in floats]
+    assert a.select(rest).equals(b.select(rest)), "--catalog and --store catalogues differ"
+    worst = 0.0
+    for c in floats:
+        x, y = a[c].to_numpy().astype(float), b[c].to_numpy().astype(float)
+        assert np.array_equal(np.isnan(x), np.isnan(y))
+        ok = ~np.isnan(x)
+        if ok.any():
+            worst = max(worst, float(np.max(np.abs(x[ok] - y[ok]) / np.abs(x[ok]).clip(1e-12))))
+    return worst
+
+
+def main() -> None:
+    from rrnet.inference import InferOptions, run_inference
+    from rrnet.labels import SP_LABELS
+    from rrnet.preprocess.pipeline import iter_preprocessed, preprocess_catalog
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rows", type=int, default=2048)
+    p.add_argument("--chunk-rows", type=int, default=512, help="chunk and shard size")
+    p.add_argument("--members", type=int, default=2, help="SP ensemble members")
+    p.add_argument("--tiny", action="store_true", help="tiny RRNet instead of paper size")
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--workers", type=int, default=None)
+    p.add_argument("--device", default="cpu")
+    a = p.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="bench-infer-catalog-"))
+    try:
+        load0 = os.getloadavg()
+        catalog, data = make_data(root, a.rows)
+        store = preprocess_catalog(
+            catalog, data, root / "store", shard_size=a.chunk_rows, keep_resampled=False,
+            workers=a.workers, progress=False,
+        )  # fmt: skip
+        model = make_checkpoint(root / "SP", SP_LABELS, a.members, a.tiny, store.fingerprint)
+        opts = InferOptions(model, device=a.device, overwrite=True, workers=a.workers,
+                            chunk_rows=a.chunk_rows, progress=False)  # fmt: skip
+        outs = {k: root / f"{k}.parquet" for k in ("store", "catalog", "serial")}
+
+        def run_store() -> None:
+            run_inference(opts, out=outs["store"], store=store.path)
+
+        def run_catalog() -> None:
+            run_inference(opts, out=outs["catalog"], catalog=catalog, data_dir=data)
+
+        def run_serial() -> None:
+            with serial_chunks():
+                run_inference(opts, out=outs["serial"], catalog=catalog, data_dir=data)
+
+        def run_pre() -> None:
+            for _ in iter_preprocessed(catalog, data, batch_size=a.chunk_rows, workers=a.workers):
+                pass
+
+        run_store(), run_pre()  # warm-up: imports, page cache, thread pools
+        times: dict[str, list[float]] = {k: [] for k in ("store", "catalog", "serial", "pre")}
+        cpu: dict[str, list[float]] = {k: [] for k in times}
+        for _ in range(a.repeats):
+            for key, fn in (("store", run_store), ("catalog", run_catalog),
+                            ("serial", run_serial), ("pre", run_pre)):  # fmt: skip
+                wall, used = timed(fn)
+                times[key].append(wall)
+                cpu[key].append(used)
+        best = {k: min(v) for k, v in times.items()}
+        least = {k: min(v) for k, v in cpu.items()}
+        tables = {k: pl.read_parquet(v) for k, v in outs.items()}
+        worst = max(agree(tables["store"], tables[k]) for k in ("catalog", "serial"))
+        size = "tiny" if a.tiny else "paper-size"
+        print(f"# rrnet-infer --catalog vs --store: {a.rows} spectra, chunks of {a.chunk_rows}, "
+              f"{a.members}-member {size} SP RRNet, {a.device}")  # fmt: skip
+        print(f"cores {os.cpu_count()}, torch threads {torch.get_num_threads()}, load average "
+              f"{load0[0]:.2f} at the start, {os.getloadavg()[0]:.2f} at the end")  # fmt: skip
+        print(f"\n| run | wall s (best of {a.repeats}) | spectra/s | / (a) | CPU s | / (a) |")
+        print("|---|---:|---:|---:|---:|---:|")
+        rows = (("(a) inference alone (--store)", "store"),
+                ("(b) --catalog (preprocessing overlapped)", "catalog"),
+                ("(b') --catalog, preprocessing then inference per chunk", "serial"),
+                ("preprocessing alone (iter_preprocessed)", "pre"))  # fmt: skip
+        for name, key in rows:
+            t, c = best[key], least[key]
+            print(f"| {name} | {t:.2f} | {a.rows / t:.1f} | {t / best['store']:.3f} "
+                  f"| {c:.1f} | {c / least['store']:.3f} |")  # fmt: skip
+        print(f"\nall runs, wall s: { {k: [round(x, 2) for x in v] for k, v in times.items()} }")
+        print(
+            f"ratio (b)/(a) = {best['catalog'] / best['store']:.3f} (target <= 1.10); "
+            f"without the overlap {best['serial'] / best['store']:.3f}; bound if fully "
+            f"overlapped max(a, pre)/(a) = {max(best['store'], best['pre']) / best['store']:.3f}"
+        )
+        print(f"catalogues agree: largest relative label difference {worst:.1e}")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
