@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
             "million spectra of DR7; with --no-keep-resampled (only what training and "
             "inference read) half, 28.8 kB per spectrum (160 GB for DR7); adding "
             "--store-dtype float16 halves it again, 14.4 kB per spectrum (81 GB for DR7; "
-            "its effect on the labels is < 0.01 of their errors, docs/preprocessing.md)."
+            "labels move by < 0.05 of their quoted errors, docs/store.md)."
         ),
     )
     parser.add_argument(
