@@ -72,5 +72,15 @@ def test_a_consumer_stopping_early_stops_and_closes_the_producer():
     items = ahead(producer)
     assert [next(items), next(items)] == [0, 1]
     items.close()
-    assert producer.closed.wait(timeout=5)
+    assert producer.closed.is_set()  # closed before close() returned
     assert len(producer.started) <= 3
+
+
+def test_an_error_of_the_consumer_waits_for_the_item_in_progress():
+    producer = Producer(100, seconds=0.2)
+    with pytest.raises(RuntimeError, match="consumer"):
+        for _ in ahead(producer, name="rrnet-busy"):
+            time.sleep(0.01)  # the producer is now computing the next item
+            raise RuntimeError("consumer")
+    assert producer.closed.is_set() and len(producer.started) == 2
+    assert not any(t.name == "rrnet-busy" for t in threading.enumerate())

@@ -26,7 +26,8 @@ def ahead(make: Callable[[], Iterator[T]], *, name: str = "rrnet-ahead") -> Iter
     two items exist at once (the one being used and the next). An exception of the
     producer is raised in the consumer at the position it occurred; when the
     consumer stops early (``close()``, an error of its own, Ctrl-C), the producer
-    stops after the item it is computing and its iterator is closed on its thread.
+    stops after the item it is computing, its iterator is closed on its thread, and
+    the consumer returns when that is done.
     """
     ready: queue.Queue = queue.Queue(maxsize=1)
     go = threading.Semaphore(1)  # one token: the producer may compute one item
@@ -72,9 +73,10 @@ def ahead(make: Callable[[], Iterator[T]], *, name: str = "rrnet-ahead") -> Iter
     finally:
         stop.set()
         _drain(ready)
-        # A finished or waiting producer is gone within a poll; a busy one (a daemon
-        # thread) is not waited for, so Ctrl-C is answered without finishing its item.
-        thread.join(timeout=2 * _POLL_S)
+        # Wait for the item being computed (native code a thread cannot interrupt: at
+        # most one chunk's preprocessing), so no thread is left inside it at exit. A
+        # second Ctrl-C interrupts this wait.
+        thread.join()
 
 
 def _drain(ready: queue.Queue) -> None:
