@@ -165,3 +165,14 @@ def test_predictions_agree_within_a_small_fraction_of_the_errors(tmp_path):
         err = tables[0][f"{label}_err"].to_numpy()[ok]
         assert np.all(err > 0)
         assert np.max(np.abs(a - b) / err) < 0.05
+
+
+def test_training_and_evaluation_readers_get_float32(pair):
+    """Training streams rows through StreamedRows (and evaluation through read_flux)."""
+    from rrnet.training.stream import StreamedRows
+
+    rows = np.array([12, 0, 5, 7])
+    streamed = StreamedRows(pair["f16"], rows)[np.arange(4)]
+    assert streamed.dtype == np.float32
+    want = pair["f32"].read_flux(rows).astype(np.float16).astype(np.float32)
+    np.testing.assert_array_equal(streamed, want)
