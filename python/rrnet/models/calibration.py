@@ -32,7 +32,9 @@ import numpy as np
 
 CALIBRATION_FILE = "calibration.json"
 FORMAT = "rrnet-calibration"
-VERSION = 1
+VERSION = 2
+READABLE_VERSIONS = (1, 2)
+"""Version 1 files have no ``floor`` (read as 0)."""
 SNR_REF = 30.0
 """S/N at which ``exp(a)`` is the scale (keeps ``a`` and ``b`` weakly correlated)."""
 SNR_MIN, SNR_MAX = 5.0, 300.0
@@ -90,26 +92,83 @@ def scale(params: Mapping[str, float], snr: np.ndarray) -> np.ndarray:
     return np.exp(float(params["a"]) + float(params["b"]) * _log_snr(snr))
 
 
+def calibrated_error(params: Mapping[str, float], err: np.ndarray, snr: np.ndarray) -> np.ndarray:
+    """``sqrt((err * scale)^2 + floor^2)``: the calibrated 1-sigma of raw errors ``err``."""
+    floor = float(params.get("floor", 0.0))
+    scaled = np.asarray(err, dtype=np.float64) * scale(params, snr)
+    return np.hypot(scaled, floor) if floor > 0 else scaled
+
+
+def raw_error(params: Mapping[str, float], err_cal: np.ndarray, snr: np.ndarray) -> np.ndarray:
+    """The inverse of :func:`calibrated_error` (paper eq. 3 error from a calibrated one)."""
+    floor = float(params.get("floor", 0.0))
+    cal = np.asarray(err_cal, dtype=np.float64)
+    noise = np.sqrt(np.maximum(cal**2 - floor**2, 0.0)) if floor > 0 else cal
+    return noise / scale(params, snr)
+
+
+def fit_floor(resid: np.ndarray, err: np.ndarray, snr: np.ndarray) -> tuple[float, float, float]:
+    """Maximum-likelihood ``(a, b, floor)`` of ``r ~ N(0, (err e^(a + b x))^2 + floor^2)``.
+
+    The floor is the part of the error that does not shrink with the noise (model
+    error of the label at that star); started from :func:`fit_scale` with a floor at
+    the 10th percentile of ``|r|``, optimised in ``log floor`` (L-BFGS).
+    """
+    from scipy.optimize import minimize
+
+    ok = np.isfinite(resid) & np.isfinite(err) & (err > 0) & np.isfinite(snr)
+    r2, e2 = np.asarray(resid)[ok] ** 2, np.asarray(err)[ok] ** 2
+    x = _log_snr(np.asarray(snr)[ok])
+    a0, b0 = fit_scale(np.asarray(resid)[ok], np.asarray(err)[ok], np.asarray(snr)[ok])
+    if r2.size < MIN_ROWS:
+        return a0, b0, 0.0
+
+    def nll(theta: np.ndarray) -> float:
+        var = e2 * np.exp(2.0 * (theta[0] + theta[1] * x)) + np.exp(2.0 * theta[2])
+        return float(0.5 * np.sum(np.log(var) + r2 / var))
+
+    start = np.array([a0 - 0.1, b0, math.log(max(np.percentile(np.sqrt(r2), 10), 1e-12))])
+    best = minimize(nll, start, method="L-BFGS-B")
+    theta = best.x if best.fun < nll(np.array([a0, b0, -700.0])) else np.array([a0, b0, -np.inf])
+    return float(theta[0]), float(theta[1]), float(math.exp(theta[2]))
+
+
+FORMS: tuple[str, ...] = ("scale", "floor")
+DEFAULT_FORM = "scale"
+
+
 def fit_calibration(
     pred: np.ndarray,
     true: np.ndarray,
     err: np.ndarray,
     snr: np.ndarray,
     labels: Sequence[str],
+    *,
+    form: str | None = None,
 ) -> dict[str, Any]:
-    """The ``calibration.json`` document from VALIDATION rows ``[N, L]`` (never test rows)."""
+    """The ``calibration.json`` document from VALIDATION rows ``[N, L]`` (never test rows).
+
+    ``form``: "scale" (``err * exp(a + b x)``, the default) or "floor" (that plus a
+    per-label floor added in quadrature, :func:`fit_floor`).
+    """
+    form = form or DEFAULT_FORM
+    if form not in FORMS:
+        raise ValueError(f"unknown calibration form {form!r} (expected one of {FORMS})")
     out: dict[str, Any] = {}
     for j, label in enumerate(labels):
         resid, e = pred[:, j] - true[:, j], err[:, j]
         ok = np.isfinite(resid) & np.isfinite(e) & (e > 0)
         if ok.sum() < 2:
             continue
-        a, b = fit_scale(resid[ok], e[ok], snr[ok])
+        if form == "floor":
+            a, b, floor = fit_floor(resid[ok], e[ok], snr[ok])
+        else:
+            (a, b), floor = fit_scale(resid[ok], e[ok], snr[ok]), 0.0
+        params = {"a": a, "b": b, "floor": floor}
         z_before = resid[ok] / e[ok]
-        z_after = z_before / scale({"a": a, "b": b}, snr[ok])
+        z_after = resid[ok] / calibrated_error(params, e[ok], snr[ok])
         out[label] = {
-            "a": a,
-            "b": b,
+            **params,
             "n": int(ok.sum()),
             "z_std_before": float(np.sqrt(np.mean(z_before**2))),
             "z_std_after": float(np.sqrt(np.mean(z_after**2))),
@@ -123,7 +182,8 @@ def fit_calibration(
         "snr": SNR_COLUMN,
         "snr_ref": SNR_REF,
         "snr_clip": [SNR_MIN, SNR_MAX],
-        "model": "err_cal = err * exp(a + b * log(clip(snr, 5, 300) / 30))",
+        "form": form,
+        "model": "err_cal = sqrt((err * exp(a + b * log(clip(snr, 5, 300) / 30)))^2 + floor^2)",
         "labels": out,
     }
 
@@ -141,7 +201,7 @@ def read_calibration(checkpoint_dir: str | os.PathLike[str]) -> dict[str, dict[s
     if not path.is_file():
         return None
     doc = json.loads(path.read_text(encoding="utf-8"))
-    if doc.get("format") != FORMAT or doc.get("version") != VERSION:
+    if doc.get("format") != FORMAT or doc.get("version") not in READABLE_VERSIONS:
         raise ValueError(f"not a {FORMAT} v{VERSION} file: {path}")
     return {str(k): dict(v) for k, v in doc["labels"].items()}
 
@@ -156,5 +216,5 @@ def apply_calibration(
     out = np.array(err, dtype=np.float64, copy=True)
     for j, label in enumerate(labels):
         if label in params:
-            out[:, j] *= scale(params[label], snr)
+            out[:, j] = calibrated_error(params[label], out[:, j], snr)
     return out
