@@ -133,7 +133,7 @@ def _summary(table: pl.DataFrame) -> None:
     in_std = pl.col("z_std").is_between(*STD_TARGET)
     in_cov = pl.col("cov1").is_between(*COV_TARGET)
     near = (pl.col("z_std") - pl.col("z_std").clip(*STD_TARGET)).abs() <= 2 * pl.col("z_std_se")
-    with pl.Config(tbl_rows=400, float_precision=3, tbl_width_chars=200):
+    with pl.Config(tbl_rows=400, tbl_cols=-1, float_precision=3, tbl_width_chars=250):
         print(table)
         print(
             table.group_by("snr_bin", maintain_order=True).agg(
@@ -194,7 +194,7 @@ def main() -> None:
     p.add_argument("--repeat-visits", type=int, default=0)
     p.add_argument("--work", type=Path)
     p.add_argument("--fit-on", choices=("valid", "repeats", "heldout-half"), default="valid")
-    p.add_argument("--form", choices=("scale", "floor", "auto"), default=None)
+    p.add_argument("--form", choices=("scale", "floor", "const"), default=None)
     args = p.parse_args()
     ckpt = args.checkpoint or args.demo / "checkpoint"
     labels = json.loads((ckpt / "config.json").read_text())["labels"]

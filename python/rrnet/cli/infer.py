@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--raw-errors",
         action="store_true",
-        help="quote paper eq. 3 errors, without the checkpoint's S/N-dependent calibration",
+        help="quote paper eq. 3 errors, without the checkpoint's calibration (from validation)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar or log lines")
     return p
