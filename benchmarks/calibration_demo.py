@@ -160,6 +160,32 @@ def _summary(table: pl.DataFrame) -> None:
     )
 
 
+def _per_star(ev: pl.DataFrame, labels, mean, cal, params) -> None:
+    """Stars with >= 2 independent spectra: z std of the combined value with the whole
+    error averaging down, and with each label's calibration floor kept (issue 17, item 3)."""
+    from rrnet.inference.per_star import per_star_table
+
+    cat = ev.select("star_id", "filename", "extname_blue").with_columns(
+        pl.lit("ok").alias("status"),
+        pl.lit(1).alias("flag"),
+        *[pl.Series(lab, mean[:, j]) for j, lab in enumerate(labels)],
+        *[pl.Series(f"{lab}_err", cal[:, j]) for j, lab in enumerate(labels)],
+    )
+    truth = ev.group_by("star_id").agg([pl.col(lab).first() for lab in labels])
+    floor = {lab: float(params[lab].get("floor", 0.0)) for lab in labels}
+    rows = []
+    for name, fl in (("all noise", None), ("calibration floor", floor)):
+        stars = per_star_table(cat, labels=labels, only_recommended=False, floor=fl)
+        stars = stars.filter(pl.col("n_exp") >= 2).join(truth, on="star_id", suffix="_true")
+        for lab in labels:
+            z = (stars[lab] - stars[f"{lab}_true"]) / stars[f"{lab}_err"]
+            chi2r = stars[f"{lab}_chi2r"].mean()
+            rows.append({"errors": name, "label": lab, "stars": stars.height,
+                         "z_std": float(z.std()), "mean_chi2r": chi2r})  # fmt: skip
+    with pl.Config(tbl_rows=100, float_precision=3):
+        print(pl.DataFrame(rows).pivot("errors", index="label", values=["z_std", "mean_chi2r"]))
+
+
 def _render(work: Path, stars: list[str], n_visits: int) -> tuple[Path, Path]:
     """Synthesise ``n_visits`` visits of library ``stars`` and preprocess them (resumable)."""
     from rrnet.demo import _official_catalogue
@@ -195,6 +221,7 @@ def main() -> None:
     p.add_argument("--work", type=Path)
     p.add_argument("--fit-on", choices=("valid", "repeats", "heldout-half"), default="valid")
     p.add_argument("--form", choices=("scale", "floor", "const"), default=None)
+    p.add_argument("--per-star", action="store_true", help="also the per-star error split")
     args = p.parse_args()
     ckpt = args.checkpoint or args.demo / "checkpoint"
     labels = json.loads((ckpt / "config.json").read_text())["labels"]
@@ -256,6 +283,8 @@ def main() -> None:
     y = ev.select(labels).to_numpy().astype(np.float64)
     star = ev["star_id"].to_numpy()
     _summary(_table(labels, ev_pred["mean"], y, ev_pred["std"], cal, snr, star))
+    if args.per_star:
+        _per_star(ev, labels, ev_pred["mean"], cal, params)
 
 
 if __name__ == "__main__":
