@@ -172,9 +172,9 @@ def _per_star(ev: pl.DataFrame, labels, mean, cal, params) -> None:
         *[pl.Series(f"{lab}_err", cal[:, j]) for j, lab in enumerate(labels)],
     )
     truth = ev.group_by("star_id").agg([pl.col(lab).first() for lab in labels])
-    floor = {lab: float(params[lab].get("floor", 0.0)) for lab in labels}
+    floor = {lab: float(params[lab].get("shared", params[lab].get("floor", 0.0))) for lab in labels}
     rows = []
-    for name, fl in (("all noise", None), ("calibration floor", floor)):
+    for name, fl in (("all noise", None), ("shared part", floor)):
         stars = per_star_table(cat, labels=labels, only_recommended=False, floor=fl)
         stars = stars.filter(pl.col("n_exp") >= 2).join(truth, on="star_id", suffix="_true")
         for lab in labels:
@@ -184,6 +184,13 @@ def _per_star(ev: pl.DataFrame, labels, mean, cal, params) -> None:
                          "z_std": float(z.std()), "mean_chi2r": chi2r})  # fmt: skip
     with pl.Config(tbl_rows=100, float_precision=3):
         print(pl.DataFrame(rows).pivot("errors", index="label", values=["z_std", "mean_chi2r"]))
+
+
+def _groups(rows: pl.DataFrame) -> np.ndarray:
+    """Star id of single exposures; a coadd (not independent of them) is its own group."""
+    coadd = rows["extname_blue"].fill_null("").str.starts_with("COADD").to_numpy()
+    star = rows["star_id"].cast(pl.String).to_numpy().astype(object)
+    return np.where(coadd, [f"coadd-{r}" for r in rows["_row"].to_list()], star)
 
 
 def _render(work: Path, stars: list[str], n_visits: int) -> tuple[Path, Path]:
@@ -269,8 +276,9 @@ def main() -> None:
     if args.refit or args.form or args.fit_on != "valid" or read_calibration(ckpt) is None:
         y_fit = fit.select(labels).to_numpy().astype(np.float64)
         doc = fit_calibration(
-            fit_pred["mean"], y_fit, fit_pred["std"], fit["snr"].to_numpy(), labels, form=args.form
-        )
+            fit_pred["mean"], y_fit, fit_pred["std"], fit["snr"].to_numpy(), labels,
+            form=args.form, groups=_groups(fit),
+        )  # fmt: skip
         params = doc["labels"]
     else:
         params = read_calibration(ckpt)

@@ -92,6 +92,34 @@ def test_fit_floor_recovers_noise_scale_and_floor() -> None:
     )
 
 
+def test_shared_part_and_repeat_groups_of_the_training_step() -> None:
+    """fit_calibration(groups=...) stores the shared part that fit_shared_error finds on
+    the calibrated errors; the training step's groups compare single exposures of one
+    star only (a coadd and a row without star are groups of their own)."""
+    import polars as pl
+
+    from rrnet.models.calibration import fit_shared_error
+    from rrnet.training.api import _repeat_groups
+
+    rng = np.random.default_rng(9)
+    star = np.repeat(np.arange(500), 3)
+    err = rng.uniform(0.05, 0.1, star.size)
+    resid = np.repeat(rng.normal(0, 0.04, 500), 3) + rng.normal(0, 0.03, star.size)
+    snr = np.full(star.size, 30.0)
+    doc = fit_calibration(resid[:, None], np.zeros((star.size, 1)), err[:, None], snr, ["x"],
+                          groups=star)  # fmt: skip
+    p = doc["labels"]["x"]
+    want = fit_shared_error(resid, calibrated_error(p, err, snr), star)
+    assert p["shared"] == pytest.approx(want) and 0.03 < p["shared"] < 0.06
+
+    class Store:
+        manifest = pl.DataFrame({"extname_blue": ["COADD_B", "B-1", "B-2", "B-1", None]})
+
+    groups = _repeat_groups(Store(), np.arange(5), np.array(["s", "s", "s", None, "t"], object))
+    assert groups[1] == groups[2] == "s" and groups[4] == "t"
+    assert len(set(groups)) == 4 and groups[0] not in ("s", "t") and groups[3] not in ("s", "t")
+
+
 def test_version_1_documents_read_with_no_floor(tmp_path: Path) -> None:
     doc = {"format": "rrnet-calibration", "version": 1, "labels": {"x": {"a": 0.1, "b": 0.2}}}
     (tmp_path / CALIBRATION_FILE).write_text(json.dumps(doc))

@@ -127,8 +127,9 @@ FLOOR_FROM_CALIBRATION = "calibration"
 def resolve_error_floor(options: InferOptions) -> dict[str, float] | None:
     """The per-star floor ``{internal label: sigma}`` of ``options`` (InferError if unusable).
 
-    ``"calibration"``: for each label, the ``floor`` of the first checkpoint whose
-    ``calibration.json`` has the label (0 for the "scale" form). That floor is part
+    ``"calibration"``: for each label, the ``shared`` part (fitted on repeat spectra
+    of validation stars), else the ``floor``, of the first checkpoint whose
+    ``calibration.json`` has the label (0 when it has neither). That floor is part
     of the calibrated errors, so it needs them (refused with ``calibrate=False``).
     """
     from rrnet.labels import ALL_LABELS, internal_name
@@ -163,7 +164,7 @@ def _calibration_floor(models: Sequence[PathLike]) -> dict[str, float]:
         except (ValueError, KeyError) as exc:
             raise InferError(f"cannot read the calibration of {path}: {exc}") from exc
         for label, p in params.items():
-            out.setdefault(label, float(p.get("floor", 0.0)))
+            out.setdefault(label, float(p.get("shared", p.get("floor", 0.0))))
     return out
 
 

@@ -139,6 +139,39 @@ def fit_floor(resid: np.ndarray, err: np.ndarray, snr: np.ndarray) -> tuple[floa
     return float(theta[0]), float(theta[1]), float(math.exp(theta[2]))
 
 
+def fit_shared_error(values: np.ndarray, err: np.ndarray, groups: np.ndarray) -> float:
+    """The part ``s`` of calibrated errors ``err`` that repeat spectra of a star share.
+
+    Why: exposures of one star share its model error, so their scatter measures only
+    the noise part. ``groups`` labels independent spectra by star (one entry per
+    row). ``s`` is the constant with which the mean reduced chi-square over stars
+    with >= 2 spectra, weights ``1 / max(err^2 - s^2, (0.1 err)^2)`` (what
+    :func:`rrnet.inference.per_star.per_star_table` uses with ``floor``), is 1;
+    0 when it is >= 1 already. Bisection: the chi-square grows with ``s``.
+    """
+    ok = np.isfinite(values) & np.isfinite(err) & (err > 0)
+    x, e, g = np.asarray(values)[ok], np.asarray(err)[ok], np.asarray(groups)[ok]
+    _, inv, counts = np.unique(g, return_inverse=True, return_counts=True)
+    rep = counts[inv] >= 2
+    if not rep.any():
+        return 0.0
+    x, e, inv = x[rep], e[rep], np.unique(inv[rep], return_inverse=True)[1]
+    n = np.bincount(inv)
+
+    def mean_chi2r(s: float) -> float:
+        w = 1.0 / np.maximum(e**2 - s**2, (0.1 * e) ** 2)
+        mean = np.bincount(inv, w * x) / np.bincount(inv, w)
+        return float(np.mean(np.bincount(inv, w * (x - mean[inv]) ** 2) / (n - 1)))
+
+    if mean_chi2r(0.0) >= 1.0:
+        return 0.0
+    lo, hi = 0.0, float(np.max(e))
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if mean_chi2r(mid) < 1.0 else (lo, mid)
+    return 0.5 * (lo + hi)
+
+
 FORMS: tuple[str, ...] = ("scale", "floor", "const")
 DEFAULT_FORM = "const"
 
@@ -151,11 +184,14 @@ def fit_calibration(
     labels: Sequence[str],
     *,
     form: str | None = None,
+    groups: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """The ``calibration.json`` document from VALIDATION rows ``[N, L]`` (never test rows).
 
     ``form``: "const" (``err * exp(a)``, the default), "scale" (``err * exp(a + b x)``)
     or "floor" (the scale plus a per-label floor added in quadrature, :func:`fit_floor`).
+    ``groups`` (star id per row, rows independent spectra): also store ``shared``,
+    the part of the calibrated error that repeats share (:func:`fit_shared_error`).
     """
     form = form or DEFAULT_FORM
     if form not in FORMS:
@@ -174,6 +210,9 @@ def fit_calibration(
         params = {"a": a, "b": b, "floor": floor}
         z_before = resid[ok] / e[ok]
         z_after = resid[ok] / calibrated_error(params, e[ok], snr[ok])
+        if groups is not None:
+            e_cal = calibrated_error(params, e[ok], snr[ok])
+            params["shared"] = fit_shared_error(pred[ok, j], e_cal, np.asarray(groups)[ok])
         out[label] = {
             **params,
             "n": int(ok.sum()),
