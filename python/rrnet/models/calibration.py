@@ -22,7 +22,10 @@ parameters live in ``calibration.json`` beside ``config.json``::
                             "z_std_before": 0.4, "z_std_after": 1.0}, ...}}
 
 Inference replaces each ``<label>_err`` by :func:`calibrated_error` (unless asked for
-raw errors); version 1 files (no floor) are read with ``floor = 0``.
+raw errors); version 1 files (no floor) are read with ``floor = 0``. ``shared``
+(optional, :func:`fit_shared_error`) is the part of the calibrated error that repeat
+spectra of a star share; it does not change ``<label>_err``, only how the per-star
+table combines them (``rrnet-infer --per-star --error-floor calibration``).
 """
 
 from __future__ import annotations
