@@ -1,7 +1,8 @@
 """Calibration of the demo checkpoint's errors on held-out stars, per label and S/N bin.
 
     python benchmarks/calibration_demo.py demo-output [--checkpoint DIR] [--refit]
-        [--repeat-visits N --work DIR] [--fit-on-repeats] [--form scale|floor]
+        [--repeat-visits N --work DIR] [--fit-on valid|repeats|heldout-half]
+        [--form const|scale|floor] [--per-star]
 
 Fits (with ``--refit``, or when the checkpoint has no ``calibration.json``) the
 training step's calibration on the VALIDATION split, then prints, per label and S/N
@@ -15,9 +16,13 @@ small to judge a +-0.1 window per bin. ``--repeat-visits N`` therefore renders N
 star-visits (``rrnet-synth``, seed 1, S/N 10-200) of the stars the checkpoint never
 trained or validated on (its test stars and the library stars the demo did not use)
 and of its validation stars, preprocesses them into ``--work`` and evaluates on the
-held-out ones. ``--fit-on-repeats`` fits the calibration on the re-rendered
+held-out ones. ``--fit-on repeats`` fits the calibration on the re-rendered
 VALIDATION stars instead of the checkpoint's validation rows (a diagnostic: more
-spectra, same stars); test stars are never used for a fit.
+spectra, same stars); ``--fit-on heldout-half`` on half of the held-out stars and
+evaluates on the other half (a diagnostic: what the form reaches with ample data).
+Evaluation stars are never used for a fit (asserted). ``--per-star`` adds the z std
+of per-star combined values with and without the calibration's shared error part.
+Results: docs/results.md (issue 17).
 """
 
 from __future__ import annotations
