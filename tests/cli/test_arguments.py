@@ -68,3 +68,31 @@ def test_header_only_catalogue_same_answer(tmp_path, capsys):
     inf = capsys.readouterr().err.split("error: ", 1)[1]
     assert pre == inf
     assert not (tmp_path / "s").exists() and not (tmp_path / "c.parquet.parts").exists()
+
+
+FLOOR_BAD = [
+    (["--per-star", "--error-floor", "teff"], "LABEL=SIGMA"),
+    (["--per-star", "--error-floor", "teff=abc"], "LABEL=SIGMA"),
+    (["--per-star", "--error-floor", "teff=-1"], "sigma >= 0"),
+    (["--per-star", "--error-floor", "teff=nan"], "sigma >= 0"),
+    (["--per-star", "--error-floor", "vsini=1"], "unknown label"),
+    (["--per-star", "--error-floor", "calibration", "--error-floor", "teff=1"], "combined"),
+    (["--per-star", "--error-floor", "calibration", "--raw-errors"], "raw-errors"),
+    (["--error-floor", "teff=1"], "--per-star"),
+]
+
+
+@pytest.mark.parametrize(("extra", "match"), FLOOR_BAD)
+def test_infer_refuses_bad_error_floor(tmp_path, capsys, extra, match):
+    from helpers import make_checkpoint
+
+    catalog = tmp_path / "cat.csv"
+    catalog.write_text("filename,extname_blue,extname_red,rv,star_id\nx.fits,B,R,0,s\n")
+    model = make_checkpoint(tmp_path / "SP", ("Teff[K]",), members=1, seed=0, preprocessing=None)
+    out = tmp_path / "cat.parquet"
+    args = ["--catalog", str(catalog), "--data-dir", str(tmp_path), "--model", str(model)]
+    assert infer.main([*args, "--out", str(out), "--no-progress", *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("rrnet-infer: error:")
+    assert match in err
+    assert not out.exists() and not (tmp_path / "cat.parquet.parts").exists()

@@ -164,3 +164,47 @@ def test_floor_splits_error_into_noise_and_shared_part_on_repeats() -> None:
     assert np.std(z_split) == pytest.approx(1.0, abs=0.05)
     assert naive["Teff[K]_chi2r"].mean() < 0.8
     assert np.std(z_naive) > 1.3
+
+
+def test_shared_error_fitted_on_repeats_makes_per_star_chi2r_one() -> None:
+    """Exposures share a star's model error s = 0.05 on top of noise 0.02-0.12: the
+    shared part recovered from the repeats' scatter alone is s, and with it as floor
+    the per-star chi2r averages 1 and the combined value's z std is 1."""
+    from rrnet.models.calibration import fit_shared_error
+
+    rng = np.random.default_rng(11)
+    n_star, n_exp, s = 3000, 4, 0.05
+    star = np.repeat(np.arange(n_star), n_exp)
+    noise = rng.uniform(0.02, 0.12, star.size)
+    err = np.hypot(noise, s)
+    x = np.repeat(rng.normal(0, s, n_star), n_exp) + rng.normal(0, noise)
+    shared = fit_shared_error(x, err, star)
+    assert shared == pytest.approx(s, rel=0.05)
+    cat = pl.DataFrame({"star_id": star, "status": "ok", "flag": 1, "FeH": x, "FeH_err": err})
+    table = per_star_table(cat, labels=["FeH"], variability_labels=["FeH"], floor={"FeH": shared})
+    assert table["FeH_chi2r"].mean() == pytest.approx(1.0, abs=0.05)
+    assert (table["FeH"] / table["FeH_err"]).std() == pytest.approx(1.0, abs=0.05)
+    # Without repeats there is nothing to split; noise-only repeats give no shared part.
+    assert fit_shared_error(x[::n_exp], err[::n_exp], star[::n_exp]) == 0.0
+    assert fit_shared_error(rng.normal(0, noise), noise, star) == pytest.approx(0.0, abs=0.005)
+
+
+def test_error_floor_from_calibration_prefers_the_shared_part(tmp_path) -> None:
+    import json
+
+    from rrnet.inference.options import InferError, InferOptions, resolve_error_floor
+
+    first = {"FeH": {"a": 0, "b": 0, "floor": 0.01, "shared": 0.04}}
+    second = {"FeH": {"a": 0, "b": 0, "floor": 0.5}, "Logg": {"a": 0, "b": 0, "floor": 0.03}}
+    for name, labels in (("a", first), ("b", second)):
+        (tmp_path / name).mkdir()
+        doc = {"format": "rrnet-calibration", "version": 2, "labels": labels}
+        (tmp_path / name / "calibration.json").write_text(json.dumps(doc))
+    options = InferOptions([tmp_path / "a", tmp_path / "b"], error_floor="calibration")
+    assert resolve_error_floor(options) == {"FeH": 0.04, "Logg": 0.03}
+    given = InferOptions([tmp_path / "a"], error_floor={"fe_h": 0.02, "Teff[K]": 30})
+    assert resolve_error_floor(given) == {"FeH": 0.02, "Teff[K]": 30.0}
+    with pytest.raises(InferError, match="raw-errors"):
+        resolve_error_floor(
+            InferOptions([tmp_path / "a"], error_floor="calibration", calibrate=False)
+        )

@@ -234,6 +234,46 @@ def test_per_star_table(world: dict, catalogue: pl.DataFrame) -> None:
     assert provenance["rrnet.input"] == str(world["store"])
 
 
+def test_per_star_error_floor_given_or_from_calibration(
+    world: dict, catalogue: pl.DataFrame, tmp_path: Path
+) -> None:
+    """``error_floor`` reaches the per-star table: per label in either column style, or
+    the floors stored in the checkpoints' calibration.json (with calibrated errors)."""
+    import shutil
+
+    out = tmp_path / "given" / "cat.parquet"
+    run_inference(
+        models=[world["sp"], world["ca"]], store=world["store"], out=out, device="cpu",
+        per_star=True, error_floor={"teff": 30.0, "FeH": 0.02},
+    )  # fmt: skip
+    stars, _ = read_catalogue(out.with_name("cat.per_star.parquet"))
+    assert stars.equals(per_star_table(catalogue, floor={"Teff[K]": 30.0, "FeH": 0.02}))
+    assert not stars.equals(per_star_table(catalogue))
+    sp = tmp_path / "sp"
+    shutil.copytree(world["sp"], sp)
+    floors = {"Teff[K]": 25.0, "Logg": 0.04}
+    doc = {
+        "format": "rrnet-calibration", "version": 2,
+        "labels": {k: {"a": 0.0, "b": 0.0, "floor": v} for k, v in floors.items()},
+    }  # fmt: skip
+    (sp / "calibration.json").write_text(json.dumps(doc))
+    out = tmp_path / "cal" / "cat.parquet"
+    run_inference(
+        models=[sp, world["ca"]], store=world["store"], out=out, device="cpu",
+        per_star=True, error_floor="calibration",
+    )  # fmt: skip
+    cat, _ = read_catalogue(out)
+    stars, _ = read_catalogue(out.with_name("cat.per_star.parquet"))
+    assert stars.equals(per_star_table(cat, floor=floors))
+    # The calibrated error includes the floor: sqrt(err^2 + floor^2) with a = b = 0.
+    ok = catalogue["Teff[K]_err"].is_not_null()
+    np.testing.assert_allclose(
+        cat.filter(ok)["Teff[K]_err"].to_numpy(),
+        np.hypot(catalogue.filter(ok)["Teff[K]_err"].to_numpy(), 25.0),
+        rtol=1e-6,
+    )
+
+
 def test_on_the_fly_equals_store(world: dict, catalogue: pl.DataFrame) -> None:
     csv = world["root"] / "input.csv"
     input_catalogue().write_csv(csv)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +15,12 @@ from rrnet.inference.quality import DEFAULT_THRESHOLDS
 from rrnet.models import ModelConfig
 from rrnet.models.calibration import (
     CALIBRATION_FILE,
+    apply_calibration,
+    calibrated_error,
     fit_calibration,
+    fit_floor,
     fit_scale,
+    raw_error,
     read_calibration,
     scale,
 )
@@ -53,6 +58,79 @@ def test_constant_factor_equals_rms_z_without_snr_spread() -> None:
     a, b = fit_scale(resid, err, np.full(500, 50.0))
     assert b == 0.0
     assert np.exp(a) == pytest.approx(np.sqrt(np.mean((resid / err) ** 2)), rel=1e-9)
+
+
+def test_fit_floor_recovers_noise_scale_and_floor() -> None:
+    """sigma^2 = (err 0.6 (snr/30)^-0.1)^2 + 0.05^2: the floor form recovers all three,
+    and the scale-only form, which cannot, misses the per-S/N z std where the floor
+    dominates (high S/N) while the floor form does not."""
+    rng = np.random.default_rng(5)
+    snr = np.exp(rng.uniform(np.log(8), np.log(200), 40000))
+    err = 2.0 / snr * rng.uniform(0.7, 1.4, snr.size)
+    noise = err * 0.6 * (snr / 30.0) ** -0.1
+    resid = rng.normal(0.0, np.hypot(noise, 0.05))
+    a, b, floor = fit_floor(resid, err, snr)
+    assert (np.exp(a), b, floor) == pytest.approx((0.6, -0.1, 0.05), abs=0.02)
+    params = {"a": a, "b": b, "floor": floor}
+    only = dict(zip("ab", fit_scale(resid, err, snr), strict=True))
+    hi = snr >= 100
+    assert np.std(resid[hi] / calibrated_error(params, err[hi], snr[hi])) == pytest.approx(
+        1.0, abs=0.03
+    )
+    assert abs(np.std(resid[hi] / calibrated_error(only, err[hi], snr[hi])) - 1.0) > 0.1
+    # raw_error undoes calibrated_error (what rrnet-eval uses to show "before").
+    np.testing.assert_allclose(
+        raw_error(params, calibrated_error(params, err, snr), snr), err, rtol=1e-9
+    )
+    doc = fit_calibration(resid[:, None], np.zeros((snr.size, 1)), err[:, None], snr, ["x"],
+                          form="floor")  # fmt: skip
+    assert doc["labels"]["x"]["floor"] == pytest.approx(floor, rel=1e-6)
+    np.testing.assert_allclose(
+        apply_calibration(err[:, None], ["x"], doc["labels"], snr)[:, 0],
+        np.hypot(err * scale(params, snr), floor),
+        rtol=1e-6,
+    )
+
+
+def test_shared_part_and_repeat_groups_of_the_training_step() -> None:
+    """fit_calibration(groups=...) stores the shared part that fit_shared_error finds on
+    the calibrated errors; the training step's groups compare single exposures of one
+    star only (a coadd and a row without star are groups of their own)."""
+    import polars as pl
+
+    from rrnet.models.calibration import fit_shared_error
+    from rrnet.training.api import _repeat_groups
+
+    rng = np.random.default_rng(9)
+    star = np.repeat(np.arange(500), 3)
+    err = rng.uniform(0.05, 0.1, star.size)
+    resid = np.repeat(rng.normal(0, 0.04, 500), 3) + rng.normal(0, 0.03, star.size)
+    snr = np.full(star.size, 30.0)
+    doc = fit_calibration(resid[:, None], np.zeros((star.size, 1)), err[:, None], snr, ["x"],
+                          groups=star)  # fmt: skip
+    p = doc["labels"]["x"]
+    want = fit_shared_error(resid, calibrated_error(p, err, snr), star)
+    assert p["shared"] == pytest.approx(want) and 0.03 < p["shared"] < 0.06
+
+    class Store:
+        manifest = pl.DataFrame({"extname_blue": ["COADD_B", "B-1", "B-2", "B-1", None]})
+
+    groups = _repeat_groups(Store(), np.arange(5), np.array(["s", "s", "s", None, "t"], object))
+    assert groups[1] == groups[2] == "s" and groups[4] == "t"
+    assert len(set(groups)) == 4 and groups[0] not in ("s", "t") and groups[3] not in ("s", "t")
+
+
+def test_version_1_documents_read_with_no_floor(tmp_path: Path) -> None:
+    doc = {"format": "rrnet-calibration", "version": 1, "labels": {"x": {"a": 0.1, "b": 0.2}}}
+    (tmp_path / CALIBRATION_FILE).write_text(json.dumps(doc))
+    params = read_calibration(tmp_path)
+    err, snr = np.array([1.0, 2.0]), np.array([30.0, 60.0])
+    np.testing.assert_allclose(
+        calibrated_error(params["x"], err, snr), err * scale(params["x"], snr)
+    )
+    with pytest.raises(ValueError, match="form"):
+        fit_calibration(np.zeros((4, 1)), np.ones((4, 1)), np.ones((4, 1)), np.ones(4), ["x"],
+                        form="spline")  # fmt: skip
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,12 @@ from rrnet.cli._args import (
     run_errors,
     usage_error,
 )
-from rrnet.inference.options import DEFAULT_CHUNK_ROWS, InferError, InferOptions
+from rrnet.inference.options import (
+    DEFAULT_CHUNK_ROWS,
+    FLOOR_FROM_CALIBRATION,
+    InferError,
+    InferOptions,
+)
 from rrnet.inference.provenance import FingerprintMismatch
 from rrnet.inference.streaming import run_inference
 from rrnet.preprocess.rv_policy import RV_MODES
@@ -76,9 +81,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--star-column", default="star_id", help="star id column for --per-star")
     p.add_argument("--per-star-out", help="per-star table path (default: <out>.per_star.<ext>)")
     p.add_argument(
+        "--error-floor",
+        action="append",
+        metavar="LABEL=SIGMA|calibration",
+        help="with --per-star: the part of each spectrum's error that does not average "
+        "down over a star's spectra (model error), per label (repeat, e.g. teff=40 "
+        "fe_h=0.03), or 'calibration' for the floors the checkpoints' calibration fitted "
+        "(default: the whole error averages down)",
+    )
+    p.add_argument(
         "--raw-errors",
         action="store_true",
-        help="quote paper eq. 3 errors, without the checkpoint's S/N-dependent calibration",
+        help="quote paper eq. 3 errors, without the checkpoint's calibration (from validation)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar or log lines")
     return p
@@ -103,6 +117,26 @@ def _preprocess_options(args: argparse.Namespace) -> dict[str, object]:
     return {"rv_mode": args.rv_mode, "allow_outside_data_dir": args.allow_outside_data_dir}
 
 
+def parse_error_floor(values: Sequence[str] | None) -> dict[str, float] | str | None:
+    """``--error-floor`` values -> ``InferOptions.error_floor`` (InferError if malformed)."""
+    if not values:
+        return None
+    if FLOOR_FROM_CALIBRATION in values:
+        if len(values) > 1:
+            raise InferError("--error-floor calibration cannot be combined with LABEL=SIGMA")
+        return FLOOR_FROM_CALIBRATION
+    out: dict[str, float] = {}
+    for value in values:
+        name, sep, sigma = value.partition("=")
+        try:
+            out[name.strip()] = float(sigma)
+        except ValueError:
+            sep = ""
+        if not sep or not name.strip():
+            raise InferError(f"--error-floor wants LABEL=SIGMA or 'calibration', got {value!r}")
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status (2 for unusable arguments)."""
     try:
@@ -113,6 +147,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     inputs = {"store": args.store, "catalog": args.catalog, "data_dir": args.data_dir}
 
     def run() -> int:
+        if args.error_floor and not args.per_star:
+            raise InferError("--error-floor applies to the per-star table: add --per-star")
         options = infer_options(
             args,
             chunk_rows=args.chunk_rows,
@@ -123,6 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             progress=not args.no_progress,
             preprocess=_preprocess_options(args),
             calibrate=not args.raw_errors,
+            error_floor=parse_error_floor(args.error_floor),
         )
         path = run_inference(options, out=args.out, **inputs)
         print(_summary(path, options), file=sys.stderr)

@@ -168,7 +168,7 @@ def before_after_table(
     calibrated errors. ``params`` are the checkpoints' calibrations (label -> a, b);
     ``calibrated`` says which of the two the sample's ``_err`` columns hold."""
     from rrnet.evaluation.metrics import metrics_table
-    from rrnet.models.calibration import calibration_snr, scale
+    from rrnet.models.calibration import calibrated_error, calibration_snr, raw_error
 
     labels = [label for label in labels if label in params]
     if not labels or not {"snr_blue", "snr_red"} <= set(sample.columns):
@@ -177,21 +177,17 @@ def before_after_table(
         sample.get_column("snr_blue").cast(pl.Float64).to_numpy(),
         sample.get_column("snr_red").cast(pl.Float64).to_numpy(),
     )
-    factors = {label: scale(params[label], snr) for label in labels}
-    sign = -1.0 if calibrated else 1.0
+    raw, cal = {}, {}
+    for label in labels:
+        err = sample.get_column(f"{label}_err").cast(pl.Float64).to_numpy()
+        raw[label] = raw_error(params[label], err, snr) if calibrated else err
+        cal[label] = err if calibrated else calibrated_error(params[label], err, snr)
 
-    def scaled(power: float) -> pl.DataFrame:
-        return sample.with_columns(
-            [
-                (pl.col(f"{label}_err").cast(pl.Float64) * factors[label] ** power).alias(
-                    f"{label}_err"
-                )
-                for label in labels
-            ]
-        )
+    def with_errors(errors: dict[str, np.ndarray]) -> pl.DataFrame:
+        return sample.with_columns([pl.Series(f"{k}_err", v) for k, v in errors.items()])
 
-    before = metrics_table(scaled(sign if calibrated else 0.0), labels)
-    after = metrics_table(scaled(0.0 if calibrated else sign), labels)
+    before = metrics_table(with_errors(raw), labels)
+    after = metrics_table(with_errors(cal), labels)
     keep = ["label", "snr_bin", "n_z"]
     return before.select(
         *keep,

@@ -57,7 +57,7 @@ class LoadedCheckpoint:
         """Provenance entry: path, hash, labels, domain and which errors are quoted
         (``calibrate``: whether the run applies calibration.json)."""
         if calibrate and self.calibration:
-            errors = "calibrated (calibration.json, S/N-dependent, fitted on the validation split)"
+            errors = "calibrated (calibration.json, fitted on the validation split)"
         else:
             errors = "raw (paper eq. 3, uncalibrated)"
         return {

@@ -68,6 +68,7 @@ class InferOptions:
     progress: bool = False
     column_style: str = DEFAULT_COLUMN_STYLE
     calibrate: bool = True
+    error_floor: Mapping[str, float] | str | None = None
 
     def __post_init__(self) -> None:
         models = self.models
@@ -114,7 +115,57 @@ def check_options(options: InferOptions, out: PathLike) -> str:
     for path in options.models:
         if not (Path(path) / "config.json").is_file():
             raise InferError(f"not an rrnet checkpoint (no config.json): {path}")
+    if options.error_floor is not None:
+        resolve_error_floor(options)
     return fmt
+
+
+FLOOR_FROM_CALIBRATION = "calibration"
+"""``error_floor`` value: take each label's floor from the checkpoints' calibration."""
+
+
+def resolve_error_floor(options: InferOptions) -> dict[str, float] | None:
+    """The per-star floor ``{internal label: sigma}`` of ``options`` (InferError if unusable).
+
+    ``"calibration"``: for each label, the ``shared`` part (fitted on repeat spectra
+    of validation stars), else the ``floor``, of the first checkpoint whose
+    ``calibration.json`` has the label (0 when it has neither). That floor is part
+    of the calibrated errors, so it needs them (refused with ``calibrate=False``).
+    """
+    from rrnet.labels import ALL_LABELS, internal_name
+
+    floor = options.error_floor
+    if floor is None:
+        return None
+    if isinstance(floor, str):
+        if floor != FLOOR_FROM_CALIBRATION:
+            raise InferError(f"--error-floor must be LABEL=SIGMA or 'calibration', got {floor!r}")
+        if not options.calibrate:
+            raise InferError("--error-floor calibration needs calibrated errors (no --raw-errors)")
+        return _calibration_floor(options.models)
+    out: dict[str, float] = {}
+    for name, value in floor.items():
+        label = internal_name(str(name))
+        if label not in ALL_LABELS:
+            raise InferError(f"--error-floor: unknown label {name!r}")
+        if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
+            raise InferError(f"--error-floor: {name} needs a finite sigma >= 0, got {value!r}")
+        out[label] = float(value)
+    return out
+
+
+def _calibration_floor(models: Sequence[PathLike]) -> dict[str, float]:
+    from rrnet.models.calibration import read_calibration
+
+    out: dict[str, float] = {}
+    for path in models:
+        try:
+            params = read_calibration(path) or {}
+        except (ValueError, KeyError) as exc:
+            raise InferError(f"cannot read the calibration of {path}: {exc}") from exc
+        for label, p in params.items():
+            out.setdefault(label, float(p.get("shared", p.get("floor", 0.0))))
+    return out
 
 
 def load_checked(options: InferOptions, fingerprint: dict[str, Any], device: str) -> list[Any]:

@@ -42,6 +42,7 @@ from rrnet.inference.options import (
     PathLike,
     check_options,
     load_checked,
+    resolve_error_floor,
 )
 from rrnet.inference.per_star import per_star_table
 from rrnet.inference.provenance import build_provenance
@@ -621,7 +622,11 @@ def _merge(plan: _Plan, options: InferOptions, out: Path, fmt: str, work: Path) 
     try:
         merge_parts(parts, out, fmt, plan.provenance, schema=schema(), column_style=style)
         if options.per_star:
-            table = per_star_table(pl.scan_parquet(parts), star_column=options.star_column)
+            table = per_star_table(
+                pl.scan_parquet(parts),
+                star_column=options.star_column,
+                floor=resolve_error_floor(options),
+            )
             target = Path(options.per_star_out or per_star_path(out))
             _check_target(target)
             write_catalogue(table, target, fmt, plan.provenance, column_style=style)

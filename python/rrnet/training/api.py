@@ -124,9 +124,27 @@ def train_ensemble(
             split.valid,
             _snr(store, selected.rows),
             device=settings.device,
+            groups=_repeat_groups(store, selected.rows, selected.star_ids),
             log=log,
         )
     return out
+
+
+def _repeat_groups(store: Any, rows: np.ndarray, star_ids: np.ndarray) -> np.ndarray:
+    """Star id of each independent spectrum; a coadd (made of exposures beside it) and a
+    row of unknown star are groups of their own, so only true repeats are compared."""
+    import polars as pl
+
+    manifest = store.manifest
+    ext = (
+        manifest.get_column("extname_blue").cast(pl.String).fill_null("").to_numpy()[rows]
+        if "extname_blue" in manifest.columns
+        else np.full(rows.size, "")
+    )
+    unknown = np.asarray([s is None for s in star_ids], dtype=bool)
+    own = np.char.startswith(ext.astype(str), "COADD") | unknown
+    star = np.asarray([str(s) for s in star_ids], dtype=object)
+    return np.where(own, [f"_own-{i}" for i in range(rows.size)], star)
 
 
 def _snr(store: Any, rows: np.ndarray) -> np.ndarray:

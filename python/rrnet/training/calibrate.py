@@ -2,7 +2,7 @@
 
 The finished checkpoint predicts the validation rows (eq. 3 errors, exactly what
 inference computes), :func:`rrnet.models.calibration.fit_calibration` fits the
-per-label S/N-dependent scale, and ``calibration.json`` is written beside
+per-label error calibration, and ``calibration.json`` is written beside
 ``config.json``. Test rows are never read here.
 """
 
@@ -25,12 +25,17 @@ def calibrate_checkpoint(
     snr: np.ndarray,
     *,
     device: str = "auto",
+    form: str | None = None,
+    groups: np.ndarray | None = None,
     log: Callable[[str], None] = lambda _msg: None,
 ) -> dict[str, Any] | None:
     """Fit and store the calibration of checkpoint ``out`` on rows ``valid_rows``.
 
     ``flux``/``labels``/``snr`` are indexed by the same rows as the training arrays;
-    returns the written document (None when the checkpoint is incomplete).
+    returns the written document (None when the checkpoint is incomplete). ``form``:
+    the calibration's form (:data:`rrnet.models.calibration.FORMS`, default
+    :data:`~rrnet.models.calibration.DEFAULT_FORM`). ``groups`` (same rows; star id of
+    independent spectra): also fit the part of the error a star's repeats share.
     """
     from rrnet.models.checkpoint import read_checkpoint_config
     from rrnet.models.ensemble import Ensemble
@@ -43,7 +48,10 @@ def calibrate_checkpoint(
     ensemble = Ensemble.from_checkpoint(out, device=device)
     pred = ensemble.predict(np.asarray(flux[rows], dtype=np.float32))
     mean, std = _numpy(pred.mean), _numpy(pred.std)
-    doc = fit_calibration(mean, labels[rows], std, np.asarray(snr)[rows], list(ensemble.labels))
+    doc = fit_calibration(
+        mean, labels[rows], std, np.asarray(snr)[rows], list(ensemble.labels), form=form,
+        groups=None if groups is None else np.asarray(groups)[rows],
+    )  # fmt: skip
     write_calibration(out, doc)
     worst = (
         max((abs(v["z_std_before"] - 1.0), k) for k, v in doc["labels"].items())
