@@ -380,7 +380,9 @@ def _start_run(
     stack = MemberStack(model_config, init_seeds, device, formulation)
     if init is not None:
         _start_from(stack, init, norm, fresh=state is None)
-    optimizer = torch.optim.Adam([p for p in stack.parameters() if p.requires_grad], lr=settings.lr)
+    # fused: one pass per tensor instead of ~10 (~10x faster on CPU; equal to round-off)
+    trainable = [p for p in stack.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(trainable, lr=settings.lr, fused=True)
     run = _Run(
         flux=flux,
         labels=labels,
