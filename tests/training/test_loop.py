@@ -194,3 +194,45 @@ def test_refuses_to_overwrite_and_to_resume_with_other_settings(tmp_path: Path) 
             flux, labels, split, label_names=TOY_LABELS, model_config=CONFIG, settings=other,
             out=tmp_path / "a", resume=True, progress=False,
         )  # fmt: skip
+
+
+class _ShardedRows:
+    """Flux rows as a store adapter presents them (duck type of StreamedRows): training
+    then streams them in the by-shard order, as with ``ram_limit_gb`` too small."""
+
+    buffer = 64
+
+    def __init__(self, flux: np.ndarray) -> None:
+        self.flux, self.shape = flux, flux.shape
+
+    def shard_of(self, idx: np.ndarray) -> np.ndarray:
+        return np.asarray(idx) // 40
+
+    def __getitem__(self, idx: np.ndarray) -> np.ndarray:
+        return self.flux[np.asarray(idx)]
+
+
+def test_resume_refuses_a_switch_between_in_memory_and_streamed_flux(tmp_path: Path) -> None:
+    """--ram-limit-gb decides whether flux is read into memory (full permutation) or
+    streamed (by-shard order); resuming across the switch would change the sample
+    order, so it is refused with a message naming the setting."""
+    flux, labels = toy_spectra(160, n_pixels=N_PIX, n_lines=25, seed=2)
+    split = split_by_star(np.arange(160), seed=3)
+    settings = TrainSettings(members=2, epochs=2, batch_size=32, augment_from=2, seed=11)
+
+    def run(source, out: Path, **kwargs):
+        return train_arrays(
+            source, labels, split, label_names=TOY_LABELS, model_config=CONFIG,
+            settings=settings, out=out, progress=False, **kwargs,
+        )  # fmt: skip
+
+    run(_ShardedRows(flux), tmp_path / "streamed", stop_after_epoch=1)
+    run(flux, tmp_path / "memory", stop_after_epoch=1)
+    with pytest.raises(ValueError, match=r"streamed from the store.*--ram-limit-gb"):
+        run(flux, tmp_path / "streamed", resume=True)
+    with pytest.raises(ValueError, match=r"read into memory.*--ram-limit-gb"):
+        run(_ShardedRows(flux), tmp_path / "memory", resume=True)
+    # the same kind resumes, and continues exactly as the uninterrupted streamed run
+    resumed = run(_ShardedRows(flux), tmp_path / "streamed", resume=True)
+    full = run(_ShardedRows(flux), tmp_path / "full")
+    np.testing.assert_array_equal(resumed.test_mean, full.test_mean)

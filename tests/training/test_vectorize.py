@@ -84,6 +84,38 @@ def test_adam_steps_on_stack_equal_separate_adams(config: ModelConfig, formulati
             torch.testing.assert_close(sd[k], v, atol=2e-5, rtol=0)
 
 
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: f"{c.net}-{c.mode}")
+def test_grouped_gradients_over_several_conv_chunks_equal_each_member(config: ModelConfig) -> None:
+    """A batch of 37 spectra runs the grouped convolutions in 3 chunks (16, 16, 5) and
+    the RNN through its hand-written backward: every parameter's gradient equals each
+    plain network's own (autograd through nn.RNN and the unfolded pooling)."""
+    from rrnet.training.grouped import CONV_BATCH
+
+    assert 2 * CONV_BATCH < 37 < 3 * CONV_BATCH
+    config = dataclasses.replace(config, dropout=0.0)
+    seeds = [4, 9]
+    stack = MemberStack(config, seeds, formulation="grouped")
+    models = _members(config, seeds)
+    x = torch.randn(2, 37, config.n_pixels)
+    y = torch.randn(2, 37, 3)
+    stack.loss_fn()(x, y).sum().backward()
+    for m, model in enumerate(models):
+        gaussian_nll(*model(x[m]), y[m]).backward()
+        for name, p in model.named_parameters():
+            torch.testing.assert_close(stack.params[name].grad[m], p.grad, atol=1e-5, rtol=1e-4)
+
+
+def test_tanh_recurrence_backward_matches_finite_differences() -> None:
+    from rrnet.training.grouped import _TanhRecurrence
+
+    gen = torch.Generator().manual_seed(0)
+    pre = torch.randn(2, 3 * 5, 4, dtype=torch.float64, generator=gen).requires_grad_()
+    w_hh = (0.5 * torch.randn(2, 4, 4, dtype=torch.float64, generator=gen)).requires_grad_()
+    assert torch.autograd.gradcheck(
+        lambda a, w: _TanhRecurrence.apply(a.clone(), w, 3), (pre, w_hh)
+    )
+
+
 @pytest.mark.parametrize("formulation", ["vmap", "grouped"])
 def test_dropout_differs_between_members_in_training_mode(formulation: str) -> None:
     config = ModelConfig(net="rrnet", mode="raw", n_pixels=320, dropout=0.5)

@@ -36,12 +36,104 @@ def _gb(params: Params, prefix: str) -> torch.Tensor:
     return params[f"{prefix}.bias"].reshape(-1)
 
 
+class _BatchedLinear(torch.autograd.Function):
+    """``x @ W^T + b`` per member (``x`` ``[M, B, F]``, ``W`` ``[M, H, F]``, ``b`` ``[M, 1, H]``)
+    whose weight gradient is computed as ``g^T x``, directly in W's ``[H, F]`` layout.
+
+    Autograd of ``baddbmm(b, x, W^T)`` computes it as ``[F, H]`` and then copies its
+    transpose into the parameter's layout: for fc1 a strided copy of 88 MB per step.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        ctx.save_for_backward(x, w)
+        return torch.baddbmm(b, x, w.transpose(1, 2))
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
+        x, w = ctx.saved_tensors
+        need_x, need_w, need_b = ctx.needs_input_grad
+        gx = torch.bmm(g, w) if need_x else None
+        gw = torch.bmm(g.transpose(1, 2), x) if need_w else None
+        gb = g.sum(dim=1, keepdim=True) if need_b else None
+        return gx, gw, gb
+
+
+def _linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-member ``x @ W^T + b`` (``b`` ``[M, 1, H]``); :class:`_BatchedLinear` unless
+    autocast is on (mixed dtypes: plain autograd) or the input is shared (``[1, B, F]``)."""
+    if x.shape[0] != w.shape[0] or torch.is_autocast_enabled(x.device.type):
+        return torch.matmul(x, w.transpose(1, 2)) + b
+    return _BatchedLinear.apply(x, w, b)
+
+
+class _TanhRecurrence(torch.autograd.Function):
+    """``h_t = tanh(a_t + h_{t-1} W^T)`` (h_0 = tanh(a_0)) over pre-activations ``a``
+    ``[M, B, N, H]``, with a hand-written backward (back-propagation through time).
+
+    Autograd through a Python loop of N steps records 3 nodes per step, and each
+    step's slice of ``a`` gets a full-size zero gradient filled and summed in backward
+    (N passes over ``[M, B, N, H]``). Here the forward writes into ``a`` in place and
+    the backward runs one loop writing each step's gradient slice once, with the
+    ``W_hh`` gradient as one batched product over all steps at the end.
+    """
+
+    @staticmethod
+    def forward(ctx, pre: torch.Tensor, w_hh: torch.Tensor, bsz: int) -> torch.Tensor:  # type: ignore[override]
+        """``pre`` ``[M, B*N, H]`` (not a view: it is overwritten with the output)."""
+        seq = pre.view(pre.shape[0], bsz, -1, pre.shape[2])
+        w_t = w_hh.transpose(1, 2)
+        h = seq[:, :, 0].tanh_()
+        for step in range(1, seq.shape[2]):
+            h = seq[:, :, step].baddbmm_(h, w_t).tanh_()
+        ctx.mark_dirty(pre)
+        ctx.save_for_backward(pre, w_hh)
+        ctx.bsz = bsz
+        return pre
+
+    @staticmethod
+    def backward(ctx, grad_flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None]:  # type: ignore[override]
+        flat, w_hh = ctx.saved_tensors
+        m, hidden = flat.shape[0], flat.shape[2]
+        out = flat.view(m, ctx.bsz, -1, hidden)
+        grad_out = grad_flat.reshape(out.shape)
+        n_steps = out.shape[2]
+        grad_pre = torch.empty_like(out)
+        carry: torch.Tensor | None = None
+        for step in range(n_steps - 1, -1, -1):
+            g = grad_out[:, :, step]
+            if carry is not None:
+                g = g + carry
+            h = out[:, :, step]
+            d = grad_pre[:, :, step]
+            d.copy_(g).addcmul_(g, h.square(), value=-1.0)  # g * (1 - h^2)
+            if step > 0:
+                carry = torch.bmm(d, w_hh)
+        d_all = grad_pre[:, :, 1:].reshape(m, -1, hidden)
+        h_prev = out[:, :, :-1].reshape(m, -1, hidden)
+        return grad_pre.view(flat.shape), torch.bmm(d_all.transpose(1, 2), h_prev), None
+
+
+def _rnn_train(
+    seq: torch.Tensor, w_ih: torch.Tensor, w_hh: torch.Tensor, bias: torch.Tensor
+) -> torch.Tensor:
+    """Single-layer tanh RNN, h0 = 0, on ``[G, B, N_s, S]`` -> ``[M, B, N_s, H]``: the input
+    projection of all steps as one batched product, then :class:`_TanhRecurrence`."""
+    if torch.is_autocast_enabled(seq.device.type):  # mixed dtypes: the autograd loop
+        return _rnn(seq, w_ih, w_hh, bias)
+    g, bsz, n_steps, size = seq.shape
+    m, hidden = w_ih.shape[0], w_ih.shape[1]
+    pre = _linear(seq.reshape(g, bsz * n_steps, size), w_ih, bias)  # a new tensor, not a view
+    out = _TanhRecurrence.apply(pre, w_hh, bsz)
+    return out.view(m, bsz, n_steps, hidden)
+
+
 def _recurrent(config: ModelConfig, params: Params, x: torch.Tensor) -> torch.Tensor:
     """``[G, B, N] -> [M, B, N]`` through each member's sub-band tanh RNN."""
     g, bsz, n = x.shape
     seq = x.reshape(g, bsz, config.n_subbands, n // config.n_subbands)
     bias = (params["rnn.bias_ih_l0"] + params["rnn.bias_hh_l0"]).unsqueeze(1)
-    out = _rnn(seq, params["rnn.weight_ih_l0"], params["rnn.weight_hh_l0"], bias)
+    out = _rnn_train(seq, params["rnn.weight_ih_l0"], params["rnn.weight_hh_l0"], bias)
     return out.reshape(-1, bsz, n)
 
 
@@ -80,16 +172,41 @@ def _head(
     config: ModelConfig, params: Params, flat: torch.Tensor, dropout: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Features ``[M, B, F]`` -> ``(mu, var)`` ``[M, B, L]``; dropout after fc1 and fc2."""
-    h = torch.baddbmm(params["fc1.0.bias"].unsqueeze(1), flat,
-                      params["fc1.0.weight"].transpose(1, 2))  # fmt: skip
+    h = _linear(flat, params["fc1.0.weight"], params["fc1.0.bias"].unsqueeze(1))
     h = F.dropout(F.relu(h), dropout, training=dropout > 0)
-    h = torch.baddbmm(params["fc2.0.bias"].unsqueeze(1), h, params["fc2.0.weight"].transpose(1, 2))
+    h = _linear(h, params["fc2.0.weight"], params["fc2.0.bias"].unsqueeze(1))
     h = F.dropout(F.relu(h), dropout, training=dropout > 0)
     w = torch.cat((params["mu.weight"], params["sigma.0.weight"]), dim=1)
     b = torch.cat((params["mu.bias"], params["sigma.0.bias"]), dim=1)
-    out = torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
+    out = _linear(h, w, b.unsqueeze(1))
     n = config.num_labels
     return out[..., :n], F.softplus(out[..., n:])
+
+
+CONV_BATCH = 16
+"""Spectra per call of the convolutional layers: a chunk's feature maps (and their
+gradients in backward) stay in cache, which makes oneDNN's grouped kernels ~2-3x
+faster per spectrum than over a whole training batch (the RNN and the head, big
+matrix products, take the whole batch)."""
+
+
+def _conv_features(config: ModelConfig, params: Params, h: torch.Tensor, m: int) -> torch.Tensor:
+    """``[B, G, P]`` -> features ``[M, B, F]`` in the networks' flatten order ([T, C] before
+    a post-RNN, else [C, T]), the convolutions run over chunks of :data:`CONV_BATCH`."""
+    c, t = config.conv_channels, config.conv_length
+    chunks = []
+    for i in range(0, h.shape[0], CONV_BATCH):
+        part = h[i : i + CONV_BATCH]
+        if config.net == "rrnet":
+            maps = _rrnet_maps(config, params, part, m)
+        else:
+            maps = _starnet_maps(params, part, m)
+        maps = maps.view(part.shape[0], m, c, t)
+        if config.mode == "post-RNN":  # the networks' permute(0, 2, 1): [T, C] order
+            chunks.append(maps.permute(1, 0, 3, 2))
+        else:
+            chunks.append(maps.transpose(0, 1))
+    return torch.cat(chunks, dim=1).reshape(m, h.shape[0], c * t)
 
 
 def grouped_forward(
@@ -102,15 +219,7 @@ def grouped_forward(
     h = x if x.ndim == 3 else x.unsqueeze(0)  # [G, B, P]
     if config.mode == "pre-RNN":
         h = _recurrent(config, params, h)
-    h = h.transpose(0, 1)  # [B, G, P]: members as channels
-    if config.net == "rrnet":
-        maps = _rrnet_maps(config, params, h, m)
-    else:
-        maps = _starnet_maps(params, h, m)
-    bsz, c, t = maps.shape[0], config.conv_channels, config.conv_length
-    maps = maps.view(bsz, m, c, t)
-    if config.mode == "post-RNN":  # the networks' permute(0, 2, 1): [T, C] order
-        flat = _recurrent(config, params, maps.permute(1, 0, 3, 2).reshape(m, bsz, t * c))
-    else:
-        flat = maps.transpose(0, 1).reshape(m, bsz, c * t)
+    flat = _conv_features(config, params, h.transpose(0, 1), m)  # members as channels
+    if config.mode == "post-RNN":
+        flat = _recurrent(config, params, flat)
     return _head(config, params, flat, dropout)

@@ -362,6 +362,7 @@ def _start_run(
         "labels": names,
         "split": split_digest(split),
         "init": init.provenance if init is not None else None,
+        "order": _order_kind(flux),
     }
     state = _resume_state(out_dir, identity) if resume else None
     if state is None and out_dir is not None:
@@ -379,7 +380,9 @@ def _start_run(
     stack = MemberStack(model_config, init_seeds, device, formulation)
     if init is not None:
         _start_from(stack, init, norm, fresh=state is None)
-    optimizer = torch.optim.Adam([p for p in stack.parameters() if p.requires_grad], lr=settings.lr)
+    # fused: one pass per tensor instead of ~10 (~10x faster on CPU; equal to round-off)
+    trainable = [p for p in stack.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(trainable, lr=settings.lr, fused=True)
     run = _Run(
         flux=flux,
         labels=labels,
@@ -506,11 +509,18 @@ def _train_epoch(run: _Run, epoch: int, step_fn: Callable[..., torch.Tensor]) ->
     return train_loss
 
 
+def _order_kind(flux: FluxRows) -> str:
+    """ "shards" for flux streamed from a store (by-shard order), "rows" for arrays (in
+    memory or memory-mapped: a full permutation). Part of a resumable run's identity:
+    the two orders differ, and ``--ram-limit-gb`` picks between them."""
+    return "shards" if hasattr(flux, "shard_of") and not isinstance(flux, np.ndarray) else "rows"
+
+
 def _epoch_order(run: _Run, epoch: int) -> np.ndarray:
     """``[M, n_train]`` orders: :func:`member_order` for in-memory flux, the by-shard
     :func:`~rrnet.training.stream.streamed_order` for flux streamed from a store."""
     flux, train, seed = run.flux, run.split.train, run.settings.seed
-    if run.inputs.table is not None or not hasattr(flux, "shard_of"):
+    if _order_kind(flux) == "rows":
         return member_order(train, seed, epoch, run.members)
     shards = flux.shard_of(train)
     return np.stack(
@@ -724,8 +734,16 @@ def _resume_state(out_dir: Path | None, identity: dict[str, Any]) -> dict[str, A
             raise ValueError(f"{out_dir} has a checkpoint but no {files.STATE_FILE} to resume")
         return None
     state = files.load_state(out_dir)
+    saved_order = state.get("order", identity["order"])  # states older than the key
+    if saved_order != identity["order"]:
+        how = {"rows": "read into memory", "shards": "streamed from the store"}
+        raise ValueError(
+            f"cannot resume {out_dir}: its training flux was {how[saved_order]} and this "
+            f"run's is {how[identity['order']]} (another sample order); resume with the "
+            "--ram-limit-gb (TrainSettings.ram_limit_gb) the run started with"
+        )
     for key, value in identity.items():
-        if state.get(key) != value:
+        if key != "order" and state.get(key) != value:
             raise ValueError(
                 f"cannot resume {out_dir}: its {key!r} differs from this run's "
                 f"({state.get(key)!r} != {value!r})"
