@@ -67,6 +67,7 @@ def resample_batch(
     npt.NDArray[np.float64],  # snr_blue [n]
     npt.NDArray[np.float64],  # snr_red [n]
 ]: ...
+
 _ArmLists = tuple[
     list[npt.NDArray[np.float64]],  # loglam, one 1-d array per spectrum
     list[npt.NDArray[np.float32]],  # flux

@@ -149,11 +149,14 @@ def _arrays(arrays: Ragged, dtype: type) -> list[np.ndarray]:
     Converts as :func:`~rrnet.preprocess.ragged.to_ragged` does (same-kind casts,
     big-endian FITS columns to native order), so the kernel sees the same values.
     """
+    want = np.dtype(dtype)
     out = []
     for a in arrays:
-        a = np.ravel(a)
-        if a.dtype != dtype or not a.flags.c_contiguous:
-            a = a.astype(dtype, casting="same_kind")
+        if not (
+            isinstance(a, np.ndarray) and a.ndim == 1 and a.dtype == want and a.flags.c_contiguous
+        ):
+            a = np.ravel(a).astype(want, casting="same_kind", copy=False)
+            a = np.ascontiguousarray(a)
         out.append(a)
     return out
 
