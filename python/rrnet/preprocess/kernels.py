@@ -198,11 +198,11 @@ def resample_batch(
     if blue_offsets is None and red_offsets is None:
         lists = [
             (
-                _arrays(loglam, np.float64),
-                _arrays(flux, np.float32),
-                None if ivar is None else _arrays(ivar, np.float32),
+                _arrays(arm_loglam, np.float64),
+                _arrays(arm_flux, np.float32),
+                None if arm_ivar is None else _arrays(arm_ivar, np.float32),
             )
-            for loglam, flux, ivar, _ in inputs
+            for arm_loglam, arm_flux, arm_ivar, _ in inputs
         ]
         n = _same_count([len(a) for arm in lists for a in arm if a is not None])
         rv = np.ascontiguousarray(np.broadcast_to(np.asarray(rv_kms, dtype=np.float64), (n,)))
@@ -211,12 +211,12 @@ def resample_batch(
         )
         return ResampleResult(flux=flux, status=status, snr_blue=snr_blue, snr_red=snr_red)
     arms = []
-    for loglam, flux, ivar, offsets in inputs:
-        ivar_pair = (None, None) if ivar is None else to_ragged(ivar, offsets, np.float32)
+    for arm_loglam, arm_flux, arm_ivar, offsets in inputs:
+        ivar_pair = (None, None) if arm_ivar is None else to_ragged(arm_ivar, offsets, np.float32)
         arms.append(
             (
-                *to_ragged(loglam, offsets, np.float64),
-                *to_ragged(flux, offsets, np.float32),
+                *to_ragged(arm_loglam, offsets, np.float64),
+                *to_ragged(arm_flux, offsets, np.float32),
                 *ivar_pair,
             )
         )
