@@ -11,6 +11,7 @@ __all__ = [
     "normalize_batch",
     "read_lamost_batch",
     "resample",
+    "resample_arrays",
     "resample_batch",
     "rv_correct",
     "rv_measure_batch",
@@ -57,6 +58,25 @@ def normalize_batch(
 def resample_batch(
     blue: _ArmTuple,
     red: _ArmTuple,
+    rv_kms: npt.NDArray[np.float64],
+    correct_rv: bool = True,
+    threads: int | None = None,
+) -> tuple[
+    npt.NDArray[np.float32],  # flux [n, 7200]
+    npt.NDArray[np.uint8],  # status [n]
+    npt.NDArray[np.float64],  # snr_blue [n]
+    npt.NDArray[np.float64],  # snr_red [n]
+]: ...
+
+_ArmLists = tuple[
+    list[npt.NDArray[np.float64]],  # loglam, one 1-d array per spectrum
+    list[npt.NDArray[np.float32]],  # flux
+    list[npt.NDArray[np.float32]] | None,  # ivar
+]
+
+def resample_arrays(
+    blue: _ArmLists,
+    red: _ArmLists,
     rv_kms: npt.NDArray[np.float64],
     correct_rv: bool = True,
     threads: int | None = None,

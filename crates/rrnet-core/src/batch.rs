@@ -143,14 +143,22 @@ impl<'a, T> Ragged<'a, T> {
     pub fn get(&self, i: usize) -> &'a [T] {
         &self.values[self.offsets[i] as usize..self.offsets[i + 1] as usize]
     }
+
+    /// Every array, as the per-spectrum slices an [`ArmBatch`] holds.
+    pub fn slices(&self) -> Vec<&'a [T]> {
+        (0..self.len()).map(|i| self.get(i)).collect()
+    }
 }
 
-/// One arm of a batch: log10 wavelengths, fluxes and (optional) inverse variances.
+/// One arm of a batch, one slice per spectrum: log10 wavelengths, fluxes and
+/// (optional) inverse variances. The slices may come from one ragged buffer
+/// ([`Ragged::slices`]) or from separate arrays (the reader's, borrowed as they
+/// are: no concatenation copy).
 #[derive(Debug, Clone, Copy)]
 pub struct ArmBatch<'a> {
-    pub loglam: Ragged<'a, f64>,
-    pub flux: Ragged<'a, f32>,
-    pub ivar: Option<Ragged<'a, f32>>,
+    pub loglam: &'a [&'a [f64]],
+    pub flux: &'a [&'a [f32]],
+    pub ivar: Option<&'a [&'a [f32]]>,
 }
 
 /// Outcome of resampling one spectrum.
@@ -187,7 +195,7 @@ fn resample_arm(
     scratch: &mut ResampleScratch,
     out: &mut [f32],
 ) -> (Result<(), KernelError>, f64) {
-    let (loglam, flux) = (batch.loglam.get(i), batch.flux.get(i));
+    let (loglam, flux) = (batch.loglam[i], batch.flux[i]);
     if loglam.len() != flux.len() {
         let err = KernelError::LengthMismatch {
             what: "loglam and flux",
@@ -203,7 +211,7 @@ fn resample_arm(
         Some(ivar) => snr_ivar(
             &scratch.wave,
             flux,
-            ivar.get(i),
+            ivar[i],
             grid[0],
             grid[N_PIX_ARM - 1],
             &mut scratch.snr,
@@ -212,9 +220,9 @@ fn resample_arm(
         None => f64::NAN,
     };
     let result = match batch.ivar {
-        Some(ivar) if ivar.get(i).len() != flux.len() => Err(KernelError::LengthMismatch {
+        Some(ivar) if ivar[i].len() != flux.len() => Err(KernelError::LengthMismatch {
             what: "ivar and flux",
-            a: ivar.get(i).len(),
+            a: ivar[i].len(),
             b: flux.len(),
         }),
         _ => resample_into(&scratch.wave, flux, grid, out).and_then(|()| {
@@ -244,11 +252,11 @@ pub fn resample_batch(
         let counts = [
             batch.loglam.len(),
             batch.flux.len(),
-            batch.ivar.map_or(n, |v| v.len()),
+            batch.ivar.map_or(n, <[_]>::len),
         ];
         if counts.iter().any(|&c| c != n) {
             return Err(KernelError::InvalidArgument(format!(
-                "every ragged input must hold {n} spectra, got {counts:?}"
+                "every input must hold {n} spectra, got {counts:?}"
             )));
         }
     }
@@ -318,16 +326,26 @@ mod tests {
             [ir.clone(), ir].concat(),
         );
         let off: Vec<i64> = vec![0, 4000, 8000];
+        let (lb2, fb2, ib2) = (
+            Ragged::new(&lb2, &off).unwrap().slices(),
+            Ragged::new(&fb2, &off).unwrap().slices(),
+            Ragged::new(&ib2, &off).unwrap().slices(),
+        );
+        let (lr2, fr2, ir2) = (
+            Ragged::new(&lr2, &off).unwrap().slices(),
+            Ragged::new(&fr2, &off).unwrap().slices(),
+            Ragged::new(&ir2, &off).unwrap().slices(),
+        );
         let arms = [
             ArmBatch {
-                loglam: Ragged::new(&lb2, &off).unwrap(),
-                flux: Ragged::new(&fb2, &off).unwrap(),
-                ivar: Some(Ragged::new(&ib2, &off).unwrap()),
+                loglam: &lb2,
+                flux: &fb2,
+                ivar: Some(&ib2),
             },
             ArmBatch {
-                loglam: Ragged::new(&lr2, &off).unwrap(),
-                flux: Ragged::new(&fr2, &off).unwrap(),
-                ivar: Some(Ragged::new(&ir2, &off).unwrap()),
+                loglam: &lr2,
+                flux: &fr2,
+                ivar: Some(&ir2),
             },
         ];
         let mut out = vec![0.0f32; 2 * N_PIX];

@@ -57,8 +57,24 @@ pub fn resample_into(
         )));
     }
     let ascending = check_wavelength(wave)?;
+    if ascending {
+        interpolate::<true>(wave, flux, grid, out)
+    } else {
+        interpolate::<false>(wave, flux, grid, out)
+    }
+}
+
+/// The interpolation of [`resample_into`] for a checked wavelength array that
+/// ascends (`ASCENDING`) or descends: one copy of the loop per direction, so
+/// the per-pixel index needs no branch.
+fn interpolate<const ASCENDING: bool>(
+    wave: &[f64],
+    flux: &[f32],
+    grid: &[f64],
+    out: &mut [f32],
+) -> Result<(), KernelError> {
     let n = wave.len();
-    let idx = |k: usize| if ascending { k } else { n - 1 - k };
+    let idx = |k: usize| if ASCENDING { k } else { n - 1 - k };
     let w = |k: usize| wave[idx(k)];
     let f = |k: usize| f64::from(flux[idx(k)]);
     let (Some(&grid_lo), Some(&grid_hi)) = (grid.first(), grid.last()) else {

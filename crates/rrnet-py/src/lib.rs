@@ -239,61 +239,86 @@ type ArmTuple<'py> = (
     Option<PyReadonlyArray1<'py, i64>>,
 );
 
-/// One arm's ragged inputs as borrowed slices: (values, offsets) per array.
-struct ArmArgs<'a> {
-    loglam: (&'a [f64], &'a [i64]),
-    flux: (&'a [f32], &'a [i64]),
-    ivar: Option<(&'a [f32], &'a [i64])>,
+/// One arm's inputs as borrowed per-spectrum slices (from a ragged buffer or
+/// from separate arrays); [`Self::batch`] hands a row range to the kernel.
+struct ArmSlices<'a> {
+    loglam: Vec<&'a [f64]>,
+    flux: Vec<&'a [f32]>,
+    ivar: Option<Vec<&'a [f32]>>,
 }
 
-impl<'a> ArmArgs<'a> {
-    fn borrow(arm: &'a ArmTuple<'_>) -> PyResult<Self> {
+/// The first `n` arrays of a ragged buffer (`offsets` needs at least `n + 1` entries).
+fn ragged_slices<'a, T>(
+    values: &'a [T],
+    offsets: &'a [i64],
+    n: usize,
+) -> Result<Vec<&'a [T]>, KernelError> {
+    let off = offsets
+        .get(..=n)
+        .ok_or_else(|| KernelError::InvalidArgument("offsets must have n + 1 entries".into()))?;
+    Ok(Ragged::new(values, off)?.slices())
+}
+
+/// Borrow each array of a list (C-contiguous, exact dtype).
+fn list_slices<'a, T: Element>(arrays: &'a [PyReadonlyArray1<'_, T>]) -> PyResult<Vec<&'a [T]>> {
+    arrays
+        .iter()
+        .map(|a| a.as_slice().map_err(PyErr::from))
+        .collect()
+}
+
+impl<'a> ArmSlices<'a> {
+    fn from_ragged(arm: &'a ArmTuple<'_>, n: usize) -> PyResult<Self> {
         let ivar = match (&arm.4, &arm.5) {
-            (Some(v), Some(o)) => Some((v.as_slice()?, o.as_slice()?)),
+            (Some(v), Some(o)) => Some(ragged_slices(v.as_slice()?, o.as_slice()?, n)),
             (None, None) => None,
             _ => return Err(PyValueError::new_err("ivar and its offsets go together")),
         };
-        Ok(ArmArgs {
-            loglam: (arm.0.as_slice()?, arm.1.as_slice()?),
-            flux: (arm.2.as_slice()?, arm.3.as_slice()?),
-            ivar,
+        Ok(ArmSlices {
+            loglam: ragged_slices(arm.0.as_slice()?, arm.1.as_slice()?, n).map_err(to_pyerr)?,
+            flux: ragged_slices(arm.2.as_slice()?, arm.3.as_slice()?, n).map_err(to_pyerr)?,
+            ivar: ivar.transpose().map_err(to_pyerr)?,
         })
     }
 
-    fn rows(&self, rows: Range<usize>) -> Result<ArmBatch<'a>, KernelError> {
-        fn sub<'b, T>(
-            (values, offsets): (&'b [T], &'b [i64]),
-            rows: &Range<usize>,
-        ) -> Result<Ragged<'b, T>, KernelError> {
-            let off = offsets.get(rows.start..=rows.end).ok_or_else(|| {
-                KernelError::InvalidArgument("offsets must have n + 1 entries".into())
-            })?;
-            Ragged::new(values, off)
-        }
-        Ok(ArmBatch {
-            loglam: sub(self.loglam, &rows)?,
-            flux: sub(self.flux, &rows)?,
-            ivar: self.ivar.map(|v| sub(v, &rows)).transpose()?,
+    fn from_lists(arm: &'a ArmLists<'_>) -> PyResult<Self> {
+        Ok(ArmSlices {
+            loglam: list_slices(&arm.0)?,
+            flux: list_slices(&arm.1)?,
+            ivar: arm.2.as_deref().map(list_slices).transpose()?,
         })
+    }
+
+    /// Rows `rows` of this arm (every list was checked to hold all rows).
+    fn batch(&self, rows: Range<usize>) -> ArmBatch<'_> {
+        ArmBatch {
+            loglam: &self.loglam[rows.clone()],
+            flux: &self.flux[rows.clone()],
+            ivar: self.ivar.as_ref().map(|v| &v[rows]),
+        }
     }
 }
 
-/// Resample a ragged batch; returns (flux [n, 7200], status, snr_blue, snr_red).
-#[pyfunction]
-#[pyo3(signature = (blue, red, rv_kms, correct_rv=true, threads=None))]
-fn resample_batch<'py>(
+/// Resample the spectra of two arms' slices (the shared body of the entry points).
+fn resample_slices<'py>(
     py: Python<'py>,
-    blue: ArmTuple<'py>,
-    red: ArmTuple<'py>,
-    rv_kms: PyReadonlyArray1<'py, f64>,
+    arms: [ArmSlices<'_>; 2],
+    rv: &[f64],
     correct_rv: bool,
     threads: Option<usize>,
 ) -> PyResult<ResampleOut<'py>> {
-    let arms = [ArmArgs::borrow(&blue)?, ArmArgs::borrow(&red)?];
-    let rv = rv_kms.as_slice()?;
     let n = rv.len();
     for arm in &arms {
-        arm.rows(0..n).map_err(to_pyerr)?; // validate once, before any work
+        let counts = [
+            arm.loglam.len(),
+            arm.flux.len(),
+            arm.ivar.as_ref().map_or(n, Vec::len),
+        ];
+        if counts.iter().any(|&c| c != n) {
+            return Err(PyValueError::new_err(format!(
+                "every input must hold {n} spectra (one per RV), got {counts:?}"
+            )));
+        }
     }
     let out = output_rows(py, n);
     let mut stats = vec![ResampleStats::default(); n];
@@ -301,8 +326,8 @@ fn resample_batch<'py>(
     let (out_ref, stats_ref, arms_ref) = (unsafe { out.as_slice_mut()? }, &mut stats, &arms);
     run_detached(py, threads, n, |rows| {
         let chunk = [
-            arms_ref[0].rows(rows.clone())?,
-            arms_ref[1].rows(rows.clone())?,
+            arms_ref[0].batch(rows.clone()),
+            arms_ref[1].batch(rows.clone()),
         ];
         let px = rows.start * N_PIX..rows.end * N_PIX;
         batch::resample_batch(
@@ -319,6 +344,50 @@ fn resample_batch<'py>(
         column(py, &stats, |s| s.snr[0]),
         column(py, &stats, |s| s.snr[1]),
     ))
+}
+
+/// Resample a ragged batch; returns (flux [n, 7200], status, snr_blue, snr_red).
+#[pyfunction]
+#[pyo3(signature = (blue, red, rv_kms, correct_rv=true, threads=None))]
+fn resample_batch<'py>(
+    py: Python<'py>,
+    blue: ArmTuple<'py>,
+    red: ArmTuple<'py>,
+    rv_kms: PyReadonlyArray1<'py, f64>,
+    correct_rv: bool,
+    threads: Option<usize>,
+) -> PyResult<ResampleOut<'py>> {
+    let rv = rv_kms.as_slice()?;
+    let n = rv.len();
+    let arms = [
+        ArmSlices::from_ragged(&blue, n)?,
+        ArmSlices::from_ragged(&red, n)?,
+    ];
+    resample_slices(py, arms, rv, correct_rv, threads)
+}
+
+/// One arm's inputs as lists of 1-d arrays, one per spectrum: (loglam f64, flux
+/// f32, ivar f32 or None). Each array is borrowed where it is (no concatenation).
+type ArmLists<'py> = (
+    Vec<PyReadonlyArray1<'py, f64>>,
+    Vec<PyReadonlyArray1<'py, f32>>,
+    Option<Vec<PyReadonlyArray1<'py, f32>>>,
+);
+
+/// Resample spectra given as per-spectrum arrays (e.g. the reader's, as they
+/// are); same outputs as [`resample_batch`].
+#[pyfunction]
+#[pyo3(signature = (blue, red, rv_kms, correct_rv=true, threads=None))]
+fn resample_arrays<'py>(
+    py: Python<'py>,
+    blue: ArmLists<'py>,
+    red: ArmLists<'py>,
+    rv_kms: PyReadonlyArray1<'py, f64>,
+    correct_rv: bool,
+    threads: Option<usize>,
+) -> PyResult<ResampleOut<'py>> {
+    let arms = [ArmSlices::from_lists(&blue)?, ArmSlices::from_lists(&red)?];
+    resample_slices(py, arms, rv_kms.as_slice()?, correct_rv, threads)
 }
 
 type RvOut<'py> = (
@@ -510,6 +579,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(snr_ivar, m)?)?;
     m.add_function(wrap_pyfunction!(normalize_batch, m)?)?;
     m.add_function(wrap_pyfunction!(resample_batch, m)?)?;
+    m.add_function(wrap_pyfunction!(resample_arrays, m)?)?;
     m.add_function(wrap_pyfunction!(rv_measure_batch, m)?)?;
     m.add_function(wrap_pyfunction!(rv_status_codes, m)?)?;
     m.add_function(wrap_pyfunction!(read_lamost_batch, m)?)?;

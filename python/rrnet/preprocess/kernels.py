@@ -143,6 +143,31 @@ def snr_ivar(
     )
 
 
+def _arrays(arrays: Ragged, dtype: type) -> list[np.ndarray]:
+    """1-D C-contiguous arrays of ``dtype``; one that already is one is not copied.
+
+    Converts as :func:`~rrnet.preprocess.ragged.to_ragged` does (same-kind casts,
+    big-endian FITS columns to native order), so the kernel sees the same values.
+    """
+    want = np.dtype(dtype)
+    out = []
+    for a in arrays:
+        if not (
+            isinstance(a, np.ndarray) and a.ndim == 1 and a.dtype == want and a.flags.c_contiguous
+        ):
+            a = np.ravel(a).astype(want, casting="same_kind", copy=False)
+            a = np.ascontiguousarray(a)
+        out.append(a)
+    return out
+
+
+def _same_count(counts: list[int]) -> int:
+    """The number of spectra every input holds (ValueError if they differ)."""
+    if any(c != counts[0] for c in counts):
+        raise ValueError(f"every input must hold the same number of spectra, got {counts}")
+    return counts[0]
+
+
 def resample_batch(
     blue_loglam: Ragged,
     blue_flux: Ragged,
@@ -163,25 +188,39 @@ def resample_batch(
     flat arrays plus ``n + 1`` int64 offsets (see :mod:`rrnet.preprocess.ragged`).
     ``rv_kms`` is one velocity per spectrum (or a scalar for all). Bad spectra get
     a status and an all-NaN row; S/N per arm (from ivar, if given) is measured
-    regardless.
+    regardless. Sequences of native float64/float32 arrays (the Rust reader's)
+    are borrowed as they are, without the concatenation copy.
     """
-    arms = []
-    for loglam, flux, ivar, offsets in (
+    inputs = (
         (blue_loglam, blue_flux, blue_ivar, blue_offsets),
         (red_loglam, red_flux, red_ivar, red_offsets),
-    ):
-        ivar_pair = (None, None) if ivar is None else to_ragged(ivar, offsets, np.float32)
+    )
+    if blue_offsets is None and red_offsets is None:
+        lists = [
+            (
+                _arrays(arm_loglam, np.float64),
+                _arrays(arm_flux, np.float32),
+                None if arm_ivar is None else _arrays(arm_ivar, np.float32),
+            )
+            for arm_loglam, arm_flux, arm_ivar, _ in inputs
+        ]
+        n = _same_count([len(a) for arm in lists for a in arm if a is not None])
+        rv = np.ascontiguousarray(np.broadcast_to(np.asarray(rv_kms, dtype=np.float64), (n,)))
+        flux, status, snr_blue, snr_red = _core.resample_arrays(
+            lists[0], lists[1], rv, correct_rv=bool(correct_rv), threads=_threads(threads)
+        )
+        return ResampleResult(flux=flux, status=status, snr_blue=snr_blue, snr_red=snr_red)
+    arms = []
+    for arm_loglam, arm_flux, arm_ivar, offsets in inputs:
+        ivar_pair = (None, None) if arm_ivar is None else to_ragged(arm_ivar, offsets, np.float32)
         arms.append(
             (
-                *to_ragged(loglam, offsets, np.float64),
-                *to_ragged(flux, offsets, np.float32),
+                *to_ragged(arm_loglam, offsets, np.float64),
+                *to_ragged(arm_flux, offsets, np.float32),
                 *ivar_pair,
             )
         )
-    counts = [off.size - 1 for arm in arms for off in arm[1::2] if off is not None]
-    n = counts[0]
-    if any(c != n for c in counts):
-        raise ValueError(f"every input must hold the same number of spectra, got {counts}")
+    n = _same_count([off.size - 1 for arm in arms for off in arm[1::2] if off is not None])
     rv = np.ascontiguousarray(np.broadcast_to(np.asarray(rv_kms, dtype=np.float64), (n,)))
     flux, status, snr_blue, snr_red = _core.resample_batch(
         arms[0], arms[1], rv, correct_rv=bool(correct_rv), threads=_threads(threads)

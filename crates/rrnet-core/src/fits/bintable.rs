@@ -151,9 +151,17 @@ impl<'a> Table<'a> {
     /// Every element of `col`, flattened row-major, decoded by `decode` from
     /// its `N` big-endian bytes.
     fn elements<const N: usize, T>(&self, col: &Column, decode: impl Fn([u8; N]) -> T) -> Vec<T> {
+        let rows = self.data.chunks_exact(self.row_len);
+        if col.repeat == 1 {
+            // One value per row (LAMOST's layout): a plain map, no per-row extend.
+            let at = col.offset..col.offset + N;
+            return rows
+                .map(|row| decode(row[at.clone()].try_into().unwrap_or([0; N])))
+                .collect();
+        }
         let mut out = Vec::with_capacity(self.n_rows * col.repeat);
         let span = col.repeat * N;
-        for row in self.data.chunks_exact(self.row_len) {
+        for row in rows {
             let cell = &row[col.offset..col.offset + span];
             out.extend(
                 cell.chunks_exact(N)

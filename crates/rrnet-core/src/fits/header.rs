@@ -21,9 +21,13 @@ pub struct Hdu<'a> {
     pub data: &'a [u8],
 }
 
+/// A byte Python's `str.strip` removes.
+fn is_space(b: &u8) -> bool {
+    b.is_ascii_whitespace() || (0x1c..=0x1f).contains(b) || *b == 0x0b
+}
+
 /// The 8-character keyword of a card, trimmed as Python's `str.strip` does.
 fn card_key(card: &[u8]) -> &[u8] {
-    let is_space = |b: &u8| b.is_ascii_whitespace() || (0x1c..=0x1f).contains(b) || *b == 0x0b;
     let key = &card[..8.min(card.len())];
     let start = key.iter().position(|b| !is_space(b)).unwrap_or(key.len());
     let end = key
@@ -33,19 +37,28 @@ fn card_key(card: &[u8]) -> &[u8] {
     &key[start..end]
 }
 
+/// `card_key(card) == key`, rejecting most cards on their first byte: a card
+/// that starts with a non-blank byte other than the key's has another keyword.
+fn key_is(card: &[u8], key: &[u8]) -> bool {
+    match (card.first(), key.first()) {
+        (Some(c), Some(k)) if !is_space(c) && c != k => false,
+        _ => card_key(card) == key,
+    }
+}
+
 impl<'a> Hdu<'a> {
     /// Cards before END.
     pub fn cards(&self) -> impl Iterator<Item = &'a [u8]> {
         self.header
             .chunks_exact(CARD)
-            .take_while(|card| card_key(card) != b"END")
+            .take_while(|card| !key_is(card, b"END"))
     }
 
     /// The value field (bytes 10..80) of the last card `key = ...`, as the
     /// Python reader takes it (a card without "= " in columns 9-10 has no value).
     pub fn value(&self, key: &str) -> Option<&'a [u8]> {
         self.cards()
-            .filter(|card| card_key(card) == key.as_bytes() && &card[8..10] == b"= ")
+            .filter(|card| &card[8..10] == b"= " && key_is(card, key.as_bytes()))
             .last()
             .map(|card| &card[10..])
     }
@@ -232,5 +245,33 @@ mod tests {
         assert_eq!(list[0].string("DESIG").as_deref(), Some("J01's"));
         assert!(hdus(&file[..file.len() - 1]).is_err());
         assert!(hdus(&file[..100]).is_err());
+    }
+
+    #[test]
+    fn keywords_match_as_the_python_parser_strips_them() {
+        let h = header(&[
+            "SIMPLE  =                    T",
+            "  SNR   =                  1.5",
+            "SNR     =                  2.5",
+            "\tLMJM   =                    7",
+            "EXPTIME                    900",
+            "XSNR    =                    9",
+        ]);
+        let hdu = Hdu {
+            header: &h,
+            data: &[],
+        };
+        let snr = hdu.value("SNR").map(ascii_lossy);
+        assert_eq!(snr.as_deref().map(str::trim), Some("2.5")); // the last card wins
+        assert_eq!(hdu.int("LMJM"), Some(7)); // a leading tab is stripped too
+        assert_eq!(hdu.value("EXPTIME"), None); // no "= ": no value
+        assert!(key_is(b"  SNR   = 1", b"SNR") && !key_is(b"XSNR    = 1", b"SNR"));
+        assert!(!key_is(b"SNRX    = 1", b"SNR") && key_is(b"END", b"END"));
+        let cut = header(&["SIMPLE  =                    T", "  END", "SNR     =    3"]);
+        let hdu = Hdu {
+            header: &cut,
+            data: &[],
+        };
+        assert_eq!(hdu.value("SNR"), None); // cards stop at a blank-led END
     }
 }
