@@ -79,6 +79,10 @@ class RvMeasurement:
     chi2_red: np.ndarray
     status: np.ndarray
     template: np.ndarray
+    template_labels: np.ndarray | None = None
+    """(Teff, logg, [Fe/H]) of the best template ``[n, 3]`` (NaN where none was chosen): a
+    by-product, the library star closest to the spectrum among the few templates (a coarse
+    class, hot/cool and dwarf/giant, not a label measurement)."""
 
 
 @lru_cache(maxsize=1)
@@ -126,7 +130,16 @@ def measure(
     rv, err, chi2, status, tmpl = _core.rv_measure_batch(
         flux, ivar, t.flux, t.ln0, t.dln, window_kms=float(window_kms), threads=threads
     )
-    return RvMeasurement(rv, err, chi2, status, tmpl)
+    return RvMeasurement(rv, err, chi2, status, tmpl, template_labels(t, tmpl))
+
+
+def template_labels(t: Templates, index: np.ndarray) -> np.ndarray:
+    """(Teff, logg, [Fe/H]) ``[n, 3]`` of templates ``index`` (-1: none, NaN labels)."""
+    index = np.asarray(index)
+    out = np.full((index.size, 3), np.nan)
+    ok = (index >= 0) & (index < len(t.labels))
+    out[ok] = np.asarray(t.labels, dtype=np.float64)[index[ok]]
+    return out
 
 
 def _rows(a: np.ndarray, name: str) -> np.ndarray:
@@ -326,7 +339,7 @@ def measure_reference(
     mean_t = t.flux.mean(axis=0, dtype=np.float32)
     for i in range(n):
         _measure_row(flux[i], ivar[i], t, mean_t, (window_kms, coarse_kms, fine_kms), out, i)
-    return out
+    return dataclasses.replace(out, template_labels=template_labels(t, out.template))
 
 
 def _measure_row(flux, ivar, t: Templates, mean_t, settings, out: RvMeasurement, i: int):
@@ -378,4 +391,5 @@ __all__ = [
     "measure_reference",
     "measure_spectra",
     "prepare",
+    "template_labels",
 ]
