@@ -10,10 +10,16 @@
 //! 1. coarse search: IVAR-weighted, mean-subtracted residuals binned on a uniform
 //!    ln-wavelength grid of `coarse_kms` bins, cross-correlated with the mean template
 //!    over +-window; the maximum gives `v0` (at the window's edge: `WINDOW_EDGE`);
-//! 2. template choice: the template of least chi2 at `v0` (both usable arms);
-//! 3. fine search: chi2 of that template on the raw pixels at `v0 + k * fine_kms`,
-//!    k = -K..K, per arm; a parabola through the least point and its neighbours gives
-//!    the sub-step minimum and the curvature `b`; `err = sqrt(max(1, chi2_red) / b)`.
+//! 2. the start shift `s0`: `v0` rounded to whole template samples; every usable pixel's
+//!    template position `pos - s0 = j0 + f` is computed once, and a fine step is a whole
+//!    number of samples (`fine_kms` rounded), so step k reads sample `j0 - k * step` with
+//!    the same `f` for every step and every template;
+//! 3. template choice: the template of least chi2 at `s0` (both usable arms, every 8th
+//!    block of 64 pixels; all templates in one pass over templates interleaved by sample);
+//! 4. fine search: chi2 of that template on the raw pixels at `s0 + k * step`, per arm, a
+//!    step and its two neighbours in one pass; a parabola through the least point and its
+//!    neighbours gives the sub-step minimum and the curvature `b` (converted to km/s at the
+//!    minimum); `err = sqrt(max(1, chi2_red) / b)`.
 //!    Blue, red and combined (summed chi2) are each located this way.
 
 use std::sync::OnceLock;

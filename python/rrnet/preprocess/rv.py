@@ -4,8 +4,9 @@ Why: a spectrum whose catalogue RV is missing or wrong is lost or mis-labelled. 
 measurement is a least-squares template fit in ln(wavelength) (see the Rust module
 ``rv_measure``): per arm ``f = a + s * (T(v) - 1)`` with IVAR weights; a coarse binned
 cross-correlation over +-600 km/s, the best of a small template set, then a chi2 scan in
-3 km/s steps with a parabola through its minimum; the error is the chi2 curvature's,
-inflated by the reduced chi2 when above 1.
+steps of 3 whole template samples (3 km/s) with a parabola through its minimum; the error
+is the chi2 curvature's, inflated by the reduced chi2 when above 1. The best template's
+labels come with the result (a coarse hot/cool, dwarf/giant class).
 
 Inputs are continuum-normalised rows on the fixed 7200-pixel grids read as *observed*
 wavelengths (resample with ``correct_rv=False``, then normalise), with their IVAR on
