@@ -154,3 +154,25 @@ def test_template_labels_are_nan_without_a_template():
     got = rv.template_labels(t, np.array([-1, 0, len(t.labels) - 1]))
     assert np.isnan(got[0]).all()
     np.testing.assert_array_equal(got[1:], t.labels[[0, -1]])
+
+
+def test_prepare_sorts_unsorted_arms_and_masks_outside_coverage():
+    """Arms in file order are sorted first (LAMOST's come sorted; the sort is skipped then)."""
+    rng = np.random.default_rng(0)
+    arms = []
+    for grid in (BLUE_GRID, RED_GRID):
+        wave = np.linspace(grid[0] + 5.0, grid[-1] + 5.0, 3800)
+        flux = (1.0 + 0.1 * np.sin(wave)).astype(np.float32) * 200.0
+        ivar = rng.uniform(0.5, 2.0, wave.size).astype(np.float32)
+        ivar[100:110] = 0.0
+        arms.append((np.log10(wave).astype(np.float32), flux, ivar))
+    norm = np.full(N_PIX, 0.5, np.float32)
+    f_sorted, iv_sorted = rv.prepare(arms, norm)
+    perm = rng.permutation(3800)
+    shuffled = [tuple(a[perm] for a in arms[0]), arms[1]]
+    f_shuffled, iv_shuffled = rv.prepare(shuffled, norm)
+    np.testing.assert_array_equal(f_sorted, f_shuffled)
+    np.testing.assert_array_equal(iv_sorted, iv_shuffled)
+    blue, start = iv_sorted[:N_PIX_ARM], BLUE_GRID[0]
+    assert (blue[start + 5.0 > BLUE_GRID] == 0).all()  # outside the arm's coverage
+    assert (blue[start + 6.0 < BLUE_GRID] > 0).sum() > 3000

@@ -161,9 +161,12 @@ def prepare(
     """
     out = np.zeros(N_PIX, dtype=np.float32)
     for k, ((loglam, flux, ivar), grid) in enumerate(zip(arms, (BLUE_GRID, RED_GRID), strict=True)):
-        wave = 10.0 ** np.asarray(loglam, np.float64)
-        order = np.argsort(wave)
-        wave, flux, ivar = wave[order], np.asarray(flux)[order], np.asarray(ivar)[order]
+        # exp(x ln 10): 10**x was a third of this function's time (same to ~1 ulp)
+        wave = np.exp(np.asarray(loglam, np.float64) * np.log(10.0))
+        flux, ivar = np.asarray(flux), np.asarray(ivar)
+        if not np.all(wave[1:] > wave[:-1]):  # LAMOST arms come sorted: sort only if not
+            order = np.argsort(wave)
+            wave, flux, ivar = wave[order], flux[order], ivar[order]
         raw = np.interp(grid, wave, flux)
         var = np.interp(grid, wave, np.where(ivar > 0, 1.0 / np.maximum(ivar, 1e-30), np.inf))
         sl = slice(k * N_PIX_ARM, (k + 1) * N_PIX_ARM)
