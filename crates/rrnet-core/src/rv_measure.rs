@@ -842,6 +842,33 @@ mod tests {
     }
 
     #[test]
+    fn three_steps_in_one_pass_equal_three_passes() {
+        let (data, ln0, _) = template(1.0);
+        let t = Templates::new(&data, 1, ln0, DLN).unwrap();
+        let pre = Prepared::new(&t);
+        let flux = observe(&t, 37.4);
+        let a = arm_data(&flux[..N_PIX_ARM], &vec![1e4f32; N_PIX_ARM], &pre.pos[0]).unwrap();
+        let row = t.row(0, 0);
+        let sums = data_sums(&a, 1);
+        // the first pixel on sample 1 and the last on sample len - 2: the three offsets
+        // cover different pixels there
+        let first = a.pos[0].floor() as i64 - 1;
+        let last = *a.pos.last().unwrap() as i64 - (row.len() as i64 - 2);
+        for s0 in [37, first, last, 0] {
+            let ip = Interp::new(&a, s0);
+            let inside = [-3, 3].map(|o| ip.inside(o, row.len()).len());
+            assert!(s0 == 37 || s0 == 0 || inside[0] != inside[1]);
+            let offs = [-3, 0, 3];
+            let three = chi2_three(&a, &ip, sums, row, offs);
+            for (k, &off) in offs.iter().enumerate() {
+                let mut acc = [0.0; 3];
+                template_sums(&a, &ip, ip.inside(off, row.len()), row, off, &mut acc);
+                assert_eq!(three[k], chi2_of(sums, &acc), "s0 {s0} off {off}");
+            }
+        }
+    }
+
+    #[test]
     fn flat_masked_and_edge_give_status() {
         let (data, ln0, _) = template(1.0);
         let t = Templates::new(&data, 1, ln0, DLN).unwrap();
