@@ -681,7 +681,7 @@ impl Prepared {
 }
 
 /// Measure one spectrum: `flux`, `ivar` of length 7200 on the fixed grids, read as
-/// observed-frame wavelengths, continuum-normalised.
+/// observed-frame wavelengths, continuum-normalised; `pre` is `Prepared::new(t)`.
 pub fn measure_one(
     flux: &[f32],
     ivar: &[f32],
