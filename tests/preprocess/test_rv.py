@@ -89,6 +89,7 @@ def test_damaged_spectra_get_a_status_and_rust_equals_reference(templates, data)
     assert set(np.unique(fast.status)) <= set(rv.RV_STATUS)
     np.testing.assert_array_equal(fast.status, ref.status)
     np.testing.assert_array_equal(fast.template, ref.template)
+    np.testing.assert_array_equal(fast.template_labels, ref.template_labels)
     np.testing.assert_allclose(fast.rv, ref.rv, atol=1e-3, equal_nan=True)
     np.testing.assert_allclose(fast.err, ref.err, rtol=1e-4, equal_nan=True)
     ok = fast.status == 0
@@ -114,3 +115,64 @@ def test_bad_shapes_raise_value_error(templates):
         rv.measure(np.ones((2, 10)), np.ones((2, 10)), templates)
     with pytest.raises(ValueError, match="differ"):
         rv.measure(np.ones((2, N_PIX)), np.ones((1, N_PIX)), templates)
+
+
+def test_hot_star_picks_a_hotter_template_than_a_cool_star():
+    """The best template's labels (a by-product) follow the star: synthesised visits of
+    library stars that are not templates, one hot dwarf and one cool giant."""
+    from rrnet.synth.library import load_library
+    from rrnet.synth.observe import ObservationSettings, observe
+
+    lib = load_library()
+    t = rv.default_templates()
+    labels = lib.labels.select("Teff[K]", "Logg", "FeH").to_numpy()
+    used = {tuple(x) for x in np.round(t.labels, 3)}
+    free = np.array([tuple(np.round(x, 3)) not in used for x in labels])
+    hot = int(np.flatnonzero(free & (labels[:, 0] > 6200) & (labels[:, 1] > 3.8))[0])
+    cool = int(np.flatnonzero(free & (labels[:, 0] < 4500) & (labels[:, 1] < 3.0))[0])
+    rng = np.random.default_rng(3)
+    settings = ObservationSettings(source_resolution=float(lib.meta["resolution"]))
+    spectra = []
+    for star, v in ((hot, 57.0), (cool, -121.0)):
+        visit = observe(lib.wavelength, lib.flux[star], rv_kms=v, snr={"B": 60, "R": 60},
+                        n_exposures=1, rng=rng, settings=settings)  # fmt: skip
+        spectra.append(
+            tuple((a.loglam, a.flux, a.ivar) for a in (visit.coadd["B"], visit.coadd["R"]))
+        )
+    res = rv.measure_spectra(spectra)
+    assert (res.status[:, 2] == 0).all()
+    assert res.template_labels is not None
+    np.testing.assert_array_equal(res.template_labels, t.labels[res.template])
+    t_hot, t_cool = res.template_labels[:, 0]
+    assert t_hot > t_cool + 1000, (labels[hot], labels[cool], res.template_labels)
+    assert abs(t_hot - labels[hot, 0]) < abs(t_hot - labels[cool, 0])
+    assert abs(res.rv[0, 2] - 57.0) < 3 and abs(res.rv[1, 2] + 121.0) < 3
+
+
+def test_template_labels_are_nan_without_a_template():
+    t = rv.default_templates()
+    got = rv.template_labels(t, np.array([-1, 0, len(t.labels) - 1]))
+    assert np.isnan(got[0]).all()
+    np.testing.assert_array_equal(got[1:], t.labels[[0, -1]])
+
+
+def test_prepare_sorts_unsorted_arms_and_masks_outside_coverage():
+    """Arms in file order are sorted first (LAMOST's come sorted; the sort is skipped then)."""
+    rng = np.random.default_rng(0)
+    arms = []
+    for grid in (BLUE_GRID, RED_GRID):
+        wave = np.linspace(grid[0] + 5.0, grid[-1] + 5.0, 3800)
+        flux = (1.0 + 0.1 * np.sin(wave)).astype(np.float32) * 200.0
+        ivar = rng.uniform(0.5, 2.0, wave.size).astype(np.float32)
+        ivar[100:110] = 0.0
+        arms.append((np.log10(wave).astype(np.float32), flux, ivar))
+    norm = np.full(N_PIX, 0.5, np.float32)
+    f_sorted, iv_sorted = rv.prepare(arms, norm)
+    perm = rng.permutation(3800)
+    shuffled = [tuple(a[perm] for a in arms[0]), arms[1]]
+    f_shuffled, iv_shuffled = rv.prepare(shuffled, norm)
+    np.testing.assert_array_equal(f_sorted, f_shuffled)
+    np.testing.assert_array_equal(iv_sorted, iv_shuffled)
+    blue, start = iv_sorted[:N_PIX_ARM], BLUE_GRID[0]
+    assert (blue[start + 5.0 > BLUE_GRID] == 0).all()  # outside the arm's coverage
+    assert (blue[start + 6.0 < BLUE_GRID] > 0).sum() > 3000

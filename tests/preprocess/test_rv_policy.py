@@ -11,7 +11,7 @@ import pytest
 from rrnet.cli.catalog import main as catalog_main
 from rrnet.cli.preprocess import main as preprocess_main
 from rrnet.inference.quality import DEFAULT_THRESHOLDS, QualityBit, quality_bits
-from rrnet.preprocess import rv_policy
+from rrnet.preprocess import rv, rv_policy
 from rrnet.store import open_store
 from rrnet.synth.dataset import make_dataset
 from rrnet.synth.lamost_writer import LAMOST_CATALOGUE_NAME
@@ -150,10 +150,15 @@ def test_catalog_mode_loses_the_missing_rows_and_measure_mode_uses_no_catalogue_
     no_rv = m.filter(pl.col("catalog_status") == "no_rv")
     assert no_rv["status"].to_list() == ["bad_rv"] * no_rv.height
     assert m["rv_measured"].null_count() == m.height
+    assert m["rv_template_teff"].null_count() == m.height
     ok = m.filter(pl.col("status") == "ok")
     assert ok["rv_used_source"].to_list() == ["catalog"] * ok.height
     m = _store(official, "measure")
     assert m["status"].to_list() == ["ok"] * m.height
+    # the best template's labels are one of the templates' (a by-product of the fit)
+    got = m.select("rv_template_teff", "rv_template_logg", "rv_template_feh").to_numpy()
+    templates = {tuple(x) for x in rv.default_templates().labels.astype(np.float64)}
+    assert {tuple(x) for x in got} <= templates
     assert m["rv_used_source"].to_list() == ["measured"] * m.height
     z = ((m["rv_used"] - m["rv_true"]) / m["rv_measured_err"]).abs()
     # one S/N-17 exposure of this seed is 4.4 sigma (5.4 km/s) off: a tail of the kernel

@@ -10,10 +10,16 @@
 //! 1. coarse search: IVAR-weighted, mean-subtracted residuals binned on a uniform
 //!    ln-wavelength grid of `coarse_kms` bins, cross-correlated with the mean template
 //!    over +-window; the maximum gives `v0` (at the window's edge: `WINDOW_EDGE`);
-//! 2. template choice: the template of least chi2 at `v0` (both usable arms);
-//! 3. fine search: chi2 of that template on the raw pixels at `v0 + k * fine_kms`,
-//!    k = -K..K, per arm; a parabola through the least point and its neighbours gives
-//!    the sub-step minimum and the curvature `b`; `err = sqrt(max(1, chi2_red) / b)`.
+//! 2. the start shift `s0`: `v0` rounded to whole template samples; every usable pixel's
+//!    template position `pos - s0 = j0 + f` is computed once, and a fine step is a whole
+//!    number of samples (`fine_kms` rounded), so step k reads sample `j0 - k * step` with
+//!    the same `f` for every step and every template;
+//! 3. template choice: the template of least chi2 at `s0` (both usable arms, every 8th
+//!    block of 64 pixels; all templates in one pass over templates interleaved by sample);
+//! 4. fine search: chi2 of that template on the raw pixels at `s0 + k * step`, per arm, a
+//!    step and its two neighbours in one pass; a parabola through the least point and its
+//!    neighbours gives the sub-step minimum and the curvature `b` (converted to km/s at the
+//!    minimum); `err = sqrt(max(1, chi2_red) / b)`.
 //!    Blue, red and combined (summed chi2) are each located this way.
 
 use std::sync::OnceLock;
@@ -163,6 +169,47 @@ struct ArmData {
     w: Vec<f64>,
 }
 
+/// Spare f64 and i64 buffers of one thread.
+type Pool = std::cell::RefCell<(Vec<Vec<f64>>, Vec<Vec<i64>>)>;
+
+thread_local! {
+    /// Buffers of finished measurements, reused by the next one on this thread (why: the
+    /// ~300 kB allocated and freed per spectrum went back to the system and every spectrum
+    /// paid page faults to get it again).
+    static POOL: Pool = const {
+        std::cell::RefCell::new((Vec::new(), Vec::new()))
+    };
+}
+
+/// An empty vector with room for `n`, from the pool if one is there.
+fn take_f64(n: usize) -> Vec<f64> {
+    let mut v = POOL.with(|p| p.borrow_mut().0.pop()).unwrap_or_default();
+    v.clear();
+    v.reserve(n);
+    v
+}
+
+fn take_i64(n: usize) -> Vec<i64> {
+    let mut v = POOL.with(|p| p.borrow_mut().1.pop()).unwrap_or_default();
+    v.clear();
+    v.reserve(n);
+    v
+}
+
+/// Return the buffers of a finished measurement to the pool.
+fn recycle(arms: Vec<ArmData>, ips: Vec<Interp>) {
+    POOL.with(|p| {
+        let mut p = p.borrow_mut();
+        for a in arms {
+            p.0.extend([a.pos, a.d, a.w]);
+        }
+        for ip in ips {
+            p.0.push(ip.f);
+            p.1.push(ip.j0);
+        }
+    });
+}
+
 /// ln(1 + v/c): the velocity's shift in ln(wavelength).
 fn shift_of(v_kms: f64) -> f64 {
     (v_kms / C_KMS).ln_1p()
@@ -172,24 +219,31 @@ fn velocity_of(shift: f64) -> f64 {
     C_KMS * shift.exp_m1()
 }
 
-/// The usable pixels of one arm of a row, or the status saying why there are too few.
-fn arm_data(flux: &[f32], ivar: &[f32], arm: Arm, t: &Templates) -> Result<ArmData, RvStatus> {
-    let grid = ln_grid(arm);
-    let ln0 = t.ln0[arm as usize];
+/// The usable pixels of one arm of a row, or the status saying why there are too few;
+/// `pos` is every grid pixel's template-sample position at v = 0.
+fn arm_data(flux: &[f32], ivar: &[f32], pos: &[f64]) -> Result<ArmData, RvStatus> {
+    // branch-free compaction: every pixel is written, only usable ones advance
+    let n = pos.len().min(flux.len()).min(ivar.len());
     let mut a = ArmData {
-        pos: Vec::with_capacity(N_PIX_ARM),
-        d: Vec::with_capacity(N_PIX_ARM),
-        w: Vec::with_capacity(N_PIX_ARM),
+        pos: take_f64(n),
+        d: take_f64(n),
+        w: take_f64(n),
     };
-    for ((&f, &iv), &lam) in flux.iter().zip(ivar).zip(grid) {
-        let (f, iv) = (f as f64, iv as f64);
-        if f.is_finite() && iv.is_finite() && iv > 0.0 {
-            a.pos.push((lam - ln0) / t.dln);
-            a.d.push(f - 1.0);
-            a.w.push(iv);
-        }
+    a.pos.resize(n, 0.0);
+    a.d.resize(n, 0.0);
+    a.w.resize(n, 0.0);
+    let mut k = 0;
+    for i in 0..n {
+        let (f, iv) = (flux[i] as f64, ivar[i] as f64);
+        a.pos[k] = pos[i];
+        a.d[k] = f - 1.0;
+        a.w[k] = iv;
+        k += (f.is_finite() && iv.is_finite() && iv > 0.0) as usize;
     }
-    if (a.w.len() as f64) < MIN_GOOD_FRACTION * grid.len() as f64 {
+    a.pos.truncate(k);
+    a.d.truncate(k);
+    a.w.truncate(k);
+    if (a.w.len() as f64) < MIN_GOOD_FRACTION * pos.len() as f64 {
         return Err(RvStatus::Masked);
     }
     let sw: f64 = a.w.iter().sum();
@@ -244,52 +298,64 @@ fn data_sums(a: &ArmData, stride: usize) -> (f64, f64, f64) {
     (sw, sd, sdd)
 }
 
-/// Where the selected pixels fall on a template row at one shift: `(pixel, sample, fraction)`
-/// of the pixels inside the row (outside it the template minus one is 0 and adds nothing).
-/// Computed once per shift and shared by every template (why: the template choice
-/// evaluated the same positions for each of its templates).
-fn interp_at(a: &ArmData, len: usize, shift_samples: f64, stride: usize) -> Vec<(u32, u32, f64)> {
-    let mut out = Vec::with_capacity(a.pos.len() / stride.max(1) + BLOCK);
-    let mut push = |i: usize, p: f64| {
-        if p >= 0.0 {
-            let j = p as usize;
-            if j + 1 < len {
-                out.push((i as u32, j as u32, p - j as f64));
-            }
-        }
-    };
-    if stride <= 1 {
-        // every pixel: a plain loop (the block iterator does not vectorise)
-        for (i, &x) in a.pos.iter().enumerate() {
-            push(i, x - shift_samples);
-        }
-    } else {
-        for i in selected(a.pos.len(), stride) {
-            push(i, a.pos[i] - shift_samples);
-        }
+/// Every pixel's template sample at shift `s0` (whole samples): `pos - s0 = j0 + f`,
+/// `0 <= f < 1`. A step of the fine grid moves by whole samples, so `f` serves every step
+/// and every template (why: the positions were recomputed per shift and per template).
+struct Interp {
+    j0: Vec<i64>,
+    f: Vec<f64>,
+}
+
+impl Interp {
+    fn new(a: &ArmData, s0: i64) -> Self {
+        let s0 = s0 as f64;
+        // floor without the libm call (x86-64 baseline has no rounding instruction)
+        let mut j0 = take_i64(a.pos.len());
+        j0.extend(a.pos.iter().map(|&p| {
+            let x = p - s0;
+            let j = x as i64;
+            j - ((j as f64) > x) as i64
+        }));
+        let mut f = take_f64(a.pos.len());
+        f.extend(a.pos.iter().zip(&j0).map(|(&p, &j)| (p - s0) - j as f64));
+        Interp { j0, f }
     }
-    out
+
+    /// Pixels whose sample pair `j0 - off`, `j0 - off + 1` lies inside a row of `len`
+    /// (`j0` increases with the pixel, so they form one range).
+    fn inside(&self, off: i64, len: usize) -> std::ops::Range<usize> {
+        let lo = self.j0.partition_point(|&j| j < off);
+        let hi = self.j0.partition_point(|&j| j + 1 - off < len as i64);
+        lo..hi.max(lo)
+    }
+}
+
+/// Sums `(sum w t, sum w t^2, sum w d t)` over `pixels`, the template row read `off`
+/// samples before each pixel's `j0` (the pixels must lie inside the row at `off`).
+fn template_sums(
+    a: &ArmData,
+    ip: &Interp,
+    pixels: impl Iterator<Item = usize>,
+    row: &[f32],
+    off: i64,
+    acc: &mut [f64; 3],
+) {
+    for i in pixels {
+        let j = (ip.j0[i] - off) as usize;
+        let f = ip.f[i];
+        let t = (row[j] as f64) * (1.0 - f) + (row[j + 1] as f64) * f - 1.0;
+        let wt = a.w[i] * t;
+        acc[0] += wt;
+        acc[1] += wt * t;
+        acc[2] += wt * a.d[i];
+    }
 }
 
 /// Profiled chi2 of `a + s * t` and the chi2 of the flat model from the data sums and
-/// the interpolation of one template row (same sums, in the same order, as a direct
-/// per-pixel evaluation with [`line_at`]).
-fn chi2_from(
-    a: &ArmData,
-    sums: (f64, f64, f64),
-    at: &[(u32, u32, f64)],
-    row: &[f32],
-) -> (f64, f64) {
+/// the template sums (outside the row the template minus one is 0 and adds nothing).
+fn chi2_of(sums: (f64, f64, f64), acc: &[f64; 3]) -> (f64, f64) {
     let (sw, sd, sdd) = sums;
-    let (mut st, mut stt, mut sdt) = (0.0, 0.0, 0.0);
-    for &(i, j, f) in at {
-        let (i, j) = (i as usize, j as usize);
-        let t = (row[j] as f64) * (1.0 - f) + (row[j + 1] as f64) * f - 1.0;
-        let wt = a.w[i] * t;
-        st += wt;
-        stt += wt * t;
-        sdt += wt * a.d[i];
-    }
+    let [st, stt, sdt] = *acc;
     let var_d = sdd - sd * sd / sw;
     let cov_tt = stt - st * st / sw;
     let cov_dt = sdt - sd * st / sw;
@@ -298,6 +364,43 @@ fn chi2_from(
     } else {
         (var_d, var_d)
     }
+}
+
+/// chi2 over all pixels at three offsets in one pass (why: the walk needs neighbouring
+/// steps, and one pass reads each pixel and its template window once). Per offset the
+/// sums run over the same pixels in the same order as three separate passes.
+fn chi2_three(
+    a: &ArmData,
+    ip: &Interp,
+    sums: (f64, f64, f64),
+    row: &[f32],
+    offs: [i64; 3],
+) -> [(f64, f64); 3] {
+    let ranges = offs.map(|o| ip.inside(o, row.len()));
+    let lo = ranges.iter().map(|r| r.start).max().unwrap_or(0);
+    let hi = ranges.iter().map(|r| r.end).min().unwrap_or(0).max(lo);
+    let mut acc = [[0.0f64; 3]; 3];
+    for s in 0..3 {
+        let r = &ranges[s];
+        template_sums(a, ip, r.start..lo.min(r.end), row, offs[s], &mut acc[s]);
+    }
+    let (j0, f) = (&ip.j0[lo..hi], &ip.f[lo..hi]);
+    let (w, d) = (&a.w[lo..hi], &a.d[lo..hi]);
+    for (((&j0, &f), &w), &d) in j0.iter().zip(f).zip(w).zip(d) {
+        for s in 0..3 {
+            let j = (j0 - offs[s]) as usize;
+            let t = (row[j] as f64) * (1.0 - f) + (row[j + 1] as f64) * f - 1.0;
+            let wt = w * t;
+            acc[s][0] += wt;
+            acc[s][1] += wt * t;
+            acc[s][2] += wt * d;
+        }
+    }
+    for s in 0..3 {
+        let r = &ranges[s];
+        template_sums(a, ip, hi.max(r.start)..r.end, row, offs[s], &mut acc[s]);
+    }
+    [0, 1, 2].map(|s| chi2_of(sums, &acc[s]))
 }
 
 /// Dot product in f32 with eight independent accumulators (so it vectorises).
@@ -342,11 +445,20 @@ fn coarse_search(
                 .zip(&a.d)
                 .fold((0.0, 0.0), |(x, y), (w, d)| (x + w, y + w * d));
         let mean = sd / sw;
+        // pixels come in increasing position: sum each bin's run in a register
+        let (mut cur, mut acc) = (0usize, 0.0f32);
         for i in 0..a.pos.len() {
             let j = ((a.pos[i] - p_first) / bin) as usize;
-            if let Some(b) = bins.get_mut(j) {
-                *b += (a.w[i] * (a.d[i] - mean)) as f32;
+            if j != cur {
+                if let Some(b) = bins.get_mut(cur) {
+                    *b += acc;
+                }
+                (cur, acc) = (j, 0.0);
             }
+            acc += (a.w[i] * (a.d[i] - mean)) as f32;
+        }
+        if let Some(b) = bins.get_mut(cur) {
+            *b += acc;
         }
         // template at the bin centres: lag l puts bin j at q = j - l + half
         let tc: Vec<f32> = (0..nb + n_lag)
@@ -377,12 +489,14 @@ fn coarse_search(
     )
 }
 
-/// Lazily evaluated chi2 per arm at `v0 + k * fine_kms` (shared by the three fits).
+/// Lazily evaluated chi2 per arm at shift `s0 + k * step` samples (shared by the three fits).
 struct Scan<'a> {
     arms: &'a [&'a ArmData],
+    ips: &'a [Interp],
     rows: &'a [&'a [f32]],
     sums: Vec<(f64, f64, f64)>,
-    v0: f64,
+    s0: i64,
+    step: i64,
     t: &'a Templates<'a>,
     s: &'a RvSettings,
     cache: Vec<(i64, usize, (f64, f64))>,
@@ -400,12 +514,17 @@ impl Scan<'_> {
             let c = match hit {
                 Some(c) => c,
                 None => {
-                    let v = self.v0 + k as f64 * self.s.fine_kms;
-                    let row = self.rows[i];
-                    let at = interp_at(self.arms[i], row.len(), shift_of(v) / self.t.dln, 1);
-                    let c = chi2_from(self.arms[i], self.sums[i], &at, row);
-                    self.cache.push((k, i, c));
-                    c
+                    // evaluate the step and its two neighbours (the walk asks for them)
+                    let ks = [k - 1, k, k + 1];
+                    let offs = ks.map(|k| k * self.step);
+                    let c3 =
+                        chi2_three(self.arms[i], &self.ips[i], self.sums[i], self.rows[i], offs);
+                    for (kk, c) in ks.into_iter().zip(c3) {
+                        if !self.cache.iter().any(|c| c.0 == kk && c.1 == i) {
+                            self.cache.push((kk, i, c));
+                        }
+                    }
+                    c3[1]
                 }
             };
             sum = (sum.0 + c.0, sum.1 + c.1);
@@ -414,13 +533,15 @@ impl Scan<'_> {
     }
 
     /// Walk from step `k` downhill to a local minimum of the summed chi2 of `sel`, then
-    /// fit a parabola; returns the value and the minimum's step.
+    /// fit a parabola (in steps; converted to km/s at its minimum); returns the value and
+    /// the minimum's step.
     fn locate(&mut self, mut k: i64, sel: &[usize]) -> (RvValue, i64) {
         let n_pix: usize = sel.iter().map(|&i| self.arms[i].w.len()).sum();
-        let h = self.s.fine_kms;
+        let h = velocity_of(self.step as f64 * self.t.dln);
         let max_k = (2.0 * self.s.window_kms / h) as i64 + 2;
         for _ in 0..MAX_WALK {
-            let (cm, c0, cp) = (self.at(k - 1, sel), self.at(k, sel), self.at(k + 1, sel));
+            let c0 = self.at(k, sel); // first: a miss evaluates k - 1..=k + 1 in one pass
+            let (cm, cp) = (self.at(k - 1, sel), self.at(k + 1, sel));
             if cm.0 < c0.0 || cp.0 < c0.0 {
                 k += if cm.0 < cp.0 { -1 } else { 1 };
                 if k.abs() > max_k {
@@ -431,19 +552,21 @@ impl Scan<'_> {
             if c0.0 + MIN_DELTA_CHI2 > c0.1 {
                 return (RvValue::failed(RvStatus::NoPeak), k);
             }
-            let b = (cm.0 + cp.0 - 2.0 * c0.0) / (2.0 * h * h);
+            let b = 0.5 * (cm.0 + cp.0 - 2.0 * c0.0); // chi2 per step^2
             if !(b > 0.0) {
                 return (RvValue::failed(RvStatus::NoPeak), k);
             }
-            let dx = (cm.0 - cp.0) / (4.0 * b * h);
+            let dx = (cm.0 - cp.0) / (4.0 * b);
             let chi2_red = (c0.0 - b * dx * dx) / (n_pix as f64 - 3.0).max(1.0);
-            let rv = self.v0 + k as f64 * h + dx;
+            let u = (self.s0 as f64 + (k as f64 + dx) * self.step as f64) * self.t.dln;
+            let rv = velocity_of(u);
+            let dv_dstep = C_KMS * u.exp() * self.step as f64 * self.t.dln;
             let status = if rv.abs() > self.s.window_kms {
                 RvStatus::WindowEdge
             } else {
                 RvStatus::Ok
             };
-            let err = (chi2_red.max(1.0) / b).sqrt();
+            let err = (chi2_red.max(1.0) / b).sqrt() * dv_dstep;
             return (
                 RvValue {
                     rv,
@@ -471,13 +594,99 @@ pub fn mean_templates(t: &Templates) -> [Vec<f32>; 2] {
     out
 }
 
+/// The template of least chi2 at the start shift over every [`TEMPLATE_STRIDE`]-th block
+/// of pixels of the usable arms (all templates in one pass over the pixels).
+fn best_template(
+    arms: &[&ArmData],
+    ids: &[usize],
+    ips: &[Interp],
+    t: &Templates,
+    pre: &Prepared,
+) -> usize {
+    let mut chi2 = vec![0.0f64; t.n];
+    for ((a, ip), &arm) in arms.iter().zip(ips).zip(ids) {
+        let inside = ip.inside(0, t.len);
+        let (sw, sd, sdd) = data_sums(a, TEMPLATE_STRIDE);
+        let var_d = sdd - sd * sd / sw;
+        for (g, group) in pre.groups[arm].chunks_exact(GROUP * t.len).enumerate() {
+            let (mut st, mut stt, mut sdt) = ([0.0f64; GROUP], [0.0f64; GROUP], [0.0f64; GROUP]);
+            for i in selected(a.pos.len(), TEMPLATE_STRIDE).filter(|i| inside.contains(i)) {
+                let j = ip.j0[i] as usize * GROUP;
+                let (f, w, d) = (ip.f[i], a.w[i], a.d[i]);
+                let (lo, hi) = (&group[j..j + GROUP], &group[j + GROUP..j + 2 * GROUP]);
+                for m in 0..GROUP {
+                    let tm = (lo[m] as f64) * (1.0 - f) + (hi[m] as f64) * f - 1.0;
+                    let wt = w * tm;
+                    st[m] += wt;
+                    stt[m] += wt * tm;
+                    sdt[m] += wt * d;
+                }
+            }
+            for m in 0..GROUP.min(t.n.saturating_sub(g * GROUP)) {
+                let cov_tt = stt[m] - st[m] * st[m] / sw;
+                let cov_dt = sdt[m] - sd * st[m] / sw;
+                chi2[g * GROUP + m] += if cov_tt > 0.0 && cov_dt > 0.0 {
+                    var_d - cov_dt * cov_dt / cov_tt
+                } else {
+                    var_d
+                };
+            }
+        }
+    }
+    chi2.iter()
+        .enumerate()
+        .fold(
+            (0usize, f64::INFINITY),
+            |b, (m, &c)| if c < b.1 { (m, c) } else { b },
+        )
+        .0
+}
+
+/// Templates per group of [`GROUP`] interleaved by sample: `[group][j][m]`.
+const GROUP: usize = 8;
+
+/// What every spectrum of a batch shares, computed once per batch: the mean template, the
+/// grid pixels' template positions at v = 0 and the templates interleaved by sample (why:
+/// the template choice read 14 rows far apart per pixel, mostly cache misses; interleaved,
+/// one pass reads them as one stream).
+pub struct Prepared {
+    mean: [Vec<f32>; 2],
+    pos: [Vec<f64>; 2],
+    groups: [Vec<f32>; 2],
+}
+
+impl Prepared {
+    pub fn new(t: &Templates) -> Self {
+        let n_groups = t.n.div_ceil(GROUP);
+        let groups = [0, 1].map(|arm| {
+            let mut g = vec![1.0f32; n_groups * t.len * GROUP];
+            for m in 0..t.n {
+                let base = (m / GROUP) * t.len * GROUP + m % GROUP;
+                for (j, &x) in t.row(m, arm).iter().enumerate() {
+                    g[base + j * GROUP] = x;
+                }
+            }
+            g
+        });
+        let pos = Arm::BOTH.map(|arm| {
+            let ln0 = t.ln0[arm as usize];
+            ln_grid(arm).iter().map(|&l| (l - ln0) / t.dln).collect()
+        });
+        Prepared {
+            mean: mean_templates(t),
+            pos,
+            groups,
+        }
+    }
+}
+
 /// Measure one spectrum: `flux`, `ivar` of length 7200 on the fixed grids, read as
-/// observed-frame wavelengths, continuum-normalised.
+/// observed-frame wavelengths, continuum-normalised; `pre` is `Prepared::new(t)`.
 pub fn measure_one(
     flux: &[f32],
     ivar: &[f32],
     t: &Templates,
-    mean_t: &[Vec<f32>; 2],
+    pre: &Prepared,
     s: &RvSettings,
 ) -> RvResult {
     let mut res = RvResult::default();
@@ -488,9 +697,25 @@ pub fn measure_one(
         .iter()
         .map(|&arm| {
             let px = arm as usize * N_PIX_ARM..(arm as usize + 1) * N_PIX_ARM;
-            arm_data(&flux[px.clone()], &ivar[px], arm, t)
+            arm_data(&flux[px.clone()], &ivar[px], &pre.pos[arm as usize])
         })
         .collect();
+    let mut ips = Vec::new();
+    fit(&data, t, pre, s, &mut res, &mut ips);
+    recycle(data.into_iter().flatten().collect(), ips);
+    res
+}
+
+/// The fit of [`measure_one`] on the arms' usable pixels; `ips` keeps the interpolation
+/// buffers for reuse.
+fn fit(
+    data: &[Result<ArmData, RvStatus>],
+    t: &Templates,
+    pre: &Prepared,
+    s: &RvSettings,
+    res: &mut RvResult,
+    ips: &mut Vec<Interp>,
+) {
     let mut good: Vec<(&ArmData, usize)> = Vec::new();
     for (arm, d) in data.iter().enumerate() {
         match d {
@@ -500,47 +725,31 @@ pub fn measure_one(
     }
     if good.is_empty() {
         res.values[2] = RvValue::failed(res.values[0].status);
-        return res;
+        return;
     }
     let arms: Vec<&ArmData> = good.iter().map(|g| g.0).collect();
     let ids: Vec<usize> = good.iter().map(|g| g.1).collect();
-    let (v0, edge) = coarse_search(&arms, mean_t, &ids, t, s);
+    let (v0, edge) = coarse_search(&arms, &pre.mean, &ids, t, s);
     if edge {
         for &arm in &ids {
             res.values[arm] = RvValue::failed(RvStatus::WindowEdge);
         }
         res.values[2] = RvValue::failed(RvStatus::WindowEdge);
-        return res;
+        return;
     }
-    let sh = shift_of(v0) / t.dln;
-    let choice: Vec<_> = good
-        .iter()
-        .map(|(a, _)| {
-            let at = interp_at(a, t.len, sh, TEMPLATE_STRIDE);
-            (data_sums(a, TEMPLATE_STRIDE), at)
-        })
-        .collect();
-    let best = (0..t.n)
-        .map(|m| {
-            let c: f64 = good
-                .iter()
-                .zip(&choice)
-                .map(|((a, arm), (sums, at))| chi2_from(a, *sums, at, t.row(m, *arm)).0)
-                .sum();
-            (m, c)
-        })
-        .fold(
-            (0usize, f64::INFINITY),
-            |b, x| if x.1 < b.1 { x } else { b },
-        )
-        .0;
+    let s0 = (shift_of(v0) / t.dln + 0.5).floor() as i64;
+    let step = ((shift_of(s.fine_kms) / t.dln + 0.5).floor() as i64).max(1);
+    ips.extend(arms.iter().map(|a| Interp::new(a, s0)));
+    let best = best_template(&arms, &ids, ips, t, pre);
     res.template = best as i32;
     let rows: Vec<&[f32]> = ids.iter().map(|&arm| t.row(best, arm)).collect();
     let mut scan = Scan {
         arms: &arms,
+        ips,
         rows: &rows,
         sums: arms.iter().map(|a| data_sums(a, 1)).collect(),
-        v0,
+        s0,
+        step,
         t,
         s,
         cache: Vec::with_capacity(32),
@@ -551,7 +760,6 @@ pub fn measure_one(
     for (i, &arm) in ids.iter().enumerate() {
         res.values[arm] = scan.locate(k, &[i]).0;
     }
-    res
 }
 
 /// Measure a batch of rows `[n, 7200]` in parallel (rayon); `out` has n entries.
@@ -568,11 +776,11 @@ pub fn measure_batch(
     if !(s.window_kms > 0.0 && s.coarse_kms > 0.0 && s.fine_kms > 0.0) {
         return Err("window, coarse and fine steps must be positive".into());
     }
-    let mean_t = mean_templates(t);
+    let pre = Prepared::new(t);
     flux.par_chunks(N_PIX)
         .zip(ivar.par_chunks(N_PIX))
         .zip(out.par_iter_mut())
-        .for_each(|((f, iv), o)| *o = measure_one(f, iv, t, &mean_t, s));
+        .for_each(|((f, iv), o)| *o = measure_one(f, iv, t, &pre, s));
     Ok(())
 }
 
@@ -621,10 +829,10 @@ mod tests {
         let (data, ln0, _) = template(1.0);
         let t = Templates::new(&data, 1, ln0, DLN).unwrap();
         let s = RvSettings::default();
-        let mean_t = mean_templates(&t);
+        let pre = Prepared::new(&t);
         let ivar = vec![1e4f32; N_PIX];
         for rv in [-437.3, -12.5, 0.0, 3.3, 251.7] {
-            let r = measure_one(&observe(&t, rv), &ivar, &t, &mean_t, &s);
+            let r = measure_one(&observe(&t, rv), &ivar, &t, &pre, &s);
             for v in r.values {
                 assert_eq!(v.status, RvStatus::Ok);
                 assert!((v.rv - rv).abs() < 0.05, "{} vs {rv}", v.rv);
@@ -634,21 +842,48 @@ mod tests {
     }
 
     #[test]
+    fn three_steps_in_one_pass_equal_three_passes() {
+        let (data, ln0, _) = template(1.0);
+        let t = Templates::new(&data, 1, ln0, DLN).unwrap();
+        let pre = Prepared::new(&t);
+        let flux = observe(&t, 37.4);
+        let a = arm_data(&flux[..N_PIX_ARM], &vec![1e4f32; N_PIX_ARM], &pre.pos[0]).unwrap();
+        let row = t.row(0, 0);
+        let sums = data_sums(&a, 1);
+        // the first pixel on sample 1 and the last on sample len - 2: the three offsets
+        // cover different pixels there
+        let first = a.pos[0].floor() as i64 - 1;
+        let last = *a.pos.last().unwrap() as i64 - (row.len() as i64 - 2);
+        for s0 in [37, first, last, 0] {
+            let ip = Interp::new(&a, s0);
+            let inside = [-3, 3].map(|o| ip.inside(o, row.len()).len());
+            assert!(s0 == 37 || s0 == 0 || inside[0] != inside[1]);
+            let offs = [-3, 0, 3];
+            let three = chi2_three(&a, &ip, sums, row, offs);
+            for (k, &off) in offs.iter().enumerate() {
+                let mut acc = [0.0; 3];
+                template_sums(&a, &ip, ip.inside(off, row.len()), row, off, &mut acc);
+                assert_eq!(three[k], chi2_of(sums, &acc), "s0 {s0} off {off}");
+            }
+        }
+    }
+
+    #[test]
     fn flat_masked_and_edge_give_status() {
         let (data, ln0, _) = template(1.0);
         let t = Templates::new(&data, 1, ln0, DLN).unwrap();
         let s = RvSettings::default();
-        let mean_t = mean_templates(&t);
+        let pre = Prepared::new(&t);
         let flat = vec![1.0f32; N_PIX];
         let ivar = vec![1e4f32; N_PIX];
-        let r = measure_one(&flat, &ivar, &t, &mean_t, &s);
+        let r = measure_one(&flat, &ivar, &t, &pre, &s);
         assert!(r.values.iter().all(|v| v.status == RvStatus::Flat));
-        let r = measure_one(&flat, &vec![0.0; N_PIX], &t, &mean_t, &s);
+        let r = measure_one(&flat, &vec![0.0; N_PIX], &t, &pre, &s);
         assert!(r.values.iter().all(|v| v.status == RvStatus::Masked));
-        let r = measure_one(&observe(&t, 615.0), &ivar, &t, &mean_t, &s);
+        let r = measure_one(&observe(&t, 615.0), &ivar, &t, &pre, &s);
         assert!(r.values[2].status != RvStatus::Ok);
         let nan = vec![f32::NAN; N_PIX];
-        let r = measure_one(&nan, &ivar, &t, &mean_t, &s);
+        let r = measure_one(&nan, &ivar, &t, &pre, &s);
         assert!(r.values.iter().all(|v| v.status == RvStatus::Masked));
     }
 }

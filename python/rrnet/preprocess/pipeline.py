@@ -98,6 +98,9 @@ MANIFEST_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
     "rv_measured": pl.Float64,
     "rv_measured_err": pl.Float64,
     "rv_measured_status": pl.Utf8,
+    "rv_template_teff": pl.Float64,
+    "rv_template_logg": pl.Float64,
+    "rv_template_feh": pl.Float64,
     "rv_used": pl.Float64,
     "rv_used_source": pl.Utf8,
     "rv_disagree": pl.Boolean,
@@ -499,6 +502,8 @@ class _BatchBuilder:
             self.columns["rv_measured"][p] = _finite_or_none(got.measured[i])
             self.columns["rv_measured_err"][p] = _finite_or_none(got.measured_err[i])
             self.columns["rv_measured_status"][p] = got.status[i]
+            for k, name in enumerate(("teff", "logg", "feh")):
+                self.columns[f"rv_template_{name}"][p] = _finite_or_none(got.template_labels[i, k])
             self.columns["rv_used"][p] = _finite_or_none(d.used[i])
             self.columns["rv_used_source"][p] = d.source[i]
             self.columns["rv_disagree"][p] = bool(d.disagree[i])

@@ -101,6 +101,8 @@ class RvResult:
     measured_err: np.ndarray
     status: list[str | None]
     decision: RvDecision
+    template_labels: np.ndarray
+    """(Teff, logg, [Fe/H]) of the measurement's best template ``[n, 3]`` (NaN: none)."""
 
 
 def resolve(
@@ -114,13 +116,17 @@ def resolve(
     meas = np.full(n, np.nan)
     err = np.full(n, np.nan)
     status: list[str | None] = [None] * n
+    labels = np.full((n, 3), np.nan)
     if check_mode(mode) != "catalog" and n:
         res = measure_spectra(spectra)
         code = res.status[:, 2]
         ok = code == 0
         meas[ok], err[ok] = res.rv[ok, 2], res.err[ok, 2]
         status = [RV_STATUS.get(int(c), str(int(c))).lower() for c in code]
-    return RvResult(meas, err, status, decide(mode, rv_catalog, err_catalog, meas, err))
+        if res.template_labels is not None:
+            labels[ok] = res.template_labels[ok]
+    decision = decide(mode, rv_catalog, err_catalog, meas, err)
+    return RvResult(meas, err, status, decision, labels)
 
 
 __all__ = [
