@@ -20,7 +20,8 @@ asks instead whether the spectrum is explained by the training set:
 * **Two statistics** of ``z**2 = r**2 / (noise variance + floor2)``: ``global``, the
   mean over all pixels (a wrong RV, resolution, continuum or spectral type leaves
   residuals everywhere), and ``local``, the largest mean over windows of
-  :data:`WINDOW` pixels (an emission line or a telluric band touches few pixels).
+  :data:`WINDOW` pixels every ``WINDOW // 2`` (an emission line or a telluric band
+  touches few pixels).
 * **Thresholds.** Quantiles of each statistic on the validation spectra (never seen
   by the subspace fit), per S/N node (spectra within a factor 2 of the node's S/N),
   at the levels :data:`QUANTILE_LEVELS`. The score is ``max(global / t_global,
