@@ -256,7 +256,7 @@ def _predict_rows(
             _column(manifest, "snr_red", pl.Float64).to_numpy()[ok],
         )
     arms = tuple(
-        _column(manifest, c, pl.Float64).to_numpy().astype(np.float64)[ok]
+        _column(manifest, c, pl.Float64()).to_numpy().astype(np.float64)[ok]
         for c in ("snr_blue", "snr_red")
     )
     start = 0
