@@ -120,6 +120,8 @@ def test_cli_trains_from_a_store_with_the_row_rules(store_and_labels, monkeypatc
     assert sorted(pred.get_column("row").to_list()) == sorted(test_rows)
     assert {"obsid", "star_id", "Teff[K]", "Teff[K]_err", "Teff[K]_true"} <= set(pred.columns)
     assert (out / "loss_curve.png").stat().st_size > 1000
+    # no snr_blue/snr_red in this manifest: no subspace OOD test (the older score stays)
+    assert not (out / "ood_subspace.safetensors").exists()
     # RRNet-ur: rv becomes a fourth label, taken from the manifest
     out_ur = root / "ckpt-ur"
     assert main(["--store", str(root / "store"), "--labels", str(root / "labels.csv"),

@@ -93,6 +93,7 @@ def evaluate(opts: EvalOptions, *, split_loader: SplitLoader = load_split) -> Re
     )
     count_dict: dict[str, int] = counts.to_dict()
     usable = sample.add_snr(sample.select_usable(catalog, all_rows=opts.all_rows), opts.snr)
+    ood_rows = sample.add_snr(sample.select_usable(catalog, all_rows=True), opts.snr)
     inputs: dict[str, object] = {
         "catalog": str(opts.catalog),
         "labels": str(opts.labels),
@@ -119,6 +120,8 @@ def evaluate(opts: EvalOptions, *, split_loader: SplitLoader = load_split) -> Re
             joined = calibration.restrict_to_split(joined, split[opts.split], key=split_key)
             if split_key in usable.columns:
                 usable = calibration.restrict_to_split(usable, split[opts.split], key=split_key)
+            if split_key in ood_rows.columns:
+                ood_rows = calibration.restrict_to_split(ood_rows, split[opts.split], key=split_key)
         count_dict[f"in_{opts.split}_split"] = joined.height
         inputs["checkpoints"] = ", ".join(map(str, opts.checkpoints))
         inputs["split"] = opts.split
@@ -145,6 +148,7 @@ def evaluate(opts: EvalOptions, *, split_loader: SplitLoader = load_split) -> Re
         repeats=rep,
         recalibration=recal,
         calibration_by_snr=by_snr,
+        ood_by_snr=metrics.ood_rates(ood_rows),
         notes=notes,
     )
     if opts.figures:

@@ -139,3 +139,44 @@ def metrics_table(
             m = label_metrics(pred[mask], true[mask], err[mask])
             rows.append({"label": label, "snr_bin": name, **m.to_dict()})
     return pl.DataFrame(rows, schema_overrides={"n": pl.Int64, "n_z": pl.Int64})
+
+
+OOD_BIT = 16
+"""``QualityBit.OUT_OF_DISTRIBUTION`` (rrnet.inference.quality; evaluation reads only the
+catalogue, so the value is repeated here and checked equal by the tests)."""
+OOD_SNR_BINS: tuple[tuple[float, float], ...] = ((0.0, 10.0), *SNR_BINS)
+"""The report's S/N bins plus the low-S/N one the quality cut removes."""
+
+
+def ood_rates(
+    catalog: pl.DataFrame,
+    *,
+    snr_column: str = "snr",
+    bins: tuple[tuple[float, float], ...] = OOD_SNR_BINS,
+) -> pl.DataFrame | None:
+    """OOD flag rate per S/N bin over the catalogue rows given (every flag value):
+    ``snr_bin``, ``n``, ``n_ood`` (quality bit 16 set), ``ood_rate``, ``ood_score_median``.
+    None when the catalogue has no ``quality_bits`` column."""
+    if "quality_bits" not in catalog.columns or snr_column not in catalog.columns:
+        return None
+    bits = catalog.get_column("quality_bits").cast(pl.Int64).fill_null(0).to_numpy()
+    flagged = (bits & OOD_BIT) != 0
+    score = (
+        catalog.get_column("ood_score").cast(pl.Float64).to_numpy()
+        if "ood_score" in catalog.columns
+        else np.full(catalog.height, np.nan)
+    )
+    rows = []
+    for name, mask in snr_bin_masks(catalog.get_column(snr_column).to_numpy(), bins).items():
+        n = int(mask.sum())
+        finite = score[mask][np.isfinite(score[mask])]
+        rows.append(
+            {
+                "snr_bin": name,
+                "n": n,
+                "n_ood": int(flagged[mask].sum()),
+                "ood_rate": float(flagged[mask].mean()) if n else math.nan,
+                "ood_score_median": float(np.median(finite)) if finite.size else math.nan,
+            }
+        )
+    return pl.DataFrame(rows)

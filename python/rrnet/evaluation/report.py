@@ -37,6 +37,8 @@ class Report:
     recalibration: dict[str, Any] | None = None
     calibration_by_snr: pl.DataFrame | None = None
     """z std and coverage per S/N bin with raw (eq. 3) and calibrated errors."""
+    ood_by_snr: pl.DataFrame | None = None
+    """OOD flag rate per S/N bin over the status-ok rows (whatever their flag)."""
     figures: list[tuple[str, str]] = field(default_factory=list)
     """(relative PNG path, caption) pairs."""
     notes: list[str] = field(default_factory=list)
@@ -113,6 +115,8 @@ def _sections(report: Report) -> list[tuple[str, pl.DataFrame]]:
             ("coverage_1sigma_calibrated", "1-sigma coverage per S/N bin AFTER calibration"),
         ):
             out.append((title, pivot(by_snr, column)))
+    if report.ood_by_snr is not None and report.ood_by_snr.height:
+        out.append(("OOD flag rate per S/N bin (status-ok rows, any flag)", report.ood_by_snr))
     if report.repeats is not None and report.repeats.height:
         out.append(
             ("Repeat observations: σ_obs / σ_pred per S/N bin", pivot(report.repeats, "ratio"))
@@ -141,6 +145,7 @@ def to_json(report: Report) -> str:
         "calibration_by_snr": None
         if report.calibration_by_snr is None
         else report.calibration_by_snr.to_dicts(),
+        "ood_by_snr": None if report.ood_by_snr is None else report.ood_by_snr.to_dicts(),
         "figures": [{"path": p, "caption": c} for p, c in report.figures],
         "notes": report.notes,
     }

@@ -159,7 +159,7 @@ DIAGNOSTIC_COLUMNS: tuple[Column, ...] = (
         "ood_score",
         pl.Float32,
         "",
-        "out-of-distribution score / its training threshold",
+        "out-of-distribution score / its threshold (> 1 sets bit 16)",
         "stat.value",
     ),
     Column(

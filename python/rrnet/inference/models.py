@@ -44,8 +44,10 @@ class LoadedCheckpoint:
     label_lo: np.ndarray
     label_hi: np.ndarray
     ood: Any | None
-    """OOD scorer: ``ood(flux) -> score`` per spectrum, or None if the checkpoint has none."""
+    """OOD scorer: ``ood(flux, snr_blue, snr_red) -> score`` per spectrum, or None if the
+    checkpoint has none."""
     ood_threshold: float | None
+    """The score's threshold (1.0 for the subspace test, whose score is already a ratio)."""
     calibration: dict[str, dict[str, float]] | None = None
     """Per-label error calibration (``calibration.json``), None if the checkpoint has none."""
 
@@ -67,6 +69,7 @@ class LoadedCheckpoint:
             "calibrated_labels": sorted(self.calibration or {}),
             "domain": (self.config.get("training") or {}).get("domain"),
             "errors": errors,
+            "ood_test": ood_kind(self),
         }
 
 
@@ -136,12 +139,31 @@ def load_checkpoints(
 def _ood_for(
     path: Path, config: dict[str, Any], thresholds: QualityThresholds
 ) -> tuple[Any | None, float | None]:
-    """The checkpoint's OOD scorer and the threshold at ``thresholds.ood_quantile``."""
-    try:
-        from rrnet.models import ood
-    except ImportError:
+    """The checkpoint's OOD scorer and the threshold at ``thresholds.ood_quantile``: the
+    subspace test when the checkpoint stores one, else the older mean-squared-z score
+    (checkpoints trained before it; it ignores the S/N)."""
+    from rrnet.models import ood, ood_subspace
+
+    sub = ood_subspace.read(path)
+    if sub is not None:
+        return ood_subspace.scorer(sub, thresholds.ood_quantile), 1.0
+    score, limit = ood.scorer_for_checkpoint(path, config, quantile=thresholds.ood_quantile)
+    if score is None:
         return None, None
-    return ood.scorer_for_checkpoint(path, config, quantile=thresholds.ood_quantile)
+
+    def legacy(flux: np.ndarray, _snr_blue: Any = None, _snr_red: Any = None) -> np.ndarray:
+        return score(flux)
+
+    return legacy, limit
+
+
+def ood_kind(checkpoint: LoadedCheckpoint) -> str:
+    """Which OOD test flags the checkpoint's rows: "subspace", "mean_squared_z" or "none"."""
+    from rrnet.models.ood_subspace import SUBSPACE_FILE
+
+    if checkpoint.ood is None:
+        return "none"
+    return "subspace" if (checkpoint.path / SUBSPACE_FILE).is_file() else "mean_squared_z"
 
 
 def label_sources(checkpoints: list[LoadedCheckpoint]) -> dict[str, int]:
@@ -172,12 +194,15 @@ def predict(
     thresholds: QualityThresholds,
     batch_size: int | None = None,
     snr: np.ndarray | None = None,
+    snr_arms: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Prediction:
     """Run every checkpoint that provides a label on ``flux`` (float32 ``[B, 7200]``).
 
     ``batch_size`` is the spectra per forward call (None: the ensemble's device default).
     ``snr`` (``[B]``, :func:`rrnet.models.calibration.calibration_snr`): when given, each
     checkpoint's stored calibration scales its errors; None keeps paper eq. 3 errors.
+    ``snr_arms`` (``snr_blue``, ``snr_red``, each ``[B]``): the noise the subspace OOD
+    test measures residuals against; None leaves that test's score NaN (no bit).
     """
     n = flux.shape[0]
     values = np.full((n, len(SPEC_LABELS)), np.nan, dtype=np.float64)
@@ -206,7 +231,9 @@ def predict(
             disagreement = np.fmax(disagreement, member_disagreement(members_mu, members_var))
         out_of_range |= outside_range(mean, checkpoint.label_lo[used], checkpoint.label_hi[used])
         if checkpoint.ood is not None and checkpoint.ood_threshold:
-            ood_ratio = np.fmax(ood_ratio, _numpy(checkpoint.ood(flux)) / checkpoint.ood_threshold)
+            arms = snr_arms if snr_arms is not None else (np.full(n, np.nan),) * 2
+            score = _numpy(checkpoint.ood(flux, *arms))
+            ood_ratio = np.fmax(ood_ratio, score / checkpoint.ood_threshold)
     values[failed] = np.nan
     errors[failed] = np.nan
     return Prediction(values, errors, ood_ratio, disagreement, out_of_range & ~failed, failed)

@@ -264,8 +264,12 @@ def _predict_rows(
             _column(manifest, "snr_blue", pl.Float64).to_numpy()[ok],
             _column(manifest, "snr_red", pl.Float64).to_numpy()[ok],
         )
+    arms = tuple(
+        _column(manifest, c, pl.Float64()).to_numpy().astype(np.float64)[ok]
+        for c in ("snr_blue", "snr_red")
+    )
     start = 0
-    slices = _predict_slices(checkpoints, sources, flux, thresholds, batch_size, snr)
+    slices = _predict_slices(checkpoints, sources, flux, thresholds, batch_size, snr, arms)
     for rows, result in slices:
         index = ok[start : start + rows]
         for name in ("values", "errors", "ood_ratio", "disagreement", "out_of_range", "failed"):
@@ -360,6 +364,7 @@ def _predict_slices(
     thresholds: QualityThresholds,
     batch_size: int | None,
     snr: np.ndarray | None = None,
+    arms: tuple[np.ndarray, ...] | None = None,
 ) -> Iterator[tuple[int, Prediction]]:
     """Predict ``flux`` in slices sized to take about :data:`SLICE_SECONDS` each.
 
@@ -373,7 +378,13 @@ def _predict_slices(
         t0 = time.perf_counter()
         part = flux[start : start + size]
         part_snr = None if snr is None else snr[start : start + size]
-        yield len(part), predict(checkpoints, sources, part, thresholds, batch_size, part_snr)
+        part_arms = (
+            None if arms is None else (arms[0][start : start + size], arms[1][start : start + size])
+        )
+        yield (
+            len(part),
+            predict(checkpoints, sources, part, thresholds, batch_size, part_snr, part_arms),
+        )
         start += len(part)
         if time.perf_counter() - t0 < SLICE_SECONDS / 2:
             size = min(2 * size, 65_536)

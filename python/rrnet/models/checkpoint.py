@@ -37,6 +37,7 @@ from rrnet.models.calibration import CALIBRATION_FILE
 from rrnet.models.config import ModelConfig
 from rrnet.models.keys import StateDictMismatch, check_state_dict
 from rrnet.models.normalization import Normalization
+from rrnet.models.ood_subspace import SUBSPACE_FILE
 
 __all__ = [
     "Checkpoint",
@@ -326,6 +327,8 @@ def checkpoint_hash(path: str | Path) -> str:
     names = [CONFIG_FILE, NORMALIZATION_FILE] + [member_file(i) for i in range(n_members)]
     if (path / CALIBRATION_FILE).is_file():  # the errors it quotes are part of its identity
         names.append(CALIBRATION_FILE)
+    if (path / SUBSPACE_FILE).is_file():  # so is the OOD test it flags rows with
+        names.append(SUBSPACE_FILE)
     digest = hashlib.sha256()
     for name in names:
         file_digest = hashlib.sha256()

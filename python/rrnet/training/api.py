@@ -17,6 +17,7 @@ from rrnet.training.calibrate import calibrate_checkpoint
 from rrnet.training.data import RV_LABEL, describe_counts, resolve_labels, select_rows
 from rrnet.training.finetune import load_initialization
 from rrnet.training.loop import _log_default, train_arrays
+from rrnet.training.ood_fit import fit_ood_checkpoint
 from rrnet.training.settings import TrainOptions, TrainSettings
 from rrnet.training.split import split_by_star
 from rrnet.training.stream import StreamedRows
@@ -127,6 +128,9 @@ def train_ensemble(
             groups=_repeat_groups(store, selected.rows, selected.star_ids),
             log=log,
         )
+        fit_ood_checkpoint(
+            out, flux, split.train, split.valid, *_arm_snr(store, selected.rows), log=log
+        )
     return out
 
 
@@ -147,15 +151,20 @@ def _repeat_groups(store: Any, rows: np.ndarray, star_ids: np.ndarray) -> np.nda
     return np.where(own, [f"_own-{i}" for i in range(rows.size)], star)
 
 
+def _arm_snr(store: Any, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``snr_blue`` and ``snr_red`` of store ``rows`` (NaN where absent)."""
+    manifest = store.manifest
+    return tuple(  # type: ignore[return-value]
+        manifest.get_column(c).cast(float).to_numpy()[rows]
+        if c in manifest.columns
+        else np.full(rows.size, np.nan)
+        for c in ("snr_blue", "snr_red")
+    )
+
+
 def _snr(store: Any, rows: np.ndarray) -> np.ndarray:
     """The calibration's S/N (header snr_blue, else snr_red) of store ``rows``."""
-    manifest = store.manifest
-    columns = [
-        manifest.get_column(c).cast(float).to_numpy()[rows] if c in manifest.columns else None
-        for c in ("snr_blue", "snr_red")
-    ]
-    blue = columns[0] if columns[0] is not None else np.full(rows.size, np.nan)
-    return calibration_snr(blue, columns[1])
+    return calibration_snr(*_arm_snr(store, rows))
 
 
 def _extra_training(

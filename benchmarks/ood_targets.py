@@ -1,0 +1,196 @@
+"""OOD targets (issue 17, item 2): flag rates of the subspace test on synthesised spectra.
+
+Stars are drawn like ``rrnet-synth`` draws them (``draw_labels``) but kept to Teff >=
+TRAIN_TEFF (the "training labels"); rest-frame spectra come from the shipped emulator,
+are observed with ``rrnet.synth.observe`` (R = 7500, noise, continuum, cosmics) and
+preprocessed from the raw coadd arms exactly as the pipeline does (RV correction with
+the true RV, resampling, continuum normalisation; S/N = the arms' median FLUX*sqrt(IVAR)).
+
+* training set: fits the subspace; validation set: the floor and the thresholds;
+* clean held-out set and six defect sets, each per S/N bin (lower arm S/N):
+  emission  a Gaussian emission line (peak 0.3 of the continuum, sigma 0.3 A) at a
+            random wavelength of either arm, in the star's frame;
+  rv30      preprocessed with an RV wrong by +-30 km/s;
+  resolution observed at R = 5000 instead of 7500;
+  telluric  a band of 40 absorption lines (depth 2-15 %, sigma 0.12 A) over 60 A of the
+            red arm, fixed in the observed frame;
+  continuum the raw flux of one arm steps by 5 % at a random pixel (a broken join);
+  type      a star with Teff < OOD_TEFF (outside the training labels).
+
+Prints the flag rate (score > 1 at ``--quantile``) per kind and S/N bin, and the real
+LAMOST file's score (its coadd, at the RV rrnet measures). The spectra are cached in
+``--cache`` (an .npz) so that a rerun only refits.
+
+    python benchmarks/ood_targets.py --n-train 1500 --n-valid 1000 --n-test 60
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+
+import rrnet.preprocess as pp
+from rrnet.models import ood_subspace as oos
+from rrnet.synth.library import draw_labels
+from rrnet.synth.observe import ObservationSettings, observe
+
+BINS = ((5, 10), (10, 20), (20, 40), (40, 100), (100, 300))
+KINDS = ("clean", "emission", "rv30", "resolution", "telluric", "continuum", "type")
+TRAIN_TEFF = 4800.0
+OOD_TEFF = 4300.0
+REAL = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "lamost"
+
+
+def _labels(emu, rng: np.random.Generator, n: int, ood: bool) -> np.ndarray:
+    """``n`` label rows (emulator order) with Teff >= TRAIN_TEFF, or < OOD_TEFF if ``ood``."""
+    rows = []
+    while len(rows) < n:
+        d = draw_labels(int(rng.integers(0, 2**31)), 99)
+        if (d["Teff[K]"] < OOD_TEFF) if ood else (d["Teff[K]"] >= TRAIN_TEFF):
+            rows.append([d[name] for name in emu.label_names])
+    lo = np.array([emu.bounds[k][0] for k in emu.label_names])
+    hi = np.array([emu.bounds[k][1] for k in emu.label_names])
+    return np.clip(np.array(rows), lo, hi)
+
+
+def _defect_flux(kind: str, wave: np.ndarray, flux: np.ndarray, rng) -> np.ndarray:
+    """The rest-frame flux with an emission line (other kinds change it elsewhere)."""
+    if kind != "emission":
+        return flux
+    lo, hi = ((4970.0, 5325.0), (6341.0, 6696.0))[int(rng.integers(0, 2))]
+    centre = rng.uniform(lo, hi)
+    return flux + 0.3 * np.exp(-0.5 * ((wave - centre) / 0.3) ** 2)
+
+
+def _telluric(arm, rng) -> None:
+    """Multiply the red arm's raw flux by a telluric-like band (observed frame)."""
+    wave = 10.0 ** arm.loglam.astype(np.float64)
+    start = rng.uniform(6360.0, 6620.0)
+    trans = np.ones_like(wave)
+    for c in rng.uniform(start, start + 60.0, 40):
+        trans *= 1.0 - rng.uniform(0.02, 0.15) * np.exp(-0.5 * ((wave - c) / 0.12) ** 2)
+    arm.flux = (arm.flux * trans).astype(np.float32)
+
+
+def _broken(arm, rng) -> None:
+    """Step the raw flux of one arm by 5 % at a random pixel."""
+    cut = int(rng.integers(arm.flux.size // 5, 4 * arm.flux.size // 5))
+    flux = arm.flux.astype(np.float64)
+    flux[cut:] *= 1.05
+    arm.flux = flux.astype(np.float32)
+
+
+def simulate(emu, kind: str, snr: np.ndarray, seed: int) -> dict[str, np.ndarray]:
+    """Preprocessed flux [n, 7200] and arm S/N of ``snr.size`` visits of ``kind``."""
+    rng = np.random.default_rng(seed)
+    labels = _labels(emu, rng, snr.size, ood=kind == "type")
+    rest = emu.spectra(labels)
+    base = ObservationSettings(source_resolution=20000.0)
+    settings = ObservationSettings(source_resolution=20000.0, resolution=5000.0)
+    arms, rvs = [], []
+    for i, s in enumerate(snr):
+        rv_true = rng.uniform(-150.0, 150.0)
+        ratio = np.exp(rng.normal(np.log(1.4), 0.15))
+        visit = observe(
+            emu.wavelength, _defect_flux(kind, emu.wavelength, rest[i], rng), rv_kms=rv_true,
+            snr={"B": s, "R": s * ratio}, n_exposures=1, rng=rng,
+            settings=settings if kind == "resolution" else base,
+        )  # fmt: skip
+        coadd = visit.coadd
+        if kind == "telluric":
+            _telluric(coadd["R"], rng)
+        elif kind == "continuum":
+            _broken(coadd["BR"[int(rng.integers(0, 2))]], rng)
+        arms.append(coadd)
+        rvs.append(rv_true + (rng.choice([-30.0, 30.0]) if kind == "rv30" else 0.0))
+    res = pp.resample_batch(
+        [a["B"].loglam for a in arms], [a["B"].flux for a in arms],
+        [a["R"].loglam for a in arms], [a["R"].flux for a in arms], np.asarray(rvs),
+        blue_ivar=[a["B"].ivar for a in arms], red_ivar=[a["R"].ivar for a in arms],
+    )  # fmt: skip
+    norm = pp.normalize_detailed(res.flux)
+    return {"flux": norm.flux, "snr_blue": res.snr_blue, "snr_red": res.snr_red}
+
+
+def build(args: argparse.Namespace) -> dict[str, dict[str, np.ndarray]]:
+    """All sets, from the cache when it exists."""
+    from rrnet.synth import load_emulator
+
+    cache = Path(args.cache)
+    if cache.exists():
+        data = np.load(cache)
+        sets: dict[str, dict[str, np.ndarray]] = {}
+        for key in data.files:
+            name, field = key.split("/")
+            sets.setdefault(name, {})[field] = data[key]
+        return sets
+    emu = load_emulator()
+    rng = np.random.default_rng(args.seed)
+    log_snr = (np.log(5.0), np.log(300.0))
+    sets = {
+        "train": simulate(emu, "clean", np.exp(rng.uniform(*log_snr, args.n_train)), args.seed),
+        "valid": simulate(emu, "clean", np.exp(rng.uniform(*log_snr, args.n_valid)), args.seed + 1),
+    }
+    for k, kind in enumerate(KINDS):
+        for b, (lo, hi) in enumerate(BINS):
+            t0 = time.perf_counter()
+            snr = np.exp(rng.uniform(np.log(lo), np.log(hi), args.n_test))
+            sets[f"{kind}-{b}"] = simulate(emu, kind, snr, args.seed + 100 + 10 * k + b)
+            print(f"  simulated {kind} S/N {lo}-{hi}: {time.perf_counter() - t0:.0f} s", flush=True)
+    np.savez(cache, **{f"{n}/{f}": v for n, d in sets.items() for f, v in d.items()})
+    return sets
+
+
+def real_score(sub: oos.Subspace, quantile: float) -> tuple[float, float, float] | None:
+    """(score, snr_blue, snr_red) of the real file's coadd, RV measured by rrnet."""
+    from rrnet.io.lamost import read_arm
+    from rrnet.preprocess import rv
+
+    files = sorted(REAL.glob("*.fits.gz"))
+    if not files:
+        return None
+    b, r = (read_arm(files[0], name) for name in ("COADD_B", "COADD_R"))
+    v = rv.measure_spectra([((b.loglam, b.flux, b.ivar), (r.loglam, r.flux, r.ivar))]).rv[0, 2]
+    res = pp.resample_batch([b.loglam], [b.flux], [r.loglam], [r.flux], np.array([v]),
+                            blue_ivar=[b.ivar], red_ivar=[r.ivar])  # fmt: skip
+    flux = pp.normalize_detailed(res.flux).flux
+    s = oos.score(sub, flux, res.snr_blue, res.snr_red, quantile)
+    return float(s[0]), float(res.snr_blue[0]), float(res.snr_red[0])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n-train", type=int, default=1500)
+    parser.add_argument("--n-valid", type=int, default=1000)
+    parser.add_argument("--n-test", type=int, default=60, help="spectra per kind and S/N bin")
+    parser.add_argument("--components", type=int, default=oos.N_COMPONENTS)
+    parser.add_argument("--quantile", type=float, default=0.99)
+    parser.add_argument("--seed", type=int, default=17)
+    parser.add_argument("--cache", default="/tmp/ood_targets.npz")
+    args = parser.parse_args()
+    sets = build(args)
+    tr, va = sets["train"], sets["valid"]
+    t0 = time.perf_counter()
+    sub = oos.fit(tr["flux"], (tr["snr_blue"], tr["snr_red"]), va["flux"],
+                  (va["snr_blue"], va["snr_red"]), args.components)  # fmt: skip
+    print(f"fit {args.components} components in {time.perf_counter() - t0:.1f} s; "
+          f"floor rms median {np.sqrt(np.median(sub.floor2)):.4f}")  # fmt: skip
+    head = "| kind | " + " | ".join(f"S/N {lo}-{hi}" for lo, hi in BINS) + " |"
+    print(head + "\n|" + "---|" * (len(BINS) + 1))
+    for kind in KINDS:
+        cells = []
+        for b in range(len(BINS)):
+            d = sets[f"{kind}-{b}"]
+            s = oos.score(sub, d["flux"], d["snr_blue"], d["snr_red"], args.quantile)
+            cells.append(f"{100 * np.mean(s > 1):.1f} %")
+        print(f"| {kind} | " + " | ".join(cells) + " |")
+    real = real_score(sub, args.quantile)
+    if real is not None:
+        print(f"real LAMOST coadd: score {real[0]:.2f} (S/N blue {real[1]:.1f}, red {real[2]:.1f})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,132 @@
+"""The subspace OOD test (issue 17) against independent computations on a toy family.
+
+The toy spectra are exactly ``base + sum_j a_j B_j`` (8 smooth directions) plus
+Gaussian noise of sigma ``1/snr`` per arm: the analytic case where a clean spectrum's
+residual is pure noise, so its mean ``z**2`` must be ~1 at any S/N.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from rrnet.grid import N_PIX, N_PIX_ARM
+from rrnet.models import ood_subspace as oos
+
+RNG = np.random.default_rng(5)
+X = np.linspace(0.0, 1.0, N_PIX)
+BASE = 1.0 - 0.3 * np.exp(-0.5 * ((X[:, None] - RNG.uniform(0, 1, 60)) / 4e-4) ** 2).sum(1)
+BASIS = np.stack([0.05 * np.sin((j + 1) * np.pi * X + j) for j in range(8)])
+
+
+def toy(n: int, snr: np.ndarray | float, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``n`` clean spectra with noise; returns (flux, snr_blue, snr_red)."""
+    rng = np.random.default_rng(seed)
+    snr_b = np.broadcast_to(np.asarray(snr, dtype=np.float64), (n,)).copy()
+    snr_r = snr_b * 1.3
+    flux = BASE + rng.normal(0.0, 1.0, (n, 8)) @ BASIS
+    sigma = np.empty((n, N_PIX))
+    sigma[:, :N_PIX_ARM], sigma[:, N_PIX_ARM:] = 1 / snr_b[:, None], 1 / snr_r[:, None]
+    return flux + rng.normal(0.0, 1.0, flux.shape) * sigma, snr_b, snr_r
+
+
+@pytest.fixture(scope="module")
+def fitted() -> oos.Subspace:
+    train = toy(300, np.exp(np.random.default_rng(1).uniform(np.log(5), np.log(300), 300)), 1)
+    valid = toy(600, np.exp(np.random.default_rng(2).uniform(np.log(5), np.log(300), 600)), 2)
+    return oos.fit(train[0], train[1:], valid[0], valid[1:], n_components=12)
+
+
+def test_residual_is_the_least_squares_residual_off_the_span(fitted) -> None:
+    flux, _, _ = toy(5, 40.0, 3)
+    d = np.clip(flux, -0.5, 2.5) - fitted.mean
+    coef, *_ = np.linalg.lstsq(fitted.components.T, d.T, rcond=None)
+    expected = d - (fitted.components.T @ coef).T
+    np.testing.assert_allclose(oos.residual(fitted.mean, fitted.components, flux), expected,
+                               atol=1e-10)  # fmt: skip
+    # the fitted span contains the toy family: the noise-free residual is only the
+    # noise of the fitted mean (~ 1/30/sqrt(130) per pixel)
+    clean = BASE + np.random.default_rng(4).normal(0.0, 1.0, (3, 8)) @ BASIS
+    assert np.sqrt(np.mean(oos.residual(fitted.mean, fitted.components, clean) ** 2)) < 4e-3
+
+
+def test_statistics_match_a_direct_computation(fitted) -> None:
+    from scipy.signal import medfilt
+
+    flux, snr_b, snr_r = toy(4, 25.0, 6)
+    flux[0, 1000:1004] += 1.0  # a cosmic ray: 4 pixels with sharp edges
+    got = oos.statistics(fitted, flux, snr_b, snr_r)
+    edge = np.r_[0:10, 3590:3610, 7190:7200]
+    for i in range(4):
+        r = oos.residual(fitted.mean, fitted.components, flux[i : i + 1])[0]
+        var = np.r_[np.full(N_PIX_ARM, snr_b[i] ** -2), np.full(N_PIX_ARM, snr_r[i] ** -2)]
+        var = var + fitted.floor2
+        z2 = r**2 / var
+        padded = np.r_[np.full(12, z2[0]), z2, np.full(12, z2[-1])]
+        med = medfilt(padded, 25)[12:-12]
+        spike = z2 > 9 * np.maximum(med, 1.0)
+        z2 = np.where(spike, med, z2)
+        z2[edge] = np.median(np.delete(z2, edge))
+        windows = [z2[s : s + oos.WINDOW].mean() for s in range(0, N_PIX - oos.WINDOW + 1, 25)]
+        assert got[i, 0] == pytest.approx(z2.mean(), rel=1e-10)
+        assert got[i, 1] == pytest.approx(max(windows), rel=1e-10)
+        assert spike[1000:1004].all() == (i == 0)
+    assert got[0, 1] < 3.0  # the cosmic ray is not an OOD feature
+
+
+@pytest.mark.parametrize("snr", [8.0, 30.0, 200.0])
+def test_a_spectrum_in_the_span_scores_the_noise_level_at_any_snr(fitted, snr) -> None:
+    flux, snr_b, snr_r = toy(50, snr, 7)
+    stats = oos.statistics(fitted, flux, snr_b, snr_r)
+    assert np.median(stats[:, 0]) == pytest.approx(1.0, abs=0.2)
+
+
+def test_clean_held_out_spectra_are_flagged_rarely_in_every_snr_bin(fitted) -> None:
+    for lo, hi in ((5, 10), (10, 20), (20, 40), (40, 100), (100, 300)):
+        snr = np.exp(np.random.default_rng(lo).uniform(np.log(lo), np.log(hi), 300))
+        flux, snr_b, snr_r = toy(300, snr, 100 + lo)
+        rate = np.mean(oos.score(fitted, flux, snr_b, snr_r, 0.99) > 1.0)
+        assert rate <= 0.03, (lo, hi, rate)
+
+
+def test_an_emission_line_at_snr_50_is_flagged(fitted) -> None:
+    flux, snr_b, snr_r = toy(40, 50.0, 8)
+    centres = np.random.default_rng(9).integers(100, N_PIX - 100, 40)
+    pix = np.arange(N_PIX)
+    # sigma 4.5 pixels: a 0.3 A wide line seen at R = 7500
+    line = 0.3 * np.exp(-0.5 * ((pix[None] - centres[:, None]) / 4.5) ** 2)
+    assert np.all(oos.score(fitted, flux, snr_b, snr_r) <= 3.0)  # the clean ones
+    assert np.all(oos.score(fitted, flux + line, snr_b, snr_r) > 1.0)
+
+
+def test_a_spectrum_off_the_family_is_flagged_and_unknown_snr_gives_nan(fitted) -> None:
+    flux, snr_b, snr_r = toy(20, 30.0, 10)
+    shifted = np.roll(flux, 3, axis=1)  # a wrong RV of 3 pixels
+    assert np.all(oos.score(fitted, shifted, snr_b, snr_r) > 1.0)
+    s = oos.score(fitted, flux[:2], np.array([np.nan, 30.0]), np.array([30.0, 0.0]))
+    assert np.isnan(s).all()
+
+
+def test_thresholds_are_validation_quantiles_per_snr_node(fitted) -> None:
+    valid = toy(600, np.exp(np.random.default_rng(2).uniform(np.log(5), np.log(300), 600)), 2)
+    stats = oos.statistics(fitted, *valid)
+    snr = np.fmin(valid[1], valid[2])
+    near = np.abs(np.log(snr / 40.0)) <= np.log(2.0)
+    j = oos.SNR_NODES.index(40.0)
+    assert fitted.thresholds[0, j, 2] == pytest.approx(np.quantile(stats[near, 0], 0.99))
+    # quantile q cuts each of the two statistics at 1 - (1 - q) / 2
+    assert fitted.limits(np.array([40.0]), 0.99)[0, 1] == pytest.approx(
+        np.quantile(stats[near, 1], 0.995)
+    )
+    with pytest.raises(ValueError, match="outside the stored range"):
+        fitted.limits(np.array([40.0]), 0.5)
+
+
+def test_round_trip_through_the_file(fitted, tmp_path) -> None:
+    oos.write(tmp_path, fitted)
+    back = oos.read(tmp_path)
+    assert back is not None
+    for name in ("mean", "components", "floor2", "thresholds", "snr_nodes", "levels"):
+        np.testing.assert_array_equal(getattr(back, name), getattr(fitted, name))
+    assert back.window == fitted.window
+    assert oos.read(tmp_path / "nothing-here") is None
