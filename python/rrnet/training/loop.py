@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import numpy as np
 import torch
@@ -57,6 +57,14 @@ class FluxRows(Protocol):
     shape: tuple[int, ...]
 
     def __getitem__(self, idx: np.ndarray) -> np.ndarray: ...
+
+
+class ShardedRows(FluxRows, Protocol):
+    """Flux streamed from a store's shards: trained in a by-shard order."""
+
+    buffer: int
+
+    def shard_of(self, idx: np.ndarray) -> np.ndarray: ...
 
 
 class CheckpointComplete(ValueError):
@@ -522,14 +530,15 @@ def _epoch_order(run: _Run, epoch: int) -> np.ndarray:
     flux, train, seed = run.flux, run.split.train, run.settings.seed
     if _order_kind(flux) == "rows":
         return member_order(train, seed, epoch, run.members)
-    shards = flux.shard_of(train)
+    streamed = cast(ShardedRows, flux)
+    shards = streamed.shard_of(train)
     return np.stack(
         [
             streamed_order(
                 train,
                 shards,
                 np.random.default_rng(derive_seed(seed, _ORDER, epoch, m)),
-                flux.buffer,
+                streamed.buffer,
             )
             for m in range(run.members)
         ]
