@@ -560,19 +560,18 @@ impl Scan<'_> {
             let chi2_red = (c0.0 - b * dx * dx) / (n_pix as f64 - 3.0).max(1.0);
             let u = (self.s0 as f64 + (k as f64 + dx) * self.step as f64) * self.t.dln;
             let rv = velocity_of(u);
+            if rv.abs() > self.s.window_kms {
+                // a peak beyond the window is not a measurement: no value, like other failures
+                return (RvValue::failed(RvStatus::WindowEdge), k);
+            }
             let dv_dstep = C_KMS * u.exp() * self.step as f64 * self.t.dln;
-            let status = if rv.abs() > self.s.window_kms {
-                RvStatus::WindowEdge
-            } else {
-                RvStatus::Ok
-            };
             let err = (chi2_red.max(1.0) / b).sqrt() * dv_dstep;
             return (
                 RvValue {
                     rv,
                     err,
                     chi2_red,
-                    status,
+                    status: RvStatus::Ok,
                 },
                 k,
             );

@@ -315,8 +315,10 @@ def _locate(arms, rows, grid, k, sel, window: float, t: Templates, cache: dict):
         chi2_red = (c0[0] - b * dx * dx) / max(n_pix - 3.0, 1.0)
         u = (s0 + (k + dx) * step) * t.dln
         rv = C_KMS * np.expm1(u)
+        if abs(rv) > window:  # a peak beyond the window is not a measurement
+            return (np.nan, np.nan, np.nan, 4), k
         err = np.sqrt(max(chi2_red, 1.0) / b) * C_KMS * np.exp(u) * step * t.dln
-        return (rv, err, chi2_red, 4 if abs(rv) > window else 0), k
+        return (rv, err, chi2_red, 0), k
     return (np.nan, np.nan, np.nan, 3), k
 
 
