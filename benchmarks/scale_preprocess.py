@@ -16,6 +16,7 @@ is fine, but ~29 GB of store and hours of CPU).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import tempfile
 import threading
@@ -24,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+import psutil
 
 from rrnet.preprocess.pipeline import default_workers, preprocess_catalog
 
@@ -37,7 +39,8 @@ RELEASES = {"DR7": 5.6e6, "DR11": 2.0e7}
 
 
 class RssSampler(threading.Thread):
-    """Samples this process's resident memory every ``period`` seconds."""
+    """Samples the resident memory of this process and its worker processes (summed)
+    every ``period`` seconds."""
 
     def __init__(self, period: float = 0.2) -> None:
         super().__init__(daemon=True)
@@ -50,10 +53,13 @@ class RssSampler(threading.Thread):
 
 
 def _rss_mib() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+    """RSS of this process plus every live descendant (the preprocessing workers)."""
+    me = psutil.Process()
+    total = 0
+    for proc in [me, *me.children(recursive=True)]:
+        with contextlib.suppress(psutil.Error):
+            total += proc.memory_info().rss
+    return total / 2**20
 
 
 def make_inputs(folder: Path, n: int) -> pl.DataFrame:
@@ -81,6 +87,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=20_000, help="spectra to preprocess")
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--keep-resampled", action="store_true")
+    parser.add_argument("--store-dtype", choices=("float32", "float16"), default="float32")
     parser.add_argument("--release", action="append", default=[], metavar="NAME=N")
     args = parser.parse_args()
     releases = dict(RELEASES)
@@ -101,6 +108,7 @@ def main() -> None:
             Path(tmp) / "store",
             workers=workers,
             keep_resampled=args.keep_resampled,
+            dtype=args.store_dtype,
             progress=False,
         )
         seconds = time.perf_counter() - start
@@ -112,9 +120,13 @@ def main() -> None:
         rss = np.array([r for _, r in sampler.samples])
         quarters = [rss[: max(1, len(rss) * q // 4)].max() for q in (1, 2, 4)]
         load = os.getloadavg()
-    print(f"{args.n} spectra, {ok} ok, workers={workers}, load average {load[0]:.1f}")
+    print(
+        f"{args.n} spectra, {ok} ok, workers={workers}, {args.store_dtype} store, "
+        f"load average {load[0]:.1f}"
+    )
     print(f"{rate:.1f} spectra/s ({seconds:.1f} s)")
-    print("peak RSS after 1/4, 1/2, all of the run: " + ", ".join(f"{q:.0f} MiB" for q in quarters))
+    peaks = ", ".join(f"{q:.0f} MiB" for q in quarters)
+    print(f"peak RSS (all processes) after 1/4, 1/2, all of the run: {peaks}")
     print(f"disk per spectrum: {disk / 1024:.1f} KiB (store incl. manifest)")
     for name, count in releases.items():
         print(
