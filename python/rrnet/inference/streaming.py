@@ -258,16 +258,11 @@ def _predict_rows(
         for i in ok[~finite]:
             status[i], reason[i] = "bad_flux", "preprocessed flux is not finite"
         ok, flux = ok[finite], flux[finite]
-    snr = None
-    if calibrate and ok.size:
-        snr = calibration_snr(
-            _column(manifest, "snr_blue", pl.Float64).to_numpy()[ok],
-            _column(manifest, "snr_red", pl.Float64).to_numpy()[ok],
-        )
-    arms = tuple(
-        _column(manifest, c, pl.Float64()).to_numpy().astype(np.float64)[ok]
-        for c in ("snr_blue", "snr_red")
+    arms = (
+        _column(manifest, "snr_blue", pl.Float64).to_numpy().astype(np.float64)[ok],
+        _column(manifest, "snr_red", pl.Float64).to_numpy().astype(np.float64)[ok],
     )
+    snr = calibration_snr(*arms) if calibrate and ok.size else None
     start = 0
     slices = _predict_slices(checkpoints, sources, flux, thresholds, batch_size, snr, arms)
     for rows, result in slices:
@@ -364,7 +359,7 @@ def _predict_slices(
     thresholds: QualityThresholds,
     batch_size: int | None,
     snr: np.ndarray | None = None,
-    arms: tuple[np.ndarray, ...] | None = None,
+    arms: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Iterator[tuple[int, Prediction]]:
     """Predict ``flux`` in slices sized to take about :data:`SLICE_SECONDS` each.
 

@@ -118,19 +118,18 @@ def train_ensemble(
         init=init,
     )
     if result.completed:
+        snr_arms = _arm_snr(store, selected.rows)
         calibrate_checkpoint(
             out,
             flux,
             selected.labels,
             split.valid,
-            _snr(store, selected.rows),
+            calibration_snr(*snr_arms),
             device=settings.device,
             groups=_repeat_groups(store, selected.rows, selected.star_ids),
             log=log,
         )
-        fit_ood_checkpoint(
-            out, flux, split.train, split.valid, *_arm_snr(store, selected.rows), log=log
-        )
+        fit_ood_checkpoint(out, flux, split.train, split.valid, *snr_arms, log=log)
     return out
 
 
