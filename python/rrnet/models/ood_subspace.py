@@ -45,6 +45,7 @@ import numpy as np
 
 from rrnet.grid import N_PIX_ARM
 from rrnet.models.normalization import FLUX_CLIP
+from rrnet.utils.atomic import atomic_path
 
 SUBSPACE_FILE = "ood_subspace.safetensors"
 """File of the subspace, floor and thresholds inside a checkpoint directory."""
@@ -290,10 +291,10 @@ def write(path: str | os.PathLike[str], sub: Subspace) -> Path:
         "snr_nodes": np.asarray(sub.snr_nodes, np.float64),
         "levels": np.asarray(sub.levels, np.float64),
     }
-    tmp = target.with_suffix(".tmp")
     meta = {"score": SCORE_NAME, "window": str(sub.window)}
-    save_file({k: np.ascontiguousarray(v, np.float64) for k, v in tensors.items()}, str(tmp), meta)
-    os.replace(tmp, target)
+    with atomic_path(target) as tmp:
+        arrays = {k: np.ascontiguousarray(v, np.float64) for k, v in tensors.items()}
+        save_file(arrays, str(tmp), meta)
     return target
 
 

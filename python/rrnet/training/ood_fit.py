@@ -40,14 +40,14 @@ def fit_ood_checkpoint(
     """Fit and store the OOD test of checkpoint ``out``; None (and nothing written) when
     the splits are too small or have no usable S/N (the checkpoint then keeps the older
     score, :mod:`rrnet.models.ood`)."""
-    train, valid = _subset(train_rows), _subset(valid_rows)
+    train, valid = np.sort(_subset(train_rows)), np.sort(_subset(valid_rows))  # sorted reads
     snr_b, snr_r = np.asarray(snr_blue, np.float64), np.asarray(snr_red, np.float64)
     try:
         sub = ood_subspace.fit(
-            np.asarray(flux[np.sort(train)], dtype=np.float64),
-            (snr_b[np.sort(train)], snr_r[np.sort(train)]),
-            np.asarray(flux[np.sort(valid)], dtype=np.float64),
-            (snr_b[np.sort(valid)], snr_r[np.sort(valid)]),
+            np.asarray(flux[train], dtype=np.float64),
+            (snr_b[train], snr_r[train]),
+            np.asarray(flux[valid], dtype=np.float64),
+            (snr_b[valid], snr_r[valid]),
             n_components,
         )
     except ValueError as exc:
