@@ -24,14 +24,13 @@ from collections.abc import Mapping, Sequence
 import polars as pl
 
 from rrnet.inference.columns import SPEC_LABELS
+from rrnet.models.calibration import MIN_NOISE_FRACTION
 
 DEFAULT_VARIABILITY_LABELS: tuple[str, ...] = ("Teff[K]", "Logg")
 DEFAULT_CHI2_THRESHOLD: float = 4.0
 """Reduced chi-square above which a star is ``variable`` (p ~ 0.05 at 1 dof, ~0.007 at 3)."""
 
 
-MIN_NOISE_FRACTION = 0.1
-"""With a ``floor``, an exposure's noise part is at least this fraction of its error."""
 COADD_PREFIX = "COADD"
 """Extension names of coadded spectra start with this (``COADD_B``, ``COADD_R``)."""
 

@@ -52,6 +52,9 @@ MIN_ROWS = 10
 """Fewer validation rows than this for a label: constant factor only (b = 0)."""
 SNR_COLUMN = "snr_blue"
 """The S/N the calibration is a function of (the manifest's/catalogue's header S/N)."""
+MIN_NOISE_FRACTION = 0.1
+"""With a shared part ``s``, a spectrum's noise part is at least this fraction of its
+error (:func:`fit_shared_error` and the per-star table weight alike)."""
 
 
 def calibration_snr(snr_blue: np.ndarray, snr_red: np.ndarray | None = None) -> np.ndarray:
@@ -148,7 +151,7 @@ def fit_shared_error(values: np.ndarray, err: np.ndarray, groups: np.ndarray) ->
     Why: exposures of one star share its model error, so their scatter measures only
     the noise part. ``groups`` labels independent spectra by star (one entry per
     row). ``s`` is the constant with which the mean reduced chi-square over stars
-    with >= 2 spectra, weights ``1 / max(err^2 - s^2, (0.1 err)^2)`` (what
+    with >= 2 spectra, weights ``1 / max(err^2 - s^2, (MIN_NOISE_FRACTION err)^2)`` (what
     :func:`rrnet.inference.per_star.per_star_table` uses with ``floor``), is 1;
     0 when it is >= 1 already. Bisection: the chi-square grows with ``s``.
     """
@@ -162,7 +165,7 @@ def fit_shared_error(values: np.ndarray, err: np.ndarray, groups: np.ndarray) ->
     n = np.bincount(inv)
 
     def mean_chi2r(s: float) -> float:
-        w = 1.0 / np.maximum(e**2 - s**2, (0.1 * e) ** 2)
+        w = 1.0 / np.maximum(e**2 - s**2, (MIN_NOISE_FRACTION * e) ** 2)
         mean = np.bincount(inv, w * x) / np.bincount(inv, w)
         return float(np.mean(np.bincount(inv, w * (x - mean[inv]) ** 2) / (n - 1)))
 
@@ -211,10 +214,10 @@ def fit_calibration(
             use_snr = form == "scale"
             (a, b), floor = fit_scale(resid[ok], e[ok], snr[ok], use_snr=use_snr), 0.0
         params = {"a": a, "b": b, "floor": floor}
+        e_cal = calibrated_error(params, e[ok], snr[ok])
         z_before = resid[ok] / e[ok]
-        z_after = resid[ok] / calibrated_error(params, e[ok], snr[ok])
+        z_after = resid[ok] / e_cal
         if groups is not None:
-            e_cal = calibrated_error(params, e[ok], snr[ok])
             params["shared"] = fit_shared_error(pred[ok, j], e_cal, np.asarray(groups)[ok])
         out[label] = {
             **params,
