@@ -49,6 +49,13 @@ def shard_name(kind: str, shard: int) -> str:
     return f"shards/{kind}-{shard:06d}.npy"
 
 
+def check_store_dtype(dtype: str) -> str:
+    """``dtype`` if it is one of :data:`STORE_DTYPES` (ValueError otherwise)."""
+    if dtype not in STORE_DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(STORE_DTYPES)}, got {dtype!r}")
+    return dtype
+
+
 def storage_array(flux: np.ndarray, dtype: str) -> np.ndarray:
     """``flux`` as written to a shard of a ``dtype`` store.
 
@@ -58,10 +65,8 @@ def storage_array(flux: np.ndarray, dtype: str) -> np.ndarray:
     over a near-zero continuum) is kept float32 whole, so no value becomes infinite;
     readers accept both.
     """
-    if dtype not in STORE_DTYPES:
-        raise ValueError(f"dtype must be one of {', '.join(STORE_DTYPES)}, got {dtype!r}")
     flux = np.asarray(flux, dtype=np.float32)
-    if dtype == "float32":
+    if check_store_dtype(dtype) == "float32":
         return flux
     with np.errstate(over="ignore"):  # an overflow is detected below
         half = flux.astype(np.float16)

@@ -28,7 +28,7 @@ from rrnet.preprocess.pipeline import (
 )
 from rrnet.preprocess.rv_policy import RV_MODES
 from rrnet.preprocess.settings import MAX_ITER_LIMIT
-from rrnet.store import StoreError
+from rrnet.store import STORE_DTYPES, StoreError
 from rrnet.utils.lock import LockError
 
 if TYPE_CHECKING:
@@ -112,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--store-dtype",
-        choices=("float32", "float16"),
+        choices=STORE_DTYPES,
         default="float32",
         help="storage type of the flux shards (default float32); float16 halves the store "
         "and is read back as float32 (a shard with a value beyond 65504 stays float32)",

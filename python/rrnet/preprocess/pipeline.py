@@ -44,11 +44,11 @@ from rrnet.preprocess.kernels import range_detail
 from rrnet.preprocess.settings import PreprocessSettings
 from rrnet.store import (
     KINDS,
-    STORE_DTYPES,
     STORE_FORMAT,
     STORE_FORMAT_VERSION,
     Store,
     StoreError,
+    check_store_dtype,
     open_store,
     read_store_info,
     shard_name,
@@ -837,8 +837,7 @@ def preprocess_catalog(
     catalog = _load_catalog(catalog, rv_column, correct_rv, rv_mode)
     if shard_size < 1:
         raise ValueError(f"shard_size must be >= 1, got {shard_size}")
-    if dtype not in STORE_DTYPES:
-        raise ValueError(f"dtype must be one of {', '.join(STORE_DTYPES)}, got {dtype!r}")
+    check_store_dtype(dtype)
     if catalog.height == 0:
         raise StoreError("the catalogue has no rows")
     kinds = list(KINDS) if keep_resampled else ["normalized"]
