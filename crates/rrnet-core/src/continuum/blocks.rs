@@ -101,29 +101,73 @@ pub(super) fn residual_std<const FMA: bool>(xs: &[f64], fs: &[f64], c: &[f64; N_
     (sum_pairs(xs, fs, |x, f| (r(x, f) - mean) * (r(x, f) - mean)) / n).sqrt()
 }
 
-/// Add to each block's slack how far its residuals may move when the basis
-/// coefficients go from `a_prev` to `a` (fs unchanged): the fit changes by
-/// `sum_j (a_j - a_prev_j) Q[:, j]`, at most `sum_j |a_j - a_prev_j| max|Q[:, j]|` on
-/// the block; plus `round`, the roundoff of evaluating both fits (Horner's rule on
-/// `R^-1 a`, and `p - fs`, with a wide margin). A block's slack starts, at its
-/// evaluation, as the roundoff of that evaluation.
-#[inline(always)]
-pub(super) fn widen_slack(
-    a_prev: &[f64; N_COEF],
-    a: &[f64; N_COEF],
-    round: f64,
-    basis: &ArmBasis,
-    slack: &mut [f64],
-) {
-    let da: [f64; N_COEF] = std::array::from_fn(|j| (a[j] - a_prev[j]).abs() * (1.0 + 1e-12));
-    let q = &basis.qmax;
-    let n = slack.len();
-    let qs = q.each_ref().map(|qj| &qj[..n]);
-    for (b, s) in slack.iter_mut().enumerate() {
-        let mut bound = round;
-        for j in 0..N_COEF {
-            bound += da[j] * qs[j][b];
+/// The blocks' state between evaluations: per block, the range `lo..=hi` of the
+/// residuals at its last evaluation and `slack`, a bound on how far they may have
+/// moved since (infinite: the block must be evaluated).
+pub(super) struct BlockRanges<'a> {
+    pub(super) lo: &'a [f64],
+    pub(super) hi: &'a [f64],
+    pub(super) slack: &'a mut [f64],
+}
+
+/// One step of the clipping loop for [`select_blocks`]: `da[j]` bounds
+/// `|a_j - a_prev_j|` (basis coefficients of this fit and the last), `round` the
+/// roundoff of evaluating both fits; `lower`/`upper` the bounds and `tol` their
+/// tolerance.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Step {
+    pub(super) da: [f64; N_COEF],
+    pub(super) round: f64,
+    pub(super) lower: f64,
+    pub(super) upper: f64,
+    pub(super) tol: f64,
+}
+
+impl Step {
+    /// The step from `a_prev` to `a`: `da` with a margin for the roundoff of `|a - a_prev|`.
+    pub(super) fn new(a_prev: &[f64; N_COEF], a: &[f64; N_COEF], round: f64, fit: &Fit) -> Self {
+        let (lower, upper) = (fit.lower, fit.upper);
+        Step {
+            da: std::array::from_fn(|j| (a[j] - a_prev[j]).abs() * (1.0 + 1e-12)),
+            round,
+            lower,
+            upper,
+            tol: BOUND_TOL * (upper - lower),
         }
-        *s += bound;
+    }
+
+    /// Widen block `b`'s `slack` by the step, and whether the block may have a point
+    /// outside the bounds (its residuals had the range `lo..=hi`).
+    #[inline(always)]
+    pub(super) fn widen_and_check(
+        &self,
+        basis: &ArmBasis,
+        b: usize,
+        lo: f64,
+        hi: f64,
+        slack: &mut f64,
+    ) -> bool {
+        let mut bound = self.round;
+        for (dj, qj) in self.da.iter().zip(&basis.qmax) {
+            bound += dj * qj[b];
+        }
+        *slack += bound;
+        !(hi + *slack + self.tol < self.upper && lo - *slack - self.tol > self.lower)
+    }
+}
+
+/// Widen each block's slack by how far its residuals may move in `step` (`fs`
+/// unchanged): the fit changes by `sum_j (a_j - a_prev_j) Q[:, j]`, at most
+/// `sum_j |a_j - a_prev_j| max|Q[:, j]|` on the block, plus `round` (a block's slack
+/// starts, at its evaluation, as the roundoff of that evaluation); then set bit `b`
+/// of `todo` for each block `b` that may have a point outside the bounds (the others
+/// provably have none). `todo` has a word per 64 blocks.
+#[inline(always)]
+pub(super) fn select_blocks(step: &Step, basis: &ArmBasis, ranges: BlockRanges, todo: &mut [u64]) {
+    let BlockRanges { lo, hi, slack } = ranges;
+    todo.fill(0);
+    for (b, s) in slack.iter_mut().enumerate() {
+        let need = step.widen_and_check(basis, b, lo[b], hi[b], s);
+        todo[b / 64] |= u64::from(need) << (b % 64);
     }
 }

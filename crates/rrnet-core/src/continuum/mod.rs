@@ -41,7 +41,7 @@ pub use sums::mean_std;
 use crate::error::KernelError;
 use crate::outliers::OutlierStats;
 use basis::horner;
-use blocks::{eval_block, residual_std, widen_slack, Fit, BLOCK, BOUND_TOL};
+use blocks::{eval_block, residual_std, select_blocks, BlockRanges, Fit, Step, BLOCK, BOUND_TOL};
 use median::{median_pass, median_replace, MedianBlock, MedianSums, MedianTest, Sums};
 
 /// Coefficients of a degree-5 polynomial.
@@ -60,11 +60,15 @@ struct Build<const FMA: bool>;
 trait Kernels {
     /// [`blocks::eval_block`].
     fn eval_block(xs: &[f64], fs: &[f64], fit: &Fit) -> (u64, f64, f64);
+    /// [`blocks::select_blocks`].
+    fn select_blocks(step: &Step, basis: &ArmBasis, ranges: BlockRanges, todo: &mut [u64]);
     /// [`median::replace_block`].
     fn replace_block(block: MedianBlock, test: &MedianTest, acc: &mut Sums) -> u64;
     /// Some interior points `1..k` of [`median_pass`]; returns `k`, where its scalar
     /// loop goes on.
     fn median_interior(flux: &[f32], m: &mut [f64], sums: &mut MedianSums, bad: &mut u32) -> usize;
+    /// [`output`].
+    fn output(f: &[f64], xs: &[f64], c: &[f64; N_COEF], shift: f64, out: &mut [f32]) -> f64;
 }
 
 /// The portable kernels: the scalar code, and no interior points done ahead.
@@ -75,6 +79,11 @@ impl Kernels for Build<false> {
     }
 
     #[inline(always)]
+    fn select_blocks(step: &Step, basis: &ArmBasis, ranges: BlockRanges, todo: &mut [u64]) {
+        select_blocks(step, basis, ranges, todo)
+    }
+
+    #[inline(always)]
     fn replace_block(block: MedianBlock, test: &MedianTest, acc: &mut Sums) -> u64 {
         median::replace_block::<false>(block, test, acc)
     }
@@ -82,6 +91,11 @@ impl Kernels for Build<false> {
     #[inline(always)]
     fn median_interior(_: &[f32], _: &mut [f64], _: &mut MedianSums, _: &mut u32) -> usize {
         1
+    }
+
+    #[inline(always)]
+    fn output(f: &[f64], xs: &[f64], c: &[f64; N_COEF], shift: f64, out: &mut [f32]) -> f64 {
+        output::<false>(f, xs, c, shift, out)
     }
 }
 
@@ -94,8 +108,11 @@ pub struct ArmScratch {
     m: Vec<f64>,
     /// `f - shift`, clipped in place by the fit loop.
     fs: Vec<f64>,
-    /// Per block of [`BLOCK`] points: outside-point (or replaced-pixel) mask.
+    /// Per block of [`BLOCK`] points: outside-point mask (of the blocks evaluated
+    /// in the iteration).
     mask: Vec<u64>,
+    /// Bit per block: the blocks evaluated in the iteration.
+    todo: Vec<u64>,
     /// Per block: smallest and largest residual `p - fs` at its last evaluation.
     r_lo: Vec<f64>,
     r_hi: Vec<f64>,
@@ -111,6 +128,7 @@ impl ArmScratch {
         }
         let nb = n.div_ceil(BLOCK);
         self.mask.resize(nb, 0);
+        self.todo.resize(nb.div_ceil(64), 0);
         for buf in [&mut self.r_lo, &mut self.r_hi, &mut self.slack] {
             buf.resize(nb, 0.0);
         }
@@ -208,6 +226,7 @@ where
         m,
         fs,
         mask,
+        todo,
         r_lo,
         r_hi,
         slack,
@@ -247,10 +266,6 @@ where
         };
         c = basis.monomial(&a);
         let size = basis.size(&a);
-        if iteration > 1 {
-            widen_slack(&a_prev, &a, BOUND_TOL * (size + size_prev), basis, slack);
-        }
-        (a_prev, size_prev) = (a, size);
         let g = if g.is_nan() {
             residual_std::<FMA>(xs, fs, &c) // near-exact fit: directly
         } else {
@@ -260,20 +275,26 @@ where
             break; // exact fit: no point can be outside
         }
         let (lower, upper) = (-FIT_LOWER_SIGMA * g, FIT_UPPER_SIGMA * g);
-        let tol = BOUND_TOL * (upper - lower);
         let fit = Fit { c, lower, upper };
+        // The blocks that may have a point outside (all in the first iteration: the
+        // slack is infinite); the others provably have none.
+        let step = Step::new(&a_prev, &a, BOUND_TOL * (size + size_prev), &fit);
+        (a_prev, size_prev) = (a, size);
+        let ranges = BlockRanges {
+            lo: r_lo,
+            hi: r_hi,
+            slack,
+        };
+        Build::<FMA>::select_blocks(&step, basis, ranges, todo);
         let mut total = 0;
-        for (b, (xb, fb)) in xs.chunks(BLOCK).zip(fs.chunks(BLOCK)).enumerate() {
-            if r_hi[b] + slack[b] + tol < upper && r_lo[b] - slack[b] - tol > lower {
-                mask[b] = 0; // provably no point outside
-                continue;
-            }
+        for_each_bit(todo, |b| {
+            let span = b * BLOCK..((b + 1) * BLOCK).min(n);
             let (lo, hi);
-            (mask[b], lo, hi) = Build::<FMA>::eval_block(xb, fb, &fit);
+            (mask[b], lo, hi) = Build::<FMA>::eval_block(&xs[span.clone()], &fs[span], &fit);
             (r_lo[b], r_hi[b]) = (lo, hi);
             slack[b] = BOUND_TOL * (size + lo.abs().max(hi.abs()));
             total += mask[b].count_ones();
-        }
+        });
         if total == 0 {
             break;
         }
@@ -281,14 +302,9 @@ where
             report.cap_hit = true;
             break;
         }
-        for (b, &block_mask) in mask.iter().enumerate() {
-            if block_mask == 0 {
-                continue;
-            }
-            let mut bits = block_mask;
-            while bits != 0 {
-                let k = b * BLOCK + bits.trailing_zeros() as usize;
-                bits &= bits - 1;
+        for_each_bit(todo, |b| {
+            for_each_bit(&[mask[b]], |i| {
+                let k = b * BLOCK + i;
                 // Outside (the mask's own arithmetic): fs = p there.
                 let pk = horner::<FMA>(&c, xs[k]);
                 let delta = pk - fs[k];
@@ -297,13 +313,42 @@ where
                 a.iter_mut()
                     .zip(basis.row(k))
                     .for_each(|(aj, qj)| *aj += qj * delta);
-            }
-        }
+            });
+        });
     }
 
     // Output with the fit of the last iteration: p = poly(c, xs) everywhere.
+    let min_continuum = Build::<FMA>::output(f, xs, &c, shift, out);
+    if !(min_continuum > 0.0) {
+        return Err(KernelError::NonPositiveContinuum);
+    }
+    Ok(())
+}
+
+/// Call `f(i)` for each set bit `i` of `words` (bit `i % 64` of word `i / 64`), in order.
+#[inline(always)]
+fn for_each_bit(words: &[u64], mut f: impl FnMut(usize)) {
+    for (w, &word) in words.iter().enumerate() {
+        let mut bits = word;
+        while bits != 0 {
+            f(w * 64 + bits.trailing_zeros() as usize);
+            bits &= bits - 1;
+        }
+    }
+}
+
+/// Output `f / (poly(c, xs) + shift)` as float32 into `out`; returns the smallest
+/// continuum `poly(c, xs) + shift` (NaN values are passed over).
+#[inline(always)]
+fn output<const FMA: bool>(
+    f: &[f64],
+    xs: &[f64],
+    c: &[f64; N_COEF],
+    shift: f64,
+    out: &mut [f32],
+) -> f64 {
     let mut mins = [f64::INFINITY; 4];
-    let continuum = |x: f64| horner::<FMA>(&c, x) + shift;
+    let continuum = |x: f64| horner::<FMA>(c, x) + shift;
     // (array::from_fn is not always inlined here: plain lane loops instead)
     let mut oc = out.chunks_exact_mut(4);
     let (mut fc, mut xc) = (f.chunks_exact(4), xs.chunks_exact(4));
@@ -327,11 +372,7 @@ where
         mins[l] = if cont < mins[l] { cont } else { mins[l] };
         *o = (fv / cont) as f32;
     }
-    let min_continuum = mins[0].min(mins[1]).min(mins[2].min(mins[3]));
-    if !(min_continuum > 0.0) {
-        return Err(KernelError::NonPositiveContinuum);
-    }
-    Ok(())
+    mins[0].min(mins[1]).min(mins[2].min(mins[3]))
 }
 
 /// Whether an arm's (median-replaced) flux varies: a standard deviation that is

@@ -7,9 +7,10 @@
 
 use std::arch::x86_64::*;
 
-use super::blocks::{self, Fit, BLOCK};
+use super::basis::ArmBasis;
+use super::blocks::{self, BlockRanges, Fit, Step, BLOCK};
 use super::median::{self, MedianBlock, MedianSums, MedianTest, Sums};
-use super::{normalize_arm_impl, ArmReport, Build, Job, Kernels};
+use super::{normalize_arm_impl, ArmReport, Build, Job, Kernels, N_COEF};
 use crate::error::KernelError;
 
 /// The runtime dispatch: the AVX2 + FMA build if the CPU has both features, else
@@ -41,6 +42,12 @@ impl Kernels for Build<true> {
     }
 
     #[inline(always)]
+    fn select_blocks(step: &Step, basis: &ArmBasis, ranges: BlockRanges, todo: &mut [u64]) {
+        // SAFETY: see the impl.
+        unsafe { select_blocks(step, basis, ranges, todo) }
+    }
+
+    #[inline(always)]
     fn replace_block(block: MedianBlock, test: &MedianTest, acc: &mut Sums) -> u64 {
         // SAFETY: see the impl.
         unsafe { replace_block(block, test, acc) }
@@ -51,6 +58,44 @@ impl Kernels for Build<true> {
         // SAFETY: see the impl.
         unsafe { median_interior(flux, m, sums, bad) }
     }
+
+    #[inline(always)]
+    fn output(f: &[f64], xs: &[f64], c: &[f64; N_COEF], shift: f64, out: &mut [f32]) -> f64 {
+        // SAFETY: see the impl.
+        unsafe { output(f, xs, c, shift, out) }
+    }
+}
+
+/// [`super::output`] with AVX2 vectors: the continuum by Horner's rule with fused
+/// multiply-adds then `+ shift` (as `horner::<true>`), four divisions at once, the
+/// smallest continuum by `min` in the same operand order (NaN passed over).
+#[target_feature(enable = "avx2,fma")]
+fn output(f: &[f64], xs: &[f64], c: &[f64; N_COEF], shift: f64, out: &mut [f32]) -> f64 {
+    let n = f.len().min(xs.len()).min(out.len());
+    let n4 = n / 4 * 4;
+    let cv = c.map(|cj| _mm256_set1_pd(cj));
+    let sh = _mm256_set1_pd(shift);
+    let mut mins = _mm256_set1_pd(f64::INFINITY);
+    for i in (0..n4).step_by(4) {
+        // SAFETY: i + 4 <= n4 <= the length of every slice.
+        unsafe {
+            let x = _mm256_loadu_pd(xs.as_ptr().add(i));
+            let mut p = _mm256_fmadd_pd(cv[5], x, cv[4]);
+            p = _mm256_fmadd_pd(p, x, cv[3]);
+            p = _mm256_fmadd_pd(p, x, cv[2]);
+            p = _mm256_fmadd_pd(p, x, cv[1]);
+            p = _mm256_fmadd_pd(p, x, cv[0]);
+            let cont = _mm256_add_pd(p, sh);
+            mins = _mm256_min_pd(cont, mins); // cont < min ? cont : min
+            let q = _mm256_div_pd(_mm256_loadu_pd(f.as_ptr().add(i)), cont);
+            _mm_storeu_ps(out.as_mut_ptr().add(i), _mm256_cvtpd_ps(q));
+        }
+    }
+    let mut m = [0.0f64; 4];
+    // SAFETY: 4 f64.
+    unsafe { _mm256_storeu_pd(m.as_mut_ptr(), mins) };
+    let tail = super::output::<true>(&f[n4..n], &xs[n4..n], c, shift, &mut out[n4..n]);
+    m[0].min(m[1]).min(m[2].min(m[3])).min(tail)
 }
 
 /// [`blocks::eval_block`] with AVX2 vectors: Horner's rule with fused multiply-adds (as
@@ -101,6 +146,46 @@ fn eval_block(xs: &[f64], fs: &[f64], fit: &Fit) -> (u64, f64, f64) {
         h[0].max(h[1]).max(h[2].max(h[3])),
     );
     (mask, range.0, range.1)
+}
+
+/// [`blocks::select_blocks`] with AVX2 vectors, four blocks at a time (the same
+/// arithmetic; the rest of the blocks by the portable code).
+#[target_feature(enable = "avx2,fma")]
+fn select_blocks(step: &Step, basis: &ArmBasis, ranges: BlockRanges, todo: &mut [u64]) {
+    let BlockRanges { lo, hi, slack } = ranges;
+    let n = slack.len().min(lo.len()).min(hi.len());
+    let n4 = n / 4 * 4;
+    let q = basis.qmax.each_ref().map(|qj| &qj[..n]);
+    let da = step.da.map(|d| _mm256_set1_pd(d));
+    let (round, tol) = (_mm256_set1_pd(step.round), _mm256_set1_pd(step.tol));
+    let (lower, upper) = (_mm256_set1_pd(step.lower), _mm256_set1_pd(step.upper));
+    todo.fill(0);
+    for b in (0..n4).step_by(4) {
+        // SAFETY (all loads and stores): b + 4 <= n4 <= the length of every slice.
+        unsafe {
+            let mut bound = round;
+            for (dj, qj) in da.iter().zip(&q) {
+                bound = _mm256_add_pd(
+                    bound,
+                    _mm256_mul_pd(*dj, _mm256_loadu_pd(qj.as_ptr().add(b))),
+                );
+            }
+            let s = _mm256_add_pd(_mm256_loadu_pd(slack.as_ptr().add(b)), bound);
+            _mm256_storeu_pd(slack.as_mut_ptr().add(b), s);
+            let h = _mm256_add_pd(_mm256_add_pd(_mm256_loadu_pd(hi.as_ptr().add(b)), s), tol);
+            let l = _mm256_sub_pd(_mm256_sub_pd(_mm256_loadu_pd(lo.as_ptr().add(b)), s), tol);
+            let inside = _mm256_and_pd(
+                _mm256_cmp_pd::<_CMP_LT_OQ>(h, upper),
+                _mm256_cmp_pd::<_CMP_GT_OQ>(l, lower),
+            );
+            let need = (!_mm256_movemask_pd(inside) & 0xf) as u64;
+            todo[b / 64] |= need << (b % 64);
+        }
+    }
+    for b in n4..n {
+        let need = step.widen_and_check(basis, b, lo[b], hi[b], &mut slack[b]);
+        todo[b / 64] |= u64::from(need) << (b % 64);
+    }
 }
 
 /// [`median::replace_block`] with AVX2 vectors (the compiler does not vectorise the masks).
