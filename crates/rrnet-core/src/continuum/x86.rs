@@ -16,8 +16,9 @@ use crate::error::KernelError;
 /// The runtime dispatch: the AVX2 + FMA build if the CPU has both features, else
 /// the portable one.
 pub(super) fn normalize_arm(job: Job, report: &mut ArmReport) -> Result<(), KernelError> {
-    if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-        // SAFETY: the CPU supports AVX2 and FMA, checked just above.
+    let bits = is_x86_feature_detected!("popcnt") && is_x86_feature_detected!("bmi1");
+    if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && bits {
+        // SAFETY: the CPU supports AVX2, FMA, POPCNT and BMI1, checked just above.
         unsafe { normalize_arm_avx2(job, report) }
     } else {
         normalize_arm_impl::<false>(job, report)
@@ -26,8 +27,9 @@ pub(super) fn normalize_arm(job: Job, report: &mut ArmReport) -> Result<(), Kern
 
 /// [`normalize_arm_impl`] compiled for AVX2 with fused multiply-adds: wider vectors
 /// and one rounding per multiply-add (results differ from the portable build by
-/// roundoff only).
-#[target_feature(enable = "avx2,fma")]
+/// roundoff only); bit counts and scans of the block masks in single instructions
+/// (POPCNT, BMI1: every CPU with AVX2 has them).
+#[target_feature(enable = "avx2,fma,popcnt,bmi1")]
 fn normalize_arm_avx2(job: Job, report: &mut ArmReport) -> Result<(), KernelError> {
     normalize_arm_impl::<true>(job, report)
 }
@@ -103,15 +105,27 @@ fn output(f: &[f64], xs: &[f64], c: &[f64; N_COEF], shift: f64, out: &mut [f32])
 #[target_feature(enable = "avx2,fma")]
 fn eval_block(xs: &[f64], fs: &[f64], fit: &Fit) -> (u64, f64, f64) {
     let n = xs.len().min(fs.len()).min(BLOCK);
-    if !n.is_multiple_of(4) {
-        return blocks::eval_block::<true>(xs, fs, fit);
+    if n == BLOCK {
+        eval_lanes(&xs[..BLOCK], &fs[..BLOCK], fit) // a fixed count: unrolled
+    } else if n.is_multiple_of(4) {
+        eval_lanes(&xs[..n], &fs[..n], fit)
+    } else {
+        blocks::eval_block::<true>(xs, fs, fit)
     }
+}
+
+/// [`eval_block`] on a multiple of 4 points (at most 64).
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn eval_lanes(xs: &[f64], fs: &[f64], fit: &Fit) -> (u64, f64, f64) {
+    let n = xs.len().min(fs.len()) / 4 * 4;
     let cv = fit.c.map(|cj| _mm256_set1_pd(cj));
     let (lo_b, up_b) = (_mm256_set1_pd(fit.lower), _mm256_set1_pd(fit.upper));
     let mut lo = _mm256_set1_pd(f64::INFINITY);
     let mut hi = _mm256_set1_pd(f64::NEG_INFINITY);
     let mut mask = 0u64;
-    for i in (0..n).step_by(4) {
+    for k in 0..n / 4 {
+        let i = 4 * k;
         // SAFETY: i + 4 <= n <= the length of both slices.
         let (x, f) = unsafe {
             (
