@@ -256,6 +256,10 @@ where
     let n_f = n as f64;
     slack.fill(f64::INFINITY);
     let (mut c, mut a_prev, mut size_prev) = ([0.0f64; N_COEF], a, 0.0);
+    // Plain slices in the loop (no reloads of the vectors' pointers and lengths).
+    let nb = n.div_ceil(BLOCK);
+    let (mask, todo, fs) = (&mut mask[..nb], &mut todo[..], &mut fs[..n]);
+    let (r_lo, r_hi, slack) = (&mut r_lo[..nb], &mut r_hi[..nb], &mut slack[..nb]);
     for iteration in 1..=max_iter {
         report.iterations = iteration;
         let a_sq: f64 = a.iter().map(|v| v * v).sum();
@@ -287,14 +291,19 @@ where
         };
         Build::<FMA>::select_blocks(&step, basis, ranges, todo);
         let mut total = 0;
-        for_each_bit(todo, |b| {
-            let span = b * BLOCK..((b + 1) * BLOCK).min(n);
-            let (lo, hi);
-            (mask[b], lo, hi) = Build::<FMA>::eval_block(&xs[span.clone()], &fs[span], &fit);
-            (r_lo[b], r_hi[b]) = (lo, hi);
-            slack[b] = BOUND_TOL * (size + lo.abs().max(hi.abs()));
-            total += mask[b].count_ones();
-        });
+        for (w, &word) in todo.iter().enumerate() {
+            let mut bits = word;
+            while bits != 0 {
+                let b = w * 64 + bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                let span = b * BLOCK..((b + 1) * BLOCK).min(n);
+                let (block_mask, lo, hi) =
+                    Build::<FMA>::eval_block(&xs[span.clone()], &fs[span], &fit);
+                (mask[b], r_lo[b], r_hi[b]) = (block_mask, lo, hi);
+                slack[b] = BOUND_TOL * (size + lo.abs().max(hi.abs()));
+                total += block_mask.count_ones();
+            }
+        }
         if total == 0 {
             break;
         }

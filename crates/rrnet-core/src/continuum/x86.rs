@@ -102,6 +102,7 @@ fn output(f: &[f64], xs: &[f64], c: &[f64; N_COEF], shift: f64, out: &mut [f32])
 
 /// [`blocks::eval_block`] with AVX2 vectors: Horner's rule with fused multiply-adds (as
 /// `horner::<true>`), masks by movemask, the range in vector accumulators.
+#[inline]
 #[target_feature(enable = "avx2,fma")]
 fn eval_block(xs: &[f64], fs: &[f64], fit: &Fit) -> (u64, f64, f64) {
     let n = xs.len().min(fs.len()).min(BLOCK);
@@ -203,6 +204,7 @@ fn select_blocks(step: &Step, basis: &ArmBasis, ranges: BlockRanges, todo: &mut 
 }
 
 /// [`median::replace_block`] with AVX2 vectors (the compiler does not vectorise the masks).
+#[inline]
 #[target_feature(enable = "avx2,fma")]
 fn replace_block(block: MedianBlock, test: &MedianTest, acc: &mut Sums) -> u64 {
     let MedianBlock { flux, m, xs, o, u } = block;
