@@ -22,10 +22,11 @@
 //! and the reference reports its margins so that tests can see ties.
 //!
 //! Layout: `basis` (the orthonormal basis of a grid, Horner's rule), `median`
-//! (the median test's two passes), `blocks` (block evaluation and the bounds that
-//! skip blocks), `sums` (vectorisable sums), this module (the public API and the
-//! clipping loop) and `x86` (the AVX2 + FMA build and its runtime check, x86-64 only).
-//! The algorithm is written once, generic over `FMA`; `Kernels` names the three
+//! (the median test's two passes), `blocks` (block evaluation, and the selection of
+//! the blocks to evaluate: one pass over the blocks' bounds per iteration), `sums`
+//! (vectorisable sums), this module (the public API, the clipping loop and the
+//! output) and `x86` (the AVX2 + FMA build and its runtime check, x86-64 only).
+//! The algorithm is written once, generic over `FMA`; `Kernels` names the five
 //! kernels that the AVX2 build replaces with vector code.
 
 mod basis;
