@@ -180,6 +180,7 @@ struct ArmGrid {
 impl ArmGrid {
     /// Pixels whose sample pair `jfl - shift`, `jfl - shift + 1` lies inside a row of
     /// `len` (`jfl` increases with the pixel, so they form one range).
+    #[inline(always)]
     fn inside(&self, shift: i64, len: usize) -> Range<usize> {
         let lo = self.jfl.partition_point(|&j| j < shift);
         let hi = self.jfl.partition_point(|&j| j + 1 - shift < len as i64);
@@ -231,6 +232,7 @@ fn velocity_of(shift: f64) -> f64 {
 
 /// Fill `a` from one arm of a row (usable: finite flux and IVAR, IVAR > 0) and return
 /// the status when too few pixels are usable or the flux is flat.
+#[inline(always)]
 fn arm_data(flux: &[f32], ivar: &[f32], a: &mut ArmData) -> Result<(), RvStatus> {
     let n = flux.len().min(ivar.len());
     a.w.resize(n, 0.0);
@@ -306,33 +308,58 @@ fn line_at(row: &[f32], p: f64) -> f64 {
     }
 }
 
-/// Sums `(sum w t, sum w t^2, sum w d t)` over the grid pixels `px`, the template row read
-/// at sample `jfl - shift` (the pixels must lie inside the row at `shift`).
+/// Partial sums per lane: pixel `i` adds to lane `i % LANES` (why: independent lanes
+/// vectorise and do not wait on one another; a pixel's lane does not depend on the range
+/// it is summed in, so one fused pass equals separate passes bit for bit).
+const LANES: usize = 4;
+
+/// `(sum w t, sum w t^2, sum w d t)` in lanes.
+type Acc = [[f64; LANES]; 3];
+
+/// Add pixel `i` (template value `t`) to its lane.
+#[inline(always)]
+fn add_pixel(acc: &mut Acc, i: usize, w: f64, d: f64, t: f64) {
+    let (l, wt) = (i % LANES, w * t);
+    acc[0][l] += wt;
+    acc[1][l] += wt * t;
+    acc[2][l] += wt * d;
+}
+
+/// Template minus one at sample `j + f` of `row` (linear interpolation).
+#[inline(always)]
+fn lerp(row: &[f32], j: usize, f: f64) -> f64 {
+    (row[j] as f64) * (1.0 - f) + (row[j + 1] as f64) * f - 1.0
+}
+
+/// Sums over the grid pixels `px`, the template row read at sample `jfl - shift` (the
+/// pixels must lie inside the row at `shift`).
+#[inline(always)]
 fn template_sums(
     a: &ArmData,
     g: &ArmGrid,
     px: Range<usize>,
     row: &[f32],
     shift: i64,
-    acc: &mut [f64; 3],
+    acc: &mut Acc,
 ) {
-    let (jfl, frac) = (&g.jfl[px.clone()], &g.frac[px.clone()]);
-    let (w, d) = (&a.w[px.clone()], &a.d[px]);
-    for (((&j, &f), &w), &d) in jfl.iter().zip(frac).zip(w).zip(d) {
-        let j = (j - shift) as usize;
-        let t = (row[j] as f64) * (1.0 - f) + (row[j + 1] as f64) * f - 1.0;
-        let wt = w * t;
-        acc[0] += wt;
-        acc[1] += wt * t;
-        acc[2] += wt * d;
+    for i in px {
+        let t = lerp(row, (g.jfl[i] - shift) as usize, g.frac[i]);
+        add_pixel(acc, i, a.w[i], a.d[i], t);
     }
+}
+
+/// The lanes summed: `(sum w t, sum w t^2, sum w d t)`.
+#[inline(always)]
+fn total(acc: &Acc) -> [f64; 3] {
+    acc.map(|lanes| (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]))
 }
 
 /// Profiled chi2 of `a + s * t` and the chi2 of the flat model from the data sums and
 /// the template sums (outside the row the template minus one is 0 and adds nothing).
-fn chi2_of(sums: (f64, f64, f64), acc: &[f64; 3]) -> (f64, f64) {
+#[inline(always)]
+fn chi2_of(sums: (f64, f64, f64), acc: &Acc) -> (f64, f64) {
     let (sw, sd, sdd) = sums;
-    let [st, stt, sdt] = *acc;
+    let [st, stt, sdt] = total(acc);
     let var_d = sdd - sd * sd / sw;
     let cov_tt = stt - st * st / sw;
     let cov_dt = sdt - sd * st / sw;
@@ -344,32 +371,42 @@ fn chi2_of(sums: (f64, f64, f64), acc: &[f64; 3]) -> (f64, f64) {
 }
 
 /// chi2 over all pixels at three shifts in one pass (why: the walk needs neighbouring
-/// steps, and one pass reads each pixel and its template window once). Per shift the
-/// sums run over the same pixels in the same order as three separate passes.
+/// steps, and one pass reads each pixel and its template window once). Each shift's sums
+/// are bit for bit those of a separate pass ([`LANES`]).
+#[inline(always)]
 fn chi2_three(a: &ArmData, g: &ArmGrid, row: &[f32], shifts: [i64; 3]) -> [(f64, f64); 3] {
     let ranges = shifts.map(|sh| g.inside(sh, row.len()));
     let lo = ranges.iter().map(|r| r.start).max().unwrap_or(0);
     let hi = ranges.iter().map(|r| r.end).min().unwrap_or(0).max(lo);
-    let mut acc = [[0.0f64; 3]; 3];
+    // whole chunks of LANES pixels in the common range, scalar pixels around them
+    let c_lo = lo.next_multiple_of(LANES).min(hi);
+    let c_hi = c_lo + (hi - c_lo) / LANES * LANES;
+    let mut acc = [[[0.0f64; LANES]; 3]; 3];
     for s in 0..3 {
         let r = &ranges[s];
-        template_sums(a, g, r.start..lo.min(r.end), row, shifts[s], &mut acc[s]);
+        template_sums(a, g, r.start..c_lo.min(r.end), row, shifts[s], &mut acc[s]);
     }
-    let (jfl, frac) = (&g.jfl[lo..hi], &g.frac[lo..hi]);
-    let (w, d) = (&a.w[lo..hi], &a.d[lo..hi]);
-    for (((&jf, &f), &w), &d) in jfl.iter().zip(frac).zip(w).zip(d) {
-        for s in 0..3 {
-            let j = (jf - shifts[s]) as usize;
-            let t = (row[j] as f64) * (1.0 - f) + (row[j + 1] as f64) * f - 1.0;
-            let wt = w * t;
-            acc[s][0] += wt;
-            acc[s][1] += wt * t;
-            acc[s][2] += wt * d;
+    for c in (c_lo..c_hi).step_by(LANES) {
+        let jf: [i64; LANES] = g.jfl[c..c + LANES].try_into().unwrap();
+        let f: [f64; LANES] = g.frac[c..c + LANES].try_into().unwrap();
+        let w: [f64; LANES] = a.w[c..c + LANES].try_into().unwrap();
+        let d: [f64; LANES] = a.d[c..c + LANES].try_into().unwrap();
+        for (acc, &sh) in acc.iter_mut().zip(&shifts) {
+            let mut t = [0.0f64; LANES];
+            for p in 0..LANES {
+                t[p] = lerp(row, (jf[p] - sh) as usize, f[p]);
+            }
+            for p in 0..LANES {
+                let wt = w[p] * t[p];
+                acc[0][p] += wt;
+                acc[1][p] += wt * t[p];
+                acc[2][p] += wt * d[p];
+            }
         }
     }
     for s in 0..3 {
         let r = &ranges[s];
-        template_sums(a, g, hi.max(r.start)..r.end, row, shifts[s], &mut acc[s]);
+        template_sums(a, g, c_hi.max(r.start)..r.end, row, shifts[s], &mut acc[s]);
     }
     [0, 1, 2].map(|s| chi2_of(a.sums, &acc[s]))
 }
@@ -380,14 +417,17 @@ const LAGS: usize = 4;
 /// `ccf[k] += sum_j bins[j] * centres[j + n_lag - 1 - k]` in f32, [`LAGS`] lags per pass
 /// with eight accumulators each (why: each load of `bins` serves four lags, and the
 /// fixed-size lanes vectorise).
+#[inline(always)]
 fn add_ccf(bins: &[f32], centres: &[f32], ccf: &mut [f64]) {
     let (nb, n_lag) = (bins.len(), ccf.len());
     let n8 = nb - nb % 8;
     for k0 in (0..n_lag).step_by(LAGS) {
         let lags = LAGS.min(n_lag - k0);
         let mut acc = [[0.0f32; 8]; LAGS];
-        let win = |l: usize| &centres[n_lag - 1 - (k0 + l).min(n_lag - 1)..];
-        let wins: [&[f32]; LAGS] = std::array::from_fn(win);
+        let mut wins: [&[f32]; LAGS] = [centres; LAGS];
+        for (l, w) in wins.iter_mut().enumerate() {
+            *w = &centres[n_lag - 1 - (k0 + l).min(n_lag - 1)..];
+        }
         for j in (0..n8).step_by(8) {
             let x: &[f32; 8] = bins[j..j + 8].try_into().unwrap();
             for (acc, w) in acc.iter_mut().zip(&wins) {
@@ -406,6 +446,7 @@ fn add_ccf(bins: &[f32], centres: &[f32], ccf: &mut [f64]) {
 
 /// Coarse velocity [km/s] maximising the binned cross-correlation with the mean template
 /// (refined by a parabola through the best lag), and whether it lies at the edge.
+#[inline(always)]
 fn coarse_search(
     arms: &[&ArmData],
     pre: &Prepared,
@@ -457,6 +498,7 @@ struct Scan<'a> {
 }
 
 impl Scan<'_> {
+    #[inline(always)]
     fn at(&mut self, k: i64, sel: &[usize]) -> (f64, f64) {
         let mut sum = (0.0, 0.0);
         for &i in sel {
@@ -489,6 +531,7 @@ impl Scan<'_> {
     /// Walk from step `k` downhill to a local minimum of the summed chi2 of `sel`, then
     /// fit a parabola (in steps; converted to km/s at its minimum); returns the value and
     /// the minimum's step.
+    #[inline(always)]
     fn locate(&mut self, mut k: i64, sel: &[usize]) -> (RvValue, i64) {
         let n_pix: usize = sel.iter().map(|&i| self.arms[i].n).sum();
         let dln = self.pre.dln;
@@ -550,6 +593,7 @@ pub fn mean_templates(t: &Templates) -> [Vec<f32>; 2] {
 
 /// The template of least chi2 at the start shift `s0` over the template-choice blocks of
 /// the usable arms (all templates in one pass over the pixels).
+#[inline(always)]
 fn best_template(arms: &[&ArmData], t: &Templates, pre: &Prepared, s0: i64) -> usize {
     let mut chi2 = vec![0.0f64; t.n];
     for a in arms {
@@ -678,27 +722,63 @@ pub fn measure_one(
     pre: &Prepared,
     s: &RvSettings,
 ) -> RvResult {
-    let mut res = RvResult::default();
     if flux.len() != N_PIX || ivar.len() != N_PIX {
-        return res;
+        return RvResult::default();
     }
-    SCRATCH.with(|sc| {
-        let Scratch { arms, bins, bins32 } = &mut *sc.borrow_mut();
-        let mut good: Vec<&ArmData> = Vec::with_capacity(2);
-        for (arm, a) in arms.iter_mut().enumerate() {
-            let px = arm * N_PIX_ARM..(arm + 1) * N_PIX_ARM;
-            a.arm = arm;
-            match arm_data(&flux[px.clone()], &ivar[px], a) {
-                Ok(()) => good.push(a),
-                Err(st) => res.values[arm] = RvValue::failed(st),
-            }
+    SCRATCH.with_borrow_mut(|sc| {
+        #[cfg(target_arch = "x86_64")]
+        if is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2, checked just above.
+            return unsafe { measure_avx2(sc, flux, ivar, t, pre, s) };
         }
-        fit(&good, t, pre, s, &mut res, (bins, bins32));
-    });
+        measure_impl(sc, flux, ivar, t, pre, s)
+    })
+}
+
+/// [`measure_impl`] compiled for AVX2: the same operations in the same order on wider
+/// vectors (no fused multiply-adds), so the results are bitwise those of the portable build.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn measure_avx2(
+    sc: &mut Scratch,
+    flux: &[f32],
+    ivar: &[f32],
+    t: &Templates,
+    pre: &Prepared,
+    s: &RvSettings,
+) -> RvResult {
+    measure_impl(sc, flux, ivar, t, pre, s)
+}
+
+/// The body of [`measure_one`]; every function of the fit is inlined into it, so each
+/// build compiles them for its own target features (hence no closures on the hot path:
+/// a closure would be compiled on its own, for the baseline target).
+#[inline(always)]
+fn measure_impl(
+    sc: &mut Scratch,
+    flux: &[f32],
+    ivar: &[f32],
+    t: &Templates,
+    pre: &Prepared,
+    s: &RvSettings,
+) -> RvResult {
+    let mut res = RvResult::default();
+    let Scratch { arms, bins, bins32 } = sc;
+    let mut good: Vec<&ArmData> = Vec::with_capacity(2);
+    for (arm, a) in arms.iter_mut().enumerate() {
+        let px = arm * N_PIX_ARM..(arm + 1) * N_PIX_ARM;
+        a.arm = arm;
+        match arm_data(&flux[px.clone()], &ivar[px], a) {
+            Ok(()) => good.push(a),
+            Err(st) => res.values[arm] = RvValue::failed(st),
+        }
+    }
+    fit(&good, t, pre, s, &mut res, (bins, bins32));
     res
 }
 
 /// The fit of [`measure_one`] on the usable arms `arms` (`bins`: the coarse search's buffers).
+#[inline(always)]
 fn fit(
     arms: &[&ArmData],
     t: &Templates,
@@ -839,10 +919,32 @@ mod tests {
             let shifts = [-3, 0, 3].map(|o| s0 + o);
             let three = chi2_three(&a, g, row, shifts);
             for (k, &sh) in shifts.iter().enumerate() {
-                let mut acc = [0.0; 3];
+                let mut acc = [[0.0; LANES]; 3];
                 template_sums(&a, g, g.inside(sh, row.len()), row, sh, &mut acc);
                 assert_eq!(three[k], chi2_of(a.sums, &acc), "s0 {s0} shift {sh}");
             }
+        }
+    }
+
+    #[test]
+    fn vector_build_equals_portable_build_bit_for_bit() {
+        let (data, ln0, _) = template(1.0);
+        let t = Templates::new(&data, 1, ln0, DLN).unwrap();
+        let s = RvSettings::default();
+        let pre = Prepared::new(&t, &s);
+        let mut ivar = vec![1e4f32; N_PIX];
+        ivar[100..900].fill(0.0); // masked run: usable blocks differ from grid blocks
+        let mut seed: u64 = 7;
+        for rv in [-301.7, -2.2, 0.4, 45.3, 512.9] {
+            let mut flux = observe(&t, rv);
+            for x in flux.iter_mut() {
+                seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+                *x += ((seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.05;
+            }
+            let fast = measure_one(&flux, &ivar, &t, &pre, &s);
+            let portable = measure_impl(&mut Scratch::default(), &flux, &ivar, &t, &pre, &s);
+            assert_eq!(fast, portable, "rv {rv}");
+            assert_eq!(fast.values[2].status, RvStatus::Ok);
         }
     }
 
