@@ -197,7 +197,7 @@ struct ArmData {
     arm: usize,
     w: Vec<f64>,
     d: Vec<f64>,
-    /// Usable pixels up to and including each grid pixel.
+    /// Usable pixels per [`BLOCK`] of grid pixels.
     count: Vec<u32>,
     /// Number of usable pixels.
     n: usize,
@@ -237,52 +237,78 @@ fn arm_data(flux: &[f32], ivar: &[f32], a: &mut ArmData) -> Result<(), RvStatus>
     let n = flux.len().min(ivar.len());
     a.w.resize(n, 0.0);
     a.d.resize(n, 0.0);
-    a.count.resize(n, 0);
-    let (mut k, mut sw, mut sd, mut sdd) = (0u32, 0.0, 0.0, 0.0);
-    // branch-free, so the compiler turns the tests into selects
-    for i in 0..n {
-        let (f, iv) = (flux[i] as f64, ivar[i] as f64);
+    // branch-free selects, then sums in lanes: both vectorise
+    for ((w, d), (&f, &iv)) in
+        a.w.iter_mut()
+            .zip(a.d.iter_mut())
+            .zip(flux.iter().zip(ivar))
+    {
         let ok = f.is_finite() && iv.is_finite() && iv > 0.0;
-        let (w, d) = if ok { (iv, f - 1.0) } else { (0.0, 0.0) };
-        a.w[i] = w;
-        a.d[i] = d;
-        k += ok as u32;
-        a.count[i] = k;
-        let wd = w * d;
-        sw += w;
-        sd += wd;
-        sdd += wd * d;
+        *w = if ok { iv as f64 } else { 0.0 };
+        *d = if ok { f as f64 - 1.0 } else { 0.0 };
     }
-    a.n = k as usize;
+    let mut acc = [[0.0f64; LANES]; 3];
+    a.count.clear();
+    for (ws, ds) in a.w.chunks(BLOCK).zip(a.d.chunks(BLOCK)) {
+        // BLOCK is a multiple of LANES: lane p of a chunk is the pixel's lane
+        let mut k = [0u32; LANES];
+        for (w4, d4) in ws.chunks(LANES).zip(ds.chunks(LANES)) {
+            for (l, (&w, &d)) in w4.iter().zip(d4).enumerate() {
+                let wd = w * d;
+                acc[0][l] += w;
+                acc[1][l] += wd;
+                acc[2][l] += wd * d;
+                k[l] += (w > 0.0) as u32;
+            }
+        }
+        a.count.push(k.iter().sum());
+    }
+    let [sw, sd, sdd] = total(&acc);
+    a.n = a.count.iter().map(|&k| k as usize).sum();
     a.sums = (sw, sd, sdd);
     if (a.n as f64) < MIN_GOOD_FRACTION * n as f64 {
         return Err(RvStatus::Masked);
     }
     let mean = sd / sw;
-    let var =
-        a.w.iter()
-            .zip(&a.d)
-            .map(|(&w, &d)| {
-                if w > 0.0 {
-                    (d - mean) * (d - mean)
-                } else {
-                    0.0
-                }
-            })
-            .sum::<f64>()
-            / a.n as f64;
-    if !(var > 1e-12) {
+    let mut var = [0.0f64; LANES];
+    for (w4, d4) in a.w.chunks(LANES).zip(a.d.chunks(LANES)) {
+        for (l, (&w, &d)) in w4.iter().zip(d4).enumerate() {
+            var[l] += if w > 0.0 {
+                (d - mean) * (d - mean)
+            } else {
+                0.0
+            };
+        }
+    }
+    if !((var[0] + var[1]) + (var[2] + var[3]) > 1e-12 * a.n as f64) {
         return Err(RvStatus::Flat);
     }
-    // usable pixel r lies at the first grid pixel whose count exceeds r
     a.blocks.clear();
     for b in (0..a.n).step_by(BLOCK * TEMPLATE_STRIDE) {
         let last = (b + BLOCK).min(a.n) - 1;
-        let start = a.count.partition_point(|&c| c as usize <= b);
-        let end = a.count.partition_point(|&c| c as usize <= last) + 1;
-        a.blocks.push(start..end);
+        a.blocks
+            .push(nth_usable(&a.w, &a.count, b)..nth_usable(&a.w, &a.count, last) + 1);
     }
     Ok(())
+}
+
+/// Grid index of usable pixel number `r` (from 0) of weights `w`, with `count` the usable
+/// pixels per [`BLOCK`] of the grid.
+fn nth_usable(w: &[f64], count: &[u32], mut r: usize) -> usize {
+    for (c, &k) in count.iter().enumerate() {
+        if r < k as usize {
+            for (i, &x) in w[c * BLOCK..].iter().enumerate() {
+                if x > 0.0 {
+                    if r == 0 {
+                        return c * BLOCK + i;
+                    }
+                    r -= 1;
+                }
+            }
+        }
+        r -= k as usize;
+    }
+    w.len()
 }
 
 /// ln(wavelength) of the fixed grid of `arm`, computed once.
@@ -374,7 +400,12 @@ fn chi2_of(sums: (f64, f64, f64), acc: &Acc) -> (f64, f64) {
 /// steps, and one pass reads each pixel and its template window once). Each shift's sums
 /// are bit for bit those of a separate pass ([`LANES`]).
 #[inline(always)]
-fn chi2_three(a: &ArmData, g: &ArmGrid, row: &[f32], shifts: [i64; 3]) -> [(f64, f64); 3] {
+fn chi2_three<const AVX2: bool>(
+    a: &ArmData,
+    g: &ArmGrid,
+    row: &[f32],
+    shifts: [i64; 3],
+) -> [(f64, f64); 3] {
     let ranges = shifts.map(|sh| g.inside(sh, row.len()));
     let lo = ranges.iter().map(|r| r.start).max().unwrap_or(0);
     let hi = ranges.iter().map(|r| r.end).min().unwrap_or(0).max(lo);
@@ -386,7 +417,34 @@ fn chi2_three(a: &ArmData, g: &ArmGrid, row: &[f32], shifts: [i64; 3]) -> [(f64,
         let r = &ranges[s];
         template_sums(a, g, r.start..c_lo.min(r.end), row, shifts[s], &mut acc[s]);
     }
-    for c in (c_lo..c_hi).step_by(LANES) {
+    #[cfg(target_arch = "x86_64")]
+    if AVX2 {
+        // SAFETY: only the AVX2 build instantiates AVX2 = true ([`measure_avx2`]); every
+        // pixel of c_lo..c_hi lies inside the row at every shift.
+        unsafe { x86::chunks(a, g, row, shifts, c_lo..c_hi, &mut acc) };
+    } else {
+        chunks(a, g, row, shifts, c_lo..c_hi, &mut acc);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    chunks(a, g, row, shifts, c_lo..c_hi, &mut acc);
+    for s in 0..3 {
+        let r = &ranges[s];
+        template_sums(a, g, c_hi.max(r.start)..r.end, row, shifts[s], &mut acc[s]);
+    }
+    [0, 1, 2].map(|s| chi2_of(a.sums, &acc[s]))
+}
+
+/// The common range of [`chi2_three`] in whole chunks of [`LANES`] pixels.
+#[inline(always)]
+fn chunks(
+    a: &ArmData,
+    g: &ArmGrid,
+    row: &[f32],
+    shifts: [i64; 3],
+    px: Range<usize>,
+    acc: &mut [Acc; 3],
+) {
+    for c in px.step_by(LANES) {
         let jf: [i64; LANES] = g.jfl[c..c + LANES].try_into().unwrap();
         let f: [f64; LANES] = g.frac[c..c + LANES].try_into().unwrap();
         let w: [f64; LANES] = a.w[c..c + LANES].try_into().unwrap();
@@ -404,11 +462,6 @@ fn chi2_three(a: &ArmData, g: &ArmGrid, row: &[f32], shifts: [i64; 3]) -> [(f64,
             }
         }
     }
-    for s in 0..3 {
-        let r = &ranges[s];
-        template_sums(a, g, c_hi.max(r.start)..r.end, row, shifts[s], &mut acc[s]);
-    }
-    [0, 1, 2].map(|s| chi2_of(a.sums, &acc[s]))
 }
 
 /// Lags per pass of [`add_ccf`].
@@ -424,21 +477,27 @@ fn add_ccf(bins: &[f32], centres: &[f32], ccf: &mut [f64]) {
     for k0 in (0..n_lag).step_by(LAGS) {
         let lags = LAGS.min(n_lag - k0);
         let mut acc = [[0.0f32; 8]; LAGS];
-        let mut wins: [&[f32]; LAGS] = [centres; LAGS];
-        for (l, w) in wins.iter_mut().enumerate() {
-            *w = &centres[n_lag - 1 - (k0 + l).min(n_lag - 1)..];
+        // each lag's window of the centres, exactly nb long (so no bounds checks remain)
+        let mut win: [&[f32]; LAGS] = [bins; LAGS];
+        for (l, w) in win.iter_mut().enumerate() {
+            let off = n_lag - 1 - (k0 + l).min(n_lag - 1);
+            *w = &centres[off..off + nb];
         }
-        for j in (0..n8).step_by(8) {
-            let x: &[f32; 8] = bins[j..j + 8].try_into().unwrap();
-            for (acc, w) in acc.iter_mut().zip(&wins) {
-                let y: &[f32; 8] = w[j..j + 8].try_into().unwrap();
-                for m in 0..8 {
-                    acc[m] += x[m] * y[m];
-                }
+        let [w0, w1, w2, w3] = win;
+        let ys = w0
+            .chunks_exact(8)
+            .zip(w1.chunks_exact(8))
+            .zip(w2.chunks_exact(8).zip(w3.chunks_exact(8)));
+        for (x, ((y0, y1), (y2, y3))) in bins.chunks_exact(8).zip(ys) {
+            for m in 0..8 {
+                acc[0][m] += x[m] * y0[m];
+                acc[1][m] += x[m] * y1[m];
+                acc[2][m] += x[m] * y2[m];
+                acc[3][m] += x[m] * y3[m];
             }
         }
         for l in 0..lags {
-            let tail: f32 = (n8..nb).map(|j| bins[j] * wins[l][j]).sum();
+            let tail: f32 = (n8..nb).map(|j| bins[j] * win[l][j]).sum();
             ccf[k0 + l] += (acc[l].iter().sum::<f32>() + tail) as f64;
         }
     }
@@ -487,7 +546,7 @@ fn coarse_search(
 }
 
 /// Lazily evaluated chi2 per arm at shift `s0 + k * step` samples (shared by the three fits).
-struct Scan<'a> {
+struct Scan<'a, const AVX2: bool> {
     arms: &'a [&'a ArmData],
     pre: &'a Prepared,
     rows: &'a [&'a [f32]],
@@ -497,7 +556,7 @@ struct Scan<'a> {
     cache: Vec<(i64, usize, (f64, f64))>,
 }
 
-impl Scan<'_> {
+impl<const AVX2: bool> Scan<'_, AVX2> {
     #[inline(always)]
     fn at(&mut self, k: i64, sel: &[usize]) -> (f64, f64) {
         let mut sum = (0.0, 0.0);
@@ -514,7 +573,7 @@ impl Scan<'_> {
                     let ks = [k - 1, k, k + 1];
                     let shifts = ks.map(|k| self.s0 + k * self.step);
                     let a = self.arms[i];
-                    let c3 = chi2_three(a, &self.pre.grid[a.arm], self.rows[i], shifts);
+                    let c3 = chi2_three::<AVX2>(a, &self.pre.grid[a.arm], self.rows[i], shifts);
                     for (kk, c) in ks.into_iter().zip(c3) {
                         if !self.cache.iter().any(|c| c.0 == kk && c.1 == i) {
                             self.cache.push((kk, i, c));
@@ -731,7 +790,7 @@ pub fn measure_one(
             // SAFETY: the CPU has AVX2, checked just above.
             return unsafe { measure_avx2(sc, flux, ivar, t, pre, s) };
         }
-        measure_impl(sc, flux, ivar, t, pre, s)
+        measure_impl::<false>(sc, flux, ivar, t, pre, s)
     })
 }
 
@@ -747,14 +806,14 @@ fn measure_avx2(
     pre: &Prepared,
     s: &RvSettings,
 ) -> RvResult {
-    measure_impl(sc, flux, ivar, t, pre, s)
+    measure_impl::<true>(sc, flux, ivar, t, pre, s)
 }
 
 /// The body of [`measure_one`]; every function of the fit is inlined into it, so each
 /// build compiles them for its own target features (hence no closures on the hot path:
 /// a closure would be compiled on its own, for the baseline target).
 #[inline(always)]
-fn measure_impl(
+fn measure_impl<const AVX2: bool>(
     sc: &mut Scratch,
     flux: &[f32],
     ivar: &[f32],
@@ -773,13 +832,13 @@ fn measure_impl(
             Err(st) => res.values[arm] = RvValue::failed(st),
         }
     }
-    fit(&good, t, pre, s, &mut res, (bins, bins32));
+    fit::<AVX2>(&good, t, pre, s, &mut res, (bins, bins32));
     res
 }
 
 /// The fit of [`measure_one`] on the usable arms `arms` (`bins`: the coarse search's buffers).
 #[inline(always)]
-fn fit(
+fn fit<const AVX2: bool>(
     arms: &[&ArmData],
     t: &Templates,
     pre: &Prepared,
@@ -804,7 +863,7 @@ fn fit(
     let best = best_template(arms, t, pre, s0);
     res.template = best as i32;
     let rows: Vec<&[f32]> = arms.iter().map(|a| t.row(best, a.arm)).collect();
-    let mut scan = Scan {
+    let mut scan = Scan::<AVX2> {
         arms,
         pre,
         rows: &rows,
@@ -841,6 +900,85 @@ pub fn measure_batch(
         .zip(out.par_iter_mut())
         .for_each(|((f, iv), o)| *o = measure_one(f, iv, t, &pre, s));
     Ok(())
+}
+
+/// The AVX2 kernels (x86-64 only), used by the AVX2 build ([`measure_avx2`]) alone.
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+    use std::ops::Range;
+
+    use super::{Acc, ArmData, ArmGrid, LANES};
+
+    /// [`super::chunks`] on AVX2 vectors, lane `p` the pixel `c + p`: one 64-bit load reads
+    /// a pixel's two template samples (four loads and a shuffle per shift: a gather
+    /// instruction measured slower), and the arithmetic is the scalar one, operation for
+    /// operation (no fused multiply-adds), so the sums are bit for bit the same.
+    ///
+    /// # Safety
+    /// The CPU has AVX2; `px` starts at a multiple of [`LANES`], has a multiple of
+    /// [`LANES`] pixels, lies inside the arm, and each of its pixels lies inside `row` at
+    /// every shift.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn chunks(
+        a: &ArmData,
+        g: &ArmGrid,
+        row: &[f32],
+        shifts: [i64; 3],
+        px: Range<usize>,
+        acc: &mut [Acc; 3],
+    ) {
+        debug_assert!(px.end <= a.w.len().min(a.d.len()).min(g.jfl.len()).min(g.frac.len()));
+        let one = _mm256_set1_pd(1.0);
+        let split = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
+        let mut v = [[_mm256_setzero_pd(); 3]; 3];
+        for s in 0..3 {
+            for q in 0..3 {
+                // SAFETY: a lane array has LANES = 4 f64.
+                v[s][q] = unsafe { _mm256_loadu_pd(acc[s][q].as_ptr()) };
+            }
+        }
+        let base = row.as_ptr();
+        for c in px.step_by(LANES) {
+            // SAFETY: c + 4 <= px.end, within every array (see above).
+            let jf: &[i64; LANES] = g.jfl[c..c + LANES].try_into().unwrap();
+            let (f, w, d) = unsafe {
+                (
+                    _mm256_loadu_pd(g.frac.as_ptr().add(c)),
+                    _mm256_loadu_pd(a.w.as_ptr().add(c)),
+                    _mm256_loadu_pd(a.d.as_ptr().add(c)),
+                )
+            };
+            let f1 = _mm256_sub_pd(one, f);
+            for s in 0..3 {
+                // SAFETY: samples j and j + 1 lie inside the row (the caller's promise);
+                // each load reads those 8 bytes (unaligned loads).
+                let pair = unsafe {
+                    let at = |p: usize| base.offset((jf[p] - shifts[s]) as isize) as *const f64;
+                    let lo = _mm_loadh_pd(_mm_load_sd(at(0)), at(1));
+                    let hi = _mm_loadh_pd(_mm_load_sd(at(2)), at(3));
+                    _mm256_insertf128_pd::<1>(_mm256_castpd128_pd256(lo), hi)
+                };
+                let ab = _mm256_permutevar8x32_ps(_mm256_castpd_ps(pair), split);
+                let lo = _mm256_cvtps_pd(_mm256_castps256_ps128(ab));
+                let hi = _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(ab));
+                let t = _mm256_sub_pd(
+                    _mm256_add_pd(_mm256_mul_pd(lo, f1), _mm256_mul_pd(hi, f)),
+                    one,
+                );
+                let wt = _mm256_mul_pd(w, t);
+                v[s][0] = _mm256_add_pd(v[s][0], wt);
+                v[s][1] = _mm256_add_pd(v[s][1], _mm256_mul_pd(wt, t));
+                v[s][2] = _mm256_add_pd(v[s][2], _mm256_mul_pd(wt, d));
+            }
+        }
+        for s in 0..3 {
+            for q in 0..3 {
+                // SAFETY: as the loads above.
+                unsafe { _mm256_storeu_pd(acc[s][q].as_mut_ptr(), v[s][q]) };
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -917,7 +1055,11 @@ mod tests {
             let inside = [-3, 3].map(|o| g.inside(s0 + o, row.len()).len());
             assert!(s0 == 37 || s0 == 0 || inside[0] != inside[1]);
             let shifts = [-3, 0, 3].map(|o| s0 + o);
-            let three = chi2_three(&a, g, row, shifts);
+            let three = chi2_three::<false>(&a, g, row, shifts);
+            #[cfg(target_arch = "x86_64")]
+            if is_x86_feature_detected!("avx2") {
+                assert_eq!(chi2_three::<true>(&a, g, row, shifts), three, "s0 {s0}");
+            }
             for (k, &sh) in shifts.iter().enumerate() {
                 let mut acc = [[0.0; LANES]; 3];
                 template_sums(&a, g, g.inside(sh, row.len()), row, sh, &mut acc);
@@ -942,7 +1084,8 @@ mod tests {
                 *x += ((seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.05;
             }
             let fast = measure_one(&flux, &ivar, &t, &pre, &s);
-            let portable = measure_impl(&mut Scratch::default(), &flux, &ivar, &t, &pre, &s);
+            let portable =
+                measure_impl::<false>(&mut Scratch::default(), &flux, &ivar, &t, &pre, &s);
             assert_eq!(fast, portable, "rv {rv}");
             assert_eq!(fast.values[2].status, RvStatus::Ok);
         }
