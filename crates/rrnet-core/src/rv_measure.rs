@@ -8,19 +8,28 @@
 //!
 //! Algorithm per spectrum (the NumPy reference `rrnet.preprocess.rv` mirrors it):
 //! 1. coarse search: IVAR-weighted, mean-subtracted residuals binned on a uniform
-//!    ln-wavelength grid of `coarse_kms` bins, cross-correlated with the mean template
-//!    over +-window; the maximum gives `v0` (at the window's edge: `WINDOW_EDGE`);
-//! 2. the start shift `s0`: `v0` rounded to whole template samples; every usable pixel's
-//!    template position `pos - s0 = j0 + f` is computed once, and a fine step is a whole
-//!    number of samples (`fine_kms` rounded), so step k reads sample `j0 - k * step` with
-//!    the same `f` for every step and every template;
+//!    ln-wavelength grid of `coarse_kms` bins (counted from the arm's first grid pixel),
+//!    cross-correlated with the mean template over +-window; the maximum gives `v0` (at
+//!    the window's edge: `WINDOW_EDGE`);
+//! 2. the start shift `s0`: `v0` rounded to whole template samples; a grid pixel's
+//!    template position at v = 0 splits into `floor(pos)` and `f = pos - floor(pos)`
+//!    (once per batch), and a fine step is a whole number of samples (`fine_kms`
+//!    rounded), so step k reads sample `floor(pos) - s0 - k * step` with the same `f`
+//!    for every step and every template;
 //! 3. template choice: the template of least chi2 at `s0` (both usable arms, every 8th
-//!    block of 64 pixels; all templates in one pass over templates interleaved by sample);
+//!    block of 64 usable pixels; all templates in one pass over templates interleaved by
+//!    sample);
 //! 4. fine search: chi2 of that template on the raw pixels at `s0 + k * step`, per arm, a
 //!    step and its two neighbours in one pass; a parabola through the least point and its
 //!    neighbours gives the sub-step minimum and the curvature `b` (converted to km/s at the
 //!    minimum); `err = sqrt(max(1, chi2_red) / b)`.
 //!    Blue, red and combined (summed chi2) are each located this way.
+//!
+//! The arms are kept on the whole grid, an unusable pixel with weight and residual 0 (it
+//! adds exactly 0 to every sum), so everything that depends on the grid alone is computed
+//! once per batch ([`Prepared`]). On x86-64 with AVX2 the fit runs in a build compiled
+//! for AVX2 (runtime check), with the same operations in the same order: its results are
+//! bitwise those of the portable build.
 
 use std::ops::Range;
 use std::sync::OnceLock;
