@@ -227,10 +227,10 @@ def _line_at(row: np.ndarray, p: np.ndarray) -> np.ndarray:
 
 
 def _interp(arm: dict, s0: int) -> None:
-    """Each pixel's template sample at shift ``s0``: ``pos - s0 = j0 + f`` (kept in ``arm``)."""
-    x = arm["pos"] - float(s0)
-    j = np.floor(x)
-    arm["j0"], arm["f"] = j.astype(np.int64), x - j
+    """Each pixel's template sample at shift ``s0``: ``j0 = floor(pos) - s0``, fraction
+    ``f = pos - floor(pos)`` (kept in ``arm``; the fraction is the same at every shift)."""
+    j = np.floor(arm["pos"])
+    arm["j0"], arm["f"] = j.astype(np.int64) - s0, arm["pos"] - j
 
 
 def _chi2(arm: dict, row: np.ndarray, off: int, stride: int = 1) -> tuple[float, float]:
@@ -260,7 +260,8 @@ def _arm(flux: np.ndarray, ivar: np.ndarray, k: int, t: Templates) -> dict | int
     mean = (w * d).sum() / w.sum()
     if not ((d - mean) ** 2).mean() > 1e-12:
         return 2
-    return {"pos": (np.log(grid[ok]) - t.ln0[k]) / t.dln, "d": d, "w": w, "k": k}
+    pos = (np.log(grid) - t.ln0[k]) / t.dln
+    return {"pos": pos[ok], "d": d, "w": w, "k": k, "grid_pos": (pos[0], pos[-1])}
 
 
 def _coarse(arms: list[dict], mean_t: np.ndarray, t: Templates, window: float, coarse: float):
@@ -269,8 +270,8 @@ def _coarse(arms: list[dict], mean_t: np.ndarray, t: Templates, window: float, c
     lags = np.arange(-half, half + 1)
     ccf = np.zeros(lags.size)
     for a in arms:
-        p0 = a["pos"][0]
-        nb = int((a["pos"][-1] - p0) / bin_) + 1
+        p0, p_last = a["grid_pos"]  # bins counted from the arm's first grid pixel
+        nb = int((p_last - p0) / bin_) + 1
         mean = (a["w"] * a["d"]).sum() / a["w"].sum()
         j = ((a["pos"] - p0) / bin_).astype(np.int64)
         bins = np.bincount(j, a["w"] * (a["d"] - mean), minlength=nb)[:nb].astype(np.float32)
