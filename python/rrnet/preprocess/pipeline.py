@@ -26,7 +26,7 @@ import os
 import shutil
 from collections import deque
 from collections.abc import Callable, Container, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -893,7 +893,7 @@ def _write_store(
     done = _prepare_out(out, info, resume=resume, overwrite=overwrite, catalog=catalog)
     if done is None:  # resuming a finished store made from the same inputs
         return
-    for batch in iter_preprocessed(
+    batches = iter_preprocessed(
         catalog,
         data_dir,
         batch_size=shard_size,
@@ -909,9 +909,11 @@ def _write_store(
         reader=reader,
         max_inflated=max_inflated,
         allow_outside_data_dir=allow_outside,
-    ):
-        _write_shard(out, batch, fsync=fsync, dtype=info["dtype"])
-        del batch  # only one shard in memory at a time
+    )
+    with _ShardWriter(out, fsync=fsync, dtype=info["dtype"]) as writer:
+        for batch in batches:
+            writer.submit(batch)
+            del batch  # the writer holds it until written: at most two shards in memory
     header_columns = [c for c in HEADER_COLUMNS if c not in catalog.columns]
     _finish_store(out, info, -(-catalog.height // shard_size), header_columns, fsync=fsync)
 
@@ -957,6 +959,45 @@ def _write_shard(
         lambda f: batch.manifest.write_parquet(f, statistics=False),
         fsync=fsync,
     )
+
+
+class _ShardWriter:
+    """Writes shards on one background thread while the next shard is computed.
+
+    One shard is in flight at a time and shards are written in order, each through
+    :func:`_write_shard` (flux files first, manifest part last), so the commit
+    protocol and what a resumed run finds are those of writing in the calling
+    thread. An error of the writer (a full or read-only disk) is raised in the
+    calling thread at the next :meth:`submit` or on leaving the ``with`` block, so
+    the run stops as before; leaving the block waits for the write in flight.
+    """
+
+    def __init__(self, out: Path, *, fsync: bool, dtype: str) -> None:
+        self._write = lambda batch: _write_shard(out, batch, fsync=fsync, dtype=dtype)
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rrnet-write")
+        self._pending: Future | None = None
+
+    def _wait(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()  # re-raises the writer's exception here
+
+    def submit(self, batch: PreprocessedBatch) -> None:
+        """Write ``batch`` once the shard before it is written (raising that one's error)."""
+        self._wait()
+        self._pending = self._pool.submit(self._write, batch)
+
+    def __enter__(self) -> _ShardWriter:
+        return self
+
+    def __exit__(self, kind: type | None, exc: BaseException | None, tb: Any) -> None:
+        try:
+            if kind is None:
+                self._wait()
+            elif self._pending is not None:  # the run failed: let the write finish, keep its error
+                wait([self._pending])
+        finally:
+            self._pool.shutdown(wait=True)
 
 
 def _write_info(out: Path, info: dict[str, Any], *, fsync: bool = True) -> None:
