@@ -425,8 +425,33 @@ def data_path(data_dir: Path, filename: str, allow_outside: bool = False) -> str
 # --------------------------------------------------------------------------- computing
 
 
+_FLOAT_COLUMNS = (
+    "snr_blue", "snr_red", "snr_blue_ivar", "snr_red_ivar", "rv_measured", "rv_measured_err",
+    "rv_template_teff", "rv_template_logg", "rv_template_feh", "rv_used",
+)  # fmt: skip
+"""Float manifest columns, held as float64 arrays while a batch is built (NaN: null)."""
+
+_NORM_COLUMNS = (
+    "n_outliers", "max_outlier_run", "continuum_iterations", "continuum_iterations_blue",
+    "continuum_iterations_red",
+)  # fmt: skip
+"""Integer columns set for every normalised row (null elsewhere)."""
+
+_TEXT_COLUMNS = ("status", "reason", "rv_measured_status", "rv_used_source")
+
+
+def _finite(values: np.ndarray) -> np.ndarray:
+    """float64 copy with every non-finite value NaN (NaN stands for null)."""
+    values = np.asarray(values, dtype=np.float64)
+    return np.where(np.isfinite(values), values, np.nan)
+
+
 class _BatchBuilder:
-    """Collects the arms of one batch, runs the kernels in chunks, assembles the result."""
+    """Collects the arms of one batch, runs the kernels in chunks, assembles the result.
+
+    The manifest columns are numpy arrays filled a chunk at a time (float NaN and a
+    validity mask stand for null); only failed rows are visited one by one.
+    """
 
     def __init__(
         self,
@@ -442,19 +467,27 @@ class _BatchBuilder:
         """``(rv_mode, catalogue RV error of every catalogue row)``; None: no RV decision."""
         self.normalized = np.full((n, N_PIX), np.nan, dtype=np.float32)
         self.resampled = np.full((n, N_PIX), np.nan, dtype=np.float32) if keep_resampled else None
-        self.columns: dict[str, list] = {
-            name: [None] * n
-            for name in (*MANIFEST_SCHEMA, *(f"_header_{c}" for c in HEADER_COLUMNS))
-        }
-        self.columns["status"] = ["ok"] * n
+        self.floats = {name: np.full(n, np.nan) for name in _FLOAT_COLUMNS}
+        self.ints = {name: np.zeros(n, dtype=np.int64) for name in _NORM_COLUMNS}
+        self.cap_hit = np.zeros(n, dtype=bool)
+        self.normed = np.zeros(n, dtype=bool)
+        """Rows the normalisation ran on (their integer columns and cap_hit are set)."""
+        self.disagree = np.zeros(n, dtype=bool)
+        self.decided = np.zeros(n, dtype=bool)
+        """Rows whose RV was decided (their rv_disagree is set)."""
+        self.text = {name: np.full(n, None, dtype=object) for name in _TEXT_COLUMNS}
+        self.text["status"][:] = "ok"
+        self.headers: list[dict] = []
+        """Header values of each file added, then an all-null one for rows without a file."""
+        self.header_of = np.full(n, -1, dtype=np.int64)
         self._pending: list[tuple[int, tuple, tuple, float]] = []
         self.fallbacks: list[tuple[str, str]] = []
         for row, (status, why) in plan.early.items():
             self._fail(row - plan.start, status, why)
 
     def _fail(self, pos: int, status: str, why: str) -> None:
-        self.columns["status"][pos] = status
-        self.columns["reason"][pos] = why
+        self.text["status"][pos] = status
+        self.text["reason"][pos] = why
 
     def add(self, job: _Job, result: tuple) -> None:
         file_error, header, arms, fallback = result
@@ -463,22 +496,26 @@ class _BatchBuilder:
             self.fallbacks.append((job.args[0], fallback))
             log.warning("read %s with fitsio: %s", job.args[0], fallback)
         notes = header.get(NOTES_KEY, {})
+        self.headers.append(header)
+        file_index = len(self.headers) - 1
+        snr_blue, snr_red = self.floats["snr_blue"], self.floats["snr_red"]
         for row, blue, red, rv in job.rows:
             pos = row - self.plan.start
-            for name in HEADER_COLUMNS:
-                self.columns[f"_header_{name}"][pos] = header.get(name)
-            why = [n for key in ("", blue, red) for n in notes.get(key, ())]
-            if why:  # unconvertible header values: null, and said so on the row
-                self.columns["reason"][pos] = "; ".join(why)
+            self.header_of[pos] = file_index
+            if notes:
+                why = [n for key in ("", blue, red) for n in notes.get(key, ())]
+                if why:  # unconvertible header values: null, and said so on the row
+                    self.text["reason"][pos] = "; ".join(why)
             if file_error is not None:
                 self._fail(pos, *file_error)
                 continue
             blue_arm, red_arm = arms[blue], arms[red]
-            self.columns["snr_blue"][pos] = blue_arm[3] if len(blue_arm) == 4 else None
-            self.columns["snr_red"][pos] = red_arm[3] if len(red_arm) == 4 else None
-            bad = next((arm for arm in (blue_arm, red_arm) if len(arm) == 2), None)
-            if bad is not None:
-                self._fail(pos, *bad)
+            if len(blue_arm) == 4 and blue_arm[3] is not None:
+                snr_blue[pos] = blue_arm[3]
+            if len(red_arm) == 4 and red_arm[3] is not None:
+                snr_red[pos] = red_arm[3]
+            if len(blue_arm) == 2 or len(red_arm) == 2:
+                self._fail(pos, *(blue_arm if len(blue_arm) == 2 else red_arm))
                 continue
             self._pending.append((pos, blue_arm, red_arm, rv))
             if len(self._pending) >= COMPUTE_CHUNK:
@@ -497,69 +534,71 @@ class _BatchBuilder:
             errors[pos + self.plan.start],
         )
         d = got.decision
-        self._pending = []
-        for i, (p, blue, red, rv) in enumerate(pending):
-            self.columns["rv_measured"][p] = _finite_or_none(got.measured[i])
-            self.columns["rv_measured_err"][p] = _finite_or_none(got.measured_err[i])
-            self.columns["rv_measured_status"][p] = got.status[i]
-            for k, name in enumerate(("teff", "logg", "feh")):
-                self.columns[f"rv_template_{name}"][p] = _finite_or_none(got.template_labels[i, k])
-            self.columns["rv_used"][p] = _finite_or_none(d.used[i])
-            self.columns["rv_used_source"][p] = d.source[i]
-            self.columns["rv_disagree"][p] = bool(d.disagree[i])
-            if d.source[i] == "none":
-                why = f"no usable RV (catalogue {rv!r} km/s, measurement {got.status[i]})"
-                self._fail(p, "bad_rv", f"{mode} RV: {why}")
-            else:
-                self._pending.append((p, blue, red, float(d.used[i])))
+        f = self.floats
+        f["rv_measured"][pos] = _finite(got.measured)
+        f["rv_measured_err"][pos] = _finite(got.measured_err)
+        for k, name in enumerate(("teff", "logg", "feh")):
+            f[f"rv_template_{name}"][pos] = _finite(got.template_labels[:, k])
+        f["rv_used"][pos] = _finite(d.used)
+        self.text["rv_measured_status"][pos] = got.status
+        self.text["rv_used_source"][pos] = d.source
+        self.disagree[pos] = d.disagree
+        self.decided[pos] = True
+        keep = np.array([s != "none" for s in d.source], dtype=bool)
+        for i in np.flatnonzero(~keep):
+            rv = pending[i][3]
+            why = f"no usable RV (catalogue {rv!r} km/s, measurement {got.status[i]})"
+            self._fail(pos[i], "bad_rv", f"{mode} RV: {why}")
+        used = d.used.tolist()
+        self._pending = [(*pending[i][:3], float(used[i])) for i in np.flatnonzero(keep)]
 
     def _compute(self) -> None:
         if self.rv_errors is not None and self._pending:
             self._decide_rv()
         if not self._pending:
             return
-        pos = np.array([p[0] for p in self._pending])
-        blue = [p[1] for p in self._pending]
-        red = [p[2] for p in self._pending]
+        pending, self._pending = self._pending, []
+        pos = np.array([p[0] for p in pending])
         res = resample_batch(
-            [a[0] for a in blue],
-            [a[1] for a in blue],
-            [a[0] for a in red],
-            [a[1] for a in red],
-            np.array([p[3] for p in self._pending], dtype=np.float64),
-            blue_ivar=[a[2] for a in blue],
-            red_ivar=[a[2] for a in red],
+            [p[1][0] for p in pending],
+            [p[1][1] for p in pending],
+            [p[2][0] for p in pending],
+            [p[2][1] for p in pending],
+            np.array([p[3] for p in pending], dtype=np.float64),
+            blue_ivar=[p[1][2] for p in pending],
+            red_ivar=[p[2][2] for p in pending],
             correct_rv=self.settings.correct_rv,
         )
-        pending, self._pending = self._pending, []
         if self.resampled is not None:
             self.resampled[pos] = res.flux
+        self.floats["snr_blue_ivar"][pos] = _finite(res.snr_blue)
+        self.floats["snr_red_ivar"][pos] = _finite(res.snr_red)
         ok = res.status == Status.OK
-        for i, p in enumerate(pos):
-            self.columns["snr_blue_ivar"][p] = _finite_or_none(res.snr_blue[i])
-            self.columns["snr_red_ivar"][p] = _finite_or_none(res.snr_red[i])
-            if not ok[i]:
-                status, why = _kernel_status(res.status[i], "resampling")
-                if res.status[i] == Status.GRID_OUT_OF_RANGE:
-                    _, b, r, rv = pending[i][:4]
-                    detail = range_detail(b[0], r[0], rv, self.settings.correct_rv)
-                    why = f"{why} ({detail})" if detail else why
-                self._fail(p, status, why)
-        if not ok.any():
-            return
-        norm = normalize_detailed(res.flux[ok], max_iter=self.settings.max_iter)
-        self.normalized[pos[ok]] = norm.flux
-        for j, p in enumerate(pos[ok]):
-            iterations = norm.iterations[j]
-            self.columns["n_outliers"][p] = int(norm.n_outliers[j])
-            self.columns["max_outlier_run"][p] = int(norm.max_outlier_run[j])
-            self.columns["continuum_iterations_blue"][p] = int(iterations[0])
-            self.columns["continuum_iterations_red"][p] = int(iterations[1])
-            self.columns["continuum_iterations"][p] = int(iterations.max())
-            self.columns["cap_hit"][p] = bool(norm.cap_hit[j])
-            if norm.status[j] != Status.OK:
-                self._fail(p, *_kernel_status(norm.status[j], "normalisation"))
-                self.normalized[p] = np.nan
+        for i in np.flatnonzero(~ok):
+            status, why = _kernel_status(res.status[i], "resampling")
+            if res.status[i] == Status.GRID_OUT_OF_RANGE:
+                _, b, r, rv = pending[i][:4]
+                detail = range_detail(b[0], r[0], rv, self.settings.correct_rv)
+                why = f"{why} ({detail})" if detail else why
+            self._fail(pos[i], status, why)
+        if ok.any():
+            self._store_normalized(pos[ok], res.flux[ok])
+
+    def _store_normalized(self, pos: np.ndarray, flux: np.ndarray) -> None:
+        """Normalise resampled rows ``flux`` and keep them and their statistics at ``pos``."""
+        norm = normalize_detailed(flux, max_iter=self.settings.max_iter)
+        self.normalized[pos] = norm.flux
+        iterations = np.asarray(norm.iterations, dtype=np.int64)
+        self.ints["n_outliers"][pos] = norm.n_outliers
+        self.ints["max_outlier_run"][pos] = norm.max_outlier_run
+        self.ints["continuum_iterations_blue"][pos] = iterations[:, 0]
+        self.ints["continuum_iterations_red"][pos] = iterations[:, 1]
+        self.ints["continuum_iterations"][pos] = iterations.max(axis=1)
+        self.cap_hit[pos] = norm.cap_hit
+        self.normed[pos] = True
+        for j in np.flatnonzero(norm.status != Status.OK):
+            self._fail(pos[j], *_kernel_status(norm.status[j], "normalisation"))
+            self.normalized[pos[j]] = np.nan
 
     def finish(
         self, catalog: pl.DataFrame, quality: QualityCuts, header_columns: list[str]
@@ -568,29 +607,48 @@ class _BatchBuilder:
         plan = self.plan
         n = plan.stop - plan.start
         rows = np.arange(plan.start, plan.stop, dtype=np.int64)
-        self.columns["row"] = rows.tolist()
-        self.columns["shard"] = [plan.index] * n
-        self.columns["offset"] = list(range(n))
+        f = self.floats
         for name in ("snr_blue", "snr_red"):
-            estimate = self.columns[f"{name}_ivar"]
-            self.columns[name] = [
-                snr_rule(h, e) for h, e in zip(self.columns[name], estimate, strict=True)
-            ]
-        passed, why = _quality(self.columns, quality)
-        self.columns["quality_ok"], self.columns["quality_reason"] = passed, why
-        added = pl.DataFrame(
-            {name: self.columns[name] for name in MANIFEST_SCHEMA}, schema=MANIFEST_SCHEMA
-        )
-        header = pl.DataFrame(
-            {c: self.columns[f"_header_{c}"] for c in header_columns},
-            schema={c: HEADER_COLUMNS[c] for c in header_columns},
+            f[name] = snr_rule_array(f[name], f[f"{name}_ivar"])
+        ok = self.text["status"] == "ok"
+        passed, why = _quality(ok, self.text["status"], f, self.ints, quality)
+        columns: dict[str, pl.Series] = {
+            "row": pl.Series(rows),
+            "shard": pl.Series(np.full(n, plan.index, dtype=np.int64)),
+            "offset": pl.Series(np.arange(n, dtype=np.int64)),
+            "cap_hit": _masked(self.cap_hit, self.normed),
+            "rv_disagree": _masked(self.disagree, self.decided),
+            "quality_ok": pl.Series(passed),
+            "quality_reason": pl.Series(why, dtype=pl.Utf8),
+        }
+        columns |= {k: pl.Series(v, nan_to_null=True) for k, v in f.items()}
+        columns |= {k: _masked(v, self.normed) for k, v in self.ints.items()}
+        columns |= {k: pl.Series(v.tolist(), dtype=pl.Utf8) for k, v in self.text.items()}
+        added = pl.DataFrame([columns[name].alias(name) for name in MANIFEST_SCHEMA]).cast(
+            MANIFEST_SCHEMA
         )
         manifest = pl.concat(
-            [catalog.slice(plan.start, n), header, added], how="horizontal"
+            [catalog.slice(plan.start, n), self._header_frame(header_columns), added],
+            how="horizontal",
         ).select(["row", *catalog.columns, *header_columns, *list(MANIFEST_SCHEMA)[1:]])
         return PreprocessedBatch(
             plan.index, rows, manifest, self.normalized, self.resampled, self.fallbacks
         )
+
+    def _header_frame(self, header_columns: list[str]) -> pl.DataFrame:
+        """The primary-header columns of each row (null for rows without a file read)."""
+        schema = {c: HEADER_COLUMNS[c] for c in header_columns}
+        per_file = pl.DataFrame(
+            {c: [h.get(c) for h in self.headers] + [None] for c in header_columns},
+            schema=schema,
+        )
+        index = np.where(self.header_of < 0, len(self.headers), self.header_of)
+        return per_file[index] if header_columns else pl.DataFrame(schema=schema)
+
+
+def _masked(values: np.ndarray, valid: np.ndarray) -> pl.Series:
+    """``values`` as a Series, null where not ``valid``."""
+    return pl.Series(values).zip_with(pl.Series(valid), pl.Series([None] * values.size))
 
 
 def snr_rule(header: float | None, estimate: float | None) -> float | None:
@@ -609,8 +667,11 @@ def snr_rule(header: float | None, estimate: float | None) -> float | None:
     return estimate
 
 
-def _finite_or_none(value: float) -> float | None:
-    return float(value) if math.isfinite(value) else None
+def snr_rule_array(header: np.ndarray, estimate: np.ndarray) -> np.ndarray:
+    """:func:`snr_rule` on whole columns, NaN standing for None (float64)."""
+    with np.errstate(invalid="ignore"):
+        usable = np.isfinite(header) & (header >= 0)
+    return np.where(np.isnan(estimate), np.nan, np.where(usable, header, estimate))
 
 
 def _kernel_status(code: int, stage: str) -> tuple[str, str]:
@@ -618,32 +679,35 @@ def _kernel_status(code: int, stage: str) -> tuple[str, str]:
     return name, f"{stage}: {reason(code)}"
 
 
-def _quality(columns: dict[str, list], cuts: QualityCuts) -> tuple[list[bool], list[str | None]]:
-    passed, reasons = [], []
-    for status, snr_b, snr_r, n_out, run in zip(
-        columns["status"],
-        columns["snr_blue"],
-        columns["snr_red"],
-        columns["n_outliers"],
-        columns["max_outlier_run"],
-        strict=True,
-    ):
+def _quality(
+    ok: np.ndarray,
+    status: np.ndarray,
+    floats: dict[str, np.ndarray],
+    ints: dict[str, np.ndarray],
+    cuts: QualityCuts,
+) -> tuple[np.ndarray, list[str | None]]:
+    """``quality_ok`` and ``quality_reason`` of every row (reasons built for failing rows only)."""
+    snr_b, snr_r = floats["snr_blue"], floats["snr_red"]
+    n_out, run = ints["n_outliers"], ints["max_outlier_run"]
+    no_snr = np.isnan(snr_b) | np.isnan(snr_r)
+    low = ~no_snr & (np.fmin(snr_b, snr_r) < cuts.min_snr)
+    bad = ~ok | (ok & (no_snr | low | (n_out > cuts.max_outliers) | (run > cuts.max_outlier_run)))
+    reasons: list[str | None] = [None] * ok.size
+    for i in np.flatnonzero(bad):
+        if not ok[i]:
+            reasons[i] = f"status {status[i]}"
+            continue
         why = []
-        if status != "ok":
-            why.append(f"status {status}")
-        else:
-            snrs = [s for s in (snr_b, snr_r) if s is not None]
-            if len(snrs) < 2:
-                why.append("no usable S/N (IVAR all zero, negative or NaN)")
-            elif min(snrs) < cuts.min_snr:
-                why.append(f"snr {min(snrs):.1f} < {cuts.min_snr:g}")
-            if n_out > cuts.max_outliers:
-                why.append(f"n_outliers {n_out} > {cuts.max_outliers}")
-            if run > cuts.max_outlier_run:
-                why.append(f"max_outlier_run {run} > {cuts.max_outlier_run}")
-        passed.append(not why)
-        reasons.append("; ".join(why) or None)
-    return passed, reasons
+        if no_snr[i]:
+            why.append("no usable S/N (IVAR all zero, negative or NaN)")
+        elif low[i]:
+            why.append(f"snr {min(snr_b[i], snr_r[i]):.1f} < {cuts.min_snr:g}")
+        if n_out[i] > cuts.max_outliers:
+            why.append(f"n_outliers {n_out[i]} > {cuts.max_outliers}")
+        if run[i] > cuts.max_outlier_run:
+            why.append(f"max_outlier_run {run[i]} > {cuts.max_outlier_run}")
+        reasons[i] = "; ".join(why)
+    return ~bad, reasons
 
 
 # --------------------------------------------------------------------------- progress
