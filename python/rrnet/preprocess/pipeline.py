@@ -6,9 +6,11 @@ and decompressed once however many of its spectra the batch names. By default
 files are read in Rust (:mod:`rrnet.io.lamost_fast`: in-memory libdeflate, one
 rayon task per file on ``workers`` threads, fitsio for what it does not support)
 in groups of :data:`FILES_PER_READ`; ``reader="fitsio"`` reads each file with
-fitsio on ``workers`` threads. Either way the calling thread meanwhile runs the
-Rust kernels (GIL released). At most a fixed number of files is in flight, so
-memory stays flat however long the catalogue.
+fitsio on ``workers`` threads. Either way the Rust kernels (GIL released) run
+meanwhile on a compute thread, chunk by chunk, while the calling thread only
+collects arms and results; :func:`preprocess_catalog` writes each shard on a
+writer thread while the next is computed. At most a fixed number of files and
+chunks is in flight, so memory stays flat however long the catalogue.
 
 Every catalogue row yields exactly one manifest row with a ``status`` and, when
 not ``ok``, a ``reason``. Nothing in a bad row stops the batch.
@@ -41,6 +43,7 @@ from rrnet.io.lamost import DEFAULT_MAX_INFLATED, is_environment_fault
 from rrnet.io.lamost_fast import READERS, FileRead, Reader, read_many
 from rrnet.preprocess import Status, normalize_detailed, reason, resample_batch, rv_policy
 from rrnet.preprocess.kernels import range_detail
+from rrnet.preprocess.results import NormalizeResult, ResampleResult
 from rrnet.preprocess.settings import PreprocessSettings
 from rrnet.store import (
     KINDS,
@@ -219,7 +222,7 @@ class _Immediate:
 
 
 @contextmanager
-def _reader(workers: int) -> Iterator[Callable[..., Any]]:
+def _reader(workers: int, name: str = "rrnet-read") -> Iterator[Callable[..., Any]]:
     """A ``submit(fn, *args)`` running on ``workers`` threads (0: synchronously).
 
     Threads suffice: decompression (zlib) and file reads release the GIL, and so
@@ -229,7 +232,7 @@ def _reader(workers: int) -> Iterator[Callable[..., Any]]:
     if workers <= 0:
         yield lambda fn, *args: _Immediate(fn(*args))
         return
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rrnet-read") as pool:
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name) as pool:
         try:
             yield pool.submit
         finally:
@@ -459,8 +462,11 @@ class _BatchBuilder:
         settings: PreprocessSettings,
         keep_resampled: bool,
         rv_errors: tuple[str, np.ndarray] | None = None,
+        submit: Callable[..., Future | _Immediate] = lambda fn, *args: _Immediate(fn(*args)),
     ):
         n = plan.stop - plan.start
+        self._submit = submit
+        self._inflight: deque[Future | _Immediate] = deque()
         self.plan = plan
         self.settings = settings
         self.rv_errors = rv_errors
@@ -521,18 +527,48 @@ class _BatchBuilder:
             if len(self._pending) >= COMPUTE_CHUNK:
                 self._compute()
 
-    def _decide_rv(self) -> None:
-        """Measure the pending spectra's RVs, choose each one's RV, drop those without."""
-        assert self.rv_errors is not None  # only called when RVs are decided here
-        mode, errors = self.rv_errors
-        pending = self._pending
+    def _compute(self) -> None:
+        """Hand the pending spectra to the kernels (on the compute thread, if any).
+
+        The main thread goes on reading while they run; at most
+        :data:`CHUNKS_IN_FLIGHT` chunks are out, applied in the order submitted.
+        """
+        if not self._pending:
+            return
+        chunk, self._pending = self._pending, []
+        args = (chunk, self.settings, self.rv_errors, self.plan.start)
+        self._inflight.append(self._submit(_run_kernels, *args))
+        while len(self._inflight) > CHUNKS_IN_FLIGHT:
+            self._apply(self._inflight.popleft().result())
+
+    def _apply(self, done: _ChunkResult) -> None:
+        """Record a chunk's RV decision and kernel outputs in the batch."""
+        if done.rv is not None:
+            self._apply_rv(done.pending, done.rv)
+        res = done.resampled
+        if res is None:
+            return
+        kept = done.kept
+        pos = np.array([p[0] for p in kept])
+        if self.resampled is not None:
+            self.resampled[pos] = res.flux
+        self.floats["snr_blue_ivar"][pos] = _finite(res.snr_blue)
+        self.floats["snr_red_ivar"][pos] = _finite(res.snr_red)
+        ok = res.status == Status.OK
+        for i in np.flatnonzero(~ok):
+            status, why = _kernel_status(res.status[i], "resampling")
+            if res.status[i] == Status.GRID_OUT_OF_RANGE:
+                _, b, r, rv = kept[i][:4]
+                detail = range_detail(b[0], r[0], rv, self.settings.correct_rv)
+                why = f"{why} ({detail})" if detail else why
+            self._fail(pos[i], status, why)
+        if done.normalized is not None:
+            self._store_normalized(pos[ok], done.normalized)
+
+    def _apply_rv(self, pending: list[tuple], got: rv_policy.RvResult) -> None:
+        """Record the RV measured and chosen for each spectrum; fail those without one."""
+        assert self.rv_errors is not None  # RVs are decided only with rv_errors
         pos = np.array([p[0] for p in pending])
-        got = rv_policy.resolve(
-            mode,
-            [(p[1][:3], p[2][:3]) for p in pending],
-            np.array([p[3] for p in pending], dtype=np.float64),
-            errors[pos + self.plan.start],
-        )
         d = got.decision
         f = self.floats
         f["rv_measured"][pos] = _finite(got.measured)
@@ -544,49 +580,12 @@ class _BatchBuilder:
         self.text["rv_used_source"][pos] = d.source
         self.disagree[pos] = d.disagree
         self.decided[pos] = True
-        keep = np.array([s != "none" for s in d.source], dtype=bool)
-        for i in np.flatnonzero(~keep):
-            rv = pending[i][3]
-            why = f"no usable RV (catalogue {rv!r} km/s, measurement {got.status[i]})"
-            self._fail(pos[i], "bad_rv", f"{mode} RV: {why}")
-        used = d.used.tolist()
-        self._pending = [(*pending[i][:3], float(used[i])) for i in np.flatnonzero(keep)]
+        for i in (i for i, source in enumerate(d.source) if source == "none"):
+            why = f"no usable RV (catalogue {pending[i][3]!r} km/s, measurement {got.status[i]})"
+            self._fail(pos[i], "bad_rv", f"{self.rv_errors[0]} RV: {why}")
 
-    def _compute(self) -> None:
-        if self.rv_errors is not None and self._pending:
-            self._decide_rv()
-        if not self._pending:
-            return
-        pending, self._pending = self._pending, []
-        pos = np.array([p[0] for p in pending])
-        res = resample_batch(
-            [p[1][0] for p in pending],
-            [p[1][1] for p in pending],
-            [p[2][0] for p in pending],
-            [p[2][1] for p in pending],
-            np.array([p[3] for p in pending], dtype=np.float64),
-            blue_ivar=[p[1][2] for p in pending],
-            red_ivar=[p[2][2] for p in pending],
-            correct_rv=self.settings.correct_rv,
-        )
-        if self.resampled is not None:
-            self.resampled[pos] = res.flux
-        self.floats["snr_blue_ivar"][pos] = _finite(res.snr_blue)
-        self.floats["snr_red_ivar"][pos] = _finite(res.snr_red)
-        ok = res.status == Status.OK
-        for i in np.flatnonzero(~ok):
-            status, why = _kernel_status(res.status[i], "resampling")
-            if res.status[i] == Status.GRID_OUT_OF_RANGE:
-                _, b, r, rv = pending[i][:4]
-                detail = range_detail(b[0], r[0], rv, self.settings.correct_rv)
-                why = f"{why} ({detail})" if detail else why
-            self._fail(pos[i], status, why)
-        if ok.any():
-            self._store_normalized(pos[ok], res.flux[ok])
-
-    def _store_normalized(self, pos: np.ndarray, flux: np.ndarray) -> None:
-        """Normalise resampled rows ``flux`` and keep them and their statistics at ``pos``."""
-        norm = normalize_detailed(flux, max_iter=self.settings.max_iter)
+    def _store_normalized(self, pos: np.ndarray, norm: NormalizeResult) -> None:
+        """Keep normalised rows and their statistics at ``pos``."""
         self.normalized[pos] = norm.flux
         iterations = np.asarray(norm.iterations, dtype=np.int64)
         self.ints["n_outliers"][pos] = norm.n_outliers
@@ -604,6 +603,8 @@ class _BatchBuilder:
         self, catalog: pl.DataFrame, quality: QualityCuts, header_columns: list[str]
     ) -> PreprocessedBatch:
         self._compute()
+        while self._inflight:
+            self._apply(self._inflight.popleft().result())
         plan = self.plan
         n = plan.stop - plan.start
         rows = np.arange(plan.start, plan.stop, dtype=np.int64)
@@ -644,6 +645,69 @@ class _BatchBuilder:
         )
         index = np.where(self.header_of < 0, len(self.headers), self.header_of)
         return per_file[index] if header_columns else pl.DataFrame(schema=schema)
+
+
+CHUNKS_IN_FLIGHT = 2
+"""Kernel chunks a batch has out on the compute thread before it waits for the oldest."""
+
+
+@dataclass
+class _ChunkResult:
+    """What the kernels made of one chunk of pending spectra (see :func:`_run_kernels`)."""
+
+    pending: list[tuple]
+    rv: rv_policy.RvResult | None
+    """RV measurement and decision of every pending spectrum (None: RVs not decided)."""
+    kept: list[tuple]
+    """The spectra resampled (those with an RV), each with the RV used."""
+    resampled: ResampleResult | None
+    normalized: NormalizeResult | None
+    """Of the ``kept`` spectra that resampled OK, in order."""
+
+
+def _run_kernels(
+    pending: list[tuple],
+    settings: PreprocessSettings,
+    rv_errors: tuple[str, np.ndarray] | None,
+    start: int,
+) -> _ChunkResult:
+    """Decide RVs, resample and normalise a chunk; touches no batch state (runs on
+    the compute thread, the kernels with the GIL released)."""
+    got, kept = None, pending
+    if rv_errors is not None:
+        mode, errors = rv_errors
+        pos = np.array([p[0] for p in pending])
+        got = rv_policy.resolve(
+            mode,
+            [(p[1][:3], p[2][:3]) for p in pending],
+            np.array([p[3] for p in pending], dtype=np.float64),
+            errors[pos + start],
+        )
+        used = got.decision.used.tolist()
+        kept = [
+            (*p[:3], float(used[i]))
+            for i, p in enumerate(pending)
+            if got.decision.source[i] != "none"
+        ]
+    if not kept:
+        return _ChunkResult(pending, got, kept, None, None)
+    res = resample_batch(
+        [p[1][0] for p in kept],
+        [p[1][1] for p in kept],
+        [p[2][0] for p in kept],
+        [p[2][1] for p in kept],
+        np.array([p[3] for p in kept], dtype=np.float64),
+        blue_ivar=[p[1][2] for p in kept],
+        red_ivar=[p[2][2] for p in kept],
+        correct_rv=settings.correct_rv,
+    )
+    ok = res.status == Status.OK
+    norm = None
+    if ok.any():
+        norm = normalize_detailed(
+            res.flux if ok.all() else res.flux[ok], max_iter=settings.max_iter
+        )
+    return _ChunkResult(pending, got, kept, res, norm)
 
 
 def _masked(values: np.ndarray, valid: np.ndarray) -> pl.Series:
@@ -841,10 +905,12 @@ def iter_preprocessed(
     bar = Progress(catalog.height, initial=initial, enabled=progress, prefix="rrnet-preprocess")
     builder: _BatchBuilder | None = None
     try:
-        with _reader(threads) as submit:
+        with _reader(threads) as submit, _reader(min(workers, 1), "rrnet-compute") as compute:
             for job, result in _ordered_prefetch(submit, read, jobs, depth, group):
                 if builder is None or builder.plan is not job.plan:
-                    builder = _BatchBuilder(job.plan, settings, keep_resampled, rv_errors)
+                    builder = _BatchBuilder(
+                        job.plan, settings, keep_resampled, rv_errors, submit=compute
+                    )
                 if job.args is not None:
                     builder.add(job, result)
                     continue
