@@ -471,8 +471,11 @@ class _BatchBuilder:
         self.settings = settings
         self.rv_errors = rv_errors
         """``(rv_mode, catalogue RV error of every catalogue row)``; None: no RV decision."""
-        self.normalized = np.full((n, N_PIX), np.nan, dtype=np.float32)
-        self.resampled = np.full((n, N_PIX), np.nan, dtype=np.float32) if keep_resampled else None
+        # Written by the compute thread row by row (first touch there); the rows no
+        # kernel wrote are set to NaN by finish().
+        self.normalized = np.empty((n, N_PIX), dtype=np.float32)
+        self.resampled = np.empty((n, N_PIX), dtype=np.float32) if keep_resampled else None
+        self.was_resampled = np.zeros(n, dtype=bool)
         self.floats = {name: np.full(n, np.nan) for name in _FLOAT_COLUMNS}
         self.ints = {name: np.zeros(n, dtype=np.int64) for name in _NORM_COLUMNS}
         self.cap_hit = np.zeros(n, dtype=bool)
@@ -536,7 +539,8 @@ class _BatchBuilder:
         if not self._pending:
             return
         chunk, self._pending = self._pending, []
-        args = (chunk, self.settings, self.rv_errors, self.plan.start)
+        out = (self.normalized, self.resampled)
+        args = (chunk, self.settings, self.rv_errors, self.plan.start, out)
         self._inflight.append(self._submit(_run_kernels, *args))
         while len(self._inflight) > CHUNKS_IN_FLIGHT:
             self._apply(self._inflight.popleft().result())
@@ -550,8 +554,7 @@ class _BatchBuilder:
             return
         kept = done.kept
         pos = np.array([p[0] for p in kept])
-        if self.resampled is not None:
-            self.resampled[pos] = res.flux
+        self.was_resampled[pos] = True
         self.floats["snr_blue_ivar"][pos] = _finite(res.snr_blue)
         self.floats["snr_red_ivar"][pos] = _finite(res.snr_red)
         ok = res.status == Status.OK
@@ -585,8 +588,7 @@ class _BatchBuilder:
             self._fail(pos[i], "bad_rv", f"{self.rv_errors[0]} RV: {why}")
 
     def _store_normalized(self, pos: np.ndarray, norm: NormalizeResult) -> None:
-        """Keep normalised rows and their statistics at ``pos``."""
-        self.normalized[pos] = norm.flux
+        """Keep the statistics of the rows normalised at ``pos`` (their flux is in place)."""
         iterations = np.asarray(norm.iterations, dtype=np.int64)
         self.ints["n_outliers"][pos] = norm.n_outliers
         self.ints["max_outlier_run"][pos] = norm.max_outlier_run
@@ -605,6 +607,9 @@ class _BatchBuilder:
         self._compute()
         while self._inflight:
             self._apply(self._inflight.popleft().result())
+        self.normalized[~self.normed] = np.nan
+        if self.resampled is not None:
+            self.resampled[~self.was_resampled] = np.nan
         plan = self.plan
         n = plan.stop - plan.start
         rows = np.arange(plan.start, plan.stop, dtype=np.int64)
@@ -670,9 +675,11 @@ def _run_kernels(
     settings: PreprocessSettings,
     rv_errors: tuple[str, np.ndarray] | None,
     start: int,
+    out: tuple[np.ndarray, np.ndarray | None],
 ) -> _ChunkResult:
-    """Decide RVs, resample and normalise a chunk; touches no batch state (runs on
-    the compute thread, the kernels with the GIL released)."""
+    """Decide RVs, resample and normalise a chunk, and write the fluxes of its rows
+    into the batch's ``out = (normalized, resampled)`` arrays (runs on the compute
+    thread, the kernels with the GIL released; no other batch state is touched)."""
     got, kept = None, pending
     if rv_errors is not None:
         mode, errors = rv_errors
@@ -702,12 +709,24 @@ def _run_kernels(
         correct_rv=settings.correct_rv,
     )
     ok = res.status == Status.OK
+    pos = np.array([p[0] for p in kept])
+    if out[1] is not None:
+        _put(out[1], pos, res.flux)
     norm = None
     if ok.any():
         norm = normalize_detailed(
             res.flux if ok.all() else res.flux[ok], max_iter=settings.max_iter
         )
+        _put(out[0], pos[ok], norm.flux)
     return _ChunkResult(pending, got, kept, res, norm)
+
+
+def _put(dest: np.ndarray, pos: np.ndarray, rows: np.ndarray) -> None:
+    """``dest[pos] = rows``, as one block copy when ``pos`` is a run of rows."""
+    if pos.size and pos[-1] - pos[0] == pos.size - 1 and np.all(np.diff(pos) == 1):
+        dest[pos[0] : pos[0] + pos.size] = rows
+    else:
+        dest[pos] = rows
 
 
 def _masked(values: np.ndarray, valid: np.ndarray) -> pl.Series:
