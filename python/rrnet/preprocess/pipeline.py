@@ -83,7 +83,10 @@ PREFETCH_PER_WORKER = 4
 """Files read ahead per reader thread (fitsio reader)."""
 
 FILES_PER_READ = 32
-"""Files per call of the Rust reader (one rayon task each); two calls are in flight."""
+"""Files per call of the Rust reader (one rayon task each)."""
+
+RUST_READ_CALLS = 2
+"""Calls of the Rust reader running at once (one more group waits in line)."""
 
 MANIFEST_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
     "row": pl.Int64,
@@ -875,11 +878,13 @@ def _read_plan(workers: int, reader: Reader, max_inflated: int) -> tuple[int, in
     if reader == "fitsio":  # one file per task, as many tasks as threads
         depth = max(2, PREFETCH_PER_WORKER * max(workers, 1))
         return workers, depth, 1, lambda args: _read_files(args, reader, max_inflated, None)
-    # Rust: one Python thread hands groups to a rayon pool of `workers` threads.
+    # Rust: up to two Python threads hand groups to a rayon pool of `workers` threads,
+    # so one group's conversion to Python values (GIL held) overlaps the next's read.
     threads = max(workers, 1)
+    python_threads = min(workers, RUST_READ_CALLS)
     return (
-        min(workers, 1),
-        2,
+        python_threads,
+        max(2, python_threads + 1),
         FILES_PER_READ,
         (lambda args: _read_files(args, reader, max_inflated, threads)),
     )
