@@ -351,6 +351,7 @@ def _plan_batch(
     part = catalog.slice(start, stop - start)
     plan = _BatchPlan(index, start, stop, {})
     by_file: dict[str, _Job] = {}
+    paths: dict[str, str | None] = {}
     for offset, (filename, blue, red, rv) in enumerate(
         zip(
             part.get_column("filename").to_list(),
@@ -373,7 +374,9 @@ def _plan_batch(
         if correct_rv and rv_mode == "catalog" and not rv_policy.usable(rv):
             plan.early[row] = ("bad_rv", f"{rv_column} is not a usable velocity: {rv!r} km/s")
             continue
-        path = data_path(data_dir, filename, allow_outside)
+        if filename not in paths:  # a file's rows share one path check
+            paths[filename] = data_path(data_dir, filename, allow_outside)
+        path = paths[filename]
         if path is None:
             plan.early[row] = (
                 "outside_data_dir",
