@@ -215,8 +215,9 @@ def main() -> None:
                 reader=reader,
             )
         fitsio_floor(sorted(data.iterdir()), workers)
+        cpu: dict[str, float] = {}
         for reader in ("auto", "fitsio"):
-            start = time.perf_counter()
+            start, times = time.perf_counter(), os.times()
             stores[reader] = preprocess_catalog(
                 catalog,
                 data,
@@ -225,7 +226,10 @@ def main() -> None:
                 progress=False,
                 reader=reader,
             )
-            rates[f"rrnet, {reader} reader"] = n / (time.perf_counter() - start)
+            wall, after = time.perf_counter() - start, os.times()
+            rates[f"rrnet, {reader} reader"] = n / wall
+            used = (after.user - times.user) + (after.system - times.system)
+            cpu[f"rrnet, {reader} reader"] = used / wall
         paths = sorted(data.iterdir())
         start = time.perf_counter()
         fitsio_floor(paths, workers)
@@ -250,6 +254,11 @@ def main() -> None:
             f"{1 - (t_read + t_kernels) / t_total:.0%}"
         )
         print(f"load average after: {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}")
+        print(
+            "CPU used (process, all threads): "
+            + ", ".join(f"{name} {share:.0%}" for name, share in cpu.items())
+            + f" of {max(workers, 1):.0%} available"
+        )
         diff = np.abs(stores["auto"].read_flux(range(len(rows))) - baseline)
         print(
             f"vs original on {len(rows)} spectra: median |diff| {np.median(diff):.2e}, "

@@ -31,6 +31,7 @@ from rrnet.io.lamost import (
     LamostReadError,
     MissingExtensionError,
     MissingFileError,
+    _card_value,
     _parse_cards,
     read_arm,
     read_arms,
@@ -244,3 +245,23 @@ def test_quoted_strings_and_blank_values():
     block = "".join(str(c) for c in cards).encode() + b"END".ljust(80)
     values = _parse_cards(block, frozenset({"DESIG", "EMPTY", "LMJM"}))
     assert values == {"DESIG": "O'Brien's star", "EMPTY": "", "LMJM": "83555758"}
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("'HIP9645901  '", "HIP9645901"),  # trailing blanks are not significant
+        ("'O''Brien' / a name", "O'Brien"),  # '' is one quote; the comment is dropped
+        ("''''", "'"),
+        ("''", ""),
+        ("'no closing quote  ", "no closing quote"),
+        ("'a/b' / c", "a/b"),
+        ("  42 / count", 42),
+        ("1.5D3", 1500.0),
+        ("T", True),
+        ("junk", None),
+    ],
+)
+def test_card_value_follows_the_fits_rules(field, value):
+    got = _card_value(field)
+    assert got == value and type(got) is type(value)

@@ -192,6 +192,30 @@ def test_streaming_equals_store_and_workers_do_not_change_results(data_dir, tmp_
     assert not any(p.name.startswith("manifest") for p in tmp_path.iterdir())
 
 
+def test_store_reuses_shard_arrays_without_leaking_rows(data_dir, tmp_path, monkeypatch):
+    """A written shard's arrays serve a later shard: rows no kernel wrote there
+    (failed rows) must be NaN again, not the earlier shard's flux."""
+    cat = pl.concat([_bad_catalog(), _bad_catalog().reverse()])
+    taken, given = [], []
+    real_take, real_give = pipeline._ArrayPool.take, pipeline._ArrayPool.give
+    monkeypatch.setattr(
+        pipeline._ArrayPool, "take", lambda self, n: taken.append(real_take(self, n)) or taken[-1]
+    )
+    monkeypatch.setattr(
+        pipeline._ArrayPool,
+        "give",
+        lambda self, *a: (given.extend(id(x) for x in a), real_give(self, *a))[1],
+    )
+    store = preprocess_catalog(cat, data_dir, tmp_path / "s", workers=2, shard_size=4)
+    assert {id(a) for a in taken[4:]} & set(given)  # later shards got written arrays
+    streamed = list(iter_preprocessed(cat, data_dir, batch_size=4, workers=0, keep_resampled=True))
+    rows = np.arange(cat.height)
+    for kind, attr in (("normalized", "flux"), ("resampled", "resampled")):
+        expected = np.concatenate([getattr(b, attr) for b in streamed])
+        np.testing.assert_array_equal(store.read_flux(rows, kind=kind), expected)
+    assert pl.concat([b.manifest for b in streamed]).equals(store.manifest)
+
+
 def test_resampled_flux_is_kept_and_normalisation_failures_keep_it(data_dir, tmp_path):
     store = preprocess_catalog(_bad_catalog(), data_dir, tmp_path / "s", workers=0)
     status = store.manifest["status"].to_numpy()

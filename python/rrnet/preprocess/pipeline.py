@@ -6,9 +6,11 @@ and decompressed once however many of its spectra the batch names. By default
 files are read in Rust (:mod:`rrnet.io.lamost_fast`: in-memory libdeflate, one
 rayon task per file on ``workers`` threads, fitsio for what it does not support)
 in groups of :data:`FILES_PER_READ`; ``reader="fitsio"`` reads each file with
-fitsio on ``workers`` threads. Either way the calling thread meanwhile runs the
-Rust kernels (GIL released). At most a fixed number of files is in flight, so
-memory stays flat however long the catalogue.
+fitsio on ``workers`` threads. Either way the Rust kernels (GIL released) run
+meanwhile on a compute thread, chunk by chunk, while the calling thread only
+collects arms and results; :func:`preprocess_catalog` writes each shard on a
+writer thread while the next is computed. At most a fixed number of files and
+chunks is in flight, so memory stays flat however long the catalogue.
 
 Every catalogue row yields exactly one manifest row with a ``status`` and, when
 not ``ok``, a ``reason``. Nothing in a bad row stops the batch.
@@ -24,9 +26,10 @@ import logging
 import math
 import os
 import shutil
+import threading
 from collections import deque
 from collections.abc import Callable, Container, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -41,6 +44,7 @@ from rrnet.io.lamost import DEFAULT_MAX_INFLATED, is_environment_fault
 from rrnet.io.lamost_fast import READERS, FileRead, Reader, read_many
 from rrnet.preprocess import Status, normalize_detailed, reason, resample_batch, rv_policy
 from rrnet.preprocess.kernels import range_detail
+from rrnet.preprocess.results import NormalizeResult, ResampleResult
 from rrnet.preprocess.settings import PreprocessSettings
 from rrnet.store import (
     KINDS,
@@ -79,7 +83,10 @@ PREFETCH_PER_WORKER = 4
 """Files read ahead per reader thread (fitsio reader)."""
 
 FILES_PER_READ = 32
-"""Files per call of the Rust reader (one rayon task each); two calls are in flight."""
+"""Files per call of the Rust reader (one rayon task each)."""
+
+RUST_READ_CALLS = 2
+"""Calls of the Rust reader running at once (one more group waits in line)."""
 
 MANIFEST_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
     "row": pl.Int64,
@@ -219,7 +226,7 @@ class _Immediate:
 
 
 @contextmanager
-def _reader(workers: int) -> Iterator[Callable[..., Any]]:
+def _reader(workers: int, name: str = "rrnet-read") -> Iterator[Callable[..., Any]]:
     """A ``submit(fn, *args)`` running on ``workers`` threads (0: synchronously).
 
     Threads suffice: decompression (zlib) and file reads release the GIL, and so
@@ -229,7 +236,7 @@ def _reader(workers: int) -> Iterator[Callable[..., Any]]:
     if workers <= 0:
         yield lambda fn, *args: _Immediate(fn(*args))
         return
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rrnet-read") as pool:
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name) as pool:
         try:
             yield pool.submit
         finally:
@@ -344,6 +351,7 @@ def _plan_batch(
     part = catalog.slice(start, stop - start)
     plan = _BatchPlan(index, start, stop, {})
     by_file: dict[str, _Job] = {}
+    paths: dict[str, str | None] = {}
     for offset, (filename, blue, red, rv) in enumerate(
         zip(
             part.get_column("filename").to_list(),
@@ -366,7 +374,9 @@ def _plan_batch(
         if correct_rv and rv_mode == "catalog" and not rv_policy.usable(rv):
             plan.early[row] = ("bad_rv", f"{rv_column} is not a usable velocity: {rv!r} km/s")
             continue
-        path = data_path(data_dir, filename, allow_outside)
+        if filename not in paths:  # a file's rows share one path check
+            paths[filename] = data_path(data_dir, filename, allow_outside)
+        path = paths[filename]
         if path is None:
             plan.early[row] = (
                 "outside_data_dir",
@@ -425,8 +435,61 @@ def data_path(data_dir: Path, filename: str, allow_outside: bool = False) -> str
 # --------------------------------------------------------------------------- computing
 
 
+_FLOAT_COLUMNS = (
+    "snr_blue", "snr_red", "snr_blue_ivar", "snr_red_ivar", "rv_measured", "rv_measured_err",
+    "rv_template_teff", "rv_template_logg", "rv_template_feh", "rv_used",
+)  # fmt: skip
+"""Float manifest columns, held as float64 arrays while a batch is built (NaN: null)."""
+
+_NORM_COLUMNS = (
+    "n_outliers", "max_outlier_run", "continuum_iterations", "continuum_iterations_blue",
+    "continuum_iterations_red",
+)  # fmt: skip
+"""Integer columns set for every normalised row (null elsewhere)."""
+
+_TEXT_COLUMNS = ("status", "reason", "rv_measured_status", "rv_used_source")
+
+
+def _finite(values: np.ndarray) -> np.ndarray:
+    """float64 copy with every non-finite value NaN (NaN stands for null)."""
+    values = np.asarray(values, dtype=np.float64)
+    return np.where(np.isfinite(values), values, np.nan)
+
+
+class _ArrayPool:
+    """Float32 ``[n, 7200]`` batch arrays for reuse, handed back once a shard is written.
+
+    A fresh array costs its first writes a page fault and the kernel's zeroing of
+    every page (measured: ~8% of the pipeline's CPU); a shard's arrays are free
+    again once the writer has them on disk. Holds at most ``keep`` arrays.
+    """
+
+    def __init__(self, keep: int = 4) -> None:
+        self._free: list[np.ndarray] = []
+        self._keep = keep
+        self._lock = threading.Lock()
+
+    def take(self, n: int) -> np.ndarray:
+        """An array of ``n`` rows (content undefined)."""
+        with self._lock:
+            for i, array in enumerate(self._free):
+                if array.shape[0] == n:
+                    return self._free.pop(i)
+        return np.empty((n, N_PIX), dtype=np.float32)
+
+    def give(self, *arrays: np.ndarray | None) -> None:
+        """Arrays nothing refers to any more (None is skipped)."""
+        with self._lock:
+            self._free.extend(a for a in arrays if a is not None)
+            del self._free[: max(0, len(self._free) - self._keep)]
+
+
 class _BatchBuilder:
-    """Collects the arms of one batch, runs the kernels in chunks, assembles the result."""
+    """Collects the arms of one batch, runs the kernels in chunks, assembles the result.
+
+    The manifest columns are numpy arrays filled a chunk at a time (float NaN and a
+    validity mask stand for null); only failed rows are visited one by one.
+    """
 
     def __init__(
         self,
@@ -434,27 +497,43 @@ class _BatchBuilder:
         settings: PreprocessSettings,
         keep_resampled: bool,
         rv_errors: tuple[str, np.ndarray] | None = None,
+        submit: Callable[..., Future | _Immediate] = lambda fn, *args: _Immediate(fn(*args)),
+        arrays: _ArrayPool | None = None,
     ):
         n = plan.stop - plan.start
+        self._submit = submit
+        self._inflight: deque[Future | _Immediate] = deque()
         self.plan = plan
         self.settings = settings
         self.rv_errors = rv_errors
         """``(rv_mode, catalogue RV error of every catalogue row)``; None: no RV decision."""
-        self.normalized = np.full((n, N_PIX), np.nan, dtype=np.float32)
-        self.resampled = np.full((n, N_PIX), np.nan, dtype=np.float32) if keep_resampled else None
-        self.columns: dict[str, list] = {
-            name: [None] * n
-            for name in (*MANIFEST_SCHEMA, *(f"_header_{c}" for c in HEADER_COLUMNS))
-        }
-        self.columns["status"] = ["ok"] * n
+        # Written by the compute thread row by row (first touch there); the rows no
+        # kernel wrote are set to NaN by finish().
+        arrays = arrays or _ArrayPool(0)
+        self.normalized = arrays.take(n)
+        self.resampled = arrays.take(n) if keep_resampled else None
+        self.was_resampled = np.zeros(n, dtype=bool)
+        self.floats = {name: np.full(n, np.nan) for name in _FLOAT_COLUMNS}
+        self.ints = {name: np.zeros(n, dtype=np.int64) for name in _NORM_COLUMNS}
+        self.cap_hit = np.zeros(n, dtype=bool)
+        self.normed = np.zeros(n, dtype=bool)
+        """Rows the normalisation ran on (their integer columns and cap_hit are set)."""
+        self.disagree = np.zeros(n, dtype=bool)
+        self.decided = np.zeros(n, dtype=bool)
+        """Rows whose RV was decided (their rv_disagree is set)."""
+        self.text = {name: np.full(n, None, dtype=object) for name in _TEXT_COLUMNS}
+        self.text["status"][:] = "ok"
+        self.headers: list[dict] = []
+        """Header values of each file added, then an all-null one for rows without a file."""
+        self.header_of = np.full(n, -1, dtype=np.int64)
         self._pending: list[tuple[int, tuple, tuple, float]] = []
         self.fallbacks: list[tuple[str, str]] = []
         for row, (status, why) in plan.early.items():
             self._fail(row - plan.start, status, why)
 
     def _fail(self, pos: int, status: str, why: str) -> None:
-        self.columns["status"][pos] = status
-        self.columns["reason"][pos] = why
+        self.text["status"][pos] = status
+        self.text["reason"][pos] = why
 
     def add(self, job: _Job, result: tuple) -> None:
         file_error, header, arms, fallback = result
@@ -463,134 +542,233 @@ class _BatchBuilder:
             self.fallbacks.append((job.args[0], fallback))
             log.warning("read %s with fitsio: %s", job.args[0], fallback)
         notes = header.get(NOTES_KEY, {})
+        self.headers.append(header)
+        file_index = len(self.headers) - 1
+        snr_blue, snr_red = self.floats["snr_blue"], self.floats["snr_red"]
         for row, blue, red, rv in job.rows:
             pos = row - self.plan.start
-            for name in HEADER_COLUMNS:
-                self.columns[f"_header_{name}"][pos] = header.get(name)
-            why = [n for key in ("", blue, red) for n in notes.get(key, ())]
-            if why:  # unconvertible header values: null, and said so on the row
-                self.columns["reason"][pos] = "; ".join(why)
+            self.header_of[pos] = file_index
+            if notes:
+                why = [n for key in ("", blue, red) for n in notes.get(key, ())]
+                if why:  # unconvertible header values: null, and said so on the row
+                    self.text["reason"][pos] = "; ".join(why)
             if file_error is not None:
                 self._fail(pos, *file_error)
                 continue
             blue_arm, red_arm = arms[blue], arms[red]
-            self.columns["snr_blue"][pos] = blue_arm[3] if len(blue_arm) == 4 else None
-            self.columns["snr_red"][pos] = red_arm[3] if len(red_arm) == 4 else None
-            bad = next((arm for arm in (blue_arm, red_arm) if len(arm) == 2), None)
-            if bad is not None:
-                self._fail(pos, *bad)
+            if len(blue_arm) == 4 and blue_arm[3] is not None:
+                snr_blue[pos] = blue_arm[3]
+            if len(red_arm) == 4 and red_arm[3] is not None:
+                snr_red[pos] = red_arm[3]
+            if len(blue_arm) == 2 or len(red_arm) == 2:
+                self._fail(pos, *(blue_arm if len(blue_arm) == 2 else red_arm))
                 continue
             self._pending.append((pos, blue_arm, red_arm, rv))
             if len(self._pending) >= COMPUTE_CHUNK:
                 self._compute()
 
-    def _decide_rv(self) -> None:
-        """Measure the pending spectra's RVs, choose each one's RV, drop those without."""
-        assert self.rv_errors is not None  # only called when RVs are decided here
-        mode, errors = self.rv_errors
-        pending = self._pending
-        pos = np.array([p[0] for p in pending])
-        got = rv_policy.resolve(
-            mode,
-            [(p[1][:3], p[2][:3]) for p in pending],
-            np.array([p[3] for p in pending], dtype=np.float64),
-            errors[pos + self.plan.start],
-        )
-        d = got.decision
-        self._pending = []
-        for i, (p, blue, red, rv) in enumerate(pending):
-            self.columns["rv_measured"][p] = _finite_or_none(got.measured[i])
-            self.columns["rv_measured_err"][p] = _finite_or_none(got.measured_err[i])
-            self.columns["rv_measured_status"][p] = got.status[i]
-            for k, name in enumerate(("teff", "logg", "feh")):
-                self.columns[f"rv_template_{name}"][p] = _finite_or_none(got.template_labels[i, k])
-            self.columns["rv_used"][p] = _finite_or_none(d.used[i])
-            self.columns["rv_used_source"][p] = d.source[i]
-            self.columns["rv_disagree"][p] = bool(d.disagree[i])
-            if d.source[i] == "none":
-                why = f"no usable RV (catalogue {rv!r} km/s, measurement {got.status[i]})"
-                self._fail(p, "bad_rv", f"{mode} RV: {why}")
-            else:
-                self._pending.append((p, blue, red, float(d.used[i])))
-
     def _compute(self) -> None:
-        if self.rv_errors is not None and self._pending:
-            self._decide_rv()
+        """Hand the pending spectra to the kernels (on the compute thread, if any).
+
+        The main thread goes on reading while they run; at most
+        :data:`CHUNKS_IN_FLIGHT` chunks are out, applied in the order submitted.
+        """
         if not self._pending:
             return
-        pos = np.array([p[0] for p in self._pending])
-        blue = [p[1] for p in self._pending]
-        red = [p[2] for p in self._pending]
-        res = resample_batch(
-            [a[0] for a in blue],
-            [a[1] for a in blue],
-            [a[0] for a in red],
-            [a[1] for a in red],
-            np.array([p[3] for p in self._pending], dtype=np.float64),
-            blue_ivar=[a[2] for a in blue],
-            red_ivar=[a[2] for a in red],
-            correct_rv=self.settings.correct_rv,
-        )
-        pending, self._pending = self._pending, []
-        if self.resampled is not None:
-            self.resampled[pos] = res.flux
-        ok = res.status == Status.OK
-        for i, p in enumerate(pos):
-            self.columns["snr_blue_ivar"][p] = _finite_or_none(res.snr_blue[i])
-            self.columns["snr_red_ivar"][p] = _finite_or_none(res.snr_red[i])
-            if not ok[i]:
-                status, why = _kernel_status(res.status[i], "resampling")
-                if res.status[i] == Status.GRID_OUT_OF_RANGE:
-                    _, b, r, rv = pending[i][:4]
-                    detail = range_detail(b[0], r[0], rv, self.settings.correct_rv)
-                    why = f"{why} ({detail})" if detail else why
-                self._fail(p, status, why)
-        if not ok.any():
+        chunk, self._pending = self._pending, []
+        out = (self.normalized, self.resampled)
+        args = (chunk, self.settings, self.rv_errors, self.plan.start, out)
+        self._inflight.append(self._submit(_run_kernels, *args))
+        while len(self._inflight) > CHUNKS_IN_FLIGHT:
+            self._apply(self._inflight.popleft().result())
+
+    def _apply(self, done: _ChunkResult) -> None:
+        """Record a chunk's RV decision and kernel outputs in the batch."""
+        if done.rv is not None:
+            self._apply_rv(done.pending, done.rv)
+        res = done.resampled
+        if res is None:
             return
-        norm = normalize_detailed(res.flux[ok], max_iter=self.settings.max_iter)
-        self.normalized[pos[ok]] = norm.flux
-        for j, p in enumerate(pos[ok]):
-            iterations = norm.iterations[j]
-            self.columns["n_outliers"][p] = int(norm.n_outliers[j])
-            self.columns["max_outlier_run"][p] = int(norm.max_outlier_run[j])
-            self.columns["continuum_iterations_blue"][p] = int(iterations[0])
-            self.columns["continuum_iterations_red"][p] = int(iterations[1])
-            self.columns["continuum_iterations"][p] = int(iterations.max())
-            self.columns["cap_hit"][p] = bool(norm.cap_hit[j])
-            if norm.status[j] != Status.OK:
-                self._fail(p, *_kernel_status(norm.status[j], "normalisation"))
-                self.normalized[p] = np.nan
+        kept = done.kept
+        pos = np.array([p[0] for p in kept])
+        self.was_resampled[pos] = True
+        self.floats["snr_blue_ivar"][pos] = _finite(res.snr_blue)
+        self.floats["snr_red_ivar"][pos] = _finite(res.snr_red)
+        ok = res.status == Status.OK
+        for i in np.flatnonzero(~ok):
+            status, why = _kernel_status(res.status[i], "resampling")
+            if res.status[i] == Status.GRID_OUT_OF_RANGE:
+                _, b, r, rv = kept[i][:4]
+                detail = range_detail(b[0], r[0], rv, self.settings.correct_rv)
+                why = f"{why} ({detail})" if detail else why
+            self._fail(pos[i], status, why)
+        if done.normalized is not None:
+            self._store_normalized(pos[ok], done.normalized)
+
+    def _apply_rv(self, pending: list[tuple], got: rv_policy.RvResult) -> None:
+        """Record the RV measured and chosen for each spectrum; fail those without one."""
+        assert self.rv_errors is not None  # RVs are decided only with rv_errors
+        pos = np.array([p[0] for p in pending])
+        d = got.decision
+        f = self.floats
+        f["rv_measured"][pos] = _finite(got.measured)
+        f["rv_measured_err"][pos] = _finite(got.measured_err)
+        for k, name in enumerate(("teff", "logg", "feh")):
+            f[f"rv_template_{name}"][pos] = _finite(got.template_labels[:, k])
+        f["rv_used"][pos] = _finite(d.used)
+        self.text["rv_measured_status"][pos] = got.status
+        self.text["rv_used_source"][pos] = d.source
+        self.disagree[pos] = d.disagree
+        self.decided[pos] = True
+        for i in (i for i, source in enumerate(d.source) if source == "none"):
+            why = f"no usable RV (catalogue {pending[i][3]!r} km/s, measurement {got.status[i]})"
+            self._fail(pos[i], "bad_rv", f"{self.rv_errors[0]} RV: {why}")
+
+    def _store_normalized(self, pos: np.ndarray, norm: NormalizeResult) -> None:
+        """Keep the statistics of the rows normalised at ``pos`` (their flux is in place)."""
+        iterations = np.asarray(norm.iterations, dtype=np.int64)
+        self.ints["n_outliers"][pos] = norm.n_outliers
+        self.ints["max_outlier_run"][pos] = norm.max_outlier_run
+        self.ints["continuum_iterations_blue"][pos] = iterations[:, 0]
+        self.ints["continuum_iterations_red"][pos] = iterations[:, 1]
+        self.ints["continuum_iterations"][pos] = iterations.max(axis=1)
+        self.cap_hit[pos] = norm.cap_hit
+        self.normed[pos] = True
+        for j in np.flatnonzero(norm.status != Status.OK):
+            self._fail(pos[j], *_kernel_status(norm.status[j], "normalisation"))
+            self.normalized[pos[j]] = np.nan
 
     def finish(
         self, catalog: pl.DataFrame, quality: QualityCuts, header_columns: list[str]
     ) -> PreprocessedBatch:
         self._compute()
+        while self._inflight:
+            self._apply(self._inflight.popleft().result())
+        self.normalized[~self.normed] = np.nan
+        if self.resampled is not None:
+            self.resampled[~self.was_resampled] = np.nan
         plan = self.plan
         n = plan.stop - plan.start
         rows = np.arange(plan.start, plan.stop, dtype=np.int64)
-        self.columns["row"] = rows.tolist()
-        self.columns["shard"] = [plan.index] * n
-        self.columns["offset"] = list(range(n))
+        f = self.floats
         for name in ("snr_blue", "snr_red"):
-            estimate = self.columns[f"{name}_ivar"]
-            self.columns[name] = [
-                snr_rule(h, e) for h, e in zip(self.columns[name], estimate, strict=True)
-            ]
-        passed, why = _quality(self.columns, quality)
-        self.columns["quality_ok"], self.columns["quality_reason"] = passed, why
-        added = pl.DataFrame(
-            {name: self.columns[name] for name in MANIFEST_SCHEMA}, schema=MANIFEST_SCHEMA
-        )
-        header = pl.DataFrame(
-            {c: self.columns[f"_header_{c}"] for c in header_columns},
-            schema={c: HEADER_COLUMNS[c] for c in header_columns},
+            f[name] = snr_rule_array(f[name], f[f"{name}_ivar"])
+        ok = self.text["status"] == "ok"
+        passed, why = _quality(ok, self.text["status"], f, self.ints, quality)
+        columns: dict[str, pl.Series] = {
+            "row": pl.Series(rows),
+            "shard": pl.Series(np.full(n, plan.index, dtype=np.int64)),
+            "offset": pl.Series(np.arange(n, dtype=np.int64)),
+            "cap_hit": _masked(self.cap_hit, self.normed),
+            "rv_disagree": _masked(self.disagree, self.decided),
+            "quality_ok": pl.Series(passed),
+            "quality_reason": pl.Series(why, dtype=pl.Utf8),
+        }
+        columns |= {k: pl.Series(v, nan_to_null=True) for k, v in f.items()}
+        columns |= {k: _masked(v, self.normed) for k, v in self.ints.items()}
+        columns |= {k: pl.Series(v.tolist(), dtype=pl.Utf8) for k, v in self.text.items()}
+        added = pl.DataFrame([columns[name].alias(name) for name in MANIFEST_SCHEMA]).cast(
+            MANIFEST_SCHEMA
         )
         manifest = pl.concat(
-            [catalog.slice(plan.start, n), header, added], how="horizontal"
+            [catalog.slice(plan.start, n), self._header_frame(header_columns), added],
+            how="horizontal",
         ).select(["row", *catalog.columns, *header_columns, *list(MANIFEST_SCHEMA)[1:]])
         return PreprocessedBatch(
             plan.index, rows, manifest, self.normalized, self.resampled, self.fallbacks
         )
+
+    def _header_frame(self, header_columns: list[str]) -> pl.DataFrame:
+        """The primary-header columns of each row (null for rows without a file read)."""
+        schema = {c: HEADER_COLUMNS[c] for c in header_columns}
+        per_file = pl.DataFrame(
+            {c: [h.get(c) for h in self.headers] + [None] for c in header_columns},
+            schema=schema,
+        )
+        index = np.where(self.header_of < 0, len(self.headers), self.header_of)
+        return per_file[index] if header_columns else pl.DataFrame(schema=schema)
+
+
+CHUNKS_IN_FLIGHT = 2
+"""Kernel chunks a batch has out on the compute thread before it waits for the oldest."""
+
+
+@dataclass
+class _ChunkResult:
+    """What the kernels made of one chunk of pending spectra (see :func:`_run_kernels`)."""
+
+    pending: list[tuple]
+    rv: rv_policy.RvResult | None
+    """RV measurement and decision of every pending spectrum (None: RVs not decided)."""
+    kept: list[tuple]
+    """The spectra resampled (those with an RV), each with the RV used."""
+    resampled: ResampleResult | None
+    normalized: NormalizeResult | None
+    """Of the ``kept`` spectra that resampled OK, in order."""
+
+
+def _run_kernels(
+    pending: list[tuple],
+    settings: PreprocessSettings,
+    rv_errors: tuple[str, np.ndarray] | None,
+    start: int,
+    out: tuple[np.ndarray, np.ndarray | None],
+) -> _ChunkResult:
+    """Decide RVs, resample and normalise a chunk, and write the fluxes of its rows
+    into the batch's ``out = (normalized, resampled)`` arrays (runs on the compute
+    thread, the kernels with the GIL released; no other batch state is touched)."""
+    got, kept = None, pending
+    if rv_errors is not None:
+        mode, errors = rv_errors
+        pos = np.array([p[0] for p in pending])
+        got = rv_policy.resolve(
+            mode,
+            [(p[1][:3], p[2][:3]) for p in pending],
+            np.array([p[3] for p in pending], dtype=np.float64),
+            errors[pos + start],
+        )
+        used = got.decision.used.tolist()
+        kept = [
+            (*p[:3], float(used[i]))
+            for i, p in enumerate(pending)
+            if got.decision.source[i] != "none"
+        ]
+    if not kept:
+        return _ChunkResult(pending, got, kept, None, None)
+    res = resample_batch(
+        [p[1][0] for p in kept],
+        [p[1][1] for p in kept],
+        [p[2][0] for p in kept],
+        [p[2][1] for p in kept],
+        np.array([p[3] for p in kept], dtype=np.float64),
+        blue_ivar=[p[1][2] for p in kept],
+        red_ivar=[p[2][2] for p in kept],
+        correct_rv=settings.correct_rv,
+    )
+    ok = res.status == Status.OK
+    pos = np.array([p[0] for p in kept])
+    if out[1] is not None:
+        _put(out[1], pos, res.flux)
+    norm = None
+    if ok.any():
+        norm = normalize_detailed(
+            res.flux if ok.all() else res.flux[ok], max_iter=settings.max_iter
+        )
+        _put(out[0], pos[ok], norm.flux)
+    return _ChunkResult(pending, got, kept, res, norm)
+
+
+def _put(dest: np.ndarray, pos: np.ndarray, rows: np.ndarray) -> None:
+    """``dest[pos] = rows``, as one block copy when ``pos`` is a run of rows."""
+    if pos.size and pos[-1] - pos[0] == pos.size - 1 and np.all(np.diff(pos) == 1):
+        dest[pos[0] : pos[0] + pos.size] = rows
+    else:
+        dest[pos] = rows
+
+
+def _masked(values: np.ndarray, valid: np.ndarray) -> pl.Series:
+    """``values`` as a Series, null where not ``valid``."""
+    return pl.Series(values).zip_with(pl.Series(valid), pl.Series([None] * values.size))
 
 
 def snr_rule(header: float | None, estimate: float | None) -> float | None:
@@ -609,8 +787,11 @@ def snr_rule(header: float | None, estimate: float | None) -> float | None:
     return estimate
 
 
-def _finite_or_none(value: float) -> float | None:
-    return float(value) if math.isfinite(value) else None
+def snr_rule_array(header: np.ndarray, estimate: np.ndarray) -> np.ndarray:
+    """:func:`snr_rule` on whole columns, NaN standing for None (float64)."""
+    with np.errstate(invalid="ignore"):
+        usable = np.isfinite(header) & (header >= 0)
+    return np.where(np.isnan(estimate), np.nan, np.where(usable, header, estimate))
 
 
 def _kernel_status(code: int, stage: str) -> tuple[str, str]:
@@ -618,32 +799,35 @@ def _kernel_status(code: int, stage: str) -> tuple[str, str]:
     return name, f"{stage}: {reason(code)}"
 
 
-def _quality(columns: dict[str, list], cuts: QualityCuts) -> tuple[list[bool], list[str | None]]:
-    passed, reasons = [], []
-    for status, snr_b, snr_r, n_out, run in zip(
-        columns["status"],
-        columns["snr_blue"],
-        columns["snr_red"],
-        columns["n_outliers"],
-        columns["max_outlier_run"],
-        strict=True,
-    ):
+def _quality(
+    ok: np.ndarray,
+    status: np.ndarray,
+    floats: dict[str, np.ndarray],
+    ints: dict[str, np.ndarray],
+    cuts: QualityCuts,
+) -> tuple[np.ndarray, list[str | None]]:
+    """``quality_ok`` and ``quality_reason`` of every row (reasons built for failing rows only)."""
+    snr_b, snr_r = floats["snr_blue"], floats["snr_red"]
+    n_out, run = ints["n_outliers"], ints["max_outlier_run"]
+    no_snr = np.isnan(snr_b) | np.isnan(snr_r)
+    low = ~no_snr & (np.fmin(snr_b, snr_r) < cuts.min_snr)
+    bad = ~ok | (ok & (no_snr | low | (n_out > cuts.max_outliers) | (run > cuts.max_outlier_run)))
+    reasons: list[str | None] = [None] * ok.size
+    for i in np.flatnonzero(bad):
+        if not ok[i]:
+            reasons[i] = f"status {status[i]}"
+            continue
         why = []
-        if status != "ok":
-            why.append(f"status {status}")
-        else:
-            snrs = [s for s in (snr_b, snr_r) if s is not None]
-            if len(snrs) < 2:
-                why.append("no usable S/N (IVAR all zero, negative or NaN)")
-            elif min(snrs) < cuts.min_snr:
-                why.append(f"snr {min(snrs):.1f} < {cuts.min_snr:g}")
-            if n_out > cuts.max_outliers:
-                why.append(f"n_outliers {n_out} > {cuts.max_outliers}")
-            if run > cuts.max_outlier_run:
-                why.append(f"max_outlier_run {run} > {cuts.max_outlier_run}")
-        passed.append(not why)
-        reasons.append("; ".join(why) or None)
-    return passed, reasons
+        if no_snr[i]:
+            why.append("no usable S/N (IVAR all zero, negative or NaN)")
+        elif low[i]:
+            why.append(f"snr {min(snr_b[i], snr_r[i]):.1f} < {cuts.min_snr:g}")
+        if n_out[i] > cuts.max_outliers:
+            why.append(f"n_outliers {n_out[i]} > {cuts.max_outliers}")
+        if run[i] > cuts.max_outlier_run:
+            why.append(f"max_outlier_run {run[i]} > {cuts.max_outlier_run}")
+        reasons[i] = "; ".join(why)
+    return ~bad, reasons
 
 
 # --------------------------------------------------------------------------- progress
@@ -697,11 +881,13 @@ def _read_plan(workers: int, reader: Reader, max_inflated: int) -> tuple[int, in
     if reader == "fitsio":  # one file per task, as many tasks as threads
         depth = max(2, PREFETCH_PER_WORKER * max(workers, 1))
         return workers, depth, 1, lambda args: _read_files(args, reader, max_inflated, None)
-    # Rust: one Python thread hands groups to a rayon pool of `workers` threads.
+    # Rust: up to two Python threads hand groups to a rayon pool of `workers` threads,
+    # so one group's conversion to Python values (GIL held) overlaps the next's read.
     threads = max(workers, 1)
+    python_threads = min(workers, RUST_READ_CALLS)
     return (
-        min(workers, 1),
-        2,
+        python_threads,
+        max(2, python_threads + 1),
         FILES_PER_READ,
         (lambda args: _read_files(args, reader, max_inflated, threads)),
     )
@@ -724,8 +910,12 @@ def iter_preprocessed(
     reader: Reader = "auto",
     max_inflated: int = DEFAULT_MAX_INFLATED,
     allow_outside_data_dir: bool = False,
+    _arrays: _ArrayPool | None = None,
 ) -> Iterator[PreprocessedBatch]:
     """Preprocess a catalogue batch by batch, in catalogue order, without writing files.
+
+    (``_arrays``: where the batches' flux arrays come from; :func:`preprocess_catalog`
+    passes one its writer returns them to. Default: fresh arrays.)
 
     Parameters
     ----------
@@ -777,10 +967,12 @@ def iter_preprocessed(
     bar = Progress(catalog.height, initial=initial, enabled=progress, prefix="rrnet-preprocess")
     builder: _BatchBuilder | None = None
     try:
-        with _reader(threads) as submit:
+        with _reader(threads) as submit, _reader(min(workers, 1), "rrnet-compute") as compute:
             for job, result in _ordered_prefetch(submit, read, jobs, depth, group):
                 if builder is None or builder.plan is not job.plan:
-                    builder = _BatchBuilder(job.plan, settings, keep_resampled, rv_errors)
+                    builder = _BatchBuilder(
+                        job.plan, settings, keep_resampled, rv_errors, compute, _arrays
+                    )
                 if job.args is not None:
                     builder.add(job, result)
                     continue
@@ -893,7 +1085,8 @@ def _write_store(
     done = _prepare_out(out, info, resume=resume, overwrite=overwrite, catalog=catalog)
     if done is None:  # resuming a finished store made from the same inputs
         return
-    for batch in iter_preprocessed(
+    writer = _ShardWriter(out, fsync=fsync, dtype=info["dtype"])
+    batches = iter_preprocessed(
         catalog,
         data_dir,
         batch_size=shard_size,
@@ -909,9 +1102,12 @@ def _write_store(
         reader=reader,
         max_inflated=max_inflated,
         allow_outside_data_dir=allow_outside,
-    ):
-        _write_shard(out, batch, fsync=fsync, dtype=info["dtype"])
-        del batch  # only one shard in memory at a time
+        _arrays=writer.arrays,
+    )
+    with writer:
+        for batch in batches:
+            writer.submit(batch)
+            del batch  # the writer holds it until written: at most two shards in memory
     header_columns = [c for c in HEADER_COLUMNS if c not in catalog.columns]
     _finish_store(out, info, -(-catalog.height // shard_size), header_columns, fsync=fsync)
 
@@ -957,6 +1153,52 @@ def _write_shard(
         lambda f: batch.manifest.write_parquet(f, statistics=False),
         fsync=fsync,
     )
+
+
+class _ShardWriter:
+    """Writes shards on one background thread while the next shard is computed.
+
+    One shard is in flight at a time and shards are written in order, each through
+    :func:`_write_shard` (flux files first, manifest part last), so the commit
+    protocol and what a resumed run finds are those of writing in the calling
+    thread. An error of the writer (a full or read-only disk) is raised in the
+    calling thread at the next :meth:`submit` or on leaving the ``with`` block, so
+    the run stops as before; leaving the block waits for the write in flight.
+    """
+
+    def __init__(self, out: Path, *, fsync: bool, dtype: str) -> None:
+        self.arrays = _ArrayPool()
+        """Where the written batches' flux arrays go for reuse by later batches."""
+
+        def write(batch: PreprocessedBatch) -> None:
+            _write_shard(out, batch, fsync=fsync, dtype=dtype)
+            self.arrays.give(batch.flux, batch.resampled)
+
+        self._write = write
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rrnet-write")
+        self._pending: Future | None = None
+
+    def _wait(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()  # re-raises the writer's exception here
+
+    def submit(self, batch: PreprocessedBatch) -> None:
+        """Write ``batch`` once the shard before it is written (raising that one's error)."""
+        self._wait()
+        self._pending = self._pool.submit(self._write, batch)
+
+    def __enter__(self) -> _ShardWriter:
+        return self
+
+    def __exit__(self, kind: type | None, exc: BaseException | None, tb: Any) -> None:
+        try:
+            if kind is None:
+                self._wait()
+            elif self._pending is not None:  # the run failed: let the write finish, keep its error
+                wait([self._pending])
+        finally:
+            self._pool.shutdown(wait=True)
 
 
 def _write_info(out: Path, info: dict[str, Any], *, fsync: bool = True) -> None:
