@@ -109,9 +109,13 @@ class _TanhRecurrence(torch.autograd.Function):
             d.copy_(g).addcmul_(g, h.square(), value=-1.0)  # g * (1 - h^2)
             if step > 0:
                 carry = torch.bmm(d, w_hh)
-        d_all = grad_pre[:, :, 1:].reshape(m, -1, hidden)
-        h_prev = out[:, :, :-1].reshape(m, -1, hidden)
-        return grad_pre.view(flat.shape), torch.bmm(d_all.transpose(1, 2), h_prev), None
+        # W_hh gradient: sum over steps t >= 1 of d_t^T h_{t-1}, as one product over the
+        # flat rows shifted by one (views, no copies), minus the pairs that straddle two
+        # spectra (step 0 of spectrum b with the last step of spectrum b-1)
+        d_flat, h_flat = grad_pre.view(flat.shape), flat
+        g_hh = torch.bmm(d_flat[:, 1:].transpose(1, 2), h_flat[:, :-1])
+        g_hh.sub_(torch.bmm(grad_pre[:, 1:, 0].transpose(1, 2), out[:, :-1, -1]))
+        return d_flat, g_hh, None
 
 
 def _rnn_train(
