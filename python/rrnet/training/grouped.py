@@ -14,7 +14,7 @@ members together faster than one after another on a CPU.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -109,9 +109,13 @@ class _TanhRecurrence(torch.autograd.Function):
             d.copy_(g).addcmul_(g, h.square(), value=-1.0)  # g * (1 - h^2)
             if step > 0:
                 carry = torch.bmm(d, w_hh)
-        d_all = grad_pre[:, :, 1:].reshape(m, -1, hidden)
-        h_prev = out[:, :, :-1].reshape(m, -1, hidden)
-        return grad_pre.view(flat.shape), torch.bmm(d_all.transpose(1, 2), h_prev), None
+        # W_hh gradient: sum over steps t >= 1 of d_t^T h_{t-1}, as one product over the
+        # flat rows shifted by one (views, no copies), minus the pairs that straddle two
+        # spectra (step 0 of spectrum b with the last step of spectrum b-1)
+        d_flat, h_flat = grad_pre.view(flat.shape), flat
+        g_hh = torch.bmm(d_flat[:, 1:].transpose(1, 2), h_flat[:, :-1])
+        g_hh.sub_(torch.bmm(grad_pre[:, 1:, 0].transpose(1, 2), out[:, :-1, -1]))
+        return d_flat, g_hh, None
 
 
 def _rnn_train(
@@ -168,14 +172,28 @@ def _starnet_maps(params: Params, x: torch.Tensor, m: int) -> torch.Tensor:
     return F.relu(F.max_pool1d(h, STARNET_POOL))
 
 
+def _dropout(h: torch.Tensor, p: float, gens: Sequence[torch.Generator] | None) -> torch.Tensor:
+    """Dropout on ``[M, B, H]``: from the global generator, or member m's mask from
+    ``gens[m]`` (masks independent of how the members are split over threads)."""
+    if p <= 0 or gens is None:
+        return F.dropout(h, p, training=p > 0)
+    shape, kw = h.shape[1:], {"device": h.device, "dtype": h.dtype}
+    keep = torch.stack([torch.empty(shape, **kw).bernoulli_(1 - p, generator=g) for g in gens])
+    return h * keep.div_(1 - p)
+
+
 def _head(
-    config: ModelConfig, params: Params, flat: torch.Tensor, dropout: float
+    config: ModelConfig,
+    params: Params,
+    flat: torch.Tensor,
+    dropout: float,
+    generators: Sequence[torch.Generator] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Features ``[M, B, F]`` -> ``(mu, var)`` ``[M, B, L]``; dropout after fc1 and fc2."""
     h = _linear(flat, params["fc1.0.weight"], params["fc1.0.bias"].unsqueeze(1))
-    h = F.dropout(F.relu(h), dropout, training=dropout > 0)
+    h = _dropout(F.relu(h), dropout, generators)
     h = _linear(h, params["fc2.0.weight"], params["fc2.0.bias"].unsqueeze(1))
-    h = F.dropout(F.relu(h), dropout, training=dropout > 0)
+    h = _dropout(F.relu(h), dropout, generators)
     w = torch.cat((params["mu.weight"], params["sigma.0.weight"]), dim=1)
     b = torch.cat((params["mu.bias"], params["sigma.0.bias"]), dim=1)
     out = _linear(h, w, b.unsqueeze(1))
@@ -210,11 +228,17 @@ def _conv_features(config: ModelConfig, params: Params, h: torch.Tensor, m: int)
 
 
 def grouped_forward(
-    config: ModelConfig, params: Params, x: torch.Tensor, *, dropout: float = 0.0
+    config: ModelConfig,
+    params: Params,
+    x: torch.Tensor,
+    *,
+    dropout: float = 0.0,
+    generators: Sequence[torch.Generator] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(mu, var)`` ``[M, B, L]`` of the stacked members ``params`` for standardised flux
     ``[M, B, P]`` (each member its own batch) or ``[B, P]`` (shared); ``dropout`` is the
-    probability applied in the head (0 = eval mode)."""
+    probability applied in the head (0 = eval mode), its masks drawn from the global
+    generator or, given one per member, from ``generators``."""
     m = next(iter(params.values())).shape[0]
     h = x if x.ndim == 3 else x.unsqueeze(0)  # [G, B, P]
     if config.mode == "pre-RNN":
@@ -222,4 +246,4 @@ def grouped_forward(
     flat = _conv_features(config, params, h.transpose(0, 1), m)  # members as channels
     if config.mode == "post-RNN":
         flat = _recurrent(config, params, flat)
-    return _head(config, params, flat, dropout)
+    return _head(config, params, flat, dropout, generators)

@@ -37,6 +37,7 @@ from rrnet.models.ood import ood_score, reference_dict
 from rrnet.training import files
 from rrnet.training.augment import add_pixel_noise, doppler_shift, random_velocities
 from rrnet.training.finetune import Initialization
+from rrnet.training.grouped_step import grouped_step
 from rrnet.training.settings import TrainSettings
 from rrnet.training.split import Split
 from rrnet.training.stats import flux_statistics, label_ranges, label_statistics
@@ -486,6 +487,7 @@ def _train_epoch(run: _Run, epoch: int, step_fn: Callable[..., torch.Tensor]) ->
     n_train = run.split.train.size
     n_batches = math.ceil(n_train / settings.batch_size)
     bar = _progress(n_batches, f"epoch {epoch}/{settings.epochs}", run.progress)
+    threads = torch.get_num_threads()
     for b in range(n_batches):
         idx = order[:, b * settings.batch_size : (b + 1) * settings.batch_size]
         x = inputs.raw(idx)
@@ -496,10 +498,14 @@ def _train_epoch(run: _Run, epoch: int, step_fn: Callable[..., torch.Tensor]) ->
         if augment:
             x = add_pixel_noise(x, settings.noise_fraction, settings.noise_sigma, gen)
         y = run.y_all[torch.from_numpy(idx).to(device)]
-        with _autocast(device, run.amp):
-            losses = step_fn(x, y)
-        run.optimizer.zero_grad(set_to_none=True)
-        losses.sum().backward()
+        if run.stack.formulation == "grouped" and device.type == "cpu":
+            # members split over the intra-op threads (grouped_step's docstring)
+            losses = grouped_step(run.model_config, run.stack.params, x, y, threads=threads)
+        else:
+            with _autocast(device, run.amp):
+                losses = step_fn(x, y)
+            run.optimizer.zero_grad(set_to_none=True)
+            losses.sum().backward()
         run.optimizer.step()
         loss_sum += losses.detach().double() * idx.shape[1]
         if bar is not None:

@@ -1,0 +1,72 @@
+"""The grouped training step split over threads: each member's gradients are its own
+network's, and neither they nor the dropout masks depend on the thread count."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from rrnet.models import ModelConfig, build_model, gaussian_nll
+from rrnet.training.grouped_step import grouped_step, member_bounds
+from rrnet.training.vectorize import MemberStack
+
+torch.set_num_threads(1)
+
+CONFIG = ModelConfig(net="rrnet", mode="post-RNN", n_pixels=320, n_subbands=8)
+
+
+def test_member_bounds_cover_every_member_once() -> None:
+    assert member_bounds(6, 2) == [(0, 3), (3, 6)]
+    assert member_bounds(5, 3) == [(0, 2), (2, 4), (4, 5)]
+    assert member_bounds(2, 1) == [(0, 2)]
+
+
+def _step(config: ModelConfig, seeds: list[int], x, y, threads: int):
+    stack = MemberStack(config, seeds, formulation="grouped")
+    torch.manual_seed(123)  # the per-member dropout seeds come from the global generator
+    losses = grouped_step(config, stack.params, x, y, threads=threads)
+    return losses, {k: v.grad.clone() for k, v in stack.params.items()}
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+def test_threaded_step_gives_each_member_its_own_gradients(threads: int) -> None:
+    config = dataclasses.replace(CONFIG, dropout=0.0)
+    seeds = [4, 9, 17]
+    x, y = torch.randn(3, 21, config.n_pixels), torch.randn(3, 21, 3)
+    y[1, :4, 0] = float("nan")
+    losses, grads = _step(config, seeds, x, y, threads)
+    assert torch.get_num_threads() == 1  # the caller's intra-op setting is restored
+    for m, s in enumerate(seeds):
+        torch.manual_seed(s)
+        model = build_model(config)
+        loss = gaussian_nll(*model(x[m]), y[m])
+        loss.backward()
+        torch.testing.assert_close(losses[m], loss.detach(), atol=1e-6, rtol=1e-5)
+        for name, p in model.named_parameters():
+            torch.testing.assert_close(grads[name][m], p.grad, atol=1e-5, rtol=1e-4)
+
+
+def test_dropout_masks_do_not_depend_on_the_thread_count() -> None:
+    config = dataclasses.replace(CONFIG, dropout=0.5)
+    seeds = [1, 2, 3, 4]
+    x, y = torch.randn(4, 9, config.n_pixels), torch.randn(4, 9, 3)
+    loss1, grads1 = _step(config, seeds, x, y, threads=1)
+    no_drop = _step(dataclasses.replace(config, dropout=0.0), seeds, x, y, threads=1)[0]
+    assert not torch.allclose(loss1, no_drop)  # dropout is on
+    for threads in (2, 4):
+        loss_t, grads_t = _step(config, seeds, x, y, threads=threads)
+        torch.testing.assert_close(loss_t, loss1, atol=1e-6, rtol=1e-6)
+        for k, g in grads1.items():
+            torch.testing.assert_close(grads_t[k], g, atol=1e-6, rtol=1e-5)
+
+
+def test_frozen_parameters_get_no_gradient() -> None:
+    stack = MemberStack(CONFIG, [1, 2], formulation="grouped")
+    frozen = "fc1.0.weight"
+    stack.params[frozen].requires_grad_(False)
+    x, y = torch.randn(2, 5, CONFIG.n_pixels), torch.randn(2, 5, 3)
+    grouped_step(CONFIG, stack.params, x, y, threads=2)
+    assert stack.params[frozen].grad is None
+    assert all(v.grad is not None for k, v in stack.params.items() if k != frozen)
