@@ -7,6 +7,8 @@ residual is pure noise, so its mean ``z**2`` must be ~1 at any S/N.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -51,11 +53,12 @@ def test_residual_is_the_least_squares_residual_off_the_span(fitted) -> None:
 
 
 def test_statistics_match_a_direct_computation(fitted) -> None:
+    """The plain-projection formula (older checkpoints, ``robust=False``)."""
     from scipy.signal import medfilt
 
     flux, snr_b, snr_r = toy(4, 25.0, 6)
     flux[0, 1000:1004] += 1.0  # a cosmic ray: 4 pixels with sharp edges
-    got = oos.statistics(fitted, flux, snr_b, snr_r)
+    got = oos.statistics(replace(fitted, robust=False), flux, snr_b, snr_r)
     edge = np.r_[0:10, 3590:3610, 7190:7200]
     for i in range(4):
         r = oos.residual(fitted.mean, fitted.components, flux[i : i + 1])[0]
@@ -130,3 +133,51 @@ def test_round_trip_through_the_file(fitted, tmp_path) -> None:
         np.testing.assert_array_equal(getattr(back, name), getattr(fitted, name))
     assert back.window == fitted.window
     assert oos.read(tmp_path / "nothing-here") is None
+
+
+def _artefacts_by_hand(z2: np.ndarray) -> np.ndarray:
+    """Pixels :func:`oos.despike` replaces, widened by ARTEFACT_DILATE (scipy.signal)."""
+    from scipy.signal import medfilt
+
+    h = oos.SPIKE_WIDTH // 2
+    med = medfilt(np.r_[np.full(h, z2[0]), z2, np.full(h, z2[-1])], oos.SPIKE_WIDTH)[h:-h]
+    spike = z2 > oos.SPIKE_FACTOR * np.maximum(med, 1.0)
+    width = 2 * oos.ARTEFACT_DILATE + 1
+    return np.convolve(spike.astype(float), np.ones(width), mode="same") > 0
+
+
+def test_robust_residual_is_the_least_squares_fit_without_the_artefacts(fitted) -> None:
+    flux, snr_b, snr_r = toy(3, 60.0, 11)
+    flux[0, 2000] = 0.0  # a dead pixel
+    flux[1, 5000:5003] += 2.0  # a cosmic ray
+    var = oos.pixel_variance(snr_b, snr_r, N_PIX) + fitted.floor2
+    got = oos.robust_residual(fitted.mean, fitted.components, flux, var)
+    d = np.clip(flux, -0.5, 2.5) - fitted.mean
+    plain = oos.residual(fitted.mean, fitted.components, flux)
+    for i in range(3):
+        keep = ~_artefacts_by_hand(plain[i] ** 2 / var[i])
+        coef, *_ = np.linalg.lstsq(fitted.components[:, keep].T, d[i, keep], rcond=None)
+        np.testing.assert_allclose(got[i], d[i] - coef @ fitted.components, atol=1e-10)
+    assert _artefacts_by_hand(plain[0] ** 2 / var[0])[2000]
+
+
+def test_a_dead_pixel_is_left_out_of_the_fit_and_stays_unflagged(fitted) -> None:
+    flux, snr_b, snr_r = toy(30, 150.0, 12)
+    var = oos.pixel_variance(snr_b, snr_r, N_PIX) + fitted.floor2
+    before = oos.robust_residual(fitted.mean, fitted.components, flux, var)
+    broken = flux.copy()
+    broken[:, 3000] = 0.0  # a dead pixel in every spectrum
+    after = oos.robust_residual(fitted.mean, fitted.components, broken, var)
+    away = np.r_[0:2990, 3010:N_PIX]
+    # the fit without the pixel (and its neighbours) moves the rest by far less than noise
+    assert np.max(np.abs(after[:, away] - before[:, away]) / np.sqrt(var[:, away])) < 0.2
+    assert np.all(oos.score(fitted, broken, snr_b, snr_r) <= 1.0)
+
+
+def test_an_older_file_reads_as_the_plain_formula(fitted, tmp_path) -> None:
+    oos.write(tmp_path, replace(fitted, robust=False))
+    back = oos.read(tmp_path)
+    assert back is not None and back.robust is False
+    oos.write(tmp_path, fitted)
+    again = oos.read(tmp_path)
+    assert again is not None and again.robust is True
