@@ -64,6 +64,23 @@ def test_validate_normalises_types_and_keeps_bad_values_as_nulls():
     assert cat["extra"].to_list() == [1, 2, 3, 4]
 
 
+def test_rv_error_column_read_as_number_from_an_empty_csv_column(tmp_path):
+    """An all-empty ``rv_err`` (a catalogue built from files alone) is read by Polars as
+    text; the catalogue hands it on as Float64 nulls, and a filled one as numbers."""
+    path = tmp_path / "cat.csv"
+    path.write_text(
+        "filename,extname_blue,extname_red,rv,rv_err,note\n"
+        "a.fits,B,R,,,\n"
+        "b.fits,B,R,,,\n"
+    )
+    cat = read_catalog(path, require_rv=False)
+    assert pl.read_csv(path)["rv_err"].dtype == pl.Utf8  # the case being handled
+    assert cat["rv_err"].dtype == pl.Float64 and cat["rv_err"].null_count() == 2
+    assert cat["note"].dtype == pl.Utf8  # other columns untouched
+    filled = validate_catalog(_catalog().with_columns(rv_err=pl.lit(" 1.5 ")))
+    assert filled["rv_err"].to_list() == [1.5] * filled.height
+
+
 def test_missing_required_columns_are_named_in_one_line():
     with pytest.raises(CatalogError) as err:
         validate_catalog(_catalog().drop("extname_red", "rv"))

@@ -98,8 +98,9 @@ def validate_catalog(
     """Check the required columns and normalise their types.
 
     ``filename`` and the extension names become strings (empty -> null), the RV
-    column becomes Float64 (unparsable -> null). Other columns are untouched.
-    With ``require_rv=False`` (no RV correction) the RV column may be absent.
+    column and its error column ``<rv_column>_err`` become Float64 (unparsable ->
+    null). Other columns are untouched. With ``require_rv=False`` (no RV
+    correction) the RV column may be absent.
 
     Raises
     ------
@@ -125,10 +126,18 @@ def validate_catalog(
     ]
     if rv_column not in catalog.columns:  # allowed only without RV correction
         return catalog.with_columns(text)
-    rv = pl.col(rv_column).cast(pl.Float64, strict=False)
-    if catalog.schema[rv_column] == pl.Utf8:
-        rv = pl.col(rv_column).str.strip_chars().cast(pl.Float64, strict=False)
-    return catalog.with_columns([*text, rv.alias(rv_column)])
+    # The RV and its error (``<rv>_err``) as numbers, also when a CSV column is all
+    # empty (which Polars reads as text): the manifest must not carry a text RV error.
+    numeric = [c for c in (rv_column, f"{rv_column}_err") if c in catalog.columns]
+    return catalog.with_columns([*text, *(_as_float(catalog, c) for c in numeric)])
+
+
+def _as_float(catalog: pl.DataFrame, column: str) -> pl.Expr:
+    """``column`` as Float64 (text stripped first; unparsable -> null)."""
+    value = pl.col(column)
+    if catalog.schema[column] == pl.Utf8:
+        value = value.str.strip_chars()
+    return value.cast(pl.Float64, strict=False).alias(column)
 
 
 def read_catalog(
