@@ -69,9 +69,7 @@ def test_rv_error_column_read_as_number_from_an_empty_csv_column(tmp_path):
     text; the catalogue hands it on as Float64 nulls, and a filled one as numbers."""
     path = tmp_path / "cat.csv"
     path.write_text(
-        "filename,extname_blue,extname_red,rv,rv_err,note\n"
-        "a.fits,B,R,,,\n"
-        "b.fits,B,R,,,\n"
+        "filename,extname_blue,extname_red,rv,rv_err,note\na.fits,B,R,,,\nb.fits,B,R,,,\n"
     )
     cat = read_catalog(path, require_rv=False)
     assert pl.read_csv(path)["rv_err"].dtype == pl.Utf8  # the case being handled
