@@ -668,7 +668,7 @@ class _BatchBuilder:
         columns |= {k: _masked(v, self.normed) for k, v in self.ints.items()}
         columns |= {k: pl.Series(v.tolist(), dtype=pl.Utf8) for k, v in self.text.items()}
         added = pl.DataFrame([columns[name].alias(name) for name in MANIFEST_SCHEMA]).cast(
-            MANIFEST_SCHEMA
+            pl.Schema(MANIFEST_SCHEMA)
         )
         manifest = pl.concat(
             [catalog.slice(plan.start, n), self._header_frame(header_columns), added],

@@ -177,8 +177,8 @@ def _dropout(h: torch.Tensor, p: float, gens: Sequence[torch.Generator] | None) 
     ``gens[m]`` (masks independent of how the members are split over threads)."""
     if p <= 0 or gens is None:
         return F.dropout(h, p, training=p > 0)
-    shape, kw = h.shape[1:], {"device": h.device, "dtype": h.dtype}
-    keep = torch.stack([torch.empty(shape, **kw).bernoulli_(1 - p, generator=g) for g in gens])
+    empty = h.new_empty(h.shape[1:])
+    keep = torch.stack([torch.empty_like(empty).bernoulli_(1 - p, generator=g) for g in gens])
     return h * keep.div_(1 - p)
 
 
