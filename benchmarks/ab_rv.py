@@ -13,24 +13,15 @@ The current build (``rrnet._core``) is always the last one.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import time
 from types import ModuleType
 
 import numpy as np
 
+from ab_preprocess_stages import load_core
 from bench_rv import spectra
 from rrnet import _core
 from rrnet.preprocess import rv
-
-
-def load_core(path: str) -> ModuleType:
-    """A build of ``rrnet._core`` from ``path``, beside the one already imported."""
-    spec = importlib.util.spec_from_file_location("rrnet._core", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def main() -> None:
