@@ -1139,14 +1139,35 @@ def _part_path(out: Path, shard: int) -> Path:
 
 
 def _write_shard(
-    out: Path, batch: PreprocessedBatch, *, fsync: bool, dtype: str = "float32"
+    out: Path,
+    batch: PreprocessedBatch,
+    *,
+    fsync: bool,
+    dtype: str = "float32",
+    submit: Callable[..., Future | _Immediate] | None = None,
 ) -> None:
-    for kind, flux in (("normalized", batch.flux), ("resampled", batch.resampled)):
-        if flux is not None:
-            stored = storage_array(flux, dtype)
-            _atomic_write(
-                out / shard_name(kind, batch.index), lambda f, a=stored: np.save(f, a), fsync=fsync
-            )
+    """Write a shard's flux files, then its manifest part (which marks it complete).
+
+    With ``submit`` (a thread pool's), the flux files after the first are written
+    on it, each (copy to the page cache, fsync) alongside the first: a run's last
+    shard is written while nothing else is left to overlap it.
+    """
+
+    def flux_file(kind: str, flux: np.ndarray) -> None:
+        stored = storage_array(flux, dtype)
+        path = out / shard_name(kind, batch.index)
+        _atomic_write(path, lambda f: np.save(f, stored), fsync=fsync)
+
+    kinds = [(k, a) for k, a in (("normalized", batch.flux), ("resampled", batch.resampled))]
+    kinds = [(k, a) for k, a in kinds if a is not None]
+    others = [submit(flux_file, *kind) for kind in kinds[1:]] if submit else []
+    try:
+        for kind in kinds[: 1 if submit else None]:
+            flux_file(*kind)
+    finally:  # never leave a file half written behind an error: wait, then raise
+        wait(others)
+    for other in others:
+        other.result()
     # The part goes last: its presence marks the shard complete.
     _atomic_write(
         _part_path(out, batch.index),
@@ -1171,11 +1192,12 @@ class _ShardWriter:
         """Where the written batches' flux arrays go for reuse by later batches."""
 
         def write(batch: PreprocessedBatch) -> None:
-            _write_shard(out, batch, fsync=fsync, dtype=dtype)
+            _write_shard(out, batch, fsync=fsync, dtype=dtype, submit=self._files.submit)
             self.arrays.give(batch.flux, batch.resampled)
 
         self._write = write
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rrnet-write")
+        self._files = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rrnet-write-file")
         self._pending: Future | None = None
 
     def _wait(self) -> None:
@@ -1199,6 +1221,7 @@ class _ShardWriter:
                 wait([self._pending])
         finally:
             self._pool.shutdown(wait=True)
+            self._files.shutdown(wait=True)
 
 
 def _write_info(out: Path, info: dict[str, Any], *, fsync: bool = True) -> None:
