@@ -735,6 +735,8 @@ def _run_kernels(
         ]
     if not kept:
         return _ChunkResult(pending, got, kept, None, None)
+    pos = np.array([p[0] for p in kept])
+    in_place = _run_rows(out[1], pos)
     res = resample_batch(
         [p[1][0] for p in kept],
         [p[1][1] for p in kept],
@@ -744,26 +746,31 @@ def _run_kernels(
         blue_ivar=[p[1][2] for p in kept],
         red_ivar=[p[2][2] for p in kept],
         correct_rv=settings.correct_rv,
+        out=in_place,
     )
     ok = res.status == Status.OK
-    pos = np.array([p[0] for p in kept])
-    if out[1] is not None:
-        _put(out[1], pos, res.flux)
+    if out[1] is not None and in_place is None:
+        out[1][pos] = res.flux
     norm = None
     if ok.any():
+        ok_pos = pos if ok.all() else pos[ok]
+        target = _run_rows(out[0], ok_pos)
         norm = normalize_detailed(
-            res.flux if ok.all() else res.flux[ok], max_iter=settings.max_iter
+            res.flux if ok.all() else res.flux[ok], max_iter=settings.max_iter, out=target
         )
-        _put(out[0], pos[ok], norm.flux)
+        if target is None:
+            out[0][ok_pos] = norm.flux
     return _ChunkResult(pending, got, kept, res, norm)
 
 
-def _put(dest: np.ndarray, pos: np.ndarray, rows: np.ndarray) -> None:
-    """``dest[pos] = rows``, as one block copy when ``pos`` is a run of rows."""
-    if pos.size and pos[-1] - pos[0] == pos.size - 1 and np.all(np.diff(pos) == 1):
-        dest[pos[0] : pos[0] + pos.size] = rows
-    else:
-        dest[pos] = rows
+def _run_rows(dest: np.ndarray | None, pos: np.ndarray) -> np.ndarray | None:
+    """``dest[pos]`` as a view when ``pos`` is a run of rows (the kernels then write
+    the batch's rows in place, nothing allocated or copied), else None."""
+    if dest is None or not pos.size or pos[-1] - pos[0] != pos.size - 1:
+        return None
+    if not np.all(np.diff(pos) == 1):
+        return None
+    return dest[pos[0] : pos[0] + pos.size]
 
 
 def _masked(values: np.ndarray, valid: np.ndarray) -> pl.Series:
