@@ -7,6 +7,7 @@ broken copies of it made in tmp_path.
 from __future__ import annotations
 
 import gzip
+import math
 import tempfile
 from pathlib import Path
 
@@ -265,3 +266,37 @@ def test_quoted_strings_and_blank_values():
 def test_card_value_follows_the_fits_rules(field, value):
     got = _card_value(field)
     assert got == value and type(got) is type(value)
+
+
+def _card_value_by_char(field: str) -> object:
+    """The reader's first card parser (one character at a time): the oracle."""
+    field = field.strip()
+    if field.startswith("'"):
+        text, i = [], 1
+        while i < len(field):
+            if field[i] == "'":
+                if field[i + 1 : i + 2] == "'":
+                    text.append("'")
+                    i += 2
+                    continue
+                break
+            text.append(field[i])
+            i += 1
+        return "".join(text).rstrip()
+    token = field.split("/", 1)[0].strip()
+    if token in ("T", "F"):
+        return token == "T"
+    for kind in (int, float):
+        try:
+            return kind(token.replace("D", "E") if kind is float else token)
+        except ValueError:
+            pass
+    return None
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.text(alphabet="' /.+-_0123456789eEdDTFinfa", max_size=24))
+def test_card_value_equals_the_char_by_char_parser(field):
+    got, want = _card_value(field), _card_value_by_char(field)
+    same_nan = isinstance(got, float) and math.isnan(got) and math.isnan(want)
+    assert same_nan or (got == want and type(got) is type(want))

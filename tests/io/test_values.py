@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rrnet.io.values import convert
 
@@ -57,3 +59,23 @@ def test_damaged_values_become_null_with_a_reason(value, kind, words):
 @pytest.mark.parametrize("value", [None, "", "   "])
 def test_missing_is_not_damaged(value):
     assert convert(value, "int64") == (None, None)
+
+
+class _Float(float):
+    """A float that skips convert's fast path (exact type float only): the general path."""
+
+
+class _Int(int):
+    """An int that skips convert's fast path (exact type int only): the general path."""
+
+
+@settings(max_examples=2000, deadline=None)
+@given(
+    st.one_of(st.floats(), st.integers(min_value=-(2**70), max_value=2**70)),
+    st.sampled_from(["int64", "float64", "str"]),
+)
+def test_fast_path_equals_the_general_path(value, kind):
+    got = convert(value, kind, "X")
+    want = convert(_Int(value) if isinstance(value, int) else _Float(value), kind, "X")
+    assert got == want  # same value (None included) and same reason
+    assert got[0] is None or type(got[0]) is {"int64": int, "float64": float, "str": str}[kind]

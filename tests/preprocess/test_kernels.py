@@ -287,3 +287,44 @@ def test_rv_correct_matches_reference():
             fast.rv_correct(loglam, rv), ref.rv_correct(loglam, rv), rtol=1e-15
         )
     assert fast.rv_correct(np.array([4.0], np.float32), 0.0)[0] == 10000.0
+
+
+def test_out_rows_are_written_in_place_and_equal_fresh_outputs(real_arms):
+    """``out=`` (rows of a shard being built): every pixel overwritten, same bits as
+    a fresh output, failing rows NaN, the given array returned."""
+    cols = list(zip(*real_arms, strict=True))
+    rv = np.array([RV_KMS, 1e5, RV_KMS, RV_KMS, RV_KMS])  # row 1: grid out of range
+    fresh = fast.resample_batch(cols[0], cols[1], cols[3], cols[4], rv)
+    shard = np.full((8, N_PIX), 7.0, dtype=np.float32)  # stale content to overwrite
+    got = fast.resample_batch(cols[0], cols[1], cols[3], cols[4], rv, out=shard[2:7])
+    assert np.shares_memory(got.flux, shard) and got.flux.base is not None
+    np.testing.assert_array_equal(got.status, fresh.status)
+    np.testing.assert_array_equal(shard[2:7], fresh.flux)  # NaN rows equal too
+    assert np.all(shard[[0, 1, 7]] == 7.0)  # rows outside `out` untouched
+    ok = fresh.flux[fresh.status == Status.OK]
+    norm = np.full((3, ok.shape[0], N_PIX), -1.0, dtype=np.float32)
+    want = fast.normalize_detailed(ok)
+    into = fast.normalize_detailed(ok, out=norm[1])
+    assert np.shares_memory(into.flux, norm)
+    np.testing.assert_array_equal(norm[1], want.flux)
+    np.testing.assert_array_equal(into.iterations, want.iterations)
+    assert np.all(norm[[0, 2]] == -1.0)
+
+
+def test_out_that_does_not_fit_is_refused(real_resampled):
+    rows = real_resampled.astype(np.float32)
+    n = rows.shape[0]
+    for bad in (
+        np.empty((n + 1, N_PIX), np.float32),  # wrong shape
+        np.empty((n, 2 * N_PIX), np.float32)[:, ::2],  # not contiguous
+    ):
+        with pytest.raises(ValueError, match="out must be"):
+            fast.normalize_detailed(rows, out=bad)
+    readonly = np.empty((n, N_PIX), np.float32)
+    readonly.flags.writeable = False
+    with pytest.raises(TypeError, match="not writeable"):
+        fast.normalize_detailed(rows, out=readonly)
+    with pytest.raises(TypeError, match="already borrowed"):  # in place over its own input
+        fast.normalize_detailed(rows, out=rows)
+    with pytest.raises(TypeError):
+        fast.normalize_detailed(rows, out=np.empty((n, N_PIX), np.float64))

@@ -99,6 +99,26 @@ fn output_rows(py: Python<'_>, n: usize) -> Bound<'_, PyArray2<f32>> {
     PyArray2::zeros(py, [n, N_PIX], false)
 }
 
+/// The output rows of a batch call: the caller's `out` (C-contiguous float32
+/// `[n, 7200]`, writeable, not aliasing an input: e.g. rows of a store shard being
+/// built, so nothing is allocated and copied) or a fresh array.
+fn output_or_new<'py>(
+    py: Python<'py>,
+    out: Option<Bound<'py, PyArray2<f32>>>,
+    n: usize,
+) -> PyResult<Bound<'py, PyArray2<f32>>> {
+    let Some(out) = out else {
+        return Ok(output_rows(py, n));
+    };
+    if out.shape() != [n, N_PIX] || !out.is_c_contiguous() {
+        return Err(PyValueError::new_err(format!(
+            "out must be a C-contiguous float32 array of shape ({n}, {N_PIX}), got shape {:?}",
+            out.shape()
+        )));
+    }
+    Ok(out)
+}
+
 /// One field of every per-spectrum statistic as a 1-d numpy array (the one
 /// conversion of the batch calls' statistics).
 fn column<'py, S, T: Element>(
@@ -180,12 +200,13 @@ type NormalizeOut<'py> = (
 /// Normalise float32 `[n, 7200]`; returns (flux, iterations, cap_hit, n_outliers,
 /// max_outlier_run, status).
 #[pyfunction]
-#[pyo3(signature = (flux, max_iter, threads=None))]
+#[pyo3(signature = (flux, max_iter, threads=None, out=None))]
 fn normalize_batch<'py>(
     py: Python<'py>,
     flux: PyReadonlyArray2<'py, f32>,
     max_iter: u32,
     threads: Option<usize>,
+    out: Option<Bound<'py, PyArray2<f32>>>,
 ) -> PyResult<NormalizeOut<'py>> {
     let n = flux.shape()[0];
     let input = flux.as_slice()?;
@@ -194,10 +215,10 @@ fn normalize_batch<'py>(
             "flux must have shape (n, {N_PIX})"
         )));
     }
-    let out = output_rows(py, n);
+    let out = output_or_new(py, out, n)?;
+    let mut rows = out.try_readwrite()?; // numpy's borrow check: writeable, no alias
     let mut stats = vec![NormalizeStats::default(); n];
-    // SAFETY: `out` was just created here and is not yet visible to Python.
-    let (out_ref, stats_ref) = (unsafe { out.as_slice_mut()? }, &mut stats);
+    let (out_ref, stats_ref) = (rows.as_slice_mut()?, &mut stats);
     run_detached(py, threads, n, |rows| {
         let px = rows.start * N_PIX..rows.end * N_PIX;
         batch::normalize_batch(
@@ -207,6 +228,7 @@ fn normalize_batch<'py>(
             max_iter,
         )
     })?;
+    drop(rows);
     let iterations: Vec<u32> = stats.iter().flat_map(|s| s.iterations).collect();
     Ok((
         out,
@@ -306,6 +328,7 @@ fn resample_slices<'py>(
     rv: &[f64],
     correct_rv: bool,
     threads: Option<usize>,
+    out: Option<Bound<'py, PyArray2<f32>>>,
 ) -> PyResult<ResampleOut<'py>> {
     let n = rv.len();
     for arm in &arms {
@@ -320,10 +343,10 @@ fn resample_slices<'py>(
             )));
         }
     }
-    let out = output_rows(py, n);
+    let out = output_or_new(py, out, n)?;
+    let mut rows = out.try_readwrite()?; // numpy's borrow check: writeable, no alias
     let mut stats = vec![ResampleStats::default(); n];
-    // SAFETY: `out` was just created here and is not yet visible to Python.
-    let (out_ref, stats_ref, arms_ref) = (unsafe { out.as_slice_mut()? }, &mut stats, &arms);
+    let (out_ref, stats_ref, arms_ref) = (rows.as_slice_mut()?, &mut stats, &arms);
     run_detached(py, threads, n, |rows| {
         let chunk = [
             arms_ref[0].batch(rows.clone()),
@@ -338,6 +361,7 @@ fn resample_slices<'py>(
             &mut stats_ref[rows],
         )
     })?;
+    drop(rows);
     Ok((
         out,
         column(py, &stats, |s| s.status as u8),
@@ -348,7 +372,7 @@ fn resample_slices<'py>(
 
 /// Resample a ragged batch; returns (flux [n, 7200], status, snr_blue, snr_red).
 #[pyfunction]
-#[pyo3(signature = (blue, red, rv_kms, correct_rv=true, threads=None))]
+#[pyo3(signature = (blue, red, rv_kms, correct_rv=true, threads=None, out=None))]
 fn resample_batch<'py>(
     py: Python<'py>,
     blue: ArmTuple<'py>,
@@ -356,6 +380,7 @@ fn resample_batch<'py>(
     rv_kms: PyReadonlyArray1<'py, f64>,
     correct_rv: bool,
     threads: Option<usize>,
+    out: Option<Bound<'py, PyArray2<f32>>>,
 ) -> PyResult<ResampleOut<'py>> {
     let rv = rv_kms.as_slice()?;
     let n = rv.len();
@@ -363,7 +388,7 @@ fn resample_batch<'py>(
         ArmSlices::from_ragged(&blue, n)?,
         ArmSlices::from_ragged(&red, n)?,
     ];
-    resample_slices(py, arms, rv, correct_rv, threads)
+    resample_slices(py, arms, rv, correct_rv, threads, out)
 }
 
 /// One arm's inputs as lists of 1-d arrays, one per spectrum: (loglam f64, flux
@@ -377,7 +402,7 @@ type ArmLists<'py> = (
 /// Resample spectra given as per-spectrum arrays (e.g. the reader's, as they
 /// are); same outputs as [`resample_batch`].
 #[pyfunction]
-#[pyo3(signature = (blue, red, rv_kms, correct_rv=true, threads=None))]
+#[pyo3(signature = (blue, red, rv_kms, correct_rv=true, threads=None, out=None))]
 fn resample_arrays<'py>(
     py: Python<'py>,
     blue: ArmLists<'py>,
@@ -385,9 +410,10 @@ fn resample_arrays<'py>(
     rv_kms: PyReadonlyArray1<'py, f64>,
     correct_rv: bool,
     threads: Option<usize>,
+    out: Option<Bound<'py, PyArray2<f32>>>,
 ) -> PyResult<ResampleOut<'py>> {
     let arms = [ArmSlices::from_lists(&blue)?, ArmSlices::from_lists(&red)?];
-    resample_slices(py, arms, rv_kms.as_slice()?, correct_rv, threads)
+    resample_slices(py, arms, rv_kms.as_slice()?, correct_rv, threads, out)
 }
 
 type RvOut<'py> = (

@@ -26,6 +26,12 @@ def convert(value: object, kind: Kind, name: str = "value") -> tuple[object | No
 
     Absent or blank values are ``(None, None)``: missing is not damaged.
     """
+    # The usual case, a parsed header card already of the column's type (same result
+    # as the general path below, without its checks: it runs for every header value).
+    if type(value) is float and kind == "float64" and math.isfinite(value):
+        return value, None
+    if type(value) is int and kind == "int64" and INT64_MIN <= value <= INT64_MAX:
+        return value, None
     if value is None or (isinstance(value, str) and not value.strip()):
         return None, None
     if kind == "str":

@@ -181,6 +181,7 @@ def resample_batch(
     red_offsets: np.ndarray | None = None,
     correct_rv: bool = True,
     threads: int | None = None,
+    out: np.ndarray | None = None,
 ) -> ResampleResult:
     """Resample many spectra onto the fixed grids in parallel (GIL released).
 
@@ -189,7 +190,9 @@ def resample_batch(
     ``rv_kms`` is one velocity per spectrum (or a scalar for all). Bad spectra get
     a status and an all-NaN row; S/N per arm (from ivar, if given) is measured
     regardless. Sequences of native float64/float32 arrays (the Rust reader's)
-    are borrowed as they are, without the concatenation copy.
+    are borrowed as they are, without the concatenation copy. ``out``: a
+    C-contiguous float32 ``[n, 7200]`` array (e.g. rows of a shard being built)
+    the flux is written into instead of a new array; it is the result's ``flux``.
     """
     inputs = (
         (blue_loglam, blue_flux, blue_ivar, blue_offsets),
@@ -207,7 +210,7 @@ def resample_batch(
         n = _same_count([len(a) for arm in lists for a in arm if a is not None])
         rv = np.ascontiguousarray(np.broadcast_to(np.asarray(rv_kms, dtype=np.float64), (n,)))
         flux, status, snr_blue, snr_red = _core.resample_arrays(
-            lists[0], lists[1], rv, correct_rv=bool(correct_rv), threads=_threads(threads)
+            lists[0], lists[1], rv, correct_rv=bool(correct_rv), threads=_threads(threads), out=out
         )
         return ResampleResult(flux=flux, status=status, snr_blue=snr_blue, snr_red=snr_red)
     arms = []
@@ -223,18 +226,24 @@ def resample_batch(
     n = _same_count([off.size - 1 for arm in arms for off in arm[1::2] if off is not None])
     rv = np.ascontiguousarray(np.broadcast_to(np.asarray(rv_kms, dtype=np.float64), (n,)))
     flux, status, snr_blue, snr_red = _core.resample_batch(
-        arms[0], arms[1], rv, correct_rv=bool(correct_rv), threads=_threads(threads)
+        arms[0], arms[1], rv, correct_rv=bool(correct_rv), threads=_threads(threads), out=out
     )
     return ResampleResult(flux=flux, status=status, snr_blue=snr_blue, snr_red=snr_red)
 
 
 def normalize_detailed(
-    flux: np.ndarray, max_iter: int = DEFAULT_MAX_ITER, *, threads: int | None = None
+    flux: np.ndarray,
+    max_iter: int = DEFAULT_MAX_ITER,
+    *,
+    threads: int | None = None,
+    out: np.ndarray | None = None,
 ) -> NormalizeResult:
     """Continuum-normalise float32 [n, 7200] fluxes (blue then red) with diagnostics.
 
     Never raises for bad data: such rows get a status and NaN flux. Raises
-    TypeError/ValueError for a wrong dtype, shape or ``max_iter``.
+    TypeError/ValueError for a wrong dtype, shape or ``max_iter``, or an ``out``
+    (C-contiguous float32 ``[n, 7200]``, written instead of a new array; not
+    overlapping ``flux``) that does not fit.
     """
     flux = np.asarray(flux)
     if flux.dtype != np.float32:
@@ -244,7 +253,7 @@ def normalize_detailed(
     if int(max_iter) != max_iter or max_iter < 1:
         raise ValueError(f"max_iter must be a positive integer, got {max_iter!r}")
     out, iterations, cap_hit, n_outliers, max_run, status = _core.normalize_batch(
-        np.ascontiguousarray(flux), int(max_iter), threads=_threads(threads)
+        np.ascontiguousarray(flux), int(max_iter), threads=_threads(threads), out=out
     )
     return NormalizeResult(out, iterations, cap_hit, n_outliers, max_run, status)
 

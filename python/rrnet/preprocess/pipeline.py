@@ -735,6 +735,8 @@ def _run_kernels(
         ]
     if not kept:
         return _ChunkResult(pending, got, kept, None, None)
+    pos = np.array([p[0] for p in kept])
+    in_place = _run_rows(out[1], pos)
     res = resample_batch(
         [p[1][0] for p in kept],
         [p[1][1] for p in kept],
@@ -744,26 +746,31 @@ def _run_kernels(
         blue_ivar=[p[1][2] for p in kept],
         red_ivar=[p[2][2] for p in kept],
         correct_rv=settings.correct_rv,
+        out=in_place,
     )
     ok = res.status == Status.OK
-    pos = np.array([p[0] for p in kept])
-    if out[1] is not None:
-        _put(out[1], pos, res.flux)
+    if out[1] is not None and in_place is None:
+        out[1][pos] = res.flux
     norm = None
     if ok.any():
+        ok_pos = pos if ok.all() else pos[ok]
+        target = _run_rows(out[0], ok_pos)
         norm = normalize_detailed(
-            res.flux if ok.all() else res.flux[ok], max_iter=settings.max_iter
+            res.flux if ok.all() else res.flux[ok], max_iter=settings.max_iter, out=target
         )
-        _put(out[0], pos[ok], norm.flux)
+        if target is None:
+            out[0][ok_pos] = norm.flux
     return _ChunkResult(pending, got, kept, res, norm)
 
 
-def _put(dest: np.ndarray, pos: np.ndarray, rows: np.ndarray) -> None:
-    """``dest[pos] = rows``, as one block copy when ``pos`` is a run of rows."""
-    if pos.size and pos[-1] - pos[0] == pos.size - 1 and np.all(np.diff(pos) == 1):
-        dest[pos[0] : pos[0] + pos.size] = rows
-    else:
-        dest[pos] = rows
+def _run_rows(dest: np.ndarray | None, pos: np.ndarray) -> np.ndarray | None:
+    """``dest[pos]`` as a view when ``pos`` is a run of rows (the kernels then write
+    the batch's rows in place, nothing allocated or copied), else None."""
+    if dest is None or not pos.size or pos[-1] - pos[0] != pos.size - 1:
+        return None
+    if not np.all(np.diff(pos) == 1):
+        return None
+    return dest[pos[0] : pos[0] + pos.size]
 
 
 def _masked(values: np.ndarray, valid: np.ndarray) -> pl.Series:
@@ -1139,14 +1146,35 @@ def _part_path(out: Path, shard: int) -> Path:
 
 
 def _write_shard(
-    out: Path, batch: PreprocessedBatch, *, fsync: bool, dtype: str = "float32"
+    out: Path,
+    batch: PreprocessedBatch,
+    *,
+    fsync: bool,
+    dtype: str = "float32",
+    submit: Callable[..., Future | _Immediate] | None = None,
 ) -> None:
-    for kind, flux in (("normalized", batch.flux), ("resampled", batch.resampled)):
-        if flux is not None:
-            stored = storage_array(flux, dtype)
-            _atomic_write(
-                out / shard_name(kind, batch.index), lambda f, a=stored: np.save(f, a), fsync=fsync
-            )
+    """Write a shard's flux files, then its manifest part (which marks it complete).
+
+    With ``submit`` (a thread pool's), the flux files after the first are written
+    on it, each (copy to the page cache, fsync) alongside the first: a run's last
+    shard is written while nothing else is left to overlap it.
+    """
+
+    def flux_file(kind: str, flux: np.ndarray) -> None:
+        stored = storage_array(flux, dtype)
+        path = out / shard_name(kind, batch.index)
+        _atomic_write(path, lambda f: np.save(f, stored), fsync=fsync)
+
+    kinds = [(k, a) for k, a in (("normalized", batch.flux), ("resampled", batch.resampled))]
+    kinds = [(k, a) for k, a in kinds if a is not None]
+    others = [submit(flux_file, *kind) for kind in kinds[1:]] if submit else []
+    try:
+        for kind in kinds[: 1 if submit else None]:
+            flux_file(*kind)
+    finally:  # never leave a file half written behind an error: wait, then raise
+        wait(others)
+    for other in others:
+        other.result()
     # The part goes last: its presence marks the shard complete.
     _atomic_write(
         _part_path(out, batch.index),
@@ -1171,11 +1199,12 @@ class _ShardWriter:
         """Where the written batches' flux arrays go for reuse by later batches."""
 
         def write(batch: PreprocessedBatch) -> None:
-            _write_shard(out, batch, fsync=fsync, dtype=dtype)
+            _write_shard(out, batch, fsync=fsync, dtype=dtype, submit=self._files.submit)
             self.arrays.give(batch.flux, batch.resampled)
 
         self._write = write
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rrnet-write")
+        self._files = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rrnet-write-file")
         self._pending: Future | None = None
 
     def _wait(self) -> None:
@@ -1199,6 +1228,7 @@ class _ShardWriter:
                 wait([self._pending])
         finally:
             self._pool.shutdown(wait=True)
+            self._files.shutdown(wait=True)
 
 
 def _write_info(out: Path, info: dict[str, Any], *, fsync: bool = True) -> None:
