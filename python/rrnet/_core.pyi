@@ -46,7 +46,10 @@ def snr_ivar(
     hi: float,
 ) -> float: ...
 def normalize_batch(
-    flux: npt.NDArray[np.float32], max_iter: int, threads: int | None = None
+    flux: npt.NDArray[np.float32],
+    max_iter: int,
+    threads: int | None = None,
+    out: npt.NDArray[np.float32] | None = None,  # [n, 7200], written in place and returned
 ) -> tuple[
     npt.NDArray[np.float32],  # flux [n, 7200]
     npt.NDArray[np.uint32],  # iterations [n, 2]
@@ -61,6 +64,7 @@ def resample_batch(
     rv_kms: npt.NDArray[np.float64],
     correct_rv: bool = True,
     threads: int | None = None,
+    out: npt.NDArray[np.float32] | None = None,  # [n, 7200], written in place and returned
 ) -> tuple[
     npt.NDArray[np.float32],  # flux [n, 7200]
     npt.NDArray[np.uint8],  # status [n]
@@ -80,6 +84,7 @@ def resample_arrays(
     rv_kms: npt.NDArray[np.float64],
     correct_rv: bool = True,
     threads: int | None = None,
+    out: npt.NDArray[np.float32] | None = None,  # [n, 7200], written in place and returned
 ) -> tuple[
     npt.NDArray[np.float32],  # flux [n, 7200]
     npt.NDArray[np.uint8],  # status [n]

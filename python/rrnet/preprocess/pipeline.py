@@ -1151,7 +1151,7 @@ def _write_shard(
     *,
     fsync: bool,
     dtype: str = "float32",
-    submit: Callable[..., Future | _Immediate] | None = None,
+    submit: Callable[..., Future] | None = None,
 ) -> None:
     """Write a shard's flux files, then its manifest part (which marks it complete).
 
@@ -1165,8 +1165,8 @@ def _write_shard(
         path = out / shard_name(kind, batch.index)
         _atomic_write(path, lambda f: np.save(f, stored), fsync=fsync)
 
-    kinds = [(k, a) for k, a in (("normalized", batch.flux), ("resampled", batch.resampled))]
-    kinds = [(k, a) for k, a in kinds if a is not None]
+    pairs = (("normalized", batch.flux), ("resampled", batch.resampled))
+    kinds: list[tuple[str, np.ndarray]] = [(k, a) for k, a in pairs if a is not None]
     others = [submit(flux_file, *kind) for kind in kinds[1:]] if submit else []
     try:
         for kind in kinds[: 1 if submit else None]:
