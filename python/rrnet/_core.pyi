@@ -13,6 +13,7 @@ __all__ = [
     "resample",
     "resample_arrays",
     "resample_batch",
+    "running_median_rows",
     "rv_correct",
     "rv_measure_batch",
     "rv_status_codes",
@@ -123,6 +124,9 @@ _ArmRead = tuple[
     npt.NDArray[np.int32] | None,  # ormask
 ]
 
+def running_median_rows(
+    values: npt.NDArray[np.float64], width: int, threads: int | None = None
+) -> npt.NDArray[np.float64]: ...
 def read_lamost_batch(
     paths: list[str],
     extnames: list[list[str]],

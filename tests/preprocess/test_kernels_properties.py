@@ -146,3 +146,32 @@ def test_resample_batch_matches_reference(blue, red, n_nan):
     np.testing.assert_allclose(got.snr_blue, want.snr_blue, rtol=1e-12)
     np.testing.assert_allclose(got.snr_red, want.snr_red, rtol=1e-12)
     assert got.flux[:, :N_PIX_ARM].shape == (1, N_PIX_ARM)
+
+
+@SETTINGS
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    n_rows=st.integers(1, 4),
+    n_cols=st.integers(1, 300),
+    width=st.sampled_from([1, 3, 5, 25, 51]),
+    ties=st.booleans(),
+)
+def test_running_median_equals_scipy_median_filter(seed, n_rows, n_cols, width, ties):
+    """The Rust running median (the OOD test's despiking) is scipy's nearest-mode median
+    filter exactly, also with repeated values, windows wider than the row and spikes."""
+    from scipy.ndimage import median_filter
+
+    rng = np.random.default_rng(seed)
+    values = rng.chisquare(1, (n_rows, n_cols))
+    if ties:
+        values = np.round(values, 1)
+    values[rng.random(values.shape) < 0.02] = 1e6  # spikes
+    want = median_filter(values, size=(1, width), mode="nearest")
+    np.testing.assert_array_equal(fast.kernels.running_median(values, width), want)
+
+
+def test_running_median_rejects_even_or_non_2d_input():
+    with np.testing.assert_raises_regex(ValueError, "odd"):
+        fast.kernels.running_median(np.zeros((2, 5)), 4)
+    with np.testing.assert_raises_regex(ValueError, "2-D"):
+        fast.kernels.running_median(np.zeros(5), 3)

@@ -2,7 +2,8 @@
 //!
 //! Pure Rust, no Python: RV correction ([`rv`]), linear resampling onto the fixed
 //! grids ([`resample`], [`grid`]), continuum normalisation ([`continuum`]) with
-//! outlier statistics ([`outliers`]), S/N estimates ([`snr`]) and rayon batch
+//! outlier statistics ([`outliers`]), S/N estimates ([`snr`]), a running median
+//! ([`running_median`], for the out-of-distribution test) and rayon batch
 //! entry points ([`batch`]). Errors are values ([`error::KernelError`]); no code
 //! path panics on bad data.
 
@@ -17,6 +18,7 @@ pub mod fits;
 pub mod grid;
 pub mod outliers;
 pub mod resample;
+pub mod running_median;
 pub mod rv;
 pub mod rv_measure;
 pub mod snr;

@@ -188,6 +188,40 @@ fn snr_ivar(
     rrnet_core::snr::snr_ivar(wave, flux, ivar, lo, hi, &mut Vec::new()).map_err(to_pyerr)
 }
 
+/// Running median of each row of float64 `[n, m]` over `width` (odd) samples, edges
+/// extended with the end value (`rrnet_core::running_median`).
+#[pyfunction]
+#[pyo3(signature = (values, width, threads=None))]
+fn running_median_rows<'py>(
+    py: Python<'py>,
+    values: PyReadonlyArray2<'py, f64>,
+    width: usize,
+    threads: Option<usize>,
+) -> PyResult<Bound<'py, PyArray2<f64>>> {
+    if width.is_multiple_of(2) {
+        return Err(PyValueError::new_err(format!(
+            "width must be odd, got {width}"
+        )));
+    }
+    let [n, m] = [values.shape()[0], values.shape()[1]];
+    let input = values.as_slice()?;
+    let mut out = vec![0.0; n * m];
+    let out_ref = &mut out;
+    run_detached(py, threads, n, |rows| {
+        let px = rows.start * m..rows.end * m;
+        rrnet_core::running_median::running_median_rows(
+            &input[px.clone()],
+            m,
+            width,
+            &mut out_ref[px],
+        );
+        Ok(())
+    })?;
+    Array2::from_shape_vec((n, m), out)
+        .map(|a| a.into_pyarray(py))
+        .map_err(|e| PyValueError::new_err(e.to_string()))
+}
+
 type NormalizeOut<'py> = (
     Bound<'py, PyArray2<f32>>,
     Bound<'py, PyArray2<u32>>,
@@ -609,6 +643,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(rv_measure_batch, m)?)?;
     m.add_function(wrap_pyfunction!(rv_status_codes, m)?)?;
     m.add_function(wrap_pyfunction!(read_lamost_batch, m)?)?;
+    m.add_function(wrap_pyfunction!(running_median_rows, m)?)?;
     m.add("DEFAULT_MAX_INFLATED", lamost::DEFAULT_MAX_INFLATED)?;
     Ok(())
 }

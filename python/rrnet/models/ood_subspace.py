@@ -53,6 +53,7 @@ import numpy as np
 
 from rrnet.grid import N_PIX_ARM
 from rrnet.models.normalization import FLUX_CLIP
+from rrnet.preprocess.kernels import running_median
 from rrnet.utils.atomic import atomic_path
 
 SUBSPACE_FILE = "ood_subspace.safetensors"
@@ -185,9 +186,7 @@ def despike(z2: np.ndarray) -> np.ndarray:
     on pixel-to-pixel steps was tried and dropped: the residual of a shifted line steps
     as sharply as a resampled cosmic ray.)
     """
-    from scipy.ndimage import median_filter
-
-    med = median_filter(z2, size=(1, SPIKE_WIDTH), mode="nearest")
+    med = running_median(z2, SPIKE_WIDTH)  # scipy's median_filter, mode="nearest"
     return np.where(z2 > SPIKE_FACTOR * np.maximum(med, 1.0), med, z2)
 
 

