@@ -59,6 +59,14 @@ def normalize_batch(
     npt.NDArray[np.uint32],  # max_outlier_run [n]
     npt.NDArray[np.uint8],  # status [n]
 ]: ...
+
+_ResampleOut = tuple[
+    npt.NDArray[np.float32],  # flux [n, 7200]
+    npt.NDArray[np.uint8],  # status [n]
+    npt.NDArray[np.float64],  # snr_blue [n]
+    npt.NDArray[np.float64],  # snr_red [n]
+]
+
 def resample_batch(
     blue: _ArmTuple,
     red: _ArmTuple,
@@ -66,12 +74,7 @@ def resample_batch(
     correct_rv: bool = True,
     threads: int | None = None,
     out: npt.NDArray[np.float32] | None = None,  # [n, 7200], written in place and returned
-) -> tuple[
-    npt.NDArray[np.float32],  # flux [n, 7200]
-    npt.NDArray[np.uint8],  # status [n]
-    npt.NDArray[np.float64],  # snr_blue [n]
-    npt.NDArray[np.float64],  # snr_red [n]
-]: ...
+) -> _ResampleOut: ...
 
 _ArmLists = tuple[
     list[npt.NDArray[np.float64]],  # loglam, one 1-d array per spectrum
@@ -86,12 +89,7 @@ def resample_arrays(
     correct_rv: bool = True,
     threads: int | None = None,
     out: npt.NDArray[np.float32] | None = None,  # [n, 7200], written in place and returned
-) -> tuple[
-    npt.NDArray[np.float32],  # flux [n, 7200]
-    npt.NDArray[np.uint8],  # status [n]
-    npt.NDArray[np.float64],  # snr_blue [n]
-    npt.NDArray[np.float64],  # snr_red [n]
-]: ...
+) -> _ResampleOut: ...
 def rv_measure_batch(
     flux: npt.NDArray[np.float32],
     ivar: npt.NDArray[np.float32],
