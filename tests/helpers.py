@@ -196,6 +196,15 @@ def input_catalogue() -> pl.DataFrame:
     return pl.DataFrame(rows, schema=schema, orient="row")
 
 
+def varied_rv_catalogue(data: Path, n: int = 13) -> pl.DataFrame:
+    """``n`` rows of the real file's 5 spectra, repeated, with RVs from -60 to 60 km/s;
+    links the real file into ``data`` (the catalogue's data directory)."""
+    (data / REAL_FILE.name).symlink_to(REAL_FILE)
+    rows = [(REAL_FILE.name, b, r) for _ in range(-(-n // len(SPECTRA))) for b, r in SPECTRA][:n]
+    cat = pl.DataFrame(rows, schema=["filename", "extname_blue", "extname_red"], orient="row")
+    return cat.with_columns(rv=pl.Series(np.linspace(-60, 60, n)), obsid=pl.int_range(n))
+
+
 def make_checkpoint(
     path: Path,
     labels: tuple[str, ...],

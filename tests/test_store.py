@@ -7,10 +7,9 @@ import subprocess
 import sys
 
 import numpy as np
-import polars as pl
 import pytest
 
-from helpers import REAL_FILE, SPECTRA, needs_shared
+from helpers import needs_shared, varied_rv_catalogue
 from rrnet.grid import N_PIX
 from rrnet.preprocess.pipeline import preprocess_catalog
 from rrnet.preprocess.settings import PreprocessSettings
@@ -23,10 +22,7 @@ pytestmark = needs_shared
 def store(tmp_path_factory):
     """13 rows (the 5 real spectra, repeated, with varied RV) in shards of 4."""
     data = tmp_path_factory.mktemp("data")
-    (data / REAL_FILE.name).symlink_to(REAL_FILE)
-    rows = [(REAL_FILE.name, b, r) for _ in range(3) for b, r in SPECTRA][:13]
-    cat = pl.DataFrame(rows, schema=["filename", "extname_blue", "extname_red"], orient="row")
-    cat = cat.with_columns(rv=pl.Series(np.linspace(-60, 60, 13)), obsid=pl.int_range(13))
+    cat = varied_rv_catalogue(data)
     out = tmp_path_factory.mktemp("store") / "s"
     return preprocess_catalog(cat, data, out, workers=0, shard_size=4, progress=False)
 

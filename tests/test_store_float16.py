@@ -8,7 +8,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from helpers import REAL_FILE, SPECTRA, input_catalogue, make_checkpoint, needs_shared
+from helpers import REAL_FILE, input_catalogue, make_checkpoint, needs_shared, varied_rv_catalogue
 from rrnet.grid import N_PIX
 from rrnet.labels import SP_LABELS
 from rrnet.preprocess.pipeline import preprocess_catalog
@@ -21,10 +21,7 @@ pytestmark = needs_shared
 def pair(tmp_path_factory):
     """The same 13 rows (real spectra, varied RV, shards of 4) stored as float32 and float16."""
     data = tmp_path_factory.mktemp("data")
-    (data / REAL_FILE.name).symlink_to(REAL_FILE)
-    rows = [(REAL_FILE.name, b, r) for _ in range(3) for b, r in SPECTRA][:13]
-    cat = pl.DataFrame(rows, schema=["filename", "extname_blue", "extname_red"], orient="row")
-    cat = cat.with_columns(rv=pl.Series(np.linspace(-60, 60, 13)), obsid=pl.int_range(13))
+    cat = varied_rv_catalogue(data)
     root = tmp_path_factory.mktemp("stores")
     kw = dict(workers=0, shard_size=4, progress=False)
     single = preprocess_catalog(cat, data, root / "f32", **kw)
