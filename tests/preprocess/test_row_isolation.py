@@ -99,8 +99,9 @@ def test_unusable_ivar_is_not_trusted(corpus, name):
 
 
 def test_snr_rule():
-    assert snr_rule(50.0, 40.0) == 50.0
-    assert snr_rule(None, 40.0) == 40.0
-    assert snr_rule(float("nan"), 40.0) == 40.0
-    assert snr_rule(-1.0, 40.0) == 40.0
-    assert snr_rule(50.0, None) is None
+    """Per row (NaN stands for a missing value): header if usable, else the estimate;
+    no estimate (IVAR unusable) -> no S/N whatever the header says."""
+    header = np.array([50.0, np.nan, np.nan, -1.0, 50.0, np.inf])
+    estimate = np.array([40.0, 40.0, 40.0, 40.0, np.nan, 40.0])
+    got = snr_rule(header, estimate)  # rows 1 and 2: header absent, header NaN
+    np.testing.assert_array_equal(got, [50.0, 40.0, 40.0, 40.0, np.nan, 40.0])

@@ -652,7 +652,7 @@ class _BatchBuilder:
         rows = np.arange(plan.start, plan.stop, dtype=np.int64)
         f = self.floats
         for name in ("snr_blue", "snr_red"):
-            f[name] = snr_rule_array(f[name], f[f"{name}_ivar"])
+            f[name] = snr_rule(f[name], f[f"{name}_ivar"])
         ok = self.text["status"] == "ok"
         passed, why = _quality(ok, self.text["status"], f, self.ints, quality)
         columns: dict[str, pl.Series] = {
@@ -778,24 +778,18 @@ def _masked(values: np.ndarray, valid: np.ndarray) -> pl.Series:
     return pl.Series(values).zip_with(pl.Series(valid), pl.Series([None] * values.size))
 
 
-def snr_rule(header: float | None, estimate: float | None) -> float | None:
-    """The S/N of one arm that the quality cut uses (the one documented rule).
+def snr_rule(header: np.ndarray, estimate: np.ndarray) -> np.ndarray:
+    """The S/N of one arm that the quality cut uses (the one documented rule), per row.
 
     ``estimate`` is the FLUX/IVAR estimate (median ``FLUX*sqrt(IVAR)`` over pixels
-    with finite positive IVAR); None when the arm has no such pixel. An arm whose
+    with finite positive IVAR); NaN when the arm has no such pixel. An arm whose
     IVAR is all zero, negative or NaN cannot be trusted whatever its header says:
-    None. Otherwise the header SNR when it is a finite number >= 0, else the
-    estimate. None fails the cut ("no usable S/N") and sets LOW_SNR downstream.
+    NaN. Otherwise the header SNR when it is a finite number >= 0, else the
+    estimate. NaN (null in the manifest) fails the cut ("no usable S/N") and sets
+    LOW_SNR downstream.
     """
-    if estimate is None:
-        return None
-    if header is not None and math.isfinite(header) and header >= 0:
-        return float(header)
-    return estimate
-
-
-def snr_rule_array(header: np.ndarray, estimate: np.ndarray) -> np.ndarray:
-    """:func:`snr_rule` on whole columns, NaN standing for None (float64)."""
+    header = np.asarray(header, dtype=np.float64)
+    estimate = np.asarray(estimate, dtype=np.float64)
     with np.errstate(invalid="ignore"):
         usable = np.isfinite(header) & (header >= 0)
     return np.where(np.isnan(estimate), np.nan, np.where(usable, header, estimate))
