@@ -177,8 +177,7 @@ def _dropout(h: torch.Tensor, p: float, gens: Sequence[torch.Generator] | None) 
     ``gens[m]`` (masks independent of how the members are split over threads)."""
     if p <= 0 or gens is None:
         return F.dropout(h, p, training=p > 0)
-    empty = h.new_empty(h.shape[1:])
-    keep = torch.stack([torch.empty_like(empty).bernoulli_(1 - p, generator=g) for g in gens])
+    keep = torch.stack([h.new_empty(h.shape[1:]).bernoulli_(1 - p, generator=g) for g in gens])
     return h * keep.div_(1 - p)
 
 
