@@ -139,8 +139,13 @@ def pixel_variance(snr_blue: np.ndarray, snr_red: np.ndarray, n_pixels: int) -> 
 
 def residual(mean: np.ndarray, components: np.ndarray, flux: np.ndarray) -> np.ndarray:
     """``d - P^T P d`` with ``d = clip(flux) - mean``, float64 ``[B, n_pixels]``."""
-    d = np.clip(np.atleast_2d(np.asarray(flux, dtype=np.float64)), *FLUX_CLIP) - mean
+    d = _centred(mean, flux)
     return d - (d @ components.T) @ components
+
+
+def _centred(mean: np.ndarray, flux: np.ndarray) -> np.ndarray:
+    """``clip(flux) - mean``, float64 ``[B, n_pixels]``: what the subspace describes."""
+    return np.clip(np.atleast_2d(np.asarray(flux, dtype=np.float64)), *FLUX_CLIP) - mean
 
 
 def robust_residual(
@@ -156,7 +161,7 @@ def robust_residual(
     """
     from scipy.ndimage import maximum_filter1d
 
-    d = np.clip(np.atleast_2d(np.asarray(flux, dtype=np.float64)), *FLUX_CLIP) - mean
+    d = _centred(mean, flux)
     coef = d @ components.T
     r = d - coef @ components
     z2 = r**2 / variance
