@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from rrnet.models.config import STARNET_POOL, ModelConfig
 from rrnet.models.grouped import _pool_folded_k3
 from rrnet.models.stacked import _rnn
+from rrnet.training.conv import conv1d
 
 Params = Mapping[str, torch.Tensor]
 
@@ -148,27 +149,27 @@ def _rrnet_maps(config: ModelConfig, params: Params, x: torch.Tensor, m: int) ->
         base = f"ResBlock_list.{i}.0"
         groups = x.shape[1] // c_in  # 1 for a shared input, else M
         r = F.relu(
-            F.conv1d(x, _gw(params, f"{base}.ResBlock.0"), _gb(params, f"{base}.ResBlock.0"),
-                     padding=1, groups=groups)
+            conv1d(x, _gw(params, f"{base}.ResBlock.0"), _gb(params, f"{base}.ResBlock.0"),
+                   padding=1, groups=groups)
         )  # fmt: skip
         w2 = _pool_folded_k3(_gw(params, f"{base}.ResBlock.2"))
         bias = params[f"{base}.ResBlock.2.bias"]
         if c_in != widths[i + 1]:
             ds = _gw(params, f"{base}.downsample.0")
             bias = bias + params[f"{base}.downsample.0.bias"]
-            shortcut = F.conv1d(x, 0.5 * torch.cat((ds, ds), dim=-1), stride=2, groups=groups)
+            shortcut = conv1d(x, 0.5 * torch.cat((ds, ds), dim=-1), stride=2, groups=groups)
         else:
             shortcut = F.avg_pool1d(x, 2)
             if shortcut.shape[1] != w2.shape[0]:
                 shortcut = shortcut.repeat(1, m, 1)
-        x = F.conv1d(r, w2, bias.reshape(-1), stride=2, padding=1, groups=m) + shortcut
+        x = conv1d(r, w2, bias.reshape(-1), stride=2, padding=1, groups=m) + shortcut
     return F.relu(x)
 
 
 def _starnet_maps(params: Params, x: torch.Tensor, m: int) -> torch.Tensor:
-    h = F.relu(F.conv1d(x, _gw(params, "conv1.0"), _gb(params, "conv1.0"), padding=1,
-                        groups=x.shape[1]))  # fmt: skip
-    h = F.conv1d(h, _gw(params, "conv2.0"), _gb(params, "conv2.0"), padding=1, groups=m)
+    h = F.relu(conv1d(x, _gw(params, "conv1.0"), _gb(params, "conv1.0"), padding=1,
+                      groups=x.shape[1]))  # fmt: skip
+    h = conv1d(h, _gw(params, "conv2.0"), _gb(params, "conv2.0"), padding=1, groups=m)
     return F.relu(F.max_pool1d(h, STARNET_POOL))
 
 

@@ -248,8 +248,12 @@ fn phased_weight(s: &Conv1dShape, w: &[f32], g: usize, co: usize, r: usize, j: u
 fn phase_rows(s: &Conv1dShape, p: &Plan, x: &[f32], xp: &mut [f32]) {
     let st = s.stride;
     for (ci, row) in x.chunks_exact(s.len_in).enumerate() {
-        for ph in 0..st {
-            let out = &mut xp[(ci * st + ph) * p.lp..][..p.lp];
+        let rows = &mut xp[ci * st * p.lp..][..st * p.lp];
+        if st == 2 {
+            phase_rows2(s.pad, p, row, rows);
+            continue;
+        }
+        for (ph, out) in rows.chunks_exact_mut(p.lp).enumerate() {
             // u*S + ph - pad in [0, len_in) and u < used
             let lo = s.pad.saturating_sub(ph).div_ceil(st).min(p.used);
             let hi = (s.len_in + s.pad)
@@ -259,18 +263,49 @@ fn phase_rows(s: &Conv1dShape, p: &Plan, x: &[f32], xp: &mut [f32]) {
                 .max(lo);
             out[..lo].fill(0.0);
             out[hi..].fill(0.0);
-            if hi > lo {
-                let first = lo * st + ph - s.pad;
-                if st == 1 {
-                    out[lo..hi].copy_from_slice(&row[first..first + hi - lo]);
-                } else {
-                    let src = row[first..].iter().step_by(st);
-                    for (o, &v) in out[lo..hi].iter_mut().zip(src) {
-                        *o = v;
-                    }
-                }
+            let first = (lo * st + ph).saturating_sub(s.pad);
+            for (o, &v) in out[lo..hi].iter_mut().zip(row[first..].iter().step_by(st)) {
+                *o = v;
             }
         }
+    }
+}
+
+/// Where stride 2 puts the even and the odd elements of an input row: `x[2i]` at
+/// `(phase, u) = (pad % 2, i + pad / 2)`, `x[2i+1]` at `((pad + 1) % 2, i + (pad + 1) / 2)`;
+/// returns `(even phase, even offset, odd offset)`.
+fn stride2_offsets(pad: usize) -> (usize, usize, usize) {
+    (pad % 2, pad / 2, pad.div_ceil(2))
+}
+
+/// [`phase_rows`] of one row for stride 2: one pass over the element pairs (vectorised
+/// as a deinterleave), `rows` = the two phase rows of `p.lp`.
+fn phase_rows2(pad: usize, p: &Plan, row: &[f32], rows: &mut [f32]) {
+    let (even_ph, e_off, o_off) = stride2_offsets(pad);
+    let (r0, r1) = rows.split_at_mut(p.lp);
+    let (even, odd) = if even_ph == 0 { (r0, r1) } else { (r1, r0) };
+    let n_even = row.len().div_ceil(2).min(p.used.saturating_sub(e_off));
+    let n_odd = (row.len() / 2).min(p.used.saturating_sub(o_off));
+    let e_off = e_off.min(p.used);
+    let o_off = o_off.min(p.used);
+    even[..e_off].fill(0.0);
+    even[e_off + n_even..].fill(0.0);
+    odd[..o_off].fill(0.0);
+    odd[o_off + n_odd..].fill(0.0);
+    let n = n_even.min(n_odd);
+    let pairs = row
+        .chunks_exact(2)
+        .zip(&mut even[e_off..][..n])
+        .zip(&mut odd[o_off..][..n]);
+    for ((pair, e), o) in pairs {
+        *e = pair[0];
+        *o = pair[1];
+    }
+    for i in n..n_even {
+        even[e_off + i] = row[2 * i];
+    }
+    for i in n..n_odd {
+        odd[o_off + i] = row[2 * i + 1];
     }
 }
 
@@ -279,14 +314,44 @@ fn phase_rows(s: &Conv1dShape, p: &Plan, x: &[f32], xp: &mut [f32]) {
 fn unphase_rows(s: &Conv1dShape, p: &Plan, gxp: &[f32], gx: &mut [f32]) {
     let st = s.stride;
     for (ci, row) in gx.chunks_exact_mut(s.len_in).enumerate() {
-        for ph in 0..st {
-            let src = &gxp[(ci * st + ph) * p.used..][..p.used];
+        let src = &gxp[ci * st * p.used..][..st * p.used];
+        if st == 2 {
+            unphase_rows2(s.pad, p, src, row);
+            continue;
+        }
+        for (ph, src) in src.chunks_exact(p.used).enumerate() {
             let lo = s.pad.saturating_sub(ph).div_ceil(st);
             let first = (lo * st + ph).saturating_sub(s.pad); // first x index of this phase
             for (i, o) in row.iter_mut().skip(first).step_by(st).enumerate() {
                 *o = src.get(lo + i).copied().unwrap_or(0.0);
             }
         }
+    }
+}
+
+/// [`unphase_rows`] of one row for stride 2 (an interleave of the two phase rows).
+fn unphase_rows2(pad: usize, p: &Plan, src: &[f32], row: &mut [f32]) {
+    let (even_ph, e_off, o_off) = stride2_offsets(pad);
+    let (r0, r1) = src.split_at(p.used);
+    let (even, odd) = if even_ph == 0 { (r0, r1) } else { (r1, r0) };
+    let n_even = row.len().div_ceil(2);
+    let n_odd = row.len() / 2;
+    let n = n_odd
+        .min(p.used.saturating_sub(e_off))
+        .min(p.used.saturating_sub(o_off));
+    let pairs = row
+        .chunks_exact_mut(2)
+        .zip(&even[e_off..][..n])
+        .zip(&odd[o_off..][..n]);
+    for ((pair, &e), &o) in pairs {
+        pair[0] = e;
+        pair[1] = o;
+    }
+    for i in n..n_even {
+        row[2 * i] = even.get(e_off + i).copied().unwrap_or(0.0);
+    }
+    for i in n..n_odd {
+        row[2 * i + 1] = odd.get(o_off + i).copied().unwrap_or(0.0);
     }
 }
 

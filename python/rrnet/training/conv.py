@@ -1,0 +1,92 @@
+"""Grouped ``conv1d`` of the training path: the Rust kernel on CPU, ``F.conv1d`` elsewhere.
+
+Training members as channel groups runs convolutions of 1-16 channels per group
+(stride 1 k=3, the pool-folded stride 2 k=4, the pooled stride 2 k=2 shortcut), for
+which oneDNN picks slow paths (~8 GFLOP/s, every stride-2 backward-data among them).
+``rrnet._core.conv1d_*`` (``crates/rrnet-core/src/conv1d``) computes the forward and
+both backward parts of exactly these shapes register-tiled (AVX2 + FMA where the CPU
+has them), one thread per call with the GIL released, which is what the member split
+over threads of :mod:`rrnet.training.grouped_step` needs. Inputs and outputs cross
+as numpy views of the tensors (no copies). Results equal ``F.conv1d``'s to float32
+roundoff (the order of the sums differs).
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
+
+from rrnet import _core
+
+MAX_TAPS = 4
+"""The kernel's limit on ``ceil(kernel_size / stride)``."""
+
+KERNEL = os.environ.get("RRNET_CONV", "rust")
+"""``"rust"`` (default): the Rust kernel where it applies; ``"torch"``: always
+``F.conv1d`` (the reference, e.g. for the tests; env ``RRNET_CONV``)."""
+
+
+def _rust_applies(x: torch.Tensor, w: torch.Tensor, stride: int) -> bool:
+    """CPU float32 tensors with the kernel's tap limit, autocast off: the measured-faster
+    cases (forward + backward 1.3-3x faster than oneDNN for every convolution of the
+    grouped RRNet at its training shapes, ``benchmarks/RESULTS.md``)."""
+    return (
+        KERNEL == "rust"
+        and x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and w.dtype == torch.float32
+        and x.ndim == 3
+        and -(-w.shape[2] // stride) <= MAX_TAPS
+        and not torch.is_autocast_enabled("cpu")
+    )
+
+
+class _RustConv1d(torch.autograd.Function):
+    """``conv1d(x, w, b, stride, padding, groups)`` with the Rust kernel's backward."""
+
+    @staticmethod
+    def forward(ctx, x, w, b, stride: int, padding: int, groups: int):  # type: ignore[override]
+        x, w = x.contiguous(), w.contiguous()
+        b = None if b is None else b.contiguous()
+        l_out = (x.shape[2] + 2 * padding - w.shape[2]) // stride + 1
+        out = x.new_empty(x.shape[0], w.shape[0], l_out)
+        bias = None if b is None else b.numpy()
+        _core.conv1d_forward(x.numpy(), w.numpy(), bias, out.numpy(), stride, padding, groups)
+        ctx.save_for_backward(x, w)
+        ctx.conf = (stride, padding, groups)
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, gy):  # type: ignore[override]
+        x, w = ctx.saved_tensors
+        gy = gy.contiguous()
+        need_x, need_w, need_b = ctx.needs_input_grad[:3]
+        gx = gw = gb = None
+        if need_x:
+            gx = torch.empty_like(x)
+            _core.conv1d_grad_input(gy.numpy(), w.numpy(), gx.numpy(), *ctx.conf)
+        if need_w or need_b:
+            gw = torch.empty_like(w)
+            gb = w.new_empty(w.shape[0]) if need_b else None
+            gb_np = None if gb is None else gb.numpy()
+            _core.conv1d_grad_weight(x.numpy(), gy.numpy(), gw.numpy(), gb_np, *ctx.conf)
+        return gx, gw if need_w else None, gb, None, None, None
+
+
+def conv1d(
+    x: torch.Tensor,
+    w: torch.Tensor,
+    b: torch.Tensor | None = None,
+    *,
+    stride: int = 1,
+    padding: int = 0,
+    groups: int = 1,
+) -> torch.Tensor:
+    """``F.conv1d(x, w, b, stride=, padding=, groups=)``; the Rust kernel on CPU float32."""
+    if _rust_applies(x, w, stride):
+        return _RustConv1d.apply(x, w, b, stride, padding, groups)
+    return F.conv1d(x, w, b, stride=stride, padding=padding, groups=groups)
