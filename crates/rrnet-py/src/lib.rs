@@ -2,8 +2,9 @@
 //!
 //! Arrays are borrowed, not copied: they must be C-contiguous with the exact
 //! dtype (the Python gateway `rrnet.preprocess` converts and checks). Batch calls
-//! release the GIL through [`run_detached`]; callers must not mutate the input
-//! arrays while a call runs.
+//! release the GIL through [`run_detached`], the convolutions (one thread's share of
+//! work the caller splits, `rrnet.training.conv`) through [`detach_here`]; callers
+//! must not mutate the input arrays while a call runs.
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -665,8 +666,8 @@ fn conv_shape(
     })
 }
 
-/// Grouped conv1d of float32 C-contiguous arrays into `out` `[B, G*C_out, L_out]`
-/// (`rrnet_core::conv1d`; one thread, GIL released).
+/// Grouped conv1d of float32 C-contiguous arrays into `out` `[B, G*C_out, L_out]`,
+/// followed by a ReLU if `relu` (`rrnet_core::conv1d`; one thread, GIL released).
 #[pyfunction]
 #[allow(clippy::too_many_arguments)]
 fn conv1d_forward(
@@ -678,19 +679,23 @@ fn conv1d_forward(
     stride: usize,
     padding: usize,
     groups: usize,
+    relu: bool,
 ) -> PyResult<()> {
     let s = conv_shape(x.shape(), w.shape(), stride, padding, groups)?;
     let (x, w) = (x.as_slice()?, w.as_slice()?);
     let bias = bias.as_ref().map(|b| b.as_slice()).transpose()?;
     let y = out.as_slice_mut()?;
-    detach_here(py, || conv1d::conv1d_forward(&s, x, w, bias, y))
+    detach_here(py, || conv1d::conv1d_forward(&s, x, w, bias, relu, y))
 }
 
-/// The input gradient of [`conv1d_forward`] into `gx` `[B, G*C_in, L]`.
+/// The input gradient of [`conv1d_forward`] into `gx` `[B, G*C_in, L]`; `mask`: the
+/// forward's output if it had a ReLU (the gradient is 0 where it is <= 0).
 #[pyfunction]
+#[allow(clippy::too_many_arguments)]
 fn conv1d_grad_input(
     py: Python<'_>,
     gy: PyReadonlyArray3<'_, f32>,
+    mask: Option<PyReadonlyArray3<'_, f32>>,
     w: PyReadonlyArray3<'_, f32>,
     mut gx: PyReadwriteArray3<'_, f32>,
     stride: usize,
@@ -699,18 +704,20 @@ fn conv1d_grad_input(
 ) -> PyResult<()> {
     let s = conv_shape(gx.shape(), w.shape(), stride, padding, groups)?;
     let (gy, w) = (gy.as_slice()?, w.as_slice()?);
+    let mask = mask.as_ref().map(|m| m.as_slice()).transpose()?;
     let gx = gx.as_slice_mut()?;
-    detach_here(py, || conv1d::conv1d_grad_input(&s, gy, w, gx))
+    detach_here(py, || conv1d::conv1d_grad_input(&s, gy, mask, w, gx))
 }
 
 /// The weight (and bias, if `gb` is given) gradients of [`conv1d_forward`] into `gw`
-/// `[G*C_out, C_in, K]` and `gb` `[G*C_out]`.
+/// `[G*C_out, C_in, K]` and `gb` `[G*C_out]`; `mask` as in [`conv1d_grad_input`].
 #[pyfunction]
 #[allow(clippy::too_many_arguments)]
 fn conv1d_grad_weight(
     py: Python<'_>,
     x: PyReadonlyArray3<'_, f32>,
     gy: PyReadonlyArray3<'_, f32>,
+    mask: Option<PyReadonlyArray3<'_, f32>>,
     mut gw: PyReadwriteArray3<'_, f32>,
     mut gb: Option<PyReadwriteArray1<'_, f32>>,
     stride: usize,
@@ -719,9 +726,10 @@ fn conv1d_grad_weight(
 ) -> PyResult<()> {
     let s = conv_shape(x.shape(), gw.shape(), stride, padding, groups)?;
     let (x, gy) = (x.as_slice()?, gy.as_slice()?);
+    let mask = mask.as_ref().map(|m| m.as_slice()).transpose()?;
     let gw = gw.as_slice_mut()?;
     let gb = gb.as_mut().map(|b| b.as_slice_mut()).transpose()?;
-    detach_here(py, || conv1d::conv1d_grad_weight(&s, x, gy, gw, gb))
+    detach_here(py, || conv1d::conv1d_grad_weight(&s, x, gy, mask, gw, gb))
 }
 
 #[pymodule]

@@ -45,36 +45,39 @@ def _rust_applies(x: torch.Tensor, w: torch.Tensor, stride: int) -> bool:
 
 
 class _RustConv1d(torch.autograd.Function):
-    """``conv1d(x, w, b, stride, padding, groups)`` with the Rust kernel's backward."""
+    """``conv1d(x, w, b, stride, padding, groups)``, optionally followed by a ReLU, with
+    the Rust kernel's backward (the ReLU's mask applied as the gradient is read)."""
 
     @staticmethod
-    def forward(ctx, x, w, b, stride: int, padding: int, groups: int):  # type: ignore[override]
+    def forward(ctx, x, w, b, stride: int, padding: int, groups: int, relu: bool):  # type: ignore[override]
         x, w = x.contiguous(), w.contiguous()
         b = None if b is None else b.contiguous()
         l_out = (x.shape[2] + 2 * padding - w.shape[2]) // stride + 1
         out = x.new_empty(x.shape[0], w.shape[0], l_out)
         bias = None if b is None else b.numpy()
-        _core.conv1d_forward(x.numpy(), w.numpy(), bias, out.numpy(), stride, padding, groups)
-        ctx.save_for_backward(x, w)
-        ctx.conf = (stride, padding, groups)
+        conf = (stride, padding, groups)
+        _core.conv1d_forward(x.numpy(), w.numpy(), bias, out.numpy(), *conf, relu)
+        ctx.save_for_backward(x, w, out if relu else None)
+        ctx.conf = conf
         return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx, gy):  # type: ignore[override]
-        x, w = ctx.saved_tensors
-        gy = gy.contiguous()
+        x, w, out = ctx.saved_tensors
+        gy = gy.contiguous().numpy()
+        mask = None if out is None else out.numpy()
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
         gx = gw = gb = None
         if need_x:
             gx = torch.empty_like(x)
-            _core.conv1d_grad_input(gy.numpy(), w.numpy(), gx.numpy(), *ctx.conf)
+            _core.conv1d_grad_input(gy, mask, w.numpy(), gx.numpy(), *ctx.conf)
         if need_w or need_b:
             gw = torch.empty_like(w)
             gb = w.new_empty(w.shape[0]) if need_b else None
             gb_np = None if gb is None else gb.numpy()
-            _core.conv1d_grad_weight(x.numpy(), gy.numpy(), gw.numpy(), gb_np, *ctx.conf)
-        return gx, gw if need_w else None, gb, None, None, None
+            _core.conv1d_grad_weight(x.numpy(), gy, mask, gw.numpy(), gb_np, *ctx.conf)
+        return gx, gw if need_w else None, gb, None, None, None, None
 
 
 def conv1d(
@@ -85,8 +88,11 @@ def conv1d(
     stride: int = 1,
     padding: int = 0,
     groups: int = 1,
+    relu: bool = False,
 ) -> torch.Tensor:
-    """``F.conv1d(x, w, b, stride=, padding=, groups=)``; the Rust kernel on CPU float32."""
+    """``F.conv1d(x, w, b, stride=, padding=, groups=)``, then ``F.relu`` if ``relu``;
+    the Rust kernel (ReLU fused) on CPU float32."""
     if _rust_applies(x, w, stride):
-        return _RustConv1d.apply(x, w, b, stride, padding, groups)
-    return F.conv1d(x, w, b, stride=stride, padding=padding, groups=groups)
+        return _RustConv1d.apply(x, w, b, stride, padding, groups, relu)
+    out = F.conv1d(x, w, b, stride=stride, padding=padding, groups=groups)
+    return F.relu(out) if relu else out

@@ -148,10 +148,8 @@ def _rrnet_maps(config: ModelConfig, params: Params, x: torch.Tensor, m: int) ->
     for i, c_in in enumerate(widths[:-1]):
         base = f"ResBlock_list.{i}.0"
         groups = x.shape[1] // c_in  # 1 for a shared input, else M
-        r = F.relu(
-            conv1d(x, _gw(params, f"{base}.ResBlock.0"), _gb(params, f"{base}.ResBlock.0"),
-                   padding=1, groups=groups)
-        )  # fmt: skip
+        r = conv1d(x, _gw(params, f"{base}.ResBlock.0"), _gb(params, f"{base}.ResBlock.0"),
+                   padding=1, groups=groups, relu=True)  # fmt: skip
         w2 = _pool_folded_k3(_gw(params, f"{base}.ResBlock.2"))
         bias = params[f"{base}.ResBlock.2.bias"]
         if c_in != widths[i + 1]:
@@ -167,8 +165,8 @@ def _rrnet_maps(config: ModelConfig, params: Params, x: torch.Tensor, m: int) ->
 
 
 def _starnet_maps(params: Params, x: torch.Tensor, m: int) -> torch.Tensor:
-    h = F.relu(conv1d(x, _gw(params, "conv1.0"), _gb(params, "conv1.0"), padding=1,
-                      groups=x.shape[1]))  # fmt: skip
+    h = conv1d(x, _gw(params, "conv1.0"), _gb(params, "conv1.0"), padding=1,
+               groups=x.shape[1], relu=True)  # fmt: skip
     h = conv1d(h, _gw(params, "conv2.0"), _gb(params, "conv2.0"), padding=1, groups=m)
     return F.relu(F.max_pool1d(h, STARNET_POOL))
 

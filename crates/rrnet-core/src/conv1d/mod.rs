@@ -131,6 +131,7 @@ pub fn conv1d_forward(
     x: &[f32],
     w: &[f32],
     bias: Option<&[f32]>,
+    relu: bool,
     y: &mut [f32],
 ) -> Result<(), KernelError> {
     let (nx, nw, ny) = s.lens().unwrap_or_default();
@@ -144,10 +145,10 @@ pub fn conv1d_forward(
     #[cfg(target_arch = "x86_64")]
     if x86::has_fma() {
         // SAFETY: the CPU has AVX2 and FMA, checked just above.
-        unsafe { x86::forward(s, &plan, x, w, bias, y) };
+        unsafe { x86::forward(s, &plan, x, w, bias, relu, y) };
         return Ok(());
     }
-    forward_impl::<false>(s, &plan, x, w, bias, y);
+    forward_impl::<false>(s, &plan, x, w, bias, relu, y);
     Ok(())
 }
 
@@ -155,22 +156,24 @@ pub fn conv1d_forward(
 pub fn conv1d_grad_input(
     s: &Conv1dShape,
     gy: &[f32],
+    mask: Option<&[f32]>,
     w: &[f32],
     gx: &mut [f32],
 ) -> Result<(), KernelError> {
     let (nx, nw, ny) = s.lens().unwrap_or_default();
     let plan = s.check(&[
         ("gy", gy.len(), ny),
+        ("mask", mask.map_or(ny, <[f32]>::len), ny),
         ("w", w.len(), nw),
         ("gx", gx.len(), nx),
     ])?;
     #[cfg(target_arch = "x86_64")]
     if x86::has_fma() {
         // SAFETY: the CPU has AVX2 and FMA, checked just above.
-        unsafe { x86::grad_input(s, &plan, gy, w, gx) };
+        unsafe { x86::grad_input(s, &plan, gy, mask, w, gx) };
         return Ok(());
     }
-    grad_input_impl::<false>(s, &plan, gy, w, gx);
+    grad_input_impl::<false>(s, &plan, gy, mask, w, gx);
     Ok(())
 }
 
@@ -180,6 +183,7 @@ pub fn conv1d_grad_weight(
     s: &Conv1dShape,
     x: &[f32],
     gy: &[f32],
+    mask: Option<&[f32]>,
     gw: &mut [f32],
     gb: Option<&mut [f32]>,
 ) -> Result<(), KernelError> {
@@ -188,16 +192,17 @@ pub fn conv1d_grad_weight(
     let plan = s.check(&[
         ("x", x.len(), nx),
         ("gy", gy.len(), ny),
+        ("mask", mask.map_or(ny, <[f32]>::len), ny),
         ("gw", gw.len(), nw),
         ("gb", nb, s.groups * s.c_out),
     ])?;
     #[cfg(target_arch = "x86_64")]
     if x86::has_fma() {
         // SAFETY: the CPU has AVX2 and FMA, checked just above.
-        unsafe { x86::grad_weight(s, &plan, x, gy, gw, gb) };
+        unsafe { x86::grad_weight(s, &plan, x, gy, mask, gw, gb) };
         return Ok(());
     }
-    grad_weight_impl::<false>(s, &plan, x, gy, gw, gb);
+    grad_weight_impl::<false>(s, &plan, x, gy, mask, gw, gb);
     Ok(())
 }
 
@@ -362,13 +367,14 @@ fn forward_impl<const FMA: bool>(
     x: &[f32],
     w: &[f32],
     bias: Option<&[f32]>,
+    relu: bool,
     y: &mut [f32],
 ) {
     match p.taps {
-        1 => forward_taps::<1, FMA>(s, p, x, w, bias, y),
-        2 => forward_taps::<2, FMA>(s, p, x, w, bias, y),
-        3 => forward_taps::<3, FMA>(s, p, x, w, bias, y),
-        _ => forward_taps::<4, FMA>(s, p, x, w, bias, y),
+        1 => forward_taps::<1, FMA>(s, p, x, w, bias, relu, y),
+        2 => forward_taps::<2, FMA>(s, p, x, w, bias, relu, y),
+        3 => forward_taps::<3, FMA>(s, p, x, w, bias, relu, y),
+        _ => forward_taps::<4, FMA>(s, p, x, w, bias, relu, y),
     }
 }
 
@@ -379,6 +385,7 @@ fn forward_taps<const J: usize, const FMA: bool>(
     x: &[f32],
     w: &[f32],
     bias: Option<&[f32]>,
+    relu: bool,
     y: &mut [f32],
 ) {
     let blocks = s.c_out.div_ceil(CB);
@@ -400,7 +407,7 @@ fn forward_taps<const J: usize, const FMA: bool>(
                 &mut xp,
             );
             let out = &mut y[bg * s.c_out * p.len_out..][..s.c_out * p.len_out];
-            corr::<J, FMA>(&xp, p.lp, p.rows, &wk, &bk, out, p.len_out, s.c_out);
+            corr::<J, FMA>(&xp, p.lp, p.rows, &wk, &bk, out, p.len_out, s.c_out, relu);
         }
     }
 }
@@ -410,14 +417,15 @@ fn grad_input_impl<const FMA: bool>(
     s: &Conv1dShape,
     p: &Plan,
     gy: &[f32],
+    mask: Option<&[f32]>,
     w: &[f32],
     gx: &mut [f32],
 ) {
     match p.taps {
-        1 => grad_input_taps::<1, FMA>(s, p, gy, w, gx),
-        2 => grad_input_taps::<2, FMA>(s, p, gy, w, gx),
-        3 => grad_input_taps::<3, FMA>(s, p, gy, w, gx),
-        _ => grad_input_taps::<4, FMA>(s, p, gy, w, gx),
+        1 => grad_input_taps::<1, FMA>(s, p, gy, mask, w, gx),
+        2 => grad_input_taps::<2, FMA>(s, p, gy, mask, w, gx),
+        3 => grad_input_taps::<3, FMA>(s, p, gy, mask, w, gx),
+        _ => grad_input_taps::<4, FMA>(s, p, gy, mask, w, gx),
     }
 }
 
@@ -429,6 +437,7 @@ fn grad_input_taps<const J: usize, const FMA: bool>(
     s: &Conv1dShape,
     p: &Plan,
     gy: &[f32],
+    mask: Option<&[f32]>,
     w: &[f32],
     gx: &mut [f32],
 ) {
@@ -442,13 +451,14 @@ fn grad_input_taps<const J: usize, const FMA: bool>(
         });
         for b in 0..s.batch {
             let bg = b * s.groups + g;
-            for (co, row) in gy[bg * s.c_out * lo..][..s.c_out * lo]
-                .chunks_exact(lo)
-                .enumerate()
-            {
-                gyp[co * p.lq + J - 1..][..lo].copy_from_slice(row);
+            for co in 0..s.c_out {
+                let at = (bg * s.c_out + co) * lo..(bg * s.c_out + co + 1) * lo;
+                let dst = &mut gyp[co * p.lq + J - 1..][..lo];
+                masked_copy(&gy[at.clone()], mask.map(|m| &m[at]), dst);
             }
-            corr::<J, FMA>(&gyp, p.lq, s.c_out, &wk, &zeros, &mut gxp, p.used, p.rows);
+            corr::<J, FMA>(
+                &gyp, p.lq, s.c_out, &wk, &zeros, &mut gxp, p.used, p.rows, false,
+            );
             unphase_rows(
                 s,
                 p,
@@ -465,14 +475,29 @@ fn grad_weight_impl<const FMA: bool>(
     p: &Plan,
     x: &[f32],
     gy: &[f32],
+    mask: Option<&[f32]>,
     gw: &mut [f32],
     gb: Option<&mut [f32]>,
 ) {
     match p.taps {
-        1 => grad_weight_taps::<1, FMA>(s, p, x, gy, gw, gb),
-        2 => grad_weight_taps::<2, FMA>(s, p, x, gy, gw, gb),
-        3 => grad_weight_taps::<3, FMA>(s, p, x, gy, gw, gb),
-        _ => grad_weight_taps::<4, FMA>(s, p, x, gy, gw, gb),
+        1 => grad_weight_taps::<1, FMA>(s, p, x, gy, mask, gw, gb),
+        2 => grad_weight_taps::<2, FMA>(s, p, x, gy, mask, gw, gb),
+        3 => grad_weight_taps::<3, FMA>(s, p, x, gy, mask, gw, gb),
+        _ => grad_weight_taps::<4, FMA>(s, p, x, gy, mask, gw, gb),
+    }
+}
+
+/// `dst = src` where `mask > 0` (or everywhere without a mask), else 0: the gradient
+/// through a ReLU whose output is `mask` (0 where the output is <= 0, as torch's
+/// `threshold_backward`).
+fn masked_copy(src: &[f32], mask: Option<&[f32]>, dst: &mut [f32]) {
+    match mask {
+        None => dst.copy_from_slice(src),
+        Some(m) => {
+            for ((d, &g), &m) in dst.iter_mut().zip(src).zip(m) {
+                *d = if m <= 0.0 { 0.0 } else { g };
+            }
+        }
     }
 }
 
@@ -488,6 +513,7 @@ fn grad_weight_taps<const J: usize, const FMA: bool>(
     p: &Plan,
     x: &[f32],
     gy: &[f32],
+    mask: Option<&[f32]>,
     gw: &mut [f32],
     mut gb: Option<&mut [f32]>,
 ) {
@@ -508,11 +534,13 @@ fn grad_weight_taps<const J: usize, const FMA: bool>(
                 &x[bg * s.c_in * s.len_in..][..s.c_in * s.len_in],
                 &mut xp,
             );
-            for (co, row) in gy[bg * s.c_out * lo..][..s.c_out * lo]
-                .chunks_exact(lo)
-                .enumerate()
-            {
-                gyz[co * lg..][..lo].copy_from_slice(row);
+            for co in 0..s.c_out {
+                let at = (bg * s.c_out + co) * lo..(bg * s.c_out + co + 1) * lo;
+                masked_copy(
+                    &gy[at.clone()],
+                    mask.map(|m| &m[at]),
+                    &mut gyz[co * lg..][..lo],
+                );
                 let lanes = &mut acc_b[co * LANES..][..LANES];
                 for chunk in gyz[co * lg..][..lg].chunks_exact(LANES) {
                     for (a, &v) in lanes.iter_mut().zip(chunk) {
@@ -553,6 +581,7 @@ fn corr<const J: usize, const FMA: bool>(
     dst: &mut [f32],
     n: usize,
     outs: usize,
+    relu: bool,
 ) {
     let blocks = outs.div_ceil(CB);
     for t0 in (0..n).step_by(T) {
@@ -576,7 +605,12 @@ fn corr<const J: usize, const FMA: bool>(
                     }
                 }
             }
-            for (c, a) in acc.iter().enumerate().take(outs - ob * CB) {
+            for (c, a) in acc.iter_mut().enumerate().take(outs - ob * CB) {
+                if relu {
+                    for v in a.iter_mut() {
+                        *v = if *v < 0.0 { 0.0 } else { *v }; // NaN kept, as torch's relu
+                    }
+                }
                 dst[(ob * CB + c) * n + t0..][..len].copy_from_slice(&a[..len]);
             }
         }

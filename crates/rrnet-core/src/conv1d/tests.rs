@@ -55,23 +55,35 @@ fn close(got: &[f32], want: &[f64], what: &str) {
     }
 }
 
-fn check(s: &Conv1dShape, seed: u64, fma: bool) {
+/// The three kernels against naive loops; with `relu`, the forward's ReLU and the
+/// gradients masked by its output.
+fn check(s: &Conv1dShape, seed: u64, fma: bool, relu: bool) {
     let mut rng = Lcg(seed);
     let (nx, nw, ny) = s.lens().unwrap();
-    let (x, w, bias, gy) = (
-        rng.vec(nx),
-        rng.vec(nw),
-        rng.vec(s.groups * s.c_out),
-        rng.vec(ny),
-    );
-    let (mut y_ref, mut gx_ref, mut gw_ref) =
-        (vec![0.0f64; ny], vec![0.0f64; nx], vec![0.0f64; nw]);
+    let (x, w, bias) = (rng.vec(nx), rng.vec(nw), rng.vec(s.groups * s.c_out));
+    let gy_in = rng.vec(ny);
+    let mut y_lin = vec![0.0f64; ny];
     let lo = s.len_out().unwrap();
-    for (i, v) in y_ref.iter_mut().enumerate() {
+    for (i, v) in y_lin.iter_mut().enumerate() {
         *v = bias[(i / lo) % (s.groups * s.c_out)] as f64;
     }
+    taps(s, |xi, wi, yi| y_lin[yi] += x[xi] as f64 * w[wi] as f64);
+    let y_ref: Vec<f64> = y_lin
+        .iter()
+        .map(|&v| if relu { v.max(0.0) } else { v })
+        .collect();
+    let mask_v: Vec<f32> = y_ref.iter().map(|&v| v as f32).collect();
+    let mask = relu.then_some(&mask_v[..]);
+    let gy: Vec<f32> = match mask {
+        Some(m) => gy_in
+            .iter()
+            .zip(m)
+            .map(|(&g, &m)| if m <= 0.0 { 0.0 } else { g })
+            .collect(),
+        None => gy_in.clone(),
+    };
+    let (mut gx_ref, mut gw_ref) = (vec![0.0f64; nx], vec![0.0f64; nw]);
     taps(s, |xi, wi, yi| {
-        y_ref[yi] += x[xi] as f64 * w[wi] as f64;
         gx_ref[xi] += gy[yi] as f64 * w[wi] as f64;
         gw_ref[wi] += gy[yi] as f64 * x[xi] as f64;
     });
@@ -96,14 +108,14 @@ fn check(s: &Conv1dShape, seed: u64, fma: bool) {
             if !x86::has_fma() {
                 return;
             }
-            conv1d_forward(s, &x, &w, Some(&bias), &mut y).unwrap();
-            conv1d_grad_input(s, &gy, &w, &mut gx).unwrap();
-            conv1d_grad_weight(s, &x, &gy, &mut gw, Some(&mut gb)).unwrap();
+            conv1d_forward(s, &x, &w, Some(&bias), relu, &mut y).unwrap();
+            conv1d_grad_input(s, &gy_in, mask, &w, &mut gx).unwrap();
+            conv1d_grad_weight(s, &x, &gy_in, mask, &mut gw, Some(&mut gb)).unwrap();
         }
     } else {
-        forward_impl::<false>(s, &p, &x, &w, Some(&bias), &mut y);
-        grad_input_impl::<false>(s, &p, &gy, &w, &mut gx);
-        grad_weight_impl::<false>(s, &p, &x, &gy, &mut gw, Some(&mut gb));
+        forward_impl::<false>(s, &p, &x, &w, Some(&bias), relu, &mut y);
+        grad_input_impl::<false>(s, &p, &gy_in, mask, &w, &mut gx);
+        grad_weight_impl::<false>(s, &p, &x, &gy_in, mask, &mut gw, Some(&mut gb));
     }
     if fma && !cfg!(target_arch = "x86_64") {
         return;
@@ -151,8 +163,10 @@ fn rrnet_shapes_match_naive_loops() {
     .iter()
     .enumerate()
     {
-        check(s, seed as u64 + 1, false);
-        check(s, seed as u64 + 1, true);
+        for relu in [false, true] {
+            check(s, seed as u64 + 1, false, relu);
+            check(s, seed as u64 + 1, true, relu);
+        }
     }
 }
 
@@ -172,8 +186,8 @@ fn random_shapes_match_naive_loops() {
             stride,
             rng.below(4),
         );
-        check(&s, seed + 10, false);
-        check(&s, seed + 10, true);
+        check(&s, seed + 10, false, seed % 2 == 1);
+        check(&s, seed + 10, true, seed % 2 == 1);
     }
 }
 
@@ -181,11 +195,12 @@ fn random_shapes_match_naive_loops() {
 fn bad_shapes_are_errors() {
     let s = shape(1, 1, 1, 1, 8, 3, 1, 1);
     let (x, w, mut y) = (vec![0.0; 8], vec![0.0; 3], vec![0.0; 8]);
-    assert!(conv1d_forward(&s, &x, &w, None, &mut y).is_ok());
-    assert!(conv1d_forward(&s, &x[..7], &w, None, &mut y).is_err());
-    assert!(conv1d_forward(&s, &x, &w, Some(&[0.0, 0.0]), &mut y).is_err());
+    assert!(conv1d_forward(&s, &x, &w, None, false, &mut y).is_ok());
+    assert!(conv1d_forward(&s, &x[..7], &w, None, false, &mut y).is_err());
+    assert!(conv1d_grad_input(&s, &y, Some(&x[..7]), &w, &mut vec![0.0; 8]).is_err());
+    assert!(conv1d_forward(&s, &x, &w, Some(&[0.0, 0.0]), false, &mut y).is_err());
     let long = shape(1, 1, 1, 1, 2, 9, 1, 0);
-    assert!(conv1d_forward(&long, &x[..2], &[0.0; 9], None, &mut y).is_err());
+    assert!(conv1d_forward(&long, &x[..2], &[0.0; 9], None, false, &mut y).is_err());
     let many_taps = shape(1, 1, 1, 1, 8, 5, 1, 2);
-    assert!(conv1d_grad_input(&many_taps, &y, &[0.0; 5], &mut vec![0.0; 8]).is_err());
+    assert!(conv1d_grad_input(&many_taps, &y, None, &[0.0; 5], &mut vec![0.0; 8]).is_err());
 }

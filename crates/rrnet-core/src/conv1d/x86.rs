@@ -18,15 +18,23 @@ pub(super) fn forward(
     x: &[f32],
     w: &[f32],
     bias: Option<&[f32]>,
+    relu: bool,
     y: &mut [f32],
 ) {
-    forward_impl::<true>(s, p, x, w, bias, y);
+    forward_impl::<true>(s, p, x, w, bias, relu, y);
 }
 
 /// [`grad_input_impl`] with 8-lane vectors and fused multiply-adds.
 #[target_feature(enable = "avx2,fma")]
-pub(super) fn grad_input(s: &Conv1dShape, p: &Plan, gy: &[f32], w: &[f32], gx: &mut [f32]) {
-    grad_input_impl::<true>(s, p, gy, w, gx);
+pub(super) fn grad_input(
+    s: &Conv1dShape,
+    p: &Plan,
+    gy: &[f32],
+    mask: Option<&[f32]>,
+    w: &[f32],
+    gx: &mut [f32],
+) {
+    grad_input_impl::<true>(s, p, gy, mask, w, gx);
 }
 
 /// [`grad_weight_impl`] with 8-lane vectors and fused multiply-adds.
@@ -36,8 +44,9 @@ pub(super) fn grad_weight(
     p: &Plan,
     x: &[f32],
     gy: &[f32],
+    mask: Option<&[f32]>,
     gw: &mut [f32],
     gb: Option<&mut [f32]>,
 ) {
-    grad_weight_impl::<true>(s, p, x, gy, gw, gb);
+    grad_weight_impl::<true>(s, p, x, gy, mask, gw, gb);
 }
