@@ -268,7 +268,7 @@ fn phase_rows(s: &Conv1dShape, p: &Plan, x: &[f32], xp: &mut [f32]) {
                 .max(lo);
             out[..lo].fill(0.0);
             out[hi..].fill(0.0);
-            let first = (lo * st + ph).saturating_sub(s.pad);
+            let first = (lo * st + ph).saturating_sub(s.pad).min(row.len());
             for (o, &v) in out[lo..hi].iter_mut().zip(row[first..].iter().step_by(st)) {
                 *o = v;
             }
