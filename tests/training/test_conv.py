@@ -100,4 +100,38 @@ def test_bad_shapes_are_value_errors() -> None:
 
     x, w, out = torch.zeros(1, 4, 10), torch.zeros(4, 3, 3), torch.zeros(1, 4, 10)
     with pytest.raises(ValueError, match="groups"):
-        _core.conv1d_forward(x.numpy(), w.numpy(), None, out.numpy(), 1, 1, 1, False)
+        _core.conv1d_forward(x.numpy(), w.numpy(), None, out.numpy(), 1, 1, 1, False, False)
+
+
+@SETTINGS
+@given(shapes(), st.integers(1, 3), st.booleans())
+def test_sum_of_two_convolutions_matches_torch(s: dict, c_x: int, need_x: bool) -> None:
+    """``conv1d_sum`` (a residual block's output: the shortcut convolution's output
+    accumulated in the kernel, ReLU fused) against the plain F.conv1d sum."""
+    gen = torch.Generator().manual_seed(s["seed"])
+    g, k, st_, pad = s["groups"], s["kernel"], s["stride"], s["pad"]
+    a = torch.randn(s["batch"], g * s["c_in"], s["length"], generator=gen)
+    wa = torch.randn(g * s["c_out"], s["c_in"], k, generator=gen)
+    b = torch.randn(g * s["c_out"], generator=gen)
+    l_out = (s["length"] + 2 * pad - k) // st_ + 1
+    x = torch.randn(s["batch"], g * c_x, l_out * st_, generator=gen)  # stride st_, k = st_
+    wx = torch.randn(g * s["c_out"], c_x, st_, generator=gen)
+    results = []
+    for rust in (True, False):
+        leaves = [
+            t.clone().requires_grad_(need_x or i != 3) for i, t in enumerate((a, wa, b, x, wx))
+        ]
+        conf = {"conf_a": (st_, pad, g), "conf_x": (st_, 0, g), "relu": s["relu"]}
+        if rust:
+            y = conv._RustConvSum.apply(*leaves, conf["conf_a"], conf["conf_x"], s["relu"])
+        else:
+            y = F.conv1d(leaves[0], leaves[1], leaves[2], stride=st_, padding=pad, groups=g)
+            y = y + F.conv1d(leaves[3], leaves[4], stride=st_, groups=g)
+            y = F.relu(y) if s["relu"] else y
+        y.backward(torch.randn(y.shape, generator=torch.Generator().manual_seed(1)))
+        results.append([y.detach(), *(t.grad for t in leaves)])
+    for got, want in zip(*results, strict=True):
+        if want is None:
+            assert got is None
+            continue
+        torch.testing.assert_close(got, want, atol=1e-5 * (1 + want.abs().max().item()), rtol=1e-4)

@@ -20,7 +20,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use rayon::{ThreadPool, ThreadPoolBuilder};
 use rrnet_core::batch::{self, ArmBatch, NormalizeStats, Ragged, ResampleStats};
-use rrnet_core::conv1d::{self, Conv1dShape};
+use rrnet_core::conv1d::{self, Conv1dShape, Epilogue};
 use rrnet_core::fits::lamost::{self, ArmData, FileData, ReadFailure, ReadOptions};
 use rrnet_core::grid::{Arm, N_PIX};
 use rrnet_core::rv_measure::{self, RvResult, RvSettings, RvStatus, RvValue, Templates};
@@ -666,8 +666,9 @@ fn conv_shape(
     })
 }
 
-/// Grouped conv1d of float32 C-contiguous arrays into `out` `[B, G*C_out, L_out]`,
-/// followed by a ReLU if `relu` (`rrnet_core::conv1d`; one thread, GIL released).
+/// Grouped conv1d of float32 C-contiguous arrays into `out` `[B, G*C_out, L_out]`
+/// (added to what `out` holds if `accumulate`), then a ReLU if `relu`
+/// (`rrnet_core::conv1d`; one thread, GIL released).
 #[pyfunction]
 #[allow(clippy::too_many_arguments)]
 fn conv1d_forward(
@@ -680,12 +681,14 @@ fn conv1d_forward(
     padding: usize,
     groups: usize,
     relu: bool,
+    accumulate: bool,
 ) -> PyResult<()> {
     let s = conv_shape(x.shape(), w.shape(), stride, padding, groups)?;
     let (x, w) = (x.as_slice()?, w.as_slice()?);
     let bias = bias.as_ref().map(|b| b.as_slice()).transpose()?;
     let y = out.as_slice_mut()?;
-    detach_here(py, || conv1d::conv1d_forward(&s, x, w, bias, relu, y))
+    let epi = Epilogue { accumulate, relu };
+    detach_here(py, || conv1d::conv1d_forward(&s, x, w, bias, epi, y))
 }
 
 /// The input gradient of [`conv1d_forward`] into `gx` `[B, G*C_in, L]`; `mask`: the

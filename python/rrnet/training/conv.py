@@ -56,7 +56,7 @@ class _RustConv1d(torch.autograd.Function):
         out = x.new_empty(x.shape[0], w.shape[0], l_out)
         bias = None if b is None else b.numpy()
         conf = (stride, padding, groups)
-        _core.conv1d_forward(x.numpy(), w.numpy(), bias, out.numpy(), *conf, relu)
+        _core.conv1d_forward(x.numpy(), w.numpy(), bias, out.numpy(), *conf, relu, False)
         ctx.save_for_backward(x, w, out if relu else None)
         ctx.conf = conf
         return out
@@ -78,6 +78,74 @@ class _RustConv1d(torch.autograd.Function):
             gb_np = None if gb is None else gb.numpy()
             _core.conv1d_grad_weight(x.numpy(), gy, mask, gw.numpy(), gb_np, *ctx.conf)
         return gx, gw if need_w else None, gb, None, None, None, None
+
+
+Conf = tuple[int, int, int]
+"""``(stride, padding, groups)`` of one convolution."""
+
+
+class _RustConvSum(torch.autograd.Function):
+    """``conv1d(a, wa, b, *conf_a) + conv1d(x, wx, None, *conf_x)``, optionally followed
+    by a ReLU: a residual block's output (the second convolution accumulates onto the
+    shortcut's output in the kernel, no separate sum pass), with the kernel's backward."""
+
+    @staticmethod
+    def forward(ctx, a, wa, b, x, wx, conf_a: Conf, conf_x: Conf, relu: bool):  # type: ignore[override]
+        a, wa, x, wx = a.contiguous(), wa.contiguous(), x.contiguous(), wx.contiguous()
+        l_out = (a.shape[2] + 2 * conf_a[1] - wa.shape[2]) // conf_a[0] + 1
+        out = a.new_empty(a.shape[0], wa.shape[0], l_out)
+        bias = None if b is None else b.contiguous().numpy()
+        _core.conv1d_forward(x.numpy(), wx.numpy(), None, out.numpy(), *conf_x, False, False)
+        _core.conv1d_forward(a.numpy(), wa.numpy(), bias, out.numpy(), *conf_a, relu, True)
+        ctx.save_for_backward(a, wa, x, wx, out if relu else None)
+        ctx.confs = (conf_a, conf_x)
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, gy):  # type: ignore[override]
+        a, wa, x, wx, out = ctx.saved_tensors
+        gy = gy.contiguous().numpy()
+        mask = None if out is None else out.numpy()
+        need = ctx.needs_input_grad
+        grads: list[torch.Tensor | None] = [None] * 8
+        for i, (inp, w, conf) in enumerate(((a, wa, ctx.confs[0]), (x, wx, ctx.confs[1]))):
+            at = 3 * i  # a, wa, b at 0, 1, 2; x, wx at 3, 4
+            if need[at]:
+                grads[at] = torch.empty_like(inp)
+                _core.conv1d_grad_input(gy, mask, w.numpy(), grads[at].numpy(), *conf)
+            need_b = i == 0 and need[2]
+            if need[at + 1] or need_b:
+                grads[at + 1] = gw = torch.empty_like(w)
+                if need_b:
+                    grads[2] = w.new_empty(w.shape[0])
+                gb_np = grads[2].numpy() if need_b else None  # type: ignore[union-attr]
+                _core.conv1d_grad_weight(inp.numpy(), gy, mask, gw.numpy(), gb_np, *conf)
+        if not need[1]:
+            grads[1] = None
+        if not need[4]:
+            grads[4] = None
+        return tuple(grads)
+
+
+def conv1d_sum(
+    a: torch.Tensor,
+    wa: torch.Tensor,
+    b: torch.Tensor | None,
+    x: torch.Tensor,
+    wx: torch.Tensor,
+    *,
+    conf_a: Conf,
+    conf_x: Conf,
+    relu: bool = False,
+) -> torch.Tensor:
+    """``conv1d(a, wa, b, *conf_a) + conv1d(x, wx, *conf_x)`` (each conf ``(stride,
+    padding, groups)``), then ``F.relu`` if ``relu``; one kernel pass on CPU float32."""
+    if _rust_applies(a, wa, conf_a[0]) and _rust_applies(x, wx, conf_x[0]):
+        return _RustConvSum.apply(a, wa, b, x, wx, conf_a, conf_x, relu)
+    out = conv1d(a, wa, b, stride=conf_a[0], padding=conf_a[1], groups=conf_a[2])
+    out = out + conv1d(x, wx, None, stride=conf_x[0], padding=conf_x[1], groups=conf_x[2])
+    return F.relu(out) if relu else out
 
 
 def conv1d(

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from rrnet.models.config import STARNET_POOL, ModelConfig
 from rrnet.models.grouped import _pool_folded_k3
 from rrnet.models.stacked import _rnn
-from rrnet.training.conv import conv1d
+from rrnet.training.conv import conv1d, conv1d_sum
 
 Params = Mapping[str, torch.Tensor]
 
@@ -152,16 +152,19 @@ def _rrnet_maps(config: ModelConfig, params: Params, x: torch.Tensor, m: int) ->
                    padding=1, groups=groups, relu=True)  # fmt: skip
         w2 = _pool_folded_k3(_gw(params, f"{base}.ResBlock.2"))
         bias = params[f"{base}.ResBlock.2.bias"]
+        last = i == len(widths) - 2  # the maps' final ReLU fused into the last block
         if c_in != widths[i + 1]:
             ds = _gw(params, f"{base}.downsample.0")
             bias = bias + params[f"{base}.downsample.0.bias"]
-            shortcut = conv1d(x, 0.5 * torch.cat((ds, ds), dim=-1), stride=2, groups=groups)
-        else:
-            shortcut = F.avg_pool1d(x, 2)
-            if shortcut.shape[1] != w2.shape[0]:
-                shortcut = shortcut.repeat(1, m, 1)
+            x = conv1d_sum(r, w2, bias.reshape(-1), x, 0.5 * torch.cat((ds, ds), dim=-1),
+                           conf_a=(2, 1, m), conf_x=(2, 0, groups), relu=last)  # fmt: skip
+            continue
+        shortcut = F.avg_pool1d(x, 2)
+        if shortcut.shape[1] != w2.shape[0]:
+            shortcut = shortcut.repeat(1, m, 1)
         x = conv1d(r, w2, bias.reshape(-1), stride=2, padding=1, groups=m) + shortcut
-    return F.relu(x)
+        x = F.relu(x) if last else x
+    return x
 
 
 def _starnet_maps(params: Params, x: torch.Tensor, m: int) -> torch.Tensor:

@@ -125,13 +125,23 @@ impl Conv1dShape {
     }
 }
 
-/// `y = conv1d(x, w, bias, stride, pad, groups)`.
+/// What the forward does with its result before storing it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Epilogue {
+    /// Add the values already in `y` (a second convolution onto the first's output:
+    /// a residual block's shortcut).
+    pub accumulate: bool,
+    /// Then apply a ReLU (NaN kept, as torch's).
+    pub relu: bool,
+}
+
+/// `y = conv1d(x, w, bias, stride, pad, groups)` (plus `y` and / or a ReLU per `epi`).
 pub fn conv1d_forward(
     s: &Conv1dShape,
     x: &[f32],
     w: &[f32],
     bias: Option<&[f32]>,
-    relu: bool,
+    epi: Epilogue,
     y: &mut [f32],
 ) -> Result<(), KernelError> {
     let (nx, nw, ny) = s.lens().unwrap_or_default();
@@ -145,10 +155,10 @@ pub fn conv1d_forward(
     #[cfg(target_arch = "x86_64")]
     if x86::has_fma() {
         // SAFETY: the CPU has AVX2 and FMA, checked just above.
-        unsafe { x86::forward(s, &plan, x, w, bias, relu, y) };
+        unsafe { x86::forward(s, &plan, x, w, bias, epi, y) };
         return Ok(());
     }
-    forward_impl::<false>(s, &plan, x, w, bias, relu, y);
+    forward_impl::<false>(s, &plan, x, w, bias, epi, y);
     Ok(())
 }
 
@@ -367,14 +377,14 @@ fn forward_impl<const FMA: bool>(
     x: &[f32],
     w: &[f32],
     bias: Option<&[f32]>,
-    relu: bool,
+    epi: Epilogue,
     y: &mut [f32],
 ) {
     match p.taps {
-        1 => forward_taps::<1, FMA>(s, p, x, w, bias, relu, y),
-        2 => forward_taps::<2, FMA>(s, p, x, w, bias, relu, y),
-        3 => forward_taps::<3, FMA>(s, p, x, w, bias, relu, y),
-        _ => forward_taps::<4, FMA>(s, p, x, w, bias, relu, y),
+        1 => forward_taps::<1, FMA>(s, p, x, w, bias, epi, y),
+        2 => forward_taps::<2, FMA>(s, p, x, w, bias, epi, y),
+        3 => forward_taps::<3, FMA>(s, p, x, w, bias, epi, y),
+        _ => forward_taps::<4, FMA>(s, p, x, w, bias, epi, y),
     }
 }
 
@@ -385,7 +395,7 @@ fn forward_taps<const J: usize, const FMA: bool>(
     x: &[f32],
     w: &[f32],
     bias: Option<&[f32]>,
-    relu: bool,
+    epi: Epilogue,
     y: &mut [f32],
 ) {
     let blocks = s.c_out.div_ceil(CB);
@@ -407,7 +417,7 @@ fn forward_taps<const J: usize, const FMA: bool>(
                 &mut xp,
             );
             let out = &mut y[bg * s.c_out * p.len_out..][..s.c_out * p.len_out];
-            corr::<J, FMA>(&xp, p.lp, p.rows, &wk, &bk, out, p.len_out, s.c_out, relu);
+            corr::<J, FMA>(&xp, p.lp, p.rows, &wk, &bk, out, p.len_out, s.c_out, epi);
         }
     }
 }
@@ -457,7 +467,15 @@ fn grad_input_taps<const J: usize, const FMA: bool>(
                 masked_copy(&gy[at.clone()], mask.map(|m| &m[at]), dst);
             }
             corr::<J, FMA>(
-                &gyp, p.lq, s.c_out, &wk, &zeros, &mut gxp, p.used, p.rows, false,
+                &gyp,
+                p.lq,
+                s.c_out,
+                &wk,
+                &zeros,
+                &mut gxp,
+                p.used,
+                p.rows,
+                Epilogue::default(),
             );
             unphase_rows(
                 s,
@@ -581,7 +599,7 @@ fn corr<const J: usize, const FMA: bool>(
     dst: &mut [f32],
     n: usize,
     outs: usize,
-    relu: bool,
+    epi: Epilogue,
 ) {
     let blocks = outs.div_ceil(CB);
     for t0 in (0..n).step_by(T) {
@@ -590,6 +608,14 @@ fn corr<const J: usize, const FMA: bool>(
             let mut acc = [[0.0f32; T]; CB];
             for (a, &b) in acc.iter_mut().zip(&bias[ob * CB..][..CB]) {
                 *a = [b; T];
+            }
+            if epi.accumulate {
+                for (c, a) in acc.iter_mut().enumerate().take(outs - ob * CB) {
+                    let d = &dst[(ob * CB + c) * n + t0..][..len];
+                    for (v, &o) in a.iter_mut().zip(d) {
+                        *v += o;
+                    }
+                }
             }
             let wb = &wk[ob * rows * J * CB..][..rows * J * CB];
             for r in 0..rows {
@@ -606,7 +632,7 @@ fn corr<const J: usize, const FMA: bool>(
                 }
             }
             for (c, a) in acc.iter_mut().enumerate().take(outs - ob * CB) {
-                if relu {
+                if epi.relu {
                     for v in a.iter_mut() {
                         *v = if *v < 0.0 { 0.0 } else { *v }; // NaN kept, as torch's relu
                     }

@@ -45,6 +45,13 @@ fn taps(s: &Conv1dShape, mut f: impl FnMut(usize, usize, usize)) {
     }
 }
 
+fn epi(relu: bool) -> Epilogue {
+    Epilogue {
+        relu,
+        accumulate: false,
+    }
+}
+
 fn close(got: &[f32], want: &[f64], what: &str) {
     assert_eq!(got.len(), want.len(), "{what}: length");
     for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
@@ -108,12 +115,12 @@ fn check(s: &Conv1dShape, seed: u64, fma: bool, relu: bool) {
             if !x86::has_fma() {
                 return;
             }
-            conv1d_forward(s, &x, &w, Some(&bias), relu, &mut y).unwrap();
+            conv1d_forward(s, &x, &w, Some(&bias), epi(relu), &mut y).unwrap();
             conv1d_grad_input(s, &gy_in, mask, &w, &mut gx).unwrap();
             conv1d_grad_weight(s, &x, &gy_in, mask, &mut gw, Some(&mut gb)).unwrap();
         }
     } else {
-        forward_impl::<false>(s, &p, &x, &w, Some(&bias), relu, &mut y);
+        forward_impl::<false>(s, &p, &x, &w, Some(&bias), epi(relu), &mut y);
         grad_input_impl::<false>(s, &p, &gy_in, mask, &w, &mut gx);
         grad_weight_impl::<false>(s, &p, &x, &gy_in, mask, &mut gw, Some(&mut gb));
     }
@@ -198,12 +205,42 @@ fn random_shapes_match_naive_loops() {
 fn bad_shapes_are_errors() {
     let s = shape(1, 1, 1, 1, 8, 3, 1, 1);
     let (x, w, mut y) = (vec![0.0; 8], vec![0.0; 3], vec![0.0; 8]);
-    assert!(conv1d_forward(&s, &x, &w, None, false, &mut y).is_ok());
-    assert!(conv1d_forward(&s, &x[..7], &w, None, false, &mut y).is_err());
+    assert!(conv1d_forward(&s, &x, &w, None, Epilogue::default(), &mut y).is_ok());
+    assert!(conv1d_forward(&s, &x[..7], &w, None, Epilogue::default(), &mut y).is_err());
     assert!(conv1d_grad_input(&s, &y, Some(&x[..7]), &w, &mut vec![0.0; 8]).is_err());
-    assert!(conv1d_forward(&s, &x, &w, Some(&[0.0, 0.0]), false, &mut y).is_err());
+    assert!(conv1d_forward(&s, &x, &w, Some(&[0.0, 0.0]), Epilogue::default(), &mut y).is_err());
     let long = shape(1, 1, 1, 1, 2, 9, 1, 0);
-    assert!(conv1d_forward(&long, &x[..2], &[0.0; 9], None, false, &mut y).is_err());
+    assert!(conv1d_forward(&long, &x[..2], &[0.0; 9], None, Epilogue::default(), &mut y).is_err());
     let many_taps = shape(1, 1, 1, 1, 8, 5, 1, 2);
     assert!(conv1d_grad_input(&many_taps, &y, None, &[0.0; 5], &mut vec![0.0; 8]).is_err());
+}
+
+#[test]
+fn accumulate_adds_onto_the_output_before_the_relu() {
+    for (seed, s) in [
+        shape(2, 6, 4, 4, 50, 4, 2, 1),
+        shape(2, 3, 2, 5, 33, 3, 1, 1),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let mut rng = Lcg(seed as u64 + 7);
+        let (nx, nw, ny) = s.lens().unwrap();
+        let (x, w, y0) = (rng.vec(nx), rng.vec(nw), rng.vec(ny));
+        let mut want: Vec<f64> = y0.iter().map(|&v| v as f64).collect();
+        taps(s, |xi, wi, yi| want[yi] += x[xi] as f64 * w[wi] as f64);
+        for v in want.iter_mut() {
+            *v = v.max(0.0);
+        }
+        let both = Epilogue {
+            relu: true,
+            accumulate: true,
+        };
+        let mut y = y0.clone();
+        conv1d_forward(s, &x, &w, None, both, &mut y).unwrap();
+        close(&y, &want, "accumulated");
+        let mut y = y0.clone();
+        forward_impl::<false>(s, &s.plan().unwrap(), &x, &w, None, both, &mut y);
+        close(&y, &want, "accumulated, portable");
+    }
 }

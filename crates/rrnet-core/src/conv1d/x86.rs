@@ -3,7 +3,7 @@
 //!
 //! Every function here with `#[target_feature]` runs only after [`has_fma`] was true.
 
-use super::{forward_impl, grad_input_impl, grad_weight_impl, Conv1dShape, Plan};
+use super::{forward_impl, grad_input_impl, grad_weight_impl, Conv1dShape, Epilogue, Plan};
 
 /// Whether the CPU has AVX2 and FMA (cached by the standard library).
 pub(super) fn has_fma() -> bool {
@@ -18,10 +18,10 @@ pub(super) fn forward(
     x: &[f32],
     w: &[f32],
     bias: Option<&[f32]>,
-    relu: bool,
+    epi: Epilogue,
     y: &mut [f32],
 ) {
-    forward_impl::<true>(s, p, x, w, bias, relu, y);
+    forward_impl::<true>(s, p, x, w, bias, epi, y);
 }
 
 /// [`grad_input_impl`] with 8-lane vectors and fused multiply-adds.
