@@ -133,6 +133,7 @@ fn check(s: &Conv1dShape, seed: u64, fma: bool, relu: bool) {
     close(&gb, &gb_ref, "gb");
 }
 
+#[allow(clippy::too_many_arguments)]
 fn shape(
     batch: usize,
     groups: usize,
@@ -207,12 +208,12 @@ fn bad_shapes_are_errors() {
     let (x, w, mut y) = (vec![0.0; 8], vec![0.0; 3], vec![0.0; 8]);
     assert!(conv1d_forward(&s, &x, &w, None, Epilogue::default(), &mut y).is_ok());
     assert!(conv1d_forward(&s, &x[..7], &w, None, Epilogue::default(), &mut y).is_err());
-    assert!(conv1d_grad_input(&s, &y, Some(&x[..7]), &w, &mut vec![0.0; 8]).is_err());
+    assert!(conv1d_grad_input(&s, &y, Some(&x[..7]), &w, &mut [0.0; 8]).is_err());
     assert!(conv1d_forward(&s, &x, &w, Some(&[0.0, 0.0]), Epilogue::default(), &mut y).is_err());
     let long = shape(1, 1, 1, 1, 2, 9, 1, 0);
     assert!(conv1d_forward(&long, &x[..2], &[0.0; 9], None, Epilogue::default(), &mut y).is_err());
     let many_taps = shape(1, 1, 1, 1, 8, 5, 1, 2);
-    assert!(conv1d_grad_input(&many_taps, &y, None, &[0.0; 5], &mut vec![0.0; 8]).is_err());
+    assert!(conv1d_grad_input(&many_taps, &y, None, &[0.0; 5], &mut [0.0; 8]).is_err());
 }
 
 #[test]
