@@ -31,7 +31,7 @@ KERNEL = os.environ.get("RRNET_CONV", "rust")
 
 def _rust_applies(x: torch.Tensor, w: torch.Tensor, stride: int) -> bool:
     """CPU float32 tensors with the kernel's tap limit, autocast off: the measured-faster
-    cases (forward + backward 1.3-3x faster than oneDNN for every convolution of the
+    cases (forward + backward 1.9-3.5x faster than oneDNN for every convolution of the
     grouped RRNet at its training shapes, ``benchmarks/RESULTS.md``)."""
     return (
         KERNEL == "rust"
