@@ -112,8 +112,8 @@ class _RustConvSum(torch.autograd.Function):
         for i, (inp, w, conf) in enumerate(((a, wa, ctx.confs[0]), (x, wx, ctx.confs[1]))):
             at = 3 * i  # a, wa, b at 0, 1, 2; x, wx at 3, 4
             if need[at]:
-                grads[at] = torch.empty_like(inp)
-                _core.conv1d_grad_input(gy, mask, w.numpy(), grads[at].numpy(), *conf)
+                grads[at] = g_in = torch.empty_like(inp)
+                _core.conv1d_grad_input(gy, mask, w.numpy(), g_in.numpy(), *conf)
             need_b = i == 0 and need[2]
             if need[at + 1] or need_b:
                 grads[at + 1] = gw = torch.empty_like(w)

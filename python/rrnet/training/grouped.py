@@ -10,6 +10,8 @@ products over the member axis, and dropout draws an independent mask per member.
 oneDNN's grouped convolution kernels, forward and backward, do far more work per call
 than M small convolutions or vmap's matmul rewrite, which is what makes training M
 members together faster than one after another on a CPU.
+On CPU (float32) the convolutions go through the Rust kernel of
+:mod:`rrnet.training.conv` (faster still, ReLUs and each block's shortcut sum fused).
 """
 
 from __future__ import annotations
