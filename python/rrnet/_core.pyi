@@ -7,6 +7,9 @@ __all__ = [
     "DEFAULT_MAX_INFLATED",
     "DEFAULT_MAX_ITER",
     "N_PIX",
+    "conv1d_forward",
+    "conv1d_grad_input",
+    "conv1d_grad_weight",
     "grid",
     "normalize_batch",
     "read_lamost_batch",
@@ -142,3 +145,36 @@ def read_lamost_batch(
         list[_ArmRead],  # one per requested extname, in order
     ]
 ]: ...
+
+# Grouped conv1d (rrnet.training.conv): float32 C-contiguous arrays, written in place;
+# x [B, G*C_in, L], w [G*C_out, C_in, K], out/gy/mask [B, G*C_out, L_out]; one thread.
+def conv1d_forward(
+    x: npt.NDArray[np.float32],
+    w: npt.NDArray[np.float32],
+    bias: npt.NDArray[np.float32] | None,
+    out: npt.NDArray[np.float32],
+    stride: int,
+    padding: int,
+    groups: int,
+    relu: bool,
+    accumulate: bool,  # add to what out holds (before the ReLU)
+) -> None: ...
+def conv1d_grad_input(
+    gy: npt.NDArray[np.float32],
+    mask: npt.NDArray[np.float32] | None,  # the forward's output when it had a ReLU
+    w: npt.NDArray[np.float32],
+    gx: npt.NDArray[np.float32],
+    stride: int,
+    padding: int,
+    groups: int,
+) -> None: ...
+def conv1d_grad_weight(
+    x: npt.NDArray[np.float32],
+    gy: npt.NDArray[np.float32],
+    mask: npt.NDArray[np.float32] | None,
+    gw: npt.NDArray[np.float32],
+    gb: npt.NDArray[np.float32] | None,
+    stride: int,
+    padding: int,
+    groups: int,
+) -> None: ...

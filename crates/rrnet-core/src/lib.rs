@@ -13,6 +13,7 @@
 
 pub mod batch;
 pub mod continuum;
+pub mod conv1d;
 pub mod error;
 pub mod fits;
 pub mod grid;

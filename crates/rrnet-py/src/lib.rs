@@ -2,8 +2,9 @@
 //!
 //! Arrays are borrowed, not copied: they must be C-contiguous with the exact
 //! dtype (the Python gateway `rrnet.preprocess` converts and checks). Batch calls
-//! release the GIL through [`run_detached`]; callers must not mutate the input
-//! arrays while a call runs.
+//! release the GIL through [`run_detached`], the convolutions (one thread's share of
+//! work the caller splits, `rrnet.training.conv`) through [`detach_here`]; callers
+//! must not mutate the input arrays while a call runs.
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -13,12 +14,13 @@ use std::sync::{Arc, Mutex};
 use numpy::ndarray::Array2;
 use numpy::{
     Element, IntoPyArray, PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2,
-    PyReadonlyArray3, PyUntypedArrayMethods,
+    PyReadonlyArray3, PyReadwriteArray1, PyReadwriteArray3, PyUntypedArrayMethods,
 };
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use rayon::{ThreadPool, ThreadPoolBuilder};
 use rrnet_core::batch::{self, ArmBatch, NormalizeStats, Ragged, ResampleStats};
+use rrnet_core::conv1d::{self, Conv1dShape, Epilogue};
 use rrnet_core::fits::lamost::{self, ArmData, FileData, ReadFailure, ReadOptions};
 use rrnet_core::grid::{Arm, N_PIX};
 use rrnet_core::rv_measure::{self, RvResult, RvSettings, RvStatus, RvValue, Templates};
@@ -628,6 +630,111 @@ fn read_lamost_batch(
     Ok(results.into_iter().map(|f| file_out(py, f)).collect())
 }
 
+/// Run `work` (one thread's share of a job the caller already split across threads,
+/// e.g. a convolution of some ensemble members) on this thread without the GIL: no
+/// pool hand-off, so concurrent Python threads run concurrently.
+fn detach_here<F>(py: Python<'_>, work: F) -> PyResult<()>
+where
+    F: FnOnce() -> Result<(), KernelError> + Send,
+{
+    py.detach(work).map_err(to_pyerr)
+}
+
+/// The [`Conv1dShape`] of `conv1d(x, w, stride=stride, padding=padding, groups=groups)`
+/// from the shapes of `x` `[B, G*C_in, L]` and `w` `[G*C_out, C_in, K]`.
+fn conv_shape(
+    x: &[usize],
+    w: &[usize],
+    stride: usize,
+    padding: usize,
+    groups: usize,
+) -> PyResult<Conv1dShape> {
+    if groups == 0 || x[1] != groups * w[1] || !w[0].is_multiple_of(groups) {
+        return Err(PyValueError::new_err(format!(
+            "conv1d: x {x:?} and w {w:?} do not fit groups={groups}"
+        )));
+    }
+    Ok(Conv1dShape {
+        batch: x[0],
+        groups,
+        c_in: w[1],
+        c_out: w[0] / groups,
+        len_in: x[2],
+        kernel: w[2],
+        stride,
+        pad: padding,
+    })
+}
+
+/// Grouped conv1d of float32 C-contiguous arrays into `out` `[B, G*C_out, L_out]`
+/// (added to what `out` holds if `accumulate`), then a ReLU if `relu`
+/// (`rrnet_core::conv1d`; one thread, GIL released).
+#[pyfunction]
+#[allow(clippy::too_many_arguments)]
+fn conv1d_forward(
+    py: Python<'_>,
+    x: PyReadonlyArray3<'_, f32>,
+    w: PyReadonlyArray3<'_, f32>,
+    bias: Option<PyReadonlyArray1<'_, f32>>,
+    mut out: PyReadwriteArray3<'_, f32>,
+    stride: usize,
+    padding: usize,
+    groups: usize,
+    relu: bool,
+    accumulate: bool,
+) -> PyResult<()> {
+    let s = conv_shape(x.shape(), w.shape(), stride, padding, groups)?;
+    let (x, w) = (x.as_slice()?, w.as_slice()?);
+    let bias = bias.as_ref().map(|b| b.as_slice()).transpose()?;
+    let y = out.as_slice_mut()?;
+    let epi = Epilogue { accumulate, relu };
+    detach_here(py, || conv1d::conv1d_forward(&s, x, w, bias, epi, y))
+}
+
+/// The input gradient of [`conv1d_forward`] into `gx` `[B, G*C_in, L]`; `mask`: the
+/// forward's output if it had a ReLU (the gradient is 0 where it is <= 0).
+#[pyfunction]
+#[allow(clippy::too_many_arguments)]
+fn conv1d_grad_input(
+    py: Python<'_>,
+    gy: PyReadonlyArray3<'_, f32>,
+    mask: Option<PyReadonlyArray3<'_, f32>>,
+    w: PyReadonlyArray3<'_, f32>,
+    mut gx: PyReadwriteArray3<'_, f32>,
+    stride: usize,
+    padding: usize,
+    groups: usize,
+) -> PyResult<()> {
+    let s = conv_shape(gx.shape(), w.shape(), stride, padding, groups)?;
+    let (gy, w) = (gy.as_slice()?, w.as_slice()?);
+    let mask = mask.as_ref().map(|m| m.as_slice()).transpose()?;
+    let gx = gx.as_slice_mut()?;
+    detach_here(py, || conv1d::conv1d_grad_input(&s, gy, mask, w, gx))
+}
+
+/// The weight (and bias, if `gb` is given) gradients of [`conv1d_forward`] into `gw`
+/// `[G*C_out, C_in, K]` and `gb` `[G*C_out]`; `mask` as in [`conv1d_grad_input`].
+#[pyfunction]
+#[allow(clippy::too_many_arguments)]
+fn conv1d_grad_weight(
+    py: Python<'_>,
+    x: PyReadonlyArray3<'_, f32>,
+    gy: PyReadonlyArray3<'_, f32>,
+    mask: Option<PyReadonlyArray3<'_, f32>>,
+    mut gw: PyReadwriteArray3<'_, f32>,
+    mut gb: Option<PyReadwriteArray1<'_, f32>>,
+    stride: usize,
+    padding: usize,
+    groups: usize,
+) -> PyResult<()> {
+    let s = conv_shape(x.shape(), gw.shape(), stride, padding, groups)?;
+    let (x, gy) = (x.as_slice()?, gy.as_slice()?);
+    let mask = mask.as_ref().map(|m| m.as_slice()).transpose()?;
+    let gw = gw.as_slice_mut()?;
+    let gb = gb.as_mut().map(|b| b.as_slice_mut()).transpose()?;
+    detach_here(py, || conv1d::conv1d_grad_weight(&s, x, gy, mask, gw, gb))
+}
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("N_PIX", N_PIX)?;
@@ -644,6 +751,9 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(rv_status_codes, m)?)?;
     m.add_function(wrap_pyfunction!(read_lamost_batch, m)?)?;
     m.add_function(wrap_pyfunction!(running_median_rows, m)?)?;
+    m.add_function(wrap_pyfunction!(conv1d_forward, m)?)?;
+    m.add_function(wrap_pyfunction!(conv1d_grad_input, m)?)?;
+    m.add_function(wrap_pyfunction!(conv1d_grad_weight, m)?)?;
     m.add("DEFAULT_MAX_INFLATED", lamost::DEFAULT_MAX_INFLATED)?;
     Ok(())
 }

@@ -10,6 +10,8 @@ products over the member axis, and dropout draws an independent mask per member.
 oneDNN's grouped convolution kernels, forward and backward, do far more work per call
 than M small convolutions or vmap's matmul rewrite, which is what makes training M
 members together faster than one after another on a CPU.
+On CPU (float32) the convolutions go through the Rust kernel of
+:mod:`rrnet.training.conv` (faster still, ReLUs and each block's shortcut sum fused).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import torch.nn.functional as F
 from rrnet.models.config import STARNET_POOL, ModelConfig
 from rrnet.models.grouped import _pool_folded_k3
 from rrnet.models.stacked import _rnn
+from rrnet.training.conv import conv1d, conv1d_sum
 
 Params = Mapping[str, torch.Tensor]
 
@@ -147,28 +150,29 @@ def _rrnet_maps(config: ModelConfig, params: Params, x: torch.Tensor, m: int) ->
     for i, c_in in enumerate(widths[:-1]):
         base = f"ResBlock_list.{i}.0"
         groups = x.shape[1] // c_in  # 1 for a shared input, else M
-        r = F.relu(
-            F.conv1d(x, _gw(params, f"{base}.ResBlock.0"), _gb(params, f"{base}.ResBlock.0"),
-                     padding=1, groups=groups)
-        )  # fmt: skip
+        r = conv1d(x, _gw(params, f"{base}.ResBlock.0"), _gb(params, f"{base}.ResBlock.0"),
+                   padding=1, groups=groups, relu=True)  # fmt: skip
         w2 = _pool_folded_k3(_gw(params, f"{base}.ResBlock.2"))
         bias = params[f"{base}.ResBlock.2.bias"]
+        last = i == len(widths) - 2  # the maps' final ReLU fused into the last block
         if c_in != widths[i + 1]:
             ds = _gw(params, f"{base}.downsample.0")
             bias = bias + params[f"{base}.downsample.0.bias"]
-            shortcut = F.conv1d(x, 0.5 * torch.cat((ds, ds), dim=-1), stride=2, groups=groups)
-        else:
-            shortcut = F.avg_pool1d(x, 2)
-            if shortcut.shape[1] != w2.shape[0]:
-                shortcut = shortcut.repeat(1, m, 1)
-        x = F.conv1d(r, w2, bias.reshape(-1), stride=2, padding=1, groups=m) + shortcut
-    return F.relu(x)
+            x = conv1d_sum(r, w2, bias.reshape(-1), x, 0.5 * torch.cat((ds, ds), dim=-1),
+                           conf_a=(2, 1, m), conf_x=(2, 0, groups), relu=last)  # fmt: skip
+            continue
+        shortcut = F.avg_pool1d(x, 2)
+        if shortcut.shape[1] != w2.shape[0]:
+            shortcut = shortcut.repeat(1, m, 1)
+        x = conv1d(r, w2, bias.reshape(-1), stride=2, padding=1, groups=m) + shortcut
+        x = F.relu(x) if last else x
+    return x
 
 
 def _starnet_maps(params: Params, x: torch.Tensor, m: int) -> torch.Tensor:
-    h = F.relu(F.conv1d(x, _gw(params, "conv1.0"), _gb(params, "conv1.0"), padding=1,
-                        groups=x.shape[1]))  # fmt: skip
-    h = F.conv1d(h, _gw(params, "conv2.0"), _gb(params, "conv2.0"), padding=1, groups=m)
+    h = conv1d(x, _gw(params, "conv1.0"), _gb(params, "conv1.0"), padding=1,
+               groups=x.shape[1], relu=True)  # fmt: skip
+    h = conv1d(h, _gw(params, "conv2.0"), _gb(params, "conv2.0"), padding=1, groups=m)
     return F.relu(F.max_pool1d(h, STARNET_POOL))
 
 
