@@ -320,7 +320,7 @@ fn parse_file(
                 ReadStatus::MissingExtension,
                 format!("extension {extname:?} not in {name}"),
             )),
-            Some(hdu) => read_arm(hdu, extname, &name, &opts.arm_keys, opts.masks),
+            Some(hdu) => read_arm(hdu, extname, name, &opts.arm_keys, opts.masks),
         };
         if let Err(ReadFailure {
             status: ReadStatus::Unsupported,
