@@ -2,14 +2,13 @@
 //! and the requested arm tables (FLUX, IVAR, LOGLAM and masks), with the same
 //! per-file and per-arm statuses as the Python (cfitsio) reader.
 
-use std::io::Read;
 use std::path::Path;
 
 use rayon::prelude::*;
 
 use super::bintable::{Column, Table};
 use super::header::{ascii_lossy, hdus, Hdu};
-use super::inflate::{gunzip_into, InflateError, GZIP_MAGIC};
+use super::inflate::{gunzip, InflateError, GZIP_MAGIC};
 use super::Unsupported;
 
 /// Columns every arm table must have.
@@ -117,31 +116,8 @@ fn is_environment_fault(e: &std::io::Error) -> bool {
         || e.kind() == std::io::ErrorKind::OutOfMemory
 }
 
-/// Per-thread buffers of [`read_file`]: the file's bytes and its inflated
-/// content, reused from file to file (no fresh pages to zero and fault in for
-/// each file). A buffer grown beyond [`KEEP_BUFFER`] is freed after its file.
-#[derive(Default)]
-struct Buffers {
-    raw: Vec<u8>,
-    inflated: Vec<u8>,
-}
-
-/// Largest buffer [`Buffers`] keeps between files (a LAMOST MRS file inflates to ~3 MB).
-const KEEP_BUFFER: usize = 64 << 20;
-
-thread_local! {
-    static BUFFERS: std::cell::RefCell<Buffers> = std::cell::RefCell::default();
-}
-
-/// Read the file at `path` into `bufs` and inflate it when gzip; the content is
-/// `bufs.raw` (not gzip) or `bufs.inflated[..size]` (`Some(size)`). Statuses as
-/// the Python reader's.
-fn load(
-    path: &Path,
-    name: &str,
-    max_inflated: usize,
-    bufs: &mut Buffers,
-) -> Result<Option<usize>, ReadFailure> {
+/// The file's bytes, inflated when gzip; statuses as the Python reader's.
+fn load(path: &Path, name: &str, max_inflated: usize) -> Result<Vec<u8>, ReadFailure> {
     let missing = |why: String| ReadFailure::new(ReadStatus::MissingFile, why);
     if path.is_dir() {
         let why = format!("{} is a directory, not a spectrum file", path.display());
@@ -150,29 +126,24 @@ fn load(
     if !path.is_file() {
         return Err(missing(format!("file not found: {}", path.display())));
     }
-    bufs.raw.clear();
-    std::fs::File::open(path)
-        .and_then(|mut f| f.read_to_end(&mut bufs.raw))
-        .map_err(|e| {
-            let why = format!("file not readable: {}: {e}", path.display());
-            if is_environment_fault(&e) {
-                ReadFailure::new(ReadStatus::Environment, why)
-            } else {
-                missing(why)
-            }
-        })?;
-    if bufs.raw.get(..2) != Some(&GZIP_MAGIC[..]) {
-        return Ok(None);
+    let raw = std::fs::read(path).map_err(|e| {
+        let why = format!("file not readable: {}: {e}", path.display());
+        if is_environment_fault(&e) {
+            ReadFailure::new(ReadStatus::Environment, why)
+        } else {
+            missing(why)
+        }
+    })?;
+    if raw.get(..2) != Some(&GZIP_MAGIC[..]) {
+        return Ok(raw);
     }
-    gunzip_into(&bufs.raw, max_inflated, &mut bufs.inflated)
-        .map(Some)
-        .map_err(|e| match e {
-            InflateError::TooLarge { limit } => ReadFailure::new(
-                ReadStatus::TooLarge,
-                format!("{name} inflates to more than the limit of {limit} bytes"),
-            ),
-            other => ReadFailure::new(ReadStatus::BadFits, format!("{other}: {name}")),
-        })
+    gunzip(&raw, max_inflated).map_err(|e| match e {
+        InflateError::TooLarge { limit } => ReadFailure::new(
+            ReadStatus::TooLarge,
+            format!("{name} inflates to more than the limit of {limit} bytes"),
+        ),
+        other => ReadFailure::new(ReadStatus::BadFits, format!("{other}: {name}")),
+    })
 }
 
 /// The HDU named `extname`; several or a case-only match are left to cfitsio.
@@ -289,29 +260,8 @@ pub fn read_file(
         || path.display().to_string(),
         |n| n.to_string_lossy().into_owned(),
     );
-    BUFFERS.with_borrow_mut(|bufs| {
-        let result = match load(path, &name, opts.max_inflated, bufs) {
-            Ok(None) => parse_file(&bufs.raw, &name, extnames, opts),
-            Ok(Some(size)) => parse_file(&bufs.inflated[..size], &name, extnames, opts),
-            Err(e) => Err(e),
-        };
-        for buf in [&mut bufs.raw, &mut bufs.inflated] {
-            if buf.capacity() > KEEP_BUFFER {
-                *buf = Vec::new();
-            }
-        }
-        result
-    })
-}
-
-/// The arms `extnames` of a file's (inflated) content.
-fn parse_file(
-    content: &[u8],
-    name: &str,
-    extnames: &[String],
-    opts: &ReadOptions,
-) -> Result<FileData, ReadFailure> {
-    let list = hdus(content)?;
+    let content = load(path, &name, opts.max_inflated)?;
+    let list = hdus(&content)?;
     let names: Vec<Option<String>> = list.iter().map(|h| h.string("EXTNAME")).collect();
     let mut arms = Vec::with_capacity(extnames.len());
     for extname in extnames {
@@ -320,7 +270,7 @@ fn parse_file(
                 ReadStatus::MissingExtension,
                 format!("extension {extname:?} not in {name}"),
             )),
-            Some(hdu) => read_arm(hdu, extname, name, &opts.arm_keys, opts.masks),
+            Some(hdu) => read_arm(hdu, extname, &name, &opts.arm_keys, opts.masks),
         };
         if let Err(ReadFailure {
             status: ReadStatus::Unsupported,
