@@ -135,6 +135,7 @@ def read_lamost_batch(
     arm_keys: list[str],
     max_inflated: int,
     threads: int | None = None,
+    masks: bool = True,
 ) -> list[
     tuple[
         str,  # status: "ok", "missing_file", "bad_fits", "too_large" or "unsupported"

@@ -5,6 +5,7 @@ synthesised and damaged copies; files outside its subset fall back to fitsio."""
 from __future__ import annotations
 
 import gzip
+from dataclasses import replace
 from pathlib import Path
 
 import fitsio
@@ -184,3 +185,63 @@ def test_many_files_in_parallel_keep_order(tmp_path):
     assert [r.error is None for r in reads] == [True, False] * 20
     with pytest.raises(ValueError, match="reader"):
         read_many([], reader="astropy")
+
+
+def _without_masks(read: FileRead) -> FileRead:
+    """``read`` as ``masks=False`` should give it: the Rust reader's arms without masks."""
+    if read.fallback is not None or read.error is not None:
+        return read
+    arms = {
+        name: arm if isinstance(arm, LamostReadError) else replace(arm, mask=None, ormask=None)
+        for name, arm in read.arms.items()
+    }
+    return replace(read, arms=arms)
+
+
+def _mask_cases(tmp_path: Path) -> list[Path]:
+    """Files whose mask columns are odd (float, scaled, short, absent) and others
+    of every size and kind, for one batch that reuses the reader's buffers."""
+    as_float = set_values("ANDMASK", lambda m: m)
+
+    def float_mask(data: np.ndarray) -> np.ndarray:
+        dtype = [(n, np.float32 if n == "ORMASK" else data.dtype[n]) for n in data.dtype.names]
+        out = np.empty(data.size, dtype=dtype)
+        for n in data.dtype.names:
+            out[n] = data[n]
+        return out
+
+    edits = {
+        "float-mask": {"edit": {"COADD_B": float_mask}},
+        "mask-length": SUPPORTED["mask-length"],
+        "no-mask": SUPPORTED["no-mask"],
+        "same": {"edit": {"COADD_R": as_float}},
+        "vector-row": SUPPORTED["vector-row"],
+    }
+    paths = [REAL_FILE]
+    for i, (name, edit) in enumerate(edits.items()):
+        paths.append(write_lamost_copy(tmp_path / f"{name}.fits.gz", compress=i % 2 == 0, **edit))
+    paths += list(_damaged(tmp_path).values())
+    return [*paths, REAL_FILE, tmp_path / "absent.fits.gz", *reversed(paths)]
+
+
+def test_masks_false_checks_masks_the_same_and_reuses_buffers_safely(tmp_path):
+    """``masks=False``: every status, fallback and array as with masks (fitsio's
+    too), only mask/ormask None; one thread reads all files in a row, so each
+    file's read reuses the buffers the previous (larger or smaller) one left."""
+    paths = _mask_cases(tmp_path)
+    jobs = [(p, ASKED) for p in paths]
+    with_masks = read_many(jobs, threads=1)
+    without = read_many(jobs, threads=1, masks=False)
+    for path, full, bare in zip(paths, with_masks, without, strict=True):
+        (ref,) = read_many([(path, ASKED)], reader="fitsio")
+        _same(full, ref)
+        _same(bare, _without_masks(full))
+        assert bare.fallback == full.fallback, path
+        if full.fallback is None and full.error is None:
+            assert all(
+                isinstance(a, LamostReadError) or (a.mask is None and a.ormask is None)
+                for a in bare.arms.values()
+            )
+    fallbacks = {p.name: r.fallback for p, r in zip(paths, without, strict=True)}
+    assert fallbacks["float-mask.fits.gz"] is not None  # not an integer column: fitsio
+    assert "ORMASK" in fallbacks["float-mask.fits.gz"]

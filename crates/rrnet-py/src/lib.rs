@@ -595,9 +595,11 @@ fn file_out(py: Python<'_>, file: Result<FileData, ReadFailure>) -> FileOut<'_> 
 }
 
 /// Read LAMOST MRS files in memory, one rayon task per file (GIL released).
-/// Status "unsupported" means: read that file with cfitsio instead.
+/// Status "unsupported" means: read that file with cfitsio instead. With
+/// `masks=False` the mask columns are checked (same statuses) but not returned.
 #[pyfunction]
-#[pyo3(signature = (paths, extnames, primary_keys, arm_keys, max_inflated, threads=None))]
+#[pyo3(signature = (paths, extnames, primary_keys, arm_keys, max_inflated, threads=None, masks=true))]
+#[allow(clippy::too_many_arguments)]
 fn read_lamost_batch(
     py: Python<'_>,
     paths: Vec<PathBuf>,
@@ -606,6 +608,7 @@ fn read_lamost_batch(
     arm_keys: Vec<String>,
     max_inflated: usize,
     threads: Option<usize>,
+    masks: bool,
 ) -> PyResult<Vec<FileOut<'_>>> {
     if paths.len() != extnames.len() {
         return Err(PyValueError::new_err(
@@ -616,6 +619,7 @@ fn read_lamost_batch(
         max_inflated,
         primary_keys,
         arm_keys,
+        masks,
     };
     let files: Vec<_> = paths
         .iter()

@@ -119,12 +119,15 @@ def read_many(
     reader: Reader = "auto",
     max_inflated: int = DEFAULT_MAX_INFLATED,
     threads: int | None = None,
+    masks: bool = True,
 ) -> list[FileRead]:
     """Read the named arms of many files, one :class:`FileRead` per file, in order.
 
     Rust reads the files in parallel on ``threads`` threads (default: all cores,
     or ``RRNET_NUM_THREADS``); fitsio fallbacks run in the calling thread.
-    Never raises for bad files.
+    ``masks=False``: the Rust reader checks the mask columns as usual (same
+    statuses) but does not decode them (``mask``/``ormask`` None; fitsio
+    fallbacks still have them). Never raises for bad files.
     """
     if reader not in READERS:
         raise ValueError(f"reader must be one of {READERS}, got {reader!r}")
@@ -138,6 +141,7 @@ def read_many(
         _ARM,
         int(max_inflated),
         threads=threads,
+        masks=masks,
     )
     out = []
     for (path, extnames), result in zip(jobs, results, strict=True):

@@ -206,7 +206,9 @@ def _read_files(
 ) -> list[tuple]:
     """Reader task: read the named arms of several files (see :func:`_plain`)."""
     try:
-        reads = read_many(files, reader=reader, max_inflated=max_inflated, threads=threads)
+        reads = read_many(
+            files, reader=reader, max_inflated=max_inflated, threads=threads, masks=False
+        )
     except Exception as exc:  # an unforeseen reader failure must not stop the batch
         if is_environment_fault(exc):  # the machine (disk, TMPDIR, memory): stop the run
             raise

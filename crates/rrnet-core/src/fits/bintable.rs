@@ -203,12 +203,21 @@ impl<'a> Table<'a> {
 
     /// An integer column as i32 (K wrapped, as numpy casts).
     pub fn i32s(&self, col: &Column) -> Result<Vec<i32>, Unsupported> {
+        self.check_i32s(col)?;
+        Ok(match col.kind {
+            Kind::U8 => self.elements(col, |b: [u8; 1]| i32::from(b[0])),
+            Kind::I16 => self.elements(col, |b| i32::from(i16::from_be_bytes(b))),
+            Kind::I32 => self.elements(col, i32::from_be_bytes),
+            _ => self.elements(col, |b| i64::from_be_bytes(b) as i32),
+        })
+    }
+
+    /// What [`Table::i32s`] checks, without decoding: the number of elements it
+    /// would return, or the same error (for callers that do not need the values).
+    pub fn check_i32s(&self, col: &Column) -> Result<usize, Unsupported> {
         Self::check_plain(col)?;
         match col.kind {
-            Kind::U8 => Ok(self.elements(col, |b: [u8; 1]| i32::from(b[0]))),
-            Kind::I16 => Ok(self.elements(col, |b| i32::from(i16::from_be_bytes(b)))),
-            Kind::I32 => Ok(self.elements(col, i32::from_be_bytes)),
-            Kind::I64 => Ok(self.elements(col, |b| i64::from_be_bytes(b) as i32)),
+            Kind::U8 | Kind::I16 | Kind::I32 | Kind::I64 => Ok(self.n_rows * col.repeat),
             _ => Err(Unsupported(format!(
                 "column {} is not an integer column",
                 col.name

@@ -98,6 +98,9 @@ pub struct ReadOptions {
     pub max_inflated: usize,
     pub primary_keys: Vec<String>,
     pub arm_keys: Vec<String>,
+    /// Decode the mask columns (false: checked exactly as when decoded, same
+    /// statuses, but `mask` and `ormask` are None; the pipeline never uses them).
+    pub masks: bool,
 }
 
 fn cards(hdu: &Hdu<'_>, keys: &[String]) -> Cards {
@@ -179,6 +182,7 @@ fn read_arm(
     extname: &str,
     file: &str,
     keys: &[String],
+    decode_masks: bool,
 ) -> Result<ArmData, ReadFailure> {
     let bad_columns = |why: String| ReadFailure::new(ReadStatus::BadColumns, why);
     match hdu.string("XTENSION").as_deref() {
@@ -220,15 +224,16 @@ fn read_arm(
     let mut masks: [Option<Vec<i32>>; 3] = [None, None, None];
     for (slot, name) in masks.iter_mut().zip(MASKS) {
         if let Some(col) = table.column(name)? {
-            let values = table.i32s(col)?;
-            if values.len() != flux.len() {
+            let n = table.check_i32s(col)?;
+            if n != flux.len() {
                 return Err(bad_columns(format!(
-                    "extension {extname:?} of {file}: {name} has {} values, FLUX {}",
-                    values.len(),
+                    "extension {extname:?} of {file}: {name} has {n} values, FLUX {}",
                     flux.len()
                 )));
             }
-            *slot = Some(values);
+            if decode_masks {
+                *slot = Some(table.i32s(col)?);
+            }
         }
     }
     let [and, pix, or] = masks;
@@ -265,7 +270,7 @@ pub fn read_file(
                 ReadStatus::MissingExtension,
                 format!("extension {extname:?} not in {name}"),
             )),
-            Some(hdu) => read_arm(hdu, extname, &name, &opts.arm_keys),
+            Some(hdu) => read_arm(hdu, extname, &name, &opts.arm_keys, opts.masks),
         };
         if let Err(ReadFailure {
             status: ReadStatus::Unsupported,
