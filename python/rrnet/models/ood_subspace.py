@@ -52,6 +52,7 @@ from pathlib import Path
 import numpy as np
 
 from rrnet.grid import N_PIX_ARM
+from rrnet.models import ood_shape
 from rrnet.models.normalization import FLUX_CLIP
 from rrnet.preprocess.kernels import running_median
 from rrnet.utils.atomic import atomic_path
@@ -62,6 +63,8 @@ SCORE_NAME = "subspace_chi2_robust"
 """Identifier of this score in the file's metadata (change it if the formula changes)."""
 PLAIN_SCORE_NAME = "subspace_chi2"
 """The earlier formula (plain projection), still read from older checkpoints."""
+SHAPE_SCORE_NAME = "subspace_chi2_shape"
+"""The robust formula plus the line-width and step statistics (:mod:`rrnet.models.ood_shape`)."""
 ARTEFACT_DILATE = 2
 """Pixels on each side of an artefact also left out of the robust fit (resampling
 spreads a raw pixel over its neighbours)."""
@@ -106,24 +109,41 @@ class Subspace:
     robust: bool = True
     """Artefact pixels left out of the projection (:func:`robust_residual`); False for
     tests stored by older versions (:data:`PLAIN_SCORE_NAME`)."""
+    step_noise: np.ndarray | None = None
+    """float64 [n_positions]: noise factor ``a_k`` of the step statistic
+    (:mod:`rrnet.models.ood_shape`); None: no shape statistics (older checkpoints)."""
+    step_floor: np.ndarray | None = None
+    """float64 [n_positions]: the subspace's own step variance ``f_k``; None with step_noise."""
+
+    @property
+    def shape(self) -> bool:
+        """Whether the line-width and step statistics are part of the test."""
+        return self.step_floor is not None
+
+    @property
+    def n_statistics(self) -> int:
+        """2 (global, local) or 4 (also line width, step)."""
+        return 4 if self.shape else 2
 
     def limits(self, snr: np.ndarray, quantile: float) -> np.ndarray:
-        """Thresholds ``[B, 2]`` (global, local) for spectra of S/N ``snr``.
+        """Thresholds ``[B, n_statistics]`` for spectra of S/N ``snr``.
 
-        Each statistic is cut at level ``1 - (1 - quantile) / 2`` (Bonferroni), so that a
-        clean spectrum passes both with probability >= ``quantile``.
+        Each statistic is cut at level ``1 - (1 - quantile) / n_statistics`` (Bonferroni),
+        so that a clean spectrum passes all with probability >= ``quantile``.
         """
-        level = 1.0 - (1.0 - quantile) / 2.0
+        level = 1.0 - (1.0 - quantile) / self.n_statistics
         if not 0.0 < quantile <= 1.0 or not self.levels[0] <= level <= self.levels[-1]:
             raise ValueError(
-                f"OOD quantile {quantile} outside the stored range {2 * self.levels[0] - 1:g}..1"
+                f"OOD quantile {quantile} outside the stored range "
+                f"{1 - self.n_statistics * (1 - self.levels[0]):g}..1"
             )
         at_level = np.array(
             [[np.interp(level, self.levels, row) for row in table] for table in self.thresholds]
         )  # [2, n_nodes]
         x = np.log(np.clip(np.asarray(snr, dtype=np.float64), 1e-3, None))
         nodes = np.log(self.snr_nodes)
-        return np.stack([np.interp(x, nodes, at_level[s]) for s in range(2)], axis=1)
+        n = self.n_statistics
+        return np.stack([np.interp(x, nodes, at_level[s]) for s in range(n)], axis=1)
 
 
 def pixel_variance(snr_blue: np.ndarray, snr_red: np.ndarray, n_pixels: int) -> np.ndarray:
@@ -216,21 +236,49 @@ def window_means(z2: np.ndarray, window: int) -> np.ndarray:
 def statistics(
     sub: Subspace, flux: np.ndarray, snr_blue: np.ndarray, snr_red: np.ndarray
 ) -> np.ndarray:
-    """``[B, 2]``: (global, local) mean ``z**2`` after :func:`despike`, arm ends masked;
+    """``[B, n_statistics]``: (global, local) mean ``z**2`` after :func:`despike`, arm ends
+    masked, then (line width, step) where the test has them (:mod:`rrnet.models.ood_shape`);
     NaN for non-finite flux or unknown S/N."""
+    stats, _ = _statistics(sub, flux, snr_blue, snr_red)
+    return stats
+
+
+def _statistics(
+    sub: Subspace, flux: np.ndarray, snr_blue: np.ndarray, snr_red: np.ndarray
+) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """:func:`statistics` and the raw step ``(differences, noise)`` (what calibration fits)."""
+    from scipy.ndimage import maximum_filter1d
+
     flux = np.atleast_2d(np.asarray(flux, dtype=np.float64))
-    var = pixel_variance(snr_blue, snr_red, flux.shape[1]) + sub.floor2
+    noise = pixel_variance(snr_blue, snr_red, flux.shape[1])
+    var = noise + sub.floor2
     if sub.robust:
-        z2 = robust_residual(sub.mean, sub.components, flux, var) ** 2 / var
+        r = robust_residual(sub.mean, sub.components, flux, var)
     else:
-        z2 = residual(sub.mean, sub.components, flux) ** 2 / var
+        r = residual(sub.mean, sub.components, flux)
+    z2 = r**2 / var
     finite = np.all(np.isfinite(z2), axis=1)
+    raw = z2.copy() if sub.shape else z2
     z2[finite] = despike(z2[finite])
+    spikes = z2 != raw  # before the arm ends are overwritten below
     edges = _edge_pixels(flux.shape[1])
     z2[:, edges] = np.median(np.delete(z2, edges, axis=1), axis=1)[:, None]
-    out = np.stack([z2.mean(axis=1), window_means(z2, sub.window).max(axis=1)], axis=1)
-    out[~finite] = np.nan
-    return out
+    out = [z2.mean(axis=1), window_means(z2, sub.window).max(axis=1)]
+    step = (np.empty((len(z2), 0)), np.empty((len(z2), 0)))
+    if sub.shape:
+        artefact = maximum_filter1d(spikes.view(np.uint8), 2 * ARTEFACT_DILATE + 1, axis=1)
+        weight = np.where(artefact.astype(bool), 0.0, 1.0 / var)
+        weight[:, edges] = 0.0
+        model = np.clip(flux, *FLUX_CLIP) - r  # the fitted reference
+        out.append(ood_shape.line_width(r, model, weight))
+        step = (ood_shape.step_differences(r, np.sqrt(var)), ood_shape.step_noise(noise))
+        if sub.step_noise is not None:
+            out.append(ood_shape.step_statistic(*step, sub.step_noise, sub.step_floor))
+        else:  # calibration's provisional test: the floor is not fitted yet
+            out.append(np.zeros(len(z2)))
+    stats = np.stack(out, axis=1)
+    stats[~finite] = np.nan
+    return stats, step
 
 
 def combined_snr(snr_blue: np.ndarray, snr_red: np.ndarray) -> np.ndarray:
@@ -284,8 +332,10 @@ def calibrate(
     valid_flux: np.ndarray,
     snr_blue: np.ndarray,
     snr_red: np.ndarray,
+    shape: bool = True,
 ) -> Subspace:
-    """The residual floor and the threshold tables from validation spectra."""
+    """The residual floor, the step floor (``shape``) and the threshold tables from
+    validation spectra."""
     flux = np.asarray(valid_flux, dtype=np.float64)
     snr_b, snr_r = np.asarray(snr_blue, np.float64), np.asarray(snr_red, np.float64)
     var = pixel_variance(snr_b, snr_r, flux.shape[1])
@@ -301,15 +351,25 @@ def calibrate(
     floor2 = np.maximum(
         np.median(r2[use], axis=0) / GAUSS_MEDIAN_CHI2 - np.median(var[use], axis=0), 0.0
     )
-    provisional = Subspace(mean, components, floor2 + 1e-12, np.zeros((2, len(SNR_NODES), 1)))
-    stats = statistics(provisional, flux, snr_b, snr_r)
-    return Subspace(mean, components, floor2 + 1e-12, _threshold_tables(stats, snr))
+    n_stats = 4 if shape else 2
+    provisional = Subspace(
+        mean, components, floor2 + 1e-12, np.zeros((n_stats, len(SNR_NODES), 1)),
+        step_floor=np.zeros(0) if shape else None,
+    )  # fmt: skip
+    stats, step = _statistics(provisional, flux, snr_b, snr_r)
+    a = f = None
+    if shape:
+        a, f = ood_shape.fit_step_floor(*step)
+        stats[:, 3] = ood_shape.step_statistic(*step, a, f)
+    tables = _threshold_tables(stats, snr)
+    return Subspace(mean, components, floor2 + 1e-12, tables, step_noise=a, step_floor=f)
 
 
 def _threshold_tables(stats: np.ndarray, snr: np.ndarray) -> np.ndarray:
-    """``[2, n_nodes, n_levels]`` quantiles of each statistic near each S/N node."""
-    overall = np.quantile(stats, QUANTILE_LEVELS, axis=0).T  # [2, n_levels]
-    tables = np.empty((2, len(SNR_NODES), len(QUANTILE_LEVELS)))
+    """``[n_statistics, n_nodes, n_levels]`` quantiles of each statistic near each S/N node."""
+    n = stats.shape[1]
+    overall = np.quantile(stats, QUANTILE_LEVELS, axis=0).T  # [n, n_levels]
+    tables = np.empty((n, len(SNR_NODES), len(QUANTILE_LEVELS)))
     for j, node in enumerate(SNR_NODES):
         near = np.abs(np.log(snr / node)) <= np.log(2.0)
         if near.sum() >= MIN_PER_NODE:
@@ -325,10 +385,12 @@ def fit(
     valid_flux: np.ndarray,
     valid_snr: tuple[np.ndarray, np.ndarray],
     n_components: int = N_COMPONENTS,
+    shape: bool = True,
 ) -> Subspace:
-    """Subspace from the training spectra, floor and thresholds from the validation ones."""
+    """Subspace from the training spectra, floors and thresholds from the validation ones
+    (``shape``: with the line-width and step statistics, :mod:`rrnet.models.ood_shape`)."""
     mean, components = fit_subspace(train_flux, combined_snr(*train_snr), n_components)
-    return calibrate(mean, components, valid_flux, *valid_snr)
+    return calibrate(mean, components, valid_flux, *valid_snr, shape=shape)
 
 
 def write(path: str | os.PathLike[str], sub: Subspace) -> Path:
@@ -344,7 +406,10 @@ def write(path: str | os.PathLike[str], sub: Subspace) -> Path:
         "snr_nodes": np.asarray(sub.snr_nodes, np.float64),
         "levels": np.asarray(sub.levels, np.float64),
     }
-    meta = {"score": SCORE_NAME if sub.robust else PLAIN_SCORE_NAME, "window": str(sub.window)}
+    meta = {"score": score_name(sub), "window": str(sub.window)}
+    if sub.shape:
+        tensors |= {"step_noise": sub.step_noise, "step_floor": sub.step_floor}
+        meta |= {"step_width": str(ood_shape.STEP_WIDTH), "step_stride": str(ood_shape.STEP_STRIDE)}
     with atomic_path(target) as tmp:
         arrays = {k: np.ascontiguousarray(v, np.float64) for k, v in tensors.items()}
         save_file(arrays, str(tmp), meta)
@@ -360,14 +425,25 @@ def read(path: str | os.PathLike[str]) -> Subspace | None:
         return None
     with safe_open(str(target), framework="numpy") as handle:
         meta = handle.metadata() or {}
-        if meta.get("score") not in (SCORE_NAME, PLAIN_SCORE_NAME):
+        if meta.get("score") not in (SHAPE_SCORE_NAME, SCORE_NAME, PLAIN_SCORE_NAME):
             raise ValueError(f"{target}: unknown OOD score {meta.get('score')!r}")
         t = {k: handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118
+    shape = meta["score"] == SHAPE_SCORE_NAME
+    layout = (str(ood_shape.STEP_WIDTH), str(ood_shape.STEP_STRIDE))
+    if shape and (meta.get("step_width"), meta.get("step_stride")) != layout:
+        raise ValueError(f"{target}: step statistic stored for another window or stride")
     return Subspace(
         t["mean"], t["components"], t["floor2"], t["thresholds"],
         t["snr_nodes"], t["levels"], int(meta.get("window", WINDOW)),
-        meta["score"] == SCORE_NAME,
+        meta["score"] != PLAIN_SCORE_NAME, t.get("step_noise"), t.get("step_floor"),
     )  # fmt: skip
+
+
+def score_name(sub: Subspace) -> str:
+    """The formula identifier stored with ``sub``."""
+    if sub.shape:
+        return SHAPE_SCORE_NAME
+    return SCORE_NAME if sub.robust else PLAIN_SCORE_NAME
 
 
 def scorer(
@@ -385,7 +461,7 @@ def scorer(
 def describe(sub: Subspace) -> dict[str, object]:
     """Summary for logs and provenance."""
     return {
-        "score": SCORE_NAME if sub.robust else PLAIN_SCORE_NAME,
+        "score": score_name(sub),
         "n_components": int(sub.components.shape[0]),
         "window": sub.window,
         "floor_rms_median": float(np.sqrt(np.median(sub.floor2))),
