@@ -24,10 +24,14 @@ from rrnet.models import ood_subspace as oos
 
 
 @pytest.fixture(scope="module")
-def shaped() -> oos.Subspace:
-    train = toy(300, np.exp(np.random.default_rng(1).uniform(np.log(5), np.log(300), 300)), 1)
+def valid() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     snr = np.exp(np.random.default_rng(21).uniform(np.log(5), np.log(300), 1500))
-    valid = toy(1500, snr, 22)
+    return toy(1500, snr, 22)
+
+
+@pytest.fixture(scope="module")
+def shaped(valid) -> oos.Subspace:
+    train = toy(300, np.exp(np.random.default_rng(1).uniform(np.log(5), np.log(300), 300)), 1)
     return oos.fit(train[0], train[1:], valid[0], valid[1:], n_components=12)
 
 
@@ -149,14 +153,44 @@ def test_file_round_trip_and_formula_names(shaped, tmp_path) -> None:
     assert back is not None and back.shape and back.n_statistics == 4
     np.testing.assert_array_equal(back.step_noise, shaped.step_noise)
     np.testing.assert_array_equal(back.step_floor, shaped.step_floor)
+    np.testing.assert_array_equal(back.joint_levels, shaped.joint_levels)
+    np.testing.assert_array_equal(back.levels, oos.SHAPE_LEVELS)
     assert oos.describe(back)["score"] == oos.SHAPE_SCORE_NAME
     # a test stored before the shape statistics reads as the two-statistic formula
-    older = replace(shaped, thresholds=shaped.thresholds[:2], step_noise=None, step_floor=None)
+    older = replace(
+        shaped, thresholds=shaped.thresholds[:2], step_noise=None, step_floor=None,
+        joint_quantiles=None, joint_levels=None,
+    )  # fmt: skip
     oos.write(tmp_path, older)
     back = oos.read(tmp_path)
     assert back is not None and not back.shape and back.robust
     assert oos.statistics(back, *toy(2, 30.0, 28)).shape == (2, 2)
-    # Bonferroni over four statistics: each cut at 1 - (1 - q) / 4
-    j = oos.SNR_NODES.index(40.0)
-    level = np.interp(0.9975, shaped.levels, shaped.thresholds[3, j])
-    assert shaped.limits(np.array([40.0]), 0.99)[0, 3] == pytest.approx(level)
+    np.testing.assert_array_equal(back.thresholds, older.thresholds)
+    with pytest.raises(ValueError, match="outside the stored range"):
+        shaped.limits(np.array([40.0]), 0.8)
+
+
+@pytest.mark.parametrize("q", [0.95, 0.99])
+def test_joint_level_spends_the_false_positive_budget_on_validation(shaped, valid, q) -> None:
+    """At each node, the validation spectra within a factor 2 fail some statistic with
+    frequency <= 1 - q at the node's thresholds, and a level 0.002 lower fails more
+    (quantiles recomputed here with np.quantile, not read from the tables)."""
+    stats = oos.statistics(shaped, *valid)
+    snr = np.fmin(valid[1], valid[2])
+    bonferroni = 1 - (1 - q) / 4
+    for j, node in enumerate(oos.SNR_NODES[1:-1], start=1):
+        near = stats[np.abs(np.log(snr / node)) <= np.log(2.0)]
+        level = np.interp(q, np.r_[oos.JOINT_QUANTILES, 1.0], np.r_[shaped.joint_levels[j], 1])
+        assert q <= level <= bonferroni + 0.002
+
+        def failing(lv: float, near=near) -> float:
+            limit = [np.interp(lv, oos.SHAPE_LEVELS, np.quantile(near[:, i], oos.SHAPE_LEVELS))
+                     for i in range(4)]  # fmt: skip
+            return float(np.mean(np.any(near > np.array(limit), axis=1)))
+
+        assert failing(level) <= 1 - q
+        assert failing(level - 0.002) > 1 - q or level - 0.002 < q
+        limits = shaped.limits(np.array([node]), q)[0]
+        np.testing.assert_allclose(
+            limits, [np.interp(level, oos.SHAPE_LEVELS, np.quantile(near[:, i], oos.SHAPE_LEVELS))
+                     for i in range(4)], rtol=1e-9)  # fmt: skip

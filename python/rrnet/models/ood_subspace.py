@@ -76,6 +76,13 @@ FIT_MIN_SNR = 30.0
 """Training spectra below this S/N are left out of the PCA (their noise would be fitted)."""
 QUANTILE_LEVELS: tuple[float, ...] = (0.9, 0.95, 0.99, 0.995, 0.999, 1.0)
 """Levels of the stored threshold tables; others are interpolated between them."""
+SHAPE_LEVELS: tuple[float, ...] = (
+    0.9, 0.95, 0.97, 0.98, 0.985, 0.99, 0.9925, 0.995, 0.9965, 0.998, 0.999, 1.0,
+)  # fmt: skip
+"""The finer levels of the four-statistic tables (the joint level falls between 0.99 and
+0.999, where the tails of a few hundred validation spectra per node change fast)."""
+JOINT_QUANTILES: tuple[float, ...] = (0.9, 0.95, 0.98, 0.99, 0.995, 0.999)
+"""The ``--ood-quantile`` values the joint levels are solved at (others interpolated)."""
 SNR_NODES: tuple[float, ...] = (5.0, 10.0, 20.0, 40.0, 80.0, 160.0, 320.0)
 """S/N at which thresholds are tabulated (interpolated in log S/N between them)."""
 MIN_PER_NODE = 30
@@ -114,6 +121,11 @@ class Subspace:
     (:mod:`rrnet.models.ood_shape`); None: no shape statistics (older checkpoints)."""
     step_floor: np.ndarray | None = None
     """float64 [n_positions]: the subspace's own step variance ``f_k``; None with step_noise."""
+    joint_quantiles: np.ndarray | None = None
+    """float64 [n_q]: the ``quantile`` values :attr:`joint_levels` is tabulated at."""
+    joint_levels: np.ndarray | None = None
+    """float64 [n_nodes, n_q]: the common level of all statistics at which the validation
+    spectra near each node fail some statistic with frequency ``1 - q``; None: Bonferroni."""
 
     @property
     def shape(self) -> bool:
@@ -128,22 +140,35 @@ class Subspace:
     def limits(self, snr: np.ndarray, quantile: float) -> np.ndarray:
         """Thresholds ``[B, n_statistics]`` for spectra of S/N ``snr``.
 
-        Each statistic is cut at level ``1 - (1 - quantile) / n_statistics`` (Bonferroni),
-        so that a clean spectrum passes all with probability >= ``quantile``.
+        With a joint table (:attr:`joint_levels`), every statistic is cut at the level
+        at which the validation spectra near each S/N node fail some statistic with
+        frequency ``1 - quantile``; without one (two-statistic tests), each is cut at
+        ``1 - (1 - quantile) / n_statistics`` (Bonferroni). Either way a clean spectrum
+        passes all with probability ~>= ``quantile``.
         """
-        level = 1.0 - (1.0 - quantile) / self.n_statistics
-        if not 0.0 < quantile <= 1.0 or not self.levels[0] <= level <= self.levels[-1]:
-            raise ValueError(
-                f"OOD quantile {quantile} outside the stored range "
-                f"{1 - self.n_statistics * (1 - self.levels[0]):g}..1"
-            )
-        at_level = np.array(
-            [[np.interp(level, self.levels, row) for row in table] for table in self.thresholds]
-        )  # [2, n_nodes]
+        at_level = self._at_levels(quantile)  # [n_statistics, n_nodes]
         x = np.log(np.clip(np.asarray(snr, dtype=np.float64), 1e-3, None))
         nodes = np.log(self.snr_nodes)
         n = self.n_statistics
         return np.stack([np.interp(x, nodes, at_level[s]) for s in range(n)], axis=1)
+
+    def _at_levels(self, quantile: float) -> np.ndarray:
+        """Per statistic and node, the threshold for ``quantile``."""
+        if self.joint_levels is None:
+            level = np.full(len(self.snr_nodes), 1.0 - (1.0 - quantile) / self.n_statistics)
+            lowest = 1 - self.n_statistics * (1 - self.levels[0])
+        else:
+            lowest = float(self.joint_quantiles[0])
+            qs = np.r_[self.joint_quantiles, 1.0]
+            level = np.array(
+                [np.interp(quantile, qs, np.r_[row, 1.0]) for row in self.joint_levels]
+            )
+        if not 0.0 < quantile <= 1.0 or quantile < lowest or np.any(level < self.levels[0]):
+            raise ValueError(f"OOD quantile {quantile} outside the stored range {lowest:g}..1")
+        return np.array(
+            [[np.interp(lv, self.levels, row) for lv, row in zip(level, table, strict=True)]
+             for table in self.thresholds]
+        )  # fmt: skip
 
 
 def pixel_variance(snr_blue: np.ndarray, snr_red: np.ndarray, n_pixels: int) -> np.ndarray:
@@ -361,22 +386,52 @@ def calibrate(
     if shape:
         a, f = ood_shape.fit_step_floor(*step)
         stats[:, 3] = ood_shape.step_statistic(*step, a, f)
-    tables = _threshold_tables(stats, snr)
-    return Subspace(mean, components, floor2 + 1e-12, tables, step_noise=a, step_floor=f)
+    if not shape:
+        tables = _threshold_tables(stats, snr, QUANTILE_LEVELS)
+        return Subspace(mean, components, floor2 + 1e-12, tables)
+    tables = _threshold_tables(stats, snr, SHAPE_LEVELS)
+    joint = _joint_levels(stats, snr, tables)
+    return Subspace(
+        mean, components, floor2 + 1e-12, tables, levels=np.asarray(SHAPE_LEVELS),
+        step_noise=a, step_floor=f, joint_quantiles=np.asarray(JOINT_QUANTILES),
+        joint_levels=joint,
+    )  # fmt: skip
 
 
-def _threshold_tables(stats: np.ndarray, snr: np.ndarray) -> np.ndarray:
+def _near(snr: np.ndarray, node: float) -> np.ndarray:
+    """Validation spectra a node's quantiles come from (all of them when too few)."""
+    near = np.abs(np.log(snr / node)) <= np.log(2.0)
+    return near if near.sum() >= MIN_PER_NODE else np.ones(snr.size, dtype=bool)
+
+
+def _threshold_tables(stats: np.ndarray, snr: np.ndarray, levels: tuple[float, ...]) -> np.ndarray:
     """``[n_statistics, n_nodes, n_levels]`` quantiles of each statistic near each S/N node."""
-    n = stats.shape[1]
-    overall = np.quantile(stats, QUANTILE_LEVELS, axis=0).T  # [n, n_levels]
-    tables = np.empty((n, len(SNR_NODES), len(QUANTILE_LEVELS)))
+    tables = np.empty((stats.shape[1], len(SNR_NODES), len(levels)))
     for j, node in enumerate(SNR_NODES):
-        near = np.abs(np.log(snr / node)) <= np.log(2.0)
-        if near.sum() >= MIN_PER_NODE:
-            tables[:, j] = np.quantile(stats[near], QUANTILE_LEVELS, axis=0).T
-        else:
-            tables[:, j] = overall
+        tables[:, j] = np.quantile(stats[_near(snr, node)], levels, axis=0).T
     return tables
+
+
+def _joint_levels(stats: np.ndarray, snr: np.ndarray, tables: np.ndarray) -> np.ndarray:
+    """``[n_nodes, n_q]``: per node and ``q`` of :data:`JOINT_QUANTILES`, the lowest common
+    level (bisection, 1e-6) at which at most ``1 - q`` of the validation spectra near the
+    node exceed some statistic's threshold (thresholds interpolated as :meth:`limits` does)."""
+    levels = np.asarray(SHAPE_LEVELS)
+    out = np.empty((len(SNR_NODES), len(JOINT_QUANTILES)))
+    for j, node in enumerate(SNR_NODES):
+        near = stats[_near(snr, node)]
+
+        def failing(level: float) -> float:
+            limit = np.array([np.interp(level, levels, row[j]) for row in tables])  # noqa: B023
+            return float(np.mean(np.any(near > limit, axis=1)))  # noqa: B023
+
+        for k, q in enumerate(JOINT_QUANTILES):
+            lo, hi = q, 1.0  # failing(q) >= 1 - q: each statistic alone fails that often
+            while hi - lo > 1e-6:
+                mid = 0.5 * (lo + hi)
+                lo, hi = (lo, mid) if failing(mid) <= 1.0 - q else (mid, hi)
+            out[j, k] = hi
+    return out
 
 
 def fit(
@@ -409,6 +464,8 @@ def write(path: str | os.PathLike[str], sub: Subspace) -> Path:
     meta = {"score": score_name(sub), "window": str(sub.window)}
     if sub.shape:
         tensors |= {"step_noise": sub.step_noise, "step_floor": sub.step_floor}
+    if sub.joint_levels is not None:
+        tensors |= {"joint_quantiles": sub.joint_quantiles, "joint_levels": sub.joint_levels}
         meta |= {"step_width": str(ood_shape.STEP_WIDTH), "step_stride": str(ood_shape.STEP_STRIDE)}
     with atomic_path(target) as tmp:
         arrays = {k: np.ascontiguousarray(v, np.float64) for k, v in tensors.items()}
@@ -436,6 +493,7 @@ def read(path: str | os.PathLike[str]) -> Subspace | None:
         t["mean"], t["components"], t["floor2"], t["thresholds"],
         t["snr_nodes"], t["levels"], int(meta.get("window", WINDOW)),
         meta["score"] != PLAIN_SCORE_NAME, t.get("step_noise"), t.get("step_floor"),
+        t.get("joint_quantiles"), t.get("joint_levels"),
     )  # fmt: skip
 
 
