@@ -29,13 +29,19 @@ asks instead whether the spectrum is explained by the training set:
   mean over all pixels (a wrong RV, resolution, continuum or spectral type leaves
   residuals everywhere), and ``local``, the largest mean over windows of
   :data:`WINDOW` pixels every ``WINDOW // 2`` (an emission line or a telluric band
-  touches few pixels).
+  touches few pixels); tests fitted by this version add two shape statistics of ``r``
+  (:mod:`rrnet.models.ood_shape`): ``line width`` (a wrong resolution) and ``step``
+  (a broken continuum), which add up pixels a defect changes coherently.
 * **Thresholds.** Quantiles of each statistic on the validation spectra (never seen
   by the subspace fit), per S/N node (spectra within a factor 2 of the node's S/N),
-  at the levels :data:`QUANTILE_LEVELS`. The score is ``max(global / t_global,
-  local / t_local)`` with both thresholds interpolated in log S/N, each at level
-  ``1 - (1 - q) / 2`` for the chosen ``q`` (``--ood-quantile``, so that a clean
-  spectrum is flagged with probability <= 1 - q): above 1 is out of distribution.
+  at the levels :data:`QUANTILE_LEVELS` (:data:`SHAPE_LEVELS` with the shape
+  statistics). The score is the largest statistic over its threshold, thresholds
+  interpolated in log S/N; above 1 is out of distribution. With the shape statistics
+  all four are cut at one level per node, the one at which a fraction ``1 - q`` of the
+  node's validation spectra fail some statistic (:attr:`Subspace.joint_levels`, solved
+  at :data:`JOINT_QUANTILES`); the two-statistic tests of older checkpoints cut each
+  at ``1 - (1 - q) / 2`` (Bonferroni). ``q`` is ``--ood-quantile``: a clean spectrum
+  is flagged with probability ~ 1 - q.
 
 Everything is stored in ``ood_subspace.safetensors`` of the checkpoint (part of its
 hash); :func:`scorer` builds the score function.
