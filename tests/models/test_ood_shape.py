@@ -156,6 +156,9 @@ def test_file_round_trip_and_formula_names(shaped, tmp_path) -> None:
     np.testing.assert_array_equal(back.joint_levels, shaped.joint_levels)
     np.testing.assert_array_equal(back.levels, oos.SHAPE_LEVELS)
     assert oos.describe(back)["score"] == oos.SHAPE_SCORE_NAME
+    j = oos.SNR_NODES.index(40.0)
+    at_40 = [row[j] for row in oos.describe(back)["threshold_0.99"]]
+    np.testing.assert_allclose(at_40, shaped.limits(np.array([40.0]), 0.99)[0], atol=1e-4)
     # a test stored before the shape statistics reads as the two-statistic formula
     older = replace(
         shaped, thresholds=shaped.thresholds[:2], step_noise=None, step_floor=None,

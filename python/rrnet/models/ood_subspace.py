@@ -529,5 +529,6 @@ def describe(sub: Subspace) -> dict[str, object]:
         "n_components": int(sub.components.shape[0]),
         "window": sub.window,
         "floor_rms_median": float(np.sqrt(np.median(sub.floor2))),
-        "threshold_0.99": json.loads(json.dumps(sub.thresholds[:, :, 2].round(4).tolist())),
+        # per statistic and S/N node, the thresholds --ood-quantile 0.99 applies
+        "threshold_0.99": json.loads(json.dumps(sub._at_levels(0.99).round(4).tolist())),
     }
