@@ -166,7 +166,7 @@ def real_score(sub: oos.Subspace, quantile: float) -> tuple[float, float, float]
 
 
 def null_tails(sub: oos.Subspace, valid: dict[str, np.ndarray]) -> None:
-    """Median and 99.5 % quantile of (global, local) on validation spectra per S/N bin,
+    """Median and 99.5 % quantile of each statistic on validation spectra per S/N bin,
     and for white noise of unit variance (what a perfect reference would give)."""
     stats = oos.statistics(sub, valid["flux"], valid["snr_blue"], valid["snr_red"])
     snr = oos.combined_snr(valid["snr_blue"], valid["snr_red"])
@@ -175,7 +175,7 @@ def null_tails(sub: oos.Subspace, valid: dict[str, np.ndarray]) -> None:
                          np.zeros(sub.mean.size), sub.thresholds, window=sub.window)  # fmt: skip
     ones = np.ones(400)
     w = oos.statistics(white, noise, ones, ones)
-    print("validation (global, local): median / 99.5 % quantile per S/N bin")
+    print("validation (global, local, line width, step): median / 99.5 % per S/N bin")
     print(f"  white noise: {np.median(w, 0).round(2)} / {np.quantile(w, 0.995, 0).round(2)}")
     for lo, hi in BINS:
         sel = (snr >= lo) & (snr < hi)
@@ -208,22 +208,32 @@ def main() -> None:
     parser.add_argument("--quantile", type=float, nargs="+", default=[0.99])
     parser.add_argument("--seed", type=int, default=17)
     parser.add_argument("--cache", default="/tmp/ood_targets.npz")
+    parser.add_argument("--compare", action="store_true",
+                        help="also the test without shape statistics")  # fmt: skip
     args = parser.parse_args()
     sets = build(args)
     tr, va = sets["train"], sets["valid"]
     t0 = time.perf_counter()
-    sub = oos.fit(tr["flux"], (tr["snr_blue"], tr["snr_red"]), va["flux"],
-                  (va["snr_blue"], va["snr_red"]), args.components)  # fmt: skip
+    mean, comps = oos.fit_subspace(
+        tr["flux"], oos.combined_snr(tr["snr_blue"], tr["snr_red"]), args.components
+    )
+    tests = {}
+    for shape in (False, True) if args.compare else (True,):
+        tests[shape] = oos.calibrate(mean, comps, va["flux"], va["snr_blue"], va["snr_red"], shape)
+    sub = tests[True]
     print(f"fit {args.components} components in {time.perf_counter() - t0:.1f} s; "
           f"floor rms median {np.sqrt(np.median(sub.floor2)):.4f}")  # fmt: skip
     clean = sets["clean-2"]
-    t0 = time.perf_counter()
-    oos.score(sub, clean["flux"], clean["snr_blue"], clean["snr_red"], args.quantile[0])
-    us = 1e6 * (time.perf_counter() - t0) / len(clean["flux"])
-    print(f"scoring: {us:.0f} us per spectrum (one thread of this machine)")
+    for test in tests.values():
+        t0 = time.perf_counter()
+        oos.score(test, clean["flux"], clean["snr_blue"], clean["snr_red"], args.quantile[0])
+        ms = 1e3 * (time.perf_counter() - t0) / len(clean["flux"])
+        print(f"scoring ({oos.score_name(test)}): {ms:.1f} ms per spectrum (this machine)")
     null_tails(sub, va)
-    for quantile in args.quantile:
-        rate_table(sub, sets, quantile)
+    for test in tests.values():
+        print(f"\n## {oos.score_name(test)}")
+        for quantile in args.quantile:
+            rate_table(test, sets, quantile)
     real = real_score(sub, args.quantile[0])
     if real is not None:
         print(f"real LAMOST coadd: score {real[0]:.2f} (S/N blue {real[1]:.1f}, red {real[2]:.1f})")

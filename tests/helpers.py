@@ -21,6 +21,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from rrnet.grid import N_PIX, N_PIX_ARM
 from rrnet.labels import CA_LABELS, SP_LABELS
 from rrnet.models import ModelConfig, build_model
 from rrnet.models.checkpoint import save_checkpoint
@@ -323,3 +324,40 @@ def library(n: int = 6) -> AnalyticLibrary:
     return AnalyticLibrary(
         pl.DataFrame({"star_id": [f"lib-{i:03d}" for i in range(n)], **labels}), wave, flux
     )
+
+
+# The OOD subspace tests' toy family (tests/models/test_ood_subspace.py, test_ood_shape.py)
+_OOD_RNG = np.random.default_rng(5)
+_OOD_X = np.linspace(0.0, 1.0, N_PIX)
+_OOD_LINES = np.exp(-0.5 * ((_OOD_X[:, None] - _OOD_RNG.uniform(0, 1, 60)) / 4e-4) ** 2)
+OOD_BASE = 1.0 - 0.3 * _OOD_LINES.sum(1)
+OOD_BASIS = np.stack([0.05 * np.sin((j + 1) * np.pi * _OOD_X + j) for j in range(8)])
+
+
+def ood_toy(
+    n: int, snr: np.ndarray | float, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``n`` clean spectra ``OOD_BASE + 8 smooth directions`` with Gaussian noise of
+    sigma ``1/snr`` (red arm 1.3 x snr); returns (flux, snr_blue, snr_red)."""
+    rng = np.random.default_rng(seed)
+    snr_b = np.broadcast_to(np.asarray(snr, dtype=np.float64), (n,)).copy()
+    snr_r = snr_b * 1.3
+    flux = OOD_BASE + rng.normal(0.0, 1.0, (n, 8)) @ OOD_BASIS
+    sigma = np.empty((n, N_PIX))
+    sigma[:, :N_PIX_ARM], sigma[:, N_PIX_ARM:] = 1 / snr_b[:, None], 1 / snr_r[:, None]
+    return flux + rng.normal(0.0, 1.0, flux.shape) * sigma, snr_b, snr_r
+
+
+def ood_artefacts_by_hand(z2: np.ndarray) -> np.ndarray:
+    """Pixels :func:`rrnet.models.ood_subspace.despike` replaces, widened by
+    ARTEFACT_DILATE (scipy.signal)."""
+    from scipy.signal import medfilt
+
+    from rrnet.models import ood_subspace
+
+    h = ood_subspace.SPIKE_WIDTH // 2
+    padded = np.r_[np.full(h, z2[0]), z2, np.full(h, z2[-1])]
+    med = medfilt(padded, ood_subspace.SPIKE_WIDTH)[h:-h]
+    spike = z2 > ood_subspace.SPIKE_FACTOR * np.maximum(med, 1.0)
+    width = 2 * ood_subspace.ARTEFACT_DILATE + 1
+    return np.convolve(spike.astype(float), np.ones(width), mode="same") > 0

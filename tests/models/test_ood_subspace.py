@@ -1,8 +1,8 @@
 """The subspace OOD test (issue 17) against independent computations on a toy family.
 
-The toy spectra are exactly ``base + sum_j a_j B_j`` (8 smooth directions) plus
-Gaussian noise of sigma ``1/snr`` per arm: the analytic case where a clean spectrum's
-residual is pure noise, so its mean ``z**2`` must be ~1 at any S/N.
+The toy spectra (``helpers.ood_toy``) are exactly ``base + sum_j a_j B_j`` (8 smooth
+directions) plus Gaussian noise of sigma ``1/snr`` per arm: the analytic case where a
+clean spectrum's residual is pure noise, so its mean ``z**2`` must be ~1 at any S/N.
 """
 
 from __future__ import annotations
@@ -12,31 +12,21 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from helpers import OOD_BASE as BASE
+from helpers import OOD_BASIS as BASIS
+from helpers import ood_artefacts_by_hand as _artefacts_by_hand
+from helpers import ood_toy as toy
 from rrnet.grid import N_PIX, N_PIX_ARM
 from rrnet.models import ood_subspace as oos
-
-RNG = np.random.default_rng(5)
-X = np.linspace(0.0, 1.0, N_PIX)
-BASE = 1.0 - 0.3 * np.exp(-0.5 * ((X[:, None] - RNG.uniform(0, 1, 60)) / 4e-4) ** 2).sum(1)
-BASIS = np.stack([0.05 * np.sin((j + 1) * np.pi * X + j) for j in range(8)])
-
-
-def toy(n: int, snr: np.ndarray | float, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``n`` clean spectra with noise; returns (flux, snr_blue, snr_red)."""
-    rng = np.random.default_rng(seed)
-    snr_b = np.broadcast_to(np.asarray(snr, dtype=np.float64), (n,)).copy()
-    snr_r = snr_b * 1.3
-    flux = BASE + rng.normal(0.0, 1.0, (n, 8)) @ BASIS
-    sigma = np.empty((n, N_PIX))
-    sigma[:, :N_PIX_ARM], sigma[:, N_PIX_ARM:] = 1 / snr_b[:, None], 1 / snr_r[:, None]
-    return flux + rng.normal(0.0, 1.0, flux.shape) * sigma, snr_b, snr_r
 
 
 @pytest.fixture(scope="module")
 def fitted() -> oos.Subspace:
     train = toy(300, np.exp(np.random.default_rng(1).uniform(np.log(5), np.log(300), 300)), 1)
     valid = toy(600, np.exp(np.random.default_rng(2).uniform(np.log(5), np.log(300), 600)), 2)
-    return oos.fit(train[0], train[1:], valid[0], valid[1:], n_components=12)
+    # the two-statistic test (what checkpoints before the shape statistics store);
+    # tests/models/test_ood_shape.py checks the four-statistic one
+    return oos.fit(train[0], train[1:], valid[0], valid[1:], n_components=12, shape=False)
 
 
 def test_residual_is_the_least_squares_residual_off_the_span(fitted) -> None:
@@ -133,17 +123,6 @@ def test_round_trip_through_the_file(fitted, tmp_path) -> None:
         np.testing.assert_array_equal(getattr(back, name), getattr(fitted, name))
     assert back.window == fitted.window
     assert oos.read(tmp_path / "nothing-here") is None
-
-
-def _artefacts_by_hand(z2: np.ndarray) -> np.ndarray:
-    """Pixels :func:`oos.despike` replaces, widened by ARTEFACT_DILATE (scipy.signal)."""
-    from scipy.signal import medfilt
-
-    h = oos.SPIKE_WIDTH // 2
-    med = medfilt(np.r_[np.full(h, z2[0]), z2, np.full(h, z2[-1])], oos.SPIKE_WIDTH)[h:-h]
-    spike = z2 > oos.SPIKE_FACTOR * np.maximum(med, 1.0)
-    width = 2 * oos.ARTEFACT_DILATE + 1
-    return np.convolve(spike.astype(float), np.ones(width), mode="same") > 0
 
 
 def test_robust_residual_is_the_least_squares_fit_without_the_artefacts(fitted) -> None:

@@ -140,8 +140,9 @@ def add_output_arguments(parser: argparse.ArgumentParser, *, resume_help: str) -
         "--ood-quantile",
         type=float,
         default=QualityThresholds.ood_quantile,
-        help="flag spectra whose out-of-distribution score exceeds this quantile of the "
-        "training split's scores (default %(default)g)",
+        help="flag spectra out of distribution at this quantile: about 1 - q of clean "
+        "validation spectra are flagged (older checkpoints: of the training split's "
+        "scores; default %(default)g)",
     )
     parser.add_argument(
         "--max-disagreement",

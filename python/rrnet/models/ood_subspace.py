@@ -29,13 +29,19 @@ asks instead whether the spectrum is explained by the training set:
   mean over all pixels (a wrong RV, resolution, continuum or spectral type leaves
   residuals everywhere), and ``local``, the largest mean over windows of
   :data:`WINDOW` pixels every ``WINDOW // 2`` (an emission line or a telluric band
-  touches few pixels).
+  touches few pixels); tests fitted by this version add two shape statistics of ``r``
+  (:mod:`rrnet.models.ood_shape`): ``line width`` (a wrong resolution) and ``step``
+  (a broken continuum), which add up pixels a defect changes coherently.
 * **Thresholds.** Quantiles of each statistic on the validation spectra (never seen
   by the subspace fit), per S/N node (spectra within a factor 2 of the node's S/N),
-  at the levels :data:`QUANTILE_LEVELS`. The score is ``max(global / t_global,
-  local / t_local)`` with both thresholds interpolated in log S/N, each at level
-  ``1 - (1 - q) / 2`` for the chosen ``q`` (``--ood-quantile``, so that a clean
-  spectrum is flagged with probability <= 1 - q): above 1 is out of distribution.
+  at the levels :data:`QUANTILE_LEVELS` (:data:`SHAPE_LEVELS` with the shape
+  statistics). The score is the largest statistic over its threshold, thresholds
+  interpolated in log S/N; above 1 is out of distribution. With the shape statistics
+  all four are cut at one level per node, the one at which a fraction ``1 - q`` of the
+  node's validation spectra fail some statistic (:attr:`Subspace.joint_levels`, solved
+  at :data:`JOINT_QUANTILES`); the two-statistic tests of older checkpoints cut each
+  at ``1 - (1 - q) / 2`` (Bonferroni). ``q`` is ``--ood-quantile``: a clean spectrum
+  is flagged with probability ~ 1 - q.
 
 Everything is stored in ``ood_subspace.safetensors`` of the checkpoint (part of its
 hash); :func:`scorer` builds the score function.
@@ -52,6 +58,7 @@ from pathlib import Path
 import numpy as np
 
 from rrnet.grid import N_PIX_ARM
+from rrnet.models import ood_shape
 from rrnet.models.normalization import FLUX_CLIP
 from rrnet.preprocess.kernels import running_median
 from rrnet.utils.atomic import atomic_path
@@ -62,6 +69,8 @@ SCORE_NAME = "subspace_chi2_robust"
 """Identifier of this score in the file's metadata (change it if the formula changes)."""
 PLAIN_SCORE_NAME = "subspace_chi2"
 """The earlier formula (plain projection), still read from older checkpoints."""
+SHAPE_SCORE_NAME = "subspace_chi2_shape"
+"""The robust formula plus the line-width and step statistics (:mod:`rrnet.models.ood_shape`)."""
 ARTEFACT_DILATE = 2
 """Pixels on each side of an artefact also left out of the robust fit (resampling
 spreads a raw pixel over its neighbours)."""
@@ -73,6 +82,13 @@ FIT_MIN_SNR = 30.0
 """Training spectra below this S/N are left out of the PCA (their noise would be fitted)."""
 QUANTILE_LEVELS: tuple[float, ...] = (0.9, 0.95, 0.99, 0.995, 0.999, 1.0)
 """Levels of the stored threshold tables; others are interpolated between them."""
+SHAPE_LEVELS: tuple[float, ...] = (
+    0.9, 0.95, 0.97, 0.98, 0.985, 0.99, 0.9925, 0.995, 0.9965, 0.998, 0.999, 1.0,
+)  # fmt: skip
+"""The finer levels of the four-statistic tables (the joint level falls between 0.99 and
+0.999, where the tails of a few hundred validation spectra per node change fast)."""
+JOINT_QUANTILES: tuple[float, ...] = (0.9, 0.95, 0.98, 0.99, 0.995, 0.999)
+"""The ``--ood-quantile`` values the joint levels are solved at (others interpolated)."""
 SNR_NODES: tuple[float, ...] = (5.0, 10.0, 20.0, 40.0, 80.0, 160.0, 320.0)
 """S/N at which thresholds are tabulated (interpolated in log S/N between them)."""
 MIN_PER_NODE = 30
@@ -106,24 +122,59 @@ class Subspace:
     robust: bool = True
     """Artefact pixels left out of the projection (:func:`robust_residual`); False for
     tests stored by older versions (:data:`PLAIN_SCORE_NAME`)."""
+    step_noise: np.ndarray | None = None
+    """float64 [n_positions]: noise factor ``a_k`` of the step statistic
+    (:mod:`rrnet.models.ood_shape`); None: no shape statistics (older checkpoints)."""
+    step_floor: np.ndarray | None = None
+    """float64 [n_positions]: the subspace's own step variance ``f_k``; None with step_noise."""
+    joint_quantiles: np.ndarray | None = None
+    """float64 [n_q]: the ``quantile`` values :attr:`joint_levels` is tabulated at."""
+    joint_levels: np.ndarray | None = None
+    """float64 [n_nodes, n_q]: the common level of all statistics at which the validation
+    spectra near each node fail some statistic with frequency ``1 - q``; None: Bonferroni."""
+
+    @property
+    def shape(self) -> bool:
+        """Whether the line-width and step statistics are part of the test."""
+        return self.step_floor is not None
+
+    @property
+    def n_statistics(self) -> int:
+        """2 (global, local) or 4 (also line width, step)."""
+        return 4 if self.shape else 2
 
     def limits(self, snr: np.ndarray, quantile: float) -> np.ndarray:
-        """Thresholds ``[B, 2]`` (global, local) for spectra of S/N ``snr``.
+        """Thresholds ``[B, n_statistics]`` for spectra of S/N ``snr``.
 
-        Each statistic is cut at level ``1 - (1 - quantile) / 2`` (Bonferroni), so that a
-        clean spectrum passes both with probability >= ``quantile``.
+        With a joint table (:attr:`joint_levels`), every statistic is cut at the level
+        at which the validation spectra near each S/N node fail some statistic with
+        frequency ``1 - quantile``; without one (two-statistic tests), each is cut at
+        ``1 - (1 - quantile) / n_statistics`` (Bonferroni). Either way a clean spectrum
+        passes all with probability ~>= ``quantile``.
         """
-        level = 1.0 - (1.0 - quantile) / 2.0
-        if not 0.0 < quantile <= 1.0 or not self.levels[0] <= level <= self.levels[-1]:
-            raise ValueError(
-                f"OOD quantile {quantile} outside the stored range {2 * self.levels[0] - 1:g}..1"
-            )
-        at_level = np.array(
-            [[np.interp(level, self.levels, row) for row in table] for table in self.thresholds]
-        )  # [2, n_nodes]
+        at_level = self._at_levels(quantile)  # [n_statistics, n_nodes]
         x = np.log(np.clip(np.asarray(snr, dtype=np.float64), 1e-3, None))
         nodes = np.log(self.snr_nodes)
-        return np.stack([np.interp(x, nodes, at_level[s]) for s in range(2)], axis=1)
+        n = self.n_statistics
+        return np.stack([np.interp(x, nodes, at_level[s]) for s in range(n)], axis=1)
+
+    def _at_levels(self, quantile: float) -> np.ndarray:
+        """Per statistic and node, the threshold for ``quantile``."""
+        if self.joint_levels is None:
+            level = np.full(len(self.snr_nodes), 1.0 - (1.0 - quantile) / self.n_statistics)
+            lowest = 1 - self.n_statistics * (1 - self.levels[0])
+        else:
+            lowest = float(self.joint_quantiles[0])
+            qs = np.r_[self.joint_quantiles, 1.0]
+            level = np.array(
+                [np.interp(quantile, qs, np.r_[row, 1.0]) for row in self.joint_levels]
+            )
+        if not 0.0 < quantile <= 1.0 or quantile < lowest or np.any(level < self.levels[0]):
+            raise ValueError(f"OOD quantile {quantile} outside the stored range {lowest:g}..1")
+        return np.array(
+            [[np.interp(lv, self.levels, row) for lv, row in zip(level, table, strict=True)]
+             for table in self.thresholds]
+        )  # fmt: skip
 
 
 def pixel_variance(snr_blue: np.ndarray, snr_red: np.ndarray, n_pixels: int) -> np.ndarray:
@@ -216,21 +267,49 @@ def window_means(z2: np.ndarray, window: int) -> np.ndarray:
 def statistics(
     sub: Subspace, flux: np.ndarray, snr_blue: np.ndarray, snr_red: np.ndarray
 ) -> np.ndarray:
-    """``[B, 2]``: (global, local) mean ``z**2`` after :func:`despike`, arm ends masked;
+    """``[B, n_statistics]``: (global, local) mean ``z**2`` after :func:`despike`, arm ends
+    masked, then (line width, step) where the test has them (:mod:`rrnet.models.ood_shape`);
     NaN for non-finite flux or unknown S/N."""
+    stats, _ = _statistics(sub, flux, snr_blue, snr_red)
+    return stats
+
+
+def _statistics(
+    sub: Subspace, flux: np.ndarray, snr_blue: np.ndarray, snr_red: np.ndarray
+) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """:func:`statistics` and the raw step ``(differences, noise)`` (what calibration fits)."""
+    from scipy.ndimage import maximum_filter1d
+
     flux = np.atleast_2d(np.asarray(flux, dtype=np.float64))
-    var = pixel_variance(snr_blue, snr_red, flux.shape[1]) + sub.floor2
+    noise = pixel_variance(snr_blue, snr_red, flux.shape[1])
+    var = noise + sub.floor2
     if sub.robust:
-        z2 = robust_residual(sub.mean, sub.components, flux, var) ** 2 / var
+        r = robust_residual(sub.mean, sub.components, flux, var)
     else:
-        z2 = residual(sub.mean, sub.components, flux) ** 2 / var
+        r = residual(sub.mean, sub.components, flux)
+    z2 = r**2 / var
     finite = np.all(np.isfinite(z2), axis=1)
+    raw = z2.copy() if sub.shape else z2
     z2[finite] = despike(z2[finite])
+    spikes = z2 != raw  # before the arm ends are overwritten below
     edges = _edge_pixels(flux.shape[1])
     z2[:, edges] = np.median(np.delete(z2, edges, axis=1), axis=1)[:, None]
-    out = np.stack([z2.mean(axis=1), window_means(z2, sub.window).max(axis=1)], axis=1)
-    out[~finite] = np.nan
-    return out
+    out = [z2.mean(axis=1), window_means(z2, sub.window).max(axis=1)]
+    step = (np.empty((len(z2), 0)), np.empty((len(z2), 0)))
+    if sub.shape:
+        artefact = maximum_filter1d(spikes.view(np.uint8), 2 * ARTEFACT_DILATE + 1, axis=1)
+        weight = np.where(artefact.astype(bool), 0.0, 1.0 / var)
+        weight[:, edges] = 0.0
+        model = np.clip(flux, *FLUX_CLIP) - r  # the fitted reference
+        out.append(ood_shape.line_width(r, model, weight))
+        step = (ood_shape.step_differences(r, np.sqrt(var)), ood_shape.step_noise(noise))
+        if sub.step_noise is not None:
+            out.append(ood_shape.step_statistic(*step, sub.step_noise, sub.step_floor))
+        else:  # calibration's provisional test: the floor is not fitted yet
+            out.append(np.zeros(len(z2)))
+    stats = np.stack(out, axis=1)
+    stats[~finite] = np.nan
+    return stats, step
 
 
 def combined_snr(snr_blue: np.ndarray, snr_red: np.ndarray) -> np.ndarray:
@@ -284,8 +363,10 @@ def calibrate(
     valid_flux: np.ndarray,
     snr_blue: np.ndarray,
     snr_red: np.ndarray,
+    shape: bool = True,
 ) -> Subspace:
-    """The residual floor and the threshold tables from validation spectra."""
+    """The residual floor, the step floor (``shape``) and the threshold tables from
+    validation spectra."""
     flux = np.asarray(valid_flux, dtype=np.float64)
     snr_b, snr_r = np.asarray(snr_blue, np.float64), np.asarray(snr_red, np.float64)
     var = pixel_variance(snr_b, snr_r, flux.shape[1])
@@ -301,22 +382,62 @@ def calibrate(
     floor2 = np.maximum(
         np.median(r2[use], axis=0) / GAUSS_MEDIAN_CHI2 - np.median(var[use], axis=0), 0.0
     )
-    provisional = Subspace(mean, components, floor2 + 1e-12, np.zeros((2, len(SNR_NODES), 1)))
-    stats = statistics(provisional, flux, snr_b, snr_r)
-    return Subspace(mean, components, floor2 + 1e-12, _threshold_tables(stats, snr))
+    n_stats = 4 if shape else 2
+    provisional = Subspace(
+        mean, components, floor2 + 1e-12, np.zeros((n_stats, len(SNR_NODES), 1)),
+        step_floor=np.zeros(0) if shape else None,
+    )  # fmt: skip
+    stats, step = _statistics(provisional, flux, snr_b, snr_r)
+    a = f = None
+    if shape:
+        a, f = ood_shape.fit_step_floor(*step)
+        stats[:, 3] = ood_shape.step_statistic(*step, a, f)
+    if not shape:
+        tables = _threshold_tables(stats, snr, QUANTILE_LEVELS)
+        return Subspace(mean, components, floor2 + 1e-12, tables)
+    tables = _threshold_tables(stats, snr, SHAPE_LEVELS)
+    joint = _joint_levels(stats, snr, tables)
+    return Subspace(
+        mean, components, floor2 + 1e-12, tables, levels=np.asarray(SHAPE_LEVELS),
+        step_noise=a, step_floor=f, joint_quantiles=np.asarray(JOINT_QUANTILES),
+        joint_levels=joint,
+    )  # fmt: skip
 
 
-def _threshold_tables(stats: np.ndarray, snr: np.ndarray) -> np.ndarray:
-    """``[2, n_nodes, n_levels]`` quantiles of each statistic near each S/N node."""
-    overall = np.quantile(stats, QUANTILE_LEVELS, axis=0).T  # [2, n_levels]
-    tables = np.empty((2, len(SNR_NODES), len(QUANTILE_LEVELS)))
+def _near(snr: np.ndarray, node: float) -> np.ndarray:
+    """Validation spectra a node's quantiles come from (all of them when too few)."""
+    near = np.abs(np.log(snr / node)) <= np.log(2.0)
+    return near if near.sum() >= MIN_PER_NODE else np.ones(snr.size, dtype=bool)
+
+
+def _threshold_tables(stats: np.ndarray, snr: np.ndarray, levels: tuple[float, ...]) -> np.ndarray:
+    """``[n_statistics, n_nodes, n_levels]`` quantiles of each statistic near each S/N node."""
+    tables = np.empty((stats.shape[1], len(SNR_NODES), len(levels)))
     for j, node in enumerate(SNR_NODES):
-        near = np.abs(np.log(snr / node)) <= np.log(2.0)
-        if near.sum() >= MIN_PER_NODE:
-            tables[:, j] = np.quantile(stats[near], QUANTILE_LEVELS, axis=0).T
-        else:
-            tables[:, j] = overall
+        tables[:, j] = np.quantile(stats[_near(snr, node)], levels, axis=0).T
     return tables
+
+
+def _joint_levels(stats: np.ndarray, snr: np.ndarray, tables: np.ndarray) -> np.ndarray:
+    """``[n_nodes, n_q]``: per node and ``q`` of :data:`JOINT_QUANTILES`, the lowest common
+    level (bisection, 1e-6) at which at most ``1 - q`` of the validation spectra near the
+    node exceed some statistic's threshold (thresholds interpolated as :meth:`limits` does)."""
+    levels = np.asarray(SHAPE_LEVELS)
+    out = np.empty((len(SNR_NODES), len(JOINT_QUANTILES)))
+    for j, node in enumerate(SNR_NODES):
+        near = stats[_near(snr, node)]
+
+        def failing(level: float) -> float:
+            limit = np.array([np.interp(level, levels, row[j]) for row in tables])  # noqa: B023
+            return float(np.mean(np.any(near > limit, axis=1)))  # noqa: B023
+
+        for k, q in enumerate(JOINT_QUANTILES):
+            lo, hi = q, 1.0  # failing(q) >= 1 - q: each statistic alone fails that often
+            while hi - lo > 1e-6:
+                mid = 0.5 * (lo + hi)
+                lo, hi = (lo, mid) if failing(mid) <= 1.0 - q else (mid, hi)
+            out[j, k] = hi
+    return out
 
 
 def fit(
@@ -325,10 +446,12 @@ def fit(
     valid_flux: np.ndarray,
     valid_snr: tuple[np.ndarray, np.ndarray],
     n_components: int = N_COMPONENTS,
+    shape: bool = True,
 ) -> Subspace:
-    """Subspace from the training spectra, floor and thresholds from the validation ones."""
+    """Subspace from the training spectra, floors and thresholds from the validation ones
+    (``shape``: with the line-width and step statistics, :mod:`rrnet.models.ood_shape`)."""
     mean, components = fit_subspace(train_flux, combined_snr(*train_snr), n_components)
-    return calibrate(mean, components, valid_flux, *valid_snr)
+    return calibrate(mean, components, valid_flux, *valid_snr, shape=shape)
 
 
 def write(path: str | os.PathLike[str], sub: Subspace) -> Path:
@@ -344,7 +467,12 @@ def write(path: str | os.PathLike[str], sub: Subspace) -> Path:
         "snr_nodes": np.asarray(sub.snr_nodes, np.float64),
         "levels": np.asarray(sub.levels, np.float64),
     }
-    meta = {"score": SCORE_NAME if sub.robust else PLAIN_SCORE_NAME, "window": str(sub.window)}
+    meta = {"score": score_name(sub), "window": str(sub.window)}
+    if sub.shape:
+        tensors |= {"step_noise": sub.step_noise, "step_floor": sub.step_floor}
+    if sub.joint_levels is not None:
+        tensors |= {"joint_quantiles": sub.joint_quantiles, "joint_levels": sub.joint_levels}
+        meta |= {"step_width": str(ood_shape.STEP_WIDTH), "step_stride": str(ood_shape.STEP_STRIDE)}
     with atomic_path(target) as tmp:
         arrays = {k: np.ascontiguousarray(v, np.float64) for k, v in tensors.items()}
         save_file(arrays, str(tmp), meta)
@@ -360,14 +488,26 @@ def read(path: str | os.PathLike[str]) -> Subspace | None:
         return None
     with safe_open(str(target), framework="numpy") as handle:
         meta = handle.metadata() or {}
-        if meta.get("score") not in (SCORE_NAME, PLAIN_SCORE_NAME):
+        if meta.get("score") not in (SHAPE_SCORE_NAME, SCORE_NAME, PLAIN_SCORE_NAME):
             raise ValueError(f"{target}: unknown OOD score {meta.get('score')!r}")
         t = {k: handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118
+    shape = meta["score"] == SHAPE_SCORE_NAME
+    layout = (str(ood_shape.STEP_WIDTH), str(ood_shape.STEP_STRIDE))
+    if shape and (meta.get("step_width"), meta.get("step_stride")) != layout:
+        raise ValueError(f"{target}: step statistic stored for another window or stride")
     return Subspace(
         t["mean"], t["components"], t["floor2"], t["thresholds"],
         t["snr_nodes"], t["levels"], int(meta.get("window", WINDOW)),
-        meta["score"] == SCORE_NAME,
+        meta["score"] != PLAIN_SCORE_NAME, t.get("step_noise"), t.get("step_floor"),
+        t.get("joint_quantiles"), t.get("joint_levels"),
     )  # fmt: skip
+
+
+def score_name(sub: Subspace) -> str:
+    """The formula identifier stored with ``sub``."""
+    if sub.shape:
+        return SHAPE_SCORE_NAME
+    return SCORE_NAME if sub.robust else PLAIN_SCORE_NAME
 
 
 def scorer(
@@ -385,9 +525,10 @@ def scorer(
 def describe(sub: Subspace) -> dict[str, object]:
     """Summary for logs and provenance."""
     return {
-        "score": SCORE_NAME if sub.robust else PLAIN_SCORE_NAME,
+        "score": score_name(sub),
         "n_components": int(sub.components.shape[0]),
         "window": sub.window,
         "floor_rms_median": float(np.sqrt(np.median(sub.floor2))),
-        "threshold_0.99": json.loads(json.dumps(sub.thresholds[:, :, 2].round(4).tolist())),
+        # per statistic and S/N node, the thresholds --ood-quantile 0.99 applies
+        "threshold_0.99": json.loads(json.dumps(sub._at_levels(0.99).round(4).tolist())),
     }

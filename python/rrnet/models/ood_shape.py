@@ -1,0 +1,104 @@
+"""Two shape statistics of the OOD subspace residual, aimed at defects the ``z**2`` means miss.
+
+The mean ``z**2`` statistics of :mod:`rrnet.models.ood_subspace` weigh every pixel's
+squared residual alike, so a defect that changes many pixels by a fraction of the noise
+each (a wrong line width, a broken continuum) stays below thresholds set by the
+subspace's own misfit at high S/N. Both statistics here project the residual ``r`` onto
+the pattern such a defect leaves, so its pixels add up coherently:
+
+* **line width** (:func:`line_width`): the weighted least-squares amplitude of ``r``
+  along the second difference ``D`` of the fitted reference ``x - r`` (per arm), in
+  units of its own noise: ``|sum w r D| / sqrt(sum w D**2)``, ``w = 1 / variance``,
+  artefact pixels and arm ends weighted 0. A Gaussian line-spread function wider (or
+  narrower) than the training set's changes a spectrum by ``(s**2 / 2) D`` to first
+  order, so a wrong resolution is a residual along ``D``; white noise gives ``|N(0, 1)|``.
+* **step** (:func:`step_differences`): ``mean(u[k : k + W]) - mean(u[k - W : k])`` at
+  positions ``k`` every :data:`STEP_STRIDE` pixels of each arm, ``W =``
+  :data:`STEP_WIDTH`, with ``u`` the residual winsorised at :data:`WINSOR` times its
+  pixel sigma (a cosmic ray or dead pixel moves a difference by a bounded amount). A
+  step in the raw flux survives continuum normalisation as such a jump. Each position's
+  difference is scaled by its validation variance ``a v + f_k`` (``v`` the noise
+  variance of the difference, ``a`` one factor for the pixels' correlation, ``f_k`` the
+  subspace's own floor there, fitted by least squares on validation spectra,
+  :func:`fit_step_floor`), and the statistic is
+  the largest scaled square over positions.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from rrnet.grid import N_PIX_ARM
+
+STEP_WIDTH = 120
+"""Pixels on each side of a step position (12 Angstrom)."""
+STEP_STRIDE = 5
+"""Pixels between step positions."""
+STEP_MARGIN = 10
+"""Pixels at each end of an arm (the masked arm ends) no step window starts or ends in."""
+WINSOR = 3.0
+"""The residual is clipped at this many pixel sigmas before the step differences."""
+MIN_NOISE_FACTOR = 0.3
+"""Lower bound of the fitted noise factor ``a_k`` (resampling correlates pixels: ~1.6)."""
+
+
+def second_difference(model: np.ndarray) -> np.ndarray:
+    """``x[i+1] - 2 x[i] + x[i-1]`` within each arm, 0 at the arm ends, ``[B, n_pixels]``."""
+    out = np.zeros_like(model)
+    for a in range(0, model.shape[1], N_PIX_ARM):
+        m = model[:, a : a + N_PIX_ARM]
+        out[:, a + 1 : a + N_PIX_ARM - 1] = m[:, 2:] - 2.0 * m[:, 1:-1] + m[:, :-2]
+    return out
+
+
+def line_width(r: np.ndarray, model: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """``|sum w r D| / sqrt(sum w D**2)`` per spectrum, ``D`` the second difference of
+    ``model`` (the fitted reference); ``weight`` is 0 where a pixel must not count."""
+    d2 = second_difference(model)
+    num = np.sum(weight * r * d2, axis=1)
+    den = np.sqrt(np.sum(weight * d2 * d2, axis=1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.abs(num) / den
+
+
+def step_positions(n_pixels: int) -> np.ndarray:
+    """Pixel index ``k`` of each step position (per arm, away from the ends)."""
+    lo, hi = STEP_WIDTH + STEP_MARGIN, N_PIX_ARM - STEP_WIDTH - STEP_MARGIN
+    return np.concatenate(
+        [a + np.arange(lo, hi + 1, STEP_STRIDE) for a in range(0, n_pixels, N_PIX_ARM)]
+    )
+
+
+def step_differences(r: np.ndarray, sigma: np.ndarray) -> np.ndarray:
+    """Right-minus-left window means of the winsorised residual, ``[B, n_positions]``."""
+    u = sigma * np.clip(r / sigma, -WINSOR, WINSOR)
+    csum = np.concatenate([np.zeros((len(u), 1)), np.cumsum(u, axis=1)], axis=1)
+    k = step_positions(r.shape[1])
+    w = STEP_WIDTH
+    return (csum[:, k + w] - 2.0 * csum[:, k] + csum[:, k - w]) / w
+
+
+def step_noise(noise_var: np.ndarray) -> np.ndarray:
+    """Variance of each step difference for white noise of ``noise_var`` per pixel:
+    ``2 var / W`` at each position (the arm's noise variance), ``[B, n_positions]``."""
+    return noise_var[:, step_positions(noise_var.shape[1])] * (2.0 / STEP_WIDTH)
+
+
+def fit_step_floor(diff: np.ndarray, noise: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(a, f)``: least squares of ``diff**2 = a noise + f_k`` over validation spectra,
+    one noise factor ``a`` for all positions (the pixels' correlation from resampling is
+    the same everywhere; one factor per position would be noisy and the max over
+    positions would pick its low values), ``a >=`` :data:`MIN_NOISE_FACTOR` (1 when all
+    spectra have one S/N) and ``f_k >= 0``; ``a`` returned per position."""
+    y, x = diff**2, noise
+    xm, ym = x.mean(axis=0), y.mean(axis=0)
+    sxx = np.sum((x - xm) ** 2)
+    sxy = np.sum((x - xm) * (y - ym))
+    slope = sxy / sxx if sxx > 1e-12 * np.sum(xm**2) else 1.0
+    a = max(slope, MIN_NOISE_FACTOR)
+    return np.full(xm.shape, a), np.maximum(ym - a * xm, 0.0)
+
+
+def step_statistic(diff: np.ndarray, noise: np.ndarray, a: np.ndarray, f: np.ndarray) -> np.ndarray:
+    """``max_k diff_k**2 / (a_k noise_k + f_k)`` per spectrum."""
+    return np.max(diff**2 / (a * noise + f + 1e-300), axis=1)
