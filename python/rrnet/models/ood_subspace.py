@@ -164,6 +164,7 @@ class Subspace:
             level = np.full(len(self.snr_nodes), 1.0 - (1.0 - quantile) / self.n_statistics)
             lowest = 1 - self.n_statistics * (1 - self.levels[0])
         else:
+            assert self.joint_quantiles is not None  # stored with joint_levels
             lowest = float(self.joint_quantiles[0])
             qs = np.r_[self.joint_quantiles, 1.0]
             level = np.array(
@@ -303,7 +304,7 @@ def _statistics(
         model = np.clip(flux, *FLUX_CLIP) - r  # the fitted reference
         out.append(ood_shape.line_width(r, model, weight))
         step = (ood_shape.step_differences(r, np.sqrt(var)), ood_shape.step_noise(noise))
-        if sub.step_noise is not None:
+        if sub.step_noise is not None and sub.step_floor is not None:
             out.append(ood_shape.step_statistic(*step, sub.step_noise, sub.step_floor))
         else:  # calibration's provisional test: the floor is not fitted yet
             out.append(np.zeros(len(z2)))
@@ -468,9 +469,9 @@ def write(path: str | os.PathLike[str], sub: Subspace) -> Path:
         "levels": np.asarray(sub.levels, np.float64),
     }
     meta = {"score": score_name(sub), "window": str(sub.window)}
-    if sub.shape:
+    if sub.step_noise is not None and sub.step_floor is not None:
         tensors |= {"step_noise": sub.step_noise, "step_floor": sub.step_floor}
-    if sub.joint_levels is not None:
+    if sub.joint_levels is not None and sub.joint_quantiles is not None:
         tensors |= {"joint_quantiles": sub.joint_quantiles, "joint_levels": sub.joint_levels}
         meta |= {"step_width": str(ood_shape.STEP_WIDTH), "step_stride": str(ood_shape.STEP_STRIDE)}
     with atomic_path(target) as tmp:
