@@ -178,8 +178,28 @@ def fit_shared_error(values: np.ndarray, err: np.ndarray, groups: np.ndarray) ->
     return 0.5 * (lo + hi)
 
 
-FORMS: tuple[str, ...] = ("scale", "floor", "const")
+FORMS: tuple[str, ...] = ("scale", "floor", "const", "balanced", "balanced-scale")
 DEFAULT_FORM = "const"
+COVERAGE_1SIGMA = 0.6826894921370859
+"""P(|z| <= 1) of a standard normal: the 1-sigma coverage a calibrated error gives."""
+
+
+def balance_shift(resid: np.ndarray, err_cal: np.ndarray) -> float:
+    """The shift of ``a`` that puts errors ``err_cal`` midway (in log) between matching
+    the rms of ``z = resid / err_cal`` (z std 1) and its 1-sigma coverage (68.27 %).
+
+    Why: a network's residuals are not Gaussian (platykurtic where it shrinks toward
+    the label mean, heavy-tailed where a few stars fail), so no single factor gives
+    both z std 1 and 68.3 % coverage; the geometric mean of the two factors misses
+    each by about half as much as either one misses the other.
+    """
+    ok = np.isfinite(resid) & np.isfinite(err_cal) & (err_cal > 0)
+    z = np.abs(np.asarray(resid)[ok] / np.asarray(err_cal)[ok])
+    if z.size < MIN_ROWS:
+        return 0.0
+    rms = float(np.sqrt(np.mean(z**2)))
+    q = float(np.quantile(z, COVERAGE_1SIGMA))
+    return 0.5 * math.log(q / rms) if rms > 0 and q > 0 else 0.0
 
 
 def fit_calibration(
@@ -211,9 +231,11 @@ def fit_calibration(
         if form == "floor":
             a, b, floor = fit_floor(resid[ok], e[ok], snr[ok])
         else:
-            use_snr = form == "scale"
+            use_snr = form in ("scale", "balanced-scale")
             (a, b), floor = fit_scale(resid[ok], e[ok], snr[ok], use_snr=use_snr), 0.0
         params = {"a": a, "b": b, "floor": floor}
+        if form.startswith("balanced"):
+            params["a"] += balance_shift(resid[ok], calibrated_error(params, e[ok], snr[ok]))
         e_cal = calibrated_error(params, e[ok], snr[ok])
         z_before = resid[ok] / e[ok]
         z_after = resid[ok] / e_cal
