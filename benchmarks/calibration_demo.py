@@ -67,9 +67,12 @@ def _store_rows(store_dir: Path, truth_path: Path, labels: list[str]) -> pl.Data
 
 def _predict(store_dir: Path, rows: np.ndarray, ckpt: Path, cache: Path | None) -> dict:
     """Ensemble mean, eq. 3 std and member means for store rows (cached in ``cache``,
-    a file per checkpoint: its name carries a digest of the checkpoint's config)."""
+    a file per checkpoint: its name carries a digest of the members' weights)."""
     if cache is not None:
-        digest = hashlib.sha1((ckpt / "config.json").read_bytes()).hexdigest()[:10]
+        sha = hashlib.sha1()
+        for member in sorted(ckpt.glob("member-*.safetensors")):
+            sha.update(member.read_bytes())
+        digest = sha.hexdigest()[:10]
         cache = cache.with_name(f"{cache.stem}-{digest}.npz")
         if cache.exists():
             got = dict(np.load(cache))
