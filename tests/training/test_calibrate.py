@@ -173,7 +173,9 @@ def trained(tmp_path_factory: pytest.TempPathFactory):
         flux, labels, split, label_names=TOY_LABELS, model_config=CONFIG,
         settings=settings, out=out, progress=False,
     )  # fmt: skip
-    doc = calibrate_checkpoint(out, flux, labels, split.valid, snr, device="cpu")
+    # The maximum-likelihood form (rms of validation z = 1); the default's coverage
+    # balance is tested analytically in test_balanced_forms_meet_std_and_coverage_halfway.
+    doc = calibrate_checkpoint(out, flux, labels, split.valid, snr, device="cpu", form="scale")
     return flux, labels, snr, split, out, doc
 
 
@@ -201,8 +203,12 @@ def test_calibration_never_reads_test_rows(trained, tmp_path: Path) -> None:
     labels2, flux2 = labels.copy(), flux.copy()
     labels2[split.test] = labels2[split.test][::-1] + 1000.0
     flux2[split.test] = 0.0
-    again = calibrate_checkpoint(out, flux2, labels2, split.valid, snr, device="cpu")
+    again = calibrate_checkpoint(out, flux2, labels2, split.valid, snr, device="cpu", form="scale")
     assert again == doc
+    default = calibrate_checkpoint(out, flux, labels, split.valid, snr, device="cpu")
+    scrambled = calibrate_checkpoint(out, flux2, labels2, split.valid, snr, device="cpu")
+    assert default == scrambled and default["form"] == "balanced-scale"
+    calibrate_checkpoint(out, flux, labels, split.valid, snr, device="cpu", form="scale")
     other = fit_calibration(
         np.zeros((4, 1)), np.ones((4, 1)), np.ones((4, 1)), np.full(4, 30.0), ["x"]
     )
