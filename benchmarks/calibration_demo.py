@@ -2,7 +2,7 @@
 
     python benchmarks/calibration_demo.py demo-output [--checkpoint DIR] [--refit]
         [--repeat-visits N --work DIR] [--fit-on valid|repeats|heldout-half]
-        [--form const|scale|floor] [--per-star]
+        [--form const|scale|floor|balanced|balanced-scale|all] [--per-star]
 
 Fits (with ``--refit``, or when the checkpoint has no ``calibration.json``) the
 training step's calibration on the VALIDATION split, then prints, per label and S/N
@@ -11,17 +11,19 @@ raw (paper eq. 3) and the calibrated errors, each with the spread expected from 
 finite sample (a bootstrap over stars: spectra of one star share its model error).
 Issue 17 targets: std in [0.9, 1.1], coverage in [0.63, 0.73].
 
-The demo's own test split is small (~250 spectra of ~80 stars, 20-70 per bin), too
-small to judge a +-0.1 window per bin. ``--repeat-visits N`` therefore renders N new
-star-visits (``rrnet-synth``, seed 1, S/N 10-200) of the stars the checkpoint never
-trained or validated on (its test stars and the library stars the demo did not use)
-and of its validation stars, preprocesses them into ``--work`` and evaluates on the
-held-out ones. ``--fit-on repeats`` fits the calibration on the re-rendered
-VALIDATION stars instead of the checkpoint's validation rows (a diagnostic: more
-spectra, same stars); ``--fit-on heldout-half`` on half of the held-out stars and
-evaluates on the other half (a diagnostic: what the form reaches with ample data).
-Evaluation stars are never used for a fit (asserted). ``--per-star`` adds the z std
-of per-star combined values with and without the calibration's shared error part.
+The demo's own test split is small (~250-400 spectra), too small to judge a +-0.1
+window per bin. ``--repeat-visits N`` therefore renders N star-visits (``rrnet-synth``,
+seed 1, S/N 10-200) of the whole reference library (every star once before any
+repeats: 2398 = each star twice), preprocesses them once into ``--work`` (one
+rendering serves every checkpoint) and evaluates on the stars the checkpoint neither
+trained nor validated on; predictions are cached in ``--work`` per checkpoint.
+``--fit-on repeats`` fits the calibration on the re-rendered VALIDATION stars instead
+of the checkpoint's validation rows (a diagnostic: more spectra, same stars);
+``--fit-on heldout-half`` on half of the held-out stars and evaluates on the other
+half (a diagnostic: what the form reaches with ample data). Evaluation stars are
+never used for a fit nor trained on (asserted). ``--form all`` compares every form.
+``--per-star`` adds the z std of per-star combined values with and without the
+calibration's shared error part.
 Results: docs/results.md (issue 17).
 """
 
