@@ -2,7 +2,7 @@
 
     python benchmarks/calibration_demo.py demo-output [--checkpoint DIR] [--refit]
         [--repeat-visits N --work DIR] [--fit-on valid|repeats|heldout-half]
-        [--form const|scale|floor] [--per-star]
+        [--form const|scale|floor|balanced|balanced-scale|all] [--per-star]
 
 Fits (with ``--refit``, or when the checkpoint has no ``calibration.json``) the
 training step's calibration on the VALIDATION split, then prints, per label and S/N
@@ -11,23 +11,26 @@ raw (paper eq. 3) and the calibrated errors, each with the spread expected from 
 finite sample (a bootstrap over stars: spectra of one star share its model error).
 Issue 17 targets: std in [0.9, 1.1], coverage in [0.63, 0.73].
 
-The demo's own test split is small (~250 spectra of ~80 stars, 20-70 per bin), too
-small to judge a +-0.1 window per bin. ``--repeat-visits N`` therefore renders N new
-star-visits (``rrnet-synth``, seed 1, S/N 10-200) of the stars the checkpoint never
-trained or validated on (its test stars and the library stars the demo did not use)
-and of its validation stars, preprocesses them into ``--work`` and evaluates on the
-held-out ones. ``--fit-on repeats`` fits the calibration on the re-rendered
-VALIDATION stars instead of the checkpoint's validation rows (a diagnostic: more
-spectra, same stars); ``--fit-on heldout-half`` on half of the held-out stars and
-evaluates on the other half (a diagnostic: what the form reaches with ample data).
-Evaluation stars are never used for a fit (asserted). ``--per-star`` adds the z std
-of per-star combined values with and without the calibration's shared error part.
+The demo's own test split is small (~250-400 spectra), too small to judge a +-0.1
+window per bin. ``--repeat-visits N`` therefore renders N star-visits (``rrnet-synth``,
+seed 1, S/N 10-200) of the whole reference library (every star once before any
+repeats: 2398 = each star twice), preprocesses them once into ``--work`` (one
+rendering serves every checkpoint) and evaluates on the stars the checkpoint neither
+trained nor validated on; predictions are cached in ``--work`` per checkpoint.
+``--fit-on repeats`` fits the calibration on the re-rendered VALIDATION stars instead
+of the checkpoint's validation rows (a diagnostic: more spectra, same stars);
+``--fit-on heldout-half`` on half of the held-out stars and evaluates on the other
+half (a diagnostic: what the form reaches with ample data). Evaluation stars are
+never used for a fit nor trained on (asserted). ``--form all`` compares every form.
+``--per-star`` adds the z std of per-star combined values with and without the
+calibration's shared error part.
 Results: docs/results.md (issue 17).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 from pathlib import Path
 
@@ -35,6 +38,7 @@ import numpy as np
 import polars as pl
 
 from rrnet.models.calibration import (
+    FORMS,
     calibrated_error,
     calibration_snr,
     fit_calibration,
@@ -64,11 +68,18 @@ def _store_rows(store_dir: Path, truth_path: Path, labels: list[str]) -> pl.Data
 
 
 def _predict(store_dir: Path, rows: np.ndarray, ckpt: Path, cache: Path | None) -> dict:
-    """Ensemble mean, eq. 3 std and member means for store rows (cached in ``cache``)."""
-    if cache is not None and cache.exists():
-        got = dict(np.load(cache))
-        if np.array_equal(got["rows"], rows):
-            return got
+    """Ensemble mean, eq. 3 std and member means for store rows (cached in ``cache``,
+    a file per checkpoint: its name carries a digest of the members' weights)."""
+    if cache is not None:
+        sha = hashlib.sha1()
+        for member in sorted(ckpt.glob("member-*.safetensors")):
+            sha.update(member.read_bytes())
+        digest = sha.hexdigest()[:10]
+        cache = cache.with_name(f"{cache.stem}-{digest}.npz")
+        if cache.exists():
+            got = dict(np.load(cache))
+            if np.array_equal(got["rows"], rows):
+                return got
     ens = Ensemble.from_checkpoint(ckpt, device="cpu")
     out: dict[str, list[np.ndarray]] = {"mean": [], "std": [], "mu": [], "var": []}
     store = open_store(store_dir)
@@ -95,20 +106,21 @@ def _subset(pred: dict, mask: np.ndarray) -> dict:
     return {k: v[:, mask] if k in ("mu", "var") else v[mask] for k, v in pred.items()}
 
 
-def _boot_std(z: np.ndarray, star: np.ndarray, rng: np.random.Generator) -> float:
-    """Bootstrap (over stars) standard error of std(z)."""
+def _boot_se(z: np.ndarray, star: np.ndarray, rng: np.random.Generator) -> tuple[float, float]:
+    """Bootstrap (over stars) standard errors of std(z) and of the 1-sigma coverage."""
     uniq, inv = np.unique(star, return_inverse=True)
     if uniq.size < 3:
-        return np.nan
+        return np.nan, np.nan
     members = [np.flatnonzero(inv == i) for i in range(uniq.size)]
-    stds = []
+    stds, covs = [], []
     for _ in range(BOOTSTRAP):
-        pick = rng.integers(0, uniq.size, uniq.size)
-        stds.append(np.std(z[np.concatenate([members[i] for i in pick])]))
-    return float(np.std(stds))
+        pick = z[np.concatenate([members[i] for i in rng.integers(0, uniq.size, uniq.size)])]
+        stds.append(np.std(pick))
+        covs.append(np.mean(np.abs(pick) <= 1))
+    return float(np.std(stds)), float(np.std(covs))
 
 
-def _table(labels, mean, y, err_raw, err_cal, snr, star) -> pl.DataFrame:
+def _table(labels, mean, y, err_raw, err_cal, snr, star, boot: bool = True) -> pl.DataFrame:
     rng = np.random.default_rng(0)
     out = []
     for j, label in enumerate(labels):
@@ -118,6 +130,7 @@ def _table(labels, mean, y, err_raw, err_cal, snr, star) -> pl.DataFrame:
                 continue
             r = mean[sel, j] - y[sel, j]
             z_raw, z_cal = r / err_raw[sel, j], r / err_cal[sel, j]
+            se = _boot_se(z_cal, star[sel], rng) if boot else (np.nan, np.nan)
             out.append(
                 {
                     "label": label,
@@ -127,8 +140,9 @@ def _table(labels, mean, y, err_raw, err_cal, snr, star) -> pl.DataFrame:
                     "z_std_raw": float(np.std(z_raw)),
                     "cov1_raw": float(np.mean(np.abs(z_raw) <= 1)),
                     "z_std": float(np.std(z_cal)),
-                    "z_std_se": _boot_std(z_cal, star[sel], rng),
+                    "z_std_se": se[0],
                     "cov1": float(np.mean(np.abs(z_cal) <= 1)),
+                    "cov1_se": se[1],
                 }
             )
     return pl.DataFrame(out)
@@ -152,7 +166,11 @@ def _summary(table: pl.DataFrame) -> None:
                 in_std.sum().alias("std ok"),
                 near.sum().alias("std within 2 SE"),
                 pl.col("cov1").median().alias("med cov1 cal"),
+                pl.col("cov1").min().alias("cov min"),
+                pl.col("cov1").max().alias("cov max"),
+                pl.col("cov1_se").median().alias("cov SE"),
                 in_cov.sum().alias("cov ok"),
+                (in_std & in_cov).sum().alias("both"),
             )
         )
     n = table.height
@@ -198,25 +216,15 @@ def _groups(rows: pl.DataFrame) -> np.ndarray:
     return np.where(coadd, [f"coadd-{r}" for r in rows["_row"].to_list()], star)
 
 
-def _render(work: Path, stars: list[str], n_visits: int) -> tuple[Path, Path]:
-    """Synthesise ``n_visits`` visits of library ``stars`` and preprocess them (resumable)."""
+def _render(work: Path, n_visits: int) -> tuple[Path, Path]:
+    """Synthesise ``n_visits`` visits of the whole reference library (seed 1; every star
+    once before any repeats) and preprocess them (resumable). One rendering serves every
+    checkpoint: each evaluates only on the stars it neither trained nor validated on."""
     from rrnet.demo import _official_catalogue
     from rrnet.preprocess.pipeline import preprocess_catalog
-    from rrnet.synth import load_library
-    from rrnet.synth.dataset import Source, make_dataset
+    from rrnet.synth.dataset import make_dataset
 
-    lib = load_library()
-    ids = lib.labels["star_id"].cast(pl.String)
-    pick = np.flatnonzero(ids.is_in(pl.Series(stars).implode()).to_numpy())
-    flux = lib.flux
-    src = Source(
-        wavelength=np.asarray(lib.wavelength, np.float64),
-        labels=lib.labels[pick],
-        spectrum=lambda i: np.asarray(flux[pick[i]]),
-        resolution=(lib.meta or {}).get("resolution"),
-        name=f"library-heldout-{len(pick)}",
-    )
-    data = make_dataset(n_visits, work / "data", seed=1, source=src, workers=2, progress=False)
+    data = make_dataset(n_visits, work / "data", seed=1, workers=2, progress=False)
     catalogue = _official_catalogue(data.root, work)
     store = work / f"store-{n_visits}"
     if not (store / "manifest.parquet").is_file():
@@ -232,7 +240,7 @@ def main() -> None:
     p.add_argument("--repeat-visits", type=int, default=0)
     p.add_argument("--work", type=Path)
     p.add_argument("--fit-on", choices=("valid", "repeats", "heldout-half"), default="valid")
-    p.add_argument("--form", choices=("scale", "floor", "const"), default=None)
+    p.add_argument("--form", choices=(*FORMS, "all"), default=None)
     p.add_argument("--per-star", action="store_true", help="also the per-star error split")
     args = p.parse_args()
     ckpt = args.checkpoint or args.demo / "checkpoint"
@@ -247,11 +255,9 @@ def main() -> None:
         work = args.work or args.demo / "calibration-repeats"
         work.mkdir(parents=True, exist_ok=True)
         seen = set(demo.filter(pl.col("split") == "train")["star_id"].to_list())
-        from rrnet.synth import load_library
-
-        every = load_library().labels["star_id"].cast(pl.String).to_list()
-        store_dir, truth = _render(work, [s for s in every if s not in seen], args.repeat_visits)
+        store_dir, truth = _render(work, args.repeat_visits)
         big = _store_rows(store_dir, truth, labels)
+        big = big.filter(~big["star_id"].is_in(pl.Series(sorted(seen)).implode()))
         vstars = sorted(set(valid["star_id"].to_list()))
         in_valid = big["star_id"].is_in(pl.Series(vstars).implode())
         ev, fit_rows = big.filter(~in_valid), big.filter(in_valid)
@@ -277,25 +283,32 @@ def main() -> None:
     else:
         fit_pred = _predict(fit_store, fit["_row"].to_numpy(), ckpt, cache)
     assert not set(ev["star_id"].to_list()) & set(fit["star_id"].to_list()), "fit saw test stars"
+    train_stars = set(demo.filter(pl.col("split") == "train")["star_id"].to_list())
+    assert not set(ev["star_id"].to_list()) & train_stars, "evaluated on training stars"
 
-    if args.refit or args.form or args.fit_on != "valid" or read_calibration(ckpt) is None:
-        y_fit = fit.select(labels).to_numpy().astype(np.float64)
-        doc = fit_calibration(
-            fit_pred["mean"], y_fit, fit_pred["std"], fit["snr"].to_numpy(), labels,
-            form=args.form, groups=_groups(fit),
-        )  # fmt: skip
-        params = doc["labels"]
-    else:
-        params = read_calibration(ckpt)
     print(f"calibration fitted on {fit.height} spectra of {fit['star_id'].n_unique()} stars")
     print(f"evaluated on {ev.height} spectra of {ev['star_id'].n_unique()} held-out stars")
-    snr = ev["snr"].to_numpy()
-    cal = np.column_stack(
-        [calibrated_error(params[lab], ev_pred["std"][:, j], snr) for j, lab in enumerate(labels)]
-    )
+    y_fit = fit.select(labels).to_numpy().astype(np.float64)
+    snr, star = ev["snr"].to_numpy(), ev["star_id"].to_numpy()
     y = ev.select(labels).to_numpy().astype(np.float64)
-    star = ev["star_id"].to_numpy()
-    _summary(_table(labels, ev_pred["mean"], y, ev_pred["std"], cal, snr, star))
+    refit = args.refit or args.form or args.fit_on != "valid" or read_calibration(ckpt) is None
+    for form in FORMS if args.form == "all" else (args.form,):
+        if refit:
+            doc = fit_calibration(
+                fit_pred["mean"], y_fit, fit_pred["std"], fit["snr"].to_numpy(), labels,
+                form=form, groups=_groups(fit),
+            )  # fmt: skip
+            params = doc["labels"]
+        else:
+            params = read_calibration(ckpt)
+        cal = np.column_stack(
+            [
+                calibrated_error(params[lab], ev_pred["std"][:, j], snr)
+                for j, lab in enumerate(labels)
+            ]
+        )
+        print(f"-- form {form or 'as stored'}")
+        _summary(_table(labels, ev_pred["mean"], y, ev_pred["std"], cal, snr, star))
     if args.per_star:
         _per_star(ev, labels, ev_pred["mean"], cal, params)
 

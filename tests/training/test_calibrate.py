@@ -120,6 +120,32 @@ def test_shared_part_and_repeat_groups_of_the_training_step() -> None:
     assert len(set(groups)) == 4 and groups[0] not in ("s", "t") and groups[3] not in ("s", "t")
 
 
+def test_balanced_forms_meet_std_and_coverage_halfway() -> None:
+    """Uniform residuals (a platykurtic shape): z std 1 needs the factor sigma, 68.27 %
+    coverage the factor 0.6827 sqrt(3) sigma (analytic); "balanced" takes their
+    geometric mean, "balanced-scale" the same on top of the fitted S/N law."""
+    rng = np.random.default_rng(11)
+    n = 200_000
+    snr = np.exp(rng.uniform(np.log(10), np.log(200), n))
+    err = rng.uniform(0.5, 2.0, n)
+    sigma = 0.5 * (snr / 30.0) ** -0.2
+    resid = err * sigma * rng.uniform(-np.sqrt(3), np.sqrt(3), n)
+    want = np.sqrt(0.6826894921370859 * np.sqrt(3))
+    both = fit_calibration(resid[:, None], np.zeros((n, 1)), err[:, None], snr, ["x"],
+                           form="balanced-scale")["labels"]["x"]  # fmt: skip
+    assert both["b"] == pytest.approx(-0.2, abs=0.01)
+    assert np.exp(both["a"]) == pytest.approx(0.5 * want, rel=0.01)
+    z = resid / calibrated_error(both, err, snr)
+    assert np.std(z) == pytest.approx(1 / want, rel=0.01)
+    assert np.mean(np.abs(z) <= 1) == pytest.approx(0.6826894921370859 / want, rel=0.01)
+    flat = np.full(n, 30.0)
+    const = fit_calibration(resid[:, None], np.zeros((n, 1)), err[:, None], flat, ["x"],
+                            form="balanced")["labels"]["x"]  # fmt: skip
+    rms = np.sqrt(np.mean((resid / err) ** 2))
+    q = np.quantile(np.abs(resid / err), 0.6826894921370859)
+    assert const["b"] == 0.0 and np.exp(const["a"]) == pytest.approx(np.sqrt(rms * q), rel=1e-9)
+
+
 def test_version_1_documents_read_with_no_floor(tmp_path: Path) -> None:
     doc = {"format": "rrnet-calibration", "version": 1, "labels": {"x": {"a": 0.1, "b": 0.2}}}
     (tmp_path / CALIBRATION_FILE).write_text(json.dumps(doc))
@@ -147,7 +173,9 @@ def trained(tmp_path_factory: pytest.TempPathFactory):
         flux, labels, split, label_names=TOY_LABELS, model_config=CONFIG,
         settings=settings, out=out, progress=False,
     )  # fmt: skip
-    doc = calibrate_checkpoint(out, flux, labels, split.valid, snr, device="cpu")
+    # The maximum-likelihood form (rms of validation z = 1); the default's coverage
+    # balance is tested analytically in test_balanced_forms_meet_std_and_coverage_halfway.
+    doc = calibrate_checkpoint(out, flux, labels, split.valid, snr, device="cpu", form="scale")
     return flux, labels, snr, split, out, doc
 
 
@@ -175,8 +203,12 @@ def test_calibration_never_reads_test_rows(trained, tmp_path: Path) -> None:
     labels2, flux2 = labels.copy(), flux.copy()
     labels2[split.test] = labels2[split.test][::-1] + 1000.0
     flux2[split.test] = 0.0
-    again = calibrate_checkpoint(out, flux2, labels2, split.valid, snr, device="cpu")
+    again = calibrate_checkpoint(out, flux2, labels2, split.valid, snr, device="cpu", form="scale")
     assert again == doc
+    default = calibrate_checkpoint(out, flux, labels, split.valid, snr, device="cpu")
+    scrambled = calibrate_checkpoint(out, flux2, labels2, split.valid, snr, device="cpu")
+    assert default == scrambled and default["form"] == "balanced-scale"
+    calibrate_checkpoint(out, flux, labels, split.valid, snr, device="cpu", form="scale")
     other = fit_calibration(
         np.zeros((4, 1)), np.ones((4, 1)), np.ones((4, 1)), np.full(4, 30.0), ["x"]
     )
