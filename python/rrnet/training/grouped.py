@@ -99,19 +99,17 @@ class _TanhRecurrence(torch.autograd.Function):
         flat, w_hh = ctx.saved_tensors
         m, hidden = flat.shape[0], flat.shape[2]
         out = flat.view(m, ctx.bsz, -1, hidden)
-        grad_out = grad_flat.reshape(out.shape)
-        n_steps = out.shape[2]
-        grad_pre = torch.empty_like(out)
-        carry: torch.Tensor | None = None
-        for step in range(n_steps - 1, -1, -1):
-            g = grad_out[:, :, step]
-            if carry is not None:
-                g = g + carry
-            h = out[:, :, step]
+        # grad_pre starts as a copy of the output gradient; step t then adds the carry
+        # d_{t+1} W_hh in place (baddbmm_ into the strided slice) and multiplies by
+        # 1 - h_t^2 (h_t^2 into one reused buffer): no temporaries allocated per step
+        grad_pre = torch.empty_like(out).copy_(grad_flat.reshape(out.shape))
+        h_sq = out.new_empty(out[:, :, 0].shape)
+        for step in range(out.shape[2] - 1, -1, -1):
             d = grad_pre[:, :, step]
-            d.copy_(g).addcmul_(g, h.square(), value=-1.0)  # g * (1 - h^2)
-            if step > 0:
-                carry = torch.bmm(d, w_hh)
+            if step < out.shape[2] - 1:
+                d.baddbmm_(grad_pre[:, :, step + 1], w_hh)
+            h = out[:, :, step]
+            d.addcmul_(d, torch.mul(h, h, out=h_sq), value=-1.0)  # g * (1 - h^2)
         # W_hh gradient: sum over steps t >= 1 of d_t^T h_{t-1}, as one product over the
         # flat rows shifted by one (views, no copies), minus the pairs that straddle two
         # spectra (step 0 of spectrum b with the last step of spectrum b-1)
