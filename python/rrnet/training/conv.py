@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
@@ -44,6 +45,17 @@ def _rust_applies(x: torch.Tensor, w: torch.Tensor, stride: int) -> bool:
     )
 
 
+Conf = tuple[int, int, int]
+"""``(stride, padding, groups)`` of one convolution."""
+
+
+def _empty_output(x: torch.Tensor, w: torch.Tensor, conf: Conf) -> torch.Tensor:
+    """The uninitialised ``[B, C_out, L_out]`` output of ``conv1d(x, w, *conf)``."""
+    stride, padding, _ = conf
+    l_out = (x.shape[2] + 2 * padding - w.shape[2]) // stride + 1
+    return x.new_empty(x.shape[0], w.shape[0], l_out)
+
+
 class _RustConv1d(torch.autograd.Function):
     """``conv1d(x, w, b, stride, padding, groups)``, optionally followed by a ReLU, with
     the Rust kernel's backward (the ReLU's mask applied as the gradient is read)."""
@@ -52,10 +64,9 @@ class _RustConv1d(torch.autograd.Function):
     def forward(ctx, x, w, b, stride: int, padding: int, groups: int, relu: bool):  # type: ignore[override]
         x, w = x.contiguous(), w.contiguous()
         b = None if b is None else b.contiguous()
-        l_out = (x.shape[2] + 2 * padding - w.shape[2]) // stride + 1
-        out = x.new_empty(x.shape[0], w.shape[0], l_out)
-        bias = None if b is None else b.numpy()
         conf = (stride, padding, groups)
+        out = _empty_output(x, w, conf)
+        bias = None if b is None else b.numpy()
         _core.conv1d_forward(x.numpy(), w.numpy(), bias, out.numpy(), *conf, relu, False)
         ctx.save_for_backward(x, w, out if relu else None)
         ctx.conf = conf
@@ -67,21 +78,8 @@ class _RustConv1d(torch.autograd.Function):
         x, w, out = ctx.saved_tensors
         gy = gy.contiguous().numpy()
         mask = None if out is None else out.numpy()
-        need_x, need_w, need_b = ctx.needs_input_grad[:3]
-        gx = gw = gb = None
-        if need_x:
-            gx = torch.empty_like(x)
-            _core.conv1d_grad_input(gy, mask, w.numpy(), gx.numpy(), *ctx.conf)
-        if need_w or need_b:
-            gw = torch.empty_like(w)
-            gb = w.new_empty(w.shape[0]) if need_b else None
-            gb_np = None if gb is None else gb.numpy()
-            _core.conv1d_grad_weight(x.numpy(), gy, mask, gw.numpy(), gb_np, *ctx.conf)
-        return gx, gw if need_w else None, gb, None, None, None, None
-
-
-Conf = tuple[int, int, int]
-"""``(stride, padding, groups)`` of one convolution."""
+        grads = _grads(gy, mask, x, w, ctx.conf, *ctx.needs_input_grad[:3])
+        return (*grads, None, None, None, None)
 
 
 class _RustConvSum(torch.autograd.Function):
@@ -92,8 +90,7 @@ class _RustConvSum(torch.autograd.Function):
     @staticmethod
     def forward(ctx, a, wa, b, x, wx, conf_a: Conf, conf_x: Conf, relu: bool):  # type: ignore[override]
         a, wa, x, wx = a.contiguous(), wa.contiguous(), x.contiguous(), wx.contiguous()
-        l_out = (a.shape[2] + 2 * conf_a[1] - wa.shape[2]) // conf_a[0] + 1
-        out = a.new_empty(a.shape[0], wa.shape[0], l_out)
+        out = _empty_output(a, wa, conf_a)
         bias = None if b is None else b.contiguous().numpy()
         _core.conv1d_forward(x.numpy(), wx.numpy(), None, out.numpy(), *conf_x, False, False)
         _core.conv1d_forward(a.numpy(), wa.numpy(), bias, out.numpy(), *conf_a, relu, True)
@@ -108,24 +105,35 @@ class _RustConvSum(torch.autograd.Function):
         gy = gy.contiguous().numpy()
         mask = None if out is None else out.numpy()
         need = ctx.needs_input_grad
-        grads: list[torch.Tensor | None] = [None] * 8
-        for i, (inp, w, conf) in enumerate(((a, wa, ctx.confs[0]), (x, wx, ctx.confs[1]))):
-            at = 3 * i  # a, wa, b at 0, 1, 2; x, wx at 3, 4
-            if need[at]:
-                grads[at] = g_in = torch.empty_like(inp)
-                _core.conv1d_grad_input(gy, mask, w.numpy(), g_in.numpy(), *conf)
-            need_b = i == 0 and need[2]
-            if need[at + 1] or need_b:
-                grads[at + 1] = gw = torch.empty_like(w)
-                if need_b:
-                    grads[2] = w.new_empty(w.shape[0])
-                gb_np = grads[2].numpy() if need_b else None  # type: ignore[union-attr]
-                _core.conv1d_grad_weight(inp.numpy(), gy, mask, gw.numpy(), gb_np, *conf)
-        if not need[1]:
-            grads[1] = None
-        if not need[4]:
-            grads[4] = None
-        return tuple(grads)
+        conf_a, conf_x = ctx.confs
+        ga, gwa, gb = _grads(gy, mask, a, wa, conf_a, need[0], need[1], need[2])
+        gx, gwx, _ = _grads(gy, mask, x, wx, conf_x, need[3], need[4], False)
+        return ga, gwa, gb, gx, gwx, None, None, None
+
+
+def _grads(
+    gy: np.ndarray,
+    mask: np.ndarray | None,
+    x: torch.Tensor,
+    w: torch.Tensor,
+    conf: Conf,
+    need_x: bool,
+    need_w: bool,
+    need_b: bool,
+) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    """``(gx, gw, gb)`` of one convolution for output gradient ``gy`` (numpy; ``mask``
+    the fused ReLU's output or None), None where not needed; the weight gradient is
+    computed whenever the bias's is (one kernel pass gives both)."""
+    gx = gw = gb = None
+    if need_x:
+        gx = torch.empty_like(x)
+        _core.conv1d_grad_input(gy, mask, w.numpy(), gx.numpy(), *conf)
+    if need_w or need_b:
+        gw = torch.empty_like(w)
+        gb = w.new_empty(w.shape[0]) if need_b else None
+        gb_np = None if gb is None else gb.numpy()
+        _core.conv1d_grad_weight(x.numpy(), gy, mask, gw.numpy(), gb_np, *conf)
+    return gx, gw if need_w else None, gb
 
 
 def conv1d_sum(
