@@ -15,6 +15,7 @@ import numpy as np
 import polars as pl
 
 from rrnet.labels import TRUE_SUFFIX
+from rrnet.models.calibration import COVERAGE_1SIGMA
 
 SNR_BINS: tuple[tuple[float, float], ...] = (
     (10.0, 20.0),
@@ -25,8 +26,8 @@ SNR_BINS: tuple[tuple[float, float], ...] = (
 )
 """S/N bins of the report, lower edge inclusive, upper exclusive (paper Figs 2, 5, 7)."""
 
-GAUSS_COVERAGE_1SIGMA: float = math.erf(1.0 / math.sqrt(2.0))
-"""Probability of |z| <= 1 for a standard normal (0.6827)."""
+GAUSS_COVERAGE_1SIGMA: float = COVERAGE_1SIGMA
+"""Probability of |z| <= 1 for a standard normal (0.6827; the calibration's target)."""
 GAUSS_COVERAGE_2SIGMA: float = math.erf(2.0 / math.sqrt(2.0))
 """Probability of |z| <= 2 for a standard normal (0.9545)."""
 

@@ -185,8 +185,8 @@ def fit_shared_error(values: np.ndarray, err: np.ndarray, groups: np.ndarray) ->
 
 FORMS: tuple[str, ...] = ("scale", "floor", "const", "balanced", "balanced-scale")
 DEFAULT_FORM = "balanced-scale"
-COVERAGE_1SIGMA = 0.6826894921370859
-"""P(|z| <= 1) of a standard normal: the 1-sigma coverage a calibrated error gives."""
+COVERAGE_1SIGMA: float = math.erf(1.0 / math.sqrt(2.0))
+"""P(|z| <= 1) of a standard normal (0.6827): the 1-sigma coverage a calibrated error gives."""
 
 
 def balance_shift(resid: np.ndarray, err_cal: np.ndarray) -> float:
