@@ -68,6 +68,18 @@ impl Kernels for Build<true> {
     }
 }
 
+/// The polynomial with coefficients `cv` (lowest first) at four points: Horner's rule
+/// with fused multiply-adds, in `horner::<true>`'s order.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn horner(cv: &[__m256d; N_COEF], x: __m256d) -> __m256d {
+    let mut p = cv[N_COEF - 1];
+    for &c in cv[..N_COEF - 1].iter().rev() {
+        p = _mm256_fmadd_pd(p, x, c);
+    }
+    p
+}
+
 /// [`super::output`] with AVX2 vectors: the continuum by Horner's rule with fused
 /// multiply-adds then `+ shift` (as `horner::<true>`), four divisions at once, the
 /// smallest continuum by `min` in the same operand order (NaN passed over).
@@ -82,12 +94,7 @@ fn output(f: &[f64], xs: &[f64], c: &[f64; N_COEF], shift: f64, out: &mut [f32])
         // SAFETY: i + 4 <= n4 <= the length of every slice.
         unsafe {
             let x = _mm256_loadu_pd(xs.as_ptr().add(i));
-            let mut p = _mm256_fmadd_pd(cv[5], x, cv[4]);
-            p = _mm256_fmadd_pd(p, x, cv[3]);
-            p = _mm256_fmadd_pd(p, x, cv[2]);
-            p = _mm256_fmadd_pd(p, x, cv[1]);
-            p = _mm256_fmadd_pd(p, x, cv[0]);
-            let cont = _mm256_add_pd(p, sh);
+            let cont = _mm256_add_pd(horner(&cv, x), sh);
             mins = _mm256_min_pd(cont, mins); // cont < min ? cont : min
             let q = _mm256_div_pd(_mm256_loadu_pd(f.as_ptr().add(i)), cont);
             _mm_storeu_ps(out.as_mut_ptr().add(i), _mm256_cvtpd_ps(q));
@@ -134,12 +141,7 @@ fn eval_lanes(xs: &[f64], fs: &[f64], fit: &Fit) -> (u64, f64, f64) {
                 _mm256_loadu_pd(fs.as_ptr().add(i)),
             )
         };
-        let mut p = _mm256_fmadd_pd(cv[5], x, cv[4]);
-        p = _mm256_fmadd_pd(p, x, cv[3]);
-        p = _mm256_fmadd_pd(p, x, cv[2]);
-        p = _mm256_fmadd_pd(p, x, cv[1]);
-        p = _mm256_fmadd_pd(p, x, cv[0]);
-        let r = _mm256_sub_pd(p, f);
+        let r = _mm256_sub_pd(horner(&cv, x), f);
         // NOT (r > lower and r < upper), true for NaN as in the scalar test.
         let outside = _mm256_or_pd(
             _mm256_cmp_pd::<_CMP_NGT_UQ>(r, lo_b),
