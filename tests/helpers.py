@@ -348,6 +348,24 @@ def ood_toy(
     return flux + rng.normal(0.0, 1.0, flux.shape) * sigma, snr_b, snr_r
 
 
+OOD_SNR_BINS = ((5, 10), (10, 20), (20, 40), (40, 100), (100, 300))
+"""The S/N bins of issue 17's clean-spectrum target."""
+
+
+def ood_clean_flag_rates(sub, seed: int, n: int = 300) -> dict[tuple[int, int], float]:
+    """Per S/N bin, the fraction of ``n`` clean held-out :func:`ood_toy` spectra (S/N
+    log-uniform in the bin, noise seed ``seed + lo``) that ``sub`` flags at 0.99."""
+    from rrnet.models import ood_subspace
+
+    rates = {}
+    for lo, hi in OOD_SNR_BINS:
+        snr = np.exp(np.random.default_rng(lo).uniform(np.log(lo), np.log(hi), n))
+        flux, snr_b, snr_r = ood_toy(n, snr, seed + lo)
+        score = ood_subspace.score(sub, flux, snr_b, snr_r, 0.99)
+        rates[(lo, hi)] = float(np.mean(score > 1.0))
+    return rates
+
+
 def ood_artefacts_by_hand(z2: np.ndarray) -> np.ndarray:
     """Pixels :func:`rrnet.models.ood_subspace.despike` replaces, widened by
     ARTEFACT_DILATE (scipy.signal)."""
