@@ -5,6 +5,7 @@ recorded as a row's status, and --resume then finishes the same store."""
 from __future__ import annotations
 
 import errno
+import os
 import tempfile
 
 import numpy as np
@@ -13,7 +14,7 @@ import pytest
 
 from helpers import REAL_FILE, needs_shared
 from rrnet.cli.preprocess import main
-from rrnet.preprocess import pipeline
+from rrnet.preprocess import pipeline, shard_files
 from rrnet.preprocess.pipeline import preprocess_catalog
 from rrnet.store import open_store
 
@@ -65,16 +66,37 @@ def test_scratch_fault_stops_the_run_and_resume_finishes(
     np.testing.assert_array_equal(store.read_flux(range(4)), ref.read_flux(range(4)))
 
 
+def _failing_from_shard(monkeypatch, shard, code):
+    """Writes of rows into shard ``shard``'s flux files (and later ones) fail with ``code``
+    (a float32 store's rows are written as they are finished, see shard_files)."""
+    real = shard_files.pwrite_all
+
+    def fake(fd, data, offset):
+        name = os.readlink(f"/proc/self/fd/{fd}")
+        rows = offset > 0  # not the header: fails on the writing thread, seen at commit
+        if rows and any(f"-{i:06d}.npy" in name for i in range(shard, shard + 10)):
+            raise OSError(code, "injected " + errno.errorcode[code], name)
+        return real(fd, data, offset)
+
+    monkeypatch.setattr(shard_files, "pwrite_all", fake)
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd")
 @pytest.mark.parametrize("code", [errno.ENOSPC, errno.EROFS])
-def test_output_disk_fault_keeps_finished_shards(tmp_path, monkeypatch, code):
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_output_disk_fault_keeps_finished_shards(tmp_path, monkeypatch, code, dtype):
     catalog = _catalog(tmp_path / "cat.csv")
     out = tmp_path / "s"
     with monkeypatch.context() as m:
-        _failing_after(m, np, "save", 2, code)  # first shard (2 kinds) written, then full
+        if dtype == "float16":  # written whole by np.save once complete
+            _failing_after(m, np, "save", 2, code)  # first shard (2 kinds) written, then full
+        else:
+            _failing_from_shard(m, 1, code)
         with pytest.raises(OSError):
             preprocess_catalog(
-                catalog, REAL_FILE.parent, out, workers=0, shard_size=2, progress=False
-            )
+                catalog, REAL_FILE.parent, out, workers=0, shard_size=2, progress=False,
+                dtype=dtype,
+            )  # fmt: skip
     assert (out / "parts" / "manifest-000000.parquet").is_file()
     assert not list(out.rglob(".*.tmp"))
     done = pipeline._prepare_out(
@@ -86,6 +108,7 @@ def test_output_disk_fault_keeps_finished_shards(tmp_path, monkeypatch, code):
     )
     assert done == {0}
     preprocess_catalog(
-        catalog, REAL_FILE.parent, out, workers=0, shard_size=2, progress=False, resume=True
-    )
+        catalog, REAL_FILE.parent, out, workers=0, shard_size=2, progress=False, resume=True,
+        dtype=dtype,
+    )  # fmt: skip
     assert open_store(out).manifest["status"].to_list() == ["ok"] * 4

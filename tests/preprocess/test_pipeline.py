@@ -3,6 +3,8 @@ every kind of bad input, files read once, streaming == store, resume == no inter
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import polars as pl
 import pytest
@@ -26,7 +28,7 @@ from rrnet.preprocess.pipeline import (
     preprocess_catalog,
     write_selection,
 )
-from rrnet.store import StoreError, open_store
+from rrnet.store import StoreError, open_store, shard_name
 
 pytestmark = needs_shared
 
@@ -415,3 +417,25 @@ def test_bounded_inflation_is_a_row_status(data_dir):
     assert batch.manifest["status"].to_list() == ["too_large"] * cat.height
     with pytest.raises(ValueError, match="reader"):
         next(iter_preprocessed(cat, data_dir, reader="astropy"))
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_flux_files_written_while_computing_equal_np_save(data_dir, tmp_path, monkeypatch, workers):
+    """A float32 store's flux files, written row run by row run as chunks finish (rows
+    out of catalogue order, failed rows, several chunks per shard), equal ``np.save`` of
+    the streamed batches' arrays."""
+    monkeypatch.setattr(pipeline, "COMPUTE_CHUNK", 3)
+    real = _real_catalog(repeats=2).drop("star").with_columns(pl.col("rv").cast(pl.Utf8))
+    cat = pl.concat([_bad_catalog().drop("tag"), real, _bad_catalog().drop("tag")])
+    out = tmp_path / f"s{workers}"
+    store = preprocess_catalog(cat, data_dir, out, workers=workers, shard_size=7, progress=False)
+    batches = list(iter_preprocessed(cat, data_dir, workers=workers, batch_size=7,
+                                     keep_resampled=True))  # fmt: skip
+    assert len(batches) == store.n_shards == 8
+    for batch in batches:
+        assert batch.files is None  # streamed batches are not written
+        for kind, flux in (("normalized", batch.flux), ("resampled", batch.resampled)):
+            buf = io.BytesIO()
+            np.save(buf, flux)
+            assert (out / shard_name(kind, batch.index)).read_bytes() == buf.getvalue()
+    assert not list(out.rglob("*.tmp"))

@@ -46,6 +46,7 @@ from rrnet.preprocess import Status, normalize_detailed, reason, resample_batch,
 from rrnet.preprocess.kernels import range_detail
 from rrnet.preprocess.results import NormalizeResult, ResampleResult
 from rrnet.preprocess.settings import PreprocessSettings
+from rrnet.preprocess.shard_files import ShardFiles
 from rrnet.store import (
     KINDS,
     STORE_FORMAT,
@@ -165,6 +166,9 @@ class PreprocessedBatch:
         None unless requested.
     fallbacks : list of (path, reason)
         Files the Rust reader left to fitsio, and why.
+    files : ShardFiles or None
+        The shard's flux files, already written while it was computed (by
+        :func:`preprocess_catalog` for float32 stores; to be committed), or None.
     """
 
     index: int
@@ -173,6 +177,7 @@ class PreprocessedBatch:
     flux: np.ndarray
     resampled: np.ndarray | None
     fallbacks: list[tuple[str, str]] = field(default_factory=list)
+    files: ShardFiles | None = field(default=None, repr=False, compare=False)
 
 
 # --------------------------------------------------------------------------- reading
@@ -501,8 +506,11 @@ class _BatchBuilder:
         rv_errors: tuple[str, np.ndarray] | None = None,
         submit: Callable[..., Future | _Immediate] = lambda fn, *args: _Immediate(fn(*args)),
         arrays: _ArrayPool | None = None,
+        files: ShardFiles | None = None,
     ):
         n = plan.stop - plan.start
+        self.files = files
+        """Where finished rows are written as they come (None: the caller writes the batch)."""
         self._submit = submit
         self._inflight: deque[Future | _Immediate] = deque()
         self.plan = plan
@@ -606,6 +614,11 @@ class _BatchBuilder:
             self._fail(pos[i], status, why)
         if done.normalized is not None:
             self._store_normalized(pos[ok], done.normalized)
+        if self.files is not None:  # these rows' values are final
+            if self.resampled is not None:
+                self.files.write("resampled", self.resampled, pos)
+            if done.normalized is not None:
+                self.files.write("normalized", self.normalized, pos[ok])
 
     def _apply_rv(self, pending: list[tuple], got: rv_policy.RvResult) -> None:
         """Record the RV measured and chosen for each spectrum; fail those without one."""
@@ -649,6 +662,11 @@ class _BatchBuilder:
         self.normalized[~self.normed] = np.nan
         if self.resampled is not None:
             self.resampled[~self.was_resampled] = np.nan
+        if self.files is not None:  # the rest of the rows (every other row is written)
+            self.files.write("normalized", self.normalized, np.flatnonzero(~self.normed))
+            if self.resampled is not None:
+                missing = np.flatnonzero(~self.was_resampled)
+                self.files.write("resampled", self.resampled, missing)
         plan = self.plan
         n = plan.stop - plan.start
         rows = np.arange(plan.start, plan.stop, dtype=np.int64)
@@ -677,7 +695,7 @@ class _BatchBuilder:
             how="horizontal",
         ).select(["row", *catalog.columns, *header_columns, *list(MANIFEST_SCHEMA)[1:]])
         return PreprocessedBatch(
-            plan.index, rows, manifest, self.normalized, self.resampled, self.fallbacks
+            plan.index, rows, manifest, self.normalized, self.resampled, self.fallbacks, self.files
         )
 
     def _header_frame(self, header_columns: list[str]) -> pl.DataFrame:
@@ -914,11 +932,13 @@ def iter_preprocessed(
     max_inflated: int = DEFAULT_MAX_INFLATED,
     allow_outside_data_dir: bool = False,
     _arrays: _ArrayPool | None = None,
+    _files: Callable[[int, int], ShardFiles | None] | None = None,
 ) -> Iterator[PreprocessedBatch]:
     """Preprocess a catalogue batch by batch, in catalogue order, without writing files.
 
     (``_arrays``: where the batches' flux arrays come from; :func:`preprocess_catalog`
-    passes one its writer returns them to. Default: fresh arrays.)
+    passes one its writer returns them to. Default: fresh arrays. ``_files(index, n)``:
+    the files a batch's rows are written to as they are finished, or None.)
 
     Parameters
     ----------
@@ -973,8 +993,10 @@ def iter_preprocessed(
         with _reader(threads) as submit, _reader(min(workers, 1), "rrnet-compute") as compute:
             for job, result in _ordered_prefetch(submit, read, jobs, depth, group):
                 if builder is None or builder.plan is not job.plan:
+                    plan = job.plan
+                    files = _files(plan.index, plan.stop - plan.start) if _files else None
                     builder = _BatchBuilder(
-                        job.plan, settings, keep_resampled, rv_errors, compute, _arrays
+                        plan, settings, keep_resampled, rv_errors, compute, _arrays, files
                     )
                 if job.args is not None:
                     builder.add(job, result)
@@ -1088,7 +1110,7 @@ def _write_store(
     done = _prepare_out(out, info, resume=resume, overwrite=overwrite, catalog=catalog)
     if done is None:  # resuming a finished store made from the same inputs
         return
-    writer = _ShardWriter(out, fsync=fsync, dtype=info["dtype"])
+    writer = _ShardWriter(out, fsync=fsync, dtype=info["dtype"], kinds=info["kinds"])
     batches = iter_preprocessed(
         catalog,
         data_dir,
@@ -1106,6 +1128,7 @@ def _write_store(
         max_inflated=max_inflated,
         allow_outside_data_dir=allow_outside,
         _arrays=writer.arrays,
+        _files=writer.files,
     )
     with writer:
         for batch in batches:
@@ -1153,8 +1176,13 @@ def _write_shard(
 
     With ``submit`` (a thread pool's), the flux files after the first are written
     on it, each (copy to the page cache, fsync) alongside the first: a run's last
-    shard is written while nothing else is left to overlap it.
+    shard is written while nothing else is left to overlap it. A batch with
+    ``files`` has its flux files written already: they are committed (fsync, rename).
     """
+    if batch.files is not None:
+        batch.files.commit()
+        _write_part(out, batch, fsync=fsync)
+        return
 
     def flux_file(kind: str, flux: np.ndarray) -> None:
         stored = storage_array(flux, dtype)
@@ -1171,7 +1199,11 @@ def _write_shard(
         wait(others)
     for other in others:
         other.result()
-    # The part goes last: its presence marks the shard complete.
+    _write_part(out, batch, fsync=fsync)
+
+
+def _write_part(out: Path, batch: PreprocessedBatch, *, fsync: bool) -> None:
+    """The shard's manifest part, written last: its presence marks the shard complete."""
     _atomic_write(
         _part_path(out, batch.index),
         lambda f: batch.manifest.write_parquet(f, statistics=False),
@@ -1190,9 +1222,12 @@ class _ShardWriter:
     the run stops as before; leaving the block waits for the write in flight.
     """
 
-    def __init__(self, out: Path, *, fsync: bool, dtype: str) -> None:
+    def __init__(
+        self, out: Path, *, fsync: bool, dtype: str, kinds: Iterable[str] = ("normalized",)
+    ) -> None:
         self.arrays = _ArrayPool()
         """Where the written batches' flux arrays go for reuse by later batches."""
+        self._out, self._fsync, self._dtype, self._kinds = out, fsync, dtype, list(kinds)
 
         def write(batch: PreprocessedBatch) -> None:
             _write_shard(out, batch, fsync=fsync, dtype=dtype, submit=self._files.submit)
@@ -1201,7 +1236,19 @@ class _ShardWriter:
         self._write = write
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rrnet-write")
         self._files = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rrnet-write-file")
+        self._rows = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rrnet-write-rows")
+        self._open: list[ShardFiles] = []
         self._pending: Future | None = None
+
+    def files(self, index: int, n: int) -> ShardFiles | None:
+        """Flux files for shard ``index`` of ``n`` rows, written as its rows are finished
+        (float32 stores; a float16 shard's type is known only once it is complete: None)."""
+        if self._dtype != "float32":
+            return None
+        paths = {kind: self._out / shard_name(kind, index) for kind in self._kinds}
+        files = ShardFiles(paths, n, fsync=self._fsync, submit=self._rows.submit)
+        self._open = [f for f in self._open if f.pending] + [files]
+        return files
 
     def _wait(self) -> None:
         pending, self._pending = self._pending, None
@@ -1225,6 +1272,9 @@ class _ShardWriter:
         finally:
             self._pool.shutdown(wait=True)
             self._files.shutdown(wait=True)
+            for files in self._open:  # shards never committed: no temporary file left
+                files.abort()
+            self._rows.shutdown(wait=True)
 
 
 def _write_info(out: Path, info: dict[str, Any], *, fsync: bool = True) -> None:

@@ -1,0 +1,82 @@
+"""rrnet.preprocess.shard_files: row runs written as they come give np.save's file, and
+an aborted or failed shard leaves nothing behind."""
+
+from __future__ import annotations
+
+import errno
+import io
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from rrnet.grid import N_PIX
+from rrnet.preprocess import shard_files
+from rrnet.preprocess.shard_files import ShardFiles, npy_header, row_runs
+
+
+def _saved(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, array)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("n", [1, 7, 4096])
+def test_header_is_np_saves(n):
+    header = npy_header(n)
+    assert _saved(np.zeros((n, N_PIX), dtype=np.float32))[: len(header)] == header
+    assert len(header) % 64 == 0
+
+
+def test_row_runs():
+    assert row_runs(np.array([], dtype=np.int64)) == []
+    assert row_runs(np.array([5, 0, 1, 2, 7, 6, 9, 2])) == [(0, 3), (5, 8), (9, 10)]
+
+
+@pytest.mark.parametrize("fsync", [True, False])
+def test_rows_in_any_order_give_np_saves_file(tmp_path, fsync):
+    rng = np.random.default_rng(1)
+    n = 9
+    final = rng.normal(size=(n, N_PIX)).astype(np.float32)
+    work = np.full_like(final, np.nan)
+    paths = {"a": tmp_path / "shards" / "a.npy", "b": tmp_path / "shards" / "b.npy"}
+    with ThreadPoolExecutor(1) as pool:
+        files = ShardFiles(paths, n, fsync=fsync, submit=pool.submit)
+        assert files.pending
+        for rows in ([4, 2, 3], [0], [8, 7], [1, 5, 6]):
+            work[rows] = final[rows]
+            files.write("a", work, np.array(rows))
+        files.write("b", final, np.arange(n))
+        files.write("b", final, np.array([3, 4]))  # written twice: the same bytes
+        files.write("c", final, np.arange(n))  # a kind without a file: ignored
+        files.commit()
+    assert not files.pending
+    assert paths["a"].read_bytes() == _saved(final) == paths["b"].read_bytes()
+    assert sorted(p.name for p in (tmp_path / "shards").iterdir()) == ["a.npy", "b.npy"]
+    np.testing.assert_array_equal(np.load(paths["a"]), final)
+
+
+def test_abort_leaves_nothing(tmp_path):
+    with ThreadPoolExecutor(1) as pool:
+        files = ShardFiles({"a": tmp_path / "a.npy"}, 3, fsync=True, submit=pool.submit)
+        files.write("a", np.zeros((3, N_PIX), dtype=np.float32), np.arange(3))
+        files.abort()
+        files.abort()  # twice: nothing more to do
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failed_write_is_raised_at_commit_and_leaves_nothing(tmp_path, monkeypatch):
+    real = shard_files.pwrite_all
+
+    def full_disk(fd, data, offset):
+        if offset > 0:
+            raise OSError(errno.ENOSPC, "injected", "x")
+        real(fd, data, offset)
+
+    monkeypatch.setattr(shard_files, "pwrite_all", full_disk)
+    with ThreadPoolExecutor(1) as pool:
+        files = ShardFiles({"a": tmp_path / "a.npy"}, 3, fsync=True, submit=pool.submit)
+        files.write("a", np.zeros((3, N_PIX), dtype=np.float32), np.array([0, 2]))
+        with pytest.raises(OSError, match="injected"):
+            files.commit()
+    assert list(tmp_path.iterdir()) == []
