@@ -8,6 +8,9 @@ CPU time per spectrum (one reader thread) of the Rust call and of the
 conversion, and the minor page faults per call.
 
     python benchmarks/ab_read_stage.py --old /path/to/old/_core.abi3.so [--files 100] [--repeats 24]
+
+(``--old-no-masks``: the old build is called with ``masks=False`` as well, to compare
+two builds that both have the option.)
 """
 
 from __future__ import annotations
@@ -64,6 +67,11 @@ def main() -> None:
     parser.add_argument("--old", required=True, help="old build of _core.abi3.so")
     parser.add_argument("--files", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=24)
+    parser.add_argument(
+        "--old-no-masks",
+        action="store_true",
+        help="call the old build with masks=False too (an old build that has the option)",
+    )
     args = parser.parse_args()
     old = load_core(args.old)
     with tempfile.TemporaryDirectory(prefix="rrnet-ab-read-") as tmp:
@@ -73,7 +81,8 @@ def main() -> None:
         first: dict[str, list] = {}
         for i in range(args.repeats):
             for name in ("old", "new") if i % 2 == 0 else ("new", "old"):
-                core, options = (old, {}) if name == "old" else (_core, {"masks": False})
+                old_options = {"masks": False} if args.old_no_masks else {}
+                core, options = (old, old_options) if name == "old" else (_core, {"masks": False})
                 read, conv, faults, values = stage(core, files, **options)
                 got[name].append((read, conv, faults))
                 first.setdefault(name, values)
