@@ -28,7 +28,7 @@ from rrnet.preprocess.pipeline import (
     preprocess_catalog,
     write_selection,
 )
-from rrnet.store import StoreError, open_store, shard_name
+from rrnet.store import StoreError, open_store, shard_name, storage_array
 
 pytestmark = needs_shared
 
@@ -194,11 +194,13 @@ def test_streaming_equals_store_and_workers_do_not_change_results(data_dir, tmp_
     assert not any(p.name.startswith("manifest") for p in tmp_path.iterdir())
 
 
-def test_store_reuses_shard_arrays_without_leaking_rows(data_dir, tmp_path, monkeypatch):
+@pytest.mark.parametrize("dtype", ["float16", "float32"])
+def test_store_reuses_shard_arrays_without_leaking_rows(data_dir, tmp_path, monkeypatch, dtype):
     """A written shard's arrays serve a later shard: rows no kernel wrote there
-    (failed rows) must be NaN again, not the earlier shard's flux."""
+    (failed rows) must be NaN again, not the earlier shard's flux. (A float32 store's
+    rows go to its files chunk by chunk: a few chunk buffers serve every shard.)"""
     cat = pl.concat([_bad_catalog(), _bad_catalog().reverse()])
-    taken, given = [], []
+    taken, given, chunk_sets = [], [], []
     real_take, real_give = pipeline._ArrayPool.take, pipeline._ArrayPool.give
     monkeypatch.setattr(
         pipeline._ArrayPool, "take", lambda self, n: taken.append(real_take(self, n)) or taken[-1]
@@ -208,13 +210,26 @@ def test_store_reuses_shard_arrays_without_leaking_rows(data_dir, tmp_path, monk
         "give",
         lambda self, *a: (given.extend(id(x) for x in a), real_give(self, *a))[1],
     )
-    store = preprocess_catalog(cat, data_dir, tmp_path / "s", workers=2, shard_size=4)
-    assert {id(a) for a in taken[4:]} & set(given)  # later shards got written arrays
+    real_set = pipeline._ChunkSet.__init__
+
+    def counted_set(self, rows):
+        chunk_sets.append(self)
+        real_set(self, rows)
+
+    monkeypatch.setattr(pipeline._ChunkSet, "__init__", counted_set)
+    monkeypatch.setattr(pipeline, "COMPUTE_CHUNK", 2)  # several chunks per shard
+    store = preprocess_catalog(cat, data_dir, tmp_path / "s", workers=2, shard_size=4, dtype=dtype)
+    if dtype == "float16":
+        assert {id(a) for a in taken[4:]} & set(given)  # later shards got written arrays
+        assert not chunk_sets
+    else:
+        assert not taken  # no shard arrays at all
+        assert 0 < len(chunk_sets) <= pipeline.CHUNKS_IN_FLIGHT + 2  # for ~15 chunks
     streamed = list(iter_preprocessed(cat, data_dir, batch_size=4, workers=0, keep_resampled=True))
     rows = np.arange(cat.height)
     for kind, attr in (("normalized", "flux"), ("resampled", "resampled")):
-        expected = np.concatenate([getattr(b, attr) for b in streamed])
-        np.testing.assert_array_equal(store.read_flux(rows, kind=kind), expected)
+        stored = [storage_array(getattr(b, attr), dtype).astype(np.float32) for b in streamed]
+        np.testing.assert_array_equal(store.read_flux(rows, kind=kind), np.concatenate(stored))
     assert pl.concat([b.manifest for b in streamed]).equals(store.manifest)
 
 

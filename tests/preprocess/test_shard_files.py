@@ -30,7 +30,15 @@ def test_header_is_np_saves(n):
 
 def test_row_runs():
     assert row_runs(np.array([], dtype=np.int64)) == []
-    assert row_runs(np.array([5, 0, 1, 2, 7, 6, 9, 2])) == [(0, 3), (5, 8), (9, 10)]
+    # (file row, buffer row, count), consecutive in both; order kept, nothing merged
+    assert row_runs(np.array([5, 0, 1, 2, 7, 6, 9])) == [
+        (5, 5, 1), (0, 0, 3), (7, 7, 1), (6, 6, 1), (9, 9, 1)
+    ]  # fmt: skip
+    pos, src = np.array([3, 4, 5, 9, 10, 2]), np.arange(6)
+    assert row_runs(pos, src) == [(3, 0, 3), (9, 3, 2), (2, 5, 1)]
+    assert row_runs(np.array([3, 4]), np.array([7, 5])) == [(3, 7, 1), (4, 5, 1)]
+    with pytest.raises(ValueError):
+        row_runs(np.array([1, 2]), np.array([1]))
 
 
 @pytest.mark.parametrize("fsync", [True, False])
@@ -49,6 +57,8 @@ def test_rows_in_any_order_give_np_saves_file(tmp_path, fsync):
         files.write("b", final, np.arange(n))
         files.write("b", final, np.array([3, 4]))  # written twice: the same bytes
         files.write("c", final, np.arange(n))  # a kind without a file: ignored
+        with pytest.raises(IndexError):
+            files.write("a", final, np.array([n]))
         files.commit()
     assert not files.pending
     assert paths["a"].read_bytes() == _saved(final) == paths["b"].read_bytes()
@@ -80,3 +90,19 @@ def test_a_failed_write_is_raised_at_commit_and_leaves_nothing(tmp_path, monkeyp
         with pytest.raises(OSError, match="injected"):
             files.commit()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_rows_from_a_buffer_laid_out_otherwise(tmp_path):
+    """Buffer rows ``src`` go to file rows ``pos`` (chunk buffers: kept spectrum i in row i)."""
+    rng = np.random.default_rng(2)
+    n = 8
+    final = rng.normal(size=(n, N_PIX)).astype(np.float32)
+    order = np.array([6, 7, 0, 3, 4, 5, 1, 2])  # rows in chunk order, not file order
+    with ThreadPoolExecutor(1) as pool:
+        files = ShardFiles({"a": tmp_path / "a.npy"}, n, fsync=False, submit=pool.submit)
+        for part in (order[:5], order[5:]):
+            buffer = final[part].copy()  # compact: row i of the buffer is file row part[i]
+            writes = files.write("a", buffer, part, np.arange(part.size))
+            assert writes and all(hasattr(w, "done") for w in writes)
+        files.commit()
+    assert (tmp_path / "a.npy").read_bytes() == _saved(final)

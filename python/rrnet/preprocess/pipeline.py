@@ -80,6 +80,9 @@ KERNEL_STATUS_NAMES: dict[Status, str] = {
 COMPUTE_CHUNK = 256
 """Spectra handed to the Rust kernels per call (bounds the raw arrays held at once)."""
 
+CHUNKS_IN_FLIGHT = 2
+"""Kernel chunks a batch has out on the compute thread before it waits for the oldest."""
+
 PREFETCH_PER_WORKER = 4
 """Files read ahead per reader thread (fitsio reader)."""
 
@@ -159,8 +162,9 @@ class PreprocessedBatch:
         Catalogue indices (0-based) of the rows.
     manifest : pl.DataFrame
         The catalogue rows plus the pipeline columns (:data:`MANIFEST_SCHEMA`).
-    flux : float32 [n, 7200]
-        Continuum-normalised flux, all NaN where status is not ``ok``.
+    flux : float32 [n, 7200] or None
+        Continuum-normalised flux, all NaN where status is not ``ok``; None (and
+        ``resampled`` None) when the rows went to ``files`` as they were finished.
     resampled : float32 [n, 7200] or None
         Flux on the grid before normalisation (NaN where resampling failed);
         None unless requested.
@@ -174,7 +178,7 @@ class PreprocessedBatch:
     index: int
     rows: np.ndarray
     manifest: pl.DataFrame
-    flux: np.ndarray
+    flux: np.ndarray | None
     resampled: np.ndarray | None
     fallbacks: list[tuple[str, str]] = field(default_factory=list)
     files: ShardFiles | None = field(default=None, repr=False, compare=False)
@@ -491,6 +495,54 @@ class _ArrayPool:
             del self._free[: max(0, len(self._free) - self._keep)]
 
 
+class _ChunkSet:
+    """One chunk's kernel outputs (``norm``, ``res``: float32 ``[rows, 7200]``) and the
+    file writes still reading them."""
+
+    def __init__(self, rows: int) -> None:
+        self.norm = np.empty((rows, N_PIX), dtype=np.float32)
+        self.res = np.empty((rows, N_PIX), dtype=np.float32)
+        self.recorded = False
+        self.writes: list[Future] = []
+
+    def free(self) -> bool:
+        return self.recorded and all(f.done() for f in self.writes)
+
+    def release(self, writes: list[Future]) -> None:
+        """The chunk is recorded; its buffers are free once ``writes`` are done."""
+        self.writes, self.recorded = writes, True
+
+
+class _ChunkBuffers:
+    """Chunk-sized kernel outputs for batches whose rows go to :class:`ShardFiles` as
+    they are finished: a few sets reused for the whole run, so the kernels write
+    into pages touched once per run instead of fresh shard-sized arrays (whose
+    first-touch zeroing was ~6 % of a one-shard run's CPU, perf)."""
+
+    def __init__(self, rows: int, keep: int = CHUNKS_IN_FLIGHT + 2) -> None:
+        self._rows = rows
+        self._keep = keep
+        self._sets: deque[_ChunkSet] = deque()
+
+    def take(self) -> _ChunkSet:
+        """A free set (waiting for the oldest recorded set's writes if all are busy)."""
+        for i, chunk in enumerate(self._sets):
+            if chunk.free():
+                del self._sets[i]
+                return self._use(chunk)
+        if len(self._sets) < self._keep:
+            return self._use(_ChunkSet(self._rows))
+        oldest = next(c for c in self._sets if c.recorded)  # at most CHUNKS_IN_FLIGHT are not
+        wait(oldest.writes)
+        self._sets.remove(oldest)
+        return self._use(oldest)
+
+    def _use(self, chunk: _ChunkSet) -> _ChunkSet:
+        chunk.recorded, chunk.writes = False, []
+        self._sets.append(chunk)
+        return chunk
+
+
 class _BatchBuilder:
     """Collects the arms of one batch, runs the kernels in chunks, assembles the result.
 
@@ -507,10 +559,14 @@ class _BatchBuilder:
         submit: Callable[..., Future | _Immediate] = lambda fn, *args: _Immediate(fn(*args)),
         arrays: _ArrayPool | None = None,
         files: ShardFiles | None = None,
+        buffers: _ChunkBuffers | None = None,
     ):
         n = plan.stop - plan.start
         self.files = files
         """Where finished rows are written as they come (None: the caller writes the batch)."""
+        self.buffers = buffers if files is not None else None
+        """Chunk outputs reused across chunks (only with ``files``); None: shard arrays."""
+        self.keep_resampled = keep_resampled
         self._submit = submit
         self._inflight: deque[Future | _Immediate] = deque()
         self.plan = plan
@@ -520,8 +576,9 @@ class _BatchBuilder:
         # Written by the compute thread row by row (first touch there); the rows no
         # kernel wrote are set to NaN by finish().
         arrays = arrays or _ArrayPool(0)
-        self.normalized = arrays.take(n)
-        self.resampled = arrays.take(n) if keep_resampled else None
+        compact = self.buffers is not None
+        self.normalized = None if compact else arrays.take(n)
+        self.resampled = arrays.take(n) if keep_resampled and not compact else None
         self.was_resampled = np.zeros(n, dtype=bool)
         self.floats = {name: np.full(n, np.nan) for name in _FLOAT_COLUMNS}
         self.ints = {name: np.zeros(n, dtype=np.int64) for name in _NORM_COLUMNS}
@@ -586,19 +643,27 @@ class _BatchBuilder:
         if not self._pending:
             return
         chunk, self._pending = self._pending, []
-        out = (self.normalized, self.resampled)
+        buffers = self.buffers.take() if self.buffers is not None else None
+        out = (self.normalized, self.resampled) if buffers is None else buffers
         args = (chunk, self.settings, self.rv_errors, self.plan.start, out)
         self._inflight.append(self._submit(_run_kernels, *args))
         while len(self._inflight) > CHUNKS_IN_FLIGHT:
             self._apply(self._inflight.popleft().result())
 
     def _apply(self, done: _ChunkResult) -> None:
-        """Record a chunk's RV decision and kernel outputs in the batch."""
+        """Record a chunk's RV decision and kernel outputs in the batch (and hand its
+        chunk buffers back once their rows are written)."""
+        writes = self._record(done)
+        if done.buffers is not None:
+            done.buffers.release(writes)
+
+    def _record(self, done: _ChunkResult) -> list[Future]:
+        """:meth:`_apply`'s work; the file writes it started."""
         if done.rv is not None:
             self._apply_rv(done.pending, done.rv)
         res = done.resampled
         if res is None:
-            return
+            return []
         kept = done.kept
         pos = np.array([p[0] for p in kept])
         self.was_resampled[pos] = True
@@ -613,12 +678,21 @@ class _BatchBuilder:
                 why = f"{why} ({detail})" if detail else why
             self._fail(pos[i], status, why)
         if done.normalized is not None:
-            self._store_normalized(pos[ok], done.normalized)
-        if self.files is not None:  # these rows' values are final
-            if self.resampled is not None:
-                self.files.write("resampled", self.resampled, pos)
-            if done.normalized is not None:
-                self.files.write("normalized", self.normalized, pos[ok])
+            self._store_normalized(pos[ok], done.normalized, done.buffers)
+        if self.files is None:
+            return []
+        # These rows' values are final: to the files.
+        if done.buffers is not None:  # chunk buffers: kept row i, normalised row j
+            res_src, norm_src = done.buffers.res, done.buffers.norm
+            res_rows, norm_rows = np.arange(pos.size), np.arange(int(ok.sum()))
+        else:  # the batch's arrays, laid out like the files
+            res_src, norm_src, res_rows, norm_rows = self.resampled, self.normalized, None, None
+        writes = []
+        if self.keep_resampled and res_src is not None:
+            writes += self.files.write("resampled", res_src, pos, res_rows)
+        if done.normalized is not None and norm_src is not None:
+            writes += self.files.write("normalized", norm_src, pos[ok], norm_rows)
+        return writes
 
     def _apply_rv(self, pending: list[tuple], got: rv_policy.RvResult) -> None:
         """Record the RV measured and chosen for each spectrum; fail those without one."""
@@ -639,8 +713,11 @@ class _BatchBuilder:
             why = f"no usable RV (catalogue {pending[i][3]!r} km/s, measurement {got.status[i]})"
             self._fail(pos[i], "bad_rv", f"{self.rv_errors[0]} RV: {why}")
 
-    def _store_normalized(self, pos: np.ndarray, norm: NormalizeResult) -> None:
-        """Keep the statistics of the rows normalised at ``pos`` (their flux is in place)."""
+    def _store_normalized(
+        self, pos: np.ndarray, norm: NormalizeResult, buffers: _ChunkSet | None = None
+    ) -> None:
+        """Keep the statistics of the rows normalised at ``pos`` (their flux is in place:
+        the batch's rows ``pos``, or rows ``0..pos.size`` of the chunk ``buffers``)."""
         iterations = np.asarray(norm.iterations, dtype=np.int64)
         self.ints["n_outliers"][pos] = norm.n_outliers
         self.ints["max_outlier_run"][pos] = norm.max_outlier_run
@@ -651,7 +728,10 @@ class _BatchBuilder:
         self.normed[pos] = True
         for j in np.flatnonzero(norm.status != Status.OK):
             self._fail(pos[j], *_kernel_status(norm.status[j], "normalisation"))
-            self.normalized[pos[j]] = np.nan
+            if buffers is not None:
+                buffers.norm[j] = np.nan
+            elif self.normalized is not None:
+                self.normalized[pos[j]] = np.nan
 
     def finish(
         self, catalog: pl.DataFrame, quality: QualityCuts, header_columns: list[str]
@@ -659,14 +739,12 @@ class _BatchBuilder:
         self._compute()
         while self._inflight:
             self._apply(self._inflight.popleft().result())
-        self.normalized[~self.normed] = np.nan
+        if self.normalized is not None:
+            self.normalized[~self.normed] = np.nan
         if self.resampled is not None:
             self.resampled[~self.was_resampled] = np.nan
         if self.files is not None:  # the rest of the rows (every other row is written)
-            self.files.write("normalized", self.normalized, np.flatnonzero(~self.normed))
-            if self.resampled is not None:
-                missing = np.flatnonzero(~self.was_resampled)
-                self.files.write("resampled", self.resampled, missing)
+            self._write_rest()
         plan = self.plan
         n = plan.stop - plan.start
         rows = np.arange(plan.start, plan.stop, dtype=np.int64)
@@ -698,6 +776,21 @@ class _BatchBuilder:
             plan.index, rows, manifest, self.normalized, self.resampled, self.fallbacks, self.files
         )
 
+    def _write_rest(self) -> None:
+        """Write the rows no chunk wrote (all NaN) to the files."""
+        assert self.files is not None
+        rest = {"normalized": np.flatnonzero(~self.normed)}
+        if self.keep_resampled:
+            rest["resampled"] = np.flatnonzero(~self.was_resampled)
+        if self.buffers is None:
+            arrays = {"normalized": self.normalized, "resampled": self.resampled}
+            for kind, rows in rest.items():
+                self.files.write(kind, arrays[kind], rows)
+            return
+        nan = np.full((max(r.size for r in rest.values()), N_PIX), np.nan, dtype=np.float32)
+        for kind, rows in rest.items():
+            self.files.write(kind, nan, rows, np.arange(rows.size))
+
     def _header_frame(self, header_columns: list[str]) -> pl.DataFrame:
         """The primary-header columns of each row (null for rows without a file read)."""
         schema = {c: HEADER_COLUMNS[c] for c in header_columns}
@@ -707,10 +800,6 @@ class _BatchBuilder:
         )
         index = np.where(self.header_of < 0, len(self.headers), self.header_of)
         return per_file[index] if header_columns else pl.DataFrame(schema=schema)
-
-
-CHUNKS_IN_FLIGHT = 2
-"""Kernel chunks a batch has out on the compute thread before it waits for the oldest."""
 
 
 @dataclass
@@ -725,6 +814,8 @@ class _ChunkResult:
     resampled: ResampleResult | None
     normalized: NormalizeResult | None
     """Of the ``kept`` spectra that resampled OK, in order."""
+    buffers: _ChunkSet | None = None
+    """The chunk buffers the fluxes are in (None: in the batch's arrays)."""
 
 
 def _run_kernels(
@@ -732,11 +823,14 @@ def _run_kernels(
     settings: PreprocessSettings,
     rv_errors: tuple[str, np.ndarray] | None,
     start: int,
-    out: tuple[np.ndarray, np.ndarray | None],
+    out: tuple[np.ndarray | None, np.ndarray | None] | _ChunkSet,
 ) -> _ChunkResult:
     """Decide RVs, resample and normalise a chunk, and write the fluxes of its rows
-    into the batch's ``out = (normalized, resampled)`` arrays (runs on the compute
-    thread, the kernels with the GIL released; no other batch state is touched)."""
+    into the batch's ``out = (normalized, resampled)`` arrays, or, given a
+    :class:`_ChunkSet`, into its rows in order (resampled: kept spectrum i in row i;
+    normalised: the j-th that resampled OK in row j). Runs on the compute thread,
+    the kernels with the GIL released; no other batch state is touched."""
+    buffers = out if isinstance(out, _ChunkSet) else None
     got, kept = None, pending
     if rv_errors is not None:
         mode, errors = rv_errors
@@ -754,9 +848,11 @@ def _run_kernels(
             if got.decision.source[i] != "none"
         ]
     if not kept:
-        return _ChunkResult(pending, got, kept, None, None)
+        return _ChunkResult(pending, got, kept, None, None, buffers)
     pos = np.array([p[0] for p in kept])
-    in_place = _run_rows(out[1], pos)
+    dest = (buffers.norm, buffers.res) if buffers is not None else out
+    assert isinstance(dest, tuple)
+    in_place = buffers.res[: pos.size] if buffers is not None else _run_rows(dest[1], pos)
     res = resample_batch(
         [p[1][0] for p in kept],
         [p[1][1] for p in kept],
@@ -769,18 +865,18 @@ def _run_kernels(
         out=in_place,
     )
     ok = res.status == Status.OK
-    if out[1] is not None and in_place is None:
-        out[1][pos] = res.flux
+    if dest[1] is not None and in_place is None:
+        dest[1][pos] = res.flux
     norm = None
     if ok.any():
         ok_pos = pos if ok.all() else pos[ok]
-        target = _run_rows(out[0], ok_pos)
+        target = buffers.norm[: ok_pos.size] if buffers is not None else _run_rows(dest[0], ok_pos)
         norm = normalize_detailed(
             res.flux if ok.all() else res.flux[ok], max_iter=settings.max_iter, out=target
         )
-        if target is None:
-            out[0][ok_pos] = norm.flux
-    return _ChunkResult(pending, got, kept, res, norm)
+        if target is None and dest[0] is not None:
+            dest[0][ok_pos] = norm.flux
+    return _ChunkResult(pending, got, kept, res, norm, buffers)
 
 
 def _run_rows(dest: np.ndarray | None, pos: np.ndarray) -> np.ndarray | None:
@@ -989,6 +1085,7 @@ def iter_preprocessed(
     )
     bar = Progress(catalog.height, initial=initial, enabled=progress, prefix="rrnet-preprocess")
     builder: _BatchBuilder | None = None
+    buffers = _ChunkBuffers(COMPUTE_CHUNK) if _files is not None else None
     try:
         with _reader(threads) as submit, _reader(min(workers, 1), "rrnet-compute") as compute:
             for job, result in _ordered_prefetch(submit, read, jobs, depth, group):
@@ -996,8 +1093,9 @@ def iter_preprocessed(
                     plan = job.plan
                     files = _files(plan.index, plan.stop - plan.start) if _files else None
                     builder = _BatchBuilder(
-                        plan, settings, keep_resampled, rv_errors, compute, _arrays, files
-                    )
+                        plan, settings, keep_resampled, rv_errors, compute, _arrays, files,
+                        buffers,
+                    )  # fmt: skip
                 if job.args is not None:
                     builder.add(job, result)
                     continue

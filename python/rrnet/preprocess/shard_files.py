@@ -38,15 +38,20 @@ def npy_header(n: int) -> bytes:
     return buf.getvalue()
 
 
-def row_runs(pos: np.ndarray) -> list[tuple[int, int]]:
-    """Distinct row indices as half-open runs ``[start, stop)`` of consecutive rows."""
-    pos = np.unique(np.asarray(pos, dtype=np.int64))
+def row_runs(pos: np.ndarray, src: np.ndarray | None = None) -> list[tuple[int, int, int]]:
+    """Rows ``src[k]`` of a buffer going to rows ``pos[k]`` of a file, as runs
+    ``(file row, buffer row, count)`` of rows consecutive in both (``src``
+    defaults to ``pos``: the buffer is laid out like the file)."""
+    pos = np.asarray(pos, dtype=np.int64)
+    src = pos if src is None else np.asarray(src, dtype=np.int64)
+    if pos.shape != src.shape:
+        raise ValueError(f"{pos.size} file rows but {src.size} buffer rows")
     if not pos.size:
         return []
-    breaks = np.flatnonzero(np.diff(pos) != 1) + 1
+    breaks = np.flatnonzero((np.diff(pos) != 1) | (np.diff(src) != 1)) + 1
     starts = np.concatenate(([0], breaks))
     stops = np.concatenate((breaks, [pos.size]))
-    return [(int(pos[a]), int(pos[b - 1]) + 1) for a, b in zip(starts, stops, strict=True)]
+    return [(int(pos[a]), int(src[a]), int(b - a)) for a, b in zip(starts, stops, strict=True)]
 
 
 def pwrite_all(fd: int, data: memoryview, offset: int) -> None:
@@ -112,18 +117,26 @@ class ShardFiles:
         """Neither committed nor aborted yet."""
         return bool(self._tmp)
 
-    def write(self, kind: str, array: np.ndarray, pos: np.ndarray) -> None:
-        """Hand over rows ``pos`` of ``array`` (C-contiguous float32 ``[n, 7200]``)."""
+    def write(
+        self, kind: str, array: np.ndarray, pos: np.ndarray, src: np.ndarray | None = None
+    ) -> list[Future]:
+        """Hand over rows ``src`` (default ``pos``) of ``array`` (C-contiguous float32
+        ``[m, 7200]``) as the file's rows ``pos``; the writes' futures (the rows must
+        not change until they are done)."""
         if kind not in self._fd:
-            return
-        assert array.shape == (self._n, N_PIX) and array.dtype == np.float32
+            return []
+        assert array.ndim == 2 and array.shape[1] == N_PIX and array.dtype == np.float32
         assert array.flags.c_contiguous
-        for start, stop in row_runs(pos):
-            rows = memoryview(array[start:stop]).cast("B")
-            offset = len(self._header) + start * ROW_BYTES
-            future = self._submit(self._write_rows, kind, rows, offset)
-            with self._lock:
-                self._futures.append(future)
+        futures = []
+        for dst, start, count in row_runs(pos, src):
+            if not (dst >= 0 and dst + count <= self._n and 0 <= start <= len(array) - count):
+                raise IndexError(f"rows {dst}..{dst + count} of {self._n} from buffer row {start}")
+            rows = memoryview(array[start : start + count]).cast("B")
+            offset = len(self._header) + dst * ROW_BYTES
+            futures.append(self._submit(self._write_rows, kind, rows, offset))
+        with self._lock:
+            self._futures.extend(futures)
+        return futures
 
     def _write_rows(self, kind: str, rows: memoryview, offset: int) -> None:
         fd = self._fd[kind]
