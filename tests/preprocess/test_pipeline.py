@@ -434,8 +434,10 @@ def test_bounded_inflation_is_a_row_status(data_dir):
         next(iter_preprocessed(cat, data_dir, reader="astropy"))
 
 
-@pytest.mark.parametrize("workers", [0, 2])
-def test_flux_files_written_while_computing_equal_np_save(data_dir, tmp_path, monkeypatch, workers):
+@pytest.mark.parametrize(("workers", "keep_resampled"), [(0, True), (2, True), (2, False)])
+def test_flux_files_written_while_computing_equal_np_save(
+    data_dir, tmp_path, monkeypatch, workers, keep_resampled
+):
     """A float32 store's flux files, written row run by row run as chunks finish (rows
     out of catalogue order, failed rows, several chunks per shard), equal ``np.save`` of
     the streamed batches' arrays."""
@@ -443,14 +445,19 @@ def test_flux_files_written_while_computing_equal_np_save(data_dir, tmp_path, mo
     real = _real_catalog(repeats=2).drop("star").with_columns(pl.col("rv").cast(pl.Utf8))
     cat = pl.concat([_bad_catalog().drop("tag"), real, _bad_catalog().drop("tag")])
     out = tmp_path / f"s{workers}"
-    store = preprocess_catalog(cat, data_dir, out, workers=workers, shard_size=7, progress=False)
+    store = preprocess_catalog(
+        cat, data_dir, out, workers=workers, shard_size=7, progress=False,
+        keep_resampled=keep_resampled,
+    )  # fmt: skip
     batches = list(iter_preprocessed(cat, data_dir, workers=workers, batch_size=7,
-                                     keep_resampled=True))  # fmt: skip
+                                     keep_resampled=keep_resampled))  # fmt: skip
     assert len(batches) == store.n_shards == 8
     for batch in batches:
         assert batch.files is None  # streamed batches are not written
-        for kind, flux in (("normalized", batch.flux), ("resampled", batch.resampled)):
+        kinds = [("normalized", batch.flux), ("resampled", batch.resampled)]
+        for kind, flux in kinds[: 2 if keep_resampled else 1]:
             buf = io.BytesIO()
             np.save(buf, flux)
             assert (out / shard_name(kind, batch.index)).read_bytes() == buf.getvalue()
     assert not list(out.rglob("*.tmp"))
+    assert (out / shard_name("resampled", 0)).exists() == keep_resampled
