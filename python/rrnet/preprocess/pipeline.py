@@ -682,6 +682,8 @@ class _BatchBuilder:
         if self.files is None:
             return []
         # These rows' values are final: to the files.
+        res_src: np.ndarray | None
+        norm_src: np.ndarray | None
         if done.buffers is not None:  # chunk buffers: kept row i, normalised row j
             res_src, norm_src = done.buffers.res, done.buffers.norm
             res_rows, norm_rows = np.arange(pos.size), np.arange(int(ok.sum()))
@@ -785,7 +787,9 @@ class _BatchBuilder:
         if self.buffers is None:
             arrays = {"normalized": self.normalized, "resampled": self.resampled}
             for kind, rows in rest.items():
-                self.files.write(kind, arrays[kind], rows)
+                array = arrays[kind]
+                if array is not None:
+                    self.files.write(kind, array, rows)
             return
         nan = np.full((max(r.size for r in rest.values()), N_PIX), np.nan, dtype=np.float32)
         for kind, rows in rest.items():

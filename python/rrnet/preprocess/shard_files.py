@@ -131,7 +131,7 @@ class ShardFiles:
         for dst, start, count in row_runs(pos, src):
             if not (dst >= 0 and dst + count <= self._n and 0 <= start <= len(array) - count):
                 raise IndexError(f"rows {dst}..{dst + count} of {self._n} from buffer row {start}")
-            rows = memoryview(array[start : start + count]).cast("B")
+            rows = array[start : start + count].data.cast("B")
             offset = len(self._header) + dst * ROW_BYTES
             futures.append(self._submit(self._write_rows, kind, rows, offset))
         with self._lock:
