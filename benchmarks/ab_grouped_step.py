@@ -1,6 +1,6 @@
 """A/B of one grouped training step (6 members x 256 spectra, the paper's RRNet, fused
-Adam step included) with glibc's default malloc settings vs inside
-``rrnet.utils.heap.retained_heap`` (what ``train_arrays`` uses on CPU).
+Adam step included) with glibc's default malloc settings vs after
+``rrnet.utils.heap.retain_heap()`` (what ``train_arrays`` calls on CPU).
 
 Each arm runs in fresh processes (malloc's state is per process), alternating, each
 process timing ``--steps`` steps after one discarded warm-up step.
@@ -30,7 +30,7 @@ import torch
 from rrnet.models import ModelConfig
 from rrnet.training.grouped_step import grouped_step
 from rrnet.training.vectorize import MemberStack
-from rrnet.utils.heap import retained_heap
+from rrnet.utils.heap import retain_heap
 
 
 def _summary(name: str, rows: list[tuple[float, float, int]]) -> str:
@@ -51,16 +51,17 @@ def _child(arm: str, threads: int, steps: int, batch: int) -> None:
     x = torch.randn(6, batch, config.n_pixels)
     y = torch.randn(6, batch, config.num_labels)
     rows = []
-    with retained_heap(arm == "retained"):
-        for i in range(steps + 1):
-            f = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-            c, w = time.process_time(), time.perf_counter()
-            grouped_step(config, stack.params, x, y, threads=threads)
-            opt.step()
-            c, w = time.process_time() - c, time.perf_counter() - w
-            f = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f
-            if i:
-                rows.append((c, w, f))
+    if arm == "retained":
+        retain_heap()
+    for i in range(steps + 1):
+        f = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        c, w = time.process_time(), time.perf_counter()
+        grouped_step(config, stack.params, x, y, threads=threads)
+        opt.step()
+        c, w = time.process_time() - c, time.perf_counter() - w
+        f = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f
+        if i:
+            rows.append((c, w, f))
     print(json.dumps(rows))
 
 

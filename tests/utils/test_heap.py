@@ -1,5 +1,5 @@
-"""retained_heap: inside it, freed big blocks are reused without page faults; after
-it, malloc returns them to the system again (each case in a fresh interpreter, since
+"""retain_heap: after it, freed big blocks are reused without page faults; after
+release_heap, malloc returns them to the system again (in a fresh interpreter, since
 malloc's settings are per process)."""
 
 from __future__ import annotations
@@ -11,15 +11,13 @@ import sys
 
 import pytest
 
-from rrnet.utils.heap import retained_heap
-
 pytestmark = pytest.mark.skipif(
     platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc only"
 )
 
 _PROBE = """
 import ctypes, json, resource
-from rrnet.utils.heap import retained_heap
+from rrnet.utils.heap import release_heap, retain_heap
 
 libc = ctypes.CDLL("libc.so.6")
 libc.malloc.restype = ctypes.c_void_p
@@ -39,9 +37,9 @@ def faults_of_reuse(n=4, size=64 * 2**20):
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
 
 out = {"default": faults_of_reuse()}
-with retained_heap() as on:
-    out["on"] = on
-    out["retained"] = faults_of_reuse()
+out["on"] = retain_heap() and retain_heap()  # idempotent
+out["retained"] = faults_of_reuse()
+release_heap()
 out["after"] = faults_of_reuse()
 print(json.dumps(out))
 """
@@ -50,7 +48,7 @@ PAGES = 4 * 16 * 2**20 * 4 // 4096
 """Page faults of the probe's four rounds when every round's block is a fresh mmap."""
 
 
-def test_freed_blocks_are_reused_inside_and_returned_after() -> None:
+def test_freed_blocks_are_reused_when_retained_and_returned_after_release() -> None:
     run = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     out = json.loads(run.stdout)
@@ -58,8 +56,3 @@ def test_freed_blocks_are_reused_inside_and_returned_after() -> None:
     assert out["default"] > 0.9 * PAGES  # each 64 MB block a fresh mapping
     assert out["retained"] < 0.01 * PAGES  # the same pages, no faults
     assert out["after"] > 0.9 * PAGES  # defaults back: freed blocks leave the process
-
-
-def test_disabled_is_a_no_op() -> None:
-    with retained_heap(False) as on:
-        assert on is False

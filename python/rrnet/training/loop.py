@@ -43,7 +43,7 @@ from rrnet.training.split import Split
 from rrnet.training.stats import flux_statistics, label_ranges, label_statistics
 from rrnet.training.stream import streamed_order
 from rrnet.training.vectorize import MemberStack
-from rrnet.utils.heap import retained_heap
+from rrnet.utils.heap import retain_heap
 
 STATE_FORMAT = "rrnet-train-state"
 STATE_VERSION = 1
@@ -287,20 +287,20 @@ def train_arrays(
     step_fn = run.stack.loss_fn()
     if run.settings.compile and run.device.type == "cuda":
         step_fn = torch.compile(step_fn)
-    # CPU steps reuse freed memory instead of page-faulting fresh blocks (utils.heap)
-    with retained_heap(run.device.type == "cpu"):
-        for epoch in range(run.done + 1, run.settings.epochs + 1):
-            t0 = time.perf_counter()
-            lr = run.scheduler.get_last_lr()[0]
-            train_loss = _train_epoch(run, epoch, step_fn)
-            train_time = time.perf_counter() - t0
-            valid_loss, mae = _validate_keep_best(run, epoch)
-            _record_epoch(run, epoch, lr, train_loss, valid_loss, mae, train_time, t0)
-            run.training_info = _training_dict(run, epoch)
-            if run.out_dir is not None:
-                _save_epoch(run, epoch)
-            if stop_after_epoch is not None and stop_after_epoch <= epoch < run.settings.epochs:
-                return _result(run, None, completed=False)
+    if run.device.type == "cpu":  # steps reuse freed memory, no page faults (utils.heap)
+        retain_heap()
+    for epoch in range(run.done + 1, run.settings.epochs + 1):
+        t0 = time.perf_counter()
+        lr = run.scheduler.get_last_lr()[0]
+        train_loss = _train_epoch(run, epoch, step_fn)
+        train_time = time.perf_counter() - t0
+        valid_loss, mae = _validate_keep_best(run, epoch)
+        _record_epoch(run, epoch, lr, train_loss, valid_loss, mae, train_time, t0)
+        run.training_info = _training_dict(run, epoch)
+        if run.out_dir is not None:
+            _save_epoch(run, epoch)
+        if stop_after_epoch is not None and stop_after_epoch <= epoch < run.settings.epochs:
+            return _result(run, None, completed=False)
     return _finish(run, keep_state, test_columns)
 
 

@@ -1,16 +1,17 @@
-"""Keep freed heap memory in the process while training on CPU (glibc malloc).
+"""Keep freed heap memory in the process for reuse while training on CPU (glibc malloc).
 
 A grouped training step allocates and frees ~1.4 GB of tensors of 10-90 MB each (fc1's
 weights and gradient, the RNN's sequences, their gradients): above glibc's largest
 mmap threshold (32 MB), so every one is a fresh ``mmap`` that the kernel zero-fills
-page by page on first touch and unmaps on free, ~350,000 page faults per step
-(measured, ``benchmarks/RESULTS.md``). Inside :func:`retained_heap`, malloc takes big
-blocks from the heap instead of mmap, does not return freed memory to the system,
-and serves every thread from one arena (a worker thread's own arena cannot hold
-them and would be trimmed), so after the first step the same pages are reused and
-the faults vanish. On exit the defaults come back and the free memory is returned.
-Elsewhere than Linux/glibc it does nothing. Peak memory is the same; memory freed
-by one step stays in the process until the context exits.
+page by page on first touch and unmaps on free, ~130,000 page faults per step at
+~2.5 us each, and the unmaps of one thread stall the other's faults
+(``benchmarks/RESULTS.md``). After :func:`retain_heap`, malloc takes big blocks from
+the heap instead of mmap, does not return freed memory to the system, and serves
+every thread from one arena (a worker thread's own arena cannot hold them and would
+be unmapped), so the next step, or the next training run in the process, reuses the
+same pages and the faults vanish. This is what jemalloc or tcmalloc do by default:
+peak memory stays the same, but memory freed after training stays in the process
+until :func:`release_heap`. Elsewhere than Linux/glibc both do nothing.
 """
 
 from __future__ import annotations
@@ -19,8 +20,6 @@ import ctypes
 import os
 import platform
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 _M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8
 """``mallopt`` parameter numbers (glibc's malloc.h)."""
@@ -31,10 +30,10 @@ _DEFAULT = (
     (_M_MMAP_MAX, 65536),
     (_M_TRIM_THRESHOLD, 128 * 1024),
 )
-"""glibc's defaults (64-bit), restored on exit; the dynamic mmap threshold stays off."""
+"""glibc's defaults (64-bit), restored by :func:`release_heap`."""
 
 _LOCK = threading.Lock()
-_DEPTH = 0
+_RETAINED = False
 
 
 def _libc() -> ctypes.CDLL | None:
@@ -52,25 +51,28 @@ def _set(libc: ctypes.CDLL, options: tuple[tuple[int, int], ...]) -> None:
         libc.mallopt(ctypes.c_int(param), ctypes.c_int(value))
 
 
-@contextmanager
-def retained_heap(enabled: bool = True) -> Iterator[bool]:
-    """Within the block, freed memory stays in the process for reuse (module docstring);
-    yields whether that is in effect. Nested and concurrent uses share one setting,
-    restored when the outermost exits."""
-    global _DEPTH
-    libc = _libc() if enabled else None
+def retain_heap() -> bool:
+    """Keep freed memory for reuse from now on (module docstring); idempotent. Returns
+    whether it is in effect (False off glibc). Threads that already allocated keep
+    their arena: call it before starting workers."""
+    global _RETAINED
+    libc = _libc()
     if libc is None:
-        yield False
-        return
+        return False
     with _LOCK:
-        if _DEPTH == 0:
+        if not _RETAINED:
             _set(libc, _RETAIN)
-        _DEPTH += 1
-    try:
-        yield True
-    finally:
-        with _LOCK:
-            _DEPTH -= 1
-            if _DEPTH == 0:
-                _set(libc, _DEFAULT)
-                libc.malloc_trim(ctypes.c_size_t(0))
+            _RETAINED = True
+    return True
+
+
+def release_heap() -> None:
+    """Back to glibc's defaults (the dynamic mmap threshold stays off) and return the
+    free memory to the system; a no-op unless :func:`retain_heap` is in effect."""
+    global _RETAINED
+    libc = _libc()
+    with _LOCK:
+        if libc is not None and _RETAINED:
+            _set(libc, _DEFAULT)
+            libc.malloc_trim(ctypes.c_size_t(0))
+            _RETAINED = False
