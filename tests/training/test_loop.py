@@ -236,3 +236,16 @@ def test_resume_refuses_a_switch_between_in_memory_and_streamed_flux(tmp_path: P
     resumed = run(_ShardedRows(flux), tmp_path / "streamed", resume=True)
     full = run(_ShardedRows(flux), tmp_path / "full")
     np.testing.assert_array_equal(resumed.test_mean, full.test_mean)
+
+
+def test_cpu_training_keeps_freed_memory_for_reuse(tmp_path: Path, monkeypatch) -> None:
+    """The CPU epochs run with utils.heap.retain_heap in effect (no page faults of fresh
+    big tensors per step); its effect on malloc is tested in tests/utils/test_heap.py."""
+    import rrnet.training.loop as loop
+
+    calls: list[str] = []
+    monkeypatch.setattr(loop, "retain_heap", lambda: calls.append("retain") or True)
+    real = loop._train_epoch
+    monkeypatch.setattr(loop, "_train_epoch", lambda *a: (calls.append("epoch"), real(*a))[1])
+    _small_run(tmp_path / "run")
+    assert calls[:2] == ["retain", "epoch"]

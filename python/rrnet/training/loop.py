@@ -43,6 +43,7 @@ from rrnet.training.split import Split
 from rrnet.training.stats import flux_statistics, label_ranges, label_statistics
 from rrnet.training.stream import streamed_order
 from rrnet.training.vectorize import MemberStack
+from rrnet.utils.heap import retain_heap
 
 STATE_FORMAT = "rrnet-train-state"
 STATE_VERSION = 1
@@ -286,6 +287,8 @@ def train_arrays(
     step_fn = run.stack.loss_fn()
     if run.settings.compile and run.device.type == "cuda":
         step_fn = torch.compile(step_fn)
+    if run.device.type == "cpu":  # steps reuse freed memory, no page faults (utils.heap)
+        retain_heap()
     for epoch in range(run.done + 1, run.settings.epochs + 1):
         t0 = time.perf_counter()
         lr = run.scheduler.get_last_lr()[0]
