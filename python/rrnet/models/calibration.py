@@ -46,9 +46,12 @@ import numpy as np
 
 CALIBRATION_FILE = "calibration.json"
 FORMAT = "rrnet-calibration"
-VERSION = 2
-READABLE_VERSIONS = (1, 2)
-"""Version 1 files have no ``floor`` (read as 0)."""
+VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
+"""Version 1 files have no ``floor`` (read as 0); version 3 added the "power" form's
+``power`` and ``err_ref`` (absent: ``power = 1``, the error used as it is)."""
+MODEL = "err_cal = sqrt((err * exp(a + b * log(clip(snr, 5, 300) / 30)))^2 + floor^2)"
+MODEL_POWER = "err_cal = err_ref * (err / err_ref)^power * exp(a + b * log(clip(snr, 5, 300) / 30))"
 SNR_REF = 30.0
 """S/N at which ``exp(a)`` is the scale (keeps ``a`` and ``b`` weakly correlated)."""
 SNR_MIN, SNR_MAX = 5.0, 300.0
@@ -109,10 +112,21 @@ def scale(params: Mapping[str, float], snr: np.ndarray) -> np.ndarray:
     return np.exp(float(params["a"]) + float(params["b"]) * _log_snr(snr))
 
 
+def _shaped(params: Mapping[str, float], err: np.ndarray) -> np.ndarray:
+    """``err_ref * (err / err_ref)^power`` ("power" form), else ``err`` unchanged."""
+    err = np.asarray(err, dtype=np.float64)
+    power = float(params.get("power", 1.0))
+    if power == 1.0:
+        return err
+    ref = float(params["err_ref"])
+    return ref * (np.maximum(err, 0.0) / ref) ** power
+
+
 def calibrated_error(params: Mapping[str, float], err: np.ndarray, snr: np.ndarray) -> np.ndarray:
-    """``sqrt((err * scale)^2 + floor^2)``: the calibrated 1-sigma of raw errors ``err``."""
+    """``sqrt((shaped(err) * scale)^2 + floor^2)``: the calibrated 1-sigma of raw errors
+    ``err`` (``shaped(err) = err`` except in the "power" form, :func:`_shaped`)."""
     floor = float(params.get("floor", 0.0))
-    scaled = np.asarray(err, dtype=np.float64) * scale(params, snr)
+    scaled = _shaped(params, err) * scale(params, snr)
     return np.hypot(scaled, floor) if floor > 0 else scaled
 
 
@@ -121,7 +135,12 @@ def raw_error(params: Mapping[str, float], err_cal: np.ndarray, snr: np.ndarray)
     floor = float(params.get("floor", 0.0))
     cal = np.asarray(err_cal, dtype=np.float64)
     noise = np.sqrt(np.maximum(cal**2 - floor**2, 0.0)) if floor > 0 else cal
-    return noise / scale(params, snr)
+    shaped = noise / scale(params, snr)
+    power = float(params.get("power", 1.0))
+    if power == 1.0:
+        return shaped
+    ref = float(params["err_ref"])
+    return ref * (shaped / ref) ** (1.0 / power)
 
 
 def fit_floor(resid: np.ndarray, err: np.ndarray, snr: np.ndarray) -> tuple[float, float, float]:
@@ -183,7 +202,7 @@ def fit_shared_error(values: np.ndarray, err: np.ndarray, groups: np.ndarray) ->
     return 0.5 * (lo + hi)
 
 
-FORMS: tuple[str, ...] = ("scale", "floor", "const", "balanced", "balanced-scale")
+FORMS: tuple[str, ...] = ("scale", "floor", "const", "balanced", "balanced-scale", "power")
 DEFAULT_FORM = "balanced-scale"
 COVERAGE_1SIGMA: float = math.erf(1.0 / math.sqrt(2.0))
 """P(|z| <= 1) of a standard normal (0.6827): the 1-sigma coverage a calibrated error gives."""
@@ -205,6 +224,71 @@ def balance_shift(resid: np.ndarray, err_cal: np.ndarray) -> float:
     rms = float(np.sqrt(np.mean(z**2)))
     q = float(np.quantile(z, COVERAGE_1SIGMA))
     return 0.5 * math.log(q / rms) if rms > 0 and q > 0 else 0.0
+
+
+TARGET_SNR_EDGES: tuple[float, ...] = (10.0, 20.0, 40.0, 60.0, 100.0)
+"""Lower edges of the S/N bins the "power" form is fitted to be calibrated in (issue 17's
+bins; rows below the first edge count with the first bin)."""
+POWER_BOUNDS = (0.25, 8.0)
+"""Range of the "power" form's exponent (bounded away from 0 so that it stays invertible)."""
+
+
+def _target_loss(z: np.ndarray, bins: Sequence[np.ndarray]) -> float:
+    """Sum over S/N bins (row indices) of ``log(rms z)^2 + log(q |z|)^2``, q the 68.27 %
+    quantile: 0 when every bin has z rms 1 and 1-sigma coverage 68.27 %."""
+    total = 0.0
+    for rows in bins:
+        zk = np.abs(z[rows])
+        rms = math.sqrt(float(np.mean(zk**2)))
+        q = float(np.quantile(zk, COVERAGE_1SIGMA))
+        total += math.log(max(rms, 1e-300)) ** 2 + math.log(max(q, 1e-300)) ** 2
+    return total
+
+
+def _target_bins(snr: np.ndarray) -> list[np.ndarray]:
+    """Row indices per :data:`TARGET_SNR_EDGES` bin (below the first edge: the first
+    bin); all rows as one bin when any bin has fewer than :data:`MIN_ROWS` rows."""
+    k = np.maximum(np.searchsorted(np.asarray(TARGET_SNR_EDGES), snr, side="right"), 1)
+    bins = [np.flatnonzero(k == i) for i in np.unique(k)]
+    return bins if min(b.size for b in bins) >= MIN_ROWS else [np.arange(snr.size)]
+
+
+def fit_power(resid: np.ndarray, err: np.ndarray, snr: np.ndarray) -> dict[str, float]:
+    """``(a, b, power, err_ref)`` of ``err_cal = err_ref (err / err_ref)^power e^(a + b x)``.
+
+    Why: one factor per S/N cannot give both z std 1 and 68.27 % coverage when the
+    residuals are not Gaussian. The exponent changes how much the error varies from
+    star to star at a given S/N, hence the *shape* of the z distribution (a wider
+    spread of errors gives heavier tails), while ``a + b x`` sets its width. The
+    three are chosen (Nelder-Mead, several starting exponents) to minimise
+    :func:`_target_loss` over the :data:`TARGET_SNR_EDGES` bins of these rows;
+    ``err_ref`` is the median ``err`` (keeps ``a`` near the plain factor's value).
+    """
+    from scipy.optimize import minimize
+
+    ok = np.isfinite(resid) & np.isfinite(err) & (err > 0) & np.isfinite(snr)
+    r, e, s = np.abs(np.asarray(resid)[ok]), np.asarray(err)[ok], np.asarray(snr)[ok]
+    if r.size < MIN_ROWS:
+        a, b = fit_scale(r, e, s)
+        return {"a": a, "b": b, "power": 1.0, "err_ref": 1.0}
+    x, ref, bins = _log_snr(s), float(np.median(e)), _target_bins(s)
+    log_shape, r_ref = np.log(e / ref), r / ref
+
+    def loss(theta: np.ndarray) -> float:
+        return _target_loss(r_ref * np.exp(-theta[0] - theta[1] * x - theta[2] * log_shape), bins)
+
+    a0, b0 = fit_scale(r, e, s)
+    best = None
+    for p0 in (1.0, 0.5, 2.0, 4.0):
+        got = minimize(
+            loss, np.array([a0, b0, p0]), method="Nelder-Mead",
+            bounds=[(None, None), (None, None), POWER_BOUNDS],
+            options={"xatol": 1e-4, "fatol": 1e-8, "maxiter": 2000},
+        )  # fmt: skip
+        if best is None or got.fun < best.fun:
+            best = got
+    a, b, power = (float(v) for v in best.x)
+    return {"a": a, "b": b, "power": power, "err_ref": ref}
 
 
 def fit_calibration(
@@ -235,12 +319,16 @@ def fit_calibration(
         ok = np.isfinite(resid) & np.isfinite(e) & (e > 0)
         if ok.sum() < 2:
             continue
+        params: dict[str, float]
         if form == "floor":
             a, b, floor = fit_floor(resid[ok], e[ok], snr[ok])
+            params = {"a": a, "b": b, "floor": floor}
+        elif form == "power":
+            params = {**fit_power(resid[ok], e[ok], snr[ok]), "floor": 0.0}
         else:
             use_snr = form in ("scale", "balanced-scale")
-            (a, b), floor = fit_scale(resid[ok], e[ok], snr[ok], use_snr=use_snr), 0.0
-        params = {"a": a, "b": b, "floor": floor}
+            a, b = fit_scale(resid[ok], e[ok], snr[ok], use_snr=use_snr)
+            params = {"a": a, "b": b, "floor": 0.0}
         if form.startswith("balanced"):
             params["a"] += balance_shift(resid[ok], calibrated_error(params, e[ok], snr[ok]))
         e_cal = calibrated_error(params, e[ok], snr[ok])
@@ -258,13 +346,13 @@ def fit_calibration(
         }
     return {
         "format": FORMAT,
-        "version": VERSION,
+        "version": VERSION if form == "power" else 2,  # readable by v2 code unless "power"
         "split": "valid",
         "snr": SNR_COLUMN,
         "snr_ref": SNR_REF,
         "snr_clip": [SNR_MIN, SNR_MAX],
         "form": form,
-        "model": "err_cal = sqrt((err * exp(a + b * log(clip(snr, 5, 300) / 30)))^2 + floor^2)",
+        "model": MODEL_POWER if form == "power" else MODEL,
         "labels": out,
     }
 
