@@ -3,31 +3,39 @@
 Paper eq. 3 (:func:`rrnet.models.ensemble.ensemble_moments`) gives the *raw* error
 ``err``. On held-out stars it is not a calibrated 1-sigma (the demo's z-scores had
 std 0.4-0.6). Training therefore fits, per label and on the VALIDATION split only,
-by maximum likelihood of the residuals ``r = pred - true`` under ``N(0, err_cal^2)``::
+a calibrated error; the first forms by maximum likelihood of the residuals
+``r = pred - true`` under ``N(0, err_cal^2)``::
 
     err_cal = sqrt((err * exp(a + b * log(clip(snr, SNR_MIN, SNR_MAX) / SNR_REF)))^2 + floor^2)
 
-in one of five forms (:data:`FORMS`): "const" (``b = 0``, ``floor = 0``: one factor
+in one of six forms (:data:`FORMS`): "const" (``b = 0``, ``floor = 0``: one factor
 per label), "scale" (``b`` free: an S/N-dependent factor), "floor" (``b`` and a floor
-that does not shrink with the noise), and "balanced" / "balanced-scale" ("const" /
+that does not shrink with the noise), "balanced" / "balanced-scale" ("const" /
 "scale" with ``a`` moved midway, in log, between z std 1 and 68.27 % coverage,
-:func:`balance_shift`). The default is "balanced-scale" because measurement said so
-(docs/results.md, issue 17): on the demo checkpoint fitted on 277 validation stars
-and evaluated on 645 held-out stars it put 50 of 85 label x S/N bins in both target
-windows (z std [0.9, 1.1], coverage [0.63, 0.73]) against 42 for "const", 47
-"scale", 43 "floor" and 50 "balanced" (with better coverage than "balanced": 61 vs
-55 bins). Residuals are not Gaussian (platykurtic for most abundances, heavy-tailed
-for Teff, log g, [Fe/H]), so matching the rms alone misses the coverage; Teff and
-[Fe/H] need the S/N slope. The
+:func:`balance_shift`), and "power" (:func:`fit_power`)::
+
+    err_cal = err_ref * (err / err_ref)^power * exp(a + b * log(clip(snr, 5, 300) / 30))
+
+with ``a``, ``b`` and ``power`` chosen so that, in each issue-17 S/N bin of the
+validation rows, z has rms 1 and 68.27 % of |z| <= 1. Residuals are not Gaussian
+(platykurtic for most abundances, heavy-tailed for Teff, log g, [Fe/H]), so one
+factor per S/N cannot give both; the exponent sets how much the error varies from
+star to star, hence the shape of z. The default is "power" because measurement said
+so (docs/results.md, issue 17): on the demo checkpoint fitted on 277 validation
+stars and evaluated on 645 held-out stars it put 60 of 85 label x S/N bins in both
+target windows (z std [0.9, 1.1], coverage [0.63, 0.73]) against 54 for
+"balanced-scale", 51 "balanced", 46 "scale", 45 "floor" and 41 "const". The
 parameters live in ``calibration.json`` beside ``config.json``::
 
-    {"format": "rrnet-calibration", "version": 2, "split": "valid", "form": "balanced-scale",
+    {"format": "rrnet-calibration", "version": 3, "split": "valid", "form": "power",
      "snr": "snr_blue", "snr_ref": 30.0, "snr_clip": [5.0, 300.0],
-     "labels": {"Teff[K]": {"a": -0.9, "b": 0.0, "floor": 0.0, "n": 140,
+     "labels": {"Teff[K]": {"a": -0.9, "b": 0.0, "floor": 0.0, "power": 1.4,
+                            "err_ref": 80.0, "n": 140,
                             "z_std_before": 0.4, "z_std_after": 1.0}, ...}}
 
 Inference replaces each ``<label>_err`` by :func:`calibrated_error` (unless asked for
-raw errors); version 1 files (no floor) are read with ``floor = 0``. ``shared``
+raw errors); version 1 files (no floor) are read with ``floor = 0``, version 1 and 2
+files (the other forms, still written as version 2) with ``power = 1``. ``shared``
 (optional, :func:`fit_shared_error`) is the part of the calibrated error that repeat
 spectra of a star share; it does not change ``<label>_err``, only how the per-star
 table combines them (``rrnet-infer --per-star --error-floor calibration``).
@@ -203,7 +211,7 @@ def fit_shared_error(values: np.ndarray, err: np.ndarray, groups: np.ndarray) ->
 
 
 FORMS: tuple[str, ...] = ("scale", "floor", "const", "balanced", "balanced-scale", "power")
-DEFAULT_FORM = "balanced-scale"
+DEFAULT_FORM = "power"
 COVERAGE_1SIGMA: float = math.erf(1.0 / math.sqrt(2.0))
 """P(|z| <= 1) of a standard normal (0.6827): the 1-sigma coverage a calibrated error gives."""
 
@@ -306,7 +314,7 @@ def fit_calibration(
     ``form``: "const" (``err * exp(a)``), "scale" (``err * exp(a + b x)``), "floor"
     (the scale plus a per-label floor added in quadrature, :func:`fit_floor`), or
     "balanced" / "balanced-scale" ("const" / "scale" with ``a`` shifted by
-    :func:`balance_shift`; "balanced-scale" is the default).
+    :func:`balance_shift`), or "power" (:func:`fit_power`, the default).
     ``groups`` (star id per row, rows independent spectra): also store ``shared``,
     the part of the calibrated error that repeats share (:func:`fit_shared_error`).
     """
