@@ -286,16 +286,15 @@ def fit_power(resid: np.ndarray, err: np.ndarray, snr: np.ndarray) -> dict[str, 
         return _target_loss(r_ref * np.exp(-theta[0] - theta[1] * x - theta[2] * log_shape), bins)
 
     a0, b0 = fit_scale(r, e, s)
-    best = None
-    for p0 in (1.0, 0.5, 2.0, 4.0):
-        got = minimize(
+    fits = [
+        minimize(
             loss, np.array([a0, b0, p0]), method="Nelder-Mead",
             bounds=[(None, None), (None, None), POWER_BOUNDS],
             options={"xatol": 1e-4, "fatol": 1e-8, "maxiter": 2000},
-        )  # fmt: skip
-        if best is None or got.fun < best.fun:
-            best = got
-    a, b, power = (float(v) for v in best.x)
+        )
+        for p0 in (1.0, 0.5, 2.0, 4.0)
+    ]  # fmt: skip
+    a, b, power = (float(v) for v in min(fits, key=lambda got: got.fun).x)
     return {"a": a, "b": b, "power": power, "err_ref": ref}
 
 
