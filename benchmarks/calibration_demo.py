@@ -2,7 +2,7 @@
 
     python benchmarks/calibration_demo.py demo-output [--checkpoint DIR] [--refit]
         [--repeat-visits N --work DIR] [--fit-on valid|repeats|heldout-half]
-        [--form const|scale|floor|balanced|balanced-scale|all] [--per-star]
+        [--form const|scale|floor|balanced|balanced-scale|power|all] [--per-star]
 
 Fits (with ``--refit``, or when the checkpoint has no ``calibration.json``) the
 training step's calibration on the VALIDATION split, then prints, per label and S/N

@@ -19,6 +19,7 @@ from rrnet.models.calibration import (
     calibrated_error,
     fit_calibration,
     fit_floor,
+    fit_power,
     fit_scale,
     raw_error,
     read_calibration,
@@ -146,6 +147,57 @@ def test_balanced_forms_meet_std_and_coverage_halfway() -> None:
     assert const["b"] == 0.0 and np.exp(const["a"]) == pytest.approx(np.sqrt(rms * q), rel=1e-9)
 
 
+def test_fit_power_recovers_a_known_sigma_law() -> None:
+    """Gaussian residuals drawn with sigma = 0.9 (err/ref)^2.5 * 0.6 * (snr/30)^-0.25: the
+    raw errors vary too little from star to star, so z = resid/(c err) is heavy-tailed
+    and no factor gives both z std 1 and 68.27 % coverage; the "power" fit recovers
+    the law (exponent, factor, S/N slope) and meets both targets in every S/N bin."""
+    rng = np.random.default_rng(21)
+    n = 40_000
+    snr = np.exp(rng.uniform(np.log(8), np.log(250), n))
+    err = np.exp(rng.uniform(np.log(0.5), np.log(2.0), n))
+    ref = float(np.median(err))
+    sigma = ref * (err / ref) ** 2.5 * 0.6 * (snr / 30.0) ** -0.25
+    resid = rng.normal(0.0, sigma)
+    got = fit_power(resid, err, snr)
+    assert got["err_ref"] == pytest.approx(ref, rel=1e-12)
+    # Two statistics per bin fix the exponent to about +-0.15 with 40,000 rows (2.36 here).
+    assert got["power"] == pytest.approx(2.5, abs=0.2)
+    assert np.exp(got["a"]) == pytest.approx(0.6, rel=0.05)
+    assert got["b"] == pytest.approx(-0.25, abs=0.05)
+    doc = fit_calibration(resid[:, None], np.zeros((n, 1)), err[:, None], snr, ["x"],
+                          form="power")  # fmt: skip
+    assert doc["form"] == "power" and doc["version"] == 3
+    params = doc["labels"]["x"]
+    assert params["power"] == pytest.approx(got["power"], rel=1e-12)
+    cal = calibrated_error(params, err, snr)
+    np.testing.assert_allclose(raw_error(params, cal, snr), err, rtol=1e-9)
+    plain = fit_calibration(resid[:, None], np.zeros((n, 1)), err[:, None], snr, ["x"],
+                            form="scale")["labels"]["x"]  # fmt: skip
+    z_plain = resid / calibrated_error(plain, err, snr)
+    assert np.mean(np.abs(z_plain) <= 1) > 0.73  # heavy tails: too many inside 1 sigma
+    z = resid / cal
+    for lo, hi in ((8, 20), (20, 40), (40, 60), (60, 100), (100, 250)):
+        sel = (snr >= lo) & (snr < hi)
+        assert np.std(z[sel]) == pytest.approx(1.0, abs=0.05)
+        assert np.mean(np.abs(z[sel]) <= 1) == pytest.approx(0.6827, abs=0.02)
+
+
+def test_power_form_documents_apply_and_older_forms_keep_their_law(tmp_path: Path) -> None:
+    """A stored "power" document applies ``err_ref (err/err_ref)^power e^(a + b x)``; a
+    version 2 document (no power) applies ``err e^(a + b x)`` exactly as before."""
+    err, snr = np.array([0.5, 1.0, 4.0]), np.array([10.0, 30.0, 90.0])
+    power = {"a": 0.2, "b": -0.1, "floor": 0.0, "power": 3.0, "err_ref": 2.0}
+    old = {"a": 0.2, "b": -0.1, "floor": 0.0}
+    for version, label, params in ((3, "p", power), (2, "o", old)):
+        doc = {"format": "rrnet-calibration", "version": version, "labels": {label: params}}
+        (tmp_path / CALIBRATION_FILE).write_text(json.dumps(doc))
+        got = apply_calibration(err[:, None], [label], read_calibration(tmp_path), snr)[:, 0]
+        x = np.log(snr / 30.0)
+        want = np.exp(0.2 - 0.1 * x) * (2.0 * (err / 2.0) ** 3 if label == "p" else err)
+        np.testing.assert_allclose(got, want, rtol=1e-12)
+
+
 def test_version_1_documents_read_with_no_floor(tmp_path: Path) -> None:
     doc = {"format": "rrnet-calibration", "version": 1, "labels": {"x": {"a": 0.1, "b": 0.2}}}
     (tmp_path / CALIBRATION_FILE).write_text(json.dumps(doc))
@@ -207,7 +259,7 @@ def test_calibration_never_reads_test_rows(trained, tmp_path: Path) -> None:
     assert again == doc
     default = calibrate_checkpoint(out, flux, labels, split.valid, snr, device="cpu")
     scrambled = calibrate_checkpoint(out, flux2, labels2, split.valid, snr, device="cpu")
-    assert default == scrambled and default["form"] == "balanced-scale"
+    assert default == scrambled and default["form"] == "power"
     calibrate_checkpoint(out, flux, labels, split.valid, snr, device="cpu", form="scale")
     other = fit_calibration(
         np.zeros((4, 1)), np.ones((4, 1)), np.ones((4, 1)), np.full(4, 30.0), ["x"]
