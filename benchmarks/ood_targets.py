@@ -7,15 +7,30 @@ preprocessed from the raw coadd arms exactly as the pipeline does (RV correction
 the true RV, resampling, continuum normalisation; S/N = the arms' median FLUX*sqrt(IVAR)).
 
 * training set: fits the subspace; validation set: the floor and the thresholds;
-* clean held-out set and six defect sets, each per S/N bin (lower arm S/N):
-  emission  a Gaussian emission line (peak 0.3 of the continuum, sigma 0.3 A) at a
-            random wavelength of either arm, in the star's frame;
+* clean held-out set and six defect sets, each per S/N bin (lower arm S/N). Every defect
+  is made as a real spectrum would show it: through the same instrument model, so
+  anything that passed the spectrograph has the line-spread function (LSF, Gaussian,
+  R = 7500: sigma 0.29 A blue, 0.37 A red) and the noise is added after it:
+  emission  a Gaussian emission line of intrinsic sigma 0.3 A (14 km/s) and peak 0.3 of
+            the continuum at a random wavelength of either arm, added to the rest-frame
+            model before ``observe``, which convolves it with the LSF like the star's
+            own lines (observed sigma ~0.46 A, peak ~0.2), then adds the noise;
   rv30      preprocessed with an RV wrong by +-30 km/s;
-  resolution observed at R = 5000 instead of 7500;
-  telluric  a band of 40 absorption lines (depth 2-15 %, sigma 0.12 A) over 60 A of the
-            red arm, fixed in the observed frame;
-  continuum the raw flux of one arm steps by 5 % at a random pixel (a broken join);
-  type      a star with Teff < OOD_TEFF (outside the training labels).
+  resolution observed at R = 5000 instead of 7500 (``observe``'s LSF);
+  telluric  the H2O band at 6470-6600 A (air) of :func:`telluric_transmission`: 120
+            Voigt lines at airmass 1.2 and a precipitable water vapour drawn log-normally
+            with median 8 mm (sigma 0.5 in ln), convolved with the R = 7500 LSF and multiplied
+            into the exposure's noiseless flux in the observed frame, before the noise
+            (``observe(transmission=...)``). At R = 7500 the deepest blends are ~5-7 %
+            deep, most lines < 1 %; total equivalent width ~1.2 A at 8 mm. The O2 gamma
+            band (6276-6330 A) lies blueward of the red arm's grid (>= 6339 A rest) and
+            is not injected. (Until 2026-12-02 this set had 40 unconvolved lines of sigma
+            0.12 A multiplied into the coadd after the noise: narrower than the LSF, so
+            the test's artefact clip treated them as cosmic rays.)
+  continuum the response of one arm steps by 5 % at a random pixel (a broken join of
+            the raw flux), multiplied in before the noise (``observe(transmission=...)``);
+  type      a star with Teff < OOD_TEFF (outside the training labels) from the same
+            emulator and instrument model.
 
 Prints the flag rate (score > 1) per kind and S/N bin at each ``--quantile`` (the
 clean row also as counts), the scoring time per spectrum, the validation statistics'
@@ -31,6 +46,7 @@ so that a rerun only refits.
 from __future__ import annotations
 
 import argparse
+import functools
 import time
 from pathlib import Path
 
@@ -89,30 +105,39 @@ def _telluric_lines() -> tuple[np.ndarray, np.ndarray]:
     return centres, np.exp(rng.uniform(np.log(0.003), np.log(0.5), TELLURIC_LINES))
 
 
-def telluric_transmission(pwv_mm: float, airmass: float = 1.2, resolution: float = 7500.0):
-    """``loglam -> transmission`` of the H2O band at ``pwv_mm`` precipitable water and
-    ``airmass``, convolved with the LSF of ``resolution`` (observed frame, vacuum).
-
-    Each line is a Voigt profile (Doppler sigma 0.0074 A: H2O at 250 K; Lorentz HWHM
-    0.03 A: pressure broadening ~0.07 cm^-1 at 1 atm) scaled to its centre optical depth
-    times ``airmass * pwv_mm / 10``; ``exp(-tau)`` on a 0.005 A grid is convolved with the
-    Gaussian LSF exactly as ``rrnet.synth.observe`` broadens the stellar spectrum. At
-    R = 7500 the strongest lines are then ~3-6 % deep and most < 1 %."""
+@functools.cache
+def _telluric_depth() -> tuple[np.ndarray, np.ndarray]:
+    """(vacuum wavelength grid [A], optical depth at PWV 10 mm and airmass 1) of the band:
+    each line a Voigt profile (Doppler sigma 0.0074 A: H2O at 250 K; Lorentz HWHM 0.03 A:
+    pressure broadening ~0.07 cm^-1 at 1 atm) scaled to its centre optical depth."""
     from scipy.special import voigt_profile
-
-    from rrnet.synth.observe import FWHM_PER_SIGMA, broaden
 
     centres, tau0 = _telluric_lines()
     wave = np.arange(centres.min() - 2.0, centres.max() + 2.0, 0.005)
     peak = voigt_profile(0.0, 0.0074, 0.03)
     tau = np.zeros_like(wave)
-    for c, t in zip(centres, tau0 * airmass * pwv_mm / 10.0, strict=True):
+    for c, t in zip(centres, tau0, strict=True):
         near = np.abs(wave - c) < 3.0
         tau[near] += t * voigt_profile(wave[near] - c, 0.0074, 0.03) / peak
+    return wave, tau
+
+
+def telluric_transmission(pwv_mm: float, airmass: float = 1.2, resolution: float = 7500.0):
+    """``loglam -> transmission`` of the H2O band at ``pwv_mm`` precipitable water and
+    ``airmass``, convolved with the LSF of ``resolution`` (observed frame, vacuum).
+
+    ``exp(-tau * airmass * pwv_mm / 10)`` on the 0.005 A grid of :func:`_telluric_depth`
+    is convolved with the Gaussian LSF exactly as ``rrnet.synth.observe`` broadens the
+    stellar spectrum. At R = 7500 the strongest lines are then ~3-7 % deep and most
+    < 1 %."""
+    from rrnet.synth.observe import FWHM_PER_SIGMA, broaden
+
+    wave, tau = _telluric_depth()
     sigma_ln = 1.0 / (FWHM_PER_SIGMA * resolution)
     ln_range = (float(np.log(wave[0])), float(np.log(wave[-1])))
-    ln_fine, trans = broaden(wave, np.exp(-tau), ln_range, sigma_ln)
-    return lambda loglam: np.interp(np.log(10.0) * np.asarray(loglam, np.float64), ln_fine, trans)
+    trans = np.exp(-tau * (airmass * pwv_mm / 10.0))
+    ln_fine, smooth = broaden(wave, trans, ln_range, sigma_ln)
+    return lambda loglam: np.interp(np.log(10.0) * np.asarray(loglam, np.float64), ln_fine, smooth)
 
 
 def _step_response(rng):
@@ -220,7 +245,7 @@ def null_tails(sub: oos.Subspace, valid: dict[str, np.ndarray]) -> None:
                          np.zeros(sub.mean.size), sub.thresholds, window=sub.window)  # fmt: skip
     ones = np.ones(400)
     w = oos.statistics(white, noise, ones, ones)
-    print("validation (global, local, line width, step): median / 99.5 % per S/N bin")
+    print("validation (global, local, line width, step, line, band): median / 99.5 % per S/N bin")
     print(f"  white noise: {np.median(w, 0).round(2)} / {np.quantile(w, 0.995, 0).round(2)}")
     for lo, hi in BINS:
         sel = (snr >= lo) & (snr < hi)
@@ -254,7 +279,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=17)
     parser.add_argument("--cache", default="/tmp/ood_targets.npz")
     parser.add_argument("--compare", action="store_true",
-                        help="also the test without shape statistics")  # fmt: skip
+                        help="also the tests without filtered and shape statistics")  # fmt: skip
     args = parser.parse_args()
     sets = build(args)
     tr, va = sets["train"], sets["valid"]
@@ -263,9 +288,12 @@ def main() -> None:
         tr["flux"], oos.combined_snr(tr["snr_blue"], tr["snr_red"]), args.components
     )
     tests = {}
-    for shape in (False, True) if args.compare else (True,):
-        tests[shape] = oos.calibrate(mean, comps, va["flux"], va["snr_blue"], va["snr_red"], shape)
-    sub = tests[True]
+    variants = ((False, False), (True, False), (True, True)) if args.compare else ((True, True),)
+    for shape, lines in variants:
+        tests[shape, lines] = oos.calibrate(
+            mean, comps, va["flux"], va["snr_blue"], va["snr_red"], shape, lines
+        )
+    sub = tests[True, True]
     print(f"fit {args.components} components in {time.perf_counter() - t0:.1f} s; "
           f"floor rms median {np.sqrt(np.median(sub.floor2)):.4f}")  # fmt: skip
     clean = sets["clean-2"]
