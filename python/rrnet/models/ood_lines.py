@@ -83,21 +83,32 @@ def band_statistic(m: np.ndarray, window: int = BAND_WINDOW) -> np.ndarray:
 
 LSF_LIKE = 0.85
 """A spike whose neighbourhood's ``z**2`` is at least this fraction explained by one
-Gaussian of :data:`SIGMA_PX` is an LSF-wide feature, not an artefact (an unresolved line
-of sigma 2.9-5.5 pixels: >= 0.92; a resampled cosmic ray of 1-3 raw pixels, a flat top
-of 3-7 grid pixels: <= 0.78)."""
+Gaussian of :data:`SIGMA_PX` may be an LSF-wide feature (an unresolved line of sigma
+2.9-5.5 pixels: >= 0.92; a resampled cosmic ray of 1-3 raw pixels, a flat top of 3-7
+grid pixels: <= 0.78)."""
 LSF_REACH = 4
 """Pixels around a spike pixel searched for the best-explained centre (its flanks)."""
+SHARP_RATIO = 0.5
+"""A feature whose largest pixel-to-pixel jump of ``z`` exceeds this fraction of its peak
+``|z|`` (plus :data:`SHARP_NOISE`) is sharper than any LSF: a Gaussian of sigma >= 2.9
+pixels changes by <= 0.21 of its peak per pixel, a flat-topped cosmic-ray plateau (7-9
+pixels after resampling and the flux clip at low S/N) by ~1."""
+SHARP_NOISE = 4.0
+"""Allowance [z units] for the noise in the largest jump over a kernel's reach (the
+maximum of ~33 differences of unit normals)."""
 
 
 def lsf_like(r: np.ndarray, weight: np.ndarray, sigma_px: float = SIGMA_PX) -> np.ndarray:
     """``[B, n_pixels]`` bool: pixels near which one Gaussian of ``sigma_px`` explains at
-    least :data:`LSF_LIKE` of the weighted squared residual within its reach.
+    least :data:`LSF_LIKE` of the weighted squared residual within its reach, and whose
+    neighbourhood has no jump sharper than an LSF (:data:`SHARP_RATIO`).
 
     The explained fraction at centre ``i`` is ``m_i**2 / sum_j w_j r_j**2`` over the
     kernel's support (``m`` of :func:`filtered`; <= 1 by Cauchy-Schwarz, 1 for an exact
     Gaussian of that width); each pixel takes the largest fraction within
-    :data:`LSF_REACH` pixels, so that a line's flanks count with its centre."""
+    :data:`LSF_REACH` pixels, so that a line's flanks count with its centre. The jump
+    test compares, over the kernel's support, the largest ``|z[j+1] - z[j]|`` with the
+    largest ``|z|`` (``z = r sqrt(w)``, within each arm)."""
     from scipy.ndimage import maximum_filter1d
 
     m = filtered(r, weight, sigma_px)
@@ -107,4 +118,12 @@ def lsf_like(r: np.ndarray, weight: np.ndarray, sigma_px: float = SIGMA_PX) -> n
     with np.errstate(invalid="ignore", divide="ignore"):
         frac = np.where(energy > 0, (m * m).reshape(energy.shape) / energy, 0.0)
     best = maximum_filter1d(frac, 2 * LSF_REACH + 1, axis=1, mode="constant")
-    return (best >= LSF_LIKE).reshape(b, n)
+    z = (r * np.sqrt(weight)).reshape(energy.shape)
+    jump = np.zeros_like(z)
+    jump[:, 1:] = np.abs(np.diff(z, axis=1))
+    jump[:, :-1] = np.maximum(jump[:, :-1], jump[:, 1:])  # both pixels of a jump
+    width = support.size
+    sharp = maximum_filter1d(jump, width, axis=1) > (
+        SHARP_RATIO * maximum_filter1d(np.abs(z), width, axis=1) + SHARP_NOISE
+    )
+    return ((best >= LSF_LIKE) & ~sharp).reshape(b, n)
