@@ -33,7 +33,7 @@ def valid() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 @pytest.fixture(scope="module")
 def shaped(valid) -> oos.Subspace:
     train = toy(300, np.exp(np.random.default_rng(1).uniform(np.log(5), np.log(300), 300)), 1)
-    return oos.fit(train[0], train[1:], valid[0], valid[1:], n_components=12)
+    return oos.fit(train[0], train[1:], valid[0], valid[1:], n_components=12, lines=False)
 
 
 def test_line_width_is_the_weighted_projection_on_the_second_difference() -> None:

@@ -451,3 +451,32 @@ def test_windowed_source_like_the_library():
             n_exposures=1,
             rng=np.random.default_rng(10),
         )
+
+
+def test_transmission_multiplies_the_noiseless_flux_in_the_observed_frame_before_the_noise():
+    """A telluric-like dip fixed in the observed frame: each exposure's noiseless flux is
+    the flux without it times the factor at its observed wavelength (times one constant,
+    the S/N rescaling), the other arm is untouched, and the noise (IVAR) follows the
+    dimmed flux."""
+    wave, flux = source_spectrum()
+
+    def dip(loglam: np.ndarray) -> np.ndarray:
+        lam = 10.0 ** np.asarray(loglam, np.float64)
+        return 1.0 - 0.4 * np.exp(-0.5 * ((lam - 6500.0) / 0.4) ** 2)
+
+    kwargs = dict(rv_kms=80.0, snr={"B": 50.0, "R": 60.0}, n_exposures=2)
+    plain = observe(wave, flux, rng=np.random.default_rng(9), settings=CLEAN, **kwargs)
+    dimmed = observe(wave, flux, rng=np.random.default_rng(9), settings=CLEAN,
+                     transmission={"R": dip}, **kwargs)  # fmt: skip
+    for e_plain, e_dim in zip(plain.exposures, dimmed.exposures, strict=True):
+        ratio = e_dim["R"].model / e_plain["R"].model / dip(e_dim["R"].loglam)
+        np.testing.assert_allclose(ratio, np.median(ratio), rtol=1e-9)
+        assert abs(np.median(ratio) - 1.0) < 0.01  # the median S/N barely changes
+        np.testing.assert_array_equal(e_dim["B"].model, e_plain["B"].model)
+    noisy = observe(wave, flux, rng=np.random.default_rng(9), transmission={"R": dip}, **kwargs)
+    spec = noisy.exposures[0]["R"]
+    good = spec.ivar > 0
+    tmpl = LAMOST_TEMPLATE["R"]
+    np.testing.assert_allclose(
+        spec.ivar[good], 1.0 / (spec.model[good] * tmpl.gain + tmpl.read_var), rtol=1e-6
+    )

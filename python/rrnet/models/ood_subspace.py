@@ -31,13 +31,17 @@ asks instead whether the spectrum is explained by the training set:
   :data:`WINDOW` pixels every ``WINDOW // 2`` (an emission line or a telluric band
   touches few pixels); tests fitted by this version add two shape statistics of ``r``
   (:mod:`rrnet.models.ood_shape`): ``line width`` (a wrong resolution) and ``step``
-  (a broken continuum), which add up pixels a defect changes coherently.
+  (a broken continuum), which add up pixels a defect changes coherently; tests fitted
+  since the matched filter add two more (:mod:`rrnet.models.ood_lines`): ``line`` and
+  ``band``, the residual filtered with a Gaussian as wide as the line-spread function
+  (an emission line, telluric absorption, a cooler star's lines: every real feature is
+  at least that wide, pixel noise is not).
 * **Thresholds.** Quantiles of each statistic on the validation spectra (never seen
   by the subspace fit), per S/N node (spectra within a factor 2 of the node's S/N),
   at the levels :data:`QUANTILE_LEVELS` (:data:`SHAPE_LEVELS` with the shape
   statistics). The score is the largest statistic over its threshold, thresholds
   interpolated in log S/N; above 1 is out of distribution. With the shape statistics
-  all four are cut at one level per node, the one at which a fraction ``1 - q`` of the
+  all four (six) are cut at one level per node, the one at which a fraction ``1 - q`` of the
   node's validation spectra fail some statistic (:attr:`Subspace.joint_levels`, solved
   at :data:`JOINT_QUANTILES`); the two-statistic tests of older checkpoints cut each
   at ``1 - (1 - q) / 2`` (Bonferroni). ``q`` is ``--ood-quantile``: a clean spectrum
@@ -58,7 +62,7 @@ from pathlib import Path
 import numpy as np
 
 from rrnet.grid import N_PIX_ARM
-from rrnet.models import ood_shape
+from rrnet.models import ood_lines, ood_shape
 from rrnet.models.normalization import FLUX_CLIP
 from rrnet.preprocess.kernels import running_median
 from rrnet.utils.atomic import atomic_path
@@ -71,6 +75,8 @@ PLAIN_SCORE_NAME = "subspace_chi2"
 """The earlier formula (plain projection), still read from older checkpoints."""
 SHAPE_SCORE_NAME = "subspace_chi2_shape"
 """The robust formula plus the line-width and step statistics (:mod:`rrnet.models.ood_shape`)."""
+LINES_SCORE_NAME = "subspace_chi2_lines"
+"""The shape formula plus the matched-filter statistics (:mod:`rrnet.models.ood_lines`)."""
 ARTEFACT_DILATE = 2
 """Pixels on each side of an artefact also left out of the robust fit (resampling
 spreads a raw pixel over its neighbours)."""
@@ -132,6 +138,9 @@ class Subspace:
     joint_levels: np.ndarray | None = None
     """float64 [n_nodes, n_q]: the common level of all statistics at which the validation
     spectra near each node fail some statistic with frequency ``1 - q``; None: Bonferroni."""
+    lines: bool = False
+    """Whether the matched-filter line and band statistics follow the shape ones
+    (:mod:`rrnet.models.ood_lines`); False for tests stored before them."""
 
     @property
     def shape(self) -> bool:
@@ -140,7 +149,9 @@ class Subspace:
 
     @property
     def n_statistics(self) -> int:
-        """2 (global, local) or 4 (also line width, step)."""
+        """2 (global, local), 4 (also line width, step) or 6 (also line, band)."""
+        if self.lines:
+            return 6
         return 4 if self.shape else 2
 
     def limits(self, snr: np.ndarray, quantile: float) -> np.ndarray:
@@ -201,7 +212,11 @@ def _centred(mean: np.ndarray, flux: np.ndarray) -> np.ndarray:
 
 
 def robust_residual(
-    mean: np.ndarray, components: np.ndarray, flux: np.ndarray, variance: np.ndarray
+    mean: np.ndarray,
+    components: np.ndarray,
+    flux: np.ndarray,
+    variance: np.ndarray,
+    keep_lines: bool = False,
 ) -> np.ndarray:
     """The residual off the span fitted without artefact pixels, float64 ``[B, n_pixels]``.
 
@@ -209,7 +224,9 @@ def robust_residual(
     residual, widened by :data:`ARTEFACT_DILATE`; with ``m`` those pixels, the
     coefficients solve ``(I - P_m P_m^T) c = P d - P_m d_m`` (least squares over the
     other pixels, ``P`` orthonormal), and the residual is ``d - P^T c`` at every pixel.
-    Rows without artefacts keep the plain residual.
+    Rows without artefacts keep the plain residual. With ``keep_lines`` (tests with the
+    matched-filter statistics), spikes as wide as the line-spread function
+    (:func:`rrnet.models.ood_lines.lsf_like`) are not artefacts.
     """
     from scipy.ndimage import maximum_filter1d
 
@@ -220,6 +237,8 @@ def robust_residual(
     finite = np.all(np.isfinite(z2), axis=1)
     artefact = np.zeros(z2.shape, dtype=bool)
     artefact[finite] = despike(z2[finite]) != z2[finite]
+    if keep_lines:  # LSF-wide features are light, not artefacts (ood_lines.lsf_like)
+        artefact &= ~ood_lines.lsf_like(np.where(np.isfinite(r), r, 0.0), 1.0 / variance)
     widened = maximum_filter1d(artefact.view(np.uint8), 2 * ARTEFACT_DILATE + 1, axis=1)
     eye = np.eye(components.shape[0])
     for i in np.flatnonzero(widened.any(axis=1)):
@@ -269,8 +288,9 @@ def statistics(
     sub: Subspace, flux: np.ndarray, snr_blue: np.ndarray, snr_red: np.ndarray
 ) -> np.ndarray:
     """``[B, n_statistics]``: (global, local) mean ``z**2`` after :func:`despike`, arm ends
-    masked, then (line width, step) where the test has them (:mod:`rrnet.models.ood_shape`);
-    NaN for non-finite flux or unknown S/N."""
+    masked, then (line width, step) where the test has them (:mod:`rrnet.models.ood_shape`)
+    and (line, band) where it has those (:mod:`rrnet.models.ood_lines`); NaN for
+    non-finite flux or unknown S/N."""
     stats, _ = _statistics(sub, flux, snr_blue, snr_red)
     return stats
 
@@ -285,13 +305,15 @@ def _statistics(
     noise = pixel_variance(snr_blue, snr_red, flux.shape[1])
     var = noise + sub.floor2
     if sub.robust:
-        r = robust_residual(sub.mean, sub.components, flux, var)
+        r = robust_residual(sub.mean, sub.components, flux, var, keep_lines=sub.lines)
     else:
         r = residual(sub.mean, sub.components, flux)
     z2 = r**2 / var
     finite = np.all(np.isfinite(z2), axis=1)
     raw = z2.copy() if sub.shape else z2
     z2[finite] = despike(z2[finite])
+    if sub.lines:  # spikes as wide as the LSF are light and keep their z**2
+        z2 = np.where(ood_lines.lsf_like(np.where(finite[:, None], r, 0.0), 1.0 / var), raw, z2)
     spikes = z2 != raw  # before the arm ends are overwritten below
     edges = _edge_pixels(flux.shape[1])
     z2[:, edges] = np.median(np.delete(z2, edges, axis=1), axis=1)[:, None]
@@ -308,6 +330,9 @@ def _statistics(
             out.append(ood_shape.step_statistic(*step, sub.step_noise, sub.step_floor))
         else:  # calibration's provisional test: the floor is not fitted yet
             out.append(np.zeros(len(z2)))
+        if sub.lines:
+            m = ood_lines.filtered(np.where(np.isfinite(r), r, 0.0), weight)
+            out += [ood_lines.line_statistic(m), ood_lines.band_statistic(m)]
     stats = np.stack(out, axis=1)
     stats[~finite] = np.nan
     return stats, step
@@ -365,9 +390,11 @@ def calibrate(
     snr_blue: np.ndarray,
     snr_red: np.ndarray,
     shape: bool = True,
+    lines: bool = True,
 ) -> Subspace:
     """The residual floor, the step floor (``shape``) and the threshold tables from
-    validation spectra."""
+    validation spectra (``lines``, which needs ``shape``: with the matched-filter
+    statistics)."""
     flux = np.asarray(valid_flux, dtype=np.float64)
     snr_b, snr_r = np.asarray(snr_blue, np.float64), np.asarray(snr_red, np.float64)
     var = pixel_variance(snr_b, snr_r, flux.shape[1])
@@ -383,10 +410,11 @@ def calibrate(
     floor2 = np.maximum(
         np.median(r2[use], axis=0) / GAUSS_MEDIAN_CHI2 - np.median(var[use], axis=0), 0.0
     )
-    n_stats = 4 if shape else 2
+    lines = lines and shape
+    n_stats = 6 if lines else 4 if shape else 2
     provisional = Subspace(
         mean, components, floor2 + 1e-12, np.zeros((n_stats, len(SNR_NODES), 1)),
-        step_floor=np.zeros(0) if shape else None,
+        step_floor=np.zeros(0) if shape else None, lines=lines,
     )  # fmt: skip
     stats, step = _statistics(provisional, flux, snr_b, snr_r)
     a = f = None
@@ -401,7 +429,7 @@ def calibrate(
     return Subspace(
         mean, components, floor2 + 1e-12, tables, levels=np.asarray(SHAPE_LEVELS),
         step_noise=a, step_floor=f, joint_quantiles=np.asarray(JOINT_QUANTILES),
-        joint_levels=joint,
+        joint_levels=joint, lines=lines,
     )  # fmt: skip
 
 
@@ -448,11 +476,13 @@ def fit(
     valid_snr: tuple[np.ndarray, np.ndarray],
     n_components: int = N_COMPONENTS,
     shape: bool = True,
+    lines: bool = True,
 ) -> Subspace:
     """Subspace from the training spectra, floors and thresholds from the validation ones
-    (``shape``: with the line-width and step statistics, :mod:`rrnet.models.ood_shape`)."""
+    (``shape``: with the line-width and step statistics, :mod:`rrnet.models.ood_shape`;
+    ``lines`` as well: with the matched-filter ones, :mod:`rrnet.models.ood_lines`)."""
     mean, components = fit_subspace(train_flux, combined_snr(*train_snr), n_components)
-    return calibrate(mean, components, valid_flux, *valid_snr, shape=shape)
+    return calibrate(mean, components, valid_flux, *valid_snr, shape=shape, lines=lines)
 
 
 def write(path: str | os.PathLike[str], sub: Subspace) -> Path:
@@ -474,6 +504,8 @@ def write(path: str | os.PathLike[str], sub: Subspace) -> Path:
     if sub.joint_levels is not None and sub.joint_quantiles is not None:
         tensors |= {"joint_quantiles": sub.joint_quantiles, "joint_levels": sub.joint_levels}
         meta |= {"step_width": str(ood_shape.STEP_WIDTH), "step_stride": str(ood_shape.STEP_STRIDE)}
+    if sub.lines:
+        meta |= {"line_sigma": str(ood_lines.SIGMA_PX), "band_window": str(ood_lines.BAND_WINDOW)}
     with atomic_path(target) as tmp:
         arrays = {k: np.ascontiguousarray(v, np.float64) for k, v in tensors.items()}
         save_file(arrays, str(tmp), meta)
@@ -489,23 +521,30 @@ def read(path: str | os.PathLike[str]) -> Subspace | None:
         return None
     with safe_open(str(target), framework="numpy") as handle:
         meta = handle.metadata() or {}
-        if meta.get("score") not in (SHAPE_SCORE_NAME, SCORE_NAME, PLAIN_SCORE_NAME):
+        names = (LINES_SCORE_NAME, SHAPE_SCORE_NAME, SCORE_NAME, PLAIN_SCORE_NAME)
+        if meta.get("score") not in names:
             raise ValueError(f"{target}: unknown OOD score {meta.get('score')!r}")
         t = {k: handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118
-    shape = meta["score"] == SHAPE_SCORE_NAME
+    lines = meta["score"] == LINES_SCORE_NAME
+    shape = lines or meta["score"] == SHAPE_SCORE_NAME
     layout = (str(ood_shape.STEP_WIDTH), str(ood_shape.STEP_STRIDE))
     if shape and (meta.get("step_width"), meta.get("step_stride")) != layout:
         raise ValueError(f"{target}: step statistic stored for another window or stride")
+    filt = (str(ood_lines.SIGMA_PX), str(ood_lines.BAND_WINDOW))
+    if lines and (meta.get("line_sigma"), meta.get("band_window")) != filt:
+        raise ValueError(f"{target}: line statistics stored for another filter or window")
     return Subspace(
         t["mean"], t["components"], t["floor2"], t["thresholds"],
         t["snr_nodes"], t["levels"], int(meta.get("window", WINDOW)),
         meta["score"] != PLAIN_SCORE_NAME, t.get("step_noise"), t.get("step_floor"),
-        t.get("joint_quantiles"), t.get("joint_levels"),
+        t.get("joint_quantiles"), t.get("joint_levels"), lines,
     )  # fmt: skip
 
 
 def score_name(sub: Subspace) -> str:
     """The formula identifier stored with ``sub``."""
+    if sub.lines:
+        return LINES_SCORE_NAME
     if sub.shape:
         return SHAPE_SCORE_NAME
     return SCORE_NAME if sub.robust else PLAIN_SCORE_NAME

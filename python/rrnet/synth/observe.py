@@ -15,7 +15,7 @@ per exposure, variance in ADU^2.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -468,6 +468,7 @@ def observe(
     rng: np.random.Generator,
     settings: ObservationSettings | None = None,
     template: Mapping[str, ArmTemplate] | None = None,
+    transmission: Mapping[str, Callable[[np.ndarray], np.ndarray]] | None = None,
 ) -> Visit:
     """Observe a normalised rest-frame spectrum with LAMOST MRS: one visit, both arms.
 
@@ -484,6 +485,12 @@ def observe(
         Number of single exposures (>= 1) combined into the coadd.
     rng
         Source of all randomness (continuum, throughput, noise, artefacts).
+    transmission
+        Optional per-arm function of the exposure LOGLAM giving a multiplicative factor in
+        the observed frame, applied to the noiseless flux before the noise (what the
+        Earth's atmosphere or a throughput defect does: telluric lines, a broken
+        response). It must already have the instrument's line-spread function: the
+        stellar spectrum is convolved before the Doppler shift, this factor is not.
     """
     settings = settings or ObservationSettings()
     template = template or LAMOST_TEMPLATE
@@ -501,6 +508,9 @@ def observe(
     for arm in ARMS:
         tmpl = template[arm]
         plan = _plan_arm(wavelength, flux, tmpl, exposure_rv, sigma_ln, rng, settings)
+        if transmission is not None and arm in transmission:
+            factor = np.asarray(transmission[arm](plan.loglam), np.float64)
+            plan.unit = [u * factor for u in plan.unit]
         _realise_arm(visit, arm, plan, float(snr[arm]), rng, settings)
     return visit
 

@@ -1,0 +1,129 @@
+"""Matched-filter statistics of the OOD subspace residual for features as wide as the LSF.
+
+Light that went through the spectrograph has at least the width of its line-spread
+function (R = 7500: Gaussian sigma 2.9 grid pixels in the blue arm, 3.7 in the red one),
+so every real defect a single spectrum can carry (an emission line, telluric absorption,
+lines of a star outside the training labels) leaves a residual at least that wide, while
+pixel noise is white. The mean ``z**2`` statistics of :mod:`rrnet.models.ood_subspace`
+weigh each pixel's square alone; filtering the residual with a Gaussian of the LSF's
+width first adds up the pixels of one line coherently (the matched filter), which gains
+a factor ``sqrt(sqrt(2 pi) sigma) ~ 3`` in the detection significance of the excess
+chi-square at the same false-positive rate.
+
+With ``w = 1 / variance`` (0 at artefact pixels and arm ends) and ``g`` a Gaussian of
+:data:`SIGMA_PX` pixels, the filtered residual per arm is
+
+    m = (g * (w r)) / sqrt(g**2 * w)
+
+(``*`` a convolution within the arm): the weighted least-squares amplitude of a line of
+profile ``g`` centred at each pixel over its standard error, ``N(0, 1)`` at every pixel
+for white noise of the stated variance. Two statistics:
+
+* **line** (:func:`line_statistic`): ``max m**2`` over the pixels, a single line;
+* **band** (:func:`band_statistic`): the largest mean of ``m**2`` over windows of
+  :data:`BAND_WINDOW` pixels every half window within each arm, many weak lines (a
+  telluric band, a cooler star's lines), each too weak alone.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.ndimage import convolve1d
+
+from rrnet.grid import N_PIX_ARM
+
+SIGMA_PX = 4.0
+"""Gaussian sigma [grid pixels of 0.1 A] of the filter: between the blue and red arms' LSF
+(2.9 and 3.7 pixels at R = 7500) and an intrinsically broadened line (~4.5 pixels); a
+filter of sigma ``s`` keeps ``sqrt(2 s t / (s**2 + t**2))`` of the significance of a line
+of sigma ``t`` (>= 0.96 for t in 2.9-5.5)."""
+TRUNCATE = 4.0
+"""Kernel half-width in sigmas."""
+BAND_WINDOW = 600
+"""Pixels per window of the band statistic (60 Angstrom: a telluric band's width)."""
+
+
+def kernel(sigma_px: float = SIGMA_PX) -> np.ndarray:
+    """The Gaussian filter, peak 1, ``2 ceil(TRUNCATE sigma) + 1`` taps."""
+    half = int(np.ceil(TRUNCATE * sigma_px))
+    x = np.arange(-half, half + 1, dtype=np.float64)
+    return np.exp(-0.5 * (x / sigma_px) ** 2)
+
+
+def filtered(r: np.ndarray, weight: np.ndarray, sigma_px: float = SIGMA_PX) -> np.ndarray:
+    """``m = (g * (w r)) / sqrt(g**2 * w)`` within each arm, ``[B, n_pixels]`` (0 where no
+    pixel with weight is in reach)."""
+    g = kernel(sigma_px)
+    b, n = r.shape
+    wr = (weight * r).reshape(b * (n // N_PIX_ARM), N_PIX_ARM)
+    w = weight.reshape(wr.shape)
+    num = convolve1d(wr, g, axis=1, mode="constant")
+    den = convolve1d(w, g * g, axis=1, mode="constant")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        m = np.where(den > 0, num / np.sqrt(np.where(den > 0, den, 1.0)), 0.0)
+    return m.reshape(b, n)
+
+
+def line_statistic(m: np.ndarray) -> np.ndarray:
+    """``max m**2`` per spectrum."""
+    return np.max(m * m, axis=1)
+
+
+def band_statistic(m: np.ndarray, window: int = BAND_WINDOW) -> np.ndarray:
+    """Largest mean of ``m**2`` over windows of ``window`` pixels every ``window // 2``
+    within each arm, per spectrum."""
+    b, n = m.shape
+    per_arm = (m * m).reshape(b * (n // N_PIX_ARM), N_PIX_ARM)
+    step = max(window // 2, 1)
+    csum = np.concatenate([np.zeros((len(per_arm), 1)), np.cumsum(per_arm, axis=1)], axis=1)
+    starts = np.arange(0, N_PIX_ARM - window + 1, step)
+    means = (csum[:, starts + window] - csum[:, starts]) / window
+    return means.reshape(b, -1).max(axis=1)
+
+
+LSF_LIKE = 0.85
+"""A spike whose neighbourhood's ``z**2`` is at least this fraction explained by one
+Gaussian of :data:`SIGMA_PX` may be an LSF-wide feature (an unresolved line of sigma
+2.9-5.5 pixels: >= 0.92; a resampled cosmic ray of 1-3 raw pixels, a flat top of 3-7
+grid pixels: <= 0.78)."""
+LSF_REACH = 4
+"""Pixels around a spike pixel searched for the best-explained centre (its flanks)."""
+SHARP_RATIO = 0.5
+"""A feature whose largest pixel-to-pixel jump of ``z`` exceeds this fraction of its peak
+``|z|`` (plus :data:`SHARP_NOISE`) is sharper than any LSF: a Gaussian of sigma >= 2.9
+pixels changes by <= 0.21 of its peak per pixel, a flat-topped cosmic-ray plateau (7-9
+pixels after resampling and the flux clip at low S/N) by ~1."""
+SHARP_NOISE = 4.0
+"""Allowance [z units] for the noise in the largest jump over a kernel's reach (the
+maximum of ~33 differences of unit normals)."""
+
+
+def lsf_like(r: np.ndarray, weight: np.ndarray, sigma_px: float = SIGMA_PX) -> np.ndarray:
+    """``[B, n_pixels]`` bool: pixels near which one Gaussian of ``sigma_px`` explains at
+    least :data:`LSF_LIKE` of the weighted squared residual within its reach, and whose
+    neighbourhood has no jump sharper than an LSF (:data:`SHARP_RATIO`).
+
+    The explained fraction at centre ``i`` is ``m_i**2 / sum_j w_j r_j**2`` over the
+    kernel's support (``m`` of :func:`filtered`; <= 1 by Cauchy-Schwarz, 1 for an exact
+    Gaussian of that width); each pixel takes the largest fraction within
+    :data:`LSF_REACH` pixels, so that a line's flanks count with its centre. The jump
+    test compares, over the kernel's support, the largest ``|z[j+1] - z[j]|`` with the
+    largest ``|z|`` (``z = r sqrt(w)``, within each arm)."""
+    from scipy.ndimage import maximum_filter1d
+
+    m = filtered(r, weight, sigma_px)
+    support = np.ones(kernel(sigma_px).size)
+    b, n = r.shape
+    energy = convolve1d((weight * r * r).reshape(-1, N_PIX_ARM), support, axis=1, mode="constant")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        frac = np.where(energy > 0, (m * m).reshape(energy.shape) / energy, 0.0)
+    best = maximum_filter1d(frac, 2 * LSF_REACH + 1, axis=1, mode="constant")
+    z = (r * np.sqrt(weight)).reshape(energy.shape)
+    jump = np.zeros_like(z)
+    jump[:, 1:] = np.abs(np.diff(z, axis=1))
+    jump[:, :-1] = np.maximum(jump[:, :-1], jump[:, 1:])  # both pixels of a jump
+    width = support.size
+    sharp = maximum_filter1d(jump, width, axis=1) > (
+        SHARP_RATIO * maximum_filter1d(np.abs(z), width, axis=1) + SHARP_NOISE
+    )
+    return ((best >= LSF_LIKE) & ~sharp).reshape(b, n)
