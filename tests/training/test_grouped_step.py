@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from rrnet.models import ModelConfig, build_model, gaussian_nll
+from rrnet.training.augment import MemberNoise, add_pixel_noise
 from rrnet.training.grouped_step import grouped_step, member_bounds
 from rrnet.training.vectorize import MemberStack
 
@@ -71,3 +72,27 @@ def test_frozen_parameters_get_no_gradient() -> None:
     grouped_step(CONFIG, stack.params, x, y, threads=2)
     assert stack.params[frozen].grad is None
     assert all(v.grad is not None for k, v in stack.params.items() if k != frozen)
+
+
+def test_noise_is_each_members_own_stream_whatever_the_thread_count() -> None:
+    """The augmentation drawn on the step's threads equals add_pixel_noise with each
+    member's generator alone, and the step equals one on the pre-noised batch."""
+    config = dataclasses.replace(CONFIG, dropout=0.0)
+    seeds = [3, 5, 8, 13]
+    x, y = torch.randn(4, 7, config.n_pixels), torch.randn(4, 7, 3)
+    want = torch.stack(
+        [add_pixel_noise(x[m], 0.25, 1.0, torch.Generator().manual_seed(40 + m)) for m in range(4)]
+    )
+    loss_want, grads_want = _step(config, seeds, want.clone(), y, threads=1)
+    for threads in (1, 2, 3):
+        gens = [torch.Generator().manual_seed(40 + m) for m in range(4)]
+        noisy = x.clone()
+        stack = MemberStack(config, seeds, formulation="grouped")
+        losses = grouped_step(
+            config, stack.params, noisy, y, threads=threads, noise=MemberNoise(0.25, 1.0, gens)
+        )
+        assert torch.equal(noisy, want)
+        assert not torch.equal(noisy, x)
+        torch.testing.assert_close(losses, loss_want, atol=1e-6, rtol=1e-6)
+        for k, g in grads_want.items():
+            torch.testing.assert_close(stack.params[k].grad, g, atol=1e-6, rtol=1e-5)

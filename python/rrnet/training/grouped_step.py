@@ -19,6 +19,7 @@ import torch
 
 from rrnet.models.config import ModelConfig
 from rrnet.models.heads import gaussian_nll
+from rrnet.training.augment import MemberNoise
 from rrnet.training.grouped import grouped_forward
 
 _POOL: ThreadPoolExecutor | None = None
@@ -50,12 +51,15 @@ def _part_step(
     seeds: Sequence[int],
     bounds: tuple[int, int],
     threads: int | None,
+    noise: MemberNoise | None = None,
 ) -> torch.Tensor:
     """Losses of members ``lo:hi``; their gradients written to ``params[k].grad[lo:hi]``
     (or assigned, when the part is every member)."""
     if threads is not None:
         torch.set_num_threads(threads)
     lo, hi = bounds
+    if noise is not None:
+        noise.add_(x, lo, hi)
     part = {k: v[lo:hi].detach().requires_grad_(v.requires_grad) for k, v in params.items()}
     gens = [torch.Generator(device=x.device).manual_seed(s) for s in seeds[lo:hi]]
     mu, var = grouped_forward(config, part, x[lo:hi], dropout=config.dropout, generators=gens)
@@ -80,6 +84,7 @@ def grouped_step(
     y: torch.Tensor,
     *,
     threads: int = 1,
+    noise: MemberNoise | None = None,
 ) -> torch.Tensor:
     """Training losses ``[M]`` for member batches ``x`` ``[M, B, P]``, ``y`` ``[M, B, L]``,
     after setting every trainable parameter's ``.grad`` to the gradient of their sum.
@@ -87,20 +92,23 @@ def grouped_step(
     ``threads`` > 1 (CPU) splits the members into that many groups run concurrently,
     each on one intra-op thread (the caller's intra-op thread count is restored after).
     Dropout masks come from per-member generators seeded from the global one.
+    ``noise`` (augmentation) is added to ``x`` in place, each member's on its thread.
     """
     m = x.shape[0]
     seeds = torch.randint(2**62, (m,)).tolist()  # from the global generator: reproducible
     parts = max(1, min(threads, m)) if x.device.type == "cpu" else 1
     if parts == 1:
-        return _part_step(config, params, x, y, seeds, (0, m), None)
+        return _part_step(config, params, x, y, seeds, (0, m), None, noise)
     for v in params.values():
         if v.requires_grad and (v.grad is None or v.grad.shape != v.shape):
             v.grad = torch.empty_like(v)
     bounds = member_bounds(m, parts)
     intra = torch.get_num_threads()
-    futures = [_pool().submit(_part_step, config, params, x, y, seeds, b, 1) for b in bounds[1:]]
+    futures = [
+        _pool().submit(_part_step, config, params, x, y, seeds, b, 1, noise) for b in bounds[1:]
+    ]
     try:
-        first = _part_step(config, params, x, y, seeds, bounds[0], 1)
+        first = _part_step(config, params, x, y, seeds, bounds[0], 1, noise)
         rest = [f.result() for f in futures]
     finally:
         wait(futures)

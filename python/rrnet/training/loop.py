@@ -35,7 +35,7 @@ from rrnet.models.heads import gaussian_nll
 from rrnet.models.normalization import Normalization, standardize_flux
 from rrnet.models.ood import ood_score, reference_dict
 from rrnet.training import files
-from rrnet.training.augment import add_pixel_noise, doppler_shift, random_velocities
+from rrnet.training.augment import MemberNoise, doppler_shift, random_velocities
 from rrnet.training.finetune import Initialization
 from rrnet.training.grouped_step import grouped_step
 from rrnet.training.settings import TrainSettings
@@ -485,6 +485,11 @@ def _train_epoch(run: _Run, epoch: int, step_fn: Callable[..., torch.Tensor]) ->
     gen = torch.Generator(device=device)
     gen.manual_seed(derive_seed(settings.seed, _AUGMENT, epoch))
     augment = settings.augments(epoch)
+    noise = None
+    if augment:  # each member its own stream (MemberNoise), drawn on its step thread
+        seeds = [derive_seed(settings.seed, _AUGMENT, epoch, m) for m in range(run.members)]
+        gens = [torch.Generator(device=device).manual_seed(s) for s in seeds]
+        noise = MemberNoise(settings.noise_fraction, settings.noise_sigma, gens)
     order = _epoch_order(run, epoch)
     loss_sum = torch.zeros(run.members, dtype=torch.float64, device=device)
     n_train = run.split.train.size
@@ -498,13 +503,15 @@ def _train_epoch(run: _Run, epoch: int, step_fn: Callable[..., torch.Tensor]) ->
             v = random_velocities(idx.shape, settings.rv_shift_kms, gen, device)
             x = doppler_shift(x, v)
         x = inputs.standardise(x)
-        if augment:
-            x = add_pixel_noise(x, settings.noise_fraction, settings.noise_sigma, gen)
         y = run.y_all[torch.from_numpy(idx).to(device)]
         if run.stack.formulation == "grouped" and device.type == "cpu":
             # members split over the intra-op threads (grouped_step's docstring)
-            losses = grouped_step(run.model_config, run.stack.params, x, y, threads=threads)
+            losses = grouped_step(
+                run.model_config, run.stack.params, x, y, threads=threads, noise=noise
+            )
         else:
+            if noise is not None:
+                noise.add_(x)
             with _autocast(device, run.amp):
                 losses = step_fn(x, y)
             run.optimizer.zero_grad(set_to_none=True)
