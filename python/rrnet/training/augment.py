@@ -52,12 +52,17 @@ class MemberNoise:
     sigma: float
     generators: Sequence[torch.Generator]
 
-    def add_(self, x: torch.Tensor, lo: int = 0, hi: int | None = None) -> None:
-        """Add members ``lo:hi``'s noise to ``x[lo:hi]`` in place (``x`` is ``[M, B, P]``)."""
+    def apply(self, x: torch.Tensor, lo: int = 0) -> torch.Tensor:
+        """``x`` (members ``lo:lo + len(x)`` of the stack, ``[m, B, P]``) plus their noise,
+        as a new tensor: ``x`` is never written, since other threads' autograd graphs may
+        hold views of the same storage."""
         if self.fraction <= 0 or self.sigma <= 0:
-            return
-        for m in range(lo, x.shape[0] if hi is None else hi):
-            x[m].add_(pixel_noise(x[m], self.fraction, self.sigma, self.generators[m]))
+            return x
+        out = torch.empty_like(x)
+        for j in range(x.shape[0]):
+            noise = pixel_noise(x[j], self.fraction, self.sigma, self.generators[lo + j])
+            torch.add(x[j], noise, out=out[j])
+        return out
 
 
 def _arm_offsets() -> list[tuple[int, np.ndarray]]:

@@ -58,11 +58,10 @@ def _part_step(
     if threads is not None:
         torch.set_num_threads(threads)
     lo, hi = bounds
-    if noise is not None:
-        noise.add_(x, lo, hi)
+    xs = x[lo:hi] if noise is None else noise.apply(x[lo:hi], lo)
     part = {k: v[lo:hi].detach().requires_grad_(v.requires_grad) for k, v in params.items()}
     gens = [torch.Generator(device=x.device).manual_seed(s) for s in seeds[lo:hi]]
-    mu, var = grouped_forward(config, part, x[lo:hi], dropout=config.dropout, generators=gens)
+    mu, var = grouped_forward(config, part, xs, dropout=config.dropout, generators=gens)
     mu, var = mu.float(), var.float()
     losses = torch.stack([gaussian_nll(mu[m], var[m], y[lo + m]) for m in range(hi - lo)])
     names = [k for k, v in part.items() if v.requires_grad]
@@ -92,7 +91,8 @@ def grouped_step(
     ``threads`` > 1 (CPU) splits the members into that many groups run concurrently,
     each on one intra-op thread (the caller's intra-op thread count is restored after).
     Dropout masks come from per-member generators seeded from the global one.
-    ``noise`` (augmentation) is added to ``x`` in place, each member's on its thread.
+    ``noise`` (augmentation) is added to each member's batch on its thread (``x``
+    itself is left as it is).
     """
     m = x.shape[0]
     seeds = torch.randint(2**62, (m,)).tolist()  # from the global generator: reproducible

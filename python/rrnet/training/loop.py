@@ -511,7 +511,7 @@ def _train_epoch(run: _Run, epoch: int, step_fn: Callable[..., torch.Tensor]) ->
             )
         else:
             if noise is not None:
-                noise.add_(x)
+                x = noise.apply(x)
             with _autocast(device, run.amp):
                 losses = step_fn(x, y)
             run.optimizer.zero_grad(set_to_none=True)
