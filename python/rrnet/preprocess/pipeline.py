@@ -562,6 +562,8 @@ class _BatchBuilder:
         buffers: _ChunkBuffers | None = None,
     ):
         n = plan.stop - plan.start
+        if files is not None and buffers is None:
+            raise ValueError("rows written to files as they are finished need chunk buffers")
         self.files = files
         """Where finished rows are written as they come (None: the caller writes the batch)."""
         self.buffers = buffers if files is not None else None
@@ -679,21 +681,16 @@ class _BatchBuilder:
             self._fail(pos[i], status, why)
         if done.normalized is not None:
             self._store_normalized(pos[ok], done.normalized, done.buffers)
-        if self.files is None:
+        if self.files is None or done.buffers is None:
             return []
-        # These rows' values are final: to the files.
-        res_src: np.ndarray | None
-        norm_src: np.ndarray | None
-        if done.buffers is not None:  # chunk buffers: kept row i, normalised row j
-            res_src, norm_src = done.buffers.res, done.buffers.norm
-            res_rows, norm_rows = np.arange(pos.size), np.arange(int(ok.sum()))
-        else:  # the batch's arrays, laid out like the files
-            res_src, norm_src, res_rows, norm_rows = self.resampled, self.normalized, None, None
+        # These rows' values are final: to the files (chunk buffers: kept spectrum i in
+        # row i, the j-th normalised one in row j).
+        chunk = done.buffers
         writes = []
-        if self.keep_resampled and res_src is not None:
-            writes += self.files.write("resampled", res_src, pos, res_rows)
-        if done.normalized is not None and norm_src is not None:
-            writes += self.files.write("normalized", norm_src, pos[ok], norm_rows)
+        if self.keep_resampled:
+            writes += self.files.write("resampled", chunk.res, pos, np.arange(pos.size))
+        if done.normalized is not None:
+            writes += self.files.write("normalized", chunk.norm, pos[ok], np.arange(int(ok.sum())))
         return writes
 
     def _apply_rv(self, pending: list[tuple], got: rv_policy.RvResult) -> None:
@@ -784,13 +781,6 @@ class _BatchBuilder:
         rest = {"normalized": np.flatnonzero(~self.normed)}
         if self.keep_resampled:
             rest["resampled"] = np.flatnonzero(~self.was_resampled)
-        if self.buffers is None:
-            arrays = {"normalized": self.normalized, "resampled": self.resampled}
-            for kind, rows in rest.items():
-                array = arrays[kind]
-                if array is not None:
-                    self.files.write(kind, array, rows)
-            return
         nan = np.full((max(r.size for r in rest.values()), N_PIX), np.nan, dtype=np.float32)
         for kind, rows in rest.items():
             self.files.write(kind, nan, rows, np.arange(rows.size))
