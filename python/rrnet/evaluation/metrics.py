@@ -15,16 +15,13 @@ import numpy as np
 import polars as pl
 
 from rrnet.labels import TRUE_SUFFIX
-from rrnet.models.calibration import COVERAGE_1SIGMA
+from rrnet.models.calibration import COVERAGE_1SIGMA, TARGET_SNR_EDGES
 
-SNR_BINS: tuple[tuple[float, float], ...] = (
-    (10.0, 20.0),
-    (20.0, 40.0),
-    (40.0, 60.0),
-    (60.0, 100.0),
-    (100.0, math.inf),
+SNR_BINS: tuple[tuple[float, float], ...] = tuple(
+    zip(TARGET_SNR_EDGES, (*TARGET_SNR_EDGES[1:], math.inf), strict=True)
 )
-"""S/N bins of the report, lower edge inclusive, upper exclusive (paper Figs 2, 5, 7)."""
+"""S/N bins of the report, lower edge inclusive, upper exclusive (paper Figs 2, 5, 7):
+10-20, 20-40, 40-60, 60-100, >= 100, the bins the calibration is fitted in."""
 
 GAUSS_COVERAGE_1SIGMA: float = COVERAGE_1SIGMA
 """Probability of |z| <= 1 for a standard normal (0.6827; the calibration's target)."""
