@@ -106,3 +106,45 @@ def test_rows_from_a_buffer_laid_out_otherwise(tmp_path):
             assert writes and all(hasattr(w, "done") for w in writes)
         files.commit()
     assert (tmp_path / "a.npy").read_bytes() == _saved(final)
+
+
+def test_rows_are_flushed_while_written_and_a_failed_flush_is_raised(tmp_path, monkeypatch):
+    """With ``sync``, fdatasync runs on that thread every SYNC_BYTES of a file, before
+    commit (which still fsyncs), and a flush error stops the commit like a write error."""
+    monkeypatch.setattr(shard_files, "SYNC_BYTES", 2 * shard_files.ROW_BYTES)
+    flushed: list[int] = []
+    monkeypatch.setattr(shard_files.os, "fdatasync", flushed.append)
+    final = np.arange(5 * N_PIX, dtype=np.float32).reshape(5, N_PIX)
+    with ThreadPoolExecutor(1) as rows, ThreadPoolExecutor(1) as sync:
+        files = ShardFiles(
+            {"a": tmp_path / "a.npy"}, 5, fsync=True, submit=rows.submit, sync=sync.submit
+        )
+        for row in range(5):
+            files.write("a", final, np.array([row]))
+        files.commit()
+    assert len(flushed) == 2  # after rows 2 and 4 (2 rows each), not after the fifth
+    assert (tmp_path / "a.npy").read_bytes() == _saved(final)
+
+    def broken(fd):
+        raise OSError(errno.EIO, "injected flush error")
+
+    monkeypatch.setattr(shard_files.os, "fdatasync", broken)
+    with ThreadPoolExecutor(1) as rows, ThreadPoolExecutor(1) as sync:
+        files = ShardFiles(
+            {"a": tmp_path / "b.npy"}, 5, fsync=True, submit=rows.submit, sync=sync.submit
+        )
+        files.write("a", final, np.arange(5))
+        with pytest.raises(OSError, match="injected flush"):
+            files.commit()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.npy"]
+
+
+def test_no_early_flush_without_fsync(tmp_path, monkeypatch):
+    monkeypatch.setattr(shard_files, "SYNC_BYTES", 1)
+    monkeypatch.setattr(shard_files.os, "fdatasync", lambda fd: pytest.fail("flushed"))
+    with ThreadPoolExecutor(1) as rows, ThreadPoolExecutor(1) as sync:
+        files = ShardFiles(
+            {"a": tmp_path / "a.npy"}, 2, fsync=False, submit=rows.submit, sync=sync.submit
+        )
+        files.write("a", np.zeros((2, N_PIX), dtype=np.float32), np.arange(2))
+        files.commit()

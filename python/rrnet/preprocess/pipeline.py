@@ -1329,6 +1329,7 @@ class _ShardWriter:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rrnet-write")
         self._files = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rrnet-write-file")
         self._rows = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rrnet-write-rows")
+        self._sync = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rrnet-sync")
         self._open: list[ShardFiles] = []
         self._pending: Future | None = None
 
@@ -1338,7 +1339,9 @@ class _ShardWriter:
         if self._dtype != "float32":
             return None
         paths = {kind: self._out / shard_name(kind, index) for kind in self._kinds}
-        files = ShardFiles(paths, n, fsync=self._fsync, submit=self._rows.submit)
+        files = ShardFiles(
+            paths, n, fsync=self._fsync, submit=self._rows.submit, sync=self._sync.submit
+        )
         self._open = [f for f in self._open if f.pending] + [files]
         return files
 
@@ -1367,6 +1370,7 @@ class _ShardWriter:
             for files in self._open:  # shards never committed: no temporary file left
                 files.abort()
             self._rows.shutdown(wait=True)
+            self._sync.shutdown(wait=True)
 
 
 def _write_info(out: Path, info: dict[str, Any], *, fsync: bool = True) -> None:

@@ -6,7 +6,10 @@ page-cache copy and an fsync that nothing overlaps when the shard is a run's las
 finished rows is written into a temporary file beside the final name as soon as its
 chunk is done (on one background thread), with the kernel's writeback started at
 once, so that committing the shard (fsync, rename: what :func:`rrnet.utils.atomic.
-atomic_path` does) only waits for the last rows. The files are byte-identical to
+atomic_path` does) only waits for the last rows. With ``sync``, the written rows are
+also flushed to the disk (``fdatasync``) on that thread every :data:`SYNC_BYTES` while
+the shard is computed: the device's cache flush of 100+ MB at commit otherwise held the
+run's end for 0.13-0.16 s on the project's VM (its disk flushes ~450 MB/s). The files are byte-identical to
 ``np.save`` of the finished arrays; an aborted shard leaves no file behind (a killed
 run leaves ``.*.tmp`` files, which a resumed run removes, as before).
 """
@@ -27,6 +30,8 @@ import numpy as np
 from rrnet.grid import N_PIX
 
 ROW_BYTES = N_PIX * np.dtype(np.float32).itemsize
+SYNC_BYTES = 16 << 20
+"""Bytes of a file written between two early flushes (with ``sync``)."""
 
 
 def npy_header(n: int) -> bytes:
@@ -92,10 +97,14 @@ class ShardFiles:
         *,
         fsync: bool,
         submit: Callable[..., Future],
+        sync: Callable[..., Future] | None = None,
     ) -> None:
         self.paths = dict(paths)
         self._fsync = fsync
         self._submit = submit
+        self._sync = sync if fsync else None
+        self._unsynced: dict[str, int] = {}
+        """Bytes written per file since its last early flush was started."""
         self._header = npy_header(n)
         self._n = n
         self._fd: dict[str, int] = {}
@@ -143,13 +152,26 @@ class ShardFiles:
         pwrite_all(fd, rows, offset)
         if self._fsync and _START_WRITEBACK is not None:
             _START_WRITEBACK(fd, offset, len(rows))  # an optimisation: the result is not needed
+        if self._sync is None:
+            return
+        self._unsynced[kind] = self._unsynced.get(kind, 0) + len(rows)
+        if self._unsynced[kind] >= SYNC_BYTES:  # this (rows) thread alone touches the counts
+            self._unsynced[kind] = 0
+            future = self._sync(os.fdatasync, fd)
+            with self._lock:  # before this write's future completes: _drain sees it
+                self._futures.append(future)
 
     def _drain(self) -> BaseException | None:
-        """Wait for every write handed over; the first one's error, if any."""
-        with self._lock:
-            futures, self._futures = self._futures, []
-        wait(futures)
-        return next((f.exception() for f in futures if f.exception() is not None), None)
+        """Wait for every write (and early flush) handed over; the first error, if any."""
+        error = None
+        while True:  # a write may start a flush before it completes
+            with self._lock:
+                futures, self._futures = self._futures, []
+            if not futures:
+                return error
+            wait(futures)
+            if error is None:
+                error = next((f.exception() for f in futures if f.exception() is not None), None)
 
     def commit(self) -> None:
         """Wait for the writes, fsync (if asked) and rename each file onto its final name."""
