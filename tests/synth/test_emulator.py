@@ -89,3 +89,17 @@ def test_magnesium_lines_deepen_with_magnesium_only(emu):
     fe_change = abs(ew(s1, 5234.40, 0.4) - ew(s0, 5234.40, 0.4))
     assert mg_gain > 0.01  # Angstrom
     assert fe_change < 0.3 * mg_gain
+
+
+def test_flux_is_never_negative(emu):
+    """Anywhere in the label box (the coolest giants included, where the fit undershot to
+    -0.16, and to -2.1 in the box's corners) the emulated flux is >= 0, like the library's."""
+    rng = np.random.default_rng(5)
+    lo = np.array([emu.bounds[k][0] for k in emu.label_names])
+    hi = np.array([emu.bounds[k][1] for k in emu.label_names])
+    labels = rng.uniform(lo, hi, size=(400, lo.size))
+    labels[:200, 0] = rng.uniform(lo[0], lo[0] + 300.0, 200)  # the coolest stars
+    labels[:200, 1] = rng.uniform(lo[1], lo[1] + 0.5, 200)  # giants
+    flux = emu.spectra(labels)
+    assert flux.min() >= 0.0
+    assert np.isfinite(flux).all() and (flux > 0).mean() > 0.99

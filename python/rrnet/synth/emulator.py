@@ -116,7 +116,13 @@ class Emulator:
     accuracy: dict
 
     def spectra(self, labels: np.ndarray, check: bool = True) -> np.ndarray:
-        """Normalised flux [n, n_wave] (float32) for labels [n, len(label_names)]."""
+        """Normalised flux [n, n_wave] (float32) for labels [n, len(label_names)].
+
+        Floored at 0: a star's flux is never negative (the library's is > 0), but the fit
+        undershoots in the deepest bands of the coolest giants (down to -0.16 for stars
+        drawn like the library's near Teff 4,100 K, log g 0.1; further in the label box's
+        corners), which gave ``observe`` negative variances.
+        """
         labels = np.atleast_2d(np.asarray(labels, dtype=np.float64))
         if check:
             lo = np.array([self.bounds[n][0] for n in self.label_names])
@@ -128,7 +134,7 @@ class Emulator:
         x = self._scale(to_features(labels))
         with torch.no_grad():
             y = self.model(torch.from_numpy(x.astype(np.float32)))
-        return y.numpy()
+        return np.maximum(y.numpy(), 0.0)
 
     def spectrum(self, labels: Mapping[str, float] | np.ndarray, check: bool = True) -> np.ndarray:
         """Normalised flux [n_wave] for one star (a mapping by label name, or an array)."""
