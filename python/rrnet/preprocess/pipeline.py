@@ -59,7 +59,7 @@ from rrnet.store import (
     shard_name,
     storage_array,
 )
-from rrnet.utils.atomic import atomic_path
+from rrnet.utils.atomic import TEMP_GLOB, atomic_path
 from rrnet.utils.lock import LOCK_NAME, output_lock
 from rrnet.utils.progress import Progress
 
@@ -1417,7 +1417,7 @@ def _prepare_out(
     (out / "shards").mkdir(exist_ok=True)
     (out / "parts").mkdir(exist_ok=True)
     for folder in (out, out / "shards", out / "parts"):  # writes cut short by a kill
-        for stale in folder.glob(".*.tmp"):
+        for stale in folder.glob(TEMP_GLOB):
             stale.unlink(missing_ok=True)
     done = set()
     for part in sorted((out / "parts").glob("manifest-*.parquet")):
@@ -1463,7 +1463,7 @@ def _remove_store(out: Path) -> None:
     listed = [out / "manifest.parquet"]
     listed += [out / shard_name(k, i) for k in kinds for i in range(n_shards)]
     listed += [_part_path(out, i) for i in range(n_shards)]
-    listed += [p for d in (out, out / "shards", out / "parts") for p in d.glob(".*.tmp")]
+    listed += [p for d in (out, out / "shards", out / "parts") for p in d.glob(TEMP_GLOB)]
     for path in [*listed, out / "store.json"]:
         if path.is_symlink() or (path.exists() and not path.is_file()):
             raise StoreError(f"{path} is not a regular file; refusing to overwrite {out}")

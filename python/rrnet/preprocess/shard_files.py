@@ -8,10 +8,11 @@ chunk is done (on one background thread), with the kernel's writeback started at
 once, so that committing the shard (fsync, rename: what :func:`rrnet.utils.atomic.
 atomic_path` does) only waits for the last rows. With ``sync``, the written rows are
 also flushed to the disk (``fdatasync``) on that thread every :data:`SYNC_BYTES` while
-the shard is computed: the device's cache flush of 100+ MB at commit otherwise held the
-run's end for 0.13-0.16 s on the project's VM (its disk flushes ~450 MB/s). The files are byte-identical to
-``np.save`` of the finished arrays; an aborted shard leaves no file behind (a killed
-run leaves ``.*.tmp`` files, which a resumed run removes, as before).
+the shard is computed: the device's cache flush of 100+ MB at commit otherwise held
+the run's end for 0.13-0.16 s on the project's VM (its disk flushes ~450 MB/s). The
+files are byte-identical to ``np.save`` of the finished arrays; an aborted shard leaves
+no file behind (a killed run leaves ``.*.tmp`` files, which a resumed run removes, as
+before).
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from __future__ import annotations
 import ctypes
 import io
 import os
-import tempfile
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, wait
@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from rrnet.grid import N_PIX
+from rrnet.utils.atomic import temp_beside
 
 ROW_BYTES = N_PIX * np.dtype(np.float32).itemsize
 SYNC_BYTES = 16 << 20
@@ -113,10 +114,8 @@ class ShardFiles:
         self._lock = threading.Lock()
         try:
             for kind, path in self.paths.items():
-                path.parent.mkdir(parents=True, exist_ok=True)
-                fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-                self._fd[kind], self._tmp[kind] = fd, Path(name)
-                pwrite_all(fd, memoryview(self._header), 0)
+                self._fd[kind], self._tmp[kind] = temp_beside(path)
+                pwrite_all(self._fd[kind], memoryview(self._header), 0)
         except BaseException:
             self.abort()
             raise

@@ -15,6 +15,17 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+TEMP_GLOB = ".*.tmp"
+"""Matches every temporary file :func:`temp_beside` makes (what a resumed run removes)."""
+
+
+def temp_beside(path: Path) -> tuple[int, Path]:
+    """A new temporary file beside ``path`` (``.<name>.<random>.tmp``), open for writing:
+    ``(fd, temporary path)``. Its directory is created if needed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    return fd, Path(name)
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str], *, fsync: bool = False) -> Iterator[Path]:
@@ -25,11 +36,8 @@ def atomic_path(path: str | os.PathLike[str], *, fsync: bool = False) -> Iterato
     machine crash cannot leave a renamed but empty file (what resumable runs need).
     On an exception the temporary file is removed and ``path`` is left untouched.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = temp_beside(Path(path))
     os.close(fd)
-    tmp = Path(name)
     tmp.unlink()
     try:
         yield tmp
