@@ -80,9 +80,10 @@ def test_fit_floor_recovers_noise_scale_and_floor() -> None:
     )
     assert abs(np.std(resid[hi] / calibrated_error(only, err[hi], snr[hi])) - 1.0) > 0.1
     # raw_error undoes calibrated_error (what rrnet-eval uses to show "before").
-    np.testing.assert_allclose(
-        raw_error(params, calibrated_error(params, err, snr), snr), err, rtol=1e-9
-    )
+    for form in (params, {**params, "power": 2.4, "err_ref": float(np.median(err))}):
+        np.testing.assert_allclose(
+            raw_error(form, calibrated_error(form, err, snr), snr), err, rtol=1e-9
+        )
     doc = fit_calibration(resid[:, None], np.zeros((snr.size, 1)), err[:, None], snr, ["x"],
                           form="floor")  # fmt: skip
     assert doc["labels"]["x"]["floor"] == pytest.approx(floor, rel=1e-6)

@@ -120,14 +120,15 @@ def scale(params: Mapping[str, float], snr: np.ndarray) -> np.ndarray:
     return np.exp(float(params["a"]) + float(params["b"]) * _log_snr(snr))
 
 
-def _shaped(params: Mapping[str, float], err: np.ndarray) -> np.ndarray:
-    """``err_ref * (err / err_ref)^power`` ("power" form), else ``err`` unchanged."""
+def _shaped(params: Mapping[str, float], err: np.ndarray, inverse: bool = False) -> np.ndarray:
+    """``err_ref * (err / err_ref)^power`` ("power" form), else ``err`` unchanged;
+    ``inverse``: the same with ``1 / power`` (undoes it)."""
     err = np.asarray(err, dtype=np.float64)
     power = float(params.get("power", 1.0))
     if power == 1.0:
         return err
     ref = float(params["err_ref"])
-    return ref * (np.maximum(err, 0.0) / ref) ** power
+    return ref * (np.maximum(err, 0.0) / ref) ** (1.0 / power if inverse else power)
 
 
 def calibrated_error(params: Mapping[str, float], err: np.ndarray, snr: np.ndarray) -> np.ndarray:
@@ -143,12 +144,7 @@ def raw_error(params: Mapping[str, float], err_cal: np.ndarray, snr: np.ndarray)
     floor = float(params.get("floor", 0.0))
     cal = np.asarray(err_cal, dtype=np.float64)
     noise = np.sqrt(np.maximum(cal**2 - floor**2, 0.0)) if floor > 0 else cal
-    shaped = noise / scale(params, snr)
-    power = float(params.get("power", 1.0))
-    if power == 1.0:
-        return shaped
-    ref = float(params["err_ref"])
-    return ref * (shaped / ref) ** (1.0 / power)
+    return _shaped(params, noise / scale(params, snr), inverse=True)
 
 
 def fit_floor(resid: np.ndarray, err: np.ndarray, snr: np.ndarray) -> tuple[float, float, float]:
