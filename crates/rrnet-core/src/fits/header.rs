@@ -151,8 +151,13 @@ fn data_size(hdu: &Hdu<'_>, primary: bool) -> Result<usize, Unsupported> {
         let n = usize::try_from(n).map_err(|_| bad("NAXISn"))?;
         pixels = pixels.checked_mul(n).ok_or_else(|| bad("NAXISn"))?;
     }
-    let pcount = usize::try_from(hdu.int("PCOUNT").unwrap_or(0)).map_err(|_| bad("PCOUNT"))?;
-    let gcount = usize::try_from(hdu.int("GCOUNT").unwrap_or(1)).map_err(|_| bad("GCOUNT"))?;
+    // Absent: the defaults; present but not an integer: cfitsio's call, not a guess.
+    let optional = |key: &str, default: i64| match hdu.value(key) {
+        None => Ok(default),
+        Some(_) => hdu.int(key).ok_or_else(|| bad(key)),
+    };
+    let pcount = usize::try_from(optional("PCOUNT", 0)?).map_err(|_| bad("PCOUNT"))?;
+    let gcount = usize::try_from(optional("GCOUNT", 1)?).map_err(|_| bad("GCOUNT"))?;
     let bytes = bitpix.unsigned_abs() as usize / 8;
     pixels
         .checked_add(pcount)
@@ -168,6 +173,14 @@ pub fn hdus(content: &[u8]) -> Result<Vec<Hdu<'_>>, Unsupported> {
     let mut pos = 0usize;
     while pos < content.len() {
         let header = header_at(content, pos)?;
+        // FITS headers are printable ASCII; a damaged byte (which cfitsio may or may not
+        // reject, depending on the card) is left to cfitsio.
+        if let Some(at) = header.iter().position(|b| !(b' '..=b'~').contains(b)) {
+            return Err(Unsupported(format!(
+                "header byte {} is not printable ASCII",
+                pos + at
+            )));
+        }
         let hdu = Hdu { header, data: &[] };
         let primary = list.is_empty();
         let expected: &[u8] = if primary { b"SIMPLE" } else { b"XTENSION" };
@@ -176,6 +189,9 @@ pub fn hdus(content: &[u8]) -> Result<Vec<Hdu<'_>>, Unsupported> {
                 "HDU at byte {pos} does not start with {}",
                 String::from_utf8_lossy(expected)
             )));
+        }
+        if primary && !simple_is_true(&hdu) {
+            return Err(Unsupported("SIMPLE is not T".into()));
         }
         let data_start = round_up(pos + header.len()).ok_or_else(|| overflow(pos))?;
         let size = data_size(&hdu, primary)?;
@@ -198,6 +214,17 @@ pub fn hdus(content: &[u8]) -> Result<Vec<Hdu<'_>>, Unsupported> {
         return Err(Unsupported("empty file".into()));
     }
     Ok(list)
+}
+
+/// `SIMPLE = T` as the standard writes it: the value `T` in column 30, nothing else
+/// before the comment (cfitsio rejects other values).
+fn simple_is_true(hdu: &Hdu<'_>) -> bool {
+    hdu.value("SIMPLE").is_some_and(|field| {
+        let (value, rest) = field.split_at(20.min(field.len()));
+        value.iter().rev().skip(1).all(|&b| b == b' ')
+            && value.last() == Some(&b'T')
+            && rest.iter().take_while(|&&b| b != b'/').all(|&b| b == b' ')
+    })
 }
 
 fn overflow(pos: usize) -> Unsupported {
@@ -245,6 +272,32 @@ mod tests {
         assert_eq!(list[0].string("DESIG").as_deref(), Some("J01's"));
         assert!(hdus(&file[..file.len() - 1]).is_err());
         assert!(hdus(&file[..100]).is_err());
+        // Left to cfitsio: a damaged structural value, a byte outside printable ASCII,
+        // SIMPLE other than T in column 30.
+        let damaged = |from: &[u8], to: &[u8]| {
+            let at = file.windows(from.len()).position(|w| w == from).unwrap();
+            let mut copy = file.clone();
+            copy[at..at + to.len()].copy_from_slice(to);
+            hdus(&copy).map(|l| l.len())
+        };
+        assert_eq!(
+            damaged(b"PCOUNT  =   ", b"PCOUNT  = s "),
+            Err(Unsupported(
+                "structural keyword PCOUNT missing or invalid".into()
+            ))
+        );
+        assert!(damaged(b"OBSID   =  ", b"OBSID   =\t").is_err());
+        assert!(damaged(
+            b"SIMPLE  =                    T",
+            b"SIMPLE  =                   T "
+        )
+        .is_err());
+        assert!(damaged(
+            b"SIMPLE  =                    T",
+            b"SIMPLE  =            1       T"
+        )
+        .is_err());
+        assert_eq!(damaged(b"OBSID   =  ", b"OBSID   =  "), Ok(2));
     }
 
     #[test]
