@@ -138,7 +138,8 @@ def test_reasons_are_specific(data_dir, tmp_path):
     assert "filename is empty" in reasons["t2"]
     assert "B-00000000" in reasons["t5"]
     assert "LOGLAM" in reasons["t7"]
-    assert "fast" in reasons["t13"] or "None" in reasons["t13"]
+    assert reasons["t12"] == reasons["t13"] == "rv is empty or not a number"  # None, "fast"
+    assert "not a usable velocity: nan" in reasons["t14"]
     assert "range" in reasons["t10"]
 
 

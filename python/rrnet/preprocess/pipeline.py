@@ -383,7 +383,12 @@ def _plan_batch(
             plan.early[row] = ("missing_extension", f"{which} is empty")
             continue
         if correct_rv and rv_mode == "catalog" and not rv_policy.usable(rv):
-            plan.early[row] = ("bad_rv", f"{rv_column} is not a usable velocity: {rv!r} km/s")
+            why = (
+                "is empty or not a number"
+                if rv is None
+                else f"is not a usable velocity: {rv!r} km/s"
+            )
+            plan.early[row] = ("bad_rv", f"{rv_column} {why}")
             continue
         if filename not in paths:  # a file's rows share one path check
             paths[filename] = data_path(data_dir, filename, allow_outside)
