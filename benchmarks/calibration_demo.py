@@ -2,7 +2,7 @@
 
     python benchmarks/calibration_demo.py demo-output [--checkpoint DIR] [--refit]
         [--repeat-visits N --work DIR] [--fit-on valid|repeats|heldout-half]
-        [--form const|scale|floor|balanced|balanced-scale|power|all] [--per-star]
+        [--form const|scale|floor|balanced|balanced-scale|power|auto|all] [--per-star]
 
 Fits (with ``--refit``, or when the checkpoint has no ``calibration.json``) the
 training step's calibration on the VALIDATION split, then prints, per label and S/N
@@ -38,6 +38,7 @@ import numpy as np
 import polars as pl
 
 from rrnet.models.calibration import (
+    AUTO,
     FORMS,
     calibrated_error,
     calibration_snr,
@@ -240,7 +241,7 @@ def main() -> None:
     p.add_argument("--repeat-visits", type=int, default=0)
     p.add_argument("--work", type=Path)
     p.add_argument("--fit-on", choices=("valid", "repeats", "heldout-half"), default="valid")
-    p.add_argument("--form", choices=(*FORMS, "all"), default=None)
+    p.add_argument("--form", choices=(*FORMS, AUTO, "all"), default=None)
     p.add_argument("--per-star", action="store_true", help="also the per-star error split")
     args = p.parse_args()
     ckpt = args.checkpoint or args.demo / "checkpoint"

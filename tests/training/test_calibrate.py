@@ -14,6 +14,7 @@ from rrnet.inference.models import label_sources, load_checkpoints, predict
 from rrnet.inference.quality import DEFAULT_THRESHOLDS
 from rrnet.models import ModelConfig
 from rrnet.models.calibration import (
+    AUTO_MIN_ROWS,
     CALIBRATION_FILE,
     apply_calibration,
     calibrated_error,
@@ -23,6 +24,7 @@ from rrnet.models.calibration import (
     fit_scale,
     raw_error,
     read_calibration,
+    resolve_form,
     scale,
 )
 from rrnet.models.checkpoint import checkpoint_hash
@@ -258,9 +260,12 @@ def test_calibration_never_reads_test_rows(trained, tmp_path: Path) -> None:
     flux2[split.test] = 0.0
     again = calibrate_checkpoint(out, flux2, labels2, split.valid, snr, device="cpu", form="scale")
     assert again == doc
-    default = calibrate_checkpoint(out, flux, labels, split.valid, snr, device="cpu")
-    scrambled = calibrate_checkpoint(out, flux2, labels2, split.valid, snr, device="cpu")
-    assert default == scrambled and default["form"] == "power"
+    for form in (None, "power"):  # the default ("auto": "const" on this small split) and "power"
+        fitted = calibrate_checkpoint(out, flux, labels, split.valid, snr, device="cpu", form=form)
+        scrambled = calibrate_checkpoint(
+            out, flux2, labels2, split.valid, snr, device="cpu", form=form
+        )
+        assert fitted == scrambled and fitted["form"] == (form or "const")
     calibrate_checkpoint(out, flux, labels, split.valid, snr, device="cpu", form="scale")
     other = fit_calibration(
         np.zeros((4, 1)), np.ones((4, 1)), np.ones((4, 1)), np.full(4, 30.0), ["x"]
@@ -287,3 +292,22 @@ def test_inference_applies_the_calibration_by_default(trained) -> None:
     before = checkpoint_hash(out)
     (out / CALIBRATION_FILE).write_text((out / CALIBRATION_FILE).read_text() + " ")
     assert checkpoint_hash(out) != before
+
+
+def test_auto_form_fits_power_only_on_enough_validation_rows():
+    """The default ("auto") is "power" from AUTO_MIN_ROWS validation rows on, "const" below
+    (its S/N slope and exponent fitted noise on 70 stars); the fit is that form's."""
+    rng = np.random.default_rng(4)
+    n = AUTO_MIN_ROWS
+    snr = rng.uniform(10, 200, n)
+    err = 2.0 / snr * rng.uniform(0.5, 2.0, n)
+    resid = rng.normal(0.0, 0.7 * err)
+    args = (resid[:, None], np.zeros((n, 1)), err[:, None], snr, ["x"])
+    few = tuple(a[: n - 1] if isinstance(a, np.ndarray) else a for a in args)
+    assert resolve_form(None, n) == "power" and resolve_form("auto", n - 1) == "const"
+    for rows, want in ((args, "power"), (few, "const")):
+        doc = fit_calibration(*rows)
+        assert (doc["form"], doc["form_requested"]) == (want, "auto")
+        assert doc["labels"] == fit_calibration(*rows, form=want)["labels"]
+    with pytest.raises(ValueError, match="form"):
+        resolve_form("spline", n)

@@ -20,14 +20,18 @@ with ``a``, ``b`` and ``power`` chosen so that, in each issue-17 S/N bin of the
 validation rows, z has rms 1 and 68.27 % of |z| <= 1. Residuals are not Gaussian
 (platykurtic for most abundances, heavy-tailed for Teff, log g, [Fe/H]), so one
 factor per S/N cannot give both; the exponent sets how much the error varies from
-star to star, hence the shape of z. The default is "power" because measurement said
-so (docs/results.md, issue 17): on the demo checkpoint fitted on 277 validation
-stars and evaluated on 645 held-out stars it put 60 of 85 label x S/N bins in both
-target windows (z std [0.9, 1.1], coverage [0.63, 0.73]) against 54 for
-"balanced-scale", 51 "balanced", 46 "scale", 45 "floor" and 41 "const". The
+star to star, hence the shape of z. The default, "auto", fits "power" on validation
+splits of at least :data:`AUTO_MIN_ROWS` spectra and "const" on smaller ones, because
+measurement said so (docs/results.md, issue 17): on the demo checkpoint fitted on 277
+validation stars (838 spectra) and evaluated on 645 held-out stars "power" put 60 of
+85 label x S/N bins in both target windows (z std [0.9, 1.1], coverage [0.63, 0.73])
+against 54 for "balanced-scale", 51 "balanced", 46 "scale", 45 "floor" and 41
+"const"; fitted on the paper-recipe run's 70 validation stars (216 spectra) its S/N
+slopes and exponents fitted noise and "const" was best (44 against 32). The
 parameters live in ``calibration.json`` beside ``config.json``::
 
     {"format": "rrnet-calibration", "version": 3, "split": "valid", "form": "power",
+     "form_requested": "auto",
      "snr": "snr_blue", "snr_ref": 30.0, "snr_clip": [5.0, 300.0],
      "labels": {"Teff[K]": {"a": -0.9, "b": 0.0, "floor": 0.0, "power": 1.4,
                             "err_ref": 80.0, "n": 140,
@@ -207,7 +211,26 @@ def fit_shared_error(values: np.ndarray, err: np.ndarray, groups: np.ndarray) ->
 
 
 FORMS: tuple[str, ...] = ("scale", "floor", "const", "balanced", "balanced-scale", "power")
-DEFAULT_FORM = "power"
+AUTO = "auto"
+"""The default: "power" with at least :data:`AUTO_MIN_ROWS` validation spectra, else "const"."""
+DEFAULT_FORM = AUTO
+AUTO_MIN_ROWS = 500
+"""Validation spectra "power" needs (~100 per issue-17 S/N bin) to fit an S/N slope and an
+exponent per label rather than noise. Measured (docs/results.md, issue 17): with 838
+validation spectra (277 stars, the demo) "power" met both windows in 60 of 85 held-out
+label-bins against 41 for "const"; with 216 (70 stars, the paper-recipe run) 32 against 44."""
+
+
+def resolve_form(form: str | None, n_rows: int) -> str:
+    """The form fitted for ``form`` (None: :data:`DEFAULT_FORM`) on ``n_rows`` validation rows."""
+    form = form or DEFAULT_FORM
+    if form == AUTO:
+        return "power" if n_rows >= AUTO_MIN_ROWS else "const"
+    if form not in FORMS:
+        raise ValueError(f"unknown calibration form {form!r} (expected one of {(*FORMS, AUTO)})")
+    return form
+
+
 COVERAGE_1SIGMA: float = math.erf(1.0 / math.sqrt(2.0))
 """P(|z| <= 1) of a standard normal (0.6827): the 1-sigma coverage a calibrated error gives."""
 
@@ -307,15 +330,16 @@ def fit_calibration(
     """The ``calibration.json`` document from VALIDATION rows ``[N, L]`` (never test rows).
 
     ``form``: "const" (``err * exp(a)``), "scale" (``err * exp(a + b x)``), "floor"
-    (the scale plus a per-label floor added in quadrature, :func:`fit_floor`), or
+    (the scale plus a per-label floor added in quadrature, :func:`fit_floor`),
     "balanced" / "balanced-scale" ("const" / "scale" with ``a`` shifted by
-    :func:`balance_shift`), or "power" (:func:`fit_power`, the default).
+    :func:`balance_shift`), "power" (:func:`fit_power`), or "auto" (the default: "power"
+    or "const" by the number of rows, :func:`resolve_form`); the document's ``form`` is
+    the one fitted, ``form_requested`` the one asked for.
     ``groups`` (star id per row, rows independent spectra): also store ``shared``,
     the part of the calibrated error that repeats share (:func:`fit_shared_error`).
     """
-    form = form or DEFAULT_FORM
-    if form not in FORMS:
-        raise ValueError(f"unknown calibration form {form!r} (expected one of {FORMS})")
+    requested = form or DEFAULT_FORM
+    form = resolve_form(requested, len(pred))
     out: dict[str, Any] = {}
     for j, label in enumerate(labels):
         resid, e = pred[:, j] - true[:, j], err[:, j]
@@ -355,6 +379,7 @@ def fit_calibration(
         "snr_ref": SNR_REF,
         "snr_clip": [SNR_MIN, SNR_MAX],
         "form": form,
+        "form_requested": requested,
         "model": MODEL_POWER if form == "power" else MODEL,
         "labels": out,
     }

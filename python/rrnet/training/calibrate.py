@@ -33,8 +33,8 @@ def calibrate_checkpoint(
 
     ``flux``/``labels``/``snr`` are indexed by the same rows as the training arrays;
     returns the written document (None when the checkpoint is incomplete). ``form``:
-    the calibration's form (:data:`rrnet.models.calibration.FORMS`, default
-    :data:`~rrnet.models.calibration.DEFAULT_FORM`). ``groups`` (same rows; star id of
+    the calibration's form (:data:`rrnet.models.calibration.FORMS` or "auto", the
+    default :data:`~rrnet.models.calibration.DEFAULT_FORM`). ``groups`` (same rows; star id of
     independent spectra): also fit the part of the error a star's repeats share.
     """
     from rrnet.models.checkpoint import read_checkpoint_config
