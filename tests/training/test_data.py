@@ -125,7 +125,13 @@ def test_cli_trains_from_a_store_with_the_row_rules(store_and_labels, monkeypatc
     # RRNet-ur: rv becomes a fourth label, taken from the manifest
     out_ur = root / "ckpt-ur"
     assert main(["--store", str(root / "store"), "--labels", str(root / "labels.csv"),
-                 "--out", str(out_ur), "--predict-rv", *ARGS]) == 0  # fmt: skip
+                 "--out", str(out_ur), "--predict-rv", "--calibration-form", "scale",
+                 *ARGS]) == 0  # fmt: skip
+    # the calibration's form: "auto" picks "const" on this small split; as asked otherwise
+    forms = [json.loads((o / "calibration.json").read_text()) for o in (out, out_ur)]
+    assert [(f["form"], f["form_requested"]) for f in forms] == [
+        ("const", "auto"), ("scale", "scale")
+    ]  # fmt: skip
     config = json.loads((out_ur / "config.json").read_text())
     assert config["labels"] == ["Teff[K]", "Logg", "FeH", "rv"]
     assert config["training"]["variant"] == "c-r"

@@ -13,6 +13,7 @@ from rrnet.cli._args import (
     run_failure,
     usage_error,
 )
+from rrnet.models.calibration import AUTO, FORMS
 from rrnet.training.settings import TrainOptions, TrainSettings
 from rrnet.utils.lock import LockError, output_lock
 
@@ -106,6 +107,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--formulation", choices=("auto", "grouped", "vmap"), default=d.formulation,
         help="how the members train together (auto: grouped on CPU, vmap on GPU)",
     )  # fmt: skip
+    p.add_argument(
+        "--calibration-form", choices=(AUTO, *FORMS), default=AUTO,
+        help="form of the error calibration fitted on the validation split (auto: power "
+        "with >= 500 validation spectra, else const; docs/training.md)",
+    )  # fmt: skip
     p.add_argument("--quiet", action="store_true", help="no progress output")
     return p
 
@@ -117,7 +123,7 @@ _SAME_SETTINGS = (
 )  # fmt: skip
 _SAME_OPTIONS = (
     "arch", "mode", "star_column", "include_flagged", "predict_rv", "split_seed",
-    "resume", "keep_state", "init", "label_norm",
+    "resume", "keep_state", "init", "label_norm", "calibration_form",
 )  # fmt: skip
 
 

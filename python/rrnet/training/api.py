@@ -126,6 +126,7 @@ def train_ensemble(
             split.valid,
             calibration_snr(*snr_arms),
             device=settings.device,
+            form=opts.calibration_form,
             groups=_repeat_groups(store, selected.rows, selected.star_ids),
             log=log,
         )

@@ -144,6 +144,9 @@ class TrainOptions:
         ``arch``/``mode``), the parameter groups kept fixed (conv, rnn, head, out), and
         the label normalisation (auto, checkpoint, data); see
         :mod:`rrnet.training.finetune`.
+    calibration_form
+        The error calibration's form (:func:`rrnet.models.calibration.resolve_form`;
+        "auto": "power" on >= 500 validation spectra, else "const").
     """
 
     labels_to_fit: str | tuple[str, ...] = "SP"
@@ -164,6 +167,7 @@ class TrainOptions:
     init: str | None = None
     freeze: tuple[str, ...] = ()
     label_norm: str = "auto"
+    calibration_form: str = "auto"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "freeze", tuple(self.freeze))
