@@ -152,17 +152,25 @@ fn eval_lanes(xs: &[f64], fs: &[f64], fit: &Fit) -> (u64, f64, f64) {
         lo = _mm256_min_pd(lo, kept);
         hi = _mm256_max_pd(hi, kept);
     }
-    let (mut l, mut h) = ([0.0f64; 4], [0.0f64; 4]);
-    // SAFETY: 4 f64 each.
-    unsafe {
-        _mm256_storeu_pd(l.as_mut_ptr(), lo);
-        _mm256_storeu_pd(h.as_mut_ptr(), hi);
-    }
-    let range = (
-        l[0].min(l[1]).min(l[2].min(l[3])),
-        h[0].max(h[1]).max(h[2].max(h[3])),
-    );
-    (mask, range.0, range.1)
+    // Horizontal min and max in vector registers (no NaN here: a NaN residual is
+    // outside, kept as 0; which zero a tie keeps does not matter to the bounds).
+    (mask, hmin(lo), hmax(hi))
+}
+
+/// Smallest of four lanes (no NaN).
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn hmin(v: __m256d) -> f64 {
+    let m = _mm_min_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd::<1>(v));
+    _mm_cvtsd_f64(_mm_min_sd(m, _mm_unpackhi_pd(m, m)))
+}
+
+/// Largest of four lanes (no NaN).
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn hmax(v: __m256d) -> f64 {
+    let m = _mm_max_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd::<1>(v));
+    _mm_cvtsd_f64(_mm_max_sd(m, _mm_unpackhi_pd(m, m)))
 }
 
 /// [`blocks::select_blocks`] with AVX2 vectors, four blocks at a time (the same
