@@ -226,7 +226,8 @@ fn resample_arm(
             b: flux.len(),
         }),
         _ => resample_into(&scratch.wave, flux, grid, out).and_then(|()| {
-            if out.iter().all(|v| v.is_finite()) {
+            // A fold, not `all`: no early exit, so it vectorises (one branch per row).
+            if out.iter().fold(true, |ok, v| ok & v.is_finite()) {
                 Ok(())
             } else {
                 Err(KernelError::NonFiniteFlux)
