@@ -14,7 +14,7 @@
 //! `fs = f - shift` instead of the standardised flux (the same decisions; the
 //! continuum is `p + shift`), `a = R^-T V^T fs` comes from moments accumulated in
 //! the median test's pass, clipping updates `a` incrementally (`a += Q[k, :] *
-//! (p_k - fs_k)`), and blocks of 64 points that provably have no point outside
+//! (p_k - fs_k)`), and blocks of 32 points that provably have no point outside
 //! the bounds are skipped. Means and standard deviations are one-pass (shifted)
 //! sums. On x86-64 with AVX2 and FMA the passes and the block evaluation use AVX2
 //! vectors and fused multiply-adds; elsewhere the portable code runs. Results agree
