@@ -182,7 +182,7 @@ impl Default for ResampleStats {
 #[derive(Debug, Default)]
 struct ResampleScratch {
     wave: Vec<f64>,
-    snr: Vec<f64>,
+    snr: Vec<u64>,
 }
 
 /// Resample one arm of one spectrum into `out` (3600 values); S/N is computed
