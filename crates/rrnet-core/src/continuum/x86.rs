@@ -274,7 +274,9 @@ fn replace_block(block: MedianBlock, test: &MedianTest, acc: &mut Sums) -> u64 {
         o: &mut o[n4..n],
         u: &mut u[n4..n],
     };
-    bad | median::replace_block::<true>(tail, test, acc) << n4
+    // A full block has an empty tail: a shift by 64 would overflow (debug builds panic).
+    let tail_bad = median::replace_block::<true>(tail, test, acc);
+    bad | tail_bad.checked_shl(n4 as u32).unwrap_or(0)
 }
 
 /// The interior points `1..1 + 8 k` of [`median::median_pass`] with AVX2 vectors (the
