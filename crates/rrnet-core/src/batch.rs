@@ -182,7 +182,7 @@ impl Default for ResampleStats {
 #[derive(Debug, Default)]
 struct ResampleScratch {
     wave: Vec<f64>,
-    snr: Vec<f64>,
+    snr: Vec<u64>,
 }
 
 /// Resample one arm of one spectrum into `out` (3600 values); S/N is computed
@@ -226,7 +226,8 @@ fn resample_arm(
             b: flux.len(),
         }),
         _ => resample_into(&scratch.wave, flux, grid, out).and_then(|()| {
-            if out.iter().all(|v| v.is_finite()) {
+            // A fold, not `all`: no early exit, so it vectorises (one branch per row).
+            if out.iter().fold(true, |ok, v| ok & v.is_finite()) {
                 Ok(())
             } else {
                 Err(KernelError::NonFiniteFlux)

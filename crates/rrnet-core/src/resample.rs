@@ -12,15 +12,19 @@ pub fn check_wavelength(wave: &[f64]) -> Result<bool, KernelError> {
             need: 2,
         });
     }
-    if !wave.iter().all(|w| w.is_finite()) {
+    // One branch-free pass for the three tests (`all` in two passes branches per
+    // element to stop early: about twice the instructions).
+    let (mut finite, mut up, mut down) = (wave[0].is_finite(), true, true);
+    for (&a, &b) in wave.iter().zip(&wave[1..]) {
+        finite &= b.is_finite();
+        up &= b > a;
+        down &= b < a;
+    }
+    if !finite {
         return Err(KernelError::BadWavelength("wavelengths contain NaN or inf"));
     }
     let ascending = wave[1] > wave[0];
-    let monotonic = if ascending {
-        wave.windows(2).all(|w| w[1] > w[0])
-    } else {
-        wave.windows(2).all(|w| w[1] < w[0])
-    };
+    let monotonic = if ascending { up } else { down };
     if monotonic {
         Ok(ascending)
     } else {
@@ -65,8 +69,7 @@ pub fn resample_into(
 }
 
 /// The interpolation of [`resample_into`] for a checked wavelength array that
-/// ascends (`ASCENDING`) or descends: one copy of the loop per direction, so
-/// the per-pixel index needs no branch.
+/// ascends (`ASCENDING`) or descends (then read in reverse).
 fn interpolate<const ASCENDING: bool>(
     wave: &[f64],
     flux: &[f32],
@@ -74,9 +77,7 @@ fn interpolate<const ASCENDING: bool>(
     out: &mut [f32],
 ) -> Result<(), KernelError> {
     let n = wave.len();
-    let idx = |k: usize| if ASCENDING { k } else { n - 1 - k };
-    let w = |k: usize| wave[idx(k)];
-    let f = |k: usize| f64::from(flux[idx(k)]);
+    let w = |k: usize| wave[if ASCENDING { k } else { n - 1 - k }];
     let (Some(&grid_lo), Some(&grid_hi)) = (grid.first(), grid.last()) else {
         return Ok(());
     };
@@ -88,27 +89,49 @@ fn interpolate<const ASCENDING: bool>(
             obs_hi: w(n - 1),
         });
     }
-    let mut j = 0;
+    let pixels = wave.iter().copied().zip(flux.iter().copied());
+    if ASCENDING {
+        merge(pixels, grid, out);
+    } else {
+        merge(pixels.rev(), grid, out);
+    }
+    Ok(())
+}
+
+/// numpy's interpolation at each ascending `grid` point from `pixels` (wavelength,
+/// flux) in ascending wavelength order, at least 2, covering the grid: `fp[j]` if
+/// `x == xp[j]`, else `slope * (x - xp[j]) + fp[j]`; NaN unless both bracketing
+/// pixels are finite.
+///
+/// The bracketing pair is carried in registers and advanced from the iterator
+/// (no index arithmetic, reloads or bounds checks per grid point).
+#[inline(always)]
+fn merge(mut pixels: impl Iterator<Item = (f64, f32)>, grid: &[f64], out: &mut [f32]) {
+    let (Some((mut w0, mut f0)), Some((mut w1, mut f1))) = (pixels.next(), pixels.next()) else {
+        return;
+    };
     for (o, &x) in out.iter_mut().zip(grid) {
-        while j + 2 < n && w(j + 1) <= x {
-            j += 1;
+        // Advance while x is at or past the pair's right end and a pixel follows.
+        while w1 <= x {
+            let Some(next) = pixels.next() else { break };
+            (w0, f0) = (w1, f1);
+            (w1, f1) = next;
         }
-        // Now w(j) <= x, and x < w(j+1) unless x is the last wavelength.
-        let value = if x == w(j) {
-            f(j)
-        } else if x == w(j + 1) {
-            f(j + 1)
+        // Now w0 <= x, and x < w1 unless x is the last wavelength.
+        let value = if x == w0 {
+            f64::from(f0)
+        } else if x == w1 {
+            f64::from(f1)
         } else {
-            let (f0, f1) = (f(j), f(j + 1));
+            let (f0, f1) = (f64::from(f0), f64::from(f1));
             if f0.is_finite() && f1.is_finite() {
-                (f1 - f0) / (w(j + 1) - w(j)) * (x - w(j)) + f0
+                (f1 - f0) / (w1 - w0) * (x - w0) + f0
             } else {
                 f64::NAN
             }
         };
         *o = value as f32;
     }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -14,15 +14,22 @@ use crate::grid::Arm;
 pub struct ArmBasis {
     /// Standardised `log10(grid)`.
     pub(super) xs: Vec<f64>,
-    /// Orthonormal columns (modified Gram-Schmidt of `xs^0 .. xs^5`): `V = Q R`.
-    pub(super) q: [Vec<f64>; N_COEF],
     /// `R^-1`: monomial coefficients `c = R^-1 a` from basis coefficients `a`.
     pub(super) r_inv: [[f64; N_COEF]; N_COEF],
     /// Upper bounds of `|xs|^j` over the grid.
     xpow_max: [f64; N_COEF],
     /// `qmax[j][b]`: upper bound of `|Q[k, j]|` over the points `k` of block `b`.
     pub(super) qmax: [Vec<f64>; N_COEF],
+    /// The rows of `Q`, orthonormal columns (modified Gram-Schmidt of `xs^0 .. xs^5`,
+    /// `V = Q R`), zero-padded to 8: the clipping update reads a row per point, one
+    /// cache line instead of six columns.
+    rows: Vec<QRow>,
 }
+
+/// Row `k` of `Q`, zero-padded to 8 values.
+#[derive(Debug, Clone, Copy)]
+#[repr(C, align(64))]
+pub(super) struct QRow(pub(super) [f64; 8]);
 
 impl ArmBasis {
     /// Basis for `x = log10(grid)` standardised to zero mean and unit (population) std.
@@ -69,9 +76,16 @@ impl ArmBasis {
                 .map(|qb| qb.iter().fold(0.0f64, |m, v| m.max(v.abs())) * (1.0 + 1e-9) + 1e-12)
                 .collect()
         });
+        let rows = (0..xs.len())
+            .map(|k| {
+                QRow(std::array::from_fn(
+                    |j| if j < N_COEF { q[j][k] } else { 0.0 },
+                ))
+            })
+            .collect();
         Ok(ArmBasis {
             xs,
-            q,
+            rows,
             r_inv: invert_upper(&r),
             xpow_max,
             qmax,
@@ -113,9 +127,10 @@ impl ArmBasis {
         std::array::from_fn(|i| (i..N_COEF).map(|j| self.r_inv[i][j] * a[j]).sum())
     }
 
-    /// Row `k` of `Q`.
-    pub(super) fn row(&self, k: usize) -> [f64; N_COEF] {
-        std::array::from_fn(|j| self.q[j][k])
+    /// Row `k` of `Q`, zero-padded to 8 values.
+    #[inline(always)]
+    pub(super) fn row(&self, k: usize) -> &[f64; 8] {
+        &self.rows[k].0
     }
 }
 
@@ -152,11 +167,13 @@ mod tests {
     #[test]
     fn basis_is_orthonormal() {
         let b = ArmBasis::for_arm(Arm::Red);
+        let col = |j: usize| -> Vec<f64> { (0..b.len()).map(|k| b.row(k)[j]).collect() };
         for i in 0..N_COEF {
             for j in 0..N_COEF {
                 let want = if i == j { 1.0 } else { 0.0 };
-                assert!((dot(&b.q[i], &b.q[j]) - want).abs() < 1e-12);
+                assert!((dot(&col(i), &col(j)) - want).abs() < 1e-12);
             }
+            assert!((0..b.len()).all(|k| b.row(k)[N_COEF..] == [0.0, 0.0]));
         }
     }
 }

@@ -6,7 +6,9 @@ use super::sums::sum_pairs;
 use super::N_COEF;
 
 /// Points per block of the outside-point counts (the update pass skips clean blocks).
-pub(super) const BLOCK: usize = 64;
+/// 32: fewer points evaluated than with 64 (a block is evaluated when any of its
+/// points may be outside), 3-5 % faster; 16 was slower (per-block overhead).
+pub(super) const BLOCK: usize = 32;
 const _: () = assert!(
     BLOCK <= 64 && BLOCK.is_multiple_of(4),
     "block masks are u64, lanes of 4"
@@ -62,7 +64,7 @@ pub(super) fn eval_block<const FMA: bool>(xs: &[f64], fs: &[f64], fit: &Fit) -> 
     }
 }
 
-/// Smallest and largest of 64 values, by a tree (independent lanes, no long chain).
+/// Smallest and largest of a block's values, by a tree (independent lanes, no long chain).
 #[inline(always)]
 fn range(values: &[f64; BLOCK]) -> (f64, f64) {
     let (mut lo, mut hi) = (*values, *values);

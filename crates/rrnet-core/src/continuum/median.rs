@@ -3,9 +3,12 @@
 //! the moments of the first fit ([`median_replace`]).
 
 use super::basis::ArmBasis;
-use super::blocks::BLOCK;
 use super::{Build, Kernels, N_COEF};
 use crate::outliers::{is_bad_pixel, OutlierStats, RunCounter};
+
+/// Pixels per block of the median test (its bad-pixel masks are u64; fewer, longer
+/// blocks than the clipping loop's, whose skipping gains from short ones).
+const BLOCK: usize = 64;
 
 const MEDIAN_UPPER_SIGMA: f64 = 3.0;
 const MEDIAN_LOWER_SIGMA: f64 = 4.0;
