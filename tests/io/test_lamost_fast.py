@@ -257,12 +257,15 @@ _HEADERS = [
 
 
 def _edited(edits: list[tuple[int, int, bool]]) -> bytes:
-    """The real file with bytes replaced: ``(position, byte, in a header's first two blocks)``."""
+    """The real file with bytes replaced, one ``(where, byte, in_header)`` each: in a header,
+    ``where % n_headers`` picks the header and ``where // n_headers`` the offset in its
+    first two blocks; otherwise ``where`` is the offset in the file."""
     content = bytearray(_PLAIN)
     for where, byte, in_header in edits:
         start = _HEADERS[where % len(_HEADERS)] if in_header else 0
         span = 2 * 2880 if in_header else len(content)
-        content[min(start + where // len(_HEADERS) % span, len(content) - 1)] = byte
+        offset = where // len(_HEADERS) if in_header else where
+        content[min(start + offset % span, len(content) - 1)] = byte
     return bytes(content)
 
 
@@ -277,8 +280,8 @@ def _edited(edits: list[tuple[int, int, bool]]) -> bytes:
 @example(edits=[(21 * len(_HEADERS), ord("1"), True)], compress=True)  # SIMPLE = 1  T
 @example(edits=[(412 * len(_HEADERS) + 7, ord("s"), True)], compress=True)  # PCOUNT = s 0
 def test_randomly_damaged_files_give_the_same_outcome(edits, compress):
-    """Bytes replaced anywhere (mostly in headers, where a reader must decide what it
-    understands): the same arrays or the same status as cfitsio, never an exception
+    """Bytes replaced in headers (where a reader must decide what it understands) or
+    anywhere: the same arrays or the same status as cfitsio, never an exception
     (found by this test: cfitsio rejects SIMPLE off column 30 or a garbled PCOUNT, which
     the Rust reader had read; such headers now go to cfitsio)."""
     content = _edited(edits)
