@@ -31,7 +31,10 @@ from rrnet.io import lamost_fast as lf
 from rrnet.preprocess import kernels
 from rrnet.preprocess.ragged import to_ragged
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+# ``../shared`` beside the checkout, or ``$RRNET_SHARED`` (as the tests).
+SHARED = Path(
+    os.environ.get("RRNET_SHARED") or Path(__file__).resolve().parents[1].parent / "shared"
+)
 REAL_FILE = SHARED / "data" / "lamost" / "med-58025-HIP9645901_sp02-051.fits.gz"
 EXPOSURES = ("83555758", "83555772", "83555785", "83555799")
 PAIRS = [("COADD_B", "COADD_R")] + [(f"B-{i}", f"R-{i}") for i in EXPOSURES]

@@ -16,27 +16,20 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from pathlib import Path
 
 import numpy as np
 
-from ab_preprocess_stages import load_core  # benchmarks/ is the script's directory
+# benchmarks/ is the script's directory
+from ab_preprocess_stages import NAMES, PAIRS, REAL_FILE, load_core
 from rrnet.io import lamost_fast as lf
 from rrnet.preprocess import kernels
 
-SHARED = Path(
-    os.environ.get("RRNET_SHARED") or Path(__file__).resolve().parents[1].parent / "shared"
-)
-REAL_FILE = SHARED / "data" / "lamost" / "med-58025-HIP9645901_sp02-051.fits.gz"
-EXPOSURES = ("83555758", "83555772", "83555785", "83555799")
-PAIRS = [("COADD_B", "COADD_R")] + [(f"B-{i}", f"R-{i}") for i in EXPOSURES]
 N_SPECTRA = 256
 
 
 def arm_lists(n: int) -> tuple[tuple, tuple]:
     """(loglam, flux, ivar) lists of ``n`` spectra per arm, the file's pairs repeated."""
-    names = [e for pair in PAIRS for e in pair]
-    files = lf.read_many([(REAL_FILE, names)] * -(-n // len(PAIRS)), threads=1)
+    files = lf.read_many([(REAL_FILE, NAMES)] * -(-n // len(PAIRS)), threads=1)
     blue = [f.arms[b] for f in files for b, _ in PAIRS][:n]
     red = [f.arms[r] for f in files for _, r in PAIRS][:n]
     return tuple(
