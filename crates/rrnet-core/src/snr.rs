@@ -2,12 +2,6 @@
 
 use crate::error::KernelError;
 
-/// Median of `values` (mean of the two middle values for an even count); NaN if empty.
-pub fn median(values: &[f64]) -> f64 {
-    let mut keys: Vec<u64> = values.iter().map(|&v| total_key(v)).collect();
-    median_of_keys(&mut keys)
-}
-
 /// A key of `v` whose unsigned order is `f64::total_cmp`'s (equal keys: equal bits).
 #[inline(always)]
 fn total_key(v: f64) -> u64 {
@@ -22,8 +16,9 @@ fn from_total_key(key: u64) -> f64 {
     f64::from_bits(key ^ (((key >> 63) ^ 1).wrapping_neg() | 1 << 63))
 }
 
-/// [`median`] of the values whose [`total_key`]s are `keys`: the selection
-/// compares integers (the same element as selecting with `total_cmp`). Reorders `keys`.
+/// Median (mean of the two middle values for an even count; NaN if empty) of the
+/// values whose [`total_key`]s are `keys`: the selection compares integers (the same
+/// element as selecting with `total_cmp`). Reorders `keys`.
 pub fn median_of_keys(keys: &mut [u64]) -> f64 {
     let n = keys.len();
     if n == 0 {
@@ -81,6 +76,11 @@ pub fn snr_ivar(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn median(values: &[f64]) -> f64 {
+        let mut keys: Vec<u64> = values.iter().map(|&v| total_key(v)).collect();
+        median_of_keys(&mut keys)
+    }
 
     #[test]
     fn median_odd_even_empty() {
