@@ -13,7 +13,8 @@ in the consuming thread (``--catalog`` before the overlap: preprocessing, then
 inference, chunk after chunk), so the gain of the overlap is measured in the same run.
 Input: copies (symlinks) of the real LAMOST file, 5 spectra each, as
 ``bench_infer_e2e.py`` builds them. The two catalogues are checked to agree.
-Run: ``python benchmarks/bench_infer_catalog.py [--rows 2048 --chunk-rows 512]``.
+Run: ``python benchmarks/bench_infer_catalog.py [--rows 2048 --chunk-rows 512 --members 6
+--ca-members 6]`` (the paper's catalogue: SP and CA ensembles).
 """
 
 from __future__ import annotations
@@ -72,13 +73,17 @@ def agree(a: pl.DataFrame, b: pl.DataFrame) -> float:
 
 def main() -> None:
     from rrnet.inference import InferOptions, run_inference
-    from rrnet.labels import SP_LABELS
+    from rrnet.labels import CA_LABELS, SP_LABELS
     from rrnet.preprocess.pipeline import iter_preprocessed, preprocess_catalog
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rows", type=int, default=2048)
     p.add_argument("--chunk-rows", type=int, default=512, help="chunk and shard size")
     p.add_argument("--members", type=int, default=2, help="SP ensemble members")
+    p.add_argument(
+        "--ca-members", type=int, default=0,
+        help="CA ensemble members too (0: none); the paper's catalogue needs SP and CA",
+    )  # fmt: skip
     p.add_argument("--tiny", action="store_true", help="tiny RRNet instead of paper size")
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--workers", type=int, default=None)
@@ -92,8 +97,11 @@ def main() -> None:
             catalog, data, root / "store", shard_size=a.chunk_rows, keep_resampled=False,
             workers=a.workers, progress=False,
         )  # fmt: skip
-        model = make_checkpoint(root / "SP", SP_LABELS, a.members, a.tiny, store.fingerprint)
-        opts = InferOptions(model, device=a.device, overwrite=True, workers=a.workers,
+        models = [make_checkpoint(root / "SP", SP_LABELS, a.members, a.tiny, store.fingerprint)]
+        if a.ca_members:
+            ca = make_checkpoint(root / "CA", CA_LABELS, a.ca_members, a.tiny, store.fingerprint)
+            models.append(ca)
+        opts = InferOptions(models, device=a.device, overwrite=True, workers=a.workers,
                             chunk_rows=a.chunk_rows, progress=False)  # fmt: skip
         outs = {k: root / f"{k}.parquet" for k in ("store", "catalog", "serial")}
 
@@ -125,8 +133,9 @@ def main() -> None:
         tables = {k: pl.read_parquet(v) for k, v in outs.items()}
         worst = max(agree(tables["store"], tables[k]) for k in ("catalog", "serial"))
         size = "tiny" if a.tiny else "paper-size"
+        ca = f" + {a.ca_members}-member CA" if a.ca_members else ""
         print(f"# rrnet-infer --catalog vs --store: {a.rows} spectra, chunks of {a.chunk_rows}, "
-              f"{a.members}-member {size} SP RRNet, {a.device}")  # fmt: skip
+              f"{a.members}-member SP{ca} {size} RRNet, {a.device}")  # fmt: skip
         print(f"cores {os.cpu_count()}, torch threads {torch.get_num_threads()}, load average "
               f"{load0[0]:.2f} at the start, {os.getloadavg()[0]:.2f} at the end")  # fmt: skip
         print(f"\n| run | wall s (best of {a.repeats}) | spectra/s | / (a) | CPU s | / (a) |")

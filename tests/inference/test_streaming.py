@@ -293,6 +293,24 @@ def test_on_the_fly_equals_store(world: dict, catalogue: pl.DataFrame) -> None:
             )
 
 
+def test_cpu_inference_keeps_freed_memory_for_reuse(
+    world: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On CPU the model steps run with utils.heap.retain_heap in effect (no page faults of
+    fresh big activations per batch), set before any chunk is predicted; its effect on
+    malloc is tested in tests/utils/test_heap.py."""
+    import rrnet.inference.streaming as streaming
+
+    calls: list[str] = []
+    monkeypatch.setattr(streaming, "retain_heap", lambda: calls.append("retain") or True)
+    real = streaming.catalogue_chunk
+    monkeypatch.setattr(
+        streaming, "catalogue_chunk", lambda *a, **k: (calls.append("chunk"), real(*a, **k))[1]
+    )
+    infer([world["sp"]], store=world["store"], out=tmp_path / "cat.parquet", device="cpu")
+    assert calls[0] == "retain" and calls.count("retain") == 1 and "chunk" in calls
+
+
 def test_refuses_to_clobber_and_bad_arguments(world: dict, tmp_path: Path) -> None:
     out = tmp_path / "cat.parquet"
     run_inference(models=[world["sp"]], store=world["store"], out=out, device="cpu")

@@ -55,6 +55,7 @@ from rrnet.inference.writers import (
 from rrnet.models.calibration import calibration_snr
 from rrnet.utils.atomic import read_json, write_json
 from rrnet.utils.background import ahead
+from rrnet.utils.heap import retain_heap
 from rrnet.utils.lock import output_lock
 from rrnet.utils.progress import Progress
 
@@ -664,7 +665,8 @@ def run_inference(
     fmt = check_options(options, out)
     if (store is None) == (catalog is None):
         raise InferError("give either --store or --catalog (with --data-dir), not both")
-    _check_device(options.device)
+    if _check_device(options.device) == "cpu":  # model steps reuse freed memory (utils.heap)
+        retain_heap()
     source = _open_source(options, store, catalog, data_dir)
     plan = _plan(options, source)
     _check_target(out)  # before the lock file is made beside it
@@ -690,7 +692,9 @@ def _drop_if_empty(work: Path) -> None:
         pass
 
 
-def _check_device(device: str) -> None:
+def _check_device(device: str) -> str:
+    """The type of the device ``device`` names (``cpu``, ``cuda``, ...); InferError if
+    it is unusable."""
     import torch
 
     from rrnet.models.ensemble import resolve_device
@@ -701,6 +705,7 @@ def _check_device(device: str) -> None:
         raise InferError(f"unknown device {device!r}: {exc}") from exc
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise InferError(f"device {device!r} requested but no CUDA GPU is available")
+    return resolved.type
 
 
 CARRIED_PREFIX = "input_"

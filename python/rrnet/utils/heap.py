@@ -1,4 +1,5 @@
-"""Keep freed heap memory in the process for reuse while training on CPU (glibc malloc).
+"""Keep freed heap memory in the process for reuse while training or predicting on CPU
+(glibc malloc).
 
 A grouped training step allocates and frees ~1.4 GB of tensors of 10-90 MB each (fc1's
 weights and gradient, the RNN's sequences, their gradients): above glibc's largest
@@ -11,7 +12,10 @@ every thread from one arena (a worker thread's own arena cannot hold them and wo
 be unmapped), so the next step, or the next training run in the process, reuses the
 same pages and the faults vanish. This is what jemalloc or tcmalloc do by default:
 peak memory stays the same, but memory freed after training stays in the process
-until :func:`release_heap`. Elsewhere than Linux/glibc both do nothing.
+until :func:`release_heap`. Elsewhere than Linux/glibc both do nothing. Inference on CPU
+(``run_inference``) retains too: a paper-size ensemble's activations (tens of MB per
+batch) took ~1-2 million page faults per 2,048 spectra, 20-40 % of the run and most of
+its run-to-run spread.
 """
 
 from __future__ import annotations
