@@ -22,23 +22,16 @@ import argparse
 import importlib.util
 import os
 import time
-from pathlib import Path
 from types import ModuleType
 
 import numpy as np
 
+from _shared import REAL_FILE, SPECTRA
 from rrnet.io import lamost_fast as lf
 from rrnet.preprocess import kernels
 from rrnet.preprocess.ragged import to_ragged
 
-# ``../shared`` beside the checkout, or ``$RRNET_SHARED`` (as the tests).
-SHARED = Path(
-    os.environ.get("RRNET_SHARED") or Path(__file__).resolve().parents[1].parent / "shared"
-)
-REAL_FILE = SHARED / "data" / "lamost" / "med-58025-HIP9645901_sp02-051.fits.gz"
-EXPOSURES = ("83555758", "83555772", "83555785", "83555799")
-PAIRS = [("COADD_B", "COADD_R")] + [(f"B-{i}", f"R-{i}") for i in EXPOSURES]
-NAMES = [e for pair in PAIRS for e in pair]
+NAMES = [e for pair in SPECTRA for e in pair]
 N_FILES = 52
 
 
@@ -73,8 +66,8 @@ def main() -> None:
     args = parser.parse_args()
     old, new = load_core(args.old), kernels._core
     files = [lf._from_rust(REAL_FILE, NAMES, r) for r in read(new)]
-    blue = [f.arms[b] for f in files for b, _ in PAIRS][:256]
-    red = [f.arms[r] for f in files for _, r in PAIRS][:256]
+    blue = [f.arms[b] for f in files for b, _ in SPECTRA][:256]
+    red = [f.arms[r] for f in files for _, r in SPECTRA][:256]
     n = len(blue)
     rv = np.linspace(-40.0, 40.0, n)
 
@@ -106,7 +99,7 @@ def main() -> None:
     assert same(old_resample(), new_resample()), "the resampled outputs differ"
     flux = new_resample()[0]
     stages = {
-        "read (Rust reader)": (lambda: read(old), lambda: read(new), N_FILES * len(PAIRS)),
+        "read (Rust reader)": (lambda: read(old), lambda: read(new), N_FILES * len(SPECTRA)),
         "resample incl. Python prep": (old_resample, new_resample, n),
         "normalize": (
             lambda: old.normalize_batch(flux, 100, threads=1),

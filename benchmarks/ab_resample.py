@@ -20,7 +20,7 @@ import time
 import numpy as np
 
 # benchmarks/ is the script's directory
-from ab_preprocess_stages import NAMES, PAIRS, REAL_FILE, load_core
+from ab_preprocess_stages import NAMES, REAL_FILE, SPECTRA, load_core
 from rrnet.io import lamost_fast as lf
 from rrnet.preprocess import kernels
 
@@ -29,9 +29,9 @@ N_SPECTRA = 256
 
 def arm_lists(n: int) -> tuple[tuple, tuple]:
     """(loglam, flux, ivar) lists of ``n`` spectra per arm, the file's pairs repeated."""
-    files = lf.read_many([(REAL_FILE, NAMES)] * -(-n // len(PAIRS)), threads=1)
-    blue = [f.arms[b] for f in files for b, _ in PAIRS][:n]
-    red = [f.arms[r] for f in files for _, r in PAIRS][:n]
+    files = lf.read_many([(REAL_FILE, NAMES)] * -(-n // len(SPECTRA)), threads=1)
+    blue = [f.arms[b] for f in files for b, _ in SPECTRA][:n]
+    red = [f.arms[r] for f in files for _, r in SPECTRA][:n]
     return tuple(
         ([a.loglam for a in arm], [a.flux for a in arm], [a.ivar for a in arm])
         for arm in (blue, red)

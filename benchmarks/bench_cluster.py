@@ -26,6 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _shared import REAL_FILE, SPECTRA
+
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # before torch: workers inherit it
 os.environ.setdefault("RRNET_NUM_THREADS", "1")
 
@@ -33,8 +35,6 @@ import polars as pl
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
-REAL = REPO.parent / "shared" / "data" / "lamost" / "med-58025-HIP9645901_sp02-051.fits.gz"
-EXPOSURES = ("83555758", "83555772", "83555785", "83555799")
 
 
 def world(root: Path, rows: int) -> tuple[Path, Path, list[Path]]:
@@ -44,11 +44,11 @@ def world(root: Path, rows: int) -> tuple[Path, Path, list[Path]]:
 
     data = root / "data"
     data.mkdir()
-    arms = [("COADD_B", "COADD_R")] + [(f"B-{i}", f"R-{i}") for i in EXPOSURES]
+    arms = SPECTRA
     table = []
     for k in range(-(-rows // 5)):
         name = f"med-{k:05d}.fits.gz"
-        (data / name).symlink_to(REAL)
+        (data / name).symlink_to(REAL_FILE)
         table += [(name, b, r, -30.0 + 0.5 * k + 4.0 * j) for j, (b, r) in enumerate(arms)]
     cat = root / "cat.parquet"
     schema = ["filename", "extname_blue", "extname_red", "rv"]

@@ -33,9 +33,9 @@ import numpy as np
 import polars as pl
 import torch
 
+from _shared import EXPOSURES, REAL_FILE
+
 REPO = Path(__file__).resolve().parents[1]
-REAL = REPO.parent / "shared" / "data" / "lamost" / "med-58025-HIP9645901_sp02-051.fits.gz"
-EXPOSURES = ("83555758", "83555772", "83555785", "83555799")
 SHARD = 4096
 
 
@@ -47,7 +47,7 @@ def make_data(root: Path, n_rows: int) -> tuple[Path, Path]:
     for k in range(-(-n_rows // 5)):
         name = f"med-copy-{k:06d}.fits.gz"
         if not (data / name).exists():
-            os.symlink(REAL, data / name)
+            os.symlink(REAL_FILE, data / name)
         rows.append((name, "COADD_B", "COADD_R", 10.0, f"star{k}"))
         rows += [(name, f"B-{i}", f"R-{i}", 10.0, f"star{k}") for i in EXPOSURES]
     catalog = root / f"catalog-{n_rows}.csv"

@@ -14,30 +14,23 @@ import argparse
 import os
 import platform
 import time
-from pathlib import Path
 
 import fitsio
 import numpy as np
 
 import rrnet.preprocess as fast
+from _shared import REAL_FILE, SPECTRA
 from rrnet.preprocess import reference as ref
 
-# ``../shared`` beside the checkout, or ``$RRNET_SHARED`` (as the tests).
-SHARED = Path(
-    os.environ.get("RRNET_SHARED") or Path(__file__).resolve().parents[1].parent / "shared"
-)
-LAMOST_FILE = SHARED / "data" / "lamost" / "med-58025-HIP9645901_sp02-051.fits.gz"
-EXPOSURES = (83555758, 83555772, 83555785, 83555799)
-PAIRS = [("COADD_B", "COADD_R")] + [(f"B-{i}", f"R-{i}") for i in EXPOSURES]
 RV_KMS = -20.0
 
 
 def read_arms() -> list[tuple[np.ndarray, ...]]:
     """(loglam_b, flux_b, loglam_r, flux_r) of the 5 spectra in the file."""
-    with fitsio.FITS(str(LAMOST_FILE)) as fits:
+    with fitsio.FITS(str(REAL_FILE)) as fits:
         return [
             (fits[b]["LOGLAM"][:], fits[b]["FLUX"][:], fits[r]["LOGLAM"][:], fits[r]["FLUX"][:])
-            for b, r in PAIRS
+            for b, r in SPECTRA
         ]
 
 

@@ -42,16 +42,12 @@ import polars as pl
 from astropy.io import fits as afits
 from scipy.interpolate import interp1d
 
+from _shared import REAL_FILE, SPECTRA
 from rrnet.grid import BLUE_GRID, C_KMS, RED_GRID
 from rrnet.io.lamost_fast import read_many
 from rrnet.preprocess import normalize_detailed, reference, resample_batch
 from rrnet.preprocess.pipeline import default_workers, preprocess_catalog
 from rrnet.store import Store
-
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-REAL_FILE = SHARED / "data" / "lamost" / "med-58025-HIP9645901_sp02-051.fits.gz"
-EXPOSURES = ("83555758", "83555772", "83555785", "83555799")
-SPECTRA = [("COADD_B", "COADD_R")] + [(f"B-{i}", f"R-{i}") for i in EXPOSURES]
 
 
 def make_files(folder: Path, n_files: int) -> pl.DataFrame:

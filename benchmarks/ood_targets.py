@@ -53,6 +53,7 @@ from pathlib import Path
 import numpy as np
 
 import rrnet.preprocess as pp
+from _shared import LAMOST_DIR
 from rrnet.models import ood_subspace as oos
 from rrnet.synth.library import draw_labels
 from rrnet.synth.observe import ObservationSettings, observe
@@ -61,7 +62,6 @@ BINS = ((5, 10), (10, 20), (20, 40), (40, 100), (100, 300))
 KINDS = ("clean", "emission", "rv30", "resolution", "telluric", "continuum", "type")
 TRAIN_TEFF = 4800.0
 OOD_TEFF = 4300.0
-REAL = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "lamost"
 
 
 def _labels(emu, rng: np.random.Generator, n: int, ood: bool) -> np.ndarray:
@@ -223,7 +223,7 @@ def real_score(sub: oos.Subspace, quantile: float) -> tuple[float, float, float]
     from rrnet.io.lamost import read_arm
     from rrnet.preprocess import rv
 
-    files = sorted(REAL.glob("*.fits.gz"))
+    files = sorted(LAMOST_DIR.glob("*.fits.gz"))
     if not files:
         return None
     b, r = (read_arm(files[0], name) for name in ("COADD_B", "COADD_R"))

@@ -20,6 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _shared import REAL_FILE
+
 CHILD = r"""
 import json, resource, sys, time
 import numpy as np, polars as pl
@@ -44,9 +46,6 @@ ok = int(manifest.select((pl.col("status") == "ok").sum()).collect().item())
 peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 print(json.dumps({"rows": n_rows, "ok": ok, "seconds": seconds, "peak_rss_mib": peak_mib}))
 """
-
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-REAL_FILE = SHARED / "data" / "lamost" / "med-58025-HIP9645901_sp02-051.fits.gz"
 
 
 def run(n_rows: int, tmp: Path) -> dict:

@@ -19,13 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
+from _shared import LAMOST_DIR
 from rrnet.io.lamost import read_arm, read_lamost
 from rrnet.preprocess import rv
 from rrnet.synth.library import load_library
 from rrnet.synth.observe import ObservationSettings, observe
 
 BINS = ((10, 20), (20, 40), (40, 100), (100, 300))
-REAL = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "lamost"
 
 
 def simulate(n_per_bin: int, seed: int) -> tuple[list, np.ndarray, np.ndarray]:
@@ -94,7 +94,7 @@ def main() -> None:
     args = ap.parse_args()
     spectra, truth, snr = simulate(args.n, args.seed)
     table(rv.measure_spectra(spectra), truth, snr)
-    for f in sorted(REAL.glob("*.fits.gz")):
+    for f in sorted(LAMOST_DIR.glob("*.fits.gz")):
         print(f"\n{f.name}")
         real_file(f)
 

@@ -27,12 +27,9 @@ import numpy as np
 import polars as pl
 import psutil
 
+from _shared import REAL_FILE, SPECTRA
 from rrnet.preprocess.pipeline import default_workers, preprocess_catalog
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-REAL_FILE = SHARED / "data" / "lamost" / "med-58025-HIP9645901_sp02-051.fits.gz"
-EXPOSURES = ("83555758", "83555772", "83555785", "83555799")
-SPECTRA = [("COADD_B", "COADD_R")] + [(f"B-{i}", f"R-{i}") for i in EXPOSURES]
 RELEASES = {"DR7": 5.6e6, "DR11": 2.0e7}
 """MRS spectra per release: DR7 from the paper; DR11 an assumed round figure
 (override with --release DR11=N from the release notes)."""
