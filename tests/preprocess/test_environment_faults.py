@@ -14,9 +14,9 @@ import pytest
 
 from helpers import REAL_FILE, needs_shared
 from rrnet.cli.preprocess import main
-from rrnet.preprocess import pipeline, shard_files
+from rrnet.preprocess import pipeline, shard_files, store_writer
 from rrnet.preprocess.pipeline import preprocess_catalog
-from rrnet.store import open_store
+from rrnet.store import open_store, read_store_info
 
 pytestmark = needs_shared
 
@@ -99,9 +99,9 @@ def test_output_disk_fault_keeps_finished_shards(tmp_path, monkeypatch, code, dt
             )  # fmt: skip
     assert (out / "parts" / "manifest-000000.parquet").is_file()
     assert not list(out.rglob(".*.tmp"))
-    done = pipeline._prepare_out(
+    done = store_writer.prepare_out(
         out,
-        {**pipeline.read_store_info(out)},
+        {**read_store_info(out)},
         resume=True,
         overwrite=False,
         catalog=pipeline._load_catalog(catalog, "rv", True),

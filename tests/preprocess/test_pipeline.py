@@ -9,7 +9,6 @@ import numpy as np
 import polars as pl
 import pytest
 
-import rrnet.preprocess.pipeline as pipeline
 from helpers import (
     EXPOSURES,
     REAL_FILE,
@@ -22,6 +21,7 @@ from helpers import (
 )
 from rrnet.grid import N_PIX
 from rrnet.io.catalog import CatalogError
+from rrnet.preprocess import batch_builder, prefetch, store_writer
 from rrnet.preprocess.pipeline import (
     QualityCuts,
     iter_preprocessed,
@@ -145,13 +145,13 @@ def test_reasons_are_specific(data_dir, tmp_path):
 
 def test_files_are_read_once_per_batch(data_dir, monkeypatch):
     calls = []
-    real_read = pipeline._read_files
+    real_read = prefetch._read_files
 
     def counting(files, *args):
         calls.extend((path, tuple(extnames)) for path, extnames in files)
         return real_read(files, *args)
 
-    monkeypatch.setattr(pipeline, "_read_files", counting)
+    monkeypatch.setattr(prefetch, "_read_files", counting)
     cat = _real_catalog(repeats=3)  # 15 rows, one file
     batches = list(iter_preprocessed(cat, data_dir, workers=0, batch_size=100))
     assert len(calls) == 1
@@ -202,30 +202,32 @@ def test_store_reuses_shard_arrays_without_leaking_rows(data_dir, tmp_path, monk
     rows go to its files chunk by chunk: a few chunk buffers serve every shard.)"""
     cat = pl.concat([_bad_catalog(), _bad_catalog().reverse()])
     taken, given, chunk_sets = [], [], []
-    real_take, real_give = pipeline._ArrayPool.take, pipeline._ArrayPool.give
+    real_take, real_give = batch_builder.ArrayPool.take, batch_builder.ArrayPool.give
     monkeypatch.setattr(
-        pipeline._ArrayPool, "take", lambda self, n: taken.append(real_take(self, n)) or taken[-1]
+        batch_builder.ArrayPool,
+        "take",
+        lambda self, n: taken.append(real_take(self, n)) or taken[-1],
     )
     monkeypatch.setattr(
-        pipeline._ArrayPool,
+        batch_builder.ArrayPool,
         "give",
         lambda self, *a: (given.extend(id(x) for x in a), real_give(self, *a))[1],
     )
-    real_set = pipeline._ChunkSet.__init__
+    real_set = batch_builder._ChunkSet.__init__
 
     def counted_set(self, rows):
         chunk_sets.append(self)
         real_set(self, rows)
 
-    monkeypatch.setattr(pipeline._ChunkSet, "__init__", counted_set)
-    monkeypatch.setattr(pipeline, "COMPUTE_CHUNK", 2)  # several chunks per shard
+    monkeypatch.setattr(batch_builder._ChunkSet, "__init__", counted_set)
+    monkeypatch.setattr(batch_builder, "COMPUTE_CHUNK", 2)  # several chunks per shard
     store = preprocess_catalog(cat, data_dir, tmp_path / "s", workers=2, shard_size=4, dtype=dtype)
     if dtype == "float16":
         assert {id(a) for a in taken[4:]} & set(given)  # later shards got written arrays
         assert not chunk_sets
     else:
         assert not taken  # no shard arrays at all
-        assert 0 < len(chunk_sets) <= pipeline.CHUNKS_IN_FLIGHT + 2  # for ~15 chunks
+        assert 0 < len(chunk_sets) <= batch_builder.CHUNKS_IN_FLIGHT + 2  # for ~15 chunks
     streamed = list(iter_preprocessed(cat, data_dir, batch_size=4, workers=0, keep_resampled=True))
     rows = np.arange(cat.height)
     for kind, attr in (("normalized", "flux"), ("resampled", "resampled")):
@@ -319,7 +321,7 @@ def test_resume_after_an_interruption_is_byte_identical(data_dir, tmp_path, monk
     cat = _bad_catalog()
     full = preprocess_catalog(cat, data_dir, tmp_path / "full", workers=0, shard_size=4)
     written = []
-    real_write = pipeline._write_shard
+    real_write = store_writer._write_shard
 
     def crash_after_two(out, batch, **kw):
         if len(written) == 2:
@@ -327,15 +329,15 @@ def test_resume_after_an_interruption_is_byte_identical(data_dir, tmp_path, monk
         written.append(batch.index)
         real_write(out, batch, **kw)
 
-    monkeypatch.setattr(pipeline, "_write_shard", crash_after_two)
+    monkeypatch.setattr(store_writer, "_write_shard", crash_after_two)
     with pytest.raises(KeyboardInterrupt):
         preprocess_catalog(cat, data_dir, tmp_path / "cut", workers=0, shard_size=4)
     with pytest.raises(StoreError, match="incomplete"):
         open_store(tmp_path / "cut")
-    monkeypatch.setattr(pipeline, "_write_shard", real_write)
+    monkeypatch.setattr(store_writer, "_write_shard", real_write)
     recomputed = []
     monkeypatch.setattr(
-        pipeline,
+        store_writer,
         "_write_shard",
         lambda out, b, **kw: (recomputed.append(b.index), real_write(out, b, **kw)),
     )
@@ -442,7 +444,7 @@ def test_flux_files_written_while_computing_equal_np_save(
     """A float32 store's flux files, written row run by row run as chunks finish (rows
     out of catalogue order, failed rows, several chunks per shard), equal ``np.save`` of
     the streamed batches' arrays."""
-    monkeypatch.setattr(pipeline, "COMPUTE_CHUNK", 3)
+    monkeypatch.setattr(batch_builder, "COMPUTE_CHUNK", 3)
     real = _real_catalog(repeats=2).drop("star").with_columns(pl.col("rv").cast(pl.Utf8))
     cat = pl.concat([_bad_catalog().drop("tag"), real, _bad_catalog().drop("tag")])
     out = tmp_path / f"s{workers}"

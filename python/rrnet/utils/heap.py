@@ -14,7 +14,7 @@ same pages and the faults vanish. This is what jemalloc or tcmalloc do by defaul
 peak memory stays the same, but memory freed after training stays in the process
 until :func:`release_heap`. Elsewhere than Linux/glibc both do nothing. Inference on CPU
 (``run_inference``) retains too: a paper-size ensemble's activations (tens of MB per
-batch) took ~1-2 million page faults per 2,048 spectra, 20-40 % of the run and most of
+batch) took ~1-3 million page faults per 2,048 spectra, ~20 % of the run and most of
 its run-to-run spread.
 """
 
