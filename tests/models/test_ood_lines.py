@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from helpers import ood_clean_flag_rates
 from helpers import ood_toy as toy
@@ -146,6 +148,34 @@ def test_lsf_like_tells_a_line_from_a_cosmic_ray_by_its_width() -> None:
     assert like[0, 994:1007].all() and like[1, 994:1007].all()
     assert not like[2:, 990:1011].any()
     assert np.mean(like[:, 2000:]) < 0.05
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), density=st.sampled_from([0.0005, 0.005, 0.05]))
+def test_lsf_terms_at_some_pixels_equal_the_whole_answer_there(seed: int, density: float) -> None:
+    """``lsf_terms(..., at=mask)`` answers each wanted pixel from a window around it: the
+    same terms and ``lsf_like`` booleans, bit for bit, as over whole arms, for
+    lines, cosmic-ray spikes, dead (zero-weight) pixels and wanted pixels at and near
+    the arm ends."""
+    rng = np.random.default_rng(seed)
+    x = np.arange(N_PIX, dtype=np.float64)
+    r = rng.normal(size=(4, N_PIX))
+    for row in r:
+        for centre in rng.integers(0, N_PIX, 6):
+            row += rng.uniform(3, 30) * np.exp(-0.5 * ((x - centre) / rng.uniform(1, 6)) ** 2)
+        start = int(rng.integers(0, N_PIX - 8))
+        row[start : start + int(rng.integers(1, 8))] += rng.uniform(5, 40)
+    weight = rng.uniform(0.5, 2.0, r.shape)
+    weight[rng.random(r.shape) < 0.01] = 0.0
+    at = rng.random(r.shape) < density
+    ends = [0, 5, 19, 20, 21, N_PIX_ARM - 1, N_PIX_ARM, N_PIX_ARM + 20, N_PIX - 21, N_PIX - 1]
+    at[rng.integers(0, 4), ends] = True
+    wanted, full = ood_lines.lsf_terms(r, weight, at=at), ood_lines.lsf_terms(r, weight)
+    for got, all_pixels in zip(wanted, full, strict=True):
+        assert np.array_equal(got, np.where(at, all_pixels, 0.0))
+    whole = ood_lines.lsf_like(r, weight)
+    assert np.array_equal(ood_lines.lsf_like(r, weight, at=at), whole & at)
+    assert whole.any()  # lines make LSF-like pixels: True answers are compared too
 
 
 def test_a_strong_emission_line_keeps_its_core_and_a_cosmic_ray_does_not(fitted) -> None:

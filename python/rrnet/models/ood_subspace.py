@@ -238,7 +238,8 @@ def robust_residual(
     artefact = np.zeros(z2.shape, dtype=bool)
     artefact[finite] = despike(z2[finite]) != z2[finite]
     if keep_lines:  # LSF-wide features are light, not artefacts (ood_lines.lsf_like)
-        artefact &= ~ood_lines.lsf_like(np.where(np.isfinite(r), r, 0.0), 1.0 / variance)
+        lsf = ood_lines.lsf_like(np.where(np.isfinite(r), r, 0.0), 1.0 / variance, at=artefact)
+        artefact &= ~lsf
     widened = maximum_filter1d(artefact.view(np.uint8), 2 * ARTEFACT_DILATE + 1, axis=1)
     eye = np.eye(components.shape[0])
     for i in np.flatnonzero(widened.any(axis=1)):
@@ -313,7 +314,9 @@ def _statistics(
     raw = z2.copy() if sub.shape else z2
     z2[finite] = despike(z2[finite])
     if sub.lines:  # spikes as wide as the LSF are light and keep their z**2
-        z2 = np.where(ood_lines.lsf_like(np.where(finite[:, None], r, 0.0), 1.0 / var), raw, z2)
+        replaced = (z2 != raw) & finite[:, None]  # lsf_like matters only there
+        lsf = ood_lines.lsf_like(np.where(finite[:, None], r, 0.0), 1.0 / var, at=replaced)
+        z2 = np.where(lsf, raw, z2)
     spikes = z2 != raw  # before the arm ends are overwritten below
     edges = _edge_pixels(flux.shape[1])
     z2[:, edges] = np.median(np.delete(z2, edges, axis=1), axis=1)[:, None]
