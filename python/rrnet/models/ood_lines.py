@@ -128,8 +128,8 @@ def lsf_terms(
     ``at`` (bool, like ``r``): only these pixels are wanted (the others are 0). The
     callers ask about the few pixels :func:`rrnet.models.ood_subspace.despike` replaced
     (~0.4 %), so each is answered from a window of the pixels its terms depend on, with
-    the same arithmetic as over the whole arm (bit-identical terms; a quarter of the OOD
-    score's time saved); pixels that near an arm end are answered from their whole arm.
+    the same arithmetic as over the whole arm (bit-identical terms; about a third of the
+    OOD score's time saved); pixels that near an arm end are answered from their whole arm.
     """
     b, n = r.shape
     lines_r, lines_w = r.reshape(-1, N_PIX_ARM), weight.reshape(-1, N_PIX_ARM)

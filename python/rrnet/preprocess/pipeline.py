@@ -39,7 +39,6 @@ from rrnet.io.lamost_fast import Reader
 from rrnet.preprocess import rv_policy
 from rrnet.preprocess.batch_builder import (
     HEADER_COLUMNS,
-    KERNEL_STATUS_NAMES,
     MANIFEST_SCHEMA,
     ArrayPool,
     BatchBuilder,
@@ -67,7 +66,6 @@ from rrnet.utils.progress import Progress
 
 __all__ = [
     "HEADER_COLUMNS",
-    "KERNEL_STATUS_NAMES",
     "MANIFEST_SCHEMA",
     "PreprocessedBatch",
     "QualityCuts",
