@@ -176,3 +176,26 @@ def test_prepare_sorts_unsorted_arms_and_masks_outside_coverage():
     blue, start = iv_sorted[:N_PIX_ARM], BLUE_GRID[0]
     assert (blue[start + 5.0 > BLUE_GRID] == 0).all()  # outside the arm's coverage
     assert (blue[start + 6.0 < BLUE_GRID] > 0).sum() > 3000
+
+
+def test_prepare_gives_zero_ivar_where_the_normalised_row_is_zero_or_nan():
+    """A dead stretch (IVAR 0) normalises to 0 or NaN: its IVAR is 0, without a
+    RuntimeWarning in the user's run (pytest turns warnings into errors)."""
+    arms = []
+    for grid in (BLUE_GRID, RED_GRID):
+        wave = np.linspace(grid[0] - 1.0, grid[-1] + 1.0, 3700)
+        flux = np.full(wave.size, 100.0, np.float32)
+        ivar = np.ones(wave.size, np.float32)
+        ivar[1000:1100] = 0.0
+        arms.append((np.log10(wave).astype(np.float32), flux, ivar))
+    norm = np.full(N_PIX, 1.0, np.float32)
+    wave_blue, grid = 10 ** arms[0][0].astype(np.float64), BLUE_GRID
+    dead = (grid > wave_blue[1000]) & (grid < wave_blue[1099])
+    norm[:N_PIX_ARM][dead] = 0.0
+    norm[:N_PIX_ARM][np.flatnonzero(dead)[::2]] = np.nan
+    flux_out, iv = rv.prepare(arms, norm)
+    assert dead.sum() > 50
+    assert (iv[:N_PIX_ARM][dead] == 0).all()
+    assert (flux_out[:N_PIX_ARM][np.flatnonzero(dead)[::2]] == 1.0).all()  # NaN -> 1
+    far = (grid < wave_blue[990]) | (grid > wave_blue[1110])
+    assert (iv[:N_PIX_ARM][far] > 0).all()

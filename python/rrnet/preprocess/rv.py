@@ -170,9 +170,11 @@ def prepare(
         raw = np.interp(grid, wave, flux)
         var = np.interp(grid, wave, np.where(ivar > 0, 1.0 / np.maximum(ivar, 1e-30), np.inf))
         sl = slice(k * N_PIX_ARM, (k + 1) * N_PIX_ARM)
+        # Bad pixels give inf variance and NaN normalised flux: both end as IVAR 0
+        # below, so their divisions are expected (no RuntimeWarning in a user's run).
         with np.errstate(invalid="ignore", divide="ignore"):
             cont = raw / normalised[sl]
-        iv = np.where(np.isfinite(var) & (var > 0), cont**2 / var, 0.0)
+            iv = np.where(np.isfinite(var) & (var > 0), cont**2 / var, 0.0)
         iv[(grid < wave[0]) | (grid > wave[-1]) | ~np.isfinite(iv)] = 0.0
         out[sl] = iv
     return np.nan_to_num(normalised.astype(np.float32), nan=1.0), out
