@@ -102,3 +102,29 @@ def test_metrics_table_matches_per_bin_metrics() -> None:
     assert empty["n"] == 0 and math.isnan(empty["mae"])
     overall = table.filter(pl.col("snr_bin") == "all").row(0, named=True)
     assert overall["mae"] == pytest.approx((0.1 + 0.1 + 0.3 + 0.0) / 4)
+
+
+def test_xfe_skill_table_per_snr_bin_analytic() -> None:
+    """[Mg/H] predicted exactly: skill 1 in every bin; [K/H] predicted as [Fe/H] plus the
+    (linear) trend only: skill 0, up to the baseline's sampling in small bins."""
+    from rrnet.evaluation.metrics import xfe_skill_table
+
+    rng = np.random.default_rng(11)
+    n = 4000
+    feh = rng.uniform(-1.5, 0.5, n)
+    mg = feh + 0.3 - 0.2 * feh + rng.uniform(-0.3, 0.3, n)
+    k = feh + rng.uniform(-0.3, 0.3, n)
+    sample = pl.DataFrame(
+        {"snr": np.exp(rng.uniform(np.log(10), np.log(200), n)), "FeH": feh, "FeH_true": feh,
+         "MgH": mg, "MgH_true": mg, "KH": feh, "KH_true": k}
+    )  # fmt: skip
+    table = xfe_skill_table(sample, ["FeH", "MgH", "KH"])
+    assert table is not None
+    assert table["snr_bin"].unique(maintain_order=True).to_list()[:2] == ["all", "10-20"]
+    mg_rows = table.filter(pl.col("label") == "MgH")
+    np.testing.assert_allclose(mg_rows["xfe_skill"].to_numpy(), 1.0)
+    k_rows = table.filter(pl.col("label") == "KH")
+    assert np.all(np.abs(k_rows["xfe_skill"].to_numpy()) < 0.03)
+    assert k_rows.filter(pl.col("snr_bin") == "all")["n"].item() == n
+    assert xfe_skill_table(sample, ["MgH", "KH"]) is None  # no [Fe/H]
+    assert xfe_skill_table(sample, ["FeH"]) is None  # no other abundance

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import re
 from pathlib import Path
 
@@ -17,7 +18,8 @@ from rrnet.evaluation.metrics import label_metrics
 from rrnet.evaluation.report import markdown_table, pivot
 from rrnet.evaluation.toy import toy_tables
 from rrnet.io import write_table
-from rrnet.labels import ALL_LABELS
+from rrnet.labels import ALL_LABELS, SP_LABELS
+from rrnet.models.xfe_skill import xfe_skill
 
 pytestmark = needs_shared
 
@@ -86,12 +88,23 @@ def test_metrics_json_matches_an_independent_computation(run) -> None:
     assert set(factors) == set(ALL_LABELS) and all(0.5 < f < 2.0 for f in factors.values())
     assert (run["ckpt"] / "recalibration.json").is_file()
     assert "NaN" not in (run["report"] / "metrics.json").read_text()
+    # [X/Fe] skill of [Mg/H] over all S/N, from the same rows (issue 17).
+    feh = labels["FeH"].to_numpy()[test["star_id"].to_numpy()]
+    mg = labels["MgH"].to_numpy()[test["star_id"].to_numpy()]
+    want = xfe_skill(test["MgH"].to_numpy(), mg, test["FeH"].to_numpy(), feh)
+    row = next(r for r in doc["xfe_skill_by_snr"] if r["label"] == "MgH" and r["snr_bin"] == "all")
+    assert row["n"] == expected.n
+    # (this toy split has fewer rows than a skill needs: NaN, written as null)
+    got = row["xfe_skill"]
+    assert got == pytest.approx(want) if math.isfinite(want) else got is None
+    assert {r["label"] for r in doc["xfe_skill_by_snr"]} == set(ALL_LABELS) - set(SP_LABELS)
 
 
 @pytest.mark.slow
 def test_markdown_has_the_tables(run) -> None:
     text = (run["report"] / "metrics.md").read_text()
-    for heading in ("MAE per S/N bin", "Calibration", "Repeat observations", "Recalibration"):
+    headings = ("MAE per S/N bin", "Calibration", "Repeat observations", "Recalibration")
+    for heading in (*headings, "[X/Fe] skill beyond [Fe/H]"):
         assert heading in text
 
 

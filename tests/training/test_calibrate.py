@@ -311,3 +311,45 @@ def test_auto_form_fits_power_only_on_enough_validation_rows():
         assert doc["labels"] == fit_calibration(*rows, form=want)["labels"]
     with pytest.raises(ValueError, match="form"):
         resolve_form("spline", n)
+
+
+def test_training_step_stores_xfe_skill_and_inference_warns_of_low_skill(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """calibration.json holds each abundance's [X/Fe] skill on the validation rows (the
+    ensemble's own predictions, recomputed here); an abundance whose offset from [Fe/H]
+    is not in the spectrum at all (pure noise) has no skill, and inference says so."""
+    import logging
+
+    from rrnet.inference.streaming import _warn_low_xfe_skill
+    from rrnet.models import xfe_skill
+
+    flux, sp = toy_spectra(400, n_pixels=N_PIX, n_lines=25, snr=40, seed=7)
+    rng = np.random.default_rng(8)
+    mg = sp[:, 2] + 0.2 * (sp[:, 1] - sp[:, 1].mean()) / sp[:, 1].std()  # in the spectrum
+    k = sp[:, 2] + rng.uniform(-0.3, 0.3, sp.shape[0])  # offset not in the spectrum
+    labels = np.column_stack([sp, mg, k])
+    names = (*TOY_LABELS, "MgH", "KH")
+    split = split_by_star(np.arange(flux.shape[0]), seed=0)
+    out = tmp_path / "ca"
+    settings = TrainSettings(members=2, epochs=2, batch_size=32, lr=1e-3, device="cpu")
+    config = ModelConfig(net="rrnet", mode="post-RNN", n_pixels=N_PIX, n_subbands=8, num_labels=5)
+    train_arrays(flux, labels, split, label_names=names, model_config=config,
+                 settings=settings, out=out, progress=False)  # fmt: skip
+    lines: list[str] = []
+    snr = np.full(flux.shape[0], 40.0)
+    doc = calibrate_checkpoint(out, flux, labels, split.valid, snr, device="cpu", log=lines.append)
+    assert doc is not None
+    pred = np.asarray(Ensemble.from_checkpoint(out, device="cpu").predict(flux[split.valid]).mean)
+    truth = labels[split.valid]
+    for j, label in ((3, "MgH"), (4, "KH")):
+        want = xfe_skill.xfe_skill(pred[:, j], truth[:, j], pred[:, 2], truth[:, 2])
+        assert read_calibration(out)[label]["xfe_skill"] == pytest.approx(want, rel=1e-9)
+    assert "xfe_skill" not in read_calibration(out)["FeH"]
+    assert doc["labels"]["KH"]["xfe_skill"] < xfe_skill.LOW_SKILL
+    assert any("[K/Fe]" in line for line in lines)
+    (loaded,) = load_checkpoints([out], device="cpu")
+    assert loaded.describe()["xfe_skill"]["KH"] == doc["labels"]["KH"]["xfe_skill"]
+    with caplog.at_level(logging.WARNING):
+        _warn_low_xfe_skill([loaded])
+    assert any("[K/Fe]" in r.getMessage() for r in caplog.records)

@@ -149,6 +149,7 @@ def evaluate(opts: EvalOptions, *, split_loader: SplitLoader = load_split) -> Re
         recalibration=recal,
         calibration_by_snr=by_snr,
         ood_by_snr=metrics.ood_rates(ood_rows),
+        xfe_skill_by_snr=metrics.xfe_skill_table(joined, labels),
         notes=notes,
     )
     if opts.figures:

@@ -15,6 +15,7 @@ import numpy as np
 import polars as pl
 
 from rrnet.labels import TRUE_SUFFIX
+from rrnet.models import xfe_skill
 from rrnet.models.calibration import COVERAGE_1SIGMA, TARGET_SNR_EDGES
 
 SNR_BINS: tuple[tuple[float, float], ...] = tuple(
@@ -137,6 +138,38 @@ def metrics_table(
             m = label_metrics(pred[mask], true[mask], err[mask])
             rows.append({"label": label, "snr_bin": name, **m.to_dict()})
     return pl.DataFrame(rows, schema_overrides={"n": pl.Int64, "n_z": pl.Int64})
+
+
+def xfe_skill_table(
+    sample: pl.DataFrame,
+    labels: list[str] | tuple[str, ...],
+    *,
+    snr_column: str = "snr",
+    bins: tuple[tuple[float, float], ...] = SNR_BINS,
+    true_suffix: str = TRUE_SUFFIX,
+) -> pl.DataFrame | None:
+    """Long table of each abundance's [X/Fe] skill beyond [Fe/H] per S/N bin
+    (:mod:`rrnet.models.xfe_skill`): ``label``, ``snr_bin``, ``n``, ``xfe_skill``.
+    None when [Fe/H] or every other abundance is missing from ``labels``."""
+    abundances = xfe_skill.abundance_labels(labels)
+    fe = xfe_skill.FE_LABEL
+    if fe not in labels or not abundances:
+        return None
+
+    def column(name: str) -> np.ndarray:
+        return sample.get_column(name).cast(pl.Float64).to_numpy()
+
+    pred_fe, true_fe = column(fe), column(fe + true_suffix)
+    masks = snr_bin_masks(sample.get_column(snr_column).to_numpy(), bins)
+    rows = []
+    for label in abundances:
+        pred, true = column(label), column(label + true_suffix)
+        have = np.isfinite(pred) & np.isfinite(true) & np.isfinite(pred_fe) & np.isfinite(true_fe)
+        for name, mask in masks.items():
+            m = mask & have
+            skill = xfe_skill.xfe_skill(pred[m], true[m], pred_fe[m], true_fe[m])
+            rows.append({"label": label, "snr_bin": name, "n": int(m.sum()), "xfe_skill": skill})
+    return pl.DataFrame(rows, schema_overrides={"n": pl.Int64, "xfe_skill": pl.Float64})
 
 
 OOD_BIT = 16

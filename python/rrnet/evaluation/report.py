@@ -21,6 +21,7 @@ import polars as pl
 from rrnet.evaluation.calibration import NEEDS_RECALIBRATION_TOLERANCE, needs_recalibration
 from rrnet.evaluation.page import Page, Section, figure_html, render, table_html, with_unit
 from rrnet.labels import DISPLAY_UNITS, display_name
+from rrnet.models import xfe_skill
 from rrnet.utils.atomic import write_text
 
 
@@ -39,6 +40,8 @@ class Report:
     """z std and coverage per S/N bin with raw (eq. 3) and calibrated errors."""
     ood_by_snr: pl.DataFrame | None = None
     """OOD flag rate per S/N bin over the status-ok rows (whatever their flag)."""
+    xfe_skill_by_snr: pl.DataFrame | None = None
+    """Each abundance's [X/Fe] skill beyond [Fe/H] per S/N bin (rrnet.models.xfe_skill)."""
     figures: list[tuple[str, str]] = field(default_factory=list)
     """(relative PNG path, caption) pairs."""
     notes: list[str] = field(default_factory=list)
@@ -90,6 +93,12 @@ def html_table(table: pl.DataFrame) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
 
 
+XFE_SKILL_HEADING = (
+    "[X/Fe] skill beyond [Fe/H] per S/N bin (1: the star's own [X/Fe]; "
+    "0: no better than [Fe/H] and a trend)"
+)
+
+
 def _sections(report: Report) -> list[tuple[str, pl.DataFrame]]:
     """The tables of the report, in display order, as (heading, table)."""
     overall = report.metrics.filter(pl.col("snr_bin") == "all").drop("snr_bin")
@@ -117,6 +126,8 @@ def _sections(report: Report) -> list[tuple[str, pl.DataFrame]]:
             out.append((title, pivot(by_snr, column)))
     if report.ood_by_snr is not None and report.ood_by_snr.height:
         out.append(("OOD flag rate per S/N bin (status-ok rows, any flag)", report.ood_by_snr))
+    if report.xfe_skill_by_snr is not None and report.xfe_skill_by_snr.height:
+        out.append((XFE_SKILL_HEADING, pivot(report.xfe_skill_by_snr, "xfe_skill")))
     if report.repeats is not None and report.repeats.height:
         out.append(
             ("Repeat observations: σ_obs / σ_pred per S/N bin", pivot(report.repeats, "ratio"))
@@ -146,6 +157,9 @@ def to_json(report: Report) -> str:
         if report.calibration_by_snr is None
         else report.calibration_by_snr.to_dicts(),
         "ood_by_snr": None if report.ood_by_snr is None else report.ood_by_snr.to_dicts(),
+        "xfe_skill_by_snr": None
+        if report.xfe_skill_by_snr is None
+        else report.xfe_skill_by_snr.to_dicts(),
         "figures": [{"path": p, "caption": c} for p, c in report.figures],
         "notes": report.notes,
     }
@@ -227,6 +241,11 @@ def worries(report: Report) -> list[str]:
     elif off and report.recalibration:
         files = ", ".join(report.recalibration.get("files", []))
         out.append(f"Error factors fitted on the validation split were written to {files}.")
+    if report.xfe_skill_by_snr is not None:
+        everything = report.xfe_skill_by_snr.filter(pl.col("snr_bin") == "all")
+        words = xfe_skill.low_skill_words(dict(everything.select("label", "xfe_skill").rows()))
+        if words:
+            out.append(f"{words[0].upper()}{words[1:]}.")
     for label, r in overall.items():
         bias, scatter = r["bias"], r["scatter"]
         if r["n"] >= 10 and math.isfinite(bias) and scatter > 0 and abs(bias) > 0.5 * scatter:
@@ -327,7 +346,7 @@ def _detail_sections(report: Report) -> list[Section]:
         if heading == "Sample":
             steps = [_STEPS.get(k, k.replace("_", " ")) for k in table.get_column("step")]
             table = table.with_columns(pl.Series("step", steps))
-        elif "z-score" in heading or "σ_obs" in heading:
+        elif "z-score" in heading or "σ_obs" in heading or heading == XFE_SKILL_HEADING:
             units = {c: "" for c in table.columns}
         if "needs_recalibration" in table.columns:
             table = table.with_columns(

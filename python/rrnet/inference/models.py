@@ -70,7 +70,14 @@ class LoadedCheckpoint:
             "domain": (self.config.get("training") or {}).get("domain"),
             "errors": errors,
             "ood_test": ood_kind(self),
+            "xfe_skill": self.xfe_skill,
         }
+
+    @property
+    def xfe_skill(self) -> dict[str, float | None]:
+        """Each abundance's [X/Fe] skill on the validation split (``calibration.json``;
+        :mod:`rrnet.models.xfe_skill`), empty when the checkpoint has none."""
+        return {k: v["xfe_skill"] for k, v in (self.calibration or {}).items() if "xfe_skill" in v}
 
 
 @dataclass(frozen=True)

@@ -52,6 +52,7 @@ from rrnet.inference.writers import (
     write_catalogue,
     write_part,
 )
+from rrnet.models import xfe_skill
 from rrnet.models.calibration import calibration_snr
 from rrnet.utils.atomic import read_json, write_json
 from rrnet.utils.background import ahead
@@ -559,9 +560,19 @@ def _plan(options: InferOptions, source: _StoreInput | _CatalogInput) -> _Plan:
         "checkpoints": [c.hash for c in checkpoints],
         "thresholds": thresholds.to_dict(),
     }
+    _warn_low_xfe_skill(checkpoints)
     return _Plan(
         source, checkpoints, sources, provenance, run, _synthetic_domain(source, checkpoints)
     )
+
+
+def _warn_low_xfe_skill(checkpoints: list[Any]) -> None:
+    """Warn, once at the start, of abundances whose [X/Fe] the checkpoint measured as
+    mostly [Fe/H] and a trend on its validation split (docs/catalogue.md)."""
+    for checkpoint in checkpoints:
+        words = xfe_skill.low_skill_words(checkpoint.xfe_skill)
+        if words:
+            log.warning("checkpoint %s, validation split: %s", checkpoint.path, words)
 
 
 def _synthetic_domain(source: _StoreInput | _CatalogInput, checkpoints: list[Any]) -> bool:

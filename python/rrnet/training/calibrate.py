@@ -3,17 +3,20 @@
 The finished checkpoint predicts the validation rows (eq. 3 errors, exactly what
 inference computes), :func:`rrnet.models.calibration.fit_calibration` fits the
 per-label error calibration, and ``calibration.json`` is written beside
-``config.json``. Test rows are never read here.
+``config.json``, with each abundance's [X/Fe] skill on the same rows
+(:mod:`rrnet.models.xfe_skill`). Test rows are never read here.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from rrnet.models import xfe_skill
 from rrnet.models.calibration import fit_calibration, write_calibration
 
 
@@ -52,6 +55,9 @@ def calibrate_checkpoint(
         mean, labels[rows], std, np.asarray(snr)[rows], list(ensemble.labels), form=form,
         groups=None if groups is None else np.asarray(groups)[rows],
     )  # fmt: skip
+    for label, skill in xfe_skill.skills(mean, labels[rows], list(ensemble.labels)).items():
+        if label in doc["labels"]:
+            doc["labels"][label]["xfe_skill"] = skill if math.isfinite(skill) else None
     write_calibration(out, doc)
     worst = (
         max((abs(v["z_std_before"] - 1.0), k) for k, v in doc["labels"].items())
@@ -62,6 +68,10 @@ def calibrate_checkpoint(
         f"calibrated errors on {rows.size} validation spectra "
         f"(largest raw z-std offset {worst[0]:.2f}, {worst[1]})"
     )
+    skills = {k: v["xfe_skill"] for k, v in doc["labels"].items() if "xfe_skill" in v}
+    words = xfe_skill.low_skill_words(skills)
+    if words:
+        log(f"validation split: {words}")
     return doc
 
 
