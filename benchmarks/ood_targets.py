@@ -278,15 +278,25 @@ def main() -> None:
     parser.add_argument("--quantile", type=float, nargs="+", default=[0.99])
     parser.add_argument("--seed", type=int, default=17)
     parser.add_argument("--cache", default="/tmp/ood_targets.npz")
+    parser.add_argument("--fit-train", type=int, default=None,
+                        help="fit on the first N cached training spectra only")  # fmt: skip
+    parser.add_argument("--fit-valid", type=int, default=None,
+                        help="thresholds from the first N cached validation spectra")  # fmt: skip
+    parser.add_argument("--max-pca", type=int, default=4000,
+                        help="at most N training spectra (S/N >= 30) in the subspace")  # fmt: skip
     parser.add_argument("--compare", action="store_true",
                         help="also the tests without filtered and shape statistics")  # fmt: skip
     args = parser.parse_args()
     sets = build(args)
-    tr, va = sets["train"], sets["valid"]
+    # The same held-out sets whatever part of the cached training/validation sets is used.
+    tr = {k: v[: args.fit_train] for k, v in sets["train"].items()}
+    va = {k: v[: args.fit_valid] for k, v in sets["valid"].items()}
+    print(f"fitting on {len(tr['flux'])} training and {len(va['flux'])} validation spectra")
     t0 = time.perf_counter()
     mean, comps = oos.fit_subspace(
-        tr["flux"], oos.combined_snr(tr["snr_blue"], tr["snr_red"]), args.components
-    )
+        tr["flux"], oos.combined_snr(tr["snr_blue"], tr["snr_red"]), args.components,
+        max_spectra=args.max_pca,
+    )  # fmt: skip
     tests = {}
     variants = ((False, False), (True, False), (True, True)) if args.compare else ((True, True),)
     for shape, lines in variants:
