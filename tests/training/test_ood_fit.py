@@ -48,3 +48,32 @@ def test_no_snr_means_no_test_and_no_file(tmp_path) -> None:
                               log=messages.append) is None  # fmt: skip
     assert oos.read(tmp_path) is None
     assert messages and "no OOD subspace test" in messages[0]
+
+
+def test_a_large_split_gives_the_pca_its_cap_of_rows_above_the_snr_cut(
+    tmp_path, monkeypatch
+) -> None:
+    """The cap applies to the training rows the PCA can use (S/N >= FIT_MIN_SNR), chosen
+    before reading; a cap on all rows first would leave the PCA only those of the
+    capped rows that pass the cut."""
+    flux, snr_b, snr_r, split = _data()
+    monkeypatch.setattr(oos, "MAX_FIT_SPECTRA", 40)
+    read: list[np.ndarray] = []
+
+    class Rows:
+        def __getitem__(self, rows: np.ndarray) -> np.ndarray:
+            read.append(np.asarray(rows))
+            return flux[rows]
+
+    sub = fit_ood_checkpoint(tmp_path, Rows(), split.train, split.valid, snr_b, snr_r,
+                             n_components=5)  # fmt: skip
+    assert sub is not None
+    train_read = read[0]
+    good = split.train[np.fmin(snr_b, snr_r)[split.train] >= oos.FIT_MIN_SNR]
+    assert good.size > 60 and train_read.size == 40
+    assert set(train_read) <= set(good)
+    np.testing.assert_array_equal(train_read, good[np.linspace(0, good.size - 1, 40).astype(int)])
+    direct = oos.fit(flux[train_read], (snr_b[train_read], snr_r[train_read]),
+                     flux[split.valid], (snr_b[split.valid], snr_r[split.valid]), 5,
+                     max_spectra=40)  # fmt: skip
+    np.testing.assert_allclose(sub.components, direct.components)

@@ -86,6 +86,8 @@ N_COMPONENTS = 60
 """Default number of principal components."""
 FIT_MIN_SNR = 30.0
 """Training spectra below this S/N are left out of the PCA (their noise would be fitted)."""
+MAX_FIT_SPECTRA = 4000
+"""At most this many training spectra (S/N >= FIT_MIN_SNR, evenly spaced) in the PCA."""
 QUANTILE_LEVELS: tuple[float, ...] = (0.9, 0.95, 0.99, 0.995, 0.999, 1.0)
 """Levels of the stored threshold tables; others are interpolated between them."""
 SHAPE_LEVELS: tuple[float, ...] = (
@@ -364,7 +366,7 @@ def fit_subspace(
     train_flux: np.ndarray,
     train_snr: np.ndarray,
     n_components: int = N_COMPONENTS,
-    max_spectra: int = 4000,
+    max_spectra: int = MAX_FIT_SPECTRA,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(mean, components)`` of the training spectra with S/N >= :data:`FIT_MIN_SNR`
     (the better half by S/N when fewer than ``4 * n_components`` qualify), at most
@@ -480,11 +482,15 @@ def fit(
     n_components: int = N_COMPONENTS,
     shape: bool = True,
     lines: bool = True,
+    max_spectra: int = MAX_FIT_SPECTRA,
 ) -> Subspace:
-    """Subspace from the training spectra, floors and thresholds from the validation ones
-    (``shape``: with the line-width and step statistics, :mod:`rrnet.models.ood_shape`;
-    ``lines`` as well: with the matched-filter ones, :mod:`rrnet.models.ood_lines`)."""
-    mean, components = fit_subspace(train_flux, combined_snr(*train_snr), n_components)
+    """Subspace from the training spectra (at most ``max_spectra``, :func:`fit_subspace`),
+    floors and thresholds from the validation ones (``shape``: with the line-width and
+    step statistics, :mod:`rrnet.models.ood_shape`; ``lines`` as well: with the
+    matched-filter ones, :mod:`rrnet.models.ood_lines`)."""
+    mean, components = fit_subspace(
+        train_flux, combined_snr(*train_snr), n_components, max_spectra=max_spectra
+    )
     return calibrate(mean, components, valid_flux, *valid_snr, shape=shape, lines=lines)
 
 

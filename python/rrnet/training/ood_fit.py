@@ -16,14 +16,27 @@ import numpy as np
 from rrnet.models import ood_subspace
 
 MAX_ROWS = 4000
-"""At most this many rows of each split are read (evenly spaced): enough for k ~ 30."""
+"""At most this many validation rows are read (evenly spaced): the thresholds' tails
+were no better from 3,000 than from 1,500 (docs/results.md)."""
 
 
-def _subset(rows: np.ndarray) -> np.ndarray:
+def _subset(rows: np.ndarray, most: int = MAX_ROWS) -> np.ndarray:
     rows = np.asarray(rows, dtype=np.int64)
-    if rows.size > MAX_ROWS:
-        rows = rows[np.linspace(0, rows.size - 1, MAX_ROWS).astype(np.int64)]
+    if rows.size > most:
+        rows = rows[np.linspace(0, rows.size - 1, most).astype(np.int64)]
     return rows
+
+
+def _fit_rows(rows: np.ndarray, snr: np.ndarray, n_components: int) -> np.ndarray:
+    """The training rows the PCA can use (S/N >= ``FIT_MIN_SNR``), at most
+    ``MAX_FIT_SPECTRA`` of them, chosen before reading: a cap on all training rows would
+    leave a large split's PCA only the fraction of them above that S/N. Too few such
+    rows: all rows (``fit_subspace`` then takes the better half by S/N)."""
+    rows = np.asarray(rows, dtype=np.int64)
+    good = rows[np.nan_to_num(snr[rows], nan=0.0) >= ood_subspace.FIT_MIN_SNR]
+    if good.size < 4 * n_components:
+        return _subset(rows)
+    return _subset(good, ood_subspace.MAX_FIT_SPECTRA)
 
 
 def fit_ood_checkpoint(
@@ -40,8 +53,9 @@ def fit_ood_checkpoint(
     """Fit and store the OOD test of checkpoint ``out``; None (and nothing written) when
     the splits are too small or have no usable S/N (the checkpoint then keeps the older
     score, :mod:`rrnet.models.ood`)."""
-    train, valid = np.sort(_subset(train_rows)), np.sort(_subset(valid_rows))  # sorted reads
     snr_b, snr_r = np.asarray(snr_blue, np.float64), np.asarray(snr_red, np.float64)
+    train = np.sort(_fit_rows(train_rows, ood_subspace.combined_snr(snr_b, snr_r), n_components))
+    valid = np.sort(_subset(valid_rows))  # sorted reads
     try:
         sub = ood_subspace.fit(
             np.asarray(flux[train], dtype=np.float64),
