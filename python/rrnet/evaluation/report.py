@@ -243,9 +243,9 @@ def worries(report: Report) -> list[str]:
         out.append(f"Error factors fitted on the validation split were written to {files}.")
     if report.xfe_skill_by_snr is not None:
         everything = report.xfe_skill_by_snr.filter(pl.col("snr_bin") == "all")
-        words = xfe_skill.low_skill_words(dict(everything.select("label", "xfe_skill").rows()))
-        if words:
-            out.append(f"{words[0].upper()}{words[1:]}.")
+        low = xfe_skill.low_skill_words(dict(everything.select("label", "xfe_skill").rows()))
+        if low:
+            out.append(f"{low[0].upper()}{low[1:]}.")
     for label, r in overall.items():
         bias, scatter = r["bias"], r["scatter"]
         if r["n"] >= 10 and math.isfinite(bias) and scatter > 0 and abs(bias) > 0.5 * scatter:
