@@ -95,3 +95,15 @@ def test_skills_per_label_need_iron_among_the_labels() -> None:
 def test_abundance_labels_are_the_fifteen_minus_iron() -> None:
     got = abundance_labels(ALL_LABELS)
     assert len(got) == 14 and "FeH" not in got and "Teff[K]" not in got
+
+
+def test_a_reference_set_at_one_or_two_metallicities_still_gets_a_skill() -> None:
+    """[Fe/H] with fewer distinct values than the cubic needs: the baseline's degree
+    drops (a constant at one [Fe/H]), without warnings; the skill keeps its meaning."""
+    rng = np.random.default_rng(5)
+    for values in ([-0.2], [-0.5, 0.1]):
+        feh = rng.choice(values, 400)
+        offset = rng.uniform(-0.3, 0.3, feh.size)
+        x_true = feh + 0.1 * feh + offset
+        assert xfe_skill(x_true, x_true, feh, feh) == pytest.approx(1.0)
+        assert xfe_skill(feh + 0.1 * feh, x_true, feh, feh) == pytest.approx(0.0, abs=0.05)

@@ -54,8 +54,13 @@ def xfe_skill(
         return math.nan
     px, tx, pf, tf = (a[ok] for a in arrays)
     true_xfe, pred_xfe = tx - tf, px - pf
-    fit = np.polynomial.Polynomial.fit(tf, true_xfe, BASELINE_DEGREE)
-    baseline = float(np.mean((true_xfe - fit(tf)) ** 2))
+    # A lower degree where [Fe/H] has too few distinct values (a constant: the mean).
+    degree = min(BASELINE_DEGREE, np.unique(tf).size - 1)
+    if degree > 0:
+        trend = np.polynomial.Polynomial.fit(tf, true_xfe, degree)(tf)
+    else:
+        trend = np.full_like(true_xfe, true_xfe.mean())
+    baseline = float(np.mean((true_xfe - trend) ** 2))
     if not baseline > 1e-12 * max(float(np.mean(true_xfe**2)), 1e-300):
         return math.nan
     return 1.0 - float(np.mean((pred_xfe - true_xfe) ** 2)) / baseline
