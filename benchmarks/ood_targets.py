@@ -282,7 +282,7 @@ def main() -> None:
                         help="fit on the first N cached training spectra only")  # fmt: skip
     parser.add_argument("--fit-valid", type=int, default=None,
                         help="thresholds from the first N cached validation spectra")  # fmt: skip
-    parser.add_argument("--max-pca", type=int, default=4000,
+    parser.add_argument("--max-pca", type=int, default=oos.MAX_FIT_SPECTRA,
                         help="at most N training spectra (S/N >= 30) in the subspace")  # fmt: skip
     parser.add_argument("--compare", action="store_true",
                         help="also the tests without filtered and shape statistics")  # fmt: skip

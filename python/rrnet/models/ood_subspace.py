@@ -362,22 +362,39 @@ def score(
         return np.max(stats / limits, axis=1)
 
 
+def evenly_spaced(rows: np.ndarray, most: int) -> np.ndarray:
+    """At most ``most`` of ``rows``, evenly spaced (deterministic; all when fewer)."""
+    rows = np.asarray(rows)
+    if rows.size > most:
+        rows = rows[np.linspace(0, rows.size - 1, most).astype(np.int64)]
+    return rows
+
+
+def pca_rows(
+    snr: np.ndarray, n_components: int = N_COMPONENTS, max_spectra: int = MAX_FIT_SPECTRA
+) -> np.ndarray | None:
+    """Indices of the spectra the PCA takes: S/N >= :data:`FIT_MIN_SNR`, at most
+    ``max_spectra`` of them evenly spaced; None when fewer than ``4 * n_components``
+    qualify (:func:`fit_subspace` then takes the better half by S/N)."""
+    snr = np.nan_to_num(np.asarray(snr, dtype=np.float64), nan=0.0)
+    rows = np.flatnonzero(snr >= FIT_MIN_SNR)
+    return None if rows.size < 4 * n_components else evenly_spaced(rows, max_spectra)
+
+
 def fit_subspace(
     train_flux: np.ndarray,
     train_snr: np.ndarray,
     n_components: int = N_COMPONENTS,
     max_spectra: int = MAX_FIT_SPECTRA,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``(mean, components)`` of the training spectra with S/N >= :data:`FIT_MIN_SNR`
-    (the better half by S/N when fewer than ``4 * n_components`` qualify), at most
-    ``max_spectra`` of them (evenly spaced, deterministic)."""
+    """``(mean, components)`` of the training spectra :func:`pca_rows` chooses (the
+    better half by S/N when too few qualify, at most ``max_spectra`` of them)."""
     flux = np.asarray(train_flux)
     snr = np.nan_to_num(np.asarray(train_snr, dtype=np.float64), nan=0.0)
-    rows = np.flatnonzero(snr >= FIT_MIN_SNR)
-    if rows.size < 4 * n_components:
-        rows = np.argsort(-snr, kind="stable")[: max(flux.shape[0] // 2, 1)]
-    if rows.size > max_spectra:
-        rows = rows[np.linspace(0, rows.size - 1, max_spectra).astype(np.int64)]
+    rows = pca_rows(snr, n_components, max_spectra)
+    if rows is None:
+        better_half = np.argsort(-snr, kind="stable")[: max(flux.shape[0] // 2, 1)]
+        rows = evenly_spaced(better_half, max_spectra)
     x = np.clip(np.asarray(flux[np.sort(rows)], dtype=np.float64), *FLUX_CLIP)
     x = x[np.all(np.isfinite(x), axis=1)]
     if x.shape[0] < 2:

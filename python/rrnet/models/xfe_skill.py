@@ -80,12 +80,12 @@ def skills(pred: np.ndarray, true: np.ndarray, labels: Sequence[str]) -> dict[st
     }
 
 
-def low_skill(values: Mapping[str, float], threshold: float = LOW_SKILL) -> list[str]:
+def low_skill(values: Mapping[str, float | None], threshold: float = LOW_SKILL) -> list[str]:
     """Labels whose skill is measured and below ``threshold``, in the order given."""
     return [k for k, v in values.items() if v is not None and math.isfinite(v) and v < threshold]
 
 
-def low_skill_words(values: Mapping[str, float], threshold: float = LOW_SKILL) -> str | None:
+def low_skill_words(values: Mapping[str, float | None], threshold: float = LOW_SKILL) -> str | None:
     """One sentence on the abundances with little [X/Fe] information (None if none)."""
     low = low_skill(values, threshold)
     if not low:

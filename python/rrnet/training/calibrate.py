@@ -55,9 +55,13 @@ def calibrate_checkpoint(
         mean, labels[rows], std, np.asarray(snr)[rows], list(ensemble.labels), form=form,
         groups=None if groups is None else np.asarray(groups)[rows],
     )  # fmt: skip
-    for label, skill in xfe_skill.skills(mean, labels[rows], list(ensemble.labels)).items():
-        if label in doc["labels"]:
-            doc["labels"][label]["xfe_skill"] = skill if math.isfinite(skill) else None
+    skills = {
+        label: skill if math.isfinite(skill) else None
+        for label, skill in xfe_skill.skills(mean, labels[rows], list(ensemble.labels)).items()
+        if label in doc["labels"]
+    }
+    for label, skill in skills.items():
+        doc["labels"][label]["xfe_skill"] = skill
     write_calibration(out, doc)
     worst = (
         max((abs(v["z_std_before"] - 1.0), k) for k, v in doc["labels"].items())
@@ -68,7 +72,6 @@ def calibrate_checkpoint(
         f"calibrated errors on {rows.size} validation spectra "
         f"(largest raw z-std offset {worst[0]:.2f}, {worst[1]})"
     )
-    skills = {k: v["xfe_skill"] for k, v in doc["labels"].items() if "xfe_skill" in v}
     words = xfe_skill.low_skill_words(skills)
     if words:
         log(f"validation split: {words}")

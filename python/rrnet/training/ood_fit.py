@@ -20,23 +20,14 @@ MAX_ROWS = 4000
 were no better from 3,000 than from 1,500 (docs/results.md)."""
 
 
-def _subset(rows: np.ndarray, most: int = MAX_ROWS) -> np.ndarray:
-    rows = np.asarray(rows, dtype=np.int64)
-    if rows.size > most:
-        rows = rows[np.linspace(0, rows.size - 1, most).astype(np.int64)]
-    return rows
-
-
 def _fit_rows(rows: np.ndarray, snr: np.ndarray, n_components: int) -> np.ndarray:
-    """The training rows the PCA can use (S/N >= ``FIT_MIN_SNR``), at most
-    ``MAX_FIT_SPECTRA`` of them, chosen before reading: a cap on all training rows would
-    leave a large split's PCA only the fraction of them above that S/N. Too few such
-    rows: all rows (``fit_subspace`` then takes the better half by S/N)."""
+    """The training rows the PCA takes (``ood_subspace.pca_rows``), chosen before
+    reading: a cap on all training rows would leave a large split's PCA only the
+    fraction of them above its S/N cut. Too few such rows: at most ``MAX_ROWS`` of all
+    (``fit_subspace`` then takes the better half by S/N)."""
     rows = np.asarray(rows, dtype=np.int64)
-    good = rows[np.nan_to_num(snr[rows], nan=0.0) >= ood_subspace.FIT_MIN_SNR]
-    if good.size < 4 * n_components:
-        return _subset(rows)
-    return _subset(good, ood_subspace.MAX_FIT_SPECTRA)
+    good = ood_subspace.pca_rows(snr[rows], n_components, ood_subspace.MAX_FIT_SPECTRA)
+    return ood_subspace.evenly_spaced(rows, MAX_ROWS) if good is None else rows[good]
 
 
 def fit_ood_checkpoint(
@@ -55,7 +46,8 @@ def fit_ood_checkpoint(
     score, :mod:`rrnet.models.ood`)."""
     snr_b, snr_r = np.asarray(snr_blue, np.float64), np.asarray(snr_red, np.float64)
     train = np.sort(_fit_rows(train_rows, ood_subspace.combined_snr(snr_b, snr_r), n_components))
-    valid = np.sort(_subset(valid_rows))  # sorted reads
+    valid_all = np.asarray(valid_rows, dtype=np.int64)
+    valid = np.sort(ood_subspace.evenly_spaced(valid_all, MAX_ROWS))  # sorted reads
     try:
         sub = ood_subspace.fit(
             np.asarray(flux[train], dtype=np.float64),
