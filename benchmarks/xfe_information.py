@@ -20,7 +20,7 @@ from scipy.ndimage import gaussian_filter1d
 
 from rrnet.grid import BLUE_GRID, RED_GRID
 from rrnet.synth import load_emulator
-from rrnet.synth.library import ALPHA, draw_labels
+from rrnet.synth.library import ELEMENTS, draw_labels, xfe_trend
 
 LSF_SIGMA = (0.29, 0.37)
 """Gaussian LSF sigma in A at R = 7500, blue and red arm."""
@@ -46,9 +46,9 @@ def on_trend(star: dict[str, float]) -> dict[str, float]:
     labels = dict(draw_labels(0, 0))
     labels.update(star)
     feh = star["FeH"]
-    for name in labels:
-        if name.endswith("H") and name not in ("Logg", "FeH"):
-            labels[name] = feh + (0.4 * float(np.clip(-feh, 0.0, 1.0)) if name in ALPHA else 0.0)
+    for name in ELEMENTS:
+        if name != "FeH":
+            labels[name] = feh + xfe_trend(name, feh)
     labels["vmic"] = 1.2
     return labels
 

@@ -90,6 +90,12 @@ def vmic_relation(logg: float) -> float:
     return float(np.clip(2.478 - 0.325 * logg, 0.8, 2.5))
 
 
+def xfe_trend(name: str, feh: float) -> float:
+    """The prior's Galactic [X/Fe] at ``feh`` (:func:`draw_labels`): +0.4 dex for the
+    alpha elements at [Fe/H] <= -1 falling linearly to 0 at [Fe/H] >= 0, else 0."""
+    return 0.4 * float(np.clip(-feh, 0.0, 1.0)) if name in ALPHA else 0.0
+
+
 def draw_labels(star_id: int, seed: int) -> dict[str, float]:
     """Labels of one star from its own random stream (seed, star_id).
 
@@ -102,12 +108,10 @@ def draw_labels(star_id: int, seed: int) -> dict[str, float]:
     teff = rng.uniform(*TEFF_RANGE)
     logg = rng.uniform(logg_floor(teff), 5.0)
     feh = rng.uniform(*FEH_RANGE)
-    alpha_trend = 0.4 * float(np.clip(-feh, 0.0, 1.0))
     labels = {"Teff[K]": teff, "Logg": logg}
     for name in ELEMENTS:
         offset = rng.uniform(-XFE_HALF_WIDTH, XFE_HALF_WIDTH)
-        trend = alpha_trend if name in ALPHA else 0.0
-        labels[name] = feh if name == "FeH" else feh + trend + offset
+        labels[name] = feh if name == "FeH" else feh + xfe_trend(name, feh) + offset
     labels["vmic"] = vmic_relation(logg) + rng.uniform(-0.2, 0.2)
     return {k: round(float(v), 4) for k, v in labels.items()}
 
