@@ -13,6 +13,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+import rrnet.inference.streaming as streaming
 from helpers import REAL_FILE, build_world, input_catalogue, make_checkpoint, needs_shared
 from rrnet.inference import InferError, QualityBit, infer, read_catalogue, run_inference
 from rrnet.inference.per_star import per_star_table
@@ -274,7 +275,13 @@ def test_per_star_error_floor_given_or_from_calibration(
     )
 
 
-def test_on_the_fly_equals_store(world: dict, catalogue: pl.DataFrame) -> None:
+@pytest.mark.parametrize("overlap", [True, False], ids=["overlapped", "in-turn"])
+def test_on_the_fly_equals_store(
+    world: dict, catalogue: pl.DataFrame, overlap: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Both ways of running --catalog (next chunk preprocessed on a thread, or in turn
+    # with the model) give the store's catalogue, whichever the machine would choose.
+    monkeypatch.setattr(streaming, "overlap_preprocessing", lambda device_type: overlap)
     csv = world["root"] / "input.csv"
     input_catalogue().write_csv(csv)
     table = infer(
@@ -291,6 +298,21 @@ def test_on_the_fly_equals_store(world: dict, catalogue: pl.DataFrame) -> None:
             np.testing.assert_allclose(
                 table[column].to_numpy(), catalogue[column].to_numpy(), rtol=2e-6, atol=1e-7
             )
+
+
+def test_overlap_only_where_the_model_leaves_cores_idle(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    threads = torch.get_num_threads()
+    monkeypatch.setattr(streaming, "usable_cores", lambda: 4)
+    try:
+        torch.set_num_threads(4)  # PyTorch fills every core: in turn on a CPU
+        assert not streaming.overlap_preprocessing("cpu")
+        assert streaming.overlap_preprocessing("cuda")  # the CPU is free while a GPU works
+        torch.set_num_threads(2)  # two cores idle while the model runs
+        assert streaming.overlap_preprocessing("cpu")
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_cpu_inference_keeps_freed_memory_for_reuse(

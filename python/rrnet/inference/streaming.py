@@ -144,6 +144,7 @@ class _CatalogInput:
         chunk_rows: int,
         workers: int | None,
         preprocess: dict[str, Any],
+        overlap: bool = True,
     ) -> None:
         from rrnet.io.catalog import CatalogError, read_table
         from rrnet.preprocess.settings import PreprocessSettings
@@ -163,6 +164,7 @@ class _CatalogInput:
         self.chunk_rows = chunk_rows
         self.workers = workers
         self.preprocess = preprocess
+        self.overlap = overlap
         settings = {k: v for k, v in preprocess.items() if k in ("correct_rv", "max_iter")}
         self.fingerprint = PreprocessSettings(**settings).fingerprint()
 
@@ -179,8 +181,9 @@ class _CatalogInput:
         }
 
     def chunks(self, skip: set[int]) -> Generator[Chunk, None, None]:
-        """The chunks, each preprocessed on a thread while the previous one is predicted
-        (:func:`rrnet.utils.background.ahead`: same chunks, same order, two in memory)."""
+        """The chunks; with ``overlap`` each is preprocessed on a thread while the previous
+        one is predicted (:func:`rrnet.utils.background.ahead`: same chunks, same order,
+        two in memory), else in turn with the model (:func:`overlap_preprocessing`)."""
         from rrnet.io.catalog import CatalogError
         from rrnet.preprocess.pipeline import iter_preprocessed
 
@@ -196,7 +199,10 @@ class _CatalogInput:
                 yield Chunk(batch.index, batch.manifest, batch.flux)
 
         try:
-            yield from ahead(preprocessed, name="rrnet-preprocess")
+            if self.overlap:
+                yield from ahead(preprocessed, name="rrnet-preprocess")
+            else:
+                yield from preprocessed()
         except CatalogError as exc:
             raise InferError(str(exc)) from exc
 
@@ -526,7 +532,12 @@ def _open_source(
         if data_dir is None:
             raise InferError("--catalog needs --data-dir")
         source = _CatalogInput(
-            catalog, data_dir, options.chunk_rows, options.workers, dict(options.preprocess)
+            catalog,
+            data_dir,
+            options.chunk_rows,
+            options.workers,
+            dict(options.preprocess),
+            overlap=overlap_preprocessing(_check_device(options.device)),
         )
         columns = source.table.columns
     if options.per_star and options.star_column not in columns:
@@ -534,6 +545,30 @@ def _open_source(
             f"--per-star needs a {options.star_column!r} column in the input catalogue"
         )
     return source
+
+
+def overlap_preprocessing(device_type: str) -> bool:
+    """Whether ``--catalog`` preprocesses the next chunk while the model predicts this one.
+
+    Why: the overlap hides preprocessing only where the model leaves cores idle (a GPU,
+    or fewer PyTorch threads than usable cores). Where PyTorch's threads already fill
+    every core, the two stages fight over them and the run is slower than one after the
+    other (2-core VM, 6-member ensemble: 1.22x inference alone overlapped, 1.14x in
+    turn; benchmarks/RESULTS.md, issue 20).
+    """
+    if device_type != "cpu":
+        return True
+    import torch
+
+    return torch.get_num_threads() < usable_cores()
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
 
 
 def _plan(options: InferOptions, source: _StoreInput | _CatalogInput) -> _Plan:
