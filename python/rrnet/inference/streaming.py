@@ -523,8 +523,10 @@ def _open_source(
     store: str | os.PathLike[str] | None,
     catalog: str | os.PathLike[str] | pl.DataFrame | None,
     data_dir: str | os.PathLike[str] | None,
+    device_type: str,
 ) -> _StoreInput | _CatalogInput:
-    """The input of the run (a store or a catalogue), checked for a per-star column."""
+    """The input of the run (a store or a catalogue), checked for a per-star column;
+    ``device_type`` (``cpu``, ``cuda``, ...) decides :func:`overlap_preprocessing`."""
     if store is not None:
         source: _StoreInput | _CatalogInput = _StoreInput(store)
         columns = source.store.manifest.columns
@@ -537,7 +539,7 @@ def _open_source(
             options.chunk_rows,
             options.workers,
             dict(options.preprocess),
-            overlap=overlap_preprocessing(_check_device(options.device)),
+            overlap=overlap_preprocessing(device_type),
         )
         columns = source.table.columns
     if options.per_star and options.star_column not in columns:
@@ -711,9 +713,10 @@ def run_inference(
     fmt = check_options(options, out)
     if (store is None) == (catalog is None):
         raise InferError("give either --store or --catalog (with --data-dir), not both")
-    if _check_device(options.device) == "cpu":  # model steps reuse freed memory (utils.heap)
+    device_type = _check_device(options.device)
+    if device_type == "cpu":  # model steps reuse freed memory (utils.heap)
         retain_heap()
-    source = _open_source(options, store, catalog, data_dir)
+    source = _open_source(options, store, catalog, data_dir, device_type)
     plan = _plan(options, source)
     _check_target(out)  # before the lock file is made beside it
     with output_lock(out, directory=False, what="catalogue"):
