@@ -27,8 +27,13 @@ the true RV, resampling, continuum normalisation; S/N = the arms' median FLUX*sq
             is not injected. (Until 2026-12-02 this set had 40 unconvolved lines of sigma
             0.12 A multiplied into the coadd after the noise: narrower than the LSF, so
             the test's artefact clip treated them as cosmic rays.)
-  continuum the response of one arm steps by 5 % at a random pixel (a broken join of
-            the raw flux), multiplied in before the noise (``observe(transmission=...)``);
+  continuum the response of one arm steps by 5 % at a random wavelength in the middle
+            60 % of that arm's grid (a broken join of the raw flux), multiplied in
+            before the noise (``observe(transmission=...)``). (Until 2026-12-03 the
+            step was at a random pixel, 20-80 %, of the raw exposure: the red exposures
+            reach 6875 A, the red grid ends at 6699 A, so about a third of the red
+            steps, 1 in 8 of the set, lay outside the spectrum the pipeline keeps and
+            no test could see them);
   type      a star with Teff < OOD_TEFF (outside the training labels) from the same
             emulator and instrument model.
 
@@ -54,6 +59,7 @@ import numpy as np
 
 import rrnet.preprocess as pp
 from _shared import LAMOST_DIR
+from rrnet.grid import BLUE_GRID, RED_GRID
 from rrnet.models import ood_subspace as oos
 from rrnet.synth.library import draw_labels
 from rrnet.synth.observe import ObservationSettings, observe
@@ -140,14 +146,14 @@ def telluric_transmission(pwv_mm: float, airmass: float = 1.2, resolution: float
     return lambda loglam: np.interp(np.log(10.0) * np.asarray(loglam, np.float64), ln_fine, smooth)
 
 
-def _step_response(rng):
-    """``loglam -> factor``: the response of one arm steps by 5 % at a random pixel."""
-    frac = rng.uniform(0.2, 0.8)
+def _step_response(rng, arm: str):
+    """``loglam -> factor``: the response of ``arm`` steps by 5 % at a random wavelength
+    of the middle 60 % of its grid (inside what preprocessing keeps, at any RV)."""
+    grid = BLUE_GRID if arm == "B" else RED_GRID
+    cut = grid[0] + rng.uniform(0.2, 0.8) * (grid[-1] - grid[0])
 
     def factor(loglam: np.ndarray) -> np.ndarray:
-        order = np.sort(np.asarray(loglam, np.float64))
-        cut = order[int(frac * order.size)]
-        return np.where(np.asarray(loglam, np.float64) >= cut, 1.05, 1.0)
+        return np.where(10.0 ** np.asarray(loglam, np.float64) >= cut, 1.05, 1.0)
 
     return factor
 
@@ -157,7 +163,8 @@ def _transmission(kind: str, rng) -> dict | None:
     if kind == "telluric":
         return {"R": telluric_transmission(float(np.exp(rng.normal(np.log(8.0), 0.5))))}
     if kind == "continuum":
-        return {"BR"[int(rng.integers(0, 2))]: _step_response(rng)}
+        arm = "BR"[int(rng.integers(0, 2))]
+        return {arm: _step_response(rng, arm)}
     return None
 
 
@@ -285,7 +292,8 @@ def main() -> None:
     parser.add_argument("--max-pca", type=int, default=oos.MAX_FIT_SPECTRA,
                         help="at most N training spectra (S/N >= 30) in the subspace")  # fmt: skip
     parser.add_argument("--compare", action="store_true",
-                        help="also the tests without filtered and shape statistics")  # fmt: skip
+                        help="also the tests without filtered and shape statistics, "
+                        "and with the 120-pixel window step")  # fmt: skip
     args = parser.parse_args()
     sets = build(args)
     # The same held-out sets whatever part of the cached training/validation sets is used.
@@ -298,12 +306,16 @@ def main() -> None:
         max_spectra=args.max_pca,
     )  # fmt: skip
     tests = {}
-    variants = ((False, False), (True, False), (True, True)) if args.compare else ((True, True),)
-    for shape, lines in variants:
-        tests[shape, lines] = oos.calibrate(
-            mean, comps, va["flux"], va["snr_blue"], va["snr_red"], shape, lines
+    variants = (
+        ((False, False, False), (True, False, False), (True, True, False), (True, True, True))
+        if args.compare
+        else ((True, True, True),)
+    )
+    for shape, lines, arm_step in variants:
+        tests[shape, lines, arm_step] = oos.calibrate(
+            mean, comps, va["flux"], va["snr_blue"], va["snr_red"], shape, lines, arm_step
         )
-    sub = tests[True, True]
+    sub = tests[True, True, True]
     print(f"fit {args.components} components in {time.perf_counter() - t0:.1f} s; "
           f"floor rms median {np.sqrt(np.median(sub.floor2)):.4f}")  # fmt: skip
     clean = sets["clean-2"]

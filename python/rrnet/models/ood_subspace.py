@@ -35,7 +35,9 @@ asks instead whether the spectrum is explained by the training set:
   since the matched filter add two more (:mod:`rrnet.models.ood_lines`): ``line`` and
   ``band``, the residual filtered with a Gaussian as wide as the line-spread function
   (an emission line, telluric absorption, a cooler star's lines: every real feature is
-  at least that wide, pixel noise is not).
+  at least that wide, pixel noise is not); tests fitted since 2026-12-03 measure the
+  step over the whole arm (:func:`rrnet.models.ood_shape.arm_step_amplitudes`) instead
+  of 120-pixel windows.
 * **Thresholds.** Quantiles of each statistic on the validation spectra (never seen
   by the subspace fit), per S/N node (spectra within a factor 2 of the node's S/N),
   at the levels :data:`QUANTILE_LEVELS` (:data:`SHAPE_LEVELS` with the shape
@@ -57,6 +59,7 @@ import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -77,6 +80,8 @@ SHAPE_SCORE_NAME = "subspace_chi2_shape"
 """The robust formula plus the line-width and step statistics (:mod:`rrnet.models.ood_shape`)."""
 LINES_SCORE_NAME = "subspace_chi2_lines"
 """The shape formula plus the matched-filter statistics (:mod:`rrnet.models.ood_lines`)."""
+ARM_STEP_SCORE_NAME = "subspace_chi2_armstep"
+"""The lines formula with the step measured over whole arms (``ood_shape.arm_step_*``)."""
 ARTEFACT_DILATE = 2
 """Pixels on each side of an artefact also left out of the robust fit (resampling
 spreads a raw pixel over its neighbours)."""
@@ -143,6 +148,15 @@ class Subspace:
     lines: bool = False
     """Whether the matched-filter line and band statistics follow the shape ones
     (:mod:`rrnet.models.ood_lines`); False for tests stored before them."""
+    arm_step: bool = False
+    """Whether the step statistic is the whole-arm step (:func:`ood_shape.arm_step_amplitudes`,
+    tests fitted since 2026-12-03) rather than the 120-pixel window difference."""
+
+    @cached_property
+    def step_templates(self) -> np.ndarray:
+        """The whole-arm step templates of this subspace (:func:`ood_shape.arm_step_templates`),
+        computed once (~0.1 s, 20 MB)."""
+        return ood_shape.arm_step_templates(self.components)
 
     @property
     def shape(self) -> bool:
@@ -330,7 +344,12 @@ def _statistics(
         weight[:, edges] = 0.0
         model = np.clip(flux, *FLUX_CLIP) - r  # the fitted reference
         out.append(ood_shape.line_width(r, model, weight))
-        step = (ood_shape.step_differences(r, np.sqrt(var)), ood_shape.step_noise(noise))
+        if sub.arm_step:
+            t = sub.step_templates
+            step = (ood_shape.arm_step_amplitudes(r, np.sqrt(var), t, edges),
+                    ood_shape.arm_step_noise(noise, t, edges))  # fmt: skip
+        else:
+            step = (ood_shape.step_differences(r, np.sqrt(var)), ood_shape.step_noise(noise))
         if sub.step_noise is not None and sub.step_floor is not None:
             out.append(ood_shape.step_statistic(*step, sub.step_noise, sub.step_floor))
         else:  # calibration's provisional test: the floor is not fitted yet
@@ -413,10 +432,11 @@ def calibrate(
     snr_red: np.ndarray,
     shape: bool = True,
     lines: bool = True,
+    arm_step: bool = True,
 ) -> Subspace:
     """The residual floor, the step floor (``shape``) and the threshold tables from
     validation spectra (``lines``, which needs ``shape``: with the matched-filter
-    statistics)."""
+    statistics; ``arm_step``, which needs ``lines``: the step over whole arms)."""
     flux = np.asarray(valid_flux, dtype=np.float64)
     snr_b, snr_r = np.asarray(snr_blue, np.float64), np.asarray(snr_red, np.float64)
     var = pixel_variance(snr_b, snr_r, flux.shape[1])
@@ -433,10 +453,11 @@ def calibrate(
         np.median(r2[use], axis=0) / GAUSS_MEDIAN_CHI2 - np.median(var[use], axis=0), 0.0
     )
     lines = lines and shape
+    arm_step = arm_step and lines
     n_stats = 6 if lines else 4 if shape else 2
     provisional = Subspace(
         mean, components, floor2 + 1e-12, np.zeros((n_stats, len(SNR_NODES), 1)),
-        step_floor=np.zeros(0) if shape else None, lines=lines,
+        step_floor=np.zeros(0) if shape else None, lines=lines, arm_step=arm_step,
     )  # fmt: skip
     stats, step = _statistics(provisional, flux, snr_b, snr_r)
     a = f = None
@@ -451,7 +472,7 @@ def calibrate(
     return Subspace(
         mean, components, floor2 + 1e-12, tables, levels=np.asarray(SHAPE_LEVELS),
         step_noise=a, step_floor=f, joint_quantiles=np.asarray(JOINT_QUANTILES),
-        joint_levels=joint, lines=lines,
+        joint_levels=joint, lines=lines, arm_step=arm_step,
     )  # fmt: skip
 
 
@@ -529,7 +550,7 @@ def write(path: str | os.PathLike[str], sub: Subspace) -> Path:
         tensors |= {"step_noise": sub.step_noise, "step_floor": sub.step_floor}
     if sub.joint_levels is not None and sub.joint_quantiles is not None:
         tensors |= {"joint_quantiles": sub.joint_quantiles, "joint_levels": sub.joint_levels}
-        meta |= {"step_width": str(ood_shape.STEP_WIDTH), "step_stride": str(ood_shape.STEP_STRIDE)}
+        meta |= dict(zip(("step_width", "step_stride"), _step_layout(sub.arm_step), strict=True))
     if sub.lines:
         meta |= {"line_sigma": str(ood_lines.SIGMA_PX), "band_window": str(ood_lines.BAND_WINDOW)}
     with atomic_path(target) as tmp:
@@ -547,14 +568,20 @@ def read(path: str | os.PathLike[str]) -> Subspace | None:
         return None
     with safe_open(str(target), framework="numpy") as handle:
         meta = handle.metadata() or {}
-        names = (LINES_SCORE_NAME, SHAPE_SCORE_NAME, SCORE_NAME, PLAIN_SCORE_NAME)
+        names = (
+            ARM_STEP_SCORE_NAME,
+            LINES_SCORE_NAME,
+            SHAPE_SCORE_NAME,
+            SCORE_NAME,
+            PLAIN_SCORE_NAME,
+        )
         if meta.get("score") not in names:
             raise ValueError(f"{target}: unknown OOD score {meta.get('score')!r}")
         t = {k: handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118
-    lines = meta["score"] == LINES_SCORE_NAME
+    arm_step = meta["score"] == ARM_STEP_SCORE_NAME
+    lines = arm_step or meta["score"] == LINES_SCORE_NAME
     shape = lines or meta["score"] == SHAPE_SCORE_NAME
-    layout = (str(ood_shape.STEP_WIDTH), str(ood_shape.STEP_STRIDE))
-    if shape and (meta.get("step_width"), meta.get("step_stride")) != layout:
+    if shape and (meta.get("step_width"), meta.get("step_stride")) != _step_layout(arm_step):
         raise ValueError(f"{target}: step statistic stored for another window or stride")
     filt = (str(ood_lines.SIGMA_PX), str(ood_lines.BAND_WINDOW))
     if lines and (meta.get("line_sigma"), meta.get("band_window")) != filt:
@@ -563,12 +590,24 @@ def read(path: str | os.PathLike[str]) -> Subspace | None:
         t["mean"], t["components"], t["floor2"], t["thresholds"],
         t["snr_nodes"], t["levels"], int(meta.get("window", WINDOW)),
         meta["score"] != PLAIN_SCORE_NAME, t.get("step_noise"), t.get("step_floor"),
-        t.get("joint_quantiles"), t.get("joint_levels"), lines,
+        t.get("joint_quantiles"), t.get("joint_levels"), lines, arm_step,
     )  # fmt: skip
+
+
+def _step_layout(arm_step: bool) -> tuple[str, str]:
+    """(width, stride) of the stored step statistic's positions, as stored in the file:
+    ``arm:margin:degree`` and :data:`ood_shape.ARM_STEP_STRIDE`, or the window's width
+    and stride."""
+    if arm_step:
+        arm = f"arm:{ood_shape.ARM_STEP_MARGIN}:{ood_shape.CONTINUUM_DEGREE}"
+        return arm, str(ood_shape.ARM_STEP_STRIDE)
+    return str(ood_shape.STEP_WIDTH), str(ood_shape.STEP_STRIDE)
 
 
 def score_name(sub: Subspace) -> str:
     """The formula identifier stored with ``sub``."""
+    if sub.arm_step:
+        return ARM_STEP_SCORE_NAME
     if sub.lines:
         return LINES_SCORE_NAME
     if sub.shape:
