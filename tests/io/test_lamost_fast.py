@@ -279,11 +279,13 @@ def _edited(edits: list[tuple[int, int, bool]]) -> bytes:
 @example(edits=[(24 * len(_HEADERS), 0x1F, True)], compress=False)  # SIMPLE's value damaged
 @example(edits=[(21 * len(_HEADERS), ord("1"), True)], compress=True)  # SIMPLE = 1  T
 @example(edits=[(412 * len(_HEADERS) + 7, ord("s"), True)], compress=True)  # PCOUNT = s 0
+@example(edits=[(4401, ord(" "), True)], compress=False)  # " COUNT": no PCOUNT in COADD_B
 def test_randomly_damaged_files_give_the_same_outcome(edits, compress):
     """Bytes replaced in headers (where a reader must decide what it understands) or
     anywhere: the same arrays or the same status as cfitsio, never an exception
-    (found by this test: cfitsio rejects SIMPLE off column 30 or a garbled PCOUNT, which
-    the Rust reader had read; such headers now go to cfitsio)."""
+    (found by this test: cfitsio rejects SIMPLE off column 30, a garbled PCOUNT, or an
+    extension without PCOUNT, which the Rust reader had read; such headers now go to
+    cfitsio)."""
     content = _edited(edits)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / ("x.fits.gz" if compress else "x.fits")

@@ -151,13 +151,16 @@ fn data_size(hdu: &Hdu<'_>, primary: bool) -> Result<usize, Unsupported> {
         let n = usize::try_from(n).map_err(|_| bad("NAXISn"))?;
         pixels = pixels.checked_mul(n).ok_or_else(|| bad("NAXISn"))?;
     }
-    // Absent: the defaults; present but not an integer: cfitsio's call, not a guess.
-    let optional = |key: &str, default: i64| match hdu.value(key) {
-        None => Ok(default),
+    // Absent from a primary HDU: the defaults; absent from an extension, where the
+    // standard requires them (cfitsio then stops reading HDUs), or present but not an
+    // integer: cfitsio's call, not a guess.
+    let count = |key: &str, default: i64| match hdu.value(key) {
+        None if primary => Ok(default),
+        None => Err(bad(key)),
         Some(_) => hdu.int(key).ok_or_else(|| bad(key)),
     };
-    let pcount = usize::try_from(optional("PCOUNT", 0)?).map_err(|_| bad("PCOUNT"))?;
-    let gcount = usize::try_from(optional("GCOUNT", 1)?).map_err(|_| bad("GCOUNT"))?;
+    let pcount = usize::try_from(count("PCOUNT", 0)?).map_err(|_| bad("PCOUNT"))?;
+    let gcount = usize::try_from(count("GCOUNT", 1)?).map_err(|_| bad("GCOUNT"))?;
     let bytes = bitpix.unsigned_abs() as usize / 8;
     pixels
         .checked_add(pcount)
@@ -286,6 +289,15 @@ mod tests {
                 "structural keyword PCOUNT missing or invalid".into()
             ))
         );
+        // PCOUNT or GCOUNT missing from an extension (the standard requires them;
+        // cfitsio stops reading HDUs there): found by the random-damage property test.
+        assert_eq!(
+            damaged(b"PCOUNT  =   ", b" COUNT  =   "),
+            Err(Unsupported(
+                "structural keyword PCOUNT missing or invalid".into()
+            ))
+        );
+        assert!(damaged(b"GCOUNT  =   ", b"XCOUNT  =   ").is_err());
         assert!(damaged(b"OBSID   =  ", b"OBSID   =\t").is_err());
         assert!(damaged(
             b"SIMPLE  =                    T",
