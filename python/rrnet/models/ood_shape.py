@@ -50,7 +50,7 @@ ARM_STEP_STRIDE = 20
 """Pixels between the whole-arm step positions. A step midway between two positions
 matches the nearer template with cosine 0.93 (0.87 of its squared height; neighbouring
 templates: cosine 0.72-0.87, as the continuum fit leaves most of a step near the
-break); 350 templates keep the statistic at ~10 % of the test's scoring time."""
+break); 350 templates keep the statistic at ~6 % of the test's scoring time."""
 ARM_STEP_MARGIN = 60
 """Pixels at each end of an arm with no whole-arm step position (a step that close to
 the end is a continuum slope to the normalisation)."""
