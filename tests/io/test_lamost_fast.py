@@ -280,14 +280,42 @@ def _edited(edits: list[tuple[int, int, bool]]) -> bytes:
 @example(edits=[(21 * len(_HEADERS), ord("1"), True)], compress=True)  # SIMPLE = 1  T
 @example(edits=[(412 * len(_HEADERS) + 7, ord("s"), True)], compress=True)  # PCOUNT = s 0
 @example(edits=[(4401, ord(" "), True)], compress=False)  # " COUNT": no PCOUNT in COADD_B
+@example(edits=[(353328395281, ord("t"), True)], compress=True)  # TTYPE1 t= 'FLUX'
 def test_randomly_damaged_files_give_the_same_outcome(edits, compress):
     """Bytes replaced in headers (where a reader must decide what it understands) or
     anywhere: the same arrays or the same status as cfitsio, never an exception
     (found by this test: cfitsio rejects SIMPLE off column 30, a garbled PCOUNT, or an
-    extension without PCOUNT, which the Rust reader had read; such headers now go to
-    cfitsio)."""
+    extension without PCOUNT, which the Rust reader had read, and reads a keyword field
+    with a space inside as the name before it; such headers now go to cfitsio)."""
     content = _edited(edits)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / ("x.fits.gz" if compress else "x.fits")
         path.write_bytes(gzip.compress(content, 1) if compress else content)
         _compare(path)
+
+
+def test_a_damaged_file_leaves_nothing_in_cfitsio_for_the_next_reader(tmp_path):
+    """cfitsio keeps one error-message stack per process; a header read past its damaged
+    END card leaves binary bytes there, and fitsio then raised UnicodeDecodeError on the
+    next file's first (handled) error: a good file failed because of the one before it
+    (found by the random-damage property test), and so would any later fitsio use, such
+    as writing a FITS catalogue. Now the good file reads as it does on its own (every arm
+    bit-identical to the Rust reader's, which does not use cfitsio), and fitsio itself
+    opens it after the damaged one."""
+    good = tmp_path / "good.fits"
+    good.write_bytes(_PLAIN)
+    bad = bytearray(_PLAIN)
+    first = _HEADERS[1]  # the first extension's header: its END card becomes ENX
+    end = first + bytes(bad[first : first + 2 * 2880]).index(b"END" + b" " * 77)
+    bad[end : end + 3] = b"ENX"
+    (tmp_path / "bad.fits").write_bytes(bytes(bad))
+    for _ in range(2):
+        (broken,) = read_many([(tmp_path / "bad.fits", ASKED)], reader="fitsio")
+        assert broken.error is not None
+        (after,) = read_many([(good, ASKED)], reader="fitsio")
+        (rust,) = read_many([(good, ASKED)], reader="rust")
+        assert after.error is None and rust.fallback is None
+        _same(rust, after)
+        _compare(tmp_path / "bad.fits")  # the damaged file: the same outcome both ways
+        with fitsio.FITS(str(good)) as fits:  # what a catalogue writer would do next
+            assert len(fits) == len(_HEADERS)

@@ -262,7 +262,10 @@ pub fn read_file(
     );
     let content = load(path, &name, opts.max_inflated)?;
     let list = hdus(&content)?;
-    let names: Vec<Option<String>> = list.iter().map(|h| h.string("EXTNAME")).collect();
+    let names = list
+        .iter()
+        .map(|h| h.quoted("EXTNAME"))
+        .collect::<Result<Vec<_>, _>>()?;
     let mut arms = Vec::with_capacity(extnames.len());
     for extname in extnames {
         let arm = match find(&list, &names, extname)? {
