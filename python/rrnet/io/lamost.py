@@ -454,7 +454,8 @@ def drain_cfitsio_messages() -> None:
 
 def _with_clean_cfitsio_messages(read: Callable[_P, _T]) -> Callable[_P, _T]:
     """Run ``read`` on an empty cfitsio message stack and leave it empty, whatever the
-    file (:func:`drain_cfitsio_messages`; ~20 us per call when nothing is stacked)."""
+    file (:func:`drain_cfitsio_messages`: two drains, ~16 us per read when nothing is
+    stacked)."""
 
     @functools.wraps(read)
     def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _T:
