@@ -22,7 +22,7 @@ from helpers import (
     set_values,
     write_lamost_copy,
 )
-from rrnet.io.lamost import LamostReadError, read_lamost
+from rrnet.io.lamost import BadFitsError, LamostReadError, read_lamost
 from rrnet.io.lamost_fast import FileRead, read_many
 
 ALL_EXTNAMES = list(read_lamost(REAL_FILE).extnames)
@@ -300,8 +300,9 @@ def test_a_damaged_file_leaves_nothing_in_cfitsio_for_the_next_reader(tmp_path):
     next file's first (handled) error: a good file failed because of the one before it
     (found by the random-damage property test), and so would any later fitsio use, such
     as writing a FITS catalogue. Now the good file reads as it does on its own (every arm
-    bit-identical to the Rust reader's, which does not use cfitsio), and fitsio itself
-    opens it after the damaged one."""
+    bit-identical to the Rust reader's, which does not use cfitsio), fitsio itself
+    opens it after the damaged one, and the damaged file's reason is a line of text
+    (its cfitsio message held the file's binary bytes)."""
     good = tmp_path / "good.fits"
     good.write_bytes(_PLAIN)
     bad = bytearray(_PLAIN)
@@ -311,7 +312,8 @@ def test_a_damaged_file_leaves_nothing_in_cfitsio_for_the_next_reader(tmp_path):
     (tmp_path / "bad.fits").write_bytes(bytes(bad))
     for _ in range(2):
         (broken,) = read_many([(tmp_path / "bad.fits", ASKED)], reader="fitsio")
-        assert broken.error is not None
+        assert isinstance(broken.error, BadFitsError)  # a one-line reason, not its bytes
+        assert str(broken.error).isprintable() and "not a readable FITS file" in str(broken.error)
         (after,) = read_many([(good, ASKED)], reader="fitsio")
         (rust,) = read_many([(good, ASKED)], reader="rust")
         assert after.error is None and rust.fallback is None
