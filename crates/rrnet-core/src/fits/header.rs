@@ -37,6 +37,26 @@ fn card_key(card: &[u8]) -> &[u8] {
     &key[start..end]
 }
 
+/// A quoted value field: the text between its opening quote and the closing one (`''`
+/// read as one quote) and what follows the closing quote (`None` when the field ends
+/// before one); `None` when the field does not start with a quote.
+fn unquote(field: &[u8]) -> Option<(Vec<u8>, Option<&[u8]>)> {
+    let inner = field.strip_prefix(b"'")?;
+    let mut text = Vec::with_capacity(inner.len());
+    let mut i = 0;
+    while let Some(&b) = inner.get(i) {
+        if b == b'\'' {
+            if inner.get(i + 1) != Some(&b'\'') {
+                return Some((text, Some(&inner[i + 1..])));
+            }
+            i += 1; // '' is one quote
+        }
+        text.push(b);
+        i += 1;
+    }
+    Some((text, None))
+}
+
 /// Whether the keyword field (columns 1-8) holds a space before its last non-space
 /// byte: not a name padded with spaces.
 fn key_has_inner_space(card: &[u8]) -> bool {
@@ -81,21 +101,9 @@ impl<'a> Hdu<'a> {
     /// A string keyword, quotes removed, '' unescaped, trailing blanks dropped.
     pub fn string(&self, key: &str) -> Option<String> {
         let field = std::str::from_utf8(self.value(key)?).ok()?.trim();
-        let inner = field.strip_prefix('\'')?;
-        let mut text = String::new();
-        let mut chars = inner.chars().peekable();
-        while let Some(c) = chars.next() {
-            if c == '\'' {
-                if chars.peek() == Some(&'\'') {
-                    chars.next();
-                    text.push('\'');
-                    continue;
-                }
-                break;
-            }
-            text.push(c);
-        }
-        Some(text.trim_end().to_string())
+        let (text, _) = unquote(field.as_bytes())?;
+        // Only ASCII quotes were taken out of valid UTF-8: still valid.
+        Some(String::from_utf8(text).ok()?.trim_end().to_string())
     }
 
     /// [`Hdu::string`] where every card `key` reads the same to cfitsio: `Ok(None)`
@@ -108,20 +116,10 @@ impl<'a> Hdu<'a> {
             if &card[8..10] != b"= " {
                 return Err(bad());
             }
-            let field = card[10..].trim_ascii_start();
-            let Some(inner) = field.strip_prefix(b"'") else {
+            let Some((_, Some(rest))) = unquote(card[10..].trim_ascii_start()) else {
                 return Err(bad());
             };
-            let mut i = 0;
-            let close = loop {
-                match inner.get(i) {
-                    None => return Err(bad()),
-                    Some(b'\'') if inner.get(i + 1) == Some(&b'\'') => i += 2,
-                    Some(b'\'') => break i,
-                    Some(_) => i += 1,
-                }
-            };
-            let rest = inner[close + 1..].trim_ascii_start();
+            let rest = rest.trim_ascii_start();
             if !(rest.is_empty() || rest[0] == b'/') {
                 return Err(bad());
             }
