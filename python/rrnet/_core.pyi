@@ -10,6 +10,7 @@ __all__ = [
     "conv1d_forward",
     "conv1d_grad_input",
     "conv1d_grad_weight",
+    "despike_rows",
     "grid",
     "normalize_batch",
     "read_lamost_batch",
@@ -127,6 +128,9 @@ _ArmRead = tuple[
 
 def running_median_rows(
     values: npt.NDArray[np.float64], width: int, threads: int | None = None
+) -> npt.NDArray[np.float64]: ...
+def despike_rows(
+    values: npt.NDArray[np.float64], width: int, factor: float, threads: int | None = None
 ) -> npt.NDArray[np.float64]: ...
 def read_lamost_batch(
     paths: list[str],

@@ -68,6 +68,26 @@ def test_statistics_match_a_direct_computation(fitted) -> None:
     assert got[0, 1] < 3.0  # the cosmic ray is not an OOD feature
 
 
+def test_each_row_is_scored_alone_whatever_block_or_thread_it_lands_in(fitted) -> None:
+    """Rows are scored in blocks on several threads: a batch of three blocks (with a
+    dead-pixel row, a NaN row and an unknown S/N) gives each row what it gets alone and in
+    a shuffled batch (to BLAS roundoff), and an empty batch gives no rows."""
+    n = 2 * oos.ROW_BLOCK + 7
+    flux, snr_b, snr_r = toy(n, np.linspace(6.0, 250.0, n), 12)
+    flux[3, 2000] = 0.0
+    flux[70, 100] = np.nan
+    snr_r[100] = np.nan
+    got = oos.statistics(fitted, flux, snr_b, snr_r)
+    order = np.random.default_rng(0).permutation(n)
+    shuffled = oos.statistics(fitted, flux[order], snr_b[order], snr_r[order])
+    np.testing.assert_allclose(shuffled, got[order], rtol=1e-12)
+    for i in (0, 3, 64, 70, 100, n - 1):
+        alone = oos.statistics(fitted, flux[i : i + 1], snr_b[i : i + 1], snr_r[i : i + 1])
+        np.testing.assert_allclose(alone[0], got[i], rtol=1e-12)
+    assert np.isnan(got[[70, 100]]).all() and np.isfinite(np.delete(got, [70, 100], 0)).all()
+    assert oos.statistics(fitted, flux[:0], snr_b[:0], snr_r[:0]).shape == (0, 2)
+
+
 @pytest.mark.parametrize("snr", [8.0, 30.0, 200.0])
 def test_a_spectrum_in_the_span_scores_the_noise_level_at_any_snr(fitted, snr) -> None:
     flux, snr_b, snr_r = toy(50, snr, 7)

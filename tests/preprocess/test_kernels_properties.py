@@ -170,6 +170,38 @@ def test_running_median_equals_scipy_median_filter(seed, n_rows, n_cols, width, 
     np.testing.assert_array_equal(fast.kernels.running_median(values, width), want)
 
 
+@SETTINGS
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    n_rows=st.integers(1, 4),
+    n_cols=st.integers(1, 400),
+    width=st.sampled_from([1, 3, 25, 51]),
+    spike_rate=st.sampled_from([0.0, 0.003, 0.05, 0.4, 0.9]),
+    factor=st.sampled_from([0.0, 1.0, 9.0]),
+)
+def test_despike_equals_the_running_median_rule(seed, n_rows, n_cols, width, spike_rate, factor):
+    """The Rust despike (medians only where a value exceeds the factor) equals the
+    whole-array rule on scipy's median filter, bit for bit, from spike-free rows to rows
+    that are mostly spikes (its whole-row path), with ties and a zero factor."""
+    from scipy.ndimage import median_filter
+
+    rng = np.random.default_rng(seed)
+    values = rng.chisquare(1, (n_rows, n_cols))
+    spikes = rng.random(values.shape) < spike_rate
+    values[spikes] = rng.uniform(10, 1e4, spikes.sum())
+    values[:, ::7] = np.round(values[:, ::7], 1)  # ties
+    med = median_filter(values, size=(1, width), mode="nearest")
+    want = np.where(values > factor * np.maximum(med, 1.0), med, values)
+    np.testing.assert_array_equal(fast.kernels.despike(values, width, factor), want)
+
+
+def test_despike_rejects_a_negative_factor_or_an_even_width():
+    with np.testing.assert_raises_regex(ValueError, "factor"):
+        fast.kernels.despike(np.zeros((2, 5)), 3, -1.0)
+    with np.testing.assert_raises_regex(ValueError, "odd"):
+        fast.kernels.despike(np.zeros((2, 5)), 4, 9.0)
+
+
 def test_running_median_rejects_even_or_non_2d_input():
     with np.testing.assert_raises_regex(ValueError, "odd"):
         fast.kernels.running_median(np.zeros((2, 5)), 4)

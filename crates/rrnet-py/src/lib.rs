@@ -224,6 +224,48 @@ fn running_median_rows<'py>(
         .map_err(|e| PyValueError::new_err(e.to_string()))
 }
 
+/// Each row of float64 `[n, m]` with its spikes replaced by the running median over
+/// `width` (odd) samples: a sample above `factor` (>= 0) times `max(median, 1)`
+/// (`rrnet_core::running_median::despike`).
+#[pyfunction]
+#[pyo3(signature = (values, width, factor, threads=None))]
+fn despike_rows<'py>(
+    py: Python<'py>,
+    values: PyReadonlyArray2<'py, f64>,
+    width: usize,
+    factor: f64,
+    threads: Option<usize>,
+) -> PyResult<Bound<'py, PyArray2<f64>>> {
+    if width.is_multiple_of(2) {
+        return Err(PyValueError::new_err(format!(
+            "width must be odd, got {width}"
+        )));
+    }
+    if factor.is_nan() || factor < 0.0 {
+        return Err(PyValueError::new_err(format!(
+            "factor must be >= 0, got {factor}"
+        )));
+    }
+    let [n, m] = [values.shape()[0], values.shape()[1]];
+    let input = values.as_slice()?;
+    let mut out = vec![0.0; n * m];
+    let out_ref = &mut out;
+    run_detached(py, threads, n, |rows| {
+        let px = rows.start * m..rows.end * m;
+        rrnet_core::running_median::despike_rows(
+            &input[px.clone()],
+            m,
+            width,
+            factor,
+            &mut out_ref[px],
+        );
+        Ok(())
+    })?;
+    Array2::from_shape_vec((n, m), out)
+        .map(|a| a.into_pyarray(py))
+        .map_err(|e| PyValueError::new_err(e.to_string()))
+}
+
 type NormalizeOut<'py> = (
     Bound<'py, PyArray2<f32>>,
     Bound<'py, PyArray2<u32>>,
@@ -755,6 +797,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(rv_status_codes, m)?)?;
     m.add_function(wrap_pyfunction!(read_lamost_batch, m)?)?;
     m.add_function(wrap_pyfunction!(running_median_rows, m)?)?;
+    m.add_function(wrap_pyfunction!(despike_rows, m)?)?;
     m.add_function(wrap_pyfunction!(conv1d_forward, m)?)?;
     m.add_function(wrap_pyfunction!(conv1d_grad_input, m)?)?;
     m.add_function(wrap_pyfunction!(conv1d_grad_weight, m)?)?;

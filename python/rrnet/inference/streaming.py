@@ -56,6 +56,7 @@ from rrnet.models import xfe_skill
 from rrnet.models.calibration import calibration_snr
 from rrnet.utils.atomic import read_json, write_json
 from rrnet.utils.background import ahead
+from rrnet.utils.cores import usable_cores
 from rrnet.utils.heap import retain_heap
 from rrnet.utils.lock import output_lock
 from rrnet.utils.progress import Progress
@@ -563,14 +564,6 @@ def overlap_preprocessing(device_type: str) -> bool:
     import torch
 
     return torch.get_num_threads() < usable_cores()
-
-
-def usable_cores() -> int:
-    """The CPU cores this process may run on (its affinity mask where the OS has one)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
 
 
 def _plan(options: InferOptions, source: _StoreInput | _CatalogInput) -> _Plan:

@@ -108,9 +108,16 @@ def lsf_like(
     least :data:`LSF_LIKE` of the weighted squared residual within its reach, and whose
     neighbourhood has no jump sharper than an LSF (:data:`SHARP_RATIO`); the terms are
     those of :func:`lsf_terms`. ``at``: only these pixels are wanted (others False)."""
-    best, jump, peak = lsf_terms(r, weight, sigma_px, at)
-    like = (best >= LSF_LIKE) & ~(jump > SHARP_RATIO * peak + SHARP_NOISE)
-    return like if at is None else like & at
+    if at is None:
+        return _like(*lsf_terms(r, weight, sigma_px))
+    out = np.zeros(r.shape, dtype=bool)
+    line, col, terms = _terms_at(r, weight, sigma_px, at)
+    out.reshape(-1, N_PIX_ARM)[line, col] = _like(*terms)
+    return out
+
+
+def _like(best: np.ndarray, jump: np.ndarray, peak: np.ndarray) -> np.ndarray:
+    return (best >= LSF_LIKE) & ~(jump > SHARP_RATIO * peak + SHARP_NOISE)
 
 
 def lsf_terms(
@@ -125,40 +132,59 @@ def lsf_terms(
     Gaussian of that width); taking the largest within the reach lets a line's flanks
     count with its centre.
 
-    ``at`` (bool, like ``r``): only these pixels are wanted (the others are 0). The
-    callers ask about the few pixels :func:`rrnet.models.ood_subspace.despike` replaced
-    (~0.4 %), so each is answered from a window of the pixels its terms depend on, with
-    the same arithmetic as over the whole arm (bit-identical terms; about a third of the
-    OOD score's time saved); pixels that near an arm end are answered from their whole arm.
+    ``at`` (bool, like ``r``): only these pixels are wanted (the others are 0), answered
+    by :func:`_terms_at`.
     """
     b, n = r.shape
-    lines_r, lines_w = r.reshape(-1, N_PIX_ARM), weight.reshape(-1, N_PIX_ARM)
     if at is None:
-        best, jump, peak = _lsf_terms_lines(lines_r, lines_w, sigma_px)
+        lines = (r.reshape(-1, N_PIX_ARM), weight.reshape(-1, N_PIX_ARM))
+        best, jump, peak = _lsf_terms_lines(*lines, sigma_px)
         return best.reshape(b, n), jump.reshape(b, n), peak.reshape(b, n)
-    want = at.reshape(lines_r.shape)
-    out = (np.zeros(want.shape), np.zeros(want.shape), np.zeros(want.shape))
+    line, col, terms = _terms_at(r, weight, sigma_px, at)
+    full = []
+    for term in terms:
+        out = np.zeros((b * n // N_PIX_ARM, N_PIX_ARM))
+        out[line, col] = term
+        full.append(out.reshape(b, n))
+    return full[0], full[1], full[2]
+
+
+def _terms_at(
+    r: np.ndarray, weight: np.ndarray, sigma_px: float, at: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """(arm line, column, (best, jump, peak)) of the ``at`` pixels.
+
+    The callers ask about the few pixels :func:`rrnet.models.ood_subspace.despike`
+    replaced (~0.4 %), so each is answered from a window of the pixels its terms depend
+    on, with the same arithmetic as over the whole arm (bit-identical terms; about a third
+    of the OOD score's time saved); beyond an arm end the window holds zeros, what the
+    arm's own boundary handling reads there (:func:`_lsf_terms_lines`).
+    """
+    lines_r, lines_w = r.reshape(-1, N_PIX_ARM), weight.reshape(-1, N_PIX_ARM)
+    line, col = np.nonzero(at.reshape(lines_r.shape))
     halo = int(np.ceil(TRUNCATE * sigma_px)) + LSF_REACH  # what a pixel's terms read
-    line, col = np.nonzero(want)
-    whole = np.unique(line[(col < halo) | (col >= N_PIX_ARM - halo)])
-    if whole.size:  # an arm end in reach: the whole arm, with its boundary handling
-        terms = _lsf_terms_lines(lines_r[whole], lines_w[whole], sigma_px)
-        for o, t in zip(out, terms, strict=True):
-            o[whole] = np.where(want[whole], t, 0.0)
-    inner = ~np.isin(line, whole)
-    line, col = line[inner], col[inner]
-    if line.size:
-        window = (line[:, None], col[:, None] + np.arange(-halo, halo + 1))
-        terms = _lsf_terms_lines(lines_r[window], lines_w[window], sigma_px)
-        for o, t in zip(out, terms, strict=True):
-            o[line, col] = t[:, halo]
-    return out[0].reshape(b, n), out[1].reshape(b, n), out[2].reshape(b, n)
+    cols = col[:, None] + np.arange(-halo, halo + 1)
+    inside = (cols >= 0) & (cols < N_PIX_ARM)
+    window = (line[:, None], np.clip(cols, 0, N_PIX_ARM - 1))
+    terms = _lsf_terms_lines(
+        np.where(inside, lines_r[window], 0.0),
+        np.where(inside, lines_w[window], 0.0),
+        sigma_px,
+        inside,
+    )
+    best, jump, peak = (t[:, halo] for t in terms)
+    return line, col, (best, jump, peak)
 
 
 def _lsf_terms_lines(
-    r: np.ndarray, weight: np.ndarray, sigma_px: float
+    r: np.ndarray, weight: np.ndarray, sigma_px: float, inside: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """:func:`lsf_terms` of independent lines ``[L, n]`` (arms, or windows of one)."""
+    """:func:`lsf_terms` of independent lines ``[L, n]`` (arms, or windows of one).
+
+    ``inside`` (bool, like ``r``; default all): the pixels of the arm; the others are
+    zero padding (``r = weight = 0``), as the convolutions' and maxima's boundary modes
+    pad a whole arm: no explained fraction there, no jump into or out of it.
+    """
     from scipy.ndimage import maximum_filter1d
 
     m = _filtered_lines(r, weight, sigma_px)
@@ -166,10 +192,14 @@ def _lsf_terms_lines(
     energy = convolve1d(weight * r * r, support, axis=1, mode="constant")
     with np.errstate(invalid="ignore", divide="ignore"):
         frac = np.where(energy > 0, (m * m) / energy, 0.0)
+    if inside is not None:
+        frac = np.where(inside, frac, 0.0)
     best = maximum_filter1d(frac, 2 * LSF_REACH + 1, axis=1, mode="constant")
     z = r * np.sqrt(weight)
     jump = np.zeros_like(z)
     jump[:, 1:] = np.abs(np.diff(z, axis=1))
+    if inside is not None:
+        jump[:, 1:] = np.where(inside[:, 1:] & inside[:, :-1], jump[:, 1:], 0.0)
     jump[:, :-1] = np.maximum(jump[:, :-1], jump[:, 1:])  # both pixels of a jump
     width = support.size
     return best, maximum_filter1d(jump, width, axis=1), maximum_filter1d(np.abs(z), width, axis=1)

@@ -55,20 +55,23 @@ hash); :func:`scorer` builds the score function.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
 
 import numpy as np
+from threadpoolctl import ThreadpoolController
 
 from rrnet.grid import N_PIX_ARM
 from rrnet.models import ood_lines, ood_shape
 from rrnet.models.normalization import FLUX_CLIP
-from rrnet.preprocess.kernels import running_median
+from rrnet.preprocess import kernels
 from rrnet.utils.atomic import atomic_path
+from rrnet.utils.cores import usable_cores
 
 SUBSPACE_FILE = "ood_subspace.safetensors"
 """File of the subspace, floor and thresholds inside a checkpoint directory."""
@@ -115,6 +118,8 @@ SPIKE_WIDTH = 25
 validation set: 15 left resampled cosmic rays of 7-10 pixels in, 25 removes them)."""
 SPIKE_FACTOR = 9.0
 """A pixel's ``z**2`` above this times the running median (and above this) is replaced."""
+ROW_BLOCK = 64
+"""Spectra scored at a time (their float64 temporaries, 3.7 MB each, stay in the cache)."""
 
 
 @dataclass(frozen=True)
@@ -152,11 +157,13 @@ class Subspace:
     """Whether the step statistic is the whole-arm step (:func:`ood_shape.arm_step_amplitudes`,
     tests fitted since 2026-12-03) rather than the 120-pixel window difference."""
 
-    @cached_property
+    @functools.cached_property
     def step_templates(self) -> np.ndarray:
         """The whole-arm step templates of this subspace (:func:`ood_shape.arm_step_templates`),
-        computed once (~0.1 s, 20 MB)."""
-        return ood_shape.arm_step_templates(self.components)
+        computed once (~0.1 s, 20 MB), with one BLAS thread: the same bits wherever
+        they are first needed."""
+        with _single_threaded_blas():
+            return ood_shape.arm_step_templates(self.components)
 
     @property
     def shape(self) -> bool:
@@ -257,12 +264,19 @@ def robust_residual(
         lsf = ood_lines.lsf_like(np.where(np.isfinite(r), r, 0.0), 1.0 / variance, at=artefact)
         artefact &= ~lsf
     widened = maximum_filter1d(artefact.view(np.uint8), 2 * ARTEFACT_DILATE + 1, axis=1)
-    eye = np.eye(components.shape[0])
-    for i in np.flatnonzero(widened.any(axis=1)):
-        m = widened[i].astype(bool)
-        pm = components[:, m]
-        c = np.linalg.solve(eye - pm @ pm.T, coef[i] - pm @ d[i, m])
-        r[i] = d[i] - c @ components
+    refit = np.flatnonzero(widened.any(axis=1))
+    if refit.size == 0:
+        return r
+    k = components.shape[0]  # one small system per row, solved and applied as a batch
+    lhs, rhs = np.empty((refit.size, k, k)), np.empty((refit.size, k))
+    by_pixel = np.ascontiguousarray(components.T)  # a row's masked pixels: contiguous rows
+    for j, i in enumerate(refit):
+        m = np.flatnonzero(widened[i])
+        pm = by_pixel[m]
+        lhs[j] = np.eye(k) - pm.T @ pm
+        rhs[j] = coef[i] - d[i, m] @ pm
+    c = np.linalg.solve(lhs, rhs[..., None])[..., 0]
+    r[refit] = d[refit] - c @ components
     return r
 
 
@@ -279,8 +293,8 @@ def despike(z2: np.ndarray) -> np.ndarray:
     on pixel-to-pixel steps was tried and dropped: the residual of a shifted line steps
     as sharply as a resampled cosmic ray.)
     """
-    med = running_median(z2, SPIKE_WIDTH)  # scipy's median_filter, mode="nearest"
-    return np.where(z2 > SPIKE_FACTOR * np.maximum(med, 1.0), med, z2)
+    # np.where(z2 > F * np.maximum(m, 1), m, z2), m scipy's median_filter (mode="nearest")
+    return kernels.despike(z2, SPIKE_WIDTH, SPIKE_FACTOR)
 
 
 def _edge_pixels(n_pixels: int) -> np.ndarray:
@@ -290,6 +304,16 @@ def _edge_pixels(n_pixels: int) -> np.ndarray:
     return np.concatenate(
         [np.r_[s : s + EDGE, s + N_PIX_ARM - EDGE : s + N_PIX_ARM] for s in starts]
     )
+
+
+def _row_medians(values: np.ndarray) -> np.ndarray:
+    """``np.median(values, axis=1)`` (equal for rows without NaN) from one partition and
+    a maximum instead of a partition at three places (~half the time)."""
+    half = values.shape[1] // 2
+    part = np.partition(values, half, axis=1)
+    if values.shape[1] % 2:
+        return part[:, half]
+    return (part[:, :half].max(axis=1) + part[:, half]) / 2
 
 
 def window_means(z2: np.ndarray, window: int) -> np.ndarray:
@@ -315,7 +339,51 @@ def statistics(
 def _statistics(
     sub: Subspace, flux: np.ndarray, snr_blue: np.ndarray, snr_red: np.ndarray
 ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
-    """:func:`statistics` and the raw step ``(differences, noise)`` (what calibration fits)."""
+    """:func:`statistics` and the raw step ``(differences, noise)`` (what calibration fits).
+
+    Every statistic is a row's own, so rows are scored :data:`ROW_BLOCK` at a time: a
+    block's ~20 float64 temporaries stay in the cache (whole batches took ~1.6x the
+    time), and blocks run on one thread per core with single-threaded BLAS inside (the
+    block's numpy, scipy and BLAS calls release the GIL; BLAS's own threads on blocks
+    this small only spun: ~1.8x the CPU time).
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    flux = np.atleast_2d(np.asarray(flux))
+    if len(flux) == 0:
+        return np.empty((0, sub.n_statistics)), (np.empty((0, 0)), np.empty((0, 0)))
+    snr_blue, snr_red = np.broadcast_to(snr_blue, len(flux)), np.broadcast_to(snr_red, len(flux))
+
+    def block(start: int) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+        rows = slice(start, start + ROW_BLOCK)
+        return _block_statistics(sub, flux[rows], snr_blue[rows], snr_red[rows])
+
+    starts = range(0, len(flux), ROW_BLOCK)
+    workers = min(usable_cores(), len(starts))
+    with _single_threaded_blas(), ThreadPoolExecutor(workers) as pool:
+        if sub.arm_step:  # cached on first use: once, before the threads
+            _ = sub.step_templates
+        blocks = list(pool.map(block, starts))
+    stats = np.concatenate([b[0] for b in blocks])
+    step = tuple(np.concatenate([b[1][k] for b in blocks]) for k in range(2))
+    return stats, (step[0], step[1])
+
+
+def _single_threaded_blas() -> contextlib.AbstractContextManager:
+    """BLAS limited to one thread while the OOD blocks run on their own threads."""
+    return _blas_controller().limit(limits=1, user_api="blas")
+
+
+@functools.cache
+def _blas_controller() -> ThreadpoolController:
+    """The process's BLAS libraries, found once (threadpoolctl scans what is loaded)."""
+    return ThreadpoolController()
+
+
+def _block_statistics(
+    sub: Subspace, flux: np.ndarray, snr_blue: np.ndarray, snr_red: np.ndarray
+) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """:func:`_statistics` of one block of rows."""
     from scipy.ndimage import maximum_filter1d
 
     flux = np.atleast_2d(np.asarray(flux, dtype=np.float64))
@@ -335,7 +403,7 @@ def _statistics(
         z2 = np.where(lsf, raw, z2)
     spikes = z2 != raw  # before the arm ends are overwritten below
     edges = _edge_pixels(flux.shape[1])
-    z2[:, edges] = np.median(np.delete(z2, edges, axis=1), axis=1)[:, None]
+    z2[:, edges] = _row_medians(np.delete(z2, edges, axis=1))[:, None]
     out = [z2.mean(axis=1), window_means(z2, sub.window).max(axis=1)]
     step = (np.empty((len(z2), 0)), np.empty((len(z2), 0)))
     if sub.shape:

@@ -274,6 +274,29 @@ def running_median(values: np.ndarray, width: int, *, threads: int | None = None
     return _core.running_median_rows(_f64(values), int(width), threads=_threads(threads))
 
 
+def despike(
+    values: np.ndarray, width: int, factor: float, *, threads: int | None = None
+) -> np.ndarray:
+    """Each row of a 2-D array with its spikes replaced by the running median over
+    ``width`` (odd) samples: a value above ``factor * max(median, 1)`` takes the median.
+
+    Equals ``np.where(v > factor * np.maximum(m, 1), m, v)`` with ``m`` the running median
+    (:func:`running_median`, the oracle of its tests), but the median is selected only
+    at values above ``factor`` (>= 0), the only ones that can be spikes: ~0.3 % of a
+    chi-square residual at 9 (the OOD residuals of the demo: ~6x faster than the
+    running median of every sample).
+    Rows should be finite, as for :func:`running_median`.
+    """
+    values = np.asarray(values)
+    if values.ndim != 2:
+        raise ValueError(f"values must be 2-D, got shape {values.shape}")
+    if int(width) != width or width < 1 or width % 2 == 0:
+        raise ValueError(f"width must be a positive odd integer, got {width!r}")
+    if not float(factor) >= 0:
+        raise ValueError(f"factor must be >= 0, got {factor!r}")
+    return _core.despike_rows(_f64(values), int(width), float(factor), threads=_threads(threads))
+
+
 def normalize(
     flux: np.ndarray, max_iter: int = DEFAULT_MAX_ITER, *, threads: int | None = None
 ) -> np.ndarray:
