@@ -200,28 +200,10 @@ fn running_median_rows<'py>(
     width: usize,
     threads: Option<usize>,
 ) -> PyResult<Bound<'py, PyArray2<f64>>> {
-    if width.is_multiple_of(2) {
-        return Err(PyValueError::new_err(format!(
-            "width must be odd, got {width}"
-        )));
-    }
-    let [n, m] = [values.shape()[0], values.shape()[1]];
-    let input = values.as_slice()?;
-    let mut out = vec![0.0; n * m];
-    let out_ref = &mut out;
-    run_detached(py, threads, n, |rows| {
-        let px = rows.start * m..rows.end * m;
-        rrnet_core::running_median::running_median_rows(
-            &input[px.clone()],
-            m,
-            width,
-            &mut out_ref[px],
-        );
-        Ok(())
-    })?;
-    Array2::from_shape_vec((n, m), out)
-        .map(|a| a.into_pyarray(py))
-        .map_err(|e| PyValueError::new_err(e.to_string()))
+    odd_width(width)?;
+    map_rows_f64(py, values, threads, |input, m, out| {
+        rrnet_core::running_median::running_median_rows(input, m, width, out)
+    })
 }
 
 /// Each row of float64 `[n, m]` with its spikes replaced by the running median over
@@ -236,29 +218,41 @@ fn despike_rows<'py>(
     factor: f64,
     threads: Option<usize>,
 ) -> PyResult<Bound<'py, PyArray2<f64>>> {
-    if width.is_multiple_of(2) {
-        return Err(PyValueError::new_err(format!(
-            "width must be odd, got {width}"
-        )));
-    }
+    odd_width(width)?;
     if factor.is_nan() || factor < 0.0 {
         return Err(PyValueError::new_err(format!(
             "factor must be >= 0, got {factor}"
         )));
     }
+    map_rows_f64(py, values, threads, |input, m, out| {
+        rrnet_core::running_median::despike_rows(input, m, width, factor, out)
+    })
+}
+
+fn odd_width(width: usize) -> PyResult<()> {
+    if width.is_multiple_of(2) {
+        return Err(PyValueError::new_err(format!(
+            "width must be odd, got {width}"
+        )));
+    }
+    Ok(())
+}
+
+/// A fresh float64 `[n, m]` array from `kernel(rows of values, m, the same rows of
+/// out)`, run on blocks of rows with the GIL released.
+fn map_rows_f64<'py>(
+    py: Python<'py>,
+    values: PyReadonlyArray2<'py, f64>,
+    threads: Option<usize>,
+    kernel: impl Fn(&[f64], usize, &mut [f64]) + Send + Sync,
+) -> PyResult<Bound<'py, PyArray2<f64>>> {
     let [n, m] = [values.shape()[0], values.shape()[1]];
     let input = values.as_slice()?;
     let mut out = vec![0.0; n * m];
     let out_ref = &mut out;
     run_detached(py, threads, n, |rows| {
         let px = rows.start * m..rows.end * m;
-        rrnet_core::running_median::despike_rows(
-            &input[px.clone()],
-            m,
-            width,
-            factor,
-            &mut out_ref[px],
-        );
+        kernel(&input[px.clone()], m, &mut out_ref[px]);
         Ok(())
     })?;
     Array2::from_shape_vec((n, m), out)
