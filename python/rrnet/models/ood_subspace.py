@@ -376,7 +376,8 @@ def _single_threaded_blas() -> contextlib.AbstractContextManager:
 
 @functools.cache
 def _blas_controller() -> ThreadpoolController:
-    """The process's BLAS libraries, found once (threadpoolctl scans what is loaded)."""
+    """The process's BLAS libraries, found once (a scan of what is loaded: 0.5 ms; the
+    BLAS these statistics use is numpy's, loaded before this module)."""
     return ThreadpoolController()
 
 
