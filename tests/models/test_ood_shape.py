@@ -252,6 +252,21 @@ def test_arm_step_amplitude_is_the_least_squares_height_and_its_noise_the_white_
     np.testing.assert_allclose(amps.var(axis=0) / want, 1.0, atol=0.1)
 
 
+def test_the_per_arm_step_noise_is_the_per_pixel_one_for_noise_constant_in_each_arm(
+    arm_stepped,
+) -> None:
+    """What scoring uses (one product with the arms' template energies) equals the
+    per-pixel form for the variance the arms' S/N give, an unknown arm counting 0."""
+    t = arm_stepped.step_templates
+    edges = np.r_[0:10, 3590:3610, 7190:7200]
+    arm_var = np.array([[4e-4, 1e-4], [1e-2, 2.5e-3], [np.nan, 1e-4]])
+    per_pixel = np.repeat(arm_var, N_PIX_ARM, axis=1)
+    norms = np.sum(t**2, axis=1)
+    got = ood_shape.arm_step_noise_per_arm(arm_var, ood_shape.arm_energies(t, edges), norms)
+    np.testing.assert_allclose(got, ood_shape.arm_step_noise(per_pixel, t, edges), rtol=1e-12)
+    assert (got > 0).all()
+
+
 def test_a_weak_broken_continuum_is_seen_over_the_whole_arm(shaped, arm_stepped) -> None:
     """A 3 % step in one arm at S/N 30 (red 39), as normalisation leaves it (less its
     degree-5 polynomial fit): the whole-arm step flags >= 90 % (97 % when written), at

@@ -149,14 +149,19 @@ def arm_step_templates(components: np.ndarray) -> np.ndarray:
 
 
 def arm_step_amplitudes(
-    r: np.ndarray, sigma: np.ndarray, templates: np.ndarray, masked: np.ndarray
+    r: np.ndarray,
+    sigma: np.ndarray,
+    templates: np.ndarray,
+    masked: np.ndarray,
+    norms: np.ndarray | None = None,
 ) -> np.ndarray:
     """``[B, n_positions]``: least-squares amplitude of each template in the residual,
-    winsorised as for :func:`step_differences`, the ``masked`` pixels (arm ends) left out."""
+    winsorised as for :func:`step_differences`, the ``masked`` pixels (arm ends) left out.
+    ``norms``: ``sum(templates**2, axis=1)`` where the caller keeps it."""
     u = sigma * np.clip(r / sigma, -WINSOR, WINSOR)
     u = np.where(np.isfinite(u), u, 0.0)
     u[:, masked] = 0.0
-    return (u @ templates.T) / np.sum(templates**2, axis=1)
+    return (u @ templates.T) / (np.sum(templates**2, axis=1) if norms is None else norms)
 
 
 def arm_step_noise(noise_var: np.ndarray, templates: np.ndarray, masked: np.ndarray) -> np.ndarray:
@@ -166,3 +171,21 @@ def arm_step_noise(noise_var: np.ndarray, templates: np.ndarray, masked: np.ndar
     v[:, masked] = 0.0
     t2 = templates**2
     return (v @ t2.T) / np.sum(t2, axis=1) ** 2
+
+
+def arm_energies(templates: np.ndarray, masked: np.ndarray) -> np.ndarray:
+    """``[n_arms, n_positions]``: ``sum(templates**2)`` over each arm's pixels outside
+    ``masked``, what :func:`arm_step_noise_per_arm` weighs each arm's variance with."""
+    t2 = templates**2
+    t2[:, masked] = 0.0
+    return t2.reshape(len(t2), -1, N_PIX_ARM).sum(axis=2).T
+
+
+def arm_step_noise_per_arm(
+    arm_var: np.ndarray, energies: np.ndarray, norms: np.ndarray
+) -> np.ndarray:
+    """:func:`arm_step_noise` for a noise variance constant within each arm (``[B,
+    n_arms]``, what the arms' S/N give; unknown: 0): one product with the arms' template
+    energies (:func:`arm_energies`) instead of one over every pixel."""
+    v = np.where(np.isfinite(arm_var), arm_var, 0.0)
+    return (v @ energies) / norms**2

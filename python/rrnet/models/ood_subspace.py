@@ -165,6 +165,13 @@ class Subspace:
         with _single_threaded_blas():
             return ood_shape.arm_step_templates(self.components)
 
+    @functools.cached_property
+    def step_sums(self) -> tuple[np.ndarray, np.ndarray]:
+        """``sum(step_templates**2)`` per position, and per arm outside the arm ends
+        (:func:`ood_shape.arm_energies`): computed once, not per block of spectra."""
+        t = self.step_templates
+        return np.sum(t**2, axis=1), ood_shape.arm_energies(t, _edge_pixels(t.shape[1]))
+
     @property
     def shape(self) -> bool:
         """Whether the line-width and step statistics are part of the test."""
@@ -362,7 +369,7 @@ def _statistics(
     workers = min(usable_cores(), len(starts))
     with _single_threaded_blas(), ThreadPoolExecutor(workers) as pool:
         if sub.arm_step:  # cached on first use: once, before the threads
-            _ = sub.step_templates
+            _ = sub.step_sums
         blocks = list(pool.map(block, starts))
     stats = np.concatenate([b[0] for b in blocks])
     step = tuple(np.concatenate([b[1][k] for b in blocks]) for k in range(2))
@@ -414,9 +421,10 @@ def _block_statistics(
         model = np.clip(flux, *FLUX_CLIP) - r  # the fitted reference
         out.append(ood_shape.line_width(r, model, weight))
         if sub.arm_step:
-            t = sub.step_templates
-            step = (ood_shape.arm_step_amplitudes(r, np.sqrt(var), t, edges),
-                    ood_shape.arm_step_noise(noise, t, edges))  # fmt: skip
+            t, (norms, energies) = sub.step_templates, sub.step_sums
+            arm_var = noise[:, ::N_PIX_ARM]  # constant within each arm
+            step = (ood_shape.arm_step_amplitudes(r, np.sqrt(var), t, edges, norms),
+                    ood_shape.arm_step_noise_per_arm(arm_var, energies, norms))  # fmt: skip
         else:
             step = (ood_shape.step_differences(r, np.sqrt(var)), ood_shape.step_noise(noise))
         if sub.step_noise is not None and sub.step_floor is not None:
