@@ -88,6 +88,18 @@ def test_each_row_is_scored_alone_whatever_block_or_thread_it_lands_in(fitted) -
     assert oos.statistics(fitted, flux[:0], snr_b[:0], snr_r[:0]).shape == (0, 2)
 
 
+def test_scores_do_not_depend_on_the_thread_count(fitted, monkeypatch) -> None:
+    """Blocks are fixed and BLAS runs one thread inside each: the same bits on one
+    thread as on three (RRNET_NUM_THREADS, as for the Rust kernels)."""
+    flux, snr_b, snr_r = toy(2 * oos.ROW_BLOCK + 3, 40.0, 13)
+    flux[5, 3000:3003] += 1.0  # a cosmic ray: the robust refit runs too
+    got = {}
+    for threads in ("1", "3"):
+        monkeypatch.setenv("RRNET_NUM_THREADS", threads)
+        got[threads] = oos.statistics(fitted, flux, snr_b, snr_r)
+    np.testing.assert_array_equal(got["1"], got["3"])
+
+
 @pytest.mark.parametrize("snr", [8.0, 30.0, 200.0])
 def test_a_spectrum_in_the_span_scores_the_noise_level_at_any_snr(fitted, snr) -> None:
     flux, snr_b, snr_r = toy(50, snr, 7)

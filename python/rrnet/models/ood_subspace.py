@@ -71,7 +71,7 @@ from rrnet.models import ood_lines, ood_shape
 from rrnet.models.normalization import FLUX_CLIP
 from rrnet.preprocess import kernels
 from rrnet.utils.atomic import atomic_path
-from rrnet.utils.cores import usable_cores
+from rrnet.utils.cores import compute_threads
 
 SUBSPACE_FILE = "ood_subspace.safetensors"
 """File of the subspace, floor and thresholds inside a checkpoint directory."""
@@ -366,7 +366,7 @@ def _statistics(
         return _block_statistics(sub, flux[rows], snr_blue[rows], snr_red[rows])
 
     starts = range(0, len(flux), ROW_BLOCK)
-    workers = min(usable_cores(), len(starts))
+    workers = min(compute_threads(), len(starts))
     with _single_threaded_blas(), ThreadPoolExecutor(workers) as pool:
         if sub.arm_step:  # cached on first use: once, before the threads
             _ = sub.step_sums

@@ -11,3 +11,18 @@ def usable_cores() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not Linux
         return max(1, os.cpu_count() or 1)
+
+
+def compute_threads() -> int:
+    """Threads for rrnet's own CPU work: ``RRNET_NUM_THREADS`` (as for the Rust kernels;
+    0 or unset: every usable core)."""
+    value = os.environ.get("RRNET_NUM_THREADS", "").strip()
+    if not value:
+        return usable_cores()
+    try:
+        n = int(value)
+    except ValueError:
+        raise ValueError(f"RRNET_NUM_THREADS must be an integer, got {value!r}") from None
+    if n < 0:
+        raise ValueError(f"RRNET_NUM_THREADS must be >= 0, got {n}")
+    return n or usable_cores()
