@@ -54,6 +54,25 @@ def test_infer_refuses(tmp_path, capsys, flag, value):
     assert not out.exists() and not (tmp_path / "cat.parquet.parts").exists()
 
 
+@pytest.mark.parametrize("value", ["abc", "-2"])
+def test_a_bad_rrnet_num_threads_is_refused_like_an_argument(tmp_path, capsys, monkeypatch, value):
+    """The thread count read from the environment is checked with the arguments: one
+    line and exit 2 before any work (it was an "unexpected" failure mid-run)."""
+    monkeypatch.setenv("RRNET_NUM_THREADS", value)
+    catalog = tmp_path / "cat.csv"
+    catalog.write_text("filename,extname_blue,extname_red,rv\nx.fits,B,R,0\n")
+    for main, prog, args in (
+        (preprocess.main, "rrnet-preprocess", [str(catalog), "--data-dir", str(tmp_path)]),
+        (infer.main, "rrnet-infer", ["--catalog", str(catalog), "--data-dir", str(tmp_path),
+                                     "--model", str(tmp_path), "--no-progress"]),
+    ):  # fmt: skip
+        out = tmp_path / f"{prog}.out"
+        assert main([*args, "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith(f"{prog}: error: RRNET_NUM_THREADS")
+        assert not out.exists()
+
+
 def test_header_only_catalogue_same_answer(tmp_path, capsys):
     catalog = tmp_path / "cat.csv"
     catalog.write_text("filename,extname_blue,extname_red,rv\n")

@@ -15,6 +15,7 @@ from typing import Any
 from rrnet.inference.options import InferOptions
 from rrnet.inference.quality import QualityThresholds
 from rrnet.labels import COLUMN_STYLES, DEFAULT_COLUMN_STYLE
+from rrnet.utils.cores import compute_threads
 
 
 class UsageError(Exception):
@@ -22,10 +23,19 @@ class UsageError(Exception):
 
 
 class OneLineParser(argparse.ArgumentParser):
-    """argparse whose errors raise :class:`UsageError` instead of printing usage."""
+    """argparse whose errors raise :class:`UsageError` instead of printing usage; the
+    settings rrnet reads from the environment are checked with the arguments."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
         raise UsageError(message)
+
+    def parse_args(self, args=None, namespace=None):  # type: ignore[no-untyped-def, override]
+        parsed = super().parse_args(args, namespace)
+        try:
+            compute_threads()  # RRNET_NUM_THREADS, read again where threads start
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        return parsed
 
 
 def usage_error(prog: str, message: object) -> int:
