@@ -121,6 +121,26 @@ def test_equals_single_machine_row_for_row(world: dict, finished: tuple[Path, di
     assert not (run_dir(out) / "parts").exists()
 
 
+def _worker_threads() -> tuple[int, str | None, str | None]:
+    import os
+
+    import torch
+
+    env = os.environ
+    return torch.get_num_threads(), env.get("RRNET_NUM_THREADS"), env.get("OMP_NUM_THREADS")
+
+
+def test_each_worker_runs_on_its_share_of_the_cores(client, finished) -> None:
+    """Two worker processes of a 2-core job: the ones that ran shards did so on
+    cores // processes = 1 thread each (PyTorch, the Rust kernels, the OOD scoring), not
+    on every core of the machine each."""
+    seen = [t for t in client.run(_worker_threads).values() if t[1] is not None]
+    assert seen, "no worker ran a shard"
+    for torch_threads, rrnet_threads, omp in seen:
+        assert rrnet_threads == "1"
+        assert torch_threads == 1 or omp is not None
+
+
 def test_rerun_of_a_finished_run_does_nothing(world: dict, client, finished) -> None:
     out, report = finished
     stamp = out.stat().st_mtime_ns, report_path(out).stat().st_mtime_ns

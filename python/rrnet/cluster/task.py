@@ -101,6 +101,20 @@ def _note_attempt(job: ShardJob) -> None:
         os._exit(1)  # a lost worker (walltime, OOM, preemption), as seen by the scheduler
 
 
+def use_core_share(threads: int | None) -> None:
+    """Run this worker process on its share of the job's cores (``cores // processes``):
+    PyTorch, the Rust kernels and the OOD scoring would otherwise each start a thread
+    per core of the node in every one of its processes (N processes x N threads). What
+    the user set (``OMP_NUM_THREADS``, ``RRNET_NUM_THREADS``) is kept."""
+    if threads is None or threads < 1:
+        return
+    import torch
+
+    os.environ.setdefault("RRNET_NUM_THREADS", str(threads))
+    if "OMP_NUM_THREADS" not in os.environ and torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+
+
 def run_shard(job: ShardJob) -> dict[str, Any]:
     """Compute one shard's catalogue rows into its part file; return counts and timings."""
     from rrnet.inference.streaming import Chunk, catalogue_chunk
@@ -112,6 +126,7 @@ def run_shard(job: ShardJob) -> dict[str, Any]:
     hold = float(os.environ.get(SHARD_HOLD_ENV) or 0)
     if hold > 0:  # tests hold each shard, so that a run can be stopped half-way through
         time.sleep(hold)
+    use_core_share(job.reader_threads)
     checkpoints, sources = cached_models(job)
     loaded = time.perf_counter()
     frames = []
