@@ -8,7 +8,8 @@ alone, i.e. (b) / (a) <= 1.10 with, on the same spectra and checkpoint,
 
 both timed in this process after a warm-up, alternating, best of ``--repeats`` (wall
 and CPU seconds: on a shared machine the CPU time is the steadier figure). Also
-timed: preprocessing alone (``iter_preprocessed``) and (b) forced both ways: the next
+timed: preprocessing alone (``iter_preprocessed``), the OOD test alone (part of (a):
+what scoring it costs against the model) and (b) forced both ways: the next
 chunk preprocessed on a thread while the model predicts (overlapped) and each chunk
 preprocessed in the consuming thread (in turn); (b) itself runs as ``rrnet-infer`` does
 (``streaming.overlap_preprocessing`` decides: overlapped on a GPU or with cores that
@@ -144,14 +145,30 @@ def main() -> None:
             for _ in iter_preprocessed(catalog, data, batch_size=a.chunk_rows, workers=a.workers):
                 pass
 
+        scorers = []  # the OOD test alone, as inference scores it (flux read beforehand)
+        if a.ood:
+            from rrnet.models import ood_subspace
+
+            flux_all = store.read_flux(np.arange(a.rows))
+            snr_all = [store.manifest[c].to_numpy() for c in ("snr_blue", "snr_red")]
+            scorers = [ood_subspace.read(path) for path in models]
+
+        def run_ood() -> None:
+            for sub in scorers:
+                for i in range(0, a.rows, a.chunk_rows):
+                    rows = slice(i, i + a.chunk_rows)
+                    ood_subspace.score(sub, flux_all[rows], snr_all[0][rows], snr_all[1][rows])
+
         run_store(), run_pre()  # warm-up: imports, page cache, thread pools
-        keys = ("store", "catalog", "overlap", "serial", "pre")
+        keys = ("store", "catalog", "overlap", "serial", "pre") + (("ood",) if a.ood else ())
         times: dict[str, list[float]] = {k: [] for k in keys}
         cpu: dict[str, list[float]] = {k: [] for k in times}
         for _ in range(a.repeats):
             for key, fn in (("store", run_store), ("catalog", run_catalog),
                             ("overlap", run_overlap), ("serial", run_serial),
-                            ("pre", run_pre)):  # fmt: skip
+                            ("pre", run_pre), ("ood", run_ood)):  # fmt: skip
+                if key not in times:
+                    continue
                 wall, used = timed(fn)
                 times[key].append(wall)
                 cpu[key].append(used)
@@ -173,8 +190,9 @@ def main() -> None:
                 (f"(b) --catalog (as rrnet-infer runs it: {chosen})", "catalog"),
                 ("(b') --catalog, preprocessing overlapped", "overlap"),
                 ("(b'') --catalog, preprocessing then inference per chunk", "serial"),
-                ("preprocessing alone (iter_preprocessed)", "pre"))  # fmt: skip
-        for name, key in rows:
+                ("preprocessing alone (iter_preprocessed)", "pre"),
+                ("OOD test alone (ood_subspace.score, part of (a))", "ood"))  # fmt: skip
+        for name, key in (r for r in rows if r[1] in times):
             t, c = best[key], least[key]
             print(f"| {name} | {t:.2f} | {a.rows / t:.1f} | {t / best['store']:.3f} "
                   f"| {c:.1f} | {c / least['store']:.3f} |")  # fmt: skip
