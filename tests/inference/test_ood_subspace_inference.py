@@ -76,3 +76,36 @@ def test_catalogue_score_is_the_subspace_score_of_the_store(world: dict, tmp_pat
 def test_checkpoint_without_the_file_keeps_the_older_score(world: dict) -> None:
     (loaded,) = load_checkpoints([world["sp"]], device="cpu")
     assert loaded.ood is None and loaded.describe()["ood_test"] == "none"
+
+
+def test_sp_and_ca_with_the_same_test_score_it_once(world: dict, tmp_path, monkeypatch) -> None:
+    """An SP and a CA checkpoint trained on the same store and split store the same
+    test (their files differing in metadata order only): it is scored once per chunk,
+    and the catalogue is the one of scoring it per checkpoint. A different test is
+    scored separately."""
+    sub = _toy_subspace()
+    paths = {k: tmp_path / k for k in ("sp", "ca")}
+    for key, path in paths.items():
+        shutil.copytree(world[key], path)
+        oos.write(path, sub)
+    assert oos.digest(oos.read(paths["sp"])) == oos.digest(oos.read(paths["ca"]))
+    shared = load_checkpoints(list(paths.values()), device="cpu")
+    assert shared[0].ood is shared[1].ood
+
+    calls = []
+    real_score = oos.score
+    monkeypatch.setattr(oos, "score", lambda *a, **k: calls.append(1) or real_score(*a, **k))
+    table = infer(list(paths.values()), store=world["store"], device="cpu")
+    n_chunks = len(calls)
+    monkeypatch.setattr(oos, "digest", lambda s: str(id(s)))  # no sharing: the oracle
+    separate = infer(list(paths.values()), store=world["store"], device="cpu")
+    assert len(calls) == 3 * n_chunks  # scored twice per chunk without sharing
+    assert table.select("ood_score", "quality_bits").equals(
+        separate.select("ood_score", "quality_bits")
+    )
+
+    other = tmp_path / "ca_other"
+    shutil.copytree(world["ca"], other)
+    oos.write(other, _toy_subspace(seed=1))
+    a, b = load_checkpoints([paths["sp"], other], device="cpu")
+    assert a.ood is not b.ood and oos.digest(oos.read(other)) != oos.digest(sub)

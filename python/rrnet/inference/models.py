@@ -118,6 +118,7 @@ def load_checkpoints(
     from rrnet.models.ensemble import Ensemble
 
     loaded = []
+    shared: dict[str, Any] = {}  # one scorer per distinct OOD test (_predict_rows scores it once)
     for raw in paths:
         path = Path(raw)
         config = read_checkpoint_config(path)
@@ -125,7 +126,7 @@ def load_checkpoints(
         labels = tuple(ensemble.labels)
         training = config.get("training") or {}
         lo, hi = _label_range(training, labels)
-        ood, threshold = _ood_for(path, config, thresholds)
+        ood, threshold = _ood_for(path, config, thresholds, shared)
         loaded.append(
             LoadedCheckpoint(
                 path,
@@ -144,16 +145,20 @@ def load_checkpoints(
 
 
 def _ood_for(
-    path: Path, config: dict[str, Any], thresholds: QualityThresholds
+    path: Path, config: dict[str, Any], thresholds: QualityThresholds, shared: dict[str, Any]
 ) -> tuple[Any | None, float | None]:
     """The checkpoint's OOD scorer and the threshold at ``thresholds.ood_quantile``: the
     subspace test when the checkpoint stores one, else the older mean-squared-z score
-    (checkpoints trained before it; it ignores the S/N)."""
+    (checkpoints trained before it; it ignores the S/N). A subspace test equal to one
+    already loaded (``shared``, by :func:`ood_subspace.digest`) gets that one's scorer."""
     from rrnet.models import ood, ood_subspace
 
     sub = ood_subspace.read(path)
     if sub is not None:
-        return ood_subspace.scorer(sub, thresholds.ood_quantile), 1.0
+        key = ood_subspace.digest(sub)
+        if key not in shared:
+            shared[key] = ood_subspace.scorer(sub, thresholds.ood_quantile)
+        return shared[key], 1.0
     score, limit = ood.scorer_for_checkpoint(path, config, quantile=thresholds.ood_quantile)
     if score is None:
         return None, None
@@ -218,6 +223,7 @@ def predict(
     disagreement = np.zeros(n)
     out_of_range = np.zeros(n, dtype=bool)
     failed = np.zeros(n, dtype=bool)
+    scores: dict[int, np.ndarray] = {}  # checkpoints sharing one OOD test score it once
     for index, checkpoint in enumerate(checkpoints):
         used = [i for i, label in enumerate(checkpoint.labels) if sources.get(label) == index]
         if not used:
@@ -238,9 +244,10 @@ def predict(
             disagreement = np.fmax(disagreement, member_disagreement(members_mu, members_var))
         out_of_range |= outside_range(mean, checkpoint.label_lo[used], checkpoint.label_hi[used])
         if checkpoint.ood is not None and checkpoint.ood_threshold:
-            arms = snr_arms if snr_arms is not None else (np.full(n, np.nan),) * 2
-            score = _numpy(checkpoint.ood(flux, *arms))
-            ood_ratio = np.fmax(ood_ratio, score / checkpoint.ood_threshold)
+            if id(checkpoint.ood) not in scores:
+                arms = snr_arms if snr_arms is not None else (np.full(n, np.nan),) * 2
+                scores[id(checkpoint.ood)] = _numpy(checkpoint.ood(flux, *arms))
+            ood_ratio = np.fmax(ood_ratio, scores[id(checkpoint.ood)] / checkpoint.ood_threshold)
     values[failed] = np.nan
     errors[failed] = np.nan
     return Prediction(values, errors, ood_ratio, disagreement, out_of_range & ~failed, failed)

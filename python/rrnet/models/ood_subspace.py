@@ -704,6 +704,21 @@ def scorer(
     return run
 
 
+def digest(sub: Subspace) -> str:
+    """SHA-256 of everything ``sub`` scores with (formula, window, every array): equal for
+    the same test stored twice, e.g. by an SP and a CA checkpoint trained on the same
+    store and split (their files differ in the order of their metadata only)."""
+    import hashlib
+
+    h = hashlib.sha256(f"{score_name(sub)}:{sub.window}".encode())
+    arrays = (sub.mean, sub.components, sub.floor2, sub.thresholds, sub.snr_nodes, sub.levels,
+              sub.step_noise, sub.step_floor, sub.joint_quantiles, sub.joint_levels)  # fmt: skip
+    for a in arrays:
+        h.update(b"none" if a is None else np.ascontiguousarray(a, np.float64).tobytes())
+        h.update(b"|")
+    return h.hexdigest()
+
+
 def describe(sub: Subspace) -> dict[str, object]:
     """Summary for logs and provenance."""
     return {
