@@ -61,6 +61,8 @@ needs_slurm = pytest.mark.skipif(SLURM_MISSING is not None, reason=str(SLURM_MIS
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """Six copies of the real file, a CSV catalogue, an SP model and the infer() oracle."""
+    import torch
+
     from rrnet.inference import infer
 
     root = tmp_path_factory.mktemp("slurm")
@@ -75,8 +77,15 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict:
     pl.DataFrame(rows, schema=columns, orient="row").write_csv(root / "cat.csv")
     fp = PreprocessSettings().fingerprint()
     model = make_checkpoint(root / "SP", SP_LABELS, members=1, seed=1, preprocessing=fp)
-    oracle = infer([model], catalog=root / "cat.csv", data_dir=data, out=root / "oracle.parquet",
-                   device="cpu", batch_size=1)  # fmt: skip
+    # on one PyTorch thread, as the workers (--cores 1): other thread counts round
+    # differently (the oracle used to follow whatever an earlier test had left)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        oracle = infer([model], catalog=root / "cat.csv", data_dir=data,
+                       out=root / "oracle.parquet", device="cpu", batch_size=1)  # fmt: skip
+    finally:
+        torch.set_num_threads(threads)
     return {"root": root, "oracle": oracle}
 
 

@@ -102,16 +102,18 @@ def _note_attempt(job: ShardJob) -> None:
 
 
 def use_core_share(threads: int | None) -> None:
-    """Run this worker process on its share of the job's cores (``cores // processes``):
-    PyTorch, the Rust kernels and the OOD scoring would otherwise each start a thread
-    per core of the node in every one of its processes (N processes x N threads). What
-    the user set (``OMP_NUM_THREADS``, ``RRNET_NUM_THREADS``) is kept."""
+    """Run this worker process on its share of the job's cores (``cores // processes``).
+
+    The Rust kernels and the OOD scoring would otherwise start a thread per core of the
+    node in every one of its processes (N processes x N threads), and PyTorch would run
+    one thread whatever the share (Dask's nanny starts workers with
+    ``OMP_NUM_THREADS=1``). A ``RRNET_NUM_THREADS`` the user set is kept."""
     if threads is None or threads < 1:
         return
     import torch
 
     os.environ.setdefault("RRNET_NUM_THREADS", str(threads))
-    if "OMP_NUM_THREADS" not in os.environ and torch.get_num_threads() != threads:
+    if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
 
 
