@@ -140,6 +140,34 @@ def test_each_worker_runs_on_its_share_of_the_cores(client, finished) -> None:
         assert (torch_threads, rrnet_threads) == (1, "1")
 
 
+def test_a_catalogue_without_rvs_gets_them_measured_as_infer_does(world, client, tmp_path) -> None:
+    """rrnet-run measures the RVs a catalogue lacks (``--rv auto``, the default), as
+    rrnet-infer --catalog and rrnet-preprocess do, with the same rows (it used to refuse
+    such a catalogue, and made every row with a null RV bad_rv); ``--rv catalog`` keeps
+    that behaviour."""
+    names = ["med-000.fits.gz", "med-001.fits.gz"]
+    cat = pl.read_parquet(world["cat"]).filter(pl.col("filename").is_in(names)).drop("rv")
+    cat.write_csv(tmp_path / "norv.csv")
+    models = [str(m) for m in world["models"]]
+    common = ["--data-dir", str(world["data"]), "--model", *models, "--device", "cpu",
+              "--batch-size", str(BATCH), "--cluster", client.scheduler.address,
+              "--quiet"]  # fmt: skip
+    norv, null = str(tmp_path / "norv.csv"), str(tmp_path / "null.csv")
+    assert main([norv, *common, "--out", str(tmp_path / "a.parquet")]) == 0
+    got = pl.read_parquet(tmp_path / "a.parquet")
+    oracle = infer(world["models"], catalog=tmp_path / "norv.csv", data_dir=world["data"],
+                   out=tmp_path / "oracle.parquet", device="cpu", batch_size=BATCH,
+                   preprocess={"rv_mode": "auto"})  # fmt: skip
+    assert got.height == cat.height and (got["status"] == "ok").all()
+    assert got.equals(oracle)
+    # --rv catalog: no RV column is an unusable catalogue, null RVs are bad_rv rows
+    refused = tmp_path / "b.parquet"
+    assert main([norv, *common, "--out", str(refused), "--rv", "catalog"]) == 2
+    cat.with_columns(rv=pl.lit(None, pl.Float64)).write_csv(null)
+    assert main([null, *common, "--out", str(refused), "--rv", "catalog"]) == 0
+    assert (pl.read_parquet(refused)["status"] == "bad_rv").all()
+
+
 def test_rerun_of_a_finished_run_does_nothing(world: dict, client, finished) -> None:
     out, report = finished
     stamp = out.stat().st_mtime_ns, report_path(out).stat().st_mtime_ns

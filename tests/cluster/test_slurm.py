@@ -82,8 +82,10 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
+        # rv_mode auto: rrnet-run's default, as rrnet-infer's
         oracle = infer([model], catalog=root / "cat.csv", data_dir=data,
-                       out=root / "oracle.parquet", device="cpu", batch_size=1)  # fmt: skip
+                       out=root / "oracle.parquet", device="cpu", batch_size=1,
+                       preprocess={"rv_mode": "auto"})  # fmt: skip
     finally:
         torch.set_num_threads(threads)
     return {"root": root, "oracle": oracle}

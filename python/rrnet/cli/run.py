@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from rrnet.cli import _args
+from rrnet.preprocess.rv_policy import RV_MODES
 
 PROG = "rrnet-run"
 
@@ -54,6 +55,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shard-size", type=int, default=DEFAULT_SHARD_SIZE, help="rows per shard")
     p.add_argument("--retries", type=int, default=2, help="retries of a failing shard task")
     p.add_argument("--rv-column", default="rv", help="radial velocity column [km/s]")
+    p.add_argument(
+        "--rv",
+        dest="rv_mode",
+        choices=RV_MODES,
+        default="auto",
+        help="the catalogue's RV, the measured one, or auto (default: the catalogue's when "
+        "usable, else measured), as rrnet-infer --catalog and rrnet-preprocess",
+    )
     p.add_argument("--no-rv-correction", action="store_true", help="do not shift by rv")
     p.add_argument("--dry-run", action="store_true", help="print the batch job script and stop")
     p.add_argument("--quiet", action="store_true", help="no progress and summary lines")
@@ -101,7 +110,11 @@ def _run(args: argparse.Namespace, job_script: Any, load_settings: Any, run_clus
     if args.dry_run:
         print(job_script(settings))
         return 0
-    preprocess = {"rv_column": args.rv_column, "correct_rv": not args.no_rv_correction}
+    preprocess = {
+        "rv_column": args.rv_column,
+        "correct_rv": not args.no_rv_correction,
+        "rv_mode": args.rv_mode,
+    }
     options = _args.infer_options(args, preprocess=preprocess, progress=not args.quiet)
     try:
         report = run_cluster(

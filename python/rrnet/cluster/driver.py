@@ -91,6 +91,7 @@ def report_path(out: str | os.PathLike[str]) -> Path:
 
 def _load_catalog(catalog: Any, preprocess: dict[str, Any]) -> tuple[pl.DataFrame, str]:
     from rrnet.io.catalog import CatalogError, read_table, validate_catalog
+    from rrnet.preprocess import rv_policy
     from rrnet.preprocess.pipeline import reserved_columns
 
     name = "<DataFrame>" if isinstance(catalog, pl.DataFrame) else os.path.realpath(catalog)
@@ -99,7 +100,8 @@ def _load_catalog(catalog: Any, preprocess: dict[str, Any]) -> tuple[pl.DataFram
         table = validate_catalog(
             table,
             rv_column=preprocess.get("rv_column", "rv"),
-            require_rv=preprocess.get("correct_rv", True),
+            require_rv=preprocess.get("correct_rv", True)
+            and rv_policy.check_mode(preprocess.get("rv_mode", "catalog")) == "catalog",
             reserved=reserved_columns(),
         )
     except (CatalogError, OSError) as exc:
