@@ -168,6 +168,32 @@ def test_a_catalogue_without_rvs_gets_them_measured_as_infer_does(world, client,
     assert (pl.read_parquet(refused)["status"] == "bad_rv").all()
 
 
+def test_a_synthetic_domain_checkpoint_marks_every_row_as_rrnet_infer_does(
+    world, client, tmp_path, caplog
+) -> None:
+    """A checkpoint trained on rrnet-synth labels applied to files: rrnet-run warns at the
+    start and sets SYNTHETIC_DOMAIN on every row, as rrnet-infer does (it did neither)."""
+    import logging
+
+    from rrnet.inference import QualityBit
+
+    domain = {"labels": "synthetic", "source": "rrnet-synth", "store": str(tmp_path / "s")}
+    fp = PreprocessSettings().fingerprint()
+    syn = make_checkpoint(tmp_path / "syn", SP_LABELS, members=2, seed=3, preprocessing=fp,
+                          training={"domain": domain})  # fmt: skip
+    cat = pl.read_parquet(world["cat"]).filter(pl.col("filename") == "med-000.fits.gz")
+    with caplog.at_level(logging.WARNING):
+        run_cluster([syn], cat, world["data"], tmp_path / "syn.parquet", client=client,
+                    device="cpu", batch_size=BATCH)  # fmt: skip
+    assert any("synthesised spectra" in r.getMessage() for r in caplog.records)
+    oracle = infer([syn], catalog=cat, data_dir=world["data"], device="cpu", batch_size=BATCH)
+    got = pl.read_parquet(tmp_path / "syn.parquet")
+    assert ((got["quality_bits"] & int(QualityBit.SYNTHETIC_DOMAIN)) != 0).all()
+    assert got.select("status", "quality_bits", "flag", "reason").equals(
+        oracle.select("status", "quality_bits", "flag", "reason")
+    )
+
+
 def test_rerun_of_a_finished_run_does_nothing(world: dict, client, finished) -> None:
     out, report = finished
     stamp = out.stat().st_mtime_ns, report_path(out).stat().st_mtime_ns

@@ -49,6 +49,7 @@ from rrnet.inference.options import (
     load_checked,
 )
 from rrnet.inference.quality import DEFAULT_THRESHOLDS, QualityBit
+from rrnet.inference.streaming import synthetic_domain
 from rrnet.utils.atomic import read_json, write_json
 from rrnet.utils.lock import output_lock
 from rrnet.utils.progress import Progress
@@ -261,6 +262,7 @@ def _job_factory(run: _Run, settings: ClusterSettings | None) -> Callable[[Shard
         preprocess=dict(options.preprocess),
         fault_marker=os.environ.get(FAULT_ENV) or None,
         fault_raise=int(os.environ[FAULT_RAISE_ENV]) if os.environ.get(FAULT_RAISE_ENV) else None,
+        synthetic_domain=synthetic_domain("catalog", run.name, run.checkpoints),
     )
 
     def job(shard: Shard) -> ShardJob:

@@ -49,6 +49,8 @@ class ShardJob:
     preprocess: dict[str, Any] = field(default_factory=dict)
     fault_marker: str | None = None
     fault_raise: int | None = None
+    synthetic_domain: bool = False
+    """A checkpoint trained on synthesised spectra only: every row gets SYNTHETIC_DOMAIN."""
 
 
 SHARD_HOLD_ENV = "RRNET_TEST_SHARD_HOLD_S"
@@ -143,7 +145,13 @@ def run_shard(job: ShardJob) -> dict[str, Any]:
         chunk = Chunk(job.index, manifest, batch.flux)
         frames.append(
             catalogue_chunk(
-                chunk, checkpoints, sources, job.thresholds, job.batch_size, list(job.carried)
+                chunk,
+                checkpoints,
+                sources,
+                job.thresholds,
+                job.batch_size,
+                list(job.carried),
+                synthetic_domain=job.synthetic_domain,
             )
         )
     frame = pl.concat(frames) if frames else pl.DataFrame()

@@ -592,7 +592,12 @@ def _plan(options: InferOptions, source: _StoreInput | _CatalogInput) -> _Plan:
     }
     _warn_low_xfe_skill(checkpoints)
     return _Plan(
-        source, checkpoints, sources, provenance, run, _synthetic_domain(source, checkpoints)
+        source,
+        checkpoints,
+        sources,
+        provenance,
+        run,
+        synthetic_domain(source.kind, source.name, checkpoints),
     )
 
 
@@ -605,16 +610,17 @@ def _warn_low_xfe_skill(checkpoints: list[Any]) -> None:
             log.warning("checkpoint %s, validation split: %s", checkpoint.path, words)
 
 
-def _synthetic_domain(source: _StoreInput | _CatalogInput, checkpoints: list[Any]) -> bool:
+def synthetic_domain(kind: str, name: str, checkpoints: list[Any]) -> bool:
     """True (and a warning) when a checkpoint trained on synthesised spectra is applied
-    to anything but its own training store (docs/catalogue.md, quality bit 256)."""
+    to anything but its own training store (input ``kind`` "store" or "catalog", named
+    ``name``; docs/catalogue.md, quality bit SYNTHETIC_DOMAIN)."""
     foreign = False
     for checkpoint in checkpoints:
         domain = (checkpoint.config.get("training") or {}).get("domain") or {}
         if domain.get("labels") != "synthetic":
             continue
         own = domain.get("store")
-        same = source.kind == "store" and own is not None and _same_path(source.name, own)
+        same = kind == "store" and own is not None and _same_path(name, own)
         if not same:
             foreign = True
             log.warning(
@@ -622,7 +628,7 @@ def _synthetic_domain(source: _StoreInput | _CatalogInput, checkpoints: list[Any
                 "labels and errors are untested: every row gets quality bit SYNTHETIC_DOMAIN",
                 checkpoint.path,
                 domain.get("source"),
-                source.name,
+                name,
             )
     return foreign
 
