@@ -194,6 +194,48 @@ def test_a_synthetic_domain_checkpoint_marks_every_row_as_rrnet_infer_does(
     )
 
 
+def test_raw_errors_as_rrnet_infer_and_a_resume_cannot_mix_them(world, client, tmp_path) -> None:
+    """--raw-errors quotes paper eq. 3 errors as rrnet-infer --raw-errors does; resuming
+    a calibrated run with raw errors (or back) is refused: one catalogue, one kind."""
+    model = tmp_path / "SP"
+    shutil.copytree(world["models"][0], model)
+    doc = {"format": "rrnet-calibration", "version": 2,
+           "labels": {SP_LABELS[0]: {"a": 0.7, "b": 0.0, "floor": 0.0}}}  # errors x2  # fmt: skip
+    (model / "calibration.json").write_text(json.dumps(doc))
+    cat = pl.read_parquet(world["cat"]).filter(pl.col("filename") == "med-000.fits.gz")
+    cat.write_parquet(tmp_path / "cat.parquet")
+    common = [str(tmp_path / "cat.parquet"), "--data-dir", str(world["data"]), "--model",
+              str(model), "--device", "cpu", "--batch-size", str(BATCH), "--cluster",
+              client.scheduler.address, "--quiet"]  # fmt: skip
+    raw, calibrated = tmp_path / "raw.parquet", tmp_path / "cal.parquet"
+    assert main([*common, "--out", str(raw), "--raw-errors"]) == 0
+    assert main([*common, "--out", str(calibrated)]) == 0
+    kw = dict(catalog=cat, data_dir=world["data"], device="cpu", batch_size=BATCH,
+              preprocess={"rv_mode": "auto"})  # fmt: skip
+    want_raw, want_cal = infer([model], calibrate=False, **kw), infer([model], **kw)
+    got_raw, got_cal = pl.read_parquet(raw), pl.read_parquet(calibrated)
+    assert got_raw["teff_err"].equals(want_raw["teff_err"])
+    assert got_cal["teff_err"].equals(want_cal["teff_err"])
+    assert not got_raw["teff_err"].equals(got_cal["teff_err"])
+    assert main([*common, "--out", str(calibrated), "--resume", "--raw-errors"]) == 2
+
+
+def test_files_outside_the_data_dir_only_with_the_flag(world, client, tmp_path) -> None:
+    """As rrnet-infer --catalog: a file named by an absolute path outside --data-dir is
+    an outside_data_dir row unless --allow-outside-data-dir."""
+    cat = pl.read_parquet(world["cat"]).filter(pl.col("filename") == "med-000.fits.gz")
+    elsewhere = str((world["data"] / "med-000.fits.gz").resolve())
+    cat.with_columns(filename=pl.lit(elsewhere)).write_parquet(tmp_path / "abs.parquet")
+    (tmp_path / "empty").mkdir()
+    common = [str(tmp_path / "abs.parquet"), "--data-dir", str(tmp_path / "empty"),
+              "--model", str(world["models"][0]), "--device", "cpu", "--batch-size",
+              str(BATCH), "--cluster", client.scheduler.address, "--quiet"]  # fmt: skip
+    assert main([*common, "--out", str(tmp_path / "a.parquet")]) == 0
+    assert (pl.read_parquet(tmp_path / "a.parquet")["status"] == "outside_data_dir").all()
+    assert main([*common, "--out", str(tmp_path / "b.parquet"), "--allow-outside-data-dir"]) == 0
+    assert (pl.read_parquet(tmp_path / "b.parquet")["status"] == "ok").all()
+
+
 def test_rerun_of_a_finished_run_does_nothing(world: dict, client, finished) -> None:
     out, report = finished
     stamp = out.stat().st_mtime_ns, report_path(out).stat().st_mtime_ns

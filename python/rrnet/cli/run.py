@@ -64,6 +64,17 @@ def build_parser() -> argparse.ArgumentParser:
         "usable, else measured), as rrnet-infer --catalog and rrnet-preprocess",
     )
     p.add_argument("--no-rv-correction", action="store_true", help="do not shift by rv")
+    p.add_argument(
+        "--allow-outside-data-dir",
+        action="store_true",
+        help="read files named outside --data-dir (absolute or ../); refused by default "
+        "with status outside_data_dir, as rrnet-infer --catalog",
+    )
+    p.add_argument(
+        "--raw-errors",
+        action="store_true",
+        help="quote paper eq. 3 errors, without the checkpoint's calibration (from validation)",
+    )
     p.add_argument("--dry-run", action="store_true", help="print the batch job script and stop")
     p.add_argument("--quiet", action="store_true", help="no progress and summary lines")
     p.add_argument("--verbose", action="store_true", help="show Dask's own log messages")
@@ -114,8 +125,11 @@ def _run(args: argparse.Namespace, job_script: Any, load_settings: Any, run_clus
         "rv_column": args.rv_column,
         "correct_rv": not args.no_rv_correction,
         "rv_mode": args.rv_mode,
+        "allow_outside_data_dir": args.allow_outside_data_dir,
     }
-    options = _args.infer_options(args, preprocess=preprocess, progress=not args.quiet)
+    options = _args.infer_options(
+        args, preprocess=preprocess, progress=not args.quiet, calibrate=not args.raw_errors
+    )
     try:
         report = run_cluster(
             options,

@@ -231,6 +231,7 @@ def _checked_run(
         "shard_size": shard_size,
         "thresholds": options.thresholds.to_dict(),
         "preprocess": preprocess,
+        **({} if options.calibrate else {"raw_errors": True}),  # parts of one kind of error
     }
     _prepare(out, options.resume, options.overwrite)
     shards = plan_shards(table, shard_size)
@@ -263,6 +264,7 @@ def _job_factory(run: _Run, settings: ClusterSettings | None) -> Callable[[Shard
         fault_marker=os.environ.get(FAULT_ENV) or None,
         fault_raise=int(os.environ[FAULT_RAISE_ENV]) if os.environ.get(FAULT_RAISE_ENV) else None,
         synthetic_domain=synthetic_domain("catalog", run.name, run.checkpoints),
+        calibrate=options.calibrate,
     )
 
     def job(shard: Shard) -> ShardJob:
@@ -574,7 +576,7 @@ def _merge_and_report(run: _Run) -> dict[str, Any]:
         input_name=Path(run.name).name,
         input_kind="catalog",
         preprocessing=run.fingerprint,
-        checkpoints=[c.describe() for c in run.checkpoints],
+        checkpoints=[c.describe(calibrate=run.options.calibrate) for c in run.checkpoints],
         label_sources=label_sources(run.checkpoints),
         thresholds=run.options.thresholds.to_dict(),
         quality_bits={bit.name: int(bit) for bit in QualityBit},

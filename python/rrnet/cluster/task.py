@@ -51,6 +51,8 @@ class ShardJob:
     fault_raise: int | None = None
     synthetic_domain: bool = False
     """A checkpoint trained on synthesised spectra only: every row gets SYNTHETIC_DOMAIN."""
+    calibrate: bool = True
+    """Errors scaled by each checkpoint's calibration (False: paper eq. 3, ``--raw-errors``)."""
 
 
 SHARD_HOLD_ENV = "RRNET_TEST_SHARD_HOLD_S"
@@ -151,6 +153,7 @@ def run_shard(job: ShardJob) -> dict[str, Any]:
                 job.thresholds,
                 job.batch_size,
                 list(job.carried),
+                calibrate=job.calibrate,
                 synthetic_domain=job.synthetic_domain,
             )
         )
