@@ -248,22 +248,29 @@ def test_arm_step_amplitude_is_the_least_squares_height_and_its_noise_the_white_
     rng = np.random.default_rng(5)
     r = rng.normal(0.0, 1.0, (3000, N_PIX)) * sigma
     amps = ood_shape.arm_step_amplitudes(r, np.broadcast_to(sigma, r.shape), t, edges)
-    want = ood_shape.arm_step_noise((sigma**2)[None], t, edges)[0]
+    norms, energies = np.sum(t**2, axis=1), ood_shape.arm_energies(t, edges)
+    want = ood_shape.arm_step_noise(np.array([[0.02**2, 0.01**2]]), energies, norms)[0]
     np.testing.assert_allclose(amps.var(axis=0) / want, 1.0, atol=0.1)
 
 
-def test_the_per_arm_step_noise_is_the_per_pixel_one_for_noise_constant_in_each_arm(
-    arm_stepped,
-) -> None:
+def _step_noise_per_pixel(var: np.ndarray, t: np.ndarray, masked: np.ndarray) -> np.ndarray:
+    """The amplitudes' variance for white noise of ``var`` per pixel, by definition:
+    ``sum_i t_i**2 var_i / (sum_i t_i**2)**2`` over the unmasked pixels."""
+    v = np.where(np.isfinite(var), var, 0.0)
+    v[:, masked] = 0.0
+    return (v @ (t**2).T) / np.sum(t**2, axis=1) ** 2
+
+
+def test_the_step_noise_from_arm_energies_is_the_per_pixel_sum(arm_stepped) -> None:
     """What scoring uses (one product with the arms' template energies) equals the
-    per-pixel form for the variance the arms' S/N give, an unknown arm counting 0."""
+    per-pixel definition for the variance the arms' S/N give, an unknown arm counting 0."""
     t = arm_stepped.step_templates
     edges = np.r_[0:10, 3590:3610, 7190:7200]
     arm_var = np.array([[4e-4, 1e-4], [1e-2, 2.5e-3], [np.nan, 1e-4]])
     per_pixel = np.repeat(arm_var, N_PIX_ARM, axis=1)
     norms = np.sum(t**2, axis=1)
-    got = ood_shape.arm_step_noise_per_arm(arm_var, ood_shape.arm_energies(t, edges), norms)
-    np.testing.assert_allclose(got, ood_shape.arm_step_noise(per_pixel, t, edges), rtol=1e-12)
+    got = ood_shape.arm_step_noise(arm_var, ood_shape.arm_energies(t, edges), norms)
+    np.testing.assert_allclose(got, _step_noise_per_pixel(per_pixel, t, edges), rtol=1e-12)
     assert (got > 0).all()
 
 

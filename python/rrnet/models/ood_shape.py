@@ -164,28 +164,18 @@ def arm_step_amplitudes(
     return (u @ templates.T) / (np.sum(templates**2, axis=1) if norms is None else norms)
 
 
-def arm_step_noise(noise_var: np.ndarray, templates: np.ndarray, masked: np.ndarray) -> np.ndarray:
-    """Variance of each :func:`arm_step_amplitudes` value for white noise of ``noise_var``
-    per pixel, ``[B, n_positions]``."""
-    v = np.where(np.isfinite(noise_var), noise_var, 0.0)
-    v[:, masked] = 0.0
-    t2 = templates**2
-    return (v @ t2.T) / np.sum(t2, axis=1) ** 2
-
-
 def arm_energies(templates: np.ndarray, masked: np.ndarray) -> np.ndarray:
     """``[n_arms, n_positions]``: ``sum(templates**2)`` over each arm's pixels outside
-    ``masked``, what :func:`arm_step_noise_per_arm` weighs each arm's variance with."""
+    ``masked``, what :func:`arm_step_noise` weighs each arm's variance with."""
     t2 = templates**2
     t2[:, masked] = 0.0
     return t2.reshape(len(t2), -1, N_PIX_ARM).sum(axis=2).T
 
 
-def arm_step_noise_per_arm(
-    arm_var: np.ndarray, energies: np.ndarray, norms: np.ndarray
-) -> np.ndarray:
-    """:func:`arm_step_noise` for a noise variance constant within each arm (``[B,
-    n_arms]``, what the arms' S/N give; unknown: 0): one product with the arms' template
-    energies (:func:`arm_energies`) instead of one over every pixel."""
+def arm_step_noise(arm_var: np.ndarray, energies: np.ndarray, norms: np.ndarray) -> np.ndarray:
+    """Variance of each :func:`arm_step_amplitudes` value, ``[B, n_positions]``, for white
+    noise of a variance constant within each arm (``arm_var [B, n_arms]``, what the arms'
+    S/N give; unknown: 0): ``sum_arms var * energy / norms**2`` with the arms' template
+    energies (:func:`arm_energies`) and ``norms = sum(templates**2, axis=1)``."""
     v = np.where(np.isfinite(arm_var), arm_var, 0.0)
     return (v @ energies) / norms**2

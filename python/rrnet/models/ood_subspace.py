@@ -424,7 +424,7 @@ def _block_statistics(
             t, (norms, energies) = sub.step_templates, sub.step_sums
             arm_var = noise[:, ::N_PIX_ARM]  # constant within each arm
             step = (ood_shape.arm_step_amplitudes(r, np.sqrt(var), t, edges, norms),
-                    ood_shape.arm_step_noise_per_arm(arm_var, energies, norms))  # fmt: skip
+                    ood_shape.arm_step_noise(arm_var, energies, norms))  # fmt: skip
         else:
             step = (ood_shape.step_differences(r, np.sqrt(var)), ood_shape.step_noise(noise))
         if sub.step_noise is not None and sub.step_floor is not None:
