@@ -614,6 +614,14 @@ def write(path: str | os.PathLike[str], sub: Subspace) -> Path:
     from safetensors.numpy import save_file
 
     target = Path(path) / SUBSPACE_FILE
+    arrays, meta = _stored(sub)
+    with atomic_path(target) as tmp:
+        save_file(arrays, str(tmp), meta)
+    return target
+
+
+def _stored(sub: Subspace) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """What :func:`write` stores of ``sub``: its float64 tensors and metadata."""
     tensors = {
         "mean": sub.mean,
         "components": sub.components,
@@ -630,10 +638,7 @@ def write(path: str | os.PathLike[str], sub: Subspace) -> Path:
         meta |= dict(zip(("step_width", "step_stride"), _step_layout(sub.arm_step), strict=True))
     if sub.lines:
         meta |= {"line_sigma": str(ood_lines.SIGMA_PX), "band_window": str(ood_lines.BAND_WINDOW)}
-    with atomic_path(target) as tmp:
-        arrays = {k: np.ascontiguousarray(v, np.float64) for k, v in tensors.items()}
-        save_file(arrays, str(tmp), meta)
-    return target
+    return {k: np.ascontiguousarray(v, np.float64) for k, v in tensors.items()}, meta
 
 
 def read(path: str | os.PathLike[str]) -> Subspace | None:
@@ -705,17 +710,16 @@ def scorer(
 
 
 def digest(sub: Subspace) -> str:
-    """SHA-256 of everything ``sub`` scores with (formula, window, every array): equal for
-    the same test stored twice, e.g. by an SP and a CA checkpoint trained on the same
-    store and split (their files differ in the order of their metadata only)."""
+    """SHA-256 of what :func:`write` stores of ``sub`` (every tensor and the metadata, in
+    name order): equal for the same test stored twice, e.g. by an SP and a CA checkpoint
+    trained on the same store and split (their files differ in metadata order only)."""
     import hashlib
 
-    h = hashlib.sha256(f"{score_name(sub)}:{sub.window}".encode())
-    arrays = (sub.mean, sub.components, sub.floor2, sub.thresholds, sub.snr_nodes, sub.levels,
-              sub.step_noise, sub.step_floor, sub.joint_quantiles, sub.joint_levels)  # fmt: skip
-    for a in arrays:
-        h.update(b"none" if a is None else np.ascontiguousarray(a, np.float64).tobytes())
-        h.update(b"|")
+    arrays, meta = _stored(sub)
+    h = hashlib.sha256(json.dumps(meta, sort_keys=True).encode())
+    for name in sorted(arrays):
+        h.update(f"|{name}{arrays[name].shape}|".encode())
+        h.update(arrays[name].tobytes())
     return h.hexdigest()
 
 
