@@ -101,8 +101,9 @@ def _load_catalog(catalog: Any, preprocess: dict[str, Any]) -> tuple[pl.DataFram
         table = validate_catalog(
             table,
             rv_column=preprocess.get("rv_column", "rv"),
-            require_rv=preprocess.get("correct_rv", True)
-            and rv_policy.check_mode(preprocess.get("rv_mode", "catalog")) == "catalog",
+            require_rv=rv_policy.catalog_rv_required(
+                preprocess.get("correct_rv", True), preprocess.get("rv_mode", "catalog")
+            ),
             reserved=reserved_columns(),
         )
     except (CatalogError, OSError) as exc:

@@ -90,7 +90,7 @@ def _load_catalog(
     correct_rv: bool,
     rv_mode: str = "catalog",
 ) -> pl.DataFrame:
-    require_rv = correct_rv and rv_policy.check_mode(rv_mode) == "catalog"
+    require_rv = rv_policy.catalog_rv_required(correct_rv, rv_mode)
     options = {"rv_column": rv_column, "require_rv": require_rv, "reserved": reserved_columns()}
     if isinstance(catalog, pl.DataFrame):
         return validate_catalog(catalog, **options)

@@ -46,6 +46,12 @@ def check_mode(mode: str) -> str:
     return mode
 
 
+def catalog_rv_required(correct_rv: bool, mode: str) -> bool:
+    """Whether the catalogue must have an RV column: only when spectra are shifted by
+    the catalogue's RV alone (mode "catalog"); "measure" and "auto" can do without."""
+    return correct_rv and check_mode(mode) == "catalog"
+
+
 def usable(rv: float | None) -> bool:
     """True for a real catalogue velocity: finite, not -9999, slower than light."""
     return rv is not None and bool(np.isfinite(rv)) and rv != MISSING_RV and abs(rv) < C_KMS
