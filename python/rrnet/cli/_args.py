@@ -15,6 +15,7 @@ from typing import Any
 from rrnet.inference.options import InferOptions
 from rrnet.inference.quality import QualityThresholds
 from rrnet.labels import COLUMN_STYLES, DEFAULT_COLUMN_STYLE
+from rrnet.preprocess.rv_policy import RV_MODES
 from rrnet.utils.cores import compute_threads
 
 
@@ -115,6 +116,40 @@ def error_line(exc: BaseException) -> str:
     """The first line of an error's message (its type's name when it has none)."""
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def add_reading_arguments(parser: argparse.ArgumentParser, *, when: str = "") -> None:
+    """How spectra named by a catalogue are read, the same for rrnet-infer --catalog
+    (``when="with --catalog: "``) and rrnet-run: ``--rv``, ``--allow-outside-data-dir``
+    (:func:`reading_options` turns them into preprocessing options)."""
+    parser.add_argument(
+        "--rv",
+        dest="rv_mode",
+        choices=RV_MODES,
+        default="auto",
+        help=f"{when}the catalogue's RV, the measured one, or auto (default: "
+        "the catalogue's when usable, else measured)",
+    )
+    parser.add_argument(
+        "--allow-outside-data-dir",
+        action="store_true",
+        help=f"{when}read files named outside --data-dir (absolute or ../); "
+        "refused by default with status outside_data_dir",
+    )
+
+
+def reading_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The preprocessing options of :func:`add_reading_arguments`."""
+    return {"rv_mode": args.rv_mode, "allow_outside_data_dir": args.allow_outside_data_dir}
+
+
+def add_raw_errors_argument(parser: argparse.ArgumentParser) -> None:
+    """``--raw-errors`` (``InferOptions.calibrate = not args.raw_errors``)."""
+    parser.add_argument(
+        "--raw-errors",
+        action="store_true",
+        help="quote paper eq. 3 errors, without the checkpoint's calibration (from validation)",
+    )
 
 
 def add_output_arguments(parser: argparse.ArgumentParser, *, resume_help: str) -> None:

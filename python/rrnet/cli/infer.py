@@ -12,7 +12,10 @@ from rrnet.cli._args import (
     OneLineParser,
     UsageError,
     add_output_arguments,
+    add_raw_errors_argument,
+    add_reading_arguments,
     infer_options,
+    reading_options,
     run_errors,
     usage_error,
 )
@@ -24,7 +27,6 @@ from rrnet.inference.options import (
 )
 from rrnet.inference.provenance import FingerprintMismatch
 from rrnet.inference.streaming import run_inference
-from rrnet.preprocess.rv_policy import RV_MODES
 from rrnet.store import StoreError
 
 PROG = "rrnet-infer"
@@ -63,20 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --catalog: reader threads, as rrnet-preprocess --workers "
         "(0: read in the main thread; default one per core)",
     )
-    p.add_argument(
-        "--rv",
-        dest="rv_mode",
-        choices=RV_MODES,
-        default="auto",
-        help="with --catalog: the catalogue's RV, the measured one, or auto (default: "
-        "the catalogue's when usable, else measured)",
-    )
-    p.add_argument(
-        "--allow-outside-data-dir",
-        action="store_true",
-        help="with --catalog: read files named outside --data-dir (absolute or ../); "
-        "refused by default with status outside_data_dir",
-    )
+    add_reading_arguments(p, when="with --catalog: ")
     p.add_argument("--per-star", action="store_true", help="also write a per-star table")
     p.add_argument("--star-column", default="star_id", help="star id column for --per-star")
     p.add_argument("--per-star-out", help="per-star table path (default: <out>.per_star.<ext>)")
@@ -89,11 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
         "fe_h=0.03), or 'calibration' for the floors the checkpoints' calibration fitted "
         "(default: the whole error averages down)",
     )
-    p.add_argument(
-        "--raw-errors",
-        action="store_true",
-        help="quote paper eq. 3 errors, without the checkpoint's calibration (from validation)",
-    )
+    add_raw_errors_argument(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar or log lines")
     return p
 
@@ -114,7 +99,7 @@ def _preprocess_options(args: argparse.Namespace) -> dict[str, object]:
     """On-the-fly preprocessing options (``--catalog`` only)."""
     if not args.catalog:
         return {}
-    return {"rv_mode": args.rv_mode, "allow_outside_data_dir": args.allow_outside_data_dir}
+    return reading_options(args)
 
 
 def parse_error_floor(values: Sequence[str] | None) -> dict[str, float] | str | None:

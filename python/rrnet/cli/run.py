@@ -10,7 +10,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from rrnet.cli import _args
-from rrnet.preprocess.rv_policy import RV_MODES
 
 PROG = "rrnet-run"
 
@@ -55,26 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shard-size", type=int, default=DEFAULT_SHARD_SIZE, help="rows per shard")
     p.add_argument("--retries", type=int, default=2, help="retries of a failing shard task")
     p.add_argument("--rv-column", default="rv", help="radial velocity column [km/s]")
-    p.add_argument(
-        "--rv",
-        dest="rv_mode",
-        choices=RV_MODES,
-        default="auto",
-        help="the catalogue's RV, the measured one, or auto (default: the catalogue's when "
-        "usable, else measured), as rrnet-infer --catalog and rrnet-preprocess",
-    )
     p.add_argument("--no-rv-correction", action="store_true", help="do not shift by rv")
-    p.add_argument(
-        "--allow-outside-data-dir",
-        action="store_true",
-        help="read files named outside --data-dir (absolute or ../); refused by default "
-        "with status outside_data_dir, as rrnet-infer --catalog",
-    )
-    p.add_argument(
-        "--raw-errors",
-        action="store_true",
-        help="quote paper eq. 3 errors, without the checkpoint's calibration (from validation)",
-    )
+    _args.add_reading_arguments(p)
+    _args.add_raw_errors_argument(p)
     p.add_argument("--dry-run", action="store_true", help="print the batch job script and stop")
     p.add_argument("--quiet", action="store_true", help="no progress and summary lines")
     p.add_argument("--verbose", action="store_true", help="show Dask's own log messages")
@@ -124,8 +106,7 @@ def _run(args: argparse.Namespace, job_script: Any, load_settings: Any, run_clus
     preprocess = {
         "rv_column": args.rv_column,
         "correct_rv": not args.no_rv_correction,
-        "rv_mode": args.rv_mode,
-        "allow_outside_data_dir": args.allow_outside_data_dir,
+        **_args.reading_options(args),
     }
     options = _args.infer_options(
         args, preprocess=preprocess, progress=not args.quiet, calibrate=not args.raw_errors
