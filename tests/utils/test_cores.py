@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import pytest
 
+from rrnet.preprocess import kernels
 from rrnet.utils.cores import compute_threads, usable_cores
 
 
@@ -21,6 +23,8 @@ def test_compute_threads_follow_rrnet_num_threads(monkeypatch, value, want) -> N
     else:
         monkeypatch.setenv("RRNET_NUM_THREADS", value)
     assert compute_threads() == (usable_cores() if want == "all" else want)
+    # the Rust kernels read the same variable by the same rule (an empty value: unset)
+    np.testing.assert_array_equal(kernels.running_median(np.ones((2, 5)), 3), np.ones((2, 5)))
 
 
 @pytest.mark.parametrize("value", ["two", "-1", "1.5"])
@@ -28,3 +32,5 @@ def test_a_bad_rrnet_num_threads_is_one_clear_error(monkeypatch, value) -> None:
     monkeypatch.setenv("RRNET_NUM_THREADS", value)
     with pytest.raises(ValueError, match="RRNET_NUM_THREADS"):
         compute_threads()
+    with pytest.raises(ValueError, match="RRNET_NUM_THREADS"):
+        kernels.running_median(np.ones((2, 5)), 3)

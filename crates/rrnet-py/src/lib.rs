@@ -38,12 +38,14 @@ fn to_pyerr(err: KernelError) -> PyErr {
     }
 }
 
-/// Thread count: the `threads` argument, else `RRNET_NUM_THREADS`, else all cores (0).
+/// Thread count: the `threads` argument, else `RRNET_NUM_THREADS`, else all cores (0);
+/// an empty value counts as unset, as in `rrnet.utils.cores.compute_threads`.
 fn thread_count(threads: Option<usize>) -> PyResult<usize> {
     if let Some(n) = threads {
         return Ok(n);
     }
     match std::env::var("RRNET_NUM_THREADS") {
+        Ok(v) if v.trim().is_empty() => Ok(0),
         Ok(v) => v.trim().parse::<usize>().map_err(|_| {
             PyValueError::new_err(format!("RRNET_NUM_THREADS must be an integer, got {v:?}"))
         }),
