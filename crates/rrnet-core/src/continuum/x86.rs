@@ -292,6 +292,7 @@ fn median_interior(flux: &[f32], m: &mut [f64], sums: &mut MedianSums, bad: &mut
     let mut not_finite = 0;
     for i in (1..end).step_by(8) {
         unsafe {
+            _mm_prefetch::<_MM_HINT_T0>(flux.as_ptr().wrapping_add(i + 512).cast::<i8>());
             let a = _mm256_loadu_ps(flux.as_ptr().add(i - 1));
             let b = _mm256_loadu_ps(flux.as_ptr().add(i));
             let c = _mm256_loadu_ps(flux.as_ptr().add(i + 1));
