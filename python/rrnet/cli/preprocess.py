@@ -50,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
             "normalised flux plus 7200 of resampled flux), e.g. about 320 GB for the 5.6 "
             "million spectra of DR7; with --no-keep-resampled (only what training and "
             "inference read) half, 28.8 kB per spectrum (160 GB for DR7); adding "
-            "--store-dtype float16 halves it again, 14.4 kB per spectrum (81 GB for DR7; "
+            "--store-dtype float16 halves it again, 14.6 kB per spectrum with the manifest "
+            "(82 GB for DR7; "
             "labels move by < 0.05 of their quoted errors, docs/store.md)."
         ),
     )
