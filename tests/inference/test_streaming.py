@@ -233,6 +233,17 @@ def test_per_star_table(world: dict, catalogue: pl.DataFrame) -> None:
     assert stars.equals(per_star_table(catalogue))
     assert stars["star_id"].to_list() == ["HIP96459", "ghost", "other"]
     assert provenance["rrnet.input"] == str(world["store"])
+    # Its columns say what they hold: combined exposures, not one spectrum's values.
+    import pyarrow.parquet as pq
+
+    def described(path: Path, column: str) -> str:
+        return pq.read_schema(path).field(column).metadata[b"description"].decode()
+
+    per_star = out.with_name("cat.per_star.parquet")
+    assert described(out, "teff").startswith("RRNet ensemble mean")
+    assert "weighted mean" in described(per_star, "teff")
+    assert "exposures' noise averaged" in described(per_star, "teff_err")
+    assert "first exposure" in described(per_star, "ra")
 
 
 def test_per_star_error_floor_given_or_from_calibration(

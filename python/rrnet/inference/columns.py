@@ -73,7 +73,8 @@ def _label_columns() -> list[Column]:
                 f"{label}_err",
                 pl.Float32,
                 unit,
-                f"1-sigma uncertainty of the {text}: ensemble (eq. 3) x S/N calibration",
+                f"1-sigma uncertainty of the {text}: ensemble (eq. 3) x S/N calibration "
+                "(eq. 3 alone where the provenance says errors: raw)",
                 f"stat.error;{ucd}",
             )
         )
@@ -97,14 +98,16 @@ SPEC_COLUMNS: tuple[Column, ...] = (
         "snr_blue",
         pl.Float32,
         "",
-        "S/N of the blue arm: header keyword SNR, else median flux*sqrt(ivar); null if neither",
+        "S/N of the blue arm: header keyword SNR, else median flux*sqrt(ivar); null when "
+        "no pixel has a finite positive ivar",
         "stat.snr",
     ),
     Column(
         "snr_red",
         pl.Float32,
         "",
-        "S/N of the red arm: header keyword SNR, else median flux*sqrt(ivar); null if neither",
+        "S/N of the red arm: header keyword SNR, else median flux*sqrt(ivar); null when "
+        "no pixel has a finite positive ivar",
         "stat.snr",
     ),
     *_label_columns(),
@@ -159,7 +162,7 @@ DIAGNOSTIC_COLUMNS: tuple[Column, ...] = (
         "ood_score",
         pl.Float32,
         "",
-        "out-of-distribution score / its threshold (> 1 sets bit 16)",
+        "out-of-distribution score / its threshold (> 1 sets quality bit 4, value 16)",
         "stat.value",
     ),
     Column(
@@ -186,6 +189,27 @@ PER_STAR_COLUMNS: tuple[Column, ...] = (
     ),
 )
 """Per-star table columns besides the catalogue's (:mod:`rrnet.inference.per_star`)."""
+
+
+def per_star_column(name: str) -> Column | None:
+    """Unit, description and UCD of a per-star table column (:mod:`rrnet.inference.per_star`):
+    its labels and errors are combinations of exposures, not one spectrum's values."""
+    for label in SPEC_LABELS:
+        value, text = COLUMNS_BY_NAME[label], _label_text(label)
+        if name == label:
+            described = f"weighted mean {text} of the star's independent exposures"
+            return Column(name, value.dtype, value.unit, described, value.ucd)
+        if name == f"{label}_err":
+            described = (
+                f"1-sigma uncertainty of the mean {text}: the exposures' noise averaged, "
+                "the error floor (--error-floor) not"
+            )
+            return Column(name, value.dtype, value.unit, described, f"stat.error;{value.ucd}")
+    if name in ("ra", "dec"):
+        value = COLUMNS_BY_NAME[name]
+        text = f"{value.description} of the star's first exposure"
+        return Column(name, value.dtype, value.unit, text, value.ucd)
+    return column_meta(name)
 
 
 def column_meta(name: str) -> Column | None:

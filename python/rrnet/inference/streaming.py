@@ -49,6 +49,7 @@ from rrnet.inference.provenance import build_provenance
 from rrnet.inference.quality import QualityThresholds
 from rrnet.inference.writers import (
     merge_parts,
+    per_star_meta,
     write_catalogue,
     write_part,
 )
@@ -683,7 +684,9 @@ def _merge(plan: _Plan, options: InferOptions, out: Path, fmt: str, work: Path) 
             )
             target = Path(options.per_star_out or per_star_path(out))
             _check_target(target)
-            write_catalogue(table, target, fmt, plan.provenance, column_style=style)
+            write_catalogue(
+                table, target, fmt, plan.provenance, meta=per_star_meta, column_style=style
+            )
             files.append(os.path.abspath(target))
     except ValueError as exc:  # e.g. a carried column clashing with a styled name
         raise InferError(str(exc)) from exc

@@ -31,7 +31,7 @@ import fitsio
 import numpy as np
 import polars as pl
 
-from rrnet.inference.columns import COLUMNS_BY_NAME, column_meta
+from rrnet.inference.columns import COLUMNS_BY_NAME, column_meta, per_star_column
 from rrnet.inference.provenance import FITS_COMMENTS, FITS_KEYWORDS
 from rrnet.io.astro import ColumnInfo, fits_unit, from_astropy, to_astropy
 from rrnet.labels import DEFAULT_COLUMN_STYLE, internal_columns, styled_columns
@@ -56,6 +56,14 @@ ColumnMeta = Callable[[str], ColumnInfo]
 def catalogue_meta(name: str) -> ColumnInfo:
     """Unit, description and UCD of a catalogue column (none for carried input columns)."""
     column = column_meta(name)
+    if column is None:
+        return ColumnInfo(description="input catalogue column")
+    return ColumnInfo(column.unit, column.description, column.ucd)
+
+
+def per_star_meta(name: str) -> ColumnInfo:
+    """:func:`catalogue_meta` for the per-star table (combined exposures)."""
+    column = per_star_column(name)
     if column is None:
         return ColumnInfo(description="input catalogue column")
     return ColumnInfo(column.unit, column.description, column.ucd)
