@@ -179,3 +179,57 @@ def test_store_rows_are_the_store_fluxes(store_and_labels) -> None:
     rows = np.array([3, 0, 8])
     view = StreamedRows(store, rows)
     np.testing.assert_array_equal(view[np.array([2, 0])], store.read_flux(rows[[2, 0]]))
+
+
+def test_label_columns_in_either_style_and_any_case_train_the_catalogue_labels(
+    store_and_labels,
+) -> None:
+    """A labels table named like an rrnet catalogue (``teff``) or a survey (``LOGG``,
+    ``FE_H``) selects the same rows and values as the paper's names; rrnet-infer then
+    finds the labels (under other names it would ignore them)."""
+    from rrnet.training.data import resolve_labels, select_rows
+
+    root, manifest = store_and_labels
+    table = pl.read_csv(root / "labels.csv")
+    want = select_rows(manifest, table, resolve_labels("SP"))
+    styled = table.rename({"Teff[K]": "teff", "Logg": "LOGG", "FeH": "Fe_H"})
+    for group in ("SP", "teff,logg,FE_H", ["TEFF", "Logg", "fe_h"]):
+        got = select_rows(manifest, styled, resolve_labels(group))
+        assert got.label_names == ["Teff[K]", "Logg", "FeH"]
+        np.testing.assert_array_equal(got.rows, want.rows)
+        np.testing.assert_array_equal(got.labels, want.labels)
+    both = table.with_columns(pl.col("Teff[K]").alias("teff"))
+    with pytest.raises(ValueError, match="2 columns for Teff"):
+        select_rows(manifest, both, resolve_labels("SP"))
+    with pytest.raises(ValueError, match="duplicate"):
+        resolve_labels("teff,Teff[K]")
+    assert resolve_labels("vsini,teff") == ["vsini", "Teff[K]"]  # other names stay
+
+
+def test_cli_warns_of_labels_the_catalogue_cannot_hold(
+    store_and_labels, monkeypatch, caplog, tmp_path: Path
+) -> None:
+    """``--group TEFF,vsini``: TEFF trains the catalogue's Teff; vsini trains too, with a
+    warning that rrnet-infer will not write it (it ignores labels it has no column for)."""
+    root, _ = store_and_labels
+    from rrnet.training import api
+
+    small = api.model_config_for
+    monkeypatch.setattr(
+        api,
+        "model_config_for",
+        lambda arch, mode, num_labels: small(
+            arch, mode, num_labels, channels=(2, 2, 2, 2), hidden=(16, 8)
+        ),
+    )
+    table = pl.read_csv(root / "labels.csv").rename({"Teff[K]": "TEFF"})
+    table = table.with_columns((pl.col("Logg") * 3.0).alias("vsini"))
+    table.write_csv(tmp_path / "labels.csv")
+    out = tmp_path / "ckpt"
+    with caplog.at_level("WARNING"):
+        code = main(["--store", str(root / "store"), "--labels", str(tmp_path / "labels.csv"),
+                     "--out", str(out), "--group", "TEFF,vsini", *ARGS])  # fmt: skip
+    assert code == 0
+    assert json.loads((out / "config.json").read_text())["labels"] == ["Teff[K]", "vsini"]
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any(m.startswith("vsini not catalogue labels") for m in warned), warned

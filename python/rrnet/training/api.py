@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -9,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from rrnet.labels import ALL_LABELS
 from rrnet.models.calibration import calibration_snr
 from rrnet.models.checkpoint import SPLIT_FILE
 from rrnet.models.config import ModelConfig
@@ -77,6 +79,16 @@ def train_ensemble(
     )
     log(describe_counts(selected.counts))
     names = selected.label_names
+    uncatalogued = [
+        n for n in names if n not in ALL_LABELS and not (opts.predict_rv and n == RV_LABEL)
+    ]
+    if uncatalogued:
+        logging.getLogger(__name__).warning(
+            "%s not catalogue labels (Teff, log g and the 15 [X/H], named in either column "
+            "style): rrnet-infer will not write them to a catalogue; Ensemble.predict "
+            "returns them",
+            ", ".join(uncatalogued),
+        )
     init = None
     if opts.init is not None:
         init, config = load_initialization(
