@@ -229,6 +229,27 @@ def styled_columns(names: Sequence[str], style: str) -> dict[str, str]:
     return mapping
 
 
+def label_columns(
+    columns: Sequence[str], wanted: Sequence[str] = ALL_LABELS, keep: Sequence[str] = ()
+) -> dict[str, str]:
+    """Renames that give the columns of the ``wanted`` labels their internal names when a
+    table has them in another style or case (``teff``, ``TEFF`` -> ``Teff[K]``); columns
+    in ``keep`` (join keys) are left alone. Two columns for one label are a ValueError
+    (which one was meant is not knowable)."""
+    by_label: dict[str, list[str]] = {}
+    for column in columns:
+        label = catalogue_label(column)
+        if column not in keep and label in wanted:
+            by_label.setdefault(label, []).append(column)
+    for label, found in by_label.items():
+        if len(found) > 1:
+            raise ValueError(
+                f"the labels table has {len(found)} columns for {label}: "
+                f"{', '.join(found)}; keep one"
+            )
+    return {found[0]: label for label, found in by_label.items() if found[0] != label}
+
+
 def internal_columns(names: Sequence[str]) -> dict[str, str]:
     """Styled -> internal name of the columns that :func:`internal_name` renames."""
     out = {name: internal_name(name) for name in names}

@@ -31,3 +31,20 @@ def test_identifier_ecsv_and_votable_give_the_paper_parquet_metrics(tmp_path: Pa
         path = write_catalogue(catalog, tmp_path / f"ident.{suffix}", fmt, {})
         got = _metrics(tmp_path, path, fmt)
         assert got == want, fmt
+
+
+def test_reference_labels_in_any_case_give_the_same_metrics(tmp_path: Path) -> None:
+    """A survey's reference table (``TEFF``, ``LOGG``, ``FE_H``) is read like ``Teff[K]``."""
+    from rrnet.labels import IDENTIFIER_NAMES
+
+    catalog, labels = toy_tables(30, seed=2)
+    write_table(catalog, tmp_path / "cat.parquet")
+    write_table(labels, tmp_path / "labels.csv")
+    want = _metrics(tmp_path, tmp_path / "cat.parquet", "paper")
+    upper = {c: IDENTIFIER_NAMES[c].upper() for c in labels.columns if c in IDENTIFIER_NAMES}
+    assert upper  # the toy reference has labels
+    shouted = tmp_path / "upper"
+    shouted.mkdir()
+    write_table(labels.rename(upper), shouted / "labels.csv")
+    write_table(catalog, shouted / "cat.parquet")
+    assert _metrics(shouted, shouted / "cat.parquet", "upper") == want

@@ -233,3 +233,14 @@ def test_cli_warns_of_labels_the_catalogue_cannot_hold(
     assert json.loads((out / "config.json").read_text())["labels"] == ["Teff[K]", "vsini"]
     warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert any(m.startswith("vsini not catalogue labels") for m in warned), warned
+
+
+def test_label_columns_renames_any_case_and_refuses_two_columns_for_one_label() -> None:
+    from rrnet.labels import label_columns
+
+    columns = ["star_id", "TEFF", "logg", "Fe_H", "teff_err", "vsini"]
+    assert label_columns(columns) == {"TEFF": "Teff[K]", "logg": "Logg", "Fe_H": "FeH"}
+    assert label_columns(columns, wanted=["Logg"]) == {"logg": "Logg"}
+    assert label_columns(["teff", "x"], keep=["teff"]) == {}  # a join key stays
+    with pytest.raises(ValueError, match="2 columns for FeH: FeH, fe_h"):
+        label_columns(["FeH", "fe_h"])

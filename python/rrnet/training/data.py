@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from rrnet.labels import ALL_LABELS, GROUPS, catalogue_label
+from rrnet.labels import ALL_LABELS, GROUPS, catalogue_label, label_columns
 
 RV_LABEL = "rv"
 """Name of the extra predicted label of the RRNet-ur variant (km/s, from the manifest)."""
@@ -87,7 +87,7 @@ def select_rows(
     fitted = [n for n in names if not (predict_rv and n == RV_LABEL)]
     if predict_rv and RV_LABEL not in names:
         names.append(RV_LABEL)
-    labels_table = _catalogue_label_columns(labels_table, fitted, key)
+    labels_table = labels_table.rename(label_columns(labels_table.columns, fitted, key))
     _check_tables(manifest, labels_table, key, fitted, rv_column if predict_rv else None)
     counts = {"manifest_rows": manifest.height}
     ok = _usable_rows(manifest, include_flagged, counts)
@@ -121,28 +121,6 @@ def select_rows(
         id_columns=ids,
         counts=counts,
     )
-
-
-def _catalogue_label_columns(
-    labels_table: pl.DataFrame, fitted: Sequence[str], key: Sequence[str]
-) -> pl.DataFrame:
-    """``labels_table`` with the columns of the labels to fit renamed to their internal
-    names when given in another style or case (``teff``, ``TEFF`` -> ``Teff[K]``); two
-    columns for one label are refused (which one was meant is not knowable)."""
-    wanted = set(fitted)
-    by_label: dict[str, list[str]] = {}
-    for column in labels_table.columns:
-        label = catalogue_label(column)
-        if column not in key and label in wanted:
-            by_label.setdefault(label, []).append(column)
-    for label, columns in by_label.items():
-        if len(columns) > 1:
-            raise ValueError(
-                f"the labels table has {len(columns)} columns for {label}: "
-                f"{', '.join(columns)}; keep one"
-            )
-    rename = {cols[0]: label for label, cols in by_label.items() if cols[0] != label}
-    return labels_table.rename(rename) if rename else labels_table
 
 
 def _check_tables(
