@@ -48,3 +48,21 @@ def test_reference_labels_in_any_case_give_the_same_metrics(tmp_path: Path) -> N
     write_table(labels.rename(upper), shouted / "labels.csv")
     write_table(catalog, shouted / "cat.parquet")
     assert _metrics(shouted, shouted / "cat.parquet", "upper") == want
+
+
+def test_overview_reads_a_catalogue_in_the_default_column_style(tmp_path: Path) -> None:
+    """``rrnet-eval overview`` of what ``rrnet-infer`` writes by default (``teff``,
+    ``teff_err``, ...) is the overview of the same catalogue in the paper's names."""
+    catalog, _ = toy_tables(30, seed=2)
+    write_table(catalog, tmp_path / "paper.parquet")
+    ident = write_catalogue(catalog, tmp_path / "ident.parquet", "parquet", {})
+    for name, path in (("paper", tmp_path / "paper.parquet"), ("ident", ident)):
+        assert main(["overview", str(path), "--out", str(tmp_path / name)]) == 0
+    summaries = [
+        json.loads((tmp_path / n / "summary.json").read_text()) for n in ("paper", "ident")
+    ]
+    for summary in summaries:
+        summary.pop("outputs")  # the paths differ
+    assert summaries[0] == summaries[1]
+    pages = [(tmp_path / n / "index.html").read_text() for n in ("paper", "ident")]
+    assert pages[0].count("<img") == pages[1].count("<img") > 0

@@ -504,3 +504,23 @@ def test_synthetic_domain_checkpoint_on_other_spectra_warns_and_sets_a_bit(
     )  # fmt: skip
     table = infer(own, store=world["store"], device="cpu")
     assert ((table["quality_bits"] & int(QualityBit.SYNTHETIC_DOMAIN)) == 0).all()
+
+
+@pytest.mark.parametrize(
+    ("name", "fmt"), [("cat.txt", None), ("results", "fits"), ("cat.dat", "votable")]
+)
+def test_cli_output_suffix_need_not_name_the_format(
+    world: dict, tmp_path: Path, catalogue: pl.DataFrame, capsys, name: str, fmt: str | None
+) -> None:
+    """An unknown suffix writes Parquet, ``--format`` any name; the end-of-run summary
+    reads the file in the format written (it read it by suffix and failed after the
+    catalogue was written)."""
+    from rrnet.cli.infer import main
+
+    out = tmp_path / name
+    args = ["--store", str(world["store"]), "--model", str(world["sp"]), "--model"]
+    args += [str(world["ca"]), "--out", str(out), "--device", "cpu", "--no-progress"]
+    assert main([*args, *(["--format", fmt] if fmt else [])]) == 0
+    assert f"{catalogue.height} rows in" in capsys.readouterr().err
+    table, _ = read_catalogue(out, fmt or "parquet")
+    assert table.equals(catalogue)

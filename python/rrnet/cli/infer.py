@@ -88,7 +88,7 @@ def _summary(path: Path, options: InferOptions) -> str:
     from rrnet.inference.streaming import per_star_path
     from rrnet.inference.summary import format_summary, summarize_file
 
-    summary = summarize_file(path)
+    summary = summarize_file(path, options.fmt)
     summary.outputs = {"catalogue": path}
     if options.per_star:
         summary.outputs["per-star table"] = Path(options.per_star_out or per_star_path(path))

@@ -22,7 +22,7 @@ from rrnet.evaluation.page import Page, Section, figure_html, render, table_html
 from rrnet.evaluation.sample import add_snr, predicted_labels
 from rrnet.inference.summary import RunSummary, summarize
 from rrnet.io import read_table
-from rrnet.labels import ALL_LABELS, SP_LABELS, display_name
+from rrnet.labels import ALL_LABELS, SP_LABELS, display_name, internal_columns
 from rrnet.plots import abundances, kiel
 from rrnet.plots import overview as plots
 from rrnet.utils.atomic import write_text
@@ -149,6 +149,7 @@ def overview(
     """Write ``out/index.html`` (self-contained), ``summary.json`` and PNGs; return the counts."""
     out = Path(out)
     catalog = read_table(catalog_path)
+    catalog = catalog.rename(internal_columns(catalog.columns))  # either column style
     labels = predicted_labels(catalog, ALL_LABELS)
     if not labels:
         raise ValueError(f"{catalog_path} has no label with a value and an _err column")

@@ -70,14 +70,16 @@ def summarize(table: pl.DataFrame | pl.LazyFrame) -> RunSummary:
     return out
 
 
-def summarize_file(path: str | Path) -> RunSummary:
-    """:func:`summarize` of a written catalogue (Parquet is scanned, other formats read)."""
-    path = Path(path)
-    if path.suffix.lower() in (".parquet", ".pq"):
-        return summarize(pl.scan_parquet(path))
-    from rrnet.io import read_table
+def summarize_file(path: str | Path, fmt: str | None = None) -> RunSummary:
+    """:func:`summarize` of a written catalogue in format ``fmt`` (default: from the
+    suffix, unknown suffixes being Parquet, as the writers decide); Parquet is scanned."""
+    from rrnet.inference.writers import read_catalogue, resolve_format
 
-    return summarize(read_table(path))
+    path = Path(path)
+    fmt = resolve_format(path, fmt)
+    if fmt == "parquet":
+        return summarize(pl.scan_parquet(path))
+    return summarize(read_catalogue(path, fmt)[0])
 
 
 def format_summary(summary: RunSummary, prog: str, *, top: int = 5) -> str:
