@@ -238,3 +238,17 @@ def docs_column_table() -> str:
 def test_docs_column_table_matches_the_code() -> None:
     docs = Path(__file__).resolve().parents[2] / "docs" / "catalogue.md"
     assert docs_column_table() in docs.read_text(encoding="utf-8")
+
+
+def test_astropy_reads_parquet_null_text_as_none_not_cut(tmp_path: Path) -> None:
+    """astropy's Parquet reader gives null text as ``None`` (docs/catalogue.md); the width
+    rrnet declares for it must hold those 4 characters, or an all-null column reads as
+    ``N`` and a short one as ``No``: what look like values."""
+    table = _table(4).with_columns(
+        pl.lit(None, dtype=pl.Utf8).alias("gp_id"),
+        pl.Series("rv_source", ["ok", None, "ok", None], dtype=pl.Utf8),
+    )
+    path = write_catalogue(table, tmp_path / "cat.parquet", "parquet", PROVENANCE)
+    got = astropy_table.Table.read(path)
+    assert [str(v) for v in got["gp_id"]] == ["None"] * 4
+    assert [str(v) for v in got["rv_source"]] == ["ok", "None", "ok", "None"]

@@ -178,7 +178,9 @@ def _arrow_schema(lazy: pl.LazyFrame, info: dict[str, ColumnInfo], provenance: d
 
     The table metadata holds the provenance, astropy's ``table_meta_yaml`` (astropy
     reads units and descriptions from it) and its ``table::len::<name>`` string widths,
-    which spare astropy from measuring strings (it cannot measure a null).
+    which spare astropy from measuring strings (it cannot measure a null, and reads one
+    as the text ``None``: a column with nulls is at least 4 wide, or ``None`` would be
+    cut to ``N``, which looks like a value).
     """
     import pyarrow as pa
     from astropy.table import meta as astropy_meta
@@ -195,9 +197,15 @@ def _arrow_schema(lazy: pl.LazyFrame, info: dict[str, ColumnInfo], provenance: d
     metadata["table_meta_yaml"] = "\n".join(astropy_meta.get_yaml_from_table(header))
     text = [n for n, t in polars_schema.items() if t == pl.Utf8]
     if text:
-        lengths = lazy.select(pl.col(text).str.len_chars().max()).collect().row(0)
-        for name, length in zip(text, lengths, strict=True):
-            metadata[f"table::len::{name}"] = str(max(1, int(length or 0)))
+        widths = lazy.select(
+            *(pl.col(n).str.len_chars().max().alias(n) for n in text),
+            *(pl.col(n).null_count().alias(f"{n}\0nulls") for n in text),
+        ).collect()
+        for name in text:
+            longest = int(widths[name][0] or 0)
+            nulls = int(widths[f"{name}\0nulls"][0])
+            width = max(longest, len("None") if nulls else 1)
+            metadata[f"table::len::{name}"] = str(width)
     return pa.schema(fields, metadata=metadata)
 
 
