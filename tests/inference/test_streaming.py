@@ -524,3 +524,21 @@ def test_cli_output_suffix_need_not_name_the_format(
     assert f"{catalogue.height} rows in" in capsys.readouterr().err
     table, _ = read_catalogue(out, fmt or "parquet")
     assert table.equals(catalogue)
+
+
+def test_cli_per_star_summary_counts_stars(
+    world: dict, tmp_path: Path, catalogue: pl.DataFrame, capsys
+) -> None:
+    """The end of the run says how many stars the per-star table has and how many have a
+    usable exposure (an empty-looking table is not a silent exit 0)."""
+    from rrnet.cli.infer import main
+
+    out = tmp_path / "cat.fits"
+    args = ["--store", str(world["store"]), "--model", str(world["sp"]), "--model"]
+    args += [str(world["ca"]), "--out", str(out), "--device", "cpu", "--no-progress"]
+    assert main([*args, "--per-star"]) == 0
+    stars = per_star_table(catalogue)
+    usable = int((stars["n_exp"] > 0).sum())
+    assert 0 < usable < stars.height  # the oracle has both kinds of star
+    err = capsys.readouterr().err
+    assert f"({stars.height} stars, {usable} with a usable exposure)" in err, err

@@ -90,9 +90,24 @@ def _summary(path: Path, options: InferOptions) -> str:
 
     summary = summarize_file(path, options.fmt)
     summary.outputs = {"catalogue": path}
+    lines = format_summary(summary, PROG)
     if options.per_star:
-        summary.outputs["per-star table"] = Path(options.per_star_out or per_star_path(path))
-    return format_summary(summary, PROG)
+        stars = Path(options.per_star_out or per_star_path(path))
+        lines += f"\n  per-star table: {stars} ({_star_counts(stars, options.fmt)})"
+    return lines
+
+
+def _star_counts(path: Path, fmt: str | None) -> str:
+    """How many stars the per-star table has and how many of them have a usable exposure
+    (a table of stars with none says why, or it reads as a failure of the combination)."""
+    from rrnet.inference.writers import read_catalogue
+
+    table, _ = read_catalogue(path, fmt)
+    usable = int((table["n_exp"] > 0).sum())
+    text = f"{table.height:,} stars, {usable:,} with a usable exposure"
+    if table.height and not usable:
+        text += ": it combines exposures with status ok and flag 1, and none has flag 1"
+    return text
 
 
 def _preprocess_options(args: argparse.Namespace) -> dict[str, object]:

@@ -546,7 +546,8 @@ def _open_source(
         columns = source.table.columns
     if options.per_star and options.star_column not in columns:
         raise InferError(
-            f"--per-star needs a {options.star_column!r} column in the input catalogue"
+            f"--per-star needs a {options.star_column!r} column in the input catalogue "
+            "(name the star id column with --star-column, e.g. designation)"
         )
     return source
 

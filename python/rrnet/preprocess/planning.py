@@ -81,7 +81,7 @@ def plan_batch(
         if path is None:
             plan.early[row] = (
                 "outside_data_dir",
-                f"{filename!r} lies outside the data directory (allow_outside_data_dir to read it)",
+                f"{filename!r} lies outside the data directory (--allow-outside-data-dir reads it)",
             )
             continue
         job = by_file.setdefault(path, Job(plan, (path, [])))
