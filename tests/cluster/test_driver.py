@@ -338,3 +338,19 @@ def test_cli_dry_run_prints_the_slurm_job(tmp_path: Path, capsys) -> None:
     for line in ("#SBATCH -p gpu", "#SBATCH -A other", "--gres=gpu:2", "-t 02:00:00"):
         assert line in script
     assert "module load cuda" in script and "--nworkers 2" in script
+
+
+@pytest.mark.parametrize(("kind", "line"), [("pbs", "#PBS -A astro"), ("sge", "#$ -P astro")])
+def test_cli_dry_run_puts_the_account_where_each_scheduler_wants_it(
+    tmp_path: Path, capsys, kind: str, line: str
+) -> None:
+    """``account`` is PBS's account (-A) and SGE's project (-P; SGECluster has no account:
+    the dry run failed with an unexpected ValueError)."""
+    config = tmp_path / "cluster.toml"
+    config.write_text(
+        f'[cluster]\nkind = "{kind}"\nqueue = "long"\naccount = "astro"\ncores = 4\n'
+        'memory = "16GiB"\nwalltime = "02:00:00"\n'
+    )
+    args = ["cat.csv", "--data-dir", ".", "--model", "m", "--out", "o.pq"]
+    assert main([*args, "--config", str(config), "--dry-run"]) == 0
+    assert line in capsys.readouterr().out

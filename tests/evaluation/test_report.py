@@ -145,3 +145,15 @@ def test_unusable_arguments_exit_2_with_one_line(run, capsys, extra, message) ->
     err = capsys.readouterr().err
     assert err.startswith("rrnet-eval: error: ") and message in err
     assert err.count("\n") == 1
+
+
+def test_cli_counts_the_split_it_evaluates(run, capsys) -> None:
+    """With --checkpoint the console names the rows of the evaluated split (it printed
+    every labelled row, training stars included)."""
+    catalog, _ = toy_tables(40, seed=5)
+    test = catalog.filter((pl.col("flag") == 1) & (pl.col("star_id") >= 30))
+    assert 0 < test.height < catalog.filter(pl.col("flag") == 1).height
+    args = ["--catalog", str(run["root"] / "cat.parquet"), "--labels"]
+    args += [str(run["root"] / "labels.csv"), "--out", str(run["root"] / "counted")]
+    assert main([*args, "--checkpoint", str(run["ckpt"]), "--no-figures"]) == 0
+    assert f"{test.height} spectra evaluated" in capsys.readouterr().err

@@ -149,7 +149,8 @@ def _main_eval(argv: list[str]) -> int:
     def run() -> int:
         with output_lock(args.out, directory=True, what="report"):
             report = evaluate(opts)
-        n = report.counts.get("with_labels", 0)
+        # with --checkpoint only the chosen split's stars are evaluated
+        n = report.counts.get(f"in_{opts.split}_split", report.counts.get("with_labels", 0))
         print(f"{PROG}: {n} spectra evaluated -> {args.out / 'index.html'}", file=sys.stderr)
         for line in headline_lines(report):
             print(f"  {line}", file=sys.stderr)

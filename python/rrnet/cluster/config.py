@@ -138,8 +138,8 @@ def _jobqueue_cluster(settings: ClusterSettings, *, any_dashboard_port: bool = F
         # One thread per worker process: one shard at a time per process bounds memory.
         worker_extra_args=["--nthreads", "1"],
     )
-    if settings.account:
-        options["account"] = settings.account
+    if settings.account:  # SGE calls it the project
+        options["project" if settings.kind == "sge" else "account"] = settings.account
     if any_dashboard_port:
         options["scheduler_options"] = {"dashboard_address": ":0"}  # any free port
     options.update(settings.extra)
