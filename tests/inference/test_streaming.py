@@ -299,7 +299,8 @@ def test_on_the_fly_equals_store(
         [world["sp"], world["ca"]], catalog=csv, data_dir=REAL_FILE.parent, chunk_rows=4,
         workers=0, device="cpu", column_style="paper",
     )  # fmt: skip
-    exact = [c for c in [*SPEC5, "status", "quality_bits"] if c not in ALL_LABELS]
+    exact = [*SPEC5, "status", "quality_bits", "rv_used", "rv_used_source"]
+    exact = [c for c in exact if c not in ALL_LABELS]
     exact = [c for c in exact if not c.endswith("_err")]
     assert table.select(exact).equals(catalogue.select(exact))
     # Another chunking means other batch shapes: equal to float32 round-off.
@@ -542,3 +543,15 @@ def test_cli_per_star_summary_counts_stars(
     assert 0 < usable < stars.height  # the oracle has both kinds of star
     err = capsys.readouterr().err
     assert f"({stars.height} stars, {usable} with a usable exposure)" in err, err
+
+
+def test_the_rv_used_is_the_manifests(world: dict, catalogue: pl.DataFrame) -> None:
+    """The catalogue says by which RV each spectrum was shifted and where it came from:
+    the store manifest's decision, row for row (null where none was usable)."""
+    manifest = open_store(world["store"]).manifest.sort("row")
+    assert catalogue["rv_used"].dtype == pl.Float32
+    want = manifest["rv_used"].cast(pl.Float32)
+    assert catalogue["rv_used"].is_null().equals(want.is_null())
+    assert catalogue["rv_used"].drop_nulls().equals(want.drop_nulls())
+    assert catalogue["rv_used_source"].to_list() == manifest["rv_used_source"].to_list()
+    assert {"catalog"} <= set(catalogue["rv_used_source"].drop_nulls())

@@ -41,6 +41,7 @@ from rrnet.cluster.config import (
 from rrnet.cluster.keeper import Interrupted, Keeper, RunAborted
 from rrnet.cluster.plan import PlanError, Shard, part_name, plan_shards, write_plan
 from rrnet.cluster.task import FAULT_ENV, FAULT_RAISE_ENV, ShardJob, run_shard
+from rrnet.inference.columns import catalogue_column_names
 from rrnet.inference.options import (
     InferError,
     InferOptions,
@@ -233,6 +234,7 @@ def _checked_run(
         "thresholds": options.thresholds.to_dict(),
         "preprocess": preprocess,
         **({} if options.calibrate else {"raw_errors": True}),  # parts of one kind of error
+        "columns": catalogue_column_names(),  # parts of older versions lack columns
     }
     _prepare(out, options.resume, options.overwrite)
     shards = plan_shards(table, shard_size)

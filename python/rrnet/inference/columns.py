@@ -172,6 +172,22 @@ DIAGNOSTIC_COLUMNS: tuple[Column, ...] = (
         "max over labels of member-mean spread / mean predicted member sigma",
         "stat.value",
     ),
+    Column(
+        "rv_used",
+        pl.Float32,
+        "km/s",
+        "radial velocity the spectrum was shifted to rest by; null where none was "
+        "(no usable RV, or preprocessed without RV correction)",
+        "spect.dopplerVeloc.opt",
+    ),
+    Column(
+        "rv_used_source",
+        pl.Utf8,
+        "",
+        "where rv_used came from: catalog (the input catalogue's RV) or measured "
+        "(rrnet's template fit); none where no RV was usable",
+        "meta.note",
+    ),
 )
 """Per-row diagnostics after the quality columns (see docs/catalogue.md)."""
 
@@ -179,6 +195,13 @@ CATALOGUE_COLUMNS: tuple[Column, ...] = SPEC_COLUMNS + STATUS_COLUMNS + DIAGNOST
 """Every fixed column, in order; carried catalogue columns (e.g. star_id) follow."""
 
 COLUMNS_BY_NAME: dict[str, Column] = {c.name: c for c in CATALOGUE_COLUMNS}
+
+
+def catalogue_column_names() -> list[str]:
+    """The fixed columns' names: part of a resumable run's identity, so that a run
+    started by a version with other columns is not merged with this one's parts."""
+    return [c.name for c in CATALOGUE_COLUMNS]
+
 
 PER_STAR_COLUMNS: tuple[Column, ...] = (
     Column(

@@ -28,7 +28,12 @@ import numpy as np
 import polars as pl
 
 from rrnet.inference import quality
-from rrnet.inference.columns import CATALOGUE_COLUMNS, SPEC_LABELS, schema
+from rrnet.inference.columns import (
+    CATALOGUE_COLUMNS,
+    SPEC_LABELS,
+    catalogue_column_names,
+    schema,
+)
 from rrnet.inference.models import (
     LoadedCheckpoint,
     Prediction,
@@ -343,6 +348,8 @@ def _catalogue_frame(
         "cap_hit": _column(manifest, "cap_hit", pl.Boolean),
         "ood_score": rows.labels.ood_ratio,
         "disagreement": rows.labels.disagreement,
+        "rv_used": _column(manifest, "rv_used", pl.Float64),
+        "rv_used_source": _column(manifest, "rv_used_source", pl.Utf8),
     }
     frame = pl.DataFrame(data).with_columns(
         [
@@ -591,6 +598,7 @@ def _plan(options: InferOptions, source: _StoreInput | _CatalogInput) -> _Plan:
         "chunk_rows": source.chunk_rows,
         "checkpoints": [c.hash for c in checkpoints],
         "thresholds": thresholds.to_dict(),
+        "columns": catalogue_column_names(),  # parts of older versions lack columns
     }
     _warn_low_xfe_skill(checkpoints)
     return _Plan(
