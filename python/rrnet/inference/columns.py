@@ -174,7 +174,7 @@ DIAGNOSTIC_COLUMNS: tuple[Column, ...] = (
     ),
     Column(
         "rv_used",
-        pl.Float32,
+        pl.Float32(),
         "km/s",
         "radial velocity the spectrum was shifted to rest by; null where none was "
         "(no usable RV, or preprocessed without RV correction)",
@@ -182,7 +182,7 @@ DIAGNOSTIC_COLUMNS: tuple[Column, ...] = (
     ),
     Column(
         "rv_used_source",
-        pl.Utf8,
+        pl.Utf8(),
         "",
         "where rv_used came from: catalog (the input catalogue's RV) or measured "
         "(rrnet's template fit); none where no RV was usable",

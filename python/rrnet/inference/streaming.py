@@ -348,8 +348,8 @@ def _catalogue_frame(
         "cap_hit": _column(manifest, "cap_hit", pl.Boolean),
         "ood_score": rows.labels.ood_ratio,
         "disagreement": rows.labels.disagreement,
-        "rv_used": _column(manifest, "rv_used", pl.Float64),
-        "rv_used_source": _column(manifest, "rv_used_source", pl.Utf8),
+        "rv_used": _column(manifest, "rv_used", pl.Float64()),
+        "rv_used_source": _column(manifest, "rv_used_source", pl.Utf8()),
     }
     frame = pl.DataFrame(data).with_columns(
         [
