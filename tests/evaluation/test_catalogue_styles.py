@@ -66,3 +66,16 @@ def test_overview_reads_a_catalogue_in_the_default_column_style(tmp_path: Path) 
     assert summaries[0] == summaries[1]
     pages = [(tmp_path / n / "index.html").read_text() for n in ("paper", "ident")]
     assert pages[0].count("<img") == pages[1].count("<img") > 0
+
+
+def test_overview_says_why_the_kiel_diagram_is_missing(tmp_path: Path) -> None:
+    """With no recommended row (e.g. every real spectrum flagged SYNTHETIC_DOMAIN) the
+    Kiel and [X/Fe] figures cannot be drawn; the page says so instead of leaving them out."""
+    import polars as pl
+
+    catalog, _ = toy_tables(5, seed=3)
+    write_table(catalog.with_columns(pl.lit(0).cast(catalog["flag"].dtype).alias("flag")),
+                tmp_path / "none.parquet")  # fmt: skip
+    assert main(["overview", str(tmp_path / "none.parquet"), "--out", str(tmp_path / "o")]) == 0
+    page = (tmp_path / "o" / "index.html").read_text()
+    assert "Not drawn: no row is recommended" in page and "kiel.png" not in page

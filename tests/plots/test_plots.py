@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import struct
 from pathlib import Path
 
@@ -109,3 +110,30 @@ def test_comparison_bars(tmp_path: Path) -> None:
         }
     )
     assert_sensible_png(comparison.plot_mae_bars(table, tmp_path / "bars.png"))
+
+
+@pytest.mark.parametrize("span", [(43.0, 93.0), (5.0, 300.0), (0.028, 0.031)])
+def test_log_axes_have_plain_labels_that_do_not_overlap(span: tuple[float, float]) -> None:
+    """``style.log_scale``: tick labels are plain numbers (``50``, not ``5x10^1``) and no
+    two overlap, whether the data span a fraction of a decade or several."""
+    import matplotlib.pyplot as plt
+
+    from rrnet.plots.style import log_scale
+
+    fig, ax = plt.subplots(figsize=(3.0, 2.5))
+    values = np.geomspace(*span, 7)
+    ax.plot(values, values, "o")
+    log_scale(ax, "x")
+    log_scale(ax, "y")
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    for axis in (ax.xaxis, ax.yaxis):
+        labels = [t for t in axis.get_ticklabels(which="both") if t.get_visible() and t.get_text()]
+        assert len(labels) >= 2
+        for label in labels:
+            assert "10^" not in label.get_text() and "times" not in label.get_text()
+            float(label.get_text().replace("\u2212", "-"))  # a plain number
+        boxes = [t.get_window_extent(renderer) for t in labels]
+        for a, b in itertools.pairwise(boxes):
+            assert not a.overlaps(b), [t.get_text() for t in labels]
+    plt.close(fig)

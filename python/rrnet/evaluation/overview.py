@@ -120,7 +120,7 @@ def _figures(
             "Predicted errors against S/N",
             rel,
             "Predicted 1σ error of every row with labels against its S/N, with the median "
-            "in ten S/N quantiles (red); errors should fall as S/N rises.",
+            "in up to ten S/N quantiles (red); errors should fall as S/N rises.",
         )
     )
     rel = f"{FIGURE_DIR}/distributions.png"
@@ -158,6 +158,14 @@ def overview(
     recommended = catalog.filter(pl.col("flag") == 1) if "flag" in catalog.columns else catalog
     page = Page(f"RRNet catalogue overview: {Path(catalog_path).name}", _headline(summary, labels))
     page.sections.append(Section("Counts and flags", _count_tables(summary)))
+    if not recommended.height:  # the Kiel and [X/Fe] figures show recommended rows only
+        page.sections.append(
+            Section(
+                "Kiel diagram and [X/Fe]",
+                "<p>Not drawn: no row is recommended (flag 1). The counts above say why; "
+                "the figures below show every row with labels.</p>",
+            )
+        )
     for title, rel, cap in _figures(catalog, recommended, labels, out, isochrones):
         page.sections.append(Section(title, figure_html(out / rel, cap, source=rel)))
     names = ", ".join(display_name(lb) for lb in labels)

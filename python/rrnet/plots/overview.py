@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from rrnet.plots.style import display_name, new_figure, save_figure, unit
+from rrnet.plots.style import display_name, log_scale, new_figure, save_figure, unit
 
 
 def _column(catalog: pl.DataFrame, name: str) -> np.ndarray:
@@ -30,8 +30,9 @@ def plot_sigma_vs_snr_catalogue(
         err = _column(catalog, f"{label}_err")
         ok = np.isfinite(s) & np.isfinite(err) & (s > 0) & (err > 0)
         ax.scatter(s[ok], err[ok], s=2, alpha=0.3, color="tab:blue", rasterized=True)
-        if ok.sum() >= 20:
-            edges = np.quantile(s[ok], np.linspace(0, 1, 11))
+        bins = min(10, int(ok.sum()) // 2)  # a few rows still get a median line
+        if bins >= 2:
+            edges = np.quantile(s[ok], np.linspace(0, 1, bins + 1))
             centre, median = [], []
             for lo, hi in itertools.pairwise(edges):
                 sel = ok & (s >= lo) & (s <= hi)
@@ -39,8 +40,8 @@ def plot_sigma_vs_snr_catalogue(
                     centre.append(np.median(s[sel]))
                     median.append(np.median(err[sel]))
             ax.plot(centre, median, "o-", color="tab:red", markersize=3, label="median")
-        ax.set_xscale("log")
-        ax.set_yscale("log")
+        log_scale(ax, "x")
+        log_scale(ax, "y")
         ax.set_xlabel("S/N")
         ax.set_ylabel(f"σ {display_name(label)} [{unit(label)}]")
     fig.suptitle("Predicted uncertainty against S/N")

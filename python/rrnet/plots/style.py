@@ -7,10 +7,13 @@ import re
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")  # files only; never needs a display
 
 import matplotlib.pyplot as plt
+from matplotlib import ticker
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from rrnet.utils.atomic import atomic_path
@@ -62,6 +65,41 @@ def new_figure(n_panels: int, ncols: int = 4, panel_size: tuple[float, float] = 
     for ax in flat[n_panels:]:
         ax.set_visible(False)
     return fig, flat[:n_panels]
+
+
+class _PlainLogLocator(ticker.Locator):
+    """Ticks at 1, 2 and 5 x 10^k; where fewer than two of those fall in the view (a
+    range under a decade), at most four evenly spaced round numbers instead
+    (matplotlib's own fallback puts one at every minor tick, and their labels overlap)."""
+
+    def __init__(self) -> None:
+        self._log = ticker.LogLocator(base=10.0, subs=(1.0, 2.0, 5.0))
+        self._few = ticker.MaxNLocator(nbins=3, steps=[1, 2, 2.5, 5, 10])
+
+    def __call__(self):
+        assert self.axis is not None
+        return self.tick_values(*self.axis.get_view_interval())
+
+    def tick_values(self, vmin, vmax):
+        lo, hi = sorted((float(vmin), float(vmax)))
+        ticks = np.asarray(self._log.tick_values(lo, hi))
+        positive = ticks[ticks > 0]
+        mantissa = positive / 10.0 ** np.floor(np.log10(positive) + 1e-9)
+        decadal = np.all(np.isclose(mantissa[:, None], [1.0, 2.0, 5.0]).any(axis=1))
+        if decadal and ((positive >= lo) & (positive <= hi)).sum() >= 2:
+            return ticks
+        return self._few.tick_values(lo, hi)
+
+
+def log_scale(ax: Axes, axis: str = "x") -> None:
+    """A log axis labelled in plain numbers (``50``, ``200``; matplotlib's default
+    labels a range under a decade as ``5x10^1``, ``6x10^1``, ... and those overlap)."""
+    (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
+    target = ax.xaxis if axis == "x" else ax.yaxis
+    target.set_major_locator(_PlainLogLocator())
+    target.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:g}"))
+    target.set_minor_locator(ticker.LogLocator(base=10.0, subs=tuple(range(1, 10))))
+    target.set_minor_formatter(ticker.NullFormatter())
 
 
 def save_figure(fig: Figure, path: str | os.PathLike[str]) -> Path:
