@@ -99,7 +99,14 @@ def test_synth_official_catalogue_gives_the_synth_rows(synth, tmp_path, capsys):
     coadd = tmp_path / "coadd.csv"
     assert main(["--quiet", "from-lamost", str(lamost), "--out", str(coadd)]) == 0
     assert pl.read_csv(coadd)["extname_blue"].unique().to_list() == ["COADD_B"]
-    assert main(["from-lamost", str(lamost), "--out", str(coadd), "--quiet"]) == 0
+    before = coadd.read_bytes()
+    # an existing output is refused in one line and left as it was; --overwrite replaces it
+    assert main(["from-lamost", str(lamost), "--out", str(coadd), "--spectra", "all"]) == 2
+    assert _err_lines(capsys) == [
+        f"rrnet-catalog: error: {coadd} exists: give --overwrite to replace it"
+    ]
+    assert coadd.read_bytes() == before
+    assert main(["from-lamost", str(lamost), "--out", str(coadd), "--quiet", "--overwrite"]) == 0
     assert capsys.readouterr().err == ""
 
 
@@ -120,7 +127,18 @@ def test_scan_finds_every_synthesised_spectrum(synth, tmp_path):
     by_obsid = tmp_path / "rv.csv"
     want.select("obsid", "rv").unique("obsid").write_csv(by_obsid)
     assert (
-        main(["--quiet", "scan", str(synth.data_dir), "--out", str(rr), "--rv-from", str(by_obsid)])
+        main(
+            [
+                "--quiet",
+                "scan",
+                str(synth.data_dir),
+                "--out",
+                str(rr),
+                "--rv-from",
+                str(by_obsid),
+                "--overwrite",
+            ]
+        )
         == 0
     )
     assert (pl.read_csv(rr)["catalog_status"] == "ok").all()

@@ -73,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     for p in (parser, lamost, scan):  # before or after the command
         default = False if p is parser else argparse.SUPPRESS
         p.add_argument("--quiet", action="store_true", default=default, help="no summary")
+        p.add_argument(
+            "--overwrite", action="store_true", default=default, help="replace an existing --out"
+        )
     return parser
 
 
@@ -84,6 +87,8 @@ def _check(args: argparse.Namespace) -> str | None:
         table_format(args.out)
     except CatalogError as exc:
         return str(exc)
+    if args.out.exists() and not args.overwrite:
+        return f"{args.out} exists: give --overwrite to replace it"
     if args.command == "from-lamost":
         if not args.catalogue.is_file():
             return f"catalogue not found: {args.catalogue}"
