@@ -38,6 +38,17 @@ LABEL_SUFFIXES: tuple[str, ...] = ("", "_err", "_scatter", "_chi2r", "_n", "_tru
 #: The authors' two model groups.
 GROUPS: dict[str, tuple[str, ...]] = {"SP": SP_LABELS, "CA": CA_LABELS}
 
+#: Surveys' "not measured" (LAMOST, APOGEE, GALAH write -9999): a missing label, never a
+#: value (a Teff of -9999 K trained as one would wreck the network).
+MISSING_LABEL: float = -9999.0
+
+
+def missing_labels(values: np.ndarray) -> np.ndarray:
+    """Where ``values`` hold no label: NaN, infinite or :data:`MISSING_LABEL`."""
+    values = np.asarray(values, dtype=np.float64)
+    return ~np.isfinite(values) | (values == MISSING_LABEL)
+
+
 #: Physical unit of every label.
 UNITS: dict[str, str] = {"Teff[K]": "K", "Logg": "dex (cgs)"} | {
     name: "dex" for name in ALL_LABELS if name not in ("Teff[K]", "Logg")

@@ -79,3 +79,23 @@ def test_overview_says_why_the_kiel_diagram_is_missing(tmp_path: Path) -> None:
     assert main(["overview", str(tmp_path / "none.parquet"), "--out", str(tmp_path / "o")]) == 0
     page = (tmp_path / "o" / "index.html").read_text()
     assert "Not drawn: no row is recommended" in page and "kiel.png" not in page
+
+
+def test_reference_minus_9999_is_missing(tmp_path: Path) -> None:
+    """A reference value of -9999 (a survey's "not measured") counts as missing, as an
+    empty cell does, not as a -9999 K star with a 10,000 K residual."""
+    import polars as pl
+
+    catalog, labels = toy_tables(30, seed=2)
+    write_table(catalog, tmp_path / "cat.parquet")
+    holes = pl.Series([i % 5 == 0 for i in range(labels.height)])
+    empty = labels.with_columns(
+        pl.when(holes).then(None).otherwise(pl.col("Teff[K]")).alias("Teff[K]")
+    )
+    write_table(empty, tmp_path / "labels.csv")
+    want = _metrics(tmp_path, tmp_path / "cat.parquet", "empty")
+    sentinel = tmp_path / "sentinel"
+    sentinel.mkdir()
+    write_table(empty.with_columns(pl.col("Teff[K]").fill_null(-9999.0)), sentinel / "labels.csv")
+    write_table(catalog, sentinel / "cat.parquet")
+    assert _metrics(sentinel, sentinel / "cat.parquet", "sentinel") == want

@@ -244,3 +244,21 @@ def test_label_columns_renames_any_case_and_refuses_two_columns_for_one_label() 
     assert label_columns(["teff", "x"], keep=["teff"]) == {}  # a join key stays
     with pytest.raises(ValueError, match="2 columns for FeH: FeH, fe_h"):
         label_columns(["FeH", "fe_h"])
+
+
+def test_minus_9999_labels_are_missing_not_values(store_and_labels) -> None:
+    """Surveys write -9999 for "not measured": it is masked like an empty cell (a
+    -9999 K Teff trained as a value would wreck the network), and counted."""
+    from rrnet.training.data import describe_counts, resolve_labels, select_rows
+
+    root, manifest = store_and_labels
+    table = pl.read_csv(root / "labels.csv")
+    sentinel = table.with_columns(pl.col(c).fill_nan(-9999.0).fill_null(-9999.0)
+                                  for c in ("Teff[K]", "Logg", "FeH"))  # fmt: skip
+    want = select_rows(manifest, table, resolve_labels("SP"))
+    got = select_rows(manifest, sentinel, resolve_labels("SP"))
+    np.testing.assert_array_equal(got.rows, want.rows)
+    np.testing.assert_array_equal(got.labels, want.labels)  # NaN where -9999
+    n = int(sum((sentinel[c] == -9999.0).sum() for c in ("Teff[K]", "Logg", "FeH")))
+    assert n > 0 and got.counts["missing_sentinels"] >= 1
+    assert "label values of -9999 read as missing" in describe_counts(got.counts)

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 
 import polars as pl
 
-from rrnet.labels import TRUE_SUFFIX
+from rrnet.labels import MISSING_LABEL, TRUE_SUFFIX
 
 
 class SampleError(ValueError):
@@ -66,6 +66,12 @@ def select_usable(catalog: pl.DataFrame, *, all_rows: bool = False) -> pl.DataFr
     return out
 
 
+def _reference(column: str) -> pl.Expr:
+    """A reference label as float, null where it was not measured (NaN, -9999)."""
+    value = pl.col(column).cast(pl.Float64)
+    return pl.when(value.is_finite() & (value != MISSING_LABEL)).then(value).otherwise(None)
+
+
 def build_sample(
     catalog: pl.DataFrame,
     labels_table: pl.DataFrame,
@@ -88,9 +94,7 @@ def build_sample(
     absent = [c for c in labels if c not in labels_table.columns]
     if absent:
         raise SampleError(f"labels table lacks column(s) {', '.join(absent)}")
-    truth = labels_table.select(
-        [*key, *(pl.col(c).cast(pl.Float64).alias(c + TRUE_SUFFIX) for c in labels)]
-    )
+    truth = labels_table.select([*key, *(_reference(c).alias(c + TRUE_SUFFIX) for c in labels)])
     if truth.select(key).is_duplicated().any():
         raise SampleError(f"labels table has duplicated key(s) {', '.join(key)}")
     status_ok = select_usable(catalog, all_rows=True)

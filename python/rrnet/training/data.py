@@ -16,7 +16,14 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from rrnet.labels import ALL_LABELS, GROUPS, catalogue_label, label_columns
+from rrnet.labels import (
+    ALL_LABELS,
+    GROUPS,
+    MISSING_LABEL,
+    catalogue_label,
+    label_columns,
+    missing_labels,
+)
 
 RV_LABEL = "rv"
 """Name of the extra predicted label of the RRNet-ur variant (km/s, from the manifest)."""
@@ -99,7 +106,8 @@ def select_rows(
         )
     label_cols = [f"__label__{n}" for n in names]
     values = joined.select(label_cols).to_numpy().astype(np.float64)
-    values[~np.isfinite(values)] = np.nan
+    counts["missing_sentinels"] = int(np.sum(values == MISSING_LABEL))  # -9999: not measured
+    values[missing_labels(values)] = np.nan
     has_any = ~np.all(np.isnan(values), axis=1)
     counts["all_labels_missing"] = int((~has_any).sum())
     joined = joined.filter(pl.Series(has_any))
@@ -182,4 +190,9 @@ def describe_counts(counts: dict[str, Any]) -> str:
         f"({counts['failed_preprocessing']} failed preprocessing, "
         f"{counts['quality_flagged']} quality-flagged, {counts['without_labels']} without "
         f"labels, {counts['all_labels_missing']} with every label missing)"
+        + (
+            f"; {counts['missing_sentinels']} label values of -9999 read as missing"
+            if counts.get("missing_sentinels")
+            else ""
+        )
     )
