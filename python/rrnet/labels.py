@@ -41,12 +41,17 @@ GROUPS: dict[str, tuple[str, ...]] = {"SP": SP_LABELS, "CA": CA_LABELS}
 #: Surveys' "not measured" (LAMOST, APOGEE, GALAH write -9999): a missing label, never a
 #: value (a Teff of -9999 K trained as one would wreck the network).
 MISSING_LABEL: float = -9999.0
+#: At or below this a value is a sentinel, also after arithmetic ([X/Fe] of -9999 plus
+#: [Fe/H] is -9999.3): no label is (Teff > 0 K, log g > -1, [X/H] > -10 dex).
+MISSING_AT_OR_BELOW: float = -999.0
 
 
 def missing_labels(values: np.ndarray) -> np.ndarray:
-    """Where ``values`` hold no label: NaN, infinite or :data:`MISSING_LABEL`."""
+    """Where ``values`` hold no label: NaN, infinite, or a sentinel (at or below
+    :data:`MISSING_AT_OR_BELOW`, e.g. :data:`MISSING_LABEL`)."""
     values = np.asarray(values, dtype=np.float64)
-    return ~np.isfinite(values) | (values == MISSING_LABEL)
+    with np.errstate(invalid="ignore"):
+        return ~np.isfinite(values) | (values <= MISSING_AT_OR_BELOW)
 
 
 #: Physical unit of every label.

@@ -90,12 +90,16 @@ def test_reference_minus_9999_is_missing(tmp_path: Path) -> None:
     write_table(catalog, tmp_path / "cat.parquet")
     holes = pl.Series([i % 5 == 0 for i in range(labels.height)])
     empty = labels.with_columns(
-        pl.when(holes).then(None).otherwise(pl.col("Teff[K]")).alias("Teff[K]")
+        pl.when(holes).then(None).otherwise(pl.col(c)).alias(c) for c in ("Teff[K]", "FeH")
     )
     write_table(empty, tmp_path / "labels.csv")
     want = _metrics(tmp_path, tmp_path / "cat.parquet", "empty")
     sentinel = tmp_path / "sentinel"
     sentinel.mkdir()
-    write_table(empty.with_columns(pl.col("Teff[K]").fill_null(-9999.0)), sentinel / "labels.csv")
+    # -9999, and a converted -9999 (a missing [Fe/H] after arithmetic)
+    filled = empty.with_columns(
+        pl.col("Teff[K]").fill_null(-9999.0), pl.col("FeH").fill_null(-9999.2)
+    )
+    write_table(filled, sentinel / "labels.csv")
     write_table(catalog, sentinel / "cat.parquet")
     assert _metrics(sentinel, sentinel / "cat.parquet", "sentinel") == want

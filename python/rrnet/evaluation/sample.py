@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 
 import polars as pl
 
-from rrnet.labels import MISSING_LABEL, TRUE_SUFFIX
+from rrnet.labels import MISSING_AT_OR_BELOW, TRUE_SUFFIX
 
 
 class SampleError(ValueError):
@@ -67,9 +67,10 @@ def select_usable(catalog: pl.DataFrame, *, all_rows: bool = False) -> pl.DataFr
 
 
 def _reference(column: str) -> pl.Expr:
-    """A reference label as float, null where it was not measured (NaN, -9999)."""
+    """A reference label as float, null where it was not measured (NaN, -9999 or
+    another value at or below -999, e.g. a converted -9999)."""
     value = pl.col(column).cast(pl.Float64)
-    return pl.when(value.is_finite() & (value != MISSING_LABEL)).then(value).otherwise(None)
+    return pl.when(value.is_finite() & (value > MISSING_AT_OR_BELOW)).then(value).otherwise(None)
 
 
 def build_sample(

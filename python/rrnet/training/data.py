@@ -19,7 +19,7 @@ import polars as pl
 from rrnet.labels import (
     ALL_LABELS,
     GROUPS,
-    MISSING_LABEL,
+    MISSING_AT_OR_BELOW,
     catalogue_label,
     label_columns,
     missing_labels,
@@ -106,7 +106,8 @@ def select_rows(
         )
     label_cols = [f"__label__{n}" for n in names]
     values = joined.select(label_cols).to_numpy().astype(np.float64)
-    counts["missing_sentinels"] = int(np.sum(values == MISSING_LABEL))  # -9999: not measured
+    with np.errstate(invalid="ignore"):  # -9999 (also after arithmetic): not measured
+        counts["missing_sentinels"] = int(np.sum(values <= MISSING_AT_OR_BELOW))
     values[missing_labels(values)] = np.nan
     has_any = ~np.all(np.isnan(values), axis=1)
     counts["all_labels_missing"] = int((~has_any).sum())
@@ -191,7 +192,8 @@ def describe_counts(counts: dict[str, Any]) -> str:
         f"{counts['quality_flagged']} quality-flagged, {counts['without_labels']} without "
         f"labels, {counts['all_labels_missing']} with every label missing)"
         + (
-            f"; {counts['missing_sentinels']} label values of -9999 read as missing"
+            f"; {counts['missing_sentinels']} label values <= -999 (-9999: not measured) "
+            "read as missing"
             if counts.get("missing_sentinels")
             else ""
         )
