@@ -160,3 +160,28 @@ def test_before_after_per_snr_bin_undoes_and_applies_the_stored_scale() -> None:
     entry = [{"errors": "calibrated (calibration.json, ...)"}]
     assert catalogue_errors_calibrated({"rrnet.checkpoints": json.dumps(entry)})
     assert not catalogue_errors_calibrated({"rrnet.checkpoints": json.dumps([{"path": "x"}])})
+
+
+def test_several_checkpoints_evaluate_the_stars_all_call_test(tmp_path: Path) -> None:
+    """SP and CA checkpoints with different star sets but one assignment: the test stars
+    are those either calls test; a star one calls train and the other test is left out
+    of every split (and counted), never evaluated."""
+    catalog, labels = toy_tables(40, seed=3)
+    stars = labels["star_id"].to_list()
+    sp = {"train": stars[:20], "valid": stars[20:30], "test": stars[30:]}
+    ca = {"train": stars[:18], "valid": stars[20:28], "test": [*stars[32:], stars[5]]}
+    splits = {"sp": sp, "ca": ca}
+    write_table(catalog, tmp_path / "cat.parquet")
+    write_table(labels, tmp_path / "labels.parquet")
+    opts = EvalOptions(
+        catalog=tmp_path / "cat.parquet",
+        labels=tmp_path / "labels.parquet",
+        out=tmp_path / "report",
+        checkpoints=(tmp_path / "sp", tmp_path / "ca"),
+        figures=False,
+    )
+    report = evaluate(opts, split_loader=lambda ckpt: ("star_id", splits[Path(ckpt).name]))
+    test_stars = set(stars[30:])  # stars[5] is SP's training star: left out
+    want = catalog.filter(pl.col("star_id").is_in(test_stars) & (pl.col("flag") == 1)).height
+    assert report.counts["in_test_split"] == want > 0
+    assert report.counts["stars_in_different_splits_left_out"] == 1

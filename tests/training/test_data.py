@@ -263,3 +263,46 @@ def test_minus_9999_labels_are_missing_not_values(store_and_labels) -> None:
     assert int((sentinel["FeH"] < -9999.0).sum()) > 0
     assert got.counts["missing_sentinels"] >= 1
     assert "read as missing" in describe_counts(got.counts)
+
+
+def test_split_kept_from_another_checkpoint_and_by_init(store_and_labels, monkeypatch) -> None:
+    """A CA-like checkpoint trained with --split-from an SP-like one of the same labels
+    (fewer stars: [Fe/H] is partly missing) puts every common star where SP did, and so
+    does fine-tuning with --init by default: no training star becomes a test star."""
+    root, _ = store_and_labels
+    from rrnet.training import api
+
+    small = api.model_config_for
+    monkeypatch.setattr(
+        api,
+        "model_config_for",
+        lambda arch, mode, num_labels: small(
+            arch, mode, num_labels, channels=(2, 2, 2, 2), hidden=(16, 8)
+        ),
+    )
+    base = ["--store", str(root / "store"), "--labels", str(root / "labels.csv"), *ARGS]
+    sp, ca, ft = root / "split-sp", root / "split-ca", root / "split-ft"
+    assert main([*base, "--out", str(sp), "--group", "Teff[K],Logg", "--split-seed", "1"]) == 0
+    assert main([*base, "--out", str(ca), "--group", "FeH", "--split-seed", "2",
+                 "--split-from", str(sp)]) == 0  # fmt: skip
+    assert main([*base, "--out", str(ft), "--group", "Teff[K],Logg", "--split-seed", "3",
+                 "--init", str(sp), "--epochs", "1"]) == 0  # fmt: skip
+
+    def assignment(ckpt: Path) -> dict[str, str]:
+        table = pl.read_parquet(ckpt / "split.parquet")
+        return dict(zip(table["star_id"], table["split"], strict=True))
+
+    want = assignment(sp)
+    for other in (ca, ft):
+        got = assignment(other)
+        common = want.keys() & got.keys()
+        assert len(common) > 10
+        assert all(got[s] == want[s] for s in common), other
+    assert len(assignment(ca)) < len(want)  # CA's own star set is smaller
+    config = json.loads((ca / "config.json").read_text())
+    assert config["training"]["split"]["kept_from"] == str(sp)
+    # without keeping it, another seed puts some SP training stars into the test split
+    free = root / "split-free"
+    assert main([*base, "--out", str(free), "--group", "FeH", "--split-seed", "2"]) == 0
+    moved = [s for s, name in assignment(free).items() if name == "test" and want[s] == "train"]
+    assert moved

@@ -52,3 +52,22 @@ def test_missing_star_ids_are_an_error(bad: np.ndarray) -> None:
 def test_bad_fractions_are_an_error() -> None:
     with pytest.raises(ValueError, match="fractions"):
         split_by_star(np.arange(10), fractions=(0.5, 0.5, 0.5))
+
+
+def test_fixed_stars_keep_their_split_and_the_rest_are_cut_as_before() -> None:
+    """``fixed``: an earlier checkpoint's stars stay where they were (a training star never
+    becomes a test star); the other stars are cut 7:1:2; without it nothing changes."""
+    ids = np.repeat([f"S{i:03d}" for i in range(200)], 2)  # two spectra per star
+    plain = split_by_star(ids, seed=3)
+    unfixed = split_by_star(ids, seed=3, fixed={})
+    for name in ("train", "valid", "test"):
+        np.testing.assert_array_equal(getattr(unfixed, name), getattr(plain, name))
+    before = plain.labels(ids.size)
+    fixed = {ids[i]: before[i] for i in range(200)}  # stars S000-S099
+    later = np.concatenate([ids[100:], [f"N{i:03d}" for i in range(60)]])
+    got = split_by_star(later, seed=9, fixed=fixed).labels(later.size)
+    assert all(name == fixed[s] for s, name in zip(later, got, strict=True) if s in fixed)
+    new = {s: name for s, name in zip(later, got, strict=True) if s not in fixed}
+    assert len(new) == 160  # S100-S199 and N000-N059
+    counts = {n: sum(v == n for v in new.values()) for n in ("train", "valid", "test")}
+    assert counts == {"train": 112, "valid": 16, "test": 32}

@@ -71,6 +71,13 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     p.add_argument("--seed", type=int, default=d.seed, help="initialisation seed (%(default)s)")
     p.add_argument("--split-seed", type=int, help="seed of the star split (default --seed)")
+    p.add_argument(
+        "--split-from",
+        metavar="CKPT",
+        help="stars of this checkpoint keep its split, so none of its training stars becomes "
+        "a test star here (default with --init: the --init checkpoint's); e.g. train CA with "
+        "--split-from the SP checkpoint of the same labels",
+    )
     p.add_argument("--key", default="star_id", help="join column(s), comma separated")
     p.add_argument("--star-column", default="star_id", help="column the split groups by")
     p.add_argument(
@@ -123,7 +130,7 @@ _SAME_SETTINGS = (
 )  # fmt: skip
 _SAME_OPTIONS = (
     "arch", "mode", "star_column", "include_flagged", "predict_rv", "split_seed",
-    "resume", "keep_state", "init", "label_norm", "calibration_form",
+    "split_from", "resume", "keep_state", "init", "label_norm", "calibration_form",
 )  # fmt: skip
 
 

@@ -58,16 +58,30 @@ def _before_after(opts: EvalOptions, joined: Any, labels: list[str]) -> Any:
     return table if table.height else None
 
 
-def _common_split(opts: EvalOptions, loader: SplitLoader) -> tuple[str, dict[str, list[object]]]:
-    splits = [loader(c) for c in opts.checkpoints]
-
-    def canonical(item: tuple[str, dict[str, list[object]]]):
-        return item[0], {k: sorted(map(str, v)) for k, v in item[1].items()}
-
-    for ckpt, other in zip(opts.checkpoints[1:], splits[1:], strict=True):
-        if canonical(other) != canonical(splits[0]):
-            raise sample.SampleError(f"{ckpt} has another split than {opts.checkpoints[0]}")
-    return splits[0]
+def _common_split(
+    opts: EvalOptions, loader: SplitLoader
+) -> tuple[str, dict[str, list[object]], int]:
+    """The star column, the stars of each split over all checkpoints, and how many stars
+    were left out: a star counts in a split when every checkpoint that knows it put it
+    there; one that the checkpoints put in different splits counts in none (a training
+    star of one checkpoint must never be a test star of the catalogue). Checkpoints of
+    one labels table (CA trained with ``--split-from`` SP) agree on every star."""
+    loaded = [loader(c) for c in opts.checkpoints]
+    columns = sorted({column for column, _ in loaded})
+    if len(columns) > 1:
+        raise sample.SampleError(f"the checkpoints split by different columns: {columns}")
+    where: dict[str, set[str]] = {}
+    star: dict[str, object] = {}
+    for _, split in loaded:
+        for name, stars in split.items():
+            for s in stars:
+                where.setdefault(str(s), set()).add(name)
+                star[str(s)] = s
+    combined = {
+        name: [star[s] for s, names in where.items() if names == {name}]
+        for name in ("train", "valid", "test")
+    }
+    return columns[0], combined, sum(len(names) > 1 for names in where.values())
 
 
 def evaluate(opts: EvalOptions, *, split_loader: SplitLoader = load_split) -> Report:
@@ -106,7 +120,9 @@ def evaluate(opts: EvalOptions, *, split_loader: SplitLoader = load_split) -> Re
     notes: list[str] = []
     recal = None
     if opts.checkpoints:
-        split_key, split = _common_split(opts, split_loader)
+        split_key, split, conflicting = _common_split(opts, split_loader)
+        if conflicting:
+            count_dict["stars_in_different_splits_left_out"] = conflicting
         if split_key not in joined.columns:
             raise sample.SampleError(f"the checkpoint split needs a {split_key!r} column")
         if opts.recalibrate:

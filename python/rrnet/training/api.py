@@ -21,7 +21,7 @@ from rrnet.training.finetune import load_initialization
 from rrnet.training.loop import _log_default, train_arrays
 from rrnet.training.ood_fit import fit_ood_checkpoint
 from rrnet.training.settings import TrainOptions, TrainSettings
-from rrnet.training.split import split_by_star
+from rrnet.training.split import checkpoint_assignment, split_by_star
 from rrnet.training.stream import StreamedRows
 
 ARCHITECTURES: dict[str, tuple[str, str]] = {
@@ -101,7 +101,8 @@ def train_ensemble(
     if config.num_labels != len(names):
         raise ValueError(f"model_config has {config.num_labels} outputs for {len(names)} labels")
     seed = settings.seed if opts.split_seed is None else opts.split_seed
-    split = split_by_star(selected.star_ids, fractions=opts.split_fractions, seed=seed)
+    split_source, fixed = _kept_split(opts, selected.star_ids, log)
+    split = split_by_star(selected.star_ids, fractions=opts.split_fractions, seed=seed, fixed=fixed)
 
     fits = selected.rows.size * config.n_pixels * 4 <= settings.ram_limit_gb * 2**30
     flux = store.read_flux(selected.rows) if fits else StreamedRows(store, selected.rows)
@@ -122,7 +123,9 @@ def train_ensemble(
         resume=opts.resume,
         keep_state=opts.keep_state,
         progress=opts.progress,
-        extra_training=_extra_training(opts, store, labels_path, selected, seed, fingerprint),
+        extra_training=_extra_training(
+            opts, store, labels_path, selected, seed, fingerprint, split_source
+        ),
         preprocessing=fingerprint,
         test_columns={"row": selected.rows, **selected.id_columns},
         stop_after_epoch=opts.stop_after_epoch,
@@ -144,6 +147,23 @@ def train_ensemble(
         )
         fit_ood_checkpoint(out, flux, split.train, split.valid, *snr_arms, log=log)
     return out
+
+
+def _kept_split(
+    opts: TrainOptions, star_ids: np.ndarray, log: Callable[[str], None]
+) -> tuple[str | None, dict[str, str]]:
+    """The checkpoint whose stars keep their split (``split_from``, else ``init``'s when it
+    has a split) and that assignment; ``(None, {})`` when there is none."""
+    source = opts.split_from or opts.init
+    fixed = checkpoint_assignment(source) if source else {}
+    if opts.split_from and not fixed:
+        raise ValueError(f"--split-from {opts.split_from}: no {SPLIT_FILE} there to keep")
+    if not fixed:
+        return None, {}
+    stars = {str(s) for s in star_ids}
+    kept = len(stars & fixed.keys())
+    log(f"{kept} of {len(stars)} stars keep their split from {source} (the rest are split anew)")
+    return str(source), fixed
 
 
 def _repeat_groups(store: Any, rows: np.ndarray, star_ids: np.ndarray) -> np.ndarray:
@@ -186,6 +206,7 @@ def _extra_training(
     selected: Any,
     seed: int,
     fingerprint: dict[str, Any],
+    split_source: str | None = None,
 ) -> dict[str, Any]:
     """config.json "training" entries that record where the data and split came from."""
     return {
@@ -202,6 +223,7 @@ def _extra_training(
             "fractions": list(opts.split_fractions),
             "by": opts.star_column,
             "file": SPLIT_FILE,
+            "kept_from": split_source,
         },
         "variant": _variant(fingerprint, opts.predict_rv, opts.settings),
         "domain": _domain(store, labels_path, selected),

@@ -135,8 +135,11 @@ class TrainOptions:
     key, star_column, include_flagged, predict_rv
         Join column(s) of the labels table, the column the split groups by, whether to
         keep rows failing the quality cuts, and RRNet-ur's extra rv label.
-    split_seed, split_fractions
-        Seed (default ``settings.seed``) and train/valid/test fractions of the split.
+    split_seed, split_fractions, split_from
+        Seed (default ``settings.seed``) and train/valid/test fractions of the split;
+        a checkpoint whose stars keep their split (default: ``init``'s, when it has one),
+        so that no star it trained on becomes a test star here (an SP and a CA
+        checkpoint trained from one labels table agree the same way).
     resume, keep_state, progress, stop_after_epoch
         Run control (see :func:`rrnet.training.train_arrays`).
     init, freeze, label_norm
@@ -160,6 +163,7 @@ class TrainOptions:
     predict_rv: bool = False
     split_seed: int | None = None
     split_fractions: tuple[float, float, float] = DEFAULT_FRACTIONS
+    split_from: str | None = None
     resume: bool = False
     keep_state: bool = False
     progress: bool = True

@@ -7,6 +7,7 @@ of memorisation. So stars, not spectra, are shuffled and cut 7:1:2.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,6 +37,7 @@ def split_by_star(
     *,
     fractions: tuple[float, float, float] = DEFAULT_FRACTIONS,
     seed: int = 0,
+    fixed: Mapping[str, str] | None = None,
 ) -> Split:
     """Assign every row to train/valid/test so that all rows of a star share a split.
 
@@ -43,6 +45,10 @@ def split_by_star(
     and cut at ``round(cumsum(fractions) * n_stars)``; the result therefore depends
     only on the set of star ids and the seed, not on the row order. The fractions are
     fractions of stars (of spectra only on average, if stars have repeat spectra).
+
+    ``fixed`` (star id as text -> "train"/"valid"/"test", e.g. an earlier checkpoint's
+    split) keeps those stars where they were; only the other stars are shuffled and cut
+    (without ``fixed`` the result is as before: all stars are).
     """
     ids = np.asarray(star_ids)
     if ids.ndim != 1:
@@ -55,11 +61,28 @@ def split_by_star(
     if ids.dtype == object and any(v is None for v in ids):
         raise ValueError("star ids contain missing values")
     stars, inverse = np.unique(ids, return_inverse=True)
-    order = np.random.default_rng(seed).permutation(stars.size)
-    cuts = np.rint(np.cumsum(frac)[:2] * stars.size).astype(np.int64)
-    which = np.empty(stars.size, dtype=np.int8)
+    which = np.full(stars.size, -1, dtype=np.int8)
+    for i, star in enumerate(stars):
+        known = (fixed or {}).get(str(star))
+        if known is not None:
+            which[i] = SPLIT_NAMES.index(known)
+    free = np.flatnonzero(which < 0)
+    order = free[np.random.default_rng(seed).permutation(free.size)]
+    cuts = np.rint(np.cumsum(frac)[:2] * free.size).astype(np.int64)
     which[order[: cuts[0]]] = 0
     which[order[cuts[0] : cuts[1]]] = 1
     which[order[cuts[1] :]] = 2
     row_split = which[inverse.ravel()]
     return Split(*(np.flatnonzero(row_split == k) for k in range(3)))
+
+
+def checkpoint_assignment(checkpoint: str) -> dict[str, str]:
+    """Star id (as text) -> split of a checkpoint's ``split.parquet`` (empty without one:
+    an imported release, or a checkpoint trained before splits were saved)."""
+    from rrnet.models.checkpoint import split_keys
+
+    try:
+        _, splits = split_keys(checkpoint)
+    except (FileNotFoundError, ValueError):
+        return {}
+    return {str(star): name for name, stars in splits.items() for star in stars}
