@@ -103,3 +103,26 @@ def test_reference_minus_9999_is_missing(tmp_path: Path) -> None:
     write_table(filled, sentinel / "labels.csv")
     write_table(catalog, sentinel / "cat.parquet")
     assert _metrics(sentinel, sentinel / "cat.parquet", "sentinel") == want
+
+
+def test_reference_key_in_another_case_joins_and_a_bad_key_is_one_line(tmp_path: Path, capsys):
+    """--key star_id finds a reference table's STAR_ID; a key value the catalogue's type
+    cannot hold is a one-line usage error (it was an unexpected polars error)."""
+    import polars as pl
+
+    catalog, labels = toy_tables(30, seed=2)
+    write_table(catalog, tmp_path / "cat.parquet")
+    write_table(labels, tmp_path / "labels.csv")
+    want = _metrics(tmp_path, tmp_path / "cat.parquet", "lower")
+    upper = tmp_path / "upper"
+    upper.mkdir()
+    write_table(labels.rename({"star_id": "STAR_ID"}), upper / "labels.csv")
+    write_table(catalog, upper / "cat.parquet")
+    assert _metrics(upper, upper / "cat.parquet", "upper") == want
+    text = labels.with_columns(pl.col("star_id").cast(pl.Utf8) + "x")
+    write_table(text, tmp_path / "text.csv")
+    args = ["--catalog", str(tmp_path / "cat.parquet"), "--labels", str(tmp_path / "text.csv")]
+    capsys.readouterr()
+    assert main([*args, "--out", str(tmp_path / "bad"), "--no-figures"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "key column star_id" in err[0] and "not a catalogue" in err[0]

@@ -306,3 +306,35 @@ def test_split_kept_from_another_checkpoint_and_by_init(store_and_labels, monkey
     assert main([*base, "--out", str(free), "--group", "FeH", "--split-seed", "2"]) == 0
     moved = [s for s, name in assignment(free).items() if name == "test" and want[s] == "train"]
     assert moved
+
+
+def test_survey_tables_join_and_fail_helpfully(store_and_labels, tmp_path: Path, capsys) -> None:
+    """A survey's labels table: an upper-case key (OBSID for --key obsid) joins, the star
+    column may come from the labels table (--star-column APOGEE_ID), [X/Fe] columns where
+    [X/H] is needed get a conversion hint, and a missing labels file or an existing --out
+    is named before any spectrum is read."""
+    from rrnet.training.data import resolve_labels, select_rows
+
+    root, manifest = store_and_labels
+    table = pl.read_csv(root / "labels.csv")
+    per_obsid = manifest.select("obsid", "star_id").join(table, on="star_id")
+    survey = per_obsid.rename({"obsid": "OBSID", "star_id": "APOGEE_ID"})
+    want = select_rows(manifest, per_obsid, resolve_labels("SP"), key=("obsid",))
+    got = select_rows(
+        manifest, survey, resolve_labels("SP"), key=("obsid",), star_column="APOGEE_ID"
+    )
+    np.testing.assert_array_equal(got.rows, want.rows)
+    np.testing.assert_array_equal(got.labels, want.labels)
+    np.testing.assert_array_equal(got.star_ids, want.star_ids)  # the same stars, by name
+    xfe = table.with_columns(pl.col("FeH").alias("MG_FE"))
+    with pytest.raises(
+        ValueError, match=r"\[X/Fe\] columns \(MG_FE\).*\[X/H\] = \[X/Fe\] \+ \[Fe/H\]"
+    ):
+        select_rows(manifest, xfe, resolve_labels("MgH"))
+    base = ["--store", str(root / "store"), "--quiet", *ARGS]
+    assert main([*base, "--labels", str(tmp_path / "nope.csv"), "--out", str(tmp_path / "o")]) == 2
+    assert "labels table not found" in capsys.readouterr().err
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("")
+    assert main([*base, "--labels", str(root / "labels.csv"), "--out", str(tmp_path / "full")]) == 2
+    assert "--resume continues it" in capsys.readouterr().err

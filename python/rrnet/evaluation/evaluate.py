@@ -17,6 +17,7 @@ from rrnet.evaluation import calibration, figures, metrics, repeats, sample
 from rrnet.evaluation.options import SPLITS, EvalOptions
 from rrnet.evaluation.report import Report, write_report
 from rrnet.io import read_table
+from rrnet.io.catalog import key_renames
 from rrnet.labels import ALL_LABELS, internal_columns, label_columns
 from rrnet.models.checkpoint import split_keys
 
@@ -97,6 +98,7 @@ def evaluate(opts: EvalOptions, *, split_loader: SplitLoader = load_split) -> Re
     labels_table = labels_table.rename(internal_columns(labels_table.columns))
     # reference labels also in any case (a survey's TEFF, FE_H)
     labels_table = labels_table.rename(label_columns(labels_table.columns, keep=opts.key))
+    labels_table = labels_table.rename(key_renames(labels_table.columns, opts.key))
     labels = [
         lb for lb in sample.predicted_labels(catalog, ALL_LABELS) if lb in labels_table.columns
     ]

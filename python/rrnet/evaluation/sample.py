@@ -102,6 +102,15 @@ def build_sample(
     flag_ok = select_usable(catalog, all_rows=all_rows)
     with_snr = add_snr(flag_ok, snr)
     dtypes = {k: with_snr.schema[k] for k in key}
+    for k in key:  # a key that cannot take the catalogue's type is a usage error
+        cast = truth.get_column(k).cast(dtypes[k], strict=False)
+        bad = cast.is_null() & truth.get_column(k).is_not_null()
+        if bad.any():
+            example = truth.get_column(k).filter(bad)[0]
+            raise SampleError(
+                f"key column {k}: the labels table's {example!r} is not a catalogue "
+                f"{dtypes[k]} value ({int(bad.sum())} such rows)"
+            )
     truth = truth.with_columns([pl.col(k).cast(dtypes[k]) for k in key])
     joined = with_snr.join(truth, on=list(key), how="inner", maintain_order="left")
     counts = SampleCounts(

@@ -114,7 +114,10 @@ def check_options(options: InferOptions, out: PathLike) -> str:
         raise InferError(f"--max-iter must lie in 1..{MAX_ITER_LIMIT}, got {max_iter}")
     for path in options.models:
         if not (Path(path) / "config.json").is_file():
-            raise InferError(f"not an rrnet checkpoint (no config.json): {path}")
+            raise InferError(
+                f"not an rrnet checkpoint (no config.json): {path}; the authors' released "
+                "weights become one with rrnet-import-original"
+            )
     if options.error_floor is not None:
         resolve_error_floor(options)
     return fmt

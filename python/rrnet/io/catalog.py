@@ -14,6 +14,7 @@ raises :class:`CatalogError`.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +55,18 @@ def table_format(path: str | os.PathLike[str]) -> str:
             f"unknown table format {suffix or '(no suffix)'!r} of {path}: use {known}"
         )
     return TABLE_FORMATS[suffix]
+
+
+def key_renames(columns: Sequence[str], key: Sequence[str]) -> dict[str, str]:
+    """Renames of join-key columns a table has in another case only (``OBSID`` for the key
+    ``obsid``, as surveys write them); none where the match is missing or ambiguous."""
+    rename = {}
+    for k in key:
+        if k not in columns:
+            same = [c for c in columns if c.lower() == k.lower()]
+            if len(same) == 1:
+                rename[same[0]] = k
+    return rename
 
 
 def read_table(path: str | os.PathLike[str]) -> pl.DataFrame:

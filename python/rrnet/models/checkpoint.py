@@ -251,7 +251,10 @@ def read_checkpoint_config(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     config_path = path / CONFIG_FILE
     if not config_path.is_file():
-        raise CheckpointError(f"{path} is not an rrnet checkpoint (no {CONFIG_FILE})")
+        raise CheckpointError(
+            f"{path} is not an rrnet checkpoint (no {CONFIG_FILE}; the authors' released "
+            "weights become one with rrnet-import-original)"
+        )
     try:
         config = json.loads(config_path.read_text())
     except ValueError as err:

@@ -67,6 +67,13 @@ def train_ensemble(
     settings = opts.settings
     log = log or _log_default(opts.progress)
     store = open_store(store) if isinstance(store, str | os.PathLike) else store
+    out = Path(out)
+    if not opts.resume and out.exists() and any(out.iterdir()):  # before any data is read
+        raise FileExistsError(
+            f"{out} exists and is not empty; --resume continues it, or choose another --out"
+        )
+    if not isinstance(labels, pl.DataFrame) and not Path(labels).is_file():
+        raise FileNotFoundError(f"labels table not found: {labels}")
     table = labels if isinstance(labels, pl.DataFrame) else read_table(labels)
     selected = select_rows(
         store.manifest,
@@ -109,9 +116,8 @@ def train_ensemble(
     log(f"training flux {'read into memory' if fits else 'streamed from the store shards'}")
     fingerprint = dict(store.fingerprint)
     labels_path = str(labels) if not isinstance(labels, pl.DataFrame) else None
-    out = Path(out)
     if not (opts.resume and (out / SPLIT_FILE).exists()):
-        _write_split(out, selected, split, opts.star_column, check_empty=not opts.resume)
+        _write_split(out, selected, split, opts.star_column)
     result = train_arrays(
         flux,
         selected.labels,
@@ -254,14 +260,8 @@ def _variant(fingerprint: dict[str, Any], predict_rv: bool, settings: TrainSetti
     return "cp" if settings.rv_shift_kms > 0 else "c"
 
 
-def _write_split(
-    out: Path, selected: Any, split: Any, star_column: str, *, check_empty: bool
-) -> None:
+def _write_split(out: Path, selected: Any, split: Any, star_column: str) -> None:
     """split.parquet: every used store row, its star and its split."""
-    if check_empty and out.exists() and any(out.iterdir()):
-        raise FileExistsError(
-            f"{out} exists and is not empty; use resume to continue it or choose another --out"
-        )
     out.mkdir(parents=True, exist_ok=True)
     which = split.labels(selected.rows.size)
     files.write_parquet(

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from rrnet.io.catalog import key_renames
 from rrnet.labels import (
     ALL_LABELS,
     GROUPS,
@@ -95,10 +96,11 @@ def select_rows(
     if predict_rv and RV_LABEL not in names:
         names.append(RV_LABEL)
     labels_table = labels_table.rename(label_columns(labels_table.columns, fitted, key))
+    labels_table = labels_table.rename(key_renames(labels_table.columns, key))
     _check_tables(manifest, labels_table, key, fitted, rv_column if predict_rv else None)
     counts = {"manifest_rows": manifest.height}
     ok = _usable_rows(manifest, include_flagged, counts)
-    joined = _join_labels(ok, labels_table, key, fitted)
+    joined = _join_labels(ok, labels_table, key, fitted, star_column)
     counts["without_labels"] = ok.height - joined.height
     if predict_rv:
         joined = joined.with_columns(
@@ -132,6 +134,17 @@ def select_rows(
     )
 
 
+def _xfe_hint(columns: list[str]) -> str:
+    """A hint when a labels table holds [X/Fe] (``MG_FE``) where [X/H] is needed."""
+    xfe = [c for c in columns if c.lower().endswith("_fe") and c.lower() != "fe_fe"]
+    if not xfe:
+        return ""
+    return (
+        f"; it has [X/Fe] columns ({', '.join(xfe[:4])}{', ...' if len(xfe) > 4 else ''}): "
+        "rrnet's abundances are [X/H] = [X/Fe] + [Fe/H] (docs/training.md)"
+    )
+
+
 def _check_tables(
     manifest: pl.DataFrame,
     labels_table: pl.DataFrame,
@@ -141,7 +154,10 @@ def _check_tables(
 ) -> None:
     """Refuse tables that lack the needed columns or repeat a key in the labels."""
     _require(manifest, [*key, "row", "status"], "the store manifest")
-    _require(labels_table, [*key, *fitted], "the labels table")
+    try:
+        _require(labels_table, [*key, *fitted], "the labels table")
+    except ValueError as exc:
+        raise ValueError(f"{exc}{_xfe_hint(labels_table.columns)}") from None
     if rv_column is not None:
         _require(manifest, [rv_column], "the store manifest")
     dup = labels_table.select(key).is_duplicated()
@@ -169,11 +185,22 @@ def _usable_rows(
 
 
 def _join_labels(
-    ok: pl.DataFrame, labels_table: pl.DataFrame, key: list[str], fitted: list[str]
+    ok: pl.DataFrame,
+    labels_table: pl.DataFrame,
+    key: list[str],
+    fitted: list[str],
+    star_column: str,
 ) -> pl.DataFrame:
-    """``ok`` rows with their labels as float ``__label__<name>`` columns (inner join)."""
+    """``ok`` rows with their labels as float ``__label__<name>`` columns (inner join), and
+    the star column from the labels table when the manifest has none (``APOGEE_ID``)."""
+    star = [star_column] if star_column in labels_table.columns else []
+    star = [c for c in star if c not in ok.columns and c not in key]
     right = labels_table.select(
-        [*key, *[pl.col(n).cast(pl.Float64, strict=False).alias(f"__label__{n}") for n in fitted]]
+        [
+            *key,
+            *star,
+            *[pl.col(n).cast(pl.Float64, strict=False).alias(f"__label__{n}") for n in fitted],
+        ]
     )
     for k in key:  # join keys of different integer/string types would silently miss
         if ok.schema[k] != right.schema[k]:
