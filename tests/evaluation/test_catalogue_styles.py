@@ -126,3 +126,15 @@ def test_reference_key_in_another_case_joins_and_a_bad_key_is_one_line(tmp_path:
     assert main([*args, "--out", str(tmp_path / "bad"), "--no-figures"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "key column star_id" in err[0] and "not a catalogue" in err[0]
+
+
+def test_labels_without_a_reference_are_named(tmp_path: Path, capsys) -> None:
+    """Predicted labels the reference table lacks (an [X/Fe] table) are named, not
+    silently dropped from the report."""
+    catalog, labels = toy_tables(30, seed=2)
+    write_table(catalog, tmp_path / "cat.parquet")
+    reference = labels.drop("MgH").with_columns(labels["MgH"].alias("MG_FE"))
+    write_table(reference, tmp_path / "labels.csv")
+    capsys.readouterr()
+    _metrics(tmp_path, tmp_path / "cat.parquet", "report")
+    assert "Not evaluated, no reference column: [Mg/H]" in capsys.readouterr().err

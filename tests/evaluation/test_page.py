@@ -23,6 +23,12 @@ def test_calibration_in_words() -> None:
     assert calibration_words(1.8) == "errors too small by ×1.8"
     assert calibration_words(0.5) == "errors too large by ×2.0"
     assert calibration_words(1.04).startswith("errors calibrated")
+    assert calibration_words(1.04, coverage=0.69).startswith("errors calibrated")
+    # right spread, wrong shape: uniform residuals put 58 % within 1 sigma
+    assert calibration_words(1.04, coverage=0.54) == (
+        "errors right on average (z spread 1.04) but 54% within 1σ, not 68%: "
+        "residuals not Gaussian"
+    )
     assert calibration_words(float("nan")) == "not measurable"
 
 

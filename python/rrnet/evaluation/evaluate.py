@@ -99,9 +99,9 @@ def evaluate(opts: EvalOptions, *, split_loader: SplitLoader = load_split) -> Re
     # reference labels also in any case (a survey's TEFF, FE_H)
     labels_table = labels_table.rename(label_columns(labels_table.columns, keep=opts.key))
     labels_table = labels_table.rename(key_renames(labels_table.columns, opts.key))
-    labels = [
-        lb for lb in sample.predicted_labels(catalog, ALL_LABELS) if lb in labels_table.columns
-    ]
+    predicted = sample.predicted_labels(catalog, ALL_LABELS)
+    labels = [lb for lb in predicted if lb in labels_table.columns]
+    unreferenced = [lb for lb in predicted if lb not in labels_table.columns]
     if not labels:
         raise sample.SampleError(
             "no label has prediction, _err and reference columns in both tables"
@@ -119,6 +119,8 @@ def evaluate(opts: EvalOptions, *, split_loader: SplitLoader = load_split) -> Re
         "S/N": opts.snr,
         "rows": "status ok" if opts.all_rows else "status ok and flag 1",
     }
+    if unreferenced:  # predicted but not evaluated: say so (an [X/Fe] table, say)
+        inputs["labels without a reference column"] = ", ".join(unreferenced)
     notes: list[str] = []
     recal = None
     if opts.checkpoints:

@@ -190,11 +190,22 @@ KEY_FIGURES: tuple[tuple[str, str], ...] = (
 HEADLINE_LABELS: tuple[str, ...] = ("Teff[K]", "Logg", "FeH")
 
 
-def calibration_words(z_std: float, tolerance: float = NEEDS_RECALIBRATION_TOLERANCE) -> str:
-    """What the z-score spread says, in words: ``"errors too small by ×1.8"``.
+COVERAGE_1SIGMA: tuple[float, float] = (0.63, 0.73)
+"""The 1σ coverage of calibrated errors (68.3 % for Gaussian residuals, with some room)."""
+
+
+def calibration_words(
+    z_std: float,
+    tolerance: float = NEEDS_RECALIBRATION_TOLERANCE,
+    coverage: float | None = None,
+) -> str:
+    """What the z-score spread (and the 1σ coverage) says, in words: ``"errors too small
+    by ×1.8"``.
 
     ``z = (pred - ref) / err``: a spread above 1 means the residuals are larger than
-    the predicted errors (errors too small), below 1 that the errors are too large.
+    the predicted errors (errors too small), below 1 that the errors are too large. A
+    spread near 1 with a 1σ coverage outside :data:`COVERAGE_1SIGMA` is the right size
+    on average only: the residuals are not Gaussian (heavy tails, or uniform ones).
     """
     if z_std is None or not math.isfinite(z_std) or z_std <= 0:
         return "not measurable"
@@ -202,6 +213,12 @@ def calibration_words(z_std: float, tolerance: float = NEEDS_RECALIBRATION_TOLER
         return f"errors too small by ×{z_std:.1f}"
     if z_std < 1 - tolerance:
         return f"errors too large by ×{1 / z_std:.1f}"
+    lo, hi = COVERAGE_1SIGMA
+    if coverage is not None and math.isfinite(coverage) and not lo <= coverage <= hi:
+        return (
+            f"errors right on average (z spread {z_std:.2f}) but {coverage:.0%} within 1σ, "
+            "not 68%: residuals not Gaussian"
+        )
     return f"errors calibrated (z spread {z_std:.2f})"
 
 
@@ -231,11 +248,20 @@ def worries(report: Report) -> list[str]:
     overall = _overall(report)
     off = [lb for lb, r in overall.items() if needs_recalibration(r["z_std"])]
     for label in [lb for lb in off if lb in HEADLINE_LABELS]:
-        words = calibration_words(overall[label]["z_std"])
+        words = calibration_words(
+            overall[label]["z_std"], coverage=overall[label].get("coverage_1sigma")
+        )
         out.append(f"{display_name(label)}: {words}.")
     rest = [display_name(lb) for lb in off if lb not in HEADLINE_LABELS]
     if rest:
         out.append(f"Errors off by more than 10 % for {len(rest)} abundances: {', '.join(rest)}.")
+    missing = report.inputs.get("labels without a reference column")
+    if missing:
+        names = ", ".join(display_name(lb) for lb in str(missing).split(", "))
+        out.append(
+            f"Not evaluated, no reference column: {names} (abundances are [X/H]; a survey's "
+            "[X/Fe] needs + [Fe/H] first)."
+        )
     if off and not report.recalibration:
         out.append("Fit error factors on the validation split: rrnet-eval --recalibrate.")
     elif off and report.recalibration:
@@ -266,7 +292,7 @@ def headline_lines(report: Report) -> list[str]:
         lines.append(
             f"{display_name(label)}: MAE {with_unit(r['mae'], unit)}, bias "
             f"{with_unit(r['bias'], unit)}, scatter {with_unit(r['scatter'], unit)}; "
-            f"{calibration_words(r['z_std'])}"
+            f"{calibration_words(r['z_std'], coverage=r.get('coverage_1sigma'))}"
         )
     return lines + [f"check: {w}" for w in worries(report)]
 
@@ -290,7 +316,7 @@ def headline_html(report: Report) -> str:
     rows = []
     for label in [lb for lb in HEADLINE_LABELS if lb in overall]:
         r, unit = overall[label], DISPLAY_UNITS.get(label, "")
-        verdict = calibration_words(r["z_std"])
+        verdict = calibration_words(r["z_std"], coverage=r.get("coverage_1sigma"))
         cls = "bad" if needs_recalibration(r["z_std"]) else "ok"
         cells = [with_unit(r[k], unit) for k in ("mae", "bias", "scatter", "sigma_mean")]
         rows.append(
