@@ -26,8 +26,7 @@ def test_calibration_in_words() -> None:
     assert calibration_words(1.04, coverage=0.69).startswith("errors calibrated")
     # right spread, wrong shape: uniform residuals put 58 % within 1 sigma
     assert calibration_words(1.04, coverage=0.54) == (
-        "errors right on average (z spread 1.04) but 54% within 1σ, not 68%: "
-        "residuals not Gaussian"
+        "errors right on average (z spread 1.04) but 54% within 1σ, not 68%: residuals not Gaussian"
     )
     assert calibration_words(float("nan")) == "not measurable"
 
