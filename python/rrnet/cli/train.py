@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Sequence
 
@@ -180,6 +181,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from rrnet.training.api import train_ensemble
     from rrnet.training.loop import CheckpointComplete
+
+    logging.basicConfig(level=logging.WARNING, format=f"{PROG}: warning: %(message)s")
 
     try:
         with output_lock(args.out, directory=False, what="checkpoint"):
