@@ -306,6 +306,10 @@ def test_split_kept_from_another_checkpoint_and_by_init(store_and_labels, monkey
     assert main([*base, "--out", str(free), "--group", "FeH", "--split-seed", "2"]) == 0
     moved = [s for s, name in assignment(free).items() if name == "test" and want[s] == "train"]
     assert moved
+    anew = root / "split-anew"  # --split-from none: --init's split is not kept
+    assert main([*base, "--out", str(anew), "--group", "Teff[K],Logg", "--split-seed", "3",
+                 "--init", str(sp), "--epochs", "1", "--split-from", "none"]) == 0  # fmt: skip
+    assert assignment(anew) != want
 
 
 def test_survey_tables_join_and_fail_helpfully(store_and_labels, tmp_path: Path, capsys) -> None:

@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="CKPT",
         help="stars of this checkpoint keep its split, so none of its training stars becomes "
         "a test star here (default with --init: the --init checkpoint's); e.g. train CA with "
-        "--split-from the SP checkpoint of the same labels",
+        "--split-from the SP checkpoint of the same labels; 'none' splits anew",
     )
     p.add_argument("--key", default="star_id", help="join column(s), comma separated")
     p.add_argument("--star-column", default="star_id", help="column the split groups by")

@@ -160,6 +160,8 @@ def _kept_split(
 ) -> tuple[str | None, dict[str, str]]:
     """The checkpoint whose stars keep their split (``split_from``, else ``init``'s when it
     has a split) and that assignment; ``(None, {})`` when there is none."""
+    if opts.split_from == "none":  # split anew, even with --init
+        return None, {}
     source = opts.split_from or opts.init
     fixed = checkpoint_assignment(source) if source else {}
     if opts.split_from and not fixed:

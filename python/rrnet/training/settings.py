@@ -137,7 +137,8 @@ class TrainOptions:
         keep rows failing the quality cuts, and RRNet-ur's extra rv label.
     split_seed, split_fractions, split_from
         Seed (default ``settings.seed``) and train/valid/test fractions of the split;
-        a checkpoint whose stars keep their split (default: ``init``'s, when it has one),
+        a checkpoint whose stars keep their split (default: ``init``'s, when it has one;
+        ``"none"``: split anew),
         so that no star it trained on becomes a test star here (an SP and a CA
         checkpoint trained from one labels table agree the same way).
     resume, keep_state, progress, stop_after_epoch
