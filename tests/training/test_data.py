@@ -77,9 +77,9 @@ def store_and_labels(tmp_path_factory: pytest.TempPathFactory):
 ARGS = ["--arch", "resnet", "--members", "2", "--epochs", "2", "--batch-size", "16", "--quiet"]
 
 
-def test_cli_trains_from_a_store_with_the_row_rules(store_and_labels, monkeypatch) -> None:
-    root, manifest = store_and_labels
-    # a cheap network: the CLI builds the paper's ResNet; shrink it through the library
+@pytest.fixture
+def small_networks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cheap network: the CLI builds the paper's ResNet; shrink it through the library."""
     from rrnet.training import api
 
     small = api.model_config_for
@@ -90,6 +90,10 @@ def test_cli_trains_from_a_store_with_the_row_rules(store_and_labels, monkeypatc
             arch, mode, num_labels, channels=(2, 2, 2, 2), hidden=(16, 8)
         ),
     )
+
+
+def test_cli_trains_from_a_store_with_the_row_rules(store_and_labels, small_networks) -> None:
+    root, manifest = store_and_labels
     out = root / "ckpt"
     code = main(["--store", str(root / "store"), "--labels", str(root / "labels.csv"),
                  "--out", str(out), *ARGS])  # fmt: skip
@@ -207,21 +211,11 @@ def test_label_columns_in_either_style_and_any_case_train_the_catalogue_labels(
 
 
 def test_cli_warns_of_labels_the_catalogue_cannot_hold(
-    store_and_labels, monkeypatch, caplog, tmp_path: Path
+    store_and_labels, small_networks, caplog, tmp_path: Path
 ) -> None:
     """``--group TEFF,vsini``: TEFF trains the catalogue's Teff; vsini trains too, with a
     warning that rrnet-infer will not write it (it ignores labels it has no column for)."""
     root, _ = store_and_labels
-    from rrnet.training import api
-
-    small = api.model_config_for
-    monkeypatch.setattr(
-        api,
-        "model_config_for",
-        lambda arch, mode, num_labels: small(
-            arch, mode, num_labels, channels=(2, 2, 2, 2), hidden=(16, 8)
-        ),
-    )
     table = pl.read_csv(root / "labels.csv").rename({"Teff[K]": "TEFF"})
     table = table.with_columns((pl.col("Logg") * 3.0).alias("vsini"))
     table.write_csv(tmp_path / "labels.csv")
@@ -265,21 +259,11 @@ def test_minus_9999_labels_are_missing_not_values(store_and_labels) -> None:
     assert "read as missing" in describe_counts(got.counts)
 
 
-def test_split_kept_from_another_checkpoint_and_by_init(store_and_labels, monkeypatch) -> None:
+def test_split_kept_from_another_checkpoint_and_by_init(store_and_labels, small_networks) -> None:
     """A CA-like checkpoint trained with --split-from an SP-like one of the same labels
     (fewer stars: [Fe/H] is partly missing) puts every common star where SP did, and so
     does fine-tuning with --init by default: no training star becomes a test star."""
     root, _ = store_and_labels
-    from rrnet.training import api
-
-    small = api.model_config_for
-    monkeypatch.setattr(
-        api,
-        "model_config_for",
-        lambda arch, mode, num_labels: small(
-            arch, mode, num_labels, channels=(2, 2, 2, 2), hidden=(16, 8)
-        ),
-    )
     base = ["--store", str(root / "store"), "--labels", str(root / "labels.csv"), *ARGS]
     sp, ca, ft = root / "split-sp", root / "split-ca", root / "split-ft"
     assert main([*base, "--out", str(sp), "--group", "Teff[K],Logg", "--split-seed", "1"]) == 0
