@@ -6,6 +6,7 @@ broken copies of it made in tmp_path.
 
 from __future__ import annotations
 
+import errno
 import gzip
 import math
 import tempfile
@@ -310,3 +311,34 @@ def test_card_value_equals_the_char_by_char_parser(field):
     got, want = _card_value(field), _card_value_by_char(field)
     same_nan = isinstance(got, float) and math.isnan(got) and math.isnan(want)
     assert same_nan or (got == want and type(got) is type(want))
+
+
+@pytest.mark.parametrize("code", [errno.EFBIG, errno.EACCES, errno.ENOSPC])
+def test_a_failing_scratch_copy_is_the_machines_fault(tmp_path, monkeypatch, code):
+    """Writing the inflated copy to TMPDIR fails (a file-size limit, no permission, a full
+    disk): the read stops as a machine fault; it is never the file's status (EFBIG under
+    `ulimit -f` made every good file bad_fits and the run exit 0)."""
+    import os
+
+    from rrnet.io.lamost import ScratchError, is_environment_fault
+    from rrnet.io.lamost_fast import read_many
+
+    class Failing:
+        def __init__(self, fd: int) -> None:
+            os.close(fd)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc) -> None:
+            return None
+
+        def write(self, data: bytes) -> int:
+            raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr("rrnet.io.lamost.os.fdopen", lambda fd, mode: Failing(fd))
+    with pytest.raises(ScratchError) as caught:
+        read_arms(REAL_FILE, ["COADD_B"])
+    assert is_environment_fault(caught.value) and caught.value.errno == code
+    with pytest.raises(ScratchError):
+        read_many([(REAL_FILE, ["COADD_B"])], reader="fitsio")

@@ -146,6 +146,26 @@ def test_missing_file_and_directory(tmp_path):
     _compare(tmp_path)
 
 
+@pytest.mark.parametrize("kind", ["device", "fifo", "loop"])
+def test_what_is_not_a_regular_file_gets_one_reason_from_both_readers(tmp_path, kind):
+    """A device (a link to /dev/null), a FIFO and a symlink loop: the same status and
+    the same words from both readers (the Rust reader called devices "file not found")."""
+    import os
+
+    path = tmp_path / f"{kind}.fits.gz"
+    if kind == "device":
+        path.symlink_to("/dev/null")
+    elif kind == "fifo":
+        os.mkfifo(path)
+    else:
+        path.symlink_to(path)
+    fast = _compare(path)
+    (ref,) = read_many([(path, ASKED)], reader="fitsio")
+    assert str(fast.error) == str(ref.error)
+    want = "not a regular file" if kind != "loop" else "file not found"
+    assert want in str(fast.error)
+
+
 def test_image_extension_and_scaled_column_fall_back_or_agree(tmp_path):
     image = tmp_path / "image.fits"
     with fitsio.FITS(str(image), "rw", clobber=True) as f:

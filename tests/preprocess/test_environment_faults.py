@@ -20,7 +20,7 @@ from rrnet.store import open_store, read_store_info
 
 pytestmark = needs_shared
 
-FAULTS = [errno.ENOSPC, errno.EROFS, errno.EIO, errno.EACCES]
+FAULTS = [errno.ENOSPC, errno.EROFS, errno.EIO, errno.EACCES, errno.EFBIG]
 
 
 def _catalog(path, n=4):

@@ -21,6 +21,7 @@ from __future__ import annotations
 import errno
 import functools
 import os
+import stat
 import tempfile
 import zlib
 from collections.abc import Callable, Iterable, Iterator
@@ -47,14 +48,24 @@ DEFAULT_MAX_INFLATED = 256 << 20
 """Largest inflated size [bytes] of a ``.fits.gz`` file (a MRS file is ~2 MB): a
 gzip bomb is refused with status ``too_large`` after at most this much work."""
 ENVIRONMENT_ERRNOS: frozenset[int] = frozenset(
-    {errno.ENOSPC, errno.EROFS, errno.EIO, errno.EDQUOT, errno.ENOMEM, errno.EMFILE, errno.ENFILE}
+    {
+        *(errno.ENOSPC, errno.EROFS, errno.EIO, errno.EDQUOT, errno.ENOMEM, errno.EMFILE),
+        *(errno.ENFILE, errno.EFBIG, errno.ESTALE, errno.ETIMEDOUT),
+    }
 )
-"""Errors of the machine, not of a file: they stop a run and are never a row's status."""
+"""Errors of the machine, not of a file: they stop a run and are never a row's status
+(EFBIG: a file-size limit on the scratch copy; ESTALE, ETIMEDOUT: a network disk)."""
+
+
+class ScratchError(OSError):
+    """The scratch copy of an inflated file failed (TMPDIR full, read-only, forbidden,
+    over a size limit): the machine's fault whatever the errno."""
 
 
 def is_environment_fault(exc: BaseException) -> bool:
-    """Whether an error is a fault of the machine (disk full, read-only, I/O, no memory)."""
-    return isinstance(exc, MemoryError) or (
+    """Whether an error is a fault of the machine (disk full, read-only, I/O, no memory,
+    the scratch folder)."""
+    return isinstance(exc, MemoryError | ScratchError) or (
         isinstance(exc, OSError)
         and not isinstance(exc, LamostReadError)
         and exc.errno in ENVIRONMENT_ERRNOS
@@ -256,12 +267,18 @@ def _open(
     path: str | os.PathLike[str], max_inflated: int = DEFAULT_MAX_INFLATED
 ) -> Iterator[_Opened]:
     path = Path(path)
-    if not path.is_file():
-        if path.is_dir():
-            raise MissingFileError(f"{path} is a directory, not a spectrum file")
-        if path.exists():
-            raise MissingFileError(f"{path} is not a regular file (device, socket or pipe)")
-        raise MissingFileError(f"file not found: {path}")
+    try:
+        mode = path.stat().st_mode  # one stat: what the Rust reader asks too
+    except OSError as exc:
+        if is_environment_fault(exc):  # a stale network handle, an I/O error: the machine
+            raise
+        if exc.errno in (errno.EACCES, errno.EPERM):
+            raise MissingFileError(f"file not readable: {path}: {exc.strerror}") from exc
+        raise MissingFileError(f"file not found: {path}") from exc
+    if stat.S_ISDIR(mode):
+        raise MissingFileError(f"{path} is a directory, not a spectrum file")
+    if not stat.S_ISREG(mode):
+        raise MissingFileError(f"{path} is not a regular file (device, socket or pipe)")
     try:
         content = path.read_bytes()
     except OSError as exc:
@@ -274,10 +291,16 @@ def _open(
         # (cfitsio keeps its descriptor), so a killed process leaves nothing behind.
         # Any failure of the scratch folder (full, read-only, no permission) is the
         # machine's: it propagates as OSError and is never a property of the file.
-        fd, scratch = tempfile.mkstemp(prefix="rrnet-", suffix=".fits")
         try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(content)
+            fd, scratch = tempfile.mkstemp(prefix="rrnet-", suffix=".fits")
+        except OSError as exc:
+            raise ScratchError(exc.errno, f"scratch folder: {exc.strerror}") from exc
+        try:
+            try:
+                with os.fdopen(fd, "wb") as handle:
+                    handle.write(content)
+            except OSError as exc:
+                raise ScratchError(exc.errno, f"scratch copy {scratch}: {exc.strerror}") from exc
             fits = _fitsio_open(scratch, path.name)
         finally:
             os.unlink(scratch)

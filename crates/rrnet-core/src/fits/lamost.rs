@@ -109,25 +109,51 @@ fn cards(hdu: &Hdu<'_>, keys: &[String]) -> Cards {
         .collect()
 }
 
-/// EIO, ENOMEM, ENFILE, EMFILE: errors of the machine rather than of one file (the
-/// Python side's `rrnet.io.lamost.ENVIRONMENT_ERRNOS` for reads).
+/// EIO, ENOMEM, ENFILE, EMFILE, ETIMEDOUT, ESTALE: errors of the machine rather than of
+/// one file (the Python side's `rrnet.io.lamost.ENVIRONMENT_ERRNOS` for reads).
 fn is_environment_fault(e: &std::io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(5 | 12 | 23 | 24))
+    matches!(e.raw_os_error(), Some(5 | 12 | 23 | 24 | 110 | 116))
         || e.kind() == std::io::ErrorKind::OutOfMemory
 }
 
-/// The file's bytes, inflated when gzip; statuses as the Python reader's.
+/// The system's text of an error without Rust's " (os error N)" (as Python's strerror).
+fn strerror(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    match text.find(" (os error") {
+        Some(end) => text[..end].to_string(),
+        None => text,
+    }
+}
+
+/// The file's bytes, inflated when gzip; statuses as the Python reader's (one stat:
+/// not found, not readable, a directory, not a regular file; a machine fault stops).
 fn load(path: &Path, name: &str, max_inflated: usize) -> Result<Vec<u8>, ReadFailure> {
     let missing = |why: String| ReadFailure::new(ReadStatus::MissingFile, why);
-    if path.is_dir() {
+    let meta = match std::fs::metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if is_environment_fault(&e) => {
+            let why = format!("cannot stat {}: {}", path.display(), strerror(&e));
+            return Err(ReadFailure::new(ReadStatus::Environment, why));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            let why = format!("file not readable: {}: {}", path.display(), strerror(&e));
+            return Err(missing(why));
+        }
+        Err(_) => return Err(missing(format!("file not found: {}", path.display()))),
+    };
+    if meta.is_dir() {
         let why = format!("{} is a directory, not a spectrum file", path.display());
         return Err(missing(why));
     }
-    if !path.is_file() {
-        return Err(missing(format!("file not found: {}", path.display())));
+    if !meta.is_file() {
+        let why = format!(
+            "{} is not a regular file (device, socket or pipe)",
+            path.display()
+        );
+        return Err(missing(why));
     }
     let raw = std::fs::read(path).map_err(|e| {
-        let why = format!("file not readable: {}: {e}", path.display());
+        let why = format!("file not readable: {}: {}", path.display(), strerror(&e));
         if is_environment_fault(&e) {
             ReadFailure::new(ReadStatus::Environment, why)
         } else {
