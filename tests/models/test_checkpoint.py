@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -138,4 +140,34 @@ def test_load_errors_are_clear(tmp_path) -> None:
     config["format_version"] = 99
     (path / "config.json").write_text(json.dumps(config))
     with pytest.raises(CheckpointError, match="format_version"):
+        load_checkpoint(path)
+
+
+def test_checkpoint_files_are_readable_as_the_umask_allows(tmp_path) -> None:
+    """Every file of a checkpoint gets 0666 less the umask (safetensors wrote the weights
+    0600: other users of a cluster could not read a shared checkpoint)."""
+    import os
+    import stat
+
+    from rrnet.utils.atomic import umask
+
+    previous = os.umask(0o022)
+    try:
+        assert umask() == 0o022
+        path, _ = _save(tmp_path / "ckpt", _members(2))
+    finally:
+        os.umask(previous)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in path.iterdir() if p.is_file()}
+    assert any(name.endswith(".safetensors") for name in modes)
+    assert set(modes.values()) == {0o644}, modes
+
+
+def test_a_member_file_this_user_cannot_read_is_named_so(tmp_path, monkeypatch) -> None:
+    """safetensors reports a permission problem as "No such file or directory"; the load
+    names it (checked through os.access, which root passes, hence the patch)."""
+    path, _ = _save(tmp_path / "ckpt", _members(1))
+    real = os.access
+    denied = path / member_file(0)
+    monkeypatch.setattr(os, "access", lambda p, mode: Path(p) != denied and real(p, mode))
+    with pytest.raises(CheckpointError, match="not readable by this user"):
         load_checkpoint(path)

@@ -38,6 +38,7 @@ from rrnet.models.config import ModelConfig
 from rrnet.models.keys import StateDictMismatch, check_state_dict
 from rrnet.models.normalization import Normalization
 from rrnet.models.ood_subspace import SUBSPACE_FILE
+from rrnet.utils.atomic import as_created
 
 __all__ = [
     "Checkpoint",
@@ -215,9 +216,18 @@ def _write_files(
         },
         str(tmp / NORMALIZATION_FILE),
     )
+    as_created(tmp / NORMALIZATION_FILE)
     for i, sd in enumerate(member_state_dicts):
         tensors = {key: value.detach().cpu().contiguous().clone() for key, value in sd.items()}
         safetensors.torch.save_file(tensors, str(tmp / member_file(i)))
+        as_created(tmp / member_file(i))
+
+
+def _check_readable(file: Path) -> None:
+    """A file this user may not read is said so (safetensors reports it as "No such file
+    or directory")."""
+    if file.exists() and not os.access(file, os.R_OK):
+        raise CheckpointError(f"{file}: not readable by this user (permission denied)")
 
 
 def _replace_dir(new: Path, target: Path) -> None:
@@ -281,6 +291,7 @@ def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu") -> 
             raise ValueError(f"n_members {n_members} is not in 1..1000")
     except (KeyError, TypeError, ValueError, OverflowError, AttributeError) as err:
         raise CheckpointError(f"{path / CONFIG_FILE}: malformed ({_one_line(err)})") from err
+    _check_readable(path / NORMALIZATION_FILE)
     try:
         stats = safetensors.torch.load_file(str(path / NORMALIZATION_FILE))
         norm = Normalization(**{k: stats[k].numpy() for k in Normalization.__dataclass_fields__})
@@ -297,6 +308,7 @@ def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu") -> 
         file = path / member_file(i)
         if not file.is_file():
             raise CheckpointError(f"{path}: member file {file.name} is missing")
+        _check_readable(file)
         try:
             sd = safetensors.torch.load_file(str(file), device=str(device))
         except Exception as err:  # damaged or not safetensors at all

@@ -70,7 +70,7 @@ from rrnet.grid import N_PIX_ARM
 from rrnet.models import ood_lines, ood_shape
 from rrnet.models.normalization import FLUX_CLIP
 from rrnet.preprocess import kernels
-from rrnet.utils.atomic import atomic_path
+from rrnet.utils.atomic import as_created, atomic_path
 from rrnet.utils.cores import compute_threads
 
 SUBSPACE_FILE = "ood_subspace.safetensors"
@@ -617,6 +617,7 @@ def write(path: str | os.PathLike[str], sub: Subspace) -> Path:
     arrays, meta = _stored(sub)
     with atomic_path(target) as tmp:
         save_file(arrays, str(tmp), meta)
+        as_created(tmp)
     return target
 
 

@@ -49,6 +49,24 @@ def atomic_path(path: str | os.PathLike[str], *, fsync: bool = False) -> Iterato
         tmp.unlink(missing_ok=True)
 
 
+def umask() -> int:
+    """This process's umask (read from /proc where Linux shows it, so not changed even
+    for an instant; else set and restored)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def as_created(path: str | os.PathLike[str]) -> None:
+    """Give a file the mode a plain ``open`` would (0666 less the umask): safetensors
+    writes its files 0600, which hid checkpoints from the other users of a cluster."""
+    os.chmod(path, 0o666 & ~umask())
+
+
 def write_bytes(path: str | os.PathLike[str], data: bytes, *, fsync: bool = False) -> Path:
     """Write bytes atomically and return the path."""
     with atomic_path(path, fsync=fsync) as tmp:
