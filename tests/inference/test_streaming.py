@@ -377,7 +377,14 @@ def test_cli_errors_are_one_line(world: dict, tmp_path: Path) -> None:
         ["--store", world["store"], "--out", tmp_path / "c.parquet"],
         ["--catalog", tmp_path / "none.csv", "--model", world["sp"], "--out", tmp_path / "d.csv"],
         ["--store", world["store"], "--model", world["sp"], "--device", "warp-drive", "--out", "e"],
+        ["--store", world["store"], "--model", world["sp"], "--ood-quantile", "2", "--out", "f"],
     ]
+    import torch
+
+    if not torch.cuda.is_available():  # asking for a GPU the machine lacks: exit 2 too
+        cases.append(
+            ["--store", world["store"], "--model", world["sp"], "--device", "cuda", "--out", "g"]
+        )
     for args in cases:
         result = cli(*args)
         assert result.returncode == 2, result.stderr

@@ -93,6 +93,7 @@ class InferOptions:
 def check_options(options: InferOptions, out: PathLike) -> str:
     """Refuse unusable options before any work; return the resolved output format."""
     from rrnet.inference.writers import resolve_format
+    from rrnet.models.device import resolve_device
 
     try:
         fmt = resolve_format(out, options.fmt)
@@ -100,6 +101,14 @@ def check_options(options: InferOptions, out: PathLike) -> str:
         raise InferError(str(exc)) from exc
     if not options.models:
         raise InferError("give at least one --model checkpoint")
+    quantile = options.thresholds.ood_quantile
+    if not 0.0 < quantile < 1.0:  # a validation quantile (it was "cannot load checkpoint")
+        raise InferError(f"--ood-quantile must lie strictly between 0 and 1, got {quantile}")
+    if str(options.device) not in ("auto", "cpu"):  # a missing GPU is a usage error
+        try:
+            resolve_device(options.device)
+        except (ValueError, RuntimeError) as exc:
+            raise InferError(f"--device: {exc}") from exc
     if (options.batch_size is not None and options.batch_size < 1) or options.chunk_rows < 1:
         raise InferError("--batch-size and --chunk-rows must be positive")
     if options.column_style not in COLUMN_STYLES:
