@@ -191,3 +191,29 @@ def test_scan_without_rv_table_is_usable_and_measured(official, capsys):
     assert m["rv_used_source"].to_list() == ["measured"] * m.height
     z = ((m["rv_used"] - m["rv_true"]) / m["rv_measured_err"]).abs()
     assert z.median() < 1.0 and (z < 5.0).all(), z.to_list()
+
+
+def test_a_named_rv_column_the_catalogue_lacks_is_said(tmp_path, caplog):
+    """--rv auto measures every RV when the catalogue has no such column: allowed (scanned
+    catalogues), but said, since a misspelt --rv-column would silently ignore real RVs."""
+    import polars as pl
+
+    from helpers import REAL_FILE
+    from rrnet.preprocess.pipeline import preprocess_catalog
+
+    catalog = pl.DataFrame(
+        {"filename": [REAL_FILE.name], "extname_blue": ["COADD_B"], "extname_red": ["COADD_R"],
+         "rv": [-20.0]}
+    )  # fmt: skip
+    with caplog.at_level("WARNING"):
+        preprocess_catalog(
+            catalog, REAL_FILE.parent, tmp_path / "s", rv_column="nosuch", rv_mode="auto",
+            progress=False,
+        )  # fmt: skip
+    assert "no 'nosuch' column: every RV is measured" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        preprocess_catalog(
+            catalog, REAL_FILE.parent, tmp_path / "t", rv_mode="auto", progress=False
+        )
+    assert "every RV is measured" not in caplog.text

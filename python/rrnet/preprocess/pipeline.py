@@ -24,6 +24,7 @@ not ``ok``, a ``reason``. Nothing in a bad row stops the batch.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Container, Iterator
 from dataclasses import asdict
@@ -64,6 +65,8 @@ from rrnet.store import (
 from rrnet.utils.lock import output_lock
 from rrnet.utils.progress import Progress
 
+log = logging.getLogger(__name__)
+
 __all__ = [
     "HEADER_COLUMNS",
     "MANIFEST_SCHEMA",
@@ -93,8 +96,16 @@ def _load_catalog(
     require_rv = rv_policy.catalog_rv_required(correct_rv, rv_mode)
     options = {"rv_column": rv_column, "require_rv": require_rv, "reserved": reserved_columns()}
     if isinstance(catalog, pl.DataFrame):
-        return validate_catalog(catalog, **options)
-    return read_catalog(catalog, **options)
+        table = validate_catalog(catalog, **options)
+    else:
+        table = read_catalog(catalog, **options)
+    if correct_rv and rv_column not in table.columns:  # --rv auto/measure: fine, but say so
+        log.warning(
+            "the catalogue has no %r column: every RV is measured from its spectrum "
+            "(name the catalogue's RV column with --rv-column)",
+            rv_column,
+        )
+    return table
 
 
 def _rv_errors(
