@@ -252,3 +252,21 @@ def test_astropy_reads_parquet_null_text_as_none_not_cut(tmp_path: Path) -> None
     got = astropy_table.Table.read(path)
     assert [str(v) for v in got["gp_id"]] == ["None"] * 4
     assert [str(v) for v in got["rv_source"]] == ["ok", "None", "ok", "None"]
+
+
+def test_fits_says_which_text_lost_its_non_ascii_characters(tmp_path: Path, caplog) -> None:
+    """FITS text is ASCII: a non-ASCII file name is written with '?' and the writer says
+    so (it did silently; the row then no longer matches its file)."""
+    table = _table(4).with_columns(
+        pl.Series("filename", ["a.fits.gz", "b ü 星.fits.gz", None, "c.fits.gz"], dtype=pl.Utf8)
+    )
+    with caplog.at_level("WARNING"):
+        write_catalogue(table, tmp_path / "cat.fits", "fits", PROVENANCE)
+    assert "non-ASCII characters written as '?' in filename (1 rows)" in caplog.text
+    back, _ = read_catalogue(tmp_path / "cat.fits")
+    assert back["filename"].to_list() == ["a.fits.gz", "b ? ?.fits.gz", None, "c.fits.gz"]
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        write_catalogue(table, tmp_path / "cat.parquet", "parquet", PROVENANCE)
+    assert "non-ASCII" not in caplog.text
+    assert read_catalogue(tmp_path / "cat.parquet")[0]["filename"][1] == "b ü 星.fits.gz"

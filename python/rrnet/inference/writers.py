@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -36,6 +37,8 @@ from rrnet.inference.provenance import FITS_COMMENTS, FITS_KEYWORDS
 from rrnet.io.astro import ColumnInfo, fits_unit, from_astropy, to_astropy
 from rrnet.labels import DEFAULT_COLUMN_STYLE, internal_columns, styled_columns
 from rrnet.utils.atomic import atomic_path
+
+log = logging.getLogger(__name__)
 
 FORMATS: tuple[str, ...] = ("parquet", "fits", "votable", "ecsv", "csv")
 SUFFIXES: dict[str, str] = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv"}
@@ -261,6 +264,15 @@ def _write_fits(
     text = [n for n, t in schema.items() if t in (pl.Utf8, pl.Categorical)]
     lengths = lazy.select(pl.col(text).cast(pl.Utf8).str.len_chars().max()).collect()
     widths = {n: max(1, int(lengths[n][0] or 0)) for n in text}
+    foreign = lazy.select(pl.col(text).cast(pl.Utf8).str.contains(r"[^\x00-\x7F]").sum()).collect()
+    changed = {n: int(foreign[n][0] or 0) for n in text if foreign[n][0]}
+    if changed:  # FITS text is ASCII: say what was changed (a file name no longer matches)
+        log.warning(
+            "%s: FITS text is ASCII; non-ASCII characters written as '?' in %s "
+            "(Parquet, VOTable, ECSV and CSV keep them)",
+            path.name,
+            ", ".join(f"{n} ({k} rows)" for n, k in changed.items()),
+        )
     names = list(schema.names())
     units = [fits_unit(info[n].unit) for n in names]
     with fitsio.FITS(str(path), "rw", clobber=True) as fits:
