@@ -98,7 +98,7 @@ def test_data_label_norm_rescales_the_mu_layer_exactly(pretrained: Path) -> None
 
 def test_new_label_set_and_frozen_groups(pretrained: Path, tmp_path: Path) -> None:
     flux, labels, split = _part(False, 120, seed=5)
-    names = ["Logg", "FeH"]
+    names = ["Logg", "MgH"]  # MgH is not one of the checkpoint's labels: a new head
     init, config = load_initialization(pretrained, names, freeze=["conv", "rnn"])
     assert init.new_head and config.num_labels == 2
     settings = TrainSettings(members=3, epochs=1, batch_size=32, lr=1e-3, augment_from=0)
@@ -130,9 +130,29 @@ def test_bad_fine_tuning_requests_are_refused(pretrained: Path) -> None:
     with pytest.raises(ValueError, match="freeze"):
         load_initialization(pretrained, TOY_LABELS, freeze=["everything"])
     with pytest.raises(ValueError, match="normalisation cannot be kept"):
-        load_initialization(pretrained, ["Logg"], label_norm="checkpoint")
+        load_initialization(pretrained, ["Logg", "MgH"], label_norm="checkpoint")
     with pytest.raises(ValueError, match="output layer"):
-        load_initialization(pretrained, ["Logg"], freeze=["out"])
+        load_initialization(pretrained, ["MgH"], freeze=["out"])
+
+
+def test_a_subset_of_the_checkpoints_labels_keeps_their_output_rows(pretrained: Path) -> None:
+    """CA from an all-label checkpoint, here [Fe/H] and Teff of (Teff, log g, [Fe/H]): the
+    output rows of those labels and their statistics are kept (it built a new head), so
+    the starting network predicts what the checkpoint predicts for them."""
+    init, config = load_initialization(pretrained, ["FeH", "Teff[K]"])
+    assert not init.new_head and config.num_labels == 2
+    assert init.label_norm == "checkpoint" and init.provenance["output_rows_kept"] == [2, 0]
+    full, _ = load_initialization(pretrained, TOY_LABELS)
+    sd, old = init.member_state(0, {}, init.normalization), full.state_dicts[0]
+    h = torch.randn(5, old["mu.weight"].shape[1])
+    for name in ("mu", "sigma.0"):  # the sigma head is a Sequential(Linear, Softplus)
+        got = (h @ sd[f"{name}.weight"].T + sd[f"{name}.bias"]).numpy()
+        want = (h @ old[f"{name}.weight"].T + old[f"{name}.bias"]).numpy()[:, [2, 0]]
+        np.testing.assert_array_equal(got, want)
+    norm = init.normalization
+    np.testing.assert_array_equal(norm.label_mean, full.normalization.label_mean[[2, 0]])
+    init, _ = load_initialization(pretrained, ["Logg"], freeze=["out"])  # kept: may freeze
+    assert init.freeze == ("out",)
 
 
 def test_cli_refuses_bad_freeze_requests(capsys: pytest.CaptureFixture[str]) -> None:

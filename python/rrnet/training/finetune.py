@@ -107,7 +107,8 @@ def load_initialization(
         )
     ckpt = load_checkpoint(path)
     names = tuple(label_names)
-    new_head = names != tuple(ckpt.labels)
+    state_dicts, norm, kept = _label_subset(ckpt, names)  # CA from an all-label checkpoint
+    new_head = names != tuple(ckpt.labels) and kept is None
     if new_head and label_norm == "checkpoint":
         raise ValueError(
             f"the checkpoint fits {', '.join(ckpt.labels)}, not {', '.join(names)}: its label "
@@ -123,6 +124,7 @@ def load_initialization(
         "checkpoint_labels": list(ckpt.labels),
         "checkpoint_members": ckpt.n_members,
         "new_head": new_head,
+        "output_rows_kept": kept,
         "freeze": sorted(set(freeze)),
         "flux_normalization": "checkpoint",
         "label_normalization": resolved,
@@ -130,8 +132,31 @@ def load_initialization(
         "checkpoint_label_std": np.asarray(ckpt.normalization.label_std).tolist(),
     }
     init = Initialization(
-        state_dicts=ckpt.member_state_dicts, labels=tuple(ckpt.labels),
-        normalization=ckpt.normalization, new_head=new_head, label_norm=resolved,
+        state_dicts=state_dicts, labels=names if kept is not None else tuple(ckpt.labels),
+        normalization=norm, new_head=new_head, label_norm=resolved,
         freeze=tuple(sorted(set(freeze))), provenance=provenance,
     )  # fmt: skip
     return init, config
+
+
+def _label_subset(
+    ckpt: Any, names: tuple[str, ...]
+) -> tuple[list[dict[str, torch.Tensor]], Normalization, list[int] | None]:
+    """The checkpoint's members and normalisation for ``names``: when every wanted label
+    is one of the checkpoint's (in any order, e.g. CA of an all-label checkpoint), only
+    their output rows and label statistics (and the row indices); else all of it, None."""
+    labels = tuple(ckpt.labels)
+    if names == labels or not set(names) <= set(labels):
+        return list(ckpt.member_state_dicts), ckpt.normalization, None
+    rows = [labels.index(n) for n in names]
+    index = torch.as_tensor(rows)
+    members = [
+        {k: (v[index] if k.startswith(_OUT_PREFIXES) else v) for k, v in sd.items()}
+        for sd in ckpt.member_state_dicts
+    ]
+    old = ckpt.normalization
+    norm = Normalization(
+        old.flux_mean, old.flux_std,
+        np.asarray(old.label_mean)[rows], np.asarray(old.label_std)[rows],
+    )  # fmt: skip
+    return members, norm, rows
