@@ -109,6 +109,15 @@ def test_missing_catalogue_or_data_dir(real_catalog, tmp_path, capsys):
     assert "--data-dir" in _one_error_line(capsys)
 
 
+def test_an_output_under_a_file_is_a_usage_error(real_catalog, tmp_path, capsys):
+    """--out data/x.fits.gz/store: the arguments' fault, said as such (exit 2); it was "Not
+    a directory ... fix the cause and rerun with --resume" (exit 1), as if the disk failed."""
+    (tmp_path / "afile").write_text("")
+    args = [str(real_catalog), "--data-dir", str(REAL_FILE.parent), "--quiet"]
+    assert main([*args, "--out", str(tmp_path / "afile" / "deeper" / "store")]) == 2
+    assert f"{tmp_path / 'afile'} is a file, not a folder" in _one_error_line(capsys)
+
+
 def test_existing_store_needs_resume_or_overwrite(real_catalog, tmp_path, capsys):
     args = [str(real_catalog), "--data-dir", str(REAL_FILE.parent), "--out", str(tmp_path / "s")]
     assert main([*args, "--quiet"]) == 0

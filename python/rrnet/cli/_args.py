@@ -7,9 +7,11 @@ line that names the command and the problem is what an operator needs.
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from rrnet.inference.options import InferOptions
@@ -73,6 +75,15 @@ def run_failure(prog: str, message: object) -> int:
     return 1
 
 
+def blocking_file(exc: OSError) -> Path | None:
+    """The file that stands where a folder of an output path should be (an output under
+    ``data/x.fits.gz/``): a fault of the arguments, not of the machine; else None."""
+    if exc.errno not in (errno.ENOTDIR, errno.EEXIST) or not exc.filename:
+        return None
+    path = Path(os.fsdecode(exc.filename))
+    return next((p for p in [*reversed(path.parents), path] if p.is_file()), None)
+
+
 def environment_message(exc: OSError) -> str:
     """One line for a fault of the machine: what failed, where, and what to do."""
     where = f" ({exc.filename})" if exc.filename else ""
@@ -81,6 +92,15 @@ def environment_message(exc: OSError) -> str:
         f"{what}{where}: the run stopped; finished work is kept, "
         "fix the cause and rerun with --resume"
     )
+
+
+def os_error_exit(prog: str, exc: OSError) -> int:
+    """The exit for an OSError of a run: an output under a file is the arguments' fault
+    (exit 2, one line); anything else is the machine's (exit 1, resume later)."""
+    blocking = blocking_file(exc)
+    if blocking is not None:
+        return usage_error(prog, f"{blocking} is a file, not a folder: choose another output")
+    return run_failure(prog, environment_message(exc))
 
 
 def run_errors(prog: str, run: Callable[[], int], usage: tuple[type, ...] = ()) -> int:
@@ -106,7 +126,7 @@ def run_errors(prog: str, run: Callable[[], int], usage: tuple[type, ...] = ()) 
         if isinstance(exc, LockError):
             return run_failure(prog, exc)
         if isinstance(exc, OSError):
-            return run_failure(prog, environment_message(exc))
+            return os_error_exit(prog, exc)
         return run_failure(
             prog, f"unexpected {type(exc).__name__}: {error_line(exc)} (RRNET_DEBUG=1 shows where)"
         )

@@ -12,7 +12,7 @@ import polars as pl
 
 from rrnet.cli._args import (
     OneLineParser,
-    environment_message,
+    os_error_exit,
     parse_or_status,
     run_failure,
     usage_error,
@@ -257,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     except LockError as exc:
         return run_failure(PROG, exc)
     except OSError as exc:  # the machine (disk full, read-only, I/O error), not the data
-        return run_failure(PROG, environment_message(exc))
+        return os_error_exit(PROG, exc)
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted; rerun with --resume to continue", file=sys.stderr)
         return 130

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from rrnet.cli._args import (
     OneLineParser,
     UsageError,
-    environment_message,
+    os_error_exit,
     run_failure,
     usage_error,
 )
@@ -196,7 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except LockError as exc:
         return run_failure(PROG, exc)
     except OSError as exc:  # the machine (disk full, read-only), not the inputs
-        return run_failure(PROG, environment_message(exc))
+        return os_error_exit(PROG, exc)
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted; rerun with --resume to continue", file=sys.stderr)
         return 130
