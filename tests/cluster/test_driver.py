@@ -354,3 +354,35 @@ def test_cli_dry_run_puts_the_account_where_each_scheduler_wants_it(
     args = ["cat.csv", "--data-dir", ".", "--model", "m", "--out", "o.pq"]
     assert main([*args, "--config", str(config), "--dry-run"]) == 0
     assert line in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("setting", "needle"),
+    [
+        ('job_script_prologue = "module load x"', "must be a list of strings"),
+        ('job_extra_directives = "--qos=long"', "must be a list of strings"),
+        ('cores = "four"', "must be a whole number"),
+        ('worker_wait = "x"', "must be a number"),
+        ('memory = "lots"', "is not a size like 16GiB"),
+        ("[cluster.extra]\nfoo = 1", "dask-jobqueue refuses the slurm settings"),
+    ],
+)
+# dask-jobqueue's half-built cluster (refused extra key) warns from __del__ in tests only
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_cli_settings_of_the_wrong_kind_are_one_line_exit_2(
+    tmp_path: Path, capsys, setting, needle
+):
+    """A string where a list is wanted wrote the job script one character per line (exit
+    0); other wrong kinds were 'unexpected TypeError' (exit 1)."""
+    config = tmp_path / "cluster.toml"
+    config.write_text(f'[cluster]\nkind = "slurm"\nqueue = "q"\n{setting}\n')
+    args = ["cat.csv", "--data-dir", ".", "--model", "m", "--out", "o.pq"]
+    assert main([*args, "--config", str(config), "--dry-run"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and needle in err[0], err
+
+
+def test_cli_refuses_a_data_dir_that_is_not_a_directory(tmp_path: Path, capsys) -> None:
+    args = ["cat.csv", "--data-dir", str(tmp_path / "nowhere"), "--model", "m", "--out", "o.pq"]
+    assert main(args) == 2
+    assert "--data-dir is not a directory" in capsys.readouterr().err

@@ -378,7 +378,18 @@ def test_cli_errors_are_one_line(world: dict, tmp_path: Path) -> None:
         ["--catalog", tmp_path / "none.csv", "--model", world["sp"], "--out", tmp_path / "d.csv"],
         ["--store", world["store"], "--model", world["sp"], "--device", "warp-drive", "--out", "e"],
         ["--store", world["store"], "--model", world["sp"], "--ood-quantile", "2", "--out", "f"],
+        [
+            "--catalog",
+            world["root"] / "input.csv",
+            "--data-dir",
+            tmp_path / "nowhere",
+            "--model",
+            world["sp"],
+            "--out",
+            tmp_path / "h.parquet",
+        ],
     ]
+    input_catalogue().write_csv(world["root"] / "input.csv")
     import torch
 
     if not torch.cuda.is_available():  # asking for a GPU the machine lacks: exit 2 too

@@ -75,6 +75,13 @@ def run_failure(prog: str, message: object) -> int:
     return 1
 
 
+def data_dir_problem(data_dir: str | os.PathLike[str] | None) -> str | None:
+    """One line when ``--data-dir`` is not a directory (every row would be missing_file)."""
+    if data_dir is not None and not Path(data_dir).is_dir():
+        return f"--data-dir is not a directory: {data_dir}"
+    return None
+
+
 def blocking_file(exc: OSError) -> Path | None:
     """The file that stands where a folder of an output path should be (an output under
     ``data/x.fits.gz/``): a fault of the arguments, not of the machine; else None."""

@@ -14,6 +14,7 @@ from rrnet.cli._args import (
     add_output_arguments,
     add_raw_errors_argument,
     add_reading_arguments,
+    data_dir_problem,
     infer_options,
     reading_options,
     run_errors,
@@ -149,6 +150,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     def run() -> int:
         if args.error_floor and not args.per_star:
             raise InferError("--error-floor applies to the per-star table: add --per-star")
+        if args.catalog and data_dir_problem(args.data_dir):
+            raise InferError(data_dir_problem(args.data_dir))
         options = infer_options(
             args,
             chunk_rows=args.chunk_rows,

@@ -12,6 +12,7 @@ import polars as pl
 
 from rrnet.cli._args import (
     OneLineParser,
+    data_dir_problem,
     os_error_exit,
     parse_or_status,
     run_failure,
@@ -171,8 +172,8 @@ def _check(args: argparse.Namespace) -> str | None:
         return f"catalogue not found: {args.catalog}"
     if args.data_dir is None:
         args.data_dir = args.catalog.parent
-    if not args.data_dir.is_dir():
-        return f"--data-dir is not a directory: {args.data_dir}"
+    if data_dir_problem(args.data_dir):
+        return data_dir_problem(args.data_dir)
     if args.workers is not None and args.workers < 0:
         return f"--workers must be >= 0, got {args.workers}"
     if not (args.max_inflated_mb * 2**20 >= 1):  # also refuses nan

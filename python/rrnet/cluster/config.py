@@ -86,6 +86,7 @@ def load_settings(path: str | os.PathLike[str] | None, **overrides: Any) -> Clus
     unknown = sorted(set(values) - known)
     if unknown:
         raise ClusterConfigError(f"unknown cluster setting(s): {', '.join(unknown)}")
+    _check_types(values)
     for key in ("job_extra_directives", "job_script_prologue"):
         if key in values:
             values[key] = tuple(values[key])
@@ -106,7 +107,40 @@ def load_settings(path: str | os.PathLike[str] | None, **overrides: Any) -> Clus
         )
     if settings.gpus_per_job < 0:
         raise ClusterConfigError("gpus_per_job must be >= 0")
+    try:  # "lots", "8XB": refused here, not by dask-jobqueue mid-start
+        from dask.utils import parse_bytes
+
+        parse_bytes(settings.memory)
+    except (ValueError, TypeError) as exc:
+        raise ClusterConfigError(f"memory {settings.memory!r} is not a size like 16GiB") from exc
     return settings
+
+
+_TYPES: dict[str, tuple[type, ...]] = {
+    "kind": (str,), "jobs": (int,), "processes": (int,), "cores": (int,), "memory": (str,),
+    "walltime": (str,), "queue": (str,), "account": (str,), "gpus_per_job": (int,),
+    "local_directory": (str,), "log_directory": (str,), "job_extra_directives": (list,),
+    "job_script_prologue": (list,), "extra": (dict,), "worker_wait": (int, float),
+    "resubmits": (int,),
+}  # fmt: skip
+"""What each TOML setting must be (a string where a list is wanted wrote a job script
+one character per line)."""
+
+
+def _check_types(values: dict[str, Any]) -> None:
+    """Refuse a setting of the wrong TOML type, in one line naming what it should be."""
+    for key, value in values.items():
+        want = _TYPES.get(key)
+        ok = want is None or (isinstance(value, want) and not isinstance(value, bool))
+        if ok and isinstance(value, list):
+            ok = all(isinstance(v, str) for v in value)
+        if not ok:
+            what = {list: "a list of strings", dict: "a table", str: "a string"}.get(
+                want[0], "a number" if want[0] in (int, float) else want[0].__name__
+            )
+            if want == (int,):
+                what = "a whole number"
+            raise ClusterConfigError(f"cluster setting {key} = {value!r} must be {what}")
 
 
 def _jobqueue_cluster(settings: ClusterSettings, *, any_dashboard_port: bool = False) -> Any:
@@ -143,7 +177,13 @@ def _jobqueue_cluster(settings: ClusterSettings, *, any_dashboard_port: bool = F
     if any_dashboard_port:
         options["scheduler_options"] = {"dashboard_address": ":0"}  # any free port
     options.update(settings.extra)
-    cluster = classes[settings.kind](**options)
+    try:
+        cluster = classes[settings.kind](**options)
+    except (TypeError, ValueError) as exc:  # e.g. an `extra` key this scheduler lacks
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ClusterConfigError(
+            f"dask-jobqueue refuses the {settings.kind} settings: {text}"
+        ) from exc
     if settings.jobs:
         try:
             check_submission(settings.kind, cluster.job_script())
