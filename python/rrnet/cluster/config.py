@@ -116,30 +116,33 @@ def load_settings(path: str | os.PathLike[str] | None, **overrides: Any) -> Clus
     return settings
 
 
-_TYPES: dict[str, tuple[type, ...]] = {
-    "kind": (str,), "jobs": (int,), "processes": (int,), "cores": (int,), "memory": (str,),
-    "walltime": (str,), "queue": (str,), "account": (str,), "gpus_per_job": (int,),
-    "local_directory": (str,), "log_directory": (str,), "job_extra_directives": (list,),
-    "job_script_prologue": (list,), "extra": (dict,), "worker_wait": (int, float),
-    "resubmits": (int,),
-}  # fmt: skip
-"""What each TOML setting must be (a string where a list is wanted wrote a job script
-one character per line)."""
+_WHOLE = ("jobs", "processes", "cores", "gpus_per_job", "resubmits")
+_TEXT = ("kind", "memory", "walltime", "queue", "account", "local_directory", "log_directory")
+_LINES = ("job_extra_directives", "job_script_prologue")
+
+
+def _kind_problem(key: str, value: Any) -> str | None:
+    """What a TOML setting must be, when it is not that (a string where a list of lines is
+    wanted wrote the job script one character per line)."""
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if key in _WHOLE and not (number and isinstance(value, int)):
+        return "a whole number"
+    if key == "worker_wait" and not number:
+        return "a number"
+    if key in _TEXT and not isinstance(value, str):
+        return "a string"
+    if key in _LINES and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+        return "a list of strings"
+    if key == "extra" and not isinstance(value, dict):
+        return "a table"
+    return None
 
 
 def _check_types(values: dict[str, Any]) -> None:
     """Refuse a setting of the wrong TOML type, in one line naming what it should be."""
     for key, value in values.items():
-        want = _TYPES.get(key)
-        ok = want is None or (isinstance(value, want) and not isinstance(value, bool))
-        if ok and isinstance(value, list):
-            ok = all(isinstance(v, str) for v in value)
-        if not ok:
-            what = {list: "a list of strings", dict: "a table", str: "a string"}.get(
-                want[0], "a number" if want[0] in (int, float) else want[0].__name__
-            )
-            if want == (int,):
-                what = "a whole number"
+        what = _kind_problem(key, value)
+        if what is not None:
             raise ClusterConfigError(f"cluster setting {key} = {value!r} must be {what}")
 
 
