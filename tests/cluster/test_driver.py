@@ -386,3 +386,16 @@ def test_cli_refuses_a_data_dir_that_is_not_a_directory(tmp_path: Path, capsys) 
     args = ["cat.csv", "--data-dir", str(tmp_path / "nowhere"), "--model", "m", "--out", "o.pq"]
     assert main(args) == 2
     assert "--data-dir is not a directory" in capsys.readouterr().err
+
+
+def test_sge_without_a_parallel_environment_is_warned(tmp_path: Path, caplog) -> None:
+    """SGE gives a job one slot unless a -pe asks for more (names are per site, so not
+    guessed): a job of 8 worker processes without one is warned about."""
+    args = ["cat.csv", "--data-dir", ".", "--model", "m", "--out", "o.pq", "--dry-run"]
+    for extra, warned in (("", True), ('job_extra_directives = ["-pe smp 8"]\n', False)):
+        config = tmp_path / "cluster.toml"
+        config.write_text(f'[cluster]\nkind = "sge"\nqueue = "q"\ncores = 8\n{extra}')
+        caplog.clear()
+        with caplog.at_level("WARNING"):
+            assert main([*args, "--config", str(config)]) == 0
+        assert ("without a parallel environment" in caplog.text) is warned

@@ -9,6 +9,7 @@ never needs it.
 
 from __future__ import annotations
 
+import logging
 import os
 import tomllib
 from collections.abc import Iterator
@@ -18,6 +19,9 @@ from pathlib import Path
 from typing import Any
 
 BATCH_KINDS = ("slurm", "pbs", "sge")
+
+
+log = logging.getLogger(__name__)
 
 
 class ClusterConfigError(ValueError):
@@ -156,6 +160,14 @@ def _jobqueue_cluster(settings: ClusterSettings, *, any_dashboard_port: bool = F
     }
     directives = list(settings.job_extra_directives)
     processes = settings.worker_processes  # one per GPU with GPUs
+    if settings.kind == "sge" and not any(d.lstrip().startswith("-pe") for d in directives):
+        log.warning(  # SGE's parallel environments are named per site: not guessed here
+            "SGE job without a parallel environment: it gets one slot for %d worker "
+            'processes; add job_extra_directives = ["-pe <your site\'s PE> %d"] (and '
+            'memory, e.g. "-l h_vmem=...")',
+            processes,
+            settings.cores,
+        )
     if settings.gpus_per_job:
         directives.append(
             f"--gres=gpu:{settings.gpus_per_job}"
