@@ -622,9 +622,10 @@ def _mean(values: list[float]) -> float | None:
 
 def _summary(report: dict[str, Any]) -> str:
     statuses = ", ".join(f"{k} {v}" for k, v in report["rows_by_status"].items())
+    rate = report["spectra_per_s"]  # None when nothing was computed (a finished rerun)
     return (
         f"rrnet-run: {report['rows_out']}/{report['rows_in']} rows ({statuses}); "
         f"{report['shards_computed']} shards computed, {report['shards_skipped']} skipped, "
         f"{report['shards_retried']} retried, {len(report['failed_shards'])} failed; "
-        f"{report['wall_s']:.1f} s, {report['spectra_per_s']} spectra/s"
+        f"{report['wall_s']:.1f} s" + (f", {rate} spectra/s" if rate is not None else "")
     )
