@@ -321,7 +321,7 @@ def test_training_step_stores_xfe_skill_and_inference_warns_of_low_skill(
     is not in the spectrum at all (pure noise) has no skill, and inference says so."""
     import logging
 
-    from rrnet.inference.streaming import _warn_low_xfe_skill
+    from rrnet.inference.streaming import warn_low_xfe_skill
     from rrnet.models import xfe_skill
 
     flux, sp = toy_spectra(400, n_pixels=N_PIX, n_lines=25, snr=40, seed=7)
@@ -351,5 +351,5 @@ def test_training_step_stores_xfe_skill_and_inference_warns_of_low_skill(
     (loaded,) = load_checkpoints([out], device="cpu")
     assert loaded.describe()["xfe_skill"]["KH"] == doc["labels"]["KH"]["xfe_skill"]
     with caplog.at_level(logging.WARNING):
-        _warn_low_xfe_skill([loaded])
+        warn_low_xfe_skill([loaded])
     assert any("[K/Fe]" in r.getMessage() for r in caplog.records)

@@ -50,7 +50,7 @@ from rrnet.inference.options import (
     load_checked,
 )
 from rrnet.inference.quality import DEFAULT_THRESHOLDS, QualityBit
-from rrnet.inference.streaming import synthetic_domain
+from rrnet.inference.streaming import synthetic_domain, warn_low_xfe_skill
 from rrnet.utils.atomic import read_json, write_json
 from rrnet.utils.lock import output_lock
 from rrnet.utils.progress import Progress
@@ -224,6 +224,7 @@ def _checked_run(
         checkpoints = load_checked(options, fingerprint, device="cpu")
     except (InferError, FingerprintMismatch) as exc:
         raise RunError(str(exc).strip().splitlines()[0]) from exc
+    warn_low_xfe_skill(checkpoints)  # as rrnet-infer does
     identity = {
         "catalog": name,
         "rows_hash": _rows_hash(table),

@@ -600,7 +600,7 @@ def _plan(options: InferOptions, source: _StoreInput | _CatalogInput) -> _Plan:
         "thresholds": thresholds.to_dict(),
         "columns": catalogue_column_names(),  # parts of older versions lack columns
     }
-    _warn_low_xfe_skill(checkpoints)
+    warn_low_xfe_skill(checkpoints)
     return _Plan(
         source,
         checkpoints,
@@ -611,9 +611,10 @@ def _plan(options: InferOptions, source: _StoreInput | _CatalogInput) -> _Plan:
     )
 
 
-def _warn_low_xfe_skill(checkpoints: list[Any]) -> None:
-    """Warn, once at the start, of abundances whose [X/Fe] the checkpoint measured as
-    mostly [Fe/H] and a trend on its validation split (docs/catalogue.md)."""
+def warn_low_xfe_skill(checkpoints: list[Any]) -> None:
+    """Warn (rrnet-infer and rrnet-run), once at the start, of abundances whose [X/Fe]
+    the checkpoint measured as mostly [Fe/H] and a trend on its validation split
+    (docs/catalogue.md)."""
     for checkpoint in checkpoints:
         words = xfe_skill.low_skill_words(checkpoint.xfe_skill)
         if words:
