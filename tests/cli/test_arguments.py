@@ -115,3 +115,22 @@ def test_infer_refuses_bad_error_floor(tmp_path, capsys, extra, match):
     assert err.count("\n") == 1 and err.startswith("rrnet-infer: error:")
     assert match in err
     assert not out.exists() and not (tmp_path / "cat.parquet.parts").exists()
+
+
+def test_resume_and_overwrite_exclude_each_other_in_every_command(tmp_path, capsys):
+    """rrnet-preprocess refused --resume --overwrite; rrnet-infer and rrnet-run ran with
+    both (which one wins is a guess): now all three refuse in one line."""
+    from rrnet.cli import run
+
+    catalog = tmp_path / "cat.csv"
+    catalog.write_text("filename,extname_blue,extname_red,rv\nx.fits,B,R,0\n")
+    common = ["--data-dir", str(tmp_path), "--model", str(tmp_path), "--resume", "--overwrite"]
+    for main, args in (
+        (infer.main, ["--catalog", str(catalog), "--out", str(tmp_path / "a.parquet"), *common]),
+        (run.main, [str(catalog), "--out", str(tmp_path / "b.parquet"), *common]),
+        (preprocess.main, [str(catalog), "--out", str(tmp_path / "s"), "--resume", "--overwrite",
+                           "--data-dir", str(tmp_path)]),
+    ):  # fmt: skip
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and ("not allowed with" in err or "exclude" in err), err

@@ -195,8 +195,9 @@ def add_output_arguments(parser: argparse.ArgumentParser, *, resume_help: str) -
         "--batch-size", type=int, help="spectra per forward call (default: per device)"
     )
     parser.add_argument("--device", default="auto", help="auto (GPU if present), cpu, cuda, cuda:1")
-    parser.add_argument("--resume", action="store_true", help=resume_help)
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    either = parser.add_mutually_exclusive_group()  # as rrnet-preprocess: one or the other
+    either.add_argument("--resume", action="store_true", help=resume_help)
+    either.add_argument("--overwrite", action="store_true", help="replace an existing output")
     parser.add_argument(
         "--allow-fingerprint-mismatch",
         action="store_true",
