@@ -150,8 +150,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     def run() -> int:
         if args.error_floor and not args.per_star:
             raise InferError("--error-floor applies to the per-star table: add --per-star")
-        if args.catalog and data_dir_problem(args.data_dir):
-            raise InferError(data_dir_problem(args.data_dir))
+        if args.catalog and (problem := data_dir_problem(args.data_dir)) is not None:
+            raise InferError(problem)
         options = infer_options(
             args,
             chunk_rows=args.chunk_rows,

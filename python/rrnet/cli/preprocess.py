@@ -172,8 +172,8 @@ def _check(args: argparse.Namespace) -> str | None:
         return f"catalogue not found: {args.catalog}"
     if args.data_dir is None:
         args.data_dir = args.catalog.parent
-    if data_dir_problem(args.data_dir):
-        return data_dir_problem(args.data_dir)
+    if (problem := data_dir_problem(args.data_dir)) is not None:
+        return problem
     if args.workers is not None and args.workers < 0:
         return f"--workers must be >= 0, got {args.workers}"
     if not (args.max_inflated_mb * 2**20 >= 1):  # also refuses nan

@@ -103,8 +103,8 @@ def _run(args: argparse.Namespace, job_script: Any, load_settings: Any, run_clus
     if args.dry_run:
         print(job_script(settings))
         return 0
-    if _args.data_dir_problem(args.data_dir):
-        return _args.usage_error(PROG, _args.data_dir_problem(args.data_dir))
+    if (problem := _args.data_dir_problem(args.data_dir)) is not None:
+        return _args.usage_error(PROG, problem)
     preprocess = {
         "rv_column": args.rv_column,
         "correct_rv": not args.no_rv_correction,

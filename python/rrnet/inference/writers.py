@@ -32,7 +32,7 @@ import fitsio
 import numpy as np
 import polars as pl
 
-from rrnet.inference.columns import COLUMNS_BY_NAME, column_meta, per_star_column
+from rrnet.inference.columns import COLUMNS_BY_NAME, Column, column_meta, per_star_column
 from rrnet.inference.provenance import FITS_COMMENTS, FITS_KEYWORDS
 from rrnet.io.astro import ColumnInfo, fits_unit, from_astropy, to_astropy
 from rrnet.labels import DEFAULT_COLUMN_STYLE, internal_columns, styled_columns
@@ -56,20 +56,21 @@ ColumnMeta = Callable[[str], ColumnInfo]
 """Internal column name -> unit, description, UCD."""
 
 
-def catalogue_meta(name: str) -> ColumnInfo:
-    """Unit, description and UCD of a catalogue column (none for carried input columns)."""
-    column = column_meta(name)
+def _info(column: Column | None) -> ColumnInfo:
+    """A known column's unit, description and UCD; a carried input column has none."""
     if column is None:
         return ColumnInfo(description="input catalogue column")
     return ColumnInfo(column.unit, column.description, column.ucd)
+
+
+def catalogue_meta(name: str) -> ColumnInfo:
+    """Unit, description and UCD of a catalogue column (none for carried input columns)."""
+    return _info(column_meta(name))
 
 
 def per_star_meta(name: str) -> ColumnInfo:
     """:func:`catalogue_meta` for the per-star table (combined exposures)."""
-    column = per_star_column(name)
-    if column is None:
-        return ColumnInfo(description="input catalogue column")
-    return ColumnInfo(column.unit, column.description, column.ucd)
+    return _info(per_star_column(name))
 
 
 def resolve_format(path: str | os.PathLike[str], fmt: str | None = None) -> str:
@@ -262,10 +263,17 @@ def _write_fits(
 ) -> None:
     schema = lazy.collect_schema()
     text = [n for n, t in schema.items() if t in (pl.Utf8, pl.Categorical)]
-    lengths = lazy.select(pl.col(text).cast(pl.Utf8).str.len_chars().max()).collect()
-    widths = {n: max(1, int(lengths[n][0] or 0)) for n in text}
-    foreign = lazy.select(pl.col(text).cast(pl.Utf8).str.contains(r"[^\x00-\x7F]").sum()).collect()
-    changed = {n: int(foreign[n][0] or 0) for n in text if foreign[n][0]}
+    strings = [pl.col(n).cast(pl.Utf8) for n in text]
+    stats = lazy.select(  # one pass over the text: widths, and what ASCII cannot hold
+        *(s.str.len_chars().max().alias(n) for s, n in zip(strings, text, strict=True)),
+        *(
+            s.str.contains(r"[^\x00-\x7F]").sum().alias(f"{n}\0foreign")
+            for s, n in zip(strings, text, strict=True)
+        ),
+    ).collect()
+    widths = {n: max(1, int(stats[n][0] or 0)) for n in text}
+    changed = {n: int(stats[f"{n}\0foreign"][0] or 0) for n in text}
+    changed = {n: k for n, k in changed.items() if k}
     if changed:  # FITS text is ASCII: say what was changed (a file name no longer matches)
         log.warning(
             "%s: FITS text is ASCII; non-ASCII characters written as '?' in %s "
