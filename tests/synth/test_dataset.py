@@ -217,3 +217,13 @@ def test_emulator_source_visits_row_k_and_survives_refusals(tmp_path):
     assert truth["star_id"].to_list() == ["e0", "e2"]  # visit k observes row k
     got = pl.read_csv(paths.labels).sort("star_id")
     np.testing.assert_allclose(got["FeH"], [0.1, 0.3])
+
+
+def test_labels_keep_the_source_order_not_text_order(tmp_path):
+    """Star ids such as s2, s10 come back in the source's order (text order: s10 before s2)."""
+    labels = pl.DataFrame(
+        {"star_id": ["s2", "s10", "s1"], **{c: [0.1, 0.2, 0.3] for c in LABELS}}
+    ).with_columns(pl.lit(5000.0).alias("Teff[K]"))
+    src = emulator_source(FakeEmulator(), labels)
+    paths = make_dataset(3, tmp_path, seed=2, source=src, workers=1, progress=False)
+    assert pl.read_csv(paths.labels)["star_id"].to_list() == ["s2", "s10", "s1"]

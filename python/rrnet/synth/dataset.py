@@ -475,8 +475,7 @@ def _write_tables(out: Path, data_dir: Path, parts_dir: Path, n: int, src: Sourc
     labels = (
         src.labels.select(label_cols)
         .with_columns(pl.col("star_id").cast(pl.String))
-        .join(best, on="star_id", how="inner")
-        .sort("star_id")
+        .join(best, on="star_id", how="inner", maintain_order="left")
     )
     paths = {}
     for name, table in (("catalogue", catalogue), ("labels", labels), ("truth", truth)):
