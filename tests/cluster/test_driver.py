@@ -17,7 +17,7 @@ import pytest
 from helpers import EXPOSURES, REAL_FILE, make_checkpoint, needs_shared
 from rrnet.cli.run import main
 from rrnet.cluster import plan_shards, report_path, run_cluster, run_dir
-from rrnet.cluster.task import FAULT_ENV, FAULT_RAISE_ENV
+from rrnet.cluster.task import FAULT_AFTER_WRITE_ENV, FAULT_ENV, FAULT_RAISE_ENV
 from rrnet.inference import infer
 from rrnet.labels import CA_LABELS, SP_LABELS
 from rrnet.preprocess.settings import PreprocessSettings
@@ -271,6 +271,19 @@ def test_killed_worker_costs_one_retry_and_no_row(world, client, tmp_path, monke
     got = pl.read_parquet(out)
     assert got["row"].to_list() == list(range(world["oracle"].height))  # each row once
     assert got.equals(world["oracle"])
+
+
+def test_a_shard_written_before_its_task_failed_is_kept_not_failed(
+    world, client, tmp_path, monkeypatch
+) -> None:
+    """Memory pressure can kill a worker after its part's rename: the rows are whole."""
+    monkeypatch.setenv(FAULT_AFTER_WRITE_ENV, "1")
+    out = tmp_path / "cat.parquet"
+    report = run(world, client, out, retries=0)
+    assert report["complete"] and report["failed_shards"] == []
+    assert report["shards_computed"] == report["shards"]
+    assert report["rows_computed"] == world["oracle"].height
+    assert pl.read_parquet(out).equals(world["oracle"])
 
 
 @pytest.mark.slow

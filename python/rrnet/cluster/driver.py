@@ -40,7 +40,13 @@ from rrnet.cluster.config import (
 )
 from rrnet.cluster.keeper import Interrupted, Keeper, RunAborted
 from rrnet.cluster.plan import PlanError, Shard, part_name, plan_shards, write_plan
-from rrnet.cluster.task import FAULT_ENV, FAULT_RAISE_ENV, ShardJob, run_shard
+from rrnet.cluster.task import (
+    FAULT_AFTER_WRITE_ENV,
+    FAULT_ENV,
+    FAULT_RAISE_ENV,
+    ShardJob,
+    run_shard,
+)
 from rrnet.inference.columns import catalogue_column_names
 from rrnet.inference.options import (
     InferError,
@@ -266,7 +272,8 @@ def _job_factory(run: _Run, settings: ClusterSettings | None) -> Callable[[Shard
         thresholds=options.thresholds,
         preprocess=dict(options.preprocess),
         fault_marker=os.environ.get(FAULT_ENV) or None,
-        fault_raise=int(os.environ[FAULT_RAISE_ENV]) if os.environ.get(FAULT_RAISE_ENV) else None,
+        fault_raise=_index_hook(FAULT_RAISE_ENV),
+        fault_after_write=_index_hook(FAULT_AFTER_WRITE_ENV),
         synthetic_domain=synthetic_domain("catalog", run.name, run.checkpoints),
         calibrate=options.calibrate,
     )
@@ -292,6 +299,8 @@ class _Outcome:
 
     results: list[dict[str, Any]] = field(default_factory=list)
     failures: dict[int, str] = field(default_factory=dict)
+    written_despite_failure: list[int] = field(default_factory=list)
+    """Shards whose task failed after writing its whole part (a worker lost late)."""
     workers: int = 0
 
 
@@ -329,11 +338,33 @@ def _compute_shards(
             if keeper is not None:
                 keeper.cancel_all()
     progress.close()
+    _keep_written_parts(run, outcome)
     carried = _carried(run.table)
     for index, error in outcome.failures.items():
         failed = _failed_frame(run.shards[index], run.table, error, carried)
         write_part(failed, run.parts / f"failed-{index:06d}.parquet")
     return outcome
+
+
+def _keep_written_parts(run: _Run, outcome: _Outcome) -> None:
+    """A shard whose part was written (atomically: whole) is done, however its task ended.
+
+    Under memory pressure the nanny may kill a worker after the part's rename but before
+    the result reaches the driver; the rows are complete and a resume would skip them, so
+    they are not reported as failed."""
+    for index in sorted(outcome.failures):
+        if _readable(run.parts / part_name(index)):
+            log.warning(
+                "shard %d: its rows were written before the failure (%s); kept",
+                index,
+                outcome.failures.pop(index),
+            )
+            outcome.written_despite_failure.append(index)
+
+
+def _index_hook(name: str) -> int | None:
+    value = os.environ.get(name)
+    return int(value) if value else None
 
 
 def _run_statistics(
@@ -342,11 +373,12 @@ def _run_statistics(
     """The report's counts and timings of this call (shards, attempts, throughput)."""
     results, failures = outcome.results, outcome.failures
     computed = sum(r["rows"] for r in results)
+    computed += sum(run.shards[i].rows for i in outcome.written_despite_failure)
     attempts = {s.index: _count_lines(run.attempts(s.index)) for s in todo}
     return {
         "complete": not failures,
         "shards": len(run.shards),
-        "shards_computed": len(results),
+        "shards_computed": len(results) + len(outcome.written_despite_failure),
         "shards_skipped": len(done),
         "shards_retried": sum(1 for n in attempts.values() if n > 1),
         "attempts": sum(attempts.values()),

@@ -25,6 +25,8 @@ FAULT_ENV = "RRNET_RUN_FAULT_ONCE"
 """Test hook: a path; the first task attempt that creates it kills its worker (``os._exit``)."""
 FAULT_RAISE_ENV = "RRNET_RUN_FAULT_RAISE"
 """Test hook: a shard index whose task raises on every attempt."""
+FAULT_AFTER_WRITE_ENV = "RRNET_RUN_FAULT_AFTER_WRITE"
+"""Test hook: a shard index whose task raises after writing its part (a worker lost late)."""
 
 _MODELS: dict[tuple[Any, ...], tuple[list[Any], dict[str, int]]] = {}
 
@@ -49,6 +51,7 @@ class ShardJob:
     preprocess: dict[str, Any] = field(default_factory=dict)
     fault_marker: str | None = None
     fault_raise: int | None = None
+    fault_after_write: int | None = None
     synthetic_domain: bool = False
     """A checkpoint trained on synthesised spectra only: every row gets SYNTHETIC_DOMAIN."""
     calibrate: bool = True
@@ -159,6 +162,8 @@ def run_shard(job: ShardJob) -> dict[str, Any]:
         )
     frame = pl.concat(frames) if frames else pl.DataFrame()
     write_part(frame, job.part)
+    if job.fault_after_write == job.index:
+        raise RuntimeError(f"injected fault after shard {job.index} was written")
     return {
         "shard": job.index,
         "part": job.part,
