@@ -7,7 +7,8 @@ completes; an unknown partition and an impossible memory request are refused in 
 line (exit 2) within a minute; SIGINT/SIGTERM give exit 130/143, leave no worker job in
 ``squeue`` and keep the finished parts with a resume hint; the resume may spell the
 catalogue path differently; resuming a finished run rewrites its report. The oversub-
-scription check needs no SLURM. Tiny one-member model, 30 spectra in 6 shards.
+scription check and a Ctrl-C to a local run need no SLURM. Tiny one-member model, 30
+spectra in 6 shards.
 """
 
 from __future__ import annotations
@@ -95,16 +96,24 @@ class Run:
     """One ``rrnet-run`` process on SLURM, started in the world's directory."""
 
     def __init__(
-        self, world: dict, out: str, *extra: str, catalog: str = "cat.csv", hold: float = 0
+        self,
+        world: dict,
+        out: str,
+        *extra: str,
+        catalog: str = "cat.csv",
+        hold: float = 0,
+        local: bool = False,
     ) -> None:
         self.root, self.out = world["root"], world["root"] / out
         self.name = f"rrnet-test-{uuid.uuid4().hex[:8]}"  # the worker jobs' name
         config = self.root / f"{self.name}.toml"
         config.write_text(f'[cluster]\nkind = "slurm"\nextra = {{job_name = "{self.name}"}}\n')
-        args = [catalog, "--data-dir", "data", "--model", "SP", "--out", out,
-                "--config", str(config), "--jobs", "1", "--cores", "1", "--memory", "2GiB",
-                "--walltime", "00:15:00", "--shard-size", str(SHARD), "--batch-size", "1",
-                "--device", "cpu", "--worker-wait", "240", *extra]  # fmt: skip
+        cluster = ["--cluster", "local", "--processes", "2"] if local else [
+            "--config", str(config), "--jobs", "1", "--cores", "1", "--memory", "2GiB",
+            "--walltime", "00:15:00", "--worker-wait", "240"]  # fmt: skip
+        args = [catalog, "--data-dir", "data", "--model", "SP", "--out", out, *cluster,
+                "--shard-size", str(SHARD), "--batch-size", "1", "--device", "cpu",
+                *extra]  # fmt: skip
         env = dict(os.environ)
         source = str(Path(rrnet.__file__).resolve().parents[1])
         env["PYTHONPATH"] = os.pathsep.join([source, *filter(None, [env.get("PYTHONPATH")])])
@@ -114,6 +123,7 @@ class Run:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "rrnet.cli.run", *args],
             cwd=self.root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            start_new_session=True,  # its own process group, as a terminal's foreground job
         )  # fmt: skip
 
     def finish(self, timeout: float = 420) -> tuple[int, str]:
@@ -244,6 +254,18 @@ def test_sigterm_exits_143_and_cancels_jobs(world: dict) -> None:
     assert status == 143, err
     assert "interrupted by SIGTERM" in err and "--resume" in err and "Traceback" not in err
     assert run.no_jobs_left()
+
+
+@needs_shared
+def test_ctrl_c_to_a_local_run_prints_one_line_not_the_workers_tracebacks(world: dict) -> None:
+    """A terminal's Ctrl-C reaches every process of the group, the workers included."""
+    run = Run(world, "local-interrupted.parquet", hold=3, local=True)
+    run.wait(lambda: run.parts())
+    os.killpg(run.proc.pid, signal.SIGINT)
+    status, err = run.finish(timeout=90)
+    assert status == 130, err
+    assert "interrupted by SIGINT" in err and "--resume" in err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
 
 
 def test_worker_processes_follow_cores_and_oversubscription_is_refused() -> None:

@@ -255,6 +255,7 @@ def make_cluster(settings: ClusterSettings) -> Any:
             memory_limit=settings.memory,
             local_directory=settings.local_directory,
             dashboard_address=":0",
+            preload=["rrnet.cluster.worker_setup"],  # Ctrl-C is the driver's to handle
         )
     if settings.kind in BATCH_KINDS:
         return _jobqueue_cluster(settings)
