@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from pathlib import Path
@@ -171,3 +172,21 @@ def test_a_member_file_this_user_cannot_read_is_named_so(tmp_path, monkeypatch) 
     monkeypatch.setattr(os, "access", lambda p, mode: Path(p) != denied and real(p, mode))
     with pytest.raises(CheckpointError, match="not readable by this user"):
         load_checkpoint(path)
+
+
+@pytest.mark.parametrize("code", [errno.EIO, errno.ESTALE, errno.ETIMEDOUT, errno.EMFILE])
+def test_a_fault_of_the_disk_is_not_called_a_damaged_checkpoint(tmp_path, monkeypatch, code):
+    """A stale network handle or an I/O error while reading a member is the machine's:
+    it propagates (the run stops, resumable) instead of "not a readable safetensors file"."""
+    path, _ = _save(tmp_path / "ckpt", _members(1))
+    real = safetensors.torch.load_file
+
+    def failing(file, *args, **kwargs):
+        if Path(file).name == member_file(0):
+            raise OSError(code, os.strerror(code))
+        return real(file, *args, **kwargs)
+
+    monkeypatch.setattr(safetensors.torch, "load_file", failing)
+    with pytest.raises(OSError) as caught:
+        load_checkpoint(path)
+    assert not isinstance(caught.value, CheckpointError) and caught.value.errno == code

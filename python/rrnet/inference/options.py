@@ -9,7 +9,6 @@ matching), written once.
 from __future__ import annotations
 
 import dataclasses
-import errno
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -20,14 +19,12 @@ from typing import Any
 from rrnet.inference.quality import DEFAULT_THRESHOLDS, QualityThresholds
 from rrnet.labels import COLUMN_STYLES, DEFAULT_COLUMN_STYLE
 from rrnet.preprocess.settings import MAX_ITER_LIMIT
+from rrnet.utils.faults import is_machine_fault
 
 PathLike = str | os.PathLike[str]
 
 DEFAULT_CHUNK_ROWS: int = 4096
 """Catalogue rows per part file when preprocessing on the fly."""
-
-
-_ENVIRONMENT_ERRNOS = frozenset({errno.ENOSPC, errno.EROFS, errno.EIO, errno.ENOMEM})
 
 
 class InferError(ValueError):
@@ -195,7 +192,7 @@ def load_checked(options: InferOptions, fingerprint: dict[str, Any], device: str
             list(options.models), device=device, thresholds=options.thresholds
         )
     except Exception as exc:  # damaged member files, malformed config.json, foreign formats
-        if isinstance(exc, OSError) and exc.errno in _ENVIRONMENT_ERRNOS:
+        if is_machine_fault(exc):
             raise  # the machine, not the checkpoint
         text = " ".join(str(exc).split()) or type(exc).__name__
         raise InferError(f"cannot load checkpoint: {type(exc).__name__}: {text}") from exc

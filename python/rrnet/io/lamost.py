@@ -34,6 +34,7 @@ import fitsio
 import numpy as np
 
 from rrnet.io.values import convert
+from rrnet.utils.faults import is_machine_fault
 
 REQUIRED_COLUMNS: tuple[str, ...] = ("FLUX", "IVAR", "LOGLAM")
 """Columns every arm table must have."""
@@ -47,14 +48,6 @@ GZIP_MAGIC = b"\x1f\x8b"
 DEFAULT_MAX_INFLATED = 256 << 20
 """Largest inflated size [bytes] of a ``.fits.gz`` file (a MRS file is ~2 MB): a
 gzip bomb is refused with status ``too_large`` after at most this much work."""
-ENVIRONMENT_ERRNOS: frozenset[int] = frozenset(
-    {
-        *(errno.ENOSPC, errno.EROFS, errno.EIO, errno.EDQUOT, errno.ENOMEM, errno.EMFILE),
-        *(errno.ENFILE, errno.EFBIG, errno.ESTALE, errno.ETIMEDOUT),
-    }
-)
-"""Errors of the machine, not of a file: they stop a run and are never a row's status
-(EFBIG: a file-size limit on the scratch copy; ESTALE, ETIMEDOUT: a network disk)."""
 
 
 class ScratchError(OSError):
@@ -65,10 +58,8 @@ class ScratchError(OSError):
 def is_environment_fault(exc: BaseException) -> bool:
     """Whether an error is a fault of the machine (disk full, read-only, I/O, no memory,
     the scratch folder)."""
-    return isinstance(exc, MemoryError | ScratchError) or (
-        isinstance(exc, OSError)
-        and not isinstance(exc, LamostReadError)
-        and exc.errno in ENVIRONMENT_ERRNOS
+    return isinstance(exc, ScratchError) or (
+        not isinstance(exc, LamostReadError) and is_machine_fault(exc)
     )
 
 

@@ -15,7 +15,6 @@ rebuilds the networks (:func:`rrnet.models.build_model`).
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import os
@@ -39,6 +38,7 @@ from rrnet.models.keys import StateDictMismatch, check_state_dict
 from rrnet.models.normalization import Normalization
 from rrnet.models.ood_subspace import SUBSPACE_FILE
 from rrnet.utils.atomic import as_created
+from rrnet.utils.faults import is_machine_fault
 
 __all__ = [
     "Checkpoint",
@@ -249,13 +249,6 @@ def _one_line(err: BaseException) -> str:
     return " ".join(str(err).split())[:300] or type(err).__name__
 
 
-def _environment_fault(err: BaseException) -> bool:
-    """Disk or memory faults are the machine's, never the checkpoint's."""
-    return isinstance(err, MemoryError) or (
-        isinstance(err, OSError) and err.errno in (errno.EIO, errno.ENOMEM, errno.ENOSPC)
-    )
-
-
 def read_checkpoint_config(path: str | Path) -> dict[str, Any]:
     """The parsed ``config.json`` of a checkpoint (cheap: no weights are read)."""
     path = Path(path)
@@ -296,7 +289,7 @@ def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu") -> 
         stats = safetensors.torch.load_file(str(path / NORMALIZATION_FILE))
         norm = Normalization(**{k: stats[k].numpy() for k in Normalization.__dataclass_fields__})
     except Exception as err:  # SafetensorError (damaged file) is a plain Exception
-        if _environment_fault(err):
+        if is_machine_fault(err):
             raise
         raise CheckpointError(
             f"{path / NORMALIZATION_FILE}: unreadable ({_one_line(err)})"
@@ -312,7 +305,7 @@ def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu") -> 
         try:
             sd = safetensors.torch.load_file(str(file), device=str(device))
         except Exception as err:  # damaged or not safetensors at all
-            if _environment_fault(err):
+            if is_machine_fault(err):
                 raise
             raise CheckpointError(
                 f"{file}: not a readable safetensors file ({_one_line(err)})"
