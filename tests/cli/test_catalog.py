@@ -4,6 +4,7 @@ summaries, one-line errors and exit codes."""
 
 from __future__ import annotations
 
+import gzip
 import shutil
 
 import numpy as np
@@ -163,6 +164,7 @@ def test_unknown_schema_is_one_line_exit_2(tmp_path, capsys):
         (["from-lamost", "nowhere.csv", "--out", "o.csv"], "catalogue not found"),
         (["scan", "nowhere", "--out", "o.csv"], "not a directory"),
         (["scan", ".", "--out", "o.txt"], "unknown table format"),
+        (["scan", ".", "--out", "o.ecsv"], "writes .csv, .parquet or .fits"),
         (["from-lamost", "x.csv"], "--out"),
     ],
 )
@@ -184,3 +186,30 @@ def test_no_usable_row_is_one_line_and_non_zero(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["scan", str(tmp_path / "empty"), "--out", str(tmp_path / "s.csv")]) == 1
     assert "no spectra found" in _err_lines(capsys)[0]
+
+
+def test_spectra_left_out_by_the_choice_are_counted(tmp_path, capsys):
+    lamost = tmp_path / "mrs.csv"
+    official_catalogue().write_csv(lamost)
+    rr = tmp_path / "rr.csv"
+    assert main(["from-lamost", str(lamost), "--out", str(rr), "--spectra", "coadd"]) == 0
+    err = _err_lines(capsys)
+    assert (
+        err[-1]
+        == "  (4 single exposures left out by --spectra coadd (--spectra all keeps every one))"
+    )
+    exposures_only = tmp_path / "td.csv"
+    official_catalogue().filter(pl.col("coadd") == 0).write_csv(exposures_only)
+    args = ["from-lamost", str(exposures_only), "--out", str(tmp_path / "td-rr.csv")]
+    assert main([*args, "--spectra", "coadd"]) == 1  # nothing chosen: said why
+    assert "4 single exposures left out by --spectra coadd" in _err_lines(capsys)[0]
+    assert main(args) == 0  # the default takes a file's exposures when it lists no coadd
+    assert pl.read_csv(tmp_path / "td-rr.csv").height == 4
+
+
+def test_a_truncated_download_is_one_line_exit_2(tmp_path, capsys):
+    lamost = tmp_path / "mrs.csv.gz"
+    lamost.write_bytes(gzip.compress(official_catalogue().write_csv().encode())[:150])
+    assert main(["from-lamost", str(lamost), "--out", str(tmp_path / "o.csv")]) == 2
+    err = _err_lines(capsys)
+    assert len(err) == 1 and err[0].startswith("rrnet-catalog: error: cannot read")

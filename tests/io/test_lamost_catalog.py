@@ -62,6 +62,39 @@ def test_spectra_choice(spectra, want):
     assert list(zip(out["extname_blue"], out["extname_red"], strict=True)) == want
 
 
+def test_auto_takes_each_files_coadd_else_its_exposures():
+    """LAMOST lists coadds for the non-time-domain survey and only single exposures for
+    the time-domain one: ``auto`` keeps one kind per file, so neither survey is lost."""
+    both = official_catalogue()
+    time_domain = both.filter(pl.col("coadd") == 0).with_columns(fiberid=pl.lit(7, pl.Int64))
+    out = pair_bands(pl.concat([both, time_domain]), spectra="auto")
+    assert out["fiberid"].to_list() == [both["fiberid"][0]] + [7] * len(EXPOSURES)
+    pairs = list(zip(out["extname_blue"], out["extname_red"], strict=True))
+    assert pairs == SPECTRA[:1] + SPECTRA[1:]  # the file with a coadd: the coadd alone
+    unidentified = both.with_columns(lmjd=pl.lit(None, pl.Int64))  # no file: still rows
+    kept = pair_bands(unidentified, spectra="auto")
+    assert kept.height == len(SPECTRA) and set(kept["catalog_status"]) == {"bad_ids"}
+
+
+def test_unidentified_star_ids_are_null_not_one_star():
+    table = official_catalogue().with_columns(gp_id=pl.lit(-9999), designation=pl.lit("-9999"))
+    out = pair_bands(table, spectra="all")
+    assert out["gp_id"].null_count() == out.height
+    assert out["designation"].null_count() == out.height
+
+
+def test_a_damaged_gzip_catalogue_is_a_catalog_error(tmp_path):
+    path = tmp_path / "mrs.csv.gz"
+    path.write_bytes(gzip.compress(official_catalogue().write_csv().encode())[:200])
+    with pytest.raises(CatalogError, match="cannot read"):
+        read_lamost_table(path)
+    blob = bytearray(gzip.compress(official_catalogue().write_csv().encode()))
+    blob[40:60] = bytes(20)  # corrupted in the middle
+    path.write_bytes(bytes(blob))
+    with pytest.raises(CatalogError, match="cannot read"):
+        read_lamost_table(path)
+
+
 @pytest.mark.parametrize("suffix", [".csv", ".csv.gz", ".fits", ".parquet"])
 def test_every_distributed_format_reads_the_same(tmp_path, suffix):
     table = official_catalogue()

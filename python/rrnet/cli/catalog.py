@@ -14,17 +14,19 @@ from pathlib import Path
 
 import polars as pl
 
-from rrnet.cli._args import OneLineParser, parse_or_status, usage_error
+from rrnet.cli._args import OneLineParser, parse_or_status, run_errors, usage_error
 from rrnet.io.catalog import CatalogError, table_format, write_table
 from rrnet.io.lamost_catalog import (
     RV_PRIORITY,
     SPECTRA_CHOICES,
-    from_lamost,
     join_rv,
+    pair_bands,
     read_lamost_table,
     scan_folder,
     status_summary,
 )
+
+WRITTEN_FORMATS = ("csv", "parquet", "fits")
 
 PROG = "rrnet-catalog"
 
@@ -46,8 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
     lamost.add_argument(
         "--spectra",
         choices=SPECTRA_CHOICES,
-        default="coadd",
-        help="coadds only (default), single exposures only, or both",
+        default="auto",
+        help="auto (default): each file's coadd where the catalogue lists one, else its "
+        "single exposures (LAMOST lists exposures only for the time-domain survey); "
+        "coadd: coadds only; exposures: single exposures only; all: both",
     )
     lamost.add_argument(
         "--rv",
@@ -84,9 +88,11 @@ def _check(args: argparse.Namespace) -> str | None:
     if args.command is None:
         return "give a command: from-lamost or scan"
     try:
-        table_format(args.out)
+        fmt = table_format(args.out)
     except CatalogError as exc:
         return str(exc)
+    if fmt not in WRITTEN_FORMATS:
+        return f"--out {args.out}: rrnet-catalog writes .csv, .parquet or .fits, not {fmt}"
     if args.out.exists() and not args.overwrite:
         return f"{args.out} exists: give --overwrite to replace it"
     if args.command == "from-lamost":
@@ -102,12 +108,22 @@ def _check(args: argparse.Namespace) -> str | None:
     return None
 
 
-def _build(args: argparse.Namespace) -> pl.DataFrame:
+def _build(args: argparse.Namespace) -> tuple[pl.DataFrame, int]:
+    """The rrnet catalogue and how many spectra ``--spectra`` left out."""
     if args.command == "from-lamost":
         rv = tuple(c.strip().lower() for c in args.rv.split(",") if c.strip())
-        return from_lamost(args.catalogue, spectra=args.spectra, rv_columns=rv)
+        lamost = read_lamost_table(args.catalogue)
+        table = pair_bands(lamost, spectra=args.spectra, rv_columns=rv)
+        if args.spectra == "all":
+            return table, 0
+        return table, pair_bands(lamost, spectra="all", rv_columns=rv).height - table.height
     rv_table = read_lamost_table(args.rv_from) if args.rv_from is not None else None
-    return join_rv(scan_folder(args.folder), rv_table)
+    return join_rv(scan_folder(args.folder), rv_table), 0
+
+
+def _left_out(args: argparse.Namespace, n: int) -> str:
+    other = {"coadd": "single exposures", "exposures": "coadds"}.get(args.spectra, "spectra")
+    return f"{n} {other} left out by --spectra {args.spectra} (--spectra all keeps every one)"
 
 
 def _usable(args: argparse.Namespace) -> list[str]:
@@ -131,12 +147,16 @@ def main(argv: list[str] | None = None) -> int:
     problem = _check(args)
     if problem is not None:
         return usage_error(PROG, problem)
-    try:
-        table = _build(args)
-    except CatalogError as exc:
-        return usage_error(PROG, exc)
+    return run_errors(PROG, lambda: _run(args), usage=(CatalogError,))
+
+
+def _run(args: argparse.Namespace) -> int:
+    """The command's body (errors become one line in :func:`main`)."""
+    table, left_out = _build(args)
     if table.height == 0:
         what = "files under " + str(args.folder) if args.command == "scan" else "rows"
+        if left_out:
+            what = _left_out(args, left_out)
         print(f"{PROG}: error: no spectra found ({what}); nothing written", file=sys.stderr)
         return 1
     write_table(table, args.out)
@@ -150,7 +170,10 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 1
     if not args.quiet:
-        print("\n".join(summary_lines(table, args.out)), file=sys.stderr)
+        lines = summary_lines(table, args.out)
+        if left_out:
+            lines.append(f"  ({_left_out(args, left_out)})")
+        print("\n".join(lines), file=sys.stderr)
     return 0
 
 

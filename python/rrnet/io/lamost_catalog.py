@@ -30,12 +30,14 @@ import gzip
 import io
 import os
 import re
+import zlib
 from pathlib import Path
 
 import polars as pl
 
 from rrnet.io.catalog import CatalogError, _read_fits_table
 from rrnet.io.lamost import LamostReadError, read_lamost
+from rrnet.utils.faults import is_machine_fault
 
 MISSING_VALUE: float = -9999.0
 """LAMOST's value for a quantity that was not measured."""
@@ -98,7 +100,12 @@ RV_FLAG: dict[str, str] = {
 }
 """Quality flag of each RV column (0: good); a flag column absent from a release is ignored."""
 
-SPECTRA_CHOICES: tuple[str, ...] = ("coadd", "exposures", "all")
+SPECTRA_CHOICES: tuple[str, ...] = ("auto", "coadd", "exposures", "all")
+"""``auto``: each file's coadd where the catalogue lists one, else its exposures (LAMOST
+publishes coadds for the non-time-domain survey and single exposures for the time-domain
+survey); ``coadd``, ``exposures``: one kind only; ``all``: both."""
+
+FILE_FIELDS: tuple[str, ...] = ("lmjd", "planid", "spid", "fiberid")
 
 OUTPUT_COLUMNS: tuple[str, ...] = (
     "filename",
@@ -162,7 +169,9 @@ def read_lamost_table(path: str | os.PathLike[str]) -> pl.DataFrame:
             )
     except CatalogError:
         raise
-    except (pl.exceptions.PolarsError, OSError, ValueError) as exc:
+    except (pl.exceptions.PolarsError, OSError, ValueError, EOFError, zlib.error) as exc:
+        if is_machine_fault(exc):  # the disk, not the catalogue
+            raise
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CatalogError(f"cannot read {path}: {first}") from exc
     return table.rename({c: c.strip().lower() for c in table.columns})
@@ -208,6 +217,14 @@ def _number(name: str, dtype: pl.DataType | type[pl.DataType]) -> pl.Expr:
     return value.cast(dtype, strict=False) if dtype != pl.Float64 else value
 
 
+def _identifier(name: str) -> pl.Expr:
+    """Text, null where LAMOST wrote its "not measured" -9999 (an unidentified star's
+    ``gp_id``: kept as text, all of them would be one star in per-star work)."""
+    text = _text(name)
+    missing = text.cast(pl.Float64, strict=False) == MISSING_VALUE
+    return pl.when(missing.fill_null(False)).then(None).otherwise(text)
+
+
 def _truthy(name: str) -> pl.Expr:
     text = _text(name).str.to_lowercase()
     return text.is_in(["1", "t", "true", "y", "yes", "1.0"]).fill_null(False)
@@ -229,7 +246,7 @@ def _normalise(table: pl.DataFrame, cols: dict[str, str]) -> pl.DataFrame:
     fields = (("gp_id", pl.Utf8), ("designation", pl.Utf8), ("ra", pl.Float64), ("dec", pl.Float64))
     for field, dtype in fields:
         if field in cols:
-            expr = _text(cols[field]) if dtype == pl.Utf8 else _number(cols[field], dtype)
+            expr = _identifier(cols[field]) if dtype == pl.Utf8 else _number(cols[field], dtype)
         else:
             expr = pl.lit(None, dtype)
         exprs.append(expr.alias(field))
@@ -251,7 +268,7 @@ def _usable(table: pl.DataFrame, column: str) -> pl.Expr:
 def pair_bands(
     table: pl.DataFrame,
     *,
-    spectra: str = "coadd",
+    spectra: str = "auto",
     rv_columns: tuple[str, ...] = RV_PRIORITY,
 ) -> pl.DataFrame:
     """One rrnet row per spectrum (blue + red of one exposure or coadd), in input order.
@@ -260,8 +277,8 @@ def pair_bands(
     ----------
     table : DataFrame
         LAMOST's MRS general catalogue, lower-case column names (:func:`read_lamost_table`).
-    spectra : {"coadd", "exposures", "all"}
-        Which spectra become rows.
+    spectra : {"auto", "coadd", "exposures", "all"}
+        Which spectra become rows (:data:`SPECTRA_CHOICES`).
     rv_columns : tuple of str
         RV columns in order of preference; columns the catalogue lacks are skipped.
 
@@ -282,7 +299,12 @@ def pair_bands(
         err_expr = _number(err, pl.Float64) if err in table.columns else pl.lit(None, pl.Float64)
         rv_parts.append(pl.when(ok).then(err_expr).alias(f"_err{i}"))
     base = pl.concat([base, table.select(rv_parts)], how="horizontal")
-    if spectra != "all":
+    if spectra == "auto":  # per file: its coadd if listed, else its exposures
+        has_coadd = base.group_by(FILE_FIELDS).agg(pl.col("coadd").any().alias("_has_coadd"))
+        base = base.join(has_coadd, on=FILE_FIELDS, how="left", maintain_order="left")
+        keep = pl.col("coadd") == pl.col("_has_coadd").fill_null(pl.col("coadd"))
+        base = base.filter(keep).drop("_has_coadd")  # rows without file ids stay
+    elif spectra != "all":
         base = base.filter(pl.col("coadd") == (spectra == "coadd"))
     base = base.with_columns(
         pl.when(pl.col("coadd")).then(None).otherwise(pl.col("lmjm")).alias("_key_lmjm"),
@@ -399,7 +421,7 @@ def _status(ids_ok: pl.Expr, rv_present: list[str]) -> list[pl.Expr]:
 def from_lamost(
     path: str | os.PathLike[str],
     *,
-    spectra: str = "coadd",
+    spectra: str = "auto",
     rv_columns: tuple[str, ...] = RV_PRIORITY,
 ) -> pl.DataFrame:
     """:func:`read_lamost_table` then :func:`pair_bands`."""
