@@ -4,6 +4,8 @@ the injected RVs of truth.csv."""
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import polars as pl
 import pytest
@@ -217,3 +219,30 @@ def test_a_named_rv_column_the_catalogue_lacks_is_said(tmp_path, caplog):
             catalog, REAL_FILE.parent, tmp_path / "t", rv_mode="auto", progress=False
         )
     assert "every RV is measured" not in caplog.text
+
+
+def test_an_unusable_spectrum_without_catalogue_rv_says_why_and_the_batch_goes_on(tmp_path):
+    """The RV measurement runs before the kernels' data checks: a zero-row arm table
+    crashed the whole run (np.interp on nothing) and damaged flux was called a failed
+    RV measurement (bad_rv "masked") instead of what is wrong with the spectrum."""
+    from helpers import REAL_FILE, set_values, write_lamost_copy
+    from rrnet.preprocess.pipeline import preprocess_catalog
+
+    shutil.copy(REAL_FILE, tmp_path / "good.fits.gz")
+    write_lamost_copy(tmp_path / "empty.fits", edit={"COADD_B": lambda d: d[:0]})
+
+    def nan_pixels(flux):
+        return np.where(np.arange(flux.size) % 50 == 0, np.nan, flux)
+
+    write_lamost_copy(tmp_path / "nan.fits", edit={"COADD_B": set_values("FLUX", nan_pixels)})
+    names = ["good.fits.gz", "empty.fits", "nan.fits", "good.fits.gz"]
+    catalog = pl.DataFrame(
+        {"filename": names, "extname_blue": ["COADD_B"] * 4, "extname_red": ["COADD_R"] * 4,
+         "rv": [None, None, None, -20.0]}, schema_overrides={"rv": pl.Float64},
+    )  # fmt: skip
+    m = preprocess_catalog(
+        catalog, tmp_path, tmp_path / "s", rv_mode="auto", progress=False
+    ).manifest
+    assert m["status"].to_list() == ["ok", "too_few_points", "bad_flux", "ok"]
+    assert "RV" in m["reason"][1] and "fewer" in m["reason"][1]
+    assert m["rv_used_source"].to_list() == ["measured", "none", "none", "catalog"]

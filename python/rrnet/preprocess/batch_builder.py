@@ -397,6 +397,10 @@ class BatchBuilder:
         self.disagree[pos] = d.disagree
         self.decided[pos] = True
         for i in (i for i, source in enumerate(d.source) if source == "none"):
+            data = got.data_status
+            if data is not None and data[i] != Status.OK:  # the spectrum, not its RV
+                self._fail(pos[i], *_kernel_status(data[i], "unshifted, for the RV measurement"))
+                continue
             why = f"no usable RV (catalogue {pending[i][3]!r} km/s, measurement {got.status[i]})"
             self._fail(pos[i], "bad_rv", f"{self.rv_errors[0]} RV: {why}")
 

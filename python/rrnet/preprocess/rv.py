@@ -84,6 +84,10 @@ class RvMeasurement:
     """(Teff, logg, [Fe/H]) of the best template ``[n, 3]`` (NaN where none was chosen): a
     by-product, the library star closest to the spectrum among the few templates (a coarse
     class, hot/cool and dwarf/giant, not a label measurement)."""
+    data_status: np.ndarray | None = None
+    """``[n]`` preprocessing status (``Status`` code) of the unshifted resampling and
+    normalisation the measurement ran on: not OK means the spectrum itself is unusable
+    (its RV is then MASKED), which says more than a failed measurement."""
 
 
 @lru_cache(maxsize=1)
@@ -175,7 +179,9 @@ def prepare(
         with np.errstate(invalid="ignore", divide="ignore"):
             cont = raw / normalised[sl]
             iv = np.where(np.isfinite(var) & (var > 0), cont**2 / var, 0.0)
-        iv[(grid < wave[0]) | (grid > wave[-1]) | ~np.isfinite(iv)] = 0.0
+        # (beyond float32: a flux scaled without its IVAR, e.g. 1e34; masked, not inf)
+        huge = np.abs(iv) > np.finfo(np.float32).max
+        iv[(grid < wave[0]) | (grid > wave[-1]) | ~np.isfinite(iv) | huge] = 0.0
         out[sl] = iv
     return np.nan_to_num(normalised.astype(np.float32), nan=1.0), out
 
@@ -192,7 +198,8 @@ def measure_spectra(
     threads: int | None = None,
 ) -> RvMeasurement:
     """Measure RVs of raw (blue, red) arms: resample unshifted, normalise, IVAR, fit."""
-    from rrnet.preprocess.kernels import normalize, resample_batch
+    from rrnet.preprocess.kernels import normalize_detailed, resample_batch
+    from rrnet.preprocess.status import Status
 
     blue = [b for b, _ in spectra]
     red = [r for _, r in spectra]
@@ -205,13 +212,15 @@ def measure_spectra(
         correct_rv=False,
         threads=threads,
     )
-    norm = normalize(res.flux, threads=threads)
-    flux = np.empty_like(norm)
-    ivar = np.empty_like(norm)
+    norm = normalize_detailed(res.flux, threads=threads)
+    data_status = np.where(res.status != Status.OK, res.status, norm.status)
+    flux = np.ones_like(norm.flux)
+    ivar = np.zeros_like(norm.flux)  # an unusable spectrum is measured as all masked
     for i, (b, r) in enumerate(spectra):
-        flux[i], ivar[i] = prepare([b, r], norm[i])
+        if data_status[i] == Status.OK:
+            flux[i], ivar[i] = prepare([b, r], norm.flux[i])
     res = measure(flux, ivar, templates, window_kms=window_kms, threads=threads)
-    return dataclasses.replace(res, err=res.err * GRID_ERR_SCALE)
+    return dataclasses.replace(res, err=res.err * GRID_ERR_SCALE, data_status=data_status)
 
 
 # --------------------------------------------------------------------------------------

@@ -109,6 +109,9 @@ class RvResult:
     decision: RvDecision
     template_labels: np.ndarray
     """(Teff, logg, [Fe/H]) of the measurement's best template ``[n, 3]`` (NaN: none)."""
+    data_status: np.ndarray | None = None
+    """Preprocessing status code of each spectrum as measured (not OK: the spectrum is
+    unusable whatever its RV); None when nothing was measured."""
 
 
 def resolve(
@@ -123,6 +126,7 @@ def resolve(
     err = np.full(n, np.nan)
     status: list[str | None] = [None] * n
     labels = np.full((n, 3), np.nan)
+    data_status = None
     if check_mode(mode) != "catalog" and n:
         res = measure_spectra(spectra)
         code = res.status[:, 2]
@@ -131,8 +135,9 @@ def resolve(
         status = [RV_STATUS.get(int(c), str(int(c))).lower() for c in code]
         if res.template_labels is not None:
             labels[ok] = res.template_labels[ok]
+        data_status = res.data_status
     decision = decide(mode, rv_catalog, err_catalog, meas, err)
-    return RvResult(meas, err, status, decision, labels)
+    return RvResult(meas, err, status, decision, labels, data_status)
 
 
 __all__ = [
