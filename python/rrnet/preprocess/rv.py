@@ -219,8 +219,8 @@ def measure_spectra(
     for i, (b, r) in enumerate(spectra):
         if data_status[i] == Status.OK:
             flux[i], ivar[i] = prepare([b, r], norm.flux[i])
-    res = measure(flux, ivar, templates, window_kms=window_kms, threads=threads)
-    return dataclasses.replace(res, err=res.err * GRID_ERR_SCALE, data_status=data_status)
+    got = measure(flux, ivar, templates, window_kms=window_kms, threads=threads)
+    return dataclasses.replace(got, err=got.err * GRID_ERR_SCALE, data_status=data_status)
 
 
 # --------------------------------------------------------------------------------------
