@@ -22,7 +22,7 @@ from helpers import (
     set_values,
     write_lamost_copy,
 )
-from rrnet.io.lamost import BadFitsError, LamostReadError, read_lamost
+from rrnet.io.lamost import Arm, BadFitsError, LamostReadError, read_lamost
 from rrnet.io.lamost_fast import FileRead, read_many
 
 ALL_EXTNAMES = list(read_lamost(REAL_FILE).extnames)
@@ -341,3 +341,40 @@ def test_a_damaged_file_leaves_nothing_in_cfitsio_for_the_next_reader(tmp_path):
         _compare(tmp_path / "bad.fits")  # the damaged file: the same outcome both ways
         with fitsio.FITS(str(good)) as fits:  # what a catalogue writer would do next
             assert len(fits) == len(_HEADERS)
+
+
+def _with_card(old: bytes, new: bytes, *, nth: int = 0) -> bytes:
+    """The real file (plain) with its ``nth`` 80-byte card starting ``old`` replaced."""
+    start = -1
+    for _ in range(nth + 1):
+        start = _PLAIN.index(old, start + 1)
+        assert start % 80 == 0
+    return _PLAIN[:start] + new.ljust(80) + _PLAIN[start + 80 :]
+
+
+def test_odd_extension_names_and_column_names_give_fitsios_answer(tmp_path):
+    """Headers cfitsio reads its own way: the Rust reader agrees or hands the file over
+    (it called an EXTNAME with leading blanks, an HDUNAME or a lower-case keyword
+    'missing_extension' where fitsio reads the arm; two EXTNAME cards disagreed)."""
+    coadd_b = b"EXTNAME = 'COADD_B '"
+    cases = {
+        "leading-blanks": _with_card(coadd_b, b"EXTNAME = '  COADD_B'"),
+        "hduname": _with_card(coadd_b, b"HDUNAME = 'COADD_B '"),
+        "lower-case-keyword": _with_card(coadd_b, b"extname = 'COADD_B '"),
+        "ttype-leading-blank": _with_card(b"TTYPE1  = 'FLUX", b"TTYPE1  = ' FLUX   '"),
+    }
+    at = _PLAIN.index(coadd_b)  # the card before it is a COMMENT: a first EXTNAME there
+    for name, first, second in (
+        ("extname-then-junk", b"COADD_B", b"JUNK"),
+        ("junk-then-extname", b"JUNK", b"COADD_B"),
+    ):
+        content = bytearray(_PLAIN)
+        content[at - 80 : at] = b"EXTNAME = '" + first + b"'".ljust(80 - 11 - len(first))
+        content[at : at + 80] = b"EXTNAME = '" + second + b"'".ljust(80 - 11 - len(second))
+        cases[name] = bytes(content)
+    for name, content in cases.items():
+        path = tmp_path / f"{name}.fits"
+        path.write_bytes(content)
+        fast = _compare(path, ["COADD_B", "COADD_R"])
+        assert fast.error is None and isinstance(fast.arms["COADD_R"], Arm), name
+        _compare(path, ["COADD_R"])  # the odd HDU not asked for: the same file info

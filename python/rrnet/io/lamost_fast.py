@@ -7,7 +7,9 @@ with the GIL released; nothing is written to disk. It returns exactly what
 values go through the same card parser). Whatever it does not fully understand
 (truncated or trailing bytes, scaled columns, ASCII tables, ambiguous extension
 names, ...) it reports as unsupported, and that file is read with fitsio
-instead; :attr:`FileRead.fallback` records why.
+instead; :attr:`FileRead.fallback` records why. A file with an HDU the Rust
+reader cannot name (no EXTNAME card it reads, or leading blanks) is read by fitsio too:
+cfitsio also matches HDUNAME, lower-case keywords and names with leading blanks.
 """
 
 from __future__ import annotations
@@ -98,6 +100,13 @@ def _from_rust(path: Path, extnames: list[str], result: tuple) -> FileRead:
     return FileRead(path, info=info, arms=out)
 
 
+def _odd_names(read: FileRead) -> bool:
+    """An HDU without an EXTNAME card the Rust reader reads, or one with leading blanks:
+    cfitsio may still find it (HDUNAME, a lower-case keyword, blanks it ignores)."""
+    names = read.info.extnames if read.info is not None else ()
+    return any(not name or name != name.lstrip() for name in names)
+
+
 def _from_fitsio(
     path: Path, extnames: list[str], max_inflated: int, fallback: str | None
 ) -> FileRead:
@@ -146,7 +155,11 @@ def read_many(
     out = []
     for (path, extnames), result in zip(jobs, results, strict=True):
         if result[0] != "unsupported":
-            out.append(_from_rust(path, extnames, result))
+            got = _from_rust(path, extnames, result)
+            if reader == "auto" and _odd_names(got):
+                why = "an HDU without a plain EXTNAME (HDUNAME, lower-case key, blanks)"
+                got = _from_fitsio(path, extnames, max_inflated, why)
+            out.append(got)
         elif reader == "auto":
             out.append(_from_fitsio(path, extnames, max_inflated, result[1]))
         else:

@@ -23,7 +23,7 @@ pub enum Kind {
 /// One column of a binary table.
 #[derive(Debug, Clone)]
 pub struct Column {
-    /// TTYPE, trimmed and upper-cased.
+    /// TTYPE without trailing blanks, upper-cased.
     pub name: String,
     pub kind: Kind,
     /// Elements per row.
@@ -102,8 +102,7 @@ impl<'a> Table<'a> {
                 tform(&form).ok_or_else(|| bad(format!("TFORM{i} = {form:?} not understood")))?;
             let name = hdu
                 .string(&format!("TTYPE{i}"))
-                .unwrap_or_default()
-                .trim()
+                .unwrap_or_default() // leading blanks are part of the name, as in cfitsio
                 .to_ascii_uppercase();
             let scaled = hdu.value(&format!("TSCAL{i}")).is_some()
                 || hdu.value(&format!("TZERO{i}")).is_some();

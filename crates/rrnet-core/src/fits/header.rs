@@ -106,12 +106,21 @@ impl<'a> Hdu<'a> {
         Some(String::from_utf8(text).ok()?.trim_end().to_string())
     }
 
-    /// [`Hdu::string`] where every card `key` reads the same to cfitsio: `Ok(None)`
-    /// without one, `Err` where one is not `key = 'text'` followed by at most a comment
+    /// [`Hdu::string`] where the card `key` reads the same to cfitsio: `Ok(None)`
+    /// without one, `Err` for several, or where it is not `key = 'text'` followed by at most a comment
     /// (no "= ", no opening or closing quote, other text after it), which cfitsio reads
     /// its own way (e.g. as an unquoted string).
     pub fn quoted(&self, key: &str) -> Result<Option<String>, Unsupported> {
         let bad = || Unsupported(format!("{key} is not a quoted string"));
+        if self
+            .cards()
+            .filter(|card| key_is(card, key.as_bytes()))
+            .count()
+            > 1
+        {
+            // cfitsio finds an HDU by its first such card, header values by the last
+            return Err(Unsupported(format!("several {key} cards")));
+        }
         for card in self.cards().filter(|card| key_is(card, key.as_bytes())) {
             if &card[8..10] != b"= " {
                 return Err(bad());
