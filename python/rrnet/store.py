@@ -20,6 +20,7 @@ beyond float16's range (|x| > 65504) is kept as float32 (:func:`storage_array`).
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 from collections.abc import Iterator, Sequence
@@ -119,6 +120,16 @@ class Store:
     @property
     def n_rows(self) -> int:
         return int(self.info["n_rows"])
+
+    @cached_property
+    def manifest_digest(self) -> str:
+        """SHA-256 (16 hex digits) of ``manifest.parquet``: the store's identity wherever
+        it is moved or copied (another store written at the same path differs)."""
+        digest = hashlib.sha256()
+        with open(self.path / "manifest.parquet", "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        return digest.hexdigest()[:16]
 
     @property
     def shard_size(self) -> int:

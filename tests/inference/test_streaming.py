@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -523,6 +524,39 @@ def test_synthetic_domain_checkpoint_on_other_spectra_warns_and_sets_a_bit(
     )  # fmt: skip
     table = infer(own, store=world["store"], device="cpu")
     assert ((table["quality_bits"] & int(QualityBit.SYNTHETIC_DOMAIN)) == 0).all()
+
+
+def test_the_own_training_store_is_known_by_its_manifest_wherever_it_is(
+    world: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The demo's checkpoint records its store as "demo-output/store": read from another
+    folder, every row of its own store was flagged SYNTHETIC_DOMAIN (0 recommended)."""
+    from rrnet.store import open_store
+
+    domain = {
+        "labels": "synthetic",
+        "source": "rrnet-synth",
+        "store": "demo-output/store",  # relative, as an older demo wrote it
+        "store_manifest_digest": open_store(world["store"]).manifest_digest,
+    }
+    ckpt = make_checkpoint(
+        tmp_path / "syn", SP_LABELS, members=2, seed=3, preprocessing=world["fp"],
+        training={"domain": domain},
+    )  # fmt: skip
+    moved = tmp_path / "elsewhere" / "store"
+    shutil.copytree(world["store"], moved)
+    monkeypatch.chdir(tmp_path)  # neither the recorded path nor the store's own folder
+    table = infer(ckpt, store=moved, device="cpu")
+    assert ((table["quality_bits"] & int(QualityBit.SYNTHETIC_DOMAIN)) == 0).all()
+    (tmp_path / "demo-output").mkdir()
+    shutil.copytree(world["store"], tmp_path / "demo-output" / "store")
+    manifest = tmp_path / "demo-output" / "store" / "manifest.parquet"
+    pl.read_parquet(manifest).with_columns(pl.col("row") + 0).write_parquet(
+        manifest, compression="uncompressed"
+    )  # another store at the recorded path: foreign
+    table = infer(ckpt, store=tmp_path / "demo-output" / "store", device="cpu")
+    ok = table.filter(pl.col("status") == "ok")
+    assert ((ok["quality_bits"] & int(QualityBit.SYNTHETIC_DOMAIN)) != 0).all()
 
 
 @pytest.mark.parametrize(

@@ -117,15 +117,11 @@ class _StoreInput:
         self.fingerprint = self.store.fingerprint
 
     def identity(self) -> dict[str, Any]:
-        digest = hashlib.sha256()  # another store written at the same path is another input
-        with open(self.store.path / "manifest.parquet", "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
         return {
             "store": os.path.abspath(self.name),
             "fingerprint": self.fingerprint["hash"],
             "n_rows": self.n_rows,
-            "manifest_hash": digest.hexdigest()[:16],
+            "manifest_hash": self.store.manifest_digest,  # another store at the same path
         }
 
     def chunks(self, skip: set[int]) -> Generator[Chunk, None, None]:
@@ -607,7 +603,12 @@ def _plan(options: InferOptions, source: _StoreInput | _CatalogInput) -> _Plan:
         sources,
         provenance,
         run,
-        synthetic_domain(source.kind, source.name, checkpoints),
+        synthetic_domain(
+            source.kind,
+            source.name,
+            checkpoints,
+            manifest_digest=source.store.manifest_digest if source.kind == "store" else None,
+        ),
     )
 
 
@@ -621,17 +622,24 @@ def warn_low_xfe_skill(checkpoints: list[Any]) -> None:
             log.warning("checkpoint %s, validation split: %s", checkpoint.path, words)
 
 
-def synthetic_domain(kind: str, name: str, checkpoints: list[Any]) -> bool:
+def synthetic_domain(
+    kind: str, name: str, checkpoints: list[Any], *, manifest_digest: str | None = None
+) -> bool:
     """True (and a warning) when a checkpoint trained on synthesised spectra is applied
     to anything but its own training store (input ``kind`` "store" or "catalog", named
-    ``name``; docs/catalogue.md, quality bit SYNTHETIC_DOMAIN)."""
+    ``name``; docs/catalogue.md, quality bit SYNTHETIC_DOMAIN). The store is recognised
+    by its manifest's digest wherever it lies (checkpoints older than that record: by
+    its path)."""
     foreign = False
     for checkpoint in checkpoints:
         domain = (checkpoint.config.get("training") or {}).get("domain") or {}
         if domain.get("labels") != "synthetic":
             continue
-        own = domain.get("store")
-        same = kind == "store" and own is not None and _same_path(name, own)
+        own, own_digest = domain.get("store"), domain.get("store_manifest_digest")
+        if own_digest is not None:
+            same = kind == "store" and manifest_digest == own_digest
+        else:
+            same = kind == "store" and own is not None and _same_path(name, own)
         if not same:
             foreign = True
             log.warning(

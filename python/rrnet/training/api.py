@@ -219,7 +219,8 @@ def _extra_training(
     """config.json "training" entries that record where the data and split came from."""
     return {
         "data": {
-            "store": str(store.path),
+            "store": str(Path(store.path).resolve()),
+        "store_manifest_digest": store.manifest_digest,
             "labels": labels_path,
             "key": list(opts.key),
             "star_column": opts.star_column,
@@ -246,7 +247,8 @@ def _domain(store: Any, labels_path: str | None, selected: Any) -> dict[str, Any
     return {
         "labels": "synthetic" if synthetic else "observed",
         "source": "rrnet-synth" if synthetic else labels_path,
-        "store": str(store.path),
+        "store": str(Path(store.path).resolve()),
+        "store_manifest_digest": store.manifest_digest,
         "snr_range": [float(np.min(snr)), float(np.max(snr))] if snr.size else None,
         "label_ranges": "see training.label_ranges (training split)",
     }
