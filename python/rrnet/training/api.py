@@ -219,8 +219,7 @@ def _extra_training(
     """config.json "training" entries that record where the data and split came from."""
     return {
         "data": {
-            "store": str(Path(store.path).resolve()),
-        "store_manifest_digest": store.manifest_digest,
+            "store": str(store.path),
             "labels": labels_path,
             "key": list(opts.key),
             "star_column": opts.star_column,
