@@ -607,7 +607,9 @@ def _plan(options: InferOptions, source: _StoreInput | _CatalogInput) -> _Plan:
             source.kind,
             source.name,
             checkpoints,
-            manifest_digest=source.store.manifest_digest if source.kind == "store" else None,
+            manifest_digest=(
+                source.store.manifest_digest if isinstance(source, _StoreInput) else None
+            ),
         ),
     )
 
