@@ -92,3 +92,23 @@ def test_repeat_scatter_hand_computed() -> None:
     assert empty["n_stars"] == 0 and math.isnan(empty["ratio"])
     with pytest.raises(ValueError, match="min_exposures"):
         per_star(cat, ["FeH"], min_exposures=1)
+
+
+def test_repeat_scatter_leaves_out_a_coadd_of_the_stars_own_exposures() -> None:
+    """A file's coadd is made of its exposures: counted beside them it shrank the scatter
+    (the demo's 'repeats' were mostly one coadd and its own exposures)."""
+    cat = pl.DataFrame(
+        {
+            "star_id": [1, 1, 1, 2, 2, 3, 3],
+            "filename": ["a", "a", "a", "b", "c", "d", "d"],
+            "extname_blue": ["COADD_B", "B-1", "B-2", "COADD_B", "COADD_B", "COADD_B", "B-7"],
+            "snr": [30.0] * 7,
+            "FeH": [1.5, 1.0, 2.0, 0.0, 2.0, 5.0, 4.0],
+            "FeH_err": [0.5] * 7,
+        }
+    )
+    stars = per_star(cat, ["FeH"])
+    # star 1: its two exposures; star 2: coadds of two files (independent); star 3: one
+    assert stars["star_id"].to_list() == [1, 2]
+    assert stars["n_exp"].to_list() == [2, 2]
+    assert stars["FeH_var_obs"].to_list() == pytest.approx([0.5, 2.0])

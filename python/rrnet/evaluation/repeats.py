@@ -17,6 +17,7 @@ import numpy as np
 import polars as pl
 
 from rrnet.evaluation.metrics import SNR_BINS, snr_bin_masks
+from rrnet.inference.per_star import repeats_exposures
 
 
 def per_star(
@@ -27,13 +28,17 @@ def per_star(
     snr_column: str = "snr",
     min_exposures: int = 2,
 ) -> pl.DataFrame:
-    """One row per star with >= ``min_exposures`` spectra.
+    """One row per star with >= ``min_exposures`` independent spectra (a file's coadd is
+    left out when the star has single exposures in that file: it is made of them).
 
     Columns: key, ``n_exp``, ``snr`` (median), and per label ``<label>_var_obs``
     (sample variance of the predictions, ddof 1) and ``<label>_sigma_pred`` (mean error).
     """
     if min_exposures < 2:
         raise ValueError("min_exposures must be >= 2 (a scatter needs two exposures)")
+    if {"filename", "extname_blue"} <= set(catalog.columns):
+        # independent spectra only, as --per-star: a coadd repeats its file's exposures
+        catalog = catalog.filter(~repeats_exposures(pl.lit(True), key))
     aggs = [pl.len().alias("n_exp"), pl.col(snr_column).median().alias("snr")]
     for label in labels:
         aggs.append(pl.col(label).cast(pl.Float64).var(ddof=1).alias(f"{label}_var_obs"))

@@ -35,7 +35,7 @@ COADD_PREFIX = "COADD"
 """Extension names of coadded spectra start with this (``COADD_B``, ``COADD_R``)."""
 
 
-def _repeats_exposures(usable: pl.Expr, star_column: str) -> pl.Expr:
+def repeats_exposures(usable: pl.Expr, star_column: str) -> pl.Expr:
     """True for a coadd row whose file also has a usable single exposure of the star."""
     coadd = pl.col("extname_blue").fill_null("").str.starts_with(COADD_PREFIX)
     exposure_in_file = (usable & ~coadd).any().over([star_column, "filename"])
@@ -84,7 +84,7 @@ def per_star_table(
         usable = usable & (pl.col("flag") == 1)
     frame = lazy.with_row_index("_order").filter(pl.col(star_column).is_not_null())
     if {"filename", "extname_blue"} <= set(names):
-        usable = usable & ~_repeats_exposures(usable, star_column)
+        usable = usable & ~repeats_exposures(usable, star_column)
     frame = frame.with_columns(usable.alias("_usable"))
     usable = pl.col("_usable")
     aggs: list[pl.Expr] = [
