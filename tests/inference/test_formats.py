@@ -262,11 +262,39 @@ def test_fits_says_which_text_lost_its_non_ascii_characters(tmp_path: Path, capl
     )
     with caplog.at_level("WARNING"):
         write_catalogue(table, tmp_path / "cat.fits", "fits", PROVENANCE)
-    assert "non-ASCII characters written as '?' in filename (1 rows)" in caplog.text
+    assert "other characters written as '?' in filename (1 rows)" in caplog.text
     back, _ = read_catalogue(tmp_path / "cat.fits")
     assert back["filename"].to_list() == ["a.fits.gz", "b ? ?.fits.gz", None, "c.fits.gz"]
     caplog.clear()
     with caplog.at_level("WARNING"):
         write_catalogue(table, tmp_path / "cat.parquet", "parquet", PROVENANCE)
-    assert "non-ASCII" not in caplog.text
+    assert "characters written as" not in caplog.text
     assert read_catalogue(tmp_path / "cat.parquet")[0]["filename"][1] == "b ü 星.fits.gz"
+
+
+def _carried_edge_columns() -> pl.DataFrame:
+    """Carried input columns whose values hit a writer's conventions: a real -1 and a
+    real 255 (the FITS TNULLs), unsigned 32-bit ints (no VOTable type), a tab."""
+    return _table(4).with_columns(
+        pl.Series("flag_in", [-1, 0, None, 5], dtype=pl.Int32),
+        pl.Series("byte_in", [255, 0, None, 7], dtype=pl.UInt8),
+        pl.Series("count_in", [4_000_000_000, 1, None, 2], dtype=pl.UInt32),
+        pl.Series("note_in", ["a\tb", "c", None, "d"], dtype=pl.Utf8),
+    )
+
+
+@pytest.mark.parametrize("fmt", ["fits", "votable", "ecsv", "parquet"])
+def test_carried_values_that_look_like_null_markers_survive(tmp_path: Path, fmt: str) -> None:
+    """A real -1 or 255 read back as null from FITS (TNULL), uint32 stopped VOTable after
+    the whole run, a tab in a text column made fitsverify report an error."""
+    table = _carried_edge_columns()
+    path = write_catalogue(table, tmp_path / f"cat.{SUFFIX[fmt]}", fmt, PROVENANCE)
+    back, _ = read_catalogue(path)
+    assert back["flag_in"].to_list() == [-1, 0, None, 5]
+    assert back["byte_in"].to_list() == [255, 0, None, 7]
+    assert back["count_in"].to_list() == [4_000_000_000, 1, None, 2]
+    note = "a?b" if fmt == "fits" else "a\tb"  # FITS text is printable ASCII
+    assert back["note_in"].to_list()[0] == note
+    if fmt == "fits" and shutil.which("fitsverify"):
+        result = _run(["fitsverify", str(path)])
+        assert "0 warning(s) and 0 error(s)" in result.stdout, result.stdout

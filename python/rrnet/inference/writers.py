@@ -49,6 +49,8 @@ FITS_INT_NULL: int = -1
 FITS_BYTE_NULL: int = 255
 """TNULL of unsigned byte columns (``flag`` is never null in a catalogue; ``variable`` neither)."""
 FITS_EXTNAME: str = "CATALOGUE"
+_NOT_FITS_TEXT = r"[^\x20-\x7E]"
+"""FITS character columns hold printable ASCII (fitsverify flags control characters)."""
 VOTABLE_VERSION: str = "1.3"
 """VOTable 1.3 spells units the CDS way, which has ``dex`` (``[-]``); 1.4's VOUnit has not."""
 
@@ -165,11 +167,29 @@ def _write(
         with atomic_target(out) as tmp:
             lazy.sink_csv(tmp)
     elif fmt == "fits":
+        lazy, chunks = _signed_wide_ints(lazy, chunks)
         with atomic_target(out) as tmp:
-            _write_fits(lazy, chunks, tmp, provenance, info)
+            _write_fits(lazy, chunks, tmp, provenance, info, shown_name=out.name)
     else:
+        lazy, _ = _signed_wide_ints(lazy, iter([]))
         _write_astropy(lazy.collect(), out, fmt, provenance, info)
     return out
+
+
+_WIDE_UNSIGNED = (pl.UInt16, pl.UInt32, pl.UInt64)
+
+
+def _signed_wide_ints(
+    lazy: pl.LazyFrame, chunks: Iterator[pl.DataFrame]
+) -> tuple[pl.LazyFrame, Iterator[pl.DataFrame]]:
+    """Unsigned integers wider than a byte as Int64: VOTable has no such type (astropy
+    refuses uint32) and FITS stores them with an offset and no null value."""
+    schema = lazy.collect_schema()
+    wide = [n for n, t in schema.items() if t in _WIDE_UNSIGNED]
+    if not wide:
+        return lazy, chunks
+    casts = [pl.col(n).cast(pl.Int64) for n in wide]
+    return lazy.with_columns(casts), (c.with_columns(casts) for c in chunks)
 
 
 def _decoded(metadata: dict[bytes, bytes] | None) -> Iterator[tuple[str, str]]:
@@ -260,40 +280,55 @@ def _write_fits(
     path: Path,
     provenance: dict[str, str],
     info: dict[str, ColumnInfo],
+    *,
+    shown_name: str | None = None,
 ) -> None:
     schema = lazy.collect_schema()
     text = [n for n, t in schema.items() if t in (pl.Utf8, pl.Categorical)]
     strings = [pl.col(n).cast(pl.Utf8) for n in text]
-    stats = lazy.select(  # one pass over the text: widths, and what ASCII cannot hold
+    ints = {n: _fits_null(t) for n, t in schema.items() if t.is_integer()}
+    ints = {n: null for n, null in ints.items() if null is not None}
+    stats = lazy.select(  # one pass: text widths, what FITS text cannot hold, TNULL clashes
         *(s.str.len_chars().max().alias(n) for s, n in zip(strings, text, strict=True)),
         *(
-            s.str.contains(r"[^\x00-\x7F]").sum().alias(f"{n}\0foreign")
+            s.str.contains(_NOT_FITS_TEXT).sum().alias(f"{n}\0foreign")
             for s, n in zip(strings, text, strict=True)
         ),
+        *((pl.col(n) == null).any().alias(f"{n}\0clash") for n, null in ints.items()),
     ).collect()
     widths = {n: max(1, int(stats[n][0] or 0)) for n in text}
     changed = {n: int(stats[f"{n}\0foreign"][0] or 0) for n in text}
     changed = {n: k for n, k in changed.items() if k}
     if changed:  # FITS text is ASCII: say what was changed (a file name no longer matches)
         log.warning(
-            "%s: FITS text is ASCII; non-ASCII characters written as '?' in %s "
+            "%s: FITS text is printable ASCII; other characters written as '?' in %s "
             "(Parquet, VOTable, ECSV and CSV keep them)",
-            path.name,
+            shown_name or path.name,
             ", ".join(f"{n} ({k} rows)" for n, k in changed.items()),
         )
+    clashes = [n for n in ints if stats[f"{n}\0clash"][0]]
+    signed = [n for n in clashes if schema[n].is_signed_integer()]
+    widen = [pl.col(n).cast(pl.Int16) for n in clashes if n not in signed]  # UInt8 with 255
+    if widen:
+        lazy = lazy.with_columns(widen)
+        chunks = (c.with_columns(widen) for c in chunks)
+        schema = lazy.collect_schema()
+    nulls: dict[str, int | None] = {n: _fits_null(t) for n, t in schema.items()}
+    for name in signed:  # a real -1 would read back as null: the type's minimum instead
+        nulls[name] = int(np.iinfo(pl.Series(dtype=schema[name]).to_numpy().dtype).min)
     names = list(schema.names())
     units = [fits_unit(info[n].unit) for n in names]
     with fitsio.FITS(str(path), "rw", clobber=True) as fits:
         first = True
         for chunk in chunks:
-            data = _fits_array(chunk, schema, widths)
+            data = _fits_array(chunk, schema, widths, nulls)
             if first:
                 fits.write(data, units=units, extname=FITS_EXTNAME)
                 first = False
             else:
                 fits[-1].append(data)
         if first:  # no rows at all
-            data = _fits_array(pl.DataFrame(schema=schema), schema, widths)
+            data = _fits_array(pl.DataFrame(schema=schema), schema, widths, nulls)
             fits.write(data, units=units, extname=FITS_EXTNAME)
         hdu = fits[-1]
         hdu.write_key("LONGSTRN", "OGIP 1.0", comment="long strings use the CONTINUE convention")
@@ -302,8 +337,8 @@ def _write_fits(
             unit = f"[{column.unit}] " if column.unit and not units[i - 1] else ""
             hdu.write_key(f"TTYPE{i}", name, comment=(unit + column.description)[:47])
             hdu.write_key(f"TCOMM{i}", column.description)
-            if _fits_null(schema[name]) is not None:
-                hdu.write_key(f"TNULL{i}", _fits_null(schema[name]))
+            if nulls[name] is not None:
+                hdu.write_key(f"TNULL{i}", nulls[name])
         for key, value in provenance.items():
             keyword = FITS_KEYWORDS.get(key)
             if keyword:
@@ -342,7 +377,9 @@ def _fits_null(dtype: pl.DataType) -> int | None:
     return FITS_BYTE_NULL if dtype == pl.UInt8 else None
 
 
-def _fits_array(frame: pl.DataFrame, schema: pl.Schema, widths: dict[str, int]) -> np.ndarray:
+def _fits_array(
+    frame: pl.DataFrame, schema: pl.Schema, widths: dict[str, int], nulls: dict[str, int | None]
+) -> np.ndarray:
     fields, values = [], []
     for name, dtype in schema.items():
         column = frame.get_column(name)
@@ -351,11 +388,10 @@ def _fits_array(frame: pl.DataFrame, schema: pl.Schema, widths: dict[str, int]) 
         elif dtype == pl.Boolean:
             array = column.cast(pl.Int16).fill_null(FITS_INT_NULL).to_numpy()
         elif dtype.is_integer():
-            fill = _fits_null(dtype) or 0
-            array = column.fill_null(fill).to_numpy()
+            array = column.cast(dtype).fill_null(nulls[name] or 0).to_numpy()
         else:
-            strings = column.cast(pl.Utf8).fill_null("").to_list()
-            encoded = [s.encode("ascii", "replace") for s in strings]  # FITS text is ASCII
+            text = column.cast(pl.Utf8).fill_null("").str.replace_all(_NOT_FITS_TEXT, "?")
+            encoded = [s.encode("ascii") for s in text.to_list()]  # printable ASCII now
             array = np.array(encoded, dtype=f"S{widths[name]}")
         fields.append((name, array.dtype))
         values.append(array)
