@@ -259,9 +259,19 @@ def test_per_star_error_floor_given_or_from_calibration(
         models=[world["sp"], world["ca"]], store=world["store"], out=out, device="cpu",
         per_star=True, error_floor={"teff": 30.0, "FeH": 0.02},
     )  # fmt: skip
-    stars, _ = read_catalogue(out.with_name("cat.per_star.parquet"))
+    stars, provenance = read_catalogue(out.with_name("cat.per_star.parquet"))
     assert stars.equals(per_star_table(catalogue, floor={"Teff[K]": 30.0, "FeH": 0.02}))
     assert not stars.equals(per_star_table(catalogue))
+    recorded = json.loads(provenance["rrnet.per_star"])  # which errors these are
+    assert recorded["error_floor"] == {"Teff[K]": 30.0, "FeH": 0.02}
+    assert recorded["error_floor_from"] == "given"
+    # a finished run resumed with other per-star choices would keep the old table
+    again = dict(models=[world["sp"], world["ca"]], store=world["store"], out=out,
+                 device="cpu", per_star=True, resume=True)  # fmt: skip
+    with pytest.raises(InferError, match="other per-star choices"):
+        run_inference(**again)
+    run_inference(**{**again, "per_star": False})  # not asked for: the run is done
+    run_inference(**again, error_floor={"teff": 30.0, "FeH": 0.02})  # the same: done
     sp = tmp_path / "sp"
     shutil.copytree(world["sp"], sp)
     floors = {"Teff[K]": 25.0, "Logg": 0.04}

@@ -128,6 +128,7 @@ FITS_KEYWORDS: dict[str, str] = {
     "rrnet.label_sources": "LABSRC",
     "rrnet.quality_thresholds": "QTHRESH",
     "rrnet.quality_bits": "QBITS",
+    "rrnet.per_star": "PERSTAR",
 }
 """Provenance key -> FITS header keyword (long values use the CONTINUE convention)."""
 
@@ -143,4 +144,5 @@ FITS_COMMENTS: dict[str, str] = {
     "LABSRC": "label -> index of the checkpoint providing it",
     "QTHRESH": "quality_bits thresholds (JSON)",
     "QBITS": "quality_bits names and values (JSON)",
+    "PERSTAR": "per-star table: star column, error floor (JSON)",
 }

@@ -13,6 +13,7 @@ the next chunk is preprocessed while the model predicts this one).
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import math
 import os
@@ -482,7 +483,25 @@ def _remove_previous(out: Path, work: Path) -> None:
     record_path(out).unlink(missing_ok=True)
 
 
-def _prepare(out: Path, run: dict[str, Any], resume: bool, overwrite: bool) -> set[int] | None:
+def _per_star_record(options: InferOptions, out: Path) -> dict[str, Any] | None:
+    """The per-star choices of a run (none without --per-star): a finished run resumed
+    with other ones would keep a per-star table that is not the one asked for."""
+    if not options.per_star:
+        return None
+    return {
+        "star_column": options.star_column,
+        "error_floor": options.error_floor,
+        "out": os.path.abspath(options.per_star_out or per_star_path(out)),
+    }
+
+
+def _prepare(
+    out: Path,
+    run: dict[str, Any],
+    resume: bool,
+    overwrite: bool,
+    per_star: dict[str, Any] | None = None,
+) -> set[int] | None:
     """Create or check the parts directory; the finished part indices (None: output done)."""
     work = parts_dir(out)
     _check_target(out)
@@ -490,6 +509,11 @@ def _prepare(out: Path, run: dict[str, Any], resume: bool, overwrite: bool) -> s
         record = read_json(record_path(out))
         if not isinstance(record, dict) or record.get("run") != run:
             raise _refuse_resume(out, record_path(out) if record else out)
+        if per_star is not None and record.get("per_star") != per_star:
+            raise InferError(
+                f"{out} is finished, with other per-star choices ({record.get('per_star')}; "
+                f"asked: {per_star}): use --overwrite to write both again"
+            )
         return None
     if not resume and (out.exists() or work.exists()):
         if not overwrite:
@@ -697,20 +721,33 @@ def _merge(plan: _Plan, options: InferOptions, out: Path, fmt: str, work: Path) 
     try:
         merge_parts(parts, out, fmt, plan.provenance, schema=schema(), column_style=style)
         if options.per_star:
+            floor = resolve_error_floor(options)
             table = per_star_table(
-                pl.scan_parquet(parts),
-                star_column=options.star_column,
-                floor=resolve_error_floor(options),
+                pl.scan_parquet(parts), star_column=options.star_column, floor=floor
             )
             target = Path(options.per_star_out or per_star_path(out))
             _check_target(target)
-            write_catalogue(
-                table, target, fmt, plan.provenance, meta=per_star_meta, column_style=style
-            )
+            provenance = plan.provenance | {
+                "rrnet.per_star": json.dumps(
+                    {
+                        "star_column": options.star_column,
+                        "error_floor": floor,
+                        "error_floor_from": options.error_floor
+                        if isinstance(options.error_floor, str)
+                        else ("given" if floor else None),
+                    }
+                )
+            }
+            write_catalogue(table, target, fmt, provenance, meta=per_star_meta, column_style=style)
             files.append(os.path.abspath(target))
     except ValueError as exc:  # e.g. a carried column clashing with a styled name
         raise InferError(str(exc)) from exc
-    record = {"format": RUN_FORMAT, "run": plan.run, "files": files}
+    record = {
+        "format": RUN_FORMAT,
+        "run": plan.run,
+        "files": files,
+        "per_star": _per_star_record(options, out),
+    }
     write_json(record_path(out), record, fsync=True)
     shutil.rmtree(work, ignore_errors=True)
 
@@ -742,7 +779,9 @@ def run_inference(
     plan = _plan(options, source)
     _check_target(out)  # before the lock file is made beside it
     with output_lock(out, directory=False, what="catalogue"):
-        done = _prepare(out, plan.run, options.resume, options.overwrite)
+        done = _prepare(
+            out, plan.run, options.resume, options.overwrite, _per_star_record(options, out)
+        )
         if done is not None:
             work = parts_dir(out)
             try:
