@@ -100,6 +100,11 @@ def build_sample(
         raise SampleError(f"labels table has duplicated key(s) {', '.join(key)}")
     status_ok = select_usable(catalog, all_rows=True)
     flag_ok = select_usable(catalog, all_rows=all_rows)
+    if status_ok.height and not flag_ok.height:  # not "no row matches the labels"
+        raise SampleError(
+            f"no row has flag 1 (recommended) among the {status_ok.height} with status ok "
+            "(see quality_bits); --all-rows evaluates them all"
+        )
     with_snr = add_snr(flag_ok, snr)
     dtypes = {k: with_snr.schema[k] for k in key}
     for k in key:  # a key that cannot take the catalogue's type is a usage error
