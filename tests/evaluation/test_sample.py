@@ -53,7 +53,7 @@ def test_bad_inputs_are_reported() -> None:
     with pytest.raises(SampleError, match="key column"):
         build_sample(_catalog(), labels, ["FeH"], key=("gaia_id",))
     unflagged = _catalog().with_columns(flag=pl.lit(0))  # not "no row matches the labels"
-    with pytest.raises(SampleError, match="no row has flag 1 .*--all-rows"):
+    with pytest.raises(SampleError, match=r"no row has flag 1 .*--all-rows"):
         build_sample(unflagged, labels.unique("star_id"), ["FeH"])
 
 

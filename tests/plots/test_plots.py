@@ -137,3 +137,19 @@ def test_log_axes_have_plain_labels_that_do_not_overlap(span: tuple[float, float
         for a, b in itertools.pairwise(boxes):
             assert not a.overlaps(b), [t.get_text() for t in labels]
     plt.close(fig)
+
+
+def test_label_histograms_count_every_value_tails_in_the_edge_bins(tmp_path, monkeypatch):
+    """The overview's histograms spanned the 0.5-99.5 percentiles and dropped the rest:
+    on 5 real spectra the Teff panel showed 3 of them."""
+    from rrnet.plots import overview
+
+    figures = []
+    monkeypatch.setattr(overview, "save_figure", lambda fig, path: figures.append(fig) or path)
+    teff = [3000.0, 4000.0, 4100.0, 4200.0, 9000.0, None]
+    catalog = pl.DataFrame({"Teff[K]": teff}, schema={"Teff[K]": pl.Float64})
+    recommended = np.array([True, False, True, True, True, True])
+    overview.plot_distributions(catalog, ["Teff[K]"], tmp_path / "d.png", recommended=recommended)
+    all_rows = figures[0].axes[0].containers[0]  # the filled "all with labels" bars
+    assert sum(bar.get_height() for bar in all_rows) == 5
+    assert all_rows[0].get_height() == 1 and all_rows[-1].get_height() == 1  # the tails

@@ -64,7 +64,9 @@ def plot_distributions(
             ax.text(0.5, 0.5, "no values", transform=ax.transAxes, ha="center")
         else:
             lo, hi = np.percentile(x[finite], [0.5, 99.5])
-            bins = np.linspace(lo, hi if hi > lo else lo + 1.0, 50)
+            hi = hi if hi > lo else lo + 1.0
+            bins = np.linspace(lo, hi, 50)
+            x = np.clip(x, lo, hi)  # the tails counted in the edge bins, not dropped
             ax.hist(x[finite], bins=bins, color="lightgrey", label="all with labels")
             if recommended is not None:
                 ax.hist(
@@ -77,5 +79,8 @@ def plot_distributions(
         ax.set_xlabel(f"{display_name(label)} [{unit(label)}]")
         ax.set_ylabel("spectra")
     axes[0].legend(fontsize=7)
-    fig.suptitle("Distribution of every label")
+    fig.suptitle(
+        "Distribution of every label (values beyond the 0.5-99.5 percentiles counted "
+        "in the edge bins)"
+    )
     return save_figure(fig, path)
