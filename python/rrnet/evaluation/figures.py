@@ -42,8 +42,9 @@ def make_all(
     figs.append(
         (
             rel("residuals.png"),
-            "Prediction minus reference label against the reference value, one panel per "
-            "label, with MAE, bias and scatter in each panel (paper Fig. 2a).",
+            "Histogram of prediction minus reference label, one panel per label, with "
+            "the bias (mu_r), scatter (sigma_r), mean predicted error and N in each panel "
+            "(paper Fig. 2a).",
         )
     )
     residuals.plot_sigma_vs_snr(report.metrics, labels, out / rel("sigma_vs_snr.png"))
