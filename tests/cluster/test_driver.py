@@ -77,9 +77,10 @@ def client():
         yield c
 
 
-def run(world: dict, client, out: Path, **kwargs) -> dict:
+def run(world: dict, client, out: Path, data_dir: Path | None = None, **kwargs) -> dict:
     options = dict(shard_size=SHARD, device="cpu", batch_size=BATCH) | kwargs
-    return run_cluster(world["models"], world["cat"], world["data"], out, client=client, **options)
+    data = data_dir or world["data"]
+    return run_cluster(world["models"], world["cat"], data, out, client=client, **options)
 
 
 @pytest.fixture(scope="module")
@@ -271,6 +272,20 @@ def test_killed_worker_costs_one_retry_and_no_row(world, client, tmp_path, monke
     got = pl.read_parquet(out)
     assert got["row"].to_list() == list(range(world["oracle"].height))  # each row once
     assert got.equals(world["oracle"])
+
+
+def test_find_files_locates_the_files_in_sub_folders(world, client, tmp_path) -> None:
+    """As rrnet-preprocess --find-files: LAMOST downloads come in sub-folders."""
+    nested = tmp_path / "data" / "night1"
+    shutil.copytree(world["data"], nested)
+    out = tmp_path / "cat.parquet"
+    report = run(world, client, out, data_dir=tmp_path / "data", preprocess={"find_files": True})
+    assert report["complete"]
+    got = pl.read_parquet(out)
+    oracle = world["oracle"]
+    assert got.drop("filename", "reason").equals(oracle.drop("filename", "reason"))
+    found = got.filter(pl.col("status") != "missing_file")["filename"]
+    assert found.len() > 0 and found.str.starts_with("night1/").all()
 
 
 def test_a_shard_written_before_its_task_failed_is_kept_not_failed(

@@ -323,6 +323,33 @@ def test_on_the_fly_equals_store(
             )
 
 
+def test_cli_catalog_finds_files_in_sub_folders_with_find_files(
+    world: dict, tmp_path: Path
+) -> None:
+    """LAMOST downloads come in sub-folders: rrnet-infer --catalog had no --find-files
+    (rrnet-preprocess has), so every such file was missing_file."""
+    from rrnet.cli.infer import main
+
+    (tmp_path / "data" / "20170928").mkdir(parents=True)
+    shutil.copy(REAL_FILE, tmp_path / "data" / "20170928" / REAL_FILE.name)
+    csv = tmp_path / "input.csv"
+    input_catalogue().write_csv(csv)
+    args = ["--catalog", str(csv), "--data-dir", str(tmp_path / "data"), "--model",
+            str(world["sp"]), "--model", str(world["ca"]), "--device", "cpu",
+            "--no-progress"]  # fmt: skip
+    assert main([*args, "--out", str(tmp_path / "plain.parquet")]) == 0
+    plain = pl.read_parquet(tmp_path / "plain.parquet")
+    assert set(plain["status"]) == {"missing_file"}
+    assert main([*args, "--find-files", "--out", str(tmp_path / "found.parquet")]) == 0
+    found = pl.read_parquet(tmp_path / "found.parquet")
+    flat = [*args[:2], "--data-dir", str(REAL_FILE.parent), *args[4:]]  # as if unpacked
+    assert main([*flat, "--out", str(tmp_path / "flat.parquet")]) == 0
+    oracle = pl.read_parquet(tmp_path / "flat.parquet")
+    assert (found["status"] == "ok").sum() == (oracle["status"] == "ok").sum() > 0
+    assert found.drop("filename", "reason").equals(oracle.drop("filename", "reason"))
+    assert found["filename"][0] == f"20170928/{REAL_FILE.name}"
+
+
 def test_overlap_only_where_the_model_leaves_cores_idle(monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
 

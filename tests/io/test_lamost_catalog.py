@@ -241,3 +241,28 @@ def test_read_lamost_table_lowercases_and_sniffs_the_separator(tmp_path):
     path = tmp_path / "t.csv"
     path.write_text("OBSID\tBAND\n1\tB\n")
     assert read_lamost_table(path).columns == ["obsid", "band"]
+
+
+def test_locating_survives_unreadable_folders_and_undecodable_names(tmp_path, monkeypatch):
+    """A folder the user cannot search stopped the whole run (PermissionError from
+    is_file), and a name that is not UTF-8 crashed polars (UnicodeEncodeError)."""
+    import os
+
+    (tmp_path / "night").mkdir()
+    (tmp_path / "night" / "a.fits.gz").write_bytes(b"x")
+    odd = os.path.join(os.fsencode(tmp_path), b"sub\xff")
+    os.mkdir(odd)
+    with open(os.path.join(odd, b"b.fits.gz"), "wb") as handle:
+        handle.write(b"x")
+    catalog = pl.DataFrame({"filename": ["a.fits.gz", "locked/c.fits.gz", "b.fits.gz"]})
+    real_is_file = Path.is_file
+
+    def is_file(path):
+        if "locked" in str(path):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_is_file(path)
+
+    monkeypatch.setattr(Path, "is_file", is_file)
+    located_table, moved = locate_files(catalog, tmp_path)
+    names = located_table["filename"].to_list()  # not found: left as they are
+    assert names == ["night/a.fits.gz", "locked/c.fits.gz", "b.fits.gz"] and moved == 1

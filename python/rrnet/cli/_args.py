@@ -163,11 +163,23 @@ def add_reading_arguments(parser: argparse.ArgumentParser, *, when: str = "") ->
         help=f"{when}read files named outside --data-dir (absolute or ../); "
         "refused by default with status outside_data_dir",
     )
+    parser.add_argument(
+        "--find-files",
+        action="store_true",
+        help=f"{when}also find each file by its name anywhere under --data-dir (one "
+        "index, built once), as rrnet-preprocess --find-files",
+    )
 
 
 def reading_options(args: argparse.Namespace) -> dict[str, Any]:
     """The preprocessing options of :func:`add_reading_arguments`."""
-    return {"rv_mode": args.rv_mode, "allow_outside_data_dir": args.allow_outside_data_dir}
+    options: dict[str, Any] = {
+        "rv_mode": args.rv_mode,
+        "allow_outside_data_dir": args.allow_outside_data_dir,
+    }
+    if args.find_files:  # only when asked: a run's identity names its options
+        options["find_files"] = True
+    return options
 
 
 def add_raw_errors_argument(parser: argparse.ArgumentParser) -> None:

@@ -57,6 +57,7 @@ from rrnet.inference.options import (
 )
 from rrnet.inference.quality import DEFAULT_THRESHOLDS, QualityBit
 from rrnet.inference.streaming import synthetic_domain, warn_low_xfe_skill
+from rrnet.io.locate import FIND_FILES, located
 from rrnet.utils.atomic import read_json, write_json
 from rrnet.utils.lock import output_lock
 from rrnet.utils.progress import Progress
@@ -225,6 +226,7 @@ def _checked_run(
         if not Path(data_dir).is_dir():
             raise InferError(f"data directory not found: {data_dir}")
         table, name = _load_catalog(catalog, preprocess)
+        table, _ = located(table, data_dir, preprocess)  # the jobs get the found paths
         settings_fp = {k: v for k, v in preprocess.items() if k in ("correct_rv", "max_iter")}
         fingerprint = PreprocessSettings(**settings_fp).fingerprint()
         checkpoints = load_checked(options, fingerprint, device="cpu")
@@ -270,7 +272,7 @@ def _job_factory(run: _Run, settings: ClusterSettings | None) -> Callable[[Shard
         batch_size=options.batch_size,
         reader_threads=(settings or ClusterSettings()).threads,
         thresholds=options.thresholds,
-        preprocess=dict(options.preprocess),
+        preprocess={k: v for k, v in options.preprocess.items() if k != FIND_FILES},
         fault_marker=os.environ.get(FAULT_ENV) or None,
         fault_raise=_index_hook(FAULT_RAISE_ENV),
         fault_after_write=_index_hook(FAULT_AFTER_WRITE_ENV),

@@ -59,6 +59,7 @@ from rrnet.inference.writers import (
     write_catalogue,
     write_part,
 )
+from rrnet.io.locate import located
 from rrnet.models import xfe_skill
 from rrnet.models.calibration import calibration_snr
 from rrnet.utils.atomic import read_json, write_json
@@ -161,6 +162,7 @@ class _CatalogInput:
             raise InferError(f"data directory not found: {data_dir}")
         if table.height == 0:  # the answer rrnet-preprocess gives
             raise InferError("the catalogue has no rows")
+        table, preprocess = located(table, data_dir, preprocess)
         self.table = table
         self.name = "<DataFrame>" if isinstance(catalog, pl.DataFrame) else str(catalog)
         self.data_dir = data_dir

@@ -8,16 +8,22 @@ by a dictionary look-up, never by a search per row.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
+from typing import Any
 
 import polars as pl
+
+log = logging.getLogger(__name__)
 
 
 def index_files(root: str | os.PathLike[str]) -> dict[str, str]:
     """File name -> path relative to ``root`` (POSIX), for every file under ``root``.
 
     Where two sub-folders hold the same name, the first in sorted path order wins.
+    Folders that cannot be listed are skipped, and so are paths that are not valid
+    UTF-8 (no catalogue can name them).
     """
     root = Path(root)
     index: dict[str, str] = {}
@@ -25,12 +31,29 @@ def index_files(root: str | os.PathLike[str]) -> dict[str, str]:
         dirs.sort()
         rel = Path(folder).relative_to(root)
         for name in sorted(files):
-            index.setdefault(name, (rel / name).as_posix())
+            path = (rel / name).as_posix()
+            if _utf8(path):
+                index.setdefault(name, path)
     return index
 
 
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # undecodable bytes (surrogate escapes) in a name
+        return False
+    return True
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except OSError:  # a folder on the way this user cannot search: look in the index
+        return False
+
+
 def _resolve(name: str | None, root: Path, index: dict[str, str]) -> str | None:
-    if name is None or (root / name).is_file():
+    if name is None or _exists(root / name):
         return name
     base = name.replace("\\", "/").rsplit("/", 1)[-1]
     # the header FILENAME lacks the .gz of the distributed file
@@ -54,3 +77,21 @@ def locate_files(
     found = [_resolve(n.strip() if n else None, root, index) for n in names]
     changed = sum(a != b for a, b in zip(names, found, strict=True))
     return catalog.with_columns(pl.Series(column, found, dtype=pl.Utf8)), changed
+
+
+FIND_FILES = "find_files"
+"""Preprocessing-options key (``rrnet-infer --catalog``, ``rrnet-run``): locate the
+catalogue's files under the data folder before reading (:func:`locate_files`)."""
+
+
+def located(
+    table: pl.DataFrame, data_dir: str | os.PathLike[str], preprocess: dict[str, Any]
+) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """``table`` with its files found under ``data_dir`` when ``preprocess`` asks for it,
+    and the options without that key (the readers do not take it)."""
+    options = dict(preprocess)
+    if options.pop(FIND_FILES, False) and "filename" in table.columns:
+        table, moved = locate_files(table, data_dir)
+        if moved:
+            log.info("%d file(s) found in sub-folders of %s", moved, data_dir)
+    return table, options
