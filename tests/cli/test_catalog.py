@@ -213,3 +213,23 @@ def test_a_truncated_download_is_one_line_exit_2(tmp_path, capsys):
     assert main(["from-lamost", str(lamost), "--out", str(tmp_path / "o.csv")]) == 2
     err = _err_lines(capsys)
     assert len(err) == 1 and err[0].startswith("rrnet-catalog: error: cannot read")
+
+
+def test_scan_then_preprocess_keeps_a_damaged_files_reason(tmp_path, capsys):
+    """rrnet-preprocess called a file that rrnet-catalog scan found truncated
+    'missing_extension: extname_blue is empty'; the scan's status and reason stay."""
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copy(REAL_FILE, data / REAL_FILE.name)
+    raw = REAL_FILE.read_bytes()
+    (data / "med-58025-CUT_sp01-001.fits.gz").write_bytes(raw[: len(raw) // 3])
+    rr = tmp_path / "scan.csv"
+    assert main(["--quiet", "scan", str(data), "--out", str(rr)]) == 0
+    scanned = pl.read_csv(rr)
+    cut = scanned.filter(pl.col("filename").str.contains("CUT"))
+    assert cut["catalog_status"].to_list() == ["bad_fits"]
+    store = tmp_path / "store"
+    assert preprocess_main([str(rr), "--data-dir", str(data), "--out", str(store), "--quiet"]) == 0
+    m = open_store(store).manifest.filter(pl.col("filename").str.contains("CUT"))
+    assert m["status"].to_list() == ["bad_fits"]
+    assert m["reason"].to_list() == cut["catalog_reason"].to_list()

@@ -210,6 +210,26 @@ def test_scan_keeps_an_unreadable_file_as_a_status_row(tmp_path):
     assert out["catalog_status"].to_list() == ["bad_fits"]
 
 
+def test_scan_gives_every_file_it_sees_a_row(tmp_path):
+    """Files whose extension names differ in case, that hold no spectrum extension, and
+    dangling links were left out of a scan without a word."""
+    from helpers import write_lamost_copy
+
+    lower = write_lamost_copy(tmp_path / "lower.fits", order=["COADD_B", "COADD_R"])
+    content = lower.read_bytes().replace(b"EXTNAME = 'COADD_B", b"EXTNAME = 'coadd_b")
+    lower.write_bytes(content.replace(b"EXTNAME = 'COADD_R", b"EXTNAME = 'coadd_r"))
+    none = write_lamost_copy(tmp_path / "none.fits", order=["COADD_B"])
+    none.write_bytes(none.read_bytes().replace(b"EXTNAME = 'COADD_B", b"EXTNAME = 'OTHER__"))
+    (tmp_path / "dangling.fits.gz").symlink_to(tmp_path / "gone.fits.gz")
+    out = scan_folder(tmp_path)
+    rows = {(r["filename"], r["catalog_status"]) for r in out.iter_rows(named=True)}
+    assert ("dangling.fits.gz", "missing_file") in rows
+    assert ("none.fits", "missing_extension") in rows
+    assert (lower.name, None) in rows  # its coadd, under the file's own names
+    pair = out.filter(pl.col("filename") == lower.name).row(0, named=True)
+    assert (pair["extname_blue"], pair["extname_red"]) == ("coadd_b", "coadd_r")
+
+
 def test_index_is_built_once_and_finds_names_without_gz(tmp_path, monkeypatch):
     (tmp_path / "a" / "b").mkdir(parents=True)
     (tmp_path / "a" / "b" / "x.fits.gz").write_bytes(b"")

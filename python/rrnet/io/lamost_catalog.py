@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import logging
 import os
 import re
 import zlib
@@ -37,7 +38,10 @@ import polars as pl
 
 from rrnet.io.catalog import CatalogError, _read_fits_table
 from rrnet.io.lamost import LamostReadError, read_lamost
+from rrnet.io.locate import is_utf8
 from rrnet.utils.faults import is_machine_fault
+
+log = logging.getLogger(__name__)
 
 MISSING_VALUE: float = -9999.0
 """LAMOST's value for a quantity that was not measured."""
@@ -460,12 +464,16 @@ def _file_pairs(path: Path, rel: str) -> list[dict]:
         ids = {"lmjd": int(match[1]), "planid": match[2], "spid": int(match[3])}
         ids["fiberid"] = int(match[4])
     spectra: dict[tuple[bool, int | None], dict[str, str]] = {}
-    for extname in info.extnames:
-        m = re.fullmatch(r"COADD_([BR])|([BR])-(\d+)", extname)
+    for extname in info.extnames:  # the file's own spelling (cfitsio ignores case)
+        m = re.fullmatch(r"COADD_([BR])|([BR])-(\d+)", extname.strip(), re.IGNORECASE)
         if m is None:
             continue
         key = (True, None) if m[1] else (False, int(m[3]))
-        spectra.setdefault(key, {})[m[1] or m[2]] = extname
+        spectra.setdefault(key, {})[(m[1] or m[2]).upper()] = extname
+    if not spectra:  # a row says so: a file seen is never left out silently
+        names = ", ".join(info.extnames) or "none"
+        why = f"no MRS spectrum extension (COADD_B/R, B-/R-LMJM) in {path.name}: {names}"
+        return [{"filename": rel, "catalog_status": "missing_extension", "catalog_reason": why}]
     rows = []
     for (coadd, lmjm), bands in spectra.items():
         rows.append(
@@ -494,8 +502,15 @@ def scan_folder(root: str | os.PathLike[str]) -> pl.DataFrame:
     """
     root = Path(root)
     rows = []
+    undecodable = 0
     for path in sorted(p for p in root.rglob("*") if _is_spectrum_file(p)):
-        rows.extend(_file_pairs(path, path.relative_to(root).as_posix()))
+        rel = path.relative_to(root).as_posix()
+        if not is_utf8(rel):  # no catalogue can name it (and no table can hold it)
+            undecodable += 1
+            continue
+        rows.extend(_file_pairs(path, rel))
+    if undecodable:
+        log.warning("%d file(s) under %s left out: their names are not UTF-8", undecodable, root)
     schema = {c: _SCAN_SCHEMA.get(c, pl.Utf8) for c in OUTPUT_COLUMNS}
     table = pl.DataFrame(rows, schema={c: schema[c] for c in schema if c in _SCAN_INPUT})
     for c in OUTPUT_COLUMNS:
@@ -505,7 +520,9 @@ def scan_folder(root: str | os.PathLike[str]) -> pl.DataFrame:
 
 
 def _is_spectrum_file(path: Path) -> bool:
-    return path.is_file() and path.name.lower().endswith((".fits", ".fits.gz"))
+    """Named like a spectrum file, whatever it is (a dangling link, a folder, ...: the
+    reader gives those their status row)."""
+    return path.name.lower().endswith((".fits", ".fits.gz"))
 
 
 _SCAN_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {

@@ -32,12 +32,13 @@ def index_files(root: str | os.PathLike[str]) -> dict[str, str]:
         rel = Path(folder).relative_to(root)
         for name in sorted(files):
             path = (rel / name).as_posix()
-            if _utf8(path):
+            if is_utf8(path):
                 index.setdefault(name, path)
     return index
 
 
-def _utf8(text: str) -> bool:
+def is_utf8(text: str) -> bool:
+    """Whether a name from the file system is valid UTF-8 (no surrogate escapes)."""
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:  # undecodable bytes (surrogate escapes) in a name

@@ -48,6 +48,7 @@ def plan_batch(
     plan = BatchPlan(index, start, stop, {})
     by_file: dict[str, Job] = {}
     paths: dict[str, str | None] = {}
+    said = _catalogue_says(part)
     for offset, (filename, blue, red, rv) in enumerate(
         zip(
             part.get_column("filename").to_list(),
@@ -61,11 +62,11 @@ def plan_batch(
     ):
         row = start + offset
         if filename is None:
-            plan.early[row] = ("missing_file", "filename is empty")
+            plan.early[row] = _early("missing_file", "filename is empty", said[offset])
             continue
         if blue is None or red is None:
             which = "extname_blue" if blue is None else "extname_red"
-            plan.early[row] = ("missing_extension", f"{which} is empty")
+            plan.early[row] = _early("missing_extension", f"{which} is empty", said[offset])
             continue
         if correct_rv and rv_mode == "catalog" and not rv_policy.usable(rv):
             why = (
@@ -93,6 +94,30 @@ def plan_batch(
     if by_file and stop < catalog.height:
         _add_lookahead(catalog, stop, data_dir, by_file)
     return [*by_file.values(), Job(plan, None)]
+
+
+FILE_STATUSES = frozenset({"missing_file", "bad_fits", "too_large", "missing_extension"})
+"""rrnet-catalog statuses that are already a reading status: kept as the row's status."""
+
+
+def _catalogue_says(part: pl.DataFrame) -> list[tuple[str | None, str | None]]:
+    """``(catalog_status, catalog_reason)`` per row of an rrnet-catalog table (else Nones):
+    why it could not name a file or an extension (a damaged file it scanned, one band)."""
+    if not {"catalog_status", "catalog_reason"} <= set(part.columns):
+        return [(None, None)] * part.height
+    status = part.get_column("catalog_status").cast(pl.Utf8).to_list()
+    reason = part.get_column("catalog_reason").cast(pl.Utf8).to_list()
+    return list(zip(status, reason, strict=True))
+
+
+def _early(status: str, reason: str, said: tuple[str | None, str | None]) -> tuple[str, str]:
+    """A row without a file or extension name: the catalogue's reason where it gave one."""
+    catalog_status, catalog_reason = said
+    if not catalog_reason:
+        return status, reason
+    if catalog_status in FILE_STATUSES:  # e.g. a truncated file rrnet-catalog scan read
+        return catalog_status, catalog_reason
+    return status, f"{reason} (catalogue: {catalog_reason})"
 
 
 LOOKAHEAD_ROWS = 256
