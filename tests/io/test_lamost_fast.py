@@ -190,6 +190,12 @@ def test_inflated_size_is_bounded_with_the_same_status(tmp_path):
     small = _compare(REAL_FILE, max_inflated=100_000)
     assert small.error.status == "too_large"
     assert _compare(REAL_FILE, max_inflated=len(gzip.decompress(REAL_FILE.read_bytes()))).info
+    # a plain file is read whole too: a huge one stopped the run for memory
+    huge = tmp_path / "huge.fits"
+    with open(huge, "wb") as handle:
+        handle.truncate(3_000_000)  # sparse: no disk used
+    plain = _compare(huge, max_inflated=1_000_000)
+    assert plain.error is not None and plain.error.status == "too_large"
 
 
 def test_rust_only_reader_marks_unsupported_files_bad(tmp_path):

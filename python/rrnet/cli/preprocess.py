@@ -153,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-inflated-mb",
         type=float,
         default=DEFAULT_MAX_INFLATED / 2**20,
-        help="refuse .fits.gz files inflating beyond this many MiB with status too_large "
+        help="refuse files larger (.fits.gz: inflating) beyond this many MiB with status too_large "
         f"(default {DEFAULT_MAX_INFLATED // 2**20})",
     )
     parser.add_argument(

@@ -259,17 +259,21 @@ def _open(
 ) -> Iterator[_Opened]:
     path = Path(path)
     try:
-        mode = path.stat().st_mode  # one stat: what the Rust reader asks too
+        status = path.stat()  # one stat: what the Rust reader asks too
     except OSError as exc:
         if is_environment_fault(exc):  # a stale network handle, an I/O error: the machine
             raise
         if exc.errno in (errno.EACCES, errno.EPERM):
             raise MissingFileError(f"file not readable: {path}: {exc.strerror}") from exc
         raise MissingFileError(f"file not found: {path}") from exc
-    if stat.S_ISDIR(mode):
+    if stat.S_ISDIR(status.st_mode):
         raise MissingFileError(f"{path} is a directory, not a spectrum file")
-    if not stat.S_ISREG(mode):
+    if not stat.S_ISREG(status.st_mode):
         raise MissingFileError(f"{path} is not a regular file (device, socket or pipe)")
+    if status.st_size > max_inflated:  # read whole: the limit bounds plain files too
+        raise TooLargeError(
+            f"{path.name} is {status.st_size} bytes, more than the limit of {max_inflated} bytes"
+        )
     try:
         content = path.read_bytes()
     except OSError as exc:

@@ -152,6 +152,14 @@ fn load(path: &Path, name: &str, max_inflated: usize) -> Result<Vec<u8>, ReadFai
         );
         return Err(missing(why));
     }
+    if meta.len() > max_inflated as u64 {
+        // read whole, a huge file would exhaust memory (the limit bounds plain files too)
+        let why = format!(
+            "{name} is {} bytes, more than the limit of {max_inflated} bytes",
+            meta.len()
+        );
+        return Err(ReadFailure::new(ReadStatus::TooLarge, why));
+    }
     let raw = std::fs::read(path).map_err(|e| {
         let why = format!("file not readable: {}: {}", path.display(), strerror(&e));
         if is_environment_fault(&e) {
