@@ -350,6 +350,23 @@ def test_cli_catalog_finds_files_in_sub_folders_with_find_files(
     assert found["filename"][0] == f"20170928/{REAL_FILE.name}"
 
 
+def test_cli_exits_1_when_no_row_could_be_labelled(world: dict, tmp_path: Path, capsys) -> None:
+    """Every file missing (a wrong --data-dir): rrnet-infer exited 0 with '0 ok', where
+    rrnet-preprocess exits 1; the catalogue is still written, for inspection."""
+    from rrnet.cli.infer import main
+
+    (tmp_path / "empty").mkdir()
+    csv = tmp_path / "input.csv"
+    input_catalogue().write_csv(csv)
+    out = tmp_path / "cat.parquet"
+    args = ["--catalog", str(csv), "--data-dir", str(tmp_path / "empty"), "--model",
+            str(world["sp"]), "--device", "cpu", "--no-progress", "--out", str(out)]  # fmt: skip
+    assert main(args) == 1
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("rrnet-infer: error: none of 9 rows could be labelled")
+    assert set(pl.read_parquet(out)["status"]) == {"missing_file"}
+
+
 def test_overlap_only_where_the_model_leaves_cores_idle(monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
 

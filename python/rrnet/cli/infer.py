@@ -98,6 +98,24 @@ def _summary(path: Path, options: InferOptions) -> str:
     return lines
 
 
+def _none_ok(path: Path, options: InferOptions) -> int:
+    """1, with one line, when no row could be labelled (a wrong --data-dir, say), as
+    rrnet-preprocess does; the catalogue stays for inspection. 0 otherwise."""
+    from rrnet.inference.summary import summarize_file
+
+    summary = summarize_file(path, options.fmt)
+    if summary.rows == 0 or summary.ok > 0:
+        return 0
+    status, (n, example) = next(iter(summary.failed.items()))
+    print(
+        f"{PROG}: error: none of {summary.rows} rows could be labelled ({n} {status}"
+        + (f", e.g. {example}" if example else "")
+        + f"); catalogue at {path}",
+        file=sys.stderr,
+    )
+    return 1
+
+
 def _star_counts(path: Path, fmt: str | None) -> str:
     """How many stars the per-star table has and how many of them have a usable exposure
     (a table of stars with none says why, or it reads as a failure of the combination)."""
@@ -166,7 +184,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         path = run_inference(options, out=args.out, **inputs)
         print(_summary(path, options), file=sys.stderr)
-        return 0
+        return _none_ok(path, options)
 
     return run_errors(PROG, run, usage=(InferError, FingerprintMismatch, StoreError))
 
