@@ -86,6 +86,21 @@ def test_missing_required_columns_are_named_in_one_line():
     assert "extname_red" in message and "rv" in message and "\n" not in message
 
 
+def test_lamosts_own_catalogue_is_pointed_to_rrnet_catalog(tmp_path):
+    """Given LAMOST's general catalogue as it is ('|'-separated too), say how to make
+    rrnet's input from it (the error only listed the missing columns)."""
+    from helpers import official_catalogue
+
+    for separator in (",", "|"):
+        path = tmp_path / "mrs.csv"
+        official_catalogue().write_csv(path, separator=separator)
+        with pytest.raises(CatalogError, match="rrnet-catalog from-lamost"):
+            validate_catalog(read_table(path))
+    with pytest.raises(CatalogError) as err:
+        validate_catalog(_catalog().drop("extname_red"))
+    assert "from-lamost" not in str(err.value)
+
+
 def test_custom_rv_column():
     cat = _catalog().rename({"rv": "rv_lasp"})
     with pytest.raises(CatalogError, match="rv"):

@@ -126,7 +126,7 @@ def validate_catalog(
     if missing:
         raise CatalogError(
             f"catalogue lacks required column(s) {', '.join(missing)} "
-            f"(has: {', '.join(catalog.columns) or 'none'})"
+            f"(has: {', '.join(catalog.columns) or 'none'}){_lamost_hint(catalog.columns)}"
         )
     clashes = [c for c in catalog.columns if c in reserved]
     if clashes:
@@ -143,6 +143,22 @@ def validate_catalog(
     # empty (which Polars reads as text): the manifest must not carry a text RV error.
     numeric = [c for c in (rv_column, f"{rv_column}_err") if c in catalog.columns]
     return catalog.with_columns([*text, *(_as_float(catalog, c) for c in numeric)])
+
+
+LAMOST_FIELDS = frozenset({"obsid", "lmjd", "planid", "spid", "fiberid", "band"})
+"""Columns of LAMOST's MRS general catalogue that an rrnet catalogue does not need."""
+
+
+def _lamost_hint(columns: list[str]) -> str:
+    """Where the table is LAMOST's own catalogue (one row per band), say how to make
+    rrnet's (one row per spectrum): a '|'-separated CSV reads as one joined column."""
+    names = {part.strip().lower() for c in columns for part in c.split("|")}
+    if LAMOST_FIELDS <= names:
+        return (
+            "; this is LAMOST's MRS general catalogue (one row per band): make rrnet's "
+            "input from it with 'rrnet-catalog from-lamost'"
+        )
+    return ""
 
 
 def _as_float(catalog: pl.DataFrame, column: str) -> pl.Expr:
