@@ -153,7 +153,7 @@ def _lamost_hint(columns: list[str]) -> str:
     """Where the table is LAMOST's own catalogue (one row per band), say how to make
     rrnet's (one row per spectrum): a '|'-separated CSV reads as one joined column."""
     names = {part.strip().lower() for c in columns for part in c.split("|")}
-    if LAMOST_FIELDS <= names:
+    if names >= LAMOST_FIELDS:
         return (
             "; this is LAMOST's MRS general catalogue (one row per band): make rrnet's "
             "input from it with 'rrnet-catalog from-lamost'"
