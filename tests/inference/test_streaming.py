@@ -367,6 +367,19 @@ def test_cli_exits_1_when_no_row_could_be_labelled(world: dict, tmp_path: Path, 
     assert set(pl.read_parquet(out)["status"]) == {"missing_file"}
 
 
+def test_a_missing_rv_column_is_said_once_not_per_chunk(
+    world: dict, caplog: pytest.LogCaptureFixture
+) -> None:
+    csv = world["root"] / "input.csv"
+    input_catalogue().write_csv(csv)
+    with caplog.at_level(logging.WARNING):
+        infer(
+            [world["sp"]], catalog=csv, data_dir=REAL_FILE.parent, chunk_rows=2, workers=0,
+            device="cpu", preprocess={"rv_column": "nosuch", "rv_mode": "auto"},
+        )  # fmt: skip
+    assert caplog.text.count("no 'nosuch' column: every RV is measured") == 1
+
+
 def test_overlap_only_where_the_model_leaves_cores_idle(monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
 

@@ -58,6 +58,7 @@ from rrnet.inference.options import (
 from rrnet.inference.quality import DEFAULT_THRESHOLDS, QualityBit
 from rrnet.inference.streaming import synthetic_domain, warn_low_xfe_skill
 from rrnet.io.locate import FIND_FILES, located
+from rrnet.preprocess.pipeline import warn_missing_rv_column
 from rrnet.utils.atomic import read_json, write_json
 from rrnet.utils.lock import output_lock
 from rrnet.utils.progress import Progress
@@ -227,6 +228,9 @@ def _checked_run(
             raise InferError(f"data directory not found: {data_dir}")
         table, name = _load_catalog(catalog, preprocess)
         table, _ = located(table, data_dir, preprocess)  # the jobs get the found paths
+        warn_missing_rv_column(
+            table, preprocess.get("rv_column", "rv"), preprocess.get("correct_rv", True)
+        )
         settings_fp = {k: v for k, v in preprocess.items() if k in ("correct_rv", "max_iter")}
         fingerprint = PreprocessSettings(**settings_fp).fingerprint()
         checkpoints = load_checked(options, fingerprint, device="cpu")

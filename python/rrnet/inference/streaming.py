@@ -62,6 +62,7 @@ from rrnet.inference.writers import (
 from rrnet.io.locate import located
 from rrnet.models import xfe_skill
 from rrnet.models.calibration import calibration_snr
+from rrnet.preprocess.pipeline import warn_missing_rv_column
 from rrnet.utils.atomic import read_json, write_json
 from rrnet.utils.background import ahead
 from rrnet.utils.cores import usable_cores
@@ -163,6 +164,9 @@ class _CatalogInput:
         if table.height == 0:  # the answer rrnet-preprocess gives
             raise InferError("the catalogue has no rows")
         table, preprocess = located(table, data_dir, preprocess)
+        warn_missing_rv_column(  # once here: each chunk is handed over as a table
+            table, preprocess.get("rv_column", "rv"), preprocess.get("correct_rv", True)
+        )
         self.table = table
         self.name = "<DataFrame>" if isinstance(catalog, pl.DataFrame) else str(catalog)
         self.data_dir = data_dir

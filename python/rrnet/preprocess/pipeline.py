@@ -92,20 +92,32 @@ def _load_catalog(
     rv_column: str,
     correct_rv: bool,
     rv_mode: str = "catalog",
+    *,
+    warn: bool | None = None,
 ) -> pl.DataFrame:
+    """The checked catalogue; ``warn`` (default: when read from a file) says once if
+    every RV will be measured (a table handed over was checked, and said, already)."""
     require_rv = rv_policy.catalog_rv_required(correct_rv, rv_mode)
     options = {"rv_column": rv_column, "require_rv": require_rv, "reserved": reserved_columns()}
     if isinstance(catalog, pl.DataFrame):
         table = validate_catalog(catalog, **options)
     else:
         table = read_catalog(catalog, **options)
-    if correct_rv and rv_column not in table.columns:  # --rv auto/measure: fine, but say so
+    if warn if warn is not None else not isinstance(catalog, pl.DataFrame):
+        warn_missing_rv_column(table, rv_column, correct_rv)
+    return table
+
+
+def warn_missing_rv_column(table: pl.DataFrame, rv_column: str, correct_rv: bool) -> None:
+    """Say (once per run: callers warn where they read the catalogue) that every RV is
+    measured because the catalogue has no ``rv_column`` (allowed with --rv auto/measure;
+    a misspelt --rv-column would otherwise silently ignore the catalogue's RVs)."""
+    if correct_rv and rv_column not in table.columns:
         log.warning(
             "the catalogue has no %r column: every RV is measured from its spectrum "
             "(name the catalogue's RV column with --rv-column)",
             rv_column,
         )
-    return table
 
 
 def _rv_errors(
@@ -263,7 +275,7 @@ def preprocess_catalog(
     """
     out = Path(out)
     settings = PreprocessSettings(correct_rv=correct_rv, max_iter=max_iter)
-    catalog = _load_catalog(catalog, rv_column, correct_rv, rv_mode)
+    catalog = _load_catalog(catalog, rv_column, correct_rv, rv_mode, warn=True)
     if shard_size < 1:
         raise ValueError(f"shard_size must be >= 1, got {shard_size}")
     check_store_dtype(dtype)
