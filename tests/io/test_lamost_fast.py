@@ -141,6 +141,24 @@ def test_damaged_files_give_the_same_status(tmp_path):
         assert fast.error is not None or name in ("zero-padding", "plain-trailing"), name
 
 
+def test_other_compressions_are_named_not_called_truncated(tmp_path):
+    """cfitsio unpacks bzip2 itself and then judged the file truncated by its packed
+    size; a file gzipped twice read as 'error uncompressing image'."""
+    import bz2
+
+    plain = gzip.decompress(REAL_FILE.read_bytes())
+    cases = {
+        "bz.fits.bz2": (bz2.compress(plain), "bzip2-compressed"),
+        "twice.fits.gz": (gzip.compress(REAL_FILE.read_bytes()), "gzip-compressed data inside"),
+        "text.fits": (b"hello" * 1000, "does not begin with SIMPLE"),
+    }
+    for name, (content, words) in cases.items():
+        (tmp_path / name).write_bytes(content)
+        fast = _compare(tmp_path / name)
+        assert fast.error is not None and fast.error.status == "bad_fits", name
+        assert words in str(fast.error), (name, str(fast.error))
+
+
 def test_missing_file_and_directory(tmp_path):
     _compare(tmp_path / "absent.fits.gz")
     _compare(tmp_path)

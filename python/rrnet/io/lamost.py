@@ -280,8 +280,11 @@ def _open(
         if is_environment_fault(exc):  # the disk, not the file: stop the run
             raise
         raise MissingFileError(f"file not readable: {path}: {exc.strerror}") from exc
-    if content[:2] == GZIP_MAGIC:
+    gzipped = content[:2] == GZIP_MAGIC
+    if gzipped:
         content = _gunzip(content, path.name, max_inflated)
+    _check_fits_start(content, path.name, gzipped)
+    if gzipped:
         # fitsio opens files by name: hand it a scratch copy, unlinked once open
         # (cfitsio keeps its descriptor), so a killed process leaves nothing behind.
         # Any failure of the scratch folder (full, read-only, no permission) is the
@@ -305,6 +308,29 @@ def _open(
         yield _Opened(path, fits, content)
     finally:
         fits.close()
+
+
+_COMPRESSED = {
+    b"\x1f\x8b": "gzip",
+    b"BZh": "bzip2",
+    b"PK\x03\x04": "zip",
+    b"\x1f\x9d": "Unix compress",
+}
+
+
+def _check_fits_start(content: bytes, name: str, gzipped: bool) -> None:
+    """A FITS file begins with SIMPLE: say what else it is (cfitsio would unpack some
+    compressions itself and then call the file truncated, judging by its packed size)."""
+    if content.startswith(b"SIMPLE  ="):
+        return
+    kind = next((k for magic, k in _COMPRESSED.items() if content.startswith(magic)), None)
+    inside = " inside its gzip stream" if gzipped else ""
+    if kind is not None:
+        raise BadFitsError(
+            f"{name} holds {kind}-compressed data{inside}: rrnet reads FITS files, plain or "
+            "gzipped once"
+        )
+    raise BadFitsError(f"not a FITS file: {name}{inside} does not begin with SIMPLE")
 
 
 def _fitsio_open(filename: str, name: str) -> fitsio.FITS:
