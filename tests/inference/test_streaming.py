@@ -337,7 +337,7 @@ def test_cli_catalog_finds_files_in_sub_folders_with_find_files(
     args = ["--catalog", str(csv), "--data-dir", str(tmp_path / "data"), "--model",
             str(world["sp"]), "--model", str(world["ca"]), "--device", "cpu",
             "--no-progress"]  # fmt: skip
-    assert main([*args, "--out", str(tmp_path / "plain.parquet")]) == 0
+    assert main([*args, "--out", str(tmp_path / "plain.parquet")]) == 1  # no row labelled
     plain = pl.read_parquet(tmp_path / "plain.parquet")
     assert set(plain["status"]) == {"missing_file"}
     assert main([*args, "--find-files", "--out", str(tmp_path / "found.parquet")]) == 0
@@ -348,6 +348,20 @@ def test_cli_catalog_finds_files_in_sub_folders_with_find_files(
     assert (found["status"] == "ok").sum() == (oracle["status"] == "ok").sum() > 0
     assert found.drop("filename", "reason").equals(oracle.drop("filename", "reason"))
     assert found["filename"][0] == f"20170928/{REAL_FILE.name}"
+
+
+def test_cli_catalog_files_default_to_the_catalogues_folder(world: dict, tmp_path: Path) -> None:
+    """As rrnet-preprocess: without --data-dir the filenames are relative to the
+    catalogue's folder (rrnet-infer --catalog refused to run without it)."""
+    from rrnet.cli.infer import main
+
+    shutil.copy(REAL_FILE, tmp_path / REAL_FILE.name)
+    input_catalogue().write_csv(tmp_path / "input.csv")
+    out = tmp_path / "cat.parquet"
+    args = ["--catalog", str(tmp_path / "input.csv"), "--model", str(world["sp"]),
+            "--device", "cpu", "--no-progress", "--out", str(out)]  # fmt: skip
+    assert main(args) == 0
+    assert (pl.read_parquet(out)["status"] == "ok").sum() > 0
 
 
 def test_cli_exits_1_when_no_row_could_be_labelled(world: dict, tmp_path: Path, capsys) -> None:

@@ -46,7 +46,11 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument(
         "--catalog", help="input catalogue (CSV, Parquet or FITS) to preprocess on the fly"
     )
-    p.add_argument("--data-dir", help="directory the catalogue's filenames are relative to")
+    p.add_argument(
+        "--data-dir",
+        help="with --catalog: directory the filenames are relative to (default: the "
+        "catalogue's folder)",
+    )
     p.add_argument(
         "--model",
         action="append",
@@ -163,6 +167,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         return usage_error(PROG, exc)
     logging.basicConfig(level=logging.INFO, format=f"{PROG}: %(message)s")
+    if args.catalog and args.data_dir is None:  # as rrnet-preprocess: the catalogue's folder
+        args.data_dir = str(Path(args.catalog).parent)
     inputs = {"store": args.store, "catalog": args.catalog, "data_dir": args.data_dir}
 
     def run() -> int:

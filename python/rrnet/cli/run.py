@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from rrnet.cli import _args
@@ -25,7 +26,11 @@ def build_parser() -> argparse.ArgumentParser:
         "the workers and merged in input order.",
     )
     p.add_argument("catalog", help="input catalogue (CSV, Parquet or FITS)")
-    p.add_argument("--data-dir", required=True, help="directory the filenames are relative to")
+    p.add_argument(
+        "--data-dir",
+        default=None,
+        help="directory the filenames are relative to (default: the catalogue's folder)",
+    )
     p.add_argument(
         "--model",
         nargs="+",
@@ -103,6 +108,8 @@ def _run(args: argparse.Namespace, job_script: Any, load_settings: Any, run_clus
     if args.dry_run:
         print(job_script(settings))
         return 0
+    if args.data_dir is None:  # as rrnet-preprocess
+        args.data_dir = str(Path(args.catalog).parent)
     if (problem := _args.data_dir_problem(args.data_dir)) is not None:
         return _args.usage_error(PROG, problem)
     preprocess = {
