@@ -298,3 +298,11 @@ def test_carried_values_that_look_like_null_markers_survive(tmp_path: Path, fmt:
     if fmt == "fits" and shutil.which("fitsverify"):
         result = _run(["fitsverify", str(path)])
         assert "0 warning(s) and 0 error(s)" in result.stdout, result.stdout
+
+
+def test_the_header_designation_column_says_where_it_comes_from(tmp_path: Path) -> None:
+    """--catalog adds desig from the files' headers: it was called an input column."""
+    table = _table(4).with_columns(pl.Series("desig", ["J1", None, "J3", "J4"]))
+    path = write_catalogue(table, tmp_path / "cat.parquet", "parquet", PROVENANCE)
+    field = pytest.importorskip("pyarrow.parquet").read_schema(path).field("desig")
+    assert b"DESIG of the file's header" in field.metadata[b"description"]

@@ -253,6 +253,9 @@ def column_meta(name: str) -> Column | None:
             return Column(name, pl.Float32, "", text, "stat.fit.chi2")
         if name == f"{label}_n":
             return Column(name, pl.Int32, "", f"exposures combined for {label}", "meta.number")
+    if name == "desig":  # added from the files' headers when the input lacks it
+        text = "LAMOST designation: the input catalogue's desig, else DESIG of the file's header"
+        return Column(name, pl.String(), "", text, "meta.id")
     return None
 
 
