@@ -19,8 +19,9 @@ from rrnet.io.catalog import CatalogError, table_format, write_table
 from rrnet.io.lamost_catalog import (
     RV_PRIORITY,
     SPECTRA_CHOICES,
+    choose_spectra,
+    from_lamost,
     join_rv,
-    pair_bands,
     read_lamost_table,
     scan_folder,
     status_summary,
@@ -112,11 +113,9 @@ def _build(args: argparse.Namespace) -> tuple[pl.DataFrame, int]:
     """The rrnet catalogue and how many spectra ``--spectra`` left out."""
     if args.command == "from-lamost":
         rv = tuple(c.strip().lower() for c in args.rv.split(",") if c.strip())
-        lamost = read_lamost_table(args.catalogue)
-        table = pair_bands(lamost, spectra=args.spectra, rv_columns=rv)
-        if args.spectra == "all":
-            return table, 0
-        return table, pair_bands(lamost, spectra="all", rv_columns=rv).height - table.height
+        every = from_lamost(args.catalogue, spectra="all", rv_columns=rv)  # paired once
+        table = choose_spectra(every, args.spectra)
+        return table, every.height - table.height
     rv_table = read_lamost_table(args.rv_from) if args.rv_from is not None else None
     return join_rv(scan_folder(args.folder), rv_table), 0
 

@@ -27,11 +27,14 @@ with one line naming the missing columns.
 from __future__ import annotations
 
 import gzip
-import io
 import logging
 import os
 import re
+import shutil
+import tempfile
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import polars as pl
@@ -156,46 +159,78 @@ def read_lamost_table(path: str | os.PathLike[str]) -> pl.DataFrame:
     CSV columns are read as text (cast later, so ``-9999`` and blanks never break type
     inference); the separator (``|``, ``,`` or tab) is taken from the header line.
     """
+    with scanned_lamost_table(path) as lazy:
+        return _collect(lazy, path)
+
+
+@contextmanager
+def scanned_lamost_table(path: str | os.PathLike[str]) -> Iterator[pl.LazyFrame]:
+    """:func:`read_lamost_table` as a LazyFrame, for a survey-sized catalogue: only the
+    columns a query selects are parsed, in bounded memory. A gzipped CSV is inflated,
+    streaming, to a temporary file first (as large as the CSV; polars cannot scan gzip)."""
     path = Path(path)
     if not path.is_file():
         raise CatalogError(f"catalogue not found: {path}")
     name = path.name.lower()
-    try:
-        if name.endswith((".csv", ".csv.gz", ".txt", ".txt.gz")):
-            table = _read_csv(path)
-        elif name.endswith((".fits", ".fit", ".fits.gz")):
-            table = _read_fits_table(path)
-        elif name.endswith((".parquet", ".pq")):
-            table = pl.read_parquet(path)
-        else:
-            raise CatalogError(
-                f"unknown table format of {path}: use .csv, .csv.gz, .fits, .fits.gz or .parquet"
-            )
-    except CatalogError:
-        raise
-    except (pl.exceptions.PolarsError, OSError, ValueError, EOFError, zlib.error) as exc:
-        if is_machine_fault(exc):  # the disk, not the catalogue
+    with tempfile.TemporaryDirectory(prefix="rrnet-catalog-") as scratch:
+        try:
+            if name.endswith((".csv", ".csv.gz", ".txt", ".txt.gz")):
+                lazy = _scan_csv(path, Path(scratch))
+            elif name.endswith((".fits", ".fit", ".fits.gz")):
+                lazy = _read_fits_table(path).lazy()
+            elif name.endswith((".parquet", ".pq")):
+                lazy = pl.scan_parquet(path)
+            else:
+                raise CatalogError(
+                    f"unknown table format of {path}: use .csv, .csv.gz, .fits, .fits.gz or "
+                    ".parquet"
+                )
+            names = lazy.collect_schema().names()
+        except CatalogError:
             raise
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CatalogError(f"cannot read {path}: {first}") from exc
-    return table.rename({c: c.strip().lower() for c in table.columns})
+        except _READ_ERRORS as exc:
+            raise _read_error(path, exc) from exc
+        yield lazy.rename({c: c.strip().lower() for c in names})
 
 
-def _read_csv(path: Path) -> pl.DataFrame:
-    raw = path.read_bytes()
-    if raw[:2] == b"\x1f\x8b":
-        raw = gzip.decompress(raw)
-    header = raw.split(b"\n", 1)[0].decode("utf-8", "replace")
+_READ_ERRORS = (pl.exceptions.PolarsError, OSError, ValueError, EOFError, zlib.error)
+
+
+def _read_error(path: Path, exc: BaseException) -> BaseException:
+    """A CatalogError naming the file, or the error itself when it is the machine's."""
+    if is_machine_fault(exc):  # the disk, not the catalogue
+        return exc
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return CatalogError(f"cannot read {path}: {first}")
+
+
+def _collect(lazy: pl.LazyFrame, path: str | os.PathLike[str]) -> pl.DataFrame:
+    try:
+        return lazy.collect(engine="in-memory")
+    except _READ_ERRORS as exc:
+        raise _read_error(Path(path), exc) from exc
+
+
+def _scan_csv(path: Path, scratch: Path) -> pl.LazyFrame:
+    with open(path, "rb") as handle:
+        gzipped = handle.read(2) == b"\x1f\x8b"
+    if gzipped:
+        plain = scratch / "catalogue.csv"
+        with gzip.open(path, "rb") as source, open(plain, "wb") as target:
+            shutil.copyfileobj(source, target, 1 << 20)
+        path = plain
+    with open(path, "rb") as handle:
+        header = handle.readline().decode("utf-8", "replace")
     sep = max(("|", ",", "\t"), key=header.count)
-    return pl.read_csv(io.BytesIO(raw), separator=sep, infer_schema=False)
+    return pl.scan_csv(path, separator=sep, infer_schema=False)
 
 
 # --------------------------------------------------------------------------- pairing
 
 
-def resolve_columns(table: pl.DataFrame, rv_columns: tuple[str, ...]) -> dict[str, str]:
-    """Field -> column of ``table`` (:data:`COLUMN_ALIASES`); CatalogError names what is missing."""
-    present = set(table.columns)
+def resolve_columns(columns: list[str], rv_columns: tuple[str, ...]) -> dict[str, str]:
+    """Field -> one of ``columns`` (:data:`COLUMN_ALIASES`); CatalogError names what is missing."""
+    present = set(columns)
     found = {}
     for field, aliases in COLUMN_ALIASES.items():
         hit = next((a for a in aliases if a in present), None)
@@ -234,7 +269,7 @@ def _truthy(name: str) -> pl.Expr:
     return text.is_in(["1", "t", "true", "y", "yes", "1.0"]).fill_null(False)
 
 
-def _normalise(table: pl.DataFrame, cols: dict[str, str]) -> pl.DataFrame:
+def _normalise(cols: dict[str, str]) -> list[pl.Expr]:
     """The fields rrnet needs, typed, plus ``_row`` (input position)."""
     exprs = [
         pl.int_range(pl.len(), dtype=pl.Int64).alias("_row"),
@@ -256,21 +291,21 @@ def _normalise(table: pl.DataFrame, cols: dict[str, str]) -> pl.DataFrame:
         exprs.append(expr.alias(field))
     snr = _number(cols["snr"], pl.Float64) if "snr" in cols else pl.lit(None, pl.Float64)
     exprs.append(snr.alias("snr"))
-    return table.select(exprs)
+    return exprs
 
 
-def _usable(table: pl.DataFrame, column: str) -> pl.Expr:
+def _usable(columns: list[str], column: str) -> pl.Expr:
     """True where ``column`` holds a real velocity: not null, finite, not -9999, flag 0."""
     value = _number(column, pl.Float64)
     ok = value.is_not_null() & value.is_finite() & (value.abs() < 3.0e5)
     flag = RV_FLAG.get(column)
-    if flag is not None and flag in table.columns:
+    if flag is not None and flag in columns:
         ok = ok & _number(flag, pl.Float64).fill_null(0.0).eq(0.0)
     return ok.fill_null(False)
 
 
 def pair_bands(
-    table: pl.DataFrame,
+    table: pl.DataFrame | pl.LazyFrame,
     *,
     spectra: str = "auto",
     rv_columns: tuple[str, ...] = RV_PRIORITY,
@@ -279,8 +314,9 @@ def pair_bands(
 
     Parameters
     ----------
-    table : DataFrame
-        LAMOST's MRS general catalogue, lower-case column names (:func:`read_lamost_table`).
+    table : DataFrame or LazyFrame
+        LAMOST's MRS general catalogue, lower-case column names (:func:`read_lamost_table`,
+        or :func:`scanned_lamost_table`: only the columns used are then parsed, as numbers).
     spectra : {"auto", "coadd", "exposures", "all"}
         Which spectra become rows (:data:`SPECTRA_CHOICES`).
     rv_columns : tuple of str
@@ -292,24 +328,18 @@ def pair_bands(
     """
     if spectra not in SPECTRA_CHOICES:
         raise ValueError(f"spectra must be one of {SPECTRA_CHOICES}, got {spectra!r}")
-    cols = resolve_columns(table, rv_columns)
-    rv_present = [c for c in rv_columns if c in table.columns]
-    base = _normalise(table, cols)
-    rv_parts = []
+    lazy = table.lazy()
+    names = lazy.collect_schema().names()
+    cols = resolve_columns(names, rv_columns)
+    rv_present = [c for c in rv_columns if c in names]
+    exprs = _normalise(cols)
     for i, c in enumerate(rv_present):
-        ok = _usable(table, c)
-        rv_parts.append(pl.when(ok).then(_number(c, pl.Float64)).alias(f"_rv{i}"))
+        ok = _usable(names, c)
+        exprs.append(pl.when(ok).then(_number(c, pl.Float64)).alias(f"_rv{i}"))
         err = f"{c}_err"
-        err_expr = _number(err, pl.Float64) if err in table.columns else pl.lit(None, pl.Float64)
-        rv_parts.append(pl.when(ok).then(err_expr).alias(f"_err{i}"))
-    base = pl.concat([base, table.select(rv_parts)], how="horizontal")
-    if spectra == "auto":  # per file: its coadd if listed, else its exposures
-        has_coadd = base.group_by(FILE_FIELDS).agg(pl.col("coadd").any().alias("_has_coadd"))
-        base = base.join(has_coadd, on=FILE_FIELDS, how="left", maintain_order="left")
-        keep = pl.col("coadd") == pl.col("_has_coadd").fill_null(pl.col("coadd"))
-        base = base.filter(keep).drop("_has_coadd")  # rows without file ids stay
-    elif spectra != "all":
-        base = base.filter(pl.col("coadd") == (spectra == "coadd"))
+        err_expr = _number(err, pl.Float64) if err in names else pl.lit(None, pl.Float64)
+        exprs.append(pl.when(ok).then(err_expr).alias(f"_err{i}"))
+    base = lazy.select(exprs).collect(engine="in-memory")  # typed; only the columns used parsed
     base = base.with_columns(
         pl.when(pl.col("coadd")).then(None).otherwise(pl.col("lmjm")).alias("_key_lmjm"),
         (pl.col("band") != "B").alias("_not_blue"),
@@ -317,7 +347,21 @@ def pair_bands(
     grouped = base.group_by(
         ["lmjd", "planid", "spid", "fiberid", "coadd", "_key_lmjm"], maintain_order=True
     ).agg(_aggregations(len(rv_present)))
-    return _finish(grouped.sort("_row"), rv_present)
+    return choose_spectra(_finish(grouped.sort("_row"), rv_present), spectra)
+
+
+def choose_spectra(paired: pl.DataFrame, spectra: str) -> pl.DataFrame:
+    """The rows of :func:`pair_bands` (``spectra="all"``) that ``spectra`` keeps: ``auto``
+    a file's coadd where it has one, else its exposures (rows without file ids stay)."""
+    if spectra not in SPECTRA_CHOICES:
+        raise ValueError(f"spectra must be one of {SPECTRA_CHOICES}, got {spectra!r}")
+    if spectra == "all":
+        return paired
+    if spectra != "auto":
+        return paired.filter(pl.col("coadd") == (spectra == "coadd"))
+    unnamed = pl.any_horizontal(pl.col(f).is_null() for f in FILE_FIELDS)
+    file_has_coadd = pl.col("coadd").any().over(FILE_FIELDS)
+    return paired.filter(pl.col("coadd") | ~file_has_coadd | unnamed)
 
 
 def _aggregations(n_rv: int) -> list[pl.Expr]:
@@ -428,8 +472,12 @@ def from_lamost(
     spectra: str = "auto",
     rv_columns: tuple[str, ...] = RV_PRIORITY,
 ) -> pl.DataFrame:
-    """:func:`read_lamost_table` then :func:`pair_bands`."""
-    return pair_bands(read_lamost_table(path), spectra=spectra, rv_columns=rv_columns)
+    """:func:`scanned_lamost_table` then :func:`pair_bands` (bounded memory)."""
+    with scanned_lamost_table(path) as lazy:
+        try:
+            return pair_bands(lazy, spectra=spectra, rv_columns=rv_columns)
+        except (pl.exceptions.PolarsError, OSError, EOFError, zlib.error) as exc:
+            raise _read_error(Path(path), exc) from exc
 
 
 def status_summary(
