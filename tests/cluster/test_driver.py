@@ -368,6 +368,17 @@ def test_cli_dry_run_prints_the_slurm_job(tmp_path: Path, capsys) -> None:
     assert "module load cuda" in script and "--nworkers 2" in script
 
 
+def test_cli_dry_run_creates_no_log_folder(tmp_path: Path, capsys, monkeypatch) -> None:
+    """--dry-run only prints: the log folder it names was created (dask-jobqueue)."""
+    monkeypatch.chdir(tmp_path)
+    config = tmp_path / "cluster.toml"
+    config.write_text('[cluster]\nkind = "slurm"\nlog_directory = "logs/dask"\n')
+    args = ["cat.csv", "--data-dir", ".", "--model", "m", "--out", "o.pq"]
+    assert main([*args, "--config", str(config), "--dry-run"]) == 0
+    script = capsys.readouterr().out
+    assert "logs/dask/" in script and not (tmp_path / "logs").exists()
+
+
 @pytest.mark.parametrize(("kind", "line"), [("pbs", "#PBS -A astro"), ("sge", "#$ -P astro")])
 def test_cli_dry_run_puts_the_account_where_each_scheduler_wants_it(
     tmp_path: Path, capsys, kind: str, line: str

@@ -285,8 +285,16 @@ def job_script(settings: ClusterSettings) -> str:
     """The batch script dask-jobqueue would submit (for ``--dry-run`` and the docs)."""
     if settings.kind not in BATCH_KINDS:
         raise ClusterConfigError(f"no job script for cluster {settings.kind!r}")
-    cluster = _jobqueue_cluster(replace(settings, jobs=0), any_dashboard_port=True)
-    try:
-        return cluster.job_script()
-    finally:
-        cluster.close()
+    import tempfile
+
+    # dask-jobqueue creates the log folder when the cluster is made: a --dry-run makes
+    # it in a scratch folder and prints the script with the real one
+    with tempfile.TemporaryDirectory(prefix="rrnet-logs-") as scratch:
+        logs = settings.log_directory
+        shown = replace(settings, jobs=0, log_directory=scratch if logs else None)
+        cluster = _jobqueue_cluster(shown, any_dashboard_port=True)
+        try:
+            script = cluster.job_script()
+        finally:
+            cluster.close()
+    return script.replace(scratch, logs) if logs else script
