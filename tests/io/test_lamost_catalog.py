@@ -83,6 +83,13 @@ def test_unidentified_star_ids_are_null_not_one_star():
     assert out["designation"].null_count() == out.height
 
 
+def test_comment_lines_before_the_header_are_skipped(tmp_path):
+    path = tmp_path / "mrs.csv"
+    text = official_catalogue().write_csv(separator="|")
+    path.write_text("# LAMOST DR9 v2.0 MRS general catalogue\n# generated 2023\n" + text)
+    assert from_lamost(path, spectra="all").equals(pair_bands(official_catalogue(), spectra="all"))
+
+
 def test_a_damaged_gzip_catalogue_is_a_catalog_error(tmp_path):
     path = tmp_path / "mrs.csv.gz"
     path.write_bytes(gzip.compress(official_catalogue().write_csv().encode())[:200])

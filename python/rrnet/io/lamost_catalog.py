@@ -219,10 +219,10 @@ def _scan_csv(path: Path, scratch: Path) -> pl.LazyFrame:
         with gzip.open(path, "rb") as source, open(plain, "wb") as target:
             shutil.copyfileobj(source, target, 1 << 20)
         path = plain
-    with open(path, "rb") as handle:
-        header = handle.readline().decode("utf-8", "replace")
-    sep = max(("|", ",", "\t"), key=header.count)
-    return pl.scan_csv(path, separator=sep, infer_schema=False)
+    with open(path, "rb") as handle:  # the header: the first line that is not a comment
+        header = next((ln for ln in handle if not ln.startswith(b"#")), b"")
+    sep = max(("|", ",", "\t"), key=header.decode("utf-8", "replace").count)
+    return pl.scan_csv(path, separator=sep, infer_schema=False, comment_prefix="#")
 
 
 # --------------------------------------------------------------------------- pairing
