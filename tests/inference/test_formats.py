@@ -280,6 +280,7 @@ def _carried_edge_columns() -> pl.DataFrame:
         pl.Series("byte_in", [255, 0, None, 7], dtype=pl.UInt8),
         pl.Series("count_in", [4_000_000_000, 1, None, 2], dtype=pl.UInt32),
         pl.Series("note_in", ["a\tb", "c", None, "d"], dtype=pl.Utf8),
+        pl.Series("tiny_in", [-1, 0, None, 3], dtype=pl.Int8),
     )
 
 
@@ -293,6 +294,7 @@ def test_carried_values_that_look_like_null_markers_survive(tmp_path: Path, fmt:
     assert back["flag_in"].to_list() == [-1, 0, None, 5]
     assert back["byte_in"].to_list() == [255, 0, None, 7]
     assert back["count_in"].to_list() == [4_000_000_000, 1, None, 2]
+    assert back["tiny_in"].to_list() == [-1, 0, None, 3]
     note = "a?b" if fmt == "fits" else "a\tb"  # FITS text is printable ASCII
     assert back["note_in"].to_list()[0] == note
     if fmt == "fits" and shutil.which("fitsverify"):

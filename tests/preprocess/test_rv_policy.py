@@ -151,6 +151,7 @@ def test_catalog_mode_loses_the_missing_rows_and_measure_mode_uses_no_catalogue_
     m = _store(official, "catalog")
     no_rv = m.filter(pl.col("catalog_status") == "no_rv")
     assert no_rv["status"].to_list() == ["bad_rv"] * no_rv.height
+    assert no_rv["rv_used_source"].to_list() == ["none"] * no_rv.height  # as documented
     assert m["rv_measured"].null_count() == m.height
     assert m["rv_template_teff"].null_count() == m.height
     ok = m.filter(pl.col("status") == "ok")

@@ -578,9 +578,11 @@ def _open_source(
         )
         columns = source.table.columns
     if options.per_star and options.star_column not in columns:
+        known = [c for c in ("gp_id", "star_id", "designation", "desig", "uid") if c in columns]
+        example = f"here --star-column {known[0]}" if known else "e.g. --star-column gp_id"
         raise InferError(
             f"--per-star needs a {options.star_column!r} column in the input catalogue "
-            "(name the star id column with --star-column, e.g. designation)"
+            f"(name the star id column: {example})"
         )
     return source
 

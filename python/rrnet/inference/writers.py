@@ -167,11 +167,11 @@ def _write(
         with atomic_target(out) as tmp:
             lazy.sink_csv(tmp)
     elif fmt == "fits":
-        lazy, chunks = _signed_wide_ints(lazy, chunks)
+        lazy, chunks = _signed_wide_ints(lazy, chunks, also=(pl.Int8,))
         with atomic_target(out) as tmp:
             _write_fits(lazy, chunks, tmp, provenance, info, shown_name=out.name)
     else:
-        lazy, _ = _signed_wide_ints(lazy, iter([]))
+        lazy, _ = _signed_wide_ints(lazy, iter([]), also=(pl.Int8,))
         _write_astropy(lazy.collect(), out, fmt, provenance, info)
     return out
 
@@ -180,15 +180,18 @@ _WIDE_UNSIGNED = (pl.UInt16, pl.UInt32, pl.UInt64)
 
 
 def _signed_wide_ints(
-    lazy: pl.LazyFrame, chunks: Iterator[pl.DataFrame]
+    lazy: pl.LazyFrame, chunks: Iterator[pl.DataFrame], also: tuple[type, ...] = ()
 ) -> tuple[pl.LazyFrame, Iterator[pl.DataFrame]]:
     """Unsigned integers wider than a byte as Int64: VOTable has no such type (astropy
-    refuses uint32) and FITS stores them with an offset and no null value."""
+    refuses uint32) and FITS stores them with an offset and no null value; ``also``
+    (Int8: VOTable has no signed byte, FITS stores it with an offset that puts TNULL -1
+    outside it) as Int16."""
     schema = lazy.collect_schema()
     wide = [n for n, t in schema.items() if t in _WIDE_UNSIGNED]
-    if not wide:
+    small = [n for n, t in schema.items() if t in also]
+    if not wide and not small:
         return lazy, chunks
-    casts = [pl.col(n).cast(pl.Int64) for n in wide]
+    casts = [pl.col(n).cast(pl.Int64) for n in wide] + [pl.col(n).cast(pl.Int16) for n in small]
     return lazy.with_columns(casts), (c.with_columns(casts) for c in chunks)
 
 

@@ -619,13 +619,13 @@ def join_rv(scanned: pl.DataFrame, rv_table: pl.DataFrame | None) -> pl.DataFram
         )
         why = NO_RV_SCAN_REASON
     elif "obsid" in rv_table.columns and "rv" in rv_table.columns:
+        ok = _usable(rv_table.columns, "rv")  # -9999, NaN, null: no RV, and no source
+        err = _number("rv_err", pl.Float64) if "rv_err" in rv_table.columns else pl.lit(None)
         rvs = rv_table.select(
             pl.col("obsid").cast(pl.Int64, strict=False),
-            _number("rv", pl.Float64).alias("rv"),
-            (_number("rv_err", pl.Float64) if "rv_err" in rv_table.columns else pl.lit(None))
-            .cast(pl.Float64)
-            .alias("rv_err"),
-            pl.lit("rv").alias("rv_source"),
+            pl.when(ok).then(_number("rv", pl.Float64)).alias("rv"),
+            pl.when(ok).then(err.cast(pl.Float64)).alias("rv_err"),
+            pl.when(ok).then(pl.lit("rv")).alias("rv_source"),
         ).unique("obsid", keep="first", maintain_order=True)
         joined = table.join(rvs, on="obsid", how="left", maintain_order="left")
         why = "no usable RV for this obsid in the --rv-from table"

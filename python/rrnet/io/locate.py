@@ -70,13 +70,13 @@ def locate_files(
     """Rewrite ``column`` to paths relative to ``root`` where the named path does not exist.
 
     A name found nowhere is left as it is (the pipeline then records ``missing_file``).
-    Returns the catalogue and the number of rows whose name was rewritten.
+    Returns the catalogue and the number of files found elsewhere (distinct names).
     """
     root = Path(root)
     index = index_files(root)
     names = catalog.get_column(column).cast(pl.Utf8).to_list()
     found = [_resolve(n.strip() if n else None, root, index) for n in names]
-    changed = sum(a != b for a, b in zip(names, found, strict=True))
+    changed = len({a for a, b in zip(names, found, strict=True) if a != b})
     return catalog.with_columns(pl.Series(column, found, dtype=pl.Utf8)), changed
 
 

@@ -287,6 +287,8 @@ class BatchBuilder:
         self.fallbacks: list[tuple[str, str]] = []
         for row, (status, why) in plan.early.items():
             self._fail(row - plan.start, status, why)
+            if status == "bad_rv":  # --rv catalog without a usable one: no RV was used
+                self.text["rv_used_source"][row - plan.start] = "none"
 
     def _fail(self, pos: int, status: str, why: str) -> None:
         self.text["status"][pos] = status
