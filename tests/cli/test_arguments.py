@@ -134,3 +134,26 @@ def test_resume_and_overwrite_exclude_each_other_in_every_command(tmp_path, caps
         assert main(args) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and ("not allowed with" in err or "exclude" in err), err
+
+
+def test_a_full_disk_quoted_by_a_library_is_called_the_machines_fault(capsys):
+    """Polars wraps ENOSPC in a ComputeError: it was 'unexpected ComputeError'."""
+    import polars as pl
+
+    from rrnet.cli._args import run_errors
+
+    def full() -> int:
+        raise pl.exceptions.ComputeError("parquet: No space left on device (os error 28)")
+
+    assert run_errors("rrnet-infer", full) == 1
+    line = capsys.readouterr().err.strip()
+    assert line.startswith("rrnet-infer: error: No space left on device") and "--resume" in line
+    assert run_errors("rrnet-catalog", full, resumable=False) == 1  # it has no --resume
+    line = capsys.readouterr().err.strip()
+    assert "No space left on device" in line and "--resume" not in line
+
+    def other() -> int:
+        raise pl.exceptions.ComputeError("a bug")
+
+    assert run_errors("rrnet-infer", other) == 1
+    assert "unexpected ComputeError: a bug" in capsys.readouterr().err

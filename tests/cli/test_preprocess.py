@@ -206,6 +206,28 @@ def test_kill_9_then_resume_gives_the_uninterrupted_store(tmp_path):
     assert not list(out.rglob("*.tmp"))
 
 
+def test_sigterm_says_what_was_kept_and_resume_finishes(tmp_path):
+    """A batch system's walltime SIGTERM killed rrnet-preprocess without a word (Ctrl-C
+    said what was kept and how to resume)."""
+    catalog, data = _big_catalog(tmp_path, 300)
+    common = [str(catalog), "--data-dir", str(data), "--shard-size", "5", "--quiet"]
+    out = tmp_path / "terminated"
+    cmd = [sys.executable, "-m", "rrnet.cli.preprocess", *common, "--out", str(out)]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        if len(list((out / "parts").glob("manifest-*.parquet"))) >= 2:
+            break
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert err.strip().splitlines()[-1] == (
+        "rrnet-preprocess: terminated (SIGTERM); rerun with --resume to continue"
+    )
+    assert main([*common, "--out", str(out), "--resume"]) == 0
+
+
 def test_reader_option_and_inflation_limit(real_catalog, tmp_path):
     args = [str(real_catalog), "--data-dir", str(REAL_FILE.parent), "--quiet"]
     assert main([*args, "--out", str(tmp_path / "rust")]) == 0

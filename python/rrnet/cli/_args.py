@@ -19,6 +19,7 @@ from rrnet.inference.quality import QualityThresholds
 from rrnet.labels import COLUMN_STYLES, DEFAULT_COLUMN_STYLE
 from rrnet.preprocess.rv_policy import RV_MODES
 from rrnet.utils.cores import compute_threads
+from rrnet.utils.faults import is_machine_fault, machine_fault_text
 
 
 class UsageError(Exception):
@@ -91,40 +92,73 @@ def blocking_file(exc: OSError) -> Path | None:
     return next((p for p in [*reversed(path.parents), path] if p.is_file()), None)
 
 
-def environment_message(exc: OSError) -> str:
+def environment_message(exc: BaseException, resumable: bool = True) -> str:
     """One line for a fault of the machine: what failed, where, and what to do."""
-    where = f" ({exc.filename})" if exc.filename else ""
-    what = exc.strerror or error_line(exc)
+    filename = getattr(exc, "filename", None)
+    where = f" ({filename})" if filename else ""
+    what = getattr(exc, "strerror", None) or machine_fault_text(str(exc)) or error_line(exc)
+    if not resumable:
+        return f"{what}{where}: nothing was written; fix the cause and run it again"
     return (
         f"{what}{where}: the run stopped; finished work is kept, "
         "fix the cause and rerun with --resume"
     )
 
 
-def os_error_exit(prog: str, exc: OSError) -> int:
+def os_error_exit(prog: str, exc: OSError, resumable: bool = True) -> int:
     """The exit for an OSError of a run: an output under a file is the arguments' fault
     (exit 2, one line); anything else is the machine's (exit 1, resume later)."""
     blocking = blocking_file(exc)
     if blocking is not None:
         return usage_error(prog, f"{blocking} is a file, not a folder: choose another output")
-    return run_failure(prog, environment_message(exc))
+    return run_failure(prog, environment_message(exc, resumable))
 
 
-def run_errors(prog: str, run: Callable[[], int], usage: tuple[type, ...] = ()) -> int:
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a batch system's walltime, ``kill``): stops a run as Ctrl-C does."""
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
+def stop_on_sigterm() -> None:
+    """Turn SIGTERM into :class:`Terminated` in the main thread (it killed the process
+    without a word, where Ctrl-C says what was kept and how to resume)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminated)
+
+
+def interrupted_exit(prog: str, exc: KeyboardInterrupt, resumable: bool = True) -> int:
+    """One line and 130 (Ctrl-C) or 143 (SIGTERM)."""
+    what = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+    hint = "; rerun with --resume to continue" if resumable else "; nothing was written"
+    print(f"{prog}: {what}{hint}", file=sys.stderr)
+    return 143 if isinstance(exc, Terminated) else 130
+
+
+def run_errors(
+    prog: str, run: Callable[[], int], usage: tuple[type, ...] = (), resumable: bool = True
+) -> int:
     """Run a command's body; any way it ends becomes an exit status and at most one line.
 
     ``usage`` errors (bad input: arguments, catalogue, store, checkpoint) exit 2;
     a held lock, a fault of the machine (disk full, read-only, I/O) or any other
-    failure exit 1; Ctrl-C exits 130. Finished work is kept in every case and the
-    line says what to do. ``RRNET_DEBUG=1`` re-raises (the traceback) for developers.
+    failure exit 1; Ctrl-C exits 130, SIGTERM 143. ``resumable``: the command has
+    ``--resume`` (the machine-fault line says to use it). Finished work is kept in
+    every case and the line says what to do. ``RRNET_DEBUG=1`` re-raises (the
+    traceback) for developers.
     """
     from rrnet.utils.lock import LockError
 
+    stop_on_sigterm()
     try:
         return run()
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted; rerun with --resume to continue", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        return interrupted_exit(prog, exc, resumable)
     except Exception as exc:
         if os.environ.get("RRNET_DEBUG"):
             raise
@@ -133,10 +167,21 @@ def run_errors(prog: str, run: Callable[[], int], usage: tuple[type, ...] = ()) 
         if isinstance(exc, LockError):
             return run_failure(prog, exc)
         if isinstance(exc, OSError):
-            return os_error_exit(prog, exc)
-        return run_failure(
-            prog, f"unexpected {type(exc).__name__}: {error_line(exc)} (RRNET_DEBUG=1 shows where)"
-        )
+            return os_error_exit(prog, exc, resumable)
+        return unexpected_exit(prog, exc, resumable)
+
+
+def unexpected_exit(prog: str, exc: Exception, resumable: bool = True) -> int:
+    """Exit 1 and one line for an error a command did not expect: the machine's fault
+    said as such (out of memory, a full disk quoted by Polars), else its type and first
+    line (``RRNET_DEBUG=1`` re-raises it for the traceback)."""
+    if os.environ.get("RRNET_DEBUG"):
+        raise exc
+    if is_machine_fault(exc):
+        return run_failure(prog, environment_message(exc, resumable))
+    return run_failure(
+        prog, f"unexpected {type(exc).__name__}: {error_line(exc)} (RRNET_DEBUG=1 shows where)"
+    )
 
 
 def error_line(exc: BaseException) -> str:

@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     problem = _check(args)
     if problem is not None:
         return usage_error(PROG, problem)
-    return run_errors(PROG, lambda: _run(args), usage=(CatalogError,))
+    return run_errors(PROG, lambda: _run(args), usage=(CatalogError,), resumable=False)
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -13,9 +13,12 @@ import polars as pl
 from rrnet.cli._args import (
     OneLineParser,
     data_dir_problem,
+    interrupted_exit,
     os_error_exit,
     parse_or_status,
     run_failure,
+    stop_on_sigterm,
+    unexpected_exit,
     usage_error,
 )
 from rrnet.io.catalog import CatalogError, read_table, table_format
@@ -224,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     problem = _check(args)
     if problem is not None:
         return usage_error(PROG, problem)
+    stop_on_sigterm()  # a walltime SIGTERM says what was kept, as Ctrl-C does
     try:
         catalog = args.catalog
         if args.find_files:
@@ -259,9 +263,10 @@ def main(argv: list[str] | None = None) -> int:
         return run_failure(PROG, exc)
     except OSError as exc:  # the machine (disk full, read-only, I/O error), not the data
         return os_error_exit(PROG, exc)
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted; rerun with --resume to continue", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        return interrupted_exit(PROG, exc)
+    except Exception as exc:  # out of memory, a full disk inside Arrow's error, ...
+        return unexpected_exit(PROG, exc)
     from rrnet.inference.summary import summarize  # after parsing: keeps --help fast
 
     summary = summarize(pl.scan_parquet(store.path / "manifest.parquet"))

@@ -10,8 +10,11 @@ from collections.abc import Sequence
 from rrnet.cli._args import (
     OneLineParser,
     UsageError,
+    interrupted_exit,
     os_error_exit,
     run_failure,
+    stop_on_sigterm,
+    unexpected_exit,
     usage_error,
 )
 from rrnet.models.calibration import AUTO, FORMS
@@ -184,6 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     logging.basicConfig(level=logging.WARNING, format=f"{PROG}: warning: %(message)s")
 
+    stop_on_sigterm()  # a walltime SIGTERM says what was kept, as Ctrl-C does
     try:
         with output_lock(args.out, directory=False, what="checkpoint"):
             out = train_ensemble(args.store, args.labels, args.out, options)
@@ -197,9 +201,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_failure(PROG, exc)
     except OSError as exc:  # the machine (disk full, read-only), not the inputs
         return os_error_exit(PROG, exc)
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted; rerun with --resume to continue", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        return interrupted_exit(PROG, exc)
+    except Exception as exc:  # out of memory, a full disk inside Arrow's error, ...
+        return unexpected_exit(PROG, exc)
     if not args.quiet:
         print(f"{PROG}: checkpoint written to {out}", file=sys.stderr)
     return 0
