@@ -438,3 +438,32 @@ def test_sge_without_a_parallel_environment_is_warned(tmp_path: Path, caplog) ->
         with caplog.at_level("WARNING"):
             assert main([*args, "--config", str(config)]) == 0
         assert ("without a parallel environment" in caplog.text) is warned
+
+
+def test_a_full_disk_stops_the_run_at_the_first_shard_not_every_shard() -> None:
+    """A full disk failed every shard in turn (three attempts each, a traceback per
+    attempt) and the run went on to merge; the first such failure stops it, resumable."""
+    import errno
+
+    import polars as pl
+
+    from rrnet.cluster.driver import _collect, _Outcome
+    from rrnet.cluster.keeper import RunAborted
+    from rrnet.cluster.plan import Shard
+
+    class Failed:
+        def __init__(self, exc: Exception) -> None:
+            self.exc = exc
+
+        def result(self, timeout: float) -> None:
+            raise self.exc
+
+    outcome = _Outcome()
+    full = OSError(errno.ENOSPC, "No space left on device")
+    with pytest.raises(RunAborted, match=r"No space left on device.*machine"):
+        _collect(Failed(full), Shard(3, 0, 10), outcome)
+    wrapped = pl.exceptions.ComputeError("parquet: No space left on device (os error 28)")
+    with pytest.raises(RunAborted):
+        _collect(Failed(wrapped), Shard(4, 10, 20), outcome)
+    assert _collect(Failed(ValueError("bad shard")), Shard(5, 20, 30), outcome)  # goes on
+    assert outcome.failures[5] == "ValueError: bad shard"

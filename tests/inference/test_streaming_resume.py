@@ -64,6 +64,13 @@ def test_resume_after_crash_equals_uninterrupted(
     # Resuming a finished catalogue does nothing.
     run_inference(models=models, store=world["store"], out=out, resume=True)
     assert pl.read_parquet(out).equals(pl.read_parquet(full))
+    # Killed while its parts were being removed (run.json gone first, parts left): the
+    # run is finished; resume completes the clean-up (it refused "other inputs")
+    parts_dir(out).mkdir()
+    (parts_dir(out) / "part-000002.parquet").write_bytes(b"left over")
+    run_inference(models=models, store=world["store"], out=out, resume=True)
+    assert not parts_dir(out).exists()
+    assert pl.read_parquet(out).equals(pl.read_parquet(full))
 
 
 def test_resume_refuses_other_models(world: dict, tmp_path: Path, monkeypatch) -> None:

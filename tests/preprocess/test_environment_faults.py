@@ -112,3 +112,38 @@ def test_output_disk_fault_keeps_finished_shards(tmp_path, monkeypatch, code, dt
         dtype=dtype,
     )  # fmt: skip
     assert open_store(out).manifest["status"].to_list() == ["ok"] * 4
+
+
+def test_a_data_folder_that_vanishes_mid_run_stops_it_not_its_rows(tmp_path, capsys):
+    """Moved away (or unmounted) during a run, every later file was recorded missing_file
+    with exit 0, and --resume never read them again."""
+    import shutil
+
+    data = tmp_path / "data"
+    data.mkdir()
+    names = [f"med-{k}.fits.gz" for k in range(10)]
+    for name in names:
+        shutil.copy(REAL_FILE, data / name)
+    catalog = pl.DataFrame(
+        {"filename": names, "extname_blue": ["COADD_B"] * 10, "extname_red": ["COADD_R"] * 10,
+         "rv": [-20.0] * 10}
+    )  # fmt: skip
+    # one file per read, two ahead: the later files are read after the folder is gone
+    batches = pipeline.iter_preprocessed(catalog, data, batch_size=2, workers=0, reader="fitsio")
+    first = next(batches)
+    assert (first.manifest["status"] == "ok").all()
+    data.rename(tmp_path / "gone")
+    statuses = []  # batches read ahead before the move are fine; no row is called missing
+    with pytest.raises(OSError) as caught:
+        for batch in batches:
+            statuses += batch.manifest["status"].to_list()
+    assert "missing_file" not in statuses
+    assert "data folder vanished" in str(caught.value)
+    from rrnet.utils.faults import is_machine_fault
+
+    assert is_machine_fault(caught.value)
+    # a file missing from a folder that is still there is the row's fault, as before
+    (tmp_path / "gone").rename(data)
+    (data / names[3]).unlink()
+    table = preprocess_catalog(catalog, data, tmp_path / "store", progress=False).manifest
+    assert table["status"].to_list() == ["ok"] * 3 + ["missing_file"] + ["ok"] * 6

@@ -151,7 +151,9 @@ def _quiet_dask(verbose: bool) -> None:
     """Dask's INFO/WARNING chatter (and its tracebacks) only with ``--verbose``."""
     if verbose:
         return
-    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "error")  # for the worker jobs
+    # the workers' own "Compute Failed" reports (a traceback per attempt) stay quiet:
+    # the driver says which shard failed and why, in one line each
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "critical")
     try:  # importing distributed sets its loggers' levels: silence them after that
         import distributed  # noqa: F401
     except ImportError:

@@ -60,6 +60,7 @@ from rrnet.inference.streaming import synthetic_domain, warn_low_xfe_skill
 from rrnet.io.locate import FIND_FILES, located
 from rrnet.preprocess.pipeline import warn_missing_rv_column
 from rrnet.utils.atomic import read_json, write_json
+from rrnet.utils.faults import is_machine_fault
 from rrnet.utils.lock import output_lock
 from rrnet.utils.progress import Progress
 
@@ -589,6 +590,11 @@ def _collect(future: Any, shard: Shard, outcome: _Outcome) -> bool:
     except Exception as exc:
         text = str(exc).strip().splitlines()
         outcome.failures[shard.index] = f"{type(exc).__name__}: {text[0] if text else ''}".strip()
+        if is_machine_fault(exc):  # a full disk fails every shard: stop, resumable
+            raise RunAborted(
+                f"shard {shard.index}: {outcome.failures[shard.index]} (a fault of the "
+                "machine, not of the data)"
+            ) from exc
         log.warning("shard %d failed: %s", shard.index, outcome.failures[shard.index])
     return True
 

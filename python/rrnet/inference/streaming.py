@@ -511,8 +511,11 @@ def _prepare(
     """Create or check the parts directory; the finished part indices (None: output done)."""
     work = parts_dir(out)
     _check_target(out)
+    record = read_json(record_path(out)) if resume and out.exists() else None
+    finished = isinstance(record, dict) and record.get("run") == run
+    if finished and work.exists():  # killed while removing the parts: the run is done
+        shutil.rmtree(work, ignore_errors=True)
     if resume and out.exists() and not work.exists():
-        record = read_json(record_path(out))
         if not isinstance(record, dict) or record.get("run") != run:
             raise _refuse_resume(out, record_path(out) if record else out)
         if per_star is not None and record.get("per_star") != per_star:

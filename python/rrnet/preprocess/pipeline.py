@@ -24,6 +24,7 @@ not ``ok``, a ``reason``. Nothing in a bad row stops the batch.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 from collections.abc import Callable, Container, Iterator
@@ -62,6 +63,7 @@ from rrnet.store import (
     check_store_dtype,
     open_store,
 )
+from rrnet.utils.faults import MachineFault
 from rrnet.utils.lock import output_lock
 from rrnet.utils.progress import Progress
 
@@ -106,6 +108,25 @@ def _load_catalog(
     if warn if warn is not None else not isinstance(catalog, pl.DataFrame):
         warn_missing_rv_column(table, rv_column, correct_rv)
     return table
+
+
+def _folder_identity(folder: Path) -> tuple[int, int] | None:
+    try:
+        status = folder.stat()
+    except OSError:
+        return None
+    return status.st_dev, status.st_ino
+
+
+def _check_folder(folder: Path, identity: tuple[int, int] | None) -> None:
+    """Missing files because the data folder itself vanished or was unmounted mid-run
+    are the machine's fault, not the rows': stop (resumable) instead of recording them."""
+    if identity is not None and _folder_identity(folder) != identity:
+        raise MachineFault(
+            errno.ENOENT,
+            "the data folder vanished, was moved or was unmounted during the run",
+            str(folder),
+        )
 
 
 def warn_missing_rv_column(table: pl.DataFrame, rv_column: str, correct_rv: bool) -> None:
@@ -193,6 +214,7 @@ def iter_preprocessed(
     catalog = _load_catalog(catalog, rv_column, correct_rv, rv_mode)
     rv_errors = _rv_errors(catalog, rv_column, correct_rv, rv_mode)
     data_dir = Path(data_dir)
+    folder = _folder_identity(data_dir)
     workers = default_workers() if workers is None else workers
     threads, depth, group, read = read_plan(workers, reader, max_inflated)
     header_columns = [c for c in HEADER_COLUMNS if c not in catalog.columns]
@@ -227,6 +249,8 @@ def iter_preprocessed(
                     continue
                 batch = builder.finish(catalog, quality, header_columns)
                 builder = None
+                if (batch.manifest["status"] == "missing_file").any():
+                    _check_folder(data_dir, folder)  # before any row is recorded missing
                 yield batch
                 bar.update(batch.rows.size)
                 del batch  # let the consumer free it before the next batch is built
