@@ -98,7 +98,7 @@ def environment_message(exc: BaseException, resumable: bool = True) -> str:
     where = f" ({filename})" if filename else ""
     what = getattr(exc, "strerror", None) or machine_fault_text(str(exc)) or error_line(exc)
     if not resumable:
-        return f"{what}{where}: nothing was written; fix the cause and run it again"
+        return f"{what}{where}: the run stopped; fix the cause and run it again"
     return (
         f"{what}{where}: the run stopped; finished work is kept, "
         "fix the cause and rerun with --resume"
@@ -135,7 +135,7 @@ def stop_on_sigterm() -> None:
 def interrupted_exit(prog: str, exc: KeyboardInterrupt, resumable: bool = True) -> int:
     """One line and 130 (Ctrl-C) or 143 (SIGTERM)."""
     what = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
-    hint = "; rerun with --resume to continue" if resumable else "; nothing was written"
+    hint = "; rerun with --resume to continue" if resumable else "; run it again"
     print(f"{prog}: {what}{hint}", file=sys.stderr)
     return 143 if isinstance(exc, Terminated) else 130
 

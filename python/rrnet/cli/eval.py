@@ -157,7 +157,7 @@ def _main_eval(argv: list[str]) -> int:
         return 0
 
     usage = (CatalogError, SampleError, CheckpointError, StoreError, FileNotFoundError)
-    return run_errors(PROG, run, usage=usage)
+    return run_errors(PROG, run, usage=usage, resumable=False)  # no --resume here
 
 
 def build_compare_parser() -> argparse.ArgumentParser:
@@ -264,7 +264,7 @@ def _main_compare(argv: list[str]) -> int:
         print(f"{PROG}: comparison written to {args.out / 'comparison.md'}", file=sys.stderr)
         return 0
 
-    return run_errors(PROG, run, usage=(CatalogError, StoreError))
+    return run_errors(PROG, run, usage=(CatalogError, StoreError), resumable=False)
 
 
 def build_overview_parser() -> argparse.ArgumentParser:
