@@ -99,3 +99,24 @@ def test_second_writer_of_a_store_fails_at_once(tmp_path, capsys):
         holder.kill()
         holder.wait()
         holder.stdout.close()
+
+
+def test_resume_with_another_data_dir_is_refused(tmp_path, capsys):
+    """An unfinished store resumed with another --data-dir was accepted: the rows done
+    with the first folder (all missing_file, say) were silently kept."""
+    import json
+    import shutil
+
+    other = tmp_path / "copy"
+    other.mkdir()
+    shutil.copy(REAL_FILE, other / REAL_FILE.name)
+    catalog, out = _catalog(tmp_path / "a.csv", (-20.0, -21.0)), tmp_path / "store"
+    assert main([*_args(catalog, out), "--shard-size", "1"]) == 0
+    info = json.loads((out / "store.json").read_text())
+    assert info["data_dir"] == os.path.realpath(REAL_FILE.parent)
+    (out / "store.json").write_text(json.dumps(info | {"complete": False}))  # as if cut
+    moved = [str(catalog), "--data-dir", str(other), "--out", str(out), "--quiet"]
+    assert main([*moved, "--shard-size", "1", "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "begun with --data-dir" in err and err.count("\n") == 1
+    assert main([*_args(catalog, out), "--shard-size", "1", "--resume"]) == 0

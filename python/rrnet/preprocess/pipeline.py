@@ -317,6 +317,7 @@ def preprocess_catalog(
         "rv_mode": rv_mode,
         "quality_cuts": asdict(quality),
         "fingerprint": settings.fingerprint(),
+        "data_dir": os.path.realpath(data_dir),
         "complete": False,
     }
     if out.exists() and not out.is_dir():

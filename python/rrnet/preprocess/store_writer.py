@@ -196,6 +196,12 @@ def prepare_out(
     if old.get("complete"):
         _check_finished_catalog(out, catalog)
         return None
+    if old.get("data_dir") not in (None, info.get("data_dir")):  # stores before: no record
+        raise StoreError(
+            f"cannot resume {out}: it was begun with --data-dir {old['data_dir']}, now "
+            f"{info.get('data_dir')} (its finished rows keep the first folder's statuses: "
+            "give the same --data-dir, or --overwrite)"
+        )
     (out / "shards").mkdir(exist_ok=True)
     (out / "parts").mkdir(exist_ok=True)
     for folder in (out, out / "shards", out / "parts"):  # writes cut short by a kill
