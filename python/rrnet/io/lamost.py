@@ -34,7 +34,7 @@ import fitsio
 import numpy as np
 
 from rrnet.io.values import convert
-from rrnet.utils.faults import is_machine_fault
+from rrnet.utils.faults import MachineFault, is_machine_fault
 
 REQUIRED_COLUMNS: tuple[str, ...] = ("FLUX", "IVAR", "LOGLAM")
 """Columns every arm table must have."""
@@ -50,7 +50,7 @@ DEFAULT_MAX_INFLATED = 256 << 20
 gzip bomb is refused with status ``too_large`` after at most this much work."""
 
 
-class ScratchError(OSError):
+class ScratchError(MachineFault):
     """The scratch copy of an inflated file failed (TMPDIR full, read-only, forbidden,
     over a size limit): the machine's fault whatever the errno."""
 
@@ -58,9 +58,7 @@ class ScratchError(OSError):
 def is_environment_fault(exc: BaseException) -> bool:
     """Whether an error is a fault of the machine (disk full, read-only, I/O, no memory,
     the scratch folder)."""
-    return isinstance(exc, ScratchError) or (
-        not isinstance(exc, LamostReadError) and is_machine_fault(exc)
-    )
+    return not isinstance(exc, LamostReadError) and is_machine_fault(exc)
 
 
 class LamostReadError(Exception):
@@ -311,7 +309,7 @@ def _open(
 
 
 _COMPRESSED = {
-    b"\x1f\x8b": "gzip",
+    GZIP_MAGIC: "gzip",
     b"BZh": "bzip2",
     b"PK\x03\x04": "zip",
     b"\x1f\x9d": "Unix compress",
