@@ -427,6 +427,34 @@ def test_cpu_inference_keeps_freed_memory_for_reuse(
     assert calls[0] == "retain" and calls.count("retain") == 1 and "chunk" in calls
 
 
+def test_per_star_table_replaces_only_its_own_runs_table(world: dict, tmp_path: Path) -> None:
+    """The per-star path may hold a user's file or the catalogue itself: neither is
+    replaced, and another writer of the same table is refused like one of the catalogue."""
+    from rrnet.utils.lock import LockError, output_lock
+
+    run = dict(models=[world["sp"]], store=world["store"], device="cpu", per_star=True)
+    mine = tmp_path / "stars.parquet"
+    mine.write_bytes(b"the user's own table")
+    with pytest.raises(InferError, match="not written by a run of"):
+        run_inference(**run, out=tmp_path / "a.parquet", per_star_out=mine)
+    assert mine.read_bytes() == b"the user's own table"
+    assert not (tmp_path / "a.parquet").exists()
+    with pytest.raises(InferError, match="is the catalogue itself"):
+        run_inference(**run, out=tmp_path / "b.parquet", per_star_out=tmp_path / "b.parquet")
+    out, stars = tmp_path / "c.parquet", tmp_path / "c_stars.parquet"
+    run_inference(**run, out=out, per_star_out=stars)
+    first = stars.stat().st_mtime_ns
+    run_inference(**run, out=out, per_star_out=stars, overwrite=True)  # its own: replaced
+    assert stars.stat().st_mtime_ns >= first and read_catalogue(stars)[0].height > 0
+    with pytest.raises(InferError, match="not written by a run of"):  # another catalogue's
+        run_inference(**run, out=tmp_path / "d.parquet", per_star_out=stars)
+    with (
+        output_lock(tmp_path / "e_stars.parquet", directory=False),
+        pytest.raises(LockError, match="per-star table"),
+    ):
+        run_inference(**run, out=tmp_path / "e.parquet", per_star_out=tmp_path / "e_stars.parquet")
+
+
 def test_refuses_to_clobber_and_bad_arguments(world: dict, tmp_path: Path) -> None:
     out = tmp_path / "cat.parquet"
     run_inference(models=[world["sp"]], store=world["store"], out=out, device="cpu")

@@ -20,7 +20,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Generator, Iterator, Sequence
-from contextlib import closing
+from contextlib import ExitStack, closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -789,7 +789,12 @@ def run_inference(
     source = _open_source(options, store, catalog, data_dir, device_type)
     plan = _plan(options, source)
     _check_target(out)  # before the lock file is made beside it
-    with output_lock(out, directory=False, what="catalogue"):
+    stars = Path(options.per_star_out or per_star_path(out)) if options.per_star else None
+    with ExitStack() as locks:
+        locks.enter_context(output_lock(out, directory=False, what="catalogue"))
+        if stars is not None:
+            _check_per_star_target(stars, out)
+            locks.enter_context(output_lock(stars, directory=False, what="per-star table"))
         done = _prepare(
             out, plan.run, options.resume, options.overwrite, _per_star_record(options, out)
         )
@@ -802,6 +807,25 @@ def run_inference(
                 raise
             _merge(plan, options, out, fmt, work)
     return out
+
+
+def _check_per_star_target(stars: Path, out: Path) -> None:
+    """The per-star table may replace only a table this catalogue's runs wrote: never
+    the catalogue itself, nor a file of the user's (or of another catalogue's run)."""
+    _check_target(stars)
+    if os.path.abspath(stars) == os.path.abspath(out):
+        raise InferError(f"--per-star-out {stars} is the catalogue itself: choose another path")
+    if not stars.exists():
+        return
+    record = read_json(record_path(out)) if out.exists() else None
+    listed = record.get("files", []) if isinstance(record, dict) else []
+    started = parts_dir(out) / "run.json"  # a run killed between its merge's writes
+    unfinished = started.exists() and stars.stat().st_mtime >= started.stat().st_mtime
+    if os.path.abspath(stars) not in listed and not unfinished:
+        raise InferError(
+            f"{stars} exists and was not written by a run of {out}; refusing to replace it "
+            "(remove it or choose another --per-star-out)"
+        )
 
 
 def _drop_if_empty(work: Path) -> None:
