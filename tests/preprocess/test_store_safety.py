@@ -120,3 +120,11 @@ def test_resume_with_another_data_dir_is_refused(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "begun with --data-dir" in err and err.count("\n") == 1
     assert main([*_args(catalog, out), "--shard-size", "1", "--resume"]) == 0
+    # Finished, then resumed from another folder whose sub-folders --find-files searches:
+    # the file names it finds differ, and the folder is the cause to name.
+    (tmp_path / "found" / "sub").mkdir(parents=True)
+    shutil.copy(REAL_FILE, tmp_path / "found" / "sub" / REAL_FILE.name)
+    found = [str(catalog), "--data-dir", str(tmp_path / "found"), "--find-files"]
+    assert main([*found, "--out", str(out), "--quiet", "--shard-size", "1", "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "begun with --data-dir" in err and err.count("\n") == 1

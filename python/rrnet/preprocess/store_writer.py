@@ -193,15 +193,17 @@ def prepare_out(
             f"cannot resume {out}: it was preprocessed with other settings "
             f"(fingerprint {old['fingerprint']['hash']}, now {info['fingerprint']['hash']})"
         )
+    other_folder = StoreError(
+        f"cannot resume {out}: it was begun with --data-dir {old.get('data_dir')}, now "
+        f"{info.get('data_dir')} (its finished rows keep the first folder's statuses: "
+        "give the same --data-dir, or --overwrite)"
+    )
+    moved = old.get("data_dir") not in (None, info.get("data_dir"))  # older stores: no record
     if old.get("complete"):
-        _check_finished_catalog(out, catalog)
+        _check_finished_catalog(out, catalog, other_folder if moved else None)
         return None
-    if old.get("data_dir") not in (None, info.get("data_dir")):  # stores before: no record
-        raise StoreError(
-            f"cannot resume {out}: it was begun with --data-dir {old['data_dir']}, now "
-            f"{info.get('data_dir')} (its finished rows keep the first folder's statuses: "
-            "give the same --data-dir, or --overwrite)"
-        )
+    if moved:
+        raise other_folder
     (out / "shards").mkdir(exist_ok=True)
     (out / "parts").mkdir(exist_ok=True)
     for folder in (out, out / "shards", out / "parts"):  # writes cut short by a kill
@@ -215,8 +217,14 @@ def prepare_out(
     return done
 
 
-def _check_finished_catalog(out: Path, catalog: pl.DataFrame) -> None:
-    """A finished store is reused only for the catalogue it was made from."""
+def _check_finished_catalog(
+    out: Path, catalog: pl.DataFrame, other_folder: StoreError | None = None
+) -> None:
+    """A finished store is reused only for the catalogue it was made from.
+
+    ``other_folder``: the error to give when the catalogues differ and the data folder
+    changed too (with ``--find-files`` the file names follow the folder), as the cause
+    the user can act on."""
     try:
         manifest = pl.scan_parquet(out / "manifest.parquet")
         names = manifest.collect_schema().names()
@@ -225,6 +233,8 @@ def _check_finished_catalog(out: Path, catalog: pl.DataFrame) -> None:
         )
     except (OSError, pl.exceptions.PolarsError) as exc:
         raise StoreError(f"cannot resume {out}: its manifest is unreadable ({exc})") from exc
+    if not same and other_folder is not None:
+        raise other_folder
     if not same:
         raise StoreError(
             f"cannot resume {out}: it was made from another catalogue "
