@@ -164,6 +164,13 @@ def test_missing_file_and_directory(tmp_path):
     _compare(tmp_path)
 
 
+def test_a_path_through_a_file_is_not_readable_not_missing(tmp_path):
+    """ENOTDIR (a file used as a folder) is said as the system says it, by both readers."""
+    (tmp_path / "plain").write_bytes(b"x")
+    fast = _compare(tmp_path / "plain" / "a.fits.gz")
+    assert "file not readable" in str(fast.error) and "Not a directory" in str(fast.error)
+
+
 @pytest.mark.parametrize("kind", ["device", "fifo", "loop"])
 def test_what_is_not_a_regular_file_gets_one_reason_from_both_readers(tmp_path, kind):
     """A device (a link to /dev/null), a FIFO and a symlink loop: the same status and
@@ -180,7 +187,7 @@ def test_what_is_not_a_regular_file_gets_one_reason_from_both_readers(tmp_path, 
     fast = _compare(path)
     (ref,) = read_many([(path, ASKED)], reader="fitsio")
     assert str(fast.error) == str(ref.error)
-    want = "not a regular file" if kind != "loop" else "file not found"
+    want = "not a regular file" if kind != "loop" else "symbolic links"  # ELOOP's words
     assert want in str(fast.error)
 
 

@@ -22,7 +22,7 @@ def test_data_path_rule(tmp_path):
     assert data_path(root, "../../etc/passwd") is None
     assert data_path(root, "/etc/passwd") is None
     assert data_path(root, "..") is None
-    assert data_path(root, ".") is None
+    assert data_path(root, ".") == str(root)  # the folder itself: "is a directory"
     assert data_path(root, "../data2/x.fits") is None  # a sibling sharing the prefix
     assert data_path(root, "/etc/passwd", allow_outside=True) == "/etc/passwd"
 
@@ -45,12 +45,12 @@ def _run(tmp_path, names, *extra):
 
 def test_outside_refused_by_default_and_allowed_by_flag(tmp_path):
     inside = f"sub/{REAL_FILE.name}"
-    names = [inside, f"../data/sub/{REAL_FILE.name}", str(REAL_FILE), "folder.fits.gz"]
+    names = [inside, f"../data/sub/{REAL_FILE.name}", str(REAL_FILE), "folder.fits.gz", "."]
     manifest = _run(tmp_path, names)
     assert manifest["status"].to_list()[:3] == ["ok", "ok", "outside_data_dir"]
     assert "outside the data directory" in manifest["reason"][2]
-    assert manifest["status"][3] == "missing_file"
-    assert "is a directory" in manifest["reason"][3]
+    assert manifest["status"].to_list()[3:] == ["missing_file", "missing_file"]
+    assert "is a directory" in manifest["reason"][3] and "is a directory" in manifest["reason"][4]
     shutil.rmtree(tmp_path / "data")
     manifest = _run(tmp_path, names, "--overwrite", "--allow-outside-data-dir")
     assert manifest["status"].to_list()[:3] == ["ok", "ok", "ok"]

@@ -261,9 +261,10 @@ def _open(
     except OSError as exc:
         if is_environment_fault(exc):  # a stale network handle, an I/O error: the machine
             raise
-        if exc.errno in (errno.EACCES, errno.EPERM):
-            raise MissingFileError(f"file not readable: {path}: {exc.strerror}") from exc
-        raise MissingFileError(f"file not found: {path}") from exc
+        if exc.errno == errno.ENOENT:
+            raise MissingFileError(f"file not found: {path}") from exc
+        # no permission, a symbolic link loop, a name too long, a file as a folder
+        raise MissingFileError(f"file not readable: {path}: {exc.strerror}") from exc
     if stat.S_ISDIR(status.st_mode):
         raise MissingFileError(f"{path} is a directory, not a spectrum file")
     if not stat.S_ISREG(status.st_mode):

@@ -146,13 +146,14 @@ def data_path(data_dir: Path, filename: str, allow_outside: bool = False) -> str
     A shared pipeline reads only below its data directory: an absolute name or
     one climbing out with ``..`` is refused (status ``outside_data_dir``) unless
     ``allow_outside``. The test is on the names (symbolic links inside the data
-    directory are followed as usual).
+    directory are followed as usual). A name of the directory itself (``.``) is inside:
+    its reading says it is a directory, not a file.
     """
     path = os.path.normpath(os.path.join(data_dir, filename))
     if allow_outside:
         return path
     root = os.path.normpath(os.path.abspath(data_dir))
     inside = os.path.normpath(os.path.abspath(path))
-    if inside != root and inside.startswith(root.rstrip(os.sep) + os.sep):
+    if inside == root or inside.startswith(root.rstrip(os.sep) + os.sep):
         return path
     return None

@@ -135,11 +135,14 @@ fn load(path: &Path, name: &str, max_inflated: usize) -> Result<Vec<u8>, ReadFai
             let why = format!("cannot stat {}: {}", path.display(), strerror(&e));
             return Err(ReadFailure::new(ReadStatus::Environment, why));
         }
-        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(missing(format!("file not found: {}", path.display())));
+        }
+        Err(e) => {
+            // no permission, a symbolic link loop, a name too long, a file as a folder
             let why = format!("file not readable: {}: {}", path.display(), strerror(&e));
             return Err(missing(why));
         }
-        Err(_) => return Err(missing(format!("file not found: {}", path.display()))),
     };
     if meta.is_dir() {
         let why = format!("{} is a directory, not a spectrum file", path.display());
