@@ -32,6 +32,29 @@ def test_version_matches_metadata() -> None:
     assert rrnet.__version__ == version("rrnet")
 
 
+def test_citation_file_names_this_version_and_the_paper() -> None:
+    """CITATION.cff (what GitHub's "Cite this repository" and Zenodo read) follows the
+    package's version, and its preferred citation is the RRNet paper."""
+    import tomllib
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[1]
+    cff = yaml.safe_load((root / "CITATION.cff").read_text(encoding="utf-8"))
+    project = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    assert cff["cff-version"] == "1.2.0" and cff["type"] == "software"
+    assert str(cff["version"]) == project["version"]
+    paper = cff["preferred-citation"]
+    assert (paper["journal"], paper["volume"], paper["start"], paper["year"]) == (
+        "The Astrophysical Journal Supplement Series",
+        261,
+        36,
+        2022,
+    )
+    assert [a["family-names"] for a in paper["authors"]] == ["Xiong", "Li", "Liao"]
+
+
 @pytest.mark.parametrize(
     ("module", "prog"),
     [
