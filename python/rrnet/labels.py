@@ -219,13 +219,16 @@ _PAPER_NAMES: dict[str, str] = {v: k for k, v in IDENTIFIER_NAMES.items()}
 
 def catalogue_label(name: str) -> str:
     """The internal name of a label written in either column style and in any case
-    (``Teff[K]``, ``teff``, ``TEFF`` -> ``Teff[K]``; ``FE_H`` -> ``FeH``), so that a
+    (``Teff[K]``, ``teff``, ``TEFF`` -> ``Teff[K]``; ``FE_H``, ``FEH`` -> ``FeH``), so that a
     labels table named like an rrnet catalogue or a survey's ``TEFF``/``FE_H`` columns
     trains the catalogue's labels; any other name comes back unchanged."""
     for candidate in (name, internal_name(name), internal_name(name.lower())):
         if candidate in ALL_LABELS:
             return candidate
-    return name
+    return _PAPER_ANY_CASE.get(name.lower(), name)  # FEH, MGH, teff[k]
+
+
+_PAPER_ANY_CASE: dict[str, str] = {label.lower(): label for label in ALL_LABELS}
 
 
 def styled_columns(names: Sequence[str], style: str) -> dict[str, str]:

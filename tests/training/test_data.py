@@ -200,17 +200,23 @@ def test_label_columns_in_either_style_and_any_case_train_the_catalogue_labels(
     table = pl.read_csv(root / "labels.csv")
     want = select_rows(manifest, table, resolve_labels("SP"))
     styled = table.rename({"Teff[K]": "teff", "Logg": "LOGG", "FeH": "Fe_H"})
-    for group in ("SP", "teff,logg,FE_H", ["TEFF", "Logg", "fe_h"]):
+    for group in ("SP", "teff,logg,FE_H", ["TEFF", "Logg", "fe_h"], "TEFF[K],LOGG,FEH"):
         got = select_rows(manifest, styled, resolve_labels(group))
         assert got.label_names == ["Teff[K]", "Logg", "FeH"]
         np.testing.assert_array_equal(got.rows, want.rows)
         np.testing.assert_array_equal(got.labels, want.labels)
+    paper_upper = table.rename({"Teff[K]": "TEFF[K]", "Logg": "LOGG", "FeH": "FEH"})
+    got = select_rows(manifest, paper_upper, resolve_labels("SP"))  # the paper's, upper case
+    np.testing.assert_array_equal(got.labels, want.labels)
     both = table.with_columns(pl.col("Teff[K]").alias("teff"))
     with pytest.raises(ValueError, match="2 columns for Teff"):
         select_rows(manifest, both, resolve_labels("SP"))
     with pytest.raises(ValueError, match="duplicate"):
         resolve_labels("teff,Teff[K]")
     assert resolve_labels("vsini,teff") == ["vsini", "Teff[K]"]  # other names stay
+    assert resolve_labels("SP,MgH") == [*resolve_labels("SP"), "MgH"]  # a group in a list
+    with pytest.raises(ValueError, match="duplicate"):
+        resolve_labels("SP,teff")
 
 
 def test_cli_warns_of_labels_the_catalogue_cannot_hold(
@@ -329,3 +335,53 @@ def test_survey_tables_join_and_fail_helpfully(store_and_labels, tmp_path: Path,
     (tmp_path / "full" / "x").write_text("")
     assert main([*base, "--labels", str(root / "labels.csv"), "--out", str(tmp_path / "full")]) == 2
     assert "--resume continues it" in capsys.readouterr().err
+
+
+def test_what_the_labels_table_loses_is_counted_and_ids_are_matched_as_meant(
+    store_and_labels,
+) -> None:
+    """A user's labels table: ids with blanks and float ids (3.0 for 3) match; rows without
+    an id, ids of no store row, ids that are not of the store's type and cells that are no
+    number (``n/a``) are counted and said in the log line, never lost without a word."""
+    from rrnet.training.data import describe_counts, resolve_labels, select_rows
+
+    root, manifest = store_and_labels
+    table = pl.read_csv(root / "labels.csv")
+    want = select_rows(manifest, table, resolve_labels("SP"))
+    padded = table.with_columns(pl.format(" {} ", pl.col("star_id")).alias("star_id"))
+    extra = pl.DataFrame(
+        {"star_id": [None, "", "NOPE1", "NOPE2"], "Teff[K]": [5000.0] * 4,
+         "Logg": [4.0] * 4, "FeH": [0.0] * 4}
+    )  # fmt: skip
+    messy = pl.concat([padded, extra]).with_columns(
+        pl.when(pl.col("star_id").str.strip_chars() == "S003")
+        .then(pl.lit("n/a"))
+        .otherwise(pl.col("Teff[K]").cast(pl.String))
+        .alias("Teff[K]")
+    )
+    got = select_rows(manifest, messy, resolve_labels("SP"))
+    np.testing.assert_array_equal(got.rows, want.rows)
+    s003 = np.isin(got.star_ids, ["S003"])
+    assert np.isnan(got.labels[s003, 0]).all() and not np.isnan(want.labels[s003, 0]).any()
+    np.testing.assert_array_equal(got.labels[~s003], want.labels[~s003])
+    assert got.counts["labels_without_key"] == 2 and got.counts["labels_unmatched"] == 2
+    assert got.counts["non_numeric"] == {"Teff[K]": 1}
+    line = describe_counts(got.counts)
+    assert "2 have no key" in line and "2 match no store row" in line
+    assert "no number read as missing: Teff[K] 1" in line
+    assert f"Teff[K] {int(np.isnan(got.labels[:, 0]).sum())}" in line  # missing per label
+    # obsid keys written as floats (a FITS or pandas round trip) match the integer ids;
+    # ids that are not whole numbers are counted as of the wrong type.
+    per_obsid = manifest.select("obsid", "star_id").join(table, on="star_id")
+    want = select_rows(manifest, per_obsid, resolve_labels("SP"), key=("obsid",))
+    floats = per_obsid.with_columns(pl.col("obsid").cast(pl.Float64))
+    floats = pl.concat([floats, floats.head(1).with_columns(pl.lit(1.5).alias("obsid"))])
+    got = select_rows(manifest, floats, resolve_labels("SP"), key=("OBSID",))  # any case
+    np.testing.assert_array_equal(got.rows, want.rows)
+    assert got.counts["labels_bad_key"] == 1
+    strings = per_obsid.with_columns(pl.format("x{}", pl.col("obsid")).alias("obsid"))
+    with pytest.raises(ValueError, match=r"not of the store's types \(obsid: Int64\), e.g. \('x"):
+        select_rows(manifest, strings, resolve_labels("SP"), key=("obsid",))
+    other = table.with_columns(pl.format("T{}", pl.col("star_id")).alias("star_id"))
+    with pytest.raises(ValueError, match=r"is no store row's .*'S000'"):
+        select_rows(manifest, other, resolve_labels("SP"))

@@ -36,16 +36,15 @@ def label_groups() -> dict[str, tuple[str, ...]]:
 
 
 def resolve_labels(group: str | Sequence[str]) -> list[str]:
-    """Label names for a group name (SP, CA, all) or a comma list / sequence of names;
-    catalogue labels in either column style and any case become their internal names
-    (:func:`rrnet.labels.catalogue_label`: ``teff`` -> ``Teff[K]``)."""
+    """Label names for a group name (SP, CA, all) or a comma list / sequence of names and
+    groups (``SP,MgH``); catalogue labels in either column style and any case become their
+    internal names (:func:`rrnet.labels.catalogue_label`: ``teff`` -> ``Teff[K]``)."""
     groups = label_groups()
     if isinstance(group, str):
-        if group in groups:
-            return list(groups[group])
         names = [g.strip() for g in group.split(",") if g.strip()]
     else:
         names = [str(g) for g in group]
+    names = [m for n in names for m in groups.get(n, (n,))]  # SP,MgH
     names = [catalogue_label(n) for n in names]
     if not names:
         raise ValueError("no labels to fit")
@@ -90,15 +89,18 @@ def select_rows(
     With ``predict_rv`` (RRNet-ur) the label ``rv`` is appended, taken from the
     manifest's ``rv_column``.
     """
-    key = list(key)
+    key = [_manifest_name(manifest, k) for k in key]  # --key OBSID for the store's obsid
     names = list(label_names)
     fitted = [n for n in names if not (predict_rv and n == RV_LABEL)]
     if predict_rv and RV_LABEL not in names:
         names.append(RV_LABEL)
     labels_table = labels_table.rename(label_columns(labels_table.columns, fitted, key))
     labels_table = labels_table.rename(key_renames(labels_table.columns, key))
+    counts: dict[str, Any] = {"manifest_rows": manifest.height}
+    labels_table = _keyed_rows(labels_table, key, counts)
     _check_tables(manifest, labels_table, key, fitted, rv_column if predict_rv else None)
-    counts = {"manifest_rows": manifest.height}
+    labels_table, key_problem = _matching_keys(labels_table, manifest, key, counts)
+    counts["non_numeric"] = _non_numeric(labels_table, fitted)
     ok = _usable_rows(manifest, include_flagged, counts)
     joined = _join_labels(ok, labels_table, key, fitted, star_column)
     counts["without_labels"] = ok.height - joined.height
@@ -121,8 +123,11 @@ def select_rows(
     if stars.null_count():
         raise ValueError(f"{stars.null_count()} usable rows have no {star_column!r}")
     counts["used"] = joined.height
+    counts["missing_per_label"] = {
+        n: int(k) for n, k in zip(names, np.isnan(values).sum(axis=0), strict=True) if k
+    }
     if joined.height == 0:
-        raise ValueError(f"no usable rows: {counts}")
+        raise ValueError(f"no usable rows: {describe_counts(counts)}{key_problem}")
     ids = {c: joined.get_column(c).to_numpy() for c in _ID_COLUMNS if c in joined.columns}
     return TrainingRows(
         rows=joined.get_column("row").to_numpy().astype(np.int64),
@@ -132,6 +137,83 @@ def select_rows(
         id_columns=ids,
         counts=counts,
     )
+
+
+def _manifest_name(manifest: pl.DataFrame, name: str) -> str:
+    """The manifest's own spelling of a key column named in another case, else ``name``."""
+    if name in manifest.columns:
+        return name
+    same = [c for c in manifest.columns if c.lower() == name.lower()]
+    return same[0] if len(same) == 1 else name
+
+
+def _keyed_rows(labels_table: pl.DataFrame, key: list[str], counts: dict[str, Any]) -> pl.DataFrame:
+    """Label rows with every key present (string keys stripped of blanks); the others are
+    counted (``labels_without_key``), not mistaken for one repeated empty key."""
+    present = [k for k in key if k in labels_table.columns]
+    text = [k for k in present if labels_table.schema[k] == pl.String]
+    labels_table = labels_table.with_columns(pl.col(text).str.strip_chars().replace("", None))
+    kept = labels_table.drop_nulls(present)
+    counts["labels_rows"] = labels_table.height
+    counts["labels_without_key"] = labels_table.height - kept.height
+    return kept
+
+
+def _matching_keys(
+    labels_table: pl.DataFrame, manifest: pl.DataFrame, key: list[str], counts: dict[str, Any]
+) -> tuple[pl.DataFrame, str]:
+    """The labels table with its keys of the manifest's types; counts of the rows whose key
+    is not of that type (``labels_bad_key``) or names no store row (``labels_unmatched``),
+    and a sentence on the key for the error when nothing matches."""
+    converted = []
+    for k in key:
+        want, have = manifest.schema[k], labels_table.schema[k]
+        column = pl.col(k)
+        if want != have:
+            if have.is_float() and (want.is_integer() or want == pl.String):
+                whole = column.is_null() | (column == column.floor())
+                column = pl.when(whole).then(column.cast(pl.Int64, strict=False))  # 3.0 -> 3
+            elif have == pl.String and want.is_numeric():
+                column = column.str.strip_chars()
+            column = column.cast(want, strict=False)
+        converted.append(column.alias(k))
+    cast = labels_table.with_columns(converted)
+    bad = cast.select(pl.any_horizontal(pl.col(key).is_null())).to_series()
+    counts["labels_bad_key"] = int(bad.sum())
+    problem = ""
+    if counts["labels_bad_key"]:
+        example = labels_table.filter(bad).select(key).row(0)
+        problem = (
+            f"; {counts['labels_bad_key']} label keys are not of the store's types "
+            f"({', '.join(f'{k}: {manifest.schema[k]}' for k in key)}), e.g. {example!r}"
+        )
+    cast = cast.filter(~bad)
+    found = cast.join(manifest.select(key).unique(), on=key, how="semi")
+    counts["labels_unmatched"] = cast.height - found.height
+    if counts["labels_unmatched"] and not problem:
+        keyed = manifest.select(key).drop_nulls()
+        ours = keyed.row(0) if keyed.height else ()
+        theirs = cast.join(found.select(key), on=key, how="anti").select(key).row(0)
+        problem = (
+            f"; e.g. the labels' key {theirs!r} is no store row's (the store's look like "
+            f"{ours!r}: check --key and the ids)"
+        )
+    return found, problem
+
+
+def _non_numeric(labels_table: pl.DataFrame, fitted: list[str]) -> dict[str, int]:
+    """Per label, the cells that hold something other than a number (``n/a``): read as
+    missing, and counted so that the log says so."""
+    out = {}
+    for name in fitted:
+        column = labels_table.get_column(name)
+        if column.dtype.is_numeric():
+            continue
+        text = column.cast(pl.String).str.strip_chars().replace("", None)
+        number = text.cast(pl.Float64, strict=False)
+        if lost := int((text.is_not_null() & number.is_null()).sum()):
+            out[name] = lost
+    return out
 
 
 def _xfe_hint(columns: list[str]) -> str:
@@ -199,29 +281,48 @@ def _join_labels(
         [
             *key,
             *star,
-            *[pl.col(n).cast(pl.Float64, strict=False).alias(f"__label__{n}") for n in fitted],
+            *[_as_number(pl.col(n)).alias(f"__label__{n}") for n in fitted],
         ]
     )
-    for k in key:  # join keys of different integer/string types would silently miss
-        if ok.schema[k] != right.schema[k]:
-            right = right.with_columns(pl.col(k).cast(ok.schema[k], strict=False))
     return ok.join(right, on=key, how="inner", maintain_order="left")
+
+
+def _as_number(column: pl.Expr) -> pl.Expr:
+    """A label column as float; text that is no number (``n/a``) is null."""
+    return column.cast(pl.String).str.strip_chars().cast(pl.Float64, strict=False)
 
 
 _ID_COLUMNS = ("obsid", "star_id", "filename", "extname_blue", "extname_red", "snr_blue", "snr_red")
 
 
 def describe_counts(counts: dict[str, Any]) -> str:
-    """One log line about how many rows were used and why others were not."""
-    return (
-        f"{counts['used']} of {counts['manifest_rows']} store rows used "
-        f"({counts['failed_preprocessing']} failed preprocessing, "
-        f"{counts['quality_flagged']} quality-flagged, {counts['without_labels']} without "
-        f"labels, {counts['all_labels_missing']} with every label missing)"
-        + (
-            f"; {counts['missing_sentinels']} label values <= -999 (-9999: not measured) "
+    """One log line about how many rows were used and why others were not, and what of
+    the labels table was left out (rows without a key, keys of another type or of no store
+    row, cells that are no number, -9999)."""
+    parts = [
+        f"{counts.get('used', 0)} of {counts['manifest_rows']} store rows used "
+        f"({counts.get('failed_preprocessing', 0)} failed preprocessing, "
+        f"{counts.get('quality_flagged', 0)} quality-flagged, "
+        f"{counts.get('without_labels', 0)} without labels, "
+        f"{counts.get('all_labels_missing', 0)} with every label missing)"
+    ]
+    left_out = {
+        "labels_without_key": "have no key",
+        "labels_bad_key": "have a key not of the store's type",
+        "labels_unmatched": "match no store row",
+    }
+    said = [f"{counts[k]} {what}" for k, what in left_out.items() if counts.get(k)]
+    if said:
+        parts.append(f"of the labels table's {counts['labels_rows']} rows {', '.join(said)}")
+    if counts.get("non_numeric"):
+        cells = ", ".join(f"{n} {k}" for n, k in counts["non_numeric"].items())
+        parts.append(f"cells that are no number read as missing: {cells}")
+    if counts.get("missing_sentinels"):
+        parts.append(
+            f"{counts['missing_sentinels']} label values <= -999 (-9999: not measured) "
             "read as missing"
-            if counts.get("missing_sentinels")
-            else ""
         )
-    )
+    if counts.get("missing_per_label"):
+        missing = ", ".join(f"{n} {k}" for n, k in counts["missing_per_label"].items())
+        parts.append(f"missing values in the rows used: {missing}")
+    return "; ".join(parts)
