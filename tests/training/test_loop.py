@@ -196,6 +196,54 @@ def test_refuses_to_overwrite_and_to_resume_with_other_settings(tmp_path: Path) 
         )  # fmt: skip
 
 
+def test_resume_refuses_changed_label_values(tmp_path: Path) -> None:
+    """A labels table edited between the kill and the --resume (same rows, same split)
+    would train on new values scaled by the old statistics: refused."""
+    _small_run(tmp_path / "a", stop_after_epoch=1)
+    flux, labels = toy_spectra(160, n_pixels=N_PIX, n_lines=25, seed=2)
+    split = split_by_star(np.arange(160), seed=3)
+    settings = TrainSettings(members=2, epochs=3, batch_size=32, augment_from=2, seed=11)
+    changed = labels.copy()
+    changed[:, 0] /= 1000.0  # Teff in kK
+    with pytest.raises(ValueError, match="labels differ"):
+        train_arrays(
+            flux, changed, split, label_names=TOY_LABELS, model_config=CONFIG,
+            settings=settings, out=tmp_path / "a", resume=True, progress=False,
+        )  # fmt: skip
+    missing = labels.copy()
+    missing[0, 2] = np.nan  # a label now missing is a change
+    state = torch.load(tmp_path / "a" / "train_state.pt", weights_only=True)
+    from rrnet.training.loop import labels_digest
+
+    assert labels_digest(labels) == state["label_values"]
+    assert labels_digest(missing) != labels_digest(labels)
+    nan_a, nan_b = labels.copy(), labels.copy()
+    nan_a[0, 2], nan_b[0, 2] = np.nan, -np.nan
+    assert labels_digest(nan_a) == labels_digest(nan_b)
+    assert _small_run(tmp_path / "a", resume=True).completed  # the same labels resume
+
+
+def test_a_stop_between_the_epochs_files_leaves_a_resumable_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The state is written before the checkpoint files: a kill between the two (here a
+    failure of the checkpoint write) leaves a folder that --resume continues."""
+    from rrnet.training import loop
+
+    def fail(run):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patched:
+        patched.setattr(loop, "_write_best", fail)
+        with pytest.raises(KeyboardInterrupt):
+            _small_run(tmp_path / "a")
+    assert (tmp_path / "a" / "train_state.pt").is_file()
+    assert not (tmp_path / "a" / "config.json").exists()
+    full = _small_run(tmp_path / "full")
+    resumed = _small_run(tmp_path / "a", resume=True)
+    np.testing.assert_array_equal(full.test_mean, resumed.test_mean)
+
+
 class _ShardedRows:
     """Flux rows as a store adapter presents them (duck type of StreamedRows): training
     then streams them in the by-shard order, as with ``ram_limit_gb`` too small."""

@@ -117,6 +117,18 @@ def split_digest(split: Split) -> str:
     return h.hexdigest()[:16]
 
 
+def labels_digest(labels: np.ndarray) -> str:
+    """Short hash of the label values (missing ones as one NaN): a run resumed with a
+    changed labels table would train on new values scaled by the old statistics."""
+    values = np.array(labels, dtype=np.float64)
+    values[np.isnan(values)] = np.nan  # one bit pattern for every missing value
+    return hashlib.sha256(np.ascontiguousarray(values).tobytes()).hexdigest()[:16]
+
+
+_ADDED_IDENTITY = frozenset({"label_values"})
+"""Identity keys newer than some saved states: absent from a state, they are not checked."""
+
+
 class _Inputs:
     """Turns row indices into model input on the device: gather, clip, standardise."""
 
@@ -373,6 +385,7 @@ def _start_run(
         "model": model_config.to_dict(),
         "labels": names,
         "split": split_digest(split),
+        "label_values": labels_digest(labels),
         "init": init.provenance if init is not None else None,
         "order": _order_kind(flux),
     }
@@ -632,10 +645,9 @@ def _write_best(run: _Run) -> None:
 
 
 def _save_epoch(run: _Run, epoch: int) -> None:
-    """Checkpoint, history and the resumable state after ``epoch``."""
+    """The resumable state after ``epoch``, then the checkpoint and history: the state
+    first, so that a run stopped between the writes can always be resumed."""
     assert run.out_dir is not None
-    _write_best(run)
-    files.write_history(run.out_dir, run.history)
     files.save_state(
         run.out_dir,
         {
@@ -652,6 +664,8 @@ def _save_epoch(run: _Run, epoch: int) -> None:
             "ood": run.ood,
         },
     )
+    _write_best(run)
+    files.write_history(run.out_dir, run.history)
 
 
 def _finish(
@@ -756,7 +770,11 @@ def _resume_state(out_dir: Path | None, identity: dict[str, Any]) -> dict[str, A
         if config and (config.get("training") or {}).get("status") == "complete":
             raise CheckpointComplete(f"checkpoint {out_dir} is already complete; nothing to do")
         if config:
-            raise ValueError(f"{out_dir} has a checkpoint but no {files.STATE_FILE} to resume")
+            raise ValueError(
+                f"{out_dir} has a checkpoint but no {files.STATE_FILE} to resume (a run stopped "
+                "before its first resumable save by an older rrnet): remove the folder and "
+                "train again"
+            )
         return None
     state = files.load_state(out_dir)
     saved_order = state.get("order", identity["order"])  # states older than the key
@@ -768,7 +786,14 @@ def _resume_state(out_dir: Path | None, identity: dict[str, Any]) -> dict[str, A
             "--ram-limit-gb (TrainSettings.ram_limit_gb) the run started with"
         )
     for key, value in identity.items():
-        if key != "order" and state.get(key) != value:
+        if key == "order" or (key in _ADDED_IDENTITY and key not in state):
+            continue
+        if key == "label_values" and state[key] != value:
+            raise ValueError(
+                f"cannot resume {out_dir}: the labels differ from those it was started with "
+                "(the labels table changed); train it anew (another --out) with the new table"
+            )
+        if state.get(key) != value:
             raise ValueError(
                 f"cannot resume {out_dir}: its {key!r} differs from this run's "
                 f"({state.get(key)!r} != {value!r})"
