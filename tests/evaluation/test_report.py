@@ -157,3 +157,18 @@ def test_cli_counts_the_split_it_evaluates(run, capsys) -> None:
     args += [str(run["root"] / "labels.csv"), "--out", str(run["root"] / "counted")]
     assert main([*args, "--checkpoint", str(run["ckpt"]), "--no-figures"]) == 0
     assert f"{test.height} spectra evaluated" in capsys.readouterr().err
+
+
+def test_checkpoint_split_by_a_column_of_the_labels_table(run, tmp_path: Path, capsys) -> None:
+    """A catalogue without the split's star column (say from LAMOST's catalogue, keyed by
+    obsid) evaluates the checkpoint's test stars when the labels table has the column, as
+    training allows (--star-column from the labels table)."""
+    catalog, labels = toy_tables(40, seed=5)
+    per_spectrum = catalog.select("obsid", "star_id").join(labels, on="star_id")
+    write_table(catalog.drop("star_id"), tmp_path / "cat.parquet")
+    write_table(per_spectrum, tmp_path / "labels.csv")
+    test = catalog.filter((pl.col("flag") == 1) & (pl.col("star_id") >= 30))
+    args = ["--catalog", str(tmp_path / "cat.parquet"), "--labels", str(tmp_path / "labels.csv")]
+    args += ["--key", "obsid", "--out", str(tmp_path / "r"), "--no-figures"]
+    assert main([*args, "--checkpoint", str(run["ckpt"])]) == 0
+    assert f"{test.height} spectra evaluated" in capsys.readouterr().err

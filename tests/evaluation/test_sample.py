@@ -29,12 +29,27 @@ def _catalog() -> pl.DataFrame:
 def test_build_sample_counts_and_truth_columns() -> None:
     labels = pl.DataFrame({"star_id": ["a", "b", "c"], "FeH": [0.15, -0.4, 0.1]})
     sample, counts = build_sample(_catalog(), labels, ["FeH"])
-    assert counts.to_dict() == {"catalog_rows": 5, "status_ok": 4, "flag_ok": 3, "with_labels": 3}
+    assert counts.to_dict() == {
+        "catalog_rows": 5, "status_ok": 4, "flag_ok": 3, "with_labels": 3,
+        "labels_rows": 3, "labels_matching_no_catalogue_row": 0,
+    }  # fmt: skip
     assert sample["obsid"].to_list() == [1, 2, 4]
     assert sample["FeH_true"].to_list() == [0.15, 0.15, 0.1]
     assert sample["snr"].to_list() == [30.0, 50.0, 80.0]
     everything, counts = build_sample(_catalog(), labels, ["FeH"], all_rows=True)
     assert counts.flag_ok == 4 and sorted(everything["obsid"].to_list()) == [1, 2, 3, 4]
+
+
+def test_text_keys_match_without_blanks_and_unmatched_rows_are_counted() -> None:
+    """' a ' is star a (a table written with padding); ids of no catalogue row are counted,
+    and a column of the labels table the catalogue lacks is carried when asked."""
+    labels = pl.DataFrame(
+        {"star_id": [" a ", "c", "zz"], "FeH": [0.15, 0.1, 0.0], "APOGEE_ID": ["A", "C", "Z"]}
+    )
+    sample, counts = build_sample(_catalog(), labels, ["FeH"], carry=("APOGEE_ID",))
+    assert sample["obsid"].to_list() == [1, 2, 4]
+    assert sample["APOGEE_ID"].to_list() == ["A", "A", "C"]
+    assert (counts.labels_rows, counts.labels_matching_no_catalogue_row) == (3, 1)
 
 
 def test_labels_per_spectrum_join_on_several_keys() -> None:

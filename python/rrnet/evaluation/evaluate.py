@@ -106,9 +106,13 @@ def evaluate(opts: EvalOptions, *, split_loader: SplitLoader = load_split) -> Re
         raise sample.SampleError(
             "no label has prediction, _err and reference columns in both tables"
         )
-    joined, counts = sample.build_sample(
-        catalog, labels_table, labels, key=opts.key, snr=opts.snr, all_rows=opts.all_rows
+    split_key, split, conflicting = (
+        _common_split(opts, split_loader) if opts.checkpoints else (None, {}, 0)
     )
+    joined, counts = sample.build_sample(
+        catalog, labels_table, labels, key=opts.key, snr=opts.snr, all_rows=opts.all_rows,
+        carry=(split_key,) if split_key else (),
+    )  # fmt: skip
     count_dict: dict[str, int] = counts.to_dict()
     usable = sample.add_snr(sample.select_usable(catalog, all_rows=opts.all_rows), opts.snr)
     ood_rows = sample.add_snr(sample.select_usable(catalog, all_rows=True), opts.snr)
@@ -123,8 +127,7 @@ def evaluate(opts: EvalOptions, *, split_loader: SplitLoader = load_split) -> Re
         inputs["labels without a reference column"] = ", ".join(unreferenced)
     notes: list[str] = []
     recal = None
-    if opts.checkpoints:
-        split_key, split, conflicting = _common_split(opts, split_loader)
+    if split_key is not None:
         if conflicting:
             count_dict["stars_in_different_splits_left_out"] = conflicting
         if split_key not in joined.columns:

@@ -243,6 +243,15 @@ def worries(report: Report) -> list[str]:
         out.append(
             f"{total - ok:,} of {total:,} catalogue rows ({1 - ok / total:.0%}) have no labels."
         )
+    reference, unmatched = (
+        counts.get("labels_rows", 0),
+        counts.get("labels_matching_no_catalogue_row", 0),
+    )
+    if reference and unmatched / reference >= 0.1:
+        out.append(
+            f"{unmatched:,} of the {reference:,} reference rows match no catalogue row: "
+            "check --key and the ids (or the catalogue covers part of the labels)."
+        )
     if ok and flag is not None and flag / ok < 0.5:
         out.append(f"Only {flag / ok:.0%} of the rows with labels are recommended (flag 1).")
     overall = _overall(report)
@@ -356,6 +365,8 @@ _STEPS = {
     "status_ok": "with labels (status ok)",
     "flag_ok": "counted (flag 1 unless --all-rows)",
     "with_labels": "with reference labels",
+    "labels_rows": "rows of the reference labels table",
+    "labels_matching_no_catalogue_row": "reference rows matching no catalogue row",
     "valid_rows_for_recalibration": "validation rows used for the error factors",
     "stars_with_repeats": "stars with repeat observations",
 }

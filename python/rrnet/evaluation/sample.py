@@ -29,6 +29,8 @@ class SampleCounts:
     status_ok: int
     flag_ok: int
     with_labels: int
+    labels_rows: int = 0
+    labels_matching_no_catalogue_row: int = 0
 
     def to_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -81,12 +83,15 @@ def build_sample(
     key: tuple[str, ...] = ("star_id",),
     snr: str = "snr_blue",
     all_rows: bool = False,
+    carry: tuple[str, ...] = (),
 ) -> tuple[pl.DataFrame, SampleCounts]:
     """Join predictions to reference labels; see the module docstring.
 
     Returns the sample (catalogue columns, ``snr`` and ``<label>_true``) and the counts.
     Labels missing from the reference table are an error; reference rows with a
-    duplicated key are an error too (they would silently duplicate predictions).
+    duplicated key are an error too (they would silently duplicate predictions). Text
+    keys are compared without surrounding blanks; ``carry``: columns of the labels table
+    the sample takes where the catalogue has none (a split's star column, ``APOGEE_ID``).
     """
     for name, table in (("catalogue", catalog), ("labels", labels_table)):
         missing = [k for k in key if k not in table.columns]
@@ -95,7 +100,12 @@ def build_sample(
     absent = [c for c in labels if c not in labels_table.columns]
     if absent:
         raise SampleError(f"labels table lacks column(s) {', '.join(absent)}")
-    truth = labels_table.select([*key, *(_reference(c).alias(c + TRUE_SUFFIX) for c in labels)])
+    text = [k for k in key if labels_table.schema[k] == pl.String]
+    labels_table = labels_table.with_columns(pl.col(text).str.strip_chars())
+    carried = [c for c in carry if c in labels_table.columns and c not in catalog.columns]
+    truth = labels_table.select(
+        [*key, *carried, *(_reference(c).alias(c + TRUE_SUFFIX) for c in labels)]
+    )
     if truth.select(key).is_duplicated().any():
         raise SampleError(f"labels table has duplicated key(s) {', '.join(key)}")
     status_ok = select_usable(catalog, all_rows=True)
@@ -118,10 +128,15 @@ def build_sample(
             )
     truth = truth.with_columns([pl.col(k).cast(dtypes[k]) for k in key])
     joined = with_snr.join(truth, on=list(key), how="inner", maintain_order="left")
+    known = catalog.select(key).with_columns([pl.col(k).cast(dtypes[k]) for k in key])
     counts = SampleCounts(
         catalog_rows=catalog.height,
         status_ok=status_ok.height,
         flag_ok=flag_ok.height,
         with_labels=joined.height,
+        labels_rows=truth.height,
+        labels_matching_no_catalogue_row=truth.join(
+            known.unique(), on=list(key), how="anti"
+        ).height,
     )
     return joined, counts
