@@ -150,6 +150,9 @@ def test_cli_trains_from_a_store_with_the_row_rules(store_and_labels, small_netw
         (["--epochs", "0"], "epochs must be >= 1"),
         (["--group", "Teff[K],Nope"], "no column(s) Nope"),
         (["--key", "obsid_missing"], "no column(s) obsid_missing"),
+        (["--split-fractions", "7:0:3"], "--split-fractions '7:0:3'"),
+        (["--split-fractions", "a:b:c"], "give three shares"),
+        (["--split-fractions", "7:1"], "give three shares"),
     ],
 )
 def test_cli_bad_arguments_exit_2_with_one_line(
@@ -385,3 +388,34 @@ def test_what_the_labels_table_loses_is_counted_and_ids_are_matched_as_meant(
     other = table.with_columns(pl.format("T{}", pl.col("star_id")).alias("star_id"))
     with pytest.raises(ValueError, match=r"is no store row's .*'S000'"):
         select_rows(manifest, other, resolve_labels("SP"))
+
+
+def test_split_fractions_and_what_training_warns_of(
+    store_and_labels, small_networks, caplog, tmp_path: Path
+) -> None:
+    """--split-fractions 4:4:2 cuts the stars so; a small validation split and a label in
+    other units (Teff in kK) are warned of; a label with one value (up to round-off) is
+    refused."""
+    from rrnet.training.split import split_by_star
+
+    root, _ = store_and_labels
+    table = pl.read_csv(root / "labels.csv")
+    kk = table.with_columns(pl.col("Teff[K]") / 1000.0)
+    kk.write_csv(tmp_path / "kk.csv")
+    out = tmp_path / "ckpt"
+    base = ["--store", str(root / "store"), *ARGS]
+    with caplog.at_level("WARNING"):
+        code = main([*base, "--labels", str(tmp_path / "kk.csv"), "--out", str(out),
+                     "--split-fractions", "4:4:2"])  # fmt: skip
+    assert code == 0
+    split = pl.read_parquet(out / "split.parquet")
+    stars = split.unique("star_id", maintain_order=True)
+    want = split_by_star(stars["star_id"].to_numpy(), fractions=(0.4, 0.4, 0.2), seed=0)
+    assert (stars["split"] == "valid").sum() == want.valid.size
+    warned = " ".join(r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+    assert "Teff[K] has median" in warned and "not the catalogue's units" in warned
+    assert "the validation split has" in warned and "rough below 50 stars" in warned
+    constant = table.with_columns(pl.lit(4.37).alias("Logg"))  # its mean is off by round-off
+    constant.write_csv(tmp_path / "constant.csv")
+    code = main([*base, "--labels", str(tmp_path / "constant.csv"), "--out", str(tmp_path / "c")])
+    assert code == 2

@@ -76,6 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=d.seed, help="initialisation seed (%(default)s)")
     p.add_argument("--split-seed", type=int, help="seed of the star split (default --seed)")
     p.add_argument(
+        "--split-fractions", default="7:1:2", metavar="TRAIN:VALID:TEST",
+        help="shares of the stars in the train, validation and test splits (%(default)s, the "
+        "paper's); with few stars give validation more (4:4:2): the error calibration and "
+        "the out-of-distribution test are fitted on it",
+    )  # fmt: skip
+    p.add_argument(
         "--split-from",
         metavar="CKPT",
         help="stars of this checkpoint keep its split, so none of its training stars becomes "
@@ -151,9 +157,27 @@ def _options(args: argparse.Namespace) -> TrainOptions:
         labels_to_fit=args.group,
         settings=settings,
         key=tuple(k.strip() for k in args.key.split(",") if k.strip()),
+        split_fractions=_fractions(args.split_fractions),
         progress=not args.quiet,
         freeze=_freeze_groups(args.freeze, args.init),
     )
+
+
+def _fractions(text: str) -> tuple[float, float, float]:
+    """``--split-fractions 7:1:2`` (or ``0.4,0.4,0.2``) as shares summing to 1."""
+    parts = [p.strip() for p in text.replace(",", ":").split(":")]
+    try:
+        shares = [float(p) for p in parts]
+    except ValueError:
+        shares = []
+    finite = all(0 <= x < float("inf") for x in shares)
+    if len(shares) != 3 or not finite or not (shares[0] > 0 and shares[1] > 0):
+        raise ValueError(
+            f"--split-fractions {text!r}: give three shares TRAIN:VALID:TEST, train and "
+            "validation above 0 (say 7:1:2)"
+        )
+    total = sum(shares)
+    return (shares[0] / total, shares[1] / total, shares[2] / total)
 
 
 def _freeze_groups(text: str, init: str | None) -> tuple[str, ...]:

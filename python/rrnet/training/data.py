@@ -295,6 +295,32 @@ def _as_number(column: pl.Expr) -> pl.Expr:
 _ID_COLUMNS = ("obsid", "star_id", "filename", "extname_blue", "extname_red", "snr_blue", "snr_red")
 
 
+PLAUSIBLE_MEDIANS: dict[str, tuple[float, float]] = {
+    "Teff[K]": (2500.0, 50000.0),
+    "Logg": (-1.0, 6.5),
+    **{label: (-5.0, 1.5) for label in ALL_LABELS if label not in ("Teff[K]", "Logg")},
+}
+"""Where the median of a catalogue label's training values lies for stars in the units the
+catalogue uses (K, dex, [X/H]); outside, the column is in other units ([X/Fe], kK)."""
+
+
+def implausible_labels(labels: np.ndarray, names: Sequence[str]) -> list[str]:
+    """Sentences on catalogue labels whose median lies outside :data:`PLAUSIBLE_MEDIANS`
+    (Teff in kK, log g in cgs units, [X/H] in per cent): trained as they are, their
+    predictions would carry the table's units under the catalogue's."""
+    out = []
+    for j, name in enumerate(names):
+        column = labels[:, j]
+        column = column[~np.isnan(column)]
+        if name not in PLAUSIBLE_MEDIANS or column.size == 0:
+            continue
+        low, high = PLAUSIBLE_MEDIANS[name]
+        median = float(np.median(column))
+        if not low <= median <= high:
+            out.append(f"{name} has median {median:g}, outside {low:g}..{high:g}")
+    return out
+
+
 def describe_counts(counts: dict[str, Any]) -> str:
     """One log line about how many rows were used and why others were not, and what of
     the labels table was left out (rows without a key, keys of another type or of no store

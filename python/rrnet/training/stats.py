@@ -65,7 +65,8 @@ def label_statistics(labels: np.ndarray, names: list[str]) -> tuple[np.ndarray, 
         raise ValueError(f"label(s) with no value in the training split: {', '.join(empty)}")
     mean = np.nanmean(labels, axis=0)
     std = np.sqrt(np.nanmean((labels - mean) ** 2, axis=0))
-    flat = [n for n, s in zip(names, std, strict=True) if not s > 0]
+    # one value, up to the round-off of its mean (4.0 x 1,000 has std ~1e-13, not 0)
+    flat = [n for n, s, m in zip(names, std, mean, strict=True) if not s > 1e-9 * max(1.0, abs(m))]
     if flat:
         raise ValueError(f"label(s) constant over the training split: {', '.join(flat)}")
     return mean, std
