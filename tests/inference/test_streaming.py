@@ -121,12 +121,13 @@ def test_flag_is_quality_bits_zero_and_snr_bit(catalogue: pl.DataFrame) -> None:
     assert (~has_bit.filter(~low.fill_null(True))).all()
 
 
-def test_provenance(world: dict) -> None:
+def test_provenance(world: dict, monkeypatch: pytest.MonkeyPatch) -> None:
     from rrnet.models.checkpoint import checkpoint_hash
 
     out = world["root"] / "prov" / "cat.parquet"
+    monkeypatch.chdir(world["sp"].parent)  # the SP checkpoint named relative to the run
     infer(
-        [world["sp"], world["ca"]],
+        [Path(world["sp"].name), world["ca"]],
         store=world["store"],
         out=out,
         device="cpu",
@@ -138,6 +139,8 @@ def test_provenance(world: dict) -> None:
     )
     assert meta["rrnet.preprocessing_hash"] == world["fp"]["hash"]
     assert meta["rrnet.input"] == str(world["store"])
+    paths = [c["path"] for c in json.loads(meta["rrnet.checkpoints"])]
+    assert paths == [str(world["sp"].absolute()), str(world["ca"].absolute())]
     sources = json.loads(meta["rrnet.label_sources"])
     assert {k for k, v in sources.items() if v == 0} == set(SP_LABELS)
     assert {k for k, v in sources.items() if v == 1} == set(CA_LABELS)

@@ -63,7 +63,7 @@ class LoadedCheckpoint:
         else:
             errors = "raw (paper eq. 3, uncalibrated)"
         return {
-            "path": str(self.path),
+            "path": os.path.abspath(self.path),  # where it was, wherever the run started
             "hash": self.hash,
             "labels": list(self.labels),
             "calibrated_labels": sorted(self.calibration or {}),
