@@ -164,3 +164,28 @@ def test_cli_refuses_bad_freeze_requests(capsys: pytest.CaptureFixture[str]) -> 
     assert main([*base, "--init", "ckpt", "--freeze", "conv,gills"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "gills" in err[0]
+
+
+def test_labels_far_from_the_init_checkpoints_normalisation_are_warned_of(caplog) -> None:
+    """Fine-tuning keeps the checkpoint's label normalisation by default: a table whose
+    [Fe/H] sits 4 of its standard deviations off (another zero point) is named, with the
+    option that recomputes it; labels within 3 are not."""
+    from types import SimpleNamespace
+
+    from rrnet.training.api import _warn_shifted_labels
+
+    norm = SimpleNamespace(label_mean=np.array([5000.0, 0.0]), label_std=np.array([500.0, 0.3]))
+    rng = np.random.default_rng(0)
+    labels = np.column_stack([rng.normal(5200, 400, 200), rng.normal(-1.2, 0.2, 200)])
+    labels[::7, 1] = np.nan  # missing values do not count
+    with caplog.at_level("WARNING"):
+        _warn_shifted_labels(labels, ["Teff[K]", "FeH"], norm)
+    (message,) = [r.getMessage() for r in caplog.records]
+    shift = (np.nanmean(labels[:, 1]) - 0.0) / 0.3
+    assert f"FeH mean {np.nanmean(labels[:, 1]):g} ({shift:+.1f} of its std" in message
+    assert "Teff" not in message and "--label-norm data" in message
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        _warn_shifted_labels(labels[:, :1], ["Teff[K]"], SimpleNamespace(
+            label_mean=norm.label_mean[:1], label_std=norm.label_std[:1]))  # fmt: skip
+    assert not caplog.records

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -115,6 +116,8 @@ def train_ensemble(
         )
         log(f"starting every member from {opts.init} ({init.provenance['label_normalization']}"
             f" label normalisation{', new output layer' if init.new_head else ''})")  # fmt: skip
+        if init.label_norm == "checkpoint":
+            _warn_shifted_labels(selected.labels, names, init.normalization)
     else:
         config = opts.model_config or model_config_for(opts.arch, opts.mode, num_labels=len(names))
     if config.num_labels != len(names):
@@ -166,6 +169,26 @@ def train_ensemble(
         )
         fit_ood_checkpoint(out, flux, split.train, split.valid, *snr_arms, log=log)
     return out
+
+
+def _warn_shifted_labels(labels: np.ndarray, names: list[str], norm: Any) -> None:
+    """Fine-tuning with the checkpoint's label normalisation on labels far from its mean
+    (another scale, another survey's zero point) starts the output layer far off."""
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a label with no value: NaN
+        mean = np.nanmean(labels, axis=0)
+    shift = (mean - np.asarray(norm.label_mean)) / np.asarray(norm.label_std)
+    far = [
+        f"{n} mean {m:g} ({d:+.1f} of its std from {c:g})"
+        for n, m, d, c in zip(names, mean, shift, norm.label_mean, strict=True)
+        if abs(d) > 3
+    ]
+    if far:
+        logging.getLogger(__name__).warning(
+            "labels far from the --init checkpoint's: %s; --label-norm data recomputes the "
+            "label normalisation from this table",
+            "; ".join(far),
+        )
 
 
 MIN_VALIDATION_STARS = 50
