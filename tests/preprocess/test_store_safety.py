@@ -128,3 +128,20 @@ def test_resume_with_another_data_dir_is_refused(tmp_path, capsys):
     assert main([*found, "--out", str(out), "--quiet", "--shard-size", "1", "--resume"]) == 2
     err = capsys.readouterr().err
     assert "begun with --data-dir" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o027], ids=["umask-022", "umask-027"])
+def test_every_store_file_has_the_mode_the_umask_gives(tmp_path, mask):
+    """A survey shares its store: the shards were written 0600 (mkstemp's mode, kept by
+    the rename), so another user could read the manifest but not the flux."""
+    import stat
+
+    previous = os.umask(mask)
+    try:
+        assert main(_args(_catalog(tmp_path / "a.csv", (-20.0, 5.0)), tmp_path / "store")) == 0
+    finally:
+        os.umask(previous)
+    files = [p for p in (tmp_path / "store").rglob("*") if p.is_file()]
+    assert any(p.suffix == ".npy" for p in files)
+    modes = {p.relative_to(tmp_path).as_posix(): stat.S_IMODE(p.stat().st_mode) for p in files}
+    assert set(modes.values()) == {0o666 & ~mask}, modes

@@ -21,9 +21,17 @@ TEMP_GLOB = ".*.tmp"
 
 def temp_beside(path: Path) -> tuple[int, Path]:
     """A new temporary file beside ``path`` (``.<name>.<random>.tmp``), open for writing:
-    ``(fd, temporary path)``. Its directory is created if needed."""
+    ``(fd, temporary path)``. Its directory is created if needed. It has the mode a plain
+    ``open`` gives (0666 less the umask), not mkstemp's 0600: renamed into place, a store's
+    shards must be readable by whoever may read its manifest (a survey's shared store)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o666 & ~umask())
+    except BaseException:
+        os.close(fd)
+        Path(name).unlink(missing_ok=True)
+        raise
     return fd, Path(name)
 
 
