@@ -145,3 +145,20 @@ def test_every_store_file_has_the_mode_the_umask_gives(tmp_path, mask):
     assert any(p.suffix == ".npy" for p in files)
     modes = {p.relative_to(tmp_path).as_posix(): stat.S_IMODE(p.stat().st_mode) for p in files}
     assert set(modes.values()) == {0o666 & ~mask}, modes
+
+
+def test_a_closed_output_pipe_does_not_stop_the_run(tmp_path):
+    """``rrnet-preprocess ... 2>&1 | head``: the reader goes, the writes to the pipe fail
+    (BrokenPipeError); the run still finishes its store and exits 0."""
+    catalog = _catalog(tmp_path / "a.csv", (-20.0, 5.0, 10.0))
+    out = tmp_path / "store"
+    args = [str(catalog), "--data-dir", str(REAL_FILE.parent), "--out", str(out)]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rrnet.cli.preprocess", *args],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    proc.stdout.close()  # the reader is gone before the first line
+    assert proc.wait(timeout=300) == 0
+    from rrnet.store import open_store
+
+    assert open_store(out).manifest["status"].to_list() == ["ok"] * 3

@@ -7,6 +7,7 @@ line that names the command and the problem is what an operator needs.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import os
 import sys
@@ -120,6 +121,45 @@ class Terminated(KeyboardInterrupt):
 
 def _terminated(signum: int, frame: object) -> None:
     raise Terminated()
+
+
+class _DiscardOnClosedPipe:
+    """A text stream that, once its reader has gone (``cmd 2>&1 | head``), sends what is
+    written to /dev/null instead of raising BrokenPipeError: the progress and the summary
+    are not the product, and losing them must not stop a run half-way."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def _gone(self) -> None:
+        with contextlib.suppress(OSError, ValueError):  # the buffer's pending bytes too
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self._stream.fileno())
+            os.close(devnull)
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._gone()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._gone()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def survive_closed_pipes() -> None:
+    """Let a command finish its work when stdout or stderr is a pipe closed early."""
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        if stream is not None and not isinstance(stream, _DiscardOnClosedPipe):
+            setattr(sys, name, _DiscardOnClosedPipe(stream))
 
 
 def stop_on_sigterm() -> None:

@@ -14,7 +14,13 @@ from pathlib import Path
 
 import polars as pl
 
-from rrnet.cli._args import OneLineParser, parse_or_status, run_errors, usage_error
+from rrnet.cli._args import (
+    OneLineParser,
+    parse_or_status,
+    run_errors,
+    survive_closed_pipes,
+    usage_error,
+)
 from rrnet.io.catalog import CatalogError, table_format, write_table
 from rrnet.io.lamost_catalog import (
     RV_PRIORITY,
@@ -140,6 +146,7 @@ def summary_lines(table: pl.DataFrame, out: Path) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    survive_closed_pipes()  # a closed stdout/stderr pipe must not stop the run
     args = parse_or_status(build_parser(), argv, PROG)
     if isinstance(args, int):
         return args

@@ -11,7 +11,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from rrnet.cli._args import OneLineParser, UsageError, parse_or_status, run_errors, usage_error
+from rrnet.cli._args import (
+    OneLineParser,
+    UsageError,
+    parse_or_status,
+    run_errors,
+    survive_closed_pipes,
+    usage_error,
+)
 from rrnet.io.catalog import CatalogError, table_format
 from rrnet.utils.lock import output_lock
 
@@ -329,6 +336,7 @@ def pl_errors() -> type[Exception]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    survive_closed_pipes()  # a closed stdout/stderr pipe must not stop the run
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] == "compare":
         return _main_compare(argv[1:])

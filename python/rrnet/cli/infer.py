@@ -18,6 +18,7 @@ from rrnet.cli._args import (
     infer_options,
     reading_options,
     run_errors,
+    survive_closed_pipes,
     usage_error,
 )
 from rrnet.inference.options import (
@@ -162,6 +163,7 @@ def parse_error_floor(values: Sequence[str] | None) -> dict[str, float] | str | 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status (2 for unusable arguments)."""
+    survive_closed_pipes()  # a closed stdout/stderr pipe must not stop the run
     try:
         args = build_parser().parse_args(argv)
     except UsageError as exc:

@@ -18,6 +18,7 @@ from rrnet.cli._args import (
     parse_or_status,
     run_failure,
     stop_on_sigterm,
+    survive_closed_pipes,
     unexpected_exit,
     usage_error,
 )
@@ -221,6 +222,7 @@ def _summary(path: Path, selection: Path | None, summary: RunSummary, dtype: str
 
 
 def main(argv: list[str] | None = None) -> int:
+    survive_closed_pipes()  # a closed stdout/stderr pipe must not stop the run
     args = parse_or_status(build_parser(), argv, PROG)
     if isinstance(args, int):
         return args
