@@ -240,9 +240,9 @@ def make_checkpoint(
 
 def build_world(root: Path) -> dict:
     """A store of the input catalogue (shards of 3 rows) and SP/CA checkpoints."""
-    store = preprocess_catalog(
+    store = preprocess_catalog(  # catalogue RVs only: its unusable RV is to stay bad_rv
         input_catalogue(), REAL_FILE.parent, root / "store", workers=0, shard_size=3,
-        progress=False,
+        progress=False, rv_mode="catalog",
     )  # fmt: skip
     fp = store.fingerprint
     sp = make_checkpoint(root / "SP", SP_LABELS, members=3, seed=1, preprocessing=fp)

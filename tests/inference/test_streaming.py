@@ -310,9 +310,15 @@ def test_on_the_fly_equals_store(
     csv = world["root"] / "input.csv"
     input_catalogue().write_csv(csv)
     table = infer(
-        [world["sp"], world["ca"]], catalog=csv, data_dir=REAL_FILE.parent, chunk_rows=4,
-        workers=0, device="cpu", column_style="paper",
-    )  # fmt: skip
+        [world["sp"], world["ca"]],
+        catalog=csv,
+        data_dir=REAL_FILE.parent,
+        chunk_rows=4,
+        workers=0,
+        device="cpu",
+        column_style="paper",
+        preprocess={"rv_mode": "catalog"},
+    )  # fmt: skip (the store's RV mode)
     exact = [*SPEC5, "status", "quality_bits", "rv_used", "rv_used_source"]
     exact = [c for c in exact if c not in ALL_LABELS]
     exact = [c for c in exact if not c.endswith("_err")]

@@ -111,7 +111,9 @@ def _bad_catalog() -> pl.DataFrame:
 
 def test_every_row_gets_a_manifest_row_with_the_right_status(data_dir, tmp_path):
     cat = _bad_catalog()
-    store = preprocess_catalog(cat, data_dir, tmp_path / "store", workers=0, shard_size=6)
+    store = preprocess_catalog(
+        cat, data_dir, tmp_path / "store", workers=0, shard_size=6, rv_mode="catalog"
+    )  # its unusable RVs stay bad_rv (the default, auto, would measure them)
     m = store.manifest
     assert m.height == cat.height
     assert m["row"].to_list() == list(range(cat.height))
@@ -127,12 +129,16 @@ def test_every_row_gets_a_manifest_row_with_the_right_status(data_dir, tmp_path)
     assert m.filter(pl.Series(ok))["n_outliers"].null_count() == 0
     assert m.filter(pl.col("status") == "missing_file")["n_outliers"].null_count() == 2
     # A bad row never perturbs its neighbours: the good rows equal a clean run.
-    clean = next(iter_preprocessed(cat.filter(pl.Series(ok)), data_dir, workers=0))
+    clean = next(
+        iter_preprocessed(cat.filter(pl.Series(ok)), data_dir, workers=0, rv_mode="catalog")
+    )
     np.testing.assert_array_equal(flux[ok], clean.flux)
 
 
 def test_reasons_are_specific(data_dir, tmp_path):
-    store = preprocess_catalog(_bad_catalog(), data_dir, tmp_path / "s", workers=0, shard_size=64)
+    store = preprocess_catalog(
+        _bad_catalog(), data_dir, tmp_path / "s", workers=0, shard_size=64, rv_mode="catalog"
+    )
     reasons = dict(zip(store.manifest["tag"], store.manifest["reason"], strict=True))
     assert "absent.fits.gz" in reasons["t1"]
     assert "filename is empty" in reasons["t2"]
@@ -309,7 +315,7 @@ def test_no_rv_correction_ignores_the_rv_column(data_dir):
     (no_rv,) = iter_preprocessed(cat.drop("rv"), data_dir, workers=0, correct_rv=False)
     np.testing.assert_array_equal(no_rv.flux, ref.flux)
     with pytest.raises(CatalogError, match="rv"):
-        next(iter_preprocessed(cat.drop("rv"), data_dir, workers=0))
+        next(iter_preprocessed(cat.drop("rv"), data_dir, workers=0, rv_mode="catalog"))
 
 
 def _store_bytes(path):
@@ -464,3 +470,19 @@ def test_flux_files_written_while_computing_equal_np_save(
             assert (out / shard_name(kind, batch.index)).read_bytes() == buf.getvalue()
     assert not list(out.rglob("*.tmp"))
     assert (out / shard_name("resampled", 0)).exists() == keep_resampled
+
+
+def test_the_library_measures_a_missing_rv_as_the_commands_do(data_dir):
+    """preprocess_catalog/iter_preprocessed and rrnet-infer's library call defaulted to
+    the catalogue's RV only (a missing one: bad_rv) where every command defaults to auto."""
+    import inspect
+
+    from rrnet.cli.preprocess import build_parser
+
+    cat = _real_catalog().with_columns(rv=pl.lit(None, dtype=pl.Float64))
+    (batch,) = iter_preprocessed(cat, data_dir, workers=0)
+    assert batch.manifest["status"].to_list() == ["ok"] * 5
+    assert batch.manifest["rv_used_source"].to_list() == ["measured"] * 5
+    cli_default = build_parser().parse_args(["c.csv", "--out", "s"]).rv_mode
+    for function in (iter_preprocessed, preprocess_catalog):
+        assert inspect.signature(function).parameters["rv_mode"].default == cli_default

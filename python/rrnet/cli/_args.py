@@ -18,7 +18,7 @@ from typing import Any
 from rrnet.inference.options import InferOptions
 from rrnet.inference.quality import QualityThresholds
 from rrnet.labels import COLUMN_STYLES, DEFAULT_COLUMN_STYLE
-from rrnet.preprocess.rv_policy import RV_MODES
+from rrnet.preprocess.rv_policy import DEFAULT_RV_MODE, RV_MODES
 from rrnet.utils.cores import compute_threads
 from rrnet.utils.faults import is_machine_fault, machine_fault_text
 
@@ -238,7 +238,7 @@ def add_reading_arguments(parser: argparse.ArgumentParser, *, when: str = "") ->
         "--rv",
         dest="rv_mode",
         choices=RV_MODES,
-        default="auto",
+        default=DEFAULT_RV_MODE,
         help=f"{when}the catalogue's RV, the measured one, or auto (default: "
         "the catalogue's when usable, else measured)",
     )

@@ -31,7 +31,7 @@ from rrnet.preprocess.pipeline import (
     preprocess_catalog,
     write_selection,
 )
-from rrnet.preprocess.rv_policy import RV_MODES
+from rrnet.preprocess.rv_policy import DEFAULT_RV_MODE, RV_MODES
 from rrnet.preprocess.settings import MAX_ITER_LIMIT
 from rrnet.store import STORE_DTYPES, StoreError
 from rrnet.utils.lock import LockError
@@ -99,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--rv",
         dest="rv_mode",
         choices=RV_MODES,
-        default="auto",
+        default=DEFAULT_RV_MODE,
         help="RV that shifts each spectrum to rest: the catalogue's, the measured one, or "
         "auto (default: the catalogue's when usable, else measured; both are compared)",
     )

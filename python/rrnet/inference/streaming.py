@@ -63,6 +63,7 @@ from rrnet.io.locate import located
 from rrnet.models import xfe_skill
 from rrnet.models.calibration import calibration_snr
 from rrnet.preprocess.pipeline import warn_missing_rv_column
+from rrnet.preprocess.rv_policy import DEFAULT_RV_MODE
 from rrnet.utils.atomic import read_json, write_json
 from rrnet.utils.background import ahead
 from rrnet.utils.cores import usable_cores
@@ -187,7 +188,7 @@ class _CatalogInput:
             "rows_hash": digest.hexdigest()[:16],
             "data_dir": os.path.abspath(self.data_dir),
             "fingerprint": self.fingerprint["hash"],
-            "rv_mode": self.preprocess.get("rv_mode", "catalog"),
+            "rv_mode": self.preprocess.get("rv_mode", DEFAULT_RV_MODE),
         }
 
     def chunks(self, skip: set[int]) -> Generator[Chunk, None, None]:

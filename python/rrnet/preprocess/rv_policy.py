@@ -27,6 +27,9 @@ from rrnet.grid import C_KMS
 from rrnet.preprocess.rv import RV_STATUS, ArmArrays, measure_spectra
 
 RV_MODES: tuple[str, ...] = ("catalog", "measure", "auto")
+DEFAULT_RV_MODE = "auto"
+"""The mode of the commands and of the library alike: the catalogue's RV where usable,
+else the measured one."""
 """Accepted values of ``rv_mode`` (``rrnet-preprocess --rv``, ``rrnet-infer --rv``)."""
 
 MISSING_RV: float = -9999.0
@@ -141,6 +144,7 @@ def resolve(
 
 
 __all__ = [
+    "DEFAULT_RV_MODE",
     "DISAGREE_FLOOR_KMS",
     "DISAGREE_NSIGMA",
     "MISSING_RV",
