@@ -54,7 +54,7 @@ def test_infer_refuses(tmp_path, capsys, flag, value):
     assert not out.exists() and not (tmp_path / "cat.parquet.parts").exists()
 
 
-@pytest.mark.parametrize("value", ["abc", "-2"])
+@pytest.mark.parametrize("value", ["abc", "-2", "100000"])
 def test_a_bad_rrnet_num_threads_is_refused_like_an_argument(tmp_path, capsys, monkeypatch, value):
     """The thread count read from the environment is checked with the arguments: one
     line and exit 2 before any work (it was an "unexpected" failure mid-run)."""

@@ -40,18 +40,25 @@ fn to_pyerr(err: KernelError) -> PyErr {
 
 /// Thread count: the `threads` argument, else `RRNET_NUM_THREADS`, else all cores (0);
 /// an empty value counts as unset, as in `rrnet.utils.cores.compute_threads`.
+/// At most `MAX_THREADS_PER_CORE` per core (as `rrnet.utils.cores`, which refuses more):
+/// a huge count spent minutes starting threads, deaf to SIGTERM.
 fn thread_count(threads: Option<usize>) -> PyResult<usize> {
-    if let Some(n) = threads {
-        return Ok(n);
-    }
-    match std::env::var("RRNET_NUM_THREADS") {
-        Ok(v) if v.trim().is_empty() => Ok(0),
-        Ok(v) => v.trim().parse::<usize>().map_err(|_| {
-            PyValueError::new_err(format!("RRNET_NUM_THREADS must be an integer, got {v:?}"))
-        }),
-        Err(_) => Ok(0),
-    }
+    let n = match threads {
+        Some(n) => n,
+        None => match std::env::var("RRNET_NUM_THREADS") {
+            Ok(v) if v.trim().is_empty() => 0,
+            Ok(v) => v.trim().parse::<usize>().map_err(|_| {
+                PyValueError::new_err(format!("RRNET_NUM_THREADS must be an integer, got {v:?}"))
+            })?,
+            Err(_) => 0,
+        },
+    };
+    let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+    Ok(n.min(MAX_THREADS_PER_CORE * cores))
 }
+
+/// See `rrnet.utils.cores.MAX_THREADS_PER_CORE`.
+const MAX_THREADS_PER_CORE: usize = 4;
 
 /// A cached rayon pool per thread count (0 = rayon's default: all cores).
 fn pool(threads: Option<usize>) -> PyResult<Arc<ThreadPool>> {
