@@ -202,6 +202,24 @@ def test_despike_rejects_a_negative_factor_or_an_even_width():
         fast.kernels.despike(np.zeros((2, 5)), 4, 9.0)
 
 
+def test_a_window_far_wider_than_the_row_is_the_same_as_twice_the_row():
+    """A width of 2**31 + 1 was kept in memory whole (the process was killed); every window
+    of half-width >= n - 1 gives scipy's medians of width 2n - 1 (proof in the kernel)."""
+    from scipy.ndimage import median_filter
+
+    values = np.random.default_rng(3).chisquare(1, (3, 20))
+    want = median_filter(values, size=(1, 39), mode="nearest")
+    np.testing.assert_array_equal(median_filter(values, size=(1, 61), mode="nearest"), want)
+    np.testing.assert_array_equal(fast.kernels.running_median(values, 2**31 + 1), want)
+    spiky = values.copy()
+    spiky[:, ::5] = 50.0
+    med = median_filter(spiky, size=(1, 39), mode="nearest")
+    np.testing.assert_array_equal(
+        fast.kernels.despike(spiky, 2**31 + 1, 9.0),
+        np.where(spiky > 9.0 * np.maximum(med, 1.0), med, spiky),
+    )
+
+
 def test_running_median_rejects_even_or_non_2d_input():
     with np.testing.assert_raises_regex(ValueError, "odd"):
         fast.kernels.running_median(np.zeros((2, 5)), 4)

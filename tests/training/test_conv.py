@@ -101,6 +101,19 @@ def test_bad_shapes_are_value_errors() -> None:
     x, w, out = torch.zeros(1, 4, 10), torch.zeros(4, 3, 3), torch.zeros(1, 4, 10)
     with pytest.raises(ValueError, match="groups"):
         _core.conv1d_forward(x.numpy(), w.numpy(), None, out.numpy(), 1, 1, 1, False, False)
+    # A padding near usize's range panicked (PanicException is no Exception): ValueError.
+    w = torch.zeros(4, 4, 3)
+    with pytest.raises(ValueError, match="padding longer"):
+        _core.conv1d_forward(x.numpy(), w.numpy(), None, out.numpy(), 1, 2**62, 1, False, False)
+    # An output that is also the input panicked in numpy's borrow check: TypeError.
+    for call in (
+        lambda a: _core.conv1d_forward(a, w.numpy(), None, a, 1, 1, 1, False, False),
+        lambda a: _core.conv1d_grad_input(a, None, w.numpy(), a, 1, 1, 1),
+        lambda a: _core.conv1d_grad_weight(a, a, None, a, None, 1, 1, 1),  # gw is gy
+    ):
+        a = torch.zeros(4, 4, 3).numpy()
+        with pytest.raises(TypeError, match="already borrowed"):
+            call(a)
 
 
 @SETTINGS

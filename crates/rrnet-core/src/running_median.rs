@@ -6,6 +6,16 @@
 
 use rayon::prelude::*;
 
+/// The window that gives the same medians as `width` on a row of `n > 0` samples: at
+/// most `2n - 1` wide. With a half-width `h >= n - 1` every window holds the whole row
+/// once, the first value `h - i + 1` times and the last `h + i - n + 2` times; the
+/// middle element is then the smallest `x` between the two end values (in order) with
+/// at least `i` interior values `<= x`, else the larger end value: it does not depend on
+/// `h`. So a wider window (a width of 2**31 once exhausted memory) changes nothing.
+fn effective_width(width: usize, n: usize) -> usize {
+    width.min(2 * n - 1)
+}
+
 /// The running median of `row` over `width` (odd) samples into `out` (same length).
 ///
 /// The window is kept sorted and updated by one removal and one insertion per step
@@ -17,7 +27,7 @@ pub fn running_median(row: &[f64], width: usize, out: &mut [f64], window: &mut V
     if n == 0 || width == 0 {
         return;
     }
-    let half = width / 2;
+    let half = effective_width(width, n) / 2;
     let at = |i: isize| row[i.clamp(0, n as isize - 1) as usize];
     window.clear();
     window.extend((-(half as isize)..=half as isize).map(at));
@@ -72,6 +82,7 @@ pub fn despike(row: &[f64], width: usize, factor: f64, out: &mut [f64], scratch:
     if n == 0 || width == 0 {
         return;
     }
+    let width = effective_width(width, n);
     let candidates = row.iter().filter(|&&v| v > factor).count();
     if candidates == 0 {
         return;
@@ -139,7 +150,18 @@ mod tests {
     #[test]
     fn equals_sorting_each_window() {
         let mut state = 12345u64;
-        for &(n, width) in &[(1, 1), (1, 25), (7, 3), (30, 25), (200, 5), (7200, 25)] {
+        for &(n, width) in &[
+            (1, 1),
+            (1, 25),
+            (7, 3),
+            (7, 13),
+            (7, 15),
+            (7, 61),
+            (30, 25),
+            (30, 201),
+            (200, 5),
+            (7200, 25),
+        ] {
             let row: Vec<f64> = (0..n)
                 .map(|i| {
                     state = state
@@ -156,6 +178,18 @@ mod tests {
             running_median(&row, width, &mut out, &mut Vec::new());
             assert_eq!(out, naive(&row, width), "n={n} width={width}");
         }
+    }
+
+    #[test]
+    fn a_window_wider_than_twice_the_row_needs_no_more_memory() {
+        let row: Vec<f64> = (0..10).map(|i| ((i * 7) % 11) as f64).collect();
+        let (mut wide, mut widest) = (vec![0.0; 10], vec![0.0; 10]);
+        running_median(&row, 19, &mut wide, &mut Vec::new());
+        running_median(&row, (1 << 31) + 1, &mut widest, &mut Vec::new());
+        assert_eq!(wide, naive(&row, 19));
+        assert_eq!(widest, wide);
+        despike(&row, (1 << 31) + 1, 0.5, &mut widest, &mut Vec::new());
+        assert_eq!(widest, despike_naive(&row, 19, 0.5));
     }
 
     #[test]
@@ -198,6 +232,8 @@ mod tests {
             (7200, 25, 0.3),
             (7200, 25, 0.9),
             (50, 3, 0.0),
+            (9, 41, 0.2),
+            (9, 41, 0.6),
         ] {
             let row: Vec<f64> = (0..n)
                 .map(|_| {

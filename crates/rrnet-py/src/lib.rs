@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex};
 
 use numpy::ndarray::Array2;
 use numpy::{
-    Element, IntoPyArray, PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2,
-    PyReadonlyArray3, PyReadwriteArray1, PyReadwriteArray3, PyUntypedArrayMethods,
+    Element, IntoPyArray, PyArray1, PyArray2, PyArray3, PyArrayMethods, PyReadonlyArray1,
+    PyReadonlyArray2, PyReadonlyArray3, PyUntypedArrayMethods,
 };
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -725,7 +725,7 @@ fn conv1d_forward(
     x: PyReadonlyArray3<'_, f32>,
     w: PyReadonlyArray3<'_, f32>,
     bias: Option<PyReadonlyArray1<'_, f32>>,
-    mut out: PyReadwriteArray3<'_, f32>,
+    out: Bound<'_, PyArray3<f32>>,
     stride: usize,
     padding: usize,
     groups: usize,
@@ -735,6 +735,7 @@ fn conv1d_forward(
     let s = conv_shape(x.shape(), w.shape(), stride, padding, groups)?;
     let (x, w) = (x.as_slice()?, w.as_slice()?);
     let bias = bias.as_ref().map(|b| b.as_slice()).transpose()?;
+    let mut out = out.try_readwrite()?; // numpy's borrow check: writeable, no alias
     let y = out.as_slice_mut()?;
     let epi = Epilogue { accumulate, relu };
     detach_here(py, || conv1d::conv1d_forward(&s, x, w, bias, epi, y))
@@ -749,11 +750,12 @@ fn conv1d_grad_input(
     gy: PyReadonlyArray3<'_, f32>,
     mask: Option<PyReadonlyArray3<'_, f32>>,
     w: PyReadonlyArray3<'_, f32>,
-    mut gx: PyReadwriteArray3<'_, f32>,
+    gx: Bound<'_, PyArray3<f32>>,
     stride: usize,
     padding: usize,
     groups: usize,
 ) -> PyResult<()> {
+    let mut gx = gx.try_readwrite()?; // numpy's borrow check: writeable, no alias
     let s = conv_shape(gx.shape(), w.shape(), stride, padding, groups)?;
     let (gy, w) = (gy.as_slice()?, w.as_slice()?);
     let mask = mask.as_ref().map(|m| m.as_slice()).transpose()?;
@@ -770,12 +772,14 @@ fn conv1d_grad_weight(
     x: PyReadonlyArray3<'_, f32>,
     gy: PyReadonlyArray3<'_, f32>,
     mask: Option<PyReadonlyArray3<'_, f32>>,
-    mut gw: PyReadwriteArray3<'_, f32>,
-    mut gb: Option<PyReadwriteArray1<'_, f32>>,
+    gw: Bound<'_, PyArray3<f32>>,
+    gb: Option<Bound<'_, PyArray1<f32>>>,
     stride: usize,
     padding: usize,
     groups: usize,
 ) -> PyResult<()> {
+    let mut gw = gw.try_readwrite()?; // numpy's borrow check: writeable, no alias
+    let mut gb = gb.as_ref().map(|b| b.try_readwrite()).transpose()?;
     let s = conv_shape(x.shape(), gw.shape(), stride, padding, groups)?;
     let (x, gy) = (x.as_slice()?, gy.as_slice()?);
     let mask = mask.as_ref().map(|m| m.as_slice()).transpose()?;

@@ -73,17 +73,23 @@ struct Plan {
 
 impl Conv1dShape {
     /// Output length, as `conv1d` (`None` if the kernel is longer than the padded input).
+    /// `None` too when the padding exceeds the input and kernel together (every output
+    /// beyond would be padding alone): sizes from a caller stay far from overflow.
     pub fn len_out(&self) -> Option<usize> {
-        let padded = self.len_in + 2 * self.pad;
+        if self.pad > self.len_in.checked_add(self.kernel)? {
+            return None;
+        }
+        let padded = self.len_in.checked_add(self.pad.checked_mul(2)?)?;
         (self.stride > 0 && padded >= self.kernel).then(|| (padded - self.kernel) / self.stride + 1)
     }
 
-    /// Elements of `x`, `w` and `y`.
+    /// Elements of `x`, `w` and `y` (`None` if a product overflows).
     pub fn lens(&self) -> Option<(usize, usize, usize)> {
+        let product = |dims: &[usize]| dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
         let lo = self.len_out()?;
-        let x = self.batch * self.groups * self.c_in * self.len_in;
-        let w = self.groups * self.c_out * self.c_in * self.kernel;
-        Some((x, w, self.batch * self.groups * self.c_out * lo))
+        let x = product(&[self.batch, self.groups, self.c_in, self.len_in])?;
+        let w = product(&[self.groups, self.c_out, self.c_in, self.kernel])?;
+        Some((x, w, product(&[self.batch, self.groups, self.c_out, lo])?))
     }
 
     fn plan(&self) -> Result<Plan, KernelError> {
@@ -93,8 +99,11 @@ impl Conv1dShape {
             return bad("every size, the kernel and the stride must be positive");
         }
         let Some(len_out) = self.len_out() else {
-            return bad("kernel longer than the padded input");
+            return bad("kernel longer than the padded input, or padding longer than both");
         };
+        if self.lens().is_none() {
+            return bad("sizes too large");
+        }
         let taps = self.kernel.div_ceil(self.stride);
         if taps > MAX_TAPS {
             return bad(&format!(
