@@ -725,3 +725,25 @@ def test_the_rv_used_is_the_manifests(world: dict, catalogue: pl.DataFrame) -> N
     assert catalogue["rv_used"].drop_nulls().equals(want.drop_nulls())
     assert catalogue["rv_used_source"].to_list() == manifest["rv_used_source"].to_list()
     assert {"catalog"} <= set(catalogue["rv_used_source"].drop_nulls())
+
+
+def test_a_compressed_output_name_is_refused_and_a_gzipped_fits_reads_back(
+    world: dict, tmp_path: Path, capsys
+) -> None:
+    """``--out cat.fits.gz`` wrote uncompressed Parquet under that name; it is refused in
+    one line. A FITS catalogue gzipped afterwards reads back as FITS."""
+    import gzip
+
+    from rrnet.cli.infer import main
+
+    args = ["--store", str(world["store"]), "--model", str(world["sp"]), "--device", "cpu"]
+    for name in ("cat.fits.gz", "cat.parquet.zst", "cat.csv.bz2"):
+        assert main([*args, "--out", str(tmp_path / name), "--no-progress"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "written uncompressed" in err, err
+        assert not (tmp_path / name).exists()
+    out = tmp_path / "cat.fits"
+    assert main([*args, "--out", str(out), "--no-progress"]) == 0
+    (tmp_path / "cat.fits.gz").write_bytes(gzip.compress(out.read_bytes()))
+    table, provenance = read_catalogue(tmp_path / "cat.fits.gz")
+    assert table.equals(read_catalogue(out)[0]) and provenance == read_catalogue(out)[1]

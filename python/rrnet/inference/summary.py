@@ -76,7 +76,7 @@ def summarize_file(path: str | Path, fmt: str | None = None) -> RunSummary:
     from rrnet.inference.writers import read_catalogue, resolve_format
 
     path = Path(path)
-    fmt = resolve_format(path, fmt)
+    fmt = resolve_format(path, fmt, writing=False)
     if fmt == "parquet":
         return summarize(pl.scan_parquet(path))
     return summarize(read_catalogue(path, fmt)[0])

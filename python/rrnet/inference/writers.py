@@ -75,13 +75,35 @@ def per_star_meta(name: str) -> ColumnInfo:
     return _info(per_star_column(name))
 
 
-def resolve_format(path: str | os.PathLike[str], fmt: str | None = None) -> str:
-    """The output format: ``fmt`` if given, else from the suffix, else Parquet."""
+COMPRESSION_SUFFIXES: frozenset[str] = frozenset({".gz", ".bz2", ".xz", ".zst", ".zip", ".fz"})
+"""Suffixes that promise a compressed file, which no writer here makes."""
+
+
+def resolve_format(
+    path: str | os.PathLike[str], fmt: str | None = None, *, writing: bool = True
+) -> str:
+    """The format: ``fmt`` if given, else from the suffix, else Parquet.
+
+    ``writing``: a name ending in a compression suffix (``cat.fits.gz``) is refused (it
+    got uncompressed Parquet); read back, a gzipped FITS catalogue is FITS (fitsio
+    inflates it).
+    """
+    path = Path(path)
+    suffixes = [suffix.lower() for suffix in path.suffixes]
+    compressed = bool(suffixes) and suffixes[-1] in COMPRESSION_SUFFIXES
+    if compressed and writing:
+        plain = path.name[: -len(suffixes[-1])]
+        raise ValueError(
+            f"{path.name}: catalogues are written uncompressed (Parquet and FITS compress "
+            f"their data themselves); write {plain or 'another name'} and compress it after"
+        )
     if fmt is not None:
         if fmt not in FORMATS:
             raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
         return fmt
-    return SUFFIXES.get(Path(path).suffix.lower(), "parquet")
+    if compressed and len(suffixes) > 1 and SUFFIXES.get(suffixes[-2]) == "fits":
+        return "fits"
+    return SUFFIXES.get(path.suffix.lower(), "parquet")
 
 
 def sidecar_path(path: str | os.PathLike[str]) -> Path:
@@ -414,7 +436,7 @@ def read_catalogue(
     (NaN floats, TNULL integers, empty strings, masked entries) become nulls again.
     """
     path = Path(path)
-    fmt = resolve_format(path, fmt)
+    fmt = resolve_format(path, fmt, writing=False)
     if fmt == "parquet":
         provenance = {
             k: v for k, v in pl.read_parquet_metadata(path).items() if k.startswith("rrnet.")
