@@ -190,3 +190,47 @@ def test_a_fault_of_the_disk_is_not_called_a_damaged_checkpoint(tmp_path, monkey
     with pytest.raises(OSError) as caught:
         load_checkpoint(path)
     assert not isinstance(caught.value, CheckpointError) and caught.value.errno == code
+
+
+def test_the_hash_is_of_what_a_checkpoint_computes_not_when_or_where_it_was_trained(
+    tmp_path,
+) -> None:
+    """The same training repeated elsewhere and later (other wall time, store path,
+    library versions; a safetensors header whose metadata came out in another order) has
+    the same hash; any change of what it computes (a label range) changes it."""
+    import json
+    import shutil
+
+    from rrnet.models.checkpoint import checkpoint_hash
+
+    training = {
+        "wall_time_s": 12.5,
+        "label_ranges": {"Logg": {"min": 1.0, "max": 5.0}},
+        "data": {"store": "a/store", "labels": "a/l.csv"},
+        "domain": {"store": "/a"},
+    }
+    path, _ = _save(tmp_path / "a", _members(2), training=training)
+    other = tmp_path / "b"
+    shutil.copytree(path, other)
+    config = json.loads((other / "config.json").read_text())
+    config["training"] |= {"wall_time_s": 99.0, "data": {"store": "/b/store", "labels": "/b/l"}}
+    config["training"]["domain"]["store"] = "/b"
+    config["versions"] = {"torch": "9.9"}
+    (other / "config.json").write_text(json.dumps(dict(reversed(list(config.items())))))
+    from safetensors.numpy import save_file
+
+    meta = {f"key{i}": str(i) for i in range(8)}
+    save_file({"mean": np.arange(4.0)}, str(path / "ood_subspace.safetensors"), meta)
+    raw = (path / "ood_subspace.safetensors").read_bytes()
+    size = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8 : 8 + size])
+    header["__metadata__"] = dict(reversed(list(header["__metadata__"].items())))
+    text = json.dumps(dict(reversed(list(header.items()))), separators=(",", ":")).encode()
+    assert len(text) <= size  # the same data offsets: only the header's order differs
+    text += b" " * (size - len(text))
+    (other / "ood_subspace.safetensors").write_bytes(raw[:8] + text + raw[8 + size :])
+    assert (other / "ood_subspace.safetensors").read_bytes() != raw
+    assert checkpoint_hash(other) == checkpoint_hash(path)
+    config["training"]["label_ranges"]["Logg"]["max"] = 5.5
+    (other / "config.json").write_text(json.dumps(config))
+    assert checkpoint_hash(other) != checkpoint_hash(path)

@@ -15,6 +15,7 @@ rebuilds the networks (:func:`rrnet.models.build_model`).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -324,8 +325,45 @@ def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu") -> 
     )
 
 
+CIRCUMSTANTIAL_CONFIG: tuple[tuple[str, ...], ...] = (
+    ("training", "wall_time_s"),
+    ("training", "data", "store"),
+    ("training", "data", "labels"),
+    ("training", "domain", "store"),
+    ("versions",),
+)
+"""config.json entries that say when, where and with which library versions a checkpoint
+was trained, not what it computes: left out of :func:`checkpoint_hash`, so that the same
+training run repeated (elsewhere, later) has the same hash."""
+
+
+def _content_digest(path: Path) -> bytes:
+    """SHA-256 of what a file holds, not of how it was serialised: config.json without
+    :data:`CIRCUMSTANTIAL_CONFIG`, canonical JSON; a safetensors header canonical JSON (its
+    metadata came out in varying order); every other byte as written."""
+    raw = path.read_bytes()
+    if path.name == CONFIG_FILE:
+        config = json.loads(raw)
+        for keys in CIRCUMSTANTIAL_CONFIG:
+            parent = config
+            for key in keys[:-1]:
+                parent = parent.get(key) if isinstance(parent, dict) else None
+            if isinstance(parent, dict):
+                parent.pop(keys[-1], None)
+        raw = json.dumps(config, sort_keys=True).encode()
+    elif path.suffix == ".safetensors" and len(raw) >= 8:
+        size = int.from_bytes(raw[:8], "little")
+        if 8 + size <= len(raw):
+            with contextlib.suppress(ValueError):
+                header = json.dumps(json.loads(raw[8 : 8 + size]), sort_keys=True).encode()
+                raw = header + b"\0" + raw[8 + size :]
+    return hashlib.sha256(raw).digest()
+
+
 def checkpoint_hash(path: str | Path) -> str:
-    """SHA-256 (hex) over the checkpoint's files, names included: identifies the weights."""
+    """SHA-256 (hex) over the checkpoint's files, names included: identifies the weights,
+    the error calibration and the OOD test (the content of each file, see
+    :func:`_content_digest`: not when or where it was trained)."""
     path = Path(path)
     config = read_checkpoint_config(path)
     try:
@@ -339,11 +377,7 @@ def checkpoint_hash(path: str | Path) -> str:
         names.append(SUBSPACE_FILE)
     digest = hashlib.sha256()
     for name in names:
-        file_digest = hashlib.sha256()
-        with open(path / name, "rb") as fh:
-            for block in iter(lambda fh=fh: fh.read(1 << 20), b""):
-                file_digest.update(block)
-        digest.update(name.encode() + b"\0" + file_digest.digest())
+        digest.update(name.encode() + b"\0" + _content_digest(path / name))
     return digest.hexdigest()
 
 

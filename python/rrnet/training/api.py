@@ -275,7 +275,7 @@ def _extra_training(
     """config.json "training" entries that record where the data and split came from."""
     return {
         "data": {
-            "store": str(store.path),
+            "store": os.path.abspath(store.path),
             "labels": labels_path,
             "key": list(opts.key),
             "star_column": opts.star_column,
