@@ -130,3 +130,15 @@ def test_repeat_scatter_leaves_out_a_coadd_of_the_stars_own_exposures() -> None:
     assert stars["star_id"].to_list() == [1, 2]
     assert stars["n_exp"].to_list() == [2, 2]
     assert stars["FeH_var_obs"].to_list() == pytest.approx([0.5, 2.0])
+
+
+def test_a_key_given_as_one_string_is_one_column() -> None:
+    """EvalOptions(key="star_id") and TrainOptions(key="star_id") were split into the
+    characters s, t, a, ... ("no key column(s) s, t, a, r, _, i, d")."""
+    from rrnet.evaluation.options import EvalOptions
+    from rrnet.training.settings import TrainOptions
+
+    for make in (lambda k: EvalOptions("c", "l", "o", key=k), lambda k: TrainOptions(key=k)):
+        assert make("star_id").key == ("star_id",)
+        assert make("obsid, extname_blue").key == ("obsid", "extname_blue")
+        assert make(["obsid", "extname_blue"]).key == ("obsid", "extname_blue")

@@ -137,7 +137,7 @@ def _main_eval(argv: list[str]) -> int:
         catalog=args.catalog,
         labels=args.labels,
         out=args.out,
-        key=tuple(k.strip() for k in args.key.split(",") if k.strip()),
+        key=args.key,  # a comma list (EvalOptions splits it)
         snr=args.snr,
         all_rows=args.all_rows,
         repeat_key=args.repeat_key,

@@ -157,7 +157,7 @@ def _options(args: argparse.Namespace) -> TrainOptions:
         **{name: getattr(args, name) for name in _SAME_OPTIONS},
         labels_to_fit=args.group,
         settings=settings,
-        key=tuple(k.strip() for k in args.key.split(",") if k.strip()),
+        key=args.key,  # a comma list (TrainOptions splits it)
         split_fractions=_fractions(args.split_fractions),
         progress=not args.quiet,
         freeze=_freeze_groups(args.freeze, args.init),

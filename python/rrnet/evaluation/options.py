@@ -31,3 +31,8 @@ class EvalOptions:
     isochrones: Path | None = None
     saliency_spectra: int = 200
     figures: bool = True
+
+    def __post_init__(self) -> None:
+        from rrnet.io.catalog import key_columns
+
+        object.__setattr__(self, "key", key_columns(self.key))  # "obsid" is one column

@@ -57,6 +57,13 @@ def table_format(path: str | os.PathLike[str]) -> str:
     return TABLE_FORMATS[suffix]
 
 
+def key_columns(key: str | Sequence[str]) -> tuple[str, ...]:
+    """Join-key column names from ``"obsid,extname_blue"`` or a sequence (a plain string is
+    one comma list, never its characters)."""
+    names = key.split(",") if isinstance(key, str) else [str(k) for k in key]
+    return tuple(n.strip() for n in names if n.strip())
+
+
 def key_renames(columns: Sequence[str], key: Sequence[str]) -> dict[str, str]:
     """Renames of join-key columns a table has in another case only (``OBSID`` for the key
     ``obsid``, as surveys write them); none where the match is missing or ambiguous."""

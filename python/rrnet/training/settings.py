@@ -175,9 +175,11 @@ class TrainOptions:
     calibration_form: str = "auto"
 
     def __post_init__(self) -> None:
+        from rrnet.io.catalog import key_columns  # polars: not at import (fast --help)
+
         object.__setattr__(self, "freeze", tuple(self.freeze))
         # Sequences given as lists are stored as tuples (the dataclass is frozen).
         if not isinstance(self.labels_to_fit, str):
             object.__setattr__(self, "labels_to_fit", tuple(self.labels_to_fit))
-        object.__setattr__(self, "key", tuple(self.key))
+        object.__setattr__(self, "key", key_columns(self.key))  # "obsid" is one column
         object.__setattr__(self, "split_fractions", tuple(self.split_fractions))
