@@ -180,6 +180,26 @@ def test_chunking_empty_input_and_nan_rows() -> None:
         ens.predict(np.zeros((2, 100), np.float32))
 
 
+def test_flux_as_fits_and_memory_maps_give_it(tmp_path) -> None:
+    """Big-endian float32 (a FITS column: torch refused it), a read-only memory map (torch
+    warned, an error under -W error), float64 and a tensor all predict the same."""
+    import warnings
+
+    config = ModelConfig(num_labels=2, **SMALL)
+    torch.manual_seed(4)
+    ens = Ensemble.from_members(
+        config, [build_model(config).state_dict() for _ in range(2)], _norm(160, 2), device="cpu"
+    )
+    flux = _flux(5, 160).astype(np.float32)
+    want = ens.predict(flux, batch_size=2).mean  # the same batch shapes: the same bits
+    np.save(tmp_path / "flux.npy", flux)
+    mapped = np.load(tmp_path / "flux.npy", mmap_mode="r")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for given in (flux.astype(">f4"), mapped, flux.astype(np.float64), torch.from_numpy(flux)):
+            np.testing.assert_array_equal(ens.predict(given, batch_size=2).mean, want)
+
+
 def test_bf16_amp_stays_within_the_noise(fixture_ensemble: Ensemble) -> None:
     flux = _flux(4, 7200, seed=9)
     fp32 = fixture_ensemble.predict(flux)

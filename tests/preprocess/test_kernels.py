@@ -167,6 +167,21 @@ def test_normalize_rejects_wrong_dtype_and_shape(real_resampled):
         fast.normalize(real_resampled, threads=0)
 
 
+def test_big_endian_float32_is_the_same_flux(real_resampled):
+    """A FITS column comes big-endian: the same float32 values, the same result (it was
+    "must be float32, got >f4"), in the kernel and in the NumPy reference."""
+    from rrnet.preprocess import reference
+
+    rows = real_resampled[:2].astype(np.float32)
+    big = rows.astype(">f4")
+    np.testing.assert_array_equal(fast.normalize(big), fast.normalize(rows))
+    np.testing.assert_array_equal(
+        reference.normalize_detailed(big).flux, reference.normalize_detailed(rows).flux
+    )
+    with pytest.raises(TypeError, match="float32"):
+        fast.normalize(rows.astype(np.float16))
+
+
 def test_normalize_empty_and_non_contiguous(real_resampled):
     empty = fast.normalize_detailed(np.empty((0, N_PIX), np.float32))
     assert empty.flux.shape == (0, N_PIX) and empty.status.shape == (0,)
@@ -326,5 +341,5 @@ def test_out_that_does_not_fit_is_refused(real_resampled):
         fast.normalize_detailed(rows, out=readonly)
     with pytest.raises(TypeError, match="already borrowed"):  # in place over its own input
         fast.normalize_detailed(rows, out=rows)
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match=r"out must be a float32 array .* got float64"):
         fast.normalize_detailed(rows, out=np.empty((n, N_PIX), np.float64))

@@ -53,6 +53,15 @@ def ensemble_moments(mu: T, var: T) -> tuple[T, T]:
     return mean, np.maximum(total, 0.0)
 
 
+def _float32_rows(flux: np.ndarray | torch.Tensor, start: int, stop: int) -> torch.Tensor:
+    """Rows ``start:stop`` as a float32 tensor. NumPy rows are copied one batch at a time,
+    native byte order: a big-endian FITS column or a read-only memory map is taken as it
+    is (torch refuses the one and warns about the other), and a map is never read whole."""
+    if isinstance(flux, torch.Tensor):
+        return flux[start:stop].to(torch.float32)
+    return torch.from_numpy(np.array(flux[start:stop], dtype=np.float32))
+
+
 @dataclass(frozen=True)
 class EnsemblePrediction:
     """Ensemble output in physical units (K, dex), float64.
@@ -266,16 +275,16 @@ class Ensemble:
         with method §4, paper eq. 3 and de-standardised (variances scale by ``label_std**2``).
         Rows containing NaN give NaN outputs.
         """
-        flux_t = torch.as_tensor(np.asarray(flux) if not isinstance(flux, torch.Tensor) else flux)
-        if flux_t.ndim != 2 or flux_t.shape[1] != self.config.n_pixels:
+        source = flux if isinstance(flux, torch.Tensor) else np.asarray(flux)
+        if source.ndim != 2 or source.shape[1] != self.config.n_pixels:
             raise ValueError(
-                f"expected flux of shape [B, {self.config.n_pixels}], got {tuple(flux_t.shape)}"
+                f"expected flux of shape [B, {self.config.n_pixels}], got {tuple(source.shape)}"
             )
         batch = batch_size or default_batch_size(self.device)
         mus, variances = [], []
         with torch.inference_mode():
-            for start in range(0, flux_t.shape[0], batch):
-                chunk = flux_t[start : start + batch].to(self.device, torch.float32)
+            for start in range(0, source.shape[0], batch):
+                chunk = _float32_rows(source, start, start + batch).to(self.device)
                 x = standardize_flux(chunk, self._flux_mean, self._flux_std)
                 mu, var = self._run_padded(x, batch)
                 mus.append(mu.cpu().numpy().astype(np.float64))

@@ -245,17 +245,27 @@ def normalize_detailed(
     (C-contiguous float32 ``[n, 7200]``, written instead of a new array; not
     overlapping ``flux``) that does not fit.
     """
-    flux = np.asarray(flux)
-    if flux.dtype != np.float32:
-        raise TypeError(f"flux must be float32, got {flux.dtype} (convert with .astype)")
+    flux = as_float32(flux)
     if flux.ndim != 2 or flux.shape[1] != N_PIX:
         raise ValueError(f"flux must have shape (n, {N_PIX}), got {flux.shape}")
     if int(max_iter) != max_iter or max_iter < 1:
         raise ValueError(f"max_iter must be a positive integer, got {max_iter!r}")
+    if out is not None and getattr(out, "dtype", None) != np.float32:  # was "cannot be cast"
+        got = getattr(out, "dtype", type(out).__name__)
+        raise TypeError(f"out must be a float32 array of shape {flux.shape}, got {got}")
     out, iterations, cap_hit, n_outliers, max_run, status = _core.normalize_batch(
         np.ascontiguousarray(flux), int(max_iter), threads=_threads(threads), out=out
     )
     return NormalizeResult(out, iterations, cap_hit, n_outliers, max_run, status)
+
+
+def as_float32(flux: np.ndarray) -> np.ndarray:
+    """``flux`` as native float32: a big-endian float32 array (a FITS column) holds the same
+    values and is converted; any other dtype is a TypeError (float64 would be rounded)."""
+    flux = np.asarray(flux)
+    if flux.dtype.kind != "f" or flux.dtype.itemsize != 4:
+        raise TypeError(f"flux must be float32, got {flux.dtype} (convert with .astype)")
+    return flux.astype(np.float32, copy=False)
 
 
 def running_median(values: np.ndarray, width: int, *, threads: int | None = None) -> np.ndarray:

@@ -257,8 +257,9 @@ def normalize_detailed(flux: np.ndarray, max_iter: int = DEFAULT_MAX_ITER) -> No
     flux = np.asarray(flux)
     if flux.ndim != 2 or flux.shape[1] != N_PIX:
         raise ValueError(f"flux must have shape (n, {N_PIX}), got {flux.shape}")
-    if flux.dtype != np.float32:
+    if flux.dtype.kind != "f" or flux.dtype.itemsize != 4:
         raise TypeError(f"flux must be float32, got {flux.dtype}")
+    flux = flux.astype(np.float32, copy=False)  # a big-endian column: the same values
     if max_iter < 1:
         raise ValueError(f"max_iter must be >= 1, got {max_iter}")
     n = flux.shape[0]
