@@ -139,6 +139,13 @@ def test_provenance(world: dict, monkeypatch: pytest.MonkeyPatch) -> None:
     )
     assert meta["rrnet.preprocessing_hash"] == world["fp"]["hash"]
     assert meta["rrnet.input"] == str(world["store"])
+    environment = json.loads(meta["rrnet.environment"])  # what values depend on, to round-off
+    import torch
+
+    assert environment["versions"]["torch"] == torch.__version__
+    assert environment["versions"]["polars"] == pl.__version__
+    assert environment["device"] == "cpu" and environment["batch_size"] > 0
+    assert environment["torch_threads"] == torch.get_num_threads()
     paths = [c["path"] for c in json.loads(meta["rrnet.checkpoints"])]
     assert paths == [str(world["sp"].absolute()), str(world["ca"].absolute())]
     sources = json.loads(meta["rrnet.label_sources"])

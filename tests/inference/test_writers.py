@@ -85,6 +85,16 @@ def test_fits_header_has_units_descriptions_and_provenance(tmp_path: Path) -> No
     assert header["INPUT"] == PROVENANCE["rrnet.input"]
 
 
+def test_fits_header_keeps_every_character_of_a_non_ascii_path(tmp_path: Path) -> None:
+    """FITS headers are printable ASCII: cfitsio dropped the other characters of an input
+    path ('sp ace/st  re'); they are written as Python escapes instead."""
+    provenance = PROVENANCE | {"rrnet.input": "/data/cätalogue ☃/store\tx"}
+    out = write_catalogue(_table(2, 1), tmp_path / "cat.fits", "fits", provenance)
+    header = fitsio.read_header(str(out), ext=1)
+    assert header["INPUT"] == "/data/c\\xe4talogue \\u2603/store\\tx"
+    assert header["INPUT"].encode().decode("unicode_escape") == provenance["rrnet.input"]
+
+
 def test_csv_sidecar_lists_units(tmp_path: Path) -> None:
     import json
 

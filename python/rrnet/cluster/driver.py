@@ -620,14 +620,17 @@ def _merge_and_report(run: _Run) -> dict[str, Any]:
         if not (frame["status"] == "ok").any():
             reasons = frame["reason"].value_counts(sort=True).head(5).iter_rows()
             no_ok.append({**_span(shard), "reasons": {r: n for r, n in reasons}})
+    from rrnet.models.checkpoint import software_versions
+
     provenance = build_provenance(
-        input_name=Path(run.name).name,
+        input_name=os.path.abspath(run.name),
         input_kind="catalog",
         preprocessing=run.fingerprint,
         checkpoints=[c.describe(calibrate=run.options.calibrate) for c in run.checkpoints],
         label_sources=label_sources(run.checkpoints),
         thresholds=run.options.thresholds.to_dict(),
         quality_bits={bit.name: int(bit) for bit in QualityBit},
+        environment={"versions": software_versions() | {"polars": pl.__version__}},
     )
     try:
         merge_parts(

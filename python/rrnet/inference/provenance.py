@@ -93,6 +93,7 @@ def build_provenance(
     thresholds: dict[str, Any],
     quality_bits: dict[str, int],
     created: datetime | None = None,
+    environment: dict[str, Any] | None = None,
 ) -> dict[str, str]:
     """String key-value provenance (keys prefixed ``rrnet.``), JSON for structured values.
 
@@ -113,6 +114,7 @@ def build_provenance(
         "rrnet.label_sources": json.dumps(label_sources),
         "rrnet.quality_thresholds": json.dumps(thresholds, sort_keys=True),
         "rrnet.quality_bits": json.dumps(quality_bits),
+        "rrnet.environment": json.dumps(environment or {}, sort_keys=True),
     }
 
 
@@ -129,6 +131,7 @@ FITS_KEYWORDS: dict[str, str] = {
     "rrnet.quality_thresholds": "QTHRESH",
     "rrnet.quality_bits": "QBITS",
     "rrnet.per_star": "PERSTAR",
+    "rrnet.environment": "ENVIRON",
 }
 """Provenance key -> FITS header keyword (long values use the CONTINUE convention)."""
 
@@ -145,4 +148,5 @@ FITS_COMMENTS: dict[str, str] = {
     "QTHRESH": "quality_bits thresholds (JSON)",
     "QBITS": "quality_bits names and values (JSON)",
     "PERSTAR": "per-star table: star column, error floor (JSON)",
+    "ENVIRON": "versions, device, threads, batch size (JSON)",
 }

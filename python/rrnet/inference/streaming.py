@@ -607,6 +607,23 @@ def overlap_preprocessing(device_type: str) -> bool:
     return torch.get_num_threads() < usable_cores()
 
 
+def _environment(options: InferOptions, checkpoints: list[LoadedCheckpoint]) -> dict[str, Any]:
+    """What else a value depends on, to round-off: the libraries, the device, PyTorch's
+    threads and the batch size (batches of another shape round differently)."""
+    import torch
+
+    from rrnet.models.checkpoint import software_versions
+    from rrnet.models.ensemble import default_batch_size
+
+    device = checkpoints[0].ensemble.device if checkpoints else torch.device("cpu")
+    return {
+        "versions": software_versions() | {"polars": pl.__version__},
+        "device": str(device),
+        "torch_threads": torch.get_num_threads(),
+        "batch_size": options.batch_size or default_batch_size(device),
+    }
+
+
 def _plan(options: InferOptions, source: _StoreInput | _CatalogInput) -> _Plan:
     """Load and check the checkpoints; the provenance and the record a resume must match."""
     checkpoints = load_checked(options, source.fingerprint, options.device)
@@ -616,13 +633,14 @@ def _plan(options: InferOptions, source: _StoreInput | _CatalogInput) -> _Plan:
         log.warning("no checkpoint predicts %s: those columns stay null", ", ".join(missing))
     thresholds = options.thresholds
     provenance = build_provenance(
-        input_name=Path(source.name).name if source.kind == "catalog" else source.name,
+        input_name=source.name if source.name == "<DataFrame>" else os.path.abspath(source.name),
         input_kind=source.kind,
         preprocessing=source.fingerprint,
         checkpoints=[c.describe(calibrate=options.calibrate) for c in checkpoints],
         label_sources=sources,
         thresholds=thresholds.to_dict(),
         quality_bits={bit.name: int(bit) for bit in quality.QualityBit},
+        environment=_environment(options, checkpoints),
     )
     run = {
         "format": RUN_FORMAT,

@@ -22,6 +22,7 @@ import io
 import json
 import logging
 import os
+import re
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
@@ -291,6 +292,13 @@ def _write_astropy(
         writeto(votable, str(tmp), tabledata_format="tabledata")
 
 
+def _header_text(value: str) -> str:
+    """A header value FITS can hold (printable ASCII): any other character as a Python
+    escape (``\\u2603``), so that a path with a non-ASCII name keeps every character
+    (cfitsio dropped them: ``sp ace/st  re``)."""
+    return re.sub(_NOT_FITS_TEXT, lambda m: m.group().encode("unicode_escape").decode(), value)
+
+
 def fits_date(value: str) -> str:
     """An ISO time as FITS DATE wants it: UTC, ``YYYY-MM-DDThh:mm:ss``, no offset."""
     moment = datetime.fromisoformat(value)
@@ -367,7 +375,7 @@ def _write_fits(
         for key, value in provenance.items():
             keyword = FITS_KEYWORDS.get(key)
             if keyword:
-                value = fits_date(value) if keyword == "DATE" else value
+                value = fits_date(value) if keyword == "DATE" else _header_text(value)
                 hdu.write_key(keyword, value, comment=FITS_COMMENTS.get(keyword, ""))
         for line in _astropy_fits_comments(schema, info):
             hdu.write_comment(line)
