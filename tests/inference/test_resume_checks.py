@@ -71,6 +71,9 @@ def test_overwrite_refuses_what_rrnet_did_not_write(world, tmp_path, capsys):
     assert _cli(world, foreign, "--overwrite") == 2
     assert "not written by rrnet-infer" in capsys.readouterr().err
     assert foreign.read_text() == "not ours"
+    assert _cli(world, foreign) == 2  # not told to --overwrite what --overwrite refuses
+    err = capsys.readouterr().err
+    assert "not written by rrnet-infer: choose another --out" in err and "--resume" not in err
     folder = tmp_path / "dir.parquet"
     folder.mkdir()
     assert _cli(world, folder, "--overwrite") == 2

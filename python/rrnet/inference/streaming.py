@@ -464,12 +464,18 @@ def _check_target(path: Path) -> None:
         raise InferError(f"{path} exists and is not a regular file; refusing to write there")
 
 
+def _written_here(out: Path, work: Path) -> bool:
+    """Whether rrnet-infer wrote ``out`` (its record beside it, or its parts folder)."""
+    record = read_json(record_path(out))
+    ours = isinstance(record, dict) and record.get("format") == RUN_FORMAT
+    return ours or read_json(work / "run.json") is not None
+
+
 def _remove_previous(out: Path, work: Path) -> None:
     """``--overwrite``: delete what an earlier rrnet run wrote there, and nothing else."""
     record = read_json(record_path(out))
     listed = record.get("files", []) if isinstance(record, dict) else []
-    foreign = not isinstance(record, dict) or record.get("format") != RUN_FORMAT
-    if out.exists() and foreign and read_json(work / "run.json") is None:
+    if out.exists() and not _written_here(out, work):
         raise InferError(
             f"{out} was not written by rrnet-infer (no record {record_path(out).name}); "
             "refusing to overwrite it"
@@ -526,6 +532,12 @@ def _prepare(
             )
         return None
     if not resume and (out.exists() or work.exists()):
+        foreign = out.exists() and not _written_here(out, work)
+        if foreign:  # neither --resume nor --overwrite would take it
+            raise InferError(
+                f"{out} exists and was not written by rrnet-infer: choose another --out "
+                "(or remove it yourself)"
+            )
         if not overwrite:
             raise InferError(f"{out} exists: pass --resume to continue it or --overwrite")
         _remove_previous(out, work)
