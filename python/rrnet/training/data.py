@@ -281,15 +281,18 @@ def _join_labels(
         [
             *key,
             *star,
-            *[_as_number(pl.col(n)).alias(f"__label__{n}") for n in fitted],
+            *[_as_number(labels_table, n).alias(f"__label__{n}") for n in fitted],
         ]
     )
     return ok.join(right, on=key, how="inner", maintain_order="left")
 
 
-def _as_number(column: pl.Expr) -> pl.Expr:
-    """A label column as float; text that is no number (``n/a``) is null."""
-    return column.cast(pl.String).str.strip_chars().cast(pl.Float64, strict=False)
+def _as_number(table: pl.DataFrame, name: str) -> pl.Expr:
+    """A label column as float (numbers unchanged); text that is no number (``n/a``) is
+    null, text with blanks around a number is that number."""
+    if table.schema[name].is_numeric():
+        return pl.col(name).cast(pl.Float64)
+    return pl.col(name).cast(pl.String).str.strip_chars().cast(pl.Float64, strict=False)
 
 
 _ID_COLUMNS = ("obsid", "star_id", "filename", "extname_blue", "extname_red", "snr_blue", "snr_red")
