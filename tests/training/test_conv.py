@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from rrnet.training import conv
@@ -60,6 +60,10 @@ def _both(s: dict) -> tuple[list[torch.Tensor], list[torch.Tensor | None]]:
 
 @SETTINGS
 @given(shapes())
+@example(  # padding beyond the input and kernel together, as torch allows
+    {"batch": 1, "groups": 1, "c_in": 1, "c_out": 1, "length": 1, "kernel": 1, "stride": 1,
+     "pad": 3, "bias": False, "relu": False, "seed": 0}
+)  # fmt: skip
 def test_forward_and_gradients_match_torch(s: dict) -> None:
     rust, ref = _both(s)
     assert len(rust) == len(ref)
@@ -103,7 +107,9 @@ def test_bad_shapes_are_value_errors() -> None:
         _core.conv1d_forward(x.numpy(), w.numpy(), None, out.numpy(), 1, 1, 1, False, False)
     # A padding near usize's range panicked (PanicException is no Exception): ValueError.
     w = torch.zeros(4, 4, 3)
-    with pytest.raises(ValueError, match="padding longer"):
+    with pytest.raises(ValueError, match="padding too large"):  # 2 * pad overflows
+        _core.conv1d_forward(x.numpy(), w.numpy(), None, out.numpy(), 1, 2**63, 1, False, False)
+    with pytest.raises(ValueError, match="sizes too large"):
         _core.conv1d_forward(x.numpy(), w.numpy(), None, out.numpy(), 1, 2**62, 1, False, False)
     # An output that is also the input panicked in numpy's borrow check: TypeError.
     for call in (

@@ -73,12 +73,8 @@ struct Plan {
 
 impl Conv1dShape {
     /// Output length, as `conv1d` (`None` if the kernel is longer than the padded input).
-    /// `None` too when the padding exceeds the input and kernel together (every output
-    /// beyond would be padding alone): sizes from a caller stay far from overflow.
+    /// `None` too when the padded length overflows (a caller's absurd padding).
     pub fn len_out(&self) -> Option<usize> {
-        if self.pad > self.len_in.checked_add(self.kernel)? {
-            return None;
-        }
         let padded = self.len_in.checked_add(self.pad.checked_mul(2)?)?;
         (self.stride > 0 && padded >= self.kernel).then(|| (padded - self.kernel) / self.stride + 1)
     }
@@ -99,10 +95,10 @@ impl Conv1dShape {
             return bad("every size, the kernel and the stride must be positive");
         }
         let Some(len_out) = self.len_out() else {
-            return bad("kernel longer than the padded input, or padding longer than both");
+            return bad("kernel longer than the padded input, or the padding too large");
         };
-        if self.lens().is_none() {
-            return bad("sizes too large");
+        if self.lens().is_none() || len_out.checked_next_multiple_of(T).is_none() {
+            return bad("sizes too large (the padding?)");
         }
         let taps = self.kernel.div_ceil(self.stride);
         if taps > MAX_TAPS {
