@@ -141,3 +141,20 @@ def test_second_writer_fails_at_once_naming_the_holder(world, tmp_path, capsys):
         holder.wait()
         holder.stdout.close()
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def test_overwrite_of_a_copied_catalogue_deletes_nothing_of_the_original(world, tmp_path):
+    """A catalogue copied to another folder with its record (.NAME.rrnet.json, which lists
+    the absolute paths its run wrote): --overwrite of the copy deleted the original."""
+    import shutil
+
+    first, copy = tmp_path / "a" / "cat.parquet", tmp_path / "b" / "cat.parquet"
+    run = dict(models=[world["sp"]], store=world["store"], device="cpu", per_star=True)
+    run_inference(**run, out=first)
+    stars = first.with_name("cat.per_star.parquet")
+    copy.parent.mkdir()
+    for path in (first, record_path(first)):
+        shutil.copy(path, copy.parent / path.name)
+    run_inference(**run, out=copy, overwrite=True)
+    assert first.is_file() and stars.is_file() and record_path(first).is_file()
+    assert copy.is_file() and copy.with_name("cat.per_star.parquet").is_file()

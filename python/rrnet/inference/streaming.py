@@ -471,10 +471,21 @@ def _written_here(out: Path, work: Path) -> bool:
     return ours or read_json(work / "run.json") is not None
 
 
-def _remove_previous(out: Path, work: Path) -> None:
-    """``--overwrite``: delete what an earlier rrnet run wrote there, and nothing else."""
+def _listed_files(out: Path) -> list[str]:
+    """The files the record beside ``out`` says its run wrote (the catalogue first, then a
+    per-star table), or none when the record is not this catalogue's: a record copied
+    with its catalogue to another folder lists the original's files, which an
+    ``--overwrite`` of the copy deleted."""
     record = read_json(record_path(out))
     listed = record.get("files", []) if isinstance(record, dict) else []
+    if not listed or listed[0] != os.path.abspath(out):
+        return []
+    return [str(name) for name in listed]
+
+
+def _remove_previous(out: Path, work: Path) -> None:
+    """``--overwrite``: delete what an earlier rrnet run wrote there, and nothing else."""
+    listed = _listed_files(out)
     if out.exists() and not _written_here(out, work):
         raise InferError(
             f"{out} was not written by rrnet-infer (no record {record_path(out).name}); "
@@ -848,8 +859,7 @@ def _check_per_star_target(stars: Path, out: Path) -> None:
         raise InferError(f"--per-star-out {stars} is the catalogue itself: choose another path")
     if not stars.exists():
         return
-    record = read_json(record_path(out)) if out.exists() else None
-    listed = record.get("files", []) if isinstance(record, dict) else []
+    listed = _listed_files(out) if out.exists() else []
     started = parts_dir(out) / "run.json"  # a run killed between its merge's writes
     unfinished = started.exists() and stars.stat().st_mtime >= started.stat().st_mtime
     if os.path.abspath(stars) not in listed and not unfinished:
