@@ -98,3 +98,57 @@ def test_released_lock_can_be_taken_again_quickly(tmp_path: Path) -> None:
         with output_lock(out, directory=True):
             pass
         assert time.monotonic() - start < 1
+
+
+def _foreign(monkeypatch: pytest.MonkeyPatch, path: Path) -> None:
+    """Make the existing lock file at ``path`` another user's: this process may read it
+    but not open it for writing (what a non-root user meets; root ignores the mode)."""
+    import errno
+
+    from rrnet.utils import lock
+
+    real_open = os.open
+
+    def guarded(name, flags, *args):  # type: ignore[no-untyped-def]
+        if Path(name) == path and flags & os.O_RDWR and path.exists():
+            raise PermissionError(errno.EACCES, "Permission denied", str(name))
+        return real_open(name, flags, *args)
+
+    monkeypatch.setattr(lock.os, "open", guarded)
+
+
+def test_another_users_lock_is_named_when_held_and_taken_over_when_stale(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lock file of another user: opening it for writing failed with EACCES, reported
+    as a machine fault (exit 1, 'rerun with --resume'), and a stale one blocked every
+    later run. Held, it names its holder; stale, it is replaced by this run's."""
+    out = tmp_path / "cat.parquet"
+    path = lock_path(out, directory=False)
+    proc = _holder(out, "file")
+    try:
+        with monkeypatch.context() as patched:
+            _foreign(patched, path)
+            held = pytest.raises(LockError, match=f"in use by pid {proc.pid}")
+            with held, output_lock(out, directory=False):
+                pass
+    finally:
+        _stop(proc)  # killed: its lock file stays, stale
+    assert path.exists()
+    with monkeypatch.context() as patched:
+        _foreign(patched, path)
+        with output_lock(out, directory=False) as held:
+            assert json.loads(held.read_text())["pid"] == os.getpid()
+    assert not path.exists()
+
+
+def test_lock_files_follow_the_umask(tmp_path: Path) -> None:
+    """A group sharing its outputs (umask 002) shares their locks too (they were 0644)."""
+    import stat
+
+    previous = os.umask(0o002)
+    try:
+        with output_lock(tmp_path / "cat.parquet", directory=False) as path:
+            assert stat.S_IMODE(path.stat().st_mode) == 0o664
+    finally:
+        os.umask(previous)

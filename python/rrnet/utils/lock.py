@@ -80,20 +80,28 @@ def _live_foreign_holder(record: dict) -> bool:
     return pid != os.getpid() and _pid_alive(pid)
 
 
+def _in_use(what: str, out: object, record: dict) -> LockError:
+    return LockError(
+        f"{what} {out} is in use by {_holder_text(record)}: "
+        "wait for it to finish (only one process may write an output)"
+    )
+
+
 def _acquire(path: Path, out: object, what: str) -> int:
     """Open and flock the lock file; its descriptor. Retries if it was unlinked meanwhile."""
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:  # 0666 less the umask, as every output: a group may share its outputs
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        except PermissionError:
+            _take_over_foreign(path, out, what)  # another user's lock file
+            continue
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
             os.close(fd)
             if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 raise
-            raise LockError(
-                f"{what} {out} is in use by {_holder_text(_read_record(path))}: "
-                "wait for it to finish (only one process may write an output)"
-            ) from None
+            raise _in_use(what, out, _read_record(path)) from None
         try:
             same = os.fstat(fd).st_ino == os.stat(path).st_ino
         except FileNotFoundError:
@@ -101,6 +109,42 @@ def _acquire(path: Path, out: object, what: str) -> int:
         if same:
             return fd
         os.close(fd)  # the holder released (and removed) it between our open and flock
+
+
+def _take_over_foreign(path: Path, out: object, what: str) -> None:
+    """A lock file this user cannot write (another user's): held, it is refused naming its
+    holder; left by a run that ended, it is removed so that a new one can be made (the
+    folder is writable: the output goes there). It was reported as a machine fault, and a
+    stale one blocked every later run."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return  # released meanwhile: try again
+    except PermissionError:
+        raise LockError(
+            f"{what} {out}: its lock file {path} belongs to another user and cannot be read; "
+            "ask them to finish, or remove it"
+        ) from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise
+            raise _in_use(what, out, _read_record(path)) from None
+        if _live_foreign_holder(_read_record(path)):  # a file system without flock
+            raise _in_use(what, out, _read_record(path))
+        try:
+            path.unlink()  # stale: its holder has ended
+        except FileNotFoundError:
+            pass
+        except PermissionError:
+            raise LockError(
+                f"{what} {out}: a stale lock file {path} of another user cannot be removed "
+                "here; remove it"
+            ) from None
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager
@@ -125,10 +169,7 @@ def output_lock(
     record = _read_record(path)
     if _live_foreign_holder(record):  # a file system without flock: trust the record
         os.close(fd)
-        raise LockError(
-            f"{what} {out} is in use by {_holder_text(record)}: "
-            "wait for it to finish (only one process may write an output)"
-        )
+        raise _in_use(what, out, record)
     failed = True
     try:
         mine = {
