@@ -157,3 +157,36 @@ def test_a_full_disk_quoted_by_a_library_is_called_the_machines_fault(capsys):
 
     assert run_errors("rrnet-infer", other) == 1
     assert "unexpected ComputeError: a bug" in capsys.readouterr().err
+
+
+def test_every_command_turns_an_escaped_error_into_one_line(capsys, monkeypatch) -> None:
+    """A path under a folder this user may not enter makes Python's exists()/is_file()
+    raise PermissionError in argument checks (tracebacks from rrnet-preprocess, -eval,
+    -catalog); every command's main is wrapped so that such an error is one line, exit 2,
+    and anything else unexpected one line, exit 1."""
+    import errno
+    import importlib
+
+    from rrnet.cli._args import command
+
+    monkeypatch.delenv("RRNET_DEBUG", raising=False)
+    for name in ("catalog", "eval", "import_original", "infer", "preprocess", "run", "synth",
+                 "train"):  # fmt: skip
+        main = importlib.import_module(f"rrnet.cli.{name}").main
+        assert hasattr(main, "__wrapped__"), name
+
+    @command("rrnet-x")
+    def denied() -> int:
+        raise PermissionError(errno.EACCES, "Permission denied", "/shared/private/cat.csv")
+
+    @command("rrnet-x")
+    def broken() -> int:
+        raise RuntimeError("something odd\nsecond line")
+
+    assert denied() == 2
+    err = capsys.readouterr().err
+    assert err.startswith("rrnet-x: error: permission denied: /shared/private/cat.csv (")
+    assert err.count("\n") == 1
+    assert broken() == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unexpected RuntimeError: something odd" in err

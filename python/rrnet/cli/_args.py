@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import functools
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -160,6 +161,35 @@ def survive_closed_pipes() -> None:
         stream = getattr(sys, name)
         if stream is not None and not isinstance(stream, _DiscardOnClosedPipe):
             setattr(sys, name, _DiscardOnClosedPipe(stream))
+
+
+def command(prog: str) -> Callable[[Callable[..., int]], Callable[..., int]]:
+    """Decorate a command's ``main``: output to a closed pipe is dropped, and an error that
+    escapes its own handling is still one line, never a traceback: a path this user may
+    not reach (a folder without x for them: Python raises on ``exists()``) exits 2 naming
+    it, anything else 1 (``RRNET_DEBUG=1`` re-raises)."""
+
+    def wrap(main: Callable[..., int]) -> Callable[..., int]:
+        @functools.wraps(main)
+        def guarded(*args: Any, **kwargs: Any) -> int:
+            survive_closed_pipes()
+            try:
+                return main(*args, **kwargs)
+            except PermissionError as exc:
+                if os.environ.get("RRNET_DEBUG"):
+                    raise
+                where = os.fsdecode(exc.filename) if exc.filename else error_line(exc)
+                return usage_error(
+                    prog, f"permission denied: {where} (not accessible to this user)"
+                )
+            except KeyboardInterrupt as exc:
+                return interrupted_exit(prog, exc)
+            except Exception as exc:
+                return unexpected_exit(prog, exc)
+
+        return guarded
+
+    return wrap
 
 
 def stop_on_sigterm() -> None:

@@ -16,9 +16,9 @@ import polars as pl
 
 from rrnet.cli._args import (
     OneLineParser,
+    command,
     parse_or_status,
     run_errors,
-    survive_closed_pipes,
     usage_error,
 )
 from rrnet.io.catalog import CatalogError, table_format, write_table
@@ -145,8 +145,8 @@ def summary_lines(table: pl.DataFrame, out: Path) -> list[str]:
     return lines
 
 
+@command(PROG)
 def main(argv: list[str] | None = None) -> int:
-    survive_closed_pipes()  # a closed stdout/stderr pipe must not stop the run
     args = parse_or_status(build_parser(), argv, PROG)
     if isinstance(args, int):
         return args

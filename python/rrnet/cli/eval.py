@@ -14,9 +14,9 @@ from pathlib import Path
 from rrnet.cli._args import (
     OneLineParser,
     UsageError,
+    command,
     parse_or_status,
     run_errors,
-    survive_closed_pipes,
     usage_error,
 )
 from rrnet.io.catalog import CatalogError, table_format
@@ -335,8 +335,8 @@ def pl_errors() -> type[Exception]:
     return pl.exceptions.PolarsError
 
 
+@command(PROG)
 def main(argv: list[str] | None = None) -> int:
-    survive_closed_pipes()  # a closed stdout/stderr pipe must not stop the run
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] == "compare":
         return _main_compare(argv[1:])

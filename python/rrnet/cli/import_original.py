@@ -7,7 +7,7 @@ import pickle
 import sys
 from pathlib import Path
 
-from rrnet.cli._args import OneLineParser, UsageError, survive_closed_pipes, usage_error
+from rrnet.cli._args import OneLineParser, UsageError, command, usage_error
 
 PROG = "rrnet-import-original"
 
@@ -41,9 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@command(PROG)
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status (2 for unusable arguments, 1 for bad input)."""
-    survive_closed_pipes()  # a closed stdout/stderr pipe must not stop the run
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

@@ -14,11 +14,11 @@ from rrnet.cli._args import (
     add_output_arguments,
     add_raw_errors_argument,
     add_reading_arguments,
+    command,
     data_dir_problem,
     infer_options,
     reading_options,
     run_errors,
-    survive_closed_pipes,
     usage_error,
 )
 from rrnet.inference.options import (
@@ -161,9 +161,9 @@ def parse_error_floor(values: Sequence[str] | None) -> dict[str, float] | str | 
     return out
 
 
+@command(PROG)
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status (2 for unusable arguments)."""
-    survive_closed_pipes()  # a closed stdout/stderr pipe must not stop the run
     try:
         args = build_parser().parse_args(argv)
     except UsageError as exc:

@@ -12,13 +12,13 @@ import polars as pl
 
 from rrnet.cli._args import (
     OneLineParser,
+    command,
     data_dir_problem,
     interrupted_exit,
     os_error_exit,
     parse_or_status,
     run_failure,
     stop_on_sigterm,
-    survive_closed_pipes,
     unexpected_exit,
     usage_error,
 )
@@ -221,8 +221,8 @@ def _summary(path: Path, selection: Path | None, summary: RunSummary, dtype: str
     return "\n".join(text)
 
 
+@command(PROG)
 def main(argv: list[str] | None = None) -> int:
-    survive_closed_pipes()  # a closed stdout/stderr pipe must not stop the run
     args = parse_or_status(build_parser(), argv, PROG)
     if isinstance(args, int):
         return args

@@ -68,9 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@_args.command(PROG)
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status (2 for unusable arguments)."""
-    _args.survive_closed_pipes()  # a closed stdout/stderr pipe must not stop the run
     try:
         args = build_parser().parse_args(argv)
     except _args.UsageError as exc:

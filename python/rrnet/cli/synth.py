@@ -6,7 +6,7 @@ import argparse
 import logging
 import sys
 
-from rrnet.cli._args import OneLineParser, UsageError, survive_closed_pipes, usage_error
+from rrnet.cli._args import OneLineParser, UsageError, command, usage_error
 from rrnet.synth.dataset import make_dataset
 
 PROG = "rrnet-synth"
@@ -63,8 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@command(PROG)
 def main(argv: list[str] | None = None) -> int:
-    survive_closed_pipes()  # a closed stdout/stderr pipe must not stop the run
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

@@ -10,11 +10,11 @@ from collections.abc import Sequence
 from rrnet.cli._args import (
     OneLineParser,
     UsageError,
+    command,
     interrupted_exit,
     os_error_exit,
     run_failure,
     stop_on_sigterm,
-    survive_closed_pipes,
     unexpected_exit,
     usage_error,
 )
@@ -196,9 +196,9 @@ def _freeze_groups(text: str, init: str | None) -> tuple[str, ...]:
     return groups
 
 
+@command(PROG)
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status."""
-    survive_closed_pipes()  # a closed stdout/stderr pipe must not stop the run
     try:
         args = build_parser().parse_args(argv)
     except UsageError as exc:
