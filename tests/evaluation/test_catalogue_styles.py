@@ -81,6 +81,31 @@ def test_overview_says_why_the_kiel_diagram_is_missing(tmp_path: Path) -> None:
     assert "Not drawn: no row is recommended" in page and "kiel.png" not in page
 
 
+def test_overview_of_a_catalogue_with_a_label_no_row_has(tmp_path: Path) -> None:
+    """An SP-only checkpoint leaves the 14 abundance columns null: their σ-S/N panels had
+    nothing to log-scale (matplotlib raised, exit 2, no page); they say 'no values'."""
+    import polars as pl
+
+    catalog, _ = toy_tables(20, seed=3)
+    empty = [c for c in catalog.columns if c.startswith("CH")]
+    assert empty  # the carbon columns: value, error and what else the toy has
+    catalog = catalog.with_columns(pl.lit(None, dtype=catalog[c].dtype).alias(c) for c in empty)
+    write_table(catalog, tmp_path / "sp.parquet")
+    assert main(["overview", str(tmp_path / "sp.parquet"), "--out", str(tmp_path / "o")]) == 0
+    assert "sigma" in (tmp_path / "o" / "index.html").read_text()
+
+
+def test_overview_is_locked_like_every_output(tmp_path: Path, capsys) -> None:
+    from rrnet.utils.lock import output_lock
+
+    catalog, _ = toy_tables(5, seed=3)
+    write_table(catalog, tmp_path / "c.parquet")
+    with output_lock(tmp_path / "o", directory=True):
+        assert main(["overview", str(tmp_path / "c.parquet"), "--out", str(tmp_path / "o")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "in use by" in err
+
+
 def test_reference_minus_9999_is_missing(tmp_path: Path) -> None:
     """A reference value of -9999 (a survey's "not measured") counts as missing, as an
     empty cell does, not as a -9999 K star with a 10,000 K residual."""

@@ -321,12 +321,14 @@ def _main_overview(argv: list[str]) -> int:
     from rrnet.evaluation.sample import SampleError
     from rrnet.inference.summary import format_summary
 
-    try:
-        summary = overview(args.catalog, args.out, snr=args.snr, isochrones=args.isochrones)
-    except (CatalogError, SampleError, ValueError, FileNotFoundError) as exc:
-        return usage_error(PROG, str(exc).splitlines()[0])
-    print(format_summary(summary, f"{PROG} overview"), file=sys.stderr)
-    return 0
+    def run() -> int:
+        with output_lock(args.out, directory=True, what="overview"):
+            summary = overview(args.catalog, args.out, snr=args.snr, isochrones=args.isochrones)
+        print(format_summary(summary, f"{PROG} overview"), file=sys.stderr)
+        return 0
+
+    usage = (CatalogError, SampleError, ValueError, FileNotFoundError)
+    return run_errors(PROG, run, usage=usage, resumable=False)
 
 
 def pl_errors() -> type[Exception]:

@@ -29,6 +29,11 @@ def plot_sigma_vs_snr_catalogue(
     for ax, label in zip(axes, labels, strict=True):
         err = _column(catalog, f"{label}_err")
         ok = np.isfinite(s) & np.isfinite(err) & (s > 0) & (err > 0)
+        ax.set_xlabel("S/N")
+        ax.set_ylabel(f"σ {display_name(label)} [{unit(label)}]")
+        if not ok.any():  # a label no row has (a checkpoint without it): no log axes
+            ax.text(0.5, 0.5, "no values", ha="center", va="center", transform=ax.transAxes)
+            continue
         ax.scatter(s[ok], err[ok], s=2, alpha=0.3, color="tab:blue", rasterized=True)
         bins = min(10, int(ok.sum()) // 2)  # a few rows still get a median line
         if bins >= 2:
@@ -42,8 +47,6 @@ def plot_sigma_vs_snr_catalogue(
             ax.plot(centre, median, "o-", color="tab:red", markersize=3, label="median")
         log_scale(ax, "x")
         log_scale(ax, "y")
-        ax.set_xlabel("S/N")
-        ax.set_ylabel(f"σ {display_name(label)} [{unit(label)}]")
     fig.suptitle("Predicted uncertainty against S/N")
     return save_figure(fig, path)
 
