@@ -190,3 +190,46 @@ def test_every_command_turns_an_escaped_error_into_one_line(capsys, monkeypatch)
     assert broken() == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "unexpected RuntimeError: something odd" in err
+
+
+def test_an_output_this_user_cannot_write_is_refused_before_any_work(
+    tmp_path, capsys, monkeypatch
+) -> None:
+    """An --out in a folder this user may not write (or another user's read-only file)
+    failed after the work, told to --resume, which could never succeed; --overwrite
+    replaced another user's read-only catalogue. Refused first, one line, exit 2 (checked
+    through os.access, which root passes, hence the patch)."""
+    import os
+    from pathlib import Path
+
+    from rrnet.cli import catalog, train
+    from rrnet.cli import eval as evaluate
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    theirs = shared / "theirs.parquet"
+    theirs.write_bytes(b"another user's catalogue")
+    real_access = os.access
+    denied = {shared, theirs}
+    monkeypatch.setattr(
+        os, "access", lambda p, mode, **kw: Path(p) not in denied and real_access(p, mode, **kw)
+    )
+    cat = tmp_path / "cat.csv"
+    cat.write_text("filename,extname_blue,extname_red,rv\nx.fits,B,R,0\n")
+    runs = [
+        (preprocess.main, [str(cat), "--out", str(shared / "store")]),
+        (preprocess.main, [str(cat), "--out", str(tmp_path / "s"), "--select", str(theirs)]),
+        (infer.main, ["--store", str(tmp_path), "--model", str(tmp_path), "--out", str(theirs),
+                      "--overwrite", "--no-progress"]),
+        (train.main, ["--store", str(tmp_path), "--labels", str(cat), "--out",
+                      str(shared / "ckpt")]),
+        (catalog.main, ["scan", str(tmp_path), "--out", str(shared / "c.parquet")]),
+        (evaluate.main, ["overview", str(cat), "--out", str(shared / "o")]),
+    ]  # fmt: skip
+    for main, args in runs:
+        assert main(args) == 2, args
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "not writable by this user" in err, (args, err)
+    assert theirs.read_bytes() == b"another user's catalogue"
+    assert sorted(p.name for p in shared.iterdir()) == ["theirs.parquet"]
+    assert not (tmp_path / "s").exists()

@@ -85,6 +85,26 @@ def data_dir_problem(data_dir: str | os.PathLike[str] | None) -> str | None:
     return None
 
 
+def output_problem(out: str | os.PathLike[str], what: str = "--out") -> str | None:
+    """One line when this user cannot write ``out`` (an existing file or folder, or the
+    nearest folder above it that exists), found before any work: such a run failed at its
+    end, told to --resume, which could never succeed; another user's read-only file was
+    replaced by --overwrite (the folder was writable)."""
+    path = Path(out)
+    if path.exists() and not os.access(path, os.W_OK, effective_ids=_EFFECTIVE):
+        return f"{what} {path} is not writable by this user"
+    parent = next((p for p in path.absolute().parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        return f"{parent} is a file, not a folder: choose another output"
+    if parent is not None and not os.access(parent, os.W_OK | os.X_OK, effective_ids=_EFFECTIVE):
+        return f"{what} {path}: the folder {parent} is not writable by this user"
+    return None
+
+
+_EFFECTIVE = os.access in os.supports_effective_ids
+"""Ask as the process's effective user (setuid wrappers) where the platform can."""
+
+
 def blocking_file(exc: OSError) -> Path | None:
     """The file that stands where a folder of an output path should be (an output under
     ``data/x.fits.gz/``): a fault of the arguments, not of the machine; else None."""

@@ -17,6 +17,7 @@ import polars as pl
 from rrnet.cli._args import (
     OneLineParser,
     command,
+    output_problem,
     parse_or_status,
     run_errors,
     usage_error,
@@ -100,6 +101,8 @@ def _check(args: argparse.Namespace) -> str | None:
         return str(exc)
     if fmt not in WRITTEN_FORMATS:
         return f"--out {args.out}: rrnet-catalog writes .csv, .parquet or .fits, not {fmt}"
+    if (problem := output_problem(args.out)) is not None:
+        return problem
     if args.out.exists() and not args.overwrite:
         return f"{args.out} exists: give --overwrite to replace it"
     if args.command == "from-lamost":

@@ -15,6 +15,7 @@ from rrnet.cli._args import (
     OneLineParser,
     UsageError,
     command,
+    output_problem,
     parse_or_status,
     run_errors,
     usage_error,
@@ -100,6 +101,8 @@ def _check(args: argparse.Namespace) -> str | None:
             return f"--{name} not found: {path}"
     if args.out.exists() and not args.out.is_dir():
         return f"--out exists and is not a directory: {args.out}"
+    if (problem := output_problem(args.out)) is not None:
+        return problem
     for ckpt in args.checkpoint:
         if not ckpt.is_dir():
             return f"--checkpoint is not a directory: {ckpt}"
@@ -313,6 +316,8 @@ def _main_overview(argv: list[str]) -> int:
             raise UsageError(f"catalogue not found: {args.catalog}")
         if args.out.exists() and not args.out.is_dir():
             raise UsageError(f"--out exists and is not a directory: {args.out}")
+        if (problem := output_problem(args.out)) is not None:
+            raise UsageError(problem)
     except (UsageError, CatalogError) as exc:
         return usage_error(PROG, exc)
     except SystemExit as exc:  # --help

@@ -17,6 +17,7 @@ from rrnet.cli._args import (
     command,
     data_dir_problem,
     infer_options,
+    output_problem,
     reading_options,
     run_errors,
     usage_error,
@@ -178,6 +179,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise InferError("--error-floor applies to the per-star table: add --per-star")
         if args.catalog and (problem := data_dir_problem(args.data_dir)) is not None:
             raise InferError(problem)
+        for target, what in ((args.out, "--out"), (args.per_star_out, "--per-star-out")):
+            if target is not None and (problem := output_problem(target, what)) is not None:
+                raise InferError(problem)
         options = infer_options(
             args,
             chunk_rows=args.chunk_rows,

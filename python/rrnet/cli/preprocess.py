@@ -16,6 +16,7 @@ from rrnet.cli._args import (
     data_dir_problem,
     interrupted_exit,
     os_error_exit,
+    output_problem,
     parse_or_status,
     run_failure,
     stop_on_sigterm,
@@ -195,6 +196,9 @@ def _check(args: argparse.Namespace) -> str | None:
         return "--resume and --overwrite exclude each other"
     if args.out.exists() and not args.out.is_dir():
         return f"--out exists and is not a directory: {args.out}"
+    for target, what in ((args.out, "--out"), (args.select, "--select")):
+        if target is not None and (problem := output_problem(target, what)) is not None:
+            return problem
     try:
         table_format(args.catalog)
         if args.select is not None and table_format(args.select) == "fits":

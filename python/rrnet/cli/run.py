@@ -113,6 +113,8 @@ def _run(args: argparse.Namespace, job_script: Any, load_settings: Any, run_clus
         args.data_dir = str(Path(args.catalog).parent)
     if (problem := _args.data_dir_problem(args.data_dir)) is not None:
         return _args.usage_error(PROG, problem)
+    if (problem := _args.output_problem(args.out)) is not None:
+        return _args.usage_error(PROG, problem)
     preprocess = {
         "rv_column": args.rv_column,
         "correct_rv": not args.no_rv_correction,

@@ -13,6 +13,7 @@ from rrnet.cli._args import (
     command,
     interrupted_exit,
     os_error_exit,
+    output_problem,
     run_failure,
     stop_on_sigterm,
     unexpected_exit,
@@ -207,6 +208,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         options = _options(args)
     except ValueError as exc:
         return usage_error(PROG, exc)
+    if (problem := output_problem(args.out)) is not None:
+        return usage_error(PROG, problem)
 
     from rrnet.training.api import train_ensemble
     from rrnet.training.loop import CheckpointComplete
