@@ -297,3 +297,38 @@ def test_locating_survives_unreadable_folders_and_undecodable_names(tmp_path, mo
     located_table, moved = locate_files(catalog, tmp_path)
     names = located_table["filename"].to_list()  # not found: left as they are
     assert names == ["night/a.fits.gz", "locked/c.fits.gz", "b.fits.gz"] and moved == 1
+
+
+def test_folders_that_cannot_be_listed_are_said_not_skipped_silently(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A sub-folder this user may not list (mode 700 of another user): `scan` dropped its
+    files and --find-files called their rows "file not found" without a word; an
+    unlistable root gave "no spectra found". (os.scandir is patched: root lists anything.)"""
+    import errno
+    import os
+    import shutil
+
+    for sub in ("open", "hidden"):
+        (tmp_path / "root" / sub).mkdir(parents=True)
+        shutil.copy(REAL_FILE, tmp_path / "root" / sub / f"{sub}-{REAL_FILE.name}")
+    hidden = tmp_path / "root" / "hidden"
+    real_scandir = os.scandir
+
+    def scandir(path=".", *args):  # type: ignore[no-untyped-def]
+        if Path(os.fsdecode(path)) == hidden:
+            raise PermissionError(errno.EACCES, "Permission denied", os.fsdecode(path))
+        return real_scandir(path, *args)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    with caplog.at_level("WARNING"):
+        table = scan_folder(tmp_path / "root")
+        index = index_files(tmp_path / "root")
+    assert set(table["filename"].str.split("/").list.first()) == {"open"}
+    assert list(index) == [f"open-{REAL_FILE.name}"]
+    warned = [r.getMessage() for r in caplog.records if "could not be listed" in r.getMessage()]
+    assert len(warned) == 2 and all(str(hidden) in m for m in warned)
+    assert "not in the scan" in warned[0] and "not found" in warned[1]
+    monkeypatch.setattr(os, "listdir", lambda p: scandir(p))  # the root itself
+    with pytest.raises(PermissionError):
+        scan_folder(hidden)

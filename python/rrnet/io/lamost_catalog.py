@@ -41,7 +41,7 @@ import polars as pl
 
 from rrnet.io.catalog import CatalogError, _read_fits_table
 from rrnet.io.lamost import LamostReadError, read_lamost
-from rrnet.io.locate import is_utf8
+from rrnet.io.locate import is_utf8, unlisted_folders, warn_unlisted
 from rrnet.utils.faults import is_machine_fault
 
 log = logging.getLogger(__name__)
@@ -549,6 +549,8 @@ def scan_folder(root: str | os.PathLike[str]) -> pl.DataFrame:
     band only are kept as status rows.
     """
     root = Path(root)
+    os.listdir(root)  # a folder this user cannot list is their error, not "no spectra"
+    warn_unlisted(unlisted_folders(root), root, "their files are not in the scan")
     rows = []
     undecodable = 0
     for path in sorted(p for p in root.rglob("*") if _is_spectrum_file(p)):

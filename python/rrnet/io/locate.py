@@ -27,14 +27,37 @@ def index_files(root: str | os.PathLike[str]) -> dict[str, str]:
     """
     root = Path(root)
     index: dict[str, str] = {}
-    for folder, dirs, files in os.walk(root):
+    unlisted: list[OSError] = []
+    for folder, dirs, files in os.walk(root, onerror=unlisted.append):
         dirs.sort()
         rel = Path(folder).relative_to(root)
         for name in sorted(files):
             path = (rel / name).as_posix()
             if is_utf8(path):
                 index.setdefault(name, path)
+    warn_unlisted(unlisted, root, "files there are not found")
     return index
+
+
+def warn_unlisted(errors: list[OSError], root: str | os.PathLike[str], consequence: str) -> None:
+    """Say once which folders under ``root`` could not be listed (os.walk's errors), and
+    what it means: a search that skipped them would otherwise say nothing."""
+    if not errors:
+        return
+    first = errors[0]
+    where = os.fsdecode(first.filename) if first.filename else str(root)
+    log.warning(
+        "%d folder(s) under %s could not be listed (%s), e.g. %s: %s",
+        len(errors), root, first.strerror or first, where, consequence,
+    )  # fmt: skip
+
+
+def unlisted_folders(root: str | os.PathLike[str]) -> list[OSError]:
+    """The errors of the folders under ``root`` that cannot be listed (no permission)."""
+    errors: list[OSError] = []
+    for _ in os.walk(root, onerror=errors.append):
+        pass
+    return errors
 
 
 def is_utf8(text: str) -> bool:
