@@ -250,7 +250,7 @@ def test_index_is_built_once_and_finds_names_without_gz(tmp_path, monkeypatch):
 
     calls = []
     real_walk = locate.os.walk
-    monkeypatch.setattr(locate.os, "walk", lambda *a: calls.append(a) or real_walk(*a))
+    monkeypatch.setattr(locate.os, "walk", lambda *a, **k: calls.append(a) or real_walk(*a, **k))
     catalog = pl.DataFrame({"filename": ["x.fits", "y.fits.gz", "other/x.fits.gz", "z.fits"] * 50})
     located, changed = locate_files(catalog, tmp_path)
     assert len(calls) == 1
