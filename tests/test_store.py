@@ -121,6 +121,23 @@ def test_a_damaged_shard_is_reported(store, tmp_path):
         open_store(copy).read_flux([0])
 
 
+def test_a_shard_this_user_cannot_read_is_said_so(store, monkeypatch):
+    """Another user's shard (written 0600 by older versions) was a "machine fault" (exit 1,
+    'rerun'): it is the store's access, a StoreError naming the file (the load is patched:
+    root reads anything)."""
+    import errno
+
+    real_load = np.load
+
+    def denied(path, *args, **kwargs):  # type: ignore[no-untyped-def]
+        raise PermissionError(errno.EACCES, "Permission denied", str(path))
+
+    monkeypatch.setattr(np, "load", denied)
+    with pytest.raises(StoreError, match=r"normalized-000000.npy: not readable by this user"):
+        open_store(store.path).read_flux([0])
+    monkeypatch.setattr(np, "load", real_load)
+
+
 # --------------------------------------------------------------------------- fingerprint
 
 

@@ -186,6 +186,11 @@ class Store:
             try:
                 flux = np.load(self.path / shard_name(kind, shard), mmap_mode="r")
             except (OSError, ValueError, EOFError) as exc:
+                if isinstance(exc, PermissionError):  # another user's shard (mode 0600)
+                    raise StoreError(
+                        f"{self.path / shard_name(kind, shard)}: not readable by this user "
+                        "(permission denied)"
+                    ) from exc
                 if isinstance(exc, OSError) and exc.errno not in (None, errno.ENOENT):
                     raise  # the machine (I/O error), not the store
                 raise StoreError(
