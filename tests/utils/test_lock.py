@@ -152,3 +152,25 @@ def test_lock_files_follow_the_umask(tmp_path: Path) -> None:
             assert stat.S_IMODE(path.stat().st_mode) == 0o664
     finally:
         os.umask(previous)
+
+
+def test_a_folder_that_refuses_the_lock_file_is_an_error_not_a_wait(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Creating the lock file fails with EACCES where the folder is not writable: that is
+    raised as it is (the commands check their outputs first), never retried for ever."""
+    import errno
+
+    from rrnet.utils import lock
+
+    out = tmp_path / "cat.parquet"
+    real_open = os.open
+
+    def no_create(name, flags, *args):  # type: ignore[no-untyped-def]
+        if Path(name) == lock_path(out, directory=False):
+            raise PermissionError(errno.EACCES, "Permission denied", str(name))
+        return real_open(name, flags, *args)
+
+    monkeypatch.setattr(lock.os, "open", no_create)
+    with pytest.raises(PermissionError), output_lock(out, directory=False):
+        pass

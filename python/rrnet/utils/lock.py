@@ -93,6 +93,8 @@ def _acquire(path: Path, out: object, what: str) -> int:
         try:  # 0666 less the umask, as every output: a group may share its outputs
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
         except PermissionError:
+            if not path.exists():  # the folder is not writable: not a lock question
+                raise
             _take_over_foreign(path, out, what)  # another user's lock file
             continue
         try:
