@@ -173,8 +173,6 @@ def _matching_keys(
             if have.is_float() and (want.is_integer() or want == pl.String):
                 whole = column.is_null() | (column == column.floor())
                 column = pl.when(whole).then(column.cast(pl.Int64, strict=False))  # 3.0 -> 3
-            elif have == pl.String and want.is_numeric():
-                column = column.str.strip_chars()
             column = column.cast(want, strict=False)
         converted.append(column.alias(k))
     cast = labels_table.with_columns(converted)
