@@ -7,6 +7,7 @@ normalised fluxes (timing only). Prints one JSON object.
 
     python benchmarks/gpu_train.py                 # 6 members, 80,000 spectra, 2 epochs
     python benchmarks/gpu_train.py --tiny          # a CPU smoke run
+    python benchmarks/gpu_train.py --n 20000 --no-compile --formulation grouped  # vs vmap
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ def main() -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--no-amp", action="store_true")
     p.add_argument("--no-compile", action="store_true")
+    p.add_argument("--formulation", default="auto", choices=("auto", "vmap", "grouped"))
     p.add_argument("--tiny", action="store_true", help="512 spectra, 2 members, 1 epoch, CPU")
     args = p.parse_args()
     if args.tiny:
@@ -53,7 +55,7 @@ def main() -> None:
     settings = TrainSettings(
         members=args.members, epochs=args.epochs, batch_size=args.batch_size,
         augment_from=1, device=args.device, amp=not args.no_amp, compile=not args.no_compile,
-        ram_limit_gb=64,
+        ram_limit_gb=64, formulation=args.formulation,
     )  # fmt: skip
     result = train_arrays(
         flux, labels, split, label_names=["Teff[K]", "Logg", "FeH"],
@@ -69,6 +71,9 @@ def main() -> None:
         "n_spectra": args.n,
         "train_spectra": int(split.train.size),
         "members": args.members,
+        "formulation": settings.resolved_formulation(
+            "cuda" if torch.cuda.is_available() and args.device != "cpu" else "cpu"
+        ),
         "batch_size": args.batch_size,
         "amp": settings.amp and torch.cuda.is_available() and args.device != "cpu",
         "compile": settings.compile and torch.cuda.is_available() and args.device != "cpu",

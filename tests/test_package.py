@@ -16,6 +16,19 @@ def test_import_is_light() -> None:
     assert out.stdout.split() == ["False", "False"]
 
 
+def test_models_and_training_import_without_polars_or_fitsio() -> None:
+    """The GPU scripts (benchmarks/gpu_*.py, tests/models/test_cuda.py) run on bare GPU
+    machines that have torch but neither polars nor fitsio: the network, ensemble and
+    training code must import without them."""
+    code = (
+        "import sys\n"
+        "for name in ('polars', 'fitsio', 'astropy'): sys.modules[name] = None\n"
+        "import rrnet.models.ensemble, rrnet.training.loop\n"
+        "from rrnet.training import Split, TrainSettings, train_arrays\n"
+    )
+    subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+
+
 @pytest.mark.parametrize("name", [n for n in rrnet.__all__ if n != "__version__"])
 def test_lazy_entry_points_resolve(name: str) -> None:
     assert callable(getattr(rrnet, name))

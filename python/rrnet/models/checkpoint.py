@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import polars as pl
 import safetensors
 import safetensors.torch
 import torch
@@ -396,6 +395,8 @@ def split_keys(checkpoint: str | os.PathLike[str]) -> tuple[str, dict[str, list[
     path = Path(checkpoint) / SPLIT_FILE
     if not path.is_file():
         raise FileNotFoundError(f"no {SPLIT_FILE} in checkpoint {checkpoint}")
+    import polars as pl  # here, not above: models and training import without it (bare GPU nodes)
+
     column = star_column(checkpoint)
     table = pl.read_parquet(path)
     missing = [c for c in (column, "split") if c not in table.columns]

@@ -17,3 +17,19 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {str(device)!r} requested but CUDA is not available")
     return dev
+
+
+FLOAT32_MODES = ("fp32", "tf32")
+"""How float32 products run on a GPU: exact IEEE fp32, or TensorFloat-32 (10-bit mantissa)."""
+
+
+def set_float32_mode(mode: str) -> None:
+    """Make every float32 matrix product and cuDNN convolution ``fp32`` or ``tf32``.
+
+    Both switches at once: torch's matmul precision alone leaves cuDNN convolutions in
+    TF32 (its default), so "fp32" would not be fp32 on an Ampere or newer GPU.
+    """
+    if mode not in FLOAT32_MODES:
+        raise ValueError(f"float32 mode must be one of {FLOAT32_MODES}, got {mode!r}")
+    torch.set_float32_matmul_precision("highest" if mode == "fp32" else "high")
+    torch.backends.cudnn.allow_tf32 = mode == "tf32"

@@ -69,6 +69,15 @@ def _rnn(
     return proj
 
 
+@torch.compiler.assume_constant_result
+def _conv_step() -> int:
+    """Spectra per convolution chunk: smaller on one thread, where chunks fit the cache.
+
+    A constant for ``torch.compile`` (the thread count is not traced: no graph break).
+    """
+    return 4 if torch.get_num_threads() == 1 else 16
+
+
 class GroupedMembers(nn.Module):
     """M networks of one :class:`ModelConfig` as one module: ``x -> (mu, var)`` ``[M, B, L]``.
 
@@ -172,7 +181,7 @@ class GroupedMembers(nn.Module):
         h = x
         if cfg.mode == "pre-RNN":
             h = self._recurrent(x.unsqueeze(0)).transpose(0, 1)  # [B, M, P]
-        step = self.conv_batch or (4 if torch.get_num_threads() == 1 else 16)
+        step = self.conv_batch or _conv_step()
         flat = x.new_empty(self.n_members, x.shape[0], cfg.conv_features)
         for i in range(0, x.shape[0], step):
             self._features_into(flat[:, i : i + step], h[i : i + step])
