@@ -111,14 +111,15 @@ def test_equals_single_machine_row_for_row(world: dict, finished: tuple[Path, di
     assert got.equals(oracle)
     meta, expected = pl.read_parquet_metadata(out), world["oracle_meta"]
     derived = ("created", "ARROW:schema", "table_meta_yaml")  # the latter two embed `created`
-    derived += ("environment",)  # the driver records its versions only (no device, threads)
+    derived += ("environment",)  # the driver records no threads or batch size (per worker)
     assert {k: v for k, v in meta.items() if not any(d in k for d in derived)} == {
         k: v for k, v in expected.items() if not any(d in k for d in derived)
     }
     environment = {
         k: json.loads(m["rrnet.environment"]) for k, m in (("run", meta), ("one", expected))
     }
-    assert environment["run"] == {"versions": environment["one"]["versions"]}
+    same = ("versions", "precision", "compile")
+    assert {k: environment["run"][k] for k in same} == {k: environment["one"][k] for k in same}
     assert report["complete"] and report["rows_in"] == report["rows_out"] == oracle.height
     assert report["rows_by_status"] == dict(oracle["status"].value_counts().iter_rows())
     assert report["shards_computed"] == report["shards"] == len(plan_shards(oracle, SHARD))

@@ -3,11 +3,13 @@ deletes only what rrnet wrote, one process per output, and a failed start leaves
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import polars as pl
 import pytest
 
@@ -158,3 +160,49 @@ def test_overwrite_of_a_copied_catalogue_deletes_nothing_of_the_original(world, 
     run_inference(**run, out=copy, overwrite=True)
     assert first.is_file() and stars.is_file() and record_path(first).is_file()
     assert copy.is_file() and copy.with_name("cat.per_star.parquet").is_file()
+
+
+def test_precision_is_recorded_and_a_resume_in_another_precision_is_refused(
+    world, tmp_path, capsys
+) -> None:
+    """--precision bf16 (autocast; on a CPU too) stays within 0.05 of each row's sigma
+    of the exact run, says so in the provenance, and its parts are never mixed with
+    fp32 parts; fp32 runs keep the record they always had."""
+    exact, fast = tmp_path / "fp32.parquet", tmp_path / "bf16.parquet"
+    assert _cli(world, exact) == 0
+    assert _cli(world, fast, "--precision", "bf16") == 0
+    a, b = pl.read_parquet(exact), pl.read_parquet(fast)
+    ok = (a["status"] == "ok").to_numpy()
+    shift = (b["teff"] - a["teff"]).abs() / a["teff_err"]
+    assert ok.any() and 0 < shift.filter(ok).max() <= 0.05  # bf16 did run, and stays close
+    for path, precision in ((exact, "fp32"), (fast, "bf16")):
+        env = json.loads(pl.read_parquet_metadata(path)["rrnet.environment"])
+        assert env["precision"] == precision and env["compile"] is False
+    assert "precision" not in json.loads(record_path(exact).read_text())
+    capsys.readouterr()
+    assert _cli(world, fast, "--resume") == 2  # fp32 on bf16 parts
+    assert "cannot resume" in capsys.readouterr().err
+    assert _cli(world, fast, "--resume", "--precision", "bf16") == 0
+
+
+def test_an_unknown_precision_is_a_one_line_error(world, tmp_path, capsys) -> None:
+    with pytest.raises(InferError, match="--precision must be one of fp32, tf32, bf16"):
+        run_inference(
+            models=[world["sp"]], store=world["store"], out=tmp_path / "c.parquet",
+            device="cpu", precision="fp16",
+        )  # fmt: skip
+    assert _cli(world, tmp_path / "d.parquet", "--precision", "fp16") == 2
+    err = capsys.readouterr().err
+    assert "invalid choice: 'fp16'" in err and err.count("\n") == 1
+
+
+@pytest.mark.slow
+def test_compiled_run_equals_the_eager_run(world, tmp_path) -> None:
+    eager, compiled = tmp_path / "eager.parquet", tmp_path / "compiled.parquet"
+    assert _cli(world, eager) == 0
+    assert _cli(world, compiled, "--compile") == 0
+    a, b = pl.read_parquet(eager), pl.read_parquet(compiled)
+    assert json.loads(pl.read_parquet_metadata(compiled)["rrnet.environment"])["compile"]
+    assert a["status"].to_list() == b["status"].to_list()
+    for column in ("teff", "teff_err", "logg", "fe_h"):
+        np.testing.assert_allclose(b[column].to_numpy(), a[column].to_numpy(), rtol=1e-5)

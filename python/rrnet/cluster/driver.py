@@ -248,6 +248,7 @@ def _checked_run(
         "thresholds": options.thresholds.to_dict(),
         "preprocess": preprocess,
         **({} if options.calibrate else {"raw_errors": True}),  # parts of one kind of error
+        **({} if options.precision == "fp32" else {"precision": options.precision}),
         "columns": catalogue_column_names(),  # parts of older versions lack columns
     }
     _prepare(out, options.resume, options.overwrite)
@@ -283,6 +284,8 @@ def _job_factory(run: _Run, settings: ClusterSettings | None) -> Callable[[Shard
         fault_after_write=_index_hook(FAULT_AFTER_WRITE_ENV),
         synthetic_domain=synthetic_domain("catalog", run.name, run.checkpoints),
         calibrate=options.calibrate,
+        precision=options.precision,
+        compile=options.compile,
     )
 
     def job(shard: Shard) -> ShardJob:
@@ -630,7 +633,12 @@ def _merge_and_report(run: _Run) -> dict[str, Any]:
         label_sources=label_sources(run.checkpoints),
         thresholds=run.options.thresholds.to_dict(),
         quality_bits={bit.name: int(bit) for bit in QualityBit},
-        environment={"versions": software_versions() | {"polars": pl.__version__}},
+        environment={
+            "versions": software_versions() | {"polars": pl.__version__},
+            "device": run.options.device,
+            "precision": run.options.precision,
+            "compile": run.options.compile,
+        },
     )
     try:
         merge_parts(

@@ -56,6 +56,8 @@ class ShardJob:
     """A checkpoint trained on synthesised spectra only: every row gets SYNTHETIC_DOMAIN."""
     calibrate: bool = True
     """Errors scaled by each checkpoint's calibration (False: paper eq. 3, ``--raw-errors``)."""
+    precision: str = "fp32"
+    compile: bool = False
 
 
 SHARD_HOLD_ENV = "RRNET_TEST_SHARD_HOLD_S"
@@ -84,10 +86,16 @@ def cached_models(job: ShardJob) -> tuple[list[Any], dict[str, int]]:
     from rrnet.inference.models import label_sources, load_checkpoints
 
     device = worker_device(job.device)
-    key = (job.hashes, device, job.thresholds)
+    key = (job.hashes, device, job.thresholds, job.precision, job.compile)
     if key not in _MODELS:
         _MODELS.clear()  # one model set per worker bounds its memory
-        checkpoints = load_checkpoints(list(job.models), device=device, thresholds=job.thresholds)
+        checkpoints = load_checkpoints(
+            list(job.models),
+            device=device,
+            thresholds=job.thresholds,
+            precision=job.precision,
+            compile=job.compile,
+        )
         _MODELS[key] = (checkpoints, label_sources(checkpoints))
     return _MODELS[key]
 

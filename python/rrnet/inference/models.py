@@ -111,18 +111,27 @@ def load_checkpoints(
     *,
     device: str = "auto",
     thresholds: QualityThresholds = DEFAULT_THRESHOLDS,
+    precision: str = "fp32",
+    compile: bool = False,
 ) -> list[LoadedCheckpoint]:
-    """Load every checkpoint (all members of each on ``device``)."""
+    """Load every checkpoint (all members of each on ``device``).
+
+    ``precision`` (fp32, tf32, bf16) and ``compile`` (``torch.compile``) choose how the
+    ensembles run; see :func:`rrnet.models.device.use_precision`.
+    """
     from rrnet.models.calibration import read_calibration
     from rrnet.models.checkpoint import checkpoint_hash, read_checkpoint_config
+    from rrnet.models.device import resolve_device, use_precision
     from rrnet.models.ensemble import Ensemble
+
+    amp = use_precision(precision, resolve_device(device))
 
     loaded = []
     shared: dict[str, Any] = {}  # one scorer per distinct OOD test (_predict_rows scores it once)
     for raw in paths:
         path = Path(raw)
         config = read_checkpoint_config(path)
-        ensemble = Ensemble.from_checkpoint(path, device=device)
+        ensemble = Ensemble.from_checkpoint(path, device=device, amp=amp, compile=compile)
         labels = tuple(ensemble.labels)
         training = config.get("training") or {}
         lo, hi = _label_range(training, labels)

@@ -44,8 +44,10 @@ class InferOptions:
     :func:`rrnet.preprocess.pipeline.iter_preprocessed` (``rv_column``, ``correct_rv``,
     ``max_iter``). ``column_style``: catalogue column names, ``"identifier"``
     (``teff``, ``fe_h``, ...) or ``"paper"`` (Table 3's ``Teff[K]``, ``FeH``, ...).
-    ``max_iter``). ``calibrate``: scale the errors by each checkpoint's
-    ``calibration.json`` (False: paper eq. 3 errors, uncalibrated).
+    ``calibrate``: scale the errors by each checkpoint's ``calibration.json`` (False:
+    paper eq. 3 errors, uncalibrated). ``precision``: ``"fp32"`` (exact; the default),
+    ``"tf32"`` or ``"bf16"`` (faster on a GPU; their shifts are in docs/models.md).
+    ``compile``: ``torch.compile`` the ensembles (a GPU's fastest setting).
     """
 
     models: tuple[PathLike, ...]
@@ -66,6 +68,8 @@ class InferOptions:
     column_style: str = DEFAULT_COLUMN_STYLE
     calibrate: bool = True
     error_floor: Mapping[str, float] | str | None = None
+    precision: str = "fp32"
+    compile: bool = False
 
     def __post_init__(self) -> None:
         models = self.models
@@ -90,6 +94,7 @@ class InferOptions:
 def check_options(options: InferOptions, out: PathLike) -> str:
     """Refuse unusable options before any work; return the resolved output format."""
     from rrnet.inference.writers import resolve_format
+    from rrnet.models.config import PRECISIONS
     from rrnet.models.device import resolve_device
 
     try:
@@ -106,6 +111,8 @@ def check_options(options: InferOptions, out: PathLike) -> str:
             resolve_device(options.device)
         except (ValueError, RuntimeError) as exc:
             raise InferError(f"--device: {exc}") from exc
+    if options.precision not in PRECISIONS:
+        raise InferError(f"--precision must be one of {', '.join(PRECISIONS)}")
     if (options.batch_size is not None and options.batch_size < 1) or options.chunk_rows < 1:
         raise InferError("--batch-size and --chunk-rows must be positive")
     if options.column_style not in COLUMN_STYLES:
@@ -189,7 +196,11 @@ def load_checked(options: InferOptions, fingerprint: dict[str, Any], device: str
 
     try:
         checkpoints = load_checkpoints(
-            list(options.models), device=device, thresholds=options.thresholds
+            list(options.models),
+            device=device,
+            thresholds=options.thresholds,
+            precision=options.precision,
+            compile=options.compile,
         )
     except Exception as exc:  # damaged member files, malformed config.json, foreign formats
         if is_machine_fault(exc):

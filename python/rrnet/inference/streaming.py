@@ -644,6 +644,8 @@ def _environment(options: InferOptions, checkpoints: list[LoadedCheckpoint]) -> 
         "device": str(device),
         "torch_threads": torch.get_num_threads(),
         "batch_size": options.batch_size or default_batch_size(device),
+        "precision": options.precision,
+        "compile": options.compile,
     }
 
 
@@ -673,6 +675,8 @@ def _plan(options: InferOptions, source: _StoreInput | _CatalogInput) -> _Plan:
         "thresholds": thresholds.to_dict(),
         "columns": catalogue_column_names(),  # parts of older versions lack columns
     }
+    if options.precision != "fp32":  # parts in another arithmetic must not be mixed in
+        run["precision"] = options.precision
     warn_low_xfe_skill(checkpoints)
     return _Plan(
         source,

@@ -33,6 +33,11 @@ def _default_subbands(net: str, mode: str) -> int:
     return 40
 
 
+PRECISIONS = ("fp32", "tf32", "bf16")
+"""Arithmetic the networks run in: exact fp32 (the default), TF32 products, bf16 autocast
+(:func:`rrnet.models.device.use_precision`)."""
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Everything needed to rebuild a network; stored in every checkpoint.

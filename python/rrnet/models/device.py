@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from rrnet.models.config import PRECISIONS
+
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """``"auto"`` -> CUDA if available, else the CPU; other names as torch reads them.
@@ -33,3 +35,16 @@ def set_float32_mode(mode: str) -> None:
         raise ValueError(f"float32 mode must be one of {FLOAT32_MODES}, got {mode!r}")
     torch.set_float32_matmul_precision("highest" if mode == "fp32" else "high")
     torch.backends.cudnn.allow_tf32 = mode == "tf32"
+
+
+def use_precision(precision: str, device: torch.device) -> bool:
+    """Set torch up for ``precision`` on ``device``; True where bf16 autocast is wanted.
+
+    On a GPU, fp32 and bf16 make every float32 product exact fp32 (bf16 autocast covers
+    the rest) and tf32 allows TensorFloat-32. A CPU has no TF32: tf32 runs as fp32 there.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if device.type == "cuda":
+        set_float32_mode("tf32" if precision == "tf32" else "fp32")
+    return precision == "bf16"
