@@ -45,7 +45,7 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _ensembles(device, n_members, n_pixels, compile_, amp, tiny):
+def random_ensembles(device, n_members, n_pixels, compile_, amp, tiny):
     """SP and CA ensembles with seeded random weights (throughput does not depend on them)."""
     out = []
     for seed, labels in ((0, SP_LABELS), (1, CA_LABELS)):
@@ -176,7 +176,7 @@ def main() -> int:
         try:
             if key not in cache:
                 cache.clear()  # keep one set of stacked weights on the device at a time
-                cache[key] = _ensembles(
+                cache[key] = random_ensembles(
                     device, args.members, n_pixels, kind == "compile", amp, args.tiny
                 )
             start = time.perf_counter()
@@ -202,8 +202,8 @@ def main() -> int:
     # bf16 autocast vs fp32 on the same input, and one end-to-end predict from host flux.
     set_float32_mode("fp32")
     cache.clear()
-    fp32 = _ensembles(device, args.members, n_pixels, False, False, args.tiny)
-    bf16 = _ensembles(device, args.members, n_pixels, False, True, args.tiny)
+    fp32 = random_ensembles(device, args.members, n_pixels, False, False, args.tiny)
+    bf16 = random_ensembles(device, args.members, n_pixels, False, True, args.tiny)
     xs = x[: min(1024, n_spectra)]
     worst_abs = worst_sigma = 0.0
     for a, b in zip(fp32, bf16, strict=True):

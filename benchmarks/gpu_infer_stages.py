@@ -32,9 +32,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "python"))
 
-from rrnet.labels import CA_LABELS, SP_LABELS
-from rrnet.models import ModelConfig, Normalization, build_model
-from rrnet.models.ensemble import Ensemble
+from gpu_infer import random_ensembles  # benchmarks/ is the script's folder: on sys.path
 
 SHARD_ROWS = 8192
 
@@ -64,26 +62,6 @@ def _write_shards(folder: Path, n: int, n_pixels: int) -> list[Path]:
         np.save(path, flux)
         paths.append(path)
     return paths
-
-
-def _ensembles(
-    device: torch.device, n_members: int, n_pixels: int, tiny: bool, compile_: bool
-) -> list:
-    extra = {"channels": (2, 4), "n_subbands": 4, "hidden": (8, 8)} if tiny else {}
-    out = []
-    for seed, labels in ((0, SP_LABELS), (1, CA_LABELS)):
-        config = ModelConfig(num_labels=len(labels), n_pixels=n_pixels, **extra)
-        torch.manual_seed(seed)
-        members = [build_model(config).state_dict() for _ in range(n_members)]
-        norm = Normalization(
-            np.ones(n_pixels), np.full(n_pixels, 0.1), np.zeros(len(labels)), np.ones(len(labels))
-        )
-        out.append(
-            Ensemble.from_members(
-                config, members, norm, labels, device=device, amp=True, compile=compile_
-            )
-        )
-    return out
 
 
 def _rate(n: int, seconds: float) -> float:
@@ -133,7 +111,7 @@ def main() -> int:
             _sync(device)
             report[f"host_to_device_{name}"] = _rate(20 * batch, time.perf_counter() - start)
 
-        ensembles = _ensembles(device, 6, n_pixels, args.tiny, args.compile)
+        ensembles = random_ensembles(device, 6, n_pixels, args.compile, True, args.tiny)
         x = torch.from_numpy(chunk).to(device)
         for ens in ensembles:
             ens.predict_standardized(x, batch_size=batch)
