@@ -754,3 +754,33 @@ def test_a_compressed_output_name_is_refused_and_a_gzipped_fits_reads_back(
     (tmp_path / "cat.fits.gz").write_bytes(gzip.compress(out.read_bytes()))
     table, provenance = read_catalogue(tmp_path / "cat.fits.gz")
     assert table.equals(read_catalogue(out)[0]) and provenance == read_catalogue(out)[1]
+
+
+def test_checkpoints_on_one_gpu_share_one_transfer_with_the_same_values(
+    world: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a GPU the rows go to the device once for all checkpoints (predict takes a
+    tensor then); on a CPU they stay NumPy. The tensor path gives the same numbers."""
+    import torch
+
+    from rrnet.inference import models
+    from rrnet.inference.quality import DEFAULT_THRESHOLDS
+
+    checkpoints = models.load_checkpoints([world["sp"], world["ca"]], device="cpu")
+    sources = models.label_sources(checkpoints)
+    flux = open_store(world["store"]).read_flux(np.arange(6))
+    assert models._model_input(flux, checkpoints) is flux  # CPU: as it is
+    for checkpoint in checkpoints:  # as if both ensembles sat on one GPU
+        monkeypatch.setattr(checkpoint.ensemble, "device", torch.device("meta"))
+    read_only = flux.copy()
+    read_only.flags.writeable = False
+    sent = models._model_input(read_only, checkpoints)
+    assert sent.device.type == "meta" and sent.shape == flux.shape and sent.dtype == torch.float32
+    assert models._model_input(flux, checkpoints[:1]) is flux  # one checkpoint: nothing shared
+    monkeypatch.undo()
+    as_numpy = models.predict(checkpoints, sources, flux, DEFAULT_THRESHOLDS)
+    monkeypatch.setattr(models, "_model_input", lambda f, _: torch.from_numpy(f))
+    as_tensor = models.predict(checkpoints, sources, flux, DEFAULT_THRESHOLDS)
+    np.testing.assert_array_equal(as_tensor.values, as_numpy.values)
+    np.testing.assert_array_equal(as_tensor.errors, as_numpy.errors)
+    np.testing.assert_array_equal(as_tensor.disagreement, as_numpy.disagreement)
