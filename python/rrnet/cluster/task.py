@@ -57,7 +57,9 @@ class ShardJob:
     calibrate: bool = True
     """Errors scaled by each checkpoint's calibration (False: paper eq. 3, ``--raw-errors``)."""
     precision: str = "fp32"
+    """Arithmetic of the ensembles: fp32, tf32 or bf16 (``--precision``)."""
     compile: bool = False
+    """``torch.compile`` the ensembles (``--compile``)."""
 
 
 SHARD_HOLD_ENV = "RRNET_TEST_SHARD_HOLD_S"

@@ -41,7 +41,8 @@ def use_precision(precision: str, device: torch.device) -> bool:
     """Set torch up for ``precision`` on ``device``; True where bf16 autocast is wanted.
 
     On a GPU, fp32 and bf16 make every float32 product exact fp32 (bf16 autocast covers
-    the rest) and tf32 allows TensorFloat-32. A CPU has no TF32: tf32 runs as fp32 there.
+    the rest) and tf32 allows TensorFloat-32, through torch's process-wide switches
+    (:func:`set_float32_mode`). A CPU has no TF32: tf32 runs as fp32 there.
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
