@@ -15,7 +15,7 @@ bf16 vs fp32 ensemble means, in standardised units and relative to the ensemble
 1-sigma. ``flops_per_eval`` (counted by ``torch.utils.flop_counter``) turns the best
 rate into TFLOP/s, set against a bf16 matrix product measured in the same run. A time
 budget skips the remaining cases rather than overrun. Target: >= 240k evaluations/s
-(DR7's 2.37M spectra x 12 models in 2 minutes).
+(DR7's 5.6M spectra x 12 models in under 5 minutes).
 
 Usage: python benchmarks/gpu_infer.py [--budget-s 140] [--tiny]   (--tiny: CPU check)
 """

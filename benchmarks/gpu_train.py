@@ -1,9 +1,11 @@
 """Time the vectorised training of M members on N spectra (paper: 12 min/model on a T4).
 
-Runs on a bare GPU machine with only Python + torch + numpy + safetensors: the rrnet
-package need not be installed (``python/`` is put on sys.path; the training loop
-imports neither Polars nor fitsio nor the Rust extension). Data are random
-normalised fluxes (timing only). Prints one JSON object.
+Runs on a GPU machine without polars or fitsio: the rrnet package need not be
+installed (``python/`` is put on sys.path). The training loop imports torch, numpy,
+safetensors, scipy, threadpoolctl and the Rust extension (the checkpoint module
+reaches the OOD subspace code); build the extension here as abi3 and carry
+``python/rrnet/_core.abi3.so``. Data are random normalised fluxes (timing only).
+Prints one JSON object.
 
     python benchmarks/gpu_train.py                 # 6 members, 80,000 spectra, 2 epochs
     python benchmarks/gpu_train.py --tiny          # a CPU smoke run

@@ -79,7 +79,7 @@ def test_resume_refuses_other_models(world: dict, tmp_path: Path, monkeypatch) -
     with pytest.raises(KeyboardInterrupt):
         run_inference(models=[world["sp"]], store=world["store"], out=out)
     monkeypatch.undo()
-    with pytest.raises(InferError, match="other inputs, models or settings"):
+    with pytest.raises(InferError, match="written by a run with other checkpoints "):
         run_inference(models=[world["ca"]], store=world["store"], out=out, resume=True)
 
 

@@ -347,14 +347,14 @@ def add_output_arguments(parser: argparse.ArgumentParser, *, resume_help: str) -
         "--precision",
         choices=PRECISIONS,
         default="fp32",
-        help="arithmetic: fp32 (exact, default), tf32 or bf16 (faster on a GPU; "
-        "shifts of at most 0.01 and 0.05 sigma, docs/models.md)",
+        help="arithmetic: fp32 (exact, default), tf32 or bf16 (faster on a GPU only; "
+        "bf16 moves values by up to a few %% of their errors: docs/catalogue.md)",
     )
     parser.add_argument(
         "--compile",
         action="store_true",
-        help="torch.compile the ensembles: on a GPU 1.8-2.8x faster after ~10-20 s of "
-        "compiling at the start",
+        help="torch.compile the ensembles: on a GPU the model runs 1.8-2.8x faster after "
+        "~10-20 s of compiling at the start; no gain on a CPU",
     )
     either = parser.add_mutually_exclusive_group()  # as rrnet-preprocess: one or the other
     either.add_argument("--resume", action="store_true", help=resume_help)

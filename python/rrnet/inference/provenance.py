@@ -148,5 +148,5 @@ FITS_COMMENTS: dict[str, str] = {
     "QTHRESH": "quality_bits thresholds (JSON)",
     "QBITS": "quality_bits names and values (JSON)",
     "PERSTAR": "per-star table: star column, error floor (JSON)",
-    "ENVIRON": "versions, device, threads, batch size, precision (JSON)",
+    "ENVIRON": "versions, device, threads, precision (JSON)",
 }

@@ -452,10 +452,14 @@ def record_path(out: str | os.PathLike[str]) -> Path:
     return out.with_name(f".{out.name}.rrnet.json")
 
 
-def _refuse_resume(out: Path, where: Path) -> InferError:
+def _refuse_resume(out: Path, where: Path, before: Any, run: dict[str, Any]) -> InferError:
+    """The refusal, naming what differs (``input``, ``checkpoints``, ``precision``, ...)."""
+    before = before if isinstance(before, dict) else {}
+    keys = sorted(k for k in {*run, *before} if k != "format" and before.get(k) != run.get(k))
+    what = ", ".join(keys) if keys and before else "inputs, models or settings"
     return InferError(
-        f"cannot resume {out}: {where} was written by a run with other inputs, models "
-        "or settings (use --overwrite to start again)"
+        f"cannot resume {out}: {where} was written by a run with other {what} "
+        "(use --overwrite to start again)"
     )
 
 
@@ -535,7 +539,8 @@ def _prepare(
         shutil.rmtree(work, ignore_errors=True)
     if resume and out.exists() and not work.exists():
         if not isinstance(record, dict) or record.get("run") != run:
-            raise _refuse_resume(out, record_path(out) if record else out)
+            where = record_path(out) if record else out
+            raise _refuse_resume(out, where, record.get("run") if record else None, run)
         if per_star is not None and record.get("per_star") != per_star:
             raise InferError(
                 f"{out} is finished, with other per-star choices ({record.get('per_star')}; "
@@ -556,8 +561,9 @@ def _prepare(
         work.mkdir(parents=True)
         write_json(work / "run.json", run)
         return set()
-    if read_json(work / "run.json") != run:
-        raise _refuse_resume(out, work)
+    before = read_json(work / "run.json")
+    if before != run:
+        raise _refuse_resume(out, work, before, run)
     done = set()
     for part in work.glob("part-*.parquet"):
         try:
@@ -677,6 +683,8 @@ def _plan(options: InferOptions, source: _StoreInput | _CatalogInput) -> _Plan:
     }
     if options.precision != "fp32":  # parts in another arithmetic must not be mixed in
         run["precision"] = options.precision
+    if options.compile:  # nor parts of a compiled and an eager model (provenance says which)
+        run["compile"] = True
     warn_low_xfe_skill(checkpoints)
     return _Plan(
         source,
