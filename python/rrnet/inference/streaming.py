@@ -685,7 +685,6 @@ def _plan(options: InferOptions, source: _StoreInput | _CatalogInput) -> _Plan:
         run["precision"] = options.precision
     if options.compile:  # nor parts of a compiled and an eager model (provenance says which)
         run["compile"] = True
-    warn_low_xfe_skill(checkpoints)
     return _Plan(
         source,
         checkpoints,
@@ -853,6 +852,7 @@ def run_inference(
             out, plan.run, options.resume, options.overwrite, _per_star_record(options, out)
         )
         if done is not None:
+            warn_low_xfe_skill(plan.checkpoints)  # once the output is known to be taken
             work = parts_dir(out)
             try:
                 _compute_parts(plan, options, work, done)
