@@ -35,14 +35,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "python"))
 
-from gpu_infer import random_ensembles  # benchmarks/ is the script's folder: on sys.path
+from gpu_infer import _sync, random_ensembles  # benchmarks/, the script's folder, is on sys.path
 
 SHARD_ROWS = 8192
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _drop_page_cache(tiny: bool) -> bool:
@@ -84,9 +79,8 @@ def _predict_shard(variant: str, flux: np.ndarray, ensembles, batch: int, device
         return
     for begin in range(0, flux.shape[0], batch):
         rows = np.array(flux[begin : begin + batch], dtype=np.float32)
-        source = torch.from_numpy(rows) if variant == "chunk_path_shared" else rows
-        if variant == "chunk_path_shared":
-            source = source.to(device)
+        shared = variant == "chunk_path_shared"
+        source = torch.from_numpy(rows).to(device) if shared else rows
         for ens in ensembles:
             ens.predict(source, batch_size=batch)
 

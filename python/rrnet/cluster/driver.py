@@ -248,8 +248,7 @@ def _checked_run(
         "thresholds": options.thresholds.to_dict(),
         "preprocess": preprocess,
         **({} if options.calibrate else {"raw_errors": True}),  # parts of one kind of error
-        **({} if options.precision == "fp32" else {"precision": options.precision}),
-        **({"compile": True} if options.compile else {}),
+        **options.arithmetic_identity(),
         "columns": catalogue_column_names(),  # parts of older versions lack columns
     }
     _prepare(out, options.resume, options.overwrite)

@@ -16,7 +16,7 @@ from typing import Any
 
 import polars as pl
 
-from rrnet.utils.atomic import read_json, write_json
+from rrnet.utils.atomic import changed_keys, read_json, write_json
 
 PLAN_FORMAT = "rrnet-run-plan"
 
@@ -66,8 +66,7 @@ def write_plan(path: Path, shards: list[Shard], identity: dict[str, Any]) -> Non
     if path.exists():
         old = read_json(path)
         if old != plan:
-            before = old.get("run", {}) if isinstance(old, dict) else {}
-            keys = sorted(k for k in {*identity, *before} if before.get(k) != identity.get(k))
+            keys = changed_keys(old.get("run") if isinstance(old, dict) else None, identity)
             raise PlanError(
                 f"cannot resume: {path} was written by a run with other "
                 f"{', '.join(keys) or 'shards'} (--overwrite starts again, dropping its parts)"

@@ -77,6 +77,15 @@ class InferOptions:
         object.__setattr__(self, "models", paths)
         object.__setattr__(self, "preprocess", dict(self.preprocess or {}))
 
+    def arithmetic_identity(self) -> dict[str, Any]:
+        """Precision and compile as a run's record holds them, so that a resume never
+        mixes parts of another arithmetic; empty for exact fp32 eager (the records of
+        runs made before these options existed still match)."""
+        return {
+            **({} if self.precision == "fp32" else {"precision": self.precision}),
+            **({"compile": True} if self.compile else {}),
+        }
+
     @classmethod
     def of(
         cls, models: InferOptions | PathLike | Sequence[PathLike], **settings: Any

@@ -64,7 +64,7 @@ from rrnet.models import xfe_skill
 from rrnet.models.calibration import calibration_snr
 from rrnet.preprocess.pipeline import warn_missing_rv_column
 from rrnet.preprocess.rv_policy import DEFAULT_RV_MODE
-from rrnet.utils.atomic import read_json, write_json
+from rrnet.utils.atomic import changed_keys, read_json, write_json
 from rrnet.utils.background import ahead
 from rrnet.utils.cores import usable_cores
 from rrnet.utils.heap import retain_heap
@@ -454,9 +454,9 @@ def record_path(out: str | os.PathLike[str]) -> Path:
 
 def _refuse_resume(out: Path, where: Path, before: Any, run: dict[str, Any]) -> InferError:
     """The refusal, naming what differs (``input``, ``checkpoints``, ``precision``, ...)."""
-    before = before if isinstance(before, dict) else {}
-    keys = sorted(k for k in {*run, *before} if k != "format" and before.get(k) != run.get(k))
-    what = ", ".join(keys) if keys and before else "inputs, models or settings"
+    keys = [k for k in changed_keys(before, run) if k != "format"]
+    known = isinstance(before, dict) and bool(before)
+    what = ", ".join(keys) if keys and known else "inputs, models or settings"
     return InferError(
         f"cannot resume {out}: {where} was written by a run with other {what} "
         "(use --overwrite to start again)"
@@ -681,10 +681,7 @@ def _plan(options: InferOptions, source: _StoreInput | _CatalogInput) -> _Plan:
         "thresholds": thresholds.to_dict(),
         "columns": catalogue_column_names(),  # parts of older versions lack columns
     }
-    if options.precision != "fp32":  # parts in another arithmetic must not be mixed in
-        run["precision"] = options.precision
-    if options.compile:  # nor parts of a compiled and an eager model (provenance says which)
-        run["compile"] = True
+    run.update(options.arithmetic_identity())
     return _Plan(
         source,
         checkpoints,

@@ -102,3 +102,10 @@ def read_json(path: str | os.PathLike[str]) -> Any:
         return json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return None
+
+
+def changed_keys(before: Any, now: dict[str, Any]) -> list[str]:
+    """The top-level keys whose values differ between an earlier record and ``now``
+    (what a refused resume names); every key of ``now`` where ``before`` is no record."""
+    before = before if isinstance(before, dict) else {}
+    return sorted(k for k in {*now, *before} if before.get(k) != now.get(k))
