@@ -14,6 +14,8 @@ import fitsio
 import numpy as np
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from helpers import (
     EXPOSURES,
@@ -27,6 +29,7 @@ from helpers import (
 from rrnet.io.catalog import CatalogError
 from rrnet.io.lamost_catalog import (
     RV_PRIORITY,
+    SPECTRA_CHOICES,
     from_lamost,
     join_rv,
     lamost_filename,
@@ -332,3 +335,103 @@ def test_folders_that_cannot_be_listed_are_said_not_skipped_silently(
     monkeypatch.setattr(os, "listdir", lambda p: scandir(p))  # the root itself
     with pytest.raises(PermissionError):
         scan_folder(hidden)
+
+
+# --- a survey-sized catalogue is paired a few nights at a time
+
+
+@st.composite
+def survey_catalogues(draw) -> pl.DataFrame:
+    """Band rows of several nights in any order: coadds and exposures, a band missing or
+    doubled, rows without lmjd, RVs missing; what pairing must treat alike in parts."""
+    rows = []
+    for fiber in range(draw(st.integers(1, 12))):
+        lmjd = draw(st.sampled_from([58025, 58026, 58030, 58031, None]))
+        kinds = [None] * draw(st.booleans()) + draw(
+            st.lists(st.sampled_from(EXPOSURES), min_size=1, max_size=3, unique=True)
+        )
+        for lmjm in kinds:
+            for band in draw(st.sampled_from(["BR", "RB", "B", "R", "BBR"])):
+                rv = draw(st.sampled_from([-20.0, 3.5, -9999.0]))
+                rows.append(official_row(band, lmjm, rv=rv, fiberid=fiber + 1, lmjd=lmjd))
+    order = draw(st.permutations(range(len(rows))))
+    return pl.DataFrame([rows[i] for i in order], infer_schema_length=None)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    table=survey_catalogues(),
+    part_rows=st.integers(1, 40),
+    spectra=st.sampled_from(SPECTRA_CHOICES),
+)
+def test_pairing_in_parts_equals_pairing_the_whole_table(
+    tmp_path_factory, table, part_rows, spectra
+):
+    """from_lamost pairs whole nights about ``part_rows`` band rows at a time (bounded
+    memory for DR7's ~29 million rows); the oracle is pairing the whole table at once."""
+    path = tmp_path_factory.mktemp("parts") / "mrs.csv"
+    table.write_csv(path, separator="|")
+    whole = pair_bands(table, spectra=spectra)
+    assert from_lamost(path, spectra=spectra, part_rows=part_rows).equals(whole)
+
+
+def test_a_fits_catalogue_is_read_in_chunks(tmp_path, monkeypatch):
+    """A FITS catalogue is copied to Parquet a few rows at a time (fitsio would hold all
+    of DR7's columns at once); the result equals the CSV's, also for an empty table."""
+    import rrnet.io.lamost_catalog as lamost_catalog
+
+    table = official_catalogue()
+    path = tmp_path / "mrs.fits"
+    arrays = [
+        np.array(table[c].to_list(), dtype="S40" if table[c].dtype == pl.Utf8 else None)
+        for c in table.columns
+    ]
+    fitsio.write(str(path), arrays, names=[c.upper() for c in table.columns])
+    monkeypatch.setattr(lamost_catalog, "FITS_CHUNK_ROWS", 3)
+    with lamost_catalog.scanned_lamost_table(path) as lazy:
+        assert lazy.collect().height == table.height
+    assert from_lamost(path, spectra="all").equals(pair_bands(table, spectra="all"))
+    empty = tmp_path / "empty.fits"
+    fitsio.write(str(empty), [a[:0] for a in arrays], names=[c.upper() for c in table.columns])
+    out = from_lamost(empty, spectra="all")
+    assert out.height == 0 and out.columns == list(lamost_catalog.OUTPUT_COLUMNS)
+    image = tmp_path / "image.fits"
+    fitsio.write(str(image), np.zeros((3, 3)))
+    fitsio.write(str(image), np.zeros((3, 3)))
+    with pytest.raises(CatalogError, match="not a table"):
+        from_lamost(image)
+
+
+def test_scan_reads_headers_in_rust_as_fitsio_does(tmp_path, monkeypatch):
+    """scan reads the headers with the Rust reader, many files per parallel call; fitsio
+    (cfitsio) is the oracle: the same rows and statuses for good and damaged files."""
+    import rrnet.io.lamost_catalog as lamost_catalog
+    from helpers import write_lamost_copy
+
+    blob = REAL_FILE.read_bytes()
+    for i in range(5):
+        (tmp_path / f"med-5802{i}-P_sp01-00{i}.fits.gz").write_bytes(blob)
+    (tmp_path / "cut.fits.gz").write_bytes(blob[: len(blob) // 2])
+    (tmp_path / "junk.fits").write_bytes(b"not fits at all")
+    (tmp_path / "dir.fits.gz").mkdir()
+    (tmp_path / "dangling.fits.gz").symlink_to(tmp_path / "gone.fits.gz")
+    plain = write_lamost_copy(tmp_path / "plain.fits", order=["COADD_R", "B-83555758"])
+    plain.write_bytes(plain.read_bytes()[:-2880])  # its last HDU's data cut off
+    monkeypatch.setattr(lamost_catalog, "SCAN_BATCH", 3)  # several calls
+    rust = scan_folder(tmp_path, reader="rust")
+    fitsio_rows = scan_folder(tmp_path, reader="fitsio")
+    assert rust.height == fitsio_rows.height == 5 * 5 + 5
+    assert rust.drop("catalog_reason").equals(fitsio_rows.drop("catalog_reason"))
+    assert scan_folder(tmp_path).drop("catalog_reason").equals(rust.drop("catalog_reason"))
+    bad = dict(
+        rust.filter(pl.col("catalog_status").is_not_null())
+        .select("filename", "catalog_status")
+        .iter_rows()
+    )
+    assert bad == {
+        "cut.fits.gz": "bad_fits",
+        "junk.fits": "bad_fits",
+        "dir.fits.gz": "missing_file",
+        "dangling.fits.gz": "missing_file",
+        "plain.fits": "bad_fits",
+    }

@@ -29,7 +29,7 @@ from rrnet.io.lamost_catalog import (
     choose_spectra,
     from_lamost,
     join_rv,
-    read_lamost_table,
+    read_rv_table,
     scan_folder,
     status_summary,
 )
@@ -125,8 +125,8 @@ def _build(args: argparse.Namespace) -> tuple[pl.DataFrame, int]:
         every = from_lamost(args.catalogue, spectra="all", rv_columns=rv)  # paired once
         table = choose_spectra(every, args.spectra)
         return table, every.height - table.height
-    rv_table = read_lamost_table(args.rv_from) if args.rv_from is not None else None
-    return join_rv(scan_folder(args.folder), rv_table), 0
+    rv_table = read_rv_table(args.rv_from) if args.rv_from is not None else None
+    return join_rv(scan_folder(args.folder, progress=not args.quiet), rv_table), 0
 
 
 def _left_out(args: argparse.Namespace, n: int) -> str:

@@ -98,9 +98,14 @@ def read_table(path: str | os.PathLike[str]) -> pl.DataFrame:
 def _read_fits_table(path: Path) -> pl.DataFrame:
     import fitsio
 
-    data = fitsio.read(str(path), ext=1)
+    return fits_rows_frame(fitsio.read(str(path), ext=1))
+
+
+def fits_rows_frame(data: np.ndarray) -> pl.DataFrame:
+    """Rows of a FITS binary table (fitsio's structured array) as a DataFrame: text
+    decoded and right-stripped, numbers in native byte order."""
     columns = {}
-    for name in data.dtype.names:
+    for name in data.dtype.names or ():
         values = data[name]
         if values.dtype.kind == "S":
             values = np.char.rstrip(np.char.decode(values, "ascii"))

@@ -39,10 +39,12 @@ from pathlib import Path
 
 import polars as pl
 
-from rrnet.io.catalog import CatalogError, _read_fits_table
-from rrnet.io.lamost import LamostReadError, read_lamost
+from rrnet.io.catalog import CatalogError, fits_rows_frame
+from rrnet.io.lamost import BadFitsError
+from rrnet.io.lamost_fast import FileRead, Reader, read_many
 from rrnet.io.locate import is_utf8, unlisted_folders, warn_unlisted
 from rrnet.utils.faults import is_machine_fault
+from rrnet.utils.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +169,9 @@ def read_lamost_table(path: str | os.PathLike[str]) -> pl.DataFrame:
 def scanned_lamost_table(path: str | os.PathLike[str]) -> Iterator[pl.LazyFrame]:
     """:func:`read_lamost_table` as a LazyFrame, for a survey-sized catalogue: only the
     columns a query selects are parsed, in bounded memory. A gzipped CSV is inflated,
-    streaming, to a temporary file first (as large as the CSV; polars cannot scan gzip)."""
+    streaming, to a temporary file first (as large as the CSV; polars cannot scan gzip);
+    a FITS table is copied to temporary Parquet files :data:`FITS_CHUNK_ROWS` rows at a
+    time (fitsio reads whole tables, polars cannot scan FITS)."""
     path = Path(path)
     if not path.is_file():
         raise CatalogError(f"catalogue not found: {path}")
@@ -177,7 +181,7 @@ def scanned_lamost_table(path: str | os.PathLike[str]) -> Iterator[pl.LazyFrame]
             if name.endswith((".csv", ".csv.gz", ".txt", ".txt.gz")):
                 lazy = _scan_csv(path, Path(scratch))
             elif name.endswith((".fits", ".fit", ".fits.gz")):
-                lazy = _read_fits_table(path).lazy()
+                lazy = _scan_fits(path, Path(scratch))
             elif name.endswith((".parquet", ".pq")):
                 lazy = pl.scan_parquet(path)
             else:
@@ -209,6 +213,28 @@ def _collect(lazy: pl.LazyFrame, path: str | os.PathLike[str]) -> pl.DataFrame:
         return lazy.collect(engine="in-memory")
     except _READ_ERRORS as exc:
         raise _read_error(Path(path), exc) from exc
+
+
+FITS_CHUNK_ROWS = 500_000
+"""Rows of a FITS catalogue held in memory at a time while it is copied to Parquet."""
+
+
+def _scan_fits(path: Path, scratch: Path) -> pl.LazyFrame:
+    import fitsio
+
+    with fitsio.FITS(str(path)) as fits:
+        if len(fits) < 2:
+            raise CatalogError(f"cannot read {path}: no table extension")
+        hdu = fits[1]
+        if hdu.get_exttype() not in ("BINARY_TBL", "ASCII_TBL"):
+            raise CatalogError(f"cannot read {path}: its first extension is not a table")
+        n_rows = hdu.get_nrows()
+        parts = []
+        for i, start in enumerate(range(0, max(n_rows, 1), FITS_CHUNK_ROWS)):
+            part = scratch / f"fits-{i:06d}.parquet"
+            fits_rows_frame(hdu[start : start + FITS_CHUNK_ROWS]).write_parquet(part)
+            parts.append(part)
+    return pl.scan_parquet(parts)
 
 
 def _scan_csv(path: Path, scratch: Path) -> pl.LazyFrame:
@@ -247,7 +273,10 @@ def resolve_columns(columns: list[str], rv_columns: tuple[str, ...]) -> dict[str
 
 
 def _text(name: str) -> pl.Expr:
-    return pl.col(name).cast(pl.Utf8, strict=False).str.strip_chars().replace("", None)
+    """Stripped text, null where empty (``when``, not ``replace``: that one stops polars
+    from streaming, and a DR7 catalogue would be held whole)."""
+    text = pl.col(name).cast(pl.Utf8, strict=False).str.strip_chars()
+    return pl.when(text != "").then(text)
 
 
 def _number(name: str, dtype: pl.DataType | type[pl.DataType]) -> pl.Expr:
@@ -270,9 +299,10 @@ def _truthy(name: str) -> pl.Expr:
 
 
 def _normalise(cols: dict[str, str]) -> list[pl.Expr]:
-    """The fields rrnet needs, typed, plus ``_row`` (input position)."""
+    """The fields rrnet needs, typed, plus ``_row`` (the input position: a column
+    :func:`_typed_rows` adds before anything is filtered)."""
     exprs = [
-        pl.int_range(pl.len(), dtype=pl.Int64).alias("_row"),
+        pl.col("_row").cast(pl.Int64),
         _number(cols["obsid"], pl.Int64).alias("obsid"),
         _number(cols["lmjd"], pl.Int64).alias("lmjd"),
         _text(cols["planid"]).alias("planid"),
@@ -304,6 +334,22 @@ def _usable(columns: list[str], column: str) -> pl.Expr:
     return ok.fill_null(False)
 
 
+def _typed_rows(lazy: pl.LazyFrame, rv_columns: tuple[str, ...]) -> tuple[pl.LazyFrame, list[str]]:
+    """The fields pairing uses, typed, one row per row of ``lazy`` (which has the input
+    position ``_row``), and the RV columns the catalogue has (in order of preference)."""
+    names = lazy.collect_schema().names()
+    cols = resolve_columns(names, rv_columns)
+    rv_present = [c for c in rv_columns if c in names]
+    exprs = _normalise(cols)
+    for i, c in enumerate(rv_present):
+        ok = _usable(names, c)
+        exprs.append(pl.when(ok).then(_number(c, pl.Float64)).alias(f"_rv{i}"))
+        err = f"{c}_err"
+        err_expr = _number(err, pl.Float64) if err in names else pl.lit(None, pl.Float64)
+        exprs.append(pl.when(ok).then(err_expr).alias(f"_err{i}"))
+    return lazy.select(exprs), rv_present
+
+
 def pair_bands(
     table: pl.DataFrame | pl.LazyFrame,
     *,
@@ -311,6 +357,9 @@ def pair_bands(
     rv_columns: tuple[str, ...] = RV_PRIORITY,
 ) -> pl.DataFrame:
     """One rrnet row per spectrum (blue + red of one exposure or coadd), in input order.
+
+    The whole table is paired at once; :func:`from_lamost` does the same for a
+    catalogue file of any size, a few nights at a time.
 
     Parameters
     ----------
@@ -328,18 +377,13 @@ def pair_bands(
     """
     if spectra not in SPECTRA_CHOICES:
         raise ValueError(f"spectra must be one of {SPECTRA_CHOICES}, got {spectra!r}")
-    lazy = table.lazy()
-    names = lazy.collect_schema().names()
-    cols = resolve_columns(names, rv_columns)
-    rv_present = [c for c in rv_columns if c in names]
-    exprs = _normalise(cols)
-    for i, c in enumerate(rv_present):
-        ok = _usable(names, c)
-        exprs.append(pl.when(ok).then(_number(c, pl.Float64)).alias(f"_rv{i}"))
-        err = f"{c}_err"
-        err_expr = _number(err, pl.Float64) if err in names else pl.lit(None, pl.Float64)
-        exprs.append(pl.when(ok).then(err_expr).alias(f"_err{i}"))
-    base = lazy.select(exprs).collect(engine="in-memory")  # typed; only the columns used parsed
+    typed, rv_present = _typed_rows(table.lazy().with_row_index("_row"), rv_columns)
+    paired = _pair_typed(typed.collect(engine="in-memory"), rv_present)
+    return choose_spectra(paired, spectra).select(OUTPUT_COLUMNS)
+
+
+def _pair_typed(base: pl.DataFrame, rv_present: list[str]) -> pl.DataFrame:
+    """Every spectrum of typed band rows (:func:`_typed_rows`), ``_row`` kept, in input order."""
     base = base.with_columns(
         pl.when(pl.col("coadd")).then(None).otherwise(pl.col("lmjm")).alias("_key_lmjm"),
         (pl.col("band") != "B").alias("_not_blue"),
@@ -347,7 +391,31 @@ def pair_bands(
     grouped = base.group_by(
         ["lmjd", "planid", "spid", "fiberid", "coadd", "_key_lmjm"], maintain_order=True
     ).agg(_aggregations(len(rv_present)))
-    return choose_spectra(_finish(grouped.sort("_row"), rv_present), spectra)
+    return _finish(grouped.sort("_row"), rv_present)
+
+
+PART_ROWS = 1_000_000
+"""Band rows :func:`from_lamost` pairs at a time, in whole nights (pairing holds ~1.2 GB
+per million rows)."""
+
+
+def _night_parts(lazy: pl.LazyFrame, lmjd: pl.Expr, part_rows: int) -> list[pl.Expr]:
+    """Filters that cut the rows into runs of whole nights of about ``part_rows`` rows
+    (a file's rows share its ``lmjd``, so no spectrum is cut); rows without ``lmjd``
+    are a part of their own."""
+    counts = lazy.group_by(lmjd.alias("_lmjd")).len().sort("_lmjd", nulls_last=True).collect()
+    parts: list[pl.Expr] = []
+    first, n = None, 0
+    for night, count in counts.drop_nulls("_lmjd").iter_rows():
+        first, n = (night if first is None else first), n + count
+        if n >= part_rows:
+            parts.append(lmjd.is_between(first, night))
+            first, n = None, 0
+    if first is not None:
+        parts.append(lmjd >= first)
+    if counts.get_column("_lmjd").null_count() or not parts:
+        parts.append(lmjd.is_null())  # also the one part of an empty table
+    return parts
 
 
 def choose_spectra(paired: pl.DataFrame, spectra: str) -> pl.DataFrame:
@@ -424,7 +492,7 @@ def _finish(grouped: pl.DataFrame, rv_present: list[str]) -> pl.DataFrame:
         err.cast(pl.Float64).alias("rv_err"),
         source.cast(pl.Utf8).alias("rv_source"),
     )
-    return out.with_columns(_status(ids_ok, rv_present)).select(OUTPUT_COLUMNS)
+    return out.with_columns(_status(ids_ok, rv_present)).select("_row", *OUTPUT_COLUMNS)
 
 
 def _status(ids_ok: pl.Expr, rv_present: list[str]) -> list[pl.Expr]:
@@ -471,13 +539,41 @@ def from_lamost(
     *,
     spectra: str = "auto",
     rv_columns: tuple[str, ...] = RV_PRIORITY,
+    part_rows: int = PART_ROWS,
 ) -> pl.DataFrame:
-    """:func:`scanned_lamost_table` then :func:`pair_bands` (bounded memory)."""
+    """:func:`pair_bands` of a catalogue file of any size, in bounded memory.
+
+    The columns pairing uses are parsed once, streaming, into a temporary Parquet file
+    (in ``TMPDIR``, beside the inflated copy of a gzipped CSV), then paired about
+    ``part_rows`` band rows (whole nights) at a time; the result equals pairing the
+    whole table at once.
+    """
+    if spectra not in SPECTRA_CHOICES:
+        raise ValueError(f"spectra must be one of {SPECTRA_CHOICES}, got {spectra!r}")
     with scanned_lamost_table(path) as lazy:
-        try:
-            return pair_bands(lazy, spectra=spectra, rv_columns=rv_columns)
-        except (pl.exceptions.PolarsError, OSError, EOFError, zlib.error) as exc:
-            raise _read_error(Path(path), exc) from exc
+        typed, rv_present = _typed_rows(lazy.with_row_index("_row"), rv_columns)
+        with tempfile.TemporaryDirectory(prefix="rrnet-catalog-") as scratch:
+            try:
+                rows = Path(scratch) / "rows.parquet"
+                typed.sink_parquet(rows)  # streaming: the input is never held whole
+                stored = pl.scan_parquet(rows)
+                paired = [
+                    choose_spectra(_pair_typed(stored.filter(part).collect(), rv_present), spectra)
+                    for part in _night_parts(stored, pl.col("lmjd"), part_rows)
+                ]
+            except (pl.exceptions.PolarsError, OSError, EOFError, zlib.error) as exc:
+                raise _read_error(Path(path), exc) from exc
+    return pl.concat(paired).sort("_row").select(OUTPUT_COLUMNS)
+
+
+def read_rv_table(path: str | os.PathLike[str]) -> pl.DataFrame:
+    """An ``--rv-from`` table for :func:`join_rv`, in bounded memory: an ``obsid``/``rv``
+    table's three columns, or LAMOST's MRS general catalogue already paired."""
+    with scanned_lamost_table(path) as lazy:
+        names = lazy.collect_schema().names()
+        if "obsid" in names and "rv" in names:
+            return _collect(lazy.select(c for c in ("obsid", "rv", "rv_err") if c in names), path)
+    return from_lamost(path, spectra="all")
 
 
 def status_summary(
@@ -500,12 +596,12 @@ FILE_PATTERN = re.compile(r"^med-(\d+)-(.+)_sp(\d+)-(\d+)\.fits(\.gz)?$")
 """The survey's file names (parsed back into lmjd, planid, spid, fiberid)."""
 
 
-def _file_pairs(path: Path, rel: str) -> list[dict]:
+def _file_pairs(read: FileRead, rel: str) -> list[dict]:
     """Rows of one file: its coadd pair and each exposure pair found in its extension names."""
-    try:
-        info = read_lamost(path)
-    except LamostReadError as exc:
+    if read.error is not None or read.info is None:
+        exc = read.error or BadFitsError(f"cannot read {read.path.name}")
         return [{"filename": rel, "catalog_status": exc.status, "catalog_reason": str(exc)}]
+    info, path = read.info, read.path
     match = FILE_PATTERN.match(path.name)
     ids = {}
     if match:
@@ -541,24 +637,40 @@ def _file_pairs(path: Path, rel: str) -> list[dict]:
     return rows
 
 
-def scan_folder(root: str | os.PathLike[str]) -> pl.DataFrame:
+SCAN_BATCH = 512
+"""Files whose headers :func:`scan_folder` reads in one parallel call."""
+
+
+def scan_folder(
+    root: str | os.PathLike[str], *, reader: Reader = "auto", progress: bool = False
+) -> pl.DataFrame:
     """One row per spectrum (coadd pair, each exposure pair) of every MRS file under ``root``.
 
-    Files are visited in sorted path order; ``filename`` is relative to ``root``.
+    Files are visited in sorted path order; ``filename`` is relative to ``root``. The
+    headers are read by :func:`rrnet.io.lamost_fast.read_many` (``reader``: Rust on all
+    cores, fitsio for what it does not support); ``progress`` shows files read (stderr).
     RV columns are empty (see :func:`join_rv`); unreadable files and spectra with one
     band only are kept as status rows.
     """
     root = Path(root)
     os.listdir(root)  # a folder this user cannot list is their error, not "no spectra"
     warn_unlisted(unlisted_folders(root), root, "their files are not in the scan")
-    rows = []
-    undecodable = 0
+    files, undecodable = [], 0
     for path in sorted(p for p in root.rglob("*") if _is_spectrum_file(p)):
         rel = path.relative_to(root).as_posix()
         if not is_utf8(rel):  # no catalogue can name it (and no table can hold it)
             undecodable += 1
             continue
-        rows.extend(_file_pairs(path, rel))
+        files.append((path, rel))
+    rows = []
+    shown = Progress(len(files), enabled=progress, prefix="rrnet-catalog scan", unit="files")
+    for start in range(0, len(files), SCAN_BATCH):  # headers only, files in parallel
+        batch = files[start : start + SCAN_BATCH]
+        reads = read_many([(path, ()) for path, _ in batch], reader=reader)
+        for (_, rel), read in zip(batch, reads, strict=True):
+            rows.extend(_file_pairs(read, rel))
+        shown.update(len(batch))
+    shown.close()
     if undecodable:
         log.warning("%d file(s) under %s left out: their names are not UTF-8", undecodable, root)
     schema = {c: _SCAN_SCHEMA.get(c, pl.Utf8) for c in OUTPUT_COLUMNS}
@@ -598,8 +710,9 @@ NO_RV_SCAN_REASON = (
 def join_rv(scanned: pl.DataFrame, rv_table: pl.DataFrame | None) -> pl.DataFrame:
     """Fill ``rv``/``rv_err``/``rv_source`` of scanned rows and set each row's status.
 
-    ``rv_table`` is either LAMOST's MRS general catalogue (matched per spectrum: file
-    name, coadd or LMJM; RV by :data:`RV_PRIORITY`) or any table with ``obsid`` and
+    ``rv_table`` is either LAMOST's MRS general catalogue, as it is or already paired
+    (:func:`read_rv_table`; matched per spectrum: file name, coadd or LMJM; RV by
+    :data:`RV_PRIORITY`), or any table with ``obsid`` and
     ``rv`` [km/s] (optional ``rv_err``), matched by ``obsid``. Without a table every
     readable two-band row is ``no_rv``, which ``rrnet-preprocess --rv auto`` (its default)
     resolves by measuring the RV from the spectrum.
@@ -632,7 +745,10 @@ def join_rv(scanned: pl.DataFrame, rv_table: pl.DataFrame | None) -> pl.DataFram
         joined = table.join(rvs, on="obsid", how="left", maintain_order="left")
         why = "no usable RV for this obsid in the --rv-from table"
     else:
-        pairs = keyed(pair_bands(rv_table, spectra="all")).select(*key, "rv", "rv_err", "rv_source")
+        paired = (
+            rv_table if "extname_blue" in rv_table.columns else pair_bands(rv_table, spectra="all")
+        )
+        pairs = keyed(paired).select(*key, "rv", "rv_err", "rv_source")
         pairs = pairs.unique(key, keep="first", maintain_order=True)
         joined = (
             keyed(table).join(pairs, on=key, how="left", maintain_order="left").drop(key[0], key[2])
