@@ -19,6 +19,7 @@ __all__ = [
     "resample_batch",
     "running_median_rows",
     "rv_correct",
+    "rv_inputs",
     "rv_measure_batch",
     "rv_status_codes",
     "snr_ivar",
@@ -94,6 +95,13 @@ def resample_arrays(
     threads: int | None = None,
     out: npt.NDArray[np.float32] | None = None,  # [n, 7200], written in place and returned
 ) -> _ResampleOut: ...
+def rv_inputs(
+    blue: _ArmLists,  # ivar required
+    red: _ArmLists,
+    normalised: npt.NDArray[np.float32],  # [n, 7200], unshifted
+    usable: npt.NDArray[np.bool_],  # [n]
+    threads: int | None = None,
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]: ...  # flux, ivar [n, 7200]
 def rv_measure_batch(
     flux: npt.NDArray[np.float32],
     ivar: npt.NDArray[np.float32],

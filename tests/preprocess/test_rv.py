@@ -199,3 +199,52 @@ def test_prepare_gives_zero_ivar_where_the_normalised_row_is_zero_or_nan():
     assert (flux_out[:N_PIX_ARM][np.flatnonzero(dead)[::2]] == 1.0).all()  # NaN -> 1
     far = (grid < wave_blue[990]) | (grid > wave_blue[1110])
     assert (iv[:N_PIX_ARM][far] > 0).all()
+
+
+@st.composite
+def raw_arms(draw):
+    """Raw (blue, red) arms as readers hand them: partial coverage, unsorted pixels,
+    dead and negative IVAR, non-finite flux; and a normalised row with zeros, NaN, inf."""
+    rng = np.random.default_rng(draw(st.integers(0, 2**31)))
+    arms = []
+    for grid in (BLUE_GRID, RED_GRID):
+        n = draw(st.integers(2, 4200))
+        lo = grid[0] + draw(st.floats(-20, 300))
+        wave = np.sort(rng.uniform(lo, lo + draw(st.floats(0.5, 400)), n))
+        if draw(st.booleans()):  # the grid itself, every k-th point: pixels on grid points
+            wave = grid[draw(st.integers(0, 50)) :: draw(st.integers(1, 3))]
+            n = wave.size
+        flux = (rng.normal(100, 30, n)).astype(np.float32)
+        ivar = rng.uniform(0, 2, n).astype(np.float32)
+        for _ in range(draw(st.integers(0, 3))):
+            a = int(rng.integers(0, n))
+            bad = draw(st.sampled_from([0.0, -1.0, np.nan, 1e-38]))  # 1e-38: below the floor
+            ivar[a : a + int(rng.integers(1, 300))] = bad
+        if draw(st.booleans()):
+            flux[rng.integers(0, n, 5)] = draw(st.sampled_from([np.nan, np.inf, 0.0]))
+        if draw(st.booleans()):
+            perm = rng.permutation(n)
+            wave, flux, ivar = wave[perm], flux[perm], ivar[perm]
+        arms.append((np.log10(wave), flux, ivar))
+    norm = rng.uniform(0.2, 1.5, N_PIX).astype(np.float32)
+    for value in draw(st.lists(st.sampled_from([0.0, np.nan, np.inf, -0.5]), max_size=3)):
+        norm[rng.integers(0, N_PIX, 40)] = value
+    return arms, norm
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(rows=st.lists(raw_arms(), min_size=1, max_size=4), data=st.data())
+def test_rust_rv_inputs_equal_prepare(rows, data):
+    """rv.measure_spectra makes the RV fit's inputs in Rust on all cores (prepare(), one
+    spectrum at a time in NumPy, serialised whole runs on Python's lock): same values."""
+    usable = np.array(data.draw(st.lists(st.booleans(), min_size=len(rows), max_size=len(rows))))
+    norm = np.stack([n for _, n in rows])
+    flux, ivar = rv.rv_inputs([arms for arms, _ in rows], norm, usable)
+    for i, (arms, n) in enumerate(rows):
+        if not usable[i]:
+            assert (flux[i] == 1).all() and (ivar[i] == 0).all()
+            continue
+        with np.errstate(invalid="ignore", over="ignore"):
+            want_flux, want_ivar = rv.prepare(arms, n)
+        np.testing.assert_array_equal(flux[i], want_flux)
+        np.testing.assert_array_equal(ivar[i], want_ivar)

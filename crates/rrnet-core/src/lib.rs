@@ -21,6 +21,7 @@ pub mod outliers;
 pub mod resample;
 pub mod running_median;
 pub mod rv;
+pub mod rv_inputs;
 pub mod rv_measure;
 pub mod snr;
 

@@ -23,6 +23,7 @@ use rrnet_core::batch::{self, ArmBatch, NormalizeStats, Ragged, ResampleStats};
 use rrnet_core::conv1d::{self, Conv1dShape, Epilogue};
 use rrnet_core::fits::lamost::{self, ArmData, FileData, ReadFailure, ReadOptions};
 use rrnet_core::grid::{Arm, N_PIX};
+use rrnet_core::rv_inputs::{rv_inputs_batch, RawArms};
 use rrnet_core::rv_measure::{self, RvResult, RvSettings, RvStatus, RvValue, Templates};
 use rrnet_core::{KernelError, Status};
 
@@ -497,6 +498,57 @@ fn resample_arrays<'py>(
     resample_slices(py, arms, rv_kms.as_slice()?, correct_rv, threads, out)
 }
 
+/// Two float32 `[n, 7200]` arrays.
+type RowPair<'py> = (Bound<'py, PyArray2<f32>>, Bound<'py, PyArray2<f32>>);
+
+/// The RV fit's inputs from raw arms, each (wavelength [Angstrom] f64, flux f32, ivar
+/// f32) lists, and their unshifted normalised rows `[n, 7200]`: (flux with NaN as 1,
+/// IVAR on the grid), each `[n, 7200]` float32; rows not `usable` are 1 and 0.
+#[pyfunction]
+#[pyo3(signature = (blue, red, normalised, usable, threads=None))]
+fn rv_inputs<'py>(
+    py: Python<'py>,
+    blue: ArmLists<'py>,
+    red: ArmLists<'py>,
+    normalised: PyReadonlyArray2<'py, f32>,
+    usable: PyReadonlyArray1<'py, bool>,
+    threads: Option<usize>,
+) -> PyResult<RowPair<'py>> {
+    let arms = [ArmSlices::from_lists(&blue)?, ArmSlices::from_lists(&red)?];
+    let (Some(ivar_blue), Some(ivar_red)) = (&arms[0].ivar, &arms[1].ivar) else {
+        return Err(PyValueError::new_err("ivar is required"));
+    };
+    let ivars = [ivar_blue, ivar_red];
+    let (normalised, usable) = (normalised.as_slice()?, usable.as_slice()?);
+    let n = usable.len();
+    let (flux, ivar) = (output_rows(py, n), output_rows(py, n));
+    {
+        let (mut flux_rw, mut ivar_rw) = (flux.readwrite(), ivar.readwrite());
+        let (flux_out, ivar_out) = (flux_rw.as_slice_mut()?, ivar_rw.as_slice_mut()?);
+        if normalised.len() != n * N_PIX {
+            return Err(PyValueError::new_err(format!(
+                "normalised must have shape ({n}, {N_PIX})"
+            )));
+        }
+        run_detached(py, threads, n, |rows| {
+            let px = rows.start * N_PIX..rows.end * N_PIX;
+            let raw = |k: usize| RawArms {
+                wave: &arms[k].loglam[rows.clone()],
+                flux: &arms[k].flux[rows.clone()],
+                ivar: &ivars[k][rows.clone()],
+            };
+            rv_inputs_batch(
+                &[raw(0), raw(1)],
+                &normalised[px.clone()],
+                &usable[rows],
+                &mut flux_out[px.clone()],
+                &mut ivar_out[px],
+            )
+        })?;
+    }
+    Ok((flux, ivar))
+}
+
 type RvOut<'py> = (
     Bound<'py, PyArray2<f64>>,
     Bound<'py, PyArray2<f64>>,
@@ -801,6 +853,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(resample_batch, m)?)?;
     m.add_function(wrap_pyfunction!(resample_arrays, m)?)?;
     m.add_function(wrap_pyfunction!(rv_measure_batch, m)?)?;
+    m.add_function(wrap_pyfunction!(rv_inputs, m)?)?;
     m.add_function(wrap_pyfunction!(rv_status_codes, m)?)?;
     m.add_function(wrap_pyfunction!(read_lamost_batch, m)?)?;
     m.add_function(wrap_pyfunction!(running_median_rows, m)?)?;
