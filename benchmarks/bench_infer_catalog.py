@@ -98,6 +98,10 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=None)
     p.add_argument("--device", default="cpu")
     p.add_argument(
+        "--rv-mode", default="auto", choices=("auto", "catalog", "measure"),
+        help="RV mode of every run (auto: rrnet-infer's default, every RV measured too)",
+    )  # fmt: skip
+    p.add_argument(
         "--ood", action=argparse.BooleanOptionalAction, default=True,
         help="checkpoints with the OOD test, as rrnet-train writes them (default)",
     )  # fmt: skip
@@ -108,7 +112,7 @@ def main() -> None:
         catalog, data = make_data(root, a.rows)
         store = preprocess_catalog(
             catalog, data, root / "store", shard_size=a.chunk_rows, keep_resampled=False,
-            workers=a.workers, progress=False,
+            workers=a.workers, progress=False, rv_mode=a.rv_mode,
         )  # fmt: skip
         models = [make_checkpoint(root / "SP", SP_LABELS, a.members, a.tiny, store.fingerprint)]
         if a.ca_members:
@@ -124,7 +128,8 @@ def main() -> None:
                 sub = fit_ood_checkpoint(path, flux, rows[::2], rows[1::2], *snr)
                 assert sub is not None, "no OOD test fitted"
         opts = InferOptions(models, device=a.device, overwrite=True, workers=a.workers,
-                            chunk_rows=a.chunk_rows, progress=False)  # fmt: skip
+                            chunk_rows=a.chunk_rows, progress=False,
+                            preprocess={"rv_mode": a.rv_mode})  # fmt: skip
         outs = {k: root / f"{k}.parquet" for k in ("store", "catalog", "overlap", "serial")}
 
         def run_store() -> None:
@@ -142,7 +147,10 @@ def main() -> None:
                 run_inference(opts, out=outs["serial"], catalog=catalog, data_dir=data)
 
         def run_pre() -> None:
-            for _ in iter_preprocessed(catalog, data, batch_size=a.chunk_rows, workers=a.workers):
+            chunks = iter_preprocessed(
+                catalog, data, batch_size=a.chunk_rows, workers=a.workers, rv_mode=a.rv_mode
+            )
+            for _ in chunks:
                 pass
 
         scorers = []  # the OOD test alone, as inference scores it (flux read beforehand)
@@ -181,7 +189,8 @@ def main() -> None:
         ca = f" + {a.ca_members}-member CA" if a.ca_members else ""
         ood = "with the OOD test" if a.ood else "without the OOD test"
         print(f"# rrnet-infer --catalog vs --store: {a.rows} spectra, chunks of {a.chunk_rows}, "
-              f"{a.members}-member SP{ca} {size} RRNet {ood}, {a.device}")  # fmt: skip
+              f"{a.members}-member SP{ca} {size} RRNet {ood}, {a.device}, "
+              f"--rv {a.rv_mode}")  # fmt: skip
         print(f"cores {os.cpu_count()}, torch threads {torch.get_num_threads()}, load average "
               f"{load0[0]:.2f} at the start, {os.getloadavg()[0]:.2f} at the end")  # fmt: skip
         print(f"\n| run | wall s (best of {a.repeats}) | spectra/s | / (a) | CPU s | / (a) |")
