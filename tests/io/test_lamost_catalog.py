@@ -35,6 +35,7 @@ from rrnet.io.lamost_catalog import (
     lamost_filename,
     pair_bands,
     read_lamost_table,
+    read_rv_table,
     scan_folder,
 )
 from rrnet.io.locate import index_files, locate_files
@@ -215,6 +216,16 @@ def test_scan_finds_every_spectrum_of_the_real_file(tmp_path):
     assert missing["rv_source"].null_count() == 5  # no RV: it came from no column
     official = join_rv(scanned, official_catalogue())
     assert official["rv"].to_list() == [-20.0, -21.0, -22.0, -23.0, -24.0]
+    # as rrnet-catalog scan --rv-from reads it: the catalogue paired first (it also has
+    # obsid and rv, shared by the five spectra: matching on obsid gave all of them -20)
+    path = tmp_path / "mrs.csv"
+    official_catalogue().write_csv(path, separator="|")
+    from_file = join_rv(scanned, read_rv_table(path))
+    assert from_file["rv"].to_list() == [-20.0, -21.0, -22.0, -23.0, -24.0]
+    assert from_file["rv_source"].to_list() == ["rv_br1"] * 5
+    # the file stored uncompressed and upper case is still the catalogue's file
+    renamed = scanned.with_columns(pl.col("filename").str.replace(r"\.fits\.gz$", ".FITS"))
+    assert join_rv(renamed, read_rv_table(path))["rv"].to_list() == from_file["rv"].to_list()
     assert join_rv(scanned, None)["catalog_status"].to_list() == ["no_rv"] * 5
 
 

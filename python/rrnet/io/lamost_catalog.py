@@ -720,12 +720,16 @@ def join_rv(scanned: pl.DataFrame, rv_table: pl.DataFrame | None) -> pl.DataFram
     key = ["_base", "coadd", "_key_lmjm"]
 
     def keyed(t: pl.DataFrame) -> pl.DataFrame:
+        """The file's own name, case and ``.fits``/``.fits.gz`` aside (a scanned file may
+        be stored uncompressed or upper case; the catalogue names the survey's file)."""
+        base = pl.col("filename").str.split("/").list.last().str.to_lowercase()
         return t.with_columns(
-            pl.col("filename").str.split("/").list.last().alias("_base"),
+            base.str.replace(r"\.fits(\.gz)?$", "").alias("_base"),
             pl.when(pl.col("coadd")).then(-1).otherwise(pl.col("lmjm")).alias("_key_lmjm"),
         )
 
     table = scanned.drop("rv", "rv_err", "rv_source")
+    paired_lamost = rv_table is not None and "extname_blue" in rv_table.columns  # has obsid too
     if rv_table is None:
         joined = table.with_columns(
             pl.lit(None, pl.Float64).alias("rv"),
@@ -733,7 +737,7 @@ def join_rv(scanned: pl.DataFrame, rv_table: pl.DataFrame | None) -> pl.DataFram
             pl.lit(None, pl.Utf8).alias("rv_source"),
         )
         why = NO_RV_SCAN_REASON
-    elif "obsid" in rv_table.columns and "rv" in rv_table.columns:
+    elif "obsid" in rv_table.columns and "rv" in rv_table.columns and not paired_lamost:
         ok = _usable(rv_table.columns, "rv")  # -9999, NaN, null: no RV, and no source
         err = _number("rv_err", pl.Float64) if "rv_err" in rv_table.columns else pl.lit(None)
         rvs = rv_table.select(
@@ -745,9 +749,7 @@ def join_rv(scanned: pl.DataFrame, rv_table: pl.DataFrame | None) -> pl.DataFram
         joined = table.join(rvs, on="obsid", how="left", maintain_order="left")
         why = "no usable RV for this obsid in the --rv-from table"
     else:
-        paired = (
-            rv_table if "extname_blue" in rv_table.columns else pair_bands(rv_table, spectra="all")
-        )
+        paired = rv_table if paired_lamost else pair_bands(rv_table, spectra="all")
         pairs = keyed(paired).select(*key, "rv", "rv_err", "rv_source")
         pairs = pairs.unique(key, keep="first", maintain_order=True)
         joined = (
