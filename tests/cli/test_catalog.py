@@ -233,3 +233,52 @@ def test_scan_then_preprocess_keeps_a_damaged_files_reason(tmp_path, capsys):
     m = open_store(store).manifest.filter(pl.col("filename").str.contains("CUT"))
     assert m["status"].to_list() == ["bad_fits"]
     assert m["reason"].to_list() == cut["catalog_reason"].to_list()
+
+
+def test_astropy_reads_the_scan_table_and_the_store_manifest(tmp_path):
+    """Both hold null text (a damaged file's extension names, ok rows' reasons); astropy's
+    Parquet reader failed on them ('NoneType has no len()') without the string widths
+    rrnet now writes (as the labels catalogue always had). Values as polars reads them."""
+    from astropy.table import Table
+
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copy(REAL_FILE, data / REAL_FILE.name)
+    (data / "med-58025-CUT_sp01-001.fits.gz").write_bytes(REAL_FILE.read_bytes()[:5000])
+    rr = tmp_path / "scan.parquet"
+    assert main(["--quiet", "scan", str(data), "--out", str(rr)]) == 0
+    store = tmp_path / "store"
+    assert preprocess_main([str(rr), "--data-dir", str(data), "--out", str(store), "--quiet"]) == 0
+    for path in (rr, store / "manifest.parquet"):
+        want = pl.read_parquet(path)
+        got = Table.read(path)
+        text = [n for n, t in want.schema.items() if t == pl.Utf8 and want[n].null_count()]
+        assert "extname_blue" in text  # the damaged file's
+        for name in text:
+            assert [str(v) for v in got[name]] == [str(v) for v in want[name].to_list()], name
+
+
+@pytest.mark.parametrize("problem", ["missing", "a file", "read-only"])
+def test_an_unusable_tmpdir_stops_the_run_in_one_line(tmp_path, monkeypatch, capsys, problem):
+    """Python's tempfile fell back to /tmp without a word when TMPDIR did not exist or
+    could not be written: DR7's inflated catalogue (tens of GB) on a disk the user did
+    not choose. Now one line naming TMPDIR, exit 1 (the setting, not the data), no output."""
+    import os
+
+    if problem == "read-only" and os.geteuid() == 0:
+        pytest.skip("root writes anywhere")
+    lamost = tmp_path / "mrs.csv.gz"
+    lamost.write_bytes(gzip.compress(official_catalogue().write_csv(separator="|").encode()))
+    scratch = tmp_path / "scratch"
+    if problem == "read-only":
+        scratch.mkdir(mode=0o500)
+    elif problem == "a file":
+        scratch.write_text("not a folder")
+    monkeypatch.setenv("TMPDIR", str(scratch))
+    out = tmp_path / "out.parquet"
+    assert main(["from-lamost", str(lamost), "--out", str(out)]) == 1
+    err = _err_lines(capsys)
+    assert len(err) == 1 and f"TMPDIR={scratch}" in err[0], err
+    assert not out.exists()
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    assert main(["--quiet", "from-lamost", str(lamost), "--out", str(out)]) == 0

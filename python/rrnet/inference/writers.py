@@ -35,7 +35,7 @@ import polars as pl
 
 from rrnet.inference.columns import COLUMNS_BY_NAME, Column, column_meta, per_star_column
 from rrnet.inference.provenance import FITS_COMMENTS, FITS_KEYWORDS
-from rrnet.io.astro import ColumnInfo, fits_unit, from_astropy, to_astropy
+from rrnet.io.astro import ColumnInfo, fits_unit, from_astropy, text_widths, to_astropy
 from rrnet.labels import DEFAULT_COLUMN_STYLE, internal_columns, styled_columns
 from rrnet.utils.atomic import atomic_path
 
@@ -227,10 +227,8 @@ def _arrow_schema(lazy: pl.LazyFrame, info: dict[str, ColumnInfo], provenance: d
     """The Parquet schema: field metadata (unit, description, ucd) and table metadata.
 
     The table metadata holds the provenance, astropy's ``table_meta_yaml`` (astropy
-    reads units and descriptions from it) and its ``table::len::<name>`` string widths,
-    which spare astropy from measuring strings (it cannot measure a null, and reads one
-    as the text ``None``: a column with nulls is at least 4 wide, or ``None`` would be
-    cut to ``N``, which looks like a value).
+    reads units and descriptions from it) and its ``table::len::<name>`` string widths
+    (:func:`rrnet.io.astro.text_widths`).
     """
     import pyarrow as pa
     from astropy.table import meta as astropy_meta
@@ -245,17 +243,7 @@ def _arrow_schema(lazy: pl.LazyFrame, info: dict[str, ColumnInfo], provenance: d
     header = to_astropy(empty, info, provenance)
     metadata = dict(provenance)
     metadata["table_meta_yaml"] = "\n".join(astropy_meta.get_yaml_from_table(header))
-    text = [n for n, t in polars_schema.items() if t == pl.Utf8]
-    if text:
-        widths = lazy.select(
-            *(pl.col(n).str.len_chars().max().alias(n) for n in text),
-            *(pl.col(n).null_count().alias(f"{n}\0nulls") for n in text),
-        ).collect()
-        for name in text:
-            longest = int(widths[name][0] or 0)
-            nulls = int(widths[f"{name}\0nulls"][0])
-            width = max(longest, len("None") if nulls else 1)
-            metadata[f"table::len::{name}"] = str(width)
+    metadata.update(text_widths(lazy))
     return pa.schema(fields, metadata=metadata)
 
 

@@ -111,6 +111,30 @@ def from_astropy(table) -> pl.DataFrame:
     return pl.DataFrame(columns)
 
 
+def text_widths(lazy: pl.LazyFrame) -> dict[str, str]:
+    """astropy's ``table::len::<name>`` Parquet metadata: the width of each text column.
+
+    astropy measures a text column itself unless told, and cannot measure a null (its
+    Parquet reader then fails); told, it reads a null as the text ``None``, so a column
+    with nulls is at least 4 wide (or ``None`` would be cut to ``N``, which looks like a
+    value). The metadata must be in the Arrow schema (``sink_parquet(arrow_schema=...)``),
+    which is what pyarrow and astropy read.
+    """
+    text = [n for n, t in lazy.collect_schema().items() if t == pl.Utf8]
+    if not text:
+        return {}
+    widths = lazy.select(
+        *(pl.col(n).str.len_chars().max().alias(n) for n in text),
+        *(pl.col(n).null_count().alias(f"{n}\0nulls") for n in text),
+    ).collect()
+    out = {}
+    for name in text:
+        longest = int(widths[name][0] or 0)
+        nulls = int(widths[f"{name}\0nulls"][0])
+        out[f"table::len::{name}"] = str(max(longest, len("None") if nulls else 1))
+    return out
+
+
 def read_astropy_table(path, fmt: str) -> pl.DataFrame:
     """An ECSV or VOTable file (by ``fmt``) read by astropy, as a Polars DataFrame.
 

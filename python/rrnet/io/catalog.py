@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from rrnet.io.astro import read_astropy_table
+from rrnet.io.astro import read_astropy_table, text_widths
 from rrnet.utils.atomic import atomic_path
 
 REQUIRED_COLUMNS: tuple[str, ...] = ("filename", "extname_blue", "extname_red")
@@ -205,8 +205,14 @@ def write_table(table: pl.DataFrame, path: str | os.PathLike[str]) -> Path:
     with atomic_path(path) as tmp:
         if fmt == "csv":
             table.write_csv(tmp)
-        elif fmt == "parquet":
+        elif fmt == "parquet" and pl.Object in table.dtypes:  # polars' own error for it
             table.write_parquet(tmp, statistics=False)
+        elif fmt == "parquet":  # with the string widths astropy needs to read nulls
+            schema = pl.DataFrame(schema=table.schema).to_arrow().schema
+            widths = text_widths(table.lazy())
+            table.lazy().sink_parquet(
+                tmp, metadata=widths, arrow_schema=schema.with_metadata(widths), statistics=False
+            )
         elif fmt == "fits":
             _write_fits_table(table, tmp)
         else:

@@ -35,6 +35,7 @@ import numpy as np
 
 from rrnet.io.values import convert
 from rrnet.utils.faults import MachineFault, is_machine_fault
+from rrnet.utils.scratch import scratch_root
 
 REQUIRED_COLUMNS: tuple[str, ...] = ("FLUX", "IVAR", "LOGLAM")
 """Columns every arm table must have."""
@@ -288,8 +289,9 @@ def _open(
         # (cfitsio keeps its descriptor), so a killed process leaves nothing behind.
         # Any failure of the scratch folder (full, read-only, no permission) is the
         # machine's: it propagates as OSError and is never a property of the file.
+        root = scratch_root()  # TMPDIR as set, not tempfile's silent fallback
         try:
-            fd, scratch = tempfile.mkstemp(prefix="rrnet-", suffix=".fits")
+            fd, scratch = tempfile.mkstemp(prefix="rrnet-", suffix=".fits", dir=root)
         except OSError as exc:
             raise ScratchError(exc.errno, f"scratch folder: {exc.strerror}") from exc
         try:
@@ -374,7 +376,8 @@ def file_info(
         n_expected = None
     if n_expected is not None and n_hdus < n_expected:
         raise BadFitsError(
-            f"truncated file {path.name}: header N_EXTEN={n_expected} but {n_hdus} HDUs found"
+            f"HDUs missing in {path.name}: header N_EXTEN={n_expected} but {n_hdus} HDUs found "
+            "(a download cut short, or a file written without them)"
         )
     notes: list[str] = []
     return LamostFile(

@@ -45,6 +45,7 @@ from rrnet.io.lamost_fast import FileRead, Reader, read_many
 from rrnet.io.locate import is_utf8, unlisted_folders, warn_unlisted
 from rrnet.utils.faults import is_machine_fault
 from rrnet.utils.progress import Progress
+from rrnet.utils.scratch import scratch_root
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +177,7 @@ def scanned_lamost_table(path: str | os.PathLike[str]) -> Iterator[pl.LazyFrame]
     if not path.is_file():
         raise CatalogError(f"catalogue not found: {path}")
     name = path.name.lower()
-    with tempfile.TemporaryDirectory(prefix="rrnet-catalog-") as scratch:
+    with tempfile.TemporaryDirectory(prefix="rrnet-catalog-", dir=scratch_root()) as scratch:
         try:
             if name.endswith((".csv", ".csv.gz", ".txt", ".txt.gz")):
                 lazy = _scan_csv(path, Path(scratch))
@@ -552,7 +553,7 @@ def from_lamost(
         raise ValueError(f"spectra must be one of {SPECTRA_CHOICES}, got {spectra!r}")
     with scanned_lamost_table(path) as lazy:
         typed, rv_present = _typed_rows(lazy.with_row_index("_row"), rv_columns)
-        with tempfile.TemporaryDirectory(prefix="rrnet-catalog-") as scratch:
+        with tempfile.TemporaryDirectory(prefix="rrnet-catalog-", dir=scratch_root()) as scratch:
             try:
                 rows = Path(scratch) / "rows.parquet"
                 typed.sink_parquet(rows)  # streaming: the input is never held whole

@@ -15,6 +15,7 @@ import numpy as np
 import polars as pl
 
 from rrnet.grid import N_PIX
+from rrnet.io.astro import text_widths
 from rrnet.preprocess.batch_builder import ArrayPool, PreprocessedBatch
 from rrnet.preprocess.shard_files import ShardFiles
 from rrnet.store import (
@@ -304,12 +305,16 @@ def finish_store(
     """Concatenate the manifest parts into manifest.parquet, one part in memory at a time."""
     import pyarrow.parquet as pq  # only needed here; keeps streaming users light
 
+    parts = [_part_path(out, shard) for shard in range(n_shards)]
+    widths = text_widths(pl.scan_parquet(parts))  # astropy cannot read null text without
+
     def write(handle: Any) -> None:
         writer = None
-        for shard in range(n_shards):
-            part = pq.read_table(_part_path(out, shard))
+        for path in parts:
+            part = pq.read_table(path)
             if writer is None:
-                writer = pq.ParquetWriter(handle, part.schema, write_statistics=False)
+                schema = part.schema.with_metadata({**(part.schema.metadata or {}), **widths})
+                writer = pq.ParquetWriter(handle, schema, write_statistics=False)
             writer.write_table(part)
         assert writer is not None  # a store has at least one shard (empty catalogues are refused)
         writer.close()
