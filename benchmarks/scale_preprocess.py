@@ -85,6 +85,12 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--keep-resampled", action="store_true")
     parser.add_argument("--store-dtype", choices=("float32", "float16"), default="float32")
+    parser.add_argument(
+        "--rv-mode",
+        choices=("auto", "catalog", "measure"),
+        default="auto",
+        help="auto (the commands' default: every RV measured too) or catalog (as given)",
+    )
     parser.add_argument("--release", action="append", default=[], metavar="NAME=N")
     args = parser.parse_args()
     releases = dict(RELEASES)
@@ -107,6 +113,7 @@ def main() -> None:
             keep_resampled=args.keep_resampled,
             dtype=args.store_dtype,
             progress=False,
+            rv_mode=args.rv_mode,
         )
         seconds = time.perf_counter() - start
         sampler.stop.set()
@@ -119,6 +126,7 @@ def main() -> None:
         load = os.getloadavg()
     print(
         f"{args.n} spectra, {ok} ok, workers={workers}, {args.store_dtype} store, "
+        f"--rv {args.rv_mode}, "
         f"load average {load[0]:.1f}"
     )
     print(f"{rate:.1f} spectra/s ({seconds:.1f} s)")
