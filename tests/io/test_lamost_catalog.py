@@ -446,3 +446,22 @@ def test_scan_reads_headers_in_rust_as_fitsio_does(tmp_path, monkeypatch):
         "dangling.fits.gz": "missing_file",
         "plain.fits": "bad_fits",
     }
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_a_csv_catalogue_cut_inside_a_row_is_refused(tmp_path, gz):
+    """A plain CSV cut mid-row (an interrupted download) passed with its last row as a
+    bad_ids spectrum and exit 0; it is now a one-line CatalogError. A file that merely
+    lacks the final newline is whole and reads as before."""
+    text = official_catalogue().write_csv(separator="|")
+    path = tmp_path / ("mrs.csv.gz" if gz else "mrs.csv")
+
+    def write(content: str) -> None:
+        data = content.encode()
+        path.write_bytes(gzip.compress(data) if gz else data)
+
+    write(text[: len(text) - 40])  # inside the last row
+    with pytest.raises(CatalogError, match="ends inside a row"):
+        from_lamost(path)
+    write(text.rstrip("\n"))  # whole, no final newline
+    assert from_lamost(path, spectra="all").equals(pair_bands(official_catalogue(), spectra="all"))

@@ -239,6 +239,7 @@ def _scan_fits(path: Path, scratch: Path) -> pl.LazyFrame:
 
 
 def _scan_csv(path: Path, scratch: Path) -> pl.LazyFrame:
+    given = path
     with open(path, "rb") as handle:
         gzipped = handle.read(2) == b"\x1f\x8b"
     if gzipped:
@@ -249,7 +250,25 @@ def _scan_csv(path: Path, scratch: Path) -> pl.LazyFrame:
     with open(path, "rb") as handle:  # the header: the first line that is not a comment
         header = next((ln for ln in handle if not ln.startswith(b"#")), b"")
     sep = max(("|", ",", "\t"), key=header.decode("utf-8", "replace").count)
+    _check_last_row(path, given, header.count(sep.encode()), sep.encode())
     return pl.scan_csv(path, separator=sep, infer_schema=False, comment_prefix="#")
+
+
+def _check_last_row(path: Path, given: Path, n_separators: int, sep: bytes) -> None:
+    """A CatalogError when the file ends inside a row (no newline, fewer fields than the
+    header): a download cut short, whose last row would otherwise pass as a row with
+    missing identifiers. (A cut exactly between rows cannot be told from a whole file.)"""
+    with open(path, "rb") as handle:
+        handle.seek(max(0, os.fstat(handle.fileno()).st_size - (1 << 16)))
+        tail = handle.read()
+    if not tail or tail.endswith(b"\n"):
+        return
+    last = tail.rsplit(b"\n", 1)[-1]
+    if last.count(sep) < n_separators:
+        raise CatalogError(
+            f"{given} ends inside a row ({last.count(sep) + 1} of {n_separators + 1} "
+            "fields, no newline): a download cut short? Fetch it again"
+        )
 
 
 # --------------------------------------------------------------------------- pairing
