@@ -419,10 +419,11 @@ PART_ROWS = 1_000_000
 per million rows)."""
 
 
-def _night_parts(lazy: pl.LazyFrame, lmjd: pl.Expr, part_rows: int) -> list[pl.Expr]:
-    """Filters that cut the rows into runs of whole nights of about ``part_rows`` rows
-    (a file's rows share its ``lmjd``, so no spectrum is cut); rows without ``lmjd``
-    are a part of their own."""
+def _night_parts(lazy: pl.LazyFrame, part_rows: int) -> list[pl.Expr]:
+    """Filters that cut the typed rows into runs of whole nights of about ``part_rows``
+    rows (a file's rows share its ``lmjd``, so no spectrum is cut); rows without
+    ``lmjd`` are a part of their own."""
+    lmjd = pl.col("lmjd")
     counts = lazy.group_by(lmjd.alias("_lmjd")).len().sort("_lmjd", nulls_last=True).collect()
     parts: list[pl.Expr] = []
     first, n = None, 0
@@ -571,29 +572,37 @@ def from_lamost(
     if spectra not in SPECTRA_CHOICES:
         raise ValueError(f"spectra must be one of {SPECTRA_CHOICES}, got {spectra!r}")
     with scanned_lamost_table(path) as lazy:
-        typed, rv_present = _typed_rows(lazy.with_row_index("_row"), rv_columns)
-        with tempfile.TemporaryDirectory(prefix="rrnet-catalog-", dir=scratch_root()) as scratch:
-            try:
-                rows = Path(scratch) / "rows.parquet"
-                typed.sink_parquet(rows)  # streaming: the input is never held whole
-                stored = pl.scan_parquet(rows)
-                paired = [
-                    choose_spectra(_pair_typed(stored.filter(part).collect(), rv_present), spectra)
-                    for part in _night_parts(stored, pl.col("lmjd"), part_rows)
-                ]
-            except (pl.exceptions.PolarsError, OSError, EOFError, zlib.error) as exc:
-                raise _read_error(Path(path), exc) from exc
+        return _pair_in_parts(lazy, Path(path), spectra, rv_columns, part_rows)
+
+
+def _pair_in_parts(
+    lazy: pl.LazyFrame, path: Path, spectra: str, rv_columns: tuple[str, ...], part_rows: int
+) -> pl.DataFrame:
+    """The body of :func:`from_lamost`, on a catalogue already scanned."""
+    typed, rv_present = _typed_rows(lazy.with_row_index("_row"), rv_columns)
+    with tempfile.TemporaryDirectory(prefix="rrnet-catalog-", dir=scratch_root()) as scratch:
+        try:
+            rows = Path(scratch) / "rows.parquet"
+            typed.sink_parquet(rows)  # streaming: the input is never held whole
+            stored = pl.scan_parquet(rows)
+            paired = [
+                choose_spectra(_pair_typed(stored.filter(part).collect(), rv_present), spectra)
+                for part in _night_parts(stored, part_rows)
+            ]
+        except (pl.exceptions.PolarsError, OSError, EOFError, zlib.error) as exc:
+            raise _read_error(path, exc) from exc
     return pl.concat(paired).sort("_row").select(OUTPUT_COLUMNS)
 
 
 def read_rv_table(path: str | os.PathLike[str]) -> pl.DataFrame:
     """An ``--rv-from`` table for :func:`join_rv`, in bounded memory: an ``obsid``/``rv``
-    table's three columns, or LAMOST's MRS general catalogue already paired."""
+    table's three columns, or LAMOST's MRS general catalogue already paired (the file
+    read once: a gzipped DR7 catalogue is inflated to tens of GB)."""
     with scanned_lamost_table(path) as lazy:
         names = lazy.collect_schema().names()
         if "obsid" in names and "rv" in names:
             return _collect(lazy.select(c for c in ("obsid", "rv", "rv_err") if c in names), path)
-    return from_lamost(path, spectra="all")
+        return _pair_in_parts(lazy, Path(path), "all", RV_PRIORITY, PART_ROWS)
 
 
 def status_summary(
