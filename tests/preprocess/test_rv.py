@@ -203,7 +203,7 @@ def test_prepare_gives_zero_ivar_where_the_normalised_row_is_zero_or_nan():
 
 @st.composite
 def raw_arms(draw):
-    """Raw (blue, red) arms as readers hand them: partial coverage, unsorted pixels,
+    """Raw (blue, red) arms as readers hand them: partial coverage, descending or unsorted pixels,
     dead and negative IVAR, non-finite flux; and a normalised row with zeros, NaN, inf."""
     rng = np.random.default_rng(draw(st.integers(0, 2**31)))
     arms = []
@@ -222,8 +222,10 @@ def raw_arms(draw):
             ivar[a : a + int(rng.integers(1, 300))] = bad
         if draw(st.booleans()):
             flux[rng.integers(0, n, 5)] = draw(st.sampled_from([np.nan, np.inf, 0.0]))
-        if draw(st.booleans()):
-            perm = rng.permutation(n)
+        # LAMOST's coadds ascend and its exposures' red arms descend; others: any order
+        order = draw(st.sampled_from(["ascending", "descending", "shuffled"]))
+        if order != "ascending":
+            perm = np.arange(n)[::-1] if order == "descending" else rng.permutation(n)
             wave, flux, ivar = wave[perm], flux[perm], ivar[perm]
         arms.append((np.log10(wave), flux, ivar))
     norm = rng.uniform(0.2, 1.5, N_PIX).astype(np.float32)

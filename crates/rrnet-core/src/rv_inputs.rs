@@ -13,30 +13,56 @@ use rayon::prelude::*;
 use crate::error::KernelError;
 use crate::grid::{Arm, N_PIX, N_PIX_ARM};
 
-/// Reused per-thread buffers: one arm's wavelengths, flux and variance, sorted.
+/// Reused per-thread buffers: one arm's sorted copy (when the file's is not sorted), its
+/// flux and variance in float64, their slopes between pixels, and per grid point the
+/// interpolated flux and variance.
 #[derive(Default)]
 struct Scratch {
     wave: Vec<f64>,
     flux: Vec<f64>,
     var: Vec<f64>,
     order: Vec<usize>,
+    slope_flux: Vec<f64>,
+    slope_var: Vec<f64>,
+    raw: Vec<f64>,
+    grid_var: Vec<f64>,
 }
 
 /// `numpy.interp(x, xp, fp)` for `xp[0] <= x <= xp[last]`, `j` the last index with
 /// `xp[j] <= x` (NumPy's binary search), with NumPy's handling of non-finite slopes.
-fn interp_at(x: f64, xp: &[f64], fp: &[f64], j: usize) -> f64 {
+/// `slope[j]` is `(fp[j + 1] - fp[j]) / (xp[j + 1] - xp[j])`, NumPy's own expression
+/// (division is correctly rounded, so computing it ahead gives the same bits).
+#[inline(always)]
+fn interp_at(x: f64, xp: &[f64], fp: &[f64], slope: &[f64], j: usize) -> f64 {
     if j + 1 == xp.len() || xp[j] == x {
         return fp[j];
     }
-    let slope = (fp[j + 1] - fp[j]) / (xp[j + 1] - xp[j]);
-    let mut value = slope * (x - xp[j]) + fp[j];
+    let mut value = slope[j] * (x - xp[j]) + fp[j];
     if value.is_nan() {
-        value = slope * (x - xp[j + 1]) + fp[j + 1];
+        value = slope[j] * (x - xp[j + 1]) + fp[j + 1];
         if value.is_nan() && fp[j] == fp[j + 1] {
             value = fp[j];
         }
     }
     value
+}
+
+/// Slopes between neighbouring pixels, `(fp[i + 1] - fp[i]) / (xp[i + 1] - xp[i])`: one
+/// contiguous pass, so the divisions run on vectors.
+#[inline(always)]
+fn slopes(xp: &[f64], fp: &[f64], out: &mut Vec<f64>) {
+    let n = xp.len().min(fp.len());
+    out.clear();
+    if n < 2 {
+        return;
+    }
+    out.extend(
+        fp[1..n]
+            .iter()
+            .zip(&fp[..n - 1])
+            .zip(xp[1..n].iter().zip(&xp[..n - 1]))
+            .map(|((f1, f0), (x1, x0))| (f1 - f0) / (x1 - x0)),
+    );
 }
 
 /// One arm of many spectra: wavelength [Angstrom], flux and IVAR, file pixel order.
@@ -47,8 +73,25 @@ pub struct RawArms<'a> {
     pub ivar: &'a [&'a [f32]],
 }
 
+/// The variance of a pixel in float32, as the reference computes it; inf where bad.
+/// Both sides are computed, so a pass over an arm has no branch and runs on vectors.
+#[inline(always)]
+fn variance(v: f32) -> f64 {
+    let inverse = f64::from(1.0f32 / v.max(1e-30f32));
+    if v > 0.0 {
+        inverse
+    } else {
+        f64::INFINITY
+    }
+}
+
 /// One arm's IVAR on the grid into `out` (`normalised` is this arm's part of the row).
-fn arm_ivar(
+///
+/// In passes, so that every division runs on vectors: the variances, the slopes between
+/// pixels, then per grid point the interpolation (the only serial pass: a walk through
+/// the pixels, multiplications and additions), then the continuum and the IVAR.
+#[inline(always)]
+fn arm_ivar_impl(
     arm: Arm,
     wave: &[f64],
     flux: &[f32],
@@ -66,54 +109,104 @@ fn arm_ivar(
             ivar.len()
         )));
     }
-    // The variance of a pixel in float32, as the reference computes it; inf where bad.
-    let variance = |v: f32| {
-        if v > 0.0 {
-            f64::from(1.0f32 / v.max(1e-30f32))
-        } else {
-            f64::INFINITY
-        }
-    };
-    s.wave.clear();
-    s.wave.extend_from_slice(wave);
     s.flux.clear();
     s.var.clear();
-    if s.wave.windows(2).all(|w| w[1] > w[0]) {
+    let sorted = wave.windows(2).all(|w| w[1] > w[0]);
+    if sorted {
         s.flux.extend(flux.iter().map(|&f| f64::from(f)));
         s.var.extend(ivar.iter().map(|&v| variance(v)));
     } else {
-        // LAMOST arms come sorted; others are sorted by wavelength (NaN last).
+        // LAMOST's coadds ascend and its single exposures' red arms descend (reversed
+        // here, the order a sort would give); anything else is sorted (NaN last).
         s.order.clear();
-        s.order.extend(0..n);
-        let wave_of = &s.wave;
-        s.order.sort_by(|&a, &b| wave_of[a].total_cmp(&wave_of[b]));
-        let sorted: Vec<f64> = s.order.iter().map(|&k| s.wave[k]).collect();
-        s.wave = sorted;
+        if wave.windows(2).all(|w| w[1] < w[0]) {
+            s.order.extend((0..n).rev());
+        } else {
+            s.order.extend(0..n);
+            s.order.sort_by(|&a, &b| wave[a].total_cmp(&wave[b]));
+        }
+        s.wave.clear();
+        s.wave.extend(s.order.iter().map(|&k| wave[k]));
         s.flux.extend(s.order.iter().map(|&k| f64::from(flux[k])));
         s.var.extend(s.order.iter().map(|&k| variance(ivar[k])));
     }
-    let (first, last) = (s.wave[0], s.wave[n - 1]);
+    let Scratch {
+        wave: sorted_wave,
+        flux: fp,
+        var,
+        slope_flux,
+        slope_var,
+        raw,
+        grid_var,
+        ..
+    } = s;
+    let wave: &[f64] = if sorted { wave } else { sorted_wave };
+    slopes(wave, fp, slope_flux);
+    slopes(wave, var, slope_var);
+    let grid = arm.grid();
+    raw.resize(grid.len(), 0.0);
+    grid_var.resize(grid.len(), 0.0);
+    let (first, last) = (wave[0], wave[n - 1]);
     let mut j = 0;
-    for ((&x, &norm), o) in arm.grid().iter().zip(normalised).zip(out.iter_mut()) {
-        *o = 0.0;
+    for ((&x, raw), grid_var) in grid.iter().zip(raw.iter_mut()).zip(grid_var.iter_mut()) {
         if !(x >= first && x <= last) {
-            continue; // outside the arm (or NaN wavelengths): no information
-        }
-        while j + 1 < n && s.wave[j + 1] <= x {
-            j += 1;
-        }
-        let raw = interp_at(x, &s.wave, &s.flux, j);
-        let var = interp_at(x, &s.wave, &s.var, j);
-        if !(var.is_finite() && var > 0.0) {
+            // outside the arm (or NaN wavelengths): no information
+            (*raw, *grid_var) = (f64::NAN, f64::NAN);
             continue;
         }
+        while j + 1 < n && wave[j + 1] <= x {
+            j += 1;
+        }
+        *raw = interp_at(x, wave, fp, slope_flux, j);
+        *grid_var = interp_at(x, wave, var, slope_var, j);
+    }
+    for (((o, &raw), &var), &norm) in out
+        .iter_mut()
+        .zip(raw.iter())
+        .zip(grid_var.iter())
+        .zip(normalised)
+    {
         let cont = raw / f64::from(norm);
         let iv = cont * cont / var;
-        if iv.is_finite() && iv.abs() <= f64::from(f32::MAX) {
-            *o = iv as f32;
-        }
+        let keep =
+            var.is_finite() && var > 0.0 && iv.is_finite() && iv.abs() <= f64::from(f32::MAX);
+        *o = if keep { iv as f32 } else { 0.0 };
     }
     Ok(())
+}
+
+/// [`arm_ivar_impl`] compiled for AVX2: the same operations in the same order on wider
+/// vectors (no fused multiply-adds), so the results are bitwise the portable build's.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn arm_ivar_avx2(
+    arm: Arm,
+    wave: &[f64],
+    flux: &[f32],
+    ivar: &[f32],
+    normalised: &[f32],
+    s: &mut Scratch,
+    out: &mut [f32],
+) -> Result<(), KernelError> {
+    arm_ivar_impl(arm, wave, flux, ivar, normalised, s, out)
+}
+
+/// One arm's IVAR on the grid: [`arm_ivar_impl`] on AVX2 where the CPU has it.
+fn arm_ivar(
+    arm: Arm,
+    wave: &[f64],
+    flux: &[f32],
+    ivar: &[f32],
+    normalised: &[f32],
+    s: &mut Scratch,
+    out: &mut [f32],
+) -> Result<(), KernelError> {
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2, checked just above.
+        return unsafe { arm_ivar_avx2(arm, wave, flux, ivar, normalised, s, out) };
+    }
+    arm_ivar_impl(arm, wave, flux, ivar, normalised, s, out)
 }
 
 /// `numpy.nan_to_num(x, nan=1.0)` for float32.
@@ -187,10 +280,15 @@ mod tests {
     #[test]
     fn interp_follows_numpy_on_exact_and_non_finite_points() {
         let xp = [1.0, 2.0, 3.0];
-        assert_eq!(interp_at(1.5, &xp, &[0.0, 2.0, 4.0], 0), 1.0);
-        assert_eq!(interp_at(2.0, &xp, &[0.0, 2.0, f64::INFINITY], 1), 2.0);
-        assert!(interp_at(2.5, &xp, &[0.0, 2.0, f64::INFINITY], 1).is_infinite());
-        assert_eq!(interp_at(3.0, &xp, &[0.0, 2.0, 4.0], 2), 4.0);
+        let at = |x: f64, fp: &[f64], j: usize| {
+            let mut slope = Vec::new();
+            slopes(&xp, fp, &mut slope);
+            interp_at(x, &xp, fp, &slope, j)
+        };
+        assert_eq!(at(1.5, &[0.0, 2.0, 4.0], 0), 1.0);
+        assert_eq!(at(2.0, &[0.0, 2.0, f64::INFINITY], 1), 2.0);
+        assert!(at(2.5, &[0.0, 2.0, f64::INFINITY], 1).is_infinite());
+        assert_eq!(at(3.0, &[0.0, 2.0, 4.0], 2), 4.0);
     }
 
     #[test]
