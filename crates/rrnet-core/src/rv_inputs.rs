@@ -85,21 +85,30 @@ fn variance(v: f32) -> f64 {
     }
 }
 
-/// One arm's IVAR on the grid into `out` (`normalised` is this arm's part of the row).
+/// One arm of one spectrum: its raw pixels and its part of the normalised row.
+#[derive(Clone, Copy)]
+struct ArmRow<'a> {
+    arm: Arm,
+    wave: &'a [f64],
+    flux: &'a [f32],
+    ivar: &'a [f32],
+    normalised: &'a [f32],
+}
+
+/// One arm's IVAR on the grid into `out`.
 ///
 /// In passes, so that every division runs on vectors: the variances, the slopes between
 /// pixels, then per grid point the interpolation (the only serial pass: a walk through
 /// the pixels, multiplications and additions), then the continuum and the IVAR.
 #[inline(always)]
-fn arm_ivar_impl(
-    arm: Arm,
-    wave: &[f64],
-    flux: &[f32],
-    ivar: &[f32],
-    normalised: &[f32],
-    s: &mut Scratch,
-    out: &mut [f32],
-) -> Result<(), KernelError> {
+fn arm_ivar_impl(a: ArmRow<'_>, s: &mut Scratch, out: &mut [f32]) -> Result<(), KernelError> {
+    let ArmRow {
+        arm,
+        wave,
+        flux,
+        ivar,
+        normalised,
+    } = a;
     let n = wave.len();
     if n == 0 || flux.len() != n || ivar.len() != n {
         return Err(KernelError::InvalidArgument(format!(
@@ -179,34 +188,18 @@ fn arm_ivar_impl(
 /// vectors (no fused multiply-adds), so the results are bitwise the portable build's.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-fn arm_ivar_avx2(
-    arm: Arm,
-    wave: &[f64],
-    flux: &[f32],
-    ivar: &[f32],
-    normalised: &[f32],
-    s: &mut Scratch,
-    out: &mut [f32],
-) -> Result<(), KernelError> {
-    arm_ivar_impl(arm, wave, flux, ivar, normalised, s, out)
+fn arm_ivar_avx2(a: ArmRow<'_>, s: &mut Scratch, out: &mut [f32]) -> Result<(), KernelError> {
+    arm_ivar_impl(a, s, out)
 }
 
 /// One arm's IVAR on the grid: [`arm_ivar_impl`] on AVX2 where the CPU has it.
-fn arm_ivar(
-    arm: Arm,
-    wave: &[f64],
-    flux: &[f32],
-    ivar: &[f32],
-    normalised: &[f32],
-    s: &mut Scratch,
-    out: &mut [f32],
-) -> Result<(), KernelError> {
+fn arm_ivar(a: ArmRow<'_>, s: &mut Scratch, out: &mut [f32]) -> Result<(), KernelError> {
     #[cfg(target_arch = "x86_64")]
     if is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU has AVX2, checked just above.
-        return unsafe { arm_ivar_avx2(arm, wave, flux, ivar, normalised, s, out) };
+        return unsafe { arm_ivar_avx2(a, s, out) };
     }
-    arm_ivar_impl(arm, wave, flux, ivar, normalised, s, out)
+    arm_ivar_impl(a, s, out)
 }
 
 /// `numpy.nan_to_num(x, nan=1.0)` for float32.
@@ -259,15 +252,14 @@ pub fn rv_inputs_batch(
             for arm in Arm::BOTH {
                 let batch = &arms[arm as usize];
                 let span = arm as usize * N_PIX_ARM..(arm as usize + 1) * N_PIX_ARM;
-                arm_ivar(
+                let one = ArmRow {
                     arm,
-                    batch.wave[i],
-                    batch.flux[i],
-                    batch.ivar[i],
-                    &row[span.clone()],
-                    s,
-                    &mut ivar_row[span],
-                )?;
+                    wave: batch.wave[i],
+                    flux: batch.flux[i],
+                    ivar: batch.ivar[i],
+                    normalised: &row[span.clone()],
+                };
+                arm_ivar(one, s, &mut ivar_row[span])?;
             }
             Ok(())
         })
