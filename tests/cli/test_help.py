@@ -13,6 +13,8 @@ import re
 import resource
 import subprocess
 import sys
+import tomllib
+from pathlib import Path
 
 import pytest
 
@@ -98,3 +100,28 @@ def test_help_is_fast_and_imports_no_torch(command: list[str]) -> None:
     assert "usage:" in out.stdout
     assert out.stdout.strip().splitlines()[-1] == "HEAVY []"
     assert elapsed < 4.0, f"--help took {elapsed:.1f} CPU s"  # torch alone takes more
+
+
+PYPROJECT = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
+SCRIPTS = list(PYPROJECT["project"]["scripts"].items())
+
+
+@pytest.mark.parametrize(("name", "target"), SCRIPTS, ids=[n for n, _ in SCRIPTS])
+def test_every_console_script_says_its_version(
+    name: str, target: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``rrnet-X --version`` prints the installed distribution's version (what a survey
+    pipeline records beside the files it made) and exits 0, as do sub-commands."""
+    from importlib.metadata import version
+
+    module, function = target.split(":")
+    main = getattr(importlib.import_module(module), function)
+    sub = {"rrnet-catalog": ["scan"], "rrnet-eval": ["compare"]}.get(name, [])
+    for argv in (["--version"], [*sub, "--version"]):
+        try:
+            status = main(argv)
+        except SystemExit as exc:  # argparse's own exit, where main lets it through
+            status = exc.code
+        assert status in (0, None)
+        printed = capsys.readouterr().out.strip()
+        assert printed == " ".join([name, *argv[:-1], version("rrnet")])

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import rrnet
 from rrnet.inference.options import InferOptions
 from rrnet.inference.quality import QualityThresholds
 from rrnet.labels import COLUMN_STYLES, DEFAULT_COLUMN_STYLE
@@ -32,6 +33,11 @@ class UsageError(Exception):
 class OneLineParser(argparse.ArgumentParser):
     """argparse whose errors raise :class:`UsageError` instead of printing usage; the
     settings rrnet reads from the environment are checked with the arguments."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # every command and sub-command: pipelines record what made their files
+        self.add_argument("--version", action="version", version=f"%(prog)s {rrnet.__version__}")
 
     def error(self, message: str) -> None:  # type: ignore[override]
         raise UsageError(message)
