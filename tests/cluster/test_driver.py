@@ -86,7 +86,10 @@ def run(world: dict, client, out: Path, data_dir: Path | None = None, **kwargs) 
 @pytest.fixture(scope="module")
 def finished(world: dict, client, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("finished") / "cat.parquet"
-    return out, run(world, client, out)
+    import torch
+
+    # "auto" is resolved by each worker (cpu here; the oracle's rows are cpu rows)
+    return out, run(world, client, out, device="cpu" if torch.cuda.is_available() else "auto")
 
 
 def test_shards_are_whole_files_in_order(world: dict) -> None:
@@ -118,8 +121,9 @@ def test_equals_single_machine_row_for_row(world: dict, finished: tuple[Path, di
     environment = {
         k: json.loads(m["rrnet.environment"]) for k, m in (("run", meta), ("one", expected))
     }
-    same = ("versions", "precision", "compile")
+    same = ("versions", "precision", "compile", "device")  # the device the models ran on
     assert {k: environment["run"][k] for k in same} == {k: environment["one"][k] for k in same}
+    assert environment["run"]["device_requested"] in ("auto", "cpu")
     assert report["complete"] and report["rows_in"] == report["rows_out"] == oracle.height
     assert report["rows_by_status"] == dict(oracle["status"].value_counts().iter_rows())
     assert report["shards_computed"] == report["shards"] == len(plan_shards(oracle, SHARD))

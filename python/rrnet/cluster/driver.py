@@ -44,6 +44,7 @@ from rrnet.cluster.task import (
     FAULT_AFTER_WRITE_ENV,
     FAULT_ENV,
     FAULT_RAISE_ENV,
+    PART_DEVICE_KEY,
     ShardJob,
     run_shard,
 )
@@ -635,7 +636,8 @@ def _merge_and_report(run: _Run) -> dict[str, Any]:
         quality_bits={bit.name: int(bit) for bit in QualityBit},
         environment={
             "versions": software_versions() | {"polars": pl.__version__},
-            "device": run.options.device,
+            "device": _devices(files, run.options.device),
+            "device_requested": run.options.device,
             "precision": run.options.precision,
             "compile": run.options.compile,
         },
@@ -659,6 +661,17 @@ def _merge_and_report(run: _Run) -> dict[str, Any]:
         "rows_by_status": dict(sorted(by_status.items())),
         "shards_without_ok_rows": no_ok,
     }
+
+
+def _devices(parts: list[Path], asked: str) -> str:
+    """The devices the workers ran the models on (``auto`` resolves per worker), from the
+    parts' metadata; ``asked`` for a part written before rrnet recorded it."""
+    seen = {
+        pl.read_parquet_metadata(path).get(PART_DEVICE_KEY, asked)
+        for path in parts
+        if not path.name.startswith("failed-")  # no model ran for these rows
+    }
+    return ", ".join(sorted(seen)) or asked
 
 
 def _span(shard: Shard) -> dict[str, int]:

@@ -62,6 +62,10 @@ class ShardJob:
     """``torch.compile`` the ensembles (``--compile``)."""
 
 
+PART_DEVICE_KEY = "rrnet.device"
+"""Part-file metadata: the device its worker ran the models on (``--device auto`` is
+resolved per worker, so the catalogue's provenance collects it from the parts)."""
+
 SHARD_HOLD_ENV = "RRNET_TEST_SHARD_HOLD_S"
 """Seconds each shard waits before its work (0: none); for tests of interruptions only."""
 
@@ -171,7 +175,8 @@ def run_shard(job: ShardJob) -> dict[str, Any]:
             )
         )
     frame = pl.concat(frames) if frames else pl.DataFrame()
-    write_part(frame, job.part)
+    device = str(checkpoints[0].ensemble.device)
+    write_part(frame, job.part, metadata={PART_DEVICE_KEY: device})
     if job.fault_after_write == job.index:
         raise RuntimeError(f"injected fault after shard {job.index} was written")
     return {
@@ -181,5 +186,6 @@ def run_shard(job: ShardJob) -> dict[str, Any]:
         "seconds": time.perf_counter() - began,
         "model_seconds": loaded - began,
         "host": socket.gethostname(),
+        "device": device,
         "pid": os.getpid(),
     }

@@ -118,10 +118,12 @@ def atomic_target(path: str | os.PathLike[str]) -> AbstractContextManager[Path]:
     return atomic_path(path, fsync=True)
 
 
-def write_part(frame: pl.DataFrame, path: str | os.PathLike[str]) -> None:
-    """Write one part file (Parquet) atomically."""
+def write_part(
+    frame: pl.DataFrame, path: str | os.PathLike[str], metadata: dict[str, str] | None = None
+) -> None:
+    """Write one part file (Parquet) atomically; ``metadata``: what made it (key-value)."""
     with atomic_target(path) as tmp:
-        frame.write_parquet(tmp, statistics=False)
+        frame.write_parquet(tmp, statistics=False, metadata=metadata)
 
 
 def merge_parts(
