@@ -231,6 +231,15 @@ def catalogue_label(name: str) -> str:
 _PAPER_ANY_CASE: dict[str, str] = {label.lower(): label for label in ALL_LABELS}
 
 
+def label_spellings(name: str) -> str:
+    """A label's column names that :func:`catalogue_label` accepts, for messages:
+    ``MgH`` -> ``MgH (or mg_h, MG_H)``; any other name unchanged."""
+    if name not in IDENTIFIER_NAMES:
+        return name
+    ident = IDENTIFIER_NAMES[name]
+    return f"{name} (or {ident}, {ident.upper()})"
+
+
 def styled_columns(names: Sequence[str], style: str) -> dict[str, str]:
     """Internal -> styled name of every column; ValueError when two columns would clash.
 

@@ -11,7 +11,9 @@ import pytest
 import torch
 
 from rrnet.cli.train import main
+from rrnet.labels import SP_LABELS
 from rrnet.store import open_store
+from rrnet.training.data import select_rows
 from rrnet.training.toy import toy_spectra
 
 torch.set_num_threads(1)
@@ -148,7 +150,7 @@ def test_cli_trains_from_a_store_with_the_row_rules(store_and_labels, small_netw
     ("extra", "message"),
     [
         (["--epochs", "0"], "epochs must be >= 1"),
-        (["--group", "Teff[K],Nope"], "no column(s) Nope"),
+        (["--group", "Teff[K],Nope"], "no column for Nope"),
         (["--key", "obsid_missing"], "no column(s) obsid_missing"),
         (["--split-fractions", "7:0:3"], "--split-fractions '7:0:3'"),
         (["--split-fractions", "a:b:c"], "give three shares"),
@@ -164,6 +166,27 @@ def test_cli_bad_arguments_exit_2_with_one_line(
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("rrnet-train: error: ") and message in err[0]
+
+
+def test_a_missing_label_is_named_as_a_survey_would_spell_it(
+    store_and_labels, tmp_path: Path
+) -> None:
+    """A survey's table (TEFF, LOGG, no [Fe/H]) is told which label it lacks in the
+    spellings rrnet accepts, and shown its own column names, not rrnet's internal ones."""
+    root, _ = store_and_labels
+    table = pl.read_csv(root / "labels.csv")
+    survey = table.rename({"Teff[K]": "TEFF", "Logg": "LOGG"}).drop("FeH")
+    with pytest.raises(ValueError, match=r"no column for FeH \(or fe_h, FE_H\)") as err:
+        select_rows(pl.read_parquet(root / "store" / "manifest.parquet"), survey, SP_LABELS)
+    listed = str(err.value).split("it has: ")[1]
+    assert "TEFF" in listed and "Teff[K]" not in listed
+    # with every label present under survey names, the same table is accepted
+    rows = select_rows(
+        pl.read_parquet(root / "store" / "manifest.parquet"),
+        table.rename({"Teff[K]": "TEFF", "Logg": "LOGG", "FeH": "FE_H"}),
+        SP_LABELS,
+    )
+    assert rows.label_names == list(SP_LABELS)
 
 
 def test_cli_missing_store_is_one_line_error(tmp_path: Path, capsys) -> None:

@@ -23,6 +23,7 @@ from rrnet.labels import (
     MISSING_AT_OR_BELOW,
     catalogue_label,
     label_columns,
+    label_spellings,
     missing_labels,
 )
 
@@ -65,11 +66,31 @@ class TrainingRows:
     counts: dict[str, int] = field(default_factory=dict)
 
 
+def _some_columns(columns: Sequence[str], most: int = 12) -> str:
+    """A table's column names for a message; a survey's table may have hundreds."""
+    shown = ", ".join(columns[:most])
+    return shown if len(columns) <= most else f"{shown}, ... ({len(columns)} in all)"
+
+
 def _require(frame: pl.DataFrame, columns: Sequence[str], what: str) -> None:
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise ValueError(
-            f"{what} has no column(s) {', '.join(missing)} (it has: {', '.join(frame.columns)})"
+            f"{what} has no column(s) {', '.join(missing)} (it has: {_some_columns(frame.columns)})"
+        )
+
+
+def _require_labels(labels_table: pl.DataFrame, fitted: Sequence[str], key: Sequence[str]) -> None:
+    """Refuse a labels table without a column for a fitted label, naming the label as the
+    user may spell it (``MgH``, ``mg_h``, ``MG_H``) and the table's own column names."""
+    renames = label_columns(labels_table.columns, fitted, key)
+    found = set(renames.values()) | set(labels_table.columns)
+    missing = [name for name in fitted if name not in found]
+    if missing:
+        raise ValueError(
+            f"the labels table has no column for {'; '.join(map(label_spellings, missing))} "
+            f"(it has: {_some_columns(labels_table.columns)})"
+            f"{_xfe_hint(labels_table.columns)}"
         )
 
 
@@ -94,6 +115,7 @@ def select_rows(
     fitted = [n for n in names if not (predict_rv and n == RV_LABEL)]
     if predict_rv and RV_LABEL not in names:
         names.append(RV_LABEL)
+    _require_labels(labels_table, fitted, key)
     labels_table = labels_table.rename(label_columns(labels_table.columns, fitted, key))
     labels_table = labels_table.rename(key_renames(labels_table.columns, key))
     counts: dict[str, Any] = {"manifest_rows": manifest.height}
