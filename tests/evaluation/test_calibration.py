@@ -44,6 +44,19 @@ def test_fit_recalibration_restores_unit_z_std() -> None:
     assert float(z.std(ddof=0)) == pytest.approx(1.0)
 
 
+def test_recalibration_applies_to_either_column_style() -> None:
+    """rrnet-infer writes ``fe_h_err`` by default; the factors are keyed ``FeH``."""
+    factors = {"FeH": 2.0, "Teff[K]": 0.5, "NH": 3.0}  # NH: not in this catalogue
+    for names in (("fe_h_err", "teff_err"), ("FeH_err", "Teff[K]_err")):
+        catalog = pl.DataFrame({names[0]: [0.1, 0.2], names[1]: [50.0, 80.0], "x_err": [1.0, 1.0]})
+        fixed = apply_recalibration(catalog, factors)
+        assert fixed[names[0]].to_list() == pytest.approx([0.2, 0.4])
+        assert fixed[names[1]].to_list() == pytest.approx([25.0, 40.0])
+        assert fixed["x_err"].to_list() == [1.0, 1.0]
+    with pytest.raises(ValueError, match="no error column of the recalibrated labels"):
+        apply_recalibration(pl.DataFrame({"x_err": [1.0]}), factors)
+
+
 def test_recalibration_file_round_trip(tmp_path: Path) -> None:
     fitted = {"Logg": {"factor": 1.5, "n": 10, "coverage_1sigma_before": 0.5,
                        "coverage_1sigma_after": 0.68}}  # fmt: skip

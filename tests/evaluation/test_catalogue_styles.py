@@ -68,6 +68,24 @@ def test_overview_reads_a_catalogue_in_the_default_column_style(tmp_path: Path) 
     assert pages[0].count("<img") == pages[1].count("<img") > 0
 
 
+@pytest.mark.parametrize("fmt", ["parquet", "fits"])
+def test_overview_warns_of_little_xfe_skill_recorded_in_the_provenance(
+    tmp_path: Path, fmt: str
+) -> None:
+    """The checkpoints' [X/Fe] skill travels in the catalogue's provenance: the overview
+    says which abundances are mostly [Fe/H] and a trend, and only those."""
+    catalog, _ = toy_tables(30, seed=2)
+    skills = {"MgH": 0.05, "CH": 0.8, "NoSuchH": 0.0}  # only labels of the catalogue count
+    provenance = {"rrnet.checkpoints": json.dumps([{"path": "ck", "xfe_skill": skills}])}
+    for name, prov in (("low", provenance), ("none", {})):
+        path = write_catalogue(catalog, tmp_path / f"{name}.{fmt}", fmt, prov)
+        assert main(["overview", str(path), "--out", str(tmp_path / name)]) == 0
+    low, none = ((tmp_path / n / "index.html").read_text() for n in ("low", "none"))
+    warning = low.split("<b>[X/Fe]</b>")[1].split("</div>")[0]
+    assert "[Mg/Fe] 0.05" in warning and "[C/Fe]" not in warning and "NoSuch" not in warning
+    assert "<b>[X/Fe]</b>" not in none
+
+
 def test_overview_says_why_the_kiel_diagram_is_missing(tmp_path: Path) -> None:
     """With no recommended row (e.g. every real spectrum flagged SYNTHETIC_DOMAIN) the
     Kiel and [X/Fe] figures cannot be drawn; the page says so instead of leaving them out."""

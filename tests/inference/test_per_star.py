@@ -103,6 +103,22 @@ def test_lazy_input_and_unusable_star() -> None:
     assert s3["n_exp"][0] == 0 and s3["Teff[K]"][0] is None
 
 
+def test_a_catalogue_in_the_default_column_style_gives_the_same_stars() -> None:
+    """rrnet-infer writes ``teff``/``teff_err`` by default: the same per-star values,
+    named in that style; labels and floors may be given in either style."""
+    cat = _catalogue(np.random.default_rng(5))
+    paper = per_star_table(cat, labels=LABELS, floor={"Teff[K]": 20.0})
+    styled = {"Teff[K]": "teff", "Teff[K]_err": "teff_err", "Logg": "logg", "Logg_err": "logg_err"}
+    for labels in (LABELS, ["teff", "logg"]):
+        got = per_star_table(
+            cat.rename(styled), labels=labels, floor={"teff": 20.0}, variability_labels=labels
+        )
+        assert "teff_chi2r" in got.columns and "Teff[K]" not in got.columns
+        assert got.equals(
+            paper.rename(lambda c: c.replace("Teff[K]", "teff").replace("Logg", "logg"))
+        )
+
+
 def test_missing_star_column_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="star_id"):
         per_star_table(pl.DataFrame({"status": ["ok"]}), labels=LABELS)

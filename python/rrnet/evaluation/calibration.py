@@ -24,6 +24,7 @@ import polars as pl
 
 from rrnet.evaluation.metrics import GAUSS_COVERAGE_1SIGMA, GAUSS_COVERAGE_2SIGMA, label_metrics
 from rrnet.evaluation.sample import TRUE_SUFFIX
+from rrnet.labels import COLUMN_STYLES, styled_name
 from rrnet.utils.atomic import write_text
 
 RECALIBRATION_FILE = "recalibration.json"
@@ -108,14 +109,22 @@ def read_recalibration(checkpoint_dir: str | os.PathLike[str]) -> dict[str, floa
 
 
 def apply_recalibration(catalog: pl.DataFrame, factors: dict[str, float]) -> pl.DataFrame:
-    """Multiply each ``<label>_err`` column by its factor (labels absent are left alone)."""
-    return catalog.with_columns(
-        [
-            (pl.col(f"{label}_err") * factor).alias(f"{label}_err")
-            for label, factor in factors.items()
-            if f"{label}_err" in catalog.columns
-        ]
-    )
+    """Multiply each label's error column by its factor, in either column style
+    (``teff_err`` as rrnet-infer writes by default, or ``Teff[K]_err``); labels the
+    catalogue lacks are left alone, but ValueError when it has none of them (nothing
+    would change, silently)."""
+    scaled = {
+        column: factor
+        for label, factor in factors.items()
+        for column in dict.fromkeys(styled_name(f"{label}_err", s) for s in COLUMN_STYLES)
+        if column in catalog.columns
+    }
+    if factors and not scaled:
+        raise ValueError(
+            f"the catalogue has no error column of the recalibrated labels "
+            f"({', '.join(factors)}), in either column style"
+        )
+    return catalog.with_columns([(pl.col(c) * f).alias(c) for c, f in scaled.items()])
 
 
 def needs_recalibration(z_std: float, tolerance: float = NEEDS_RECALIBRATION_TOLERANCE) -> bool:

@@ -21,8 +21,10 @@ from rrnet.evaluation.metrics import SNR_BINS, snr_bin_masks
 from rrnet.evaluation.page import Page, Section, figure_html, render, table_html
 from rrnet.evaluation.sample import add_snr, predicted_labels
 from rrnet.inference.summary import RunSummary, summarize
+from rrnet.inference.writers import read_catalogue
 from rrnet.io import read_table
 from rrnet.labels import ALL_LABELS, SP_LABELS, display_name, internal_columns
+from rrnet.models import xfe_skill
 from rrnet.plots import abundances, kiel
 from rrnet.plots import overview as plots
 from rrnet.utils.atomic import write_text
@@ -148,7 +150,10 @@ def overview(
 ) -> RunSummary:
     """Write ``out/index.html`` (self-contained), ``summary.json`` and PNGs; return the counts."""
     out = Path(out)
-    catalog = read_table(catalog_path)
+    try:  # an rrnet catalogue, with its provenance
+        catalog, provenance = read_catalogue(catalog_path)
+    except (OSError, ValueError, KeyError, pl.exceptions.PolarsError):
+        catalog, provenance = read_table(catalog_path), {}  # any table of labels
     catalog = catalog.rename(internal_columns(catalog.columns))  # either column style
     labels = predicted_labels(catalog, ALL_LABELS)
     if not labels:
@@ -156,7 +161,17 @@ def overview(
     summary = summarize(catalog)
     catalog = add_snr(catalog, snr)
     recommended = catalog.filter(pl.col("flag") == 1) if "flag" in catalog.columns else catalog
-    page = Page(f"RRNet catalogue overview: {Path(catalog_path).name}", _headline(summary, labels))
+    low_xfe = xfe_skill.low_skill_words(
+        {k: v for k, v in xfe_skill.catalogue_skill(provenance).items() if k in labels}
+    )
+    headline = _headline(summary, labels)
+    if low_xfe:  # the [X/Fe] figures would otherwise look like the stars' own abundances
+        headline += (
+            f'<div class="worry"><b>[X/Fe]</b>: the checkpoints found, on their validation '
+            f"split, {html.escape(low_xfe)}. The [X/Fe] figures below then show mostly "
+            "[Fe/H] and a trend, not each star's own [X/Fe] (docs/evaluation.md).</div>"
+        )
+    page = Page(f"RRNet catalogue overview: {Path(catalog_path).name}", headline)
     page.sections.append(Section("Counts and flags", _count_tables(summary)))
     if not recommended.height:  # the Kiel and [X/Fe] figures show recommended rows only
         page.sections.append(

@@ -24,6 +24,7 @@ from collections.abc import Mapping, Sequence
 import polars as pl
 
 from rrnet.inference.columns import SPEC_LABELS
+from rrnet.labels import internal_columns, internal_name, styled_name
 from rrnet.models.calibration import MIN_NOISE_FRACTION
 
 DEFAULT_VARIABILITY_LABELS: tuple[str, ...] = ("Teff[K]", "Logg")
@@ -79,6 +80,13 @@ def per_star_table(
             f"per-star table needs a {star_column!r} column in the catalogue "
             f"(has: {', '.join(names)})"
         )
+    # a catalogue as rrnet-infer writes it by default (teff, teff_err): computed under
+    # the internal names, returned in the catalogue's own style
+    identifier = internal_columns(names)
+    lazy = lazy.rename(identifier)
+    labels = [internal_name(label) for label in labels]
+    variability_labels = [internal_name(label) for label in variability_labels]
+    floor = {internal_name(label): sigma for label, sigma in (floor or {}).items()}
     usable = pl.col("status") == "ok"
     if only_recommended:
         usable = usable & (pl.col("flag") == 1)
@@ -96,7 +104,7 @@ def per_star_table(
     for label in labels:
         x, err = pl.col(label).cast(pl.Float64), pl.col(f"{label}_err").cast(pl.Float64)
         good = usable & x.is_finite() & err.is_finite() & (err > 0)
-        s2 = float((floor or {}).get(label, 0.0)) ** 2
+        s2 = float(floor.get(label, 0.0)) ** 2
         noise2 = pl.max_horizontal(err**2 - s2, (MIN_NOISE_FRACTION * err) ** 2)
         w = pl.when(good).then(1.0 / noise2).otherwise(0.0)
         sw = w.sum()
@@ -128,4 +136,5 @@ def per_star_table(
         )
         .select([*order, "variable"])
         .collect(engine="streaming")
+        .rename(lambda c: styled_name(c, "identifier") if identifier else c)
     )

@@ -101,3 +101,21 @@ def xfe_name(label: str) -> str:
     """``"[K/Fe]"`` for the label ``"KH"`` (``display_name`` gives ``"[K/H]"``)."""
     name = display_name(label)
     return name[:-2] + "Fe]" if name.endswith("/H]") else name
+
+
+def catalogue_skill(provenance: Mapping[str, str]) -> dict[str, float | None]:
+    """The [X/Fe] skills the checkpoints of a catalogue measured on their validation
+    splits, from its provenance (``rrnet.checkpoints``); the first checkpoint that has a
+    label wins; empty for catalogues without that record."""
+    import json
+
+    try:
+        entries = json.loads(provenance.get("rrnet.checkpoints", "[]"))
+    except ValueError:
+        return {}
+    found: dict[str, float | None] = {}
+    for entry in entries if isinstance(entries, list) else []:
+        skills_of = entry.get("xfe_skill") if isinstance(entry, dict) else None
+        for label, value in (skills_of or {}).items():
+            found.setdefault(label, value)
+    return found
