@@ -255,6 +255,21 @@ def test_scan_gives_every_file_it_sees_a_row(tmp_path):
     assert (pair["extname_blue"], pair["extname_red"]) == ("coadd_b", "coadd_r")
 
 
+def test_scan_names_the_first_file_left_out_for_a_name_that_is_not_utf8(tmp_path, caplog):
+    """No table can hold such a name, so the file is left out; the warning names it."""
+    import os
+
+    (tmp_path / "good.fits.gz").write_bytes(b"x")
+    for name in (b"bad\xffname.fits.gz", b"bad\xfename.fits.gz"):
+        with open(os.path.join(os.fsencode(tmp_path), name), "wb") as handle:
+            handle.write(b"x")
+    with caplog.at_level("WARNING"):
+        out = scan_folder(tmp_path)
+    assert out["filename"].to_list() == ["good.fits.gz"]
+    assert "2 file(s)" in caplog.text and "not UTF-8" in caplog.text
+    assert "bad\\udcfename.fits.gz" in caplog.text  # the first in sorted order, escaped
+
+
 def test_index_is_built_once_and_finds_names_without_gz(tmp_path, monkeypatch):
     (tmp_path / "a" / "b").mkdir(parents=True)
     (tmp_path / "a" / "b" / "x.fits.gz").write_bytes(b"")

@@ -83,7 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="MIST isochrone CSV for the Kiel diagram (default: the shipped MIST 7 Gyr set)",
     )
     p.add_argument(
-        "--saliency-spectra", type=int, default=200, help="spectra per Teff class (paper 1000)"
+        "--saliency-spectra",
+        type=int,
+        default=200,
+        help="spectra per Teff class (default 200; the paper used 1000)",
     )
     p.add_argument("--no-figures", action="store_true", help="tables only (fast)")
     return p

@@ -684,11 +684,11 @@ def scan_folder(
     root = Path(root)
     os.listdir(root)  # a folder this user cannot list is their error, not "no spectra"
     warn_unlisted(unlisted_folders(root), root, "their files are not in the scan")
-    files, undecodable = [], 0
+    files, undecodable = [], []
     for path in sorted(p for p in root.rglob("*") if _is_spectrum_file(p)):
         rel = path.relative_to(root).as_posix()
         if not is_utf8(rel):  # no catalogue can name it (and no table can hold it)
-            undecodable += 1
+            undecodable.append(rel)
             continue
         files.append((path, rel))
     rows = []
@@ -701,7 +701,12 @@ def scan_folder(
         shown.update(len(batch))
     shown.close()
     if undecodable:
-        log.warning("%d file(s) under %s left out: their names are not UTF-8", undecodable, root)
+        log.warning(
+            "%d file(s) under %s left out: their names are not UTF-8 (the first: %a)",
+            len(undecodable),
+            root,
+            undecodable[0],
+        )
     schema = {c: _SCAN_SCHEMA.get(c, pl.Utf8) for c in OUTPUT_COLUMNS}
     table = pl.DataFrame(rows, schema={c: schema[c] for c in schema if c in _SCAN_INPUT})
     for c in OUTPUT_COLUMNS:
