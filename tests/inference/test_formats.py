@@ -92,6 +92,20 @@ def test_round_trip_every_format(tmp_path: Path, fmt: str, style: str) -> None:
     assert styled.columns == [styled_name(c, style) for c in table.columns]
 
 
+def test_csv_gives_back_carried_columns_with_their_dtypes_even_when_empty(tmp_path: Path) -> None:
+    """Carried input columns (a scan's rv, snr_b) that are empty in every row read back
+    as text from CSV alone; the sidecar records their dtypes."""
+    table = _table().with_columns(
+        pl.lit(None, pl.Float64).alias("snr_b"),
+        pl.lit(None, pl.Int64).alias("lmjm"),
+        pl.Series("night", [i % 2 == 0 for i in range(8)], dtype=pl.Boolean),
+        pl.lit(None, pl.String).alias("note"),
+    )
+    path = write_catalogue(table, tmp_path / "cat.csv", "csv", PROVENANCE)
+    back, _ = read_catalogue(path)
+    assert back.schema == table.schema and back.equals(table)
+
+
 @pytest.mark.parametrize("fmt", ["parquet", "fits", "votable", "ecsv"])
 def test_astropy_reads_values_units_descriptions(tmp_path: Path, fmt: str) -> None:
     table, path = _write(tmp_path, fmt)

@@ -184,8 +184,10 @@ def _write(
                 tmp, metadata=dict(_decoded(schema.metadata)), arrow_schema=schema, statistics=False
             )
     elif fmt == "csv":
+        dtypes = lazy.collect_schema()
         columns = [
-            {"name": n, "unit": i.unit, "description": i.description} for n, i in info.items()
+            {"name": n, "unit": i.unit, "description": i.description, "dtype": str(dtypes[n])}
+            for n, i in info.items()
         ]
         with atomic_target(sidecar_path(out)) as tmp:
             tmp.write_text(json.dumps({"provenance": provenance, "columns": columns}, indent=1))
@@ -441,11 +443,19 @@ def read_catalogue(
         }
         table = pl.read_parquet(path)
     elif fmt == "csv":
-        provenance = json.loads(sidecar_path(path).read_text())["provenance"]
-        renames = internal_columns(pl.read_csv(path, n_rows=0).columns)
+        sidecar = json.loads(sidecar_path(path).read_text())
+        provenance = sidecar["provenance"]
+        header = pl.read_csv(path, n_rows=0).columns
+        renames = internal_columns(header)
+        # carried columns as written (an all-empty column would read as text)
         overrides = {
+            c["name"]: _SIMPLE_DTYPES[c["dtype"]]
+            for c in sidecar.get("columns", [])
+            if c.get("dtype") in _SIMPLE_DTYPES and c["name"] in header
+        }
+        overrides |= {
             n: COLUMNS_BY_NAME[renames.get(n, n)].dtype
-            for n in pl.read_csv(path, n_rows=0).columns
+            for n in header
             if renames.get(n, n) in COLUMNS_BY_NAME
         }
         table = pl.read_csv(path, schema_overrides=overrides)
@@ -464,6 +474,26 @@ def read_catalogue(
     if column_style is not None:
         table = table.rename(styled_columns(table.columns, column_style))
     return table, provenance
+
+
+_SIMPLE_DTYPES: dict[str, pl.DataType] = {
+    str(t()): t()
+    for t in (
+        pl.Float32,
+        pl.Float64,
+        pl.Int8,
+        pl.Int16,
+        pl.Int32,
+        pl.Int64,
+        pl.UInt8,
+        pl.UInt16,
+        pl.UInt32,
+        pl.UInt64,
+        pl.Boolean,
+        pl.String,
+    )  # fmt: skip
+}
+"""The dtypes a CSV catalogue's sidecar records that CSV reads back as they were."""
 
 
 def _read_astropy(path: Path, fmt: str) -> tuple[pl.DataFrame, dict[str, str]]:
