@@ -476,23 +476,9 @@ def read_catalogue(
     return table, provenance
 
 
-_SIMPLE_DTYPES: dict[str, pl.DataType] = {
-    str(t()): t()
-    for t in (
-        pl.Float32,
-        pl.Float64,
-        pl.Int8,
-        pl.Int16,
-        pl.Int32,
-        pl.Int64,
-        pl.UInt8,
-        pl.UInt16,
-        pl.UInt32,
-        pl.UInt64,
-        pl.Boolean,
-        pl.String,
-    )  # fmt: skip
-}
+_SIMPLE_TYPES = (pl.Float32, pl.Float64, pl.Int8, pl.Int16, pl.Int32, pl.Int64, pl.UInt8,
+                 pl.UInt16, pl.UInt32, pl.UInt64, pl.Boolean, pl.String)  # fmt: skip
+_SIMPLE_DTYPES: dict[str, pl.DataType] = {str(t()): t() for t in _SIMPLE_TYPES}
 """The dtypes a CSV catalogue's sidecar records that CSV reads back as they were."""
 
 
