@@ -227,3 +227,28 @@ def test_labels_keep_the_source_order_not_text_order(tmp_path):
     src = emulator_source(FakeEmulator(), labels)
     paths = make_dataset(3, tmp_path, seed=2, source=src, workers=1, progress=False)
     assert pl.read_csv(paths.labels)["star_id"].to_list() == ["s2", "s10", "s1"]
+
+
+def test_a_data_set_that_cannot_fit_on_the_disk_is_refused_before_any_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A mistyped --stars of 10**21 spent hours planning visits before writing any;
+    visits an earlier run wrote count as done (a resume on a nearly full disk goes on)."""
+    import shutil as sh
+    from collections import namedtuple
+
+    from rrnet.synth import dataset
+
+    with pytest.raises(ValueError, match=r"10,000,000,000 visits need about .* TB"):
+        make_dataset(10**10, tmp_path / "huge", progress=False)
+    assert not (tmp_path / "huge").exists()  # nothing made
+
+    per_visit = dataset.BYTES_PER_SPECTRUM * (1 + (1 + 4) / 2)
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(sh, "disk_usage", lambda _: usage(0, 0, int(5.5 * per_visit)))
+    with pytest.raises(ValueError, match="10 visits need about"):
+        dataset._check_disk(tmp_path / "out", 10, (1, 4))
+    (tmp_path / "out" / "data").mkdir(parents=True)
+    for k in range(5):  # five visits written before: five to go, and room for them
+        (tmp_path / "out" / "data" / f"v{k}.fits.gz").write_bytes(b"x")
+    dataset._check_disk(tmp_path / "out", 10, (1, 4))

@@ -23,6 +23,7 @@ import json
 import logging
 import math
 import os
+import shutil
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
@@ -327,6 +328,7 @@ def make_dataset(
         ``if __name__ == "__main__":`` (the CLI does).
     """
     (lo, hi), (e_lo, e_hi) = _check_ranges(n_stars, snr_range, exposures)
+    _check_disk(Path(out_dir), n_stars, (e_lo, e_hi))
     src = resolve_source(source, seed, n_stars)
     settings = settings or ObservationSettings(source_resolution=src.resolution)
     out = Path(out_dir)
@@ -386,6 +388,32 @@ def _check_ranges(
     if n_stars < 0:
         raise ValueError(f"n_stars must be >= 0, got {n_stars}")
     return (lo, hi), (e_lo, e_hi)
+
+
+BYTES_PER_SPECTRUM = 85_000
+"""About what one simulated spectrum (an exposure or the coadd) adds to a ``.fits.gz``
+file (docs/synth.md: ~290 kB per file of 1-4 exposures)."""
+
+
+def _check_disk(out: Path, n_visits: int, exposures: tuple[int, int]) -> None:
+    """Refuse, before any work, a data set that cannot fit on the disk (a mistyped
+    ``--stars`` of 10**21 otherwise spent hours planning visits it could never write);
+    visits already written by an earlier run count as done."""
+    per_visit = BYTES_PER_SPECTRUM * (1 + sum(exposures) / 2)
+    data_dir = out / "data"
+    done = sum(1 for _ in os.scandir(data_dir)) if data_dir.is_dir() else 0
+    need = max(n_visits - done, 0) * per_visit
+    where = next(p for p in (out, *out.absolute().parents) if p.exists())
+    free = shutil.disk_usage(where).free
+    if need > free:
+        raise ValueError(
+            f"{n_visits:,} visits need about {_size(need)} ({per_visit / 1e3:.0f} kB each) "
+            f"and {where} has {_size(free)} free"
+        )
+
+
+def _size(n_bytes: float) -> str:
+    return f"{n_bytes / 1e12:,.0f} TB" if n_bytes >= 1e12 else f"{n_bytes / 1e9:,.1f} GB"
 
 
 def _run_visits(
