@@ -538,7 +538,7 @@ def _train_epoch(run: _Run, epoch: int, step_fn: Callable[..., torch.Tensor]) ->
     run.scheduler.step()
     train_loss = (loss_sum / n_train).cpu()
     if not torch.isfinite(train_loss).all():
-        bad = torch.flatnonzero(~torch.isfinite(train_loss)).tolist()
+        bad = torch.nonzero(~torch.isfinite(train_loss)).flatten().tolist()
         raise FloatingPointError(
             f"non-finite training loss in epoch {epoch} for member(s) {bad}; "
             "lower the learning rate or check the labels for extreme values"

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from rrnet.grid import C_KMS
 from rrnet.models.config import ModelConfig, reject_unknown_fields
 from rrnet.training.split import DEFAULT_FRACTIONS
 
@@ -77,20 +79,25 @@ class TrainSettings:
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if not 0 < self.lr < math.inf:
+            raise ValueError(f"lr must be a finite number > 0, got {self.lr}")
         if not 0 < self.lr_gamma <= 1:
             raise ValueError(f"lr_gamma must lie in (0, 1], got {self.lr_gamma}")
         if self.augment_from < 0:
             raise ValueError(f"augment_from must be >= 0 (0 = off), got {self.augment_from}")
         if not 0 <= self.noise_fraction <= 1:
             raise ValueError(f"noise_fraction must lie in [0, 1], got {self.noise_fraction}")
-        if self.noise_sigma < 0 or self.rv_shift_kms < 0:
-            raise ValueError("noise_sigma and rv_shift_kms must be >= 0")
+        if not 0 <= self.noise_sigma < math.inf:
+            raise ValueError(f"noise_sigma must be a finite number >= 0, got {self.noise_sigma}")
+        if not 0 <= self.rv_shift_kms < C_KMS:
+            raise ValueError(
+                f"rv_shift_kms must lie in [0, {C_KMS:g}) km/s (the speed of light), "
+                f"got {self.rv_shift_kms}"
+            )
         if self.formulation not in ("auto", "grouped", "vmap"):
             raise ValueError(f"formulation must be auto, grouped or vmap, got {self.formulation!r}")
-        if self.ram_limit_gb < 0:
-            raise ValueError(f"ram_limit_gb must be >= 0, got {self.ram_limit_gb}")
+        if not 0 <= self.ram_limit_gb < math.inf:
+            raise ValueError(f"ram_limit_gb must be a finite number >= 0, got {self.ram_limit_gb}")
 
     def resolved_formulation(self, device_type: str) -> str:
         """The formulation used on a device of this type ("cpu", "cuda", ...)."""
