@@ -109,6 +109,10 @@ def test_synth_official_catalogue_gives_the_synth_rows(synth, tmp_path, capsys):
     assert coadd.read_bytes() == before
     assert main(["from-lamost", str(lamost), "--out", str(coadd), "--quiet", "--overwrite"]) == 0
     assert capsys.readouterr().err == ""
+    # --overwrite never replaces the catalogue the run reads
+    source = lamost.read_bytes()
+    assert main(["from-lamost", str(lamost), "--out", str(lamost), "--overwrite"]) == 2
+    assert "is an input of this run" in _err_lines(capsys)[0] and lamost.read_bytes() == source
 
 
 def test_scan_finds_every_synthesised_spectrum(synth, tmp_path):

@@ -144,6 +144,25 @@ def test_select_writes_the_passing_rows_as_a_catalogue(real_catalog, tmp_path):
     assert open_store(tmp_path / "s2").n_rows == selected.height
 
 
+def test_select_never_replaces_the_catalogue_or_a_users_file(real_catalog, tmp_path, capsys):
+    """--select replaced any file, the input catalogue included, without a word."""
+    import shutil
+
+    catalog = shutil.copy(real_catalog, tmp_path / "cat.csv")
+    before = (tmp_path / "cat.csv").read_bytes()
+    args = [str(catalog), "--data-dir", str(REAL_FILE.parent), "--out", str(tmp_path / "s")]
+    assert main([*args, "--quiet", "--select", str(catalog)]) == 2
+    assert "is the input catalogue" in _one_error_line(capsys)
+    mine = tmp_path / "mine.csv"
+    mine.write_text("my notes\n")
+    assert main([*args, "--quiet", "--select", str(mine)]) == 2
+    assert "exists" in _one_error_line(capsys) and mine.read_text() == "my notes\n"
+    assert (tmp_path / "cat.csv").read_bytes() == before and not (tmp_path / "s").exists()
+    assert main([*args, "--quiet", "--select", str(mine), "--overwrite"]) == 0
+    assert main([*args, "--quiet", "--select", str(mine), "--resume"]) == 0  # its own file
+    assert pl.read_csv(mine).columns == pl.read_csv(real_catalog).columns
+
+
 def test_plain_progress_line_when_not_a_terminal(real_catalog, tmp_path, capsys):
     args = [str(real_catalog), "--data-dir", str(REAL_FILE.parent), "--out", str(tmp_path / "s")]
     assert main(args) == 0

@@ -199,6 +199,11 @@ def _check(args: argparse.Namespace) -> str | None:
     for target, what in ((args.out, "--out"), (args.select, "--select")):
         if target is not None and (problem := output_problem(target, what)) is not None:
             return problem
+    if args.select is not None and args.select.exists():
+        if args.catalog.exists() and args.select.samefile(args.catalog):
+            return f"--select {args.select} is the input catalogue: name another file"
+        if not (args.overwrite or args.resume):  # a rerun rewrites its own selection
+            return f"--select {args.select} exists: name another file, or pass --overwrite"
     try:
         table_format(args.catalog)
         if args.select is not None and table_format(args.select) == "fits":
