@@ -103,11 +103,10 @@ def _check(args: argparse.Namespace) -> str | None:
         return f"--out {args.out}: rrnet-catalog writes .csv, .parquet or .fits, not {fmt}"
     if (problem := output_problem(args.out)) is not None:
         return problem
-    inputs = [args.catalogue] if args.command == "from-lamost" else [args.rv_from]
-    for source in inputs:  # --overwrite would replace what the run is about to read
-        if source is not None and args.out.exists() and source.exists():
-            if args.out.samefile(source):
-                return f"--out {args.out} is an input of this run: name another file"
+    source = args.catalogue if args.command == "from-lamost" else args.rv_from
+    # --overwrite would replace what the run is about to read
+    if source is not None and args.out.exists() and source.exists() and args.out.samefile(source):
+        return f"--out {args.out} is an input of this run: name another file"
     if args.out.exists() and not args.overwrite:
         return f"{args.out} exists: give --overwrite to replace it"
     if args.command == "from-lamost":
