@@ -252,3 +252,28 @@ def test_a_data_set_that_cannot_fit_on_the_disk_is_refused_before_any_work(
     for k in range(5):  # five visits written before: five to go, and room for them
         (tmp_path / "out" / "data" / f"v{k}.fits.gz").write_bytes(b"x")
     dataset._check_disk(tmp_path / "out", 10, (1, 4))
+
+
+def test_a_full_disk_stops_the_run_and_the_rerun_makes_the_visit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk was recorded as a failed visit for good (exit 0; a rerun skipped it):
+    the machine's fault stops the run instead, and the rerun writes the visit."""
+    import errno
+
+    from rrnet.synth import dataset
+
+    real_write = dataset.write_lamost_file
+    calls = {"n": 0}
+
+    def write(path, info, visit):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real_write(path, info, visit)
+
+    monkeypatch.setattr(dataset, "write_lamost_file", write)
+    with pytest.raises(OSError, match="No space left"):
+        make_dataset(3, tmp_path / "s", progress=False, workers=1)
+    again = make_dataset(3, tmp_path / "s", progress=False, workers=1)
+    assert (again.n_visits, again.n_failed) == (3, 0)

@@ -6,8 +6,16 @@ import argparse
 import logging
 import sys
 
-from rrnet.cli._args import OneLineParser, UsageError, command, usage_error
+from rrnet.cli._args import (
+    OneLineParser,
+    UsageError,
+    command,
+    environment_message,
+    run_failure,
+    usage_error,
+)
 from rrnet.synth.dataset import make_dataset
+from rrnet.utils.faults import is_machine_fault
 
 PROG = "rrnet-synth"
 
@@ -99,7 +107,12 @@ def main(argv: list[str] | None = None) -> int:
             workers=args.workers,
             progress=not args.quiet,
         )
-    except (ValueError, OSError, ImportError) as exc:
+    except OSError as exc:
+        if is_machine_fault(exc):  # disk full, read-only: rerunning the command resumes
+            stopped = environment_message(exc, resumable=False)
+            return run_failure(PROG, f"{stopped} (the same command resumes; visits done are kept)")
+        return usage_error(PROG, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    except (ValueError, ImportError) as exc:
         return usage_error(PROG, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
     finally:
         log.removeHandler(handler)

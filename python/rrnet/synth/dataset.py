@@ -43,6 +43,7 @@ from rrnet.synth.lamost_writer import (
 )
 from rrnet.synth.observe import ObservationSettings, observe
 from rrnet.utils.atomic import write_text
+from rrnet.utils.faults import is_machine_fault
 from rrnet.utils.progress import Progress
 
 log = logging.getLogger("rrnet.synth")
@@ -227,6 +228,8 @@ def simulate_visit(task: VisitTask, wavelength: np.ndarray | None = None) -> dic
         )
         write_lamost_file(Path(task.data_dir) / info.filename, info, visit)
     except (ValueError, OSError) as exc:
+        if is_machine_fault(exc):  # a full disk is no fault of this visit: stop, rerun later
+            raise
         record |= {"status": "failed", "reason": f"{type(exc).__name__}: {exc}"}
         _write_json(Path(task.parts_dir) / f"visit-{task.visit:06d}.json", record)
         return record
