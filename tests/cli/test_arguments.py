@@ -36,6 +36,8 @@ INFER_BAD = [
     ("--min-snr", "nan"),
     ("--ood-quantile", "nan"),
     ("--max-disagreement", "inf"),
+    ("--max-disagreement", "-1"),  # flagged every row "members disagree"
+    ("--max-disagreement", "0"),
     ("--workers", "-3"),
     ("--batch-size", "-1"),
     ("--chunk-rows", "0"),

@@ -115,6 +115,9 @@ def check_options(options: InferOptions, out: PathLike) -> str:
     quantile = options.thresholds.ood_quantile
     if not 0.0 < quantile < 1.0:  # a validation quantile (it was "cannot load checkpoint")
         raise InferError(f"--ood-quantile must lie strictly between 0 and 1, got {quantile}")
+    spread = options.thresholds.max_disagreement
+    if not 0.0 < spread < math.inf:  # 0 or less flagged every row "members disagree"
+        raise InferError(f"--max-disagreement must be a finite number > 0, got {spread}")
     if str(options.device) not in ("auto", "cpu"):  # a missing GPU is a usage error
         try:
             resolve_device(options.device)

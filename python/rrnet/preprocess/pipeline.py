@@ -136,7 +136,8 @@ def warn_missing_rv_column(table: pl.DataFrame, rv_column: str, correct_rv: bool
     if correct_rv and rv_column not in table.columns:
         log.warning(
             "the catalogue has no %r column: every RV is measured from its spectrum "
-            "(name the catalogue's RV column with --rv-column)",
+            "(name the catalogue's RV column rv; rrnet-preprocess and rrnet-run also "
+            "take --rv-column)",
             rv_column,
         )
 
