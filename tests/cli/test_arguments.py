@@ -53,6 +53,7 @@ def test_infer_refuses(tmp_path, capsys, flag, value):
     assert infer.main([*args, "--out", str(out), "--no-progress", flag, value]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("rrnet-infer: error:")
+    assert flag in err  # refused for this option (not for the model folder, say)
     assert not out.exists() and not (tmp_path / "cat.parquet.parts").exists()
 
 
