@@ -90,6 +90,13 @@ def test_header_only_catalogue_same_answer(tmp_path, capsys):
     inf = capsys.readouterr().err.split("error: ", 1)[1]
     assert pre == inf
     assert not (tmp_path / "s").exists() and not (tmp_path / "c.parquet.parts").exists()
+    pytest.importorskip("distributed")
+    from rrnet.cli import run  # it exited 0 with an empty catalogue
+
+    args = [str(catalog), "--data-dir", str(tmp_path), "--model", str(model), "--processes", "1"]
+    assert run.main([*args, "--out", str(tmp_path / "r.parquet")]) == 2
+    assert capsys.readouterr().err.split("error: ", 1)[1] == pre
+    assert not (tmp_path / "r.parquet").exists()
 
 
 FLOOR_BAD = [

@@ -119,6 +119,8 @@ def _load_catalog(catalog: Any, preprocess: dict[str, Any]) -> tuple[pl.DataFram
         )
     except (CatalogError, OSError) as exc:
         raise RunError(str(exc)) from exc
+    if table.height == 0:  # as rrnet-infer and rrnet-preprocess (it exited 0, empty output)
+        raise RunError("the catalogue has no rows")
     return table, name
 
 
