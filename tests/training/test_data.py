@@ -154,6 +154,8 @@ def test_cli_trains_from_a_store_with_the_row_rules(store_and_labels, small_netw
         (["--lr", "1e30"], "non-finite training loss in epoch"),  # diverges: said so
         (["--rv-shift", "1e9"], "the speed of light"),
         (["--noise-sigma", "nan"], "noise_sigma must be a finite number"),
+        (["--device", "bogus"], "--device"),
+        (["--key", ""], "key names no column"),
         (["--group", "Teff[K],Nope"], "no column for Nope"),
         (["--key", "obsid_missing"], "no column(s) obsid_missing"),
         (["--split-fractions", "7:0:3"], "--split-fractions '7:0:3'"),

@@ -208,6 +208,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         options = _options(args)
     except ValueError as exc:
         return usage_error(PROG, exc)
+    if args.device not in ("auto", "cpu"):  # before the data is read (rrnet-infer: the same)
+        from rrnet.models.device import resolve_device
+
+        try:
+            resolve_device(args.device)
+        except (ValueError, RuntimeError) as exc:
+            return usage_error(PROG, f"--device: {exc}")
     if (problem := output_problem(args.out)) is not None:
         return usage_error(PROG, problem)
 

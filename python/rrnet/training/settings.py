@@ -189,4 +189,6 @@ class TrainOptions:
         if not isinstance(self.labels_to_fit, str):
             object.__setattr__(self, "labels_to_fit", tuple(self.labels_to_fit))
         object.__setattr__(self, "key", key_columns(self.key))  # "obsid" is one column
+        if not self.key:  # a join on nothing (it failed deep inside polars)
+            raise ValueError("key names no column (say star_id, or obsid)")
         object.__setattr__(self, "split_fractions", tuple(self.split_fractions))
