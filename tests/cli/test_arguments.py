@@ -17,6 +17,7 @@ PREPROCESS_BAD = [
     ("--max-outlier-run", "-1"),
     ("--workers", "-3"),
     ("--shard-size", "0"),
+    ("--shard-size", str(10**20)),  # accepted; the store then overflowed its readers
 ]
 
 

@@ -27,6 +27,7 @@ from rrnet.io.catalog import CatalogError, read_table, table_format
 from rrnet.io.lamost import DEFAULT_MAX_INFLATED
 from rrnet.io.locate import locate_files
 from rrnet.preprocess.pipeline import (
+    MAX_SHARD_SIZE,
     QualityCuts,
     default_workers,
     preprocess_catalog,
@@ -183,8 +184,8 @@ def _check(args: argparse.Namespace) -> str | None:
         return f"--workers must be >= 0, got {args.workers}"
     if not (args.max_inflated_mb * 2**20 >= 1):  # also refuses nan
         return f"--max-inflated-mb must be positive, got {args.max_inflated_mb}"
-    if args.shard_size < 1:
-        return f"--shard-size must be >= 1, got {args.shard_size}"
+    if not 1 <= args.shard_size <= MAX_SHARD_SIZE:
+        return f"--shard-size must lie in 1..{MAX_SHARD_SIZE:,}, got {args.shard_size}"
     if not 1 <= args.max_iter <= MAX_ITER_LIMIT:
         return f"--max-iter must lie in 1..{MAX_ITER_LIMIT}, got {args.max_iter}"
     if not math.isfinite(args.min_snr):

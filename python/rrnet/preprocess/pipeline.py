@@ -259,6 +259,11 @@ def iter_preprocessed(
         bar.close()
 
 
+MAX_SHARD_SIZE = 1_000_000
+"""Most spectra per flux shard: 57.6 GB of float32 at the default two flux kinds; a
+larger (mistyped) size overflowed the readers' offsets."""
+
+
 def preprocess_catalog(
     catalog: pl.DataFrame | str | os.PathLike[str],
     data_dir: str | os.PathLike[str],
@@ -301,8 +306,8 @@ def preprocess_catalog(
     out = Path(out)
     settings = PreprocessSettings(correct_rv=correct_rv, max_iter=max_iter)
     catalog = _load_catalog(catalog, rv_column, correct_rv, rv_mode, warn=True)
-    if shard_size < 1:
-        raise ValueError(f"shard_size must be >= 1, got {shard_size}")
+    if not 1 <= shard_size <= MAX_SHARD_SIZE:
+        raise ValueError(f"shard_size must lie in 1..{MAX_SHARD_SIZE:,}, got {shard_size}")
     check_store_dtype(dtype)
     if catalog.height == 0:
         raise StoreError("the catalogue has no rows")
