@@ -129,7 +129,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-iter", type=int, default=100, help="continuum-fit iteration cap per arm"
     )
     parser.add_argument(
-        "--shard-size", type=int, default=4096, help="spectra per flux shard (default 4096)"
+        "--shard-size",
+        type=int,
+        default=4096,
+        help="spectra per flux shard (default 4096, at most 1,000,000)",
     )
     parser.add_argument(
         "--select",
