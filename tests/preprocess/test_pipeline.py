@@ -395,6 +395,21 @@ def test_overwrite_replaces_a_store_but_never_a_foreign_folder(data_dir, tmp_pat
     assert (foreign / "thesis.tex").read_text() == "precious"
 
 
+@pytest.mark.parametrize("how", [{}, {"resume": True}, {"overwrite": True}])
+def test_a_start_cut_short_before_store_json_can_be_run_again(data_dir, tmp_path, how):
+    """A full disk before store.json left empty shards/ and parts/: a rerun said "not
+    empty", --resume "not a store", --overwrite "not a store"; each now starts afresh."""
+    out = tmp_path / "s"
+    (out / "shards").mkdir(parents=True)
+    (out / "parts").mkdir()
+    store = preprocess_catalog(_real_catalog(), data_dir, out, workers=0, **how)
+    assert store.n_rows == 5
+    (tmp_path / "t" / "shards").mkdir(parents=True)
+    (tmp_path / "t" / "shards" / "mine.txt").write_text("x")  # not empty: not a skeleton
+    with pytest.raises(StoreError, match="not empty"):
+        preprocess_catalog(_real_catalog(), data_dir, tmp_path / "t", workers=0)
+
+
 def test_empty_catalogue_and_bad_arguments(data_dir, tmp_path):
     with pytest.raises(StoreError, match="no rows"):
         preprocess_catalog(_real_catalog().head(0), data_dir, tmp_path / "s", workers=0)

@@ -165,7 +165,7 @@ def prepare_out(
     out: Path, info: dict[str, Any], *, resume: bool, overwrite: bool, catalog: pl.DataFrame
 ) -> set[int] | None:
     """Create or check the store directory; the set of complete shards (None: all done)."""
-    exists = out.exists() and any(p.name != LOCK_NAME for p in out.iterdir())
+    exists = out.exists() and any(p.name != LOCK_NAME and not _skeleton(p) for p in out.iterdir())
     if exists and not resume:
         if not overwrite:
             raise StoreError(
@@ -241,6 +241,13 @@ def _check_finished_catalog(
             f"cannot resume {out}: it was made from another catalogue "
             "(use --overwrite to replace it, or another --out)"
         )
+
+
+def _skeleton(path: Path) -> bool:
+    """One of the store's own sub-folders, empty: all a first start leaves when the disk
+    is full before ``store.json`` is written (the folder was then neither a store to
+    resume nor one to replace)."""
+    return path.name in ("shards", "parts") and path.is_dir() and not any(path.iterdir())
 
 
 def _remove_store(out: Path) -> None:
