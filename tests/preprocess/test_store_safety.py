@@ -128,6 +128,11 @@ def test_resume_with_another_data_dir_is_refused(tmp_path, capsys):
     assert main([*found, "--out", str(out), "--quiet", "--shard-size", "1", "--resume"]) == 2
     err = capsys.readouterr().err
     assert "begun with --data-dir" in err and err.count("\n") == 1
+    # finished, same catalogue, another folder: refused too (a rerun to mend missing_file
+    # rows with the right folder got "done" and the stale rows)
+    assert main([*moved, "--shard-size", "1", "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "begun with --data-dir" in err and err.count("\n") == 1
 
 
 @pytest.mark.parametrize("mask", [0o022, 0o027], ids=["umask-022", "umask-027"])

@@ -200,11 +200,11 @@ def prepare_out(
         "give the same --data-dir, or --overwrite)"
     )
     moved = old.get("data_dir") not in (None, info.get("data_dir"))  # older stores: no record
-    if old.get("complete"):
-        _check_finished_catalog(out, catalog, other_folder if moved else None)
-        return None
-    if moved:
+    if moved:  # finished or not: its rows are the first folder's (a "done" was stale)
         raise other_folder
+    if old.get("complete"):
+        _check_finished_catalog(out, catalog)
+        return None
     (out / "shards").mkdir(exist_ok=True)
     (out / "parts").mkdir(exist_ok=True)
     for folder in (out, out / "shards", out / "parts"):  # writes cut short by a kill
