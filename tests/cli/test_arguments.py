@@ -18,6 +18,7 @@ PREPROCESS_BAD = [
     ("--workers", "-3"),
     ("--shard-size", "0"),
     ("--shard-size", str(10**20)),  # accepted; the store then overflowed its readers
+    ("--rv-column", "filename"),  # "unexpected ComputeError: duplicate name"
 ]
 
 

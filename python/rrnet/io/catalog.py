@@ -151,6 +151,8 @@ def validate_catalog(
     ]
     if rv_column not in catalog.columns:  # allowed only without RV correction
         return catalog.with_columns(text)
+    if rv_column in REQUIRED_COLUMNS:  # it would be parsed twice, as text and as a number
+        raise CatalogError(f"the RV column cannot be {rv_column!r}: name the catalogue's RV column")
     # The RV and its error (``<rv>_err``) as numbers, also when a CSV column is all
     # empty (which Polars reads as text): the manifest must not carry a text RV error.
     numeric = [c for c in (rv_column, f"{rv_column}_err") if c in catalog.columns]
