@@ -145,6 +145,27 @@ def test_split_keys_reads_the_training_split_file(tmp_path: Path) -> None:
     assert split == {"train": [7], "valid": [8], "test": [9]}
 
 
+def test_a_damaged_split_or_config_is_named_not_taken_for_no_split(tmp_path: Path) -> None:
+    """A cut split.parquet was an "unexpected ComputeError" naming no file; a broken
+    config.json made --split-from say "no split.parquet there to keep"."""
+    from rrnet.models.checkpoint import split_keys
+    from rrnet.training.split import checkpoint_assignment
+
+    good = pl.DataFrame({"row": [0], "star_id": ["a"], "split": ["train"]})
+    good.write_parquet(tmp_path / "split.parquet")
+    (tmp_path / "config.json").write_text("{x")
+    with pytest.raises(ValueError, match=r"config.json is not a readable checkpoint config"):
+        checkpoint_assignment(str(tmp_path))
+    (tmp_path / "config.json").write_text("{}")
+    assert checkpoint_assignment(str(tmp_path)) == {"a": "train"}
+    cut = (tmp_path / "split.parquet").read_bytes()[:100]
+    (tmp_path / "split.parquet").write_bytes(cut)
+    with pytest.raises(ValueError, match=r"split.parquet is not a readable Parquet file"):
+        split_keys(tmp_path)
+    with pytest.raises(ValueError, match=r"split.parquet is not a readable Parquet file"):
+        checkpoint_assignment(str(tmp_path))
+
+
 def test_before_after_per_snr_bin_undoes_and_applies_the_stored_scale() -> None:
     """Errors 2x too large before, unit z after; works from either kind of catalogue."""
     from rrnet.evaluation.calibration import before_after_table, catalogue_errors_calibrated

@@ -385,7 +385,10 @@ def star_column(checkpoint: str | os.PathLike[str]) -> str:
     config = Path(checkpoint) / "config.json"
     if not config.is_file():
         return DEFAULT_STAR_COLUMN
-    training = json.loads(config.read_text(encoding="utf-8")).get("training") or {}
+    try:
+        training = json.loads(config.read_text(encoding="utf-8")).get("training") or {}
+    except (ValueError, AttributeError) as exc:  # not JSON, or not an object
+        raise ValueError(f"{config} is not a readable checkpoint config ({exc})") from None
     data, split = training.get("data") or {}, training.get("split") or {}
     return str(data.get("star_column") or split.get("by") or DEFAULT_STAR_COLUMN)
 
@@ -398,7 +401,13 @@ def split_keys(checkpoint: str | os.PathLike[str]) -> tuple[str, dict[str, list[
     import polars as pl  # here, not above: models and training import without it (bare GPU nodes)
 
     column = star_column(checkpoint)
-    table = pl.read_parquet(path)
+    try:
+        table = pl.read_parquet(path)
+    except pl.exceptions.PolarsError as exc:  # cut short or not Parquet; a full disk is not
+        if is_machine_fault(exc):
+            raise
+        why = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ValueError(f"{path} is not a readable Parquet file ({why})") from None
     missing = [c for c in (column, "split") if c not in table.columns]
     if missing:
         raise ValueError(f"{path} lacks column(s) {', '.join(missing)}")

@@ -83,6 +83,6 @@ def checkpoint_assignment(checkpoint: str) -> dict[str, str]:
 
     try:
         _, splits = split_keys(checkpoint)
-    except (FileNotFoundError, ValueError):
+    except FileNotFoundError:  # a damaged split is said (ValueError), not taken for none
         return {}
     return {str(star): name for name, stars in splits.items() for star in stars}
