@@ -413,6 +413,9 @@ def test_cli_dry_run_puts_the_account_where_each_scheduler_wants_it(
         ('cores = "four"', "must be a whole number"),
         ('worker_wait = "x"', "must be a number"),
         ('memory = "lots"', "is not a size like 16GiB"),
+        ('memory = "64"', "each needs at least 512 MiB"),  # 64 bytes: workers restarted for ever
+        ('memory = "0GiB"', "each needs at least 512 MiB"),
+        ('walltime = "forever"', "is not a time like 04:00:00"),
         ("[cluster.extra]\nfoo = 1", "dask-jobqueue refuses the slurm settings"),
     ],
 )

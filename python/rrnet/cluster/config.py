@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import tomllib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -114,10 +115,26 @@ def load_settings(path: str | os.PathLike[str] | None, **overrides: Any) -> Clus
     try:  # "lots", "8XB": refused here, not by dask-jobqueue mid-start
         from dask.utils import parse_bytes
 
-        parse_bytes(settings.memory)
+        size = parse_bytes(settings.memory)
     except (ValueError, TypeError) as exc:
         raise ClusterConfigError(f"memory {settings.memory!r} is not a size like 16GiB") from exc
+    if size < MIN_PROCESS_MEMORY * max(settings.worker_processes, 1):
+        # "64" is 64 bytes: the workers restarted for ever, each over its budget
+        raise ClusterConfigError(
+            f"memory {settings.memory!r} is {size:,} bytes for {settings.worker_processes} "
+            f"worker process(es); each needs at least 512 MiB: give a size like 16GiB"
+        )
+    if settings.kind in BATCH_KINDS and not re.fullmatch(
+        r"(\d+-)?\d+(:\d+){0,2}", settings.walltime
+    ):
+        raise ClusterConfigError(
+            f"walltime {settings.walltime!r} is not a time like 04:00:00 (or 1-12:00:00)"
+        )
     return settings
+
+
+MIN_PROCESS_MEMORY = 2**29
+"""Memory each worker process needs at the least: the models and one shard."""
 
 
 _WHOLE = ("jobs", "processes", "cores", "gpus_per_job", "resubmits")
