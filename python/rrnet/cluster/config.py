@@ -118,11 +118,13 @@ def load_settings(path: str | os.PathLike[str] | None, **overrides: Any) -> Clus
         size = parse_bytes(settings.memory)
     except (ValueError, TypeError) as exc:
         raise ClusterConfigError(f"memory {settings.memory!r} is not a size like 16GiB") from exc
-    if size < MIN_PROCESS_MEMORY * max(settings.worker_processes, 1):
+    per_job = settings.kind in BATCH_KINDS  # local: the size is each worker's own
+    processes = settings.worker_processes if per_job else 1
+    if size < MIN_PROCESS_MEMORY * processes:
         # "64" is 64 bytes: the workers restarted for ever, each over its budget
         raise ClusterConfigError(
-            f"memory {settings.memory!r} is {size:,} bytes for {settings.worker_processes} "
-            f"worker process(es); each needs at least 512 MiB: give a size like 16GiB"
+            f"memory {settings.memory!r} is {size:,} bytes for {processes} worker "
+            "process(es); each needs at least 512 MiB: give a size like 16GiB"
         )
     if settings.kind in BATCH_KINDS and not re.fullmatch(
         r"(\d+-)?\d+(:\d+){0,2}", settings.walltime
