@@ -277,3 +277,18 @@ def test_a_full_disk_stops_the_run_and_the_rerun_makes_the_visit(
         make_dataset(3, tmp_path / "s", progress=False, workers=1)
     again = make_dataset(3, tmp_path / "s", progress=False, workers=1)
     assert (again.n_visits, again.n_failed) == (3, 0)
+
+
+def test_a_users_folder_is_never_written_into(tmp_path: Path) -> None:
+    """The data set replaced catalogue.csv and labels.csv of any folder given; now only
+    a new or empty folder, or one of its own data sets (resumed), is written."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "labels.csv").write_text("my labels\n")
+    with pytest.raises(ValueError, match="holds no rrnet-synth data set"):
+        make_dataset(1, mine, progress=False, workers=1)
+    assert sorted(p.name for p in mine.iterdir()) == ["labels.csv"]
+    assert (mine / "labels.csv").read_text() == "my labels\n"
+    (tmp_path / "cut" / "data").mkdir(parents=True)  # a start stopped before synth.json
+    assert make_dataset(1, tmp_path / "cut", progress=False, workers=1).n_visits == 1
+    assert make_dataset(1, tmp_path / "cut", progress=False, workers=1).n_visits == 1  # resumed

@@ -284,6 +284,18 @@ def _star_rows(src: Source, n_visits: int, seed: int) -> np.ndarray:
     return np.concatenate(rows)[:n_visits] if rows else np.zeros(0, np.int64)
 
 
+def _check_folder(out: Path) -> None:
+    """A data set is written into a new or empty folder, or resumed in its own (it
+    replaced a user's catalogue.csv and labels.csv in any folder given)."""
+    if not out.is_dir() or (out / "synth.json").exists():
+        return
+    own = ("data", ".parts")  # empty: a first start stopped before synth.json
+    if any(p.name not in own or any(p.iterdir()) for p in out.iterdir()):
+        raise ValueError(
+            f"{out} is not empty and holds no rrnet-synth data set: give a new or empty folder"
+        )
+
+
 def _check_config(out_dir: Path, config: dict) -> None:
     path = out_dir / "synth.json"
     if path.exists():
@@ -336,6 +348,7 @@ def make_dataset(
     settings = settings or ObservationSettings(source_resolution=src.resolution)
     out = Path(out_dir)
     data_dir, parts_dir = out / "data", out / ".parts"
+    _check_folder(out)
     data_dir.mkdir(parents=True, exist_ok=True)
     parts_dir.mkdir(exist_ok=True)
     _check_config(
