@@ -245,3 +245,17 @@ def test_an_output_this_user_cannot_write_is_refused_before_any_work(
     assert theirs.read_bytes() == b"another user's catalogue"
     assert sorted(p.name for p in shared.iterdir()) == ["theirs.parquet"]
     assert not (tmp_path / "s").exists()
+
+
+def test_an_empty_output_name_is_refused(tmp_path, capsys, monkeypatch):
+    """rrnet-run --out "" was an unexpected ValueError ("PosixPath('.') has an empty name")."""
+    pytest.importorskip("distributed")
+    from rrnet.cli import run
+
+    monkeypatch.chdir(tmp_path)
+    catalog = tmp_path / "cat.csv"
+    catalog.write_text("filename,extname_blue,extname_red,rv\nx.fits,B,R,0\n")
+    args = [str(catalog), "--data-dir", str(tmp_path), "--model", str(tmp_path), "--out", ""]
+    assert run.main(args) == 2
+    assert capsys.readouterr().err.strip() == "rrnet-run: error: --out is empty: name the output"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cat.csv"]

@@ -97,6 +97,8 @@ def output_problem(out: str | os.PathLike[str], what: str = "--out") -> str | No
     nearest folder above it that exists), found before any work: such a run failed at its
     end, told to --resume, which could never succeed; another user's read-only file was
     replaced by --overwrite (the folder was writable)."""
+    if not os.fspath(out).strip():  # "" is the current folder to pathlib
+        return f"{what} is empty: name the output"
     path = Path(out)
     if path.exists() and not os.access(path, os.W_OK, effective_ids=_EFFECTIVE):
         return f"{what} {path} is not writable by this user"
