@@ -259,3 +259,22 @@ def test_an_empty_output_name_is_refused(tmp_path, capsys, monkeypatch):
     assert run.main(args) == 2
     assert capsys.readouterr().err.strip() == "rrnet-run: error: --out is empty: name the output"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cat.csv"]
+
+
+@pytest.mark.parametrize("argv", [
+    ["rrnet.cli.train", "--store", "s", "--labels", "l", "--out", "o", "--seed", "-1"],
+    ["rrnet.cli.train", "--store", "s", "--labels", "l", "--out", "o", "--split-seed", "-3"],
+    ["rrnet.cli.synth", "--stars", "1", "--out", "o", "--seed", "-1"],
+    ["rrnet.cli.eval", "compare", "--store", "s", "--labels", "l", "--out", "o", "--seed", "x"],
+])  # fmt: skip
+def test_a_negative_seed_is_refused_naming_the_option(tmp_path, capsys, monkeypatch, argv):
+    """NumPy takes seeds >= 0: -1 was an unexpected ValueError mid-run (compare) or a
+    line that did not say which option (train)."""
+    import importlib
+
+    monkeypatch.chdir(tmp_path)
+    main = importlib.import_module(argv[0]).main
+    assert main(argv[1:]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "argument --" in err and "seed: must be a whole number" in err
+    assert list(tmp_path.iterdir()) == []

@@ -51,6 +51,18 @@ class OneLineParser(argparse.ArgumentParser):
         return parsed
 
 
+def seed(text: str) -> int:
+    """An argparse type for ``--seed``: a whole number >= 0, as NumPy's generators take
+    (a negative one was an unexpected ValueError deep in a run)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, got {text!r}")
+    return value
+
+
 def usage_error(prog: str, message: object) -> int:
     """Print ``prog: error: message`` on one line to stderr; return the exit status 2."""
     text = " ".join(str(message).split())

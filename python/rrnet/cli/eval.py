@@ -18,6 +18,7 @@ from rrnet.cli._args import (
     output_problem,
     parse_or_status,
     run_errors,
+    seed,
     usage_error,
 )
 from rrnet.io.catalog import CatalogError, table_format
@@ -204,7 +205,7 @@ def build_compare_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--augment-from", type=int, default=3, help="first noisy epoch (paper 6)")
     p.add_argument("--max-stars", type=int, default=1500, help="random subset of stars")
-    p.add_argument("--seed", type=int, default=0, help="split, subset and init seed")
+    p.add_argument("--seed", type=seed, default=0, help="split, subset and init seed")
     return p
 
 

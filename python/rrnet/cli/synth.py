@@ -12,6 +12,7 @@ from rrnet.cli._args import (
     command,
     environment_message,
     run_failure,
+    seed,
     usage_error,
 )
 from rrnet.synth.dataset import make_dataset
@@ -57,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=(1, 4),
         help="single exposures per visit, N or LOW-HIGH (default: 1-4)",
     )
-    parser.add_argument("--seed", type=int, default=0, help="master random seed (default: 0)")
+    parser.add_argument("--seed", type=seed, default=0, help="master random seed (default: 0)")
     parser.add_argument(
         "--source",
         choices=("library", "emulator"),

@@ -15,6 +15,7 @@ from rrnet.cli._args import (
     os_error_exit,
     output_problem,
     run_failure,
+    seed,
     stop_on_sigterm,
     unexpected_exit,
     usage_error,
@@ -75,8 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--predict-rv", action="store_true",
         help="RRNet-ur: predict the manifest's rv as an extra label",
     )  # fmt: skip
-    p.add_argument("--seed", type=int, default=d.seed, help="initialisation seed (%(default)s)")
-    p.add_argument("--split-seed", type=int, help="seed of the star split (default --seed)")
+    p.add_argument("--seed", type=seed, default=d.seed, help="initialisation seed (%(default)s)")
+    p.add_argument("--split-seed", type=seed, help="seed of the star split (default --seed)")
     p.add_argument(
         "--split-fractions", default="7:1:2", metavar="TRAIN:VALID:TEST",
         help="shares of the stars in the train, validation and test splits (%(default)s, the "
