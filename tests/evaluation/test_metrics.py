@@ -128,3 +128,17 @@ def test_xfe_skill_table_per_snr_bin_analytic() -> None:
     assert k_rows.filter(pl.col("snr_bin") == "all")["n"].item() == n
     assert xfe_skill_table(sample, ["MgH", "KH"]) is None  # no [Fe/H]
     assert xfe_skill_table(sample, ["FeH"]) is None  # no other abundance
+
+
+def test_an_snr_column_of_text_is_refused_and_an_empty_one_is_unknown() -> None:
+    """--snr filename was a polars InvalidOperationError in the middle of a report."""
+    from rrnet.evaluation.sample import SampleError, add_snr
+
+    table = pl.DataFrame(
+        {"filename": ["a.fits", "b.fits"], "empty": [None, None], "s": [12.0, None]},
+        schema_overrides={"empty": pl.String},
+    )
+    with pytest.raises(SampleError, match="'filename' holds no numbers"):
+        add_snr(table, "filename")
+    assert add_snr(table, "empty")["snr"].is_null().all()  # unknown, not refused
+    assert add_snr(table, "s")["snr"].to_list() == [12.0, None]

@@ -55,7 +55,11 @@ def add_snr(catalog: pl.DataFrame, snr: str) -> pl.DataFrame:
         return catalog.with_columns(expr.alias("snr"))
     if snr not in catalog.columns:
         raise SampleError(f"catalogue has no S/N column {snr!r}")
-    return catalog.with_columns(pl.col(snr).cast(pl.Float64).alias("snr"))
+    values = catalog.get_column(snr).cast(pl.Float64, strict=False)
+    if values.is_null().all() and catalog.get_column(snr).null_count() < catalog.height:
+        # --snr filename: a polars error mid-report (an all-empty column is fine: unknown)
+        raise SampleError(f"S/N column {snr!r} holds no numbers")
+    return catalog.with_columns(values.alias("snr"))
 
 
 def select_usable(catalog: pl.DataFrame, *, all_rows: bool = False) -> pl.DataFrame:
