@@ -146,6 +146,15 @@ def test_reference_minus_9999_is_missing(tmp_path: Path) -> None:
     write_table(filled, sentinel / "labels.csv")
     write_table(catalog, sentinel / "cat.parquet")
     assert _metrics(sentinel, sentinel / "cat.parquet", "sentinel") == want
+    # text that is no number ("n/a"): missing too (it stopped the report with a polars error)
+    text = tmp_path / "text"
+    text.mkdir()
+    words = empty.with_columns(
+        pl.col(c).cast(pl.String).fill_null("n/a") for c in ("Teff[K]", "FeH")
+    )
+    write_table(words, text / "labels.csv")
+    write_table(catalog, text / "cat.parquet")
+    assert _metrics(text, text / "cat.parquet", "text") == want
 
 
 def test_reference_key_in_another_case_joins_and_a_bad_key_is_one_line(tmp_path: Path, capsys):

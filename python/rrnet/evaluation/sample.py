@@ -74,8 +74,9 @@ def select_usable(catalog: pl.DataFrame, *, all_rows: bool = False) -> pl.DataFr
 
 def _reference(column: str) -> pl.Expr:
     """A reference label as float, null where it was not measured (NaN, -9999 or
-    another value at or below -999, e.g. a converted -9999)."""
-    value = pl.col(column).cast(pl.Float64)
+    another value at or below -999, e.g. a converted -9999) or is text that is no
+    number (``n/a``: it stopped the whole report), as rrnet-train reads labels."""
+    value = pl.col(column).cast(pl.Float64, strict=False)
     return pl.when(value.is_finite() & (value > MISSING_AT_OR_BELOW)).then(value).otherwise(None)
 
 
