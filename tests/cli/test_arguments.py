@@ -102,6 +102,7 @@ def test_header_only_catalogue_same_answer(tmp_path, capsys):
 
 
 FLOOR_BAD = [
+    (["--per-star-out", "stars.parquet"], "add --per-star"),
     (["--per-star", "--error-floor", "teff"], "LABEL=SIGMA"),
     (["--per-star", "--error-floor", "teff=abc"], "LABEL=SIGMA"),
     (["--per-star", "--error-floor", "teff=-1"], "sigma >= 0"),

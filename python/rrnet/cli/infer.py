@@ -177,6 +177,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     def run() -> int:
         if args.error_floor and not args.per_star:
             raise InferError("--error-floor applies to the per-star table: add --per-star")
+        if args.per_star_out and not args.per_star:  # it was ignored without a word
+            raise InferError("--per-star-out names the per-star table: add --per-star")
         if args.catalog and (problem := data_dir_problem(args.data_dir)) is not None:
             raise InferError(problem)
         for target, what in ((args.out, "--out"), (args.per_star_out, "--per-star-out")):
