@@ -322,3 +322,15 @@ def test_the_header_designation_column_says_where_it_comes_from(tmp_path: Path) 
     path = write_catalogue(table, tmp_path / "cat.parquet", "parquet", PROVENANCE)
     field = pytest.importorskip("pyarrow.parquet").read_schema(path).field("desig")
     assert b"DESIG of the file's header" in field.metadata[b"description"]
+
+
+def test_a_format_that_contradicts_the_suffix_is_refused_when_writing() -> None:
+    """--out x.parquet --format csv wrote CSV under a Parquet name (and a --resume then
+    mixed formats); a name without a catalogue suffix takes any format."""
+    from rrnet.inference.writers import resolve_format
+
+    with pytest.raises(ValueError, match="names a parquet file, not csv"):
+        resolve_format("x.parquet", "csv")
+    assert resolve_format("x.parquet", "parquet") == "parquet"
+    assert resolve_format("results", "fits") == resolve_format("x.dat", "fits") == "fits"
+    assert resolve_format("x.parquet", "csv", writing=False) == "csv"  # reading: as asked

@@ -352,7 +352,11 @@ def add_output_arguments(parser: argparse.ArgumentParser, *, resume_help: str) -
     from rrnet.inference.writers import FORMATS
 
     parser.add_argument("--out", required=True, help="output catalogue path")
-    parser.add_argument("--format", choices=FORMATS, help="output format (default: from suffix)")
+    parser.add_argument(
+        "--format",
+        choices=FORMATS,
+        help="output format (default: from the suffix, Parquet for any other; a format the suffix contradicts is refused)",
+    )
     parser.add_argument(
         "--column-style",
         choices=COLUMN_STYLES,

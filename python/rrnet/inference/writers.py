@@ -98,13 +98,16 @@ def resolve_format(
             f"{path.name}: catalogues are written uncompressed (Parquet and FITS compress "
             f"their data themselves); write {plain or 'another name'} and compress it after"
         )
+    named = SUFFIXES.get(path.suffix.lower())
     if fmt is not None:
         if fmt not in FORMATS:
             raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
+        if writing and named not in (None, fmt):  # CSV in x.parquet: no reader could open it
+            raise ValueError(f"{path.name} names a {named} file, not {fmt}: match the suffix")
         return fmt
     if compressed and len(suffixes) > 1 and SUFFIXES.get(suffixes[-2]) == "fits":
         return "fits"
-    return SUFFIXES.get(path.suffix.lower(), "parquet")
+    return named or "parquet"  # another suffix (cat.txt): Parquet, as documented
 
 
 def sidecar_path(path: str | os.PathLike[str]) -> Path:
