@@ -355,7 +355,8 @@ def add_output_arguments(parser: argparse.ArgumentParser, *, resume_help: str) -
     parser.add_argument(
         "--format",
         choices=FORMATS,
-        help="output format (default: from the suffix, Parquet for any other; a format the suffix contradicts is refused)",
+        help="output format (default: from the suffix, Parquet for any other; a format "
+        "the suffix contradicts is refused)",
     )
     parser.add_argument(
         "--column-style",
