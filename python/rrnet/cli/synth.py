@@ -11,6 +11,7 @@ from rrnet.cli._args import (
     UsageError,
     command,
     environment_message,
+    error_line,
     run_failure,
     seed,
     usage_error,
@@ -112,9 +113,9 @@ def main(argv: list[str] | None = None) -> int:
         if is_machine_fault(exc):  # disk full, read-only: rerunning the command resumes
             stopped = environment_message(exc, resumable=False)
             return run_failure(PROG, f"{stopped} (the same command resumes; visits done are kept)")
-        return usage_error(PROG, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        return usage_error(PROG, error_line(exc))
     except (ValueError, ImportError) as exc:
-        return usage_error(PROG, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        return usage_error(PROG, error_line(exc))
     finally:
         log.removeHandler(handler)
         log.setLevel(saved[0])

@@ -209,13 +209,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         options = _options(args)
     except ValueError as exc:
         return usage_error(PROG, exc)
-    if args.device not in ("auto", "cpu"):  # before the data is read (rrnet-infer: the same)
-        from rrnet.models.device import resolve_device
+    from rrnet.models.device import device_problem
 
-        try:
-            resolve_device(args.device)
-        except (ValueError, RuntimeError) as exc:
-            return usage_error(PROG, f"--device: {exc}")
+    if (problem := device_problem(args.device)) is not None:  # before the data is read
+        return usage_error(PROG, problem)
     if (problem := output_problem(args.out)) is not None:
         return usage_error(PROG, problem)
 

@@ -612,12 +612,14 @@ def _merge_and_report(run: _Run) -> dict[str, Any]:
     from rrnet.inference.provenance import build_provenance
     from rrnet.inference.writers import merge_parts
 
-    files = []
+    files, computed = [], []  # computed: parts a worker wrote (its models ran)
     by_status: dict[str, int] = {}
     no_ok = []
     for shard in run.shards:
         path = run.parts / part_name(shard.index)
-        if not path.exists():
+        if path.exists():
+            computed.append(path)
+        else:
             path = run.parts / f"failed-{shard.index:06d}.parquet"
         files.append(path)
         frame = pl.read_parquet(path, columns=["status", "reason"])
@@ -638,7 +640,7 @@ def _merge_and_report(run: _Run) -> dict[str, Any]:
         quality_bits={bit.name: int(bit) for bit in QualityBit},
         environment={
             "versions": software_versions() | {"polars": pl.__version__},
-            "device": _devices(files, run.options.device),
+            "device": _devices(computed, run.options.device),
             "device_requested": run.options.device,
             "precision": run.options.precision,
             "compile": run.options.compile,
@@ -668,11 +670,7 @@ def _merge_and_report(run: _Run) -> dict[str, Any]:
 def _devices(parts: list[Path], asked: str) -> str:
     """The devices the workers ran the models on (``auto`` resolves per worker), from the
     parts' metadata; ``asked`` for a part written before rrnet recorded it."""
-    seen = {
-        pl.read_parquet_metadata(path).get(PART_DEVICE_KEY, asked)
-        for path in parts
-        if not path.name.startswith("failed-")  # no model ran for these rows
-    }
+    seen = {pl.read_parquet_metadata(path).get(PART_DEVICE_KEY, asked) for path in parts}
     return ", ".join(sorted(seen)) or asked
 
 

@@ -186,6 +186,5 @@ def run_shard(job: ShardJob) -> dict[str, Any]:
         "seconds": time.perf_counter() - began,
         "model_seconds": loaded - began,
         "host": socket.gethostname(),
-        "device": device,
         "pid": os.getpid(),
     }

@@ -104,7 +104,7 @@ def check_options(options: InferOptions, out: PathLike) -> str:
     """Refuse unusable options before any work; return the resolved output format."""
     from rrnet.inference.writers import resolve_format
     from rrnet.models.config import PRECISIONS
-    from rrnet.models.device import resolve_device
+    from rrnet.models.device import device_problem
 
     try:
         fmt = resolve_format(out, options.fmt)
@@ -118,11 +118,8 @@ def check_options(options: InferOptions, out: PathLike) -> str:
     spread = options.thresholds.max_disagreement
     if not 0.0 < spread < math.inf:  # 0 or less flagged every row "members disagree"
         raise InferError(f"--max-disagreement must be a finite number > 0, got {spread}")
-    if str(options.device) not in ("auto", "cpu"):  # a missing GPU is a usage error
-        try:
-            resolve_device(options.device)
-        except (ValueError, RuntimeError) as exc:
-            raise InferError(f"--device: {exc}") from exc
+    if (problem := device_problem(options.device)) is not None:  # a missing GPU: usage
+        raise InferError(problem)
     if options.precision not in PRECISIONS:
         raise InferError(f"--precision must be one of {', '.join(PRECISIONS)}")
     if (options.batch_size is not None and options.batch_size < 1) or options.chunk_rows < 1:

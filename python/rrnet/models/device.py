@@ -21,6 +21,18 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return dev
 
 
+def device_problem(device: str | torch.device) -> str | None:
+    """One line when ``--device`` cannot be used here (a bogus name, a missing GPU), for
+    the commands to refuse it before any work; None when it can."""
+    if str(device) in ("auto", "cpu"):
+        return None
+    try:
+        resolve_device(device)
+    except (ValueError, RuntimeError) as exc:
+        return f"--device: {exc}"
+    return None
+
+
 FLOAT32_MODES = ("fp32", "tf32")
 """How float32 products run on a GPU: exact IEEE fp32, or TensorFloat-32 (10-bit mantissa)."""
 

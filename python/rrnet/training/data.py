@@ -120,7 +120,7 @@ def select_rows(
     labels_table = labels_table.rename(key_renames(labels_table.columns, key))
     counts: dict[str, Any] = {"manifest_rows": manifest.height}
     labels_table = _keyed_rows(labels_table, key, counts)
-    _check_tables(manifest, labels_table, key, fitted, rv_column if predict_rv else None)
+    _check_tables(manifest, labels_table, key, rv_column if predict_rv else None)
     labels_table, key_problem = _matching_keys(labels_table, manifest, key, counts)
     counts["non_numeric"] = _non_numeric(labels_table, fitted)
     ok = _usable_rows(manifest, include_flagged, counts)
@@ -251,15 +251,11 @@ def _check_tables(
     manifest: pl.DataFrame,
     labels_table: pl.DataFrame,
     key: list[str],
-    fitted: list[str],
     rv_column: str | None,
 ) -> None:
     """Refuse tables that lack the needed columns or repeat a key in the labels."""
     _require(manifest, [*key, "row", "status"], "the store manifest")
-    try:
-        _require(labels_table, [*key, *fitted], "the labels table")
-    except ValueError as exc:
-        raise ValueError(f"{exc}{_xfe_hint(labels_table.columns)}") from None
+    _require(labels_table, key, "the labels table")  # the labels: _require_labels
     if rv_column is not None:
         _require(manifest, [rv_column], "the store manifest")
     dup = labels_table.select(key).is_duplicated()
