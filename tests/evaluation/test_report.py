@@ -172,3 +172,42 @@ def test_checkpoint_split_by_a_column_of_the_labels_table(run, tmp_path: Path, c
     args += ["--key", "obsid", "--out", str(tmp_path / "r"), "--no-figures"]
     assert main([*args, "--checkpoint", str(run["ckpt"])]) == 0
     assert f"{test.height} spectra evaluated" in capsys.readouterr().err
+
+
+def test_reports_never_replace_a_users_files(run, tmp_path: Path, capsys) -> None:
+    """A report replaces index.html and figures of fixed names: --out may be new, empty,
+    or an earlier report of the same kind, never a folder of the user's (its index.html
+    was replaced) nor another kind's report; a refused run leaves the folder as it was."""
+    root = run["root"]
+    mine = tmp_path / "website"
+    mine.mkdir()
+    (mine / "index.html").write_text("<p>my page</p>")
+    evaluate = ["--catalog", str(root / "cat.parquet"), "--labels", str(root / "labels.csv")]
+    store = tmp_path / "store"
+    store.mkdir()
+    commands = {
+        "eval": [*evaluate, "--no-figures", "--out"],
+        "overview": ["overview", str(root / "cat.parquet"), "--out"],
+        "compare": ["compare", "--store", str(store), "--labels", str(root / "labels.csv")]
+        + ["--out"],
+    }
+    for name, argv in commands.items():
+        assert main([*argv, str(mine)]) == 2, name
+        err = capsys.readouterr().err
+        assert "holds no rrnet-eval" in err and err.count("\n") == 1, (name, err)
+    assert sorted(p.name for p in mine.iterdir()) == ["index.html"]
+    assert (mine / "index.html").read_text() == "<p>my page</p>"
+    # the module's report (written by an earlier run of the same kind) is rewritten in
+    # place; an overview is not written over it
+    assert main([*commands["eval"], str(run["report"])]) == 0
+    assert main([*commands["overview"], str(run["report"])]) == 2
+    assert "holds a rrnet-eval report" in capsys.readouterr().err
+    overview_dir = tmp_path / "overview"
+    assert main([*commands["overview"], str(overview_dir)]) == 0
+    assert main([*commands["overview"], str(overview_dir)]) == 0
+    assert main([*commands["eval"], str(overview_dir)]) == 2
+    # an empty folder is a new one
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main([*commands["eval"], str(empty)]) == 0
+    assert (empty / "index.html").is_file()

@@ -21,10 +21,13 @@ from rrnet.cli._args import (
     seed,
     usage_error,
 )
+from rrnet.cli._report_folder import marked_report_folder, report_folder_problem
 from rrnet.io.catalog import CatalogError, table_format
 from rrnet.utils.lock import output_lock
 
 PROG = "rrnet-eval"
+KIND_OVERVIEW = f"{PROG} overview"
+KIND_COMPARE = f"{PROG} compare"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,7 +43,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--catalog", type=Path, required=True, help="rrnet-infer output table")
     p.add_argument("--labels", type=Path, required=True, help="reference labels table")
-    p.add_argument("--out", type=Path, required=True, help="report directory (created)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="report directory: new, empty, or an earlier rrnet-eval report (rewritten)",
+    )
     p.add_argument(
         "--key",
         default="star_id",
@@ -105,7 +113,7 @@ def _check(args: argparse.Namespace) -> str | None:
             return f"--{name} not found: {path}"
     if args.out.exists() and not args.out.is_dir():
         return f"--out exists and is not a directory: {args.out}"
-    if (problem := output_problem(args.out)) is not None:
+    if (problem := output_problem(args.out) or report_folder_problem(args.out, PROG)) is not None:
         return problem
     for ckpt in args.checkpoint:
         if not ckpt.is_dir():
@@ -161,7 +169,10 @@ def _main_eval(argv: list[str]) -> int:
     from rrnet.evaluation.report import headline_lines
 
     def run() -> int:
-        with output_lock(args.out, directory=True, what="report"):
+        with (
+            output_lock(args.out, directory=True, what="report"),
+            marked_report_folder(args.out, PROG),
+        ):
             report = evaluate(opts)
         # with --checkpoint only the chosen split's stars are evaluated
         n = report.counts.get(f"in_{opts.split}_split", report.counts.get("with_labels", 0))
@@ -185,7 +196,12 @@ def build_compare_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--store", type=Path, required=True, help="preprocessed store")
     p.add_argument("--labels", type=Path, required=True, help="reference labels table")
-    p.add_argument("--out", type=Path, required=True, help="output directory")
+    p.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="output directory: new, empty, or an earlier comparison (rewritten)",
+    )
     p.add_argument("--key", default="star_id", help="column joining store and labels")
     p.add_argument("--group", choices=("SP", "CA", "all"), default="SP", help="labels to fit")
     p.add_argument(
@@ -237,6 +253,10 @@ def _main_compare(argv: list[str]) -> int:
             raise UsageError(f"--store is not a directory: {args.store}")
         if not args.labels.is_file():
             raise UsageError(f"--labels not found: {args.labels}")
+        if args.out.exists() and not args.out.is_dir():
+            raise UsageError(f"--out exists and is not a directory: {args.out}")
+        if problem := output_problem(args.out) or report_folder_problem(args.out, KIND_COMPARE):
+            raise UsageError(problem)
     except UsageError as exc:
         return usage_error(PROG, exc)
     except SystemExit as exc:  # --help
@@ -264,7 +284,10 @@ def _main_compare(argv: list[str]) -> int:
     split = split_by_star(stars, seed=args.seed)
 
     def run() -> int:
-        with output_lock(args.out, directory=True, what="report"):
+        with (
+            output_lock(args.out, directory=True, what="report"),
+            marked_report_folder(args.out, KIND_COMPARE),
+        ):
             run_comparison(
                 flux,
                 labels,
@@ -297,7 +320,12 @@ def build_overview_parser() -> argparse.ArgumentParser:
         metavar="CATALOG",
         help="rrnet-infer catalogue (CSV, Parquet, FITS, VOTable or ECSV)",
     )
-    p.add_argument("--out", type=Path, required=True, help="overview directory (created)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="overview directory: new, empty, or an earlier overview (rewritten)",
+    )
     p.add_argument(
         "--snr",
         default="snr_blue",
@@ -320,7 +348,7 @@ def _main_overview(argv: list[str]) -> int:
             raise UsageError(f"catalogue not found: {args.catalog}")
         if args.out.exists() and not args.out.is_dir():
             raise UsageError(f"--out exists and is not a directory: {args.out}")
-        if (problem := output_problem(args.out)) is not None:
+        if problem := output_problem(args.out) or report_folder_problem(args.out, KIND_OVERVIEW):
             raise UsageError(problem)
     except (UsageError, CatalogError) as exc:
         return usage_error(PROG, exc)
@@ -331,7 +359,10 @@ def _main_overview(argv: list[str]) -> int:
     from rrnet.inference.summary import format_summary
 
     def run() -> int:
-        with output_lock(args.out, directory=True, what="overview"):
+        with (
+            output_lock(args.out, directory=True, what="overview"),
+            marked_report_folder(args.out, KIND_OVERVIEW),
+        ):
             summary = overview(args.catalog, args.out, snr=args.snr, isochrones=args.isochrones)
         print(format_summary(summary, f"{PROG} overview"), file=sys.stderr)
         return 0
