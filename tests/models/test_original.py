@@ -166,3 +166,40 @@ def test_cli_bad_inputs_fail_with_one_line(tmp_path, capsys, monkeypatch) -> Non
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "fc1.0.weight" in err[0]
     assert not (tmp_path / "o").exists()
+
+
+def test_cli_never_replaces_a_checkpoint_unasked(tmp_path, capsys) -> None:
+    """A second import into the same --out (a trained checkpoint there, say) is refused
+    with one line and leaves it as it was; --overwrite replaces it whole."""
+    release = _release(tmp_path / "release", 1, 0)
+    out = tmp_path / "o"
+    assert main([str(release), "--out", str(out)]) == 0
+    (out / "SP" / "calibration.json").write_text("{}")  # as a trained checkpoint has
+    before = {p.name: p.read_bytes() for p in (out / "SP").iterdir()}
+    capsys.readouterr()
+    assert main([str(release), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--overwrite" in err[0] and str(out / "SP") in err[0]
+    assert {p.name: p.read_bytes() for p in (out / "SP").iterdir()} == before
+    assert main([str(release), "--out", str(out), "--overwrite"]) == 0
+    assert not (out / "SP" / "calibration.json").exists()  # no stale file kept
+    assert (out / "SP" / "config.json").is_file()
+
+
+def test_cli_full_disk_is_said_as_the_machines_fault(tmp_path, capsys, monkeypatch) -> None:
+    """A disk that fills while writing is the machine's fault, said so (not blamed on the
+    release); nothing half-written is left at --out."""
+    import errno
+
+    import rrnet.models.checkpoint as checkpoint
+
+    release = _release(tmp_path / "release", 1, 0)
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "o" / "SP"))
+
+    monkeypatch.setattr(checkpoint, "save_checkpoint", full)
+    assert main([str(release), "--out", str(tmp_path / "o")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "No space left on device" in err[0] and "run it again" in err[0]
+    assert not (tmp_path / "o").exists()

@@ -7,7 +7,17 @@ import pickle
 import sys
 from pathlib import Path
 
-from rrnet.cli._args import OneLineParser, UsageError, command, usage_error
+from rrnet.cli._args import (
+    OneLineParser,
+    UsageError,
+    command,
+    error_line,
+    output_problem,
+    run_errors,
+    usage_error,
+)
+from rrnet.utils.faults import is_machine_fault
+from rrnet.utils.lock import output_lock
 
 PROG = "rrnet-import-original"
 
@@ -29,6 +39,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="the authors' label_config.pkl (default: MODEL_DIR/label_config.pkl)",
     )
     parser.add_argument("--out", type=Path, required=True, help="output folder")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace checkpoints already at OUT/SP or OUT/CA (default: refuse)",
+    )
     parser.add_argument(
         "--net", choices=["RRNet", "StarNet"], default="RRNet", help="architecture (RRNet)"
     )
@@ -52,24 +67,45 @@ def main(argv: list[str] | None = None) -> int:
             raise UsageError(f"model directory {args.model_dir} does not exist")
         if not label_config.is_file():
             raise UsageError(f"label config {label_config} does not exist")
+        if args.out.exists() and not args.out.is_dir():
+            raise UsageError(f"--out exists and is not a folder: {args.out}")
+        if (problem := output_problem(args.out)) is not None:
+            raise UsageError(problem)
     except UsageError as err:
         return usage_error(PROG, err)
-    from rrnet.models.original import load_original_ensemble  # torch: only after parsing
+    from rrnet.models.original import find_original_members, load_original_ensemble
 
-    try:
-        groups = load_original_ensemble(
-            args.model_dir, label_config, args.out, net=args.net, mode=args.mode
-        )
-    except (OSError, ValueError, KeyError, pickle.UnpicklingError) as err:
-        message = str(err).splitlines()[0] if str(err) else type(err).__name__
-        print(f"{PROG}: error: {message}", file=sys.stderr)
-        return 1
-    for name, group in groups.items():
-        print(
-            f"{name}: {len(group.member_state_dicts)} member(s), labels "
-            f"{', '.join(group.labels)} -> {group.checkpoint}"
-        )
-    return 0
+    def run() -> int:
+        try:
+            taken = [
+                args.out / group
+                for group in find_original_members(args.model_dir)
+                if (args.out / group).exists() and any((args.out / group).iterdir())
+            ]
+            if taken and not args.overwrite:
+                raise UsageError(
+                    f"{taken[0]} already holds a checkpoint: add --overwrite to replace it, "
+                    "or choose another --out"
+                )
+            with output_lock(args.out, directory=True, what="checkpoints"):
+                groups = load_original_ensemble(
+                    args.model_dir, label_config, args.out, net=args.net, mode=args.mode
+                )
+        except UsageError:
+            raise
+        except (OSError, ValueError, KeyError, pickle.UnpicklingError) as err:
+            if is_machine_fault(err):
+                raise
+            print(f"{PROG}: error: {error_line(err)}", file=sys.stderr)  # the release's fault
+            return 1
+        for name, group in groups.items():
+            print(
+                f"{name}: {len(group.member_state_dicts)} member(s), labels "
+                f"{', '.join(group.labels)} -> {group.checkpoint}"
+            )
+        return 0
+
+    return run_errors(PROG, run, usage=(UsageError,), resumable=False)
 
 
 if __name__ == "__main__":
