@@ -448,3 +448,39 @@ def test_split_fractions_and_what_training_warns_of(
     constant.write_csv(tmp_path / "constant.csv")
     code = main([*base, "--labels", str(tmp_path / "constant.csv"), "--out", str(tmp_path / "c")])
     assert code == 2
+
+
+def test_members_that_cannot_fit_are_refused_before_any_work(
+    store_and_labels, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """All members train at once: asking for more than the machine holds was killed by
+    the kernel without a word. The lower bound (weights, gradients, Adam's moments) is
+    the parameter count of the built network times 16 bytes; a run over what is
+    available exits 2 with one line and leaves no checkpoint folder."""
+    import torch
+
+    from rrnet.models import ModelConfig, build_model
+    from rrnet.training import memory
+
+    config = ModelConfig(num_labels=3)
+    n_params = sum(p.numel() for p in build_model(config).parameters())
+    assert memory.member_state_bytes(config) == 16 * n_params
+    frozen_first = memory.member_state_bytes(config, lambda name: name.startswith("fc1."))
+    first = sum(
+        p.numel() for n, p in build_model(config).named_parameters() if n.startswith("fc1.")
+    )
+    assert 0 < first and frozen_first == 16 * n_params - 12 * first
+    # a real machine: the default six members fit, a hundred thousand do not
+    cpu = torch.device("cpu")
+    memory.check_member_memory(config, 6, cpu)
+    with pytest.raises(ValueError, match="100,000 members need at least"):
+        memory.check_member_memory(config, 100_000, cpu)
+
+    root, _ = store_and_labels
+    monkeypatch.setattr(memory, "available_bytes", lambda device: 10 * 2**20)
+    argv = ["--store", str(root / "store"), "--labels", str(root / "labels.csv"),
+            "--out", str(tmp_path / "x"), "--quiet", "--members", "3", "--epochs", "1"]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "3 members need at least" in err[0] and "at most 0 members" in err[0]
+    assert not (tmp_path / "x").exists()

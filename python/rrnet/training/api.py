@@ -15,6 +15,7 @@ from rrnet.labels import ALL_LABELS
 from rrnet.models.calibration import calibration_snr
 from rrnet.models.checkpoint import SPLIT_FILE
 from rrnet.models.config import ModelConfig
+from rrnet.models.device import resolve_device
 from rrnet.training import files
 from rrnet.training.calibrate import calibrate_checkpoint
 from rrnet.training.data import (
@@ -26,6 +27,7 @@ from rrnet.training.data import (
 )
 from rrnet.training.finetune import load_initialization
 from rrnet.training.loop import _log_default, train_arrays
+from rrnet.training.memory import check_member_memory
 from rrnet.training.ood_fit import fit_ood_checkpoint
 from rrnet.training.settings import TrainOptions, TrainSettings
 from rrnet.training.split import checkpoint_assignment, split_by_star
@@ -127,6 +129,8 @@ def train_ensemble(
     split = split_by_star(selected.star_ids, fractions=opts.split_fractions, seed=seed, fixed=fixed)
     _warn_small_validation(selected.star_ids, split)
 
+    frozen = init.frozen if init is not None else None  # before the flux is read, split written
+    check_member_memory(config, settings.members, resolve_device(settings.device), frozen)
     fits = selected.rows.size * config.n_pixels * 4 <= settings.ram_limit_gb * 2**30
     flux = store.read_flux(selected.rows) if fits else StreamedRows(store, selected.rows)
     log(f"training flux {'read into memory' if fits else 'streamed from the store shards'}")

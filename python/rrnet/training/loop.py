@@ -38,6 +38,7 @@ from rrnet.training import files
 from rrnet.training.augment import MemberNoise, doppler_shift, random_velocities
 from rrnet.training.finetune import Initialization
 from rrnet.training.grouped_step import grouped_step
+from rrnet.training.memory import check_member_memory
 from rrnet.training.settings import TrainSettings
 from rrnet.training.split import Split
 from rrnet.training.stats import flux_statistics, label_ranges, label_statistics
@@ -378,6 +379,9 @@ def _start_run(
     if flux.shape[1] != model_config.n_pixels:
         raise ValueError(f"flux has {flux.shape[1]} pixels, model expects {model_config.n_pixels}")
     device = resolve_device(settings.device)
+    check_member_memory(
+        model_config, settings.members, device, init.frozen if init is not None else None
+    )
     identity = {
         "format": STATE_FORMAT,
         "version": STATE_VERSION,
