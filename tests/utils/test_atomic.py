@@ -40,3 +40,46 @@ def test_read_json_is_none_unless_a_readable_document(tmp_path: Path) -> None:
     assert read_json(path) is None
     write_text(path, '{"a": [1, 2]}')
     assert read_json(path) == {"a": [1, 2]}
+
+
+@pytest.mark.parametrize("free_bytes", [0, 4096, 64 << 20])
+def test_a_library_error_on_a_full_disk_is_said_as_the_disks(
+    tmp_path, monkeypatch: pytest.MonkeyPatch, free_bytes: int
+) -> None:
+    """Polars and cfitsio report a full disk as a malformed file ("Invalid thrift:
+    transport error", "tried to move past end of file"): with the file system full when
+    the write failed, the error becomes ENOSPC naming the output (a fault of the
+    machine: the run stops, resumable); with room left, the library's error stays."""
+    import errno
+    import os
+    from types import SimpleNamespace
+
+    import polars as pl
+
+    from rrnet.utils.faults import is_machine_fault
+
+    seen: list[bool] = []
+
+    def statvfs(path):
+        seen.append(any(p.name.endswith(".tmp") for p in tmp_path.iterdir()))
+        blocks = free_bytes // 4096
+        return SimpleNamespace(f_bfree=blocks, f_bavail=blocks, f_frsize=4096)
+
+    monkeypatch.setattr(os, "statvfs", statvfs)
+    target = tmp_path / "cat.parquet"
+    library = pl.exceptions.ComputeError("parquet: Invalid thrift: transport error")
+    with pytest.raises(Exception) as raised, atomic_path(target) as tmp:
+        tmp.write_bytes(b"PAR1 half a file")
+        raise library
+    assert seen == [True]  # asked while the failed write still held its space
+    if free_bytes < (1 << 20):
+        assert isinstance(raised.value, OSError) and raised.value.errno == errno.ENOSPC
+        assert raised.value.filename == os.fspath(target) and raised.value.__cause__ is library
+        assert is_machine_fault(raised.value)
+    else:
+        assert raised.value is library
+    assert not target.exists() and list(tmp_path.iterdir()) == []
+    # an error already said as the machine's is left as it is
+    with pytest.raises(OSError) as raised, atomic_path(target):
+        raise OSError(errno.EROFS, "Read-only file system")
+    assert raised.value.errno == errno.EROFS

@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from rrnet.utils.faults import full_disk_error
+
 TEMP_GLOB = ".*.tmp"
 """Matches every temporary file :func:`temp_beside` makes (what a resumed run removes)."""
 
@@ -53,6 +55,10 @@ def atomic_path(path: str | os.PathLike[str], *, fsync: bool = False) -> Iterato
             with open(tmp, "rb") as handle:
                 os.fsync(handle.fileno())
         os.replace(tmp, path)
+    except Exception as exc:
+        if (full := full_disk_error(path, exc)) is not None:
+            raise full from exc  # a library's "malformed file" that is a full disk
+        raise
     finally:
         tmp.unlink(missing_ok=True)
 

@@ -7,6 +7,7 @@ checkpoint as bad: the same input would be fine on a healthy machine.
 from __future__ import annotations
 
 import errno
+import os
 
 MACHINE_FAULT_ERRNOS: frozenset[int] = frozenset(
     {
@@ -48,3 +49,24 @@ def machine_fault_text(text: str) -> str | None:
     """The OS message a wrapped error quotes (``... No space left on device (os error
     28)``), or None."""
     return next((t for t in _FAULT_TEXTS if t in text), None)
+
+
+FULL_DISK_BYTES = 1 << 20
+"""Free space under which a failed write is taken to have filled its disk."""
+
+
+def full_disk_error(path: str | os.PathLike[str], exc: BaseException) -> OSError | None:
+    """ENOSPC for ``path`` when a write that raised ``exc`` left its file system full,
+    else None: Polars (a Parquet footer: "Invalid thrift: transport error") and cfitsio
+    ("tried to move past end of file") report a full disk as a malformed file. Ask
+    before the failed write's temporary file is removed (that frees the space again)."""
+    if is_machine_fault(exc):
+        return None  # already said as the machine's
+    try:
+        stats = os.statvfs(os.path.dirname(os.path.abspath(path)))
+    except OSError:
+        return None
+    blocks = stats.f_bfree if os.geteuid() == 0 else stats.f_bavail  # root may use reserve
+    if blocks * stats.f_frsize >= FULL_DISK_BYTES:
+        return None
+    return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), os.fspath(path))
