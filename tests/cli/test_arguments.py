@@ -34,6 +34,25 @@ def test_preprocess_refuses(tmp_path, capsys, flag, value):
     assert not out.exists()
 
 
+@pytest.mark.parametrize("mode", ["measure", "catalog"])
+@pytest.mark.parametrize("command", ["rrnet-preprocess", "rrnet-run"])
+def test_an_rv_choice_without_rv_correction_is_refused(tmp_path, capsys, command, mode):
+    """--rv picks the RV that shifts each spectrum; --no-rv-correction shifts none, and
+    the --rv given was ignored without a word."""
+    from rrnet.cli import run
+
+    catalog = tmp_path / "cat.csv"
+    catalog.write_text("filename,extname_blue,extname_red,rv\nx.fits,B,R,0\n")
+    out = tmp_path / "out"
+    main = {"rrnet-preprocess": preprocess.main, "rrnet-run": run.main}[command]
+    extra = [] if command == "rrnet-preprocess" else ["--model", str(tmp_path)]
+    argv = [str(catalog), "--out", str(out), "--rv", mode, "--no-rv-correction", *extra]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{command}: error: --rv {mode} chooses" in err
+    assert not out.exists()
+
+
 INFER_BAD = [
     ("--min-snr", "nan"),
     ("--ood-quantile", "nan"),
@@ -57,6 +76,22 @@ def test_infer_refuses(tmp_path, capsys, flag, value):
     assert err.count("\n") == 1 and err.startswith("rrnet-infer: error:")
     assert flag in err  # refused for this option (not for the model folder, say)
     assert not out.exists() and not (tmp_path / "cat.parquet.parts").exists()
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [["--data-dir", "."], ["--workers", "1"], ["--chunk-rows", "5"], ["--rv", "measure"],
+     ["--rv", "catalog"], ["--allow-outside-data-dir"], ["--find-files"]],
+)  # fmt: skip
+def test_infer_refuses_reading_options_a_store_ignores(tmp_path, capsys, extra):
+    """A store is read as rrnet-preprocess wrote it: how raw spectra are read (``--rv
+    measure``, ``--data-dir``) was silently ignored with --store."""
+    out = tmp_path / "cat.parquet"
+    args = ["--store", str(tmp_path), "--model", str(tmp_path), "--out", str(out)]
+    assert infer.main([*args, *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"error: {extra[0]} applies to --catalog" in err
+    assert not out.exists()
 
 
 @pytest.mark.parametrize("value", ["abc", "-2", "100000"])

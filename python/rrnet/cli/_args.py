@@ -104,6 +104,17 @@ def data_dir_problem(data_dir: str | os.PathLike[str] | None) -> str | None:
     return None
 
 
+def rv_problem(correct_rv: bool, rv_mode: str) -> str | None:
+    """One line when ``--rv`` is chosen with ``--no-rv-correction``: it picks the RV the
+    spectra are shifted by, and none is shifted (it was ignored without a word)."""
+    if not correct_rv and rv_mode != DEFAULT_RV_MODE:
+        return (
+            f"--rv {rv_mode} chooses the RV each spectrum is shifted by, and "
+            "--no-rv-correction shifts none: give one of them"
+        )
+    return None
+
+
 def output_problem(out: str | os.PathLike[str], what: str = "--out") -> str | None:
     """One line when this user cannot write ``out`` (an existing file or folder, or the
     nearest folder above it that exists), found before any work: such a run failed at its

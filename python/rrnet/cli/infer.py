@@ -162,13 +162,41 @@ def parse_error_floor(values: Sequence[str] | None) -> dict[str, float] | str | 
     return out
 
 
+CATALOG_ONLY = (
+    ("data_dir", "--data-dir"),
+    ("workers", "--workers"),
+    ("chunk_rows", "--chunk-rows"),
+    ("rv_mode", "--rv"),
+    ("allow_outside_data_dir", "--allow-outside-data-dir"),
+    ("find_files", "--find-files"),
+)
+"""Options of reading raw spectra (``--catalog``): a store is read as it was preprocessed."""
+
+
+def _ignored_with_store(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str | None:
+    """One line when an option that only reading raw spectra uses is given with --store
+    (it was ignored without a word: ``--rv measure`` measured nothing)."""
+    if not args.store:
+        return None
+    for dest, flag in CATALOG_ONLY:
+        if getattr(args, dest) != parser.get_default(dest):
+            return (
+                f"{flag} applies to --catalog (raw spectra); a --store was preprocessed with "
+                "its own settings (rrnet-preprocess)"
+            )
+    return None
+
+
 @command(PROG)
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status (2 for unusable arguments)."""
+    parser = build_parser()
     try:
-        args = build_parser().parse_args(argv)
+        args = parser.parse_args(argv)
     except UsageError as exc:
         return usage_error(PROG, exc)
+    if (problem := _ignored_with_store(parser, args)) is not None:
+        return usage_error(PROG, problem)
     logging.basicConfig(level=logging.INFO, format=f"{PROG}: %(message)s")
     if args.catalog and args.data_dir is None:  # as rrnet-preprocess: the catalogue's folder
         args.data_dir = str(Path(args.catalog).parent)

@@ -19,6 +19,7 @@ from rrnet.cli._args import (
     output_problem,
     parse_or_status,
     run_failure,
+    rv_problem,
     stop_on_sigterm,
     unexpected_exit,
     usage_error,
@@ -185,6 +186,8 @@ def _check(args: argparse.Namespace) -> str | None:
         return problem
     if args.workers is not None and args.workers < 0:
         return f"--workers must be >= 0, got {args.workers}"
+    if (problem := rv_problem(args.correct_rv, args.rv_mode)) is not None:
+        return problem
     if not (args.max_inflated_mb * 2**20 >= 1):  # also refuses nan
         return f"--max-inflated-mb must be positive, got {args.max_inflated_mb}"
     if not 1 <= args.shard_size <= MAX_SHARD_SIZE:

@@ -115,6 +115,8 @@ def _run(args: argparse.Namespace, job_script: Any, load_settings: Any, run_clus
         return _args.usage_error(PROG, problem)
     if (problem := _args.output_problem(args.out)) is not None:
         return _args.usage_error(PROG, problem)
+    if (problem := _args.rv_problem(not args.no_rv_correction, args.rv_mode)) is not None:
+        return _args.usage_error(PROG, problem)
     preprocess = {
         "rv_column": args.rv_column,
         "correct_rv": not args.no_rv_correction,
