@@ -132,6 +132,8 @@ def test_pivot_and_markdown_table() -> None:
         (["--min-exposures", "1"], "must be >= 2"),
         (["--split", "dev"], "invalid choice"),
         (["--key", "gaia_id"], "key column"),
+        (["--split", "valid"], "--split valid needs --checkpoint"),  # ignored before
+        (["--repeat-key", "gaia_id"], "no repeat-key column 'gaia_id'"),  # only a note
     ],
 )
 def test_unusable_arguments_exit_2_with_one_line(run, capsys, extra, message) -> None:

@@ -118,6 +118,8 @@ def _check(args: argparse.Namespace) -> str | None:
     for ckpt in args.checkpoint:
         if not ckpt.is_dir():
             return f"--checkpoint is not a directory: {ckpt}"
+    if args.split != "test" and not args.checkpoint:  # it was ignored without a word
+        return f"--split {args.split} needs --checkpoint (the split is stored there)"
     if args.recalibrate and not args.checkpoint:
         return "--recalibrate needs --checkpoint (the validation split is stored there)"
     if args.store is not None and not args.checkpoint:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from rrnet.evaluation import calibration, figures, metrics, repeats, sample
-from rrnet.evaluation.options import SPLITS, EvalOptions
+from rrnet.evaluation.options import DEFAULT_REPEAT_KEY, SPLITS, EvalOptions
 from rrnet.evaluation.report import Report, write_report
 from rrnet.io import read_table
 from rrnet.io.catalog import key_renames
@@ -162,6 +162,8 @@ def evaluate(opts: EvalOptions, *, split_loader: SplitLoader = load_split) -> Re
         )
         rep = repeats.repeat_table(stars, labels)
         count_dict["stars_with_repeats"] = stars.height
+    elif opts.repeat_key != DEFAULT_REPEAT_KEY:  # asked for by name: not a note
+        raise sample.SampleError(f"the catalogue has no repeat-key column {opts.repeat_key!r}")
     else:
         notes.append(f"No repeat analysis: the catalogue has no {opts.repeat_key!r} column.")
     report = Report(

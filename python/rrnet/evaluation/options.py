@@ -8,6 +8,10 @@ from pathlib import Path
 SPLITS: tuple[str, ...] = ("test", "valid", "train", "all")
 
 
+DEFAULT_REPEAT_KEY = "star_id"
+"""Without this column the repeat analysis is skipped with a note; another, named, must exist."""
+
+
 @dataclass(frozen=True)
 class EvalOptions:
     """Inputs of :func:`evaluate` (the CLI maps its flags one to one onto these).
@@ -22,7 +26,7 @@ class EvalOptions:
     key: tuple[str, ...] = ("star_id",)
     snr: str = "snr_blue"
     all_rows: bool = False
-    repeat_key: str = "star_id"
+    repeat_key: str = DEFAULT_REPEAT_KEY
     min_exposures: int = 2
     checkpoints: tuple[Path, ...] = ()
     split: str = "test"
