@@ -180,6 +180,18 @@ def test_resume_after_a_kill_equals_the_uninterrupted_run(tmp_path: Path) -> Non
         assert not (out / "train_state.pt").exists()
     with pytest.raises(CheckpointComplete):
         _small_run(tmp_path / "full", resume=True)
+    # more epochs asked of a finished checkpoint: refused, not "nothing to do" (exit 0)
+    flux, labels = toy_spectra(160, n_pixels=N_PIX, n_lines=25, seed=2)
+    longer = TrainSettings(members=2, epochs=4, batch_size=32, augment_from=2, seed=11)
+    before = (tmp_path / "full" / "config.json").read_bytes()
+    with pytest.raises(ValueError, match="complete with epochs 3, not 4") as err:
+        train_arrays(
+            flux, labels, split_by_star(np.arange(160), seed=3), label_names=TOY_LABELS,
+            model_config=CONFIG, settings=longer, out=tmp_path / "full", resume=True,
+            progress=False,
+        )  # fmt: skip
+    assert not isinstance(err.value, CheckpointComplete)
+    assert (tmp_path / "full" / "config.json").read_bytes() == before
 
 
 def test_refuses_to_overwrite_and_to_resume_with_other_settings(tmp_path: Path) -> None:

@@ -771,7 +771,9 @@ def _resume_state(out_dir: Path | None, identity: dict[str, Any]) -> dict[str, A
         raise ValueError("resume needs a checkpoint directory (out)")
     if not (out_dir / files.STATE_FILE).is_file():
         config = files.read_config(out_dir)
-        if config and (config.get("training") or {}).get("status") == "complete":
+        training = (config or {}).get("training") or {}
+        if training.get("status") == "complete":
+            _check_same_recipe(out_dir, training.get("settings") or {}, identity["settings"])
             raise CheckpointComplete(f"checkpoint {out_dir} is already complete; nothing to do")
         if config:
             raise ValueError(
@@ -803,6 +805,19 @@ def _resume_state(out_dir: Path | None, identity: dict[str, Any]) -> dict[str, A
                 f"({state.get(key)!r} != {value!r})"
             )
     return state
+
+
+def _check_same_recipe(out_dir: Path, saved: Mapping[str, Any], asked: Mapping[str, Any]) -> None:
+    """ValueError when resuming a finished checkpoint asks for another recipe (more
+    ``epochs``, say): "nothing to do" and exit 0 read as if it had been trained so."""
+    differ = sorted(k for k in asked if k in saved and saved[k] != asked[k])
+    if differ:
+        key = differ[0]
+        raise ValueError(
+            f"checkpoint {out_dir} is complete with {key} {saved[key]!r}, not {asked[key]!r}: "
+            "a finished checkpoint is not trained further; train anew (another --out) or "
+            "fine-tune it (--init)"
+        )
 
 
 def _prepare_new(out_dir: Path) -> None:
