@@ -314,3 +314,33 @@ def test_a_negative_seed_is_refused_naming_the_option(tmp_path, capsys, monkeypa
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "argument --" in err and "seed: must be a whole number" in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_folder_where_a_table_file_goes_is_refused_before_any_work(tmp_path, capsys):
+    """rrnet-run told to --resume or --overwrite a folder given as --out, which both
+    failed (--resume after the whole run, blamed on the machine); rrnet-catalog
+    --overwrite scanned everything and then failed the same way."""
+    from rrnet.cli import catalog, run
+
+    cat = tmp_path / "cat.csv"
+    cat.write_text("filename,extname_blue,extname_red,rv\nx.fits,B,R,0\n")
+    folder = tmp_path / "out.parquet"
+    folder.mkdir()
+    (folder / "mine.txt").write_text("kept")
+    model = ["--model", str(tmp_path)]
+    out = ["--out", str(folder)]
+    cases = [
+        (run.main, "rrnet-run", [str(cat), *model, *out]),
+        (run.main, "rrnet-run", [str(cat), *model, *out, "--resume"]),
+        (catalog.main, "rrnet-catalog", ["--overwrite", "scan", str(tmp_path), *out]),
+        (infer.main, "rrnet-infer", ["--catalog", str(cat), *model, *out, "--resume"]),
+        (preprocess.main, "rrnet-preprocess",
+         [str(cat), "--out", str(tmp_path / "store"), "--select", str(folder)]),
+    ]  # fmt: skip
+    for main, prog, argv in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith(f"{prog}: error: "), err
+        assert f"{folder} is a folder" in err, err
+    assert sorted(p.name for p in folder.iterdir()) == ["mine.txt"]
+    assert not (tmp_path / "store").exists()

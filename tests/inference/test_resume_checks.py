@@ -79,7 +79,7 @@ def test_overwrite_refuses_what_rrnet_did_not_write(world, tmp_path, capsys):
     folder = tmp_path / "dir.parquet"
     folder.mkdir()
     assert _cli(world, folder, "--overwrite") == 2
-    assert "not a regular file" in capsys.readouterr().err
+    assert "is a folder" in capsys.readouterr().err
     assert folder.is_dir()
     link = tmp_path / "null.parquet"
     link.symlink_to("/dev/null")

@@ -133,6 +133,16 @@ def output_problem(out: str | os.PathLike[str], what: str = "--out") -> str | No
     return None
 
 
+def file_output_problem(out: str | os.PathLike[str], what: str = "--out") -> str | None:
+    """:func:`output_problem`, and a folder where a table file is to be written (it was
+    told to --resume or --overwrite, which both failed, the second after the whole run)."""
+    if (problem := output_problem(out, what)) is not None:
+        return problem
+    if Path(out).is_dir():
+        return f"{what} {out} is a folder: name a file to write"
+    return None
+
+
 _EFFECTIVE = os.access in os.supports_effective_ids
 """Ask as the process's effective user (setuid wrappers) where the platform can."""
 

@@ -17,7 +17,7 @@ import polars as pl
 from rrnet.cli._args import (
     OneLineParser,
     command,
-    output_problem,
+    file_output_problem,
     parse_or_status,
     run_errors,
     usage_error,
@@ -101,7 +101,7 @@ def _check(args: argparse.Namespace) -> str | None:
         return str(exc)
     if fmt not in WRITTEN_FORMATS:
         return f"--out {args.out}: rrnet-catalog writes .csv, .parquet or .fits, not {fmt}"
-    if (problem := output_problem(args.out)) is not None:
+    if (problem := file_output_problem(args.out)) is not None:
         return problem
     source = args.catalogue if args.command == "from-lamost" else args.rv_from
     # --overwrite would replace what the run is about to read

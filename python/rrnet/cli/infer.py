@@ -16,8 +16,8 @@ from rrnet.cli._args import (
     add_reading_arguments,
     command,
     data_dir_problem,
+    file_output_problem,
     infer_options,
-    output_problem,
     reading_options,
     run_errors,
     usage_error,
@@ -210,7 +210,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.catalog and (problem := data_dir_problem(args.data_dir)) is not None:
             raise InferError(problem)
         for target, what in ((args.out, "--out"), (args.per_star_out, "--per-star-out")):
-            if target is not None and (problem := output_problem(target, what)) is not None:
+            if target is not None and (problem := file_output_problem(target, what)):
                 raise InferError(problem)
         options = infer_options(
             args,

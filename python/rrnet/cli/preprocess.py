@@ -14,6 +14,7 @@ from rrnet.cli._args import (
     OneLineParser,
     command,
     data_dir_problem,
+    file_output_problem,
     interrupted_exit,
     os_error_exit,
     output_problem,
@@ -203,9 +204,10 @@ def _check(args: argparse.Namespace) -> str | None:
         return "--resume and --overwrite exclude each other"
     if args.out.exists() and not args.out.is_dir():
         return f"--out exists and is not a directory: {args.out}"
-    for target, what in ((args.out, "--out"), (args.select, "--select")):
-        if target is not None and (problem := output_problem(target, what)) is not None:
-            return problem
+    if (problem := output_problem(args.out)) is not None:
+        return problem
+    if args.select is not None and (problem := file_output_problem(args.select, "--select")):
+        return problem
     if args.select is not None and args.select.exists():
         if args.catalog.exists() and args.select.samefile(args.catalog):
             return f"--select {args.select} is the input catalogue: name another file"

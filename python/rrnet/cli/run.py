@@ -113,7 +113,7 @@ def _run(args: argparse.Namespace, job_script: Any, load_settings: Any, run_clus
         args.data_dir = str(Path(args.catalog).parent)
     if (problem := _args.data_dir_problem(args.data_dir)) is not None:
         return _args.usage_error(PROG, problem)
-    if (problem := _args.output_problem(args.out)) is not None:
+    if (problem := _args.file_output_problem(args.out)) is not None:
         return _args.usage_error(PROG, problem)
     if (problem := _args.rv_problem(not args.no_rv_correction, args.rv_mode)) is not None:
         return _args.usage_error(PROG, problem)
