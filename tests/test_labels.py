@@ -7,6 +7,8 @@ import pickle
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from helpers import LABEL_CONFIG, needs_shared
 from rrnet.labels import (
@@ -87,3 +89,21 @@ def test_structurally_wrong_configs_are_errors(tmp_path) -> None:
     path.write_bytes(pickle.dumps(bad))
     with pytest.raises(ValueError, match="label_mean"):
         read_label_config(path)
+
+
+@settings(max_examples=60, deadline=None)
+@given(head=st.sampled_from([b"", b"\x89PNG\r\n\x1a\n", b"\x80\x04", b"PK\x03\x04", b"\x80\x02}q"]),
+       tail=st.binary(max_size=64))  # fmt: skip
+def test_a_file_that_is_no_pickle_is_one_value_error_naming_it(head, tail) -> None:
+    """A PNG, an empty or a truncated file given as --label-config: an unpickler's own
+    error (EOFError, persistent id, KeyError, ...) became "unexpected EOFError"; it is now
+    a ValueError naming the file (or the unsafe-pickle refusal, or a structural error)."""
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "label_config.pkl"
+        path.write_bytes(head + tail)
+        with pytest.raises((ValueError, UnsafePickleError)) as err:
+            read_label_config(path)
+        assert str(path) in str(err.value) or isinstance(err.value, UnsafePickleError)

@@ -151,7 +151,13 @@ def read_label_config(path: str | Path) -> dict[str, Any]:
     ValueError
         If a required key is missing or the array lengths disagree.
     """
-    data = safe_unpickle(Path(path).read_bytes())
+    try:
+        data = safe_unpickle(Path(path).read_bytes())
+    except UnsafePickleError:
+        raise
+    except Exception as exc:  # arbitrary bytes raise almost any error in the unpickler
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ValueError(f"{path}: not a label_config.pkl (unreadable pickle: {first})") from exc
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a dict, got {type(data).__name__}")
     missing = [key for key in LABEL_CONFIG_KEYS if key not in data]
