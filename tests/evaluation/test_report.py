@@ -187,11 +187,11 @@ def test_reports_never_replace_a_users_files(run, tmp_path: Path, capsys) -> Non
     evaluate = ["--catalog", str(root / "cat.parquet"), "--labels", str(root / "labels.csv")]
     store = tmp_path / "store"
     store.mkdir()
+    compare = ["compare", "--store", str(store), "--labels", str(root / "labels.csv")]
     commands = {
         "eval": [*evaluate, "--no-figures", "--out"],
         "overview": ["overview", str(root / "cat.parquet"), "--out"],
-        "compare": ["compare", "--store", str(store), "--labels", str(root / "labels.csv")]
-        + ["--out"],
+        "compare": [*compare, "--out"],
     }
     for name, argv in commands.items():
         assert main([*argv, str(mine)]) == 2, name
@@ -213,3 +213,27 @@ def test_reports_never_replace_a_users_files(run, tmp_path: Path, capsys) -> Non
     empty.mkdir()
     assert main([*commands["eval"], str(empty)]) == 0
     assert (empty / "index.html").is_file()
+
+
+def test_isochrones_that_are_no_mist_table_are_refused_before_any_work(
+    run, tmp_path: Path, capsys
+) -> None:
+    """A PNG or a CSV of other columns as --isochrones failed at the report's end with
+    "unexpected ColumnNotFoundError"; now one line, exit 2, before anything is written."""
+    png = tmp_path / "kiel.png"
+    png.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))
+    other = tmp_path / "iso.csv"
+    other.write_text("teff,logg\n3.7,4.5\n3.6,4.6\n")
+    root = run["root"]
+    evaluate = ["--catalog", str(root / "cat.parquet"), "--labels", str(root / "labels.csv")]
+    for bad in (png, other):
+        for argv in (
+            [*evaluate, "--out", str(tmp_path / "r")],
+            ["overview", str(root / "cat.parquet"), "--out", str(tmp_path / "o")],
+        ):
+            assert main([*argv, "--isochrones", str(bad)]) == 2
+            err = capsys.readouterr().err
+            assert err.count("\n") == 1 and "not a MIST isochrone CSV" in err and str(bad) in err
+            assert not (tmp_path / "r").exists() and not (tmp_path / "o").exists()
+    assert main(["overview", str(root / "cat.parquet"), "--out", str(tmp_path / "o"),
+                 "--isochrones", str(ISOCHRONES)]) == 0  # fmt: skip

@@ -469,7 +469,7 @@ def test_members_that_cannot_fit_are_refused_before_any_work(
     first = sum(
         p.numel() for n, p in build_model(config).named_parameters() if n.startswith("fc1.")
     )
-    assert 0 < first and frozen_first == 16 * n_params - 12 * first
+    assert first > 0 and frozen_first == 16 * n_params - 12 * first
     # a real machine: the default six members fit, a hundred thousand do not
     cpu = torch.device("cpu")
     memory.check_member_memory(config, 6, cpu)

@@ -126,8 +126,8 @@ def _check(args: argparse.Namespace) -> str | None:
         return "--store (saliency maps) needs --checkpoint (the models)"
     if args.store is not None and not args.store.is_dir():
         return f"--store is not a directory: {args.store}"
-    if args.isochrones is not None and not args.isochrones.is_file():
-        return f"--isochrones not found: {args.isochrones}"
+    if args.isochrones is not None and (problem := isochrones_problem(args.isochrones)):
+        return problem
     if args.min_exposures < 2:
         return f"--min-exposures must be >= 2, got {args.min_exposures}"
     if args.saliency_spectra < 1:
@@ -352,6 +352,8 @@ def _main_overview(argv: list[str]) -> int:
             raise UsageError(f"--out exists and is not a directory: {args.out}")
         if problem := output_problem(args.out) or report_folder_problem(args.out, KIND_OVERVIEW):
             raise UsageError(problem)
+        if args.isochrones is not None and (problem := isochrones_problem(args.isochrones)):
+            raise UsageError(problem)
     except (UsageError, CatalogError) as exc:
         return usage_error(PROG, exc)
     except SystemExit as exc:  # --help
@@ -371,6 +373,19 @@ def _main_overview(argv: list[str]) -> int:
 
     usage = (CatalogError, SampleError, ValueError, FileNotFoundError)
     return run_errors(PROG, run, usage=usage, resumable=False)
+
+
+def isochrones_problem(path: Path) -> str | None:
+    """One line when ``--isochrones`` is not a MIST isochrone CSV, found before any work."""
+    if not path.is_file():
+        return f"--isochrones not found: {path}"
+    from rrnet.plots.kiel import read_isochrones
+
+    try:
+        read_isochrones(path)
+    except ValueError as exc:
+        return f"--isochrones {exc}"
+    return None
 
 
 def pl_errors() -> type[Exception]:

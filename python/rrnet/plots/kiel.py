@@ -22,12 +22,24 @@ DEFAULT_ISOCHRONES = Path(__file__).resolve().parents[1] / "data" / "MIST_iso_7G
 def read_isochrones(
     path: str | os.PathLike[str] = DEFAULT_ISOCHRONES,
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """``{feh: (teff_K, logg_dex)}`` from the MIST CSV (log10 Teff is converted to K)."""
-    table = pl.read_csv(path)
+    """``{feh: (teff_K, logg_dex)}`` from the MIST CSV (log10 Teff is converted to K).
+
+    ValueError, naming the file, for anything else (a PNG, a CSV of other columns): the
+    report failed at its end with "unexpected ColumnNotFoundError"."""
+    wanted = [f"{q}_{feh}" for feh in ISOCHRONE_FEH for q in ("teff", "logg")]
+    what = f"{path}: not a MIST isochrone CSV (columns {', '.join(wanted)}: log10 Teff, log g)"
+    try:
+        table = pl.read_csv(
+            path, columns=wanted, schema_overrides=dict.fromkeys(wanted, pl.Float64)
+        )
+    except (pl.exceptions.PolarsError, UnicodeDecodeError, ValueError) as exc:
+        raise ValueError(what) from exc
     out = {}
     for feh in ISOCHRONE_FEH:
-        pair = table.select(pl.col(f"teff_{feh}"), pl.col(f"logg_{feh}")).drop_nulls()
-        out[feh] = (10.0 ** pair.to_numpy()[:, 0], pair.to_numpy()[:, 1])
+        pair = table.select(pl.col(f"teff_{feh}"), pl.col(f"logg_{feh}")).drop_nulls().to_numpy()
+        if pair.shape[0] < 2:
+            raise ValueError(what)
+        out[feh] = (10.0 ** pair[:, 0], pair[:, 1])
     return out
 
 
