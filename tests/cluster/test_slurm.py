@@ -276,3 +276,19 @@ def test_worker_processes_follow_cores_and_oversubscription_is_refused() -> None
     assert load_settings(None).worker_processes == 2  # local default unchanged
     with pytest.raises(ClusterConfigError, match="oversubscribe"):
         load_settings(None, kind="slurm", cores=1, processes=2)
+
+
+def test_a_config_that_is_no_toml_table_is_one_config_error(tmp_path: Path) -> None:
+    """A PNG as --config escaped as "unexpected UnicodeDecodeError"; ``cluster = 5``
+    as "'int' object is not iterable". Both are the config's fault, said with its name."""
+    png = tmp_path / "cluster.png"
+    png.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(32))
+    scalar = tmp_path / "scalar.toml"
+    scalar.write_text("cluster = 5\n")
+    with pytest.raises(ClusterConfigError, match="cluster.png is not a TOML text file"):
+        load_settings(png)
+    with pytest.raises(ClusterConfigError, match=r"\[cluster\] must be a table"):
+        load_settings(scalar)
+    table = tmp_path / "ok.toml"
+    table.write_text('[cluster]\nkind = "slurm"\ncores = 4\n')
+    assert load_settings(table).cores == 4

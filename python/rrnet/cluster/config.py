@@ -83,10 +83,15 @@ def load_settings(path: str | os.PathLike[str] | None, **overrides: Any) -> Clus
     values: dict[str, Any] = {}
     if path is not None:
         try:
-            data = tomllib.loads(Path(path).read_text())
+            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except UnicodeDecodeError as exc:  # a PNG given as --config: "unexpected" before
+            raise ClusterConfigError(f"cluster config {path} is not a TOML text file") from exc
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ClusterConfigError(f"cannot read cluster config {path}: {exc}") from exc
-        values = dict(data.get("cluster", data))
+        section = data.get("cluster", data)
+        if not isinstance(section, dict):
+            raise ClusterConfigError(f"cluster config {path}: [cluster] must be a table")
+        values = dict(section)
     known = {f.name for f in fields(ClusterSettings)}
     unknown = sorted(set(values) - known)
     if unknown:
