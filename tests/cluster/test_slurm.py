@@ -285,7 +285,7 @@ def test_a_config_that_is_no_toml_table_is_one_config_error(tmp_path: Path) -> N
     png.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(32))
     scalar = tmp_path / "scalar.toml"
     scalar.write_text("cluster = 5\n")
-    with pytest.raises(ClusterConfigError, match="cluster.png is not a TOML text file"):
+    with pytest.raises(ClusterConfigError, match=r"cluster\.png is not a TOML text file"):
         load_settings(png)
     with pytest.raises(ClusterConfigError, match=r"\[cluster\] must be a table"):
         load_settings(scalar)
