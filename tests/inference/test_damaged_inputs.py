@@ -48,7 +48,12 @@ CHECKPOINTS = {
     "model list": ("config.json", _config(model=[1, 2])),
     "no model": ("config.json", _config(model=None)),
     "not json": ("config.json", lambda p: p.write_text("{nope")),
+    "calibration not json": ("calibration.json", lambda p: p.write_text("{nope")),
+    "calibration labels int": ("calibration.json", _config(labels=5)),
+    "ood test truncated": ("ood_subspace.safetensors", _truncate),
 }
+NAMED = {"calibration not json", "calibration labels int", "ood test truncated"}
+"""Cases whose line named no file ("JSONDecodeError: Expecting property name")."""
 
 STORES = {
     "shard missing": ("shards/normalized-000000.npy", lambda p: p.unlink()),
@@ -77,9 +82,13 @@ def test_damaged_checkpoint(world, tmp_path, capsys, case):
     name, damage = CHECKPOINTS[case]
     model = tmp_path / "SP"
     shutil.copytree(world["sp"], model)
+    if not (model / name).exists():  # the test world's checkpoint has no calibration
+        valid = {"format": "rrnet-calibration", "version": 2, "labels": {}}
+        (model / name).write_text(json.dumps(valid) if name.endswith(".json") else "x" * 999)
     damage(model / name)
     rc, lines, out = _run(world, tmp_path, capsys, store=world["store"], model=model)
     assert rc == 2 and len(lines) == 1
+    assert case not in NAMED or str(model / name) in lines[0], lines
     assert not out.exists() and not out.with_name("cat.parquet.parts").exists()
 
 

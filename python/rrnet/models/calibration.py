@@ -397,10 +397,27 @@ def read_calibration(checkpoint_dir: str | os.PathLike[str]) -> dict[str, dict[s
     path = Path(checkpoint_dir) / CALIBRATION_FILE
     if not path.is_file():
         return None
-    doc = json.loads(path.read_text(encoding="utf-8"))
-    if doc.get("format") != FORMAT or doc.get("version") not in READABLE_VERSIONS:
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:  # a damaged file, named
+        raise ValueError(f"{path}: invalid JSON ({exc})") from exc
+    if (
+        not isinstance(doc, dict)
+        or doc.get("format") != FORMAT
+        or doc.get("version") not in READABLE_VERSIONS
+    ):
         raise ValueError(f"not a {FORMAT} v{VERSION} file: {path}")
-    return {str(k): dict(v) for k, v in doc["labels"].items()}
+    labels = doc.get("labels")
+    if not isinstance(labels, dict) or not all(
+        isinstance(v, dict) and all(_is_number(x) for x in v.values()) for v in labels.values()
+    ):
+        raise ValueError(f"{path}: 'labels' is not a table of numbers per label")
+    return {str(k): dict(v) for k, v in labels.items()}
+
+
+def _is_number(value: Any) -> bool:
+    """A stored parameter or diagnostic: a number, or null (a diagnostic with no rows)."""
+    return value is None or (isinstance(value, int | float) and not isinstance(value, bool))
 
 
 def apply_calibration(

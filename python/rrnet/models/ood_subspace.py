@@ -649,18 +649,17 @@ def read(path: str | os.PathLike[str]) -> Subspace | None:
     target = Path(path) / SUBSPACE_FILE
     if not target.is_file():
         return None
-    with safe_open(str(target), framework="numpy") as handle:
-        meta = handle.metadata() or {}
-        names = (
-            ARM_STEP_SCORE_NAME,
-            LINES_SCORE_NAME,
-            SHAPE_SCORE_NAME,
-            SCORE_NAME,
-            PLAIN_SCORE_NAME,
-        )
-        if meta.get("score") not in names:
-            raise ValueError(f"{target}: unknown OOD score {meta.get('score')!r}")
-        t = {k: handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118
+    try:
+        with safe_open(str(target), framework="numpy") as handle:
+            meta = handle.metadata() or {}
+            t = {k: handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118
+    except OSError:
+        raise  # the machine's (or a vanished file), not a damaged test
+    except Exception as exc:  # safetensors' own error: a truncated or foreign file
+        raise ValueError(f"{target}: not a readable safetensors file ({exc})") from exc
+    names = (ARM_STEP_SCORE_NAME, LINES_SCORE_NAME, SHAPE_SCORE_NAME, SCORE_NAME, PLAIN_SCORE_NAME)
+    if meta.get("score") not in names:
+        raise ValueError(f"{target}: unknown OOD score {meta.get('score')!r}")
     arm_step = meta["score"] == ARM_STEP_SCORE_NAME
     lines = arm_step or meta["score"] == LINES_SCORE_NAME
     shape = lines or meta["score"] == SHAPE_SCORE_NAME
