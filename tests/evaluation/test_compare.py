@@ -80,3 +80,34 @@ def test_compare_cli_rejects_unknown_variants(tmp_path: Path, capsys) -> None:
     assert main([*args, "--batch-size", "0"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("rrnet-eval: error: --batch-size must be >= 1") and err.count("\n") == 1
+
+
+def test_compare_cli_refuses_a_reference_set_it_cannot_split(tmp_path: Path, capsys) -> None:
+    """A store whose rows all failed, labels of other stars, or two stars: "unexpected
+    ValueError: the train split is empty" after loading; now one line, exit 2, before
+    any training, and no output folder."""
+    import json
+
+    flux, labels = toy_spectra(6, n_pixels=7200, n_lines=10, seed=1)
+    store = tmp_path / "store"
+    (store / "shards").mkdir(parents=True)
+    np.save(store / "shards" / "normalized-000000.npy", flux.astype(np.float32))
+    stars = np.array(["a", "a", "a", "b", "b", "b"])
+    manifest = pl.DataFrame({"row": np.arange(6), "star_id": stars, "status": ["ok"] * 6})
+    manifest.write_parquet(store / "manifest.parquet")
+    info = {"format": "rrnet-preprocessed-store", "format_version": 1, "complete": True,
+            "n_rows": 6, "shard_size": 6, "kinds": ["normalized"],
+            "fingerprint": {"hash": "toy0123456789abc", "correct_rv": True}}  # fmt: skip
+    (store / "store.json").write_text(json.dumps(info))
+    table = {"Teff[K]": labels[::3, 0], "Logg": labels[::3, 1], "FeH": labels[::3, 2]}
+    pl.DataFrame({"star_id": ["a", "b"], **table}).write_csv(tmp_path / "two.csv")
+    pl.DataFrame({"star_id": ["x", "y"], **table}).write_csv(tmp_path / "other.csv")
+    out = tmp_path / "compare"
+    cases = {"two.csv": "6 usable spectra of 2 labelled stars: too few",
+             "other.csv": "no usable store row has reference labels"}  # fmt: skip
+    for name, message in cases.items():
+        argv = ["compare", "--store", str(store), "--labels", str(tmp_path / name)]
+        assert main([*argv, "--out", str(out), "--epochs", "1", "--members", "1"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err, err
+        assert not out.exists()

@@ -284,6 +284,13 @@ def _main_compare(argv: list[str]) -> int:
         compile=False,
     )
     split = split_by_star(stars, seed=args.seed)
+    if min(split.train.size, split.valid.size, split.test.size) == 0:
+        n_stars = len(set(stars.tolist()))
+        return usage_error(
+            PROG,
+            f"{len(stars)} usable spectra of {n_stars} labelled stars: too few for a "
+            "train / validation / test split by star (a few dozen stars at the least)",
+        )
 
     def run() -> int:
         with (

@@ -264,6 +264,7 @@ def load_reference_set(
     ``max_stars`` keeps a random subset of stars (all their spectra) for a reduced run.
     """
     from rrnet.io import read_table
+    from rrnet.io.catalog import CatalogError
     from rrnet.store import open_store
 
     store = open_store(store_path)
@@ -272,9 +273,16 @@ def load_reference_set(
         manifest = manifest.filter(pl.col("quality_ok"))
     elif "status" in manifest.columns:
         manifest = manifest.filter(pl.col("status") == "ok")
+    if key not in manifest.columns:
+        raise CatalogError(f"the store has no {key!r} column to join the labels on (--key)")
     truth = read_table(labels_path).select(key, *label_names)
     truth = truth.with_columns(pl.col(key).cast(manifest.schema[key]))
     rows = manifest.select("row", key).join(truth, on=key, how="inner").sort("row")
+    if rows.height == 0:  # every row failed, or no id in common: "the train split is empty"
+        raise CatalogError(
+            f"no usable store row has reference labels ({manifest.height} usable rows, "
+            f"{truth.height} labelled {key}s, none in common)"
+        )
     if max_stars is not None:
         stars = rows.get_column(key).unique().sort().to_numpy()
         if stars.size > max_stars:
