@@ -207,3 +207,27 @@ def test_compiled_run_equals_the_eager_run(world, tmp_path) -> None:
     assert a["status"].to_list() == b["status"].to_list()
     for column in ("teff", "teff_err", "logg", "fe_h"):
         np.testing.assert_allclose(b[column].to_numpy(), a[column].to_numpy(), rtol=1e-5)
+
+
+def test_resume_of_a_finished_catalogue_in_another_format_is_refused(world, tmp_path, capsys):
+    """A finished Parquet catalogue under a name without suffix, resumed with --format
+    csv: "done", then its summary read the Parquet file as CSV and failed on a missing
+    sidecar, said as a fault of the machine. Now refused with one line; the same
+    choices still resume (nothing to do), and a killed run may finish in any format."""
+    out = tmp_path / "cat"
+    assert _cli(world, out) == 0
+    before = out.read_bytes()
+    capsys.readouterr()
+    for extra in (["--format", "csv"], ["--column-style", "paper"]):
+        assert _cli(world, out, "--resume", *extra) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "is finished, written as parquet" in err[0], err
+        assert "--overwrite" in err[0]
+    assert _cli(world, out, "--resume") == 0
+    assert out.read_bytes() == before
+    assert _cli(world, out, "--overwrite", "--format", "csv") == 0
+    import io
+
+    import polars as pl
+
+    assert pl.read_csv(out).height == pl.read_parquet(io.BytesIO(before)).height  # CSV now

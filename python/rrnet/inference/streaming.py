@@ -511,6 +511,12 @@ def _remove_previous(out: Path, work: Path) -> None:
     record_path(out).unlink(missing_ok=True)
 
 
+def _output_record(options: InferOptions, fmt: str) -> dict[str, Any]:
+    """How a run writes its tables (the parts do not depend on it: a killed run may be
+    finished in another format, a finished one is not read back in one)."""
+    return {"format": fmt, "column_style": options.column_style}
+
+
 def _per_star_record(options: InferOptions, out: Path) -> dict[str, Any] | None:
     """The per-star choices of a run (none without --per-star): a finished run resumed
     with other ones would keep a per-star table that is not the one asked for."""
@@ -529,8 +535,11 @@ def _prepare(
     resume: bool,
     overwrite: bool,
     per_star: dict[str, Any] | None = None,
+    output: dict[str, Any] | None = None,
 ) -> set[int] | None:
-    """Create or check the parts directory; the finished part indices (None: output done)."""
+    """Create or check the parts directory; the finished part indices (None: output done).
+    ``output``: how the catalogue is written (format, column style), which a finished
+    run must match (it read a Parquet catalogue as CSV, failing on a missing sidecar)."""
     work = parts_dir(out)
     _check_target(out)
     record = read_json(record_path(out)) if resume and out.exists() else None
@@ -545,6 +554,13 @@ def _prepare(
             raise InferError(
                 f"{out} is finished, with other per-star choices ({record.get('per_star')}; "
                 f"asked: {per_star}): use --overwrite to write both again"
+            )
+        written = record.get("output")
+        if output is not None and written is not None and written != output:
+            raise InferError(
+                f"{out} is finished, written as {written.get('format')} in the "
+                f"{written.get('column_style')} column style (asked: {output.get('format')}, "
+                f"{output.get('column_style')}): use --overwrite to write it again"
             )
         return None
     if not resume and (out.exists() or work.exists()):
@@ -808,6 +824,7 @@ def _merge(plan: _Plan, options: InferOptions, out: Path, fmt: str, work: Path) 
         "run": plan.run,
         "files": files,
         "per_star": _per_star_record(options, out),
+        "output": _output_record(options, fmt),
     }
     write_json(record_path(out), record, fsync=True)
     shutil.rmtree(work, ignore_errors=True)
@@ -846,7 +863,12 @@ def run_inference(
             _check_per_star_target(stars, out)
             locks.enter_context(output_lock(stars, directory=False, what="per-star table"))
         done = _prepare(
-            out, plan.run, options.resume, options.overwrite, _per_star_record(options, out)
+            out,
+            plan.run,
+            options.resume,
+            options.overwrite,
+            _per_star_record(options, out),
+            _output_record(options, fmt),
         )
         if done is not None:
             warn_low_xfe_skill(plan.checkpoints)  # once the output is known to be taken
