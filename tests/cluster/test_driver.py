@@ -16,7 +16,7 @@ import pytest
 
 from helpers import EXPOSURES, REAL_FILE, make_checkpoint, needs_shared
 from rrnet.cli.run import main
-from rrnet.cluster import plan_shards, report_path, run_cluster, run_dir
+from rrnet.cluster import RunError, plan_shards, report_path, run_cluster, run_dir
 from rrnet.cluster.task import FAULT_AFTER_WRITE_ENV, FAULT_ENV, FAULT_RAISE_ENV
 from rrnet.inference import infer
 from rrnet.labels import CA_LABELS, SP_LABELS
@@ -258,6 +258,11 @@ def test_rerun_of_a_finished_run_does_nothing(world: dict, client, finished) -> 
     assert json.loads(report_path(out).read_text()) == again and again["rerun"]
     with pytest.raises(ValueError, match="--resume"):
         run(world, client, out)
+    # asked in another column style (or format, under a name without suffix): refused,
+    # where it kept the old file and reported done; the catalogue untouched
+    with pytest.raises(RunError, match="is finished, written as parquet in the identifier"):
+        run(world, client, out, resume=True, column_style="paper")
+    assert out.stat().st_mtime_ns == stamp[0]
 
 
 def test_all_bad_shard_is_reported_with_reasons(world: dict, finished) -> None:

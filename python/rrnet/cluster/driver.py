@@ -54,7 +54,9 @@ from rrnet.inference.options import (
     InferOptions,
     PathLike,
     check_options,
+    finished_output_problem,
     load_checked,
+    output_record,
 )
 from rrnet.inference.quality import DEFAULT_THRESHOLDS, QualityBit
 from rrnet.inference.streaming import synthetic_domain, warn_low_xfe_skill
@@ -461,6 +463,8 @@ def _run_locked(
             raise RunError(str(exc)) from exc
     run = _checked_run(options, catalog, data_dir, out, shard_size)
     if finished:
+        if problem := finished_output_problem(out, previous, output_record(options, run.fmt)):
+            raise RunError(problem)  # it kept the old format and said done
         return _rerun_report(run, previous, time.perf_counter() - began)
     done = {s.index for s in run.shards if _readable(run.parts / part_name(s.index))}
     todo = [s for s in run.shards if s.index not in done]
@@ -660,6 +664,7 @@ def _merge_and_report(run: _Run) -> dict[str, Any]:
     return {
         "format": REPORT_FORMAT,
         "out": str(run.out),
+        "output": output_record(run.options, run.fmt),
         "rows_in": run.table.height,
         "rows_out": sum(by_status.values()),
         "rows_by_status": dict(sorted(by_status.items())),

@@ -224,3 +224,24 @@ def load_checked(options: InferOptions, fingerprint: dict[str, Any], device: str
             allow_mismatch=options.allow_fingerprint_mismatch,
         )
     return checkpoints
+
+
+def output_record(options: InferOptions, fmt: str) -> dict[str, Any]:
+    """How a run writes its tables, kept in its record: the parts do not depend on it (a
+    killed run may be finished in another format), but a finished catalogue resumed in
+    another was read back in the asked one and failed, or kept the old one with exit 0."""
+    return {"format": fmt, "column_style": options.column_style}
+
+
+def finished_output_problem(
+    out: PathLike, record: Mapping[str, Any], asked: Mapping[str, Any]
+) -> str | None:
+    """One line when a finished run's record says it wrote ``out`` otherwise than asked."""
+    written = record.get("output")
+    if not isinstance(written, Mapping) or written == asked:
+        return None
+    return (
+        f"{out} is finished, written as {written.get('format')} in the "
+        f"{written.get('column_style')} column style (asked: {asked.get('format')}, "
+        f"{asked.get('column_style')}): use --overwrite to write it again"
+    )

@@ -47,7 +47,9 @@ from rrnet.inference.options import (
     InferOptions,
     PathLike,
     check_options,
+    finished_output_problem,
     load_checked,
+    output_record,
     resolve_error_floor,
 )
 from rrnet.inference.per_star import per_star_table
@@ -511,12 +513,6 @@ def _remove_previous(out: Path, work: Path) -> None:
     record_path(out).unlink(missing_ok=True)
 
 
-def _output_record(options: InferOptions, fmt: str) -> dict[str, Any]:
-    """How a run writes its tables (the parts do not depend on it: a killed run may be
-    finished in another format, a finished one is not read back in one)."""
-    return {"format": fmt, "column_style": options.column_style}
-
-
 def _per_star_record(options: InferOptions, out: Path) -> dict[str, Any] | None:
     """The per-star choices of a run (none without --per-star): a finished run resumed
     with other ones would keep a per-star table that is not the one asked for."""
@@ -555,13 +551,8 @@ def _prepare(
                 f"{out} is finished, with other per-star choices ({record.get('per_star')}; "
                 f"asked: {per_star}): use --overwrite to write both again"
             )
-        written = record.get("output")
-        if output is not None and written is not None and written != output:
-            raise InferError(
-                f"{out} is finished, written as {written.get('format')} in the "
-                f"{written.get('column_style')} column style (asked: {output.get('format')}, "
-                f"{output.get('column_style')}): use --overwrite to write it again"
-            )
+        if output is not None and (problem := finished_output_problem(out, record, output)):
+            raise InferError(problem)
         return None
     if not resume and (out.exists() or work.exists()):
         foreign = out.exists() and not _written_here(out, work)
@@ -824,7 +815,7 @@ def _merge(plan: _Plan, options: InferOptions, out: Path, fmt: str, work: Path) 
         "run": plan.run,
         "files": files,
         "per_star": _per_star_record(options, out),
-        "output": _output_record(options, fmt),
+        "output": output_record(options, fmt),
     }
     write_json(record_path(out), record, fsync=True)
     shutil.rmtree(work, ignore_errors=True)
@@ -868,7 +859,7 @@ def run_inference(
             options.resume,
             options.overwrite,
             _per_star_record(options, out),
-            _output_record(options, fmt),
+            output_record(options, fmt),
         )
         if done is not None:
             warn_low_xfe_skill(plan.checkpoints)  # once the output is known to be taken
