@@ -39,7 +39,14 @@ from rrnet.cluster.config import (
     job_script,
 )
 from rrnet.cluster.keeper import Interrupted, Keeper, RunAborted
-from rrnet.cluster.plan import PlanError, Shard, part_name, plan_shards, write_plan
+from rrnet.cluster.plan import (
+    PlanError,
+    Shard,
+    failed_part_name,
+    part_name,
+    plan_shards,
+    write_plan,
+)
 from rrnet.cluster.task import (
     FAULT_AFTER_WRITE_ENV,
     FAULT_ENV,
@@ -357,7 +364,7 @@ def _compute_shards(
     carried = _carried(run.table)
     for index, error in outcome.failures.items():
         failed = _failed_frame(run.shards[index], run.table, error, carried)
-        write_part(failed, run.parts / f"failed-{index:06d}.parquet")
+        write_part(failed, run.parts / failed_part_name(index))
     return outcome
 
 
@@ -624,7 +631,7 @@ def _merge_and_report(run: _Run) -> dict[str, Any]:
         if path.exists():
             computed.append(path)
         else:
-            path = run.parts / f"failed-{shard.index:06d}.parquet"
+            path = run.parts / failed_part_name(shard.index)
         files.append(path)
         frame = pl.read_parquet(path, columns=["status", "reason"])
         for status, count in frame["status"].value_counts().iter_rows():

@@ -60,6 +60,12 @@ def part_name(index: int) -> str:
     return f"shard-{index:06d}.parquet"
 
 
+def failed_part_name(index: int) -> str:
+    """File name of the rows of a shard that failed every attempt (``failed-000123.parquet``):
+    each row with its status, so that no row is lost from the catalogue."""
+    return f"failed-{index:06d}.parquet"
+
+
 def write_plan(path: Path, shards: list[Shard], identity: dict[str, Any]) -> None:
     """Write the plan once (atomically); on resume, refuse a plan of another run."""
     plan = {"format": PLAN_FORMAT, "run": identity, "shards": [asdict(s) for s in shards]}
