@@ -480,3 +480,45 @@ def test_a_csv_catalogue_cut_inside_a_row_is_refused(tmp_path, gz):
         from_lamost(path)
     write(text.rstrip("\n"))  # whole, no final newline
     assert from_lamost(path, spectra="all").equals(pair_bands(official_catalogue(), spectra="all"))
+
+
+@pytest.mark.parametrize("spectra", ["all", "auto", "coadd", "exposures"])
+@pytest.mark.parametrize(("column", "value", "shown"), [
+    ("coadd", "2", "coadd is '2'"), ("coadd", None, "coadd is empty"),
+    ("band", "X", "band is 'X'"),
+])  # fmt: skip
+def test_a_row_whose_band_or_coadd_names_no_spectrum_stays_a_row(spectra, column, value, shown):
+    """``coadd = 2`` was read as an exposure (merged with the real exposure of the same
+    lmjm, which was then called a duplicate) and ``band = 'X'`` vanished: every such
+    row is now a row of its own, ``bad_ids`` with the value, in every --spectra choice,
+    and the other spectra keep their statuses."""
+    table = official_catalogue().with_columns(pl.col(c).cast(pl.Utf8) for c in ("coadd", "band"))
+    hit = 0  # the coadd's blue row
+    assert table["coadd"][hit] in ("1", "1.0", "true") and table["band"][hit] == "B"
+    changed = table.with_columns(
+        pl.when(pl.int_range(pl.len()) == hit).then(pl.lit(value)).otherwise(pl.col(column))
+        .alias(column)
+    )  # fmt: skip
+    good = pair_bands(table, spectra=spectra)
+    out = pair_bands(changed, spectra=spectra)
+    bad = out.filter(pl.col("catalog_reason").str.starts_with(shown).fill_null(False))
+    assert bad.height == 1 and bad["catalog_status"][0] == "bad_ids"
+    others = out.filter(~pl.col("catalog_reason").str.starts_with(shown).fill_null(False))
+    if spectra != "coadd":  # the exposures are untouched
+        exposures = others.filter(~pl.col("coadd"))
+        assert exposures.equals(good.filter(~pl.col("coadd")))
+        assert set(exposures["catalog_status"]) == set(
+            good.filter(~pl.col("coadd"))["catalog_status"]
+        )
+    if spectra in ("all", "coadd"):  # the coadd lost its blue row and says so
+        coadd = others.filter(pl.col("coadd"))
+        assert coadd["catalog_status"].to_list() == ["single_band"]
+
+
+def test_columns_that_differ_only_in_case_are_one_catalog_error(tmp_path):
+    """``obsid`` and ``OBSID`` in one catalogue: "unexpected DuplicateError" (exit 1)."""
+    table = official_catalogue()
+    path = tmp_path / "cat.csv"
+    table.with_columns(pl.col("obsid").alias("OBSID")).write_csv(path)
+    with pytest.raises(CatalogError, match="columns obsid, OBSID differ only in case"):
+        from_lamost(path)

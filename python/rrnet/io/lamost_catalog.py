@@ -195,7 +195,14 @@ def scanned_lamost_table(path: str | os.PathLike[str]) -> Iterator[pl.LazyFrame]
             raise
         except _READ_ERRORS as exc:
             raise _read_error(path, exc) from exc
-        yield lazy.rename({c: c.strip().lower() for c in names})
+        lowered = [c.strip().lower() for c in names]
+        clashes = [c for c in names if lowered.count(c.strip().lower()) > 1]
+        if clashes:  # "unexpected DuplicateError" once renamed
+            raise CatalogError(
+                f"{path}: columns {', '.join(clashes)} differ only in case (rrnet compares "
+                "column names in lower case): rename or drop one"
+            )
+        yield lazy.rename(dict(zip(names, lowered, strict=True)))
 
 
 _READ_ERRORS = (pl.exceptions.PolarsError, OSError, ValueError, EOFError, zlib.error)
@@ -313,9 +320,37 @@ def _identifier(name: str) -> pl.Expr:
     return pl.when(missing.fill_null(False)).then(None).otherwise(text)
 
 
+TRUE_TEXTS = ("1", "t", "true", "y", "yes", "1.0")
+FALSE_TEXTS = ("0", "f", "false", "n", "no", "0.0")
+
+
 def _truthy(name: str) -> pl.Expr:
     text = _text(name).str.to_lowercase()
-    return text.is_in(["1", "t", "true", "y", "yes", "1.0"]).fill_null(False)
+    return text.is_in(list(TRUE_TEXTS)).fill_null(False)
+
+
+def _value_problem(cols: dict[str, str]) -> pl.Expr:
+    """Why a row's ``band`` or ``coadd`` names no spectrum (null where both do): such a
+    row was merged into another spectrum (``coadd = 2`` read as an exposure, blaming a
+    real one as a duplicate) or vanished (``band = 'X'``); it now stays a row of its own."""
+    band = _text(cols["band"]).str.to_uppercase()
+    coadd = _text(cols["coadd"]).str.to_lowercase()
+    bad_band = ~band.str.slice(0, 1).is_in(["B", "R"]).fill_null(False)
+    bad_coadd = ~coadd.is_in([*TRUE_TEXTS, *FALSE_TEXTS]).fill_null(False)
+    shown = {
+        "band": pl.format("'{}'", band).fill_null("empty"),
+        "coadd": pl.format("'{}'", coadd).fill_null("empty"),
+    }
+    return (
+        pl.when(bad_band)
+        .then(pl.format("band is {}, neither B nor R" + UNCLEAR_KIND, shown["band"]))
+        .when(bad_coadd)
+        .then(pl.format("coadd is {}, neither 0 nor 1" + UNCLEAR_KIND, shown["coadd"]))
+    )
+
+
+UNCLEAR_KIND = ": which spectrum the row belongs to is unclear"
+"""The end of the reason of such a row (every ``--spectra`` choice keeps it)."""
 
 
 def _normalise(cols: dict[str, str]) -> list[pl.Expr]:
@@ -331,6 +366,7 @@ def _normalise(cols: dict[str, str]) -> list[pl.Expr]:
         _number(cols["lmjm"], pl.Int64).alias("lmjm"),
         _text(cols["band"]).str.to_uppercase().str.slice(0, 1).alias("band"),
         _truthy(cols["coadd"]).alias("coadd"),
+        _value_problem(cols).alias("_bad_value"),
     ]
     fields = (("gp_id", pl.Utf8), ("designation", pl.Utf8), ("ra", pl.Float64), ("dec", pl.Float64))
     for field, dtype in fields:
@@ -407,9 +443,12 @@ def _pair_typed(base: pl.DataFrame, rv_present: list[str]) -> pl.DataFrame:
     base = base.with_columns(
         pl.when(pl.col("coadd")).then(None).otherwise(pl.col("lmjm")).alias("_key_lmjm"),
         (pl.col("band") != "B").alias("_not_blue"),
+        # a row whose band or coadd names no spectrum is a spectrum of its own
+        pl.when(pl.col("_bad_value").is_not_null()).then(pl.col("_row")).alias("_alone"),
     ).sort(["_not_blue", "_row"])  # blue rows first: their values win within a spectrum
     grouped = base.group_by(
-        ["lmjd", "planid", "spid", "fiberid", "coadd", "_key_lmjm"], maintain_order=True
+        ["lmjd", "planid", "spid", "fiberid", "coadd", "_key_lmjm", "_alone"],
+        maintain_order=True,
     ).agg(_aggregations(len(rv_present)))
     return _finish(grouped.sort("_row"), rv_present)
 
@@ -446,11 +485,12 @@ def choose_spectra(paired: pl.DataFrame, spectra: str) -> pl.DataFrame:
         raise ValueError(f"spectra must be one of {SPECTRA_CHOICES}, got {spectra!r}")
     if spectra == "all":
         return paired
-    if spectra != "auto":
-        return paired.filter(pl.col("coadd") == (spectra == "coadd"))
+    unclear = pl.col("catalog_reason").str.ends_with(UNCLEAR_KIND).fill_null(False)
+    if spectra != "auto":  # a row whose kind is unclear is kept with its reason
+        return paired.filter((pl.col("coadd") == (spectra == "coadd")) | unclear)
     unnamed = pl.any_horizontal(pl.col(f).is_null() for f in FILE_FIELDS)
-    file_has_coadd = pl.col("coadd").any().over(FILE_FIELDS)
-    return paired.filter(pl.col("coadd") | ~file_has_coadd | unnamed)
+    file_has_coadd = pl.col("coadd").filter(~unclear).any().over(FILE_FIELDS)
+    return paired.filter(pl.col("coadd") | ~file_has_coadd | unnamed | unclear)
 
 
 def _aggregations(n_rv: int) -> list[pl.Expr]:
@@ -468,6 +508,7 @@ def _aggregations(n_rv: int) -> list[pl.Expr]:
         (~(blue | red)).sum().alias("_n_other"),
         pl.col("snr").filter(blue).first().alias("snr_b"),
         pl.col("snr").filter(red).first().alias("snr_r"),
+        pl.col("_bad_value").drop_nulls().first(),
     ]
     for i in range(n_rv):
         aggs.append(pl.col(f"_rv{i}").drop_nulls().first())
@@ -525,6 +566,7 @@ def _status(ids_ok: pl.Expr, rv_present: list[str]) -> list[pl.Expr]:
         .otherwise(pl.format("exposure LMJM {}", pl.col("lmjm")))
     )
     cases = [
+        (pl.col("_bad_value").is_not_null(), "bad_ids", pl.col("_bad_value")),
         (~ids_ok, "bad_ids", pl.lit("lmjd, planid, spid, fiberid or lmjm is missing")),
         (
             pl.col("_n_blue") == 0,
