@@ -5,6 +5,7 @@ synthesised and damaged copies; files outside its subset fall back to fitsio."""
 from __future__ import annotations
 
 import gzip
+import io
 import tempfile
 from dataclasses import replace
 from pathlib import Path
@@ -12,6 +13,7 @@ from pathlib import Path
 import fitsio
 import numpy as np
 import pytest
+from astropy.io import fits as afits
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -22,7 +24,7 @@ from helpers import (
     set_values,
     write_lamost_copy,
 )
-from rrnet.io.lamost import Arm, BadFitsError, LamostReadError, read_lamost
+from rrnet.io.lamost import Arm, BadColumnsError, BadFitsError, LamostReadError, read_lamost
 from rrnet.io.lamost_fast import FileRead, read_many
 
 ALL_EXTNAMES = list(read_lamost(REAL_FILE).extnames)
@@ -409,3 +411,53 @@ def test_odd_extension_names_and_column_names_give_fitsios_answer(tmp_path):
         fast = _compare(path, ["COADD_B", "COADD_R"])
         assert fast.error is None and isinstance(fast.arms["COADD_R"], Arm), name
         _compare(path, ["COADD_R"])  # the odd HDU not asked for: the same file info
+
+
+def _edit_card(plain: bytes, extname: str, key: bytes, value: bytes) -> bytes:
+    """The file with one card of ``extname``'s header given another value (same width)."""
+    with tempfile.NamedTemporaryFile(suffix=".fits") as tmp:
+        Path(tmp.name).write_bytes(plain)
+        with fitsio.FITS(tmp.name) as fits:
+            offsets = fits[extname].get_offsets()
+    start, stop = offsets["header_start"], offsets["data_start"]
+    header = bytearray(plain[start:stop])
+    for at in range(0, len(header), 80):
+        if header[at : at + 8] == key.ljust(8):
+            header[at + 10 : at + 30] = value.ljust(20)
+            return plain[:start] + bytes(header) + plain[stop:]
+    raise AssertionError(f"no card {key!r} in {extname}")
+
+
+def _flux_tform(plain: bytes) -> bytes:
+    names = [c.upper() for c in afits.open(io.BytesIO(plain))["COADD_B"].columns.names]
+    return b"TFORM%d" % (names.index("FLUX") + 1)
+
+
+def test_a_damaged_column_type_is_bad_columns_in_both_readers(tmp_path):
+    """TFORM of FLUX turned from E to J: the Rust reader refused it, and fitsio then read
+    the float bits as integers, status ok with garbage flux (Teff 5367 for 4727)."""
+    plain = gzip.decompress(REAL_FILE.read_bytes())
+    path = tmp_path / "tform.fits"
+    path.write_bytes(_edit_card(plain, "COADD_B", _flux_tform(plain), b"'J       '"))
+    for reader in ("auto", "fitsio"):
+        (got,) = read_many([(path, ["COADD_B", "COADD_R"])], reader=reader)
+        assert isinstance(got.arms["COADD_B"], BadColumnsError), (reader, got.arms["COADD_B"])
+        assert "FLUX holds int32, not floating point" in str(got.arms["COADD_B"])
+        assert not isinstance(got.arms["COADD_R"], LamostReadError)  # the other arm is read
+
+
+def test_a_malformed_header_is_not_called_a_download_cut_short(tmp_path):
+    """TFIELDS of COADD_B made 3 (NAXIS1 stays): cfitsio stops there and the file read
+    as "HDUs missing ... a download cut short", though all its bytes are there."""
+    plain = gzip.decompress(REAL_FILE.read_bytes())
+    path = tmp_path / "tfields.fits"
+    path.write_bytes(_edit_card(plain, "COADD_B", b"TFIELDS", b"3"))
+    (got,) = read_many([(path, ["COADD_B"])], reader="fitsio")
+    assert isinstance(got.error, BadFitsError)
+    assert "header is malformed" in str(got.error) and "cut short" not in str(got.error)
+    cut = tmp_path / "cut.fits"  # a file that does end after HDU 0 keeps that reason
+    with fitsio.FITS(str(path)) as fits:
+        first_end = int(fits[0].get_offsets()["data_end"])
+    cut.write_bytes(plain[:first_end])
+    (short,) = read_many([(cut, ["COADD_B"])], reader="fitsio")
+    assert isinstance(short.error, BadFitsError) and "cut short" in str(short.error)

@@ -361,6 +361,14 @@ def _file_info(opened: _Opened) -> LamostFile:
             f"truncated file {path.name}: {len(opened.content)} bytes (uncompressed), "
             f"its HDUs end at byte {end}"
         )
+    expected = _typed(header, "N_EXTEN", int)
+    if expected is not None and len(fits) < expected and len(opened.content) - end >= 2880:
+        # not cut short: the bytes of the next HDU are there, cfitsio stopped at its header
+        raise BadFitsError(
+            f"HDU {len(fits)} of {path.name} cannot be read: its header is malformed "
+            f"({len(opened.content) - end} bytes follow HDU {len(fits) - 1}; header "
+            f"N_EXTEN={expected}, {len(fits)} HDUs readable)"
+        )
     return file_info(path, header, extnames, len(fits))
 
 
@@ -420,6 +428,13 @@ def _read_arm(opened: _Opened, extname: str) -> Arm:
             f"(truncated or corrupt): {_fitsio_message(exc)}"
         ) from exc
     names = {n.upper(): n for n in data.dtype.names}
+    for column in REQUIRED_COLUMNS:  # a damaged TFORM (E read as J): the bits as integers
+        kind = data.dtype[names[column]].base.kind
+        if kind != "f":
+            raise BadColumnsError(
+                f"extension {extname!r} of {path.name}: column {column} holds "
+                f"{data.dtype[names[column]].base.name}, not floating point (a damaged TFORM?)"
+            )
     loglam = _column(data, names["LOGLAM"], np.float64)
     flux = _column(data, names["FLUX"], np.float32)
     ivar = _column(data, names["IVAR"], np.float32)
