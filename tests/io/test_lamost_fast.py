@@ -461,3 +461,19 @@ def test_a_malformed_header_is_not_called_a_download_cut_short(tmp_path):
     cut.write_bytes(plain[:first_end])
     (short,) = read_many([(cut, ["COADD_B"])], reader="fitsio")
     assert isinstance(short.error, BadFitsError) and "cut short" in str(short.error)
+
+
+@pytest.mark.parametrize("value", [b"1E300", b"-5.0", b"20000.0"])
+def test_an_implausible_header_snr_is_null_with_a_note_in_both_readers(tmp_path, value):
+    """SNR = 1e300 passed as is: it overflowed the float32 catalogue column to inf and
+    shrank the calibrated errors. Outside 0-10,000 it is now null, with a note."""
+    plain = gzip.decompress(REAL_FILE.read_bytes())
+    path = tmp_path / "snr.fits"
+    path.write_bytes(_edit_card(plain, "COADD_B", b"SNR", value))
+    got = _compare(path, ["COADD_B", "COADD_R"])  # both readers, the same arms
+    blue, red = got.arms["COADD_B"], got.arms["COADD_R"]
+    assert blue.snr is None and red.snr is not None
+    assert any("is not a plausible S/N" in note for note in blue.notes)
+    ok = _edit_card(plain, "COADD_B", b"SNR", b"9999.0")
+    path.write_bytes(ok)
+    assert _compare(path, ["COADD_B"]).arms["COADD_B"].snr == 9999.0

@@ -454,6 +454,11 @@ def _read_arm(opened: _Opened, extname: str) -> Arm:
     return make_arm(extname, header, loglam, flux, ivar, primary_mask, masks.get("ORMASK"))
 
 
+MAX_HEADER_SNR = 1.0e4
+"""A header S/N above this (or negative) is a damaged card, not a spectrum: 1e300 passed,
+overflowed the float32 catalogue column to inf and shrank the calibrated errors."""
+
+
 def make_arm(
     extname: str,
     header: dict[str, object],
@@ -465,6 +470,12 @@ def make_arm(
 ) -> Arm:
     """An :class:`Arm` from its columns and header values (shared by both readers)."""
     notes: list[str] = []
+    snr = _typed(header, "SNR", float, notes)
+    if snr is not None and not 0.0 <= snr <= MAX_HEADER_SNR:
+        notes.append(
+            f"header SNR={snr:g} is not a plausible S/N (0-{MAX_HEADER_SNR:g}): recorded as null"
+        )
+        snr = None
     return Arm(
         extname=extname,
         loglam=loglam,
@@ -472,7 +483,7 @@ def make_arm(
         ivar=ivar,
         mask=mask,
         ormask=ormask,
-        snr=_typed(header, "SNR", float, notes),
+        snr=snr,
         lmjm=_typed(header, "LMJM", int, notes),
         exptime=_typed(header, "EXPTIME", float, notes),
         notes=tuple(f"{extname} {n}" for n in notes),
