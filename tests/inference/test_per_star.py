@@ -224,3 +224,19 @@ def test_error_floor_from_calibration_prefers_the_shared_part(tmp_path) -> None:
         resolve_error_floor(
             InferOptions([tmp_path / "a"], error_floor="calibration", calibrate=False)
         )
+
+
+def test_a_blank_star_id_is_no_star_as_null_is_not() -> None:
+    """'' (or blanks) made one star of every such row in a Parquet catalogue, while FITS,
+    VOTable and ECSV write it as null, which makes none: the round trips differed."""
+    cat = _catalogue(np.random.default_rng(4))
+    blank = cat.with_columns(
+        pl.when(pl.col("star_id") == "s3").then(pl.lit(" ")).otherwise("star_id").alias("star_id")
+    )
+    null = cat.with_columns(
+        pl.when(pl.col("star_id") == "s3").then(None).otherwise("star_id").alias("star_id")
+    )
+    assert (cat["star_id"] == "s3").sum() > 1
+    got = per_star_table(blank, labels=LABELS)
+    assert got.equals(per_star_table(null, labels=LABELS))
+    assert " " not in got["star_id"].to_list() and got.height == cat["star_id"].n_unique() - 1

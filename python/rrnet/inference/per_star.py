@@ -90,7 +90,7 @@ def per_star_table(
     usable = pl.col("status") == "ok"
     if only_recommended:
         usable = usable & (pl.col("flag") == 1)
-    frame = lazy.with_row_index("_order").filter(pl.col(star_column).is_not_null())
+    frame = lazy.with_row_index("_order").filter(_has_id(pl.col(star_column), lazy, star_column))
     if {"filename", "extname_blue"} <= set(names):
         usable = usable & ~repeats_exposures(usable, star_column)
     frame = frame.with_columns(usable.alias("_usable"))
@@ -138,3 +138,11 @@ def per_star_table(
         .collect(engine="streaming")
         .rename(lambda c: styled_name(c, "identifier") if identifier else c)
     )
+
+
+def _has_id(column: pl.Expr, lazy: pl.LazyFrame, name: str) -> pl.Expr:
+    """Rows with a star id: not null, and for text not blank (FITS, VOTable and ECSV
+    write an empty id as null, so a Parquet catalogue's '' made one star of them all)."""
+    if lazy.collect_schema()[name] in (pl.Utf8, pl.Categorical):
+        return column.is_not_null() & (column.cast(pl.Utf8).str.strip_chars() != "")
+    return column.is_not_null()
