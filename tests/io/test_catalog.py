@@ -144,3 +144,14 @@ def test_failed_write_leaves_the_old_file(tmp_path):
         write_table(bad, path)
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.parquet"]
+
+
+def test_a_csv_header_naming_a_column_twice_is_refused(tmp_path):
+    """``rv,rv``: polars renamed the second to ``rv_duplicated_0`` and the first was used
+    without a word; now one CatalogError naming the column."""
+    path = tmp_path / "cat.csv"
+    path.write_text("filename,extname_blue,extname_red,rv,rv\nx.fits,B,R,10,20\n")
+    with pytest.raises(CatalogError, match="column 'rv' appears more than once"):
+        read_table(path)
+    path.write_text("filename,extname_blue,extname_red,rv,rv_err\nx.fits,B,R,10,2\n")
+    assert read_table(path).columns[-2:] == ["rv", "rv_err"]

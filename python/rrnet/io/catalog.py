@@ -14,6 +14,7 @@ raises :class:`CatalogError`.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -84,7 +85,7 @@ def read_table(path: str | os.PathLike[str]) -> pl.DataFrame:
         raise CatalogError(f"catalogue not found: {path}")
     try:
         if fmt == "csv":
-            return pl.read_csv(path, infer_schema_length=10_000)
+            return _no_repeated_names(pl.read_csv(path, infer_schema_length=10_000), path)
         if fmt == "parquet":
             return pl.read_parquet(path)
         if fmt in ("ecsv", "votable"):
@@ -93,6 +94,19 @@ def read_table(path: str | os.PathLike[str]) -> pl.DataFrame:
     except (pl.exceptions.PolarsError, OSError, ValueError) as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CatalogError(f"cannot read {fmt} table {path}: {first_line}") from exc
+
+
+def _no_repeated_names(table: pl.DataFrame, path: Path) -> pl.DataFrame:
+    """The table, or CatalogError when its CSV header names a column twice: polars
+    renames the second ``rv`` to ``rv_duplicated_0`` and the first was used unasked."""
+    for name in table.columns:
+        match = re.fullmatch(r"(.+)_duplicated_\d+", name)
+        if match and match.group(1) in table.columns:
+            raise CatalogError(
+                f"{path}: column {match.group(1)!r} appears more than once in the header: "
+                "rename or drop one"
+            )
+    return table
 
 
 def _read_fits_table(path: Path) -> pl.DataFrame:
