@@ -101,3 +101,30 @@ def test_damaged_store(world, tmp_path, capsys, case):
     rc, lines, out = _run(world, tmp_path, capsys, store=store, model=world["sp"])
     assert rc == 2 and len(lines) == 1 and ("store" in lines[0] or "manifest" in lines[0])
     assert not out.exists() and not out.with_name("cat.parquet.parts").exists()
+
+
+def test_preprocessing_notes_of_an_ok_row_reach_the_catalogue(world, tmp_path, capsys):
+    """A header value recorded as null (OBSID 'abc') is explained in the store's reason;
+    the catalogue's reason said only "ok" or "not recommended: ...", so its null obsid
+    had no explanation. The note now follows the quality text."""
+    import polars as pl
+
+    store = tmp_path / "store"
+    shutil.copytree(world["store"], store)
+    manifest = pl.read_parquet(store / "manifest.parquet")
+    first_ok = manifest["status"].to_list().index("ok")
+    note = "header OBSID='abc' is not a number: recorded as null"
+    manifest = manifest.with_columns(
+        pl.when(pl.int_range(pl.len()) == first_ok).then(pl.lit(note)).otherwise("reason")
+        .alias("reason")
+    )  # fmt: skip
+    manifest.write_parquet(store / "manifest.parquet")
+    rc, lines, out = _run(world, tmp_path, capsys, store=store, model=world["sp"])
+    assert rc == 0 and not lines
+    reasons = pl.read_parquet(out)["reason"].to_list()
+    assert reasons[first_ok].endswith("; " + note), reasons[first_ok]
+    assert reasons[first_ok].split(";")[0] in ("ok",) or reasons[first_ok].startswith(
+        "not recommended: "
+    )
+    others = [r for i, r in enumerate(reasons) if i != first_ok]
+    assert not any(note in (r or "") for r in others)

@@ -323,7 +323,9 @@ def _quality(
         synthetic_domain=synthetic_domain,
     )
     for i in np.flatnonzero(rows.status == "ok"):
-        rows.reason[i] = "ok" if bits[i] == 0 else "not recommended: " + quality.describe(bits[i])
+        said = "ok" if bits[i] == 0 else "not recommended: " + quality.describe(bits[i])
+        notes = rows.reason[i]  # preprocessing's notes (a header OBSID that is no number)
+        rows.reason[i] = f"{said}; {notes}" if notes else said
     return bits
 
 
