@@ -522,3 +522,23 @@ def test_columns_that_differ_only_in_case_are_one_catalog_error(tmp_path):
     table.with_columns(pl.col("obsid").alias("OBSID")).write_csv(path)
     with pytest.raises(CatalogError, match="columns obsid, OBSID differ only in case"):
         from_lamost(path)
+
+
+def test_a_found_name_in_several_folders_is_warned_with_the_one_taken(tmp_path, caplog):
+    """--find-files took the first of two same-named files in sorted path order without
+    a word (the other could be the one meant); names in one folder only stay quiet."""
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "med-x.fits.gz").write_bytes(b"")
+    (tmp_path / "b" / "med-y.fits.gz").write_bytes(b"")
+    catalog = pl.DataFrame({"filename": ["med-x.fits.gz", "med-y.fits.gz"]})
+    with caplog.at_level("WARNING", logger="rrnet.io.locate"):
+        located, _ = locate_files(catalog, tmp_path)
+    assert located["filename"].to_list() == ["a/med-x.fits.gz", "b/med-y.fits.gz"]
+    assert (
+        "1 file name(s)" in caplog.text and "a/med-x.fits.gz (also b/med-x.fits.gz)" in caplog.text
+    )
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="rrnet.io.locate"):
+        locate_files(catalog.filter(pl.col("filename") == "med-y.fits.gz"), tmp_path)
+    assert "several folders" not in caplog.text

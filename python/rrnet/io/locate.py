@@ -18,12 +18,15 @@ import polars as pl
 log = logging.getLogger(__name__)
 
 
-def index_files(root: str | os.PathLike[str]) -> dict[str, str]:
+def index_files(
+    root: str | os.PathLike[str], others: dict[str, list[str]] | None = None
+) -> dict[str, str]:
     """File name -> path relative to ``root`` (POSIX), for every file under ``root``.
 
-    Where two sub-folders hold the same name, the first in sorted path order wins.
-    Folders that cannot be listed are skipped, and so are paths that are not valid
-    UTF-8 (no catalogue can name them).
+    Where two sub-folders hold the same name, the first in sorted path order wins;
+    ``others`` (if given) receives, per such name, the paths that lost. Folders that
+    cannot be listed are skipped, and so are paths that are not valid UTF-8 (no
+    catalogue can name them).
     """
     root = Path(root)
     index: dict[str, str] = {}
@@ -34,6 +37,8 @@ def index_files(root: str | os.PathLike[str]) -> dict[str, str]:
         for name in sorted(files):
             path = (rel / name).as_posix()
             if is_utf8(path):
+                if name in index and others is not None:
+                    others.setdefault(name, []).append(path)
                 index.setdefault(name, path)
     warn_unlisted(unlisted, root, "files there are not found")
     return index
@@ -96,11 +101,28 @@ def locate_files(
     Returns the catalogue and the number of files found elsewhere (distinct names).
     """
     root = Path(root)
-    index = index_files(root)
+    others: dict[str, list[str]] = {}
+    index = index_files(root, others)
     names = catalog.get_column(column).cast(pl.Utf8).to_list()
     found = [_resolve(n.strip() if n else None, root, index) for n in names]
+    moved = {b for a, b in zip(names, found, strict=True) if a != b and b is not None}
+    _warn_ambiguous(sorted(b for b in moved if b.rsplit("/", 1)[-1] in others), others)
     changed = len({a for a, b in zip(names, found, strict=True) if a != b})
     return catalog.with_columns(pl.Series(column, found, dtype=pl.Utf8)), changed
+
+
+def _warn_ambiguous(chosen: list[str], others: dict[str, list[str]]) -> None:
+    """Say that a found name stands in several folders, and which one was taken (it was
+    chosen without a word: the other file could be the one meant)."""
+    if not chosen:
+        return
+    example = chosen[0]
+    rest = others[example.rsplit("/", 1)[-1]]
+    log.warning(
+        "%d file name(s) the catalogue names stand in several folders; the first in sorted "
+        "path order is read, e.g. %s (also %s)",
+        len(chosen), example, ", ".join(rest[:3]) + (" ..." if len(rest) > 3 else ""),
+    )  # fmt: skip
 
 
 FIND_FILES = "find_files"
