@@ -542,3 +542,27 @@ def test_a_found_name_in_several_folders_is_warned_with_the_one_taken(tmp_path, 
     with caplog.at_level("WARNING", logger="rrnet.io.locate"):
         locate_files(catalog.filter(pl.col("filename") == "med-y.fits.gz"), tmp_path)
     assert "several folders" not in caplog.text
+
+
+def test_an_obsid_rv_table_that_resolves_silently_is_warned(tmp_path, caplog):
+    """Two RVs for one obsid (the first is used) and obsids that are no integer (they
+    match nothing) passed without a word; the RVs used are unchanged."""
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / REAL_FILE.name).write_bytes(REAL_FILE.read_bytes())
+    scanned = scan_folder(tmp_path / "d")
+    obsid = real_header()["OBSID"]
+    table = pl.DataFrame({"obsid": [str(obsid), str(obsid), "abc"], "rv": [-20.0, -25.0, 3.0]})
+    with caplog.at_level("WARNING", logger="rrnet.io.lamost_catalog"):
+        joined = join_rv(scanned, table)
+    assert joined["rv"].to_list() == [-20.0] * 5
+    assert (
+        "1 obsid(s) have different RVs" in caplog.text and f"obsid {obsid}: -20, -25" in caplog.text
+    )
+    assert (
+        "1 row(s) of the --rv-from table have an obsid that is no integer (e.g. 'abc')"
+        in caplog.text
+    )
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="rrnet.io.lamost_catalog"):
+        join_rv(scanned, pl.DataFrame({"obsid": [obsid, obsid], "rv": [-20.0, -20.0]}))
+    assert caplog.text == ""  # the same RV twice: nothing to say

@@ -783,6 +783,29 @@ NO_RV_SCAN_REASON = (
 """``catalog_reason`` of scanned rows without an RV table (status ``no_rv``)."""
 
 
+def _warn_rv_table(given: pl.DataFrame, rvs: pl.DataFrame) -> None:
+    """Say what an ``obsid``/``rv`` table resolves without a word: ids that are no
+    integer (they match no spectrum), and obsids given different RVs (the first is used)."""
+    unparsed = given.filter(given["obsid"].is_not_null() & rvs["obsid"].is_null())
+    if unparsed.height:
+        log.warning(
+            "%d row(s) of the --rv-from table have an obsid that is no integer (e.g. %r): "
+            "they match no spectrum", unparsed.height, str(unparsed["obsid"][0]),
+        )  # fmt: skip
+    spread = (
+        rvs.drop_nulls(["obsid", "rv"])
+        .group_by("obsid", maintain_order=True)
+        .agg(pl.col("rv").unique(maintain_order=True))
+        .filter(pl.col("rv").list.len() > 1)
+    )
+    if spread.height:
+        obsid, values = spread.row(0)
+        log.warning(
+            "%d obsid(s) have different RVs in the --rv-from table; the first row's is used, "
+            "e.g. obsid %d: %s km/s", spread.height, obsid, ", ".join(f"{v:g}" for v in values),
+        )  # fmt: skip
+
+
 def join_rv(scanned: pl.DataFrame, rv_table: pl.DataFrame | None) -> pl.DataFrame:
     """Fill ``rv``/``rv_err``/``rv_source`` of scanned rows and set each row's status.
 
@@ -821,7 +844,9 @@ def join_rv(scanned: pl.DataFrame, rv_table: pl.DataFrame | None) -> pl.DataFram
             pl.when(ok).then(_number("rv", pl.Float64)).alias("rv"),
             pl.when(ok).then(err.cast(pl.Float64)).alias("rv_err"),
             pl.when(ok).then(pl.lit("rv")).alias("rv_source"),
-        ).unique("obsid", keep="first", maintain_order=True)
+        )
+        _warn_rv_table(rv_table, rvs)
+        rvs = rvs.unique("obsid", keep="first", maintain_order=True)
         joined = table.join(rvs, on="obsid", how="left", maintain_order="left")
         why = "no usable RV for this obsid in the --rv-from table"
     else:
