@@ -566,3 +566,29 @@ def test_an_obsid_rv_table_that_resolves_silently_is_warned(tmp_path, caplog):
     with caplog.at_level("WARNING", logger="rrnet.io.lamost_catalog"):
         join_rv(scanned, pl.DataFrame({"obsid": [obsid, obsid], "rv": [-20.0, -20.0]}))
     assert caplog.text == ""  # the same RV twice: nothing to say
+
+
+@pytest.mark.parametrize(("column", "value", "shown"), [
+    ("fiberid", "-1", "fiberid is '-1', not a whole number >= 0"),
+    ("lmjm", "83555758.5", "lmjm is '83555758.5', not a whole number >= 0"),
+    ("planid", "HIP/../../etc", "planid 'HIP/../../etc' is a path, not a plan name"),
+    ("spid", "x2", "spid is 'x2', not a whole number >= 0"),
+])  # fmt: skip
+def test_identifiers_that_make_no_file_name_are_bad_ids(column, value, shown):
+    """fiberid -1 made ``..._sp02--01.fits.gz``, an LMJM of 83555758.5 was truncated and
+    a plan id holding a path named a file elsewhere, each with status ok."""
+    table = official_catalogue().with_columns(pl.col(column).cast(pl.Utf8))
+    exposure_rows = (pl.col("coadd").cast(pl.Int64) == 0) & (
+        pl.col("lmjm").cast(pl.Utf8) == EXPOSURES[0]
+    )
+    if column == "lmjm":
+        table = table.with_columns(
+            pl.when(exposure_rows).then(pl.lit(value)).otherwise(pl.col(column)).alias(column)
+        )
+    else:
+        table = table.with_columns(pl.lit(value).alias(column))
+    out = pair_bands(table, spectra="all")
+    bad = out.filter(pl.col("catalog_reason") == shown)
+    assert bad.height == (1 if column == "lmjm" else out.height)
+    assert set(bad["catalog_status"]) == {"bad_ids"} and bad["filename"].null_count() == bad.height
+    assert out.height == pair_bands(official_catalogue(), spectra="all").height  # none lost

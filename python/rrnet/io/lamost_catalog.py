@@ -349,6 +349,28 @@ def _value_problem(cols: dict[str, str]) -> pl.Expr:
     )
 
 
+def _id_problem(cols: dict[str, str]) -> pl.Expr:
+    """Why the file identifiers of a row make no LAMOST file name (null where they do):
+    a fibre of -1 made ``..._sp02--01.fits.gz``, an LMJM of 83555758.5 was truncated, a
+    plan id holding a path (``HIP/../../etc``) named a file elsewhere, all status ok."""
+    checks = []
+    for field in ("lmjd", "spid", "fiberid", "lmjm"):
+        text = _text(cols[field])
+        value = text.cast(pl.Float64, strict=False)
+        whole = (value >= 0) & (value == value.floor()) & value.is_finite()
+        bad = (
+            text.is_not_null() & (value != MISSING_VALUE).fill_null(True) & ~whole.fill_null(False)
+        )
+        checks.append((bad, pl.format(f"{field} is '{{}}', not a whole number >= 0", text)))
+    plan = _text(cols["planid"])
+    path_like = plan.str.contains(r"[/\\]").fill_null(False) | plan.is_in([".", ".."])
+    checks.append((path_like, pl.format("planid '{}' is a path, not a plan name", plan)))
+    out = pl.when(checks[0][0]).then(checks[0][1])
+    for bad, why in checks[1:]:
+        out = out.when(bad).then(why)
+    return out
+
+
 UNCLEAR_KIND = ": which spectrum the row belongs to is unclear"
 """The end of the reason of such a row (every ``--spectra`` choice keeps it)."""
 
@@ -367,6 +389,7 @@ def _normalise(cols: dict[str, str]) -> list[pl.Expr]:
         _text(cols["band"]).str.to_uppercase().str.slice(0, 1).alias("band"),
         _truthy(cols["coadd"]).alias("coadd"),
         _value_problem(cols).alias("_bad_value"),
+        _id_problem(cols).alias("_bad_id"),
     ]
     fields = (("gp_id", pl.Utf8), ("designation", pl.Utf8), ("ra", pl.Float64), ("dec", pl.Float64))
     for field, dtype in fields:
@@ -509,6 +532,7 @@ def _aggregations(n_rv: int) -> list[pl.Expr]:
         pl.col("snr").filter(blue).first().alias("snr_b"),
         pl.col("snr").filter(red).first().alias("snr_r"),
         pl.col("_bad_value").drop_nulls().first(),
+        pl.col("_bad_id").drop_nulls().first(),
     ]
     for i in range(n_rv):
         aggs.append(pl.col(f"_rv{i}").drop_nulls().first())
@@ -519,9 +543,11 @@ def _aggregations(n_rv: int) -> list[pl.Expr]:
 def _finish(grouped: pl.DataFrame, rv_present: list[str]) -> pl.DataFrame:
     """File and extension names, the chosen RV and each spectrum's status."""
     lmjm = pl.col("lmjm").cast(pl.Utf8)
-    ids_ok = pl.all_horizontal(
-        pl.col(c).is_not_null() for c in ("lmjd", "planid", "spid", "fiberid")
-    ) & (pl.col("coadd") | pl.col("lmjm").is_not_null())
+    ids_ok = (
+        pl.all_horizontal(pl.col(c).is_not_null() for c in ("lmjd", "planid", "spid", "fiberid"))
+        & (pl.col("coadd") | pl.col("lmjm").is_not_null())
+        & pl.col("_bad_id").is_null()
+    )
     filename = pl.format(
         "med-{}-{}_sp{}-{}.fits.gz",
         pl.col("lmjd").cast(pl.Utf8).str.zfill(5),
@@ -567,6 +593,7 @@ def _status(ids_ok: pl.Expr, rv_present: list[str]) -> list[pl.Expr]:
     )
     cases = [
         (pl.col("_bad_value").is_not_null(), "bad_ids", pl.col("_bad_value")),
+        (pl.col("_bad_id").is_not_null(), "bad_ids", pl.col("_bad_id")),
         (~ids_ok, "bad_ids", pl.lit("lmjd, planid, spid, fiberid or lmjm is missing")),
         (
             pl.col("_n_blue") == 0,
