@@ -17,7 +17,7 @@ import polars as pl
 
 from rrnet.grid import N_PIX
 from rrnet.preprocess import Status, normalize_detailed, reason, resample_batch, rv_policy
-from rrnet.preprocess.kernels import range_detail
+from rrnet.preprocess.kernels import arm_detail, range_detail
 from rrnet.preprocess.planning import BatchPlan, Job
 from rrnet.preprocess.prefetch import NOTES_KEY, Immediate
 from rrnet.preprocess.results import NormalizeResult, ResampleResult
@@ -363,12 +363,9 @@ class BatchBuilder:
         self.floats["snr_red_ivar"][pos] = _finite(res.snr_red)
         ok = res.status == Status.OK
         for i in np.flatnonzero(~ok):
-            status, why = _kernel_status(res.status[i], "resampling")
-            if res.status[i] == Status.GRID_OUT_OF_RANGE:
-                _, b, r, rv = kept[i][:4]
-                detail = range_detail(b[0], r[0], rv, self.settings.correct_rv)
-                why = f"{why} ({detail})" if detail else why
-            self._fail(pos[i], status, why)
+            _, b, r, rv = kept[i][:4]
+            rv = rv if self.settings.correct_rv else 0.0
+            self._fail(pos[i], *_kernel_failure(res.status[i], "resampling", b, r, rv))
         if done.normalized is not None:
             self._store_normalized(pos[ok], done.normalized, done.buffers)
         if self.files is None or done.buffers is None:
@@ -401,7 +398,9 @@ class BatchBuilder:
         for i in (i for i, source in enumerate(d.source) if source == "none"):
             data = got.data_status
             if data is not None and data[i] != Status.OK:  # the spectrum, not its RV
-                self._fail(pos[i], *_kernel_status(data[i], "unshifted, for the RV measurement"))
+                _, b, r = pending[i][:3]
+                stage = "unshifted, for the RV measurement"
+                self._fail(pos[i], *_kernel_failure(data[i], stage, b, r, 0.0))
                 continue
             why = f"no usable RV (catalogue {pending[i][3]!r} km/s, measurement {got.status[i]})"
             self._fail(pos[i], "bad_rv", f"{self.rv_errors[0]} RV: {why}")
@@ -602,6 +601,17 @@ def snr_rule(header: np.ndarray, estimate: np.ndarray) -> np.ndarray:
 def _kernel_status(code: int, stage: str) -> tuple[str, str]:
     name = next((v for k, v in KERNEL_STATUS_NAMES.items() if k == int(code)), "bad_flux")
     return name, f"{stage}: {reason(code)}"
+
+
+def _kernel_failure(code: int, stage: str, blue: tuple, red: tuple, rv: float) -> tuple[str, str]:
+    """:func:`_kernel_status` with what in which raw arm (``(loglam, flux, ...)``) caused
+    it; ``rv``: the shift the grid was resampled at (0 for the observed frame)."""
+    status, why = _kernel_status(code, stage)
+    if code == Status.GRID_OUT_OF_RANGE:
+        detail = range_detail(blue[0], red[0], rv, rv != 0.0)
+    else:
+        detail = arm_detail(int(code), blue, red)
+    return status, f"{why} ({detail})" if detail else why
 
 
 def _quality(

@@ -100,6 +100,30 @@ def range_detail(
     return "; ".join(parts + ([hint] if hint else []))
 
 
+def arm_detail(code: int, blue: tuple, red: tuple) -> str:
+    """Which raw arm (``(loglam, flux, ...)``) a failed status comes from and what in it:
+    the reason said only "flux contains NaN or inf on the grid", even for 3 NaN pixels
+    of one arm."""
+    parts = []
+    for arm, (loglam, flux) in (("blue", blue[:2]), ("red", red[:2])):
+        loglam, flux = np.asarray(loglam, np.float64), np.asarray(flux, np.float64)
+        if code == Status.NON_FINITE_FLUX and (bad := int((~np.isfinite(flux)).sum())):
+            parts.append(f"{arm} arm: {bad} of {flux.size} flux pixels NaN or inf")
+        elif code == Status.BAD_WAVELENGTH:
+            finite = loglam[np.isfinite(loglam)]
+            if finite.size < loglam.size:
+                parts.append(f"{arm} arm: {loglam.size - finite.size} non-finite LOGLAM values")
+            elif finite.size > 1 and not (
+                np.all(np.diff(finite) > 0) or np.all(np.diff(finite) < 0)
+            ):
+                parts.append(f"{arm} arm: LOGLAM not strictly monotonic")
+            if finite.size and float(np.max(finite)) > 10:
+                parts.append(f"{arm} arm: LOGLAM up to {float(np.max(finite)):g}, not log10 of A?")
+        elif code == Status.DEGENERATE_ARM and flux.size and np.nanstd(flux) == 0:
+            parts.append(f"{arm} arm: flux constant ({flux[0]:g})")
+    return "; ".join(parts)
+
+
 def resample_spectrum(
     loglam_blue: np.ndarray,
     flux_blue: np.ndarray,
