@@ -45,6 +45,8 @@ def _damaged(table, column: str, how):
     ("FLUX", lambda f: np.where(np.arange(f.size) % 1000 == 7, np.nan, f), "blue arm: 4 of"),
     ("LOGLAM", lambda x: 10.0**x, "blue arm: LOGLAM up to"),
     ("LOGLAM", lambda x: x[np.argsort(np.sin(np.arange(x.size)))], "LOGLAM not strictly"),
+    ("FLUX", lambda f: np.zeros_like(f), "blue arm: flux constant (0)"),
+    ("FLUX", lambda f: np.where(np.arange(f.size) == 1500, 1e30, f), "extreme flux pixel (1e+30)"),
 ])  # fmt: skip
 def test_a_failed_spectrum_says_which_arm_and_what(tmp_path, rv_mode, column, how, said):
     """ "flux contains NaN or inf on the grid" for 4 NaN pixels of one arm: the reason

@@ -367,7 +367,8 @@ class BatchBuilder:
             rv = rv if self.settings.correct_rv else 0.0
             self._fail(pos[i], *_kernel_failure(res.status[i], "resampling", b, r, rv))
         if done.normalized is not None:
-            self._store_normalized(pos[ok], done.normalized, done.buffers)
+            raw = [kept[i][1:3] for i in np.flatnonzero(ok)]  # (blue, red) of each normalised
+            self._store_normalized(pos[ok], done.normalized, done.buffers, raw)
         if self.files is None or done.buffers is None:
             return []
         # These rows' values are final: to the files (chunk buffers: kept spectrum i in
@@ -406,10 +407,15 @@ class BatchBuilder:
             self._fail(pos[i], "bad_rv", f"{self.rv_errors[0]} RV: {why}")
 
     def _store_normalized(
-        self, pos: np.ndarray, norm: NormalizeResult, buffers: _ChunkSet | None = None
+        self,
+        pos: np.ndarray,
+        norm: NormalizeResult,
+        buffers: _ChunkSet | None = None,
+        raw: list | None = None,
     ) -> None:
         """Keep the statistics of the rows normalised at ``pos`` (their flux is in place:
-        the batch's rows ``pos``, or rows ``0..pos.size`` of the chunk ``buffers``)."""
+        the batch's rows ``pos``, or rows ``0..pos.size`` of the chunk ``buffers``);
+        ``raw``: their raw (blue, red) arms, which a failure's reason describes."""
         iterations = np.asarray(norm.iterations, dtype=np.int64)
         self.ints["n_outliers"][pos] = norm.n_outliers
         self.ints["max_outlier_run"][pos] = norm.max_outlier_run
@@ -419,7 +425,11 @@ class BatchBuilder:
         self.cap_hit[pos] = norm.cap_hit
         self.normed[pos] = True
         for j in np.flatnonzero(norm.status != Status.OK):
-            self._fail(pos[j], *_kernel_status(norm.status[j], "normalisation"))
+            if raw is not None:
+                failure = _kernel_failure(norm.status[j], "normalisation", *raw[j], 0.0)
+            else:
+                failure = _kernel_status(norm.status[j], "normalisation")
+            self._fail(pos[j], *failure)
             if buffers is not None:
                 buffers.norm[j] = np.nan
             elif self.normalized is not None:

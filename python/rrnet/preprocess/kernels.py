@@ -100,6 +100,11 @@ def range_detail(
     return "; ".join(parts + ([hint] if hint else []))
 
 
+EXTREME_FLUX = 1.0e15
+"""A flux pixel beyond this is named when the continuum fit fails (one pixel of 1e30 made
+the fitted continuum non-positive; no star's flux is near it in any unit)."""
+
+
 def arm_detail(code: int, blue: tuple, red: tuple) -> str:
     """Which raw arm (``(loglam, flux, ...)``) a failed status comes from and what in it:
     the reason said only "flux contains NaN or inf on the grid", even for 3 NaN pixels
@@ -121,6 +126,10 @@ def arm_detail(code: int, blue: tuple, red: tuple) -> str:
                 parts.append(f"{arm} arm: LOGLAM up to {float(np.max(finite)):g}, not log10 of A?")
         elif code == Status.DEGENERATE_ARM and flux.size and np.nanstd(flux) == 0:
             parts.append(f"{arm} arm: flux constant ({flux[0]:g})")
+        elif code == Status.NONPOSITIVE_CONTINUUM and np.isfinite(flux).any():
+            extreme = float(np.max(np.abs(flux[np.isfinite(flux)])))
+            if extreme > EXTREME_FLUX:
+                parts.append(f"{arm} arm: an extreme flux pixel ({extreme:g})")
     return "; ".join(parts)
 
 
