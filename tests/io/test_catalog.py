@@ -155,3 +155,42 @@ def test_a_csv_header_naming_a_column_twice_is_refused(tmp_path):
         read_table(path)
     path.write_text("filename,extname_blue,extname_red,rv,rv_err\nx.fits,B,R,10,2\n")
     assert read_table(path).columns[-2:] == ["rv", "rv_err"]
+
+
+def test_integer_fits_cells_equal_to_tnull_are_null(tmp_path):
+    """astropy writes a masked integer column with TNULL: fitsio returns those cells as
+    the number (999999), which trained as Teff = 999,999 K and joined as a star id."""
+    from astropy.table import Table
+
+    t = Table(masked=True)
+    t["star_id"] = np.ma.array(np.arange(10), mask=[i == 3 for i in range(10)])
+    t["teff"] = np.ma.array(
+        np.arange(4000, 4010, dtype=np.int32), mask=[i % 5 == 0 for i in range(10)]
+    )
+    t["logg"] = np.linspace(1.0, 2.0, 10)
+    path = tmp_path / "labels.fits"
+    t.write(path)
+    got = read_table(path)
+    want = Table.read(path)  # astropy applies TNULL: the independent reader
+    assert got["teff"].to_list() == [
+        None if m else int(v) for v, m in zip(want["teff"], want["teff"].mask, strict=True)
+    ]
+    assert got["star_id"].null_count() == 1 and got["star_id"][3] is None
+    assert got["logg"].to_list() == list(want["logg"])
+
+
+def test_a_csv_is_typed_from_every_row_and_ids_can_stay_text(tmp_path):
+    """Types were inferred from the first 10,000 rows: a survey table's 'n/a' or text id
+    further down refused the whole file. And '00003' was read as 3, so it never matched
+    a store's text id; ``text_columns`` keeps such columns as written."""
+    n = 12_700
+    teff = [str(4000 + i % 1000) for i in range(n)]
+    teff[11_000] = "n/a"
+    ids = [f"{i:05d}" for i in range(n)]
+    path = tmp_path / "labels.csv"
+    pl.DataFrame({"star_id": ids, "Teff[K]": teff}).write_csv(path)
+    table = read_table(path)
+    assert table.height == n and table["Teff[K]"][11_000] == "n/a"
+    assert table["star_id"][3] == 3  # numbers, when nothing asks otherwise
+    kept = read_table(path, text_columns=["STAR_ID"])
+    assert kept["star_id"][3] == "00003" and kept["star_id"].to_list() == ids

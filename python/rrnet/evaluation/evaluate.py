@@ -13,6 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import polars as pl
+
 from rrnet.evaluation import calibration, figures, metrics, repeats, sample
 from rrnet.evaluation.options import DEFAULT_REPEAT_KEY, SPLITS, EvalOptions
 from rrnet.evaluation.report import Report, write_report
@@ -94,7 +96,8 @@ def evaluate(opts: EvalOptions, *, split_loader: SplitLoader = load_split) -> Re
     # Either column style (teff or Teff[K]) maps back to the internal label names.
     catalog = read_table(opts.catalog)
     catalog = catalog.rename(internal_columns(catalog.columns))
-    labels_table = read_table(opts.labels)
+    text_keys = [k for k in opts.key if catalog.schema.get(k) == pl.String]  # "00235" as such
+    labels_table = read_table(opts.labels, text_keys)
     labels_table = labels_table.rename(internal_columns(labels_table.columns))
     # reference labels also in any case (a survey's TEFF, FE_H)
     labels_table = labels_table.rename(label_columns(labels_table.columns, keep=opts.key))

@@ -17,6 +17,7 @@ import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -77,15 +78,24 @@ def key_renames(columns: Sequence[str], key: Sequence[str]) -> dict[str, str]:
     return rename
 
 
-def read_table(path: str | os.PathLike[str]) -> pl.DataFrame:
-    """Read a CSV, Parquet, FITS, ECSV or VOTable table (CatalogError if unreadable)."""
+def read_table(path: str | os.PathLike[str], text_columns: Sequence[str] = ()) -> pl.DataFrame:
+    """Read a CSV, Parquet, FITS, ECSV or VOTable table (CatalogError if unreadable).
+
+    ``text_columns`` (any case): CSV columns read as text as written, not as numbers (ids
+    such as '00235' that a text key must match: read as 235 they matched nothing)."""
     path = Path(path)
     fmt = table_format(path)
     if not path.is_file():
         raise CatalogError(f"catalogue not found: {path}")
     try:
         if fmt == "csv":
-            return _no_repeated_names(pl.read_csv(path, infer_schema_length=10_000), path)
+            # types from every row: a survey table's first 'n/a' or text id after row
+            # 10,000 refused the whole file ("could not parse `n/a` as dtype f64")
+            wanted = {c.lower() for c in text_columns}
+            header = pl.read_csv(path, n_rows=0).columns if wanted else []
+            text = {c: pl.Utf8 for c in header if c.strip().lower() in wanted}
+            table = pl.read_csv(path, infer_schema_length=None, schema_overrides=text or None)
+            return _no_repeated_names(table, path)
         if fmt == "parquet":
             return pl.read_parquet(path)
         if fmt in ("ecsv", "votable"):
@@ -112,18 +122,39 @@ def _no_repeated_names(table: pl.DataFrame, path: Path) -> pl.DataFrame:
 def _read_fits_table(path: Path) -> pl.DataFrame:
     import fitsio
 
-    return fits_rows_frame(fitsio.read(str(path), ext=1))
+    with fitsio.FITS(str(path)) as fits:
+        hdu = fits[1]
+        return fits_rows_frame(hdu.read(), fits_nulls(hdu))
 
 
-def fits_rows_frame(data: np.ndarray) -> pl.DataFrame:
+def fits_nulls(hdu: Any) -> dict[str, int]:
+    """Column name -> its TNULL value, for the integer columns of a fitsio table HDU that
+    declare one: fitsio returns those cells as the number itself."""
+    header = hdu.read_header()
+    out = {}
+    for i, name in enumerate(hdu.get_colnames(), start=1):
+        value = header.get(f"TNULL{i}")
+        if isinstance(value, int) and not isinstance(value, bool):
+            out[name] = value
+    return out
+
+
+def fits_rows_frame(data: np.ndarray, nulls: dict[str, int] | None = None) -> pl.DataFrame:
     """Rows of a FITS binary table (fitsio's structured array) as a DataFrame: text
-    decoded and right-stripped, numbers in native byte order."""
+    decoded and right-stripped, numbers in native byte order, and integer cells equal
+    to their column's TNULL (``nulls``) null: they had been read as labels (Teff of
+    999999 K) and as star ids."""
     columns = {}
     for name in data.dtype.names or ():
         values = data[name]
         if values.dtype.kind == "S":
             values = np.char.rstrip(np.char.decode(values, "ascii"))
-        columns[name] = values.astype(values.dtype.newbyteorder("="))
+        values = values.astype(values.dtype.newbyteorder("="))
+        null = (nulls or {}).get(name)
+        if null is not None and values.dtype.kind in "iu" and values.ndim == 1:
+            columns[name] = pl.Series(name, values).set(pl.Series(values == null), None)
+        else:
+            columns[name] = values
     return pl.DataFrame(columns)
 
 

@@ -39,7 +39,7 @@ from pathlib import Path
 
 import polars as pl
 
-from rrnet.io.catalog import CatalogError, fits_rows_frame
+from rrnet.io.catalog import CatalogError, fits_nulls, fits_rows_frame
 from rrnet.io.lamost import BadFitsError
 from rrnet.io.lamost_fast import FileRead, Reader, read_many
 from rrnet.io.locate import is_utf8, unlisted_folders, warn_unlisted
@@ -240,7 +240,8 @@ def _scan_fits(path: Path, scratch: Path) -> pl.LazyFrame:
         parts = []
         for i, start in enumerate(range(0, max(n_rows, 1), FITS_CHUNK_ROWS)):
             part = scratch / f"fits-{i:06d}.parquet"
-            fits_rows_frame(hdu[start : start + FITS_CHUNK_ROWS]).write_parquet(part)
+            frame = fits_rows_frame(hdu[start : start + FITS_CHUNK_ROWS], fits_nulls(hdu))
+            frame.write_parquet(part)
             parts.append(part)
     return pl.scan_parquet(parts)
 

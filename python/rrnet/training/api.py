@@ -83,7 +83,8 @@ def train_ensemble(
         )
     if not isinstance(labels, pl.DataFrame) and not Path(labels).is_file():
         raise FileNotFoundError(f"labels table not found: {labels}")
-    table = labels if isinstance(labels, pl.DataFrame) else read_table(labels)
+    text_keys = [k for k in opts.key if store.manifest.schema.get(k) == pl.Utf8]
+    table = labels if isinstance(labels, pl.DataFrame) else read_table(labels, text_keys)
     selected = select_rows(
         store.manifest,
         table,
