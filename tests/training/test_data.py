@@ -161,6 +161,8 @@ def test_cli_trains_from_a_store_with_the_row_rules(store_and_labels, small_netw
         (["--split-fractions", "7:0:3"], "--split-fractions '7:0:3'"),
         (["--split-fractions", "a:b:c"], "give three shares"),
         (["--split-fractions", "7:1"], "give three shares"),
+        (["--label-norm", "checkpoint"], "--label-norm checkpoint needs --init"),  # ignored
+        (["--init", "ckpt", "--freeze", "conv,rnn,head,out"], "freezes every group"),
     ],
 )
 def test_cli_bad_arguments_exit_2_with_one_line(
@@ -172,6 +174,8 @@ def test_cli_bad_arguments_exit_2_with_one_line(
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("rrnet-train: error: ") and message in err[0]
+    if extra[0] in ("--label-norm", "--init"):  # refused before anything is written
+        assert not (tmp_path / "x").exists()
 
 
 def test_a_missing_label_is_named_as_a_survey_would_spell_it(

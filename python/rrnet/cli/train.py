@@ -166,6 +166,13 @@ def _options(args: argparse.Namespace) -> TrainOptions:
     )
 
 
+def _check_label_norm(label_norm: str, init: str | None) -> None:
+    """``--label-norm`` chooses between the --init checkpoint's label statistics and the
+    data's: without --init it was ignored without a word."""
+    if label_norm != "auto" and init is None:
+        raise ValueError(f"--label-norm {label_norm} needs --init (a checkpoint to start from)")
+
+
 def _fractions(text: str) -> tuple[float, float, float]:
     """``--split-fractions 7:1:2`` (or ``0.4,0.4,0.2``) as shares summing to 1."""
     parts = [p.strip() for p in text.replace(",", ":").split(":")]
@@ -195,6 +202,11 @@ def _freeze_groups(text: str, init: str | None) -> tuple[str, ...]:
         raise ValueError(
             f"unknown --freeze group(s) {', '.join(unknown)}; expected {', '.join(FREEZE_GROUPS)}"
         )
+    if set(groups) >= set(FREEZE_GROUPS):  # PyTorch's "empty parameter list", after the data
+        raise ValueError(
+            f"--freeze {text} freezes every group: nothing would be trained; leave one free "
+            "(say out)"
+        )
     return groups
 
 
@@ -206,6 +218,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         return usage_error(PROG, exc)
     try:
+        _check_label_norm(args.label_norm, args.init)
         options = _options(args)
     except ValueError as exc:
         return usage_error(PROG, exc)
