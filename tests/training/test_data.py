@@ -488,3 +488,21 @@ def test_members_that_cannot_fit_are_refused_before_any_work(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "3 members need at least" in err[0] and "at most 0 members" in err[0]
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize(("flag", "message"), [
+    ("--init", "nockpt is not an rrnet checkpoint"),
+    ("--split-from", "no split.parquet there to keep"),
+])  # fmt: skip
+def test_init_and_split_from_are_checked_before_the_join(
+    store_and_labels, tmp_path: Path, capsys, flag: str, message: str
+) -> None:
+    """Checked after the labels were joined, the join's count line came first and the
+    error second: two lines (without --quiet)."""
+    root, _ = store_and_labels
+    argv = ["--store", str(root / "store"), "--labels", str(root / "labels.csv"),
+            "--out", str(tmp_path / "x"), flag, str(tmp_path / "nockpt")]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("rrnet-train: error: ") and message in err[0], err
+    assert not (tmp_path / "x").exists()

@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from rrnet.cli._args import (
     OneLineParser,
@@ -166,6 +167,17 @@ def _options(args: argparse.Namespace) -> TrainOptions:
     )
 
 
+def _check_sources(init: str | None, split_from: str | None) -> None:
+    """``--init`` and ``--split-from`` checked before the labels are joined (the join's
+    count line came first, then the error: two lines)."""
+    from rrnet.models.checkpoint import SPLIT_FILE, read_checkpoint_config
+
+    if init is not None:
+        read_checkpoint_config(init)  # CheckpointError (a ValueError) naming what is wrong
+    if split_from is not None and not (Path(split_from) / SPLIT_FILE).is_file():
+        raise ValueError(f"--split-from {split_from}: no {SPLIT_FILE} there to keep")
+
+
 def _check_label_norm(label_norm: str, init: str | None) -> None:
     """``--label-norm`` chooses between the --init checkpoint's label statistics and the
     data's: without --init it was ignored without a word."""
@@ -220,6 +232,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         _check_label_norm(args.label_norm, args.init)
         options = _options(args)
+        _check_sources(args.init, args.split_from)
     except ValueError as exc:
         return usage_error(PROG, exc)
     from rrnet.models.device import device_problem
