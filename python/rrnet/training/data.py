@@ -361,11 +361,11 @@ def describe_counts(counts: dict[str, Any]) -> str:
         parts.append(f"of the labels table's {counts['labels_rows']} rows {', '.join(said)}")
     if counts.get("non_numeric"):
         cells = ", ".join(f"{n} {k}" for n, k in counts["non_numeric"].items())
-        parts.append(f"cells that are no number read as missing: {cells}")
-    if counts.get("missing_sentinels"):
+        parts.append(f"cells of the labels table that are no number, read as missing: {cells}")
+    if counts.get("missing_sentinels"):  # counted in the joined spectra, as the next part
         parts.append(
-            f"{counts['missing_sentinels']} label values <= -999 (-9999: not measured) "
-            "read as missing"
+            f"{counts['missing_sentinels']} label values <= -999 in the rows used (-9999: not "
+            "measured) read as missing"
         )
     if counts.get("missing_per_label"):
         missing = ", ".join(f"{n} {k}" for n, k in counts["missing_per_label"].items())
