@@ -404,7 +404,7 @@ def test_what_the_labels_table_loses_is_counted_and_ids_are_matched_as_meant(
     assert got.counts["non_numeric"] == {"Teff[K]": 1}
     line = describe_counts(got.counts)
     assert "2 have no key" in line and "2 match no store row" in line
-    assert "no number read as missing: Teff[K] 1" in line
+    assert "no number, read as missing: Teff[K] 1" in line
     assert f"Teff[K] {int(np.isnan(got.labels[:, 0]).sum())}" in line  # missing per label
     # obsid keys written as floats (a FITS or pandas round trip) match the integer ids;
     # ids that are not whole numbers are counted as of the wrong type.

@@ -174,7 +174,7 @@ def _check_sources(init: str | None, split_from: str | None) -> None:
 
     if init is not None:
         read_checkpoint_config(init)  # CheckpointError (a ValueError) naming what is wrong
-    if split_from is not None and not (Path(split_from) / SPLIT_FILE).is_file():
+    if split_from not in (None, "none") and not (Path(split_from) / SPLIT_FILE).is_file():
         raise ValueError(f"--split-from {split_from}: no {SPLIT_FILE} there to keep")
 
 
