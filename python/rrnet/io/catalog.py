@@ -144,7 +144,7 @@ def fits_rows_frame(data: np.ndarray, nulls: dict[str, int] | None = None) -> pl
     decoded and right-stripped, numbers in native byte order, and integer cells equal
     to their column's TNULL (``nulls``) null: they had been read as labels (Teff of
     999999 K) and as star ids."""
-    columns = {}
+    columns: dict[str, Any] = {}
     for name in data.dtype.names or ():
         values = data[name]
         if values.dtype.kind == "S":

@@ -362,7 +362,7 @@ def _file_info(opened: _Opened) -> LamostFile:
             f"its HDUs end at byte {end}"
         )
     expected = _typed(header, "N_EXTEN", int)
-    if expected is not None and len(fits) < expected and len(opened.content) - end >= 2880:
+    if isinstance(expected, int) and len(fits) < expected and len(opened.content) - end >= 2880:
         # not cut short: the bytes of the next HDU are there, cfitsio stopped at its header
         raise BadFitsError(
             f"HDU {len(fits)} of {path.name} cannot be read: its header is malformed "
@@ -471,7 +471,7 @@ def make_arm(
     """An :class:`Arm` from its columns and header values (shared by both readers)."""
     notes: list[str] = []
     snr = _typed(header, "SNR", float, notes)
-    if snr is not None and not 0.0 <= snr <= MAX_HEADER_SNR:
+    if isinstance(snr, float) and not 0.0 <= snr <= MAX_HEADER_SNR:
         notes.append(
             f"header SNR={snr:g} is not a plausible S/N (0-{MAX_HEADER_SNR:g}): recorded as null"
         )

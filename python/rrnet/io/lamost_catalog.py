@@ -36,6 +36,7 @@ import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -366,7 +367,7 @@ def _id_problem(cols: dict[str, str]) -> pl.Expr:
     plan = _text(cols["planid"])
     path_like = plan.str.contains(r"[/\\]").fill_null(False) | plan.is_in([".", ".."])
     checks.append((path_like, pl.format("planid '{}' is a path, not a plan name", plan)))
-    out = pl.when(checks[0][0]).then(checks[0][1])
+    out: Any = pl.when(checks[0][0]).then(checks[0][1])
     for bad, why in checks[1:]:
         out = out.when(bad).then(why)
     return out

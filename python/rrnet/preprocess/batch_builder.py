@@ -426,7 +426,8 @@ class BatchBuilder:
         self.normed[pos] = True
         for j in np.flatnonzero(norm.status != Status.OK):
             if raw is not None:
-                failure = _kernel_failure(norm.status[j], "normalisation", *raw[j], 0.0)
+                blue, red = raw[j]
+                failure = _kernel_failure(norm.status[j], "normalisation", blue, red, 0.0)
             else:
                 failure = _kernel_status(norm.status[j], "normalisation")
             self._fail(pos[j], *failure)
