@@ -506,3 +506,23 @@ def test_init_and_split_from_are_checked_before_the_join(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("rrnet-train: error: ") and message in err[0], err
     assert not (tmp_path / "x").exists()
+
+
+def test_key_messages_speak_the_tables_own_names(store_and_labels, tmp_path: Path) -> None:
+    """A survey table without the key was described under rrnet's renamed label names
+    (it has: APOGEE_ID, Teff[K], ...) though it says TEFF; a repeated key was shown as a
+    Python tuple."""
+    root, manifest = store_and_labels
+    table = pl.read_csv(root / "labels.csv")
+    survey = table.rename({"star_id": "APOGEE_ID", "Teff[K]": "TEFF", "Logg": "LOGG"})
+    with pytest.raises(ValueError, match=r"no column\(s\) star_id") as err:
+        select_rows(manifest, survey, SP_LABELS)
+    listed = str(err.value).split("it has: ")[1]
+    assert "TEFF" in listed and "APOGEE_ID" in listed and "Teff[K]" not in listed
+    repeated = pl.concat([table, table.head(1)])
+    first = table["star_id"][0]
+    with pytest.raises(ValueError) as err:
+        select_rows(manifest, repeated, SP_LABELS)
+    assert (
+        str(err.value) == f"the labels table has 2 rows with a repeated key (star_id = '{first}')"
+    )

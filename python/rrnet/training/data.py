@@ -116,6 +116,8 @@ def select_rows(
     if predict_rv and RV_LABEL not in names:
         names.append(RV_LABEL)
     _require_labels(labels_table, fitted, key)
+    # the key, before the labels are renamed: the message lists the table's own names
+    _require(labels_table.rename(key_renames(labels_table.columns, key)), key, "the labels table")
     labels_table = labels_table.rename(label_columns(labels_table.columns, fitted, key))
     labels_table = labels_table.rename(key_renames(labels_table.columns, key))
     counts: dict[str, Any] = {"manifest_rows": manifest.height}
@@ -260,9 +262,10 @@ def _check_tables(
         _require(manifest, [rv_column], "the store manifest")
     dup = labels_table.select(key).is_duplicated()
     if dup.any():
-        example = labels_table.filter(dup).select(key).row(0)
+        example = labels_table.filter(dup).select(key).row(0, named=True)
+        shown = ", ".join(f"{k} = {v!r}" for k, v in example.items())
         raise ValueError(
-            f"the labels table has {int(dup.sum())} rows with a repeated key {example}"
+            f"the labels table has {int(dup.sum())} rows with a repeated key ({shown})"
         )
 
 
