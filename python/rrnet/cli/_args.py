@@ -143,6 +143,14 @@ def file_output_problem(out: str | os.PathLike[str], what: str = "--out") -> str
     return None
 
 
+def folder_output_problem(out: str | os.PathLike[str], what: str = "--out") -> str | None:
+    """:func:`output_problem`, and a file where a folder is to be written (a store, a
+    report, checkpoints): the twin of :func:`file_output_problem`."""
+    if Path(out).exists() and not Path(out).is_dir():
+        return f"{what} exists and is not a directory: {out}"
+    return output_problem(out, what)
+
+
 _EFFECTIVE = os.access in os.supports_effective_ids
 """Ask as the process's effective user (setuid wrappers) where the platform can."""
 

@@ -8,6 +8,7 @@ import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
+from rrnet.cli._args import folder_output_problem
 from rrnet.utils.atomic import write_text
 from rrnet.utils.lock import LOCK_NAME
 
@@ -24,8 +25,11 @@ or through the Python API (the demo's report)."""
 
 
 def report_folder_problem(out: Path, kind: str) -> str | None:
-    """One line when ``out`` holds files that no earlier ``kind`` report wrote, else None:
-    a new or empty folder, or the same kind's report (rewritten in place), is fine."""
+    """One line when ``out`` cannot take a ``kind`` report: not a writable folder
+    (:func:`folder_output_problem`), or one holding files no earlier ``kind`` report wrote.
+    A new or empty folder, or the same kind's report (rewritten in place), is fine."""
+    if (problem := folder_output_problem(out)) is not None:
+        return problem
     if not out.is_dir():
         return None
     names = {p.name for p in out.iterdir()} - {LOCK_NAME}

@@ -15,7 +15,6 @@ from rrnet.cli._args import (
     OneLineParser,
     UsageError,
     command,
-    output_problem,
     parse_or_status,
     run_errors,
     seed,
@@ -111,9 +110,7 @@ def _check(args: argparse.Namespace) -> str | None:
             return str(exc)
         if not path.is_file():
             return f"--{name} not found: {path}"
-    if args.out.exists() and not args.out.is_dir():
-        return f"--out exists and is not a directory: {args.out}"
-    if (problem := output_problem(args.out) or report_folder_problem(args.out, PROG)) is not None:
+    if (problem := report_folder_problem(args.out, PROG)) is not None:
         return problem
     for ckpt in args.checkpoint:
         if not ckpt.is_dir():
@@ -255,9 +252,7 @@ def _main_compare(argv: list[str]) -> int:
             raise UsageError(f"--store is not a directory: {args.store}")
         if not args.labels.is_file():
             raise UsageError(f"--labels not found: {args.labels}")
-        if args.out.exists() and not args.out.is_dir():
-            raise UsageError(f"--out exists and is not a directory: {args.out}")
-        if problem := output_problem(args.out) or report_folder_problem(args.out, KIND_COMPARE):
+        if (problem := report_folder_problem(args.out, KIND_COMPARE)) is not None:
             raise UsageError(problem)
     except UsageError as exc:
         return usage_error(PROG, exc)
@@ -355,9 +350,7 @@ def _main_overview(argv: list[str]) -> int:
         table_format(args.catalog)
         if not args.catalog.is_file():
             raise UsageError(f"catalogue not found: {args.catalog}")
-        if args.out.exists() and not args.out.is_dir():
-            raise UsageError(f"--out exists and is not a directory: {args.out}")
-        if problem := output_problem(args.out) or report_folder_problem(args.out, KIND_OVERVIEW):
+        if (problem := report_folder_problem(args.out, KIND_OVERVIEW)) is not None:
             raise UsageError(problem)
         if args.isochrones is not None and (problem := isochrones_problem(args.isochrones)):
             raise UsageError(problem)

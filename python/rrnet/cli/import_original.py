@@ -12,7 +12,7 @@ from rrnet.cli._args import (
     UsageError,
     command,
     error_line,
-    output_problem,
+    folder_output_problem,
     run_errors,
     usage_error,
 )
@@ -67,9 +67,7 @@ def main(argv: list[str] | None = None) -> int:
             raise UsageError(f"model directory {args.model_dir} does not exist")
         if not label_config.is_file():
             raise UsageError(f"label config {label_config} does not exist")
-        if args.out.exists() and not args.out.is_dir():
-            raise UsageError(f"--out exists and is not a folder: {args.out}")
-        if (problem := output_problem(args.out)) is not None:
+        if (problem := folder_output_problem(args.out)) is not None:
             raise UsageError(problem)
     except UsageError as err:
         return usage_error(PROG, err)

@@ -15,9 +15,9 @@ from rrnet.cli._args import (
     command,
     data_dir_problem,
     file_output_problem,
+    folder_output_problem,
     interrupted_exit,
     os_error_exit,
-    output_problem,
     parse_or_status,
     run_failure,
     rv_problem,
@@ -202,9 +202,7 @@ def _check(args: argparse.Namespace) -> str | None:
             return f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}"
     if args.resume and args.overwrite:
         return "--resume and --overwrite exclude each other"
-    if args.out.exists() and not args.out.is_dir():
-        return f"--out exists and is not a directory: {args.out}"
-    if (problem := output_problem(args.out)) is not None:
+    if (problem := folder_output_problem(args.out)) is not None:
         return problem
     if args.select is not None and (problem := file_output_problem(args.select, "--select")):
         return problem

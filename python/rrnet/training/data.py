@@ -116,10 +116,10 @@ def select_rows(
     if predict_rv and RV_LABEL not in names:
         names.append(RV_LABEL)
     _require_labels(labels_table, fitted, key)
-    # the key, before the labels are renamed: the message lists the table's own names
-    _require(labels_table.rename(key_renames(labels_table.columns, key)), key, "the labels table")
-    labels_table = labels_table.rename(label_columns(labels_table.columns, fitted, key))
     labels_table = labels_table.rename(key_renames(labels_table.columns, key))
+    # the key, before the labels are renamed: the message lists the table's own names
+    _require(labels_table, key, "the labels table")
+    labels_table = labels_table.rename(label_columns(labels_table.columns, fitted, key))
     counts: dict[str, Any] = {"manifest_rows": manifest.height}
     labels_table = _keyed_rows(labels_table, key, counts)
     _check_tables(manifest, labels_table, key, rv_column if predict_rv else None)
@@ -255,9 +255,9 @@ def _check_tables(
     key: list[str],
     rv_column: str | None,
 ) -> None:
-    """Refuse tables that lack the needed columns or repeat a key in the labels."""
+    """Refuse tables that lack the needed columns or repeat a key in the labels (their
+    key and label columns: :func:`select_rows` checked them before renaming)."""
     _require(manifest, [*key, "row", "status"], "the store manifest")
-    _require(labels_table, key, "the labels table")  # the labels: _require_labels
     if rv_column is not None:
         _require(manifest, [rv_column], "the store manifest")
     dup = labels_table.select(key).is_duplicated()
