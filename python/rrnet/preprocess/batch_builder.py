@@ -368,7 +368,7 @@ class BatchBuilder:
             self._fail(pos[i], *_kernel_failure(res.status[i], "resampling", b, r, rv))
         if done.normalized is not None:
             raw = [kept[i][1:3] for i in np.flatnonzero(ok)]  # (blue, red) of each normalised
-            self._store_normalized(pos[ok], done.normalized, done.buffers, raw)
+            self._store_normalized(pos[ok], raw, done.normalized, done.buffers)
         if self.files is None or done.buffers is None:
             return []
         # These rows' values are final: to the files (chunk buffers: kept spectrum i in
@@ -409,9 +409,9 @@ class BatchBuilder:
     def _store_normalized(
         self,
         pos: np.ndarray,
+        raw: list,
         norm: NormalizeResult,
         buffers: _ChunkSet | None = None,
-        raw: list | None = None,
     ) -> None:
         """Keep the statistics of the rows normalised at ``pos`` (their flux is in place:
         the batch's rows ``pos``, or rows ``0..pos.size`` of the chunk ``buffers``);
@@ -425,12 +425,8 @@ class BatchBuilder:
         self.cap_hit[pos] = norm.cap_hit
         self.normed[pos] = True
         for j in np.flatnonzero(norm.status != Status.OK):
-            if raw is not None:
-                blue, red = raw[j]
-                failure = _kernel_failure(norm.status[j], "normalisation", blue, red, 0.0)
-            else:
-                failure = _kernel_status(norm.status[j], "normalisation")
-            self._fail(pos[j], *failure)
+            blue, red = raw[j]
+            self._fail(pos[j], *_kernel_failure(norm.status[j], "normalisation", blue, red, 0.0))
             if buffers is not None:
                 buffers.norm[j] = np.nan
             elif self.normalized is not None:
