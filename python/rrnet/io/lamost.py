@@ -361,27 +361,32 @@ def _file_info(opened: _Opened) -> LamostFile:
             f"truncated file {path.name}: {len(opened.content)} bytes (uncompressed), "
             f"its HDUs end at byte {end}"
         )
-    expected = _typed(header, "N_EXTEN", int)
-    if isinstance(expected, int) and len(fits) < expected and len(opened.content) - end >= 2880:
-        # not cut short: the bytes of the next HDU are there, cfitsio stopped at its header
-        raise BadFitsError(
-            f"HDU {len(fits)} of {path.name} cannot be read: its header is malformed "
-            f"({len(opened.content) - end} bytes follow HDU {len(fits) - 1}; header "
-            f"N_EXTEN={expected}, {len(fits)} HDUs readable)"
-        )
-    return file_info(path, header, extnames, len(fits))
+    return file_info(path, header, extnames, len(fits), len(opened.content) - end)
 
 
 def file_info(
-    path: Path, header: dict[str, object], extnames: tuple[str, ...], n_hdus: int
+    path: Path,
+    header: dict[str, object],
+    extnames: tuple[str, ...],
+    n_hdus: int,
+    trailing: int = 0,
 ) -> LamostFile:
     """The file's :class:`LamostFile` from its primary-header values (shared by both readers).
 
-    Raises BadFitsError when the file has fewer HDUs than its N_EXTEN says.
+    Raises BadFitsError when the file has fewer HDUs than its N_EXTEN says: a file that
+    ends there (cut short, or written without them), or one with ``trailing`` bytes (a
+    FITS block or more) after its last readable HDU, whose next header is malformed.
     """
     n_expected = _typed(header, "N_EXTEN", int)
     if n_expected is not None and n_expected < 0:
         n_expected = None
+    if n_expected is not None and n_hdus < n_expected and trailing >= 2880:
+        # not cut short: the bytes of the next HDU are there, cfitsio stopped at its header
+        raise BadFitsError(
+            f"HDU {n_hdus} of {path.name} cannot be read: its header is malformed "
+            f"({trailing} bytes follow HDU {n_hdus - 1}; header N_EXTEN={n_expected}, "
+            f"{n_hdus} HDUs readable)"
+        )
     if n_expected is not None and n_hdus < n_expected:
         raise BadFitsError(
             f"HDUs missing in {path.name}: header N_EXTEN={n_expected} but {n_hdus} HDUs found "

@@ -237,12 +237,11 @@ def _scan_fits(path: Path, scratch: Path) -> pl.LazyFrame:
         hdu = fits[1]
         if hdu.get_exttype() not in ("BINARY_TBL", "ASCII_TBL"):
             raise CatalogError(f"cannot read {path}: its first extension is not a table")
-        n_rows = hdu.get_nrows()
+        n_rows, nulls = hdu.get_nrows(), fits_nulls(hdu)
         parts = []
         for i, start in enumerate(range(0, max(n_rows, 1), FITS_CHUNK_ROWS)):
             part = scratch / f"fits-{i:06d}.parquet"
-            frame = fits_rows_frame(hdu[start : start + FITS_CHUNK_ROWS], fits_nulls(hdu))
-            frame.write_parquet(part)
+            fits_rows_frame(hdu[start : start + FITS_CHUNK_ROWS], nulls).write_parquet(part)
             parts.append(part)
     return pl.scan_parquet(parts)
 
