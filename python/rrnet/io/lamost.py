@@ -377,9 +377,8 @@ def file_info(
     ends there (cut short, or written without them), or one with ``trailing`` bytes (a
     FITS block or more) after its last readable HDU, whose next header is malformed.
     """
-    n_expected = _typed(header, "N_EXTEN", int)
-    if n_expected is not None and n_expected < 0:
-        n_expected = None
+    parsed = _typed(header, "N_EXTEN", int)
+    n_expected = parsed if isinstance(parsed, int) and parsed >= 0 else None
     if n_expected is not None and n_hdus < n_expected and trailing >= 2880:
         # not cut short: the bytes of the next HDU are there, cfitsio stopped at its header
         raise BadFitsError(
