@@ -45,6 +45,7 @@ from rrnet.synth.observe import ObservationSettings, observe
 from rrnet.utils.atomic import write_text
 from rrnet.utils.faults import is_machine_fault
 from rrnet.utils.progress import Progress
+from rrnet.utils.sizes import size_text
 
 log = logging.getLogger("rrnet.synth")
 
@@ -423,13 +424,9 @@ def _check_disk(out: Path, n_visits: int, exposures: tuple[int, int]) -> None:
     free = shutil.disk_usage(where).free
     if need > free:
         raise ValueError(
-            f"{n_visits:,} visits need about {_size(need)} ({per_visit / 1e3:.0f} kB each) "
-            f"and {where} has {_size(free)} free"
+            f"{n_visits:,} visits need about {size_text(need)} ({per_visit / 1e3:.0f} kB each) "
+            f"and {where} has {size_text(free)} free"
         )
-
-
-def _size(n_bytes: float) -> str:
-    return f"{n_bytes / 1e12:,.0f} TB" if n_bytes >= 1e12 else f"{n_bytes / 1e9:,.1f} GB"
 
 
 def _run_visits(

@@ -4,13 +4,13 @@ out-of-memory killer ended the run without a word."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 from rrnet.models.config import ModelConfig
+from rrnet.utils.sizes import size_text
 
 WEIGHT_BYTES = 4
 """A float32 weight; a trained one also has a gradient and Adam's two moments (x4)."""
@@ -79,13 +79,7 @@ def check_member_memory(
     if need > have:
         fit = max(have // per_member, 0)
         raise ValueError(
-            f"{members:,} members need at least {_size(need)} for their weights and optimiser "
-            f"state ({_size(per_member)} each) but {device} has {_size(have)} available: "
+            f"{members:,} members need at least {size_text(need)} for their weights and optimiser "
+            f"state ({size_text(per_member)} each) but {device} has {size_text(have)} available: "
             f"train at most {fit:,} members here (fewer: the batches need memory too)"
         )
-
-
-def _size(n: float) -> str:
-    units = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
-    k = min(int(math.log(max(n, 1), 1024)), len(units) - 1)
-    return f"{n / 1024**k:.1f} {units[k]}"
