@@ -364,6 +364,8 @@ def test_survey_tables_join_and_fail_helpfully(store_and_labels, tmp_path: Path,
         ValueError, match=r"\[X/Fe\] columns \(MG_FE\).*\[X/H\] = \[X/Fe\] \+ \[Fe/H\]"
     ):
         select_rows(manifest, xfe, resolve_labels("MgH"))
+    with pytest.raises(ValueError, match=r"MG_FE reads as \[Mg/Fe\].*ask for MgH"):
+        select_rows(manifest, table, resolve_labels("Teff[K],MG_FE"))  # --group MG_FE
     base = ["--store", str(root / "store"), "--quiet", *ARGS]
     assert main([*base, "--labels", str(tmp_path / "nope.csv"), "--out", str(tmp_path / "o")]) == 2
     assert "labels table not found" in capsys.readouterr().err

@@ -90,7 +90,7 @@ def _require_labels(labels_table: pl.DataFrame, fitted: Sequence[str], key: Sequ
         raise ValueError(
             f"the labels table has no column for {'; '.join(map(label_spellings, missing))} "
             f"(it has: {_some_columns(labels_table.columns)})"
-            f"{_xfe_hint(labels_table.columns)}"
+            f"{_xfe_hint(labels_table.columns)}{_asked_xfe_hint(missing)}"
         )
 
 
@@ -246,6 +246,20 @@ def _xfe_hint(columns: list[str]) -> str:
     return (
         f"; it has [X/Fe] columns ({', '.join(xfe[:4])}{', ...' if len(xfe) > 4 else ''}): "
         "rrnet's abundances are [X/H] = [X/Fe] + [Fe/H] (docs/training.md)"
+    )
+
+
+def _asked_xfe_hint(asked: Sequence[str]) -> str:
+    """A hint when a wanted label is spelled like an [X/Fe] (``--group MG_FE``): rrnet's
+    abundance labels are [X/H], and the user may not have meant a label of their own."""
+    xfe = {f"{x.lower()}_fe": x for x in (name[:-1] for name in GROUPS["CA"])}
+    hits = [(n, xfe[n.lower()]) for n in asked if n.lower() in xfe]
+    if not hits:
+        return ""
+    name, element = hits[0]
+    return (
+        f"; {name} reads as [{element}/Fe], but rrnet fits [X/H]: ask for {element}H "
+        f"(a table's [{element}/Fe] + [Fe/H]; docs/training.md)"
     )
 
 
