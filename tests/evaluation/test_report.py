@@ -50,6 +50,22 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 @pytest.mark.slow
+def test_a_gzipped_labels_table_gives_the_same_metrics(run) -> None:
+    """``--labels labels.csv.gz`` (surveys ship them gzipped) was refused as an unknown
+    table format '.gz'."""
+    import gzip
+
+    root = run["root"]
+    (root / "labels.csv.gz").write_bytes(gzip.compress((root / "labels.csv").read_bytes()))
+    args = ["--catalog", str(root / "cat.parquet"), "--labels", str(root / "labels.csv.gz")]
+    assert main([*args, "--out", str(root / "gz"), "--checkpoint", str(run["ckpt"])]) == 0
+    got = json.loads((root / "gz" / "metrics.json").read_text())
+    args[-1] = str(root / "labels.csv")
+    assert main([*args, "--out", str(root / "plain"), "--checkpoint", str(run["ckpt"])]) == 0
+    assert got["metrics"] == json.loads((root / "plain" / "metrics.json").read_text())["metrics"]
+
+
+@pytest.mark.slow
 def test_index_html_embeds_every_figure_and_reads_headline_first(run) -> None:
     page = (run["report"] / "index.html").read_text()
     images = re.findall(r'<img src="(data:image/png;base64,[^"]+)"[^>]*data-file="([^"]+)"', page)

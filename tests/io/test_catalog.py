@@ -113,6 +113,23 @@ def test_reserved_columns_clash():
         validate_catalog(_catalog().with_columns(status=pl.lit("x")), reserved=("status",))
 
 
+@pytest.mark.parametrize("suffix", [".csv", ".fits"])
+def test_gzipped_csv_and_fits_read_as_the_plain_file(tmp_path, suffix):
+    """Surveys distribute catalogues gzipped (LAMOST's .csv.gz, .fits.gz label tables):
+    they were refused as "unknown table format '.gz'"."""
+    import gzip
+
+    plain = write_table(_catalog(), tmp_path / f"cat{suffix}")
+    packed = tmp_path / f"cat{suffix}.gz"
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    assert read_table(packed, text_columns=("obsid",)).equals(read_table(plain, ("obsid",)))
+    assert read_catalog(packed).equals(read_catalog(plain))
+    other = tmp_path / "cat.parquet.gz"
+    other.write_bytes(gzip.compress(b"x"))
+    with pytest.raises(CatalogError, match=r"read as \.csv\.gz or \.fits\.gz"):
+        read_table(other)
+
+
 def test_unknown_format_and_missing_file(tmp_path):
     with pytest.raises(CatalogError, match="unknown table format"):
         table_format(tmp_path / "cat.xlsx")

@@ -21,7 +21,7 @@ from rrnet.cli._args import (
     usage_error,
 )
 from rrnet.cli._report_folder import marked_report_folder, report_folder_problem
-from rrnet.io.catalog import CatalogError, table_format
+from rrnet.io.catalog import CatalogError, input_format
 from rrnet.utils.lock import output_lock
 
 PROG = "rrnet-eval"
@@ -105,7 +105,7 @@ def _check(args: argparse.Namespace) -> str | None:
     for name in ("catalog", "labels"):
         path = getattr(args, name)
         try:
-            table_format(path)
+            input_format(path)
         except CatalogError as exc:
             return str(exc)
         if not path.is_file():
@@ -347,7 +347,7 @@ def build_overview_parser() -> argparse.ArgumentParser:
 def _main_overview(argv: list[str]) -> int:
     try:
         args = build_overview_parser().parse_args(argv)
-        table_format(args.catalog)
+        input_format(args.catalog)
         if not args.catalog.is_file():
             raise UsageError(f"catalogue not found: {args.catalog}")
         if (problem := report_folder_problem(args.out, KIND_OVERVIEW)) is not None:

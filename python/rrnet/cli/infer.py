@@ -46,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--store", help="preprocessed store (rrnet-preprocess output)")
     src.add_argument(
-        "--catalog", help="input catalogue (CSV, Parquet or FITS) to preprocess on the fly"
+        "--catalog",
+        help="input catalogue (CSV, Parquet or FITS; .csv.gz and .fits.gz too) to preprocess on the fly",
     )
     p.add_argument(
         "--data-dir",

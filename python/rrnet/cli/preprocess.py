@@ -25,7 +25,7 @@ from rrnet.cli._args import (
     unexpected_exit,
     usage_error,
 )
-from rrnet.io.catalog import CatalogError, read_table, table_format
+from rrnet.io.catalog import CatalogError, input_format, read_table, table_format
 from rrnet.io.lamost import DEFAULT_MAX_INFLATED
 from rrnet.io.locate import locate_files
 from rrnet.preprocess.pipeline import (
@@ -68,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
         "catalog",
         type=Path,
         metavar="CATALOG",
-        help="input catalogue (CSV, Parquet or FITS) with columns filename, extname_blue, "
+        help="input catalogue (CSV, Parquet or FITS; .csv.gz and .fits.gz too) with columns filename, extname_blue, "
         "extname_red, rv [km/s]",
     )
     parser.add_argument(
@@ -212,7 +212,7 @@ def _check(args: argparse.Namespace) -> str | None:
         if not (args.overwrite or args.resume):  # a rerun rewrites its own selection
             return f"--select {args.select} exists: name another file, or pass --overwrite"
     try:
-        table_format(args.catalog)
+        input_format(args.catalog)
         if args.select is not None and table_format(args.select) == "fits":
             return "--select writes .csv or .parquet"
     except CatalogError as exc:

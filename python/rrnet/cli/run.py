@@ -25,7 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
         "(docs/cluster.md): shards of the input catalogue are preprocessed and inferred on "
         "the workers and merged in input order.",
     )
-    p.add_argument("catalog", help="input catalogue (CSV, Parquet or FITS)")
+    p.add_argument(
+        "catalog", help="input catalogue (CSV, Parquet or FITS; .csv.gz and .fits.gz too)"
+    )
     p.add_argument(
         "--data-dir",
         default=None,

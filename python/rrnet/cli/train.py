@@ -35,7 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train M networks together (deep ensemble) with the paper's recipe.",
     )
     p.add_argument("--store", required=True, help="preprocessed store (rrnet-preprocess)")
-    p.add_argument("--labels", required=True, help="labels table (CSV, Parquet or FITS)")
+    p.add_argument(
+        "--labels", required=True, help="labels table (CSV, Parquet or FITS; also gzipped)"
+    )
     p.add_argument("--out", required=True, help="checkpoint directory to create")
     p.add_argument(
         "--group",

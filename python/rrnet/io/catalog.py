@@ -59,6 +59,26 @@ def table_format(path: str | os.PathLike[str]) -> str:
     return TABLE_FORMATS[suffix]
 
 
+READABLE_COMPRESSED: tuple[str, ...] = ("csv", "fits")
+"""Formats :func:`read_table` also reads gzipped (``.csv.gz``, ``.fits.gz``), as surveys
+distribute their catalogues."""
+
+
+def input_format(path: str | os.PathLike[str]) -> str:
+    """The format of a table to read: :func:`table_format`, or that of the name under a
+    ``.gz`` suffix for CSV and FITS (``dr7_mrs.csv.gz``, ``allStar.fits.gz``)."""
+    path = Path(path)
+    if path.suffix.lower() == ".gz":
+        inner = TABLE_FORMATS.get(Path(path.stem).suffix.lower())
+        if inner in READABLE_COMPRESSED:
+            return inner
+        raise CatalogError(
+            f"cannot read {path}: gzipped tables are read as .csv.gz or .fits.gz; "
+            "decompress it, or name it by its format"
+        )
+    return table_format(path)
+
+
 def key_columns(key: str | Sequence[str]) -> tuple[str, ...]:
     """Join-key column names from ``"obsid,extname_blue"`` or a sequence (a plain string is
     one comma list, never its characters)."""
@@ -79,12 +99,13 @@ def key_renames(columns: Sequence[str], key: Sequence[str]) -> dict[str, str]:
 
 
 def read_table(path: str | os.PathLike[str], text_columns: Sequence[str] = ()) -> pl.DataFrame:
-    """Read a CSV, Parquet, FITS, ECSV or VOTable table (CatalogError if unreadable).
+    """Read a CSV, Parquet, FITS, ECSV or VOTable table, CSV and FITS also gzipped
+    (CatalogError if unreadable).
 
     ``text_columns`` (any case): CSV columns read as text as written, not as numbers (ids
     such as '00235' that a text key must match: read as 235 they matched nothing)."""
     path = Path(path)
-    fmt = table_format(path)
+    fmt = input_format(path)
     if not path.is_file():
         raise CatalogError(f"catalogue not found: {path}")
     try:
