@@ -47,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--store", help="preprocessed store (rrnet-preprocess output)")
     src.add_argument(
         "--catalog",
-        help="input catalogue (CSV, Parquet or FITS; .csv.gz and .fits.gz too) to preprocess on the fly",
+        help="input catalogue (CSV, Parquet or FITS; .csv.gz and .fits.gz too) to "
+        "preprocess on the fly",
     )
     p.add_argument(
         "--data-dir",

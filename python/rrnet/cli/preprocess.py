@@ -68,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
         "catalog",
         type=Path,
         metavar="CATALOG",
-        help="input catalogue (CSV, Parquet or FITS; .csv.gz and .fits.gz too) with columns filename, extname_blue, "
+        help="input catalogue (CSV, Parquet or FITS; .csv.gz and .fits.gz too) with "
+        "columns filename, extname_blue, "
         "extname_red, rv [km/s]",
     )
     parser.add_argument(
