@@ -592,3 +592,17 @@ def test_identifiers_that_make_no_file_name_are_bad_ids(column, value, shown):
     assert bad.height == (1 if column == "lmjm" else out.height)
     assert set(bad["catalog_status"]) == {"bad_ids"} and bad["filename"].null_count() == bad.height
     assert out.height == pair_bands(official_catalogue(), spectra="all").height  # none lost
+
+
+def test_an_obsid_that_is_no_integer_is_said_in_the_reason():
+    """An obsid of 'abc' was left empty with status ok and no reason: the row is still
+    usable (files are named by the other ids), but the lost id is now said."""
+    table = official_catalogue().with_columns(pl.col("obsid").cast(pl.Utf8))
+    first = pl.col("lmjm").cast(pl.Utf8) == EXPOSURES[0]
+    bad = table.with_columns(pl.when(first).then(pl.lit("abc")).otherwise("obsid").alias("obsid"))
+    want, got = pair_bands(table, spectra="all"), pair_bands(bad, spectra="all")
+    noted = got.filter(pl.col("catalog_reason") == "obsid 'abc' is no integer: left empty")
+    assert noted.height >= 1 and set(noted["catalog_status"]) == {"ok"}
+    assert noted["obsid"].null_count() == noted.height
+    assert got.drop("obsid", "catalog_reason").equals(want.drop("obsid", "catalog_reason"))
+    assert want["catalog_reason"].null_count() == want.height  # clean rows: no reason

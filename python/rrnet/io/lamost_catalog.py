@@ -372,6 +372,15 @@ def _id_problem(cols: dict[str, str]) -> pl.Expr:
     return out
 
 
+def _obsid_note(name: str) -> pl.Expr:
+    """The reason of an ``ok`` row whose obsid is text that is no integer (null where
+    it is one, or empty, or -9999): the obsid is left empty, which said nothing."""
+    text = _text(name)
+    unparsed = text.is_not_null() & _number(name, pl.Int64).is_null()
+    unparsed = unparsed & (text.cast(pl.Float64, strict=False) != MISSING_VALUE).fill_null(True)
+    return pl.when(unparsed).then(pl.format("obsid '{}' is no integer: left empty", text))
+
+
 UNCLEAR_KIND = ": which spectrum the row belongs to is unclear"
 """The end of the reason of such a row (every ``--spectra`` choice keeps it)."""
 
@@ -391,6 +400,7 @@ def _normalise(cols: dict[str, str]) -> list[pl.Expr]:
         _truthy(cols["coadd"]).alias("coadd"),
         _value_problem(cols).alias("_bad_value"),
         _id_problem(cols).alias("_bad_id"),
+        _obsid_note(cols["obsid"]).alias("_note"),
     ]
     fields = (("gp_id", pl.Utf8), ("designation", pl.Utf8), ("ra", pl.Float64), ("dec", pl.Float64))
     for field, dtype in fields:
@@ -534,6 +544,7 @@ def _aggregations(n_rv: int) -> list[pl.Expr]:
         pl.col("snr").filter(red).first().alias("snr_r"),
         pl.col("_bad_value").drop_nulls().first(),
         pl.col("_bad_id").drop_nulls().first(),
+        pl.col("_note").drop_nulls().first(),
     ]
     for i in range(n_rv):
         aggs.append(pl.col(f"_rv{i}").drop_nulls().first())
@@ -618,7 +629,7 @@ def _status(ids_ok: pl.Expr, rv_present: list[str]) -> list[pl.Expr]:
         ),
     ]
     status: pl.Expr = pl.lit("ok")
-    reason: pl.Expr = pl.lit(None, pl.Utf8)
+    reason: pl.Expr = pl.col("_note")
     for cond, name, why in reversed(cases):
         status = pl.when(cond).then(pl.lit(name)).otherwise(status)
         reason = pl.when(cond).then(why).otherwise(reason)
