@@ -4,6 +4,7 @@ errors, --select, progress lines, and kill -9 + --resume giving an identical sto
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -171,7 +172,13 @@ def test_plain_progress_line_when_not_a_terminal(real_catalog, tmp_path, capsys)
     assert "\r" not in err  # no progress bar redraws in a log file
     # the run ends with a summary: counts, where the store is and what it takes on disk
     assert "rrnet-preprocess: 5 rows in, 5 ok (100%)" in err and "pass the quality cuts" in err
-    assert f"store: {tmp_path / 's'}" in err and "kB per row" in err
+    assert f"store: {tmp_path / 's'}" in err
+    shown = re.search(r"disk: ([\d,.]+) (kB|MB), ([\d.]+) kB per row \(float32 flux\)", err)
+    assert shown is not None, err
+    total = sum(f.stat().st_size for f in (tmp_path / "s").rglob("*") if f.is_file())
+    unit = {"kB": 1e3, "MB": 1e6}[shown[2]]
+    assert abs(float(shown[1].replace(",", "")) * unit - total) <= 0.05 * unit
+    assert abs(float(shown[3]) * 1e3 - total / 5) <= 50
 
 
 def _big_catalog(tmp_path, n_rows: int) -> tuple:

@@ -224,6 +224,7 @@ def _check(args: argparse.Namespace) -> str | None:
 def _summary(path: Path, selection: Path | None, summary: RunSummary, dtype: str) -> str:
     """The end-of-run lines: rows in, ok, passing the cuts, failures by status, outputs."""
     from rrnet.inference.summary import format_summary
+    from rrnet.utils.sizes import size_text
 
     passing = pl.scan_parquet(path / "manifest.parquet").select(pl.col("quality_ok").sum())
     passing = passing.collect().item()
@@ -233,8 +234,8 @@ def _summary(path: Path, selection: Path | None, summary: RunSummary, dtype: str
         summary.outputs["selection"] = selection
     text = format_summary(summary, PROG).splitlines()
     text[0] += f", {passing:,} pass the quality cuts"
-    per = f", {size / max(summary.rows, 1) / 1e3:.1f} kB per row" if summary.rows else ""
-    text.append(f"  disk: {size / 1e6:,.1f} MB{per} ({dtype} flux)")
+    per = f", {size_text(size / summary.rows)} per row" if summary.rows else ""
+    text.append(f"  disk: {size_text(size)}{per} ({dtype} flux)")
     return "\n".join(text)
 
 
