@@ -144,6 +144,7 @@ FLOOR_BAD = [
     (["--per-star", "--error-floor", "teff=nan"], "sigma >= 0"),
     (["--per-star", "--error-floor", "vsini=1"], "unknown label"),
     (["--per-star", "--error-floor", "calibration", "--error-floor", "teff=1"], "combined"),
+    (["--per-star", "--error-floor", "none", "--error-floor", "teff=1"], "combined"),
     (["--per-star", "--error-floor", "calibration", "--raw-errors"], "raw-errors"),
     (["--error-floor", "teff=1"], "--per-star"),
 ]

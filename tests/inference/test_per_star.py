@@ -240,3 +240,46 @@ def test_a_blank_star_id_is_no_star_as_null_is_not() -> None:
     got = per_star_table(blank, labels=LABELS)
     assert got.equals(per_star_table(null, labels=LABELS))
     assert " " not in got["star_id"].to_list() and got.height == cat["star_id"].n_unique() - 1
+
+
+def test_a_floor_above_a_spectrums_error_never_inflates_the_star() -> None:
+    """A calibrated error can fall below the shared part fitted over all stars (the demo:
+    3-58 % of spectra): a star of one spectrum with [Ti/H] +-0.040 got +-0.171 and two
+    exposures combined to more than the better one's error. The star's shared part is
+    now capped at 0.99 of its smallest error squared (a direct NumPy computation here)."""
+    errs = {1: [0.04], 2: [0.329, 0.143], 3: [0.30, 0.25, 0.20]}
+    rows = [(star, 0.1 * star + 0.01 * i, e) for star, es in errs.items() for i, e in enumerate(es)]
+    cat = pl.DataFrame(rows, schema=["star_id", "TiH", "TiH_err"], orient="row").with_columns(
+        status=pl.lit("ok"), flag=pl.lit(1, pl.UInt8)
+    )
+    floor = 0.171
+    table = per_star_table(cat, labels=["TiH"], variability_labels=["TiH"], floor={"TiH": floor})
+    for star, es in errs.items():
+        e = np.array(es)
+        x = 0.1 * star + 0.01 * np.arange(e.size)
+        s2 = min(floor**2, 0.99 * e.min() ** 2)
+        w = 1.0 / np.maximum(e**2 - s2, 0.01 * e**2)
+        got = table.filter(pl.col("star_id") == star).row(0, named=True)
+        assert got["TiH_err"] == pytest.approx(np.sqrt(1.0 / w.sum() + s2), rel=1e-6)
+        assert got["TiH"] == pytest.approx(np.sum(w * x) / w.sum(), rel=1e-6)
+        assert got["TiH_err"] <= e.min() * (1 + 1e-6)
+    assert table.filter(pl.col("star_id") == 1)["TiH_err"][0] == pytest.approx(0.04, rel=1e-6)
+
+
+def test_shared_error_fit_uses_the_same_cap_as_the_table() -> None:
+    """fit_shared_error's chi-square uses the per-star cap the table applies: with the
+    fitted part as floor, the table's mean chi2r over stars with repeats is 1, also when
+    some stars' errors are below it."""
+    from rrnet.models.calibration import fit_shared_error
+
+    rng = np.random.default_rng(5)
+    n_star, n_exp = 2000, 3
+    star = np.repeat(np.arange(n_star), n_exp)
+    noise = rng.uniform(0.005, 0.1, star.size)
+    err = np.hypot(noise, np.repeat(rng.choice([0.01, 0.15], n_star), n_exp))  # two kinds
+    x = rng.normal(0, noise)
+    shared = fit_shared_error(x, err, star)
+    assert shared > 0 and (err < shared).any()
+    cat = pl.DataFrame({"star_id": star, "status": "ok", "flag": 1, "FeH": x, "FeH_err": err})
+    table = per_star_table(cat, labels=["FeH"], variability_labels=["FeH"], floor={"FeH": shared})
+    assert table["FeH_chi2r"].mean() == pytest.approx(1.0, abs=1e-3)

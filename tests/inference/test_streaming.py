@@ -298,6 +298,17 @@ def test_per_star_error_floor_given_or_from_calibration(
     cat, _ = read_catalogue(out)
     stars, _ = read_catalogue(out.with_name("cat.per_star.parquet"))
     assert stars.equals(per_star_table(cat, floor=floors))
+    # The default takes the calibration's floors too (the whole error averaging down gave
+    # the demo's stars errors 1.4-1.7x too small); "none" is the old behaviour.
+    for floor, want in (("auto", per_star_table(cat, floor=floors)), ("none", None)):
+        out = tmp_path / floor / "cat.parquet"
+        kw = {} if floor == "auto" else {"error_floor": floor}
+        run_inference(models=[sp, world["ca"]], store=world["store"], out=out, device="cpu",
+                      per_star=True, **kw)  # fmt: skip
+        stars, provenance = read_catalogue(out.with_name("cat.per_star.parquet"))
+        assert stars.equals(want if want is not None else per_star_table(cat))
+        source = json.loads(provenance["rrnet.per_star"])["error_floor_from"]
+        assert source == ("calibration" if floor == "auto" else None)
     # The calibrated error includes the floor: sqrt(err^2 + floor^2) with a = b = 0.
     ok = catalogue["Teff[K]_err"].is_not_null()
     np.testing.assert_allclose(

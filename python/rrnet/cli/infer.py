@@ -24,7 +24,9 @@ from rrnet.cli._args import (
 )
 from rrnet.inference.options import (
     DEFAULT_CHUNK_ROWS,
+    FLOOR_AUTO,
     FLOOR_FROM_CALIBRATION,
+    FLOOR_NONE,
     InferError,
     InferOptions,
 )
@@ -84,8 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="LABEL=SIGMA|calibration",
         help="with --per-star: the part of each spectrum's error that does not average "
         "down over a star's spectra (model error), per label (repeat, e.g. teff=40 "
-        "fe_h=0.03), or 'calibration' for the floors the checkpoints' calibration fitted "
-        "(default: the whole error averages down)",
+        "fe_h=0.03), 'calibration' for the floors the checkpoints' calibration fitted "
+        "(the default with calibrated errors), or 'none' (the whole error averages down; "
+        "the default with --raw-errors)",
     )
     add_raw_errors_argument(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar or log lines")
@@ -147,11 +150,12 @@ def _preprocess_options(args: argparse.Namespace) -> dict[str, object]:
 def parse_error_floor(values: Sequence[str] | None) -> dict[str, float] | str | None:
     """``--error-floor`` values -> ``InferOptions.error_floor`` (InferError if malformed)."""
     if not values:
-        return None
-    if FLOOR_FROM_CALIBRATION in values:
-        if len(values) > 1:
-            raise InferError("--error-floor calibration cannot be combined with LABEL=SIGMA")
-        return FLOOR_FROM_CALIBRATION
+        return FLOOR_AUTO
+    for word in (FLOOR_FROM_CALIBRATION, FLOOR_NONE):
+        if word in values:
+            if len(values) > 1:
+                raise InferError(f"--error-floor {word} cannot be combined with other values")
+            return word
     out: dict[str, float] = {}
     for value in values:
         name, sep, sigma = value.partition("=")
@@ -160,7 +164,9 @@ def parse_error_floor(values: Sequence[str] | None) -> dict[str, float] | str | 
         except ValueError:
             sep = ""
         if not sep or not name.strip():
-            raise InferError(f"--error-floor wants LABEL=SIGMA or 'calibration', got {value!r}")
+            raise InferError(
+                f"--error-floor wants LABEL=SIGMA, 'calibration' or 'none', got {value!r}"
+            )
     return out
 
 

@@ -45,7 +45,9 @@ class InferOptions:
     ``max_iter``). ``column_style``: catalogue column names, ``"identifier"``
     (``teff``, ``fe_h``, ...) or ``"paper"`` (Table 3's ``Teff[K]``, ``FeH``, ...).
     ``calibrate``: scale the errors by each checkpoint's ``calibration.json`` (False:
-    paper eq. 3 errors, uncalibrated). ``precision``: ``"fp32"`` (exact; the default),
+    paper eq. 3 errors, uncalibrated). ``error_floor``: the per-star table's error part
+    that does not average down (:func:`resolve_error_floor`; default ``"auto"``, the
+    calibration's). ``precision``: ``"fp32"`` (exact; the default),
     ``"tf32"`` or ``"bf16"`` (faster on a GPU; their shifts are in docs/models.md).
     ``compile``: ``torch.compile`` the ensembles (a GPU's fastest setting).
     """
@@ -67,7 +69,7 @@ class InferOptions:
     progress: bool = False
     column_style: str = DEFAULT_COLUMN_STYLE
     calibrate: bool = True
-    error_floor: Mapping[str, float] | str | None = None
+    error_floor: Mapping[str, float] | str | None = "auto"
     precision: str = "fp32"
     compile: bool = False
 
@@ -147,6 +149,13 @@ def check_options(options: InferOptions, out: PathLike) -> str:
 
 FLOOR_FROM_CALIBRATION = "calibration"
 """``error_floor`` value: take each label's floor from the checkpoints' calibration."""
+FLOOR_AUTO = "auto"
+"""``error_floor`` default: the calibration's floors with calibrated errors, none with raw
+ones. Without a floor the whole error averages down over a star's spectra, and on the
+demo the combined errors were 1.4-1.7x too small (most of the error is model error)."""
+FLOOR_NONE = "none"
+"""``error_floor`` value: no floor, the whole error averages down (as before 2026-12-05)."""
+FLOOR_CHOICES = (FLOOR_AUTO, FLOOR_FROM_CALIBRATION, FLOOR_NONE)
 
 
 def resolve_error_floor(options: InferOptions) -> dict[str, float] | None:
@@ -156,18 +165,24 @@ def resolve_error_floor(options: InferOptions) -> dict[str, float] | None:
     of validation stars), else the ``floor``, of the first checkpoint whose
     ``calibration.json`` has the label (0 when it has neither). That floor is part
     of the calibrated errors, so it needs them (refused with ``calibrate=False``).
+    ``"auto"`` (the default): ``"calibration"`` with calibrated errors, else none;
+    ``"none"`` or None: none.
     """
     from rrnet.labels import ALL_LABELS, internal_name
 
     floor = options.error_floor
-    if floor is None:
+    if floor is None or floor == FLOOR_NONE:
         return None
     if isinstance(floor, str):
-        if floor != FLOOR_FROM_CALIBRATION:
-            raise InferError(f"--error-floor must be LABEL=SIGMA or 'calibration', got {floor!r}")
+        if floor not in FLOOR_CHOICES:
+            raise InferError(
+                f"--error-floor must be LABEL=SIGMA, 'calibration' or 'none', got {floor!r}"
+            )
         if not options.calibrate:
+            if floor == FLOOR_AUTO:
+                return None
             raise InferError("--error-floor calibration needs calibrated errors (no --raw-errors)")
-        return _calibration_floor(options.models)
+        return _calibration_floor(options.models) or None
     out: dict[str, float] = {}
     for name, value in floor.items():
         label = internal_name(str(name))

@@ -25,7 +25,7 @@ import polars as pl
 
 from rrnet.inference.columns import SPEC_LABELS
 from rrnet.labels import internal_columns, internal_name, styled_name
-from rrnet.models.calibration import MIN_NOISE_FRACTION
+from rrnet.models.calibration import MIN_NOISE_FRACTION, SHARED_CAP
 
 DEFAULT_VARIABILITY_LABELS: tuple[str, ...] = ("Teff[K]", "Logg")
 DEFAULT_CHI2_THRESHOLD: float = 4.0
@@ -65,8 +65,10 @@ def per_star_table(
 
     ``floor`` (label -> sigma, optional): the part of each exposure's error that
     does not average down (model error shared by all exposures of a star). Then
-    ``noise_i^2 = err_i^2 - floor^2`` (at least ``(0.1 err_i)^2``) weights the mean
-    and the chi-square, and ``L_err = sqrt(1 / sum(1 / noise_i^2) + floor^2)``;
+    ``noise_i^2 = err_i^2 - s^2`` (at least ``(0.1 err_i)^2``) weights the mean and the
+    chi-square, and ``L_err = sqrt(1 / sum(1 / noise_i^2) + s^2)``, where the star's
+    shared part ``s^2 = min(floor^2, 0.99 min_i err_i^2)`` (so a star of one spectrum
+    keeps its error, and combining never gives more than the best spectrum's);
     without it the whole error is treated as noise (the old behaviour).
 
     Columns: ``star_column``, ``n_exp``, ``ra``, ``dec`` (of the first exposure), per
@@ -104,7 +106,8 @@ def per_star_table(
     for label in labels:
         x, err = pl.col(label).cast(pl.Float64), pl.col(f"{label}_err").cast(pl.Float64)
         good = usable & x.is_finite() & err.is_finite() & (err > 0)
-        s2 = float(floor.get(label, 0.0)) ** 2
+        smallest = pl.when(good).then(err).min()
+        s2 = pl.min_horizontal(float(floor.get(label, 0.0)) ** 2, SHARED_CAP * smallest**2)
         noise2 = pl.max_horizontal(err**2 - s2, (MIN_NOISE_FRACTION * err) ** 2)
         w = pl.when(good).then(1.0 / noise2).otherwise(0.0)
         sw = w.sum()

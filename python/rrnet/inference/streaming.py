@@ -515,6 +515,13 @@ def _remove_previous(out: Path, work: Path) -> None:
     record_path(out).unlink(missing_ok=True)
 
 
+def _floor_source(options: InferOptions, floor: dict[str, float] | None) -> str | None:
+    """Where the per-star floor came from: "calibration", "given" or None (no floor)."""
+    if not floor:
+        return None
+    return "calibration" if isinstance(options.error_floor, str) else "given"
+
+
 def _per_star_record(options: InferOptions, out: Path) -> dict[str, Any] | None:
     """The per-star choices of a run (none without --per-star): a finished run resumed
     with other ones would keep a per-star table that is not the one asked for."""
@@ -802,9 +809,7 @@ def _merge(plan: _Plan, options: InferOptions, out: Path, fmt: str, work: Path) 
                     {
                         "star_column": options.star_column,
                         "error_floor": floor,
-                        "error_floor_from": options.error_floor
-                        if isinstance(options.error_floor, str)
-                        else ("given" if floor else None),
+                        "error_floor_from": _floor_source(options, floor),
                     }
                 )
             }

@@ -75,6 +75,10 @@ SNR_COLUMN = "snr_blue"
 MIN_NOISE_FRACTION = 0.1
 """With a shared part ``s``, a spectrum's noise part is at least this fraction of its
 error (:func:`fit_shared_error` and the per-star table weight alike)."""
+SHARED_CAP = 1.0 - MIN_NOISE_FRACTION**2
+"""A star's shared part is at most ``sqrt(SHARED_CAP)`` times its smallest error: a
+shared part larger than a spectrum's whole error gave a star of one spectrum an error
+4x its own, and a combined error larger than its best spectrum's."""
 
 
 def calibration_snr(snr_blue: np.ndarray, snr_red: np.ndarray | None = None) -> np.ndarray:
@@ -183,7 +187,8 @@ def fit_shared_error(values: np.ndarray, err: np.ndarray, groups: np.ndarray) ->
     Why: exposures of one star share its model error, so their scatter measures only
     the noise part. ``groups`` labels independent spectra by star (one entry per
     row). ``s`` is the constant with which the mean reduced chi-square over stars
-    with >= 2 spectra, weights ``1 / max(err^2 - s^2, (MIN_NOISE_FRACTION err)^2)`` (what
+    with >= 2 spectra, weights ``1 / max(err^2 - s_star^2, (MIN_NOISE_FRACTION err)^2)``
+    with ``s_star^2 = min(s^2, SHARED_CAP min(err)^2)`` over the star's spectra (what
     :func:`rrnet.inference.per_star.per_star_table` uses with ``floor``), is 1;
     0 when it is >= 1 already. Bisection: the chi-square grows with ``s``.
     """
@@ -195,9 +200,12 @@ def fit_shared_error(values: np.ndarray, err: np.ndarray, groups: np.ndarray) ->
         return 0.0
     x, e, inv = x[rep], e[rep], np.unique(inv[rep], return_inverse=True)[1]
     n = np.bincount(inv)
+    smallest = np.full(n.size, np.inf)
+    np.minimum.at(smallest, inv, e)
+    cap2 = (SHARED_CAP * smallest**2)[inv]
 
     def mean_chi2r(s: float) -> float:
-        w = 1.0 / np.maximum(e**2 - s**2, (MIN_NOISE_FRACTION * e) ** 2)
+        w = 1.0 / np.maximum(e**2 - np.minimum(s**2, cap2), (MIN_NOISE_FRACTION * e) ** 2)
         mean = np.bincount(inv, w * x) / np.bincount(inv, w)
         return float(np.mean(np.bincount(inv, w * (x - mean[inv]) ** 2) / (n - 1)))
 
