@@ -316,6 +316,19 @@ def test_carried_values_that_look_like_null_markers_survive(tmp_path: Path, fmt:
         assert "0 warning(s) and 0 error(s)" in result.stdout, result.stdout
 
 
+@pytest.mark.parametrize("fmt", ["fits", "votable", "ecsv", "parquet"])
+def test_a_carried_uint64_beyond_int64_is_kept_exactly(tmp_path: Path, fmt: str) -> None:
+    """A carried UInt64 above 2**63 - 1 stopped FITS, VOTable and ECSV after the whole run
+    ("conversion from u64 to i64 failed"); formats without uint64 now write it as text."""
+    big = [2**63 + 5, 1, None, 2**64 - 1]
+    table = _table(4).with_columns(pl.Series("u64_in", big, dtype=pl.UInt64))
+    path = write_catalogue(table, tmp_path / f"cat.{SUFFIX[fmt]}", fmt, PROVENANCE)
+    back, _ = read_catalogue(path)
+    assert [None if v is None else int(v) for v in back["u64_in"].to_list()] == big
+    if fmt == "fits" and shutil.which("fitsverify"):
+        assert "0 warning(s) and 0 error(s)" in _run(["fitsverify", str(path)]).stdout
+
+
 def test_the_header_designation_column_says_where_it_comes_from(tmp_path: Path) -> None:
     """--catalog adds desig from the files' headers: it was called an input column."""
     table = _table(4).with_columns(pl.Series("desig", ["J1", None, "J3", "J4"]))

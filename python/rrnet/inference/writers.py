@@ -221,8 +221,22 @@ def _signed_wide_ints(
     small = [n for n, t in schema.items() if t in also]
     if not wide and not small:
         return lazy, chunks
-    casts = [pl.col(n).cast(pl.Int64) for n in wide] + [pl.col(n).cast(pl.Int16) for n in small]
+    huge = _beyond_int64(lazy, [n for n in wide if schema[n] == pl.UInt64])
+    casts = [pl.col(n).cast(pl.Utf8 if n in huge else pl.Int64) for n in wide]
+    casts += [pl.col(n).cast(pl.Int16) for n in small]
     return lazy.with_columns(casts), (c.with_columns(casts) for c in chunks)
+
+
+def _beyond_int64(lazy: pl.LazyFrame, names: list[str]) -> set[str]:
+    """Carried UInt64 columns holding a value above 2**63 - 1, written as text (exact):
+    the cast to Int64 failed after the whole run ("conversion from u64 to i64 failed")."""
+    if not names:
+        return set()
+    top = lazy.select(pl.col(names).max()).collect().row(0)
+    huge = {n for n, value in zip(names, top, strict=True) if value is not None and value >= 2**63}
+    for name in sorted(huge):
+        log.warning("column %s holds integers above 2**63 - 1: written as text", name)
+    return huge
 
 
 def _decoded(metadata: dict[bytes, bytes] | None) -> Iterator[tuple[str, str]]:
