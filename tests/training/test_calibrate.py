@@ -294,9 +294,9 @@ def test_inference_applies_the_calibration_by_default(trained) -> None:
     assert checkpoint_hash(out) != before
 
 
-def test_auto_form_fits_power_only_on_enough_validation_rows():
-    """The default ("auto") is "power" from AUTO_MIN_ROWS validation rows on, "const" below
-    (its S/N slope and exponent fitted noise on 70 stars); the fit is that form's."""
+def test_auto_form_fits_an_snr_slope_only_on_enough_validation_rows():
+    """The default ("auto") is "balanced-scale" from AUTO_MIN_ROWS validation rows on,
+    "const" below (an S/N slope fitted noise on 70 stars); the fit is that form's."""
     rng = np.random.default_rng(4)
     n = AUTO_MIN_ROWS
     snr = rng.uniform(10, 200, n)
@@ -304,8 +304,8 @@ def test_auto_form_fits_power_only_on_enough_validation_rows():
     resid = rng.normal(0.0, 0.7 * err)
     args = (resid[:, None], np.zeros((n, 1)), err[:, None], snr, ["x"])
     few = tuple(a[: n - 1] if isinstance(a, np.ndarray) else a for a in args)
-    assert resolve_form(None, n) == "power" and resolve_form("auto", n - 1) == "const"
-    for rows, want in ((args, "power"), (few, "const")):
+    assert resolve_form(None, n) == "balanced-scale" and resolve_form("auto", n - 1) == "const"
+    for rows, want in ((args, "balanced-scale"), (few, "const")):
         doc = fit_calibration(*rows)
         assert (doc["form"], doc["form_requested"]) == (want, "auto")
         assert doc["labels"] == fit_calibration(*rows, form=want)["labels"]
@@ -353,3 +353,27 @@ def test_training_step_stores_xfe_skill_and_inference_warns_of_low_skill(
     with caplog.at_level(logging.WARNING):
         warn_low_xfe_skill([loaded])
     assert any("[K/Fe]" in r.getMessage() for r in caplog.records)
+
+
+def test_default_errors_keep_their_ranking_within_an_snr_bin():
+    """The default form scales every raw error of one S/N by the same factor, so the
+    errors of spectra at one S/N keep their order and ratios. "power" re-ranks them
+    (err^power): on the demo it fitted [Ti/H] an exponent of 4.6 and held-out z std
+    was 1.30 / 0.89 / 0.69 from the smallest to the largest third of the raw errors.
+    Here the residual is a star offset that does not follow the raw error, as for an
+    abundance the network has not learnt, which bends the exponent."""
+    rng = np.random.default_rng(8)
+    n = 2 * AUTO_MIN_ROWS
+    snr = np.repeat(rng.uniform(10, 200, n // 4), 4)  # groups of rows at one S/N
+    err = 2.0 / snr * np.exp(rng.normal(0.0, 0.4, n))
+    resid = rng.uniform(-0.3, 0.3, n) + rng.normal(0.0, 0.5 * err)
+
+    def ratio(form: str | None) -> np.ndarray:
+        doc = fit_calibration(resid[:, None], np.zeros((n, 1)), err[:, None], snr, ["x"],
+                              form=form)  # fmt: skip
+        return (calibrated_error(doc["labels"]["x"], err, snr) / err).reshape(-1, 4)
+
+    default = ratio(None)
+    np.testing.assert_allclose(default, default[:, :1].repeat(4, axis=1), rtol=1e-12)
+    power = ratio("power")
+    assert np.max(np.ptp(np.log(power), axis=1)) > 0.1  # what "power" does to the same rows

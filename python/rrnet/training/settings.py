@@ -157,7 +157,7 @@ class TrainOptions:
         :mod:`rrnet.training.finetune`.
     calibration_form
         The error calibration's form (:func:`rrnet.models.calibration.resolve_form`;
-        "auto": "power" on >= 500 validation spectra, else "const").
+        "auto": "balanced-scale" on >= 500 validation spectra, else "const").
     """
 
     labels_to_fit: str | tuple[str, ...] = "SP"
