@@ -208,7 +208,11 @@ PER_STAR_COLUMNS: tuple[Column, ...] = (
         "n_exp", pl.Int32, "", "exposures used (status ok, and flag 1 by default)", "meta.number"
     ),
     Column(
-        "variable", pl.UInt8, "", "1 = Teff or log g varies beyond the errors", "meta.code;src.var"
+        "variable",
+        pl.UInt8,
+        "",
+        "1 = Teff or log g varies beyond the errors, 0 = not; null: fewer than 2 exposures",
+        "meta.code;src.var",
     ),
 )
 """Per-star table columns besides the catalogue's (:mod:`rrnet.inference.per_star`)."""

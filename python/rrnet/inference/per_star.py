@@ -73,7 +73,7 @@ def per_star_table(
 
     Columns: ``star_column``, ``n_exp``, ``ra``, ``dec`` (of the first exposure), per
     label ``L``, ``L_err``, ``L_scatter``, ``L_chi2r``, ``L_n``, then ``variable``
-    (uint8, 1 = variable; 0 also when fewer than 2 exposures).
+    (uint8, 1 = variable, 0 = not; null when no variability label has 2 exposures).
     """
     lazy = catalogue.lazy()
     names = lazy.collect_schema().names()
@@ -128,6 +128,11 @@ def per_star_table(
     variable = pl.lit(False)
     for label in variability_labels:
         variable = variable | (pl.col(f"{label}_chi2r").fill_null(0.0) > chi2_threshold)
+    # null where no variability label has two exposures: untested, not "not variable"
+    tested = pl.any_horizontal(
+        pl.col(f"{label}_chi2r").is_not_null() for label in variability_labels
+    )
+    variable = pl.when(tested).then(variable)
     order = [star_column, "n_exp", "ra", "dec"]
     for label in labels:
         order += [label, f"{label}_err", f"{label}_scatter", f"{label}_chi2r", f"{label}_n"]
