@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from rrnet.io.lamost import is_coadd
 from rrnet.models.calibration import (
     AUTO,
     FORMS,
@@ -236,7 +237,7 @@ def _per_star(ev: pl.DataFrame, labels, mean, cal, params) -> None:
 
 def _groups(rows: pl.DataFrame) -> np.ndarray:
     """Star id of single exposures; a coadd (not independent of them) is its own group."""
-    coadd = rows["extname_blue"].fill_null("").str.starts_with("COADD").to_numpy()
+    coadd = is_coadd(rows["extname_blue"].fill_null("").to_numpy())
     star = rows["star_id"].cast(pl.String).to_numpy().astype(object)
     return np.where(coadd, [f"coadd-{r}" for r in rows["_row"].to_list()], star)
 

@@ -284,3 +284,19 @@ def test_shared_error_fit_uses_the_same_cap_as_the_table() -> None:
     cat = pl.DataFrame({"star_id": star, "status": "ok", "flag": 1, "FeH": x, "FeH_err": err})
     table = per_star_table(cat, labels=["FeH"], variability_labels=["FeH"], floor={"FeH": shared})
     assert table["FeH_chi2r"].mean() == pytest.approx(1.0, abs=1e-3)
+
+
+def test_a_coadd_is_known_in_any_case_of_its_extension_name() -> None:
+    """``rrnet-catalog scan`` keeps a file's own spelling of extension names: a coadd
+    spelled ``coadd_b`` was combined with its own exposures (n_exp 3 instead of 2)."""
+    rows = [("COADD_B", 5000.0, 50.0), ("B-1", 5010.0, 100.0), ("B-2", 4990.0, 100.0)]
+    cat = pl.DataFrame(rows, schema=["extname_blue", "Teff[K]", "Teff[K]_err"], orient="row")
+    cat = cat.with_columns(star_id=pl.lit(1), filename=pl.lit("f"), status=pl.lit("ok"), flag=1)
+    upper = per_star_table(cat, labels=["Teff[K]"], variability_labels=["Teff[K]"])
+    lower = per_star_table(
+        cat.with_columns(pl.col("extname_blue").str.to_lowercase()),
+        labels=["Teff[K]"],
+        variability_labels=["Teff[K]"],
+    )
+    assert upper["n_exp"].to_list() == [2]
+    assert lower.equals(upper)

@@ -24,6 +24,7 @@ from collections.abc import Mapping, Sequence
 import polars as pl
 
 from rrnet.inference.columns import SPEC_LABELS
+from rrnet.io.lamost import COADD_PREFIX
 from rrnet.labels import internal_columns, internal_name, styled_name
 from rrnet.models.calibration import MIN_NOISE_FRACTION, SHARED_CAP
 
@@ -32,13 +33,9 @@ DEFAULT_CHI2_THRESHOLD: float = 4.0
 """Reduced chi-square above which a star is ``variable`` (p ~ 0.05 at 1 dof, ~0.007 at 3)."""
 
 
-COADD_PREFIX = "COADD"
-"""Extension names of coadded spectra start with this (``COADD_B``, ``COADD_R``)."""
-
-
 def repeats_exposures(usable: pl.Expr, star_column: str) -> pl.Expr:
     """True for a coadd row whose file also has a usable single exposure of the star."""
-    coadd = pl.col("extname_blue").fill_null("").str.starts_with(COADD_PREFIX)
+    coadd = pl.col("extname_blue").fill_null("").str.to_uppercase().str.starts_with(COADD_PREFIX)
     exposure_in_file = (usable & ~coadd).any().over([star_column, "filename"])
     return coadd & exposure_in_file
 

@@ -44,6 +44,9 @@ MASK_COLUMNS: tuple[str, ...] = ("ANDMASK", "PIXMASK", "ORMASK")
 """Mask columns, first present wins for :attr:`Arm.mask` (coadds: ANDMASK, exposures: PIXMASK)."""
 
 
+COADD_PREFIX = "COADD"
+"""Extension names of coadded spectra start with this (``COADD_B``, ``COADD_R``; a file's
+own spelling may be in another case, which :func:`is_coadd` accepts)."""
 GZIP_MAGIC = b"\x1f\x8b"
 
 DEFAULT_MAX_INFLATED = 256 << 20
@@ -144,6 +147,11 @@ class Arm:
     @property
     def n_pix(self) -> int:
         return int(self.flux.size)
+
+
+def is_coadd(extnames: np.ndarray) -> np.ndarray:
+    """Which extension names (text array, '' for none) name a coadd, in any case."""
+    return np.char.startswith(np.char.upper(np.asarray(extnames, dtype=str)), COADD_PREFIX)
 
 
 PRIMARY_KEYS = frozenset({"OBSID", "RA", "DEC", "DESIG", "FILENAME", "N_EXTEN"})

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from rrnet.io.lamost import is_coadd
 from rrnet.labels import ALL_LABELS
 from rrnet.models.calibration import calibration_snr
 from rrnet.models.checkpoint import SPLIT_FILE
@@ -247,7 +248,7 @@ def _repeat_groups(store: Any, rows: np.ndarray, star_ids: np.ndarray) -> np.nda
         else np.full(rows.size, "")
     )
     unknown = np.asarray([s is None for s in star_ids], dtype=bool)
-    own = np.char.startswith(ext.astype(str), "COADD") | unknown
+    own = is_coadd(ext) | unknown
     star = np.asarray([str(s) for s in star_ids], dtype=object)
     return np.where(own, [f"_own-{i}" for i in range(rows.size)], star)
 
