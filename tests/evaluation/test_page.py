@@ -57,3 +57,26 @@ def test_headline_lines_say_accuracy_calibration_and_worries() -> None:
     assert "check: Only 50 spectra have reference labels: the statistics are rough." in lines
     assert "check: T_eff: errors too small by ×1.8." in lines
     assert "check: T_eff is biased by 60 K (0.6 × its scatter)." in lines
+
+
+def test_worries_name_coverage_and_snr_bins_the_overall_spread_hides() -> None:
+    """The verdict looked at the overall z spread alone: [S/H] with 57 % of 417
+    residuals within 1 sigma, and [Fe/H] errors 1.4x too small at S/N >= 100, were
+    called calibrated. Binomial and z-spread standard errors keep noise out."""
+    from rrnet.evaluation.report import Report, worries
+
+    def row(label, snr_bin, n, z_std, coverage):
+        return {"label": label, "snr_bin": snr_bin, "n": n, "n_z": n, "mae": 0.1, "bias": 0.0,
+                "scatter": 0.1, "z_std": z_std, "coverage_1sigma": coverage}  # fmt: skip
+
+    metrics = pl.DataFrame([
+        row("SH", "all", 417, 1.0, 0.566),     # off: coverage 5 SE below the window
+        row("CaH", "all", 417, 1.0, 0.62),     # within 2 SE of 0.63: not named
+        row("FeH", "all", 417, 1.02, 0.68),
+        row("FeH", ">=100", 80, 1.42, 0.55),   # off by 0.42, 2 SE = 0.22
+        row("FeH", "10-20", 80, 1.15, 0.64),   # off by 0.15 < 2 SE = 0.18: noise
+    ])  # fmt: skip
+    text = "\n".join(worries(Report("t", {}, {"with_labels": 417}, metrics, pl.DataFrame())))
+    assert "for 1 abundances: [S/H]." in text
+    assert "[Ca/H]" not in text
+    assert "Errors off in some S/N bins (z spread): [Fe/H] at >=100 (1.42)." in text

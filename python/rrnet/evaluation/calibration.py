@@ -132,6 +132,29 @@ def needs_recalibration(z_std: float, tolerance: float = NEEDS_RECALIBRATION_TOL
     return math.isfinite(z_std) and abs(z_std - 1.0) > tolerance
 
 
+COVERAGE_WINDOW: tuple[float, float] = (0.63, 0.73)
+"""1-sigma coverage of calibrated errors (68.27 % for Gaussian residuals; issue 17)."""
+
+
+def coverage_off(coverage: float | None, n: int) -> bool:
+    """True when the 1-sigma coverage of ``n`` z-scores lies outside
+    :data:`COVERAGE_WINDOW` by more than two binomial standard errors (sampling alone
+    moves it by ~0.05 at 100 rows): the errors are right on average only."""
+    if coverage is None or not math.isfinite(coverage) or n < 2:
+        return False
+    lo, hi = COVERAGE_WINDOW
+    se = math.sqrt(0.6827 * 0.3173 / n)
+    return coverage < lo - 2 * se or coverage > hi + 2 * se
+
+
+def errors_off(z_std: float, coverage: float | None, n: int) -> bool:
+    """Errors that a reader should not take as calibrated 1-sigma: the z-score std off
+    unity by more than :data:`NEEDS_RECALIBRATION_TOLERANCE`, or the coverage off its
+    window (:func:`coverage_off`); the verdict looked at the std alone, and called an
+    abundance with 57 % of its residuals within 1 sigma calibrated."""
+    return needs_recalibration(z_std) or coverage_off(coverage, n)
+
+
 def calibration_table(metrics: pl.DataFrame) -> pl.DataFrame:
     """Per label (all S/N): z mean/std, 1- and 2-sigma coverage and whether to recalibrate.
 

@@ -18,7 +18,11 @@ from typing import Any
 
 import polars as pl
 
-from rrnet.evaluation.calibration import NEEDS_RECALIBRATION_TOLERANCE, needs_recalibration
+from rrnet.evaluation.calibration import (
+    COVERAGE_WINDOW,
+    NEEDS_RECALIBRATION_TOLERANCE,
+    errors_off,
+)
 from rrnet.evaluation.page import Page, Section, figure_html, render, table_html, with_unit
 from rrnet.labels import DISPLAY_UNITS, display_name
 from rrnet.models import xfe_skill
@@ -190,7 +194,7 @@ KEY_FIGURES: tuple[tuple[str, str], ...] = (
 HEADLINE_LABELS: tuple[str, ...] = ("Teff[K]", "Logg", "FeH")
 
 
-COVERAGE_1SIGMA: tuple[float, float] = (0.63, 0.73)
+COVERAGE_1SIGMA: tuple[float, float] = COVERAGE_WINDOW
 """The 1σ coverage of calibrated errors (68.3 % for Gaussian residuals, with some room)."""
 
 
@@ -220,6 +224,35 @@ def calibration_words(
             "not 68%: residuals not Gaussian"
         )
     return f"errors calibrated (z spread {z_std:.2f})"
+
+
+def _off(r: dict[str, Any]) -> bool:
+    return errors_off(r["z_std"], r.get("coverage_1sigma"), int(r.get("n_z") or r.get("n") or 0))
+
+
+BINS_SHOWN = 6
+"""Label x S/N bins named in the "errors off in some S/N bins" line, the worst first."""
+
+
+def _bins_off(report: Report) -> str:
+    """Label x S/N bins whose z spread is off unity by more than 10 % and by more than
+    two standard errors (``z_std / sqrt(2 n)``): an overall z spread of 1 can hide
+    [Fe/H] errors 1.4x too small at S/N >= 100 and 1.3x too large at S/N 10-20."""
+    count = "n_z" if "n_z" in report.metrics.columns else "n"
+    rows = report.metrics.filter((pl.col("snr_bin") != "all") & (pl.col(count) >= 10))
+    found = []
+    for r in rows.iter_rows(named=True):
+        z, n = r["z_std"], r[count]
+        if z is None or not math.isfinite(z) or z <= 0:
+            continue
+        if abs(z - 1.0) > max(NEEDS_RECALIBRATION_TOLERANCE, 2 * z / math.sqrt(2 * n)):
+            found.append(
+                (abs(math.log(z)), f"{display_name(r['label'])} at {r['snr_bin']} ({z:.2f})")
+            )
+    found.sort(key=lambda item: -item[0])
+    shown = [text for _, text in found[:BINS_SHOWN]]
+    more = f" and {len(found) - BINS_SHOWN} more" if len(found) > BINS_SHOWN else ""
+    return ", ".join(shown) + more
 
 
 def _overall(report: Report) -> dict[str, dict[str, Any]]:
@@ -255,7 +288,7 @@ def worries(report: Report) -> list[str]:
     if ok and flag is not None and flag / ok < 0.5:
         out.append(f"Only {flag / ok:.0%} of the rows with labels are recommended (flag 1).")
     overall = _overall(report)
-    off = [lb for lb, r in overall.items() if needs_recalibration(r["z_std"])]
+    off = [lb for lb, r in overall.items() if _off(r)]
     for label in [lb for lb in off if lb in HEADLINE_LABELS]:
         words = calibration_words(
             overall[label]["z_std"], coverage=overall[label].get("coverage_1sigma")
@@ -263,7 +296,13 @@ def worries(report: Report) -> list[str]:
         out.append(f"{display_name(label)}: {words}.")
     rest = [display_name(lb) for lb in off if lb not in HEADLINE_LABELS]
     if rest:
-        out.append(f"Errors off by more than 10 % for {len(rest)} abundances: {', '.join(rest)}.")
+        out.append(
+            f"Errors off (z spread by more than 10 %, or 1σ coverage outside "
+            f"{COVERAGE_WINDOW[0]:.0%}-{COVERAGE_WINDOW[1]:.0%}) for {len(rest)} abundances: "
+            f"{', '.join(rest)}."
+        )
+    if bins := _bins_off(report):
+        out.append(f"Errors off in some S/N bins (z spread): {bins}.")
     missing = report.inputs.get("labels without a reference column")
     if missing:
         names = ", ".join(display_name(lb) for lb in str(missing).split(", "))
@@ -326,7 +365,7 @@ def headline_html(report: Report) -> str:
     for label in [lb for lb in HEADLINE_LABELS if lb in overall]:
         r, unit = overall[label], DISPLAY_UNITS.get(label, "")
         verdict = calibration_words(r["z_std"], coverage=r.get("coverage_1sigma"))
-        cls = "bad" if needs_recalibration(r["z_std"]) else "ok"
+        cls = "bad" if _off(r) else "ok"
         cells = [with_unit(r[k], unit) for k in ("mae", "bias", "scatter", "sigma_mean")]
         rows.append(
             f"<tr><td>{html.escape(display_name(label))}</td><td>{r['n']:,}</td>"
@@ -386,11 +425,13 @@ def _detail_sections(report: Report) -> list[Section]:
         elif "z-score" in heading or "σ_obs" in heading or heading == XFE_SKILL_HEADING:
             units = {c: "" for c in table.columns}
         if "needs_recalibration" in table.columns:
-            table = table.with_columns(
-                pl.col("z_std")
-                .map_elements(calibration_words, return_dtype=pl.Utf8)
-                .alias("verdict")
-            ).drop("needs_recalibration")
+            verdicts = [
+                calibration_words(z, coverage=c)
+                for z, c in zip(table["z_std"], table["coverage_1sigma"], strict=True)
+            ]
+            table = table.with_columns(pl.Series("verdict", verdicts, pl.Utf8)).drop(
+                "needs_recalibration"
+            )
         if "factor" in table.columns:
             units = {"factor": ""}
         table = table.rename({k: v for k, v in _PRETTY.items() if k in table.columns})
