@@ -211,3 +211,32 @@ def test_a_csv_is_typed_from_every_row_and_ids_can_stay_text(tmp_path):
     assert table["star_id"][3] == 3  # numbers, when nothing asks otherwise
     kept = read_table(path, text_columns=["STAR_ID"])
     assert kept["star_id"][3] == "00003" and kept["star_id"].to_list() == ids
+
+
+def test_fits_nulls_are_declared_and_units_written(tmp_path):
+    """rrnet-catalog's FITS wrote a null lmjm as -1 with no TNULL (astropy and STILTS read
+    a real -1) and no units; a real -1 must stay a value, a null boolean a null."""
+    import fitsio
+    from astropy.table import Table
+
+    table = pl.DataFrame(
+        {
+            "lmjm": [None, 83555758, 83555772],
+            "spid": [-1, None, 2],  # a real -1: the null value moves out of its way
+            "coadd": [True, None, False],
+            "ra": [293.3, None, 1.5],
+        }
+    )
+    path = write_table(table, tmp_path / "c.fits", units={"ra": "deg"}, descriptions={"ra": "RA"})
+    header = fitsio.read_header(str(path), 1)
+    assert header["TNULL1"] == -1 and header["TNULL2"] == np.iinfo(np.int64).min
+    assert header["TUNIT4"] == "deg" and header["TCOMM4"] == "RA"
+    seen = Table.read(path)  # an outside reader
+    assert seen["lmjm"].mask.tolist() == [True, False, False]
+    assert seen["spid"].mask.tolist() == [False, True, False] and seen["spid"][0] == -1
+    assert seen["coadd"].mask.tolist() == [False, True, False]
+    assert str(seen["ra"].unit) == "deg"
+    back = read_table(path)
+    assert back["lmjm"].to_list() == [None, 83555758, 83555772]
+    assert back["spid"].to_list() == [-1, None, 2]
+    assert back["coadd"].to_list() == [1, None, 0]

@@ -24,6 +24,8 @@ from rrnet.cli._args import (
 )
 from rrnet.io.catalog import CatalogError, table_format, write_table
 from rrnet.io.lamost_catalog import (
+    OUTPUT_DESCRIPTIONS,
+    OUTPUT_UNITS,
     RV_PRIORITY,
     SPECTRA_CHOICES,
     choose_spectra,
@@ -172,7 +174,7 @@ def _run(args: argparse.Namespace) -> int:
             what = _left_out(args, left_out)
         print(f"{PROG}: error: no spectra found ({what}); nothing written", file=sys.stderr)
         return 1
-    write_table(table, args.out)
+    write_table(table, args.out, units=OUTPUT_UNITS, descriptions=OUTPUT_DESCRIPTIONS)
     n_ok = int(table.get_column("catalog_status").is_in(_usable(args)).sum())
     if n_ok == 0:
         _, _, example = status_summary(table)[0]

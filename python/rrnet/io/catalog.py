@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -262,11 +262,18 @@ def read_catalog(
     )
 
 
-def write_table(table: pl.DataFrame, path: str | os.PathLike[str]) -> Path:
+def write_table(
+    table: pl.DataFrame,
+    path: str | os.PathLike[str],
+    units: Mapping[str, str] | None = None,
+    descriptions: Mapping[str, str] | None = None,
+) -> Path:
     """Write CSV, Parquet or FITS (by suffix) atomically: a temporary name, then os.replace.
 
-    FITS tables store nulls as NaN (floats), -1 (integers, documented per use)
-    or empty strings, since FITS binary tables have no null.
+    FITS tables store nulls as NaN (floats), a declared ``TNULLn`` (integers: -1, or
+    the type's minimum when a value is -1; booleans with nulls become int16 with -1) or
+    empty strings; ``units`` and ``descriptions`` (column -> text) become its ``TUNITn``
+    and the ``TTYPEn`` comments.
     """
     path = Path(path)
     fmt = table_format(path)
@@ -282,24 +289,33 @@ def write_table(table: pl.DataFrame, path: str | os.PathLike[str]) -> Path:
                 tmp, metadata=widths, arrow_schema=schema.with_metadata(widths), statistics=False
             )
         elif fmt == "fits":
-            _write_fits_table(table, tmp)
+            _write_fits_table(table, tmp, units or {}, descriptions or {})
         else:
             raise CatalogError(f"write_table writes CSV, Parquet or FITS, not {fmt}: {path}")
     return path
 
 
-def _write_fits_table(table: pl.DataFrame, path: Path) -> None:
+def _write_fits_table(
+    table: pl.DataFrame, path: Path, units: Mapping[str, str], descriptions: Mapping[str, str]
+) -> None:
     import fitsio
 
-    names, arrays = [], []
+    names, arrays, nulls = [], [], {}
     for name, dtype in table.schema.items():
         column = table.get_column(name)
+        if dtype == pl.Boolean and column.null_count():  # FITS logicals: no null in fitsio
+            column = column.cast(pl.Int16)
+            dtype = column.dtype
         if dtype.is_float():
             values = column.fill_null(float("nan")).to_numpy().astype(np.float64)
         elif dtype.is_integer():
-            values = column.fill_null(-1).to_numpy()
+            column = column.cast(pl.Int64) if dtype.is_unsigned_integer() else column
+            if column.null_count():  # -1 read as a real lmjm by astropy and STILTS
+                nulls[name] = -1 if not (column == -1).any() else int(np.iinfo(np.int64).min)
+                column = column.cast(pl.Int64)
+            values = column.fill_null(nulls.get(name, 0)).to_numpy()
         elif dtype == pl.Boolean:
-            values = column.fill_null(False).to_numpy()
+            values = column.to_numpy()
         else:
             values = np.array(column.cast(pl.Utf8).fill_null("").to_list(), dtype=str)
             width = max(1, max((len(v.encode()) for v in values), default=1))
@@ -307,4 +323,12 @@ def _write_fits_table(table: pl.DataFrame, path: Path) -> None:
         names.append(name)
         arrays.append(values)
     path.unlink(missing_ok=True)  # mkstemp created it; fitsio refuses to clobber silently
-    fitsio.write(str(path), arrays, names=names, clobber=True)
+    with fitsio.FITS(str(path), "rw", clobber=True) as fits:
+        fits.write(arrays, names=names, units=[units.get(n, "") for n in names])
+        hdu = fits[-1]
+        for i, name in enumerate(names, start=1):
+            if name in nulls:
+                hdu.write_key(f"TNULL{i}", nulls[name], comment="null value")
+            if name in descriptions:  # TCOMM: what TOPCAT/STILTS show as the description
+                hdu.write_key(f"TTYPE{i}", name, comment=descriptions[name][:47])
+                hdu.write_key(f"TCOMM{i}", descriptions[name])

@@ -142,6 +142,32 @@ OUTPUT_COLUMNS: tuple[str, ...] = (
     "snr_r",
 )
 """Columns of an rrnet catalogue built from LAMOST's, in order."""
+OUTPUT_UNITS: dict[str, str] = {"rv": "km/s", "rv_err": "km/s", "ra": "deg", "dec": "deg"}
+"""Units of :data:`OUTPUT_COLUMNS` (the others have none), written into FITS outputs."""
+OUTPUT_DESCRIPTIONS: dict[str, str] = {
+    "filename": "the spectrum's file, relative to the data folder",
+    "extname_blue": "extension of the blue arm (COADD_B or B-<lmjm>)",
+    "extname_red": "extension of the red arm (COADD_R or R-<lmjm>)",
+    "rv": "RV used for the rest frame (heliocentric)",
+    "rv_err": "error of rv",
+    "rv_source": "column or table rv came from",
+    "catalog_status": "ok, or why the row cannot be preprocessed",
+    "catalog_reason": "why, in words (notes on ok rows)",
+    "obsid": "LAMOST observation id",
+    "gp_id": "LAMOST star id (null where -9999)",
+    "designation": "LAMOST designation (J...)",
+    "ra": "right ascension (J2000)",
+    "dec": "declination (J2000)",
+    "lmjd": "local modified Julian day of the night",
+    "planid": "observing plan",
+    "spid": "spectrograph",
+    "fiberid": "fibre",
+    "lmjm": "exposure's local modified Julian minute",
+    "coadd": "true for a coadd, false for one exposure",
+    "snr_b": "the catalogue's S/N of the blue row (null: scan)",
+    "snr_r": "the catalogue's S/N of the red row (null: scan)",
+}
+"""One-line meanings of :data:`OUTPUT_COLUMNS` (docs/lamost.md), written into FITS outputs."""
 
 
 def lamost_filename(lmjd: int, planid: str, spid: int, fiberid: int) -> str:
