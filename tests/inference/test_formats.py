@@ -236,6 +236,21 @@ def test_stilts_expressions_on_identifier_names(tmp_path: Path, fmt: str) -> Non
     assert len(lines) - 1 == want
 
 
+def test_votable_booleans_can_hold_nulls(tmp_path: Path) -> None:
+    """A null cap_hit was written as an empty ``bit`` cell, which has no null: STILTS
+    votlint reported an error for every catalogue with one failed row."""
+    from astropy.io.votable import parse_single_table
+
+    table, path = _write(tmp_path, "votable")
+    fields = {f.name: f.datatype for f in parse_single_table(str(path)).fields}
+    assert fields["cap_hit"] == "boolean"
+    back, _ = read_catalogue(path)
+    assert back["cap_hit"].to_list() == table["cap_hit"].to_list()  # null at row 3 too
+    if shutil.which("stilts"):
+        lint = _run(["stilts", "votlint", str(path)])
+        assert "ERROR" not in lint.stdout + lint.stderr, lint.stdout + lint.stderr
+
+
 def docs_column_table() -> str:
     """The column table of docs/catalogue.md, from the code (regenerate it from here)."""
     rows = [

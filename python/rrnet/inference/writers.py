@@ -292,6 +292,9 @@ def _write_astropy(
     with warnings.catch_warnings():  # paper names ('Teff[K]') get XML IDs 'Teff_K_'
         warnings.simplefilter("ignore", W03)
         element = TableElement.from_table(votable, table)
+    for field in element.fields:  # "bit" has no null: a null cap_hit failed STILTS votlint
+        if field.datatype == "bit":
+            field.datatype = "boolean"
     element.name = "rrnet_catalogue"
     element.description = "LAMOST-RRNet stellar labels (rrnet); provenance in the INFO elements"
     for key, value in provenance.items():
