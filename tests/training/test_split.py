@@ -71,3 +71,17 @@ def test_fixed_stars_keep_their_split_and_the_rest_are_cut_as_before() -> None:
     assert len(new) == 160  # S100-S199 and N000-N059
     counts = {n: sum(v == n for v in new.values()) for n in ("train", "valid", "test")}
     assert counts == {"train": 112, "valid": 16, "test": 32}
+
+
+def test_checkpoint_tables_read_in_astropy_without_a_warning(tmp_path) -> None:
+    """split.parquet and test_predictions.parquet had no text widths: astropy warned
+    "No table::len::star_id found in metadata" (warnings are errors in this suite)."""
+    from astropy.table import Table
+
+    from rrnet.training import files
+
+    path = tmp_path / "split.parquet"
+    files.write_parquet(path, {"row": np.arange(3), "star_id": ["a", "bb", None],
+                               "split": np.array(["train", "valid", "test"])})  # fmt: skip
+    table = Table.read(path, format="parquet")
+    assert list(table["split"]) == ["train", "valid", "test"]

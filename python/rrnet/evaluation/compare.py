@@ -27,6 +27,7 @@ import numpy as np
 import polars as pl
 
 from rrnet.evaluation.report import markdown_table
+from rrnet.io.catalog import write_table
 from rrnet.models.config import ModelConfig
 from rrnet.plots.comparison import plot_mae_bars
 from rrnet.utils.atomic import read_json, write_text
@@ -219,7 +220,7 @@ def _write_outputs(out: Path, tables, names, settings, n_spectra: int, split) ->
             title="Validation MAE relative to N_r=3 / N_s=40 (paper Table 1)",
         )
     for name, table in tables.items():
-        table.write_parquet(out / f"mae_{name}.parquet")
+        write_table(table, out / f"mae_{name}.parquet")  # text widths for astropy
     text = [
         "# Model comparison",
         "",

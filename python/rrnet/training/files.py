@@ -65,22 +65,24 @@ def write_checkpoint(
 
 
 def write_parquet(path: Path, columns: Mapping[str, Any]) -> None:
-    """Atomic Parquet file from a dict of equal-length columns (Polars)."""
+    """Atomic Parquet file from a dict of equal-length columns, with the text widths
+    astropy reads (it warned "No table::len::star_id found in metadata")."""
     import polars as pl
 
-    with atomic_path(path) as tmp:
-        pl.DataFrame(dict(columns)).write_parquet(tmp)
+    from rrnet.io.catalog import write_table
+
+    write_table(pl.DataFrame(dict(columns)), path)
 
 
 def write_history(out: Path, rows: Sequence[Mapping[str, Any]]) -> None:
     """history.parquet (one row per epoch and member) and the loss-curve PNG (Fig. 10)."""
     import polars as pl
 
+    from rrnet.io.catalog import write_table
     from rrnet.plots.history import plot_history
 
     frame = pl.DataFrame(list(rows))
-    with atomic_path(out / HISTORY_FILE) as tmp:
-        frame.write_parquet(tmp)
+    write_table(frame, out / HISTORY_FILE)
     plot_history(frame, out / LOSS_CURVE_FILE)  # written atomically by rrnet.plots
 
 
