@@ -19,15 +19,16 @@ pub(super) type MedianSums = [[f64; 4]; 3];
 /// What the first pass over an arm learns.
 pub(super) struct FirstPass {
     pub(super) non_finite: bool,
-    /// Mean of the input flux (the shift of the later one-pass sums).
-    pub(super) f_mean: f64,
+    /// Mean of the 3-point medians `m` (the shift of the later one-pass sums: a level
+    /// of the flux that one enormous pixel does not move).
+    pub(super) m_mean: f64,
     /// Population std of `d = m - f`.
     pub(super) d_std: f64,
 }
 
 /// First pass: `m = medfilt(flux, 3)` (zero padding; the median of float32 values
 /// is one of them, so it is taken before widening), whether any value is not
-/// finite, and the sums for the mean of the flux and the std of `d = m - f`.
+/// finite, and the sums for the mean of `m` and the std of `d = m - f`.
 #[inline(always)]
 pub(super) fn median_pass<const FMA: bool>(flux: &[f32], m: &mut [f64]) -> FirstPass
 where
@@ -49,14 +50,14 @@ where
         m[i] = f64::from(median3_f32(flux[i - 1], flux[i], flux[i + 1]));
         add_median_sums(&mut sums, i % 4, f64::from(flux[i]), m[i]);
     }
-    let [s_f, s_d, s_dd] = sums.map(|s| (s[0] + s[1]) + (s[2] + s[3]));
+    let [s_m, s_d, s_dd] = sums.map(|s| (s[0] + s[1]) + (s[2] + s[3]));
     let n_f = n as f64;
     let d_mean = s_d / n_f;
     // One pass suffices: |mean d| is not large against std d (medians sit inside the data).
     let d_var = (s_dd / n_f - d_mean * d_mean).max(0.0);
     FirstPass {
         non_finite: bad != 0,
-        f_mean: s_f / n_f,
+        m_mean: s_m / n_f,
         d_std: d_var.sqrt(),
     }
 }
@@ -68,11 +69,11 @@ pub(super) fn is_non_finite(v: f32) -> u32 {
     u32::from(v.to_bits() & EXP == EXP)
 }
 
-/// Add a pixel (flux `f`, median `m`) to lane `l` of the sums of `f`, `d`, `d^2`.
+/// Add a pixel (flux `f`, median `m`) to lane `l` of the sums of `m`, `d`, `d^2`.
 #[inline(always)]
 pub(super) fn add_median_sums(sums: &mut MedianSums, l: usize, f: f64, m: f64) {
     let d = m - f;
-    sums[0][l] += f;
+    sums[0][l] += m;
     sums[1][l] += d;
     sums[2][l] += d * d;
 }
@@ -282,7 +283,7 @@ mod tests {
         let mean = d.iter().sum::<f64>() / 7.0;
         let var = d.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / 7.0;
         assert!((first.d_std - var.sqrt()).abs() < 1e-12);
-        assert!((first.f_mean - 22.0 / 7.0).abs() < 1e-12);
+        assert!((first.m_mean - 20.0 / 7.0).abs() < 1e-12);
         for at in [0, 3, 6] {
             let mut inf = flux;
             inf[at] = f32::INFINITY;

@@ -239,9 +239,11 @@ where
     // Method §2.3.2 standardises f before the fit. The fit is linear and the clipping
     // decisions compare residuals with multiples of their own std, so both are the
     // same on `f - shift` without the division: the loop works on fs = f - shift
-    // (shift = the input's mean, against cancellation) and the continuum is
+    // (shift = the mean of the 3-point medians, against cancellation: the input's
+    // mean, with one pixel of 1e30 that the median test replaces, was ~3e26 and
+    // f - shift kept no digit of the flux) and the continuum is
     // `p + shift`. The median test's pass also yields a = Q^T fs and |fs|^2.
-    let shift = first.f_mean;
+    let shift = first.m_mean;
     let replaced = median_replace::<FMA>(flux, m, basis, shift, first.d_std, f, fs);
     report.outliers = replaced.outliers;
     if !is_spread(replaced.mean, replaced.std) {
