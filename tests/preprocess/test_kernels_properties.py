@@ -166,23 +166,84 @@ def test_resample_matches_reference(arm, grid):
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
+@st.composite
+def inverse_variances(draw, size: int) -> np.ndarray:
+    """IVAR as files hold it: mostly positive, with zeros (dead pixels), and as damage
+    makes it: negative, NaN and inf values."""
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    ivar = rng.uniform(0.01, 10.0, size).astype(np.float32)
+    for value in (0.0, -1.0, np.nan, np.inf):
+        ivar[rng.integers(0, size, draw(st.integers(0, 20)))] = value
+    return ivar
+
+
 @SETTINGS
-@given(observed_arm(BLUE_GRID), observed_arm(RED_GRID), st.integers(0, 5))
-def test_resample_batch_matches_reference(blue, red, n_nan):
+@given(observed_arm(BLUE_GRID), observed_arm(RED_GRID), st.integers(0, 5), st.booleans(), st.data())
+def test_resample_batch_matches_reference(blue, red, n_nan, flat, data):
+    """Both ways into the kernel (lists of arrays, and flat arrays plus offsets, as the
+    store writer hands them over) against the reference; IVAR with dead, negative and
+    non-finite pixels for the S/N."""
     loglam_b, flux_b, rv = blue
     loglam_r, flux_r, _ = red
     flux_b = flux_b.copy()
     flux_b[np.random.default_rng(n_nan).integers(0, flux_b.size, n_nan)] = np.nan
     # The red arm was generated for its own RV: apply the blue one and it may not cover.
     args = ([loglam_b], [flux_b], [loglam_r], [flux_r], [rv])
-    ivar = {"blue_ivar": [np.ones_like(flux_b)], "red_ivar": [np.full_like(flux_r, 4.0)]}
-    got = fast.resample_batch(*args, **ivar)
+    ivar_b = data.draw(inverse_variances(flux_b.size))
+    ivar_r = data.draw(inverse_variances(flux_r.size))
+    ivar = {"blue_ivar": [ivar_b], "red_ivar": [ivar_r]}
     want = ref.resample_batch(*args, **ivar)
+    if flat:
+        offsets = {
+            "blue_offsets": np.array([0, flux_b.size]),
+            "red_offsets": np.array([0, flux_r.size]),
+        }
+        got = fast.resample_batch(
+            loglam_b, flux_b, loglam_r, flux_r, [rv], blue_ivar=ivar_b, red_ivar=ivar_r,
+            **offsets,
+        )  # fmt: skip
+    else:
+        got = fast.resample_batch(*args, **ivar)
     np.testing.assert_array_equal(got.status, want.status)
     np.testing.assert_allclose(got.flux, want.flux, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(got.snr_blue, want.snr_blue, rtol=1e-12)
     np.testing.assert_allclose(got.snr_red, want.snr_red, rtol=1e-12)
     assert got.flux[:, :N_PIX_ARM].shape == (1, N_PIX_ARM)
+
+
+@SETTINGS
+@given(st.integers(0, 2**32 - 1), st.integers(1, 30), st.booleans())
+def test_resample_on_grid_points_with_bad_neighbours_matches_reference(seed, n_bad, descending):
+    """Input pixels exactly on grid points (LAMOST's grids are not the fixed ones, but a
+    synthesised or resampled file's are): such a grid pixel depends on that input pixel
+    only, so a NaN next to it must not spread. Random wavelengths never hit a grid
+    point, so the rule was never compared with the reference."""
+    rng = np.random.default_rng(seed)
+    extra = rng.uniform(BLUE_GRID[0] - 5, BLUE_GRID[-1] + 5, 2000)
+    on_grid = BLUE_GRID[rng.choice(BLUE_GRID.size, 1500, replace=False)]
+    wave = np.unique(np.concatenate([[BLUE_GRID[0] - 5, BLUE_GRID[-1] + 5], extra, on_grid]))
+    flux = rng.normal(100, 30, wave.size).astype(np.float32)
+    flux[rng.integers(0, wave.size, n_bad)] = np.nan
+    if descending:
+        wave, flux = wave[::-1].copy(), flux[::-1].copy()
+    want = ref.resample(wave, flux, BLUE_GRID)
+    got = fast.resample(wave, flux, BLUE_GRID)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    np.testing.assert_allclose(got, want, rtol=1e-6, equal_nan=True)
+
+
+@SETTINGS
+@given(observed_arm(BLUE_GRID), st.data())
+def test_snr_ivar_matches_reference(arm, data):
+    """The S/N from FLUX and IVAR: only finite pixels with IVAR > 0 inside the window
+    count (dropping the IVAR > 0 test in the reference had passed every test)."""
+    loglam, flux, rv = arm
+    ivar = data.draw(inverse_variances(flux.size))
+    flux = flux.copy()
+    flux[data.draw(st.integers(0, flux.size - 1))] = np.nan
+    want = ref.snr_ivar(loglam, flux, ivar, rv, BLUE_GRID)
+    got = fast.snr_ivar(loglam, flux, ivar, rv, BLUE_GRID)
+    np.testing.assert_allclose(got, want, rtol=1e-12, equal_nan=True)
 
 
 @SETTINGS
