@@ -222,6 +222,11 @@ def raw_arms(draw):
             ivar[a : a + int(rng.integers(1, 300))] = bad
         if draw(st.booleans()):
             flux[rng.integers(0, n, 5)] = draw(st.sampled_from([np.nan, np.inf, 0.0]))
+        # a flux scaled without its IVAR (1e34), or an IVAR near float32's top: the RV
+        # fit's IVAR, continuum^2 / variance, then passes float32's range (masked)
+        flux *= np.float32(draw(st.sampled_from([1.0, 1.0, 1e17, 1e34])))
+        if draw(st.booleans()):
+            ivar[rng.integers(0, n, 5)] = np.float32(draw(st.sampled_from([1e30, 3e38])))
         # LAMOST's coadds ascend and its exposures' red arms descend; others: any order
         order = draw(st.sampled_from(["ascending", "descending", "shuffled"]))
         if order != "ascending":
@@ -229,7 +234,7 @@ def raw_arms(draw):
             wave, flux, ivar = wave[perm], flux[perm], ivar[perm]
         arms.append((np.log10(wave), flux, ivar))
     norm = rng.uniform(0.2, 1.5, N_PIX).astype(np.float32)
-    for value in draw(st.lists(st.sampled_from([0.0, np.nan, np.inf, -0.5]), max_size=3)):
+    for value in draw(st.lists(st.sampled_from([0.0, np.nan, np.inf, -0.5, 1e-20]), max_size=3)):
         norm[rng.integers(0, N_PIX, 40)] = value
     return arms, norm
 
