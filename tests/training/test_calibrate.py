@@ -377,3 +377,16 @@ def test_default_errors_keep_their_ranking_within_an_snr_bin():
     np.testing.assert_allclose(default, default[:, :1].repeat(4, axis=1), rtol=1e-12)
     power = ratio("power")
     assert np.max(np.ptp(np.log(power), axis=1)) > 0.1  # what "power" does to the same rows
+
+
+def test_the_snr_dependence_stops_at_the_fit_range() -> None:
+    """The S/N term is clipped to SNR_MIN..SNR_MAX (5-300), the range calibrations are
+    fitted on: an S/N of 1 or 1e4 gets the factor of 5 or 300, never an extrapolation
+    (removing the clip had passed every test)."""
+    from rrnet.models.calibration import SNR_MAX, SNR_MIN
+
+    params = {"a": 0.1, "b": -0.4, "floor": 0.0}
+    edges = scale(params, np.array([SNR_MIN, SNR_MAX]))
+    np.testing.assert_array_equal(scale(params, np.array([1.0, 0.01])), edges[[0, 0]])
+    np.testing.assert_array_equal(scale(params, np.array([1e4, 1e9])), edges[[1, 1]])
+    assert edges[0] == pytest.approx(np.exp(0.1 - 0.4 * np.log(SNR_MIN / 30.0)))  # analytic
