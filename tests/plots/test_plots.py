@@ -61,6 +61,12 @@ def test_kiel_with_isochrones(tmp_path: Path, tiny) -> None:
     teff, logg = iso["0"]
     # first CSV row: teff_0 = 3.501075126 (log10 K), logg_0 = 5.08930516
     assert teff[0] == pytest.approx(10**3.501075126) and logg[0] == pytest.approx(5.08930516)
+    # each track ends at its AGB tip (lowest log g, read from the CSV here): the post-AGB
+    # and white-dwarf points after it (to 10^5 K) were drawn across the diagram
+    raw = pl.read_csv(ISOCHRONES).select("teff_0", "logg_0").drop_nulls().to_numpy()
+    tip = int(np.argmin(raw[:, 1]))
+    assert logg.size == tip + 1 and logg[-1] == pytest.approx(raw[tip, 1])
+    assert 10 ** raw[tip:, 0].max() > 50_000 > teff.max()
     panels = snr_bin_masks(catalog.get_column("snr").to_numpy())
     panels.pop("all")
     assert_sensible_png(kiel.plot_kiel(catalog, tmp_path / "k.png", panels=panels, isochrones=iso))

@@ -22,7 +22,9 @@ DEFAULT_ISOCHRONES = Path(__file__).resolve().parents[1] / "data" / "MIST_iso_7G
 def read_isochrones(
     path: str | os.PathLike[str] = DEFAULT_ISOCHRONES,
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """``{feh: (teff_K, logg_dex)}`` from the MIST CSV (log10 Teff is converted to K).
+    """``{feh: (teff_K, logg_dex)}`` from the MIST CSV (log10 Teff is converted to K), each
+    track cut at its lowest log g (the AGB tip): the post-AGB and white-dwarf phases
+    after it ran to 10^5 K and were drawn as straight lines across the diagram.
 
     ValueError, naming the file, for anything else (a PNG, a CSV of other columns): the
     report failed at its end with "unexpected ColumnNotFoundError"."""
@@ -39,7 +41,8 @@ def read_isochrones(
         pair = table.select(pl.col(f"teff_{feh}"), pl.col(f"logg_{feh}")).drop_nulls().to_numpy()
         if pair.shape[0] < 2:
             raise ValueError(what)
-        out[feh] = (10.0 ** pair[:, 0], pair[:, 1])
+        tip = int(np.argmin(pair[:, 1])) + 1
+        out[feh] = (10.0 ** pair[:tip, 0], pair[:tip, 1])
     return out
 
 
