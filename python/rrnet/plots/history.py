@@ -46,7 +46,9 @@ def plot_history(history: pl.DataFrame, path: str | os.PathLike[str]) -> Path:
             ax.fill_between(epoch, mean - std, mean + std, color=color, alpha=0.25, linewidth=0)
         ax.set_xlabel("epoch")
         ax.set_ylabel("Gaussian NLL loss (standardised labels)")
-        ax.set_title("loss" if group is None else f"loss, {group}")
-        ax.legend(fontsize=8)
-    fig.suptitle("Training and validation loss; band = 1σ range of the members")
+        if group is not None:
+            ax.set_title(group)
+        ax.legend(fontsize=8, title="band: 1σ range of the members", title_fontsize=8)
+    # one short line: the longer title was wider than a one-panel figure and cut off
+    fig.suptitle("Training and validation loss")
     return save_figure(fig, path)
