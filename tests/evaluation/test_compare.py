@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +51,8 @@ def test_comparison_runs_and_trains_each_network_once(tmp_path: Path) -> None:
     assert tables["test"]["model"].to_list() == ["RRNet", "StarNet", "N_r=3"]
     for name in ("comparison.png", "ablation.png", "comparison.md", "results.json"):
         assert (tmp_path / name).stat().st_size > 100
+    written = json.loads((tmp_path / "results.json").read_text())["settings"]
+    assert TrainSettings.from_dict(written) == settings  # typed values (were all strings)
     # the reported test MAE is the one of the saved test predictions
     pred = pl.read_parquet(tmp_path / "checkpoints" / "StarNet" / "test_predictions.parquet")
     mae = (pred["Logg"] - pred["Logg_true"]).abs().mean()

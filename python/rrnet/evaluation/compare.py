@@ -238,7 +238,7 @@ def _write_outputs(out: Path, tables, names, settings, n_spectra: int, split) ->
     ]
     write_text(out / "comparison.md", "\n".join(text))
     doc = {
-        "settings": {k: str(v) for k, v in vars(settings).items()},
+        "settings": settings.to_dict(),  # typed: 6, true, 0.0005 (it wrote "6", "True")
         "n_spectra": n_spectra,
         "test": test.to_dicts(),
         "valid": valid.to_dicts(),
