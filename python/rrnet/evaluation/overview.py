@@ -193,7 +193,9 @@ def overview(
         )
     )
     summary.outputs = {"page": out / "index.html", "counts": out / "summary.json"}
-    doc = asdict(summary) | {"outputs": {k: str(v) for k, v in summary.outputs.items()}}
+    # relative to the report folder, which survives a move (absolute paths went stale)
+    written = {k: os.path.relpath(v, out) for k, v in summary.outputs.items()}
+    doc = asdict(summary) | {"outputs": written}
     write_text(out / "summary.json", json.dumps(doc, indent=2) + "\n")
     write_text(out / "index.html", render(page))
     return summary
