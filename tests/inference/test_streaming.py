@@ -255,6 +255,11 @@ def test_per_star_table(world: dict, catalogue: pl.DataFrame) -> None:
     assert "weighted mean" in described(per_star, "teff")
     assert "exposures' noise averaged" in described(per_star, "teff_err")
     assert "first exposure" in described(per_star, "ra")
+    # in words, not the internal names ("weighted scatter of Teff[K]" in a table whose
+    # column is teff_scatter)
+    assert "effective temperature" in described(per_star, "teff_scatter")
+    texts = [described(per_star, c) for c in pq.read_schema(per_star).names if "_" in c]
+    assert not [t for t in texts if "Teff[K]" in t or "FeH" in t or "Logg" in t]
 
 
 def test_per_star_error_floor_given_or_from_calibration(

@@ -229,7 +229,7 @@ def per_star_column(name: str) -> Column | None:
         if name == f"{label}_err":
             described = (
                 f"1-sigma uncertainty of the mean {text}: the exposures' noise averaged, "
-                "the error floor (--error-floor) not"
+                "their shared part (the error floor in the rrnet.per_star provenance) not"
             )
             return Column(name, value.dtype, value.unit, described, f"stat.error;{value.ucd}")
     if name in ("ra", "dec"):
@@ -249,14 +249,15 @@ def column_meta(name: str) -> Column | None:
         return known
     for label in SPEC_LABELS:
         value = COLUMNS_BY_NAME[label]
+        what = _label_text(label)  # in words: the internal name is not the column's
         if name == f"{label}_scatter":
-            text = f"weighted scatter of {label} between a star's exposures"
+            text = f"weighted scatter of the {what} between a star's exposures"
             return Column(name, pl.Float32, value.unit, text, f"stat.stdev;{value.ucd}")
         if name == f"{label}_chi2r":
-            text = f"reduced chi-square of {label} between a star's exposures"
+            text = f"reduced chi-square of the {what} between a star's exposures"
             return Column(name, pl.Float32, "", text, "stat.fit.chi2")
         if name == f"{label}_n":
-            return Column(name, pl.Int32, "", f"exposures combined for {label}", "meta.number")
+            return Column(name, pl.Int32, "", f"exposures combined for the {what}", "meta.number")
     if name == "desig":  # added from the files' headers when the input lacks it
         text = "LAMOST designation: the input catalogue's desig, else DESIG of the file's header"
         return Column(name, pl.String(), "", text, "meta.id")
