@@ -355,6 +355,22 @@ def test_on_the_fly_equals_store(
             )
 
 
+def test_on_the_fly_provenance_says_where_and_with_which_rvs(world: dict) -> None:
+    """The data folder and the RV mode change the values of a --catalog run, but were
+    only in its hidden run record; a store's catalogue has no such entry."""
+    csv = world["root"] / "input-reading.csv"
+    input_catalogue().write_csv(csv)
+    out = world["root"] / "reading" / "cat.parquet"
+    run_inference(models=[world["sp"]], catalog=csv, data_dir=REAL_FILE.parent, out=out,
+                  device="cpu", workers=0, preprocess={"rv_mode": "catalog"})  # fmt: skip
+    reading = json.loads(pl.read_parquet_metadata(out)["rrnet.reading"])
+    assert reading == {"data_dir": str(REAL_FILE.parent.resolve()), "rv_mode": "catalog",
+                       "rv_column": "rv", "correct_rv": True}  # fmt: skip
+    stored = world["root"] / "reading-store" / "cat.parquet"
+    run_inference(models=[world["sp"]], store=world["store"], out=stored, device="cpu")
+    assert "rrnet.reading" not in pl.read_parquet_metadata(stored)
+
+
 def test_cli_catalog_finds_files_in_sub_folders_with_find_files(
     world: dict, tmp_path: Path
 ) -> None:

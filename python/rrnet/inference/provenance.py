@@ -94,12 +94,14 @@ def build_provenance(
     quality_bits: dict[str, int],
     created: datetime | None = None,
     environment: dict[str, Any] | None = None,
+    reading: dict[str, Any] | None = None,
 ) -> dict[str, str]:
     """String key-value provenance (keys prefixed ``rrnet.``), JSON for structured values.
 
     ``checkpoints`` holds one dict per checkpoint (``path``, ``hash``, ``labels``);
     ``label_sources`` maps each catalogue label to the index of the checkpoint
-    that provides it.
+    that provides it. ``reading`` (a catalogue preprocessed on the fly): where the
+    files were read and which RVs were used, which change the values.
     """
     created = created or datetime.now(UTC)
     return {
@@ -115,7 +117,7 @@ def build_provenance(
         "rrnet.quality_thresholds": json.dumps(thresholds, sort_keys=True),
         "rrnet.quality_bits": json.dumps(quality_bits),
         "rrnet.environment": json.dumps(environment or {}, sort_keys=True),
-    }
+    } | ({"rrnet.reading": json.dumps(reading, sort_keys=True)} if reading else {})
 
 
 FITS_KEYWORDS: dict[str, str] = {
@@ -132,6 +134,7 @@ FITS_KEYWORDS: dict[str, str] = {
     "rrnet.quality_bits": "QBITS",
     "rrnet.per_star": "PERSTAR",
     "rrnet.environment": "ENVIRON",
+    "rrnet.reading": "READING",
 }
 """Provenance key -> FITS header keyword (long values use the CONTINUE convention)."""
 
@@ -149,4 +152,5 @@ FITS_COMMENTS: dict[str, str] = {
     "QBITS": "quality_bits names and values (JSON)",
     "PERSTAR": "per-star table: star column, error floor (JSON)",
     "ENVIRON": "versions, device, threads, precision (JSON)",
+    "READING": "--catalog: data folder, RV mode and column (JSON)",
 }

@@ -130,6 +130,10 @@ class _StoreInput:
             "manifest_hash": self.store.manifest_digest,  # another store at the same path
         }
 
+    def reading(self) -> None:
+        """Nothing is read from spectrum files (the store was made by rrnet-preprocess)."""
+        return None
+
     def chunks(self, skip: set[int]) -> Generator[Chunk, None, None]:
         manifest = self.store.manifest
         for shard in range(self.store.n_shards):
@@ -191,6 +195,16 @@ class _CatalogInput:
             "data_dir": os.path.abspath(self.data_dir),
             "fingerprint": self.fingerprint["hash"],
             "rv_mode": self.preprocess.get("rv_mode", DEFAULT_RV_MODE),
+        }
+
+    def reading(self) -> dict[str, Any]:
+        """What of the on-the-fly reading changes the values (the provenance's
+        ``rrnet.reading``: it was only in the run's hidden record)."""
+        return {
+            "data_dir": os.path.abspath(self.data_dir),
+            "rv_mode": self.preprocess.get("rv_mode", DEFAULT_RV_MODE),
+            "rv_column": self.preprocess.get("rv_column", "rv"),
+            "correct_rv": bool(self.preprocess.get("correct_rv", True)),
         }
 
     def chunks(self, skip: set[int]) -> Generator[Chunk, None, None]:
@@ -688,6 +702,7 @@ def _plan(options: InferOptions, source: _StoreInput | _CatalogInput) -> _Plan:
         thresholds=thresholds.to_dict(),
         quality_bits={bit.name: int(bit) for bit in quality.QualityBit},
         environment=_environment(options, checkpoints),
+        reading=source.reading(),
     )
     run = {
         "format": RUN_FORMAT,
