@@ -345,3 +345,12 @@ def test_a_folder_where_a_table_file_goes_is_refused_before_any_work(tmp_path, c
         assert f"{folder} is a folder" in err, err
     assert sorted(p.name for p in folder.iterdir()) == ["mine.txt"]
     assert not (tmp_path / "store").exists()
+
+
+def test_infer_error_floor_words_and_default():
+    """No --error-floor is the calibration's floor ("auto": none with --raw-errors);
+    "none" lets the whole error average down, "calibration" asks for the stored one."""
+    assert infer.parse_error_floor(None) == "auto" == infer.parse_error_floor([])
+    assert infer.parse_error_floor(["none"]) == "none"
+    assert infer.parse_error_floor(["calibration"]) == "calibration"
+    assert infer.parse_error_floor(["teff=40", "fe_h=0.03"]) == {"teff": 40.0, "fe_h": 0.03}

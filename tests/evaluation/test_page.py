@@ -80,3 +80,8 @@ def test_worries_name_coverage_and_snr_bins_the_overall_spread_hides() -> None:
     assert "for 1 abundances: [S/H]." in text
     assert "[Ca/H]" not in text
     assert "Errors off in some S/N bins (z spread): [Fe/H] at >=100 (1.42)." in text
+    # the words agree with that verdict: 62 % of 417 is within sampling of the window
+    from rrnet.evaluation.report import calibration_words
+
+    assert calibration_words(1.0, coverage=0.62, n=417) == "errors calibrated (z spread 1.00)"
+    assert "not Gaussian" in calibration_words(1.0, coverage=0.566, n=417)

@@ -304,7 +304,7 @@ def test_per_star_error_floor_given_or_from_calibration(
     stars, _ = read_catalogue(out.with_name("cat.per_star.parquet"))
     assert stars.equals(per_star_table(cat, floor=floors))
     # The default takes the calibration's floors too (the whole error averaging down gave
-    # the demo's stars errors 1.4-1.7x too small); "none" is the old behaviour.
+    # the demo's stars errors ~2x too small); "none" is the old behaviour.
     for floor, want in (("auto", per_star_table(cat, floor=floors)), ("none", None)):
         out = tmp_path / floor / "cat.parquet"
         kw = {} if floor == "auto" else {"error_floor": floor}
@@ -314,6 +314,14 @@ def test_per_star_error_floor_given_or_from_calibration(
         assert stars.equals(want if want is not None else per_star_table(cat))
         source = json.loads(provenance["rrnet.per_star"])["error_floor_from"]
         assert source == ("calibration" if floor == "auto" else None)
+    # Resuming compares the floors themselves: "calibration" finds the "auto" run done, a
+    # run without a floor (None, as runs before the new default recorded) is "none"'s.
+    again = dict(models=[sp, world["ca"]], store=world["store"], device="cpu", per_star=True,
+                 resume=True)  # fmt: skip
+    run_inference(out=tmp_path / "auto" / "cat.parquet", error_floor="calibration", **again)
+    run_inference(out=tmp_path / "none" / "cat.parquet", error_floor=None, **again)
+    with pytest.raises(InferError, match="--error-floor none gives"):
+        run_inference(out=tmp_path / "none" / "cat.parquet", **again)  # the default differs
     # The calibrated error includes the floor: sqrt(err^2 + floor^2) with a = b = 0.
     ok = catalogue["Teff[K]_err"].is_not_null()
     np.testing.assert_allclose(

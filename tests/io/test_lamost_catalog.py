@@ -606,3 +606,9 @@ def test_an_obsid_that_is_no_integer_is_said_in_the_reason():
     assert noted["obsid"].null_count() == noted.height
     assert got.drop("obsid", "catalog_reason").equals(want.drop("obsid", "catalog_reason"))
     assert want["catalog_reason"].null_count() == want.height  # clean rows: no reason
+    blue_only = first & (pl.col("band").str.to_uppercase().str.starts_with("B"))
+    one = table.with_columns(
+        pl.when(blue_only).then(pl.lit("abc")).otherwise("obsid").alias("obsid")
+    )
+    got = pair_bands(one, spectra="all")  # the red row's obsid stands: nothing to say
+    assert got.equals(want)

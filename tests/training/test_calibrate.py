@@ -321,7 +321,7 @@ def test_training_step_stores_xfe_skill_and_inference_warns_of_low_skill(
     is not in the spectrum at all (pure noise) has no skill, and inference says so."""
     import logging
 
-    from rrnet.inference.streaming import warn_low_xfe_skill
+    from rrnet.inference.streaming import warn_checkpoint_caveats
     from rrnet.models import xfe_skill
 
     flux, sp = toy_spectra(400, n_pixels=N_PIX, n_lines=25, snr=40, seed=7)
@@ -351,15 +351,26 @@ def test_training_step_stores_xfe_skill_and_inference_warns_of_low_skill(
     (loaded,) = load_checkpoints([out], device="cpu")
     assert loaded.describe()["xfe_skill"]["KH"] == doc["labels"]["KH"]["xfe_skill"]
     with caplog.at_level(logging.WARNING):
-        warn_low_xfe_skill([loaded])
+        warn_checkpoint_caveats([loaded])
     assert any("[K/Fe]" in r.getMessage() for r in caplog.records)
+    assert not any("'power' form" in r.getMessage() for r in caplog.records)
+    # A checkpoint whose default calibration was "power" (the default until 2026-12-05)
+    # is named: it keeps re-ranking errors within an S/N bin.
+    stored = json.loads((out / CALIBRATION_FILE).read_text())
+    stored |= {"form": "power", "form_requested": "auto"}
+    (out / CALIBRATION_FILE).write_text(json.dumps(stored))
+    (loaded,) = load_checkpoints([out], device="cpu")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        warn_checkpoint_caveats([loaded])
+    assert any("'power' form" in r.getMessage() for r in caplog.records)
 
 
 def test_default_errors_keep_their_ranking_within_an_snr_bin():
     """The default form scales every raw error of one S/N by the same factor, so the
     errors of spectra at one S/N keep their order and ratios. "power" re-ranks them
     (err^power): on the demo it fitted [Ti/H] an exponent of 4.6 and held-out z std
-    was 1.30 / 0.89 / 0.69 from the smallest to the largest third of the raw errors.
+    was 1.22 / 0.85 / 0.69 from the smallest to the largest third of the raw errors.
     Here the residual is a star offset that does not follow the raw error, as for an
     abundance the network has not learnt, which bends the exponent."""
     rng = np.random.default_rng(8)

@@ -132,8 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     p.add_argument(
         "--calibration-form", choices=(AUTO, *FORMS), default=AUTO,
-        help="form of the error calibration fitted on the validation split (auto: power "
-        "with >= 500 validation spectra, else const; docs/training.md)",
+        help="form of the error calibration fitted on the validation split (auto: "
+        "balanced-scale with >= 500 validation spectra, else const; docs/training.md)",
     )  # fmt: skip
     p.add_argument("--quiet", action="store_true", help="no progress output")
     return p

@@ -66,7 +66,7 @@ from rrnet.inference.options import (
     output_record,
 )
 from rrnet.inference.quality import DEFAULT_THRESHOLDS, QualityBit
-from rrnet.inference.streaming import synthetic_domain, warn_low_xfe_skill
+from rrnet.inference.streaming import synthetic_domain, warn_checkpoint_caveats
 from rrnet.io.locate import FIND_FILES, located
 from rrnet.preprocess.pipeline import warn_missing_rv_column
 from rrnet.utils.atomic import read_json, write_json
@@ -249,7 +249,7 @@ def _checked_run(
         checkpoints = load_checked(options, fingerprint, device="cpu")
     except (InferError, FingerprintMismatch) as exc:
         raise RunError(str(exc).strip().splitlines()[0]) from exc
-    warn_low_xfe_skill(checkpoints)  # as rrnet-infer does
+    warn_checkpoint_caveats(checkpoints)  # as rrnet-infer does
     identity = {
         "catalog": name,
         "rows_hash": _rows_hash(table),

@@ -21,6 +21,7 @@ import polars as pl
 from rrnet.evaluation.calibration import (
     COVERAGE_WINDOW,
     NEEDS_RECALIBRATION_TOLERANCE,
+    coverage_off,
     errors_off,
 )
 from rrnet.evaluation.page import Page, Section, figure_html, render, table_html, with_unit
@@ -202,6 +203,7 @@ def calibration_words(
     z_std: float,
     tolerance: float = NEEDS_RECALIBRATION_TOLERANCE,
     coverage: float | None = None,
+    n: int | None = None,
 ) -> str:
     """What the z-score spread (and the 1σ coverage) says, in words: ``"errors too small
     by ×1.8"``.
@@ -218,7 +220,8 @@ def calibration_words(
     if z_std < 1 - tolerance:
         return f"errors too large by ×{1 / z_std:.1f}"
     lo, hi = COVERAGE_1SIGMA
-    if coverage is not None and math.isfinite(coverage) and not lo <= coverage <= hi:
+    off = coverage_off(coverage, n) if n else coverage is not None and not lo <= coverage <= hi
+    if coverage is not None and math.isfinite(coverage) and off:
         return (
             f"errors right on average (z spread {z_std:.2f}) but {coverage:.0%} within 1σ, "
             "not 68%: residuals not Gaussian"
@@ -226,8 +229,13 @@ def calibration_words(
     return f"errors calibrated (z spread {z_std:.2f})"
 
 
+def _count(r: dict[str, Any]) -> int:
+    """The z-scores behind a metrics row (``n_z``; ``n`` in tables without it)."""
+    return int(r.get("n_z") or r.get("n") or 0)
+
+
 def _off(r: dict[str, Any]) -> bool:
-    return errors_off(r["z_std"], r.get("coverage_1sigma"), int(r.get("n_z") or r.get("n") or 0))
+    return errors_off(r["z_std"], r.get("coverage_1sigma"), _count(r))
 
 
 BINS_SHOWN = 6
@@ -291,8 +299,9 @@ def worries(report: Report) -> list[str]:
     off = [lb for lb, r in overall.items() if _off(r)]
     for label in [lb for lb in off if lb in HEADLINE_LABELS]:
         words = calibration_words(
-            overall[label]["z_std"], coverage=overall[label].get("coverage_1sigma")
-        )
+            overall[label]["z_std"], coverage=overall[label].get("coverage_1sigma"),
+            n=_count(overall[label]),
+        )  # fmt: skip
         out.append(f"{display_name(label)}: {words}.")
     rest = [display_name(lb) for lb in off if lb not in HEADLINE_LABELS]
     if rest:
@@ -340,7 +349,7 @@ def headline_lines(report: Report) -> list[str]:
         lines.append(
             f"{display_name(label)}: MAE {with_unit(r['mae'], unit)}, bias "
             f"{with_unit(r['bias'], unit)}, scatter {with_unit(r['scatter'], unit)}; "
-            f"{calibration_words(r['z_std'], coverage=r.get('coverage_1sigma'))}"
+            f"{calibration_words(r['z_std'], coverage=r.get('coverage_1sigma'), n=_count(r))}"
         )
     return lines + [f"check: {w}" for w in worries(report)]
 
@@ -364,7 +373,7 @@ def headline_html(report: Report) -> str:
     rows = []
     for label in [lb for lb in HEADLINE_LABELS if lb in overall]:
         r, unit = overall[label], DISPLAY_UNITS.get(label, "")
-        verdict = calibration_words(r["z_std"], coverage=r.get("coverage_1sigma"))
+        verdict = calibration_words(r["z_std"], coverage=r.get("coverage_1sigma"), n=_count(r))
         cls = "bad" if _off(r) else "ok"
         cells = [with_unit(r[k], unit) for k in ("mae", "bias", "scatter", "sigma_mean")]
         rows.append(
@@ -426,8 +435,10 @@ def _detail_sections(report: Report) -> list[Section]:
             units = {c: "" for c in table.columns}
         if "needs_recalibration" in table.columns:
             verdicts = [
-                calibration_words(z, coverage=c)
-                for z, c in zip(table["z_std"], table["coverage_1sigma"], strict=True)
+                calibration_words(z, coverage=c, n=n)
+                for z, c, n in zip(
+                    table["z_std"], table["coverage_1sigma"], table["n_z"], strict=True
+                )
             ]
             table = table.with_columns(pl.Series("verdict", verdicts, pl.Utf8)).drop(
                 "needs_recalibration"

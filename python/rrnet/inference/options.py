@@ -152,7 +152,8 @@ FLOOR_FROM_CALIBRATION = "calibration"
 FLOOR_AUTO = "auto"
 """``error_floor`` default: the calibration's floors with calibrated errors, none with raw
 ones. Without a floor the whole error averages down over a star's spectra, and on the
-demo the combined errors were 1.4-1.7x too small (most of the error is model error)."""
+demo the combined errors were ~2x too small (z std 1.9-2.2: most of the error is model
+error shared by a star's spectra)."""
 FLOOR_NONE = "none"
 """``error_floor`` value: no floor, the whole error averages down (as before 2026-12-05)."""
 FLOOR_CHOICES = (FLOOR_AUTO, FLOOR_FROM_CALIBRATION, FLOOR_NONE)

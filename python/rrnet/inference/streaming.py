@@ -543,7 +543,9 @@ def _per_star_record(options: InferOptions, out: Path) -> dict[str, Any] | None:
         return None
     return {
         "star_column": options.star_column,
-        "error_floor": options.error_floor,
+        # the floor itself ("auto" and "calibration" give the same table; a run finished
+        # before the default became the calibration's recorded None, as "none" does)
+        "error_floor": resolve_error_floor(options),
         "out": os.path.abspath(options.per_star_out or per_star_path(out)),
     }
 
@@ -572,7 +574,8 @@ def _prepare(
         if per_star is not None and record.get("per_star") != per_star:
             raise InferError(
                 f"{out} is finished, with other per-star choices ({record.get('per_star')}; "
-                f"asked: {per_star}): use --overwrite to write both again"
+                f"asked: {per_star}): use --overwrite to write both again (a table written "
+                "before 2026-12-05 without --error-floor is the one --error-floor none gives)"
             )
         if output is not None and (problem := finished_output_problem(out, record, output)):
             raise InferError(problem)
@@ -730,14 +733,18 @@ def _plan(options: InferOptions, source: _StoreInput | _CatalogInput) -> _Plan:
     )
 
 
-def warn_low_xfe_skill(checkpoints: list[Any]) -> None:
+def warn_checkpoint_caveats(checkpoints: list[Any]) -> None:
     """Warn (rrnet-infer and rrnet-run), once at the start, of abundances whose [X/Fe]
     the checkpoint measured as mostly [Fe/H] and a trend on its validation split
-    (docs/catalogue.md)."""
+    (docs/catalogue.md), and of an error calibration the default no longer fits."""
+    from rrnet.models.calibration import superseded_default
+
     for checkpoint in checkpoints:
         words = xfe_skill.low_skill_words(checkpoint.xfe_skill)
         if words:
             log.warning("checkpoint %s, validation split: %s", checkpoint.path, words)
+        if checkpoint.calibration and (why := superseded_default(checkpoint.path)):
+            log.warning("checkpoint %s: %s", checkpoint.path, why)
 
 
 def synthetic_domain(
@@ -884,7 +891,7 @@ def run_inference(
             output_record(options, fmt),
         )
         if done is not None:
-            warn_low_xfe_skill(plan.checkpoints)  # once the output is known to be taken
+            warn_checkpoint_caveats(plan.checkpoints)  # once the output is known to be taken
             work = parts_dir(out)
             try:
                 _compute_parts(plan, options, work, done)

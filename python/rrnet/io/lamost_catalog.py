@@ -655,7 +655,9 @@ def _status(ids_ok: pl.Expr, rv_present: list[str]) -> list[pl.Expr]:
         ),
     ]
     status: pl.Expr = pl.lit("ok")
-    reason: pl.Expr = pl.col("_note")
+    # the note only where no band row gave an obsid (one band's 'abc' beside the other's
+    # integer leaves the integer)
+    reason: pl.Expr = pl.when(pl.col("obsid").is_null()).then(pl.col("_note"))
     for cond, name, why in reversed(cases):
         status = pl.when(cond).then(pl.lit(name)).otherwise(status)
         reason = pl.when(cond).then(why).otherwise(reason)

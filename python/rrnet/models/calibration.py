@@ -8,32 +8,32 @@ a calibrated error; the first forms by maximum likelihood of the residuals
 
     err_cal = sqrt((err * exp(a + b * log(clip(snr, SNR_MIN, SNR_MAX) / SNR_REF)))^2 + floor^2)
 
-in one of six forms (:data:`FORMS`): "const" (``b = 0``, ``floor = 0``: one factor
-per label), "scale" (``b`` free: an S/N-dependent factor), "floor" (``b`` and a floor
-that does not shrink with the noise), "balanced" / "balanced-scale" ("const" /
-"scale" with ``a`` moved midway, in log, between z std 1 and 68.27 % coverage,
+in one of six forms (:data:`FORMS`): "const" (``b = 0``, ``floor = 0``: one factor per
+label), "scale" (``b`` free: an S/N-dependent factor), "floor" (``b`` and a floor that
+does not shrink with the noise), "balanced" / "balanced-scale" ("const" / "scale" with
+``a`` moved midway, in log, between z std 1 and 68.27 % coverage,
 :func:`balance_shift`), and "power" (:func:`fit_power`)::
 
     err_cal = err_ref * (err / err_ref)^power * exp(a + b * log(clip(snr, 5, 300) / 30))
 
 with ``a``, ``b`` and ``power`` chosen so that, in each issue-17 S/N bin of the
 validation rows, z has rms 1 and 68.27 % of |z| <= 1. Residuals are not Gaussian
-(platykurtic for most abundances, heavy-tailed for Teff, log g, [Fe/H]), so one
-factor per S/N cannot give both; the exponent sets how much the error varies from
-star to star, hence the shape of z. But it buys the S/N-bin windows by misranking
-errors *within* a bin: an exponent of 4.6 ([Ti/H], demo) made held-out z std 1.30 /
-0.89 / 0.69 from the smallest to the largest third of the raw errors (an error of
-0.040 dex on a star 5.8 sigma off). The default, "auto", therefore fits
-"balanced-scale" on validation splits of at least :data:`AUTO_MIN_ROWS` spectra
-(errors stay proportional to eq. 3 at a given S/N: those thirds 0.9-1.3 for every
-label) and "const" on smaller ones (docs/results.md, issue 17: on the demo
-checkpoint, 645 held-out stars, both target windows in 53 of 85 label x S/N bins
-against 56 for "power"; on the paper-recipe run's 70 validation stars the S/N slopes
-fitted noise and "const" was best, 44 against 31). The parameters live in
+(platykurtic for most abundances, heavy-tailed for Teff, log g, [Fe/H]), so one factor
+per S/N cannot give both; the exponent sets how much the error varies from star to star,
+hence the shape of z. But it buys the S/N-bin windows by misranking errors *within* a
+bin: an exponent of 4.6 ([Ti/H], demo) made held-out z std 1.22 / 0.85 / 0.69 from the
+smallest to the largest third of the raw errors (an error of 0.040 dex on a star 5.8
+sigma off). The default, "auto", therefore fits "balanced-scale" on validation splits of
+at least :data:`AUTO_MIN_ROWS` spectra (errors stay proportional to eq. 3 at a given
+S/N: those thirds 0.84-1.28, the largest within 0.8-1.25 of the smallest for 16 of 17
+labels, against 8 with "power") and "const" on smaller ones (docs/results.md, issue 17:
+on the demo checkpoint, 645 held-out stars, both target windows in 53 of 85 label x S/N
+bins against 56 for "power"; on the paper-recipe run's 70 validation stars the S/N
+slopes fitted noise and "const" was best, 44 against 31). The parameters live in
 ``calibration.json`` beside ``config.json``::
 
     {"format": "rrnet-calibration", "version": 3, "split": "valid", "form": "power",
-     "form_requested": "auto",
+     "form_requested": "power",
      "snr": "snr_blue", "snr_ref": 30.0, "snr_clip": [5.0, 300.0],
      "labels": {"Teff[K]": {"a": -0.9, "b": 0.0, "floor": 0.0, "power": 1.4,
                             "err_ref": 80.0, "n": 140,
@@ -213,7 +213,7 @@ def fit_shared_error(values: np.ndarray, err: np.ndarray, groups: np.ndarray) ->
 
     if mean_chi2r(0.0) >= 1.0:
         return 0.0
-    lo, hi = 0.0, float(np.max(e))
+    lo, hi = 0.0, float(np.sqrt(np.max(cap2)))  # beyond every star's cap nothing changes
     for _ in range(60):
         mid = 0.5 * (lo + hi)
         lo, hi = (mid, hi) if mean_chi2r(mid) < 1.0 else (lo, mid)
@@ -343,9 +343,9 @@ def fit_calibration(
     ``form``: "const" (``err * exp(a)``), "scale" (``err * exp(a + b x)``), "floor"
     (the scale plus a per-label floor added in quadrature, :func:`fit_floor`),
     "balanced" / "balanced-scale" ("const" / "scale" with ``a`` shifted by
-    :func:`balance_shift`), "power" (:func:`fit_power`), or "auto" (the default: "power"
-    or "const" by the number of rows, :func:`resolve_form`); the document's ``form`` is
-    the one fitted, ``form_requested`` the one asked for.
+    :func:`balance_shift`), "power" (:func:`fit_power`), or "auto" (the default:
+    "balanced-scale" or "const" by the number of rows, :func:`resolve_form`); the
+    document's ``form`` is the one fitted, ``form_requested`` the one asked for.
     ``groups`` (star id per row, rows independent spectra): also store ``shared``,
     the part of the calibrated error that repeats share (:func:`fit_shared_error`).
     """
@@ -424,6 +424,24 @@ def read_calibration(checkpoint_dir: str | os.PathLike[str]) -> dict[str, dict[s
     ):
         raise ValueError(f"{path}: 'labels' is not a table of numbers per label")
     return {str(k): dict(v) for k, v in labels.items()}
+
+
+def superseded_default(checkpoint_dir: str | os.PathLike[str]) -> str | None:
+    """Why a checkpoint's stored calibration is one the default no longer fits (None when
+    it is not): "power" was what "auto" fitted until 2026-12-05, and it can re-rank the
+    errors within an S/N bin (module docstring); such checkpoints keep applying it."""
+    path = Path(checkpoint_dir) / CALIBRATION_FILE
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None  # none, or damaged: read_calibration says so where it is applied
+    if not isinstance(doc, dict) or doc.get("form") != "power" or doc.get("form_requested") != AUTO:
+        return None
+    return (
+        "its error calibration is the 'power' form, the default until 2026-12-05, which can "
+        "re-rank errors within an S/N bin: retrain it, or refit the calibration with "
+        "rrnet.training.calibrate.calibrate_checkpoint(..., form='auto') (docs/training.md)"
+    )
 
 
 def _is_number(value: Any) -> bool:
