@@ -134,7 +134,8 @@ def _star_counts(path: Path, fmt: str | None) -> str:
 
     table, _ = read_catalogue(path, fmt)
     usable = int((table["n_exp"] > 0).sum())
-    text = f"{table.height:,} stars, {usable:,} with a usable exposure"
+    stars = "star" if table.height == 1 else "stars"
+    text = f"{table.height:,} {stars}, {usable:,} with a usable exposure"
     if table.height and not usable:
         text += ": it combines exposures with status ok and flag 1, and none has flag 1"
     return text
