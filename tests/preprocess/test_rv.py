@@ -81,19 +81,24 @@ def damaged(draw, t: rv.Templates):
 
 
 @SETTINGS
-@given(data=st.data())
-def test_damaged_spectra_get_a_status_and_rust_equals_reference(templates, data):
-    flux, ivar, _ = data.draw(damaged(templates))
-    fast = rv.measure(flux, ivar, templates)
-    ref = rv.measure_reference(flux, ivar, templates)
+@given(data=st.data(), n_rows=st.integers(1, 3), window=st.sampled_from([300.0, 600.0, 1200.0]))
+def test_damaged_spectra_get_a_status_and_rust_equals_reference(templates, data, n_rows, window):
+    """1-3 rows at once (each its own), any search window, every output the reference's:
+    the fit's reduced chi-square too (only the error had carried it)."""
+    rows = [data.draw(damaged(templates)) for _ in range(n_rows)]
+    flux = np.concatenate([f for f, _, _ in rows])
+    ivar = np.concatenate([i for _, i, _ in rows])
+    fast = rv.measure(flux, ivar, templates, window_kms=window)
+    ref = rv.measure_reference(flux, ivar, templates, window_kms=window)
     assert set(np.unique(fast.status)) <= set(rv.RV_STATUS)
     np.testing.assert_array_equal(fast.status, ref.status)
     np.testing.assert_array_equal(fast.template, ref.template)
     np.testing.assert_array_equal(fast.template_labels, ref.template_labels)
     np.testing.assert_allclose(fast.rv, ref.rv, atol=1e-3, equal_nan=True)
     np.testing.assert_allclose(fast.err, ref.err, rtol=1e-4, equal_nan=True)
+    np.testing.assert_allclose(fast.chi2_red, ref.chi2_red, rtol=1e-4, atol=1e-9, equal_nan=True)
     ok = fast.status == 0
-    assert np.all(np.abs(fast.rv[ok]) <= 600) and np.all(fast.err[ok] > 0)
+    assert np.all(np.abs(fast.rv[ok]) <= window) and np.all(fast.err[ok] > 0)
     assert np.all(np.isnan(fast.rv[~ok]))
 
 
