@@ -66,7 +66,11 @@ from rrnet.inference.options import (
     output_record,
 )
 from rrnet.inference.quality import DEFAULT_THRESHOLDS, QualityBit
-from rrnet.inference.streaming import synthetic_domain, warn_checkpoint_caveats
+from rrnet.inference.streaming import (
+    reading_provenance,
+    synthetic_domain,
+    warn_checkpoint_caveats,
+)
 from rrnet.io.locate import FIND_FILES, located
 from rrnet.preprocess.pipeline import warn_missing_rv_column
 from rrnet.utils.atomic import read_json, write_json
@@ -656,6 +660,7 @@ def _merge_and_report(run: _Run) -> dict[str, Any]:
             "precision": run.options.precision,
             "compile": run.options.compile,
         },
+        reading=reading_provenance(run.data_dir, dict(run.options.preprocess)),
     )
     try:
         merge_parts(

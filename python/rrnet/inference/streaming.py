@@ -198,14 +198,7 @@ class _CatalogInput:
         }
 
     def reading(self) -> dict[str, Any]:
-        """What of the on-the-fly reading changes the values (the provenance's
-        ``rrnet.reading``: it was only in the run's hidden record)."""
-        return {
-            "data_dir": os.path.abspath(self.data_dir),
-            "rv_mode": self.preprocess.get("rv_mode", DEFAULT_RV_MODE),
-            "rv_column": self.preprocess.get("rv_column", "rv"),
-            "correct_rv": bool(self.preprocess.get("correct_rv", True)),
-        }
+        return reading_provenance(self.data_dir, self.preprocess)
 
     def chunks(self, skip: set[int]) -> Generator[Chunk, None, None]:
         """The chunks; with ``overlap`` each is preprocessed on a thread while the previous
@@ -731,6 +724,20 @@ def _plan(options: InferOptions, source: _StoreInput | _CatalogInput) -> _Plan:
             ),
         ),
     )
+
+
+def reading_provenance(
+    data_dir: str | os.PathLike[str], preprocess: dict[str, Any]
+) -> dict[str, Any]:
+    """What of a catalogue's on-the-fly reading changes the values (the provenance's
+    ``rrnet.reading``, rrnet-infer --catalog and rrnet-run alike: it was only in the
+    run's hidden record)."""
+    return {
+        "data_dir": os.path.realpath(data_dir),
+        "rv_mode": preprocess.get("rv_mode", DEFAULT_RV_MODE),
+        "rv_column": preprocess.get("rv_column", "rv"),
+        "correct_rv": bool(preprocess.get("correct_rv", True)),
+    }
 
 
 def warn_checkpoint_caveats(checkpoints: list[Any]) -> None:
