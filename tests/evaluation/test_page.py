@@ -85,3 +85,22 @@ def test_worries_name_coverage_and_snr_bins_the_overall_spread_hides() -> None:
 
     assert calibration_words(1.0, coverage=0.62, n=417) == "errors calibrated (z spread 1.00)"
     assert "not Gaussian" in calibration_words(1.0, coverage=0.566, n=417)
+
+
+def test_recalibrate_is_suggested_only_where_a_factor_helps() -> None:
+    """A factor fixes the z spread, not the coverage, and checkpoints with calibration.json
+    have their own: the suggestion stood under every report of the demo."""
+    from rrnet.evaluation.report import Report, worries
+
+    def report(z_std: float, coverage: float, calibrated: bool) -> str:
+        row = {"label": "SH", "snr_bin": "all", "n": 417, "n_z": 417, "mae": 0.1, "bias": 0.0,
+               "scatter": 0.1, "z_std": z_std, "coverage_1sigma": coverage}  # fmt: skip
+        before_after = pl.DataFrame({"label": ["SH"]}) if calibrated else None
+        counts = {"with_labels": 417}
+        made = Report("t", {}, counts, pl.DataFrame([row]), pl.DataFrame(),
+                      calibration_by_snr=before_after)  # fmt: skip
+        return "\n".join(worries(made))
+
+    assert "--recalibrate" in report(1.4, 0.55, calibrated=False)
+    assert "--recalibrate" not in report(1.0, 0.55, calibrated=False)  # the shape is off
+    assert "--recalibrate" not in report(1.4, 0.55, calibrated=True)  # has calibration.json

@@ -23,6 +23,7 @@ from rrnet.evaluation.calibration import (
     NEEDS_RECALIBRATION_TOLERANCE,
     coverage_off,
     errors_off,
+    needs_recalibration,
 )
 from rrnet.evaluation.page import Page, Section, figure_html, render, table_html, with_unit
 from rrnet.labels import DISPLAY_UNITS, display_name
@@ -319,7 +320,10 @@ def worries(report: Report) -> list[str]:
             f"Not evaluated, no reference column: {names} (abundances are [X/H]; a survey's "
             "[X/Fe] needs + [Fe/H] first)."
         )
-    if off and not report.recalibration:
+    # a factor fixes the z spread, not the coverage; checkpoints with calibration.json
+    # (before/after tables) have their own, fitted on validation when they were trained
+    rescalable = [lb for lb in off if needs_recalibration(overall[lb]["z_std"])]
+    if rescalable and not report.recalibration and report.calibration_by_snr is None:
         out.append("Fit error factors on the validation split: rrnet-eval --recalibrate.")
     elif off and report.recalibration:
         files = ", ".join(report.recalibration.get("files", []))
