@@ -143,7 +143,7 @@ def coverage_off(coverage: float | None, n: int) -> bool:
     if coverage is None or not math.isfinite(coverage) or n < 2:
         return False
     lo, hi = COVERAGE_WINDOW
-    se = math.sqrt(0.6827 * 0.3173 / n)
+    se = math.sqrt(GAUSS_COVERAGE_1SIGMA * (1.0 - GAUSS_COVERAGE_1SIGMA) / n)
     return coverage < lo - 2 * se or coverage > hi + 2 * se
 
 

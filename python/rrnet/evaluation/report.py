@@ -196,10 +196,6 @@ KEY_FIGURES: tuple[tuple[str, str], ...] = (
 HEADLINE_LABELS: tuple[str, ...] = ("Teff[K]", "Logg", "FeH")
 
 
-COVERAGE_1SIGMA: tuple[float, float] = COVERAGE_WINDOW
-"""The 1σ coverage of calibrated errors (68.3 % for Gaussian residuals, with some room)."""
-
-
 def calibration_words(
     z_std: float,
     tolerance: float = NEEDS_RECALIBRATION_TOLERANCE,
@@ -211,7 +207,7 @@ def calibration_words(
 
     ``z = (pred - ref) / err``: a spread above 1 means the residuals are larger than
     the predicted errors (errors too small), below 1 that the errors are too large. A
-    spread near 1 with a 1σ coverage outside :data:`COVERAGE_1SIGMA` is the right size
+    spread near 1 with a 1σ coverage outside :data:`COVERAGE_WINDOW` is the right size
     on average only: the residuals are not Gaussian (heavy tails, or uniform ones).
     """
     if z_std is None or not math.isfinite(z_std) or z_std <= 0:
@@ -220,7 +216,7 @@ def calibration_words(
         return f"errors too small by ×{z_std:.1f}"
     if z_std < 1 - tolerance:
         return f"errors too large by ×{1 / z_std:.1f}"
-    lo, hi = COVERAGE_1SIGMA
+    lo, hi = COVERAGE_WINDOW
     off = coverage_off(coverage, n) if n else coverage is not None and not lo <= coverage <= hi
     if coverage is not None and math.isfinite(coverage) and off:
         return (
@@ -247,12 +243,10 @@ def _bins_off(report: Report) -> str:
     """Label x S/N bins whose z spread is off unity by more than 10 % and by more than
     two standard errors (``z_std / sqrt(2 n)``): an overall z spread of 1 can hide
     [Fe/H] errors 1.4x too small at S/N >= 100 and 1.3x too large at S/N 10-20."""
-    count = "n_z" if "n_z" in report.metrics.columns else "n"
-    rows = report.metrics.filter((pl.col("snr_bin") != "all") & (pl.col(count) >= 10))
     found = []
-    for r in rows.iter_rows(named=True):
-        z, n = r["z_std"], r[count]
-        if z is None or not math.isfinite(z) or z <= 0:
+    for r in report.metrics.filter(pl.col("snr_bin") != "all").iter_rows(named=True):
+        z, n = r["z_std"], _count(r)
+        if n < 10 or z is None or not math.isfinite(z) or z <= 0:
             continue
         if abs(z - 1.0) > max(NEEDS_RECALIBRATION_TOLERANCE, 2 * z / math.sqrt(2 * n)):
             found.append(

@@ -271,7 +271,7 @@ def write_table(
     """Write CSV, Parquet or FITS (by suffix) atomically: a temporary name, then os.replace.
 
     FITS tables store nulls as NaN (floats), a declared ``TNULLn`` (integers: -1, or
-    the type's minimum when a value is -1; booleans with nulls become int16 with -1) or
+    the type's minimum when a value is -1; booleans with nulls become 1/0 integers) or
     empty strings; ``units`` and ``descriptions`` (column -> text) become its ``TUNITn``
     and the ``TTYPEn`` comments.
     """
@@ -304,7 +304,7 @@ def _write_fits_table(
     for name, dtype in table.schema.items():
         column = table.get_column(name)
         if dtype == pl.Boolean and column.null_count():  # FITS logicals: no null in fitsio
-            column = column.cast(pl.Int16)
+            column = column.cast(pl.Int64)  # 1, 0 and the TNULL below
             dtype = column.dtype
         if dtype.is_float():
             values = column.fill_null(float("nan")).to_numpy().astype(np.float64)
