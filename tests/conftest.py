@@ -21,9 +21,24 @@ Rule for code used by more than one test module:
 
 from __future__ import annotations
 
-from helpers import SHARED
+import os
+
+import pytest
+
+from helpers import SHARED, missing_outside_tools
 
 
 def pytest_report_header() -> str:
     state = "found" if SHARED.is_dir() else "NOT FOUND, tests that need it are skipped"
     return f"rrnet shared data: {SHARED} ({state}; override with RRNET_SHARED)"
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """With ``RRNET_REQUIRE_TOOLS=1`` (CI, which installs them) a missing outside program
+    stops the run: otherwise its tests would skip and CI would pass without them."""
+    missing = missing_outside_tools()
+    if os.environ.get("RRNET_REQUIRE_TOOLS") == "1" and missing:
+        raise pytest.UsageError(
+            f"RRNET_REQUIRE_TOOLS=1 but not installed: {', '.join(missing)} "
+            "(their tests would skip; apt-get install them or unset RRNET_REQUIRE_TOOLS)"
+        )

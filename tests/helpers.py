@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import gzip
 import os
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,16 @@ from rrnet.models import ModelConfig, build_model
 from rrnet.models.checkpoint import save_checkpoint
 from rrnet.preprocess.pipeline import preprocess_catalog
 from rrnet.synth.dataset import LABELS
+
+# ------------------------------------------------------------------ outside programs
+OUTSIDE_TOOLS = {"fitsverify": ("fitsverify",), "stilts": ("stilts",),
+                 "chromium": ("chromium", "chromium-browser", "google-chrome")}  # fmt: skip
+"""The outside programs whose tests skip where they are missing (Debian package: names)."""
+
+
+def missing_outside_tools() -> list[str]:
+    return [pkg for pkg, names in OUTSIDE_TOOLS.items() if not any(map(shutil.which, names))]
+
 
 # ------------------------------------------------------------------ the shared data
 TESTS = Path(__file__).resolve().parent

@@ -14,14 +14,12 @@ import numpy as np
 import polars as pl
 import pytest
 
-from helpers import ISOCHRONES, needs_shared
+from helpers import ISOCHRONES, OUTSIDE_TOOLS, needs_shared
 from rrnet.cli.eval import main
 from rrnet.evaluation.toy import toy_tables
 from rrnet.io import write_table
 
-BROWSER = next(
-    (b for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None
-)
+BROWSER = next((b for b in OUTSIDE_TOOLS["chromium"] if shutil.which(b)), None)
 pytestmark = [
     needs_shared,
     pytest.mark.slow,
