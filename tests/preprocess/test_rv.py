@@ -9,6 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from helpers import REAL_FILE, needs_shared
 from rrnet.grid import BLUE_GRID, C_KMS, N_PIX, N_PIX_ARM, RED_GRID
 from rrnet.preprocess import rv
 
@@ -206,6 +207,39 @@ def test_prepare_gives_zero_ivar_where_the_normalised_row_is_zero_or_nan():
     assert (iv[:N_PIX_ARM][far] > 0).all()
 
 
+def test_replaced_pixels_are_those_whose_implied_continuum_jumps():
+    """The pixels the normaliser's median test replaced have raw / normalised off the
+    smooth continuum by raw / replacement; the rest lie on it (oracle: where the factors
+    were put). A change below the tolerance is not a replacement worth a weight."""
+    x = np.linspace(-1.0, 1.0, N_PIX_ARM)
+    cont = 300.0 * (1.0 + 0.3 * x - 0.05 * x**2 + 0.05 * x**5)  # 3e-4 per pixel at most
+    factors = {0: 1.05, 1: 0.5, 500: 200.0, 501: 1e-3, 1700: 1.004, 3598: 3.0, 3599: 0.2}
+    implied = cont.copy()
+    for i, f in factors.items():
+        implied[i] *= f
+    implied[2000] = np.nan  # a NaN normalised pixel
+    implied[2900] *= 1.0 + 0.5 * rv.REPLACED_TOLERANCE
+    got = np.flatnonzero(rv.replaced_pixels(implied))
+    assert got.tolist() == sorted([*factors, 2000])
+
+
+@needs_shared
+def test_a_dead_pixel_beside_an_arm_end_does_not_move_the_rv():
+    """A dead raw pixel next to the blue grid's last pixel made that pixel's replacement
+    (the median of dead, good and the zero padding) carry an IVAR 2e4 times the arm's:
+    an exposure of the real file measured -97.9 +- 0.6 km/s for -19.9 (found by a user)."""
+    from rrnet.io.lamost import read_arm
+
+    arms = [read_arm(REAL_FILE, e) for e in ("B-83555758", "R-83555758")]
+    clean = tuple((a.loglam, a.flux, a.ivar) for a in arms)
+    loglam, flux, ivar = (np.array(v) for v in clean[0])
+    i = int(np.argmin(np.abs(10.0 ** loglam.astype(np.float64) - 5327.8)))
+    flux[i], ivar[i] = 0.0, 0.0
+    res = rv.measure_spectra([clean, ((loglam, flux, ivar), clean[1])])
+    assert (res.status[:, 2] == 0).all()
+    assert abs(res.rv[1, 2] - res.rv[0, 2]) < 3 * res.err[0, 2], res.rv[:, 2]
+
+
 @st.composite
 def raw_arms(draw):
     """Raw (blue, red) arms as readers hand them: partial coverage, descending or unsorted pixels,
@@ -239,6 +273,13 @@ def raw_arms(draw):
             wave, flux, ivar = wave[perm], flux[perm], ivar[perm]
         arms.append((np.log10(wave), flux, ivar))
     norm = rng.uniform(0.2, 1.5, N_PIX).astype(np.float32)
+    if draw(st.booleans()):  # as the normaliser gives it: raw / continuum, a few replaced
+        for k, (loglam, flux, _) in enumerate(arms):
+            order = np.argsort(loglam)
+            raw = np.interp((BLUE_GRID, RED_GRID)[k], 10.0 ** loglam[order], flux[order])
+            norm[k * N_PIX_ARM : (k + 1) * N_PIX_ARM] = raw / (150.0 + 0.01 * np.arange(N_PIX_ARM))
+        at = rng.integers(1, N_PIX - 1, draw(st.integers(0, 20)))
+        norm[at] = norm[at + 1]  # a median of three: a neighbour's value
     for value in draw(st.lists(st.sampled_from([0.0, np.nan, np.inf, -0.5, 1e-20]), max_size=3)):
         norm[rng.integers(0, N_PIX, 40)] = value
     return arms, norm

@@ -1,6 +1,7 @@
 //! The inputs of the RV fit ([`crate::rv_measure`]) made from the raw arms: the
 //! normalised observed-frame row (NaN -> 1) and its inverse variance, the raw IVAR
-//! interpolated onto the grid and scaled by the continuum squared.
+//! interpolated onto the grid and scaled by the continuum squared, 0 where the
+//! normaliser replaced the pixel.
 //!
 //! `rrnet.preprocess.rv.prepare` is the NumPy reference, one spectrum at a time; this
 //! is the same arithmetic (`numpy.interp`'s rules included) for a batch, in parallel,
@@ -15,7 +16,7 @@ use crate::grid::{Arm, N_PIX, N_PIX_ARM};
 
 /// Reused per-thread buffers: one arm's sorted copy (when the file's is not sorted), its
 /// flux and variance in float64, their slopes between pixels, and per grid point the
-/// interpolated flux and variance.
+/// interpolated flux and variance, then the implied continuum's sort keys and medians.
 #[derive(Default)]
 struct Scratch {
     wave: Vec<f64>,
@@ -26,6 +27,8 @@ struct Scratch {
     slope_var: Vec<f64>,
     raw: Vec<f64>,
     grid_var: Vec<f64>,
+    key: Vec<f64>,
+    median: Vec<f64>,
 }
 
 /// `numpy.interp(x, xp, fp)` for `xp[0] <= x <= xp[last]`, `j` the last index with
@@ -147,6 +150,8 @@ fn arm_ivar_impl(a: ArmRow<'_>, s: &mut Scratch, out: &mut [f32]) -> Result<(), 
         slope_var,
         raw,
         grid_var,
+        key,
+        median,
         ..
     } = s;
     let wave: &[f64] = if sorted { wave } else { sorted_wave };
@@ -169,19 +174,67 @@ fn arm_ivar_impl(a: ArmRow<'_>, s: &mut Scratch, out: &mut [f32]) -> Result<(), 
         *raw = interp_at(x, wave, fp, slope_flux, j);
         *grid_var = interp_at(x, wave, var, slope_var, j);
     }
-    for (((o, &raw), &var), &norm) in out
+    // the implied continuum, kept in `raw`'s place, and its median of 5 around each pixel
+    for (c, &norm) in raw.iter_mut().zip(normalised) {
+        *c /= f64::from(norm);
+    }
+    let cont: &[f64] = raw;
+    medians_of_five(cont, key, median);
+    for (((o, &c), &var), &med) in out
         .iter_mut()
-        .zip(raw.iter())
+        .zip(cont)
         .zip(grid_var.iter())
-        .zip(normalised)
+        .zip(median.iter())
     {
-        let cont = raw / f64::from(norm);
-        let iv = cont * cont / var;
+        let iv = c * c / var;
         let keep =
             var.is_finite() && var > 0.0 && iv.is_finite() && iv.abs() <= f64::from(f32::MAX);
-        *o = if keep { iv as f32 } else { 0.0 };
+        // not replaced by the normaliser's median test (`rrnet.preprocess.rv.replaced_pixels`)
+        let kept = (c - med).abs() <= REPLACED_TOLERANCE * med.abs();
+        *o = if keep && kept { iv as f32 } else { 0.0 };
     }
     Ok(())
+}
+
+/// Relative departure of a pixel's implied continuum (`raw / normalised`) from the median
+/// of the 5 pixels around it beyond which the normaliser's median test replaced it
+/// (`rrnet.preprocess.rv.REPLACED_TOLERANCE`): such a pixel's IVAR is not its
+/// replacement's, and it gets none.
+pub const REPLACED_TOLERANCE: f64 = 3e-3;
+
+/// The median of the 5 values around each of `values` (windows clamped at the ends;
+/// non-finite values as +inf), as `numpy.sort(window)[2]`: a min/max network, so the
+/// pass runs on vectors.
+#[inline(always)]
+fn medians_of_five(values: &[f64], key: &mut Vec<f64>, median: &mut Vec<f64>) {
+    let n = values.len();
+    key.clear();
+    key.extend(
+        values
+            .iter()
+            .map(|&v| if v.is_finite() { v } else { f64::INFINITY }),
+    );
+    median.clear();
+    median.resize(n, f64::INFINITY);
+    if n < 5 {
+        let mut window = key.clone();
+        window.sort_unstable_by(f64::total_cmp);
+        median.fill(window[n / 2]);
+        return;
+    }
+    let windows = key[..n - 4]
+        .iter()
+        .zip(&key[1..n - 3])
+        .zip(&key[2..n - 2])
+        .zip(&key[3..n - 1])
+        .zip(&key[4..]);
+    for (m, ((((&a, &b), &c), &d), &e)) in median[2..n - 2].iter_mut().zip(windows) {
+        let low = a.min(b).max(c.min(d)); // the larger of two pairs' minima
+        let high = a.max(b).min(c.max(d)); // the smaller of their maxima
+        *m = e.min(low).max(e.max(low).min(high)); // the median of e, low, high
+    }
+    (median[0], median[1]) = (median[2], median[2]);
+    (median[n - 1], median[n - 2]) = (median[n - 3], median[n - 3]);
 }
 
 /// [`arm_ivar_impl`] compiled for AVX2: the same operations in the same order on wider

@@ -13,7 +13,7 @@ Whenever both exist they are compared: ``rv_disagree`` is set when
 ``|rv_catalog - rv_measured| > DISAGREE_NSIGMA * hypot(err_catalog, err_measured) +
 DISAGREE_FLOOR_KMS`` (a missing catalogue error counts as 0). The floor absorbs what the
 errors do not describe: LAMOST's plate-to-plate zero points (a few km/s), template
-mismatch and the blue/red offset seen on real spectra (~1.3 km/s). The bit flags
+mismatch and the blue/red offset seen on real spectra (~1.8-1.9 km/s). The bit flags
 binaries and bad catalogue RVs (``docs/preprocessing.md``).
 """
 
