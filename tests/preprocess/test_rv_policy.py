@@ -65,6 +65,11 @@ def test_disagreement_threshold_is_errors_plus_floor():
         "auto", np.zeros(2), np.full(2, np.nan), np.array([lim - 0.01, lim + 0.01]), np.full(2, 4.0)
     )
     assert d.disagree.tolist() == [False, True]
+    # so does LAMOST's -9999, any error <= 0 and an absurd one (it had allowed 3e4 km/s)
+    for bad in (rv_policy.MISSING_RV, -1.0, 0.0, np.inf, 5000.0):
+        meas = np.array([lim - 0.01, lim + 0.01])
+        d = rv_policy.decide("auto", np.zeros(2), np.full(2, bad), meas, np.full(2, 4.0))
+        assert d.disagree.tolist() == [False, True], bad
 
 
 def test_quality_bit_follows_rv_disagree():

@@ -41,6 +41,11 @@ DISAGREE_NSIGMA: float = 3.0
 DISAGREE_FLOOR_KMS: float = 5.0
 """Added to the allowed difference [km/s] (zero points, template mismatch)."""
 
+MAX_CATALOG_ERR_KMS: float = 1000.0
+"""A catalogue RV error at or beyond this [km/s], like one <= 0 (LAMOST's -9999), NaN or
+null, counts as no error (0) in the disagreement test: an rv_err of -9999 had made the
+allowed difference 3e4 km/s, so a catalogue RV 30 km/s off was never flagged."""
+
 
 def check_mode(mode: str) -> str:
     """``mode`` if it is one of :data:`RV_MODES`, else ValueError (one line)."""
@@ -95,8 +100,10 @@ def decide(
         "catalog" if c else "measured" if m else "none"
         for c, m in zip(take_cat, take_meas, strict=True)
     ]
-    err_c = np.nan_to_num(np.asarray(err_catalog, dtype=np.float64), nan=0.0)
+    err_c = np.asarray(err_catalog, dtype=np.float64)
     with np.errstate(invalid="ignore"):
+        # -9999 ("not measured"), <= 0, NaN or absurd: no error, not an allowance of 3e4 km/s
+        err_c = np.where((err_c > 0) & (err_c < MAX_CATALOG_ERR_KMS), err_c, 0.0)
         allowed = DISAGREE_NSIGMA * np.hypot(err_c, err_measured) + DISAGREE_FLOOR_KMS
         disagree = cat_ok & meas_ok & (np.abs(cat - meas) > allowed)
     return RvDecision(used, source, disagree)
