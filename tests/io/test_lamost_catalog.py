@@ -145,6 +145,18 @@ def test_missing_flagged_and_null_rvs_fall_back_then_become_status_rows():
     assert out["filename"].null_count() == 0  # kept, with names, never dropped
 
 
+def test_the_rv_comes_with_its_own_columns_error_or_none():
+    """rv_br1 with an rv_br1_err of -9999 had come with rv_br0's error (a coalesce of
+    the errors went on to the next column's); found by a user."""
+    e = EXPOSURES
+    table = official_catalogue(
+        **{e[0]: {"rv_br1_err": -9999.0, "rv_br0_err": 1.0}, e[1]: {"rv_br1_err": 2.5}}
+    )
+    out = pair_bands(table, spectra="all")
+    assert out["rv_source"].to_list()[:3] == ["rv_br1"] * 3
+    assert out["rv_err"].to_list()[:3] == [0.8, None, 2.5]
+
+
 def test_rv_option_sets_the_priority():
     out = pair_bands(official_catalogue(), spectra="coadd", rv_columns=("rv_b0", "rv_br1"))
     assert out["rv_source"].to_list() == ["rv_b0"]

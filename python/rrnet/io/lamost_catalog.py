@@ -603,13 +603,11 @@ def _finish(grouped: pl.DataFrame, rv_present: list[str]) -> pl.DataFrame:
         [pl.when(pl.col(f"_rv{i}").is_not_null()).then(pl.lit(c)) for i, c in enumerate(rv_present)]
         or [pl.lit(None, pl.Utf8)]
     )
-    err = pl.coalesce(
-        [
-            pl.when(pl.col(f"_rv{i}").is_not_null()).then(pl.col(f"_err{i}"))
-            for i in range(len(rv_present))
-        ]
-        or [pl.lit(None, pl.Float64)]
-    )
+    # the chosen column's own error, null if it has none (a coalesce went on to the next
+    # column's error: rv_br1 came with rv_br0's)
+    err: pl.Expr = pl.lit(None, pl.Float64)
+    for i in reversed(range(len(rv_present))):
+        err = pl.when(pl.col(f"_rv{i}").is_not_null()).then(pl.col(f"_err{i}")).otherwise(err)
     out = grouped.with_columns(
         pl.when(ids_ok).then(filename).alias("filename"),
         ext("B", "_n_blue").alias("extname_blue"),
