@@ -15,7 +15,14 @@ import polars as pl
 import pytest
 
 import rrnet.inference.streaming as streaming
-from helpers import REAL_FILE, build_world, input_catalogue, make_checkpoint, needs_shared
+from helpers import (
+    REAL_FILE,
+    SPECTRA,
+    build_world,
+    input_catalogue,
+    make_checkpoint,
+    needs_shared,
+)
 from rrnet.inference import InferError, QualityBit, infer, read_catalogue, run_inference
 from rrnet.inference.per_star import per_star_table
 from rrnet.inference.provenance import FingerprintMismatch
@@ -772,6 +779,31 @@ def test_the_rv_used_is_the_manifests(world: dict, catalogue: pl.DataFrame) -> N
     assert catalogue["rv_used"].drop_nulls().equals(want.drop_nulls())
     assert catalogue["rv_used_source"].to_list() == manifest["rv_used_source"].to_list()
     assert {"catalog"} <= set(catalogue["rv_used_source"].drop_nulls())
+    # and rrnet's own measurement with its error (a measured rv_used had come without one)
+    for name in ("rv_measured", "rv_measured_err"):
+        want = manifest[name].cast(pl.Float32).fill_nan(None)
+        assert catalogue[name].dtype == pl.Float32
+        assert catalogue[name].to_list() == want.to_list(), name
+
+
+def test_the_measured_rv_and_its_error_are_in_the_catalogue(world: dict, tmp_path: Path) -> None:
+    """A spectrum shifted by rrnet's own RV had no RV error in the catalogue, only in the
+    store manifest (found by a user). Oracle: the measurement of the same arms, direct."""
+    from rrnet.io.lamost import read_arm
+    from rrnet.preprocess import rv
+
+    csv = tmp_path / "input.csv"
+    input_catalogue().head(5).with_columns(pl.lit(None, pl.Float64).alias("rv")).write_csv(csv)
+    cat = infer(
+        [world["sp"]], catalog=csv, data_dir=REAL_FILE.parent, workers=0, device="cpu",
+        preprocess={"rv_mode": "auto"},
+    )  # fmt: skip
+    arms = [[read_arm(REAL_FILE, e) for e in pair] for pair in SPECTRA]
+    want = rv.measure_spectra([tuple((a.loglam, a.flux, a.ivar) for a in pair) for pair in arms])
+    assert cat["rv_used_source"].to_list() == ["measured"] * 5
+    np.testing.assert_allclose(cat["rv_measured"], want.rv[:, 2], rtol=1e-6)
+    np.testing.assert_allclose(cat["rv_measured_err"], want.err[:, 2], rtol=1e-6)
+    np.testing.assert_allclose(cat["rv_used"], cat["rv_measured"])
 
 
 def test_a_compressed_output_name_is_refused_and_a_gzipped_fits_reads_back(

@@ -188,6 +188,21 @@ DIAGNOSTIC_COLUMNS: tuple[Column, ...] = (
         "(rrnet's template fit); none where no RV was usable",
         "meta.note",
     ),
+    Column(
+        "rv_measured",
+        pl.Float32(),
+        "km/s",
+        "radial velocity rrnet measured from the spectrum (template fit of both arms, "
+        "--rv auto|measure); null where not measured or the fit failed",
+        "spect.dopplerVeloc.opt",
+    ),
+    Column(
+        "rv_measured_err",
+        pl.Float32(),
+        "km/s",
+        "1-sigma error of rv_measured",
+        "stat.error;spect.dopplerVeloc.opt",
+    ),
 )
 """Per-row diagnostics after the quality columns (see docs/catalogue.md)."""
 

@@ -365,6 +365,8 @@ def _catalogue_frame(
         "disagreement": rows.labels.disagreement,
         "rv_used": _column(manifest, "rv_used", pl.Float64()),
         "rv_used_source": _column(manifest, "rv_used_source", pl.Utf8()),
+        "rv_measured": _column(manifest, "rv_measured", pl.Float64()),
+        "rv_measured_err": _column(manifest, "rv_measured_err", pl.Float64()),
     }
     frame = pl.DataFrame(data).with_columns(
         [
