@@ -27,6 +27,8 @@ def analytic_source() -> Source:
         (["--stars", "2", "--out", "x", "--exposures", "3-1"], "--exposures"),
         (["--stars", "2", "--out", "x", "--exposures", "0"], "--exposures"),
         (["--stars", "2", "--out", "x", "--workers", "0"], "--workers"),
+        (["--stars", "2", "--out", "x", "--rv-jitter", "-1"], "--rv-jitter"),
+        (["--stars", "2", "--out", "x", "--rv-jitter", "nan"], "--rv-jitter"),
     ],
 )
 def test_unusable_arguments(argv, message, capsys, tmp_path, monkeypatch):
@@ -70,3 +72,24 @@ def test_run_writes_files_and_resumes(tmp_path, monkeypatch, capsys):
     assert "already done" in capsys.readouterr().err
     assert main([*argv[:-4], "--seed", "5"]) == 2  # other settings in the same directory
     assert "other settings" in capsys.readouterr().err
+
+
+def test_rv_jitter_moves_each_exposure_and_truth_says_by_how_much(tmp_path, monkeypatch):
+    """--rv-jitter (binaries) was only in the Python settings. Oracle: truth.csv's own
+    RVs: equal to the coadd's without jitter, scattered by about the jitter with it."""
+    monkeypatch.setattr(
+        dataset_module, "resolve_source", lambda source, seed=0, n_stars=0: analytic_source()
+    )
+    spreads = {}
+    for jitter in (0.0, 10.0):
+        out = tmp_path / f"j{jitter:g}"
+        argv = ["--stars", "6", "--out", str(out), "--exposures", "4", "--workers", "1",
+                "--rv-jitter", f"{jitter:g}", "--quiet"]  # fmt: skip
+        assert main(argv) == 0
+        truth = pl.read_csv(out / "truth.csv")
+        rv = truth.columns[[c.startswith("rv") for c in truth.columns].index(True)]
+        coadd = truth.filter(pl.col("extname_blue") == "COADD_B").select("filename", rv)
+        exp = truth.filter(pl.col("extname_blue") != "COADD_B").join(coadd, on="filename")
+        spreads[jitter] = (exp[rv] - exp[f"{rv}_right"]).to_numpy()
+    assert (spreads[0.0] == 0).all()
+    assert 4.0 < np.std(spreads[10.0]) < 20.0  # 24 exposures about their visits' mean

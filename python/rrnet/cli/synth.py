@@ -59,6 +59,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=(1, 4),
         help="single exposures per visit, N or LOW-HIGH (default: 1-4)",
     )
+    parser.add_argument(
+        "--rv-jitter",
+        type=float,
+        default=0.0,
+        metavar="KMS",
+        help="standard deviation of each exposure's RV about its visit's, km/s (binaries; "
+        "truth.csv has each spectrum's RV; default: 0)",
+    )
     parser.add_argument("--seed", type=seed, default=0, help="master random seed (default: 0)")
     parser.add_argument(
         "--source",
@@ -89,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     if not 1 <= args.exposures[0] <= args.exposures[1]:
         lo_exp, hi_exp = args.exposures
         return usage_error(PROG, f"--exposures needs 1 <= LOW <= HIGH, got {lo_exp}-{hi_exp}")
+    if not args.rv_jitter >= 0:  # also NaN
+        return usage_error(PROG, f"--rv-jitter must be >= 0 km/s, got {args.rv_jitter:g}")
     if args.workers is not None and args.workers < 1:
         return usage_error(PROG, f"--workers must be >= 1, got {args.workers}")
     log = logging.getLogger("rrnet.synth")
@@ -108,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
             source=args.source,
             workers=args.workers,
             progress=not args.quiet,
+            rv_jitter_kms=args.rv_jitter,
         )
     except OSError as exc:
         if is_machine_fault(exc):  # disk full, read-only: rerunning the command resumes

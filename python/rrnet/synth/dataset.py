@@ -322,6 +322,7 @@ def make_dataset(
     workers: int | None = None,
     progress: bool = True,
     settings: ObservationSettings | None = None,
+    rv_jitter_kms: float = 0.0,
 ) -> DatasetPaths:
     """Simulate ``n_stars`` star-visits and write files, catalogue, labels and truth.
 
@@ -338,6 +339,10 @@ def make_dataset(
     source
         None or "library" (reference library), "emulator", a :class:`Source`, or any
         object with ``.wavelength``, ``.flux`` and ``.labels`` (vacuum rest frame).
+    rv_jitter_kms
+        Standard deviation [km/s] of each exposure's RV about the visit's (a binary's
+        orbit, say; truth.csv has each spectrum's own RV, the catalogue the visit's);
+        with ``settings`` give it there instead.
     workers
         Processes (spawned); None: all cores when there are 16+ visits to do, else 1.
         Spawned workers re-import the calling script: call from under
@@ -346,7 +351,13 @@ def make_dataset(
     (lo, hi), (e_lo, e_hi) = _check_ranges(n_stars, snr_range, exposures)
     _check_disk(Path(out_dir), n_stars, (e_lo, e_hi))
     src = resolve_source(source, seed, n_stars)
-    settings = settings or ObservationSettings(source_resolution=src.resolution)
+    if settings is not None and rv_jitter_kms:
+        raise ValueError("give rv_jitter_kms in settings when settings are given")
+    if not (np.isfinite(rv_jitter_kms) and rv_jitter_kms >= 0):
+        raise ValueError(f"the RV jitter must be >= 0 km/s, got {rv_jitter_kms:g}")
+    settings = settings or ObservationSettings(
+        source_resolution=src.resolution, rv_jitter_kms=float(rv_jitter_kms)
+    )
     out = Path(out_dir)
     data_dir, parts_dir = out / "data", out / ".parts"
     _check_folder(out)
