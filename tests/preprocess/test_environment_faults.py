@@ -114,6 +114,26 @@ def test_output_disk_fault_keeps_finished_shards(tmp_path, monkeypatch, code, dt
     assert open_store(out).manifest["status"].to_list() == ["ok"] * 4
 
 
+def test_a_data_folder_gone_before_the_reading_starts_is_the_machines_fault(tmp_path):
+    """An rrnet-run shard task that started after the data folder had gone (or on a node
+    without the mount) recorded its rows missing_file: the run exited 0 with 280 of 300
+    rows missing and --resume kept them (found by a user). The folder is not data."""
+    from rrnet.utils.faults import is_machine_fault
+
+    catalog = pl.DataFrame(
+        {"filename": [REAL_FILE.name] * 2, "extname_blue": ["COADD_B"] * 2,
+         "extname_red": ["COADD_R"] * 2, "rv": [-20.0] * 2}
+    )  # fmt: skip
+    with pytest.raises(OSError) as caught:
+        list(pipeline.iter_preprocessed(catalog, tmp_path / "unmounted", workers=0))
+    assert is_machine_fault(caught.value)
+    assert "data folder is not there" in str(caught.value)
+    # a folder that is there, without the files: the rows' fault, as before
+    (tmp_path / "empty").mkdir()
+    batch = next(pipeline.iter_preprocessed(catalog, tmp_path / "empty", workers=0))
+    assert batch.manifest["status"].to_list() == ["missing_file"] * 2
+
+
 def test_a_data_folder_that_vanishes_mid_run_stops_it_not_its_rows(tmp_path, capsys):
     """Moved away (or unmounted) during a run, every later file was recorded missing_file
     with exit 0, and --resume never read them again."""

@@ -120,11 +120,21 @@ def _folder_identity(folder: Path) -> tuple[int, int] | None:
 
 def _check_folder(folder: Path, identity: tuple[int, int] | None) -> None:
     """Missing files because the data folder itself vanished or was unmounted mid-run
-    are the machine's fault, not the rows': stop (resumable) instead of recording them."""
+    are the machine's fault, not the rows': stop (resumable) instead of recording them.
+    A folder that is not there at all is one too, whenever this process looked first: a
+    cluster task started after the folder had gone (or on a node without the mount) had
+    recorded every row ``missing_file`` in a run that exited 0 and could not resume."""
     if identity is not None and _folder_identity(folder) != identity:
         raise MachineFault(
             errno.ENOENT,
             "the data folder vanished, was moved or was unmounted during the run",
+            str(folder),
+        )
+    if not folder.is_dir():
+        raise MachineFault(
+            errno.ENOENT,
+            "the data folder is not there (it vanished, was moved or unmounted before this "
+            "process started, or is not mounted on this node)",
             str(folder),
         )
 
