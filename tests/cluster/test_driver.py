@@ -485,3 +485,26 @@ def test_a_full_disk_stops_the_run_at_the_first_shard_not_every_shard() -> None:
         _collect(Failed(wrapped), Shard(4, 10, 20), outcome)
     assert _collect(Failed(ValueError("bad shard")), Shard(5, 20, 30), outcome)  # goes on
     assert outcome.failures[5] == "ValueError: bad shard"
+
+
+def test_a_failing_cluster_shutdown_does_not_hide_the_runs_own_error(monkeypatch) -> None:
+    """Resubmissions used up ended in "unexpected AssertionError: Status.running": dask's
+    shutdown asserted on the worker jobs it had lost, over the run's own one-line cause
+    (found by a user on SLURM)."""
+    import contextlib
+
+    import distributed
+
+    from rrnet.cluster import config
+
+    class LostJobs:
+        def close(self) -> None:
+            raise AssertionError("Status.running")
+
+    monkeypatch.setattr(config, "make_cluster", lambda settings: LostJobs())
+    monkeypatch.setattr(distributed, "Client", contextlib.nullcontext)
+    cause = "worker jobs keep ending; gave up after 4 resubmissions"
+    with pytest.raises(RunError, match="gave up after 4 resubmissions"), config.connect(None):
+        raise RunError(cause)
+    with pytest.raises(AssertionError), config.connect(None):  # nothing else to say: said
+        pass

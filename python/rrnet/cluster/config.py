@@ -300,9 +300,17 @@ def connect(settings: ClusterSettings) -> Iterator[Any]:
     try:
         with Client(address) as client:
             yield client
-    finally:
+    except BaseException:
         if cluster is not None:
-            cluster.close()
+            try:
+                cluster.close()
+            except Exception as exc:  # the run's own error is what to say
+                # dask's shutdown asserts on worker jobs it lost ("AssertionError:
+                # Status.running"): it had replaced "gave up after N resubmissions"
+                log.debug("the cluster's shutdown failed after the run's error: %r", exc)
+        raise
+    if cluster is not None:
+        cluster.close()
 
 
 def job_script(settings: ClusterSettings) -> str:
