@@ -58,3 +58,22 @@ def test_one_line_every_interval_with_a_fake_clock(capsys) -> None:
 
 def test_default_interval_is_short_enough_to_see_progress() -> None:
     assert Progress(1, enabled=False).interval <= 10.0
+
+
+def test_a_tick_says_the_run_is_alive_between_slow_units(capsys) -> None:
+    """rrnet-run printed a line only when a shard finished: minutes of silence per shard,
+    and none at all while its worker jobs were pending (found by a user)."""
+    clock = FakeClock()
+    bar = Progress(100, enabled=True, prefix="rrnet-x", interval=10.0, clock=clock)
+    bar.note = ", 0/4 shards, 0 workers"
+    lines = []
+    for _ in range(30):  # 30 s of polls once a second, nothing finished
+        clock.now += 1.0
+        bar.tick()
+        lines += [ln for ln in capsys.readouterr().err.splitlines() if ln]
+    assert len(lines) == 3  # at 10, 20 and 30 s
+    assert lines[0] == "rrnet-x: 0/100 spectra (0.0%), 0.0 spectra/s, ETA ?, 0/4 shards, 0 workers"
+    quiet = Progress(1, enabled=False, interval=0.0, clock=clock)
+    clock.now += 100
+    quiet.tick()  # silent when disabled
+    assert capsys.readouterr().err == ""

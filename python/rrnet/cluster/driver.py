@@ -562,12 +562,13 @@ def _execute(client: Any, keeper: Keeper, loop: _Loop) -> int:
 
     pending = iter(loop.todo)
     running: dict[Any, Shard] = {}
-    seen = 1
+    seen, alive = 1, 0
     finished = loop.shards - len(loop.todo)
 
     def fill() -> None:
-        nonlocal seen
-        seen = max(seen, keeper.alive())
+        nonlocal seen, alive
+        alive = keeper.alive()
+        seen = max(seen, alive)
         while len(running) < seen * loop.shards_per_worker:
             shard = next(pending, None)
             if shard is None:
@@ -591,11 +592,18 @@ def _execute(client: Any, keeper: Keeper, loop: _Loop) -> int:
             shard = running.pop(future)
             future.release()
             finished += 1
-            loop.progress.note = f", {finished}/{loop.shards} shards"
+            loop.progress.note = _progress_note(finished, loop.shards, alive)
             loop.progress.update(shard.rows)
         keeper.check()
         fill()
+        loop.progress.note = _progress_note(finished, loop.shards, alive)
+        loop.progress.tick()  # a line every interval even while no shard finishes
     return seen
+
+
+def _progress_note(finished: int, shards: int, workers: int) -> str:
+    waiting = " (none yet: jobs pending or starting)" if workers == 0 else ""
+    return f", {finished}/{shards} shards, {workers} worker{'s' * (workers != 1)}{waiting}"
 
 
 def _collect(future: Any, shard: Shard, outcome: _Outcome) -> bool:

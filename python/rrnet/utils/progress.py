@@ -67,6 +67,21 @@ class Progress:
             self.last = now
             print(self.line(now), file=sys.stderr, flush=True)
 
+    def tick(self) -> None:
+        """Say the run is alive when ``interval`` has passed without a line: units that
+        take minutes each (an rrnet-run shard) left a batch log silent that long."""
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            if self.note:
+                self.bar.set_postfix_str(self.note.lstrip(", "), refresh=False)
+            self.bar.refresh()  # its elapsed time moves on
+            return
+        now = self.clock()
+        if now - self.last >= self.interval:
+            self.last = now
+            print(self.line(now), file=sys.stderr, flush=True)
+
     def line(self, now: float | None = None) -> str:
         """The log line: done/total, percentage, rate and ETA."""
         now = self.clock() if now is None else now
