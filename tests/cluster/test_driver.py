@@ -381,6 +381,9 @@ def test_cli_dry_run_prints_the_slurm_job(tmp_path: Path, capsys) -> None:
     for line in ("#SBATCH -p gpu", "#SBATCH -A other", "--gres=gpu:2", "-t 02:00:00"):
         assert line in script
     assert "module load cuda" in script and "--nworkers 2" in script
+    # the jobs log at Dask's own level: they inherit the driver's quiet setting, and their
+    # logs had held nothing (found by a user); a site's own lines come after it
+    assert script.index("DASK_LOGGING__DISTRIBUTED=info") < script.index("module load cuda")
 
 
 def test_cli_dry_run_creates_no_log_folder(tmp_path: Path, capsys, monkeypatch) -> None:

@@ -174,6 +174,12 @@ def _check_types(values: dict[str, Any]) -> None:
             raise ClusterConfigError(f"cluster setting {key} = {value!r} must be {what}")
 
 
+WORKER_LOGGING = "export DASK_LOGGING__DISTRIBUTED=info"
+"""First line of every worker job: the jobs inherit the driver's environment, where
+rrnet-run (without --verbose) quiets Dask for its own terminal; the job logs in
+``log_directory`` had then held nothing, not even why a worker died."""
+
+
 def _jobqueue_cluster(settings: ClusterSettings, *, any_dashboard_port: bool = False) -> Any:
     import dask_jobqueue
 
@@ -205,7 +211,7 @@ def _jobqueue_cluster(settings: ClusterSettings, *, any_dashboard_port: bool = F
         walltime=settings.walltime,
         queue=settings.queue,
         job_extra_directives=directives,
-        job_script_prologue=list(settings.job_script_prologue),
+        job_script_prologue=[WORKER_LOGGING, *settings.job_script_prologue],
         local_directory=settings.local_directory,
         log_directory=settings.log_directory,
         # One thread per worker process: one shard at a time per process bounds memory.
