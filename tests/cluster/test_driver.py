@@ -421,8 +421,9 @@ def test_cli_dry_run_puts_the_account_where_each_scheduler_wants_it(
         ('cores = "four"', "must be a whole number"),
         ('worker_wait = "x"', "must be a number"),
         ('memory = "lots"', "is not a size like 16GiB"),
-        ('memory = "64"', "each needs at least 512 MiB"),  # 64 bytes: workers restarted for ever
-        ('memory = "0GiB"', "each needs at least 512 MiB"),
+        ('memory = "64"', "each needs at least 1 GiB"),  # 64 bytes: workers restarted for ever
+        ('memory = "0GiB"', "each needs at least 1 GiB"),
+        ('memory = "600MiB"', "each needs at least 1 GiB"),  # a demo worker needs ~540 MiB
         ('walltime = "forever"', "is not a time like 04:00:00"),
         ("[cluster.extra]\nfoo = 1", "dask-jobqueue refuses the slurm settings"),
     ],
@@ -511,3 +512,15 @@ def test_a_failing_cluster_shutdown_does_not_hide_the_runs_own_error(monkeypatch
         raise RunError(cause)
     with pytest.raises(AssertionError), config.connect(None):  # nothing else to say: said
         pass
+
+
+def test_a_shard_dask_gave_up_on_says_memory_in_one_line() -> None:
+    """At --memory 600MiB every shard failed as ~400 characters of Dask advice that did
+    not say memory (found by a user); other errors keep their type and first line."""
+    from distributed.scheduler import KilledWorker
+
+    from rrnet.cluster.driver import _failure_text
+
+    text = _failure_text(KilledWorker("rrnet-shard-000001", "tcp://10.0.0.1:4000", 3))
+    assert "memory" in text and "--memory" in text and "\n" not in text and len(text) < 200
+    assert _failure_text(ValueError("bad thing\nmore")) == "ValueError: bad thing"

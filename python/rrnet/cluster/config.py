@@ -129,7 +129,7 @@ def load_settings(path: str | os.PathLike[str] | None, **overrides: Any) -> Clus
         # "64" is 64 bytes: the workers restarted for ever, each over its budget
         raise ClusterConfigError(
             f"memory {settings.memory!r} is {size:,} bytes for {processes} worker "
-            "process(es); each needs at least 512 MiB: give a size like 16GiB"
+            "process(es); each needs at least 1 GiB: give a size like 16GiB"
         )
     if settings.kind in BATCH_KINDS and not re.fullmatch(
         r"(\d+-)?\d+(:\d+){0,2}", settings.walltime
@@ -140,8 +140,10 @@ def load_settings(path: str | os.PathLike[str] | None, **overrides: Any) -> Clus
     return settings
 
 
-MIN_PROCESS_MEMORY = 2**29
-"""Memory each worker process needs at the least: the models and one shard."""
+MIN_PROCESS_MEMORY = 2**30
+"""Memory each worker process needs at the least: Python, PyTorch, the models and one
+shard (a 2-member demo checkpoint's worker peaked at ~540 MiB on 50-row shards, and was
+restarted for ever at the 512 MiB this was, every shard failing as KilledWorker)."""
 
 
 _WHOLE = ("jobs", "processes", "cores", "gpus_per_job", "resubmits")

@@ -592,18 +592,24 @@ def _execute(client: Any, keeper: Keeper, loop: _Loop) -> int:
             shard = running.pop(future)
             future.release()
             finished += 1
-            loop.progress.note = _progress_note(finished, loop.shards, alive)
+            loop.progress.note = _progress_note(finished, loop, alive)
             loop.progress.update(shard.rows)
         keeper.check()
         fill()
-        loop.progress.note = _progress_note(finished, loop.shards, alive)
+        loop.progress.note = _progress_note(finished, loop, alive)
         loop.progress.tick()  # a line every interval even while no shard finishes
     return seen
 
 
-def _progress_note(finished: int, shards: int, workers: int) -> str:
+def _progress_note(finished: int, loop: _Loop, workers: int) -> str:
+    """Shards done (and how many of them failed: they count as done) and workers."""
+    failed = len(loop.outcome.failures)
+    failed_text = f" ({failed} failed)" if failed else ""
     waiting = " (none yet: jobs pending or starting)" if workers == 0 else ""
-    return f", {finished}/{shards} shards, {workers} worker{'s' * (workers != 1)}{waiting}"
+    return (
+        f", {finished}/{loop.shards} shards{failed_text}, "
+        f"{workers} worker{'s' * (workers != 1)}{waiting}"
+    )
 
 
 def _collect(future: Any, shard: Shard, outcome: _Outcome) -> bool:
@@ -617,8 +623,7 @@ def _collect(future: Any, shard: Shard, outcome: _Outcome) -> bool:
     except TimeoutError:
         return False
     except Exception as exc:
-        text = str(exc).strip().splitlines()
-        outcome.failures[shard.index] = f"{type(exc).__name__}: {text[0] if text else ''}".strip()
+        outcome.failures[shard.index] = _failure_text(exc)
         if is_machine_fault(exc):  # a full disk fails every shard: stop, resumable
             raise RunAborted(
                 f"shard {shard.index}: {outcome.failures[shard.index]} (a fault of the "
@@ -626,6 +631,23 @@ def _collect(future: Any, shard: Shard, outcome: _Outcome) -> bool:
             ) from exc
         log.warning("shard %d failed: %s", shard.index, outcome.failures[shard.index])
     return True
+
+
+KILLED_WORKER_TEXT = (
+    "KilledWorker: every worker that ran it died (most often memory: a worker over its "
+    "--memory is restarted; raise --memory or lower --shard-size; --verbose or the job "
+    "logs say why)"
+)
+"""A shard's failure when Dask gave up on it: its own text is ~400 characters of advice
+on Dask's logs, and did not say memory (found by a user at --memory 600MiB)."""
+
+
+def _failure_text(exc: BaseException) -> str:
+    """One line: the error's type and its first line."""
+    if type(exc).__name__ == "KilledWorker":
+        return KILLED_WORKER_TEXT
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}".strip()
 
 
 def _merge_and_report(run: _Run) -> dict[str, Any]:
