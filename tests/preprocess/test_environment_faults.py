@@ -134,6 +134,26 @@ def test_a_data_folder_gone_before_the_reading_starts_is_the_machines_fault(tmp_
     assert batch.manifest["status"].to_list() == ["missing_file"] * 2
 
 
+def test_a_missing_files_reason_names_it_however_the_folder_was_spelled(tmp_path, monkeypatch):
+    """rrnet-run (its driver hands shards the real path) and rrnet-infer (the path as
+    typed) wrote different reasons for the same missing file (found by a user)."""
+    (tmp_path / "data").mkdir()
+    monkeypatch.chdir(tmp_path)
+    catalog = pl.DataFrame(
+        {"filename": ["gone.fits.gz"], "extname_blue": ["COADD_B"], "extname_red": ["COADD_R"],
+         "rv": [-20.0]}
+    )  # fmt: skip
+    reasons = {
+        spelling: next(pipeline.iter_preprocessed(catalog, spelling, workers=0)).manifest["reason"][
+            0
+        ]
+        for spelling in ("data", "./data/../data", str(tmp_path / "data"))
+    }
+    assert set(reasons.values()) == {
+        f"file not found: {tmp_path.resolve() / 'data' / 'gone.fits.gz'}"
+    }
+
+
 def test_a_data_folder_that_vanishes_mid_run_stops_it_not_its_rows(tmp_path, capsys):
     """Moved away (or unmounted) during a run, every later file was recorded missing_file
     with exit 0, and --resume never read them again."""

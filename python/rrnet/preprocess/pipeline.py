@@ -224,7 +224,8 @@ def iter_preprocessed(
     settings = PreprocessSettings(correct_rv=correct_rv, max_iter=max_iter)
     catalog = _load_catalog(catalog, rv_column, correct_rv, rv_mode)
     rv_errors = _rv_errors(catalog, rv_column, correct_rv, rv_mode)
-    data_dir = Path(data_dir)
+    # as rrnet-run's driver gives its shards the folder: the same reasons name the same paths
+    data_dir = Path(os.path.realpath(data_dir))
     folder = _folder_identity(data_dir)
     workers = default_workers() if workers is None else workers
     threads, depth, group, read = read_plan(workers, reader, max_inflated)
