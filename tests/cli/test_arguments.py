@@ -354,3 +354,30 @@ def test_infer_error_floor_words_and_default():
     assert infer.parse_error_floor(["none"]) == "none"
     assert infer.parse_error_floor(["calibration"]) == "calibration"
     assert infer.parse_error_floor(["teff=40", "fe_h=0.03"]) == {"teff": 40.0, "fe_h": 0.03}
+
+
+def test_an_output_on_a_read_only_file_system_says_so(tmp_path, monkeypatch) -> None:
+    """A read-only mount was called "not writable by this user", which sent root looking
+    at permissions (found by a user)."""
+    import os
+    from pathlib import Path
+
+    from rrnet.cli._args import output_problem
+
+    real_statvfs, real_access = os.statvfs, os.access
+    mounted = tmp_path / "ro"
+    mounted.mkdir()
+
+    class ReadOnly:
+        def __init__(self, real) -> None:
+            self.f_flag = real.f_flag | os.ST_RDONLY
+
+    monkeypatch.setattr(os, "statvfs", lambda p: ReadOnly(real_statvfs(p)))
+    monkeypatch.setattr(
+        os, "access", lambda p, mode, **kw: Path(p) != mounted and real_access(p, mode, **kw)
+    )
+    assert output_problem(mounted / "cat.parquet") == (
+        f"--out {mounted / 'cat.parquet'}: the folder {mounted} is on a read-only file system"
+    )
+    monkeypatch.setattr(os, "statvfs", real_statvfs)  # writable mount, no permission
+    assert output_problem(mounted / "cat.parquet").endswith("is not writable by this user")

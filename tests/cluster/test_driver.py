@@ -364,6 +364,10 @@ def test_cli_errors_are_one_line(world: dict, tmp_path: Path, capsys) -> None:
     bad.write_text("[cluster]\nqueues = 'x'\n")
     assert "unknown cluster" in _cli_error(capsys, *base, *models, "--cluster", "condor")
     assert "queues" in _cli_error(capsys, *base, *models, "--config", str(bad))
+    bad.write_text("[clustre]\nkind = 'slurm'\n")  # a misspelt table is not a setting
+    assert "has no [cluster] table (has [clustre])" in _cli_error(
+        capsys, *base, *models, "--config", str(bad)
+    )
     assert "directory" in _cli_error(capsys, base[0], "--data-dir", str(tmp_path / "no"),
                                      *base[3:], *models)  # fmt: skip
 

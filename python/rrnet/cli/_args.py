@@ -124,13 +124,23 @@ def output_problem(out: str | os.PathLike[str], what: str = "--out") -> str | No
         return f"{what} is empty: name the output"
     path = Path(out)
     if path.exists() and not os.access(path, os.W_OK, effective_ids=_EFFECTIVE):
-        return f"{what} {path} is not writable by this user"
+        return f"{what} {path} {_why_not_writable(path)}"
     parent = next((p for p in path.absolute().parents if p.exists()), None)
     if parent is not None and not parent.is_dir():
         return f"{parent} is a file, not a folder: choose another output"
     if parent is not None and not os.access(parent, os.W_OK | os.X_OK, effective_ids=_EFFECTIVE):
-        return f"{what} {path}: the folder {parent} is not writable by this user"
+        return f"{what} {path}: the folder {parent} {_why_not_writable(parent)}"
     return None
+
+
+def _why_not_writable(path: Path) -> str:
+    """A read-only file system is no one's permission: saying "this user" sent root
+    looking at modes."""
+    try:
+        read_only = bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        read_only = False
+    return "is on a read-only file system" if read_only else "is not writable by this user"
 
 
 def file_output_problem(out: str | os.PathLike[str], what: str = "--out") -> str | None:

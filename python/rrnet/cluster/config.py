@@ -88,6 +88,10 @@ def load_settings(path: str | os.PathLike[str] | None, **overrides: Any) -> Clus
             raise ClusterConfigError(f"cluster config {path} is not a TOML text file") from exc
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ClusterConfigError(f"cannot read cluster config {path}: {exc}") from exc
+        tables = [k for k, v in data.items() if isinstance(v, dict)]
+        if "cluster" not in data and tables:  # [clustre]: not a setting named "clustre"
+            names = ", ".join(f"[{t}]" for t in tables)
+            raise ClusterConfigError(f"cluster config {path} has no [cluster] table (has {names})")
         section = data.get("cluster", data)
         if not isinstance(section, dict):
             raise ClusterConfigError(f"cluster config {path}: [cluster] must be a table")
