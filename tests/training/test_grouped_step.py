@@ -98,3 +98,23 @@ def test_noise_is_each_members_own_stream_whatever_the_thread_count() -> None:
         torch.testing.assert_close(losses, loss_want, atol=1e-6, rtol=1e-6)
         for k, g in grads_want.items():
             torch.testing.assert_close(stack.params[k].grad, g, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_fused_adam_steps_each_member_by_its_own_gradient(threads: int) -> None:
+    """With one thread the heads' gradients were handed to the optimiser non-contiguous,
+    and fused Adam (which reads the storage as laid out like the parameter) stepped member
+    1's mu with member 0's sigma gradient: trained weights depended on the thread count
+    (found by a user). Oracle: Adam's first step, -lr * g / (|g| + eps), per element."""
+    torch.manual_seed(0)
+    x, y = torch.randn(2, 16, CONFIG.n_pixels), torch.randn(2, 16, 3)
+    stack = MemberStack(CONFIG, [1, 2], formulation="grouped")
+    before = {k: v.detach().clone() for k, v in stack.params.items()}
+    torch.manual_seed(1)
+    grouped_step(CONFIG, stack.params, x, y, threads=threads)
+    lr = 5e-4
+    torch.optim.Adam(list(stack.params.values()), lr=lr, fused=True).step()
+    for k, v in stack.params.items():
+        g = v.grad.double()
+        exact = before[k].double() - lr * g / (g.abs() + 1e-8)
+        torch.testing.assert_close(v.detach().double(), exact, atol=1e-7, rtol=0, msg=k)

@@ -69,8 +69,12 @@ def _part_step(
         grads = torch.autograd.grad(losses.sum(), [part[k] for k in names])
         whole = hi - lo == x.shape[0]
         for k, g in zip(names, grads, strict=True):
-            if whole:
-                params[k].grad = g
+            if whole:  # laid out as its parameter: fused Adam reads the storage so
+                # (the heads' gradients came non-contiguous, and with one thread member 1
+                # was stepped with member 0's sigma gradient)
+                params[k].grad = (
+                    g if g.stride() == params[k].stride() else torch.empty_like(params[k]).copy_(g)
+                )
             else:
                 params[k].grad[lo:hi].copy_(g)  # type: ignore[index]
     return losses.detach()
