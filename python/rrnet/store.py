@@ -131,6 +131,12 @@ class Store:
                 digest.update(block)
         return digest.hexdigest()[:16]
 
+    @cached_property
+    def spectra_digest(self) -> str | None:
+        """:func:`spectra_digest` of the manifest: which spectra the store holds, whatever
+        its shards, row order or the route that made it."""
+        return spectra_digest(self.manifest)
+
     @property
     def shard_size(self) -> int:
         return int(self.info["shard_size"])
@@ -262,3 +268,30 @@ class Store:
 def open_store(path: str | os.PathLike[str]) -> Store:
     """Open a complete store written by :func:`rrnet.preprocess.pipeline.preprocess_catalog`."""
     return Store(path)
+
+
+SPECTRUM_KEYS = ("filename", "extname_blue", "extname_red")
+"""The columns that name a spectrum, in a store's manifest as in a catalogue."""
+
+
+def spectra_digest(table: pl.DataFrame) -> str | None:
+    """SHA-256 (16 hex digits) of the set of spectra ``table`` names (its
+    :data:`SPECTRUM_KEYS`, sorted); None without those columns. The manifest's own digest
+    changes with the shard size and the layout, and a catalogue read on the fly has no
+    manifest: the same spectra were called another data set (quality bit
+    SYNTHETIC_DOMAIN on every row of a synthetic checkpoint's own spectra)."""
+    if not set(SPECTRUM_KEYS) <= set(table.columns):
+        return None
+    keys = (
+        table.select(
+            pl.concat_str(
+                [pl.col(c).cast(pl.Utf8).fill_null("") for c in SPECTRUM_KEYS], separator="\t"
+            )
+        )
+        .to_series()
+        .sort()
+    )
+    digest = hashlib.sha256()
+    for start in range(0, keys.len(), 1 << 16):
+        digest.update(("\n".join(keys.slice(start, 1 << 16).to_list()) + "\n").encode())
+    return digest.hexdigest()[:16]

@@ -731,6 +731,43 @@ def test_the_own_training_store_is_known_by_its_manifest_wherever_it_is(
     assert ((ok["quality_bits"] & int(QualityBit.SYNTHETIC_DOMAIN)) != 0).all()
 
 
+def test_the_own_training_spectra_are_known_whatever_the_store_layout_or_route(
+    world: dict, tmp_path: Path
+) -> None:
+    """A synthetic checkpoint's own spectra, preprocessed again with another shard size
+    or read on the fly (--catalog), got SYNTHETIC_DOMAIN on every row: the store was
+    known by its manifest file's bytes (found by a reproducibility audit)."""
+    from rrnet.preprocess.pipeline import preprocess_catalog
+    from rrnet.store import open_store, spectra_digest
+
+    own = open_store(world["store"])
+    domain = {"labels": "synthetic", "source": "rrnet-synth", "store": "elsewhere",
+              "store_manifest_digest": own.manifest_digest,
+              "store_spectra_digest": own.spectra_digest}  # fmt: skip
+    ckpt = make_checkpoint(
+        tmp_path / "syn", SP_LABELS, members=2, seed=3, preprocessing=world["fp"],
+        training={"domain": domain},
+    )  # fmt: skip
+    catalog = input_catalogue()
+    reshard = preprocess_catalog(
+        catalog.reverse(), REAL_FILE.parent, tmp_path / "s7", workers=0, shard_size=7,
+        progress=False, rv_mode="catalog",
+    )  # fmt: skip
+    assert reshard.manifest_digest != own.manifest_digest  # another layout and order
+    bit = int(QualityBit.SYNTHETIC_DOMAIN)
+    for kwargs in (
+        {"store": reshard.path},
+        {"catalog": catalog, "data_dir": REAL_FILE.parent, "preprocess": {"rv_mode": "catalog"}},
+    ):
+        table = infer(ckpt, device="cpu", workers=0, **kwargs)
+        assert ((table["quality_bits"] & bit) == 0).all(), kwargs
+    fewer = infer(ckpt, device="cpu", workers=0, catalog=catalog.head(4), data_dir=REAL_FILE.parent,
+                  preprocess={"rv_mode": "catalog"})  # fmt: skip
+    ok = fewer.filter(pl.col("status") == "ok")
+    assert ok.height > 0 and ((ok["quality_bits"] & bit) != 0).all()  # not its spectra
+    assert spectra_digest(catalog.head(4)) != own.spectra_digest
+
+
 @pytest.mark.parametrize(
     ("name", "fmt"), [("cat.txt", None), ("results", "fits"), ("cat.dat", "votable")]
 )

@@ -124,6 +124,8 @@ def test_cli_trains_from_a_store_with_the_row_rules(store_and_labels, small_netw
     # the training store by its absolute path and its manifest's digest (its identity)
     assert training["domain"]["store"] == str((root / "store").resolve())
     assert training["domain"]["store_manifest_digest"] == open_store(root / "store").manifest_digest
+    # and which spectra it holds, whatever its layout (rrnet.store.spectra_digest)
+    assert training["domain"]["store_spectra_digest"] == open_store(root / "store").spectra_digest
     pred = pl.read_parquet(out / "test_predictions.parquet")
     test_rows = split.filter(pl.col("split") == "test").get_column("row").to_list()
     assert sorted(pred.get_column("row").to_list()) == sorted(test_rows)

@@ -12,6 +12,7 @@ the next chunk is preprocessed while the model predicts this one).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -66,6 +67,7 @@ from rrnet.models import xfe_skill
 from rrnet.models.calibration import calibration_snr
 from rrnet.preprocess.pipeline import warn_missing_rv_column
 from rrnet.preprocess.rv_policy import DEFAULT_RV_MODE
+from rrnet.store import spectra_digest
 from rrnet.utils.atomic import changed_keys, read_json, write_json
 from rrnet.utils.background import ahead
 from rrnet.utils.cores import usable_cores
@@ -724,6 +726,11 @@ def _plan(options: InferOptions, source: _StoreInput | _CatalogInput) -> _Plan:
             manifest_digest=(
                 source.store.manifest_digest if isinstance(source, _StoreInput) else None
             ),
+            spectra=lambda: (
+                source.store.spectra_digest
+                if isinstance(source, _StoreInput)
+                else spectra_digest(source.table)
+            ),
         ),
     )
 
@@ -757,20 +764,30 @@ def warn_checkpoint_caveats(checkpoints: list[Any]) -> None:
 
 
 def synthetic_domain(
-    kind: str, name: str, checkpoints: list[Any], *, manifest_digest: str | None = None
+    kind: str,
+    name: str,
+    checkpoints: list[Any],
+    *,
+    manifest_digest: str | None = None,
+    spectra: Callable[[], str | None] | None = None,
 ) -> bool:
     """True (and a warning) when a checkpoint trained on synthesised spectra is applied
-    to anything but its own training store (input ``kind`` "store" or "catalog", named
-    ``name``; docs/catalogue.md, quality bit SYNTHETIC_DOMAIN). The store is recognised
-    by its manifest's digest wherever it lies (checkpoints older than that record: by
-    its path)."""
+    to anything but its own training spectra (input ``kind`` "store" or "catalog", named
+    ``name``; docs/catalogue.md, quality bit SYNTHETIC_DOMAIN). They are recognised by
+    the input's ``spectra`` digest (:func:`rrnet.store.spectra_digest`, computed only
+    when asked), whatever the store's layout or the route; checkpoints older than that
+    record by their store's manifest digest, older still by its path."""
     foreign = False
+    spectra_digest = functools.cache(spectra or (lambda: None))
     for checkpoint in checkpoints:
         domain = (checkpoint.config.get("training") or {}).get("domain") or {}
         if domain.get("labels") != "synthetic":
             continue
         own, own_digest = domain.get("store"), domain.get("store_manifest_digest")
-        if own_digest is not None:
+        own_spectra = domain.get("store_spectra_digest")
+        if own_spectra is not None:
+            same = spectra_digest() == own_spectra
+        elif own_digest is not None:
             same = kind == "store" and manifest_digest == own_digest
         else:
             same = kind == "store" and own is not None and _same_path(name, own)

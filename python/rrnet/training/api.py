@@ -310,6 +310,7 @@ def _domain(store: Any, labels_path: str | None, selected: Any) -> dict[str, Any
         "source": "rrnet-synth" if synthetic else labels_path,
         "store": str(Path(store.path).resolve()),
         "store_manifest_digest": store.manifest_digest,
+        "store_spectra_digest": store.spectra_digest,
         "snr_range": [float(np.min(snr)), float(np.max(snr))] if snr.size else None,
         "label_ranges": "see training.label_ranges (training split)",
     }
