@@ -169,6 +169,9 @@ def test_resume_after_a_kill_equals_the_uninterrupted_run(tmp_path: Path) -> Non
         state = torch.load(out / "train_state.pt", weights_only=True)  # safe loader
         assert state["epoch"] == stop
         resumed = _small_run(out, resume=True)
+        # the wall time counts the killed part too (it held the resumed part's alone)
+        wall = json.loads((out / "config.json").read_text())["training"]["wall_time_s"]
+        assert 0 < state["elapsed_s"] < wall
         timing = ("train_time_s", "epoch_time_s", "spectra_per_s")
         strip = [{k: v for k, v in r.items() if k not in timing} for r in full.history]
         assert [{k: v for k, v in r.items() if k not in timing} for r in resumed.history] == strip

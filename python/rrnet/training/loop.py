@@ -352,6 +352,8 @@ class _Run:
     done: int = 0
     training_info: dict[str, Any] = field(default_factory=dict)
     t_start: float = 0.0
+    elapsed_before: float = 0.0
+    """Seconds the run had trained before this process resumed it (0: a fresh run)."""
 
     @property
     def members(self) -> int:
@@ -491,6 +493,7 @@ def _restore(run: _Run, state: dict[str, Any]) -> None:
     run.best_params = {k: v.to(run.device) for k, v in state["best_params"].items()}
     run.best_loss, run.best_epoch = state["best_loss"], state["best_epoch"]
     run.history, run.done = list(state["history"]), int(state["epoch"])
+    run.elapsed_before = float(state.get("elapsed_s", 0.0))  # states before 2026-12-05: 0
     run.log(f"resuming after epoch {run.done} of {run.settings.epochs}")
 
 
@@ -664,6 +667,7 @@ def _save_epoch(run: _Run, epoch: int) -> None:
             "optimizer": run.optimizer.state_dict(),
             "scheduler": run.scheduler.state_dict(),
             "history": run.history,
+            "elapsed_s": run.elapsed_before + time.perf_counter() - run.t_start,
             "normalization": _norm_tensors(run.norm),
             "ood": run.ood,
         },
@@ -684,7 +688,8 @@ def _finish(
     test_mean = mean.numpy() * run.norm.label_std + run.norm.label_mean
     test_std = np.sqrt(total.numpy()) * run.norm.label_std
     run.training_info["status"] = "complete"
-    run.training_info["wall_time_s"] = time.perf_counter() - run.t_start
+    # over every process of a resumed run (it had held only the last one's seconds)
+    run.training_info["wall_time_s"] = run.elapsed_before + time.perf_counter() - run.t_start
     if run.out_dir is not None:
         _write_best(run)
         _write_test_predictions(
