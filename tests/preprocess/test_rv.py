@@ -245,9 +245,10 @@ def test_the_combined_value_needs_both_arms_to_agree():
     code = {name: c for c, name in rv.RV_STATUS.items()}
     ok, no_peak, edge, masked = code["OK"], code["NO_PEAK"], code["WINDOW_EDGE"], code["MASKED"]
     rows = [  # (statuses, blue rv, red rv, arm errors) -> combined status
-        ((ok, ok, ok), 10.0, 12.0, 1.0, ok),  # 2 km/s apart: within 3 sigma + 5
-        ((ok, ok, ok), 10.0, 30.0, 1.0, code["ARMS_DISAGREE"]),  # 20 > 3 * 1.41 + 5
-        ((ok, ok, ok), 10.0, 30.0, 5.0, ok),  # 20 < 3 * 7.07 + 5
+        ((ok, ok, ok), 10.0, 12.0, 1.0, ok),  # 2 km/s apart: within 3 sigma + 10
+        ((ok, ok, ok), 10.0, 30.0, 1.0, code["ARMS_DISAGREE"]),  # 20 > 3 * 1.41 + 10
+        ((ok, ok, ok), 10.0, 30.0, 5.0, ok),  # 20 < 3 * 7.07 + 10
+        ((ok, ok, ok), 10.0, 18.0, 0.2, ok),  # 8 km/s: two arms' zero points, not a failure
         ((ok, no_peak, ok), 10.0, np.nan, 1.0, no_peak),  # the red arm found no minimum
         ((edge, ok, ok), np.nan, 10.0, 1.0, edge),
         ((masked, ok, ok), np.nan, 10.0, 1.0, ok),  # blue not fitted: red alone is the value

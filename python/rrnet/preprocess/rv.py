@@ -27,10 +27,12 @@ from rrnet.grid import BLUE_GRID, C_KMS, N_PIX, N_PIX_ARM, RED_GRID
 ARMS_DISAGREE = 5
 """Combined status set by :func:`measure_spectra` when both arms were measured and their
 velocities differ by more than ``3 hypot(err_blue, err_red) +`` :data:`ARM_FLOOR_KMS`."""
-ARM_FLOOR_KMS = 5.0
-"""What the arms' errors do not describe (the real file's arms differ by ~1.9 km/s);
-with it no clean synthesised coadd or exposure of ``benchmarks/rv_accuracy.py`` (600 +
-1,499) has its arms called discordant."""
+ARM_FLOOR_KMS = 10.0
+"""What the arms' errors do not describe: LAMOST MRS calibrates each arm's wavelengths
+on its own, and their RV zero points move from exposure to exposure by a few km/s
+(Zhang et al. 2021, ApJS 256, 14; the real file's arms differ by ~1.9 km/s). The test
+is for gross failures (a bad pixel had put one arm 36 km/s off); no clean synthesised
+coadd or exposure of ``benchmarks/rv_accuracy.py`` (600 + 1,499) fails it, nor at 5."""
 RV_STATUS: dict[int, str] = dict(_core.rv_status_codes()) | {ARMS_DISAGREE: "ARMS_DISAGREE"}
 """RV status code -> name (0 OK, 1 MASKED, 2 FLAT, 3 NO_PEAK, 4 WINDOW_EDGE, 5
 ARMS_DISAGREE)."""
