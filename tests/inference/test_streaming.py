@@ -161,6 +161,9 @@ def test_provenance(world: dict, monkeypatch: pytest.MonkeyPatch) -> None:
     import rrnet
 
     assert meta["rrnet.version"] == rrnet.__version__
+    from rrnet.utils.revision import source_commit  # the code, not only its version
+
+    assert meta.get("rrnet.commit") == source_commit()
     assert not (out.parent / "cat.parquet.parts").exists()
 
 

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import rrnet
+from rrnet.utils.revision import source_commit
 
 log = logging.getLogger(__name__)
 
@@ -104,8 +105,10 @@ def build_provenance(
     files were read and which RVs were used, which change the values.
     """
     created = created or datetime.now(UTC)
+    commit = source_commit()
     return {
         "rrnet.version": rrnet.__version__,
+        **({"rrnet.commit": commit} if commit else {}),
         "rrnet.created": created.astimezone(UTC).replace(tzinfo=None).isoformat("T", "seconds"),
         "rrnet.input": input_name,
         "rrnet.input_kind": input_kind,
@@ -122,6 +125,7 @@ def build_provenance(
 
 FITS_KEYWORDS: dict[str, str] = {
     "rrnet.version": "RRNETVER",
+    "rrnet.commit": "RRNETCOM",
     "rrnet.created": "DATE",
     "rrnet.input": "INPUT",
     "rrnet.input_kind": "INKIND",
@@ -140,6 +144,7 @@ FITS_KEYWORDS: dict[str, str] = {
 
 FITS_COMMENTS: dict[str, str] = {
     "RRNETVER": "rrnet version that wrote this catalogue",
+    "RRNETCOM": "rrnet git commit (an editable install from its repository)",
     "DATE": "UTC creation time",
     "INPUT": "input store or catalogue",
     "INKIND": "store or catalog (preprocessed on the fly)",

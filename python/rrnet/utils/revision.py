@@ -1,0 +1,38 @@
+"""Which source revision of rrnet is running, when it runs from a git checkout.
+
+The package version has stayed 0.1.0 through hundreds of commits, so a catalogue's
+``rrnet.version`` alone did not say which code wrote it. An editable install from the
+repository (``make build``, ``make demo``) knows its commit; an installed wheel does not,
+and then only the version is recorded.
+"""
+
+from __future__ import annotations
+
+import functools
+import subprocess
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent.parent
+"""The ``rrnet`` package folder this module was imported from."""
+
+
+@functools.cache
+def source_commit(package: Path = PACKAGE) -> str | None:
+    """``git rev-parse HEAD`` of the repository ``package`` sits in as ``python/rrnet``
+    (``+dirty`` when tracked files differ from it), else None: a wheel in site-packages,
+    or a virtual environment inside someone else's repository, is no rrnet checkout."""
+    root = package.parent.parent
+    if package != root / "python" / "rrnet" or not (root / "crates" / "rrnet-core").is_dir():
+        return None
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"],
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout.strip()  # fmt: skip
+        changed = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.SubprocessError):  # no git, not a repository, too slow
+        return None
+    return f"{head}+dirty" if changed else head or None

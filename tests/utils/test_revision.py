@@ -1,0 +1,34 @@
+"""The source revision recorded in catalogues (rrnet.utils.revision)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from rrnet.utils.revision import PACKAGE, source_commit
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="git not installed")
+def test_a_checkout_names_its_commit_and_a_wheel_none(tmp_path: Path) -> None:
+    """The version stayed 0.1.0 for hundreds of commits: a catalogue could not say which
+    code wrote it (found by a reproducibility audit). Oracle: git's own HEAD file."""
+    root = PACKAGE.parent.parent
+    if not (root / ".git").exists():
+        pytest.skip("rrnet is not running from a git checkout here")
+    head = (root / ".git" / "HEAD").read_text().strip()
+    if head.startswith("ref: "):
+        ref = head[5:]
+        loose = root / ".git" / ref
+        head = loose.read_text().strip() if loose.exists() else next(
+            line.split()[0] for line in (root / ".git" / "packed-refs").read_text().splitlines()
+            if line.endswith(" " + ref)
+        )  # fmt: skip
+    assert source_commit().split("+")[0] == head
+    # a package folder that is not python/rrnet of an rrnet repository: nothing recorded
+    site = tmp_path / "site-packages" / "rrnet"
+    site.mkdir(parents=True)
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    assert source_commit(site) is None
