@@ -91,11 +91,15 @@ class Checkpoint:
 
 
 def software_versions() -> dict[str, str]:
-    """Versions recorded in every checkpoint (provenance of the weights)."""
+    """Versions recorded in every checkpoint (provenance of the weights): with the git
+    commit of rrnet's source when it runs from its repository (:mod:`rrnet.utils.revision`)."""
     from rrnet import __version__
+    from rrnet.utils.revision import source_commit
 
+    commit = source_commit()
     return {
         "rrnet": __version__,
+        **({"rrnet_commit": commit} if commit else {}),
         "torch": torch.__version__,
         "numpy": np.__version__,
         "safetensors": safetensors.__version__,
