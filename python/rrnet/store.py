@@ -273,25 +273,30 @@ def open_store(path: str | os.PathLike[str]) -> Store:
 SPECTRUM_KEYS = ("filename", "extname_blue", "extname_red")
 """The columns that name a spectrum, in a store's manifest as in a catalogue."""
 
+CONTENT_KEYS = ("status", "snr_blue", "snr_red", "n_outliers", "max_outlier_run", "rv_used")
+"""Manifest columns read from each spectrum itself: with them the digest tells apart two
+data sets whose files have the same names (rrnet-synth names its files by seed and visit,
+whatever the S/N or RV jitter asked for)."""
+
 
 def spectra_digest(table: pl.DataFrame) -> str | None:
-    """SHA-256 (16 hex digits) of the set of spectra ``table`` names (its
-    :data:`SPECTRUM_KEYS`, sorted); None without those columns. The manifest's own digest
-    changes with the shard size and the layout, and a catalogue read on the fly has no
-    manifest: the same spectra were called another data set (quality bit
-    SYNTHETIC_DOMAIN on every row of a synthetic checkpoint's own spectra)."""
+    """SHA-256 (16 hex digits) of the spectra ``table`` names and what was read from each
+    (its :data:`SPECTRUM_KEYS` and :data:`CONTENT_KEYS`, rows sorted); None without the
+    names. The manifest file's own digest changes with the shard size and the layout, so
+    the same spectra preprocessed again had been called another data set (quality bit
+    SYNTHETIC_DOMAIN on every row of a synthetic checkpoint's own spectra). A catalogue
+    read on the fly has no content columns: its digest never equals a store's."""
     if not set(SPECTRUM_KEYS) <= set(table.columns):
         return None
+    names = [*SPECTRUM_KEYS, *(c for c in CONTENT_KEYS if c in table.columns)]
     keys = (
         table.select(
-            pl.concat_str(
-                [pl.col(c).cast(pl.Utf8).fill_null("") for c in SPECTRUM_KEYS], separator="\t"
-            )
+            pl.concat_str([pl.col(c).cast(pl.Utf8).fill_null("") for c in names], separator="\t")
         )
         .to_series()
         .sort()
     )
-    digest = hashlib.sha256()
+    digest = hashlib.sha256("\t".join(names).encode())
     for start in range(0, keys.len(), 1 << 16):
         digest.update(("\n".join(keys.slice(start, 1 << 16).to_list()) + "\n").encode())
     return digest.hexdigest()[:16]
