@@ -435,16 +435,25 @@ def test_cli_exits_1_when_no_row_could_be_labelled(world: dict, tmp_path: Path, 
     rrnet-preprocess exits 1; the catalogue is still written, for inspection."""
     from rrnet.cli.infer import main
 
-    (tmp_path / "empty").mkdir()
+    (tmp_path / "wrong").mkdir()
+    (tmp_path / "wrong" / "notes.txt").write_text("not the spectra")
     csv = tmp_path / "input.csv"
     input_catalogue().write_csv(csv)
     out = tmp_path / "cat.parquet"
-    args = ["--catalog", str(csv), "--data-dir", str(tmp_path / "empty"), "--model",
+    args = ["--catalog", str(csv), "--data-dir", str(tmp_path / "wrong"), "--model",
             str(world["sp"]), "--device", "cpu", "--no-progress", "--out", str(out)]  # fmt: skip
     assert main(args) == 1
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last.startswith("rrnet-infer: error: none of 9 rows could be labelled")
     assert set(pl.read_parquet(out)["status"]) == {"missing_file"}
+    # an empty folder is an unmounted file system's mount point: the machine's fault,
+    # one line, resumable, no row recorded missing
+    (tmp_path / "empty").mkdir()
+    out.unlink()
+    args[args.index(str(tmp_path / "wrong"))] = str(tmp_path / "empty")
+    assert main(args) == 1
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "data folder is empty" in last and not out.exists()
 
 
 def test_a_missing_rv_column_is_said_once_not_per_chunk(

@@ -128,9 +128,15 @@ def test_a_data_folder_gone_before_the_reading_starts_is_the_machines_fault(tmp_
         list(pipeline.iter_preprocessed(catalog, tmp_path / "unmounted", workers=0))
     assert is_machine_fault(caught.value)
     assert "data folder is not there" in str(caught.value)
-    # a folder that is there, without the files: the rows' fault, as before
-    (tmp_path / "empty").mkdir()
-    batch = next(pipeline.iter_preprocessed(catalog, tmp_path / "empty", workers=0))
+    # an empty folder is an unmounted file system's mount point (found by a user)
+    (tmp_path / "mountpoint").mkdir()
+    with pytest.raises(OSError, match="data folder is empty") as caught:
+        list(pipeline.iter_preprocessed(catalog, tmp_path / "mountpoint", workers=0))
+    assert is_machine_fault(caught.value)
+    # a folder that is there with other files, without these: the rows' fault, as before
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "med-1.fits.gz").write_bytes(b"")
+    batch = next(pipeline.iter_preprocessed(catalog, tmp_path / "other", workers=0))
     assert batch.manifest["status"].to_list() == ["missing_file"] * 2
 
 
@@ -138,6 +144,7 @@ def test_a_missing_files_reason_names_it_however_the_folder_was_spelled(tmp_path
     """rrnet-run (its driver hands shards the real path) and rrnet-infer (the path as
     typed) wrote different reasons for the same missing file (found by a user)."""
     (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "another.fits.gz").write_bytes(b"")  # an empty folder: unmounted
     monkeypatch.chdir(tmp_path)
     catalog = pl.DataFrame(
         {"filename": ["gone.fits.gz"], "extname_blue": ["COADD_B"], "extname_red": ["COADD_R"],

@@ -123,7 +123,8 @@ def _check_folder(folder: Path, identity: tuple[int, int] | None) -> None:
     are the machine's fault, not the rows': stop (resumable) instead of recording them.
     A folder that is not there at all is one too, whenever this process looked first: a
     cluster task started after the folder had gone (or on a node without the mount) had
-    recorded every row ``missing_file`` in a run that exited 0 and could not resume."""
+    recorded every row ``missing_file`` in a run that exited 0 and could not resume. So
+    is an empty one: unmounting leaves the mount point behind."""
     if identity is not None and _folder_identity(folder) != identity:
         raise MachineFault(
             errno.ENOENT,
@@ -135,6 +136,15 @@ def _check_folder(folder: Path, identity: tuple[int, int] | None) -> None:
             errno.ENOENT,
             "the data folder is not there (it vanished, was moved or unmounted before this "
             "process started, or is not mounted on this node)",
+            str(folder),
+        )
+    with os.scandir(folder) as entries:
+        empty = next(entries, None) is None
+    if empty:  # an unmounted file system leaves its empty mount point behind
+        raise MachineFault(
+            errno.ENOENT,
+            "the data folder is empty (an unmounted file system's mount point, or the wrong "
+            "folder)",
             str(folder),
         )
 
