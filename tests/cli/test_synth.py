@@ -29,6 +29,8 @@ def analytic_source() -> Source:
         (["--stars", "2", "--out", "x", "--workers", "0"], "--workers"),
         (["--stars", "2", "--out", "x", "--rv-jitter", "-1"], "--rv-jitter"),
         (["--stars", "2", "--out", "x", "--rv-jitter", "nan"], "--rv-jitter"),
+        (["--stars", "2", "--out", "x", "--rv-jitter", "inf"], "--rv-jitter"),
+        (["--stars", "2", "--out", "x", "--rv-jitter", "3e5"], "--rv-jitter"),  # had reached -c
     ],
 )
 def test_unusable_arguments(argv, message, capsys, tmp_path, monkeypatch):
@@ -91,5 +93,8 @@ def test_rv_jitter_moves_each_exposure_and_truth_says_by_how_much(tmp_path, monk
         coadd = truth.filter(pl.col("extname_blue") == "COADD_B").select("filename", rv)
         exp = truth.filter(pl.col("extname_blue") != "COADD_B").join(coadd, on="filename")
         spreads[jitter] = (exp[rv] - exp[f"{rv}_right"]).to_numpy()
+        # the coadd's own RV: its exposures' mean (it had been the visit's draw)
+        means = exp.group_by("filename").agg(pl.col(rv).mean(), pl.col(f"{rv}_right").first())
+        np.testing.assert_allclose(means[rv], means[f"{rv}_right"], atol=1e-9)
     assert (spreads[0.0] == 0).all()
-    assert 4.0 < np.std(spreads[10.0]) < 20.0  # 24 exposures about their visits' mean
+    assert 4.0 < np.std(spreads[10.0]) < 20.0  # 24 exposures about their coadd's

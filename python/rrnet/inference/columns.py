@@ -192,8 +192,8 @@ DIAGNOSTIC_COLUMNS: tuple[Column, ...] = (
         "rv_measured",
         pl.Float32(),
         "km/s",
-        "radial velocity rrnet measured from the spectrum (template fit of both arms, "
-        "--rv auto|measure); null where not measured or the fit failed",
+        "radial velocity rrnet measured from the spectrum (template fit of both arms, or "
+        "of the one usable arm; --rv auto|measure); null where not measured or it failed",
         "spect.dopplerVeloc.opt",
     ),
     Column(

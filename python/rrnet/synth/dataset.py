@@ -234,7 +234,10 @@ def simulate_visit(task: VisitTask, wavelength: np.ndarray | None = None) -> dic
         record |= {"status": "failed", "reason": f"{type(exc).__name__}: {exc}"}
         _write_json(Path(task.parts_dir) / f"visit-{task.visit:06d}.json", record)
         return record
-    spectra = [("coadd", "COADD_B", "COADD_R", visit.coadd, rv_true)]
+    # the coadd's lines sit at its exposures' mean RV (with jitter, not the visit's draw)
+    exposure_rvs = visit.exposure_rv_kms
+    coadd_rv = rv_true if len(set(exposure_rvs)) <= 1 else float(np.mean(exposure_rvs))
+    spectra = [("coadd", "COADD_B", "COADD_R", visit.coadd, coadd_rv)]
     for i, exposure in enumerate(visit.exposures):
         lmjm = info.lmjm(i)
         spectra.append(("exposure", f"B-{lmjm}", f"R-{lmjm}", exposure, visit.exposure_rv_kms[i]))
@@ -311,6 +314,11 @@ def _check_config(out_dir: Path, config: dict) -> None:
         _write_json(path, config)
 
 
+MAX_RV_JITTER_KMS = 500.0
+"""Largest exposure-to-exposure RV jitter: binaries beyond that are no MRS target, and
+spectra shifted further leave the library's coverage (3e5 km/s had reached -c)."""
+
+
 def make_dataset(
     n_stars: int,
     out_dir: str | os.PathLike[str],
@@ -353,8 +361,8 @@ def make_dataset(
     src = resolve_source(source, seed, n_stars)
     if settings is not None and rv_jitter_kms:
         raise ValueError("give rv_jitter_kms in settings when settings are given")
-    if not (np.isfinite(rv_jitter_kms) and rv_jitter_kms >= 0):
-        raise ValueError(f"the RV jitter must be >= 0 km/s, got {rv_jitter_kms:g}")
+    if not 0 <= rv_jitter_kms <= MAX_RV_JITTER_KMS:  # also NaN; 3e5 reached -c
+        raise ValueError(f"--rv-jitter must be 0-{MAX_RV_JITTER_KMS:g} km/s, got {rv_jitter_kms:g}")
     settings = settings or ObservationSettings(
         source_resolution=src.resolution, rv_jitter_kms=float(rv_jitter_kms)
     )
