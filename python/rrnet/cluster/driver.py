@@ -73,7 +73,6 @@ from rrnet.inference.streaming import (
 )
 from rrnet.io.locate import FIND_FILES, located
 from rrnet.preprocess.pipeline import warn_missing_rv_column
-from rrnet.store import spectra_digest
 from rrnet.utils.atomic import read_json, write_json
 from rrnet.utils.faults import is_machine_fault
 from rrnet.utils.lock import output_lock
@@ -299,9 +298,7 @@ def _job_factory(run: _Run, settings: ClusterSettings | None) -> Callable[[Shard
         fault_marker=os.environ.get(FAULT_ENV) or None,
         fault_raise=_index_hook(FAULT_RAISE_ENV),
         fault_after_write=_index_hook(FAULT_AFTER_WRITE_ENV),
-        synthetic_domain=synthetic_domain(
-            "catalog", run.name, run.checkpoints, spectra=lambda: spectra_digest(run.table)
-        ),
+        synthetic_domain=synthetic_domain("catalog", run.name, run.checkpoints),
         calibrate=options.calibrate,
         precision=options.precision,
         compile=options.compile,

@@ -67,7 +67,6 @@ from rrnet.models import xfe_skill
 from rrnet.models.calibration import calibration_snr
 from rrnet.preprocess.pipeline import warn_missing_rv_column
 from rrnet.preprocess.rv_policy import DEFAULT_RV_MODE
-from rrnet.store import spectra_digest
 from rrnet.utils.atomic import changed_keys, read_json, write_json
 from rrnet.utils.background import ahead
 from rrnet.utils.cores import usable_cores
@@ -726,11 +725,10 @@ def _plan(options: InferOptions, source: _StoreInput | _CatalogInput) -> _Plan:
             manifest_digest=(
                 source.store.manifest_digest if isinstance(source, _StoreInput) else None
             ),
-            spectra=lambda: (
-                source.store.spectra_digest
-                if isinstance(source, _StoreInput)
-                else spectra_digest(source.table)
-            ),
+            # a catalogue read on the fly has no content yet: never the training spectra
+            spectra=(lambda: source.store.spectra_digest)
+            if isinstance(source, _StoreInput)
+            else None,
         ),
     )
 
