@@ -356,13 +356,16 @@ def make_dataset(
         Spawned workers re-import the calling script: call from under
         ``if __name__ == "__main__":`` (the CLI does).
     """
+    if not 0 <= rv_jitter_kms <= MAX_RV_JITTER_KMS:  # also NaN; 3e5 reached -c
+        raise ValueError(
+            f"--rv-jitter (rv_jitter_kms) must be 0-{MAX_RV_JITTER_KMS:g} km/s, "
+            f"got {rv_jitter_kms:g}"
+        )
+    if settings is not None and rv_jitter_kms:
+        raise ValueError("give rv_jitter_kms in settings when settings are given")
     (lo, hi), (e_lo, e_hi) = _check_ranges(n_stars, snr_range, exposures)
     _check_disk(Path(out_dir), n_stars, (e_lo, e_hi))
     src = resolve_source(source, seed, n_stars)
-    if settings is not None and rv_jitter_kms:
-        raise ValueError("give rv_jitter_kms in settings when settings are given")
-    if not 0 <= rv_jitter_kms <= MAX_RV_JITTER_KMS:  # also NaN; 3e5 reached -c
-        raise ValueError(f"--rv-jitter must be 0-{MAX_RV_JITTER_KMS:g} km/s, got {rv_jitter_kms:g}")
     settings = settings or ObservationSettings(
         source_resolution=src.resolution, rv_jitter_kms=float(rv_jitter_kms)
     )
