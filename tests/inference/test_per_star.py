@@ -92,6 +92,27 @@ def test_variable_and_constant_stars() -> None:
     assert table["Teff[K]_err"][0] == pytest.approx(50 / math.sqrt(n))
 
 
+def test_a_small_scatter_far_from_the_catalogue_mean_is_not_lost_to_roundoff() -> None:
+    # the table sums w*x and w*x^2 per star: values 3000 K from the catalogue mean with
+    # a scatter of 1e-3 K must keep their chi2r (1/9 per pair here, by hand)
+    cat = pl.DataFrame(
+        {
+            "star_id": ["hot", "hot", "cool", "cool"],
+            "status": ["ok"] * 4,
+            "flag": [1] * 4,
+            "Teff[K]": [8000.0, 8000.003, 2000.0, 2000.0015],
+            "Teff[K]_err": [0.003] * 4,
+            "Logg": [4.0] * 4,
+            "Logg_err": [0.1] * 4,
+        }
+    )
+    table = per_star_table(cat, labels=LABELS)
+    # two values d apart with error e: chi2r = 2 (d/2)^2 / e^2
+    assert table["Teff[K]_chi2r"].to_list() == pytest.approx([0.5, 0.125], rel=1e-5)
+    assert table["Teff[K]_scatter"].to_list() == pytest.approx([0.0015, 0.00075], rel=1e-5)
+    assert table["Logg_chi2r"].to_list() == [0.0, 0.0]
+
+
 def test_lazy_input_and_unusable_star() -> None:
     cat = _catalogue(np.random.default_rng(2)).with_columns(
         pl.when(pl.col("star_id") == "s3").then(pl.lit("bad")).otherwise("status").alias("status")

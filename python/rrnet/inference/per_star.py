@@ -94,7 +94,11 @@ def per_star_table(
         usable = usable & ~repeats_exposures(usable, star_column)
     frame = frame.with_columns(usable.alias("_usable"))
     usable = pl.col("_usable")
-    aggs: list[pl.Expr] = [
+    # Per row, each label's weight and weighted value; per star, plain sums of them:
+    # Polars runs those on its fast path (the same formulas written as expressions
+    # inside the aggregation ran group by group, ~4 minutes for 2 million rows).
+    rows: list[pl.Expr] = []
+    sums: list[pl.Expr] = [
         pl.col("_order").min().alias("_order"),
         usable.sum().cast(pl.Int32).alias("n_exp"),
         pl.col("ra").first().alias("ra") if "ra" in names else pl.lit(None).alias("ra"),
@@ -103,25 +107,42 @@ def per_star_table(
     for label in labels:
         x, err = pl.col(label).cast(pl.Float64), pl.col(f"{label}_err").cast(pl.Float64)
         good = usable & x.is_finite() & err.is_finite() & (err > 0)
-        smallest = pl.when(good).then(err).min()
+        smallest = pl.when(good).then(err).min().over(star_column)
         s2 = pl.min_horizontal(float(floor.get(label, 0.0)) ** 2, SHARED_CAP * smallest**2)
         noise2 = pl.max_horizontal(err**2 - s2, (MIN_NOISE_FRACTION * err) ** 2)
         w = pl.when(good).then(1.0 / noise2).otherwise(0.0)
-        sw = w.sum()
-        mean = (w * pl.when(good).then(x).otherwise(0.0)).sum() / sw
-        n = good.sum()
-        aggs += [
-            pl.when(n > 0).then(mean).alias(label),
-            pl.when(n > 0).then((1.0 / sw + s2).sqrt()).alias(f"{label}_err"),
+        # centred on the star's own lowest value, so sum(w x^2) - sum(w x)^2 / sum(w)
+        # does not cancel away a small scatter of values far from zero (Teff)
+        xc = pl.when(good).then(x - pl.when(good).then(x).min().over(star_column)).otherwise(0.0)
+        rows += [
+            w.alias(f"_w:{label}"),
+            (w * xc).alias(f"_wx:{label}"),
+            (w * xc * xc).alias(f"_wxx:{label}"),
+            good.alias(f"_good:{label}"),
+            s2.alias(f"_s2:{label}"),
+            pl.when(good).then(x - xc).alias(f"_shift:{label}"),
+        ]
+        sums += [
+            pl.col(f"_{part}:{label}").sum().alias(f"_{part}:{label}")
+            for part in ("w", "wx", "wxx", "good")
+        ]
+        sums += [
+            pl.col(f"_{part}:{label}").max().alias(f"_{part}:{label}") for part in ("s2", "shift")
+        ]
+    grouped = frame.with_columns(rows).group_by(star_column).agg(sums)
+    stats: list[pl.Expr] = []
+    for label in labels:
+        sw, swx, swxx = (pl.col(f"_{part}:{label}") for part in ("w", "wx", "wxx"))
+        n = pl.col(f"_good:{label}")
+        resid2 = pl.max_horizontal(swxx - swx * swx / sw, 0.0)
+        stats += [
+            pl.when(n > 0).then(swx / sw + pl.col(f"_shift:{label}")).alias(label),
+            pl.when(n > 0).then((1.0 / sw + pl.col(f"_s2:{label}")).sqrt()).alias(f"{label}_err"),
             n.cast(pl.Int32).alias(f"{label}_n"),
+            pl.when(n > 1).then((resid2 / sw).sqrt()).alias(f"{label}_scatter"),
+            pl.when(n > 1).then(resid2 / (n - 1)).alias(f"{label}_chi2r"),
         ]
-        resid2 = w * (pl.when(good).then(x).otherwise(0.0) - mean) ** 2
-        aggs += [
-            pl.when(n > 1).then((resid2.sum() / sw).sqrt()).alias(f"{label}_scatter"),
-            pl.when(n > 1).then(resid2.sum() / (n - 1)).alias(f"{label}_chi2r"),
-        ]
-    grouped = frame.group_by(star_column).agg(aggs)
-    grouped = grouped.sort("_order").drop("_order")
+    grouped = grouped.with_columns(stats).sort("_order").drop("_order")
     variable = pl.lit(False)
     for label in variability_labels:
         variable = variable | (pl.col(f"{label}_chi2r").fill_null(0.0) > chi2_threshold)
