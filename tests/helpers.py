@@ -180,6 +180,17 @@ def as_vector_row(lengths: dict[str, int] | None = None) -> Callable[[np.ndarray
     return edit
 
 
+def as_wavelength_row(data: np.ndarray) -> np.ndarray:
+    """The DR9 v1.0+ layout of a table: one row of vector columns, WAVELENGTH [Angstrom,
+    float64] in place of LOGLAM (as hypergravity/laspec's MrsSpec.from_hdu reads them)."""
+    names = ["WAVELENGTH" if n == "LOGLAM" else n for n in data.dtype.names]
+    dtypes = [np.float64 if n == "LOGLAM" else data.dtype[n] for n in data.dtype.names]
+    out = np.zeros(1, dtype=[(m, t, (data.size,)) for m, t in zip(names, dtypes, strict=True)])
+    for old, new in zip(data.dtype.names, names, strict=True):
+        out[new][0] = 10.0 ** data[old].astype(np.float64) if old == "LOGLAM" else data[old]
+    return out
+
+
 def set_values(column: str, values: Callable[[np.ndarray], np.ndarray]):
     def edit(data: np.ndarray) -> np.ndarray:
         data = data.copy()

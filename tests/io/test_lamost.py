@@ -20,9 +20,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from helpers import (
+    EXPOSURES,
     REAL_FILE,
     SPECTRA,
     as_vector_row,
+    as_wavelength_row,
     drop_column,
     needs_shared,
     write_lamost_copy,
@@ -115,6 +117,23 @@ def test_one_row_vector_layout_is_read_like_the_pixel_rows(tmp_path):
     got, want = read_arm(path, "COADD_B"), read_arm(REAL_FILE, "COADD_B")
     np.testing.assert_array_equal(got.flux, want.flux)
     np.testing.assert_array_equal(got.loglam, want.loglam)
+
+
+def test_dr9_wavelength_layout_is_read_as_log10_of_its_angstroms(tmp_path):
+    # DR9 v1.0 on: WAVELENGTH [A] instead of LOGLAM; log10(10**x) = x to roundoff
+    names = ["COADD_B", f"R-{EXPOSURES[0]}"]
+    path = write_lamost_copy(tmp_path / "dr9.fits", edit=dict.fromkeys(names, as_wavelength_row))
+    for name in names:
+        got, want = read_arm(path, name), read_arm(REAL_FILE, name)
+        np.testing.assert_array_equal(got.flux, want.flux)
+        np.testing.assert_array_equal(got.mask, want.mask)
+        np.testing.assert_allclose(got.loglam, want.loglam, rtol=0, atol=1e-14)
+
+
+def test_neither_loglam_nor_wavelength_names_both(tmp_path):
+    path = write_lamost_copy(tmp_path / "none.fits", edit={"COADD_B": drop_column("LOGLAM")})
+    with pytest.raises(BadColumnsError, match=r"LOGLAM \(or WAVELENGTH\)"):
+        read_arm(path, "COADD_B")
 
 
 # --------------------------------------------------------------------------- broken files

@@ -21,6 +21,7 @@ from helpers import (
     REAL_FILE,
     SHARED,
     as_vector_row,
+    as_wavelength_row,
     drop_column,
     set_values,
     write_lamost_copy,
@@ -66,6 +67,15 @@ def _reverse_table(data: np.ndarray) -> np.ndarray:
     return data[::-1].copy()
 
 
+def _with_wavelength_too(data: np.ndarray) -> np.ndarray:
+    """LOGLAM and a WAVELENGTH column that is not its 10**x: LOGLAM must win."""
+    out = np.empty(data.size, dtype=[*data.dtype.descr, ("WAVELENGTH", ">f8")])
+    for n in data.dtype.names:
+        out[n] = data[n]
+    out["WAVELENGTH"] = 1.0
+    return out
+
+
 def test_real_file_every_hdu_gz_and_plain(tmp_path):
     plain = tmp_path / "plain.fits"
     plain.write_bytes(gzip.decompress(REAL_FILE.read_bytes()))
@@ -82,6 +92,7 @@ SUPPORTED = {
     "vector-row": {"edit": {"COADD_B": as_vector_row(), "R-83555758": as_vector_row()}},
     "loglam-float64": {"edit": {"COADD_B": set_values("LOGLAM", lambda x: x)}},
     "no-loglam": {"edit": {"COADD_B": drop_column("LOGLAM")}},
+    "loglam-and-wavelength": {"edit": {"COADD_B": _with_wavelength_too}},
     "no-flux": {"edit": {"COADD_R": drop_column("FLUX")}},
     "no-ivar": {"edit": {"B-83555758": drop_column("IVAR")}},
     "no-mask": {"edit": {"COADD_B": drop_column("ANDMASK")}},
@@ -113,6 +124,28 @@ def test_float64_loglam_column_is_read_exactly(tmp_path):
     fast = _compare(path)
     assert fast.fallback is None
     assert fast.arms["COADD_B"].loglam.dtype == np.float64
+
+
+@pytest.mark.parametrize("compress", [True, False])
+def test_dr9_wavelength_layout_agrees_without_fallback(tmp_path, compress):
+    # each reader takes log10 with its own libm (numpy may use SIMD): equal to 1 ulp
+    path = tmp_path / f"dr9.fits{'.gz' if compress else ''}"
+    edit = dict.fromkeys(
+        ["COADD_B", "COADD_R", ALL_EXTNAMES[3], ALL_EXTNAMES[-1]], as_wavelength_row
+    )
+    write_lamost_copy(path, compress=compress, edit=edit)
+    (fast,) = read_many([(path, ASKED)], reader="auto")
+    (ref,) = read_many([(path, ASKED)], reader="fitsio")
+    assert fast.fallback is None and fast.error is None
+    assert list(fast.arms) == list(ref.arms)
+    for name, want in ref.arms.items():
+        got = fast.arms[name]
+        if isinstance(want, LamostReadError):
+            assert type(got) is type(want)
+            continue
+        np.testing.assert_array_max_ulp(got.loglam, want.loglam, maxulp=1)
+        got = replace(got, loglam=want.loglam)
+        _same(replace(fast, arms={name: got}), replace(ref, arms={name: want}))
 
 
 def _damaged(tmp_path: Path) -> dict[str, Path]:

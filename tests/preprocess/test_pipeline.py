@@ -15,6 +15,7 @@ from helpers import (
     REAL_FILE,
     SPECTRA,
     as_vector_row,
+    as_wavelength_row,
     drop_column,
     needs_shared,
     set_values,
@@ -450,6 +451,24 @@ def test_rust_reader_store_equals_the_fitsio_store(data_dir, tmp_path):
             fast.read_flux(rows, kind=kind), ref.read_flux(rows, kind=kind)
         )
     assert (fast.manifest["status"] == "ok").sum() >= 10
+
+
+@pytest.mark.parametrize("reader", ["auto", "fitsio"])
+def test_a_dr9_layout_file_preprocesses_like_its_dr7_original(tmp_path, reader):
+    # WAVELENGTH [A] in one row of vectors (DR9 v1.0 on) instead of LOGLAM rows
+    every = [name for pair in SPECTRA for name in pair]
+    write_lamost_copy(tmp_path / REAL, edit=dict.fromkeys(every, as_wavelength_row))
+    cat = _real_catalog().drop("star")
+    new = next(iter_preprocessed(cat, tmp_path, workers=0, reader=reader))
+    old = next(iter_preprocessed(cat, REAL_FILE.parent, workers=0, reader=reader))
+    assert new.manifest["status"].to_list() == old.manifest["status"].to_list()
+    assert (new.manifest["status"] == "ok").all()
+    same = ["n_outliers", "max_outlier_run", "continuum_iterations_blue"]
+    same += ["continuum_iterations_red", "snr_blue", "snr_red", "snr_blue_ivar", "snr_red_ivar"]
+    same += ["rv_used", "rv_measured_status"]
+    assert new.manifest.select(same).equals(old.manifest.select(same))
+    np.testing.assert_allclose(new.manifest["rv_measured"], old.manifest["rv_measured"], atol=1e-6)
+    np.testing.assert_allclose(new.flux, old.flux, rtol=0, atol=1e-5)
 
 
 def test_bounded_inflation_is_a_row_status(data_dir):

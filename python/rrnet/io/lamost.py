@@ -3,8 +3,9 @@
 A MRS file holds a header-only primary HDU (OBSID, RA, DEC, DESIG, FILENAME, ...)
 and one binary table per arm: the coadds ``COADD_B``/``COADD_R`` and single
 exposures ``B-<id>``/``R-<id>``. Each table row is one pixel (columns FLUX, IVAR,
-LOGLAM and a mask). Some releases store a single row of vector columns instead;
-both layouts are accepted. LOGLAM (log10 of the observed wavelength in Angstrom)
+LOGLAM and a mask). Some releases store a single row of vector columns instead,
+and from DR9 v1.0 on the wavelength in Angstrom (WAVELENGTH) instead of LOGLAM;
+all these layouts are accepted. LOGLAM (log10 of the observed wavelength in Angstrom)
 is returned in the file's own pixel order: the single-exposure red tables of the
 real DR7 files are *descending*, and the kernels handle either order.
 
@@ -38,7 +39,12 @@ from rrnet.utils.faults import MachineFault, is_machine_fault
 from rrnet.utils.scratch import scratch_root
 
 REQUIRED_COLUMNS: tuple[str, ...] = ("FLUX", "IVAR", "LOGLAM")
-"""Columns every arm table must have."""
+"""Columns every arm table must have (LOGLAM or, from DR9 v1.0 on, WAVELENGTH)."""
+
+WAVELENGTH_COLUMN = "WAVELENGTH"
+"""The observed wavelength in Angstrom, which LAMOST's MRS files hold instead of LOGLAM
+from DR9 v1.0 on (one row of vector columns; B. Zhang's laspec reads both layouts).
+Read as ``log10(WAVELENGTH)``; LOGLAM wins when a table has both."""
 
 MASK_COLUMNS: tuple[str, ...] = ("ANDMASK", "PIXMASK", "ORMASK")
 """Mask columns, first present wins for :attr:`Arm.mask` (coadds: ANDMASK, exposures: PIXMASK)."""
@@ -427,10 +433,17 @@ def _read_arm(opened: _Opened, extname: str) -> Arm:
         if hdu.get_exttype() not in ("BINARY_TBL", "ASCII_TBL"):
             raise BadColumnsError(f"extension {extname!r} of {path.name} is not a table")
         colnames = [c.upper() for c in hdu.get_colnames()]
-        missing = [c for c in REQUIRED_COLUMNS if c not in colnames]
+        wavelength = "LOGLAM" not in colnames and WAVELENGTH_COLUMN in colnames
+        source = {
+            c: WAVELENGTH_COLUMN if wavelength and c == "LOGLAM" else c for c in REQUIRED_COLUMNS
+        }
+        missing = [c for c in source.values() if c not in colnames]
         if missing:
             raise BadColumnsError(
-                f"extension {extname!r} of {path.name} lacks column(s) {', '.join(missing)}"
+                f"extension {extname!r} of {path.name} lacks column(s) "
+                + ", ".join(
+                    f"{c} (or {WAVELENGTH_COLUMN})" if c == "LOGLAM" else c for c in missing
+                )
             )
         # Reading the whole (small) table is ~30x faster in fitsio than a column subset.
         data = hdu.read()
@@ -440,20 +453,23 @@ def _read_arm(opened: _Opened, extname: str) -> Arm:
             f"(truncated or corrupt): {_fitsio_message(exc)}"
         ) from exc
     names = {n.upper(): n for n in data.dtype.names}
-    for column in REQUIRED_COLUMNS:  # a damaged TFORM (E read as J): the bits as integers
+    for column in source.values():  # a damaged TFORM (E read as J): the bits as integers
         kind = data.dtype[names[column]].base.kind
         if kind != "f":
             raise BadColumnsError(
                 f"extension {extname!r} of {path.name}: column {column} holds "
                 f"{data.dtype[names[column]].base.name}, not floating point (a damaged TFORM?)"
             )
-    loglam = _column(data, names["LOGLAM"], np.float64)
+    loglam = _column(data, names[source["LOGLAM"]], np.float64)
+    if wavelength:
+        with np.errstate(divide="ignore", invalid="ignore"):  # <= 0: non-finite, its reason later
+            loglam = np.log10(loglam)
     flux = _column(data, names["FLUX"], np.float32)
     ivar = _column(data, names["IVAR"], np.float32)
     if not (loglam.size == flux.size == ivar.size):
         raise BadColumnsError(
             f"extension {extname!r} of {path.name}: column lengths differ "
-            f"(LOGLAM {loglam.size}, FLUX {flux.size}, IVAR {ivar.size})"
+            f"({source['LOGLAM']} {loglam.size}, FLUX {flux.size}, IVAR {ivar.size})"
         )
     masks = {c: _column(data, names[c], np.int32) for c in MASK_COLUMNS if c in names}
     for name, values in masks.items():

@@ -11,8 +11,11 @@ use super::header::{ascii_lossy, hdus, Hdu};
 use super::inflate::{gunzip, InflateError, GZIP_MAGIC};
 use super::Unsupported;
 
-/// Columns every arm table must have.
+/// Columns every arm table must have (LOGLAM or, from DR9 v1.0 on, WAVELENGTH).
 pub const REQUIRED: [&str; 3] = ["FLUX", "IVAR", "LOGLAM"];
+/// The observed wavelength in Angstrom, which MRS files hold instead of LOGLAM from
+/// DR9 v1.0 on; read as `log10(WAVELENGTH)`, LOGLAM winning when a table has both.
+pub const WAVELENGTH: &str = "WAVELENGTH";
 /// Mask columns; the first present of ANDMASK, PIXMASK is the arm's mask.
 pub const MASKS: [&str; 3] = ["ANDMASK", "PIXMASK", "ORMASK"];
 /// Default limit of an inflated file: 256 MiB (a LAMOST MRS file is ~2 MB).
@@ -235,10 +238,16 @@ fn read_arm(
     if table.n_rows == 0 {
         return Err(Unsupported("table has no rows".into()).into());
     }
+    let wavelength = table.column("LOGLAM")?.is_none() && table.column(WAVELENGTH)?.is_some();
+    let loglam_column = if wavelength { WAVELENGTH } else { "LOGLAM" };
     let mut missing = Vec::new();
-    for name in REQUIRED {
+    for name in REQUIRED.map(|c| if c == "LOGLAM" { loglam_column } else { c }) {
         if table.column(name)?.is_none() {
-            missing.push(name);
+            missing.push(if name == "LOGLAM" {
+                "LOGLAM (or WAVELENGTH)"
+            } else {
+                name
+            });
         }
     }
     if !missing.is_empty() {
@@ -247,12 +256,15 @@ fn read_arm(
             missing.join(", ")
         )));
     }
-    let loglam = table.f64s(column(&table, "LOGLAM")?)?;
+    let mut loglam = table.f64s(column(&table, loglam_column)?)?;
+    if wavelength {
+        loglam.iter_mut().for_each(|w| *w = w.log10());
+    }
     let flux = table.f32s(column(&table, "FLUX")?)?;
     let ivar = table.f32s(column(&table, "IVAR")?)?;
     if !(loglam.len() == flux.len() && flux.len() == ivar.len()) {
         return Err(bad_columns(format!(
-            "extension {extname:?} of {file}: column lengths differ (LOGLAM {}, FLUX {}, IVAR {})",
+            "extension {extname:?} of {file}: column lengths differ ({loglam_column} {}, FLUX {}, IVAR {})",
             loglam.len(),
             flux.len(),
             ivar.len()
