@@ -62,6 +62,22 @@ def test_real_file_official_catalogue_to_store(tmp_path, capsys):
     assert manifest["rv_source"].to_list() == ["rv_br1"] * 5
 
 
+def test_a_file_found_as_plain_fits_beside_the_catalogue_is_not_said_to_be_in_a_sub_folder(
+    tmp_path, capsys
+):
+    (tmp_path / REAL_FILE.name.removesuffix(".gz")).write_bytes(
+        gzip.decompress(REAL_FILE.read_bytes())
+    )
+    lamost = tmp_path / "mrs.parquet"
+    official_catalogue().write_parquet(lamost)
+    rr = tmp_path / "rrnet.parquet"
+    assert main(["--quiet", "from-lamost", str(lamost), "--out", str(rr)]) == 0
+    out = tmp_path / "store"
+    assert preprocess_main([str(rr), "--out", str(out), "--find-files"]) == 0
+    (line,) = [x for x in _err_lines(capsys) if "found under" in x]
+    assert "sub-folder, or with or without .gz" in line and line.split()[1] == "1"
+
+
 def test_data_dir_defaults_to_the_catalogues_folder(tmp_path, capsys):
     shutil.copy(REAL_FILE, tmp_path / REAL_FILE.name)
     lamost = tmp_path / "mrs.parquet"

@@ -27,7 +27,7 @@ from rrnet.cli._args import (
 )
 from rrnet.io.catalog import CatalogError, input_format, read_table, table_format
 from rrnet.io.lamost import DEFAULT_MAX_INFLATED
-from rrnet.io.locate import locate_files
+from rrnet.io.locate import FOUND_ELSEWHERE, locate_files
 from rrnet.preprocess.pipeline import (
     MAX_SHARD_SIZE,
     QualityCuts,
@@ -254,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
             catalog, moved = locate_files(read_table(args.catalog), args.data_dir)
             if not args.quiet and moved:
                 print(
-                    f"{PROG}: {moved} file(s) found in sub-folders of {args.data_dir}",
+                    f"{PROG}: " + FOUND_ELSEWHERE % (moved, args.data_dir),
                     file=sys.stderr,
                 )
         store = preprocess_catalog(

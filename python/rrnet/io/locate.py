@@ -125,6 +125,12 @@ def _warn_ambiguous(chosen: list[str], others: dict[str, list[str]]) -> None:
     )  # fmt: skip
 
 
+FOUND_ELSEWHERE = (
+    "%d file(s) found under %s at another path than the catalogue's "
+    "(in a sub-folder, or with or without .gz)"
+)
+"""What --find-files reports (count, data folder): not always a sub-folder."""
+
 FIND_FILES = "find_files"
 """Preprocessing-options key (``rrnet-infer --catalog``, ``rrnet-run``): locate the
 catalogue's files under the data folder before reading (:func:`locate_files`)."""
@@ -139,5 +145,5 @@ def located(
     if options.pop(FIND_FILES, False) and "filename" in table.columns:
         table, moved = locate_files(table, data_dir)
         if moved:
-            log.info("%d file(s) found in sub-folders of %s", moved, data_dir)
+            log.info(FOUND_ELSEWHERE, moved, data_dir)
     return table, options
