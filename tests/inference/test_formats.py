@@ -352,6 +352,16 @@ def test_the_header_designation_column_says_where_it_comes_from(tmp_path: Path) 
     assert b"DESIG of the file's header" in field.metadata[b"description"]
 
 
+@pytest.mark.parametrize("fmt", ["parquet", "fits", "votable", "ecsv"])
+def test_the_carried_input_rv_and_its_error_read_back_in_km_per_s(tmp_path: Path, fmt: str) -> None:
+    """rrnet reads the input's rv column in km/s; carried into the catalogue it had no unit."""
+    table = _table(4).with_columns(rv=pl.lit(-20.5), rv_err=pl.lit(1.5), other=pl.lit(3.0))
+    path = write_catalogue(table, tmp_path / f"cat.{SUFFIX[fmt]}", fmt, PROVENANCE)
+    got = astropy_table.Table.read(path)
+    assert got["rv"].unit == got["rv_err"].unit == units.km / units.s
+    assert got["other"].unit is None  # a column rrnet knows nothing about stays unitless
+
+
 def test_a_format_that_contradicts_the_suffix_is_refused_when_writing() -> None:
     """--out x.parquet --format csv wrote CSV under a Parquet name (and a --resume then
     mixed formats); a name without a catalogue suffix takes any format."""

@@ -254,6 +254,27 @@ def per_star_column(name: str) -> Column | None:
     return column_meta(name)
 
 
+CARRIED_RV_COLUMNS: dict[str, Column] = {
+    "rv": Column(
+        "rv",
+        pl.Float64(),
+        "km/s",
+        "input catalogue's radial velocity (rrnet reads the RV column in km/s); "
+        "rv_used is the one the spectrum was shifted by",
+        "spect.dopplerVeloc.opt",
+    ),
+    "rv_err": Column(
+        "rv_err",
+        pl.Float64(),
+        "km/s",
+        "input catalogue's 1-sigma error of rv",
+        "stat.error;spect.dopplerVeloc.opt",
+    ),
+}
+"""The input's ``rv``/``rv_err`` (rrnet-catalog's names, the default --rv-column), carried
+into the catalogue: rrnet requires km/s there, so their unit is known (they had none)."""
+
+
 def column_meta(name: str) -> Column | None:
     """Unit, description and UCD of an internal column name, per-star columns included.
 
@@ -273,6 +294,8 @@ def column_meta(name: str) -> Column | None:
             return Column(name, pl.Float32, "", text, "stat.fit.chi2")
         if name == f"{label}_n":
             return Column(name, pl.Int32, "", f"exposures combined for the {what}", "meta.number")
+    if name in CARRIED_RV_COLUMNS:
+        return CARRIED_RV_COLUMNS[name]
     if name == "desig":  # added from the files' headers when the input lacks it
         text = "LAMOST designation: the input catalogue's desig, else DESIG of the file's header"
         return Column(name, pl.String(), "", text, "meta.id")
