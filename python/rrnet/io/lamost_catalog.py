@@ -162,7 +162,7 @@ OUTPUT_DESCRIPTIONS: dict[str, str] = {
     "planid": "observing plan",
     "spid": "spectrograph",
     "fiberid": "fibre",
-    "lmjm": "exposure's local modified Julian minute",
+    "lmjm": "exposure's local modified Julian minute (a coadd: the catalogue's value as given)",
     "coadd": "true for a coadd, false for one exposure",
     "snr_b": "the catalogue's S/N of the blue row (null: scan)",
     "snr_r": "the catalogue's S/N of the red row (null: scan)",
