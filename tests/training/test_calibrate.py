@@ -364,6 +364,14 @@ def test_training_step_stores_xfe_skill_and_inference_warns_of_low_skill(
     with caplog.at_level(logging.WARNING):
         warn_checkpoint_caveats([loaded])
     assert any("'power' form" in r.getMessage() for r in caplog.records)
+    assert not any("no error calibration" in r.getMessage() for r in caplog.records)
+    # a trained checkpoint without calibration.json (stopped before it) is named too
+    (out / CALIBRATION_FILE).unlink()
+    (loaded,) = load_checkpoints([out], device="cpu")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        warn_checkpoint_caveats([loaded])
+    assert any("no error calibration" in r.getMessage() for r in caplog.records)
 
 
 def test_default_errors_keep_their_ranking_within_an_snr_bin():

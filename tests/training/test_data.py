@@ -148,6 +148,35 @@ def test_cli_trains_from_a_store_with_the_row_rules(store_and_labels, small_netw
     assert config["training"]["variant"] == "c-r"
 
 
+def test_a_run_stopped_while_calibrating_is_finished_by_resume(
+    store_and_labels, small_networks, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """Killed after its last epoch, in the calibration: --resume had said 'already
+    complete; nothing to do', leaving a checkpoint without calibration for good."""
+    from rrnet.training import api
+
+    root, _ = store_and_labels
+    base = ["--store", str(root / "store"), "--labels", str(root / "labels.csv"), *ARGS]
+    assert main([*base, "--out", str(tmp_path / "clean")]) == 0
+    real = api.calibrate_checkpoint
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(api, "calibrate_checkpoint", killed)
+    stopped = tmp_path / "stopped"
+    assert main([*base, "--out", str(stopped)]) == 130
+    assert not (stopped / "calibration.json").exists()
+    monkeypatch.setattr(api, "calibrate_checkpoint", real)
+    assert main([*base, "--out", str(stopped), "--resume"]) == 0
+    clean = json.loads((tmp_path / "clean" / "calibration.json").read_text())
+    assert json.loads((stopped / "calibration.json").read_text()) == clean
+    assert not (stopped / "train_state.pt").exists()  # gone once everything is written
+    capsys.readouterr()
+    assert main([*base, "--out", str(stopped), "--resume"]) == 0
+    assert "nothing to do" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [

@@ -750,7 +750,8 @@ def reading_provenance(
 def warn_checkpoint_caveats(checkpoints: list[Any]) -> None:
     """Warn (rrnet-infer and rrnet-run), once at the start, of abundances whose [X/Fe]
     the checkpoint measured as mostly [Fe/H] and a trend on its validation split
-    (docs/catalogue.md), and of an error calibration the default no longer fits."""
+    (docs/catalogue.md), of an error calibration the default no longer fits, and of a
+    trained checkpoint without one (a run stopped before calibrating)."""
     from rrnet.models.calibration import superseded_default
 
     for checkpoint in checkpoints:
@@ -759,6 +760,14 @@ def warn_checkpoint_caveats(checkpoints: list[Any]) -> None:
             log.warning("checkpoint %s, validation split: %s", checkpoint.path, words)
         if checkpoint.calibration and (why := superseded_default(checkpoint.path)):
             log.warning("checkpoint %s: %s", checkpoint.path, why)
+        trained = (checkpoint.config.get("training") or {}).get("status") == "complete"
+        if trained and not checkpoint.calibration:  # rrnet-trained; imported ones have none
+            log.warning(
+                "checkpoint %s has no error calibration (calibration.json): its errors are "
+                "the raw eq. 3 ones; a training run stopped after its last epoch is "
+                "finished by rrnet-train --resume",
+                checkpoint.path,
+            )
 
 
 def synthetic_domain(

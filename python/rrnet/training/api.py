@@ -149,7 +149,7 @@ def train_ensemble(
         settings=settings,
         out=out,
         resume=opts.resume,
-        keep_state=opts.keep_state,
+        keep_state=True,  # until calibrated and OOD-fitted: a run stopped there resumes
         progress=opts.progress,
         extra_training=_extra_training(
             opts, store, labels_path, selected, seed, fingerprint, split_source
@@ -174,6 +174,8 @@ def train_ensemble(
             log=log,
         )
         fit_ood_checkpoint(out, flux, split.train, split.valid, *snr_arms, log=log)
+        if not opts.keep_state:
+            (out / files.STATE_FILE).unlink(missing_ok=True)
     return out
 
 
