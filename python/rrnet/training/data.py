@@ -135,10 +135,12 @@ def select_rows(
     label_cols = [f"__label__{n}" for n in names]
     values = joined.select(label_cols).to_numpy().astype(np.float64)
     with np.errstate(invalid="ignore"):  # -9999 (also after arithmetic): not measured
-        counts["missing_sentinels"] = int(np.sum(values <= MISSING_AT_OR_BELOW))
+        sentinel = values <= MISSING_AT_OR_BELOW
     values[missing_labels(values)] = np.nan
     has_any = ~np.all(np.isnan(values), axis=1)
     counts["all_labels_missing"] = int((~has_any).sum())
+    # in the rows used, as the message says (rows with no label at all are not used)
+    counts["missing_sentinels"] = int(sentinel[has_any].sum())
     joined = joined.filter(pl.Series(has_any))
     values = values[has_any]
     if star_column not in joined.columns:
