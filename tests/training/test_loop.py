@@ -197,6 +197,25 @@ def test_resume_after_a_kill_equals_the_uninterrupted_run(tmp_path: Path) -> Non
     assert (tmp_path / "full" / "config.json").read_bytes() == before
 
 
+def test_the_checkpoint_names_the_label_values_it_was_trained_on(tmp_path: Path) -> None:
+    """config.json had the labels table's path only; its values are now digested."""
+    import hashlib
+
+    flux, labels = toy_spectra(160, n_pixels=N_PIX, n_lines=25, seed=2)
+    settings = TrainSettings(members=1, epochs=1, batch_size=32, seed=11)
+    digests = []
+    for k, values in enumerate((labels, np.where(np.arange(160)[:, None] == 7, 0.5, labels))):
+        train_arrays(
+            flux, values, split_by_star(np.arange(160), seed=3), label_names=TOY_LABELS,
+            model_config=CONFIG, settings=settings, out=tmp_path / str(k), progress=False,
+        )  # fmt: skip
+        config = json.loads((tmp_path / str(k) / "config.json").read_text())
+        digests.append(config["training"]["label_values_digest"])
+        want = hashlib.sha256(np.ascontiguousarray(values, dtype=np.float64).tobytes())
+        assert digests[-1] == want.hexdigest()[:16]
+    assert digests[0] != digests[1]
+
+
 def test_refuses_to_overwrite_and_to_resume_with_other_settings(tmp_path: Path) -> None:
     _small_run(tmp_path / "a", stop_after_epoch=1)
     with pytest.raises(FileExistsError):

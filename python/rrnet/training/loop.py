@@ -744,6 +744,8 @@ def _training_dict(run: _Run, epoch: int) -> dict[str, Any]:
             "test": int(split.test.size),
         },
         "split_digest": split_digest(split),
+        # which label values trained it (the table's path alone does not say)
+        "label_values_digest": labels_digest(run.labels),
         **(dict(extra) if extra else {}),
     }
 
