@@ -253,3 +253,23 @@ def test_isochrones_that_are_no_mist_table_are_refused_before_any_work(
             assert not (tmp_path / "r").exists() and not (tmp_path / "o").exists()
     assert main(["overview", str(root / "cat.parquet"), "--out", str(tmp_path / "o"),
                  "--isochrones", str(ISOCHRONES)]) == 0  # fmt: skip
+
+
+def test_one_spectrum_gives_a_report_with_no_spread(tmp_path: Path) -> None:
+    """One spectrum crashed the residual histogram ("Too many bins for data range") and,
+    with --no-figures, reported scatter 0 and z std 0: one value has no spread."""
+    catalog, labels = toy_tables(3, seed=1)
+    one = catalog.filter(pl.col("snr_blue") >= 10).head(1)
+    write_table(one, tmp_path / "cat.parquet")
+    write_table(labels, tmp_path / "labels.csv")
+    args = ["--catalog", str(tmp_path / "cat.parquet"), "--labels", str(tmp_path / "labels.csv")]
+    args += ["--all-rows", "--isochrones", str(ISOCHRONES), "--out", str(tmp_path / "r")]
+    assert main(args) == 0
+    doc = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    star = int(one["star_id"][0])
+    for row in (r for r in doc["metrics"] if r["n"] == 1):
+        resid = one[row["label"]][0] - labels[row["label"]][star]
+        assert row["bias"] == pytest.approx(resid) and row["mae"] == pytest.approx(abs(resid))
+        assert row["scatter"] is None and row["robust_scatter"] is None
+        assert row["z_std"] is None
+    assert "Only 1 spectrum has reference labels" in (tmp_path / "r" / "index.html").read_text()

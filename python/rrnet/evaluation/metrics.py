@@ -46,7 +46,8 @@ class LabelMetrics:
     ``robust_scatter`` 1.4826 x their median absolute deviation from the median,
     ``sigma_mean`` the mean predicted 1-sigma error, ``coverage_1sigma`` and
     ``coverage_2sigma`` the fraction of entries with ``|z| <= 1`` and ``<= 2``
-    (0.683 and 0.954 for calibrated Gaussian errors).
+    (0.683 and 0.954 for calibrated Gaussian errors). The spreads (``scatter``,
+    ``robust_scatter``, ``z_std``) are NaN below two values.
     """
 
     n: int
@@ -69,8 +70,12 @@ def _mean(x: np.ndarray) -> float:
     return float(np.mean(x)) if x.size else math.nan
 
 
+MIN_SPREAD_N: int = 2
+"""A spread (scatter, z std) needs two values: one value has no spread, not a spread 0."""
+
+
 def _std(x: np.ndarray) -> float:
-    return float(np.std(x)) if x.size else math.nan
+    return float(np.std(x)) if x.size >= MIN_SPREAD_N else math.nan
 
 
 def label_metrics(
@@ -88,7 +93,11 @@ def label_metrics(
     good_err = np.isfinite(e) & (e > 0)
     z = resid[good_err] / e[good_err]
     med = np.median(resid) if resid.size else math.nan
-    robust = MAD_TO_SIGMA * float(np.median(np.abs(resid - med))) if resid.size else math.nan
+    robust = (
+        MAD_TO_SIGMA * float(np.median(np.abs(resid - med)))
+        if resid.size >= MIN_SPREAD_N
+        else math.nan
+    )
     return LabelMetrics(
         n=int(resid.size),
         mae=_mean(np.abs(resid)),

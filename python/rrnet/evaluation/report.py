@@ -269,7 +269,8 @@ def worries(report: Report) -> list[str]:
     counts = report.counts
     n = counts.get("with_labels", 0)
     if 0 < n < 100:
-        out.append(f"Only {n} spectra have reference labels: the statistics are rough.")
+        spectra = "1 spectrum has" if n == 1 else f"{n} spectra have"
+        out.append(f"Only {spectra} reference labels: the statistics are rough.")
     total, ok, flag = (
         counts.get("catalog_rows", 0),
         counts.get("status_ok", 0),

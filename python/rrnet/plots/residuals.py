@@ -12,6 +12,21 @@ from rrnet.labels import TRUE_SUFFIX
 from rrnet.plots.style import axis_label, display_name, new_figure, save_figure, unit
 
 
+def _hist_range(values: np.ndarray) -> tuple[float, float]:
+    """The 0.5-99.5 percentiles plus 5 % each side; a window around the value when all
+    values are equal (one spectrum gave a 1e-12-wide range, and matplotlib refused it)."""
+    lo, hi = (float(v) for v in np.percentile(values, [0.5, 99.5]))
+    span = hi - lo if hi > lo else max(abs(lo), 1.0)
+    return lo - 0.05 * span, hi + 0.05 * span
+
+
+def _stat(value: float | None, u: str) -> str:
+    """A statistic for a panel: "–" where it is undefined (the scatter of one value)."""
+    if value is None or not np.isfinite(value):
+        return "–"
+    return f"{value:.3g} {u}"
+
+
 def plot_residuals(
     sample: pl.DataFrame,
     labels: list[str] | tuple[str, ...],
@@ -34,12 +49,10 @@ def plot_residuals(
         resid = resid[np.isfinite(resid)]
         m = overall.filter(pl.col("label") == label).row(0, named=True)
         if resid.size:
-            lo, hi = np.percentile(resid, [0.5, 99.5])
-            span = max(hi - lo, 1e-12)
             ax.hist(
                 resid,
                 bins=50,
-                range=(lo - 0.05 * span, hi + 0.05 * span),
+                range=_hist_range(resid),
                 histtype="step",
                 color="black",
                 linewidth=1.2,
@@ -49,8 +62,8 @@ def plot_residuals(
         ax.text(
             0.03,
             0.97,
-            f"$\\mu_r$ = {m['bias']:.3g} {u}\n$\\sigma_r$ = {m['scatter']:.3g} {u}\n"
-            f"$\\hat\\sigma_m$ = {m['sigma_mean']:.3g} {u}\nN = {m['n']}",
+            f"$\\mu_r$ = {_stat(m['bias'], u)}\n$\\sigma_r$ = {_stat(m['scatter'], u)}\n"
+            f"$\\hat\\sigma_m$ = {_stat(m['sigma_mean'], u)}\nN = {m['n']}",
             transform=ax.transAxes,
             va="top",
             ha="left",
