@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import polars as pl
 
 from rrnet.evaluation.page import fmt_number, table_html, with_unit
@@ -104,3 +105,44 @@ def test_recalibrate_is_suggested_only_where_a_factor_helps() -> None:
     assert "--recalibrate" in report(1.4, 0.55, calibrated=False)
     assert "--recalibrate" not in report(1.0, 0.55, calibrated=False)  # the shape is off
     assert "--recalibrate" not in report(1.4, 0.55, calibrated=True)  # has calibration.json
+
+
+def test_coverage_tables_show_percentages_in_every_label_row() -> None:
+    """The BEFORE/AFTER 1-sigma coverage tables were rounded in the label's unit: Teff
+    coverage 0.626 showed as "1", dex rows as "0.911"; "within 1σ" showed "63" with no %."""
+    import re
+
+    from rrnet.evaluation.report import Report, to_html
+
+    cover = {"Teff[K]": [0.626, 0.4], "FeH": [0.911, 0.7]}
+    by_snr = pl.DataFrame(
+        {
+            "label": ["Teff[K]", "Teff[K]", "FeH", "FeH"],
+            "snr_bin": ["all", "10-20"] * 2,
+            "n_z": [50] * 4,
+            "z_std_raw": [1.0] * 4,
+            "coverage_1sigma_raw": cover["Teff[K]"] + cover["FeH"],
+            "z_std_calibrated": [1.0] * 4,
+            "coverage_1sigma_calibrated": cover["Teff[K]"] + cover["FeH"],
+        }
+    )
+    row = {"label": "FeH", "n_z": 50, "z_mean": 0.0, "z_std": 1.0, "coverage_1sigma": 0.626}
+    row |= {"expected_1sigma": 0.6827, "coverage_2sigma": 0.95, "expected_2sigma": 0.9545}
+    calib = pl.DataFrame([row | {"needs_recalibration": False}])
+    from rrnet.evaluation.metrics import label_metrics
+
+    one = label_metrics(np.array([1.0, 2.0]), np.array([1.1, 1.8]), np.array([0.1, 0.1]))
+    metrics = pl.DataFrame([{"label": "FeH", "snr_bin": "all"} | one.to_dict()])
+    report = Report("t", {}, {}, metrics, calib, calibration_by_snr=by_snr)
+    page = to_html(report)
+    for when in ("BEFORE", "AFTER"):
+        table = page.split(f"1-sigma coverage per S/N bin {when} calibration</summary>")[1].split(
+            "</table>"
+        )[0]
+        cells = re.findall(r"<tr><td>[^<]*</td>((?:<td>[^<]*</td>)+)</tr>", table)
+        shown = [re.findall(r"<td>([^<]*)</td>", c) for c in cells]
+        assert shown == [[f"{100 * v:.0f} %" for v in cover[k]] for k in ("Teff[K]", "FeH")]
+    calibration = page.split("Calibration of the predicted uncertainties</summary>")[1].split(
+        "</table>"
+    )[0]
+    assert "<td>63 %</td><td>68 %</td>" in calibration

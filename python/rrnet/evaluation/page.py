@@ -71,7 +71,8 @@ def with_unit(value: Any, unit: str) -> str:
 
 def table_html(table: pl.DataFrame, *, units: dict[str, str] | None = None) -> str:
     """HTML table; a ``label`` column is shown by display name with unit and sets the
-    rounding of its row; ``units`` maps other columns to a fixed unit (e.g. ``"%"``)."""
+    rounding of its row; ``units`` maps other columns to a fixed unit (e.g. ``"%"``: a
+    fraction shown as a percentage with its sign, ``"63 %"``)."""
     units = units or {}
     heads = ["" if c == "label" else c for c in table.columns]
     head = "".join(f"<th>{html.escape(h)}</th>" for h in heads)
@@ -84,7 +85,8 @@ def table_html(table: pl.DataFrame, *, units: dict[str, str] | None = None) -> s
             if col == "label" and isinstance(value, str):
                 text = display_name(value, with_unit=True)
             else:
-                text = fmt_number(value, units.get(col, row_unit))
+                unit = units.get(col, row_unit)
+                text = with_unit(value, unit) if unit == "%" else fmt_number(value, unit)
             cells.append(f"<td>{html.escape(text)}</td>")
         rows.append("<tr>" + "".join(cells) + "</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"

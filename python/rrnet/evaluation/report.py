@@ -432,6 +432,8 @@ def _detail_sections(report: Report) -> list[Section]:
             table = table.with_columns(pl.Series("step", steps))
         elif "z-score" in heading or "σ_obs" in heading or heading == XFE_SKILL_HEADING:
             units = {c: "" for c in table.columns}
+        elif "coverage" in heading:  # a fraction of residuals, in no label's unit
+            units = {c: "%" for c in table.columns}
         if "needs_recalibration" in table.columns:
             verdicts = [
                 calibration_words(z, coverage=c, n=n)
