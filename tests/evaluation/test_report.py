@@ -273,3 +273,38 @@ def test_one_spectrum_gives_a_report_with_no_spread(tmp_path: Path) -> None:
         assert row["scatter"] is None and row["robust_scatter"] is None
         assert row["z_std"] is None
     assert "Only 1 spectrum has reference labels" in (tmp_path / "r" / "index.html").read_text()
+
+
+def test_a_star_column_from_the_labels_table_keeps_every_output_to_the_split(
+    run, tmp_path: Path, monkeypatch
+) -> None:
+    """With the split's star column in the labels table only, the metrics covered the
+    test stars but the Kiel and [X/Fe] figures and the OOD table every row (train too)."""
+    from rrnet.plots import abundances, kiel
+
+    drawn: dict[str, int] = {}
+
+    def spy(name: str, real):
+        def call(cat: pl.DataFrame, *args, **kwargs):
+            drawn[name] = cat.height
+            return real(cat, *args, **kwargs)
+
+        return call
+
+    monkeypatch.setattr(kiel, "plot_kiel", spy("kiel", kiel.plot_kiel))
+    monkeypatch.setattr(abundances, "plot_xfe", spy("xfe", abundances.plot_xfe))
+    catalog, labels = toy_tables(40, seed=5)
+    catalog = catalog.with_columns(quality_bits=(pl.col("obsid") % 3 == 0).cast(pl.Int64) * 16)
+    per_spectrum = catalog.select("obsid", "star_id").join(labels, on="star_id")
+    write_table(catalog.drop("star_id"), tmp_path / "cat.parquet")
+    write_table(per_spectrum, tmp_path / "labels.csv")
+    args = ["--catalog", str(tmp_path / "cat.parquet"), "--labels", str(tmp_path / "labels.csv")]
+    args += ["--key", "obsid", "--out", str(tmp_path / "r"), "--isochrones", str(ISOCHRONES)]
+    assert main([*args, "--checkpoint", str(run["ckpt"])]) == 0
+    test = catalog.filter(pl.col("star_id") >= 30)  # the checkpoint's test stars
+    recommended = test.filter(pl.col("flag") == 1).height
+    assert drawn == {"kiel": recommended, "xfe": recommended}
+    doc = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    everything = next(r for r in doc["ood_by_snr"] if r["snr_bin"] == "all")
+    assert everything["n"] == test.height < catalog.height
+    assert everything["n_ood"] == int((test["quality_bits"] == 16).sum())

@@ -117,6 +117,8 @@ def evaluate(opts: EvalOptions, *, split_loader: SplitLoader = load_split) -> Re
         carry=(split_key,) if split_key else (),
     )  # fmt: skip
     count_dict: dict[str, int] = counts.to_dict()
+    if split_key:  # from the labels table where the catalogue has no star column
+        catalog = sample.with_label_columns(catalog, labels_table, (split_key,), key=opts.key)
     usable = sample.add_snr(sample.select_usable(catalog, all_rows=opts.all_rows), opts.snr)
     ood_rows = sample.add_snr(sample.select_usable(catalog, all_rows=True), opts.snr)
     inputs: dict[str, object] = {
@@ -146,10 +148,8 @@ def evaluate(opts: EvalOptions, *, split_loader: SplitLoader = load_split) -> Re
             count_dict["valid_rows_for_recalibration"] = valid.height
         if opts.split != "all":
             joined = calibration.restrict_to_split(joined, split[opts.split], key=split_key)
-            if split_key in usable.columns:
-                usable = calibration.restrict_to_split(usable, split[opts.split], key=split_key)
-            if split_key in ood_rows.columns:
-                ood_rows = calibration.restrict_to_split(ood_rows, split[opts.split], key=split_key)
+            usable = calibration.restrict_to_split(usable, split[opts.split], key=split_key)
+            ood_rows = calibration.restrict_to_split(ood_rows, split[opts.split], key=split_key)
         count_dict[f"in_{opts.split}_split"] = joined.height
         inputs["checkpoints"] = ", ".join(map(str, opts.checkpoints))
         inputs["split"] = opts.split

@@ -72,6 +72,27 @@ def select_usable(catalog: pl.DataFrame, *, all_rows: bool = False) -> pl.DataFr
     return out
 
 
+def with_label_columns(
+    catalog: pl.DataFrame,
+    labels_table: pl.DataFrame,
+    columns: tuple[str, ...],
+    *,
+    key: tuple[str, ...],
+) -> pl.DataFrame:
+    """The catalogue with those ``columns`` of the labels table it lacks, joined on ``key``
+    (null where no labels row matches): every catalogue row, not only the joined sample,
+    must know its star to be kept to a checkpoint's split (the Kiel, [X/Fe] and OOD
+    figures showed training stars when the star column came from the labels table)."""
+    wanted = [c for c in columns if c in labels_table.columns and c not in catalog.columns]
+    if not wanted:
+        return catalog
+    text = [k for k in key if labels_table.schema[k] == pl.String]
+    side = labels_table.select(*key, *wanted).with_columns(pl.col(text).str.strip_chars())
+    side = side.with_columns([pl.col(k).cast(catalog.schema[k], strict=False) for k in key])
+    side = side.unique(list(key), keep="first")
+    return catalog.join(side, on=list(key), how="left", maintain_order="left")
+
+
 def _reference(column: str) -> pl.Expr:
     """A reference label as float, null where it was not measured (NaN, -9999 or
     another value at or below -999, e.g. a converted -9999) or is text that is no
