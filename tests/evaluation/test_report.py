@@ -308,3 +308,33 @@ def test_a_star_column_from_the_labels_table_keeps_every_output_to_the_split(
     everything = next(r for r in doc["ood_by_snr"] if r["snr_bin"] == "all")
     assert everything["n"] == test.height < catalog.height
     assert everything["n_ood"] == int((test["quality_bits"] == 16).sum())
+
+
+def test_kiel_under_all_rows_draws_every_row_and_says_which(tmp_path: Path, monkeypatch) -> None:
+    """--all-rows: the caption said "recommended rows" and rows with S/N < 10 fell out of
+    every panel."""
+    from rrnet.plots import kiel
+
+    drawn: list[int] = []
+    real = kiel.plot_kiel
+
+    def spy(cat: pl.DataFrame, *args, panels, **kwargs):
+        drawn.append(sum(int(m.sum()) for m in panels.values()))
+        return real(cat, *args, panels=panels, **kwargs)
+
+    monkeypatch.setattr(kiel, "plot_kiel", spy)
+    catalog, labels = toy_tables(30, seed=2)
+    assert (catalog["snr_blue"] < 10).any()
+    write_table(catalog, tmp_path / "cat.parquet")
+    write_table(labels, tmp_path / "labels.csv")
+    args = ["--catalog", str(tmp_path / "cat.parquet"), "--labels", str(tmp_path / "labels.csv")]
+    args += ["--isochrones", str(ISOCHRONES)]
+    assert main([*args, "--all-rows", "--out", str(tmp_path / "all")]) == 0
+    assert main([*args, "--out", str(tmp_path / "flag1")]) == 0
+    assert drawn == [catalog.height, int((catalog["flag"] == 1).sum())]
+    docs = [json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("all", "flag1")]
+    captions = [
+        next(f["caption"] for f in doc["figures"] if f["path"].endswith("kiel.png")) for doc in docs
+    ]
+    assert "recommended" not in captions[0] and "--all-rows" in captions[0]
+    assert "recommended rows (flag 1)" in captions[1]

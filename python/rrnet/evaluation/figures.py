@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import polars as pl
 
-from rrnet.evaluation.metrics import SNR_BINS, snr_bin_masks
+from rrnet.evaluation.metrics import OOD_SNR_BINS, SNR_BINS, snr_bin_masks
 from rrnet.evaluation.options import EvalOptions
 from rrnet.evaluation.saliency_figures import saliency_figures
 from rrnet.models.checkpoint import HISTORY_FILE
@@ -77,14 +77,19 @@ def make_all(
     )
     if {"Teff[K]", "Logg", "FeH"} <= set(labels):
         iso = kiel.read_isochrones(opts.isochrones or kiel.DEFAULT_ISOCHRONES)
-        panels = snr_bin_masks(usable.get_column("snr").to_numpy(), SNR_BINS)
+        # --all-rows keeps S/N < 10 rows: they get a panel of their own, not silently none
+        bins = OOD_SNR_BINS if opts.all_rows else SNR_BINS
+        panels = snr_bin_masks(usable.get_column("snr").to_numpy(), bins)
         panels.pop("all")
         kiel.plot_kiel(usable, out / rel("kiel.png"), panels=panels, isochrones=iso)
+        rows = "status-ok rows (--all-rows)" if opts.all_rows else "recommended rows (flag 1)"
+        unbinned = usable.height - sum(int(m.sum()) for m in panels.values())
+        missing = f"; {unbinned:,} rows without S/N are not drawn" if unbinned else ""
         figs.append(
             (
                 rel("kiel.png"),
-                "Kiel diagram (T_eff against log g, coloured by [Fe/H]) of the "
-                "recommended rows in each S/N bin, with MIST 7 Gyr isochrones (paper Fig. 5).",
+                f"Kiel diagram (T_eff against log g, coloured by [Fe/H]) of the {rows} in each "
+                f"S/N bin{missing}, with MIST 7 Gyr isochrones (paper Fig. 5).",
             )
         )
         ab = [lb for lb in labels if lb not in ("Teff[K]", "Logg", "FeH")]
