@@ -146,3 +146,33 @@ def test_coverage_tables_show_percentages_in_every_label_row() -> None:
         "</table>"
     )[0]
     assert "<td>63 %</td><td>68 %</td>" in calibration
+
+
+def test_rows_of_unitless_tables_carry_no_unit_and_xfe_skill_rows_are_ratios() -> None:
+    """Every z-score and coverage table labelled its rows "T_eff [K]", and the [X/Fe]
+    skill table "[C/H] [dex]" for the unitless skill of [C/Fe]."""
+    import html
+    import re
+
+    from rrnet.evaluation.metrics import metrics_table
+    from rrnet.evaluation.report import XFE_SKILL_HEADING, Report, to_html
+
+    rng = np.random.default_rng(1)
+    sample = {"snr": rng.uniform(10, 100, 40)}
+    for label in ("Teff[K]", "CH"):
+        sample[label + "_true"] = rng.normal(size=40)
+        sample[label] = sample[label + "_true"] + rng.normal(size=40)
+        sample[label + "_err"] = np.ones(40)
+    metrics = metrics_table(pl.DataFrame(sample), ["Teff[K]", "CH"])
+    skill = pl.DataFrame({"label": ["CH"], "snr_bin": ["all"], "n": [40], "xfe_skill": [0.2]})
+    report = Report("t", {}, {}, metrics, pl.DataFrame(), xfe_skill_by_snr=skill)
+    page = to_html(report)
+
+    def row_names(heading: str) -> list[str]:
+        table = page.split(f"{html.escape(heading)}</summary>")[1].split("</table>")[0]
+        return re.findall(r"<tr><td>([^<]*)</td>", table)
+
+    assert row_names("Table: MAE per S/N bin (paper eq. 4)") == ["T_eff [K]", "[C/H] [dex]"]
+    assert row_names("Table: z-score std per S/N bin (1 if calibrated)") == ["T_eff", "[C/H]"]
+    element = "CH"[:-1]  # the skill is of the ratio [X/Fe], which has no unit here
+    assert row_names(f"Table: {XFE_SKILL_HEADING}") == [f"[{element}/Fe]"]

@@ -69,10 +69,13 @@ def with_unit(value: Any, unit: str) -> str:
     return text if text == "–" else f"{text} {unit}".rstrip()
 
 
-def table_html(table: pl.DataFrame, *, units: dict[str, str] | None = None) -> str:
-    """HTML table; a ``label`` column is shown by display name with unit and sets the
-    rounding of its row; ``units`` maps other columns to a fixed unit (e.g. ``"%"``: a
-    fraction shown as a percentage with its sign, ``"63 %"``)."""
+def table_html(
+    table: pl.DataFrame, *, units: dict[str, str] | None = None, label_unit: bool = True
+) -> str:
+    """HTML table; a ``label`` column is shown by display name and sets the rounding of
+    its row; ``units`` maps other columns to a fixed unit (e.g. ``"%"``: a fraction shown
+    as a percentage with its sign, ``"63 %"``). ``label_unit=False`` for tables of
+    unitless values (z-scores, coverage): "T_eff [K]" there claimed a unit they lack."""
     units = units or {}
     heads = ["" if c == "label" else c for c in table.columns]
     head = "".join(f"<th>{html.escape(h)}</th>" for h in heads)
@@ -83,7 +86,7 @@ def table_html(table: pl.DataFrame, *, units: dict[str, str] | None = None) -> s
         cells = []
         for col, value in row.items():
             if col == "label" and isinstance(value, str):
-                text = display_name(value, with_unit=True)
+                text = display_name(value, with_unit=label_unit)
             else:
                 unit = units.get(col, row_unit)
                 text = with_unit(value, unit) if unit == "%" else fmt_number(value, unit)

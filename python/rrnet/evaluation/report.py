@@ -427,13 +427,21 @@ def _detail_sections(report: Report) -> list[Section]:
     out = []
     for heading, table in _sections(report):
         units = {}
-        if heading == "Sample":
+        unitless = True  # the rows' values are not in their label's unit
+        if heading == XFE_SKILL_HEADING:  # the skill of [C/Fe], not of [C/H]
+            names = [xfe_skill.xfe_name(lb) for lb in table.get_column("label")]
+            table = table.with_columns(pl.Series("label", names))
+            units = {c: "" for c in table.columns}
+        elif heading == "Sample":
             steps = [_STEPS.get(k, k.replace("_", " ")) for k in table.get_column("step")]
             table = table.with_columns(pl.Series("step", steps))
-        elif "z-score" in heading or "σ_obs" in heading or heading == XFE_SKILL_HEADING:
+        elif "z-score" in heading or "σ_obs" in heading:
             units = {c: "" for c in table.columns}
         elif "coverage" in heading:  # a fraction of residuals, in no label's unit
             units = {c: "%" for c in table.columns}
+        else:
+            counts = heading.endswith("stars per S/N bin")
+            unitless = counts or bool({"needs_recalibration", "factor"} & set(table.columns))
         if "needs_recalibration" in table.columns:
             verdicts = [
                 calibration_words(z, coverage=c, n=n)
@@ -447,7 +455,7 @@ def _detail_sections(report: Report) -> list[Section]:
         if "factor" in table.columns:
             units = {"factor": ""}
         table = table.rename({k: v for k, v in _PRETTY.items() if k in table.columns})
-        body = table_html(table, units=units | _UNITLESS)
+        body = table_html(table, units=units | _UNITLESS, label_unit=not unitless)
         out.append(Section(f"Table: {heading}", body, collapsed=True))
     return out
 
