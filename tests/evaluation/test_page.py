@@ -176,3 +176,23 @@ def test_rows_of_unitless_tables_carry_no_unit_and_xfe_skill_rows_are_ratios() -
     assert row_names("Table: z-score std per S/N bin (1 if calibrated)") == ["T_eff", "[C/H]"]
     element = "CH"[:-1]  # the skill is of the ratio [X/Fe], which has no unit here
     assert row_names(f"Table: {XFE_SKILL_HEADING}") == [f"[{element}/Fe]"]
+
+
+def test_metrics_md_reads_like_the_page() -> None:
+    """metrics.md used internal names (``CH``) and 4 significant figures with no unit."""
+    from rrnet.evaluation.metrics import metrics_table
+    from rrnet.evaluation.report import Report, to_markdown
+
+    rng = np.random.default_rng(2)
+    sample = {"snr": np.full(30, 50.0)}
+    for label, size in (("Teff[K]", 90.0), ("CH", 0.05)):
+        sample[label + "_true"] = rng.normal(size=30)
+        sample[label] = sample[label + "_true"] + size * rng.normal(size=30)
+        sample[label + "_err"] = np.full(30, size)
+    frame = pl.DataFrame(sample)
+    text = to_markdown(Report("t", {}, {}, metrics_table(frame, ["Teff[K]", "CH"]), pl.DataFrame()))
+    mae = {lb: np.mean(np.abs(sample[lb] - sample[lb + "_true"])) for lb in ("Teff[K]", "CH")}
+    table = text.split("## MAE per S/N bin (paper eq. 4)")[1].split("\n\n")[1]
+    assert f"| T_eff [K] | {mae['Teff[K]']:.0f} |" in table
+    assert f"| [C/H] [dex] | {mae['CH']:.3f} |" in table
+    assert "| CH |" not in text

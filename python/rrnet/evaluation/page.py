@@ -69,16 +69,16 @@ def with_unit(value: Any, unit: str) -> str:
     return text if text == "–" else f"{text} {unit}".rstrip()
 
 
-def table_html(
+def table_cells(
     table: pl.DataFrame, *, units: dict[str, str] | None = None, label_unit: bool = True
-) -> str:
-    """HTML table; a ``label`` column is shown by display name and sets the rounding of
-    its row; ``units`` maps other columns to a fixed unit (e.g. ``"%"``: a fraction shown
-    as a percentage with its sign, ``"63 %"``). ``label_unit=False`` for tables of
-    unitless values (z-scores, coverage): "T_eff [K]" there claimed a unit they lack."""
+) -> tuple[list[str], list[list[str]]]:
+    """Header and cell texts of a table for people; a ``label`` column is shown by display
+    name and sets the rounding of its row; ``units`` maps other columns to a fixed unit
+    (e.g. ``"%"``: a fraction shown as a percentage with its sign, ``"63 %"``).
+    ``label_unit=False`` for tables of unitless values (z-scores, coverage): "T_eff [K]"
+    there claimed a unit they lack."""
     units = units or {}
     heads = ["" if c == "label" else c for c in table.columns]
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in heads)
     rows = []
     for row in table.iter_rows(named=True):
         label = row.get("label")
@@ -90,9 +90,30 @@ def table_html(
             else:
                 unit = units.get(col, row_unit)
                 text = with_unit(value, unit) if unit == "%" else fmt_number(value, unit)
-            cells.append(f"<td>{html.escape(text)}</td>")
-        rows.append("<tr>" + "".join(cells) + "</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+            cells.append(text)
+        rows.append(cells)
+    return heads, rows
+
+
+def table_html(
+    table: pl.DataFrame, *, units: dict[str, str] | None = None, label_unit: bool = True
+) -> str:
+    """HTML table of :func:`table_cells`."""
+    heads, rows = table_cells(table, units=units, label_unit=label_unit)
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in heads)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>" for cells in rows
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def table_markdown(
+    table: pl.DataFrame, *, units: dict[str, str] | None = None, label_unit: bool = True
+) -> str:
+    """Markdown table of :func:`table_cells`: metrics.md reads as the page does."""
+    heads, rows = table_cells(table, units=units, label_unit=label_unit)
+    lines = ["| " + " | ".join(heads) + " |", "|" + "|".join("---" for _ in heads) + "|"]
+    return "\n".join(lines + ["| " + " | ".join(cells) + " |" for cells in rows])
 
 
 def image_data_uri(path: str | Path) -> str:

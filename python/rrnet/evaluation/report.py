@@ -25,7 +25,15 @@ from rrnet.evaluation.calibration import (
     errors_off,
     needs_recalibration,
 )
-from rrnet.evaluation.page import Page, Section, figure_html, render, table_html, with_unit
+from rrnet.evaluation.page import (
+    Page,
+    Section,
+    figure_html,
+    render,
+    table_html,
+    table_markdown,
+    with_unit,
+)
 from rrnet.labels import DISPLAY_UNITS, display_name
 from rrnet.models import xfe_skill
 from rrnet.utils.atomic import write_text
@@ -177,8 +185,13 @@ def to_markdown(report: Report) -> str:
     parts += [f"- {line}" for line in headline_lines(report)] + [""]
     parts += [f"- {k}: `{v}`" for k, v in report.inputs.items()]
     parts += ["", *(f"> {n}" for n in report.notes), ""]
-    for heading, table in _sections(report):
-        parts += [f"## {heading}", "", markdown_table(table), ""]
+    for heading, table, units, label_unit in _people_tables(report):
+        parts += [
+            f"## {heading}",
+            "",
+            table_markdown(table, units=units, label_unit=label_unit),
+            "",
+        ]
     if report.figures:
         parts += ["## Figures", ""]
         parts += [f"![{c}]({p})" + "\n" for p, c in report.figures]
@@ -422,8 +435,9 @@ _UNITLESS = {"z mean": "", "z spread": ""} | {
 }
 
 
-def _detail_sections(report: Report) -> list[Section]:
-    """The tables, collapsed, with display names, units per row and rounded values."""
+def _people_tables(report: Report) -> list[tuple[str, pl.DataFrame, dict[str, str], bool]]:
+    """The tables for people, as (heading, table, column units, whether the label rows
+    carry their unit): display names, units per row, rounded values."""
     out = []
     for heading, table in _sections(report):
         units = {}
@@ -455,9 +469,16 @@ def _detail_sections(report: Report) -> list[Section]:
         if "factor" in table.columns:
             units = {"factor": ""}
         table = table.rename({k: v for k, v in _PRETTY.items() if k in table.columns})
-        body = table_html(table, units=units | _UNITLESS, label_unit=not unitless)
-        out.append(Section(f"Table: {heading}", body, collapsed=True))
+        out.append((heading, table, units | _UNITLESS, not unitless))
     return out
+
+
+def _detail_sections(report: Report) -> list[Section]:
+    """The tables, collapsed."""
+    return [
+        Section(f"Table: {heading}", table_html(t, units=u, label_unit=lu), collapsed=True)
+        for heading, t, u, lu in _people_tables(report)
+    ]
 
 
 def html_page(report: Report, root: Path) -> Page:
