@@ -196,3 +196,20 @@ def test_metrics_md_reads_like_the_page() -> None:
     assert f"| T_eff [K] | {mae['Teff[K]']:.0f} |" in table
     assert f"| [C/H] [dex] | {mae['CH']:.3f} |" in table
     assert "| CH |" not in text
+
+
+def test_the_verdict_judges_the_size_of_the_errors_with_the_bias_included() -> None:
+    """Five spectra of one star, residuals all near -42 K with σ near 94 K: every |z| is
+    near 0.45, yet the verdict (the spread about the mean) said errors too large by ×13.5."""
+    from rrnet.evaluation.metrics import label_metrics
+    from rrnet.evaluation.report import verdict
+
+    resid = np.array([-44.0, -41.0, -43.0, -40.0, -42.0])
+    err = np.array([95.0, 93.0, 94.0, 92.0, 96.0])
+    m = label_metrics(5000.0 + resid, np.full(5, 5000.0), err).to_dict()
+    z = resid / err
+    rms = np.sqrt(np.mean(z**2))
+    words = verdict(m)
+    assert words.startswith(f"errors too large by ×{1 / rms:.1f}")
+    assert f"biased by {np.mean(z):+.2f}σ" in words
+    assert f"×{1 / np.std(z):.1f}" not in words  # the spread about the mean: ×13.5

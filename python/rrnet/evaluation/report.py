@@ -214,29 +214,45 @@ def calibration_words(
     tolerance: float = NEEDS_RECALIBRATION_TOLERANCE,
     coverage: float | None = None,
     n: int | None = None,
+    z_mean: float | None = None,
 ) -> str:
-    """What the z-score spread (and the 1σ coverage) says, in words: ``"errors too small
+    """What the z-scores (and the 1σ coverage) say, in words: ``"errors too small
     by ×1.8"``.
 
-    ``z = (pred - ref) / err``: a spread above 1 means the residuals are larger than
-    the predicted errors (errors too small), below 1 that the errors are too large. A
-    spread near 1 with a 1σ coverage outside :data:`COVERAGE_WINDOW` is the right size
-    on average only: the residuals are not Gaussian (heavy tails, or uniform ones).
+    ``z = (pred - ref) / err``. The size of the errors is judged by the RMS of z (its
+    spread and its mean together): the spread about the mean alone called errors 13x
+    too large for five residuals all at -0.45σ. An RMS above 1 means the residuals are
+    larger than the predicted errors (errors too small), below 1 that the errors are too
+    large; a mean z off 0 by more than ``tolerance`` (and two standard errors) is named
+    as a bias. An RMS near 1 with a 1σ coverage outside :data:`COVERAGE_WINDOW` is the
+    right size on average only: the residuals are not Gaussian (heavy tails, or uniform
+    ones).
     """
     if z_std is None or not math.isfinite(z_std) or z_std <= 0:
         return "not measurable"
-    if z_std > 1 + tolerance:
-        return f"errors too small by ×{z_std:.1f}"
-    if z_std < 1 - tolerance:
-        return f"errors too large by ×{1 / z_std:.1f}"
+    mean = z_mean if z_mean is not None and math.isfinite(z_mean) else 0.0
+    size = math.hypot(z_std, mean)  # RMS of z
+    noise = 2 * z_std / math.sqrt(n) if n else 0.0
+    bias = f"; residuals biased by {mean:+.2f}σ" if abs(mean) > max(tolerance, noise) else ""
+    if size > 1 + tolerance:
+        return f"errors too small by ×{size:.1f}{bias}"
+    if size < 1 - tolerance:
+        return f"errors too large by ×{1 / size:.1f}{bias}"
     lo, hi = COVERAGE_WINDOW
     off = coverage_off(coverage, n) if n else coverage is not None and not lo <= coverage <= hi
     if coverage is not None and math.isfinite(coverage) and off:
         return (
             f"errors right on average (z spread {z_std:.2f}) but {coverage:.0%} within 1σ, "
-            "not 68%: residuals not Gaussian"
+            f"not 68%: residuals not Gaussian{bias}"
         )
-    return f"errors calibrated (z spread {z_std:.2f})"
+    return f"errors calibrated (z spread {z_std:.2f}){bias}"
+
+
+def verdict(r: dict[str, Any]) -> str:
+    """:func:`calibration_words` of one metrics row."""
+    return calibration_words(
+        r["z_std"], coverage=r.get("coverage_1sigma"), n=_count(r), z_mean=r.get("z_mean")
+    )
 
 
 def _count(r: dict[str, Any]) -> int:
@@ -244,8 +260,14 @@ def _count(r: dict[str, Any]) -> int:
     return int(r.get("n_z") or r.get("n") or 0)
 
 
+def _z_rms(r: dict[str, Any]) -> float:
+    """RMS of z (spread and mean together): the size of the errors that the verdict judges."""
+    mean = r.get("z_mean")
+    return math.hypot(r["z_std"], mean) if mean is not None and math.isfinite(mean) else r["z_std"]
+
+
 def _off(r: dict[str, Any]) -> bool:
-    return errors_off(r["z_std"], r.get("coverage_1sigma"), _count(r))
+    return errors_off(_z_rms(r), r.get("coverage_1sigma"), _count(r))
 
 
 BINS_SHOWN = 6
@@ -307,10 +329,7 @@ def worries(report: Report) -> list[str]:
     overall = _overall(report)
     off = [lb for lb, r in overall.items() if _off(r)]
     for label in [lb for lb in off if lb in HEADLINE_LABELS]:
-        words = calibration_words(
-            overall[label]["z_std"], coverage=overall[label].get("coverage_1sigma"),
-            n=_count(overall[label]),
-        )  # fmt: skip
+        words = verdict(overall[label])
         out.append(f"{display_name(label)}: {words}.")
     rest = [display_name(lb) for lb in off if lb not in HEADLINE_LABELS]
     if rest:
@@ -361,7 +380,7 @@ def headline_lines(report: Report) -> list[str]:
         lines.append(
             f"{display_name(label)}: MAE {with_unit(r['mae'], unit)}, bias "
             f"{with_unit(r['bias'], unit)}, scatter {with_unit(r['scatter'], unit)}; "
-            f"{calibration_words(r['z_std'], coverage=r.get('coverage_1sigma'), n=_count(r))}"
+            f"{verdict(r)}"
         )
     return lines + [f"check: {w}" for w in worries(report)]
 
@@ -385,13 +404,13 @@ def headline_html(report: Report) -> str:
     rows = []
     for label in [lb for lb in HEADLINE_LABELS if lb in overall]:
         r, unit = overall[label], DISPLAY_UNITS.get(label, "")
-        verdict = calibration_words(r["z_std"], coverage=r.get("coverage_1sigma"), n=_count(r))
+        words = verdict(r)
         cls = "bad" if _off(r) else "ok"
         cells = [with_unit(r[k], unit) for k in ("mae", "bias", "scatter", "sigma_mean")]
         rows.append(
             f"<tr><td>{html.escape(display_name(label))}</td><td>{r['n']:,}</td>"
             + "".join(f"<td>{html.escape(x)}</td>" for x in cells)
-            + f'<td class="{cls}">{html.escape(verdict)}</td></tr>'
+            + f'<td class="{cls}">{html.escape(words)}</td></tr>'
         )
     table = f"<table>{head}{''.join(rows)}</table>" if rows else ""
     items = worries(report)
@@ -457,12 +476,7 @@ def _people_tables(report: Report) -> list[tuple[str, pl.DataFrame, dict[str, st
             counts = heading.endswith("stars per S/N bin")
             unitless = counts or bool({"needs_recalibration", "factor"} & set(table.columns))
         if "needs_recalibration" in table.columns:
-            verdicts = [
-                calibration_words(z, coverage=c, n=n)
-                for z, c, n in zip(
-                    table["z_std"], table["coverage_1sigma"], table["n_z"], strict=True
-                )
-            ]
+            verdicts = [verdict(r) for r in table.iter_rows(named=True)]
             table = table.with_columns(pl.Series("verdict", verdicts, pl.Utf8)).drop(
                 "needs_recalibration"
             )
