@@ -159,3 +159,28 @@ def test_label_histograms_count_every_value_tails_in_the_edge_bins(tmp_path, mon
     all_rows = figures[0].axes[0].containers[0]  # the filled "all with labels" bars
     assert sum(bar.get_height() for bar in all_rows) == 5
     assert all_rows[0].get_height() == 1 and all_rows[-1].get_height() == 1  # the tails
+
+
+def test_residual_histograms_count_every_residual_tails_in_the_edge_bins(tmp_path, monkeypatch):
+    """The range was the 0.5-99.5 percentiles: 3 of 417 residuals were not drawn while
+    the panel printed N = 417."""
+    from rrnet.evaluation.metrics import metrics_table
+
+    figures = []
+    monkeypatch.setattr(residuals, "save_figure", lambda fig, path: figures.append(fig) or path)
+    rng = np.random.default_rng(3)
+    true = rng.normal(5000.0, 500.0, 417)
+    pred = true + rng.normal(0.0, 80.0, 417)
+    pred[:3] += [2000.0, -3000.0, 5000.0]  # three far outliers
+    sample = pl.DataFrame(
+        {"Teff[K]": pred, "Teff[K]_true": true, "Teff[K]_err": np.full(417, 80.0), "snr": 50.0}
+    )
+    metrics = metrics_table(sample, ["Teff[K]"])
+    residuals.plot_residuals(sample, ["Teff[K]"], tmp_path / "r.png", metrics=metrics)
+    outline = figures[0].axes[0].patches[0].get_xy()  # the step line: 0, h0, h0, h1, h1, ..
+    heights = outline[1:-1:2, 1]
+    assert heights.sum() == 417
+    resid = pred - true  # beyond the percentiles padded by 5 %: in the edge bins
+    lo, hi = np.percentile(resid, [0.5, 99.5])
+    assert heights[0] >= (resid < lo - 0.05 * (hi - lo)).sum() >= 1
+    assert heights[-1] >= (resid > hi + 0.05 * (hi - lo)).sum() >= 1

@@ -44,7 +44,8 @@ def make_all(
             rel("residuals.png"),
             "Histogram of prediction minus reference label, one panel per label, with "
             "the bias (mu_r), scatter (sigma_r), mean predicted error and N in each panel "
-            "(paper Fig. 2a).",
+            "(paper Fig. 2a); residuals beyond the 0.5-99.5 percentiles are counted in the "
+            "edge bins.",
         )
     )
     residuals.plot_sigma_vs_snr(report.metrics, labels, out / rel("sigma_vs_snr.png"))
