@@ -213,3 +213,28 @@ def test_the_verdict_judges_the_size_of_the_errors_with_the_bias_included() -> N
     assert words.startswith(f"errors too large by ×{1 / rms:.1f}")
     assert f"biased by {np.mean(z):+.2f}σ" in words
     assert f"×{1 / np.std(z):.1f}" not in words  # the spread about the mean: ×13.5
+
+
+def test_the_sample_line_says_what_each_count_is() -> None:
+    """The line "2,493 with labels, 2,053 counted (flag 1), 2,053 with reference labels"
+    read as if 440 rows had no reference, though all had one: "with labels" meant predicted."""
+    from rrnet.evaluation.report import Report, headline_html
+
+    counts = {"catalog_rows": 2493, "status_ok": 2493, "flag_ok": 2053, "with_labels": 2053}
+    counts |= {"in_test_split": 417}
+    inputs = {"rows": "status ok and flag 1", "split": "test"}
+    no_metrics = pl.DataFrame(schema={"label": pl.Utf8, "snr_bin": pl.Utf8, "n": pl.Int64})
+    text = headline_html(Report("t", inputs, counts, no_metrics, pl.DataFrame()))
+    sample = text.split("Sample: ")[1].split(".</p>")[0].split("; ")
+    assert sample == [
+        "2,493 catalogue rows",
+        "2,493 with predicted labels (status ok)",
+        "2,053 of them recommended (flag 1)",
+        "2,053 recommended (flag 1) and matched to a reference row",
+        "417 of those in the test split (evaluated)",
+    ]
+    inputs["rows"] = "status ok"  # --all-rows: every status-ok row counts
+    text = headline_html(
+        Report("t", inputs, counts | {"flag_ok": 2493}, no_metrics, pl.DataFrame())
+    )
+    assert "flag 1" not in text and "2,053 status ok (--all-rows) and matched" in text

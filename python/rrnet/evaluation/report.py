@@ -388,16 +388,18 @@ def headline_lines(report: Report) -> list[str]:
 def headline_html(report: Report) -> str:
     """Sample sizes, the main labels' accuracy and calibration, and what to worry about."""
     c = report.counts
+    every = report.inputs.get("rows") == "status ok"  # --all-rows
+    kept = "status ok (--all-rows)" if every else "recommended (flag 1)"
     parts = [
         f"{c.get('catalog_rows', 0):,} catalogue rows",
-        f"{c.get('status_ok', 0):,} with labels",
-        f"{c.get('flag_ok', 0):,} counted (flag 1)" if "flag_ok" in c else "",
-        f"{c.get('with_labels', 0):,} with reference labels",
+        f"{c.get('status_ok', 0):,} with predicted labels (status ok)",
+        f"{c.get('flag_ok', 0):,} of them {kept}" if "flag_ok" in c and not every else "",
+        f"{c.get('with_labels', 0):,} {kept} and matched to a reference row",
     ]
     split = report.inputs.get("split")
     if split and f"in_{split}_split" in c:
-        parts.append(f"{c[f'in_{split}_split']:,} in the {split} split (evaluated)")
-    sample = "Sample: " + ", ".join(p for p in parts if p) + "."
+        parts.append(f"{c[f'in_{split}_split']:,} of those in the {split} split (evaluated)")
+    sample = "Sample: " + "; ".join(p for p in parts if p) + "."
     overall = _overall(report)
     head = "<tr><th></th><th>N</th><th>MAE</th><th>bias</th><th>scatter</th><th>mean σ</th>"
     head += "<th>calibration</th></tr>"
@@ -441,9 +443,9 @@ _PRETTY = {
 }
 _STEPS = {
     "catalog_rows": "catalogue rows",
-    "status_ok": "with labels (status ok)",
+    "status_ok": "with predicted labels (status ok)",
     "flag_ok": "counted (flag 1 unless --all-rows)",
-    "with_labels": "with reference labels",
+    "with_labels": "counted and matched to a reference row",
     "labels_rows": "rows of the reference labels table",
     "labels_matching_no_catalogue_row": "reference rows matching no catalogue row",
     "valid_rows_for_recalibration": "validation rows used for the error factors",
