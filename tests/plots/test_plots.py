@@ -184,3 +184,29 @@ def test_residual_histograms_count_every_residual_tails_in_the_edge_bins(tmp_pat
     lo, hi = np.percentile(resid, [0.5, 99.5])
     assert heights[0] >= (resid < lo - 0.05 * (hi - lo)).sum() >= 1
     assert heights[-1] >= (resid > hi + 0.05 * (hi - lo)).sum() >= 1
+
+
+def test_kiel_shows_every_star_above_the_isochrones(tmp_path, monkeypatch) -> None:
+    """Isochrones hid the points (s=3, drawn below the lines); stars beyond 7000-3500 K or
+    log g 5.5-0 fell outside the fixed axes though N counted them; [Fe/H] below -1 took the
+    end colour with no arrow on the colour bar."""
+    figures = []
+    monkeypatch.setattr(kiel, "save_figure", lambda fig, path: figures.append(fig) or path)
+    catalog = pl.DataFrame(
+        {"Teff[K]": [8200.0, 5000.0, 3100.0], "Logg": [4.0, -0.4, 5.9], "FeH": [-2.0, 0.0, 0.8]}
+    )
+    panels = {"all": np.ones(3, dtype=bool)}
+    kiel.plot_kiel(
+        catalog, tmp_path / "k.png", panels=panels, isochrones=kiel.read_isochrones(ISOCHRONES)
+    )
+    fig = figures[0]
+    ax = fig.axes[0]
+    points = ax.collections[0]
+    assert all(points.get_zorder() > line.get_zorder() for line in ax.get_lines())
+    assert points.get_sizes()[0] >= 20  # three stars: visible dots
+    (x_hi, x_lo), (y_hi, y_lo) = ax.get_xlim(), ax.get_ylim()
+    teff, logg = catalog["Teff[K]"].to_numpy(), catalog["Logg"].to_numpy()
+    assert x_lo < teff.min() and teff.max() < x_hi and y_lo < logg.min() and logg.max() < y_hi
+    assert x_hi >= 7000 and x_lo <= 3500 and y_hi >= 5.5 and y_lo <= 0  # the defaults, at least
+    assert fig.axes[-1].get_label() == "<colorbar>" and points.colorbar.extend == "both"
+    assert "[Fe/H] = +0.5" in [t.get_text() for t in ax.get_legend().get_texts()][-1]

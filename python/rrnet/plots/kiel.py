@@ -46,6 +46,31 @@ def read_isochrones(
     return out
 
 
+TEFF_LIMITS: tuple[float, float] = (7000.0, 3500.0)
+LOGG_LIMITS: tuple[float, float] = (5.5, 0.0)
+"""The axes (reversed, as Kiel diagrams are drawn) at least; widened to hold every star."""
+
+
+def marker_size(n: int) -> float:
+    """Points of 3 pt^2 for thousands of stars, up to 30 for a handful (3 hid them)."""
+    return float(np.clip(3000.0 / max(n, 1), 3.0, 30.0))
+
+
+def covering(limits: tuple[float, float], values: np.ndarray, pad: float) -> tuple[float, float]:
+    """Reversed axis limits: ``limits`` widened (by ``pad``) to hold every finite value,
+    so that no star counted in a panel's N falls outside it."""
+    finite = values[np.isfinite(values)]
+    high, low = limits
+    if finite.size:
+        high, low = max(high, finite.max() + pad), min(low, finite.min() - pad)
+    return high, low
+
+
+def signed(value: float) -> str:
+    """``+0.5``, ``-0.5``, ``0``: a metallicity reads with its sign."""
+    return f"{value:+g}" if value else "0"
+
+
 def plot_kiel(
     catalog: pl.DataFrame,
     path: str | os.PathLike[str],
@@ -57,7 +82,9 @@ def plot_kiel(
     """Predicted Teff against log g, coloured by predicted [Fe/H], one panel per S/N bin.
 
     ``panels`` maps each panel's title (an S/N bin's name) to a boolean row mask of
-    ``catalog``; the evaluation chooses the bins (``rrnet.evaluation.metrics``).
+    ``catalog``; the evaluation chooses the bins (``rrnet.evaluation.metrics``). Points
+    are drawn above the isochrones; [Fe/H] beyond ``feh_range`` takes the end colours
+    (arrows on the colour bar); the axes cover every star.
     """
     teff = catalog.get_column("Teff[K]").cast(pl.Float64).to_numpy()
     logg = catalog.get_column("Logg").cast(pl.Float64).to_numpy()
@@ -70,11 +97,12 @@ def plot_kiel(
             teff[mask],
             logg[mask],
             c=feh[mask],
-            s=3,
+            s=marker_size(int(mask.sum())),
             cmap="viridis",
             vmin=feh_range[0],
             vmax=feh_range[1],
             rasterized=True,
+            zorder=3,
         )
         for (feh_iso, (t_iso, g_iso)), style in zip(
             (isochrones or {}).items(), ("--", "-", ":"), strict=False
@@ -85,15 +113,16 @@ def plot_kiel(
                 style,
                 color="black",
                 linewidth=1.0,
-                label=f"MIST 7 Gyr [Fe/H] = {feh_iso}",
+                label=f"MIST 7 Gyr [Fe/H] = {signed(float(feh_iso))}",
+                zorder=2,
             )
         ax.set_title(f"S/N {name} (N = {int(mask.sum())})")
-        ax.set_xlim(7000, 3500)
-        ax.set_ylim(5.5, 0.0)
+        ax.set_xlim(*covering(TEFF_LIMITS, teff, 100.0))
+        ax.set_ylim(*covering(LOGG_LIMITS, logg, 0.1))
         ax.set_xlabel(r"$T_\mathrm{eff}$ [K]")
         ax.set_ylabel(r"$\log g$ [dex]")
     if isochrones:
-        axes[0].legend(fontsize=7, loc="upper left")
-    fig.colorbar(mappable, ax=list(axes), label="[Fe/H] [dex]", shrink=0.9)
+        axes[0].legend(fontsize=7, loc="best")
+    fig.colorbar(mappable, ax=list(axes), label="[Fe/H] [dex]", shrink=0.9, extend="both")
     fig.suptitle("Kiel diagram of the predictions")
     return save_figure(fig, path)
