@@ -210,3 +210,26 @@ def test_kiel_shows_every_star_above_the_isochrones(tmp_path, monkeypatch) -> No
     assert x_hi >= 7000 and x_lo <= 3500 and y_hi >= 5.5 and y_lo <= 0  # the defaults, at least
     assert fig.axes[-1].get_label() == "<colorbar>" and points.colorbar.extend == "both"
     assert "[Fe/H] = +0.5" in [t.get_text() for t in ax.get_legend().get_texts()][-1]
+
+
+def test_xfe_counts_every_star_and_its_title_fits(tmp_path, monkeypatch) -> None:
+    """The [Fe/H] range was fixed at -1.5..+0.6 and [X/Fe] cut at its percentiles: stars
+    outside were dropped while N counted them; with one panel the title was cut off."""
+    figures = []
+    monkeypatch.setattr(abundances, "save_figure", lambda fig, path: figures.append(fig) or path)
+    rng = np.random.default_rng(4)
+    feh = rng.normal(-0.3, 0.5, 300)
+    feh[:4] = [-2.5, -1.9, 0.9, 1.1]
+    mg = feh + rng.normal(0.1, 0.05, 300)
+    mg[4:6] += [2.0, -2.0]  # [Mg/Fe] outliers beyond the percentiles
+    catalog = pl.DataFrame({"Logg": np.full(300, 2.5), "FeH": feh, "MgH": mg})
+    abundances.plot_xfe(catalog, ["MgH"], tmp_path / "x.png", giants=True)
+    fig = figures[0]
+    counts = fig.axes[0].collections[0].get_array()
+    assert int(np.ma.filled(counts, 0).sum()) == catalog.height
+    fig.canvas.draw()
+    box = fig._suptitle.get_window_extent()
+    assert box.x0 >= 0 and box.x1 <= fig.bbox.width
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
