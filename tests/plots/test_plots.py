@@ -233,3 +233,31 @@ def test_xfe_counts_every_star_and_its_title_fits(tmp_path, monkeypatch) -> None
     import matplotlib.pyplot as plt
 
     plt.close(fig)
+
+
+def test_overview_of_one_row_shows_its_values(tmp_path, monkeypatch) -> None:
+    """A one-row catalogue: every histogram said "no values" though the row has values,
+    an empty legend box was drawn, "recommended" was listed with none recommended, and
+    the one point of sigma against S/N was a faint 2 pt^2 dot."""
+    from rrnet.plots import overview
+
+    figures = []
+    monkeypatch.setattr(overview, "save_figure", lambda fig, path: figures.append(fig) or path)
+    row = {"Teff[K]": [5012.0], "Teff[K]_err": [60.0], "Logg": [4.4], "Logg_err": [0.1]}
+    catalog = pl.DataFrame(row | {"snr": [35.0]})
+    labels = ["Teff[K]", "Logg"]
+    overview.plot_distributions(catalog, labels, tmp_path / "d.png", recommended=np.array([False]))
+    overview.plot_distributions(catalog, labels, tmp_path / "e.png", recommended=np.array([True]))
+    overview.plot_sigma_vs_snr_catalogue(catalog, labels, tmp_path / "s.png")
+    shown_in = (["all with labels"], ["all with labels", "recommended"])
+    for fig, shown in zip(figures[:2], shown_in, strict=True):
+        for ax, label in zip(fig.axes, labels, strict=True):
+            bars = ax.containers[0]
+            assert sum(bar.get_height() for bar in bars) == 1
+            (hit,) = [bar for bar in bars if bar.get_height() == 1]
+            assert hit.get_x() <= catalog[label][0] <= hit.get_x() + hit.get_width()
+            assert "no values" not in [t.get_text() for t in ax.texts]
+        legends = [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None]
+        assert [[t.get_text() for t in legend.get_texts()] for legend in legends] == [shown]
+    point = figures[2].axes[0].collections[0]
+    assert point.get_sizes()[0] >= 20 and point.get_alpha() >= 0.5

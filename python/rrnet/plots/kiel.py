@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from rrnet.plots.style import new_figure, save_figure
+from rrnet.plots.style import marker_size, new_figure, save_figure
 
 ISOCHRONE_FEH: tuple[str, ...] = ("-0.5", "0", "0.5")
 """[Fe/H] suffixes of the columns of ``MIST_iso_7Gyr.csv`` (``teff_<feh>``, ``logg_<feh>``)."""
@@ -49,11 +49,6 @@ def read_isochrones(
 TEFF_LIMITS: tuple[float, float] = (7000.0, 3500.0)
 LOGG_LIMITS: tuple[float, float] = (5.5, 0.0)
 """The axes (reversed, as Kiel diagrams are drawn) at least; widened to hold every star."""
-
-
-def marker_size(n: int) -> float:
-    """Points of 3 pt^2 for thousands of stars, up to 30 for a handful (3 hid them)."""
-    return float(np.clip(3000.0 / max(n, 1), 3.0, 30.0))
 
 
 def covering(limits: tuple[float, float], values: np.ndarray, pad: float) -> tuple[float, float]:

@@ -9,7 +9,14 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from rrnet.plots.style import display_name, log_scale, new_figure, save_figure, unit
+from rrnet.plots.style import (
+    display_name,
+    log_scale,
+    marker_size,
+    new_figure,
+    save_figure,
+    unit,
+)
 
 
 def _column(catalog: pl.DataFrame, name: str) -> np.ndarray:
@@ -34,7 +41,9 @@ def plot_sigma_vs_snr_catalogue(
         if not ok.any():  # a label no row has (a checkpoint without it): no log axes
             ax.text(0.5, 0.5, "no values", ha="center", va="center", transform=ax.transAxes)
             continue
-        ax.scatter(s[ok], err[ok], s=2, alpha=0.3, color="tab:blue", rasterized=True)
+        n = int(ok.sum())  # thousands of rows: faint dots; a handful: plain ones
+        alpha = 0.3 if n > 1000 else 0.8
+        ax.scatter(s[ok], err[ok], s=marker_size(n), alpha=alpha, color="tab:blue", rasterized=True)
         bins = min(10, int(ok.sum()) // 2)  # a few rows still get a median line
         if bins >= 2:
             edges = np.quantile(s[ok], np.linspace(0, 1, bins + 1))
@@ -63,15 +72,17 @@ def plot_distributions(
     for ax, label in zip(axes, labels, strict=True):
         x = _column(catalog, label)
         finite = np.isfinite(x)
-        if finite.sum() < 2:
+        if not finite.any():
             ax.text(0.5, 0.5, "no values", transform=ax.transAxes, ha="center")
         else:
             lo, hi = np.percentile(x[finite], [0.5, 99.5])
-            hi = hi if hi > lo else lo + 1.0
+            if hi <= lo:  # one value (or all equal): a window around it
+                half = max(0.05 * abs(lo), 0.05)
+                lo, hi = lo - half, hi + half
             bins = np.linspace(lo, hi, 50)
             x = np.clip(x, lo, hi)  # the tails counted in the edge bins, not dropped
             ax.hist(x[finite], bins=bins, color="lightgrey", label="all with labels")
-            if recommended is not None:
+            if recommended is not None and (finite & recommended).any():
                 ax.hist(
                     x[finite & recommended],
                     bins=bins,
@@ -81,7 +92,9 @@ def plot_distributions(
                 )
         ax.set_xlabel(f"{display_name(label)} [{unit(label)}]")
         ax.set_ylabel("spectra")
-    axes[0].legend(fontsize=7)
+    with_entries = [ax for ax in axes if ax.get_legend_handles_labels()[0]]
+    if with_entries:  # an empty legend box otherwise
+        with_entries[0].legend(fontsize=7)
     fig.suptitle(
         "Distribution of every label (values beyond the 0.5-99.5 percentiles counted "
         "in the edge bins)"

@@ -50,6 +50,11 @@ def axis_label(label: str, prefix: str = "") -> str:
     return f"{prefix}{display_name(label)} [{unit(label)}]"
 
 
+def marker_size(n: int) -> float:
+    """Scatter points of 3 pt^2 for thousands of rows, up to 30 for a handful (3 hid them)."""
+    return float(np.clip(3000.0 / max(n, 1), 3.0, 30.0))
+
+
 def new_figure(n_panels: int, ncols: int = 4, panel_size: tuple[float, float] = (3.4, 2.7)):
     """A figure with a grid of ``n_panels`` axes (unused ones hidden); returns (fig, axes)."""
     ncols = max(1, min(ncols, n_panels))
