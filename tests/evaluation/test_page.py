@@ -238,3 +238,26 @@ def test_the_sample_line_says_what_each_count_is() -> None:
         Report("t", inputs, counts | {"flag_ok": 2493}, no_metrics, pl.DataFrame())
     )
     assert "flag 1" not in text and "2,053 status ok (--all-rows) and matched" in text
+
+
+def test_the_ood_table_reads_in_words_and_percent() -> None:
+    """The OOD table showed raw headers (snr_bin, n_ood, ood_rate, ood_score_median) and a
+    rate of 0.02 on a page of percentages."""
+    import re
+
+    from rrnet.evaluation.metrics import label_metrics, ood_rates
+    from rrnet.evaluation.report import Report, to_html
+
+    bits = np.where(np.arange(200) % 8 == 0, 16, 0)
+    catalog = pl.DataFrame({"snr": np.linspace(5, 150, 200), "quality_bits": bits})
+    catalog = catalog.with_columns(ood_score=pl.col("snr") / 100)
+    one = label_metrics(np.array([1.0, 2.0]), np.array([1.1, 1.8]), np.array([0.1, 0.1]))
+    metrics = pl.DataFrame([{"label": "FeH", "snr_bin": "all"} | one.to_dict()])
+    report = Report("t", {}, {}, metrics, pl.DataFrame(), ood_by_snr=ood_rates(catalog))
+    page = to_html(report)
+    table = page.split("any flag)</summary>")[1].split("</table>")[0]
+    heads = re.findall(r"<th>([^<]*)</th>", table)
+    assert heads == ["S/N", "N", "flagged OOD", "OOD rate", "median OOD score"]
+    everything = re.findall(r"<tr><td>all</td>((?:<td>[^<]*</td>)+)</tr>", table)[0]
+    rate = np.mean(bits == 16)
+    assert re.findall(r"<td>([^<]*)</td>", everything)[2] == f"{100 * rate:.0f} %"

@@ -440,6 +440,10 @@ _PRETTY = {
     "coverage_2sigma": "within 2σ",
     "expected_1sigma": "expected 1σ",
     "expected_2sigma": "expected 2σ",
+    "snr_bin": "S/N",
+    "n_ood": "flagged OOD",
+    "ood_rate": "OOD rate",
+    "ood_score_median": "median OOD score",
 }
 _STEPS = {
     "catalog_rows": "catalogue rows",
@@ -451,8 +455,8 @@ _STEPS = {
     "valid_rows_for_recalibration": "validation rows used for the error factors",
     "stars_with_repeats": "stars with repeat observations",
 }
-_UNITLESS = {"z mean": "", "z spread": ""} | {
-    k: "%" for k in ("within 1σ", "within 2σ", "expected 1σ", "expected 2σ")
+_UNITLESS = {"z mean": "", "z spread": "", "median OOD score": ""} | {
+    k: "%" for k in ("within 1σ", "within 2σ", "expected 1σ", "expected 2σ", "OOD rate")
 }
 
 
