@@ -83,3 +83,48 @@ def test_page_loads_without_error_and_shows_its_figures(pages, name, figures) ->
     widths = {Path(i["file"]).name: i["w"] for i in seen["images"]}
     assert figures <= set(widths), widths
     assert all(w > 300 for w in widths.values()), widths  # every image decoded
+
+
+# After load at 700 px: opens every folded table, then reports table-of-contents entries
+# that overlap one another and tables that reach beyond the window (not scrollable).
+LAYOUT = """<script>
+window.addEventListener("load", () => {
+  document.querySelectorAll("details").forEach(d => d.open = true);
+  const entries = [...document.querySelectorAll("nav li")];
+  const items = entries.map(li => li.getBoundingClientRect());
+  let overlaps = entries.filter(li => li.scrollWidth > li.clientWidth + 1).length;  // runs over
+  // a number ("15.") stands in the room left of its entry: the column before must end there
+  const ol = document.querySelector("nav ol");
+  const marker = ol ? parseFloat(getComputedStyle(ol).paddingLeft) : 0;
+  items.forEach(a => items.forEach(b => {
+    if (b.left > a.left + 1 && b.left - marker < a.right - 1) overlaps++;
+  }));
+  const width = document.documentElement.clientWidth;
+  const scrolls = e => e && (["auto", "scroll"].includes(getComputedStyle(e).overflowX)
+                              || scrolls(e.parentElement));
+  const beyond = [...document.querySelectorAll("table")].filter(
+    t => t.getBoundingClientRect().right > width + 1 && !scrolls(t.parentElement)).length;
+  const pre = document.createElement("pre"); pre.id = "layout";
+  pre.textContent = JSON.stringify({overlaps, beyond, page: document.documentElement.scrollWidth,
+                                    width, tables: document.querySelectorAll("table").length});
+  document.body.appendChild(pre);
+});
+</script>"""
+
+
+@pytest.mark.parametrize("name", ["report", "overview"])
+def test_a_narrow_window_neither_overlaps_nor_overflows(pages, name) -> None:
+    """At 700 px the table-of-contents columns overlapped and the 12-column metrics table
+    ran off the page with no scroll bar; wide tables now scroll inside their own box."""
+    page = pages[name]
+    copy = page.with_name("layout-" + page.name)
+    copy.write_text(page.read_text().replace("<head>", "<head>" + LAYOUT, 1))
+    cmd = [BROWSER, "--headless", "--no-sandbox", "--disable-gpu", "--window-size=700,900",
+           "--virtual-time-budget=10000", "--dump-dom", copy.as_uri()]  # fmt: skip
+    dom = subprocess.run(cmd, capture_output=True, text=True, timeout=180, check=True).stdout
+    found = re.search(r'<pre id="layout">(.*?)</pre>', dom, re.S)
+    assert found, dom[:300]
+    seen = json.loads(found.group(1).replace("&quot;", '"'))
+    assert seen["tables"] > 0
+    assert seen["overlaps"] == 0 and seen["beyond"] == 0, seen
+    assert seen["page"] <= seen["width"], seen  # no sideways scrolling of the whole page

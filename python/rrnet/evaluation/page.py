@@ -104,7 +104,13 @@ def table_html(
     body = "".join(
         "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>" for cells in rows
     )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return scrolling(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+
+
+def scrolling(table: str) -> str:
+    """A table in a box of its own that scrolls sideways: a 12-column table ran off a
+    700 px window, and the whole page with it."""
+    return f'<div class="scroll">{table}</div>'
 
 
 def table_markdown(
@@ -145,7 +151,8 @@ _CSS = (
     ".headline{background:#f4f7fb;border:1px solid #cfd9e6;border-radius:6px;padding:0.6em 1em}"
     ".headline table{font-size:1em}.worry{background:#fff4e0;border-left:4px solid #e69500;"
     "padding:0.4em 0.8em}.worry li{margin:0.2em 0}.ok{color:#2a7a2a}.bad{color:#b34700}"
-    "nav{font-size:0.95em}nav ol{columns:2;margin:0.3em 0}"
+    "nav{font-size:0.95em}nav ol{columns:2 18em;column-gap:3em;margin:0.3em 0}"
+    ".scroll{overflow-x:auto;max-width:100%}"
     "table{border-collapse:collapse;margin:0.5em 0 1em;font-size:0.88em}"
     "td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}"
     "th{background:#eee}td:first-child{text-align:left}"

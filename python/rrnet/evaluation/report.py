@@ -30,6 +30,7 @@ from rrnet.evaluation.page import (
     Section,
     figure_html,
     render,
+    scrolling,
     table_html,
     table_markdown,
     with_unit,
@@ -414,7 +415,7 @@ def headline_html(report: Report) -> str:
             + "".join(f"<td>{html.escape(x)}</td>" for x in cells)
             + f'<td class="{cls}">{html.escape(words)}</td></tr>'
         )
-    table = f"<table>{head}{''.join(rows)}</table>" if rows else ""
+    table = scrolling(f"<table>{head}{''.join(rows)}</table>") if rows else ""
     items = worries(report)
     worry = (
         '<div class="worry"><b>What to check</b><ul>'
