@@ -191,3 +191,33 @@ def test_labels_without_a_reference_are_named(tmp_path: Path, capsys) -> None:
     capsys.readouterr()
     _metrics(tmp_path, tmp_path / "cat.parquet", "report")
     assert "Not evaluated, no reference column: [Mg/H]" in capsys.readouterr().err
+
+
+def test_the_overview_names_low_xfe_skills_in_label_order_and_only_figures_it_draws(
+    tmp_path: Path,
+) -> None:
+    """The overview listed [X/Fe] skills alphabetically (infer and eval use the labels'
+    periodic order), printed "[Cr/Fe] -0.00", and spoke of "the [X/Fe] figures below"
+    when no figure was drawn (no recommended row)."""
+    import polars as pl
+
+    from rrnet.labels import ALL_LABELS
+    from rrnet.models.xfe_skill import xfe_name
+
+    catalog, _ = toy_tables(20, seed=2)
+    skills = {"CrH": -0.001, "AlH": 0.1, "CH": 0.2, "MgH": 0.05}  # alphabetical
+    provenance = {"rrnet.checkpoints": json.dumps([{"path": "ck", "xfe_skill": skills}])}
+    none = catalog.with_columns(pl.lit(0).cast(catalog["flag"].dtype).alias("flag"))
+    for name, table in (("some", catalog), ("none", none)):
+        write_catalogue(table, tmp_path / f"{name}.parquet", "parquet", provenance)
+        assert (
+            main(["overview", str(tmp_path / f"{name}.parquet"), "--out", str(tmp_path / name)])
+            == 0
+        )
+    some, no_figures = ((tmp_path / n / "index.html").read_text() for n in ("some", "none"))
+    warning = some.split("<b>[X/Fe]</b>")[1].split("</div>")[0]
+    order = [xfe_name(lb) for lb in ALL_LABELS if lb in skills]
+    assert [warning.index(name) for name in order] == sorted(warning.index(n) for n in order)
+    assert "[Cr/Fe] 0.00" in warning and "-0.00" not in warning
+    assert "figures below" in warning
+    assert "figures below" not in no_figures.split("<b>[X/Fe]</b>")[1].split("</div>")[0]

@@ -338,3 +338,18 @@ def test_kiel_under_all_rows_draws_every_row_and_says_which(tmp_path: Path, monk
     ]
     assert "recommended" not in captions[0] and "--all-rows" in captions[0]
     assert "recommended rows (flag 1)" in captions[1]
+
+
+def test_a_checkpoint_named_checkpoint_is_not_named_twice(tmp_path: Path) -> None:
+    """The loss-curve caption of the demo's checkpoint read "in checkpoint checkpoint"."""
+    from rrnet.evaluation.figures import checkpoint_history
+    from rrnet.evaluation.report import Report
+
+    ckpt = tmp_path / "checkpoint"
+    ckpt.mkdir()
+    rows = [{"epoch": e, "member": 0, "train_loss": 1.0 / e, "valid_loss": 1.1 / e} for e in (1, 2)]
+    pl.DataFrame(rows).write_parquet(ckpt / "history.parquet")
+    (tmp_path / "figures").mkdir()
+    report = Report("t", {}, {}, pl.DataFrame(), pl.DataFrame())
+    ((_, caption),) = checkpoint_history(ckpt, tmp_path, "figures", report)
+    assert "checkpoint checkpoint" not in caption and "checkpoint/" in caption

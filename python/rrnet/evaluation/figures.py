@@ -137,6 +137,6 @@ def checkpoint_history(
         (
             rel,
             f"Training and validation loss per epoch of each ensemble model in "
-            f"checkpoint {name} (paper Fig. 10).",
+            f"the checkpoint in {name}/ (paper Fig. 10).",
         )
     ]

@@ -161,15 +161,16 @@ def overview(
     summary = summarize(catalog)
     catalog = add_snr(catalog, snr)
     recommended = catalog.filter(pl.col("flag") == 1) if "flag" in catalog.columns else catalog
-    low_xfe = xfe_skill.low_skill_words(
-        {k: v for k, v in xfe_skill.catalogue_skill(provenance).items() if k in labels}
-    )
+    skills = xfe_skill.catalogue_skill(provenance)  # in the labels' (periodic) order
+    low_xfe = xfe_skill.low_skill_words({k: skills[k] for k in labels if k in skills})
     headline = _headline(summary, labels)
     if low_xfe:  # the [X/Fe] figures would otherwise look like the stars' own abundances
+        drawn = recommended.height and set(SP_LABELS) < set(labels)
+        what = "The [X/Fe] figures below then show" if drawn else "Its [X/Fe] then shows"
         headline += (
             f'<div class="worry"><b>[X/Fe]</b>: the checkpoints found, on their validation '
-            f"split, {html.escape(low_xfe)}. The [X/Fe] figures below then show mostly "
-            "[Fe/H] and a trend, not each star's own [X/Fe] (docs/evaluation.md).</div>"
+            f"split, {html.escape(low_xfe)}. {what} mostly [Fe/H] and a trend, not each "
+            "star's own [X/Fe] (docs/evaluation.md).</div>"
         )
     page = Page(f"RRNet catalogue overview: {Path(catalog_path).name}", headline)
     page.sections.append(Section("Counts and flags", _count_tables(summary)))

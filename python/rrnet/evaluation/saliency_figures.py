@@ -116,7 +116,7 @@ def saliency_figures(
         title=f"Average ∂output/∂flux, {name}",
     )
     caption = (
-        f"Which wavelengths drive the labels of checkpoint {name}: the average gradient "
+        f"Which wavelengths drive the labels of the checkpoint in {name}/: the average gradient "
         "of each label with respect to the flux (paper Fig. 4)."
     )
     return [(rel, caption)]

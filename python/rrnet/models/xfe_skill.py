@@ -85,12 +85,18 @@ def low_skill(values: Mapping[str, float | None], threshold: float = LOW_SKILL) 
     return [k for k, v in values.items() if v is not None and math.isfinite(v) and v < threshold]
 
 
+def two_decimals(value: float | None) -> str:
+    """``0.13``, ``-0.25``; a value that rounds to zero is ``0.00``, never ``-0.00``."""
+    text = f"{value:.2f}"
+    return "0.00" if text == "-0.00" else text
+
+
 def low_skill_words(values: Mapping[str, float | None], threshold: float = LOW_SKILL) -> str | None:
     """One sentence on the abundances with little [X/Fe] information (None if none)."""
     low = low_skill(values, threshold)
     if not low:
         return None
-    names = ", ".join(f"{xfe_name(k)} {values[k]:.2f}" for k in low)
+    names = ", ".join(f"{xfe_name(k)} {two_decimals(values[k])}" for k in low)
     return (
         f"little [X/Fe] information beyond [Fe/H] (skill < {threshold:g}; 1 = the star's "
         f"own [X/Fe], 0 = no better than [Fe/H] and a trend): {names}"
