@@ -261,3 +261,38 @@ def test_overview_of_one_row_shows_its_values(tmp_path, monkeypatch) -> None:
         assert [[t.get_text() for t in legend.get_texts()] for legend in legends] == [shown]
     point = figures[2].axes[0].collections[0]
     assert point.get_sizes()[0] >= 20 and point.get_alpha() >= 0.5
+
+
+def test_residual_statistics_and_the_legend_cover_no_data(tmp_path, monkeypatch) -> None:
+    """The statistics box of a residual histogram stood on the bars, and the legend of
+    the sigma-vs-S/N figure hid a bin's point in small samples."""
+    from rrnet.evaluation.metrics import metrics_table
+
+    figures = []
+    monkeypatch.setattr(residuals, "save_figure", lambda fig, path: figures.append(fig) or path)
+    rng = np.random.default_rng(5)
+    true = rng.normal(5000.0, 300.0, 40)
+    sample = pl.DataFrame(
+        {"Teff[K]": true + rng.normal(0, 80.0, 40), "Teff[K]_true": true,
+         "Teff[K]_err": np.full(40, 80.0), "snr": rng.uniform(10, 150, 40)}
+    )  # fmt: skip
+    metrics = metrics_table(sample, ["Teff[K]"])
+    residuals.plot_residuals(sample, ["Teff[K]"], tmp_path / "r.png", metrics=metrics)
+    residuals.plot_sigma_vs_snr(metrics, ["Teff[K]"], tmp_path / "s.png")
+    hist, snr = figures
+    ax = hist.axes[0]
+    hist.canvas.draw()
+    bottom = ax.transData.inverted().transform(ax.texts[0].get_window_extent().p0)[1]
+    highest = np.histogram(
+        np.clip(sample["Teff[K]"] - true, *ax.patches[0].get_xy()[[0, -1], 0]), bins=50
+    )[0].max()
+    assert bottom > highest
+    snr.canvas.draw()
+    legend = (
+        snr.legends[0].get_window_extent()
+        if snr.legends
+        else snr.axes[0].get_legend().get_window_extent()
+    )
+    for line in snr.axes[0].get_lines():
+        points = line.get_transform().transform(np.column_stack(line.get_data()))
+        assert not any(legend.contains(x, y) for x, y in points if np.isfinite([x, y]).all())

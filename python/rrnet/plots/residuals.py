@@ -11,6 +11,10 @@ import polars as pl
 from rrnet.labels import TRUE_SUFFIX
 from rrnet.plots.style import axis_label, display_name, new_figure, save_figure, unit
 
+HEADROOM: float = 2.2
+"""The y axis of a residual histogram reaches this times its highest bar: the four lines
+of statistics in the top left corner stood on the bars."""
+
 
 def _hist_range(values: np.ndarray) -> tuple[float, float]:
     """The 0.5-99.5 percentiles plus 5 % each side; a window around the value when all
@@ -43,7 +47,7 @@ def plot_residuals(
     evaluation computes the statistics, the figure only shows them.
     """
     overall = metrics.filter(pl.col("snr_bin") == "all")
-    fig, axes = new_figure(len(labels))
+    fig, axes = new_figure(len(labels), panel_size=(3.4, 3.2))
     for ax, label in zip(axes, labels, strict=True):
         pred = sample.get_column(label).cast(pl.Float64).to_numpy()
         true = sample.get_column(label + TRUE_SUFFIX).cast(pl.Float64).to_numpy()
@@ -52,7 +56,7 @@ def plot_residuals(
         m = overall.filter(pl.col("label") == label).row(0, named=True)
         if resid.size:
             lo, hi = _hist_range(resid)
-            ax.hist(
+            counts, _, _ = ax.hist(
                 np.clip(resid, lo, hi),  # the tails counted in the edge bins, not dropped
                 bins=50,
                 range=(lo, hi),
@@ -60,6 +64,7 @@ def plot_residuals(
                 color="black",
                 linewidth=1.2,
             )
+            ax.set_ylim(0, HEADROOM * max(counts.max(), 1))  # the statistics sit above the bars
         ax.axvline(0.0, color="0.6", linewidth=0.8, linestyle=":")
         u = unit(label)
         ax.text(
@@ -112,6 +117,9 @@ def plot_sigma_vs_snr(
         ax.set_xlabel("S/N")
         ax.set_ylabel(f"{display_name(label)} [{unit(label)}]")
         ax.set_ylim(bottom=0)
-    axes[0].legend(fontsize=7, loc="upper right")
+    # outside the panels: inside, it hid a bin's point in small samples
+    fig.legend(
+        *axes[0].get_legend_handles_labels(), loc="outside lower center", ncols=3, fontsize=8
+    )
     fig.suptitle("Accuracy and predicted uncertainty against S/N")
     return save_figure(fig, path)
