@@ -296,3 +296,23 @@ def test_residual_statistics_and_the_legend_cover_no_data(tmp_path, monkeypatch)
     for line in snr.axes[0].get_lines():
         points = line.get_transform().transform(np.column_stack(line.get_data()))
         assert not any(legend.contains(x, y) for x, y in points if np.isfinite([x, y]).all())
+
+
+def test_a_one_row_bin_draws_no_scatter_point(tmp_path, monkeypatch) -> None:
+    """A bin of one residual has no scatter; sigma_vs_snr.png drew it as a point at 0."""
+    from rrnet.evaluation.metrics import metrics_table
+
+    figures = []
+    monkeypatch.setattr(residuals, "save_figure", lambda fig, path: figures.append(fig) or path)
+    snr = np.array([15.0, 16.0, 17.0, 50.0])  # three rows in 10-20, one in 40-60
+    true = np.array([5000.0, 5100.0, 5200.0, 5300.0])
+    sample = pl.DataFrame(
+        {"Teff[K]": true + np.array([50.0, -40.0, 10.0, 30.0]), "Teff[K]_true": true,
+         "Teff[K]_err": np.full(4, 60.0), "snr": snr}
+    )  # fmt: skip
+    residuals.plot_sigma_vs_snr(metrics_table(sample, ["Teff[K]"]), ["Teff[K]"], tmp_path / "s.png")
+    scatter_line = figures[0].axes[0].get_lines()[0]  # "σ of residuals", one value per bin
+    names = [t.get_text() for t in figures[0].axes[0].get_xticklabels()]
+    drawn = dict(zip(names, scatter_line.get_ydata(), strict=True))
+    assert drawn["10-20"] == pytest.approx(np.std([50.0, -40.0, 10.0]))
+    assert not np.isfinite(drawn["40-60"])  # one residual: no point
