@@ -92,7 +92,8 @@ window.addEventListener("load", () => {
   document.querySelectorAll("details").forEach(d => d.open = true);
   const entries = [...document.querySelectorAll("nav li")];
   const items = entries.map(li => li.getBoundingClientRect());
-  let overlaps = entries.filter(li => li.scrollWidth > li.clientWidth + 1).length;  // runs over
+  let overlaps = entries.filter(li => li.scrollWidth > li.clientWidth + 1  // runs over
+                                      || li.getClientRects().length > 1).length;  // split
   // a number ("15.") stands in the room left of its entry: the column before must end there
   const ol = document.querySelector("nav ol");
   const marker = ol ? parseFloat(getComputedStyle(ol).paddingLeft) : 0;

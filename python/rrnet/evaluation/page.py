@@ -152,6 +152,7 @@ _CSS = (
     ".headline table{font-size:1em}.worry{background:#fff4e0;border-left:4px solid #e69500;"
     "padding:0.4em 0.8em}.worry li{margin:0.2em 0}.ok{color:#2a7a2a}.bad{color:#b34700}"
     "nav{font-size:0.95em}nav ol{columns:2 18em;column-gap:3em;margin:0.3em 0}"
+    "nav li{break-inside:avoid}"
     ".scroll{overflow-x:auto;max-width:100%}"
     "table{border-collapse:collapse;margin:0.5em 0 1em;font-size:0.88em}"
     "td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}"
