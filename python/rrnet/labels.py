@@ -267,12 +267,15 @@ def label_columns(
     columns: Sequence[str], wanted: Sequence[str] = ALL_LABELS, keep: Sequence[str] = ()
 ) -> dict[str, str]:
     """Renames that give the columns of the ``wanted`` labels their internal names when a
-    table has them in another style or case (``teff``, ``TEFF`` -> ``Teff[K]``); columns
+    table has them in another style or case (``teff``, ``TEFF`` -> ``Teff[K]``; a label
+    that is no catalogue label in another case, ``vsini`` -> ``VSINI``); columns
     in ``keep`` (join keys) are left alone. Two columns for one label are a ValueError
     (which one was meant is not knowable)."""
     by_label: dict[str, list[str]] = {}
+    folded = {w.lower(): w for w in wanted}  # a label of one's own (vsini) in any case too
     for column in columns:
         label = catalogue_label(column)
+        label = label if label in wanted else folded.get(column.lower(), label)
         if column not in keep and label in wanted:
             by_label.setdefault(label, []).append(column)
     for label, found in by_label.items():

@@ -314,6 +314,10 @@ def test_label_columns_renames_any_case_and_refuses_two_columns_for_one_label() 
     assert label_columns(["teff", "x"], keep=["teff"]) == {}  # a join key stays
     with pytest.raises(ValueError, match="2 columns for FeH: FeH, fe_h"):
         label_columns(["FeH", "fe_h"])
+    # a label of the user's own, asked in another case than its column's (--group VSINI)
+    assert label_columns(columns, wanted=["VSINI", "Logg"]) == {"vsini": "VSINI", "logg": "Logg"}
+    with pytest.raises(ValueError, match="2 columns for VSINI"):
+        label_columns(["vsini", "VSini"], wanted=["VSINI"])
 
 
 def test_minus_9999_labels_are_missing_not_values(store_and_labels) -> None:
