@@ -364,14 +364,23 @@ def test_training_step_stores_xfe_skill_and_inference_warns_of_low_skill(
     with caplog.at_level(logging.WARNING):
         warn_checkpoint_caveats([loaded])
     assert any("'power' form" in r.getMessage() for r in caplog.records)
-    assert not any("no error calibration" in r.getMessage() for r in caplog.records)
-    # a trained checkpoint without calibration.json (stopped before it) is named too
+    assert not any("no calibration.json" in r.getMessage() for r in caplog.records)
+    # a trained checkpoint without calibration.json is named, with what finishes it:
+    # --resume while its training state is there (stopped before calibrating), else
+    # --recalibrate; never when raw errors were asked for
     (out / CALIBRATION_FILE).unlink()
     (loaded,) = load_checkpoints([out], device="cpu")
-    caplog.clear()
-    with caplog.at_level(logging.WARNING):
-        warn_checkpoint_caveats([loaded])
-    assert any("no error calibration" in r.getMessage() for r in caplog.records)
+    for state, remedy in ((False, "--recalibrate"), (True, "--resume")):
+        if state:
+            (out / "train_state.pt").write_bytes(b"")
+        for calibrate in (True, False):
+            caplog.clear()
+            with caplog.at_level(logging.WARNING):
+                warn_checkpoint_caveats([loaded], calibrate=calibrate)
+            said = [
+                r.getMessage() for r in caplog.records if "no calibration.json" in r.getMessage()
+            ]
+            assert [remedy in m for m in said] == ([True] if calibrate else [])
 
 
 def test_default_errors_keep_their_ranking_within_an_snr_bin():

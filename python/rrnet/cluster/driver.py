@@ -253,7 +253,7 @@ def _checked_run(
         checkpoints = load_checked(options, fingerprint, device="cpu")
     except (InferError, FingerprintMismatch) as exc:
         raise RunError(str(exc).strip().splitlines()[0]) from exc
-    warn_checkpoint_caveats(checkpoints)  # as rrnet-infer does
+    warn_checkpoint_caveats(checkpoints, options.calibrate)  # as rrnet-infer does
     identity = {
         "catalog": name,
         "rows_hash": _rows_hash(table),

@@ -747,12 +747,13 @@ def reading_provenance(
     }
 
 
-def warn_checkpoint_caveats(checkpoints: list[Any]) -> None:
+def warn_checkpoint_caveats(checkpoints: list[Any], calibrate: bool = True) -> None:
     """Warn (rrnet-infer and rrnet-run), once at the start, of abundances whose [X/Fe]
     the checkpoint measured as mostly [Fe/H] and a trend on its validation split
-    (docs/catalogue.md), of an error calibration the default no longer fits, and of a
-    trained checkpoint without one (a run stopped before calibrating)."""
-    from rrnet.models.calibration import superseded_default
+    (docs/catalogue.md), of an error calibration the default no longer fits, and (with
+    ``calibrate``) of an rrnet-trained checkpoint without one."""
+    from rrnet.models.calibration import CALIBRATION_FILE, superseded_default
+    from rrnet.models.checkpoint import TRAINING_STATE_FILE
 
     for checkpoint in checkpoints:
         words = xfe_skill.low_skill_words(checkpoint.xfe_skill)
@@ -761,12 +762,18 @@ def warn_checkpoint_caveats(checkpoints: list[Any]) -> None:
         if checkpoint.calibration and (why := superseded_default(checkpoint.path)):
             log.warning("checkpoint %s: %s", checkpoint.path, why)
         trained = (checkpoint.config.get("training") or {}).get("status") == "complete"
-        if trained and not checkpoint.calibration:  # rrnet-trained; imported ones have none
+        path = Path(checkpoint.path)
+        if calibrate and trained and not (path / CALIBRATION_FILE).is_file():
+            # imported releases have no status; their errors are raw by design
+            remedy = (
+                "its training stopped before calibrating: rrnet-train --resume finishes it"
+                if (path / TRAINING_STATE_FILE).is_file()
+                else "rrnet-eval --recalibrate fits error factors (docs/evaluation.md)"
+            )
             log.warning(
-                "checkpoint %s has no error calibration (calibration.json): its errors are "
-                "the raw eq. 3 ones; a training run stopped after its last epoch is "
-                "finished by rrnet-train --resume",
+                "checkpoint %s has no calibration.json, its errors are the raw eq. 3 ones; %s",
                 checkpoint.path,
+                remedy,
             )
 
 
@@ -924,7 +931,8 @@ def run_inference(
             output_record(options, fmt),
         )
         if done is not None:
-            warn_checkpoint_caveats(plan.checkpoints)  # once the output is known to be taken
+            # once the output is known to be taken
+            warn_checkpoint_caveats(plan.checkpoints, options.calibrate)
             work = parts_dir(out)
             try:
                 _compute_parts(plan, options, work, done)

@@ -60,6 +60,8 @@ HISTORY_FILE = "history.parquet"
 """Per-epoch losses of every member, written by training."""
 SPLIT_FILE = "split.parquet"
 """Training's split by star: columns ``row``, the star column, ``split``."""
+TRAINING_STATE_FILE = "train_state.pt"
+"""rrnet-train's resumable state, present until the checkpoint is finished (or kept)."""
 DEFAULT_STAR_COLUMN = "star_id"
 
 

@@ -18,12 +18,17 @@ from typing import Any
 
 import torch
 
-from rrnet.models.checkpoint import CONFIG_FILE, HISTORY_FILE, save_checkpoint
+from rrnet.models.checkpoint import (
+    CONFIG_FILE,
+    HISTORY_FILE,
+    TRAINING_STATE_FILE,
+    save_checkpoint,
+)
 from rrnet.models.config import ModelConfig
 from rrnet.models.normalization import Normalization
 from rrnet.utils.atomic import atomic_path
 
-STATE_FILE = "train_state.pt"
+STATE_FILE = TRAINING_STATE_FILE
 LOSS_CURVE_FILE = "loss_curve.png"
 TEST_PREDICTIONS_FILE = "test_predictions.parquet"
 STAGING_DIR = ".staging"
