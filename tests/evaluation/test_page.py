@@ -93,9 +93,10 @@ def test_recalibrate_is_suggested_only_where_a_factor_helps() -> None:
     have their own: the suggestion stood under every report of the demo."""
     from rrnet.evaluation.report import Report, worries
 
-    def report(z_std: float, coverage: float, calibrated: bool) -> str:
+    def report(z_std: float, coverage: float, calibrated: bool, z_mean: float = 0.0) -> str:
         row = {"label": "SH", "snr_bin": "all", "n": 417, "n_z": 417, "mae": 0.1, "bias": 0.0,
-               "scatter": 0.1, "z_std": z_std, "coverage_1sigma": coverage}  # fmt: skip
+               "scatter": 0.1, "z_std": z_std, "coverage_1sigma": coverage,
+               "z_mean": z_mean}  # fmt: skip
         before_after = pl.DataFrame({"label": ["SH"]}) if calibrated else None
         counts = {"with_labels": 417}
         made = Report("t", {}, counts, pl.DataFrame([row]), pl.DataFrame(),
@@ -105,6 +106,10 @@ def test_recalibrate_is_suggested_only_where_a_factor_helps() -> None:
     assert "--recalibrate" in report(1.4, 0.55, calibrated=False)
     assert "--recalibrate" not in report(1.0, 0.55, calibrated=False)  # the shape is off
     assert "--recalibrate" not in report(1.4, 0.55, calibrated=True)  # has calibration.json
+    # biased residuals: a factor fitted to the spread (0.5) would halve errors that the
+    # RMS of z (1.1) says are too small
+    assert "--recalibrate" not in report(0.5, 0.55, calibrated=False, z_mean=0.96)
+    assert "--recalibrate" in report(0.5, 0.55, calibrated=False, z_mean=0.02)
 
 
 def test_coverage_tables_show_percentages_in_every_label_row() -> None:

@@ -233,8 +233,8 @@ def calibration_words(
         return "not measurable"
     mean = z_mean if z_mean is not None and math.isfinite(z_mean) else 0.0
     size = math.hypot(z_std, mean)  # RMS of z
-    noise = 2 * z_std / math.sqrt(n) if n else 0.0
-    bias = f"; residuals biased by {mean:+.2f}σ" if abs(mean) > max(tolerance, noise) else ""
+    biased = z_biased(z_std, mean, n, tolerance)
+    bias = f"; residuals biased by {mean:+.2f}σ" if biased else ""
     if size > 1 + tolerance:
         return f"errors too small by ×{size:.1f}{bias}"
     if size < 1 - tolerance:
@@ -247,6 +247,20 @@ def calibration_words(
             f"not 68%: residuals not Gaussian{bias}"
         )
     return f"errors calibrated (z spread {z_std:.2f}){bias}"
+
+
+def z_biased(
+    z_std: float,
+    z_mean: float | None,
+    n: int | None,
+    tolerance: float = NEEDS_RECALIBRATION_TOLERANCE,
+) -> bool:
+    """A mean z off 0 by more than ``tolerance`` and two standard errors: a bias, which no
+    error factor (``--recalibrate``) can fix."""
+    if z_mean is None or not math.isfinite(z_mean):
+        return False
+    noise = 2 * z_std / math.sqrt(n) if n else 0.0
+    return abs(z_mean) > max(tolerance, noise)
 
 
 def verdict(r: dict[str, Any]) -> str:
@@ -335,7 +349,7 @@ def worries(report: Report) -> list[str]:
     rest = [display_name(lb) for lb in off if lb not in HEADLINE_LABELS]
     if rest:
         out.append(
-            f"Errors off (z spread by more than 10 %, or 1σ coverage outside "
+            f"Errors off (RMS of z off 1 by more than 10 %, or 1σ coverage outside "
             f"{COVERAGE_WINDOW[0]:.0%}-{COVERAGE_WINDOW[1]:.0%}) for {len(rest)} abundances: "
             f"{', '.join(rest)}."
         )
@@ -350,7 +364,14 @@ def worries(report: Report) -> list[str]:
         )
     # a factor fixes the z spread, not the coverage; checkpoints with calibration.json
     # (before/after tables) have their own, fitted on validation when they were trained
-    rescalable = [lb for lb in off if needs_recalibration(overall[lb]["z_std"])]
+    # not where the residuals are biased: a factor fitted to the z spread would shrink
+    # errors that are too small once the bias is counted
+    rescalable = [
+        lb
+        for lb in off
+        if needs_recalibration(overall[lb]["z_std"])
+        and not z_biased(overall[lb]["z_std"], overall[lb].get("z_mean"), _count(overall[lb]))
+    ]
     if rescalable and not report.recalibration and report.calibration_by_snr is None:
         out.append("Fit error factors on the validation split: rrnet-eval --recalibrate.")
     elif off and report.recalibration:
