@@ -93,8 +93,7 @@ def test_variable_and_constant_stars() -> None:
 
 
 def test_a_small_scatter_far_from_the_catalogue_mean_is_not_lost_to_roundoff() -> None:
-    # the table sums w*x and w*x^2 per star: values 3000 K from the catalogue mean with
-    # a scatter of 1e-3 K must keep their chi2r (1/9 per pair here, by hand)
+    # values 3000 K from the catalogue mean with a scatter of 1e-3 K keep their chi2r
     cat = pl.DataFrame(
         {
             "star_id": ["hot", "hot", "cool", "cool"],
@@ -111,6 +110,26 @@ def test_a_small_scatter_far_from_the_catalogue_mean_is_not_lost_to_roundoff() -
     assert table["Teff[K]_chi2r"].to_list() == pytest.approx([0.5, 0.125], rel=1e-5)
     assert table["Teff[K]_scatter"].to_list() == pytest.approx([0.0015, 0.00075], rel=1e-5)
     assert table["Logg_chi2r"].to_list() == [0.0, 0.0]
+
+
+def test_a_far_low_weight_exposure_beside_precise_ones_keeps_the_exact_chi2r() -> None:
+    # a sum of w x^2 centred on any one value lost 0.5 % of this chi2r (review, 2026-12-06)
+    cat = pl.DataFrame(
+        {
+            "star_id": ["s"] * 4,
+            "status": ["ok"] * 4,
+            "flag": [1] * 4,
+            "Teff[K]": [3000.0, 8000.0, 8000.001, 8000.0005],
+            "Teff[K]_err": [1e4, 1e-4, 1e-4, 1e-4],
+            "Logg": [4.0] * 4,
+            "Logg_err": [0.1] * 4,
+        }
+    )
+    mean, err, scatter, chi2r, n = _oracle(cat.to_dicts(), "Teff[K]")
+    row = per_star_table(cat, labels=LABELS).row(0, named=True)
+    assert (row["Teff[K]"], row["Teff[K]_err"]) == (pytest.approx(mean), pytest.approx(err))
+    assert (row["Teff[K]_chi2r"], row["Teff[K]_n"]) == (pytest.approx(chi2r, rel=1e-6), n)
+    assert row["Teff[K]_scatter"] == pytest.approx(scatter, rel=1e-6)
 
 
 def test_lazy_input_and_unusable_star() -> None:

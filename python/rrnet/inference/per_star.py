@@ -52,8 +52,9 @@ def per_star_table(
 ) -> pl.DataFrame:
     """One row per star (first-appearance order) from a per-exposure catalogue.
 
-    A LazyFrame (e.g. ``pl.scan_parquet`` of a large catalogue) is aggregated with
-    Polars' streaming engine, so memory grows with the number of stars only.
+    A LazyFrame (e.g. ``pl.scan_parquet`` of a large catalogue) is read column by column;
+    the per-star means need the rows' weights in memory: 2 million rows of 17 labels
+    take ~6 s and 3.5 GB (``benchmarks/bench_per_star.py``).
 
     Exposures used: ``status == 'ok'`` (and ``flag == 1`` with ``only_recommended``)
     with a finite value and a positive finite error, independent ones only (module
@@ -94,10 +95,12 @@ def per_star_table(
         usable = usable & ~repeats_exposures(usable, star_column)
     frame = frame.with_columns(usable.alias("_usable"))
     usable = pl.col("_usable")
-    # Per row, each label's weight and weighted value; per star, plain sums of them:
-    # Polars runs those on its fast path (the same formulas written as expressions
-    # inside the aggregation ran group by group, ~4 minutes for 2 million rows).
-    rows: list[pl.Expr] = []
+    # Per row, each label's weight, its star's weighted mean (window sums) and the
+    # weighted squared residual; per star, plain sums of them: Polars runs those on its
+    # fast path (the same formulas written as expressions inside the aggregation ran
+    # group by group, ~4 minutes for 2 million rows). Two passes, so no cancellation.
+    weights: list[pl.Expr] = []  # first pass: per row (one window, the smallest error)
+    residuals: list[pl.Expr] = []  # second pass: over those columns (windows of sums)
     sums: list[pl.Expr] = [
         pl.col("_order").min().alias("_order"),
         usable.sum().cast(pl.Int32).alias("n_exp"),
@@ -111,32 +114,32 @@ def per_star_table(
         s2 = pl.min_horizontal(float(floor.get(label, 0.0)) ** 2, SHARED_CAP * smallest**2)
         noise2 = pl.max_horizontal(err**2 - s2, (MIN_NOISE_FRACTION * err) ** 2)
         w = pl.when(good).then(1.0 / noise2).otherwise(0.0)
-        # centred on the star's own lowest value, so sum(w x^2) - sum(w x)^2 / sum(w)
-        # does not cancel away a small scatter of values far from zero (Teff)
-        xc = pl.when(good).then(x - pl.when(good).then(x).min().over(star_column)).otherwise(0.0)
-        rows += [
+        weights += [
             w.alias(f"_w:{label}"),
-            (w * xc).alias(f"_wx:{label}"),
-            (w * xc * xc).alias(f"_wxx:{label}"),
+            (w * pl.when(good).then(x).otherwise(0.0)).alias(f"_wx:{label}"),
             good.alias(f"_good:{label}"),
             s2.alias(f"_s2:{label}"),
-            pl.when(good).then(x - xc).alias(f"_shift:{label}"),
+        ]
+        w, wx, good = (pl.col(f"_{part}:{label}") for part in ("w", "wx", "good"))
+        mean = wx.sum().over(star_column) / w.sum().over(star_column)  # NaN: no good row
+        residuals += [
+            mean.alias(f"_mean:{label}"),
+            pl.when(good).then(w * (x - mean) ** 2).otherwise(0.0).alias(f"_r2:{label}"),
         ]
         sums += [
             pl.col(f"_{part}:{label}").sum().alias(f"_{part}:{label}")
-            for part in ("w", "wx", "wxx", "good")
+            for part in ("w", "r2", "good")
         ]
         sums += [
-            pl.col(f"_{part}:{label}").max().alias(f"_{part}:{label}") for part in ("s2", "shift")
+            pl.col(f"_{part}:{label}").first().alias(f"_{part}:{label}") for part in ("mean", "s2")
         ]
-    grouped = frame.with_columns(rows).group_by(star_column).agg(sums)
+    grouped = frame.with_columns(weights).with_columns(residuals).group_by(star_column).agg(sums)
     stats: list[pl.Expr] = []
     for label in labels:
-        sw, swx, swxx = (pl.col(f"_{part}:{label}") for part in ("w", "wx", "wxx"))
+        sw, resid2 = pl.col(f"_w:{label}"), pl.col(f"_r2:{label}")
         n = pl.col(f"_good:{label}")
-        resid2 = pl.max_horizontal(swxx - swx * swx / sw, 0.0)
         stats += [
-            pl.when(n > 0).then(swx / sw + pl.col(f"_shift:{label}")).alias(label),
+            pl.when(n > 0).then(pl.col(f"_mean:{label}")).alias(label),
             pl.when(n > 0).then((1.0 / sw + pl.col(f"_s2:{label}")).sqrt()).alias(f"{label}_err"),
             n.cast(pl.Int32).alias(f"{label}_n"),
             pl.when(n > 1).then((resid2 / sw).sqrt()).alias(f"{label}_scatter"),
