@@ -8,6 +8,7 @@ from __future__ import annotations
 import itertools
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -388,6 +389,17 @@ def test_cli_dry_run_prints_the_slurm_job(tmp_path: Path, capsys) -> None:
     # the jobs log at Dask's own level: they inherit the driver's quiet setting, and their
     # logs had held nothing (found by a user); a site's own lines come after it
     assert script.index("DASK_LOGGING__DISTRIBUTED=info") < script.index("module load cuda")
+
+
+def test_without_dask_the_command_names_the_extra_in_one_line(capsys, monkeypatch) -> None:
+    """The cluster modules import dask late: without the extra, rrnet-run had ended in
+    'unexpected ModuleNotFoundError' (exit 1) instead of naming the extra."""
+    for name in ("dask", "dask.distributed"):
+        monkeypatch.setitem(sys.modules, name, None)  # import fails as if not installed
+    args = ["cat.csv", "--data-dir", ".", "--model", "m", "--out", "o.pq", "--dry-run"]
+    assert main([*args, "--cluster", "slurm"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "cluster extra" in line and "unexpected" not in line
 
 
 def test_cli_dry_run_creates_no_log_folder(tmp_path: Path, capsys, monkeypatch) -> None:

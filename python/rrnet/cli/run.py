@@ -70,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+CLUSTER_EXTRA = "install the cluster extra: pip install 'rrnet[cluster]' (in a clone: '.[cluster]')"
+
+
 @_args.command(PROG)
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status (2 for unusable arguments)."""
@@ -80,10 +83,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format=f"{PROG}: %(message)s")
     _quiet_dask(args.verbose)
     try:
+        import dask.distributed  # noqa: F401  (the rrnet.cluster modules import it late)
+
         from rrnet.cluster.config import ClusterConfigError, job_script, load_settings
         from rrnet.cluster.driver import RunError, run_cluster
     except ImportError as exc:  # dask is an optional extra
-        print(f"{PROG}: error: {exc}; install rrnet[cluster]", file=sys.stderr)
+        print(f"{PROG}: error: {exc}; {CLUSTER_EXTRA}", file=sys.stderr)
         return 2
     return _args.run_errors(
         PROG, lambda: _run(args, job_script, load_settings, run_cluster),
