@@ -32,3 +32,19 @@ def test_a_checkout_names_its_commit_and_a_wheel_none(tmp_path: Path) -> None:
     site.mkdir(parents=True)
     subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
     assert source_commit(site) is None
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="git not installed")
+def test_an_unpacked_sdist_inside_another_repository_records_no_commit(tmp_path: Path) -> None:
+    """An sdist has python/rrnet and crates/rrnet-core but no .git: git walked up to the
+    enclosing repository and its commit was recorded as rrnet's (packaging review)."""
+    outer = tmp_path / "outer"
+    tree = outer / "rrnet-0.1.0"
+    (tree / "python" / "rrnet").mkdir(parents=True)
+    (tree / "crates" / "rrnet-core").mkdir(parents=True)
+    git = ["git", "-C", str(outer), "-c", "user.name=x", "-c", "user.email=x@y"]
+    subprocess.run(["git", "init", "-q", str(outer)], check=True)
+    (outer / "a").write_text("a")
+    subprocess.run([*git, "add", "a"], check=True)
+    subprocess.run([*git, "commit", "-qm", "x"], check=True)
+    assert source_commit(tree / "python" / "rrnet") is None

@@ -20,19 +20,22 @@ PACKAGE = Path(__file__).resolve().parent.parent
 def source_commit(package: Path = PACKAGE) -> str | None:
     """``git rev-parse HEAD`` of the repository ``package`` sits in as ``python/rrnet``
     (``+dirty`` when tracked files differ from it), else None: a wheel in site-packages,
-    or a virtual environment inside someone else's repository, is no rrnet checkout."""
+    a virtual environment or an unpacked sdist inside someone else's repository, is no
+    rrnet checkout (the repository's top must be the tree ``package`` sits in)."""
     root = package.parent.parent
     if package != root / "python" / "rrnet" or not (root / "crates" / "rrnet-core").is_dir():
         return None
     try:
-        head = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "HEAD"],
+        top, head = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--show-toplevel", "HEAD"],
             capture_output=True, text=True, timeout=10, check=True,
-        ).stdout.strip()  # fmt: skip
+        ).stdout.split()  # fmt: skip
+        if Path(top).resolve() != root.resolve():  # an unpacked sdist in another repository
+            return None
         changed = subprocess.run(
             ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
             capture_output=True, text=True, timeout=10, check=True,
         ).stdout.strip()  # fmt: skip
-    except (OSError, subprocess.SubprocessError):  # no git, not a repository, too slow
+    except (OSError, subprocess.SubprocessError, ValueError):  # no git, no repository, slow
         return None
     return f"{head}+dirty" if changed else head or None
