@@ -10,6 +10,7 @@ what a previous run finished.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import shutil
 import sys
@@ -158,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     os.environ.setdefault("MPLBACKEND", "Agg")
+    # the library's warnings (a small validation split, ...) read like the steps' lines
+    logging.basicConfig(level=logging.WARNING, format="   warning: %(message)s")
     start = time.perf_counter()
     outputs = run_demo(
         args.out,

@@ -487,6 +487,7 @@ def test_split_fractions_and_what_training_warns_of(
     warned = " ".join(r.getMessage() for r in caplog.records if r.levelname == "WARNING")
     assert "Teff[K] has median" in warned and "not the catalogue's units" in warned
     assert "the validation split has" in warned and "rough below 50 stars" in warned
+    assert "--split-fractions 4:4:2" not in warned  # it is the setting already
     constant = table.with_columns(pl.lit(4.37).alias("Logg"))  # its mean is off by round-off
     constant.write_csv(tmp_path / "constant.csv")
     code = main([*base, "--labels", str(tmp_path / "constant.csv"), "--out", str(tmp_path / "c")])

@@ -129,7 +129,7 @@ def train_ensemble(
     seed = settings.seed if opts.split_seed is None else opts.split_seed
     split_source, fixed = _kept_split(opts, selected.star_ids, log)
     split = split_by_star(selected.star_ids, fractions=opts.split_fractions, seed=seed, fixed=fixed)
-    _warn_small_validation(selected.star_ids, split)
+    _warn_small_validation(selected.star_ids, split, opts.split_fractions)
 
     frozen = init.frozen if init is not None else None  # before the flux is read, split written
     check_member_memory(config, settings.members, resolve_device(settings.device), frozen)
@@ -205,17 +205,23 @@ thresholds, both fitted on the validation split, are rough (docs/results.md: 40 
 leave the calibration factor 10-25 % off)."""
 
 
-def _warn_small_validation(star_ids: np.ndarray, split: Any) -> None:
+def _warn_small_validation(star_ids: np.ndarray, split: Any, fractions: Any = None) -> None:
     stars = np.unique(np.asarray(star_ids)[split.valid]).size
     if stars < MIN_VALIDATION_STARS:
+        share = None if fractions is None else fractions[1] / sum(fractions)
+        remedy = (
+            "more labelled stars (or a larger validation share, --split-fractions 4:4:2)"
+            if share is None or share < 0.4
+            else "more labelled stars"
+        )  # 4:4:2 already given: suggesting it read as if it had been ignored
         logging.getLogger(__name__).warning(
             "the validation split has %d star(s) (%d spectra): the error calibration and the "
             "out-of-distribution thresholds are fitted on it and are rough below %d stars; "
-            "more labelled stars (or a larger validation share, --split-fractions 4:4:2) "
-            "make them sound",
+            "%s make them sound",
             stars,
             split.valid.size,
             MIN_VALIDATION_STARS,
+            remedy,
         )
 
 
