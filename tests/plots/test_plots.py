@@ -235,6 +235,21 @@ def test_xfe_counts_every_star_and_its_title_fits(tmp_path, monkeypatch) -> None
     plt.close(fig)
 
 
+def test_one_star_is_drawn_in_the_xfe_figure(tmp_path, monkeypatch) -> None:
+    """One star: its panel said "no stars" under a title of N = 1 (review, 2026-12-06)."""
+    figures = []
+    monkeypatch.setattr(abundances, "save_figure", lambda fig, path: figures.append(fig) or path)
+    catalog = pl.DataFrame({"Logg": [2.5], "FeH": [-0.4], "MgH": [-0.1]})
+    abundances.plot_xfe(catalog, ["MgH"], tmp_path / "x.png", giants=True)
+    ax = figures[0].axes[0]
+    (points,) = ax.collections
+    np.testing.assert_allclose(points.get_offsets(), [[-0.4, 0.3]])
+    assert not any(t.get_text() == "no stars" for t in ax.texts)
+    import matplotlib.pyplot as plt
+
+    plt.close(figures[0])
+
+
 def test_overview_of_one_row_shows_its_values(tmp_path, monkeypatch) -> None:
     """A one-row catalogue: every histogram said "no values" though the row has values,
     an empty legend box was drawn, "recommended" was listed with none recommended, and

@@ -57,6 +57,9 @@ def plot_xfe(
                 norm=LogNorm(),
                 rasterized=True,
             )
+        elif ok.any():  # one star: a point (a density of one is no picture)
+            ax.scatter(feh[ok], xfe[ok], s=12, color="k")
+            ax.set_xlim(*feh_range)
         else:
             ax.text(0.5, 0.5, "no stars", transform=ax.transAxes, ha="center")
         ax.axhline(0.0, color="tab:red", linewidth=0.6, linestyle=":")

@@ -117,7 +117,8 @@ def arm_detail(code: int, blue: tuple, red: tuple) -> str:
         elif code == Status.BAD_WAVELENGTH:
             finite = loglam[np.isfinite(loglam)]
             if finite.size < loglam.size:
-                parts.append(f"{arm} arm: {loglam.size - finite.size} non-finite LOGLAM values")
+                bad = loglam.size - finite.size
+                parts.append(f"{arm} arm: {bad} non-finite wavelengths (LOGLAM)")
             elif finite.size > 1 and not (
                 np.all(np.diff(finite) > 0) or np.all(np.diff(finite) < 0)
             ):
