@@ -52,9 +52,8 @@ def per_star_table(
 ) -> pl.DataFrame:
     """One row per star (first-appearance order) from a per-exposure catalogue.
 
-    A LazyFrame (e.g. ``pl.scan_parquet`` of a large catalogue) is read column by column;
-    the per-star means need the rows' weights in memory: 2 million rows of 17 labels
-    take ~6 s and 3.5 GB (``benchmarks/bench_per_star.py``).
+    A LazyFrame (e.g. ``pl.scan_parquet`` of a large catalogue) is read one label at a
+    time: 2 million rows of 17 labels take ~7 s and 1.3 GB (``benchmarks/bench_per_star.py``).
 
     Exposures used: ``status == 'ok'`` (and ``flag == 1`` with ``only_recommended``)
     with a finite value and a positive finite error, independent ones only (module
@@ -93,59 +92,35 @@ def per_star_table(
     frame = lazy.with_row_index("_order").filter(_has_id(pl.col(star_column), lazy, star_column))
     if {"filename", "extname_blue"} <= set(names):
         usable = usable & ~repeats_exposures(usable, star_column)
-    frame = frame.with_columns(usable.alias("_usable"))
-    usable = pl.col("_usable")
-    # Per row, each label's weight, its star's weighted mean (window sums) and the
-    # weighted squared residual; per star, plain sums of them: Polars runs those on its
-    # fast path (the same formulas written as expressions inside the aggregation ran
-    # group by group, ~4 minutes for 2 million rows). Two passes, so no cancellation.
-    weights: list[pl.Expr] = []  # first pass: per row (one window, the smallest error)
-    residuals: list[pl.Expr] = []  # second pass: over those columns (windows of sums)
-    sums: list[pl.Expr] = [
-        pl.col("_order").min().alias("_order"),
-        usable.sum().cast(pl.Int32).alias("n_exp"),
-        pl.col("ra").first().alias("ra") if "ra" in names else pl.lit(None).alias("ra"),
-        pl.col("dec").first().alias("dec") if "dec" in names else pl.lit(None).alias("dec"),
-    ]
+    # The rows' star, order and usability once; then one label at a time, so that only
+    # one label's per-row columns are ever in memory (all 17 at once took 3.6 GB for 2
+    # million rows). Per label: each row's weight, its star's weighted mean (window sums
+    # over those columns) and the weighted squared residual; per star, plain sums of
+    # them. Polars runs those on its fast path (the same formulas written inside the
+    # aggregation ran group by group, ~4 minutes for 2 million rows), and the two passes
+    # are the formula's own, so nothing cancels.
+    rows = frame.select(
+        "_order",
+        star_column,
+        usable.alias("_usable"),
+        *[c for c in ("ra", "dec") if c in names],
+    ).collect(engine="streaming")
+    grouped = rows.group_by(star_column).agg(
+        pl.col("_order").min(),
+        pl.col("_usable").sum().cast(pl.Int32).alias("n_exp"),
+        pl.col("ra").first() if "ra" in names else pl.lit(None).alias("ra"),
+        pl.col("dec").first() if "dec" in names else pl.lit(None).alias("dec"),
+    )
     for label in labels:
-        x, err = pl.col(label).cast(pl.Float64), pl.col(f"{label}_err").cast(pl.Float64)
-        good = usable & x.is_finite() & err.is_finite() & (err > 0)
-        smallest = pl.when(good).then(err).min().over(star_column)
-        s2 = pl.min_horizontal(float(floor.get(label, 0.0)) ** 2, SHARED_CAP * smallest**2)
-        noise2 = pl.max_horizontal(err**2 - s2, (MIN_NOISE_FRACTION * err) ** 2)
-        w = pl.when(good).then(1.0 / noise2).otherwise(0.0)
-        weights += [
-            w.alias(f"_w:{label}"),
-            (w * pl.when(good).then(x).otherwise(0.0)).alias(f"_wx:{label}"),
-            good.alias(f"_good:{label}"),
-            s2.alias(f"_s2:{label}"),
-        ]
-        w, wx, good = (pl.col(f"_{part}:{label}") for part in ("w", "wx", "good"))
-        mean = wx.sum().over(star_column) / w.sum().over(star_column)  # NaN: no good row
-        residuals += [
-            mean.alias(f"_mean:{label}"),
-            pl.when(good).then(w * (x - mean) ** 2).otherwise(0.0).alias(f"_r2:{label}"),
-        ]
-        sums += [
-            pl.col(f"_{part}:{label}").sum().alias(f"_{part}:{label}")
-            for part in ("w", "r2", "good")
-        ]
-        sums += [
-            pl.col(f"_{part}:{label}").first().alias(f"_{part}:{label}") for part in ("mean", "s2")
-        ]
-    grouped = frame.with_columns(weights).with_columns(residuals).group_by(star_column).agg(sums)
-    stats: list[pl.Expr] = []
-    for label in labels:
-        sw, resid2 = pl.col(f"_w:{label}"), pl.col(f"_r2:{label}")
-        n = pl.col(f"_good:{label}")
-        stats += [
-            pl.when(n > 0).then(pl.col(f"_mean:{label}")).alias(label),
-            pl.when(n > 0).then((1.0 / sw + pl.col(f"_s2:{label}")).sqrt()).alias(f"{label}_err"),
-            n.cast(pl.Int32).alias(f"{label}_n"),
-            pl.when(n > 1).then((resid2 / sw).sqrt()).alias(f"{label}_scatter"),
-            pl.when(n > 1).then(resid2 / (n - 1)).alias(f"{label}_chi2r"),
-        ]
-    grouped = grouped.with_columns(stats).sort("_order").drop("_order")
+        values = frame.select(label, f"{label}_err").collect(engine="streaming")
+        part = _label_per_star(
+            pl.concat([rows.select(star_column, "_usable"), values], how="horizontal"),
+            label,
+            star_column,
+            float(floor.get(label, 0.0)),
+        )
+        grouped = grouped.join(part, on=star_column, how="left")
+    grouped = grouped.sort("_order").drop("_order")
     variable = pl.lit(False)
     for label in variability_labels:
         variable = variable | (pl.col(f"{label}_chi2r").fill_null(0.0) > chi2_threshold)
@@ -164,9 +139,42 @@ def per_star_table(
             + [variable.cast(pl.UInt8).alias("variable")]
         )
         .select([*order, "variable"])
-        .collect(engine="streaming")
         .rename(lambda c: styled_name(c, "identifier") if identifier else c)
     )
+
+
+def _label_per_star(rows: pl.DataFrame, label: str, star_column: str, floor: float) -> pl.DataFrame:
+    """``L``, ``L_err``, ``L_n``, ``L_scatter``, ``L_chi2r`` per star of one label, from
+    rows of the star id, ``_usable``, the label and its error (formulas: the docstring
+    of :func:`per_star_table`)."""
+    x, err = pl.col(label).cast(pl.Float64), pl.col(f"{label}_err").cast(pl.Float64)
+    good = pl.col("_usable") & x.is_finite() & err.is_finite() & (err > 0)
+    smallest = pl.when(good).then(err).min().over(star_column)
+    s2 = pl.min_horizontal(floor**2, SHARED_CAP * smallest**2)
+    noise2 = pl.max_horizontal(err**2 - s2, (MIN_NOISE_FRACTION * err) ** 2)
+    w = pl.when(good).then(1.0 / noise2).otherwise(0.0)
+    weighted = rows.lazy().with_columns(
+        w.alias("_w"),
+        (w * pl.when(good).then(x).otherwise(0.0)).alias("_wx"),
+        good.alias("_good"),
+        s2.alias("_s2"),
+    )
+    mean = pl.col("_wx").sum().over(star_column) / pl.col("_w").sum().over(star_column)
+    residual = pl.when("_good").then(pl.col("_w") * (x - mean) ** 2).otherwise(0.0)
+    sums = weighted.with_columns(mean.alias("_mean"), residual.alias("_r2")).group_by(star_column)
+    per_star = sums.agg(
+        pl.col("_w").sum(), pl.col("_r2").sum(), pl.col("_good").sum(),
+        pl.col("_mean").first(), pl.col("_s2").first(),
+    )  # fmt: skip
+    n, sw, resid2 = pl.col("_good"), pl.col("_w"), pl.col("_r2")
+    return per_star.select(
+        star_column,
+        pl.when(n > 0).then(pl.col("_mean")).alias(label),
+        pl.when(n > 0).then((1.0 / sw + pl.col("_s2")).sqrt()).alias(f"{label}_err"),
+        n.cast(pl.Int32).alias(f"{label}_n"),
+        pl.when(n > 1).then((resid2 / sw).sqrt()).alias(f"{label}_scatter"),
+        pl.when(n > 1).then(resid2 / (n - 1)).alias(f"{label}_chi2r"),
+    ).collect()
 
 
 def _has_id(column: pl.Expr, lazy: pl.LazyFrame, name: str) -> pl.Expr:
