@@ -48,3 +48,17 @@ def test_an_unpacked_sdist_inside_another_repository_records_no_commit(tmp_path:
     subprocess.run([*git, "add", "a"], check=True)
     subprocess.run([*git, "commit", "-qm", "x"], check=True)
     assert source_commit(tree / "python" / "rrnet") is None
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="git not installed")
+def test_a_checkout_whose_path_has_a_space_names_its_commit(tmp_path: Path) -> None:
+    tree = tmp_path / "my work" / "rrnet"
+    (tree / "python" / "rrnet").mkdir(parents=True)
+    (tree / "crates" / "rrnet-core").mkdir(parents=True)
+    (tree / "a").write_text("a")
+    git = ["git", "-C", str(tree), "-c", "user.name=x", "-c", "user.email=x@y"]
+    subprocess.run(["git", "init", "-q", str(tree)], check=True)
+    subprocess.run([*git, "add", "a"], check=True)
+    subprocess.run([*git, "commit", "-qm", "x"], check=True)
+    head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True)
+    assert source_commit(tree / "python" / "rrnet") == head.stdout.strip()

@@ -26,16 +26,20 @@ def source_commit(package: Path = PACKAGE) -> str | None:
     if package != root / "python" / "rrnet" or not (root / "crates" / "rrnet-core").is_dir():
         return None
     try:
-        top, head = subprocess.run(
+        lines = subprocess.run(
             ["git", "-C", str(root), "rev-parse", "--show-toplevel", "HEAD"],
-            capture_output=True, text=True, timeout=10, check=True,
-        ).stdout.split()  # fmt: skip
-        if Path(top).resolve() != root.resolve():  # an unpacked sdist in another repository
-            return None
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.splitlines()  # fmt: skip (a path may hold spaces: one line each)
+        if len(lines) != 2 or Path(lines[0]).resolve() != root.resolve():
+            return None  # e.g. an unpacked sdist inside another repository
+        head = lines[1].strip()
         changed = subprocess.run(
             ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
             capture_output=True, text=True, timeout=10, check=True,
         ).stdout.strip()  # fmt: skip
-    except (OSError, subprocess.SubprocessError, ValueError):  # no git, no repository, slow
+    except (OSError, subprocess.SubprocessError):  # no git, not a repository, too slow
         return None
     return f"{head}+dirty" if changed else head or None
