@@ -110,6 +110,9 @@ def test_recalibrate_is_suggested_only_where_a_factor_helps() -> None:
     # RMS of z (1.1) says are too small
     assert "--recalibrate" not in report(0.5, 0.55, calibrated=False, z_mean=0.96)
     assert "--recalibrate" in report(0.5, 0.55, calibrated=False, z_mean=0.02)
+    # a bias (+0.25, beyond two standard errors) small next to the spread: the factor
+    # (2) calibrates, the RMS of z after it is hypot(1, 0.125) = 1.008
+    assert "--recalibrate" in report(2.0, 0.55, calibrated=False, z_mean=0.25)
 
 
 def test_coverage_tables_show_percentages_in_every_label_row() -> None:

@@ -281,6 +281,15 @@ def _z_rms(r: dict[str, Any]) -> float:
     return math.hypot(r["z_std"], mean) if mean is not None and math.isfinite(mean) else r["z_std"]
 
 
+def _factor_calibrates(r: dict[str, Any]) -> bool:
+    """Whether scaling the errors by the z spread (``--recalibrate``) leaves the RMS of z
+    within tolerance: not when the residuals' bias is large next to their spread."""
+    mean = r.get("z_mean")
+    if mean is None or not math.isfinite(mean) or not r["z_std"] > 0:
+        return True
+    return math.hypot(1.0, mean / r["z_std"]) <= 1 + NEEDS_RECALIBRATION_TOLERANCE
+
+
 def _off(r: dict[str, Any]) -> bool:
     return errors_off(_z_rms(r), r.get("coverage_1sigma"), _count(r))
 
@@ -364,13 +373,12 @@ def worries(report: Report) -> list[str]:
         )
     # a factor fixes the z spread, not the coverage; checkpoints with calibration.json
     # (before/after tables) have their own, fitted on validation when they were trained
-    # not where the residuals are biased: a factor fitted to the z spread would shrink
-    # errors that are too small once the bias is counted
+    # not where the bias would leave the errors off after the factor (the z spread):
+    # the RMS of z is then hypot(1, z_mean / z_std)
     rescalable = [
         lb
         for lb in off
-        if needs_recalibration(overall[lb]["z_std"])
-        and not z_biased(overall[lb]["z_std"], overall[lb].get("z_mean"), _count(overall[lb]))
+        if needs_recalibration(overall[lb]["z_std"]) and _factor_calibrates(overall[lb])
     ]
     if rescalable and not report.recalibration and report.calibration_by_snr is None:
         out.append("Fit error factors on the validation split: rrnet-eval --recalibrate.")
