@@ -275,7 +275,12 @@ def label_columns(
     folded = {w.lower(): w for w in wanted}  # a label of one's own (vsini) in any case too
     for column in columns:
         label = catalogue_label(column)
-        label = label if label in wanted else folded.get(column.lower(), label)
+        if (
+            label not in wanted
+            and column.lower() in folded
+            and folded[column.lower()] not in columns
+        ):
+            label = folded[column.lower()]  # only where the asked spelling is no column
         if column not in keep and label in wanted:
             by_label.setdefault(label, []).append(column)
     for label, found in by_label.items():

@@ -318,6 +318,7 @@ def test_label_columns_renames_any_case_and_refuses_two_columns_for_one_label() 
     assert label_columns(columns, wanted=["VSINI", "Logg"]) == {"vsini": "VSINI", "logg": "Logg"}
     with pytest.raises(ValueError, match="2 columns for VSINI"):
         label_columns(["vsini", "VSini"], wanted=["VSINI"])
+    assert label_columns(["VSINI", "vsini"], wanted=["VSINI"]) == {}  # the exact one is used
 
 
 def test_minus_9999_labels_are_missing_not_values(store_and_labels) -> None:
