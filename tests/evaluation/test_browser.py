@@ -43,14 +43,15 @@ window.addEventListener("load", () => {
 </script>"""
 
 
-def probe(page: Path) -> dict:
-    """Load a copy of ``page`` with :data:`PROBE` in its head; return what the probe saw."""
-    copy = page.with_name("probe-" + page.name)
-    copy.write_text(page.read_text().replace("<head>", "<head>" + PROBE, 1))
+def probe(page: Path, script: str = PROBE, tag: str = "probe", *options: str) -> dict:
+    """Load a copy of ``page`` with ``script`` in its head (Chromium ``options`` added);
+    return the JSON the script left in ``<pre id=tag>``."""
+    copy = page.with_name(f"{tag}-{page.name}")
+    copy.write_text(page.read_text().replace("<head>", "<head>" + script, 1))
     cmd = [BROWSER, "--headless", "--no-sandbox", "--disable-gpu", "--allow-file-access-from-files",
-           "--virtual-time-budget=10000", "--dump-dom", copy.as_uri()]  # fmt: skip
+           *options, "--virtual-time-budget=10000", "--dump-dom", copy.as_uri()]  # fmt: skip
     dom = subprocess.run(cmd, capture_output=True, text=True, timeout=180, check=True).stdout
-    found = re.search(r'<pre id="probe">(.*?)</pre>', dom, re.S)
+    found = re.search(rf'<pre id="{tag}">(.*?)</pre>', dom, re.S)
     assert found, f"the page did not finish loading: {dom[:300]}"
     return json.loads(found.group(1).replace("&quot;", '"').replace("&amp;", "&"))
 
@@ -117,15 +118,7 @@ window.addEventListener("load", () => {
 def test_a_narrow_window_neither_overlaps_nor_overflows(pages, name) -> None:
     """At 700 px the table-of-contents columns overlapped and the 12-column metrics table
     ran off the page with no scroll bar; wide tables now scroll inside their own box."""
-    page = pages[name]
-    copy = page.with_name("layout-" + page.name)
-    copy.write_text(page.read_text().replace("<head>", "<head>" + LAYOUT, 1))
-    cmd = [BROWSER, "--headless", "--no-sandbox", "--disable-gpu", "--window-size=700,900",
-           "--virtual-time-budget=10000", "--dump-dom", copy.as_uri()]  # fmt: skip
-    dom = subprocess.run(cmd, capture_output=True, text=True, timeout=180, check=True).stdout
-    found = re.search(r'<pre id="layout">(.*?)</pre>', dom, re.S)
-    assert found, dom[:300]
-    seen = json.loads(found.group(1).replace("&quot;", '"'))
+    seen = probe(pages[name], LAYOUT, "layout", "--window-size=700,900")
     assert seen["tables"] > 0
     assert seen["overlaps"] == 0 and seen["beyond"] == 0, seen
     assert seen["page"] <= seen["width"], seen  # no sideways scrolling of the whole page
