@@ -105,6 +105,7 @@ def per_star_table(
         usable.alias("_usable"),
         *[c for c in ("ra", "dec") if c in names],
     ).collect(engine="streaming")
+    rows = _in_order(rows)
     grouped = rows.group_by(star_column).agg(
         pl.col("_order").min(),
         pl.col("_usable").sum().cast(pl.Int32).alias("n_exp"),
@@ -112,9 +113,13 @@ def per_star_table(
         pl.col("dec").first() if "dec" in names else pl.lit(None).alias("dec"),
     )
     for label in labels:
-        values = frame.select(label, f"{label}_err").collect(engine="streaming")
+        values = _in_order(
+            frame.select("_order", label, f"{label}_err").collect(engine="streaming")
+        )
         part = _label_per_star(
-            pl.concat([rows.select(star_column, "_usable"), values], how="horizontal"),
+            pl.concat(
+                [rows.select(star_column, "_usable"), values.drop("_order")], how="horizontal"
+            ),
             label,
             star_column,
             float(floor.get(label, 0.0)),
@@ -141,6 +146,12 @@ def per_star_table(
         .select([*order, "variable"])
         .rename(lambda c: styled_name(c, "identifier") if identifier else c)
     )
+
+
+def _in_order(rows: pl.DataFrame) -> pl.DataFrame:
+    """``rows`` in input order (``_order``): each label's columns are read apart from the
+    rows' stars, and set beside them row by row (a sort only if a reader reordered)."""
+    return rows if rows.get_column("_order").is_sorted() else rows.sort("_order")
 
 
 def _label_per_star(rows: pl.DataFrame, label: str, star_column: str, floor: float) -> pl.DataFrame:
