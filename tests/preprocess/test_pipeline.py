@@ -4,6 +4,7 @@ every kind of bad input, files read once, streaming == store, resume == no inter
 from __future__ import annotations
 
 import io
+import json
 
 import fitsio
 import numpy as np
@@ -357,6 +358,30 @@ def test_resume_after_an_interruption_is_byte_identical(data_dir, tmp_path, monk
     assert _store_bytes(tmp_path / "cut") == _store_bytes(tmp_path / "full")
     assert resumed.manifest.equals(full.manifest)
     assert resumed.info == full.info
+
+
+def test_a_store_names_every_rrnet_that_wrote_its_rows(data_dir, tmp_path, monkeypatch):
+    """store.json recorded no version: catalogues and checkpoints named their code, the
+    store (whose RVs a later rrnet measures otherwise) did not."""
+    import rrnet
+
+    cat = _bad_catalog()
+    real_write = store_writer._write_shard
+
+    def crash_at_second(out, batch, **kw):
+        if batch.index == 1:
+            raise KeyboardInterrupt
+        real_write(out, batch, **kw)
+
+    monkeypatch.setattr(store_writer, "_write_shard", crash_at_second)
+    with pytest.raises(KeyboardInterrupt):
+        preprocess_catalog(cat, data_dir, tmp_path / "s", workers=0, shard_size=4)
+    first = json.loads((tmp_path / "s" / "store.json").read_text())["written_by"]
+    assert [w["rrnet"] for w in first] == [rrnet.__version__]
+    monkeypatch.setattr(store_writer, "_write_shard", real_write)
+    monkeypatch.setattr(rrnet, "__version__", "9.9.9")  # a later rrnet resumes it
+    store = preprocess_catalog(cat, data_dir, tmp_path / "s", workers=0, shard_size=4, resume=True)
+    assert [w["rrnet"] for w in store.info["written_by"]] == [first[0]["rrnet"], "9.9.9"]
 
 
 def test_resume_refuses_other_settings_or_catalogue(data_dir, tmp_path):

@@ -53,7 +53,7 @@ from rrnet.preprocess.planning import data_path, plan_batch
 from rrnet.preprocess.prefetch import default_workers, ordered_prefetch, read_plan, thread_pool
 from rrnet.preprocess.settings import PreprocessSettings
 from rrnet.preprocess.shard_files import ShardFiles
-from rrnet.preprocess.store_writer import ShardWriter, finish_store, prepare_out
+from rrnet.preprocess.store_writer import ShardWriter, finish_store, prepare_out, written_by
 from rrnet.store import (
     KINDS,
     STORE_FORMAT,
@@ -345,6 +345,7 @@ def preprocess_catalog(
         "quality_cuts": asdict(quality),
         "fingerprint": settings.fingerprint(),
         "data_dir": os.path.realpath(data_dir),
+        "written_by": [written_by()],
         "complete": False,
     }
     if out.exists() and not out.is_dir():

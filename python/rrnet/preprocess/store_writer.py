@@ -156,6 +156,16 @@ class ShardWriter:
             self._sync.shutdown(wait=True)
 
 
+def written_by() -> dict[str, str]:
+    """This rrnet's version (and git commit, from a checkout): a store's ``written_by``,
+    so that a store names the code that wrote it as catalogues and checkpoints do."""
+    import rrnet
+    from rrnet.utils.revision import source_commit
+
+    commit = source_commit()
+    return {"rrnet": rrnet.__version__, **({"commit": commit} if commit else {})}
+
+
 def _write_info(out: Path, info: dict[str, Any], *, fsync: bool = True) -> None:
     text = json.dumps(info, indent=2, sort_keys=True) + "\n"
     _atomic_write(out / "store.json", lambda f: f.write(text.encode()), fsync=fsync)
@@ -202,6 +212,9 @@ def prepare_out(
     moved = old.get("data_dir") not in (None, info.get("data_dir"))  # older stores: no record
     if moved:  # finished or not: its rows are the first folder's (a "done" was stale)
         raise other_folder
+    # every rrnet that wrote rows of it, first first (a resume may be another version)
+    earlier = [w for w in old.get("written_by", []) if w not in info["written_by"]]
+    info["written_by"] = [*earlier, *info["written_by"]]
     if old.get("complete"):
         _check_finished_catalog(out, catalog)
         return None
