@@ -762,7 +762,7 @@ def warn_checkpoint_caveats(checkpoints: list[Any], calibrate: bool = True) -> N
         if checkpoint.calibration and (why := superseded_default(checkpoint.path)):
             log.warning("checkpoint %s: %s", checkpoint.path, why)
         trained = (checkpoint.config.get("training") or {}).get("status") == "complete"
-        path = Path(checkpoint.path)
+        path = checkpoint.path
         if calibrate and trained and not (path / CALIBRATION_FILE).is_file():
             # imported releases have no status; their errors are raw by design
             remedy = (

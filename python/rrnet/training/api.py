@@ -205,13 +205,14 @@ thresholds, both fitted on the validation split, are rough (docs/results.md: 40 
 leave the calibration factor 10-25 % off)."""
 
 
-def _warn_small_validation(star_ids: np.ndarray, split: Any, fractions: Any = None) -> None:
+def _warn_small_validation(
+    star_ids: np.ndarray, split: Any, fractions: tuple[float, float, float]
+) -> None:
     stars = np.unique(np.asarray(star_ids)[split.valid]).size
     if stars < MIN_VALIDATION_STARS:
-        share = None if fractions is None else fractions[1] / sum(fractions)
         remedy = (
             "more labelled stars (or a larger validation share, --split-fractions 4:4:2)"
-            if share is None or share < 0.4
+            if fractions[1] / sum(fractions) < 0.4
             else "more labelled stars"
         )  # 4:4:2 already given: suggesting it read as if it had been ignored
         logging.getLogger(__name__).warning(

@@ -26,13 +26,10 @@ def source_commit(package: Path = PACKAGE) -> str | None:
     if package != root / "python" / "rrnet" or not (root / "crates" / "rrnet-core").is_dir():
         return None
     try:
-        lines = subprocess.run(
+        lines = subprocess.run(  # one line each: the top folder (spaces and all), HEAD
             ["git", "-C", str(root), "rev-parse", "--show-toplevel", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.splitlines()  # fmt: skip (a path may hold spaces: one line each)
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout.splitlines()  # fmt: skip
         if len(lines) != 2 or Path(lines[0]).resolve() != root.resolve():
             return None  # e.g. an unpacked sdist inside another repository
         head = lines[1].strip()
