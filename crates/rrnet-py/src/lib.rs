@@ -61,15 +61,34 @@ fn thread_count(threads: Option<usize>) -> PyResult<usize> {
 /// See `rrnet.utils.cores.MAX_THREADS_PER_CORE`.
 const MAX_THREADS_PER_CORE: usize = 4;
 
-/// A cached rayon pool per thread count (0 = rayon's default: all cores).
+/// Rayon pools by thread count (0 = rayon's default: all cores), and the process that
+/// started their threads.
+struct Pools {
+    pid: u32,
+    by_count: HashMap<usize, Arc<ThreadPool>>,
+}
+
+/// A cached rayon pool per thread count.
+///
+/// A forked child (`multiprocessing` on Linux) inherits the cache but not the threads:
+/// a job given to an inherited pool waits forever. So a cache made by another
+/// process is set aside, never dropped (dropping would signal threads that are not
+/// there), and the child starts its own pools.
 fn pool(threads: Option<usize>) -> PyResult<Arc<ThreadPool>> {
-    static POOLS: Mutex<Option<HashMap<usize, Arc<ThreadPool>>>> = Mutex::new(None);
+    static POOLS: Mutex<Option<Pools>> = Mutex::new(None);
     let n = thread_count(threads)?;
+    let pid = std::process::id();
     let mut guard = POOLS
         .lock()
-        .map_err(|_| PyValueError::new_err("thread pool cache poisoned"))?;
-    let pools = guard.get_or_insert_with(HashMap::new);
-    if let Some(p) = pools.get(&n) {
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if guard.as_ref().is_some_and(|pools| pools.pid != pid) {
+        std::mem::forget(guard.take());
+    }
+    let pools = guard.get_or_insert_with(|| Pools {
+        pid,
+        by_count: HashMap::new(),
+    });
+    if let Some(p) = pools.by_count.get(&n) {
         return Ok(p.clone());
     }
     let p = ThreadPoolBuilder::new()
@@ -77,7 +96,7 @@ fn pool(threads: Option<usize>) -> PyResult<Arc<ThreadPool>> {
         .build()
         .map(Arc::new)
         .map_err(|e| PyValueError::new_err(format!("cannot start {n} threads: {e}")))?;
-    pools.insert(n, p.clone());
+    pools.by_count.insert(n, p.clone());
     Ok(p)
 }
 
