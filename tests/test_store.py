@@ -121,6 +121,23 @@ def test_a_damaged_shard_is_reported(store, tmp_path):
         open_store(copy).read_flux([0])
 
 
+def test_a_manifest_this_user_cannot_read_is_not_called_corrupt(store, monkeypatch):
+    """Polars words a permission error on the manifest as a corrupt file ("rerun
+    rrnet-preprocess" for someone else's store): it is the store's access, said so
+    (the file's opening is patched: root reads anything)."""
+    import errno
+
+    import rrnet.store
+
+    def denied(path, *args, **kwargs):  # type: ignore[no-untyped-def]
+        raise PermissionError(errno.EACCES, "Permission denied", str(path))
+
+    monkeypatch.setattr(rrnet.store, "open", denied, raising=False)
+    with pytest.raises(StoreError, match=r"manifest.parquet: not readable by this user") as err:
+        open_store(store.path).manifest
+    assert "corrupt" not in str(err.value)
+
+
 def test_a_shard_this_user_cannot_read_is_said_so(store, monkeypatch):
     """Another user's shard (written 0600 by older versions) was a "machine fault" (exit 1,
     'rerun'): it is the store's access, a StoreError naming the file (the load is patched:

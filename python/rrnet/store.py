@@ -163,9 +163,14 @@ class Store:
     @cached_property
     def manifest(self) -> pl.DataFrame:
         """One row per catalogue row, in catalogue order (column ``row`` = 0-based index)."""
+        path = self.path / "manifest.parquet"
         try:
-            manifest = pl.read_parquet(self.path / "manifest.parquet")
+            with open(path, "rb"):  # Polars words a permission error as a corrupt file
+                pass
+            manifest = pl.read_parquet(path)
         except (OSError, pl.exceptions.PolarsError) as exc:
+            if isinstance(exc, PermissionError):  # another user's store (mode 0600)
+                raise StoreError(f"{path}: not readable by this user (permission denied)") from exc
             if isinstance(exc, OSError) and exc.errno not in (None, errno.ENOENT):
                 raise  # the machine (I/O error), not the store
             raise StoreError(
