@@ -134,7 +134,7 @@ def test_a_manifest_this_user_cannot_read_is_not_called_corrupt(store, monkeypat
 
     monkeypatch.setattr(rrnet.store, "open", denied, raising=False)
     with pytest.raises(StoreError, match=r"manifest.parquet: not readable by this user") as err:
-        open_store(store.path).manifest
+        _ = open_store(store.path).manifest
     assert "corrupt" not in str(err.value)
 
 

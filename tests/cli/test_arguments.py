@@ -3,6 +3,8 @@ work and without leaving anything behind."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from rrnet.cli import infer, preprocess
@@ -381,3 +383,32 @@ def test_an_output_on_a_read_only_file_system_says_so(tmp_path, monkeypatch) -> 
     )
     monkeypatch.setattr(os, "statvfs", real_statvfs)  # writable mount, no permission
     assert output_problem(mounted / "cat.parquet").endswith("is not writable by this user")
+
+
+LATIN1 = os.fsdecode(b"donn\xe9es")  # a folder named in Latin-1: not UTF-8
+"""Python keeps its stray byte as a surrogate, which Polars cannot open: every table read
+or write ended in "unexpected TypeError: Object does not have a .read() method"."""
+
+
+@pytest.mark.parametrize(
+    ("command", "argv", "option"),
+    [
+        ("preprocess", ["cat.csv", "--data-dir", ".", "--out", f"{LATIN1}/store"], "--out"),
+        ("preprocess", [f"{LATIN1}/cat.csv", "--out", "store"], "CATALOG"),
+        ("catalog", ["scan", LATIN1, "--out", "scan.csv"], "DIR"),
+        ("infer", ["--store", "s", "--model", "m", "--out", f"{LATIN1}/c.parquet"], "--out"),
+        ("eval", ["overview", f"{LATIN1}/c.parquet", "--out", "o"], "CATALOG"),
+        ("train", ["--store", "s", "--labels", f"{LATIN1}/l.csv", "--out", "m"], "--labels"),
+    ],
+)
+def test_a_name_that_is_not_utf8_is_refused_naming_its_option(
+    tmp_path, capsys, monkeypatch, command, argv, option
+):
+    import importlib
+
+    monkeypatch.chdir(tmp_path)
+    assert importlib.import_module(f"rrnet.cli.{command}").main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert f"error: {option}: " in err and "donn\\xe9es" in err and "not a UTF-8 name" in err
+    assert list(tmp_path.iterdir()) == []

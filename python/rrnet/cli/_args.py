@@ -48,7 +48,40 @@ class OneLineParser(argparse.ArgumentParser):
             compute_threads()  # RRNET_NUM_THREADS, read again where threads start
         except ValueError as exc:
             raise UsageError(str(exc)) from None
+        for name, value in vars(parsed).items():
+            for item in value if isinstance(value, list | tuple) else [value]:
+                if isinstance(item, str | os.PathLike) and not _is_utf8(os.fspath(item)):
+                    shown = os.fsencode(item).decode("utf-8", "backslashreplace")
+                    raise UsageError(
+                        f"{_option_name(self, name)}: {shown} is not a UTF-8 name; rename it "
+                        "(the tables rrnet reads and writes take UTF-8 paths only)"
+                    )
         return parsed
+
+
+def _option_name(parser: argparse.ArgumentParser, dest: str) -> str:
+    """How the user wrote the argument stored as ``dest``: its longest option
+    string (``--out``), else its name (a positional), looked for in sub-commands too."""
+    for action in parser._actions:
+        if action.dest == dest:
+            metavar = action.metavar if isinstance(action.metavar, str) else dest
+            return max(action.option_strings, key=len, default=metavar)
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                name = _option_name(sub, dest)
+                if name != dest:
+                    return name
+    return dest
+
+
+def _is_utf8(text: str | bytes) -> bool:
+    """False for a name with bytes that are not UTF-8 (Python keeps them as surrogates,
+    which Polars cannot open: it failed with "Object does not have a .read() method")."""
+    try:
+        text.encode("utf-8") if isinstance(text, str) else text.decode("utf-8")
+    except UnicodeError:
+        return False
+    return True
 
 
 def seed(text: str) -> int:
