@@ -9,7 +9,6 @@ what a previous run finished.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import shutil
@@ -17,6 +16,9 @@ import sys
 import time
 from pathlib import Path
 
+from rrnet.cli._args import OneLineParser, command, parse_or_status, run_errors, usage_error
+
+PROG = "rrnet-demo"
 DEFAULT_STARS = 700
 DEFAULT_EPOCHS = 15
 DEFAULT_MEMBERS = 2
@@ -144,32 +146,44 @@ def _official_catalogue(root: Path, out: Path) -> Path:
     return write_table(rows.rename({"gp_id": "star_id"}), out / "rrnet_catalogue.parquet")
 
 
+@command(PROG)
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m rrnet.demo", description=__doc__)
+    """Run the demo; a fault of the machine (a missing TMPDIR, an unwritable ``--out``,
+    a full disk) is one line, as in the commands, never a traceback."""
+    parser = OneLineParser(prog="python -m rrnet.demo", description=__doc__)
     parser.add_argument("--out", type=Path, default=Path("demo-output"))
     parser.add_argument("--stars", type=int, default=DEFAULT_STARS)
     parser.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS)
     parser.add_argument("--members", type=int, default=DEFAULT_MEMBERS)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--fresh", action="store_true", help="delete --out first")
-    args = parser.parse_args(argv)
+    args = parse_or_status(parser, argv, PROG)
+    if isinstance(args, int):
+        return args
     if args.stars < 20 or args.epochs < 1 or args.members < 1:
-        print(
-            "rrnet-demo: error: need --stars >= 20, --epochs >= 1, --members >= 1", file=sys.stderr
-        )
-        return 2
+        return usage_error(PROG, "need --stars >= 20, --epochs >= 1, --members >= 1")
     os.environ.setdefault("MPLBACKEND", "Agg")
     # the library's warnings (a small validation split, ...) read like the steps' lines
     logging.basicConfig(level=logging.WARNING, format="   warning: %(message)s")
     start = time.perf_counter()
-    outputs = run_demo(
-        args.out,
-        stars=args.stars,
-        epochs=args.epochs,
-        members=args.members,
-        seed=args.seed,
-        fresh=args.fresh,
-    )
+    outputs: dict[str, Path] = {}
+
+    def run() -> int:
+        outputs.update(
+            run_demo(
+                args.out,
+                stars=args.stars,
+                epochs=args.epochs,
+                members=args.members,
+                seed=args.seed,
+                fresh=args.fresh,
+            )
+        )
+        return 0
+
+    status = run_errors(PROG, run, resumable=False)
+    if status:
+        return status
     print(f"\nrrnet demo finished in {time.perf_counter() - start:.0f} s. Outputs:")
     for name, path in outputs.items():
         print(f"  {name:<11}{path}")
