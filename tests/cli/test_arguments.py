@@ -253,7 +253,7 @@ def test_an_output_this_user_cannot_write_is_refused_before_any_work(
     import os
     from pathlib import Path
 
-    from rrnet.cli import catalog, train
+    from rrnet.cli import catalog, synth, train
     from rrnet.cli import eval as evaluate
 
     shared = tmp_path / "shared"
@@ -276,6 +276,7 @@ def test_an_output_this_user_cannot_write_is_refused_before_any_work(
                       str(shared / "ckpt")]),
         (catalog.main, ["scan", str(tmp_path), "--out", str(shared / "c.parquet")]),
         (evaluate.main, ["overview", str(cat), "--out", str(shared / "o")]),
+        (synth.main, ["--stars", "2", "--out", str(shared / "syn")]),  # was "[Errno 13] ..."
     ]  # fmt: skip
     for main, args in runs:
         assert main(args) == 2, args

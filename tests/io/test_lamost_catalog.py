@@ -106,6 +106,25 @@ def test_a_damaged_gzip_catalogue_is_a_catalog_error(tmp_path):
         read_lamost_table(path)
 
 
+def test_a_catalogue_this_user_cannot_read_is_said_so(tmp_path, monkeypatch):
+    """It read "cannot read X: [Errno 13] Permission denied: 'X'" (the reading is patched:
+    root reads anything)."""
+    import errno
+
+    import rrnet.io.lamost_catalog as lamost_catalog
+
+    path = tmp_path / "mrs.csv"
+    official_catalogue().write_csv(path)
+
+    def denied(path, *args):  # type: ignore[no-untyped-def]
+        raise PermissionError(errno.EACCES, "Permission denied", str(path))
+
+    monkeypatch.setattr(lamost_catalog, "_scan_csv", denied)
+    with pytest.raises(CatalogError) as err:
+        read_lamost_table(path)
+    assert str(err.value) == f"cannot read {path}: not readable by this user (permission denied)"
+
+
 @pytest.mark.parametrize("suffix", [".csv", ".csv.gz", ".fits", ".parquet"])
 def test_every_distributed_format_reads_the_same(tmp_path, suffix):
     table = official_catalogue()

@@ -12,6 +12,7 @@ from rrnet.cli._args import (
     command,
     environment_message,
     error_line,
+    folder_output_problem,
     run_failure,
     seed,
     usage_error,
@@ -99,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
         return usage_error(PROG, f"--exposures needs 1 <= LOW <= HIGH, got {lo_exp}-{hi_exp}")
     if args.workers is not None and args.workers < 1:
         return usage_error(PROG, f"--workers must be >= 1, got {args.workers}")
+    if (problem := folder_output_problem(args.out)) is not None:
+        return usage_error(PROG, problem)
     log = logging.getLogger("rrnet.synth")
     handler = logging.StreamHandler(sys.stderr)  # progress/resume lines go to our stderr
     handler.setFormatter(logging.Formatter("%(message)s"))

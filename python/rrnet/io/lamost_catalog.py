@@ -239,6 +239,8 @@ def _read_error(path: Path, exc: BaseException) -> BaseException:
     """A CatalogError naming the file, or the error itself when it is the machine's."""
     if is_machine_fault(exc):  # the disk, not the catalogue
         return exc
+    if isinstance(exc, PermissionError):  # "[Errno 13] Permission denied: '...'"
+        return CatalogError(f"cannot read {path}: not readable by this user (permission denied)")
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return CatalogError(f"cannot read {path}: {first}")
 
