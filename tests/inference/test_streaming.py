@@ -224,6 +224,18 @@ def test_training_range_and_ood_bits(world: dict) -> None:
     assert ((loose["quality_bits"] & int(QualityBit.LABEL_OUT_OF_RANGE)) == 0).all()
 
 
+def test_the_api_without_out_checks_tmpdir_like_the_commands(
+    world: dict, tmp_path, monkeypatch
+) -> None:
+    """``infer(..., out=None)`` writes its catalogue under TMPDIR: a TMPDIR that is not a
+    folder stops it as the commands stop (it went to /tmp without a word)."""
+    from rrnet.utils.faults import MachineFault
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "missing"))
+    with pytest.raises(MachineFault, match=r"TMPDIR=.*missing is not an existing folder"):
+        infer(world["sp"], store=world["store"], device="cpu")
+
+
 def test_fingerprint_mismatch_refused(world: dict, caplog: pytest.LogCaptureFixture) -> None:
     wrong = dict(world["fp"], hash="0000000000000000", max_iter=7)
     bad = make_checkpoint(

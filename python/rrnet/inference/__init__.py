@@ -23,6 +23,7 @@ from rrnet.inference.provenance import FingerprintMismatch
 from rrnet.inference.quality import QualityBit, QualityThresholds
 from rrnet.inference.streaming import InferError, run_inference
 from rrnet.inference.writers import read_catalogue
+from rrnet.utils.scratch import scratch_root
 
 
 def infer(
@@ -72,7 +73,7 @@ def infer(
     if out is not None:
         path = run_inference(options, out=out, **inputs)
         return read_catalogue(path, options.fmt, column_style=options.column_style)[0]
-    with tempfile.TemporaryDirectory(prefix="rrnet-infer-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="rrnet-infer-", dir=scratch_root()) as tmp:
         path = run_inference(options, out=Path(tmp) / "catalogue.parquet", fmt=None, **inputs)
         return pl.read_parquet(path)
 
