@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -62,3 +63,24 @@ def test_a_checkout_whose_path_has_a_space_names_its_commit(tmp_path: Path) -> N
     subprocess.run([*git, "commit", "-qm", "x"], check=True)
     head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True)
     assert source_commit(tree / "python" / "rrnet") == head.stdout.strip()
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="git not installed")
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving the tree to another user needs root")
+def test_another_users_checkout_names_its_commit(tmp_path: Path) -> None:
+    """git refuses a repository of another owner ("dubious ownership"): a group running
+    one member's checkout wrote catalogues without rrnet.commit."""
+    tree = tmp_path / "theirs" / "rrnet"
+    (tree / "python" / "rrnet").mkdir(parents=True)
+    (tree / "crates" / "rrnet-core").mkdir(parents=True)
+    (tree / "a").write_text("a")
+    git = ["git", "-C", str(tree), "-c", "user.name=x", "-c", "user.email=x@y"]
+    subprocess.run(["git", "init", "-q", str(tree)], check=True)
+    subprocess.run([*git, "add", "a"], check=True)
+    subprocess.run([*git, "commit", "-qm", "x"], check=True)
+    head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True).stdout
+    for path in [tree, *tree.rglob("*")]:
+        os.lchown(path, 4321, 4321)  # a user who is not this one
+    refused = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True)
+    assert refused.returncode != 0 and "dubious ownership" in refused.stderr  # git's own rule
+    assert source_commit(tree / "python" / "rrnet") == head.strip()

@@ -25,16 +25,20 @@ def source_commit(package: Path = PACKAGE) -> str | None:
     root = package.parent.parent
     if package != root / "python" / "rrnet" or not (root / "crates" / "rrnet-core").is_dir():
         return None
+    # another user's checkout (a group's shared install): git refuses it as of "dubious
+    # ownership", and the commit went unrecorded. Trusting it adds no risk: its owner
+    # already chooses every line of the Python code running here.
+    git = ["git", "-c", f"safe.directory={root.resolve()}", "-C", str(root)]
     try:
         lines = subprocess.run(  # one line each: the top folder (spaces and all), HEAD
-            ["git", "-C", str(root), "rev-parse", "--show-toplevel", "HEAD"],
+            [*git, "rev-parse", "--show-toplevel", "HEAD"],
             capture_output=True, text=True, timeout=10, check=True,
         ).stdout.splitlines()  # fmt: skip
         if len(lines) != 2 or Path(lines[0]).resolve() != root.resolve():
             return None  # e.g. an unpacked sdist inside another repository
         head = lines[1].strip()
         changed = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            [*git, "status", "--porcelain", "--untracked-files=no"],
             capture_output=True, text=True, timeout=10, check=True,
         ).stdout.strip()  # fmt: skip
     except (OSError, subprocess.SubprocessError):  # no git, not a repository, too slow
