@@ -100,6 +100,34 @@ def test_scores_do_not_depend_on_the_thread_count(fitted, monkeypatch) -> None:
     np.testing.assert_array_equal(got["1"], got["3"])
 
 
+def test_scorings_in_parallel_threads_leave_blas_as_they_found_it(fitted) -> None:
+    """Each scoring limits BLAS to one thread while its blocks run; the limit is the
+    process's, so overlapping scorings (a pipeline's thread pool) each restoring "their"
+    original left BLAS at one thread for good, the user's numpy included."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    def blas_threads() -> list[int]:
+        return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+
+    before = blas_threads()
+    if not before or max(before) < 2:
+        pytest.skip("no BLAS here that runs two threads")
+    flux, snr_b, snr_r = toy(5 * oos.ROW_BLOCK, 40.0, 14)  # long enough to overlap
+    alone = oos.statistics(fitted, flux, snr_b, snr_r)
+    try:
+        for _ in range(3):
+            with ThreadPoolExecutor(2) as pool:
+                for together in pool.map(
+                    lambda _: oos.statistics(fitted, flux, snr_b, snr_r), range(4)
+                ):
+                    np.testing.assert_array_equal(together, alone)
+            assert blas_threads() == before
+    finally:
+        threadpool_limits(limits=max(before), user_api="blas")  # for the next tests
+
+
 @pytest.mark.parametrize("snr", [8.0, 30.0, 200.0])
 def test_a_spectrum_in_the_span_scores_the_noise_level_at_any_snr(fitted, snr) -> None:
     flux, snr_b, snr_r = toy(50, snr, 7)

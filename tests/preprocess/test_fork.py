@@ -31,3 +31,44 @@ def test_forked_child_gets_its_own_thread_pools():
         for got, want in zip(child, parent, strict=True):
             np.testing.assert_array_equal(got, want)
     np.testing.assert_array_equal(normalise_in_pools(0)[1], parent[1])  # the parent's still work
+
+
+FORK_DURING_FIRST_CALL = """
+import os, signal, sys, threading, time
+import numpy as np
+import rrnet.preprocess as pp  # no kernel called yet in this process
+
+flux = 1 + np.random.default_rng(0).random((2, 7200), dtype=np.float32)
+hangs = 0
+for trial in range(int(sys.argv[1])):
+    pid = os.fork()
+    if pid == 0:  # a process whose kernels were never called
+        first = threading.Thread(target=lambda: [pp.normalize(flux, threads=k) for k in (1, 2, 3)])
+        first.start()
+        time.sleep(0.0002 * (trial % 10))  # fork at varied points of those first calls
+        child = os.fork()
+        if child == 0:
+            signal.alarm(3)  # a hang ends in SIGALRM
+            pp.normalize(flux, threads=2)
+            os._exit(0)
+        _, status = os.waitpid(child, 0)
+        first.join()
+        os._exit(0 if status == 0 else 1)
+    _, status = os.waitpid(pid, 0)
+    hangs += status != 0
+print(hangs)
+"""
+
+
+def test_a_fork_during_another_threads_first_kernel_call_does_not_hang():
+    """The kernels' tables (grids, continuum bases) were built on first use: a process
+    forked while another thread built one inherited it half-built and waited forever
+    (20 of 100 forks before they were built at import; a survey's prefetch thread and a
+    process pool do exactly this)."""
+    import subprocess
+
+    run = subprocess.run(
+        [sys.executable, "-W", "ignore", "-c", FORK_DURING_FIRST_CALL, "100"],
+        capture_output=True, text=True, timeout=600, check=True,
+    )  # fmt: skip
+    assert run.stdout.strip() == "0", run.stdout + run.stderr

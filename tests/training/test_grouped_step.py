@@ -4,6 +4,7 @@ network's, and neither they nor the dropout masks depend on the thread count."""
 from __future__ import annotations
 
 import dataclasses
+import sys
 
 import pytest
 import torch
@@ -118,3 +119,20 @@ def test_fused_adam_steps_each_member_by_its_own_gradient(threads: int) -> None:
         g = v.grad.double()
         exact = before[k].double() - lr * g / (g.abs() + 1e-8)
         torch.testing.assert_close(v.detach().double(), exact, atol=1e-7, rtol=0, msg=k)
+
+
+def _helper_thread_answers(_: int) -> int:
+    from rrnet.training.grouped_step import _pool
+
+    return _pool().submit(lambda: 7).result(timeout=30)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="fork start method is Linux's")
+def test_a_forked_child_gets_its_own_helper_threads():
+    """The step's helper-thread executor is made once per process: a child forked after
+    the parent trained inherited it without its thread, and its step waited forever."""
+    import multiprocessing
+
+    assert _helper_thread_answers(0) == 7  # the parent's executor exists before the fork
+    with multiprocessing.get_context("fork").Pool(1) as child:
+        assert child.map_async(_helper_thread_answers, [0]).get(timeout=120) == [7]

@@ -26,3 +26,17 @@ pub mod rv_measure;
 pub mod snr;
 
 pub use error::{KernelError, Status};
+
+/// Build every table the kernels compute once (the grids, the continuum bases, the RV
+/// fit's log grids) now instead of at first use.
+///
+/// A process forked while another thread was building one inherits it half-built and
+/// its threads wait for it forever; a host that forks (Python's `multiprocessing`)
+/// calls this when it loads the kernels.
+pub fn init_tables() {
+    for arm in grid::Arm::BOTH {
+        let _ = arm.grid();
+        let _ = continuum::ArmBasis::for_arm(arm);
+        let _ = rv_measure::ln_grid(arm);
+    }
+}

@@ -321,7 +321,7 @@ fn nth_usable(w: &[f64], count: &[u32], mut r: usize) -> usize {
 }
 
 /// ln(wavelength) of the fixed grid of `arm`, computed once.
-fn ln_grid(arm: Arm) -> &'static [f64] {
+pub(crate) fn ln_grid(arm: Arm) -> &'static [f64] {
     static LN: OnceLock<[Vec<f64>; 2]> = OnceLock::new();
     let ln = LN.get_or_init(|| Arm::BOTH.map(|a| a.grid().iter().map(|x| x.ln()).collect()));
     &ln[arm as usize]

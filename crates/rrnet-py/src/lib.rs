@@ -73,31 +73,38 @@ struct Pools {
 /// A forked child (`multiprocessing` on Linux) inherits the cache but not the threads:
 /// a job given to an inherited pool waits forever. So a cache made by another
 /// process is set aside, never dropped (dropping would signal threads that are not
-/// there), and the child starts its own pools.
+/// there), and the child starts its own pools. The lock is held only to look up and
+/// insert, never while threads start, so that a fork meanwhile rarely finds it held.
 fn pool(threads: Option<usize>) -> PyResult<Arc<ThreadPool>> {
     static POOLS: Mutex<Option<Pools>> = Mutex::new(None);
     let n = thread_count(threads)?;
+    if let Some(p) = this_process_pools(&POOLS, |pools| pools.by_count.get(&n).cloned()) {
+        return Ok(p);
+    }
+    let started = ThreadPoolBuilder::new()
+        .num_threads(n)
+        .build()
+        .map(Arc::new)
+        .map_err(|e| PyValueError::new_err(format!("cannot start {n} threads: {e}")))?;
+    // another thread may have started one meanwhile: the first stays, ours is dropped
+    Ok(this_process_pools(&POOLS, |pools| {
+        pools.by_count.entry(n).or_insert(started).clone()
+    }))
+}
+
+/// `with` applied to this process's pool cache (another process's is set aside first).
+fn this_process_pools<T>(cache: &Mutex<Option<Pools>>, with: impl FnOnce(&mut Pools) -> T) -> T {
     let pid = std::process::id();
-    let mut guard = POOLS
+    let mut guard = cache
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     if guard.as_ref().is_some_and(|pools| pools.pid != pid) {
         std::mem::forget(guard.take());
     }
-    let pools = guard.get_or_insert_with(|| Pools {
+    with(guard.get_or_insert_with(|| Pools {
         pid,
         by_count: HashMap::new(),
-    });
-    if let Some(p) = pools.by_count.get(&n) {
-        return Ok(p.clone());
-    }
-    let p = ThreadPoolBuilder::new()
-        .num_threads(n)
-        .build()
-        .map(Arc::new)
-        .map_err(|e| PyValueError::new_err(format!("cannot start {n} threads: {e}")))?;
-    pools.by_count.insert(n, p.clone());
-    Ok(p)
+    }))
 }
 
 /// The one place that releases the GIL: run `work` on row chunks of `0..n_rows`
@@ -861,6 +868,7 @@ fn conv1d_grad_weight(
 
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    rrnet_core::init_tables(); // before any thread of ours can fork mid-build
     m.add("N_PIX", N_PIX)?;
     m.add("DEFAULT_MAX_ITER", rrnet_core::continuum::DEFAULT_MAX_ITER)?;
     m.add_function(wrap_pyfunction!(status_codes, m)?)?;

@@ -59,9 +59,11 @@ import contextlib
 import functools
 import json
 import os
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from threadpoolctl import ThreadpoolController
@@ -376,9 +378,36 @@ def _statistics(
     return stats, (step[0], step[1])
 
 
-def _single_threaded_blas() -> contextlib.AbstractContextManager:
-    """BLAS limited to one thread while the OOD blocks run on their own threads."""
-    return _blas_controller().limit(limits=1, user_api="blas")
+class _SharedBlasLimit:
+    """BLAS limited to one thread while the OOD blocks run on their own threads.
+
+    The limit is process-wide: scorings running at once in several threads share one,
+    set by the first and lifted by the last (each setting its own, an overlapping exit
+    restored another's "1" and left BLAS single-threaded for the rest of the process).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._users = 0
+        self._limit: Any = None
+
+    @contextlib.contextmanager
+    def __call__(self) -> Iterator[None]:
+        with self._lock:
+            if self._users == 0:
+                self._limit = _blas_controller().limit(limits=1, user_api="blas")
+            self._users += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._users -= 1
+                if self._users == 0:
+                    self._limit.restore_original_limits()
+                    self._limit = None
+
+
+_single_threaded_blas = _SharedBlasLimit()
 
 
 @functools.cache

@@ -22,14 +22,16 @@ from rrnet.models.heads import gaussian_nll
 from rrnet.training.augment import MemberNoise
 from rrnet.training.grouped import grouped_forward
 
-_POOL: ThreadPoolExecutor | None = None
+_POOL: tuple[int, ThreadPoolExecutor] | None = None
 
 
 def _pool() -> ThreadPoolExecutor:
+    """This process's helper threads: a forked child inherits the parent's executor
+    without its threads (work given to it never ran), so it starts its own."""
     global _POOL
-    if _POOL is None:
-        _POOL = ThreadPoolExecutor(max_workers=max(1, (os.cpu_count() or 2) - 1))
-    return _POOL
+    if _POOL is None or _POOL[0] != os.getpid():
+        _POOL = (os.getpid(), ThreadPoolExecutor(max_workers=max(1, (os.cpu_count() or 2) - 1)))
+    return _POOL[1]
 
 
 def member_bounds(members: int, parts: int) -> list[tuple[int, int]]:
