@@ -174,3 +174,25 @@ def test_a_folder_that_refuses_the_lock_file_is_an_error_not_a_wait(
     monkeypatch.setattr(lock.os, "open", no_create)
     with pytest.raises(PermissionError), output_lock(out, directory=False):
         pass
+
+
+def test_a_second_run_in_the_same_process_is_told_so(tmp_path: Path) -> None:
+    """Two threads of one program writing the same output: the refusal named the
+    program's own pid and said "only one process", which it was."""
+    import threading
+
+    out = tmp_path / "catalogue.parquet"
+    refused: list[str] = []
+
+    def second() -> None:
+        with pytest.raises(LockError) as info, output_lock(out, directory=False):
+            pass
+        refused.append(str(info.value))
+
+    with output_lock(out, directory=False):
+        thread = threading.Thread(target=second)
+        thread.start()
+        thread.join()
+    assert len(refused) == 1
+    assert f"in use by another run in this process (pid {os.getpid()})" in refused[0]
+    assert "only one run at a time may write an output" in refused[0]

@@ -47,6 +47,9 @@ def lock_path(out: str | os.PathLike[str], *, directory: bool) -> Path:
 def _holder_text(record: dict) -> str:
     if not record:
         return "another process"
+    if record.get("pid") == os.getpid() and record.get("host") == socket.gethostname():
+        # two threads of one program writing the same output
+        return f"another run in this process (pid {os.getpid()}) since {record.get('started', '?')}"
     return (
         f"pid {record.get('pid', '?')} on {record.get('host', '?')} "
         f"since {record.get('started', '?')}"
@@ -83,7 +86,7 @@ def _live_foreign_holder(record: dict) -> bool:
 def _in_use(what: str, out: object, record: dict) -> LockError:
     return LockError(
         f"{what} {out} is in use by {_holder_text(record)}: "
-        "wait for it to finish (only one process may write an output)"
+        "wait for it to finish (only one run at a time may write an output)"
     )
 
 
