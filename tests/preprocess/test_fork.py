@@ -61,10 +61,11 @@ print(hangs)
 
 
 def test_a_fork_during_another_threads_first_kernel_call_does_not_hang():
-    """The kernels' tables (grids, continuum bases) were built on first use: a process
-    forked while another thread built one inherited it half-built and waited forever
-    (20 of 100 forks before they were built at import; a survey's prefetch thread and a
-    process pool do exactly this)."""
+    """The kernels' tables (grids, continuum bases), rust-numpy's C API and borrow
+    checking and crossbeam's epoch collector were set up on first use: a process forked
+    while another thread set one up inherited it half-done and waited forever (20 of 100
+    forks; 0 of 3,000 once all are set up at import). A survey's prefetch thread and a
+    process pool do exactly this."""
     import subprocess
 
     run = subprocess.run(

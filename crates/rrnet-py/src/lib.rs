@@ -866,9 +866,23 @@ fn conv1d_grad_weight(
     detach_here(py, || conv1d::conv1d_grad_weight(&s, x, gy, mask, gw, gb))
 }
 
+/// What the libraries under us set up on first use, each under a once-lock: rust-numpy
+/// numpy's C API and its borrow checking, crossbeam (rayon's work queues) its global
+/// epoch collector. Done here, at import, as [`rrnet_core::init_tables`], so that a
+/// process forked during another thread's first call does not inherit one half-done
+/// and wait forever (13 of 1,500 such forks did, 1 of 1,500 with the first two done).
+fn init_shared_state(py: Python<'_>) -> PyResult<()> {
+    let probe = PyArray1::<f32>::zeros(py, 2, false);
+    drop(probe.try_readonly()?);
+    drop(probe.try_readwrite()?);
+    drop(crossbeam_epoch::pin());
+    Ok(())
+}
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     rrnet_core::init_tables(); // before any thread of ours can fork mid-build
+    init_shared_state(m.py())?;
     m.add("N_PIX", N_PIX)?;
     m.add("DEFAULT_MAX_ITER", rrnet_core::continuum::DEFAULT_MAX_ITER)?;
     m.add_function(wrap_pyfunction!(status_codes, m)?)?;
