@@ -331,3 +331,26 @@ def test_a_one_row_bin_draws_no_scatter_point(tmp_path, monkeypatch) -> None:
     drawn = dict(zip(names, scatter_line.get_ydata(), strict=True))
     assert drawn["10-20"] == pytest.approx(np.std([50.0, -40.0, 10.0]))
     assert not np.isfinite(drawn["40-60"])  # one residual: no point
+
+
+def test_drawing_leaves_the_sessions_backend_and_pyplot_alone(tmp_path: Path) -> None:
+    """Importing the plots switched the whole session to Agg (matplotlib.use at import):
+    in a notebook, the user's own figures silently stopped showing. Figures are now
+    bare Figures that pyplot never holds. In a fresh process, with a backend of the
+    user's own choosing."""
+    import subprocess
+    import sys
+
+    script = (
+        "import matplotlib; matplotlib.use('svg'); import matplotlib.pyplot as plt\n"
+        "import sys, numpy as np; from pathlib import Path\n"
+        "from rrnet.plots.style import new_figure, save_figure\n"
+        "fig, axes = new_figure(3); axes[0].plot([1, 2])\n"
+        "path = save_figure(fig, Path(sys.argv[1]) / 'a.png')\n"
+        "assert path.read_bytes()[:8] == b'\\x89PNG\\r\\n\\x1a\\n'\n"
+        "print(matplotlib.get_backend(), plt.get_fignums())\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, check=True
+    )
+    assert run.stdout.split() == ["svg", "[]"], run.stdout + run.stderr

@@ -6,12 +6,7 @@ import os
 import re
 from pathlib import Path
 
-import matplotlib
 import numpy as np
-
-matplotlib.use("Agg")  # files only; never needs a display
-
-import matplotlib.pyplot as plt
 from matplotlib import ticker
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
@@ -56,16 +51,15 @@ def marker_size(n: int) -> float:
 
 
 def new_figure(n_panels: int, ncols: int = 4, panel_size: tuple[float, float] = (3.4, 2.7)):
-    """A figure with a grid of ``n_panels`` axes (unused ones hidden); returns (fig, axes)."""
+    """A figure with a grid of ``n_panels`` axes (unused ones hidden); returns (fig, axes).
+
+    A bare :class:`Figure`, not pyplot's: files need no backend, so the session's own
+    (a notebook's inline one) is left as it is, and no figure is left open in pyplot.
+    """
     ncols = max(1, min(ncols, n_panels))
     nrows = -(-n_panels // ncols)
-    fig, axes = plt.subplots(
-        nrows,
-        ncols,
-        figsize=(panel_size[0] * ncols, panel_size[1] * nrows),
-        squeeze=False,
-        layout="constrained",
-    )
+    fig = Figure(figsize=(panel_size[0] * ncols, panel_size[1] * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False)
     flat = axes.ravel()
     for ax in flat[n_panels:]:
         ax.set_visible(False)
@@ -108,10 +102,7 @@ def log_scale(ax: Axes, axis: str = "x") -> None:
 
 
 def save_figure(fig: Figure, path: str | os.PathLike[str]) -> Path:
-    """Save as PNG atomically and close the figure (figures are never reused)."""
-    try:
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png", dpi=DPI)
-    finally:
-        plt.close(fig)
+    """Save as PNG atomically (figures are never reused)."""
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=DPI)
     return Path(path)
