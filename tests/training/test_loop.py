@@ -331,3 +331,28 @@ def test_cpu_training_keeps_freed_memory_for_reuse(tmp_path: Path, monkeypatch) 
     monkeypatch.setattr(loop, "_train_epoch", lambda *a: (calls.append("epoch"), real(*a))[1])
     _small_run(tmp_path / "run")
     assert calls[:2] == ["retain", "epoch"]
+
+
+def test_inference_warns_of_a_checkpoint_whose_training_stopped(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A training stopped after epoch 1 of 3 (Ctrl-C in a notebook) left a checkpoint
+    that rrnet.infer used without a word, its rows recommended: now a warning names the
+    epochs and the remedy (and the finished run gives none)."""
+    import logging
+
+    from rrnet.inference.models import load_checkpoints
+    from rrnet.inference.streaming import warn_checkpoint_caveats
+
+    _small_run(tmp_path / "a", stop_after_epoch=1)
+    (stopped,) = load_checkpoints([tmp_path / "a"], device="cpu")
+    with caplog.at_level(logging.WARNING):
+        warn_checkpoint_caveats([stopped], calibrate=False)
+    said = [r.getMessage() for r in caplog.records if "training stopped" in r.getMessage()]
+    assert len(said) == 1 and "after epoch 1 of 3" in said[0] and "--resume" in said[0]
+    _small_run(tmp_path / "a", resume=True)
+    (finished,) = load_checkpoints([tmp_path / "a"], device="cpu")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        warn_checkpoint_caveats([finished], calibrate=False)
+    assert not any("training stopped" in r.getMessage() for r in caplog.records)

@@ -761,8 +761,18 @@ def warn_checkpoint_caveats(checkpoints: list[Any], calibrate: bool = True) -> N
             log.warning("checkpoint %s, validation split: %s", checkpoint.path, words)
         if checkpoint.calibration and (why := superseded_default(checkpoint.path)):
             log.warning("checkpoint %s: %s", checkpoint.path, why)
-        trained = (checkpoint.config.get("training") or {}).get("status") == "complete"
+        training = checkpoint.config.get("training") or {}
+        trained = training.get("status") == "complete"
         path = checkpoint.path
+        if training.get("status") == "running":  # stopped mid-training (Ctrl-C, kill)
+            log.warning(
+                "checkpoint %s: its training stopped after epoch %s of %s, so these are the "
+                "best weights so far, not the finished model's, and their errors are not "
+                "calibrated; rrnet-train --resume finishes it",
+                path,
+                training.get("epochs_done", "?"),
+                (training.get("settings") or {}).get("epochs", "?"),
+            )
         if calibrate and trained and not (path / CALIBRATION_FILE).is_file():
             # imported releases have no status; their errors are raw by design
             remedy = (
