@@ -189,3 +189,33 @@ def test_labels_far_from_the_init_checkpoints_normalisation_are_warned_of(caplog
         _warn_shifted_labels(labels[:, :1], ["Teff[K]"], SimpleNamespace(
             label_mean=norm.label_mean[:1], label_std=norm.label_std[:1]))  # fmt: skip
     assert not caplog.records
+
+
+def test_labels_given_as_a_table_on_synthesised_spectra_are_synthetic(tmp_path, monkeypatch):
+    """A notebook's train_ensemble(store, a labels DataFrame) recorded "observed": applied
+    to real files, nothing warned (SYNTHETIC_DOMAIN). The store's spectra folder, an
+    rrnet-synth one, says what the labels are, as the labels file's folder did."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from rrnet.training import api
+
+    synth = tmp_path / "synth"
+    (synth / "data").mkdir(parents=True)
+    (synth / "synth.json").write_text("{}")
+    observed = tmp_path / "lamost"
+    observed.mkdir()
+    monkeypatch.setattr(api, "_snr", lambda store, rows: np.array([20.0, 40.0]))
+    selected = SimpleNamespace(rows=np.arange(2))
+
+    def store(data_dir):  # the fields _domain reads
+        info = {"data_dir": str(data_dir)} if data_dir else {}
+        return SimpleNamespace(path=tmp_path / "s", info=info, manifest_digest="m",
+                               spectra_digest="d")  # fmt: skip
+
+    assert api._domain(store(synth / "data"), None, selected)["labels"] == "synthetic"
+    assert api._domain(store(synth / "data"), None, selected)["source"] == "rrnet-synth"
+    assert api._domain(store(observed), None, selected)["labels"] == "observed"
+    assert api._domain(store(None), str(synth / "labels.csv"), selected)["labels"] == "synthetic"
+    assert api._domain(store(None), str(observed / "l.csv"), selected)["labels"] == "observed"

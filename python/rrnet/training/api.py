@@ -311,8 +311,13 @@ def _extra_training(
 
 def _domain(store: Any, labels_path: str | None, selected: Any) -> dict[str, Any]:
     """What the checkpoint was trained on (repeated in catalogue provenance): synthetic
-    labels when the labels table sits beside rrnet-synth's ``synth.json``."""
-    synthetic = labels_path is not None and (Path(labels_path).parent / "synth.json").is_file()
+    when the labels table or the store's spectra sit in an rrnet-synth folder (beside its
+    ``synth.json``; labels given as a DataFrame have no path, and such a checkpoint was
+    recorded as trained on observed labels)."""
+    data_dir = store.info.get("data_dir")
+    places = [Path(labels_path).parent] if labels_path is not None else []
+    places += [Path(data_dir), Path(data_dir).parent] if data_dir else []
+    synthetic = any((place / "synth.json").is_file() for place in places)
     snr = _snr(store, selected.rows)
     return {
         "labels": "synthetic" if synthetic else "observed",
