@@ -101,3 +101,38 @@ def test_return_types_are_documented() -> None:
     doc = rrnet.__doc__ or ""
     assert "read_catalogue(path) -> (polars.DataFrame, dict)" in doc
     assert "infer(" in doc and "-> polars.DataFrame" in doc
+
+
+INTERRUPTED_FIRST_CALL = """
+import os, signal, sys
+import rrnet
+
+class CtrlC:  # presses Ctrl-C while torch's own modules are being imported
+    fired = False
+    def find_spec(self, name, path=None, target=None):
+        if name.startswith("torch.nn") and not CtrlC.fired:
+            CtrlC.fired = True
+            os.kill(os.getpid(), signal.SIGINT)
+        return None
+
+sys.meta_path.insert(0, CtrlC())
+try:
+    rrnet.Ensemble
+except KeyboardInterrupt:
+    print("interrupted")
+import torch
+print(float(torch.ones(2).sum()), rrnet.Ensemble.__name__)
+"""
+
+
+def test_ctrl_c_during_the_first_torch_import_leaves_torch_usable() -> None:
+    """Interrupted half-way, torch refuses every later import in the process ("can only
+    be initialized once per process"): a notebook user who stopped a first call's silent
+    seconds had to restart the kernel. The interrupt now lands once torch is whole."""
+    import subprocess
+    import sys
+
+    run = subprocess.run(
+        [sys.executable, "-c", INTERRUPTED_FIRST_CALL], capture_output=True, text=True
+    )
+    assert run.stdout.split() == ["interrupted", "2.0", "Ensemble"], run.stdout + run.stderr

@@ -50,7 +50,16 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__))
 
 
+_NEEDS_TORCH = {"train_ensemble", "infer", "evaluate", "Ensemble", "load_original",
+                "load_original_ensemble"}  # fmt: skip
+"""Entry points that load PyTorch (their first call would, after seconds of silence)."""
+
+
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
+        if name in _NEEDS_TORCH:
+            from rrnet.utils.uninterrupted import import_torch_whole
+
+            import_torch_whole()
         return getattr(import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'rrnet' has no attribute {name!r}")
