@@ -372,3 +372,19 @@ def test_a_format_that_contradicts_the_suffix_is_refused_when_writing() -> None:
     assert resolve_format("x.parquet", "parquet") == "parquet"
     assert resolve_format("results", "fits") == resolve_format("x.dat", "fits") == "fits"
     assert resolve_format("x.parquet", "csv", writing=False) == "csv"  # reading: as asked
+
+
+def test_a_fits_file_that_is_no_catalogue_is_said_so(tmp_path) -> None:
+    """read_catalogue on a spectrum file (a LAMOST .fits.gz) raised fitsio's bare
+    "extension not found: catalogue"; it now names what the file holds."""
+    import fitsio
+    import numpy as np
+
+    from rrnet.inference.writers import read_catalogue
+
+    path = tmp_path / "spectrum.fits"
+    with fitsio.FITS(str(path), "rw") as fits:
+        fits.write(np.zeros(3, dtype=[("FLUX", "f4")]), extname="COADD_B")
+    with pytest.raises(ValueError, match=r"spectrum.fits has no CATALOGUE table, so it is no "
+                       r"rrnet catalogue \(its HDUs: HDU 0, COADD_B\)"):  # fmt: skip
+        read_catalogue(path)

@@ -236,6 +236,15 @@ def test_the_api_without_out_checks_tmpdir_like_the_commands(
         infer(world["sp"], store=world["store"], device="cpu")
 
 
+def test_inference_without_an_input_says_neither_was_given(world: dict, tmp_path) -> None:
+    """It said "give either --store or --catalog ..., not both" when neither was given."""
+    with pytest.raises(InferError, match=r"give one input, --store or --catalog .*; neither was"):
+        run_inference(world["sp"], out=tmp_path / "c.parquet")
+    with pytest.raises(InferError, match="; both were given"):
+        run_inference(world["sp"], out=tmp_path / "c.parquet", store=world["store"],
+                      catalog=tmp_path / "cat.csv")  # fmt: skip
+
+
 def test_fingerprint_mismatch_refused(world: dict, caplog: pytest.LogCaptureFixture) -> None:
     wrong = dict(world["fp"], hash="0000000000000000", max_iter=7)
     bad = make_checkpoint(

@@ -919,7 +919,11 @@ def run_inference(
     out = Path(out)
     fmt = check_options(options, out)
     if (store is None) == (catalog is None):
-        raise InferError("give either --store or --catalog (with --data-dir), not both")
+        given = "both were" if store is not None else "neither was"
+        raise InferError(
+            f"give one input, --store or --catalog (with --data-dir) (store= or catalog= "
+            f"in Python); {given} given"
+        )
     device_type = _check_device(options.device)
     if device_type == "cpu":  # model steps reuse freed memory (utils.heap)
         retain_heap()

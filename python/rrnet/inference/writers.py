@@ -518,7 +518,14 @@ def _read_astropy(path: Path, fmt: str) -> tuple[pl.DataFrame, dict[str, str]]:
 
 
 def _read_fits(path: Path) -> tuple[pl.DataFrame, dict[str, str]]:
-    data, header = fitsio.read(str(path), ext=FITS_EXTNAME, header=True)
+    with fitsio.FITS(str(path)) as fits:
+        if FITS_EXTNAME not in fits:  # fitsio: "extension not found: catalogue"
+            names = [hdu.get_extname() or f"HDU {hdu.get_extnum()}" for hdu in fits]
+            raise ValueError(
+                f"{path.name} has no {FITS_EXTNAME} table, so it is no rrnet catalogue "
+                f"(its HDUs: {', '.join(names[:5])}{', ...' if len(names) > 5 else ''})"
+            )
+        data, header = fits[FITS_EXTNAME].read(), fits[FITS_EXTNAME].read_header()
     columns = {}
     for i, name in enumerate(data.dtype.names, start=1):
         values = data[name]
