@@ -269,3 +269,16 @@ def test_the_ood_table_reads_in_words_and_percent() -> None:
     everything = re.findall(r"<tr><td>all</td>((?:<td>[^<]*</td>)+)</tr>", table)[0]
     rate = np.mean(bits == 16)
     assert re.findall(r"<td>([^<]*)</td>", everything)[2] == f"{100 * rate:.0f} %"
+
+
+def test_a_report_prints_as_one_line() -> None:
+    """Its dataclass repr inlined every Polars table (~10 kB in a notebook)."""
+    from rrnet.evaluation.report import Report
+
+    metrics = pl.DataFrame({"label": ["Teff[K]", "Logg"], "mae": [80.0, 0.2]})
+    report = Report("demo", {}, {"with_labels": 417, "evaluated": 400}, metrics, pl.DataFrame(),
+                    figures=[("a.png", "A"), ("b.png", "B")])  # fmt: skip
+    assert repr(report) == (
+        "Report('demo': with_labels 417, evaluated 400; 2 metric rows, 2 figures; "
+        "the tables are its attributes)"
+    )

@@ -237,3 +237,14 @@ def test_torch_compile_matches_eager_in_one_graph() -> None:
     np.testing.assert_allclose(got.std, want.std, rtol=1e-5)
     assert sum(counters["graph_break"].values()) == 0
     assert counters["stats"]["unique_graphs"] == 1
+
+
+def test_an_ensemble_shows_what_it_is() -> None:
+    """A notebook printed ``<rrnet.models.ensemble.Ensemble at 0x...>``."""
+    config = ModelConfig(net="rrnet", mode="post-RNN", num_labels=5, n_subbands=4, **SMALL)
+    members = [build_model(config).state_dict() for _ in range(2)]
+    labels = ["Teff[K]", "Logg", "FeH", "MgH", "CH"]
+    ens = Ensemble.from_members(config, members, _norm(160, 5), labels, device="cpu")
+    assert repr(ens) == (
+        "Ensemble(rrnet post-RNN, 2 members, 5 labels [Teff[K], Logg, FeH, MgH, ...], device=cpu)"
+    )

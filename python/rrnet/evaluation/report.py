@@ -61,6 +61,14 @@ class Report:
     """(relative PNG path, caption) pairs."""
     notes: list[str] = field(default_factory=list)
 
+    def __repr__(self) -> str:
+        """A line, not every table inlined (a notebook printed ~10 kB of them)."""
+        counts = ", ".join(f"{k} {v}" for k, v in self.counts.items())
+        return (
+            f"Report({self.title!r}: {counts}; {self.metrics.height} metric rows, "
+            f"{len(self.figures)} figures; the tables are its attributes)"
+        )
+
 
 def _clean(value: Any) -> Any:
     """JSON has no NaN: non-finite floats become null."""

@@ -164,6 +164,17 @@ class Ensemble:
             mode = compile if isinstance(compile, str) else None
             self._forward = torch.compile(self._stacked, mode=mode, dynamic=False)
 
+    def __repr__(self) -> str:
+        """What a notebook shows: the network, its members, labels and where it runs."""
+        labels = ", ".join(self.labels[:4]) + (", ..." if len(self.labels) > 4 else "")
+        extras = "".join(
+            f", {k}" for k, on in (("compiled", self.compiled), ("amp", self.amp)) if on
+        )
+        return (
+            f"Ensemble({self.config.net} {self.config.mode}, {len(self._state_dicts)} members, "
+            f"{len(self.labels)} labels [{labels}], device={self.device}{extras})"
+        )
+
     # Construction ----------------------------------------------------------------------
     @classmethod
     def from_checkpoint(
