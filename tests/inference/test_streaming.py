@@ -245,6 +245,19 @@ def test_inference_without_an_input_says_neither_was_given(world: dict, tmp_path
                       catalog=tmp_path / "cat.csv")  # fmt: skip
 
 
+def test_an_unfinished_run_is_called_unfinished(world: dict, tmp_path) -> None:
+    """After an interrupted run only ``out.parts/`` exists; the refusal said "out exists"
+    and named command-line flags alone (a notebook user passes resume=True)."""
+    out = tmp_path / "c.parquet"
+    (tmp_path / "c.parquet.parts").mkdir()
+    with pytest.raises(InferError) as err:
+        run_inference(world["sp"], out=out, store=world["store"])
+    assert str(err.value) == (
+        f"an unfinished run of {out} exists: pass --resume to continue it or --overwrite "
+        "(resume=True or overwrite=True in Python)"
+    )
+
+
 def test_fingerprint_mismatch_refused(world: dict, caplog: pytest.LogCaptureFixture) -> None:
     wrong = dict(world["fp"], hash="0000000000000000", max_iter=7)
     bad = make_checkpoint(

@@ -584,7 +584,11 @@ def _prepare(
                 "(or remove it yourself)"
             )
         if not overwrite:
-            raise InferError(f"{out} exists: pass --resume to continue it or --overwrite")
+            what = f"{out} exists" if out.exists() else f"an unfinished run of {out} exists"
+            raise InferError(
+                f"{what}: pass --resume to continue it or --overwrite (resume=True or "
+                "overwrite=True in Python)"
+            )
         _remove_previous(out, work)
     if not work.exists():
         work.mkdir(parents=True)
