@@ -107,6 +107,9 @@ INTERRUPTED_FIRST_CALL = """
 import os, signal, sys
 import rrnet
 
+if sys.argv[1] == "ignored":  # a batch wrapper that ignores Ctrl-C
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
 class CtrlC:  # presses Ctrl-C while torch's own modules are being imported
     fired = False
     def find_spec(self, name, path=None, target=None):
@@ -118,6 +121,7 @@ class CtrlC:  # presses Ctrl-C while torch's own modules are being imported
 sys.meta_path.insert(0, CtrlC())
 try:
     rrnet.Ensemble
+    print("ignored")
 except KeyboardInterrupt:
     print("interrupted")
 import torch
@@ -125,14 +129,17 @@ print(float(torch.ones(2).sum()), rrnet.Ensemble.__name__)
 """
 
 
-def test_ctrl_c_during_the_first_torch_import_leaves_torch_usable() -> None:
+@pytest.mark.parametrize("handler", ["default", "ignored"])
+def test_ctrl_c_during_the_first_torch_import_leaves_torch_usable(handler: str) -> None:
     """Interrupted half-way, torch refuses every later import in the process ("can only
     be initialized once per process"): a notebook user who stopped a first call's silent
-    seconds had to restart the kernel. The interrupt now lands once torch is whole."""
+    seconds had to restart the kernel. The interrupt now lands once torch is whole, with
+    the handler that was there (a process ignoring Ctrl-C still ignores it)."""
     import subprocess
     import sys
 
     run = subprocess.run(
-        [sys.executable, "-c", INTERRUPTED_FIRST_CALL], capture_output=True, text=True
+        [sys.executable, "-c", INTERRUPTED_FIRST_CALL, handler], capture_output=True, text=True
     )
-    assert run.stdout.split() == ["interrupted", "2.0", "Ensemble"], run.stdout + run.stderr
+    first = "interrupted" if handler == "default" else "ignored"
+    assert run.stdout.split() == [first, "2.0", "Ensemble"], run.stdout + run.stderr

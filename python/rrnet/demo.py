@@ -10,7 +10,6 @@ what a previous run finished.
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import sys
 import time
@@ -162,7 +161,6 @@ def main(argv: list[str] | None = None) -> int:
         return args
     if args.stars < 20 or args.epochs < 1 or args.members < 1:
         return usage_error(PROG, "need --stars >= 20, --epochs >= 1, --members >= 1")
-    os.environ.setdefault("MPLBACKEND", "Agg")
     # the library's warnings (a small validation split, ...) read like the steps' lines
     logging.basicConfig(level=logging.WARNING, format="   warning: %(message)s")
     start = time.perf_counter()

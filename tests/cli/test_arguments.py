@@ -411,5 +411,5 @@ def test_a_name_that_is_not_utf8_is_refused_naming_its_option(
     assert importlib.import_module(f"rrnet.cli.{command}").main(argv) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1, err
-    assert f"error: {option}: " in err and "donn\\xe9es" in err and "not a UTF-8 name" in err
+    assert f"error: {option}: " in err and "donn\\xe9es" in err and "is not valid UTF-8" in err
     assert list(tmp_path.iterdir()) == []

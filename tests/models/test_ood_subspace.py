@@ -128,6 +128,59 @@ def test_scorings_in_parallel_threads_leave_blas_as_they_found_it(fitted) -> Non
         threadpool_limits(limits=max(before), user_api="blas")  # for the next tests
 
 
+@pytest.mark.filterwarnings("ignore:.*multi-threaded.*:DeprecationWarning")  # fork, 3.12+
+def test_a_child_forked_mid_scoring_has_blas_as_before(fitted) -> None:
+    """The shared BLAS limit counts the scorings under way: a child forked during one
+    inherited the count, so its own scorings never set or lifted the limit (and with a
+    BLAS that keeps its thread count across fork, one thread for good)."""
+    import multiprocessing
+    import sys
+    import threading
+
+    from threadpoolctl import threadpool_info
+
+    if sys.platform != "linux":
+        pytest.skip("fork start method is Linux's")
+    before = [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+    if not before or max(before) < 2:
+        pytest.skip("no BLAS here that runs two threads")
+    flux, snr_b, snr_r = toy(4 * oos.ROW_BLOCK, 40.0, 15)
+    inside, go_on = threading.Event(), threading.Event()
+    real = oos._block_statistics
+
+    def held(*args):  # type: ignore[no-untyped-def]
+        inside.set()
+        go_on.wait(60)
+        return real(*args)
+
+    oos._block_statistics = held  # a scoring under way in another thread
+    try:
+        scoring = threading.Thread(target=oos.statistics, args=(fitted, flux, snr_b, snr_r))
+        scoring.start()
+        assert inside.wait(60)
+        with multiprocessing.get_context("fork").Pool(1) as child:
+            got = child.apply_async(_blas_after_a_scoring, (fitted,)).get(timeout=120)
+    finally:
+        go_on.set()
+        oos._block_statistics = real
+        scoring.join()
+    assert got == (0, before)
+
+
+def _blas_after_a_scoring(fitted) -> tuple[int, list[int]]:  # type: ignore[no-untyped-def]
+    """In the child: the scorings under way after one of its own, and BLAS's threads."""
+    from threadpoolctl import threadpool_info
+
+    oos._block_statistics = _REAL_BLOCK_STATISTICS  # the child's own, unpatched
+    flux, snr_b, snr_r = toy(oos.ROW_BLOCK, 40.0, 16)
+    oos.statistics(fitted, flux, snr_b, snr_r)
+    blas = [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+    return oos._single_threaded_blas._users, blas
+
+
+_REAL_BLOCK_STATISTICS = oos._block_statistics
+
+
 @pytest.mark.parametrize("snr", [8.0, 30.0, 200.0])
 def test_a_spectrum_in_the_span_scores_the_noise_level_at_any_snr(fitted, snr) -> None:
     flux, snr_b, snr_r = toy(50, snr, 7)

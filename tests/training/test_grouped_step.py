@@ -128,6 +128,7 @@ def _helper_thread_answers(_: int) -> int:
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="fork start method is Linux's")
+@pytest.mark.filterwarnings("ignore:.*multi-threaded.*:DeprecationWarning")  # fork, 3.12+
 def test_a_forked_child_gets_its_own_helper_threads():
     """The step's helper-thread executor is made once per process: a child forked after
     the parent trained inherited it without its thread, and its step waited forever."""

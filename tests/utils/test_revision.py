@@ -52,8 +52,8 @@ def test_an_unpacked_sdist_inside_another_repository_records_no_commit(tmp_path:
 
 
 @pytest.mark.skipif(shutil.which("git") is None, reason="git not installed")
-def test_a_checkout_whose_path_has_a_space_names_its_commit(tmp_path: Path) -> None:
-    tree = tmp_path / "my work" / "rrnet"
+def _checkout(tree: Path) -> tuple[list[str], str]:
+    """A one-commit repository laid out as rrnet's at ``tree``: its git call, its HEAD."""
     (tree / "python" / "rrnet").mkdir(parents=True)
     (tree / "crates" / "rrnet-core").mkdir(parents=True)
     (tree / "a").write_text("a")
@@ -62,7 +62,14 @@ def test_a_checkout_whose_path_has_a_space_names_its_commit(tmp_path: Path) -> N
     subprocess.run([*git, "add", "a"], check=True)
     subprocess.run([*git, "commit", "-qm", "x"], check=True)
     head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True)
-    assert source_commit(tree / "python" / "rrnet") == head.stdout.strip()
+    return git, head.stdout.strip()
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="git not installed")
+def test_a_checkout_whose_path_has_a_space_names_its_commit(tmp_path: Path) -> None:
+    tree = tmp_path / "my work" / "rrnet"
+    _, head = _checkout(tree)
+    assert source_commit(tree / "python" / "rrnet") == head
 
 
 @pytest.mark.skipif(shutil.which("git") is None, reason="git not installed")
@@ -71,16 +78,9 @@ def test_another_users_checkout_names_its_commit(tmp_path: Path) -> None:
     """git refuses a repository of another owner ("dubious ownership"): a group running
     one member's checkout wrote catalogues without rrnet.commit."""
     tree = tmp_path / "theirs" / "rrnet"
-    (tree / "python" / "rrnet").mkdir(parents=True)
-    (tree / "crates" / "rrnet-core").mkdir(parents=True)
-    (tree / "a").write_text("a")
-    git = ["git", "-C", str(tree), "-c", "user.name=x", "-c", "user.email=x@y"]
-    subprocess.run(["git", "init", "-q", str(tree)], check=True)
-    subprocess.run([*git, "add", "a"], check=True)
-    subprocess.run([*git, "commit", "-qm", "x"], check=True)
-    head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True).stdout
+    git, head = _checkout(tree)
     for path in [tree, *tree.rglob("*")]:
         os.lchown(path, 4321, 4321)  # a user who is not this one
     refused = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True)
     assert refused.returncode != 0 and "dubious ownership" in refused.stderr  # git's own rule
-    assert source_commit(tree / "python" / "rrnet") == head.strip()
+    assert source_commit(tree / "python" / "rrnet") == head

@@ -53,8 +53,9 @@ class OneLineParser(argparse.ArgumentParser):
                 if isinstance(item, str | os.PathLike) and not _is_utf8(os.fspath(item)):
                     shown = os.fsencode(item).decode("utf-8", "backslashreplace")
                     raise UsageError(
-                        f"{_option_name(self, name)}: {shown} is not a UTF-8 name; rename it "
-                        "(the tables rrnet reads and writes take UTF-8 paths only)"
+                        f"{_option_name(self, name)}: {shown} is not valid UTF-8 (a name in "
+                        "another encoding?): rename it or give it in UTF-8; the tables rrnet "
+                        "reads and writes take UTF-8 only"
                     )
         return parsed
 

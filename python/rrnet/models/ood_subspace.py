@@ -390,6 +390,14 @@ class _SharedBlasLimit:
         self._lock = threading.Lock()
         self._users = 0
         self._limit: Any = None
+        os.register_at_fork(after_in_child=self._after_fork)
+
+    def _after_fork(self) -> None:
+        """A child forked mid-scoring inherits the count, the limit and perhaps the lock,
+        but none of the scorings: it starts afresh with BLAS as it was before them."""
+        limit, self._limit, self._users, self._lock = self._limit, None, 0, threading.Lock()
+        if limit is not None:
+            limit.restore_original_limits()
 
     @contextlib.contextmanager
     def __call__(self) -> Iterator[None]:

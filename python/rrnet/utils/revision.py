@@ -26,9 +26,12 @@ def source_commit(package: Path = PACKAGE) -> str | None:
     if package != root / "python" / "rrnet" or not (root / "crates" / "rrnet-core").is_dir():
         return None
     # another user's checkout (a group's shared install): git refuses it as of "dubious
-    # ownership", and the commit went unrecorded. Trusting it adds no risk: its owner
-    # already chooses every line of the Python code running here.
-    git = ["git", "-c", f"safe.directory={root.resolve()}", "-C", str(root)]
+    # ownership", and the commit went unrecorded. Trusting it adds little: its owner
+    # already chooses every line of the Python code running here; and the calls stay
+    # read-only (no index refresh written, no fsmonitor hook run). Git honours
+    # safe.directory on the command line from 2.39; older ones still refuse (no commit).
+    git = ["git", "--no-optional-locks", "-c", f"safe.directory={root.resolve()}",
+           "-c", "core.fsmonitor=false", "-C", str(root)]  # fmt: skip
     try:
         lines = subprocess.run(  # one line each: the top folder (spaces and all), HEAD
             [*git, "rev-parse", "--show-toplevel", "HEAD"],
