@@ -388,7 +388,8 @@ def test_resume_refuses_other_settings_or_catalogue(data_dir, tmp_path):
     cat = _real_catalog()
     out = tmp_path / "s"
     preprocess_catalog(cat, data_dir, out, workers=0, shard_size=2)
-    with pytest.raises(StoreError, match="not empty"):
+    refusal = r"not empty: .* \(--overwrite\); resume=True or overwrite=True in Python"
+    with pytest.raises(StoreError, match=refusal):  # a notebook user passes keywords
         preprocess_catalog(cat, data_dir, out, workers=0, shard_size=2)
     with pytest.raises(StoreError, match="settings"):
         preprocess_catalog(cat, data_dir, out, workers=0, shard_size=2, resume=True, max_iter=5)

@@ -410,7 +410,7 @@ def test_survey_tables_join_and_fail_helpfully(store_and_labels, tmp_path: Path,
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "x").write_text("")
     assert main([*base, "--labels", str(root / "labels.csv"), "--out", str(tmp_path / "full")]) == 2
-    assert "--resume continues it" in capsys.readouterr().err
+    assert "--resume continues it (TrainOptions(resume=True) in Python)" in capsys.readouterr().err
 
 
 def test_what_the_labels_table_loses_is_counted_and_ids_are_matched_as_meant(

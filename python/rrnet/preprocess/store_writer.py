@@ -179,7 +179,8 @@ def prepare_out(
     if exists and not resume:
         if not overwrite:
             raise StoreError(
-                f"{out} is not empty: resume it (--resume) or replace it (--overwrite)"
+                f"{out} is not empty: resume it (--resume) or replace it (--overwrite); "
+                "resume=True or overwrite=True in Python"
             )
         _remove_store(out)
         exists = False

@@ -80,7 +80,8 @@ def train_ensemble(
     out = Path(out)
     if not opts.resume and out.exists() and any(out.iterdir()):  # before any data is read
         raise FileExistsError(
-            f"{out} exists and is not empty; --resume continues it, or choose another --out"
+            f"{out} exists and is not empty; --resume continues it (TrainOptions(resume=True) "
+            "in Python), or choose another --out"
         )
     if not isinstance(labels, pl.DataFrame) and not Path(labels).is_file():
         raise FileNotFoundError(f"labels table not found: {labels}")
