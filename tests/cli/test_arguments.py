@@ -397,6 +397,7 @@ or write ended in "unexpected TypeError: Object does not have a .read() method".
         ("preprocess", ["cat.csv", "--data-dir", ".", "--out", f"{LATIN1}/store"], "--out"),
         ("preprocess", [f"{LATIN1}/cat.csv", "--out", "store"], "CATALOG"),
         ("catalog", ["scan", LATIN1, "--out", "scan.csv"], "DIR"),
+        ("catalog", ["from-lamost", "mrs.csv", "--out", f"{LATIN1}/c.csv"], "--out"),
         ("infer", ["--store", "s", "--model", "m", "--out", f"{LATIN1}/c.parquet"], "--out"),
         ("eval", ["overview", f"{LATIN1}/c.parquet", "--out", "o"], "CATALOG"),
         ("train", ["--store", "s", "--labels", f"{LATIN1}/l.csv", "--out", "m"], "--labels"),

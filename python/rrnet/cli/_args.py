@@ -52,26 +52,27 @@ class OneLineParser(argparse.ArgumentParser):
             for item in value if isinstance(value, list | tuple) else [value]:
                 if isinstance(item, str | os.PathLike) and not _is_utf8(os.fspath(item)):
                     shown = os.fsencode(item).decode("utf-8", "backslashreplace")
+                    option = _option_name(self, name, parsed)
                     raise UsageError(
-                        f"{_option_name(self, name)}: {shown} is not valid UTF-8 (a name in "
-                        "another encoding?): rename it or give it in UTF-8; the tables rrnet "
-                        "reads and writes take UTF-8 only"
+                        f"{option}: {shown} is not valid UTF-8 (a name in another encoding?): "
+                        "rename it or give it in UTF-8; the tables rrnet reads and writes take "
+                        "UTF-8 only"
                     )
         return parsed
 
 
-def _option_name(parser: argparse.ArgumentParser, dest: str) -> str:
+def _option_name(parser: argparse.ArgumentParser, dest: str, parsed: argparse.Namespace) -> str:
     """How the user wrote the argument stored as ``dest``: its longest option
-    string (``--out``), else its name (a positional), looked for in sub-commands too."""
+    string (``--out``), else its name (a positional), looked for in the sub-command
+    ``parsed`` chose too."""
     for action in parser._actions:
         if action.dest == dest:
             metavar = action.metavar if isinstance(action.metavar, str) else dest
             return max(action.option_strings, key=len, default=metavar)
         if isinstance(action, argparse._SubParsersAction):
-            for sub in action.choices.values():
-                name = _option_name(sub, dest)
-                if name != dest:
-                    return name
+            chosen = action.choices.get(getattr(parsed, action.dest, None) or "")
+            if chosen is not None:
+                return _option_name(chosen, dest, parsed)
     return dest
 
 
