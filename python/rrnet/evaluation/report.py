@@ -240,7 +240,7 @@ def calibration_words(
     if z_std is None or not math.isfinite(z_std) or z_std <= 0:
         return "not measurable"
     mean = z_mean if z_mean is not None and math.isfinite(z_mean) else 0.0
-    size = math.hypot(z_std, mean)  # RMS of z
+    size = z_rms(z_std, mean)
     biased = z_biased(z_std, mean, n, tolerance)
     bias = f"; residuals biased by {mean:+.2f}σ" if biased else ""
     if size > 1 + tolerance:
@@ -283,10 +283,10 @@ def _count(r: dict[str, Any]) -> int:
     return int(r.get("n_z") or r.get("n") or 0)
 
 
-def _z_rms(r: dict[str, Any]) -> float:
-    """RMS of z (spread and mean together): the size of the errors that the verdict judges."""
-    mean = r.get("z_mean")
-    return math.hypot(r["z_std"], mean) if mean is not None and math.isfinite(mean) else r["z_std"]
+def z_rms(z_std: float, z_mean: float | None) -> float:
+    """RMS of z (spread and mean together): the size of the errors that the verdict
+    judges; without a mean, the spread."""
+    return math.hypot(z_std, z_mean) if z_mean is not None and math.isfinite(z_mean) else z_std
 
 
 def _factor_calibrates(r: dict[str, Any]) -> bool:
@@ -299,7 +299,7 @@ def _factor_calibrates(r: dict[str, Any]) -> bool:
 
 
 def _off(r: dict[str, Any]) -> bool:
-    return errors_off(_z_rms(r), r.get("coverage_1sigma"), _count(r))
+    return errors_off(z_rms(r["z_std"], r.get("z_mean")), r.get("coverage_1sigma"), _count(r))
 
 
 BINS_SHOWN = 6
