@@ -786,7 +786,7 @@ def warn_checkpoint_caveats(checkpoints: list[Any], calibrate: bool = True) -> N
             )
             log.warning(
                 "checkpoint %s has no calibration.json, its errors are the raw eq. 3 ones; %s",
-                checkpoint.path,
+                path,
                 remedy,
             )
 
