@@ -340,3 +340,30 @@ def test_a_coadd_is_known_in_any_case_of_its_extension_name() -> None:
     )
     assert upper["n_exp"].to_list() == [2]
     assert lower.equals(upper)
+
+
+def test_a_spectrum_listed_twice_counts_once() -> None:
+    """A file named twice (two overlapping input lists, or found in two folders under
+    another case or compression) is one observation: it had given ``n_exp`` 8 for a file
+    of four exposures and an error sqrt(2) too small."""
+    rows = [  # star, file, blue extension, Teff, err
+        ("a", "n1/f1.fits.gz", "B-1", 5100.0, 20.0),
+        ("a", "n1/f1.fits.gz", "B-2", 5200.0, 30.0),
+        ("a", "n1/f1.fits.gz", "B-1", 5100.0, 20.0),  # the same list again
+        ("a", "copy/F1.FITS", "b-2", 5200.0, 30.0),  # the same file elsewhere
+        ("b", "n1/f1.fits.gz", "B-1", 5100.0, 20.0),  # another star's id: its own
+        ("a", "n2/f2.fits.gz", "B-1", 5300.0, 25.0),  # another file, same extension
+    ]
+    cat = pl.DataFrame(
+        rows, schema=["star_id", "filename", "extname_blue", "Teff[K]", "Teff[K]_err"],
+        orient="row",
+    ).with_columns(status=pl.lit("ok"), flag=pl.lit(1, pl.UInt8))  # fmt: skip
+    table = per_star_table(cat, labels=["Teff[K]"], variability_labels=["Teff[K]"])
+    a, b = table.row(0, named=True), table.row(1, named=True)
+    used = [(5100.0, 20.0), (5200.0, 30.0), (5300.0, 25.0)]
+    w = np.array([1 / e**2 for _, e in used])
+    x = np.array([v for v, _ in used])
+    assert a["n_exp"] == 3 and a["Teff[K]_n"] == 3
+    assert a["Teff[K]"] == pytest.approx(float((w * x).sum() / w.sum()), rel=1e-6)
+    assert a["Teff[K]_err"] == pytest.approx(float(1 / np.sqrt(w.sum())), rel=1e-6)
+    assert b["n_exp"] == 1

@@ -13,7 +13,8 @@ Only independent spectra are combined. A LAMOST MRS file holds a coadd (extensio
 ``R-<id>``); combining both would count the same photons twice. The rule, per star
 and file: the usable single exposures of that file are combined, and its coadd is
 used only when the file has no usable single exposure. Spectra from different files
-(other nights, plates) are independent. Without ``filename``/``extname_blue``
+(other nights, plates) are independent; a spectrum listed twice (the same file name,
+in any folder, and extensions) counts once. Without ``filename``/``extname_blue``
 columns every row counts as independent.
 """
 
@@ -40,6 +41,21 @@ def repeats_exposures(usable: pl.Expr, star_column: str) -> pl.Expr:
     return coadd & exposure_in_file
 
 
+def listed_before(names: Sequence[str], star_column: str) -> pl.Expr:
+    """True for a row whose spectrum (file name, whatever its folder, case or ``.gz``, and
+    extensions) an earlier row of the same star already holds: a file listed twice, or
+    found in two folders, is one observation, not two that average down."""
+    base = pl.col("filename").str.split("/").list.last().str.to_lowercase()
+    keys = [
+        pl.col(star_column),
+        base.str.replace(r"\.fits(\.gz)?$", ""),
+        pl.col("extname_blue").str.to_uppercase(),
+    ]
+    if "extname_red" in names:
+        keys.append(pl.col("extname_red").str.to_uppercase())
+    return pl.int_range(pl.len()).over(keys) > 0
+
+
 def per_star_table(
     catalogue: pl.DataFrame | pl.LazyFrame,
     *,
@@ -57,7 +73,8 @@ def per_star_table(
 
     Exposures used: ``status == 'ok'`` (and ``flag == 1`` with ``only_recommended``)
     with a finite value and a positive finite error, independent ones only (module
-    docstring: a file's coadd only when none of its exposures is usable); every star id of the input
+    docstring: a file's coadd only when none of its exposures is usable; a spectrum listed
+    twice once); every star id of the input
     appears, with ``n_exp = 0`` and null labels when none is usable.
 
     ``floor`` (label -> sigma, optional): the part of each exposure's error that
@@ -91,7 +108,9 @@ def per_star_table(
         usable = usable & (pl.col("flag") == 1)
     frame = lazy.with_row_index("_order").filter(_has_id(pl.col(star_column), lazy, star_column))
     if {"filename", "extname_blue"} <= set(names):
-        usable = usable & ~repeats_exposures(usable, star_column)
+        usable = (
+            usable & ~repeats_exposures(usable, star_column) & ~listed_before(names, star_column)
+        )
     # The rows' star, order and usability once; then one label at a time, so that only
     # one label's per-row columns are ever in memory (all 17 at once took 3.6 GB for 2
     # million rows). Per label: each row's weight, its star's weighted mean (window sums
