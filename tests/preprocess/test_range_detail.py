@@ -67,3 +67,6 @@ def test_a_failed_spectrum_says_which_arm_and_what(tmp_path, rv_mode, column, ho
     manifest = store.manifest
     assert manifest["status"][0] != "ok"
     assert said in manifest["reason"][0] and "red arm" not in manifest["reason"][0]
+    assert manifest["reason"][0].startswith(("resampling", "normalisation"))  # not "unshifted"
+    if rv_mode == "auto":  # it read "masked" (under 20 % usable pixels) for 4 NaN pixels
+        assert manifest["rv_measured_status"][0] is None

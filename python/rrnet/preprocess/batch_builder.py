@@ -400,7 +400,7 @@ class BatchBuilder:
             data = got.data_status
             if data is not None and data[i] != Status.OK:  # the spectrum, not its RV
                 _, b, r = pending[i][:3]
-                stage = "unshifted, for the RV measurement"
+                stage = "resampling (observed frame, to measure the RV)"
                 self._fail(pos[i], *_kernel_failure(data[i], stage, b, r, 0.0))
                 continue
             why = f"no usable RV (catalogue {pending[i][3]!r} km/s, measurement {got.status[i]})"

@@ -143,6 +143,8 @@ def resolve(
         ok = code == 0
         meas[ok], err[ok] = res.rv[ok, 2], res.err[ok, 2]
         status = [RV_STATUS.get(int(c), str(int(c))).lower() for c in code]
+        if res.data_status is not None:  # flux unusable whatever its RV: not measured
+            status = [None if d != 0 else s for s, d in zip(status, res.data_status, strict=True)]
         if res.template_labels is not None:
             labels[ok] = res.template_labels[ok]
         data_status = res.data_status
