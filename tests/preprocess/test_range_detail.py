@@ -70,3 +70,43 @@ def test_a_failed_spectrum_says_which_arm_and_what(tmp_path, rv_mode, column, ho
     assert manifest["reason"][0].startswith(("resampling", "normalisation"))  # not "unshifted"
     if rv_mode == "auto":  # it read "masked" (under 20 % usable pixels) for 4 NaN pixels
         assert manifest["rv_measured_status"][0] is None
+
+
+def test_a_spectrum_failing_before_its_rv_keeps_its_snr(tmp_path):
+    """With no catalogue RV, a NaN flux pixel fails the spectrum at the RV measurement's
+    resampling, before the shifted one that computes the S/N: its snr columns were null
+    although the arms' header SNR and IVAR are there. Checked against the headers and
+    against the same damage with a catalogue RV (which reaches the shifted resampling)."""
+    import fitsio
+    import polars as pl
+
+    from helpers import REAL_FILE, write_lamost_copy
+    from rrnet.preprocess.pipeline import preprocess_catalog
+
+    if not REAL_FILE.is_file():
+        pytest.skip("needs ../shared")
+
+    def one_nan(table):
+        flux = table["FLUX"].copy()
+        flux[np.searchsorted(10.0 ** table["LOGLAM"].astype(float), 5150.0)] = np.nan
+        table = table.copy()
+        table["FLUX"] = flux
+        return table
+
+    write_lamost_copy(tmp_path / "x.fits", edit={"COADD_B": one_nan})
+    rows = {}
+    for rv in (None, -20.0):
+        catalog = pl.DataFrame(
+            {"filename": ["x.fits"], "extname_blue": ["COADD_B"], "extname_red": ["COADD_R"],
+             "rv": [rv]}, schema_overrides={"rv": pl.Float64},
+        )  # fmt: skip
+        store = preprocess_catalog(catalog, tmp_path, tmp_path / f"store{rv}", workers=0,
+                                   progress=False, rv_mode="auto")  # fmt: skip
+        rows[rv] = store.manifest.row(0, named=True)
+    got, reached = rows[None], rows[-20.0]
+    assert got["status"] == reached["status"] == "bad_flux"
+    assert got["reason"].startswith("resampling (observed frame, to measure the RV)")
+    for arm, name in (("B", "snr_blue"), ("R", "snr_red")):
+        header = fitsio.read_header(str(REAL_FILE), f"COADD_{arm}")["SNR"]
+        assert got[name] == pytest.approx(header, rel=1e-6)
+        assert got[f"{name}_ivar"] == pytest.approx(reached[f"{name}_ivar"], rel=1e-3)

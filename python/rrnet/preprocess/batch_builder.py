@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 
-from rrnet.grid import N_PIX
+from rrnet.grid import BLUE_GRID, N_PIX, RED_GRID
 from rrnet.preprocess import Status, normalize_detailed, reason, resample_batch, rv_policy
-from rrnet.preprocess.kernels import arm_detail, range_detail
+from rrnet.preprocess.kernels import arm_detail, range_detail, snr_ivar
 from rrnet.preprocess.planning import BatchPlan, Job
 from rrnet.preprocess.prefetch import NOTES_KEY, Immediate
 from rrnet.preprocess.results import NormalizeResult, ResampleResult
@@ -400,11 +400,24 @@ class BatchBuilder:
             data = got.data_status
             if data is not None and data[i] != Status.OK:  # the spectrum, not its RV
                 _, b, r = pending[i][:3]
+                self._observed_snr(pos[i], b, r)
                 stage = "resampling (observed frame, to measure the RV)"
                 self._fail(pos[i], *_kernel_failure(data[i], stage, b, r, 0.0))
                 continue
             why = f"no usable RV (catalogue {pending[i][3]!r} km/s, measurement {got.status[i]})"
             self._fail(pos[i], "bad_rv", f"{self.rv_errors[0]} RV: {why}")
+
+    def _observed_snr(self, pos: int, blue: tuple, red: tuple) -> None:
+        """The FLUX/IVAR S/N of a spectrum that fails before the RV shift (it is the arms'
+        whatever the spectrum's fate; pixels in the grid window of the observed frame)."""
+        for name, arm, grid in (
+            ("snr_blue_ivar", blue, BLUE_GRID),
+            ("snr_red_ivar", red, RED_GRID),
+        ):
+            if len(arm) > 2 and arm[2] is not None:
+                self.floats[name][pos] = _finite(
+                    np.asarray(snr_ivar(arm[0], arm[1], arm[2], 0.0, grid))
+                )
 
     def _store_normalized(
         self,
