@@ -356,3 +356,18 @@ def test_inference_warns_of_a_checkpoint_whose_training_stopped(
     with caplog.at_level(logging.WARNING):
         warn_checkpoint_caveats([finished], calibrate=False)
     assert not any("training stopped" in r.getMessage() for r in caplog.records)
+
+
+def test_a_batch_log_shows_progress_within_each_epoch(capsys) -> None:
+    """Off a terminal the training printed one line per epoch and nothing between (an
+    epoch of a survey-sized set is hours on a CPU); each epoch's batches are now counted
+    like every command's work, ending with the epoch's last batch."""
+    flux, labels = toy_spectra(96, n_pixels=N_PIX, n_lines=25, snr=80, seed=5)
+    split = split_by_star(np.arange(96), seed=0)
+    settings = TrainSettings(members=1, epochs=2, batch_size=16, lr=1e-3, augment_from=9)
+    train_arrays(flux, labels, split, label_names=TOY_LABELS, model_config=CONFIG,
+                 settings=settings, progress=True)  # fmt: skip
+    err = capsys.readouterr().err
+    n = -(-split.train.size // 16)
+    for epoch in (1, 2):
+        assert f"rrnet-train: epoch {epoch}/2: {n}/{n} batches (100.0%)" in err

@@ -72,8 +72,51 @@ def test_a_tick_says_the_run_is_alive_between_slow_units(capsys) -> None:
         bar.tick()
         lines += [ln for ln in capsys.readouterr().err.splitlines() if ln]
     assert len(lines) == 3  # at 10, 20 and 30 s
-    assert lines[0] == "rrnet-x: 0/100 spectra (0.0%), 0.0 spectra/s, ETA ?, 0/4 shards, 0 workers"
+    assert lines[0].startswith(
+        "rrnet-x: 0/100 spectra (0.0%), 0.0 spectra/s, ETA ?, 0/4 shards, 0 workers at "
+    )
     quiet = Progress(1, enabled=False, interval=0.0, clock=clock)
     clock.now += 100
     quiet.tick()  # silent when disabled
     assert capsys.readouterr().err == ""
+
+
+def test_each_line_ends_with_the_utc_time() -> None:
+    """A batch log is lined up with the batch system's accounting (sacct) by time."""
+    bar = Progress(10, enabled=False, prefix="rrnet-x", wall=lambda: 1_780_000_000.0)
+    assert bar.line().endswith(" at 2026-05-28T20:26:40Z")  # date -u -d @1780000000
+
+
+def test_an_eta_beyond_a_day_is_not_wrapped() -> None:
+    """5.6 million spectra at 50 per second said "ETA 07:06:40" (31 h 6 min 40 s
+    wrapped at a day): hours now run on."""
+    bar = Progress(5_600_000, enabled=False)
+    bar.update(50)
+    line = bar.line(now=bar.start + 1.0)
+    assert "ETA 31:06:39" in line  # 5,599,950 left at 50 per second: 111,999 s
+
+
+def test_a_terminal_without_width_gets_plain_lines(monkeypatch) -> None:
+    """``script`` from cron gives a 0-column pty, where a tqdm bar draws nothing: the run
+    logged no progress at all. So does ``TERM=dumb``."""
+    import os
+
+    from rrnet.utils import progress
+
+    class Tty:
+        def isatty(self) -> bool:
+            return True
+
+        def fileno(self) -> int:
+            return 2
+
+    def size(columns):  # type: ignore[no-untyped-def]
+        return lambda fd: os.terminal_size((columns, 24))
+
+    monkeypatch.setenv("TERM", "xterm")
+    monkeypatch.setattr(progress.os, "get_terminal_size", size(0))
+    assert not progress.draws_a_bar(Tty())
+    monkeypatch.setattr(progress.os, "get_terminal_size", size(100))
+    assert progress.draws_a_bar(Tty())
+    monkeypatch.setenv("TERM", "dumb")
+    assert not progress.draws_a_bar(Tty())

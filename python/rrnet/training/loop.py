@@ -45,6 +45,7 @@ from rrnet.training.stats import flux_statistics, label_ranges, label_statistics
 from rrnet.training.stream import streamed_order
 from rrnet.training.vectorize import MemberStack
 from rrnet.utils.heap import retain_heap
+from rrnet.utils.progress import Progress
 
 STATE_FORMAT = "rrnet-train-state"
 STATE_VERSION = 1
@@ -168,16 +169,14 @@ class _Inputs:
         return standardize_flux(x, self.mean, self.std)
 
 
-def _progress(total: int, desc: str, enabled: bool):
-    """tqdm bar on a terminal, nothing otherwise (plain per-epoch log lines instead)."""
-    if enabled and sys.stderr.isatty():
-        try:
-            from tqdm.auto import tqdm
-
-            return tqdm(total=total, desc=desc, unit="batch", leave=False)
-        except ImportError:  # bare GPU boxes
-            pass
-    return None
+def _progress(total: int, epoch: str, enabled: bool) -> Progress | None:
+    """The epoch's batches: a bar on a terminal, a log line every 10 s otherwise (a batch
+    log had one line per epoch, and an epoch of a survey-sized set is hours on a CPU)."""
+    return (
+        Progress(total, enabled=True, prefix=f"rrnet-train: epoch {epoch}", unit="batches")
+        if enabled
+        else None
+    )
 
 
 def _log_default(progress: bool) -> Callable[[str], None]:
@@ -514,7 +513,7 @@ def _train_epoch(run: _Run, epoch: int, step_fn: Callable[..., torch.Tensor]) ->
     loss_sum = torch.zeros(run.members, dtype=torch.float64, device=device)
     n_train = run.split.train.size
     n_batches = math.ceil(n_train / settings.batch_size)
-    bar = _progress(n_batches, f"epoch {epoch}/{settings.epochs}", run.progress)
+    bar = _progress(n_batches, f"{epoch}/{settings.epochs}", run.progress)
     threads = torch.get_num_threads()
     for b in range(n_batches):
         idx = order[:, b * settings.batch_size : (b + 1) * settings.batch_size]
