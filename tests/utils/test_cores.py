@@ -2,17 +2,62 @@
 
 from __future__ import annotations
 
+import math
 import os
 
 import numpy as np
 import pytest
 
 from rrnet.preprocess import kernels
-from rrnet.utils.cores import compute_threads, usable_cores
+from rrnet.utils.cores import cgroup_cpu_limit, compute_threads, usable_cores
 
 
-def test_usable_cores_is_the_affinity_mask() -> None:
-    assert usable_cores() == len(os.sched_getaffinity(0))
+def test_usable_cores_is_the_affinity_mask(monkeypatch) -> None:
+    monkeypatch.delenv("SLURM_CPUS_PER_TASK", raising=False)
+    quota = cgroup_cpu_limit()
+    cap = len(os.sched_getaffinity(0)) if quota is None else math.ceil(quota)
+    assert usable_cores() == min(len(os.sched_getaffinity(0)), cap)
+
+
+def test_a_slurm_job_without_binding_uses_its_cpus_per_task(monkeypatch) -> None:
+    """A job of 1 CPU on a node whose cores it may all see: one thread per node core."""
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "1")
+    assert usable_cores() == 1
+    monkeypatch.setenv("RRNET_NUM_THREADS", "")
+    assert compute_threads() == 1 and kernels._threads(None) == 1
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "junk")  # not a count: ignored
+    assert usable_cores() == min(len(os.sched_getaffinity(0)), _quota_cores())
+
+
+def _quota_cores() -> int:
+    quota = cgroup_cpu_limit()
+    return 10**6 if quota is None else math.ceil(quota)
+
+
+@pytest.mark.parametrize(("files", "want"), [
+    ({"cpu.max": "max 100000"}, None),
+    ({"cpu.max": "250000 100000"}, 2.5),  # docker --cpus 2.5
+    ({"cpu.max": "max 100000", "job/cpu.max": "100000 100000"}, 1.0),
+    ({"cpu.max": "200000 100000", "job/cpu.max": "max 100000"}, 2.0),  # a parent's quota
+], ids=["none", "own", "child", "parent"])  # fmt: skip
+def test_a_cgroup_v2_quota_caps_the_cores(tmp_path, files, want) -> None:
+    for name, text in files.items():
+        (tmp_path / "cg" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "cg" / name).write_text(text + "\n")
+    (tmp_path / "self").write_text("0::/job\n")
+    assert cgroup_cpu_limit(tmp_path / "cg", tmp_path / "self") == want
+
+
+def test_a_cgroup_v1_quota_caps_the_cores(tmp_path) -> None:
+    folder = tmp_path / "cg" / "cpu,cpuacct" / "docker" / "abc"
+    folder.mkdir(parents=True)
+    (folder / "cpu.cfs_quota_us").write_text("150000\n")
+    (folder / "cpu.cfs_period_us").write_text("100000\n")
+    (tmp_path / "self").write_text("4:memory:/docker/abc\n2:cpu,cpuacct:/docker/abc\n")
+    assert cgroup_cpu_limit(tmp_path / "cg", tmp_path / "self") == 1.5
+    (folder / "cpu.cfs_quota_us").write_text("-1\n")  # no quota
+    assert cgroup_cpu_limit(tmp_path / "cg", tmp_path / "self") is None
+    assert cgroup_cpu_limit(tmp_path / "cg", tmp_path / "absent") is None
 
 
 @pytest.mark.parametrize(("value", "want"), [(None, "all"), ("", "all"), ("0", "all"),
@@ -51,7 +96,10 @@ def test_more_threads_than_four_per_core_are_refused_and_capped_in_the_kernels()
         "from rrnet.preprocess import kernels\n"
         "from rrnet.utils.cores import compute_threads\n"
         "try:\n    compute_threads()\nexcept ValueError as e:\n    print('refused', e)\n"
-        "out = kernels.running_median(np.ones((64, 50)), 5)\n"
+        "try:\n    kernels.running_median(np.ones((64, 50)), 5)\n"
+        "except ValueError as e:\n    print('kernels', e)\n"
+        "from rrnet import _core\n"
+        "out = _core.running_median_rows(np.ones((64, 50)), 5, threads=None)\n"
         "print('ok', bool((out == 1).all()))\n"
         "import os; print('threads', len(os.listdir('/proc/self/task')))\n"
     )
@@ -60,4 +108,5 @@ def test_more_threads_than_four_per_core_are_refused_and_capped_in_the_kernels()
     )
     lines = dict(line.split(" ", 1) for line in done.stdout.splitlines())
     assert "at most" in lines["refused"] and lines["ok"] == "True"
+    assert lines["kernels"] == lines["refused"]  # the kernels' wrappers ask compute_threads
     assert int(lines["threads"]) <= MAX_THREADS_PER_CORE * len(os.sched_getaffinity(0)) + 16

@@ -40,6 +40,7 @@ from rrnet.io.lamost import (
     make_arm,
     read_arms,
 )
+from rrnet.utils.cores import kernel_threads
 
 Reader = Literal["auto", "rust", "fitsio"]
 """``auto``: Rust, fitsio for what Rust does not support; ``fitsio``: fitsio only;
@@ -149,7 +150,7 @@ def read_many(
         _PRIMARY,
         _ARM,
         int(max_inflated),
-        threads=threads,
+        threads=kernel_threads(threads),
         masks=masks,
     )
     out = []

@@ -19,6 +19,7 @@ from rrnet.grid import BLUE_GRID, C_KMS, N_PIX, RED_GRID
 from rrnet.preprocess.ragged import to_ragged
 from rrnet.preprocess.results import NormalizeResult, ResampleResult
 from rrnet.preprocess.status import PreprocessError, Status
+from rrnet.utils.cores import kernel_threads
 
 DEFAULT_MAX_ITER: int = _core.DEFAULT_MAX_ITER
 
@@ -40,10 +41,10 @@ def _vector(a: np.ndarray, name: str, convert) -> np.ndarray:
     return a
 
 
-def _threads(threads: int | None) -> int | None:
+def _threads(threads: int | None) -> int:
     if threads is not None and (int(threads) != threads or threads < 1):
         raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
-    return None if threads is None else int(threads)
+    return kernel_threads(threads)
 
 
 def rv_correct(loglam: np.ndarray, rv_kms: float) -> np.ndarray:

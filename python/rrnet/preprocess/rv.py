@@ -23,6 +23,7 @@ import numpy as np
 
 from rrnet import _core
 from rrnet.grid import BLUE_GRID, C_KMS, N_PIX, N_PIX_ARM, RED_GRID
+from rrnet.utils.cores import kernel_threads
 
 ARMS_DISAGREE = 5
 """Combined status set by :func:`measure_spectra` when both arms were measured and their
@@ -143,7 +144,13 @@ def measure(
     if flux.shape != ivar.shape:
         raise ValueError(f"flux {flux.shape} and ivar {ivar.shape} differ in shape")
     rv, err, chi2, status, tmpl = _core.rv_measure_batch(
-        flux, ivar, t.flux, t.ln0, t.dln, window_kms=float(window_kms), threads=threads
+        flux,
+        ivar,
+        t.flux,
+        t.ln0,
+        t.dln,
+        window_kms=float(window_kms),
+        threads=kernel_threads(threads),
     )
     return RvMeasurement(rv, err, chi2, status, tmpl, template_labels(t, tmpl))
 
@@ -262,7 +269,7 @@ def rv_inputs(
         ([wavelength(x) for x in red[0]], red[1], red[2]),
         np.ascontiguousarray(normalised, np.float32),
         np.ascontiguousarray(usable, dtype=bool),
-        threads=threads,
+        threads=kernel_threads(threads),
     )
 
 

@@ -2,15 +2,72 @@
 
 from __future__ import annotations
 
+import math
 import os
+from pathlib import Path
 
 
 def usable_cores() -> int:
-    """The CPU cores this process may run on (its affinity mask where the OS has one)."""
+    """The CPU cores this process may use: its affinity mask where the OS has one, capped
+    by a cgroup CPU quota (``docker --cpus``, Kubernetes limits: the mask shows every
+    core of the host) and by ``SLURM_CPUS_PER_TASK`` (a job without CPU binding sees the
+    whole node): one thread per core of a 64-core node in a 4-CPU job only contends."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
+        cores = os.cpu_count() or 1
+    quota = cgroup_cpu_limit()
+    if quota is not None:
+        cores = min(cores, math.ceil(quota))
+    slurm = os.environ.get("SLURM_CPUS_PER_TASK", "").strip()
+    if slurm.isdigit() and int(slurm) > 0:
+        cores = min(cores, int(slurm))
+    return max(1, cores)
+
+
+def cgroup_cpu_limit(
+    root: Path = Path("/sys/fs/cgroup"), membership: Path = Path("/proc/self/cgroup")
+) -> float | None:
+    """CPUs the process's cgroups allow (quota / period, the tightest of its cgroup and
+    their parents; cgroup v2 ``cpu.max`` or v1 ``cpu.cfs_quota_us``), None when none
+    is set or none can be read (not Linux)."""
+    try:
+        lines = membership.read_text().splitlines()
+    except OSError:
+        return None
+    limits = []
+    for line in lines:
+        _, controllers, path = [*line.split(":", 2), "", ""][:3]
+        if controllers == "":  # v2, or the unified part of a hybrid mount
+            bases = [root, root / "unified"]
+            limits += [_v2_limit(d) for b in bases for d in _and_parents(b, path)]
+        elif "cpu" in controllers.split(","):
+            base = root / controllers
+            limits += [_v1_limit(d) for d in _and_parents(base, path)]
+    found = [x for x in limits if x is not None]
+    return min(found) if found else None
+
+
+def _and_parents(base: Path, path: str) -> list[Path]:
+    parts = [p for p in path.strip().split("/") if p and p not in (".", "..")]
+    return [base.joinpath(*parts[:k]) for k in range(len(parts), -1, -1)]
+
+
+def _v2_limit(folder: Path) -> float | None:
+    try:
+        quota, period = (folder / "cpu.max").read_text().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError, ZeroDivisionError):
+        return None
+
+
+def _v1_limit(folder: Path) -> float | None:
+    try:
+        quota = int((folder / "cpu.cfs_quota_us").read_text())
+        period = int((folder / "cpu.cfs_period_us").read_text())
+        return quota / period if quota > 0 and period > 0 else None
+    except (OSError, ValueError):
+        return None
 
 
 MAX_THREADS_PER_CORE = 4
@@ -37,3 +94,10 @@ def compute_threads() -> int:
             f"core ({usable_cores()} cores: at most {limit})"
         )
     return n or usable_cores()
+
+
+def kernel_threads(threads: int | None) -> int:
+    """The thread count a Rust kernel call is given: ``threads``, else
+    :func:`compute_threads` (left to itself the Rust side sizes its pool by the affinity
+    mask and cgroup quota, not ``SLURM_CPUS_PER_TASK``)."""
+    return compute_threads() if threads is None else int(threads)
