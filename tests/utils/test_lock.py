@@ -84,6 +84,36 @@ def test_record_of_a_live_process_without_flock_is_respected(tmp_path: Path) -> 
         pass
 
 
+def test_a_killed_holders_pid_reused_by_another_process_is_stale(tmp_path: Path) -> None:
+    """On a busy node the pid of a killed run is soon another process's: the record's pid
+    was alive, so ``--resume`` waited for an unrelated process. The record now names the
+    holder's start as well; a live pid that started at another time is not the holder.
+    The same pid with its recorded start is still respected (a file system without flock)."""
+    from rrnet.utils.lock import _process_start
+
+    if _process_start(os.getpid()) is None:
+        pytest.skip("needs /proc")
+    out = tmp_path / "store"
+    proc = _holder(out, "dir")
+    record = json.loads(lock_path(out, directory=True).read_text())
+    assert record["pid_start"] == _process_start(proc.pid)
+    _stop(proc)  # kill -9 ...
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:  # ... and its pid now another process's
+        lock = lock_path(out, directory=True)
+        reused = {**record, "pid": sleeper.pid}
+        lock.write_text(json.dumps(reused))
+        with output_lock(out, directory=True):
+            pass
+        held = {**record, "pid": sleeper.pid, "pid_start": _process_start(sleeper.pid)}
+        lock.write_text(json.dumps(held))
+        with pytest.raises(LockError, match=f"pid {sleeper.pid}"), output_lock(out, directory=True):
+            pass
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
 def test_failed_start_leaves_no_directory(tmp_path: Path) -> None:
     out = tmp_path / "new" / "store"
     with pytest.raises(RuntimeError), output_lock(out, directory=True):

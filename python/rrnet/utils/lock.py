@@ -13,7 +13,8 @@ file left by a dead process is simply taken over; the recorded holder is only
 what the refusal message names. Where the file system ignores flock (some NFS
 mounts), the record still detects a live holder on the same host: a lock file
 naming a running pid of this host that is not ours is refused, one naming a pid
-that no longer runs is stale and is taken over.
+that no longer runs, or now runs another process (started at another time), is stale
+and is taken over.
 """
 
 from __future__ import annotations
@@ -75,12 +76,28 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _process_start(pid: int) -> int | None:
+    """When process ``pid`` started, in clock ticks since boot (Linux ``/proc``; None
+    where unknown): with the pid, what names one process, as pids are reused."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return int(fields[19])  # field 22, starttime
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def _live_foreign_holder(record: dict) -> bool:
-    """A record naming another live process of this host (flock-less file systems)."""
+    """A record naming another live process of this host (flock-less file systems). A
+    live pid that started at another time than the recorded holder is a reused pid:
+    the holder has ended (on a busy node a killed run's pid is soon another's, and its
+    ``--resume`` had waited for that unrelated process)."""
     pid = record.get("pid")
     if record.get("host") != socket.gethostname() or not isinstance(pid, int):
         return False
-    return pid != os.getpid() and _pid_alive(pid)
+    if pid == os.getpid() or not _pid_alive(pid):
+        return False
+    recorded = record.get("pid_start")
+    return not (isinstance(recorded, int) and _process_start(pid) not in (None, recorded))
 
 
 def _in_use(what: str, out: object, record: dict) -> LockError:
@@ -181,6 +198,7 @@ def output_lock(
             "pid": os.getpid(),
             "host": socket.gethostname(),
             "started": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "pid_start": _process_start(os.getpid()),
         }
         os.ftruncate(fd, 0)
         os.pwrite(fd, (json.dumps(mine) + "\n").encode(), 0)
