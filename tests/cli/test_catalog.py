@@ -302,3 +302,28 @@ def test_an_unusable_tmpdir_stops_the_run_in_one_line(tmp_path, monkeypatch, cap
     assert not out.exists()
     monkeypatch.setenv("TMPDIR", str(tmp_path))
     assert main(["--quiet", "from-lamost", str(lamost), "--out", str(out)]) == 0
+
+
+def test_a_commands_warnings_say_warning_in_a_batch_log(tmp_path):
+    """rrnet-infer's and rrnet-run's warnings had read like progress lines (``PROG:
+    message``: ``grep -i warning`` on a log found none), rrnet-preprocess's, rrnet-catalog's
+    and rrnet-eval's came without the command's name. Here the warning that an obsid names
+    a whole file, from the command itself (a fresh process: logging as it configures it)."""
+    import subprocess
+    import sys
+
+    from helpers import real_header
+
+    (tmp_path / "d").mkdir()
+    shutil.copy(REAL_FILE, tmp_path / "d" / REAL_FILE.name)
+    table = tmp_path / "rv.csv"
+    pl.DataFrame({"obsid": [real_header()["OBSID"]], "rv": [-20.0]}).write_csv(table)
+    code = "import sys; from rrnet.cli.catalog import main; sys.exit(main(sys.argv[1:]))"
+    argv = ["scan", str(tmp_path / "d"), "--out", str(tmp_path / "c.csv"), "--rv-from",
+            str(table), "--quiet"]  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.splitlines()
+    assert any(
+        ln.startswith("rrnet-catalog: warning: 1 file(s) hold several spectra") for ln in lines
+    ), lines

@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import errno
 import functools
+import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -305,6 +306,30 @@ def command(prog: str) -> Callable[[Callable[..., int]], Callable[..., int]]:
         return guarded
 
     return wrap
+
+
+class _CommandLogFormat(logging.Formatter):
+    """``PROG: message``, and ``PROG: warning: message`` from WARNING up, so that a batch
+    log's warnings can be found (``grep warning``) and told from its progress lines."""
+
+    def __init__(self, prog: str) -> None:
+        super().__init__("%(message)s")
+        self.prog = prog
+
+    def format(self, record: logging.LogRecord) -> str:
+        level = f"{record.levelname.lower()}: " if record.levelno >= logging.WARNING else ""
+        return f"{self.prog}: {level}{super().format(record)}"
+
+
+def log_to_stderr(prog: str, level: int = logging.WARNING) -> None:
+    """Log records of ``level`` and up to stderr in the commands' format (as
+    ``logging.basicConfig``: nothing when the process has configured logging itself)."""
+    root = logging.getLogger()
+    if not root.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(_CommandLogFormat(prog))
+        root.addHandler(handler)
+        root.setLevel(level)
 
 
 def stop_on_sigterm() -> None:

@@ -18,6 +18,7 @@ from rrnet.cli._args import (
     OneLineParser,
     command,
     file_output_problem,
+    log_to_stderr,
     parse_or_status,
     run_errors,
     usage_error,
@@ -159,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_or_status(build_parser(), argv, PROG)
     if isinstance(args, int):
         return args
+    log_to_stderr(PROG)
     problem = _check(args)
     if problem is not None:
         return usage_error(PROG, problem)

@@ -15,6 +15,7 @@ from rrnet.cli._args import (
     OneLineParser,
     UsageError,
     command,
+    log_to_stderr,
     parse_or_status,
     run_errors,
     seed,
@@ -397,6 +398,7 @@ def pl_errors() -> type[Exception]:
 @command(PROG)
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    log_to_stderr(PROG)
     if argv and argv[0] == "compare":
         return _main_compare(argv[1:])
     if argv and argv[0] == "overview":

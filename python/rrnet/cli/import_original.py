@@ -13,6 +13,7 @@ from rrnet.cli._args import (
     command,
     error_line,
     folder_output_problem,
+    log_to_stderr,
     run_errors,
     usage_error,
 )
@@ -60,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status (2 for unusable arguments, 1 for bad input)."""
     parser = build_parser()
+    log_to_stderr(PROG)
     try:
         args = parser.parse_args(argv)
         label_config = args.label_config or args.model_dir / "label_config.pkl"

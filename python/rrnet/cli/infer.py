@@ -18,6 +18,7 @@ from rrnet.cli._args import (
     data_dir_problem,
     file_output_problem,
     infer_options,
+    log_to_stderr,
     reading_options,
     run_errors,
     usage_error,
@@ -206,7 +207,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return usage_error(PROG, exc)
     if (problem := _ignored_with_store(parser, args)) is not None:
         return usage_error(PROG, problem)
-    logging.basicConfig(level=logging.INFO, format=f"{PROG}: %(message)s")
+    log_to_stderr(PROG, logging.INFO)
     if args.catalog and args.data_dir is None:  # as rrnet-preprocess: the catalogue's folder
         args.data_dir = str(Path(args.catalog).parent)
     inputs = {"store": args.store, "catalog": args.catalog, "data_dir": args.data_dir}

@@ -17,6 +17,7 @@ from rrnet.cli._args import (
     file_output_problem,
     folder_output_problem,
     interrupted_exit,
+    log_to_stderr,
     os_error_exit,
     parse_or_status,
     run_failure,
@@ -244,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_or_status(build_parser(), argv, PROG)
     if isinstance(args, int):
         return args
+    log_to_stderr(PROG)
     problem = _check(args)
     if problem is not None:
         return usage_error(PROG, problem)

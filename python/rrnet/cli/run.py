@@ -80,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except _args.UsageError as exc:
         return _args.usage_error(PROG, exc)
-    logging.basicConfig(level=logging.WARNING, format=f"{PROG}: %(message)s")
+    _args.log_to_stderr(PROG)
     _quiet_dask(args.verbose)
     try:
         import dask.distributed  # noqa: F401  (the rrnet.cluster modules import it late)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,6 +12,7 @@ from rrnet.cli._args import (
     UsageError,
     command,
     interrupted_exit,
+    log_to_stderr,
     os_error_exit,
     output_problem,
     run_failure,
@@ -247,7 +247,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from rrnet.training.api import train_ensemble
     from rrnet.training.loop import CheckpointComplete
 
-    logging.basicConfig(level=logging.WARNING, format=f"{PROG}: warning: %(message)s")
+    log_to_stderr(PROG)
 
     stop_on_sigterm()  # a walltime SIGTERM says what was kept, as Ctrl-C does
     try:
