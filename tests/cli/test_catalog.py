@@ -12,6 +12,7 @@ import polars as pl
 import pytest
 
 from helpers import REAL_FILE, SPECTRA, library, official_catalogue
+from rrnet.cli._args import EXIT_NO_USABLE_ROWS
 from rrnet.cli.catalog import main
 from rrnet.cli.preprocess import main as preprocess_main
 from rrnet.store import open_store
@@ -53,7 +54,7 @@ def test_real_file_official_catalogue_to_store(tmp_path, capsys):
     store_dir = tmp_path / "store"
     args = [str(rr), "--data-dir", str(tmp_path / "medfits"), "--out", str(store_dir)]
     # without --find-files the file is not where the catalogue says: a one-line failure
-    assert preprocess_main([*args, "--quiet"]) == 1
+    assert preprocess_main([*args, "--quiet"]) == EXIT_NO_USABLE_ROWS
     assert "missing" in _err_lines(capsys)[-1]
     assert preprocess_main([*args, "--find-files", "--overwrite", "--quiet"]) == 0
     manifest = open_store(store_dir).manifest
@@ -200,11 +201,14 @@ def test_no_usable_row_is_one_line_and_non_zero(tmp_path, capsys):
         lamost
     )
     rr = tmp_path / "rr.csv"
-    assert main(["from-lamost", str(lamost), "--out", str(rr), "--rv", "rv_br1,rv_br0"]) == 1
+    assert (
+        main(["from-lamost", str(lamost), "--out", str(rr), "--rv", "rv_br1,rv_br0"])
+        == EXIT_NO_USABLE_ROWS
+    )
     err = _err_lines(capsys)
     assert len(err) == 1 and "no usable row among 1" in err[0] and "-9999" in err[0]
     (tmp_path / "empty").mkdir()
-    assert main(["scan", str(tmp_path / "empty"), "--out", str(tmp_path / "s.csv")]) == 1
+    assert main(["scan", str(tmp_path / "empty"), "--out", str(tmp_path / "s.csv")]) == 3
     assert "no spectra found" in _err_lines(capsys)[0]
 
 
@@ -221,7 +225,7 @@ def test_spectra_left_out_by_the_choice_are_counted(tmp_path, capsys):
     exposures_only = tmp_path / "td.csv"
     official_catalogue().filter(pl.col("coadd") == 0).write_csv(exposures_only)
     args = ["from-lamost", str(exposures_only), "--out", str(tmp_path / "td-rr.csv")]
-    assert main([*args, "--spectra", "coadd"]) == 1  # nothing chosen: said why
+    assert main([*args, "--spectra", "coadd"]) == EXIT_NO_USABLE_ROWS  # nothing chosen: why
     assert "4 single exposures left out by --spectra coadd" in _err_lines(capsys)[0]
     assert main(args) == 0  # the default takes a file's exposures when it lists no coadd
     assert pl.read_csv(tmp_path / "td-rr.csv").height == 4

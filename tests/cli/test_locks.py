@@ -1,6 +1,6 @@
 """Every command holds one lock on its output: rrnet-eval (report folder), rrnet-train
 (checkpoint folder) and rrnet-run (catalogue + run folder) refuse a second writer at once,
-with one line naming the holder and exit status 1."""
+with one line naming the holder and exit status 75 (EX_TEMPFAIL: retry later)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import sys
 import textwrap
 
 import pytest
+
+from rrnet.cli._args import EXIT_OUTPUT_IN_USE
 
 HOLD = textwrap.dedent(
     """
@@ -53,7 +55,7 @@ def test_eval_report_folder(tmp_path, hold, capsys):
     out = tmp_path / "report"
     proc = hold(out, "dir")
     args = ["--catalog", str(tmp_path / "cat.csv"), "--labels", str(tmp_path / "labels.csv")]
-    assert main([*args, "--out", str(out)]) == 1
+    assert main([*args, "--out", str(out)]) == EXIT_OUTPUT_IN_USE
     _one_line_naming(capsys, proc)
 
 
@@ -63,6 +65,6 @@ def test_train_checkpoint_folder(tmp_path, hold, capsys):
     out = tmp_path / "SP"
     proc = hold(out, "file")
     args = ["--store", str(tmp_path / "store"), "--labels", str(tmp_path / "l.csv")]
-    assert main([*args, "--out", str(out), "--quiet"]) == 1
+    assert main([*args, "--out", str(out), "--quiet"]) == EXIT_OUTPUT_IN_USE
     _one_line_naming(capsys, proc)
     assert not out.exists()

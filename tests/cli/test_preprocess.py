@@ -17,6 +17,7 @@ from astropy.io import fits as afits
 from scipy.interpolate import interp1d
 
 from helpers import REAL_FILE, SPECTRA, needs_shared
+from rrnet.cli._args import EXIT_NO_USABLE_ROWS
 from rrnet.cli.preprocess import main
 from rrnet.grid import BLUE_GRID, C_KMS, RED_GRID
 from rrnet.preprocess import reference
@@ -262,7 +263,8 @@ def test_reader_option_and_inflation_limit(real_catalog, tmp_path):
     assert rust.manifest.drop("reason").equals(ref.manifest.drop("reason"))
     rows = range(rust.n_rows)
     np.testing.assert_array_equal(rust.read_flux(rows), ref.read_flux(rows))
-    # every row refused: the store is still written, and the run says so with exit 1
-    assert main([*args, "--out", str(tmp_path / "small"), "--max-inflated-mb", "0.1"]) == 1
+    # every row refused: the store is still written, and the run says so with exit 3
+    small = [*args, "--out", str(tmp_path / "small"), "--max-inflated-mb", "0.1"]
+    assert main(small) == EXIT_NO_USABLE_ROWS
     statuses = set(open_store(tmp_path / "small").manifest["status"])
     assert statuses == {"too_large"}

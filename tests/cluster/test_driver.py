@@ -176,7 +176,7 @@ def test_a_catalogue_without_rvs_gets_them_measured_as_infer_does(world, client,
     refused = tmp_path / "b.parquet"
     assert main([norv, *common, "--out", str(refused), "--rv", "catalog"]) == 2
     cat.with_columns(rv=pl.lit(None, pl.Float64)).write_csv(null)
-    assert main([null, *common, "--out", str(refused), "--rv", "catalog"]) == 1  # none labelled
+    assert main([null, *common, "--out", str(refused), "--rv", "catalog"]) == 3  # none labelled
     assert (pl.read_parquet(refused)["status"] == "bad_rv").all()
 
 
@@ -242,7 +242,7 @@ def test_files_outside_the_data_dir_only_with_the_flag(world, client, tmp_path) 
     common = [str(tmp_path / "abs.parquet"), "--data-dir", str(tmp_path / "empty"),
               "--model", str(world["models"][0]), "--device", "cpu", "--batch-size",
               str(BATCH), "--cluster", client.scheduler.address, "--quiet"]  # fmt: skip
-    assert main([*common, "--out", str(tmp_path / "a.parquet")]) == 1  # no row labelled
+    assert main([*common, "--out", str(tmp_path / "a.parquet")]) == 3  # no row labelled
     assert (pl.read_parquet(tmp_path / "a.parquet")["status"] == "outside_data_dir").all()
     assert main([*common, "--out", str(tmp_path / "b.parquet"), "--allow-outside-data-dir"]) == 0
     assert (pl.read_parquet(tmp_path / "b.parquet")["status"] == "ok").all()

@@ -120,7 +120,7 @@ def test_overview_is_locked_like_every_output(tmp_path: Path, capsys) -> None:
     catalog, _ = toy_tables(5, seed=3)
     write_table(catalog, tmp_path / "c.parquet")
     with output_lock(tmp_path / "o", directory=True):
-        assert main(["overview", str(tmp_path / "c.parquet"), "--out", str(tmp_path / "o")]) == 1
+        assert main(["overview", str(tmp_path / "c.parquet"), "--out", str(tmp_path / "o")]) == 75
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "in use by" in err
 

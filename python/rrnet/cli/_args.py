@@ -122,6 +122,27 @@ def parse_or_status(
         return int(exc.code or 0)
 
 
+EXIT_NO_USABLE_ROWS = 3
+"""Exit status when every input row failed for a fault of the data (missing files, no
+RV, damaged spectra): the output is written for inspection, and the same input gives
+the same again, so a workflow manager should not retry it."""
+EXIT_OUTPUT_IN_USE = 75
+"""Exit status when another run holds the output's lock: retry later (``EX_TEMPFAIL``
+of sysexits.h). A machine fault (disk full, read-only) or any other failure is 1."""
+
+
+def no_usable_rows(prog: str, message: object) -> int:
+    """Print ``prog: error: message`` on one line; return :data:`EXIT_NO_USABLE_ROWS`."""
+    run_failure(prog, message)
+    return EXIT_NO_USABLE_ROWS
+
+
+def output_in_use(prog: str, message: object) -> int:
+    """Print ``prog: error: message`` on one line; return :data:`EXIT_OUTPUT_IN_USE`."""
+    run_failure(prog, message)
+    return EXIT_OUTPUT_IN_USE
+
+
 def run_failure(prog: str, message: object) -> int:
     """Print ``prog: error: message`` on one line to stderr; return the exit status 1.
 
@@ -356,11 +377,11 @@ def run_errors(
     """Run a command's body; any way it ends becomes an exit status and at most one line.
 
     ``usage`` errors (bad input: arguments, catalogue, store, checkpoint) exit 2;
-    a held lock, a fault of the machine (disk full, read-only, I/O) or any other
-    failure exit 1; Ctrl-C exits 130, SIGTERM 143. ``resumable``: the command has
-    ``--resume`` (the machine-fault line says to use it). Finished work is kept in
-    every case and the line says what to do. ``RRNET_DEBUG=1`` re-raises (the
-    traceback) for developers.
+    a held lock 75 (:data:`EXIT_OUTPUT_IN_USE`); a fault of the machine (disk full,
+    read-only, I/O) or any other failure 1; Ctrl-C exits 130, SIGTERM 143.
+    ``resumable``: the command has ``--resume`` (the machine-fault line says to use it).
+    Finished work is kept in every case and the line says what to do. ``RRNET_DEBUG=1``
+    re-raises (the traceback) for developers.
     """
     from rrnet.utils.lock import LockError
 
@@ -375,7 +396,7 @@ def run_errors(
         if usage and isinstance(exc, usage):
             return usage_error(prog, error_line(exc))
         if isinstance(exc, LockError):
-            return run_failure(prog, exc)
+            return output_in_use(prog, exc)
         if isinstance(exc, OSError):
             return os_error_exit(prog, exc, resumable)
         return unexpected_exit(prog, exc, resumable)

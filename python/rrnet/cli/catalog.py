@@ -19,6 +19,7 @@ from rrnet.cli._args import (
     command,
     file_output_problem,
     log_to_stderr,
+    no_usable_rows,
     parse_or_status,
     run_errors,
     usage_error,
@@ -174,18 +175,16 @@ def _run(args: argparse.Namespace) -> int:
         what = "files under " + str(args.folder) if args.command == "scan" else "rows"
         if left_out:
             what = _left_out(args, left_out)
-        print(f"{PROG}: error: no spectra found ({what}); nothing written", file=sys.stderr)
-        return 1
+        return no_usable_rows(PROG, f"no spectra found ({what}); nothing written")
     write_table(table, args.out, units=OUTPUT_UNITS, descriptions=OUTPUT_DESCRIPTIONS)
     n_ok = int(table.get_column("catalog_status").is_in(_usable(args)).sum())
     if n_ok == 0:
         _, _, example = status_summary(table)[0]
-        print(
-            f"{PROG}: error: no usable row among {table.height} (e.g. {example}); "
+        return no_usable_rows(
+            PROG,
+            f"no usable row among {table.height} (e.g. {example}); "
             f"written to {args.out} for inspection",
-            file=sys.stderr,
         )
-        return 1
     if not args.quiet:
         lines = summary_lines(table, args.out)
         if left_out:

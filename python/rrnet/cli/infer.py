@@ -19,6 +19,7 @@ from rrnet.cli._args import (
     file_output_problem,
     infer_options,
     log_to_stderr,
+    no_usable_rows,
     reading_options,
     run_errors,
     usage_error,
@@ -119,13 +120,12 @@ def _none_ok(path: Path, options: InferOptions) -> int:
     if summary.rows == 0 or summary.ok > 0:
         return 0
     status, (n, example) = next(iter(summary.failed.items()))
-    print(
-        f"{PROG}: error: none of {summary.rows} rows could be labelled ({n} {status}"
+    return no_usable_rows(
+        PROG,
+        f"none of {summary.rows} rows could be labelled ({n} {status}"
         + (f", e.g. {example}" if example else "")
         + f"); catalogue at {path}",
-        file=sys.stderr,
     )
-    return 1
 
 
 def _star_counts(path: Path, fmt: str | None) -> str:

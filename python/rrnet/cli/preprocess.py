@@ -18,9 +18,10 @@ from rrnet.cli._args import (
     folder_output_problem,
     interrupted_exit,
     log_to_stderr,
+    no_usable_rows,
     os_error_exit,
+    output_in_use,
     parse_or_status,
-    run_failure,
     rv_problem,
     stop_on_sigterm,
     unexpected_exit,
@@ -282,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     except (CatalogError, StoreError) as exc:
         return usage_error(PROG, exc)
     except LockError as exc:
-        return run_failure(PROG, exc)
+        return output_in_use(PROG, exc)
     except OSError as exc:  # the machine (disk full, read-only, I/O error), not the data
         return os_error_exit(PROG, exc)
     except KeyboardInterrupt as exc:
@@ -294,12 +295,11 @@ def main(argv: list[str] | None = None) -> int:
     summary = summarize(pl.scan_parquet(store.path / "manifest.parquet"))
     if summary.ok == 0:
         status, (n, example) = next(iter(summary.failed.items()))
-        print(
-            f"{PROG}: error: none of {store.n_rows} rows could be preprocessed "
+        return no_usable_rows(
+            PROG,
+            f"none of {store.n_rows} rows could be preprocessed "
             f"({n} {status}" + (f", e.g. {example}" if example else "") + f"); store at {args.out}",
-            file=sys.stderr,
         )
-        return 1
     if args.select is not None:
         write_selection(store, args.select)
     if not args.quiet:

@@ -150,12 +150,10 @@ def _run(args: argparse.Namespace, job_script: Any, load_settings: Any, run_clus
         spans = report.get("shards_without_ok_rows", [])
         reasons = [r for span in spans for r in span["reasons"]]
         example = f" (e.g. {reasons[0]})" if reasons else ""
-        print(
-            f"{PROG}: error: none of {report['rows_in']} rows could be labelled{example}; "
-            f"catalogue at {args.out}",
-            file=sys.stderr,
+        return _args.no_usable_rows(
+            PROG,
+            f"none of {report['rows_in']} rows could be labelled{example}; catalogue at {args.out}",
         )
-        return 1
     return 0 if report["complete"] else 1
 
 

@@ -14,8 +14,8 @@ from rrnet.cli._args import (
     interrupted_exit,
     log_to_stderr,
     os_error_exit,
+    output_in_use,
     output_problem,
-    run_failure,
     seed,
     stop_on_sigterm,
     unexpected_exit,
@@ -260,7 +260,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         return usage_error(PROG, message)
     except LockError as exc:
-        return run_failure(PROG, exc)
+        return output_in_use(PROG, exc)
     except OSError as exc:  # the machine (disk full, read-only), not the inputs
         return os_error_exit(PROG, exc)
     except KeyboardInterrupt as exc:
