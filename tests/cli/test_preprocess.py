@@ -268,3 +268,23 @@ def test_reader_option_and_inflation_limit(real_catalog, tmp_path):
     assert main(small) == EXIT_NO_USABLE_ROWS
     statuses = set(open_store(tmp_path / "small").manifest["status"])
     assert statuses == {"too_large"}
+
+
+def test_the_runs_counts_are_in_summary_json_for_scripts(real_catalog, tmp_path):
+    """A workflow manager learnt what a run did only from its human lines (or by reading
+    the manifest): ``STORE/summary.json`` now holds the counts, checked here against the
+    manifest, for a good run and for one where every row failed (exit 3)."""
+    import json
+
+    args = [str(real_catalog), "--data-dir", str(REAL_FILE.parent), "--quiet"]
+    assert main([*args, "--out", str(tmp_path / "s")]) == 0
+    doc = json.loads((tmp_path / "s" / "summary.json").read_text())
+    manifest = open_store(tmp_path / "s").manifest
+    assert doc["rows"] == manifest.height == 5 and doc["ok"] == 5 and doc["failed"] == {}
+    assert doc["quality_ok"] == int(manifest["quality_ok"].sum())
+    small = [*args, "--out", str(tmp_path / "s"), "--max-inflated-mb", "0.1", "--overwrite"]
+    assert main(small) == EXIT_NO_USABLE_ROWS
+    doc = json.loads((tmp_path / "s" / "summary.json").read_text())
+    assert doc["ok"] == 0 and doc["quality_ok"] == 0
+    n, example = doc["failed"]["too_large"]
+    assert n == 5 and "more than the limit" in example

@@ -134,7 +134,7 @@ def test_second_writer_fails_at_once_naming_the_holder(world, tmp_path, capsys):
     )
     try:
         assert holder.stdout.readline().strip() == "held"
-        assert _cli(world, out, "--resume") == 1
+        assert _cli(world, out, "--resume") == 75  # EX_TEMPFAIL: retry later
         err = capsys.readouterr().err
         assert f"pid {holder.pid}" in err and err.count("\n") == 1
         assert not parts_dir(out).exists()
@@ -231,3 +231,20 @@ def test_resume_of_a_finished_catalogue_in_another_format_is_refused(world, tmp_
     import polars as pl
 
     assert pl.read_csv(out).height == pl.read_parquet(io.BytesIO(before)).height  # CSV now
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "fits"])
+def test_the_record_beside_a_catalogue_holds_its_counts(world, tmp_path, fmt):
+    """A workflow manager learnt the outcome only from the human lines or by reading the
+    catalogue: the record (.NAME.rrnet.json) now holds the run's counts, here checked
+    against the catalogue itself, in any output format."""
+    from rrnet.inference.summary import summarize
+    from rrnet.inference.writers import read_catalogue
+
+    out = tmp_path / f"cat.{fmt}"
+    assert _cli(world, out) == 0
+    doc = json.loads(record_path(out).read_text())["summary"]
+    want = summarize(read_catalogue(out)[0])
+    assert (doc["rows"], doc["ok"], doc["recommended"]) == (want.rows, want.ok, want.recommended)
+    assert doc["flagged"] == want.flagged
+    assert {k: tuple(v) for k, v in doc["failed"].items()} == want.failed

@@ -223,6 +223,23 @@ def _check(args: argparse.Namespace) -> str | None:
     return None
 
 
+SUMMARY_FILE = "summary.json"
+"""The finished run's counts in the store, for scripts and workflow managers."""
+
+
+def _write_summary(path: Path, summary: RunSummary) -> None:
+    """``STORE/summary.json``: rows, ok, passing the quality cuts, failures by status
+    with an example reason (what the end-of-run lines say), written atomically."""
+    import json
+
+    from rrnet.inference.summary import summary_document
+    from rrnet.utils.atomic import write_text
+
+    passing = pl.scan_parquet(path / "manifest.parquet").select(pl.col("quality_ok").sum())
+    doc = summary_document(summary) | {"quality_ok": int(passing.collect().item() or 0)}
+    write_text(path / SUMMARY_FILE, json.dumps(doc, indent=2) + "\n")
+
+
 def _summary(path: Path, selection: Path | None, summary: RunSummary, dtype: str) -> str:
     """The end-of-run lines: rows in, ok, passing the cuts, failures by status, outputs."""
     from rrnet.inference.summary import format_summary
@@ -293,6 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     from rrnet.inference.summary import summarize  # after parsing: keeps --help fast
 
     summary = summarize(pl.scan_parquet(store.path / "manifest.parquet"))
+    _write_summary(store.path, summary)
     if summary.ok == 0:
         status, (n, example) = next(iter(summary.failed.items()))
         return no_usable_rows(

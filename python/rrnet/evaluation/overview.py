@@ -12,7 +12,6 @@ from __future__ import annotations
 import html
 import json
 import os
-from dataclasses import asdict
 from pathlib import Path
 
 import polars as pl
@@ -20,7 +19,7 @@ import polars as pl
 from rrnet.evaluation.metrics import SNR_BINS, snr_bin_masks
 from rrnet.evaluation.page import Page, Section, figure_html, render, table_html
 from rrnet.evaluation.sample import add_snr, predicted_labels
-from rrnet.inference.summary import RunSummary, summarize
+from rrnet.inference.summary import RunSummary, summarize, summary_document
 from rrnet.inference.writers import read_catalogue
 from rrnet.io import read_table
 from rrnet.labels import ALL_LABELS, SP_LABELS, display_name, internal_columns
@@ -195,8 +194,7 @@ def overview(
     )
     summary.outputs = {"page": out / "index.html", "counts": out / "summary.json"}
     # relative to the report folder, which survives a move (absolute paths went stale)
-    written = {k: os.path.relpath(v, out) for k, v in summary.outputs.items()}
-    doc = asdict(summary) | {"outputs": written}
+    doc = summary_document(summary, out)
     write_text(out / "summary.json", json.dumps(doc, indent=2) + "\n")
     write_text(out / "index.html", render(page))
     return summary

@@ -56,6 +56,7 @@ from rrnet.inference.options import (
 from rrnet.inference.per_star import per_star_table
 from rrnet.inference.provenance import build_provenance
 from rrnet.inference.quality import QualityThresholds
+from rrnet.inference.summary import summarize, summary_document
 from rrnet.inference.writers import (
     merge_parts,
     per_star_meta,
@@ -899,6 +900,8 @@ def _merge(plan: _Plan, options: InferOptions, out: Path, fmt: str, work: Path) 
         "files": files,
         "per_star": _per_star_record(options, out),
         "output": output_record(options, fmt),
+        # what a workflow manager checks without reading the catalogue
+        "summary": summary_document(summarize(pl.scan_parquet(parts))),
     }
     write_json(record_path(out), record, fsync=True)
     shutil.rmtree(work, ignore_errors=True)

@@ -7,8 +7,10 @@ of ``rrnet-infer`` / ``rrnet-preprocess`` and the ``rrnet-eval overview`` page.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import os
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -29,6 +31,17 @@ class RunSummary:
     failed: dict[str, tuple[int, str]] = field(default_factory=dict)
     """Status -> (rows, one example reason), most frequent first."""
     outputs: dict[str, Path] = field(default_factory=dict)
+
+
+def summary_document(summary: RunSummary, folder: Path | None = None) -> dict[str, Any]:
+    """``summary`` as JSON-ready data for scripts and workflow managers (rows, ok,
+    recommended, flagged reasons, failed statuses as ``[rows, example]``, outputs),
+    output paths relative to ``folder`` (a folder moved with its files stays right)."""
+    outputs = {
+        k: os.path.relpath(v, folder) if folder is not None else str(v)
+        for k, v in summary.outputs.items()
+    }
+    return asdict(summary) | {"outputs": outputs}
 
 
 def summarize(table: pl.DataFrame | pl.LazyFrame) -> RunSummary:
