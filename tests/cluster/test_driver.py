@@ -540,3 +540,15 @@ def test_a_shard_dask_gave_up_on_says_memory_in_one_line() -> None:
     text = _failure_text(KilledWorker("rrnet-shard-000001", "tcp://10.0.0.1:4000", 3))
     assert "memory" in text and "--memory" in text and "\n" not in text and len(text) < 200
     assert _failure_text(ValueError("bad thing\nmore")) == "ValueError: bad thing"
+
+
+def test_a_run_whose_every_shard_failed_exits_1_not_3(world, client, tmp_path, monkeypatch):
+    """Every row ``shard_failed`` (one shard, its worker failing) is the machine's fault,
+    resumable: it exited 3, "the data's fault, do not retry", because no row was ok."""
+    monkeypatch.setenv(FAULT_RAISE_ENV, "0")
+    common = [str(world["cat"]), "--data-dir", str(world["data"]), "--model",
+              str(world["models"][0]), "--device", "cpu", "--batch-size", str(BATCH),
+              "--cluster", client.scheduler.address, "--quiet", "--retries", "0",
+              "--shard-size", "100000"]  # fmt: skip
+    assert main([*common, "--out", str(tmp_path / "a.parquet")]) == 1
+    assert (pl.read_parquet(tmp_path / "a.parquet")["status"] == "shard_failed").all()

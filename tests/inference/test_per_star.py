@@ -367,3 +367,27 @@ def test_a_spectrum_listed_twice_counts_once() -> None:
     assert a["Teff[K]"] == pytest.approx(float((w * x).sum() / w.sum()), rel=1e-6)
     assert a["Teff[K]_err"] == pytest.approx(float(1 / np.sqrt(w.sum())), rel=1e-6)
     assert b["n_exp"] == 1
+
+
+def test_a_failed_first_listing_does_not_hide_a_good_second_one() -> None:
+    """The dedupe ranked every row, usable or not: a file missing in its first folder and
+    found in its second gave the star no spectrum. Rows without a file name are never
+    taken for one another, and a coadd listed from another folder than its exposures
+    is still the same file's coadd (it counted beside them)."""
+    rows = [  # star, file, blue extension, status, Teff, err
+        ("a", "old/f1.fits.gz", "B-1", "missing_file", None, None),
+        ("a", "new/f1.fits.gz", "B-1", "ok", 5100.0, 20.0),
+        ("b", None, "B-1", "ok", 6000.0, 30.0),
+        ("b", None, "B-1", "ok", 6100.0, 30.0),
+        ("c", "n1/f3.fits.gz", "B-1", "ok", 4000.0, 20.0),
+        ("c", "n1/f3.fits.gz", "B-2", "ok", 4100.0, 20.0),
+        ("c", "copy/F3.fits", "COADD_B", "ok", 4050.0, 10.0),
+    ]
+    cat = pl.DataFrame(
+        rows, schema=["star_id", "filename", "extname_blue", "status", "Teff[K]", "Teff[K]_err"],
+        orient="row",
+    ).with_columns(flag=pl.lit(1, pl.UInt8))  # fmt: skip
+    table = per_star_table(cat, labels=["Teff[K]"], variability_labels=["Teff[K]"])
+    n = dict(zip(table["star_id"], table["n_exp"], strict=True))
+    assert n == {"a": 1, "b": 2, "c": 2}
+    assert table.row(0, named=True)["Teff[K]"] == pytest.approx(5100.0)

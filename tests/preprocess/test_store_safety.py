@@ -91,7 +91,7 @@ def test_second_writer_of_a_store_fails_at_once(tmp_path, capsys):
     )
     try:
         assert holder.stdout.readline().strip() == "held"
-        assert main(_args(catalog, out, "--resume")) == 1
+        assert main(_args(catalog, out, "--resume")) == 75  # EX_TEMPFAIL: retry later
         err = capsys.readouterr().err
         assert f"pid {holder.pid}" in err and err.count("\n") == 1
         assert not (out / "store.json").exists()

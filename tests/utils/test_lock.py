@@ -109,6 +109,14 @@ def test_a_killed_holders_pid_reused_by_another_process_is_stale(tmp_path: Path)
         lock.write_text(json.dumps(held))
         with pytest.raises(LockError, match=f"pid {sleeper.pid}"), output_lock(out, directory=True):
             pass
+        # a record of an older rrnet, without pid_start: judged by its start time
+        old = {"pid": sleeper.pid, "host": record["host"], "started": "2001-01-01T00:00:00Z"}
+        lock.write_text(json.dumps(old))
+        with output_lock(out, directory=True):  # the sleeper began long after 2001
+            pass
+        lock.write_text(json.dumps({**old, "started": "2999-01-01T00:00:00Z"}))
+        with pytest.raises(LockError), output_lock(out, directory=True):
+            pass
     finally:
         sleeper.kill()
         sleeper.wait()

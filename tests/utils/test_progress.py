@@ -94,6 +94,8 @@ def test_an_eta_beyond_a_day_is_not_wrapped() -> None:
     bar.update(50)
     line = bar.line(now=bar.start + 1.0)
     assert "ETA 31:06:39" in line  # 5,599,950 left at 50 per second: 111,999 s
+    bar.update(5_600_000)  # more done than the total said: nothing left, not negative
+    assert "ETA 00:00:00" in bar.line(now=bar.start + 2.0)
 
 
 def test_a_terminal_without_width_gets_plain_lines(monkeypatch) -> None:

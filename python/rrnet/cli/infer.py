@@ -112,8 +112,9 @@ def _summary(path: Path, options: InferOptions) -> str:
 
 
 def _none_ok(path: Path, options: InferOptions) -> int:
-    """1, with one line, when no row could be labelled (a wrong --data-dir, say), as
-    rrnet-preprocess does; the catalogue stays for inspection. 0 otherwise."""
+    """3 (``EXIT_NO_USABLE_ROWS``), with one line, when no row could be labelled (a wrong
+    --data-dir, say), as rrnet-preprocess does; the catalogue stays for inspection. 0
+    otherwise."""
     from rrnet.inference.summary import summarize_file
 
     summary = summarize_file(path, options.fmt)

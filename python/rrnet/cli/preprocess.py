@@ -39,8 +39,8 @@ from rrnet.preprocess.pipeline import (
 )
 from rrnet.preprocess.rv_policy import DEFAULT_RV_MODE, RV_MODES
 from rrnet.preprocess.settings import MAX_ITER_LIMIT
-from rrnet.store import STORE_DTYPES, StoreError
-from rrnet.utils.lock import LockError
+from rrnet.store import STORE_DTYPES, StoreError, read_store_info
+from rrnet.utils.lock import LockError, output_lock
 
 if TYPE_CHECKING:
     from rrnet.inference.summary import RunSummary
@@ -227,17 +227,27 @@ SUMMARY_FILE = "summary.json"
 """The finished run's counts in the store, for scripts and workflow managers."""
 
 
-def _write_summary(path: Path, summary: RunSummary) -> None:
-    """``STORE/summary.json``: rows, ok, passing the quality cuts, failures by status
-    with an example reason (what the end-of-run lines say), written atomically."""
+def _summarize_store(path: Path) -> RunSummary:
+    """The store's counts, written to ``STORE/summary.json`` (rows, ok, passing the
+    quality cuts, failures by status with an example reason: what the end-of-run lines
+    say) under the store's lock, so that they describe the store that is there: a run
+    that took the store meanwhile (``--overwrite``) keeps it, and its own summary."""
     import json
 
-    from rrnet.inference.summary import summary_document
+    from rrnet.inference.summary import summarize, summary_document
     from rrnet.utils.atomic import write_text
 
-    passing = pl.scan_parquet(path / "manifest.parquet").select(pl.col("quality_ok").sum())
-    doc = summary_document(summary) | {"quality_ok": int(passing.collect().item() or 0)}
-    write_text(path / SUMMARY_FILE, json.dumps(doc, indent=2) + "\n")
+    try:
+        with output_lock(path, directory=True, what="store"):
+            manifest = pl.scan_parquet(path / "manifest.parquet")  # the store there now
+            summary = summarize(manifest)
+            passing = manifest.select(pl.col("quality_ok").sum()).collect().item()
+            doc = summary_document(summary) | {"quality_ok": int(passing or 0)}
+            if read_store_info(path).get("complete"):
+                write_text(path / SUMMARY_FILE, json.dumps(doc, indent=2) + "\n")
+    except LockError:  # another run writes this store now: its summary will be its own
+        summary = summarize(pl.scan_parquet(path / "manifest.parquet"))
+    return summary
 
 
 def _summary(path: Path, selection: Path | None, summary: RunSummary, dtype: str) -> str:
@@ -307,10 +317,7 @@ def main(argv: list[str] | None = None) -> int:
         return interrupted_exit(PROG, exc)
     except Exception as exc:  # out of memory, a full disk inside Arrow's error, ...
         return unexpected_exit(PROG, exc)
-    from rrnet.inference.summary import summarize  # after parsing: keeps --help fast
-
-    summary = summarize(pl.scan_parquet(store.path / "manifest.parquet"))
-    _write_summary(store.path, summary)
+    summary = _summarize_store(store.path)
     if summary.ok == 0:
         status, (n, example) = next(iter(summary.failed.items()))
         return no_usable_rows(

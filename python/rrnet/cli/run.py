@@ -145,8 +145,10 @@ def _run(args: argparse.Namespace, job_script: Any, load_settings: Any, run_clus
     except RunStopped as exc:  # interrupted or no worker left: finished shards are kept
         print(f"{PROG}: stopped: {exc}", file=sys.stderr)
         return exc.exit_status
+    if not report["complete"]:  # failed shards (reported): --resume recomputes them, exit 1
+        return 1
     ok = report.get("rows_by_status", {}).get("ok", 0)
-    if report.get("rows_in") and not ok:  # as rrnet-preprocess and rrnet-infer: exit 1
+    if report.get("rows_in") and not ok:  # as rrnet-preprocess and rrnet-infer: exit 3
         spans = report.get("shards_without_ok_rows", [])
         reasons = [r for span in spans for r in span["reasons"]]
         example = f" (e.g. {reasons[0]})" if reasons else ""
@@ -154,7 +156,7 @@ def _run(args: argparse.Namespace, job_script: Any, load_settings: Any, run_clus
             PROG,
             f"none of {report['rows_in']} rows could be labelled{example}; catalogue at {args.out}",
         )
-    return 0 if report["complete"] else 1
+    return 0
 
 
 def _quiet_dask(verbose: bool) -> None:

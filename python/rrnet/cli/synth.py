@@ -7,6 +7,7 @@ import logging
 import sys
 
 from rrnet.cli._args import (
+    EXIT_NO_USABLE_ROWS,
     OneLineParser,
     UsageError,
     command,
@@ -138,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
             + (f", {paths.n_failed} failed" if paths.n_failed else ""),
             file=sys.stderr,
         )
-    return 1 if paths.n_failed and not paths.n_visits else 0
+    return EXIT_NO_USABLE_ROWS if paths.n_failed and not paths.n_visits else 0
 
 
 if __name__ == "__main__":

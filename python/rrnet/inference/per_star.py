@@ -34,26 +34,30 @@ DEFAULT_CHI2_THRESHOLD: float = 4.0
 """Reduced chi-square above which a star is ``variable`` (p ~ 0.05 at 1 dof, ~0.007 at 3)."""
 
 
+def file_key() -> pl.Expr:
+    """A spectrum file's own name, whatever its folder, case or compression: the same
+    file listed from two folders, or stored unpacked, is one file."""
+    base = pl.col("filename").str.split("/").list.last().str.to_lowercase()
+    return base.str.replace(r"\.fits(\.gz)?$", "")
+
+
 def repeats_exposures(usable: pl.Expr, star_column: str) -> pl.Expr:
     """True for a coadd row whose file also has a usable single exposure of the star."""
     coadd = pl.col("extname_blue").fill_null("").str.to_uppercase().str.starts_with(COADD_PREFIX)
-    exposure_in_file = (usable & ~coadd).any().over([star_column, "filename"])
+    exposure_in_file = (usable & ~coadd).any().over([pl.col(star_column), file_key()])
     return coadd & exposure_in_file
 
 
-def listed_before(names: Sequence[str], star_column: str) -> pl.Expr:
-    """True for a row whose spectrum (file name, whatever its folder, case or ``.gz``, and
-    extensions) an earlier row of the same star already holds: a file listed twice, or
-    found in two folders, is one observation, not two that average down."""
-    base = pl.col("filename").str.split("/").list.last().str.to_lowercase()
-    keys = [
-        pl.col(star_column),
-        base.str.replace(r"\.fits(\.gz)?$", ""),
-        pl.col("extname_blue").str.to_uppercase(),
-    ]
+def listed_before(usable: pl.Expr, names: Sequence[str], star_column: str) -> pl.Expr:
+    """True for a usable row whose spectrum (:func:`file_key` and extensions) an earlier
+    usable row of the same star already holds: a file listed twice, or found in two
+    folders, is one observation, not two that average down. A row without a file name
+    or extension is never taken for another."""
+    keys = [pl.col(star_column), file_key(), pl.col("extname_blue").str.to_uppercase()]
     if "extname_red" in names:
         keys.append(pl.col("extname_red").str.to_uppercase())
-    return pl.int_range(pl.len()).over(keys) > 0
+    named = pl.col("filename").is_not_null() & pl.col("extname_blue").is_not_null()
+    return usable & named & ~pl.struct([*keys, usable.alias("_u")]).is_first_distinct()
 
 
 def per_star_table(
@@ -108,9 +112,8 @@ def per_star_table(
         usable = usable & (pl.col("flag") == 1)
     frame = lazy.with_row_index("_order").filter(_has_id(pl.col(star_column), lazy, star_column))
     if {"filename", "extname_blue"} <= set(names):
-        usable = (
-            usable & ~repeats_exposures(usable, star_column) & ~listed_before(names, star_column)
-        )
+        usable = usable & ~repeats_exposures(usable, star_column)
+        usable = usable & ~listed_before(usable, names, star_column)
     # The rows' star, order and usability once; then one label at a time, so that only
     # one label's per-row columns are ever in memory (all 17 at once took 3.6 GB for 2
     # million rows). Per label: each row's weight, its star's weighted mean (window sums

@@ -23,6 +23,7 @@ from rrnet.preprocess.prefetch import NOTES_KEY, Immediate
 from rrnet.preprocess.results import NormalizeResult, ResampleResult
 from rrnet.preprocess.settings import PreprocessSettings
 from rrnet.preprocess.shard_files import ShardFiles
+from rrnet.preprocess.status import PreprocessError
 
 log = logging.getLogger(__name__)
 
@@ -415,9 +416,11 @@ class BatchBuilder:
             ("snr_red_ivar", red, RED_GRID),
         ):
             if len(arm) > 2 and arm[2] is not None:
-                self.floats[name][pos] = _finite(
-                    np.asarray(snr_ivar(arm[0], arm[1], arm[2], 0.0, grid))
-                )
+                try:
+                    value = snr_ivar(arm[0], arm[1], arm[2], 0.0, grid)
+                except (PreprocessError, ValueError):  # arrays the reader let through
+                    continue  # unknown: null, as for any arm without usable IVAR
+                self.floats[name][pos] = _finite(np.asarray(value))
 
     def _store_normalized(
         self,

@@ -172,11 +172,9 @@ class _Inputs:
 def _progress(total: int, epoch: str, enabled: bool) -> Progress | None:
     """The epoch's batches: a bar on a terminal, a log line every 10 s otherwise (a batch
     log had one line per epoch, and an epoch of a survey-sized set is hours on a CPU)."""
-    return (
-        Progress(total, enabled=True, prefix=f"rrnet-train: epoch {epoch}", unit="batches")
-        if enabled
-        else None
-    )
+    if not enabled:
+        return None
+    return Progress(total, prefix=f"rrnet-train: epoch {epoch}", unit="batches", leave=False)
 
 
 def _log_default(progress: bool) -> Callable[[str], None]:

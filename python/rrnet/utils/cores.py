@@ -16,13 +16,28 @@ def usable_cores() -> int:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         cores = os.cpu_count() or 1
-    quota = cgroup_cpu_limit()
-    if quota is not None:
-        cores = min(cores, math.ceil(quota))
-    slurm = os.environ.get("SLURM_CPUS_PER_TASK", "").strip()
-    if slurm.isdigit() and int(slurm) > 0:
-        cores = min(cores, int(slurm))
+    quota = _cgroup_limit_of_this_process()
+    if quota is not None:  # whole CPUs, as Rust's available_parallelism counts them
+        cores = min(cores, max(1, math.floor(quota)))
+    try:
+        slurm = int(os.environ.get("SLURM_CPUS_PER_TASK", "").strip())
+    except ValueError:  # unset, or not a count
+        slurm = 0
+    if slurm > 0:
+        cores = min(cores, slurm)
     return max(1, cores)
+
+
+_CGROUP_LIMIT: tuple[int, float | None] | None = None
+"""(pid, :func:`cgroup_cpu_limit`) once per process: it reads a few files, and the
+thread count is asked at every kernel call."""
+
+
+def _cgroup_limit_of_this_process() -> float | None:
+    global _CGROUP_LIMIT
+    if _CGROUP_LIMIT is None or _CGROUP_LIMIT[0] != os.getpid():
+        _CGROUP_LIMIT = (os.getpid(), cgroup_cpu_limit())
+    return _CGROUP_LIMIT[1]
 
 
 def cgroup_cpu_limit(
@@ -75,18 +90,25 @@ MAX_THREADS_PER_CORE = 4
 a mistyped ``RRNET_NUM_THREADS=100000`` started threads for minutes, deaf to SIGTERM."""
 
 
-def compute_threads() -> int:
-    """Threads for rrnet's own CPU work: ``RRNET_NUM_THREADS`` (as for the Rust kernels;
-    0 or unset: every usable core; at most :data:`MAX_THREADS_PER_CORE` per core)."""
+def _requested_threads() -> int:
+    """``RRNET_NUM_THREADS`` (0 when unset or empty); ValueError when not a count."""
     value = os.environ.get("RRNET_NUM_THREADS", "").strip()
     if not value:
-        return usable_cores()
+        return 0
     try:
         n = int(value)
     except ValueError:
         raise ValueError(f"RRNET_NUM_THREADS must be an integer, got {value!r}") from None
     if n < 0:
         raise ValueError(f"RRNET_NUM_THREADS must be >= 0, got {n}")
+    return n
+
+
+def compute_threads() -> int:
+    """Threads for rrnet's own CPU work: ``RRNET_NUM_THREADS`` (as for the Rust kernels;
+    0 or unset: every usable core; at most :data:`MAX_THREADS_PER_CORE` per core, more
+    is refused)."""
+    n = _requested_threads()
     limit = MAX_THREADS_PER_CORE * usable_cores()
     if n > limit:
         raise ValueError(
@@ -97,7 +119,11 @@ def compute_threads() -> int:
 
 
 def kernel_threads(threads: int | None) -> int:
-    """The thread count a Rust kernel call is given: ``threads``, else
-    :func:`compute_threads` (left to itself the Rust side sizes its pool by the affinity
-    mask and cgroup quota, not ``SLURM_CPUS_PER_TASK``)."""
-    return compute_threads() if threads is None else int(threads)
+    """The thread count a Rust kernel call is given: ``threads``, else as
+    :func:`compute_threads` but more than it allows is capped, not refused (the commands
+    refuse it up front; a library call keeps working, as the Rust side's own cap did).
+    Left to itself the Rust side sizes its pool by the affinity mask and the cgroup
+    quota, not ``SLURM_CPUS_PER_TASK``."""
+    if threads is not None:
+        return int(threads)
+    return min(_requested_threads(), MAX_THREADS_PER_CORE * usable_cores()) or usable_cores()

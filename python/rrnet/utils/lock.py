@@ -96,8 +96,27 @@ def _live_foreign_holder(record: dict) -> bool:
         return False
     if pid == os.getpid() or not _pid_alive(pid):
         return False
-    recorded = record.get("pid_start")
-    return not (isinstance(recorded, int) and _process_start(pid) not in (None, recorded))
+    recorded, now = record.get("pid_start"), _process_start(pid)
+    if isinstance(recorded, int):
+        return now in (None, recorded)
+    return not _started_after(now, record.get("started"))  # a record of rrnet < 2026-12-06
+
+
+def _started_after(ticks: int | None, started: object) -> bool:
+    """Whether a process that started ``ticks`` after boot began after the UTC time
+    ``started`` (seconds resolution, 2 s of slack); False where either is unknown."""
+    try:
+        boot = next(
+            float(line.split()[1])
+            for line in Path("/proc/stat").read_text().splitlines()
+            if line.startswith("btime ")
+        )
+        when = _dt.datetime.strptime(str(started), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=_dt.UTC)
+    except (OSError, ValueError, StopIteration, IndexError):
+        return False
+    if ticks is None:
+        return False
+    return boot + ticks / os.sysconf("SC_CLK_TCK") > when.timestamp() + 2.0
 
 
 def _in_use(what: str, out: object, record: dict) -> LockError:

@@ -20,7 +20,7 @@ def duration_text(seconds: float) -> str:
     where a clock format wraps to ``07:00:00``); ``?`` when unknown."""
     if not math.isfinite(seconds):
         return "?"
-    minutes, secs = divmod(int(seconds), 60)
+    minutes, secs = divmod(max(0, int(seconds)), 60)  # done past total: nothing left
     hours, minutes = divmod(minutes, 60)
     return f"{hours:02d}:{minutes:02d}:{secs:02d}"
 
@@ -56,6 +56,8 @@ class Progress:
         Seconds since an arbitrary start (``time.monotonic``); tests pass a fake one.
     wall
         Seconds since the epoch (``time.time``) for the UTC time each line ends with.
+    leave
+        Keep the finished bar on the terminal (False: a bar per training epoch).
     """
 
     def __init__(
@@ -69,6 +71,7 @@ class Progress:
         interval: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
+        leave: bool = True,
     ) -> None:
         self.total, self.initial, self.done = total, initial, initial
         self.prefix, self.unit, self.interval = prefix, unit, interval
@@ -80,7 +83,9 @@ class Progress:
         if enabled and draws_a_bar(sys.stderr):
             from tqdm import tqdm
 
-            self.bar = tqdm(total=total, initial=initial, unit=unit, dynamic_ncols=True)
+            self.bar = tqdm(
+                total=total, initial=initial, unit=unit, dynamic_ncols=True, leave=leave
+            )
 
     def update(self, n: int = 1) -> None:
         self.done += n
