@@ -105,3 +105,32 @@ def test_snr_rule():
     estimate = np.array([40.0, 40.0, 40.0, 40.0, np.nan, 40.0])
     got = snr_rule(header, estimate)  # rows 1 and 2: header absent, header NaN
     np.testing.assert_array_equal(got, [50.0, 40.0, 40.0, 40.0, np.nan, 40.0])
+    # a header more than twice the data's S/N (or under half of it): the lower is used
+    header = np.array([92.8, 92.8, 20.0, 92.8])
+    estimate = np.array([9.8, 50.0, 41.0, 46.4])
+    np.testing.assert_array_equal(snr_rule(header, estimate), [9.8, 92.8, 20.0, 92.8])
+
+
+def test_a_header_snr_of_other_data_gives_way_to_the_datas(tmp_path):
+    """A file re-noised (or its IVAR rescaled) with its header SNR kept: the catalogue
+    quoted S/N 92.8 for data at S/N ~10, and errors and cuts followed the header (found
+    by metamorphic tests on the real file). Now the lower is used, and the row says so."""
+    from helpers import REAL_FILE, write_lamost_copy
+
+    if not REAL_FILE.is_file():
+        pytest.skip("needs ../shared")
+
+    def noisier(table):
+        table = table.copy()
+        table["IVAR"] = table["IVAR"] / 100.0  # the data's S/N a tenth of the header's
+        return table
+
+    write_lamost_copy(tmp_path / "x.fits", edit={"COADD_B": noisier})
+    catalog = pl.DataFrame({"filename": ["x.fits"], "extname_blue": ["COADD_B"],
+                            "extname_red": ["COADD_R"], "rv": [-20.0]})  # fmt: skip
+    row = preprocess_catalog(catalog, tmp_path, tmp_path / "s", workers=0, progress=False,
+                             rv_mode="catalog").manifest.row(0, named=True)  # fmt: skip
+    assert row["snr_blue"] == pytest.approx(row["snr_blue_ivar"]) and row["snr_blue"] < 10.5
+    assert row["snr_red"] == pytest.approx(162.45, abs=0.01)  # the red arm is untouched
+    assert "blue arm: header SNR 92.8 and the FLUX/IVAR estimate" in row["reason"]
+    assert row["quality_ok"] is (row["snr_blue"] >= 10)

@@ -98,16 +98,16 @@ SPEC_COLUMNS: tuple[Column, ...] = (
         "snr_blue",
         pl.Float32,
         "",
-        "S/N of the blue arm: header keyword SNR, else median flux*sqrt(ivar); null when "
-        "no pixel has a finite positive ivar",
+        "S/N of the blue arm: header keyword SNR, else median flux*sqrt(ivar), the lower "
+        "when they differ by over 2x; null when no pixel has a finite positive ivar",
         "stat.snr",
     ),
     Column(
         "snr_red",
         pl.Float32,
         "",
-        "S/N of the red arm: header keyword SNR, else median flux*sqrt(ivar); null when "
-        "no pixel has a finite positive ivar",
+        "S/N of the red arm: header keyword SNR, else median flux*sqrt(ivar), the lower "
+        "when they differ by over 2x; null when no pixel has a finite positive ivar",
         "stat.snr",
     ),
     *_label_columns(),

@@ -408,6 +408,16 @@ class BatchBuilder:
             why = f"no usable RV (catalogue {pending[i][3]!r} km/s, measurement {got.status[i]})"
             self._fail(pos[i], "bad_rv", f"{self.rv_errors[0]} RV: {why}")
 
+    def _note_snr_disagreement(self, arm: str, header: np.ndarray, estimate: np.ndarray) -> None:
+        """Say on each row whose header SNR and FLUX/IVAR estimate disagree which was used."""
+        reasons = self.text["reason"]
+        for i in np.flatnonzero(snr_disagrees(header, estimate)):
+            note = (
+                f"{arm} arm: header SNR {header[i]:.1f} and the FLUX/IVAR estimate "
+                f"{estimate[i]:.1f} disagree; the lower is used"
+            )
+            reasons[i] = f"{reasons[i]}; {note}" if reasons[i] else note
+
     def _observed_snr(self, pos: int, blue: tuple, red: tuple) -> None:
         """The FLUX/IVAR S/N of a spectrum that fails before the RV shift (it is the arms'
         whatever the spectrum's fate; pixels in the grid window of the observed frame)."""
@@ -464,7 +474,8 @@ class BatchBuilder:
         n = plan.stop - plan.start
         rows = np.arange(plan.start, plan.stop, dtype=np.int64)
         f = self.floats
-        for name in ("snr_blue", "snr_red"):
+        for name, arm in (("snr_blue", "blue"), ("snr_red", "red")):
+            self._note_snr_disagreement(arm, f[name], f[f"{name}_ivar"])
             f[name] = snr_rule(f[name], f[f"{name}_ivar"])
         ok = self.text["status"] == "ok"
         passed, why = _quality(ok, self.text["status"], f, self.ints, quality)
@@ -604,6 +615,24 @@ def _masked(values: np.ndarray, valid: np.ndarray) -> pl.Series:
     return pl.Series(values).zip_with(pl.Series(valid), pl.Series([None] * values.size))
 
 
+SNR_DISAGREE = 2.0
+"""A header SNR more than this factor from the arm's FLUX/IVAR estimate describes other
+data (a file whose flux was rescaled or re-noised, its header kept): the lower of the
+two is used, so that the errors and the cuts are never those of a better spectrum. On
+the real file the two agree to 5-11 % (92.8 and 97.7 for the blue coadd)."""
+
+
+def snr_disagrees(header: np.ndarray, estimate: np.ndarray) -> np.ndarray:
+    """Rows whose usable header SNR and FLUX/IVAR estimate differ by more than
+    :data:`SNR_DISAGREE` (either way)."""
+    header = np.asarray(header, dtype=np.float64)
+    estimate = np.asarray(estimate, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        both = np.isfinite(header) & (header >= 0) & np.isfinite(estimate) & (estimate >= 0)
+        high = np.fmax(header, estimate)
+        return both & (high > SNR_DISAGREE * np.fmin(header, estimate))
+
+
 def snr_rule(header: np.ndarray, estimate: np.ndarray) -> np.ndarray:
     """The S/N of one arm that the quality cut uses (the one documented rule), per row.
 
@@ -611,14 +640,17 @@ def snr_rule(header: np.ndarray, estimate: np.ndarray) -> np.ndarray:
     with finite positive IVAR); NaN when the arm has no such pixel. An arm whose
     IVAR is all zero, negative or NaN cannot be trusted whatever its header says:
     NaN. Otherwise the header SNR when it is a finite number >= 0, else the
-    estimate. NaN (null in the manifest) fails the cut ("no usable S/N") and sets
-    LOW_SNR downstream.
+    estimate; the lower of the two when they differ by more than
+    :data:`SNR_DISAGREE` (:func:`snr_disagrees`). NaN (null in the manifest) fails
+    the cut ("no usable S/N") and sets LOW_SNR downstream.
     """
     header = np.asarray(header, dtype=np.float64)
     estimate = np.asarray(estimate, dtype=np.float64)
     with np.errstate(invalid="ignore"):
         usable = np.isfinite(header) & (header >= 0)
-    return np.where(np.isnan(estimate), np.nan, np.where(usable, header, estimate))
+    chosen = np.where(usable, header, estimate)
+    chosen = np.where(snr_disagrees(header, estimate), np.fmin(header, estimate), chosen)
+    return np.where(np.isnan(estimate), np.nan, chosen)
 
 
 def _kernel_status(code: int, stage: str) -> tuple[str, str]:
