@@ -484,7 +484,7 @@ def _source_flux(src: Source, row: int) -> np.ndarray:
     try:
         return np.asarray(src.spectrum(row), np.float32)
     except (ValueError, KeyError, IndexError) as exc:
-        log.warning("rrnet-synth: no spectrum for source row %d: %s", row, exc)
+        log.warning("rrnet-synth: warning: no spectrum for source row %d: %s", row, exc)
         return np.full(src.wavelength.size, np.nan, np.float32)
 
 
@@ -499,7 +499,9 @@ def _write_tables(out: Path, data_dir: Path, parts_dir: Path, n: int, src: Sourc
     records = [json.loads((parts_dir / f"visit-{k:06d}.json").read_text()) for k in range(n)]
     failed = [r for r in records if r["status"] != "ok"]
     for r in failed:
-        log.warning("rrnet-synth: visit %d (%s) failed: %s", r["visit"], r["star_id"], r["reason"])
+        log.warning(
+            "rrnet-synth: warning: visit %d (%s) failed: %s", r["visit"], r["star_id"], r["reason"]
+        )
     spectra = pl.DataFrame(
         [row for r in records if r["status"] == "ok" for row in r["rows"]],
         schema_overrides={"snr_blue_target": pl.Float64, "snr_red_target": pl.Float64},
