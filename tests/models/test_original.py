@@ -124,7 +124,8 @@ def test_cli_writes_checkpoints(tmp_path, capsys) -> None:
     assert (out / "SP" / "config.json").is_file() and (
         out / "CA" / "member-0.safetensors"
     ).is_file()
-    assert "SP: 1 member(s)" in capsys.readouterr().out
+    said = capsys.readouterr()
+    assert "rrnet-import-original: SP: 1 member(s)" in said.err and said.out == ""
 
 
 @pytest.mark.parametrize(
@@ -154,7 +155,7 @@ def test_cli_bad_inputs_fail_with_one_line(tmp_path, capsys, monkeypatch) -> Non
     monkeypatch.chdir(tmp_path)
     release = _release(tmp_path / "release", 1, 0)
     (release / "label_config.pkl").write_bytes(pickle.dumps({"label_list": _Exploit()}))
-    assert main([str(release), "--out", str(tmp_path / "o")]) == 1
+    assert main([str(release), "--out", str(tmp_path / "o")]) == 2  # unusable input
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "refusing to load global" in err[0]
     assert not (tmp_path / "rrnet-pwned-marker").exists()
@@ -162,7 +163,7 @@ def test_cli_bad_inputs_fail_with_one_line(tmp_path, capsys, monkeypatch) -> Non
     state = torch.load(release / "SP0" / "weight_best.pkl", weights_only=True)
     state["fc1.0.weight"] = state["fc1.0.weight"][:, :100]
     torch.save(state, release / "SP0" / "weight_best.pkl")
-    assert main([str(release), "--out", str(tmp_path / "o")]) == 1
+    assert main([str(release), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "fc1.0.weight" in err[0]
     assert not (tmp_path / "o").exists()

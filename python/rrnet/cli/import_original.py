@@ -96,12 +96,12 @@ def main(argv: list[str] | None = None) -> int:
         except (OSError, ValueError, KeyError, pickle.UnpicklingError) as err:
             if is_machine_fault(err):
                 raise
-            print(f"{PROG}: error: {error_line(err)}", file=sys.stderr)  # the release's fault
-            return 1
+            return usage_error(PROG, error_line(err))  # the release's fault: unusable input
         for name, group in groups.items():
-            print(
-                f"{name}: {len(group.member_state_dicts)} member(s), labels "
-                f"{', '.join(group.labels)} -> {group.checkpoint}"
+            print(  # on stderr, as every command's report: stdout stays for data
+                f"{PROG}: {name}: {len(group.member_state_dicts)} member(s), labels "
+                f"{', '.join(group.labels)} -> {group.checkpoint}",
+                file=sys.stderr,
             )
         return 0
 
