@@ -248,3 +248,18 @@ def test_the_record_beside_a_catalogue_holds_its_counts(world, tmp_path, fmt):
     assert (doc["rows"], doc["ok"], doc["recommended"]) == (want.rows, want.ok, want.recommended)
     assert doc["flagged"] == want.flagged
     assert {k: tuple(v) for k, v in doc["failed"].items()} == want.failed
+
+
+def test_an_existing_output_is_refused_before_the_models_load(world, tmp_path, monkeypatch):
+    """The refusal of an existing --out without --resume/--overwrite came after loading the
+    models and opening the input: 10 s of waiting for a one-line answer."""
+    out = tmp_path / "cat.parquet"
+    assert _cli(world, out) == 0
+
+    def no_plan(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise AssertionError("the models were loaded")
+
+    monkeypatch.setattr(run_module, "_plan", no_plan)
+    with pytest.raises(InferError, match="exists: pass --resume"):
+        run_inference([world["sp"]], store=world["store"], out=out, device="cpu",
+                      progress=False)  # fmt: skip

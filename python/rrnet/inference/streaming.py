@@ -547,6 +547,25 @@ def _per_star_record(options: InferOptions, out: Path) -> dict[str, Any] | None:
     }
 
 
+def _refuse_taken(out: Path, overwrite: bool) -> None:
+    """InferError when ``out`` (or an unfinished run of it) exists and a run without
+    ``resume`` may not take it: not rrnet-infer's, or ``overwrite`` not given."""
+    work = parts_dir(out)
+    if not (out.exists() or work.exists()):
+        return
+    if out.exists() and not _written_here(out, work):  # neither flag would take it
+        raise InferError(
+            f"{out} exists and was not written by rrnet-infer: choose another --out "
+            "(or remove it yourself)"
+        )
+    if not overwrite:
+        what = f"{out} exists" if out.exists() else f"an unfinished run of {out} exists"
+        raise InferError(
+            f"{what}: pass --resume to continue it or --overwrite (resume=True or "
+            "overwrite=True in Python)"
+        )
+
+
 def _prepare(
     out: Path,
     run: dict[str, Any],
@@ -578,18 +597,7 @@ def _prepare(
             raise InferError(problem)
         return None
     if not resume and (out.exists() or work.exists()):
-        foreign = out.exists() and not _written_here(out, work)
-        if foreign:  # neither --resume nor --overwrite would take it
-            raise InferError(
-                f"{out} exists and was not written by rrnet-infer: choose another --out "
-                "(or remove it yourself)"
-            )
-        if not overwrite:
-            what = f"{out} exists" if out.exists() else f"an unfinished run of {out} exists"
-            raise InferError(
-                f"{what}: pass --resume to continue it or --overwrite (resume=True or "
-                "overwrite=True in Python)"
-            )
+        _refuse_taken(out, overwrite)
         _remove_previous(out, work)
     if not work.exists():
         work.mkdir(parents=True)
@@ -931,6 +939,8 @@ def run_inference(
             f"give one input, --store or --catalog (with --data-dir) (store= or catalog= "
             f"in Python); {given} given"
         )
+    if not options.resume:  # said before the models load (~10 s), and again under the lock
+        _refuse_taken(out, options.overwrite)
     device_type = _check_device(options.device)
     if device_type == "cpu":  # model steps reuse freed memory (utils.heap)
         retain_heap()
