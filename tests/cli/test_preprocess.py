@@ -235,8 +235,9 @@ def test_kill_9_then_resume_gives_the_uninterrupted_store(tmp_path):
 
 def test_sigterm_says_what_was_kept_and_resume_finishes(tmp_path):
     """A batch system's walltime SIGTERM killed rrnet-preprocess without a word (Ctrl-C
-    said what was kept and how to resume)."""
-    catalog, data = _big_catalog(tmp_path, 300)
+    said what was kept and how to resume). 3,000 rows: with 300 a fast run could end
+    before the signal (exit 0, seen once in a CI run)."""
+    catalog, data = _big_catalog(tmp_path, 3000)
     common = [str(catalog), "--data-dir", str(data), "--shard-size", "5", "--quiet"]
     out = tmp_path / "terminated"
     cmd = [sys.executable, "-m", "rrnet.cli.preprocess", *common, "--out", str(out)]
@@ -246,6 +247,7 @@ def test_sigterm_says_what_was_kept_and_resume_finishes(tmp_path):
         if len(list((out / "parts").glob("manifest-*.parquet"))) >= 2:
             break
         time.sleep(0.005)
+    assert proc.poll() is None, "the run ended before the signal: make the catalogue longer"
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 143, err
