@@ -4,6 +4,7 @@ Layout of a store directory (``docs/store.md`` has the full description)::
 
     store.json                     format, fingerprint, row count, shard size, kinds
     manifest.parquet               one row per catalogue row, in catalogue order
+    summary.json                   rrnet-preprocess's counts at the end of its run
     shards/normalized-000000.npy   float32 [<= shard_size, 7200], standard .npy
                                    (float16 in a store written with dtype="float16")
     shards/resampled-000000.npy    (only with keep_resampled)
@@ -39,6 +40,9 @@ KINDS: tuple[str, ...] = ("normalized", "resampled")
 """Flux kinds: continuum-normalised (model input) and resampled (before normalisation)."""
 STORE_DTYPES: tuple[str, ...] = ("float32", "float16")
 """Storage types of the flux shards (``store.json`` ``dtype``; float32 when absent)."""
+SUMMARY_FILE = "summary.json"
+"""The finished run's counts, for scripts and workflow managers (written by
+rrnet-preprocess; an ``--overwrite`` removes it with the store it describes)."""
 
 
 class StoreError(ValueError):

@@ -59,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 @command(PROG)
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns the exit status (2 for unusable arguments, 1 for bad input)."""
+    """Entry point; returns the exit status (2 for unusable arguments or input, 1 for a
+    fault of the machine)."""
     parser = build_parser()
     log_to_stderr(PROG)
     try:

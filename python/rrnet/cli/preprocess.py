@@ -39,7 +39,7 @@ from rrnet.preprocess.pipeline import (
 )
 from rrnet.preprocess.rv_policy import DEFAULT_RV_MODE, RV_MODES
 from rrnet.preprocess.settings import MAX_ITER_LIMIT
-from rrnet.store import STORE_DTYPES, StoreError, read_store_info
+from rrnet.store import STORE_DTYPES, SUMMARY_FILE, StoreError, read_store_info
 from rrnet.utils.lock import LockError, output_lock
 
 if TYPE_CHECKING:
@@ -223,40 +223,44 @@ def _check(args: argparse.Namespace) -> str | None:
     return None
 
 
-SUMMARY_FILE = "summary.json"
-"""The finished run's counts in the store, for scripts and workflow managers."""
+def _counts(path: Path) -> tuple[RunSummary, int]:
+    """The store's counts (:func:`~rrnet.inference.summary.summarize` of its manifest) and
+    its rows passing the quality cuts."""
+    from rrnet.inference.summary import summarize
+
+    manifest = pl.scan_parquet(path / "manifest.parquet")
+    passing = manifest.select(pl.col("quality_ok").sum()).collect().item()
+    return summarize(manifest), int(passing or 0)
 
 
-def _summarize_store(path: Path) -> RunSummary:
-    """The store's counts, written to ``STORE/summary.json`` (rows, ok, passing the
-    quality cuts, failures by status with an example reason: what the end-of-run lines
-    say) under the store's lock, so that they describe the store that is there: a run
-    that took the store meanwhile (``--overwrite``) keeps it, and its own summary."""
+def _summarize_store(path: Path) -> tuple[RunSummary, int]:
+    """:func:`_counts`, written to ``STORE/summary.json`` (rows, ok, passing the quality
+    cuts, failures by status with an example reason: what the end-of-run lines say)
+    under the store's lock, so that they describe the store that is there: a run that
+    took the store meanwhile (``--overwrite``) keeps it, and its own summary."""
     import json
 
-    from rrnet.inference.summary import summarize, summary_document
+    from rrnet.inference.summary import summary_document
     from rrnet.utils.atomic import write_text
 
     try:
         with output_lock(path, directory=True, what="store"):
-            manifest = pl.scan_parquet(path / "manifest.parquet")  # the store there now
-            summary = summarize(manifest)
-            passing = manifest.select(pl.col("quality_ok").sum()).collect().item()
-            doc = summary_document(summary) | {"quality_ok": int(passing or 0)}
+            summary, passing = _counts(path)  # the store there now
+            doc = summary_document(summary) | {"quality_ok": passing}
             if read_store_info(path).get("complete"):
                 write_text(path / SUMMARY_FILE, json.dumps(doc, indent=2) + "\n")
+            return summary, passing
     except LockError:  # another run writes this store now: its summary will be its own
-        summary = summarize(pl.scan_parquet(path / "manifest.parquet"))
-    return summary
+        return _counts(path)
 
 
-def _summary(path: Path, selection: Path | None, summary: RunSummary, dtype: str) -> str:
+def _summary(
+    path: Path, selection: Path | None, summary: RunSummary, passing: int, dtype: str
+) -> str:
     """The end-of-run lines: rows in, ok, passing the cuts, failures by status, outputs."""
     from rrnet.inference.summary import format_summary
     from rrnet.utils.sizes import size_text
 
-    passing = pl.scan_parquet(path / "manifest.parquet").select(pl.col("quality_ok").sum())
-    passing = passing.collect().item()
     size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
     summary.outputs = {"store": path}
     if selection is not None:
@@ -317,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
         return interrupted_exit(PROG, exc)
     except Exception as exc:  # out of memory, a full disk inside Arrow's error, ...
         return unexpected_exit(PROG, exc)
-    summary = _summarize_store(store.path)
+    summary, passing = _summarize_store(store.path)
     if summary.ok == 0:
         status, (n, example) = next(iter(summary.failed.items()))
         return no_usable_rows(
@@ -328,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.select is not None:
         write_selection(store, args.select)
     if not args.quiet:
-        print(_summary(store.path, args.select, summary, store.dtype), file=sys.stderr)
+        print(_summary(store.path, args.select, summary, passing, store.dtype), file=sys.stderr)
     return 0
 
 

@@ -20,6 +20,7 @@ from rrnet.preprocess.batch_builder import ArrayPool, PreprocessedBatch
 from rrnet.preprocess.shard_files import ShardFiles
 from rrnet.store import (
     KINDS,
+    SUMMARY_FILE,
     StoreError,
     read_store_info,
     shard_name,
@@ -280,7 +281,7 @@ def _remove_store(out: Path) -> None:
         raise StoreError(
             f"{out} has a store.json that is not rrnet's; refusing to overwrite it"
         ) from exc
-    listed = [out / "manifest.parquet", out / "summary.json"]  # summary: rrnet-preprocess's
+    listed = [out / "manifest.parquet", out / SUMMARY_FILE]
     listed += [out / shard_name(k, i) for k in kinds for i in range(n_shards)]
     listed += [_part_path(out, i) for i in range(n_shards)]
     listed += [p for d in (out, out / "shards", out / "parts") for p in d.glob(TEMP_GLOB)]
